@@ -1,0 +1,376 @@
+// Package api is the edge's HTTP surface: the JSON API under /api/v1/ with
+// the DESIGN.md error shape, /healthz, /metrics, the WebSocket control
+// channel and the embedded console. Capabilities plug their routes in here.
+package api
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/campusedge/campusedge/edge/buildinfo"
+	"github.com/campusedge/campusedge/edge/fleet"
+)
+
+// MaxBodyBytes is the default limit for JSON request bodies.
+const MaxBodyBytes = 64 << 10
+
+// Identity is what the API needs of the edge identity.
+type Identity interface {
+	EdgeID() string
+	CheckAdminToken(token string) bool
+}
+
+// Check is one named health check; it returns an error when degraded.
+type Check func(ctx context.Context) error
+
+// Config wires a Server.
+type Config struct {
+	Identity   Identity
+	Fleet      *fleet.Fleet
+	School     string
+	SchoolName string
+	Logger     *slog.Logger
+	Checks     map[string]Check
+	// Console serves the embedded web console at "/".
+	Console http.Handler
+}
+
+// Server holds the handlers' shared state.
+type Server struct {
+	cfg     Config
+	log     *slog.Logger
+	started time.Time
+	reg     *prometheus.Registry
+	mux     *http.ServeMux
+
+	requests *prometheus.CounterVec
+	wsConns  prometheus.Gauge
+
+	mu    sync.Mutex
+	conns map[*controlConn]struct{}
+}
+
+// New builds the server and its routes.
+func New(cfg Config) *Server {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	s := &Server{cfg: cfg, log: cfg.Logger, started: time.Now(), reg: prometheus.NewRegistry(), mux: http.NewServeMux(), conns: map[*controlConn]struct{}{}}
+	s.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "campusedge_http_requests_total", Help: "HTTP requests by route pattern and status code.",
+	}, []string{"route", "code"})
+	s.wsConns = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "campusedge_control_connections", Help: "Open WebSocket control connections.",
+	})
+	s.reg.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		s.requests, s.wsConns,
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "campusedge_terminals_online", Help: "Paired terminals with a live control connection.",
+		}, func() float64 { return float64(cfg.Fleet.OnlineCount()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "campusedge_uptime_seconds", Help: "Seconds since edged started.",
+		}, func() float64 { return time.Since(s.started).Seconds() }),
+	)
+	s.routes()
+	return s
+}
+
+// Registry lets other capabilities register their metrics.
+func (s *Server) Registry() *prometheus.Registry { return s.reg }
+
+// Handle adds a route (Go 1.22 pattern) with request metrics.
+func (s *Server) Handle(pattern string, h http.Handler) {
+	s.mux.Handle(pattern, s.instrument(pattern, h))
+}
+
+// HandleFunc is Handle for functions.
+func (s *Server) HandleFunc(pattern string, h http.HandlerFunc) { s.Handle(pattern, h) }
+
+// Admin wraps h so that only the admin token passes.
+func (s *Server) Admin(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		tok, ok := BearerToken(r)
+		if !ok {
+			WriteError(w, http.StatusUnauthorized, "unauthorized", "this call needs the admin token: send 'Authorization: Bearer <token>' (the token is in DATA/admin-token)")
+			return
+		}
+		if !s.cfg.Identity.CheckAdminToken(tok) {
+			WriteError(w, http.StatusUnauthorized, "unauthorized", "the admin token is wrong; read it again from DATA/admin-token")
+			return
+		}
+		h(w, r)
+	}
+}
+
+func (s *Server) routes() {
+	s.HandleFunc("GET /healthz", s.healthz)
+	s.Handle("GET /metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{}))
+	s.HandleFunc("GET /api/v1/edge", s.edgeInfo)
+	s.HandleFunc("GET /api/v1/classrooms", s.Admin(s.listClassrooms))
+	s.HandleFunc("POST /api/v1/classrooms", s.Admin(s.createClassroom))
+	s.HandleFunc("GET /api/v1/classrooms/{id}", s.Admin(s.getClassroom))
+	s.HandleFunc("POST /api/v1/classrooms/{id}/pairing-codes", s.Admin(s.newPairingCode))
+	s.HandleFunc("GET /api/v1/terminals", s.Admin(s.listTerminals))
+	s.HandleFunc("POST /api/v1/pair", s.pair)
+	s.HandleFunc("GET /api/v1/ws", s.controlWS)
+	s.HandleFunc("/api/v1/", func(w http.ResponseWriter, r *http.Request) {
+		WriteError(w, http.StatusNotFound, "not_found", "no such API endpoint: "+r.Method+" "+r.URL.Path+" (see docs/API.md)")
+	})
+	if s.cfg.Console != nil {
+		// "/" for every method (a "GET /" pattern would conflict with the
+		// /api/v1/ catch-all); the console only answers GET and HEAD.
+		s.Handle("/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.Method != http.MethodGet && r.Method != http.MethodHead {
+				WriteError(w, http.StatusMethodNotAllowed, "method_not_allowed", r.Method+" is not allowed here")
+				return
+			}
+			s.cfg.Console.ServeHTTP(w, r)
+		}))
+	}
+}
+
+// ServeHTTP implements http.Handler.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+
+type statusWriter struct {
+	http.ResponseWriter
+	code int
+}
+
+func (w *statusWriter) WriteHeader(code int)        { w.code = code; w.ResponseWriter.WriteHeader(code) }
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+func (s *Server) instrument(route string, h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		sw := &statusWriter{ResponseWriter: w, code: http.StatusOK}
+		h.ServeHTTP(sw, r)
+		s.requests.WithLabelValues(route, fmt.Sprint(sw.code)).Inc()
+	})
+}
+
+// WriteJSON writes v with status.
+func WriteJSON(w http.ResponseWriter, status int, v any) {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(v); err != nil {
+		WriteError(w, http.StatusInternalServerError, "internal", "could not encode the response")
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_, _ = w.Write(buf.Bytes())
+}
+
+// ErrorBody is the DESIGN.md error shape.
+type ErrorBody struct {
+	Error struct {
+		Code    string `json:"code"`
+		Message string `json:"message"`
+	} `json:"error"`
+}
+
+// WriteError writes {"error":{"code":…,"message":…}}.
+func WriteError(w http.ResponseWriter, status int, code, msg string) {
+	var b ErrorBody
+	b.Error.Code, b.Error.Message = code, msg
+	WriteJSON(w, status, b)
+}
+
+// DecodeJSON reads a JSON body of at most limit bytes into v strictly and
+// writes the error response itself when it fails (then returns false).
+func DecodeJSON(w http.ResponseWriter, r *http.Request, limit int64, v any) bool {
+	body := http.MaxBytesReader(w, r.Body, limit)
+	dec := json.NewDecoder(body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		var mbe *http.MaxBytesError
+		switch {
+		case errors.As(err, &mbe):
+			WriteError(w, http.StatusRequestEntityTooLarge, "body_too_large", fmt.Sprintf("the body is larger than %d bytes", limit))
+		case errors.Is(err, io.EOF):
+			WriteError(w, http.StatusBadRequest, "invalid_json", "the body is empty; send a JSON object")
+		default:
+			WriteError(w, http.StatusBadRequest, "invalid_json", "the body is not valid JSON for this call: "+err.Error())
+		}
+		return false
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		WriteError(w, http.StatusBadRequest, "invalid_json", "the body has data after the JSON object")
+		return false
+	}
+	return true
+}
+
+// BearerToken extracts the bearer token from the Authorization header.
+func BearerToken(r *http.Request) (string, bool) {
+	h := r.Header.Get("Authorization")
+	tok, ok := strings.CutPrefix(h, "Bearer ")
+	tok = strings.TrimSpace(tok)
+	return tok, ok && tok != ""
+}
+
+func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	type check struct {
+		OK     bool   `json:"ok"`
+		Detail string `json:"detail,omitempty"`
+	}
+	out := struct {
+		Status string           `json:"status"`
+		Checks map[string]check `json:"checks"`
+	}{Status: "ok", Checks: map[string]check{}}
+	names := make([]string, 0, len(s.cfg.Checks))
+	for n := range s.cfg.Checks {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		if err := s.cfg.Checks[n](ctx); err != nil {
+			out.Checks[n] = check{OK: false, Detail: err.Error()}
+			out.Status = "degraded"
+		} else {
+			out.Checks[n] = check{OK: true}
+		}
+	}
+	WriteJSON(w, http.StatusOK, out)
+}
+
+func (s *Server) edgeInfo(w http.ResponseWriter, r *http.Request) {
+	WriteJSON(w, http.StatusOK, map[string]any{
+		"id":             s.cfg.Identity.EdgeID(),
+		"school":         s.cfg.School,
+		"school_name":    s.cfg.SchoolName,
+		"version":        buildinfo.Version,
+		"uptime_seconds": int64(time.Since(s.started).Seconds()),
+		"started_at":     s.started.UTC().Format(time.RFC3339),
+	})
+}
+
+func fleetError(w http.ResponseWriter, err error) {
+	switch {
+	case errors.Is(err, fleet.ErrInvalid):
+		WriteError(w, http.StatusBadRequest, "invalid", err.Error())
+	case errors.Is(err, fleet.ErrNotFound):
+		WriteError(w, http.StatusNotFound, "not_found", err.Error())
+	case errors.Is(err, fleet.ErrConflict):
+		WriteError(w, http.StatusConflict, "conflict", err.Error())
+	case errors.Is(err, fleet.ErrPairingLock):
+		WriteError(w, http.StatusTooManyRequests, "pairing_locked", "pairing is locked after too many wrong codes: ask the admin to issue a new pairing code")
+	case errors.Is(err, fleet.ErrBadCode):
+		WriteError(w, http.StatusForbidden, "pairing_code_wrong", "that pairing code is not valid; check the 6 digits on the admin console")
+	case errors.Is(err, fleet.ErrCodeExpired):
+		WriteError(w, http.StatusGone, "pairing_code_expired", "that pairing code has expired (codes last 10 minutes); ask the admin for a new one")
+	case errors.Is(err, fleet.ErrCodeUsed):
+		WriteError(w, http.StatusGone, "pairing_code_used", "that pairing code was already used; each code pairs one terminal")
+	default:
+		WriteError(w, http.StatusInternalServerError, "internal", "internal error: "+err.Error())
+	}
+}
+
+func (s *Server) listClassrooms(w http.ResponseWriter, r *http.Request) {
+	cs, err := s.cfg.Fleet.Classrooms()
+	if err != nil {
+		fleetError(w, err)
+		return
+	}
+	WriteJSON(w, http.StatusOK, map[string]any{"classrooms": cs})
+}
+
+func (s *Server) getClassroom(w http.ResponseWriter, r *http.Request) {
+	c, err := s.cfg.Fleet.Classroom(r.PathValue("id"))
+	if err != nil {
+		fleetError(w, err)
+		return
+	}
+	WriteJSON(w, http.StatusOK, c)
+}
+
+// CreateClassroomRequest is the body of POST /api/v1/classrooms.
+type CreateClassroomRequest struct {
+	Name     string `json:"name"`
+	RoomCode string `json:"room_code"`
+}
+
+func (s *Server) createClassroom(w http.ResponseWriter, r *http.Request) {
+	var req CreateClassroomRequest
+	if !DecodeJSON(w, r, MaxBodyBytes, &req) {
+		return
+	}
+	c, err := s.cfg.Fleet.CreateClassroom(req.Name, req.RoomCode)
+	if err != nil {
+		fleetError(w, err)
+		return
+	}
+	s.log.Info("classroom created", "id", c.ID, "room_code", c.RoomCode, "name", c.Name)
+	WriteJSON(w, http.StatusCreated, c)
+}
+
+func (s *Server) newPairingCode(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	code, exp, err := s.cfg.Fleet.NewPairingCode(id)
+	if err != nil {
+		fleetError(w, err)
+		return
+	}
+	s.log.Info("pairing code issued", "classroom", id, "expires_at", exp.Format(time.RFC3339))
+	WriteJSON(w, http.StatusCreated, map[string]any{"code": code, "classroom_id": id, "expires_at": exp})
+}
+
+func (s *Server) listTerminals(w http.ResponseWriter, r *http.Request) {
+	ts, err := s.cfg.Fleet.Terminals()
+	if err != nil {
+		fleetError(w, err)
+		return
+	}
+	WriteJSON(w, http.StatusOK, map[string]any{"terminals": ts})
+}
+
+// PairResponse is what a terminal gets for a good code.
+type PairResponse struct {
+	TerminalID  string `json:"terminal_id"`
+	Token       string `json:"token"`
+	EdgeID      string `json:"edge_id"`
+	ClassroomID string `json:"classroom_id"`
+}
+
+func (s *Server) pair(w http.ResponseWriter, r *http.Request) {
+	var req fleet.PairRequest
+	if !DecodeJSON(w, r, 4<<10, &req) {
+		return
+	}
+	t, token, err := s.cfg.Fleet.Pair(req, remoteHost(r))
+	if err != nil {
+		s.log.Warn("pairing refused", "addr", remoteHost(r), "err", err)
+		fleetError(w, err)
+		return
+	}
+	s.log.Info("terminal paired", "terminal", t.ID, "classroom", t.ClassroomID, "addr", t.Addr, "name", t.Name)
+	WriteJSON(w, http.StatusCreated, PairResponse{TerminalID: t.ID, Token: token, EdgeID: s.cfg.Identity.EdgeID(), ClassroomID: t.ClassroomID})
+}
+
+func remoteHost(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}

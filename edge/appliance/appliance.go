@@ -1,0 +1,163 @@
+// Package appliance wires edged together: it opens the data dir and store,
+// loads the identity, starts HTTP and DNS-SD, and shuts them down in order.
+// cmd/edged is a thin shell around Run so tests can start a real appliance
+// in-process as well as a real binary.
+package appliance
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/campusedge/campusedge/edge/api"
+	"github.com/campusedge/campusedge/edge/buildinfo"
+	"github.com/campusedge/campusedge/edge/config"
+	"github.com/campusedge/campusedge/edge/console"
+	"github.com/campusedge/campusedge/edge/discovery"
+	"github.com/campusedge/campusedge/edge/fleet"
+	"github.com/campusedge/campusedge/edge/identity"
+	"github.com/campusedge/campusedge/edge/store"
+)
+
+// Migrations is the ordered schema history of edge.db. Append only: a
+// migration that shipped is never edited, and its index+1 is its version.
+func Migrations() []store.Migration {
+	return []store.Migration{
+		{Name: "foundation: identity, classrooms, terminals, pairing", Up: func(tx *bolt.Tx) error {
+			for _, b := range [][]byte{identity.Bucket, fleet.BucketClassrooms, fleet.BucketTerminals, fleet.BucketPairing} {
+				if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+					return fmt.Errorf("create bucket %s: %w", b, err)
+				}
+			}
+			return nil
+		}},
+	}
+}
+
+// Options are hooks for callers (tests, supervisors).
+type Options struct {
+	// Ready is called with the bound address once HTTP is serving.
+	Ready func(addr net.Addr)
+}
+
+// Run starts the appliance and blocks until ctx is cancelled, then shuts
+// down gracefully. It returns an error if start-up fails.
+func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts Options) error {
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return fmt.Errorf("create data dir %s: %w", cfg.DataDir, err)
+	}
+	st, err := store.Open(cfg.DataDir, Migrations())
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err := st.Close(); err != nil {
+			log.Error("closing store", "err", err)
+		} else {
+			log.Info("store closed", "path", st.Path())
+		}
+	}()
+	ver, _ := st.SchemaVersion()
+	log.Info("store open", "path", st.Path(), "schema_version", ver)
+
+	id, res, err := identity.LoadOrCreate(st.DB(), cfg.DataDir)
+	if err != nil {
+		return err
+	}
+	if res.Created {
+		log.Info("new edge identity created", "edge_id", id.ID)
+	}
+	if res.AdminTokenFile != "" {
+		log.Info("admin token written; use it to sign in to the console", "file", res.AdminTokenFile)
+	}
+	schoolName := cfg.SchoolName
+	if schoolName == "" {
+		schoolName = "CampusEdge " + id.ID
+	}
+
+	fl := fleet.New(st.DB(), nil)
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w (is another program using the port? choose one with -listen)", cfg.Listen, err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+
+	var adv *discovery.Advertiser
+	checks := map[string]api.Check{
+		"store": func(context.Context) error {
+			return st.View(func(*bolt.Tx) error { return nil })
+		},
+		"discovery": func(context.Context) error {
+			if !cfg.MDNS {
+				return nil // turned off on purpose; terminals use -edge URL
+			}
+			if adv == nil {
+				return errors.New("not started")
+			}
+			if s := adv.Status(); !s.Active {
+				return errors.New(s.Problem)
+			}
+			return nil
+		},
+	}
+	srv := api.New(api.Config{Identity: id, Fleet: fl, School: cfg.School, SchoolName: schoolName, Logger: log, Checks: checks, Console: console.Handler()})
+	hs := &http.Server{
+		Handler:           srv,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+	}
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- hs.Serve(ln) }()
+	log.Info("listening", "addr", ln.Addr().String(), "edge_id", id.ID, "version", buildinfo.Version)
+
+	if cfg.MDNS {
+		adv, err = discovery.Advertise(ctx, discovery.Config{
+			Instance:   discovery.InstanceName(schoolName),
+			Port:       port,
+			Info:       discovery.Info{Version: "1", EdgeID: id.ID, School: cfg.School, API: "/api/v1"},
+			Interfaces: cfg.MDNSInterfaces,
+			Logger:     log.With("component", "discovery"),
+		})
+		if err != nil {
+			_ = hs.Close()
+			return fmt.Errorf("DNS-SD: %w", err)
+		}
+	} else {
+		log.Info("DNS-SD advertisement off (-mdns=false); terminals need -edge URL", "url", "http://<this host>:"+strconv.Itoa(port))
+	}
+	if opts.Ready != nil {
+		opts.Ready(ln.Addr())
+	}
+
+	select {
+	case <-ctx.Done():
+	case err := <-serveErr:
+		return fmt.Errorf("HTTP server stopped: %w", err)
+	}
+	log.Info("shutting down")
+	shutCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	// Stop accepting and finish in-flight requests; hijacked WebSockets are
+	// not tracked by Shutdown, so close them explicitly (terminals reconnect).
+	srv.CloseControl()
+	if err := hs.Shutdown(shutCtx); err != nil {
+		log.Warn("HTTP shutdown incomplete", "err", err)
+	}
+	if adv != nil {
+		if err := adv.Close(); err != nil {
+			log.Warn("DNS-SD goodbye", "err", err)
+		} else {
+			log.Info("DNS-SD goodbye sent")
+		}
+	}
+	return nil
+}

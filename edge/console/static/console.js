@@ -1,0 +1,155 @@
+// CampusEdge admin console: plain JS, no build step, no external assets, so
+// it works on a school LAN with no internet.
+"use strict";
+
+const state = { token: sessionStorage.getItem("campusedge.admin") || "", classrooms: new Map(), terminals: new Map(), ws: null, retry: 0 };
+const $ = (id) => document.getElementById(id);
+
+async function api(method, path, body) {
+  const res = await fetch(path, {
+    method,
+    headers: Object.assign({ "Authorization": "Bearer " + state.token }, body ? { "Content-Type": "application/json" } : {}),
+    body: body ? JSON.stringify(body) : undefined,
+  });
+  const data = await res.json().catch(() => ({}));
+  if (!res.ok) {
+    const err = new Error((data.error && data.error.message) || res.statusText);
+    err.status = res.status;
+    throw err;
+  }
+  return data;
+}
+
+function text(tag, s, cls) {
+  const el = document.createElement(tag);
+  el.textContent = s;
+  if (cls) el.className = cls;
+  return el;
+}
+
+function ago(iso) {
+  if (!iso || iso.startsWith("0001")) return "never";
+  const s = Math.max(0, Math.round((Date.now() - Date.parse(iso)) / 1000));
+  return s < 60 ? s + " s ago" : s < 3600 ? Math.round(s / 60) + " min ago" : new Date(iso).toLocaleString();
+}
+
+function render() {
+  const tb = $("classrooms");
+  tb.replaceChildren();
+  for (const c of [...state.classrooms.values()].sort((a, b) => a.room_code.localeCompare(b.room_code))) {
+    const tr = document.createElement("tr");
+    tr.dataset.classroom = c.id;
+    const online = [...state.terminals.values()].filter((t) => t.classroom_id === c.id && t.online).length;
+    tr.append(text("td", c.room_code), text("td", c.name), text("td", String(online)));
+    const td = document.createElement("td");
+    const btn = text("button", "New pairing code");
+    btn.className = "pair-btn";
+    const out = text("span", "", "code");
+    btn.onclick = async () => {
+      try {
+        const r = await api("POST", "/api/v1/classrooms/" + encodeURIComponent(c.id) + "/pairing-codes");
+        out.textContent = r.code;
+        out.title = "expires " + new Date(r.expires_at).toLocaleTimeString();
+        out.dataset.code = r.code;
+      } catch (e) { out.textContent = e.message; }
+    };
+    td.append(btn, " ", out);
+    tr.append(td);
+    tb.append(tr);
+  }
+  const tt = $("terminals");
+  tt.replaceChildren();
+  for (const t of [...state.terminals.values()].sort((a, b) => a.id.localeCompare(b.id))) {
+    const tr = document.createElement("tr");
+    tr.dataset.terminal = t.id;
+    const room = state.classrooms.get(t.classroom_id);
+    tr.append(text("td", t.name + " (" + t.id + ")"), text("td", room ? room.room_code : t.classroom_id),
+      text("td", t.online ? "online" : "offline", "pill state " + (t.online ? "on" : "off")),
+      text("td", ago(t.last_seen)), text("td", t.version || ""), text("td", t.addr || ""));
+    tt.append(tr);
+  }
+}
+
+async function refreshHealth() {
+  try {
+    const res = await fetch("/healthz");
+    const h = await res.json();
+    const box = $("health");
+    box.replaceChildren(text("p", "Status: " + h.status, "pill " + (h.status === "ok" ? "on" : "off")));
+    const ul = document.createElement("ul");
+    for (const [name, c] of Object.entries(h.checks || {})) {
+      ul.append(text("li", name + ": " + (c.ok ? "ok" : "degraded — " + c.detail)));
+    }
+    box.append(ul);
+  } catch (e) { $("health").textContent = "edge unreachable: " + e.message; }
+}
+
+function connect() {
+  const proto = location.protocol === "https:" ? "wss:" : "ws:";
+  const ws = new WebSocket(proto + "//" + location.host + "/api/v1/ws");
+  state.ws = ws;
+  ws.onopen = () => ws.send(JSON.stringify({ type: "hello", v: 1, token: state.token }));
+  ws.onmessage = (ev) => {
+    const m = JSON.parse(ev.data);
+    if (m.type === "welcome") {
+      state.retry = 0;
+      $("link").textContent = "live"; $("link").className = "pill on";
+      $("edge-name").textContent = "edge " + m.edge_id;
+    } else if (m.type === "snapshot") {
+      state.classrooms = new Map(m.classrooms.map((c) => [c.id, c]));
+      state.terminals = new Map(m.terminals.map((t) => [t.id, t]));
+      render();
+    } else if (m.type === "event") {
+      if (m.kind === "terminal") state.terminals.set(m.terminal.id, m.terminal);
+      if (m.kind === "classroom") state.classrooms.set(m.classroom.id, m.classroom);
+      render();
+    } else if (m.type === "error" && m.code === "unauthorized") {
+      signOut("The token was refused: " + m.message);
+    }
+  };
+  ws.onclose = () => {
+    $("link").textContent = "offline"; $("link").className = "pill off";
+    if (!state.token || state.ws !== ws) return;
+    // Back off with jitter so that many consoles do not reconnect in step.
+    const delay = Math.min(30000, 500 * 2 ** state.retry++) * (0.5 + Math.random() / 2);
+    setTimeout(connect, delay);
+  };
+}
+
+async function signIn(token) {
+  state.token = token;
+  try {
+    await api("GET", "/api/v1/classrooms");
+  } catch (e) {
+    signOut(e.status === 401 ? "That token is not the admin token." : "Sign-in failed: " + e.message);
+    return;
+  }
+  sessionStorage.setItem("campusedge.admin", token);
+  $("signin").hidden = true; $("app").hidden = false; $("signout").hidden = false;
+  connect();
+  refreshHealth();
+  setInterval(refreshHealth, 10000);
+  setInterval(render, 15000);
+}
+
+function signOut(msg) {
+  state.token = "";
+  sessionStorage.removeItem("campusedge.admin");
+  if (state.ws) { const ws = state.ws; state.ws = null; ws.close(); }
+  $("signin").hidden = false; $("app").hidden = true; $("signout").hidden = true;
+  $("signin-error").textContent = msg || "";
+}
+
+$("signin-form").onsubmit = (e) => { e.preventDefault(); signIn($("token").value.trim()); };
+$("signout").onclick = () => signOut("");
+$("classroom-form").onsubmit = async (e) => {
+  e.preventDefault();
+  $("classroom-error").textContent = "";
+  try {
+    const c = await api("POST", "/api/v1/classrooms", { name: $("classroom-name").value, room_code: $("classroom-room").value });
+    state.classrooms.set(c.id, c);
+    render();
+    $("classroom-form").reset();
+  } catch (err) { $("classroom-error").textContent = err.message; }
+};
+if (state.token) signIn(state.token);
