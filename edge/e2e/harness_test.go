@@ -1,0 +1,278 @@
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+)
+
+// bins holds the binaries TestMain builds once for all tests.
+type bins struct{ edged, classterm string }
+
+var built bins // set once in TestMain before any test runs, read-only after
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "campusedge-e2e-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	built = bins{edged: filepath.Join(dir, "edged"), classterm: filepath.Join(dir, "classterm")}
+	for bin, pkg := range map[string]string{built.edged: "../../cmd/edged", built.classterm: "../../cmd/classterm"} {
+		out, err := exec.Command("go", "build", "-o", bin, pkg).CombinedOutput()
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "build %s: %v\n%s", pkg, err, out)
+			os.Exit(1)
+		}
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// proc is a running binary whose stderr is captured line by line.
+type proc struct {
+	cmd  *exec.Cmd
+	mu   sync.Mutex
+	log  bytes.Buffer
+	line chan string
+	done chan error
+}
+
+func start(t *testing.T, bin string, args ...string) *proc {
+	t.Helper()
+	p := &proc{cmd: exec.Command(bin, args...), line: make(chan string, 1024), done: make(chan error, 1)}
+	stderr, err := p.cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.cmd.Stdout = io.Discard
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			p.mu.Lock()
+			p.log.WriteString(sc.Text() + "\n")
+			p.mu.Unlock()
+			select {
+			case p.line <- sc.Text():
+			default:
+			}
+		}
+		p.done <- p.cmd.Wait()
+		close(p.done)
+	}()
+	t.Cleanup(func() {
+		_ = p.cmd.Process.Kill()
+		<-p.done
+	})
+	return p
+}
+
+func (p *proc) logs() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.log.String()
+}
+
+// waitLine waits for a log line matching re.
+func (p *proc) waitLine(t *testing.T, re *regexp.Regexp, within time.Duration) []string {
+	t.Helper()
+	deadline := time.After(within)
+	for {
+		select {
+		case l := <-p.line:
+			if m := re.FindStringSubmatch(l); m != nil {
+				return m
+			}
+		case err := <-p.done:
+			t.Fatalf("process exited (%v) before logging %v; log:\n%s", err, re, p.logs())
+		case <-deadline:
+			t.Fatalf("no log line %v within %s; log:\n%s", re, within, p.logs())
+		}
+	}
+}
+
+func (p *proc) signal(t *testing.T, sig syscall.Signal) {
+	t.Helper()
+	if err := p.cmd.Process.Signal(sig); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// wait waits for exit and returns the exit code.
+func (p *proc) wait(t *testing.T, within time.Duration) int {
+	t.Helper()
+	select {
+	case <-p.done:
+		return p.cmd.ProcessState.ExitCode()
+	case <-time.After(within):
+		t.Fatalf("process did not exit within %s; log:\n%s", within, p.logs())
+		return -1
+	}
+}
+
+var listeningRE = regexp.MustCompile(`msg=listening addr=(\S+)`)
+
+// edge is a running edged.
+type edge struct {
+	*proc
+	data, url, token string
+}
+
+func startEdge(t *testing.T, data, listen string) *edge {
+	t.Helper()
+	p := start(t, built.edged, "-data", data, "-listen", listen, "-mdns=false")
+	m := p.waitLine(t, listeningRE, 10*time.Second)
+	tok, err := os.ReadFile(filepath.Join(data, "admin-token"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &edge{proc: p, data: data, url: "http://" + m[1], token: strings.TrimSpace(string(tok))}
+}
+
+// call does one API call; token "" sends none.
+func call(t *testing.T, method, url, token string, body any, out any) int {
+	t.Helper()
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rd = bytes.NewReader(b)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, method, url, rd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, url, err)
+	}
+	defer res.Body.Close()
+	data, _ := io.ReadAll(res.Body)
+	if out != nil {
+		if err := json.Unmarshal(data, out); err != nil {
+			t.Fatalf("%s %s: decode %q: %v", method, url, data, err)
+		}
+	}
+	return res.StatusCode
+}
+
+type classroom struct {
+	ID, Name string
+	RoomCode string `json:"room_code"`
+}
+
+func (e *edge) classroom(t *testing.T, name, room string) classroom {
+	t.Helper()
+	var c classroom
+	if code := call(t, "POST", e.url+"/api/v1/classrooms", e.token, map[string]string{"name": name, "room_code": room}, &c); code != 201 {
+		t.Fatalf("create classroom: %d", code)
+	}
+	return c
+}
+
+func (e *edge) pairingCode(t *testing.T, classroomID string) string {
+	t.Helper()
+	var r struct{ Code string }
+	if code := call(t, "POST", e.url+"/api/v1/classrooms/"+classroomID+"/pairing-codes", e.token, nil, &r); code != 201 {
+		t.Fatalf("pairing code: %d", code)
+	}
+	return r.Code
+}
+
+type terminal struct {
+	ID          string `json:"id"`
+	ClassroomID string `json:"classroom_id"`
+	Online      bool   `json:"online"`
+	Version     string `json:"version"`
+	Addr        string `json:"addr"`
+	LastSeen    string `json:"last_seen"`
+}
+
+// watcher is an admin control connection: the console's view of events.
+type watcher struct {
+	ws     *websocket.Conn
+	online map[string]bool
+}
+
+func (e *edge) watch(t *testing.T) *watcher {
+	t.Helper()
+	ws, _, err := websocket.DefaultDialer.Dial(strings.Replace(e.url, "http", "ws", 1)+"/api/v1/ws", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ws.Close() })
+	if err := ws.WriteJSON(map[string]any{"type": "hello", "v": 1, "token": e.token}); err != nil {
+		t.Fatal(err)
+	}
+	return &watcher{ws: ws, online: map[string]bool{}}
+}
+
+// until reads snapshot and events until cond holds on the online map.
+func (w *watcher) until(t *testing.T, within time.Duration, what string, cond func(online map[string]bool) bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond(w.online) {
+		_ = w.ws.SetReadDeadline(deadline)
+		var m struct {
+			Type      string     `json:"type"`
+			Kind      string     `json:"kind"`
+			Terminal  *terminal  `json:"terminal"`
+			Terminals []terminal `json:"terminals"`
+			Code      string     `json:"code"`
+			Message   string     `json:"message"`
+		}
+		if err := w.ws.ReadJSON(&m); err != nil {
+			t.Fatalf("waiting for %s: %v (state %v)", what, err, w.online)
+		}
+		switch m.Type {
+		case "snapshot":
+			for _, tm := range m.Terminals {
+				w.online[tm.ID] = tm.Online
+			}
+		case "event":
+			if m.Kind == "terminal" {
+				w.online[m.Terminal.ID] = m.Terminal.Online
+			}
+		case "error":
+			t.Fatalf("watcher refused: %s %s", m.Code, m.Message)
+		}
+	}
+}
+
+func httpGet(t *testing.T, url string) string {
+	t.Helper()
+	res, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	return string(b)
+}
