@@ -18,7 +18,7 @@ import (
 
 type fakeIdentity struct{}
 
-func (fakeIdentity) EdgeID() string                 { return "testedge01" }
+func (fakeIdentity) EdgeID() string                  { return "testedge01" }
 func (fakeIdentity) CheckAdminToken(tok string) bool { return tok == "admin" }
 
 func newTestServer(t testing.TB) *Server {

@@ -41,7 +41,9 @@ func TestEdgeAnswersAndGuardsAdminCalls(t *testing.T) {
 		t.Fatal("edge.db contains the plain admin token")
 	}
 	for _, p := range []string{"/api/v1/classrooms", "/api/v1/terminals"} {
-		var eb struct{ Error struct{ Code, Message string } }
+		var eb struct {
+			Error struct{ Code, Message string }
+		}
 		if code := call(t, "GET", e.url+p, "", nil, &eb); code != 401 || eb.Error.Code != "unauthorized" {
 			t.Errorf("GET %s without token: %d %+v", p, code, eb)
 		}
@@ -49,7 +51,9 @@ func TestEdgeAnswersAndGuardsAdminCalls(t *testing.T) {
 			t.Errorf("GET %s with a wrong token: %d", p, code)
 		}
 	}
-	var eb struct{ Error struct{ Code, Message string } }
+	var eb struct {
+		Error struct{ Code, Message string }
+	}
 	if code := call(t, "POST", e.url+"/api/v1/classrooms", e.token, map[string]string{"name": "", "room_code": "bad code!"}, &eb); code != 400 || eb.Error.Code != "invalid" {
 		t.Errorf("bad classroom: %d %+v", code, eb)
 	}
@@ -59,8 +63,6 @@ func TestEdgeAnswersAndGuardsAdminCalls(t *testing.T) {
 	if code := call(t, "GET", e.url+"/api/v1/nope", e.token, nil, &eb); code != 404 || eb.Error.Code != "not_found" {
 		t.Errorf("unknown endpoint: %d %+v", code, eb)
 	}
-	var metrics struct{}
-	_ = metrics
 	res := httpGet(t, e.url+"/metrics")
 	if !strings.Contains(res, "campusedge_terminals_online") || !strings.Contains(res, "go_goroutines") {
 		t.Errorf("/metrics lacks the edge's gauges:\n%.500s", res)
@@ -82,7 +84,9 @@ var connectedRE = regexp.MustCompile(`msg=connected `)
 
 func pairErr(t *testing.T, e *edge, code string) string {
 	t.Helper()
-	var eb struct{ Error struct{ Code, Message string } }
+	var eb struct {
+		Error struct{ Code, Message string }
+	}
 	st := call(t, "POST", e.url+"/api/v1/pair", "", map[string]string{"code": code, "name": "probe"}, &eb)
 	if st < 400 {
 		t.Fatalf("pairing with %q succeeded (%d), want a refusal", code, st)
@@ -119,7 +123,7 @@ func TestPairingWithRealClassterm(t *testing.T) {
 	}
 
 	// A wrong code through the real binary: refused with a clear message.
-	wrong := fmt_code(code)
+	wrong := otherCode(code)
 	bad = start(t, built.classterm, "-data", t.TempDir(), "-edge", e.url, "-pair", wrong)
 	if c := bad.wait(t, 10*time.Second); c == 0 || !strings.Contains(bad.logs(), "pairing_code_wrong") {
 		t.Fatalf("wrong code: exit %d\n%s", c, bad.logs())
@@ -129,11 +133,11 @@ func TestPairingWithRealClassterm(t *testing.T) {
 	// until the admin issues a new one.
 	fresh := e.pairingCode(t, room.ID) // resets the counter
 	for i := range 4 {
-		if got := pairErr(t, e, fmt_code(fresh)); got != "pairing_code_wrong" {
+		if got := pairErr(t, e, otherCode(fresh)); got != "pairing_code_wrong" {
 			t.Fatalf("wrong try %d: %s", i+1, got)
 		}
 	}
-	if got := pairErr(t, e, fmt_code(fresh)); got != "pairing_locked" {
+	if got := pairErr(t, e, otherCode(fresh)); got != "pairing_locked" {
 		t.Fatalf("5th wrong try: %s, want pairing_locked", got)
 	}
 	if got := pairErr(t, e, fresh); got != "pairing_locked" {
@@ -157,8 +161,8 @@ func TestPairingWithRealClassterm(t *testing.T) {
 	}
 }
 
-// fmt_code returns a valid-looking code that differs from code.
-func fmt_code(code string) string {
+// otherCode returns a valid-looking code that differs from code.
+func otherCode(code string) string {
 	b := []byte(code)
 	b[0] = '0' + (b[0]-'0'+1)%10
 	return string(b)
