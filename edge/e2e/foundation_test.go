@@ -296,3 +296,30 @@ func TestCorruptOrForeignStoreIsRefusedNotReplaced(t *testing.T) {
 		}
 	})
 }
+
+func TestResetAdminToken(t *testing.T) {
+	data := t.TempDir()
+	e := startEdge(t, data, "127.0.0.1:0")
+	old := e.token
+	// While edged runs the store is locked: the reset must refuse, not hang.
+	p := start(t, built.edged, "reset-admin-token", "-data", data)
+	if c := p.wait(t, 5*time.Second); c == 0 {
+		t.Fatal("reset succeeded while edged holds the store")
+	}
+	e.signal(t, syscall.SIGTERM)
+	e.wait(t, 10*time.Second)
+	p = start(t, built.edged, "reset-admin-token", "-data", data)
+	if c := p.wait(t, 5*time.Second); c != 0 {
+		t.Fatalf("reset: exit %d\n%s", c, p.logs())
+	}
+	e2 := startEdge(t, data, "127.0.0.1:0")
+	if e2.token == old {
+		t.Fatal("token file unchanged")
+	}
+	if code := call(t, "GET", e2.url+"/api/v1/classrooms", old, nil, nil); code != 401 {
+		t.Errorf("old token: %d", code)
+	}
+	if code := call(t, "GET", e2.url+"/api/v1/classrooms", e2.token, nil, nil); code != 200 {
+		t.Errorf("new token: %d", code)
+	}
+}

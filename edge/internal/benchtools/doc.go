@@ -1,0 +1,18 @@
+// Package benchtools measures the appliance foundation for
+// docs/BENCHMARKS.md: how fast edged starts, what it costs at rest, and what
+// it costs to hold a school's worth of terminal control connections, each
+// next to a floor measured in the same run (a minimal Go server built by the
+// bench: floorserver).
+//
+// The figures come from tests that skip unless their flag is set, so the
+// normal test suite stays fast:
+//
+//	go test ./edge/internal/benchtools -run TestStartupBench -count=1 -v -startup-runs=20
+//	go test ./edge/internal/benchtools -run TestControlBench -count=1 -v -timeout=20m -terminals=2000 -hold=60s
+//
+// Run them without -race: the load generator lives in the test binary and a
+// race-instrumented client would measure itself, not the edge. Both build
+// edged and floorserver from this module into a temporary directory, start
+// them as separate processes listening on 127.0.0.1 only, and read their
+// CPU time and memory from /proc (Linux only).
+package benchtools
