@@ -2,7 +2,9 @@
 // it works on a school LAN with no internet.
 "use strict";
 
-const state = { token: sessionStorage.getItem("campusedge.admin") || "", classrooms: new Map(), terminals: new Map(), ws: null, retry: 0 };
+// codes holds the last pairing code per classroom, so that it survives the
+// re-render that every live event and the periodic refresh do.
+const state = { token: sessionStorage.getItem("campusedge.admin") || "", classrooms: new Map(), terminals: new Map(), codes: new Map(), ws: null, retry: 0 };
 const $ = (id) => document.getElementById(id);
 
 async function api(method, path, body) {
@@ -45,12 +47,18 @@ function render() {
     const btn = text("button", "New pairing code");
     btn.className = "pair-btn";
     const out = text("span", "", "code");
+    const show = (r) => {
+      out.textContent = r.code;
+      out.title = "expires " + new Date(r.expires_at).toLocaleTimeString();
+      out.dataset.code = r.code;
+    };
+    const kept = state.codes.get(c.id);
+    if (kept && Date.parse(kept.expires_at) > Date.now()) show(kept); else state.codes.delete(c.id);
     btn.onclick = async () => {
       try {
         const r = await api("POST", "/api/v1/classrooms/" + encodeURIComponent(c.id) + "/pairing-codes");
-        out.textContent = r.code;
-        out.title = "expires " + new Date(r.expires_at).toLocaleTimeString();
-        out.dataset.code = r.code;
+        state.codes.set(c.id, r);
+        show(r);
       } catch (e) { out.textContent = e.message; }
     };
     td.append(btn, " ", out);

@@ -1,0 +1,387 @@
+package console_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+
+	"github.com/campusedge/campusedge/edge/appliance"
+	"github.com/campusedge/campusedge/edge/config"
+)
+
+// chromiumPath is Debian's real binary; the /usr/bin/chromium wrapper breaks
+// here (its /dev/shm check) and adds extensions.
+const chromiumPath = "/usr/lib/chromium/chromium"
+
+// TestConsoleInChromium drives the real console page in headless Chromium
+// against an in-process edged and a real classterm binary: sign-in (wrong
+// and right token), classroom creation, pairing code, and the live
+// online/offline state of the terminal over the console's WebSocket.
+func TestConsoleInChromium(t *testing.T) {
+	if _, err := os.Stat(chromiumPath); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("chromium is required in CI: %v (apt-get install chromium)", err)
+		}
+		t.Skipf("chromium not installed (%v); apt-get install chromium to run this test", err)
+	}
+	// Everything below is bounded by this context; the test stays well
+	// under a minute even when a step hangs.
+	ctx, cancel := context.WithTimeout(t.Context(), 45*time.Second)
+	defer cancel()
+
+	// Logs of everything the test starts go into buffers, never through t
+	// from callbacks or goroutines, and are shown only when the test fails.
+	var edgeLog, termLog, browserLog, pageLog syncBuffer
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("edged log:\n%s", edgeLog.String())
+			t.Logf("classterm log:\n%s", termLog.String())
+			t.Logf("page console:\n%s", pageLog.String())
+			t.Logf("chromium output and chromedp log:\n%s", browserLog.String())
+		}
+	})
+
+	classterm := buildClassterm(ctx, t)
+
+	// edged, in-process.
+	cfg := config.Defaults()
+	cfg.DataDir = t.TempDir()
+	cfg.Listen = "127.0.0.1:0"
+	cfg.MDNS = false
+	logger := slog.New(slog.NewTextHandler(&edgeLog, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	edgeCtx, stopEdge := context.WithCancel(ctx)
+	ready := make(chan net.Addr, 1)
+	edgeDone := make(chan error, 1)
+	go func() {
+		edgeDone <- appliance.Run(edgeCtx, cfg, logger, appliance.Options{Ready: func(a net.Addr) { ready <- a }})
+	}()
+	defer func() {
+		stopEdge()
+		select {
+		case err := <-edgeDone:
+			if err != nil {
+				t.Errorf("edged: %v", err)
+			}
+		case <-time.After(15 * time.Second):
+			t.Errorf("edged did not stop within 15s")
+		}
+	}()
+	var edgeURL string
+	select {
+	case a := <-ready:
+		edgeURL = "http://" + a.String()
+	case err := <-edgeDone:
+		t.Fatalf("edged stopped at start-up: %v", err)
+	case <-ctx.Done():
+		t.Fatalf("edged not ready: %v", ctx.Err())
+	}
+	tok, err := os.ReadFile(filepath.Join(cfg.DataDir, "admin-token"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	token := strings.TrimSpace(string(tok))
+	if token == "" {
+		t.Fatal("empty admin token file")
+	}
+
+	// Headless Chromium with the flags from FIELD-NOTES. Setting
+	// disable-features replaces chromedp's default, so repeat it.
+	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(chromiumPath),
+		chromedp.Headless,
+		chromedp.NoSandbox,
+		chromedp.DisableGPU,
+		chromedp.NoFirstRun,
+		chromedp.Flag("disable-quic", true),
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+		chromedp.Flag("use-fake-device-for-media-stream", true),
+		chromedp.Flag("use-fake-ui-for-media-stream", true),
+		chromedp.Flag("allow-loopback-in-peer-connection", true),
+		chromedp.Flag("disable-features", "Translate,BlinkGenPropertyTrees,WebRtcHideLocalIpsWithMdns"),
+		chromedp.UserDataDir(t.TempDir()),
+		chromedp.CombinedOutput(&browserLog),
+	)
+	allocCtx, allocCancel := chromedp.NewExecAllocator(ctx, opts...)
+	defer allocCancel()
+	blog := func(f string, a ...any) { fmt.Fprintf(&browserLog, f+"\n", a...) }
+	bctx, bcancel := chromedp.NewContext(allocCtx, chromedp.WithLogf(blog), chromedp.WithErrorf(blog))
+	defer bcancel()
+	// The first Run starts the browser; its context must carry no
+	// per-step timeout (ctx above bounds the whole browser).
+	if err := chromedp.Do(bctx); err != nil {
+		t.Fatalf("start chromium: %v", err)
+	}
+
+	// Collect the page console; uncaught exceptions fail the test.
+	var (
+		consoleMu  sync.Mutex
+		exceptions []string
+	)
+	consoleDone := make(chan struct{})
+	messages := chromedp.Console(bctx)
+	go func() {
+		defer close(consoleDone)
+		for m, err := range messages {
+			if err != nil {
+				return
+			}
+			fmt.Fprintf(&pageLog, "%s (%s:%d)\n", m, m.URL, m.Line)
+			if m.IsException() {
+				consoleMu.Lock()
+				exceptions = append(exceptions, m.String())
+				consoleMu.Unlock()
+			}
+		}
+	}()
+	defer func() { bcancel(); <-consoleDone }()
+
+	do := func(what string, steps ...chromedp.Action[chromedp.Void]) {
+		t.Helper()
+		sctx, c := context.WithTimeout(bctx, 10*time.Second)
+		defer c()
+		if err := chromedp.Do(sctx, steps...); err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+	}
+
+	do("open the console", chromedp.Navigate(edgeURL+"/"))
+
+	// A wrong token is refused with a visible message and no app.
+	do("sign in with a wrong token",
+		chromedp.SendKeys(chromedp.CSS("#token"), "not-the-admin-token"),
+		chromedp.Click(chromedp.CSS(`#signin-form button[type="submit"]`)),
+	)
+	msg := poll[string](bctx, t, "sign-in error shown",
+		`document.getElementById("signin-error").textContent || false`)
+	if msg != "That token is not the admin token." {
+		t.Errorf("sign-in error = %q, want the wrong-token message", msg)
+	}
+	if hidden := eval[bool](bctx, t, `document.getElementById("app").hidden`); !hidden {
+		t.Error("app panel visible after a refused token")
+	}
+
+	// The right token opens the app and the live WebSocket.
+	do("sign in with the admin token",
+		// Paste over the wrong token, as the page tells admins to do.
+		// (chromedp.Clear only resets the value attribute, which does not
+		// empty an input that was typed into.)
+		chromedp.SetValue(chromedp.CSS("#token"), token),
+		chromedp.Click(chromedp.CSS(`#signin-form button[type="submit"]`)),
+	)
+	poll[bool](bctx, t, "app shown and WebSocket live",
+		`!document.getElementById("app").hidden && document.getElementById("signin").hidden &&
+		 document.getElementById("link").textContent === "live"`)
+
+	// Create a classroom through the form.
+	do("add a classroom",
+		chromedp.SendKeys(chromedp.CSS("#classroom-name"), "Grade 7 Class 2"),
+		chromedp.SendKeys(chromedp.CSS("#classroom-room"), "R204"),
+		chromedp.Click(chromedp.CSS(`#classroom-form button[type="submit"]`)),
+	)
+	classroomID := poll[string](bctx, t, "classroom row",
+		`[...document.querySelectorAll("#classrooms tr[data-classroom]")]
+		   .find((tr) => tr.cells[0].textContent === "R204" && tr.cells[1].textContent === "Grade 7 Class 2")
+		   ?.dataset.classroom || false`)
+	row := `tr[data-classroom=` + jsString(classroomID) + `]`
+
+	// Ask for a pairing code and read it from the page.
+	do("click New pairing code", chromedp.Click(chromedp.CSS("#classrooms "+row+" .pair-btn")))
+	code := poll[string](bctx, t, "pairing code shown",
+		`document.querySelector(`+jsString("#classrooms "+row+" span[data-code]")+`)?.dataset.code || false`)
+	if !regexp.MustCompile(`^[0-9]{6}$`).MatchString(code) {
+		t.Fatalf("pairing code %q is not 6 digits", code)
+	}
+
+	// The admin keeps working while someone walks to the terminal: adding
+	// another classroom re-renders the table (so does any live event and
+	// the 15 s refresh), and the code must stay on screen.
+	do("add a second classroom",
+		chromedp.SendKeys(chromedp.CSS("#classroom-name"), "Grade 8 Class 1"),
+		chromedp.SendKeys(chromedp.CSS("#classroom-room"), "R205"),
+		chromedp.Click(chromedp.CSS(`#classroom-form button[type="submit"]`)),
+	)
+	poll[bool](bctx, t, "second classroom row",
+		`[...document.querySelectorAll("#classrooms tr[data-classroom]")].some((tr) => tr.cells[0].textContent === "R205")`)
+	if still := eval[string](bctx, t, `document.querySelector(`+jsString("#classrooms "+row+" span[data-code]")+`)?.dataset.code ?? ""`); still != code {
+		t.Errorf("pairing code on screen after another classroom was added = %q, want %q", still, code)
+	}
+
+	// The real terminal agent pairs with that code and stays connected.
+	term := exec.CommandContext(ctx, classterm, "-data", t.TempDir(), "-edge", edgeURL, "-pair", code, "-name", "lab-pc-1")
+	term.Stdout = &termLog
+	term.Stderr = &termLog
+	term.WaitDelay = 5 * time.Second
+	if err := term.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// termExited is closed when classterm has exited; termErr is then set.
+	termExited := make(chan struct{})
+	var termErr error
+	go func() { termErr = term.Wait(); close(termExited) }()
+	defer func() {
+		_ = term.Process.Kill() // no-op error once it has exited
+		<-termExited
+	}()
+	m := termLog.waitFor(ctx, t, regexp.MustCompile(`msg=paired terminal=(\S+) classroom=(\S+)`), termExited)
+	terminalID := m[1]
+	if m[2] != classroomID {
+		t.Errorf("classterm paired into classroom %s, want %s", m[2], classroomID)
+	}
+	termLog.waitFor(ctx, t, regexp.MustCompile(`msg=connected `), termExited)
+
+	trow := `tr[data-terminal=` + jsString(terminalID) + `]`
+	termState := `document.querySelector(` + jsString("#terminals "+trow+" .state") + `)?.textContent`
+	onlineCount := `document.querySelector(` + jsString("#classrooms "+row) + `)?.cells[2].textContent`
+	poll[bool](bctx, t, "terminal shown online",
+		termState+` === "online" && `+onlineCount+` === "1"`)
+	if room := eval[string](bctx, t, `document.querySelector(`+jsString("#terminals "+trow)+`).cells[1].textContent`); room != "R204" {
+		t.Errorf("terminal row classroom = %q, want R204", room)
+	}
+
+	// Kill the agent: the edge sees the closed TCP connection at once and
+	// the page must follow without a reload.
+	if err := term.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	<-termExited
+	if termErr == nil {
+		t.Error("classterm exited cleanly after SIGKILL?")
+	}
+	poll[bool](bctx, t, "terminal shown offline",
+		termState+` === "offline" && `+onlineCount+` === "0"`)
+
+	consoleMu.Lock()
+	thrown := strings.Join(exceptions, "\n")
+	consoleMu.Unlock()
+	if thrown != "" {
+		t.Errorf("uncaught exceptions in the page:\n%s", thrown)
+	}
+}
+
+// poll waits until the JavaScript expression is truthy in the page and
+// returns its value; it fails the test after 10 s.
+func poll[T any](ctx context.Context, t *testing.T, what, expr string) T {
+	t.Helper()
+	const within = 10 * time.Second
+	pctx, cancel := context.WithTimeout(ctx, within+2*time.Second)
+	defer cancel()
+	v, err := chromedp.Run(pctx, chromedp.Poll[T](expr, chromedp.WithPollingTimeout(within), chromedp.WithPollingInterval(50*time.Millisecond)))
+	if err != nil {
+		dctx, dcancel := context.WithTimeout(ctx, 2*time.Second)
+		defer dcancel()
+		dom, _ := chromedp.Run(dctx, chromedp.Evaluate[string](`document.body.innerText`))
+		t.Fatalf("%s: %v\npage text:\n%s", what, err, dom)
+	}
+	return v
+}
+
+// eval evaluates the expression once.
+func eval[T any](ctx context.Context, t *testing.T, expr string) T {
+	t.Helper()
+	ectx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	v, err := chromedp.Run(ectx, chromedp.Evaluate[T](expr))
+	if err != nil {
+		t.Fatalf("evaluate %s: %v", expr, err)
+	}
+	return v
+}
+
+// jsString quotes s as a JavaScript (JSON) string literal.
+func jsString(s string) string {
+	b, _ := json.Marshal(s)
+	return string(b)
+}
+
+// buildClassterm builds cmd/classterm from this module into a temp dir.
+func buildClassterm(ctx context.Context, t *testing.T) string {
+	t.Helper()
+	out, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
+	if err != nil {
+		t.Fatalf("go env GOMOD: %v", err)
+	}
+	gomod := strings.TrimSpace(string(out))
+	if gomod == "" || gomod == os.DevNull {
+		t.Fatalf("not inside a Go module (GOMOD=%q)", gomod)
+	}
+	bin := filepath.Join(t.TempDir(), "classterm")
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/classterm")
+	cmd.Dir = filepath.Dir(gomod)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build ./cmd/classterm: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// syncBuffer is a log sink that goroutines and child processes may write to
+// after the test has moved on; waitFor watches it for a line.
+type syncBuffer struct {
+	mu     sync.Mutex
+	buf    bytes.Buffer
+	notify chan struct{}
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.notify == nil {
+		b.notify = make(chan struct{}, 1)
+	}
+	select {
+	case b.notify <- struct{}{}:
+	default:
+	}
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+func (b *syncBuffer) changed() <-chan struct{} {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.notify == nil {
+		b.notify = make(chan struct{}, 1)
+	}
+	return b.notify
+}
+
+// waitFor waits until the buffer matches re, the process exits, or ctx ends.
+func (b *syncBuffer) waitFor(ctx context.Context, t *testing.T, re *regexp.Regexp, exited <-chan struct{}) []string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	for {
+		if m := re.FindStringSubmatch(b.String()); m != nil {
+			return m
+		}
+		select {
+		case <-b.changed():
+		case <-exited:
+			if m := re.FindStringSubmatch(b.String()); m != nil {
+				return m
+			}
+			t.Fatalf("classterm exited before logging %v", re)
+		case <-ctx.Done():
+			t.Fatalf("no log line %v: %v", re, ctx.Err())
+		}
+	}
+}
