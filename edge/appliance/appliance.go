@@ -13,12 +13,15 @@ import (
 	"net/http"
 	"os"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/campusedge/campusedge/classroom"
 	"github.com/campusedge/campusedge/edge/api"
 	"github.com/campusedge/campusedge/edge/buildinfo"
+	"github.com/campusedge/campusedge/edge/cache"
 	"github.com/campusedge/campusedge/edge/config"
 	"github.com/campusedge/campusedge/edge/console"
 	"github.com/campusedge/campusedge/edge/discovery"
@@ -39,6 +42,7 @@ func Migrations() []store.Migration {
 			}
 			return nil
 		}},
+		{Name: "resource cache: catalogue items, sync cursor", Up: cache.Migrate},
 	}
 }
 
@@ -90,7 +94,9 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts Options)
 	}
 	port := ln.Addr().(*net.TCPAddr).Port
 
-	var adv *discovery.Advertiser
+	// The advertiser is set after HTTP is serving (it needs the bound port and
+	// /healthz may already be asked), hence the atomic.
+	var advp atomic.Pointer[discovery.Advertiser]
 	checks := map[string]api.Check{
 		"store": func(context.Context) error {
 			return st.View(func(*bolt.Tx) error { return nil })
@@ -99,6 +105,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts Options)
 			if !cfg.MDNS {
 				return nil // turned off on purpose; terminals use -edge URL
 			}
+			adv := advp.Load()
 			if adv == nil {
 				return errors.New("not started")
 			}
@@ -109,6 +116,22 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts Options)
 		},
 	}
 	srv := api.New(api.Config{Identity: id, Fleet: fl, School: cfg.School, SchoolName: schoolName, Logger: log, Checks: checks, Console: console.Handler()})
+	rc, err := cache.New(cache.Config{DB: st.DB(), DataDir: cfg.DataDir, Hub: cfg.Cloud, Logger: log.With("component", "cache")})
+	if err != nil {
+		_ = ln.Close()
+		return err
+	}
+	defer rc.Close() // before the store closes: downloads and sync write to it
+	rc.Register(srv)
+	rc.Start(ctx) // catalogue sync; a no-op without -cloud
+	// Live classes: sessions, SFU, WHIP/WHEP (classroom/).
+	live, err := classroom.Mount(classroom.Config{Server: srv, IsAdmin: id.CheckAdminToken, Listen: cfg.Listen, Logger: log.With("component", "live"),
+		Classroom: func(cid string) error { _, err := fl.Classroom(cid); return err }})
+	if err != nil {
+		_ = ln.Close()
+		return err
+	}
+	defer live.Close() // runs before the store closes
 	hs := &http.Server{
 		Handler:           srv,
 		ReadHeaderTimeout: 10 * time.Second,
@@ -120,7 +143,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts Options)
 	log.Info("listening", "addr", ln.Addr().String(), "edge_id", id.ID, "version", buildinfo.Version)
 
 	if cfg.MDNS {
-		adv, err = discovery.Advertise(ctx, discovery.Config{
+		adv, err := discovery.Advertise(ctx, discovery.Config{
 			Instance:   discovery.InstanceName(schoolName),
 			Port:       port,
 			Info:       discovery.Info{Version: "1", EdgeID: id.ID, School: cfg.School, API: "/api/v1"},
@@ -131,6 +154,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts Options)
 			_ = hs.Close()
 			return fmt.Errorf("DNS-SD: %w", err)
 		}
+		advp.Store(adv)
 	} else {
 		log.Info("DNS-SD advertisement off (-mdns=false); terminals need -edge URL", "url", "http://<this host>:"+strconv.Itoa(port))
 	}
@@ -152,7 +176,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts Options)
 	if err := hs.Shutdown(shutCtx); err != nil {
 		log.Warn("HTTP shutdown incomplete", "err", err)
 	}
-	if adv != nil {
+	if adv := advp.Load(); adv != nil {
 		if err := adv.Close(); err != nil {
 			log.Warn("DNS-SD goodbye", "err", err)
 		} else {

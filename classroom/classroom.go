@@ -1,0 +1,251 @@
+// Package classroom is the live-class capability of the edge: sessions and
+// their role tokens (classroom/session), the SFU that forwards media
+// (classroom/sfu), and the standard ways in: WHIP (RFC 9725) to publish and
+// WHEP to watch. Mount wires all of it onto the appliance's API server.
+package classroom
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"mime"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/campusedge/campusedge/classroom/session"
+	"github.com/campusedge/campusedge/classroom/sfu"
+	"github.com/campusedge/campusedge/edge/api"
+)
+
+// MaxSDPBytes bounds a WHIP/WHEP offer. Real offers are 2–10 KiB.
+const MaxSDPBytes = 64 << 10
+
+// negotiateTimeout bounds one offer/answer including ICE gathering.
+const negotiateTimeout = 10 * time.Second
+
+// Config wires the live-class capability.
+type Config struct {
+	Server *api.Server
+	// IsAdmin checks the edge admin token.
+	IsAdmin func(token string) bool
+	// Classroom reports whether a classroom id exists (nil error) or not.
+	Classroom session.ClassroomLookup
+	// Listen is edged's HTTP listen address; an edge bound to one IP keeps
+	// its media on that IP (see sfu.ICEAddrsForListen).
+	Listen string
+	Logger *slog.Logger
+}
+
+// Live is the running capability.
+type Live struct {
+	Sessions *session.Manager
+	SFU      *sfu.SFU
+	log      *slog.Logger
+}
+
+// Mount builds sessions and the SFU and registers their routes.
+func Mount(cfg Config) (*Live, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	s, err := sfu.New(sfu.Config{Logger: cfg.Logger.With("component", "sfu"), ICEAddrs: sfu.ICEAddrsForListen(cfg.Listen)})
+	if err != nil {
+		return nil, fmt.Errorf("live classes: %w", err)
+	}
+	l := &Live{Sessions: session.NewManager(cfg.Classroom), SFU: s, log: cfg.Logger}
+	l.Sessions.OnEnd(func(id string) {
+		l.log.Info("session ended; closing its media", "session", id)
+		s.CloseRoom(id)
+	})
+	(&session.Handlers{M: l.Sessions, IsAdmin: cfg.IsAdmin}).Register(cfg.Server)
+	l.registerMetrics(cfg.Server.Registry())
+	srv := cfg.Server
+	srv.HandleFunc("POST /whip/{session}", l.whip)
+	srv.HandleFunc("DELETE /whip/{session}/{resource}", l.deleteResource(true))
+	srv.HandleFunc("PATCH /whip/{session}/{resource}", noTrickle)
+	srv.HandleFunc("POST /whep/{session}", l.whep)
+	srv.HandleFunc("DELETE /whep/{session}/{resource}", l.deleteResource(false))
+	srv.HandleFunc("PATCH /whep/{session}/{resource}", noTrickle)
+	return l, nil
+}
+
+func (l *Live) registerMetrics(reg *prometheus.Registry) {
+	gauge := func(name, help string, f func(sfu.Totals) float64) prometheus.Collector {
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, func() float64 { return f(l.SFU.Totals()) })
+	}
+	counter := func(name, help string, f func(sfu.Totals) float64) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, func() float64 { return f(l.SFU.Totals()) })
+	}
+	reg.MustRegister(
+		gauge("campusedge_live_publishers", "Live-class publishers (WHIP) connected.", func(t sfu.Totals) float64 { return float64(t.Publishers) }),
+		gauge("campusedge_live_subscribers", "Live-class subscribers (WHEP) connected.", func(t sfu.Totals) float64 { return float64(t.Subscribers) }),
+		counter("campusedge_live_forwarded_packets_total", "RTP packets queued to subscribers.", func(t sfu.Totals) float64 { return float64(t.Forwarded) }),
+		counter("campusedge_live_dropped_packets_total", "RTP packets dropped because a subscriber's queue was full (that subscriber only).", func(t sfu.Totals) float64 { return float64(t.Dropped) }),
+	)
+}
+
+// Close ends all media (sessions are in memory and go with the process).
+func (l *Live) Close() { l.SFU.Close() }
+
+// noTrickle answers PATCH: RFC 9725 §4.3.1 lets a server without trickle
+// ICE answer 405; clients then rely on the candidates in the offer.
+func noTrickle(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Allow", "DELETE")
+	api.WriteError(w, http.StatusMethodNotAllowed, "trickle_not_supported", "this edge does not take trickle ICE; put every candidate in the offer (wait for ICE gathering to complete)")
+}
+
+// authorize checks the session id and the bearer token; master says
+// whether only the master teacher's token will do.
+func (l *Live) authorize(w http.ResponseWriter, r *http.Request, master bool) (session.Grant, bool) {
+	id := r.PathValue("session")
+	if !session.ValidID(id) {
+		api.WriteError(w, http.StatusNotFound, "not_found", "no such session (session ids are 24 hex characters)")
+		return session.Grant{}, false
+	}
+	tok, ok := api.BearerToken(r)
+	if !ok {
+		api.WriteError(w, http.StatusUnauthorized, "unauthorized", "send 'Authorization: Bearer <token>' with a token of this session")
+		return session.Grant{}, false
+	}
+	g, err := l.Sessions.Authorize(id, tok)
+	if err != nil {
+		session.WriteAuthError(w, err)
+		return session.Grant{}, false
+	}
+	if master && g.Role != session.RoleMaster {
+		api.WriteError(w, http.StatusForbidden, "forbidden", "only the master teacher's token may publish; the "+string(g.Role)+" token can watch with WHEP")
+		return session.Grant{}, false
+	}
+	return g, true
+}
+
+// readOffer reads an application/sdp body of at most MaxSDPBytes.
+func readOffer(w http.ResponseWriter, r *http.Request) (string, bool) {
+	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	if err != nil || mt != "application/sdp" {
+		api.WriteError(w, http.StatusUnsupportedMediaType, "unsupported_media_type", "send the SDP offer with 'Content-Type: application/sdp'")
+		return "", false
+	}
+	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxSDPBytes))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			api.WriteError(w, http.StatusRequestEntityTooLarge, "body_too_large", fmt.Sprintf("the SDP offer is larger than %d bytes", MaxSDPBytes))
+		} else {
+			api.WriteError(w, http.StatusBadRequest, "bad_request", "could not read the body: "+err.Error())
+		}
+		return "", false
+	}
+	offer := string(b)
+	if !strings.HasPrefix(offer, "v=0") {
+		api.WriteError(w, http.StatusBadRequest, "bad_sdp", "the body is not an SDP offer (it must start with v=0)")
+		return "", false
+	}
+	return offer, true
+}
+
+func writeSFUError(w http.ResponseWriter, err error) {
+	switch {
+	case errors.Is(err, sfu.ErrBusy):
+		api.WriteError(w, http.StatusConflict, "already_publishing", "someone is already publishing to this session; DELETE their WHIP resource first")
+	case errors.Is(err, sfu.ErrNoPublisher):
+		api.WriteError(w, http.StatusConflict, "no_publisher", "nobody is publishing to this session yet; try again when the master teacher is live ("+err.Error()+")")
+	case errors.Is(err, sfu.ErrBadOffer):
+		api.WriteError(w, http.StatusBadRequest, "bad_sdp", err.Error())
+	case errors.Is(err, sfu.ErrNotFound):
+		api.WriteError(w, http.StatusNotFound, "not_found", "no such WHIP/WHEP resource (it may have ended already)")
+	case errors.Is(err, sfu.ErrClosed):
+		api.WriteError(w, http.StatusServiceUnavailable, "shutting_down", "the edge is shutting down")
+	case errors.Is(err, context.DeadlineExceeded):
+		api.WriteError(w, http.StatusServiceUnavailable, "timeout", "negotiation took too long: "+err.Error())
+	default:
+		api.WriteError(w, http.StatusInternalServerError, "internal", "internal error: "+err.Error())
+	}
+}
+
+func writeAnswer(w http.ResponseWriter, location, answer string) {
+	w.Header().Set("Location", location)
+	w.Header().Set("Content-Type", "application/sdp")
+	w.WriteHeader(http.StatusCreated)
+	_, _ = io.WriteString(w, answer)
+}
+
+// whip: POST /whip/{session} with the master token publishes, and starts
+// the session if it has not started.
+func (l *Live) whip(w http.ResponseWriter, r *http.Request) {
+	g, ok := l.authorize(w, r, true)
+	if !ok {
+		return
+	}
+	offer, ok := readOffer(w, r)
+	if !ok {
+		return
+	}
+	if _, err := l.Sessions.Start(g.SessionID); err != nil {
+		session.WriteError(w, err)
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), negotiateTimeout)
+	defer cancel()
+	pub, answer, err := l.SFU.Publish(ctx, g.SessionID, offer)
+	if err != nil {
+		writeSFUError(w, err)
+		return
+	}
+	if s, err := l.Sessions.Get(g.SessionID); err != nil || s.State == session.StateEnded {
+		pub.Close() // the session ended while we negotiated
+		session.WriteError(w, session.ErrEnded)
+		return
+	}
+	writeAnswer(w, "/whip/"+g.SessionID+"/"+pub.ID(), answer)
+}
+
+// whep: POST /whep/{session} with any token of the session watches.
+func (l *Live) whep(w http.ResponseWriter, r *http.Request) {
+	g, ok := l.authorize(w, r, false)
+	if !ok {
+		return
+	}
+	offer, ok := readOffer(w, r)
+	if !ok {
+		return
+	}
+	s, err := l.Sessions.Get(g.SessionID)
+	if err != nil {
+		session.WriteError(w, err)
+		return
+	}
+	if s.State == session.StateEnded {
+		session.WriteError(w, session.ErrEnded)
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), negotiateTimeout)
+	defer cancel()
+	sub, answer, err := l.SFU.Subscribe(ctx, g.SessionID, offer)
+	if err != nil {
+		writeSFUError(w, err)
+		return
+	}
+	writeAnswer(w, "/whep/"+g.SessionID+"/"+sub.ID(), answer)
+}
+
+// deleteResource ends a WHIP publish (master token) or a WHEP watch (any
+// token of the session).
+func (l *Live) deleteResource(master bool) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		g, ok := l.authorize(w, r, master)
+		if !ok {
+			return
+		}
+		if err := l.SFU.Remove(g.SessionID, r.PathValue("resource"), master); err != nil {
+			writeSFUError(w, err)
+			return
+		}
+		w.WriteHeader(http.StatusOK)
+	}
+}

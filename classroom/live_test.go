@@ -1,0 +1,672 @@
+package classroom_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/pion/ice/v4"
+	"github.com/pion/interceptor"
+	"github.com/pion/rtcp"
+	"github.com/pion/rtp"
+	"github.com/pion/webrtc/v4"
+
+	"github.com/campusedge/campusedge/classroom/sfu"
+	"github.com/campusedge/campusedge/edge/appliance"
+	"github.com/campusedge/campusedge/edge/config"
+)
+
+// syncBuffer collects logs from goroutines; shown only when a test fails.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// edge is a real edged started in-process on loopback.
+type edge struct {
+	url   string
+	admin string
+	log   *syncBuffer
+}
+
+func startEdge(t *testing.T, ctx context.Context) *edge {
+	t.Helper()
+	cfg := config.Defaults()
+	cfg.DataDir = t.TempDir()
+	cfg.Listen = "127.0.0.1:0"
+	cfg.MDNS = false
+	logBuf := &syncBuffer{}
+	logger := slog.New(slog.NewTextHandler(logBuf, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	edgeCtx, stop := context.WithCancel(ctx)
+	ready := make(chan net.Addr, 1)
+	done := make(chan error, 1)
+	go func() {
+		done <- appliance.Run(edgeCtx, cfg, logger, appliance.Options{Ready: func(a net.Addr) { ready <- a }})
+	}()
+	t.Cleanup(func() {
+		stop()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("edged: %v", err)
+			}
+		case <-time.After(15 * time.Second):
+			t.Errorf("edged did not stop within 15s")
+		}
+		if t.Failed() {
+			t.Logf("edged log:\n%s", logBuf.String())
+		}
+	})
+	var addr net.Addr
+	select {
+	case addr = <-ready:
+	case err := <-done:
+		t.Fatalf("edged: %v", err)
+	case <-ctx.Done():
+		t.Fatal("edged did not start")
+	}
+	tok, err := os.ReadFile(filepath.Join(cfg.DataDir, "admin-token"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &edge{url: "http://" + addr.String(), admin: strings.TrimSpace(string(tok)), log: logBuf}
+}
+
+func (e *edge) do(t *testing.T, ctx context.Context, method, path, token, ctype string, body []byte) (*http.Response, []byte) {
+	t.Helper()
+	req, err := http.NewRequestWithContext(ctx, method, e.url+path, bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	if ctype != "" {
+		req.Header.Set("Content-Type", ctype)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp, b
+}
+
+type createResp struct {
+	ID     string `json:"id"`
+	State  string `json:"state"`
+	Tokens struct {
+		Master   string `json:"master"`
+		Observer string `json:"observer"`
+	} `json:"tokens"`
+}
+
+func (e *edge) createSession(t *testing.T, ctx context.Context, title string) createResp {
+	t.Helper()
+	resp, b := e.do(t, ctx, "POST", "/api/v1/sessions", e.admin, "application/json", []byte(`{"title":"`+title+`"}`))
+	if resp.StatusCode != http.StatusCreated {
+		t.Fatalf("create session: %d %s", resp.StatusCode, b)
+	}
+	var cr createResp
+	if err := json.Unmarshal(b, &cr); err != nil {
+		t.Fatal(err)
+	}
+	return cr
+}
+
+// loopbackAPI gives test peers the edge's settings restricted to
+// 127.0.0.1/udp4 with no mDNS: nothing touches the outside interface.
+func loopbackAPI(t *testing.T) *webrtc.API {
+	t.Helper()
+	a, err := sfu.NewAPI([]net.IP{net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
+// offer creates a complete (non-trickle) offer.
+func offer(t *testing.T, ctx context.Context, pc *webrtc.PeerConnection) []byte {
+	t.Helper()
+	o, err := pc.CreateOffer(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := webrtc.GatheringCompletePromise(pc)
+	if err := pc.SetLocalDescription(o); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-done:
+	case <-ctx.Done():
+		t.Fatal("ICE gathering did not complete")
+	}
+	return []byte(pc.LocalDescription().SDP)
+}
+
+// payloadFor is frame n's payload: a fake VP8 payload descriptor and frame
+// header (keyframe or not), the frame number, then bytes derived from it, so
+// a receiver can check every byte.
+func payloadFor(n uint64, key bool) []byte {
+	p := []byte{0x10, 0x01, 0x00, 0x00, 0x9d, 0x01, 0x2a}
+	if key {
+		p[1] = 0x00 // VP8 frame header: P bit clear = keyframe
+	}
+	p = binary.BigEndian.AppendUint64(p, n)
+	for i := range 600 {
+		p = append(p, byte((n+uint64(i))%251))
+	}
+	return p
+}
+
+func isKeyframe(payload []byte) bool { return len(payload) > 1 && payload[1]&1 == 0 }
+
+const payloadLen = 7 + 8 + 600
+
+// publisher is a pion peer that WHIPs one VP8 track and sends a packet
+// every 5 ms; like a real encoder it sends a keyframe first and then only
+// when asked by a PLI.
+type publisher struct {
+	pc       *webrtc.PeerConnection
+	location string
+	plis     atomic.Int64
+	needKey  atomic.Bool
+}
+
+func publish(t *testing.T, ctx context.Context, e *edge, sessionID, token string) *publisher {
+	t.Helper()
+	return publishCodec(t, ctx, e, sessionID, token, webrtc.MimeTypeVP8)
+}
+
+// publishCodec is publish with another video codec (the payloads stay the
+// fake VP8-shaped ones: the SFU forwards bytes and never parses them).
+func publishCodec(t *testing.T, ctx context.Context, e *edge, sessionID, token, videoMime string) *publisher {
+	t.Helper()
+	pc, err := loopbackAPI(t).NewPeerConnection(webrtc.Configuration{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = pc.Close() })
+	track, err := webrtc.NewTrackLocalStaticRTP(webrtc.RTPCodecCapability{MimeType: videoMime, ClockRate: 90000}, "video", "teacher")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr, err := pc.AddTransceiverFromTrack(track, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionSendonly})
+	if err != nil {
+		t.Fatal(err)
+	}
+	audio, err := webrtc.NewTrackLocalStaticRTP(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2}, "audio", "teacher")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pc.AddTransceiverFromTrack(audio, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionSendonly}); err != nil {
+		t.Fatal(err)
+	}
+	p := &publisher{pc: pc}
+	p.needKey.Store(true)
+	go func() {
+		for {
+			pkts, _, err := tr.Sender().ReadRTCP()
+			if err != nil {
+				return
+			}
+			for _, pk := range pkts {
+				if _, ok := pk.(*rtcp.PictureLossIndication); ok {
+					p.plis.Add(1)
+					p.needKey.Store(true)
+				}
+			}
+		}
+	}()
+	resp, body := e.do(t, ctx, "POST", "/whip/"+sessionID, token, "application/sdp", offer(t, ctx, pc))
+	if resp.StatusCode != http.StatusCreated {
+		t.Fatalf("WHIP: %d %s", resp.StatusCode, body)
+	}
+	if ct := resp.Header.Get("Content-Type"); ct != "application/sdp" {
+		t.Fatalf("WHIP answer Content-Type %q", ct)
+	}
+	onlyLoopback(t, "the WHIP answer", string(body))
+	p.location = resp.Header.Get("Location")
+	if !strings.HasPrefix(p.location, "/whip/"+sessionID+"/") {
+		t.Fatalf("WHIP Location %q", p.location)
+	}
+	if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: string(body)}); err != nil {
+		t.Fatal(err)
+	}
+	sendCtx, stop := context.WithCancel(ctx)
+	t.Cleanup(stop)
+	go func() {
+		tick := time.NewTicker(5 * time.Millisecond)
+		defer tick.Stop()
+		for n := uint64(0); ; n++ {
+			select {
+			case <-sendCtx.Done():
+				return
+			case <-tick.C:
+			}
+			_ = track.WriteRTP(&rtp.Packet{
+				Header:  rtp.Header{Version: 2, Marker: true, PayloadType: 96, SequenceNumber: uint16(n), Timestamp: uint32(n * 3000)},
+				Payload: payloadFor(n, p.needKey.Swap(false)),
+			})
+			if n%4 == 0 { // an Opus packet every 20 ms
+				_ = audio.WriteRTP(&rtp.Packet{
+					Header:  rtp.Header{Version: 2, PayloadType: 111, SequenceNumber: uint16(n / 4), Timestamp: uint32(n / 4 * 960)},
+					Payload: []byte{0xfc, 0xff, 0xfe, byte(n / 4)},
+				})
+			}
+		}
+	}()
+	return p
+}
+
+// subscriber is a pion peer that WHEPs and counts the packets it receives,
+// checking each payload byte for byte.
+type subscriber struct {
+	pc        *webrtc.PeerConnection
+	location  string
+	got       atomic.Int64
+	bad       atomic.Int64
+	audio     atomic.Int64 // Opus packets received
+	videoMime atomic.Pointer[string]
+	stall     atomic.Bool  // stop reading
+	firstKey  atomic.Int64 // unix nanos of the first keyframe
+}
+
+func subscribe(t *testing.T, ctx context.Context, e *edge, sessionID, token string) *subscriber {
+	t.Helper()
+	pc, err := loopbackAPI(t).NewPeerConnection(webrtc.Configuration{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = pc.Close() })
+	for _, kind := range []webrtc.RTPCodecType{webrtc.RTPCodecTypeVideo, webrtc.RTPCodecTypeAudio} {
+		if _, err := pc.AddTransceiverFromKind(kind, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionRecvonly}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s := &subscriber{pc: pc}
+	pc.OnTrack(func(tr *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
+		if tr.Kind() == webrtc.RTPCodecTypeVideo {
+			mime := tr.Codec().MimeType
+			s.videoMime.Store(&mime)
+		}
+		if tr.Kind() == webrtc.RTPCodecTypeAudio {
+			for {
+				pkt, _, err := tr.ReadRTP()
+				if err != nil {
+					return
+				}
+				if len(pkt.Payload) == 4 && pkt.Payload[0] == 0xfc && tr.Codec().MimeType == webrtc.MimeTypeOpus {
+					s.audio.Add(1)
+				}
+			}
+		}
+		for {
+			for s.stall.Load() {
+				time.Sleep(50 * time.Millisecond)
+				if pc.ConnectionState() == webrtc.PeerConnectionStateClosed {
+					return
+				}
+			}
+			pkt, _, err := tr.ReadRTP()
+			if err != nil {
+				return
+			}
+			pl := pkt.Payload
+			if len(pl) != payloadLen || !bytes.Equal(pl, payloadFor(binary.BigEndian.Uint64(pl[7:15]), isKeyframe(pl))) {
+				s.bad.Add(1)
+				continue
+			}
+			if isKeyframe(pl) {
+				s.firstKey.CompareAndSwap(0, time.Now().UnixNano())
+			}
+			s.got.Add(1)
+		}
+	})
+	resp, body := e.do(t, ctx, "POST", "/whep/"+sessionID, token, "application/sdp", offer(t, ctx, pc))
+	if resp.StatusCode != http.StatusCreated {
+		t.Fatalf("WHEP: %d %s", resp.StatusCode, body)
+	}
+	onlyLoopback(t, "the WHEP answer", string(body))
+	s.location = resp.Header.Get("Location")
+	if !strings.HasPrefix(s.location, "/whep/"+sessionID+"/") {
+		t.Fatalf("WHEP Location %q", s.location)
+	}
+	if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: string(body)}); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// onlyLoopback fails unless every candidate in sdp is on 127.0.0.1.
+func onlyLoopback(t *testing.T, who, sdp string) {
+	t.Helper()
+	n := 0
+	for _, l := range strings.Split(sdp, "\n") {
+		if strings.HasPrefix(l, "a=candidate:") {
+			n++
+			if !strings.Contains(l, " 127.0.0.1 ") {
+				t.Errorf("%s has a candidate off loopback: %s", who, l)
+			}
+		}
+	}
+	if n == 0 {
+		t.Errorf("%s has no candidates", who)
+	}
+}
+
+// waitFor polls cond until it holds or d passes.
+func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", d, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// gain returns how many packets s receives during d.
+func gain(s *subscriber, d time.Duration) int64 {
+	before := s.got.Load()
+	time.Sleep(d)
+	return s.got.Load() - before
+}
+
+func TestWHIPPublishWHEPWatch(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), 40*time.Second)
+	defer cancel()
+	e := startEdge(t, ctx)
+	s := e.createSession(t, ctx, "Physics 8A")
+	other := e.createSession(t, ctx, "Other class")
+
+	// Before anyone publishes, watching is refused with a clear error.
+	{
+		pc, err := loopbackAPI(t).NewPeerConnection(webrtc.Configuration{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer pc.Close()
+		if _, err := pc.AddTransceiverFromKind(webrtc.RTPCodecTypeVideo, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionRecvonly}); err != nil {
+			t.Fatal(err)
+		}
+		o := offer(t, ctx, pc)
+		if resp, b := e.do(t, ctx, "POST", "/whep/"+s.ID, s.Tokens.Observer, "application/sdp", o); resp.StatusCode != http.StatusConflict || !strings.Contains(string(b), "no_publisher") {
+			t.Fatalf("WHEP before publish: %d %s", resp.StatusCode, b)
+		}
+		// Wrong tokens and bad bodies on WHIP.
+		cases := []struct {
+			name, path, token, ctype string
+			body                     []byte
+			code                     int
+		}{
+			{"no token", "/whip/" + s.ID, "", "application/sdp", o, 401},
+			{"unknown token", "/whip/" + s.ID, "nope", "application/sdp", o, 401},
+			{"observer publishes", "/whip/" + s.ID, s.Tokens.Observer, "application/sdp", o, 403},
+			{"other session's master", "/whip/" + s.ID, other.Tokens.Master, "application/sdp", o, 403},
+			{"wrong content type", "/whip/" + s.ID, s.Tokens.Master, "application/json", o, 415},
+			{"garbage sdp", "/whip/" + s.ID, s.Tokens.Master, "application/sdp", []byte("hello"), 400},
+			{"broken sdp", "/whip/" + s.ID, s.Tokens.Master, "application/sdp", []byte("v=0\r\nm=video junk\r\n"), 400},
+			{"oversized sdp", "/whip/" + s.ID, s.Tokens.Master, "application/sdp", append([]byte("v=0\r\n"), bytes.Repeat([]byte("a=x\r\n"), 20<<10)...), 413},
+			{"junk session id", "/whip/xyz", s.Tokens.Master, "application/sdp", o, 404},
+			{"whep other session's token", "/whep/" + s.ID, other.Tokens.Observer, "application/sdp", o, 403},
+		}
+		for _, c := range cases {
+			if resp, b := e.do(t, ctx, "POST", c.path, c.token, c.ctype, c.body); resp.StatusCode != c.code || !bytes.Contains(b, []byte(`"error"`)) {
+				t.Errorf("%s: %d %s, want %d", c.name, resp.StatusCode, b, c.code)
+			}
+		}
+	}
+
+	pub := publish(t, ctx, e, s.ID, s.Tokens.Master)
+	// A WHIP publish starts the session.
+	if resp, b := e.do(t, ctx, "GET", "/api/v1/sessions/"+s.ID, e.admin, "", nil); resp.StatusCode != 200 || !bytes.Contains(b, []byte(`"state": "live"`)) {
+		t.Fatalf("session after WHIP: %d %s", resp.StatusCode, b)
+	}
+	// A second publisher is refused while the first is live.
+	{
+		pc, err := loopbackAPI(t).NewPeerConnection(webrtc.Configuration{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer pc.Close()
+		if _, err := pc.AddTransceiverFromKind(webrtc.RTPCodecTypeVideo, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionSendonly}); err != nil {
+			t.Fatal(err)
+		}
+		if resp, b := e.do(t, ctx, "POST", "/whip/"+s.ID, s.Tokens.Master, "application/sdp", offer(t, ctx, pc)); resp.StatusCode != http.StatusConflict {
+			t.Errorf("second WHIP: %d %s", resp.StatusCode, b)
+		}
+	}
+
+	subA := subscribe(t, ctx, e, s.ID, s.Tokens.Observer)
+	subB := subscribe(t, ctx, e, s.ID, s.Tokens.Master)
+	const n = 100 // 0.5 s of packets
+	waitFor(t, 10*time.Second, "both subscribers to receive video and audio", func() bool {
+		return subA.got.Load() > n && subB.got.Load() > n && subA.audio.Load() > n/4 && subB.audio.Load() > n/4
+	})
+	if pub.plis.Load() == 0 {
+		t.Error("the publisher got no PLI for the new subscribers")
+	}
+	if subA.firstKey.Load() == 0 || subB.firstKey.Load() == 0 {
+		t.Error("a subscriber got no keyframe")
+	}
+
+	// A late joiner gets a keyframe within 1 s (by a PLI to the publisher,
+	// which sends keyframes only when asked).
+	time.Sleep(600 * time.Millisecond) // past the PLI rate limit
+	joined := time.Now()
+	subC := subscribe(t, ctx, e, s.ID, s.Tokens.Observer)
+	waitFor(t, 5*time.Second, "the late joiner's first keyframe", func() bool { return subC.firstKey.Load() != 0 })
+	if d := time.Duration(subC.firstKey.Load() - joined.UnixNano()); d > time.Second {
+		t.Errorf("late joiner's first keyframe after %v, want ≤ 1s", d)
+	} else {
+		t.Logf("late joiner: first keyframe %v after its WHEP POST", d.Round(time.Millisecond))
+	}
+
+	// The edge's metrics show the forwarding.
+	if resp, b := e.do(t, ctx, "GET", "/metrics", "", "", nil); resp.StatusCode != 200 ||
+		!bytes.Contains(b, []byte("campusedge_live_subscribers 3")) || !bytes.Contains(b, []byte("campusedge_live_publishers 1")) ||
+		!bytes.Contains(b, []byte("campusedge_live_forwarded_packets_total ")) {
+		t.Errorf("metrics: %d\n%s", resp.StatusCode, grepLines(b, "campusedge_live"))
+	}
+
+	// B stalls: A keeps receiving at full rate (200 packets/s sent).
+	subB.stall.Store(true)
+	if g := gain(subA, time.Second); g < 150 {
+		t.Errorf("while B stalls, A got %d packets in 1s, want ≥150", g)
+	}
+	// B vanishes without a DELETE: A keeps receiving, and the edge drops B.
+	_ = subB.pc.Close()
+	if g := gain(subA, time.Second); g < 150 {
+		t.Errorf("after B closed, A got %d packets in 1s, want ≥150", g)
+	}
+	bID := subB.location[strings.LastIndex(subB.location, "/")+1:]
+	waitFor(t, 12*time.Second, "the edge to remove the vanished subscriber", func() bool {
+		return strings.Contains(e.log.String(), "subscriber left") && strings.Contains(e.log.String(), bID)
+	})
+	if subA.bad.Load() != 0 || subB.bad.Load() != 0 {
+		t.Errorf("payloads differing from what was sent: A %d, B %d", subA.bad.Load(), subB.bad.Load())
+	}
+
+	// DELETE on the WHEP Location needs a token of the session; the
+	// publisher's resource cannot be deleted through /whep.
+	if resp, b := e.do(t, ctx, "DELETE", subA.location, "", "", nil); resp.StatusCode != 401 {
+		t.Errorf("DELETE WHEP without a token: %d %s", resp.StatusCode, b)
+	}
+	pubID := pub.location[strings.LastIndex(pub.location, "/")+1:]
+	if resp, b := e.do(t, ctx, "DELETE", "/whep/"+s.ID+"/"+pubID, s.Tokens.Observer, "", nil); resp.StatusCode != 404 {
+		t.Errorf("DELETE publisher through /whep: %d %s", resp.StatusCode, b)
+	}
+	if resp, b := e.do(t, ctx, "DELETE", pub.location, s.Tokens.Observer, "", nil); resp.StatusCode != 403 {
+		t.Errorf("observer DELETE on WHIP: %d %s", resp.StatusCode, b)
+	}
+
+	// DELETE on the WHIP Location ends publishing: A stops receiving and
+	// new watchers are told nobody is publishing.
+	if resp, b := e.do(t, ctx, "DELETE", pub.location, s.Tokens.Master, "", nil); resp.StatusCode != 200 {
+		t.Fatalf("DELETE WHIP: %d %s", resp.StatusCode, b)
+	}
+	time.Sleep(200 * time.Millisecond) // packets in flight
+	if g := gain(subA, 500*time.Millisecond); g > 5 {
+		t.Errorf("A still got %d packets after the WHIP DELETE", g)
+	}
+	if resp, b := e.do(t, ctx, "DELETE", pub.location, s.Tokens.Master, "", nil); resp.StatusCode != 404 {
+		t.Errorf("second DELETE WHIP: %d %s", resp.StatusCode, b)
+	}
+	if resp, b := e.do(t, ctx, "PATCH", subA.location, s.Tokens.Observer, "application/trickle-ice-sdpfrag", []byte("a=x")); resp.StatusCode != 405 {
+		t.Errorf("PATCH (trickle): %d %s", resp.StatusCode, b)
+	}
+}
+
+func TestSessionEndClosesMedia(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	e := startEdge(t, ctx)
+	s := e.createSession(t, ctx, "History 7B")
+	publishCodec(t, ctx, e, s.ID, s.Tokens.Master, webrtc.MimeTypeH264) // as OBS sends
+	sub := subscribe(t, ctx, e, s.ID, s.Tokens.Observer)
+	waitFor(t, 10*time.Second, "H264 and Opus packets", func() bool { return sub.got.Load() > 20 && sub.audio.Load() > 5 })
+	if mime := sub.videoMime.Load(); mime == nil || !strings.EqualFold(*mime, webrtc.MimeTypeH264) {
+		t.Errorf("subscriber's video codec %v, want H264", mime)
+	}
+	if resp, b := e.do(t, ctx, "POST", "/api/v1/sessions/"+s.ID+"/end", s.Tokens.Observer, "", nil); resp.StatusCode != 403 {
+		t.Fatalf("observer ends: %d %s", resp.StatusCode, b)
+	}
+	if resp, b := e.do(t, ctx, "POST", "/api/v1/sessions/"+s.ID+"/end", s.Tokens.Master, "", nil); resp.StatusCode != 200 {
+		t.Fatalf("master ends: %d %s", resp.StatusCode, b)
+	}
+	time.Sleep(200 * time.Millisecond)
+	if g := gain(sub, 500*time.Millisecond); g > 5 {
+		t.Errorf("still %d packets after the session ended", g)
+	}
+	pc, err := loopbackAPI(t).NewPeerConnection(webrtc.Configuration{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	if _, err := pc.AddTransceiverFromKind(webrtc.RTPCodecTypeVideo, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionSendonly}); err != nil {
+		t.Fatal(err)
+	}
+	if resp, b := e.do(t, ctx, "POST", "/whip/"+s.ID, s.Tokens.Master, "application/sdp", offer(t, ctx, pc)); resp.StatusCode != http.StatusConflict || !bytes.Contains(b, []byte("session_ended")) {
+		t.Fatalf("WHIP to an ended session: %d %s", resp.StatusCode, b)
+	}
+}
+
+// vanishingAPI is loopbackAPI with every ICE packet on conn, so closing
+// conn makes the peer vanish without a goodbye (no DTLS close_notify), as a
+// terminal that loses power does.
+func vanishingAPI(t *testing.T, conn net.PacketConn) *webrtc.API {
+	t.Helper()
+	me := &webrtc.MediaEngine{}
+	if err := me.RegisterDefaultCodecs(); err != nil {
+		t.Fatal(err)
+	}
+	ir := &interceptor.Registry{}
+	if err := webrtc.RegisterDefaultInterceptors(me, ir); err != nil {
+		t.Fatal(err)
+	}
+	var se webrtc.SettingEngine
+	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
+	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
+	se.SetIncludeLoopbackCandidate(true)
+	se.SetIPFilter(func(ip net.IP) bool { return ip.Equal(net.IPv4(127, 0, 0, 1)) })
+	se.SetICEUDPMux(ice.NewUDPMuxDefault(ice.UDPMuxParams{UDPConn: conn}))
+	return webrtc.NewAPI(webrtc.WithMediaEngine(me), webrtc.WithInterceptorRegistry(ir), webrtc.WithSettingEngine(se))
+}
+
+func TestVanishedSubscriberIsRemoved(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	e := startEdge(t, ctx)
+	s := e.createSession(t, ctx, "Chemistry 9C")
+	publish(t, ctx, e, s.ID, s.Tokens.Master)
+	stay := subscribe(t, ctx, e, s.ID, s.Tokens.Observer)
+
+	conn, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	pc, err := vanishingAPI(t, conn).NewPeerConnection(webrtc.Configuration{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	if _, err := pc.AddTransceiverFromKind(webrtc.RTPCodecTypeVideo, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionRecvonly}); err != nil {
+		t.Fatal(err)
+	}
+	var got atomic.Int64
+	pc.OnTrack(func(tr *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
+		for {
+			if _, _, err := tr.ReadRTP(); err != nil {
+				return
+			}
+			got.Add(1)
+		}
+	})
+	resp, body := e.do(t, ctx, "POST", "/whep/"+s.ID, s.Tokens.Observer, "application/sdp", offer(t, ctx, pc))
+	if resp.StatusCode != http.StatusCreated {
+		t.Fatalf("WHEP: %d %s", resp.StatusCode, body)
+	}
+	loc := resp.Header.Get("Location")
+	if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: string(body)}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "both subscribers to receive", func() bool { return got.Load() > 50 && stay.got.Load() > 50 })
+
+	vanished := time.Now()
+	_ = conn.Close()
+	id := loc[strings.LastIndex(loc, "/")+1:]
+	waitFor(t, 15*time.Second, "the edge to remove the vanished subscriber", func() bool {
+		for _, l := range strings.Split(e.log.String(), "\n") {
+			if strings.Contains(l, "subscriber left") && strings.Contains(l, id) {
+				return true
+			}
+		}
+		return false
+	})
+	t.Logf("vanished subscriber removed %v after it went silent", time.Since(vanished).Round(100*time.Millisecond))
+	if g := gain(stay, time.Second); g < 150 {
+		t.Errorf("the other subscriber got %d packets in 1s after the removal, want ≥150", g)
+	}
+	// Its resource is gone.
+	if resp, b := e.do(t, ctx, "DELETE", loc, s.Tokens.Observer, "", nil); resp.StatusCode != http.StatusNotFound {
+		t.Errorf("DELETE of the removed subscriber: %d %s", resp.StatusCode, b)
+	}
+}
+
+func grepLines(b []byte, substr string) string {
+	var out []string
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.Contains(l, substr) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}

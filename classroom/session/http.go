@@ -1,0 +1,176 @@
+package session
+
+import (
+	"errors"
+	"net/http"
+
+	"github.com/campusedge/campusedge/edge/api"
+)
+
+// maxCreateBody bounds POST /api/v1/sessions: 100 classroom ids of 64 bytes
+// and a title fit in well under 16 KiB.
+const maxCreateBody = 16 << 10
+
+// CreateResponse is the 201 body of POST /api/v1/sessions: the session plus
+// its tokens, which are shown this once.
+type CreateResponse struct {
+	Session
+	Tokens Tokens `json:"tokens"`
+}
+
+// Handlers serves the session API.
+type Handlers struct {
+	M *Manager
+	// IsAdmin checks the edge admin token.
+	IsAdmin func(token string) bool
+}
+
+// Register adds the session routes to srv.
+func (h *Handlers) Register(srv *api.Server) {
+	srv.HandleFunc("POST /api/v1/sessions", h.create)
+	srv.HandleFunc("GET /api/v1/sessions", h.list)
+	srv.HandleFunc("GET /api/v1/sessions/{id}", h.get)
+	srv.HandleFunc("POST /api/v1/sessions/{id}/start", h.start)
+	srv.HandleFunc("POST /api/v1/sessions/{id}/end", h.end)
+}
+
+// caller is who made a request: the admin, or a role in one session.
+type caller struct {
+	admin bool
+	grant Grant
+}
+
+// authorize checks the bearer token against the admin token and, when id is
+// not empty, the tokens of session id. It writes the error itself.
+func (h *Handlers) authorize(w http.ResponseWriter, r *http.Request, id string) (caller, bool) {
+	tok, ok := api.BearerToken(r)
+	if !ok {
+		api.WriteError(w, http.StatusUnauthorized, "unauthorized", "send 'Authorization: Bearer <token>': the admin token or a token of this session")
+		return caller{}, false
+	}
+	if h.IsAdmin != nil && h.IsAdmin(tok) {
+		return caller{admin: true}, true
+	}
+	if id == "" {
+		api.WriteError(w, http.StatusUnauthorized, "unauthorized", "this call needs the admin token (DATA/admin-token)")
+		return caller{}, false
+	}
+	g, err := h.M.Authorize(id, tok)
+	if err != nil {
+		WriteAuthError(w, err)
+		return caller{}, false
+	}
+	return caller{grant: g}, true
+}
+
+// WriteAuthError maps an Authorize error to 401 or 403.
+func WriteAuthError(w http.ResponseWriter, err error) {
+	if errors.Is(err, ErrForbidden) {
+		api.WriteError(w, http.StatusForbidden, "forbidden", "this token belongs to another session")
+		return
+	}
+	api.WriteError(w, http.StatusUnauthorized, "unauthorized", "the token is not valid for any session on this edge")
+}
+
+// WriteError maps a Manager error to a response.
+func WriteError(w http.ResponseWriter, err error) {
+	switch {
+	case errors.Is(err, ErrInvalid):
+		api.WriteError(w, http.StatusBadRequest, "invalid", err.Error())
+	case errors.Is(err, ErrNotFound):
+		api.WriteError(w, http.StatusNotFound, "not_found", err.Error())
+	case errors.Is(err, ErrEnded):
+		api.WriteError(w, http.StatusConflict, "session_ended", err.Error())
+	case errors.Is(err, ErrLimit):
+		api.WriteError(w, http.StatusTooManyRequests, "session_limit", err.Error())
+	default:
+		api.WriteError(w, http.StatusInternalServerError, "internal", "internal error: "+err.Error())
+	}
+}
+
+func (h *Handlers) pathID(w http.ResponseWriter, r *http.Request) (string, bool) {
+	id := r.PathValue("id")
+	if !ValidID(id) {
+		api.WriteError(w, http.StatusNotFound, "not_found", "no session "+quote(id)+" (session ids are 24 hex characters)")
+		return "", false
+	}
+	return id, true
+}
+
+func (h *Handlers) create(w http.ResponseWriter, r *http.Request) {
+	if _, ok := h.authorize(w, r, ""); !ok {
+		return
+	}
+	var req CreateRequest
+	if !api.DecodeJSON(w, r, maxCreateBody, &req) {
+		return
+	}
+	s, toks, err := h.M.Create(req)
+	if err != nil {
+		WriteError(w, err)
+		return
+	}
+	api.WriteJSON(w, http.StatusCreated, CreateResponse{Session: s, Tokens: toks})
+}
+
+func (h *Handlers) list(w http.ResponseWriter, r *http.Request) {
+	if _, ok := h.authorize(w, r, ""); !ok {
+		return
+	}
+	api.WriteJSON(w, http.StatusOK, map[string]any{"sessions": h.M.List()})
+}
+
+func (h *Handlers) get(w http.ResponseWriter, r *http.Request) {
+	id, ok := h.pathID(w, r)
+	if !ok {
+		return
+	}
+	if _, ok := h.authorize(w, r, id); !ok {
+		return
+	}
+	s, err := h.M.Get(id)
+	if err != nil {
+		WriteError(w, err)
+		return
+	}
+	api.WriteJSON(w, http.StatusOK, s)
+}
+
+// canControl: only the admin and the master teacher start and end a class.
+func canControl(c caller) bool { return c.admin || c.grant.Role == RoleMaster }
+
+func (h *Handlers) start(w http.ResponseWriter, r *http.Request) {
+	h.transition(w, r, "start", h.M.Start)
+}
+
+func (h *Handlers) end(w http.ResponseWriter, r *http.Request) {
+	h.transition(w, r, "end", h.M.End)
+}
+
+func (h *Handlers) transition(w http.ResponseWriter, r *http.Request, verb string, f func(string) (Session, error)) {
+	id, ok := h.pathID(w, r)
+	if !ok {
+		return
+	}
+	c, ok := h.authorize(w, r, id)
+	if !ok {
+		return
+	}
+	if !canControl(c) {
+		api.WriteError(w, http.StatusForbidden, "forbidden", "the "+string(c.grant.Role)+" token cannot "+verb+" a session; only the master teacher or the admin can")
+		return
+	}
+	s, err := f(id)
+	if err != nil {
+		WriteError(w, err)
+		return
+	}
+	api.WriteJSON(w, http.StatusOK, s)
+}
+
+func quote(s string) string {
+	if len(s) > 64 {
+		s = s[:64] + "…"
+	}
+	return `"` + s + `"`
+}

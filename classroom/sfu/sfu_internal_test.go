@@ -1,0 +1,79 @@
+package sfu
+
+import (
+	"net"
+	"testing"
+	"time"
+
+	"github.com/pion/rtp"
+)
+
+// A subscriber whose queue is full (it stopped reading) loses packets
+// itself; the forwarder never blocks and the other subscriber gets all.
+func TestFullQueueDropsOnlyForThatSubscriber(t *testing.T) {
+	f := &forwarder{}
+	f.list.Store(&[]*subTrack{})
+	fast := &subTrack{fwd: f, q: make(chan *rtp.Packet, 4)}
+	slow := &subTrack{fwd: f, q: make(chan *rtp.Packet, 4)} // nobody drains it
+	f.add(fast)
+	f.add(slow)
+
+	ack := make(chan uint16)
+	go func() {
+		for p := range fast.q {
+			ack <- p.SequenceNumber
+		}
+	}()
+	const n = 1000
+	start := time.Now()
+	for i := range n {
+		pkt := &rtp.Packet{Header: rtp.Header{SequenceNumber: uint16(i)}}
+		for _, s := range f.subs() {
+			s.offer(pkt)
+		}
+		select {
+		case got := <-ack:
+			if got != uint16(i) {
+				t.Fatalf("fast subscriber got %d, want %d", got, i)
+			}
+		case <-time.After(2 * time.Second):
+			t.Fatalf("fast subscriber stuck at packet %d", i)
+		}
+	}
+	close(fast.q)
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("forwarding took %v", d)
+	}
+	if fast.sent.Load() != n || fast.dropped.Load() != 0 {
+		t.Errorf("fast: sent %d dropped %d", fast.sent.Load(), fast.dropped.Load())
+	}
+	if slow.sent.Load() != 4 || slow.dropped.Load() != n-4 {
+		t.Errorf("slow: sent %d dropped %d, want 4 and %d", slow.sent.Load(), slow.dropped.Load(), n-4)
+	}
+
+	f.remove(slow)
+	if subs := f.subs(); len(subs) != 1 || subs[0] != fast {
+		t.Errorf("after remove: %v", subs)
+	}
+}
+
+func TestICEAddrsForListen(t *testing.T) {
+	for listen, want := range map[string]string{
+		"127.0.0.1:0":   "127.0.0.1",
+		"[::1]:8080":    "::1",
+		":8080":         "",
+		"0.0.0.0:8080":  "",
+		"[::]:8080":     "",
+		"example:8080":  "",
+		"garbage":       "",
+		"10.1.2.3:8080": "10.1.2.3",
+	} {
+		got := ICEAddrsForListen(listen)
+		switch {
+		case want == "" && len(got) != 0:
+			t.Errorf("%s: %v, want all addresses", listen, got)
+		case want != "" && (len(got) != 1 || !got[0].Equal(net.ParseIP(want))):
+			t.Errorf("%s: %v, want %s", listen, got, want)
+		}
+	}
+}

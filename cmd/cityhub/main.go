@@ -1,0 +1,105 @@
+// Command cityhub is the city cloud's side of CampusEdge: for now the
+// catalogue origin that school edges sync micro-lessons from.
+//
+//	cityhub -data DIR -listen ADDR        serve the catalogue and content
+//	cityhub -data DIR import FOLDER       register every file under FOLDER
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/campusedge/campusedge/sync/catalog"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	os.Exit(run(ctx, os.Args[1:], os.Stdout, os.Stderr, nil))
+}
+
+// run is main without the process: ready, if set, gets the bound address.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready func(net.Addr)) int {
+	fs := flag.NewFlagSet("cityhub", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	data := fs.String("data", "./hubdata", "data `dir`: hub.db and blobs; created on first start")
+	listen := fs.String("listen", ":8090", "HTTP listen `addr`; with 127.0.0.1:0 a free port is picked and logged")
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage:\n  cityhub [flags]                 serve the catalogue\n  cityhub [flags] import FOLDER   register media files, print ID<TAB>PATH\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	log := slog.New(slog.NewTextHandler(stderr, nil))
+	rest := fs.Args()
+	if len(rest) > 0 && rest[0] != "import" {
+		fmt.Fprintf(stderr, "cityhub: unknown command %q (want import FOLDER)\n", rest[0])
+		return 2
+	}
+	if len(rest) > 0 && len(rest) != 2 {
+		fmt.Fprintln(stderr, "cityhub: usage: cityhub -data DIR import FOLDER")
+		return 2
+	}
+	st, err := catalog.Open(*data)
+	if err != nil {
+		fmt.Fprintln(stderr, "cityhub:", err)
+		return 1
+	}
+	defer st.Close()
+	if len(rest) == 2 {
+		n := 0
+		err := st.Import(rest[1], func(im catalog.Imported) {
+			n++
+			fmt.Fprintf(stdout, "%s\t%s\n", im.Item.ID, im.Path)
+		})
+		if err != nil {
+			fmt.Fprintln(stderr, "cityhub import:", err)
+			return 1
+		}
+		log.Info("import done", "items", n, "folder", rest[1])
+		return 0
+	}
+
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil {
+		fmt.Fprintf(stderr, "cityhub: listen on %s: %v (choose another with -listen)\n", *listen, err)
+		return 1
+	}
+	hs := &http.Server{
+		Handler:           catalog.Handler(st, log),
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- hs.Serve(ln) }()
+	log.Info("listening", "addr", ln.Addr().String(), "data", *data)
+	if ready != nil {
+		ready(ln.Addr())
+	}
+	select {
+	case <-ctx.Done():
+	case err := <-errc:
+		log.Error("HTTP server stopped", "err", err)
+		return 1
+	}
+	log.Info("shutting down")
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_ = hs.Shutdown(sctx)
+	return 0
+}

@@ -1,0 +1,416 @@
+package cache_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/campusedge/campusedge/edge/appliance"
+	"github.com/campusedge/campusedge/edge/cache"
+	"github.com/campusedge/campusedge/edge/config"
+	"github.com/campusedge/campusedge/sync/catalog"
+)
+
+// hub is a real catalogue origin (sync/catalog's handler over a real store)
+// behind a wrapper that counts content requests and injects faults.
+type hub struct {
+	store *catalog.Store
+	srv   *httptest.Server
+
+	mu     sync.Mutex
+	gets   map[string]int      // content GETs per id
+	ranges map[string][]string // Range header of each GET
+	sent   map[string]int64    // body bytes written per id
+	cutAt  map[string]int64    // first GET of id is cut after this many bytes
+	delay  map[string]time.Duration
+}
+
+func newHub(t *testing.T, dir string) *hub {
+	st, err := catalog.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	h := &hub{store: st, gets: map[string]int{}, ranges: map[string][]string{}, sent: map[string]int64{}, cutAt: map[string]int64{}, delay: map[string]time.Duration{}}
+	inner := catalog.Handler(st, slog.New(slog.NewTextHandler(t.Output(), nil)))
+	h.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		id, ok := strings.CutPrefix(r.URL.Path, "/api/v1/content/")
+		if !ok || r.Method != http.MethodGet {
+			inner.ServeHTTP(w, r)
+			return
+		}
+		h.mu.Lock()
+		h.gets[id]++
+		first := h.gets[id] == 1
+		h.ranges[id] = append(h.ranges[id], r.Header.Get("Range"))
+		cut, hasCut := h.cutAt[id]
+		d := h.delay[id]
+		h.mu.Unlock()
+		time.Sleep(d)
+		cw := &countingWriter{ResponseWriter: w, h: h, id: id, limit: -1}
+		if first && hasCut {
+			cw.limit = cut
+		}
+		inner.ServeHTTP(cw, r)
+	}))
+	t.Cleanup(h.srv.Close)
+	return h
+}
+
+func (h *hub) count(id string) (gets int, ranges []string, sent int64) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.gets[id], append([]string(nil), h.ranges[id]...), h.sent[id]
+}
+
+// countingWriter counts body bytes and, with a limit, drops the
+// connection after that many (a WAN cut mid-transfer).
+type countingWriter struct {
+	http.ResponseWriter
+	h     *hub
+	id    string
+	n     int64
+	limit int64
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	if c.limit >= 0 && c.n+int64(len(p)) > c.limit {
+		p = p[:c.limit-c.n]
+		n, _ := c.ResponseWriter.Write(p)
+		c.add(n)
+		c.ResponseWriter.(http.Flusher).Flush()
+		panic(http.ErrAbortHandler) // net/http closes the connection
+	}
+	n, err := c.ResponseWriter.Write(p)
+	c.add(n)
+	return n, err
+}
+
+func (c *countingWriter) add(n int) {
+	c.n += int64(n)
+	c.h.mu.Lock()
+	c.h.sent[c.id] += int64(n)
+	c.h.mu.Unlock()
+}
+
+type edge struct {
+	url, token, data string
+}
+
+func startEdge(t *testing.T, data, cloud string) *edge {
+	t.Helper()
+	cfg := config.Defaults()
+	cfg.DataDir, cfg.Listen, cfg.MDNS, cfg.Cloud = data, "127.0.0.1:0", false, cloud
+	ctx, cancel := context.WithCancel(context.Background())
+	addrc := make(chan net.Addr, 1)
+	done := make(chan error, 1)
+	go func() {
+		done <- appliance.Run(ctx, cfg, slog.New(slog.NewTextHandler(t.Output(), nil)), appliance.Options{Ready: func(a net.Addr) { addrc <- a }})
+	}()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	})
+	select {
+	case a := <-addrc:
+		tok, err := os.ReadFile(filepath.Join(data, "admin-token"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return &edge{url: "http://" + a.String(), token: strings.TrimSpace(string(tok)), data: data}
+	case err := <-done:
+		t.Fatalf("edge did not start: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("edge did not start within 10s")
+	}
+	return nil
+}
+
+func (e *edge) catalog(t *testing.T, q string) cache.CatalogResponse {
+	t.Helper()
+	req, _ := http.NewRequest("GET", e.url+"/api/v1/catalog?q="+q, nil)
+	req.Header.Set("Authorization", "Bearer "+e.token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		b, _ := io.ReadAll(resp.Body)
+		t.Fatalf("catalog: %s %s", resp.Status, b)
+	}
+	var c cache.CatalogResponse
+	if err := json.NewDecoder(resp.Body).Decode(&c); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func (e *edge) state(t *testing.T, id string) cache.CatalogItem {
+	t.Helper()
+	for _, it := range e.catalog(t, "").Items {
+		if it.ID == id {
+			return it
+		}
+	}
+	t.Fatalf("%s not in the edge catalogue", id)
+	return cache.CatalogItem{}
+}
+
+type result struct {
+	status int
+	header http.Header
+	body   []byte
+}
+
+func get(t *testing.T, method, url string, hdr ...string) result {
+	t.Helper()
+	req, _ := http.NewRequest(method, url, nil)
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Error(err)
+		return result{}
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Error(err)
+	}
+	return result{resp.StatusCode, resp.Header, b}
+}
+
+func randBytes(n int) []byte {
+	b := make([]byte, n)
+	rand.Read(b)
+	return b
+}
+
+// TestCacheEndToEnd runs a real hub and a real edge (appliance.Run) and
+// drives the cache the way LAN clients and the WAN would.
+func TestCacheEndToEnd(t *testing.T) {
+	root := t.TempDir()
+	in := filepath.Join(root, "in")
+	files := map[string][]byte{
+		"plain lesson.mp4":  randBytes(2 << 20),
+		"popular.mp4":       randBytes(3 << 20),
+		"tampered.mp4":      randBytes(1 << 20),
+		"short.mp4":         randBytes(1<<20 + 7),
+		"cut.webm":          randBytes(4<<20 + 123),
+		"resume after.mp4":  randBytes(1<<20 + 5),
+		"garbage start.pdf": randBytes(1 << 20),
+	}
+	os.MkdirAll(in, 0o700)
+	for name, b := range files {
+		if err := os.WriteFile(filepath.Join(in, name), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h := newHub(t, filepath.Join(root, "hub"))
+	items := map[string]catalog.Item{} // by file name
+	if err := h.store.Import(in, func(im catalog.Imported) { items[filepath.Base(im.Path)] = im.Item }); err != nil {
+		t.Fatal(err)
+	}
+	id := func(name string) string { return items[name].ID }
+
+	// Faults on the hub side.
+	tam := items["tampered.mp4"]
+	if err := os.WriteFile(catalog.BlobPath(h.store.BlobRoot(), tam.SHA256), randBytes(int(tam.Size)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	short := items["short.mp4"]
+	if err := os.Truncate(catalog.BlobPath(h.store.BlobRoot(), short.SHA256), short.Size-1000); err != nil {
+		t.Fatal(err)
+	}
+	const cutAfter = 1<<20 + 333
+	h.cutAt[id("cut.webm")] = cutAfter
+	h.delay[id("popular.mp4")] = 300 * time.Millisecond // let every client pile up
+
+	e := startEdge(t, filepath.Join(root, "edge"), h.srv.URL)
+
+	// Catalogue sync (the first runs at start-up).
+	deadline := time.Now().Add(10 * time.Second)
+	for e.catalog(t, "").Total != len(files) {
+		if time.Now().After(deadline) {
+			t.Fatalf("catalogue not synced in 10s: %+v", e.catalog(t, ""))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	c := e.catalog(t, "LESSON")
+	if c.Total != 1 || c.Items[0].ID != id("plain lesson.mp4") || c.Items[0].State != cache.Missing || c.Cursor != fmt.Sprint(len(files)) {
+		t.Fatalf("search 'LESSON' = %+v", c)
+	}
+	if r := get(t, "GET", e.url+"/api/v1/catalog"); r.status != 401 {
+		t.Fatalf("catalog without token: %d", r.status)
+	}
+
+	t.Run("serve and ranges", func(t *testing.T) {
+		it, want := items["plain lesson.mp4"], files["plain lesson.mp4"]
+		u := e.url + "/media/" + it.ID
+		r := get(t, "HEAD", u)
+		if r.status != 200 || r.header.Get("Content-Length") != fmt.Sprint(it.Size) || r.header.Get("ETag") != catalog.ETag(it.SHA256) {
+			t.Fatalf("HEAD uncached: %d %v", r.status, r.header)
+		}
+		if n, _, _ := h.count(it.ID); n != 0 {
+			t.Fatalf("HEAD fetched from the hub (%d GETs)", n)
+		}
+		r = get(t, "GET", u)
+		if r.status != 200 || !bytes.Equal(r.body, want) || r.header.Get("Content-Type") != "video/mp4" || r.header.Get("ETag") != catalog.ETag(it.SHA256) {
+			t.Fatalf("GET: %d len %d %v", r.status, len(r.body), r.header)
+		}
+		if st := e.state(t, it.ID); st.State != cache.Cached || st.Bytes != it.Size {
+			t.Fatalf("state after GET = %+v", st)
+		}
+		n := int(it.Size)
+		for rng, wantBody := range map[string][]byte{
+			"bytes=0-0":                            want[:1],
+			"bytes=-1":                             want[n-1:],
+			fmt.Sprintf("bytes=%d-", n-1):          want[n-1:],
+			"bytes=1000-1999":                      want[1000:2000],
+			"bytes=-5000":                          want[n-5000:],
+			fmt.Sprintf("bytes=%d-%d", n-10, n+99): want[n-10:],
+		} {
+			r := get(t, "GET", u, "Range", rng)
+			if r.status != 206 || !bytes.Equal(r.body, wantBody) {
+				t.Errorf("Range %s: %d, %d bytes", rng, r.status, len(r.body))
+			}
+		}
+		if r := get(t, "GET", u, "Range", fmt.Sprintf("bytes=%d-", n)); r.status != 416 {
+			t.Errorf("out of range: %d, want 416", r.status)
+		}
+		if r := get(t, "GET", u, "If-None-Match", catalog.ETag(it.SHA256)); r.status != 304 || len(r.body) != 0 {
+			t.Errorf("If-None-Match: %d", r.status)
+		}
+		if r := get(t, "HEAD", u); r.status != 200 || r.header.Get("Content-Length") != fmt.Sprint(it.Size) {
+			t.Errorf("HEAD cached: %d %v", r.status, r.header)
+		}
+		if n, _, _ := h.count(it.ID); n != 1 {
+			t.Errorf("hub saw %d content GETs, want 1", n)
+		}
+		m := string(get(t, "GET", e.url+"/metrics").body)
+		for _, want := range []string{`campusedge_media_requests_total{outcome="head_uncached"} 1`, `campusedge_media_requests_total{outcome="miss"} 1`, "campusedge_media_upstream_bytes_total " + strconv.FormatFloat(float64(it.Size), 'g', -1, 64)} {
+			if !strings.Contains(m, want) {
+				t.Errorf("metrics lack %q", want)
+			}
+		}
+		for _, bad := range []string{"/media/..%2Fedge.db", "/media/%2Fetc%2Fpasswd", "/media/a%00b", "/media/nosuchitem"} {
+			if r := get(t, "GET", e.url+bad); r.status != 400 && r.status != 404 {
+				t.Errorf("%s: %d", bad, r.status)
+			}
+		}
+	})
+
+	t.Run("100 concurrent readers, one upstream fetch", func(t *testing.T) {
+		it, want := items["popular.mp4"], files["popular.mp4"]
+		var wg sync.WaitGroup
+		for i := range 100 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if i%4 == 0 {
+					r := get(t, "GET", e.url+"/media/"+it.ID)
+					if r.status != 200 || !bytes.Equal(r.body, want) {
+						t.Errorf("reader %d: %d, %d bytes", i, r.status, len(r.body))
+					}
+					return
+				}
+				off := i * 20011
+				r := get(t, "GET", e.url+"/media/"+it.ID, "Range", fmt.Sprintf("bytes=%d-%d", off, off+4095))
+				if r.status != 206 || !bytes.Equal(r.body, want[off:off+4096]) {
+					t.Errorf("reader %d: %d, %d bytes", i, r.status, len(r.body))
+				}
+			}()
+		}
+		wg.Wait()
+		if n, _, sent := h.count(it.ID); n != 1 || sent != it.Size {
+			t.Fatalf("hub saw %d content GETs sending %d bytes; want exactly 1 and %d", n, sent, it.Size)
+		}
+	})
+
+	t.Run("wrong bytes or wrong size are refused", func(t *testing.T) {
+		for _, it := range []catalog.Item{tam, short} {
+			for try := range 2 {
+				r := get(t, "GET", e.url+"/media/"+it.ID)
+				var eb struct {
+					Error struct{ Code, Message string }
+				}
+				if err := json.Unmarshal(r.body, &eb); err != nil || r.status != 502 || eb.Error.Code != "upstream_corrupt" || !strings.Contains(eb.Error.Message, it.ID) {
+					t.Fatalf("%s try %d: %d %s", it.Title, try, r.status, r.body)
+				}
+			}
+			if st := e.state(t, it.ID); st.State != cache.Missing {
+				t.Errorf("%s: state %+v after refusal, want missing", it.Title, st)
+			}
+			if _, err := os.Stat(catalog.BlobPath(filepath.Join(e.data, "blobs"), it.SHA256)); !os.IsNotExist(err) {
+				t.Errorf("%s: a blob was stored: %v", it.Title, err)
+			}
+			if r := get(t, "HEAD", e.url+"/media/"+it.ID); r.status != 200 {
+				t.Errorf("%s: HEAD %d", it.Title, r.status)
+			}
+		}
+	})
+
+	t.Run("WAN cut mid-download resumes from the partial file", func(t *testing.T) {
+		it, want := items["cut.webm"], files["cut.webm"]
+		r := get(t, "GET", e.url+"/media/"+it.ID)
+		if r.status != 200 || !bytes.Equal(r.body, want) {
+			t.Fatalf("GET after cut: %d, %d bytes", r.status, len(r.body))
+		}
+		n, ranges, sent := h.count(it.ID)
+		if n != 2 || ranges[0] != "" || !strings.HasPrefix(ranges[1], "bytes=") {
+			t.Fatalf("hub GETs %d with ranges %q; want a full GET then a ranged one", n, ranges)
+		}
+		var from int64
+		fmt.Sscanf(ranges[1], "bytes=%d-", &from)
+		if from <= 0 || from > cutAfter {
+			t.Fatalf("resumed from %d, want (0, %d]", from, cutAfter)
+		}
+		if sent != it.Size+(cutAfter-from) || sent > it.Size+cutAfter {
+			t.Fatalf("hub sent %d bytes for a %d-byte item resumed at %d", sent, it.Size, from)
+		}
+	})
+
+	t.Run("partial file from a previous run is resumed or discarded", func(t *testing.T) {
+		part := func(id string) string { return filepath.Join(e.data, "blobs", "partial", id+".part") }
+		good, want := items["resume after.mp4"], files["resume after.mp4"]
+		os.WriteFile(part(good.ID), want[:500_000], 0o600)
+		if st := e.state(t, good.ID); st.State != cache.Partial || st.Bytes != 500_000 {
+			t.Fatalf("state with partial file = %+v", st)
+		}
+		if r := get(t, "GET", e.url+"/media/"+good.ID); r.status != 200 || !bytes.Equal(r.body, want) {
+			t.Fatalf("resume: %d", r.status)
+		}
+		if _, ranges, sent := h.count(good.ID); len(ranges) != 1 || ranges[0] != "bytes=500000-" || sent != good.Size-500_000 {
+			t.Fatalf("resume ranges %q, sent %d", ranges, sent)
+		}
+		bad, want := items["garbage start.pdf"], files["garbage start.pdf"]
+		os.WriteFile(part(bad.ID), randBytes(100_000), 0o600)
+		if r := get(t, "GET", e.url+"/media/"+bad.ID); r.status != 200 || !bytes.Equal(r.body, want) || r.header.Get("Content-Type") != "application/pdf" {
+			t.Fatalf("garbage partial: %d %v", r.status, r.header)
+		}
+		if _, ranges, _ := h.count(bad.ID); len(ranges) != 2 || ranges[0] != "bytes=100000-" || ranges[1] != "" {
+			t.Fatalf("garbage partial ranges %q; want a resume, then a fresh download after verification failed", ranges)
+		}
+		if _, err := os.Stat(part(bad.ID)); !os.IsNotExist(err) {
+			t.Errorf("partial file left behind: %v", err)
+		}
+	})
+}

@@ -1,0 +1,174 @@
+package cache
+
+import (
+	"encoding/json"
+	"errors"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/campusedge/campusedge/edge/api"
+	"github.com/campusedge/campusedge/sync/catalog"
+)
+
+// Register adds the cache's routes to the edge API:
+//
+//	GET|HEAD /media/{id}        the resource, for LAN clients (no token)
+//	GET      /api/v1/catalog    catalogue with cache state (admin)
+func (c *Cache) Register(s *api.Server) {
+	s.Registry().MustRegister(c.metrics.requests, c.metrics.upstreamBytes)
+	s.HandleFunc("GET /media/{id}", c.serveMedia) // GET patterns match HEAD too
+	s.HandleFunc("GET /api/v1/catalog", s.Admin(c.listCatalog))
+}
+
+func (c *Cache) serveMedia(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	outcome := "error"
+	defer func() { c.metrics.requests.WithLabelValues(outcome).Inc() }()
+	if !catalog.ValidID(id) {
+		outcome = "refused"
+		api.WriteError(w, http.StatusBadRequest, "invalid_id", "not a catalogue id (1-64 of a-z, 0-9, '.', '_', '-')")
+		return
+	}
+	it, ok, err := c.item(id)
+	if err != nil {
+		api.WriteError(w, http.StatusInternalServerError, "internal", "could not read the catalogue: "+err.Error())
+		return
+	}
+	if !ok {
+		outcome = "refused"
+		api.WriteError(w, http.StatusNotFound, "not_found", "no catalogue item "+id+" (is the catalogue synced? see GET /api/v1/catalog)")
+		return
+	}
+	h := w.Header()
+	h.Set("ETag", catalog.ETag(it.SHA256))
+	h.Set("Content-Type", it.MIME)
+	h.Set("Cache-Control", "public, max-age=86400")
+	h.Set("Accept-Ranges", "bytes")
+	if st, _ := c.state(it); st != Cached {
+		if etagMatch(r.Header.Get("If-None-Match"), it.SHA256) {
+			outcome = "hit" // the client has the bytes: content-addressed
+			w.WriteHeader(http.StatusNotModified)
+			return
+		}
+		if r.Method == http.MethodHead {
+			outcome = "head_uncached"
+			// Answer from the catalogue; HEAD never costs a WAN fetch.
+			h.Set("Content-Length", strconv.FormatInt(it.Size, 10))
+			w.WriteHeader(http.StatusOK)
+			return
+		}
+		if err := c.Ensure(r.Context(), it); err != nil {
+			switch {
+			case r.Context().Err() != nil:
+				return // the client left
+			case errors.Is(err, errOffline):
+				api.WriteError(w, http.StatusServiceUnavailable, "not_cached", id+" is not cached and no hub is configured (-cloud)")
+			case errors.Is(err, ErrNoSpace):
+				api.WriteError(w, http.StatusInsufficientStorage, "disk_full", err.Error())
+			case errors.Is(err, ErrCorrupt):
+				api.WriteError(w, http.StatusBadGateway, "upstream_corrupt", err.Error())
+			default:
+				api.WriteError(w, http.StatusBadGateway, "upstream_failed", "could not fetch "+id+" from the hub: "+err.Error())
+			}
+			return
+		}
+		outcome = "miss"
+	} else {
+		outcome = "hit"
+	}
+	f, err := os.Open(c.blobPath(it))
+	if err != nil {
+		outcome = "error"
+		api.WriteError(w, http.StatusInternalServerError, "blob_missing", "the cached file of "+id+" is gone: "+err.Error())
+		return
+	}
+	defer f.Close()
+	// ServeContent does Range, If-None-Match/If-Range and HEAD, and an
+	// *os.File body lets net/http use sendfile.
+	http.ServeContent(w, r, "", time.Time{}, f)
+}
+
+// etagMatch reports whether an If-None-Match header names sum.
+func etagMatch(inm, sum string) bool {
+	for t := range strings.SplitSeq(inm, ",") {
+		t = strings.TrimSpace(t)
+		if t == "*" || strings.TrimPrefix(t, "W/") == catalog.ETag(sum) {
+			return true
+		}
+	}
+	return false
+}
+
+// CatalogItem is an item with its local cache state.
+type CatalogItem struct {
+	catalog.Item
+	State State `json:"state"`
+	// Bytes is how much of the item is on disk.
+	Bytes int64 `json:"bytes"`
+	// Downloading is true while a fetch from the hub is in flight.
+	Downloading bool `json:"downloading"`
+}
+
+// CatalogResponse is the body of GET /api/v1/catalog.
+type CatalogResponse struct {
+	Items []CatalogItem `json:"items"`
+	// Total counts the matching items, of which Items holds up to limit.
+	Total  int        `json:"total"`
+	Cursor string     `json:"cursor"`
+	Sync   SyncStatus `json:"sync"`
+}
+
+func (c *Cache) listCatalog(w http.ResponseWriter, r *http.Request) {
+	q := strings.ToLower(strings.TrimSpace(r.URL.Query().Get("q")))
+	if len(q) > 256 {
+		api.WriteError(w, http.StatusBadRequest, "invalid_query", "q is longer than 256 bytes")
+		return
+	}
+	limit := 100
+	if l := r.URL.Query().Get("limit"); l != "" {
+		n, err := strconv.Atoi(l)
+		if err != nil || n < 1 || n > 1000 {
+			api.WriteError(w, http.StatusBadRequest, "invalid_limit", "limit must be 1-1000")
+			return
+		}
+		limit = n
+	}
+	out := CatalogResponse{Items: []CatalogItem{}}
+	var matched []catalog.Item
+	err := c.cfg.DB.View(func(tx *bolt.Tx) error {
+		out.Cursor = string(tx.Bucket(BucketMeta).Get(keyCursor))
+		return tx.Bucket(BucketItems).ForEach(func(k, v []byte) error {
+			var it catalog.Item
+			if err := json.Unmarshal(v, &it); err != nil {
+				return err
+			}
+			if q == "" || strings.Contains(strings.ToLower(it.Title), q) {
+				out.Total++
+				if len(matched) < limit {
+					matched = append(matched, it)
+				}
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		api.WriteError(w, http.StatusInternalServerError, "internal", "could not read the catalogue: "+err.Error())
+		return
+	}
+	for _, it := range matched { // stat outside the transaction
+		st, n := c.state(it)
+		out.Items = append(out.Items, CatalogItem{Item: it, State: st, Bytes: n})
+	}
+	c.mu.Lock()
+	for i := range out.Items {
+		out.Items[i].Downloading = c.inflight[out.Items[i].ID] != nil
+	}
+	out.Sync = c.syncSt
+	c.mu.Unlock()
+	api.WriteJSON(w, http.StatusOK, out)
+}

@@ -1,0 +1,90 @@
+package catalog
+
+import (
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+	"os"
+	"strconv"
+	"time"
+)
+
+// Handler serves the hub's catalogue API:
+//
+//	GET      /api/v1/catalog?since=CURSOR&limit=N  changes after CURSOR
+//	GET|HEAD /api/v1/content/{id}                  the item's bytes (Range, strong ETag)
+func Handler(s *Store, log *slog.Logger) http.Handler {
+	if log == nil {
+		log = slog.Default()
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /api/v1/catalog", func(w http.ResponseWriter, r *http.Request) {
+		since, err := ParseCursor(r.URL.Query().Get("since"))
+		if err != nil {
+			writeError(w, http.StatusBadRequest, "invalid_cursor", err.Error())
+			return
+		}
+		limit := MaxPageItems
+		if l := r.URL.Query().Get("limit"); l != "" {
+			n, err := strconv.Atoi(l)
+			if err != nil || n < 1 || n > MaxPageItems {
+				writeError(w, http.StatusBadRequest, "invalid_limit", "limit must be 1-"+strconv.Itoa(MaxPageItems))
+				return
+			}
+			limit = n
+		}
+		ch, err := s.Changes(since, limit)
+		if err != nil {
+			log.Error("catalogue changes", "err", err)
+			writeError(w, http.StatusInternalServerError, "internal", "could not read the catalogue: "+err.Error())
+			return
+		}
+		writeJSON(w, http.StatusOK, ch)
+	})
+	mux.HandleFunc("GET /api/v1/content/{id}", func(w http.ResponseWriter, r *http.Request) {
+		id := r.PathValue("id")
+		if !ValidID(id) {
+			writeError(w, http.StatusBadRequest, "invalid_id", "not a catalogue id")
+			return
+		}
+		it, err := s.Get(id)
+		if errors.Is(err, ErrNotFound) {
+			writeError(w, http.StatusNotFound, "not_found", err.Error())
+			return
+		} else if err != nil {
+			writeError(w, http.StatusInternalServerError, "internal", err.Error())
+			return
+		}
+		f, err := os.Open(BlobPath(s.BlobRoot(), it.SHA256))
+		if err != nil {
+			log.Error("catalogue blob missing", "id", id, "sha256", it.SHA256, "err", err)
+			writeError(w, http.StatusInternalServerError, "blob_missing", "the content of "+id+" is missing on the hub; re-import it")
+			return
+		}
+		defer f.Close()
+		w.Header().Set("ETag", ETag(it.SHA256))
+		w.Header().Set("Content-Type", it.MIME)
+		w.Header().Set("Cache-Control", "public, max-age=31536000, immutable")
+		http.ServeContent(w, r, "", time.Time{}, f)
+	})
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, "not_found", "no such endpoint: "+r.Method+" "+r.URL.Path)
+	})
+	return mux
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		http.Error(w, `{"error":{"code":"internal","message":"encode"}}`, http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_, _ = w.Write(append(b, '\n'))
+}
+
+func writeError(w http.ResponseWriter, status int, code, msg string) {
+	writeJSON(w, status, map[string]any{"error": map[string]string{"code": code, "message": msg}})
+}
