@@ -93,25 +93,34 @@ func (s *Server) controlWS(w http.ResponseWriter, r *http.Request) {
 		c.close()
 		_ = ws.Close()
 	}()
-	go s.writeLoop(c)
-
 	hello, err := s.readHello(c, r)
 	if err != nil {
-		s.sendError(c, "", "unauthorized", err.Error())
-		time.Sleep(50 * time.Millisecond) // let the error frame go out before closing
+		refuse(ws, "", err.Error())
 		return
 	}
 	if s.cfg.Identity.CheckAdminToken(hello.Token) {
+		go s.writeLoop(c)
 		s.serveWatcher(c, hello)
 		return
 	}
 	t, err := s.cfg.Fleet.Authenticate(hello.Token)
 	if err != nil {
-		s.sendError(c, hello.ID, "unauthorized", "unknown token: pair this terminal again with a new code")
-		time.Sleep(50 * time.Millisecond)
+		refuse(ws, hello.ID, "unknown token: pair this terminal again with a new code")
 		return
 	}
+	go s.writeLoop(c)
 	s.serveTerminal(c, r, hello, t)
+}
+
+// refuse tells an unauthenticated client why, then closes. The write loop
+// has not started yet, so writing here directly is the only writer.
+func refuse(ws *websocket.Conn, id, msg string) {
+	h := wire.New(wire.TypeError)
+	h.ID = id
+	_ = ws.SetWriteDeadline(time.Now().Add(writeTimeout))
+	if ws.WriteJSON(wire.Error{Header: h, Code: "unauthorized", Message: msg}) == nil {
+		_ = ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.ClosePolicyViolation, "unauthorized"), time.Now().Add(time.Second))
+	}
 }
 
 // readHello takes the token from the Authorization header or, for

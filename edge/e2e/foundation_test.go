@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gorilla/websocket"
 	bolt "go.etcd.io/bbolt"
 )
 
@@ -321,5 +322,89 @@ func TestResetAdminToken(t *testing.T) {
 	}
 	if code := call(t, "GET", e2.url+"/api/v1/classrooms", e2.token, nil, nil); code != 200 {
 		t.Errorf("new token: %d", code)
+	}
+}
+
+func TestControlChannelRefusesBadInput(t *testing.T) {
+	e := startEdge(t, t.TempDir(), "127.0.0.1:0")
+	room := e.classroom(t, "Grade 9", "R9")
+	termData := t.TempDir()
+	ct := start(t, built.classterm, "-data", termData, "-edge", e.url, "-pair", e.pairingCode(t, room.ID))
+	ct.waitLine(t, connectedRE, 10*time.Second)
+	ct.signal(t, syscall.SIGTERM)
+	if c := ct.wait(t, 10*time.Second); c != 0 {
+		t.Fatalf("classterm exit %d on SIGTERM", c)
+	}
+
+	// A forged credential: classterm stops and says to pair again.
+	path := filepath.Join(termData, "terminal.json")
+	raw, _ := os.ReadFile(path)
+	var st map[string]string
+	if err := json.Unmarshal(raw, &st); err != nil {
+		t.Fatal(err)
+	}
+	good := st["token"]
+	st["token"] = strings.SplitN(good, ".", 2)[0] + ".forged"
+	raw, _ = json.Marshal(st)
+	if err := os.WriteFile(path, raw, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	forged := start(t, built.classterm, "-data", termData)
+	if c := forged.wait(t, 10*time.Second); c == 0 || !strings.Contains(forged.logs(), "pair again") {
+		t.Fatalf("forged credential: exit %d\n%s", c, forged.logs())
+	}
+
+	// Raw WebSocket: garbage and unknown types get errors and the
+	// connection stays; the terminal is still online afterwards.
+	ws := dialWS(t, e)
+	hello := map[string]any{"type": "hello", "v": 1, "token": good}
+	if err := ws.WriteJSON(hello); err != nil {
+		t.Fatal(err)
+	}
+	expectType(t, ws, "welcome", "")
+	for _, msg := range []string{`{not json`, `{"type":"hello","v":9}`, `{"type":"no_such_thing","v":1}`} {
+		if err := ws.WriteMessage(1, []byte(msg)); err != nil {
+			t.Fatal(err)
+		}
+		expectType(t, ws, "error", "")
+	}
+	if err := ws.WriteJSON(map[string]any{"type": "ping", "v": 1, "id": "p1"}); err != nil {
+		t.Fatal(err)
+	}
+	expectType(t, ws, "pong", "p1")
+	// An oversized message ends the connection (the read limit), nothing else.
+	_ = ws.WriteMessage(1, bytes.Repeat([]byte("x"), 70<<10))
+	_ = ws.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, _, err := ws.ReadMessage(); err == nil {
+		t.Fatal("oversized message did not close the connection")
+	}
+
+	// A wrong token is refused with a reason.
+	ws = dialWS(t, e)
+	if err := ws.WriteJSON(map[string]any{"type": "hello", "v": 1, "token": "nope.nope"}); err != nil {
+		t.Fatal(err)
+	}
+	expectType(t, ws, "error", "")
+}
+
+func dialWS(t *testing.T, e *edge) *websocket.Conn {
+	t.Helper()
+	ws, _, err := websocket.DefaultDialer.Dial(strings.Replace(e.url, "http", "ws", 1)+"/api/v1/ws", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ws.Close() })
+	return ws
+}
+
+func expectType(t *testing.T, ws *websocket.Conn, typ, id string) {
+	t.Helper()
+	_ = ws.SetReadDeadline(time.Now().Add(5 * time.Second))
+	var m struct{ Type, ID, Code, Message string }
+	if err := ws.ReadJSON(&m); err != nil {
+		t.Fatalf("waiting for %s: %v", typ, err)
+	}
+	if m.Type != typ || (id != "" && m.ID != id) {
+		t.Fatalf("got %+v, want type %s id %q", m, typ, id)
 	}
 }
