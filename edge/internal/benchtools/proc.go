@@ -19,7 +19,9 @@ const clockTick = 10 * time.Millisecond
 type ProcSample struct {
 	At      time.Time
 	CPU     time.Duration // user + system time since the process started
-	RSSKiB  int64         // VmRSS: resident memory now
+	RSSKiB  int64         // VmRSS: resident memory now (RssAnon + RssFile + RssShmem)
+	AnonKiB int64         // RssAnon: heap, stacks (what the Go runtime holds)
+	FileKiB int64         // RssFile: mapped files resident (binary text, bbolt's mmap)
 	HWMKiB  int64         // VmHWM: peak resident memory
 	Threads int64
 	FDs     int // open file descriptors
@@ -41,6 +43,7 @@ func ReadProc(pid int) (ProcSample, error) {
 	}
 	f := parseStatus(status)
 	s.RSSKiB, s.HWMKiB, s.Threads = f["VmRSS"], f["VmHWM"], f["Threads"]
+	s.AnonKiB, s.FileKiB = f["RssAnon"], f["RssFile"]
 	fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
 	if err != nil {
 		return s, err
@@ -102,3 +105,27 @@ func CPUPercent(a, b ProcSample) float64 {
 
 // MiB formats KiB as MiB with one decimal.
 func MiB(kib int64) string { return fmt.Sprintf("%.1f MiB", float64(kib)/1024) }
+
+// OpenFileLimit reads the soft "Max open files" of process pid from
+// /proc/PID/limits (-1 for unlimited).
+func OpenFileLimit(pid int) (int64, error) {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/limits", pid))
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		rest, ok := strings.CutPrefix(line, "Max open files")
+		if !ok {
+			continue
+		}
+		f := strings.Fields(rest)
+		if len(f) == 0 {
+			break
+		}
+		if f[0] == "unlimited" {
+			return -1, nil
+		}
+		return strconv.ParseInt(f[0], 10, 64)
+	}
+	return 0, fmt.Errorf("/proc/%d/limits has no Max open files line", pid)
+}

@@ -5,6 +5,7 @@ package netnstest
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,11 +17,12 @@ import (
 // Avahi is a private avahi-daemon running in a test namespace, on its own
 // D-Bus system bus, so it neither needs nor touches the host's.
 type Avahi struct {
-	ns      *Netns
-	env     []string // DBUS_SYSTEM_BUS_ADDRESS for avahi's clients
-	Daemon  *Process
-	Bus     *Process
-	browser string
+	ns       *Netns
+	env      []string // DBUS_SYSTEM_BUS_ADDRESS for avahi's clients
+	Daemon   *Process
+	Bus      *Process
+	browser  string
+	resolver string // avahi-resolve
 }
 
 // StartAvahi starts dbus-daemon and avahi-daemon inside n, avahi limited to
@@ -35,7 +37,7 @@ func (n *Netns) StartAvahi(t testing.TB) *Avahi {
 	t.Helper()
 	RequireRoot(t)
 	paths := map[string]string{}
-	for _, name := range []string{"dbus-daemon", "avahi-daemon", "avahi-browse"} {
+	for _, name := range []string{"dbus-daemon", "avahi-daemon", "avahi-browse", "avahi-resolve"} {
 		p, err := lookSbin(name)
 		if err != nil {
 			skipOrFail(t, name+" not installed (apt-get install avahi-daemon avahi-utils dbus)")
@@ -59,7 +61,7 @@ func (n *Netns) StartAvahi(t testing.TB) *Avahi {
 	if err := os.WriteFile(avahiConf, []byte(fmt.Sprintf(avahiConfig, "avahi-"+n.Link, n.Link)), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	a := &Avahi{ns: n, env: []string{"DBUS_SYSTEM_BUS_ADDRESS=unix:path=" + sock}, browser: paths["avahi-browse"]}
+	a := &Avahi{ns: n, env: []string{"DBUS_SYSTEM_BUS_ADDRESS=unix:path=" + sock}, browser: paths["avahi-browse"], resolver: paths["avahi-resolve"]}
 	a.Bus = n.Start(t, nil, paths["dbus-daemon"], "--config-file="+busConf, "--nofork", "--nopidfile")
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -102,20 +104,86 @@ func (a *Avahi) BrowseAll(ctx context.Context) ([]AvahiService, error) {
 }
 
 func (a *Avahi) browse(ctx context.Context, args ...string) ([]AvahiService, error) {
-	serviceType := strings.Join(args, " ")
-	cmd := a.ns.Command(ctx, a.browser, args...)
+	out, err := a.run(ctx, a.browser, args...)
+	if err != nil {
+		return nil, err
+	}
+	svcs, errs := ParseAvahiBrowse(out)
+	if len(errs) > 0 {
+		return svcs, fmt.Errorf("avahi-browse output: %v", errs)
+	}
+	return svcs, nil
+}
+
+// Watch starts `avahi-browse -rpk TYPE` in the namespace and leaves it
+// running (stopped in t.Cleanup), as a terminal's browser would be, so that
+// WaitEvent can tell when avahi reports a service resolved or gone.
+func (a *Avahi) Watch(t testing.TB, serviceType string) *AvahiWatch {
+	t.Helper()
+	return &AvahiWatch{a.ns.Start(t, a.env, a.browser, "-r", "-p", "-k", serviceType)}
+}
+
+// AvahiWatch is an avahi-browse left running by Avahi.Watch.
+type AvahiWatch struct{ *Process }
+
+// WaitEvent waits until the browser's output has an IPv4 line with event
+// ("=" resolved, "-" gone) for instance, polling every 5 ms, and returns
+// when it first saw it; it fails when ctx is done, with the output so far.
+func (w *AvahiWatch) WaitEvent(ctx context.Context, event, instance string) (time.Time, error) {
+	for {
+		out := w.Output()
+		svcs, _ := ParseAvahiBrowse(out[:strings.LastIndex(out, "\n")+1]) // complete lines only
+		if _, ok := findAvahi(svcs, event, instance); ok {
+			return time.Now(), nil
+		}
+		select {
+		case <-ctx.Done():
+			return time.Time{}, fmt.Errorf("avahi-browse -rp saw no %q event for %q: %w\n%s", event, instance, ctx.Err(), out)
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+}
+
+// findAvahi returns the first IPv4 line with event for instance.
+func findAvahi(svcs []AvahiService, event, instance string) (AvahiService, bool) {
+	for _, s := range svcs {
+		if s.Event == event && s.Protocol == "IPv4" && s.Name == instance {
+			return s, true
+		}
+	}
+	return AvahiService{}, false
+}
+
+// ResolveHost4 asks this avahi for host's IPv4 address
+// (`avahi-resolve -4 -n HOST`, run in the namespace) and returns it.
+func (a *Avahi) ResolveHost4(ctx context.Context, host string) (netip.Addr, error) {
+	out, err := a.run(ctx, a.resolver, "-4", "-n", host)
+	if err != nil {
+		return netip.Addr{}, err
+	}
+	f := strings.Fields(out)
+	if len(f) != 2 {
+		return netip.Addr{}, fmt.Errorf("avahi-resolve -4 -n %s: output %q: want NAME ADDRESS", host, out)
+	}
+	addr, err := netip.ParseAddr(f[1])
+	if err != nil {
+		return netip.Addr{}, fmt.Errorf("avahi-resolve -4 -n %s: %w", host, err)
+	}
+	return addr, nil
+}
+
+// run runs one of avahi's clients in the namespace, on this avahi's bus,
+// and returns its standard output; the error carries its standard error.
+func (a *Avahi) run(ctx context.Context, prog string, args ...string) (string, error) {
+	cmd := a.ns.Command(ctx, prog, args...)
 	cmd.Env = append(os.Environ(), a.env...)
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
 	if err != nil {
-		return nil, fmt.Errorf("avahi-browse %s: %w: %s", serviceType, err, strings.TrimSpace(stderr.String()))
+		return "", fmt.Errorf("%s %s: %w: %s", filepath.Base(prog), strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
 	}
-	svcs, errs := ParseAvahiBrowse(string(out))
-	if len(errs) > 0 {
-		return svcs, fmt.Errorf("avahi-browse output: %v", errs)
-	}
-	return svcs, nil
+	return string(out), nil
 }
 
 // Resolve runs Browse until a resolved ("=") IPv4 line for instance appears
@@ -128,10 +196,8 @@ func (a *Avahi) Resolve(ctx context.Context, serviceType, instance string) (Avah
 		bctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		svcs, err := a.Browse(bctx, serviceType)
 		cancel()
-		for _, s := range svcs {
-			if s.Event == "=" && s.Protocol == "IPv4" && s.Name == instance {
-				return s, nil
-			}
+		if s, ok := findAvahi(svcs, "=", instance); ok {
+			return s, nil
 		}
 		last, lastErr = svcs, err
 		select {

@@ -11,7 +11,9 @@
 //     by a veth pair on a private /24, Netns.Start runs any program inside one
 //     (a re-run of the test binary or a built binary such as edged), and
 //     Netns.StartAvahi runs a private dbus-daemon + avahi-daemon there so that
-//     tests can check what standard DNS-SD tools see (Avahi.Browse).
+//     tests can check what standard DNS-SD tools see (Avahi.Browse,
+//     Avahi.Watch, Avahi.ResolveHost4). Netns.DialContext connects from
+//     inside a namespace, as a client on that host would.
 //
 // Root-only helpers skip the test when not root, except under CI=true, where
 // they fail it: a check that silently skips in CI is a check that never runs.

@@ -8,14 +8,19 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Netns is a named network namespace made for one test, with one end of a
@@ -88,9 +93,84 @@ func (n *Netns) Command(ctx context.Context, name string, args ...string) *exec.
 		p = "ip"
 	}
 	cmd := exec.CommandContext(ctx, p, append([]string{"netns", "exec", n.Name, name}, args...)...)
+	// Pdeathsig fires when the OS thread that forked the child ends, not
+	// when this process does. Go keeps its threads alive, except one whose
+	// goroutine exits while locked to it (runtime.LockOSThread): code here
+	// that locks a thread must unlock it before returning (see DialContext).
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	cmd.WaitDelay = 5 * time.Second
 	return cmd
+}
+
+// LinkLocal returns the IPv6 link-local addresses of n.Link (the kernel
+// gives the veth one; it may still be in duplicate address detection).
+func (n *Netns) LinkLocal() ([]netip.Addr, error) {
+	out, err := ipOutput("-n", n.Name, "-6", "-o", "addr", "show", "dev", n.Link, "scope", "link")
+	if err != nil {
+		return nil, err
+	}
+	var addrs []netip.Addr
+	for _, f := range strings.Fields(out) {
+		if pfx, err := netip.ParsePrefix(f); err == nil && pfx.Addr().Is6() {
+			addrs = append(addrs, pfx.Addr())
+		}
+	}
+	return addrs, nil
+}
+
+// DialContext dials addr from inside n, as a program running there would:
+// the socket is made on an OS thread moved into n, and keeps n after the
+// thread moves back. Use it as an http.Transport's DialContext for a client
+// on n's host.
+func (n *Netns) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	type result struct {
+		c   net.Conn
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		// The thread must move back and be unlocked, not left to end:
+		// processes started by Command have Pdeathsig, which fires when
+		// the thread that forked them ends, and a goroutine that exits
+		// while locked ends its thread (any thread may have forked a
+		// child). Only if moving back fails is the thread left to end,
+		// rather than let it run other goroutines in the wrong namespace.
+		runtime.LockOSThread()
+		c, restored, err := n.dialLocked(ctx, network, addr)
+		if restored {
+			runtime.UnlockOSThread()
+		}
+		ch <- result{c, err}
+	}()
+	r := <-ch
+	return r.c, r.err
+}
+
+// dialLocked does DialContext's work on a locked thread; restored is false
+// only when the thread is left in another namespace.
+func (n *Netns) dialLocked(ctx context.Context, network, addr string) (c net.Conn, restored bool, err error) {
+	orig, err := os.Open("/proc/thread-self/ns/net")
+	if err != nil {
+		return nil, true, err
+	}
+	defer orig.Close()
+	target, err := os.Open(filepath.Join("/var/run/netns", n.Name)) // where `ip netns add` puts it
+	if err != nil {
+		return nil, true, err
+	}
+	defer target.Close()
+	if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
+		return nil, true, fmt.Errorf("setns %s: %w", n.Name, err)
+	}
+	var d net.Dialer
+	c, err = d.DialContext(ctx, network, addr)
+	if rerr := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); rerr != nil {
+		if c != nil {
+			c.Close()
+		}
+		return nil, false, fmt.Errorf("setns back from %s: %w", n.Name, rerr)
+	}
+	return c, true, err
 }
 
 // Process is a program running in a namespace, with its output kept.

@@ -39,7 +39,7 @@ func Command(ctx context.Context, args ...string) (*exec.Cmd, error) {
 		Cloneflags:  syscall.CLONE_NEWUSER | syscall.CLONE_NEWNET,
 		UidMappings: []syscall.SysProcIDMap{{ContainerID: 0, HostID: os.Getuid(), Size: 1}},
 		GidMappings: []syscall.SysProcIDMap{{ContainerID: 0, HostID: os.Getgid(), Size: 1}},
-		Pdeathsig:   syscall.SIGKILL,
+		Pdeathsig:   syscall.SIGKILL, // fires when the forking thread ends: see Netns.Command
 	}
 	cmd.WaitDelay = 5 * time.Second
 	return cmd, nil
@@ -253,13 +253,22 @@ func ipPath() (string, error) {
 }
 
 func ip(args ...string) error {
+	_, err := ipOutput(args...)
+	return err
+}
+
+// ipOutput runs ip with args and returns its standard output.
+func ipOutput(args ...string) (string, error) {
 	p, err := ipPath()
 	if err != nil {
-		return err
+		return "", err
 	}
-	out, err := exec.Command(p, args...).CombinedOutput()
+	cmd := exec.Command(p, args...)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
 	if err != nil {
-		return fmt.Errorf("ip %s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+		return "", fmt.Errorf("ip %s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(stderr.String()+string(out)))
 	}
-	return nil
+	return string(out), nil
 }

@@ -1,0 +1,5 @@
+//go:build !race
+
+package benchtools
+
+const raceEnabled = false
