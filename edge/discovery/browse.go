@@ -2,6 +2,7 @@ package discovery
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log"
 	"log/slog"
@@ -102,6 +103,36 @@ type browser struct {
 	log    *slog.Logger
 	libLog *log.Logger
 	ifi    *net.Interface
+	// noV4 and noV6 drop an address family whose sends fail (see
+	// queryFailed).
+	noV4, noV6 bool
+}
+
+// queryFailed decides what a failed mDNS query means. hashicorp/mdns gives
+// up on a whole query when a send on one address family fails, after it may
+// already have sent on the other. That happens on a healthy LAN: at boot a
+// terminal's IPv6 link-local address is still in duplicate address
+// detection for a second or two ("sendto: cannot assign requested
+// address"), and a network without IPv6 has no route to ff02::fb. So the
+// failing family is dropped for the rest of this Browse and the query is
+// retried at once on the other; only when both have failed is the error
+// the caller's.
+func (b *browser) queryFailed(err error) (retry bool, fatal error) {
+	var op *net.OpError
+	fam := ""
+	if errors.As(err, &op) {
+		fam = op.Net
+	}
+	switch {
+	case fam == "udp6" && !b.noV6 && !b.noV4:
+		b.noV6 = true
+	case fam == "udp4" && !b.noV4 && !b.noV6:
+		b.noV4 = true
+	default:
+		return false, fmt.Errorf("discovery: mDNS query: %w", err)
+	}
+	b.log.Debug("mDNS query failed on one address family; browsing on the other", "err", err)
+	return true, nil
 }
 
 func (b *browser) params(timeout time.Duration, entries chan *mdns.ServiceEntry) *mdns.QueryParam {
@@ -112,6 +143,9 @@ func (b *browser) params(timeout time.Duration, entries chan *mdns.ServiceEntry)
 		Interface: b.ifi,
 		Entries:   entries, // buffered: the library drops entries it cannot send at once
 		Logger:    b.libLog,
+
+		DisableIPv4: b.noV4,
+		DisableIPv6: b.noV6,
 	}
 }
 
@@ -126,14 +160,22 @@ func remaining(ctx context.Context, d time.Duration) (time.Duration, bool) {
 // resolve runs the short queries of resolveRounds until one returns a valid
 // edge. The entries are read only after QueryContext has returned.
 func (b *browser) resolve(ctx context.Context) (Found, bool, error) {
-	for _, d := range resolveRounds() {
-		d, ok := remaining(ctx, d)
+	rounds := resolveRounds()
+	for i := 0; i < len(rounds); i++ {
+		d, ok := remaining(ctx, rounds[i])
 		if !ok {
 			return Found{}, false, nil
 		}
 		entries := make(chan *mdns.ServiceEntry, 32)
 		if err := mdns.QueryContext(ctx, b.params(d, entries)); err != nil && ctx.Err() == nil {
-			return Found{}, false, fmt.Errorf("discovery: mDNS query: %w", err)
+			retry, fatal := b.queryFailed(err)
+			if fatal != nil {
+				return Found{}, false, fatal
+			}
+			if retry {
+				i-- // the same round again, on the family that works
+				continue
+			}
 		}
 		for {
 			select {
@@ -177,7 +219,11 @@ func (b *browser) listen(ctx context.Context, round time.Duration) (Found, bool,
 			}
 		case err := <-done:
 			if err != nil && ctx.Err() == nil {
-				return Found{}, false, fmt.Errorf("discovery: mDNS query: %w", err)
+				if _, fatal := b.queryFailed(err); fatal != nil {
+					return Found{}, false, fatal
+				}
+				// The caller runs the next round at once, without the
+				// failed family.
 			}
 			return Found{}, false, nil
 		case <-ctx.Done():
