@@ -29,8 +29,14 @@ var (
 	keyApp      = []byte("application")
 	keySchema   = []byte("schema_version")
 	keyCreated  = []byte("created_at")
-	lockTimeout = 1500 * time.Millisecond
 )
+
+// lockTimeout is how long Open waits for another process to let go of the
+// file. Short: a second edged must say so within 2 s of its start, start-up
+// included, even on a loaded box; the only legitimate holder that goes away
+// by itself is an edged still finishing its shutdown, which takes
+// milliseconds.
+const lockTimeout = 750 * time.Millisecond
 
 // ErrInUse means another process holds the store file open.
 var ErrInUse = errors.New("store is in use by another process")
