@@ -299,11 +299,19 @@ func TestManifestValidation(t *testing.T) {
 		return m
 	}
 	bad := map[string]Manifest{
-		"path traversal": mut(func(m *Manifest) { m.Files = append(m.Files, File{Path: "../etc/passwd", Mode: 0o644, SHA256: strings.Repeat("a", 64)}) }),
-		"absolute":       mut(func(m *Manifest) { m.Files = append(m.Files, File{Path: "/etc/x", Mode: 0o644, SHA256: strings.Repeat("a", 64)}) }),
-		"hidden":         mut(func(m *Manifest) { m.Files = append(m.Files, File{Path: "a/.x", Mode: 0o644, SHA256: strings.Repeat("a", 64)}) }),
-		"dup":            mut(func(m *Manifest) { m.Files = append(m.Files, m.Files[0]) }),
-		"file and dir":   mut(func(m *Manifest) { m.Files = append(m.Files, File{Path: "edged/x", Mode: 0o644, SHA256: strings.Repeat("a", 64)}) }),
+		"path traversal": mut(func(m *Manifest) {
+			m.Files = append(m.Files, File{Path: "../etc/passwd", Mode: 0o644, SHA256: strings.Repeat("a", 64)})
+		}),
+		"absolute": mut(func(m *Manifest) {
+			m.Files = append(m.Files, File{Path: "/etc/x", Mode: 0o644, SHA256: strings.Repeat("a", 64)})
+		}),
+		"hidden": mut(func(m *Manifest) {
+			m.Files = append(m.Files, File{Path: "a/.x", Mode: 0o644, SHA256: strings.Repeat("a", 64)})
+		}),
+		"dup": mut(func(m *Manifest) { m.Files = append(m.Files, m.Files[0]) }),
+		"file and dir": mut(func(m *Manifest) {
+			m.Files = append(m.Files, File{Path: "edged/x", Mode: 0o644, SHA256: strings.Repeat("a", 64)})
+		}),
 		"huge":           mut(func(m *Manifest) { m.Files[0].Size = MaxFileBytes + 1 }),
 		"negative":       mut(func(m *Manifest) { m.Files[0].Size = -1 }),
 		"setuid":         mut(func(m *Manifest) { m.Files[0].Mode = 0o4755 }),
