@@ -93,7 +93,7 @@ func (r *rig) run(t *testing.T, deadline time.Duration, args ...string) {
 		defer close(done)
 		supervisor.Run(ctx, supervisor.Config{Slots: r.m, Args: args, HealthURL: "http://" + r.addr + "/healthz",
 			Deadline: deadline, MinBackoff: 50 * time.Millisecond, MaxBackoff: 200 * time.Millisecond, StopGrace: 2 * time.Second,
-			Logger: slog.New(slog.DiscardHandler),
+			Logger:  slog.New(slog.DiscardHandler),
 			OnEvent: func(e supervisor.Event) { r.mu.Lock(); r.events = append(r.events, e); r.mu.Unlock() }})
 	}()
 	t.Cleanup(func() { cancel(); <-done })
