@@ -161,6 +161,9 @@ func (u *Updater) refresh() slot.State {
 		if err != nil {
 			s.Error = err.Error()
 		}
+		if s.State == "trial" && err == nil && !st.Trial {
+			s.State = "idle" // committed since the last check
+		}
 	})
 	return st
 }
@@ -176,7 +179,8 @@ func (u *Updater) Status() Status {
 }
 
 // Run checks at start and then every Interval (every 30 s while an update
-// waits for a class to end) until ctx ends.
+// waits for a class to end or the running version is on trial) until ctx
+// ends.
 func (u *Updater) Run(ctx context.Context) {
 	if u.cfg.Hub == "" {
 		u.log.Info("firmware updates off: no -cloud hub configured")
@@ -187,7 +191,9 @@ func (u *Updater) Run(ctx context.Context) {
 		if err := u.CheckOnce(ctx); err != nil && ctx.Err() == nil {
 			u.log.Warn("firmware update check failed; will retry", "err", err, "retry_in", wait)
 		}
-		if u.Status().State == "waiting_for_class" {
+		// A running class or a trial (edgesup commits within its deadline)
+		// ends soon: look again shortly rather than after a full interval.
+		if s := u.Status().State; s == "waiting_for_class" || s == "trial" {
 			wait = min(wait, 30*time.Second)
 		}
 		t := time.NewTimer(wait)
