@@ -11,7 +11,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -20,7 +19,6 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
-	"path/filepath"
 	"sync"
 	"time"
 
@@ -132,6 +130,12 @@ func New(cfg Config) *Updater {
 	return u
 }
 
+func (u *Updater) fetcher() *Fetcher {
+	return &Fetcher{Client: u.cfg.Client, Hub: u.cfg.Hub, Dir: u.cfg.Download, Limiter: u.lim, Logger: u.log, Step: u.cfg.Step,
+		Progress: func(n int64) { u.set(func(s *Status) { s.Downloaded = n }) },
+		State:    func(st string) { u.set(func(s *Status) { s.State = st }) }}
+}
+
 func (u *Updater) step(s string) {
 	if u.cfg.Step != nil {
 		u.cfg.Step(s)
@@ -229,7 +233,7 @@ func (u *Updater) CheckOnce(ctx context.Context) error {
 	}
 	u.set(func(s *Status) { s.Available, s.Total = rel, rel.Size })
 	u.log.Info("firmware release available", "version", rel.Version, "channel", rel.Channel, "bytes", rel.Size)
-	path, err := u.download(ctx, *rel)
+	path, err := u.fetcher().Fetch(ctx, *rel)
 	if err != nil {
 		u.fail(err)
 		return err
@@ -300,177 +304,6 @@ func (u *Updater) ask(ctx context.Context, st slot.State, state, detail string) 
 		}
 	}
 	return out.Update, nil
-}
-
-// ErrCorrupt means the downloaded bytes are not what the hub announced.
-var ErrCorrupt = errors.New("downloaded bundle does not match the release's size and SHA-256")
-
-const (
-	maxAttempts  = 6
-	stallTimeout = 30 * time.Second
-)
-
-// download fetches rel into the download dir, resuming a partial file,
-// and returns the path of the complete, hash-checked bundle.
-func (u *Updater) download(ctx context.Context, rel release.Release) (string, error) {
-	if err := os.MkdirAll(u.cfg.Download, 0o700); err != nil {
-		return "", err
-	}
-	final := filepath.Join(u.cfg.Download, rel.SHA256+".bundle")
-	if fi, err := os.Stat(final); err == nil && fi.Size() == rel.Size {
-		return final, nil // verified before it got this name
-	}
-	u.cleanOthers(rel.SHA256)
-	part := final + ".part"
-	f, err := os.OpenFile(part, os.O_RDWR|os.O_CREATE, 0o600)
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	u.set(func(s *Status) { s.State = "downloading" })
-	var lastErr error
-	for attempt := 0; attempt < maxAttempts; attempt++ {
-		if attempt > 0 {
-			t := time.NewTimer(time.Duration(attempt) * time.Second)
-			select {
-			case <-ctx.Done():
-				t.Stop()
-				return "", ctx.Err()
-			case <-t.C:
-			}
-		}
-		done, err := u.fetch(ctx, f, rel)
-		if done {
-			break
-		}
-		lastErr = err
-		u.log.Warn("firmware download interrupted; resuming", "err", err, "attempt", attempt+1)
-		if ctx.Err() != nil {
-			return "", ctx.Err()
-		}
-	}
-	fi, err := f.Stat()
-	if err != nil {
-		return "", err
-	}
-	if fi.Size() != rel.Size {
-		return "", fmt.Errorf("firmware download failed after %d attempts: %w", maxAttempts, lastErr)
-	}
-	u.set(func(s *Status) { s.State = "verifying" })
-	if _, err := f.Seek(0, io.SeekStart); err != nil {
-		return "", err
-	}
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return "", err
-	}
-	if hex.EncodeToString(h.Sum(nil)) != rel.SHA256 {
-		f.Close()
-		os.Remove(part)
-		return "", fmt.Errorf("%w (deleted; it will be downloaded again)", ErrCorrupt)
-	}
-	if err := f.Sync(); err != nil {
-		return "", err
-	}
-	if err := os.Rename(part, final); err != nil {
-		return "", err
-	}
-	u.log.Info("firmware bundle downloaded and its SHA-256 checked", "version", rel.Version, "bytes", rel.Size)
-	return final, nil
-}
-
-// cleanOthers removes downloads of other releases.
-func (u *Updater) cleanOthers(keep string) {
-	ents, _ := os.ReadDir(u.cfg.Download)
-	for _, e := range ents {
-		if len(e.Name()) >= 64 && e.Name()[:64] != keep {
-			os.Remove(filepath.Join(u.cfg.Download, e.Name()))
-		}
-	}
-}
-
-// fetch appends to f from its current size. It reports done when f holds
-// rel.Size bytes.
-func (u *Updater) fetch(ctx context.Context, f *os.File, rel release.Release) (bool, error) {
-	fi, err := f.Stat()
-	if err != nil {
-		return false, err
-	}
-	off := fi.Size()
-	if off > rel.Size {
-		if err := f.Truncate(0); err != nil {
-			return false, err
-		}
-		off = 0
-	}
-	if off == rel.Size {
-		return true, nil
-	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.cfg.Hub+rel.URL, nil)
-	if err != nil {
-		return false, err
-	}
-	if off > 0 {
-		req.Header.Set("Range", fmt.Sprintf("bytes=%d-", off))
-		req.Header.Set("If-Range", `"`+rel.SHA256+`"`)
-	}
-	resp, err := u.cfg.Client.Do(req)
-	if err != nil {
-		return false, err
-	}
-	defer resp.Body.Close()
-	switch {
-	case resp.StatusCode == http.StatusPartialContent && off > 0:
-	case resp.StatusCode == http.StatusOK:
-		if err := f.Truncate(0); err != nil {
-			return false, err
-		}
-		off = 0
-	case resp.StatusCode == http.StatusRequestedRangeNotSatisfiable:
-		return false, f.Truncate(0)
-	default:
-		return false, fmt.Errorf("hub answered the bundle download with HTTP %d", resp.StatusCode)
-	}
-	if _, err := f.Seek(off, io.SeekStart); err != nil {
-		return false, err
-	}
-	// A stalled connection is cancelled; the next attempt resumes.
-	stall := time.AfterFunc(stallTimeout, cancel)
-	defer stall.Stop()
-	buf := make([]byte, 64<<10)
-	body := io.LimitReader(resp.Body, rel.Size-off)
-	first := true
-	for {
-		n, rerr := body.Read(buf)
-		if n > 0 {
-			stall.Reset(stallTimeout)
-			if u.lim != nil {
-				if err := u.lim.WaitN(ctx, n); err != nil {
-					return false, err
-				}
-			}
-			if _, err := f.Write(buf[:n]); err != nil {
-				return false, fmt.Errorf("write firmware download: %w", err)
-			}
-			off += int64(n)
-			u.set(func(s *Status) { s.Downloaded = off })
-			if first {
-				first = false
-				if err := f.Sync(); err == nil {
-					u.step("download")
-				}
-			}
-		}
-		if rerr == io.EOF {
-			break
-		}
-		if rerr != nil {
-			return false, rerr
-		}
-	}
-	return off == rel.Size, nil
 }
 
 // halfway calls f once when more than half of total bytes were read.
