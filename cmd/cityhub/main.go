@@ -79,8 +79,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready fun
 		fmt.Fprintf(stderr, "cityhub: listen on %s: %v (choose another with -listen)\n", *listen, err)
 		return 1
 	}
+	handler, err := withFirmware(*data, catalog.Handler(st, log), log)
+	if err != nil {
+		fmt.Fprintln(stderr, "cityhub:", err)
+		return 1
+	}
 	hs := &http.Server{
-		Handler:           catalog.Handler(st, log),
+		Handler:           handler,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       120 * time.Second,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),

@@ -55,6 +55,10 @@ type Options struct {
 // Run starts the appliance and blocks until ctx is cancelled, then shuts
 // down gracefully. It returns an error if start-up fails.
 func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts Options) error {
+	// restart ends Run like a stop does; the firmware updater uses it after
+	// switching slots so that edgesup starts the new one.
+	ctx, restart := context.WithCancel(ctx)
+	defer restart()
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("create data dir %s: %w", cfg.DataDir, err)
 	}
@@ -132,6 +136,11 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts Options)
 		return err
 	}
 	defer live.Close() // runs before the store closes
+	// Firmware updates (firmware/): GET /api/v1/firmware; the updater runs with -fw-root.
+	if err := mountFirmware(ctx, cfg, srv, id.ID, liveClassRunning(live), restart, log.With("component", "firmware")); err != nil {
+		_ = ln.Close()
+		return err
+	}
 	hs := &http.Server{
 		Handler:           srv,
 		ReadHeaderTimeout: 10 * time.Second,

@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"runtime"
 	"strings"
 )
 
@@ -32,11 +33,18 @@ type Config struct {
 	// means every up, multicast-capable interface.
 	MDNSInterfaces []string `json:"mdns_interfaces"`
 	LogLevel       string   `json:"log_level"`
+	// Firmware updates (docs/FIRMWARE.md); FirmwareRoot empty turns them off.
+	FirmwareRoot    string `json:"fw_root"`
+	FirmwareKeys    string `json:"fw_keys"`
+	FirmwareTarget  string `json:"fw_target"`
+	FirmwareChannel string `json:"fw_channel"`
+	FirmwareRate    int64  `json:"fw_rate"`
 }
 
 // Defaults are the embedded defaults: `edged` with no flags runs on them.
 func Defaults() Config {
-	return Config{DataDir: "./data", Listen: ":8080", School: "school", MDNS: true, LogLevel: "info"}
+	return Config{DataDir: "./data", Listen: ":8080", School: "school", MDNS: true, LogLevel: "info",
+		FirmwareTarget: runtime.GOOS + "-" + runtime.GOARCH, FirmwareChannel: "stable"}
 }
 
 // maxFileBytes bounds the config file; a config is a few hundred bytes.
@@ -50,7 +58,7 @@ func Parse(name string, args []string, stderr io.Writer) (Config, error) {
 	d := Defaults()
 	var c Config
 	var ifaces, file string
-	fs.StringVar(&file, "config", "", "optional JSON config `file` (keys: data, listen, cloud, school, school_name, mdns, mdns_interfaces, log_level); flags override it")
+	fs.StringVar(&file, "config", "", "optional JSON config `file` (keys: data, listen, cloud, school, school_name, mdns, mdns_interfaces, log_level, fw_root, fw_keys, fw_target, fw_channel, fw_rate); flags override it")
 	fs.StringVar(&c.DataDir, "data", d.DataDir, "data `dir`: store (edge.db), admin-token, blobs; created on first start")
 	fs.StringVar(&c.Listen, "listen", d.Listen, "HTTP listen `addr`; with 127.0.0.1:0 a free port is picked and logged")
 	fs.StringVar(&c.Cloud, "cloud", d.Cloud, "city cloud (cityhub) base `URL`; empty runs offline and sync waits")
@@ -59,6 +67,11 @@ func Parse(name string, args []string, stderr io.Writer) (Config, error) {
 	fs.BoolVar(&c.MDNS, "mdns", d.MDNS, "advertise _campusedge._tcp by mDNS/DNS-SD")
 	fs.StringVar(&ifaces, "mdns-interfaces", "", "comma-separated `interfaces` to advertise on (default: every up, multicast-capable interface)")
 	fs.StringVar(&c.LogLevel, "log-level", d.LogLevel, "log `level`: debug, info, warn, error")
+	fs.StringVar(&c.FirmwareRoot, "fw-root", d.FirmwareRoot, "firmware slot `dir` shared with edgesup; empty turns firmware updates off")
+	fs.StringVar(&c.FirmwareKeys, "fw-keys", d.FirmwareKeys, "trusted release public key `files` or directories, comma-separated (needed with -fw-root)")
+	fs.StringVar(&c.FirmwareTarget, "fw-target", d.FirmwareTarget, "firmware `target` this edge installs bundles for")
+	fs.StringVar(&c.FirmwareChannel, "fw-channel", d.FirmwareChannel, "release `channel`: stable or beta")
+	fs.Int64Var(&c.FirmwareRate, "fw-rate", d.FirmwareRate, "cap firmware downloads at this many `bytes` per second (0: no cap)")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: %s [flags]\n\n%s runs the CampusEdge school appliance. With no flags it starts on embedded\ndefaults: data in ./data, HTTP on :8080, DNS-SD on, no cloud.\n\nFlags:\n", name, name)
 		fs.PrintDefaults()
@@ -93,6 +106,16 @@ func Parse(name string, args []string, stderr io.Writer) (Config, error) {
 			out.MDNSInterfaces = splitList(ifaces)
 		case "log-level":
 			out.LogLevel = c.LogLevel
+		case "fw-root":
+			out.FirmwareRoot = c.FirmwareRoot
+		case "fw-keys":
+			out.FirmwareKeys = c.FirmwareKeys
+		case "fw-target":
+			out.FirmwareTarget = c.FirmwareTarget
+		case "fw-channel":
+			out.FirmwareChannel = c.FirmwareChannel
+		case "fw-rate":
+			out.FirmwareRate = c.FirmwareRate
 		}
 	})
 	return out, out.Validate()
@@ -165,6 +188,15 @@ func (c Config) Validate() error {
 	case "debug", "info", "warn", "error":
 	default:
 		return fmt.Errorf("-log-level %q must be debug, info, warn or error", c.LogLevel)
+	}
+	if c.FirmwareRoot != "" && c.FirmwareKeys == "" {
+		return errors.New("-fw-root needs -fw-keys: the release public keys this edge trusts")
+	}
+	if c.FirmwareChannel != "stable" && c.FirmwareChannel != "beta" {
+		return fmt.Errorf("-fw-channel %q must be stable or beta", c.FirmwareChannel)
+	}
+	if c.FirmwareRate < 0 {
+		return errors.New("-fw-rate must be 0 (no cap) or a positive number of bytes per second")
 	}
 	return nil
 }

@@ -1,0 +1,78 @@
+package appliance
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"path/filepath"
+	"strings"
+
+	"github.com/campusedge/campusedge/classroom"
+	"github.com/campusedge/campusedge/classroom/session"
+	"github.com/campusedge/campusedge/edge/api"
+	"github.com/campusedge/campusedge/edge/buildinfo"
+	"github.com/campusedge/campusedge/edge/config"
+	"github.com/campusedge/campusedge/firmware/bundle"
+	"github.com/campusedge/campusedge/firmware/slot"
+	"github.com/campusedge/campusedge/firmware/update"
+)
+
+// liveClassRunning adapts the live classes to update.ClassGate: an update
+// waits while any session at this school is live.
+func liveClassRunning(live *classroom.Live) update.ClassGate {
+	return update.ClassGateFunc(func() bool {
+		for _, s := range live.Sessions.List() {
+			if s.State == session.StateLive {
+				return true
+			}
+		}
+		return false
+	})
+}
+
+// mountFirmware registers GET /api/v1/firmware and POST
+// /api/v1/firmware/check and starts the updater when -fw-root is set.
+// restart makes edged exit so edgesup starts the slot it switched to.
+func mountFirmware(ctx context.Context, cfg config.Config, srv *api.Server, edgeID string, classes update.ClassGate, restart func(), log *slog.Logger) error {
+	if cfg.FirmwareRoot == "" {
+		disabled := map[string]any{"state": "disabled", "version": buildinfo.Version, "target": cfg.FirmwareTarget,
+			"detail": "firmware updates are off: run edged under edgesup with -fw-root and -fw-keys (docs/FIRMWARE.md)"}
+		srv.HandleFunc("GET /api/v1/firmware", func(w http.ResponseWriter, r *http.Request) { api.WriteJSON(w, http.StatusOK, disabled) })
+		srv.HandleFunc("POST /api/v1/firmware/check", srv.Admin(func(w http.ResponseWriter, r *http.Request) {
+			api.WriteError(w, http.StatusConflict, "firmware_disabled", disabled["detail"].(string))
+		}))
+		return nil
+	}
+	keys, err := bundle.LoadKeyring(strings.Split(cfg.FirmwareKeys, ",")...)
+	if err != nil {
+		return fmt.Errorf("firmware: %w", err)
+	}
+	be, err := slot.NewDir(cfg.FirmwareRoot)
+	if err != nil {
+		return err
+	}
+	u := update.New(update.Config{Hub: strings.TrimRight(cfg.Cloud, "/"), EdgeID: edgeID, School: cfg.School, Product: buildinfo.Product,
+		Target: cfg.FirmwareTarget, Channel: cfg.FirmwareChannel, Slots: slot.NewManager(be, keys, 0),
+		Download: filepath.Join(cfg.DataDir, "firmware-download"), Classes: classes, Restart: restart,
+		RateLimit: cfg.FirmwareRate, Logger: log, FallbackVersion: buildinfo.Version})
+	st := u.Status()
+	log.Info("firmware", "version", st.Version, "slot", st.Slot, "trial", st.Trial, "floor", st.Floor, "target", st.Target, "channel", st.Channel, "trusted_keys", st.TrustedKeys)
+	srv.HandleFunc("GET /api/v1/firmware", func(w http.ResponseWriter, r *http.Request) { api.WriteJSON(w, http.StatusOK, u.Status()) })
+	srv.HandleFunc("POST /api/v1/firmware/check", srv.Admin(func(w http.ResponseWriter, r *http.Request) {
+		if cfg.Cloud == "" {
+			api.WriteError(w, http.StatusConflict, "offline", "no -cloud hub is configured; firmware comes from the city hub")
+			return
+		}
+		// The check runs on edged's lifetime, not the request's: a download
+		// must not stop because the browser tab closed.
+		go func() {
+			if err := u.CheckOnce(ctx); err != nil {
+				log.Warn("firmware check failed", "err", err)
+			}
+		}()
+		api.WriteJSON(w, http.StatusAccepted, u.Status())
+	}))
+	go u.Run(ctx)
+	return nil
+}
