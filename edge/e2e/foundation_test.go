@@ -214,7 +214,7 @@ func TestTerminalsComeBackAfterEdgeRestart(t *testing.T) {
 
 	e.signal(t, syscall.SIGTERM)
 	if c := e.wait(t, 10*time.Second); c != 0 {
-		t.Fatalf("edged exit %d", c)
+		t.Fatalf("edged exit %d; log:\n%s", c, e.logs())
 	}
 	// Same port, as on a real appliance; the terminals know only that URL.
 	var e2 *edge

@@ -395,17 +395,19 @@ func (f *Fleet) Connected(t Terminal, addr, version string) (disconnect func()) 
 	t.Online, t.Addr, t.Version, t.LastSeen = true, l.addr, l.version, l.lastSeen
 	f.mu.Unlock()
 	f.persist(t)
-	f.publish(Event{Kind: "terminal", Terminal: &t})
+	online := t // each event gets its own copy: watchers encode it later
+	f.publish(Event{Kind: "terminal", Terminal: &online})
 	var once sync.Once
 	return func() {
 		once.Do(func() {
 			f.mu.Lock()
+			gone := t
 			l.conns--
-			t.Online = l.conns > 0
-			t.LastSeen = l.lastSeen
+			gone.Online = l.conns > 0
+			gone.LastSeen = l.lastSeen
 			f.mu.Unlock()
-			f.persist(t)
-			f.publish(Event{Kind: "terminal", Terminal: &t})
+			f.persist(gone)
+			f.publish(Event{Kind: "terminal", Terminal: &gone})
 		})
 	}
 }

@@ -98,8 +98,9 @@ func TestPresenceEvents(t *testing.T) {
 	events, cancel := f.Watch()
 	defer cancel()
 	bye := f.Connected(term, "10.0.0.9", "2.0")
-	if ev := <-events; ev.Kind != "terminal" || !ev.Terminal.Online || ev.Terminal.Addr != "10.0.0.9" {
-		t.Fatalf("online event %+v", ev)
+	online := <-events
+	if online.Kind != "terminal" || !online.Terminal.Online || online.Terminal.Addr != "10.0.0.9" {
+		t.Fatalf("online event %+v", online)
 	}
 	if f.OnlineCount() != 1 {
 		t.Fatal("not counted online")
@@ -108,6 +109,11 @@ func TestPresenceEvents(t *testing.T) {
 	bye() // idempotent
 	if ev := <-events; ev.Terminal.Online {
 		t.Fatalf("offline event %+v", ev)
+	}
+	// An event already handed to a watcher (which may still be encoding
+	// it) must not change under it when the terminal goes offline.
+	if !online.Terminal.Online {
+		t.Fatal("the online event was rewritten by the disconnect")
 	}
 	ts, _ := f.Terminals()
 	if len(ts) != 1 || ts[0].Online || ts[0].Version != "2.0" || ts[0].LastSeen.IsZero() {
