@@ -15,6 +15,7 @@ import (
 	"github.com/campusedge/campusedge/edge/config"
 	"github.com/campusedge/campusedge/firmware/bundle"
 	"github.com/campusedge/campusedge/firmware/slot"
+	"github.com/campusedge/campusedge/firmware/termimage"
 	"github.com/campusedge/campusedge/firmware/update"
 )
 
@@ -32,7 +33,8 @@ func liveClassRunning(live *classroom.Live) update.ClassGate {
 }
 
 // mountFirmware registers GET /api/v1/firmware and POST
-// /api/v1/firmware/check and starts the updater when -fw-root is set.
+// /api/v1/firmware/check and starts the updater when -fw-root is set; with
+// -cloud too it serves terminal images at /api/v1/terminal-images/.
 // restart makes edged exit so edgesup starts the slot it switched to.
 func mountFirmware(ctx context.Context, cfg config.Config, srv *api.Server, edgeID string, classes update.ClassGate, restart func(), log *slog.Logger) error {
 	if cfg.FirmwareRoot == "" {
@@ -74,5 +76,10 @@ func mountFirmware(ctx context.Context, cfg config.Config, srv *api.Server, edge
 		api.WriteJSON(w, http.StatusAccepted, u.Status())
 	}))
 	go u.Run(ctx)
+	if cfg.Cloud != "" {
+		// Terminal images: fetched once from the hub, served on the LAN.
+		termimage.New(ctx, termimage.Config{Hub: strings.TrimRight(cfg.Cloud, "/"), EdgeID: edgeID, Channel: cfg.FirmwareChannel, Keys: keys,
+			Dir: filepath.Join(cfg.DataDir, "terminal-images"), Logger: log.With("part", "terminal-images")}).Register(srv)
+	}
 	return nil
 }
