@@ -157,3 +157,27 @@ func TestNextWaveSkipsTerminalsInClass(t *testing.T) {
 		t.Fatalf("after class: %v", got)
 	}
 }
+
+func FuzzRolloutReport(f *testing.F) {
+	f.Add(`{"type":"fw.status","v":1,"model":"ct-100","version":"2.0.0","state":"idle"}`)
+	f.Add(`{"type":"fw.status","v":1,"model":"../x","version":"2","state":"installed"}`)
+	f.Add(`{"type":"fw.status","v":1,"model":"ct","state":"failed","error":"x","extra":1}`)
+	f.Fuzz(func(t *testing.T, s string) {
+		ro := termimage.NewRollout(termimage.RolloutConfig{Logger: slog.New(slog.DiscardHandler)})
+		if ro.Report("t-1", []byte(s)) != nil {
+			if len(ro.Status().Terminals) != 0 {
+				t.Fatal("a refused report was kept")
+			}
+			return
+		}
+		st := ro.Status().Terminals[0]
+		if !termimage.ValidModel(st.Model) || len(st.Error) > 1024 {
+			t.Fatalf("kept invalid report %+v", st)
+		}
+		if st.Version != "" {
+			if _, err := bundle.ParseVersion(st.Version); err != nil {
+				t.Fatalf("kept invalid version %q", st.Version)
+			}
+		}
+	})
+}
