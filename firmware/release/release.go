@@ -80,7 +80,7 @@ type TerminalReport struct {
 }
 
 type index struct {
-	Releases []Release             `json:"releases"`
+	Releases []Release `json:"releases"`
 	// Edges are soft state, kept in memory only: every edge reports again
 	// at its next check (minutes), and persisting thousands of reports on
 	// every check would cost the hub a large fsynced write per request.
