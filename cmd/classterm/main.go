@@ -33,6 +33,9 @@ func run() int {
 	discoverTimeout := fset.Duration("discover-timeout", 10*time.Second, "how long to look for the edge by DNS-SD")
 	version := fset.String("version", buildinfo.Version, "software `version` reported to the edge")
 	logLevel := fset.String("log-level", "info", "log `level`: debug, info, warn, error")
+	model := fset.String("model", "", "terminal `model` (firmware images are per model); with -fw-root and -fw-keys the terminal installs the images its edge offers")
+	fwRoot := fset.String("fw-root", "", "firmware slot `dir` of this terminal")
+	fwKeys := fset.String("fw-keys", "", "trusted release public key `files` or directories, comma-separated")
 	fset.Usage = func() {
 		fmt.Fprintf(fset.Output(), "Usage: classterm -data DIR [-edge URL] [-pair CODE]\n\nFirst run: classterm -pair 123456 (the code comes from the admin console).\nAfter that: classterm, and it reconnects by itself.\n\nFlags:\n")
 		fset.PrintDefaults()
@@ -97,6 +100,16 @@ func run() int {
 		st.EdgeURL = *edgeURL
 	}
 	agent := &termagent.Agent{State: st, DataDir: *dataDir, Version: *version, Name: *name, Log: log}
+	if *fwRoot != "" {
+		if *model == "" || *fwKeys == "" {
+			log.Error("-fw-root needs -model and -fw-keys")
+			return 2
+		}
+		if err := withFirmware(agent, *model, *fwRoot, *fwKeys, *version, *dataDir, log); err != nil {
+			log.Error("firmware", "err", err)
+			return 1
+		}
+	}
 	if *edgeURL == "" {
 		agent.Rediscover = func(ctx context.Context, id string) (string, error) { return find(id) }
 	}

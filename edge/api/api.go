@@ -64,6 +64,9 @@ type Server struct {
 
 	mu    sync.Mutex
 	conns map[*controlConn]struct{}
+	// terms and termHandlers: messages to and from terminals (terminalmsg.go).
+	terms        map[string]*controlConn
+	termHandlers map[string]TerminalHandler
 }
 
 // New builds the server and its routes.

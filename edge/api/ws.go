@@ -236,8 +236,9 @@ func (s *Server) serveTerminal(c *controlConn, r *http.Request, hello wire.Hello
 	c.enqueue(wire.Welcome{Header: wire.New(wire.TypeWelcome), Role: "terminal", EdgeID: s.cfg.Identity.EdgeID(),
 		TerminalID: t.ID, Classroom: t.ClassroomID, HeartbeatSeconds: int(pingEvery / time.Second)})
 	go func() { <-c.done; _ = c.ws.Close() }()
-	s.readLoop(c, func() { s.cfg.Fleet.Seen(t.ID) }, func(hdr wire.Header, _ []byte) {
-		s.sendError(c, hdr.ID, "unknown_type", "message type "+hdr.Type+" is not handled by this edge")
+	defer s.trackTerminal(t.ID, c)()
+	s.readLoop(c, func() { s.cfg.Fleet.Seen(t.ID) }, func(hdr wire.Header, data []byte) {
+		s.terminalMessage(c, t.ID, hdr, data)
 	})
 }
 

@@ -137,7 +137,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts Options)
 	}
 	defer live.Close() // runs before the store closes
 	// Firmware updates (firmware/): GET /api/v1/firmware; the updater runs with -fw-root.
-	if err := mountFirmware(ctx, cfg, srv, id.ID, liveClassRunning(live), restart, log.With("component", "firmware")); err != nil {
+	if err := mountFirmware(ctx, cfg, srv, id.ID, fl, live, restart, log.With("component", "firmware")); err != nil {
 		_ = ln.Close()
 		return err
 	}

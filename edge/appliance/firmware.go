@@ -13,8 +13,12 @@ import (
 	"github.com/campusedge/campusedge/edge/api"
 	"github.com/campusedge/campusedge/edge/buildinfo"
 	"github.com/campusedge/campusedge/edge/config"
+	"github.com/campusedge/campusedge/edge/fleet"
+	"github.com/campusedge/campusedge/edge/wire"
 	"github.com/campusedge/campusedge/firmware/bundle"
+	"github.com/campusedge/campusedge/firmware/release"
 	"github.com/campusedge/campusedge/firmware/slot"
+	"github.com/campusedge/campusedge/firmware/termimage"
 	"github.com/campusedge/campusedge/firmware/update"
 )
 
@@ -31,10 +35,34 @@ func liveClassRunning(live *classroom.Live) update.ClassGate {
 	})
 }
 
+// seenTerminals lists paired terminals with whether a live class includes
+// their classroom.
+func seenTerminals(fl *fleet.Fleet, live *classroom.Live) ([]termimage.Seen, error) {
+	ts, err := fl.Terminals()
+	if err != nil {
+		return nil, err
+	}
+	inClass := map[string]bool{}
+	for _, s := range live.Sessions.List() {
+		if s.State == session.StateLive {
+			for _, c := range s.Classrooms {
+				inClass[c] = true
+			}
+		}
+	}
+	out := make([]termimage.Seen, 0, len(ts))
+	for _, t := range ts {
+		out = append(out, termimage.Seen{ID: t.ID, ClassroomID: t.ClassroomID, Online: t.Online, InClass: inClass[t.ClassroomID]})
+	}
+	return out, nil
+}
+
 // mountFirmware registers GET /api/v1/firmware and POST
-// /api/v1/firmware/check and starts the updater when -fw-root is set.
+// /api/v1/firmware/check and starts the updater when -fw-root is set; with
+// -cloud too it serves terminal images at /api/v1/terminal-images/.
 // restart makes edged exit so edgesup starts the slot it switched to.
-func mountFirmware(ctx context.Context, cfg config.Config, srv *api.Server, edgeID string, classes update.ClassGate, restart func(), log *slog.Logger) error {
+func mountFirmware(ctx context.Context, cfg config.Config, srv *api.Server, edgeID string, fl *fleet.Fleet, live *classroom.Live, restart func(), log *slog.Logger) error {
+	classes := liveClassRunning(live)
 	if cfg.FirmwareRoot == "" {
 		disabled := map[string]any{"state": "disabled", "version": buildinfo.Version, "target": cfg.FirmwareTarget,
 			"detail": "firmware updates are off: run edged under edgesup with -fw-root and -fw-keys (docs/FIRMWARE.md)"}
@@ -52,7 +80,25 @@ func mountFirmware(ctx context.Context, cfg config.Config, srv *api.Server, edge
 	if err != nil {
 		return err
 	}
-	u := update.New(update.Config{Hub: strings.TrimRight(cfg.Cloud, "/"), EdgeID: edgeID, School: cfg.School, Product: buildinfo.Product,
+	var terminals func() []release.TerminalReport
+	if cfg.Cloud != "" {
+		// Terminal images: fetched once from the hub, served on the LAN,
+		// offered to terminals in waves that skip classrooms in a live class.
+		ti := termimage.New(ctx, termimage.Config{Hub: strings.TrimRight(cfg.Cloud, "/"), EdgeID: edgeID, Channel: cfg.FirmwareChannel, Keys: keys,
+			Dir: filepath.Join(cfg.DataDir, "terminal-images"), Logger: log.With("part", "terminal-images")})
+		ti.Register(srv)
+		ro := termimage.NewRollout(termimage.RolloutConfig{Images: ti, Wave: cfg.FirmwareWave, Tick: cfg.FirmwareWaveInterval,
+			Logger: log.With("part", "terminal-images"),
+			List:   func() ([]termimage.Seen, error) { return seenTerminals(fl, live) },
+			Send:   func(id string, o wire.FirmwareOffer) bool { return srv.SendToTerminal(id, o) }})
+		srv.HandleTerminal(wire.TypeFirmwareStatus, ro.Report)
+		srv.HandleFunc("GET /api/v1/terminal-images", srv.Admin(func(w http.ResponseWriter, r *http.Request) {
+			api.WriteJSON(w, http.StatusOK, ro.Status())
+		}))
+		terminals = ro.Reports
+		go ro.Run(ctx)
+	}
+	u := update.New(update.Config{Terminals: terminals, Hub: strings.TrimRight(cfg.Cloud, "/"), EdgeID: edgeID, School: cfg.School, Product: buildinfo.Product,
 		Target: cfg.FirmwareTarget, Channel: cfg.FirmwareChannel, Slots: slot.NewManager(be, keys, 0),
 		Download: filepath.Join(cfg.DataDir, "firmware-download"), Classes: classes, Restart: restart,
 		RateLimit: cfg.FirmwareRate, Logger: log, FallbackVersion: buildinfo.Version})

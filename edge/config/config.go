@@ -15,6 +15,7 @@ import (
 	"os"
 	"runtime"
 	"strings"
+	"time"
 )
 
 // Config is everything edged needs to start.
@@ -39,12 +40,16 @@ type Config struct {
 	FirmwareTarget  string `json:"fw_target"`
 	FirmwareChannel string `json:"fw_channel"`
 	FirmwareRate    int64  `json:"fw_rate"`
+	// Terminal image waves: how many terminals update at once, how often.
+	FirmwareWave         int           `json:"fw_wave"`
+	FirmwareWaveInterval time.Duration `json:"fw_wave_interval"`
 }
 
 // Defaults are the embedded defaults: `edged` with no flags runs on them.
 func Defaults() Config {
 	return Config{DataDir: "./data", Listen: ":8080", School: "school", MDNS: true, LogLevel: "info",
-		FirmwareTarget: runtime.GOOS + "-" + runtime.GOARCH, FirmwareChannel: "stable"}
+		FirmwareTarget: runtime.GOOS + "-" + runtime.GOARCH, FirmwareChannel: "stable",
+		FirmwareWave: 5, FirmwareWaveInterval: 10 * time.Second}
 }
 
 // maxFileBytes bounds the config file; a config is a few hundred bytes.
@@ -58,7 +63,7 @@ func Parse(name string, args []string, stderr io.Writer) (Config, error) {
 	d := Defaults()
 	var c Config
 	var ifaces, file string
-	fs.StringVar(&file, "config", "", "optional JSON config `file` (keys: data, listen, cloud, school, school_name, mdns, mdns_interfaces, log_level, fw_root, fw_keys, fw_target, fw_channel, fw_rate); flags override it")
+	fs.StringVar(&file, "config", "", "optional JSON config `file` (keys: data, listen, cloud, school, school_name, mdns, mdns_interfaces, log_level, fw_root, fw_keys, fw_target, fw_channel, fw_rate, fw_wave, fw_wave_interval (nanoseconds)); flags override it")
 	fs.StringVar(&c.DataDir, "data", d.DataDir, "data `dir`: store (edge.db), admin-token, blobs; created on first start")
 	fs.StringVar(&c.Listen, "listen", d.Listen, "HTTP listen `addr`; with 127.0.0.1:0 a free port is picked and logged")
 	fs.StringVar(&c.Cloud, "cloud", d.Cloud, "city cloud (cityhub) base `URL`; empty runs offline and sync waits")
@@ -72,6 +77,8 @@ func Parse(name string, args []string, stderr io.Writer) (Config, error) {
 	fs.StringVar(&c.FirmwareTarget, "fw-target", d.FirmwareTarget, "firmware `target` this edge installs bundles for")
 	fs.StringVar(&c.FirmwareChannel, "fw-channel", d.FirmwareChannel, "release `channel`: stable or beta")
 	fs.Int64Var(&c.FirmwareRate, "fw-rate", d.FirmwareRate, "cap firmware downloads at this many `bytes` per second (0: no cap)")
+	fs.IntVar(&c.FirmwareWave, "fw-wave", d.FirmwareWave, "terminal image updates: at most this many `terminals` at once")
+	fs.DurationVar(&c.FirmwareWaveInterval, "fw-wave-interval", d.FirmwareWaveInterval, "terminal image updates: plan a wave this `often`")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: %s [flags]\n\n%s runs the CampusEdge school appliance. With no flags it starts on embedded\ndefaults: data in ./data, HTTP on :8080, DNS-SD on, no cloud.\n\nFlags:\n", name, name)
 		fs.PrintDefaults()
@@ -116,6 +123,10 @@ func Parse(name string, args []string, stderr io.Writer) (Config, error) {
 			out.FirmwareChannel = c.FirmwareChannel
 		case "fw-rate":
 			out.FirmwareRate = c.FirmwareRate
+		case "fw-wave":
+			out.FirmwareWave = c.FirmwareWave
+		case "fw-wave-interval":
+			out.FirmwareWaveInterval = c.FirmwareWaveInterval
 		}
 	})
 	return out, out.Validate()
@@ -194,6 +205,9 @@ func (c Config) Validate() error {
 	}
 	if c.FirmwareChannel != "stable" && c.FirmwareChannel != "beta" {
 		return fmt.Errorf("-fw-channel %q must be stable or beta", c.FirmwareChannel)
+	}
+	if c.FirmwareWave < 1 || c.FirmwareWave > 1000 || c.FirmwareWaveInterval < 100*time.Millisecond {
+		return errors.New("-fw-wave must be 1-1000 and -fw-wave-interval at least 100ms")
 	}
 	if c.FirmwareRate < 0 {
 		return errors.New("-fw-rate must be 0 (no cap) or a positive number of bytes per second")

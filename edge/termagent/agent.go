@@ -18,6 +18,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -163,6 +164,12 @@ type Agent struct {
 	// OnConnected and OnDisconnected observe the connection (tests, UI).
 	OnConnected    func(w wire.Welcome)
 	OnDisconnected func(err error)
+	// OnSession, if set, is called after each welcome with a send function
+	// valid for that connection (ctx ends with it); OnMessage sees every
+	// other message from the edge. Both must not block: long work (a
+	// firmware download) runs in its own goroutine.
+	OnSession func(ctx context.Context, send func(v any) error)
+	OnMessage func(hdr wire.Header, data []byte)
 }
 
 // Backoff bounds: first retry after ~0.5 s, never more than 15 s apart, so
@@ -293,6 +300,21 @@ func (a *Agent) session(ctx context.Context) (connected bool, err error) {
 		_ = ws.SetReadDeadline(time.Now().Add(deadline))
 		return ws.WriteControl(websocket.PongMessage, []byte(p), time.Now().Add(5*time.Second))
 	})
+	if a.OnSession != nil {
+		// gorilla allows one concurrent writer (control frames aside).
+		var wmu sync.Mutex
+		sctx, scancel := context.WithCancel(ctx)
+		defer scancel()
+		a.OnSession(sctx, func(v any) error {
+			if sctx.Err() != nil {
+				return sctx.Err()
+			}
+			wmu.Lock()
+			defer wmu.Unlock()
+			_ = ws.SetWriteDeadline(time.Now().Add(5 * time.Second))
+			return ws.WriteJSON(v)
+		})
+	}
 	for {
 		_, data, err := ws.ReadMessage()
 		if err != nil {
@@ -301,6 +323,9 @@ func (a *Agent) session(ctx context.Context) (connected bool, err error) {
 		_ = ws.SetReadDeadline(time.Now().Add(deadline))
 		if hdr, err := wire.Decode(data); err == nil {
 			a.Log.Debug("control message", "type", hdr.Type)
+			if a.OnMessage != nil {
+				a.OnMessage(hdr, data)
+			}
 		}
 	}
 }

@@ -22,7 +22,7 @@ const maxCheckBytes = 64 << 10
 // Handler serves the release channel:
 //
 //	POST     /api/v1/firmware/releases?channel=C&rollout=N   publish a bundle (publish token)
-//	GET      /api/v1/firmware/releases                       list releases
+//	GET      /api/v1/firmware/releases?product=P&target=T    list releases (filters optional)
 //	PATCH    /api/v1/firmware/releases/{target}/{version}    {"channel":…,"rollout_percent":…} (publish token)
 //	POST     /api/v1/firmware/check                          an edge's report and question
 //	GET|HEAD /api/v1/firmware/bundles/{sha256}               bundle bytes (Range, ETag)
@@ -78,7 +78,14 @@ func Handler(s *Store, log *slog.Logger) (http.Handler, error) {
 		writeJSON(w, http.StatusCreated, rel)
 	}))
 	mux.HandleFunc("GET /api/v1/firmware/releases", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]any{"releases": s.Releases()})
+		product, target := r.URL.Query().Get("product"), r.URL.Query().Get("target")
+		out := []Release{}
+		for _, rel := range s.Releases() {
+			if (product == "" || rel.Product == product) && (target == "" || rel.Target == target) {
+				out = append(out, rel)
+			}
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"releases": out})
 	})
 	mux.HandleFunc("PATCH /api/v1/firmware/releases/{target}/{version}", authed(func(w http.ResponseWriter, r *http.Request) {
 		var body struct {

@@ -7,7 +7,7 @@
 //
 // Storage is a directory under the hub's data dir:
 //
-//	DATA/firmware/releases.json        index of releases and edge reports
+//	DATA/firmware/releases.json        index of releases (edge reports are kept in memory)
 //	DATA/firmware/blobs/sha256/ab/…    bundles, content-addressed
 //	DATA/firmware/release-keys/*pub*   trusted release public keys
 //	DATA/firmware/publish-token        bearer token for publishing (0600)
@@ -80,8 +80,11 @@ type TerminalReport struct {
 }
 
 type index struct {
-	Releases []Release             `json:"releases"`
-	Edges    map[string]EdgeReport `json:"edges"`
+	Releases []Release `json:"releases"`
+	// Edges are soft state, kept in memory only: every edge reports again
+	// at its next check (minutes), and persisting thousands of reports on
+	// every check would cost the hub a large fsynced write per request.
+	Edges map[string]EdgeReport `json:"-"`
 }
 
 // Limits on what edges may make the hub remember.
@@ -362,11 +365,6 @@ func (s *Store) Answer(c Check) (*Release, error) {
 		} else if cmp, _ := bundle.CompareStrings(r.Version, best.Version); cmp > 0 {
 			best = r
 		}
-	}
-	// Saved on every check: the index is small and each edge checks only
-	// every few minutes.
-	if err := s.saveLocked(); err != nil {
-		return nil, err
 	}
 	if best == nil {
 		return nil, nil

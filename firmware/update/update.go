@@ -102,6 +102,9 @@ type Updater struct {
 
 	mu sync.Mutex
 	st Status
+	// checking serialises CheckOnce: the periodic check and an admin's
+	// "check now" must not download into the same file at once.
+	checking sync.Mutex
 }
 
 // New returns an updater; Run starts it.
@@ -214,6 +217,10 @@ func (u *Updater) Run(ctx context.Context) {
 // downloads, verifies and installs it. It returns nil when there is nothing
 // to do or the update waits for a class.
 func (u *Updater) CheckOnce(ctx context.Context) error {
+	if !u.checking.TryLock() {
+		return nil // a check is already running; its progress is in Status
+	}
+	defer u.checking.Unlock()
 	st := u.refresh()
 	now := time.Now().UTC()
 	u.set(func(s *Status) { s.LastCheck = &now; s.Error = "" })

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"os"
@@ -362,4 +363,70 @@ func TestOtherTargetAndOlderReleasesAreNotOffered(t *testing.T) {
 	if s := u.Status(); s.State != "idle" || s.Version != "1.0.0" {
 		t.Fatalf("status %+v", s)
 	}
+}
+
+// TestWANCutMidDownloadResumes: the hub's connection drops after the first
+// 256 KiB of the bundle; the same check resumes with a Range request and
+// installs a bundle that verifies.
+func TestWANCutMidDownloadResumes(t *testing.T) {
+	t.Parallel()
+	r := &rig{k: fwtest.NewKeys(t, t.TempDir()), root: t.TempDir(), dl: t.TempDir()}
+	be, _ := slot.NewDir(r.root)
+	r.m = slot.NewManager(be, r.k.Ring, 3)
+	var cut atomic.Bool
+	r.hub = fwtest.NewHub(t, r.k, func(h http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+			if strings.Contains(req.URL.Path, "/bundles/") {
+				r.mu.Lock()
+				r.ranges = append(r.ranges, req.Header.Get("Range"))
+				r.mu.Unlock()
+				if cut.CompareAndSwap(false, true) {
+					h.ServeHTTP(&cutWriter{ResponseWriter: w, left: 256 << 10}, req)
+					panic(http.ErrAbortHandler) // drop the connection mid-body
+				}
+			}
+			h.ServeHTTP(w, req)
+		})
+	})
+	r.installLocal(t, fwtest.PayloadBundle(t, r.k, payloadBin, "1.0.0", "ok"), true)
+	r.hub.Publish(t, fwtest.PayloadBundle(t, r.k, payloadBin, "1.1.0", "ok"), release.Stable, 100)
+	var restarted atomic.Bool
+	u := r.updater(func() { restarted.Store(true) }, nil)
+	if err := u.CheckOnce(context.Background()); err != nil || !restarted.Load() {
+		t.Fatalf("check after a WAN cut: %v restarted=%v", err, restarted.Load())
+	}
+	r.mu.Lock()
+	ranges := append([]string(nil), r.ranges...)
+	r.mu.Unlock()
+	if len(ranges) != 2 || ranges[0] != "" || ranges[1] != fmt.Sprintf("bytes=%d-", 256<<10) {
+		t.Fatalf("requests %q: want a full request, then a resume from the cut", ranges)
+	}
+	st, _ := r.m.State()
+	if man, err := r.m.Verify(st.Active); err != nil || man.Version != "1.1.0" || !st.Trial {
+		t.Fatalf("installed slot: %v %+v %+v", err, man, st)
+	}
+}
+
+// cutWriter passes only the first left bytes of the body.
+type cutWriter struct {
+	http.ResponseWriter
+	left int
+}
+
+func (c *cutWriter) Write(p []byte) (int, error) {
+	if c.left <= 0 {
+		return 0, io.ErrClosedPipe
+	}
+	if len(p) > c.left {
+		p = p[:c.left]
+	}
+	n, err := c.ResponseWriter.Write(p)
+	c.left -= n
+	if err == nil && c.left == 0 {
+		if f, ok := c.ResponseWriter.(http.Flusher); ok {
+			f.Flush()
+		}
+		return n, io.ErrClosedPipe
+	}
+	return n, err
 }

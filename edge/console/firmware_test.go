@@ -1,0 +1,138 @@
+package console_test
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+
+	"github.com/campusedge/campusedge/edge/appliance"
+	"github.com/campusedge/campusedge/edge/config"
+	"github.com/campusedge/campusedge/firmware/bundle"
+	"github.com/campusedge/campusedge/firmware/slot"
+)
+
+// provision installs and commits a bundle of version into a fresh slot
+// root and returns the root and the public key path.
+func provision(t *testing.T, version string) (root, pub string) {
+	t.Helper()
+	privPath, pub, err := bundle.GenerateKey(t.TempDir(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	priv, _ := bundle.LoadPrivateKey(privPath)
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "edged"), []byte("not run in this test"), 0o755)
+	out := filepath.Join(t.TempDir(), "b")
+	if _, err := bundle.Create(bundle.Build{Dir: dir, Product: "campusedge", Target: config.Defaults().FirmwareTarget, Version: version, Entry: "edged"}, priv, out); err != nil {
+		t.Fatal(err)
+	}
+	ring, _ := bundle.LoadKeyring(pub)
+	root = t.TempDir()
+	be, _ := slot.NewDir(root)
+	m := slot.NewManager(be, ring, 0)
+	f, _ := os.Open(out)
+	defer f.Close()
+	r, err := bundle.Open(bufio.NewReader(f), ring, bundle.Policy{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := m.Install(context.Background(), r)
+	if err == nil {
+		err = m.Switch(s)
+	}
+	if err == nil {
+		_, err = m.Commit(s)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return root, pub
+}
+
+// TestFirmwarePanelInChromium shows the firmware panel in real headless
+// Chromium: the version of the active slot, the updater's state, and the
+// answer to "Check now" on an edge with no city hub.
+func TestFirmwarePanelInChromium(t *testing.T) {
+	if _, err := os.Stat(chromiumPath); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("chromium is required in CI: %v (apt-get install chromium)", err)
+		}
+		t.Skipf("chromium not installed (%v)", err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 40*time.Second)
+	defer cancel()
+	var edgeLog, browserLog syncBuffer
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("edged log:\n%s\nchromium:\n%s", edgeLog.String(), browserLog.String())
+		}
+	})
+	root, pub := provision(t, "0.4.2")
+	cfg := config.Defaults()
+	cfg.DataDir, cfg.Listen, cfg.MDNS = t.TempDir(), "127.0.0.1:0", false
+	cfg.FirmwareRoot, cfg.FirmwareKeys = root, pub
+	edgeCtx, stopEdge := context.WithCancel(ctx)
+	ready := make(chan net.Addr, 1)
+	edgeDone := make(chan error, 1)
+	go func() {
+		edgeDone <- appliance.Run(edgeCtx, cfg, slog.New(slog.NewTextHandler(&edgeLog, nil)), appliance.Options{Ready: func(a net.Addr) { ready <- a }})
+	}()
+	defer func() { stopEdge(); <-edgeDone }()
+	var edgeURL string
+	select {
+	case a := <-ready:
+		edgeURL = "http://" + a.String()
+	case err := <-edgeDone:
+		t.Fatalf("edged stopped at start-up: %v", err)
+	}
+	tok, _ := os.ReadFile(filepath.Join(cfg.DataDir, "admin-token"))
+
+	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(chromiumPath), chromedp.Headless, chromedp.NoSandbox, chromedp.DisableGPU, chromedp.NoFirstRun,
+		chromedp.Flag("disable-background-networking", true), chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true), chromedp.UserDataDir(t.TempDir()), chromedp.CombinedOutput(&browserLog))
+	allocCtx, allocCancel := chromedp.NewExecAllocator(ctx, opts...)
+	defer allocCancel()
+	blog := func(f string, a ...any) { fmt.Fprintf(&browserLog, f+"\n", a...) }
+	bctx, bcancel := chromedp.NewContext(allocCtx, chromedp.WithLogf(blog), chromedp.WithErrorf(blog))
+	defer bcancel()
+	if err := chromedp.Do(bctx); err != nil {
+		t.Fatalf("start chromium: %v", err)
+	}
+	do := func(what string, steps ...chromedp.Action[chromedp.Void]) {
+		t.Helper()
+		sctx, c := context.WithTimeout(bctx, 10*time.Second)
+		defer c()
+		if err := chromedp.Do(sctx, steps...); err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+	}
+	do("open and sign in", chromedp.Navigate(edgeURL+"/"),
+		chromedp.SetValue(chromedp.CSS("#token"), strings.TrimSpace(string(tok))),
+		chromedp.Click(chromedp.CSS(`#signin-form button[type="submit"]`)))
+	version := poll[string](bctx, t, "firmware version shown",
+		`document.querySelector('#fw-status dd[data-field="version"]')?.textContent || false`)
+	if version != "0.4.2" {
+		t.Fatalf("panel shows version %q, want the active slot's 0.4.2", version)
+	}
+	if st := eval[string](bctx, t, `document.querySelector('#fw-status dd[data-field="state"]').textContent`); st != "no city hub" {
+		t.Fatalf("state %q", st)
+	}
+	if sl := eval[string](bctx, t, `document.querySelector('#fw-status dd[data-field="slot"]').textContent`); sl != "a" {
+		t.Fatalf("slot %q", sl)
+	}
+	do("check now", chromedp.Click(chromedp.CSS("#fw-check")))
+	msg := poll[string](bctx, t, "check answer shown", `document.getElementById("fw-msg").textContent || false`)
+	if !strings.Contains(msg, "no -cloud hub") {
+		t.Fatalf("check answer %q", msg)
+	}
+}
