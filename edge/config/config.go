@@ -14,6 +14,8 @@ import (
 	"net/url"
 	"os"
 	"strings"
+
+	"github.com/campusedge/campusedge/edge/cache"
 )
 
 // Config is everything edged needs to start.
@@ -32,11 +34,17 @@ type Config struct {
 	// means every up, multicast-capable interface.
 	MDNSInterfaces []string `json:"mdns_interfaces"`
 	LogLevel       string   `json:"log_level"`
+
+	// Resource cache (edge/cache).
+	CacheQuota        string `json:"cache_quota"`         // e.g. "500G"; "" = disk free space
+	CacheBandwidth    string `json:"cache_bandwidth"`     // e.g. "07:30-17:00=4M,default=unlimited"
+	CachePrefetchDays int    `json:"cache_prefetch_days"` // timetable horizon
+	CacheUploadMax    string `json:"cache_upload_max"`    // largest teacher upload
 }
 
 // Defaults are the embedded defaults: `edged` with no flags runs on them.
 func Defaults() Config {
-	return Config{DataDir: "./data", Listen: ":8080", School: "school", MDNS: true, LogLevel: "info"}
+	return Config{DataDir: "./data", Listen: ":8080", School: "school", MDNS: true, LogLevel: "info", CachePrefetchDays: 7, CacheUploadMax: "2G"}
 }
 
 // maxFileBytes bounds the config file; a config is a few hundred bytes.
@@ -50,7 +58,7 @@ func Parse(name string, args []string, stderr io.Writer) (Config, error) {
 	d := Defaults()
 	var c Config
 	var ifaces, file string
-	fs.StringVar(&file, "config", "", "optional JSON config `file` (keys: data, listen, cloud, school, school_name, mdns, mdns_interfaces, log_level); flags override it")
+	fs.StringVar(&file, "config", "", "optional JSON config `file` (keys: data, listen, cloud, school, school_name, mdns, mdns_interfaces, log_level, cache_quota, cache_bandwidth, cache_prefetch_days, cache_upload_max); flags override it")
 	fs.StringVar(&c.DataDir, "data", d.DataDir, "data `dir`: store (edge.db), admin-token, blobs; created on first start")
 	fs.StringVar(&c.Listen, "listen", d.Listen, "HTTP listen `addr`; with 127.0.0.1:0 a free port is picked and logged")
 	fs.StringVar(&c.Cloud, "cloud", d.Cloud, "city cloud (cityhub) base `URL`; empty runs offline and sync waits")
@@ -59,6 +67,10 @@ func Parse(name string, args []string, stderr io.Writer) (Config, error) {
 	fs.BoolVar(&c.MDNS, "mdns", d.MDNS, "advertise _campusedge._tcp by mDNS/DNS-SD")
 	fs.StringVar(&ifaces, "mdns-interfaces", "", "comma-separated `interfaces` to advertise on (default: every up, multicast-capable interface)")
 	fs.StringVar(&c.LogLevel, "log-level", d.LogLevel, "log `level`: debug, info, warn, error")
+	fs.StringVar(&c.CacheQuota, "cache-quota", d.CacheQuota, "resource cache `size` cap, e.g. 500G (default: the disk's free space)")
+	fs.StringVar(&c.CacheBandwidth, "cache-bandwidth", d.CacheBandwidth, "WAN cap `schedule` for cache downloads, e.g. \"07:30-17:00=4M,default=unlimited\" (bits/s, local time)")
+	fs.IntVar(&c.CachePrefetchDays, "cache-prefetch-days", d.CachePrefetchDays, "prefetch resources the timetable needs in the next `N` days")
+	fs.StringVar(&c.CacheUploadMax, "cache-upload-max", d.CacheUploadMax, "largest teacher upload (`size`)")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: %s [flags]\n\n%s runs the CampusEdge school appliance. With no flags it starts on embedded\ndefaults: data in ./data, HTTP on :8080, DNS-SD on, no cloud.\n\nFlags:\n", name, name)
 		fs.PrintDefaults()
@@ -93,6 +105,14 @@ func Parse(name string, args []string, stderr io.Writer) (Config, error) {
 			out.MDNSInterfaces = splitList(ifaces)
 		case "log-level":
 			out.LogLevel = c.LogLevel
+		case "cache-quota":
+			out.CacheQuota = c.CacheQuota
+		case "cache-bandwidth":
+			out.CacheBandwidth = c.CacheBandwidth
+		case "cache-prefetch-days":
+			out.CachePrefetchDays = c.CachePrefetchDays
+		case "cache-upload-max":
+			out.CacheUploadMax = c.CacheUploadMax
 		}
 	})
 	return out, out.Validate()
@@ -165,6 +185,18 @@ func (c Config) Validate() error {
 	case "debug", "info", "warn", "error":
 	default:
 		return fmt.Errorf("-log-level %q must be debug, info, warn or error", c.LogLevel)
+	}
+	if _, err := cache.ParseSize(c.CacheQuota); err != nil {
+		return fmt.Errorf("-cache-quota: %w", err)
+	}
+	if _, err := cache.ParseSize(c.CacheUploadMax); err != nil {
+		return fmt.Errorf("-cache-upload-max: %w", err)
+	}
+	if _, err := cache.ParseSchedule(c.CacheBandwidth); err != nil {
+		return fmt.Errorf("-cache-bandwidth: %w", err)
+	}
+	if c.CachePrefetchDays < 1 || c.CachePrefetchDays > 60 {
+		return fmt.Errorf("-cache-prefetch-days %d must be 1-60", c.CachePrefetchDays)
 	}
 	return nil
 }
