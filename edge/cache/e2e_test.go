@@ -134,10 +134,13 @@ type edge struct {
 	url, token, data string
 }
 
-func startEdge(t *testing.T, data, cloud string) *edge {
+func startEdge(t *testing.T, data, cloud string, tune ...func(*config.Config)) *edge {
 	t.Helper()
 	cfg := config.Defaults()
 	cfg.DataDir, cfg.Listen, cfg.MDNS, cfg.Cloud = data, "127.0.0.1:0", false, cloud
+	for _, f := range tune {
+		f(&cfg)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	addrc := make(chan net.Addr, 1)
 	done := make(chan error, 1)
