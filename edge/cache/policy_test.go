@@ -71,7 +71,10 @@ func TestPrefetchPinsTimetableQuota(t *testing.T) {
 	}
 	id := func(n string) string { return items[n].ID }
 	blob := func(n string) string { return catalog.BlobPath(filepath.Join(e.data, "blobs"), items[n].SHA256) }
-	cached := func(st cache.Status, n string) bool { p, ok := progress(st, id(n)); return ok && p.State == cache.Cached }
+	cached := func(st cache.Status, n string) bool {
+		p, ok := progress(st, id(n))
+		return ok && p.State == cache.Cached
+	}
 
 	// A pin is prefetched with no reader.
 	e.do(t, "PUT", "/api/v1/cache/pins/"+id("pinned"), strings.NewReader(`{"by":"Ms Li"}`), 200, nil)
@@ -128,7 +131,9 @@ func TestPrefetchPinsTimetableQuota(t *testing.T) {
 		t.Fatalf("second should have been evicted for the pin: %v", err)
 	}
 	// A fourth does not: clear error, nothing changes.
-	var eb struct{ Error struct{ Code, Message string } }
+	var eb struct {
+		Error struct{ Code, Message string }
+	}
 	e.do(t, "PUT", "/api/v1/cache/pins/"+id("walkin"), nil, 507, &eb)
 	if eb.Error.Code != "pin_over_quota" || !strings.Contains(eb.Error.Message, "raise -cache-quota") {
 		t.Fatalf("pin beyond quota: %+v", eb)
