@@ -129,7 +129,8 @@ type Cache struct {
 	reserved map[string]int64 // id -> bytes reserved by a download in flight
 
 	shaper *shaper
-	kick   chan struct{}
+	kick   chan struct{} // wakes the prefetcher
+	upKick chan struct{} // wakes the uploader
 
 	metrics metrics
 }
@@ -173,7 +174,7 @@ func New(cfg Config) (*Cache, error) {
 	c := &Cache{cfg: cfg, log: cfg.Logger, client: cfg.Client, blobs: filepath.Join(cfg.DataDir, "blobs"),
 		inflight: map[string]*download{}, failures: map[string]failure{}, retries: map[string]retryState{}, prefetching: map[string]bool{},
 		upSt: map[string]string{}, readers: map[string]int{}, reserved: map[string]int64{},
-		shaper: newShaper(cfg.Bandwidth, cfg.Now), kick: make(chan struct{}, 1)}
+		shaper: newShaper(cfg.Bandwidth, cfg.Now), kick: make(chan struct{}, 1), upKick: make(chan struct{}, 1)}
 	c.metrics.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "campusedge_media_requests_total", Help: "GET/HEAD /media requests by outcome: hit (served from disk), miss (fetched from the hub first), head_uncached, refused (bad id or unknown item), error.",
 	}, []string{"outcome"})

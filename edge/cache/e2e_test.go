@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -40,6 +42,8 @@ type hub struct {
 	// gate holds the first GET of an id after gateAt bytes until closed.
 	gate   map[string]chan struct{}
 	gateAt map[string]int64
+	// onRequest sees every request (under mu).
+	onRequest func(*http.Request)
 }
 
 func newHub(t *testing.T, dir string) *hub {
@@ -51,6 +55,11 @@ func newHub(t *testing.T, dir string) *hub {
 	h := &hub{store: st, gets: map[string]int{}, ranges: map[string][]string{}, sent: map[string]int64{}, cutAt: map[string]int64{}, delay: map[string]time.Duration{}, gate: map[string]chan struct{}{}, gateAt: map[string]int64{}}
 	inner := catalog.Handler(st, slog.New(slog.NewTextHandler(t.Output(), nil)))
 	h.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h.mu.Lock()
+		if h.onRequest != nil {
+			h.onRequest(r)
+		}
+		h.mu.Unlock()
 		id, ok := strings.CutPrefix(r.URL.Path, "/api/v1/content/")
 		if !ok || r.Method != http.MethodGet {
 			inner.ServeHTTP(w, r)
@@ -264,6 +273,11 @@ func tryGet(url string) (result, error) {
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
 	return result{resp.StatusCode, resp.Header, b}, err
+}
+
+func sha256hex(b []byte) string {
+	h := sha256.Sum256(b)
+	return hex.EncodeToString(h[:])
 }
 
 func randBytes(n int) []byte {

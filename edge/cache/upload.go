@@ -43,10 +43,11 @@ func (c *Cache) AddLocal(ctx context.Context, r io.Reader, declared int64, meta 
 		return catalog.Item{}, fmt.Errorf("%w: the upload is %d bytes; the limit is %d (-cache-upload-max)", errTooLarge, declared, c.cfg.UploadMax)
 	}
 	if declared > 0 {
-		if err := c.makeRoom(catalog.Item{ID: "upload", Size: declared}, declared); err != nil {
+		key := "upload-" + strconv.FormatInt(time.Now().UnixNano(), 36) // a reservation per upload
+		if err := c.makeRoom(catalog.Item{ID: key, Size: declared}, declared); err != nil {
 			return catalog.Item{}, err
 		}
-		defer c.release("upload")
+		defer c.release(key)
 	}
 	tmp, err := os.CreateTemp(filepath.Join(c.blobs, "tmp"), "upload-*")
 	if err != nil {
@@ -100,6 +101,10 @@ func (c *Cache) AddLocal(ctx context.Context, r io.Reader, declared int64, meta 
 		return catalog.Item{}, fmt.Errorf("record upload: %w", err)
 	}
 	c.log.Info("local resource stored; queued for the hub", "id", it.ID, "bytes", n, "title", it.Title)
+	select {
+	case c.upKick <- struct{}{}:
+	default:
+	}
 	return it, nil
 }
 
@@ -151,6 +156,7 @@ func (c *Cache) uploadLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		case <-c.upKick:
 		}
 	}
 }
