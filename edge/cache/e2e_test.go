@@ -42,6 +42,8 @@ type hub struct {
 	// gate holds the first GET of an id after gateAt bytes until closed.
 	gate   map[string]chan struct{}
 	gateAt map[string]int64
+	// failN answers the first N content GETs of an id with 503.
+	failN map[string]int
 	// onRequest sees every request (under mu).
 	onRequest func(*http.Request)
 }
@@ -52,7 +54,7 @@ func newHub(t *testing.T, dir string) *hub {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	h := &hub{store: st, gets: map[string]int{}, ranges: map[string][]string{}, sent: map[string]int64{}, cutAt: map[string]int64{}, delay: map[string]time.Duration{}, gate: map[string]chan struct{}{}, gateAt: map[string]int64{}}
+	h := &hub{store: st, gets: map[string]int{}, ranges: map[string][]string{}, sent: map[string]int64{}, cutAt: map[string]int64{}, delay: map[string]time.Duration{}, gate: map[string]chan struct{}{}, gateAt: map[string]int64{}, failN: map[string]int{}}
 	inner := catalog.Handler(st, slog.New(slog.NewTextHandler(t.Output(), nil)))
 	h.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h.mu.Lock()
@@ -72,7 +74,15 @@ func newHub(t *testing.T, dir string) *hub {
 		cut, hasCut := h.cutAt[id]
 		d := h.delay[id]
 		gate, gateAt := h.gate[id], h.gateAt[id]
+		fail := h.failN[id] > 0
+		if fail {
+			h.failN[id]--
+		}
 		h.mu.Unlock()
+		if fail {
+			http.Error(w, "busy", http.StatusServiceUnavailable)
+			return
+		}
 		time.Sleep(d)
 		cw := &countingWriter{ResponseWriter: w, h: h, id: id, limit: -1}
 		if first && hasCut {
