@@ -184,7 +184,13 @@ func (c *Cache) fetch(ctx context.Context, d *download) error {
 	var err error
 	for attempt := 1; attempt <= maxAttempts; attempt++ {
 		var retry bool
+		before := d.snapshot()
 		retry, err = c.fetchOnce(ctx, d)
+		if after := d.snapshot(); err != nil && after.gen == before.gen && after.written > before.written {
+			// The attempt made progress before the cut: a flaky link
+			// that keeps delivering is not a failing download.
+			attempt, backoff = 1, 250*time.Millisecond
+		}
 		if err == nil {
 			c.log.Info("resource cached", "id", it.ID, "bytes", it.Size, "attempts", attempt, "took", time.Since(start).Round(time.Millisecond))
 			return nil

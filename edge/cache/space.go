@@ -34,10 +34,15 @@ func (c *Cache) reading(sum string, delta int) {
 // mtime is the record: no store write on the serving path, and it survives
 // a restart. It is updated at most once a minute per blob.
 func (c *Cache) touch(it catalog.Item) {
-	p := c.blobPath(it)
-	now := time.Now()
-	if fi, err := os.Stat(p); err == nil && now.Sub(fi.ModTime()) > time.Minute {
-		_ = os.Chtimes(p, now, now)
+	if fi, err := os.Stat(c.blobPath(it)); err == nil {
+		c.touchInfo(it, fi)
+	}
+}
+
+// touchInfo is touch with the blob's FileInfo already at hand.
+func (c *Cache) touchInfo(it catalog.Item, fi os.FileInfo) {
+	if now := time.Now(); now.Sub(fi.ModTime()) > time.Minute {
+		_ = os.Chtimes(c.blobPath(it), now, now)
 	}
 }
 
