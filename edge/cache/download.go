@@ -98,6 +98,9 @@ var errClosed = errors.New("resource cache is shutting down")
 // next attempt resumes from the partial file.
 const stallTimeout = 30 * time.Second
 
+// progressLogEvery is how often a running download logs its progress.
+const progressLogEvery = 10 * time.Second
+
 // maxAttempts bounds retries of one download (each resumes where the last
 // stopped).
 const maxAttempts = 6
@@ -350,7 +353,13 @@ func (c *Cache) fetchRange(ctx context.Context, f *os.File, d *download, off int
 	body := io.LimitReader(resp.Body, it.Size-off+1)
 	buf := make([]byte, 32<<10)
 	pos := off
+	lastLog, logged := time.Now(), off
 	for {
+		if time.Since(lastLog) >= progressLogEvery {
+			rate := float64(pos-logged) * 8 / time.Since(lastLog).Seconds()
+			c.log.Info("downloading resource", "id", it.ID, "bytes", pos, "of", it.Size, "percent", pos*100/max(it.Size, 1), "rate_bps", int64(rate))
+			lastLog, logged = time.Now(), pos
+		}
 		n, rerr := body.Read(buf)
 		if n > 0 {
 			t.Reset(stallTimeout)
