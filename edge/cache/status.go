@@ -158,7 +158,6 @@ func (c *Cache) Progress() (Status, error) {
 		}
 		c.mu.Lock()
 		us.Error = c.upSt[e.ID]
-		st.Sync = c.syncSt
 		c.mu.Unlock()
 		st.Uploads = append(st.Uploads, us)
 	}

@@ -181,8 +181,12 @@ func (c *Cache) uploadOne(ctx context.Context, e UploadEntry) error {
 			return err
 		}
 		c.setSent(it.ID, st.Offset)
-		body := &shapedReader{ctx: ctx, r: f, s: c.shaper}
-		st, err = c.hubUpload(ctx, http.MethodPatch, "/api/v1/uploads/"+it.SHA256, strconv.FormatInt(st.Offset, 10), body, it.Size-st.Offset)
+		pctx, cancel := context.WithCancel(ctx)
+		stall := time.AfterFunc(stallTimeout, cancel) // the hub stopped taking bytes
+		body := &shapedReader{ctx: pctx, r: f, s: c.shaper, progress: func() { stall.Reset(stallTimeout) }}
+		st, err = c.hubUpload(pctx, http.MethodPatch, "/api/v1/uploads/"+it.SHA256, strconv.FormatInt(st.Offset, 10), body, it.Size-st.Offset)
+		stall.Stop()
+		cancel()
 		f.Close()
 		if err != nil {
 			return err
@@ -248,14 +252,18 @@ func (c *Cache) hubUpload(ctx context.Context, method, path, offset string, body
 
 // shapedReader paces an upload body under the same WAN schedule.
 type shapedReader struct {
-	ctx context.Context
-	r   io.Reader
-	s   *shaper
+	ctx      context.Context
+	r        io.Reader
+	s        *shaper
+	progress func()
 }
 
 func (s *shapedReader) Read(p []byte) (int, error) {
 	n, err := s.r.Read(p[:min(len(p), 32<<10)])
 	if n > 0 {
+		if s.progress != nil {
+			s.progress()
+		}
 		if werr := s.s.wait(s.ctx, n); werr != nil {
 			return n, werr
 		}

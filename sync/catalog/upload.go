@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"time"
 )
 
 // Resumable uploads of school-made resources into the city catalogue:
@@ -37,7 +38,55 @@ const maxUploadMeta = 8 << 10
 type uploads struct {
 	s   *Store
 	log *slog.Logger
-	mu  sync.Mutex // serializes appends; one writer per partial file
+
+	mu    sync.Mutex
+	locks map[string]*keyLock // per SHA-256: one writer per partial file
+}
+
+type keyLock struct {
+	sync.Mutex
+	refs int
+}
+
+// lock serializes work on one upload without holding up the others (a
+// slow school link must not block every other school's upload).
+func (u *uploads) lock(sum string) (unlock func()) {
+	u.mu.Lock()
+	if u.locks == nil {
+		u.locks = map[string]*keyLock{}
+	}
+	l := u.locks[sum]
+	if l == nil {
+		l = &keyLock{}
+		u.locks[sum] = l
+	}
+	l.refs++
+	u.mu.Unlock()
+	l.Lock()
+	return func() {
+		l.Unlock()
+		u.mu.Lock()
+		if l.refs--; l.refs == 0 {
+			delete(u.locks, sum)
+		}
+		u.mu.Unlock()
+	}
+}
+
+// uploadStall is how long a PATCH body may send nothing before the hub
+// drops it (the bytes so far are kept for the resume).
+const uploadStall = 60 * time.Second
+
+// stallBody extends the connection's read deadline on every read, so a
+// stalled sender cannot hold an upload's lock forever.
+type stallBody struct {
+	r  io.Reader
+	rc *http.ResponseController
+}
+
+func (b stallBody) Read(p []byte) (int, error) {
+	_ = b.rc.SetReadDeadline(time.Now().Add(uploadStall))
+	return b.r.Read(p)
 }
 
 func (u *uploads) dir() string { return filepath.Join(u.s.dir, "blobs", "uploads") }
@@ -64,8 +113,7 @@ func (u *uploads) start(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "invalid_item", err.Error())
 		return
 	}
-	u.mu.Lock()
-	defer u.mu.Unlock()
+	defer u.lock(it.SHA256)()
 	if fi, err := os.Stat(BlobPath(u.s.BlobRoot(), it.SHA256)); err == nil && fi.Size() == it.Size {
 		if _, err := u.s.Put(it); err != nil {
 			writeError(w, http.StatusBadRequest, "invalid_item", err.Error())
@@ -106,8 +154,7 @@ func (u *uploads) patch(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "invalid_offset", "Upload-Offset must be a byte offset")
 		return
 	}
-	u.mu.Lock()
-	defer u.mu.Unlock()
+	defer u.lock(sum)()
 	part, meta := u.paths(sum)
 	b, err := os.ReadFile(meta)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -142,7 +189,8 @@ func (u *uploads) patch(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	// At most the rest of the item: one byte more is refused.
-	n, cerr := io.Copy(f, io.LimitReader(r.Body, it.Size-off+1))
+	body := stallBody{r: r.Body, rc: http.NewResponseController(w)}
+	n, cerr := io.Copy(f, io.LimitReader(body, it.Size-off+1))
 	if off+n > it.Size {
 		_ = f.Truncate(off)
 		writeError(w, http.StatusRequestEntityTooLarge, "too_long", fmt.Sprintf("the item is %d bytes; the body goes past it", it.Size))
