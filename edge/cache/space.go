@@ -193,6 +193,16 @@ func (c *Cache) makeRoom(it catalog.Item, need int64) error {
 		return fmt.Errorf("check free space: %w", err)
 	}
 	free -= spaceReserve
+	// Downloads in flight will still write the rest of what they reserved.
+	for id, n := range c.reserved {
+		if id == it.ID {
+			continue
+		}
+		if fi, err := os.Stat(c.partialPath(id)); err == nil {
+			n -= fi.Size()
+		}
+		free -= max(0, n)
+	}
 	sort.Slice(blobs, func(i, j int) bool { return blobs[i].used.Before(blobs[j].used) })
 	over := func() bool {
 		return c.cfg.Quota > 0 && used+it.Size > c.cfg.Quota || free < need
