@@ -185,13 +185,16 @@ func (c *Cache) fetch(ctx context.Context, d *download) error {
 	start := time.Now()
 	backoff := 250 * time.Millisecond
 	var err error
+	var highWater int64 // the most bytes ever on disk in this fetch
 	for attempt := 1; attempt <= maxAttempts; attempt++ {
 		var retry bool
-		before := d.snapshot()
 		retry, err = c.fetchOnce(ctx, d)
-		if after := d.snapshot(); err != nil && after.gen == before.gen && after.written > before.written {
-			// The attempt made progress before the cut: a flaky link
-			// that keeps delivering is not a failing download.
+		if after := d.snapshot(); err != nil && after.written > highWater {
+			// The attempt got further than any before it: a flaky link
+			// that keeps delivering is not a failing download. (Only new
+			// ground counts, so a hub that keeps sending the same short or
+			// bad prefix still runs out of attempts.)
+			highWater = after.written
 			attempt, backoff = 1, 250*time.Millisecond
 		}
 		if err == nil {
