@@ -101,6 +101,9 @@ type Config struct {
 	// UploadInterval is how often the hub upload queue is retried
 	// (default 60 s).
 	UploadInterval time.Duration
+	// RetryBackoff is the first wait between download attempts (default
+	// 250 ms, doubling to 8 s); tests shorten it.
+	RetryBackoff time.Duration
 	// Now is the clock of the bandwidth schedule (tests); default time.Now.
 	Now func() time.Time
 }
@@ -167,6 +170,9 @@ func New(cfg Config) (*Cache, error) {
 	}
 	if cfg.UploadMax <= 0 {
 		cfg.UploadMax = 2 << 30
+	}
+	if cfg.RetryBackoff <= 0 {
+		cfg.RetryBackoff = 250 * time.Millisecond
 	}
 	if cfg.UploadInterval <= 0 {
 		cfg.UploadInterval = time.Minute

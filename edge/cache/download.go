@@ -183,7 +183,7 @@ func (c *Cache) Ensure(ctx context.Context, it catalog.Item) error {
 func (c *Cache) fetch(ctx context.Context, d *download) error {
 	it := d.it
 	start := time.Now()
-	backoff := 250 * time.Millisecond
+	backoff := c.cfg.RetryBackoff
 	var err error
 	var highWater int64 // the most bytes ever on disk in this fetch
 	for attempt := 1; attempt <= maxAttempts; attempt++ {
@@ -195,7 +195,7 @@ func (c *Cache) fetch(ctx context.Context, d *download) error {
 			// ground counts, so a hub that keeps sending the same short or
 			// bad prefix still runs out of attempts.)
 			highWater = after.written
-			attempt, backoff = 1, 250*time.Millisecond
+			attempt, backoff = 1, c.cfg.RetryBackoff
 		}
 		if err == nil {
 			c.log.Info("resource cached", "id", it.ID, "bytes", it.Size, "attempts", attempt, "took", time.Since(start).Round(time.Millisecond))

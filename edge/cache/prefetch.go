@@ -251,6 +251,37 @@ func (c *Cache) wanted(now time.Time) ([]Want, error) {
 	return out, err
 }
 
+// pastKeep is how long a timetable entry is kept after its start.
+const pastKeep = 7 * 24 * time.Hour
+
+// prunePast deletes timetable entries that started before cutoff, so the
+// bucket holds the coming weeks, not the school's whole history.
+func (c *Cache) prunePast(cutoff time.Time) (int, error) {
+	var old [][]byte
+	err := c.cfg.DB.View(func(tx *bolt.Tx) error { // no write (and fsync) when nothing is old
+		return tx.Bucket(BucketTimetable).ForEach(func(k, v []byte) error {
+			var e TimetableEntry
+			if err := json.Unmarshal(v, &e); err != nil || e.Start.Before(cutoff) {
+				old = append(old, append([]byte(nil), k...))
+			}
+			return nil
+		})
+	})
+	if err != nil || len(old) == 0 {
+		return 0, err
+	}
+	err = c.cfg.DB.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(BucketTimetable)
+		for _, k := range old {
+			if err := b.Delete(k); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	return len(old), err
+}
+
 // Kick asks the prefetcher to look at the policy now.
 func (c *Cache) Kick() {
 	select {
@@ -274,6 +305,11 @@ func (c *Cache) prefetchLoop(ctx context.Context) {
 	t := time.NewTicker(c.cfg.PrefetchInterval)
 	defer t.Stop()
 	for {
+		if n, err := c.prunePast(time.Now().Add(-pastKeep)); err != nil {
+			c.log.Error("prefetch: prune past timetable entries", "err", err)
+		} else if n > 0 {
+			c.log.Info("pruned past timetable entries", "entries", n)
+		}
 		want, err := c.wanted(time.Now())
 		if err != nil {
 			c.log.Error("prefetch: read policy", "err", err)

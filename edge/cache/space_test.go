@@ -1,15 +1,19 @@
 package cache
 
 import (
+	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -176,4 +180,74 @@ func TestReconcileBlobs(t *testing.T) {
 			t.Errorf("%s: state %s, want %s", it.ID, st, want)
 		}
 	}
+}
+
+func TestPrunePastTimetable(t *testing.T) {
+	db := openDB(t)
+	c, err := New(Config{DB: db, DataDir: t.TempDir(), Logger: testLog(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	now := time.Now()
+	err = c.PutTimetable([]TimetableEntry{
+		{ID: "old", Start: now.Add(-8 * 24 * time.Hour), Resources: []string{"r1"}},
+		{ID: "yesterday", Start: now.Add(-24 * time.Hour), Resources: []string{"r1"}},
+		{ID: "soon", Start: now.Add(time.Hour), Resources: []string{"r1"}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := c.prunePast(now.Add(-pastKeep)); err != nil || n != 1 {
+		t.Fatalf("pruned %d (%v), want 1", n, err)
+	}
+	tt, _ := c.Timetable()
+	if len(tt) != 2 || tt[0].ID != "yesterday" || tt[1].ID != "soon" {
+		t.Fatalf("left %+v", tt)
+	}
+}
+
+// TestHostileHubRunsOutOfAttempts serves a short body without a length
+// (chunked) and refuses every resume: the download must end with an
+// error after a bounded number of requests, not loop.
+func TestHostileHubRunsOutOfAttempts(t *testing.T) {
+	content := rnd(100_000)
+	h := sha256.Sum256(content)
+	it := catalog.Item{ID: "short", Title: "s", MIME: "video/mp4", Size: int64(len(content)), SHA256: hex.EncodeToString(h[:]), Seq: 1}
+	var mu sync.Mutex
+	requests := 0
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		requests++
+		mu.Unlock()
+		if r.Header.Get("Range") != "" {
+			w.WriteHeader(http.StatusRequestedRangeNotSatisfiable)
+			return
+		}
+		w.Write(content[:50_000]) // no Content-Length: chunked, ends cleanly
+		w.(http.Flusher).Flush()
+	}))
+	defer srv.Close()
+	db := openDB(t)
+	c, err := New(Config{DB: db, DataDir: t.TempDir(), Logger: testLog(t), Hub: srv.URL, RetryBackoff: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	putItem(t, db, it)
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	err = c.Ensure(ctx, it)
+	if err == nil || ctx.Err() != nil {
+		t.Fatalf("Ensure: %v (ctx %v); want a download error", err, ctx.Err())
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if requests > 2*maxAttempts+2 {
+		t.Fatalf("%d hub requests: the retry budget was not bounded", requests)
+	}
+	if st, _ := c.state(it); st == Cached {
+		t.Fatal("short content marked cached")
+	}
+	t.Logf("gave up after %d requests: %v", requests, err)
 }
