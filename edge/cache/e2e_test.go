@@ -416,9 +416,13 @@ func TestCacheEndToEnd(t *testing.T) {
 				t.Errorf("metrics lack %q", want)
 			}
 		}
-		for _, bad := range []string{"/media/..%2Fedge.db", "/media/%2Fetc%2Fpasswd", "/media/a%00b", "/media/nosuchitem"} {
-			if r := get(t, "GET", e.url+bad); r.status != 400 && r.status != 404 {
-				t.Errorf("%s: %d", bad, r.status)
+		for bad, want := range map[string]int{"/media/..%2Fedge.db": 400, "/media/%2Fetc%2Fpasswd": 400, "/media/a%00b": 400,
+			"/media/" + strings.Repeat("a", 65): 400, "/media/A1": 400, "/media/nosuchitem": 404} {
+			if r := get(t, "GET", e.url+bad); r.status != want {
+				t.Errorf("%s: %d, want %d", bad, r.status, want)
+			}
+			if r := get(t, "HEAD", e.url+bad); r.status != want {
+				t.Errorf("HEAD %s: %d, want %d", bad, r.status, want)
 			}
 		}
 	})
