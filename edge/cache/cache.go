@@ -93,6 +93,9 @@ type Config struct {
 	PrefetchHorizon time.Duration
 	// PrefetchConcurrency bounds parallel prefetch downloads (default 2).
 	PrefetchConcurrency int
+	// MaxDownloads bounds hub downloads running at once, read-through and
+	// prefetch together (default 6); more wait their turn.
+	MaxDownloads int
 	// PrefetchInterval is how often the policy is re-read (default 30 s;
 	// pins and timetable changes also trigger it at once).
 	PrefetchInterval time.Duration
@@ -132,6 +135,7 @@ type Cache struct {
 	reserved map[string]int64 // id -> bytes reserved by a download in flight
 
 	shaper *shaper
+	dlSlot chan struct{} // one per hub download running (MaxDownloads)
 	kick   chan struct{} // wakes the prefetcher
 	upKick chan struct{} // wakes the uploader
 
@@ -171,6 +175,9 @@ func New(cfg Config) (*Cache, error) {
 	if cfg.UploadMax <= 0 {
 		cfg.UploadMax = 2 << 30
 	}
+	if cfg.MaxDownloads <= 0 {
+		cfg.MaxDownloads = 6
+	}
 	if cfg.RetryBackoff <= 0 {
 		cfg.RetryBackoff = 250 * time.Millisecond
 	}
@@ -180,7 +187,7 @@ func New(cfg Config) (*Cache, error) {
 	c := &Cache{cfg: cfg, log: cfg.Logger, client: cfg.Client, blobs: filepath.Join(cfg.DataDir, "blobs"),
 		inflight: map[string]*download{}, failures: map[string]failure{}, retries: map[string]retryState{}, prefetching: map[string]bool{},
 		upSt: map[string]string{}, readers: map[string]int{}, reserved: map[string]int64{},
-		shaper: newShaper(cfg.Bandwidth, cfg.Now), kick: make(chan struct{}, 1), upKick: make(chan struct{}, 1)}
+		shaper: newShaper(cfg.Bandwidth, cfg.Now), dlSlot: make(chan struct{}, cfg.MaxDownloads), kick: make(chan struct{}, 1), upKick: make(chan struct{}, 1)}
 	c.metrics.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "campusedge_media_requests_total", Help: "GET/HEAD /media requests by outcome: hit (served from disk), miss (fetched from the hub first), head_uncached, refused (bad id or unknown item), error.",
 	}, []string{"outcome"})

@@ -133,7 +133,13 @@ func (c *Cache) begin(it catalog.Item) *download {
 	c.wg.Add(1)
 	go func() {
 		defer c.wg.Done()
-		d.err = c.fetch(c.ctx, d)
+		select { // readers that joined wait with it; none starts its own
+		case c.dlSlot <- struct{}{}:
+			d.err = c.fetch(c.ctx, d)
+			<-c.dlSlot
+		case <-c.ctx.Done():
+			d.err = errClosed
+		}
 		c.release(it.ID)
 		c.mu.Lock()
 		delete(c.inflight, it.ID)

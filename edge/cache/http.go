@@ -202,7 +202,7 @@ func (c *Cache) listCatalog(w http.ResponseWriter, r *http.Request) {
 			if err := json.Unmarshal(v, &it); err != nil {
 				return err
 			}
-			if q == "" || strings.Contains(strings.ToLower(it.Title), q) {
+			if q == "" || strings.Contains(strings.ToLower(it.Title+"\x00"+it.Subject+"\x00"+it.Grade+"\x00"+it.ID), q) {
 				out.Total++
 				if len(matched) < limit {
 					matched = append(matched, it)

@@ -251,3 +251,53 @@ func TestHostileHubRunsOutOfAttempts(t *testing.T) {
 	}
 	t.Logf("gave up after %d requests: %v", requests, err)
 }
+
+// TestMaxDownloadsQueuesTheRest holds the hub's answers: with
+// MaxDownloads 1 a second item's download waits for the first.
+func TestMaxDownloadsQueuesTheRest(t *testing.T) {
+	a, b := rnd(10_000), rnd(10_000)
+	items := map[string][]byte{}
+	release := make(chan struct{})
+	var mu sync.Mutex
+	var seen []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		id := strings.TrimPrefix(r.URL.Path, "/api/v1/content/")
+		mu.Lock()
+		seen = append(seen, id)
+		mu.Unlock()
+		<-release
+		w.Write(items[id])
+	}))
+	defer srv.Close()
+	db := openDB(t)
+	c, err := New(Config{DB: db, DataDir: t.TempDir(), Logger: testLog(t), Hub: srv.URL, MaxDownloads: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	var its []catalog.Item
+	for i, content := range [][]byte{a, b} {
+		h := sha256.Sum256(content)
+		it := catalog.Item{ID: []string{"ia", "ib"}[i], Title: "x", MIME: "video/mp4", Size: int64(len(content)), SHA256: hex.EncodeToString(h[:]), Seq: 1}
+		items[it.ID] = content
+		putItem(t, db, it)
+		its = append(its, it)
+	}
+	errs := make(chan error, 2)
+	for _, it := range its {
+		go func() { errs <- c.Ensure(t.Context(), it) }()
+	}
+	time.Sleep(200 * time.Millisecond)
+	mu.Lock()
+	n := len(seen)
+	mu.Unlock()
+	if n != 1 {
+		t.Fatalf("%d hub requests running with MaxDownloads 1", n)
+	}
+	close(release)
+	for range its {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+}
