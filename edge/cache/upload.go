@@ -30,8 +30,9 @@ type UploadEntry struct {
 	At   time.Time `json:"queued_at"`
 }
 
-// LocalIDPrefix starts the id of every school-made resource ("l" + 20 hex
-// digits of its SHA-256), so it can never collide with a hub id.
+// LocalIDPrefix starts the id of every school-made resource
+// (catalog.UploadID: "l" + 20 hex digits of its SHA-256), so it can never
+// collide with an imported one.
 const LocalIDPrefix = "l"
 
 // AddLocal stores a school-made resource read from r (at most
@@ -76,7 +77,7 @@ func (c *Cache) AddLocal(ctx context.Context, r io.Reader, declared int64, meta 
 	}
 	sum := hex.EncodeToString(h.Sum(nil))
 	it := meta
-	it.ID, it.SHA256, it.Size, it.Seq = LocalIDPrefix+sum[:20], sum, n, 0
+	it.ID, it.SHA256, it.Size, it.Seq = catalog.UploadID(sum), sum, n, 0
 	if err := it.Validate(); err != nil {
 		return catalog.Item{}, err
 	}

@@ -26,6 +26,10 @@ import (
 // holds, so an edge cut mid-upload continues from there. The item enters
 // the catalogue only when the bytes match its size and SHA-256.
 
+// UploadID is the catalogue id of school-made content with hex SHA-256
+// sum; imported content uses IDForSum ("r…"), so the two never collide.
+func UploadID(sum string) string { return "l" + sum[:20] }
+
 // UploadState is the hub's answer to both upload calls.
 type UploadState struct {
 	Offset int64 `json:"offset"`
@@ -111,6 +115,12 @@ func (u *uploads) start(w http.ResponseWriter, r *http.Request) {
 	it.Seq = 0
 	if err := it.Validate(); err != nil {
 		writeError(w, http.StatusBadRequest, "invalid_item", err.Error())
+		return
+	}
+	// The id is bound to the content, so an upload can add an item but
+	// never replace another one (an imported lesson or another school's).
+	if want := UploadID(it.SHA256); it.ID != want {
+		writeError(w, http.StatusBadRequest, "invalid_id", "an uploaded item's id must be "+want+" (\"l\" + the first 20 hex digits of its SHA-256)")
 		return
 	}
 	defer u.lock(it.SHA256)()

@@ -74,12 +74,15 @@ func TestUploadsResumableAndVerified(t *testing.T) {
 	}
 	// Same size, wrong bytes: discarded, never catalogued.
 	bad := item
-	bad.ID, bad.SHA256 = "lbad", strings.Repeat("ab", 32)
-	post(bad)
+	bad.SHA256 = strings.Repeat("ab", 32)
+	bad.ID = UploadID(bad.SHA256)
+	if code, _ := post(bad); code != 200 {
+		t.Fatalf("start bad: %d", code)
+	}
 	if code, body := patch(bad.SHA256, 0, content); code != 422 || !strings.Contains(body, "hash_mismatch") {
 		t.Fatalf("wrong hash: %d %s", code, body)
 	}
-	if _, err := st.Get("lbad"); err == nil {
+	if _, err := st.Get(bad.ID); err == nil {
 		t.Fatal("a mismatched upload was catalogued")
 	}
 	for _, c := range []struct{ sum, off string }{{"nothex", "0"}, {sum, "-1"}, {sum, "x"}, {strings.Repeat("cd", 32), "0"}} {
@@ -96,5 +99,14 @@ func TestUploadsResumableAndVerified(t *testing.T) {
 	}
 	if code, _ := post(Item{ID: "../x", Title: "t", MIME: "a/b", Size: 1, SHA256: sum}); code != 400 {
 		t.Errorf("bad id accepted: %d", code)
+	}
+	// An upload cannot take over an existing (imported) id.
+	imported, _ := st.Put(Item{ID: IDForSum(sum), Title: "city lesson", MIME: "video/mp4", Size: item.Size, SHA256: sum})
+	evil := Item{ID: imported.ID, Title: "replaced", MIME: "video/mp4", Size: 5, SHA256: strings.Repeat("ef", 32)}
+	if code, _ := post(evil); code != 400 {
+		t.Errorf("upload over an imported id: %d, want 400", code)
+	}
+	if got, _ := st.Get(imported.ID); got.Title != "city lesson" {
+		t.Errorf("imported item changed: %+v", got)
 	}
 }
