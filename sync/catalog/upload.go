@@ -36,6 +36,9 @@ type UploadState struct {
 	Done   bool  `json:"done"`
 }
 
+// uploadReserve is disk the hub keeps free for its store and imports.
+const uploadReserve = 1 << 30
+
 // maxUploadMeta bounds the POST body.
 const maxUploadMeta = 8 << 10
 
@@ -149,6 +152,10 @@ func (u *uploads) start(w http.ResponseWriter, r *http.Request) {
 	if off > it.Size {
 		_ = os.Remove(part)
 		off = 0
+	}
+	if free, err := freeBytes(u.dir()); err == nil && free-uploadReserve < it.Size-off {
+		writeError(w, http.StatusInsufficientStorage, "disk_full", fmt.Sprintf("the hub has %d bytes free and needs %d more for this upload; try later", free, it.Size-off))
+		return
 	}
 	writeJSON(w, http.StatusOK, UploadState{Offset: off})
 }
