@@ -43,6 +43,7 @@ func Migrations() []store.Migration {
 			return nil
 		}},
 		{Name: "resource cache: catalogue items, sync cursor", Up: cache.Migrate},
+		{Name: "resource cache: pins, timetable, upload queue", Up: cache.MigratePolicy},
 	}
 }
 
@@ -120,7 +121,11 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts Options)
 		},
 	}
 	srv := api.New(api.Config{Identity: id, Fleet: fl, School: cfg.School, SchoolName: schoolName, Logger: log, Checks: checks, Console: console.Handler()})
-	rc, err := cache.New(cache.Config{DB: st.DB(), DataDir: cfg.DataDir, Hub: cfg.Cloud, Logger: log.With("component", "cache")})
+	quota, _ := cache.ParseSize(cfg.CacheQuota) // validated by config
+	upMax, _ := cache.ParseSize(cfg.CacheUploadMax)
+	bw, _ := cache.ParseSchedule(cfg.CacheBandwidth)
+	rc, err := cache.New(cache.Config{DB: st.DB(), DataDir: cfg.DataDir, Hub: cfg.Cloud, Logger: log.With("component", "cache"),
+		Quota: quota, Bandwidth: bw, UploadMax: upMax, PrefetchHorizon: time.Duration(cfg.CachePrefetchDays) * 24 * time.Hour})
 	if err != nil {
 		_ = ln.Close()
 		return err

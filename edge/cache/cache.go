@@ -42,7 +42,25 @@ var (
 	BucketMeta  = []byte("cache_meta")  // sync cursor and status
 )
 
+// Buckets added by MigratePolicy.
+var (
+	BucketPins      = []byte("cache_pins")      // id -> Pin JSON
+	BucketTimetable = []byte("cache_timetable") // entry id -> TimetableEntry JSON
+	BucketUploads   = []byte("cache_uploads")   // id -> upload state JSON (local items for the hub)
+)
+
 var keyCursor = []byte("cursor")
+
+// MigratePolicy creates the buckets of pins, timetable and the upload
+// queue; appliance.Migrations runs it once, after Migrate.
+func MigratePolicy(tx *bolt.Tx) error {
+	for _, b := range [][]byte{BucketPins, BucketTimetable, BucketUploads} {
+		if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+			return fmt.Errorf("create bucket %s: %w", b, err)
+		}
+	}
+	return nil
+}
 
 // Migrate creates the cache's buckets; appliance.Migrations runs it once.
 func Migrate(tx *bolt.Tx) error {
@@ -65,6 +83,32 @@ type Config struct {
 	SyncInterval time.Duration
 	// Client talks to the hub; the default has connect and header timeouts.
 	Client *http.Client
+	// Quota caps the bytes the cache keeps on disk (0 = the disk's free
+	// space, less a reserve, is the only limit).
+	Quota int64
+	// Bandwidth caps WAN downloads by time of day (zero value: no cap).
+	Bandwidth Schedule
+	// PrefetchHorizon is how far ahead timetable entries are prefetched
+	// (default 7 days).
+	PrefetchHorizon time.Duration
+	// PrefetchConcurrency bounds parallel prefetch downloads (default 2).
+	PrefetchConcurrency int
+	// MaxDownloads bounds hub downloads running at once, read-through and
+	// prefetch together (default 6); more wait their turn.
+	MaxDownloads int
+	// PrefetchInterval is how often the policy is re-read (default 30 s;
+	// pins and timetable changes also trigger it at once).
+	PrefetchInterval time.Duration
+	// UploadMax bounds one teacher upload (default 2 GiB).
+	UploadMax int64
+	// UploadInterval is how often the hub upload queue is retried
+	// (default 60 s).
+	UploadInterval time.Duration
+	// RetryBackoff is the first wait between download attempts (default
+	// 250 ms, doubling to 8 s); tests shorten it.
+	RetryBackoff time.Duration
+	// Now is the clock of the bandwidth schedule (tests); default time.Now.
+	Now func() time.Time
 }
 
 // Cache is the resource cache.
@@ -78,9 +122,22 @@ type Cache struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	mu       sync.Mutex
-	inflight map[string]*download
-	syncSt   SyncStatus
+	mu          sync.Mutex
+	inflight    map[string]*download
+	failures    map[string]failure
+	retries     map[string]retryState
+	prefetching map[string]bool
+	syncSt      SyncStatus
+	upSt        map[string]string // upload id -> last error
+
+	spaceMu  sync.Mutex
+	readers  map[string]int   // blob sum -> open readers
+	reserved map[string]int64 // id -> bytes reserved by a download in flight
+
+	shaper *shaper
+	dlSlot chan struct{} // one per hub download running (MaxDownloads)
+	kick   chan struct{} // wakes the prefetcher
+	upKick chan struct{} // wakes the uploader
 
 	metrics metrics
 }
@@ -88,6 +145,7 @@ type Cache struct {
 type metrics struct {
 	requests      *prometheus.CounterVec
 	upstreamBytes prometheus.Counter
+	evictions     prometheus.Counter
 }
 
 // SyncStatus is the catalogue sync's state, reported in the API.
@@ -105,12 +163,39 @@ func New(cfg Config) (*Cache, error) {
 	if cfg.SyncInterval <= 0 {
 		cfg.SyncInterval = 60 * time.Second
 	}
-	c := &Cache{cfg: cfg, log: cfg.Logger, client: cfg.Client, blobs: filepath.Join(cfg.DataDir, "blobs"), inflight: map[string]*download{}}
+	if cfg.PrefetchHorizon <= 0 {
+		cfg.PrefetchHorizon = 7 * 24 * time.Hour
+	}
+	if cfg.PrefetchConcurrency <= 0 {
+		cfg.PrefetchConcurrency = 2
+	}
+	if cfg.PrefetchInterval <= 0 {
+		cfg.PrefetchInterval = 30 * time.Second
+	}
+	if cfg.UploadMax <= 0 {
+		cfg.UploadMax = 2 << 30
+	}
+	if cfg.MaxDownloads <= 0 {
+		cfg.MaxDownloads = 6
+	}
+	if cfg.RetryBackoff <= 0 {
+		cfg.RetryBackoff = 250 * time.Millisecond
+	}
+	if cfg.UploadInterval <= 0 {
+		cfg.UploadInterval = time.Minute
+	}
+	c := &Cache{cfg: cfg, log: cfg.Logger, client: cfg.Client, blobs: filepath.Join(cfg.DataDir, "blobs"),
+		inflight: map[string]*download{}, failures: map[string]failure{}, retries: map[string]retryState{}, prefetching: map[string]bool{},
+		upSt: map[string]string{}, readers: map[string]int{}, reserved: map[string]int64{},
+		shaper: newShaper(cfg.Bandwidth, cfg.Now), dlSlot: make(chan struct{}, cfg.MaxDownloads), kick: make(chan struct{}, 1), upKick: make(chan struct{}, 1)}
 	c.metrics.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "campusedge_media_requests_total", Help: "GET/HEAD /media requests by outcome: hit (served from disk), miss (fetched from the hub first), head_uncached, refused (bad id or unknown item), error.",
 	}, []string{"outcome"})
 	c.metrics.upstreamBytes = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "campusedge_media_upstream_bytes_total", Help: "Resource bytes received from the hub (WAN cost of the cache).",
+	})
+	c.metrics.evictions = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "campusedge_media_evictions_total", Help: "Cached resources removed to make room (least recently used, unpinned, not being read).",
 	})
 	if c.client == nil {
 		c.client = defaultClient()
@@ -122,6 +207,9 @@ func New(cfg Config) (*Cache, error) {
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	if err := c.reconcile(); err != nil {
 		return nil, err
+	}
+	if err := c.reconcileBlobs(); err != nil {
+		return nil, fmt.Errorf("reconcile blobs: %w", err)
 	}
 	return c, nil
 }
@@ -170,26 +258,28 @@ func defaultClient() *http.Client {
 	}}
 }
 
-// Start runs the catalogue sync loop until ctx ends or Close is called. It
-// does nothing without a hub.
+// Start runs the catalogue sync, prefetch and upload loops until ctx ends
+// or Close is called. They do nothing without a hub.
 func (c *Cache) Start(ctx context.Context) {
 	if c.cfg.Hub == "" {
 		return
 	}
-	c.wg.Add(1)
-	go func() {
-		defer c.wg.Done()
-		ctx, cancel := context.WithCancel(ctx)
-		defer cancel()
+	for _, loop := range []func(context.Context){c.syncLoop, c.prefetchLoop, c.uploadLoop} {
+		c.wg.Add(1)
 		go func() {
-			select {
-			case <-c.ctx.Done():
-				cancel()
-			case <-ctx.Done():
-			}
+			defer c.wg.Done()
+			ctx, cancel := context.WithCancel(ctx)
+			defer cancel()
+			go func() {
+				select {
+				case <-c.ctx.Done():
+					cancel()
+				case <-ctx.Done():
+				}
+			}()
+			loop(ctx)
 		}()
-		c.syncLoop(ctx)
-	}()
+	}
 }
 
 // Close stops syncing and downloads and waits for them to finish, so the

@@ -9,24 +9,83 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"sync"
 	"time"
-
-	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/campusedge/campusedge/sync/catalog"
 )
 
-// download is one upstream fetch in flight; every request for the same id
-// waits on it rather than starting its own (request collapsing).
+// download is one upstream fetch in flight. Every request for the same id
+// joins it rather than starting its own (request collapsing) and reads the
+// partial file as it grows, so LAN readers get bytes as they arrive from
+// the WAN.
 type download struct {
-	done chan struct{}
-	err  error
+	it      catalog.Item
+	done    chan struct{} // closed when the fetch ends; err is then set
+	err     error
+	started time.Time
+
+	mu sync.Mutex
+	// gen changes whenever the partial file is truncated or replaced:
+	// bytes a reader took from an older generation are void.
+	gen int
+	// written is how many bytes from 0 of the partial file are final for gen.
+	written int64
+	// live is set once the current attempt's response passed its checks
+	// (status, Content-Length, Content-Range): readers may start.
+	live bool
+	// verified is set once size and SHA-256 matched and the blob is in place.
+	verified bool
+	wake     chan struct{} // closed and replaced on every change
+}
+
+func newDownload(it catalog.Item) *download {
+	return &download{it: it, done: make(chan struct{}), wake: make(chan struct{}), started: time.Now()}
+}
+
+// update changes d under its lock and wakes every waiting reader.
+func (d *download) update(f func()) {
+	d.mu.Lock()
+	f()
+	close(d.wake)
+	d.wake = make(chan struct{})
+	d.mu.Unlock()
+}
+
+type dlSnapshot struct {
+	gen            int
+	written        int64
+	live, verified bool
+	wake           <-chan struct{}
+}
+
+func (d *download) snapshot() dlSnapshot {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return dlSnapshot{d.gen, d.written, d.live, d.verified, d.wake}
+}
+
+// truncated records that the partial file now holds n bytes of a new
+// generation.
+func (d *download) truncated(n int64) {
+	d.update(func() { d.gen++; d.written = n; d.live = false })
+}
+
+// resumeAt records that a new attempt continues after n bytes on disk.
+// Readers keep streaming unless bytes they may have read are gone.
+func (d *download) resumeAt(n int64) {
+	d.update(func() {
+		if n < d.written {
+			d.gen++
+		}
+		d.written, d.live = n, false
+	})
 }
 
 // ErrCorrupt means the hub served bytes that do not match the catalogue.
 var ErrCorrupt = errors.New("hub content does not match the catalogue")
 
-// ErrNoSpace means the disk cannot hold the download.
+// ErrNoSpace means the disk (or the cache quota) cannot hold the download.
 var ErrNoSpace = errors.New("not enough free disk space")
 
 // spaceReserve is left free for the store, logs and other writers.
@@ -39,15 +98,76 @@ var errClosed = errors.New("resource cache is shutting down")
 // next attempt resumes from the partial file.
 const stallTimeout = 30 * time.Second
 
+// progressLogEvery is how often a running download logs its progress.
+const progressLogEvery = 10 * time.Second
+
 // maxAttempts bounds retries of one download (each resumes where the last
 // stopped).
 const maxAttempts = 6
 
+// corruptHold is how long an item whose hub content failed verification is
+// refused without asking the hub again (a catalogue change clears it).
+const corruptHold = 10 * time.Minute
+
+// begin returns the download of it in flight, starting one if none is.
+// It never starts a second fetch of the same id while one runs: there is
+// no time-out after which a waiting reader goes to the hub on its own.
+func (c *Cache) begin(it catalog.Item) *download {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if d := c.inflight[it.ID]; d != nil {
+		return d
+	}
+	d := newDownload(it)
+	if c.ctx.Err() != nil {
+		d.err = errClosed
+		close(d.done)
+		return d
+	}
+	if f, ok := c.failures[it.ID]; ok && f.corrupt && f.sha256 == it.SHA256 && time.Since(f.at) < corruptHold {
+		d.err = fmt.Errorf("%w: %s (refused since %s; a catalogue update or %s clears this)", ErrCorrupt, f.msg, f.at.Format(time.RFC3339), corruptHold)
+		close(d.done)
+		return d
+	}
+	c.inflight[it.ID] = d
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		select { // readers that joined wait with it; none starts its own
+		case c.dlSlot <- struct{}{}:
+			d.err = c.fetch(c.ctx, d)
+			<-c.dlSlot
+		case <-c.ctx.Done():
+			d.err = errClosed
+		}
+		c.release(it.ID)
+		c.mu.Lock()
+		delete(c.inflight, it.ID)
+		if d.err != nil {
+			c.failures[it.ID] = failure{msg: d.err.Error(), at: time.Now(), corrupt: errors.Is(d.err, ErrCorrupt), sha256: it.SHA256}
+		} else {
+			delete(c.failures, it.ID)
+		}
+		c.mu.Unlock()
+		d.update(func() {})
+		close(d.done)
+	}()
+	return d
+}
+
+// failure is the last failed download of an item, shown in the API.
+type failure struct {
+	msg     string
+	at      time.Time
+	corrupt bool
+	sha256  string
+}
+
 // Ensure makes sure it is cached, fetching it from the hub if needed. Only
-// one fetch per id runs at a time; concurrent callers share its result. The
-// fetch runs on the cache's lifetime, not ctx: a reader that goes away does
-// not abort the download others wait on. Ensure returns when the fetch ends
-// or ctx does.
+// one fetch per id runs at a time; concurrent callers share it. The fetch
+// runs on the cache's lifetime, not ctx: a reader that goes away does not
+// abort the download others wait on. Ensure returns when the fetch ends or
+// ctx does.
 func (c *Cache) Ensure(ctx context.Context, it catalog.Item) error {
 	if st, _ := c.state(it); st == Cached {
 		return nil
@@ -55,26 +175,7 @@ func (c *Cache) Ensure(ctx context.Context, it catalog.Item) error {
 	if c.cfg.Hub == "" {
 		return errOffline
 	}
-	c.mu.Lock()
-	if c.ctx.Err() != nil {
-		c.mu.Unlock()
-		return errClosed
-	}
-	d := c.inflight[it.ID]
-	if d == nil {
-		d = &download{done: make(chan struct{})}
-		c.inflight[it.ID] = d
-		c.wg.Add(1)
-		go func() {
-			defer c.wg.Done()
-			d.err = c.fetch(c.ctx, it)
-			c.mu.Lock()
-			delete(c.inflight, it.ID)
-			c.mu.Unlock()
-			close(d.done)
-		}()
-	}
-	c.mu.Unlock()
+	d := c.begin(it)
 	select {
 	case <-d.done:
 		return d.err
@@ -83,15 +184,25 @@ func (c *Cache) Ensure(ctx context.Context, it catalog.Item) error {
 	}
 }
 
-// fetch downloads it with retries and backoff, resuming each time from
+// fetch downloads d.it with retries and backoff, resuming each time from
 // what is already in the partial file.
-func (c *Cache) fetch(ctx context.Context, it catalog.Item) error {
+func (c *Cache) fetch(ctx context.Context, d *download) error {
+	it := d.it
 	start := time.Now()
-	backoff := 250 * time.Millisecond
+	backoff := c.cfg.RetryBackoff
 	var err error
+	var highWater int64 // the most bytes ever on disk in this fetch
 	for attempt := 1; attempt <= maxAttempts; attempt++ {
 		var retry bool
-		retry, err = c.fetchOnce(ctx, it)
+		retry, err = c.fetchOnce(ctx, d)
+		if after := d.snapshot(); err != nil && after.written > highWater {
+			// The attempt got further than any before it: a flaky link
+			// that keeps delivering is not a failing download. (Only new
+			// ground counts, so a hub that keeps sending the same short or
+			// bad prefix still runs out of attempts.)
+			highWater = after.written
+			attempt, backoff = 1, c.cfg.RetryBackoff
+		}
 		if err == nil {
 			c.log.Info("resource cached", "id", it.ID, "bytes", it.Size, "attempts", attempt, "took", time.Since(start).Round(time.Millisecond))
 			return nil
@@ -112,8 +223,10 @@ func (c *Cache) fetch(ctx context.Context, it catalog.Item) error {
 }
 
 // fetchOnce makes one attempt. retry says whether another attempt can help.
-func (c *Cache) fetchOnce(ctx context.Context, it catalog.Item) (retry bool, err error) {
+func (c *Cache) fetchOnce(ctx context.Context, d *download) (retry bool, err error) {
+	it := d.it
 	if st, _ := c.state(it); st == Cached {
+		d.update(func() { d.written, d.verified = it.Size, true })
 		return false, nil // e.g. another item with the same content
 	}
 	part := c.partialPath(it.ID)
@@ -137,20 +250,19 @@ func (c *Cache) fetchOnce(ctx context.Context, it catalog.Item) (retry bool, err
 		}
 		off = 0
 	}
+	d.resumeAt(off)
 	resumed := off > 0
 	if need := it.Size - off; need > 0 {
-		free, err := freeBytes(c.blobs)
-		if err != nil {
-			return false, fmt.Errorf("check free space: %w", err)
-		}
-		if free-spaceReserve < need {
-			return false, fmt.Errorf("%w: %s needs %d more bytes, %d are free (keeping %d in reserve); free space or evict resources", ErrNoSpace, it.ID, need, free, spaceReserve)
+		if err := c.makeRoom(it, need); err != nil {
+			return false, err
 		}
 	}
 	if off < it.Size {
-		if retry, err := c.fetchRange(ctx, f, it, off); err != nil {
+		if retry, err := c.fetchRange(ctx, f, d, off); err != nil {
 			return retry, err
 		}
+	} else {
+		d.update(func() { d.live = true })
 	}
 	// Verify the whole file against the catalogue before it counts.
 	if _, err := f.Seek(0, io.SeekStart); err != nil {
@@ -165,6 +277,7 @@ func (c *Cache) fetchOnce(ctx context.Context, it catalog.Item) (retry bool, err
 		_ = f.Close()
 		f = nil
 		_ = os.Remove(part)
+		d.truncated(0)
 		// A resumed file may hold bytes of an older version or a torn
 		// write: one more attempt from zero is worth it.
 		return resumed, fmt.Errorf("%w: %s: got %d bytes with sha256 %s, catalogue says %d bytes with sha256 %s; the download was discarded", ErrCorrupt, it.ID, n, sum, it.Size, it.SHA256)
@@ -179,11 +292,13 @@ func (c *Cache) fetchOnce(ctx context.Context, it catalog.Item) (retry bool, err
 	if err := catalog.PlaceBlob(part, c.blobs, it.SHA256); err != nil {
 		return false, fmt.Errorf("store blob: %w", err)
 	}
+	d.update(func() { d.verified = true })
 	return false, nil
 }
 
-// fetchRange appends bytes [off, size) of it from the hub to f.
-func (c *Cache) fetchRange(ctx context.Context, f *os.File, it catalog.Item, off int64) (retry bool, err error) {
+// fetchRange appends bytes [off, size) of d.it from the hub to f.
+func (c *Cache) fetchRange(ctx context.Context, f *os.File, d *download, off int64) (retry bool, err error) {
+	it := d.it
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.cfg.Hub+"/api/v1/content/"+it.ID, nil)
@@ -199,31 +314,38 @@ func (c *Cache) fetchRange(ctx context.Context, f *os.File, it catalog.Item, off
 		return true, fmt.Errorf("hub unreachable: %w", err)
 	}
 	defer resp.Body.Close()
+	restart := func() error {
+		if err := f.Truncate(0); err != nil {
+			return err
+		}
+		d.truncated(0)
+		return nil
+	}
 	switch {
 	case resp.StatusCode == http.StatusPartialContent && off > 0:
 		want := fmt.Sprintf("bytes %d-%d/%d", off, it.Size-1, it.Size)
 		if got := resp.Header.Get("Content-Range"); got != want {
 			// Never trust a range we did not ask for: start over.
-			_ = f.Truncate(0)
+			_ = restart()
 			return true, fmt.Errorf("hub answered Content-Range %q, want %q; restarting from zero", got, want)
 		}
 		if resp.ContentLength != it.Size-off {
-			_ = f.Truncate(0)
+			_ = restart()
 			return true, fmt.Errorf("hub answered Content-Length %d for a range of %d bytes; restarting from zero", resp.ContentLength, it.Size-off)
 		}
 	case resp.StatusCode == http.StatusOK:
 		if off > 0 { // the hub ignored the range (or the content changed)
-			if err := f.Truncate(0); err != nil {
+			if err := restart(); err != nil {
 				return false, err
 			}
 			off = 0
 		}
 		if resp.ContentLength >= 0 && resp.ContentLength != it.Size {
-			_ = f.Truncate(0)
+			_ = restart()
 			return false, fmt.Errorf("%w: %s: hub sends %d bytes, catalogue says %d", ErrCorrupt, it.ID, resp.ContentLength, it.Size)
 		}
 	case resp.StatusCode == http.StatusRequestedRangeNotSatisfiable:
-		_ = f.Truncate(0)
+		_ = restart()
 		return true, fmt.Errorf("hub refused range from %d (416); restarting from zero", off)
 	default:
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
@@ -233,37 +355,50 @@ func (c *Cache) fetchRange(ctx context.Context, f *os.File, it catalog.Item, off
 	if _, err := f.Seek(off, io.SeekStart); err != nil {
 		return false, err
 	}
-	body := &stallReader{r: resp.Body, t: time.AfterFunc(stallTimeout, cancel), bytes: c.metrics.upstreamBytes}
-	defer body.t.Stop()
+	d.update(func() { d.live = true })
+	t := time.AfterFunc(stallTimeout, cancel)
+	defer t.Stop()
 	// Read one byte more than expected so an overlong body is caught.
-	n, err := io.Copy(f, io.LimitReader(body, it.Size-off+1))
-	if off+n > it.Size {
-		_ = f.Truncate(0)
-		return false, fmt.Errorf("%w: %s: hub sent more than the catalogue's %d bytes", ErrCorrupt, it.ID, it.Size)
+	body := io.LimitReader(resp.Body, it.Size-off+1)
+	buf := make([]byte, 32<<10)
+	pos := off
+	lastLog, logged := time.Now(), off
+	for {
+		if time.Since(lastLog) >= progressLogEvery {
+			rate := float64(pos-logged) * 8 / time.Since(lastLog).Seconds()
+			c.log.Info("downloading resource", "id", it.ID, "bytes", pos, "of", it.Size, "percent", pos*100/max(it.Size, 1), "rate_bps", int64(rate))
+			lastLog, logged = time.Now(), pos
+		}
+		n, rerr := body.Read(buf)
+		if n > 0 {
+			t.Reset(stallTimeout)
+			c.metrics.upstreamBytes.Add(float64(n))
+			if pos+int64(n) > it.Size {
+				_ = restart()
+				return false, fmt.Errorf("%w: %s: hub sent more than the catalogue's %d bytes", ErrCorrupt, it.ID, it.Size)
+			}
+			if _, err := f.Write(buf[:n]); err != nil {
+				return false, fmt.Errorf("write partial file: %w", err)
+			}
+			pos += int64(n)
+			d.update(func() { d.written = pos })
+			// The bandwidth schedule paces the WAN by pacing our reads.
+			if err := c.shaper.wait(ctx, n); err != nil {
+				_ = f.Sync()
+				return true, fmt.Errorf("download stopped at byte %d of %d: %w", pos, it.Size, err)
+			}
+		}
+		if rerr == io.EOF {
+			break
+		}
+		if rerr != nil {
+			_ = f.Sync() // keep what arrived for the next attempt
+			return true, fmt.Errorf("download cut at byte %d of %d: %w", pos, it.Size, rerr)
+		}
 	}
-	if err != nil {
-		_ = f.Sync() // keep what arrived for the next attempt
-		return true, fmt.Errorf("download cut at byte %d of %d: %w", off+n, it.Size, err)
-	}
-	if off+n < it.Size {
+	if pos < it.Size {
 		_ = f.Sync()
-		return true, fmt.Errorf("download ended at byte %d of %d", off+n, it.Size)
+		return true, fmt.Errorf("download ended at byte %d of %d", pos, it.Size)
 	}
 	return false, nil
-}
-
-// stallReader cancels the request when no bytes arrive for stallTimeout.
-type stallReader struct {
-	r     io.Reader
-	t     *time.Timer
-	bytes prometheus.Counter
-}
-
-func (s *stallReader) Read(p []byte) (int, error) {
-	n, err := s.r.Read(p)
-	if n > 0 {
-		s.t.Reset(stallTimeout)
-		s.bytes.Add(float64(n))
-	}
-	return n, err
 }

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -37,6 +39,13 @@ type hub struct {
 	sent   map[string]int64    // body bytes written per id
 	cutAt  map[string]int64    // first GET of id is cut after this many bytes
 	delay  map[string]time.Duration
+	// gate holds the first GET of an id after gateAt bytes until closed.
+	gate   map[string]chan struct{}
+	gateAt map[string]int64
+	// failN answers the first N content GETs of an id with 503.
+	failN map[string]int
+	// onRequest sees every request (under mu).
+	onRequest func(*http.Request)
 }
 
 func newHub(t *testing.T, dir string) *hub {
@@ -45,9 +54,14 @@ func newHub(t *testing.T, dir string) *hub {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	h := &hub{store: st, gets: map[string]int{}, ranges: map[string][]string{}, sent: map[string]int64{}, cutAt: map[string]int64{}, delay: map[string]time.Duration{}}
+	h := &hub{store: st, gets: map[string]int{}, ranges: map[string][]string{}, sent: map[string]int64{}, cutAt: map[string]int64{}, delay: map[string]time.Duration{}, gate: map[string]chan struct{}{}, gateAt: map[string]int64{}, failN: map[string]int{}}
 	inner := catalog.Handler(st, slog.New(slog.NewTextHandler(t.Output(), nil)))
 	h.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h.mu.Lock()
+		if h.onRequest != nil {
+			h.onRequest(r)
+		}
+		h.mu.Unlock()
 		id, ok := strings.CutPrefix(r.URL.Path, "/api/v1/content/")
 		if !ok || r.Method != http.MethodGet {
 			inner.ServeHTTP(w, r)
@@ -59,11 +73,23 @@ func newHub(t *testing.T, dir string) *hub {
 		h.ranges[id] = append(h.ranges[id], r.Header.Get("Range"))
 		cut, hasCut := h.cutAt[id]
 		d := h.delay[id]
+		gate, gateAt := h.gate[id], h.gateAt[id]
+		fail := h.failN[id] > 0
+		if fail {
+			h.failN[id]--
+		}
 		h.mu.Unlock()
+		if fail {
+			http.Error(w, "busy", http.StatusServiceUnavailable)
+			return
+		}
 		time.Sleep(d)
 		cw := &countingWriter{ResponseWriter: w, h: h, id: id, limit: -1}
 		if first && hasCut {
 			cw.limit = cut
+		}
+		if first && gate != nil {
+			cw.gate, cw.gateAt = gate, gateAt
 		}
 		inner.ServeHTTP(cw, r)
 	}))
@@ -85,9 +111,25 @@ type countingWriter struct {
 	id    string
 	n     int64
 	limit int64
+
+	gate   chan struct{}
+	gateAt int64
 }
 
 func (c *countingWriter) Write(p []byte) (int, error) {
+	if c.gate != nil && c.n+int64(len(p)) > c.gateAt {
+		k := c.gateAt - c.n
+		n, err := c.ResponseWriter.Write(p[:k])
+		c.add(n)
+		if err != nil {
+			return n, err
+		}
+		c.ResponseWriter.(http.Flusher).Flush()
+		<-c.gate
+		c.gate = nil
+		m, err := c.Write(p[k:])
+		return n + m, err
+	}
 	if c.limit >= 0 && c.n+int64(len(p)) > c.limit {
 		p = p[:c.limit-c.n]
 		n, _ := c.ResponseWriter.Write(p)
@@ -111,10 +153,13 @@ type edge struct {
 	url, token, data string
 }
 
-func startEdge(t *testing.T, data, cloud string) *edge {
+func startEdge(t *testing.T, data, cloud string, tune ...func(*config.Config)) *edge {
 	t.Helper()
 	cfg := config.Defaults()
 	cfg.DataDir, cfg.Listen, cfg.MDNS, cfg.Cloud = data, "127.0.0.1:0", false, cloud
+	for _, f := range tune {
+		f(&cfg)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	addrc := make(chan net.Addr, 1)
 	done := make(chan error, 1)
@@ -162,6 +207,37 @@ func (e *edge) catalog(t *testing.T, q string) cache.CatalogResponse {
 	return c
 }
 
+func (e *edge) status(t *testing.T) cache.Status {
+	t.Helper()
+	var st cache.Status
+	e.do(t, "GET", "/api/v1/cache", nil, 200, &st)
+	return st
+}
+
+// do sends an admin API call and decodes the answer into out (if set).
+func (e *edge) do(t *testing.T, method, path string, body io.Reader, want int, out any) {
+	t.Helper()
+	req, _ := http.NewRequest(method, e.url+path, body)
+	req.Header.Set("Authorization", "Bearer "+e.token)
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != want {
+		t.Fatalf("%s %s: %s %s (want %d)", method, path, resp.Status, b, want)
+	}
+	if out != nil {
+		if err := json.Unmarshal(b, out); err != nil {
+			t.Fatalf("%s %s: %v", method, path, err)
+		}
+	}
+}
+
 func (e *edge) state(t *testing.T, id string) cache.CatalogItem {
 	t.Helper()
 	for _, it := range e.catalog(t, "").Items {
@@ -198,6 +274,22 @@ func get(t *testing.T, method, url string, hdr ...string) result {
 	return result{resp.StatusCode, resp.Header, b}
 }
 
+// tryGet is get for requests that may legitimately be cut mid-body.
+func tryGet(url string) (result, error) {
+	resp, err := http.Get(url)
+	if err != nil {
+		return result{}, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return result{resp.StatusCode, resp.Header, b}, err
+}
+
+func sha256hex(b []byte) string {
+	h := sha256.Sum256(b)
+	return hex.EncodeToString(h[:])
+}
+
 func randBytes(n int) []byte {
 	b := make([]byte, n)
 	rand.Read(b)
@@ -214,9 +306,9 @@ func TestCacheEndToEnd(t *testing.T) {
 		"popular.mp4":       randBytes(3 << 20),
 		"tampered.mp4":      randBytes(1 << 20),
 		"short.mp4":         randBytes(1<<20 + 7),
-		"cut.webm":          randBytes(4<<20 + 123),
 		"resume after.mp4":  randBytes(1<<20 + 5),
 		"garbage start.pdf": randBytes(1 << 20),
+		"streamed.mp4":      randBytes(3 << 20),
 	}
 	os.MkdirAll(in, 0o700)
 	for name, b := range files {
@@ -240,8 +332,6 @@ func TestCacheEndToEnd(t *testing.T) {
 	if err := os.Truncate(catalog.BlobPath(h.store.BlobRoot(), short.SHA256), short.Size-1000); err != nil {
 		t.Fatal(err)
 	}
-	const cutAfter = 1<<20 + 333
-	h.cutAt[id("cut.webm")] = cutAfter
 	h.delay[id("popular.mp4")] = 300 * time.Millisecond // let every client pile up
 
 	e := startEdge(t, filepath.Join(root, "edge"), h.srv.URL)
@@ -299,6 +389,21 @@ func TestCacheEndToEnd(t *testing.T) {
 		if r := get(t, "GET", u, "If-None-Match", catalog.ETag(it.SHA256)); r.status != 304 || len(r.body) != 0 {
 			t.Errorf("If-None-Match: %d", r.status)
 		}
+		if r := get(t, "GET", u, "If-None-Match", `"0000", `+catalog.ETag(it.SHA256)); r.status != 304 {
+			t.Errorf("If-None-Match list: %d", r.status)
+		}
+		if r := get(t, "GET", u, "If-None-Match", `"0000"`); r.status != 200 || !bytes.Equal(r.body, want) {
+			t.Errorf("If-None-Match other tag: %d", r.status)
+		}
+		if r := get(t, "GET", u, "Range", "bytes=10-19", "If-Range", catalog.ETag(it.SHA256)); r.status != 206 || !bytes.Equal(r.body, want[10:20]) {
+			t.Errorf("If-Range matching: %d", r.status)
+		}
+		if r := get(t, "GET", u, "Range", "bytes=10-19", "If-Range", `"0000"`); r.status != 200 || !bytes.Equal(r.body, want) {
+			t.Errorf("If-Range stale: %d, want the whole file", r.status)
+		}
+		if r := get(t, "GET", u, "Range", "bytes=0-0", "If-Match", `"0000"`); r.status != 412 {
+			t.Errorf("If-Match other tag: %d, want 412", r.status)
+		}
 		if r := get(t, "HEAD", u); r.status != 200 || r.header.Get("Content-Length") != fmt.Sprint(it.Size) {
 			t.Errorf("HEAD cached: %d %v", r.status, r.header)
 		}
@@ -311,9 +416,13 @@ func TestCacheEndToEnd(t *testing.T) {
 				t.Errorf("metrics lack %q", want)
 			}
 		}
-		for _, bad := range []string{"/media/..%2Fedge.db", "/media/%2Fetc%2Fpasswd", "/media/a%00b", "/media/nosuchitem"} {
-			if r := get(t, "GET", e.url+bad); r.status != 400 && r.status != 404 {
-				t.Errorf("%s: %d", bad, r.status)
+		for bad, want := range map[string]int{"/media/..%2Fedge.db": 400, "/media/%2Fetc%2Fpasswd": 400, "/media/a%00b": 400,
+			"/media/" + strings.Repeat("a", 65): 400, "/media/A1": 400, "/media/nosuchitem": 404} {
+			if r := get(t, "GET", e.url+bad); r.status != want {
+				t.Errorf("%s: %d, want %d", bad, r.status, want)
+			}
+			if r := get(t, "HEAD", e.url+bad); r.status != want {
+				t.Errorf("HEAD %s: %d, want %d", bad, r.status, want)
 			}
 		}
 	})
@@ -347,17 +456,40 @@ func TestCacheEndToEnd(t *testing.T) {
 
 	t.Run("wrong bytes or wrong size are refused", func(t *testing.T) {
 		for _, it := range []catalog.Item{tam, short} {
+			// The first GET streams until verification fails: the client
+			// either gets an error or a cut body, never the whole thing.
+			r, _ := tryGet(e.url + "/media/" + it.ID)
+			if r.status == 200 && int64(len(r.body)) >= it.Size {
+				t.Fatalf("%s: served whole (%d bytes) although the hub's bytes are wrong", it.Title, len(r.body))
+			}
+			if r.status != 200 && r.status != 502 {
+				t.Fatalf("%s: first GET %d", it.Title, r.status)
+			}
+			// Later GETs are refused at once, without asking the hub again.
 			for try := range 2 {
 				r := get(t, "GET", e.url+"/media/"+it.ID)
 				var eb struct {
 					Error struct{ Code, Message string }
 				}
 				if err := json.Unmarshal(r.body, &eb); err != nil || r.status != 502 || eb.Error.Code != "upstream_corrupt" || !strings.Contains(eb.Error.Message, it.ID) {
-					t.Fatalf("%s try %d: %d %s", it.Title, try, r.status, r.body)
+					t.Fatalf("%s try %d: %d %.300q", it.Title, try, r.status, r.body)
 				}
 			}
-			if st := e.state(t, it.ID); st.State != cache.Missing {
-				t.Errorf("%s: state %+v after refusal, want missing", it.Title, st)
+			if n, _, _ := h.count(it.ID); n != 1 {
+				t.Errorf("%s: hub saw %d GETs; a refused item must not be fetched again at once", it.Title, n)
+			}
+			st := e.status(t)
+			var found bool
+			for _, p := range st.Items {
+				if p.ID == it.ID {
+					found = true
+					if !strings.Contains(p.Error, "does not match the catalogue") || p.State != cache.Missing {
+						t.Errorf("%s: API shows %+v, want the corruption error and state missing", it.Title, p)
+					}
+				}
+			}
+			if !found {
+				t.Errorf("%s: not listed in GET /api/v1/cache", it.Title)
 			}
 			if _, err := os.Stat(catalog.BlobPath(filepath.Join(e.data, "blobs"), it.SHA256)); !os.IsNotExist(err) {
 				t.Errorf("%s: a blob was stored: %v", it.Title, err)
@@ -368,23 +500,33 @@ func TestCacheEndToEnd(t *testing.T) {
 		}
 	})
 
-	t.Run("WAN cut mid-download resumes from the partial file", func(t *testing.T) {
-		it, want := items["cut.webm"], files["cut.webm"]
-		r := get(t, "GET", e.url+"/media/"+it.ID)
-		if r.status != 200 || !bytes.Equal(r.body, want) {
-			t.Fatalf("GET after cut: %d, %d bytes", r.status, len(r.body))
+	t.Run("readers get bytes as they arrive", func(t *testing.T) {
+		it, want := items["streamed.mp4"], files["streamed.mp4"]
+		gate := make(chan struct{})
+		h.mu.Lock()
+		h.gate[it.ID], h.gateAt[it.ID] = gate, 1<<20
+		h.mu.Unlock()
+		resp, err := http.Get(e.url + "/media/" + it.ID)
+		if err != nil {
+			t.Fatal(err)
 		}
-		n, ranges, sent := h.count(it.ID)
-		if n != 2 || ranges[0] != "" || !strings.HasPrefix(ranges[1], "bytes=") {
-			t.Fatalf("hub GETs %d with ranges %q; want a full GET then a ranged one", n, ranges)
+		defer resp.Body.Close()
+		// The hub has sent 1 MiB and waits: the reader must already have
+		// (almost) all of it, long before the download ends.
+		head := make([]byte, 1<<20-64<<10)
+		if _, err := io.ReadFull(resp.Body, head); err != nil {
+			t.Fatalf("reading the first bytes while the hub holds the rest: %v", err)
 		}
-		var from int64
-		fmt.Sscanf(ranges[1], "bytes=%d-", &from)
-		if from <= 0 || from > cutAfter {
-			t.Fatalf("resumed from %d, want (0, %d]", from, cutAfter)
+		if _, _, sent := h.count(it.ID); sent != 1<<20 {
+			t.Fatalf("hub sent %d bytes, want exactly 1 MiB (gated)", sent)
 		}
-		if sent != it.Size+(cutAfter-from) || sent > it.Size+cutAfter {
-			t.Fatalf("hub sent %d bytes for a %d-byte item resumed at %d", sent, it.Size, from)
+		if !bytes.Equal(head, want[:len(head)]) {
+			t.Fatal("streamed bytes differ")
+		}
+		close(gate)
+		rest, err := io.ReadAll(resp.Body)
+		if err != nil || !bytes.Equal(append(head, rest...), want) {
+			t.Fatalf("rest: %v, total %d bytes", err, len(head)+len(rest))
 		}
 	})
 
@@ -403,6 +545,11 @@ func TestCacheEndToEnd(t *testing.T) {
 		}
 		bad, want := items["garbage start.pdf"], files["garbage start.pdf"]
 		os.WriteFile(part(bad.ID), randBytes(100_000), 0o600)
+		// The reader that was streaming the bad prefix is cut; the next
+		// gets the verified file.
+		if r, err := tryGet(e.url + "/media/" + bad.ID); err == nil && r.status == 200 && bytes.Equal(r.body, want) {
+			t.Log("first reader joined after the restart")
+		}
 		if r := get(t, "GET", e.url+"/media/"+bad.ID); r.status != 200 || !bytes.Equal(r.body, want) || r.header.Get("Content-Type") != "application/pdf" {
 			t.Fatalf("garbage partial: %d %v", r.status, r.header)
 		}

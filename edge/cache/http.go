@@ -3,6 +3,8 @@ package cache
 import (
 	"encoding/json"
 	"errors"
+	"io"
+	"io/fs"
 	"net/http"
 	"os"
 	"strconv"
@@ -19,10 +21,13 @@ import (
 //
 //	GET|HEAD /media/{id}        the resource, for LAN clients (no token)
 //	GET      /api/v1/catalog    catalogue with cache state (admin)
+//
+// and the policy and progress API in status.go.
 func (c *Cache) Register(s *api.Server) {
-	s.Registry().MustRegister(c.metrics.requests, c.metrics.upstreamBytes)
+	s.Registry().MustRegister(c.metrics.requests, c.metrics.upstreamBytes, c.metrics.evictions)
 	s.HandleFunc("GET /media/{id}", c.serveMedia) // GET patterns match HEAD too
 	s.HandleFunc("GET /api/v1/catalog", s.Admin(c.listCatalog))
+	c.registerPolicy(s)
 }
 
 func (c *Cache) serveMedia(w http.ResponseWriter, r *http.Request) {
@@ -49,6 +54,23 @@ func (c *Cache) serveMedia(w http.ResponseWriter, r *http.Request) {
 	h.Set("Content-Type", it.MIME)
 	h.Set("Cache-Control", "public, max-age=86400")
 	h.Set("Accept-Ranges", "bytes")
+	// Fast path for a cached item: one open and one fstat. The reader
+	// count goes up first so eviction cannot remove the blob under us.
+	c.reading(it.SHA256, 1)
+	if f, err := os.Open(c.blobPath(it)); err == nil {
+		if fi, err := f.Stat(); err == nil && fi.Mode().IsRegular() && fi.Size() == it.Size {
+			outcome = "hit"
+			c.touchInfo(it, fi)
+			http.ServeContent(zeroCopy(w), r, "", time.Time{}, f)
+			_ = f.Close()
+			c.reading(it.SHA256, -1)
+			return
+		}
+		_ = f.Close()
+	}
+	c.reading(it.SHA256, -1)
+	retried := false
+again:
 	if st, _ := c.state(it); st != Cached {
 		if etagMatch(r.Header.Get("If-None-Match"), it.SHA256) {
 			outcome = "hit" // the client has the bytes: content-addressed
@@ -62,35 +84,68 @@ func (c *Cache) serveMedia(w http.ResponseWriter, r *http.Request) {
 			w.WriteHeader(http.StatusOK)
 			return
 		}
-		if err := c.Ensure(r.Context(), it); err != nil {
-			switch {
-			case r.Context().Err() != nil:
-				return // the client left
-			case errors.Is(err, errOffline):
-				api.WriteError(w, http.StatusServiceUnavailable, "not_cached", id+" is not cached and no hub is configured (-cloud)")
-			case errors.Is(err, ErrNoSpace):
-				api.WriteError(w, http.StatusInsufficientStorage, "disk_full", err.Error())
-			case errors.Is(err, ErrCorrupt):
-				api.WriteError(w, http.StatusBadGateway, "upstream_corrupt", err.Error())
-			default:
-				api.WriteError(w, http.StatusBadGateway, "upstream_failed", "could not fetch "+id+" from the hub: "+err.Error())
-			}
+		if c.cfg.Hub == "" {
+			outcome = "refused"
+			api.WriteError(w, http.StatusServiceUnavailable, "not_cached", id+" is not cached and no hub is configured (-cloud)")
+			return
+		}
+		// Join (or start) the one download of this item and stream it
+		// as it arrives.
+		d := c.begin(it)
+		rc := http.NewResponseController(w)
+		g, err := c.openGrowing(r.Context(), d, func() { _ = rc.Flush() })
+		if err != nil {
+			return // the client left
+		}
+		if g != nil {
+			defer g.Close()
+			outcome = "miss"
+			c.reading(it.SHA256, 1)
+			defer c.reading(it.SHA256, -1)
+			http.ServeContent(w, r, "", time.Time{}, g)
+			return
+		}
+		if d.err != nil {
+			writeFetchError(w, id, d.err)
 			return
 		}
 		outcome = "miss"
 	} else {
 		outcome = "hit"
 	}
+	c.reading(it.SHA256, 1)
 	f, err := os.Open(c.blobPath(it))
+	if errors.Is(err, fs.ErrNotExist) && !retried {
+		// Evicted between the state check and the open: fetch again.
+		c.reading(it.SHA256, -1)
+		retried = true
+		goto again
+	}
 	if err != nil {
+		c.reading(it.SHA256, -1)
 		outcome = "error"
 		api.WriteError(w, http.StatusInternalServerError, "blob_missing", "the cached file of "+id+" is gone: "+err.Error())
 		return
 	}
 	defer f.Close()
+	defer c.reading(it.SHA256, -1)
+	c.touch(it)
 	// ServeContent does Range, If-None-Match/If-Range and HEAD, and an
 	// *os.File body lets net/http use sendfile.
-	http.ServeContent(w, r, "", time.Time{}, f)
+	http.ServeContent(zeroCopy(w), r, "", time.Time{}, f)
+}
+
+func writeFetchError(w http.ResponseWriter, id string, err error) {
+	switch {
+	case errors.Is(err, ErrNoSpace):
+		api.WriteError(w, http.StatusInsufficientStorage, "disk_full", err.Error())
+	case errors.Is(err, ErrCorrupt):
+		api.WriteError(w, http.StatusBadGateway, "upstream_corrupt", err.Error())
+	case errors.Is(err, errClosed):
+		api.WriteError(w, http.StatusServiceUnavailable, "shutting_down", err.Error())
+	default:
+		api.WriteError(w, http.StatusBadGateway, "upstream_failed", "could not fetch "+id+" from the hub: "+err.Error())
+	}
 }
 
 // etagMatch reports whether an If-None-Match header names sum.
@@ -147,7 +202,7 @@ func (c *Cache) listCatalog(w http.ResponseWriter, r *http.Request) {
 			if err := json.Unmarshal(v, &it); err != nil {
 				return err
 			}
-			if q == "" || strings.Contains(strings.ToLower(it.Title), q) {
+			if q == "" || strings.Contains(strings.ToLower(it.Title+"\x00"+it.Subject+"\x00"+it.Grade+"\x00"+it.ID), q) {
 				out.Total++
 				if len(matched) < limit {
 					matched = append(matched, it)
@@ -171,4 +226,32 @@ func (c *Cache) listCatalog(w http.ResponseWriter, r *http.Request) {
 	out.Sync = c.syncSt
 	c.mu.Unlock()
 	api.WriteJSON(w, http.StatusOK, out)
+}
+
+// sendfileWriter lets http.ServeContent reach net/http's zero-copy
+// ReadFrom (sendfile) through middleware wrappers that record the status
+// but do not forward io.ReaderFrom. Headers and status still go through
+// the wrapper; only the body bypasses it.
+type sendfileWriter struct {
+	http.ResponseWriter
+	rf io.ReaderFrom
+}
+
+func (s sendfileWriter) ReadFrom(r io.Reader) (int64, error) { return s.rf.ReadFrom(r) }
+
+// zeroCopy returns w, or w with the innermost io.ReaderFrom exposed.
+func zeroCopy(w http.ResponseWriter) http.ResponseWriter {
+	if _, ok := w.(io.ReaderFrom); ok {
+		return w
+	}
+	for inner := w; ; {
+		u, ok := inner.(interface{ Unwrap() http.ResponseWriter })
+		if !ok {
+			return w
+		}
+		inner = u.Unwrap()
+		if rf, ok := inner.(io.ReaderFrom); ok {
+			return sendfileWriter{ResponseWriter: w, rf: rf}
+		}
+	}
 }

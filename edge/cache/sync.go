@@ -93,6 +93,16 @@ func (c *Cache) SyncOnce(ctx context.Context) (changed int, err error) {
 			return changed, fmt.Errorf("store catalogue page: %w", err)
 		}
 		changed += len(page.Items)
+		c.mu.Lock()
+		for _, it := range page.Items { // a new version deserves a new try
+			if f, ok := c.failures[it.ID]; ok && f.sha256 != it.SHA256 {
+				delete(c.failures, it.ID)
+			}
+		}
+		c.mu.Unlock()
+		if len(page.Items) > 0 {
+			c.Kick()
+		}
 		if !page.More || next == cur {
 			return changed, nil
 		}

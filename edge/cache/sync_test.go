@@ -25,7 +25,12 @@ func openDB(t *testing.T) *bolt.DB {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
-	if err := db.Update(Migrate); err != nil {
+	if err := db.Update(func(tx *bolt.Tx) error {
+		if err := Migrate(tx); err != nil {
+			return err
+		}
+		return MigratePolicy(tx)
+	}); err != nil {
 		t.Fatal(err)
 	}
 	return db

@@ -16,6 +16,8 @@ import (
 	"runtime"
 	"strings"
 	"time"
+
+	"github.com/campusedge/campusedge/edge/cache"
 )
 
 // Config is everything edged needs to start.
@@ -43,13 +45,20 @@ type Config struct {
 	// Terminal image waves: how many terminals update at once, how often.
 	FirmwareWave         int           `json:"fw_wave"`
 	FirmwareWaveInterval time.Duration `json:"fw_wave_interval"`
+
+	// Resource cache (edge/cache).
+	CacheQuota        string `json:"cache_quota"`         // e.g. "500G"; "" = disk free space
+	CacheBandwidth    string `json:"cache_bandwidth"`     // e.g. "07:30-17:00=4M,default=unlimited"
+	CachePrefetchDays int    `json:"cache_prefetch_days"` // timetable horizon
+	CacheUploadMax    string `json:"cache_upload_max"`    // largest teacher upload
 }
 
 // Defaults are the embedded defaults: `edged` with no flags runs on them.
 func Defaults() Config {
 	return Config{DataDir: "./data", Listen: ":8080", School: "school", MDNS: true, LogLevel: "info",
 		FirmwareTarget: runtime.GOOS + "-" + runtime.GOARCH, FirmwareChannel: "stable",
-		FirmwareWave: 5, FirmwareWaveInterval: 10 * time.Second}
+		FirmwareWave: 5, FirmwareWaveInterval: 10 * time.Second,
+		CachePrefetchDays: 7, CacheUploadMax: "2G"}
 }
 
 // maxFileBytes bounds the config file; a config is a few hundred bytes.
@@ -63,7 +72,7 @@ func Parse(name string, args []string, stderr io.Writer) (Config, error) {
 	d := Defaults()
 	var c Config
 	var ifaces, file string
-	fs.StringVar(&file, "config", "", "optional JSON config `file` (keys: data, listen, cloud, school, school_name, mdns, mdns_interfaces, log_level, fw_root, fw_keys, fw_target, fw_channel, fw_rate, fw_wave, fw_wave_interval (nanoseconds)); flags override it")
+	fs.StringVar(&file, "config", "", "optional JSON config `file` (keys: data, listen, cloud, school, school_name, mdns, mdns_interfaces, log_level, fw_root, fw_keys, fw_target, fw_channel, fw_rate, fw_wave, fw_wave_interval (nanoseconds), cache_quota, cache_bandwidth, cache_prefetch_days, cache_upload_max); flags override it")
 	fs.StringVar(&c.DataDir, "data", d.DataDir, "data `dir`: store (edge.db), admin-token, blobs; created on first start")
 	fs.StringVar(&c.Listen, "listen", d.Listen, "HTTP listen `addr`; with 127.0.0.1:0 a free port is picked and logged")
 	fs.StringVar(&c.Cloud, "cloud", d.Cloud, "city cloud (cityhub) base `URL`; empty runs offline and sync waits")
@@ -79,6 +88,10 @@ func Parse(name string, args []string, stderr io.Writer) (Config, error) {
 	fs.Int64Var(&c.FirmwareRate, "fw-rate", d.FirmwareRate, "cap firmware downloads at this many `bytes` per second (0: no cap)")
 	fs.IntVar(&c.FirmwareWave, "fw-wave", d.FirmwareWave, "terminal image updates: at most this many `terminals` at once")
 	fs.DurationVar(&c.FirmwareWaveInterval, "fw-wave-interval", d.FirmwareWaveInterval, "terminal image updates: plan a wave this `often`")
+	fs.StringVar(&c.CacheQuota, "cache-quota", d.CacheQuota, "resource cache `size` cap, e.g. 500G (default: the disk's free space)")
+	fs.StringVar(&c.CacheBandwidth, "cache-bandwidth", d.CacheBandwidth, "WAN cap `schedule` for cache downloads, e.g. \"07:30-17:00=4M,default=unlimited\" (bits/s, local time)")
+	fs.IntVar(&c.CachePrefetchDays, "cache-prefetch-days", d.CachePrefetchDays, "prefetch resources the timetable needs in the next `N` days")
+	fs.StringVar(&c.CacheUploadMax, "cache-upload-max", d.CacheUploadMax, "largest teacher upload (`size`)")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: %s [flags]\n\n%s runs the CampusEdge school appliance. With no flags it starts on embedded\ndefaults: data in ./data, HTTP on :8080, DNS-SD on, no cloud.\n\nFlags:\n", name, name)
 		fs.PrintDefaults()
@@ -127,6 +140,14 @@ func Parse(name string, args []string, stderr io.Writer) (Config, error) {
 			out.FirmwareWave = c.FirmwareWave
 		case "fw-wave-interval":
 			out.FirmwareWaveInterval = c.FirmwareWaveInterval
+		case "cache-quota":
+			out.CacheQuota = c.CacheQuota
+		case "cache-bandwidth":
+			out.CacheBandwidth = c.CacheBandwidth
+		case "cache-prefetch-days":
+			out.CachePrefetchDays = c.CachePrefetchDays
+		case "cache-upload-max":
+			out.CacheUploadMax = c.CacheUploadMax
 		}
 	})
 	return out, out.Validate()
@@ -211,6 +232,18 @@ func (c Config) Validate() error {
 	}
 	if c.FirmwareRate < 0 {
 		return errors.New("-fw-rate must be 0 (no cap) or a positive number of bytes per second")
+	}
+	if _, err := cache.ParseSize(c.CacheQuota); err != nil {
+		return fmt.Errorf("-cache-quota: %w", err)
+	}
+	if _, err := cache.ParseSize(c.CacheUploadMax); err != nil {
+		return fmt.Errorf("-cache-upload-max: %w", err)
+	}
+	if _, err := cache.ParseSchedule(c.CacheBandwidth); err != nil {
+		return fmt.Errorf("-cache-bandwidth: %w", err)
+	}
+	if c.CachePrefetchDays < 1 || c.CachePrefetchDays > 60 {
+		return fmt.Errorf("-cache-prefetch-days %d must be 1-60", c.CachePrefetchDays)
 	}
 	return nil
 }

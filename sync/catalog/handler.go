@@ -14,6 +14,7 @@ import (
 //
 //	GET      /api/v1/catalog?since=CURSOR&limit=N  changes after CURSOR
 //	GET|HEAD /api/v1/content/{id}                  the item's bytes (Range, strong ETag)
+//	POST     /api/v1/uploads, PATCH /api/v1/uploads/{sha256}  resumable uploads (upload.go)
 func Handler(s *Store, log *slog.Logger) http.Handler {
 	if log == nil {
 		log = slog.Default()
@@ -68,6 +69,7 @@ func Handler(s *Store, log *slog.Logger) http.Handler {
 		w.Header().Set("Cache-Control", "public, max-age=31536000, immutable")
 		http.ServeContent(w, r, "", time.Time{}, f)
 	})
+	(&uploads{s: s, log: log}).register(mux)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "not_found", "no such endpoint: "+r.Method+" "+r.URL.Path)
 	})

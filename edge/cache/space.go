@@ -1,0 +1,322 @@
+package cache
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/campusedge/campusedge/sync/catalog"
+)
+
+// ErrPinOverQuota means the pinned items together would not fit the quota.
+var ErrPinOverQuota = errors.New("pinned items would exceed the cache quota")
+
+// reading counts readers of a blob; a blob being read is never evicted.
+func (c *Cache) reading(sum string, delta int) {
+	c.spaceMu.Lock()
+	defer c.spaceMu.Unlock()
+	c.readers[sum] += delta
+	if c.readers[sum] <= 0 {
+		delete(c.readers, sum)
+	}
+}
+
+// touch marks it as used now, for least-recently-used eviction. The blob's
+// mtime is the record: no store write on the serving path, and it survives
+// a restart. It is updated at most once a minute per blob.
+func (c *Cache) touch(it catalog.Item) {
+	if fi, err := os.Stat(c.blobPath(it)); err == nil {
+		c.touchInfo(it, fi)
+	}
+}
+
+// touchInfo is touch with the blob's FileInfo already at hand.
+func (c *Cache) touchInfo(it catalog.Item, fi os.FileInfo) {
+	if now := time.Now(); now.Sub(fi.ModTime()) > time.Minute {
+		_ = os.Chtimes(c.blobPath(it), now, now)
+	}
+}
+
+// blobInfo is one verified blob on disk.
+type blobInfo struct {
+	sum  string
+	size int64
+	used time.Time
+}
+
+// scanBlobs lists the verified blobs.
+func (c *Cache) scanBlobs() ([]blobInfo, error) {
+	var out []blobInfo
+	root := filepath.Join(c.blobs, "sha256")
+	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				return nil
+			}
+			return err
+		}
+		if d.Type().IsRegular() && catalog.ValidSHA256(d.Name()) {
+			fi, err := d.Info()
+			if err != nil {
+				return nil // removed under us
+			}
+			out = append(out, blobInfo{sum: d.Name(), size: fi.Size(), used: fi.ModTime()})
+		}
+		return nil
+	})
+	return out, err
+}
+
+// partialBytes sums the partial files of downloads not in flight.
+func (c *Cache) partialBytes(skip map[string]int64) int64 {
+	var n int64
+	ents, _ := os.ReadDir(filepath.Join(c.blobs, "partial"))
+	for _, e := range ents {
+		id, _ := strings.CutSuffix(e.Name(), ".part")
+		if _, ok := skip[id]; ok {
+			continue
+		}
+		if fi, err := e.Info(); err == nil {
+			n += fi.Size()
+		}
+	}
+	return n
+}
+
+// Usage is the cache's use of the disk.
+type Usage struct {
+	// Quota is the cap on cached bytes (0 = only the disk's free space).
+	Quota int64 `json:"quota_bytes"`
+	// Used counts verified blobs, partial files, and the full size of
+	// downloads in flight (reserved when they start).
+	Used int64 `json:"used_bytes"`
+	// Pinned counts the blobs of pinned and timetabled items.
+	Pinned int64 `json:"pinned_bytes"`
+	// Free is what the file system has left for the cache.
+	Free  int64 `json:"free_bytes"`
+	Blobs int   `json:"blobs"`
+}
+
+func (c *Cache) usage() (Usage, error) {
+	blobs, err := c.scanBlobs()
+	if err != nil {
+		return Usage{}, err
+	}
+	keep, err := c.protected()
+	if err != nil {
+		return Usage{}, err
+	}
+	u := Usage{Quota: c.cfg.Quota, Blobs: len(blobs)}
+	for _, b := range blobs {
+		u.Used += b.size
+		if keep[b.sum] {
+			u.Pinned += b.size
+		}
+	}
+	c.spaceMu.Lock()
+	for _, n := range c.reserved {
+		u.Used += n
+	}
+	u.Used += c.partialBytes(c.reserved)
+	c.spaceMu.Unlock()
+	if free, err := freeBytes(c.blobs); err == nil {
+		u.Free = max(0, free-spaceReserve)
+	}
+	return u, nil
+}
+
+// protected is the set of blob sums that eviction must leave alone:
+// pinned items and items the timetable needs within the prefetch horizon.
+func (c *Cache) protected() (map[string]bool, error) {
+	keep := map[string]bool{}
+	want, err := c.wanted(time.Now())
+	if err != nil {
+		return nil, err
+	}
+	for _, w := range want {
+		keep[w.Item.SHA256] = true
+	}
+	// A local resource the hub does not have yet exists only here.
+	q, err := c.uploadQueue()
+	if err != nil {
+		return nil, err
+	}
+	for _, e := range q {
+		if it, ok, err := c.item(e.ID); err == nil && ok {
+			keep[it.SHA256] = true
+		}
+	}
+	return keep, nil
+}
+
+// makeRoom reserves space for the rest of a download of it (need bytes),
+// evicting least-recently-used unprotected blobs that nobody is reading if
+// the quota or the disk requires it. It fails with a clear error, before
+// any byte is fetched, when that is not enough.
+func (c *Cache) makeRoom(it catalog.Item, need int64) error {
+	keep, err := c.protected()
+	if err != nil {
+		return err
+	}
+	blobs, err := c.scanBlobs()
+	if err != nil {
+		return fmt.Errorf("scan blobs: %w", err)
+	}
+	c.spaceMu.Lock()
+	defer c.spaceMu.Unlock()
+	var used int64
+	for _, b := range blobs {
+		used += b.size
+	}
+	for id, n := range c.reserved {
+		if id != it.ID {
+			used += n
+		}
+	}
+	skip := map[string]int64{it.ID: 0}
+	for id := range c.reserved {
+		skip[id] = 0
+	}
+	used += c.partialBytes(skip)
+	have := it.Size - need // already in the partial file
+	free, err := freeBytes(c.blobs)
+	if err != nil {
+		return fmt.Errorf("check free space: %w", err)
+	}
+	free -= spaceReserve
+	// Downloads in flight will still write the rest of what they reserved.
+	for id, n := range c.reserved {
+		if id == it.ID {
+			continue
+		}
+		if fi, err := os.Stat(c.partialPath(id)); err == nil {
+			n -= fi.Size()
+		}
+		free -= max(0, n)
+	}
+	sort.Slice(blobs, func(i, j int) bool { return blobs[i].used.Before(blobs[j].used) })
+	over := func() bool {
+		return c.cfg.Quota > 0 && used+it.Size > c.cfg.Quota || free < need
+	}
+	for _, b := range blobs {
+		if !over() {
+			break
+		}
+		if keep[b.sum] || c.readers[b.sum] > 0 || b.sum == it.SHA256 {
+			continue
+		}
+		if err := os.Remove(catalog.BlobPath(c.blobs, b.sum)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("evict %s: %w", b.sum, err)
+		}
+		c.log.Info("evicted resource to make room", "sha256", b.sum, "bytes", b.size, "last_used", b.used.Format(time.RFC3339), "for", it.ID)
+		c.metrics.evictions.Inc()
+		used -= b.size
+		free += b.size
+	}
+	if c.cfg.Quota > 0 && used+it.Size > c.cfg.Quota {
+		return fmt.Errorf("%w: %s needs %d bytes but the cache quota is %d and %d are held by pinned, timetabled or in-use items; unpin something or raise -cache-quota", ErrNoSpace, it.ID, it.Size, c.cfg.Quota, used)
+	}
+	if free < need {
+		return fmt.Errorf("%w: %s needs %d more bytes (has %d), the disk has %d free after the %d reserve; free disk space or unpin items", ErrNoSpace, it.ID, need, have, max(0, free), int64(spaceReserve))
+	}
+	c.reserved[it.ID] = it.Size
+	return nil
+}
+
+// release drops the space reservation of a download that ended.
+func (c *Cache) release(id string) {
+	c.spaceMu.Lock()
+	delete(c.reserved, id)
+	c.spaceMu.Unlock()
+}
+
+// reconcileBlobs runs at start-up: it removes temp files, blobs that no
+// catalogue item names (orphans), and blobs whose size disagrees with
+// every item that names them (torn or foreign files). Items whose blob is
+// missing need no change: their state is read from the disk, so they show
+// as not cached.
+func (c *Cache) reconcileBlobs() error {
+	sizes := map[string]int64{}
+	err := c.cfg.DB.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(BucketItems).ForEach(func(k, v []byte) error {
+			var it catalog.Item
+			if err := json.Unmarshal(v, &it); err != nil {
+				return fmt.Errorf("item %s: %w", k, err)
+			}
+			sizes[it.SHA256] = it.Size
+			return nil
+		})
+	})
+	if err != nil {
+		return fmt.Errorf("read catalogue: %w", err)
+	}
+	_ = os.RemoveAll(filepath.Join(c.blobs, "tmp"))
+	if err := os.MkdirAll(filepath.Join(c.blobs, "tmp"), 0o700); err != nil {
+		return err
+	}
+	root := filepath.Join(c.blobs, "sha256")
+	return filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				return nil
+			}
+			return err
+		}
+		if d.IsDir() {
+			return nil
+		}
+		sum := d.Name()
+		size, known := sizes[sum]
+		ok := d.Type().IsRegular() && catalog.ValidSHA256(sum) && known && filepath.Base(filepath.Dir(p)) == sum[:2]
+		if ok {
+			fi, err := d.Info()
+			ok = err == nil && fi.Size() == size
+		}
+		if !ok {
+			c.log.Warn("removing orphan or damaged blob", "file", p, "known", known)
+			if err := os.Remove(p); err != nil {
+				return fmt.Errorf("remove orphan blob %s: %w", p, err)
+			}
+		}
+		return nil
+	})
+}
+
+// ParseSize reads a byte count with an optional K, M, G or T suffix
+// (powers of 1024), e.g. "500G". "" and "0" are 0 (no limit).
+func ParseSize(s string) (int64, error) {
+	s = strings.TrimSpace(s)
+	if s == "" || s == "0" {
+		return 0, nil
+	}
+	mult := int64(1)
+	if i := len(s) - 1; i > 0 {
+		switch s[i] {
+		case 'K', 'k':
+			mult = 1 << 10
+		case 'M':
+			mult = 1 << 20
+		case 'G':
+			mult = 1 << 30
+		case 'T':
+			mult = 1 << 40
+		}
+		if mult > 1 {
+			s = s[:i]
+		}
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n < 0 || n > (1<<50)/mult {
+		return 0, fmt.Errorf("size %q: want a whole number of bytes with an optional K, M, G or T suffix, e.g. 500G", s)
+	}
+	return n * mult, nil
+}

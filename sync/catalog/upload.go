@@ -1,0 +1,248 @@
+package catalog
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+)
+
+// Resumable uploads of school-made resources into the city catalogue:
+//
+//	POST  /api/v1/uploads              body: Item JSON (seq ignored) → UploadState
+//	PATCH /api/v1/uploads/{sha256}     header Upload-Offset: N, body: bytes from N → UploadState
+//
+// The POST announces the item and answers how many bytes the hub already
+// holds, so an edge cut mid-upload continues from there. The item enters
+// the catalogue only when the bytes match its size and SHA-256.
+
+// UploadID is the catalogue id of school-made content with hex SHA-256
+// sum; imported content uses IDForSum ("r…"), so the two never collide.
+func UploadID(sum string) string { return "l" + sum[:20] }
+
+// UploadState is the hub's answer to both upload calls.
+type UploadState struct {
+	Offset int64 `json:"offset"`
+	Done   bool  `json:"done"`
+}
+
+// uploadReserve is disk the hub keeps free for its store and imports.
+const uploadReserve = 1 << 30
+
+// maxUploadMeta bounds the POST body.
+const maxUploadMeta = 8 << 10
+
+type uploads struct {
+	s   *Store
+	log *slog.Logger
+
+	mu    sync.Mutex
+	locks map[string]*keyLock // per SHA-256: one writer per partial file
+}
+
+type keyLock struct {
+	sync.Mutex
+	refs int
+}
+
+// lock serializes work on one upload without holding up the others (a
+// slow school link must not block every other school's upload).
+func (u *uploads) lock(sum string) (unlock func()) {
+	u.mu.Lock()
+	if u.locks == nil {
+		u.locks = map[string]*keyLock{}
+	}
+	l := u.locks[sum]
+	if l == nil {
+		l = &keyLock{}
+		u.locks[sum] = l
+	}
+	l.refs++
+	u.mu.Unlock()
+	l.Lock()
+	return func() {
+		l.Unlock()
+		u.mu.Lock()
+		if l.refs--; l.refs == 0 {
+			delete(u.locks, sum)
+		}
+		u.mu.Unlock()
+	}
+}
+
+// uploadStall is how long a PATCH body may send nothing before the hub
+// drops it (the bytes so far are kept for the resume).
+const uploadStall = 60 * time.Second
+
+// stallBody extends the connection's read deadline on every read, so a
+// stalled sender cannot hold an upload's lock forever.
+type stallBody struct {
+	r  io.Reader
+	rc *http.ResponseController
+}
+
+func (b stallBody) Read(p []byte) (int, error) {
+	_ = b.rc.SetReadDeadline(time.Now().Add(uploadStall))
+	return b.r.Read(p)
+}
+
+func (u *uploads) dir() string { return filepath.Join(u.s.dir, "blobs", "uploads") }
+
+func (u *uploads) paths(sum string) (part, meta string) {
+	return filepath.Join(u.dir(), sum+".part"), filepath.Join(u.dir(), sum+".json")
+}
+
+func (u *uploads) register(mux *http.ServeMux) {
+	mux.HandleFunc("POST /api/v1/uploads", u.start)
+	mux.HandleFunc("PATCH /api/v1/uploads/{sha256}", u.patch)
+}
+
+func (u *uploads) start(w http.ResponseWriter, r *http.Request) {
+	var it Item
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxUploadMeta))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&it); err != nil {
+		writeError(w, http.StatusBadRequest, "invalid_json", "upload: "+err.Error())
+		return
+	}
+	it.Seq = 0
+	if err := it.Validate(); err != nil {
+		writeError(w, http.StatusBadRequest, "invalid_item", err.Error())
+		return
+	}
+	// The id is bound to the content, so an upload can add an item but
+	// never replace another one (an imported lesson or another school's).
+	if want := UploadID(it.SHA256); it.ID != want {
+		writeError(w, http.StatusBadRequest, "invalid_id", "an uploaded item's id must be "+want+" (\"l\" + the first 20 hex digits of its SHA-256)")
+		return
+	}
+	defer u.lock(it.SHA256)()
+	if fi, err := os.Stat(BlobPath(u.s.BlobRoot(), it.SHA256)); err == nil && fi.Size() == it.Size {
+		if _, err := u.s.Put(it); err != nil {
+			writeError(w, http.StatusBadRequest, "invalid_item", err.Error())
+			return
+		}
+		writeJSON(w, http.StatusOK, UploadState{Offset: it.Size, Done: true})
+		return
+	}
+	if err := os.MkdirAll(u.dir(), 0o700); err != nil {
+		writeError(w, http.StatusInternalServerError, "internal", err.Error())
+		return
+	}
+	part, meta := u.paths(it.SHA256)
+	b, _ := json.Marshal(it)
+	if err := os.WriteFile(meta, b, 0o600); err != nil {
+		writeError(w, http.StatusInternalServerError, "internal", err.Error())
+		return
+	}
+	var off int64
+	if fi, err := os.Stat(part); err == nil {
+		off = fi.Size()
+	}
+	if off > it.Size {
+		_ = os.Remove(part)
+		off = 0
+	}
+	if free, err := freeBytes(u.dir()); err == nil && free-uploadReserve < it.Size-off {
+		writeError(w, http.StatusInsufficientStorage, "disk_full", fmt.Sprintf("the hub has %d bytes free and needs %d more for this upload; try later", free, it.Size-off))
+		return
+	}
+	writeJSON(w, http.StatusOK, UploadState{Offset: off})
+}
+
+func (u *uploads) patch(w http.ResponseWriter, r *http.Request) {
+	sum := r.PathValue("sha256")
+	if !ValidSHA256(sum) {
+		writeError(w, http.StatusBadRequest, "invalid_sha256", "want 64 lowercase hex digits")
+		return
+	}
+	off, err := strconv.ParseInt(r.Header.Get("Upload-Offset"), 10, 64)
+	if err != nil || off < 0 {
+		writeError(w, http.StatusBadRequest, "invalid_offset", "Upload-Offset must be a byte offset")
+		return
+	}
+	defer u.lock(sum)()
+	part, meta := u.paths(sum)
+	b, err := os.ReadFile(meta)
+	if errors.Is(err, fs.ErrNotExist) {
+		writeError(w, http.StatusNotFound, "no_upload", "no upload of "+sum+"; POST /api/v1/uploads first")
+		return
+	}
+	var it Item
+	if err == nil {
+		err = json.Unmarshal(b, &it)
+	}
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, "internal", err.Error())
+		return
+	}
+	f, err := os.OpenFile(part, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, "internal", err.Error())
+		return
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, "internal", err.Error())
+		return
+	}
+	if fi.Size() != off {
+		writeJSON(w, http.StatusConflict, map[string]any{"error": map[string]string{"code": "offset_mismatch", "message": fmt.Sprintf("the hub holds %d bytes; resume from there", fi.Size())}, "offset": fi.Size()})
+		return
+	}
+	if _, err := f.Seek(off, io.SeekStart); err != nil {
+		writeError(w, http.StatusInternalServerError, "internal", err.Error())
+		return
+	}
+	// At most the rest of the item: one byte more is refused.
+	body := stallBody{r: r.Body, rc: http.NewResponseController(w)}
+	n, cerr := io.Copy(f, io.LimitReader(body, it.Size-off+1))
+	if off+n > it.Size {
+		_ = f.Truncate(off)
+		writeError(w, http.StatusRequestEntityTooLarge, "too_long", fmt.Sprintf("the item is %d bytes; the body goes past it", it.Size))
+		return
+	}
+	_ = f.Sync()
+	off += n
+	if cerr != nil || off < it.Size {
+		writeJSON(w, http.StatusOK, UploadState{Offset: off})
+		return
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		writeError(w, http.StatusInternalServerError, "internal", err.Error())
+		return
+	}
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		writeError(w, http.StatusInternalServerError, "internal", err.Error())
+		return
+	}
+	if got := hex.EncodeToString(h.Sum(nil)); got != sum {
+		_ = os.Remove(part)
+		writeError(w, http.StatusUnprocessableEntity, "hash_mismatch", "the uploaded bytes hash to "+got+", not "+sum+"; the upload was discarded, start again")
+		return
+	}
+	_ = f.Close()
+	if err := PlaceBlob(part, u.s.BlobRoot(), sum); err != nil {
+		writeError(w, http.StatusInternalServerError, "internal", err.Error())
+		return
+	}
+	if _, err := u.s.Put(it); err != nil {
+		writeError(w, http.StatusInternalServerError, "internal", err.Error())
+		return
+	}
+	_ = os.Remove(meta)
+	u.log.Info("upload completed", "id", it.ID, "bytes", it.Size)
+	writeJSON(w, http.StatusOK, UploadState{Offset: off, Done: true})
+}
