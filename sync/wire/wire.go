@@ -38,7 +38,7 @@ type Record struct {
 	Payload json.RawMessage `json:"payload"`
 }
 
-// Batch is what the edge posts: records in strictly increasing Seq order.
+// Batch is what the edge posts: records with consecutive Seq, in order.
 type Batch struct {
 	Edge    string   `json:"edge"`
 	School  string   `json:"school"`
@@ -94,7 +94,7 @@ func (r *Record) Validate() error {
 }
 
 // Validate checks a whole batch: header, every record, strictly increasing
-// sequence numbers, unique ids.
+// consecutive sequence numbers, unique ids.
 func (b *Batch) Validate() error {
 	if b.Edge == "" || len(b.Edge) > MaxIDLen {
 		return errors.New("batch has no edge id")
@@ -112,8 +112,8 @@ func (b *Batch) Validate() error {
 		if err := r.Validate(); err != nil {
 			return err
 		}
-		if r.Seq <= prev {
-			return fmt.Errorf("record seq %d after %d: sequence numbers must strictly increase", r.Seq, prev)
+		if i > 0 && r.Seq != prev+1 {
+			return fmt.Errorf("record seq %d after %d: a batch must hold consecutive sequence numbers", r.Seq, prev)
 		}
 		prev = r.Seq
 		if _, dup := ids[r.ID]; dup {
