@@ -28,6 +28,8 @@ import (
 	"github.com/campusedge/campusedge/edge/fleet"
 	"github.com/campusedge/campusedge/edge/identity"
 	"github.com/campusedge/campusedge/edge/store"
+	"github.com/campusedge/campusedge/sync/outbox"
+	"github.com/campusedge/campusedge/sync/uplink"
 )
 
 // Migrations is the ordered schema history of edge.db. Append only: a
@@ -43,6 +45,9 @@ func Migrations() []store.Migration {
 			return nil
 		}},
 		{Name: "resource cache: catalogue items, sync cursor", Up: cache.Migrate},
+		{Name: "sync: outbox, enrolment, downlink documents", Up: func(tx *bolt.Tx) error {
+			return errors.Join(outbox.Migrate(tx), uplink.Migrate(tx))
+		}},
 	}
 }
 
@@ -132,6 +137,16 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts Options)
 		return err
 	}
 	defer live.Close() // runs before the store closes
+	// Sync with the city (sync/): the outbox every capability appends to, and
+	// the uplink/downlink to -cloud. Both stop before the store closes.
+	ob := outbox.New(outbox.Config{DB: st.DB()})
+	defer ob.Close()
+	up := uplink.New(uplink.Config{Hub: cfg.Cloud, DB: st.DB(), Outbox: ob, Identity: id, RateBytes: cfg.SyncRate, Logger: log.With("component", "sync")})
+	up.Register(srv)
+	syncCtx, stopSync := context.WithCancel(ctx)
+	syncDone := make(chan struct{})
+	go func() { defer close(syncDone); up.Run(syncCtx) }()
+	defer func() { stopSync(); <-syncDone }()
 	hs := &http.Server{
 		Handler:           srv,
 		ReadHeaderTimeout: 10 * time.Second,

@@ -32,6 +32,8 @@ type Config struct {
 	// means every up, multicast-capable interface.
 	MDNSInterfaces []string `json:"mdns_interfaces"`
 	LogLevel       string   `json:"log_level"`
+	// SyncRate caps the uplink's upload in bytes per second (0: no cap).
+	SyncRate int `json:"sync_rate"`
 }
 
 // Defaults are the embedded defaults: `edged` with no flags runs on them.
@@ -50,7 +52,7 @@ func Parse(name string, args []string, stderr io.Writer) (Config, error) {
 	d := Defaults()
 	var c Config
 	var ifaces, file string
-	fs.StringVar(&file, "config", "", "optional JSON config `file` (keys: data, listen, cloud, school, school_name, mdns, mdns_interfaces, log_level); flags override it")
+	fs.StringVar(&file, "config", "", "optional JSON config `file` (keys: data, listen, cloud, school, school_name, mdns, mdns_interfaces, log_level, sync_rate); flags override it")
 	fs.StringVar(&c.DataDir, "data", d.DataDir, "data `dir`: store (edge.db), admin-token, blobs; created on first start")
 	fs.StringVar(&c.Listen, "listen", d.Listen, "HTTP listen `addr`; with 127.0.0.1:0 a free port is picked and logged")
 	fs.StringVar(&c.Cloud, "cloud", d.Cloud, "city cloud (cityhub) base `URL`; empty runs offline and sync waits")
@@ -59,6 +61,7 @@ func Parse(name string, args []string, stderr io.Writer) (Config, error) {
 	fs.BoolVar(&c.MDNS, "mdns", d.MDNS, "advertise _campusedge._tcp by mDNS/DNS-SD")
 	fs.StringVar(&ifaces, "mdns-interfaces", "", "comma-separated `interfaces` to advertise on (default: every up, multicast-capable interface)")
 	fs.StringVar(&c.LogLevel, "log-level", d.LogLevel, "log `level`: debug, info, warn, error")
+	fs.IntVar(&c.SyncRate, "sync-rate", d.SyncRate, "cap city sync uploads at this many `bytes` per second (0: no cap)")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: %s [flags]\n\n%s runs the CampusEdge school appliance. With no flags it starts on embedded\ndefaults: data in ./data, HTTP on :8080, DNS-SD on, no cloud.\n\nFlags:\n", name, name)
 		fs.PrintDefaults()
@@ -93,6 +96,8 @@ func Parse(name string, args []string, stderr io.Writer) (Config, error) {
 			out.MDNSInterfaces = splitList(ifaces)
 		case "log-level":
 			out.LogLevel = c.LogLevel
+		case "sync-rate":
+			out.SyncRate = c.SyncRate
 		}
 	})
 	return out, out.Validate()
@@ -160,6 +165,9 @@ func (c Config) Validate() error {
 	}
 	if len(c.SchoolName) > 63 {
 		return fmt.Errorf("-school-name is %d bytes; DNS-SD allows at most 63", len(c.SchoolName))
+	}
+	if c.SyncRate < 0 {
+		return fmt.Errorf("-sync-rate %d must be 0 (no cap) or a number of bytes per second", c.SyncRate)
 	}
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":
