@@ -132,8 +132,8 @@ type Config struct {
 	Identity   Identity
 	Client     *http.Client
 	Logger     *slog.Logger
-	MaxRecords int           // per batch, default 500
-	MaxBytes   int           // payload bytes per batch, default 512 KiB
+	MaxRecords int           // per batch, default 4000
+	MaxBytes   int           // payload bytes per batch, default 1 MiB
 	RateBytes  int           // optional cap on upload bytes per second
 	MinBackoff time.Duration // default 500 ms
 	MaxBackoff time.Duration // default 60 s
@@ -182,10 +182,10 @@ func New(cfg Config) *Uplink {
 		cfg.Client = &http.Client{Timeout: 60 * time.Second}
 	}
 	if cfg.MaxRecords <= 0 || cfg.MaxRecords > wire.MaxBatchRecords {
-		cfg.MaxRecords = 500
+		cfg.MaxRecords = 4000
 	}
 	if cfg.MaxBytes <= 0 || cfg.MaxBytes > wire.MaxBatchRawBytes/2 {
-		cfg.MaxBytes = 512 << 10
+		cfg.MaxBytes = 1 << 20
 	}
 	if cfg.MinBackoff <= 0 {
 		cfg.MinBackoff = 500 * time.Millisecond

@@ -20,7 +20,7 @@ const (
 	MaxKindLen       = 64
 	MaxIDLen         = 64
 	MaxPayloadBytes  = 64 << 10 // one record's JSON payload
-	MaxBatchRecords  = 2000     // records per batch
+	MaxBatchRecords  = 5000     // records per batch
 	MaxBatchRawBytes = 4 << 20  // decompressed batch JSON
 	MaxBatchBytes    = 2 << 20  // compressed batch on the wire
 	MaxSchoolLen     = 32
