@@ -175,3 +175,7 @@ func hashTok(tok string) []byte { return identity.HashToken(tok) }
 func enrolWith(ctx context.Context, e *testEdge, url, tok string) (uplink.Enrolment, error) {
 	return uplink.Enrol(ctx, e.DB, nil, url, tok, e.Key)
 }
+
+func uplinkWith(e *testEdge, url string, rateBytes int) *uplink.Uplink {
+	return uplink.New(uplink.Config{Hub: url, DB: e.DB, Outbox: e.Ob, Identity: e.Key, Logger: quiet(), MaxRecords: 10, RateBytes: rateBytes})
+}

@@ -198,7 +198,7 @@ func New(cfg Config) *Uplink {
 	}
 	u := &Uplink{cfg: cfg, log: cfg.Logger, wake: make(chan struct{}, 1)}
 	if cfg.RateBytes > 0 {
-		u.lim = rate.NewLimiter(rate.Limit(cfg.RateBytes), max(cfg.RateBytes, 64<<10))
+		u.lim = rate.NewLimiter(rate.Limit(cfg.RateBytes), max(cfg.RateBytes, 4<<10))
 	}
 	u.st.Link, u.st.Hub = "offline", cfg.Hub
 	if cfg.Hub != "" {
@@ -357,10 +357,14 @@ func (u *Uplink) SendOnce(ctx context.Context, enr Enrolment) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	if u.lim != nil {
-		if err := u.lim.WaitN(ctx, min(len(body), u.lim.Burst())); err != nil {
+	// The cap is paid before sending: a batch leaves once the bucket has
+	// its size, so the average stays at RateBytes (bursts up to a second's worth).
+	for left := len(body); u.lim != nil && left > 0; {
+		n := min(left, u.lim.Burst())
+		if err := u.lim.WaitN(ctx, n); err != nil {
 			return 0, err
 		}
+		left -= n
 	}
 	raw, err := u.do(ctx, http.MethodPost, "/api/v1/sync/batch", body)
 	if err != nil {

@@ -224,3 +224,41 @@ func replay(t *testing.T, rec *recorder, mutate func(h http.Header, body []byte)
 	b, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(b)
 }
+
+// TestRateCap: with -sync-rate 20000 B/s, ~60 KB of barely compressible
+// batches cannot leave in less than about two seconds (the first second's
+// worth may go at once). Only a lower bound is checked.
+func TestRateCap(t *testing.T) {
+	t.Parallel()
+	th := startHub(t, openBoltHub(t, t.TempDir()))
+	e := newEdge(t, nil)
+	en := enrol(t, th.Store, th.URL, "s1", e)
+	rnd := rand.New(rand.NewPCG(3, 4))
+	for range 120 {
+		b := make([]byte, 700)
+		for i := range b {
+			b[i] = "0123456789abcdefghijklmnopqrstuvwxyz"[rnd.IntN(36)]
+		}
+		if _, err := e.Ob.Append(context.Background(), "session.log", []byte(`"`+string(b)+`"`)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	u := uplinkWith(e, th.URL, 20000)
+	start := time.Now()
+	sent := 0
+	for {
+		n, err := u.SendOnce(context.Background(), en)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n == 0 {
+			break
+		}
+		sent += n
+	}
+	st, _ := u.Status()
+	if min := time.Duration(float64(st.SentBytes-20000) / 20000 * float64(time.Second)); time.Since(start) < min-100*time.Millisecond || sent != 120 {
+		t.Fatalf("%d bytes (%d records) sent in %s; a 20000 B/s cap needs at least %s", st.SentBytes, sent, time.Since(start), min)
+	}
+	t.Logf("%d bytes in %s", st.SentBytes, time.Since(start))
+}
