@@ -296,3 +296,12 @@ func TestKill9UnderLoadThenSyncExactlyOnce(t *testing.T) {
 	}
 	t.Logf("hub holds %d records exactly once; %d were confirmed to clients before kills", len(bySeq), len(confirmed))
 }
+
+// syncBuf is a goroutine-safe buffer for a child's output.
+type syncBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
+func (s *syncBuf) String() string              { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
