@@ -143,6 +143,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts Options)
 	defer ob.Close()
 	up := uplink.New(uplink.Config{Hub: cfg.Cloud, DB: st.DB(), Outbox: ob, Identity: id, RateBytes: cfg.SyncRate, Logger: log.With("component", "sync")})
 	up.Register(srv)
+	checks["sync"] = up.Check // set before HTTP serves: the map is read-only from then on
 	syncCtx, stopSync := context.WithCancel(ctx)
 	syncDone := make(chan struct{})
 	go func() { defer close(syncDone); up.Run(syncCtx) }()

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -169,7 +170,8 @@ func getStatus(t *testing.T, url, tok string) syncStatus {
 
 // TestKill9UnderLoadThenSyncExactlyOnce: a real edged, enrolled with a real
 // cityhub and syncing to it, takes appends from 16 concurrent clients and
-// is killed with SIGKILL at random moments, six times. After each kill,
+// is killed with SIGKILL at random moments, six times (in three of the
+// rounds the hub is killed and restarted mid-load too). After each kill,
 // every append that had answered 201 is in the outbox or already
 // acknowledged; at the end the hub holds each record exactly once (ids and
 // count compared through cityhub export-records).
@@ -178,7 +180,14 @@ func TestKill9UnderLoadThenSyncExactlyOnce(t *testing.T) {
 	hubDir, edgeDir := filepath.Join(dir, "hub"), filepath.Join(dir, "edge")
 	cli(t, "cityhub", "-data", hubDir, "school", "add", "s042", "No. 42 Middle School")
 	tok := strings.TrimSpace(cli(t, "cityhub", "-data", hubDir, "enrol-token", "s042"))
-	hubP, hubURL := start(t, "cityhub", "-data", hubDir, "-listen", "127.0.0.1:0")
+	// A fixed address, so the hub can be killed and restarted where the edge expects it.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hubAddr := ln.Addr().String()
+	_ = ln.Close()
+	hubP, hubURL := start(t, "cityhub", "-data", hubDir, "-listen", hubAddr)
 	out := cli(t, "edged", "enrol", "-data", edgeDir, "-cloud", hubURL, "-token", tok)
 	if !strings.Contains(out, "for school s042") {
 		t.Fatalf("enrol: %s", out)
@@ -225,6 +234,13 @@ func TestKill9UnderLoadThenSyncExactlyOnce(t *testing.T) {
 			}()
 		}
 		time.Sleep(time.Duration(200+rand.IntN(800)) * time.Millisecond)
+		if round%2 == 1 {
+			// The hub dies too (kill -9 mid-batch), and comes back on the same address.
+			hubP.kill()
+			time.Sleep(time.Duration(100+rand.IntN(300)) * time.Millisecond)
+			hubP, _ = start(t, "cityhub", "-data", hubDir, "-listen", hubAddr)
+			time.Sleep(time.Duration(100+rand.IntN(400)) * time.Millisecond)
+		}
 		edge.kill()
 		cancel()
 		wg.Wait()

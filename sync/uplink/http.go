@@ -1,7 +1,9 @@
 package uplink
 
 import (
+	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"time"
 
@@ -135,4 +137,20 @@ func (u *Uplink) getDoc(kind string) http.HandlerFunc {
 			}
 		}
 	}
+}
+
+// Check is the edge's /healthz check for sync: degraded when the hub
+// refuses this edge, or when records have waited more than a day.
+func (u *Uplink) Check(context.Context) error {
+	st, err := u.Status()
+	if err != nil {
+		return err
+	}
+	if st.Link == "refused" {
+		return fmt.Errorf("the hub refuses this edge: %s", st.LastError)
+	}
+	if st.OldestAgeSecs > 24*3600 {
+		return fmt.Errorf("%d records have waited %.0f h for the city (link %s)", st.Backlog, st.OldestAgeSecs/3600, st.Link)
+	}
+	return nil
 }
