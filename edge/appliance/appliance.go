@@ -144,6 +144,9 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts Options)
 	up := uplink.New(uplink.Config{Hub: cfg.Cloud, DB: st.DB(), Outbox: ob, Identity: id, RateBytes: cfg.SyncRate, Logger: log.With("component", "sync")})
 	up.Register(srv)
 	checks["sync"] = up.Check // set before HTTP serves: the map is read-only from then on
+	if en, ok, err := uplink.LoadEnrolment(st.DB()); err == nil && ok && en.School != cfg.School {
+		log.Warn("this edge is enrolled for another school code than -school; records go to the enrolled school", "enrolled_school", en.School, "school_flag", cfg.School)
+	}
 	syncCtx, stopSync := context.WithCancel(ctx)
 	syncDone := make(chan struct{})
 	go func() { defer close(syncDone); up.Run(syncCtx) }()
