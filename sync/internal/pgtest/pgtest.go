@@ -1,8 +1,8 @@
 // Package pgtest gives sync tests a real PostgreSQL: the server named by
 // $CAMPUSEDGE_TEST_PG (a postgres:// URL), or else a throw-away cluster it
-// creates with Debian's initdb/pg_ctl in a temp dir (as the postgres user
-// when running as root), listening on 127.0.0.1 only. Every caller gets a
-// fresh database. Without PostgreSQL the test is skipped, or fails under
+// creates with Debian's initdb and postgres in a temp dir (as the postgres
+// user when running as root; the server is a child that dies with the test
+// binary), listening on 127.0.0.1 only. Every caller gets a fresh database. Without PostgreSQL the test is skipped, or fails under
 // CI=true, so a missing server can never pass as green.
 package pgtest
 
@@ -18,6 +18,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -93,51 +94,89 @@ func start() (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	var prefix []string
+	// PostgreSQL refuses to run as root: as root, own the dir by postgres
+	// and run the server as that user.
+	var cred *syscall.Credential
 	if os.Geteuid() == 0 {
-		// PostgreSQL refuses to run as root: own the dir by postgres and run as it.
 		u, err := user.Lookup("postgres")
 		if err != nil {
+			_ = os.RemoveAll(dir)
 			return nil, fmt.Errorf("running as root and no postgres user: %w", err)
 		}
 		uid, _ := strconv.Atoi(u.Uid)
 		gid, _ := strconv.Atoi(u.Gid)
 		if err := os.Chown(dir, uid, gid); err != nil {
+			_ = os.RemoveAll(dir)
 			return nil, err
 		}
-		prefix = []string{"runuser", "-u", "postgres", "--"}
+		cred = &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}
 	}
-	run := func(args ...string) error {
-		full := append(append([]string{}, prefix...), args...)
-		out, err := exec.Command(full[0], full[1:]...).CombinedOutput()
-		if err != nil {
-			return fmt.Errorf("%s: %w: %s", filepath.Base(args[0]), err, out)
-		}
-		return nil
+	command := func(name string, args ...string) *exec.Cmd {
+		c := exec.Command(filepath.Join(bin, name), args...)
+		// The server is our child, not a pg_ctl daemon: if the test binary
+		// dies (timeout, kill), the server gets SIGQUIT and goes with it.
+		c.SysProcAttr = &syscall.SysProcAttr{Credential: cred, Pdeathsig: syscall.SIGQUIT}
+		return c
 	}
 	data := filepath.Join(dir, "data")
-	if err := run(filepath.Join(bin, "initdb"), "-D", data, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"); err != nil {
+	if out, err := command("initdb", "-D", data, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync").CombinedOutput(); err != nil {
 		_ = os.RemoveAll(dir)
-		return nil, err
+		return nil, fmt.Errorf("initdb: %w: %s", err, out)
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
+		_ = os.RemoveAll(dir)
 		return nil, err
 	}
 	port := ln.Addr().(*net.TCPAddr).Port
 	_ = ln.Close()
-	opts := fmt.Sprintf("-c listen_addresses=127.0.0.1 -p %d -k %s -c max_connections=200 -c shared_buffers=32MB", port, dir)
-	if err := run(filepath.Join(bin, "pg_ctl"), "-D", data, "-l", filepath.Join(dir, "log"), "-o", opts, "-w", "-t", "60", "start"); err != nil {
+	logf, err := os.Create(filepath.Join(dir, "log"))
+	if err != nil {
 		_ = os.RemoveAll(dir)
 		return nil, err
 	}
-	return &Server{
-		URL: func(db string) string {
-			return fmt.Sprintf("postgres://postgres@127.0.0.1:%d/%s?sslmode=disable", port, db)
-		},
-		stop: func() {
-			_ = run(filepath.Join(bin, "pg_ctl"), "-D", data, "-m", "immediate", "-w", "stop")
-			_ = os.RemoveAll(dir)
-		},
-	}, nil
+	srvCmd := command("postgres", "-D", data, "-c", "listen_addresses=127.0.0.1", "-p", strconv.Itoa(port),
+		"-k", dir, "-c", "max_connections=200", "-c", "shared_buffers=32MB")
+	srvCmd.Stdout, srvCmd.Stderr = logf, logf
+	if err := srvCmd.Start(); err != nil {
+		_ = os.RemoveAll(dir)
+		return nil, fmt.Errorf("start postgres: %w", err)
+	}
+	exited := make(chan struct{})
+	go func() { _ = srvCmd.Wait(); close(exited) }()
+	stop := func() {
+		_ = srvCmd.Process.Signal(syscall.SIGQUIT) // immediate shutdown: test data only
+		select {
+		case <-exited:
+		case <-time.After(10 * time.Second):
+			_ = srvCmd.Process.Kill()
+			<-exited
+		}
+		_ = logf.Close()
+		_ = os.RemoveAll(dir)
+	}
+	url := func(db string) string {
+		return fmt.Sprintf("postgres://postgres@127.0.0.1:%d/%s?sslmode=disable", port, db)
+	}
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		c, err := pgx.Connect(ctx, url("postgres"))
+		cancel()
+		if err == nil {
+			_ = c.Close(context.Background())
+			break
+		}
+		select {
+		case <-exited:
+			log, _ := os.ReadFile(filepath.Join(dir, "log"))
+			stop()
+			return nil, fmt.Errorf("postgres exited at start: %s", log)
+		default:
+		}
+		if time.Now().After(deadline) {
+			stop()
+			return nil, fmt.Errorf("postgres not ready in 30 s: %w", err)
+		}
+	}
+	return &Server{URL: url, stop: stop}, nil
 }
