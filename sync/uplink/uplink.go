@@ -320,14 +320,30 @@ func (u *Uplink) cycle(ctx context.Context, nextPull *time.Time) error {
 	u.mu.Lock()
 	u.st.School = enr.School
 	u.mu.Unlock()
+	// A long backlog (a day offline) reports progress in the log every 10 s
+	// and once when it is all sent; GET /api/v1/sync has it live.
+	sent, began, lastLog := 0, time.Now(), time.Now()
 	for {
 		n, err := u.SendOnce(ctx, enr)
 		if err != nil {
+			if sent > 0 {
+				u.log.Info("sync interrupted", "sent", sent, "err", err)
+			}
 			return err
 		}
 		if n == 0 {
 			break
 		}
+		sent += n
+		if time.Since(lastLog) > 10*time.Second {
+			lastLog = time.Now()
+			if st, err := u.cfg.Outbox.Stats(); err == nil {
+				u.log.Info("sending backlog to the city", "sent", sent, "remaining", st.Backlog, "elapsed", time.Since(began).Round(time.Second))
+			}
+		}
+	}
+	if sent > 0 && (sent >= 1000 || time.Since(began) > 10*time.Second) {
+		u.log.Info("backlog sent to the city", "records", sent, "took", time.Since(began).Round(time.Millisecond))
 	}
 	if time.Now().After(*nextPull) {
 		if err := u.PullOnce(ctx); err != nil {
