@@ -246,7 +246,7 @@ func (s *BoltStore) Ingest(_ context.Context, edge, school string, recs []wire.R
 		if len(recs) == 0 {
 			return nil
 		}
-		if recs[0].Seq > e.Acked+1 {
+		if recs[0].Seq > e.Acked+1+wire.MaxAhead {
 			return &GapError{Acked: e.Acked, First: recs[0].Seq}
 		}
 		b := tx.Bucket(bRecords)
@@ -269,8 +269,10 @@ func (s *BoltStore) Ingest(_ context.Context, edge, school string, recs []wire.R
 			}
 			res.Accepted++
 		}
-		if last := recs[len(recs)-1].Seq; last > e.Acked {
-			e.Acked = last
+		// Advance over everything now held contiguously, including batches
+		// that arrived ahead of this one.
+		for b.Get(recKey(school, edge, e.Acked+1)) != nil {
+			e.Acked++
 		}
 		res.Acked = e.Acked
 		return putJSON(tx.Bucket(bEdges), []byte(edge), e)

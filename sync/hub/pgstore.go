@@ -224,7 +224,7 @@ func (s *PGStore) Ingest(ctx context.Context, edge, school string, recs []wire.R
 		if len(recs) == 0 {
 			return nil
 		}
-		if recs[0].Seq > res.Acked+1 {
+		if recs[0].Seq > res.Acked+1+wire.MaxAhead {
 			return &GapError{Acked: res.Acked, First: recs[0].Seq}
 		}
 		n := len(recs)
@@ -254,13 +254,29 @@ func (s *PGStore) Ingest(ctx context.Context, edge, school string, recs []wire.R
 				return fmt.Errorf("edge %s: %d seq(s) of the batch: %w", edge, bad, ErrSeqConflict)
 			}
 		}
-		if last := recs[n-1].Seq; last > res.Acked {
-			res.Acked = last
-			if _, err := tx.Exec(ctx, "UPDATE edges SET acked=$2 WHERE id=$1", edge, int64(last)); err != nil {
-				return err
-			}
+		if recs[0].Seq > res.Acked+1 || recs[n-1].Seq <= res.Acked {
+			return nil // ahead of a gap, or all old: acked does not move
 		}
-		return nil
+		// This run joins the contiguous prefix; extend it over runs that
+		// arrived ahead of it (at most MaxAhead records to look at).
+		next := recs[n-1].Seq
+		rows, err := tx.Query(ctx, "SELECT seq FROM records WHERE edge=$1 AND seq > $2 AND seq <= $3 ORDER BY seq", edge, int64(next), int64(next+wire.MaxAhead))
+		if err != nil {
+			return err
+		}
+		seqsAhead, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+		if err != nil {
+			return err
+		}
+		for _, s := range seqsAhead {
+			if uint64(s) != next+1 {
+				break
+			}
+			next++
+		}
+		res.Acked = next
+		_, err = tx.Exec(ctx, "UPDATE edges SET acked=$2 WHERE id=$1", edge, int64(next))
+		return err
 	})
 	return res, err
 }

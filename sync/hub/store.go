@@ -24,7 +24,8 @@ var (
 	ErrSeqConflict  = errors.New("sequence number already holds a different record")
 )
 
-// GapError means a batch starts beyond the first sequence the hub is missing.
+// GapError means a batch starts further beyond the hub's contiguous
+// sequence than any batch in flight could.
 type GapError struct{ Acked, First uint64 }
 
 func (e *GapError) Error() string {
@@ -89,8 +90,10 @@ type Store interface {
 	RevokeEdge(ctx context.Context, id string) error
 	// UseNonce records (edge, nonce) until expires; ErrReplay if it is known.
 	UseNonce(ctx context.Context, edge, nonce string, expires, now time.Time) error
-	// Ingest stores each record of a consecutive run once. A run starting
-	// beyond Acked+1 is refused with *GapError.
+	// Ingest stores each record of a consecutive run once and returns the
+	// highest sequence held with no gap below. A run may start up to
+	// wire.MaxAhead beyond that (batches in flight arrive out of order; it
+	// is kept and counted once the gap fills); further is *GapError.
 	Ingest(ctx context.Context, edge, school string, recs []wire.Record, received time.Time) (IngestResult, error)
 	// Records calls fn for the school's records, by edge then seq.
 	Records(ctx context.Context, school string, fn func(StoredRecord) error) error

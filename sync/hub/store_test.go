@@ -176,8 +176,8 @@ func TestStoreIngestExactlyOnce(t *testing.T) {
 			t.Fatalf("overlap: %+v %v", r, err)
 		}
 		var gap *hub.GapError
-		if _, err := st.Ingest(ctx, "e1", "s1", recs(17, 3, "a"), now); !errors.As(err, &gap) || gap.Acked != 15 {
-			t.Fatalf("gap: %v", err)
+		if _, err := st.Ingest(ctx, "e1", "s1", recs(15+wire.MaxAhead+2, 3, "a"), now); !errors.As(err, &gap) || gap.Acked != 15 {
+			t.Fatalf("gap beyond the in-flight window: %v", err)
 		}
 		if _, err := st.Ingest(ctx, "e1", "s1", recs(14, 3, "different"), now); !errors.Is(err, hub.ErrSeqConflict) {
 			t.Fatalf("seq reused with another id: %v", err)
@@ -185,6 +185,14 @@ func TestStoreIngestExactlyOnce(t *testing.T) {
 		// The refused batch stored nothing (seq 16 of it is not there).
 		if r, _ := st.Ingest(ctx, "e1", "s1", nil, now); r.Acked != 15 {
 			t.Fatalf("acked after refused batch: %d", r.Acked)
+		}
+		// Batches in flight arrive out of order: 76..90 and 66..75 ahead of
+		// 16..65; acked waits for the gap, then jumps over all of them.
+		if r, err := st.Ingest(ctx, "e1", "s1", recs(76, 15, "a"), now); err != nil || r.Acked != 15 || r.Accepted != 15 {
+			t.Fatalf("ahead: %+v %v", r, err)
+		}
+		if r, err := st.Ingest(ctx, "e1", "s1", recs(66, 10, "a"), now); err != nil || r.Acked != 15 {
+			t.Fatalf("ahead 2: %+v %v", r, err)
 		}
 		// The same batch from 8 goroutines at once.
 		var wg sync.WaitGroup
@@ -209,16 +217,16 @@ func TestStoreIngestExactlyOnce(t *testing.T) {
 			seen[r.Seq] = true
 			return nil
 		})
-		if err != nil || len(seen) != 65 {
-			t.Fatalf("s1 holds %d records (want 65): %v", len(seen), err)
+		if err != nil || len(seen) != 90 {
+			t.Fatalf("s1 holds %d records (want 90): %v", len(seen), err)
 		}
 		n := 0
 		_ = st.Records(ctx, "s2", func(hub.StoredRecord) error { n++; return nil })
 		if n != 3 {
 			t.Fatalf("s2 holds %d", n)
 		}
-		if e, _ := st.Edge(ctx, "e1"); e.Acked != 65 {
-			t.Fatalf("edge acked %d", e.Acked)
+		if e, _ := st.Edge(ctx, "e1"); e.Acked != 90 {
+			t.Fatalf("edge acked %d, want 90 (16..65 filled the gap before 66..90)", e.Acked)
 		}
 	})
 }

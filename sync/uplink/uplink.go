@@ -134,6 +134,9 @@ type Config struct {
 	Logger     *slog.Logger
 	MaxRecords int           // per batch, default 4000
 	MaxBytes   int           // payload bytes per batch, default 1 MiB
+	// InFlight is how many batches may be on the way at once (default 2),
+	// so a long round trip does not idle the link between batches.
+	InFlight int
 	RateBytes  int           // optional cap on upload bytes per second
 	MinBackoff time.Duration // default 500 ms
 	MaxBackoff time.Duration // default 60 s
@@ -187,6 +190,12 @@ func New(cfg Config) *Uplink {
 	if cfg.MaxBytes <= 0 || cfg.MaxBytes > wire.MaxBatchRawBytes/2 {
 		cfg.MaxBytes = 1 << 20
 	}
+	if cfg.InFlight <= 0 {
+		cfg.InFlight = 2
+	}
+	// The hub accepts at most wire.MaxAhead records beyond its contiguous
+	// prefix; a window must fit.
+	cfg.InFlight = max(1, min(cfg.InFlight, wire.MaxAhead/cfg.MaxRecords))
 	if cfg.MinBackoff <= 0 {
 		cfg.MinBackoff = 500 * time.Millisecond
 	}
@@ -355,17 +364,71 @@ func (u *Uplink) cycle(ctx context.Context, nextPull *time.Time) error {
 	return nil
 }
 
-// SendOnce sends one batch from the first unacknowledged record and applies
-// the ack. It returns how many records the batch held (0: nothing to send).
+// SendOnce sends the next window of batches from the first unacknowledged
+// record — up to InFlight batches at once, each on its own request — and
+// applies the highest ack. It returns how many records it sent (0: nothing
+// to send). Batches may reach the hub out of order; the hub keeps those
+// ahead of a gap and acknowledges only a contiguous prefix, so the edge
+// never drops a record the hub does not hold.
 func (u *Uplink) SendOnce(ctx context.Context, enr Enrolment) (int, error) {
 	st, err := u.cfg.Outbox.Stats()
 	if err != nil {
 		return 0, err
 	}
-	recs, err := u.cfg.Outbox.Pending(st.AckedSeq, u.cfg.MaxRecords, u.cfg.MaxBytes)
-	if err != nil || len(recs) == 0 {
+	var batches [][]wire.Record
+	for after := st.AckedSeq; len(batches) < u.cfg.InFlight; {
+		recs, err := u.cfg.Outbox.Pending(after, u.cfg.MaxRecords, u.cfg.MaxBytes)
+		if err != nil {
+			return 0, err
+		}
+		if len(recs) == 0 {
+			break
+		}
+		batches = append(batches, recs)
+		after = recs[len(recs)-1].Seq
+	}
+	if len(batches) == 0 {
+		return 0, nil
+	}
+	acks := make([]uint64, len(batches))
+	errs := make([]error, len(batches))
+	var wg sync.WaitGroup
+	for i, recs := range batches {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			acks[i], errs[i] = u.sendBatch(ctx, enr, recs)
+		}()
+	}
+	wg.Wait()
+	var acked uint64
+	for i := range batches {
+		if errs[i] == nil {
+			acked = max(acked, acks[i])
+		}
+	}
+	// Apply what the hub holds even when part of the window failed.
+	if acked > 0 {
+		if _, err := u.cfg.Outbox.Ack(acked); err != nil {
+			return 0, &refusedError{err.Error()}
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
 		return 0, err
 	}
+	last := batches[len(batches)-1]
+	if acked < last[len(last)-1].Seq {
+		return 0, fmt.Errorf("hub acknowledged only up to %d of a window ending at %d", acked, last[len(last)-1].Seq)
+	}
+	n := 0
+	for _, b := range batches {
+		n += len(b)
+	}
+	return n, nil
+}
+
+// sendBatch sends one batch and returns the hub's ack.
+func (u *Uplink) sendBatch(ctx context.Context, enr Enrolment, recs []wire.Record) (uint64, error) {
 	for i := range recs {
 		recs[i].School = enr.School
 	}
@@ -390,19 +453,12 @@ func (u *Uplink) SendOnce(ctx context.Context, enr Enrolment) (int, error) {
 	if err := json.Unmarshal(raw, &ack); err != nil {
 		return 0, fmt.Errorf("hub's ack is not JSON: %w", err)
 	}
-	dropped, err := u.cfg.Outbox.Ack(ack.Acked)
-	if err != nil {
-		return 0, &refusedError{err.Error()}
-	}
 	u.mu.Lock()
 	u.st.SentRecords += uint64(len(recs))
 	u.st.SentBytes += uint64(len(body))
 	u.mu.Unlock()
-	u.log.Debug("batch sent", "first", recs[0].Seq, "n", len(recs), "bytes", len(body), "acked", ack.Acked, "dropped", dropped, "dups", ack.Dups)
-	if ack.Acked < recs[len(recs)-1].Seq {
-		return 0, fmt.Errorf("hub acknowledged only up to %d of a batch ending at %d", ack.Acked, recs[len(recs)-1].Seq)
-	}
-	return len(recs), nil
+	u.log.Debug("batch sent", "first", recs[0].Seq, "n", len(recs), "bytes", len(body), "acked", ack.Acked, "dups", ack.Dups)
+	return ack.Acked, nil
 }
 
 // do sends a signed request, correcting the edge clock by the hub's once

@@ -24,6 +24,10 @@ const (
 	MaxBatchRawBytes = 4 << 20  // decompressed batch JSON
 	MaxBatchBytes    = 2 << 20  // compressed batch on the wire
 	MaxSchoolLen     = 32
+	// MaxAhead is how far beyond its acknowledged sequence the hub accepts
+	// a batch: an edge may have a few batches in flight at once, and they
+	// can arrive out of order. Further ahead is a real gap (data lost).
+	MaxAhead = 4 * MaxBatchRecords
 )
 
 // Record is one outbox entry as it travels: Seq is the edge's sequence

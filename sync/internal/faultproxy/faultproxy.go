@@ -47,6 +47,9 @@ type Proxy struct {
 	mu     sync.Mutex
 	conns  map[net.Conn]struct{}
 	wg     sync.WaitGroup
+	// One limiter per direction shared by every connection: the link's rate
+	// is the link's, however many connections share it.
+	upLim, downLim *rate.Limiter
 }
 
 // Start listens on 127.0.0.1:0.
@@ -56,6 +59,10 @@ func Start(cfg Config) (*Proxy, error) {
 		return nil, err
 	}
 	p := &Proxy{ln: ln, cfg: cfg, conns: map[net.Conn]struct{}{}}
+	if cfg.Rate > 0 {
+		p.upLim = rate.NewLimiter(rate.Limit(cfg.Rate), 1500)
+		p.downLim = rate.NewLimiter(rate.Limit(cfg.Rate), 1500)
+	}
 	p.target.Store(&cfg.Target)
 	p.wg.Add(1)
 	go p.accept()
@@ -133,8 +140,8 @@ func (p *Proxy) serve(c net.Conn, f Fault) {
 		p.track(s, false)
 	}()
 	done := make(chan struct{}, 2)
-	go func() { p.pipe(s, c, f.CutUpAfter, &p.up); done <- struct{}{} }()
-	go func() { p.pipe(c, s, f.CutDownAfter, &p.down); done <- struct{}{} }()
+	go func() { p.pipe(s, c, f.CutUpAfter, &p.up, p.upLim); done <- struct{}{} }()
+	go func() { p.pipe(c, s, f.CutDownAfter, &p.down, p.downLim); done <- struct{}{} }()
 	<-done // either side ending (or a cut) ends both
 }
 
@@ -145,11 +152,7 @@ type chunk struct {
 
 // pipe copies src to dst, cutting after cut bytes, delaying each chunk by
 // Delay and pacing at Rate.
-func (p *Proxy) pipe(dst, src net.Conn, cut int, count *atomic.Int64) {
-	var lim *rate.Limiter
-	if p.cfg.Rate > 0 {
-		lim = rate.NewLimiter(rate.Limit(p.cfg.Rate), 1500)
-	}
+func (p *Proxy) pipe(dst, src net.Conn, cut int, count *atomic.Int64, lim *rate.Limiter) {
 	q := make(chan chunk, 4096)
 	stop := make(chan struct{})
 	defer close(stop)
