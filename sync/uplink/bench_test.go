@@ -144,7 +144,7 @@ func TestSyncBench(t *testing.T) {
 	ideal := time.Duration(float64(up) / float64(rateBytes) * float64(time.Second))
 	t.Logf("drain through %d bit/s, %s RTT: %d records in %s; %d batch bytes (gzip) sent, %d bytes up on the wire incl. HTTP, %d down",
 		*benchRate, *benchRTT, total, wall.Round(time.Millisecond), st.SentBytes, up, down)
-	t.Logf("  %.1f wire bytes/record (payload JSON alone %.1f B/record); wire bytes ÷ link rate = %s; wall/ideal = %.2f; batches of up to 4000 records, one in flight (stop-and-wait: each costs an RTT)",
+	t.Logf("  %.1f wire bytes/record (payload JSON alone %.1f B/record); wire bytes ÷ link rate = %s; wall/ideal = %.2f; batches of up to 4000 records, two in flight",
 		float64(up)/float64(total), float64(rawPayload)/float64(total), ideal.Round(time.Millisecond), wall.Seconds()/ideal.Seconds())
 	if n := len(hubRecords(t, th.Store, "s1")); n != total {
 		t.Fatalf("hub holds %d of %d", n, total)

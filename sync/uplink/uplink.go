@@ -132,11 +132,11 @@ type Config struct {
 	Identity   Identity
 	Client     *http.Client
 	Logger     *slog.Logger
-	MaxRecords int           // per batch, default 4000
-	MaxBytes   int           // payload bytes per batch, default 1 MiB
+	MaxRecords int // per batch, default 4000
+	MaxBytes   int // payload bytes per batch, default 1 MiB
 	// InFlight is how many batches may be on the way at once (default 2),
 	// so a long round trip does not idle the link between batches.
-	InFlight int
+	InFlight   int
 	RateBytes  int           // optional cap on upload bytes per second
 	MinBackoff time.Duration // default 500 ms
 	MaxBackoff time.Duration // default 60 s
