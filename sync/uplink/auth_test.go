@@ -2,6 +2,7 @@ package uplink_test
 
 import (
 	"context"
+	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -152,5 +153,37 @@ func TestEnrolmentTokenOnce(t *testing.T) {
 	}
 	if _, err := enrolWith(ctx, c, th.URL, exp); err == nil || !strings.Contains(err.Error(), "invalid_token") {
 		t.Fatalf("expired token: %v", err)
+	}
+}
+
+// TestHubRefusesBadBodies: a signed request from an enrolled edge with a
+// body over the limit or not a batch is refused with a clear code, and
+// stores nothing.
+func TestHubRefusesBadBodies(t *testing.T) {
+	t.Parallel()
+	th := startHub(t, openBoltHub(t, t.TempDir()))
+	e := newEdge(t, nil)
+	enrol(t, th.Store, th.URL, "s1", e)
+	send := func(body []byte) (int, string) {
+		req, _ := http.NewRequest(http.MethodPost, th.URL+"/api/v1/sync/batch", strings.NewReader(string(body)))
+		if err := wire.Sign(req, e.Key, time.Now(), body); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if st, body := send(make([]byte, wire.MaxBatchBytes+1)); st != http.StatusRequestEntityTooLarge || !strings.Contains(body, "too_large") {
+		t.Errorf("oversized: %d %s", st, body)
+	}
+	if st, body := send([]byte(`{"edge":"x"}`)); st != http.StatusBadRequest || !strings.Contains(body, "invalid_batch") {
+		t.Errorf("not gzip: %d %s", st, body)
+	}
+	if n := len(hubRecords(t, th.Store, "s1")); n != 0 {
+		t.Fatalf("hub stored %d records", n)
 	}
 }
