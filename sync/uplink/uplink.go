@@ -310,6 +310,7 @@ func (u *Uplink) Run(ctx context.Context) {
 				select {
 				case <-ctx.Done():
 					return
+				case <-u.wake: // an enrolment does not wait out the backoff
 				case <-time.After(max(wait, 0)):
 				}
 			}
