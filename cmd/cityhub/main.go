@@ -34,8 +34,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready fun
 	fs.SetOutput(stderr)
 	data := fs.String("data", "./hubdata", "data `dir`: hub.db and blobs; created on first start")
 	listen := fs.String("listen", ":8090", "HTTP listen `addr`; with 127.0.0.1:0 a free port is picked and logged")
+	dbURL := fs.String("db", "", "sync store: empty for DATA/sync.db (bbolt), or a `postgres://` URL shared by several cityhub replicas")
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage:\n  cityhub [flags]                 serve the catalogue\n  cityhub [flags] import FOLDER   register media files, print ID<TAB>PATH\n\nFlags:\n")
+		fmt.Fprintf(fs.Output(), "Usage:\n  cityhub [flags]                 serve the catalogue and sync\n  cityhub [flags] import FOLDER   register media files, print ID<TAB>PATH\n%s\nFlags:\n", syncUsage)
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -46,6 +47,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready fun
 	}
 	log := slog.New(slog.NewTextHandler(stderr, nil))
 	rest := fs.Args()
+	if len(rest) > 0 && syncCommands[rest[0]] {
+		sst, err := openSyncStore(ctx, *data, *dbURL)
+		if err != nil {
+			fmt.Fprintln(stderr, "cityhub:", err)
+			return 1
+		}
+		defer sst.Close()
+		return runSync(ctx, sst, rest, stdout, stderr)
+	}
 	if len(rest) > 0 && rest[0] != "import" {
 		fmt.Fprintf(stderr, "cityhub: unknown command %q (want import FOLDER)\n", rest[0])
 		return 2
@@ -74,12 +84,18 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready fun
 		return 0
 	}
 
+	sst, err := openSyncStore(ctx, *data, *dbURL)
+	if err != nil {
+		fmt.Fprintln(stderr, "cityhub:", err)
+		return 1
+	}
+	defer sst.Close()
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
 		fmt.Fprintf(stderr, "cityhub: listen on %s: %v (choose another with -listen)\n", *listen, err)
 		return 1
 	}
-	handler, err := withFirmware(*data, catalog.Handler(st, log), log)
+	handler, err := withFirmware(*data, hubHandler(catalog.Handler(st, log), sst, log), log)
 	if err != nil {
 		fmt.Fprintln(stderr, "cityhub:", err)
 		return 1

@@ -21,6 +21,9 @@ func main() {
 	if len(os.Args) > 1 && os.Args[1] == "reset-admin-token" {
 		os.Exit(resetAdminToken(os.Args[2:]))
 	}
+	if len(os.Args) > 1 && os.Args[1] == "enrol" {
+		os.Exit(enrol(os.Args[2:]))
+	}
 	cfg, err := config.Parse("edged", os.Args[1:], os.Stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		return

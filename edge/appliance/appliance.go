@@ -28,6 +28,8 @@ import (
 	"github.com/campusedge/campusedge/edge/fleet"
 	"github.com/campusedge/campusedge/edge/identity"
 	"github.com/campusedge/campusedge/edge/store"
+	"github.com/campusedge/campusedge/sync/outbox"
+	"github.com/campusedge/campusedge/sync/uplink"
 )
 
 // Migrations is the ordered schema history of edge.db. Append only: a
@@ -44,6 +46,9 @@ func Migrations() []store.Migration {
 		}},
 		{Name: "resource cache: catalogue items, sync cursor", Up: cache.Migrate},
 		{Name: "resource cache: pins, timetable, upload queue", Up: cache.MigratePolicy},
+		{Name: "sync: outbox, enrolment, downlink documents", Up: func(tx *bolt.Tx) error {
+			return errors.Join(outbox.Migrate(tx), uplink.Migrate(tx))
+		}},
 	}
 }
 
@@ -146,6 +151,20 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts Options)
 		_ = ln.Close()
 		return err
 	}
+	// Sync with the city (sync/): the outbox every capability appends to, and
+	// the uplink/downlink to -cloud. Both stop before the store closes.
+	ob := outbox.New(outbox.Config{DB: st.DB()})
+	defer ob.Close()
+	up := uplink.New(uplink.Config{Hub: cfg.Cloud, DB: st.DB(), Outbox: ob, Identity: id, RateBytes: cfg.SyncRate, Logger: log.With("component", "sync")})
+	up.Register(srv)
+	checks["sync"] = up.Check // set before HTTP serves: the map is read-only from then on
+	if en, ok, err := uplink.LoadEnrolment(st.DB()); err == nil && ok && en.School != cfg.School {
+		log.Warn("this edge is enrolled for another school code than -school; records go to the enrolled school", "enrolled_school", en.School, "school_flag", cfg.School)
+	}
+	syncCtx, stopSync := context.WithCancel(ctx)
+	syncDone := make(chan struct{})
+	go func() { defer close(syncDone); up.Run(syncCtx) }()
+	defer func() { stopSync(); <-syncDone }()
 	hs := &http.Server{
 		Handler:           srv,
 		ReadHeaderTimeout: 10 * time.Second,

@@ -51,6 +51,8 @@ type Config struct {
 	CacheBandwidth    string `json:"cache_bandwidth"`     // e.g. "07:30-17:00=4M,default=unlimited"
 	CachePrefetchDays int    `json:"cache_prefetch_days"` // timetable horizon
 	CacheUploadMax    string `json:"cache_upload_max"`    // largest teacher upload
+	// SyncRate caps the uplink's upload in bytes per second (0: no cap).
+	SyncRate int `json:"sync_rate"`
 }
 
 // Defaults are the embedded defaults: `edged` with no flags runs on them.
@@ -72,7 +74,7 @@ func Parse(name string, args []string, stderr io.Writer) (Config, error) {
 	d := Defaults()
 	var c Config
 	var ifaces, file string
-	fs.StringVar(&file, "config", "", "optional JSON config `file` (keys: data, listen, cloud, school, school_name, mdns, mdns_interfaces, log_level, fw_root, fw_keys, fw_target, fw_channel, fw_rate, fw_wave, fw_wave_interval (nanoseconds), cache_quota, cache_bandwidth, cache_prefetch_days, cache_upload_max); flags override it")
+	fs.StringVar(&file, "config", "", "optional JSON config `file` (keys: data, listen, cloud, school, school_name, mdns, mdns_interfaces, log_level, fw_root, fw_keys, fw_target, fw_channel, fw_rate, fw_wave, fw_wave_interval (nanoseconds), cache_quota, cache_bandwidth, cache_prefetch_days, cache_upload_max, sync_rate); flags override it")
 	fs.StringVar(&c.DataDir, "data", d.DataDir, "data `dir`: store (edge.db), admin-token, blobs; created on first start")
 	fs.StringVar(&c.Listen, "listen", d.Listen, "HTTP listen `addr`; with 127.0.0.1:0 a free port is picked and logged")
 	fs.StringVar(&c.Cloud, "cloud", d.Cloud, "city cloud (cityhub) base `URL`; empty runs offline and sync waits")
@@ -92,6 +94,7 @@ func Parse(name string, args []string, stderr io.Writer) (Config, error) {
 	fs.StringVar(&c.CacheBandwidth, "cache-bandwidth", d.CacheBandwidth, "WAN cap `schedule` for cache downloads, e.g. \"07:30-17:00=4M,default=unlimited\" (bits/s, local time)")
 	fs.IntVar(&c.CachePrefetchDays, "cache-prefetch-days", d.CachePrefetchDays, "prefetch resources the timetable needs in the next `N` days")
 	fs.StringVar(&c.CacheUploadMax, "cache-upload-max", d.CacheUploadMax, "largest teacher upload (`size`)")
+	fs.IntVar(&c.SyncRate, "sync-rate", d.SyncRate, "cap city sync uploads at this many `bytes` per second (0: no cap)")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: %s [flags]\n\n%s runs the CampusEdge school appliance. With no flags it starts on embedded\ndefaults: data in ./data, HTTP on :8080, DNS-SD on, no cloud.\n\nFlags:\n", name, name)
 		fs.PrintDefaults()
@@ -148,6 +151,8 @@ func Parse(name string, args []string, stderr io.Writer) (Config, error) {
 			out.CachePrefetchDays = c.CachePrefetchDays
 		case "cache-upload-max":
 			out.CacheUploadMax = c.CacheUploadMax
+		case "sync-rate":
+			out.SyncRate = c.SyncRate
 		}
 	})
 	return out, out.Validate()
@@ -215,6 +220,9 @@ func (c Config) Validate() error {
 	}
 	if len(c.SchoolName) > 63 {
 		return fmt.Errorf("-school-name is %d bytes; DNS-SD allows at most 63", len(c.SchoolName))
+	}
+	if c.SyncRate < 0 {
+		return fmt.Errorf("-sync-rate %d must be 0 (no cap) or a number of bytes per second", c.SyncRate)
 	}
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":

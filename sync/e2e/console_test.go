@@ -1,0 +1,85 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+)
+
+const chromiumPath = "/usr/lib/chromium/chromium"
+
+// TestConsoleSyncPanel drives the console's sync panel in real headless
+// Chromium against real edged and cityhub binaries: the panel shows
+// not_enrolled, refuses a wrong token with the hub's reason, enrols with the
+// right one, then shows the link up and the backlog drained.
+func TestConsoleSyncPanel(t *testing.T) {
+	if _, err := os.Stat(chromiumPath); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("chromium is required in CI: %v", err)
+		}
+		t.Skipf("chromium not installed: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	dir := t.TempDir()
+	hubDir, edgeDir := filepath.Join(dir, "hub"), filepath.Join(dir, "edge")
+	cli(t, "cityhub", "-data", hubDir, "school", "add", "s9", "No. 9 School")
+	tok := strings.TrimSpace(cli(t, "cityhub", "-data", hubDir, "enrol-token", "s9"))
+	_, hubURL := start(t, "cityhub", "-data", hubDir, "-listen", "127.0.0.1:0")
+	_, url := start(t, "edged", "-data", edgeDir, "-listen", "127.0.0.1:0", "-mdns=false", "-cloud", hubURL, "-school", "s9")
+	admin := adminToken(t, edgeDir)
+
+	var browserLog syncBuf
+	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(chromiumPath), chromedp.Headless, chromedp.NoSandbox, chromedp.DisableGPU, chromedp.NoFirstRun,
+		chromedp.Flag("disable-quic", true), chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true), chromedp.Flag("disable-sync", true),
+		chromedp.UserDataDir(t.TempDir()), chromedp.CombinedOutput(&browserLog))
+	allocCtx, allocCancel := chromedp.NewExecAllocator(ctx, opts...)
+	defer allocCancel()
+	bctx, bcancel := chromedp.NewContext(allocCtx, chromedp.WithLogf(func(string, ...any) {}))
+	defer bcancel()
+	if _, err := chromedp.Run(bctx, chromedp.Navigate(url+"/")); err != nil {
+		t.Fatalf("chromium: %v\n%s", err, browserLog.String())
+	}
+	js := func(s string) string { b, _ := json.Marshal(s); return string(b) }
+	do := func(expr string) {
+		t.Helper()
+		if _, err := chromedp.Run(bctx, chromedp.Evaluate[any](expr)); err != nil {
+			t.Fatalf("evaluate %s: %v", expr, err)
+		}
+	}
+	poll := func(what, expr string) {
+		t.Helper()
+		pctx, pcancel := context.WithTimeout(bctx, 15*time.Second)
+		defer pcancel()
+		if _, err := chromedp.Run(pctx, chromedp.Poll[bool](expr, chromedp.WithPollingInterval(50*time.Millisecond))); err != nil {
+			text, _ := chromedp.Run(bctx, chromedp.Evaluate[string](`document.body.innerText`))
+			t.Fatalf("%s: %v\npage:\n%s", what, err, text)
+		}
+	}
+	do(`document.getElementById("token").value = ` + js(admin) + `; document.getElementById("signin-form").requestSubmit(); true`)
+	poll("panel shows not_enrolled", `document.getElementById("sync-link").textContent === "not_enrolled" && !document.getElementById("sync-enrol").hidden`)
+	do(`document.getElementById("sync-token").value = "not-a-token"; document.getElementById("sync-enrol").requestSubmit(); true`)
+	poll("wrong token refused with the hub's reason", `document.getElementById("sync-enrol-error").textContent.includes("invalid_token")`)
+	do(`document.getElementById("sync-token").value = ` + js(tok) + `; document.getElementById("sync-enrol").requestSubmit(); true`)
+	poll("link up after enrolment", `document.getElementById("sync-link").textContent === "up" && document.getElementById("sync-enrol").hidden`)
+	for i := range 5 {
+		req, _ := http.NewRequest(http.MethodPost, url+"/api/v1/sync/records", strings.NewReader(fmt.Sprintf(`{"kind":"session.log","payload":{"i":%d}}`, i)))
+		req.Header.Set("Authorization", "Bearer "+admin)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil || resp.StatusCode != http.StatusCreated {
+			t.Fatalf("append: %v %v", err, resp)
+		}
+		resp.Body.Close()
+	}
+	poll("panel shows the records sent and nothing waiting", `document.querySelector('[data-sync="sent"]').textContent.startsWith("5 records") && document.querySelector('[data-sync="backlog"]').textContent === "0" && document.querySelector('[data-sync="school"]').textContent === "s9"`)
+}

@@ -1,0 +1,269 @@
+package hub
+
+import (
+	"context"
+	"crypto/ed25519"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/campusedge/campusedge/edge/identity"
+	"github.com/campusedge/campusedge/sync/wire"
+)
+
+// MaxChangesPage bounds one downlink answer.
+const MaxChangesPage = 20
+
+// Server serves the sync endpoints edges call.
+type Server struct {
+	st  Store
+	log *slog.Logger
+	now func() time.Time
+	mux *http.ServeMux
+
+	batches  *prometheus.CounterVec
+	records  *prometheus.CounterVec
+	rejected *prometheus.CounterVec
+}
+
+// Config wires a Server.
+type Config struct {
+	Store    Store
+	Logger   *slog.Logger
+	Registry prometheus.Registerer // optional
+	Now      func() time.Time      // default time.Now
+}
+
+// NewServer builds the handler.
+func NewServer(cfg Config) *Server {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	s := &Server{st: cfg.Store, log: cfg.Logger, now: cfg.Now, mux: http.NewServeMux(),
+		batches:  prometheus.NewCounterVec(prometheus.CounterOpts{Name: "cityhub_sync_batches_total", Help: "Batches received, by result."}, []string{"result"}),
+		records:  prometheus.NewCounterVec(prometheus.CounterOpts{Name: "cityhub_sync_records_total", Help: "Records received: new or duplicate."}, []string{"kind"}),
+		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "cityhub_sync_rejected_requests_total", Help: "Refused edge requests by error code."}, []string{"code"}),
+	}
+	if cfg.Registry != nil {
+		cfg.Registry.MustRegister(s.batches, s.records, s.rejected)
+	}
+	s.mux.HandleFunc("POST /api/v1/sync/enrol", s.enrol)
+	s.mux.HandleFunc("POST /api/v1/sync/batch", s.signed(wire.MaxBatchBytes, s.batch))
+	s.mux.HandleFunc("GET /api/v1/sync/changes", s.signed(0, s.changes))
+	s.mux.HandleFunc("GET /api/v1/sync/status", s.signed(0, s.status))
+	return s
+}
+
+// ServeHTTP implements http.Handler; every answer carries the hub's time.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set(wire.HeaderHubTime, strconv.FormatInt(s.now().UnixMilli(), 10))
+	s.mux.ServeHTTP(w, r)
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func (s *Server) fail(w http.ResponseWriter, status int, code, msg string) {
+	s.rejected.WithLabelValues(code).Inc()
+	writeJSON(w, status, map[string]any{"error": map[string]string{"code": code, "message": msg}})
+}
+
+// maxEnrolBytes bounds the enrolment body.
+const maxEnrolBytes = 4 << 10
+
+func (s *Server) enrol(w http.ResponseWriter, r *http.Request) {
+	var req wire.EnrolRequest
+	dec := json.NewDecoder(io.LimitReader(r.Body, maxEnrolBytes))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		s.fail(w, http.StatusBadRequest, "invalid_body", "enrolment body must be JSON {token, edge_id, public_key, proof}: "+err.Error())
+		return
+	}
+	pub, err := base64.StdEncoding.DecodeString(req.PublicKey)
+	if err != nil || len(pub) != ed25519.PublicKeySize {
+		s.fail(w, http.StatusBadRequest, "invalid_key", "public_key must be a base64 ed25519 public key")
+		return
+	}
+	if identity.IDFromKey(pub) != req.EdgeID {
+		s.fail(w, http.StatusBadRequest, "invalid_key", "edge_id does not match the public key")
+		return
+	}
+	proof, err := base64.StdEncoding.DecodeString(req.Proof)
+	if err != nil || !ed25519.Verify(pub, wire.EnrolProofString(req.Token, req.EdgeID, req.PublicKey), proof) {
+		s.fail(w, http.StatusUnauthorized, "bad_signature", "the proof is not signed by this key")
+		return
+	}
+	e, err := s.st.Enrol(r.Context(), identity.HashToken(req.Token), Edge{ID: req.EdgeID, PublicKey: pub}, s.now())
+	switch {
+	case errors.Is(err, ErrTokenInvalid):
+		s.fail(w, http.StatusUnauthorized, "invalid_token", "the enrolment token is unknown, already used or expired; ask the city for a new one (cityhub enrol-token -school CODE)")
+		return
+	case errors.Is(err, ErrExists):
+		s.fail(w, http.StatusConflict, "edge_conflict", err.Error())
+		return
+	case err != nil:
+		s.log.Error("enrol", "edge", req.EdgeID, "err", err)
+		s.fail(w, http.StatusInternalServerError, "internal", "could not enrol: "+err.Error())
+		return
+	}
+	sc, _ := s.st.School(r.Context(), e.School)
+	s.log.Info("edge enrolled", "edge", e.ID, "school", e.School)
+	writeJSON(w, http.StatusOK, wire.EnrolResponse{Edge: e.ID, School: e.School, Name: sc.Name})
+}
+
+type edgeKey struct{}
+
+// signed authenticates an edge request: known, not revoked, signature
+// valid, time within MaxSkew of the hub's, nonce never seen.
+func (s *Server) signed(maxBody int64, h func(w http.ResponseWriter, r *http.Request, e Edge, body []byte)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		body, err := io.ReadAll(io.LimitReader(r.Body, maxBody+1))
+		if err != nil {
+			s.fail(w, http.StatusBadRequest, "invalid_body", "could not read the body: "+err.Error())
+			return
+		}
+		if int64(len(body)) > maxBody {
+			s.fail(w, http.StatusRequestEntityTooLarge, "too_large", "body larger than "+strconv.FormatInt(maxBody, 10)+" bytes")
+			return
+		}
+		sig, err := wire.ParseSigned(r, body)
+		if err != nil {
+			s.fail(w, http.StatusUnauthorized, "unsigned", "this call must be signed by an enrolled edge: "+err.Error())
+			return
+		}
+		e, err := s.st.Edge(r.Context(), sig.Edge)
+		if errors.Is(err, ErrNotFound) {
+			s.fail(w, http.StatusUnauthorized, "unknown_edge", "edge "+sig.Edge+" is not enrolled; enrol it with a token from the city (edged enrol)")
+			return
+		} else if err != nil {
+			s.fail(w, http.StatusInternalServerError, "internal", err.Error())
+			return
+		}
+		if !sig.Verify(e.PublicKey) {
+			s.fail(w, http.StatusUnauthorized, "bad_signature", "signature does not verify with the enrolled key of edge "+e.ID)
+			return
+		}
+		if e.Revoked {
+			s.fail(w, http.StatusForbidden, "edge_revoked", "edge "+e.ID+" was revoked by the city; enrol it again with a new token")
+			return
+		}
+		now := s.now()
+		if d := now.Sub(sig.Time); d > wire.MaxSkew || d < -wire.MaxSkew {
+			s.fail(w, http.StatusUnauthorized, "clock_skew", "request time is "+d.Round(time.Second).String()+" away from the hub's; sign with the hub time in "+wire.HeaderHubTime)
+			return
+		}
+		// A nonce is kept past the skew window on both sides, so a replay is
+		// either too old or caught here.
+		if err := s.st.UseNonce(r.Context(), e.ID, sig.Nonce, now.Add(2*wire.MaxSkew), now); errors.Is(err, ErrReplay) {
+			s.fail(w, http.StatusUnauthorized, "replayed", "this signed request was already used")
+			return
+		} else if err != nil {
+			s.fail(w, http.StatusInternalServerError, "internal", err.Error())
+			return
+		}
+		h(w, r, e, body)
+	}
+}
+
+func (s *Server) batch(w http.ResponseWriter, r *http.Request, e Edge, body []byte) {
+	b, err := wire.DecodeBatch(body)
+	if err != nil {
+		s.batches.WithLabelValues("invalid").Inc()
+		s.fail(w, http.StatusBadRequest, "invalid_batch", err.Error())
+		return
+	}
+	if b.Edge != e.ID {
+		s.batches.WithLabelValues("forbidden").Inc()
+		s.fail(w, http.StatusForbidden, "wrong_edge", "batch names edge "+b.Edge+" but is signed by edge "+e.ID)
+		return
+	}
+	if b.School != e.School {
+		s.batches.WithLabelValues("forbidden").Inc()
+		s.fail(w, http.StatusForbidden, "wrong_school", "edge "+e.ID+" belongs to school "+e.School+", not "+b.School)
+		return
+	}
+	for _, rec := range b.Records {
+		if rec.School != "" && rec.School != e.School {
+			s.batches.WithLabelValues("forbidden").Inc()
+			s.fail(w, http.StatusForbidden, "wrong_school", "record "+rec.ID+" claims school "+rec.School+"; edge "+e.ID+" may only write for "+e.School+"; nothing of this batch was stored")
+			return
+		}
+	}
+	res, err := s.st.Ingest(r.Context(), e.ID, e.School, b.Records, s.now())
+	var gap *GapError
+	switch {
+	case errors.As(err, &gap):
+		s.batches.WithLabelValues("gap").Inc()
+		s.log.Error("edge sent a batch beyond a gap", "edge", e.ID, "acked", gap.Acked, "first", gap.First)
+		writeJSON(w, http.StatusConflict, map[string]any{"error": map[string]string{"code": "sequence_gap", "message": gap.Error() + "; the edge's records in between are missing (restored store?)"}, "acked": gap.Acked})
+		return
+	case errors.Is(err, ErrSeqConflict):
+		s.batches.WithLabelValues("conflict").Inc()
+		s.fail(w, http.StatusConflict, "sequence_conflict", err.Error())
+		return
+	case err != nil:
+		s.batches.WithLabelValues("error").Inc()
+		s.log.Error("ingest", "edge", e.ID, "err", err)
+		s.fail(w, http.StatusServiceUnavailable, "store_unavailable", "could not store the batch; retry later: "+err.Error())
+		return
+	}
+	s.batches.WithLabelValues("ok").Inc()
+	s.records.WithLabelValues("new").Add(float64(res.Accepted))
+	s.records.WithLabelValues("duplicate").Add(float64(res.Dups))
+	s.log.Debug("batch", "edge", e.ID, "school", e.School, "first", b.Records[0].Seq, "n", len(b.Records), "new", res.Accepted, "dups", res.Dups, "acked", res.Acked)
+	writeJSON(w, http.StatusOK, wire.Ack{Acked: res.Acked, Accepted: res.Accepted, Dups: res.Dups})
+}
+
+func (s *Server) status(w http.ResponseWriter, r *http.Request, e Edge, _ []byte) {
+	writeJSON(w, http.StatusOK, map[string]any{"edge": e.ID, "school": e.School, "acked": e.Acked})
+}
+
+// ChangesResponse is the downlink page.
+type ChangesResponse struct {
+	Changes []Change `json:"changes"`
+	Next    uint64   `json:"next"`
+	More    bool     `json:"more"`
+}
+
+func (s *Server) changes(w http.ResponseWriter, r *http.Request, e Edge, _ []byte) {
+	since, err := strconv.ParseUint(r.URL.Query().Get("since"), 10, 64)
+	if err != nil && r.URL.Query().Get("since") != "" {
+		s.fail(w, http.StatusBadRequest, "invalid_cursor", "since must be a change number")
+		return
+	}
+	ch, err := s.st.Changes(r.Context(), e.School, since, MaxChangesPage+1)
+	if err != nil {
+		s.fail(w, http.StatusServiceUnavailable, "store_unavailable", err.Error())
+		return
+	}
+	resp := ChangesResponse{Changes: ch, Next: since}
+	if len(ch) > MaxChangesPage {
+		resp.Changes, resp.More = ch[:MaxChangesPage], true
+	}
+	if n := len(resp.Changes); n > 0 {
+		resp.Next = resp.Changes[n-1].Seq
+	}
+	if resp.Changes == nil {
+		resp.Changes = []Change{}
+	}
+	writeJSON(w, http.StatusOK, resp)
+}
+
+// Ready reports whether the store answers (for /healthz).
+func (s *Server) Ready(ctx context.Context) error {
+	_, err := s.st.Schools(ctx)
+	return err
+}

@@ -1,0 +1,108 @@
+// Package hub is cityhub's side of sync: the HTTP endpoints edges call
+// (enrolment, signed batch upload, downlink changes), the rules they apply
+// (who may write what for which school, each (edge, seq) once), and the
+// storage interface with its two backends, embedded bbolt and PostgreSQL.
+// The server is stateless apart from the Store, so several cityhub replicas
+// can share one PostgreSQL database.
+package hub
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"time"
+
+	"github.com/campusedge/campusedge/sync/wire"
+)
+
+// Errors a Store returns; the server maps them to API errors.
+var (
+	ErrNotFound     = errors.New("not found")
+	ErrExists       = errors.New("already exists")
+	ErrTokenInvalid = errors.New("enrolment token unknown, used or expired")
+	ErrReplay       = errors.New("nonce already used")
+	ErrSeqConflict  = errors.New("sequence number already holds a different record")
+)
+
+// GapError means a batch starts further beyond the hub's contiguous
+// sequence than any batch in flight could.
+type GapError struct{ Acked, First uint64 }
+
+func (e *GapError) Error() string {
+	return "batch starts at seq " + u64s(e.First) + " but the hub holds only up to " + u64s(e.Acked)
+}
+
+// School is a school the city knows.
+type School struct {
+	Code    string    `json:"code"`
+	Name    string    `json:"name"`
+	Created time.Time `json:"created"`
+}
+
+// Edge is an enrolled edge.
+type Edge struct {
+	ID        string    `json:"id"`
+	School    string    `json:"school"`
+	PublicKey []byte    `json:"public_key"`
+	Enrolled  time.Time `json:"enrolled"`
+	Revoked   bool      `json:"revoked"`
+	Acked     uint64    `json:"acked"`
+}
+
+// StoredRecord is a record as the hub holds it.
+type StoredRecord struct {
+	Edge     string    `json:"edge"`
+	School   string    `json:"school"`
+	Received time.Time `json:"received"`
+	wire.Record
+}
+
+// IngestResult is what one Ingest did.
+type IngestResult struct {
+	Acked    uint64
+	Accepted int
+	Dups     int
+}
+
+// Change is one downlink document version for a school: a whole roster or
+// timetable, replacing the previous one of its kind.
+type Change struct {
+	Seq     uint64          `json:"seq"`
+	Kind    string          `json:"kind"`
+	Created time.Time       `json:"created"`
+	Data    json.RawMessage `json:"data"`
+}
+
+// Store is everything the hub keeps. Implementations must make Enrol,
+// UseNonce and Ingest safe under concurrent callers in several processes
+// (PostgreSQL) or one process (bbolt).
+type Store interface {
+	CreateSchool(ctx context.Context, s School) error
+	School(ctx context.Context, code string) (School, error)
+	Schools(ctx context.Context) ([]School, error)
+	CreateEnrolToken(ctx context.Context, school string, tokenHash []byte, expires time.Time) error
+	// Enrol consumes the token and records the edge under the token's school.
+	// Enrolling the same key again with a fresh token of the same school is
+	// allowed (a re-installed edge); a different school is refused.
+	Enrol(ctx context.Context, tokenHash []byte, e Edge, now time.Time) (Edge, error)
+	Edge(ctx context.Context, id string) (Edge, error)
+	Edges(ctx context.Context, school string) ([]Edge, error)
+	RevokeEdge(ctx context.Context, id string) error
+	// UseNonce records (edge, nonce) until expires; ErrReplay if it is known.
+	UseNonce(ctx context.Context, edge, nonce string, expires, now time.Time) error
+	// Ingest stores each record of a consecutive run once and returns the
+	// highest sequence held with no gap below. A run may start up to
+	// wire.MaxAhead beyond that (batches in flight arrive out of order; it
+	// is kept and counted once the gap fills); further is *GapError.
+	Ingest(ctx context.Context, edge, school string, recs []wire.Record, received time.Time) (IngestResult, error)
+	// Records calls fn for the school's records, by edge then seq.
+	Records(ctx context.Context, school string, fn func(StoredRecord) error) error
+	PutChange(ctx context.Context, school, kind string, data []byte, now time.Time) (uint64, error)
+	Changes(ctx context.Context, school string, since uint64, limit int) ([]Change, error)
+	Close() error
+}
+
+func u64s(v uint64) string {
+	b, _ := json.Marshal(v)
+	return string(b)
+}

@@ -1,0 +1,608 @@
+// Package uplink is the edge's sync client for cityhub: it enrols the edge
+// once with a one-time token, then sends the outbox in signed, compressed,
+// bounded batches in sequence order and drops what the hub acknowledged,
+// and pulls roster and timetable changes since its cursor. It never holds
+// a bbolt transaction across network I/O: it reads a batch, sends it, and
+// only then writes the ack.
+package uplink
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	"golang.org/x/time/rate"
+
+	"github.com/campusedge/campusedge/sync/outbox"
+	"github.com/campusedge/campusedge/sync/wire"
+)
+
+var (
+	// BucketState holds the enrolment and the downlink cursor.
+	BucketState = []byte("sync_state")
+	// BucketDocs holds the latest roster and timetable from the hub.
+	BucketDocs  = []byte("sync_docs")
+	keyEnrol    = []byte("enrolment")
+	keyCursor   = []byte("downlink_cursor")
+	errNotEnrol = errors.New("this edge is not enrolled with the city; run: edged enrol -data DIR -cloud URL -token TOKEN")
+)
+
+// Migrate creates the uplink's buckets (an edge store migration).
+func Migrate(tx *bolt.Tx) error {
+	for _, b := range [][]byte{BucketState, BucketDocs} {
+		if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+			return fmt.Errorf("create bucket %s: %w", b, err)
+		}
+	}
+	return nil
+}
+
+// Enrolment is what the edge remembers of its enrolment.
+type Enrolment struct {
+	Hub      string    `json:"hub"`
+	Edge     string    `json:"edge"`
+	School   string    `json:"school"`
+	Name     string    `json:"school_name"`
+	Enrolled time.Time `json:"enrolled"`
+}
+
+// LoadEnrolment reads the enrolment; ok is false when the edge has none.
+func LoadEnrolment(db *bolt.DB) (e Enrolment, ok bool, err error) {
+	err = db.View(func(tx *bolt.Tx) error {
+		v := tx.Bucket(BucketState).Get(keyEnrol)
+		if v == nil {
+			return nil
+		}
+		ok = true
+		return json.Unmarshal(v, &e)
+	})
+	return e, ok, err
+}
+
+// Enrol presents the one-time token with the edge's key and stores the
+// school the hub assigned.
+func Enrol(ctx context.Context, db *bolt.DB, client *http.Client, hub, token string, id Identity) (Enrolment, error) {
+	if client == nil {
+		client = &http.Client{Timeout: 30 * time.Second}
+	}
+	pub := base64.StdEncoding.EncodeToString(id.Public())
+	req := wire.EnrolRequest{Token: token, EdgeID: id.EdgeID(), PublicKey: pub,
+		Proof: base64.StdEncoding.EncodeToString(id.Sign(wire.EnrolProofString(token, id.EdgeID(), pub)))}
+	body, _ := json.Marshal(req)
+	hr, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimRight(hub, "/")+"/api/v1/sync/enrol", bytes.NewReader(body))
+	if err != nil {
+		return Enrolment{}, fmt.Errorf("enrol: %w", err)
+	}
+	hr.Header.Set("Content-Type", "application/json")
+	resp, err := client.Do(hr)
+	if err != nil {
+		return Enrolment{}, fmt.Errorf("enrol: cannot reach the hub at %s: %w", hub, err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	if resp.StatusCode != http.StatusOK {
+		return Enrolment{}, fmt.Errorf("enrol refused by the hub (%s): %s", resp.Status, apiMessage(raw))
+	}
+	var er wire.EnrolResponse
+	if err := json.Unmarshal(raw, &er); err != nil || er.Edge != id.EdgeID() || !wire.ValidSchool(er.School) {
+		return Enrolment{}, fmt.Errorf("enrol: the hub's answer is not an enrolment of this edge: %.200s", raw)
+	}
+	e := Enrolment{Hub: hub, Edge: er.Edge, School: er.School, Name: er.Name, Enrolled: time.Now().UTC()}
+	v, _ := json.Marshal(e)
+	if err := db.Update(func(tx *bolt.Tx) error { return tx.Bucket(BucketState).Put(keyEnrol, v) }); err != nil {
+		return Enrolment{}, fmt.Errorf("enrol: save enrolment: %w", err)
+	}
+	return e, nil
+}
+
+func apiMessage(raw []byte) string {
+	var e struct {
+		Error struct{ Code, Message string } `json:"error"`
+	}
+	if json.Unmarshal(raw, &e) == nil && e.Error.Code != "" {
+		return e.Error.Code + ": " + e.Error.Message
+	}
+	return fmt.Sprintf("%.200s", raw)
+}
+
+// Identity is what the uplink needs of the edge identity.
+type Identity interface {
+	wire.Signer
+	Public() []byte
+}
+
+// Config wires the uplink.
+type Config struct {
+	Hub        string // -cloud; empty: offline
+	DB         *bolt.DB
+	Outbox     *outbox.Outbox
+	Identity   Identity
+	Client     *http.Client
+	Logger     *slog.Logger
+	MaxRecords int // per batch, default 4000
+	MaxBytes   int // payload bytes per batch, default 1 MiB
+	// InFlight is how many batches may be on the way at once (default 2),
+	// so a long round trip does not idle the link between batches.
+	InFlight   int
+	RateBytes  int           // optional cap on upload bytes per second
+	MinBackoff time.Duration // default 500 ms
+	MaxBackoff time.Duration // default 60 s
+	PullEvery  time.Duration // downlink poll, default 60 s
+	// Apply is called in the downlink transaction for every change, so a
+	// capability (timetable-driven prefetch, say) updates with it atomically.
+	Apply func(tx *bolt.Tx, kind string, data []byte) error
+}
+
+// Status is the sync state shown by GET /api/v1/sync.
+type Status struct {
+	Link          string    `json:"link"` // offline, not_enrolled, connecting, up, down, refused
+	Hub           string    `json:"hub,omitempty"`
+	School        string    `json:"school,omitempty"`
+	Backlog       uint64    `json:"backlog"`
+	OldestAt      time.Time `json:"oldest_at,omitzero"`
+	OldestAgeSecs float64   `json:"oldest_age_seconds"`
+	LastSeq       uint64    `json:"last_seq"`
+	AckedSeq      uint64    `json:"acked_seq"`
+	LastSuccess   time.Time `json:"last_success,omitzero"`
+	LastError     string    `json:"last_error,omitempty"`
+	ClockOffsetMS int64     `json:"clock_offset_ms"`
+	DownCursor    uint64    `json:"downlink_cursor"`
+	SentRecords   uint64    `json:"sent_records"`
+	SentBytes     uint64    `json:"sent_bytes"`
+}
+
+// Uplink runs the sync loop.
+type Uplink struct {
+	cfg Config
+	log *slog.Logger
+	lim *rate.Limiter
+
+	offset atomic.Int64 // hub clock minus edge clock, ms
+	mu     sync.Mutex
+	st     Status
+	wake   chan struct{}
+}
+
+// New makes an Uplink; Run starts it.
+func New(cfg Config) *Uplink {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Client == nil {
+		cfg.Client = &http.Client{Timeout: 60 * time.Second}
+	}
+	if cfg.MaxRecords <= 0 || cfg.MaxRecords > wire.MaxBatchRecords {
+		cfg.MaxRecords = 4000
+	}
+	if cfg.MaxBytes <= 0 || cfg.MaxBytes > wire.MaxBatchRawBytes/2 {
+		cfg.MaxBytes = 1 << 20
+	}
+	if cfg.InFlight <= 0 {
+		cfg.InFlight = 2
+	}
+	// The hub accepts at most wire.MaxAhead records beyond its contiguous
+	// prefix; a window must fit.
+	cfg.InFlight = max(1, min(cfg.InFlight, wire.MaxAhead/cfg.MaxRecords))
+	if cfg.MinBackoff <= 0 {
+		cfg.MinBackoff = 500 * time.Millisecond
+	}
+	if cfg.MaxBackoff <= 0 {
+		cfg.MaxBackoff = 60 * time.Second
+	}
+	if cfg.PullEvery <= 0 {
+		cfg.PullEvery = 60 * time.Second
+	}
+	u := &Uplink{cfg: cfg, log: cfg.Logger, wake: make(chan struct{}, 1)}
+	if cfg.RateBytes > 0 {
+		u.lim = rate.NewLimiter(rate.Limit(cfg.RateBytes), max(cfg.RateBytes, 4<<10))
+	}
+	u.st.Link, u.st.Hub = "offline", cfg.Hub
+	if cfg.Hub != "" {
+		u.st.Link = "connecting"
+	}
+	return u
+}
+
+// Status returns the current sync state, with the backlog read fresh.
+func (u *Uplink) Status() (Status, error) {
+	u.mu.Lock()
+	s := u.st
+	u.mu.Unlock()
+	ob, err := u.cfg.Outbox.Stats()
+	if err != nil {
+		return s, err
+	}
+	s.Backlog, s.LastSeq, s.AckedSeq, s.OldestAt = ob.Backlog, ob.LastSeq, ob.AckedSeq, ob.Oldest
+	if !ob.Oldest.IsZero() {
+		s.OldestAgeSecs = max(0, u.cfg.Outbox.Now().Sub(ob.Oldest).Seconds())
+	}
+	s.ClockOffsetMS = u.offset.Load()
+	_ = u.cfg.DB.View(func(tx *bolt.Tx) error {
+		s.DownCursor = getU64(tx.Bucket(BucketState).Get(keyCursor))
+		return nil
+	})
+	return s, nil
+}
+
+// Wake makes the loop try now (after an enrolment, say).
+func (u *Uplink) Wake() {
+	select {
+	case u.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (u *Uplink) setLink(link string, err error) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.st.Link = link
+	if err != nil {
+		u.st.LastError = err.Error()
+	} else {
+		u.st.LastError = ""
+		u.st.LastSuccess = time.Now().UTC()
+	}
+}
+
+// refusedError is a hub answer that retrying will not fix without an
+// operator (revoked, unknown edge, sequence gap); the loop still retries,
+// slowly, so a fix on the hub side is picked up.
+type refusedError struct{ msg string }
+
+func (e *refusedError) Error() string { return e.msg }
+
+// Run syncs until ctx ends. Without a hub it only waits.
+func (u *Uplink) Run(ctx context.Context) {
+	if u.cfg.Hub == "" {
+		return
+	}
+	backoff := time.Duration(0)
+	var nextPull time.Time
+	for {
+		err := u.cycle(ctx, &nextPull)
+		if ctx.Err() != nil {
+			return
+		}
+		var wait time.Duration
+		var refused *refusedError
+		switch {
+		case errors.Is(err, errNotEnrol):
+			u.setLink("not_enrolled", err)
+			backoff, wait = 0, 30*time.Second
+		case errors.As(err, &refused):
+			u.setLink("refused", err)
+			u.log.Error("hub refuses this edge's sync; an operator must act", "hub", u.cfg.Hub, "err", err)
+			backoff, wait = 0, u.cfg.MaxBackoff
+		case err != nil:
+			u.setLink("down", err)
+			backoff = min(max(2*backoff, u.cfg.MinBackoff), u.cfg.MaxBackoff)
+			// Full jitter: many edges cut by one WAN outage do not come back in step.
+			wait = time.Duration(rand.Int64N(int64(backoff)) + 1)
+			u.log.Warn("sync failed; will retry", "hub", u.cfg.Hub, "err", err, "retry_in", wait.Round(time.Millisecond))
+		default:
+			backoff = 0
+			wait = time.Until(nextPull)
+		}
+		t := time.NewTimer(max(wait, 0))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		case <-u.wake:
+			t.Stop()
+		case <-u.cfg.Outbox.Changed():
+			t.Stop()
+			if err != nil { // after a failure keep the backoff: new records wait
+				select {
+				case <-ctx.Done():
+					return
+				case <-u.wake: // an enrolment does not wait out the backoff
+				case <-time.After(max(wait, 0)):
+				}
+			}
+		}
+	}
+}
+
+// cycle sends the whole backlog and pulls changes when due.
+func (u *Uplink) cycle(ctx context.Context, nextPull *time.Time) error {
+	enr, ok, err := LoadEnrolment(u.cfg.DB)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return errNotEnrol
+	}
+	u.mu.Lock()
+	u.st.School = enr.School
+	u.mu.Unlock()
+	// A long backlog (a day offline) reports progress in the log every 10 s
+	// and once when it is all sent; GET /api/v1/sync has it live.
+	sent, began, lastLog := 0, time.Now(), time.Now()
+	for {
+		n, err := u.SendOnce(ctx, enr)
+		if err != nil {
+			if sent > 0 {
+				u.log.Info("sync interrupted", "sent", sent, "err", err)
+			}
+			return err
+		}
+		if n == 0 {
+			break
+		}
+		sent += n
+		if time.Since(lastLog) > 10*time.Second {
+			lastLog = time.Now()
+			if st, err := u.cfg.Outbox.Stats(); err == nil {
+				u.log.Info("sending backlog to the city", "sent", sent, "remaining", st.Backlog, "elapsed", time.Since(began).Round(time.Second))
+			}
+		}
+	}
+	if sent > 0 && (sent >= 1000 || time.Since(began) > 10*time.Second) {
+		u.log.Info("backlog sent to the city", "records", sent, "took", time.Since(began).Round(time.Millisecond))
+	}
+	if time.Now().After(*nextPull) {
+		if err := u.PullOnce(ctx); err != nil {
+			return err
+		}
+		*nextPull = time.Now().Add(u.cfg.PullEvery)
+	}
+	u.setLink("up", nil)
+	return nil
+}
+
+// SendOnce sends the next window of batches from the first unacknowledged
+// record — up to InFlight batches at once, each on its own request — and
+// applies the highest ack. It returns how many records it sent (0: nothing
+// to send). Batches may reach the hub out of order; the hub keeps those
+// ahead of a gap and acknowledges only a contiguous prefix, so the edge
+// never drops a record the hub does not hold.
+func (u *Uplink) SendOnce(ctx context.Context, enr Enrolment) (int, error) {
+	st, err := u.cfg.Outbox.Stats()
+	if err != nil {
+		return 0, err
+	}
+	var batches [][]wire.Record
+	for after := st.AckedSeq; len(batches) < u.cfg.InFlight; {
+		recs, err := u.cfg.Outbox.Pending(after, u.cfg.MaxRecords, u.cfg.MaxBytes)
+		if err != nil {
+			return 0, err
+		}
+		if len(recs) == 0 {
+			break
+		}
+		batches = append(batches, recs)
+		after = recs[len(recs)-1].Seq
+	}
+	if len(batches) == 0 {
+		return 0, nil
+	}
+	acks := make([]uint64, len(batches))
+	errs := make([]error, len(batches))
+	var wg sync.WaitGroup
+	for i, recs := range batches {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			acks[i], errs[i] = u.sendBatch(ctx, enr, recs)
+		}()
+	}
+	wg.Wait()
+	var acked uint64
+	for i := range batches {
+		if errs[i] == nil {
+			acked = max(acked, acks[i])
+		}
+	}
+	// Apply what the hub holds even when part of the window failed.
+	if acked > 0 {
+		if _, err := u.cfg.Outbox.Ack(acked); err != nil {
+			return 0, &refusedError{err.Error()}
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return 0, err
+	}
+	last := batches[len(batches)-1]
+	if acked < last[len(last)-1].Seq {
+		return 0, fmt.Errorf("hub acknowledged only up to %d of a window ending at %d", acked, last[len(last)-1].Seq)
+	}
+	n := 0
+	for _, b := range batches {
+		n += len(b)
+	}
+	return n, nil
+}
+
+// sendBatch sends one batch and returns the hub's ack.
+func (u *Uplink) sendBatch(ctx context.Context, enr Enrolment, recs []wire.Record) (uint64, error) {
+	for i := range recs {
+		recs[i].School = enr.School
+	}
+	body, err := wire.EncodeBatch(&wire.Batch{Edge: enr.Edge, School: enr.School, Records: recs})
+	if err != nil {
+		return 0, err
+	}
+	// The cap is paid before sending: a batch leaves once the bucket has
+	// its size, so the average stays at RateBytes (bursts up to a second's worth).
+	for left := len(body); u.lim != nil && left > 0; {
+		n := min(left, u.lim.Burst())
+		if err := u.lim.WaitN(ctx, n); err != nil {
+			return 0, err
+		}
+		left -= n
+	}
+	raw, err := u.do(ctx, http.MethodPost, "/api/v1/sync/batch", body)
+	if err != nil {
+		return 0, err
+	}
+	var ack wire.Ack
+	if err := json.Unmarshal(raw, &ack); err != nil {
+		return 0, fmt.Errorf("hub's ack is not JSON: %w", err)
+	}
+	u.mu.Lock()
+	u.st.SentRecords += uint64(len(recs))
+	u.st.SentBytes += uint64(len(body))
+	u.mu.Unlock()
+	u.log.Debug("batch sent", "first", recs[0].Seq, "n", len(recs), "bytes", len(body), "acked", ack.Acked, "dups", ack.Dups)
+	return ack.Acked, nil
+}
+
+// do sends a signed request, correcting the edge clock by the hub's once
+// if the hub says it is off.
+func (u *Uplink) do(ctx context.Context, method, pathQuery string, body []byte) ([]byte, error) {
+	for attempt := 0; ; attempt++ {
+		req, err := http.NewRequestWithContext(ctx, method, strings.TrimRight(u.cfg.Hub, "/")+pathQuery, bytes.NewReader(body))
+		if err != nil {
+			return nil, err
+		}
+		if body != nil {
+			req.Header.Set("Content-Type", "application/vnd.campusedge.batch+gzip")
+		}
+		now := u.cfg.Outbox.Now().Add(time.Duration(u.offset.Load()) * time.Millisecond)
+		if err := wire.Sign(req, u.cfg.Identity, now, body); err != nil {
+			return nil, err
+		}
+		sent := u.cfg.Outbox.Now()
+		resp, err := u.cfg.Client.Do(req)
+		if err != nil {
+			return nil, fmt.Errorf("hub %s unreachable: %w", u.cfg.Hub, err)
+		}
+		raw, rerr := io.ReadAll(io.LimitReader(resp.Body, 8<<20))
+		resp.Body.Close()
+		if ht, err := strconv.ParseInt(resp.Header.Get(wire.HeaderHubTime), 10, 64); err == nil {
+			// Midpoint of the round trip: good to well under MaxSkew.
+			mid := sent.Add(u.cfg.Outbox.Now().Sub(sent) / 2)
+			off := ht - mid.UnixMilli()
+			if old := u.offset.Swap(off); absDiff(old, off) > 60_000 {
+				u.log.Warn("edge clock differs from the hub's; signing with the hub's time", "offset", time.Duration(off)*time.Millisecond)
+			}
+		}
+		if rerr != nil {
+			return nil, fmt.Errorf("reading hub answer: %w", rerr)
+		}
+		if resp.StatusCode == http.StatusOK {
+			return raw, nil
+		}
+		msg := apiMessage(raw)
+		if resp.StatusCode == http.StatusUnauthorized && strings.HasPrefix(msg, "clock_skew") && attempt == 0 {
+			continue // offset updated from this answer
+		}
+		switch resp.StatusCode {
+		case http.StatusUnauthorized, http.StatusForbidden, http.StatusConflict, http.StatusBadRequest:
+			return nil, &refusedError{fmt.Sprintf("hub refused %s %s (%s): %s", method, pathQuery, resp.Status, msg)}
+		}
+		return nil, fmt.Errorf("hub answered %s: %s", resp.Status, msg)
+	}
+}
+
+func absDiff(a, b int64) int64 {
+	if a > b {
+		return a - b
+	}
+	return b - a
+}
+
+// changesResponse mirrors hub.ChangesResponse (the edge does not import hub).
+type changesResponse struct {
+	Changes []struct {
+		Seq  uint64          `json:"seq"`
+		Kind string          `json:"kind"`
+		Data json.RawMessage `json:"data"`
+	} `json:"changes"`
+	Next uint64 `json:"next"`
+	More bool   `json:"more"`
+}
+
+// PullOnce fetches downlink changes since the cursor, page by page; each
+// page and its cursor are written in one transaction, and a change at or
+// below the cursor is skipped, so a cut or a repeat changes nothing.
+func (u *Uplink) PullOnce(ctx context.Context) error {
+	for range 1000 {
+		var cursor uint64
+		if err := u.cfg.DB.View(func(tx *bolt.Tx) error {
+			cursor = getU64(tx.Bucket(BucketState).Get(keyCursor))
+			return nil
+		}); err != nil {
+			return err
+		}
+		raw, err := u.do(ctx, http.MethodGet, "/api/v1/sync/changes?since="+strconv.FormatUint(cursor, 10), nil)
+		if err != nil {
+			return err
+		}
+		var page changesResponse
+		if err := json.Unmarshal(raw, &page); err != nil {
+			return fmt.Errorf("downlink page is not JSON: %w", err)
+		}
+		for _, c := range page.Changes {
+			if err := ValidateDoc(c.Kind, c.Data); err != nil {
+				return &refusedError{fmt.Sprintf("downlink change %d (%s) is invalid, not applied: %v", c.Seq, c.Kind, err)}
+			}
+		}
+		applied := 0
+		err = u.cfg.DB.Update(func(tx *bolt.Tx) error {
+			st, docs := tx.Bucket(BucketState), tx.Bucket(BucketDocs)
+			cur := getU64(st.Get(keyCursor))
+			for _, c := range page.Changes {
+				if c.Seq <= cur {
+					continue
+				}
+				if err := docs.Put([]byte(c.Kind), c.Data); err != nil {
+					return err
+				}
+				if u.cfg.Apply != nil {
+					if err := u.cfg.Apply(tx, c.Kind, c.Data); err != nil {
+						return err
+					}
+				}
+				cur = c.Seq
+				applied++
+			}
+			return st.Put(keyCursor, be64(cur))
+		})
+		if err != nil {
+			return fmt.Errorf("apply downlink: %w", err)
+		}
+		if applied > 0 {
+			u.log.Info("downlink applied", "changes", applied, "next", page.Next)
+		}
+		if !page.More {
+			return nil
+		}
+	}
+	return errors.New("downlink: more than 1000 pages in one pull")
+}
+
+func be64(v uint64) []byte {
+	b := make([]byte, 8)
+	for i := 7; i >= 0; i-- {
+		b[i] = byte(v)
+		v >>= 8
+	}
+	return b
+}
+
+func getU64(b []byte) uint64 {
+	if len(b) != 8 {
+		return 0
+	}
+	var v uint64
+	for _, c := range b {
+		v = v<<8 | uint64(c)
+	}
+	return v
+}
