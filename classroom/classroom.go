@@ -13,6 +13,7 @@ import (
 	"mime"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -38,6 +39,8 @@ type Config struct {
 	// Listen is edged's HTTP listen address; an edge bound to one IP keeps
 	// its media on that IP (see sfu.ICEAddrsForListen).
 	Listen string
+	// EdgeID is sent in the control channel's welcome.
+	EdgeID string
 	Logger *slog.Logger
 }
 
@@ -46,6 +49,10 @@ type Live struct {
 	Sessions *session.Manager
 	SFU      *sfu.SFU
 	log      *slog.Logger
+	edgeID   string
+
+	mu      sync.Mutex
+	classes map[string]*class // control state by session id
 }
 
 // Mount builds sessions and the SFU and registers their routes.
@@ -57,11 +64,13 @@ func Mount(cfg Config) (*Live, error) {
 	if err != nil {
 		return nil, fmt.Errorf("live classes: %w", err)
 	}
-	l := &Live{Sessions: session.NewManager(cfg.Classroom), SFU: s, log: cfg.Logger}
+	l := &Live{Sessions: session.NewManager(cfg.Classroom), SFU: s, log: cfg.Logger, edgeID: cfg.EdgeID, classes: map[string]*class{}}
 	l.Sessions.OnEnd(func(id string) {
 		l.log.Info("session ended; closing its media", "session", id)
+		l.ended(id)
 		s.CloseRoom(id)
 	})
+	cfg.Server.HandleControl(l)
 	(&session.Handlers{M: l.Sessions, IsAdmin: cfg.IsAdmin}).Register(cfg.Server)
 	l.registerMetrics(cfg.Server.Registry())
 	srv := cfg.Server

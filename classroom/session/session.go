@@ -321,6 +321,21 @@ func (m *Manager) Authorize(id, token string) (Grant, error) {
 	return g, nil
 }
 
+// Lookup returns what token stands for, whatever its session (the control
+// channel's hello carries only the token).
+func (m *Manager) Lookup(token string) (Grant, error) {
+	if token == "" {
+		return Grant{}, ErrUnauthorized
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	g, ok := m.grants[hashToken(token)]
+	if !ok {
+		return Grant{}, ErrUnauthorized
+	}
+	return g, nil
+}
+
 func (s *Session) clone() Session {
 	c := *s
 	c.Classrooms = slices.Clone(s.Classrooms)

@@ -1,6 +1,14 @@
-// Package sfu is the edge's selective forwarding unit: one publisher per
-// room (the master teacher) sends tracks, and every packet of every track is
-// forwarded as RTP, never transcoded, to each subscriber of the room.
+// Package sfu is the edge's selective forwarding unit. A room (one live
+// session) has publishers, each labelled with a source ("master" for the
+// lesson, "classroom:<id>" for a classroom's return video, …), and
+// subscribers that each choose by a filter which sources they receive.
+// Every packet of every track is forwarded as RTP, never transcoded.
+//
+// Two kinds of subscriber exist. A WHEP subscriber is negotiated once from
+// the client's offer and keeps the tracks it got. A renegotiable subscriber
+// (the WebSocket control channel) is offered new tracks by the edge whenever
+// a publisher adds or removes one or its filter changes (a classroom goes on
+// stage), and answers each offer.
 //
 // Each subscriber track has its own bounded queue and writer goroutine; when
 // a subscriber cannot keep up its queue fills and packets are dropped for it
@@ -8,8 +16,9 @@
 // subscriber asks the publisher for a keyframe with a PLI, rate-limited per
 // track, and subscribers' own PLI/FIR are relayed the same way.
 //
-// pion's default interceptors run on both sides: NACK generator/responder,
-// RTCP sender/receiver reports, TWCC.
+// pion's default interceptors run on both sides: NACK generator/responder
+// (a subscriber's NACK is answered from the edge's own packet cache),
+// RTCP sender/receiver reports, TWCC feedback.
 package sfu
 
 import (
@@ -87,6 +96,7 @@ type SFU struct {
 
 	mu     sync.Mutex
 	rooms  map[string]*room
+	muted  map[string]bool // room + "\x00" + source
 	closed bool
 
 	forwarded, dropped atomic.Uint64 // totals over all subscribers, ever
@@ -96,21 +106,6 @@ type SFU struct {
 type Totals struct {
 	Rooms, Publishers, Subscribers int
 	Forwarded, Dropped             uint64
-}
-
-// Totals returns the edge-wide counters.
-func (s *SFU) Totals() Totals {
-	s.mu.Lock()
-	t := Totals{Rooms: len(s.rooms)}
-	for _, r := range s.rooms {
-		if r.pub != nil {
-			t.Publishers++
-		}
-		t.Subscribers += len(r.subs)
-	}
-	s.mu.Unlock()
-	t.Forwarded, t.Dropped = s.forwarded.Load(), s.dropped.Load()
-	return t
 }
 
 // New builds the pion API (default codecs and interceptors) and an empty SFU.
@@ -131,7 +126,7 @@ func New(cfg Config) (*SFU, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &SFU{cfg: cfg, log: cfg.Logger, api: a, rooms: map[string]*room{}}, nil
+	return &SFU{cfg: cfg, log: cfg.Logger, api: a, rooms: map[string]*room{}, muted: map[string]bool{}}, nil
 }
 
 // NewAPI returns a pion API with default codecs (VP8, VP9, H264, AV1, Opus,
@@ -181,17 +176,21 @@ func NewAPI(addrs []net.IP) (*webrtc.API, error) {
 	return webrtc.NewAPI(webrtc.WithMediaEngine(me), webrtc.WithInterceptorRegistry(ir), webrtc.WithSettingEngine(se)), nil
 }
 
-// room is one session's media: at most one publisher, many subscribers.
+// SourceMaster labels the lesson's publisher (WHIP, the master's control
+// channel, or a cascade from another edge).
+const SourceMaster = "master"
+
+// room is one session's media.
 type room struct {
 	id   string
-	pub  *Publisher
+	pubs map[string]*Publisher // by source
 	subs map[string]*Subscriber
 }
 
 func (s *SFU) roomLocked(id string) *room {
 	r, ok := s.rooms[id]
 	if !ok {
-		r = &room{id: id, subs: map[string]*Subscriber{}}
+		r = &room{id: id, pubs: map[string]*Publisher{}, subs: map[string]*Subscriber{}}
 		s.rooms[id] = r
 	}
 	return r
@@ -199,7 +198,8 @@ func (s *SFU) roomLocked(id string) *room {
 
 // Stats are counters of one room, for tests, metrics and the console.
 type Stats struct {
-	Publishing  bool
+	Publishing  bool // the master source is publishing
+	Publishers  int
 	Tracks      int
 	Subscribers int
 	Forwarded   uint64 // packets handed to subscriber queues
@@ -216,10 +216,14 @@ func (s *SFU) RoomStats(id string) Stats {
 		return st
 	}
 	st.Subscribers = len(r.subs)
-	pub := r.pub
+	st.Publishers = len(r.pubs)
+	st.Publishing = r.pubs[SourceMaster] != nil
+	pubs := make([]*Publisher, 0, len(r.pubs))
+	for _, p := range r.pubs {
+		pubs = append(pubs, p)
+	}
 	s.mu.Unlock()
-	if pub != nil {
-		st.Publishing = true
+	for _, pub := range pubs {
 		for _, f := range pub.forwarders() {
 			st.Tracks++
 			for _, sub := range f.subs() {
@@ -231,34 +235,85 @@ func (s *SFU) RoomStats(id string) Stats {
 	return st
 }
 
-// Publish answers a publisher's offer (non-trickle: the answer holds every
-// candidate) and starts forwarding its tracks once they arrive.
-func (s *SFU) Publish(ctx context.Context, roomID, offer string) (*Publisher, string, error) {
+// Totals returns the edge-wide counters.
+func (s *SFU) Totals() Totals {
 	s.mu.Lock()
+	t := Totals{Rooms: len(s.rooms)}
+	for _, r := range s.rooms {
+		t.Publishers += len(r.pubs)
+		t.Subscribers += len(r.subs)
+	}
+	s.mu.Unlock()
+	t.Forwarded, t.Dropped = s.forwarded.Load(), s.dropped.Load()
+	return t
+}
+
+// Publishing reports whether source publishes in roomID.
+func (s *SFU) Publishing(roomID, source string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r := s.rooms[roomID]
+	return r != nil && r.pubs[source] != nil
+}
+
+// reserve claims source in roomID for p.
+func (s *SFU) reserve(roomID string, p *Publisher) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	if s.closed {
-		s.mu.Unlock()
-		return nil, "", ErrClosed
+		return ErrClosed
 	}
 	r := s.roomLocked(roomID)
-	if r.pub != nil {
-		s.mu.Unlock()
-		return nil, "", ErrBusy
+	if r.pubs[p.source] != nil {
+		return ErrBusy
 	}
-	p := &Publisher{sfu: s, room: roomID, id: newID(), changed: make(chan struct{})}
-	r.pub = p // reserve the slot while negotiating
-	s.mu.Unlock()
+	r.pubs[p.source] = p
+	return nil
+}
 
+// Publish answers the master's offer (WHIP). See PublishSource.
+func (s *SFU) Publish(ctx context.Context, roomID, offer string) (*Publisher, string, error) {
+	return s.PublishSource(ctx, roomID, SourceMaster, offer)
+}
+
+// PublishSource answers a publisher's offer (non-trickle: the answer holds
+// every candidate) and starts forwarding its tracks, labelled source, once
+// they arrive. A room has at most one publisher per source.
+func (s *SFU) PublishSource(ctx context.Context, roomID, source, offer string) (*Publisher, string, error) {
+	p := newPublisher(s, roomID, source)
+	if err := s.reserve(roomID, p); err != nil {
+		return nil, "", err
+	}
 	answer, err := p.negotiate(ctx, offer)
 	if err != nil {
 		p.Close()
 		return nil, "", err
 	}
-	s.log.Info("publisher joined", "room", roomID, "publisher", p.id, "tracks", p.expected)
+	s.log.Info("publisher joined", "room", roomID, "source", source, "publisher", p.id, "tracks", p.expected)
 	return p, answer, nil
 }
 
-// Subscribe answers a subscriber's offer with every track the room's
-// publisher sends (waiting up to TrackWait for them to start).
+// Relay makes pc, a peer connection the caller negotiates itself (a
+// cascade's WHEP pull from another edge), the publisher of source in
+// roomID: its incoming tracks are forwarded like any publisher's, and
+// keyframe requests go back through pc. Call before setting pc's remote
+// description so no track is missed.
+func (s *SFU) Relay(roomID, source string, pc *webrtc.PeerConnection) (*Publisher, error) {
+	p := newPublisher(s, roomID, source)
+	p.pc = pc
+	if err := s.reserve(roomID, p); err != nil {
+		return nil, err
+	}
+	pc.OnTrack(p.onTrack)
+	return p, nil
+}
+
+func newPublisher(s *SFU, roomID, source string) *Publisher {
+	return &Publisher{sfu: s, room: roomID, source: source, id: newID(), changed: make(chan struct{})}
+}
+
+// Subscribe answers a WHEP subscriber's offer with every track the room's
+// master sends (waiting up to TrackWait for them to start).
 func (s *SFU) Subscribe(ctx context.Context, roomID, offer string) (*Subscriber, string, error) {
 	s.mu.Lock()
 	if s.closed {
@@ -267,7 +322,7 @@ func (s *SFU) Subscribe(ctx context.Context, roomID, offer string) (*Subscriber,
 	}
 	var pub *Publisher
 	if r := s.rooms[roomID]; r != nil {
-		pub = r.pub
+		pub = r.pubs[SourceMaster]
 	}
 	s.mu.Unlock()
 	if pub == nil {
@@ -277,7 +332,7 @@ func (s *SFU) Subscribe(ctx context.Context, roomID, offer string) (*Subscriber,
 	if len(fwds) == 0 {
 		return nil, "", fmt.Errorf("%w: the publisher has not sent media yet", ErrNoPublisher)
 	}
-	sub := &Subscriber{sfu: s, room: roomID, id: newID(), pub: pub}
+	sub := &Subscriber{sfu: s, room: roomID, id: newID(), static: true}
 	answer, err := sub.negotiate(ctx, offer, fwds)
 	if err != nil {
 		sub.Close()
@@ -285,27 +340,91 @@ func (s *SFU) Subscribe(ctx context.Context, roomID, offer string) (*Subscriber,
 	}
 	s.mu.Lock()
 	r := s.rooms[roomID]
-	if s.closed || r == nil || r.pub != pub {
+	if s.closed || r == nil || r.pubs[SourceMaster] != pub {
 		s.mu.Unlock()
 		sub.Close()
 		return nil, "", fmt.Errorf("%w: the publisher left", ErrNoPublisher)
 	}
 	r.subs[sub.id] = sub
 	s.mu.Unlock()
-	for _, t := range sub.tracks {
+	sub.mu.Lock()
+	tracks := append([]*subTrack(nil), sub.tracks...)
+	sub.mu.Unlock()
+	for _, t := range tracks {
 		t.fwd.add(t)
 	}
 	if sub.closed.Load() {
 		// It closed (connection failed) while being added: undo, since
 		// Close may have run before the adds above.
-		for _, t := range sub.tracks {
+		for _, t := range tracks {
 			t.fwd.remove(t)
 		}
 		s.detachSubscriber(sub)
 		return nil, "", fmt.Errorf("%w: the subscriber's connection closed", ErrBadOffer)
 	}
-	s.log.Info("subscriber joined", "room", roomID, "subscriber", sub.id, "tracks", len(sub.tracks))
+	s.log.Info("subscriber joined", "room", roomID, "subscriber", sub.id, "tracks", len(tracks))
 	return sub, answer, nil
+}
+
+// NewSubscriber adds a renegotiable subscriber to roomID that receives the
+// sources filter accepts. The edge makes the offers: onOffer is called with
+// each one (from the subscriber's own goroutine), and the client's answer
+// goes to Answer. No peer connection exists until there is a track to send.
+func (s *SFU) NewSubscriber(roomID string, filter func(source string) bool, onOffer func(sdp string)) (*Subscriber, error) {
+	sub := &Subscriber{sfu: s, room: roomID, id: newID(), filter: filter, onOffer: onOffer,
+		kickc: make(chan struct{}, 1), done: make(chan struct{})}
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil, ErrClosed
+	}
+	s.roomLocked(roomID).subs[sub.id] = sub
+	s.mu.Unlock()
+	go sub.loop()
+	sub.kick()
+	s.log.Info("subscriber joined", "room", roomID, "subscriber", sub.id, "renegotiable", true)
+	return sub, nil
+}
+
+// Resync re-evaluates every renegotiable subscriber's filter in roomID
+// (after a classroom went on or off stage).
+func (s *SFU) Resync(roomID string) {
+	for _, sub := range s.roomSubs(roomID) {
+		sub.kick()
+	}
+}
+
+func (s *SFU) roomSubs(roomID string) []*Subscriber {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r := s.rooms[roomID]
+	if r == nil {
+		return nil
+	}
+	out := make([]*Subscriber, 0, len(r.subs))
+	for _, sub := range r.subs {
+		out = append(out, sub)
+	}
+	return out
+}
+
+// SetMuted stops (or resumes) forwarding the audio of source in roomID:
+// the mute is enforced by the edge, whatever the muted client does.
+func (s *SFU) SetMuted(roomID, source string, muted bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	k := roomID + "\x00" + source
+	if muted {
+		s.muted[k] = true
+	} else {
+		delete(s.muted, k)
+	}
+}
+
+func (s *SFU) isMuted(roomID, source string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.muted[roomID+"\x00"+source]
 }
 
 // Remove closes the publisher (publisher true) or the subscriber with this
@@ -316,8 +435,10 @@ func (s *SFU) Remove(roomID, id string, publisher bool) error {
 	var c interface{ Close() }
 	if r != nil {
 		if publisher {
-			if r.pub != nil && r.pub.id == id {
-				c = r.pub
+			for _, p := range r.pubs {
+				if p.id == id {
+					c = p
+				}
 			}
 		} else if sub, ok := r.subs[id]; ok {
 			c = sub
@@ -336,6 +457,11 @@ func (s *SFU) CloseRoom(id string) {
 	s.mu.Lock()
 	r := s.rooms[id]
 	delete(s.rooms, id)
+	for k := range s.muted {
+		if len(k) > len(id) && k[:len(id)+1] == id+"\x00" {
+			delete(s.muted, k)
+		}
+	}
 	s.mu.Unlock()
 	if r != nil {
 		r.closeAll()
@@ -355,32 +481,26 @@ func (s *SFU) Close() {
 }
 
 func (r *room) closeAll() {
-	if r.pub != nil {
-		r.pub.Close()
+	for _, p := range r.pubs {
+		p.Close()
 	}
 	for _, sub := range r.subs {
 		sub.Close()
 	}
 }
 
-// detach forgets p (if it is still the room's publisher) and returns the
-// subscribers that were watching it.
-func (s *SFU) detachPublisher(p *Publisher) []*Subscriber {
+// detachPublisher forgets p (if it is still its source's publisher).
+func (s *SFU) detachPublisher(p *Publisher) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	r := s.rooms[p.room]
-	if r == nil || r.pub != p {
-		return nil
+	if r == nil || r.pubs[p.source] != p {
+		return
 	}
-	r.pub = nil
-	subs := make([]*Subscriber, 0, len(r.subs))
-	for _, sub := range r.subs {
-		subs = append(subs, sub)
-	}
-	if len(r.subs) == 0 {
+	delete(r.pubs, p.source)
+	if len(r.pubs) == 0 && len(r.subs) == 0 {
 		delete(s.rooms, p.room)
 	}
-	return subs
 }
 
 func (s *SFU) detachSubscriber(sub *Subscriber) {
@@ -391,15 +511,36 @@ func (s *SFU) detachSubscriber(sub *Subscriber) {
 		return
 	}
 	delete(r.subs, sub.id)
-	if r.pub == nil && len(r.subs) == 0 {
+	if len(r.pubs) == 0 && len(r.subs) == 0 {
 		delete(s.rooms, sub.room)
 	}
 }
 
+// forwardersFor lists the tracks of every publisher in roomID whose
+// source keep accepts.
+func (s *SFU) forwardersFor(roomID string, keep func(string) bool) []*forwarder {
+	s.mu.Lock()
+	r := s.rooms[roomID]
+	var pubs []*Publisher
+	if r != nil {
+		for src, p := range r.pubs {
+			if keep(src) {
+				pubs = append(pubs, p)
+			}
+		}
+	}
+	s.mu.Unlock()
+	var out []*forwarder
+	for _, p := range pubs {
+		out = append(out, p.forwarders()...)
+	}
+	return out
+}
+
 // gather sets the local description and waits for ICE gathering to finish.
-func gather(ctx context.Context, pc *webrtc.PeerConnection, answer webrtc.SessionDescription) (string, error) {
+func gather(ctx context.Context, pc *webrtc.PeerConnection, desc webrtc.SessionDescription) (string, error) {
 	done := webrtc.GatheringCompletePromise(pc)
-	if err := pc.SetLocalDescription(answer); err != nil {
+	if err := pc.SetLocalDescription(desc); err != nil {
 		return "", fmt.Errorf("set local description: %w", err)
 	}
 	select {
@@ -410,22 +551,27 @@ func gather(ctx context.Context, pc *webrtc.PeerConnection, answer webrtc.Sessio
 	return pc.LocalDescription().SDP, nil
 }
 
-// Publisher is the peer that sends a room's media.
+// Publisher is a peer that sends media into a room under one source.
 type Publisher struct {
-	sfu  *SFU
-	room string
-	id   string
-	pc   *webrtc.PeerConnection
+	sfu    *SFU
+	room   string
+	source string
+	id     string
 
 	mu       sync.Mutex
+	pc       *webrtc.PeerConnection
 	fwds     []*forwarder
 	expected int
 	changed  chan struct{} // closed and replaced when fwds grows
 	closed   bool
+	negMu    sync.Mutex // serialises renegotiations
 }
 
 // ID is the publisher's resource id (the last part of its WHIP Location).
 func (p *Publisher) ID() string { return p.id }
+
+// Source is the label its tracks carry (their stream id at subscribers).
+func (p *Publisher) Source() string { return p.source }
 
 func (p *Publisher) negotiate(ctx context.Context, offer string) (string, error) {
 	pc, err := p.sfu.api.NewPeerConnection(webrtc.Configuration{})
@@ -447,6 +593,16 @@ func (p *Publisher) negotiate(ctx context.Context, offer string) (string, error)
 			go p.Close()
 		}
 	})
+	return p.answer(ctx, offer)
+}
+
+// answer applies an offer (first or renegotiation) and returns the answer.
+func (p *Publisher) answer(ctx context.Context, offer string) (string, error) {
+	p.negMu.Lock()
+	defer p.negMu.Unlock()
+	p.mu.Lock()
+	pc := p.pc
+	p.mu.Unlock()
 	if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: offer}); err != nil {
 		return "", fmt.Errorf("%w: %v", ErrBadOffer, err)
 	}
@@ -469,8 +625,42 @@ func (p *Publisher) negotiate(ctx context.Context, offer string) (string, error)
 	return gather(ctx, pc, answer)
 }
 
+// Renegotiate answers a new offer on the publisher's existing connection:
+// a screen share added mid-class. New tracks are forwarded as they start.
+func (p *Publisher) Renegotiate(ctx context.Context, offer string) (string, error) {
+	p.mu.Lock()
+	closed := p.closed
+	p.mu.Unlock()
+	if closed {
+		return "", ErrNotFound
+	}
+	return p.answer(ctx, offer)
+}
+
+// AddCandidate adds a trickled ICE candidate from the publisher's client.
+func (p *Publisher) AddCandidate(c webrtc.ICECandidateInit) error {
+	p.mu.Lock()
+	pc := p.pc
+	p.mu.Unlock()
+	if pc == nil {
+		return ErrNotFound
+	}
+	if err := pc.AddICECandidate(c); err != nil {
+		return fmt.Errorf("%w: candidate: %v", ErrBadOffer, err)
+	}
+	return nil
+}
+
+// Expect tells a relay publisher how many tracks its upstream announced,
+// so WHEP watchers wait for all of them as they do for a WHIP publisher.
+func (p *Publisher) Expect(n int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.expected = n
+}
+
 func (p *Publisher) onTrack(track *webrtc.TrackRemote, recv *webrtc.RTPReceiver) {
-	f := &forwarder{pub: p, track: track, interval: p.sfu.cfg.PLIInterval}
+	f := &forwarder{pub: p, track: track, interval: p.sfu.cfg.PLIInterval, audio: track.Kind() == webrtc.RTPCodecTypeAudio}
 	f.list.Store(&[]*subTrack{})
 	p.mu.Lock()
 	if p.closed {
@@ -481,7 +671,7 @@ func (p *Publisher) onTrack(track *webrtc.TrackRemote, recv *webrtc.RTPReceiver)
 	close(p.changed)
 	p.changed = make(chan struct{})
 	p.mu.Unlock()
-	p.sfu.log.Info("publisher track", "room", p.room, "publisher", p.id, "kind", track.Kind().String(),
+	p.sfu.log.Info("publisher track", "room", p.room, "source", p.source, "publisher", p.id, "kind", track.Kind().String(),
 		"codec", track.Codec().MimeType, "ssrc", uint32(track.SSRC()))
 	go func() {
 		// Drain RTCP so the receiver's interceptors keep running.
@@ -492,7 +682,19 @@ func (p *Publisher) onTrack(track *webrtc.TrackRemote, recv *webrtc.RTPReceiver)
 			}
 		}
 	}()
+	p.sfu.Resync(p.room)
 	f.run()
+	// The track ended (renegotiated away or the peer left).
+	p.mu.Lock()
+	for i, x := range p.fwds {
+		if x == f {
+			p.fwds = append(p.fwds[:i:i], p.fwds[i+1:]...)
+			break
+		}
+	}
+	p.mu.Unlock()
+	f.ended.Store(true)
+	p.sfu.Resync(p.room)
 }
 
 func (p *Publisher) forwarders() []*forwarder {
@@ -524,8 +726,9 @@ func (p *Publisher) waitTracks(ctx context.Context, wait time.Duration) []*forwa
 	}
 }
 
-// Close stops publishing and closes the subscribers that watched it: WHEP
-// has no renegotiation, so they reconnect to get the next publisher.
+// Close stops publishing. WHEP subscribers that watched it are closed (WHEP
+// has no renegotiation, so they reconnect to get the next publisher);
+// renegotiable subscribers are offered the room without its tracks.
 func (p *Publisher) Close() {
 	p.mu.Lock()
 	if p.closed {
@@ -534,14 +737,24 @@ func (p *Publisher) Close() {
 	}
 	p.closed = true
 	pc := p.pc
+	fwds := p.fwds
+	p.fwds = nil
 	p.mu.Unlock()
 	if pc != nil {
 		_ = pc.Close()
 	}
-	for _, sub := range p.sfu.detachPublisher(p) {
-		sub.Close()
+	p.sfu.detachPublisher(p)
+	for _, f := range fwds {
+		f.ended.Store(true)
 	}
-	p.sfu.log.Info("publisher left", "room", p.room, "publisher", p.id)
+	for _, sub := range p.sfu.roomSubs(p.room) {
+		if sub.static && sub.watches(p) {
+			sub.Close()
+		} else {
+			sub.kick()
+		}
+	}
+	p.sfu.log.Info("publisher left", "room", p.room, "source", p.source, "publisher", p.id)
 }
 
 func (p *Publisher) requestKeyframe(ssrc webrtc.SSRC) {
@@ -559,8 +772,10 @@ type forwarder struct {
 	pub      *Publisher
 	track    *webrtc.TrackRemote
 	interval time.Duration
+	audio    bool
 	mu       sync.Mutex // serialises add/remove; readers use list
 	list     atomic.Pointer[[]*subTrack]
+	ended    atomic.Bool
 
 	pliMu      sync.Mutex
 	lastPLI    time.Time
@@ -591,12 +806,25 @@ func (f *forwarder) remove(t *subTrack) {
 }
 
 // run forwards until the publisher's track ends. ReadRTP allocates a new
-// packet each time, so a packet is shared read-only by every queue.
+// packet each time, so a packet is shared read-only by every queue. A
+// muted source's audio is read and dropped here, so the mute holds
+// whatever its client does.
 func (f *forwarder) run() {
+	n := 0
+	muted := false
 	for {
 		pkt, _, err := f.track.ReadRTP()
 		if err != nil {
 			return
+		}
+		if f.audio {
+			if n%25 == 0 { // re-check twice a second, not per packet
+				muted = f.pub.sfu.isMuted(f.pub.room, f.pub.source)
+			}
+			n++
+			if muted {
+				continue
+			}
 		}
 		for _, t := range f.subs() {
 			t.offer(pkt)
@@ -609,7 +837,7 @@ func (f *forwarder) run() {
 // at the interval's end, so two classrooms joining 100 ms apart both get a
 // keyframe promptly. Audio tracks need none.
 func (f *forwarder) keyframe() {
-	if f.track.Kind() != webrtc.RTPCodecTypeVideo {
+	if f.audio {
 		return
 	}
 	f.pliMu.Lock()
@@ -637,7 +865,16 @@ type Subscriber struct {
 	sfu    *SFU
 	room   string
 	id     string
-	pub    *Publisher
+	static bool // WHEP: negotiated once from the client's offer
+
+	// Renegotiable subscribers only.
+	filter  func(source string) bool
+	onOffer func(sdp string)
+	kickc   chan struct{}
+	done    chan struct{}
+	pending bool // tracks changed while an offer was outstanding
+
+	mu     sync.Mutex
 	pc     *webrtc.PeerConnection
 	tracks []*subTrack
 
@@ -648,11 +885,24 @@ type Subscriber struct {
 // ID is the subscriber's resource id (the last part of its WHEP Location).
 func (s *Subscriber) ID() string { return s.id }
 
+// watches reports whether s receives any track of p.
+func (s *Subscriber) watches(p *Publisher) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, t := range s.tracks {
+		if t.fwd.pub == p {
+			return true
+		}
+	}
+	return false
+}
+
 // subTrack is one publisher track as one subscriber receives it.
 type subTrack struct {
 	sfu     *SFU // nil in unit tests
 	fwd     *forwarder
 	local   *webrtc.TrackLocalStaticRTP
+	sender  *webrtc.RTPSender
 	q       chan *rtp.Packet
 	done    chan struct{}
 	sent    atomic.Uint64
@@ -691,39 +941,69 @@ func (t *subTrack) write() {
 	}
 }
 
-func (s *Subscriber) negotiate(ctx context.Context, offer string, fwds []*forwarder) (string, error) {
+// newSubTrack adds f's track to pc.
+func (s *Subscriber) newSubTrack(pc *webrtc.PeerConnection, f *forwarder) (*subTrack, error) {
+	// The stream id is the source, so a client groups the lesson's
+	// camera, mic and screen share, or one classroom's camera and mic.
+	local, err := webrtc.NewTrackLocalStaticRTP(f.track.Codec().RTPCodecCapability, f.pub.id[:8]+"-"+f.track.ID(), f.pub.source)
+	if err != nil {
+		return nil, fmt.Errorf("local track: %w", err)
+	}
+	sender, err := pc.AddTrack(local)
+	if err != nil {
+		return nil, fmt.Errorf("%w: cannot send %s: %v", ErrBadOffer, f.track.Codec().MimeType, err)
+	}
+	t := &subTrack{sfu: s.sfu, fwd: f, local: local, sender: sender, q: make(chan *rtp.Packet, s.sfu.cfg.QueuePackets), done: make(chan struct{})}
+	go s.readRTCP(sender, f)
+	return t, nil
+}
+
+func (s *Subscriber) newPC() (*webrtc.PeerConnection, error) {
 	pc, err := s.sfu.api.NewPeerConnection(webrtc.Configuration{})
 	if err != nil {
-		return "", fmt.Errorf("new peer connection: %w", err)
-	}
-	s.pc = pc
-	if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: offer}); err != nil {
-		return "", fmt.Errorf("%w: %v", ErrBadOffer, err)
-	}
-	for _, f := range fwds {
-		local, err := webrtc.NewTrackLocalStaticRTP(f.track.Codec().RTPCodecCapability, f.track.ID(), f.track.StreamID())
-		if err != nil {
-			return "", fmt.Errorf("local track: %w", err)
-		}
-		sender, err := pc.AddTrack(local)
-		if err != nil {
-			return "", fmt.Errorf("%w: cannot send %s: %v", ErrBadOffer, f.track.Codec().MimeType, err)
-		}
-		t := &subTrack{sfu: s.sfu, fwd: f, local: local, q: make(chan *rtp.Packet, s.sfu.cfg.QueuePackets), done: make(chan struct{})}
-		s.tracks = append(s.tracks, t)
-		go s.readRTCP(sender, f)
+		return nil, fmt.Errorf("new peer connection: %w", err)
 	}
 	pc.OnConnectionStateChange(func(st webrtc.PeerConnectionState) {
 		s.sfu.log.Debug("subscriber connection state", "room", s.room, "subscriber", s.id, "state", st.String())
 		switch st {
 		case webrtc.PeerConnectionStateConnected:
-			for _, t := range s.tracks {
-				t.fwd.keyframe()
-			}
+			s.keyframes()
 		case webrtc.PeerConnectionStateFailed, webrtc.PeerConnectionStateClosed:
 			go s.Close()
 		}
 	})
+	return pc, nil
+}
+
+func (s *Subscriber) keyframes() {
+	s.mu.Lock()
+	tracks := append([]*subTrack(nil), s.tracks...)
+	s.mu.Unlock()
+	for _, t := range tracks {
+		t.fwd.keyframe()
+	}
+}
+
+func (s *Subscriber) negotiate(ctx context.Context, offer string, fwds []*forwarder) (string, error) {
+	pc, err := s.newPC()
+	if err != nil {
+		return "", err
+	}
+	s.mu.Lock()
+	s.pc = pc
+	s.mu.Unlock()
+	if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: offer}); err != nil {
+		return "", fmt.Errorf("%w: %v", ErrBadOffer, err)
+	}
+	for _, f := range fwds {
+		t, err := s.newSubTrack(pc, f)
+		if err != nil {
+			return "", err
+		}
+		s.mu.Lock()
+		s.tracks = append(s.tracks, t)
+		s.mu.Unlock()
+	}
 	answer, err := pc.CreateAnswer(nil)
 	if err != nil {
 		return "", fmt.Errorf("%w: %v", ErrBadOffer, err)
@@ -732,10 +1012,153 @@ func (s *Subscriber) negotiate(ctx context.Context, offer string, fwds []*forwar
 	if err != nil {
 		return "", err
 	}
+	s.mu.Lock()
 	for _, t := range s.tracks {
 		go t.write()
 	}
+	s.mu.Unlock()
 	return sdp, nil
+}
+
+// kick asks the subscriber's goroutine to bring its tracks up to date.
+func (s *Subscriber) kick() {
+	if s.static {
+		return
+	}
+	select {
+	case s.kickc <- struct{}{}:
+	default:
+	}
+}
+
+func (s *Subscriber) loop() {
+	for {
+		select {
+		case <-s.done:
+			return
+		case <-s.kickc:
+			if err := s.sync(); err != nil {
+				s.sfu.log.Warn("subscriber renegotiation failed; closing it", "room", s.room, "subscriber", s.id, "err", err)
+				s.Close()
+				return
+			}
+		}
+	}
+}
+
+// sync adds the tracks the filter now wants and removes those it no longer
+// wants (or that ended), then offers the result to the client.
+func (s *Subscriber) sync() error {
+	want := s.sfu.forwardersFor(s.room, s.filter)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed.Load() {
+		return nil
+	}
+	wanted := map[*forwarder]bool{}
+	for _, f := range want {
+		if !f.ended.Load() {
+			wanted[f] = true
+		}
+	}
+	changed := false
+	kept := s.tracks[:0:0]
+	for _, t := range s.tracks {
+		if wanted[t.fwd] {
+			delete(wanted, t.fwd)
+			kept = append(kept, t)
+			continue
+		}
+		t.fwd.remove(t)
+		close(t.done)
+		if s.pc != nil {
+			_ = s.pc.RemoveTrack(t.sender)
+		}
+		changed = true
+	}
+	s.tracks = kept
+	if len(wanted) > 0 && s.pc == nil {
+		pc, err := s.newPC()
+		if err != nil {
+			return err
+		}
+		s.pc = pc
+	}
+	for _, f := range want {
+		if !wanted[f] {
+			continue
+		}
+		t, err := s.newSubTrack(s.pc, f)
+		if err != nil {
+			return err
+		}
+		s.tracks = append(s.tracks, t)
+		f.add(t)
+		go t.write()
+		changed = true
+	}
+	if !changed && !s.pending {
+		return nil
+	}
+	if s.pc == nil {
+		return nil
+	}
+	if s.pc.SignalingState() != webrtc.SignalingStateStable {
+		s.pending = true // offered again once the client answers
+		return nil
+	}
+	s.pending = false
+	offer, err := s.pc.CreateOffer(nil)
+	if err != nil {
+		return fmt.Errorf("create offer: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	sdp, err := gather(ctx, s.pc, offer)
+	if err != nil {
+		return err
+	}
+	s.onOffer(sdp)
+	return nil
+}
+
+// Answer applies the client's answer to the edge's latest offer.
+func (s *Subscriber) Answer(sdp string) error {
+	s.mu.Lock()
+	pc := s.pc
+	var err error
+	switch {
+	case pc == nil || pc.SignalingState() != webrtc.SignalingStateHaveLocalOffer:
+		err = fmt.Errorf("%w: no offer is waiting for an answer", ErrBadOffer)
+	default:
+		if e := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: sdp}); e != nil {
+			err = fmt.Errorf("%w: %v", ErrBadOffer, e)
+		}
+	}
+	pending := s.pending
+	s.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	s.keyframes() // tracks added by this offer need one to start
+	if pending {
+		s.kick()
+	}
+	return nil
+}
+
+// AddCandidate adds a trickled ICE candidate from the subscriber's client.
+func (s *Subscriber) AddCandidate(c webrtc.ICECandidateInit) error {
+	s.mu.Lock()
+	pc := s.pc
+	s.mu.Unlock()
+	if pc == nil {
+		return ErrNotFound
+	}
+	if err := pc.AddICECandidate(c); err != nil {
+		return fmt.Errorf("%w: candidate: %v", ErrBadOffer, err)
+	}
+	return nil
 }
 
 // readRTCP keeps the sender's interceptors (NACK responder, reports, TWCC)
@@ -759,12 +1182,19 @@ func (s *Subscriber) readRTCP(sender *webrtc.RTPSender, f *forwarder) {
 func (s *Subscriber) Close() {
 	s.closeOnce.Do(func() {
 		s.closed.Store(true)
-		for _, t := range s.tracks {
+		if s.done != nil {
+			close(s.done)
+		}
+		s.mu.Lock()
+		tracks, pc := s.tracks, s.pc
+		s.tracks = nil
+		s.mu.Unlock()
+		for _, t := range tracks {
 			t.fwd.remove(t)
 			close(t.done)
 		}
-		if s.pc != nil {
-			_ = s.pc.Close()
+		if pc != nil {
+			_ = pc.Close()
 		}
 		s.sfu.detachSubscriber(s)
 		s.sfu.log.Info("subscriber left", "room", s.room, "subscriber", s.id)

@@ -64,6 +64,8 @@ type Server struct {
 
 	mu    sync.Mutex
 	conns map[*controlConn]struct{}
+	// ctlExt are capabilities that claim control connections by token.
+	ctlExt []ControlHandler
 }
 
 // New builds the server and its routes.

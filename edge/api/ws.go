@@ -105,7 +105,12 @@ func (s *Server) controlWS(w http.ResponseWriter, r *http.Request) {
 	}
 	t, err := s.cfg.Fleet.Authenticate(hello.Token)
 	if err != nil {
-		refuse(ws, hello.ID, "unknown token: pair this terminal again with a new code")
+		if cs, ok := s.claim(c, hello); ok {
+			go s.writeLoop(c)
+			s.serveClaimed(c, cs)
+			return
+		}
+		refuse(ws, hello.ID, "unknown token: pair this terminal again with a new code, or use a token of a live-class session")
 		return
 	}
 	go s.writeLoop(c)
