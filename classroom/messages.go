@@ -171,7 +171,10 @@ func decodeMessage(hdr wire.Header, data []byte) (any, error) {
 	if err := wire.DecodeBody(data, v); err != nil {
 		return nil, err
 	}
-	return v, validate(v)
+	if err := validate(v); err != nil {
+		return nil, err
+	}
+	return v, nil
 }
 
 var errUnknownType = fmt.Errorf("unknown message type")

@@ -66,6 +66,7 @@ func (s *Server) claim(c *controlConn, hello wire.Hello) (ControlSession, bool) 
 // serveClaimed runs the read loop for a claimed connection.
 func (s *Server) serveClaimed(c *controlConn, cs ControlSession) {
 	defer cs.Closed()
-	go func() { <-c.done; _ = c.ws.Close() }()
+	// No closer goroutine here: the write loop closes the socket after
+	// flushing what was queued, which also ends the read loop.
 	s.readLoop(c, func() {}, cs.Handle)
 }
