@@ -94,6 +94,9 @@ func (l *Live) registerMetrics(reg *prometheus.Registry) {
 		gauge("campusedge_live_publishers", "Live-class publishers (WHIP) connected.", func(t sfu.Totals) float64 { return float64(t.Publishers) }),
 		gauge("campusedge_live_subscribers", "Live-class subscribers (WHEP) connected.", func(t sfu.Totals) float64 { return float64(t.Subscribers) }),
 		counter("campusedge_live_forwarded_packets_total", "RTP packets queued to subscribers.", func(t sfu.Totals) float64 { return float64(t.Forwarded) }),
+		counter("campusedge_live_nacks_total", "NACK reports from subscribers (answered from the edge's packet cache).", func(t sfu.Totals) float64 { return float64(t.NACKs) }),
+		counter("campusedge_live_twcc_reports_total", "Transport-wide congestion-control reports from subscribers.", func(t sfu.Totals) float64 { return float64(t.TWCC) }),
+		counter("campusedge_live_remb_reports_total", "REMB bandwidth estimates from subscribers.", func(t sfu.Totals) float64 { return float64(t.REMB) }),
 		counter("campusedge_live_dropped_packets_total", "RTP packets dropped because a subscriber's queue was full (that subscriber only).", func(t sfu.Totals) float64 { return float64(t.Dropped) }),
 	)
 }

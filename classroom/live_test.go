@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -195,6 +196,7 @@ type publisher struct {
 	pc       *webrtc.PeerConnection
 	location string
 	plis     atomic.Int64
+	nacks    atomic.Int64
 	needKey  atomic.Bool
 }
 
@@ -236,9 +238,12 @@ func publishCodec(t *testing.T, ctx context.Context, e *edge, sessionID, token, 
 				return
 			}
 			for _, pk := range pkts {
-				if _, ok := pk.(*rtcp.PictureLossIndication); ok {
+				switch pk.(type) {
+				case *rtcp.PictureLossIndication:
 					p.plis.Add(1)
 					p.needKey.Store(true)
+				case *rtcp.TransportLayerNack:
+					p.nacks.Add(1)
 				}
 			}
 		}
@@ -466,10 +471,21 @@ func TestWHIPPublishWHEPWatch(t *testing.T) {
 
 	subA := subscribe(t, ctx, e, s.ID, s.Tokens.Observer)
 	subB := subscribe(t, ctx, e, s.ID, s.Tokens.Master)
+	more := []*subscriber{subscribe(t, ctx, e, s.ID, s.Tokens.Observer), subscribe(t, ctx, e, s.ID, s.Tokens.Observer)}
 	const n = 100 // 0.5 s of packets
-	waitFor(t, 10*time.Second, "both subscribers to receive video and audio", func() bool {
-		return subA.got.Load() > n && subB.got.Load() > n && subA.audio.Load() > n/4 && subB.audio.Load() > n/4
+	waitFor(t, 10*time.Second, "all four subscribers to receive video and audio", func() bool {
+		ok := subA.got.Load() > n && subB.got.Load() > n && subA.audio.Load() > n/4 && subB.audio.Load() > n/4
+		for _, m := range more {
+			ok = ok && m.got.Load() > n && m.audio.Load() > n/4
+		}
+		return ok
 	})
+	for i, m := range more {
+		if m.bad.Load() != 0 {
+			t.Errorf("subscriber %d: %d payloads differ from what was sent", i+3, m.bad.Load())
+		}
+		_ = m.pc.Close()
+	}
 	if pub.plis.Load() == 0 {
 		t.Error("the publisher got no PLI for the new subscribers")
 	}
@@ -669,4 +685,191 @@ func grepLines(b []byte, substr string) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+// TestNACKAndTWCC: a subscriber's NACK is answered by the edge from its own
+// packet cache (the publisher never sees it), and the edge's RTP to a
+// subscriber carries the transport-wide sequence numbers TWCC feedback
+// needs, the feedback being negotiated in the answer.
+func TestNACKAndTWCC(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	e := startEdge(t, ctx)
+	s := e.createSession(t, ctx, "Music 5")
+	pub := publish(t, ctx, e, s.ID, s.Tokens.Master)
+
+	// Count, below pion's receiver, every packet on a stream other than
+	// the media one: the retransmissions (RTX, RFC 4588) carrying the
+	// original sequence number in their first two payload bytes.
+	rtx := &rtxCounter{osn: map[uint16]int{}}
+	pc, err := rtxAPI(t, rtx).NewPeerConnection(webrtc.Configuration{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	if _, err := pc.AddTransceiverFromKind(webrtc.RTPCodecTypeVideo, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionRecvonly}); err != nil {
+		t.Fatal(err)
+	}
+	type seen struct {
+		mu    sync.Mutex
+		count map[uint16]int
+		total int
+		last  uint16
+	}
+	got := &seen{count: map[uint16]int{}}
+	ssrc := make(chan webrtc.SSRC, 1)
+	pc.OnTrack(func(tr *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
+		ssrc <- tr.SSRC()
+		for {
+			pkt, _, err := tr.ReadRTP()
+			if err != nil {
+				return
+			}
+			got.mu.Lock()
+			got.count[pkt.SequenceNumber]++
+			got.total++
+			got.last = pkt.SequenceNumber
+			got.mu.Unlock()
+		}
+	})
+	resp, body := e.do(t, ctx, "POST", "/whep/"+s.ID, s.Tokens.Observer, "application/sdp", offer(t, ctx, pc))
+	if resp.StatusCode != http.StatusCreated {
+		t.Fatalf("WHEP: %d %s", resp.StatusCode, body)
+	}
+	if !bytes.Contains(body, []byte("transport-cc")) || !bytes.Contains(body, []byte("nack")) {
+		t.Errorf("the WHEP answer negotiates no transport-cc or nack feedback:\n%s", body)
+	}
+	if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: string(body)}); err != nil {
+		t.Fatal(err)
+	}
+	var media webrtc.SSRC
+	select {
+	case media = <-ssrc:
+	case <-ctx.Done():
+		t.Fatal("no track")
+	}
+	waitFor(t, 10*time.Second, "100 packets", func() bool { got.mu.Lock(); defer got.mu.Unlock(); return got.total > 100 })
+
+	// Ask again for ten packets received a moment ago (a real loss is
+	// noticed within a few packets, well inside the cache).
+	got.mu.Lock()
+	var want []uint16
+	for sq := got.last - 5; len(want) < 10; sq-- {
+		if got.count[sq] == 1 {
+			want = append(want, sq)
+		}
+	}
+	got.mu.Unlock()
+	rtx.media.Store(uint32(media))
+	// Like a receiver's NACK generator, repeat the NACK for what is still
+	// missing every 200 ms.
+	go func() {
+		for ctx.Err() == nil {
+			var missing []uint16
+			rtx.mu.Lock()
+			for _, sq := range want {
+				if rtx.osn[sq] == 0 {
+					missing = append(missing, sq)
+				}
+			}
+			rtx.mu.Unlock()
+			if len(missing) == 0 {
+				return
+			}
+			_ = pc.WriteRTCP([]rtcp.Packet{&rtcp.TransportLayerNack{MediaSSRC: uint32(media), Nacks: rtcp.NackPairsFromSequenceNumbers(missing)}})
+			time.Sleep(200 * time.Millisecond)
+		}
+	}()
+	defer func() {
+		if t.Failed() {
+			rtx.mu.Lock()
+			t.Logf("NACKed %v; retransmissions seen (by original sequence number) %v", want, rtx.osn)
+			rtx.mu.Unlock()
+		}
+	}()
+	waitFor(t, 5*time.Second, "the NACKed packets to be sent again", func() bool {
+		rtx.mu.Lock()
+		defer rtx.mu.Unlock()
+		for _, sq := range want {
+			if rtx.osn[sq] == 0 {
+				return false
+			}
+		}
+		return true
+	})
+	// The subscriber's TWCC feedback and the NACK reach the edge.
+	var metrics []byte
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		_, metrics = e.do(t, ctx, "GET", "/metrics", "", "", nil)
+		if metricValue(metrics, "campusedge_live_twcc_reports_total") > 0 && metricValue(metrics, "campusedge_live_nacks_total") >= 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no TWCC reports or NACK counted by the edge:\n%s", grepLines(metrics, "campusedge_live"))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if n := pub.nacks.Load(); n != 0 {
+		t.Errorf("the publisher got %d NACKs: the edge should answer from its cache", n)
+	}
+}
+
+// rtxCounter is an interceptor counting retransmitted packets by their
+// original sequence number.
+type rtxCounter struct {
+	interceptor.NoOp
+	media atomic.Uint32
+	mu    sync.Mutex
+	osn   map[uint16]int
+}
+
+func (c *rtxCounter) NewInterceptor(string) (interceptor.Interceptor, error) { return c, nil }
+
+func (c *rtxCounter) BindRemoteStream(info *interceptor.StreamInfo, r interceptor.RTPReader) interceptor.RTPReader {
+	return interceptor.RTPReaderFunc(func(b []byte, a interceptor.Attributes) (int, interceptor.Attributes, error) {
+		n, a, err := r.Read(b, a)
+		if err != nil {
+			return n, a, err
+		}
+		var h rtp.Header
+		if hn, e := h.Unmarshal(b[:n]); e == nil && h.SSRC != c.media.Load() && c.media.Load() != 0 && n >= hn+2 {
+			c.mu.Lock()
+			c.osn[binary.BigEndian.Uint16(b[hn:])]++
+			c.mu.Unlock()
+		}
+		return n, a, err
+	})
+}
+
+func rtxAPI(t *testing.T, c *rtxCounter) *webrtc.API {
+	t.Helper()
+	me := &webrtc.MediaEngine{}
+	if err := me.RegisterDefaultCodecs(); err != nil {
+		t.Fatal(err)
+	}
+	ir := &interceptor.Registry{}
+	if err := webrtc.RegisterDefaultInterceptors(me, ir); err != nil {
+		t.Fatal(err)
+	}
+	ir.Add(c)
+	var se webrtc.SettingEngine
+	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
+	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
+	se.SetIncludeLoopbackCandidate(true)
+	se.SetIPFilter(func(ip net.IP) bool { return ip.Equal(net.IPv4(127, 0, 0, 1)) })
+	return webrtc.NewAPI(webrtc.WithMediaEngine(me), webrtc.WithInterceptorRegistry(ir), webrtc.WithSettingEngine(se))
+}
+
+// metricValue is the value of an unlabelled metric in Prometheus text, or -1.
+func metricValue(b []byte, name string) float64 {
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, name+" "); ok {
+			var f float64
+			if _, err := fmt.Sscan(v, &f); err == nil {
+				return f
+			}
+		}
+	}
+	return -1
 }

@@ -17,8 +17,10 @@
 // track, and subscribers' own PLI/FIR are relayed the same way.
 //
 // pion's default interceptors run on both sides: NACK generator/responder
-// (a subscriber's NACK is answered from the edge's own packet cache),
-// RTCP sender/receiver reports, TWCC feedback.
+// (a subscriber's NACK is answered from the edge's own packet cache, by RTX
+// when negotiated), RTCP sender/receiver reports, TWCC feedback to
+// publishers; and the edge stamps transport-wide sequence numbers on what it
+// sends so subscribers report TWCC feedback to it (counted in metrics).
 package sfu
 
 import (
@@ -100,12 +102,16 @@ type SFU struct {
 	closed bool
 
 	forwarded, dropped atomic.Uint64 // totals over all subscribers, ever
+	nacks, twcc, remb  atomic.Uint64 // feedback received from subscribers
 }
 
 // Totals are edge-wide counters for metrics.
 type Totals struct {
 	Rooms, Publishers, Subscribers int
 	Forwarded, Dropped             uint64
+	// Feedback from subscribers: NACKs (answered from the packet cache),
+	// TWCC and REMB congestion reports.
+	NACKs, TWCC, REMB uint64
 }
 
 // New builds the pion API (default codecs and interceptors) and an empty SFU.
@@ -141,6 +147,12 @@ func NewAPI(addrs []net.IP) (*webrtc.API, error) {
 	ir := &interceptor.Registry{}
 	if err := webrtc.RegisterDefaultInterceptors(me, ir); err != nil {
 		return nil, fmt.Errorf("register interceptors: %w", err)
+	}
+	// Put transport-wide sequence numbers on what the edge sends, so
+	// subscribers report per-packet arrival (TWCC feedback). The defaults
+	// only generate feedback for what the edge receives.
+	if err := webrtc.ConfigureTWCCHeaderExtensionSender(me, ir); err != nil {
+		return nil, fmt.Errorf("register TWCC header extension: %w", err)
 	}
 	var se webrtc.SettingEngine
 	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
@@ -245,6 +257,7 @@ func (s *SFU) Totals() Totals {
 	}
 	s.mu.Unlock()
 	t.Forwarded, t.Dropped = s.forwarded.Load(), s.dropped.Load()
+	t.NACKs, t.TWCC, t.REMB = s.nacks.Load(), s.twcc.Load(), s.remb.Load()
 	return t
 }
 
@@ -1173,6 +1186,12 @@ func (s *Subscriber) readRTCP(sender *webrtc.RTPSender, f *forwarder) {
 			switch p.(type) {
 			case *rtcp.PictureLossIndication, *rtcp.FullIntraRequest:
 				f.keyframe()
+			case *rtcp.TransportLayerNack:
+				s.sfu.nacks.Add(1) // answered by the NACK responder from its cache
+			case *rtcp.TransportLayerCC:
+				s.sfu.twcc.Add(1)
+			case *rtcp.ReceiverEstimatedMaximumBitrate:
+				s.sfu.remb.Add(1)
 			}
 		}
 	}
