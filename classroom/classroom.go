@@ -51,8 +51,11 @@ type Live struct {
 	log      *slog.Logger
 	edgeID   string
 
-	mu      sync.Mutex
-	classes map[string]*class // control state by session id
+	isAdmin func(string) bool
+
+	mu        sync.Mutex
+	classes   map[string]*class    // control state by session id
+	upstreams map[string]*upstream // cascades by session id
 }
 
 // Mount builds sessions and the SFU and registers their routes.
@@ -64,13 +67,16 @@ func Mount(cfg Config) (*Live, error) {
 	if err != nil {
 		return nil, fmt.Errorf("live classes: %w", err)
 	}
-	l := &Live{Sessions: session.NewManager(cfg.Classroom), SFU: s, log: cfg.Logger, edgeID: cfg.EdgeID, classes: map[string]*class{}}
+	l := &Live{Sessions: session.NewManager(cfg.Classroom), SFU: s, log: cfg.Logger, edgeID: cfg.EdgeID, isAdmin: cfg.IsAdmin,
+		classes: map[string]*class{}, upstreams: map[string]*upstream{}}
 	l.Sessions.OnEnd(func(id string) {
 		l.log.Info("session ended; closing its media", "session", id)
 		l.ended(id)
+		go l.stopUpstream(id) // not inline: End may run inside a handler the pull's teardown waits on
 		s.CloseRoom(id)
 	})
 	cfg.Server.HandleControl(l)
+	l.upstreamHandlers(cfg.Server)
 	(&session.Handlers{M: l.Sessions, IsAdmin: cfg.IsAdmin}).Register(cfg.Server)
 	l.registerMetrics(cfg.Server.Registry())
 	srv := cfg.Server
@@ -101,8 +107,20 @@ func (l *Live) registerMetrics(reg *prometheus.Registry) {
 	)
 }
 
-// Close ends all media (sessions are in memory and go with the process).
-func (l *Live) Close() { l.SFU.Close() }
+// Close stops every cascade and ends all media (sessions are in memory and
+// go with the process).
+func (l *Live) Close() {
+	l.mu.Lock()
+	ids := make([]string, 0, len(l.upstreams))
+	for id := range l.upstreams {
+		ids = append(ids, id)
+	}
+	l.mu.Unlock()
+	for _, id := range ids {
+		l.stopUpstream(id)
+	}
+	l.SFU.Close()
+}
 
 // noTrickle answers PATCH: RFC 9725 §4.3.1 lets a server without trickle
 // ICE answer 405; clients then rely on the candidates in the offer.

@@ -306,6 +306,12 @@ func (s *SFU) PublishSource(ctx context.Context, roomID, source, offer string) (
 	return p, answer, nil
 }
 
+// NewPeerConnection makes a peer connection with the SFU's settings (codecs,
+// interceptors, ICE addresses) for a relay the caller negotiates.
+func (s *SFU) NewPeerConnection(cfg webrtc.Configuration) (*webrtc.PeerConnection, error) {
+	return s.api.NewPeerConnection(cfg)
+}
+
 // Relay makes pc, a peer connection the caller negotiates itself (a
 // cascade's WHEP pull from another edge), the publisher of source in
 // roomID: its incoming tracks are forwarded like any publisher's, and
