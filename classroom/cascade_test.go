@@ -258,4 +258,3 @@ func TestCascade(t *testing.T) {
 		return metricValue(m, "campusedge_live_subscribers") == 0
 	})
 }
-
