@@ -103,6 +103,8 @@ func (l *Live) registerMetrics(reg *prometheus.Registry) {
 		counter("campusedge_live_nacks_total", "NACK reports from subscribers (answered from the edge's packet cache).", func(t sfu.Totals) float64 { return float64(t.NACKs) }),
 		counter("campusedge_live_twcc_reports_total", "Transport-wide congestion-control reports from subscribers.", func(t sfu.Totals) float64 { return float64(t.TWCC) }),
 		counter("campusedge_live_remb_reports_total", "REMB bandwidth estimates from subscribers.", func(t sfu.Totals) float64 { return float64(t.REMB) }),
+		counter("campusedge_live_video_pauses_total", "Times a subscriber's video was paused because its link lost too much (audio continues).", func(t sfu.Totals) float64 { return float64(t.VideoPauses) }),
+		counter("campusedge_live_video_resumes_total", "Probes that resumed a paused subscriber's video.", func(t sfu.Totals) float64 { return float64(t.VideoResumes) }),
 		counter("campusedge_live_dropped_packets_total", "RTP packets dropped because a subscriber's queue was full (that subscriber only).", func(t sfu.Totals) float64 { return float64(t.Dropped) }),
 	)
 }

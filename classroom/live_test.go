@@ -873,3 +873,113 @@ func metricValue(b []byte, name string) float64 {
 	}
 	return -1
 }
+
+// throttledConn is a subscriber's socket behind a weak link: while limited,
+// RTP datagrams beyond rate bytes/s are lost (ICE and DTLS get through, so
+// the test sees congestion rather than a dead link).
+type throttledConn struct {
+	net.PacketConn
+	limited atomic.Bool
+	rate    float64
+	mu      sync.Mutex
+	tokens  float64
+	last    time.Time
+}
+
+func (c *throttledConn) ReadFrom(b []byte) (int, net.Addr, error) {
+	for {
+		n, a, err := c.PacketConn.ReadFrom(b)
+		if err != nil || !c.limited.Load() || n < 2 || b[0] < 128 || b[0] > 191 || (b[1] >= 192 && b[1] <= 223) {
+			return n, a, err
+		}
+		c.mu.Lock()
+		now := time.Now()
+		c.tokens = min(c.tokens+now.Sub(c.last).Seconds()*c.rate, c.rate/10)
+		c.last = now
+		ok := c.tokens >= float64(n)
+		if ok {
+			c.tokens -= float64(n)
+		}
+		c.mu.Unlock()
+		if ok {
+			return n, a, err
+		}
+	}
+}
+
+// TestWeakLinkKeepsAudio: a subscriber whose link loses most packets has
+// its video paused by the edge (from its TWCC feedback) and keeps the
+// audio; the other subscriber is untouched; when the link recovers, a
+// probe brings the video back.
+func TestWeakLinkKeepsAudio(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	e := startEdge(t, ctx)
+	s := e.createSession(t, ctx, "Art 6")
+	publish(t, ctx, e, s.ID, s.Tokens.Master) // ~1 Mbit/s video + Opus
+	good := subscribe(t, ctx, e, s.ID, s.Tokens.Observer)
+
+	udp, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer udp.Close()
+	link := &throttledConn{PacketConn: udp, rate: 300e3 / 8, last: time.Now()}
+	pc, err := vanishingAPI(t, link).NewPeerConnection(webrtc.Configuration{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	for _, k := range []webrtc.RTPCodecType{webrtc.RTPCodecTypeVideo, webrtc.RTPCodecTypeAudio} {
+		if _, err := pc.AddTransceiverFromKind(k, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionRecvonly}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var video, audio atomic.Int64
+	pc.OnTrack(func(tr *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
+		n := &video
+		if tr.Kind() == webrtc.RTPCodecTypeAudio {
+			n = &audio
+		}
+		for {
+			if _, _, err := tr.ReadRTP(); err != nil {
+				return
+			}
+			n.Add(1)
+		}
+	})
+	resp, body := e.do(t, ctx, "POST", "/whep/"+s.ID, s.Tokens.Observer, "application/sdp", offer(t, ctx, pc))
+	if resp.StatusCode != http.StatusCreated {
+		t.Fatalf("WHEP: %d %s", resp.StatusCode, body)
+	}
+	if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: string(body)}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "the weak subscriber's first packets", func() bool { return video.Load() > 50 && audio.Load() > 10 })
+
+	metric := func(name string) float64 {
+		_, b := e.do(t, ctx, "GET", "/metrics", "", "", nil)
+		return metricValue(b, name)
+	}
+	link.limited.Store(true) // 300 kbit/s for ~1 Mbit/s of media
+	waitFor(t, 10*time.Second, "the edge to pause the weak subscriber's video", func() bool { return metric("campusedge_live_video_pauses_total") >= 1 })
+	time.Sleep(300 * time.Millisecond) // queued packets drain
+	v0, a0, g0 := video.Load(), audio.Load(), good.got.Load()
+	time.Sleep(2 * time.Second)
+	if dv := video.Load() - v0; dv > 20 {
+		t.Errorf("weak subscriber still got %d video packets in 2s while paused", dv)
+	}
+	if da := audio.Load() - a0; da < 80 {
+		t.Errorf("weak subscriber got %d audio packets in 2s, want ≥80 of 100: audio must go on", da)
+	}
+	if dg := good.got.Load() - g0; dg < 300 {
+		t.Errorf("the other subscriber got %d video packets in 2s, want ≥300 of 400", dg)
+	}
+
+	link.limited.Store(false) // the link recovers: a probe brings video back
+	waitFor(t, 15*time.Second, "the weak subscriber's video to resume", func() bool {
+		v := video.Load()
+		time.Sleep(500 * time.Millisecond)
+		return metric("campusedge_live_video_resumes_total") >= 1 && video.Load()-v > 60
+	})
+}

@@ -103,6 +103,7 @@ type SFU struct {
 
 	forwarded, dropped atomic.Uint64 // totals over all subscribers, ever
 	nacks, twcc, remb  atomic.Uint64 // feedback received from subscribers
+	pauses, resumes    atomic.Uint64 // video paused/resumed for weak links
 }
 
 // Totals are edge-wide counters for metrics.
@@ -112,6 +113,9 @@ type Totals struct {
 	// Feedback from subscribers: NACKs (answered from the packet cache),
 	// TWCC and REMB congestion reports.
 	NACKs, TWCC, REMB uint64
+	// VideoPauses and VideoResumes count subscribers whose link was too
+	// weak for video (audio went on) and the probes that brought it back.
+	VideoPauses, VideoResumes uint64
 }
 
 // New builds the pion API (default codecs and interceptors) and an empty SFU.
@@ -258,6 +262,7 @@ func (s *SFU) Totals() Totals {
 	s.mu.Unlock()
 	t.Forwarded, t.Dropped = s.forwarded.Load(), s.dropped.Load()
 	t.NACKs, t.TWCC, t.REMB = s.nacks.Load(), s.twcc.Load(), s.remb.Load()
+	t.VideoPauses, t.VideoResumes = s.pauses.Load(), s.resumes.Load()
 	return t
 }
 
@@ -351,7 +356,8 @@ func (s *SFU) Subscribe(ctx context.Context, roomID, offer string) (*Subscriber,
 	if len(fwds) == 0 {
 		return nil, "", fmt.Errorf("%w: the publisher has not sent media yet", ErrNoPublisher)
 	}
-	sub := &Subscriber{sfu: s, room: roomID, id: newID(), static: true}
+	sub := &Subscriber{sfu: s, room: roomID, id: newID(), static: true, stopCong: make(chan struct{})}
+	go sub.adapt()
 	answer, err := sub.negotiate(ctx, offer, fwds)
 	if err != nil {
 		sub.Close()
@@ -391,7 +397,8 @@ func (s *SFU) Subscribe(ctx context.Context, roomID, offer string) (*Subscriber,
 // goes to Answer. No peer connection exists until there is a track to send.
 func (s *SFU) NewSubscriber(roomID string, filter func(source string) bool, onOffer func(sdp string)) (*Subscriber, error) {
 	sub := &Subscriber{sfu: s, room: roomID, id: newID(), filter: filter, onOffer: onOffer,
-		kickc: make(chan struct{}, 1), done: make(chan struct{})}
+		kickc: make(chan struct{}, 1), done: make(chan struct{}), stopCong: make(chan struct{})}
+	go sub.adapt()
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
@@ -897,8 +904,11 @@ type Subscriber struct {
 	pc     *webrtc.PeerConnection
 	tracks []*subTrack
 
+	cong congestion
+
 	closeOnce sync.Once
 	closed    atomic.Bool
+	stopCong  chan struct{}
 }
 
 // ID is the subscriber's resource id (the last part of its WHEP Location).
@@ -920,6 +930,7 @@ func (s *Subscriber) watches(p *Publisher) bool {
 type subTrack struct {
 	sfu     *SFU // nil in unit tests
 	fwd     *forwarder
+	paused  *atomic.Bool // the subscriber's "video paused" flag; nil for audio
 	local   *webrtc.TrackLocalStaticRTP
 	sender  *webrtc.RTPSender
 	q       chan *rtp.Packet
@@ -930,6 +941,9 @@ type subTrack struct {
 
 // offer queues pkt for this subscriber, dropping it if the queue is full.
 func (t *subTrack) offer(pkt *rtp.Packet) {
+	if t.paused != nil && t.paused.Load() {
+		return // this subscriber's link cannot carry video now
+	}
 	select {
 	case t.q <- pkt:
 		t.sent.Add(1)
@@ -973,6 +987,9 @@ func (s *Subscriber) newSubTrack(pc *webrtc.PeerConnection, f *forwarder) (*subT
 		return nil, fmt.Errorf("%w: cannot send %s: %v", ErrBadOffer, f.track.Codec().MimeType, err)
 	}
 	t := &subTrack{sfu: s.sfu, fwd: f, local: local, sender: sender, q: make(chan *rtp.Packet, s.sfu.cfg.QueuePackets), done: make(chan struct{})}
+	if !f.audio {
+		t.paused = &s.cong.videoPaused
+	}
 	go s.readRTCP(sender, f)
 	return t, nil
 }
@@ -1196,6 +1213,7 @@ func (s *Subscriber) readRTCP(sender *webrtc.RTPSender, f *forwarder) {
 				s.sfu.nacks.Add(1) // answered by the NACK responder from its cache
 			case *rtcp.TransportLayerCC:
 				s.sfu.twcc.Add(1)
+				s.cong.feedback(p.(*rtcp.TransportLayerCC))
 			case *rtcp.ReceiverEstimatedMaximumBitrate:
 				s.sfu.remb.Add(1)
 			}
@@ -1209,6 +1227,9 @@ func (s *Subscriber) Close() {
 		s.closed.Store(true)
 		if s.done != nil {
 			close(s.done)
+		}
+		if s.stopCong != nil {
+			close(s.stopCong)
 		}
 		s.mu.Lock()
 		tracks, pc := s.tracks, s.pc
