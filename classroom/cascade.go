@@ -105,8 +105,11 @@ type upstream struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 
-	mu sync.Mutex
-	st UpstreamStatus
+	mu         sync.Mutex
+	st         UpstreamStatus
+	stage      string // local classroom on stage, sent up by WHIP
+	stopUplink context.CancelFunc
+	uplinkDone chan struct{}
 }
 
 func (u *upstream) status() UpstreamStatus {
@@ -153,14 +156,7 @@ func (u *upstream) run(ctx context.Context) {
 
 // once makes one WHEP pull and returns when it ends.
 func (u *upstream) once(ctx context.Context) (connected bool, err error) {
-	cfg := webrtc.Configuration{}
-	for _, s := range u.req.ICEServers {
-		cfg.ICEServers = append(cfg.ICEServers, webrtc.ICEServer{URLs: s.URLs, Username: s.Username, Credential: s.Credential})
-	}
-	if u.req.ICETransportPolicy == "relay" {
-		cfg.ICETransportPolicy = webrtc.ICETransportPolicyRelay
-	}
-	pc, err := u.l.SFU.NewPeerConnection(cfg)
+	pc, err := u.l.SFU.NewPeerConnection(u.pcConfig())
 	if err != nil {
 		return false, err
 	}
@@ -246,7 +242,12 @@ func gatherOffer(ctx context.Context, pc *webrtc.PeerConnection, offer webrtc.Se
 }
 
 func (u *upstream) post(ctx context.Context, offer string) (answer, location string, err error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u.req.URL, strings.NewReader(offer))
+	return u.exchange(ctx, u.req.URL, offer)
+}
+
+// exchange POSTs an offer to a WHIP or WHEP endpoint of the upstream edge.
+func (u *upstream) exchange(ctx context.Context, endpoint, offer string) (answer, location string, err error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, endpoint, strings.NewReader(offer))
 	if err != nil {
 		return "", "", err
 	}
@@ -254,12 +255,12 @@ func (u *upstream) post(ctx context.Context, offer string) (answer, location str
 	req.Header.Set("Authorization", "Bearer "+u.req.Token)
 	resp, err := u.client.Do(req)
 	if err != nil {
-		return "", "", fmt.Errorf("WHEP to the upstream edge: %w", err)
+		return "", "", fmt.Errorf("request to the upstream edge: %w", err)
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, MaxSDPBytes+1))
 	if err != nil {
-		return "", "", fmt.Errorf("WHEP answer: %w", err)
+		return "", "", fmt.Errorf("upstream answer: %w", err)
 	}
 	if resp.StatusCode != http.StatusCreated {
 		return "", "", fmt.Errorf("the upstream edge answered %s: %s", resp.Status, bytes.TrimSpace(body[:min(len(body), 300)]))
@@ -289,6 +290,121 @@ func (u *upstream) deleteResource(location string) {
 	}
 }
 
+// pcConfig is the WAN leg's peer-connection configuration.
+func (u *upstream) pcConfig() webrtc.Configuration {
+	cfg := webrtc.Configuration{}
+	for _, s := range u.req.ICEServers {
+		cfg.ICEServers = append(cfg.ICEServers, webrtc.ICEServer{URLs: s.URLs, Username: s.Username, Credential: s.Credential})
+	}
+	if u.req.ICETransportPolicy == "relay" {
+		cfg.ICETransportPolicy = webrtc.ICETransportPolicyRelay
+	}
+	return cfg
+}
+
+// setStage sends classroom cid (on stage here) up the cascade by WHIP, or
+// stops sending when cid is empty.
+func (u *upstream) setStage(cid string) {
+	u.mu.Lock()
+	if u.stage == cid {
+		u.mu.Unlock()
+		return
+	}
+	u.stage = cid
+	stop := u.stopUplink
+	u.stopUplink = nil
+	if cid != "" {
+		ctx, cancel := context.WithCancel(context.Background())
+		u.stopUplink = cancel
+		go u.uplink(ctx, cid)
+	}
+	u.mu.Unlock()
+	if stop != nil {
+		stop() // it DELETEs its WHIP resource upstream on its own
+	}
+}
+
+// uplink keeps classroom cid published at the upstream edge, retrying
+// with backoff like the pull.
+func (u *upstream) uplink(ctx context.Context, cid string) {
+	backoff := cascadeMinBackoff
+	for ctx.Err() == nil {
+		err := u.uplinkOnce(ctx, cid)
+		if ctx.Err() != nil {
+			return
+		}
+		wait := backoff/2 + rand.N(backoff)
+		u.log.Warn("cascade: on-stage classroom's uplink ended; retrying", "classroom", cid, "err", err, "retry_in", wait.Round(time.Millisecond))
+		select {
+		case <-ctx.Done():
+		case <-time.After(wait):
+		}
+		backoff = min(backoff*2, cascadeMaxBackoff)
+	}
+}
+
+func (u *upstream) uplinkOnce(ctx context.Context, cid string) error {
+	offers := make(chan string, 4)
+	sub, err := u.l.SFU.NewSubscriberConfig(u.sess, u.pcConfig(), func(src string) bool { return src == sourceOf(cid) }, func(sdp string) {
+		select {
+		case offers <- sdp:
+		default:
+		}
+	})
+	if err != nil {
+		return err
+	}
+	defer sub.Close()
+	var offer string
+	select {
+	case offer = <-offers:
+	case <-ctx.Done():
+		return nil
+	case <-sub.Done():
+		return errors.New("closed before the classroom published")
+	}
+	whip := strings.Replace(u.req.URL, "/whep/", "/whip/", 1) + "?school=" + url.QueryEscape(u.school())
+	nctx, cancel := context.WithTimeout(ctx, negotiateTimeout)
+	answer, location, err := u.exchange(nctx, whip, offer)
+	cancel()
+	if err != nil {
+		return err
+	}
+	defer u.deleteResource(location)
+	if err := sub.Answer(answer); err != nil {
+		return fmt.Errorf("upstream WHIP answer: %w", err)
+	}
+	u.log.Info("cascade: on-stage classroom sent to the upstream edge", "classroom", cid)
+	select {
+	case <-ctx.Done():
+		return nil
+	case <-sub.Done():
+		return errors.New("the uplink connection failed")
+	case <-offers:
+		// The classroom's tracks changed; WHIP cannot renegotiate, so
+		// publish again from scratch.
+		return errors.New("the classroom's tracks changed")
+	}
+}
+
+// school names this edge at the upstream edge.
+func (u *upstream) school() string {
+	if validSchool(u.l.edgeID) {
+		return u.l.edgeID
+	}
+	return "edge"
+}
+
+// stageChanged tells session id's cascade, if any, what is on stage here.
+func (l *Live) stageChanged(id, classroomID string) {
+	l.mu.Lock()
+	u := l.upstreams[id]
+	l.mu.Unlock()
+	if u != nil {
+		u.setStage(classroomID)
+	}
+}
+
 // startUpstream makes session id pull from req (replacing a running pull).
 func (l *Live) startUpstream(id string, req UpstreamRequest) UpstreamStatus {
 	l.stopUpstream(id)
@@ -314,6 +430,7 @@ func (l *Live) stopUpstream(id string) bool {
 	}
 	u.cancel()
 	<-u.done
+	u.setStage("")
 	return true
 }
 
@@ -360,7 +477,17 @@ func (l *Live) putUpstream(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	l.log.Info("cascade: session takes its lesson from another edge", "session", id, "url", req.URL)
-	api.WriteJSON(w, http.StatusAccepted, l.startUpstream(id, req))
+	st := l.startUpstream(id, req)
+	l.mu.Lock()
+	c := l.classes[id]
+	l.mu.Unlock()
+	if c != nil {
+		c.mu.Lock()
+		stage := c.stage
+		c.mu.Unlock()
+		l.stageChanged(id, stage)
+	}
+	api.WriteJSON(w, http.StatusAccepted, st)
 }
 
 func (l *Live) getUpstream(w http.ResponseWriter, r *http.Request) {

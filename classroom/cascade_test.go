@@ -173,7 +173,7 @@ func TestCascade(t *testing.T) {
 		t.Errorf("PUT upstream with the master token: %d %s", resp.StatusCode, rb)
 	}
 	req, _ := json.Marshal(map[string]any{
-		"url": wan.httpURL + "/whep/" + sa.ID, "token": sa.Tokens.Observer,
+		"url": wan.httpURL + "/whep/" + sa.ID, "token": sa.Tokens.Cascade,
 		"ice_servers":          []map[string]any{{"urls": []string{wan.turnURL}, "username": "edge-b", "credential": "wan-secret"}},
 		"ice_transport_policy": "relay",
 	})
@@ -249,12 +249,38 @@ func TestCascade(t *testing.T) {
 			t.Errorf("participant %c: %d payloads differ from what A's publisher sent", p.tag, p.bad.Load())
 		}
 	}
+	// The on-stage classroom goes back the same way: B's classroom 0 is
+	// put on stage at B and reaches a participant at A (by WHIP with the
+	// cascade token, through the same WAN).
+	atA := joinAs(t, ctx, a, sa.Tokens.Observer, 'O')
+	atA.subscribe(ctx)
+	coordinator := joinAs(t, ctx, b, sb.Tokens.Master, 'C')
+	peers[0].publish(ctx)
+	if r := coordinator.c.request(t, map[string]any{"type": "stage", "classroom_id": sb.Classrooms[0], "on": true}); r.str("type") != "ack" {
+		t.Fatalf("stage at B: %v", r)
+	}
+	waitFor(t, 20*time.Second, "A's participant to receive B's on-stage classroom", func() bool {
+		return atA.countPrefix("remote:") > 100
+	})
+	if atA.bad.Load() != 0 {
+		t.Errorf("A's participant: %d payloads differ from what B's classroom sent", atA.bad.Load())
+	}
+	if r := coordinator.c.request(t, map[string]any{"type": "stage", "classroom_id": sb.Classrooms[0], "on": false}); r.str("type") != "ack" {
+		t.Fatalf("stage back at B: %v", r)
+	}
+	time.Sleep(1500 * time.Millisecond)
+	r0 := atA.countPrefix("remote:")
+	time.Sleep(time.Second)
+	if d := atA.countPrefix("remote:") - r0; d > 5 {
+		t.Errorf("A still received %d packets of B's classroom after it left the stage", d)
+	}
+
 	// Stopping the cascade ends the pull at A.
 	if resp, rb := b.do(t, ctx, "DELETE", "/api/v1/sessions/"+sb.ID+"/upstream", b.admin, "", nil); resp.StatusCode != http.StatusNoContent {
 		t.Errorf("DELETE upstream: %d %s", resp.StatusCode, rb)
 	}
 	waitFor(t, 10*time.Second, "A to lose its cascade subscriber", func() bool {
 		_, m := a.do(t, ctx, "GET", "/metrics", "", "", nil)
-		return metricValue(m, "campusedge_live_subscribers") == 0
+		return metricValue(m, "campusedge_live_subscribers") == 1 // atA's own
 	})
 }

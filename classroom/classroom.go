@@ -149,8 +149,8 @@ func (l *Live) authorize(w http.ResponseWriter, r *http.Request, master bool) (s
 		session.WriteAuthError(w, err)
 		return session.Grant{}, false
 	}
-	if master && g.Role != session.RoleMaster {
-		api.WriteError(w, http.StatusForbidden, "forbidden", "only the master teacher's token may publish; the "+string(g.Role)+" token can watch with WHEP")
+	if master && g.Role != session.RoleMaster && g.Role != session.RoleCascade {
+		api.WriteError(w, http.StatusForbidden, "forbidden", "only the master teacher's token (or another edge's cascade token) may publish; the "+string(g.Role)+" token can watch with WHEP")
 		return session.Grant{}, false
 	}
 	return g, true
@@ -218,13 +218,23 @@ func (l *Live) whip(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	if _, err := l.Sessions.Start(g.SessionID); err != nil {
+	source := sfu.SourceMaster
+	if g.Role == session.RoleCascade {
+		// Another school's on-stage classroom, sent back up the cascade:
+		// ?school=<code> names it (its edge id by default).
+		school := r.URL.Query().Get("school")
+		if !validSchool(school) {
+			api.WriteError(w, http.StatusBadRequest, "invalid", "a cascade publish needs ?school=<1-32 of a-z, 0-9, - naming the sending school>")
+			return
+		}
+		source = sourceRemote(school)
+	} else if _, err := l.Sessions.Start(g.SessionID); err != nil {
 		session.WriteError(w, err)
 		return
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), negotiateTimeout)
 	defer cancel()
-	pub, answer, err := l.SFU.Publish(ctx, g.SessionID, offer)
+	pub, answer, err := l.SFU.PublishSource(ctx, g.SessionID, source, offer)
 	if err != nil {
 		writeSFUError(w, err)
 		return

@@ -24,6 +24,22 @@ import (
 // sourceOf is the SFU source a classroom's camera and mic publish under.
 func sourceOf(classroomID string) string { return "classroom:" + classroomID }
 
+// sourceRemote is the source of another school's on-stage classroom, sent
+// up a cascade: it is on stage by definition, so everyone receives it.
+func sourceRemote(school string) string { return "remote:" + school }
+
+func validSchool(s string) bool {
+	if len(s) < 1 || len(s) > 32 {
+		return false
+	}
+	for _, c := range s {
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
 // permissions says which role may send which request. Anything not listed
 // is refused with a "forbidden" error naming the role.
 var permissions = map[string][]session.Role{
@@ -44,6 +60,7 @@ var roleHint = map[session.Role]string{
 	session.RoleAssistant: "an assistant teacher",
 	session.RoleTerminal:  "a classroom terminal",
 	session.RoleObserver:  "an observer",
+	session.RoleCascade:   "another edge's cascade",
 }
 
 // class is the control state of one session: who is in, raised hands, the
@@ -288,8 +305,12 @@ func (p *participant) do(hdr wire.Header, msg any) error {
 			return refused("not_on_stage", "classroom %q is not on stage", m.Classroom)
 		}
 		c.mu.Unlock()
+		c.mu.Lock()
+		stage := c.stage
+		c.mu.Unlock()
 		p.log.Info("stage", "classroom", m.Classroom, "on", m.On)
 		l.SFU.Resync(g.SessionID)
+		l.stageChanged(g.SessionID, stage)
 		p.ack(hdr)
 		l.broadcast(c)
 	case *Mute:
@@ -357,6 +378,9 @@ func (p *participant) publish(hdr wire.Header, m *Publish) error {
 // classroom (terminal, assistant) and an observer get the lesson plus the
 // classroom on stage, never their own camera back.
 func (p *participant) filter(source string) bool {
+	if strings.HasPrefix(source, "remote:") {
+		return true // another school's classroom on stage: everyone hears it
+	}
 	if p.grant.Role == session.RoleMaster {
 		return strings.HasPrefix(source, "classroom:")
 	}

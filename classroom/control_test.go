@@ -390,6 +390,19 @@ func newMediaPeer(t *testing.T, c *ctl, tag byte) *mediaPeer {
 	return &mediaPeer{t: t, c: c, recv: map[string]*atomic.Int64{}, tag: tag}
 }
 
+// countPrefix sums the packets of every stream whose key starts with prefix.
+func (p *mediaPeer) countPrefix(prefix string) int64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var n int64
+	for k, v := range p.recv {
+		if strings.HasPrefix(k, prefix) {
+			n += v.Load()
+		}
+	}
+	return n
+}
+
 func (p *mediaPeer) count(key string) int64 {
 	p.mu.Lock()
 	defer p.mu.Unlock()

@@ -124,6 +124,7 @@ type createResp struct {
 	Tokens struct {
 		Master   string `json:"master"`
 		Observer string `json:"observer"`
+		Cascade  string `json:"cascade"`
 	} `json:"tokens"`
 }
 

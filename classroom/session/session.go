@@ -34,6 +34,7 @@ const (
 	RoleAssistant Role = "assistant" // the assistant teacher in one classroom
 	RoleTerminal  Role = "terminal"  // a classroom terminal
 	RoleObserver  Role = "observer"  // watches only
+	RoleCascade   Role = "cascade"   // another edge: pulls the lesson (WHEP) and sends its on-stage classroom back (WHIP)
 )
 
 // State is where a session is in its life.
@@ -86,6 +87,7 @@ type ClassroomTokens struct {
 type Tokens struct {
 	Master     string                     `json:"master"`
 	Observer   string                     `json:"observer"`
+	Cascade    string                     `json:"cascade"`
 	Classrooms map[string]ClassroomTokens `json:"classrooms"`
 }
 
@@ -188,10 +190,11 @@ func (m *Manager) Create(req CreateRequest) (Session, Tokens, error) {
 		t := req.ScheduledStart.UTC()
 		s.ScheduledStart = &t
 	}
-	toks := Tokens{Master: newToken(), Observer: newToken(), Classrooms: map[string]ClassroomTokens{}}
+	toks := Tokens{Master: newToken(), Observer: newToken(), Cascade: newToken(), Classrooms: map[string]ClassroomTokens{}}
 	grants := map[string]Grant{
 		toks.Master:   {SessionID: s.ID, Role: RoleMaster},
 		toks.Observer: {SessionID: s.ID, Role: RoleObserver},
+		toks.Cascade:  {SessionID: s.ID, Role: RoleCascade},
 	}
 	for _, c := range s.Classrooms {
 		ct := ClassroomTokens{Assistant: newToken(), Terminal: newToken()}

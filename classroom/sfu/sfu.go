@@ -396,7 +396,13 @@ func (s *SFU) Subscribe(ctx context.Context, roomID, offer string) (*Subscriber,
 // each one (from the subscriber's own goroutine), and the client's answer
 // goes to Answer. No peer connection exists until there is a track to send.
 func (s *SFU) NewSubscriber(roomID string, filter func(source string) bool, onOffer func(sdp string)) (*Subscriber, error) {
-	sub := &Subscriber{sfu: s, room: roomID, id: newID(), filter: filter, onOffer: onOffer,
+	return s.NewSubscriberConfig(roomID, webrtc.Configuration{}, filter, onOffer)
+}
+
+// NewSubscriberConfig is NewSubscriber with peer-connection settings (ICE
+// servers for a cascade's uplink over the WAN).
+func (s *SFU) NewSubscriberConfig(roomID string, cfg webrtc.Configuration, filter func(source string) bool, onOffer func(sdp string)) (*Subscriber, error) {
+	sub := &Subscriber{sfu: s, room: roomID, id: newID(), filter: filter, onOffer: onOffer, pcCfg: cfg,
 		kickc: make(chan struct{}, 1), done: make(chan struct{}), stopCong: make(chan struct{})}
 	go sub.adapt()
 	s.mu.Lock()
@@ -894,6 +900,7 @@ type Subscriber struct {
 	static bool // WHEP: negotiated once from the client's offer
 
 	// Renegotiable subscribers only.
+	pcCfg   webrtc.Configuration
 	filter  func(source string) bool
 	onOffer func(sdp string)
 	kickc   chan struct{}
@@ -913,6 +920,10 @@ type Subscriber struct {
 
 // ID is the subscriber's resource id (the last part of its WHEP Location).
 func (s *Subscriber) ID() string { return s.id }
+
+// Done is closed when a renegotiable subscriber has closed (its
+// connection failed, or Close).
+func (s *Subscriber) Done() <-chan struct{} { return s.done }
 
 // watches reports whether s receives any track of p.
 func (s *Subscriber) watches(p *Publisher) bool {
@@ -995,7 +1006,7 @@ func (s *Subscriber) newSubTrack(pc *webrtc.PeerConnection, f *forwarder) (*subT
 }
 
 func (s *Subscriber) newPC() (*webrtc.PeerConnection, error) {
-	pc, err := s.sfu.api.NewPeerConnection(webrtc.Configuration{})
+	pc, err := s.sfu.api.NewPeerConnection(s.pcCfg)
 	if err != nil {
 		return nil, fmt.Errorf("new peer connection: %w", err)
 	}
