@@ -366,6 +366,19 @@ func (p *participant) publish(hdr wire.Header, m *Publish) error {
 			return sfuError(err)
 		}
 		p.pub, answer = pub, a
+		go func() {
+			// A classroom that loses power: its media connection fails
+			// within seconds (ICE), long before the control connection's
+			// read deadline; tell everyone it stopped publishing.
+			<-pub.Done()
+			p.mu.Lock()
+			if p.pub == pub {
+				p.pub = nil
+			}
+			p.mu.Unlock()
+			p.log.Info("publisher closed")
+			l.broadcast(p.cls)
+		}()
 	}
 	h := wire.New(TypeAnswer)
 	h.ID = hdr.ID

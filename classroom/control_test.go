@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -680,4 +681,62 @@ func countTracks(p *mediaPeer, key string) int {
 		}
 	}
 	return n
+}
+
+// TestVanishedClassroomIsDropped: a classroom terminal that publishes
+// through the control channel loses power (its media socket goes silent,
+// its WebSocket gives no goodbye): within seconds the master stops
+// receiving it and the class state shows it no longer publishing.
+func TestVanishedClassroomIsDropped(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), 40*time.Second)
+	defer cancel()
+	e := startEdge(t, ctx)
+	s := e.createClass(t, ctx, "Civics 9", 1)
+	cid := s.Classrooms[0]
+	master := joinAs(t, ctx, e, s.Tokens.Master, 'M')
+	master.subscribe(ctx)
+
+	// The terminal's media goes through a socket the test can silence.
+	udp, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer udp.Close()
+	room := joinAs(t, ctx, e, s.Tokens.Classrooms[cid].Terminal, 'R')
+	pc, err := vanishingAPI(t, udp).NewPeerConnection(webrtc.Configuration{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	room.pub = pc
+	sendCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	room.addTrack(sendCtx, "camera")
+	room.negotiatePublish(ctx)
+	waitFor(t, 10*time.Second, "the master to receive the classroom", func() bool { return master.count("classroom:"+cid+"/video") > 50 })
+	waitFor(t, 5*time.Second, "the state to show the classroom publishing", func() bool { return publishing(master.c.lastState(), cid) })
+
+	_ = udp.Close() // power cut: no DTLS close, no WebSocket close
+	gone := time.Now()
+	waitFor(t, 15*time.Second, "the state to show the classroom no longer publishing", func() bool { return !publishing(master.c.lastState(), cid) })
+	t.Logf("vanished classroom's media dropped %v after it went silent", time.Since(gone).Round(100*time.Millisecond))
+	n := master.count("classroom:" + cid + "/video")
+	time.Sleep(time.Second)
+	if d := master.count("classroom:"+cid+"/video") - n; d != 0 {
+		t.Errorf("master still received %d packets of the vanished classroom", d)
+	}
+}
+
+func publishing(st msg, cid string) bool {
+	if st == nil {
+		return false
+	}
+	parts, _ := st["participants"].([]any)
+	for _, p := range parts {
+		m, _ := p.(map[string]any)
+		if m["classroom_id"] == cid && m["role"] == "terminal" && m["publishing"] == true {
+			return true
+		}
+	}
+	return false
 }

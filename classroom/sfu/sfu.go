@@ -333,7 +333,7 @@ func (s *SFU) Relay(roomID, source string, pc *webrtc.PeerConnection) (*Publishe
 }
 
 func newPublisher(s *SFU, roomID, source string) *Publisher {
-	return &Publisher{sfu: s, room: roomID, source: source, id: newID(), changed: make(chan struct{})}
+	return &Publisher{sfu: s, room: roomID, source: source, id: newID(), changed: make(chan struct{}), done: make(chan struct{})}
 }
 
 // Subscribe answers a WHEP subscriber's offer with every track the room's
@@ -596,8 +596,13 @@ type Publisher struct {
 	expected int
 	changed  chan struct{} // closed and replaced when fwds grows
 	closed   bool
-	negMu    sync.Mutex // serialises renegotiations
+	done     chan struct{} // closed by Close
+	negMu    sync.Mutex    // serialises renegotiations
 }
+
+// Done is closed when the publisher has closed (its connection failed or
+// was closed, or Close was called).
+func (p *Publisher) Done() <-chan struct{} { return p.done }
 
 // ID is the publisher's resource id (the last part of its WHIP Location).
 func (p *Publisher) ID() string { return p.id }
@@ -776,6 +781,7 @@ func (p *Publisher) Close() {
 		_ = pc.Close()
 	}
 	p.sfu.detachPublisher(p)
+	close(p.done) // after detaching: Publishing(source) is false from here
 	for _, f := range fwds {
 		f.ended.Store(true)
 	}
