@@ -104,12 +104,13 @@ func startWAN(t *testing.T, target string) *wanLink {
 			go func() { _, _ = io.Copy(c, up); _ = c.Close() }()
 		}
 	}()
+	tctx := t.Context()
 	go func() {
 		// Close what is open when the link is cut.
 		for {
 			time.Sleep(20 * time.Millisecond)
 			select {
-			case <-t.Context().Done():
+			case <-tctx.Done():
 				return
 			default:
 			}

@@ -236,7 +236,12 @@ func (p *participant) do(hdr wire.Header, msg any) error {
 		return p.publish(hdr, m)
 	case *Subscribe:
 		if p.sub != nil {
-			return refused("already_subscribed", "this connection already receives media; answer the edge's offers")
+			select {
+			case <-p.sub.Done():
+				p.sub = nil // its connection failed: subscribe again
+			default:
+				return refused("already_subscribed", "this connection already receives media; answer the edge's offers")
+			}
 		}
 		sub, err := l.SFU.NewSubscriber(g.SessionID, p.filter, func(sdp string) {
 			p.conn.Send(SDPMessage{Header: wire.New(TypeOffer), PC: PCSubscribe, SDP: sdp})
