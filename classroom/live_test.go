@@ -210,12 +210,18 @@ func publish(t *testing.T, ctx context.Context, e *edge, sessionID, token string
 // fake VP8-shaped ones: the SFU forwards bytes and never parses them).
 func publishCodec(t *testing.T, ctx context.Context, e *edge, sessionID, token, videoMime string) *publisher {
 	t.Helper()
+	return publishFmtp(t, ctx, e, sessionID, token, videoMime, "")
+}
+
+// publishFmtp is publishCodec with a codec fmtp line (an H264 profile).
+func publishFmtp(t *testing.T, ctx context.Context, e *edge, sessionID, token, videoMime, fmtp string) *publisher {
+	t.Helper()
 	pc, err := loopbackAPI(t).NewPeerConnection(webrtc.Configuration{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = pc.Close() })
-	track, err := webrtc.NewTrackLocalStaticRTP(webrtc.RTPCodecCapability{MimeType: videoMime, ClockRate: 90000}, "video", "teacher")
+	track, err := webrtc.NewTrackLocalStaticRTP(webrtc.RTPCodecCapability{MimeType: videoMime, ClockRate: 90000, SDPFmtpLine: fmtp}, "video", "teacher")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -983,4 +989,52 @@ func TestWeakLinkKeepsAudio(t *testing.T) {
 		time.Sleep(500 * time.Millisecond)
 		return metric("campusedge_live_video_resumes_total") >= 1 && video.Load()-v > 60
 	})
+}
+
+// TestH264HighProfileToBrowser: OBS's default H264 High profile cannot go
+// to a browser that decodes only Baseline; the watcher gets an error that
+// says what to change, and the edge's log warns at publish time.
+func TestH264HighProfileToBrowser(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	e := startEdge(t, ctx)
+	s := e.createSession(t, ctx, "Drama 10")
+	publishFmtp(t, ctx, e, s.ID, s.Tokens.Master, webrtc.MimeTypeH264, "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=64001f")
+	waitFor(t, 5*time.Second, "the edge's warning about the profile", func() bool {
+		return strings.Contains(e.log.String(), "profile browsers do not decode")
+	})
+
+	// A "browser": H264 Constrained Baseline and Opus only.
+	me := &webrtc.MediaEngine{}
+	for _, c := range []webrtc.RTPCodecParameters{
+		{RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeH264, ClockRate: 90000, SDPFmtpLine: "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f"}, PayloadType: 102},
+		{RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2}, PayloadType: 111},
+	} {
+		typ := webrtc.RTPCodecTypeVideo
+		if c.MimeType == webrtc.MimeTypeOpus {
+			typ = webrtc.RTPCodecTypeAudio
+		}
+		if err := me.RegisterCodec(c, typ); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var se webrtc.SettingEngine
+	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
+	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
+	se.SetIncludeLoopbackCandidate(true)
+	se.SetIPFilter(func(ip net.IP) bool { return ip.Equal(net.IPv4(127, 0, 0, 1)) })
+	pc, err := webrtc.NewAPI(webrtc.WithMediaEngine(me), webrtc.WithSettingEngine(se)).NewPeerConnection(webrtc.Configuration{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	for _, k := range []webrtc.RTPCodecType{webrtc.RTPCodecTypeVideo, webrtc.RTPCodecTypeAudio} {
+		if _, err := pc.AddTransceiverFromKind(k, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionRecvonly}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	resp, body := e.do(t, ctx, "POST", "/whep/"+s.ID, s.Tokens.Observer, "application/sdp", offer(t, ctx, pc))
+	if resp.StatusCode != http.StatusBadRequest || !bytes.Contains(body, []byte("baseline")) {
+		t.Fatalf("WHEP of H264 High by a Baseline-only client: %d %s", resp.StatusCode, body)
+	}
 }

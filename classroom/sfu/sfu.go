@@ -31,6 +31,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -709,7 +710,11 @@ func (p *Publisher) onTrack(track *webrtc.TrackRemote, recv *webrtc.RTPReceiver)
 	p.changed = make(chan struct{})
 	p.mu.Unlock()
 	p.sfu.log.Info("publisher track", "room", p.room, "source", p.source, "publisher", p.id, "kind", track.Kind().String(),
-		"codec", track.Codec().MimeType, "ssrc", uint32(track.SSRC()))
+		"codec", track.Codec().MimeType, "fmtp", track.Codec().SDPFmtpLine, "ssrc", uint32(track.SSRC()))
+	if c := track.Codec(); strings.EqualFold(c.MimeType, webrtc.MimeTypeH264) && highProfile(c.SDPFmtpLine) {
+		p.sfu.log.Warn("the lesson's H264 uses a profile browsers do not decode; classrooms in a browser will not see it: set the encoder to baseline",
+			"room", p.room, "fmtp", c.SDPFmtpLine)
+	}
 	go func() {
 		// Drain RTCP so the receiver's interceptors keep running.
 		buf := make([]byte, 1500)
@@ -995,13 +1000,25 @@ func (t *subTrack) write() {
 func (s *Subscriber) newSubTrack(pc *webrtc.PeerConnection, f *forwarder) (*subTrack, error) {
 	// The stream id is the source, so a client groups the lesson's
 	// camera, mic and screen share, or one classroom's camera and mic.
+	// pion would fall back to any H264 the client takes and label High
+	// profile bytes as Baseline, which a browser silently fails to decode:
+	// refuse instead, saying what to change.
+	if c := f.track.Codec(); strings.EqualFold(c.MimeType, webrtc.MimeTypeH264) && highProfile(c.SDPFmtpLine) {
+		if rd := pc.RemoteDescription(); rd != nil && !offersProfile(rd.SDP, profileOf(c.SDPFmtpLine)) {
+			return nil, fmt.Errorf("%w: the lesson is H264 %s, a profile this client does not decode (browsers take Constrained Baseline and Main): set the teacher's encoder to baseline, e.g. in OBS Settings → Output", ErrBadOffer, c.SDPFmtpLine)
+		}
+	}
 	local, err := webrtc.NewTrackLocalStaticRTP(f.track.Codec().RTPCodecCapability, f.pub.id[:8]+"-"+f.track.ID(), f.pub.source)
 	if err != nil {
 		return nil, fmt.Errorf("local track: %w", err)
 	}
 	sender, err := pc.AddTrack(local)
 	if err != nil {
-		return nil, fmt.Errorf("%w: cannot send %s: %v", ErrBadOffer, f.track.Codec().MimeType, err)
+		hint := ""
+		if strings.EqualFold(f.track.Codec().MimeType, webrtc.MimeTypeH264) {
+			hint = " (the lesson is H264 " + f.track.Codec().SDPFmtpLine + "; browsers decode Constrained Baseline and Main, not High: set the encoder's profile to baseline, e.g. in OBS Settings → Output)"
+		}
+		return nil, fmt.Errorf("%w: this client cannot receive %s: %v%s", ErrBadOffer, f.track.Codec().MimeType, err, hint)
 	}
 	t := &subTrack{sfu: s.sfu, fwd: f, local: local, sender: sender, q: make(chan *rtp.Packet, s.sfu.cfg.QueuePackets), done: make(chan struct{})}
 	if !f.audio {
@@ -1262,6 +1279,34 @@ func (s *Subscriber) Close() {
 		s.sfu.detachSubscriber(s)
 		s.sfu.log.Info("subscriber left", "room", s.room, "subscriber", s.id)
 	})
+}
+
+// profileOf returns the profile_idc (two hex digits) of an H264 fmtp line.
+func profileOf(fmtp string) string {
+	for _, kv := range strings.Split(fmtp, ";") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(kv), "profile-level-id="); ok && len(v) >= 2 {
+			return strings.ToLower(v[:2])
+		}
+	}
+	return ""
+}
+
+// highProfile reports whether an H264 fmtp line names a profile other than
+// Constrained Baseline/Baseline (42xxxx) or Main (4dxxxx).
+func highProfile(fmtp string) bool {
+	p := profileOf(fmtp)
+	return p != "" && p != "42" && p != "4d"
+}
+
+// offersProfile reports whether an SDP lists an H264 format of profile_idc
+// profile.
+func offersProfile(sdp, profile string) bool {
+	for _, l := range strings.Split(sdp, "\n") {
+		if strings.HasPrefix(l, "a=fmtp:") && profileOf(strings.TrimSpace(l[strings.IndexByte(l, ' ')+1:])) == profile {
+			return true
+		}
+	}
+	return false
 }
 
 func newID() string {

@@ -77,3 +77,27 @@ func TestICEAddrsForListen(t *testing.T) {
 		}
 	}
 }
+
+func TestHighProfile(t *testing.T) {
+	for fmtp, want := range map[string]bool{
+		"level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f": false,
+		"profile-level-id=4d001f;packetization-mode=1":                           false,
+		"packetization-mode=1;profile-level-id=64001f":                           true,
+		"packetization-mode=1":                                                   false,
+		"":                                                                       false,
+	} {
+		if got := highProfile(fmtp); got != want {
+			t.Errorf("highProfile(%q) = %v, want %v", fmtp, got, want)
+		}
+	}
+}
+
+func TestOffersProfile(t *testing.T) {
+	sdp := "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 102\r\na=rtpmap:102 H264/90000\r\na=fmtp:102 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f\r\n"
+	if !offersProfile(sdp, "42") || offersProfile(sdp, "64") {
+		t.Error("offersProfile misreads the fmtp line")
+	}
+	if offersProfile("a=fmtp:", "42") {
+		t.Error("offersProfile on a bare fmtp line")
+	}
+}
