@@ -27,6 +27,7 @@ type classSession struct {
 	Tokens     struct {
 		Master     string `json:"master"`
 		Observer   string `json:"observer"`
+		Cascade    string `json:"cascade"`
 		Classrooms map[string]struct {
 			Assistant string `json:"assistant"`
 			Terminal  string `json:"terminal"`
@@ -243,6 +244,12 @@ func TestControlRoles(t *testing.T) {
 		if errCode(r) != "forbidden" || r.str("message") == "" {
 			t.Errorf("%s %s: got %v, want a forbidden error", f.role, typ, r)
 		}
+	}
+	// Another edge's cascade token is for WHEP/WHIP only.
+	if cc, w := dialCtl(t, ctx, e, s.Tokens.Cascade); w.str("role") != "cascade" {
+		t.Errorf("cascade welcome: %v", w)
+	} else if r := cc.request(t, map[string]any{"type": "join"}); errCode(r) != "forbidden" {
+		t.Errorf("cascade join: %v, want forbidden", r)
 	}
 	// Nothing forbidden took effect: the session is not ended, nobody is
 	// on stage, no hand is up, nothing is muted.
@@ -739,4 +746,55 @@ func publishing(st msg, cid string) bool {
 		}
 	}
 	return false
+}
+
+// TestHTTPRoles: the HTTP side of the same rule — each role's token is
+// refused, with a JSON error, for what it may not do.
+func TestHTTPRoles(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	e := startEdge(t, ctx)
+	s := e.createClass(t, ctx, "History 9", 1)
+	cid := s.Classrooms[0]
+	roles := map[string]string{
+		"master":    s.Tokens.Master,
+		"assistant": s.Tokens.Classrooms[cid].Assistant,
+		"terminal":  s.Tokens.Classrooms[cid].Terminal,
+		"observer":  s.Tokens.Observer,
+		"cascade":   s.Tokens.Cascade,
+	}
+	offer := []byte("v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n")
+	type call struct{ method, path, ctype string }
+	calls := map[string]call{
+		"start":        {"POST", "/api/v1/sessions/" + s.ID + "/start", ""},
+		"end":          {"POST", "/api/v1/sessions/" + s.ID + "/end", ""},
+		"whip":         {"POST", "/whip/" + s.ID, "application/sdp"},
+		"list":         {"GET", "/api/v1/sessions", ""},
+		"create":       {"POST", "/api/v1/sessions", "application/json"},
+		"set upstream": {"PUT", "/api/v1/sessions/" + s.ID + "/upstream", "application/json"},
+	}
+	forbidden := map[string][]string{
+		"master":    {"list", "create", "set upstream"},
+		"assistant": {"start", "end", "whip", "list", "create", "set upstream"},
+		"terminal":  {"start", "end", "whip", "list", "create", "set upstream"},
+		"observer":  {"start", "end", "whip", "list", "create", "set upstream"},
+		"cascade":   {"start", "end", "list", "create", "set upstream"},
+	}
+	for role, names := range forbidden {
+		for _, name := range names {
+			c := calls[name]
+			body := []byte(`{"title":"x"}`)
+			if c.ctype == "application/sdp" {
+				body = offer
+			}
+			resp, b := e.do(t, ctx, c.method, c.path, roles[role], c.ctype, body)
+			if (resp.StatusCode != http.StatusForbidden && resp.StatusCode != http.StatusUnauthorized) || !bytes.Contains(b, []byte(`"error"`)) {
+				t.Errorf("%s %s: %d %s, want 401/403 with an error", role, name, resp.StatusCode, b)
+			}
+		}
+	}
+	// Nothing happened: the session is still "created".
+	if _, b := e.do(t, ctx, "GET", "/api/v1/sessions/"+s.ID, e.admin, "", nil); !bytes.Contains(b, []byte(`"state": "created"`)) {
+		t.Errorf("session after refused calls: %s", b)
+	}
 }
