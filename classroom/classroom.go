@@ -1,7 +1,10 @@
 // Package classroom is the live-class capability of the edge: sessions and
 // their role tokens (classroom/session), the SFU that forwards media
-// (classroom/sfu), and the standard ways in: WHIP (RFC 9725) to publish and
-// WHEP to watch. Mount wires all of it onto the appliance's API server.
+// (classroom/sfu), the class-control protocol on the /api/v1/ws control
+// channel (control.go, messages.go; specified in docs/LIVE.md), the
+// standard ways in — WHIP (RFC 9725) to publish and WHEP to watch — and the
+// cascade that takes a lesson from another school's edge (cascade.go).
+// Mount wires all of it onto the appliance's API server.
 package classroom
 
 import (
