@@ -199,6 +199,10 @@ type publisher struct {
 	plis     atomic.Int64
 	nacks    atomic.Int64
 	needKey  atomic.Bool
+	// Like OBS: ignore PLIs and send a keyframe every keyEvery packets.
+	ignorePLI atomic.Bool
+	keyEvery  atomic.Int64
+	started   time.Time
 }
 
 func publish(t *testing.T, ctx context.Context, e *edge, sessionID, token string) *publisher {
@@ -248,7 +252,9 @@ func publishFmtp(t *testing.T, ctx context.Context, e *edge, sessionID, token, v
 				switch pk.(type) {
 				case *rtcp.PictureLossIndication:
 					p.plis.Add(1)
-					p.needKey.Store(true)
+					if !p.ignorePLI.Load() {
+						p.needKey.Store(true)
+					}
 				case *rtcp.TransportLayerNack:
 					p.nacks.Add(1)
 				}
@@ -272,6 +278,7 @@ func publishFmtp(t *testing.T, ctx context.Context, e *edge, sessionID, token, v
 	}
 	sendCtx, stop := context.WithCancel(ctx)
 	t.Cleanup(stop)
+	p.started = time.Now()
 	go func() {
 		tick := time.NewTicker(5 * time.Millisecond)
 		defer tick.Stop()
@@ -280,6 +287,9 @@ func publishFmtp(t *testing.T, ctx context.Context, e *edge, sessionID, token, v
 			case <-sendCtx.Done():
 				return
 			case <-tick.C:
+			}
+			if k := p.keyEvery.Load(); k > 0 && n%uint64(k) == 0 {
+				p.needKey.Store(true)
 			}
 			_ = track.WriteRTP(&rtp.Packet{
 				Header:  rtp.Header{Version: 2, Marker: true, PayloadType: 96, SequenceNumber: uint16(n), Timestamp: uint32(n * 3000)},
@@ -1036,5 +1046,48 @@ func TestH264HighProfileToBrowser(t *testing.T) {
 	resp, body := e.do(t, ctx, "POST", "/whep/"+s.ID, s.Tokens.Observer, "application/sdp", offer(t, ctx, pc))
 	if resp.StatusCode != http.StatusBadRequest || !bytes.Contains(body, []byte("baseline")) {
 		t.Fatalf("WHEP of H264 High by a Baseline-only client: %d %s", resp.StatusCode, body)
+	}
+}
+
+// TestKeyframeCache: a publisher that, like OBS, ignores keyframe requests
+// and sends a keyframe every 3 s; a classroom joining just after one still
+// shows the picture within a second, from the edge's cached group of
+// pictures.
+func TestKeyframeCache(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	e := startEdge(t, ctx)
+	s := e.createSession(t, ctx, "Latin 11")
+	pub := publish(t, ctx, e, s.ID, s.Tokens.Master)
+	pub.ignorePLI.Store(true)
+	pub.keyEvery.Store(600) // 200 packets/s: every 3 s
+	first := subscribe(t, ctx, e, s.ID, s.Tokens.Observer)
+	waitFor(t, 10*time.Second, "the first subscriber's packets", func() bool { return first.got.Load() > 100 })
+
+	// Join 0.2-0.8 s after a periodic keyframe (not the first one: it went
+	// out before the connection was up), so the next is over 2 s away.
+	for {
+		el := time.Since(pub.started)
+		phase := el % (3 * time.Second)
+		if el > 3*time.Second && phase > 200*time.Millisecond && phase < 800*time.Millisecond {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	plis := pub.plis.Load()
+	joined := time.Now()
+	late := subscribe(t, ctx, e, s.ID, s.Tokens.Observer)
+	waitFor(t, 5*time.Second, "the late joiner's first keyframe", func() bool { return late.firstKey.Load() != 0 })
+	if d := time.Duration(late.firstKey.Load() - joined.UnixNano()); d > time.Second {
+		t.Errorf("late joiner's first keyframe after %v, want ≤ 1s from the cache", d)
+	} else {
+		t.Logf("late joiner: first keyframe %v after its WHEP POST (publisher ignores PLIs)", d.Round(time.Millisecond))
+	}
+	if pub.plis.Load() != plis {
+		t.Errorf("the edge sent %d PLIs although its cache had the keyframe", pub.plis.Load()-plis)
+	}
+	waitFor(t, 5*time.Second, "the late joiner to keep receiving", func() bool { return late.got.Load() > 200 })
+	if late.bad.Load() != 0 {
+		t.Errorf("late joiner: %d payloads differ", late.bad.Load())
 	}
 }

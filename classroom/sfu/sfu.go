@@ -13,8 +13,11 @@
 // Each subscriber track has its own bounded queue and writer goroutine; when
 // a subscriber cannot keep up its queue fills and packets are dropped for it
 // alone, so a slow or dead classroom never slows the others. A new
-// subscriber asks the publisher for a keyframe with a PLI, rate-limited per
-// track, and subscribers' own PLI/FIR are relayed the same way.
+// subscriber is first given the cached group of pictures (the last VP8/H264
+// keyframe and what followed), so it shows the picture at once even when
+// the publisher ignores keyframe requests (OBS); without a cache it asks
+// the publisher with a PLI, rate-limited per track, and subscribers' own
+// PLI/FIR are relayed the same way.
 //
 // pion's default interceptors run on both sides: NACK generator/responder
 // (a subscriber's NACK is answered from the edge's own packet cache, by RTX
@@ -45,7 +48,7 @@ import (
 
 // Defaults for Config fields left zero.
 const (
-	DefaultQueuePackets = 512 // ~1.5 s of 2.5 Mbit/s video
+	DefaultQueuePackets = 1024 // ~3.5 s of 2.5 Mbit/s video: room for a cached GOP plus live packets
 	DefaultPLIInterval  = 500 * time.Millisecond
 	DefaultTrackWait    = 2 * time.Second
 )
@@ -373,22 +376,13 @@ func (s *SFU) Subscribe(ctx context.Context, roomID, offer string) (*Subscriber,
 	}
 	r.subs[sub.id] = sub
 	s.mu.Unlock()
-	sub.mu.Lock()
-	tracks := append([]*subTrack(nil), sub.tracks...)
-	sub.mu.Unlock()
-	for _, t := range tracks {
-		t.fwd.add(t)
-	}
 	if sub.closed.Load() {
-		// It closed (connection failed) while being added: undo, since
-		// Close may have run before the adds above.
-		for _, t := range tracks {
-			t.fwd.remove(t)
-		}
+		// It closed (connection failed) while being registered.
 		s.detachSubscriber(sub)
 		return nil, "", fmt.Errorf("%w: the subscriber's connection closed", ErrBadOffer)
 	}
-	s.log.Info("subscriber joined", "room", roomID, "subscriber", sub.id, "tracks", len(tracks))
+	sub.attachReady() // in case it connected already; otherwise on connect
+	s.log.Info("subscriber joined", "room", roomID, "subscriber", sub.id, "tracks", len(fwds))
 	return sub, answer, nil
 }
 
@@ -819,6 +813,7 @@ type forwarder struct {
 	mu       sync.Mutex // serialises add/remove; readers use list
 	list     atomic.Pointer[[]*subTrack]
 	ended    atomic.Bool
+	gop      gopCache // guarded by mu
 
 	pliMu      sync.Mutex
 	lastPLI    time.Time
@@ -827,12 +822,22 @@ type forwarder struct {
 
 func (f *forwarder) subs() []*subTrack { return *f.list.Load() }
 
-func (f *forwarder) add(t *subTrack) {
+// add starts forwarding to t. A video track is first given the cached
+// group of pictures (the last keyframe and what followed), so a classroom
+// that joins shows the picture at once even when the publisher (OBS) does
+// not answer keyframe requests. It reports whether it did.
+func (f *forwarder) add(t *subTrack) bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	primed := false
+	for _, p := range f.gop.pkts {
+		t.offer(p)
+		primed = true
+	}
 	old := *f.list.Load()
 	n := append(append(make([]*subTrack, 0, len(old)+1), old...), t)
 	f.list.Store(&n)
+	return primed
 }
 
 func (f *forwarder) remove(t *subTrack) {
@@ -869,7 +874,18 @@ func (f *forwarder) run() {
 				continue
 			}
 		}
-		for _, t := range f.subs() {
+		var subs []*subTrack
+		if f.audio {
+			subs = f.subs()
+		} else {
+			// Under mu, so add() sees each packet either in the cache or
+			// in its queue, never both or neither.
+			f.mu.Lock()
+			f.gop.push(pkt, f.track.Codec().MimeType)
+			subs = f.subs()
+			f.mu.Unlock()
+		}
+		for _, t := range subs {
 			t.offer(pkt)
 		}
 	}
@@ -950,15 +966,19 @@ func (s *Subscriber) watches(p *Publisher) bool {
 
 // subTrack is one publisher track as one subscriber receives it.
 type subTrack struct {
-	sfu     *SFU // nil in unit tests
-	fwd     *forwarder
-	paused  *atomic.Bool // the subscriber's "video paused" flag; nil for audio
-	local   *webrtc.TrackLocalStaticRTP
-	sender  *webrtc.RTPSender
-	q       chan *rtp.Packet
-	done    chan struct{}
-	sent    atomic.Uint64
-	dropped atomic.Uint64
+	sfu    *SFU // nil in unit tests
+	fwd    *forwarder
+	paused *atomic.Bool // the subscriber's "video paused" flag; nil for audio
+	// Guarded by the subscriber's mu: the track is in an SDP the edge sent
+	// (offered), the client accepted it (negotiated), it receives packets
+	// (attached).
+	offered, negotiated, attached bool
+	local                         *webrtc.TrackLocalStaticRTP
+	sender                        *webrtc.RTPSender
+	q                             chan *rtp.Packet
+	done                          chan struct{}
+	sent                          atomic.Uint64
+	dropped                       atomic.Uint64
 }
 
 // offer queues pkt for this subscriber, dropping it if the queue is full.
@@ -1037,12 +1057,36 @@ func (s *Subscriber) newPC() (*webrtc.PeerConnection, error) {
 		s.sfu.log.Debug("subscriber connection state", "room", s.room, "subscriber", s.id, "state", st.String())
 		switch st {
 		case webrtc.PeerConnectionStateConnected:
-			s.keyframes()
+			s.attachReady()
 		case webrtc.PeerConnectionStateFailed, webrtc.PeerConnectionStateClosed:
 			go s.Close()
 		}
 	})
 	return pc, nil
+}
+
+// attachReady starts forwarding to every negotiated track once the
+// connection is up (pion drops what is written before SRTP is ready), and
+// asks for a keyframe for video tracks the cache could not prime.
+func (s *Subscriber) attachReady() {
+	s.mu.Lock()
+	if s.closed.Load() || s.pc == nil || s.pc.ConnectionState() != webrtc.PeerConnectionStateConnected {
+		s.mu.Unlock()
+		return
+	}
+	var need []*forwarder
+	for _, t := range s.tracks {
+		if t.negotiated && !t.attached {
+			t.attached = true
+			if !t.fwd.add(t) {
+				need = append(need, t.fwd)
+			}
+		}
+	}
+	s.mu.Unlock()
+	for _, f := range need {
+		f.keyframe()
+	}
 }
 
 func (s *Subscriber) keyframes() {
@@ -1084,6 +1128,7 @@ func (s *Subscriber) negotiate(ctx context.Context, offer string, fwds []*forwar
 	}
 	s.mu.Lock()
 	for _, t := range s.tracks {
+		t.negotiated = true
 		go t.write()
 	}
 	s.mu.Unlock()
@@ -1163,8 +1208,7 @@ func (s *Subscriber) sync() error {
 			return err
 		}
 		s.tracks = append(s.tracks, t)
-		f.add(t)
-		go t.write()
+		go t.write() // attached once the client has answered and the connection is up
 		changed = true
 	}
 	if !changed && !s.pending {
@@ -1178,6 +1222,9 @@ func (s *Subscriber) sync() error {
 		return nil
 	}
 	s.pending = false
+	for _, t := range s.tracks {
+		t.offered = true
+	}
 	offer, err := s.pc.CreateOffer(nil)
 	if err != nil {
 		return fmt.Errorf("create offer: %w", err)
@@ -1203,6 +1250,12 @@ func (s *Subscriber) Answer(sdp string) error {
 	default:
 		if e := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: sdp}); e != nil {
 			err = fmt.Errorf("%w: %v", ErrBadOffer, e)
+			break
+		}
+		for _, t := range s.tracks {
+			if t.offered {
+				t.negotiated = true
+			}
 		}
 	}
 	pending := s.pending
@@ -1210,7 +1263,7 @@ func (s *Subscriber) Answer(sdp string) error {
 	if err != nil {
 		return err
 	}
-	s.keyframes() // tracks added by this offer need one to start
+	s.attachReady() // tracks this offer added start now (or on connect)
 	if pending {
 		s.kick()
 	}
