@@ -1,7 +1,10 @@
 // Package classroom is the live-class capability of the edge: sessions and
 // their role tokens (classroom/session), the SFU that forwards media
-// (classroom/sfu), and the standard ways in: WHIP (RFC 9725) to publish and
-// WHEP to watch. Mount wires all of it onto the appliance's API server.
+// (classroom/sfu), the class-control protocol on the /api/v1/ws control
+// channel (control.go, messages.go; specified in docs/LIVE.md), the
+// standard ways in — WHIP (RFC 9725) to publish and WHEP to watch — and the
+// cascade that takes a lesson from another school's edge (cascade.go).
+// Mount wires all of it onto the appliance's API server.
 package classroom
 
 import (
@@ -13,6 +16,7 @@ import (
 	"mime"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -38,6 +42,8 @@ type Config struct {
 	// Listen is edged's HTTP listen address; an edge bound to one IP keeps
 	// its media on that IP (see sfu.ICEAddrsForListen).
 	Listen string
+	// EdgeID is sent in the control channel's welcome.
+	EdgeID string
 	Logger *slog.Logger
 }
 
@@ -46,6 +52,13 @@ type Live struct {
 	Sessions *session.Manager
 	SFU      *sfu.SFU
 	log      *slog.Logger
+	edgeID   string
+
+	isAdmin func(string) bool
+
+	mu        sync.Mutex
+	classes   map[string]*class    // control state by session id
+	upstreams map[string]*upstream // cascades by session id
 }
 
 // Mount builds sessions and the SFU and registers their routes.
@@ -57,11 +70,16 @@ func Mount(cfg Config) (*Live, error) {
 	if err != nil {
 		return nil, fmt.Errorf("live classes: %w", err)
 	}
-	l := &Live{Sessions: session.NewManager(cfg.Classroom), SFU: s, log: cfg.Logger}
+	l := &Live{Sessions: session.NewManager(cfg.Classroom), SFU: s, log: cfg.Logger, edgeID: cfg.EdgeID, isAdmin: cfg.IsAdmin,
+		classes: map[string]*class{}, upstreams: map[string]*upstream{}}
 	l.Sessions.OnEnd(func(id string) {
 		l.log.Info("session ended; closing its media", "session", id)
+		l.ended(id)
+		go l.stopUpstream(id) // not inline: End may run inside a handler the pull's teardown waits on
 		s.CloseRoom(id)
 	})
+	cfg.Server.HandleControl(l)
+	l.upstreamHandlers(cfg.Server)
 	(&session.Handlers{M: l.Sessions, IsAdmin: cfg.IsAdmin}).Register(cfg.Server)
 	l.registerMetrics(cfg.Server.Registry())
 	srv := cfg.Server
@@ -85,12 +103,29 @@ func (l *Live) registerMetrics(reg *prometheus.Registry) {
 		gauge("campusedge_live_publishers", "Live-class publishers (WHIP) connected.", func(t sfu.Totals) float64 { return float64(t.Publishers) }),
 		gauge("campusedge_live_subscribers", "Live-class subscribers (WHEP) connected.", func(t sfu.Totals) float64 { return float64(t.Subscribers) }),
 		counter("campusedge_live_forwarded_packets_total", "RTP packets queued to subscribers.", func(t sfu.Totals) float64 { return float64(t.Forwarded) }),
+		counter("campusedge_live_nacks_total", "NACK reports from subscribers (answered from the edge's packet cache).", func(t sfu.Totals) float64 { return float64(t.NACKs) }),
+		counter("campusedge_live_twcc_reports_total", "Transport-wide congestion-control reports from subscribers.", func(t sfu.Totals) float64 { return float64(t.TWCC) }),
+		counter("campusedge_live_remb_reports_total", "REMB bandwidth estimates from subscribers.", func(t sfu.Totals) float64 { return float64(t.REMB) }),
+		counter("campusedge_live_video_pauses_total", "Times a subscriber's video was paused because its link lost too much (audio continues).", func(t sfu.Totals) float64 { return float64(t.VideoPauses) }),
+		counter("campusedge_live_video_resumes_total", "Probes that resumed a paused subscriber's video.", func(t sfu.Totals) float64 { return float64(t.VideoResumes) }),
 		counter("campusedge_live_dropped_packets_total", "RTP packets dropped because a subscriber's queue was full (that subscriber only).", func(t sfu.Totals) float64 { return float64(t.Dropped) }),
 	)
 }
 
-// Close ends all media (sessions are in memory and go with the process).
-func (l *Live) Close() { l.SFU.Close() }
+// Close stops every cascade and ends all media (sessions are in memory and
+// go with the process).
+func (l *Live) Close() {
+	l.mu.Lock()
+	ids := make([]string, 0, len(l.upstreams))
+	for id := range l.upstreams {
+		ids = append(ids, id)
+	}
+	l.mu.Unlock()
+	for _, id := range ids {
+		l.stopUpstream(id)
+	}
+	l.SFU.Close()
+}
 
 // noTrickle answers PATCH: RFC 9725 §4.3.1 lets a server without trickle
 // ICE answer 405; clients then rely on the candidates in the offer.
@@ -117,8 +152,8 @@ func (l *Live) authorize(w http.ResponseWriter, r *http.Request, master bool) (s
 		session.WriteAuthError(w, err)
 		return session.Grant{}, false
 	}
-	if master && g.Role != session.RoleMaster {
-		api.WriteError(w, http.StatusForbidden, "forbidden", "only the master teacher's token may publish; the "+string(g.Role)+" token can watch with WHEP")
+	if master && g.Role != session.RoleMaster && g.Role != session.RoleCascade {
+		api.WriteError(w, http.StatusForbidden, "forbidden", "only the master teacher's token (or another edge's cascade token) may publish; the "+string(g.Role)+" token can watch with WHEP")
 		return session.Grant{}, false
 	}
 	return g, true
@@ -186,13 +221,23 @@ func (l *Live) whip(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	if _, err := l.Sessions.Start(g.SessionID); err != nil {
+	source := sfu.SourceMaster
+	if g.Role == session.RoleCascade {
+		// Another school's on-stage classroom, sent back up the cascade:
+		// ?school=<code> names it (its edge id by default).
+		school := r.URL.Query().Get("school")
+		if !validSchool(school) {
+			api.WriteError(w, http.StatusBadRequest, "invalid", "a cascade publish needs ?school=<1-32 of a-z, 0-9, - naming the sending school>")
+			return
+		}
+		source = sourceRemote(school)
+	} else if _, err := l.Sessions.Start(g.SessionID); err != nil {
 		session.WriteError(w, err)
 		return
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), negotiateTimeout)
 	defer cancel()
-	pub, answer, err := l.SFU.Publish(ctx, g.SessionID, offer)
+	pub, answer, err := l.SFU.PublishSource(ctx, g.SessionID, source, offer)
 	if err != nil {
 		writeSFUError(w, err)
 		return

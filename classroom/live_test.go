@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -123,6 +124,7 @@ type createResp struct {
 	Tokens struct {
 		Master   string `json:"master"`
 		Observer string `json:"observer"`
+		Cascade  string `json:"cascade"`
 	} `json:"tokens"`
 }
 
@@ -195,7 +197,12 @@ type publisher struct {
 	pc       *webrtc.PeerConnection
 	location string
 	plis     atomic.Int64
+	nacks    atomic.Int64
 	needKey  atomic.Bool
+	// Like OBS: ignore PLIs and send a keyframe every keyEvery packets.
+	ignorePLI atomic.Bool
+	keyEvery  atomic.Int64
+	started   time.Time
 }
 
 func publish(t *testing.T, ctx context.Context, e *edge, sessionID, token string) *publisher {
@@ -207,12 +214,18 @@ func publish(t *testing.T, ctx context.Context, e *edge, sessionID, token string
 // fake VP8-shaped ones: the SFU forwards bytes and never parses them).
 func publishCodec(t *testing.T, ctx context.Context, e *edge, sessionID, token, videoMime string) *publisher {
 	t.Helper()
+	return publishFmtp(t, ctx, e, sessionID, token, videoMime, "")
+}
+
+// publishFmtp is publishCodec with a codec fmtp line (an H264 profile).
+func publishFmtp(t *testing.T, ctx context.Context, e *edge, sessionID, token, videoMime, fmtp string) *publisher {
+	t.Helper()
 	pc, err := loopbackAPI(t).NewPeerConnection(webrtc.Configuration{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = pc.Close() })
-	track, err := webrtc.NewTrackLocalStaticRTP(webrtc.RTPCodecCapability{MimeType: videoMime, ClockRate: 90000}, "video", "teacher")
+	track, err := webrtc.NewTrackLocalStaticRTP(webrtc.RTPCodecCapability{MimeType: videoMime, ClockRate: 90000, SDPFmtpLine: fmtp}, "video", "teacher")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -236,9 +249,14 @@ func publishCodec(t *testing.T, ctx context.Context, e *edge, sessionID, token, 
 				return
 			}
 			for _, pk := range pkts {
-				if _, ok := pk.(*rtcp.PictureLossIndication); ok {
+				switch pk.(type) {
+				case *rtcp.PictureLossIndication:
 					p.plis.Add(1)
-					p.needKey.Store(true)
+					if !p.ignorePLI.Load() {
+						p.needKey.Store(true)
+					}
+				case *rtcp.TransportLayerNack:
+					p.nacks.Add(1)
 				}
 			}
 		}
@@ -260,6 +278,7 @@ func publishCodec(t *testing.T, ctx context.Context, e *edge, sessionID, token, 
 	}
 	sendCtx, stop := context.WithCancel(ctx)
 	t.Cleanup(stop)
+	p.started = time.Now()
 	go func() {
 		tick := time.NewTicker(5 * time.Millisecond)
 		defer tick.Stop()
@@ -268,6 +287,9 @@ func publishCodec(t *testing.T, ctx context.Context, e *edge, sessionID, token, 
 			case <-sendCtx.Done():
 				return
 			case <-tick.C:
+			}
+			if k := p.keyEvery.Load(); k > 0 && n%uint64(k) == 0 {
+				p.needKey.Store(true)
 			}
 			_ = track.WriteRTP(&rtp.Packet{
 				Header:  rtp.Header{Version: 2, Marker: true, PayloadType: 96, SequenceNumber: uint16(n), Timestamp: uint32(n * 3000)},
@@ -466,10 +488,21 @@ func TestWHIPPublishWHEPWatch(t *testing.T) {
 
 	subA := subscribe(t, ctx, e, s.ID, s.Tokens.Observer)
 	subB := subscribe(t, ctx, e, s.ID, s.Tokens.Master)
+	more := []*subscriber{subscribe(t, ctx, e, s.ID, s.Tokens.Observer), subscribe(t, ctx, e, s.ID, s.Tokens.Observer)}
 	const n = 100 // 0.5 s of packets
-	waitFor(t, 10*time.Second, "both subscribers to receive video and audio", func() bool {
-		return subA.got.Load() > n && subB.got.Load() > n && subA.audio.Load() > n/4 && subB.audio.Load() > n/4
+	waitFor(t, 10*time.Second, "all four subscribers to receive video and audio", func() bool {
+		ok := subA.got.Load() > n && subB.got.Load() > n && subA.audio.Load() > n/4 && subB.audio.Load() > n/4
+		for _, m := range more {
+			ok = ok && m.got.Load() > n && m.audio.Load() > n/4
+		}
+		return ok
 	})
+	for i, m := range more {
+		if m.bad.Load() != 0 {
+			t.Errorf("subscriber %d: %d payloads differ from what was sent", i+3, m.bad.Load())
+		}
+		_ = m.pc.Close()
+	}
 	if pub.plis.Load() == 0 {
 		t.Error("the publisher got no PLI for the new subscribers")
 	}
@@ -669,4 +702,392 @@ func grepLines(b []byte, substr string) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+// TestNACKAndTWCC: a subscriber's NACK is answered by the edge from its own
+// packet cache (the publisher never sees it), and the edge's RTP to a
+// subscriber carries the transport-wide sequence numbers TWCC feedback
+// needs, the feedback being negotiated in the answer.
+func TestNACKAndTWCC(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	e := startEdge(t, ctx)
+	s := e.createSession(t, ctx, "Music 5")
+	pub := publish(t, ctx, e, s.ID, s.Tokens.Master)
+
+	// Count, below pion's receiver, every packet on a stream other than
+	// the media one: the retransmissions (RTX, RFC 4588) carrying the
+	// original sequence number in their first two payload bytes.
+	rtx := &rtxCounter{osn: map[uint16]int{}}
+	pc, err := rtxAPI(t, rtx).NewPeerConnection(webrtc.Configuration{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	if _, err := pc.AddTransceiverFromKind(webrtc.RTPCodecTypeVideo, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionRecvonly}); err != nil {
+		t.Fatal(err)
+	}
+	type seen struct {
+		mu    sync.Mutex
+		count map[uint16]int
+		total int
+		last  uint16
+	}
+	got := &seen{count: map[uint16]int{}}
+	ssrc := make(chan webrtc.SSRC, 1)
+	pc.OnTrack(func(tr *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
+		ssrc <- tr.SSRC()
+		for {
+			pkt, _, err := tr.ReadRTP()
+			if err != nil {
+				return
+			}
+			got.mu.Lock()
+			got.count[pkt.SequenceNumber]++
+			got.total++
+			got.last = pkt.SequenceNumber
+			got.mu.Unlock()
+		}
+	})
+	resp, body := e.do(t, ctx, "POST", "/whep/"+s.ID, s.Tokens.Observer, "application/sdp", offer(t, ctx, pc))
+	if resp.StatusCode != http.StatusCreated {
+		t.Fatalf("WHEP: %d %s", resp.StatusCode, body)
+	}
+	if !bytes.Contains(body, []byte("transport-cc")) || !bytes.Contains(body, []byte("nack")) {
+		t.Errorf("the WHEP answer negotiates no transport-cc or nack feedback:\n%s", body)
+	}
+	if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: string(body)}); err != nil {
+		t.Fatal(err)
+	}
+	var media webrtc.SSRC
+	select {
+	case media = <-ssrc:
+	case <-ctx.Done():
+		t.Fatal("no track")
+	}
+	waitFor(t, 10*time.Second, "100 packets", func() bool { got.mu.Lock(); defer got.mu.Unlock(); return got.total > 100 })
+
+	// Ask again for ten packets received a moment ago (a real loss is
+	// noticed within a few packets, well inside the cache).
+	got.mu.Lock()
+	var want []uint16
+	for sq := got.last - 5; len(want) < 10; sq-- {
+		if got.count[sq] == 1 {
+			want = append(want, sq)
+		}
+	}
+	got.mu.Unlock()
+	rtx.media.Store(uint32(media))
+	// Like a receiver's NACK generator, repeat the NACK for what is still
+	// missing every 200 ms.
+	go func() {
+		for ctx.Err() == nil {
+			var missing []uint16
+			rtx.mu.Lock()
+			for _, sq := range want {
+				if rtx.osn[sq] == 0 {
+					missing = append(missing, sq)
+				}
+			}
+			rtx.mu.Unlock()
+			if len(missing) == 0 {
+				return
+			}
+			_ = pc.WriteRTCP([]rtcp.Packet{&rtcp.TransportLayerNack{MediaSSRC: uint32(media), Nacks: rtcp.NackPairsFromSequenceNumbers(missing)}})
+			time.Sleep(200 * time.Millisecond)
+		}
+	}()
+	defer func() {
+		if t.Failed() {
+			rtx.mu.Lock()
+			t.Logf("NACKed %v; retransmissions seen (by original sequence number) %v", want, rtx.osn)
+			rtx.mu.Unlock()
+		}
+	}()
+	waitFor(t, 5*time.Second, "the NACKed packets to be sent again", func() bool {
+		rtx.mu.Lock()
+		defer rtx.mu.Unlock()
+		for _, sq := range want {
+			if rtx.osn[sq] == 0 {
+				return false
+			}
+		}
+		return true
+	})
+	// The subscriber's TWCC feedback and the NACK reach the edge.
+	var metrics []byte
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		_, metrics = e.do(t, ctx, "GET", "/metrics", "", "", nil)
+		if metricValue(metrics, "campusedge_live_twcc_reports_total") > 0 && metricValue(metrics, "campusedge_live_nacks_total") >= 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no TWCC reports or NACK counted by the edge:\n%s", grepLines(metrics, "campusedge_live"))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if n := pub.nacks.Load(); n != 0 {
+		t.Errorf("the publisher got %d NACKs: the edge should answer from its cache", n)
+	}
+}
+
+// rtxCounter is an interceptor counting retransmitted packets by their
+// original sequence number.
+type rtxCounter struct {
+	interceptor.NoOp
+	media atomic.Uint32
+	mu    sync.Mutex
+	osn   map[uint16]int
+}
+
+func (c *rtxCounter) NewInterceptor(string) (interceptor.Interceptor, error) { return c, nil }
+
+func (c *rtxCounter) BindRemoteStream(info *interceptor.StreamInfo, r interceptor.RTPReader) interceptor.RTPReader {
+	return interceptor.RTPReaderFunc(func(b []byte, a interceptor.Attributes) (int, interceptor.Attributes, error) {
+		n, a, err := r.Read(b, a)
+		if err != nil {
+			return n, a, err
+		}
+		var h rtp.Header
+		if hn, e := h.Unmarshal(b[:n]); e == nil && h.SSRC != c.media.Load() && c.media.Load() != 0 && n >= hn+2 {
+			c.mu.Lock()
+			c.osn[binary.BigEndian.Uint16(b[hn:])]++
+			c.mu.Unlock()
+		}
+		return n, a, err
+	})
+}
+
+func rtxAPI(t *testing.T, c *rtxCounter) *webrtc.API {
+	t.Helper()
+	me := &webrtc.MediaEngine{}
+	if err := me.RegisterDefaultCodecs(); err != nil {
+		t.Fatal(err)
+	}
+	ir := &interceptor.Registry{}
+	if err := webrtc.RegisterDefaultInterceptors(me, ir); err != nil {
+		t.Fatal(err)
+	}
+	ir.Add(c)
+	var se webrtc.SettingEngine
+	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
+	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
+	se.SetIncludeLoopbackCandidate(true)
+	se.SetIPFilter(func(ip net.IP) bool { return ip.Equal(net.IPv4(127, 0, 0, 1)) })
+	return webrtc.NewAPI(webrtc.WithMediaEngine(me), webrtc.WithInterceptorRegistry(ir), webrtc.WithSettingEngine(se))
+}
+
+// metricValue is the value of an unlabelled metric in Prometheus text, or -1.
+func metricValue(b []byte, name string) float64 {
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, name+" "); ok {
+			var f float64
+			if _, err := fmt.Sscan(v, &f); err == nil {
+				return f
+			}
+		}
+	}
+	return -1
+}
+
+// throttledConn is a subscriber's socket behind a weak link: while limited,
+// RTP datagrams beyond rate bytes/s are lost (ICE and DTLS get through, so
+// the test sees congestion rather than a dead link).
+type throttledConn struct {
+	net.PacketConn
+	limited atomic.Bool
+	rate    float64
+	mu      sync.Mutex
+	tokens  float64
+	last    time.Time
+}
+
+func (c *throttledConn) ReadFrom(b []byte) (int, net.Addr, error) {
+	for {
+		n, a, err := c.PacketConn.ReadFrom(b)
+		if err != nil || !c.limited.Load() || n < 2 || b[0] < 128 || b[0] > 191 || (b[1] >= 192 && b[1] <= 223) {
+			return n, a, err
+		}
+		c.mu.Lock()
+		now := time.Now()
+		c.tokens = min(c.tokens+now.Sub(c.last).Seconds()*c.rate, c.rate/10)
+		c.last = now
+		ok := c.tokens >= float64(n)
+		if ok {
+			c.tokens -= float64(n)
+		}
+		c.mu.Unlock()
+		if ok {
+			return n, a, err
+		}
+	}
+}
+
+// TestWeakLinkKeepsAudio: a subscriber whose link loses most packets has
+// its video paused by the edge (from its TWCC feedback) and keeps the
+// audio; the other subscriber is untouched; when the link recovers, a
+// probe brings the video back.
+func TestWeakLinkKeepsAudio(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	e := startEdge(t, ctx)
+	s := e.createSession(t, ctx, "Art 6")
+	publish(t, ctx, e, s.ID, s.Tokens.Master) // ~1 Mbit/s video + Opus
+	good := subscribe(t, ctx, e, s.ID, s.Tokens.Observer)
+
+	udp, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer udp.Close()
+	link := &throttledConn{PacketConn: udp, rate: 300e3 / 8, last: time.Now()}
+	pc, err := vanishingAPI(t, link).NewPeerConnection(webrtc.Configuration{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	for _, k := range []webrtc.RTPCodecType{webrtc.RTPCodecTypeVideo, webrtc.RTPCodecTypeAudio} {
+		if _, err := pc.AddTransceiverFromKind(k, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionRecvonly}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var video, audio atomic.Int64
+	pc.OnTrack(func(tr *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
+		n := &video
+		if tr.Kind() == webrtc.RTPCodecTypeAudio {
+			n = &audio
+		}
+		for {
+			if _, _, err := tr.ReadRTP(); err != nil {
+				return
+			}
+			n.Add(1)
+		}
+	})
+	resp, body := e.do(t, ctx, "POST", "/whep/"+s.ID, s.Tokens.Observer, "application/sdp", offer(t, ctx, pc))
+	if resp.StatusCode != http.StatusCreated {
+		t.Fatalf("WHEP: %d %s", resp.StatusCode, body)
+	}
+	if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: string(body)}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "the weak subscriber's first packets", func() bool { return video.Load() > 50 && audio.Load() > 10 })
+
+	metric := func(name string) float64 {
+		_, b := e.do(t, ctx, "GET", "/metrics", "", "", nil)
+		return metricValue(b, name)
+	}
+	link.limited.Store(true) // 300 kbit/s for ~1 Mbit/s of media
+	waitFor(t, 10*time.Second, "the edge to pause the weak subscriber's video", func() bool { return metric("campusedge_live_video_pauses_total") >= 1 })
+	time.Sleep(300 * time.Millisecond) // queued packets drain
+	v0, a0, g0 := video.Load(), audio.Load(), good.got.Load()
+	time.Sleep(2 * time.Second)
+	if dv := video.Load() - v0; dv > 20 {
+		t.Errorf("weak subscriber still got %d video packets in 2s while paused", dv)
+	}
+	if da := audio.Load() - a0; da < 80 {
+		t.Errorf("weak subscriber got %d audio packets in 2s, want ≥80 of 100: audio must go on", da)
+	}
+	if dg := good.got.Load() - g0; dg < 300 {
+		t.Errorf("the other subscriber got %d video packets in 2s, want ≥300 of 400", dg)
+	}
+
+	link.limited.Store(false) // the link recovers: a probe brings video back
+	waitFor(t, 15*time.Second, "the weak subscriber's video to resume", func() bool {
+		v := video.Load()
+		time.Sleep(500 * time.Millisecond)
+		return metric("campusedge_live_video_resumes_total") >= 1 && video.Load()-v > 60
+	})
+}
+
+// TestH264HighProfileToBrowser: OBS's default H264 High profile cannot go
+// to a browser that decodes only Baseline; the watcher gets an error that
+// says what to change, and the edge's log warns at publish time.
+func TestH264HighProfileToBrowser(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	e := startEdge(t, ctx)
+	s := e.createSession(t, ctx, "Drama 10")
+	publishFmtp(t, ctx, e, s.ID, s.Tokens.Master, webrtc.MimeTypeH264, "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=64001f")
+	waitFor(t, 5*time.Second, "the edge's warning about the profile", func() bool {
+		return strings.Contains(e.log.String(), "profile browsers do not decode")
+	})
+
+	// A "browser": H264 Constrained Baseline and Opus only.
+	me := &webrtc.MediaEngine{}
+	for _, c := range []webrtc.RTPCodecParameters{
+		{RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeH264, ClockRate: 90000, SDPFmtpLine: "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f"}, PayloadType: 102},
+		{RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2}, PayloadType: 111},
+	} {
+		typ := webrtc.RTPCodecTypeVideo
+		if c.MimeType == webrtc.MimeTypeOpus {
+			typ = webrtc.RTPCodecTypeAudio
+		}
+		if err := me.RegisterCodec(c, typ); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var se webrtc.SettingEngine
+	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
+	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
+	se.SetIncludeLoopbackCandidate(true)
+	se.SetIPFilter(func(ip net.IP) bool { return ip.Equal(net.IPv4(127, 0, 0, 1)) })
+	pc, err := webrtc.NewAPI(webrtc.WithMediaEngine(me), webrtc.WithSettingEngine(se)).NewPeerConnection(webrtc.Configuration{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	for _, k := range []webrtc.RTPCodecType{webrtc.RTPCodecTypeVideo, webrtc.RTPCodecTypeAudio} {
+		if _, err := pc.AddTransceiverFromKind(k, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionRecvonly}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	resp, body := e.do(t, ctx, "POST", "/whep/"+s.ID, s.Tokens.Observer, "application/sdp", offer(t, ctx, pc))
+	if resp.StatusCode != http.StatusBadRequest || !bytes.Contains(body, []byte("baseline")) {
+		t.Fatalf("WHEP of H264 High by a Baseline-only client: %d %s", resp.StatusCode, body)
+	}
+}
+
+// TestKeyframeCache: a publisher that, like OBS, ignores keyframe requests
+// and sends a keyframe every 3 s; a classroom joining just after one still
+// shows the picture within a second, from the edge's cached group of
+// pictures.
+func TestKeyframeCache(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	e := startEdge(t, ctx)
+	s := e.createSession(t, ctx, "Latin 11")
+	pub := publish(t, ctx, e, s.ID, s.Tokens.Master)
+	pub.ignorePLI.Store(true)
+	pub.keyEvery.Store(600) // 200 packets/s: every 3 s
+	first := subscribe(t, ctx, e, s.ID, s.Tokens.Observer)
+	waitFor(t, 10*time.Second, "the first subscriber's packets", func() bool { return first.got.Load() > 100 })
+
+	// Join 0.2-0.8 s after a periodic keyframe (not the first one: it went
+	// out before the connection was up), so the next is over 2 s away.
+	for {
+		el := time.Since(pub.started)
+		phase := el % (3 * time.Second)
+		if el > 3*time.Second && phase > 200*time.Millisecond && phase < 800*time.Millisecond {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	plis := pub.plis.Load()
+	joined := time.Now()
+	late := subscribe(t, ctx, e, s.ID, s.Tokens.Observer)
+	waitFor(t, 5*time.Second, "the late joiner's first keyframe", func() bool { return late.firstKey.Load() != 0 })
+	if d := time.Duration(late.firstKey.Load() - joined.UnixNano()); d > time.Second {
+		t.Errorf("late joiner's first keyframe after %v, want ≤ 1s from the cache", d)
+	} else {
+		t.Logf("late joiner: first keyframe %v after its WHEP POST (publisher ignores PLIs)", d.Round(time.Millisecond))
+	}
+	if pub.plis.Load() != plis {
+		t.Errorf("the edge sent %d PLIs although its cache had the keyframe", pub.plis.Load()-plis)
+	}
+	waitFor(t, 5*time.Second, "the late joiner to keep receiving", func() bool { return late.got.Load() > 200 })
+	if late.bad.Load() != 0 {
+		t.Errorf("late joiner: %d payloads differ", late.bad.Load())
+	}
 }

@@ -34,6 +34,7 @@ const (
 	RoleAssistant Role = "assistant" // the assistant teacher in one classroom
 	RoleTerminal  Role = "terminal"  // a classroom terminal
 	RoleObserver  Role = "observer"  // watches only
+	RoleCascade   Role = "cascade"   // another edge: pulls the lesson (WHEP) and sends its on-stage classroom back (WHIP)
 )
 
 // State is where a session is in its life.
@@ -86,6 +87,7 @@ type ClassroomTokens struct {
 type Tokens struct {
 	Master     string                     `json:"master"`
 	Observer   string                     `json:"observer"`
+	Cascade    string                     `json:"cascade"`
 	Classrooms map[string]ClassroomTokens `json:"classrooms"`
 }
 
@@ -188,10 +190,11 @@ func (m *Manager) Create(req CreateRequest) (Session, Tokens, error) {
 		t := req.ScheduledStart.UTC()
 		s.ScheduledStart = &t
 	}
-	toks := Tokens{Master: newToken(), Observer: newToken(), Classrooms: map[string]ClassroomTokens{}}
+	toks := Tokens{Master: newToken(), Observer: newToken(), Cascade: newToken(), Classrooms: map[string]ClassroomTokens{}}
 	grants := map[string]Grant{
 		toks.Master:   {SessionID: s.ID, Role: RoleMaster},
 		toks.Observer: {SessionID: s.ID, Role: RoleObserver},
+		toks.Cascade:  {SessionID: s.ID, Role: RoleCascade},
 	}
 	for _, c := range s.Classrooms {
 		ct := ClassroomTokens{Assistant: newToken(), Terminal: newToken()}
@@ -317,6 +320,21 @@ func (m *Manager) Authorize(id, token string) (Grant, error) {
 	}
 	if g.SessionID != id {
 		return Grant{}, fmt.Errorf("%w: the token belongs to another session", ErrForbidden)
+	}
+	return g, nil
+}
+
+// Lookup returns what token stands for, whatever its session (the control
+// channel's hello carries only the token).
+func (m *Manager) Lookup(token string) (Grant, error) {
+	if token == "" {
+		return Grant{}, ErrUnauthorized
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	g, ok := m.grants[hashToken(token)]
+	if !ok {
+		return Grant{}, ErrUnauthorized
 	}
 	return g, nil
 }

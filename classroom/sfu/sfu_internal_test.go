@@ -77,3 +77,88 @@ func TestICEAddrsForListen(t *testing.T) {
 		}
 	}
 }
+
+func TestHighProfile(t *testing.T) {
+	for fmtp, want := range map[string]bool{
+		"level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f": false,
+		"profile-level-id=4d001f;packetization-mode=1":                           false,
+		"packetization-mode=1;profile-level-id=64001f":                           true,
+		"packetization-mode=1":                                                   false,
+		"":                                                                       false,
+	} {
+		if got := highProfile(fmtp); got != want {
+			t.Errorf("highProfile(%q) = %v, want %v", fmtp, got, want)
+		}
+	}
+}
+
+func TestOffersProfile(t *testing.T) {
+	sdp := "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 102\r\na=rtpmap:102 H264/90000\r\na=fmtp:102 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f\r\n"
+	if !offersProfile(sdp, "42") || offersProfile(sdp, "64") {
+		t.Error("offersProfile misreads the fmtp line")
+	}
+	if offersProfile("a=fmtp:", "42") {
+		t.Error("offersProfile on a bare fmtp line")
+	}
+}
+
+func TestKeyframeDetection(t *testing.T) {
+	cases := []struct {
+		name string
+		mime string
+		p    []byte
+		want bool
+	}{
+		{"vp8 key", "video/VP8", []byte{0x10, 0x00, 0x9d}, true},
+		{"vp8 delta", "video/VP8", []byte{0x10, 0x01, 0x9d}, false},
+		{"vp8 continuation", "video/VP8", []byte{0x00, 0x00}, false},
+		{"vp8 key, 15-bit picture id", "video/VP8", []byte{0x90, 0x80, 0x81, 0x23, 0x00}, true},
+		{"vp8 delta, 7-bit picture id + tl0 + tid", "video/VP8", []byte{0x90, 0xe0, 0x11, 0x05, 0x40, 0x01}, false},
+		{"vp8 truncated", "video/VP8", []byte{0x90}, false},
+		{"h264 idr", "video/H264", []byte{0x65, 0x88}, true},
+		{"h264 sps", "video/H264", []byte{0x67, 0x42}, true},
+		{"h264 p slice", "video/H264", []byte{0x41, 0x9a}, false},
+		{"h264 stap-a sps+pps", "video/H264", []byte{0x78, 0x00, 0x02, 0x67, 0x42, 0x00, 0x02, 0x68, 0xce}, true},
+		{"h264 stap-a bad size", "video/H264", []byte{0x78, 0x00, 0x09, 0x67}, false},
+		{"h264 fu-a idr start", "video/H264", []byte{0x7c, 0x85, 0x00}, true},
+		{"h264 fu-a idr middle", "video/H264", []byte{0x7c, 0x05, 0x00}, false},
+		{"vp9 never", "video/VP9", []byte{0x00}, false},
+		{"empty", "video/VP8", nil, false},
+	}
+	for _, c := range cases {
+		if got := isKeyframeStart(c.p, c.mime); got != c.want {
+			t.Errorf("%s: %v, want %v", c.name, got, c.want)
+		}
+	}
+}
+
+func TestGOPCache(t *testing.T) {
+	var g gopCache
+	pkt := func(ts uint32, key bool) *rtp.Packet {
+		b := byte(0x01)
+		if key {
+			b = 0x00
+		}
+		return &rtp.Packet{Header: rtp.Header{Timestamp: ts}, Payload: []byte{0x10, b}}
+	}
+	g.push(pkt(1, false), "video/VP8") // before any keyframe: not cached
+	if len(g.pkts) != 0 {
+		t.Fatal("cached a delta frame with no keyframe")
+	}
+	g.push(pkt(2, true), "video/VP8")
+	g.push(pkt(2, true), "video/VP8") // second packet of the same keyframe
+	g.push(pkt(3, false), "video/VP8")
+	if len(g.pkts) != 3 {
+		t.Fatalf("cache has %d packets, want 3", len(g.pkts))
+	}
+	g.push(pkt(4, true), "video/VP8") // a new keyframe starts over
+	if len(g.pkts) != 1 || g.pkts[0].Timestamp != 4 {
+		t.Fatalf("cache after a new keyframe: %d packets", len(g.pkts))
+	}
+	for range maxGOPPackets {
+		g.push(pkt(5, false), "video/VP8")
+	}
+	if g.valid || len(g.pkts) != 0 {
+		t.Error("an overlong GOP is still cached")
+	}
+}

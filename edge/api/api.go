@@ -67,6 +67,8 @@ type Server struct {
 	// terms and termHandlers: messages to and from terminals (terminalmsg.go).
 	terms        map[string]*controlConn
 	termHandlers map[string]TerminalHandler
+	// ctlExt are capabilities that claim control connections by token.
+	ctlExt []ControlHandler
 }
 
 // New builds the server and its routes.

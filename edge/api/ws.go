@@ -105,7 +105,12 @@ func (s *Server) controlWS(w http.ResponseWriter, r *http.Request) {
 	}
 	t, err := s.cfg.Fleet.Authenticate(hello.Token)
 	if err != nil {
-		refuse(ws, hello.ID, "unknown token: pair this terminal again with a new code")
+		if cs, ok := s.claim(c, hello); ok {
+			go s.writeLoop(c)
+			s.serveClaimed(c, cs)
+			return
+		}
+		refuse(ws, hello.ID, "unknown token: pair this terminal again with a new code, or use a token of a live-class session")
 		return
 	}
 	go s.writeLoop(c)
@@ -157,6 +162,19 @@ func (s *Server) writeLoop(c *controlConn) {
 	for {
 		select {
 		case <-c.done:
+			// Flush what was queued before the close (an "ended" or
+			// "error" message explains the close to the client).
+			for drained := false; !drained; {
+				select {
+				case data := <-c.send:
+					_ = c.ws.SetWriteDeadline(time.Now().Add(time.Second))
+					if c.ws.WriteMessage(websocket.TextMessage, data) != nil {
+						drained = true
+					}
+				default:
+					drained = true
+				}
+			}
 			_ = c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), time.Now().Add(time.Second))
 			_ = c.ws.Close()
 			return

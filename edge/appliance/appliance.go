@@ -139,7 +139,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts Options)
 	rc.Register(srv)
 	rc.Start(ctx) // catalogue sync; a no-op without -cloud
 	// Live classes: sessions, SFU, WHIP/WHEP (classroom/).
-	live, err := classroom.Mount(classroom.Config{Server: srv, IsAdmin: id.CheckAdminToken, Listen: cfg.Listen, Logger: log.With("component", "live"),
+	live, err := classroom.Mount(classroom.Config{Server: srv, IsAdmin: id.CheckAdminToken, Listen: cfg.Listen, EdgeID: id.ID, Logger: log.With("component", "live"),
 		Classroom: func(cid string) error { _, err := fl.Classroom(cid); return err }})
 	if err != nil {
 		_ = ln.Close()

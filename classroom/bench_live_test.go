@@ -1,0 +1,382 @@
+package classroom_test
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/pion/rtp"
+	"github.com/pion/srtp/v3"
+	"github.com/pion/webrtc/v4"
+	"golang.org/x/sys/unix"
+)
+
+// The live-class benchmark is opt-in (it takes about two minutes and all
+// of the machine):
+//
+//	go test -run TestBenchLiveClass -v -timeout 20m ./classroom/ -live.bench
+//	go test -run TestBenchLiveClass -v -timeout 20m ./classroom/ -live.bench -live.subs 1,10,25,50
+//
+// It builds and starts a real edged as its own process, publishes a lesson
+// by WHIP (~2.5 Mbit/s of video in 1100-byte packets, 30 frames/s, plus
+// Opus at 50 packets/s) and, for each N, watches it with N pion WHEP
+// subscribers in this process. Per N it prints: loss %, packets/s
+// delivered to all subscribers, edged's CPU-seconds per second read from
+// /proc/<pid>/stat (the SFU process alone), and the p99 of the forwarding
+// delay (publisher write → subscriber read, both in this process, so it
+// includes their SRTP work). In the same run it measures the physical
+// limit: a loop that SRTP-encrypts the same packets once per subscriber
+// and sends them by UDP, with nobody reading, and reports the SFU's
+// packets per CPU-second as a fraction of that loop's.
+var (
+	liveBench     = flag.Bool("live.bench", false, "run the live-class benchmark (TestBenchLiveClass)")
+	liveBenchSubs = flag.String("live.subs", "1,5,10,20,40", "comma-separated subscriber counts for -live.bench")
+	liveBenchSecs = flag.Int("live.seconds", 5, "measured seconds per subscriber count")
+)
+
+const (
+	benchVideoPayload = 1100
+	benchFPS          = 30
+	benchPktsPerFrame = 9 // 9 × 1100 B × 30/s × 8 ≈ 2.4 Mbit/s of payload
+	benchAudioPayload = 120
+)
+
+func TestBenchLiveClass(t *testing.T) {
+	if !*liveBench {
+		t.Skip("opt-in: run with -live.bench (see the comment above)")
+	}
+	var ns []int
+	for _, f := range strings.Split(*liveBenchSubs, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 1 || n > 500 {
+			t.Fatalf("-live.subs: bad count %q", f)
+		}
+		ns = append(ns, n)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 18*time.Minute)
+	defer cancel()
+	e, pid := startEdgedProcess(t, ctx)
+	secs := time.Duration(*liveBenchSecs) * time.Second
+
+	fmt.Printf("live-class benchmark: 1 publisher (%.1f Mbit/s video payload + Opus), loopback, %v per N, %d CPUs\n",
+		float64(benchVideoPayload*benchPktsPerFrame*benchFPS*8)/1e6, secs, numCPU())
+	fmt.Printf("%5s %8s %12s %12s %10s %12s %14s %8s\n", "N", "loss%", "fwd pkt/s", "edged cpu/s", "p99 ms", "pkt/cpu-s", "limit pkt/cpu-s", "ratio")
+	best := 0
+	for _, n := range ns {
+		r := runLiveBench(t, ctx, e, pid, n, secs)
+		limit := srtpLimit(t, n, secs/2)
+		ratio := 0.0
+		if r.cpuPerSec > 0 {
+			ratio = r.pktsPerSec / r.cpuPerSec / limit
+		}
+		fmt.Printf("%5d %8.3f %12.0f %12.3f %10.2f %12.0f %14.0f %8.3f\n", n, r.lossPct, r.pktsPerSec, r.cpuPerSec, r.p99.Seconds()*1000, r.pktsPerSec/max(r.cpuPerSec, 1e-9), limit, ratio)
+		if r.lossPct < 0.5 {
+			best = n
+		}
+	}
+	fmt.Printf("largest N with < 0.5%% loss: %d\n", best)
+}
+
+type liveResult struct {
+	lossPct, pktsPerSec, cpuPerSec float64
+	p99                            time.Duration
+}
+
+// runLiveBench measures one N on a fresh session.
+func runLiveBench(t *testing.T, ctx context.Context, e *edge, pid int, n int, secs time.Duration) liveResult {
+	s := e.createSession(t, ctx, fmt.Sprintf("bench %d", n))
+	api := loopbackAPI(t)
+	pc, err := api.NewPeerConnection(webrtc.Configuration{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	video, _ := webrtc.NewTrackLocalStaticRTP(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeVP8, ClockRate: 90000}, "video", "bench")
+	audio, _ := webrtc.NewTrackLocalStaticRTP(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2}, "audio", "bench")
+	for _, tr := range []*webrtc.TrackLocalStaticRTP{video, audio} {
+		if _, err := pc.AddTransceiverFromTrack(tr, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionSendonly}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	resp, body := e.do(t, ctx, "POST", "/whip/"+s.ID, s.Tokens.Master, "application/sdp", offer(t, ctx, pc))
+	if resp.StatusCode != 201 {
+		t.Fatalf("WHIP: %d %s", resp.StatusCode, body)
+	}
+	if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: string(body)}); err != nil {
+		t.Fatal(err)
+	}
+	// Window of send times that count, as unix nanos; 0 = not yet.
+	var winStart, winEnd atomic.Int64
+	var sent atomic.Int64
+	sendCtx, stopSend := context.WithCancel(ctx)
+	defer stopSend()
+	go func() {
+		vp := make([]byte, benchVideoPayload)
+		ap := make([]byte, benchAudioPayload)
+		start := time.Now()
+		var seq, aseq uint16
+		for frame := 0; sendCtx.Err() == nil; frame++ {
+			if d := time.Until(start.Add(time.Duration(frame) * time.Second / benchFPS)); d > 0 {
+				time.Sleep(d)
+			}
+			for i := range benchPktsPerFrame {
+				now := time.Now().UnixNano()
+				binary.BigEndian.PutUint64(vp, uint64(now))
+				_ = video.WriteRTP(&rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 96, SequenceNumber: seq, Timestamp: uint32(frame * 3000), Marker: i == benchPktsPerFrame-1}, Payload: vp})
+				seq++
+				if ws := winStart.Load(); ws != 0 && now >= ws && (winEnd.Load() == 0 || now < winEnd.Load()) {
+					sent.Add(1)
+				}
+			}
+			if frame%3 == 0 { // ~one Opus packet per 20 ms
+				for range 2 {
+					now := time.Now().UnixNano()
+					binary.BigEndian.PutUint64(ap, uint64(now))
+					_ = audio.WriteRTP(&rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 111, SequenceNumber: aseq, Timestamp: uint32(aseq) * 960}, Payload: ap})
+					aseq++
+					if ws := winStart.Load(); ws != 0 && now >= ws && (winEnd.Load() == 0 || now < winEnd.Load()) {
+						sent.Add(1)
+					}
+				}
+			}
+		}
+	}()
+
+	var got atomic.Int64
+	var dmu sync.Mutex
+	var delays []time.Duration
+	var ready atomic.Int64
+	var subs []*webrtc.PeerConnection
+	for range n {
+		spc, err := api.NewPeerConnection(webrtc.Configuration{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		subs = append(subs, spc)
+		for _, k := range []webrtc.RTPCodecType{webrtc.RTPCodecTypeVideo, webrtc.RTPCodecTypeAudio} {
+			if _, err := spc.AddTransceiverFromKind(k, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionRecvonly}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		var first atomic.Bool
+		spc.OnTrack(func(tr *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
+			video := tr.Kind() == webrtc.RTPCodecTypeVideo
+			var local []time.Duration
+			defer func() { dmu.Lock(); delays = append(delays, local...); dmu.Unlock() }()
+			buf := make([]byte, 1500)
+			var p rtp.Packet
+			for {
+				k, _, err := tr.Read(buf)
+				if err != nil {
+					return
+				}
+				now := time.Now().UnixNano()
+				if p.Unmarshal(buf[:k]) != nil || len(p.Payload) < 8 {
+					continue
+				}
+				if video && first.CompareAndSwap(false, true) {
+					ready.Add(1)
+				}
+				ts := int64(binary.BigEndian.Uint64(p.Payload))
+				if ws := winStart.Load(); ws != 0 && ts >= ws && (winEnd.Load() == 0 || ts < winEnd.Load()) {
+					got.Add(1)
+					if video {
+						local = append(local, time.Duration(now-ts))
+					}
+				}
+			}
+		})
+		resp, body := e.do(t, ctx, "POST", "/whep/"+s.ID, s.Tokens.Observer, "application/sdp", offer(t, ctx, spc))
+		if resp.StatusCode != 201 {
+			t.Fatalf("WHEP %d: %d %s", len(subs), resp.StatusCode, body)
+		}
+		if err := spc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: string(body)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, 60*time.Second, "every subscriber's first packet", func() bool { return ready.Load() == int64(n) })
+	time.Sleep(time.Second) // settle
+
+	cpu0 := procCPU(t, pid)
+	t0 := time.Now()
+	winStart.Store(t0.UnixNano())
+	time.Sleep(secs)
+	t1 := time.Now()
+	winEnd.Store(t1.UnixNano())
+	cpu1 := procCPU(t, pid)
+	time.Sleep(time.Second) // packets in flight
+	stopSend()
+	for _, spc := range subs {
+		_ = spc.Close()
+	}
+	_ = pc.Close()
+	time.Sleep(300 * time.Millisecond)
+	if resp, b := e.do(t, ctx, "POST", "/api/v1/sessions/"+s.ID+"/end", e.admin, "", nil); resp.StatusCode != 200 {
+		t.Fatalf("end: %d %s", resp.StatusCode, b)
+	}
+
+	el := t1.Sub(t0).Seconds()
+	want := sent.Load() * int64(n)
+	r := liveResult{pktsPerSec: float64(got.Load()) / el, cpuPerSec: (cpu1 - cpu0).Seconds() / el}
+	if want > 0 {
+		r.lossPct = 100 * float64(want-got.Load()) / float64(want)
+	}
+	time.Sleep(200 * time.Millisecond) // OnTrack goroutines flush their delays
+	dmu.Lock()
+	slices.Sort(delays)
+	if len(delays) > 0 {
+		r.p99 = delays[len(delays)*99/100]
+	}
+	dmu.Unlock()
+	return r
+}
+
+// srtpLimit is the physical limit: packets per CPU-second of a loop that
+// SRTP-encrypts each packet once per subscriber (own keys) and sends it by
+// UDP, paced like the lesson, for d. Nobody reads the sockets (the kernel
+// drops), so the CPU is the sender's alone.
+func srtpLimit(t *testing.T, n int, d time.Duration) float64 {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	out, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Close()
+	var dsts []net.Addr
+	var ctxs []*srtp.Context
+	for i := range n {
+		c, err := net.ListenPacket("udp4", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		dsts = append(dsts, c.LocalAddr())
+		key, salt := make([]byte, 16), make([]byte, 14)
+		key[0], salt[0] = byte(i), byte(i>>8)
+		sc, err := srtp.CreateContext(key, salt, srtp.ProtectionProfileAes128CmHmacSha1_80)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctxs = append(ctxs, sc)
+	}
+	vp := make([]byte, benchVideoPayload)
+	plain := make([]byte, 1500)
+	enc := make([]byte, 0, 1500)
+	var pkts int64
+	var cpu time.Duration
+	start := time.Now()
+	var seq uint16
+	for frame := 0; time.Since(start) < d; frame++ {
+		if w := time.Until(start.Add(time.Duration(frame) * time.Second / benchFPS)); w > 0 {
+			time.Sleep(w)
+		}
+		c0 := threadCPU()
+		for range benchPktsPerFrame + 1 { // 9 video + ~1 Opus per frame (sized as video: conservative)
+			h := rtp.Header{Version: 2, PayloadType: 96, SequenceNumber: seq, Timestamp: uint32(frame * 3000), SSRC: 1}
+			seq++
+			for j, dst := range dsts {
+				pkt := rtp.Packet{Header: h, Payload: vp}
+				m, err := pkt.MarshalTo(plain)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if enc, err = ctxs[j].EncryptRTP(enc[:0], plain[:m], nil); err != nil {
+					t.Fatal(err)
+				}
+				_, _ = out.WriteTo(enc, dst)
+				pkts++
+			}
+		}
+		cpu += threadCPU() - c0
+	}
+	if cpu <= 0 {
+		return 0
+	}
+	return float64(pkts) / cpu.Seconds()
+}
+
+// threadCPU is the calling OS thread's CPU time (the loop above runs on
+// one goroutine; pinned so the reading is its own).
+func threadCPU() time.Duration {
+	var ts unix.Timespec
+	_ = unix.ClockGettime(unix.CLOCK_THREAD_CPUTIME_ID, &ts)
+	return time.Duration(ts.Nano())
+}
+
+// procCPU reads utime+stime of pid from /proc/<pid>/stat.
+func procCPU(t *testing.T, pid int) time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Fields after the ")" that ends the command name: state is field 3;
+	// utime and stime are fields 14 and 15 (clock ticks, 100/s on Linux).
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(ut+st) * 10 * time.Millisecond
+}
+
+func numCPU() int {
+	b, _ := os.ReadFile("/proc/cpuinfo")
+	return strings.Count(string(b), "processor\t:")
+}
+
+// startEdgedProcess builds cmd/edged and runs it as its own process.
+func startEdgedProcess(t *testing.T, ctx context.Context) (*edge, int) {
+	t.Helper()
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "edged")
+	build := exec.CommandContext(ctx, "go", "build", "-o", bin, "github.com/campusedge/campusedge/cmd/edged")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build edged: %v\n%s", err, out)
+	}
+	data := filepath.Join(dir, "data")
+	cmd := exec.CommandContext(ctx, bin, "-data", data, "-listen", "127.0.0.1:0", "-mdns=false")
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	addrRE := regexp.MustCompile(`msg=listening addr=(\S+)`)
+	sc := bufio.NewScanner(stderr)
+	var addr string
+	for sc.Scan() {
+		if m := addrRE.FindStringSubmatch(sc.Text()); m != nil {
+			addr = m[1]
+			break
+		}
+	}
+	if addr == "" {
+		t.Fatal("edged did not log its address")
+	}
+	go func() {
+		for sc.Scan() { // keep draining so edged never blocks on its log
+		}
+	}()
+	tok, err := os.ReadFile(filepath.Join(data, "admin-token"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &edge{url: "http://" + addr, admin: strings.TrimSpace(string(tok)), log: &syncBuffer{}}, cmd.Process.Pid
+}

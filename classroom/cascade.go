@@ -1,0 +1,518 @@
+package classroom
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/pion/webrtc/v4"
+
+	"github.com/campusedge/campusedge/classroom/session"
+	"github.com/campusedge/campusedge/classroom/sfu"
+	"github.com/campusedge/campusedge/edge/api"
+)
+
+// The cascade: a session at this edge takes its lesson from another edge
+// (or cityhub) by WHEP, once, and fans it out on the LAN as its "master"
+// source. The WAN carries one copy of each track however many classrooms
+// watch here. When the WAN drops, the local session stays up (classrooms
+// keep their control connections and each other's return video) and the
+// pull is retried with capped exponential backoff until it comes back.
+
+// Cascade retry timing.
+const (
+	cascadeMinBackoff = 500 * time.Millisecond
+	cascadeMaxBackoff = 10 * time.Second
+	maxUpstreamBody   = 8 << 10
+)
+
+// UpstreamRequest is the body of PUT /api/v1/sessions/{id}/upstream.
+type UpstreamRequest struct {
+	// URL is the WHEP endpoint of the session at the other edge, e.g.
+	// http://edge-a.school.example:8080/whep/<session id>.
+	URL string `json:"url"`
+	// Token is a token of that session (an observer token will do).
+	Token string `json:"token"`
+	// ICEServers optionally lists STUN/TURN servers for the WAN leg.
+	ICEServers []ICEServer `json:"ice_servers,omitempty"`
+	// ICETransportPolicy is "all" (default) or "relay" (only via TURN).
+	ICETransportPolicy string `json:"ice_transport_policy,omitempty"`
+}
+
+// ICEServer is one STUN or TURN server.
+type ICEServer struct {
+	URLs       []string `json:"urls"`
+	Username   string   `json:"username,omitempty"`
+	Credential string   `json:"credential,omitempty"`
+}
+
+func (r UpstreamRequest) validate() error {
+	u, err := url.Parse(r.URL)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || !strings.Contains(u.Path, "/whep/") || len(r.URL) > 2048 {
+		return errors.New("url must be the http(s) WHEP URL of the session at the other edge (…/whep/<session id>)")
+	}
+	if r.Token == "" || len(r.Token) > 256 {
+		return errors.New("token (a token of the other edge's session, 1-256 bytes) is required")
+	}
+	if len(r.ICEServers) > 4 {
+		return errors.New("at most 4 ice_servers")
+	}
+	for _, s := range r.ICEServers {
+		if len(s.URLs) == 0 || len(s.URLs) > 4 {
+			return errors.New("each ice server needs 1-4 urls")
+		}
+		for _, x := range s.URLs {
+			if !(strings.HasPrefix(x, "stun:") || strings.HasPrefix(x, "turn:") || strings.HasPrefix(x, "turns:")) || len(x) > 256 {
+				return fmt.Errorf("ice server url %q must start with stun:, turn: or turns:", x)
+			}
+		}
+	}
+	switch r.ICETransportPolicy {
+	case "", "all", "relay":
+	default:
+		return errors.New(`ice_transport_policy must be "all" or "relay"`)
+	}
+	return nil
+}
+
+// UpstreamStatus reports the cascade of a session.
+type UpstreamStatus struct {
+	URL         string     `json:"url"`
+	State       string     `json:"state"` // connecting, connected, retrying, stopped
+	Attempts    int        `json:"attempts"`
+	Connects    int        `json:"connects"`
+	LastError   string     `json:"last_error,omitempty"`
+	ConnectedAt *time.Time `json:"connected_at,omitempty"`
+	NextRetryMS int64      `json:"next_retry_ms,omitempty"`
+}
+
+// upstream pulls one session's lesson from another edge.
+type upstream struct {
+	l      *Live
+	sess   string
+	req    UpstreamRequest
+	client *http.Client
+	log    *slog.Logger
+	cancel context.CancelFunc
+	done   chan struct{}
+
+	mu         sync.Mutex
+	st         UpstreamStatus
+	stage      string // local classroom on stage, sent up by WHIP
+	stopUplink context.CancelFunc
+	uplinkDone chan struct{}
+}
+
+func (u *upstream) status() UpstreamStatus {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.st
+}
+
+func (u *upstream) set(f func(*UpstreamStatus)) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	f(&u.st)
+}
+
+// run pulls until ctx ends, retrying with backoff.
+func (u *upstream) run(ctx context.Context) {
+	defer close(u.done)
+	backoff := cascadeMinBackoff
+	for ctx.Err() == nil {
+		u.set(func(s *UpstreamStatus) { s.Attempts++; s.State = "connecting"; s.NextRetryMS = 0 })
+		connected, err := u.once(ctx)
+		if ctx.Err() != nil {
+			break
+		}
+		if connected {
+			backoff = cascadeMinBackoff // it worked: the next drop retries quickly
+		}
+		wait := backoff/2 + rand.N(backoff) // jitter: schools do not retry in step
+		u.log.Warn("cascade: lesson feed from the upstream edge lost; retrying", "url", u.req.URL, "err", err, "retry_in", wait.Round(time.Millisecond))
+		u.set(func(s *UpstreamStatus) {
+			s.State, s.ConnectedAt, s.NextRetryMS = "retrying", nil, wait.Milliseconds()
+			if err != nil {
+				s.LastError = err.Error()
+			}
+		})
+		select {
+		case <-ctx.Done():
+		case <-time.After(wait):
+		}
+		backoff = min(backoff*2, cascadeMaxBackoff)
+	}
+	u.set(func(s *UpstreamStatus) { s.State, s.ConnectedAt, s.NextRetryMS = "stopped", nil, 0 })
+}
+
+// once makes one WHEP pull and returns when it ends.
+func (u *upstream) once(ctx context.Context) (connected bool, err error) {
+	pc, err := u.l.SFU.NewPeerConnection(u.pcConfig())
+	if err != nil {
+		return false, err
+	}
+	defer pc.Close()
+	// One audio and two video m-lines: the lesson's camera, mic and a
+	// screen share if the master shares one when this pull starts.
+	for _, k := range []webrtc.RTPCodecType{webrtc.RTPCodecTypeAudio, webrtc.RTPCodecTypeVideo, webrtc.RTPCodecTypeVideo} {
+		if _, err := pc.AddTransceiverFromKind(k, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionRecvonly}); err != nil {
+			return false, fmt.Errorf("transceiver: %w", err)
+		}
+	}
+	state := make(chan webrtc.PeerConnectionState, 8)
+	pc.OnConnectionStateChange(func(s webrtc.PeerConnectionState) {
+		select {
+		case state <- s:
+		default:
+		}
+	})
+	pub, err := u.l.SFU.Relay(u.sess, sfu.SourceMaster, pc)
+	if err != nil {
+		return false, fmt.Errorf("local session: %w", err)
+	}
+	defer pub.Close()
+
+	nctx, cancel := context.WithTimeout(ctx, negotiateTimeout)
+	defer cancel()
+	offer, err := pc.CreateOffer(nil)
+	if err != nil {
+		return false, fmt.Errorf("offer: %w", err)
+	}
+	sdp, err := gatherOffer(nctx, pc, offer)
+	if err != nil {
+		return false, err
+	}
+	answer, location, err := u.post(nctx, sdp)
+	if err != nil {
+		return false, err
+	}
+	defer u.deleteResource(location)
+	if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: answer}); err != nil {
+		return false, fmt.Errorf("upstream answer: %w", err)
+	}
+	pub.Expect(strings.Count(answer, "a=sendonly") + strings.Count(answer, "a=sendrecv"))
+	for {
+		select {
+		case <-ctx.Done():
+			return connected, nil
+		case s := <-state:
+			switch s {
+			case webrtc.PeerConnectionStateConnected:
+				if !connected {
+					connected = true
+					now := time.Now().UTC()
+					u.set(func(st *UpstreamStatus) {
+						st.State, st.ConnectedAt, st.LastError = "connected", &now, ""
+						st.Connects++
+					})
+					u.log.Info("cascade: receiving the lesson from the upstream edge", "url", u.req.URL)
+				}
+			case webrtc.PeerConnectionStateFailed, webrtc.PeerConnectionStateClosed:
+				return connected, errors.New("the WAN connection to the upstream edge failed")
+			}
+		case <-nctx.Done():
+			if !connected {
+				return false, errors.New("no media connection to the upstream edge within 10s (is UDP blocked? try a TURN server in ice_servers)")
+			}
+			nctx = context.Background() // connected: no deadline any more
+		}
+	}
+}
+
+func gatherOffer(ctx context.Context, pc *webrtc.PeerConnection, offer webrtc.SessionDescription) (string, error) {
+	done := webrtc.GatheringCompletePromise(pc)
+	if err := pc.SetLocalDescription(offer); err != nil {
+		return "", fmt.Errorf("set local description: %w", err)
+	}
+	select {
+	case <-done:
+	case <-ctx.Done():
+		return "", fmt.Errorf("ICE gathering: %w", ctx.Err())
+	}
+	return pc.LocalDescription().SDP, nil
+}
+
+func (u *upstream) post(ctx context.Context, offer string) (answer, location string, err error) {
+	return u.exchange(ctx, u.req.URL, offer)
+}
+
+// exchange POSTs an offer to a WHIP or WHEP endpoint of the upstream edge.
+func (u *upstream) exchange(ctx context.Context, endpoint, offer string) (answer, location string, err error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, endpoint, strings.NewReader(offer))
+	if err != nil {
+		return "", "", err
+	}
+	req.Header.Set("Content-Type", "application/sdp")
+	req.Header.Set("Authorization", "Bearer "+u.req.Token)
+	resp, err := u.client.Do(req)
+	if err != nil {
+		return "", "", fmt.Errorf("request to the upstream edge: %w", err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, MaxSDPBytes+1))
+	if err != nil {
+		return "", "", fmt.Errorf("upstream answer: %w", err)
+	}
+	if resp.StatusCode != http.StatusCreated {
+		return "", "", fmt.Errorf("the upstream edge answered %s: %s", resp.Status, bytes.TrimSpace(body[:min(len(body), 300)]))
+	}
+	if len(body) > MaxSDPBytes || !bytes.HasPrefix(body, []byte("v=0")) {
+		return "", "", errors.New("the upstream edge's answer is not an SDP answer")
+	}
+	loc, err := resp.Location()
+	if err != nil {
+		return "", "", fmt.Errorf("the upstream edge's answer has no usable Location: %w", err)
+	}
+	return string(body), loc.String(), nil
+}
+
+// deleteResource ends the WHEP resource upstream (best effort: the
+// upstream edge also notices the connection close within seconds).
+func (u *upstream) deleteResource(location string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodDelete, location, nil)
+	if err != nil {
+		return
+	}
+	req.Header.Set("Authorization", "Bearer "+u.req.Token)
+	if resp, err := u.client.Do(req); err == nil {
+		_ = resp.Body.Close()
+	}
+}
+
+// pcConfig is the WAN leg's peer-connection configuration.
+func (u *upstream) pcConfig() webrtc.Configuration {
+	cfg := webrtc.Configuration{}
+	for _, s := range u.req.ICEServers {
+		cfg.ICEServers = append(cfg.ICEServers, webrtc.ICEServer{URLs: s.URLs, Username: s.Username, Credential: s.Credential})
+	}
+	if u.req.ICETransportPolicy == "relay" {
+		cfg.ICETransportPolicy = webrtc.ICETransportPolicyRelay
+	}
+	return cfg
+}
+
+// setStage sends classroom cid (on stage here) up the cascade by WHIP, or
+// stops sending when cid is empty.
+func (u *upstream) setStage(cid string) {
+	u.mu.Lock()
+	if u.stage == cid {
+		u.mu.Unlock()
+		return
+	}
+	u.stage = cid
+	stop := u.stopUplink
+	u.stopUplink = nil
+	if cid != "" {
+		ctx, cancel := context.WithCancel(context.Background())
+		u.stopUplink = cancel
+		go u.uplink(ctx, cid)
+	}
+	u.mu.Unlock()
+	if stop != nil {
+		stop() // it DELETEs its WHIP resource upstream on its own
+	}
+}
+
+// uplink keeps classroom cid published at the upstream edge, retrying
+// with backoff like the pull.
+func (u *upstream) uplink(ctx context.Context, cid string) {
+	backoff := cascadeMinBackoff
+	for ctx.Err() == nil {
+		err := u.uplinkOnce(ctx, cid)
+		if ctx.Err() != nil {
+			return
+		}
+		wait := backoff/2 + rand.N(backoff)
+		u.log.Warn("cascade: on-stage classroom's uplink ended; retrying", "classroom", cid, "err", err, "retry_in", wait.Round(time.Millisecond))
+		select {
+		case <-ctx.Done():
+		case <-time.After(wait):
+		}
+		backoff = min(backoff*2, cascadeMaxBackoff)
+	}
+}
+
+func (u *upstream) uplinkOnce(ctx context.Context, cid string) error {
+	offers := make(chan string, 4)
+	sub, err := u.l.SFU.NewSubscriberConfig(u.sess, u.pcConfig(), func(src string) bool { return src == sourceOf(cid) }, func(sdp string) {
+		select {
+		case offers <- sdp:
+		default:
+		}
+	})
+	if err != nil {
+		return err
+	}
+	defer sub.Close()
+	var offer string
+	select {
+	case offer = <-offers:
+	case <-ctx.Done():
+		return nil
+	case <-sub.Done():
+		return errors.New("closed before the classroom published")
+	}
+	whip := strings.Replace(u.req.URL, "/whep/", "/whip/", 1) + "?school=" + url.QueryEscape(u.school())
+	nctx, cancel := context.WithTimeout(ctx, negotiateTimeout)
+	answer, location, err := u.exchange(nctx, whip, offer)
+	cancel()
+	if err != nil {
+		return err
+	}
+	defer u.deleteResource(location)
+	if err := sub.Answer(answer); err != nil {
+		return fmt.Errorf("upstream WHIP answer: %w", err)
+	}
+	u.log.Info("cascade: on-stage classroom sent to the upstream edge", "classroom", cid)
+	select {
+	case <-ctx.Done():
+		return nil
+	case <-sub.Done():
+		return errors.New("the uplink connection failed")
+	case <-offers:
+		// The classroom's tracks changed; WHIP cannot renegotiate, so
+		// publish again from scratch.
+		return errors.New("the classroom's tracks changed")
+	}
+}
+
+// school names this edge at the upstream edge.
+func (u *upstream) school() string {
+	if validSchool(u.l.edgeID) {
+		return u.l.edgeID
+	}
+	return "edge"
+}
+
+// stageChanged tells session id's cascade, if any, what is on stage here.
+func (l *Live) stageChanged(id, classroomID string) {
+	l.mu.Lock()
+	u := l.upstreams[id]
+	l.mu.Unlock()
+	if u != nil {
+		u.setStage(classroomID)
+	}
+}
+
+// startUpstream makes session id pull from req (replacing a running pull).
+func (l *Live) startUpstream(id string, req UpstreamRequest) UpstreamStatus {
+	l.stopUpstream(id)
+	ctx, cancel := context.WithCancel(context.Background())
+	u := &upstream{l: l, sess: id, req: req, cancel: cancel, done: make(chan struct{}),
+		client: &http.Client{Timeout: negotiateTimeout},
+		log:    l.log.With("session", id, "component", "cascade"),
+		st:     UpstreamStatus{URL: req.URL, State: "connecting"}}
+	l.mu.Lock()
+	l.upstreams[id] = u
+	l.mu.Unlock()
+	go u.run(ctx)
+	return u.status()
+}
+
+func (l *Live) stopUpstream(id string) bool {
+	l.mu.Lock()
+	u := l.upstreams[id]
+	delete(l.upstreams, id)
+	l.mu.Unlock()
+	if u == nil {
+		return false
+	}
+	u.cancel()
+	<-u.done
+	u.setStage("")
+	return true
+}
+
+func (l *Live) upstreamHandlers(srv *api.Server) {
+	srv.HandleFunc("PUT /api/v1/sessions/{id}/upstream", l.putUpstream)
+	srv.HandleFunc("GET /api/v1/sessions/{id}/upstream", l.getUpstream)
+	srv.HandleFunc("DELETE /api/v1/sessions/{id}/upstream", l.deleteUpstream)
+}
+
+// adminSession checks the admin token and the session id.
+func (l *Live) adminSession(w http.ResponseWriter, r *http.Request) (string, bool) {
+	tok, ok := api.BearerToken(r)
+	if !ok || l.isAdmin == nil || !l.isAdmin(tok) {
+		api.WriteError(w, http.StatusUnauthorized, "unauthorized", "this call needs the admin token (DATA/admin-token)")
+		return "", false
+	}
+	id := r.PathValue("id")
+	if !session.ValidID(id) {
+		api.WriteError(w, http.StatusNotFound, "not_found", "no such session (session ids are 24 hex characters)")
+		return "", false
+	}
+	if _, err := l.Sessions.Get(id); err != nil {
+		session.WriteError(w, err)
+		return "", false
+	}
+	return id, true
+}
+
+func (l *Live) putUpstream(w http.ResponseWriter, r *http.Request) {
+	id, ok := l.adminSession(w, r)
+	if !ok {
+		return
+	}
+	var req UpstreamRequest
+	if !api.DecodeJSON(w, r, maxUpstreamBody, &req) {
+		return
+	}
+	if err := req.validate(); err != nil {
+		api.WriteError(w, http.StatusBadRequest, "invalid", err.Error())
+		return
+	}
+	if _, err := l.Sessions.Start(id); err != nil {
+		session.WriteError(w, err)
+		return
+	}
+	l.log.Info("cascade: session takes its lesson from another edge", "session", id, "url", req.URL)
+	st := l.startUpstream(id, req)
+	l.mu.Lock()
+	c := l.classes[id]
+	l.mu.Unlock()
+	if c != nil {
+		c.mu.Lock()
+		stage := c.stage
+		c.mu.Unlock()
+		l.stageChanged(id, stage)
+	}
+	api.WriteJSON(w, http.StatusAccepted, st)
+}
+
+func (l *Live) getUpstream(w http.ResponseWriter, r *http.Request) {
+	id, ok := l.adminSession(w, r)
+	if !ok {
+		return
+	}
+	l.mu.Lock()
+	u := l.upstreams[id]
+	l.mu.Unlock()
+	if u == nil {
+		api.WriteError(w, http.StatusNotFound, "not_found", "this session has no upstream; PUT one to take the lesson from another edge")
+		return
+	}
+	api.WriteJSON(w, http.StatusOK, u.status())
+}
+
+func (l *Live) deleteUpstream(w http.ResponseWriter, r *http.Request) {
+	id, ok := l.adminSession(w, r)
+	if !ok {
+		return
+	}
+	if !l.stopUpstream(id) {
+		api.WriteError(w, http.StatusNotFound, "not_found", "this session has no upstream")
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
