@@ -28,7 +28,9 @@ import (
 	"github.com/campusedge/campusedge/edge/fleet"
 	"github.com/campusedge/campusedge/edge/identity"
 	"github.com/campusedge/campusedge/edge/store"
+	"github.com/campusedge/campusedge/edge/timetable"
 	"github.com/campusedge/campusedge/sync/outbox"
+	"github.com/campusedge/campusedge/sync/schooldata"
 	"github.com/campusedge/campusedge/sync/uplink"
 )
 
@@ -155,7 +157,22 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts Options)
 	// the uplink/downlink to -cloud. Both stop before the store closes.
 	ob := outbox.New(outbox.Config{DB: st.DB()})
 	defer ob.Close()
-	up := uplink.New(uplink.Config{Hub: cfg.Cloud, DB: st.DB(), Outbox: ob, Identity: id, RateBytes: cfg.SyncRate, Logger: log.With("component", "sync")})
+	// A timetable from the downlink drives the cache's prefetch: the feeder
+	// runs after the document's transaction commits (bbolt has one writer,
+	// so the cache cannot write inside the downlink's transaction).
+	ttChanged := make(chan struct{}, 1)
+	applyDoc := func(tx *bolt.Tx, kind string, _ []byte) error {
+		if kind == schooldata.KindTimetable {
+			tx.OnCommit(func() {
+				select {
+				case ttChanged <- struct{}{}:
+				default:
+				}
+			})
+		}
+		return nil
+	}
+	up := uplink.New(uplink.Config{Hub: cfg.Cloud, DB: st.DB(), Outbox: ob, Identity: id, RateBytes: cfg.SyncRate, Apply: applyDoc, Logger: log.With("component", "sync")})
 	up.Register(srv)
 	checks["sync"] = up.Check // set before HTTP serves: the map is read-only from then on
 	if en, ok, err := uplink.LoadEnrolment(st.DB()); err == nil && ok && en.School != cfg.School {
@@ -164,7 +181,11 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts Options)
 	syncCtx, stopSync := context.WithCancel(ctx)
 	syncDone := make(chan struct{})
 	go func() { defer close(syncDone); up.Run(syncCtx) }()
-	defer func() { stopSync(); <-syncDone }()
+	feeder := &timetable.Feeder{Doc: func() ([]byte, error) { return uplink.Doc(st.DB(), schooldata.KindTimetable) },
+		Cache: rc, Days: cfg.CachePrefetchDays, Loc: time.Local, Now: time.Now, Every: time.Hour, Log: log.With("component", "timetable")}
+	feederDone := make(chan struct{})
+	go func() { defer close(feederDone); feeder.Run(syncCtx, ttChanged) }()
+	defer func() { stopSync(); <-syncDone; <-feederDone }()
 	hs := &http.Server{
 		Handler:           srv,
 		ReadHeaderTimeout: 10 * time.Second,

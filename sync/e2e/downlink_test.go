@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"encoding/json"
 	"io"
 	"net/http"
 	"os"
@@ -96,5 +97,39 @@ func TestDownlinkFromCSVToEdge(t *testing.T) {
 	}
 	if st, body := get(t, url+"/api/v1/sync/roster", ""); st != http.StatusUnauthorized {
 		t.Fatalf("roster without admin token: %d %s", st, body)
+	}
+	// The timetable drives the cache's prefetch: the periods of the next
+	// week that name lessons become prefetch entries ("tt-…"); r102's
+	// period names none.
+	allowed := map[string]bool{"ml-fractions-1+ml-fractions-2": true, "ml-optics": true}
+	for {
+		_, body := get(t, url+"/api/v1/cache/timetable", admin)
+		var tt struct {
+			Entries []struct {
+				ID        string   `json:"id"`
+				Classroom string   `json:"classroom"`
+				Resources []string `json:"resources"`
+			} `json:"entries"`
+		}
+		if err := json.Unmarshal([]byte(body), &tt); err != nil {
+			t.Fatalf("cache timetable: %v: %s", err, body)
+		}
+		found := 0
+		for _, e := range tt.Entries {
+			if !strings.HasPrefix(e.ID, "tt-") {
+				continue
+			}
+			if e.Classroom != "r101" || !allowed[strings.Join(e.Resources, "+")] {
+				t.Fatalf("prefetch entry not from the timetable: %+v", e)
+			}
+			found++
+		}
+		if found > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no prefetch entries from the timetable: %s", body)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
