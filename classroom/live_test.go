@@ -203,6 +203,9 @@ type publisher struct {
 	ignorePLI atomic.Bool
 	keyEvery  atomic.Int64
 	started   time.Time
+	// Packets written, so rate checks compare with what was sent: on a
+	// loaded machine the publisher's ticker slows down too.
+	sentVideo, sentAudio atomic.Int64
 }
 
 func publish(t *testing.T, ctx context.Context, e *edge, sessionID, token string) *publisher {
@@ -295,11 +298,13 @@ func publishFmtp(t *testing.T, ctx context.Context, e *edge, sessionID, token, v
 				Header:  rtp.Header{Version: 2, Marker: true, PayloadType: 96, SequenceNumber: uint16(n), Timestamp: uint32(n * 3000)},
 				Payload: payloadFor(n, p.needKey.Swap(false)),
 			})
+			p.sentVideo.Add(1)
 			if n%4 == 0 { // an Opus packet every 20 ms
 				_ = audio.WriteRTP(&rtp.Packet{
 					Header:  rtp.Header{Version: 2, PayloadType: 111, SequenceNumber: uint16(n / 4), Timestamp: uint32(n / 4 * 960)},
 					Payload: []byte{0xfc, 0xff, 0xfe, byte(n / 4)},
 				})
+				p.sentAudio.Add(1)
 			}
 		}
 	}()
@@ -415,6 +420,17 @@ func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 }
 
 // gain returns how many packets s receives during d.
+// keptUp counts over d the video packets sub received and pub sent.
+func keptUp(sub *subscriber, pub *publisher, d time.Duration) (got, sent int64) {
+	g0, s0 := sub.got.Load(), pub.sentVideo.Load()
+	time.Sleep(d)
+	return sub.got.Load() - g0, pub.sentVideo.Load() - s0
+}
+
+// fullRate is the share of what was sent a subscriber that keeps up must
+// receive in a window (packets in flight at its edges account for the rest).
+const fullRate = 0.75
+
 func gain(s *subscriber, d time.Duration) int64 {
 	before := s.got.Load()
 	time.Sleep(d)
@@ -529,15 +545,15 @@ func TestWHIPPublishWHEPWatch(t *testing.T) {
 		t.Errorf("metrics: %d\n%s", resp.StatusCode, grepLines(b, "campusedge_live"))
 	}
 
-	// B stalls: A keeps receiving at full rate (200 packets/s sent).
+	// B stalls: A keeps receiving at full rate (what the publisher sends).
 	subB.stall.Store(true)
-	if g := gain(subA, time.Second); g < 150 {
-		t.Errorf("while B stalls, A got %d packets in 1s, want ≥150", g)
+	if g, sent := keptUp(subA, pub, time.Second); float64(g) < fullRate*float64(sent) {
+		t.Errorf("while B stalls, A got %d of the %d packets sent in 1s", g, sent)
 	}
 	// B vanishes without a DELETE: A keeps receiving, and the edge drops B.
 	_ = subB.pc.Close()
-	if g := gain(subA, time.Second); g < 150 {
-		t.Errorf("after B closed, A got %d packets in 1s, want ≥150", g)
+	if g, sent := keptUp(subA, pub, time.Second); float64(g) < fullRate*float64(sent) {
+		t.Errorf("after B closed, A got %d of the %d packets sent in 1s", g, sent)
 	}
 	bID := subB.location[strings.LastIndex(subB.location, "/")+1:]
 	waitFor(t, 12*time.Second, "the edge to remove the vanished subscriber", func() bool {
@@ -638,7 +654,7 @@ func TestVanishedSubscriberIsRemoved(t *testing.T) {
 	defer cancel()
 	e := startEdge(t, ctx)
 	s := e.createSession(t, ctx, "Chemistry 9C")
-	publish(t, ctx, e, s.ID, s.Tokens.Master)
+	pub := publish(t, ctx, e, s.ID, s.Tokens.Master)
 	stay := subscribe(t, ctx, e, s.ID, s.Tokens.Observer)
 
 	conn, err := net.ListenPacket("udp4", "127.0.0.1:0")
@@ -685,8 +701,8 @@ func TestVanishedSubscriberIsRemoved(t *testing.T) {
 		return false
 	})
 	t.Logf("vanished subscriber removed %v after it went silent", time.Since(vanished).Round(100*time.Millisecond))
-	if g := gain(stay, time.Second); g < 150 {
-		t.Errorf("the other subscriber got %d packets in 1s after the removal, want ≥150", g)
+	if g, sent := keptUp(stay, pub, time.Second); float64(g) < fullRate*float64(sent) {
+		t.Errorf("the other subscriber got %d of the %d packets sent in 1s after the removal", g, sent)
 	}
 	// Its resource is gone.
 	if resp, b := e.do(t, ctx, "DELETE", loc, s.Tokens.Observer, "", nil); resp.StatusCode != http.StatusNotFound {
@@ -933,7 +949,7 @@ func TestWeakLinkKeepsAudio(t *testing.T) {
 	defer cancel()
 	e := startEdge(t, ctx)
 	s := e.createSession(t, ctx, "Art 6")
-	publish(t, ctx, e, s.ID, s.Tokens.Master) // ~1 Mbit/s video + Opus
+	pub := publish(t, ctx, e, s.ID, s.Tokens.Master) // ~1 Mbit/s video + Opus
 	good := subscribe(t, ctx, e, s.ID, s.Tokens.Observer)
 
 	udp, err := net.ListenPacket("udp4", "127.0.0.1:0")
@@ -982,15 +998,17 @@ func TestWeakLinkKeepsAudio(t *testing.T) {
 	waitFor(t, 10*time.Second, "the edge to pause the weak subscriber's video", func() bool { return metric("campusedge_live_video_pauses_total") >= 1 })
 	time.Sleep(300 * time.Millisecond) // queued packets drain
 	v0, a0, g0 := video.Load(), audio.Load(), good.got.Load()
+	sv0, sa0 := pub.sentVideo.Load(), pub.sentAudio.Load()
 	time.Sleep(2 * time.Second)
+	sv, sa := pub.sentVideo.Load()-sv0, pub.sentAudio.Load()-sa0
 	if dv := video.Load() - v0; dv > 20 {
 		t.Errorf("weak subscriber still got %d video packets in 2s while paused", dv)
 	}
-	if da := audio.Load() - a0; da < 80 {
-		t.Errorf("weak subscriber got %d audio packets in 2s, want ≥80 of 100: audio must go on", da)
+	if da := audio.Load() - a0; float64(da) < 0.8*float64(sa) {
+		t.Errorf("weak subscriber got %d of the %d audio packets sent in 2s: audio must go on", da, sa)
 	}
-	if dg := good.got.Load() - g0; dg < 300 {
-		t.Errorf("the other subscriber got %d video packets in 2s, want ≥300 of 400", dg)
+	if dg := good.got.Load() - g0; float64(dg) < fullRate*float64(sv) {
+		t.Errorf("the other subscriber got %d of the %d video packets sent in 2s", dg, sv)
 	}
 
 	link.limited.Store(false) // the link recovers: a probe brings video back
