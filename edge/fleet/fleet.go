@@ -395,7 +395,8 @@ func (f *Fleet) Connected(t Terminal, addr, version string) (disconnect func()) 
 	t.Online, t.Addr, t.Version, t.LastSeen = true, l.addr, l.version, l.lastSeen
 	f.mu.Unlock()
 	f.persist(t)
-	f.publish(Event{Kind: "terminal", Terminal: &t})
+	online := t // watchers encode the event later: give them their own copy
+	f.publish(Event{Kind: "terminal", Terminal: &online})
 	var once sync.Once
 	return func() {
 		once.Do(func() {
@@ -405,7 +406,8 @@ func (f *Fleet) Connected(t Terminal, addr, version string) (disconnect func()) 
 			t.LastSeen = l.lastSeen
 			f.mu.Unlock()
 			f.persist(t)
-			f.publish(Event{Kind: "terminal", Terminal: &t})
+			offline := t
+			f.publish(Event{Kind: "terminal", Terminal: &offline})
 		})
 	}
 }
