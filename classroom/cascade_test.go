@@ -219,7 +219,9 @@ func TestCascade(t *testing.T) {
 	perSecond := float64(wan.toB.Load()-n0) / 2
 	t.Logf("WAN link A→B: %.0f datagrams/s for one publisher sending 250 packets/s, three participants at B", perSecond)
 	if perSecond < 200 || perSecond > 400 {
-		t.Errorf("WAN link carried %.0f datagrams/s; one copy of the lesson is ~250/s (three would be ~750)", perSecond)
+		_, ma := a.do(t, ctx, "GET", "/metrics", "", "", nil)
+		t.Errorf("WAN link carried %.0f datagrams/s; one copy of the lesson is ~250/s (three would be ~750); edge A metrics:\n%s",
+			perSecond, grepLines(ma, "campusedge_live"))
 	}
 
 	// Cut the WAN. B's session stays up: participants stay connected and

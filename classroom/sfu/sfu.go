@@ -41,6 +41,7 @@ import (
 
 	"github.com/pion/ice/v4"
 	"github.com/pion/interceptor"
+	"github.com/pion/interceptor/pkg/nack"
 	"github.com/pion/rtcp"
 	"github.com/pion/rtp"
 	"github.com/pion/webrtc/v4"
@@ -153,7 +154,12 @@ func NewAPI(addrs []net.IP) (*webrtc.API, error) {
 		return nil, fmt.Errorf("register codecs: %w", err)
 	}
 	ir := &interceptor.Registry{}
-	if err := webrtc.RegisterDefaultInterceptors(me, ir); err != nil {
+	// NACK a missing packet at most 3 times: unbounded re-NACKs (pion's
+	// default) let a lossy WAN leg of a cascade ask for the same packets
+	// ten times a second, multiplying the traffic on the very link that is
+	// struggling.
+	if err := webrtc.RegisterDefaultInterceptorsWithOptions(me, ir,
+		webrtc.WithNackGeneratorOptions(nack.GeneratorMaxNacksPerPacket(3))); err != nil {
 		return nil, fmt.Errorf("register interceptors: %w", err)
 	}
 	// Put transport-wide sequence numbers on what the edge sends, so
