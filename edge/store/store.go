@@ -25,10 +25,10 @@ const FileName = "edge.db"
 const Application = "campusedge-edge"
 
 var (
-	bucketMeta  = []byte("meta")
-	keyApp      = []byte("application")
-	keySchema   = []byte("schema_version")
-	keyCreated  = []byte("created_at")
+	bucketMeta = []byte("meta")
+	keyApp     = []byte("application")
+	keySchema  = []byte("schema_version")
+	keyCreated = []byte("created_at")
 )
 
 // lockTimeout is how long Open waits for another process to let go of the
