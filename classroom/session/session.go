@@ -72,9 +72,11 @@ type Session struct {
 	State          State      `json:"state"`
 	Classrooms     []string   `json:"classrooms"`
 	ScheduledStart *time.Time `json:"scheduled_start,omitempty"`
-	CreatedAt      time.Time  `json:"created_at"`
-	StartedAt      *time.Time `json:"started_at,omitempty"`
-	EndedAt        *time.Time `json:"ended_at,omitempty"`
+	// Period, when set, ties the start to a timetable period (schedule.go).
+	Period    *Period    `json:"period,omitempty"`
+	CreatedAt time.Time  `json:"created_at"`
+	StartedAt *time.Time `json:"started_at,omitempty"`
+	EndedAt   *time.Time `json:"ended_at,omitempty"`
 }
 
 // ClassroomTokens are the tokens for one classroom of a session.
@@ -112,6 +114,7 @@ type Manager struct {
 	sessions map[string]*Session
 	grants   map[[sha256.Size]byte]Grant
 	onEnd    []func(id string)
+	periods  PeriodClock
 }
 
 // NewManager returns an empty manager. lookup may be nil (no classroom
@@ -132,6 +135,9 @@ type CreateRequest struct {
 	Title          string     `json:"title"`
 	Classrooms     []string   `json:"classrooms,omitempty"`
 	ScheduledStart *time.Time `json:"scheduled_start,omitempty"`
+	// Period starts the session when this timetable period begins
+	// (instead of scheduled_start).
+	Period *Period `json:"period,omitempty"`
 }
 
 // Validate checks the request's shape (not whether classrooms exist).
@@ -150,6 +156,14 @@ func (r CreateRequest) Validate() error {
 	}
 	if len(r.Classrooms) > MaxClassrooms {
 		return fmt.Errorf("%w: at most %d classrooms per session", ErrInvalid, MaxClassrooms)
+	}
+	if r.Period != nil {
+		if r.ScheduledStart != nil {
+			return fmt.Errorf("%w: give scheduled_start or period, not both", ErrInvalid)
+		}
+		if err := r.Period.Validate(); err != nil {
+			return err
+		}
 	}
 	seen := map[string]bool{}
 	for _, c := range r.Classrooms {
@@ -189,6 +203,22 @@ func (m *Manager) Create(req CreateRequest) (Session, Tokens, error) {
 	if req.ScheduledStart != nil {
 		t := req.ScheduledStart.UTC()
 		s.ScheduledStart = &t
+	}
+	if req.Period != nil {
+		p := *req.Period
+		p.Day = strings.ToLower(p.Day)
+		m.mu.Lock()
+		clock := m.periods
+		m.mu.Unlock()
+		if clock == nil {
+			return Session{}, Tokens{}, fmt.Errorf("%w: this edge has no timetable to find the period in; give scheduled_start instead", ErrInvalid)
+		}
+		t, ok := clock(p, m.now())
+		if !ok {
+			return Session{}, Tokens{}, fmt.Errorf("%w: the timetable has no period %d on %s in room %s (GET /api/v1/sync/timetable lists it)", ErrInvalid, p.Period, p.Day, p.Room)
+		}
+		t = t.UTC()
+		s.Period, s.ScheduledStart = &p, &t
 	}
 	toks := Tokens{Master: newToken(), Observer: newToken(), Cascade: newToken(), Classrooms: map[string]ClassroomTokens{}}
 	grants := map[string]Grant{

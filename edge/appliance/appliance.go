@@ -6,6 +6,7 @@ package appliance
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -19,6 +20,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/campusedge/campusedge/classroom"
+	"github.com/campusedge/campusedge/classroom/session"
 	"github.com/campusedge/campusedge/edge/api"
 	"github.com/campusedge/campusedge/edge/buildinfo"
 	"github.com/campusedge/campusedge/edge/cache"
@@ -183,9 +185,24 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts Options)
 	go func() { defer close(syncDone); up.Run(syncCtx) }()
 	feeder := &timetable.Feeder{Doc: func() ([]byte, error) { return uplink.Doc(st.DB(), schooldata.KindTimetable) },
 		Cache: rc, Days: cfg.CachePrefetchDays, Loc: time.Local, Now: time.Now, Every: time.Hour, Log: log.With("component", "timetable")}
-	feederDone := make(chan struct{})
+	// Sessions tied to a timetable period start when it begins, and follow
+	// the timetable when a new one arrives.
+	live.Sessions.SetPeriodClock(func(p session.Period, after time.Time) (time.Time, bool) {
+		doc, err := uplink.Doc(st.DB(), schooldata.KindTimetable)
+		if err != nil || doc == nil {
+			return time.Time{}, false
+		}
+		var tt schooldata.Timetable
+		if json.Unmarshal(doc, &tt) != nil {
+			return time.Time{}, false
+		}
+		return timetable.NextStart(tt, p.Day, p.Period, p.Room, after, time.Local)
+	})
+	feeder.OnSync = live.Sessions.Reschedule
+	feederDone, scheduleDone := make(chan struct{}), make(chan struct{})
 	go func() { defer close(feederDone); feeder.Run(syncCtx, ttChanged) }()
-	defer func() { stopSync(); <-syncDone; <-feederDone }()
+	go func() { defer close(scheduleDone); live.RunSchedule(syncCtx) }()
+	defer func() { stopSync(); <-syncDone; <-feederDone; <-scheduleDone }()
 	hs := &http.Server{
 		Handler:           srv,
 		ReadHeaderTimeout: 10 * time.Second,

@@ -97,6 +97,9 @@ type Feeder struct {
 	Log   *slog.Logger
 	// Every is how often the horizon moves on without a new document.
 	Every time.Duration
+	// OnSync, if set, runs after each successful sync (live sessions tied
+	// to a period follow the timetable).
+	OnSync func()
 }
 
 // Sync makes the cache's entries match the document once and reports what
@@ -150,6 +153,9 @@ func (f *Feeder) Run(ctx context.Context, changed <-chan struct{}) {
 			f.Log.Warn("timetable prefetch not updated; retrying at the next change or tick", "err", err)
 		} else {
 			f.Log.Debug("timetable prefetch updated", "entries", n, "removed", removed, "days", f.Days)
+			if f.OnSync != nil {
+				f.OnSync()
+			}
 		}
 		select {
 		case <-ctx.Done():
@@ -158,4 +164,22 @@ func (f *Feeder) Run(ctx context.Context, changed <-chan struct{}) {
 		case <-t.C:
 		}
 	}
+}
+
+// NextStart finds the next start at or after t of the period on day in
+// room, in tt; ok is false when tt has no such period. It serves live
+// sessions tied to a timetable period (classroom/session.PeriodClock).
+func NextStart(tt schooldata.Timetable, day string, period int, room string, t time.Time, loc *time.Location) (time.Time, bool) {
+	for _, s := range tt.Slots {
+		if !strings.EqualFold(s.Day, day) || s.Period != period || s.Room != room {
+			continue
+		}
+		// Resources do not matter here: a live lesson needs no prefetch.
+		s.Resources = []string{"x"}
+		es, _ := Expand(schooldata.Timetable{Slots: []schooldata.Slot{s}}, t, 8, loc)
+		if len(es) > 0 {
+			return es[0].Start, true
+		}
+	}
+	return time.Time{}, false
 }

@@ -126,3 +126,22 @@ func TestFeederKeepsOnlyItsOwnEntries(t *testing.T) {
 		t.Fatalf("after emptying: %v", got)
 	}
 }
+
+func TestNextStart(t *testing.T) {
+	loc := time.FixedZone("school", 8*3600)
+	tt := schooldata.Timetable{Slots: []schooldata.Slot{
+		{Day: "wed", Period: 3, Start: "10:00", Room: "r101", Group: "7A"},
+		{Day: "thu", Period: 3, Start: "10:05", Room: "r101", Group: "7A"},
+	}}
+	wed := time.Date(2026, 11, 25, 9, 0, 0, 0, loc)
+	if got, ok := NextStart(tt, "WED", 3, "r101", wed, loc); !ok || !got.Equal(time.Date(2026, 11, 25, 10, 0, 0, 0, loc)) {
+		t.Fatalf("same day: %v %v", got, ok)
+	}
+	// After today's period: next week's.
+	if got, ok := NextStart(tt, "wed", 3, "r101", wed.Add(2*time.Hour), loc); !ok || !got.Equal(time.Date(2026, 12, 2, 10, 0, 0, 0, loc)) {
+		t.Fatalf("next week: %v %v", got, ok)
+	}
+	if _, ok := NextStart(tt, "wed", 3, "r102", wed, loc); ok {
+		t.Fatal("found a period in another room")
+	}
+}
