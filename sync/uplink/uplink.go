@@ -267,6 +267,7 @@ func (e *refusedError) Error() string { return e.msg }
 // Run syncs until ctx ends. Without a hub it only waits.
 func (u *Uplink) Run(ctx context.Context) {
 	if u.cfg.Hub == "" {
+		u.log.Info("no city cloud configured (-cloud): running offline; records stay in the outbox until one is set and the edge is enrolled")
 		return
 	}
 	backoff := time.Duration(0)
