@@ -3,7 +3,6 @@ package console_test
 import (
 	"bufio"
 	"context"
-	"fmt"
 	"log/slog"
 	"net"
 	"os"
@@ -15,6 +14,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/campusedge/campusedge/edge/appliance"
+	"github.com/campusedge/campusedge/edge/browsertest"
 	"github.com/campusedge/campusedge/edge/config"
 	"github.com/campusedge/campusedge/firmware/bundle"
 	"github.com/campusedge/campusedge/firmware/slot"
@@ -62,18 +62,12 @@ func provision(t *testing.T, version string) (root, pub string) {
 // Chromium: the version of the active slot, the updater's state, and the
 // answer to "Check now" on an edge with no city hub.
 func TestFirmwarePanelInChromium(t *testing.T) {
-	if _, err := os.Stat(chromiumPath); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("chromium is required in CI: %v (apt-get install chromium)", err)
-		}
-		t.Skipf("chromium not installed (%v)", err)
-	}
 	ctx, cancel := context.WithTimeout(t.Context(), 40*time.Second)
 	defer cancel()
-	var edgeLog, browserLog syncBuffer
+	var edgeLog syncBuffer
 	t.Cleanup(func() {
 		if t.Failed() {
-			t.Logf("edged log:\n%s\nchromium:\n%s", edgeLog.String(), browserLog.String())
+			t.Logf("edged log:\n%s", edgeLog.String())
 		}
 	})
 	root, pub := provision(t, "0.4.2")
@@ -96,26 +90,8 @@ func TestFirmwarePanelInChromium(t *testing.T) {
 	}
 	tok, _ := os.ReadFile(filepath.Join(cfg.DataDir, "admin-token"))
 
-	opts := append(chromedp.DefaultExecAllocatorOptions[:],
-		chromedp.ExecPath(chromiumPath), chromedp.Headless, chromedp.NoSandbox, chromedp.DisableGPU, chromedp.NoFirstRun,
-		chromedp.Flag("disable-background-networking", true), chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true), chromedp.UserDataDir(t.TempDir()), chromedp.CombinedOutput(&browserLog))
-	allocCtx, allocCancel := chromedp.NewExecAllocator(ctx, opts...)
-	defer allocCancel()
-	blog := func(f string, a ...any) { fmt.Fprintf(&browserLog, f+"\n", a...) }
-	bctx, bcancel := chromedp.NewContext(allocCtx, chromedp.WithLogf(blog), chromedp.WithErrorf(blog))
-	defer bcancel()
-	if err := chromedp.Do(bctx); err != nil {
-		t.Fatalf("start chromium: %v", err)
-	}
-	do := func(what string, steps ...chromedp.Action[chromedp.Void]) {
-		t.Helper()
-		sctx, c := context.WithTimeout(bctx, 10*time.Second)
-		defer c()
-		if err := chromedp.Do(sctx, steps...); err != nil {
-			t.Fatalf("%s: %v", what, err)
-		}
-	}
+	br := browsertest.Start(ctx, t)
+	bctx, do := br.Context(), br.Do
 	do("open and sign in", chromedp.Navigate(edgeURL+"/"),
 		chromedp.SetValue(chromedp.CSS("#token"), strings.TrimSpace(string(tok))),
 		chromedp.Click(chromedp.CSS(`#signin-form button[type="submit"]`)))

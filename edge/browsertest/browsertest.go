@@ -1,0 +1,166 @@
+// Package browsertest starts real headless Chromium for the project's page
+// tests (console panels, teacher and classroom pages), with the flags
+// ../shared/FIELD-NOTES.md verified on these machines, so that every page
+// test runs the browser the same way and a new one is a few lines. It is a
+// test helper: only _test.go files import it.
+//
+// Without Chromium a test is skipped, except under CI=true, where it fails:
+// a page check that silently skips in CI is a check that never runs.
+package browsertest
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+)
+
+// ChromiumPath is Debian's real binary: the /usr/bin/chromium wrapper
+// breaks here (its /dev/shm check) and adds extensions.
+const ChromiumPath = "/usr/lib/chromium/chromium"
+
+// Step and poll deadlines: generous, because a loaded CI machine renders
+// slowly; they bound a hung page, they do not measure it.
+const (
+	StepTimeout = 10 * time.Second
+	PollTimeout = 12 * time.Second
+)
+
+// Browser is one headless Chromium for one test.
+type Browser struct {
+	t   testing.TB
+	ctx context.Context
+
+	mu         sync.Mutex
+	log        bytes.Buffer // Chromium's output and chromedp's log
+	page       bytes.Buffer // the pages' console
+	exceptions []string     // uncaught exceptions in any page
+}
+
+// Write collects Chromium's output (chromedp.CombinedOutput).
+func (b *Browser) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.log.Write(p)
+}
+
+func (b *Browser) logf(f string, a ...any) { _, _ = fmt.Fprintf(b, f+"\n", a...) }
+
+// Start launches Chromium for t, bounded by ctx, and stops it in
+// t.Cleanup, logging its output if t failed. Pages may use the fake
+// camera and microphone, and WebRTC works on loopback.
+func Start(ctx context.Context, t testing.TB) *Browser {
+	t.Helper()
+	if _, err := os.Stat(ChromiumPath); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("chromium is required in CI: %v (apt-get install chromium)", err)
+		}
+		t.Skipf("chromium not installed (%v)", err)
+	}
+	b := &Browser{t: t}
+	// Setting disable-features replaces chromedp's default list, so it is
+	// repeated, plus WebRtcHideLocalIpsWithMdns (loopback candidates).
+	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(ChromiumPath),
+		chromedp.Headless,
+		chromedp.NoSandbox,
+		chromedp.DisableGPU,
+		chromedp.NoFirstRun,
+		chromedp.Flag("disable-quic", true),
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+		chromedp.Flag("use-fake-device-for-media-stream", true),
+		chromedp.Flag("use-fake-ui-for-media-stream", true),
+		chromedp.Flag("allow-loopback-in-peer-connection", true),
+		chromedp.Flag("autoplay-policy", "no-user-gesture-required"),
+		chromedp.Flag("disable-features", "Translate,BlinkGenPropertyTrees,WebRtcHideLocalIpsWithMdns"),
+		chromedp.UserDataDir(t.TempDir()),
+		chromedp.CombinedOutput(b),
+	)
+	allocCtx, allocCancel := chromedp.NewExecAllocator(ctx, opts...)
+	bctx, bcancel := chromedp.NewContext(allocCtx, chromedp.WithLogf(b.logf), chromedp.WithErrorf(b.logf))
+	// The first Do starts the browser; its context must carry no per-step
+	// timeout (ctx bounds the whole browser).
+	if err := chromedp.Do(bctx); err != nil {
+		bcancel()
+		allocCancel()
+		t.Fatalf("start chromium: %v\n%s", err, b.Log())
+	}
+	b.ctx = bctx
+	consoleDone := make(chan struct{})
+	messages := chromedp.Console(bctx)
+	go func() {
+		defer close(consoleDone)
+		for m, err := range messages {
+			if err != nil {
+				return
+			}
+			b.mu.Lock()
+			fmt.Fprintf(&b.page, "%s (%s:%d)\n", m, m.URL, m.Line)
+			if m.IsException() {
+				b.exceptions = append(b.exceptions, m.String())
+			}
+			b.mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		bcancel()
+		<-consoleDone
+		allocCancel()
+		if t.Failed() {
+			b.mu.Lock()
+			t.Logf("page console:\n%s\nchromium output and chromedp log:\n%s", b.page.String(), b.log.String())
+			b.mu.Unlock()
+		}
+	})
+	return b
+}
+
+// Context is the browser's context, for chromedp calls of the test's own.
+func (b *Browser) Context() context.Context { return b.ctx }
+
+// Log is what Chromium and chromedp wrote so far.
+func (b *Browser) Log() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.log.String()
+}
+
+// Exceptions are the uncaught exceptions the pages threw so far.
+func (b *Browser) Exceptions() []string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return append([]string(nil), b.exceptions...)
+}
+
+// Do runs steps within StepTimeout and fails the test if one fails.
+func (b *Browser) Do(what string, steps ...chromedp.Action[chromedp.Void]) {
+	b.t.Helper()
+	ctx, cancel := context.WithTimeout(b.ctx, StepTimeout)
+	defer cancel()
+	if err := chromedp.Do(ctx, steps...); err != nil {
+		b.t.Fatalf("%s: %v", what, err)
+	}
+}
+
+// Poll evaluates expr until it returns a non-empty string, and returns it;
+// after PollTimeout the test fails with the page's text.
+func (b *Browser) Poll(what, expr string) string {
+	b.t.Helper()
+	ctx, cancel := context.WithTimeout(b.ctx, PollTimeout)
+	defer cancel()
+	v, err := chromedp.Run(ctx, chromedp.Poll[string](expr, chromedp.WithPollingTimeout(PollTimeout-2*time.Second), chromedp.WithPollingInterval(50*time.Millisecond)))
+	if err != nil {
+		dctx, dcancel := context.WithTimeout(b.ctx, 2*time.Second)
+		defer dcancel()
+		page, _ := chromedp.Run(dctx, chromedp.Evaluate[string](`document.body ? document.body.innerText : ""`))
+		b.t.Fatalf("%s: %v\npage:\n%s", what, err, page)
+	}
+	return v
+}
