@@ -75,6 +75,11 @@ type Session struct {
 	CreatedAt      time.Time  `json:"created_at"`
 	StartedAt      *time.Time `json:"started_at,omitempty"`
 	EndedAt        *time.Time `json:"ended_at,omitempty"`
+	// Subject labels the recorded micro-lesson in the catalogue.
+	Subject string `json:"subject,omitempty"`
+	// Record says whether the edge records the master's tracks (default
+	// true; "record": false at creation opts out).
+	Record bool `json:"record"`
 }
 
 // ClassroomTokens are the tokens for one classroom of a session.
@@ -132,7 +137,14 @@ type CreateRequest struct {
 	Title          string     `json:"title"`
 	Classrooms     []string   `json:"classrooms,omitempty"`
 	ScheduledStart *time.Time `json:"scheduled_start,omitempty"`
+	Subject        string     `json:"subject,omitempty"`
+	// Record is true when absent: lessons are recorded unless the admin
+	// opts out for this session.
+	Record *bool `json:"record,omitempty"`
 }
+
+// MaxSubjectBytes bounds a session's subject (the catalogue's field limit).
+const MaxSubjectBytes = 128
 
 // Validate checks the request's shape (not whether classrooms exist).
 func (r CreateRequest) Validate() error {
@@ -147,6 +159,9 @@ func (r CreateRequest) Validate() error {
 		if unicode.IsControl(c) {
 			return fmt.Errorf("%w: title must not contain control characters", ErrInvalid)
 		}
+	}
+	if len(r.Subject) > MaxSubjectBytes || !utf8.ValidString(r.Subject) || strings.IndexFunc(r.Subject, unicode.IsControl) >= 0 {
+		return fmt.Errorf("%w: subject must be valid UTF-8 of at most %d bytes without control characters", ErrInvalid, MaxSubjectBytes)
 	}
 	if len(r.Classrooms) > MaxClassrooms {
 		return fmt.Errorf("%w: at most %d classrooms per session", ErrInvalid, MaxClassrooms)
@@ -182,6 +197,8 @@ func (m *Manager) Create(req CreateRequest) (Session, Tokens, error) {
 		State:      StateCreated,
 		Classrooms: slices.Clone(req.Classrooms),
 		CreatedAt:  m.now().UTC(),
+		Subject:    strings.TrimSpace(req.Subject),
+		Record:     req.Record == nil || *req.Record,
 	}
 	if s.Classrooms == nil {
 		s.Classrooms = []string{}

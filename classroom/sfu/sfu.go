@@ -104,6 +104,7 @@ type SFU struct {
 	rooms  map[string]*room
 	muted  map[string]bool // room + "\x00" + source
 	closed bool
+	tap    Tap // sees every packet of the tracks it chooses (the lesson recorder)
 
 	forwarded, dropped atomic.Uint64 // totals over all subscribers, ever
 	nacks, twcc, remb  atomic.Uint64 // feedback received from subscribers
@@ -718,8 +719,12 @@ func (p *Publisher) onTrack(track *webrtc.TrackRemote, recv *webrtc.RTPReceiver)
 			}
 		}
 	}()
+	f.tap = p.tapFor(f)
 	p.sfu.Resync(p.room)
 	f.run()
+	if f.tap != nil {
+		f.tap.End()
+	}
 	// The track ended (renegotiated away or the peer left).
 	p.mu.Lock()
 	for i, x := range p.fwds {
@@ -814,6 +819,7 @@ type forwarder struct {
 	list     atomic.Pointer[[]*subTrack]
 	ended    atomic.Bool
 	gop      gopCache // guarded by mu
+	tap      TapSink  // nil unless the SFU's tap wants this track
 
 	pliMu      sync.Mutex
 	lastPLI    time.Time
@@ -887,6 +893,9 @@ func (f *forwarder) run() {
 		}
 		for _, t := range subs {
 			t.offer(pkt)
+		}
+		if f.tap != nil {
+			f.tap.Packet(pkt) // non-blocking by contract
 		}
 	}
 }
