@@ -459,7 +459,10 @@ func (p *part) addTrack(t sfu.TapTrack) sfu.TapSink {
 	mime := strings.ToLower(t.Codec.MimeType)
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.rec != nil || p.state != RecWaiting {
+	if p.state != RecWaiting && p.state != RecRecording {
+		return nil // refused already (H264) or finished
+	}
+	if p.rec != nil {
 		p.log().Info("a master track that started after recording began is not recorded", "codec", t.Codec.MimeType)
 		return nil
 	}
