@@ -128,6 +128,7 @@ type recorders struct {
 	bySession map[string]*sessionRec
 	closed    bool
 
+	queueLen int // per part; recQueuePackets unless a test shrinks it
 	// beforeWrite, if set, runs before the recorder takes each packet off
 	// its queue: tests stall it like a slow disk.
 	beforeWrite func()
@@ -140,7 +141,7 @@ type sessionRec struct {
 
 func newRecorders(store LessonStore, dir string, sessions *session.Manager, log *slog.Logger) *recorders {
 	ctx, cancel := context.WithCancel(context.Background())
-	r := &recorders{log: log, dir: dir, store: store, sessions: sessions, ctx: ctx, cancel: cancel, bySession: map[string]*sessionRec{}}
+	r := &recorders{log: log, dir: dir, store: store, sessions: sessions, ctx: ctx, cancel: cancel, bySession: map[string]*sessionRec{}, queueLen: recQueuePackets}
 	if !r.enabled() {
 		log.Warn("lesson recording is off on this edge: no lesson store or recordings directory configured")
 		return r
@@ -272,7 +273,7 @@ func (r *recorders) tap(t sfu.TapTrack) sfu.TapSink {
 	}
 	if p == nil {
 		p = &part{r: r, sess: s, n: len(sr.parts) + 1, pub: t.Publisher, pubDone: t.PublisherDone, expected: t.Expected,
-			q: make(chan item, recQueuePackets), changed: make(chan struct{}, 1), stop: make(chan struct{}), state: RecWaiting, began: time.Now()}
+			q: make(chan item, r.queueLen), changed: make(chan struct{}, 1), stop: make(chan struct{}), state: RecWaiting, began: time.Now()}
 		sr.parts = append(sr.parts, p)
 		r.wg.Add(1)
 		go func() { defer r.wg.Done(); p.run() }()
