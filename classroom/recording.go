@@ -258,6 +258,7 @@ func (r *recorders) tap(t sfu.TapTrack) sfu.TapSink {
 	}
 	sr := r.bySession[t.Room]
 	if sr == nil {
+		r.pruneLocked()
 		sr = &sessionRec{}
 		r.bySession[t.Room] = sr
 	}
@@ -280,6 +281,19 @@ func (r *recorders) tap(t sfu.TapTrack) sfu.TapSink {
 	}
 	r.mu.Unlock()
 	return p.addTrack(t)
+}
+
+// pruneLocked forgets the recordings of sessions the manager no longer
+// keeps (it evicts the oldest ended ones), so memory stays bounded.
+func (r *recorders) pruneLocked() {
+	if len(r.bySession) < session.MaxSessions {
+		return
+	}
+	for id := range r.bySession {
+		if _, err := r.sessions.Get(id); errors.Is(err, session.ErrNotFound) {
+			delete(r.bySession, id)
+		}
+	}
 }
 
 // sessionEnded finalises the session's recording (Manager.OnEnd).

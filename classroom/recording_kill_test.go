@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -70,6 +71,64 @@ func runEdged(t *testing.T, bin, data string) (*exec.Cmd, *edge, chan struct{}) 
 	}
 }
 
+// buildEdged builds the real edged binary into dir.
+func buildEdged(t *testing.T, ctx context.Context, dir string) string {
+	t.Helper()
+	bin := filepath.Join(dir, "edged")
+	if out, err := exec.CommandContext(ctx, "go", "build", "-o", bin, "github.com/campusedge/campusedge/cmd/edged").CombinedOutput(); err != nil {
+		t.Fatalf("build edged: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// TestShutdownFinalisesRecording: edged stopped (SIGTERM) mid-lesson
+// finalises the recording and imports it before it exits; after a restart
+// the lesson is in the catalogue and plays.
+func TestShutdownFinalisesRecording(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds edged")
+	}
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 90*time.Second)
+	defer cancel()
+	dir := t.TempDir()
+	bin := buildEdged(t, ctx, dir)
+	data := filepath.Join(dir, "data")
+	cmd, e, done := runEdged(t, bin, data)
+	s := e.createSession(t, ctx, "Stopped mid-lesson")
+	publishKnown(t, ctx, e, s.ID, s.Tokens.Master)
+	waitFor(t, 15*time.Second, "the recording to grow", func() bool { return e.recording(t, ctx, s.ID).VideoFrames > 30 })
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("edged did not stop within 30 s of SIGTERM")
+	}
+	if !strings.Contains(e.log.String(), "recorded lesson in the catalogue") {
+		t.Fatalf("edged exited without importing the recording")
+	}
+	_, e2, _ := runEdged(t, bin, data)
+	resp, b := e2.do(t, ctx, "GET", "/api/v1/catalog?q=stopped", e2.admin, "", nil)
+	var cat struct {
+		Items []struct {
+			ID   string `json:"id"`
+			MIME string `json:"mime"`
+		} `json:"items"`
+	}
+	if resp.StatusCode != http.StatusOK || json.Unmarshal(b, &cat) != nil || len(cat.Items) != 1 || cat.Items[0].MIME != "video/webm" {
+		t.Fatalf("catalogue after the restart: %d %s", resp.StatusCode, b)
+	}
+	resp, media := e2.do(t, ctx, "GET", "/media/"+cat.Items[0].ID, "", "", nil)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET /media: %d", resp.StatusCode)
+	}
+	if tracks := readWebM(t, media); len(tracks) != 2 || len(tracks[0]) < 30 || !tracks[0][0].key {
+		t.Errorf("the recording holds %d tracks; want video (≥30 frames, opening on a keyframe) and audio", len(tracks))
+	}
+}
+
 // TestKill9MidRecording: the real edged is killed with SIGKILL while it
 // records a lesson. The half-written file is never served: the next start
 // removes it, and the catalogue holds only a recording that had been
@@ -82,10 +141,7 @@ func TestKill9MidRecording(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 90*time.Second)
 	defer cancel()
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "edged")
-	if out, err := exec.CommandContext(ctx, "go", "build", "-o", bin, "github.com/campusedge/campusedge/cmd/edged").CombinedOutput(); err != nil {
-		t.Fatalf("build edged: %v\n%s", err, out)
-	}
+	bin := buildEdged(t, ctx, dir)
 	data := filepath.Join(dir, "data")
 	cmd, e, done := runEdged(t, bin, data)
 	s := e.createSession(t, ctx, "Killed mid-lesson")
