@@ -41,6 +41,7 @@ import (
 
 	"github.com/pion/rtp"
 	"github.com/pion/webrtc/v4"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/campusedge/campusedge/classroom/record"
 	"github.com/campusedge/campusedge/classroom/session"
@@ -127,6 +128,11 @@ type recorders struct {
 	mu        sync.Mutex
 	bySession map[string]*sessionRec
 	closed    bool
+
+	// Edge-wide counters for /metrics.
+	bytesTotal, dropsTotal              atomic.Uint64
+	doneTotal, failedTotal, notRecTotal atomic.Uint64
+	active                              atomic.Int64
 
 	queueLen int // per part; recQueuePackets unless a test shrinks it
 	// beforeWrite, if set, runs before the recorder takes each packet off
@@ -398,8 +404,25 @@ func (r *recorders) status(id string) any {
 	return st
 }
 
+// collectors are the recorder's metrics.
+func (r *recorders) collectors() []prometheus.Collector {
+	counter := func(name, help string, v *atomic.Uint64) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, func() float64 { return float64(v.Load()) })
+	}
+	return []prometheus.Collector{
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "campusedge_recordings_active", Help: "Lessons being recorded now."},
+			func() float64 { return float64(r.active.Load()) }),
+		counter("campusedge_recording_bytes_total", "Bytes written to lesson recordings.", &r.bytesTotal),
+		counter("campusedge_recording_queue_drops_total", "Packets a lesson recorder had no queue room for (slow disk); live forwarding lost none.", &r.dropsTotal),
+		counter("campusedge_recordings_done_total", "Lessons recorded and imported into the resource cache.", &r.doneTotal),
+		counter("campusedge_recordings_failed_total", "Recordings lost or not imported because of an error (see the log).", &r.failedTotal),
+		counter("campusedge_recordings_not_recorded_total", "Lessons that could not be recorded (H264 video, no video, no keyframe).", &r.notRecTotal),
+	}
+}
+
 // registerRecording adds POST /api/v1/sessions/{id}/recording/stop.
 func (l *Live) registerRecording(srv *api.Server) {
+	srv.Registry().MustRegister(l.rec.collectors()...)
 	srv.HandleFunc("POST /api/v1/sessions/{id}/recording/stop", func(w http.ResponseWriter, r *http.Request) {
 		id := r.PathValue("id")
 		if !session.ValidID(id) {
@@ -492,6 +515,7 @@ func (p *part) addTrack(t sfu.TapTrack) sfu.TapSink {
 			p.reason = fmt.Sprintf("the lesson's video is %s, which WebM cannot carry: this lesson is NOT recorded. Have the teacher's browser or encoder send VP8 or VP9 to record it.", t.Codec.MimeType)
 			p.dead.Store(true)
 			p.log().Warn("lesson not recorded: "+p.reason, "codec", t.Codec.MimeType)
+			p.r.notRecTotal.Add(1)
 			go p.finish()
 			return nil
 		}
@@ -525,6 +549,7 @@ func (s *partSink) Packet(pkt *rtp.Packet) {
 	case s.p.q <- item{video: s.video, pkt: pkt}:
 	default:
 		s.p.drops.Add(1)
+		s.p.r.dropsTotal.Add(1)
 	}
 }
 
@@ -578,6 +603,7 @@ waiting:
 		p.state, p.reason = RecNotRecorded, "the master sent no VP8/VP9 video: a lesson without video is not recorded"
 		p.mu.Unlock()
 		p.log().Warn("lesson not recorded: " + p.reason)
+		p.r.notRecTotal.Add(1)
 		return
 	}
 	var tracks []record.Track
@@ -600,7 +626,7 @@ waiting:
 		p.fail("cannot create the recording file: "+err.Error(), err)
 		return
 	}
-	out := &recFile{f: f, n: &p.bytes}
+	out := &recFile{f: f, n: &p.bytes, total: &p.r.bytesTotal}
 	rec, err := record.New(out, tracks, video.RequestKeyframe)
 	if err != nil {
 		_ = f.Close()
@@ -611,10 +637,12 @@ waiting:
 	p.mu.Lock()
 	p.rec, p.state = rec, RecRecording
 	p.mu.Unlock()
+	p.r.active.Add(1)
 	video.RequestKeyframe() // the file starts at a keyframe: ask for one now
 	p.log().Info("recording the lesson", "file", f.Name(), "video", video.Codec.MimeType, "audio", p.aIdx >= 0)
 
 	p.record(rec)
+	p.r.active.Add(-1)
 
 	p.setState(RecFinalising, "")
 	st, err := rec.Close() // writes cues, closes (fsyncs) the file
@@ -631,6 +659,7 @@ waiting:
 		_ = os.Remove(base + partialSuffix)
 		p.setState(RecNotRecorded, "no video keyframe arrived before the end: nothing to replay")
 		p.log().Warn("lesson not recorded: no video keyframe arrived")
+		p.r.notRecTotal.Add(1)
 		return
 	}
 	meta := p.meta(st)
@@ -653,6 +682,7 @@ waiting:
 	p.mu.Lock()
 	p.state, p.mediaID = RecDone, it.ID
 	p.mu.Unlock()
+	p.r.doneTotal.Add(1)
 	p.log().Info("recorded lesson in the catalogue", "media_id", it.ID, "title", it.Title, "bytes", it.Size, "duration_seconds", it.DurationSeconds)
 }
 
@@ -694,6 +724,7 @@ func (p *part) record(rec *record.Recorder) {
 
 func (p *part) fail(reason string, err error) {
 	p.setState(RecFailed, reason)
+	p.r.failedTotal.Add(1)
 	p.log().Error("lesson recording failed", "reason", reason, "err", err)
 }
 
@@ -748,13 +779,15 @@ func (p *part) status() PartStatus {
 // recFile is the recording's file: it counts bytes appended and fsyncs on
 // Close. WriteAt lets the muxer go back for the cues and sizes.
 type recFile struct {
-	f *os.File
-	n *atomic.Int64
+	f     *os.File
+	n     *atomic.Int64
+	total *atomic.Uint64
 }
 
 func (r *recFile) Write(b []byte) (int, error) {
 	n, err := r.f.Write(b)
 	r.n.Add(int64(n))
+	r.total.Add(uint64(n))
 	return n, err
 }
 
