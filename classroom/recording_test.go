@@ -149,6 +149,25 @@ func publishKnown(t *testing.T, ctx context.Context, e *edge, sessionID, token s
 	return p
 }
 
+// createUnrecorded creates a session with "record": false, for tests that
+// count the keyframe requests subscribers cause: the recorder asks for a
+// keyframe when it sees none for 5 s of media time, which the fake
+// publishers' fast RTP clocks (a frame every 5 ms stamped 33 ms) reach
+// within a second.
+func (e *edge) createUnrecorded(t *testing.T, ctx context.Context, title string) createResp {
+	t.Helper()
+	body, _ := json.Marshal(map[string]any{"title": title, "record": false})
+	resp, b := e.do(t, ctx, "POST", "/api/v1/sessions", e.admin, "application/json", body)
+	if resp.StatusCode != http.StatusCreated {
+		t.Fatalf("create session: %d %s", resp.StatusCode, b)
+	}
+	var cr createResp
+	if err := json.Unmarshal(b, &cr); err != nil {
+		t.Fatal(err)
+	}
+	return cr
+}
+
 type recordingStatus struct {
 	State       string `json:"state"`
 	Reason      string `json:"reason"`
