@@ -627,7 +627,15 @@ waiting:
 		return
 	}
 	out := &recFile{f: f, n: &p.bytes, total: &p.r.bytesTotal}
-	rec, err := record.New(out, tracks, video.RequestKeyframe)
+	// Keyframes for seeking: asked of the publisher (rate-limited PLI) —
+	// except over a cascade, where the upstream edge's own recorder asks
+	// the teacher's encoder and those keyframes reach this edge too; PLIs
+	// sent up the WAN would add nothing but WAN traffic.
+	askKey := video.RequestKeyframe
+	if video.Relay {
+		askKey = nil
+	}
+	rec, err := record.New(out, tracks, askKey)
 	if err != nil {
 		_ = f.Close()
 		_ = os.Remove(f.Name())
@@ -638,7 +646,6 @@ waiting:
 	p.rec, p.state = rec, RecRecording
 	p.mu.Unlock()
 	p.r.active.Add(1)
-	video.RequestKeyframe() // the file starts at a keyframe: ask for one now
 	p.log().Info("recording the lesson", "file", f.Name(), "video", video.Codec.MimeType, "audio", p.aIdx >= 0)
 
 	p.record(rec)

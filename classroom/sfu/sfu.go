@@ -330,6 +330,7 @@ func (s *SFU) NewPeerConnection(cfg webrtc.Configuration) (*webrtc.PeerConnectio
 func (s *SFU) Relay(roomID, source string, pc *webrtc.PeerConnection) (*Publisher, error) {
 	p := newPublisher(s, roomID, source)
 	p.pc = pc
+	p.relay = true
 	if err := s.reserve(roomID, p); err != nil {
 		return nil, err
 	}
@@ -594,6 +595,7 @@ type Publisher struct {
 	closed   bool
 	done     chan struct{} // closed by Close
 	negMu    sync.Mutex    // serialises renegotiations
+	relay    bool          // a cascade pull from another edge (Relay)
 }
 
 // Done is closed when the publisher has closed (its connection failed or

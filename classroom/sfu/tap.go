@@ -16,6 +16,9 @@ type TapTrack struct {
 	Expected int
 	// PublisherDone is closed when the publisher leaves.
 	PublisherDone <-chan struct{}
+	// Relay is true when the publisher is a cascade pull from another
+	// edge: its keyframe requests cross the WAN.
+	Relay bool
 	fwd           *forwarder
 }
 
@@ -67,5 +70,5 @@ func (p *Publisher) tapFor(f *forwarder) TapSink {
 	expected := p.expected
 	p.mu.Unlock()
 	return tap(TapTrack{Room: p.room, Source: p.source, Publisher: p.id, Kind: f.track.Kind(), Codec: f.track.Codec(),
-		SSRC: uint32(f.track.SSRC()), Expected: expected, PublisherDone: p.done, fwd: f})
+		SSRC: uint32(f.track.SSRC()), Expected: expected, PublisherDone: p.done, Relay: p.relay, fwd: f})
 }
