@@ -19,7 +19,7 @@ type TapTrack struct {
 	// Relay is true when the publisher is a cascade pull from another
 	// edge: its keyframe requests cross the WAN.
 	Relay bool
-	fwd           *forwarder
+	fwd   *forwarder
 }
 
 // RequestKeyframe asks the publisher for a keyframe of this track. It goes
