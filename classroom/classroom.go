@@ -45,6 +45,10 @@ type Config struct {
 	// EdgeID is sent in the control channel's welcome.
 	EdgeID string
 	Logger *slog.Logger
+	// Lessons keeps recorded lessons (the resource cache) and RecordDir
+	// holds recordings being written; without both nothing is recorded.
+	Lessons   LessonStore
+	RecordDir string
 }
 
 // Live is the running capability.
@@ -55,6 +59,7 @@ type Live struct {
 	edgeID   string
 
 	isAdmin func(string) bool
+	rec     *recorders
 
 	mu        sync.Mutex
 	classes   map[string]*class    // control state by session id
@@ -72,6 +77,9 @@ func Mount(cfg Config) (*Live, error) {
 	}
 	l := &Live{Sessions: session.NewManager(cfg.Classroom), SFU: s, log: cfg.Logger, edgeID: cfg.EdgeID, isAdmin: cfg.IsAdmin,
 		classes: map[string]*class{}, upstreams: map[string]*upstream{}}
+	l.rec = newRecorders(cfg.Lessons, cfg.RecordDir, l.Sessions, cfg.Logger.With("component", "recorder"))
+	s.SetTap(l.rec.tap)
+	l.registerRecording(cfg.Server)
 	l.Sessions.OnEnd(func(id string) {
 		l.log.Info("session ended; closing its media", "session", id)
 		l.ended(id)
@@ -80,7 +88,7 @@ func Mount(cfg Config) (*Live, error) {
 	})
 	cfg.Server.HandleControl(l)
 	l.upstreamHandlers(cfg.Server)
-	(&session.Handlers{M: l.Sessions, IsAdmin: cfg.IsAdmin}).Register(cfg.Server)
+	(&session.Handlers{M: l.Sessions, IsAdmin: cfg.IsAdmin, Recording: l.rec.status}).Register(cfg.Server)
 	l.registerMetrics(cfg.Server.Registry())
 	srv := cfg.Server
 	srv.HandleFunc("POST /whip/{session}", l.whip)
@@ -125,6 +133,7 @@ func (l *Live) Close() {
 		l.stopUpstream(id)
 	}
 	l.SFU.Close()
+	l.rec.Close() // after the SFU: the publishers have gone, the files are finalised and imported
 }
 
 // noTrickle answers PATCH: RFC 9725 §4.3.1 lets a server without trickle

@@ -441,7 +441,7 @@ func TestWHIPPublishWHEPWatch(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 40*time.Second)
 	defer cancel()
 	e := startEdge(t, ctx)
-	s := e.createSession(t, ctx, "Physics 8A")
+	s := e.createUnrecorded(t, ctx, "Physics 8A") // checks the PLIs subscribers cause
 	other := e.createSession(t, ctx, "Other class")
 
 	// Before anyone publishes, watching is refused with a clear error.
@@ -1073,7 +1073,7 @@ func TestKeyframeCache(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
 	e := startEdge(t, ctx)
-	s := e.createSession(t, ctx, "Latin 11")
+	s := e.createUnrecorded(t, ctx, "Latin 11") // counts the PLIs subscribers cause
 	pub := publish(t, ctx, e, s.ID, s.Tokens.Master)
 	pub.ignorePLI.Store(true)
 	pub.keyEvery.Store(600) // 200 packets/s: every 3 s

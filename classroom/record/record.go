@@ -276,6 +276,15 @@ func (r *Recorder) open(width, height int) error {
 	return nil
 }
 
+// Stats returns what the recording holds so far.
+func (r *Recorder) Stats() Stats {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	st := r.stats
+	st.Frames, st.Dropped = append([]int(nil), r.stats.Frames...), append([]int(nil), r.stats.Dropped...)
+	return st
+}
+
 // Close ends the recording and closes the output. A recording that never
 // started (no keyframe arrived) closes its output empty.
 func (r *Recorder) Close() (Stats, error) {

@@ -23,6 +23,15 @@ type Handlers struct {
 	M *Manager
 	// IsAdmin checks the edge admin token.
 	IsAdmin func(token string) bool
+	// Recording, if set, reports the recording of a session; GET
+	// /api/v1/sessions/{id} shows it as "recording".
+	Recording func(id string) any
+}
+
+// sessionView is GET /api/v1/sessions/{id}: the session and its recording.
+type sessionView struct {
+	Session
+	Recording any `json:"recording,omitempty"`
 }
 
 // Register adds the session routes to srv.
@@ -133,7 +142,11 @@ func (h *Handlers) get(w http.ResponseWriter, r *http.Request) {
 		WriteError(w, err)
 		return
 	}
-	api.WriteJSON(w, http.StatusOK, s)
+	v := sessionView{Session: s}
+	if h.Recording != nil {
+		v.Recording = h.Recording(id)
+	}
+	api.WriteJSON(w, http.StatusOK, v)
 }
 
 // canControl: only the admin and the master teacher start and end a class.

@@ -77,6 +77,11 @@ type Session struct {
 	CreatedAt time.Time  `json:"created_at"`
 	StartedAt *time.Time `json:"started_at,omitempty"`
 	EndedAt   *time.Time `json:"ended_at,omitempty"`
+	// Subject labels the recorded micro-lesson in the catalogue.
+	Subject string `json:"subject,omitempty"`
+	// Record says whether the edge records the master's tracks (default
+	// true; "record": false at creation opts out).
+	Record bool `json:"record"`
 }
 
 // ClassroomTokens are the tokens for one classroom of a session.
@@ -137,8 +142,15 @@ type CreateRequest struct {
 	ScheduledStart *time.Time `json:"scheduled_start,omitempty"`
 	// Period starts the session when this timetable period begins
 	// (instead of scheduled_start).
-	Period *Period `json:"period,omitempty"`
+	Period  *Period `json:"period,omitempty"`
+	Subject string  `json:"subject,omitempty"`
+	// Record is true when absent: lessons are recorded unless the admin
+	// opts out for this session.
+	Record *bool `json:"record,omitempty"`
 }
+
+// MaxSubjectBytes bounds a session's subject (the catalogue's field limit).
+const MaxSubjectBytes = 128
 
 // Validate checks the request's shape (not whether classrooms exist).
 func (r CreateRequest) Validate() error {
@@ -153,6 +165,9 @@ func (r CreateRequest) Validate() error {
 		if unicode.IsControl(c) {
 			return fmt.Errorf("%w: title must not contain control characters", ErrInvalid)
 		}
+	}
+	if len(r.Subject) > MaxSubjectBytes || !utf8.ValidString(r.Subject) || strings.IndexFunc(r.Subject, unicode.IsControl) >= 0 {
+		return fmt.Errorf("%w: subject must be valid UTF-8 of at most %d bytes without control characters", ErrInvalid, MaxSubjectBytes)
 	}
 	if len(r.Classrooms) > MaxClassrooms {
 		return fmt.Errorf("%w: at most %d classrooms per session", ErrInvalid, MaxClassrooms)
@@ -196,6 +211,8 @@ func (m *Manager) Create(req CreateRequest) (Session, Tokens, error) {
 		State:      StateCreated,
 		Classrooms: slices.Clone(req.Classrooms),
 		CreatedAt:  m.now().UTC(),
+		Subject:    strings.TrimSpace(req.Subject),
+		Record:     req.Record == nil || *req.Record,
 	}
 	if s.Classrooms == nil {
 		s.Classrooms = []string{}

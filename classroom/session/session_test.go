@@ -146,6 +146,9 @@ func TestCreateRejectsBadInput(t *testing.T) {
 		"empty classroom id": {`{"title":"x","classrooms":[""]}`, 400},
 		"oversized":          {`{"title":"x","classrooms":["` + strings.Repeat("a", 20<<10) + `"]}`, 413},
 		"classrooms type":    {`{"title":"x","classrooms":"c1"}`, 400},
+		"record type":        {`{"title":"x","record":"no"}`, 400},
+		"long subject":       {`{"title":"x","subject":"` + strings.Repeat("a", session.MaxSubjectBytes+1) + `"}`, 400},
+		"subject control":    {`{"title":"x","subject":"a\nb"}`, 400},
 	}
 	for name, c := range cases {
 		if code, b := do(t, ts, "POST", "/api/v1/sessions", "admin-secret", c.body); code != c.code {
@@ -211,5 +214,24 @@ func TestLimitEvictsOldestEnded(t *testing.T) {
 	}
 	if _, err := m.Authorize(first.ID, firstTok); !errors.Is(err, session.ErrUnauthorized) {
 		t.Errorf("evicted session's token still valid: %v", err)
+	}
+}
+
+// TestRecordFlag: lessons are recorded unless the session opts out.
+func TestRecordFlag(t *testing.T) {
+	m := session.NewManager(nil)
+	yes := true
+	no := false
+	for _, c := range []struct {
+		rec  *bool
+		want bool
+	}{{nil, true}, {&yes, true}, {&no, false}} {
+		s, _, err := m.Create(session.CreateRequest{Title: "x", Subject: " maths ", Record: c.rec})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s.Record != c.want || s.Subject != "maths" {
+			t.Errorf("record %v: session has record=%v subject=%q", c.rec, s.Record, s.Subject)
+		}
 	}
 }

@@ -105,6 +105,7 @@ type SFU struct {
 	rooms  map[string]*room
 	muted  map[string]bool // room + "\x00" + source
 	closed bool
+	tap    Tap // sees every packet of the tracks it chooses (the lesson recorder)
 
 	forwarded, dropped atomic.Uint64 // totals over all subscribers, ever
 	nacks, twcc, remb  atomic.Uint64 // feedback received from subscribers
@@ -335,6 +336,7 @@ func (s *SFU) NewPeerConnection(cfg webrtc.Configuration) (*webrtc.PeerConnectio
 func (s *SFU) Relay(roomID, source string, pc *webrtc.PeerConnection) (*Publisher, error) {
 	p := newPublisher(s, roomID, source)
 	p.pc = pc
+	p.relay = true
 	if err := s.reserve(roomID, p); err != nil {
 		return nil, err
 	}
@@ -599,6 +601,7 @@ type Publisher struct {
 	closed   bool
 	done     chan struct{} // closed by Close
 	negMu    sync.Mutex    // serialises renegotiations
+	relay    bool          // a cascade pull from another edge (Relay)
 }
 
 // Done is closed when the publisher has closed (its connection failed or
@@ -724,8 +727,12 @@ func (p *Publisher) onTrack(track *webrtc.TrackRemote, recv *webrtc.RTPReceiver)
 			}
 		}
 	}()
+	f.tap = p.tapFor(f)
 	p.sfu.Resync(p.room)
 	f.run()
+	if f.tap != nil {
+		f.tap.End()
+	}
 	// The track ended (renegotiated away or the peer left).
 	p.mu.Lock()
 	for i, x := range p.fwds {
@@ -820,6 +827,7 @@ type forwarder struct {
 	list     atomic.Pointer[[]*subTrack]
 	ended    atomic.Bool
 	gop      gopCache // guarded by mu
+	tap      TapSink  // nil unless the SFU's tap wants this track
 
 	pliMu      sync.Mutex
 	lastPLI    time.Time
@@ -893,6 +901,9 @@ func (f *forwarder) run() {
 		}
 		for _, t := range subs {
 			t.offer(pkt)
+		}
+		if f.tap != nil {
+			f.tap.Packet(pkt) // non-blocking by contract
 		}
 	}
 }

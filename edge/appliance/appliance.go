@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -144,6 +145,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts Options)
 	rc.Start(ctx) // catalogue sync; a no-op without -cloud
 	// Live classes: sessions, SFU, WHIP/WHEP (classroom/).
 	live, err := classroom.Mount(classroom.Config{Server: srv, IsAdmin: id.CheckAdminToken, Listen: cfg.Listen, EdgeID: id.ID, Logger: log.With("component", "live"),
+		Lessons: rc, RecordDir: filepath.Join(cfg.DataDir, "recordings"),
 		Classroom: func(cid string) error { _, err := fl.Classroom(cid); return err }})
 	if err != nil {
 		_ = ln.Close()

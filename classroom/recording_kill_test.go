@@ -1,0 +1,214 @@
+package classroom_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/pion/rtp"
+
+	"github.com/campusedge/campusedge/classroom/record"
+)
+
+var listeningRE = regexp.MustCompile(`msg=listening addr=(\S+)`)
+
+// runEdged starts the real edged binary on data and returns it as an edge;
+// its log goes to the edge's buffer.
+func runEdged(t *testing.T, bin, data string) (*exec.Cmd, *edge, chan struct{}) {
+	t.Helper()
+	cmd := exec.Command(bin, "-data", data, "-listen", "127.0.0.1:0", "-mdns=false")
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	logBuf := &syncBuffer{}
+	addr := make(chan string, 1)
+	go func() {
+		defer close(done)
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			logBuf.Write(append(sc.Bytes(), '\n'))
+			if m := listeningRE.FindStringSubmatch(sc.Text()); m != nil {
+				select {
+				case addr <- m[1]:
+				default:
+				}
+			}
+		}
+		_ = cmd.Wait()
+	}()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		<-done
+		if t.Failed() {
+			t.Logf("edged log:\n%s", logBuf.String())
+		}
+	})
+	select {
+	case a := <-addr:
+		tok, err := os.ReadFile(filepath.Join(data, "admin-token"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cmd, &edge{url: "http://" + a, admin: strings.TrimSpace(string(tok)), log: logBuf}, done
+	case <-time.After(20 * time.Second):
+		t.Fatalf("edged did not start:\n%s", logBuf.String())
+		return nil, nil, nil
+	}
+}
+
+// buildEdged builds the real edged binary into dir.
+func buildEdged(t *testing.T, ctx context.Context, dir string) string {
+	t.Helper()
+	bin := filepath.Join(dir, "edged")
+	if out, err := exec.CommandContext(ctx, "go", "build", "-o", bin, "github.com/campusedge/campusedge/cmd/edged").CombinedOutput(); err != nil {
+		t.Fatalf("build edged: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// TestShutdownFinalisesRecording: edged stopped (SIGTERM) mid-lesson
+// finalises the recording and imports it before it exits; after a restart
+// the lesson is in the catalogue and plays.
+func TestShutdownFinalisesRecording(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds edged")
+	}
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 90*time.Second)
+	defer cancel()
+	dir := t.TempDir()
+	bin := buildEdged(t, ctx, dir)
+	data := filepath.Join(dir, "data")
+	cmd, e, done := runEdged(t, bin, data)
+	s := e.createSession(t, ctx, "Stopped mid-lesson")
+	publishKnown(t, ctx, e, s.ID, s.Tokens.Master)
+	waitFor(t, 15*time.Second, "the recording to grow", func() bool { return e.recording(t, ctx, s.ID).VideoFrames > 30 })
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("edged did not stop within 30 s of SIGTERM")
+	}
+	if !strings.Contains(e.log.String(), "recorded lesson in the catalogue") {
+		t.Fatalf("edged exited without importing the recording")
+	}
+	_, e2, _ := runEdged(t, bin, data)
+	resp, b := e2.do(t, ctx, "GET", "/api/v1/catalog?q=stopped", e2.admin, "", nil)
+	var cat struct {
+		Items []struct {
+			ID   string `json:"id"`
+			MIME string `json:"mime"`
+		} `json:"items"`
+	}
+	if resp.StatusCode != http.StatusOK || json.Unmarshal(b, &cat) != nil || len(cat.Items) != 1 || cat.Items[0].MIME != "video/webm" {
+		t.Fatalf("catalogue after the restart: %d %s", resp.StatusCode, b)
+	}
+	resp, media := e2.do(t, ctx, "GET", "/media/"+cat.Items[0].ID, "", "", nil)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET /media: %d", resp.StatusCode)
+	}
+	if tracks := readWebM(t, media); len(tracks) != 2 || len(tracks[0]) < 30 || !tracks[0][0].key {
+		t.Errorf("the recording holds %d tracks; want video (≥30 frames, opening on a keyframe) and audio", len(tracks))
+	}
+}
+
+// TestKill9MidRecording: the real edged is killed with SIGKILL while it
+// records a lesson. The half-written file is never served: the next start
+// removes it, and the catalogue holds only a recording that had been
+// finished (and whose import was cut short), imported at that start.
+func TestKill9MidRecording(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds edged")
+	}
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 90*time.Second)
+	defer cancel()
+	dir := t.TempDir()
+	bin := buildEdged(t, ctx, dir)
+	data := filepath.Join(dir, "data")
+	cmd, e, done := runEdged(t, bin, data)
+	s := e.createSession(t, ctx, "Killed mid-lesson")
+	publishKnown(t, ctx, e, s.ID, s.Tokens.Master)
+	waitFor(t, 15*time.Second, "the recording to grow", func() bool { return e.recording(t, ctx, s.ID).Bytes > 30000 })
+	if err := cmd.Process.Kill(); err != nil { // SIGKILL
+		t.Fatal(err)
+	}
+	<-done
+	recs := filepath.Join(data, "recordings")
+	partials, _ := filepath.Glob(filepath.Join(recs, "*.webm.partial"))
+	if len(partials) != 1 {
+		t.Fatalf("after the kill the recordings directory holds %v, want one partial file", partials)
+	}
+
+	// A finished recording whose import a crash interrupted: the WebM
+	// and its metadata, as the recorder leaves them before importing.
+	done1 := filepath.Join(recs, "0123456789abcdef01234567-1")
+	f, err := os.Create(done1 + ".webm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := record.New(f, []record.Track{{MimeType: "video/VP8", ClockRate: 90000}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 60 {
+		fr := vp8Frame(i, i%30 == 0)
+		_ = r.WriteRTP(0, &rtp.Packet{Header: rtp.Header{Version: 2, SequenceNumber: uint16(i), Timestamp: uint32(i * 3000), Marker: true}, Payload: append([]byte{0x10}, fr...)})
+	}
+	if _, err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+	finished, _ := os.ReadFile(done1 + ".webm")
+	meta, _ := json.Marshal(map[string]any{"title": "Recovered lesson", "mime": "video/webm", "duration_seconds": 2})
+	if err := os.WriteFile(done1+".json", meta, 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	_, e2, _ := runEdged(t, bin, data)
+	var cat struct {
+		Items []struct {
+			ID    string `json:"id"`
+			Title string `json:"title"`
+		} `json:"items"`
+		Total int `json:"total"`
+	}
+	waitFor(t, 15*time.Second, "the finished recording to be imported", func() bool {
+		resp, b := e2.do(t, ctx, "GET", "/api/v1/catalog", e2.admin, "", nil)
+		return resp.StatusCode == http.StatusOK && json.Unmarshal(b, &cat) == nil && cat.Total > 0
+	})
+	if cat.Total != 1 || cat.Items[0].Title != "Recovered lesson" {
+		t.Fatalf("catalogue after the restart: %+v (want only the finished recording)", cat)
+	}
+	resp, b := e2.do(t, ctx, "GET", "/media/"+cat.Items[0].ID, "", "", nil)
+	if resp.StatusCode != http.StatusOK || !bytes.Equal(b, finished) {
+		t.Errorf("the recovered lesson is served as %d, %d bytes (want the %d finished bytes)", resp.StatusCode, len(b), len(finished))
+	}
+	left, _ := os.ReadDir(recs)
+	if len(left) != 0 {
+		var names []string
+		for _, l := range left {
+			names = append(names, l.Name())
+		}
+		t.Errorf("the recordings directory still holds %v", names)
+	}
+	if !strings.Contains(e2.log.String(), "removing a recording cut off by a crash") {
+		t.Error("the restart did not log the removal of the partial recording")
+	}
+}

@@ -1,0 +1,153 @@
+package classroom_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+)
+
+// whipPublishJS publishes the fake camera and mic with WHIP (RFC 9725) from
+// a page on the edge's origin, as a teacher's browser or OBS would.
+const whipPublishJS = `
+window.whip = async function (session, token) {
+  window.pub = { state: "starting" };
+  try {
+    const pc = new RTCPeerConnection();
+    window.pubPC = pc;
+    const media = await navigator.mediaDevices.getUserMedia({ video: { width: 320, height: 240 }, audio: true });
+    media.getTracks().forEach((t) => pc.addTransceiver(t, { direction: "sendonly", streams: [media] }));
+    await pc.setLocalDescription(await pc.createOffer());
+    await new Promise((res) => {
+      if (pc.iceGatheringState === "complete") return res();
+      pc.onicegatheringstatechange = () => pc.iceGatheringState === "complete" && res();
+    });
+    const r = await fetch("/whip/" + session, { method: "POST", headers: { "Content-Type": "application/sdp", Authorization: "Bearer " + token }, body: pc.localDescription.sdp });
+    const body = await r.text();
+    if (r.status !== 201) { window.pub.state = "WHIP " + r.status + ": " + body; return; }
+    await pc.setRemoteDescription({ type: "answer", sdp: body });
+    window.pub.state = "published";
+  } catch (e) { window.pub.state = "error: " + e; }
+};
+window.replay = function (src) {
+  const v = document.createElement("video");
+  v.muted = true;
+  v.src = src;
+  window.rep = { errors: [], seeked: 0 };
+  v.onerror = () => window.rep.errors.push(v.error ? v.error.code + " " + v.error.message : "error");
+  v.onseeked = () => window.rep.seeked++;
+  document.body.appendChild(v);
+  window.vid = v;
+  v.play().catch((e) => window.rep.errors.push("play: " + e));
+};
+`
+
+// TestReplayInChromium: a lesson published from a real browser's camera
+// (VP8 over WebRTC) is recorded; after the session ends the recording
+// plays in a real Chromium <video> straight from /media/{id} (readyState
+// reaches HAVE_CURRENT_DATA and currentTime advances), and seeking to a
+// time mid-lesson lands there and plays on.
+func TestReplayInChromium(t *testing.T) {
+	if _, err := os.Stat(chromiumPath); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("chromium is required in CI: %v (apt-get install chromium)", err)
+		}
+		t.Skipf("chromium not installed (%v)", err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 90*time.Second)
+	defer cancel()
+	e := startEdge(t, ctx)
+	s := e.createSession(t, ctx, "Chemistry 7 replay")
+
+	var browserLog syncBuffer
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("chromium output:\n%s", browserLog.String())
+		}
+	})
+	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(chromiumPath),
+		chromedp.Headless,
+		chromedp.NoSandbox,
+		chromedp.DisableGPU,
+		chromedp.NoFirstRun,
+		chromedp.Flag("disable-quic", true),
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+		chromedp.Flag("use-fake-device-for-media-stream", true),
+		chromedp.Flag("use-fake-ui-for-media-stream", true),
+		chromedp.Flag("allow-loopback-in-peer-connection", true),
+		chromedp.Flag("autoplay-policy", "no-user-gesture-required"),
+		chromedp.Flag("disable-features", "Translate,BlinkGenPropertyTrees,WebRtcHideLocalIpsWithMdns"),
+		chromedp.UserDataDir(t.TempDir()),
+		chromedp.CombinedOutput(&browserLog),
+	)
+	allocCtx, allocCancel := chromedp.NewExecAllocator(ctx, opts...)
+	defer allocCancel()
+	blog := func(f string, a ...any) { fmt.Fprintf(&browserLog, f+"\n", a...) }
+	tab, tcancel := chromedp.NewContext(allocCtx, chromedp.WithLogf(blog), chromedp.WithErrorf(blog))
+	defer tcancel()
+	if err := chromedp.Do(tab); err != nil {
+		t.Fatalf("start chromium: %v", err)
+	}
+	nav := func() {
+		nctx, c := context.WithTimeout(tab, 15*time.Second)
+		defer c()
+		if err := chromedp.Do(nctx, chromedp.Navigate(e.url+"/")); err != nil {
+			t.Fatalf("open the edge's page: %v", err)
+		}
+		browserEval[bool](tab, t, whipPublishJS+"; true")
+	}
+	nav()
+	sid, _ := json.Marshal(s.ID)
+	tok, _ := json.Marshal(s.Tokens.Master)
+	browserEval[bool](tab, t, "whip("+string(sid)+", "+string(tok)+"); true")
+	browserPoll(tab, t, "the browser published", `window.pub && window.pub.state === "published"`)
+
+	// About five seconds of lesson: enough for a keyframe request (every
+	// 5 s) and a mid-lesson seek.
+	var st recordingStatus
+	waitFor(t, 30*time.Second, "five seconds of recorded video", func() bool {
+		st = e.recording(t, ctx, s.ID)
+		return st.State == "failed" || st.State == "not_recorded" || st.VideoFrames >= 150
+	})
+	if st.State != "recording" {
+		t.Fatalf("recording: %+v", st)
+	}
+	if resp, b := e.do(t, ctx, "POST", "/api/v1/sessions/"+s.ID+"/end", e.admin, "", nil); resp.StatusCode != http.StatusOK {
+		t.Fatalf("end: %d %s", resp.StatusCode, b)
+	}
+	waitFor(t, 15*time.Second, "the recording to be imported", func() bool {
+		st = e.recording(t, ctx, s.ID)
+		return st.State == "done" || st.State == "failed"
+	})
+	if st.State != "done" {
+		t.Fatalf("recording: %+v", st)
+	}
+
+	// A fresh page (as a classroom that missed the class) replays it.
+	nav()
+	src, _ := json.Marshal("/media/" + st.MediaID)
+	browserEval[bool](tab, t, "replay("+string(src)+"); true")
+	browserPoll(tab, t, "the recording plays", `window.vid.readyState >= 2 && window.vid.currentTime > 0.5`)
+	if d := browserEval[float64](tab, t, "window.vid.duration"); d < 3.5 || d > 30 {
+		t.Errorf("the recording's duration in the browser is %.2f s; about 5 s were recorded", d)
+	}
+	browserEval[bool](tab, t, "window.vid.currentTime = 3.0; true")
+	browserPoll(tab, t, "the seek to 3 s lands and plays on", `window.rep.seeked > 0 && window.vid.readyState >= 2 && window.vid.currentTime >= 3.0 && window.vid.currentTime < 4.5 && !window.vid.paused`)
+	at := browserEval[float64](tab, t, "window.vid.currentTime")
+	time.Sleep(700 * time.Millisecond)
+	if later := browserEval[float64](tab, t, "window.vid.currentTime"); later <= at {
+		t.Errorf("after the seek playback does not advance: %.2f then %.2f", at, later)
+	}
+	if errs := browserEval[string](tab, t, `window.rep.errors.join("; ")`); errs != "" {
+		t.Errorf("the video element reported errors: %s", errs)
+	}
+	t.Logf("replayed %s: %d bytes, %d video frames, %d audio frames", st.MediaID, st.Bytes, st.VideoFrames, st.AudioFrames)
+}
