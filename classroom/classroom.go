@@ -21,6 +21,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/campusedge/campusedge/classroom/attendance"
 	"github.com/campusedge/campusedge/classroom/session"
 	"github.com/campusedge/campusedge/classroom/sfu"
 	"github.com/campusedge/campusedge/edge/api"
@@ -45,6 +46,13 @@ type Config struct {
 	// EdgeID is sent in the control channel's welcome.
 	EdgeID string
 	Logger *slog.Logger
+	// Learning stores quiz answers and attendance (learning.Store); nil
+	// keeps none. Attendance resolves rosters; nil: no roster.
+	Learning   LearningStore
+	Attendance *attendance.Source
+	// TerminalClassroom returns the classroom of a paired terminal's token
+	// (fleet); a paired classroom page uses it to find its sessions.
+	TerminalClassroom func(token string) (string, error)
 }
 
 // Live is the running capability.
@@ -59,6 +67,9 @@ type Live struct {
 	mu        sync.Mutex
 	classes   map[string]*class    // control state by session id
 	upstreams map[string]*upstream // cascades by session id
+
+	x                 *interact // quizzes and attendance (interact.go)
+	terminalClassroom func(token string) (string, error)
 }
 
 // Mount builds sessions and the SFU and registers their routes.
@@ -72,12 +83,16 @@ func Mount(cfg Config) (*Live, error) {
 	}
 	l := &Live{Sessions: session.NewManager(cfg.Classroom), SFU: s, log: cfg.Logger, edgeID: cfg.EdgeID, isAdmin: cfg.IsAdmin,
 		classes: map[string]*class{}, upstreams: map[string]*upstream{}}
+	l.x = newInteract(l, cfg.Learning, cfg.Attendance)
+	l.terminalClassroom = cfg.TerminalClassroom
 	l.Sessions.OnEnd(func(id string) {
 		l.log.Info("session ended; closing its media", "session", id)
 		l.ended(id)
 		go l.stopUpstream(id) // not inline: End may run inside a handler the pull's teardown waits on
 		s.CloseRoom(id)
+		l.x.sessionEnded(id)
 	})
+	l.interactHandlers(cfg.Server)
 	cfg.Server.HandleControl(l)
 	l.upstreamHandlers(cfg.Server)
 	(&session.Handlers{M: l.Sessions, IsAdmin: cfg.IsAdmin}).Register(cfg.Server)

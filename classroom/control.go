@@ -53,6 +53,12 @@ var permissions = map[string][]session.Role{
 	TypeStage:     {session.RoleMaster},
 	TypeMute:      {session.RoleMaster, session.RoleAssistant}, // assistant: own classroom only
 	TypeEnd:       {session.RoleMaster},
+	// interact.go: quizzes and attendance.
+	TypeQuiz:       {session.RoleMaster, session.RoleAssistant},   // assistant: to own classroom
+	TypeQuizAnswer: {session.RoleAssistant, session.RoleTerminal}, // terminal: for the room
+	TypeQuizClose:  {session.RoleMaster, session.RoleAssistant},
+	TypeRoster:     {session.RoleMaster, session.RoleAssistant, session.RoleTerminal},
+	TypeMark:       {session.RoleMaster, session.RoleAssistant},
 }
 
 var roleHint = map[session.Role]string{
@@ -229,7 +235,11 @@ func (p *participant) do(hdr wire.Header, msg any) error {
 		p.log.Info("joined class")
 		p.ack(hdr)
 		l.broadcast(c)
+		l.x.joined(p)
 	case *Leave:
+		if p.joined {
+			l.x.left(p, "left")
+		}
 		p.leaveLocked()
 		p.ack(hdr)
 	case *Publish:
@@ -343,6 +353,8 @@ func (p *participant) do(hdr wire.Header, msg any) error {
 		if err != nil {
 			return refused("not_found", "%v", err)
 		}
+	default:
+		return p.doInteract(hdr, msg) // interact.go
 	}
 	return nil
 }
@@ -439,6 +451,9 @@ func (p *participant) Closed() {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if p.joined {
+		p.l.x.left(p, "disconnected") // also a terminal that vanished: noticed here
+	}
 	p.leaveLocked()
 	p.log.Info("control connection closed")
 }
