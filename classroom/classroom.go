@@ -53,6 +53,8 @@ type Config struct {
 	// TerminalClassroom returns the classroom of a paired terminal's token
 	// (fleet); a paired classroom page uses it to find its sessions.
 	TerminalClassroom func(token string) (string, error)
+	// ClassroomName names a classroom for its page ("" if unknown).
+	ClassroomName func(id string) string
 }
 
 // Live is the running capability.
@@ -70,6 +72,7 @@ type Live struct {
 
 	x                 *interact // quizzes and attendance (interact.go)
 	terminalClassroom func(token string) (string, error)
+	classroomName     func(id string) string
 }
 
 // Mount builds sessions and the SFU and registers their routes.
@@ -85,6 +88,7 @@ func Mount(cfg Config) (*Live, error) {
 		classes: map[string]*class{}, upstreams: map[string]*upstream{}}
 	l.x = newInteract(l, cfg.Learning, cfg.Attendance)
 	l.terminalClassroom = cfg.TerminalClassroom
+	l.classroomName = cfg.ClassroomName
 	l.Sessions.OnEnd(func(id string) {
 		l.log.Info("session ended; closing its media", "session", id)
 		l.ended(id)

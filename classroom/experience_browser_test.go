@@ -194,16 +194,29 @@ func TestClassroomExperienceInChromium(t *testing.T) {
 	browserEval[bool](tabA, t, `document.querySelector('[data-student="s2"] [data-status="late"]').click(); true`)
 	browserPoll(tabA, t, "s2 marked", `document.querySelector('[data-student="s2"] [data-status="late"]').className === "mark-late"`)
 
+	// A screen share added mid-class reaches the rooms as a second video
+	// track of the lesson (renegotiation on the same connection).
+	browserEval[bool](teacher, t, `document.getElementById("share").click(); true`)
+	browserPoll(teacher, t, "sharing the screen", `window.teacher.sharing === true`)
+	browserPoll(tabA, t, "room A receives the screen", `document.querySelectorAll("#master-video video").length === 2`)
+
 	screenshot(t, teacher, "teacher.png")
 	screenshot(t, tabA, "classroom.png")
 
 	// The master's feed stalls (no frames, as when a cascade is cut): the
 	// banner shows while hands keep working, and goes when frames return.
-	browserEval[bool](teacher, t, `window.teacher.conn.pub.getSenders().find(s => s.track && s.track.kind === "video").replaceTrack(null); true`)
+	browserEval[bool](teacher, t, `window.stalled = window.teacher.conn.pub.getSenders().filter(s => s.track && s.track.kind === "video").map(s => [s, s.track]); window.stalled.forEach(([s]) => s.replaceTrack(null)); true`)
 	browserPoll(tabB, t, "feed-lost banner", `!document.getElementById("banner").hidden`)
 	browserEval[bool](tabB, t, `document.getElementById("hand").click(); true`)
 	browserPoll(teacher, t, "hand during the outage", `document.querySelectorAll("#hands li").length === 1`)
-	browserEval[bool](teacher, t, `window.teacher.conn.pub.getSenders().find(s => s.track === null || s.track.kind === "video").replaceTrack(window.teacher.media.getVideoTracks()[0]); true`)
+	browserEval[bool](tabB, t, `document.getElementById("aq-prompt").value = "Which is a mammal?"; document.getElementById("aq-options").value = "whale, shark"; document.getElementById("aq-push").click(); true`)
+	browserPoll(tabB, t, "the assistant's quiz shown", `document.getElementById("quiz-prompt").textContent === "Which is a mammal?" && document.querySelectorAll("#quiz-options button").length === 2`)
+	browserEval[bool](tabB, t, `document.querySelectorAll("#quiz-options button")[0].click(); true`)
+	browserPoll(tabB, t, "the assistant's results during the outage", `!!document.querySelector("#room-results .accuracy") && document.querySelector("#room-results .accuracy").textContent.startsWith("1 answered · 1 correct")`)
+	if !browserEval[bool](tabB, t, `!document.getElementById("banner").hidden`) {
+		t.Error("the banner went away while the feed was still stalled")
+	}
+	browserEval[bool](teacher, t, `window.stalled.forEach(([s, track]) => s.replaceTrack(track)); true`)
 	browserPoll(tabB, t, "banner gone after recovery", `document.getElementById("banner").hidden`)
 
 	// Room B's page is closed mid-class: gone on the teacher page within
@@ -235,10 +248,18 @@ func TestClassroomExperienceInChromium(t *testing.T) {
 			answers[r.Classroom+"/"+r.Student]++
 		}
 	}
-	if answers[a+"/"] != 1 || answers[b+"/"] != 1 || answers[a+"/s1"] != 1 {
+	// Room B answered the master's quiz and its assistant's own.
+	if answers[a+"/"] != 1 || answers[b+"/"] != 2 || answers[a+"/s1"] != 1 {
 		t.Errorf("stored answers %v", answers)
 	}
-	for name, tab := range map[string]context.Context{"teacher": teacher, "A": tabA} {
+	if errs := browserEval[string](teacher, t, `JSON.stringify(window.teacher.errors)`); errs != "[]" {
+		t.Errorf("teacher page errors: %s", errs)
+	}
+	// The console's panel shows the session's attendance.
+	navigate(t, teacher, e.url+"/")
+	browserEval[bool](teacher, t, `document.getElementById("token").value = `+jsString(e.admin)+`; document.querySelector('#signin-form button[type="submit"]').click(); true`)
+	browserPoll(teacher, t, "console attendance panel", `(() => { const r = document.querySelector('#attendance-panel tr[data-classroom="`+b+`"]'); return !!r && Number(r.children[3].textContent) >= 1 && r.children[1].textContent === "no"; })()`)
+	for name, tab := range map[string]context.Context{"A": tabA} {
 		errs := browserEval[string](tab, t, `JSON.stringify((window.teacher || window.room).errors)`)
 		if errs != "[]" {
 			t.Errorf("%s page errors: %s", name, errs)

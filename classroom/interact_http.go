@@ -176,6 +176,7 @@ func (l *Live) getRoster(w http.ResponseWriter, r *http.Request) {
 // Current is what a classroom's paired big-screen browser polls.
 type Current struct {
 	Classroom string           `json:"classroom_id"`
+	Name      string           `json:"classroom_name,omitempty"`
 	Session   *session.Session `json:"session"` // null when no session includes this classroom
 	Terminal  string           `json:"terminal_token,omitempty"`
 	Assistant string           `json:"assistant_token,omitempty"`
@@ -197,6 +198,9 @@ func (l *Live) getCurrent(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	cur := Current{Classroom: cid}
+	if l.classroomName != nil {
+		cur.Name = l.classroomName(cid)
+	}
 	list := l.Sessions.List()
 	for i := len(list) - 1; i >= 0; i-- {
 		s := list[i]

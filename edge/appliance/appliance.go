@@ -152,7 +152,8 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts Options)
 	live, err := classroom.Mount(classroom.Config{Server: srv, IsAdmin: id.CheckAdminToken, Listen: cfg.Listen, EdgeID: id.ID, Logger: log.With("component", "live"),
 		Classroom: func(cid string) error { _, err := fl.Classroom(cid); return err },
 		Learning:  learn, Attendance: roster,
-		TerminalClassroom: func(tok string) (string, error) { t, err := fl.Authenticate(tok); return t.ClassroomID, err }})
+		TerminalClassroom: func(tok string) (string, error) { t, err := fl.Authenticate(tok); return t.ClassroomID, err },
+		ClassroomName:     func(cid string) string { c, _ := fl.Classroom(cid); return c.Name }})
 	if err != nil {
 		_ = ln.Close()
 		return err

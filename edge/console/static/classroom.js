@@ -53,7 +53,8 @@ async function join(cur) {
   P.lastMasterFrames = 0; P.lastMasterChange = Date.now(); P.hadMaster = false;
   $("title").textContent = cur.session.title;
   $("waiting").hidden = true; $("live").hidden = false;
-  const name = "Classroom " + cur.classroom_id;
+  const name = cur.classroom_name || "Classroom " + cur.classroom_id;
+  $("room-name").textContent = name;
   P.conn = new Conn(cur.terminal_token, name, {
     state: (m) => { P.state = m; render(); },
     quiz: (m) => showQuiz(m.question),
@@ -90,8 +91,6 @@ function render() {
   const raised = st.hands.includes(P.classroom);
   $("hand").textContent = raised ? "Lower hand" : "✋ Raise hand";
   $("hand").dataset.raised = raised ? "yes" : "no";
-  const me = st.participants.find((p) => p.classroom_id === P.classroom && p.role === "terminal");
-  $("room-name").textContent = (me && me.name) || "Classroom";
   if (st.stage === "" || st.stage === P.classroom) $("onstage").textContent = "";
 }
 
@@ -135,6 +134,14 @@ async function loadRoster(group) {
   for (const s of r.students) pick.append(el("option", { value: s.id }, s.name));
   renderRoster();
 }
+// The assistant's own quiz, for this room only (works without the master).
+$("aq-push").onclick = async () => {
+  const options = $("aq-options").value.split(",").map((s) => s.trim()).filter(Boolean);
+  const q = { id: "a" + Date.now().toString(36), kind: "single", prompt: $("aq-prompt").value, options, correct: [Number($("aq-correct").value) - 1] };
+  const r = await P.asst.req({ type: "quiz", question: q });
+  $("aq-error").textContent = r.type === "ack" ? "" : r.message;
+};
+
 $("group-go").onclick = () => loadRoster($("group").value.trim());
 
 function renderRoster() {
