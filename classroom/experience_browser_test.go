@@ -200,6 +200,16 @@ func TestClassroomExperienceInChromium(t *testing.T) {
 	browserPoll(teacher, t, "sharing the screen", `window.teacher.sharing === true`)
 	browserPoll(tabA, t, "room A receives the screen", `document.querySelectorAll("#master-video video").length === 2`)
 
+	// Mute from the teacher page: enforced by the edge, shown on the tile.
+	browserEval[bool](teacher, t, `document.querySelector("#tile-`+b+` .bar-top button:last-child").click(); true`)
+	browserPoll(teacher, t, "room B muted", `window.teacher.state.muted.includes("`+b+`") && document.querySelector("#tile-`+b+` .bar-top button:last-child").textContent === "Unmute"`)
+
+	// Room A's control connection drops (not the end of the class): the page
+	// joins again by itself and decodes the lesson again.
+	browserEval[bool](tabA, t, `window.vf = null; window.room.conn.ws.close(); true`)
+	browserPoll(tabA, t, "room A rejoined", `window.room.joins === 2 && window.room.published === true`)
+	browserPoll(tabA, t, "room A decoding after rejoining", `(window.room.conn.videoStats().then(f => window.vf = f), !!window.vf && window.vf.master > 0)`)
+
 	screenshot(t, teacher, "teacher.png")
 	screenshot(t, tabA, "classroom.png")
 

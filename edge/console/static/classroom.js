@@ -49,6 +49,8 @@ function leaveUI() {
 
 async function join(cur) {
   leaveUI();
+  P.published = false;
+  P.joins = (P.joins || 0) + 1;
   P.sessionId = cur.session.id;
   P.lastMasterFrames = 0; P.lastMasterChange = Date.now(); P.hadMaster = false;
   $("title").textContent = cur.session.title;
