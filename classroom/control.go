@@ -304,6 +304,7 @@ func (p *participant) do(hdr wire.Header, msg any) error {
 		c.mu.Unlock()
 		p.ack(hdr)
 		l.broadcast(c)
+		l.x.logEvent(p, "hand", target, map[string]any{"raised": m.Raised})
 	case *Stage:
 		if !l.inSession(g.SessionID, m.Classroom) {
 			return refused("not_found", "classroom %q is not part of this session", m.Classroom)
@@ -328,6 +329,7 @@ func (p *participant) do(hdr wire.Header, msg any) error {
 		l.stageChanged(g.SessionID, stage)
 		p.ack(hdr)
 		l.broadcast(c)
+		l.x.logEvent(p, "stage", m.Classroom, map[string]any{"on": m.On})
 	case *Mute:
 		if g.Role == session.RoleAssistant && m.Classroom != g.ClassroomID {
 			return refused("forbidden", "an assistant teacher can mute only their own classroom (%s)", g.ClassroomID)
@@ -345,6 +347,7 @@ func (p *participant) do(hdr wire.Header, msg any) error {
 		l.SFU.SetMuted(g.SessionID, sourceOf(m.Classroom), m.Muted)
 		p.ack(hdr)
 		l.broadcast(c)
+		l.x.logEvent(p, "mute", m.Classroom, map[string]any{"muted": m.Muted})
 	case *End:
 		p.ack(hdr)
 		p.mu.Unlock() // End runs the OnEnd hooks, which close every participant

@@ -588,9 +588,23 @@ func (x *interact) left(p *participant, why string) {
 	}
 }
 
+// logEvent stores a session-log record (hands, stage, mute) after the
+// change went out, so the class never waits on the disk for it.
+func (x *interact) logEvent(p *participant, event, classroomID string, data map[string]any) {
+	data["event"], data["by"] = event, string(p.grant.Role)
+	_ = x.record(p, learning.Record{Kind: learning.KindSessionLog, Session: p.grant.SessionID, Classroom: classroomID}, data)
+}
+
 // sessionEnded closes the session's quizzes and forgets its state (the
 // records stay in the store).
 func (x *interact) sessionEnded(id string) {
+	if x.store != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), recordTimeout)
+		if _, err := x.store.Add(ctx, learning.Record{Kind: learning.KindSessionLog, Session: id, Data: json.RawMessage(`{"event":"ended"}`)}); err != nil {
+			x.l.log.Error("session log not stored", "session", id, "err", err)
+		}
+		cancel()
+	}
 	x.mu.Lock()
 	s := x.sessions[id]
 	delete(x.sessions, id)

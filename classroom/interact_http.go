@@ -43,8 +43,8 @@ func (l *Live) getRecords(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	kind := r.URL.Query().Get("kind")
-	if kind != "" && kind != "quiz" && kind != "attendance" {
-		api.WriteError(w, http.StatusBadRequest, "invalid", "kind must be quiz or attendance (or absent for all)")
+	if kind != "" && kind != "quiz" && kind != "attendance" && kind != "session" {
+		api.WriteError(w, http.StatusBadRequest, "invalid", "kind must be quiz, attendance or session (or absent for all)")
 		return
 	}
 	if kind != "" {

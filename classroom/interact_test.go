@@ -227,6 +227,32 @@ func TestQuizOverControlChannel(t *testing.T) {
 	if st.Backlog < 21 {
 		t.Fatalf("outbox backlog %d, want at least the 21 quiz records", st.Backlog)
 	}
+
+	// Session log: hands, stage, mute and the end are records too.
+	if r := termB.request(t, map[string]any{"type": "hand", "raised": true}); r.str("type") != "ack" {
+		t.Fatalf("hand: %v", r)
+	}
+	if r := master.request(t, map[string]any{"type": "stage", "classroom_id": b, "on": true}); r.str("type") != "ack" {
+		t.Fatalf("stage: %v", r)
+	}
+	if r := master.request(t, map[string]any{"type": "end"}); r.str("type") != "ack" {
+		t.Fatalf("end: %v", r)
+	}
+	var events []string
+	waitFor(t, 5*time.Second, "session log", func() bool {
+		var logs records
+		getJSON(t, ctx, e, "/api/v1/sessions/"+s.ID+"/records?kind=session", &logs)
+		events = events[:0]
+		for _, r := range logs.Records {
+			var d struct{ Event string }
+			_ = json.Unmarshal(r.Data, &d)
+			events = append(events, d.Event+":"+r.Classroom)
+		}
+		return len(events) == 3
+	})
+	if fmt.Sprint(events) != "[hand:"+b+" stage:"+b+" ended:]" {
+		t.Fatalf("session log %v", events)
+	}
 }
 
 // TestAttendance: the roster CSV import refuses bad rows by number and

@@ -36,6 +36,7 @@ const (
 	KindAttendanceJoin  = "attendance.join"
 	KindAttendanceLeave = "attendance.leave"
 	KindAttendanceMark  = "attendance.mark"
+	KindSessionLog      = "session.log" // hands, stage, mute, end: what happened in the class
 )
 
 // MaxDataBytes bounds one record's data.
