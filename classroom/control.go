@@ -304,6 +304,7 @@ func (p *participant) do(hdr wire.Header, msg any) error {
 		c.mu.Unlock()
 		p.ack(hdr)
 		l.broadcast(c)
+		l.x.handChanged(g.SessionID, target, m.Raised)
 		l.x.logEvent(p, "hand", target, map[string]any{"raised": m.Raised})
 	case *Stage:
 		if !l.inSession(g.SessionID, m.Classroom) {

@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"slices"
 	"sync"
 	"time"
 
@@ -32,6 +33,7 @@ const (
 	TypeRoster      = "roster"       // ask for (client) / the expected students with their marks (edge)
 	TypeMark        = "mark"         // assistant (own classroom) / master → edge: present, late or absent
 	TypeMarks       = "marks"        // edge → master and the classroom's assistant: marks after a change
+	TypeHands       = "hands"        // edge → master: raised hands in the order they went up
 )
 
 // resultsEvery throttles quiz_results per quiz: forty classrooms answering
@@ -123,6 +125,13 @@ type Mark struct {
 	Status    string `json:"status"`
 }
 
+// Hands lists raised hands, first raised first. state.hands is sorted by
+// id; this is the queue the teacher answers in.
+type Hands struct {
+	wire.Header
+	Order []string `json:"order"`
+}
+
 // Marks is a classroom's marks after a change.
 type Marks struct {
 	wire.Header
@@ -211,6 +220,9 @@ type sessionInteract struct {
 	order   []string                     // quiz ids in push order
 	classes map[string]*attendance.Class // resolved roster by classroom
 	marks   map[string]map[string]string // classroom → student → status
+	// hands is the raise order; entries whose hand was lowered by going on
+	// stage linger until raised again (clients keep those in state.hands).
+	hands []string
 	// pageTokens are the terminal and assistant tokens minted for paired
 	// classroom pages, by classroom.
 	pageTokens map[string][2]string
@@ -561,12 +573,17 @@ func (x *interact) joined(p *participant) {
 	}
 	x.mu.Lock()
 	var open []*liveQuiz
+	var hands []string
 	if s := x.sessions[g.SessionID]; s != nil {
 		for _, id := range s.order {
 			open = append(open, s.quizzes[id])
 		}
+		hands = slices.Clone(s.hands)
 	}
 	x.mu.Unlock()
+	if g.Role == session.RoleMaster && hands != nil {
+		p.conn.Send(Hands{Header: wire.New(TypeHands), Order: hands})
+	}
 	for _, lq := range open {
 		r := lq.tally.Results()
 		if r.Open && inAudience(p, lq.audience) {
@@ -585,6 +602,23 @@ func (x *interact) left(p *participant, why string) {
 	if g.Role == session.RoleTerminal || g.Role == session.RoleAssistant {
 		_ = x.record(p, learning.Record{Kind: learning.KindAttendanceLeave, Session: g.SessionID, Classroom: g.ClassroomID},
 			map[string]any{"role": string(g.Role), "participant": p.id, "reason": why})
+	}
+}
+
+// handChanged keeps the order hands went up in and sends it to the master.
+func (x *interact) handChanged(sessionID, cid string, raised bool) {
+	x.mu.Lock()
+	s := x.sessionLocked(sessionID)
+	s.hands = slices.DeleteFunc(s.hands, func(h string) bool { return h == cid })
+	if raised {
+		s.hands = append(s.hands, cid)
+	}
+	order := slices.Clone(s.hands)
+	x.mu.Unlock()
+	for _, o := range x.l.participantsOf(sessionID) {
+		if o.grant.Role == session.RoleMaster {
+			o.conn.Send(Hands{Header: wire.New(TypeHands), Order: order})
+		}
 	}
 }
 

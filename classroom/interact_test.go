@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"slices"
 	"testing"
 	"time"
 )
@@ -349,4 +350,34 @@ func TestAttendance(t *testing.T) {
 	if last.Kind != "attendance.leave" || ld.Reason != "disconnected" || ld.Role != "terminal" {
 		t.Fatalf("leave event %s %s", last.Kind, last.Data)
 	}
+}
+
+// TestHandsInOrder: the master gets raised hands in the order they went
+// up (state.hands is sorted by id), also after joining late.
+func TestHandsInOrder(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	e := startEdge(t, ctx)
+	s := e.createClass(t, ctx, "Hands", 3)
+	ids := slices.Clone(s.Classrooms)
+	slices.Sort(ids)
+	order := []string{ids[2], ids[0], ids[1]} // not sorted
+	master := joined(t, ctx, e, s.Tokens.Master, "master")
+	for _, cid := range order {
+		c := joined(t, ctx, e, s.Tokens.Classrooms[cid].Terminal, cid)
+		if r := c.request(t, map[string]any{"type": "hand", "raised": true}); r.str("type") != "ack" {
+			t.Fatalf("hand: %v", r)
+		}
+	}
+	isOrder := func(want []string) func(msg) bool {
+		return func(m msg) bool { return m.str("type") == "hands" && fmt.Sprint(m["order"]) == fmt.Sprint(want) }
+	}
+	master.wait(t, "hands in order", isOrder(order))
+	if r := master.request(t, map[string]any{"type": "hand", "raised": false, "classroom_id": order[1]}); r.str("type") != "ack" {
+		t.Fatalf("lower: %v", r)
+	}
+	master.wait(t, "hands after lowering", isOrder([]string{order[0], order[2]}))
+	late := joined(t, ctx, e, s.Tokens.Master, "master again")
+	late.wait(t, "hands on join", isOrder([]string{order[0], order[2]}))
 }

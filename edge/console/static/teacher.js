@@ -4,7 +4,7 @@
 // went up, stage, mute, quizzes with live results, end.
 "use strict";
 
-const T = { state: null, hands: [], tiles: {}, results: null, quiz: null, errors: [], sessionId: "" };
+const T = { state: null, hands: [], handOrder: [], tiles: {}, results: null, quiz: null, errors: [], sessionId: "" };
 window.teacher = T;
 const $ = (id) => document.getElementById(id);
 $("admin").value = sessionStorage.getItem("campusedge.admin") || "";
@@ -53,8 +53,9 @@ function tile(cid) {
 function render() {
   const st = T.state;
   if (!st) return;
-  for (const h of st.hands) if (!T.hands.includes(h)) T.hands.push(h); // order of arrival
-  T.hands = T.hands.filter((h) => st.hands.includes(h));
+  // The edge's raise order (hands message), restricted to the hands up now;
+  // any the order does not know yet go last.
+  T.hands = T.handOrder.filter((h) => st.hands.includes(h)).concat(st.hands.filter((h) => !T.handOrder.includes(h)));
   $("hands").textContent = "";
   for (const h of T.hands) {
     $("hands").append(el("li", {}, (T.names[h] || h) + " ", el("button", { class: "quiet", onclick: () => T.conn.req({ type: "stage", classroom_id: h, on: true }) }, "Invite"),
@@ -80,6 +81,7 @@ async function run(id, token, classrooms) {
   classrooms.forEach(tile);
   T.conn = new Conn(token, "Master teacher", {
     state: (m) => { T.state = m; $("title").textContent = m.title; render(); },
+    hands: (m) => { T.handOrder = m.order; render(); },
     quiz_results: (m) => { if (T.quiz && m.results.quiz_id === T.quiz.id) { T.results = m.results; quizBars($("q-results"), T.quiz, m.results); } },
     ended: () => { $("status").textContent = "ended"; },
     error: (m) => T.errors.push(m.code + ": " + m.message),
