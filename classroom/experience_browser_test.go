@@ -229,10 +229,19 @@ func TestClassroomExperienceInChromium(t *testing.T) {
 	browserEval[bool](teacher, t, `window.stalled.forEach(([s, track]) => s.replaceTrack(track)); true`)
 	browserPoll(tabB, t, "banner gone after recovery", `document.getElementById("banner").hidden`)
 
-	// Room B's page is closed mid-class: gone on the teacher page within
+	// Room B's page dies mid-class: gone on the teacher page within
 	// seconds, and its leave is recorded.
-	bcancel()
+	// The renderer is crashed, not closed politely: no leave, no page
+	// unload handlers; the edge notices the connection end on its own.
+	cctx, ccancel := context.WithTimeout(tabB, 2*time.Second)
+	_ = chromedp.Do(cctx, chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error { return tg.Call(ctx, "Page.crash", nil, nil) }))
+	ccancel()
 	closedAt := time.Now()
+	ectx, ecancel := context.WithTimeout(tabB, 2*time.Second)
+	if _, err := chromedp.Run(ectx, chromedp.Evaluate[int]("1")); err == nil {
+		t.Fatal("room B's page still runs after Page.crash")
+	}
+	ecancel()
 	browserPoll(teacher, t, "room B shown gone", `document.getElementById("tile-`+b+`").dataset.present === "no"`)
 	if d := time.Since(closedAt); d > 10*time.Second {
 		t.Errorf("room B shown gone after %v", d)
