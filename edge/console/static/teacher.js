@@ -120,3 +120,18 @@ $("q-push").onclick = async () => {
   quizBars($("q-results"), q, { answered: 0, correct: 0, accuracy: 0, options: [], open: true });
 };
 $("q-close").onclick = () => T.quiz && T.conn.req({ type: "quiz_close", quiz_id: T.quiz.id });
+
+// A link made by the admin, teacher.html#session=<id>&master=<token>, joins
+// an existing session as its master teacher (no admin token needed).
+(async () => {
+  const h = new URLSearchParams(location.hash.slice(1));
+  const id = h.get("session"), tok = h.get("master");
+  if (!id || !tok) return;
+  try {
+    const res = await fetch("/api/v1/sessions/" + encodeURIComponent(id), { headers: { Authorization: "Bearer " + tok } });
+    const s = await res.json();
+    if (!res.ok) throw new Error((s.error && s.error.message) || res.statusText);
+    T.names = {};
+    await run(s.id, tok, s.classrooms);
+  } catch (e) { $("setup-error").textContent = e.message; T.errors.push(e.message); }
+})();
