@@ -16,6 +16,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/campusedge/campusedge/classroom/attendance"
 	"github.com/campusedge/campusedge/classroom/learning"
 	"github.com/campusedge/campusedge/classroom/quiz"
@@ -211,6 +213,9 @@ type interact struct {
 	store  LearningStore      // nil: records are only logged
 	roster *attendance.Source // nil: no roster on this edge
 
+	records      *prometheus.CounterVec // stored learning records by kind
+	recordErrors prometheus.Counter     // records that could not be stored
+
 	mu       sync.Mutex
 	sessions map[string]*sessionInteract
 }
@@ -241,7 +246,12 @@ type liveQuiz struct {
 }
 
 func newInteract(l *Live, store LearningStore, roster *attendance.Source) *interact {
-	return &interact{l: l, store: store, roster: roster, sessions: map[string]*sessionInteract{}}
+	return &interact{l: l, store: store, roster: roster, sessions: map[string]*sessionInteract{},
+		records: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "campusedge_learning_records_total",
+			Help: "Learning records (quiz answers, attendance, session log) stored and queued for the city, by kind."}, []string{"kind"}),
+		recordErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: "campusedge_learning_record_errors_total",
+			Help: "Learning records that could not be stored (see the log)."}),
+	}
 }
 
 func (x *interact) sessionLocked(id string) *sessionInteract {
@@ -267,9 +277,11 @@ func (x *interact) record(p *participant, r learning.Record, data any) error {
 	ctx, cancel := context.WithTimeout(context.Background(), recordTimeout)
 	defer cancel()
 	if _, err := x.store.Add(ctx, r); err != nil {
+		x.recordErrors.Inc()
 		p.log.Error("learning record not stored", "kind", r.Kind, "err", err)
 		return err
 	}
+	x.records.WithLabelValues(r.Kind).Inc()
 	return nil
 }
 
@@ -635,7 +647,10 @@ func (x *interact) sessionEnded(id string) {
 	if x.store != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), recordTimeout)
 		if _, err := x.store.Add(ctx, learning.Record{Kind: learning.KindSessionLog, Session: id, Data: json.RawMessage(`{"event":"ended"}`)}); err != nil {
+			x.recordErrors.Inc()
 			x.l.log.Error("session log not stored", "session", id, "err", err)
+		} else {
+			x.records.WithLabelValues(learning.KindSessionLog).Inc()
 		}
 		cancel()
 	}

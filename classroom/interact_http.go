@@ -21,6 +21,7 @@ func (l *Live) interactHandlers(srv *api.Server) {
 	srv.HandleFunc("PUT /api/v1/attendance/roster", srv.Admin(l.putRoster))
 	srv.HandleFunc("GET /api/v1/attendance/roster", srv.Admin(l.getRoster))
 	srv.HandleFunc("GET /api/v1/classroom/current", l.getCurrent)
+	srv.Registry().MustRegister(l.x.records, l.x.recordErrors)
 }
 
 func (l *Live) sessionParam(w http.ResponseWriter, r *http.Request) (session.Session, bool) {

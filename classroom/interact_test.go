@@ -228,6 +228,10 @@ func TestQuizOverControlChannel(t *testing.T) {
 	if st.Backlog < 21 {
 		t.Fatalf("outbox backlog %d, want at least the 21 quiz records", st.Backlog)
 	}
+	_, metrics := e.do(t, ctx, "GET", "/metrics", "", "", nil)
+	if v := metricValue(metrics, `campusedge_learning_records_total{kind="quiz.answer"}`); v != 19 {
+		t.Errorf("metric quiz.answer records %v, want 19", v)
+	}
 
 	// Session log: hands, stage, mute and the end are records too.
 	if r := termB.request(t, map[string]any{"type": "hand", "raised": true}); r.str("type") != "ack" {
