@@ -375,6 +375,13 @@ func (p *participant) doInteract(hdr wire.Header, msg any) error {
 		if !inAudience(p, lq.audience) {
 			return refused("forbidden", "quiz %q was pushed to another classroom", m.QuizID)
 		}
+		if m.Student != "" && x.roster != nil {
+			// With a roster for the room, a per-student answer must name one
+			// of its students; without one the id is taken as given.
+			if cl, err := x.class(g.SessionID, g.ClassroomID, "", false); err == nil && !slices.ContainsFunc(cl.Students, func(s attendance.Student) bool { return s.ID == m.Student }) {
+				return refused("not_found", "student %q is not on the roster of group %s", m.Student, cl.Group)
+			}
+		}
 		a := quiz.Answer{QuizID: m.QuizID, Classroom: g.ClassroomID, Student: m.Student, Choices: m.Choices, Value: m.Value}
 		correct, replaced, err := lq.tally.Add(a)
 		late := errors.Is(err, quiz.ErrClosed)

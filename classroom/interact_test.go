@@ -319,6 +319,17 @@ func TestAttendance(t *testing.T) {
 			t.Fatalf("mark %s: %v", st, r)
 		}
 	}
+	// Per-student answers name students of the room's roster.
+	q := map[string]any{"id": "qa", "kind": "single", "prompt": "?", "options": []string{"a", "b"}, "correct": []int{0}}
+	if r := asst.request(t, map[string]any{"type": "quiz", "question": q}); r.str("type") != "ack" {
+		t.Fatalf("push: %v", r)
+	}
+	if r := asst.request(t, map[string]any{"type": "quiz_answer", "quiz_id": "qa", "student_id": "s3", "choices": []int{0}}); errCode(r) != "not_found" {
+		t.Fatalf("answer for a student of another group: %v", r)
+	}
+	if r := asst.request(t, map[string]any{"type": "quiz_answer", "quiz_id": "qa", "student_id": "s2", "choices": []int{0}}); r.str("type") != "ack" {
+		t.Fatalf("answer for s2: %v", r)
+	}
 	asst.wait(t, "marks", func(m msg) bool {
 		mk, _ := m["marks"].(map[string]any)
 		return m.str("type") == "marks" && mk["s1"] == "present" && mk["s2"] == "late"
