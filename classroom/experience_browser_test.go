@@ -271,6 +271,9 @@ func TestClassroomExperienceInChromium(t *testing.T) {
 	if answers[a+"/"] != 1 || answers[b+"/"] != 2 || answers[a+"/s1"] != 1 {
 		t.Errorf("stored answers %v", answers)
 	}
+	// The teacher ends the class: the classroom page goes back to waiting.
+	browserEval[bool](teacher, t, `document.getElementById("end").click(); true`)
+	browserPoll(tabA, t, "room A waiting after the end", `document.getElementById("status").textContent === "no class now" && !document.getElementById("waiting").hidden && document.getElementById("live").hidden`)
 	if errs := browserEval[string](teacher, t, `JSON.stringify(window.teacher.errors)`); errs != "[]" {
 		t.Errorf("teacher page errors: %s", errs)
 	}
