@@ -396,3 +396,61 @@ func TestHandsInOrder(t *testing.T) {
 	late := joined(t, ctx, e, s.Tokens.Master, "master again")
 	late.wait(t, "hands on join", isOrder([]string{order[0], order[2]}))
 }
+
+// TestClassroomCurrent: a paired terminal's token finds the session of its
+// classroom with tokens that work on the control channel, the same on every
+// poll; nothing for a stranger or after the end.
+func TestClassroomCurrent(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	e := startEdge(t, ctx)
+	s := e.createClass(t, ctx, "Current", 2)
+	cid := s.Classrooms[1]
+	_, b := e.do(t, ctx, "POST", "/api/v1/classrooms/"+cid+"/pairing-codes", e.admin, "", nil)
+	var pc struct{ Code string }
+	_ = json.Unmarshal(b, &pc)
+	resp, b := e.do(t, ctx, "POST", "/api/v1/pair", "", "application/json", []byte(`{"code":"`+pc.Code+`","name":"screen"}`))
+	var paired struct{ Token string }
+	if err := json.Unmarshal(b, &paired); err != nil || resp.StatusCode != http.StatusCreated {
+		t.Fatalf("pair: %d %s", resp.StatusCode, b)
+	}
+	type current struct {
+		Classroom string `json:"classroom_id"`
+		Name      string `json:"classroom_name"`
+		Session   *struct{ ID string }
+		Terminal  string `json:"terminal_token"`
+		Assistant string `json:"assistant_token"`
+	}
+	get := func(tok string) (int, current) {
+		resp, b := e.do(t, ctx, "GET", "/api/v1/classroom/current", tok, "", nil)
+		var c current
+		_ = json.Unmarshal(b, &c)
+		return resp.StatusCode, c
+	}
+	if code, _ := get("not-a-token"); code != http.StatusUnauthorized {
+		t.Fatalf("stranger: %d", code)
+	}
+	if code, _ := get(s.Tokens.Master); code != http.StatusUnauthorized {
+		t.Fatalf("a session token is not a paired terminal's: %d", code)
+	}
+	code, c := get(paired.Token)
+	if code != http.StatusOK || c.Session == nil || c.Session.ID != s.ID || c.Classroom != cid || c.Name != "Room 1" || c.Terminal == "" || c.Assistant == "" {
+		t.Fatalf("current: %d %+v", code, c)
+	}
+	if _, again := get(paired.Token); again.Terminal != c.Terminal || again.Assistant != c.Assistant {
+		t.Fatal("tokens changed between polls")
+	}
+	for role, tok := range map[string]string{"terminal": c.Terminal, "assistant": c.Assistant} {
+		_, w := dialCtl(t, ctx, e, tok)
+		if w.str("role") != role || w.str("classroom_id") != cid || w.str("session_id") != s.ID {
+			t.Fatalf("%s token: %v", role, w)
+		}
+	}
+	if resp, b := e.do(t, ctx, "POST", "/api/v1/sessions/"+s.ID+"/end", e.admin, "", nil); resp.StatusCode != http.StatusOK {
+		t.Fatalf("end: %d %s", resp.StatusCode, b)
+	}
+	if _, c := get(paired.Token); c.Session != nil {
+		t.Fatalf("an ended session is still current: %+v", c)
+	}
+}
