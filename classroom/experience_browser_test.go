@@ -200,6 +200,11 @@ func TestClassroomExperienceInChromium(t *testing.T) {
 	browserPoll(teacher, t, "sharing the screen", `window.teacher.sharing === true`)
 	browserPoll(tabA, t, "room A receives the screen", `document.querySelectorAll("#master-video video").length === 2`)
 
+	// Back from the stage: room B stops showing room A.
+	browserEval[bool](teacher, t, `document.querySelector("#tile-`+a+` .bar-top button").click(); true`)
+	browserPoll(tabB, t, "room A off stage at B", `window.room.state.stage === "" && document.querySelectorAll("#onstage video").length === 0`)
+	browserPoll(teacher, t, "stage button reads On stage", `document.querySelector("#tile-`+a+` .bar-top button").textContent === "On stage"`)
+
 	// Mute from the teacher page: enforced by the edge, shown on the tile.
 	browserEval[bool](teacher, t, `document.querySelector("#tile-`+b+` .bar-top button:last-child").click(); true`)
 	browserPoll(teacher, t, "room B muted", `window.teacher.state.muted.includes("`+b+`") && document.querySelector("#tile-`+b+` .bar-top button:last-child").textContent === "Unmute"`)

@@ -1,6 +1,7 @@
 package classroom
 
 import (
+	"encoding/json"
 	"errors"
 	"net/http"
 	"strconv"
@@ -113,7 +114,7 @@ func (l *Live) getAttendance(w http.ResponseWriter, r *http.Request) {
 				var d struct {
 					Status string `json:"status"`
 				}
-				if err := jsonUnmarshal(rec.Data, &d); err == nil {
+				if err := json.Unmarshal(rec.Data, &d); err == nil {
 					a.Marks[rec.Student] = d.Status
 				}
 			}
