@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 )
@@ -192,6 +193,15 @@ func TestQuizOverControlChannel(t *testing.T) {
 		t.Fatalf("room B answered room A's quiz: %v", r)
 	}
 
+	// A question at the size limits is stored too.
+	long := map[string]any{"id": "big", "kind": "multiple", "prompt": strings.Repeat("<é>", 300), "options": slices.Repeat([]string{strings.Repeat("&", 150)}, 10), "correct": []int{0}}
+	if r := master.request(t, map[string]any{"type": "quiz", "question": long}); r.str("type") != "ack" {
+		t.Fatalf("push the long question: %v", r)
+	}
+	if r := master.request(t, map[string]any{"type": "quiz_close", "quiz_id": "big"}); r.str("type") != "ack" {
+		t.Fatalf("close: %v", r)
+	}
+
 	// Stored: the question and every answer (the late one marked), each
 	// with an outbox sequence; the outbox holds them for the city.
 	var recs records
@@ -218,15 +228,15 @@ func TestQuizOverControlChannel(t *testing.T) {
 			}
 		}
 	}
-	if questions != 2 || answers != 19 || lates != 1 {
-		t.Fatalf("stored %d questions, %d answers (%d late); want 2, 19 (1 late)", questions, answers, lates)
+	if questions != 3 || answers != 19 || lates != 1 {
+		t.Fatalf("stored %d questions, %d answers (%d late); want 3, 19 (1 late)", questions, answers, lates)
 	}
 	var st struct {
 		Backlog uint64 `json:"backlog"`
 	}
 	getJSON(t, ctx, e, "/api/v1/sync", &st)
-	if st.Backlog < 21 {
-		t.Fatalf("outbox backlog %d, want at least the 21 quiz records", st.Backlog)
+	if st.Backlog < 22 {
+		t.Fatalf("outbox backlog %d, want at least the 22 quiz records", st.Backlog)
 	}
 	_, metrics := e.do(t, ctx, "GET", "/metrics", "", "", nil)
 	if v := metricValue(metrics, `campusedge_learning_records_total{kind="quiz.answer"}`); v != 19 {

@@ -39,8 +39,10 @@ const (
 	KindSessionLog      = "session.log" // hands, stage, mute, end: what happened in the class
 )
 
-// MaxDataBytes bounds one record's data.
-const MaxDataBytes = 8 << 10
+// MaxDataBytes bounds one record's data: a quiz question (at most 3,000
+// characters of text, ~20 KB as JSON at worst) fits, and the whole record
+// stays under the sync wire's 64 KiB payload limit.
+const MaxDataBytes = 48 << 10
 
 // Record is one learning record.
 type Record struct {
