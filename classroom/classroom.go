@@ -21,6 +21,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/campusedge/campusedge/classroom/attendance"
 	"github.com/campusedge/campusedge/classroom/session"
 	"github.com/campusedge/campusedge/classroom/sfu"
 	"github.com/campusedge/campusedge/edge/api"
@@ -49,6 +50,15 @@ type Config struct {
 	// holds recordings being written; without both nothing is recorded.
 	Lessons   LessonStore
 	RecordDir string
+	// Learning stores quiz answers and attendance (learning.Store); nil
+	// keeps none. Attendance resolves rosters; nil: no roster.
+	Learning   LearningStore
+	Attendance *attendance.Source
+	// TerminalClassroom returns the classroom of a paired terminal's token
+	// (fleet); a paired classroom page uses it to find its sessions.
+	TerminalClassroom func(token string) (string, error)
+	// ClassroomName names a classroom for its page ("" if unknown).
+	ClassroomName func(id string) string
 }
 
 // Live is the running capability.
@@ -64,6 +74,10 @@ type Live struct {
 	mu        sync.Mutex
 	classes   map[string]*class    // control state by session id
 	upstreams map[string]*upstream // cascades by session id
+
+	x                 *interact // quizzes and attendance (interact.go)
+	terminalClassroom func(token string) (string, error)
+	classroomName     func(id string) string
 }
 
 // Mount builds sessions and the SFU and registers their routes.
@@ -80,12 +94,17 @@ func Mount(cfg Config) (*Live, error) {
 	l.rec = newRecorders(cfg.Lessons, cfg.RecordDir, l.Sessions, cfg.Logger.With("component", "recorder"))
 	s.SetTap(l.rec.tap)
 	l.registerRecording(cfg.Server)
+	l.x = newInteract(l, cfg.Learning, cfg.Attendance)
+	l.terminalClassroom = cfg.TerminalClassroom
+	l.classroomName = cfg.ClassroomName
 	l.Sessions.OnEnd(func(id string) {
 		l.log.Info("session ended; closing its media", "session", id)
 		l.ended(id)
 		go l.stopUpstream(id) // not inline: End may run inside a handler the pull's teardown waits on
 		s.CloseRoom(id)
+		l.x.sessionEnded(id)
 	})
+	l.interactHandlers(cfg.Server)
 	cfg.Server.HandleControl(l)
 	l.upstreamHandlers(cfg.Server)
 	(&session.Handlers{M: l.Sessions, IsAdmin: cfg.IsAdmin, Recording: l.rec.status}).Register(cfg.Server)

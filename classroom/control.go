@@ -53,6 +53,12 @@ var permissions = map[string][]session.Role{
 	TypeStage:     {session.RoleMaster},
 	TypeMute:      {session.RoleMaster, session.RoleAssistant}, // assistant: own classroom only
 	TypeEnd:       {session.RoleMaster},
+	// interact.go: quizzes and attendance.
+	TypeQuiz:       {session.RoleMaster, session.RoleAssistant},   // assistant: to own classroom
+	TypeQuizAnswer: {session.RoleAssistant, session.RoleTerminal}, // terminal: for the room
+	TypeQuizClose:  {session.RoleMaster, session.RoleAssistant},
+	TypeRoster:     {session.RoleMaster, session.RoleAssistant, session.RoleTerminal},
+	TypeMark:       {session.RoleMaster, session.RoleAssistant},
 }
 
 var roleHint = map[session.Role]string{
@@ -229,7 +235,11 @@ func (p *participant) do(hdr wire.Header, msg any) error {
 		p.log.Info("joined class")
 		p.ack(hdr)
 		l.broadcast(c)
+		l.x.joined(p)
 	case *Leave:
+		if p.joined {
+			l.x.left(p, "left")
+		}
 		p.leaveLocked()
 		p.ack(hdr)
 	case *Publish:
@@ -294,6 +304,8 @@ func (p *participant) do(hdr wire.Header, msg any) error {
 		c.mu.Unlock()
 		p.ack(hdr)
 		l.broadcast(c)
+		l.x.handChanged(g.SessionID, target, m.Raised)
+		l.x.logEvent(p, "hand", target, map[string]any{"raised": m.Raised})
 	case *Stage:
 		if !l.inSession(g.SessionID, m.Classroom) {
 			return refused("not_found", "classroom %q is not part of this session", m.Classroom)
@@ -318,6 +330,7 @@ func (p *participant) do(hdr wire.Header, msg any) error {
 		l.stageChanged(g.SessionID, stage)
 		p.ack(hdr)
 		l.broadcast(c)
+		l.x.logEvent(p, "stage", m.Classroom, map[string]any{"on": m.On})
 	case *Mute:
 		if g.Role == session.RoleAssistant && m.Classroom != g.ClassroomID {
 			return refused("forbidden", "an assistant teacher can mute only their own classroom (%s)", g.ClassroomID)
@@ -335,6 +348,7 @@ func (p *participant) do(hdr wire.Header, msg any) error {
 		l.SFU.SetMuted(g.SessionID, sourceOf(m.Classroom), m.Muted)
 		p.ack(hdr)
 		l.broadcast(c)
+		l.x.logEvent(p, "mute", m.Classroom, map[string]any{"muted": m.Muted})
 	case *End:
 		p.ack(hdr)
 		p.mu.Unlock() // End runs the OnEnd hooks, which close every participant
@@ -343,6 +357,8 @@ func (p *participant) do(hdr wire.Header, msg any) error {
 		if err != nil {
 			return refused("not_found", "%v", err)
 		}
+	default:
+		return p.doInteract(hdr, msg) // interact.go
 	}
 	return nil
 }
@@ -439,6 +455,9 @@ func (p *participant) Closed() {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if p.joined {
+		p.l.x.left(p, "disconnected") // also a terminal that vanished: noticed here
+	}
 	p.leaveLocked()
 	p.log.Info("control connection closed")
 }

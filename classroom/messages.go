@@ -166,7 +166,7 @@ func decodeMessage(hdr wire.Header, data []byte) (any, error) {
 	case TypeEnd:
 		v = &End{}
 	default:
-		return nil, fmt.Errorf("%w: message type %q is not part of live classes v%d", errUnknownType, hdr.Type, wire.Version)
+		return decodeInteract(hdr, data) // interact.go: quizzes, attendance
 	}
 	if err := wire.DecodeBody(data, v); err != nil {
 		return nil, err

@@ -21,6 +21,8 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/campusedge/campusedge/classroom"
+	"github.com/campusedge/campusedge/classroom/attendance"
+	"github.com/campusedge/campusedge/classroom/learning"
 	"github.com/campusedge/campusedge/classroom/session"
 	"github.com/campusedge/campusedge/edge/api"
 	"github.com/campusedge/campusedge/edge/buildinfo"
@@ -53,6 +55,9 @@ func Migrations() []store.Migration {
 		{Name: "resource cache: pins, timetable, upload queue", Up: cache.MigratePolicy},
 		{Name: "sync: outbox, enrolment, downlink documents", Up: func(tx *bolt.Tx) error {
 			return errors.Join(outbox.Migrate(tx), uplink.Migrate(tx))
+		}},
+		{Name: "classroom experience: learning records, local roster", Up: func(tx *bolt.Tx) error {
+			return errors.Join(learning.Migrate(tx), attendance.Migrate(tx))
 		}},
 	}
 }
@@ -144,9 +149,17 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts Options)
 	rc.Register(srv)
 	rc.Start(ctx) // catalogue sync; a no-op without -cloud
 	// Live classes: sessions, SFU, WHIP/WHEP (classroom/).
+	// Quiz answers and attendance are learning records, each appended to the
+	// sync outbox in the same transaction (swap outbox.AppendTx to reroute).
+	learn := learning.New(st.DB(), outbox.AppendTx, nil)
+	roster := &attendance.Source{DB: st.DB(), Docs: func(kind string) ([]byte, error) { return uplink.Doc(st.DB(), kind) },
+		Room: func(cid string) string { c, _ := fl.Classroom(cid); return c.RoomCode }}
 	live, err := classroom.Mount(classroom.Config{Server: srv, IsAdmin: id.CheckAdminToken, Listen: cfg.Listen, EdgeID: id.ID, Logger: log.With("component", "live"),
 		Lessons: rc, RecordDir: filepath.Join(cfg.DataDir, "recordings"),
-		Classroom: func(cid string) error { _, err := fl.Classroom(cid); return err }})
+		Classroom: func(cid string) error { _, err := fl.Classroom(cid); return err },
+		Learning:  learn, Attendance: roster,
+		TerminalClassroom: func(tok string) (string, error) { t, err := fl.Authenticate(tok); return t.ClassroomID, err },
+		ClassroomName:     func(cid string) string { c, _ := fl.Classroom(cid); return c.Name }})
 	if err != nil {
 		_ = ln.Close()
 		return err

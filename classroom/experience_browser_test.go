@@ -1,0 +1,295 @@
+package classroom_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+)
+
+// screenshotsEnv, when set to 1, makes TestClassroomExperienceInChromium
+// write its screenshots to docs/screenshots (committed, linked from the
+// README) instead of the test's temp dir.
+const screenshotsEnv = "CAMPUSEDGE_SCREENSHOTS"
+
+func chromiumAllocator(t *testing.T, ctx context.Context, out *syncBuffer) context.Context {
+	t.Helper()
+	if _, err := os.Stat(chromiumPath); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("chromium is required in CI: %v (apt-get install chromium)", err)
+		}
+		t.Skipf("chromium not installed (%v)", err)
+	}
+	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(chromiumPath),
+		chromedp.Headless,
+		chromedp.NoSandbox,
+		chromedp.DisableGPU,
+		chromedp.NoFirstRun,
+		chromedp.WindowSize(1280, 800),
+		chromedp.Flag("disable-quic", true),
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+		chromedp.Flag("use-fake-device-for-media-stream", true),
+		chromedp.Flag("use-fake-ui-for-media-stream", true),
+		chromedp.Flag("allow-loopback-in-peer-connection", true),
+		chromedp.Flag("autoplay-policy", "no-user-gesture-required"),
+		chromedp.Flag("disable-background-timer-throttling", true),
+		chromedp.Flag("disable-renderer-backgrounding", true),
+		chromedp.Flag("disable-backgrounding-occluded-windows", true),
+		chromedp.Flag("disable-features", "Translate,BlinkGenPropertyTrees,WebRtcHideLocalIpsWithMdns"),
+		chromedp.UserDataDir(t.TempDir()),
+		chromedp.CombinedOutput(out),
+	)
+	allocCtx, cancel := chromedp.NewExecAllocator(ctx, opts...)
+	t.Cleanup(cancel)
+	return allocCtx
+}
+
+func navigate(t *testing.T, tab context.Context, url string) {
+	t.Helper()
+	sctx, c := context.WithTimeout(tab, 15*time.Second)
+	defer c()
+	if err := chromedp.Do(sctx, chromedp.Navigate(url)); err != nil {
+		t.Fatalf("open %s: %v", url, err)
+	}
+}
+
+func screenshot(t *testing.T, tab context.Context, name string) {
+	t.Helper()
+	dir := t.TempDir()
+	if os.Getenv(screenshotsEnv) == "1" {
+		dir = filepath.Join("..", "docs", "screenshots")
+	}
+	sctx, c := context.WithTimeout(tab, 10*time.Second)
+	defer c()
+	png, err := chromedp.Run(sctx, chromedp.CaptureScreenshot())
+	if err != nil {
+		t.Fatalf("screenshot %s: %v", name, err)
+	}
+	if len(png) < 1000 {
+		t.Fatalf("screenshot %s is %d bytes", name, len(png))
+	}
+	if err := os.WriteFile(filepath.Join(dir, name), png, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func jsString(s string) string { b, _ := json.Marshal(s); return string(b) }
+
+// TestClassroomExperienceInChromium is the issue's browser test, in real
+// headless Chromium with a real edge: the teacher page creates and starts a
+// class and publishes; two paired classroom pages join by themselves and
+// decode the lesson; a raised hand reaches the teacher; a classroom on stage
+// is seen by the other; a quiz answered on both pages (and per student by an
+// assistant) gives the teacher matching live results; marks and answers are
+// in the store; the master's feed stalling shows the banner and recovers;
+// a classroom page closed mid-class is shown gone and its leave recorded.
+func TestClassroomExperienceInChromium(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), 150*time.Second)
+	defer cancel()
+	var browserLog syncBuffer
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("chromium output:\n%s", browserLog.String())
+		}
+	})
+	allocCtx := chromiumAllocator(t, ctx, &browserLog)
+	e := startEdge(t, ctx)
+
+	// Two classrooms whose room codes are homerooms of the roster.
+	rooms := map[string]string{}
+	for _, code := range []string{"7A", "7B"} {
+		resp, b := e.do(t, ctx, "POST", "/api/v1/classrooms", e.admin, "application/json", []byte(fmt.Sprintf(`{"name":"Room %s","room_code":"%s"}`, code, code)))
+		if resp.StatusCode != http.StatusCreated {
+			t.Fatalf("classroom: %d %s", resp.StatusCode, b)
+		}
+		var c struct{ ID string }
+		_ = json.Unmarshal(b, &c)
+		rooms[code] = c.ID
+	}
+	a, b := rooms["7A"], rooms["7B"]
+	if resp, body := e.do(t, ctx, "PUT", "/api/v1/attendance/roster", e.admin, "text/csv",
+		[]byte("student_id,name,homeroom,groups\ns1,Li Wei,7A,\ns2,Wang Fang,7A,\ns3,Zhang San,7B,\n")); resp.StatusCode != http.StatusOK {
+		t.Fatalf("roster: %d %s", resp.StatusCode, body)
+	}
+
+	blog := func(f string, a ...any) { fmt.Fprintf(&browserLog, f+"\n", a...) }
+	teacher, tcancel := chromedp.NewContext(allocCtx, chromedp.WithLogf(blog), chromedp.WithErrorf(blog))
+	defer tcancel()
+	if err := chromedp.Do(teacher); err != nil {
+		t.Fatalf("start chromium: %v", err)
+	}
+	// Each classroom page in its own browser context: two screens, two
+	// storages (the paired token lives in the page's localStorage).
+	tabA, acancel := chromedp.NewContext(teacher, chromedp.WithNewBrowserContext())
+	defer acancel()
+	tabB, bcancel := chromedp.NewContext(teacher, chromedp.WithNewBrowserContext())
+	defer bcancel()
+	for _, tab := range []context.Context{tabA, tabB} {
+		if err := chromedp.Do(tab); err != nil {
+			t.Fatalf("open a tab: %v", err)
+		}
+	}
+
+	// Pair each classroom page once with a code, as a school would.
+	for code, tab := range map[string]context.Context{"7A": tabA, "7B": tabB} {
+		resp, body := e.do(t, ctx, "POST", "/api/v1/classrooms/"+rooms[code]+"/pairing-codes", e.admin, "", nil)
+		var pc struct{ Code string }
+		if err := json.Unmarshal(body, &pc); err != nil || resp.StatusCode != http.StatusCreated {
+			t.Fatalf("pairing code: %d %s", resp.StatusCode, body)
+		}
+		navigate(t, tab, e.url+"/classroom.html")
+		browserPoll(tab, t, "pairing form", `!document.getElementById("pair").hidden`)
+		browserEval[bool](tab, t, `document.getElementById("pair-code").value = `+jsString(pc.Code)+`; document.getElementById("pair-go").click(); true`)
+		browserPoll(tab, t, "paired "+code, `!!localStorage.getItem("campusedge-terminal") && document.getElementById("status").textContent === "no class now"`)
+	}
+
+	// The teacher starts the class from the teacher page.
+	navigate(t, teacher, e.url+"/teacher.html")
+	browserEval[bool](teacher, t, `document.getElementById("admin").value = `+jsString(e.admin)+`; document.getElementById("load").click(); true`)
+	browserPoll(teacher, t, "classrooms listed", `document.querySelectorAll(".room").length === 2`)
+	browserEval[bool](teacher, t, `document.getElementById("class-title").value = "Maths 7 in Chromium"; document.getElementById("start").click(); true`)
+	browserPoll(teacher, t, "teacher publishing", `window.teacher.published === true`)
+
+	// Both classroom pages join by themselves, publish, and decode the lesson.
+	for name, tab := range map[string]context.Context{"A": tabA, "B": tabB} {
+		browserPoll(tab, t, name+" joined and publishing", `window.room.published === true`)
+		browserPoll(tab, t, name+" decoding the lesson", `(window.room.conn.videoStats().then(f => window.vf = f), !!window.vf && window.vf.master > 0)`)
+	}
+	browserPoll(teacher, t, "teacher decoding both classrooms",
+		`(window.teacher.conn.videoStats().then(f => window.vf = f), !!window.vf && window.vf["classroom:`+a+`"] > 0 && window.vf["classroom:`+b+`"] > 0)`)
+
+	// A raised hand reaches the teacher page.
+	browserEval[bool](tabA, t, `document.getElementById("hand").click(); true`)
+	browserPoll(teacher, t, "hand on the teacher page", `document.querySelectorAll("#hands li").length === 1 && document.querySelector("#tile-`+a+` .hand").textContent !== ""`)
+
+	// Invited on stage, room A is seen by room B.
+	browserEval[bool](teacher, t, `document.querySelector("#hands li button").click(); true`)
+	browserPoll(tabB, t, "room B decoding room A on stage", `(window.room.conn.videoStats().then(f => window.vf = f), !!window.vf && window.vf["classroom:`+a+`"] > 0)`)
+	browserPoll(teacher, t, "hand lowered by going on stage", `document.querySelectorAll("#hands li").length === 0`)
+
+	// A quiz: room A answers B (correct), room B answers A, A's assistant
+	// answers B for student s1. The teacher's live results match.
+	browserEval[bool](teacher, t, `document.getElementById("q-prompt").value = "2 + 2 = ?"; document.getElementById("q-options").value = "3, 4, 5"; document.getElementById("q-correct").value = "2"; document.getElementById("q-push").click(); true`)
+	for name, tab := range map[string]context.Context{"A": tabA, "B": tabB} {
+		browserPoll(tab, t, "quiz on "+name, `document.querySelectorAll("#quiz-options button").length === 3 && !document.getElementById("quiz").hidden`)
+	}
+	browserPoll(tabA, t, "roster of 7A loaded", `document.querySelectorAll("#roster .roster-row").length === 2`)
+	browserEval[bool](tabA, t, `document.querySelectorAll("#quiz-options button")[1].click(); true`)
+	browserEval[bool](tabB, t, `document.querySelectorAll("#quiz-options button")[0].click(); true`)
+	browserEval[bool](tabA, t, `document.getElementById("student-pick").value = "s1"; document.querySelectorAll("#student-options button")[1].click(); true`)
+	browserPoll(teacher, t, "teacher's live results", `!!window.teacher.results && window.teacher.results.answered === 3 && window.teacher.results.correct === 2 && window.teacher.results.options.join() === "1,2,0" && document.querySelector("#q-results .accuracy").textContent.startsWith("3 answered · 2 correct · accuracy 67%")`)
+
+	// The assistant marks the roster.
+	browserEval[bool](tabA, t, `document.querySelector('[data-student="s1"] [data-status="present"]').click(); true`)
+	browserPoll(tabA, t, "s1 marked", `document.querySelector('[data-student="s1"] [data-status="present"]').className === "mark-present"`)
+	browserEval[bool](tabA, t, `document.querySelector('[data-student="s2"] [data-status="late"]').click(); true`)
+	browserPoll(tabA, t, "s2 marked", `document.querySelector('[data-student="s2"] [data-status="late"]').className === "mark-late"`)
+
+	// A screen share added mid-class reaches the rooms as a second video
+	// track of the lesson (renegotiation on the same connection).
+	browserEval[bool](teacher, t, `document.getElementById("share").click(); true`)
+	browserPoll(teacher, t, "sharing the screen", `window.teacher.sharing === true`)
+	browserPoll(tabA, t, "room A receives the screen", `document.querySelectorAll("#master-video video").length === 2`)
+
+	// Back from the stage: room B stops showing room A.
+	browserEval[bool](teacher, t, `document.querySelector("#tile-`+a+` .bar-top button").click(); true`)
+	browserPoll(tabB, t, "room A off stage at B", `window.room.state.stage === "" && document.querySelectorAll("#onstage video").length === 0`)
+	browserPoll(teacher, t, "stage button reads On stage", `document.querySelector("#tile-`+a+` .bar-top button").textContent === "On stage"`)
+
+	// Mute from the teacher page: enforced by the edge, shown on the tile.
+	browserEval[bool](teacher, t, `document.querySelector("#tile-`+b+` .bar-top button:last-child").click(); true`)
+	browserPoll(teacher, t, "room B muted", `window.teacher.state.muted.includes("`+b+`") && document.querySelector("#tile-`+b+` .bar-top button:last-child").textContent === "Unmute"`)
+
+	// Room A's control connection drops (not the end of the class): the page
+	// joins again by itself and decodes the lesson again.
+	browserEval[bool](tabA, t, `window.vf = null; window.room.conn.ws.close(); true`)
+	browserPoll(tabA, t, "room A rejoined", `window.room.joins === 2 && window.room.published === true`)
+	browserPoll(tabA, t, "room A decoding after rejoining", `(window.room.conn.videoStats().then(f => window.vf = f), !!window.vf && window.vf.master > 0)`)
+
+	screenshot(t, teacher, "teacher.png")
+	screenshot(t, tabA, "classroom.png")
+
+	// The master's feed stalls (no frames, as when a cascade is cut): the
+	// banner shows while hands keep working, and goes when frames return.
+	browserEval[bool](teacher, t, `window.stalled = window.teacher.conn.pub.getSenders().filter(s => s.track && s.track.kind === "video").map(s => [s, s.track]); window.stalled.forEach(([s]) => s.replaceTrack(null)); true`)
+	browserPoll(tabB, t, "feed-lost banner", `!document.getElementById("banner").hidden`)
+	browserEval[bool](tabB, t, `document.getElementById("hand").click(); true`)
+	browserPoll(teacher, t, "hand during the outage", `document.querySelectorAll("#hands li").length === 1`)
+	browserEval[bool](tabB, t, `document.getElementById("aq-prompt").value = "Which is a mammal?"; document.getElementById("aq-options").value = "whale, shark"; document.getElementById("aq-push").click(); true`)
+	browserPoll(tabB, t, "the assistant's quiz shown", `document.getElementById("quiz-prompt").textContent === "Which is a mammal?" && document.querySelectorAll("#quiz-options button").length === 2`)
+	browserEval[bool](tabB, t, `document.querySelectorAll("#quiz-options button")[0].click(); true`)
+	browserPoll(tabB, t, "the assistant's results during the outage", `!!document.querySelector("#room-results .accuracy") && document.querySelector("#room-results .accuracy").textContent.startsWith("1 answered · 1 correct")`)
+	if !browserEval[bool](tabB, t, `!document.getElementById("banner").hidden`) {
+		t.Error("the banner went away while the feed was still stalled")
+	}
+	browserEval[bool](teacher, t, `window.stalled.forEach(([s, track]) => s.replaceTrack(track)); true`)
+	browserPoll(tabB, t, "banner gone after recovery", `document.getElementById("banner").hidden`)
+
+	// Room B's page dies mid-class: gone on the teacher page within
+	// seconds, and its leave is recorded.
+	// The renderer is crashed, not closed politely: no leave, no page
+	// unload handlers; the edge notices the connection end on its own.
+	cctx, ccancel := context.WithTimeout(tabB, 2*time.Second)
+	_ = chromedp.Do(cctx, chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error { return tg.Call(ctx, "Page.crash", nil, nil) }))
+	ccancel()
+	closedAt := time.Now()
+	ectx, ecancel := context.WithTimeout(tabB, 2*time.Second)
+	if _, err := chromedp.Run(ectx, chromedp.Evaluate[int]("1")); err == nil {
+		t.Fatal("room B's page still runs after Page.crash")
+	}
+	ecancel()
+	browserPoll(teacher, t, "room B shown gone", `document.getElementById("tile-`+b+`").dataset.present === "no"`)
+	if d := time.Since(closedAt); d > 10*time.Second {
+		t.Errorf("room B shown gone after %v", d)
+	}
+	var att struct {
+		Classrooms map[string]struct {
+			Joins, Leaves int
+			Marks         map[string]string
+		}
+	}
+	waitFor(t, 10*time.Second, "room B's leave recorded", func() bool {
+		getJSON(t, ctx, e, "/api/v1/sessions/"+browserEval[string](teacher, t, `window.teacher.sessionId`)+"/attendance", &att)
+		return att.Classrooms[b].Leaves >= 1
+	})
+	if ca := att.Classrooms[a]; ca.Joins < 1 || ca.Marks["s1"] != "present" || ca.Marks["s2"] != "late" {
+		t.Errorf("room A attendance %+v", ca)
+	}
+	var recs records
+	getJSON(t, ctx, e, "/api/v1/sessions/"+browserEval[string](teacher, t, `window.teacher.sessionId`)+"/records?kind=quiz", &recs)
+	answers := map[string]int{}
+	for _, r := range recs.Records {
+		if r.Kind == "quiz.answer" {
+			answers[r.Classroom+"/"+r.Student]++
+		}
+	}
+	// Room B answered the master's quiz and its assistant's own.
+	if answers[a+"/"] != 1 || answers[b+"/"] != 2 || answers[a+"/s1"] != 1 {
+		t.Errorf("stored answers %v", answers)
+	}
+	// The teacher ends the class: the classroom page goes back to waiting.
+	browserEval[bool](teacher, t, `document.getElementById("end").click(); true`)
+	browserPoll(tabA, t, "room A waiting after the end", `document.getElementById("status").textContent === "no class now" && !document.getElementById("waiting").hidden && document.getElementById("live").hidden`)
+	if errs := browserEval[string](teacher, t, `JSON.stringify(window.teacher.errors)`); errs != "[]" {
+		t.Errorf("teacher page errors: %s", errs)
+	}
+	// The console's panel shows the session's attendance.
+	navigate(t, teacher, e.url+"/")
+	browserEval[bool](teacher, t, `document.getElementById("token").value = `+jsString(e.admin)+`; document.querySelector('#signin-form button[type="submit"]').click(); true`)
+	browserPoll(teacher, t, "console attendance panel", `(() => { const r = document.querySelector('#attendance-panel tr[data-classroom="`+b+`"]'); return !!r && Number(r.children[3].textContent) >= 1 && r.children[1].textContent === "no"; })()`)
+	for name, tab := range map[string]context.Context{"A": tabA} {
+		errs := browserEval[string](tab, t, `JSON.stringify((window.teacher || window.room).errors)`)
+		if errs != "[]" {
+			t.Errorf("%s page errors: %s", name, errs)
+		}
+	}
+}

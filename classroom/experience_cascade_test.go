@@ -1,0 +1,99 @@
+package classroom_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/url"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+)
+
+// TestClassroomPageSurvivesCascadeCut: a master teacher's page at school A
+// (real Chromium camera) teaches a classroom page at school B through the
+// cascade (B pulls the lesson over a cut-able "WAN"). When the WAN is cut
+// the classroom page shows the banner while its hand and its assistant's
+// quiz keep working; when the WAN returns the lesson comes back and the
+// banner goes, with nobody touching the page.
+func TestClassroomPageSurvivesCascadeCut(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), 150*time.Second)
+	defer cancel()
+	var browserLog syncBuffer
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("chromium output:\n%s", browserLog.String())
+		}
+	})
+	allocCtx := chromiumAllocator(t, ctx, &browserLog)
+	a := startEdge(t, ctx)
+	b := startEdge(t, ctx)
+	sa := a.createSession(t, ctx, "City lesson")
+	sb := b.createClass(t, ctx, "City lesson at B", 1)
+	cid := sb.Classrooms[0]
+	wan := startWAN(t, a.url[len("http://"):])
+
+	blog := func(f string, args ...any) { fmt.Fprintf(&browserLog, f+"\n", args...) }
+	teacher, tcancel := chromedp.NewContext(allocCtx, chromedp.WithLogf(blog), chromedp.WithErrorf(blog))
+	defer tcancel()
+	if err := chromedp.Do(teacher); err != nil {
+		t.Fatalf("start chromium: %v", err)
+	}
+	room, rcancel := chromedp.NewContext(teacher, chromedp.WithNewBrowserContext())
+	defer rcancel()
+	if err := chromedp.Do(room); err != nil {
+		t.Fatalf("open a tab: %v", err)
+	}
+
+	// The master teaches at A from a link with the session's master token.
+	navigate(t, teacher, a.url+"/teacher.html#session="+sa.ID+"&master="+url.QueryEscape(sa.Tokens.Master))
+	browserPoll(teacher, t, "teacher publishing at A", `window.teacher.published === true`)
+
+	// B takes the lesson from A over the WAN.
+	req, _ := json.Marshal(map[string]any{
+		"url": wan.httpURL + "/whep/" + sa.ID, "token": sa.Tokens.Cascade,
+		"ice_servers":          []map[string]any{{"urls": []string{wan.turnURL}, "username": "edge-b", "credential": "wan-secret"}},
+		"ice_transport_policy": "relay",
+	})
+	if resp, rb := b.do(t, ctx, "PUT", "/api/v1/sessions/"+sb.ID+"/upstream", b.admin, "application/json", req); resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("PUT upstream: %d %s", resp.StatusCode, rb)
+	}
+
+	// B's classroom page, paired once, joins by itself and shows the lesson.
+	resp, body := b.do(t, ctx, "POST", "/api/v1/classrooms/"+cid+"/pairing-codes", b.admin, "", nil)
+	var pc struct{ Code string }
+	if err := json.Unmarshal(body, &pc); err != nil || resp.StatusCode != http.StatusCreated {
+		t.Fatalf("pairing code: %d %s", resp.StatusCode, body)
+	}
+	navigate(t, room, b.url+"/classroom.html")
+	browserPoll(room, t, "pairing form", `!document.getElementById("pair").hidden`)
+	browserEval[bool](room, t, `document.getElementById("pair-code").value = `+jsString(pc.Code)+`; document.getElementById("pair-go").click(); true`)
+	browserPoll(room, t, "joined at B", `window.room.published === true && !!window.room.state && window.room.state.session_state === "live"`)
+	browserPoll(room, t, "decoding the lesson from A", `(window.room.conn.videoStats().then(f => window.vf = f), !!window.vf && window.vf.master > 0)`)
+	if !browserEval[bool](room, t, `document.getElementById("banner").hidden`) {
+		t.Fatal("banner shown while the lesson arrives")
+	}
+
+	// Cut the WAN: the banner; the local class goes on.
+	wan.cut.Store(true)
+	cutAt := time.Now()
+	browserPoll(room, t, "feed-lost banner at B", `!document.getElementById("banner").hidden`)
+	t.Logf("banner %v after the WAN cut", time.Since(cutAt).Round(100*time.Millisecond))
+	browserEval[bool](room, t, `document.getElementById("hand").click(); true`)
+	browserPoll(room, t, "hand raised at B during the cut", `document.getElementById("hand").dataset.raised === "yes"`)
+	browserEval[bool](room, t, `document.getElementById("aq-prompt").value = "Local question"; document.getElementById("aq-options").value = "yes, no"; document.getElementById("aq-push").click(); true`)
+	browserPoll(room, t, "the assistant's quiz at B", `document.getElementById("quiz-prompt").textContent === "Local question"`)
+	browserEval[bool](room, t, `document.querySelectorAll("#quiz-options button")[0].click(); true`)
+	browserPoll(room, t, "results at B during the cut", `!!document.querySelector("#room-results .accuracy") && document.querySelector("#room-results .accuracy").textContent.startsWith("1 answered · 1 correct")`)
+
+	// Restore: the lesson comes back and the banner goes by itself.
+	wan.cut.Store(false)
+	restored := time.Now()
+	browserPoll(room, t, "banner gone after the WAN returned", `document.getElementById("banner").hidden`)
+	t.Logf("banner gone %v after the WAN returned", time.Since(restored).Round(100*time.Millisecond))
+	if errs := browserEval[string](room, t, `JSON.stringify(window.room.errors)`); errs != "[]" {
+		t.Errorf("classroom page errors: %s", errs)
+	}
+}

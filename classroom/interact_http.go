@@ -1,0 +1,231 @@
+package classroom
+
+import (
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/campusedge/campusedge/classroom/attendance"
+	"github.com/campusedge/campusedge/classroom/learning"
+	"github.com/campusedge/campusedge/classroom/session"
+	"github.com/campusedge/campusedge/edge/api"
+	"github.com/campusedge/campusedge/sync/schooldata"
+)
+
+// interactHandlers registers the learning-record, roster and classroom-page
+// routes (docs/API.md, "Classroom experience").
+func (l *Live) interactHandlers(srv *api.Server) {
+	srv.HandleFunc("GET /api/v1/sessions/{id}/records", srv.Admin(l.getRecords))
+	srv.HandleFunc("GET /api/v1/sessions/{id}/attendance", srv.Admin(l.getAttendance))
+	srv.HandleFunc("PUT /api/v1/attendance/roster", srv.Admin(l.putRoster))
+	srv.HandleFunc("GET /api/v1/attendance/roster", srv.Admin(l.getRoster))
+	srv.HandleFunc("GET /api/v1/classroom/current", l.getCurrent)
+	srv.Registry().MustRegister(l.x.records, l.x.recordErrors)
+}
+
+func (l *Live) sessionParam(w http.ResponseWriter, r *http.Request) (session.Session, bool) {
+	s, err := l.Sessions.Get(r.PathValue("id"))
+	if err != nil {
+		api.WriteError(w, http.StatusNotFound, "not_found", "no such session on this edge (GET /api/v1/sessions lists them)")
+		return session.Session{}, false
+	}
+	return s, true
+}
+
+// getRecords: GET /api/v1/sessions/{id}/records[?kind=quiz|attendance][&limit=N]
+func (l *Live) getRecords(w http.ResponseWriter, r *http.Request) {
+	s, ok := l.sessionParam(w, r)
+	if !ok {
+		return
+	}
+	if l.x.store == nil {
+		api.WriteError(w, http.StatusNotFound, "no_store", "this edge keeps no learning records")
+		return
+	}
+	kind := r.URL.Query().Get("kind")
+	if kind != "" && kind != "quiz" && kind != "attendance" && kind != "session" {
+		api.WriteError(w, http.StatusBadRequest, "invalid", "kind must be quiz, attendance or session (or absent for all)")
+		return
+	}
+	if kind != "" {
+		kind += "."
+	}
+	limit := 1000
+	if v := r.URL.Query().Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 10000 {
+			api.WriteError(w, http.StatusBadRequest, "invalid", "limit must be 1..10000")
+			return
+		}
+		limit = n
+	}
+	recs, err := l.x.store.Session(s.ID, kind, limit)
+	if err != nil {
+		api.WriteError(w, http.StatusInternalServerError, "store", "reading the records failed: "+err.Error())
+		return
+	}
+	api.WriteJSON(w, http.StatusOK, map[string]any{"session_id": s.ID, "records": recs})
+}
+
+// ClassroomAttendance is one classroom's attendance in a session.
+type ClassroomAttendance struct {
+	Joins   int               `json:"joins"`
+	Leaves  int               `json:"leaves"`
+	Present bool              `json:"present"` // joined and not left (terminal or assistant)
+	Events  []learning.Record `json:"events"`
+	Marks   map[string]string `json:"marks"` // student → last mark
+}
+
+// getAttendance: GET /api/v1/sessions/{id}/attendance — joins, leaves and
+// marks per classroom, from the stored records.
+func (l *Live) getAttendance(w http.ResponseWriter, r *http.Request) {
+	s, ok := l.sessionParam(w, r)
+	if !ok {
+		return
+	}
+	out := map[string]*ClassroomAttendance{}
+	for _, c := range s.Classrooms {
+		out[c] = &ClassroomAttendance{Events: []learning.Record{}, Marks: map[string]string{}}
+	}
+	if l.x.store != nil {
+		recs, err := l.x.store.Session(s.ID, "attendance.", 0)
+		if err != nil {
+			api.WriteError(w, http.StatusInternalServerError, "store", "reading the records failed: "+err.Error())
+			return
+		}
+		open := map[string]int{}
+		for _, rec := range recs {
+			a := out[rec.Classroom]
+			if a == nil {
+				continue
+			}
+			switch rec.Kind {
+			case learning.KindAttendanceJoin:
+				a.Joins++
+				open[rec.Classroom]++
+				a.Events = append(a.Events, rec)
+			case learning.KindAttendanceLeave:
+				a.Leaves++
+				open[rec.Classroom]--
+				a.Events = append(a.Events, rec)
+			case learning.KindAttendanceMark:
+				var d struct {
+					Status string `json:"status"`
+				}
+				if err := json.Unmarshal(rec.Data, &d); err == nil {
+					a.Marks[rec.Student] = d.Status
+				}
+			}
+		}
+		for c, n := range open {
+			if a := out[c]; a != nil {
+				a.Present = n > 0
+			}
+		}
+	}
+	api.WriteJSON(w, http.StatusOK, map[string]any{"session_id": s.ID, "state": s.State, "classrooms": out})
+}
+
+// putRoster: PUT /api/v1/attendance/roster with a roster CSV. Any bad row
+// refuses the whole file with the rows listed; nothing is imported.
+func (l *Live) putRoster(w http.ResponseWriter, r *http.Request) {
+	src := l.x.roster
+	if src == nil {
+		api.WriteError(w, http.StatusNotFound, "no_roster", "this edge keeps no roster")
+		return
+	}
+	if ct := r.Header.Get("Content-Type"); !strings.HasPrefix(ct, "text/csv") {
+		api.WriteError(w, http.StatusUnsupportedMediaType, "unsupported_media_type", "send the roster as 'Content-Type: text/csv' with the header student_id,name,homeroom,groups")
+		return
+	}
+	n, err := src.Import(http.MaxBytesReader(w, r.Body, schooldata.MaxFileBytes))
+	var ie *schooldata.ImportError
+	var mbe *http.MaxBytesError
+	switch {
+	case errors.As(err, &ie):
+		api.WriteJSON(w, http.StatusBadRequest, map[string]any{"error": map[string]any{
+			"code": "invalid_rows", "message": "nothing was imported: fix these rows and send the whole file again: " + err.Error(), "rows": ie.Rows}})
+		return
+	case errors.As(err, &mbe):
+		api.WriteError(w, http.StatusRequestEntityTooLarge, "body_too_large", "the roster is larger than 16 MiB")
+		return
+	case err != nil:
+		api.WriteError(w, http.StatusInternalServerError, "store", "storing the roster failed: "+err.Error())
+		return
+	}
+	l.log.Info("roster imported", "students", n)
+	api.WriteJSON(w, http.StatusOK, map[string]any{"students": n})
+}
+
+func (l *Live) getRoster(w http.ResponseWriter, r *http.Request) {
+	if l.x.roster == nil {
+		api.WriteError(w, http.StatusNotFound, "no_roster", "this edge keeps no roster")
+		return
+	}
+	ro, src, err := l.x.roster.Roster()
+	if errors.Is(err, attendance.ErrNoRoster) {
+		api.WriteError(w, http.StatusNotFound, "no_roster", err.Error())
+		return
+	} else if err != nil {
+		api.WriteError(w, http.StatusInternalServerError, "store", err.Error())
+		return
+	}
+	api.WriteJSON(w, http.StatusOK, map[string]any{"source": src, "students": ro.Students})
+}
+
+// Current is what a classroom's paired big-screen browser polls.
+type Current struct {
+	Classroom string           `json:"classroom_id"`
+	Name      string           `json:"classroom_name,omitempty"`
+	Session   *session.Session `json:"session"` // null when no session includes this classroom
+	Terminal  string           `json:"terminal_token,omitempty"`
+	Assistant string           `json:"assistant_token,omitempty"`
+}
+
+// getCurrent: GET /api/v1/classroom/current with a paired terminal's token
+// returns the newest session (created or live) that includes its classroom
+// and this classroom's terminal and assistant tokens for it, so the page
+// joins by itself when the class starts.
+func (l *Live) getCurrent(w http.ResponseWriter, r *http.Request) {
+	tok, ok := api.BearerToken(r)
+	if !ok || l.terminalClassroom == nil {
+		api.WriteError(w, http.StatusUnauthorized, "unauthorized", "send 'Authorization: Bearer <token>' with this classroom's paired terminal token (pair the page with a code from the console)")
+		return
+	}
+	cid, err := l.terminalClassroom(tok)
+	if err != nil {
+		api.WriteError(w, http.StatusUnauthorized, "unauthorized", "this terminal token is not valid; pair the page again with a new code")
+		return
+	}
+	cur := Current{Classroom: cid}
+	if l.classroomName != nil {
+		cur.Name = l.classroomName(cid)
+	}
+	list := l.Sessions.List()
+	for i := len(list) - 1; i >= 0; i-- {
+		s := list[i]
+		if s.State == session.StateEnded || !containsString(s.Classrooms, cid) {
+			continue
+		}
+		cur.Session = &s
+		t, a, err := l.x.pageTokens(l.Sessions, s.ID, cid)
+		if err != nil {
+			api.WriteError(w, http.StatusConflict, "session_ended", err.Error())
+			return
+		}
+		cur.Terminal, cur.Assistant = t, a
+		break
+	}
+	api.WriteJSON(w, http.StatusOK, cur)
+}
+
+func containsString(s []string, v string) bool {
+	for _, x := range s {
+		if x == v {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,134 @@
+// class.js: the live-class client shared by the teacher and classroom
+// pages, written against docs/LIVE.md. One Conn is one control connection
+// with one session token: hello, join, subscribe (answering every offer of
+// the edge), publish (and publish again to add a screen share), requests
+// with ids, trickled ICE after the SDP it belongs to.
+"use strict";
+
+class Conn {
+  constructor(token, name, on) {
+    this.token = token; this.name = name; this.on = on || {};
+    this.n = 0; this.pending = {}; this.closed = false;
+    this.sub = null; this.pub = null;
+  }
+  send(m) { m.v = 1; if (this.ws && this.ws.readyState === 1) this.ws.send(JSON.stringify(m)); }
+  req(m) {
+    return new Promise((res) => {
+      m.id = "r" + ++this.n;
+      this.pending[m.id] = res;
+      this.send(m);
+      setTimeout(() => { if (this.pending[m.id]) { delete this.pending[m.id]; res({ type: "error", code: "timeout", message: "no reply" }); } }, 15000);
+    });
+  }
+  trickle(pc, name, ready) {
+    const early = [];
+    pc.onicecandidate = (e) => {
+      if (!e.candidate) return;
+      const m = { type: "candidate", pc: name, candidate: e.candidate.candidate, sdpMid: e.candidate.sdpMid, sdpMLineIndex: e.candidate.sdpMLineIndex };
+      if (ready()) this.send(m); else early.push(m);
+    };
+    return () => early.splice(0).forEach((m) => this.send(m));
+  }
+  // open connects and joins; resolves with the welcome.
+  async open() {
+    this.ws = new WebSocket(location.origin.replace(/^http/, "ws") + "/api/v1/ws");
+    this.ws.onmessage = (ev) => this.message(JSON.parse(ev.data));
+    this.ws.onclose = () => { this.closed = true; for (const f of Object.values(this.pending)) f({ type: "error", code: "closed" }); this.pending = {}; if (this.on.close) this.on.close(); };
+    await new Promise((res, rej) => { this.ws.onopen = res; this.ws.onerror = rej; });
+    const w = await this.req({ type: "hello", token: this.token, name: this.name });
+    if (w.type !== "welcome") throw new Error("hello: " + (w.message || w.code));
+    this.welcome = w;
+    const j = await this.req({ type: "join", name: this.name });
+    if (j.type !== "ack") throw new Error("join: " + (j.message || j.code));
+    return w;
+  }
+  async message(m) {
+    if (m.id && this.pending[m.id]) { const f = this.pending[m.id]; delete this.pending[m.id]; f(m); return; }
+    if (m.type === "offer" && this.sub) {
+      await this.sub.setRemoteDescription({ type: "offer", sdp: m.sdp });
+      await this.sub.setLocalDescription(await this.sub.createAnswer());
+      this.send({ type: "answer", pc: "subscribe", sdp: this.sub.localDescription.sdp });
+      this.subAnswered = true;
+      this.flushSub();
+      return;
+    }
+    const f = this.on[m.type];
+    if (f) f(m);
+  }
+  // subscribe receives media; ontrack(track, streamId).
+  async subscribe(ontrack) {
+    this.sub = new RTCPeerConnection();
+    this.subAnswered = false;
+    this.flushSub = this.trickle(this.sub, "subscribe", () => this.subAnswered);
+    this.streamOfTrack = {};
+    this.sub.ontrack = (e) => {
+      const sid = e.streams[0] ? e.streams[0].id : "";
+      this.streamOfTrack[e.track.id] = sid;
+      ontrack(e.track, sid);
+    };
+    const r = await this.req({ type: "subscribe" });
+    if (r.type !== "ack") throw new Error("subscribe: " + (r.message || r.code));
+  }
+  // publish sends stream's tracks; called again after adding tracks it
+  // renegotiates on the same connection.
+  async publish(stream) {
+    if (!this.pub) {
+      this.pub = new RTCPeerConnection();
+      this.pubSent = false;
+      this.flushPub = this.trickle(this.pub, "publish", () => this.pubSent);
+    }
+    const have = this.pub.getSenders().map((s) => s.track);
+    stream.getTracks().forEach((t) => { if (!have.includes(t)) this.pub.addTrack(t, stream); });
+    await this.pub.setLocalDescription(await this.pub.createOffer());
+    const p = this.req({ type: "publish", sdp: this.pub.localDescription.sdp });
+    this.pubSent = true;
+    this.flushPub();
+    const a = await p;
+    if (a.type !== "answer") throw new Error("publish: " + (a.message || a.code));
+    await this.pub.setRemoteDescription({ type: "answer", sdp: a.sdp });
+  }
+  // videoStats: decoded frames per receiving stream id.
+  async videoStats() {
+    const out = {};
+    if (!this.sub) return out;
+    for (const r of (await this.sub.getStats()).values()) {
+      if (r.type !== "inbound-rtp" || r.kind !== "video") continue;
+      const sid = (this.streamOfTrack && this.streamOfTrack[r.trackIdentifier]) || "?";
+      out[sid] = (out[sid] || 0) + (r.framesDecoded || 0);
+    }
+    return out;
+  }
+  close() { this.closed = true; if (this.pub) this.pub.close(); if (this.sub) this.sub.close(); if (this.ws) this.ws.close(); }
+}
+
+function el(tag, attrs, ...kids) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (k.startsWith("on")) e.addEventListener(k.slice(2), v); else if (v !== undefined && v !== null) e.setAttribute(k, v);
+  }
+  for (const k of kids) e.append(k);
+  return e;
+}
+
+function videoEl(track) {
+  const v = el("video", { autoplay: "", playsinline: "" });
+  v.muted = track.kind !== "audio";
+  v.srcObject = new MediaStream([track]);
+  v.play().catch(() => {});
+  return v;
+}
+
+// quizBars draws results: a bar per option (or numeric value) and accuracy.
+function quizBars(box, q, r) {
+  box.textContent = "";
+  const total = Math.max(1, r.answered);
+  const rows = q.kind === "numeric"
+    ? Object.entries(r.values || {}).map(([k, n]) => [k, n, false])
+    : q.options.map((o, i) => [String.fromCharCode(65 + i) + ". " + o, (r.options || [])[i] || 0, (q.correct || []).includes(i)]);
+  for (const [label, n, ok] of rows) {
+    const bar = el("div", { class: "bar" + (ok ? " correct" : "") });
+    bar.style.width = Math.round(100 * n / total) + "%"; // CSSOM: the CSP refuses style attributes
+    box.append(el("div", { class: "barrow" }, el("span", { class: "barlabel" }, label), el("span", { class: "bartrack" }, bar), el("span", { class: "barn" }, String(n))));
+  }
+  box.append(el("p", { class: "accuracy" }, `${r.answered} answered · ${r.correct} correct · accuracy ${Math.round(100 * r.accuracy)}%` + (r.open ? "" : " · closed")));
+}

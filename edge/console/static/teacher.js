@@ -1,0 +1,137 @@
+// teacher.js: the master teacher's page. Creates a session for the chosen
+// classrooms with the admin token, publishes camera and mic (and a screen
+// share added mid-class), shows every classroom, hands in the order they
+// went up, stage, mute, quizzes with live results, end.
+"use strict";
+
+const T = { state: null, hands: [], handOrder: [], tiles: {}, results: null, quiz: null, errors: [], sessionId: "" };
+window.teacher = T;
+const $ = (id) => document.getElementById(id);
+$("admin").value = sessionStorage.getItem("campusedge.admin") || "";
+
+async function admin(method, path, body) {
+  const res = await fetch(path, { method, headers: { Authorization: "Bearer " + $("admin").value.trim(), "Content-Type": "application/json" }, body: body ? JSON.stringify(body) : undefined });
+  const j = await res.json().catch(() => ({}));
+  if (!res.ok) throw new Error((j.error && j.error.message) || res.statusText);
+  return j;
+}
+
+$("load").onclick = async () => {
+  $("setup-error").textContent = "";
+  try {
+    const cs = await admin("GET", "/api/v1/classrooms");
+    const box = $("rooms"); box.textContent = "";
+    for (const c of cs.classrooms || cs) {
+      box.append(el("label", {}, el("input", { type: "checkbox", value: c.id, class: "room", checked: "" }), " " + c.name + " "));
+    }
+  } catch (e) { $("setup-error").textContent = e.message; }
+};
+
+$("start").onclick = async () => {
+  $("setup-error").textContent = "";
+  try {
+    const ids = [...document.querySelectorAll(".room:checked")].map((i) => i.value);
+    const s = await admin("POST", "/api/v1/sessions", { title: $("class-title").value || "Lesson", classrooms: ids });
+    T.names = {};
+    const cs = await admin("GET", "/api/v1/classrooms");
+    for (const c of cs.classrooms || cs) T.names[c.id] = c.name;
+    await run(s.id, s.tokens.master, ids);
+  } catch (e) { $("setup-error").textContent = e.message; T.errors.push(e.message); }
+};
+
+function tile(cid) {
+  if (T.tiles[cid]) return T.tiles[cid];
+  const t = { video: el("div", { class: "vid" }), hand: el("span", { class: "hand" }), label: el("b", {}, T.names[cid] || cid), status: el("span") };
+  t.stage = el("button", { class: "quiet", onclick: () => T.conn.req({ type: "stage", classroom_id: cid, on: T.state.stage !== cid }) }, "On stage");
+  t.mute = el("button", { class: "quiet", onclick: () => T.conn.req({ type: "mute", classroom_id: cid, muted: !(T.state.muted || []).includes(cid) }) }, "Mute");
+  t.root = el("div", { class: "tile", id: "tile-" + cid }, t.video, el("div", { class: "bar-top" }, t.label, t.status, t.hand, t.stage, t.mute));
+  $("grid").append(t.root);
+  T.tiles[cid] = t;
+  return t;
+}
+
+function render() {
+  const st = T.state;
+  if (!st) return;
+  // The edge's raise order (hands message), restricted to the hands up now;
+  // any the order does not know yet go last.
+  T.hands = T.handOrder.filter((h) => st.hands.includes(h)).concat(st.hands.filter((h) => !T.handOrder.includes(h)));
+  $("hands").textContent = "";
+  for (const h of T.hands) {
+    $("hands").append(el("li", {}, (T.names[h] || h) + " ", el("button", { class: "quiet", onclick: () => T.conn.req({ type: "stage", classroom_id: h, on: true }) }, "Invite"),
+      el("button", { class: "quiet", onclick: () => T.conn.req({ type: "hand", raised: false, classroom_id: h }) }, "Lower")));
+  }
+  for (const cid of T.classrooms) {
+    const t = tile(cid);
+    const present = st.participants.some((p) => p.classroom_id === cid && p.role === "terminal");
+    const publishing = st.participants.some((p) => p.classroom_id === cid && p.role === "terminal" && p.publishing);
+    t.root.classList.toggle("gone", !present);
+    t.root.dataset.present = present ? "yes" : "no";
+    t.status.textContent = present ? (publishing ? "live" : "joined") : "not connected";
+    t.hand.textContent = st.hands.includes(cid) ? "✋" : "";
+    t.stage.textContent = st.stage === cid ? "Back" : "On stage";
+    t.mute.textContent = (st.muted || []).includes(cid) ? "Unmute" : "Mute";
+  }
+  $("status").textContent = st.session_state;
+}
+
+async function run(id, token, classrooms) {
+  T.sessionId = id; T.classrooms = classrooms;
+  $("setup").hidden = true; $("live").hidden = false;
+  classrooms.forEach(tile);
+  T.conn = new Conn(token, "Master teacher", {
+    state: (m) => { T.state = m; $("title").textContent = m.title; render(); },
+    hands: (m) => { T.handOrder = m.order; render(); },
+    quiz_results: (m) => { if (T.quiz && m.results.quiz_id === T.quiz.id) { T.results = m.results; quizBars($("q-results"), T.quiz, m.results); } },
+    ended: () => { $("status").textContent = "ended"; },
+    error: (m) => T.errors.push(m.code + ": " + m.message),
+  });
+  await T.conn.open();
+  await T.conn.subscribe((track, sid) => {
+    if (!sid.startsWith("classroom:") || track.kind !== "video") { if (track.kind === "audio") document.body.append(videoEl(track)); return; }
+    const t = tile(sid.slice("classroom:".length));
+    t.video.textContent = "";
+    t.video.append(videoEl(track));
+  });
+  T.media = await navigator.mediaDevices.getUserMedia({ video: { width: 640, height: 360 }, audio: true });
+  $("self").append(videoEl(T.media.getVideoTracks()[0]));
+  await T.conn.publish(T.media);
+  T.published = true;
+}
+
+$("share").onclick = async () => {
+  try {
+    const screen = await navigator.mediaDevices.getDisplayMedia({ video: true });
+    screen.getTracks().forEach((t) => T.media.addTrack(t));
+    await T.conn.publish(T.media); // renegotiate: the screen is a second video track of "master"
+    T.sharing = true;
+  } catch (e) { T.errors.push("share: " + e.message); }
+};
+
+$("end").onclick = () => T.conn.req({ type: "end" });
+
+$("q-push").onclick = async () => {
+  $("q-error").textContent = "";
+  const options = $("q-options").value.split(",").map((s) => s.trim()).filter(Boolean);
+  const q = { id: "q" + Date.now().toString(36), kind: "single", prompt: $("q-prompt").value, options, correct: [Number($("q-correct").value) - 1] };
+  const r = await T.conn.req({ type: "quiz", question: q });
+  if (r.type !== "ack") { $("q-error").textContent = r.message; return; }
+  T.quiz = q; T.results = null;
+  quizBars($("q-results"), q, { answered: 0, correct: 0, accuracy: 0, options: [], open: true });
+};
+$("q-close").onclick = () => T.quiz && T.conn.req({ type: "quiz_close", quiz_id: T.quiz.id });
+
+// A link made by the admin, teacher.html#session=<id>&master=<token>, joins
+// an existing session as its master teacher (no admin token needed).
+(async () => {
+  const h = new URLSearchParams(location.hash.slice(1));
+  const id = h.get("session"), tok = h.get("master");
+  if (!id || !tok) return;
+  try {
+    const res = await fetch("/api/v1/sessions/" + encodeURIComponent(id), { headers: { Authorization: "Bearer " + tok } });
+    const s = await res.json();
+    if (!res.ok) throw new Error((s.error && s.error.message) || res.statusText);
+    T.names = {};
+    await run(s.id, tok, s.classrooms);
+  } catch (e) { $("setup-error").textContent = e.message; T.errors.push(e.message); }
+})();
