@@ -4,17 +4,14 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"os"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/chromedp/chromedp"
-)
 
-// chromiumPath is Debian's real binary (the /usr/bin/chromium wrapper
-// breaks here, see FIELD-NOTES).
-const chromiumPath = "/usr/lib/chromium/chromium"
+	"github.com/campusedge/campusedge/edge/browsertest"
+)
 
 // classClientJS is a minimal class client written against docs/LIVE.md, as
 // the classroom and teacher pages will be: hello, join, subscribe (answer
@@ -102,12 +99,6 @@ window.videoStats = async function () {
 // (the lesson) and the classroom's page publishes its own; each decodes
 // the other's video, with ICE trickled from the browser.
 func TestClassInChromium(t *testing.T) {
-	if _, err := os.Stat(chromiumPath); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("chromium is required in CI: %v (apt-get install chromium)", err)
-		}
-		t.Skipf("chromium not installed (%v)", err)
-	}
 	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	defer cancel()
 	e := startEdge(t, ctx)
@@ -120,26 +111,7 @@ func TestClassInChromium(t *testing.T) {
 			t.Logf("chromium output:\n%s", browserLog.String())
 		}
 	})
-	opts := append(chromedp.DefaultExecAllocatorOptions[:],
-		chromedp.ExecPath(chromiumPath),
-		chromedp.Headless,
-		chromedp.NoSandbox,
-		chromedp.DisableGPU,
-		chromedp.NoFirstRun,
-		chromedp.Flag("disable-quic", true),
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.Flag("use-fake-device-for-media-stream", true),
-		chromedp.Flag("use-fake-ui-for-media-stream", true),
-		chromedp.Flag("allow-loopback-in-peer-connection", true),
-		chromedp.Flag("autoplay-policy", "no-user-gesture-required"),
-		chromedp.Flag("disable-features", "Translate,BlinkGenPropertyTrees,WebRtcHideLocalIpsWithMdns"),
-		chromedp.UserDataDir(t.TempDir()),
-		chromedp.CombinedOutput(&browserLog),
-	)
-	allocCtx, allocCancel := chromedp.NewExecAllocator(ctx, opts...)
-	defer allocCancel()
+	allocCtx := browsertest.Allocator(ctx, t, &browserLog)
 	blog := func(f string, a ...any) { fmt.Fprintf(&browserLog, f+"\n", a...) }
 	master, mcancel := chromedp.NewContext(allocCtx, chromedp.WithLogf(blog), chromedp.WithErrorf(blog))
 	defer mcancel()

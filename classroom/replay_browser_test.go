@@ -5,11 +5,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"os"
 	"testing"
 	"time"
 
 	"github.com/chromedp/chromedp"
+
+	"github.com/campusedge/campusedge/edge/browsertest"
 )
 
 // whipPublishJS publishes the fake camera and mic with WHIP (RFC 9725) from
@@ -53,12 +54,6 @@ window.replay = function (src) {
 // reaches HAVE_CURRENT_DATA and currentTime advances), and seeking to a
 // time mid-lesson lands there and plays on.
 func TestReplayInChromium(t *testing.T) {
-	if _, err := os.Stat(chromiumPath); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("chromium is required in CI: %v (apt-get install chromium)", err)
-		}
-		t.Skipf("chromium not installed (%v)", err)
-	}
 	ctx, cancel := context.WithTimeout(t.Context(), 90*time.Second)
 	defer cancel()
 	e := startEdge(t, ctx)
@@ -70,26 +65,7 @@ func TestReplayInChromium(t *testing.T) {
 			t.Logf("chromium output:\n%s", browserLog.String())
 		}
 	})
-	opts := append(chromedp.DefaultExecAllocatorOptions[:],
-		chromedp.ExecPath(chromiumPath),
-		chromedp.Headless,
-		chromedp.NoSandbox,
-		chromedp.DisableGPU,
-		chromedp.NoFirstRun,
-		chromedp.Flag("disable-quic", true),
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.Flag("use-fake-device-for-media-stream", true),
-		chromedp.Flag("use-fake-ui-for-media-stream", true),
-		chromedp.Flag("allow-loopback-in-peer-connection", true),
-		chromedp.Flag("autoplay-policy", "no-user-gesture-required"),
-		chromedp.Flag("disable-features", "Translate,BlinkGenPropertyTrees,WebRtcHideLocalIpsWithMdns"),
-		chromedp.UserDataDir(t.TempDir()),
-		chromedp.CombinedOutput(&browserLog),
-	)
-	allocCtx, allocCancel := chromedp.NewExecAllocator(ctx, opts...)
-	defer allocCancel()
+	allocCtx := browsertest.Allocator(ctx, t, &browserLog)
 	blog := func(f string, a ...any) { fmt.Fprintf(&browserLog, f+"\n", a...) }
 	tab, tcancel := chromedp.NewContext(allocCtx, chromedp.WithLogf(blog), chromedp.WithErrorf(blog))
 	defer tcancel()

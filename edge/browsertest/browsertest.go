@@ -12,6 +12,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"sync"
 	"testing"
@@ -51,10 +52,12 @@ func (b *Browser) Write(p []byte) (int, error) {
 
 func (b *Browser) logf(f string, a ...any) { _, _ = fmt.Fprintf(b, f+"\n", a...) }
 
-// Start launches Chromium for t, bounded by ctx, and stops it in
-// t.Cleanup, logging its output if t failed. Pages may use the fake
-// camera and microphone, and WebRTC works on loopback.
-func Start(ctx context.Context, t testing.TB) *Browser {
+// Allocator checks that Chromium is installed (skipping t, or failing it
+// under CI=true) and returns an allocator context, bounded by ctx and
+// cancelled in t.Cleanup, that starts it with the verified flags and writes
+// its output to out. Tests that drive several tabs or browser contexts
+// build them on it with chromedp.NewContext; Start is the one-tab case.
+func Allocator(ctx context.Context, t testing.TB, out io.Writer) context.Context {
 	t.Helper()
 	if _, err := os.Stat(ChromiumPath); err != nil {
 		if os.Getenv("CI") == "true" {
@@ -62,15 +65,16 @@ func Start(ctx context.Context, t testing.TB) *Browser {
 		}
 		t.Skipf("chromium not installed (%v)", err)
 	}
-	b := &Browser{t: t}
 	// Setting disable-features replaces chromedp's default list, so it is
-	// repeated, plus WebRtcHideLocalIpsWithMdns (loopback candidates).
+	// repeated, plus WebRtcHideLocalIpsWithMdns (loopback candidates). The
+	// background flags keep a tab that is not in front decoding video.
 	opts := append(chromedp.DefaultExecAllocatorOptions[:],
 		chromedp.ExecPath(ChromiumPath),
 		chromedp.Headless,
 		chromedp.NoSandbox,
 		chromedp.DisableGPU,
 		chromedp.NoFirstRun,
+		chromedp.WindowSize(1280, 800),
 		chromedp.Flag("disable-quic", true),
 		chromedp.Flag("disable-background-networking", true),
 		chromedp.Flag("disable-component-update", true),
@@ -79,17 +83,30 @@ func Start(ctx context.Context, t testing.TB) *Browser {
 		chromedp.Flag("use-fake-ui-for-media-stream", true),
 		chromedp.Flag("allow-loopback-in-peer-connection", true),
 		chromedp.Flag("autoplay-policy", "no-user-gesture-required"),
+		chromedp.Flag("disable-background-timer-throttling", true),
+		chromedp.Flag("disable-renderer-backgrounding", true),
+		chromedp.Flag("disable-backgrounding-occluded-windows", true),
 		chromedp.Flag("disable-features", "Translate,BlinkGenPropertyTrees,WebRtcHideLocalIpsWithMdns"),
 		chromedp.UserDataDir(t.TempDir()),
-		chromedp.CombinedOutput(b),
+		chromedp.CombinedOutput(out),
 	)
-	allocCtx, allocCancel := chromedp.NewExecAllocator(ctx, opts...)
+	allocCtx, cancel := chromedp.NewExecAllocator(ctx, opts...)
+	t.Cleanup(cancel)
+	return allocCtx
+}
+
+// Start launches Chromium for t, bounded by ctx, and stops it in
+// t.Cleanup, logging its output if t failed. Pages may use the fake
+// camera and microphone, and WebRTC works on loopback.
+func Start(ctx context.Context, t testing.TB) *Browser {
+	t.Helper()
+	b := &Browser{t: t}
+	allocCtx := Allocator(ctx, t, b)
 	bctx, bcancel := chromedp.NewContext(allocCtx, chromedp.WithLogf(b.logf), chromedp.WithErrorf(b.logf))
 	// The first Do starts the browser; its context must carry no per-step
 	// timeout (ctx bounds the whole browser).
 	if err := chromedp.Do(bctx); err != nil {
 		bcancel()
-		allocCancel()
 		t.Fatalf("start chromium: %v\n%s", err, b.Log())
 	}
 	b.ctx = bctx
@@ -112,7 +129,6 @@ func Start(ctx context.Context, t testing.TB) *Browser {
 	t.Cleanup(func() {
 		bcancel()
 		<-consoleDone
-		allocCancel()
 		if t.Failed() {
 			b.mu.Lock()
 			t.Logf("page console:\n%s\nchromium output and chromedp log:\n%s", b.page.String(), b.log.String())
