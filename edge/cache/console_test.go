@@ -33,7 +33,9 @@ func TestCachePanelInChromium(t *testing.T) {
 	do("search", chromedp.SendKeys(chromedp.CSS("#catalog-search"), "fraction"))
 	id := items["Fractions intro.mp4"].ID
 	poll("search narrows to one", `(() => { const r = document.querySelectorAll("#catalog-items tr"); return r.length === 1 && r[0].dataset.id === "`+id+`" ? "ok" : ""; })()`)
-	do("pin", chromedp.Click(chromedp.CSS(`#catalog-items tr[data-id="`+id+`"] button.cache-pin`)))
+	// Find and click in one evaluation: the panel redraws its rows as
+	// progress arrives, and a node found in one call may be gone by the next.
+	poll("pin", `(() => { const b = document.querySelector('#catalog-items tr[data-id="`+id+`"] button.cache-pin'); if (!b) return ""; b.click(); return "ok"; })()`)
 	poll("prefetch shown done", `(() => { const r = document.querySelector('#cache-items tr[data-id="`+id+`"]'); return r && r.cells[3].textContent.startsWith("cached") && r.cells[2].textContent === "pinned" && document.getElementById("cache-overall").textContent.includes("1 of 1 items ready") ? "ok" : ""; })()`)
 	if g, _, _ := h.count(id); g != 1 {
 		t.Fatalf("hub saw %d GETs for the pinned item", g)

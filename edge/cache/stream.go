@@ -52,8 +52,12 @@ func (c *Cache) openGrowing(ctx context.Context, d *download, flush func()) (*gr
 			}
 			return &growingFile{ctx: ctx, d: d, f: f, gen: s.gen, flush: flush}, nil
 		}
+		// done as well as wake: the download's last update (its wake) comes
+		// just before done is closed, so a reader that took its snapshot
+		// between the two would otherwise wait on a wake that never comes.
 		select {
 		case <-s.wake:
+		case <-d.done:
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		}
@@ -116,8 +120,9 @@ func (g *growingFile) Read(p []byte) (int, error) {
 		if g.flush != nil {
 			g.flush()
 		}
-		select {
+		select { // done too: see openGrowing
 		case <-s.wake:
+		case <-g.d.done:
 		case <-g.ctx.Done():
 			return 0, g.ctx.Err()
 		}
