@@ -243,6 +243,9 @@ type liveQuiz struct {
 	pending bool
 	last    time.Time
 	timer   *time.Timer
+	// everyRoom is set once every classroom of the audience has answered;
+	// that moment's results go out at once, not at the end of the interval.
+	everyRoom bool
 }
 
 func newInteract(l *Live, store LearningStore, roster *attendance.Source) *interact {
@@ -529,9 +532,18 @@ func (x *interact) marksOf(sessionID, cid string) map[string]string {
 }
 
 // changed schedules the quiz's results: at once if none went out in the
-// last resultsEvery, else at the end of that interval.
+// last resultsEvery, or if this answer completed the set of classrooms
+// (the teacher is waiting for exactly that picture), else at the end of the
+// interval.
 func (x *interact) changed(lq *liveQuiz) {
+	complete := x.everyRoomAnswered(lq)
 	lq.mu.Lock()
+	if complete && !lq.everyRoom {
+		lq.everyRoom = true
+		lq.mu.Unlock()
+		x.flush(lq)
+		return
+	}
 	defer lq.mu.Unlock()
 	if lq.pending {
 		return
@@ -542,6 +554,26 @@ func (x *interact) changed(lq *liveQuiz) {
 		wait = 0
 	}
 	time.AfterFunc(wait, func() { x.flush(lq) })
+}
+
+// everyRoomAnswered reports whether each classroom the quiz went to has at
+// least one counted answer.
+func (x *interact) everyRoomAnswered(lq *liveQuiz) bool {
+	rooms := []string{lq.audience}
+	if lq.audience == "" {
+		s, err := x.l.Sessions.Get(lq.session)
+		if err != nil || len(s.Classrooms) == 0 {
+			return false
+		}
+		rooms = s.Classrooms
+	}
+	answered := lq.tally.Results().Classrooms
+	for _, c := range rooms {
+		if answered[c] == nil {
+			return false
+		}
+	}
+	return true
 }
 
 // flush sends the quiz's results to the master and the audience's
