@@ -536,7 +536,10 @@ func (x *interact) marksOf(sessionID, cid string) map[string]string {
 // (the teacher is waiting for exactly that picture), else at the end of the
 // interval.
 func (x *interact) changed(lq *liveQuiz) {
-	complete := x.everyRoomAnswered(lq)
+	lq.mu.Lock()
+	done := lq.everyRoom
+	lq.mu.Unlock()
+	complete := !done && x.everyRoomAnswered(lq) // once per quiz, then the throttle rules
 	lq.mu.Lock()
 	if complete && !lq.everyRoom {
 		lq.everyRoom = true

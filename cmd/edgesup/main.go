@@ -42,9 +42,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	root := fs.String("root", "/var/lib/campusedge/firmware", "firmware `dir`: slots a/ and b/ and state.json")
 	keys := fs.String("keys", "/etc/campusedge/release-keys", "trusted release public key `files` or directories, comma-separated")
 	health := fs.String("health", "http://127.0.0.1:8080/healthz", "edged's health `URL`")
-	deadline := fs.Duration("deadline", supervisorDefaults.Deadline, "how long a new version has to become healthy before the previous one comes back")
+	deadline := fs.Duration("deadline", defaultDeadline, "how long a new version has to become healthy before the previous one comes back")
 	maxBoots := fs.Int("max-boots", slot.DefaultMaxBoots, "starts a new version gets before it is abandoned")
-	backoff := fs.Duration("backoff", supervisorDefaults.MinBackoff, "first wait before restarting a crashed edged (doubles up to 30s)")
+	backoff := fs.Duration("backoff", defaultMinBackoff, "first wait before restarting a crashed edged (doubles up to 30s)")
 	target := fs.String("target", runtime.GOOS+"-"+runtime.GOARCH, "this device's firmware `target` (install)")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage:\n  edgesup [flags] run -- EDGED-ARGS...\n  edgesup [flags] install BUNDLE\n  edgesup [flags] status\n\nFlags:\n")
@@ -108,10 +108,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 }
 
-var supervisorDefaults = struct {
-	Deadline   time.Duration
-	MinBackoff time.Duration
-}{90 * time.Second, time.Second}
+// Defaults of the run flags.
+const (
+	defaultDeadline   = 90 * time.Second
+	defaultMinBackoff = time.Second
+)
 
 func install(ctx context.Context, m *slot.Manager, path, target string, stdout, stderr io.Writer) int {
 	f, err := os.Open(path)
