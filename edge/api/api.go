@@ -49,6 +49,9 @@ type Config struct {
 	Checks     map[string]Check
 	// Console serves the embedded web console at "/".
 	Console http.Handler
+	// HTTPSPort is where pages, API and WebSocket are served over TLS (0:
+	// HTTPS off); pages opened over plain HTTP read it to point the way.
+	HTTPSPort int
 }
 
 // Server holds the handlers' shared state.
@@ -278,6 +281,7 @@ func (s *Server) edgeInfo(w http.ResponseWriter, r *http.Request) {
 		"version":        buildinfo.Version,
 		"uptime_seconds": int64(time.Since(s.started).Seconds()),
 		"started_at":     s.started.UTC().Format(time.RFC3339),
+		"https_port":     s.cfg.HTTPSPort,
 	})
 }
 

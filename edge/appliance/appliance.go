@@ -27,6 +27,7 @@ import (
 	"github.com/campusedge/campusedge/edge/api"
 	"github.com/campusedge/campusedge/edge/buildinfo"
 	"github.com/campusedge/campusedge/edge/cache"
+	"github.com/campusedge/campusedge/edge/certs"
 	"github.com/campusedge/campusedge/edge/config"
 	"github.com/campusedge/campusedge/edge/console"
 	"github.com/campusedge/campusedge/edge/discovery"
@@ -66,6 +67,29 @@ func Migrations() []store.Migration {
 type Options struct {
 	// Ready is called with the bound address once HTTP is serving.
 	Ready func(addr net.Addr)
+	// ReadyTLS is called with the HTTPS address and the certificate
+	// manager (its CA and pin) once HTTPS is serving; not with -https-listen off.
+	ReadyTLS func(addr net.Addr, tm *certs.Manager)
+}
+
+// listenHTTPS sets up the certificate manager and binds the HTTPS port;
+// both are nil with -https-listen off.
+func listenHTTPS(cfg config.Config, log *slog.Logger) (*certs.Manager, net.Listener, error) {
+	addr := cfg.HTTPSAddr()
+	if addr == "" {
+		log.Warn("HTTPS is off (-https-listen off): cameras work only on pages opened at 127.0.0.1, and tokens cross the LAN in clear")
+		return nil, nil, nil
+	}
+	tm, err := certs.New(certs.Config{Dir: filepath.Join(cfg.DataDir, "tls"), Names: cfg.TLSNames,
+		OperatorCert: cfg.TLSCert, OperatorKey: cfg.TLSKey, Logger: log})
+	if err != nil {
+		return nil, nil, err
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, nil, fmt.Errorf("listen on %s for HTTPS: %w (is another program using the port? choose one with -https-listen)", addr, err)
+	}
+	return tm, ln, nil
 }
 
 // Run starts the appliance and blocks until ctx is cancelled, then shuts
@@ -113,6 +137,23 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts Options)
 		return fmt.Errorf("listen on %s: %w (is another program using the port? choose one with -listen)", cfg.Listen, err)
 	}
 	port := ln.Addr().(*net.TCPAddr).Port
+	// HTTPS: cameras work only on secure pages, and tokens must not cross
+	// the LAN in clear (edge/certs).
+	tm, tln, err := listenHTTPS(cfg, log.With("component", "tls"))
+	if err != nil {
+		_ = ln.Close()
+		return err
+	}
+	httpsPort := 0
+	if tln != nil {
+		httpsPort = tln.Addr().(*net.TCPAddr).Port
+	}
+	closeListeners := func() {
+		_ = ln.Close()
+		if tln != nil {
+			_ = tln.Close()
+		}
+	}
 
 	// The advertiser is set after HTTP is serving (it needs the bound port and
 	// /healthz may already be asked), hence the atomic.
@@ -135,14 +176,17 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts Options)
 			return nil
 		},
 	}
-	srv := api.New(api.Config{Identity: id, Fleet: fl, School: cfg.School, SchoolName: schoolName, Logger: log, Checks: checks, Console: console.Handler()})
+	srv := api.New(api.Config{Identity: id, Fleet: fl, School: cfg.School, SchoolName: schoolName, Logger: log, Checks: checks, Console: console.Handler(), HTTPSPort: httpsPort})
+	if tm != nil {
+		tm.Register(srv)
+	}
 	quota, _ := cache.ParseSize(cfg.CacheQuota) // validated by config
 	upMax, _ := cache.ParseSize(cfg.CacheUploadMax)
 	bw, _ := cache.ParseSchedule(cfg.CacheBandwidth)
 	rc, err := cache.New(cache.Config{DB: st.DB(), DataDir: cfg.DataDir, Hub: cfg.Cloud, Logger: log.With("component", "cache"),
 		Quota: quota, Bandwidth: bw, UploadMax: upMax, PrefetchHorizon: time.Duration(cfg.CachePrefetchDays) * 24 * time.Hour})
 	if err != nil {
-		_ = ln.Close()
+		closeListeners()
 		return err
 	}
 	defer rc.Close() // before the store closes: downloads and sync write to it
@@ -161,13 +205,13 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts Options)
 		TerminalClassroom: func(tok string) (string, error) { t, err := fl.Authenticate(tok); return t.ClassroomID, err },
 		ClassroomName:     func(cid string) string { c, _ := fl.Classroom(cid); return c.Name }})
 	if err != nil {
-		_ = ln.Close()
+		closeListeners()
 		return err
 	}
 	defer live.Close() // runs before the store closes
 	// Firmware updates (firmware/): GET /api/v1/firmware; the updater runs with -fw-root.
 	if err := mountFirmware(ctx, cfg, srv, id.ID, fl, live, restart, log.With("component", "firmware")); err != nil {
-		_ = ln.Close()
+		closeListeners()
 		return err
 	}
 	// Sync with the city (sync/): the outbox every capability appends to, and
@@ -219,14 +263,29 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts Options)
 	go func() { defer close(scheduleDone); live.RunSchedule(syncCtx) }()
 	defer func() { stopSync(); <-syncDone; <-feederDone; <-scheduleDone }()
 	hs := &http.Server{
-		Handler:           srv,
+		Handler:           plainHTTP{next: srv, httpsPort: httpsPort, redirect: cfg.HTTPSRedirect},
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       120 * time.Second,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
-	serveErr := make(chan error, 1)
+	serveErr := make(chan error, 2)
 	go func() { serveErr <- hs.Serve(ln) }()
 	log.Info("listening", "addr", ln.Addr().String(), "edge_id", id.ID, "version", buildinfo.Version)
+	var hss *http.Server
+	if tln != nil {
+		hss = &http.Server{
+			Handler:           srv,
+			TLSConfig:         tm.TLSConfig(),
+			ReadHeaderTimeout: 10 * time.Second,
+			IdleTimeout:       120 * time.Second,
+			ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+		}
+		go tm.Run(ctx)
+		// ServeTLS (not Serve on a tls listener) so that HTTP/2 is set up.
+		go func() { serveErr <- hss.ServeTLS(tln, "", "") }()
+		st := tm.Status()
+		log.Info("listening https", "addr", tln.Addr().String(), "certificate", st.Source, "spki_pin", st.Pin, "fingerprint", st.Fingerprint)
+	}
 
 	if cfg.MDNS {
 		adv, err := discovery.Advertise(ctx, discovery.Config{
@@ -238,14 +297,20 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts Options)
 		})
 		if err != nil {
 			_ = hs.Close()
+			if hss != nil {
+				_ = hss.Close()
+			}
 			return fmt.Errorf("DNS-SD: %w", err)
 		}
 		advp.Store(adv)
 	} else {
-		log.Info("DNS-SD advertisement off (-mdns=false); terminals need -edge URL", "url", "http://<this host>:"+strconv.Itoa(port))
+		log.Info("DNS-SD advertisement off (-mdns=false); terminals need -edge URL", "url", edgeURL(port, httpsPort))
 	}
 	if opts.Ready != nil {
 		opts.Ready(ln.Addr())
+	}
+	if opts.ReadyTLS != nil && tln != nil {
+		opts.ReadyTLS(tln.Addr(), tm)
 	}
 
 	select {
@@ -262,6 +327,11 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts Options)
 	if err := hs.Shutdown(shutCtx); err != nil {
 		log.Warn("HTTP shutdown incomplete", "err", err)
 	}
+	if hss != nil {
+		if err := hss.Shutdown(shutCtx); err != nil {
+			log.Warn("HTTPS shutdown incomplete", "err", err)
+		}
+	}
 	if adv := advp.Load(); adv != nil {
 		if err := adv.Close(); err != nil {
 			log.Warn("DNS-SD goodbye", "err", err)
@@ -270,4 +340,12 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts Options)
 		}
 	}
 	return nil
+}
+
+// edgeURL is the address terminals are told to use: HTTPS when it is on.
+func edgeURL(port, httpsPort int) string {
+	if httpsPort != 0 {
+		return "https://<this host>:" + strconv.Itoa(httpsPort)
+	}
+	return "http://<this host>:" + strconv.Itoa(port)
 }

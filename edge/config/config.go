@@ -53,6 +53,36 @@ type Config struct {
 	CacheUploadMax    string `json:"cache_upload_max"`    // largest teacher upload
 	// SyncRate caps the uplink's upload in bytes per second (0: no cap).
 	SyncRate int `json:"sync_rate"`
+
+	// HTTPS (edge/certs). HTTPSListen empty means -listen's host on port
+	// 8443 (port 0 when -listen picks a free port); "off" turns HTTPS off.
+	HTTPSListen string `json:"https_listen"`
+	// TLSCert and TLSKey are an operator's certificate files (both or none).
+	TLSCert string `json:"tls_cert"`
+	TLSKey  string `json:"tls_key"`
+	// TLSNames are extra DNS names or addresses to certify.
+	TLSNames []string `json:"tls_names"`
+	// HTTPSRedirect sends page requests on plain HTTP from other hosts to
+	// HTTPS; off only behind a proxy that terminates TLS itself.
+	HTTPSRedirect bool `json:"https_redirect"`
+}
+
+// DefaultHTTPSPort is the HTTPS port when -https-listen is not given.
+const DefaultHTTPSPort = "8443"
+
+// HTTPSAddr is the address HTTPS listens on, or "" when it is off.
+func (c Config) HTTPSAddr() string {
+	switch c.HTTPSListen {
+	case "off":
+		return ""
+	case "":
+		host, port, _ := net.SplitHostPort(c.Listen)
+		if port != "0" {
+			port = DefaultHTTPSPort
+		}
+		return net.JoinHostPort(host, port)
+	}
+	return c.HTTPSListen
 }
 
 // Defaults are the embedded defaults: `edged` with no flags runs on them.
@@ -60,7 +90,7 @@ func Defaults() Config {
 	return Config{DataDir: "./data", Listen: ":8080", School: "school", MDNS: true, LogLevel: "info",
 		FirmwareTarget: runtime.GOOS + "-" + runtime.GOARCH, FirmwareChannel: "stable",
 		FirmwareWave: 5, FirmwareWaveInterval: 10 * time.Second,
-		CachePrefetchDays: 7, CacheUploadMax: "2G"}
+		CachePrefetchDays: 7, CacheUploadMax: "2G", HTTPSRedirect: true}
 }
 
 // maxFileBytes bounds the config file; a config is a few hundred bytes.
@@ -73,8 +103,8 @@ func Parse(name string, args []string, stderr io.Writer) (Config, error) {
 	fs.SetOutput(stderr)
 	d := Defaults()
 	var c Config
-	var ifaces, file string
-	fs.StringVar(&file, "config", "", "optional JSON config `file` (keys: data, listen, cloud, school, school_name, mdns, mdns_interfaces, log_level, fw_root, fw_keys, fw_target, fw_channel, fw_rate, fw_wave, fw_wave_interval (nanoseconds), cache_quota, cache_bandwidth, cache_prefetch_days, cache_upload_max, sync_rate); flags override it")
+	var ifaces, file, tlsNames string
+	fs.StringVar(&file, "config", "", "optional JSON config `file` (keys: data, listen, cloud, school, school_name, mdns, mdns_interfaces, log_level, fw_root, fw_keys, fw_target, fw_channel, fw_rate, fw_wave, fw_wave_interval (nanoseconds), cache_quota, cache_bandwidth, cache_prefetch_days, cache_upload_max, sync_rate, https_listen, tls_cert, tls_key, tls_names, https_redirect); flags override it")
 	fs.StringVar(&c.DataDir, "data", d.DataDir, "data `dir`: store (edge.db), admin-token, blobs; created on first start")
 	fs.StringVar(&c.Listen, "listen", d.Listen, "HTTP listen `addr`; with 127.0.0.1:0 a free port is picked and logged")
 	fs.StringVar(&c.Cloud, "cloud", d.Cloud, "city cloud (cityhub) base `URL`; empty runs offline and sync waits")
@@ -95,6 +125,11 @@ func Parse(name string, args []string, stderr io.Writer) (Config, error) {
 	fs.IntVar(&c.CachePrefetchDays, "cache-prefetch-days", d.CachePrefetchDays, "prefetch resources the timetable needs in the next `N` days")
 	fs.StringVar(&c.CacheUploadMax, "cache-upload-max", d.CacheUploadMax, "largest teacher upload (`size`)")
 	fs.IntVar(&c.SyncRate, "sync-rate", d.SyncRate, "cap city sync uploads at this many `bytes` per second (0: no cap)")
+	fs.StringVar(&c.HTTPSListen, "https-listen", d.HTTPSListen, "HTTPS listen `addr` for pages, API, WebSocket, WHIP/WHEP (default: -listen's host, port 8443; port 0 if -listen's is 0); off turns HTTPS off")
+	fs.StringVar(&c.TLSCert, "tls-cert", d.TLSCert, "operator's TLS certificate `file` (PEM chain), reloaded when it changes; default: the edge's own CA, or the city's once enrolled")
+	fs.StringVar(&c.TLSKey, "tls-key", d.TLSKey, "operator's TLS key `file` (PEM), with -tls-cert")
+	fs.StringVar(&tlsNames, "tls-names", "", "extra DNS `names` or addresses the edge's certificate covers, comma-separated")
+	fs.BoolVar(&c.HTTPSRedirect, "https-redirect", d.HTTPSRedirect, "redirect page requests on plain HTTP from other hosts to HTTPS (turn off only behind a TLS-terminating proxy)")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: %s [flags]\n\n%s runs the CampusEdge school appliance. With no flags it starts on embedded\ndefaults: data in ./data, HTTP on :8080, DNS-SD on, no cloud.\n\nFlags:\n", name, name)
 		fs.PrintDefaults()
@@ -153,6 +188,16 @@ func Parse(name string, args []string, stderr io.Writer) (Config, error) {
 			out.CacheUploadMax = c.CacheUploadMax
 		case "sync-rate":
 			out.SyncRate = c.SyncRate
+		case "https-listen":
+			out.HTTPSListen = c.HTTPSListen
+		case "tls-cert":
+			out.TLSCert = c.TLSCert
+		case "tls-key":
+			out.TLSKey = c.TLSKey
+		case "tls-names":
+			out.TLSNames = splitList(tlsNames)
+		case "https-redirect":
+			out.HTTPSRedirect = c.HTTPSRedirect
 		}
 	})
 	return out, out.Validate()
@@ -208,6 +253,17 @@ func (c Config) Validate() error {
 	}
 	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
 		return fmt.Errorf("-listen %q is not host:port (e.g. :8080 or 127.0.0.1:0): %w", c.Listen, err)
+	}
+	if a := c.HTTPSAddr(); a != "" {
+		if _, _, err := net.SplitHostPort(a); err != nil {
+			return fmt.Errorf("-https-listen %q is not host:port (e.g. :8443) or off: %w", c.HTTPSListen, err)
+		}
+		if a == c.Listen && !strings.HasSuffix(a, ":0") {
+			return fmt.Errorf("-https-listen and -listen are both %s; give HTTPS its own port", a)
+		}
+	}
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		return errors.New("-tls-cert and -tls-key go together: give both or neither")
 	}
 	if c.Cloud != "" {
 		u, err := url.Parse(c.Cloud)

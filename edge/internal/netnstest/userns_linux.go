@@ -272,3 +272,14 @@ func ipOutput(args ...string) (string, error) {
 	}
 	return string(out), nil
 }
+
+// AddAddr adds an address (e.g. "10.231.0.1/32") to dev inside the test
+// namespace (it refuses to run outside one): a LAN address on lo is enough
+// for a page that must not be a loopback secure context, or for an address
+// that appears while a server runs, as DHCP does.
+func AddAddr(dev, cidr string) error {
+	if !InNetns() {
+		return errors.New("netnstest: AddAddr outside a test namespace; refusing to change the host")
+	}
+	return ip("addr", "add", cidr, "dev", dev)
+}

@@ -36,3 +36,6 @@ func RunBenchmarkInNetns(b *testing.B) {
 func AddVeth(name, addr4, addr6 string) error {
 	return errors.New("netnstest: network namespaces need Linux")
 }
+
+// AddAddr needs Linux network namespaces.
+func AddAddr(dev, cidr string) error { return errors.New("netnstest: network namespaces need Linux") }
