@@ -3,6 +3,7 @@ package classroom
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -19,6 +20,7 @@ import (
 	"github.com/campusedge/campusedge/classroom/session"
 	"github.com/campusedge/campusedge/classroom/sfu"
 	"github.com/campusedge/campusedge/edge/api"
+	"github.com/campusedge/campusedge/edge/certs"
 )
 
 // The cascade: a session at this edge takes its lesson from another edge
@@ -38,10 +40,14 @@ const (
 // UpstreamRequest is the body of PUT /api/v1/sessions/{id}/upstream.
 type UpstreamRequest struct {
 	// URL is the WHEP endpoint of the session at the other edge, e.g.
-	// http://edge-a.school.example:8080/whep/<session id>.
+	// https://edge-a.school.example:8443/whep/<session id>.
 	URL string `json:"url"`
 	// Token is a token of that session (an observer token will do).
 	Token string `json:"token"`
+	// Pin is the other edge's key pin (its console, Settings → HTTPS, or
+	// GET /api/v1/tls "spki_pin"), for an https URL to an edge whose
+	// certificate this edge's CAs do not verify (its own self-made CA).
+	Pin string `json:"pin,omitempty"`
 	// ICEServers optionally lists STUN/TURN servers for the WAN leg.
 	ICEServers []ICEServer `json:"ice_servers,omitempty"`
 	// ICETransportPolicy is "all" (default) or "relay" (only via TURN).
@@ -59,6 +65,14 @@ func (r UpstreamRequest) validate() error {
 	u, err := url.Parse(r.URL)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || !strings.Contains(u.Path, "/whep/") || len(r.URL) > 2048 {
 		return errors.New("url must be the http(s) WHEP URL of the session at the other edge (…/whep/<session id>)")
+	}
+	if r.Pin != "" {
+		if u.Scheme != "https" {
+			return errors.New("pin goes with an https url")
+		}
+		if err := certs.ValidPin(r.Pin); err != nil {
+			return err
+		}
 	}
 	if r.Token == "" || len(r.Token) > 256 {
 		return errors.New("token (a token of the other edge's session, 1-256 bytes) is required")
@@ -410,7 +424,7 @@ func (l *Live) startUpstream(id string, req UpstreamRequest) UpstreamStatus {
 	l.stopUpstream(id)
 	ctx, cancel := context.WithCancel(context.Background())
 	u := &upstream{l: l, sess: id, req: req, cancel: cancel, done: make(chan struct{}),
-		client: &http.Client{Timeout: negotiateTimeout},
+		client: l.upstreamClient(req.Pin),
 		log:    l.log.With("session", id, "component", "cascade"),
 		st:     UpstreamStatus{URL: req.URL, State: "connecting"}}
 	l.mu.Lock()
@@ -418,6 +432,19 @@ func (l *Live) startUpstream(id string, req UpstreamRequest) UpstreamStatus {
 	l.mu.Unlock()
 	go u.run(ctx)
 	return u.status()
+}
+
+// upstreamClient talks to the upstream edge: by its pin when one was given,
+// else by CA (the city root verifies every city-signed edge).
+func (l *Live) upstreamClient(pin string) *http.Client {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	switch {
+	case pin != "":
+		tr.TLSClientConfig = certs.PinnedTLS(pin)
+	case l.upstreamRoots != nil:
+		tr.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: l.upstreamRoots()}
+	}
+	return &http.Client{Timeout: negotiateTimeout, Transport: tr}
 }
 
 func (l *Live) stopUpstream(id string) bool {

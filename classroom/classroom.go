@@ -9,6 +9,7 @@ package classroom
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -59,6 +60,10 @@ type Config struct {
 	TerminalClassroom func(token string) (string, error)
 	// ClassroomName names a classroom for its page ("" if unknown).
 	ClassroomName func(id string) string
+	// UpstreamRoots are the CAs the cascade trusts for an upstream edge
+	// given without a pin (the system's plus the city root, so that two
+	// city-signed edges trust each other); nil means the system's.
+	UpstreamRoots func() *x509.CertPool
 }
 
 // Live is the running capability.
@@ -78,6 +83,7 @@ type Live struct {
 	x                 *interact // quizzes and attendance (interact.go)
 	terminalClassroom func(token string) (string, error)
 	classroomName     func(id string) string
+	upstreamRoots     func() *x509.CertPool
 }
 
 // Mount builds sessions and the SFU and registers their routes.
@@ -90,7 +96,7 @@ func Mount(cfg Config) (*Live, error) {
 		return nil, fmt.Errorf("live classes: %w", err)
 	}
 	l := &Live{Sessions: session.NewManager(cfg.Classroom), SFU: s, log: cfg.Logger, edgeID: cfg.EdgeID, isAdmin: cfg.IsAdmin,
-		classes: map[string]*class{}, upstreams: map[string]*upstream{}}
+		classes: map[string]*class{}, upstreams: map[string]*upstream{}, upstreamRoots: cfg.UpstreamRoots}
 	l.rec = newRecorders(cfg.Lessons, cfg.RecordDir, l.Sessions, cfg.Logger.With("component", "recorder"))
 	s.SetTap(l.rec.tap)
 	l.registerRecording(cfg.Server)

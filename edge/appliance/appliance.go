@@ -6,6 +6,7 @@ package appliance
 
 import (
 	"context"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -203,7 +204,8 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts Options)
 		Classroom: func(cid string) error { _, err := fl.Classroom(cid); return err },
 		Learning:  learn, Attendance: roster,
 		TerminalClassroom: func(tok string) (string, error) { t, err := fl.Authenticate(tok); return t.ClassroomID, err },
-		ClassroomName:     func(cid string) string { c, _ := fl.Classroom(cid); return c.Name }})
+		ClassroomName:     func(cid string) string { c, _ := fl.Classroom(cid); return c.Name },
+		UpstreamRoots:     upstreamRoots(tm)})
 	if err != nil {
 		closeListeners()
 		return err
@@ -340,6 +342,16 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts Options)
 		}
 	}
 	return nil
+}
+
+// upstreamRoots are the CAs the cascade trusts for another edge: the
+// system's and the root this edge's own certificate chains to (the city
+// root once the city signed it, so city-signed edges trust each other).
+func upstreamRoots(tm *certs.Manager) func() *x509.CertPool {
+	if tm == nil {
+		return nil
+	}
+	return func() *x509.CertPool { return certs.RootsWith(tm.CAPEM()) }
 }
 
 // edgeURL is the address terminals are told to use: HTTPS when it is on.

@@ -351,3 +351,24 @@ func TestOperatorCertificateReloadedWhenFilesChange(t *testing.T) {
 		t.Fatalf("after a broken file: served %s, problem %q", got, m.Status().Problem)
 	}
 }
+
+func TestPinnedTLS(t *testing.T) {
+	m, err := New(Config{Dir: t.TempDir(), Addrs: func() ([]netip.Addr, error) { return nil, nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := serve(t, m, "127.0.0.1:0")
+	if _, err := dial(addr, "", nil, func(c *tls.Config) { *c = *PinnedTLS(m.Pin()) }); err != nil {
+		t.Fatalf("right pin: %v", err)
+	}
+	other, err := New(Config{Dir: t.TempDir(), Addrs: func() ([]netip.Addr, error) { return nil, nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := dial(addr, "", nil, func(c *tls.Config) { *c = *PinnedTLS(other.Pin()) }); !errors.Is(err, ErrPinMismatch) {
+		t.Fatalf("wrong pin: %v", err)
+	}
+	if ValidPin(m.Pin()) != nil || ValidPin("abc") == nil {
+		t.Fatal("ValidPin")
+	}
+}
