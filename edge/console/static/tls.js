@@ -1,0 +1,35 @@
+// HTTPS panel: which certificate the edge serves (its own CA, the city's, or
+// the operator's), until when, its fingerprint and key pin, and the CA to
+// install on devices with short instructions. GET /api/v1/tls is public.
+"use strict";
+(() => {
+  const el = (id) => document.getElementById(id);
+  const sources = {
+    "edge-ca": "the edge's own CA (install it on devices, below)",
+    "city": "signed by the city's CA (city-managed devices already trust it)",
+    "operator": "the operator's certificate (-tls-cert)",
+  };
+  const put = (key, v) => { const n = document.querySelector('#tls-panel [data-tls="' + key + '"]'); if (n) n.textContent = v; };
+
+  async function refresh() {
+    if (el("app").hidden) return;
+    try {
+      const res = await fetch("/api/v1/tls");
+      const s = await res.json();
+      if (!res.ok) throw new Error((s.error && s.error.message) || res.statusText);
+      put("source", sources[s.source] || s.source);
+      put("not_after", new Date(s.not_after).toLocaleDateString());
+      put("names", [...(s.dns_names || []), ...(s.ips || [])].join(", "));
+      put("fingerprint", s.fingerprint_sha256);
+      put("pin", s.spki_pin);
+      put("ca_fingerprint", s.ca_fingerprint_sha256 || "—");
+      put("problem", s.problem || "");
+      el("tls-ca").hidden = !s.ca_fingerprint_sha256;
+      el("tls-plain").hidden = location.protocol === "https:";
+      el("tls-https-link").href = "https://" + location.hostname + ":" + (window.httpsPort || 8443) + "/";
+    } catch (e) { put("problem", "cannot read the HTTPS state: " + e.message); }
+  }
+  fetch("/api/v1/edge").then((r) => r.json()).then((e) => { window.httpsPort = e.https_port; refresh(); }).catch(() => {});
+  refresh();
+  setInterval(refresh, 30000);
+})();
