@@ -29,9 +29,13 @@ func (e *PinMismatchError) Error() string {
 	if e.FromToken {
 		what = "the enrolment token"
 	}
-	return fmt.Sprintf("the hub at %s presented TLS key pin %s but %s pins %s: refused. "+
+	hub := "the hub"
+	if e.Hub != "" {
+		hub = "the hub at " + e.Hub
+	}
+	return fmt.Sprintf("%s presented TLS key pin %s but %s pins %s: refused. "+
 		"If the city changed the hub's key on purpose, enrol this edge again with a new token (cityhub enrol-token CODE, then edged enrol -cloud URL -token TOKEN); "+
-		"otherwise something between this school and the city is intercepting the connection", e.Hub, e.Got, what, e.Expected)
+		"otherwise something between this school and the city is intercepting the connection", hub, e.Got, what, e.Expected)
 }
 
 // errNoPin is an https hub and an enrolment without a pin.

@@ -114,6 +114,7 @@ func Enrol(ctx context.Context, db *bolt.DB, client *http.Client, hub, token str
 	resp, err := client.Do(hr)
 	if err != nil {
 		if pm := (*PinMismatchError)(nil); errors.As(err, &pm) {
+			pm.Hub = hub // no SNI (so no name) when the hub is reached by address
 			return Enrolment{}, fmt.Errorf("enrol: %w", pm)
 		}
 		return Enrolment{}, fmt.Errorf("enrol: cannot reach the hub at %s: %w", hub, err)
@@ -530,6 +531,7 @@ func (u *Uplink) doType(ctx context.Context, method, pathQuery, contentType stri
 		if err != nil {
 			cancel()
 			if pm := (*PinMismatchError)(nil); errors.As(err, &pm) {
+				pm.Hub = u.cfg.Hub
 				return nil, &refusedError{pm.Error()}
 			}
 			if errors.Is(err, errNoPin) {
