@@ -35,7 +35,7 @@ func TestFirmwareChannelIsMounted(t *testing.T) {
 	addrc := make(chan net.Addr, 1)
 	done := make(chan int, 1)
 	go func() {
-		done <- run(ctx, []string{"-data", hub, "-listen", "127.0.0.1:0"}, &bytes.Buffer{}, &bytes.Buffer{}, func(a net.Addr) { addrc <- a })
+		done <- run(ctx, []string{"-data", hub, "-listen", "127.0.0.1:0"}, &bytes.Buffer{}, &bytes.Buffer{}, func(a, _ net.Addr) { addrc <- a })
 	}()
 	var base string
 	select {

@@ -41,7 +41,7 @@ func TestImportThenServe(t *testing.T) {
 	done := make(chan int, 1)
 	var logb bytes.Buffer
 	go func() {
-		done <- run(ctx, []string{"-data", filepath.Join(dir, "hub"), "-listen", "127.0.0.1:0"}, &bytes.Buffer{}, &logb, func(a net.Addr) { addrc <- a })
+		done <- run(ctx, []string{"-data", filepath.Join(dir, "hub"), "-listen", "127.0.0.1:0"}, &bytes.Buffer{}, &logb, func(a, _ net.Addr) { addrc <- a })
 	}()
 	var addr net.Addr
 	select {

@@ -28,7 +28,10 @@ import (
 // syncUsage documents the sync commands (cityhub -h prints it).
 const syncUsage = `  cityhub [flags] school add CODE NAME          register a school
   cityhub [flags] school list
-  cityhub [flags] enrol-token [-ttl D] CODE      print a one-time enrolment token for a school's edge
+  cityhub [flags] enrol-token [-ttl D] [-pin PIN] CODE
+                                                print a one-time enrolment token SECRET~PIN for a school's edge;
+                                                PIN is the hub's TLS key (-tls-cert or its own), or -pin for a TLS proxy's key
+  cityhub [flags] tls-pin                       print the pin of the hub's TLS key
   cityhub [flags] edge list [CODE]
   cityhub [flags] edge revoke EDGE_ID
   cityhub [flags] import-roster CODE FILE.csv     student_id,name,homeroom,groups
@@ -54,7 +57,8 @@ func openSyncStore(ctx context.Context, data, dbURL string) (hub.Store, error) {
 }
 
 // runSync runs one sync command.
-func runSync(ctx context.Context, st hub.Store, args []string, stdout, stderr io.Writer) int {
+// hubPin gives the pin enrol-token puts in the token.
+func runSync(ctx context.Context, st hub.Store, args []string, stdout, stderr io.Writer, hubPin func() (string, error)) int {
 	fail := func(err error) int { fmt.Fprintln(stderr, "cityhub "+args[0]+":", err); return 1 }
 	usage := func() int { fmt.Fprint(stderr, "usage:\n"+syncUsage); return 2 }
 	now := time.Now().UTC()
@@ -85,8 +89,20 @@ func runSync(ctx context.Context, st hub.Store, args []string, stdout, stderr io
 		fs := flag.NewFlagSet("enrol-token", flag.ContinueOnError)
 		fs.SetOutput(stderr)
 		ttl := fs.Duration("ttl", 7*24*time.Hour, "how long the token stays usable")
+		pinFlag := fs.String("pin", "", "pin of the TLS key edges will see, when a TLS proxy in front of cityhub serves another key (openssl … | base64)")
 		if err := fs.Parse(args[1:]); err != nil || fs.NArg() != 1 {
 			return usage()
+		}
+		pin := *pinFlag
+		if pin == "" {
+			p, err := hubPin()
+			if err != nil {
+				return fail(fmt.Errorf("the hub's TLS key for the token's pin: %w", err))
+			}
+			pin = p
+		}
+		if !wire.ValidPin(pin) {
+			return fail(fmt.Errorf("-pin %q is not a pin: base64 of the SHA-256 of a DER SubjectPublicKeyInfo (cityhub tls-pin prints the hub's)", pin))
 		}
 		tok, err := identity.NewToken()
 		if err != nil {
@@ -98,8 +114,9 @@ func runSync(ctx context.Context, st hub.Store, args []string, stdout, stderr io
 			}
 			return fail(err)
 		}
-		fmt.Fprintln(stdout, tok)
-		fmt.Fprintf(stderr, "one-time token for school %s, valid until %s; on the edge: edged enrol -data DIR -cloud URL -token TOKEN\n", fs.Arg(0), now.Add(*ttl).Format(time.RFC3339))
+		fmt.Fprintln(stdout, wire.FormatEnrolToken(tok, pin))
+		fmt.Fprintf(stderr, "one-time token for school %s, valid until %s; it carries the pin of the hub's TLS key (%s); on the edge: edged enrol -data DIR -cloud https://HUB:%s -token TOKEN\n",
+			fs.Arg(0), now.Add(*ttl).Format(time.RFC3339), pin, defaultHTTPSPort)
 		return 0
 	case "edge":
 		switch {
@@ -218,10 +235,10 @@ func runSync(ctx context.Context, st hub.Store, args []string, stdout, stderr io
 
 // hubHandler puts the sync API, /metrics and /healthz in front of the
 // catalogue handler.
-func hubHandler(catalogue http.Handler, st hub.Store, log *slog.Logger) http.Handler {
+func hubHandler(catalogue http.Handler, st hub.Store, ca hub.Issuer, log *slog.Logger) http.Handler {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	srv := hub.NewServer(hub.Config{Store: st, Logger: log.With("component", "sync"), Registry: reg})
+	srv := hub.NewServer(hub.Config{Store: st, CA: ca, Logger: log.With("component", "sync"), Registry: reg})
 	mux := http.NewServeMux()
 	mux.Handle("/api/v1/sync/", srv)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))

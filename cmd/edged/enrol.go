@@ -20,7 +20,7 @@ func enrol(args []string) int {
 	fs := flag.NewFlagSet("edged enrol", flag.ContinueOnError)
 	data := fs.String("data", config.Defaults().DataDir, "data `dir` of the stopped edged")
 	cloud := fs.String("cloud", "", "city hub base `URL` (the same -cloud edged runs with)")
-	token := fs.String("token", "", "one-time enrolment `token` from the city (cityhub enrol-token)")
+	token := fs.String("token", "", "one-time enrolment `token` from the city (cityhub enrol-token), SECRET~PIN: PIN is the hub's TLS key, checked before the secret is sent")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -57,5 +57,8 @@ func enrol(args []string) int {
 		return 1
 	}
 	fmt.Printf("edge %s enrolled with %s for school %s (%s)\n", e.Edge, e.Hub, e.School, e.Name)
+	if e.HubPin != "" {
+		fmt.Printf("hub TLS key pinned: %s (every connection to the hub must present this key)\n", e.HubPin)
+	}
 	return 0
 }

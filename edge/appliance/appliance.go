@@ -184,7 +184,8 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts Options)
 	quota, _ := cache.ParseSize(cfg.CacheQuota) // validated by config
 	upMax, _ := cache.ParseSize(cfg.CacheUploadMax)
 	bw, _ := cache.ParseSchedule(cfg.CacheBandwidth)
-	rc, err := cache.New(cache.Config{DB: st.DB(), DataDir: cfg.DataDir, Hub: cfg.Cloud, Logger: log.With("component", "cache"),
+	hc := uplink.HubClient(st.DB()) // every edge→hub request: https:// only to the key pinned at enrolment
+	rc, err := cache.New(cache.Config{DB: st.DB(), DataDir: cfg.DataDir, Hub: cfg.Cloud, Client: hc, Logger: log.With("component", "cache"),
 		Quota: quota, Bandwidth: bw, UploadMax: upMax, PrefetchHorizon: time.Duration(cfg.CachePrefetchDays) * 24 * time.Hour})
 	if err != nil {
 		closeListeners()
@@ -212,7 +213,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts Options)
 	}
 	defer live.Close() // runs before the store closes
 	// Firmware updates (firmware/): GET /api/v1/firmware; the updater runs with -fw-root.
-	if err := mountFirmware(ctx, cfg, srv, id.ID, fl, live, restart, log.With("component", "firmware")); err != nil {
+	if err := mountFirmware(ctx, cfg, srv, id.ID, fl, live, restart, hc, log.With("component", "firmware")); err != nil {
 		closeListeners()
 		return err
 	}
@@ -235,7 +236,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts Options)
 		}
 		return nil
 	}
-	up := uplink.New(uplink.Config{Hub: cfg.Cloud, DB: st.DB(), Outbox: ob, Identity: id, RateBytes: cfg.SyncRate, Apply: applyDoc, Logger: log.With("component", "sync")})
+	up := uplink.New(uplink.Config{Hub: cfg.Cloud, DB: st.DB(), Outbox: ob, Identity: id, Client: hc, Certs: citySigner(tm), RateBytes: cfg.SyncRate, Apply: applyDoc, Logger: log.With("component", "sync")})
 	up.Register(srv)
 	checks["sync"] = up.Check // set before HTTP serves: the map is read-only from then on
 	if en, ok, err := uplink.LoadEnrolment(st.DB()); err == nil && ok && en.School != cfg.School {
@@ -352,6 +353,15 @@ func upstreamRoots(tm *certs.Manager) func() *x509.CertPool {
 		return nil
 	}
 	return func() *x509.CertPool { return certs.RootsWith(tm.CAPEM()) }
+}
+
+// citySigner lets the uplink have the city CA sign the edge's certificate;
+// nil (no HTTPS) asks for nothing.
+func citySigner(tm *certs.Manager) uplink.CertSigner {
+	if tm == nil {
+		return nil
+	}
+	return tm
 }
 
 // edgeURL is the address terminals are told to use: HTTPS when it is on.

@@ -60,8 +60,9 @@ func seenTerminals(fl *fleet.Fleet, live *classroom.Live) ([]termimage.Seen, err
 // mountFirmware registers GET /api/v1/firmware and POST
 // /api/v1/firmware/check and starts the updater when -fw-root is set; with
 // -cloud too it serves terminal images at /api/v1/terminal-images/.
-// restart makes edged exit so edgesup starts the slot it switched to.
-func mountFirmware(ctx context.Context, cfg config.Config, srv *api.Server, edgeID string, fl *fleet.Fleet, live *classroom.Live, restart func(), log *slog.Logger) error {
+// restart makes edged exit so edgesup starts the slot it switched to; hc
+// is the pinned hub client (uplink.HubClient) for bundles and images.
+func mountFirmware(ctx context.Context, cfg config.Config, srv *api.Server, edgeID string, fl *fleet.Fleet, live *classroom.Live, restart func(), hc *http.Client, log *slog.Logger) error {
 	classes := liveClassRunning(live)
 	if cfg.FirmwareRoot == "" {
 		disabled := map[string]any{"state": "disabled", "version": buildinfo.Version, "target": cfg.FirmwareTarget,
@@ -84,7 +85,7 @@ func mountFirmware(ctx context.Context, cfg config.Config, srv *api.Server, edge
 	if cfg.Cloud != "" {
 		// Terminal images: fetched once from the hub, served on the LAN,
 		// offered to terminals in waves that skip classrooms in a live class.
-		ti := termimage.New(ctx, termimage.Config{Hub: strings.TrimRight(cfg.Cloud, "/"), EdgeID: edgeID, Channel: cfg.FirmwareChannel, Keys: keys,
+		ti := termimage.New(ctx, termimage.Config{Hub: strings.TrimRight(cfg.Cloud, "/"), Client: hc, EdgeID: edgeID, Channel: cfg.FirmwareChannel, Keys: keys,
 			Dir: filepath.Join(cfg.DataDir, "terminal-images"), Logger: log.With("part", "terminal-images")})
 		ti.Register(srv)
 		ro := termimage.NewRollout(termimage.RolloutConfig{Images: ti, Wave: cfg.FirmwareWave, Tick: cfg.FirmwareWaveInterval,
@@ -98,7 +99,7 @@ func mountFirmware(ctx context.Context, cfg config.Config, srv *api.Server, edge
 		terminals = ro.Reports
 		go ro.Run(ctx)
 	}
-	u := update.New(update.Config{Terminals: terminals, Hub: strings.TrimRight(cfg.Cloud, "/"), EdgeID: edgeID, School: cfg.School, Product: buildinfo.Product,
+	u := update.New(update.Config{Terminals: terminals, Hub: strings.TrimRight(cfg.Cloud, "/"), Client: hc, EdgeID: edgeID, School: cfg.School, Product: buildinfo.Product,
 		Target: cfg.FirmwareTarget, Channel: cfg.FirmwareChannel, Slots: slot.NewManager(be, keys, 0),
 		Download: filepath.Join(cfg.DataDir, "firmware-download"), Classes: classes, Restart: restart,
 		RateLimit: cfg.FirmwareRate, Logger: log, FallbackVersion: buildinfo.Version})

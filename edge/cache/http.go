@@ -51,7 +51,7 @@ func (c *Cache) serveMedia(w http.ResponseWriter, r *http.Request) {
 	}
 	h := w.Header()
 	h.Set("ETag", catalog.ETag(it.SHA256))
-	h.Set("Content-Type", it.MIME)
+	catalog.SetServeHeaders(h, it)
 	h.Set("Cache-Control", "public, max-age=86400")
 	h.Set("Accept-Ranges", "bytes")
 	// Fast path for a cached item: one open and one fstat. The reader

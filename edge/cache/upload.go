@@ -291,6 +291,9 @@ func uploadMeta(r *http.Request) (catalog.Item, error) {
 	if err != nil || mt == "" {
 		return it, fmt.Errorf("%w: Content-Type must name the resource's type (e.g. video/mp4)", catalog.ErrInvalid)
 	}
+	if !catalog.Uploadable(mt) {
+		return it, fmt.Errorf("%w: media type %s is not accepted (video, audio, pictures, PDF and office documents are)", catalog.ErrInvalid, mt)
+	}
 	it.MIME = mt
 	return it, nil
 }

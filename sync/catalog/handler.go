@@ -65,7 +65,7 @@ func Handler(s *Store, log *slog.Logger) http.Handler {
 		}
 		defer f.Close()
 		w.Header().Set("ETag", ETag(it.SHA256))
-		w.Header().Set("Content-Type", it.MIME)
+		SetServeHeaders(w.Header(), it)
 		w.Header().Set("Cache-Control", "public, max-age=31536000, immutable")
 		http.ServeContent(w, r, "", time.Time{}, f)
 	})

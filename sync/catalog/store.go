@@ -203,10 +203,13 @@ func (s *Store) Import(folder string, each func(Imported)) error {
 		ext := filepath.Ext(name)
 		title := strings.TrimSuffix(name, ext)
 		if len(title) > MaxTitleLen {
-			title = title[:MaxTitleLen]
+			// Cut at a character boundary: Chinese titles are 3 bytes a character.
+			title = strings.ToValidUTF8(title[:MaxTitleLen], "")
 		}
+		// A type outside the allowlist (an HTML page, an SVG) becomes opaque
+		// bytes, served as a download: see SetServeHeaders.
 		mt := mime.TypeByExtension(strings.ToLower(ext))
-		if mt == "" || len(mt) > MaxFieldLen {
+		if mt == "" || !Uploadable(mt) {
 			mt = "application/octet-stream"
 		}
 		it, err := s.Put(Item{ID: IDForSum(sum), Title: title, MIME: mt, Size: size, SHA256: sum})

@@ -120,6 +120,10 @@ func (u *uploads) start(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "invalid_item", err.Error())
 		return
 	}
+	if !Uploadable(it.MIME) {
+		writeError(w, http.StatusBadRequest, "mime_not_allowed", "upload: media type "+it.MIME+" is not accepted (video, audio, pictures, PDF and office documents are)")
+		return
+	}
 	// The id is bound to the content, so an upload can add an item but
 	// never replace another one (an imported lesson or another school's).
 	if want := UploadID(it.SHA256); it.ID != want {

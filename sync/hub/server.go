@@ -3,8 +3,10 @@ package hub
 import (
 	"context"
 	"crypto/ed25519"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"io"
 	"log/slog"
@@ -24,6 +26,7 @@ const MaxChangesPage = 20
 // Server serves the sync endpoints edges call.
 type Server struct {
 	st  Store
+	ca  Issuer
 	log *slog.Logger
 	now func() time.Time
 	mux *http.ServeMux
@@ -39,6 +42,17 @@ type Config struct {
 	Logger   *slog.Logger
 	Registry prometheus.Registerer // optional
 	Now      func() time.Time      // default time.Now
+	// CA signs edge certificates (POST /api/v1/sync/cert); nil answers
+	// that endpoint with 501 no_city_ca.
+	CA Issuer
+}
+
+// Issuer is the city CA as the sync server uses it: sign a checked CSR for
+// an enrolled, unrevoked edge and return the chain the edge serves (leaf
+// first, then intermediates) and the root devices trust, both PEM. A name
+// the city does not sign is an error wrapping ErrNameRefused.
+type Issuer interface {
+	Issue(ctx context.Context, csr *x509.CertificateRequest, e Edge) (chainPEM, rootPEM []byte, err error)
 }
 
 // NewServer builds the handler.
@@ -49,7 +63,7 @@ func NewServer(cfg Config) *Server {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	s := &Server{st: cfg.Store, log: cfg.Logger, now: cfg.Now, mux: http.NewServeMux(),
+	s := &Server{st: cfg.Store, ca: cfg.CA, log: cfg.Logger, now: cfg.Now, mux: http.NewServeMux(),
 		batches:  prometheus.NewCounterVec(prometheus.CounterOpts{Name: "cityhub_sync_batches_total", Help: "Batches received, by result."}, []string{"result"}),
 		records:  prometheus.NewCounterVec(prometheus.CounterOpts{Name: "cityhub_sync_records_total", Help: "Records received: new or duplicate."}, []string{"kind"}),
 		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "cityhub_sync_rejected_requests_total", Help: "Refused edge requests by error code."}, []string{"code"}),
@@ -61,6 +75,7 @@ func NewServer(cfg Config) *Server {
 	s.mux.HandleFunc("POST /api/v1/sync/batch", s.signed(wire.MaxBatchBytes, s.batch))
 	s.mux.HandleFunc("GET /api/v1/sync/changes", s.signed(0, s.changes))
 	s.mux.HandleFunc("GET /api/v1/sync/status", s.signed(0, s.status))
+	s.mux.HandleFunc("POST /api/v1/sync/cert", s.signed(wire.MaxCertRequestBytes, s.cert))
 	return s
 }
 
@@ -106,7 +121,14 @@ func (s *Server) enrol(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, http.StatusUnauthorized, "bad_signature", "the proof is not signed by this key")
 		return
 	}
-	e, err := s.st.Enrol(r.Context(), identity.HashToken(req.Token), Edge{ID: req.EdgeID, PublicKey: pub}, s.now())
+	// An edge may send the token as printed, pin included: only the secret
+	// was stored (as its hash). The proof covers the token as sent.
+	secret, _, err := wire.ParseEnrolToken(req.Token)
+	if err != nil {
+		s.fail(w, http.StatusUnauthorized, "invalid_token", err.Error())
+		return
+	}
+	e, err := s.st.Enrol(r.Context(), identity.HashToken(secret), Edge{ID: req.EdgeID, PublicKey: pub}, s.now())
 	switch {
 	case errors.Is(err, ErrTokenInvalid):
 		s.fail(w, http.StatusUnauthorized, "invalid_token", "the enrolment token is unknown, already used or expired; ask the city for a new one (cityhub enrol-token -school CODE)")
@@ -225,6 +247,41 @@ func (s *Server) batch(w http.ResponseWriter, r *http.Request, e Edge, body []by
 	s.records.WithLabelValues("duplicate").Add(float64(res.Dups))
 	s.log.Debug("batch", "edge", e.ID, "school", e.School, "first", b.Records[0].Seq, "n", len(b.Records), "new", res.Accepted, "dups", res.Dups, "acked", res.Acked)
 	writeJSON(w, http.StatusOK, wire.Ack{Acked: res.Acked, Accepted: res.Accepted, Dups: res.Dups})
+}
+
+// cert signs the edge's TLS key with the city CA. The edge is known and
+// not revoked (s.signed); the CSR's shape is checked by
+// wire.DecodeCertRequest and the names by the CA's policy.
+func (s *Server) cert(w http.ResponseWriter, r *http.Request, e Edge, body []byte) {
+	if s.ca == nil {
+		s.fail(w, http.StatusNotImplemented, "no_city_ca", "this hub has no city CA configured; edges keep their own certificates")
+		return
+	}
+	csr, err := wire.DecodeCertRequest(body)
+	if err != nil {
+		s.fail(w, http.StatusBadRequest, "invalid_csr", err.Error())
+		return
+	}
+	chain, root, err := s.ca.Issue(r.Context(), csr, e)
+	switch {
+	case errors.Is(err, ErrNameRefused):
+		s.fail(w, http.StatusForbidden, "name_refused", err.Error())
+		return
+	case err != nil:
+		s.log.Error("sign edge certificate", "edge", e.ID, "err", err)
+		s.fail(w, http.StatusInternalServerError, "internal", "could not sign: "+err.Error())
+		return
+	}
+	leaf, _ := pem.Decode(chain)
+	notAfter := ""
+	if leaf != nil {
+		if c, err := x509.ParseCertificate(leaf.Bytes); err == nil {
+			notAfter = c.NotAfter.UTC().Format(time.RFC3339)
+			s.log.Info("edge certificate signed", "edge", e.ID, "school", e.School, "serial", c.SerialNumber.Text(16),
+				"dns", c.DNSNames, "ips", c.IPAddresses, "not_after", notAfter)
+		}
+	}
+	writeJSON(w, http.StatusOK, wire.CertResponse{ChainPEM: string(chain), RootPEM: string(root), NotAfter: notAfter})
 }
 
 func (s *Server) status(w http.ResponseWriter, r *http.Request, e Edge, _ []byte) {

@@ -22,6 +22,8 @@ var (
 	ErrTokenInvalid = errors.New("enrolment token unknown, used or expired")
 	ErrReplay       = errors.New("nonce already used")
 	ErrSeqConflict  = errors.New("sequence number already holds a different record")
+	// ErrNameRefused is wrapped by an Issuer refusing a name by city policy.
+	ErrNameRefused = errors.New("name not allowed by the city CA")
 )
 
 // GapError means a batch starts further beyond the hub's contiguous

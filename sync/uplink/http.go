@@ -86,7 +86,9 @@ func (u *Uplink) postEnrol(w http.ResponseWriter, r *http.Request) {
 		api.WriteError(w, http.StatusBadGateway, "enrol_failed", err.Error())
 		return
 	}
-	u.log.Info("enrolled with the city", "hub", e.Hub, "school", e.School)
+	// Connections made under a previous enrolment's pin are not reused.
+	u.cfg.Client.CloseIdleConnections()
+	u.log.Info("enrolled with the city", "hub", e.Hub, "school", e.School, "hub_pin", e.HubPin)
 	u.Wake()
 	api.WriteJSON(w, http.StatusOK, e)
 }

@@ -17,6 +17,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -57,6 +58,9 @@ type Enrolment struct {
 	School   string    `json:"school"`
 	Name     string    `json:"school_name"`
 	Enrolled time.Time `json:"enrolled"`
+	// HubPin is the pin (wire.SPKIPin) of the hub's TLS key from the
+	// enrolment token; HubClient accepts an https:// hub only with it.
+	HubPin string `json:"hub_pin,omitempty"`
 }
 
 // LoadEnrolment reads the enrolment; ok is false when the edge has none.
@@ -73,9 +77,29 @@ func LoadEnrolment(db *bolt.DB) (e Enrolment, ok bool, err error) {
 }
 
 // Enrol presents the one-time token with the edge's key and stores the
-// school the hub assigned.
+// school the hub assigned. The token is SECRET~PIN as cityhub enrol-token
+// prints it: over https:// the hub must present the key PIN names (checked
+// in the TLS handshake, before the token leaves the edge; client is then
+// not used), and the pin is stored with the enrolment for HubClient. An
+// old-style token without a pin still enrols with an http:// hub, and is
+// refused for https://, since nothing would then authenticate the hub.
 func Enrol(ctx context.Context, db *bolt.DB, client *http.Client, hub, token string, id Identity) (Enrolment, error) {
-	if client == nil {
+	// Only the secret goes to the hub; the pin is this edge's to check.
+	token, pin, err := wire.ParseEnrolToken(token)
+	if err != nil {
+		return Enrolment{}, fmt.Errorf("enrol: %w", err)
+	}
+	hu, err := url.Parse(hub)
+	if err != nil {
+		return Enrolment{}, fmt.Errorf("enrol: hub URL %q: %w", hub, err)
+	}
+	switch {
+	case hu.Scheme == "https" && pin == "":
+		return Enrolment{}, fmt.Errorf("enrol: the hub is https:// but the token carries no pin of its TLS key (no %q in it), so this edge cannot authenticate the hub; "+
+			"ask the city for a token printed by a current cityhub enrol-token (SECRET~PIN)", wire.TokenPinSep)
+	case hu.Scheme == "https":
+		client = tokenClient(pin)
+	case client == nil:
 		client = &http.Client{Timeout: 30 * time.Second}
 	}
 	pub := base64.StdEncoding.EncodeToString(id.Public())
@@ -89,6 +113,10 @@ func Enrol(ctx context.Context, db *bolt.DB, client *http.Client, hub, token str
 	hr.Header.Set("Content-Type", "application/json")
 	resp, err := client.Do(hr)
 	if err != nil {
+		if pm := (*PinMismatchError)(nil); errors.As(err, &pm) {
+			pm.Hub = hub // no SNI (so no name) when the hub is reached by address
+			return Enrolment{}, fmt.Errorf("enrol: %w", pm)
+		}
 		return Enrolment{}, fmt.Errorf("enrol: cannot reach the hub at %s: %w", hub, err)
 	}
 	defer resp.Body.Close()
@@ -100,7 +128,7 @@ func Enrol(ctx context.Context, db *bolt.DB, client *http.Client, hub, token str
 	if err := json.Unmarshal(raw, &er); err != nil || er.Edge != id.EdgeID() || !wire.ValidSchool(er.School) {
 		return Enrolment{}, fmt.Errorf("enrol: the hub's answer is not an enrolment of this edge: %.200s", raw)
 	}
-	e := Enrolment{Hub: hub, Edge: er.Edge, School: er.School, Name: er.Name, Enrolled: time.Now().UTC()}
+	e := Enrolment{Hub: hub, Edge: er.Edge, School: er.School, Name: er.Name, Enrolled: time.Now().UTC(), HubPin: pin}
 	v, _ := json.Marshal(e)
 	if err := db.Update(func(tx *bolt.Tx) error { return tx.Bucket(BucketState).Put(keyEnrol, v) }); err != nil {
 		return Enrolment{}, fmt.Errorf("enrol: save enrolment: %w", err)
@@ -126,12 +154,17 @@ type Identity interface {
 
 // Config wires the uplink.
 type Config struct {
-	Hub        string // -cloud; empty: offline
-	DB         *bolt.DB
-	Outbox     *outbox.Outbox
-	Identity   Identity
-	Client     *http.Client
-	Logger     *slog.Logger
+	Hub      string // -cloud; empty: offline
+	DB       *bolt.DB
+	Outbox   *outbox.Outbox
+	Identity Identity
+	// Client talks to the hub; default HubClient(DB), which accepts an
+	// https:// hub only by the key pinned at enrolment.
+	Client *http.Client
+	Logger *slog.Logger
+	// Certs, when set, gets the edge's TLS certificate signed by the city
+	// CA whenever it says one is due (see CertSigner); nil: never asks.
+	Certs      CertSigner
 	MaxRecords int // per batch, default 4000
 	MaxBytes   int // payload bytes per batch, default 1 MiB
 	// InFlight is how many batches may be on the way at once (default 2),
@@ -171,6 +204,7 @@ type Uplink struct {
 	lim *rate.Limiter
 
 	offset atomic.Int64 // hub clock minus edge clock, ms
+	certs  certState    // used by the Run goroutine only
 	mu     sync.Mutex
 	st     Status
 	wake   chan struct{}
@@ -182,7 +216,7 @@ func New(cfg Config) *Uplink {
 		cfg.Logger = slog.Default()
 	}
 	if cfg.Client == nil {
-		cfg.Client = &http.Client{Timeout: 60 * time.Second}
+		cfg.Client = HubClient(cfg.DB)
 	}
 	if cfg.MaxRecords <= 0 || cfg.MaxRecords > wire.MaxBatchRecords {
 		cfg.MaxRecords = 4000
@@ -363,6 +397,7 @@ func (u *Uplink) cycle(ctx context.Context, nextPull *time.Time) error {
 		*nextPull = time.Now().Add(u.cfg.PullEvery)
 	}
 	u.setLink("up", nil)
+	u.maybeCityCert(ctx)
 	return nil
 }
 
@@ -466,25 +501,47 @@ func (u *Uplink) sendBatch(ctx context.Context, enr Enrolment, recs []wire.Recor
 // do sends a signed request, correcting the edge clock by the hub's once
 // if the hub says it is off.
 func (u *Uplink) do(ctx context.Context, method, pathQuery string, body []byte) ([]byte, error) {
+	return u.doType(ctx, method, pathQuery, "application/vnd.campusedge.batch+gzip", body)
+}
+
+// requestTimeout bounds one signed sync request, answer included.
+const requestTimeout = 2 * time.Minute
+
+// doType is do with the body's content type.
+func (u *Uplink) doType(ctx context.Context, method, pathQuery, contentType string, body []byte) ([]byte, error) {
 	for attempt := 0; ; attempt++ {
-		req, err := http.NewRequestWithContext(ctx, method, strings.TrimRight(u.cfg.Hub, "/")+pathQuery, bytes.NewReader(body))
+		// The hub client has no overall timeout (downloads share it); one
+		// sync request, body included, gets requestTimeout.
+		rctx, cancel := context.WithTimeout(ctx, requestTimeout)
+		req, err := http.NewRequestWithContext(rctx, method, strings.TrimRight(u.cfg.Hub, "/")+pathQuery, bytes.NewReader(body))
 		if err != nil {
+			cancel()
 			return nil, err
 		}
 		if body != nil {
-			req.Header.Set("Content-Type", "application/vnd.campusedge.batch+gzip")
+			req.Header.Set("Content-Type", contentType)
 		}
 		now := u.cfg.Outbox.Now().Add(time.Duration(u.offset.Load()) * time.Millisecond)
 		if err := wire.Sign(req, u.cfg.Identity, now, body); err != nil {
+			cancel()
 			return nil, err
 		}
 		sent := u.cfg.Outbox.Now()
 		resp, err := u.cfg.Client.Do(req)
 		if err != nil {
+			cancel()
+			if pm := (*PinMismatchError)(nil); errors.As(err, &pm) {
+				pm.Hub = u.cfg.Hub
+				return nil, &refusedError{pm.Error()}
+			}
+			if errors.Is(err, errNoPin) {
+				return nil, &refusedError{errNoPin.Error()}
+			}
 			return nil, fmt.Errorf("hub %s unreachable: %w", u.cfg.Hub, err)
 		}
 		raw, rerr := io.ReadAll(io.LimitReader(resp.Body, 8<<20))
 		resp.Body.Close()
+		cancel()
 		if ht, err := strconv.ParseInt(resp.Header.Get(wire.HeaderHubTime), 10, 64); err == nil {
 			// Midpoint of the round trip: good to well under MaxSkew.
 			mid := sent.Add(u.cfg.Outbox.Now().Sub(sent) / 2)

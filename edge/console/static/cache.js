@@ -72,6 +72,10 @@
       tr.dataset.id = it.id;
       const link = document.createElement("a");
       link.href = "/media/" + it.id;
+      // A new tab without a handle back to the console: whatever the item
+      // is, it never gets a reference to the page that holds the token.
+      link.target = "_blank";
+      link.rel = "noopener noreferrer";
       link.textContent = it.title;
       const t = document.createElement("td");
       t.append(link);
