@@ -115,13 +115,7 @@ func Mount(cfg Config) (*Live, error) {
 	l.upstreamHandlers(cfg.Server)
 	(&session.Handlers{M: l.Sessions, IsAdmin: cfg.IsAdmin, Recording: l.rec.status}).Register(cfg.Server)
 	l.registerMetrics(cfg.Server.Registry())
-	srv := cfg.Server
-	srv.HandleFunc("POST /whip/{session}", l.whip)
-	srv.HandleFunc("DELETE /whip/{session}/{resource}", l.deleteResource(true))
-	srv.HandleFunc("PATCH /whip/{session}/{resource}", noTrickle)
-	srv.HandleFunc("POST /whep/{session}", l.whep)
-	srv.HandleFunc("DELETE /whep/{session}/{resource}", l.deleteResource(false))
-	srv.HandleFunc("PATCH /whep/{session}/{resource}", noTrickle)
+	l.registerWHIPWHEP(cfg.Server) // cors.go
 	return l, nil
 }
 
@@ -164,7 +158,7 @@ func (l *Live) Close() {
 // noTrickle answers PATCH: RFC 9725 §4.3.1 lets a server without trickle
 // ICE answer 405; clients then rely on the candidates in the offer.
 func noTrickle(w http.ResponseWriter, r *http.Request) {
-	w.Header().Set("Allow", "DELETE")
+	w.Header().Set("Allow", resourceAllow)
 	api.WriteError(w, http.StatusMethodNotAllowed, "trickle_not_supported", "this edge does not take trickle ICE; put every candidate in the offer (wait for ICE gathering to complete)")
 }
 

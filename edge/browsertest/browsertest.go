@@ -59,6 +59,15 @@ func (b *Browser) logf(f string, a ...any) { _, _ = fmt.Fprintf(b, f+"\n", a...)
 // build them on it with chromedp.NewContext; Start is the one-tab case.
 func Allocator(ctx context.Context, t testing.TB, out io.Writer) context.Context {
 	t.Helper()
+	return AllocatorWith(ctx, t, out)
+}
+
+// AllocatorWith is Allocator with extra options after the verified flags,
+// for a test that needs one more: e.g. chromedp.Flag("host-resolver-rules",
+// "MAP edge.school.test 127.0.0.1") to load a page from a name Chromium
+// does not treat as a secure context.
+func AllocatorWith(ctx context.Context, t testing.TB, out io.Writer, extra ...chromedp.ExecAllocatorOption) context.Context {
+	t.Helper()
 	if _, err := os.Stat(ChromiumPath); err != nil {
 		if os.Getenv("CI") == "true" {
 			t.Fatalf("chromium is required in CI: %v (apt-get install chromium)", err)
@@ -90,6 +99,7 @@ func Allocator(ctx context.Context, t testing.TB, out io.Writer) context.Context
 		chromedp.UserDataDir(t.TempDir()),
 		chromedp.CombinedOutput(out),
 	)
+	opts = append(opts, extra...)
 	allocCtx, cancel := chromedp.NewExecAllocator(ctx, opts...)
 	t.Cleanup(cancel)
 	return allocCtx
@@ -100,8 +110,14 @@ func Allocator(ctx context.Context, t testing.TB, out io.Writer) context.Context
 // camera and microphone, and WebRTC works on loopback.
 func Start(ctx context.Context, t testing.TB) *Browser {
 	t.Helper()
+	return StartWith(ctx, t)
+}
+
+// StartWith is Start with extra allocator options (see AllocatorWith).
+func StartWith(ctx context.Context, t testing.TB, extra ...chromedp.ExecAllocatorOption) *Browser {
+	t.Helper()
 	b := &Browser{t: t}
-	allocCtx := Allocator(ctx, t, b)
+	allocCtx := AllocatorWith(ctx, t, b, extra...)
 	bctx, bcancel := chromedp.NewContext(allocCtx, chromedp.WithLogf(b.logf), chromedp.WithErrorf(b.logf))
 	// The first Do starts the browser; its context must carry no per-step
 	// timeout (ctx bounds the whole browser).

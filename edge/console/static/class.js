@@ -132,3 +132,76 @@ function quizBars(box, q, r) {
   }
   box.append(el("p", { class: "accuracy" }, `${r.answered} answered · ${r.correct} correct · accuracy ${Math.round(100 * r.accuracy)}%` + (r.open ? "" : " · closed")));
 }
+
+// Camera, microphone and screen share: browsers give them only to secure
+// contexts. http://127.0.0.1 is one, http://<LAN address> is not, so on a
+// school LAN over plain HTTP navigator.mediaDevices is undefined and
+// getUserMedia would throw a TypeError nobody sees. Pages that need media
+// call checkMedia first and, when it fails, tell the user in the page how to
+// get to the HTTPS address of the same page.
+
+// MEDIA_TEXT: every string the media check shows, in one place for
+// translation.
+const MEDIA_TEXT = {
+  insecureTitle: "Camera, microphone and screen share are blocked on this address",
+  insecureWhy: "The browser allows them only on a secure (HTTPS) page, and this page was opened over plain HTTP.",
+  openHttps: "Open this page over HTTPS: ",
+  trust: "If the browser warns about the certificate, install the school's CA certificate from the console (Settings → HTTPS) or ask the IT admin.",
+  unsupportedTitle: "This browser gives this page no camera or microphone",
+  unsupportedWhy: "Use a current Chrome, Edge or Firefox, or ask the IT admin.",
+  startBlocked: "The class was not started: this page cannot use the camera and microphone here (see the message at the top).",
+  cameraFailed: "The camera or microphone could not be opened: ",
+  selfBlocked: "This classroom's camera is off: see the message at the top. The lesson still plays.",
+  noScreenShare: "This browser cannot share the screen from this page.",
+  shareFailed: "Screen share failed: ",
+};
+
+// DEFAULT_HTTPS_PORT is edged's default -https-listen port, used when
+// /api/v1/edge does not say (an older edge, or the request failed).
+const DEFAULT_HTTPS_PORT = 8443;
+
+// mediaProblem: "" when the page may ask for camera and microphone,
+// "insecure" when it is not a secure context, "unsupported" when it is
+// but the browser has no navigator.mediaDevices.getUserMedia.
+function mediaProblem() {
+  if (!window.isSecureContext) return "insecure";
+  if (!navigator.mediaDevices || typeof navigator.mediaDevices.getUserMedia !== "function") return "unsupported";
+  return "";
+}
+
+// httpsPageURL is this same page on the edge's HTTPS port (from
+// GET /api/v1/edge, field https_port).
+async function httpsPageURL() {
+  let port = DEFAULT_HTTPS_PORT;
+  try {
+    const res = await fetch("/api/v1/edge", { signal: AbortSignal.timeout(3000) });
+    const j = await res.json();
+    if (Number.isInteger(j.https_port) && j.https_port > 0 && j.https_port < 65536) port = j.https_port;
+  } catch (e) { /* keep the default: the message must appear either way */ }
+  return "https://" + location.hostname + (port === 443 ? "" : ":" + port) + location.pathname;
+}
+
+// checkMedia resolves true when camera and microphone can be used; when
+// not, it fills box (hidden until then) with what to do and resolves false.
+let mediaHelp = null;
+function checkMedia(box) {
+  const problem = mediaProblem();
+  if (!problem) return Promise.resolve(true);
+  if (!mediaHelp) mediaHelp = fillMediaHelp(box, problem);
+  return mediaHelp.then(() => { box.hidden = false; return false; });
+}
+
+async function fillMediaHelp(box, problem) {
+  box.textContent = "";
+  if (problem === "insecure") {
+    const url = await httpsPageURL();
+    // The link keeps the query and fragment (a teacher's join link carries
+    // its session there); the text shows the address only.
+    const link = el("a", { href: url + location.search + location.hash, id: "https-link" }, url);
+    box.append(el("h2", {}, MEDIA_TEXT.insecureTitle), el("p", {}, MEDIA_TEXT.insecureWhy),
+      el("p", {}, MEDIA_TEXT.openHttps, link), el("p", {}, MEDIA_TEXT.trust));
+  } else {
+    box.append(el("h2", {}, MEDIA_TEXT.unsupportedTitle), el("p", {}, MEDIA_TEXT.unsupportedWhy));
+  }
+  box.dataset.problem = problem;
+}

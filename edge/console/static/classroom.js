@@ -78,12 +78,20 @@ async function join(cur) {
     else { $("onstage").textContent = ""; $("onstage").append(videoEl(track)); }
     track.onended = () => { for (const v of document.querySelectorAll("video")) if (v.srcObject && v.srcObject.getTracks()[0] === track) v.remove(); };
   });
-  try {
-    P.media = await navigator.mediaDevices.getUserMedia({ video: { width: 640, height: 360 }, audio: true });
-    $("self").textContent = ""; $("self").append(videoEl(P.media.getVideoTracks()[0]));
-    await P.conn.publish(P.media);
-    P.published = true;
-  } catch (e) { P.errors.push("camera: " + e.message); }
+  // Without camera and microphone (plain HTTP on the LAN) the room still
+  // watches the lesson, answers quizzes and raises hands; the banner at the
+  // top says how to get its camera back.
+  if (!(await checkMedia($("media-help")))) {
+    P.errors.push("camera: " + mediaProblem());
+    $("self").textContent = MEDIA_TEXT.selfBlocked;
+  } else {
+    try {
+      P.media = await navigator.mediaDevices.getUserMedia({ video: { width: 640, height: 360 }, audio: true });
+      $("self").textContent = ""; $("self").append(videoEl(P.media.getVideoTracks()[0]));
+      await P.conn.publish(P.media);
+      P.published = true;
+    } catch (e) { P.errors.push("camera: " + e.message); $("self").textContent = MEDIA_TEXT.cameraFailed + e.message; }
+  }
   loadRoster("");
 }
 
@@ -172,4 +180,5 @@ setInterval(async () => {
   $("banner").hidden = !P.feedLost;
 }, 1000);
 
+checkMedia($("media-help")); // at once, not only when a class starts
 poll();

@@ -27,16 +27,43 @@ $("load").onclick = async () => {
   } catch (e) { $("setup-error").textContent = e.message; }
 };
 
+// openCamera gets camera and microphone before anything is created on the
+// edge, so that a page that cannot have them (plain HTTP on the LAN, a
+// refused permission) says why and stays at setup instead of leaving a
+// started class with an empty "Me" panel. Resolves null when it could not.
+async function openCamera() {
+  if (!(await checkMedia($("media-help")))) {
+    $("setup-error").textContent = MEDIA_TEXT.startBlocked;
+    T.errors.push("media: " + mediaProblem());
+    $("media-help").scrollIntoView();
+    return null;
+  }
+  try {
+    return await navigator.mediaDevices.getUserMedia({ video: { width: 640, height: 360 }, audio: true });
+  } catch (e) {
+    $("setup-error").textContent = MEDIA_TEXT.cameraFailed + e.message;
+    T.errors.push("camera: " + e.message);
+    return null;
+  }
+}
+
 $("start").onclick = async () => {
   $("setup-error").textContent = "";
+  const media = await openCamera();
+  if (!media) return;
+  let started = false;
   try {
     const ids = [...document.querySelectorAll(".room:checked")].map((i) => i.value);
     const s = await admin("POST", "/api/v1/sessions", { title: $("class-title").value || "Lesson", classrooms: ids });
     T.names = {};
     const cs = await admin("GET", "/api/v1/classrooms");
     for (const c of cs.classrooms || cs) T.names[c.id] = c.name;
-    await run(s.id, s.tokens.master, ids);
-  } catch (e) { $("setup-error").textContent = e.message; T.errors.push(e.message); }
+    started = true;
+    await run(s.id, s.tokens.master, ids, media);
+  } catch (e) {
+    if (!started) media.getTracks().forEach((t) => t.stop()); // the camera light goes off again
+    $("setup-error").textContent = e.message; T.errors.push(e.message);
+  }
 };
 
 function tile(cid) {
@@ -75,7 +102,9 @@ function render() {
   $("status").textContent = st.session_state;
 }
 
-async function run(id, token, classrooms) {
+// run joins session id as its master and publishes media (camera and mic,
+// already opened by openCamera).
+async function run(id, token, classrooms, media) {
   T.sessionId = id; T.classrooms = classrooms;
   $("setup").hidden = true; $("live").hidden = false;
   classrooms.forEach(tile);
@@ -93,19 +122,26 @@ async function run(id, token, classrooms) {
     t.video.textContent = "";
     t.video.append(videoEl(track));
   });
-  T.media = await navigator.mediaDevices.getUserMedia({ video: { width: 640, height: 360 }, audio: true });
+  T.media = media;
   $("self").append(videoEl(T.media.getVideoTracks()[0]));
   await T.conn.publish(T.media);
   T.published = true;
 }
 
 $("share").onclick = async () => {
+  $("share-error").textContent = "";
+  // Phones and tablets have getUserMedia but no getDisplayMedia.
+  if (!navigator.mediaDevices || typeof navigator.mediaDevices.getDisplayMedia !== "function") {
+    $("share-error").textContent = MEDIA_TEXT.noScreenShare;
+    T.errors.push("share: no getDisplayMedia");
+    return;
+  }
   try {
     const screen = await navigator.mediaDevices.getDisplayMedia({ video: true });
     screen.getTracks().forEach((t) => T.media.addTrack(t));
     await T.conn.publish(T.media); // renegotiate: the screen is a second video track of "master"
     T.sharing = true;
-  } catch (e) { T.errors.push("share: " + e.message); }
+  } catch (e) { $("share-error").textContent = MEDIA_TEXT.shareFailed + e.message; T.errors.push("share: " + e.message); }
 };
 
 $("end").onclick = () => T.conn.req({ type: "end" });
@@ -126,12 +162,19 @@ $("q-close").onclick = () => T.quiz && T.conn.req({ type: "quiz_close", quiz_id:
 (async () => {
   const h = new URLSearchParams(location.hash.slice(1));
   const id = h.get("session"), tok = h.get("master");
-  if (!id || !tok) return;
+  if (!id || !tok) { checkMedia($("media-help")); return; } // say it before the teacher types a token
+  const media = await openCamera();
+  if (!media) return;
+  let started = false;
   try {
     const res = await fetch("/api/v1/sessions/" + encodeURIComponent(id), { headers: { Authorization: "Bearer " + tok } });
     const s = await res.json();
     if (!res.ok) throw new Error((s.error && s.error.message) || res.statusText);
     T.names = {};
-    await run(s.id, tok, s.classrooms);
-  } catch (e) { $("setup-error").textContent = e.message; T.errors.push(e.message); }
+    started = true;
+    await run(s.id, tok, s.classrooms, media);
+  } catch (e) {
+    if (!started) media.getTracks().forEach((t) => t.stop());
+    $("setup-error").textContent = e.message; T.errors.push(e.message);
+  }
 })();
