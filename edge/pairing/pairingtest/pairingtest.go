@@ -75,7 +75,7 @@ type Edge struct {
 
 // Options adjust Start.
 type Options struct {
-	Console http.Handler                      // served at "/" (classroom page)
+	Console http.Handler                    // served at "/" (classroom page)
 	Wrap    func(http.Handler) http.Handler // wraps the API handler
 	Logger  *slog.Logger
 }
