@@ -121,7 +121,6 @@ func TestKioskComesUpPairedAndIsRestarted(t *testing.T) {
 	waitFor(t, ctx, "the restarted page to poll again", func() bool { return seen.count(st.Token) > before+1 })
 }
 
-
 // checkPage attaches to the kiosk browser through its DevTools port: the
 // classroom tab has no fragment left, and the page's origin is a secure
 // context holding the terminal's token.
