@@ -102,7 +102,7 @@ func Discover(ctx context.Context, log *slog.Logger, iface, wantID string, timeo
 	for {
 		f, err := discovery.Browse(ctx, discovery.BrowseOptions{Interface: iface, EdgeID: wantID, Logger: log})
 		if err != nil {
-			return f, fmt.Errorf("no CampusEdge edge answered on the LAN within %s (multicast may not cross this VLAN: pass -edge http://EDGE:8080): %w", timeout, err)
+			return f, fmt.Errorf("no CampusEdge edge answered on the LAN within %s (multicast may not cross this VLAN: pass -edge https://EDGE:8443): %w", timeout, err)
 		}
 		if wantID == "" || f.Info.EdgeID == wantID {
 			return f, nil
