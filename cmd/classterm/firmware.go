@@ -78,7 +78,7 @@ func withFirmware(agent *termagent.Agent, model, root, keys, fallbackVersion, da
 			defer updating.Store(false)
 			report("updating", version(), "")
 			log.Info("terminal image offered; installing", "version", offer.Version, "model", model)
-			res, err := termupdate.Apply(ctx, termupdate.Config{Edge: agent.State.EdgeURL, Model: model, Slots: m,
+			res, err := termupdate.Apply(ctx, termupdate.Config{Edge: agent.State.EdgeURL, Client: agent.HTTPClient(), Model: model, Slots: m,
 				Dir: filepath.Join(dataDir, "firmware-download"), Logger: log})
 			if err != nil {
 				log.Warn("terminal image not installed", "err", err)

@@ -52,6 +52,12 @@ type Config struct {
 	// HTTPSPort is where pages, API and WebSocket are served over TLS (0:
 	// HTTPS off); pages opened over plain HTTP read it to point the way.
 	HTTPSPort int
+	// ServerPin returns the pin of the key the HTTPS listener serves now:
+	// base64(SHA-256(DER SubjectPublicKeyInfo of the leaf)), the format of
+	// Chromium's --ignore-certificate-errors-spki-list. The PAKE pairing
+	// (POST /api/v1/pair/start, /finish) binds it to the pairing code; nil
+	// or "" means HTTPS is not up yet and that pairing is refused.
+	ServerPin func() string
 }
 
 // Server holds the handlers' shared state.
@@ -64,6 +70,8 @@ type Server struct {
 
 	requests *prometheus.CounterVec
 	wsConns  prometheus.Gauge
+
+	pairs *pairSessions
 
 	mu    sync.Mutex
 	conns map[*controlConn]struct{}
@@ -79,7 +87,7 @@ func New(cfg Config) *Server {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, started: time.Now(), reg: prometheus.NewRegistry(), mux: http.NewServeMux(), conns: map[*controlConn]struct{}{}}
+	s := &Server{cfg: cfg, log: cfg.Logger, started: time.Now(), reg: prometheus.NewRegistry(), mux: http.NewServeMux(), conns: map[*controlConn]struct{}{}, pairs: newPairSessions(time.Now)}
 	s.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "campusedge_http_requests_total", Help: "HTTP requests by route pattern and status code.",
 	}, []string{"route", "code"})
@@ -138,6 +146,8 @@ func (s *Server) routes() {
 	s.HandleFunc("POST /api/v1/classrooms/{id}/pairing-codes", s.Admin(s.newPairingCode))
 	s.HandleFunc("GET /api/v1/terminals", s.Admin(s.listTerminals))
 	s.HandleFunc("POST /api/v1/pair", s.pair)
+	s.HandleFunc("POST /api/v1/pair/start", s.pairStart)
+	s.HandleFunc("POST /api/v1/pair/finish", s.pairFinish)
 	s.HandleFunc("GET /api/v1/ws", s.controlWS)
 	s.HandleFunc("/api/v1/", func(w http.ResponseWriter, r *http.Request) {
 		WriteError(w, http.StatusNotFound, "not_found", "no such API endpoint: "+r.Method+" "+r.URL.Path+" (see docs/API.md)")

@@ -177,7 +177,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts Options)
 			return nil
 		},
 	}
-	srv := api.New(api.Config{Identity: id, Fleet: fl, School: cfg.School, SchoolName: schoolName, Logger: log, Checks: checks, Console: console.Handler(), HTTPSPort: httpsPort})
+	srv := api.New(api.Config{Identity: id, Fleet: fl, School: cfg.School, SchoolName: schoolName, Logger: log, Checks: checks, Console: console.Handler(), HTTPSPort: httpsPort, ServerPin: serverPin(tm)})
 	if tm != nil {
 		tm.Register(srv)
 	}
@@ -294,7 +294,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts Options)
 		adv, err := discovery.Advertise(ctx, discovery.Config{
 			Instance:   discovery.InstanceName(schoolName),
 			Port:       port,
-			Info:       discovery.Info{Version: "1", EdgeID: id.ID, School: cfg.School, API: "/api/v1"},
+			Info:       discovery.Info{Version: "1", EdgeID: id.ID, School: cfg.School, API: "/api/v1", HTTPSPort: httpsPort},
 			Interfaces: cfg.MDNSInterfaces,
 			Logger:     log.With("component", "discovery"),
 		})
@@ -353,6 +353,15 @@ func upstreamRoots(tm *certs.Manager) func() *x509.CertPool {
 		return nil
 	}
 	return func() *x509.CertPool { return certs.RootsWith(tm.CAPEM()) }
+}
+
+// serverPin is the pin of the key served on the LAN, which pairing binds
+// to the pairing code; nil without HTTPS (pairing by code is then refused).
+func serverPin(tm *certs.Manager) func() string {
+	if tm == nil {
+		return nil
+	}
+	return tm.Pin
 }
 
 // citySigner lets the uplink have the city CA sign the edge's certificate;

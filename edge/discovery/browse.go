@@ -36,6 +36,9 @@ type Found struct {
 	Port     int
 	Info     Info
 	URL      string // http://addr:port
+	// HTTPSURL is https://addr:port with the TXT https= port, or
+	// DefaultHTTPSPort when the edge does not advertise one.
+	HTTPSURL string
 }
 
 const (
@@ -274,5 +277,10 @@ func accept(e *mdns.ServiceEntry, wantID string, log *slog.Logger) (Found, bool)
 		host += "%" + f.Zone
 	}
 	f.URL = (&url.URL{Scheme: "http", Host: net.JoinHostPort(host, strconv.Itoa(f.Port))}).String()
+	httpsPort := info.HTTPSPort
+	if httpsPort == 0 {
+		httpsPort = DefaultHTTPSPort
+	}
+	f.HTTPSURL = (&url.URL{Scheme: "https", Host: net.JoinHostPort(host, strconv.Itoa(httpsPort))}).String()
 	return f, true
 }

@@ -13,6 +13,7 @@ package discovery
 import (
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"unicode"
 	"unicode/utf8"
@@ -42,7 +43,15 @@ type Info struct {
 	EdgeID  string // TXT id=; the short edge id
 	School  string // TXT school=; the school code the city knows the school by (may be empty)
 	API     string // TXT api=; path of the HTTP API (empty means /api/v1)
+	// HTTPSPort is TXT https=: the edge's HTTPS port, where terminals pair
+	// and connect (the service's own port stays the plain HTTP one, for
+	// /healthz, /metrics and /media). 0: not advertised; terminals then
+	// use DefaultHTTPSPort.
+	HTTPSPort int
 }
+
+// DefaultHTTPSPort is edged's HTTPS port when TXT https= is absent.
+const DefaultHTTPSPort = 8443
 
 // TXT returns the TXT record strings for i, in a stable order.
 func (i Info) TXT() []string {
@@ -53,7 +62,11 @@ func (i Info) TXT() []string {
 	if api == "" {
 		api = defaultAPI
 	}
-	return []string{"v=" + v, "id=" + i.EdgeID, "school=" + i.School, "api=" + api}
+	txt := []string{"v=" + v, "id=" + i.EdgeID, "school=" + i.School, "api=" + api}
+	if i.HTTPSPort != 0 {
+		txt = append(txt, "https="+strconv.Itoa(i.HTTPSPort))
+	}
+	return txt
 }
 
 // ParseTXT validates the TXT strings of a discovered service and returns the
@@ -82,7 +95,7 @@ func ParseTXT(fields []string) (Info, error) {
 		}
 		seen[key] = true
 		switch key {
-		case "v", "id", "school", "api":
+		case "v", "id", "school", "api", "https":
 		default:
 			continue
 		}
@@ -98,6 +111,13 @@ func ParseTXT(fields []string) (Info, error) {
 			info.School = value
 		case "api":
 			info.API = value
+		case "https":
+			// Strict like the rest: a port is 1-65535 in plain decimal.
+			n, err := strconv.Atoi(value)
+			if err != nil || n < 1 || n > 65535 || value != strconv.Itoa(n) {
+				return Info{}, fmt.Errorf("TXT https=%q is not a port number", truncate(value))
+			}
+			info.HTTPSPort = n
 		}
 	}
 	if !seen["v"] {

@@ -20,6 +20,13 @@ func TestInfoTXTRoundTrip(t *testing.T) {
 	if out != (Info{Version: "1", EdgeID: "k3x9q2m7ab", School: "sch-042", API: "/api/v1"}) {
 		t.Fatalf("ParseTXT(TXT()) = %+v", out)
 	}
+	in.HTTPSPort = 8443
+	if got := in.TXT(); strings.Join(got, "|") != strings.Join(append(want, "https=8443"), "|") {
+		t.Fatalf("TXT() with HTTPS = %q", got)
+	}
+	if out, err := ParseTXT(in.TXT()); err != nil || out.HTTPSPort != 8443 {
+		t.Fatalf("ParseTXT with https= = %+v, %v", out, err)
+	}
 }
 
 func TestParseTXTGood(t *testing.T) {
@@ -28,15 +35,16 @@ func TestParseTXTGood(t *testing.T) {
 		fields []string
 		want   Info
 	}{
-		{"plain", []string{"v=1", "id=abc", "school=s1", "api=/api/v1"}, Info{"1", "abc", "s1", "/api/v1"}},
-		{"any order, upper-case keys", []string{"API=/api/v1", "School=s1", "ID=abc", "V=1"}, Info{"1", "abc", "s1", "/api/v1"}},
-		{"empty school", []string{"v=1", "id=abc", "school=", "api=/x"}, Info{"1", "abc", "", "/x"}},
-		{"no school key", []string{"v=1", "id=abc", "api=/x"}, Info{"1", "abc", "", "/x"}},
-		{"unknown keys ignored", []string{"v=1", "id=abc", "api=/x", "future=yes", "flag"}, Info{"1", "abc", "", "/x"}},
-		{"first occurrence wins", []string{"v=1", "id=first", "id=second", "api=/x", "v=2"}, Info{"1", "first", "", "/x"}},
-		{"value with =", []string{"v=1", "id=a", "school=a=b", "api=/x"}, Info{"1", "a", "a=b", "/x"}},
-		{"utf-8 school", []string{"v=1", "id=a", "school=北京一中", "api=/x"}, Info{"1", "a", "北京一中", "/x"}},
-		{"id charset", []string{"v=1", "id=A-z_0.9", "api=/api/v1/"}, Info{"1", "A-z_0.9", "", "/api/v1/"}},
+		{"plain", []string{"v=1", "id=abc", "school=s1", "api=/api/v1"}, Info{"1", "abc", "s1", "/api/v1", 0}},
+		{"any order, upper-case keys", []string{"API=/api/v1", "School=s1", "ID=abc", "V=1"}, Info{"1", "abc", "s1", "/api/v1", 0}},
+		{"empty school", []string{"v=1", "id=abc", "school=", "api=/x"}, Info{"1", "abc", "", "/x", 0}},
+		{"no school key", []string{"v=1", "id=abc", "api=/x"}, Info{"1", "abc", "", "/x", 0}},
+		{"unknown keys ignored", []string{"v=1", "id=abc", "api=/x", "future=yes", "flag"}, Info{"1", "abc", "", "/x", 0}},
+		{"first occurrence wins", []string{"v=1", "id=first", "id=second", "api=/x", "v=2"}, Info{"1", "first", "", "/x", 0}},
+		{"value with =", []string{"v=1", "id=a", "school=a=b", "api=/x"}, Info{"1", "a", "a=b", "/x", 0}},
+		{"utf-8 school", []string{"v=1", "id=a", "school=北京一中", "api=/x"}, Info{"1", "a", "北京一中", "/x", 0}},
+		{"https port", []string{"v=1", "id=a", "api=/x", "https=8443"}, Info{"1", "a", "", "/x", 8443}},
+		{"id charset", []string{"v=1", "id=A-z_0.9", "api=/api/v1/"}, Info{"1", "A-z_0.9", "", "/api/v1/", 0}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, err := ParseTXT(tc.fields)
@@ -70,6 +78,10 @@ func TestParseTXTBad(t *testing.T) {
 		{"id with slash", []string{"v=1", "id=a/b", "api=/x"}, "outside"},
 		{"id too long", []string{"v=1", "id=" + strings.Repeat("a", 65), "api=/x"}, "at most 64"},
 		{"missing api", []string{"v=1", "id=a"}, "api= is missing"},
+		{"https not a number", []string{"v=1", "id=a", "api=/x", "https=web"}, "not a port"},
+		{"https out of range", []string{"v=1", "id=a", "api=/x", "https=70000"}, "not a port"},
+		{"https with sign", []string{"v=1", "id=a", "api=/x", "https=+443"}, "not a port"},
+		{"https without value", []string{"v=1", "id=a", "api=/x", "https"}, "no value"},
 		{"relative api", []string{"v=1", "id=a", "api=api/v1"}, "absolute path"},
 		{"protocol-relative api", []string{"v=1", "id=a", "api=//evil.example/api"}, "single /"},
 		{"api with query", []string{"v=1", "id=a", "api=/x?y"}, "plain path"},

@@ -271,23 +271,16 @@ func (f *Fleet) Pair(req PairRequest, addr string) (Terminal, string, error) {
 	var failed error
 	err = f.db.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(BucketPairing)
-		failures := 0
-		if v := b.Get(keyFailures); v != nil {
-			_, _ = fmt.Sscan(string(v), &failures)
-		}
+		failures := wrongTries(b)
 		if failures >= MaxPairingFailures {
 			return ErrPairingLock
 		}
 		var p pairingCode
 		v := b.Get([]byte(req.Code))
 		if v == nil || json.Unmarshal(v, &p) != nil || subtle.ConstantTimeCompare([]byte(p.Code), []byte(req.Code)) != 1 {
-			failures++
-			failed = ErrBadCode
-			if failures >= MaxPairingFailures {
-				failed = fmt.Errorf("%w (%d wrong tries): ask the admin for a new code", ErrPairingLock, failures)
-			}
 			// Commit the failure count: the returned error is reported after the commit.
-			return b.Put(keyFailures, []byte(fmt.Sprint(failures)))
+			failed, err = countWrongTry(b, failures)
+			return err
 		}
 		switch {
 		case !p.UsedAt.IsZero():
@@ -318,6 +311,87 @@ func (f *Fleet) Pair(req PairRequest, addr string) (Terminal, string, error) {
 	pub := t.Public()
 	f.publish(Event{Kind: "terminal", Terminal: &pub})
 	return pub, token, nil
+}
+
+// countWrongTry records one more wrong try in the pairing bucket and
+// returns the error to report: ErrBadCode, or the lock once it is reached.
+func countWrongTry(b *bolt.Bucket, failures int) (failed, err error) {
+	failures++
+	failed = ErrBadCode
+	if failures >= MaxPairingFailures {
+		failed = fmt.Errorf("%w (%d wrong tries): ask the admin for a new code", ErrPairingLock, failures)
+	}
+	return failed, b.Put(keyFailures, []byte(fmt.Sprint(failures)))
+}
+
+func wrongTries(b *bolt.Bucket) int {
+	failures := 0
+	if v := b.Get(keyFailures); v != nil {
+		_, _ = fmt.Sscan(string(v), &failures)
+	}
+	return failures
+}
+
+// PairingCandidates returns up to limit pairing codes the edge holds,
+// newest first, for a code-proving exchange (edge/pairing) in which the
+// terminal does not name its code. Used and expired codes are included so
+// that proving one gives the same answer as Pair does (used, expired)
+// rather than a wrong try. It fails with ErrPairingLock while locked.
+func (f *Fleet) PairingCandidates(limit int) ([]string, error) {
+	var codes []pairingCode
+	err := f.db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(BucketPairing)
+		if wrongTries(b) >= MaxPairingFailures {
+			return ErrPairingLock
+		}
+		return b.ForEach(func(k, v []byte) error {
+			var p pairingCode
+			if k[0] != 0 && json.Unmarshal(v, &p) == nil && codeRE.MatchString(p.Code) {
+				codes = append(codes, p)
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, err
+	}
+	sort.Slice(codes, func(i, j int) bool { return codes[i].ExpiresAt.After(codes[j].ExpiresAt) })
+	out := make([]string, 0, min(limit, len(codes)))
+	for i := 0; i < len(codes) && i < limit; i++ {
+		out = append(out, codes[i].Code)
+	}
+	return out, nil
+}
+
+// WrongPairingTry counts a code-proving exchange whose proof matched no
+// code as a wrong try toward the same lock-out Pair uses. It returns
+// ErrBadCode, or an error wrapping ErrPairingLock once the lock is reached
+// (or was already).
+func (f *Fleet) WrongPairingTry() error {
+	var failed error
+	err := f.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(BucketPairing)
+		n := wrongTries(b)
+		if n >= MaxPairingFailures {
+			failed = ErrPairingLock
+			return nil
+		}
+		var err error
+		failed, err = countWrongTry(b, n)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("count wrong pairing try: %w", err)
+	}
+	return failed
+}
+
+// WrongPairingTries is the number of wrong tries since the admin last
+// issued a code (the lock-out is at MaxPairingFailures).
+func (f *Fleet) WrongPairingTries() (int, error) {
+	n := 0
+	err := f.db.View(func(tx *bolt.Tx) error { n = wrongTries(tx.Bucket(BucketPairing)); return nil })
+	return n, err
 }
 
 // Authenticate maps a terminal credential ("<terminal id>.<secret>") to its

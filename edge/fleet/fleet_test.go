@@ -125,3 +125,44 @@ func TestPresenceEvents(t *testing.T) {
 	default:
 	}
 }
+
+// The code-proving exchange shares Pair's lock-out: wrong tries from either
+// path add up, and candidates are refused while locked.
+func TestPairingCandidatesShareTheLock(t *testing.T) {
+	clock := time.Date(2026, 9, 1, 8, 0, 0, 0, time.UTC)
+	f := newFleet(t, func() time.Time { return clock })
+	c, _ := f.CreateClassroom("Room", "R1")
+	first, _, _ := f.NewPairingCode(c.ID)
+	clock = clock.Add(time.Minute)
+	second, _, _ := f.NewPairingCode(c.ID)
+	got, err := f.PairingCandidates(8)
+	if err != nil || len(got) != 2 || got[0] != second || got[1] != first {
+		t.Fatalf("candidates = %v, %v; want newest first [%s %s]", got, err, second, first)
+	}
+	if got, _ := f.PairingCandidates(1); len(got) != 1 || got[0] != second {
+		t.Fatalf("limit 1: %v", got)
+	}
+	for i := range MaxPairingFailures - 2 {
+		if err := f.WrongPairingTry(); !errors.Is(err, ErrBadCode) {
+			t.Fatalf("wrong try %d: %v", i+1, err)
+		}
+	}
+	if _, _, err := f.Pair(PairRequest{Code: "000000"}, ""); !errors.Is(err, ErrBadCode) && !(first == "000000" || second == "000000") {
+		t.Fatalf("plain wrong try: %v", err)
+	}
+	if n, _ := f.WrongPairingTries(); n != MaxPairingFailures-1 {
+		t.Fatalf("wrong tries = %d", n)
+	}
+	if err := f.WrongPairingTry(); !errors.Is(err, ErrPairingLock) {
+		t.Fatalf("5th wrong try: %v", err)
+	}
+	if _, err := f.PairingCandidates(8); !errors.Is(err, ErrPairingLock) {
+		t.Fatalf("candidates while locked: %v", err)
+	}
+	if err := f.WrongPairingTry(); !errors.Is(err, ErrPairingLock) {
+		t.Fatalf("try while locked: %v", err)
+	}
+	if n, _ := f.WrongPairingTries(); n != MaxPairingFailures {
+		t.Fatalf("tries while locked kept counting: %d", n)
+	}
+}

@@ -7,16 +7,20 @@ package termagent
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"math/rand/v2"
+	mrand "math/rand/v2"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -24,6 +28,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/campusedge/campusedge/edge/discovery"
+	"github.com/campusedge/campusedge/edge/pairing"
 	"github.com/campusedge/campusedge/edge/wire"
 )
 
@@ -32,7 +37,11 @@ const StateFile = "terminal.json"
 
 // State is what a paired terminal remembers.
 type State struct {
-	EdgeURL     string `json:"edge_url"`
+	EdgeURL string `json:"edge_url"`
+	// EdgePin is the pin (see Pin) of the edge's TLS key, learnt at
+	// pairing and bound to the pairing code; every https connection must
+	// present this key.
+	EdgePin     string `json:"edge_pin,omitempty"`
 	EdgeID      string `json:"edge_id"`
 	TerminalID  string `json:"terminal_id"`
 	ClassroomID string `json:"classroom_id"`
@@ -51,6 +60,9 @@ func LoadState(dataDir string) (State, error) {
 	}
 	if s.Token == "" || s.EdgeURL == "" {
 		return s, fmt.Errorf("%s is incomplete: pair again with -pair CODE", filepath.Join(dataDir, StateFile))
+	}
+	if strings.HasPrefix(s.EdgeURL, "https:") && s.EdgePin == "" {
+		return s, fmt.Errorf("%s has an https edge but no key pin: pair again with -pair CODE", filepath.Join(dataDir, StateFile))
 	}
 	return s, nil
 }
@@ -90,7 +102,7 @@ func Discover(ctx context.Context, log *slog.Logger, iface, wantID string, timeo
 	for {
 		f, err := discovery.Browse(ctx, discovery.BrowseOptions{Interface: iface, EdgeID: wantID, Logger: log})
 		if err != nil {
-			return f, fmt.Errorf("no CampusEdge edge answered on the LAN within %s (multicast may not cross this VLAN: pass -edge http://EDGE:8080): %w", timeout, err)
+			return f, fmt.Errorf("no CampusEdge edge answered on the LAN within %s (multicast may not cross this VLAN: pass -edge https://EDGE:8443): %w", timeout, err)
 		}
 		if wantID == "" || f.Info.EdgeID == wantID {
 			return f, nil
@@ -113,42 +125,189 @@ type PairError struct {
 
 func (e *PairError) Error() string { return fmt.Sprintf("pairing refused (%s): %s", e.Code, e.Message) }
 
-// Pair trades a pairing code for a credential.
+// Pair trades a pairing code for a credential. Over https it runs the
+// code-bound key exchange (PairPAKE) and keeps the edge's pin; over http
+// (HTTPSURL allows that for loopback only) it uses the plain request.
 func Pair(ctx context.Context, edgeURL, code, name, version string) (State, error) {
+	if !codeRE.MatchString(code) {
+		return State{}, &PairError{Code: "invalid", Message: "the pairing code must be the 6 digits shown on the admin console"}
+	}
+	u, err := url.Parse(edgeURL)
+	if err != nil {
+		return State{}, fmt.Errorf("pair: edge URL %q: %w", edgeURL, err)
+	}
+	switch {
+	case u.Scheme == "https":
+		return PairPAKE(ctx, edgeURL, code, name, version)
+	case u.Scheme == "http" && isLoopback(u.Hostname()):
+		return pairPlain(ctx, edgeURL, code, name, version)
+	default:
+		return State{}, fmt.Errorf("pair: %s is not an https URL; pairing across the network needs https (the edge listens on port %d by default)", edgeURL, DefaultHTTPSPort)
+	}
+}
+
+var codeRE = regexp.MustCompile(`^[0-9]{6}$`)
+
+// pairPlain is the plain POST /api/v1/pair, for an edge on loopback.
+func pairPlain(ctx context.Context, edgeURL, code, name, version string) (State, error) {
 	body, _ := json.Marshal(map[string]string{"code": code, "name": name, "version": version})
 	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimRight(edgeURL, "/")+"/api/v1/pair", bytes.NewReader(body))
+	data, status, err := postJSON(ctx, http.DefaultClient, strings.TrimRight(edgeURL, "/")+"/api/v1/pair", body)
 	if err != nil {
-		return State{}, fmt.Errorf("pair: %w", err)
+		return State{}, err
 	}
-	req.Header.Set("Content-Type", "application/json")
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return State{}, fmt.Errorf("pair: cannot reach the edge at %s: %w", edgeURL, err)
+	if status != http.StatusCreated {
+		return State{}, pairError(status, data)
 	}
-	defer res.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(res.Body, 64<<10))
-	if err != nil {
-		return State{}, fmt.Errorf("pair: read answer: %w", err)
-	}
-	if res.StatusCode != http.StatusCreated {
-		var e struct {
-			Error struct{ Code, Message string } `json:"error"`
-		}
-		_ = json.Unmarshal(data, &e)
-		return State{}, &PairError{Status: res.StatusCode, Code: e.Error.Code, Message: e.Error.Message}
-	}
-	var r struct {
-		TerminalID  string `json:"terminal_id"`
-		Token       string `json:"token"`
-		EdgeID      string `json:"edge_id"`
-		ClassroomID string `json:"classroom_id"`
-	}
+	var r pairing.Credential
 	if err := json.Unmarshal(data, &r); err != nil || r.Token == "" || r.TerminalID == "" {
 		return State{}, fmt.Errorf("pair: the edge sent an unusable answer (%v)", err)
 	}
 	return State{EdgeURL: strings.TrimRight(edgeURL, "/"), EdgeID: r.EdgeID, TerminalID: r.TerminalID, ClassroomID: r.ClassroomID, Token: r.Token}, nil
+}
+
+func postJSON(ctx context.Context, c *http.Client, u string, body []byte) ([]byte, int, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, bytes.NewReader(body))
+	if err != nil {
+		return nil, 0, fmt.Errorf("pair: %w", err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	res, err := c.Do(req)
+	if err != nil {
+		return nil, 0, fmt.Errorf("pair: cannot reach the edge at %s: %w", u, err)
+	}
+	defer res.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(res.Body, 64<<10))
+	if err != nil {
+		return nil, 0, fmt.Errorf("pair: read answer: %w", err)
+	}
+	return data, res.StatusCode, nil
+}
+
+func pairError(status int, data []byte) *PairError {
+	var e struct {
+		Error struct{ Code, Message string } `json:"error"`
+	}
+	_ = json.Unmarshal(data, &e)
+	if e.Error.Code == "" {
+		e.Error.Code, e.Error.Message = "http_"+strconv.Itoa(status), http.StatusText(status)
+	}
+	return &PairError{Status: status, Code: e.Error.Code, Message: e.Error.Message}
+}
+
+// InterceptError is a pairing that failed in a way that means the
+// certificate this terminal saw is not the edge's.
+type InterceptError struct {
+	SeenPin string // pin of the certificate this terminal was served
+	EdgePin string // pin the edge says it serves ("" if unknown)
+	Cause   error
+}
+
+func (e *InterceptError) Error() string {
+	msg := fmt.Sprintf("pairing failed: the certificate this terminal sees (pin %s) is not the edge's", e.SeenPin)
+	if e.EdgePin != "" && e.EdgePin != e.SeenPin {
+		msg += fmt.Sprintf(" (the edge serves pin %s)", e.EdgePin)
+	}
+	msg += "; a device on the network may be intercepting: pair again on a trusted network or check with the IT admin"
+	if e.Cause != nil {
+		msg += " (" + e.Cause.Error() + ")"
+	}
+	return msg
+}
+
+func (e *InterceptError) Unwrap() error { return e.Cause }
+
+// PairPAKE pairs over https with the code-bound key exchange of
+// edge/pairing: the terminal learns the edge's key pin from the TLS
+// handshake and proves, with the code, that the edge it talks to uses the
+// same pin. A device that substitutes its own key makes the proofs fail;
+// the error then says so (InterceptError). All requests go to the one key
+// first seen (PinnedClient), and the credential comes sealed under the
+// exchange's key.
+func PairPAKE(ctx context.Context, edgeURL, code, name, version string) (State, error) {
+	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	u, err := url.Parse(edgeURL)
+	if err != nil || u.Scheme != "https" {
+		return State{}, fmt.Errorf("pair: %q is not an https edge URL", edgeURL)
+	}
+	hostport := u.Host
+	if u.Port() == "" {
+		hostport = net.JoinHostPort(u.Hostname(), "443")
+	}
+	pin, err := FetchPin(ctx, hostport)
+	if err != nil {
+		return State{}, fmt.Errorf("pair: cannot reach the edge at %s: %w", edgeURL, err)
+	}
+	client := PinnedClient(pin)
+	defer client.CloseIdleConnections()
+	base := strings.TrimRight(edgeURL, "/")
+
+	sid := make([]byte, pairing.SIDSize)
+	if _, err := rand.Read(sid); err != nil {
+		return State{}, fmt.Errorf("pair: %w", err)
+	}
+	party, err := pairing.NewParty(rand.Reader, true, code, pairing.ChannelID(pin), sid)
+	if err != nil {
+		return State{}, fmt.Errorf("pair: %w", err)
+	}
+	body, _ := json.Marshal(pairing.StartRequest{SID: pairing.Encode(sid), Share: pairing.Encode(party.Share())})
+	data, status, err := postJSON(ctx, client, base+"/api/v1/pair/start", body)
+	if err != nil {
+		return State{}, err
+	}
+	if status != http.StatusOK {
+		return State{}, pairError(status, data)
+	}
+	session, shares, edgePin, err := pairing.ParseStartResponse(data)
+	if err != nil {
+		return State{}, fmt.Errorf("pair: the edge's answer is unusable: %w", err)
+	}
+	sessions := make([]*pairing.Session, len(shares))
+	confirm := make([]string, len(shares))
+	for i, sh := range shares {
+		if sessions[i], err = party.Finish(sh); err != nil {
+			return State{}, fmt.Errorf("pair: the edge's answer is unusable: %w", err)
+		}
+		confirm[i] = pairing.Encode(sessions[i].MyTag())
+	}
+	// The proofs are sent even when the edge reports another pin: the edge
+	// then counts this exchange as a wrong try, which an admin can see.
+	body, _ = json.Marshal(pairing.FinishRequest{Session: session, Confirm: confirm, Name: name, Version: version})
+	data, status, err = postJSON(ctx, client, base+"/api/v1/pair/finish", body)
+	if err != nil {
+		return State{}, err
+	}
+	if status != http.StatusCreated {
+		perr := pairError(status, data)
+		if edgePin != pin {
+			return State{}, &InterceptError{SeenPin: pin, EdgePin: edgePin, Cause: perr}
+		}
+		if perr.Code == "pairing_code_wrong" {
+			perr.Message = fmt.Sprintf("the edge did not accept the code: check the 6 digits; if they are right, compare this terminal's view of the edge's key (pin %s) with the fingerprint on the admin console: a device on the network may be intercepting", pin)
+		}
+		return State{}, perr
+	}
+	tag, sealed, err := pairing.ParseFinishResponse(data)
+	if err != nil {
+		return State{}, &InterceptError{SeenPin: pin, EdgePin: edgePin, Cause: err}
+	}
+	for _, sess := range sessions {
+		if sess.VerifyPeer(tag) != nil {
+			continue
+		}
+		plain, err := sess.Open(sealed)
+		if err != nil {
+			return State{}, &InterceptError{SeenPin: pin, EdgePin: edgePin, Cause: err}
+		}
+		var cred pairing.Credential
+		if err := json.Unmarshal(plain, &cred); err != nil || cred.Token == "" || cred.TerminalID == "" {
+			return State{}, fmt.Errorf("pair: the edge sent an unusable credential (%v)", err)
+		}
+		return State{EdgeURL: base, EdgePin: pin, EdgeID: cred.EdgeID, TerminalID: cred.TerminalID, ClassroomID: cred.ClassroomID, Token: cred.Token}, nil
+	}
+	return State{}, &InterceptError{SeenPin: pin, EdgePin: edgePin, Cause: errors.New("the edge's key confirmation does not match")}
 }
 
 // Agent holds the control connection of a paired terminal.
@@ -193,6 +352,12 @@ func (a *Agent) Run(ctx context.Context) error {
 		if errors.As(err, &ue) {
 			return fmt.Errorf("the edge no longer accepts this terminal's credential (%s): pair again with -pair CODE", ue.msg)
 		}
+		var pe *PinMismatchError
+		if errors.As(err, &pe) {
+			// Refused, loudly, but not fatal: an interceptor may only be
+			// passing, and the real edge may answer again.
+			a.Log.Error("refusing the edge: its TLS key changed since pairing", "err", pe)
+		}
 		if connected {
 			failures = 0
 		}
@@ -210,7 +375,7 @@ func (a *Agent) Run(ctx context.Context) error {
 			}
 		}
 		d := min(backoffMax, backoffMin<<min(failures-1, 10))
-		d = d/2 + rand.N(d/2+1) // jitter: spread reconnects of many terminals
+		d = d/2 + mrand.N(d/2+1) // jitter: spread reconnects of many terminals
 		a.Log.Info("control connection lost; retrying", "err", err, "in", d.Round(time.Millisecond), "attempt", failures)
 		select {
 		case <-ctx.Done():
@@ -223,6 +388,15 @@ func (a *Agent) Run(ctx context.Context) error {
 type unauthorizedError struct{ msg string }
 
 func (e *unauthorizedError) Error() string { return "unauthorized: " + e.msg }
+
+// HTTPClient is the client for other requests to the edge (firmware
+// images): pinned to the edge's key when the edge URL is https.
+func (a *Agent) HTTPClient() *http.Client {
+	if strings.HasPrefix(a.State.EdgeURL, "https:") {
+		return PinnedClient(a.State.EdgePin)
+	}
+	return &http.Client{}
+}
 
 // WSURL turns the edge's base URL into the control channel URL.
 func WSURL(edgeURL string) (string, error) {
@@ -250,6 +424,9 @@ func (a *Agent) session(ctx context.Context) (connected bool, err error) {
 	}
 	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	d := websocket.Dialer{HandshakeTimeout: 10 * time.Second}
+	if strings.HasPrefix(wsURL, "wss:") {
+		d.TLSClientConfig = PinnedTLSConfig(a.State.EdgePin)
+	}
 	ws, _, err := d.DialContext(dctx, wsURL, nil)
 	cancel()
 	if err != nil {

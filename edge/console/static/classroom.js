@@ -11,6 +11,17 @@ window.room = P;
 const $ = (id) => document.getElementById(id);
 const KEY = "campusedge-terminal";
 
+// classterm -kiosk opens this page as classroom.html#terminal=<token>: the
+// screen comes up already paired as that terminal. A fragment never goes
+// on the wire; the token is kept like a code-paired one and the fragment
+// is removed from the address bar and history at once.
+(function takeTerminalFromFragment() {
+  const m = /^#terminal=([^&]+)/.exec(location.hash);
+  if (!m) return;
+  try { localStorage.setItem(KEY, decodeURIComponent(m[1])); } catch (e) { P.errors.push("fragment: " + e.message); }
+  history.replaceState(null, "", location.pathname + location.search);
+})();
+
 $("pair-go").onclick = async () => {
   $("pair-error").textContent = "";
   const res = await fetch("/api/v1/pair", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ code: $("pair-code").value.trim(), name: $("pair-name").value.trim(), version: "classroom-page" }) });
