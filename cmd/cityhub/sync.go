@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/campusedge/campusedge/edge/certs"
 	"github.com/campusedge/campusedge/edge/identity"
 	"github.com/campusedge/campusedge/sync/hub"
 	"github.com/campusedge/campusedge/sync/schooldata"
@@ -101,7 +102,7 @@ func runSync(ctx context.Context, st hub.Store, args []string, stdout, stderr io
 			}
 			pin = p
 		}
-		if !wire.ValidPin(pin) {
+		if certs.ValidPin(pin) != nil {
 			return fail(fmt.Errorf("-pin %q is not a pin: base64 of the SHA-256 of a DER SubjectPublicKeyInfo (cityhub tls-pin prints the hub's)", pin))
 		}
 		tok, err := identity.NewToken()

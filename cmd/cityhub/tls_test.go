@@ -15,6 +15,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/campusedge/campusedge/edge/certs"
 	"github.com/campusedge/campusedge/edge/identity"
 	"github.com/campusedge/campusedge/sync/uplink"
 	"github.com/campusedge/campusedge/sync/wire"
@@ -82,8 +83,8 @@ func TestHTTPSAndPinnedToken(t *testing.T) {
 	}
 	leaf := c.ConnectionState().PeerCertificates[0]
 	c.Close()
-	if wire.SPKIPin(leaf) != pin || leaf.VerifyHostname("hub.city.test") != nil || leaf.VerifyHostname("127.0.0.1") != nil {
-		t.Fatalf("served leaf: pin %s (token %s), names %v %v", wire.SPKIPin(leaf), pin, leaf.DNSNames, leaf.IPAddresses)
+	if certs.SPKIPin(leaf) != pin || leaf.VerifyHostname("hub.city.test") != nil || leaf.VerifyHostname("127.0.0.1") != nil {
+		t.Fatalf("served leaf: pin %s (token %s), names %v %v", certs.SPKIPin(leaf), pin, leaf.DNSNames, leaf.IPAddresses)
 	}
 	if c, err := tls.Dial("tcp", a.tls.String(), &tls.Config{InsecureSkipVerify: true, MaxVersion: tls.VersionTLS11}); err == nil {
 		c.Close()

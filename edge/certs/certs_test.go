@@ -365,7 +365,7 @@ func TestPinnedTLS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := dial(addr, "", nil, func(c *tls.Config) { *c = *PinnedTLS(other.Pin()) }); !errors.Is(err, ErrPinMismatch) {
+	if _, err := dial(addr, "", nil, func(c *tls.Config) { *c = *PinnedTLS(other.Pin()) }); !errors.As(err, new(*PinMismatchError)) {
 		t.Fatalf("wrong pin: %v", err)
 	}
 	if ValidPin(m.Pin()) != nil || ValidPin("abc") == nil {

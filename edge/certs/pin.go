@@ -5,44 +5,68 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/base64"
-	"errors"
 	"fmt"
 )
 
-// ErrPinMismatch is returned (wrapped) when a server's key is not the
-// pinned one.
-var ErrPinMismatch = errors.New("the server's key does not match the pinned key")
+// pinLen is the length of an SPKIPin: base64 (standard, padded) of 32 bytes.
+const pinLen = 44
+
+// PinMismatchError is a TLS server whose key is not the pinned one.
+type PinMismatchError struct{ Want, Got string }
+
+func (e *PinMismatchError) Error() string {
+	return fmt.Sprintf("the server's key does not match the pinned key (pinned %s, got %s)", e.Want, e.Got)
+}
 
 // ValidPin checks that pin has the form SPKIPin produces.
 func ValidPin(pin string) error {
-	b, err := base64.StdEncoding.DecodeString(pin)
-	if err != nil || len(b) != sha256.Size {
-		return fmt.Errorf("pin %q must be base64 of a SHA-256 (44 characters, as shown in the console's HTTPS panel)", pin)
+	if len(pin) == pinLen {
+		if b, err := base64.StdEncoding.Strict().DecodeString(pin); err == nil && len(b) == sha256.Size {
+			return nil
+		}
 	}
-	return nil
+	return fmt.Errorf("pin %q must be base64 of a SHA-256 (44 characters, as the console's HTTPS panel or `cityhub tls-pin` shows it)", pin)
 }
 
-// PinnedTLS is a client configuration that trusts exactly the server whose
-// leaf carries the pinned public key, whatever issued it. That is safe
-// without a CA: only the holder of the private key can complete the
-// handshake, and it is what lets a self-signed edge or hub be trusted after
-// one out-of-band exchange of the pin (pairing, enrolment, the console).
-func PinnedTLS(pin string) *tls.Config {
-	return &tls.Config{
-		MinVersion: tls.VersionTLS12,
-		// The chain is not checked against roots; VerifyConnection checks
-		// the key instead, on every handshake including resumed ones.
-		InsecureSkipVerify: true,
-		VerifyConnection: func(cs tls.ConnectionState) error {
-			if len(cs.PeerCertificates) == 0 {
-				return fmt.Errorf("%w: no certificate", ErrPinMismatch)
-			}
-			if got := SPKIPin(cs.PeerCertificates[0]); got != pin {
-				return fmt.Errorf("%w: got %s, pinned %s", ErrPinMismatch, got, pin)
-			}
-			return nil
-		},
+// PinCheck is a tls.Config.VerifyConnection that requires the server's leaf
+// key to have the pin want returns, read at each handshake (an edge may
+// enrol or pair while it runs). mismatch builds the error for another key
+// (cs names the server),
+// in words for the operator of the caller; nil gives a *PinMismatchError.
+func PinCheck(want func() (string, error), mismatch func(cs tls.ConnectionState, want, got string) error) func(tls.ConnectionState) error {
+	if mismatch == nil {
+		mismatch = func(_ tls.ConnectionState, w, g string) error { return &PinMismatchError{Want: w, Got: g} }
 	}
+	return func(cs tls.ConnectionState) error {
+		w, err := want()
+		if err != nil {
+			return err
+		}
+		if len(cs.PeerCertificates) == 0 {
+			return fmt.Errorf("the server presented no certificate")
+		}
+		if got := SPKIPin(cs.PeerCertificates[0]); got != w {
+			return mismatch(cs, w, got)
+		}
+		return nil
+	}
+}
+
+// PinnedConfig is a client configuration that trusts exactly the server
+// whose key passes check, whatever issued its certificate. That is safe
+// without a CA: the handshake proves the server holds the private key of
+// the leaf it presented, and check requires that key to be the one learnt
+// out of band (pairing, enrolment, the console). It is what lets a
+// self-signed edge or hub be trusted; the chain and host name checks that
+// InsecureSkipVerify turns off could not be done for them anyway.
+// VerifyConnection runs on every handshake, resumed ones included.
+func PinnedConfig(check func(tls.ConnectionState) error) *tls.Config {
+	return &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: true, VerifyConnection: check}
+}
+
+// PinnedTLS trusts exactly the server whose key has pin.
+func PinnedTLS(pin string) *tls.Config {
+	return PinnedConfig(PinCheck(func() (string, error) { return pin, nil }, nil))
 }
 
 // RootsWith is the system's roots plus extra PEM certificates (the edge's

@@ -2,10 +2,7 @@ package termagent
 
 import (
 	"context"
-	"crypto/sha256"
 	"crypto/tls"
-	"crypto/x509"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"net"
@@ -13,21 +10,13 @@ import (
 	"net/url"
 	"strconv"
 	"time"
+
+	"github.com/campusedge/campusedge/edge/certs"
 )
 
 // DefaultHTTPSPort is the edge's HTTPS port when discovery does not say
 // otherwise (edged -https-listen default).
 const DefaultHTTPSPort = 8443
-
-// Pin is the pin of a certificate's key: base64(SHA-256(DER
-// SubjectPublicKeyInfo)), the format Chromium's
-// --ignore-certificate-errors-spki-list takes. It names the key, not the
-// certificate, so it survives the edge re-issuing its certificate (new LAN
-// address, renewal) with the same key.
-func Pin(cert *x509.Certificate) string {
-	sum := sha256.Sum256(cert.RawSubjectPublicKeyInfo)
-	return base64.StdEncoding.EncodeToString(sum[:])
-}
 
 // PinMismatchError is a TLS peer whose key is not the pinned one.
 type PinMismatchError struct {
@@ -40,30 +29,12 @@ func (e *PinMismatchError) Error() string {
 		"otherwise a device on the network may be intercepting", e.Want, e.Got)
 }
 
-// PinnedTLSConfig accepts exactly the server whose leaf key has this pin.
-//
-// InsecureSkipVerify only turns off the CA chain and host name checks,
-// which a terminal cannot do anyway (it trusts no CA for the edge, and the
-// edge's address changes with DHCP). The handshake itself still proves the
-// server holds the private key of the leaf it presented, and
-// VerifyConnection, which runs on every handshake including resumed ones,
-// then requires that leaf's key to be the one learnt, code-bound, at
-// pairing. That is a stricter check than a chain: nothing but the edge's
-// own key passes.
+// PinnedTLSConfig accepts exactly the edge whose key has this pin (see
+// certs.PinnedConfig for why that needs no CA); another key is refused
+// with a PinMismatchError that tells the school what to do.
 func PinnedTLSConfig(pin string) *tls.Config {
-	return &tls.Config{
-		MinVersion:         tls.VersionTLS12,
-		InsecureSkipVerify: true, // see the doc comment: VerifyConnection checks the pin
-		VerifyConnection: func(cs tls.ConnectionState) error {
-			if len(cs.PeerCertificates) == 0 {
-				return errors.New("the edge presented no certificate")
-			}
-			if got := Pin(cs.PeerCertificates[0]); got != pin {
-				return &PinMismatchError{Want: pin, Got: got}
-			}
-			return nil
-		},
-	}
+	return certs.PinnedConfig(certs.PinCheck(func() (string, error) { return pin, nil },
+		func(_ tls.ConnectionState, want, got string) error { return &PinMismatchError{Want: want, Got: got} }))
 }
 
 // PinnedClient is an HTTP client that talks only to the server with this pin.
@@ -86,7 +57,7 @@ func FetchPin(ctx context.Context, hostport string) (string, error) {
 			if len(cs.PeerCertificates) == 0 {
 				return errors.New("the edge presented no certificate")
 			}
-			pin = Pin(cs.PeerCertificates[0])
+			pin = certs.SPKIPin(cs.PeerCertificates[0])
 			return nil
 		},
 	}}

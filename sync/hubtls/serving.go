@@ -25,7 +25,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/campusedge/campusedge/sync/wire"
+	"github.com/campusedge/campusedge/edge/certs"
 )
 
 // File names of the self-made serving certificate in the data dir.
@@ -110,7 +110,7 @@ func LoadOrCreateServing(dir string, names []string, now time.Time, log *slog.Lo
 		return nil, err
 	}
 	if log != nil {
-		log.Info("made the hub's own TLS certificate", "file", certPath, "names", strings.Join(names, ","), "pin", wire.SPKIPin(c.Leaf), "not_after", c.Leaf.NotAfter.Format(time.RFC3339))
+		log.Info("made the hub's own TLS certificate", "file", certPath, "names", strings.Join(names, ","), "pin", certs.SPKIPin(c.Leaf), "not_after", c.Leaf.NotAfter.Format(time.RFC3339))
 	}
 	return &c, nil
 }
@@ -127,7 +127,7 @@ func Pin(c *tls.Certificate) (string, error) {
 			return "", err
 		}
 	}
-	return wire.SPKIPin(leaf), nil
+	return certs.SPKIPin(leaf), nil
 }
 
 func normaliseNames(names []string) []string {
@@ -384,5 +384,5 @@ func ServingPin(dir string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	return wire.SPKIPin(&x509.Certificate{RawSubjectPublicKeyInfo: der}), nil
+	return certs.SPKIPin(&x509.Certificate{RawSubjectPublicKeyInfo: der}), nil
 }

@@ -10,7 +10,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
-	"github.com/campusedge/campusedge/sync/wire"
+	"github.com/campusedge/campusedge/edge/certs"
 )
 
 // PinMismatchError is a hub whose TLS key is not the one this edge pinned.
@@ -49,22 +49,16 @@ type pinVerifier struct {
 	fromToken bool
 }
 
-func (v pinVerifier) verify(cs tls.ConnectionState) error {
-	want, err := v.pin()
-	if err != nil {
-		return err
-	}
-	if want == "" {
-		return errNoPin
-	}
-	if len(cs.PeerCertificates) == 0 {
-		return errors.New("the hub presented no TLS certificate")
-	}
-	got := wire.SPKIPin(cs.PeerCertificates[0])
-	if got != want {
+func (v pinVerifier) check() func(tls.ConnectionState) error {
+	return certs.PinCheck(func() (string, error) {
+		want, err := v.pin()
+		if err == nil && want == "" {
+			err = errNoPin
+		}
+		return want, err
+	}, func(cs tls.ConnectionState, want, got string) error {
 		return &PinMismatchError{Hub: cs.ServerName, Expected: want, Got: got, FromToken: v.fromToken}
-	}
-	return nil
+	})
 }
 
 // pinnedTransport is an HTTP transport that accepts a TLS server only by
@@ -82,13 +76,8 @@ func pinnedTransport(v pinVerifier) *http.Transport {
 		IdleConnTimeout:       90 * time.Second,
 		MaxIdleConnsPerHost:   8,
 		ForceAttemptHTTP2:     true,
-		TLSClientConfig: &tls.Config{
-			MinVersion: tls.VersionTLS12,
-			// The chain is not checked against any CA: the pin is the trust,
-			// checked in VerifyConnection on every handshake (resumed ones too).
-			InsecureSkipVerify: true,
-			VerifyConnection:   v.verify,
-		},
+		// The pin is the trust (certs.PinnedConfig), checked on every handshake.
+		TLSClientConfig: certs.PinnedConfig(v.check()),
 	}
 }
 

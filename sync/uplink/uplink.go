@@ -58,7 +58,7 @@ type Enrolment struct {
 	School   string    `json:"school"`
 	Name     string    `json:"school_name"`
 	Enrolled time.Time `json:"enrolled"`
-	// HubPin is the pin (wire.SPKIPin) of the hub's TLS key from the
+	// HubPin is the pin (certs.SPKIPin) of the hub's TLS key from the
 	// enrolment token; HubClient accepts an https:// hub only with it.
 	HubPin string `json:"hub_pin,omitempty"`
 }

@@ -1,12 +1,11 @@
 package wire
 
 import (
-	"crypto/sha256"
-	"crypto/x509"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"strings"
+
+	"github.com/campusedge/campusedge/edge/certs"
 )
 
 // The enrolment token as the city hands it to a school admin is
@@ -21,26 +20,6 @@ const (
 	MaxTokenSecretLen = 128
 	pinLen            = 44 // base64 std of 32 bytes, with padding
 )
-
-// SPKIPin is the pin of a certificate's key: base64 (standard, padded) of
-// the SHA-256 of its DER SubjectPublicKeyInfo. It is the format Chromium's
-// --ignore-certificate-errors-spki-list and `openssl x509 -pubkey | openssl
-// pkey -pubin -outform der | openssl dgst -sha256 -binary | base64` use, so
-// an operator can check it with standard tools. A pin names a key, not a
-// certificate: re-issuing the certificate over the same key keeps it.
-func SPKIPin(cert *x509.Certificate) string {
-	h := sha256.Sum256(cert.RawSubjectPublicKeyInfo)
-	return base64.StdEncoding.EncodeToString(h[:])
-}
-
-// ValidPin reports whether p has the shape of an SPKIPin.
-func ValidPin(p string) bool {
-	if len(p) != pinLen {
-		return false
-	}
-	b, err := base64.StdEncoding.Strict().DecodeString(p)
-	return err == nil && len(b) == sha256.Size
-}
 
 // FormatEnrolToken joins a secret and a pin into the token printed by
 // cityhub enrol-token. An empty pin gives the old secret-only form.
@@ -65,7 +44,7 @@ func ParseEnrolToken(tok string) (secret, pin string, err error) {
 			return "", "", errors.New("enrolment token contains spaces or characters cityhub never prints; copy the whole line cityhub enrol-token printed")
 		}
 	}
-	if strings.Contains(tok, TokenPinSep) && !ValidPin(pin) {
+	if strings.Contains(tok, TokenPinSep) && certs.ValidPin(pin) != nil {
 		return "", "", fmt.Errorf("the hub key pin after %q in the enrolment token is damaged (want 44 characters of base64); copy the whole line cityhub enrol-token printed", TokenPinSep)
 	}
 	return secret, pin, nil

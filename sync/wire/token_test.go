@@ -11,12 +11,14 @@ import (
 	"net"
 	"strings"
 	"testing"
+
+	"github.com/campusedge/campusedge/edge/certs"
 )
 
 const testPin = "47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=" // SHA-256 of nothing
 
 func TestEnrolTokenRoundTrip(t *testing.T) {
-	if !ValidPin(testPin) {
+	if certs.ValidPin(testPin) != nil {
 		t.Fatal("test pin invalid")
 	}
 	tok := FormatEnrolToken("s3cr3t_-A", testPin)
@@ -45,7 +47,7 @@ func FuzzParseEnrolToken(f *testing.F) {
 		if err != nil {
 			return
 		}
-		if pin != "" && !ValidPin(pin) {
+		if pin != "" && certs.ValidPin(pin) != nil {
 			t.Fatalf("accepted bad pin %q", pin)
 		}
 		if got := FormatEnrolToken(sec, pin); got != strings.TrimSpace(s) {
