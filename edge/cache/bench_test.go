@@ -18,6 +18,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -226,7 +227,19 @@ http {
 	if err := ng.Start(); err != nil {
 		t.Fatalf("nginx: %v", err)
 	}
-	t.Cleanup(func() { ng.Process.Kill(); ng.Wait() })
+	t.Cleanup(func() {
+		// SIGTERM, not SIGKILL: nginx's master then stops its workers,
+		// which a killed master would leave running.
+		_ = ng.Process.Signal(syscall.SIGTERM)
+		done := make(chan struct{})
+		go func() { _ = ng.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			_ = ng.Process.Kill()
+			<-done
+		}
+	})
 	for _, a := range []string{nginxAddr, nginxTLSAddr} {
 		for i := 0; ; i++ {
 			if c, err := net.Dial("tcp", a); err == nil {
