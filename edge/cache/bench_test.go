@@ -3,6 +3,7 @@ package cache_test
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -17,11 +18,13 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
 	"golang.org/x/time/rate"
 
+	"github.com/campusedge/campusedge/edge/certs"
 	"github.com/campusedge/campusedge/sync/catalog"
 )
 
@@ -111,6 +114,8 @@ func TestBenchServeVsNginx(t *testing.T) {
 		t.Skip("benchmark; run with -cache.bench")
 	}
 	dir := t.TempDir()
+	fmt.Printf("LOAD at start: %s\n", loadavg())
+	t.Cleanup(func() { fmt.Printf("LOAD at end: %s\n", loadavg()) })
 	bins := buildBins(t, dir, "cityhub", "edged")
 	in := filepath.Join(dir, "in")
 	start := time.Now()
@@ -132,7 +137,9 @@ func TestBenchServeVsNginx(t *testing.T) {
 	}
 	_, hubAddr := startBin(t, bins["cityhub"], "-data", filepath.Join(dir, "hub"), "-listen", "127.0.0.1:0")
 	data := filepath.Join(dir, "edge")
-	_, edgeAddr := startBin(t, bins["edged"], "-data", data, "-listen", "127.0.0.1:0", "-mdns=false", "-cloud", "http://"+hubAddr)
+	edgeCmd, addrs := startBinLines(t, bins["edged"], []*regexp.Regexp{listeningRE, httpsListeningRE, httpsPinRE},
+		"-data", data, "-listen", "127.0.0.1:0", "-mdns=false", "-cloud", "http://"+hubAddr)
+	edgeAddr, edgeTLSAddr, pin := addrs[0], addrs[1], addrs[2]
 	tok, _ := os.ReadFile(filepath.Join(data, "admin-token"))
 	e := &edge{url: "http://" + edgeAddr, token: strings.TrimSpace(string(tok)), data: data}
 	e.waitSynced(t, len(large)+len(small))
@@ -164,10 +171,22 @@ func TestBenchServeVsNginx(t *testing.T) {
 	wg.Wait()
 	t.Logf("file set ready in %v (%d × 50 MB, %d × 200 KB)", time.Since(start).Round(time.Second), len(large), len(small))
 
-	// nginx over the same blob directory.
-	ln, _ := net.Listen("tcp", "127.0.0.1:0")
-	nginxAddr := ln.Addr().String()
-	ln.Close()
+	// nginx over the same blob directory, on plain HTTP and on TLS with the
+	// chain edged serves (as a client receives it) and edged's own key.
+	freeAddr := func() string {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		return ln.Addr().String()
+	}
+	nginxAddr, nginxTLSAddr := freeAddr(), freeAddr()
+	chain := filepath.Join(dir, "edge-chain.pem")
+	if err := os.WriteFile(chain, edgeChainPEM(t, edgeTLSAddr, pin), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	key := filepath.Join(data, "tls", "key.pem")
 	blobs := filepath.Join(data, "blobs")
 	conf := filepath.Join(dir, "nginx.conf")
 	os.WriteFile(conf, []byte(fmt.Sprintf(`user root;
@@ -190,24 +209,60 @@ http {
     listen %[2]s;
     root %[3]s;
   }
+  server {
+    listen %[4]s ssl;
+    root %[3]s;
+    ssl_certificate %[5]s;
+    ssl_certificate_key %[6]s;
+    ssl_protocols TLSv1.2 TLSv1.3;
+    # The order Go's server (edged) picks TLS 1.3 suites in on a CPU with
+    # AES-GCM instructions, so that both encrypt with the same cipher.
+    ssl_prefer_server_ciphers on;
+    ssl_conf_command Ciphersuites TLS_AES_128_GCM_SHA256:TLS_CHACHA20_POLY1305_SHA256:TLS_AES_256_GCM_SHA384;
+  }
 }
-`, dir, nginxAddr, blobs)), 0o600)
+`, dir, nginxAddr, blobs, nginxTLSAddr, chain, key)), 0o600)
 	ng := exec.Command("nginx", "-c", conf, "-g", "daemon off;")
 	ng.Stderr = os.Stderr
 	if err := ng.Start(); err != nil {
 		t.Fatalf("nginx: %v", err)
 	}
-	t.Cleanup(func() { ng.Process.Kill(); ng.Wait() })
-	for i := 0; ; i++ {
-		if c, err := net.Dial("tcp", nginxAddr); err == nil {
-			c.Close()
-			break
+	t.Cleanup(func() {
+		// SIGTERM, not SIGKILL: nginx's master then stops its workers,
+		// which a killed master would leave running.
+		_ = ng.Process.Signal(syscall.SIGTERM)
+		done := make(chan struct{})
+		go func() { _ = ng.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			_ = ng.Process.Kill()
+			<-done
 		}
-		if i > 100 {
-			t.Fatal("nginx did not start")
+	})
+	for _, a := range []string{nginxAddr, nginxTLSAddr} {
+		for i := 0; ; i++ {
+			if c, err := net.Dial("tcp", a); err == nil {
+				c.Close()
+				break
+			}
+			if i > 100 {
+				t.Fatal("nginx did not start")
+			}
+			time.Sleep(50 * time.Millisecond)
 		}
-		time.Sleep(50 * time.Millisecond)
 	}
+	// Both servers must present the same key, and agree to the same
+	// protocol and cipher with wrk's TLS library (OpenSSL, as s_client).
+	fmt.Printf("TLS: edged %s and nginx %s serve the key with SPKI pin %s; OpenSSL client negotiates: edged %s; nginx %s\n",
+		edgeTLSAddr, nginxTLSAddr, pin, negotiated(edgeTLSAddr), negotiated(nginxTLSAddr))
+	if c, err := tls.DialWithDialer(&net.Dialer{Timeout: 10 * time.Second}, "tcp", nginxTLSAddr, certs.PinnedTLS(pin)); err != nil {
+		t.Fatalf("nginx does not serve edged's key: %v", err)
+	} else {
+		c.Close()
+	}
+	edgePIDs, nginxPIDs := []int{edgeCmd.Process.Pid}, procTree(ng.Process.Pid)
+	tlsClient := pinnedClient(pin)
 	sums := map[string]string{}
 	for since := "0"; ; {
 		resp, err := http.Get("http://" + hubAddr + "/api/v1/catalog?since=" + since)
@@ -238,17 +293,67 @@ http {
 			sum := sums[x.id]
 			nginxPaths = append(nginxPaths, "/sha256/"+sum[:2]+"/"+sum)
 		}
-		// Same bytes from both: spot check.
+		// Same bytes from all four: spot check.
 		a := get(t, "GET", e.url+edgePaths[0])
 		b := get(t, "GET", "http://"+nginxAddr+nginxPaths[0])
-		if a.status != 200 || b.status != 200 || !bytes.Equal(a.body, b.body) {
-			t.Fatalf("edged and nginx disagree on %s: %d %d", set.ents[0].id, a.status, b.status)
+		as, ab := getBody(t, tlsClient, "https://"+edgeTLSAddr+edgePaths[0])
+		bs, bb := getBody(t, tlsClient, "https://"+nginxTLSAddr+nginxPaths[0])
+		if a.status != 200 || b.status != 200 || as != 200 || bs != 200 || !bytes.Equal(a.body, b.body) || !bytes.Equal(a.body, ab) || !bytes.Equal(a.body, bb) {
+			t.Fatalf("edged and nginx disagree on %s: %d %d, over TLS %d %d", set.ents[0].id, a.status, b.status, as, bs)
 		}
-		ed := runWrk(t, dir, e.url, edgePaths, *benchSeconds)
-		nx := runWrk(t, dir, "http://"+nginxAddr, nginxPaths, *benchSeconds)
+		type pass struct {
+			name, base string
+			paths      []string
+			pids       []int
+			wrkResult
+			cpu  float64 // the server's CPU, % of one core
+			load string
+		}
+		passes := []*pass{
+			{name: "edged http", base: e.url, paths: edgePaths, pids: edgePIDs},
+			{name: "nginx http", base: "http://" + nginxAddr, paths: nginxPaths, pids: nginxPIDs},
+			{name: "edged https", base: "https://" + edgeTLSAddr, paths: edgePaths, pids: edgePIDs},
+			{name: "nginx https", base: "https://" + nginxTLSAddr, paths: nginxPaths, pids: nginxPIDs},
+		}
+		for _, p := range passes {
+			p.load = loadavg()
+			c0, w0 := treeCPU(p.pids), time.Now()
+			p.wrkResult = runWrk(t, dir, p.base, p.paths, *benchSeconds)
+			p.cpu = 100 * float64(treeCPU(p.pids)-c0) / float64(time.Since(w0))
+			fmt.Printf("PASS %s %s: %.0f req/s %.1f MiB/s, server CPU %.0f%% of a core (%.0f MiB per CPU-second); load before %s\n",
+				set.name, p.name, p.rps, p.bytesPerSec/(1<<20), p.cpu, p.bytesPerSec/(1<<20)/(p.cpu/100), p.load)
+		}
+		ed, nx, eds, nxs := passes[0], passes[1], passes[2], passes[3]
 		fmt.Printf("RESULT %s (wrk -t2 -c32 -d%ds, random file per request): edged %.0f req/s %.1f MiB/s; nginx %.0f req/s %.1f MiB/s; edged/nginx throughput %.2f\n",
 			set.name, *benchSeconds, ed.rps, ed.bytesPerSec/(1<<20), nx.rps, nx.bytesPerSec/(1<<20), ed.bytesPerSec/nx.bytesPerSec)
+		fmt.Printf("RESULT %s over HTTPS (same wrk load, same certificate and key): edged %.0f req/s %.1f MiB/s; nginx %.0f req/s %.1f MiB/s; edged/nginx throughput %.2f\n",
+			set.name, eds.rps, eds.bytesPerSec/(1<<20), nxs.rps, nxs.bytesPerSec/(1<<20), eds.bytesPerSec/nxs.bytesPerSec)
+		fmt.Printf("RESULT %s cost of TLS: HTTPS/HTTP throughput edged %.2f, nginx %.2f; server CPU per MiB HTTPS/HTTP edged %.2f, nginx %.2f\n",
+			set.name, eds.bytesPerSec/ed.bytesPerSec, nxs.bytesPerSec/nx.bytesPerSec,
+			(eds.cpu/eds.bytesPerSec)/(ed.cpu/ed.bytesPerSec), (nxs.cpu/nxs.bytesPerSec)/(nx.cpu/nx.bytesPerSec))
 	}
+
+	// Full handshakes per second, same client load on each server in turn.
+	const hsWorkers = 16
+	hsFor := time.Duration(*benchSeconds) * time.Second
+	var hs [2]handshakeResult
+	for i, srv := range []struct {
+		name, addr string
+		pids       []int
+	}{{"edged", edgeTLSAddr, edgePIDs}, {"nginx", nginxTLSAddr, nginxPIDs}} {
+		load := loadavg()
+		hs[i] = handshakeLoad(srv.addr, pin, hsWorkers, hsFor, srv.pids)
+		fmt.Printf("PASS handshakes %s: %d full handshakes in %s (%d failed%s), %.0f/s; server CPU %.2fs (%.0f handshakes per server CPU-second), client CPU %.2fs; load before %s\n",
+			srv.name, hs[i].n, hs[i].wall.Round(time.Millisecond), hs[i].failed, strings.TrimSuffix(", first: "+hs[i].firstErr, ", first: "),
+			hs[i].perSec(), hs[i].serverCPU.Seconds(), float64(hs[i].n)/hs[i].serverCPU.Seconds(), hs[i].clientCPU.Seconds(), load)
+		if hs[i].n == 0 || hs[i].failed > hs[i].n/100 {
+			t.Errorf("handshakes with %s: %d done, %d failed: %s", srv.name, hs[i].n, hs[i].failed, hs[i].firstErr)
+		}
+	}
+	fmt.Printf("RESULT TLS 1.3 full handshakes (ECDHE P-256, ECDSA P-256 certificate, no resumption, %d client goroutines, %s each, client in this process on the same cores): edged %.0f/s, nginx %.0f/s, edged/nginx %.2f; per server CPU-second edged %.0f, nginx %.0f, edged/nginx %.2f\n",
+		hsWorkers, hsFor, hs[0].perSec(), hs[1].perSec(), hs[0].perSec()/hs[1].perSec(),
+		float64(hs[0].n)/hs[0].serverCPU.Seconds(), float64(hs[1].n)/hs[1].serverCPU.Seconds(),
+		(float64(hs[0].n)/hs[0].serverCPU.Seconds())/(float64(hs[1].n)/hs[1].serverCPU.Seconds()))
 }
 
 // shapingProxy relays TCP hub→edge at a fixed rate and cuts every

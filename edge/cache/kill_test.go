@@ -22,10 +22,21 @@ import (
 	"github.com/campusedge/campusedge/edge/cache"
 )
 
-var listeningRE = regexp.MustCompile(`msg=listening addr=(\S+)`)
+var (
+	listeningRE      = regexp.MustCompile(`msg=listening addr=(\S+)`)
+	httpsListeningRE = regexp.MustCompile(`msg="listening https" addr=(\S+)`)
+)
 
 // startBin starts a binary and returns the address it logs as listening.
 func startBin(t *testing.T, bin string, args ...string) (*exec.Cmd, string) {
+	t.Helper()
+	cmd, addrs := startBinLines(t, bin, []*regexp.Regexp{listeningRE}, args...)
+	return cmd, addrs[0]
+}
+
+// startBinLines starts a binary and waits until it has logged a line
+// matching each of res, returning each one's first submatch in order.
+func startBinLines(t *testing.T, bin string, res []*regexp.Regexp, args ...string) (*exec.Cmd, []string) {
 	t.Helper()
 	cmd := exec.Command(bin, args...)
 	stderr, err := cmd.StderrPipe()
@@ -37,26 +48,33 @@ func startBin(t *testing.T, bin string, args ...string) (*exec.Cmd, string) {
 	}
 	done := make(chan struct{})
 	t.Cleanup(func() { _ = cmd.Process.Kill(); <-done })
-	addr := make(chan string, 1)
+	found := make(chan []string, 1)
 	go func() {
 		defer close(done)
+		got := make([]string, len(res))
+		left := len(res)
 		sc := bufio.NewScanner(stderr)
 		for sc.Scan() {
-			if m := listeningRE.FindStringSubmatch(sc.Text()); m != nil {
-				select {
-				case addr <- m[1]:
-				default:
+			for i, re := range res {
+				if got[i] != "" {
+					continue
+				}
+				if m := re.FindStringSubmatch(sc.Text()); m != nil {
+					got[i] = m[1]
+					if left--; left == 0 {
+						found <- got
+					}
 				}
 			}
 		}
 		_ = cmd.Wait()
 	}()
 	select {
-	case a := <-addr:
+	case a := <-found:
 		return cmd, a
 	case <-time.After(15 * time.Second):
-		t.Fatalf("%s did not log its address", bin)
-		return nil, ""
+		t.Fatalf("%s did not log its addresses", bin)
+		return nil, nil
 	}
 }
 

@@ -2,6 +2,7 @@ package benchtools
 
 import (
 	"context"
+	"crypto/tls"
 	"flag"
 	"fmt"
 	"io"
@@ -13,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/campusedge/campusedge/edge/certs"
 )
 
 // The figure tests below skip unless their flag is set; see doc.go for the
@@ -30,6 +33,7 @@ var (
 	peer        = flag.Bool("peer", true, "TestControlBench: also hold the same number of connections on floorserver")
 	edgedSrc    = flag.String("edged-src", "", "build edged from the module at this `dir` (e.g. a `git archive HEAD` export) instead of this checkout")
 	edgedLog    = flag.String("edged-log", "", "TestControlBench: also write edged's log to this file")
+	tlsMode     = flag.Bool("tls", false, "TestControlBench: also hold the same connections over TLS (wss:// to edged's HTTPS port, key pinned) and compare with plain ws:// in the same run; each edged phase then runs on a fresh edged process started on the paired data dir")
 )
 
 const (
@@ -69,9 +73,16 @@ func machine(t *testing.T) {
 // logLoad logs the load average: the figures are only as quiet as the
 // machine was.
 func logLoad(t *testing.T) {
-	if data, err := os.ReadFile("/proc/loadavg"); err == nil {
-		t.Logf("load average (1, 5, 15 min, running/total): %s", strings.TrimSpace(string(data)))
+	t.Logf("load average (1, 5, 15 min, running/total): %s", loadNow())
+}
+
+// loadNow is /proc/loadavg, trimmed.
+func loadNow() string {
+	data, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
 	}
+	return strings.TrimSpace(string(data))
 }
 
 func buildBins(t *testing.T) (edged, floor string) {
@@ -197,6 +208,7 @@ func TestStartupBench(t *testing.T) {
 // holdReport is what TestControlBench measures on one server.
 type holdReport struct {
 	name                      string
+	edged, tls                bool // an edged (with the admin API); over wss://
 	idle, preConnect          ProcSample
 	burst, connect            ConnectResult // burst: as fast as possible; connect: the held connections
 	burstCPU                  time.Duration // server CPU during the burst
@@ -237,9 +249,11 @@ func mustProc(t *testing.T, pid int) ProcSample {
 // holdOn connects tokens to p, holds them for *hold, and measures. edge is
 // nil for floorserver (no admin API). With a schedule, a burst connect is
 // timed and closed first, then the held connections open on the schedule.
-func holdOn(t *testing.T, name string, p *Process, edge *Edge, tokens []string, idle ProcSample, schedule []time.Duration) holdReport {
+// With viaTLS the connections go to edged's HTTPS listener (wss://),
+// trusting the key it logged (as a terminal that learnt the pin at pairing).
+func holdOn(t *testing.T, name string, p *Process, edge *Edge, tokens []string, idle ProcSample, schedule []time.Duration, viaTLS bool) holdReport {
 	t.Helper()
-	r := holdReport{name: name, idle: idle}
+	r := holdReport{name: name, idle: idle, edged: edge != nil, tls: viaTLS}
 	ctx, cancel := context.WithTimeout(context.Background(), *hold+10*time.Minute)
 	defer cancel()
 	metric := func(name string) float64 {
@@ -256,13 +270,24 @@ func holdOn(t *testing.T, name string, p *Process, edge *Edge, tokens []string, 
 	r.preConnect = mustProc(t, p.PID())
 	r.goBefore = metric("go_goroutines")
 
-	wsURL, err := WSURL(p.URL())
+	base := p.URL()
+	var tlsConf *tls.Config
+	if viaTLS {
+		var pin string
+		var err error
+		if base, pin, err = p.HTTPS(5 * time.Second); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		tlsConf = certs.PinnedTLS(pin)
+	}
+	wsURL, err := WSURL(base)
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Logf("%s: control connections to %s", name, wsURL)
 	connect := func(sched []time.Duration) (ConnectResult, time.Duration, ProcSample) {
 		a := mustProc(t, p.PID())
-		res := ConnectAll(ctx, wsURL, tokens, *dialWorkers, 30*time.Second, sched)
+		res := ConnectAll(ctx, wsURL, tlsConf, tokens, *dialWorkers, 30*time.Second, sched)
 		b := mustProc(t, p.PID())
 		t.Logf("%s: %d/%d connected in %s (%d failed) %v", name, len(tokens)-res.Failed, len(tokens), res.Elapsed.Round(time.Millisecond), res.Failed, res.Errors)
 		if res.Failed > 0 {
@@ -291,6 +316,7 @@ func holdOn(t *testing.T, name string, p *Process, edge *Edge, tokens []string, 
 			pings0[i] = c.Pings()
 		}
 	}
+	t.Logf("%s: hold starts; load average %s", name, loadNow())
 	load0 := selfCPU()
 	r.holdStart = mustProc(t, p.PID())
 	end := r.holdStart.At.Add(*hold)
@@ -302,6 +328,7 @@ func holdOn(t *testing.T, name string, p *Process, edge *Edge, tokens []string, 
 		}
 	}
 	r.holdEnd = mustProc(t, p.PID())
+	t.Logf("%s: hold ends; load average %s", name, loadNow())
 	r.loadCPU = 100 * float64(selfCPU()-load0) / float64(r.holdEnd.At.Sub(r.holdStart.At))
 	r.pingsMin = -1
 	for i, c := range r.connect.Conns {
@@ -444,7 +471,33 @@ func TestControlBench(t *testing.T) {
 		}
 		t.Logf("connections paced evenly over %s (-spread)", *spread)
 	}
-	reports := []holdReport{holdOn(t, "edged", ep, edge, tokens, idle, sched)}
+	var reports []holdReport
+	if !*tlsMode {
+		reports = append(reports, holdOn(t, "edged", ep, edge, tokens, idle, sched, false))
+	} else {
+		// Plain and TLS each on a fresh edged on the paired data dir, so
+		// that neither carries the other's (or pairing's) heap.
+		if _, code, err := ep.Stop(20 * time.Second); err != nil || code != 0 {
+			t.Fatalf("stop edged after pairing: exit %d, %v", code, err)
+		}
+		for _, viaTLS := range []bool{false, true} {
+			name := "edged"
+			if viaTLS {
+				name = "edged (TLS)"
+			}
+			p, err := Start(edgedBin, []string{"-data", filepath.Join(dir, "edge"), "-listen", "127.0.0.1:0", "-mdns=false"}, 15*time.Second, logTo)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer p.Kill()
+			if err := WaitHealthy(p.URL(), 15*time.Second); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(time.Second)
+			t.Logf("%s: pid %d at %s; load average %s", name, p.PID(), p.Addr, loadNow())
+			reports = append(reports, holdOn(t, name, p, NewEdge(p.URL(), edge.Token, *pairWorkers), tokens, mustProc(t, p.PID()), sched, viaTLS))
+		}
+	}
 	if db, err := os.Stat(filepath.Join(dir, "edge", "edge.db")); err == nil {
 		t.Logf("edge.db after the run: %.1f MiB", float64(db.Size())/(1<<20))
 	}
@@ -466,7 +519,7 @@ func TestControlBench(t *testing.T) {
 			slices.Sort(sched)
 			t.Logf("floorserver connections opened on edged's welcome schedule (%s from first to last)", sched[len(sched)-1].Round(time.Millisecond))
 		}
-		reports = append(reports, holdOn(t, "floorserver", fp, nil, tokens, mustProc(t, fp.PID()), sched))
+		reports = append(reports, holdOn(t, "floorserver", fp, nil, tokens, mustProc(t, fp.PID()), sched, false))
 	}
 
 	for _, r := range reports {
@@ -486,7 +539,7 @@ func TestControlBench(t *testing.T) {
 		t.Logf("  threads %d, fds before %d / hold %d / after close %d", r.holdEnd.Threads, r.preConnect.FDs, r.holdEnd.FDs, r.afterClose.FDs)
 		t.Logf("  heartbeats answered during hold: %d (per connection min %d max %d), connections dropped %d, unexpected messages %d",
 			r.pings, r.pingsMin, r.pingsMax, r.dropped, r.messages)
-		if r.name == "edged" {
+		if r.edged {
 			t.Logf("  GET /api/v1/terminals: %d of %d online; campusedge_control_connections %.0f", r.online, r.listed, r.connsMetric)
 			t.Logf("  goroutines before %.0f / hold %.0f / after close %.0f; Go heap in use %.1f MiB and stacks %.1f MiB during hold, heap %.1f MiB after close; all offline %s after close",
 				r.goBefore, r.goHold, r.goAfter, r.heapHold/(1<<20), r.stackHold/(1<<20), r.heapAfter/(1<<20), r.closeToOffline.Round(time.Millisecond))
@@ -499,5 +552,16 @@ func TestControlBench(t *testing.T) {
 			}
 		}
 		t.Logf("  SIGTERM → exit %d in %s", r.exitCode, r.shutdown.Round(time.Millisecond))
+	}
+	if *tlsMode && len(reports) >= 2 && reports[0].edged && reports[1].tls {
+		pl, tl := reports[0], reports[1]
+		perConn := func(r holdReport) float64 {
+			return float64(r.burstEnd.RSSKiB-r.preConnect.RSSKiB) / float64(max(1, len(r.burst.PerConn)))
+		}
+		pc, tc := CPUPercent(pl.holdStart, pl.holdEnd), CPUPercent(tl.holdStart, tl.holdEnd)
+		t.Logf("RESULT %d control connections, %s hold, edged over TLS (wss://) vs plain (ws://): hold CPU %.2f%% vs %.2f%% of one core (%.2f×); RSS at hold end %s vs %s (%.2f×); RSS per connection (burst) +%.1f vs +%.1f KiB; burst connect %s vs %s, dial→welcome p95 %s vs %s; heartbeats %d vs %d, dropped %d vs %d",
+			n, *hold, tc, pc, tc/pc, MiB(tl.holdEnd.RSSKiB), MiB(pl.holdEnd.RSSKiB), float64(tl.holdEnd.RSSKiB)/float64(pl.holdEnd.RSSKiB),
+			perConn(tl), perConn(pl), tl.burst.Elapsed.Round(time.Millisecond), pl.burst.Elapsed.Round(time.Millisecond),
+			ms(Summarize(tl.burst.PerConn).P95), ms(Summarize(pl.burst.PerConn).P95), tl.pings, pl.pings, tl.dropped, pl.dropped)
 	}
 }

@@ -157,7 +157,7 @@ func TestPairAndConnect(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	res := ConnectAll(ctx, ws, tokens, 8, 10*time.Second, nil)
+	res := ConnectAll(ctx, ws, nil, tokens, 8, 10*time.Second, nil)
 	defer CloseAll(res.Conns, 8)
 	if res.Failed != 0 || len(res.PerConn) != n {
 		t.Fatalf("connected %d of %d: %v", len(res.PerConn), n, res.Errors)
@@ -183,17 +183,17 @@ func TestPairAndConnect(t *testing.T) {
 	// A schedule paces the dials.
 	sched := []time.Duration{0, 100 * time.Millisecond, 200 * time.Millisecond}
 	start := time.Now()
-	res = ConnectAll(ctx, ws, tokens[:3], 3, 10*time.Second, sched)
+	res = ConnectAll(ctx, ws, nil, tokens[:3], 3, 10*time.Second, sched)
 	defer CloseAll(res.Conns, 3)
 	if res.Failed != 0 || time.Since(start) < 200*time.Millisecond || res.Welcomed[2] < 200*time.Millisecond {
 		t.Errorf("scheduled connect: %d failed, took %v, welcomed at %v", res.Failed, time.Since(start), res.Welcomed)
 	}
-	if bad := ConnectAll(ctx, ws, tokens[:3], 3, time.Second, sched[:1]); bad.Failed != 3 {
+	if bad := ConnectAll(ctx, ws, nil, tokens[:3], 3, time.Second, sched[:1]); bad.Failed != 3 {
 		t.Error("a schedule of the wrong length was accepted")
 	}
 
 	// A wrong token gets no welcome.
-	if c, err := Dial(ctx, ws, pr.Credentials[0].TerminalID+".wrong", "x"); err == nil {
+	if c, err := Dial(ctx, ws, nil, pr.Credentials[0].TerminalID+".wrong", "x"); err == nil {
 		c.Close()
 		t.Error("a wrong token was welcomed")
 	}
@@ -245,7 +245,7 @@ func BenchmarkPairAndConnect(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		c, err := Dial(ctx, ws, cred.Token, "edgebench")
+		c, err := Dial(ctx, ws, nil, cred.Token, "edgebench")
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -2,6 +2,7 @@ package benchtools
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -31,21 +32,30 @@ type Conn struct {
 	stop  atomic.Bool // Close was called: the end is expected
 }
 
-// WSURL turns http://host:port into the control channel URL.
+// WSURL turns http://host:port into the control channel URL (ws://), and
+// https://host:port into its TLS one (wss://).
 func WSURL(base string) (string, error) {
 	u, err := url.Parse(base)
 	if err != nil {
 		return "", err
 	}
-	u.Scheme = "ws"
+	switch u.Scheme {
+	case "http":
+		u.Scheme = "ws"
+	case "https":
+		u.Scheme = "wss"
+	default:
+		return "", fmt.Errorf("base URL %q must be http or https", base)
+	}
 	u.Path = "/api/v1/ws"
 	return u.String(), nil
 }
 
 // Dial opens a control connection, sends the hello with token, and waits for
-// the welcome (all within ctx).
-func Dial(ctx context.Context, wsURL, token, version string) (*Conn, error) {
-	d := websocket.Dialer{HandshakeTimeout: 10 * time.Second, ReadBufferSize: 1024, WriteBufferSize: 1024}
+// the welcome (all within ctx). tlsConf is the client TLS configuration for a
+// wss:// URL (nil for ws://).
+func Dial(ctx context.Context, wsURL string, tlsConf *tls.Config, token, version string) (*Conn, error) {
+	d := websocket.Dialer{HandshakeTimeout: 10 * time.Second, ReadBufferSize: 1024, WriteBufferSize: 1024, TLSClientConfig: tlsConf}
 	ws, _, err := d.DialContext(ctx, wsURL, nil)
 	if err != nil {
 		return nil, fmt.Errorf("dial: %w", err)
@@ -149,12 +159,13 @@ type ConnectResult struct {
 	Errors   []error // the first few failures
 }
 
-// ConnectAll opens one control connection per token, workers at a time.
+// ConnectAll opens one control connection per token, workers at a time
+// (over TLS with tlsConf when wsURL is wss://).
 // Each connection gets up to perConn; a failure is counted, not retried.
 // With a schedule (ascending offsets from the start, one per token), dial i
 // waits until its offset; without one, connections open as fast as workers
 // allow.
-func ConnectAll(ctx context.Context, wsURL string, tokens []string, workers int, perConn time.Duration, schedule []time.Duration) ConnectResult {
+func ConnectAll(ctx context.Context, wsURL string, tlsConf *tls.Config, tokens []string, workers int, perConn time.Duration, schedule []time.Duration) ConnectResult {
 	res := ConnectResult{Conns: make([]*Conn, len(tokens)), Welcomed: make([]time.Duration, len(tokens))}
 	if schedule != nil && len(schedule) != len(tokens) {
 		res.Failed = len(tokens)
@@ -185,7 +196,7 @@ func ConnectAll(ctx context.Context, wsURL string, tokens []string, workers int,
 				}
 				dctx, cancel := context.WithTimeout(ctx, perConn)
 				t0 := time.Now()
-				c, err := Dial(dctx, wsURL, tokens[i], "edgebench")
+				c, err := Dial(dctx, wsURL, tlsConf, tokens[i], "edgebench")
 				cancel()
 				if err != nil {
 					mu.Lock()

@@ -13,7 +13,10 @@
 //
 // -edged-src=DIR builds edged from another tree (say a `git archive HEAD`
 // export) while the bench itself comes from this one; -spread=10s opens the
-// held connections evenly over the ping period instead of in one burst.
+// held connections evenly over the ping period instead of in one burst; -tls
+// holds the same connections a second time over wss:// to edged's HTTPS
+// listener (its key pinned from the "listening https" log line) and compares
+// TLS with plain in the same run.
 //
 // Run them without -race: the load generator lives in the test binary and a
 // race-instrumented client would measure itself, not the edge. Both build

@@ -87,7 +87,11 @@ func SourceState(ctx context.Context, src string) string {
 	return "commit " + rev + ", clean"
 }
 
-var listeningRE = regexp.MustCompile(`msg=listening addr=(\S+)`)
+var (
+	listeningRE = regexp.MustCompile(`msg=listening addr=(\S+)`)
+	// edged's HTTPS listener: `msg="listening https" addr=… spki_pin=…`.
+	httpsRE = regexp.MustCompile(`msg="listening https" addr=(\S+) .*spki_pin="?([^"\s]+)`)
+)
 
 // Process is a server binary started by the bench. Its stderr is kept in
 // memory (and copied to Log if set) and scanned for the listening line
@@ -103,6 +107,9 @@ type Process struct {
 	log  bytes.Buffer
 	done chan struct{} // closed when the process has exited and stderr is drained
 	err  error         // Wait's result, valid after done
+
+	https          chan struct{} // closed when the HTTPS listening line was seen
+	httpsAddr, pin string        // from that line; valid after https is closed
 }
 
 // maxLogBytes bounds the stderr kept in memory; 2,000 terminals coming and
@@ -112,7 +119,7 @@ const maxLogBytes = 16 << 20
 // Start runs bin with args and waits (at most within) for its listening line.
 // logTo, if not nil, receives a copy of stderr.
 func Start(bin string, args []string, within time.Duration, logTo io.Writer) (*Process, error) {
-	p := &Process{Cmd: exec.Command(bin, args...), done: make(chan struct{})}
+	p := &Process{Cmd: exec.Command(bin, args...), done: make(chan struct{}), https: make(chan struct{})}
 	stderr, err := p.Cmd.StderrPipe()
 	if err != nil {
 		return nil, err
@@ -126,13 +133,20 @@ func Start(bin string, args []string, within time.Duration, logTo io.Writer) (*P
 		defer close(p.done)
 		sc := bufio.NewScanner(stderr)
 		sc.Buffer(make([]byte, 64<<10), 1<<20)
-		seen := false
+		seen, seenHTTPS := false, false
 		for sc.Scan() {
 			line := sc.Bytes()
 			if !seen {
 				if m := listeningRE.FindSubmatch(line); m != nil {
 					seen = true
 					listening <- string(m[1])
+				}
+			}
+			if !seenHTTPS {
+				if m := httpsRE.FindSubmatch(line); m != nil {
+					seenHTTPS = true
+					p.httpsAddr, p.pin = string(m[1]), string(m[2])
+					close(p.https)
 				}
 			}
 			p.mu.Lock()
@@ -161,6 +175,21 @@ func Start(bin string, args []string, within time.Duration, logTo io.Writer) (*P
 		_ = p.Cmd.Process.Kill()
 		<-p.done
 		return nil, fmt.Errorf("%s logged no listening address within %s:\n%s", bin, within, p.Logs())
+	}
+}
+
+// HTTPS waits up to within for edged's HTTPS listening line and returns
+// the base https:// URL and the SPKI pin of the key it serves.
+func (p *Process) HTTPS(within time.Duration) (base, pin string, err error) {
+	timer := time.NewTimer(within)
+	defer timer.Stop()
+	select {
+	case <-p.https:
+		return "https://" + p.httpsAddr, p.pin, nil
+	case <-p.done:
+		return "", "", fmt.Errorf("the process exited before it logged an HTTPS address")
+	case <-timer.C:
+		return "", "", fmt.Errorf("no HTTPS listening line within %s", within)
 	}
 }
 
