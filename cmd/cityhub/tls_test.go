@@ -100,7 +100,7 @@ func TestHTTPSAndPinnedToken(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, priv, _ := ed25519.GenerateKey(rand.Reader)
-	en, err := uplink.Enrol(ctx, db, nil, "https://"+a.tls.String(), tok, edgeKey{priv})
+	en, err := uplink.Enrol(ctx, db, nil, "https://"+a.tls.String(), tok, edgeKey{priv}, nil)
 	if err != nil || en.HubPin != pin || en.School != "s1" {
 		t.Fatalf("enrol over HTTPS: %+v %v", en, err)
 	}

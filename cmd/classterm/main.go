@@ -2,12 +2,16 @@
 // edge, pairs once with a code from the admin console, and then stays
 // connected by itself. Pairing over https learns the edge's TLS key, bound
 // to the code (edge/pairing), and every later connection requires that key.
+// With -ca (city-managed terminals) the agent instead trusts the edge by
+// its certificate chain to the city's root and by host name, so a city
+// that renews edge certificates with new keys needs no re-pairing.
 // With -kiosk it also keeps Chromium on the classroom page, trusting the
-// edge by that same key: nothing to install on the screen. See README.md.
+// edge by the pinned key: nothing to install on the screen. See README.md.
 package main
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -40,6 +44,7 @@ func run() int {
 	model := fset.String("model", "", "terminal `model` (firmware images are per model); with -fw-root and -fw-keys the terminal installs the images its edge offers")
 	fwRoot := fset.String("fw-root", "", "firmware slot `dir` of this terminal")
 	fwKeys := fset.String("fw-keys", "", "trusted release public key `files` or directories, comma-separated")
+	caFile := fset.String("ca", "", "PEM `file` of the root that signs the edge's certificate (city-managed terminals): after pairing, trust the edge by that chain and the -edge host name instead of by the key pinned at pairing; only these roots are trusted")
 	kiosk := fset.Bool("kiosk", false, "also show the classroom page full screen in Chromium, trusting the edge by the key pinned at pairing, and keep it running")
 	chromium := fset.String("chromium", termagent.DefaultChromium, "Chromium `binary` for -kiosk")
 	grantMedia := fset.Bool("kiosk-grant-media", true, "with -kiosk, accept the page's camera and microphone request without a prompt (nobody is at a classroom screen to click Allow)")
@@ -61,6 +66,14 @@ func run() int {
 		return 2
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	var roots *x509.CertPool
+	if *caFile != "" {
+		var err error
+		if roots, err = termagent.ReadCAFile(*caFile); err != nil {
+			fmt.Fprintln(os.Stderr, "classterm: -ca:", err)
+			return 2
+		}
+	}
 	if *name == "" {
 		*name, _ = os.Hostname()
 	}
@@ -123,7 +136,10 @@ func run() int {
 		}
 		st.EdgeURL = *edgeURL
 	}
-	agent := &termagent.Agent{State: st, DataDir: *dataDir, Version: *version, Name: *name, Log: log}
+	agent := &termagent.Agent{State: st, DataDir: *dataDir, Version: *version, Name: *name, Log: log, Roots: roots}
+	if roots != nil {
+		log.Info("trusting the edge by CA (-ca): its certificate must chain to the given root and name the edge's host", "ca", *caFile)
+	}
 	if *fwRoot != "" {
 		if *model == "" || *fwKeys == "" {
 			log.Error("-fw-root needs -model and -fw-keys")

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"net/http"
 	"os"
 	"os/exec"
@@ -13,9 +14,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gorilla/websocket"
+
+	"github.com/campusedge/campusedge/edge/certs"
+	"github.com/campusedge/campusedge/edge/certs/certstest"
 	"github.com/campusedge/campusedge/edge/console"
 	"github.com/campusedge/campusedge/edge/pairing/pairingtest"
 	"github.com/campusedge/campusedge/edge/termagent"
+	"github.com/campusedge/campusedge/edge/wire"
 )
 
 // syncBuf collects a child's output.
@@ -117,5 +123,91 @@ func TestClasstermPairAndKiosk(t *testing.T) {
 	}
 	if ps, _ := exec.Command("pgrep", "-f", filepath.Join(data, "kiosk-profile")).Output(); len(ps) > 0 {
 		t.Fatalf("Chromium processes left after SIGTERM: %s", ps)
+	}
+}
+
+// The real binary with -ca: a file that is not certificates stops it at
+// start; a paired terminal refuses an edge whose certificate comes from
+// another authority, logging what is wrong and what to do, and connects
+// once the edge presents a certificate from the -ca root for its address.
+func TestClasstermCA(t *testing.T) {
+	bin := build(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	root := certstest.NewCA(t, "Test city root")
+	dir := t.TempDir()
+	caFile := filepath.Join(dir, "city-root.pem")
+	if err := os.WriteFile(caFile, root.PEM(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	keyFile := filepath.Join(dir, "key.pem")
+	_ = os.WriteFile(keyFile, []byte("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"), 0o600)
+	out, err := exec.CommandContext(ctx, bin, "-data", t.TempDir(), "-ca", keyFile).CombinedOutput()
+	if ee := (*exec.ExitError)(nil); !errors.As(err, &ee) || ee.ExitCode() != 2 || !strings.Contains(string(out), "-ca") || !strings.Contains(string(out), "never a key") {
+		t.Fatalf("-ca with a key file: %v\n%s", err, out)
+	}
+
+	var welcomed sync.WaitGroup
+	welcomed.Add(1)
+	var once sync.Once
+	up := websocket.Upgrader{}
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/api/v1/ws" {
+			http.NotFound(w, r)
+			return
+		}
+		ws, err := up.Upgrade(w, r, nil)
+		if err != nil {
+			return
+		}
+		defer ws.Close()
+		var hello wire.Hello
+		if ws.ReadJSON(&hello) != nil || hello.Token != "tok" {
+			return
+		}
+		_ = ws.WriteJSON(wire.Welcome{Header: wire.New(wire.TypeWelcome), Role: "terminal", EdgeID: "edge-ca-01", TerminalID: "t1", HeartbeatSeconds: 30})
+		once.Do(welcomed.Done)
+		for {
+			if _, _, err := ws.ReadMessage(); err != nil {
+				return
+			}
+		}
+	})
+	srv := certstest.Serve(t, h, certstest.NewCA(t, "Some other CA").Good(t, "127.0.0.1"), nil)
+	data := t.TempDir()
+	// Paired earlier (the pin is of some key; -ca makes it irrelevant).
+	if err := termagent.SaveState(data, termagent.State{EdgeURL: srv.URL, EdgePin: certs.SPKIPin(root.Good(t, "x").Leaf), EdgeID: "edge-ca-01", TerminalID: "t1", Token: "tok"}); err != nil {
+		t.Fatal(err)
+	}
+	var log syncBuf
+	cmd := exec.CommandContext(ctx, bin, "-data", data, "-ca", caFile)
+	cmd.Stdout, cmd.Stderr = &log, &log
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+	for !strings.Contains(log.String(), "signed by an authority this terminal does not trust") {
+		select {
+		case <-ctx.Done():
+			t.Fatalf("no refusal of the unknown CA logged:\n%s", log.String())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	for _, want := range []string{"refusing the edge's certificate", `issued by \"Some other CA\"`, "Give -ca the root"} {
+		if !strings.Contains(log.String(), want) {
+			t.Errorf("log lacks %q:\n%s", want, log.String())
+		}
+	}
+	srv.Use(root.Good(t, "127.0.0.1"))
+	ok := make(chan struct{})
+	go func() { welcomed.Wait(); close(ok) }()
+	select {
+	case <-ok:
+	case <-ctx.Done():
+		t.Fatalf("classterm -ca never connected to the edge with a certificate from the city root:\n%s", log.String())
+	}
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("classterm after SIGTERM: %v\n%s", err, log.String())
 	}
 }

@@ -184,7 +184,16 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts Options)
 	quota, _ := cache.ParseSize(cfg.CacheQuota) // validated by config
 	upMax, _ := cache.ParseSize(cfg.CacheUploadMax)
 	bw, _ := cache.ParseSchedule(cfg.CacheBandwidth)
-	hc := uplink.HubClient(st.DB()) // every edge→hub request: https:// only to the key pinned at enrolment
+	var cloudCA []byte
+	if cfg.CloudCA != "" {
+		if cloudCA, err = certs.ReadRootsFile(cfg.CloudCA); err != nil {
+			closeListeners()
+			return fmt.Errorf("-cloud-ca: %w", err)
+		}
+	}
+	// Every edge→hub request: an https:// hub only by the key pinned at
+	// enrolment, or by CA (system roots + -cloud-ca) when enrolled without a pin.
+	hc := uplink.HubClient(st.DB(), cloudCA)
 	rc, err := cache.New(cache.Config{DB: st.DB(), DataDir: cfg.DataDir, Hub: cfg.Cloud, Client: hc, Logger: log.With("component", "cache"),
 		Quota: quota, Bandwidth: bw, UploadMax: upMax, PrefetchHorizon: time.Duration(cfg.CachePrefetchDays) * 24 * time.Hour})
 	if err != nil {
@@ -236,7 +245,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts Options)
 		}
 		return nil
 	}
-	up := uplink.New(uplink.Config{Hub: cfg.Cloud, DB: st.DB(), Outbox: ob, Identity: id, Client: hc, Certs: citySigner(tm), RateBytes: cfg.SyncRate, Apply: applyDoc, Logger: log.With("component", "sync")})
+	up := uplink.New(uplink.Config{Hub: cfg.Cloud, CloudCA: cloudCA, DB: st.DB(), Outbox: ob, Identity: id, Client: hc, Certs: citySigner(tm), RateBytes: cfg.SyncRate, Apply: applyDoc, Logger: log.With("component", "sync")})
 	up.Register(srv)
 	checks["sync"] = up.Check // set before HTTP serves: the map is read-only from then on
 	if en, ok, err := uplink.LoadEnrolment(st.DB()); err == nil && ok && en.School != cfg.School {

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/campusedge/campusedge/edge/cache"
+	"github.com/campusedge/campusedge/edge/certs"
 )
 
 // Config is everything edged needs to start.
@@ -62,6 +63,9 @@ type Config struct {
 	TLSKey  string `json:"tls_key"`
 	// TLSNames are extra DNS names or addresses to certify.
 	TLSNames []string `json:"tls_names"`
+	// CloudCA is a PEM file of roots (the city's) trusted, besides the
+	// system's, for an https:// hub enrolled by CA (token without a pin).
+	CloudCA string `json:"cloud_ca"`
 	// HTTPSRedirect sends page requests on plain HTTP from other hosts to
 	// HTTPS; off only behind a proxy that terminates TLS itself.
 	HTTPSRedirect bool `json:"https_redirect"`
@@ -104,7 +108,7 @@ func Parse(name string, args []string, stderr io.Writer) (Config, error) {
 	d := Defaults()
 	var c Config
 	var ifaces, file, tlsNames string
-	fs.StringVar(&file, "config", "", "optional JSON config `file` (keys: data, listen, cloud, school, school_name, mdns, mdns_interfaces, log_level, fw_root, fw_keys, fw_target, fw_channel, fw_rate, fw_wave, fw_wave_interval (nanoseconds), cache_quota, cache_bandwidth, cache_prefetch_days, cache_upload_max, sync_rate, https_listen, tls_cert, tls_key, tls_names, https_redirect); flags override it")
+	fs.StringVar(&file, "config", "", "optional JSON config `file` (keys: data, listen, cloud, school, school_name, mdns, mdns_interfaces, log_level, fw_root, fw_keys, fw_target, fw_channel, fw_rate, fw_wave, fw_wave_interval (nanoseconds), cache_quota, cache_bandwidth, cache_prefetch_days, cache_upload_max, sync_rate, https_listen, tls_cert, tls_key, tls_names, cloud_ca, https_redirect); flags override it")
 	fs.StringVar(&c.DataDir, "data", d.DataDir, "data `dir`: store (edge.db), admin-token, blobs; created on first start")
 	fs.StringVar(&c.Listen, "listen", d.Listen, "HTTP listen `addr`; with 127.0.0.1:0 a free port is picked and logged")
 	fs.StringVar(&c.Cloud, "cloud", d.Cloud, "city cloud (cityhub) base `URL`; empty runs offline and sync waits")
@@ -129,6 +133,7 @@ func Parse(name string, args []string, stderr io.Writer) (Config, error) {
 	fs.StringVar(&c.TLSCert, "tls-cert", d.TLSCert, "operator's TLS certificate `file` (PEM chain), reloaded when it changes; default: the edge's own CA, or the city's once enrolled")
 	fs.StringVar(&c.TLSKey, "tls-key", d.TLSKey, "operator's TLS key `file` (PEM), with -tls-cert")
 	fs.StringVar(&tlsNames, "tls-names", "", "extra DNS `names` or addresses the edge's certificate covers, comma-separated")
+	fs.StringVar(&c.CloudCA, "cloud-ca", d.CloudCA, "PEM `file` of the city's root: trusted, besides the system's roots, for an https hub enrolled by a token without a pin")
 	fs.BoolVar(&c.HTTPSRedirect, "https-redirect", d.HTTPSRedirect, "redirect page requests on plain HTTP from other hosts to HTTPS (turn off only behind a TLS-terminating proxy)")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: %s [flags]\n\n%s runs the CampusEdge school appliance. With no flags it starts on embedded\ndefaults: data in ./data, HTTP on :8080, DNS-SD on, no cloud.\n\nFlags:\n", name, name)
@@ -196,6 +201,8 @@ func Parse(name string, args []string, stderr io.Writer) (Config, error) {
 			out.TLSKey = c.TLSKey
 		case "tls-names":
 			out.TLSNames = splitList(tlsNames)
+		case "cloud-ca":
+			out.CloudCA = c.CloudCA
 		case "https-redirect":
 			out.HTTPSRedirect = c.HTTPSRedirect
 		}
@@ -269,6 +276,13 @@ func (c Config) Validate() error {
 		u, err := url.Parse(c.Cloud)
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			return fmt.Errorf("-cloud %q must be an http(s) URL such as https://hub.city.example", c.Cloud)
+		}
+	}
+	if c.CloudCA != "" {
+		// Read here so a wrong file stops edged at start, not at the
+		// first sync as an unknown authority.
+		if _, err := certs.ReadRootsFile(c.CloudCA); err != nil {
+			return fmt.Errorf("-cloud-ca: %w", err)
 		}
 	}
 	if c.School == "" || len(c.School) > 32 || strings.ContainsAny(c.School, " =\x00\r\n") {

@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/campusedge/campusedge/edge/certs/certstest"
 )
 
 func TestDefaultsAndOverrides(t *testing.T) {
@@ -46,4 +48,30 @@ func FuzzDecode(f *testing.F) {
 			_ = c.Validate()
 		}
 	})
+}
+
+// -cloud-ca (or cloud_ca) must name a file of PEM certificates: a missing
+// file or one holding a key stops edged at start, naming the file.
+func TestCloudCA(t *testing.T) {
+	dir := t.TempDir()
+	root := filepath.Join(dir, "city-root.pem")
+	if err := os.WriteFile(root, certstest.NewCA(t, "Test city root").PEM(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c, err := Parse("edged", []string{"-cloud", "https://hub.city.example", "-cloud-ca", root}, io.Discard)
+	if err != nil || c.CloudCA != root {
+		t.Fatalf("-cloud-ca %s: %+v %v", root, c, err)
+	}
+	file := filepath.Join(dir, "edged.json")
+	_ = os.WriteFile(file, []byte(`{"cloud":"https://hub.city.example","cloud_ca":"`+root+`"}`), 0o600)
+	if c, err := Parse("edged", []string{"-config", file}, io.Discard); err != nil || c.CloudCA != root {
+		t.Fatalf("cloud_ca in the file: %+v %v", c, err)
+	}
+	key := filepath.Join(dir, "key.pem")
+	_ = os.WriteFile(key, []byte("-----BEGIN EC PRIVATE KEY-----\nAAAA\n-----END EC PRIVATE KEY-----\n"), 0o600)
+	for path, want := range map[string]string{filepath.Join(dir, "none.pem"): "no such file", key: "never a key", file: "no PEM certificate"} {
+		if _, err := Parse("edged", []string{"-cloud-ca", path}, io.Discard); err == nil || !strings.Contains(err.Error(), "-cloud-ca") || !strings.Contains(err.Error(), want) {
+			t.Errorf("-cloud-ca %s: %v, want an error saying %q", path, err, want)
+		}
+	}
 }

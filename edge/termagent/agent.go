@@ -8,6 +8,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -27,6 +28,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/campusedge/campusedge/edge/certs"
 	"github.com/campusedge/campusedge/edge/discovery"
 	"github.com/campusedge/campusedge/edge/pairing"
 	"github.com/campusedge/campusedge/edge/wire"
@@ -319,7 +321,13 @@ type Agent struct {
 	// Rediscover, when set, is used to find the edge again by DNS-SD after
 	// repeated failures at the stored URL (the edge's address changed).
 	Rediscover func(ctx context.Context, edgeID string) (string, error)
-	Log        *slog.Logger
+	// Roots, when set (classterm -ca), makes the agent trust the edge by
+	// its certificate chain to these roots and the host name of the edge
+	// URL instead of by the key pinned at pairing: for a city that signs
+	// the edges' certificates and may change their keys. Pairing still
+	// binds the pin it sees; the pin stays in State for -kiosk.
+	Roots *x509.CertPool
+	Log   *slog.Logger
 	// OnConnected and OnDisconnected observe the connection (tests, UI).
 	OnConnected    func(w wire.Welcome)
 	OnDisconnected func(err error)
@@ -358,6 +366,11 @@ func (a *Agent) Run(ctx context.Context) error {
 			// passing, and the real edge may answer again.
 			a.Log.Error("refusing the edge: its TLS key changed since pairing", "err", pe)
 		}
+		var untrusted *certs.UntrustedError
+		if errors.As(err, &untrusted) {
+			// Likewise: a renewal or a clock fix may come while we wait.
+			a.Log.Error("refusing the edge's certificate", "reason", untrusted.Reason, "err", untrusted)
+		}
 		if connected {
 			failures = 0
 		}
@@ -390,12 +403,16 @@ type unauthorizedError struct{ msg string }
 func (e *unauthorizedError) Error() string { return "unauthorized: " + e.msg }
 
 // HTTPClient is the client for other requests to the edge (firmware
-// images): pinned to the edge's key when the edge URL is https.
+// images): when the edge URL is https, pinned to the edge's key, or by CA
+// with Roots.
 func (a *Agent) HTTPClient() *http.Client {
-	if strings.HasPrefix(a.State.EdgeURL, "https:") {
-		return PinnedClient(a.State.EdgePin)
+	switch {
+	case !strings.HasPrefix(a.State.EdgeURL, "https:"):
+		return &http.Client{}
+	case a.Roots != nil:
+		return CAClient(a.Roots)
 	}
-	return &http.Client{}
+	return PinnedClient(a.State.EdgePin)
 }
 
 // WSURL turns the edge's base URL into the control channel URL.
@@ -424,13 +441,17 @@ func (a *Agent) session(ctx context.Context) (connected bool, err error) {
 	}
 	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	d := websocket.Dialer{HandshakeTimeout: 10 * time.Second}
-	if strings.HasPrefix(wsURL, "wss:") {
+	switch {
+	case !strings.HasPrefix(wsURL, "wss:"):
+	case a.Roots != nil:
+		d.TLSClientConfig = CATLSConfig(a.Roots)
+	default:
 		d.TLSClientConfig = PinnedTLSConfig(a.State.EdgePin)
 	}
 	ws, _, err := d.DialContext(dctx, wsURL, nil)
 	cancel()
 	if err != nil {
-		return false, fmt.Errorf("dial %s: %w", wsURL, err)
+		return false, fmt.Errorf("dial %s: %w", wsURL, edgeCAAdvice().Explain(err, time.Now()))
 	}
 	defer ws.Close()
 	ws.SetReadLimit(wire.MaxMessageBytes)

@@ -3,6 +3,7 @@ package termagent
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
@@ -43,6 +44,46 @@ func PinnedClient(pin string) *http.Client {
 	tr.TLSClientConfig = PinnedTLSConfig(pin)
 	tr.ForceAttemptHTTP2 = true
 	return &http.Client{Transport: tr}
+}
+
+// edgeCAAdvice is what a school does about an edge certificate that a
+// terminal trusting the edge by CA (classterm -ca) refused.
+func edgeCAAdvice() certs.CAAdvice {
+	return certs.CAAdvice{Peer: "the edge", Self: "this terminal",
+		Expired: "A city-signed certificate is renewed by the edge while it reaches the city: check the sync link on the edge's console (or renew the edge's -tls-cert); " +
+			"if the certificate is not expired, correct this terminal's clock",
+		WrongHost: "Check -edge (or the address DNS-SD found): it must be a name or address the edge's certificate covers (edged -tls-names adds one)",
+		UnknownCA: "Give -ca the root that signs the edge's certificate (the city's root once the edge is enrolled and city-signed), " +
+			"or run classterm without -ca to trust the edge by the key pinned at pairing",
+	}
+}
+
+// CATLSConfig trusts the edge by its chain to roots and by the host name
+// in the edge URL, for terminals whose city manages the edge's
+// certificate (classterm -ca): the key may then change at renewal.
+func CATLSConfig(roots *x509.CertPool) *tls.Config { return certs.CAConfig(roots) }
+
+// CAClient is an HTTP client that trusts the edge by CA (CATLSConfig); a
+// refused certificate comes back as a *certs.UntrustedError that says what
+// to do.
+func CAClient(roots *x509.CertPool) *http.Client {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.TLSClientConfig = CATLSConfig(roots)
+	tr.ForceAttemptHTTP2 = true
+	return &http.Client{Transport: edgeCAAdvice().Transport(tr)}
+}
+
+// ReadCAFile reads classterm -ca: the PEM roots this terminal trusts for
+// the edge, and only those (a classroom screen has no reason to accept
+// every public CA for an address on the school's LAN).
+func ReadCAFile(path string) (*x509.CertPool, error) {
+	b, err := certs.ReadRootsFile(path)
+	if err != nil {
+		return nil, err
+	}
+	p := x509.NewCertPool()
+	p.AppendCertsFromPEM(b)
+	return p, nil
 }
 
 // FetchPin connects to an HTTPS server and returns its leaf key's pin

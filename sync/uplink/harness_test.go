@@ -116,7 +116,7 @@ func enrol(t testing.TB, st hub.Store, url, school string, e *testEdge) uplink.E
 	if err := st.CreateEnrolToken(ctx, school, identity.HashToken(tok), time.Now().Add(time.Hour)); err != nil {
 		t.Fatal(err)
 	}
-	en, err := uplink.Enrol(ctx, e.DB, nil, url, tok, e.Key)
+	en, err := uplink.Enrol(ctx, e.DB, nil, url, tok, e.Key, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -173,7 +173,7 @@ func waitDrained(t testing.TB, e *testEdge, last uint64, within time.Duration) {
 func hashTok(tok string) []byte { return identity.HashToken(tok) }
 
 func enrolWith(ctx context.Context, e *testEdge, url, tok string) (uplink.Enrolment, error) {
-	return uplink.Enrol(ctx, e.DB, nil, url, tok, e.Key)
+	return uplink.Enrol(ctx, e.DB, nil, url, tok, e.Key, nil)
 }
 
 func uplinkWith(e *testEdge, url string, rateBytes int) *uplink.Uplink {

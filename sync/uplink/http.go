@@ -81,14 +81,14 @@ func (u *Uplink) postEnrol(w http.ResponseWriter, r *http.Request) {
 		api.WriteError(w, http.StatusBadRequest, "invalid_token", "token must be the one-time enrolment token from the city (cityhub enrol-token)")
 		return
 	}
-	e, err := Enrol(r.Context(), u.cfg.DB, u.cfg.Client, u.cfg.Hub, req.Token, u.cfg.Identity)
+	e, err := Enrol(r.Context(), u.cfg.DB, u.cfg.Client, u.cfg.Hub, req.Token, u.cfg.Identity, u.cfg.CloudCA)
 	if err != nil {
 		api.WriteError(w, http.StatusBadGateway, "enrol_failed", err.Error())
 		return
 	}
-	// Connections made under a previous enrolment's pin are not reused.
+	// Connections made under a previous enrolment's trust are not reused.
 	u.cfg.Client.CloseIdleConnections()
-	u.log.Info("enrolled with the city", "hub", e.Hub, "school", e.School, "hub_pin", e.HubPin)
+	u.log.Info("enrolled with the city", "hub", e.Hub, "school", e.School, "hub_trust", e.HubTrust, "hub_pin", e.HubPin)
 	u.Wake()
 	api.WriteJSON(w, http.StatusOK, e)
 }

@@ -65,9 +65,15 @@ func (v pinVerifier) check() func(tls.ConnectionState) error {
 // its key's pin: the hub's certificate may be self-signed, and a
 // certificate from any CA with another key is refused. Plain http:// URLs
 // (loopback tests, a hub behind the city's own tunnel) pass unchanged.
-// Timeouts bound connecting and waiting for headers; bodies (large
-// resources, firmware) are bounded per read by their callers.
 func pinnedTransport(v pinVerifier) *http.Transport {
+	// The pin is the trust (certs.PinnedConfig), checked on every handshake.
+	return hubTransport(certs.PinnedConfig(v.check()))
+}
+
+// hubTransport is the transport of every edge→hub client with tc as its
+// TLS trust. Timeouts bound connecting and waiting for headers; bodies
+// (large resources, firmware) are bounded per read by their callers.
+func hubTransport(tc *tls.Config) *http.Transport {
 	return &http.Transport{
 		Proxy:                 http.ProxyFromEnvironment,
 		DialContext:           (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
@@ -76,20 +82,81 @@ func pinnedTransport(v pinVerifier) *http.Transport {
 		IdleConnTimeout:       90 * time.Second,
 		MaxIdleConnsPerHost:   8,
 		ForceAttemptHTTP2:     true,
-		// The pin is the trust (certs.PinnedConfig), checked on every handshake.
-		TLSClientConfig: certs.PinnedConfig(v.check()),
+		TLSClientConfig:       tc,
+	}
+}
+
+// hubCAAdvice is what an edge's operator does about a hub certificate
+// that CA verification refused.
+func hubCAAdvice() certs.CAAdvice {
+	return certs.CAAdvice{Peer: "the hub", Self: "this edge",
+		Expired:   "Renew it at the hub (cityhub -tls-cert); if it is not expired, correct this edge's clock",
+		WrongHost: "Check -cloud: it must name the hub as its certificate does",
+		UnknownCA: "Give this edge the city's root with -cloud-ca FILE, or enrol with a token that carries the hub's pin (SECRET~PIN from cityhub enrol-token)",
+	}
+}
+
+// caTransport trusts the hub by its chain to the system's roots plus
+// cloudCA (the city's root, PEM; may be empty) and by the host name in
+// the hub URL; a refused certificate comes back as a
+// *certs.UntrustedError that says what to do.
+func caTransport(cloudCA []byte) http.RoundTripper {
+	return hubCAAdvice().Transport(hubTransport(certs.CAConfig(certs.RootsWith(cloudCA))))
+}
+
+// hubTrust picks, for each request, how the hub is trusted, from the
+// enrolment as it is at that moment: by the pinned key when the
+// enrolment holds a pin (unchanged from before CA trust existed), by CA
+// for an https:// hub otherwise.
+type hubTrust struct {
+	db     *bolt.DB
+	pinned *http.Transport
+	ca     http.RoundTripper // caTransport
+}
+
+func (t *hubTrust) RoundTrip(r *http.Request) (*http.Response, error) {
+	if r.URL.Scheme != "https" {
+		return t.pinned.RoundTrip(r)
+	}
+	e, _, err := LoadEnrolment(t.db)
+	if err != nil {
+		if r.Body != nil {
+			_ = r.Body.Close() // a RoundTripper closes the body, even on error
+		}
+		return nil, fmt.Errorf("read this edge's enrolment for how to trust the hub: %w", err)
+	}
+	if e.HubPin != "" {
+		return t.pinned.RoundTrip(r)
+	}
+	return t.ca.RoundTrip(r)
+}
+
+// CloseIdleConnections drops both kinds of connection, so none made under
+// a previous enrolment is reused (http.Client.CloseIdleConnections).
+func (t *hubTrust) CloseIdleConnections() {
+	t.pinned.CloseIdleConnections()
+	if c, ok := t.ca.(interface{ CloseIdleConnections() }); ok {
+		c.CloseIdleConnections()
 	}
 }
 
 // HubClient is the one HTTP client for every edge→hub request (sync
 // uplink and downlink, resource cache downloads, firmware and terminal
-// images): over https:// it accepts only the hub whose key matches the pin
-// stored with this edge's enrolment in db, read at each new connection, so
-// an enrolment made while edged runs takes effect at once. Before
-// enrolment an https:// hub is refused (errNoPin); http:// works as
-// before. It has no overall timeout, as downloads can be long.
-func HubClient(db *bolt.DB) *http.Client {
-	return &http.Client{Transport: pinnedTransport(pinVerifier{pin: func() (string, error) {
+// images). Over https:// it trusts the hub the way this edge enrolled,
+// read from db at each request, so an enrolment made while edged runs
+// takes effect at once:
+//   - enrolled with a pin (token SECRET~PIN): only the hub whose key has
+//     that pin, whatever issued its certificate;
+//   - otherwise (enrolled by CA, or with an old pinless enrolment): the
+//     chain to the system's roots plus cloudCA (edged -cloud-ca, PEM; nil
+//     for none) and the host name, so an expired certificate, one for
+//     another host or from an unknown authority is refused with a
+//     *certs.UntrustedError.
+//
+// http:// works as before. It has no overall timeout, as downloads can be
+// long.
+func HubClient(db *bolt.DB, cloudCA []byte) *http.Client {
+	return &http.Client{Transport: &hubTrust{db: db, ca: caTransport(cloudCA), pinned: pinnedTransport(pinVerifier{pin: func() (string, error) {
 		e, ok, err := LoadEnrolment(db)
 		if err != nil {
 			return "", fmt.Errorf("read this edge's enrolment for the hub pin: %w", err)
@@ -98,11 +165,17 @@ func HubClient(db *bolt.DB) *http.Client {
 			return "", nil
 		}
 		return e.HubPin, nil
-	}})}
+	}})}}
 }
 
 // tokenClient is the client enrolment uses: pinned to the token's pin.
 func tokenClient(pin string) *http.Client {
 	return &http.Client{Timeout: 30 * time.Second,
 		Transport: pinnedTransport(pinVerifier{pin: func() (string, error) { return pin, nil }, fromToken: true})}
+}
+
+// caClient is the client enrolment uses with a token without a pin and an
+// https:// hub: trust by CA, as HubClient then does.
+func caClient(cloudCA []byte) *http.Client {
+	return &http.Client{Timeout: 30 * time.Second, Transport: caTransport(cloudCA)}
 }

@@ -96,7 +96,7 @@ func TestSyncOverTLSWithPinnedSelfSignedHub(t *testing.T) {
 	th := startTLSHub(t, openBoltHub(t, t.TempDir()), false)
 	e := newEdge(t, nil)
 	ctx := context.Background()
-	en, err := uplink.Enrol(ctx, e.DB, nil, th.URL, token(t, th.Store, "s1", th.Pin), e.Key)
+	en, err := uplink.Enrol(ctx, e.DB, nil, th.URL, token(t, th.Store, "s1", th.Pin), e.Key, nil)
 	if err != nil {
 		t.Fatalf("enrol over TLS with the pin: %v", err)
 	}
@@ -136,7 +136,8 @@ func TestSyncOverTLSWithPinnedSelfSignedHub(t *testing.T) {
 // is refused in the handshake, before the secret is sent (the same token
 // then still works with the right pin), and an enrolled edge refuses a hub
 // that now presents another key, with an error naming both pins and what
-// to do. An old-style token without a pin is refused for https://.
+// to do. A token without a pin enrols by CA, so the hub's self-signed
+// certificate is then refused as from an authority the edge does not trust.
 func TestHubWithAnotherKeyIsRefused(t *testing.T) {
 	t.Parallel()
 	st := openBoltHub(t, t.TempDir())
@@ -147,7 +148,7 @@ func TestHubWithAnotherKeyIsRefused(t *testing.T) {
 
 	tok := token(t, st, "s1", th.Pin)
 	secret, _, _ := wire.ParseEnrolToken(tok)
-	_, err := uplink.Enrol(ctx, e.DB, nil, impostor.URL, tok, e.Key)
+	_, err := uplink.Enrol(ctx, e.DB, nil, impostor.URL, tok, e.Key, nil)
 	var pm *uplink.PinMismatchError
 	if !errors.As(err, &pm) || pm.Expected != th.Pin || pm.Got != impostor.Pin {
 		t.Fatalf("enrol with a hub of another key: %v", err)
@@ -160,11 +161,12 @@ func TestHubWithAnotherKeyIsRefused(t *testing.T) {
 	if _, ok, _ := uplink.LoadEnrolment(e.DB); ok {
 		t.Fatal("an enrolment was stored after a refused handshake")
 	}
-	if _, err := uplink.Enrol(ctx, e.DB, nil, th.URL, secret, e.Key); err == nil || !strings.Contains(err.Error(), "carries no pin") {
-		t.Fatalf("old-style token over https: %v", err)
+	if _, err := uplink.Enrol(ctx, e.DB, nil, th.URL, secret, e.Key, nil); err == nil || !strings.Contains(err.Error(), "does not trust") ||
+		!strings.Contains(err.Error(), "carries the hub's pin") {
+		t.Fatalf("token without a pin, self-signed https hub: %v", err)
 	}
 	// The secret never reached the impostor, so the token is still unused.
-	if _, err := uplink.Enrol(ctx, e.DB, nil, th.URL, tok, e.Key); err != nil {
+	if _, err := uplink.Enrol(ctx, e.DB, nil, th.URL, tok, e.Key, nil); err != nil {
 		t.Fatalf("the same token with the right hub: %v", err)
 	}
 
@@ -316,7 +318,7 @@ func TestCitySignsEdgeCertificate(t *testing.T) {
 	th := startTLSHub(t, openBoltHub(t, t.TempDir()), true)
 	e := newEdge(t, nil)
 	ctx := context.Background()
-	if _, err := uplink.Enrol(ctx, e.DB, nil, th.URL, token(t, th.Store, "s1", th.Pin), e.Key); err != nil {
+	if _, err := uplink.Enrol(ctx, e.DB, nil, th.URL, token(t, th.Store, "s1", th.Pin), e.Key, nil); err != nil {
 		t.Fatal(err)
 	}
 	certs := newTestCerts(t, "school-a.local", "10.77.0.1", "fd00::1")

@@ -27,6 +27,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 	"golang.org/x/time/rate"
 
+	"github.com/campusedge/campusedge/edge/certs"
 	"github.com/campusedge/campusedge/sync/outbox"
 	"github.com/campusedge/campusedge/sync/wire"
 )
@@ -61,7 +62,17 @@ type Enrolment struct {
 	// HubPin is the pin (certs.SPKIPin) of the hub's TLS key from the
 	// enrolment token; HubClient accepts an https:// hub only with it.
 	HubPin string `json:"hub_pin,omitempty"`
+	// HubTrust says how an https:// hub is trusted: TrustPin (HubPin) or
+	// TrustCA (chain and host name, for a token without a pin); empty
+	// for an http:// hub.
+	HubTrust string `json:"hub_trust,omitempty"`
 }
+
+// How an enrolment trusts an https:// hub (Enrolment.HubTrust).
+const (
+	TrustPin = "pin"
+	TrustCA  = "ca"
+)
 
 // LoadEnrolment reads the enrolment; ok is false when the edge has none.
 func LoadEnrolment(db *bolt.DB) (e Enrolment, ok bool, err error) {
@@ -80,10 +91,13 @@ func LoadEnrolment(db *bolt.DB) (e Enrolment, ok bool, err error) {
 // school the hub assigned. The token is SECRET~PIN as cityhub enrol-token
 // prints it: over https:// the hub must present the key PIN names (checked
 // in the TLS handshake, before the token leaves the edge; client is then
-// not used), and the pin is stored with the enrolment for HubClient. An
-// old-style token without a pin still enrols with an http:// hub, and is
-// refused for https://, since nothing would then authenticate the hub.
-func Enrol(ctx context.Context, db *bolt.DB, client *http.Client, hub, token string, id Identity) (Enrolment, error) {
+// not used), and the pin is stored with the enrolment for HubClient. A
+// token without a pin enrols an https:// hub by CA instead: its chain must
+// lead to the system's roots or to cloudCA (edged -cloud-ca, PEM; nil for
+// none) and name the hub's host, again before the secret is sent, and
+// HubClient then verifies every connection the same way. Over http://
+// client is used (nil: a default one) and nothing authenticates the hub.
+func Enrol(ctx context.Context, db *bolt.DB, client *http.Client, hub, token string, id Identity, cloudCA []byte) (Enrolment, error) {
 	// Only the secret goes to the hub; the pin is this edge's to check.
 	token, pin, err := wire.ParseEnrolToken(token)
 	if err != nil {
@@ -93,12 +107,12 @@ func Enrol(ctx context.Context, db *bolt.DB, client *http.Client, hub, token str
 	if err != nil {
 		return Enrolment{}, fmt.Errorf("enrol: hub URL %q: %w", hub, err)
 	}
+	trust := ""
 	switch {
 	case hu.Scheme == "https" && pin == "":
-		return Enrolment{}, fmt.Errorf("enrol: the hub is https:// but the token carries no pin of its TLS key (no %q in it), so this edge cannot authenticate the hub; "+
-			"ask the city for a token printed by a current cityhub enrol-token (SECRET~PIN)", wire.TokenPinSep)
+		client, trust = caClient(cloudCA), TrustCA
 	case hu.Scheme == "https":
-		client = tokenClient(pin)
+		client, trust = tokenClient(pin), TrustPin
 	case client == nil:
 		client = &http.Client{Timeout: 30 * time.Second}
 	}
@@ -117,6 +131,9 @@ func Enrol(ctx context.Context, db *bolt.DB, client *http.Client, hub, token str
 			pm.Hub = hub // no SNI (so no name) when the hub is reached by address
 			return Enrolment{}, fmt.Errorf("enrol: %w", pm)
 		}
+		if ue := (*certs.UntrustedError)(nil); errors.As(err, &ue) {
+			return Enrolment{}, fmt.Errorf("enrol with the hub at %s: %w", hub, ue)
+		}
 		return Enrolment{}, fmt.Errorf("enrol: cannot reach the hub at %s: %w", hub, err)
 	}
 	defer resp.Body.Close()
@@ -128,7 +145,7 @@ func Enrol(ctx context.Context, db *bolt.DB, client *http.Client, hub, token str
 	if err := json.Unmarshal(raw, &er); err != nil || er.Edge != id.EdgeID() || !wire.ValidSchool(er.School) {
 		return Enrolment{}, fmt.Errorf("enrol: the hub's answer is not an enrolment of this edge: %.200s", raw)
 	}
-	e := Enrolment{Hub: hub, Edge: er.Edge, School: er.School, Name: er.Name, Enrolled: time.Now().UTC(), HubPin: pin}
+	e := Enrolment{Hub: hub, Edge: er.Edge, School: er.School, Name: er.Name, Enrolled: time.Now().UTC(), HubPin: pin, HubTrust: trust}
 	v, _ := json.Marshal(e)
 	if err := db.Update(func(tx *bolt.Tx) error { return tx.Bucket(BucketState).Put(keyEnrol, v) }); err != nil {
 		return Enrolment{}, fmt.Errorf("enrol: save enrolment: %w", err)
@@ -158,10 +175,13 @@ type Config struct {
 	DB       *bolt.DB
 	Outbox   *outbox.Outbox
 	Identity Identity
-	// Client talks to the hub; default HubClient(DB), which accepts an
-	// https:// hub only by the key pinned at enrolment.
+	// Client talks to the hub; default HubClient(DB, CloudCA), which trusts
+	// an https:// hub by the key pinned at enrolment, or by CA.
 	Client *http.Client
-	Logger *slog.Logger
+	// CloudCA is extra roots (PEM, edged -cloud-ca) for an https:// hub
+	// trusted by CA: for the default Client and for enrolment.
+	CloudCA []byte
+	Logger  *slog.Logger
 	// Certs, when set, gets the edge's TLS certificate signed by the city
 	// CA whenever it says one is due (see CertSigner); nil: never asks.
 	Certs      CertSigner
@@ -216,7 +236,7 @@ func New(cfg Config) *Uplink {
 		cfg.Logger = slog.Default()
 	}
 	if cfg.Client == nil {
-		cfg.Client = HubClient(cfg.DB)
+		cfg.Client = HubClient(cfg.DB, cfg.CloudCA)
 	}
 	if cfg.MaxRecords <= 0 || cfg.MaxRecords > wire.MaxBatchRecords {
 		cfg.MaxRecords = 4000
@@ -294,9 +314,13 @@ func (u *Uplink) setLink(link string, err error) {
 // refusedError is a hub answer that retrying will not fix without an
 // operator (revoked, unknown edge, sequence gap); the loop still retries,
 // slowly, so a fix on the hub side is picked up.
-type refusedError struct{ msg string }
+type refusedError struct {
+	msg   string
+	cause error // when one is worth matching (errors.As)
+}
 
 func (e *refusedError) Error() string { return e.msg }
+func (e *refusedError) Unwrap() error { return e.cause }
 
 // Run syncs until ctx ends. Without a hub it only waits.
 func (u *Uplink) Run(ctx context.Context) {
@@ -447,7 +471,7 @@ func (u *Uplink) SendOnce(ctx context.Context, enr Enrolment) (int, error) {
 	// Apply what the hub holds even when part of the window failed.
 	if acked > 0 {
 		if _, err := u.cfg.Outbox.Ack(acked); err != nil {
-			return 0, &refusedError{err.Error()}
+			return 0, &refusedError{msg: err.Error()}
 		}
 	}
 	if err := errors.Join(errs...); err != nil {
@@ -532,10 +556,14 @@ func (u *Uplink) doType(ctx context.Context, method, pathQuery, contentType stri
 			cancel()
 			if pm := (*PinMismatchError)(nil); errors.As(err, &pm) {
 				pm.Hub = u.cfg.Hub
-				return nil, &refusedError{pm.Error()}
+				return nil, &refusedError{msg: pm.Error()}
 			}
 			if errors.Is(err, errNoPin) {
-				return nil, &refusedError{errNoPin.Error()}
+				return nil, &refusedError{msg: errNoPin.Error()}
+			}
+			// A certificate refused by CA trust needs an operator too.
+			if ue := (*certs.UntrustedError)(nil); errors.As(err, &ue) {
+				return nil, &refusedError{msg: ue.Error(), cause: ue}
 			}
 			return nil, fmt.Errorf("hub %s unreachable: %w", u.cfg.Hub, err)
 		}
@@ -562,7 +590,7 @@ func (u *Uplink) doType(ctx context.Context, method, pathQuery, contentType stri
 		}
 		switch resp.StatusCode {
 		case http.StatusUnauthorized, http.StatusForbidden, http.StatusConflict, http.StatusBadRequest:
-			return nil, &refusedError{fmt.Sprintf("hub refused %s %s (%s): %s", method, pathQuery, resp.Status, msg)}
+			return nil, &refusedError{msg: fmt.Sprintf("hub refused %s %s (%s): %s", method, pathQuery, resp.Status, msg)}
 		}
 		return nil, fmt.Errorf("hub answered %s: %s", resp.Status, msg)
 	}
@@ -608,7 +636,7 @@ func (u *Uplink) PullOnce(ctx context.Context) error {
 		}
 		for _, c := range page.Changes {
 			if err := ValidateDoc(c.Kind, c.Data); err != nil {
-				return &refusedError{fmt.Sprintf("downlink change %d (%s) is invalid, not applied: %v", c.Seq, c.Kind, err)}
+				return &refusedError{msg: fmt.Sprintf("downlink change %d (%s) is invalid, not applied: %v", c.Seq, c.Kind, err)}
 			}
 		}
 		applied := 0
