@@ -195,7 +195,7 @@ func startClassroomScreen(t *testing.T, ctx context.Context, c *netnstest.Netns,
 	url := "https://" + edgeHTTPS + "/classroom.html"
 	browser := startChromiumIn(t, ctx, c, []string{"HOME=" + t.TempDir()}, pin, "--kiosk", url)
 	tab := attachTab(t, browser, "/classroom.html")
-	pagePoll(t, tab, "pairing form", `!document.getElementById("pair").hidden`)
+	pagePoll(t, tab, "pairing form", `(() => { const f = document.getElementById("pair"); return !!f && !f.hidden; })()`)
 	pageEval[bool](t, tab, `document.getElementById("pair-code").value = `+jsQuote(code)+`; document.getElementById("pair-go").click(); true`)
 	return tab
 }
@@ -394,6 +394,16 @@ func attachTab(t *testing.T, browser context.Context, urlPart string) context.Co
 				tab, tcancel := chromedp.NewContext(browser, chromedp.WithTargetID(ti.TargetID))
 				t.Cleanup(tcancel)
 				open(t, tab, tcancel, "attach to "+ti.URL)
+				// The browser may still be loading it, and an evaluation
+				// in a document that is being replaced fails: reload it
+				// under chromedp's eyes (the page keeps its URL and its
+				// localStorage, as a kiosk's reload would).
+				rctx, rcancel := context.WithTimeout(tab, 15*time.Second)
+				defer rcancel()
+				if err := chromedp.Do(rctx, chromedp.Reload()); err != nil {
+					t.Fatalf("reload %s: %v", ti.URL, err)
+				}
+				pagePoll(t, tab, "page loaded", `document.readyState === "complete"`)
 				return tab
 			}
 		}
@@ -466,7 +476,8 @@ func pagePoll(t *testing.T, tab context.Context, what, expr string) {
 	if _, err := chromedp.Run(pctx, chromedp.Poll[bool](expr, chromedp.WithPollingTimeout(within), chromedp.WithPollingInterval(100*time.Millisecond))); err != nil {
 		dctx, dcancel := context.WithTimeout(tab, 2*time.Second)
 		defer dcancel()
-		text, _ := chromedp.Run(dctx, chromedp.Evaluate[string](`location.href + "\n" + (document.body ? document.body.innerText : "")`))
+		text, _ := chromedp.Run(dctx, chromedp.Evaluate[string](`location.href + " (" + document.readyState + ")\n" + (document.body ? document.body.innerText : "") +
+			"\nloaded: " + JSON.stringify(performance.getEntries().map(e => [e.name, e.responseStatus, Math.round(e.duration)]))`))
 		t.Fatalf("%s: %v\npage:\n%s", what, err, text)
 	}
 }
