@@ -99,9 +99,12 @@ window.videoStats = async function () {
 // (the lesson) and the classroom's page publishes its own; each decodes
 // the other's video, with ICE trickled from the browser.
 func TestClassInChromium(t *testing.T) {
+	if !browsertest.OnLAN(t) {
+		return
+	}
 	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	defer cancel()
-	e := startEdge(t, ctx)
+	e := startLANEdge(t, ctx)
 	s := e.createClass(t, ctx, "Biology 8 with Chromium", 1)
 	cid := s.Classrooms[0]
 
@@ -111,7 +114,7 @@ func TestClassInChromium(t *testing.T) {
 			t.Logf("chromium output:\n%s", browserLog.String())
 		}
 	})
-	allocCtx := browsertest.Allocator(ctx, t, &browserLog)
+	allocCtx := browsertest.Allocator(ctx, t, &browserLog, browsertest.TrustPin(e.tls.pin))
 	blog := func(f string, a ...any) { fmt.Fprintf(&browserLog, f+"\n", a...) }
 	master, mcancel := chromedp.NewContext(allocCtx, chromedp.WithLogf(blog), chromedp.WithErrorf(blog))
 	defer mcancel()
@@ -133,6 +136,7 @@ func TestClassInChromium(t *testing.T) {
 			t.Fatalf("%s tab: %v", name, err)
 		}
 		c()
+		browsertest.RequireSecureLAN(tab, t)
 		browserEval[bool](tab, t, classClientJS+"; true")
 	}
 	token, _ := json.Marshal(s.Tokens.Master)

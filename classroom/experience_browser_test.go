@@ -20,9 +20,10 @@ import (
 // README) instead of the test's temp dir.
 const screenshotsEnv = "CAMPUSEDGE_SCREENSHOTS"
 
-func chromiumAllocator(t *testing.T, ctx context.Context, out *syncBuffer) context.Context {
+// chromiumAllocator starts Chromium trusting e's HTTPS key (its pin).
+func chromiumAllocator(t *testing.T, ctx context.Context, out *syncBuffer, e *edge) context.Context {
 	t.Helper()
-	return browsertest.Allocator(ctx, t, out)
+	return browsertest.Allocator(ctx, t, out, browsertest.TrustPin(e.tls.pin))
 }
 
 func navigate(t *testing.T, tab context.Context, url string) {
@@ -65,6 +66,9 @@ func jsString(s string) string { b, _ := json.Marshal(s); return string(b) }
 // in the store; the master's feed stalling shows the banner and recovers;
 // a classroom page closed mid-class is shown gone and its leave recorded.
 func TestClassroomExperienceInChromium(t *testing.T) {
+	if !browsertest.OnLAN(t) {
+		return
+	}
 	ctx, cancel := context.WithTimeout(t.Context(), 150*time.Second)
 	defer cancel()
 	var browserLog syncBuffer
@@ -73,8 +77,8 @@ func TestClassroomExperienceInChromium(t *testing.T) {
 			t.Logf("chromium output:\n%s", browserLog.String())
 		}
 	})
-	allocCtx := chromiumAllocator(t, ctx, &browserLog)
-	e := startEdge(t, ctx)
+	e := startLANEdge(t, ctx)
+	allocCtx := chromiumAllocator(t, ctx, &browserLog, e)
 
 	// Two classrooms whose room codes are homerooms of the roster.
 	rooms := map[string]string{}
@@ -119,6 +123,7 @@ func TestClassroomExperienceInChromium(t *testing.T) {
 			t.Fatalf("pairing code: %d %s", resp.StatusCode, body)
 		}
 		navigate(t, tab, e.url+"/classroom.html")
+		browsertest.RequireSecureLAN(tab, t)
 		browserPoll(tab, t, "pairing form", `!document.getElementById("pair").hidden`)
 		browserEval[bool](tab, t, `document.getElementById("pair-code").value = `+jsString(pc.Code)+`; document.getElementById("pair-go").click(); true`)
 		browserPoll(tab, t, "paired "+code, `!!localStorage.getItem("campusedge-terminal") && document.getElementById("status").textContent === "no class now"`)
@@ -126,6 +131,7 @@ func TestClassroomExperienceInChromium(t *testing.T) {
 
 	// The teacher starts the class from the teacher page.
 	navigate(t, teacher, e.url+"/teacher.html")
+	browsertest.RequireSecureLAN(teacher, t)
 	browserEval[bool](teacher, t, `document.getElementById("admin").value = `+jsString(e.admin)+`; document.getElementById("load").click(); true`)
 	browserPoll(teacher, t, "classrooms listed", `document.querySelectorAll(".room").length === 2`)
 	browserEval[bool](teacher, t, `document.getElementById("class-title").value = "Maths 7 in Chromium"; document.getElementById("start").click(); true`)

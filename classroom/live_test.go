@@ -26,6 +26,7 @@ import (
 
 	"github.com/campusedge/campusedge/classroom/sfu"
 	"github.com/campusedge/campusedge/edge/appliance"
+	"github.com/campusedge/campusedge/edge/certs"
 	"github.com/campusedge/campusedge/edge/config"
 )
 
@@ -47,26 +48,50 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-// edge is a real edged started in-process on loopback.
+// edge is a real edged started in-process, on loopback (startEdge) or on
+// a LAN address over HTTPS (startLANEdge).
 type edge struct {
-	url   string
-	admin string
-	log   *syncBuffer
+	url    string
+	plain  string // the plain HTTP side (url, unless startLANEdge moved url to HTTPS)
+	admin  string
+	log    *syncBuffer
+	client *http.Client // for url; http.DefaultClient when nil
+	tls    *tlsReady    // the HTTPS side, when edged serves it
+}
+
+// tlsReady is what edged reports once HTTPS is serving.
+type tlsReady struct {
+	url   string // https://host:port
+	caPEM []byte
+	pin   string
 }
 
 func startEdge(t *testing.T, ctx context.Context) *edge {
 	t.Helper()
+	return startEdgeAt(t, ctx, "127.0.0.1:0")
+}
+
+// startEdgeAt starts edged with -listen listen; e.url is its plain HTTP
+// side and e.tls its HTTPS side.
+func startEdgeAt(t *testing.T, ctx context.Context, listen string) *edge {
+	t.Helper()
 	cfg := config.Defaults()
 	cfg.DataDir = t.TempDir()
-	cfg.Listen = "127.0.0.1:0"
+	cfg.Listen = listen
 	cfg.MDNS = false
 	logBuf := &syncBuffer{}
 	logger := slog.New(slog.NewTextHandler(logBuf, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	edgeCtx, stop := context.WithCancel(ctx)
 	ready := make(chan net.Addr, 1)
+	readyTLS := make(chan tlsReady, 1)
 	done := make(chan error, 1)
 	go func() {
-		done <- appliance.Run(edgeCtx, cfg, logger, appliance.Options{Ready: func(a net.Addr) { ready <- a }})
+		done <- appliance.Run(edgeCtx, cfg, logger, appliance.Options{
+			Ready: func(a net.Addr) { ready <- a },
+			ReadyTLS: func(a net.Addr, tm *certs.Manager) {
+				readyTLS <- tlsReady{url: "https://" + a.String(), caPEM: tm.CAPEM(), pin: tm.Pin()}
+			},
+		})
 	}()
 	t.Cleanup(func() {
 		stop()
@@ -90,11 +115,23 @@ func startEdge(t *testing.T, ctx context.Context) *edge {
 	case <-ctx.Done():
 		t.Fatal("edged did not start")
 	}
+	var tr *tlsReady
+	if cfg.HTTPSAddr() != "" { // ReadyTLS follows Ready at once
+		select {
+		case r := <-readyTLS:
+			tr = &r
+		case err := <-done:
+			t.Fatalf("edged: %v", err)
+		case <-ctx.Done():
+			t.Fatal("edged did not start HTTPS")
+		}
+	}
 	tok, err := os.ReadFile(filepath.Join(cfg.DataDir, "admin-token"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &edge{url: "http://" + addr.String(), admin: strings.TrimSpace(string(tok)), log: logBuf}
+	u := "http://" + addr.String()
+	return &edge{url: u, plain: u, admin: strings.TrimSpace(string(tok)), log: logBuf, tls: tr}
 }
 
 func (e *edge) do(t *testing.T, ctx context.Context, method, path, token, ctype string, body []byte) (*http.Response, []byte) {
@@ -109,7 +146,11 @@ func (e *edge) do(t *testing.T, ctx context.Context, method, path, token, ctype 
 	if ctype != "" {
 		req.Header.Set("Content-Type", ctype)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	c := e.client
+	if c == nil {
+		c = http.DefaultClient
+	}
+	resp, err := c.Do(req)
 	if err != nil {
 		t.Fatalf("%s %s: %v", method, path, err)
 	}

@@ -54,9 +54,12 @@ window.replay = function (src) {
 // reaches HAVE_CURRENT_DATA and currentTime advances), and seeking to a
 // time mid-lesson lands there and plays on.
 func TestReplayInChromium(t *testing.T) {
+	if !browsertest.OnLAN(t) {
+		return
+	}
 	ctx, cancel := context.WithTimeout(t.Context(), 90*time.Second)
 	defer cancel()
-	e := startEdge(t, ctx)
+	e := startLANEdge(t, ctx)
 	s := e.createSession(t, ctx, "Chemistry 7 replay")
 
 	var browserLog syncBuffer
@@ -65,7 +68,7 @@ func TestReplayInChromium(t *testing.T) {
 			t.Logf("chromium output:\n%s", browserLog.String())
 		}
 	})
-	allocCtx := browsertest.Allocator(ctx, t, &browserLog)
+	allocCtx := browsertest.Allocator(ctx, t, &browserLog, browsertest.TrustPin(e.tls.pin))
 	blog := func(f string, a ...any) { fmt.Fprintf(&browserLog, f+"\n", a...) }
 	tab, tcancel := chromedp.NewContext(allocCtx, chromedp.WithLogf(blog), chromedp.WithErrorf(blog))
 	defer tcancel()
@@ -78,6 +81,7 @@ func TestReplayInChromium(t *testing.T) {
 		if err := chromedp.Do(nctx, chromedp.Navigate(e.url+"/")); err != nil {
 			t.Fatalf("open the edge's page: %v", err)
 		}
+		browsertest.RequireSecureLAN(tab, t)
 		browserEval[bool](tab, t, whipPublishJS+"; true")
 	}
 	nav()

@@ -47,7 +47,7 @@ func TestInsecureContextMessageInChromium(t *testing.T) {
 	pageBase := "http://" + insecureHost + ":" + port // keep: the LAN/HTTPS move changes this line
 	httpsBase := "https://" + insecureHost + ":" + strconv.Itoa(httpsPort)
 
-	b := browsertest.StartWith(ctx, t, chromedp.Flag("host-resolver-rules", "MAP "+insecureHost+" 127.0.0.1"))
+	b := browsertest.Start(ctx, t, browsertest.Flag("host-resolver-rules", "MAP "+insecureHost+" 127.0.0.1"))
 	tab := b.Context()
 
 	// shown is the HTTPS link's text once the message box is visible.

@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -52,21 +53,35 @@ func (b *Browser) Write(p []byte) (int, error) {
 
 func (b *Browser) logf(f string, a ...any) { _, _ = fmt.Fprintf(b, f+"\n", a...) }
 
-// Allocator checks that Chromium is installed (skipping t, or failing it
-// under CI=true) and returns an allocator context, bounded by ctx and
-// cancelled in t.Cleanup, that starts it with the verified flags and writes
-// its output to out. Tests that drive several tabs or browser contexts
-// build them on it with chromedp.NewContext; Start is the one-tab case.
-func Allocator(ctx context.Context, t testing.TB, out io.Writer) context.Context {
-	t.Helper()
-	return AllocatorWith(ctx, t, out)
+// Option changes how Chromium is started. Without options it starts as
+// it always has: trusting no certificate but the system's.
+type Option func(*options)
+
+type options struct {
+	pins  []string
+	flags []string
 }
 
-// AllocatorWith is Allocator with extra options after the verified flags,
-// for a test that needs one more: e.g. chromedp.Flag("host-resolver-rules",
-// "MAP edge.school.test 127.0.0.1") to load a page from a name Chromium
-// does not treat as a secure context.
-func AllocatorWith(ctx context.Context, t testing.TB, out io.Writer, extra ...chromedp.ExecAllocatorOption) context.Context {
+// Flag adds --name=value after the verified flags, for a test that needs
+// one more: e.g. host-resolver-rules "MAP edge.school.test 127.0.0.1" to
+// load a page from a name Chromium does not treat as a secure context.
+func Flag(name, value string) Option {
+	return func(o *options) { o.flags = append(o.flags, "--"+name+"="+value) }
+}
+
+// TrustPin makes Chromium accept a certificate chain whose key has this
+// pin (base64 SHA-256 of the DER SubjectPublicKeyInfo, as
+// certs.Manager.Pin returns it) without any CA installed: the way
+// classterm -kiosk starts the classroom page, and the way page tests trust
+// an in-process edge.
+func TrustPin(pin string) Option {
+	return func(o *options) { o.pins = append(o.pins, pin) }
+}
+
+// Require checks that Chromium is installed, skipping t (or failing it
+// under CI=true) when it is not. Allocator calls it; a test that starts
+// Chromium itself (in another network namespace) calls it first.
+func Require(t testing.TB) {
 	t.Helper()
 	if _, err := os.Stat(ChromiumPath); err != nil {
 		if os.Getenv("CI") == "true" {
@@ -74,33 +89,66 @@ func AllocatorWith(ctx context.Context, t testing.TB, out io.Writer, extra ...ch
 		}
 		t.Skipf("chromium not installed (%v)", err)
 	}
-	// Setting disable-features replaces chromedp's default list, so it is
-	// repeated, plus WebRtcHideLocalIpsWithMdns (loopback candidates). The
-	// background flags keep a tab that is not in front decoding video.
-	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+}
+
+// disableFeatures is chromedp's default --disable-features list plus
+// WebRtcHideLocalIpsWithMdns: setting the flag replaces chromedp's value,
+// and with mDNS-hidden local addresses a page's candidates on lo or a LAN
+// address would be .local names the edge cannot resolve.
+const disableFeatures = "Translate,BlinkGenPropertyTrees,WebRtcHideLocalIpsWithMdns"
+
+// Flags are the verified command-line flags (without the program name) for
+// a Chromium that keeps its profile in userDataDir, for a test that starts
+// the binary itself, e.g. in another network namespace with
+// --remote-debugging-port added. Allocator starts Chromium with the same.
+func Flags(userDataDir string, opts ...Option) []string {
+	var o options
+	for _, f := range opts {
+		f(&o)
+	}
+	flags := []string{
+		"--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+		"--no-default-browser-check",
+		"--disable-background-networking", "--disable-component-update", "--disable-sync",
+		"--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
+		"--allow-loopback-in-peer-connection",
+		"--autoplay-policy=no-user-gesture-required",
+		// Keep a tab that is not in front decoding video.
+		"--disable-background-timer-throttling", "--disable-renderer-backgrounding",
+		"--disable-backgrounding-occluded-windows",
+		"--disable-features=" + disableFeatures,
+		"--user-data-dir=" + userDataDir,
+	}
+	if len(o.pins) > 0 {
+		flags = append(flags, "--ignore-certificate-errors-spki-list="+strings.Join(o.pins, ","))
+	}
+	return append(flags, o.flags...)
+}
+
+// Allocator checks that Chromium is installed (skipping t, or failing it
+// under CI=true) and returns an allocator context, bounded by ctx and
+// cancelled in t.Cleanup, that starts it with the verified flags and writes
+// its output to out. Tests that drive several tabs or browser contexts
+// build them on it with chromedp.NewContext; Start is the one-tab case.
+func Allocator(ctx context.Context, t testing.TB, out io.Writer, opts ...Option) context.Context {
+	t.Helper()
+	Require(t)
+	// chromedp's defaults, then the verified flags (Flags) on top: one
+	// list for both ways of starting Chromium.
+	eopts := append(chromedp.DefaultExecAllocatorOptions[:],
 		chromedp.ExecPath(ChromiumPath),
-		chromedp.Headless,
-		chromedp.NoSandbox,
-		chromedp.DisableGPU,
-		chromedp.NoFirstRun,
 		chromedp.WindowSize(1280, 800),
-		chromedp.Flag("disable-quic", true),
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.Flag("use-fake-device-for-media-stream", true),
-		chromedp.Flag("use-fake-ui-for-media-stream", true),
-		chromedp.Flag("allow-loopback-in-peer-connection", true),
-		chromedp.Flag("autoplay-policy", "no-user-gesture-required"),
-		chromedp.Flag("disable-background-timer-throttling", true),
-		chromedp.Flag("disable-renderer-backgrounding", true),
-		chromedp.Flag("disable-backgrounding-occluded-windows", true),
-		chromedp.Flag("disable-features", "Translate,BlinkGenPropertyTrees,WebRtcHideLocalIpsWithMdns"),
-		chromedp.UserDataDir(t.TempDir()),
 		chromedp.CombinedOutput(out),
 	)
-	opts = append(opts, extra...)
-	allocCtx, cancel := chromedp.NewExecAllocator(ctx, opts...)
+	for _, f := range Flags(t.TempDir(), opts...) {
+		name, value, hasValue := strings.Cut(strings.TrimPrefix(f, "--"), "=")
+		if hasValue {
+			eopts = append(eopts, chromedp.Flag(name, value))
+		} else {
+			eopts = append(eopts, chromedp.Flag(name, true))
+		}
+	}
+	allocCtx, cancel := chromedp.NewExecAllocator(ctx, eopts...)
 	t.Cleanup(cancel)
 	return allocCtx
 }
@@ -108,16 +156,10 @@ func AllocatorWith(ctx context.Context, t testing.TB, out io.Writer, extra ...ch
 // Start launches Chromium for t, bounded by ctx, and stops it in
 // t.Cleanup, logging its output if t failed. Pages may use the fake
 // camera and microphone, and WebRTC works on loopback.
-func Start(ctx context.Context, t testing.TB) *Browser {
-	t.Helper()
-	return StartWith(ctx, t)
-}
-
-// StartWith is Start with extra allocator options (see AllocatorWith).
-func StartWith(ctx context.Context, t testing.TB, extra ...chromedp.ExecAllocatorOption) *Browser {
+func Start(ctx context.Context, t testing.TB, opts ...Option) *Browser {
 	t.Helper()
 	b := &Browser{t: t}
-	allocCtx := AllocatorWith(ctx, t, b, extra...)
+	allocCtx := Allocator(ctx, t, b, opts...)
 	bctx, bcancel := chromedp.NewContext(allocCtx, chromedp.WithLogf(b.logf), chromedp.WithErrorf(b.logf))
 	// The first Do starts the browser; its context must carry no per-step
 	// timeout (ctx bounds the whole browser).

@@ -15,18 +15,23 @@ import (
 // headless Chromium against a real edge and hub: search the catalogue,
 // pin an item, and watch the prefetch finish in the panel.
 func TestCachePanelInChromium(t *testing.T) {
+	if !browsertest.OnLAN(t) {
+		return
+	}
 	ctx, cancel := context.WithTimeout(t.Context(), 45*time.Second)
 	defer cancel()
 	root := t.TempDir()
 	h := newHub(t, filepath.Join(root, "hub"))
 	items := importFiles(t, h, filepath.Join(root, "in"), map[string][]byte{"Fractions intro.mp4": randBytes(400_000), "Photosynthesis.mp4": randBytes(300_000)})
-	e := startEdge(t, filepath.Join(root, "edge"), h.srv.URL)
+	e := startLANEdge(t, filepath.Join(root, "edge"), h.srv.URL)
 	e.waitSynced(t, 2)
 
-	br := browsertest.Start(ctx, t)
+	br := browsertest.Start(ctx, t, browsertest.TrustPin(e.https.pin))
 	do, poll := br.Do, br.Poll
 
-	do("open and sign in", chromedp.Navigate(e.url+"/"),
+	do("open", chromedp.Navigate(e.url+"/"))
+	br.RequireSecureLAN()
+	do("sign in",
 		chromedp.SetValue(chromedp.CSS("#token"), e.token),
 		chromedp.Click(chromedp.CSS(`#signin-form button[type="submit"]`)))
 	poll("catalogue listed", `document.querySelectorAll("#catalog-items tr").length === 2 ? "ok" : ""`)

@@ -23,6 +23,7 @@ import (
 
 	"github.com/campusedge/campusedge/edge/appliance"
 	"github.com/campusedge/campusedge/edge/cache"
+	"github.com/campusedge/campusedge/edge/certs"
 	"github.com/campusedge/campusedge/edge/config"
 	"github.com/campusedge/campusedge/sync/catalog"
 )
@@ -151,6 +152,22 @@ func (c *countingWriter) add(n int) {
 
 type edge struct {
 	url, token, data string
+	client           *http.Client // for url; http.DefaultClient when nil
+	https            *edgeTLS     // edged's HTTPS side
+}
+
+// edgeTLS is what edged reports once HTTPS is serving.
+type edgeTLS struct {
+	url   string // https://host:port
+	caPEM []byte
+	pin   string
+}
+
+func (e *edge) httpClient() *http.Client {
+	if e.client != nil {
+		return e.client
+	}
+	return http.DefaultClient
 }
 
 func startEdge(t *testing.T, data, cloud string, tune ...func(*config.Config)) *edge {
@@ -162,9 +179,15 @@ func startEdge(t *testing.T, data, cloud string, tune ...func(*config.Config)) *
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	addrc := make(chan net.Addr, 1)
+	tlsc := make(chan edgeTLS, 1)
 	done := make(chan error, 1)
 	go func() {
-		done <- appliance.Run(ctx, cfg, slog.New(slog.NewTextHandler(t.Output(), nil)), appliance.Options{Ready: func(a net.Addr) { addrc <- a }})
+		done <- appliance.Run(ctx, cfg, slog.New(slog.NewTextHandler(t.Output(), nil)), appliance.Options{
+			Ready: func(a net.Addr) { addrc <- a },
+			ReadyTLS: func(a net.Addr, tm *certs.Manager) {
+				tlsc <- edgeTLS{url: "https://" + a.String(), caPEM: tm.CAPEM(), pin: tm.Pin()}
+			},
+		})
 	}()
 	t.Cleanup(func() {
 		cancel()
@@ -178,7 +201,18 @@ func startEdge(t *testing.T, data, cloud string, tune ...func(*config.Config)) *
 		if err != nil {
 			t.Fatal(err)
 		}
-		return &edge{url: "http://" + a.String(), token: strings.TrimSpace(string(tok)), data: data}
+		e := &edge{url: "http://" + a.String(), token: strings.TrimSpace(string(tok)), data: data}
+		if cfg.HTTPSAddr() != "" { // ReadyTLS follows Ready at once
+			select {
+			case h := <-tlsc:
+				e.https = &h
+			case err := <-done:
+				t.Fatalf("edge stopped before serving HTTPS: %v", err)
+			case <-time.After(10 * time.Second):
+				t.Fatal("edge did not serve HTTPS within 10s")
+			}
+		}
+		return e
 	case err := <-done:
 		t.Fatalf("edge did not start: %v", err)
 	case <-time.After(10 * time.Second):
@@ -191,7 +225,7 @@ func (e *edge) catalog(t *testing.T, q string) cache.CatalogResponse {
 	t.Helper()
 	req, _ := http.NewRequest("GET", e.url+"/api/v1/catalog?q="+q, nil)
 	req.Header.Set("Authorization", "Bearer "+e.token)
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := e.httpClient().Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -222,7 +256,7 @@ func (e *edge) do(t *testing.T, method, path string, body io.Reader, want int, o
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := e.httpClient().Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}

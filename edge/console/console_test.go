@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,7 +16,6 @@ import (
 
 	"github.com/chromedp/chromedp"
 
-	"github.com/campusedge/campusedge/edge/appliance"
 	"github.com/campusedge/campusedge/edge/browsertest"
 	"github.com/campusedge/campusedge/edge/config"
 )
@@ -27,6 +25,9 @@ import (
 // and right token), classroom creation, pairing code, and the live
 // online/offline state of the terminal over the console's WebSocket.
 func TestConsoleInChromium(t *testing.T) {
+	if !browsertest.OnLAN(t) {
+		return
+	}
 	// Everything below is bounded by this context; the test stays well
 	// under a minute even when a step hangs.
 	ctx, cancel := context.WithTimeout(t.Context(), 45*time.Second)
@@ -44,51 +45,19 @@ func TestConsoleInChromium(t *testing.T) {
 
 	classterm := buildClassterm(ctx, t)
 
-	// edged, in-process.
+	// edged, in-process, on a LAN address over HTTPS.
 	cfg := config.Defaults()
 	cfg.DataDir = t.TempDir()
-	cfg.Listen = "127.0.0.1:0"
 	cfg.MDNS = false
 	logger := slog.New(slog.NewTextHandler(&edgeLog, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	edgeCtx, stopEdge := context.WithCancel(ctx)
-	ready := make(chan net.Addr, 1)
-	edgeDone := make(chan error, 1)
-	go func() {
-		edgeDone <- appliance.Run(edgeCtx, cfg, logger, appliance.Options{Ready: func(a net.Addr) { ready <- a }})
-	}()
-	defer func() {
-		stopEdge()
-		select {
-		case err := <-edgeDone:
-			if err != nil {
-				t.Errorf("edged: %v", err)
-			}
-		case <-time.After(15 * time.Second):
-			t.Errorf("edged did not stop within 15s")
-		}
-	}()
-	var edgeURL string
-	select {
-	case a := <-ready:
-		edgeURL = "http://" + a.String()
-	case err := <-edgeDone:
-		t.Fatalf("edged stopped at start-up: %v", err)
-	case <-ctx.Done():
-		t.Fatalf("edged not ready: %v", ctx.Err())
-	}
-	tok, err := os.ReadFile(filepath.Join(cfg.DataDir, "admin-token"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	token := strings.TrimSpace(string(tok))
-	if token == "" {
-		t.Fatal("empty admin token file")
-	}
+	edge := startLANEdge(ctx, t, cfg, logger)
+	edgeURL, token := edge.url, edge.token
 
-	br := browsertest.Start(ctx, t)
+	br := browsertest.Start(ctx, t, browsertest.TrustPin(edge.pin))
 	bctx, do := br.Context(), br.Do
 
 	do("open the console", chromedp.Navigate(edgeURL+"/"))
+	br.RequireSecureLAN()
 
 	// A wrong token is refused with a visible message and no app.
 	do("sign in with a wrong token",
@@ -150,8 +119,10 @@ func TestConsoleInChromium(t *testing.T) {
 		t.Errorf("pairing code on screen after another classroom was added = %q, want %q", still, code)
 	}
 
-	// The real terminal agent pairs with that code and stays connected.
+	// The real terminal agent pairs with that code and stays connected,
+	// over HTTPS, trusting the edge CA as a device that installed it does.
 	term := exec.CommandContext(ctx, classterm, "-data", t.TempDir(), "-edge", edgeURL, "-pair", code, "-name", "lab-pc-1")
+	term.Env = append(os.Environ(), "SSL_CERT_FILE="+edge.caFile)
 	term.Stdout = &termLog
 	term.Stderr = &termLog
 	term.WaitDelay = 5 * time.Second

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,7 +12,6 @@ import (
 
 	"github.com/chromedp/chromedp"
 
-	"github.com/campusedge/campusedge/edge/appliance"
 	"github.com/campusedge/campusedge/edge/browsertest"
 	"github.com/campusedge/campusedge/edge/config"
 	"github.com/campusedge/campusedge/firmware/bundle"
@@ -62,6 +60,9 @@ func provision(t *testing.T, version string) (root, pub string) {
 // Chromium: the version of the active slot, the updater's state, and the
 // answer to "Check now" on an edge with no city hub.
 func TestFirmwarePanelInChromium(t *testing.T) {
+	if !browsertest.OnLAN(t) {
+		return
+	}
 	ctx, cancel := context.WithTimeout(t.Context(), 40*time.Second)
 	defer cancel()
 	var edgeLog syncBuffer
@@ -72,28 +73,16 @@ func TestFirmwarePanelInChromium(t *testing.T) {
 	})
 	root, pub := provision(t, "0.4.2")
 	cfg := config.Defaults()
-	cfg.DataDir, cfg.Listen, cfg.MDNS = t.TempDir(), "127.0.0.1:0", false
+	cfg.DataDir, cfg.MDNS = t.TempDir(), false
 	cfg.FirmwareRoot, cfg.FirmwareKeys = root, pub
-	edgeCtx, stopEdge := context.WithCancel(ctx)
-	ready := make(chan net.Addr, 1)
-	edgeDone := make(chan error, 1)
-	go func() {
-		edgeDone <- appliance.Run(edgeCtx, cfg, slog.New(slog.NewTextHandler(&edgeLog, nil)), appliance.Options{Ready: func(a net.Addr) { ready <- a }})
-	}()
-	defer func() { stopEdge(); <-edgeDone }()
-	var edgeURL string
-	select {
-	case a := <-ready:
-		edgeURL = "http://" + a.String()
-	case err := <-edgeDone:
-		t.Fatalf("edged stopped at start-up: %v", err)
-	}
-	tok, _ := os.ReadFile(filepath.Join(cfg.DataDir, "admin-token"))
+	edge := startLANEdge(ctx, t, cfg, slog.New(slog.NewTextHandler(&edgeLog, nil)))
 
-	br := browsertest.Start(ctx, t)
+	br := browsertest.Start(ctx, t, browsertest.TrustPin(edge.pin))
 	bctx, do := br.Context(), br.Do
-	do("open and sign in", chromedp.Navigate(edgeURL+"/"),
-		chromedp.SetValue(chromedp.CSS("#token"), strings.TrimSpace(string(tok))),
+	do("open", chromedp.Navigate(edge.url+"/"))
+	br.RequireSecureLAN()
+	do("sign in",
+		chromedp.SetValue(chromedp.CSS("#token"), edge.token),
 		chromedp.Click(chromedp.CSS(`#signin-form button[type="submit"]`)))
 	version := poll[string](bctx, t, "firmware version shown",
 		`document.querySelector('#fw-status dd[data-field="version"]')?.textContent || false`)

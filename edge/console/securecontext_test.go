@@ -45,7 +45,7 @@ func TestHTTPSPortInMessageInChromium(t *testing.T) {
 	// A name, not 127.0.0.1: Chromium treats loopback addresses as secure.
 	const host = "edge.school.test"
 	pageBase := "http://" + host + ":" + u.Port()
-	b := browsertest.StartWith(ctx, t, chromedp.Flag("host-resolver-rules", "MAP "+host+" 127.0.0.1"))
+	b := browsertest.Start(ctx, t, browsertest.Flag("host-resolver-rules", "MAP "+host+" 127.0.0.1"))
 
 	for _, c := range []struct{ info, page, want string }{
 		{`{"id":"e1","https_port":9443}`, "/teacher.html", "https://" + host + ":9443/teacher.html"},

@@ -65,7 +65,9 @@ func KioskArgs(o KioskOptions, startURL string) []string {
 		"--disable-background-networking",
 		"--disable-component-update",
 		"--disable-sync",
-		"--disable-features=Translate,MediaRouter",
+		// Candidates as real addresses, not mDNS names: the edge on the
+		// school LAN is the only peer, and it does not resolve .local names.
+		"--disable-features=Translate,MediaRouter,WebRtcHideLocalIpsWithMdns",
 		"--password-store=basic",
 	}
 	if o.GrantMedia {

@@ -20,6 +20,9 @@ import (
 // not_enrolled, refuses a wrong token with the hub's reason, enrols with the
 // right one, then shows the link up and the backlog drained.
 func TestConsoleSyncPanel(t *testing.T) {
+	if !browsertest.OnLAN(t) {
+		return
+	}
 	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	defer cancel()
 	dir := t.TempDir()
@@ -27,11 +30,13 @@ func TestConsoleSyncPanel(t *testing.T) {
 	cli(t, "cityhub", "-data", hubDir, "school", "add", "s9", "No. 9 School")
 	tok := strings.TrimSpace(cli(t, "cityhub", "-data", hubDir, "enrol-token", "s9"))
 	_, hubURL := start(t, "cityhub", "-data", hubDir, "-listen", "127.0.0.1:0")
-	_, url := start(t, "edged", "-data", edgeDir, "-listen", "127.0.0.1:0", "-mdns=false", "-cloud", hubURL, "-school", "s9")
+	edge := startLANEdged(t, "-data", edgeDir, "-mdns=false", "-cloud", hubURL, "-school", "s9")
+	url := edge.url
 	admin := adminToken(t, edgeDir)
 
-	br := browsertest.Start(ctx, t)
+	br := browsertest.Start(ctx, t, browsertest.TrustPin(edge.pin))
 	br.Do("open the console", chromedp.Navigate(url+"/"))
+	br.RequireSecureLAN()
 	bctx := br.Context()
 	js := func(s string) string { b, _ := json.Marshal(s); return string(b) }
 	do := func(expr string) {
@@ -53,7 +58,7 @@ func TestConsoleSyncPanel(t *testing.T) {
 	for i := range 5 {
 		req, _ := http.NewRequest(http.MethodPost, url+"/api/v1/sync/records", strings.NewReader(fmt.Sprintf(`{"kind":"session.log","payload":{"i":%d}}`, i)))
 		req.Header.Set("Authorization", "Bearer "+admin)
-		resp, err := http.DefaultClient.Do(req)
+		resp, err := edge.client.Do(req)
 		if err != nil || resp.StatusCode != http.StatusCreated {
 			t.Fatalf("append: %v %v", err, resp)
 		}

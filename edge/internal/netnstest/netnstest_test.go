@@ -5,7 +5,9 @@ package netnstest
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"runtime"
@@ -101,6 +103,48 @@ func TestNewPair(t *testing.T) {
 	}
 	if err := p.Stop(); err == nil {
 		t.Fatal("Stop of sleep: want a signal exit error")
+	}
+}
+
+// TestNewLAN (root): three hosts on one bridge reach each other.
+func TestNewLAN(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("Linux only")
+	}
+	hosts := NewLAN(t, netip.MustParsePrefix("10.77.0.0/24"), 3)
+	if got := hosts[2].Addr.String(); got != "10.77.0.3" {
+		t.Fatalf("third host's address %s", got)
+	}
+	ln, err := hosts[0].Listen("tcp", hosts[0].Addr.String()+":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			fmt.Fprintf(c, "hello from %s\n", hosts[0].Addr)
+			c.Close()
+		}
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, h := range hosts[1:] {
+		c, err := h.DialContext(ctx, "tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatalf("from %s: %v", h.Addr, err)
+		}
+		if src := c.LocalAddr().(*net.TCPAddr).IP.String(); src != h.Addr.String() {
+			t.Errorf("connection from %s has source %s", h.Addr, src)
+		}
+		b, _ := io.ReadAll(c)
+		c.Close()
+		if !strings.Contains(string(b), "hello from 10.77.0.1") {
+			t.Errorf("from %s: %q", h.Addr, b)
+		}
 	}
 }
 

@@ -84,6 +84,72 @@ func NewPair(t testing.TB) (a, b *Netns) {
 	return a, b
 }
 
+// NewLAN makes n network namespaces ("hosts") on one LAN: each has a
+// veth whose other end is a port of a bridge that lives in an extra
+// namespace of its own, so that nothing is added to the host's network.
+// Host i (from 0) gets prefix's address + i + 1 (with prefix
+// 10.77.0.0/24: 10.77.0.1, 10.77.0.2, ...) and a route for 224.0.0.0/4
+// out of its veth; Peer is left zero (there is no single peer). Fixed
+// addresses are safe: each test's namespaces are its own. t.Cleanup
+// deletes every namespace after the processes started in them have been
+// stopped. Needs root (RequireRoot is called).
+func NewLAN(t testing.TB, prefix netip.Prefix, n int) []*Netns {
+	t.Helper()
+	RequireRoot(t)
+	if _, err := ipPath(); err != nil {
+		t.Fatal(err)
+	}
+	if !prefix.Addr().Is4() || prefix.Bits() > 30 || n < 1 || n > 1<<(32-prefix.Bits())-2 {
+		t.Fatalf("netnstest.NewLAN: %d hosts do not fit in %s", n, prefix)
+	}
+	var rnd [3]byte
+	if _, err := rand.Read(rnd[:]); err != nil {
+		t.Fatal(err)
+	}
+	id := hex.EncodeToString(rnd[:])
+	bridgeNS := "cetest-" + id + "-lan"
+	add := func(name string) {
+		if err := ip("netns", "add", name); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			if err := ip("netns", "del", name); err != nil {
+				t.Errorf("cleanup: %v", err)
+			}
+		})
+	}
+	add(bridgeNS)
+	steps := [][]string{
+		{"-n", bridgeNS, "link", "set", "lo", "up"},
+		{"-n", bridgeNS, "link", "add", "br0", "type", "bridge"},
+		{"-n", bridgeNS, "link", "set", "br0", "up"},
+	}
+	hosts := make([]*Netns, n)
+	addr := prefix.Masked().Addr()
+	for i := range hosts {
+		addr = addr.Next()
+		h := &Netns{Name: fmt.Sprintf("cetest-%s-%d", id, i), Link: fmt.Sprintf("ce%s%d", id, i), Addr: addr}
+		hosts[i] = h
+		add(h.Name)
+		port := fmt.Sprintf("p%d", i)
+		steps = append(steps,
+			[]string{"-n", bridgeNS, "link", "add", port, "type", "veth", "peer", "name", h.Link, "netns", h.Name},
+			[]string{"-n", bridgeNS, "link", "set", port, "master", "br0"},
+			[]string{"-n", bridgeNS, "link", "set", port, "up"},
+			[]string{"-n", h.Name, "link", "set", "lo", "up"},
+			[]string{"-n", h.Name, "addr", "add", fmt.Sprintf("%s/%d", addr, prefix.Bits()), "dev", h.Link},
+			[]string{"-n", h.Name, "link", "set", h.Link, "up"},
+			[]string{"-n", h.Name, "route", "add", "224.0.0.0/4", "dev", h.Link},
+		)
+	}
+	for _, s := range steps {
+		if err := ip(s...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return hosts
+}
+
 // Command returns a command running name with args inside n
 // (`ip netns exec`; ip execs the program, so the command's process is the
 // program itself).
@@ -123,11 +189,39 @@ func (n *Netns) LinkLocal() ([]netip.Addr, error) {
 // thread moves back. Use it as an http.Transport's DialContext for a client
 // on n's host.
 func (n *Netns) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
-	type result struct {
-		c   net.Conn
-		err error
+	var c net.Conn
+	err := n.run(func() error {
+		var d net.Dialer
+		var err error
+		c, err = d.DialContext(ctx, network, addr)
+		return err
+	})
+	if err != nil && c != nil { // made, but the thread could not move back
+		c.Close()
+		c = nil
 	}
-	ch := make(chan result, 1)
+	return c, err
+}
+
+// Listen listens on addr inside n, as a server on n's host would; the
+// listener keeps n after the thread that made it moves back.
+func (n *Netns) Listen(network, addr string) (net.Listener, error) {
+	var ln net.Listener
+	err := n.run(func() error {
+		var err error
+		ln, err = net.Listen(network, addr)
+		return err
+	})
+	if err != nil && ln != nil { // made, but the thread could not move back
+		ln.Close()
+		ln = nil
+	}
+	return ln, err
+}
+
+// run calls fn on an OS thread moved into n, then moves the thread back.
+func (n *Netns) run(fn func() error) error {
+	ch := make(chan error, 1)
 	go func() {
 		// The thread must move back and be unlocked, not left to end:
 		// processes started by Command have Pdeathsig, which fires when
@@ -136,41 +230,37 @@ func (n *Netns) DialContext(ctx context.Context, network, addr string) (net.Conn
 		// child). Only if moving back fails is the thread left to end,
 		// rather than let it run other goroutines in the wrong namespace.
 		runtime.LockOSThread()
-		c, restored, err := n.dialLocked(ctx, network, addr)
+		restored, err := n.runLocked(fn)
 		if restored {
 			runtime.UnlockOSThread()
 		}
-		ch <- result{c, err}
+		ch <- err
 	}()
-	r := <-ch
-	return r.c, r.err
+	return <-ch
 }
 
-// dialLocked does DialContext's work on a locked thread; restored is false
-// only when the thread is left in another namespace.
-func (n *Netns) dialLocked(ctx context.Context, network, addr string) (c net.Conn, restored bool, err error) {
+// runLocked does run's work on a locked thread; restored is false only
+// when the thread is left in another namespace (fn's result is then
+// discarded: a socket it made is in n, but nothing may trust the thread).
+func (n *Netns) runLocked(fn func() error) (restored bool, err error) {
 	orig, err := os.Open("/proc/thread-self/ns/net")
 	if err != nil {
-		return nil, true, err
+		return true, err
 	}
 	defer orig.Close()
 	target, err := os.Open(filepath.Join("/var/run/netns", n.Name)) // where `ip netns add` puts it
 	if err != nil {
-		return nil, true, err
+		return true, err
 	}
 	defer target.Close()
 	if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
-		return nil, true, fmt.Errorf("setns %s: %w", n.Name, err)
+		return true, fmt.Errorf("setns %s: %w", n.Name, err)
 	}
-	var d net.Dialer
-	c, err = d.DialContext(ctx, network, addr)
+	err = fn()
 	if rerr := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); rerr != nil {
-		if c != nil {
-			c.Close()
-		}
-		return nil, false, fmt.Errorf("setns back from %s: %w", n.Name, rerr)
+		return false, fmt.Errorf("setns back from %s: %w", n.Name, rerr)
 	}
-	return c, true, err
+	return true, err
 }
 
 // Process is a program running in a namespace, with its output kept.

@@ -1,0 +1,24 @@
+package classroom_test
+
+import (
+	"context"
+	"testing"
+
+	"github.com/campusedge/campusedge/edge/browsertest"
+)
+
+// startLANEdge starts edged on browsertest.LANAddr (the test runs in its
+// own namespace: browsertest.OnLAN) and points e.url at its HTTPS side,
+// with e.client trusting the edge CA: from LANAddr to LANAddr is not
+// loopback, so plain HTTP pages would not be secure contexts and
+// token-bearing calls over plain HTTP are refused.
+func startLANEdge(t *testing.T, ctx context.Context) *edge {
+	t.Helper()
+	e := startEdgeAt(t, ctx, browsertest.LANListen)
+	if e.tls == nil {
+		t.Fatal("edged on a LAN address serves no HTTPS")
+	}
+	e.url = e.tls.url
+	e.client = browsertest.Client(t, e.tls.caPEM)
+	return e
+}
