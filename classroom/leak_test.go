@@ -51,6 +51,15 @@ func TestEndedClassesLeaveNothing(t *testing.T) {
 		gor = append(gor, runtime.NumGoroutine())
 		t.Logf("idle after class %2d: live heap %6.2f MB, goroutines %d", i, float64(h)/(1<<20), runtime.NumGoroutine())
 	}
+	// What is kept on purpose: every ended session (with its recording
+	// outcome), bounded by session.MaxEndedSessions.
+	_, b := e.do(t, ctx, "GET", "/metrics", "", "", nil)
+	if got, want := metricValue(b, `campusedge_sessions_kept{state="ended"}`), float64(1+leakWarmup+leakClasses); got != want {
+		t.Errorf("ended sessions kept: %v, want %v", got, want)
+	}
+	if got, want := metricValue(b, "campusedge_recording_summaries"), float64(leakWarmup+leakClasses); got != want {
+		t.Errorf("recording summaries kept: %v, want %v", got, want)
+	}
 	m := heaps[leakWarmup:]
 	slope := lsqSlope(m)
 	t.Logf("live heap after each class (from class %d): slope %+.1f KB/class, first %.2f MB, last %.2f MB",
@@ -146,14 +155,35 @@ func vanishingViewer(t *testing.T, ctx context.Context, e *edge, sessionID, toke
 	return conn
 }
 
-// waitIdle waits for the edge to have no live class left.
+// idleGauges are the /metrics gauges of what a live class holds: each
+// must be back at zero once no class is live.
+var idleGauges = []string{
+	"campusedge_live_sessions", "campusedge_live_rooms", "campusedge_live_peers", "campusedge_live_publishers",
+	"campusedge_live_subscribers", "campusedge_live_keyframe_caches", "campusedge_live_control_classes",
+	"campusedge_live_interact_states", "campusedge_live_quiz_states", "campusedge_live_recorders", "campusedge_recordings_active",
+}
+
+// waitIdle waits for every gauge of idleGauges to read zero and fails
+// naming those that do not.
 func waitIdle(t *testing.T, ctx context.Context, e *edge) {
 	t.Helper()
-	waitFor(t, 10*time.Second, "the edge to be idle", func() bool {
+	deadline := time.Now().Add(10 * time.Second)
+	for {
 		_, b := e.do(t, ctx, "GET", "/metrics", "", "", nil)
-		return metricValue(b, "campusedge_live_publishers") == 0 && metricValue(b, "campusedge_live_subscribers") == 0 &&
-			metricValue(b, "campusedge_recordings_active") == 0
-	})
+		var busy []string
+		for _, name := range idleGauges {
+			if v := metricValue(b, name); v != 0 {
+				busy = append(busy, fmt.Sprintf("%s=%v", name, v))
+			}
+		}
+		if len(busy) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("10s after the class ended the edge still holds live objects: %v (-1: gauge missing)", busy)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 	time.Sleep(300 * time.Millisecond) // closed peers' goroutines wind down
 }
 

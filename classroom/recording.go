@@ -491,7 +491,7 @@ type part struct {
 	sess     session.Session
 	n        int
 	pub      string
-	pubDone  <-chan struct{}
+	pubDone  <-chan struct{} // nil once released
 	expected int
 	began    time.Time
 
@@ -767,7 +767,7 @@ func (p *part) record(rec *record.Recorder, q <-chan item) {
 func (p *part) release() {
 	p.dead.Store(true)
 	p.mu.Lock()
-	p.video, p.audio, p.rec, p.q = nil, nil, nil, nil
+	p.video, p.audio, p.rec, p.q, p.pubDone = nil, nil, nil, nil, nil
 	p.mu.Unlock()
 	p.r.parts.Add(-1)
 }
