@@ -137,6 +137,7 @@ func (l *Live) registerMetrics(reg *prometheus.Registry) {
 		counter("campusedge_live_video_resumes_total", "Probes that resumed a paused subscriber's video.", func(t sfu.Totals) float64 { return float64(t.VideoResumes) }),
 		counter("campusedge_live_dropped_packets_total", "RTP packets dropped because a subscriber's queue was full (that subscriber only).", func(t sfu.Totals) float64 { return float64(t.Dropped) }),
 	)
+	l.registerLiveGauges(reg) // gauges.go
 }
 
 // Close stops every cascade and ends all media (sessions are in memory and

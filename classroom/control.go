@@ -99,12 +99,22 @@ type participant struct {
 	sub    *sfu.Subscriber
 }
 
+// classFor returns the control state of session id, made on first use.
+// A session that has ended (or was forgotten) gets a detached state marked
+// ended that nobody can join: kept in l.classes it would outlive the class,
+// since the end (Live.ended) has already cleared the map. The session's
+// state is read under l.mu, and End marks it ended before Live.ended takes
+// l.mu, so no state is made after the clear.
 func (l *Live) classFor(id string) *class {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	c, ok := l.classes[id]
 	if !ok {
 		c = &class{id: id, parts: map[string]*participant{}, hands: map[string]bool{}, muted: map[string]bool{}}
+		if s, err := l.Sessions.Get(id); err != nil || s.State == session.StateEnded {
+			c.ended = true
+			return c
+		}
 		l.classes[id] = c
 	}
 	return c

@@ -50,6 +50,12 @@ func (e *edge) createClass(t *testing.T, ctx context.Context, title string, nCla
 		}
 		ids = append(ids, c.ID)
 	}
+	return e.createClassIn(t, ctx, title, ids)
+}
+
+// createClassIn creates a session reaching the classrooms ids.
+func (e *edge) createClassIn(t *testing.T, ctx context.Context, title string, ids []string) classSession {
+	t.Helper()
 	req, _ := json.Marshal(map[string]any{"title": title, "classrooms": ids})
 	resp, b := e.do(t, ctx, "POST", "/api/v1/sessions", e.admin, "application/json", req)
 	if resp.StatusCode != http.StatusCreated {

@@ -257,13 +257,33 @@ func newInteract(l *Live, store LearningStore, roster *attendance.Source) *inter
 	}
 }
 
+// sessionLocked returns the interactive state of session id, made on
+// first use. A request that arrives as its session ends (or after) gets a
+// detached state that is dropped with the request: kept in x.sessions it
+// would never be removed, since sessionEnded has run. End marks the
+// session ended before sessionEnded takes x.mu, so checking here under
+// x.mu leaves no window.
 func (x *interact) sessionLocked(id string) *sessionInteract {
 	s := x.sessions[id]
 	if s == nil {
 		s = &sessionInteract{quizzes: map[string]*liveQuiz{}, classes: map[string]*attendance.Class{}, marks: map[string]map[string]string{}}
+		if st, err := x.l.Sessions.Get(id); err != nil || st.State == session.StateEnded {
+			return s
+		}
 		x.sessions[id] = s
 	}
 	return s
+}
+
+// counts returns the sessions with interactive state and the quizzes they
+// hold, for the gauges.
+func (x *interact) counts() (sessions, quizzes int) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	for _, s := range x.sessions {
+		quizzes += len(s.quizzes)
+	}
+	return len(x.sessions), quizzes
 }
 
 // record stores a learning record; a failure is logged (the class goes on)

@@ -14,7 +14,7 @@ import (
 // token-bearing calls over plain HTTP are refused.
 func startLANEdge(t *testing.T, ctx context.Context) *edge {
 	t.Helper()
-	e := startEdgeAt(t, ctx, browsertest.LANListen)
+	e := startEdgeAt(t, ctx, browsertest.LANListen, &syncBuffer{})
 	if e.tls == nil {
 		t.Fatal("edged on a LAN address serves no HTTPS")
 	}

@@ -31,15 +31,22 @@ import (
 )
 
 // syncBuffer collects logs from goroutines; shown only when a test fails.
+// With limit set it keeps only about the last limit bytes, so a test that
+// measures the edge's heap is not measuring its own log.
 type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
+	mu    sync.Mutex
+	b     bytes.Buffer
+	limit int
 }
 
 func (s *syncBuffer) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.b.Write(p)
+	n, err := s.b.Write(p)
+	if s.limit > 0 && s.b.Len() > 2*s.limit {
+		s.b.Next(s.b.Len() - s.limit) // the buffer reuses the freed front
+	}
+	return n, err
 }
 
 func (s *syncBuffer) String() string {
@@ -68,18 +75,22 @@ type tlsReady struct {
 
 func startEdge(t *testing.T, ctx context.Context) *edge {
 	t.Helper()
-	return startEdgeAt(t, ctx, "127.0.0.1:0")
+	return startEdgeAt(t, ctx, "127.0.0.1:0", &syncBuffer{})
 }
 
-// startEdgeAt starts edged with -listen listen; e.url is its plain HTTP
-// side and e.tls its HTTPS side.
-func startEdgeAt(t *testing.T, ctx context.Context, listen string) *edge {
+// startEdgeLog is startEdge logging (at debug level) to logBuf.
+func startEdgeLog(t *testing.T, ctx context.Context, logBuf *syncBuffer) *edge {
+	return startEdgeAt(t, ctx, "127.0.0.1:0", logBuf)
+}
+
+// startEdgeAt starts edged with -listen listen, logging to logBuf; e.url
+// is its plain HTTP side and e.tls its HTTPS side.
+func startEdgeAt(t *testing.T, ctx context.Context, listen string, logBuf *syncBuffer) *edge {
 	t.Helper()
 	cfg := config.Defaults()
 	cfg.DataDir = t.TempDir()
 	cfg.Listen = listen
 	cfg.MDNS = false
-	logBuf := &syncBuffer{}
 	logger := slog.New(slog.NewTextHandler(logBuf, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	edgeCtx, stop := context.WithCancel(ctx)
 	ready := make(chan net.Addr, 1)

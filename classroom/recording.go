@@ -125,6 +125,14 @@ type recorders struct {
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup
 
+	// bySession is each session's recording, live or ended: an ended
+	// session's entry is what GET /api/v1/sessions/{id} reports as its
+	// "recording" (states, counts, the micro-lesson's id), so it stays as
+	// long as the session manager keeps the session (session.MaxEndedSessions,
+	// session.EndedRetention) and goes with it (OnForget). A finished part
+	// keeps only that summary: it lets go of its tracks (whose keyframe
+	// requests hold the publisher's forwarder, its cached video and its
+	// peer connection), its WebM muxer and its queue (release).
 	mu        sync.Mutex
 	bySession map[string]*sessionRec
 	closed    bool
@@ -133,6 +141,9 @@ type recorders struct {
 	bytesTotal, dropsTotal              atomic.Uint64
 	doneTotal, failedTotal, notRecTotal atomic.Uint64
 	active                              atomic.Int64
+	// parts counts parts not yet released: a recorder with its queue,
+	// tracks and muxer. Zero when nothing is being recorded.
+	parts atomic.Int64
 
 	queueLen int // per part; recQueuePackets unless a test shrinks it
 	// beforeWrite, if set, runs before the recorder takes each packet off
@@ -153,6 +164,7 @@ func newRecorders(store LessonStore, dir string, sessions *session.Manager, log 
 		return r
 	}
 	sessions.OnEnd(r.sessionEnded)
+	sessions.OnForget(r.forget)
 	r.wg.Add(1)
 	go func() { defer r.wg.Done(); r.recover() }()
 	return r
@@ -264,7 +276,6 @@ func (r *recorders) tap(t sfu.TapTrack) sfu.TapSink {
 	}
 	sr := r.bySession[t.Room]
 	if sr == nil {
-		r.pruneLocked()
 		sr = &sessionRec{}
 		r.bySession[t.Room] = sr
 	}
@@ -282,6 +293,7 @@ func (r *recorders) tap(t sfu.TapTrack) sfu.TapSink {
 		p = &part{r: r, sess: s, n: len(sr.parts) + 1, pub: t.Publisher, pubDone: t.PublisherDone, expected: t.Expected,
 			q: make(chan item, r.queueLen), changed: make(chan struct{}, 1), stop: make(chan struct{}), state: RecWaiting, began: time.Now()}
 		sr.parts = append(sr.parts, p)
+		r.parts.Add(1)
 		r.wg.Add(1)
 		go func() { defer r.wg.Done(); p.run() }()
 	}
@@ -289,17 +301,19 @@ func (r *recorders) tap(t sfu.TapTrack) sfu.TapSink {
 	return p.addTrack(t)
 }
 
-// pruneLocked forgets the recordings of sessions the manager no longer
-// keeps (it evicts the oldest ended ones), so memory stays bounded.
-func (r *recorders) pruneLocked() {
-	if len(r.bySession) < session.MaxSessions {
-		return
-	}
-	for id := range r.bySession {
-		if _, err := r.sessions.Get(id); errors.Is(err, session.ErrNotFound) {
-			delete(r.bySession, id)
-		}
-	}
+// forget drops the recording summary of a session the manager forgot
+// (Manager.OnForget). Its parts have finished: the session ended first.
+func (r *recorders) forget(id string) {
+	r.mu.Lock()
+	delete(r.bySession, id)
+	r.mu.Unlock()
+}
+
+// summaries is how many sessions' recordings are known (live or ended).
+func (r *recorders) summaries() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.bySession)
 }
 
 // sessionEnded finalises the session's recording (Manager.OnEnd).
@@ -322,6 +336,11 @@ func (r *recorders) stopSession(id string) {
 	r.mu.Lock()
 	sr := r.bySession[id]
 	if sr == nil {
+		if _, err := r.sessions.Get(id); err != nil {
+			// Forgotten meanwhile: an entry made now would outlive it.
+			r.mu.Unlock()
+			return
+		}
 		sr = &sessionRec{}
 		r.bySession[id] = sr
 	}
@@ -412,6 +431,12 @@ func (r *recorders) collectors() []prometheus.Collector {
 	return []prometheus.Collector{
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "campusedge_recordings_active", Help: "Lessons being recorded now."},
 			func() float64 { return float64(r.active.Load()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "campusedge_live_recorders",
+			Help: "Recording parts holding a recorder (queue, tracks, WebM muxer): waiting, recording or importing. 0 when no class is live."},
+			func() float64 { return float64(r.parts.Load()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "campusedge_recording_summaries",
+			Help: "Sessions whose recording outcome is kept for the API (live ones, and ended ones while the session is kept)."},
+			func() float64 { return float64(r.summaries()) }),
 		counter("campusedge_recording_bytes_total", "Bytes written to lesson recordings.", &r.bytesTotal),
 		counter("campusedge_recording_queue_drops_total", "Packets a lesson recorder had no queue room for (slow disk); live forwarding lost none.", &r.dropsTotal),
 		counter("campusedge_recordings_done_total", "Lessons recorded and imported into the resource cache.", &r.doneTotal),
@@ -466,11 +491,11 @@ type part struct {
 	sess     session.Session
 	n        int
 	pub      string
-	pubDone  <-chan struct{}
+	pubDone  <-chan struct{} // nil once released
 	expected int
 	began    time.Time
 
-	q        chan item
+	q        chan item     // nil once released
 	changed  chan struct{} // a track arrived
 	stop     chan struct{}
 	stopOnce sync.Once
@@ -479,8 +504,9 @@ type part struct {
 	bytes    atomic.Int64
 
 	mu           sync.Mutex
-	video, audio *sfu.TapTrack
-	rec          *record.Recorder
+	video, audio *sfu.TapTrack    // nil once released
+	rec          *record.Recorder // nil once released (final holds its stats)
+	videoCodec   string
 	vIdx, aIdx   int
 	state        string
 	reason       string
@@ -519,7 +545,7 @@ func (p *part) addTrack(t sfu.TapTrack) sfu.TapSink {
 			go p.finish()
 			return nil
 		}
-		p.video = &t
+		p.video, p.videoCodec = &t, t.Codec.MimeType
 	case webrtc.RTPCodecTypeAudio:
 		if p.audio != nil || mime != "audio/opus" {
 			return nil
@@ -532,12 +558,15 @@ func (p *part) addTrack(t sfu.TapTrack) sfu.TapSink {
 	case p.changed <- struct{}{}:
 	default:
 	}
-	return &partSink{p: p, video: t.Kind == webrtc.RTPCodecTypeVideo}
+	return &partSink{p: p, q: p.q, video: t.Kind == webrtc.RTPCodecTypeVideo}
 }
 
-// partSink is the forwarding path's side: never blocks.
+// partSink is the forwarding path's side: never blocks. It holds the
+// queue itself, so the part can drop it when it finishes while the
+// forwarder still holds the sink.
 type partSink struct {
 	p     *part
+	q     chan<- item
 	video bool
 }
 
@@ -546,7 +575,7 @@ func (s *partSink) Packet(pkt *rtp.Packet) {
 		return
 	}
 	select {
-	case s.p.q <- item{video: s.video, pkt: pkt}:
+	case s.q <- item{video: s.video, pkt: pkt}:
 	default:
 		s.p.drops.Add(1)
 		s.p.r.dropsTotal.Add(1)
@@ -579,7 +608,7 @@ func (p *part) setState(state, reason string) {
 // run waits for the tracks, records until the part ends, then finalises
 // and imports the file.
 func (p *part) run() {
-	defer p.dead.Store(true)
+	defer p.release()
 	wait := time.NewTimer(recTrackWait)
 	defer wait.Stop()
 waiting:
@@ -648,7 +677,7 @@ waiting:
 	p.r.active.Add(1)
 	p.log().Info("recording the lesson", "file", f.Name(), "video", video.Codec.MimeType, "audio", p.aIdx >= 0)
 
-	p.record(rec)
+	p.record(rec, p.q)
 	p.r.active.Add(-1)
 
 	p.setState(RecFinalising, "")
@@ -695,7 +724,7 @@ waiting:
 
 // record feeds queued packets to rec until the part ends, then takes what
 // is already queued.
-func (p *part) record(rec *record.Recorder) {
+func (p *part) record(rec *record.Recorder, q <-chan item) {
 	write := func(it item) {
 		idx := p.vIdx
 		if !it.video {
@@ -713,20 +742,34 @@ func (p *part) record(rec *record.Recorder) {
 			p.r.beforeWrite()
 		}
 		select {
-		case it := <-p.q:
+		case it := <-q:
 			write(it)
 		case <-p.stop:
-			for n := len(p.q); n > 0; n-- {
-				write(<-p.q)
+			for n := len(q); n > 0; n-- {
+				write(<-q)
 			}
 			return
 		case <-p.pubDone:
-			for n := len(p.q); n > 0; n-- {
-				write(<-p.q)
+			for n := len(q); n > 0; n-- {
+				write(<-q)
 			}
 			return
 		}
 	}
+}
+
+// release ends the part's hold on the live class once it has finished
+// (recorded and imported, failed or refused): its sinks drop at once, and
+// it lets go of its tracks (the publisher's forwarder, with its keyframe
+// cache and peer connection, through their keyframe requests), its muxer
+// and its queue, keeping only what status reports. Without this every
+// ended session kept ~3 MB (issue 21).
+func (p *part) release() {
+	p.dead.Store(true)
+	p.mu.Lock()
+	p.video, p.audio, p.rec, p.q, p.pubDone = nil, nil, nil, nil, nil
+	p.mu.Unlock()
+	p.r.parts.Add(-1)
 }
 
 func (p *part) fail(reason string, err error) {
@@ -755,9 +798,7 @@ func (p *part) meta(st record.Stats) catalog.Item {
 func (p *part) status() PartStatus {
 	p.mu.Lock()
 	ps := PartStatus{Part: p.n, State: p.state, Reason: p.reason, MediaID: p.mediaID}
-	if p.video != nil {
-		ps.VideoCodec = p.video.Codec.MimeType
-	}
+	ps.VideoCodec = p.videoCodec
 	rec, final := p.rec, p.final
 	vIdx, aIdx := p.vIdx, p.aIdx
 	p.mu.Unlock()

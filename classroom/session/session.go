@@ -53,6 +53,15 @@ const (
 	MaxClassrooms        = 100
 	MaxSessions          = 1000 // kept in memory; the oldest ended one makes room
 	MaxClassroomIDLength = 64
+
+	// MaxEndedSessions and EndedRetention bound the ended sessions kept
+	// for the console and GET /api/v1/sessions (with their recording's
+	// outcome and their tokens, so a late client hears "ended" rather
+	// than "unknown token"): a school's day is ~320 sessions (40 rooms,
+	// 8 periods), so a day and a half of them, and none older than two
+	// days. Everything they record is in the store and synced already.
+	MaxEndedSessions = 500
+	EndedRetention   = 48 * time.Hour
 )
 
 // Errors callers map to API responses.
@@ -119,6 +128,7 @@ type Manager struct {
 	sessions map[string]*Session
 	grants   map[[sha256.Size]byte]Grant
 	onEnd    []func(id string)
+	onForget []func(id string)
 	periods  PeriodClock
 }
 
@@ -133,6 +143,79 @@ func (m *Manager) OnEnd(f func(id string)) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.onEnd = append(m.onEnd, f)
+}
+
+// OnForget registers f to run (outside the manager's lock) when an ended
+// session is forgotten (MaxEndedSessions, EndedRetention, or to make room):
+// what other parts keep about an ended session goes with it.
+func (m *Manager) OnForget(f func(id string)) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.onForget = append(m.onForget, f)
+}
+
+// Counts returns how many sessions the manager holds in each state.
+func (m *Manager) Counts() map[State]int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	c := map[State]int{StateCreated: 0, StateLive: 0, StateEnded: 0}
+	for _, s := range m.sessions {
+		c[s.State]++
+	}
+	return c
+}
+
+// Prune forgets ended sessions that ended more than EndedRetention before
+// now, and the oldest beyond MaxEndedSessions.
+func (m *Manager) Prune(now time.Time) {
+	m.mu.Lock()
+	var ended []*Session
+	var gone []string
+	for _, s := range m.sessions {
+		if s.State != StateEnded {
+			continue
+		}
+		if now.Sub(*s.EndedAt) > EndedRetention {
+			gone = append(gone, s.ID)
+			continue
+		}
+		ended = append(ended, s)
+	}
+	if extra := len(ended) - MaxEndedSessions; extra > 0 {
+		sort.Slice(ended, func(i, j int) bool { return ended[i].EndedAt.Before(*ended[j].EndedAt) })
+		for _, s := range ended[:extra] {
+			gone = append(gone, s.ID)
+		}
+	}
+	m.forgetLocked(gone...)
+	hooks := slices.Clone(m.onForget)
+	m.mu.Unlock()
+	runHooks(hooks, gone)
+}
+
+// forgetLocked drops sessions ids with their tokens.
+func (m *Manager) forgetLocked(ids ...string) {
+	if len(ids) == 0 {
+		return
+	}
+	drop := make(map[string]bool, len(ids))
+	for _, id := range ids {
+		drop[id] = true
+		delete(m.sessions, id)
+	}
+	for h, g := range m.grants {
+		if drop[g.SessionID] {
+			delete(m.grants, h)
+		}
+	}
+}
+
+func runHooks(hooks []func(string), ids []string) {
+	for _, id := range ids {
+		for _, f := range hooks {
+			f(id)
+		}
+	}
 }
 
 // CreateRequest is the body of POST /api/v1/sessions.
@@ -251,20 +334,29 @@ func (m *Manager) Create(req CreateRequest) (Session, Tokens, error) {
 	}
 
 	m.mu.Lock()
-	defer m.mu.Unlock()
-	if len(m.sessions) >= MaxSessions && !m.evictEndedLocked() {
-		return Session{}, Tokens{}, fmt.Errorf("%w: this edge keeps at most %d sessions and none has ended; end one first", ErrLimit, MaxSessions)
+	var evicted string
+	if len(m.sessions) >= MaxSessions {
+		if evicted = m.oldestEndedLocked(); evicted == "" {
+			m.mu.Unlock()
+			return Session{}, Tokens{}, fmt.Errorf("%w: this edge keeps at most %d sessions and none has ended; end one first", ErrLimit, MaxSessions)
+		}
+		m.forgetLocked(evicted)
 	}
 	m.sessions[s.ID] = s
 	for tok, g := range grants {
 		m.grants[hashToken(tok)] = g
 	}
+	hooks := slices.Clone(m.onForget)
+	m.mu.Unlock()
+	if evicted != "" {
+		runHooks(hooks, []string{evicted})
+	}
 	return s.clone(), toks, nil
 }
 
-// evictEndedLocked forgets the session that ended longest ago, with its
-// tokens, and reports whether there was one.
-func (m *Manager) evictEndedLocked() bool {
+// oldestEndedLocked returns the session that ended longest ago ("" if
+// none has ended).
+func (m *Manager) oldestEndedLocked() string {
 	var oldest *Session
 	for _, s := range m.sessions {
 		if s.State == StateEnded && (oldest == nil || s.EndedAt.Before(*oldest.EndedAt)) {
@@ -272,15 +364,9 @@ func (m *Manager) evictEndedLocked() bool {
 		}
 	}
 	if oldest == nil {
-		return false
+		return ""
 	}
-	delete(m.sessions, oldest.ID)
-	for h, g := range m.grants {
-		if g.SessionID == oldest.ID {
-			delete(m.grants, h)
-		}
-	}
-	return true
+	return oldest.ID
 }
 
 // Get returns one session.
@@ -349,6 +435,7 @@ func (m *Manager) End(id string) (Session, error) {
 		for _, f := range hooks {
 			f(id)
 		}
+		m.Prune(m.now()) // keeps MaxEndedSessions without waiting for the clock
 	}
 	return out, nil
 }

@@ -110,12 +110,21 @@ type SFU struct {
 	forwarded, dropped atomic.Uint64 // totals over all subscribers, ever
 	nacks, twcc, remb  atomic.Uint64 // feedback received from subscribers
 	pauses, resumes    atomic.Uint64 // video paused/resumed for weak links
+
+	// Live objects, for the gauges that must return to zero when the
+	// school is idle: peers (publishers and subscribers not yet closed)
+	// and video forwarders, each with its keyframe cache.
+	peers, gops atomic.Int64
 }
 
 // Totals are edge-wide counters for metrics.
 type Totals struct {
 	Rooms, Publishers, Subscribers int
-	Forwarded, Dropped             uint64
+	// Peers are publishers and subscribers not yet closed, registered in
+	// a room or still negotiating; KeyframeCaches are the video tracks
+	// being forwarded, each holding its last group of pictures.
+	Peers, KeyframeCaches int
+	Forwarded, Dropped    uint64
 	// Feedback from subscribers: NACKs (answered from the packet cache),
 	// TWCC and REMB congestion reports.
 	NACKs, TWCC, REMB uint64
@@ -271,6 +280,7 @@ func (s *SFU) Totals() Totals {
 		t.Subscribers += len(r.subs)
 	}
 	s.mu.Unlock()
+	t.Peers, t.KeyframeCaches = int(s.peers.Load()), int(s.gops.Load())
 	t.Forwarded, t.Dropped = s.forwarded.Load(), s.dropped.Load()
 	t.NACKs, t.TWCC, t.REMB = s.nacks.Load(), s.twcc.Load(), s.remb.Load()
 	t.VideoPauses, t.VideoResumes = s.pauses.Load(), s.resumes.Load()
@@ -297,6 +307,8 @@ func (s *SFU) reserve(roomID string, p *Publisher) error {
 		return ErrBusy
 	}
 	r.pubs[p.source] = p
+	p.counted = true
+	s.peers.Add(1)
 	return nil
 }
 
@@ -369,6 +381,7 @@ func (s *SFU) Subscribe(ctx context.Context, roomID, offer string) (*Subscriber,
 		return nil, "", fmt.Errorf("%w: the publisher has not sent media yet", ErrNoPublisher)
 	}
 	sub := &Subscriber{sfu: s, room: roomID, id: newID(), static: true, stopCong: make(chan struct{})}
+	s.peers.Add(1)
 	go sub.adapt()
 	answer, err := sub.negotiate(ctx, offer, fwds)
 	if err != nil {
@@ -407,14 +420,15 @@ func (s *SFU) NewSubscriber(roomID string, filter func(source string) bool, onOf
 func (s *SFU) NewSubscriberConfig(roomID string, cfg webrtc.Configuration, filter func(source string) bool, onOffer func(sdp string)) (*Subscriber, error) {
 	sub := &Subscriber{sfu: s, room: roomID, id: newID(), filter: filter, onOffer: onOffer, pcCfg: cfg,
 		kickc: make(chan struct{}, 1), done: make(chan struct{}), stopCong: make(chan struct{})}
-	go sub.adapt()
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
 		return nil, ErrClosed
 	}
 	s.roomLocked(roomID).subs[sub.id] = sub
+	s.peers.Add(1)
 	s.mu.Unlock()
+	go sub.adapt()
 	go sub.loop()
 	sub.kick()
 	s.log.Info("subscriber joined", "room", roomID, "subscriber", sub.id, "renegotiable", true)
@@ -602,6 +616,7 @@ type Publisher struct {
 	done     chan struct{} // closed by Close
 	negMu    sync.Mutex    // serialises renegotiations
 	relay    bool          // a cascade pull from another edge (Relay)
+	counted  bool          // in SFU.peers (set by reserve, under the SFU's lock)
 }
 
 // Done is closed when the publisher has closed (its connection failed or
@@ -708,6 +723,10 @@ func (p *Publisher) onTrack(track *webrtc.TrackRemote, recv *webrtc.RTPReceiver)
 		p.mu.Unlock()
 		return
 	}
+	if !f.audio {
+		p.sfu.gops.Add(1)
+		defer p.sfu.gops.Add(-1)
+	}
 	p.fwds = append(p.fwds, f)
 	close(p.changed)
 	p.changed = make(chan struct{})
@@ -733,6 +752,13 @@ func (p *Publisher) onTrack(track *webrtc.TrackRemote, recv *webrtc.RTPReceiver)
 	if f.tap != nil {
 		f.tap.End()
 	}
+	// Let go of the cached pictures now: whatever still points at the
+	// forwarder (a closing subscriber, a recorder finishing) must not keep
+	// seconds of video alive with it.
+	f.mu.Lock()
+	f.gop = gopCache{}
+	f.mu.Unlock()
+	f.tap = nil
 	// The track ended (renegotiated away or the peer left).
 	p.mu.Lock()
 	for i, x := range p.fwds {
@@ -789,6 +815,15 @@ func (p *Publisher) Close() {
 	fwds := p.fwds
 	p.fwds = nil
 	p.mu.Unlock()
+	defer func() {
+		p.sfu.mu.Lock()
+		counted := p.counted
+		p.counted = false
+		p.sfu.mu.Unlock()
+		if counted {
+			p.sfu.peers.Add(-1)
+		}
+	}()
 	if pc != nil {
 		_ = pc.Close()
 	}
@@ -1328,6 +1363,7 @@ func (s *Subscriber) readRTCP(sender *webrtc.RTPSender, f *forwarder) {
 // Close stops the subscriber and frees its queues.
 func (s *Subscriber) Close() {
 	s.closeOnce.Do(func() {
+		defer s.sfu.peers.Add(-1)
 		s.closed.Store(true)
 		if s.done != nil {
 			close(s.done)
