@@ -25,7 +25,7 @@ import (
 	"github.com/pion/webrtc/v4"
 
 	"github.com/campusedge/campusedge/classroom/sfu"
-	"github.com/campusedge/campusedge/edge/appliance"
+	"github.com/campusedge/campusedge/cmd/edged/appliance"
 	"github.com/campusedge/campusedge/edge/certs"
 	"github.com/campusedge/campusedge/edge/config"
 )

@@ -13,8 +13,8 @@ import (
 	"github.com/campusedge/campusedge/edge/api"
 	"github.com/campusedge/campusedge/edge/buildinfo"
 	"github.com/campusedge/campusedge/edge/config"
+	"github.com/campusedge/campusedge/edge/ctlwire"
 	"github.com/campusedge/campusedge/edge/fleet"
-	"github.com/campusedge/campusedge/edge/wire"
 	"github.com/campusedge/campusedge/firmware/bundle"
 	"github.com/campusedge/campusedge/firmware/release"
 	"github.com/campusedge/campusedge/firmware/slot"
@@ -91,8 +91,8 @@ func mountFirmware(ctx context.Context, cfg config.Config, srv *api.Server, edge
 		ro := termimage.NewRollout(termimage.RolloutConfig{Images: ti, Wave: cfg.FirmwareWave, Tick: cfg.FirmwareWaveInterval,
 			Logger: log.With("part", "terminal-images"),
 			List:   func() ([]termimage.Seen, error) { return seenTerminals(fl, live) },
-			Send:   func(id string, o wire.FirmwareOffer) bool { return srv.SendToTerminal(id, o) }})
-		srv.HandleTerminal(wire.TypeFirmwareStatus, ro.Report)
+			Send:   func(id string, o ctlwire.FirmwareOffer) bool { return srv.SendToTerminal(id, o) }})
+		srv.HandleTerminal(ctlwire.TypeFirmwareStatus, ro.Report)
 		srv.HandleFunc("GET /api/v1/terminal-images", srv.Admin(func(w http.ResponseWriter, r *http.Request) {
 			api.WriteJSON(w, http.StatusOK, ro.Status())
 		}))
