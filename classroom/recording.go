@@ -47,13 +47,13 @@ import (
 	"github.com/campusedge/campusedge/classroom/session"
 	"github.com/campusedge/campusedge/classroom/sfu"
 	"github.com/campusedge/campusedge/edge/api"
-	"github.com/campusedge/campusedge/sync/catalog"
+	"github.com/campusedge/campusedge/edge/media"
 )
 
 // LessonStore keeps recorded lessons: the resource cache's AddLocal
 // (hash, store content-addressed, catalogue as a local item).
 type LessonStore interface {
-	AddLocal(ctx context.Context, r io.Reader, declared int64, meta catalog.Item) (catalog.Item, error)
+	AddLocal(ctx context.Context, r io.Reader, declared int64, meta media.Item) (media.Item, error)
 }
 
 const (
@@ -204,7 +204,7 @@ func (r *recorders) recover() {
 				_ = os.Remove(name) // metadata of a recording that never completed
 				continue
 			}
-			var meta catalog.Item
+			var meta media.Item
 			b, err := os.ReadFile(name)
 			if err == nil {
 				err = json.Unmarshal(b, &meta)
@@ -225,19 +225,19 @@ func (r *recorders) recover() {
 
 // importFile adds base.webm to the lesson store with meta, then removes
 // base.webm and base.json.
-func (r *recorders) importFile(base string, meta catalog.Item) (catalog.Item, error) {
+func (r *recorders) importFile(base string, meta media.Item) (media.Item, error) {
 	f, err := os.Open(base + ".webm")
 	if err != nil {
-		return catalog.Item{}, err
+		return media.Item{}, err
 	}
 	defer f.Close()
 	info, err := f.Stat()
 	if err != nil {
-		return catalog.Item{}, err
+		return media.Item{}, err
 	}
 	it, err := r.store.AddLocal(r.ctx, &ctxReader{ctx: r.ctx, r: f}, info.Size(), meta)
 	if err != nil {
-		return catalog.Item{}, err
+		return media.Item{}, err
 	}
 	_ = f.Close()
 	if err := errors.Join(os.Remove(base+".webm"), os.Remove(base+".json")); err != nil {
@@ -780,7 +780,7 @@ func (p *part) fail(reason string, err error) {
 
 // meta is the micro-lesson's catalogue entry (ID, size and hash are the
 // store's to fill).
-func (p *part) meta(st record.Stats) catalog.Item {
+func (p *part) meta(st record.Stats) media.Item {
 	at := p.began
 	if p.sess.StartedAt != nil && p.n == 1 {
 		at = *p.sess.StartedAt
@@ -789,10 +789,10 @@ func (p *part) meta(st record.Stats) catalog.Item {
 	if p.n > 1 {
 		title += fmt.Sprintf(" (part %d)", p.n)
 	}
-	if len(title) > catalog.MaxTitleLen {
+	if len(title) > media.MaxTitleLen {
 		title = p.sess.Title
 	}
-	return catalog.Item{Title: title, Subject: p.sess.Subject, MIME: "video/webm", DurationSeconds: int(math.Round(st.Duration.Seconds()))}
+	return media.Item{Title: title, Subject: p.sess.Subject, MIME: "video/webm", DurationSeconds: int(math.Round(st.Duration.Seconds()))}
 }
 
 func (p *part) status() PartStatus {

@@ -14,7 +14,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/campusedge/campusedge/edge/api"
-	"github.com/campusedge/campusedge/sync/catalog"
+	"github.com/campusedge/campusedge/edge/media"
 )
 
 // Register adds the cache's routes to the edge API:
@@ -34,7 +34,7 @@ func (c *Cache) serveMedia(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
 	outcome := "error"
 	defer func() { c.metrics.requests.WithLabelValues(outcome).Inc() }()
-	if !catalog.ValidID(id) {
+	if !media.ValidID(id) {
 		outcome = "refused"
 		api.WriteError(w, http.StatusBadRequest, "invalid_id", "not a catalogue id (1-64 of a-z, 0-9, '.', '_', '-')")
 		return
@@ -50,8 +50,8 @@ func (c *Cache) serveMedia(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	h := w.Header()
-	h.Set("ETag", catalog.ETag(it.SHA256))
-	catalog.SetServeHeaders(h, it)
+	h.Set("ETag", media.ETag(it.SHA256))
+	media.SetServeHeaders(h, it)
 	h.Set("Cache-Control", "public, max-age=86400")
 	h.Set("Accept-Ranges", "bytes")
 	// Fast path for a cached item: one open and one fstat. The reader
@@ -152,7 +152,7 @@ func writeFetchError(w http.ResponseWriter, id string, err error) {
 func etagMatch(inm, sum string) bool {
 	for t := range strings.SplitSeq(inm, ",") {
 		t = strings.TrimSpace(t)
-		if t == "*" || strings.TrimPrefix(t, "W/") == catalog.ETag(sum) {
+		if t == "*" || strings.TrimPrefix(t, "W/") == media.ETag(sum) {
 			return true
 		}
 	}
@@ -161,7 +161,7 @@ func etagMatch(inm, sum string) bool {
 
 // CatalogItem is an item with its local cache state.
 type CatalogItem struct {
-	catalog.Item
+	media.Item
 	State State `json:"state"`
 	// Bytes is how much of the item is on disk.
 	Bytes int64 `json:"bytes"`
@@ -194,11 +194,11 @@ func (c *Cache) listCatalog(w http.ResponseWriter, r *http.Request) {
 		limit = n
 	}
 	out := CatalogResponse{Items: []CatalogItem{}}
-	var matched []catalog.Item
+	var matched []media.Item
 	err := c.cfg.DB.View(func(tx *bolt.Tx) error {
 		out.Cursor = string(tx.Bucket(BucketMeta).Get(keyCursor))
 		return tx.Bucket(BucketItems).ForEach(func(k, v []byte) error {
-			var it catalog.Item
+			var it media.Item
 			if err := json.Unmarshal(v, &it); err != nil {
 				return err
 			}

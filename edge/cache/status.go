@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/campusedge/campusedge/edge/api"
-	"github.com/campusedge/campusedge/sync/catalog"
+	"github.com/campusedge/campusedge/edge/media"
 )
 
 // maxPolicyBody bounds the JSON bodies of the policy API.
@@ -86,7 +86,7 @@ func (c *Cache) Progress() (Status, error) {
 		return st, err
 	}
 	seen := map[string]bool{}
-	add := func(it catalog.Item, w *Want) ItemProgress {
+	add := func(it media.Item, w *Want) ItemProgress {
 		s, n := c.state(it)
 		p := ItemProgress{ID: it.ID, Title: it.Title, Size: it.Size, State: s, Bytes: n}
 		if w != nil {
@@ -178,7 +178,7 @@ func (c *Cache) getStatus(w http.ResponseWriter, r *http.Request) {
 
 func (c *Cache) putPin(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
-	if !catalog.ValidID(id) {
+	if !media.ValidID(id) {
 		api.WriteError(w, http.StatusBadRequest, "invalid_id", "not a catalogue id")
 		return
 	}
@@ -188,7 +188,7 @@ func (c *Cache) putPin(w http.ResponseWriter, r *http.Request) {
 	if r.ContentLength != 0 && !api.DecodeJSON(w, r, maxPolicyBody, &body) {
 		return
 	}
-	if len(body.By) > catalog.MaxFieldLen {
+	if len(body.By) > media.MaxFieldLen {
 		api.WriteError(w, http.StatusBadRequest, "invalid_by", "by is longer than 128 bytes")
 		return
 	}
@@ -285,7 +285,7 @@ func (c *Cache) postMedia(w http.ResponseWriter, r *http.Request) {
 		api.WriteError(w, http.StatusRequestEntityTooLarge, "too_large", "the upload is larger than the limit of "+formatBytes(c.cfg.UploadMax)+" (-cache-upload-max)")
 	case errors.Is(err, ErrNoSpace):
 		api.WriteError(w, http.StatusInsufficientStorage, "disk_full", err.Error())
-	case errors.Is(err, catalog.ErrInvalid):
+	case errors.Is(err, media.ErrInvalid):
 		api.WriteError(w, http.StatusBadRequest, "invalid_upload", err.Error())
 	case err != nil:
 		api.WriteError(w, http.StatusInternalServerError, "internal", "could not store the upload: "+err.Error())

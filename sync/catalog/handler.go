@@ -8,6 +8,8 @@ import (
 	"os"
 	"strconv"
 	"time"
+
+	"github.com/campusedge/campusedge/edge/media"
 )
 
 // Handler serves the hub's catalogue API:
@@ -21,16 +23,16 @@ func Handler(s *Store, log *slog.Logger) http.Handler {
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /api/v1/catalog", func(w http.ResponseWriter, r *http.Request) {
-		since, err := ParseCursor(r.URL.Query().Get("since"))
+		since, err := media.ParseCursor(r.URL.Query().Get("since"))
 		if err != nil {
 			writeError(w, http.StatusBadRequest, "invalid_cursor", err.Error())
 			return
 		}
-		limit := MaxPageItems
+		limit := media.MaxPageItems
 		if l := r.URL.Query().Get("limit"); l != "" {
 			n, err := strconv.Atoi(l)
-			if err != nil || n < 1 || n > MaxPageItems {
-				writeError(w, http.StatusBadRequest, "invalid_limit", "limit must be 1-"+strconv.Itoa(MaxPageItems))
+			if err != nil || n < 1 || n > media.MaxPageItems {
+				writeError(w, http.StatusBadRequest, "invalid_limit", "limit must be 1-"+strconv.Itoa(media.MaxPageItems))
 				return
 			}
 			limit = n
@@ -45,7 +47,7 @@ func Handler(s *Store, log *slog.Logger) http.Handler {
 	})
 	mux.HandleFunc("GET /api/v1/content/{id}", func(w http.ResponseWriter, r *http.Request) {
 		id := r.PathValue("id")
-		if !ValidID(id) {
+		if !media.ValidID(id) {
 			writeError(w, http.StatusBadRequest, "invalid_id", "not a catalogue id")
 			return
 		}
@@ -57,15 +59,15 @@ func Handler(s *Store, log *slog.Logger) http.Handler {
 			writeError(w, http.StatusInternalServerError, "internal", err.Error())
 			return
 		}
-		f, err := os.Open(BlobPath(s.BlobRoot(), it.SHA256))
+		f, err := os.Open(media.BlobPath(s.BlobRoot(), it.SHA256))
 		if err != nil {
 			log.Error("catalogue blob missing", "id", id, "sha256", it.SHA256, "err", err)
 			writeError(w, http.StatusInternalServerError, "blob_missing", "the content of "+id+" is missing on the hub; re-import it")
 			return
 		}
 		defer f.Close()
-		w.Header().Set("ETag", ETag(it.SHA256))
-		SetServeHeaders(w.Header(), it)
+		w.Header().Set("ETag", media.ETag(it.SHA256))
+		media.SetServeHeaders(w.Header(), it)
 		w.Header().Set("Cache-Control", "public, max-age=31536000, immutable")
 		http.ServeContent(w, r, "", time.Time{}, f)
 	})

@@ -15,26 +15,19 @@ import (
 	"strconv"
 	"sync"
 	"time"
+
+	"github.com/campusedge/campusedge/edge/fsutil"
+	"github.com/campusedge/campusedge/edge/media"
 )
 
 // Resumable uploads of school-made resources into the city catalogue:
 //
-//	POST  /api/v1/uploads              body: Item JSON (seq ignored) → UploadState
-//	PATCH /api/v1/uploads/{sha256}     header Upload-Offset: N, body: bytes from N → UploadState
+//	POST  /api/v1/uploads              body: media.Item JSON (seq ignored) → media.UploadState
+//	PATCH /api/v1/uploads/{sha256}     header Upload-Offset: N, body: bytes from N → media.UploadState
 //
 // The POST announces the item and answers how many bytes the hub already
 // holds, so an edge cut mid-upload continues from there. The item enters
 // the catalogue only when the bytes match its size and SHA-256.
-
-// UploadID is the catalogue id of school-made content with hex SHA-256
-// sum; imported content uses IDForSum ("r…"), so the two never collide.
-func UploadID(sum string) string { return "l" + sum[:20] }
-
-// UploadState is the hub's answer to both upload calls.
-type UploadState struct {
-	Offset int64 `json:"offset"`
-	Done   bool  `json:"done"`
-}
 
 // uploadReserve is disk the hub keeps free for its store and imports.
 const uploadReserve = 1 << 30
@@ -108,7 +101,7 @@ func (u *uploads) register(mux *http.ServeMux) {
 }
 
 func (u *uploads) start(w http.ResponseWriter, r *http.Request) {
-	var it Item
+	var it media.Item
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxUploadMeta))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&it); err != nil {
@@ -120,23 +113,23 @@ func (u *uploads) start(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "invalid_item", err.Error())
 		return
 	}
-	if !Uploadable(it.MIME) {
+	if !media.Uploadable(it.MIME) {
 		writeError(w, http.StatusBadRequest, "mime_not_allowed", "upload: media type "+it.MIME+" is not accepted (video, audio, pictures, PDF and office documents are)")
 		return
 	}
 	// The id is bound to the content, so an upload can add an item but
 	// never replace another one (an imported lesson or another school's).
-	if want := UploadID(it.SHA256); it.ID != want {
+	if want := media.UploadID(it.SHA256); it.ID != want {
 		writeError(w, http.StatusBadRequest, "invalid_id", "an uploaded item's id must be "+want+" (\"l\" + the first 20 hex digits of its SHA-256)")
 		return
 	}
 	defer u.lock(it.SHA256)()
-	if fi, err := os.Stat(BlobPath(u.s.BlobRoot(), it.SHA256)); err == nil && fi.Size() == it.Size {
+	if fi, err := os.Stat(media.BlobPath(u.s.BlobRoot(), it.SHA256)); err == nil && fi.Size() == it.Size {
 		if _, err := u.s.Put(it); err != nil {
 			writeError(w, http.StatusBadRequest, "invalid_item", err.Error())
 			return
 		}
-		writeJSON(w, http.StatusOK, UploadState{Offset: it.Size, Done: true})
+		writeJSON(w, http.StatusOK, media.UploadState{Offset: it.Size, Done: true})
 		return
 	}
 	if err := os.MkdirAll(u.dir(), 0o700); err != nil {
@@ -157,16 +150,16 @@ func (u *uploads) start(w http.ResponseWriter, r *http.Request) {
 		_ = os.Remove(part)
 		off = 0
 	}
-	if free, err := freeBytes(u.dir()); err == nil && free-uploadReserve < it.Size-off {
+	if free, err := fsutil.FreeBytes(u.dir()); err == nil && free-uploadReserve < it.Size-off {
 		writeError(w, http.StatusInsufficientStorage, "disk_full", fmt.Sprintf("the hub has %d bytes free and needs %d more for this upload; try later", free, it.Size-off))
 		return
 	}
-	writeJSON(w, http.StatusOK, UploadState{Offset: off})
+	writeJSON(w, http.StatusOK, media.UploadState{Offset: off})
 }
 
 func (u *uploads) patch(w http.ResponseWriter, r *http.Request) {
 	sum := r.PathValue("sha256")
-	if !ValidSHA256(sum) {
+	if !media.ValidSHA256(sum) {
 		writeError(w, http.StatusBadRequest, "invalid_sha256", "want 64 lowercase hex digits")
 		return
 	}
@@ -182,7 +175,7 @@ func (u *uploads) patch(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "no_upload", "no upload of "+sum+"; POST /api/v1/uploads first")
 		return
 	}
-	var it Item
+	var it media.Item
 	if err == nil {
 		err = json.Unmarshal(b, &it)
 	}
@@ -220,7 +213,7 @@ func (u *uploads) patch(w http.ResponseWriter, r *http.Request) {
 	_ = f.Sync()
 	off += n
 	if cerr != nil || off < it.Size {
-		writeJSON(w, http.StatusOK, UploadState{Offset: off})
+		writeJSON(w, http.StatusOK, media.UploadState{Offset: off})
 		return
 	}
 	if _, err := f.Seek(0, io.SeekStart); err != nil {
@@ -238,7 +231,7 @@ func (u *uploads) patch(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	_ = f.Close()
-	if err := PlaceBlob(part, u.s.BlobRoot(), sum); err != nil {
+	if err := media.PlaceBlob(part, u.s.BlobRoot(), sum); err != nil {
 		writeError(w, http.StatusInternalServerError, "internal", err.Error())
 		return
 	}
@@ -248,5 +241,5 @@ func (u *uploads) patch(w http.ResponseWriter, r *http.Request) {
 	}
 	_ = os.Remove(meta)
 	u.log.Info("upload completed", "id", it.ID, "bytes", it.Size)
-	writeJSON(w, http.StatusOK, UploadState{Offset: off, Done: true})
+	writeJSON(w, http.StatusOK, media.UploadState{Offset: off, Done: true})
 }
