@@ -47,6 +47,7 @@ import (
 	"github.com/campusedge/campusedge/classroom/session"
 	"github.com/campusedge/campusedge/classroom/sfu"
 	"github.com/campusedge/campusedge/edge/api"
+	"github.com/campusedge/campusedge/edge/httpapi"
 	"github.com/campusedge/campusedge/edge/media"
 )
 
@@ -451,12 +452,12 @@ func (l *Live) registerRecording(srv *api.Server) {
 	srv.HandleFunc("POST /api/v1/sessions/{id}/recording/stop", func(w http.ResponseWriter, r *http.Request) {
 		id := r.PathValue("id")
 		if !session.ValidID(id) {
-			api.WriteError(w, http.StatusNotFound, "not_found", "no such session (session ids are 24 hex characters)")
+			httpapi.WriteError(w, http.StatusNotFound, "not_found", "no such session (session ids are 24 hex characters)")
 			return
 		}
-		tok, ok := api.BearerToken(r)
+		tok, ok := httpapi.BearerToken(r)
 		if !ok {
-			api.WriteError(w, http.StatusUnauthorized, "unauthorized", "send 'Authorization: Bearer <token>': the admin token or the session's master token")
+			httpapi.WriteError(w, http.StatusUnauthorized, "unauthorized", "send 'Authorization: Bearer <token>': the admin token or the session's master token")
 			return
 		}
 		if l.isAdmin == nil || !l.isAdmin(tok) {
@@ -466,7 +467,7 @@ func (l *Live) registerRecording(srv *api.Server) {
 				return
 			}
 			if g.Role != session.RoleMaster {
-				api.WriteError(w, http.StatusForbidden, "forbidden", "only the admin or the master teacher can stop a recording")
+				httpapi.WriteError(w, http.StatusForbidden, "forbidden", "only the admin or the master teacher can stop a recording")
 				return
 			}
 		}
@@ -475,7 +476,7 @@ func (l *Live) registerRecording(srv *api.Server) {
 			return
 		}
 		l.rec.stopSession(id)
-		api.WriteJSON(w, http.StatusOK, l.rec.status(id))
+		httpapi.WriteJSON(w, http.StatusOK, l.rec.status(id))
 	})
 }
 

@@ -12,6 +12,7 @@ import (
 
 	"github.com/campusedge/campusedge/edge/ctlwire"
 	"github.com/campusedge/campusedge/edge/fleet"
+	"github.com/campusedge/campusedge/edge/httpapi"
 )
 
 // Control channel timing. A terminal that misses about three pings is
@@ -147,7 +148,7 @@ func (s *Server) readHello(c *controlConn, r *http.Request) (ctlwire.Hello, erro
 	if err := ctlwire.DecodeBody(data, &h); err != nil {
 		return h, err
 	}
-	if tok, ok := BearerToken(r); ok && h.Token == "" {
+	if tok, ok := httpapi.BearerToken(r); ok && h.Token == "" {
 		h.Token = tok
 	}
 	if h.Token == "" || len(h.Token) > 256 {

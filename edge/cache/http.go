@@ -14,6 +14,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/campusedge/campusedge/edge/api"
+	"github.com/campusedge/campusedge/edge/httpapi"
 	"github.com/campusedge/campusedge/edge/media"
 )
 
@@ -36,17 +37,17 @@ func (c *Cache) serveMedia(w http.ResponseWriter, r *http.Request) {
 	defer func() { c.metrics.requests.WithLabelValues(outcome).Inc() }()
 	if !media.ValidID(id) {
 		outcome = "refused"
-		api.WriteError(w, http.StatusBadRequest, "invalid_id", "not a catalogue id (1-64 of a-z, 0-9, '.', '_', '-')")
+		httpapi.WriteError(w, http.StatusBadRequest, "invalid_id", "not a catalogue id (1-64 of a-z, 0-9, '.', '_', '-')")
 		return
 	}
 	it, ok, err := c.item(id)
 	if err != nil {
-		api.WriteError(w, http.StatusInternalServerError, "internal", "could not read the catalogue: "+err.Error())
+		httpapi.WriteError(w, http.StatusInternalServerError, "internal", "could not read the catalogue: "+err.Error())
 		return
 	}
 	if !ok {
 		outcome = "refused"
-		api.WriteError(w, http.StatusNotFound, "not_found", "no catalogue item "+id+" (is the catalogue synced? see GET /api/v1/catalog)")
+		httpapi.WriteError(w, http.StatusNotFound, "not_found", "no catalogue item "+id+" (is the catalogue synced? see GET /api/v1/catalog)")
 		return
 	}
 	h := w.Header()
@@ -86,7 +87,7 @@ again:
 		}
 		if c.cfg.Hub == "" {
 			outcome = "refused"
-			api.WriteError(w, http.StatusServiceUnavailable, "not_cached", id+" is not cached and no hub is configured (-cloud)")
+			httpapi.WriteError(w, http.StatusServiceUnavailable, "not_cached", id+" is not cached and no hub is configured (-cloud)")
 			return
 		}
 		// Join (or start) the one download of this item and stream it
@@ -124,7 +125,7 @@ again:
 	if err != nil {
 		c.reading(it.SHA256, -1)
 		outcome = "error"
-		api.WriteError(w, http.StatusInternalServerError, "blob_missing", "the cached file of "+id+" is gone: "+err.Error())
+		httpapi.WriteError(w, http.StatusInternalServerError, "blob_missing", "the cached file of "+id+" is gone: "+err.Error())
 		return
 	}
 	defer f.Close()
@@ -138,13 +139,13 @@ again:
 func writeFetchError(w http.ResponseWriter, id string, err error) {
 	switch {
 	case errors.Is(err, ErrNoSpace):
-		api.WriteError(w, http.StatusInsufficientStorage, "disk_full", err.Error())
+		httpapi.WriteError(w, http.StatusInsufficientStorage, "disk_full", err.Error())
 	case errors.Is(err, ErrCorrupt):
-		api.WriteError(w, http.StatusBadGateway, "upstream_corrupt", err.Error())
+		httpapi.WriteError(w, http.StatusBadGateway, "upstream_corrupt", err.Error())
 	case errors.Is(err, errClosed):
-		api.WriteError(w, http.StatusServiceUnavailable, "shutting_down", err.Error())
+		httpapi.WriteError(w, http.StatusServiceUnavailable, "shutting_down", err.Error())
 	default:
-		api.WriteError(w, http.StatusBadGateway, "upstream_failed", "could not fetch "+id+" from the hub: "+err.Error())
+		httpapi.WriteError(w, http.StatusBadGateway, "upstream_failed", "could not fetch "+id+" from the hub: "+err.Error())
 	}
 }
 
@@ -181,14 +182,14 @@ type CatalogResponse struct {
 func (c *Cache) listCatalog(w http.ResponseWriter, r *http.Request) {
 	q := strings.ToLower(strings.TrimSpace(r.URL.Query().Get("q")))
 	if len(q) > 256 {
-		api.WriteError(w, http.StatusBadRequest, "invalid_query", "q is longer than 256 bytes")
+		httpapi.WriteError(w, http.StatusBadRequest, "invalid_query", "q is longer than 256 bytes")
 		return
 	}
 	limit := 100
 	if l := r.URL.Query().Get("limit"); l != "" {
 		n, err := strconv.Atoi(l)
 		if err != nil || n < 1 || n > 1000 {
-			api.WriteError(w, http.StatusBadRequest, "invalid_limit", "limit must be 1-1000")
+			httpapi.WriteError(w, http.StatusBadRequest, "invalid_limit", "limit must be 1-1000")
 			return
 		}
 		limit = n
@@ -212,7 +213,7 @@ func (c *Cache) listCatalog(w http.ResponseWriter, r *http.Request) {
 		})
 	})
 	if err != nil {
-		api.WriteError(w, http.StatusInternalServerError, "internal", "could not read the catalogue: "+err.Error())
+		httpapi.WriteError(w, http.StatusInternalServerError, "internal", "could not read the catalogue: "+err.Error())
 		return
 	}
 	for _, it := range matched { // stat outside the transaction
@@ -225,7 +226,7 @@ func (c *Cache) listCatalog(w http.ResponseWriter, r *http.Request) {
 	}
 	out.Sync = c.syncSt
 	c.mu.Unlock()
-	api.WriteJSON(w, http.StatusOK, out)
+	httpapi.WriteJSON(w, http.StatusOK, out)
 }
 
 // sendfileWriter lets http.ServeContent reach net/http's zero-copy
