@@ -536,7 +536,7 @@ func TestWHIPPublishWHEPWatch(t *testing.T) {
 
 	pub := publish(t, ctx, e, s.ID, s.Tokens.Master)
 	// A WHIP publish starts the session.
-	if resp, b := e.do(t, ctx, "GET", "/api/v1/sessions/"+s.ID, e.admin, "", nil); resp.StatusCode != 200 || !bytes.Contains(b, []byte(`"state": "live"`)) {
+	if resp, b := e.do(t, ctx, "GET", "/api/v1/sessions/"+s.ID, e.admin, "", nil); resp.StatusCode != 200 || !bytes.Contains(b, []byte(`"state":"live"`)) {
 		t.Fatalf("session after WHIP: %d %s", resp.StatusCode, b)
 	}
 	// A second publisher is refused while the first is live.

@@ -24,12 +24,11 @@ const (
 	CodeInternal     = "internal"
 )
 
-// WriteJSON writes v with status.
+// WriteJSON writes v with status, compact (as the docs show it, and
+// embedded documents such as synced rosters keep their exact bytes).
 func WriteJSON(w http.ResponseWriter, status int, v any) {
 	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetIndent("", "  ")
-	if err := enc.Encode(v); err != nil {
+	if err := json.NewEncoder(&buf).Encode(v); err != nil {
 		WriteError(w, http.StatusInternalServerError, CodeInternal, "could not encode the response")
 		return
 	}

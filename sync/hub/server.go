@@ -18,6 +18,7 @@ import (
 
 	"github.com/campusedge/campusedge/edge/httpapi"
 	"github.com/campusedge/campusedge/edge/identity"
+	"github.com/campusedge/campusedge/edge/token"
 	"github.com/campusedge/campusedge/sync/wire"
 )
 
@@ -123,7 +124,7 @@ func (s *Server) enrol(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, http.StatusUnauthorized, "invalid_token", err.Error())
 		return
 	}
-	e, err := s.st.Enrol(r.Context(), identity.HashToken(secret), Edge{ID: req.EdgeID, PublicKey: pub}, s.now())
+	e, err := s.st.Enrol(r.Context(), token.Digest(secret), Edge{ID: req.EdgeID, PublicKey: pub}, s.now())
 	switch {
 	case errors.Is(err, ErrTokenInvalid):
 		s.fail(w, http.StatusUnauthorized, "invalid_token", "the enrolment token is unknown, already used or expired; ask the city for a new one (cityhub enrol-token -school CODE)")
