@@ -21,6 +21,7 @@ import (
 	"github.com/campusedge/campusedge/classroom/sfu"
 	"github.com/campusedge/campusedge/edge/api"
 	"github.com/campusedge/campusedge/edge/certs"
+	"github.com/campusedge/campusedge/edge/httpapi"
 )
 
 // The cascade: a session at this edge takes its lesson from another edge
@@ -469,14 +470,14 @@ func (l *Live) upstreamHandlers(srv *api.Server) {
 
 // adminSession checks the admin token and the session id.
 func (l *Live) adminSession(w http.ResponseWriter, r *http.Request) (string, bool) {
-	tok, ok := api.BearerToken(r)
+	tok, ok := httpapi.BearerToken(r)
 	if !ok || l.isAdmin == nil || !l.isAdmin(tok) {
-		api.WriteError(w, http.StatusUnauthorized, "unauthorized", "this call needs the admin token (DATA/admin-token)")
+		httpapi.WriteError(w, http.StatusUnauthorized, "unauthorized", "this call needs the admin token (DATA/admin-token)")
 		return "", false
 	}
 	id := r.PathValue("id")
 	if !session.ValidID(id) {
-		api.WriteError(w, http.StatusNotFound, "not_found", "no such session (session ids are 24 hex characters)")
+		httpapi.WriteError(w, http.StatusNotFound, "not_found", "no such session (session ids are 24 hex characters)")
 		return "", false
 	}
 	if _, err := l.Sessions.Get(id); err != nil {
@@ -492,11 +493,11 @@ func (l *Live) putUpstream(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var req UpstreamRequest
-	if !api.DecodeJSON(w, r, maxUpstreamBody, &req) {
+	if !httpapi.DecodeJSON(w, r, maxUpstreamBody, &req) {
 		return
 	}
 	if err := req.validate(); err != nil {
-		api.WriteError(w, http.StatusBadRequest, "invalid", err.Error())
+		httpapi.WriteError(w, http.StatusBadRequest, "invalid", err.Error())
 		return
 	}
 	if _, err := l.Sessions.Start(id); err != nil {
@@ -514,7 +515,7 @@ func (l *Live) putUpstream(w http.ResponseWriter, r *http.Request) {
 		c.mu.Unlock()
 		l.stageChanged(id, stage)
 	}
-	api.WriteJSON(w, http.StatusAccepted, st)
+	httpapi.WriteJSON(w, http.StatusAccepted, st)
 }
 
 func (l *Live) getUpstream(w http.ResponseWriter, r *http.Request) {
@@ -526,10 +527,10 @@ func (l *Live) getUpstream(w http.ResponseWriter, r *http.Request) {
 	u := l.upstreams[id]
 	l.mu.Unlock()
 	if u == nil {
-		api.WriteError(w, http.StatusNotFound, "not_found", "this session has no upstream; PUT one to take the lesson from another edge")
+		httpapi.WriteError(w, http.StatusNotFound, "not_found", "this session has no upstream; PUT one to take the lesson from another edge")
 		return
 	}
-	api.WriteJSON(w, http.StatusOK, u.status())
+	httpapi.WriteJSON(w, http.StatusOK, u.status())
 }
 
 func (l *Live) deleteUpstream(w http.ResponseWriter, r *http.Request) {
@@ -538,7 +539,7 @@ func (l *Live) deleteUpstream(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !l.stopUpstream(id) {
-		api.WriteError(w, http.StatusNotFound, "not_found", "this session has no upstream")
+		httpapi.WriteError(w, http.StatusNotFound, "not_found", "this session has no upstream")
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)

@@ -252,7 +252,7 @@ func TestCascade(t *testing.T) {
 	if r := peers[0].c.request(t, map[string]any{"type": "hand", "raised": true}); r.str("type") != "ack" {
 		t.Errorf("raise hand at B during the WAN cut: %v", r)
 	}
-	if resp, rb := b.do(t, ctx, "GET", "/api/v1/sessions/"+sb.ID, b.admin, "", nil); resp.StatusCode != 200 || !bytes.Contains(rb, []byte(`"state": "live"`)) {
+	if resp, rb := b.do(t, ctx, "GET", "/api/v1/sessions/"+sb.ID, b.admin, "", nil); resp.StatusCode != 200 || !bytes.Contains(rb, []byte(`"state":"live"`)) {
 		t.Errorf("session at B during the cut: %d %s", resp.StatusCode, rb)
 	}
 	time.Sleep(2 * time.Second) // a few retries fail while the link is down

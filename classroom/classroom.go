@@ -26,6 +26,7 @@ import (
 	"github.com/campusedge/campusedge/classroom/session"
 	"github.com/campusedge/campusedge/classroom/sfu"
 	"github.com/campusedge/campusedge/edge/api"
+	"github.com/campusedge/campusedge/edge/httpapi"
 )
 
 // MaxSDPBytes bounds a WHIP/WHEP offer. Real offers are 2–10 KiB.
@@ -160,7 +161,7 @@ func (l *Live) Close() {
 // ICE answer 405; clients then rely on the candidates in the offer.
 func noTrickle(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Allow", resourceAllow)
-	api.WriteError(w, http.StatusMethodNotAllowed, "trickle_not_supported", "this edge does not take trickle ICE; put every candidate in the offer (wait for ICE gathering to complete)")
+	httpapi.WriteError(w, http.StatusMethodNotAllowed, "trickle_not_supported", "this edge does not take trickle ICE; put every candidate in the offer (wait for ICE gathering to complete)")
 }
 
 // authorize checks the session id and the bearer token; master says
@@ -168,12 +169,12 @@ func noTrickle(w http.ResponseWriter, r *http.Request) {
 func (l *Live) authorize(w http.ResponseWriter, r *http.Request, master bool) (session.Grant, bool) {
 	id := r.PathValue("session")
 	if !session.ValidID(id) {
-		api.WriteError(w, http.StatusNotFound, "not_found", "no such session (session ids are 24 hex characters)")
+		httpapi.WriteError(w, http.StatusNotFound, "not_found", "no such session (session ids are 24 hex characters)")
 		return session.Grant{}, false
 	}
-	tok, ok := api.BearerToken(r)
+	tok, ok := httpapi.BearerToken(r)
 	if !ok {
-		api.WriteError(w, http.StatusUnauthorized, "unauthorized", "send 'Authorization: Bearer <token>' with a token of this session")
+		httpapi.WriteError(w, http.StatusUnauthorized, "unauthorized", "send 'Authorization: Bearer <token>' with a token of this session")
 		return session.Grant{}, false
 	}
 	g, err := l.Sessions.Authorize(id, tok)
@@ -182,7 +183,7 @@ func (l *Live) authorize(w http.ResponseWriter, r *http.Request, master bool) (s
 		return session.Grant{}, false
 	}
 	if master && g.Role != session.RoleMaster && g.Role != session.RoleCascade {
-		api.WriteError(w, http.StatusForbidden, "forbidden", "only the master teacher's token (or another edge's cascade token) may publish; the "+string(g.Role)+" token can watch with WHEP")
+		httpapi.WriteError(w, http.StatusForbidden, "forbidden", "only the master teacher's token (or another edge's cascade token) may publish; the "+string(g.Role)+" token can watch with WHEP")
 		return session.Grant{}, false
 	}
 	return g, true
@@ -192,22 +193,22 @@ func (l *Live) authorize(w http.ResponseWriter, r *http.Request, master bool) (s
 func readOffer(w http.ResponseWriter, r *http.Request) (string, bool) {
 	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	if err != nil || mt != "application/sdp" {
-		api.WriteError(w, http.StatusUnsupportedMediaType, "unsupported_media_type", "send the SDP offer with 'Content-Type: application/sdp'")
+		httpapi.WriteError(w, http.StatusUnsupportedMediaType, "unsupported_media_type", "send the SDP offer with 'Content-Type: application/sdp'")
 		return "", false
 	}
 	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxSDPBytes))
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
-			api.WriteError(w, http.StatusRequestEntityTooLarge, "body_too_large", fmt.Sprintf("the SDP offer is larger than %d bytes", MaxSDPBytes))
+			httpapi.WriteError(w, http.StatusRequestEntityTooLarge, "body_too_large", fmt.Sprintf("the SDP offer is larger than %d bytes", MaxSDPBytes))
 		} else {
-			api.WriteError(w, http.StatusBadRequest, "bad_request", "could not read the body: "+err.Error())
+			httpapi.WriteError(w, http.StatusBadRequest, "bad_request", "could not read the body: "+err.Error())
 		}
 		return "", false
 	}
 	offer := string(b)
 	if !strings.HasPrefix(offer, "v=0") {
-		api.WriteError(w, http.StatusBadRequest, "bad_sdp", "the body is not an SDP offer (it must start with v=0)")
+		httpapi.WriteError(w, http.StatusBadRequest, "bad_sdp", "the body is not an SDP offer (it must start with v=0)")
 		return "", false
 	}
 	return offer, true
@@ -216,19 +217,19 @@ func readOffer(w http.ResponseWriter, r *http.Request) (string, bool) {
 func writeSFUError(w http.ResponseWriter, err error) {
 	switch {
 	case errors.Is(err, sfu.ErrBusy):
-		api.WriteError(w, http.StatusConflict, "already_publishing", "someone is already publishing to this session; DELETE their WHIP resource first")
+		httpapi.WriteError(w, http.StatusConflict, "already_publishing", "someone is already publishing to this session; DELETE their WHIP resource first")
 	case errors.Is(err, sfu.ErrNoPublisher):
-		api.WriteError(w, http.StatusConflict, "no_publisher", "nobody is publishing to this session yet; try again when the master teacher is live ("+err.Error()+")")
+		httpapi.WriteError(w, http.StatusConflict, "no_publisher", "nobody is publishing to this session yet; try again when the master teacher is live ("+err.Error()+")")
 	case errors.Is(err, sfu.ErrBadOffer):
-		api.WriteError(w, http.StatusBadRequest, "bad_sdp", err.Error())
+		httpapi.WriteError(w, http.StatusBadRequest, "bad_sdp", err.Error())
 	case errors.Is(err, sfu.ErrNotFound):
-		api.WriteError(w, http.StatusNotFound, "not_found", "no such WHIP/WHEP resource (it may have ended already)")
+		httpapi.WriteError(w, http.StatusNotFound, "not_found", "no such WHIP/WHEP resource (it may have ended already)")
 	case errors.Is(err, sfu.ErrClosed):
-		api.WriteError(w, http.StatusServiceUnavailable, "shutting_down", "the edge is shutting down")
+		httpapi.WriteError(w, http.StatusServiceUnavailable, "shutting_down", "the edge is shutting down")
 	case errors.Is(err, context.DeadlineExceeded):
-		api.WriteError(w, http.StatusServiceUnavailable, "timeout", "negotiation took too long: "+err.Error())
+		httpapi.WriteError(w, http.StatusServiceUnavailable, "timeout", "negotiation took too long: "+err.Error())
 	default:
-		api.WriteError(w, http.StatusInternalServerError, "internal", "internal error: "+err.Error())
+		httpapi.WriteError(w, http.StatusInternalServerError, "internal", "internal error: "+err.Error())
 	}
 }
 
@@ -256,7 +257,7 @@ func (l *Live) whip(w http.ResponseWriter, r *http.Request) {
 		// ?school=<code> names it (its edge id by default).
 		school := r.URL.Query().Get("school")
 		if !validSchool(school) {
-			api.WriteError(w, http.StatusBadRequest, "invalid", "a cascade publish needs ?school=<1-32 of a-z, 0-9, - naming the sending school>")
+			httpapi.WriteError(w, http.StatusBadRequest, "invalid", "a cascade publish needs ?school=<1-32 of a-z, 0-9, - naming the sending school>")
 			return
 		}
 		source = sourceRemote(school)

@@ -18,7 +18,7 @@ import (
 	"github.com/campusedge/campusedge/classroom/session"
 	"github.com/campusedge/campusedge/classroom/sfu"
 	"github.com/campusedge/campusedge/edge/api"
-	"github.com/campusedge/campusedge/edge/wire"
+	"github.com/campusedge/campusedge/edge/ctlwire"
 )
 
 // sourceOf is the SFU source a classroom's camera and mic publish under.
@@ -121,7 +121,7 @@ func (l *Live) classFor(id string) *class {
 }
 
 // Claim takes control connections whose hello carries a session token.
-func (l *Live) Claim(hello wire.Hello, conn *api.ControlConn) (api.ControlSession, bool) {
+func (l *Live) Claim(hello ctlwire.Hello, conn *api.ControlConn) (api.ControlSession, bool) {
 	g, err := l.Sessions.Lookup(hello.Token)
 	if err != nil {
 		return nil, false
@@ -133,12 +133,12 @@ func (l *Live) Claim(hello wire.Hello, conn *api.ControlConn) (api.ControlSessio
 	p := &participant{l: l, conn: conn, grant: g, id: newParticipantID()}
 	p.setName(hello.Name)
 	p.log = l.log.With("session", g.SessionID, "participant", p.id, "role", string(g.Role), "classroom", g.ClassroomID)
-	h := wire.New(wire.TypeWelcome)
+	h := ctlwire.New(ctlwire.TypeWelcome)
 	h.ID = hello.ID
 	conn.Send(Welcome{Header: h, Role: string(g.Role), SessionID: g.SessionID, Classroom: g.ClassroomID,
 		ParticipantID: p.id, EdgeID: l.edgeID, HeartbeatSeconds: 10})
 	if s.State == session.StateEnded {
-		conn.Send(Ended{Header: wire.New(TypeEnded)})
+		conn.Send(Ended{Header: ctlwire.New(TypeEnded)})
 		conn.Close()
 		return p, true
 	}
@@ -148,7 +148,7 @@ func (l *Live) Claim(hello wire.Hello, conn *api.ControlConn) (api.ControlSessio
 }
 
 // Handle serves one message; messages of a connection are handled in order.
-func (p *participant) Handle(hdr wire.Header, data []byte) {
+func (p *participant) Handle(hdr ctlwire.Header, data []byte) {
 	if p.cls == nil {
 		return // the session had ended at hello
 	}
@@ -217,14 +217,14 @@ func sfuError(err error) error {
 	return err
 }
 
-func (p *participant) ack(hdr wire.Header) {
-	h := wire.New(TypeAck)
+func (p *participant) ack(hdr ctlwire.Header) {
+	h := ctlwire.New(TypeAck)
 	h.ID = hdr.ID
 	p.conn.Send(Ack{Header: h, For: hdr.Type})
 }
 
 // do runs one permitted request with p.mu held.
-func (p *participant) do(hdr wire.Header, msg any) error {
+func (p *participant) do(hdr ctlwire.Header, msg any) error {
 	l, c, g := p.l, p.cls, p.grant
 	switch m := msg.(type) {
 	case *Join:
@@ -264,7 +264,7 @@ func (p *participant) do(hdr wire.Header, msg any) error {
 			}
 		}
 		sub, err := l.SFU.NewSubscriber(g.SessionID, p.filter, func(sdp string) {
-			p.conn.Send(SDPMessage{Header: wire.New(TypeOffer), PC: PCSubscribe, SDP: sdp})
+			p.conn.Send(SDPMessage{Header: ctlwire.New(TypeOffer), PC: PCSubscribe, SDP: sdp})
 		})
 		if err != nil {
 			return sfuError(err)
@@ -373,7 +373,7 @@ func (p *participant) do(hdr wire.Header, msg any) error {
 	return nil
 }
 
-func (p *participant) publish(hdr wire.Header, m *Publish) error {
+func (p *participant) publish(hdr ctlwire.Header, m *Publish) error {
 	l, g := p.l, p.grant
 	ctx, cancel := context.WithTimeout(context.Background(), negotiateTimeout)
 	defer cancel()
@@ -411,7 +411,7 @@ func (p *participant) publish(hdr wire.Header, m *Publish) error {
 			l.broadcast(p.cls)
 		}()
 	}
-	h := wire.New(TypeAnswer)
+	h := ctlwire.New(TypeAnswer)
 	h.ID = hdr.ID
 	p.conn.Send(SDPMessage{Header: h, PC: PCPublish, SDP: answer})
 	l.broadcast(p.cls)
@@ -484,7 +484,7 @@ func (l *Live) broadcast(c *class) {
 		return
 	}
 	c.mu.Lock()
-	st := State{Header: wire.New(TypeState), SessionID: s.ID, Title: s.Title, SessionState: string(s.State),
+	st := State{Header: ctlwire.New(TypeState), SessionID: s.ID, Title: s.Title, SessionState: string(s.State),
 		Participants: []Participant{}, Stage: c.stage, Hands: []string{}, Muted: []string{}}
 	parts := make([]*participant, 0, len(c.parts))
 	for _, p := range c.parts {
@@ -561,7 +561,7 @@ func (l *Live) ended(id string) {
 	}
 	c.mu.Unlock()
 	for _, p := range parts {
-		p.conn.Send(Ended{Header: wire.New(TypeEnded)})
+		p.conn.Send(Ended{Header: ctlwire.New(TypeEnded)})
 		p.conn.Close()
 	}
 }

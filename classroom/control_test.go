@@ -259,7 +259,7 @@ func TestControlRoles(t *testing.T) {
 	}
 	// Nothing forbidden took effect: the session is not ended, nobody is
 	// on stage, no hand is up, nothing is muted.
-	if resp, body := e.do(t, ctx, "GET", "/api/v1/sessions/"+s.ID, e.admin, "", nil); !bytes.Contains(body, []byte(`"state": "created"`)) {
+	if resp, body := e.do(t, ctx, "GET", "/api/v1/sessions/"+s.ID, e.admin, "", nil); !bytes.Contains(body, []byte(`"state":"created"`)) {
 		t.Errorf("session after refused requests: %d %s", resp.StatusCode, body)
 	}
 	if st := conns["master"].lastState(); st == nil || st.str("stage") != "" || len(st["hands"].([]any)) != 0 || len(st["muted"].([]any)) != 0 {
@@ -800,7 +800,7 @@ func TestHTTPRoles(t *testing.T) {
 		}
 	}
 	// Nothing happened: the session is still "created".
-	if _, b := e.do(t, ctx, "GET", "/api/v1/sessions/"+s.ID, e.admin, "", nil); !bytes.Contains(b, []byte(`"state": "created"`)) {
+	if _, b := e.do(t, ctx, "GET", "/api/v1/sessions/"+s.ID, e.admin, "", nil); !bytes.Contains(b, []byte(`"state":"created"`)) {
 		t.Errorf("session after refused calls: %s", b)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"net/http"
 
 	"github.com/campusedge/campusedge/edge/api"
+	"github.com/campusedge/campusedge/edge/httpapi"
 )
 
 // CORS for WHIP and WHEP (RFC 9725 §4.4 and the WHEP draft): a web
@@ -80,7 +81,7 @@ func wrongMethod(endpoint bool) http.HandlerFunc {
 	}
 	return withCORS(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Allow", allow)
-		api.WriteError(w, http.StatusMethodNotAllowed, "method_not_allowed", r.Method+" is not allowed here; use "+allow)
+		httpapi.WriteError(w, http.StatusMethodNotAllowed, "method_not_allowed", r.Method+" is not allowed here; use "+allow)
 	})
 }
 

@@ -22,7 +22,7 @@ import (
 	"github.com/campusedge/campusedge/classroom/learning"
 	"github.com/campusedge/campusedge/classroom/quiz"
 	"github.com/campusedge/campusedge/classroom/session"
-	"github.com/campusedge/campusedge/edge/wire"
+	"github.com/campusedge/campusedge/edge/ctlwire"
 )
 
 // Interactive message types (protocol v1, additions to messages.go).
@@ -56,7 +56,7 @@ type LearningStore interface {
 
 // QuizPush pushes a question (client → edge).
 type QuizPush struct {
-	wire.Header
+	ctlwire.Header
 	Question json.RawMessage `json:"question"`
 }
 
@@ -66,7 +66,7 @@ type quizPushed struct{ q quiz.Question }
 // QuizOut is a question as participants receive it. Terminals and observers
 // get it without the correct answer.
 type QuizOut struct {
-	wire.Header
+	ctlwire.Header
 	SessionID string        `json:"session_id"`
 	Question  quiz.Question `json:"question"`
 	// Classroom is the one classroom an assistant pushed it to; "" when the
@@ -77,7 +77,7 @@ type QuizOut struct {
 
 // QuizAnswer answers a quiz: for the room, or (assistant) for one student.
 type QuizAnswer struct {
-	wire.Header
+	ctlwire.Header
 	QuizID  string   `json:"quiz_id"`
 	Student string   `json:"student_id,omitempty"`
 	Choices []int    `json:"choices,omitempty"`
@@ -86,19 +86,19 @@ type QuizAnswer struct {
 
 // QuizClose closes a quiz.
 type QuizClose struct {
-	wire.Header
+	ctlwire.Header
 	QuizID string `json:"quiz_id"`
 }
 
 // QuizClosed tells participants a quiz stopped counting answers.
 type QuizClosed struct {
-	wire.Header
+	ctlwire.Header
 	QuizID string `json:"quiz_id"`
 }
 
 // QuizResults carries a quiz's live results.
 type QuizResults struct {
-	wire.Header
+	ctlwire.Header
 	SessionID string       `json:"session_id"`
 	Results   quiz.Results `json:"results"`
 }
@@ -106,14 +106,14 @@ type QuizResults struct {
 // RosterRequest asks for the classroom's expected students. Group chooses
 // the group when the timetable does not say (a homeroom or teaching group).
 type RosterRequest struct {
-	wire.Header
+	ctlwire.Header
 	Classroom string `json:"classroom_id,omitempty"`
 	Group     string `json:"group,omitempty"`
 }
 
 // RosterOut is a classroom's roster with the marks so far.
 type RosterOut struct {
-	wire.Header
+	ctlwire.Header
 	Classroom string `json:"classroom_id"`
 	attendance.Class
 	Marks map[string]string `json:"marks"`
@@ -121,7 +121,7 @@ type RosterOut struct {
 
 // Mark marks one student.
 type Mark struct {
-	wire.Header
+	ctlwire.Header
 	Classroom string `json:"classroom_id,omitempty"`
 	Student   string `json:"student_id"`
 	Status    string `json:"status"`
@@ -130,27 +130,27 @@ type Mark struct {
 // Hands lists raised hands, first raised first. state.hands is sorted by
 // id; this is the queue the teacher answers in.
 type Hands struct {
-	wire.Header
+	ctlwire.Header
 	Order []string `json:"order"`
 }
 
 // Marks is a classroom's marks after a change.
 type Marks struct {
-	wire.Header
+	ctlwire.Header
 	Classroom string            `json:"classroom_id"`
 	Marks     map[string]string `json:"marks"`
 }
 
 // decodeInteract decodes the interactive message types; errUnknownType for
 // anything else.
-func decodeInteract(hdr wire.Header, data []byte) (any, error) {
+func decodeInteract(hdr ctlwire.Header, data []byte) (any, error) {
 	bad := func(format string, a ...any) error {
-		return fmt.Errorf("%w: %s", wire.ErrMalformed, fmt.Sprintf(format, a...))
+		return fmt.Errorf("%w: %s", ctlwire.ErrMalformed, fmt.Sprintf(format, a...))
 	}
 	switch hdr.Type {
 	case TypeQuiz:
 		var m QuizPush
-		if err := wire.DecodeBody(data, &m); err != nil {
+		if err := ctlwire.DecodeBody(data, &m); err != nil {
 			return nil, err
 		}
 		if len(m.Question) == 0 {
@@ -163,7 +163,7 @@ func decodeInteract(hdr wire.Header, data []byte) (any, error) {
 		return &quizPushed{q: q}, nil
 	case TypeQuizAnswer:
 		var m QuizAnswer
-		if err := wire.DecodeBody(data, &m); err != nil {
+		if err := ctlwire.DecodeBody(data, &m); err != nil {
 			return nil, err
 		}
 		if m.QuizID == "" || len(m.QuizID) > quiz.MaxIDLen || len(m.Student) > quiz.MaxIDLen {
@@ -175,7 +175,7 @@ func decodeInteract(hdr wire.Header, data []byte) (any, error) {
 		return &m, nil
 	case TypeQuizClose:
 		var m QuizClose
-		if err := wire.DecodeBody(data, &m); err != nil {
+		if err := ctlwire.DecodeBody(data, &m); err != nil {
 			return nil, err
 		}
 		if m.QuizID == "" || len(m.QuizID) > quiz.MaxIDLen {
@@ -184,7 +184,7 @@ func decodeInteract(hdr wire.Header, data []byte) (any, error) {
 		return &m, nil
 	case TypeRoster:
 		var m RosterRequest
-		if err := wire.DecodeBody(data, &m); err != nil {
+		if err := ctlwire.DecodeBody(data, &m); err != nil {
 			return nil, err
 		}
 		if len(m.Classroom) > 64 || len(m.Group) > 64 {
@@ -193,7 +193,7 @@ func decodeInteract(hdr wire.Header, data []byte) (any, error) {
 		return &m, nil
 	case TypeMark:
 		var m Mark
-		if err := wire.DecodeBody(data, &m); err != nil {
+		if err := ctlwire.DecodeBody(data, &m); err != nil {
 			return nil, err
 		}
 		if len(m.Classroom) > 64 || m.Student == "" || len(m.Student) > 64 {
@@ -204,7 +204,7 @@ func decodeInteract(hdr wire.Header, data []byte) (any, error) {
 		}
 		return &m, nil
 	}
-	return nil, fmt.Errorf("%w: message type %q is not part of live classes v%d", errUnknownType, hdr.Type, wire.Version)
+	return nil, fmt.Errorf("%w: message type %q is not part of live classes v%d", errUnknownType, hdr.Type, ctlwire.Version)
 }
 
 // interact holds the quizzes and attendance of every session.
@@ -346,7 +346,7 @@ func questionFor(p *participant, q quiz.Question) quiz.Question {
 }
 
 // doInteract runs one interactive request with p.mu held.
-func (p *participant) doInteract(hdr wire.Header, msg any) error {
+func (p *participant) doInteract(hdr ctlwire.Header, msg any) error {
 	x, g := p.l.x, p.grant
 	switch m := msg.(type) {
 	case *quizPushed:
@@ -378,7 +378,7 @@ func (p *participant) doInteract(hdr wire.Header, msg any) error {
 		p.ack(hdr)
 		for _, o := range p.l.participantsOf(g.SessionID) {
 			if inAudience(o, audience) {
-				o.conn.Send(QuizOut{Header: wire.New(TypeQuiz), SessionID: g.SessionID, Question: questionFor(o, m.q), Classroom: audience, Open: true})
+				o.conn.Send(QuizOut{Header: ctlwire.New(TypeQuiz), SessionID: g.SessionID, Question: questionFor(o, m.q), Classroom: audience, Open: true})
 			}
 		}
 		x.flush(lq)
@@ -442,7 +442,7 @@ func (p *participant) doInteract(hdr wire.Header, msg any) error {
 		if err != nil {
 			return err
 		}
-		h := wire.New(TypeRoster)
+		h := ctlwire.New(TypeRoster)
 		h.ID = hdr.ID
 		p.conn.Send(RosterOut{Header: h, Classroom: cid, Class: *cl, Marks: x.marksOf(g.SessionID, cid)})
 	case *Mark:
@@ -478,7 +478,7 @@ func (p *participant) doInteract(hdr wire.Header, msg any) error {
 		p.ack(hdr)
 		for _, o := range p.l.participantsOf(g.SessionID) {
 			if o.grant.Role == session.RoleMaster || o.grant.Role == session.RoleAssistant && o.grant.ClassroomID == cid {
-				o.conn.Send(Marks{Header: wire.New(TypeMarks), Classroom: cid, Marks: marks})
+				o.conn.Send(Marks{Header: ctlwire.New(TypeMarks), Classroom: cid, Marks: marks})
 			}
 		}
 	default:
@@ -606,7 +606,7 @@ func (x *interact) flush(lq *liveQuiz) {
 	lq.pending = false
 	lq.last = time.Now()
 	lq.mu.Unlock()
-	r := QuizResults{Header: wire.New(TypeQuizResults), SessionID: lq.session, Results: lq.tally.Results()}
+	r := QuizResults{Header: ctlwire.New(TypeQuizResults), SessionID: lq.session, Results: lq.tally.Results()}
 	for _, o := range x.l.participantsOf(lq.session) {
 		if seesResults(o, lq.audience) {
 			o.conn.Send(r)
@@ -628,7 +628,7 @@ func (x *interact) closeQuiz(lq *liveQuiz) {
 	id := lq.tally.Question().ID
 	for _, o := range x.l.participantsOf(lq.session) {
 		if inAudience(o, lq.audience) {
-			o.conn.Send(QuizClosed{Header: wire.New(TypeQuizClosed), QuizID: id})
+			o.conn.Send(QuizClosed{Header: ctlwire.New(TypeQuizClosed), QuizID: id})
 		}
 	}
 	x.flush(lq)
@@ -653,15 +653,15 @@ func (x *interact) joined(p *participant) {
 	}
 	x.mu.Unlock()
 	if g.Role == session.RoleMaster && hands != nil {
-		p.conn.Send(Hands{Header: wire.New(TypeHands), Order: hands})
+		p.conn.Send(Hands{Header: ctlwire.New(TypeHands), Order: hands})
 	}
 	for _, lq := range open {
 		r := lq.tally.Results()
 		if r.Open && inAudience(p, lq.audience) {
-			p.conn.Send(QuizOut{Header: wire.New(TypeQuiz), SessionID: g.SessionID, Question: questionFor(p, lq.tally.Question()), Classroom: lq.audience, Open: true})
+			p.conn.Send(QuizOut{Header: ctlwire.New(TypeQuiz), SessionID: g.SessionID, Question: questionFor(p, lq.tally.Question()), Classroom: lq.audience, Open: true})
 		}
 		if seesResults(p, lq.audience) {
-			p.conn.Send(QuizResults{Header: wire.New(TypeQuizResults), SessionID: g.SessionID, Results: r})
+			p.conn.Send(QuizResults{Header: ctlwire.New(TypeQuizResults), SessionID: g.SessionID, Results: r})
 		}
 	}
 }
@@ -688,7 +688,7 @@ func (x *interact) handChanged(sessionID, cid string, raised bool) {
 	x.mu.Unlock()
 	for _, o := range x.l.participantsOf(sessionID) {
 		if o.grant.Role == session.RoleMaster {
-			o.conn.Send(Hands{Header: wire.New(TypeHands), Order: order})
+			o.conn.Send(Hands{Header: ctlwire.New(TypeHands), Order: order})
 		}
 	}
 }

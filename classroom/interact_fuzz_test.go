@@ -4,7 +4,7 @@ import (
 	"testing"
 
 	"github.com/campusedge/campusedge/classroom/attendance"
-	"github.com/campusedge/campusedge/edge/wire"
+	"github.com/campusedge/campusedge/edge/ctlwire"
 )
 
 // FuzzDecodeInteract: quiz and attendance messages from any bytes decode to
@@ -28,7 +28,7 @@ func FuzzDecodeInteract(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		hdr, err := wire.Decode(data)
+		hdr, err := ctlwire.Decode(data)
 		if err != nil {
 			return
 		}

@@ -11,6 +11,7 @@ import (
 	"github.com/campusedge/campusedge/classroom/learning"
 	"github.com/campusedge/campusedge/classroom/session"
 	"github.com/campusedge/campusedge/edge/api"
+	"github.com/campusedge/campusedge/edge/httpapi"
 	"github.com/campusedge/campusedge/sync/schooldata"
 )
 
@@ -28,7 +29,7 @@ func (l *Live) interactHandlers(srv *api.Server) {
 func (l *Live) sessionParam(w http.ResponseWriter, r *http.Request) (session.Session, bool) {
 	s, err := l.Sessions.Get(r.PathValue("id"))
 	if err != nil {
-		api.WriteError(w, http.StatusNotFound, "not_found", "no such session on this edge (GET /api/v1/sessions lists them)")
+		httpapi.WriteError(w, http.StatusNotFound, "not_found", "no such session on this edge (GET /api/v1/sessions lists them)")
 		return session.Session{}, false
 	}
 	return s, true
@@ -41,12 +42,12 @@ func (l *Live) getRecords(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if l.x.store == nil {
-		api.WriteError(w, http.StatusNotFound, "no_store", "this edge keeps no learning records")
+		httpapi.WriteError(w, http.StatusNotFound, "no_store", "this edge keeps no learning records")
 		return
 	}
 	kind := r.URL.Query().Get("kind")
 	if kind != "" && kind != "quiz" && kind != "attendance" && kind != "session" {
-		api.WriteError(w, http.StatusBadRequest, "invalid", "kind must be quiz, attendance or session (or absent for all)")
+		httpapi.WriteError(w, http.StatusBadRequest, "invalid", "kind must be quiz, attendance or session (or absent for all)")
 		return
 	}
 	if kind != "" {
@@ -56,17 +57,17 @@ func (l *Live) getRecords(w http.ResponseWriter, r *http.Request) {
 	if v := r.URL.Query().Get("limit"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 1 || n > 10000 {
-			api.WriteError(w, http.StatusBadRequest, "invalid", "limit must be 1..10000")
+			httpapi.WriteError(w, http.StatusBadRequest, "invalid", "limit must be 1..10000")
 			return
 		}
 		limit = n
 	}
 	recs, err := l.x.store.Session(s.ID, kind, limit)
 	if err != nil {
-		api.WriteError(w, http.StatusInternalServerError, "store", "reading the records failed: "+err.Error())
+		httpapi.WriteError(w, http.StatusInternalServerError, "store", "reading the records failed: "+err.Error())
 		return
 	}
-	api.WriteJSON(w, http.StatusOK, map[string]any{"session_id": s.ID, "records": recs})
+	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"session_id": s.ID, "records": recs})
 }
 
 // ClassroomAttendance is one classroom's attendance in a session.
@@ -92,7 +93,7 @@ func (l *Live) getAttendance(w http.ResponseWriter, r *http.Request) {
 	if l.x.store != nil {
 		recs, err := l.x.store.Session(s.ID, "attendance.", 0)
 		if err != nil {
-			api.WriteError(w, http.StatusInternalServerError, "store", "reading the records failed: "+err.Error())
+			httpapi.WriteError(w, http.StatusInternalServerError, "store", "reading the records failed: "+err.Error())
 			return
 		}
 		open := map[string]int{}
@@ -125,7 +126,7 @@ func (l *Live) getAttendance(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
-	api.WriteJSON(w, http.StatusOK, map[string]any{"session_id": s.ID, "state": s.State, "classrooms": out})
+	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"session_id": s.ID, "state": s.State, "classrooms": out})
 }
 
 // putRoster: PUT /api/v1/attendance/roster with a roster CSV. Any bad row
@@ -133,11 +134,11 @@ func (l *Live) getAttendance(w http.ResponseWriter, r *http.Request) {
 func (l *Live) putRoster(w http.ResponseWriter, r *http.Request) {
 	src := l.x.roster
 	if src == nil {
-		api.WriteError(w, http.StatusNotFound, "no_roster", "this edge keeps no roster")
+		httpapi.WriteError(w, http.StatusNotFound, "no_roster", "this edge keeps no roster")
 		return
 	}
 	if ct := r.Header.Get("Content-Type"); !strings.HasPrefix(ct, "text/csv") {
-		api.WriteError(w, http.StatusUnsupportedMediaType, "unsupported_media_type", "send the roster as 'Content-Type: text/csv' with the header student_id,name,homeroom,groups")
+		httpapi.WriteError(w, http.StatusUnsupportedMediaType, "unsupported_media_type", "send the roster as 'Content-Type: text/csv' with the header student_id,name,homeroom,groups")
 		return
 	}
 	n, err := src.Import(http.MaxBytesReader(w, r.Body, schooldata.MaxFileBytes))
@@ -145,34 +146,34 @@ func (l *Live) putRoster(w http.ResponseWriter, r *http.Request) {
 	var mbe *http.MaxBytesError
 	switch {
 	case errors.As(err, &ie):
-		api.WriteJSON(w, http.StatusBadRequest, map[string]any{"error": map[string]any{
+		httpapi.WriteJSON(w, http.StatusBadRequest, map[string]any{"error": map[string]any{
 			"code": "invalid_rows", "message": "nothing was imported: fix these rows and send the whole file again: " + err.Error(), "rows": ie.Rows}})
 		return
 	case errors.As(err, &mbe):
-		api.WriteError(w, http.StatusRequestEntityTooLarge, "body_too_large", "the roster is larger than 16 MiB")
+		httpapi.WriteError(w, http.StatusRequestEntityTooLarge, "body_too_large", "the roster is larger than 16 MiB")
 		return
 	case err != nil:
-		api.WriteError(w, http.StatusInternalServerError, "store", "storing the roster failed: "+err.Error())
+		httpapi.WriteError(w, http.StatusInternalServerError, "store", "storing the roster failed: "+err.Error())
 		return
 	}
 	l.log.Info("roster imported", "students", n)
-	api.WriteJSON(w, http.StatusOK, map[string]any{"students": n})
+	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"students": n})
 }
 
 func (l *Live) getRoster(w http.ResponseWriter, r *http.Request) {
 	if l.x.roster == nil {
-		api.WriteError(w, http.StatusNotFound, "no_roster", "this edge keeps no roster")
+		httpapi.WriteError(w, http.StatusNotFound, "no_roster", "this edge keeps no roster")
 		return
 	}
 	ro, src, err := l.x.roster.Roster()
 	if errors.Is(err, attendance.ErrNoRoster) {
-		api.WriteError(w, http.StatusNotFound, "no_roster", err.Error())
+		httpapi.WriteError(w, http.StatusNotFound, "no_roster", err.Error())
 		return
 	} else if err != nil {
-		api.WriteError(w, http.StatusInternalServerError, "store", err.Error())
+		httpapi.WriteError(w, http.StatusInternalServerError, "store", err.Error())
 		return
 	}
-	api.WriteJSON(w, http.StatusOK, map[string]any{"source": src, "students": ro.Students})
+	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"source": src, "students": ro.Students})
 }
 
 // Current is what a classroom's paired big-screen browser polls.
@@ -189,14 +190,14 @@ type Current struct {
 // and this classroom's terminal and assistant tokens for it, so the page
 // joins by itself when the class starts.
 func (l *Live) getCurrent(w http.ResponseWriter, r *http.Request) {
-	tok, ok := api.BearerToken(r)
+	tok, ok := httpapi.BearerToken(r)
 	if !ok || l.terminalClassroom == nil {
-		api.WriteError(w, http.StatusUnauthorized, "unauthorized", "send 'Authorization: Bearer <token>' with this classroom's paired terminal token (pair the page with a code from the console)")
+		httpapi.WriteError(w, http.StatusUnauthorized, "unauthorized", "send 'Authorization: Bearer <token>' with this classroom's paired terminal token (pair the page with a code from the console)")
 		return
 	}
 	cid, err := l.terminalClassroom(tok)
 	if err != nil {
-		api.WriteError(w, http.StatusUnauthorized, "unauthorized", "this terminal token is not valid; pair the page again with a new code")
+		httpapi.WriteError(w, http.StatusUnauthorized, "unauthorized", "this terminal token is not valid; pair the page again with a new code")
 		return
 	}
 	cur := Current{Classroom: cid}
@@ -212,13 +213,13 @@ func (l *Live) getCurrent(w http.ResponseWriter, r *http.Request) {
 		cur.Session = &s
 		t, a, err := l.x.pageTokens(l.Sessions, s.ID, cid)
 		if err != nil {
-			api.WriteError(w, http.StatusConflict, "session_ended", err.Error())
+			httpapi.WriteError(w, http.StatusConflict, "session_ended", err.Error())
 			return
 		}
 		cur.Terminal, cur.Assistant = t, a
 		break
 	}
-	api.WriteJSON(w, http.StatusOK, cur)
+	httpapi.WriteJSON(w, http.StatusOK, cur)
 }
 
 func containsString(s []string, v string) bool {

@@ -25,7 +25,7 @@ import (
 	"github.com/pion/webrtc/v4"
 
 	"github.com/campusedge/campusedge/classroom/sfu"
-	"github.com/campusedge/campusedge/edge/appliance"
+	"github.com/campusedge/campusedge/cmd/edged/appliance"
 	"github.com/campusedge/campusedge/edge/certs"
 	"github.com/campusedge/campusedge/edge/config"
 )
@@ -536,7 +536,7 @@ func TestWHIPPublishWHEPWatch(t *testing.T) {
 
 	pub := publish(t, ctx, e, s.ID, s.Tokens.Master)
 	// A WHIP publish starts the session.
-	if resp, b := e.do(t, ctx, "GET", "/api/v1/sessions/"+s.ID, e.admin, "", nil); resp.StatusCode != 200 || !bytes.Contains(b, []byte(`"state": "live"`)) {
+	if resp, b := e.do(t, ctx, "GET", "/api/v1/sessions/"+s.ID, e.admin, "", nil); resp.StatusCode != 200 || !bytes.Contains(b, []byte(`"state":"live"`)) {
 		t.Fatalf("session after WHIP: %d %s", resp.StatusCode, b)
 	}
 	// A second publisher is refused while the first is live.

@@ -4,7 +4,7 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/campusedge/campusedge/edge/wire"
+	"github.com/campusedge/campusedge/edge/ctlwire"
 )
 
 // Control-channel message types of live classes (protocol v1, see
@@ -41,32 +41,32 @@ const (
 
 // Join enters the class. Name is shown to others (optional).
 type Join struct {
-	wire.Header
+	ctlwire.Header
 	Name string `json:"name,omitempty"`
 }
 
 // Leave leaves the class.
-type Leave struct{ wire.Header }
+type Leave struct{ ctlwire.Header }
 
 // Publish carries an SDP offer for the publish connection.
 type Publish struct {
-	wire.Header
+	ctlwire.Header
 	SDP string `json:"sdp"`
 }
 
 // Subscribe asks the edge to send media.
-type Subscribe struct{ wire.Header }
+type Subscribe struct{ ctlwire.Header }
 
 // SDPMessage is an offer or answer for one of the two connections.
 type SDPMessage struct {
-	wire.Header
+	ctlwire.Header
 	PC  string `json:"pc"`
 	SDP string `json:"sdp"`
 }
 
 // Candidate is one trickled ICE candidate (RTCIceCandidateInit's fields).
 type Candidate struct {
-	wire.Header
+	ctlwire.Header
 	PC            string  `json:"pc"`
 	Candidate     string  `json:"candidate"`
 	SDPMid        *string `json:"sdpMid,omitempty"`
@@ -76,37 +76,37 @@ type Candidate struct {
 // Hand raises (true) or lowers (false) the sender's classroom's hand. The
 // master lowers any classroom's hand by naming it.
 type Hand struct {
-	wire.Header
+	ctlwire.Header
 	Raised    bool   `json:"raised"`
 	Classroom string `json:"classroom_id,omitempty"`
 }
 
 // Stage puts Classroom on stage (On true) or back (On false).
 type Stage struct {
-	wire.Header
+	ctlwire.Header
 	Classroom string `json:"classroom_id"`
 	On        bool   `json:"on"`
 }
 
 // Mute mutes or unmutes Classroom's audio for everybody.
 type Mute struct {
-	wire.Header
+	ctlwire.Header
 	Classroom string `json:"classroom_id"`
 	Muted     bool   `json:"muted"`
 }
 
 // End ends the class.
-type End struct{ wire.Header }
+type End struct{ ctlwire.Header }
 
 // Ack answers a control request by its id.
 type Ack struct {
-	wire.Header
+	ctlwire.Header
 	For string `json:"for"` // the request's type
 }
 
 // Welcome answers the hello of a session token.
 type Welcome struct {
-	wire.Header
+	ctlwire.Header
 	Role             string `json:"role"`
 	SessionID        string `json:"session_id"`
 	Classroom        string `json:"classroom_id,omitempty"`
@@ -127,7 +127,7 @@ type Participant struct {
 // State is the whole class, sent to every joined participant after each
 // change (small: at most ~100 classrooms).
 type State struct {
-	wire.Header
+	ctlwire.Header
 	SessionID    string        `json:"session_id"`
 	Title        string        `json:"title"`
 	SessionState string        `json:"session_state"`
@@ -138,11 +138,11 @@ type State struct {
 }
 
 // Ended tells participants the class is over.
-type Ended struct{ wire.Header }
+type Ended struct{ ctlwire.Header }
 
 // decodeMessage decodes one client → edge message strictly and validates
-// its fields. The header has passed wire.Decode.
-func decodeMessage(hdr wire.Header, data []byte) (any, error) {
+// its fields. The header has passed ctlwire.Decode.
+func decodeMessage(hdr ctlwire.Header, data []byte) (any, error) {
 	var v any
 	switch hdr.Type {
 	case TypeJoin:
@@ -168,7 +168,7 @@ func decodeMessage(hdr wire.Header, data []byte) (any, error) {
 	default:
 		return decodeInteract(hdr, data) // interact.go: quizzes, attendance
 	}
-	if err := wire.DecodeBody(data, v); err != nil {
+	if err := ctlwire.DecodeBody(data, v); err != nil {
 		return nil, err
 	}
 	if err := validate(v); err != nil {
@@ -181,7 +181,7 @@ var errUnknownType = fmt.Errorf("unknown message type")
 
 func validate(v any) error {
 	bad := func(format string, a ...any) error {
-		return fmt.Errorf("%w: %s", wire.ErrMalformed, fmt.Sprintf(format, a...))
+		return fmt.Errorf("%w: %s", ctlwire.ErrMalformed, fmt.Sprintf(format, a...))
 	}
 	checkSDP := func(s string) error {
 		if !strings.HasPrefix(s, "v=0") {

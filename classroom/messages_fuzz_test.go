@@ -3,7 +3,7 @@ package classroom
 import (
 	"testing"
 
-	"github.com/campusedge/campusedge/edge/wire"
+	"github.com/campusedge/campusedge/edge/ctlwire"
 )
 
 // FuzzDecodeMessage: any bytes through the envelope and body decoders give
@@ -25,7 +25,7 @@ func FuzzDecodeMessage(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		hdr, err := wire.Decode(data)
+		hdr, err := ctlwire.Decode(data)
 		if err != nil {
 			return
 		}

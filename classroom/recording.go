@@ -47,13 +47,14 @@ import (
 	"github.com/campusedge/campusedge/classroom/session"
 	"github.com/campusedge/campusedge/classroom/sfu"
 	"github.com/campusedge/campusedge/edge/api"
-	"github.com/campusedge/campusedge/sync/catalog"
+	"github.com/campusedge/campusedge/edge/httpapi"
+	"github.com/campusedge/campusedge/edge/media"
 )
 
 // LessonStore keeps recorded lessons: the resource cache's AddLocal
 // (hash, store content-addressed, catalogue as a local item).
 type LessonStore interface {
-	AddLocal(ctx context.Context, r io.Reader, declared int64, meta catalog.Item) (catalog.Item, error)
+	AddLocal(ctx context.Context, r io.Reader, declared int64, meta media.Item) (media.Item, error)
 }
 
 const (
@@ -204,7 +205,7 @@ func (r *recorders) recover() {
 				_ = os.Remove(name) // metadata of a recording that never completed
 				continue
 			}
-			var meta catalog.Item
+			var meta media.Item
 			b, err := os.ReadFile(name)
 			if err == nil {
 				err = json.Unmarshal(b, &meta)
@@ -225,19 +226,19 @@ func (r *recorders) recover() {
 
 // importFile adds base.webm to the lesson store with meta, then removes
 // base.webm and base.json.
-func (r *recorders) importFile(base string, meta catalog.Item) (catalog.Item, error) {
+func (r *recorders) importFile(base string, meta media.Item) (media.Item, error) {
 	f, err := os.Open(base + ".webm")
 	if err != nil {
-		return catalog.Item{}, err
+		return media.Item{}, err
 	}
 	defer f.Close()
 	info, err := f.Stat()
 	if err != nil {
-		return catalog.Item{}, err
+		return media.Item{}, err
 	}
 	it, err := r.store.AddLocal(r.ctx, &ctxReader{ctx: r.ctx, r: f}, info.Size(), meta)
 	if err != nil {
-		return catalog.Item{}, err
+		return media.Item{}, err
 	}
 	_ = f.Close()
 	if err := errors.Join(os.Remove(base+".webm"), os.Remove(base+".json")); err != nil {
@@ -451,12 +452,12 @@ func (l *Live) registerRecording(srv *api.Server) {
 	srv.HandleFunc("POST /api/v1/sessions/{id}/recording/stop", func(w http.ResponseWriter, r *http.Request) {
 		id := r.PathValue("id")
 		if !session.ValidID(id) {
-			api.WriteError(w, http.StatusNotFound, "not_found", "no such session (session ids are 24 hex characters)")
+			httpapi.WriteError(w, http.StatusNotFound, "not_found", "no such session (session ids are 24 hex characters)")
 			return
 		}
-		tok, ok := api.BearerToken(r)
+		tok, ok := httpapi.BearerToken(r)
 		if !ok {
-			api.WriteError(w, http.StatusUnauthorized, "unauthorized", "send 'Authorization: Bearer <token>': the admin token or the session's master token")
+			httpapi.WriteError(w, http.StatusUnauthorized, "unauthorized", "send 'Authorization: Bearer <token>': the admin token or the session's master token")
 			return
 		}
 		if l.isAdmin == nil || !l.isAdmin(tok) {
@@ -466,7 +467,7 @@ func (l *Live) registerRecording(srv *api.Server) {
 				return
 			}
 			if g.Role != session.RoleMaster {
-				api.WriteError(w, http.StatusForbidden, "forbidden", "only the admin or the master teacher can stop a recording")
+				httpapi.WriteError(w, http.StatusForbidden, "forbidden", "only the admin or the master teacher can stop a recording")
 				return
 			}
 		}
@@ -475,7 +476,7 @@ func (l *Live) registerRecording(srv *api.Server) {
 			return
 		}
 		l.rec.stopSession(id)
-		api.WriteJSON(w, http.StatusOK, l.rec.status(id))
+		httpapi.WriteJSON(w, http.StatusOK, l.rec.status(id))
 	})
 }
 
@@ -780,7 +781,7 @@ func (p *part) fail(reason string, err error) {
 
 // meta is the micro-lesson's catalogue entry (ID, size and hash are the
 // store's to fill).
-func (p *part) meta(st record.Stats) catalog.Item {
+func (p *part) meta(st record.Stats) media.Item {
 	at := p.began
 	if p.sess.StartedAt != nil && p.n == 1 {
 		at = *p.sess.StartedAt
@@ -789,10 +790,10 @@ func (p *part) meta(st record.Stats) catalog.Item {
 	if p.n > 1 {
 		title += fmt.Sprintf(" (part %d)", p.n)
 	}
-	if len(title) > catalog.MaxTitleLen {
+	if len(title) > media.MaxTitleLen {
 		title = p.sess.Title
 	}
-	return catalog.Item{Title: title, Subject: p.sess.Subject, MIME: "video/webm", DurationSeconds: int(math.Round(st.Duration.Seconds()))}
+	return media.Item{Title: title, Subject: p.sess.Subject, MIME: "video/webm", DurationSeconds: int(math.Round(st.Duration.Seconds()))}
 }
 
 func (p *part) status() PartStatus {

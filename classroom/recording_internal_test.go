@@ -15,19 +15,19 @@ import (
 
 	"github.com/campusedge/campusedge/classroom/session"
 	"github.com/campusedge/campusedge/classroom/sfu"
-	"github.com/campusedge/campusedge/sync/catalog"
+	"github.com/campusedge/campusedge/edge/media"
 )
 
 // memLessons keeps imported lessons in memory.
 type memLessons struct {
 	mu    sync.Mutex
-	items []catalog.Item
+	items []media.Item
 }
 
-func (m *memLessons) AddLocal(_ context.Context, r io.Reader, _ int64, meta catalog.Item) (catalog.Item, error) {
+func (m *memLessons) AddLocal(_ context.Context, r io.Reader, _ int64, meta media.Item) (media.Item, error) {
 	b, err := io.ReadAll(r)
 	if err != nil {
-		return catalog.Item{}, err
+		return media.Item{}, err
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()

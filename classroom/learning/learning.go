@@ -20,7 +20,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
-	syncwire "github.com/campusedge/campusedge/sync/wire"
+	"github.com/campusedge/campusedge/sync/wire"
 )
 
 // Bucket holds the records, keyed by session id, a 0 byte, then the outbox
@@ -60,7 +60,7 @@ type Record struct {
 
 // Appender puts a record on its way to the city inside the caller's write
 // transaction: sync/outbox.AppendTx.
-type Appender func(tx *bolt.Tx, kind string, payload []byte, now time.Time) (syncwire.Record, error)
+type Appender func(tx *bolt.Tx, kind string, payload []byte, now time.Time) (wire.Record, error)
 
 // Store adds and lists learning records.
 type Store struct {

@@ -12,7 +12,7 @@ import (
 
 	"github.com/campusedge/campusedge/classroom/learning"
 	"github.com/campusedge/campusedge/sync/outbox"
-	syncwire "github.com/campusedge/campusedge/sync/wire"
+	"github.com/campusedge/campusedge/sync/wire"
 )
 
 func TestRecordsGoToTheOutboxInTheSameTx(t *testing.T) {
@@ -51,8 +51,8 @@ func TestRecordsGoToTheOutboxInTheSameTx(t *testing.T) {
 		t.Fatalf("outbox payload %s", pend[1].Payload)
 	}
 	// A failing outbox stores nothing: record and outbox entry go together.
-	failing := learning.New(db, func(*bolt.Tx, string, []byte, time.Time) (syncwire.Record, error) {
-		return syncwire.Record{}, errors.New("outbox full")
+	failing := learning.New(db, func(*bolt.Tx, string, []byte, time.Time) (wire.Record, error) {
+		return wire.Record{}, errors.New("outbox full")
 	}, nil)
 	if _, err := failing.Add(ctx, learning.Record{Kind: learning.KindQuizAnswer, Session: "s1"}); err == nil {
 		t.Fatal("add with a failing outbox succeeded")

@@ -1,6 +1,10 @@
 package session
 
-import "fmt"
+import (
+	"fmt"
+
+	"github.com/campusedge/campusedge/edge/token"
+)
 
 // Issue mints another token for a role in a session: a classroom's paired
 // big-screen browser asks for its classroom's terminal and assistant tokens
@@ -31,7 +35,7 @@ func (m *Manager) Issue(sessionID string, role Role, classroomID string) (string
 	default:
 		return "", fmt.Errorf("%w: role %q cannot be issued", ErrInvalid, role)
 	}
-	tok := newToken()
-	m.grants[hashToken(tok)] = Grant{SessionID: sessionID, Role: role, ClassroomID: classroomID}
+	tok := token.New()
+	m.grants[token.Hash(tok)] = Grant{SessionID: sessionID, Role: role, ClassroomID: classroomID}
 	return tok, nil
 }

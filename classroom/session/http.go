@@ -5,6 +5,7 @@ import (
 	"net/http"
 
 	"github.com/campusedge/campusedge/edge/api"
+	"github.com/campusedge/campusedge/edge/httpapi"
 )
 
 // maxCreateBody bounds POST /api/v1/sessions: 100 classroom ids of 64 bytes
@@ -52,16 +53,16 @@ type caller struct {
 // authorize checks the bearer token against the admin token and, when id is
 // not empty, the tokens of session id. It writes the error itself.
 func (h *Handlers) authorize(w http.ResponseWriter, r *http.Request, id string) (caller, bool) {
-	tok, ok := api.BearerToken(r)
+	tok, ok := httpapi.BearerToken(r)
 	if !ok {
-		api.WriteError(w, http.StatusUnauthorized, "unauthorized", "send 'Authorization: Bearer <token>': the admin token or a token of this session")
+		httpapi.WriteError(w, http.StatusUnauthorized, "unauthorized", "send 'Authorization: Bearer <token>': the admin token or a token of this session")
 		return caller{}, false
 	}
 	if h.IsAdmin != nil && h.IsAdmin(tok) {
 		return caller{admin: true}, true
 	}
 	if id == "" {
-		api.WriteError(w, http.StatusUnauthorized, "unauthorized", "this call needs the admin token (DATA/admin-token)")
+		httpapi.WriteError(w, http.StatusUnauthorized, "unauthorized", "this call needs the admin token (DATA/admin-token)")
 		return caller{}, false
 	}
 	g, err := h.M.Authorize(id, tok)
@@ -75,32 +76,32 @@ func (h *Handlers) authorize(w http.ResponseWriter, r *http.Request, id string) 
 // WriteAuthError maps an Authorize error to 401 or 403.
 func WriteAuthError(w http.ResponseWriter, err error) {
 	if errors.Is(err, ErrForbidden) {
-		api.WriteError(w, http.StatusForbidden, "forbidden", "this token belongs to another session")
+		httpapi.WriteError(w, http.StatusForbidden, "forbidden", "this token belongs to another session")
 		return
 	}
-	api.WriteError(w, http.StatusUnauthorized, "unauthorized", "the token is not valid for any session on this edge")
+	httpapi.WriteError(w, http.StatusUnauthorized, "unauthorized", "the token is not valid for any session on this edge")
 }
 
 // WriteError maps a Manager error to a response.
 func WriteError(w http.ResponseWriter, err error) {
 	switch {
 	case errors.Is(err, ErrInvalid):
-		api.WriteError(w, http.StatusBadRequest, "invalid", err.Error())
+		httpapi.WriteError(w, http.StatusBadRequest, "invalid", err.Error())
 	case errors.Is(err, ErrNotFound):
-		api.WriteError(w, http.StatusNotFound, "not_found", err.Error())
+		httpapi.WriteError(w, http.StatusNotFound, "not_found", err.Error())
 	case errors.Is(err, ErrEnded):
-		api.WriteError(w, http.StatusConflict, "session_ended", err.Error())
+		httpapi.WriteError(w, http.StatusConflict, "session_ended", err.Error())
 	case errors.Is(err, ErrLimit):
-		api.WriteError(w, http.StatusTooManyRequests, "session_limit", err.Error())
+		httpapi.WriteError(w, http.StatusTooManyRequests, "session_limit", err.Error())
 	default:
-		api.WriteError(w, http.StatusInternalServerError, "internal", "internal error: "+err.Error())
+		httpapi.WriteError(w, http.StatusInternalServerError, "internal", "internal error: "+err.Error())
 	}
 }
 
 func (h *Handlers) pathID(w http.ResponseWriter, r *http.Request) (string, bool) {
 	id := r.PathValue("id")
 	if !ValidID(id) {
-		api.WriteError(w, http.StatusNotFound, "not_found", "no session "+quote(id)+" (session ids are 24 hex characters)")
+		httpapi.WriteError(w, http.StatusNotFound, "not_found", "no session "+quote(id)+" (session ids are 24 hex characters)")
 		return "", false
 	}
 	return id, true
@@ -111,7 +112,7 @@ func (h *Handlers) create(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var req CreateRequest
-	if !api.DecodeJSON(w, r, maxCreateBody, &req) {
+	if !httpapi.DecodeJSON(w, r, maxCreateBody, &req) {
 		return
 	}
 	s, toks, err := h.M.Create(req)
@@ -119,14 +120,14 @@ func (h *Handlers) create(w http.ResponseWriter, r *http.Request) {
 		WriteError(w, err)
 		return
 	}
-	api.WriteJSON(w, http.StatusCreated, CreateResponse{Session: s, Tokens: toks})
+	httpapi.WriteJSON(w, http.StatusCreated, CreateResponse{Session: s, Tokens: toks})
 }
 
 func (h *Handlers) list(w http.ResponseWriter, r *http.Request) {
 	if _, ok := h.authorize(w, r, ""); !ok {
 		return
 	}
-	api.WriteJSON(w, http.StatusOK, map[string]any{"sessions": h.M.List()})
+	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"sessions": h.M.List()})
 }
 
 func (h *Handlers) get(w http.ResponseWriter, r *http.Request) {
@@ -146,7 +147,7 @@ func (h *Handlers) get(w http.ResponseWriter, r *http.Request) {
 	if h.Recording != nil {
 		v.Recording = h.Recording(id)
 	}
-	api.WriteJSON(w, http.StatusOK, v)
+	httpapi.WriteJSON(w, http.StatusOK, v)
 }
 
 // canControl: only the admin and the master teacher start and end a class.
@@ -170,7 +171,7 @@ func (h *Handlers) transition(w http.ResponseWriter, r *http.Request, verb strin
 		return
 	}
 	if !canControl(c) {
-		api.WriteError(w, http.StatusForbidden, "forbidden", "the "+string(c.grant.Role)+" token cannot "+verb+" a session; only the master teacher or the admin can")
+		httpapi.WriteError(w, http.StatusForbidden, "forbidden", "the "+string(c.grant.Role)+" token cannot "+verb+" a session; only the master teacher or the admin can")
 		return
 	}
 	s, err := f(id)
@@ -178,7 +179,7 @@ func (h *Handlers) transition(w http.ResponseWriter, r *http.Request, verb strin
 		WriteError(w, err)
 		return
 	}
-	api.WriteJSON(w, http.StatusOK, s)
+	httpapi.WriteJSON(w, http.StatusOK, s)
 }
 
 func quote(s string) string {

@@ -12,7 +12,6 @@ package session
 import (
 	"crypto/rand"
 	"crypto/sha256"
-	"encoding/base64"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -23,6 +22,8 @@ import (
 	"time"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/campusedge/campusedge/edge/token"
 )
 
 // Role is what a token lets its holder do.
@@ -320,14 +321,14 @@ func (m *Manager) Create(req CreateRequest) (Session, Tokens, error) {
 		t = t.UTC()
 		s.Period, s.ScheduledStart = &p, &t
 	}
-	toks := Tokens{Master: newToken(), Observer: newToken(), Cascade: newToken(), Classrooms: map[string]ClassroomTokens{}}
+	toks := Tokens{Master: token.New(), Observer: token.New(), Cascade: token.New(), Classrooms: map[string]ClassroomTokens{}}
 	grants := map[string]Grant{
 		toks.Master:   {SessionID: s.ID, Role: RoleMaster},
 		toks.Observer: {SessionID: s.ID, Role: RoleObserver},
 		toks.Cascade:  {SessionID: s.ID, Role: RoleCascade},
 	}
 	for _, c := range s.Classrooms {
-		ct := ClassroomTokens{Assistant: newToken(), Terminal: newToken()}
+		ct := ClassroomTokens{Assistant: token.New(), Terminal: token.New()}
 		toks.Classrooms[c] = ct
 		grants[ct.Assistant] = Grant{SessionID: s.ID, Role: RoleAssistant, ClassroomID: c}
 		grants[ct.Terminal] = Grant{SessionID: s.ID, Role: RoleTerminal, ClassroomID: c}
@@ -344,7 +345,7 @@ func (m *Manager) Create(req CreateRequest) (Session, Tokens, error) {
 	}
 	m.sessions[s.ID] = s
 	for tok, g := range grants {
-		m.grants[hashToken(tok)] = g
+		m.grants[token.Hash(tok)] = g
 	}
 	hooks := slices.Clone(m.onForget)
 	m.mu.Unlock()
@@ -442,13 +443,13 @@ func (m *Manager) End(id string) (Session, error) {
 
 // Authorize returns what token may do in session id. ErrUnauthorized means
 // the token is unknown; ErrForbidden that it belongs to another session.
-func (m *Manager) Authorize(id, token string) (Grant, error) {
-	if token == "" {
+func (m *Manager) Authorize(id, tok string) (Grant, error) {
+	if tok == "" {
 		return Grant{}, ErrUnauthorized
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	g, ok := m.grants[hashToken(token)]
+	g, ok := m.grants[token.Hash(tok)]
 	if !ok {
 		return Grant{}, ErrUnauthorized
 	}
@@ -460,13 +461,13 @@ func (m *Manager) Authorize(id, token string) (Grant, error) {
 
 // Lookup returns what token stands for, whatever its session (the control
 // channel's hello carries only the token).
-func (m *Manager) Lookup(token string) (Grant, error) {
-	if token == "" {
+func (m *Manager) Lookup(tok string) (Grant, error) {
+	if tok == "" {
 		return Grant{}, ErrUnauthorized
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	g, ok := m.grants[hashToken(token)]
+	g, ok := m.grants[token.Hash(tok)]
 	if !ok {
 		return Grant{}, ErrUnauthorized
 	}
@@ -477,14 +478,6 @@ func (s *Session) clone() Session {
 	c := *s
 	c.Classrooms = slices.Clone(s.Classrooms)
 	return c
-}
-
-func hashToken(tok string) [sha256.Size]byte { return sha256.Sum256([]byte(tok)) }
-
-func newToken() string {
-	b := make([]byte, 32)
-	_, _ = rand.Read(b) // crypto/rand.Read never fails on Go ≥ 1.24
-	return base64.RawURLEncoding.EncodeToString(b)
 }
 
 func newID() string {

@@ -20,7 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/campusedge/campusedge/edge/certs"
-	"github.com/campusedge/campusedge/edge/identity"
+	"github.com/campusedge/campusedge/edge/token"
 	"github.com/campusedge/campusedge/sync/hub"
 	"github.com/campusedge/campusedge/sync/schooldata"
 	"github.com/campusedge/campusedge/sync/wire"
@@ -105,11 +105,8 @@ func runSync(ctx context.Context, st hub.Store, args []string, stdout, stderr io
 		if certs.ValidPin(pin) != nil {
 			return fail(fmt.Errorf("-pin %q is not a pin: base64 of the SHA-256 of a DER SubjectPublicKeyInfo (cityhub tls-pin prints the hub's)", pin))
 		}
-		tok, err := identity.NewToken()
-		if err != nil {
-			return fail(err)
-		}
-		if err := st.CreateEnrolToken(ctx, fs.Arg(0), identity.HashToken(tok), now.Add(*ttl)); err != nil {
+		tok := token.New()
+		if err := st.CreateEnrolToken(ctx, fs.Arg(0), token.Digest(tok), now.Add(*ttl)); err != nil {
 			if errors.Is(err, hub.ErrNotFound) {
 				return fail(fmt.Errorf("%w: add it first with: cityhub school add %s NAME", err, fs.Arg(0)))
 			}

@@ -9,8 +9,8 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/campusedge/campusedge/edge/ctlwire"
 	"github.com/campusedge/campusedge/edge/termagent"
-	"github.com/campusedge/campusedge/edge/wire"
 	"github.com/campusedge/campusedge/firmware/bundle"
 	"github.com/campusedge/campusedge/firmware/slot"
 	"github.com/campusedge/campusedge/firmware/termupdate"
@@ -47,7 +47,7 @@ func withFirmware(agent *termagent.Agent, model, root, keys, fallbackVersion, da
 		s := send
 		mu.Unlock()
 		if s != nil {
-			_ = s(wire.FirmwareStatus{Header: wire.New(wire.TypeFirmwareStatus), Model: model, Version: version, State: state, Error: errText})
+			_ = s(ctlwire.FirmwareStatus{Header: ctlwire.New(ctlwire.TypeFirmwareStatus), Model: model, Version: version, State: state, Error: errText})
 		}
 	}
 	agent.OnSession = func(ctx context.Context, s func(v any) error) {
@@ -60,11 +60,11 @@ func withFirmware(agent *termagent.Agent, model, root, keys, fallbackVersion, da
 		}
 		report(state, version(), "")
 	}
-	agent.OnMessage = func(hdr wire.Header, data []byte) {
-		if hdr.Type != wire.TypeFirmwareOffer {
+	agent.OnMessage = func(hdr ctlwire.Header, data []byte) {
+		if hdr.Type != ctlwire.TypeFirmwareOffer {
 			return
 		}
-		var offer wire.FirmwareOffer
+		var offer ctlwire.FirmwareOffer
 		if err := json.Unmarshal(data, &offer); err != nil || offer.Model != model {
 			return
 		}

@@ -19,9 +19,9 @@ import (
 	"github.com/campusedge/campusedge/edge/certs"
 	"github.com/campusedge/campusedge/edge/certs/certstest"
 	"github.com/campusedge/campusedge/edge/console"
+	"github.com/campusedge/campusedge/edge/ctlwire"
 	"github.com/campusedge/campusedge/edge/pairing/pairingtest"
 	"github.com/campusedge/campusedge/edge/termagent"
-	"github.com/campusedge/campusedge/edge/wire"
 )
 
 // syncBuf collects a child's output.
@@ -161,11 +161,11 @@ func TestClasstermCA(t *testing.T) {
 			return
 		}
 		defer ws.Close()
-		var hello wire.Hello
+		var hello ctlwire.Hello
 		if ws.ReadJSON(&hello) != nil || hello.Token != "tok" {
 			return
 		}
-		_ = ws.WriteJSON(wire.Welcome{Header: wire.New(wire.TypeWelcome), Role: "terminal", EdgeID: "edge-ca-01", TerminalID: "t1", HeartbeatSeconds: 30})
+		_ = ws.WriteJSON(ctlwire.Welcome{Header: ctlwire.New(ctlwire.TypeWelcome), Role: "terminal", EdgeID: "edge-ca-01", TerminalID: "t1", HeartbeatSeconds: 30})
 		once.Do(welcomed.Done)
 		for {
 			if _, _, err := ws.ReadMessage(); err != nil {

@@ -7,7 +7,7 @@ import (
 	"os"
 	"time"
 
-	"github.com/campusedge/campusedge/edge/appliance"
+	"github.com/campusedge/campusedge/cmd/edged/appliance"
 	"github.com/campusedge/campusedge/edge/certs"
 	"github.com/campusedge/campusedge/edge/config"
 	"github.com/campusedge/campusedge/edge/identity"

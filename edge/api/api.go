@@ -5,17 +5,13 @@ package api
 
 import (
 	"bufio"
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"sort"
-	"strings"
 	"sync"
 	"time"
 
@@ -25,6 +21,7 @@ import (
 
 	"github.com/campusedge/campusedge/edge/buildinfo"
 	"github.com/campusedge/campusedge/edge/fleet"
+	"github.com/campusedge/campusedge/edge/httpapi"
 )
 
 // MaxBodyBytes is the default limit for JSON request bodies.
@@ -123,13 +120,13 @@ func (s *Server) HandleFunc(pattern string, h http.HandlerFunc) { s.Handle(patte
 // Admin wraps h so that only the admin token passes.
 func (s *Server) Admin(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		tok, ok := BearerToken(r)
+		tok, ok := httpapi.BearerToken(r)
 		if !ok {
-			WriteError(w, http.StatusUnauthorized, "unauthorized", "this call needs the admin token: send 'Authorization: Bearer <token>' (the token is in DATA/admin-token)")
+			httpapi.WriteError(w, http.StatusUnauthorized, "unauthorized", "this call needs the admin token: send 'Authorization: Bearer <token>' (the token is in DATA/admin-token)")
 			return
 		}
 		if !s.cfg.Identity.CheckAdminToken(tok) {
-			WriteError(w, http.StatusUnauthorized, "unauthorized", "the admin token is wrong; read it again from DATA/admin-token")
+			httpapi.WriteError(w, http.StatusUnauthorized, "unauthorized", "the admin token is wrong; read it again from DATA/admin-token")
 			return
 		}
 		h(w, r)
@@ -151,14 +148,14 @@ func (s *Server) routes() {
 	s.HandleFunc("GET /api/v1/ws", s.controlWS)
 	s.HandleFunc("GET "+pprofPrefix, s.Admin(s.debugPprof)) // debug.go
 	s.HandleFunc("/api/v1/", func(w http.ResponseWriter, r *http.Request) {
-		WriteError(w, http.StatusNotFound, "not_found", "no such API endpoint: "+r.Method+" "+r.URL.Path+" (see docs/API.md)")
+		httpapi.WriteError(w, http.StatusNotFound, "not_found", "no such API endpoint: "+r.Method+" "+r.URL.Path+" (see docs/API.md)")
 	})
 	if s.cfg.Console != nil {
 		// "/" for every method (a "GET /" pattern would conflict with the
 		// /api/v1/ catch-all); the console only answers GET and HEAD.
 		s.Handle("/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if r.Method != http.MethodGet && r.Method != http.MethodHead {
-				WriteError(w, http.StatusMethodNotAllowed, "method_not_allowed", r.Method+" is not allowed here")
+				httpapi.WriteError(w, http.StatusMethodNotAllowed, "method_not_allowed", r.Method+" is not allowed here")
 				return
 			}
 			s.cfg.Console.ServeHTTP(w, r)
@@ -195,68 +192,6 @@ func (s *Server) instrument(route string, h http.Handler) http.Handler {
 	})
 }
 
-// WriteJSON writes v with status.
-func WriteJSON(w http.ResponseWriter, status int, v any) {
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetIndent("", "  ")
-	if err := enc.Encode(v); err != nil {
-		WriteError(w, http.StatusInternalServerError, "internal", "could not encode the response")
-		return
-	}
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	_, _ = w.Write(buf.Bytes())
-}
-
-// ErrorBody is the DESIGN.md error shape.
-type ErrorBody struct {
-	Error struct {
-		Code    string `json:"code"`
-		Message string `json:"message"`
-	} `json:"error"`
-}
-
-// WriteError writes {"error":{"code":…,"message":…}}.
-func WriteError(w http.ResponseWriter, status int, code, msg string) {
-	var b ErrorBody
-	b.Error.Code, b.Error.Message = code, msg
-	WriteJSON(w, status, b)
-}
-
-// DecodeJSON reads a JSON body of at most limit bytes into v strictly and
-// writes the error response itself when it fails (then returns false).
-func DecodeJSON(w http.ResponseWriter, r *http.Request, limit int64, v any) bool {
-	body := http.MaxBytesReader(w, r.Body, limit)
-	dec := json.NewDecoder(body)
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		var mbe *http.MaxBytesError
-		switch {
-		case errors.As(err, &mbe):
-			WriteError(w, http.StatusRequestEntityTooLarge, "body_too_large", fmt.Sprintf("the body is larger than %d bytes", limit))
-		case errors.Is(err, io.EOF):
-			WriteError(w, http.StatusBadRequest, "invalid_json", "the body is empty; send a JSON object")
-		default:
-			WriteError(w, http.StatusBadRequest, "invalid_json", "the body is not valid JSON for this call: "+err.Error())
-		}
-		return false
-	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		WriteError(w, http.StatusBadRequest, "invalid_json", "the body has data after the JSON object")
-		return false
-	}
-	return true
-}
-
-// BearerToken extracts the bearer token from the Authorization header.
-func BearerToken(r *http.Request) (string, bool) {
-	h := r.Header.Get("Authorization")
-	tok, ok := strings.CutPrefix(h, "Bearer ")
-	tok = strings.TrimSpace(tok)
-	return tok, ok && tok != ""
-}
-
 func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 	defer cancel()
@@ -281,11 +216,11 @@ func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
 			out.Checks[n] = check{OK: true}
 		}
 	}
-	WriteJSON(w, http.StatusOK, out)
+	httpapi.WriteJSON(w, http.StatusOK, out)
 }
 
 func (s *Server) edgeInfo(w http.ResponseWriter, r *http.Request) {
-	WriteJSON(w, http.StatusOK, map[string]any{
+	httpapi.WriteJSON(w, http.StatusOK, map[string]any{
 		"id":             s.cfg.Identity.EdgeID(),
 		"school":         s.cfg.School,
 		"school_name":    s.cfg.SchoolName,
@@ -299,21 +234,21 @@ func (s *Server) edgeInfo(w http.ResponseWriter, r *http.Request) {
 func fleetError(w http.ResponseWriter, err error) {
 	switch {
 	case errors.Is(err, fleet.ErrInvalid):
-		WriteError(w, http.StatusBadRequest, "invalid", err.Error())
+		httpapi.WriteError(w, http.StatusBadRequest, "invalid", err.Error())
 	case errors.Is(err, fleet.ErrNotFound):
-		WriteError(w, http.StatusNotFound, "not_found", err.Error())
+		httpapi.WriteError(w, http.StatusNotFound, "not_found", err.Error())
 	case errors.Is(err, fleet.ErrConflict):
-		WriteError(w, http.StatusConflict, "conflict", err.Error())
+		httpapi.WriteError(w, http.StatusConflict, "conflict", err.Error())
 	case errors.Is(err, fleet.ErrPairingLock):
-		WriteError(w, http.StatusTooManyRequests, "pairing_locked", "pairing is locked after too many wrong codes: ask the admin to issue a new pairing code")
+		httpapi.WriteError(w, http.StatusTooManyRequests, "pairing_locked", "pairing is locked after too many wrong codes: ask the admin to issue a new pairing code")
 	case errors.Is(err, fleet.ErrBadCode):
-		WriteError(w, http.StatusForbidden, "pairing_code_wrong", "that pairing code is not valid; check the 6 digits on the admin console")
+		httpapi.WriteError(w, http.StatusForbidden, "pairing_code_wrong", "that pairing code is not valid; check the 6 digits on the admin console")
 	case errors.Is(err, fleet.ErrCodeExpired):
-		WriteError(w, http.StatusGone, "pairing_code_expired", "that pairing code has expired (codes last 10 minutes); ask the admin for a new one")
+		httpapi.WriteError(w, http.StatusGone, "pairing_code_expired", "that pairing code has expired (codes last 10 minutes); ask the admin for a new one")
 	case errors.Is(err, fleet.ErrCodeUsed):
-		WriteError(w, http.StatusGone, "pairing_code_used", "that pairing code was already used; each code pairs one terminal")
+		httpapi.WriteError(w, http.StatusGone, "pairing_code_used", "that pairing code was already used; each code pairs one terminal")
 	default:
-		WriteError(w, http.StatusInternalServerError, "internal", "internal error: "+err.Error())
+		httpapi.WriteError(w, http.StatusInternalServerError, "internal", "internal error: "+err.Error())
 	}
 }
 
@@ -323,7 +258,7 @@ func (s *Server) listClassrooms(w http.ResponseWriter, r *http.Request) {
 		fleetError(w, err)
 		return
 	}
-	WriteJSON(w, http.StatusOK, map[string]any{"classrooms": cs})
+	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"classrooms": cs})
 }
 
 func (s *Server) getClassroom(w http.ResponseWriter, r *http.Request) {
@@ -332,7 +267,7 @@ func (s *Server) getClassroom(w http.ResponseWriter, r *http.Request) {
 		fleetError(w, err)
 		return
 	}
-	WriteJSON(w, http.StatusOK, c)
+	httpapi.WriteJSON(w, http.StatusOK, c)
 }
 
 // CreateClassroomRequest is the body of POST /api/v1/classrooms.
@@ -343,7 +278,7 @@ type CreateClassroomRequest struct {
 
 func (s *Server) createClassroom(w http.ResponseWriter, r *http.Request) {
 	var req CreateClassroomRequest
-	if !DecodeJSON(w, r, MaxBodyBytes, &req) {
+	if !httpapi.DecodeJSON(w, r, MaxBodyBytes, &req) {
 		return
 	}
 	c, err := s.cfg.Fleet.CreateClassroom(req.Name, req.RoomCode)
@@ -352,7 +287,7 @@ func (s *Server) createClassroom(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.log.Info("classroom created", "id", c.ID, "room_code", c.RoomCode, "name", c.Name)
-	WriteJSON(w, http.StatusCreated, c)
+	httpapi.WriteJSON(w, http.StatusCreated, c)
 }
 
 func (s *Server) newPairingCode(w http.ResponseWriter, r *http.Request) {
@@ -363,7 +298,7 @@ func (s *Server) newPairingCode(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.log.Info("pairing code issued", "classroom", id, "expires_at", exp.Format(time.RFC3339))
-	WriteJSON(w, http.StatusCreated, map[string]any{"code": code, "classroom_id": id, "expires_at": exp})
+	httpapi.WriteJSON(w, http.StatusCreated, map[string]any{"code": code, "classroom_id": id, "expires_at": exp})
 }
 
 func (s *Server) listTerminals(w http.ResponseWriter, r *http.Request) {
@@ -372,7 +307,7 @@ func (s *Server) listTerminals(w http.ResponseWriter, r *http.Request) {
 		fleetError(w, err)
 		return
 	}
-	WriteJSON(w, http.StatusOK, map[string]any{"terminals": ts})
+	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"terminals": ts})
 }
 
 // PairResponse is what a terminal gets for a good code.
@@ -385,7 +320,7 @@ type PairResponse struct {
 
 func (s *Server) pair(w http.ResponseWriter, r *http.Request) {
 	var req fleet.PairRequest
-	if !DecodeJSON(w, r, 4<<10, &req) {
+	if !httpapi.DecodeJSON(w, r, 4<<10, &req) {
 		return
 	}
 	t, token, err := s.cfg.Fleet.Pair(req, remoteHost(r))
@@ -395,7 +330,7 @@ func (s *Server) pair(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.log.Info("terminal paired", "terminal", t.ID, "classroom", t.ClassroomID, "addr", t.Addr, "name", t.Name)
-	WriteJSON(w, http.StatusCreated, PairResponse{TerminalID: t.ID, Token: token, EdgeID: s.cfg.Identity.EdgeID(), ClassroomID: t.ClassroomID})
+	httpapi.WriteJSON(w, http.StatusCreated, PairResponse{TerminalID: t.ID, Token: token, EdgeID: s.cfg.Identity.EdgeID(), ClassroomID: t.ClassroomID})
 }
 
 func remoteHost(r *http.Request) string {

@@ -4,6 +4,8 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"strings"
+
+	"github.com/campusedge/campusedge/edge/httpapi"
 )
 
 // pprofPrefix is where the Go runtime's profiles are served (admin only):
@@ -37,7 +39,7 @@ func (s *Server) debugPprof(w http.ResponseWriter, r *http.Request) {
 		pprof.Trace(w, r)
 	default:
 		if !knownProfile(name) {
-			WriteError(w, http.StatusNotFound, "not_found", "no such profile: "+name+" (GET "+pprofPrefix+" lists them)")
+			httpapi.WriteError(w, http.StatusNotFound, "not_found", "no such profile: "+name+" (GET "+pprofPrefix+" lists them)")
 			return
 		}
 		pprof.Handler(name).ServeHTTP(w, r)

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/campusedge/campusedge/edge/fleet"
+	"github.com/campusedge/campusedge/edge/httpapi"
 	"github.com/campusedge/campusedge/edge/pairing"
 )
 
@@ -90,9 +91,9 @@ func pairingBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
-			WriteError(w, http.StatusRequestEntityTooLarge, "body_too_large", fmt.Sprintf("the body is larger than %d bytes", pairing.MaxMessageBytes))
+			httpapi.WriteError(w, http.StatusRequestEntityTooLarge, "body_too_large", fmt.Sprintf("the body is larger than %d bytes", pairing.MaxMessageBytes))
 		} else {
-			WriteError(w, http.StatusBadRequest, "invalid_json", "could not read the body: "+err.Error())
+			httpapi.WriteError(w, http.StatusBadRequest, "invalid_json", "could not read the body: "+err.Error())
 		}
 		return nil, false
 	}
@@ -102,7 +103,7 @@ func pairingBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
 // serverPin returns the pin to bind, or writes the refusal.
 func (s *Server) serverPin(w http.ResponseWriter, r *http.Request) (string, bool) {
 	if r.TLS == nil {
-		WriteError(w, http.StatusBadRequest, "https_required", "pairing a terminal needs HTTPS, so that it can learn the edge's key: use https://EDGE:8443 (classterm does this by itself)")
+		httpapi.WriteError(w, http.StatusBadRequest, "https_required", "pairing a terminal needs HTTPS, so that it can learn the edge's key: use https://EDGE:8443 (classterm does this by itself)")
 		return "", false
 	}
 	pin := ""
@@ -110,7 +111,7 @@ func (s *Server) serverPin(w http.ResponseWriter, r *http.Request) (string, bool
 		pin = s.cfg.ServerPin()
 	}
 	if pin == "" {
-		WriteError(w, http.StatusServiceUnavailable, "tls_not_ready", "the edge's TLS key is not ready yet; try again in a few seconds")
+		httpapi.WriteError(w, http.StatusServiceUnavailable, "tls_not_ready", "the edge's TLS key is not ready yet; try again in a few seconds")
 		return "", false
 	}
 	return pin, true
@@ -127,7 +128,7 @@ func (s *Server) pairStart(w http.ResponseWriter, r *http.Request) {
 	}
 	sid, share, err := pairing.ParseStart(data)
 	if err != nil {
-		WriteError(w, http.StatusBadRequest, "invalid", err.Error())
+		httpapi.WriteError(w, http.StatusBadRequest, "invalid", err.Error())
 		return
 	}
 	codes, err := s.cfg.Fleet.PairingCandidates(pairing.MaxShares)
@@ -153,19 +154,19 @@ func (s *Server) pairStart(w http.ResponseWriter, r *http.Request) {
 		}
 		party, err := pairing.NewParty(rand.Reader, false, password, ci, sid)
 		if err != nil {
-			WriteError(w, http.StatusInternalServerError, "internal", err.Error())
+			httpapi.WriteError(w, http.StatusInternalServerError, "internal", err.Error())
 			return
 		}
 		sess, err := party.Finish(share)
 		if err != nil {
-			WriteError(w, http.StatusBadRequest, "invalid", err.Error())
+			httpapi.WriteError(w, http.StatusBadRequest, "invalid", err.Error())
 			return
 		}
 		pp.sessions = append(pp.sessions, sess)
 		resp.Shares = append(resp.Shares, pairing.Encode(party.Share()))
 	}
 	resp.Session = s.pairs.put(pp)
-	WriteJSON(w, http.StatusOK, resp)
+	httpapi.WriteJSON(w, http.StatusOK, resp)
 }
 
 func (s *Server) pairFinish(w http.ResponseWriter, r *http.Request) {
@@ -178,7 +179,7 @@ func (s *Server) pairFinish(w http.ResponseWriter, r *http.Request) {
 	}
 	req, tags, err := pairing.ParseFinish(data)
 	if err != nil {
-		WriteError(w, http.StatusBadRequest, "invalid", err.Error())
+		httpapi.WriteError(w, http.StatusBadRequest, "invalid", err.Error())
 		return
 	}
 	// Name and version are checked before the exchange is spent.
@@ -188,11 +189,11 @@ func (s *Server) pairFinish(w http.ResponseWriter, r *http.Request) {
 	}
 	pp, ok := s.pairs.take(req.Session)
 	if !ok {
-		WriteError(w, http.StatusNotFound, "pairing_session_unknown", "this pairing exchange is unknown or older than 2 minutes; start pairing again")
+		httpapi.WriteError(w, http.StatusNotFound, "pairing_session_unknown", "this pairing exchange is unknown or older than 2 minutes; start pairing again")
 		return
 	}
 	if len(tags) != len(pp.sessions) {
-		WriteError(w, http.StatusBadRequest, "invalid", fmt.Sprintf("the edge offered %d shares; send one confirmation for each", len(pp.sessions)))
+		httpapi.WriteError(w, http.StatusBadRequest, "invalid", fmt.Sprintf("the edge offered %d shares; send one confirmation for each", len(pp.sessions)))
 		return
 	}
 	match := -1
@@ -206,7 +207,7 @@ func (s *Server) pairFinish(w http.ResponseWriter, r *http.Request) {
 		err := s.cfg.Fleet.WrongPairingTry()
 		s.log.Warn("pairing refused: the terminal's proof matches no pairing code (wrong code, or a device intercepting TLS)", "addr", addr, "err", err)
 		if errors.Is(err, fleet.ErrBadCode) {
-			WriteError(w, http.StatusForbidden, "pairing_code_wrong", "the pairing code did not match: check the 6 digits on the admin console; if they are right, a device between the terminal and the edge may be intercepting its connection")
+			httpapi.WriteError(w, http.StatusForbidden, "pairing_code_wrong", "the pairing code did not match: check the 6 digits on the admin console; if they are right, a device between the terminal and the edge may be intercepting its connection")
 			return
 		}
 		fleetError(w, err)
@@ -221,9 +222,9 @@ func (s *Server) pairFinish(w http.ResponseWriter, r *http.Request) {
 	sess := pp.sessions[match]
 	cred, err := json.Marshal(pairing.Credential{TerminalID: t.ID, Token: token, EdgeID: s.cfg.Identity.EdgeID(), ClassroomID: t.ClassroomID})
 	if err != nil {
-		WriteError(w, http.StatusInternalServerError, "internal", err.Error())
+		httpapi.WriteError(w, http.StatusInternalServerError, "internal", err.Error())
 		return
 	}
 	s.log.Info("terminal paired", "terminal", t.ID, "classroom", t.ClassroomID, "addr", t.Addr, "name", t.Name, "key_bound", true)
-	WriteJSON(w, http.StatusCreated, pairing.FinishResponse{Confirm: pairing.Encode(sess.MyTag()), Credential: pairing.Encode(sess.Seal(cred))})
+	httpapi.WriteJSON(w, http.StatusCreated, pairing.FinishResponse{Confirm: pairing.Encode(sess.MyTag()), Credential: pairing.Encode(sess.Seal(cred))})
 }

@@ -1,11 +1,11 @@
 package api
 
 import (
-	"github.com/campusedge/campusedge/edge/wire"
+	"github.com/campusedge/campusedge/edge/ctlwire"
 )
 
 // TerminalHandler handles one message type a terminal sends; data is the
-// whole message (≤ wire.MaxMessageBytes), to be decoded with wire.DecodeBody.
+// whole message (≤ ctlwire.MaxMessageBytes), to be decoded with ctlwire.DecodeBody.
 // A returned error is sent back to the terminal as a bad_message error.
 type TerminalHandler func(terminalID string, data []byte) error
 
@@ -45,7 +45,7 @@ func (s *Server) trackTerminal(id string, c *controlConn) (untrack func()) {
 	}
 }
 
-func (s *Server) terminalMessage(c *controlConn, terminalID string, hdr wire.Header, data []byte) {
+func (s *Server) terminalMessage(c *controlConn, terminalID string, hdr ctlwire.Header, data []byte) {
 	s.mu.Lock()
 	h := s.termHandlers[hdr.Type]
 	s.mu.Unlock()

@@ -10,8 +10,9 @@ import (
 	"github.com/gorilla/websocket"
 	"golang.org/x/time/rate"
 
+	"github.com/campusedge/campusedge/edge/ctlwire"
 	"github.com/campusedge/campusedge/edge/fleet"
-	"github.com/campusedge/campusedge/edge/wire"
+	"github.com/campusedge/campusedge/edge/httpapi"
 )
 
 // Control channel timing. A terminal that misses about three pings is
@@ -79,7 +80,7 @@ func (s *Server) controlWS(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		return // the upgrader already answered with an HTTP error
 	}
-	ws.SetReadLimit(wire.MaxMessageBytes)
+	ws.SetReadLimit(ctlwire.MaxMessageBytes)
 	c := &controlConn{ws: ws, send: make(chan []byte, sendQueue), done: make(chan struct{})}
 	s.mu.Lock()
 	s.conns[c] = struct{}{}
@@ -120,34 +121,34 @@ func (s *Server) controlWS(w http.ResponseWriter, r *http.Request) {
 // refuse tells an unauthenticated client why, then closes. The write loop
 // has not started yet, so writing here directly is the only writer.
 func refuse(ws *websocket.Conn, id, msg string) {
-	h := wire.New(wire.TypeError)
+	h := ctlwire.New(ctlwire.TypeError)
 	h.ID = id
 	_ = ws.SetWriteDeadline(time.Now().Add(writeTimeout))
-	if ws.WriteJSON(wire.Error{Header: h, Code: "unauthorized", Message: msg}) == nil {
+	if ws.WriteJSON(ctlwire.Error{Header: h, Code: "unauthorized", Message: msg}) == nil {
 		_ = ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.ClosePolicyViolation, "unauthorized"), time.Now().Add(time.Second))
 	}
 }
 
 // readHello takes the token from the Authorization header or, for
 // browsers, from a hello message that must arrive within helloTimeout.
-func (s *Server) readHello(c *controlConn, r *http.Request) (wire.Hello, error) {
-	var h wire.Hello
+func (s *Server) readHello(c *controlConn, r *http.Request) (ctlwire.Hello, error) {
+	var h ctlwire.Hello
 	_ = c.ws.SetReadDeadline(time.Now().Add(helloTimeout))
 	_, data, err := c.ws.ReadMessage()
 	if err != nil {
 		return h, errors.New("no hello message within 5s")
 	}
-	hdr, err := wire.Decode(data)
+	hdr, err := ctlwire.Decode(data)
 	if err != nil {
 		return h, err
 	}
-	if hdr.Type != wire.TypeHello {
+	if hdr.Type != ctlwire.TypeHello {
 		return h, errors.New("the first message must be a hello")
 	}
-	if err := wire.DecodeBody(data, &h); err != nil {
+	if err := ctlwire.DecodeBody(data, &h); err != nil {
 		return h, err
 	}
-	if tok, ok := BearerToken(r); ok && h.Token == "" {
+	if tok, ok := httpapi.BearerToken(r); ok && h.Token == "" {
 		h.Token = tok
 	}
 	if h.Token == "" || len(h.Token) > 256 {
@@ -196,14 +197,14 @@ func (s *Server) writeLoop(c *controlConn) {
 }
 
 func (s *Server) sendError(c *controlConn, id, code, msg string) {
-	h := wire.New(wire.TypeError)
+	h := ctlwire.New(ctlwire.TypeError)
 	h.ID = id
-	c.enqueue(wire.Error{Header: h, Code: code, Message: msg})
+	c.enqueue(ctlwire.Error{Header: h, Code: code, Message: msg})
 }
 
 // readLoop reads messages until the connection ends, enforcing the read
 // deadline (refreshed by pongs and messages) and a per-connection rate limit.
-func (s *Server) readLoop(c *controlConn, seen func(), handle func(hdr wire.Header, data []byte)) {
+func (s *Server) readLoop(c *controlConn, seen func(), handle func(hdr ctlwire.Header, data []byte)) {
 	lim := rate.NewLimiter(rate.Limit(20), 40)
 	_ = c.ws.SetReadDeadline(time.Now().Add(readDeadline))
 	c.ws.SetPongHandler(func(string) error {
@@ -226,13 +227,13 @@ func (s *Server) readLoop(c *controlConn, seen func(), handle func(hdr wire.Head
 			}
 			continue
 		}
-		hdr, err := wire.Decode(data)
+		hdr, err := ctlwire.Decode(data)
 		if err != nil {
 			s.sendError(c, "", "bad_message", err.Error())
 			continue
 		}
-		if hdr.Type == wire.TypePing {
-			p := wire.New(wire.TypePong)
+		if hdr.Type == ctlwire.TypePing {
+			p := ctlwire.New(ctlwire.TypePong)
 			p.ID = hdr.ID
 			c.enqueue(p)
 			continue
@@ -241,7 +242,7 @@ func (s *Server) readLoop(c *controlConn, seen func(), handle func(hdr wire.Head
 	}
 }
 
-func (s *Server) serveTerminal(c *controlConn, r *http.Request, hello wire.Hello, t fleet.Terminal) {
+func (s *Server) serveTerminal(c *controlConn, r *http.Request, hello ctlwire.Hello, t fleet.Terminal) {
 	version := hello.Version
 	if len(version) > 64 {
 		version = version[:64]
@@ -251,39 +252,39 @@ func (s *Server) serveTerminal(c *controlConn, r *http.Request, hello wire.Hello
 	defer disconnect()
 	s.log.Info("terminal online", "terminal", t.ID, "classroom", t.ClassroomID, "addr", addr, "version", version)
 	defer s.log.Info("terminal offline", "terminal", t.ID, "classroom", t.ClassroomID)
-	c.enqueue(wire.Welcome{Header: wire.New(wire.TypeWelcome), Role: "terminal", EdgeID: s.cfg.Identity.EdgeID(),
+	c.enqueue(ctlwire.Welcome{Header: ctlwire.New(ctlwire.TypeWelcome), Role: "terminal", EdgeID: s.cfg.Identity.EdgeID(),
 		TerminalID: t.ID, Classroom: t.ClassroomID, HeartbeatSeconds: int(pingEvery / time.Second)})
 	go func() { <-c.done; _ = c.ws.Close() }()
 	defer s.trackTerminal(t.ID, c)()
-	s.readLoop(c, func() { s.cfg.Fleet.Seen(t.ID) }, func(hdr wire.Header, data []byte) {
+	s.readLoop(c, func() { s.cfg.Fleet.Seen(t.ID) }, func(hdr ctlwire.Header, data []byte) {
 		s.terminalMessage(c, t.ID, hdr, data)
 	})
 }
 
 // Snapshot is the first message a watcher receives.
 type Snapshot struct {
-	wire.Header
+	ctlwire.Header
 	Classrooms []fleet.Classroom `json:"classrooms"`
 	Terminals  []fleet.Terminal  `json:"terminals"`
 }
 
 // EventMessage carries one fleet change to watchers.
 type EventMessage struct {
-	wire.Header
+	ctlwire.Header
 	fleet.Event
 }
 
-func (s *Server) serveWatcher(c *controlConn, hello wire.Hello) {
+func (s *Server) serveWatcher(c *controlConn, hello ctlwire.Hello) {
 	events, cancel := s.cfg.Fleet.Watch()
 	defer cancel()
-	c.enqueue(wire.Welcome{Header: wire.New(wire.TypeWelcome), Role: "admin", EdgeID: s.cfg.Identity.EdgeID(), HeartbeatSeconds: int(pingEvery / time.Second)})
+	c.enqueue(ctlwire.Welcome{Header: ctlwire.New(ctlwire.TypeWelcome), Role: "admin", EdgeID: s.cfg.Identity.EdgeID(), HeartbeatSeconds: int(pingEvery / time.Second)})
 	cs, err1 := s.cfg.Fleet.Classrooms()
 	ts, err2 := s.cfg.Fleet.Terminals()
 	if err := errors.Join(err1, err2); err != nil {
 		s.sendError(c, hello.ID, "internal", err.Error())
 		return
 	}
-	c.enqueue(Snapshot{Header: wire.New(wire.TypeSnapshot), Classrooms: cs, Terminals: ts})
+	c.enqueue(Snapshot{Header: ctlwire.New(ctlwire.TypeSnapshot), Classrooms: cs, Terminals: ts})
 	go func() {
 		defer c.close()
 		for {
@@ -292,7 +293,7 @@ func (s *Server) serveWatcher(c *controlConn, hello wire.Hello) {
 				if !ok {
 					return // fell behind: the client reconnects and gets a fresh snapshot
 				}
-				if !c.enqueue(EventMessage{Header: wire.New(wire.TypeEvent), Event: ev}) {
+				if !c.enqueue(EventMessage{Header: ctlwire.New(ctlwire.TypeEvent), Event: ev}) {
 					return
 				}
 			case <-c.done:
@@ -301,7 +302,7 @@ func (s *Server) serveWatcher(c *controlConn, hello wire.Hello) {
 		}
 	}()
 	go func() { <-c.done; _ = c.ws.Close() }()
-	s.readLoop(c, func() {}, func(hdr wire.Header, _ []byte) {
+	s.readLoop(c, func() {}, func(hdr ctlwire.Header, _ []byte) {
 		s.sendError(c, hdr.ID, "unknown_type", "message type "+hdr.Type+" is not handled by this edge")
 	})
 }

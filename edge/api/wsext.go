@@ -1,7 +1,7 @@
 package api
 
 import (
-	"github.com/campusedge/campusedge/edge/wire"
+	"github.com/campusedge/campusedge/edge/ctlwire"
 )
 
 // ControlConn is an authenticated control connection handed to a
@@ -12,7 +12,7 @@ type ControlConn struct {
 	c *controlConn
 }
 
-// Send queues v (a message struct embedding wire.Header) for the client.
+// Send queues v (a message struct embedding ctlwire.Header) for the client.
 // It reports false when the connection is gone.
 func (cc *ControlConn) Send(v any) bool { return cc.c.enqueue(v) }
 
@@ -31,13 +31,13 @@ func (cc *ControlConn) Close() { cc.c.close() }
 // calls Serve on the returned session's Handle for every message after the
 // hello, and Closed once when the connection ends.
 type ControlHandler interface {
-	Claim(hello wire.Hello, c *ControlConn) (ControlSession, bool)
+	Claim(hello ctlwire.Hello, c *ControlConn) (ControlSession, bool)
 }
 
 // ControlSession is one claimed connection.
 type ControlSession interface {
 	// Handle is called for each valid-envelope message, one at a time.
-	Handle(hdr wire.Header, data []byte)
+	Handle(hdr ctlwire.Header, data []byte)
 	// Closed is called once when the connection has ended.
 	Closed()
 }
@@ -51,7 +51,7 @@ func (s *Server) HandleControl(h ControlHandler) {
 }
 
 // claim offers the connection to each registered handler.
-func (s *Server) claim(c *controlConn, hello wire.Hello) (ControlSession, bool) {
+func (s *Server) claim(c *controlConn, hello ctlwire.Hello) (ControlSession, bool) {
 	s.mu.Lock()
 	hs := append([]ControlHandler(nil), s.ctlExt...)
 	s.mu.Unlock()

@@ -10,7 +10,7 @@ import (
 
 	"github.com/chromedp/chromedp"
 
-	"github.com/campusedge/campusedge/edge/internal/netnstest"
+	"github.com/campusedge/campusedge/edge/netnstest"
 )
 
 // LANAddr is the address page tests serve the edge on: on a veth

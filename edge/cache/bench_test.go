@@ -25,7 +25,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/campusedge/campusedge/edge/certs"
-	"github.com/campusedge/campusedge/sync/catalog"
+	"github.com/campusedge/campusedge/edge/media"
 )
 
 var (
@@ -269,7 +269,7 @@ http {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var page catalog.Changes
+		var page media.Changes
 		err = json.NewDecoder(resp.Body).Decode(&page)
 		resp.Body.Close()
 		if err != nil {

@@ -33,12 +33,12 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/campusedge/campusedge/sync/catalog"
+	"github.com/campusedge/campusedge/edge/media"
 )
 
 // Buckets the cache owns in edge.db.
 var (
-	BucketItems = []byte("cache_items") // id -> catalog.Item JSON
+	BucketItems = []byte("cache_items") // id -> media.Item JSON
 	BucketMeta  = []byte("cache_meta")  // sync cursor and status
 )
 
@@ -226,7 +226,7 @@ func (c *Cache) reconcile() error {
 	}
 	for _, e := range ents {
 		id, ok := strings.CutSuffix(e.Name(), ".part")
-		keep := ok && e.Type().IsRegular() && catalog.ValidID(id)
+		keep := ok && e.Type().IsRegular() && media.ValidID(id)
 		if keep {
 			it, found, err := c.item(id)
 			if err != nil {
@@ -292,8 +292,8 @@ func (c *Cache) Close() {
 }
 
 // item reads one catalogue item from the store.
-func (c *Cache) item(id string) (catalog.Item, bool, error) {
-	var it catalog.Item
+func (c *Cache) item(id string) (media.Item, bool, error) {
+	var it media.Item
 	var ok bool
 	err := c.cfg.DB.View(func(tx *bolt.Tx) error {
 		b := tx.Bucket(BucketItems).Get([]byte(id))
@@ -307,10 +307,10 @@ func (c *Cache) item(id string) (catalog.Item, bool, error) {
 }
 
 // blobPath is where item's verified content lives.
-func (c *Cache) blobPath(it catalog.Item) string { return catalog.BlobPath(c.blobs, it.SHA256) }
+func (c *Cache) blobPath(it media.Item) string { return media.BlobPath(c.blobs, it.SHA256) }
 
 // partialPath is where item's download in progress lives. ids are
-// validated (catalog.ValidID) before they reach a file name.
+// validated (media.ValidID) before they reach a file name.
 func (c *Cache) partialPath(id string) string {
 	return filepath.Join(c.blobs, "partial", id+".part")
 }
@@ -326,7 +326,7 @@ const (
 )
 
 // state reports it's state and how many bytes of it are on disk.
-func (c *Cache) state(it catalog.Item) (State, int64) {
+func (c *Cache) state(it media.Item) (State, int64) {
 	if fi, err := os.Stat(c.blobPath(it)); err == nil && fi.Mode().IsRegular() && fi.Size() == it.Size {
 		return Cached, it.Size
 	}

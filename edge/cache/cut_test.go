@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/campusedge/campusedge/edge/cache"
+	"github.com/campusedge/campusedge/edge/media"
 	"github.com/campusedge/campusedge/sync/catalog"
 )
 
@@ -138,7 +139,7 @@ func TestWANCutThroughTCPProxyResumes(t *testing.T) {
 	want := randBytes(6<<20 + 77)
 	os.WriteFile(filepath.Join(in, "cut lesson.webm"), want, 0o600)
 	h := newHub(t, filepath.Join(root, "hub"))
-	var it catalog.Item
+	var it media.Item
 	if err := h.store.Import(in, func(im catalog.Imported) { it = im.Item }); err != nil {
 		t.Fatal(err)
 	}

@@ -12,7 +12,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/campusedge/campusedge/sync/catalog"
+	"github.com/campusedge/campusedge/edge/media"
 )
 
 // download is one upstream fetch in flight. Every request for the same id
@@ -20,7 +20,7 @@ import (
 // partial file as it grows, so LAN readers get bytes as they arrive from
 // the WAN.
 type download struct {
-	it      catalog.Item
+	it      media.Item
 	done    chan struct{} // closed when the fetch ends; err is then set
 	err     error
 	started time.Time
@@ -39,7 +39,7 @@ type download struct {
 	wake     chan struct{} // closed and replaced on every change
 }
 
-func newDownload(it catalog.Item) *download {
+func newDownload(it media.Item) *download {
 	return &download{it: it, done: make(chan struct{}), wake: make(chan struct{}), started: time.Now()}
 }
 
@@ -112,7 +112,7 @@ const corruptHold = 10 * time.Minute
 // begin returns the download of it in flight, starting one if none is.
 // It never starts a second fetch of the same id while one runs: there is
 // no time-out after which a waiting reader goes to the hub on its own.
-func (c *Cache) begin(it catalog.Item) *download {
+func (c *Cache) begin(it media.Item) *download {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if d := c.inflight[it.ID]; d != nil {
@@ -168,7 +168,7 @@ type failure struct {
 // runs on the cache's lifetime, not ctx: a reader that goes away does not
 // abort the download others wait on. Ensure returns when the fetch ends or
 // ctx does.
-func (c *Cache) Ensure(ctx context.Context, it catalog.Item) error {
+func (c *Cache) Ensure(ctx context.Context, it media.Item) error {
 	if st, _ := c.state(it); st == Cached {
 		return nil
 	}
@@ -289,7 +289,7 @@ func (c *Cache) fetchOnce(ctx context.Context, d *download) (retry bool, err err
 		return false, err
 	}
 	f = nil
-	if err := catalog.PlaceBlob(part, c.blobs, it.SHA256); err != nil {
+	if err := media.PlaceBlob(part, c.blobs, it.SHA256); err != nil {
 		return false, fmt.Errorf("store blob: %w", err)
 	}
 	d.update(func() { d.verified = true })
@@ -307,7 +307,7 @@ func (c *Cache) fetchRange(ctx context.Context, f *os.File, d *download, off int
 	}
 	if off > 0 {
 		req.Header.Set("Range", fmt.Sprintf("bytes=%d-", off))
-		req.Header.Set("If-Range", catalog.ETag(it.SHA256))
+		req.Header.Set("If-Range", media.ETag(it.SHA256))
 	}
 	resp, err := c.client.Do(req)
 	if err != nil {

@@ -21,10 +21,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/campusedge/campusedge/edge/appliance"
+	"github.com/campusedge/campusedge/cmd/edged/appliance"
 	"github.com/campusedge/campusedge/edge/cache"
 	"github.com/campusedge/campusedge/edge/certs"
 	"github.com/campusedge/campusedge/edge/config"
+	"github.com/campusedge/campusedge/edge/media"
 	"github.com/campusedge/campusedge/sync/catalog"
 )
 
@@ -352,7 +353,7 @@ func TestCacheEndToEnd(t *testing.T) {
 		}
 	}
 	h := newHub(t, filepath.Join(root, "hub"))
-	items := map[string]catalog.Item{} // by file name
+	items := map[string]media.Item{} // by file name
 	if err := h.store.Import(in, func(im catalog.Imported) { items[filepath.Base(im.Path)] = im.Item }); err != nil {
 		t.Fatal(err)
 	}
@@ -360,11 +361,11 @@ func TestCacheEndToEnd(t *testing.T) {
 
 	// Faults on the hub side.
 	tam := items["tampered.mp4"]
-	if err := os.WriteFile(catalog.BlobPath(h.store.BlobRoot(), tam.SHA256), randBytes(int(tam.Size)), 0o600); err != nil {
+	if err := os.WriteFile(media.BlobPath(h.store.BlobRoot(), tam.SHA256), randBytes(int(tam.Size)), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	short := items["short.mp4"]
-	if err := os.Truncate(catalog.BlobPath(h.store.BlobRoot(), short.SHA256), short.Size-1000); err != nil {
+	if err := os.Truncate(media.BlobPath(h.store.BlobRoot(), short.SHA256), short.Size-1000); err != nil {
 		t.Fatal(err)
 	}
 	h.delay[id("popular.mp4")] = 300 * time.Millisecond // let every client pile up
@@ -391,14 +392,14 @@ func TestCacheEndToEnd(t *testing.T) {
 		it, want := items["plain lesson.mp4"], files["plain lesson.mp4"]
 		u := e.url + "/media/" + it.ID
 		r := get(t, "HEAD", u)
-		if r.status != 200 || r.header.Get("Content-Length") != fmt.Sprint(it.Size) || r.header.Get("ETag") != catalog.ETag(it.SHA256) {
+		if r.status != 200 || r.header.Get("Content-Length") != fmt.Sprint(it.Size) || r.header.Get("ETag") != media.ETag(it.SHA256) {
 			t.Fatalf("HEAD uncached: %d %v", r.status, r.header)
 		}
 		if n, _, _ := h.count(it.ID); n != 0 {
 			t.Fatalf("HEAD fetched from the hub (%d GETs)", n)
 		}
 		r = get(t, "GET", u)
-		if r.status != 200 || !bytes.Equal(r.body, want) || r.header.Get("Content-Type") != "video/mp4" || r.header.Get("ETag") != catalog.ETag(it.SHA256) {
+		if r.status != 200 || !bytes.Equal(r.body, want) || r.header.Get("Content-Type") != "video/mp4" || r.header.Get("ETag") != media.ETag(it.SHA256) {
 			t.Fatalf("GET: %d len %d %v", r.status, len(r.body), r.header)
 		}
 		if st := e.state(t, it.ID); st.State != cache.Cached || st.Bytes != it.Size {
@@ -421,16 +422,16 @@ func TestCacheEndToEnd(t *testing.T) {
 		if r := get(t, "GET", u, "Range", fmt.Sprintf("bytes=%d-", n)); r.status != 416 {
 			t.Errorf("out of range: %d, want 416", r.status)
 		}
-		if r := get(t, "GET", u, "If-None-Match", catalog.ETag(it.SHA256)); r.status != 304 || len(r.body) != 0 {
+		if r := get(t, "GET", u, "If-None-Match", media.ETag(it.SHA256)); r.status != 304 || len(r.body) != 0 {
 			t.Errorf("If-None-Match: %d", r.status)
 		}
-		if r := get(t, "GET", u, "If-None-Match", `"0000", `+catalog.ETag(it.SHA256)); r.status != 304 {
+		if r := get(t, "GET", u, "If-None-Match", `"0000", `+media.ETag(it.SHA256)); r.status != 304 {
 			t.Errorf("If-None-Match list: %d", r.status)
 		}
 		if r := get(t, "GET", u, "If-None-Match", `"0000"`); r.status != 200 || !bytes.Equal(r.body, want) {
 			t.Errorf("If-None-Match other tag: %d", r.status)
 		}
-		if r := get(t, "GET", u, "Range", "bytes=10-19", "If-Range", catalog.ETag(it.SHA256)); r.status != 206 || !bytes.Equal(r.body, want[10:20]) {
+		if r := get(t, "GET", u, "Range", "bytes=10-19", "If-Range", media.ETag(it.SHA256)); r.status != 206 || !bytes.Equal(r.body, want[10:20]) {
 			t.Errorf("If-Range matching: %d", r.status)
 		}
 		if r := get(t, "GET", u, "Range", "bytes=10-19", "If-Range", `"0000"`); r.status != 200 || !bytes.Equal(r.body, want) {
@@ -505,7 +506,7 @@ func TestCacheEndToEnd(t *testing.T) {
 	})
 
 	t.Run("wrong bytes or wrong size are refused", func(t *testing.T) {
-		for _, it := range []catalog.Item{tam, short} {
+		for _, it := range []media.Item{tam, short} {
 			// The first GET streams until verification fails: the client
 			// either gets an error or a cut body, never the whole thing.
 			r, _ := tryGet(e.url + "/media/" + it.ID)
@@ -541,7 +542,7 @@ func TestCacheEndToEnd(t *testing.T) {
 			if !found {
 				t.Errorf("%s: not listed in GET /api/v1/cache", it.Title)
 			}
-			if _, err := os.Stat(catalog.BlobPath(filepath.Join(e.data, "blobs"), it.SHA256)); !os.IsNotExist(err) {
+			if _, err := os.Stat(media.BlobPath(filepath.Join(e.data, "blobs"), it.SHA256)); !os.IsNotExist(err) {
 				t.Errorf("%s: a blob was stored: %v", it.Title, err)
 			}
 			if r := get(t, "HEAD", e.url+"/media/"+it.ID); r.status != 200 {

@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/campusedge/campusedge/sync/catalog"
+	"github.com/campusedge/campusedge/edge/media"
 )
 
 // FuzzServeRange checks that an in-flight download served through
@@ -26,7 +26,7 @@ func FuzzServeRange(f *testing.F) {
 	f.Fuzz(func(t *testing.T, rng string, size uint16, staleIfRange bool) {
 		n := int(size)%5000 + 1
 		content := bytes.Repeat([]byte("0123456789abcdefghij"), n/20+1)[:n]
-		it := catalog.Item{ID: "fuzz", Size: int64(n), SHA256: strings.Repeat("a", 64), MIME: "video/mp4"}
+		it := media.Item{ID: "fuzz", Size: int64(n), SHA256: strings.Repeat("a", 64), MIME: "video/mp4"}
 		path := filepath.Join(dir, "part")
 		if err := os.WriteFile(path, content[:n/2], 0o600); err != nil {
 			t.Fatal(err)
@@ -55,16 +55,16 @@ func FuzzServeRange(f *testing.F) {
 		if staleIfRange {
 			req.Header.Set("If-Range", `"other"`)
 		} else {
-			req.Header.Set("If-Range", catalog.ETag(it.SHA256))
+			req.Header.Set("If-Range", media.ETag(it.SHA256))
 		}
 		got := httptest.NewRecorder()
-		got.Header().Set("ETag", catalog.ETag(it.SHA256))
+		got.Header().Set("ETag", media.ETag(it.SHA256))
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		http.ServeContent(got, req, "", time.Time{}, &growingFile{ctx: ctx, d: d, f: rf})
 		<-d.done
 		want := httptest.NewRecorder()
-		want.Header().Set("ETag", catalog.ETag(it.SHA256))
+		want.Header().Set("ETag", media.ETag(it.SHA256))
 		http.ServeContent(want, req, "", time.Time{}, bytes.NewReader(content))
 		if got.Code != want.Code || got.Header().Get("Content-Range") != want.Header().Get("Content-Range") || got.Header().Get("Content-Length") != want.Header().Get("Content-Length") {
 			t.Fatalf("Range %q on %d bytes: streaming %d %q, complete %d %q", rng, n, got.Code, got.Header().Get("Content-Range"), want.Code, want.Header().Get("Content-Range"))

@@ -14,7 +14,8 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/campusedge/campusedge/edge/api"
-	"github.com/campusedge/campusedge/sync/catalog"
+	"github.com/campusedge/campusedge/edge/httpapi"
+	"github.com/campusedge/campusedge/edge/media"
 )
 
 // Register adds the cache's routes to the edge API:
@@ -34,24 +35,24 @@ func (c *Cache) serveMedia(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
 	outcome := "error"
 	defer func() { c.metrics.requests.WithLabelValues(outcome).Inc() }()
-	if !catalog.ValidID(id) {
+	if !media.ValidID(id) {
 		outcome = "refused"
-		api.WriteError(w, http.StatusBadRequest, "invalid_id", "not a catalogue id (1-64 of a-z, 0-9, '.', '_', '-')")
+		httpapi.WriteError(w, http.StatusBadRequest, "invalid_id", "not a catalogue id (1-64 of a-z, 0-9, '.', '_', '-')")
 		return
 	}
 	it, ok, err := c.item(id)
 	if err != nil {
-		api.WriteError(w, http.StatusInternalServerError, "internal", "could not read the catalogue: "+err.Error())
+		httpapi.WriteError(w, http.StatusInternalServerError, "internal", "could not read the catalogue: "+err.Error())
 		return
 	}
 	if !ok {
 		outcome = "refused"
-		api.WriteError(w, http.StatusNotFound, "not_found", "no catalogue item "+id+" (is the catalogue synced? see GET /api/v1/catalog)")
+		httpapi.WriteError(w, http.StatusNotFound, "not_found", "no catalogue item "+id+" (is the catalogue synced? see GET /api/v1/catalog)")
 		return
 	}
 	h := w.Header()
-	h.Set("ETag", catalog.ETag(it.SHA256))
-	catalog.SetServeHeaders(h, it)
+	h.Set("ETag", media.ETag(it.SHA256))
+	media.SetServeHeaders(h, it)
 	h.Set("Cache-Control", "public, max-age=86400")
 	h.Set("Accept-Ranges", "bytes")
 	// Fast path for a cached item: one open and one fstat. The reader
@@ -86,7 +87,7 @@ again:
 		}
 		if c.cfg.Hub == "" {
 			outcome = "refused"
-			api.WriteError(w, http.StatusServiceUnavailable, "not_cached", id+" is not cached and no hub is configured (-cloud)")
+			httpapi.WriteError(w, http.StatusServiceUnavailable, "not_cached", id+" is not cached and no hub is configured (-cloud)")
 			return
 		}
 		// Join (or start) the one download of this item and stream it
@@ -124,7 +125,7 @@ again:
 	if err != nil {
 		c.reading(it.SHA256, -1)
 		outcome = "error"
-		api.WriteError(w, http.StatusInternalServerError, "blob_missing", "the cached file of "+id+" is gone: "+err.Error())
+		httpapi.WriteError(w, http.StatusInternalServerError, "blob_missing", "the cached file of "+id+" is gone: "+err.Error())
 		return
 	}
 	defer f.Close()
@@ -138,13 +139,13 @@ again:
 func writeFetchError(w http.ResponseWriter, id string, err error) {
 	switch {
 	case errors.Is(err, ErrNoSpace):
-		api.WriteError(w, http.StatusInsufficientStorage, "disk_full", err.Error())
+		httpapi.WriteError(w, http.StatusInsufficientStorage, "disk_full", err.Error())
 	case errors.Is(err, ErrCorrupt):
-		api.WriteError(w, http.StatusBadGateway, "upstream_corrupt", err.Error())
+		httpapi.WriteError(w, http.StatusBadGateway, "upstream_corrupt", err.Error())
 	case errors.Is(err, errClosed):
-		api.WriteError(w, http.StatusServiceUnavailable, "shutting_down", err.Error())
+		httpapi.WriteError(w, http.StatusServiceUnavailable, "shutting_down", err.Error())
 	default:
-		api.WriteError(w, http.StatusBadGateway, "upstream_failed", "could not fetch "+id+" from the hub: "+err.Error())
+		httpapi.WriteError(w, http.StatusBadGateway, "upstream_failed", "could not fetch "+id+" from the hub: "+err.Error())
 	}
 }
 
@@ -152,7 +153,7 @@ func writeFetchError(w http.ResponseWriter, id string, err error) {
 func etagMatch(inm, sum string) bool {
 	for t := range strings.SplitSeq(inm, ",") {
 		t = strings.TrimSpace(t)
-		if t == "*" || strings.TrimPrefix(t, "W/") == catalog.ETag(sum) {
+		if t == "*" || strings.TrimPrefix(t, "W/") == media.ETag(sum) {
 			return true
 		}
 	}
@@ -161,7 +162,7 @@ func etagMatch(inm, sum string) bool {
 
 // CatalogItem is an item with its local cache state.
 type CatalogItem struct {
-	catalog.Item
+	media.Item
 	State State `json:"state"`
 	// Bytes is how much of the item is on disk.
 	Bytes int64 `json:"bytes"`
@@ -181,24 +182,24 @@ type CatalogResponse struct {
 func (c *Cache) listCatalog(w http.ResponseWriter, r *http.Request) {
 	q := strings.ToLower(strings.TrimSpace(r.URL.Query().Get("q")))
 	if len(q) > 256 {
-		api.WriteError(w, http.StatusBadRequest, "invalid_query", "q is longer than 256 bytes")
+		httpapi.WriteError(w, http.StatusBadRequest, "invalid_query", "q is longer than 256 bytes")
 		return
 	}
 	limit := 100
 	if l := r.URL.Query().Get("limit"); l != "" {
 		n, err := strconv.Atoi(l)
 		if err != nil || n < 1 || n > 1000 {
-			api.WriteError(w, http.StatusBadRequest, "invalid_limit", "limit must be 1-1000")
+			httpapi.WriteError(w, http.StatusBadRequest, "invalid_limit", "limit must be 1-1000")
 			return
 		}
 		limit = n
 	}
 	out := CatalogResponse{Items: []CatalogItem{}}
-	var matched []catalog.Item
+	var matched []media.Item
 	err := c.cfg.DB.View(func(tx *bolt.Tx) error {
 		out.Cursor = string(tx.Bucket(BucketMeta).Get(keyCursor))
 		return tx.Bucket(BucketItems).ForEach(func(k, v []byte) error {
-			var it catalog.Item
+			var it media.Item
 			if err := json.Unmarshal(v, &it); err != nil {
 				return err
 			}
@@ -212,7 +213,7 @@ func (c *Cache) listCatalog(w http.ResponseWriter, r *http.Request) {
 		})
 	})
 	if err != nil {
-		api.WriteError(w, http.StatusInternalServerError, "internal", "could not read the catalogue: "+err.Error())
+		httpapi.WriteError(w, http.StatusInternalServerError, "internal", "could not read the catalogue: "+err.Error())
 		return
 	}
 	for _, it := range matched { // stat outside the transaction
@@ -225,7 +226,7 @@ func (c *Cache) listCatalog(w http.ResponseWriter, r *http.Request) {
 	}
 	out.Sync = c.syncSt
 	c.mu.Unlock()
-	api.WriteJSON(w, http.StatusOK, out)
+	httpapi.WriteJSON(w, http.StatusOK, out)
 }
 
 // sendfileWriter lets http.ServeContent reach net/http's zero-copy

@@ -10,6 +10,7 @@ import (
 
 	"github.com/campusedge/campusedge/edge/cache"
 	"github.com/campusedge/campusedge/edge/config"
+	"github.com/campusedge/campusedge/edge/media"
 	"github.com/campusedge/campusedge/sync/catalog"
 )
 
@@ -55,7 +56,7 @@ func TestPrefetchPinsTimetableQuota(t *testing.T) {
 		os.WriteFile(filepath.Join(in, n+".mp4"), files[n], 0o600)
 	}
 	h := newHub(t, filepath.Join(root, "hub"))
-	items := map[string]catalog.Item{}
+	items := map[string]media.Item{}
 	if err := h.store.Import(in, func(im catalog.Imported) {
 		items[strings.TrimSuffix(filepath.Base(im.Path), ".mp4")] = im.Item
 	}); err != nil {
@@ -70,7 +71,7 @@ func TestPrefetchPinsTimetableQuota(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	id := func(n string) string { return items[n].ID }
-	blob := func(n string) string { return catalog.BlobPath(filepath.Join(e.data, "blobs"), items[n].SHA256) }
+	blob := func(n string) string { return media.BlobPath(filepath.Join(e.data, "blobs"), items[n].SHA256) }
 	cached := func(st cache.Status, n string) bool {
 		p, ok := progress(st, id(n))
 		return ok && p.State == cache.Cached

@@ -11,7 +11,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
-	"github.com/campusedge/campusedge/sync/catalog"
+	"github.com/campusedge/campusedge/edge/media"
 )
 
 // Pin keeps an item cached: it is prefetched and never evicted.
@@ -42,11 +42,11 @@ const (
 
 // Validate checks an entry from the API or from sync.
 func (e TimetableEntry) Validate() error {
-	if !catalog.ValidID(e.ID) {
+	if !media.ValidID(e.ID) {
 		return fmt.Errorf("timetable entry id %q: want 1-64 of [a-z0-9._-]", e.ID)
 	}
-	if len(e.Classroom) > catalog.MaxFieldLen {
-		return fmt.Errorf("timetable entry %s: classroom longer than %d bytes", e.ID, catalog.MaxFieldLen)
+	if len(e.Classroom) > media.MaxFieldLen {
+		return fmt.Errorf("timetable entry %s: classroom longer than %d bytes", e.ID, media.MaxFieldLen)
 	}
 	if e.Start.IsZero() {
 		return fmt.Errorf("timetable entry %s: start time missing", e.ID)
@@ -55,7 +55,7 @@ func (e TimetableEntry) Validate() error {
 		return fmt.Errorf("timetable entry %s: want 1-%d resource ids", e.ID, maxEntryResources)
 	}
 	for _, r := range e.Resources {
-		if !catalog.ValidID(r) {
+		if !media.ValidID(r) {
 			return fmt.Errorf("timetable entry %s: resource id %q is not a catalogue id", e.ID, r)
 		}
 	}
@@ -184,7 +184,7 @@ func (c *Cache) Unpin(id string) (bool, error) {
 
 // Want is an item the prefetch policy wants cached, and why.
 type Want struct {
-	Item    catalog.Item
+	Item    media.Item
 	Reasons []string
 	// Need is the earliest timetable start (zero for pins only).
 	Need time.Time
@@ -336,7 +336,7 @@ func (c *Cache) prefetchLoop(ctx context.Context) {
 			c.prefetching[w.Item.ID] = true
 			c.mu.Unlock()
 			wg.Add(1)
-			go func(it catalog.Item, reasons []string) {
+			go func(it media.Item, reasons []string) {
 				defer wg.Done()
 				defer func() { <-sem }()
 				c.log.Info("prefetch started", "id", it.ID, "bytes", it.Size, "reasons", reasons)

@@ -10,16 +10,17 @@ import (
 
 	"github.com/campusedge/campusedge/edge/cache"
 	"github.com/campusedge/campusedge/edge/config"
+	"github.com/campusedge/campusedge/edge/media"
 	"github.com/campusedge/campusedge/sync/catalog"
 )
 
-func importFiles(t *testing.T, h *hub, dir string, files map[string][]byte) map[string]catalog.Item {
+func importFiles(t *testing.T, h *hub, dir string, files map[string][]byte) map[string]media.Item {
 	t.Helper()
 	os.MkdirAll(dir, 0o700)
 	for n, b := range files {
 		os.WriteFile(filepath.Join(dir, n), b, 0o600)
 	}
-	items := map[string]catalog.Item{}
+	items := map[string]media.Item{}
 	if err := h.store.Import(dir, func(im catalog.Imported) { items[filepath.Base(im.Path)] = im.Item }); err != nil {
 		t.Fatal(err)
 	}

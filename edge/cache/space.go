@@ -14,7 +14,8 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
-	"github.com/campusedge/campusedge/sync/catalog"
+	"github.com/campusedge/campusedge/edge/fsutil"
+	"github.com/campusedge/campusedge/edge/media"
 )
 
 // ErrPinOverQuota means the pinned items together would not fit the quota.
@@ -33,14 +34,14 @@ func (c *Cache) reading(sum string, delta int) {
 // touch marks it as used now, for least-recently-used eviction. The blob's
 // mtime is the record: no store write on the serving path, and it survives
 // a restart. It is updated at most once a minute per blob.
-func (c *Cache) touch(it catalog.Item) {
+func (c *Cache) touch(it media.Item) {
 	if fi, err := os.Stat(c.blobPath(it)); err == nil {
 		c.touchInfo(it, fi)
 	}
 }
 
 // touchInfo is touch with the blob's FileInfo already at hand.
-func (c *Cache) touchInfo(it catalog.Item, fi os.FileInfo) {
+func (c *Cache) touchInfo(it media.Item, fi os.FileInfo) {
 	if now := time.Now(); now.Sub(fi.ModTime()) > time.Minute {
 		_ = os.Chtimes(c.blobPath(it), now, now)
 	}
@@ -64,7 +65,7 @@ func (c *Cache) scanBlobs() ([]blobInfo, error) {
 			}
 			return err
 		}
-		if d.Type().IsRegular() && catalog.ValidSHA256(d.Name()) {
+		if d.Type().IsRegular() && media.ValidSHA256(d.Name()) {
 			fi, err := d.Info()
 			if err != nil {
 				return nil // removed under us
@@ -128,7 +129,7 @@ func (c *Cache) usage() (Usage, error) {
 	}
 	u.Used += c.partialBytes(c.reserved)
 	c.spaceMu.Unlock()
-	if free, err := freeBytes(c.blobs); err == nil {
+	if free, err := fsutil.FreeBytes(c.blobs); err == nil {
 		u.Free = max(0, free-spaceReserve)
 	}
 	return u, nil
@@ -162,7 +163,7 @@ func (c *Cache) protected() (map[string]bool, error) {
 // evicting least-recently-used unprotected blobs that nobody is reading if
 // the quota or the disk requires it. It fails with a clear error, before
 // any byte is fetched, when that is not enough.
-func (c *Cache) makeRoom(it catalog.Item, need int64) error {
+func (c *Cache) makeRoom(it media.Item, need int64) error {
 	keep, err := c.protected()
 	if err != nil {
 		return err
@@ -188,7 +189,7 @@ func (c *Cache) makeRoom(it catalog.Item, need int64) error {
 	}
 	used += c.partialBytes(skip)
 	have := it.Size - need // already in the partial file
-	free, err := freeBytes(c.blobs)
+	free, err := fsutil.FreeBytes(c.blobs)
 	if err != nil {
 		return fmt.Errorf("check free space: %w", err)
 	}
@@ -214,7 +215,7 @@ func (c *Cache) makeRoom(it catalog.Item, need int64) error {
 		if keep[b.sum] || c.readers[b.sum] > 0 || b.sum == it.SHA256 {
 			continue
 		}
-		if err := os.Remove(catalog.BlobPath(c.blobs, b.sum)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		if err := os.Remove(media.BlobPath(c.blobs, b.sum)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return fmt.Errorf("evict %s: %w", b.sum, err)
 		}
 		c.log.Info("evicted resource to make room", "sha256", b.sum, "bytes", b.size, "last_used", b.used.Format(time.RFC3339), "for", it.ID)
@@ -248,7 +249,7 @@ func (c *Cache) reconcileBlobs() error {
 	sizes := map[string]int64{}
 	err := c.cfg.DB.View(func(tx *bolt.Tx) error {
 		return tx.Bucket(BucketItems).ForEach(func(k, v []byte) error {
-			var it catalog.Item
+			var it media.Item
 			if err := json.Unmarshal(v, &it); err != nil {
 				return fmt.Errorf("item %s: %w", k, err)
 			}
@@ -276,7 +277,7 @@ func (c *Cache) reconcileBlobs() error {
 		}
 		sum := d.Name()
 		size, known := sizes[sum]
-		ok := d.Type().IsRegular() && catalog.ValidSHA256(sum) && known && filepath.Base(filepath.Dir(p)) == sum[:2]
+		ok := d.Type().IsRegular() && media.ValidSHA256(sum) && known && filepath.Base(filepath.Dir(p)) == sum[:2]
 		if ok {
 			fi, err := d.Info()
 			ok = err == nil && fi.Size() == size

@@ -19,15 +19,15 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
-	"github.com/campusedge/campusedge/sync/catalog"
+	"github.com/campusedge/campusedge/edge/media"
 )
 
 // putBlob stores content as a verified blob and a catalogue item.
-func putBlob(t *testing.T, c *Cache, id string, content []byte, used time.Time) catalog.Item {
+func putBlob(t *testing.T, c *Cache, id string, content []byte, used time.Time) media.Item {
 	t.Helper()
 	h := sha256.Sum256(content)
-	it := catalog.Item{ID: id, Title: id, MIME: "video/mp4", Size: int64(len(content)), SHA256: hex.EncodeToString(h[:]), Seq: 1}
-	p := catalog.BlobPath(c.blobs, it.SHA256)
+	it := media.Item{ID: id, Title: id, MIME: "video/mp4", Size: int64(len(content)), SHA256: hex.EncodeToString(h[:]), Seq: 1}
+	p := media.BlobPath(c.blobs, it.SHA256)
 	os.MkdirAll(filepath.Dir(p), 0o700)
 	if err := os.WriteFile(p, content, 0o600); err != nil {
 		t.Fatal(err)
@@ -37,7 +37,7 @@ func putBlob(t *testing.T, c *Cache, id string, content []byte, used time.Time) 
 	return it
 }
 
-func putItem(t *testing.T, db *bolt.DB, it catalog.Item) {
+func putItem(t *testing.T, db *bolt.DB, it media.Item) {
 	t.Helper()
 	v, _ := json.Marshal(it)
 	if err := db.Update(func(tx *bolt.Tx) error { return tx.Bucket(BucketItems).Put([]byte(it.ID), v) }); err != nil {
@@ -65,11 +65,11 @@ func TestEvictionSparesReadersAndPins(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.reading(oldest.SHA256, 1) // a classroom is watching it
-	next := catalog.Item{ID: "next", Size: 1500, SHA256: strings.Repeat("b", 64)}
+	next := media.Item{ID: "next", Size: 1500, SHA256: strings.Repeat("b", 64)}
 	if err := c.makeRoom(next, next.Size); err != nil {
 		t.Fatal(err)
 	}
-	gone := func(it catalog.Item) bool {
+	gone := func(it media.Item) bool {
 		_, err := os.Stat(c.blobPath(it))
 		return errors.Is(err, os.ErrNotExist)
 	}
@@ -80,7 +80,7 @@ func TestEvictionSparesReadersAndPins(t *testing.T) {
 	}
 	c.release("next")
 	// Nothing else can go: a download that needs more fails clearly.
-	big := catalog.Item{ID: "big", Size: 2500, SHA256: strings.Repeat("c", 64)}
+	big := media.Item{ID: "big", Size: 2500, SHA256: strings.Repeat("c", 64)}
 	err = c.makeRoom(big, big.Size)
 	if !errors.Is(err, ErrNoSpace) || !strings.Contains(err.Error(), "quota") {
 		t.Fatalf("makeRoom beyond quota: %v", err)
@@ -118,7 +118,7 @@ func TestFreeSpaceCheckedBeforeDownload(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	it := catalog.Item{ID: "huge", Title: "huge", MIME: "video/mp4", Size: 64 << 20, SHA256: strings.Repeat("d", 64), Seq: 1}
+	it := media.Item{ID: "huge", Title: "huge", MIME: "video/mp4", Size: 64 << 20, SHA256: strings.Repeat("d", 64), Seq: 1}
 	putItem(t, db, it)
 	start := time.Now()
 	err = c.Ensure(t.Context(), it)
@@ -150,16 +150,16 @@ func TestReconcileBlobs(t *testing.T) {
 	os.Truncate(c.blobPath(torn), 100)
 	orphan := rnd(300)
 	h := sha256.Sum256(orphan)
-	orphanPath := catalog.BlobPath(c.blobs, hex.EncodeToString(h[:]))
+	orphanPath := media.BlobPath(c.blobs, hex.EncodeToString(h[:]))
 	os.MkdirAll(filepath.Dir(orphanPath), 0o700)
 	os.WriteFile(orphanPath, orphan, 0o600)
 	junk := filepath.Join(c.blobs, "sha256", "zz", "not-a-sum")
 	os.MkdirAll(filepath.Dir(junk), 0o700)
 	os.WriteFile(junk, []byte("x"), 0o600)
 	os.WriteFile(filepath.Join(c.blobs, "tmp", "upload-123"), []byte("half an upload"), 0o600)
-	missing := catalog.Item{ID: "missing", Title: "m", MIME: "video/mp4", Size: 10, SHA256: strings.Repeat("e", 64), Seq: 1}
+	missing := media.Item{ID: "missing", Title: "m", MIME: "video/mp4", Size: 10, SHA256: strings.Repeat("e", 64), Seq: 1}
 	putItem(t, db, missing)
-	partial := catalog.Item{ID: "partial", Title: "p", MIME: "video/mp4", Size: 1000, SHA256: strings.Repeat("f", 64), Seq: 1}
+	partial := media.Item{ID: "partial", Title: "p", MIME: "video/mp4", Size: 1000, SHA256: strings.Repeat("f", 64), Seq: 1}
 	putItem(t, db, partial)
 	os.WriteFile(c.partialPath("partial"), rnd(1000), 0o600) // complete length, unverified
 	c.Close()
@@ -175,7 +175,7 @@ func TestReconcileBlobs(t *testing.T) {
 			t.Errorf("%s: exists %v, want %v", p, err == nil, want)
 		}
 	}
-	for it, want := range map[catalog.Item]State{good: Cached, torn: Missing, missing: Missing, partial: Partial} {
+	for it, want := range map[media.Item]State{good: Cached, torn: Missing, missing: Missing, partial: Partial} {
 		if st, _ := c.state(it); st != want {
 			t.Errorf("%s: state %s, want %s", it.ID, st, want)
 		}
@@ -213,7 +213,7 @@ func TestPrunePastTimetable(t *testing.T) {
 func TestHostileHubRunsOutOfAttempts(t *testing.T) {
 	content := rnd(100_000)
 	h := sha256.Sum256(content)
-	it := catalog.Item{ID: "short", Title: "s", MIME: "video/mp4", Size: int64(len(content)), SHA256: hex.EncodeToString(h[:]), Seq: 1}
+	it := media.Item{ID: "short", Title: "s", MIME: "video/mp4", Size: int64(len(content)), SHA256: hex.EncodeToString(h[:]), Seq: 1}
 	var mu sync.Mutex
 	requests := 0
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -275,10 +275,10 @@ func TestMaxDownloadsQueuesTheRest(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	var its []catalog.Item
+	var its []media.Item
 	for i, content := range [][]byte{a, b} {
 		h := sha256.Sum256(content)
-		it := catalog.Item{ID: []string{"ia", "ib"}[i], Title: "x", MIME: "video/mp4", Size: int64(len(content)), SHA256: hex.EncodeToString(h[:]), Seq: 1}
+		it := media.Item{ID: []string{"ia", "ib"}[i], Title: "x", MIME: "video/mp4", Size: int64(len(content)), SHA256: hex.EncodeToString(h[:]), Seq: 1}
 		items[it.ID] = content
 		putItem(t, db, it)
 		its = append(its, it)

@@ -7,7 +7,8 @@ import (
 	"time"
 
 	"github.com/campusedge/campusedge/edge/api"
-	"github.com/campusedge/campusedge/sync/catalog"
+	"github.com/campusedge/campusedge/edge/httpapi"
+	"github.com/campusedge/campusedge/edge/media"
 )
 
 // maxPolicyBody bounds the JSON bodies of the policy API.
@@ -86,7 +87,7 @@ func (c *Cache) Progress() (Status, error) {
 		return st, err
 	}
 	seen := map[string]bool{}
-	add := func(it catalog.Item, w *Want) ItemProgress {
+	add := func(it media.Item, w *Want) ItemProgress {
 		s, n := c.state(it)
 		p := ItemProgress{ID: it.ID, Title: it.Title, Size: it.Size, State: s, Bytes: n}
 		if w != nil {
@@ -170,26 +171,26 @@ func (c *Cache) Progress() (Status, error) {
 func (c *Cache) getStatus(w http.ResponseWriter, r *http.Request) {
 	st, err := c.Progress()
 	if err != nil {
-		api.WriteError(w, http.StatusInternalServerError, "internal", "could not read the cache state: "+err.Error())
+		httpapi.WriteError(w, http.StatusInternalServerError, "internal", "could not read the cache state: "+err.Error())
 		return
 	}
-	api.WriteJSON(w, http.StatusOK, st)
+	httpapi.WriteJSON(w, http.StatusOK, st)
 }
 
 func (c *Cache) putPin(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
-	if !catalog.ValidID(id) {
-		api.WriteError(w, http.StatusBadRequest, "invalid_id", "not a catalogue id")
+	if !media.ValidID(id) {
+		httpapi.WriteError(w, http.StatusBadRequest, "invalid_id", "not a catalogue id")
 		return
 	}
 	var body struct {
 		By string `json:"by"`
 	}
-	if r.ContentLength != 0 && !api.DecodeJSON(w, r, maxPolicyBody, &body) {
+	if r.ContentLength != 0 && !httpapi.DecodeJSON(w, r, maxPolicyBody, &body) {
 		return
 	}
-	if len(body.By) > catalog.MaxFieldLen {
-		api.WriteError(w, http.StatusBadRequest, "invalid_by", "by is longer than 128 bytes")
+	if len(body.By) > media.MaxFieldLen {
+		httpapi.WriteError(w, http.StatusBadRequest, "invalid_by", "by is longer than 128 bytes")
 		return
 	}
 	if body.By == "" {
@@ -198,13 +199,13 @@ func (c *Cache) putPin(w http.ResponseWriter, r *http.Request) {
 	p, err := c.SetPin(id, body.By)
 	switch {
 	case errors.Is(err, ErrUnknownItem):
-		api.WriteError(w, http.StatusNotFound, "not_found", err.Error())
+		httpapi.WriteError(w, http.StatusNotFound, "not_found", err.Error())
 	case errors.Is(err, ErrPinOverQuota):
-		api.WriteError(w, http.StatusInsufficientStorage, "pin_over_quota", err.Error())
+		httpapi.WriteError(w, http.StatusInsufficientStorage, "pin_over_quota", err.Error())
 	case err != nil:
-		api.WriteError(w, http.StatusInternalServerError, "internal", err.Error())
+		httpapi.WriteError(w, http.StatusInternalServerError, "internal", err.Error())
 	default:
-		api.WriteJSON(w, http.StatusOK, p)
+		httpapi.WriteJSON(w, http.StatusOK, p)
 	}
 }
 
@@ -212,9 +213,9 @@ func (c *Cache) deletePin(w http.ResponseWriter, r *http.Request) {
 	found, err := c.Unpin(r.PathValue("id"))
 	switch {
 	case err != nil:
-		api.WriteError(w, http.StatusInternalServerError, "internal", err.Error())
+		httpapi.WriteError(w, http.StatusInternalServerError, "internal", err.Error())
 	case !found:
-		api.WriteError(w, http.StatusNotFound, "not_found", "no pin for "+r.PathValue("id"))
+		httpapi.WriteError(w, http.StatusNotFound, "not_found", "no pin for "+r.PathValue("id"))
 	default:
 		w.WriteHeader(http.StatusNoContent)
 	}
@@ -223,32 +224,32 @@ func (c *Cache) deletePin(w http.ResponseWriter, r *http.Request) {
 func (c *Cache) getTimetable(w http.ResponseWriter, r *http.Request) {
 	tt, err := c.Timetable()
 	if err != nil {
-		api.WriteError(w, http.StatusInternalServerError, "internal", err.Error())
+		httpapi.WriteError(w, http.StatusInternalServerError, "internal", err.Error())
 		return
 	}
-	api.WriteJSON(w, http.StatusOK, map[string]any{"entries": tt})
+	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"entries": tt})
 }
 
 func (c *Cache) putTimetable(w http.ResponseWriter, r *http.Request) {
 	var e TimetableEntry
-	if !api.DecodeJSON(w, r, maxPolicyBody, &e) {
+	if !httpapi.DecodeJSON(w, r, maxPolicyBody, &e) {
 		return
 	}
 	e.ID = r.PathValue("id")
 	if err := c.PutTimetable([]TimetableEntry{e}); err != nil {
-		api.WriteError(w, http.StatusBadRequest, "invalid_entry", err.Error())
+		httpapi.WriteError(w, http.StatusBadRequest, "invalid_entry", err.Error())
 		return
 	}
-	api.WriteJSON(w, http.StatusOK, e)
+	httpapi.WriteJSON(w, http.StatusOK, e)
 }
 
 func (c *Cache) deleteTimetable(w http.ResponseWriter, r *http.Request) {
 	found, err := c.DeleteTimetable(r.PathValue("id"))
 	switch {
 	case err != nil:
-		api.WriteError(w, http.StatusInternalServerError, "internal", err.Error())
+		httpapi.WriteError(w, http.StatusInternalServerError, "internal", err.Error())
 	case !found:
-		api.WriteError(w, http.StatusNotFound, "not_found", "no timetable entry "+r.PathValue("id"))
+		httpapi.WriteError(w, http.StatusNotFound, "not_found", "no timetable entry "+r.PathValue("id"))
 	default:
 		w.WriteHeader(http.StatusNoContent)
 	}
@@ -258,23 +259,23 @@ func (c *Cache) putBandwidth(w http.ResponseWriter, r *http.Request) {
 	var body struct {
 		Schedule string `json:"schedule"`
 	}
-	if !api.DecodeJSON(w, r, maxPolicyBody, &body) {
+	if !httpapi.DecodeJSON(w, r, maxPolicyBody, &body) {
 		return
 	}
 	sc, err := ParseSchedule(body.Schedule)
 	if err != nil {
-		api.WriteError(w, http.StatusBadRequest, "invalid_schedule", err.Error())
+		httpapi.WriteError(w, http.StatusBadRequest, "invalid_schedule", err.Error())
 		return
 	}
 	c.shaper.set(sc)
 	c.log.Info("bandwidth schedule changed", "schedule", sc.String())
-	api.WriteJSON(w, http.StatusOK, map[string]string{"schedule": sc.String()})
+	httpapi.WriteJSON(w, http.StatusOK, map[string]string{"schedule": sc.String()})
 }
 
 func (c *Cache) postMedia(w http.ResponseWriter, r *http.Request) {
 	meta, err := uploadMeta(r)
 	if err != nil {
-		api.WriteError(w, http.StatusBadRequest, "invalid_upload", err.Error())
+		httpapi.WriteError(w, http.StatusBadRequest, "invalid_upload", err.Error())
 		return
 	}
 	body := http.MaxBytesReader(w, r.Body, c.cfg.UploadMax)
@@ -282,16 +283,16 @@ func (c *Cache) postMedia(w http.ResponseWriter, r *http.Request) {
 	var mbe *http.MaxBytesError
 	switch {
 	case errors.Is(err, errTooLarge) || errors.As(err, &mbe):
-		api.WriteError(w, http.StatusRequestEntityTooLarge, "too_large", "the upload is larger than the limit of "+formatBytes(c.cfg.UploadMax)+" (-cache-upload-max)")
+		httpapi.WriteError(w, http.StatusRequestEntityTooLarge, "too_large", "the upload is larger than the limit of "+formatBytes(c.cfg.UploadMax)+" (-cache-upload-max)")
 	case errors.Is(err, ErrNoSpace):
-		api.WriteError(w, http.StatusInsufficientStorage, "disk_full", err.Error())
-	case errors.Is(err, catalog.ErrInvalid):
-		api.WriteError(w, http.StatusBadRequest, "invalid_upload", err.Error())
+		httpapi.WriteError(w, http.StatusInsufficientStorage, "disk_full", err.Error())
+	case errors.Is(err, media.ErrInvalid):
+		httpapi.WriteError(w, http.StatusBadRequest, "invalid_upload", err.Error())
 	case err != nil:
-		api.WriteError(w, http.StatusInternalServerError, "internal", "could not store the upload: "+err.Error())
+		httpapi.WriteError(w, http.StatusInternalServerError, "internal", "could not store the upload: "+err.Error())
 	default:
 		w.Header().Set("Location", "/media/"+it.ID)
-		api.WriteJSON(w, http.StatusCreated, it)
+		httpapi.WriteJSON(w, http.StatusCreated, it)
 	}
 }
 

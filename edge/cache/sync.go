@@ -12,7 +12,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
-	"github.com/campusedge/campusedge/sync/catalog"
+	"github.com/campusedge/campusedge/edge/media"
 )
 
 // pageLimit is how many items one catalogue request asks for.
@@ -75,7 +75,7 @@ func (c *Cache) SyncOnce(ctx context.Context) (changed int, err error) {
 		if err != nil {
 			return changed, err
 		}
-		next, _ := catalog.ParseCursor(page.Next) // validated by DecodeChanges
+		next, _ := media.ParseCursor(page.Next) // validated by DecodeChanges
 		err = c.cfg.DB.Update(func(tx *bolt.Tx) error {
 			b := tx.Bucket(BucketItems)
 			for _, it := range page.Items {
@@ -110,24 +110,24 @@ func (c *Cache) SyncOnce(ctx context.Context) (changed int, err error) {
 	return changed, nil
 }
 
-func (c *Cache) fetchPage(ctx context.Context, since uint64) (catalog.Changes, error) {
+func (c *Cache) fetchPage(ctx context.Context, since uint64) (media.Changes, error) {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	u := c.cfg.Hub + "/api/v1/catalog?" + url.Values{"since": {strconv.FormatUint(since, 10)}, "limit": {strconv.Itoa(pageLimit)}}.Encode()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
-		return catalog.Changes{}, err
+		return media.Changes{}, err
 	}
 	resp, err := c.client.Do(req)
 	if err != nil {
-		return catalog.Changes{}, fmt.Errorf("hub unreachable: %w", err)
+		return media.Changes{}, fmt.Errorf("hub unreachable: %w", err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-		return catalog.Changes{}, fmt.Errorf("hub answered %s: %s", resp.Status, b)
+		return media.Changes{}, fmt.Errorf("hub answered %s: %s", resp.Status, b)
 	}
-	return catalog.DecodeChanges(resp.Body, since)
+	return media.DecodeChanges(resp.Body, since)
 }
 
 func (c *Cache) cursor() (uint64, error) {
@@ -139,5 +139,5 @@ func (c *Cache) cursor() (uint64, error) {
 	if err != nil {
 		return 0, err
 	}
-	return catalog.ParseCursor(s)
+	return media.ParseCursor(s)
 }

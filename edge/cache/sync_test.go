@@ -14,6 +14,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/campusedge/campusedge/edge/media"
 	"github.com/campusedge/campusedge/sync/catalog"
 )
 
@@ -120,7 +121,7 @@ func TestSyncIncrementalAndHostileHub(t *testing.T) {
 func TestReconcileRemovesOrphanPartials(t *testing.T) {
 	db := openDB(t)
 	dir := t.TempDir()
-	it := catalog.Item{ID: "r1", Title: "t", MIME: "video/mp4", Size: 10, SHA256: "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad", Seq: 1}
+	it := media.Item{ID: "r1", Title: "t", MIME: "video/mp4", Size: 10, SHA256: "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad", Seq: 1}
 	if err := db.Update(func(tx *bolt.Tx) error {
 		b, _ := json.Marshal(it)
 		return tx.Bucket(BucketItems).Put([]byte(it.ID), b)

@@ -19,7 +19,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
-	"github.com/campusedge/campusedge/sync/catalog"
+	"github.com/campusedge/campusedge/edge/media"
 )
 
 // UploadEntry is a local resource waiting to reach the city catalogue.
@@ -31,7 +31,7 @@ type UploadEntry struct {
 }
 
 // LocalIDPrefix starts the id of every school-made resource
-// (catalog.UploadID: "l" + 20 hex digits of its SHA-256), so it can never
+// (media.UploadID: "l" + 20 hex digits of its SHA-256), so it can never
 // collide with an imported one.
 const LocalIDPrefix = "l"
 
@@ -39,50 +39,50 @@ const LocalIDPrefix = "l"
 // cfg.UploadMax bytes): hashed while it streams to a temp file, fsynced,
 // renamed into blobs/sha256/…, recorded in the catalogue and queued for
 // upload to the hub. meta supplies title, subject, grade and MIME type.
-func (c *Cache) AddLocal(ctx context.Context, r io.Reader, declared int64, meta catalog.Item) (catalog.Item, error) {
+func (c *Cache) AddLocal(ctx context.Context, r io.Reader, declared int64, meta media.Item) (media.Item, error) {
 	if declared > c.cfg.UploadMax {
-		return catalog.Item{}, fmt.Errorf("%w: the upload is %d bytes; the limit is %d (-cache-upload-max)", errTooLarge, declared, c.cfg.UploadMax)
+		return media.Item{}, fmt.Errorf("%w: the upload is %d bytes; the limit is %d (-cache-upload-max)", errTooLarge, declared, c.cfg.UploadMax)
 	}
 	if declared > 0 {
 		key := "upload-" + strconv.FormatInt(time.Now().UnixNano(), 36) // a reservation per upload
-		if err := c.makeRoom(catalog.Item{ID: key, Size: declared}, declared); err != nil {
-			return catalog.Item{}, err
+		if err := c.makeRoom(media.Item{ID: key, Size: declared}, declared); err != nil {
+			return media.Item{}, err
 		}
 		defer c.release(key)
 	}
 	tmp, err := os.CreateTemp(filepath.Join(c.blobs, "tmp"), "upload-*")
 	if err != nil {
-		return catalog.Item{}, fmt.Errorf("create temp file: %w", err)
+		return media.Item{}, fmt.Errorf("create temp file: %w", err)
 	}
 	defer func() { _ = tmp.Close(); _ = os.Remove(tmp.Name()) }()
 	h := sha256.New()
 	n, err := io.Copy(io.MultiWriter(tmp, h), io.LimitReader(r, c.cfg.UploadMax+1))
 	if err != nil {
-		return catalog.Item{}, fmt.Errorf("receive upload after %d bytes: %w", n, err)
+		return media.Item{}, fmt.Errorf("receive upload after %d bytes: %w", n, err)
 	}
 	if n > c.cfg.UploadMax {
-		return catalog.Item{}, fmt.Errorf("%w: the limit is %d bytes (-cache-upload-max)", errTooLarge, c.cfg.UploadMax)
+		return media.Item{}, fmt.Errorf("%w: the limit is %d bytes (-cache-upload-max)", errTooLarge, c.cfg.UploadMax)
 	}
 	if n == 0 {
-		return catalog.Item{}, fmt.Errorf("%w: empty upload", catalog.ErrInvalid)
+		return media.Item{}, fmt.Errorf("%w: empty upload", media.ErrInvalid)
 	}
 	if declared > 0 && n != declared {
-		return catalog.Item{}, fmt.Errorf("%w: got %d bytes, Content-Length said %d", catalog.ErrInvalid, n, declared)
+		return media.Item{}, fmt.Errorf("%w: got %d bytes, Content-Length said %d", media.ErrInvalid, n, declared)
 	}
 	if err := tmp.Sync(); err != nil {
-		return catalog.Item{}, fmt.Errorf("fsync upload: %w", err)
+		return media.Item{}, fmt.Errorf("fsync upload: %w", err)
 	}
 	if err := tmp.Close(); err != nil {
-		return catalog.Item{}, err
+		return media.Item{}, err
 	}
 	sum := hex.EncodeToString(h.Sum(nil))
 	it := meta
-	it.ID, it.SHA256, it.Size, it.Seq = catalog.UploadID(sum), sum, n, 0
+	it.ID, it.SHA256, it.Size, it.Seq = media.UploadID(sum), sum, n, 0
 	if err := it.Validate(); err != nil {
-		return catalog.Item{}, err
+		return media.Item{}, err
 	}
-	if err := catalog.PlaceBlob(tmp.Name(), c.blobs, sum); err != nil {
-		return catalog.Item{}, fmt.Errorf("store blob: %w", err)
+	if err := media.PlaceBlob(tmp.Name(), c.blobs, sum); err != nil {
+		return media.Item{}, fmt.Errorf("store blob: %w", err)
 	}
 	err = c.cfg.DB.Update(func(tx *bolt.Tx) error {
 		v, err := json.Marshal(it)
@@ -99,7 +99,7 @@ func (c *Cache) AddLocal(ctx context.Context, r io.Reader, declared int64, meta 
 		return tx.Bucket(BucketUploads).Put([]byte(it.ID), q)
 	})
 	if err != nil {
-		return catalog.Item{}, fmt.Errorf("record upload: %w", err)
+		return media.Item{}, fmt.Errorf("record upload: %w", err)
 	}
 	c.log.Info("local resource stored; queued for the hub", "id", it.ID, "bytes", n, "title", it.Title)
 	select {
@@ -217,10 +217,10 @@ func (c *Cache) setSent(id string, n int64) {
 	})
 }
 
-func (c *Cache) hubUpload(ctx context.Context, method, path, offset string, body io.Reader, n int64) (catalog.UploadState, error) {
+func (c *Cache) hubUpload(ctx context.Context, method, path, offset string, body io.Reader, n int64) (media.UploadState, error) {
 	req, err := http.NewRequestWithContext(ctx, method, c.cfg.Hub+path, body)
 	if err != nil {
-		return catalog.UploadState{}, err
+		return media.UploadState{}, err
 	}
 	if n >= 0 {
 		req.ContentLength = n
@@ -231,11 +231,11 @@ func (c *Cache) hubUpload(ctx context.Context, method, path, offset string, body
 	req.Header.Set("Content-Type", "application/octet-stream")
 	resp, err := c.client.Do(req)
 	if err != nil {
-		return catalog.UploadState{}, fmt.Errorf("hub unreachable: %w", err)
+		return media.UploadState{}, fmt.Errorf("hub unreachable: %w", err)
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-	var st catalog.UploadState
+	var st media.UploadState
 	if resp.StatusCode == http.StatusConflict { // hub holds another offset: resume from it
 		if err := json.Unmarshal(b, &st); err != nil {
 			return st, fmt.Errorf("hub answered %s: %s", resp.Status, b)
@@ -274,25 +274,25 @@ func (s *shapedReader) Read(p []byte) (int, error) {
 
 // uploadMeta reads an upload's descriptive fields from the query string
 // and the Content-Type header.
-func uploadMeta(r *http.Request) (catalog.Item, error) {
+func uploadMeta(r *http.Request) (media.Item, error) {
 	q := r.URL.Query()
-	it := catalog.Item{Title: strings.TrimSpace(q.Get("title")), Subject: q.Get("subject"), Grade: q.Get("grade")}
+	it := media.Item{Title: strings.TrimSpace(q.Get("title")), Subject: q.Get("subject"), Grade: q.Get("grade")}
 	if it.Title == "" {
-		return it, fmt.Errorf("%w: title is required (?title=...)", catalog.ErrInvalid)
+		return it, fmt.Errorf("%w: title is required (?title=...)", media.ErrInvalid)
 	}
 	if d := q.Get("duration_seconds"); d != "" {
 		n, err := strconv.Atoi(d)
 		if err != nil || n < 0 {
-			return it, fmt.Errorf("%w: duration_seconds must be a whole number", catalog.ErrInvalid)
+			return it, fmt.Errorf("%w: duration_seconds must be a whole number", media.ErrInvalid)
 		}
 		it.DurationSeconds = n
 	}
 	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	if err != nil || mt == "" {
-		return it, fmt.Errorf("%w: Content-Type must name the resource's type (e.g. video/mp4)", catalog.ErrInvalid)
+		return it, fmt.Errorf("%w: Content-Type must name the resource's type (e.g. video/mp4)", media.ErrInvalid)
 	}
-	if !catalog.Uploadable(mt) {
-		return it, fmt.Errorf("%w: media type %s is not accepted (video, audio, pictures, PDF and office documents are)", catalog.ErrInvalid, mt)
+	if !media.Uploadable(mt) {
+		return it, fmt.Errorf("%w: media type %s is not accepted (video, audio, pictures, PDF and office documents are)", media.ErrInvalid, mt)
 	}
 	it.MIME = mt
 	return it, nil

@@ -12,7 +12,7 @@ import (
 
 	"github.com/campusedge/campusedge/edge/cache"
 	"github.com/campusedge/campusedge/edge/config"
-	"github.com/campusedge/campusedge/sync/catalog"
+	"github.com/campusedge/campusedge/edge/media"
 )
 
 func upload(t *testing.T, e *edge, query, ctype string, body []byte) (*http.Response, []byte) {
@@ -83,7 +83,7 @@ func TestTeacherUploadServedAndSentToHub(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	if b, err := os.ReadFile(catalog.BlobPath(h.store.BlobRoot(), sum)); err != nil || !bytes.Equal(b, lesson) {
+	if b, err := os.ReadFile(media.BlobPath(h.store.BlobRoot(), sum)); err != nil || !bytes.Equal(b, lesson) {
 		t.Fatalf("hub blob: %v", err)
 	}
 	h.mu.Lock()

@@ -19,7 +19,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/campusedge/campusedge/edge/internal/netnstest"
+	"github.com/campusedge/campusedge/edge/netnstest"
 )
 
 // serve runs a TLS server with m's configuration on addr and answers each

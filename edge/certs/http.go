@@ -4,6 +4,7 @@ import (
 	"net/http"
 
 	"github.com/campusedge/campusedge/edge/api"
+	"github.com/campusedge/campusedge/edge/httpapi"
 )
 
 // CAPath is where the root to trust is downloaded, on HTTP and HTTPS alike:
@@ -15,12 +16,12 @@ const CAPath = "/api/v1/tls/ca.pem"
 // every client sees in the handshake anyway.
 func (m *Manager) Register(s *api.Server) {
 	s.HandleFunc("GET /api/v1/tls", func(w http.ResponseWriter, r *http.Request) {
-		api.WriteJSON(w, http.StatusOK, m.Status())
+		httpapi.WriteJSON(w, http.StatusOK, m.Status())
 	})
 	s.HandleFunc("GET "+CAPath, func(w http.ResponseWriter, r *http.Request) {
 		b := m.CAPEM()
 		if b == nil {
-			api.WriteError(w, http.StatusNotFound, "no_ca", "this edge serves the operator's certificate (-tls-cert); trust the CA that issued it")
+			httpapi.WriteError(w, http.StatusNotFound, "no_ca", "this edge serves the operator's certificate (-tls-cert); trust the CA that issued it")
 			return
 		}
 		// application/x-x509-ca-cert makes Android, ChromeOS and Windows

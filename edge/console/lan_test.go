@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/campusedge/campusedge/edge/appliance"
+	"github.com/campusedge/campusedge/cmd/edged/appliance"
 	"github.com/campusedge/campusedge/edge/browsertest"
 	"github.com/campusedge/campusedge/edge/certs"
 	"github.com/campusedge/campusedge/edge/config"

@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/campusedge/campusedge/edge/internal/netnstest"
+	"github.com/campusedge/campusedge/edge/netnstest"
 )
 
 // These tests check what a standard DNS-SD browser (avahi) sees. They need

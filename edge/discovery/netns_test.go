@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/campusedge/campusedge/edge/internal/netnstest"
+	"github.com/campusedge/campusedge/edge/netnstest"
 	"github.com/hashicorp/mdns"
 	"github.com/miekg/dns"
 	"golang.org/x/net/ipv4"

@@ -19,7 +19,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/campusedge/campusedge/edge/internal/netnstest"
+	"github.com/campusedge/campusedge/edge/netnstest"
 )
 
 // These tests run the real edged binary (built by TestMain, with -race when

@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/campusedge/campusedge/edge/internal/netnstest"
+	"github.com/campusedge/campusedge/edge/netnstest"
 )
 
 var discoveryRuns = flag.Int("discovery-runs", 0, "TestDiscoveryBench: classterm starts to time (0 skips the test; docs/BENCHMARKS.md uses 50)")

@@ -26,7 +26,7 @@ import (
 
 	"github.com/campusedge/campusedge/edge/browsertest"
 	"github.com/campusedge/campusedge/edge/certs"
-	"github.com/campusedge/campusedge/edge/internal/netnstest"
+	"github.com/campusedge/campusedge/edge/netnstest"
 )
 
 // The school LAN of TestTeacherAndClassroomOnTheLANOverHTTPS: three hosts

@@ -20,7 +20,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
-	"github.com/campusedge/campusedge/edge/identity"
+	"github.com/campusedge/campusedge/edge/token"
 )
 
 // Buckets this package owns; the appliance's migrations create them.
@@ -260,16 +260,13 @@ func (f *Fleet) Pair(req PairRequest, addr string) (Terminal, string, error) {
 	if err := req.Validate(); err != nil {
 		return Terminal{}, "", err
 	}
-	secret, err := identity.NewToken()
-	if err != nil {
-		return Terminal{}, "", err
-	}
 	terminalID := "t-" + randomID(8)
-	token := terminalID + "." + secret
+	cred := terminalID + "." + token.New()
+	credHash := token.Digest(cred)
 	now := f.now().UTC()
 	var t Terminal
 	var failed error
-	err = f.db.Update(func(tx *bolt.Tx) error {
+	err := f.db.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(BucketPairing)
 		failures := wrongTries(b)
 		if failures >= MaxPairingFailures {
@@ -279,6 +276,7 @@ func (f *Fleet) Pair(req PairRequest, addr string) (Terminal, string, error) {
 		v := b.Get([]byte(req.Code))
 		if v == nil || json.Unmarshal(v, &p) != nil || subtle.ConstantTimeCompare([]byte(p.Code), []byte(req.Code)) != 1 {
 			// Commit the failure count: the returned error is reported after the commit.
+			var err error
 			failed, err = countWrongTry(b, failures)
 			return err
 		}
@@ -299,7 +297,7 @@ func (f *Fleet) Pair(req PairRequest, addr string) (Terminal, string, error) {
 			name = "terminal"
 		}
 		t = Terminal{ID: terminalID, ClassroomID: p.ClassroomID, Name: name, Version: req.Version,
-			Addr: addr, PairedAt: now, LastSeen: now, TokenHash: identity.HashToken(token)}
+			Addr: addr, PairedAt: now, LastSeen: now, TokenHash: credHash}
 		return putJSON(tx.Bucket(BucketTerminals), t.ID, t)
 	})
 	if err != nil {
@@ -310,7 +308,7 @@ func (f *Fleet) Pair(req PairRequest, addr string) (Terminal, string, error) {
 	}
 	pub := t.Public()
 	f.publish(Event{Kind: "terminal", Terminal: &pub})
-	return pub, token, nil
+	return pub, cred, nil
 }
 
 // countWrongTry records one more wrong try in the pairing bucket and
@@ -397,9 +395,9 @@ func (f *Fleet) WrongPairingTries() (int, error) {
 // Authenticate maps a terminal credential ("<terminal id>.<secret>") to its
 // terminal. The id prefix makes it one lookup, not a scan, which matters
 // when 2,000 terminals reconnect after an edge restart.
-func (f *Fleet) Authenticate(token string) (Terminal, error) {
-	id, _, ok := strings.Cut(token, ".")
-	if !ok || id == "" || len(token) > 256 {
+func (f *Fleet) Authenticate(cred string) (Terminal, error) {
+	id, _, ok := strings.Cut(cred, ".")
+	if !ok || id == "" || len(cred) > 256 {
 		return Terminal{}, ErrUnauthorized
 	}
 	var t Terminal
@@ -416,7 +414,7 @@ func (f *Fleet) Authenticate(token string) (Terminal, error) {
 		}
 		return Terminal{}, fmt.Errorf("authenticate terminal: %w", err)
 	}
-	if subtle.ConstantTimeCompare(t.TokenHash, identity.HashToken(token)) != 1 {
+	if !token.Matches(cred, t.TokenHash) {
 		return Terminal{}, ErrUnauthorized
 	}
 	return t.Public(), nil

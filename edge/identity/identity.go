@@ -7,9 +7,7 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/sha256"
-	"crypto/subtle"
 	"encoding/base32"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"os"
@@ -17,6 +15,8 @@ import (
 	"strings"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/campusedge/campusedge/edge/token"
 )
 
 // Bucket holds the identity records.
@@ -40,12 +40,8 @@ type Identity struct {
 func (i *Identity) Sign(msg []byte) []byte { return ed25519.Sign(i.privateKey, msg) }
 
 // CheckAdminToken reports whether token is the admin token, in constant time.
-func (i *Identity) CheckAdminToken(token string) bool {
-	if token == "" {
-		return false
-	}
-	h := sha256.Sum256([]byte(token))
-	return subtle.ConstantTimeCompare(h[:], i.adminHash) == 1
+func (i *Identity) CheckAdminToken(tok string) bool {
+	return token.Matches(tok, i.adminHash)
 }
 
 // Result says what LoadOrCreate did, so the caller can tell the operator.
@@ -60,21 +56,6 @@ type Result struct {
 func IDFromKey(pub ed25519.PublicKey) string {
 	h := sha256.Sum256(pub)
 	return strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(h[:])[:10])
-}
-
-// NewToken returns a random URL-safe bearer token.
-func NewToken() (string, error) {
-	b := make([]byte, 32)
-	if _, err := rand.Read(b); err != nil {
-		return "", fmt.Errorf("random token: %w", err)
-	}
-	return base64.RawURLEncoding.EncodeToString(b), nil
-}
-
-// HashToken is how tokens are kept at rest: only their SHA-256.
-func HashToken(token string) []byte {
-	h := sha256.Sum256([]byte(token))
-	return h[:]
 }
 
 // LoadOrCreate loads the identity from the store, creating the key pair and
@@ -142,10 +123,7 @@ func ResetAdminToken(db *bolt.DB, dataDir string) (string, error) {
 }
 
 func writeAdminToken(dataDir string) (string, []byte, error) {
-	tok, err := NewToken()
-	if err != nil {
-		return "", nil, err
-	}
+	tok := token.New()
 	path := filepath.Join(dataDir, adminFileName)
 	tmp := path + ".tmp"
 	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
@@ -166,7 +144,7 @@ func writeAdminToken(dataDir string) (string, []byte, error) {
 	if err := os.Rename(tmp, path); err != nil {
 		return "", nil, fmt.Errorf("install admin token %s: %w", path, err)
 	}
-	return path, HashToken(tok), nil
+	return path, token.Digest(tok), nil
 }
 
 // EdgeID returns the short edge id.

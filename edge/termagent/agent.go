@@ -29,9 +29,9 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/campusedge/campusedge/edge/certs"
+	"github.com/campusedge/campusedge/edge/ctlwire"
 	"github.com/campusedge/campusedge/edge/discovery"
 	"github.com/campusedge/campusedge/edge/pairing"
-	"github.com/campusedge/campusedge/edge/wire"
 )
 
 // StateFile is the credential file under the terminal's data dir.
@@ -329,14 +329,14 @@ type Agent struct {
 	Roots *x509.CertPool
 	Log   *slog.Logger
 	// OnConnected and OnDisconnected observe the connection (tests, UI).
-	OnConnected    func(w wire.Welcome)
+	OnConnected    func(w ctlwire.Welcome)
 	OnDisconnected func(err error)
 	// OnSession, if set, is called after each welcome with a send function
 	// valid for that connection (ctx ends with it); OnMessage sees every
 	// other message from the edge. Both must not block: long work (a
 	// firmware download) runs in its own goroutine.
 	OnSession func(ctx context.Context, send func(v any) error)
-	OnMessage func(hdr wire.Header, data []byte)
+	OnMessage func(hdr ctlwire.Header, data []byte)
 }
 
 // Backoff bounds: first retry after ~0.5 s, never more than 15 s apart, so
@@ -454,11 +454,11 @@ func (a *Agent) session(ctx context.Context) (connected bool, err error) {
 		return false, fmt.Errorf("dial %s: %w", wsURL, edgeCAAdvice().Explain(err, time.Now()))
 	}
 	defer ws.Close()
-	ws.SetReadLimit(wire.MaxMessageBytes)
+	ws.SetReadLimit(ctlwire.MaxMessageBytes)
 	stop := context.AfterFunc(ctx, func() { _ = ws.Close() })
 	defer stop()
 
-	hello := wire.Hello{Header: wire.New(wire.TypeHello), Token: a.State.Token, Name: a.Name, Version: a.Version}
+	hello := ctlwire.Hello{Header: ctlwire.New(ctlwire.TypeHello), Token: a.State.Token, Name: a.Name, Version: a.Version}
 	_ = ws.SetWriteDeadline(time.Now().Add(5 * time.Second))
 	if err := ws.WriteJSON(hello); err != nil {
 		return false, fmt.Errorf("send hello: %w", err)
@@ -468,20 +468,20 @@ func (a *Agent) session(ctx context.Context) (connected bool, err error) {
 	if err != nil {
 		return false, fmt.Errorf("await welcome: %w", err)
 	}
-	hdr, err := wire.Decode(data)
+	hdr, err := ctlwire.Decode(data)
 	if err != nil {
 		return false, err
 	}
-	if hdr.Type == wire.TypeError {
-		var e wire.Error
+	if hdr.Type == ctlwire.TypeError {
+		var e ctlwire.Error
 		_ = json.Unmarshal(data, &e)
 		if e.Code == "unauthorized" {
 			return false, &unauthorizedError{msg: e.Message}
 		}
 		return false, fmt.Errorf("edge refused: %s: %s", e.Code, e.Message)
 	}
-	var w wire.Welcome
-	if hdr.Type != wire.TypeWelcome || json.Unmarshal(data, &w) != nil {
+	var w ctlwire.Welcome
+	if hdr.Type != ctlwire.TypeWelcome || json.Unmarshal(data, &w) != nil {
 		return false, fmt.Errorf("expected welcome, got %q", hdr.Type)
 	}
 	if a.State.EdgeID != "" && w.EdgeID != a.State.EdgeID {
@@ -519,7 +519,7 @@ func (a *Agent) session(ctx context.Context) (connected bool, err error) {
 			return true, fmt.Errorf("connection ended: %w", err)
 		}
 		_ = ws.SetReadDeadline(time.Now().Add(deadline))
-		if hdr, err := wire.Decode(data); err == nil {
+		if hdr, err := ctlwire.Decode(data); err == nil {
 			a.Log.Debug("control message", "type", hdr.Type)
 			if a.OnMessage != nil {
 				a.OnMessage(hdr, data)

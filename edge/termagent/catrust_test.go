@@ -15,7 +15,7 @@ import (
 
 	"github.com/campusedge/campusedge/edge/certs"
 	"github.com/campusedge/campusedge/edge/certs/certstest"
-	"github.com/campusedge/campusedge/edge/wire"
+	"github.com/campusedge/campusedge/edge/ctlwire"
 )
 
 // controlEdge is the edge's control channel as far as a terminal's
@@ -29,11 +29,11 @@ func controlEdge(t *testing.T, token string) http.Handler {
 			return
 		}
 		defer ws.Close()
-		var h wire.Hello
+		var h ctlwire.Hello
 		if ws.ReadJSON(&h) != nil || h.Token != token {
 			return
 		}
-		_ = ws.WriteJSON(wire.Welcome{Header: wire.New(wire.TypeWelcome), Role: "terminal", EdgeID: "edge-ca-01", TerminalID: "t1", HeartbeatSeconds: 30})
+		_ = ws.WriteJSON(ctlwire.Welcome{Header: ctlwire.New(ctlwire.TypeWelcome), Role: "terminal", EdgeID: "edge-ca-01", TerminalID: "t1", HeartbeatSeconds: 30})
 		for {
 			if _, _, err := ws.ReadMessage(); err != nil {
 				return
@@ -82,9 +82,9 @@ func TestAgentTrustsEdgeByCA(t *testing.T) {
 	other := city.Good(t, "127.0.0.1") // another key: the pin learnt at pairing
 	st := State{EdgeURL: srv.URL, EdgePin: certs.SPKIPin(other.Leaf), EdgeID: "edge-ca-01", TerminalID: "t1", Token: "tok"}
 
-	welcomed := make(chan wire.Welcome, 1)
+	welcomed := make(chan ctlwire.Welcome, 1)
 	a := &Agent{State: st, DataDir: t.TempDir(), Name: "board-1", Version: "test", Log: quietLog(), Roots: caPool(root),
-		OnConnected: func(w wire.Welcome) {
+		OnConnected: func(w ctlwire.Welcome) {
 			select {
 			case welcomed <- w:
 			default:

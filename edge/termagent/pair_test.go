@@ -11,8 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/campusedge/campusedge/edge/ctlwire"
 	"github.com/campusedge/campusedge/edge/pairing/pairingtest"
-	"github.com/campusedge/campusedge/edge/wire"
 )
 
 func quietLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
@@ -47,9 +47,9 @@ func TestPairOverTLSStoresPinAndConnects(t *testing.T) {
 		t.Fatalf("reused code: %v", err)
 	}
 
-	welcomed := make(chan wire.Welcome, 1)
+	welcomed := make(chan ctlwire.Welcome, 1)
 	a := &Agent{State: st, DataDir: dir, Name: "board-1", Version: "test", Log: quietLog(),
-		OnConnected: func(w wire.Welcome) {
+		OnConnected: func(w ctlwire.Welcome) {
 			select {
 			case welcomed <- w:
 			default:
@@ -145,7 +145,7 @@ func TestChangedEdgeKeyRefused(t *testing.T) {
 	errs := make(chan error, 16)
 	connected := make(chan struct{}, 1)
 	a := &Agent{State: st, DataDir: t.TempDir(), Name: "board-1", Version: "test", Log: quietLog(),
-		OnConnected: func(wire.Welcome) { connected <- struct{}{} },
+		OnConnected: func(ctlwire.Welcome) { connected <- struct{}{} },
 		OnDisconnected: func(err error) {
 			select {
 			case errs <- err:

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/campusedge/campusedge/edge/httpapi"
 	"github.com/campusedge/campusedge/firmware/bundle"
 )
 
@@ -40,7 +41,7 @@ func Handler(s *Store, log *slog.Logger) (http.Handler, error) {
 		return func(w http.ResponseWriter, r *http.Request) {
 			got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 			if !ok || subtle.ConstantTimeCompare([]byte(strings.TrimSpace(got)), []byte(token)) != 1 {
-				writeError(w, http.StatusUnauthorized, "unauthorized", "this call needs the publish token: 'Authorization: Bearer <token>' from "+tokenFile)
+				httpapi.WriteError(w, http.StatusUnauthorized, "unauthorized", "this call needs the publish token: 'Authorization: Bearer <token>' from "+tokenFile)
 				return
 			}
 			h(w, r)
@@ -57,7 +58,7 @@ func Handler(s *Store, log *slog.Logger) (http.Handler, error) {
 		if v := q.Get("rollout"); v != "" {
 			n, err := strconv.Atoi(v)
 			if err != nil {
-				writeError(w, http.StatusBadRequest, "invalid_rollout", "rollout must be a whole percentage 0-100")
+				httpapi.WriteError(w, http.StatusBadRequest, "invalid_rollout", "rollout must be a whole percentage 0-100")
 				return
 			}
 			rollout = n
@@ -65,17 +66,17 @@ func Handler(s *Store, log *slog.Logger) (http.Handler, error) {
 		rel, err := s.Publish(r.Body, channel, rollout)
 		switch {
 		case errors.Is(err, ErrConflict):
-			writeError(w, http.StatusConflict, "version_exists", err.Error())
+			httpapi.WriteError(w, http.StatusConflict, "version_exists", err.Error())
 			return
 		case errors.Is(err, bundle.ErrUntrusted), errors.Is(err, bundle.ErrBadSignature), errors.Is(err, bundle.ErrUnsigned):
-			writeError(w, http.StatusUnprocessableEntity, "bad_signature", err.Error())
+			httpapi.WriteError(w, http.StatusUnprocessableEntity, "bad_signature", err.Error())
 			return
 		case err != nil:
-			writeError(w, http.StatusUnprocessableEntity, "bad_bundle", err.Error())
+			httpapi.WriteError(w, http.StatusUnprocessableEntity, "bad_bundle", err.Error())
 			return
 		}
 		log.Info("firmware release published", "target", rel.Target, "version", rel.Version, "channel", rel.Channel, "rollout_percent", rel.Rollout, "sha256", rel.SHA256, "bytes", rel.Size)
-		writeJSON(w, http.StatusCreated, rel)
+		httpapi.WriteJSON(w, http.StatusCreated, rel)
 	}))
 	mux.HandleFunc("GET /api/v1/firmware/releases", func(w http.ResponseWriter, r *http.Request) {
 		product, target := r.URL.Query().Get("product"), r.URL.Query().Get("target")
@@ -85,7 +86,7 @@ func Handler(s *Store, log *slog.Logger) (http.Handler, error) {
 				out = append(out, rel)
 			}
 		}
-		writeJSON(w, http.StatusOK, map[string]any{"releases": out})
+		httpapi.WriteJSON(w, http.StatusOK, map[string]any{"releases": out})
 	})
 	mux.HandleFunc("PATCH /api/v1/firmware/releases/{target}/{version}", authed(func(w http.ResponseWriter, r *http.Request) {
 		var body struct {
@@ -95,48 +96,48 @@ func Handler(s *Store, log *slog.Logger) (http.Handler, error) {
 		dec := json.NewDecoder(io.LimitReader(r.Body, 4096))
 		dec.DisallowUnknownFields()
 		if err := dec.Decode(&body); err != nil || body.Rollout == nil {
-			writeError(w, http.StatusBadRequest, "invalid_json", `send {"channel":"stable"|"beta","rollout_percent":0-100}`)
+			httpapi.WriteError(w, http.StatusBadRequest, "invalid_json", `send {"channel":"stable"|"beta","rollout_percent":0-100}`)
 			return
 		}
 		rel, err := s.SetRollout(r.PathValue("target"), r.PathValue("version"), body.Channel, *body.Rollout)
 		if errors.Is(err, ErrNotFound) {
-			writeError(w, http.StatusNotFound, "not_found", err.Error())
+			httpapi.WriteError(w, http.StatusNotFound, "not_found", err.Error())
 			return
 		} else if err != nil {
-			writeError(w, http.StatusBadRequest, "invalid_rollout", err.Error())
+			httpapi.WriteError(w, http.StatusBadRequest, "invalid_rollout", err.Error())
 			return
 		}
 		log.Info("firmware rollout changed", "target", rel.Target, "version", rel.Version, "channel", rel.Channel, "rollout_percent", rel.Rollout)
-		writeJSON(w, http.StatusOK, rel)
+		httpapi.WriteJSON(w, http.StatusOK, rel)
 	}))
 	mux.HandleFunc("POST /api/v1/firmware/check", func(w http.ResponseWriter, r *http.Request) {
 		var c Check
 		dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxCheckBytes))
 		dec.DisallowUnknownFields()
 		if err := dec.Decode(&c); err != nil {
-			writeError(w, http.StatusBadRequest, "invalid_json", "the body is not a firmware check: "+err.Error())
+			httpapi.WriteError(w, http.StatusBadRequest, "invalid_json", "the body is not a firmware check: "+err.Error())
 			return
 		}
 		rel, err := s.Answer(c)
 		if err != nil {
-			writeError(w, http.StatusBadRequest, "invalid_check", err.Error())
+			httpapi.WriteError(w, http.StatusBadRequest, "invalid_check", err.Error())
 			return
 		}
-		writeJSON(w, http.StatusOK, map[string]any{"update": rel})
+		httpapi.WriteJSON(w, http.StatusOK, map[string]any{"update": rel})
 	})
 	mux.HandleFunc("GET /api/v1/firmware/edges", authed(func(w http.ResponseWriter, r *http.Request) {
 		req, bytes := s.Stats()
-		writeJSON(w, http.StatusOK, map[string]any{"edges": s.Edges(), "bundle_requests": req, "bundle_bytes": bytes})
+		httpapi.WriteJSON(w, http.StatusOK, map[string]any{"edges": s.Edges(), "bundle_requests": req, "bundle_bytes": bytes})
 	}))
 	mux.HandleFunc("GET /api/v1/firmware/bundles/{sha256}", func(w http.ResponseWriter, r *http.Request) {
 		sum := r.PathValue("sha256")
 		if len(sum) != 64 || strings.Trim(sum, "0123456789abcdef") != "" {
-			writeError(w, http.StatusBadRequest, "invalid_id", "a bundle is named by its 64-hex-digit SHA-256")
+			httpapi.WriteError(w, http.StatusBadRequest, "invalid_id", "a bundle is named by its 64-hex-digit SHA-256")
 			return
 		}
 		f, err := os.Open(s.blobPath(sum))
 		if err != nil {
-			writeError(w, http.StatusNotFound, "not_found", "no bundle with that SHA-256 on this hub")
+			httpapi.WriteError(w, http.StatusNotFound, "not_found", "no bundle with that SHA-256 on this hub")
 			return
 		}
 		defer f.Close()
@@ -169,19 +170,4 @@ func keyIDs(s *Store) []string {
 		return nil
 	}
 	return s.keys.IDs()
-}
-
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	b, err := json.Marshal(v)
-	if err != nil {
-		http.Error(w, `{"error":{"code":"internal","message":"encode"}}`, http.StatusInternalServerError)
-		return
-	}
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	_, _ = w.Write(append(b, '\n'))
-}
-
-func writeError(w http.ResponseWriter, status int, code, msg string) {
-	writeJSON(w, status, map[string]any{"error": map[string]string{"code": code, "message": msg}})
 }

@@ -9,7 +9,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/campusedge/campusedge/edge/wire"
+	"github.com/campusedge/campusedge/edge/ctlwire"
 	"github.com/campusedge/campusedge/firmware/bundle"
 	"github.com/campusedge/campusedge/firmware/release"
 )
@@ -29,7 +29,7 @@ type RolloutConfig struct {
 	// List returns the paired terminals.
 	List func() ([]Seen, error)
 	// Send delivers an offer over the terminal's control connection.
-	Send func(terminalID string, offer wire.FirmwareOffer) bool
+	Send func(terminalID string, offer ctlwire.FirmwareOffer) bool
 	// Wave is how many terminals may update at once (default 5).
 	Wave int
 	// Tick is how often a wave is planned (default 10 s).
@@ -79,8 +79,8 @@ func NewRollout(cfg RolloutConfig) *Rollout {
 
 // Report takes a terminal's fw.status message (an api.TerminalHandler).
 func (r *Rollout) Report(terminalID string, data []byte) error {
-	var st wire.FirmwareStatus
-	if err := wire.DecodeBody(data, &st); err != nil {
+	var st ctlwire.FirmwareStatus
+	if err := ctlwire.DecodeBody(data, &st); err != nil {
 		return err
 	}
 	if !ValidModel(st.Model) {
@@ -189,7 +189,7 @@ func (r *Rollout) Step(ctx context.Context) error {
 		if _, err := r.cfg.Images.Ensure(ctx, rel); err != nil {
 			return err
 		}
-		offer := wire.FirmwareOffer{Header: wire.New(wire.TypeFirmwareOffer), Model: rel.Target, Version: rel.Version,
+		offer := ctlwire.FirmwareOffer{Header: ctlwire.New(ctlwire.TypeFirmwareOffer), Model: rel.Target, Version: rel.Version,
 			SHA256: rel.SHA256, Size: rel.Size, URL: "/api/v1/terminal-images/" + rel.Target + "/bundle"}
 		if !r.cfg.Send(id, offer) {
 			continue

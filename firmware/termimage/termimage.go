@@ -24,6 +24,7 @@ import (
 
 	"golang.org/x/time/rate"
 
+	"github.com/campusedge/campusedge/edge/httpapi"
 	"github.com/campusedge/campusedge/firmware/bundle"
 	"github.com/campusedge/campusedge/firmware/release"
 	"github.com/campusedge/campusedge/firmware/update"
@@ -245,7 +246,7 @@ func (im *Images) Register(mux Mux) {
 		if !ok {
 			return
 		}
-		writeJSON(w, http.StatusOK, Image{Model: rel.Target, Version: rel.Version, SHA256: rel.SHA256, Size: rel.Size,
+		httpapi.WriteJSON(w, http.StatusOK, Image{Model: rel.Target, Version: rel.Version, SHA256: rel.SHA256, Size: rel.Size,
 			URL: "/api/v1/terminal-images/" + rel.Target + "/bundle"})
 	}))
 	mux.Handle("GET /api/v1/terminal-images/{model}/bundle", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -255,12 +256,12 @@ func (im *Images) Register(mux Mux) {
 		}
 		path, err := im.Ensure(r.Context(), rel)
 		if err != nil {
-			writeError(w, http.StatusBadGateway, "image_unavailable", "the edge could not fetch this image from the hub: "+err.Error())
+			httpapi.WriteError(w, http.StatusBadGateway, "image_unavailable", "the edge could not fetch this image from the hub: "+err.Error())
 			return
 		}
 		f, err := os.Open(path)
 		if err != nil {
-			writeError(w, http.StatusInternalServerError, "internal", err.Error())
+			httpapi.WriteError(w, http.StatusInternalServerError, "internal", err.Error())
 			return
 		}
 		defer f.Close()
@@ -273,30 +274,19 @@ func (im *Images) Register(mux Mux) {
 func (im *Images) latestOrError(w http.ResponseWriter, r *http.Request) (release.Release, bool) {
 	model := r.PathValue("model")
 	if !ValidModel(model) {
-		writeError(w, http.StatusBadRequest, "invalid_model", "a terminal model is 1-64 characters of a-z 0-9 . _ -")
+		httpapi.WriteError(w, http.StatusBadRequest, "invalid_model", "a terminal model is 1-64 characters of a-z 0-9 . _ -")
 		return release.Release{}, false
 	}
 	rel, err := im.Latest(r.Context(), model)
 	if errors.Is(err, ErrNoImage) {
-		writeError(w, http.StatusNotFound, "no_image", "the city has published no image for model "+model)
+		httpapi.WriteError(w, http.StatusNotFound, "no_image", "the city has published no image for model "+model)
 		return rel, false
 	}
 	if err != nil {
-		writeError(w, http.StatusBadGateway, "hub_unreachable", err.Error())
+		httpapi.WriteError(w, http.StatusBadGateway, "hub_unreachable", err.Error())
 		return rel, false
 	}
 	return rel, true
-}
-
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	b, _ := json.Marshal(v)
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	_, _ = w.Write(append(b, '\n'))
-}
-
-func writeError(w http.ResponseWriter, status int, code, msg string) {
-	writeJSON(w, status, map[string]any{"error": map[string]string{"code": code, "message": msg}})
 }
 
 // Terminal is what the wave planner knows of one terminal.

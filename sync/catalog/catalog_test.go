@@ -12,6 +12,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/campusedge/campusedge/edge/media"
 )
 
 func writeFile(t *testing.T, path string, b []byte) {
@@ -47,10 +49,10 @@ func TestImportChangesAndContent(t *testing.T) {
 	}
 	sum := sha256.Sum256(video)
 	v := got[0].Item
-	if v.Title != "Fractions 1" || v.MIME != "video/mp4" || v.Size != int64(len(video)) || v.SHA256 != hex.EncodeToString(sum[:]) || !ValidID(v.ID) {
+	if v.Title != "Fractions 1" || v.MIME != "video/mp4" || v.Size != int64(len(video)) || v.SHA256 != hex.EncodeToString(sum[:]) || !media.ValidID(v.ID) {
 		t.Fatalf("video item = %+v", v)
 	}
-	if b, err := os.ReadFile(BlobPath(s.BlobRoot(), v.SHA256)); err != nil || !bytes.Equal(b, video) {
+	if b, err := os.ReadFile(media.BlobPath(s.BlobRoot(), v.SHA256)); err != nil || !bytes.Equal(b, video) {
 		t.Fatalf("blob not stored content-addressed: %v", err)
 	}
 	// Re-import is a no-op: no new changes.
@@ -82,7 +84,7 @@ func TestImportChangesAndContent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	page, err := DecodeChanges(resp.Body, 0)
+	page, err := media.DecodeChanges(resp.Body, 0)
 	resp.Body.Close()
 	if err != nil || len(page.Items) != 2 {
 		t.Fatalf("decode hub page: %+v %v", page, err)
@@ -95,7 +97,7 @@ func TestImportChangesAndContent(t *testing.T) {
 	}
 	b, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	if resp.StatusCode != 206 || !bytes.Equal(b, video[100:200]) || resp.Header.Get("ETag") != ETag(v.SHA256) || resp.Header.Get("Content-Type") != "video/mp4" {
+	if resp.StatusCode != 206 || !bytes.Equal(b, video[100:200]) || resp.Header.Get("ETag") != media.ETag(v.SHA256) || resp.Header.Get("Content-Type") != "video/mp4" {
 		t.Fatalf("range: %s %q %q", resp.Status, resp.Header.Get("ETag"), resp.Header.Get("Content-Type"))
 	}
 	for _, bad := range []string{"/api/v1/content/..%2Fhub.db", "/api/v1/content/%00", "/api/v1/catalog?since=x", "/api/v1/catalog?limit=0"} {
@@ -112,12 +114,12 @@ func TestImportChangesAndContent(t *testing.T) {
 
 func TestValidID(t *testing.T) {
 	for _, id := range []string{"r0123abc", "a", "lesson-1.mp4", "x_y"} {
-		if !ValidID(id) {
+		if !media.ValidID(id) {
 			t.Errorf("ValidID(%q) = false", id)
 		}
 	}
 	for _, id := range []string{"", "..", "../etc", "/abs", "a/b", "a\x00b", "A", ".x", "-x", "a..b", `a\b`, strings.Repeat("a", 65)} {
-		if ValidID(id) {
+		if media.ValidID(id) {
 			t.Errorf("ValidID(%q) = true", id)
 		}
 	}
@@ -128,10 +130,10 @@ func FuzzValidID(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, id string) {
-		if !ValidID(id) {
+		if !media.ValidID(id) {
 			return
 		}
-		if strings.ContainsAny(id, "/\\\x00") || strings.Contains(id, "..") || filepath.IsAbs(id) || filepath.Clean(id) != id || len(id) > MaxIDLen {
+		if strings.ContainsAny(id, "/\\\x00") || strings.Contains(id, "..") || filepath.IsAbs(id) || filepath.Clean(id) != id || len(id) > media.MaxIDLen {
 			t.Fatalf("unsafe id accepted: %q", id)
 		}
 	})
@@ -141,7 +143,7 @@ const goodPage = `{"items":[{"id":"r1","title":"T","mime":"video/mp4","size":3,"
 	"ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad" + `","seq":2}],"next":"2","more":false}`
 
 func TestDecodeChanges(t *testing.T) {
-	c, err := DecodeChanges(strings.NewReader(goodPage), 1)
+	c, err := media.DecodeChanges(strings.NewReader(goodPage), 1)
 	if err != nil || len(c.Items) != 1 || c.Next != "2" {
 		t.Fatalf("good page: %+v %v", c, err)
 	}
@@ -154,9 +156,9 @@ func TestDecodeChanges(t *testing.T) {
 		"negative size":    strings.Replace(goodPage, `"size":3`, `"size":-3`, 1),
 		"seq beyond next":  strings.Replace(goodPage, `"seq":2`, `"seq":9`, 1),
 		"not json":         `<html>`,
-		"huge":             `{"items":[],"next":"` + strings.Repeat("9", MaxChangeBytes) + `"}`,
+		"huge":             `{"items":[],"next":"` + strings.Repeat("9", media.MaxChangeBytes) + `"}`,
 	} {
-		if _, err := DecodeChanges(strings.NewReader(bad), 1); err == nil {
+		if _, err := media.DecodeChanges(strings.NewReader(bad), 1); err == nil {
 			t.Errorf("%s: accepted", name)
 		}
 	}
@@ -169,19 +171,19 @@ func FuzzDecodeChanges(f *testing.F) {
 	f.Add([]byte(`{"items":[{"id":"a","mime":"x","size":0,"sha256":"","seq":1}],"next":"1"}`), uint64(0))
 	f.Add([]byte(`[]`), uint64(3))
 	f.Fuzz(func(t *testing.T, data []byte, since uint64) {
-		c, err := DecodeChanges(bytes.NewReader(data), since)
+		c, err := media.DecodeChanges(bytes.NewReader(data), since)
 		if err != nil {
 			return
 		}
-		next, err := ParseCursor(c.Next)
-		if err != nil || next < since || len(c.Items) > MaxPageItems {
+		next, err := media.ParseCursor(c.Next)
+		if err != nil || next < since || len(c.Items) > media.MaxPageItems {
 			t.Fatalf("accepted bad page: %+v", c)
 		}
 		for _, it := range c.Items {
 			if it.Validate() != nil || it.Seq <= since || it.Seq > next {
 				t.Fatalf("accepted bad item %+v", it)
 			}
-			_ = BlobPath("/root", it.SHA256) // must not panic
+			_ = media.BlobPath("/root", it.SHA256) // must not panic
 		}
 	})
 }

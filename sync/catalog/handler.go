@@ -1,13 +1,15 @@
 package catalog
 
 import (
-	"encoding/json"
 	"errors"
 	"log/slog"
 	"net/http"
 	"os"
 	"strconv"
 	"time"
+
+	"github.com/campusedge/campusedge/edge/httpapi"
+	"github.com/campusedge/campusedge/edge/media"
 )
 
 // Handler serves the hub's catalogue API:
@@ -21,16 +23,16 @@ func Handler(s *Store, log *slog.Logger) http.Handler {
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /api/v1/catalog", func(w http.ResponseWriter, r *http.Request) {
-		since, err := ParseCursor(r.URL.Query().Get("since"))
+		since, err := media.ParseCursor(r.URL.Query().Get("since"))
 		if err != nil {
-			writeError(w, http.StatusBadRequest, "invalid_cursor", err.Error())
+			httpapi.WriteError(w, http.StatusBadRequest, "invalid_cursor", err.Error())
 			return
 		}
-		limit := MaxPageItems
+		limit := media.MaxPageItems
 		if l := r.URL.Query().Get("limit"); l != "" {
 			n, err := strconv.Atoi(l)
-			if err != nil || n < 1 || n > MaxPageItems {
-				writeError(w, http.StatusBadRequest, "invalid_limit", "limit must be 1-"+strconv.Itoa(MaxPageItems))
+			if err != nil || n < 1 || n > media.MaxPageItems {
+				httpapi.WriteError(w, http.StatusBadRequest, "invalid_limit", "limit must be 1-"+strconv.Itoa(media.MaxPageItems))
 				return
 			}
 			limit = n
@@ -38,55 +40,40 @@ func Handler(s *Store, log *slog.Logger) http.Handler {
 		ch, err := s.Changes(since, limit)
 		if err != nil {
 			log.Error("catalogue changes", "err", err)
-			writeError(w, http.StatusInternalServerError, "internal", "could not read the catalogue: "+err.Error())
+			httpapi.WriteError(w, http.StatusInternalServerError, "internal", "could not read the catalogue: "+err.Error())
 			return
 		}
-		writeJSON(w, http.StatusOK, ch)
+		httpapi.WriteJSON(w, http.StatusOK, ch)
 	})
 	mux.HandleFunc("GET /api/v1/content/{id}", func(w http.ResponseWriter, r *http.Request) {
 		id := r.PathValue("id")
-		if !ValidID(id) {
-			writeError(w, http.StatusBadRequest, "invalid_id", "not a catalogue id")
+		if !media.ValidID(id) {
+			httpapi.WriteError(w, http.StatusBadRequest, "invalid_id", "not a catalogue id")
 			return
 		}
 		it, err := s.Get(id)
 		if errors.Is(err, ErrNotFound) {
-			writeError(w, http.StatusNotFound, "not_found", err.Error())
+			httpapi.WriteError(w, http.StatusNotFound, "not_found", err.Error())
 			return
 		} else if err != nil {
-			writeError(w, http.StatusInternalServerError, "internal", err.Error())
+			httpapi.WriteError(w, http.StatusInternalServerError, "internal", err.Error())
 			return
 		}
-		f, err := os.Open(BlobPath(s.BlobRoot(), it.SHA256))
+		f, err := os.Open(media.BlobPath(s.BlobRoot(), it.SHA256))
 		if err != nil {
 			log.Error("catalogue blob missing", "id", id, "sha256", it.SHA256, "err", err)
-			writeError(w, http.StatusInternalServerError, "blob_missing", "the content of "+id+" is missing on the hub; re-import it")
+			httpapi.WriteError(w, http.StatusInternalServerError, "blob_missing", "the content of "+id+" is missing on the hub; re-import it")
 			return
 		}
 		defer f.Close()
-		w.Header().Set("ETag", ETag(it.SHA256))
-		SetServeHeaders(w.Header(), it)
+		w.Header().Set("ETag", media.ETag(it.SHA256))
+		media.SetServeHeaders(w.Header(), it)
 		w.Header().Set("Cache-Control", "public, max-age=31536000, immutable")
 		http.ServeContent(w, r, "", time.Time{}, f)
 	})
 	(&uploads{s: s, log: log}).register(mux)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, http.StatusNotFound, "not_found", "no such endpoint: "+r.Method+" "+r.URL.Path)
+		httpapi.WriteError(w, http.StatusNotFound, "not_found", "no such endpoint: "+r.Method+" "+r.URL.Path)
 	})
 	return mux
-}
-
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	b, err := json.Marshal(v)
-	if err != nil {
-		http.Error(w, `{"error":{"code":"internal","message":"encode"}}`, http.StatusInternalServerError)
-		return
-	}
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	_, _ = w.Write(append(b, '\n'))
-}
-
-func writeError(w http.ResponseWriter, status int, code, msg string) {
-	writeJSON(w, status, map[string]any{"error": map[string]string{"code": code, "message": msg}})
 }

@@ -18,13 +18,15 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 	berrors "go.etcd.io/bbolt/errors"
+
+	"github.com/campusedge/campusedge/edge/media"
 )
 
 // HubDBName is the hub's bbolt file inside its data directory.
 const HubDBName = "hub.db"
 
 var (
-	bucketItems   = []byte("catalog_items")   // id -> Item JSON
+	bucketItems   = []byte("catalog_items")   // id -> media.Item JSON
 	bucketChanges = []byte("catalog_changes") // seq (8 bytes BE) -> id
 )
 
@@ -81,15 +83,15 @@ func (s *Store) BlobRoot() string { return filepath.Join(s.dir, "blobs") }
 
 // Put records it (validated) under a new change sequence, unless an
 // identical record is already there. It returns the stored item.
-func (s *Store) Put(it Item) (Item, error) {
+func (s *Store) Put(it media.Item) (media.Item, error) {
 	it.Seq = 0
 	if err := it.Validate(); err != nil {
-		return Item{}, err
+		return media.Item{}, err
 	}
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		items, changes := tx.Bucket(bucketItems), tx.Bucket(bucketChanges)
 		if old := items.Get([]byte(it.ID)); old != nil {
-			var prev Item
+			var prev media.Item
 			if err := json.Unmarshal(old, &prev); err == nil {
 				seq := prev.Seq
 				prev.Seq = 0
@@ -118,14 +120,14 @@ func (s *Store) Put(it Item) (Item, error) {
 		return changes.Put(u64(seq), []byte(it.ID))
 	})
 	if err != nil {
-		return Item{}, fmt.Errorf("record item %s: %w", it.ID, err)
+		return media.Item{}, fmt.Errorf("record item %s: %w", it.ID, err)
 	}
 	return it, nil
 }
 
 // Get returns the item with id.
-func (s *Store) Get(id string) (Item, error) {
-	var it Item
+func (s *Store) Get(id string) (media.Item, error) {
+	var it media.Item
 	err := s.db.View(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketItems).Get([]byte(id))
 		if b == nil {
@@ -137,11 +139,11 @@ func (s *Store) Get(id string) (Item, error) {
 }
 
 // Changes returns up to limit items changed after since, oldest first.
-func (s *Store) Changes(since uint64, limit int) (Changes, error) {
-	if limit <= 0 || limit > MaxPageItems {
-		limit = MaxPageItems
+func (s *Store) Changes(since uint64, limit int) (media.Changes, error) {
+	if limit <= 0 || limit > media.MaxPageItems {
+		limit = media.MaxPageItems
 	}
-	out := Changes{Items: []Item{}, Next: fmt.Sprint(since)}
+	out := media.Changes{Items: []media.Item{}, Next: fmt.Sprint(since)}
 	err := s.db.View(func(tx *bolt.Tx) error {
 		items := tx.Bucket(bucketItems)
 		c := tx.Bucket(bucketChanges).Cursor()
@@ -151,7 +153,7 @@ func (s *Store) Changes(since uint64, limit int) (Changes, error) {
 				out.More = true
 				break
 			}
-			var it Item
+			var it media.Item
 			if err := json.Unmarshal(items.Get(v), &it); err != nil {
 				return fmt.Errorf("item %s: %w", v, err)
 			}
@@ -165,7 +167,7 @@ func (s *Store) Changes(since uint64, limit int) (Changes, error) {
 
 // Imported is one file registered by Import.
 type Imported struct {
-	Item Item
+	media.Item
 	Path string
 }
 
@@ -202,17 +204,17 @@ func (s *Store) Import(folder string, each func(Imported)) error {
 		name := filepath.Base(p)
 		ext := filepath.Ext(name)
 		title := strings.TrimSuffix(name, ext)
-		if len(title) > MaxTitleLen {
+		if len(title) > media.MaxTitleLen {
 			// Cut at a character boundary: Chinese titles are 3 bytes a character.
-			title = strings.ToValidUTF8(title[:MaxTitleLen], "")
+			title = strings.ToValidUTF8(title[:media.MaxTitleLen], "")
 		}
 		// A type outside the allowlist (an HTML page, an SVG) becomes opaque
-		// bytes, served as a download: see SetServeHeaders.
+		// bytes, served as a download: see media.SetServeHeaders.
 		mt := mime.TypeByExtension(strings.ToLower(ext))
-		if mt == "" || !Uploadable(mt) {
+		if mt == "" || !media.Uploadable(mt) {
 			mt = "application/octet-stream"
 		}
-		it, err := s.Put(Item{ID: IDForSum(sum), Title: title, MIME: mt, Size: size, SHA256: sum})
+		it, err := s.Put(media.Item{ID: media.IDForSum(sum), Title: title, MIME: mt, Size: size, SHA256: sum})
 		if err != nil {
 			return err
 		}
@@ -222,9 +224,6 @@ func (s *Store) Import(folder string, each func(Imported)) error {
 	}
 	return nil
 }
-
-// IDForSum is the catalogue id of imported content with hex SHA-256 sum.
-func IDForSum(sum string) string { return "r" + sum[:20] }
 
 // AddBlob copies the file at path into the blob store (temp file, fsync,
 // hash verified while copying, rename) and returns its SHA-256 and size.
@@ -249,8 +248,8 @@ func (s *Store) AddBlob(path string) (sum string, size int64, err error) {
 	if err != nil {
 		return "", 0, fmt.Errorf("import %s: copy: %w", path, err)
 	}
-	if size > MaxItemSize {
-		return "", 0, fmt.Errorf("import %s: %w: larger than %d bytes", path, ErrInvalid, int64(MaxItemSize))
+	if size > media.MaxItemSize {
+		return "", 0, fmt.Errorf("import %s: %w: larger than %d bytes", path, media.ErrInvalid, int64(media.MaxItemSize))
 	}
 	if err = tmp.Sync(); err != nil {
 		return "", 0, fmt.Errorf("import %s: fsync: %w", path, err)
@@ -259,28 +258,10 @@ func (s *Store) AddBlob(path string) (sum string, size int64, err error) {
 		return "", 0, fmt.Errorf("import %s: %w", path, err)
 	}
 	sum = hex.EncodeToString(h.Sum(nil))
-	if err = PlaceBlob(tmp.Name(), s.BlobRoot(), sum); err != nil {
+	if err = media.PlaceBlob(tmp.Name(), s.BlobRoot(), sum); err != nil {
 		return "", 0, fmt.Errorf("import %s: %w", path, err)
 	}
 	return sum, size, nil
-}
-
-// PlaceBlob renames the verified, fsynced file tmp to its content address
-// under root and fsyncs the directory so the rename survives a power cut.
-func PlaceBlob(tmp, root, sum string) error {
-	dst := BlobPath(root, sum)
-	if err := os.MkdirAll(filepath.Dir(dst), 0o700); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, dst); err != nil {
-		return err
-	}
-	d, err := os.Open(filepath.Dir(dst))
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
 
 func u64(n uint64) []byte {

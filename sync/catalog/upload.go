@@ -15,26 +15,20 @@ import (
 	"strconv"
 	"sync"
 	"time"
+
+	"github.com/campusedge/campusedge/edge/fsutil"
+	"github.com/campusedge/campusedge/edge/httpapi"
+	"github.com/campusedge/campusedge/edge/media"
 )
 
 // Resumable uploads of school-made resources into the city catalogue:
 //
-//	POST  /api/v1/uploads              body: Item JSON (seq ignored) → UploadState
-//	PATCH /api/v1/uploads/{sha256}     header Upload-Offset: N, body: bytes from N → UploadState
+//	POST  /api/v1/uploads              body: media.Item JSON (seq ignored) → media.UploadState
+//	PATCH /api/v1/uploads/{sha256}     header Upload-Offset: N, body: bytes from N → media.UploadState
 //
 // The POST announces the item and answers how many bytes the hub already
 // holds, so an edge cut mid-upload continues from there. The item enters
 // the catalogue only when the bytes match its size and SHA-256.
-
-// UploadID is the catalogue id of school-made content with hex SHA-256
-// sum; imported content uses IDForSum ("r…"), so the two never collide.
-func UploadID(sum string) string { return "l" + sum[:20] }
-
-// UploadState is the hub's answer to both upload calls.
-type UploadState struct {
-	Offset int64 `json:"offset"`
-	Done   bool  `json:"done"`
-}
 
 // uploadReserve is disk the hub keeps free for its store and imports.
 const uploadReserve = 1 << 30
@@ -108,45 +102,45 @@ func (u *uploads) register(mux *http.ServeMux) {
 }
 
 func (u *uploads) start(w http.ResponseWriter, r *http.Request) {
-	var it Item
+	var it media.Item
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxUploadMeta))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&it); err != nil {
-		writeError(w, http.StatusBadRequest, "invalid_json", "upload: "+err.Error())
+		httpapi.WriteError(w, http.StatusBadRequest, "invalid_json", "upload: "+err.Error())
 		return
 	}
 	it.Seq = 0
 	if err := it.Validate(); err != nil {
-		writeError(w, http.StatusBadRequest, "invalid_item", err.Error())
+		httpapi.WriteError(w, http.StatusBadRequest, "invalid_item", err.Error())
 		return
 	}
-	if !Uploadable(it.MIME) {
-		writeError(w, http.StatusBadRequest, "mime_not_allowed", "upload: media type "+it.MIME+" is not accepted (video, audio, pictures, PDF and office documents are)")
+	if !media.Uploadable(it.MIME) {
+		httpapi.WriteError(w, http.StatusBadRequest, "mime_not_allowed", "upload: media type "+it.MIME+" is not accepted (video, audio, pictures, PDF and office documents are)")
 		return
 	}
 	// The id is bound to the content, so an upload can add an item but
 	// never replace another one (an imported lesson or another school's).
-	if want := UploadID(it.SHA256); it.ID != want {
-		writeError(w, http.StatusBadRequest, "invalid_id", "an uploaded item's id must be "+want+" (\"l\" + the first 20 hex digits of its SHA-256)")
+	if want := media.UploadID(it.SHA256); it.ID != want {
+		httpapi.WriteError(w, http.StatusBadRequest, "invalid_id", "an uploaded item's id must be "+want+" (\"l\" + the first 20 hex digits of its SHA-256)")
 		return
 	}
 	defer u.lock(it.SHA256)()
-	if fi, err := os.Stat(BlobPath(u.s.BlobRoot(), it.SHA256)); err == nil && fi.Size() == it.Size {
+	if fi, err := os.Stat(media.BlobPath(u.s.BlobRoot(), it.SHA256)); err == nil && fi.Size() == it.Size {
 		if _, err := u.s.Put(it); err != nil {
-			writeError(w, http.StatusBadRequest, "invalid_item", err.Error())
+			httpapi.WriteError(w, http.StatusBadRequest, "invalid_item", err.Error())
 			return
 		}
-		writeJSON(w, http.StatusOK, UploadState{Offset: it.Size, Done: true})
+		httpapi.WriteJSON(w, http.StatusOK, media.UploadState{Offset: it.Size, Done: true})
 		return
 	}
 	if err := os.MkdirAll(u.dir(), 0o700); err != nil {
-		writeError(w, http.StatusInternalServerError, "internal", err.Error())
+		httpapi.WriteError(w, http.StatusInternalServerError, "internal", err.Error())
 		return
 	}
 	part, meta := u.paths(it.SHA256)
 	b, _ := json.Marshal(it)
 	if err := os.WriteFile(meta, b, 0o600); err != nil {
-		writeError(w, http.StatusInternalServerError, "internal", err.Error())
+		httpapi.WriteError(w, http.StatusInternalServerError, "internal", err.Error())
 		return
 	}
 	var off int64
@@ -157,56 +151,56 @@ func (u *uploads) start(w http.ResponseWriter, r *http.Request) {
 		_ = os.Remove(part)
 		off = 0
 	}
-	if free, err := freeBytes(u.dir()); err == nil && free-uploadReserve < it.Size-off {
-		writeError(w, http.StatusInsufficientStorage, "disk_full", fmt.Sprintf("the hub has %d bytes free and needs %d more for this upload; try later", free, it.Size-off))
+	if free, err := fsutil.FreeBytes(u.dir()); err == nil && free-uploadReserve < it.Size-off {
+		httpapi.WriteError(w, http.StatusInsufficientStorage, "disk_full", fmt.Sprintf("the hub has %d bytes free and needs %d more for this upload; try later", free, it.Size-off))
 		return
 	}
-	writeJSON(w, http.StatusOK, UploadState{Offset: off})
+	httpapi.WriteJSON(w, http.StatusOK, media.UploadState{Offset: off})
 }
 
 func (u *uploads) patch(w http.ResponseWriter, r *http.Request) {
 	sum := r.PathValue("sha256")
-	if !ValidSHA256(sum) {
-		writeError(w, http.StatusBadRequest, "invalid_sha256", "want 64 lowercase hex digits")
+	if !media.ValidSHA256(sum) {
+		httpapi.WriteError(w, http.StatusBadRequest, "invalid_sha256", "want 64 lowercase hex digits")
 		return
 	}
 	off, err := strconv.ParseInt(r.Header.Get("Upload-Offset"), 10, 64)
 	if err != nil || off < 0 {
-		writeError(w, http.StatusBadRequest, "invalid_offset", "Upload-Offset must be a byte offset")
+		httpapi.WriteError(w, http.StatusBadRequest, "invalid_offset", "Upload-Offset must be a byte offset")
 		return
 	}
 	defer u.lock(sum)()
 	part, meta := u.paths(sum)
 	b, err := os.ReadFile(meta)
 	if errors.Is(err, fs.ErrNotExist) {
-		writeError(w, http.StatusNotFound, "no_upload", "no upload of "+sum+"; POST /api/v1/uploads first")
+		httpapi.WriteError(w, http.StatusNotFound, "no_upload", "no upload of "+sum+"; POST /api/v1/uploads first")
 		return
 	}
-	var it Item
+	var it media.Item
 	if err == nil {
 		err = json.Unmarshal(b, &it)
 	}
 	if err != nil {
-		writeError(w, http.StatusInternalServerError, "internal", err.Error())
+		httpapi.WriteError(w, http.StatusInternalServerError, "internal", err.Error())
 		return
 	}
 	f, err := os.OpenFile(part, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
-		writeError(w, http.StatusInternalServerError, "internal", err.Error())
+		httpapi.WriteError(w, http.StatusInternalServerError, "internal", err.Error())
 		return
 	}
 	defer f.Close()
 	fi, err := f.Stat()
 	if err != nil {
-		writeError(w, http.StatusInternalServerError, "internal", err.Error())
+		httpapi.WriteError(w, http.StatusInternalServerError, "internal", err.Error())
 		return
 	}
 	if fi.Size() != off {
-		writeJSON(w, http.StatusConflict, map[string]any{"error": map[string]string{"code": "offset_mismatch", "message": fmt.Sprintf("the hub holds %d bytes; resume from there", fi.Size())}, "offset": fi.Size()})
+		httpapi.WriteJSON(w, http.StatusConflict, map[string]any{"error": map[string]string{"code": "offset_mismatch", "message": fmt.Sprintf("the hub holds %d bytes; resume from there", fi.Size())}, "offset": fi.Size()})
 		return
 	}
 	if _, err := f.Seek(off, io.SeekStart); err != nil {
-		writeError(w, http.StatusInternalServerError, "internal", err.Error())
+		httpapi.WriteError(w, http.StatusInternalServerError, "internal", err.Error())
 		return
 	}
 	// At most the rest of the item: one byte more is refused.
@@ -214,39 +208,39 @@ func (u *uploads) patch(w http.ResponseWriter, r *http.Request) {
 	n, cerr := io.Copy(f, io.LimitReader(body, it.Size-off+1))
 	if off+n > it.Size {
 		_ = f.Truncate(off)
-		writeError(w, http.StatusRequestEntityTooLarge, "too_long", fmt.Sprintf("the item is %d bytes; the body goes past it", it.Size))
+		httpapi.WriteError(w, http.StatusRequestEntityTooLarge, "too_long", fmt.Sprintf("the item is %d bytes; the body goes past it", it.Size))
 		return
 	}
 	_ = f.Sync()
 	off += n
 	if cerr != nil || off < it.Size {
-		writeJSON(w, http.StatusOK, UploadState{Offset: off})
+		httpapi.WriteJSON(w, http.StatusOK, media.UploadState{Offset: off})
 		return
 	}
 	if _, err := f.Seek(0, io.SeekStart); err != nil {
-		writeError(w, http.StatusInternalServerError, "internal", err.Error())
+		httpapi.WriteError(w, http.StatusInternalServerError, "internal", err.Error())
 		return
 	}
 	h := sha256.New()
 	if _, err := io.Copy(h, f); err != nil {
-		writeError(w, http.StatusInternalServerError, "internal", err.Error())
+		httpapi.WriteError(w, http.StatusInternalServerError, "internal", err.Error())
 		return
 	}
 	if got := hex.EncodeToString(h.Sum(nil)); got != sum {
 		_ = os.Remove(part)
-		writeError(w, http.StatusUnprocessableEntity, "hash_mismatch", "the uploaded bytes hash to "+got+", not "+sum+"; the upload was discarded, start again")
+		httpapi.WriteError(w, http.StatusUnprocessableEntity, "hash_mismatch", "the uploaded bytes hash to "+got+", not "+sum+"; the upload was discarded, start again")
 		return
 	}
 	_ = f.Close()
-	if err := PlaceBlob(part, u.s.BlobRoot(), sum); err != nil {
-		writeError(w, http.StatusInternalServerError, "internal", err.Error())
+	if err := media.PlaceBlob(part, u.s.BlobRoot(), sum); err != nil {
+		httpapi.WriteError(w, http.StatusInternalServerError, "internal", err.Error())
 		return
 	}
 	if _, err := u.s.Put(it); err != nil {
-		writeError(w, http.StatusInternalServerError, "internal", err.Error())
+		httpapi.WriteError(w, http.StatusInternalServerError, "internal", err.Error())
 		return
 	}
 	_ = os.Remove(meta)
 	u.log.Info("upload completed", "id", it.ID, "bytes", it.Size)
-	writeJSON(w, http.StatusOK, UploadState{Offset: off, Done: true})
+	httpapi.WriteJSON(w, http.StatusOK, media.UploadState{Offset: off, Done: true})
 }

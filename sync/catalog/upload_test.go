@@ -11,6 +11,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/campusedge/campusedge/edge/media"
 )
 
 // TestUploadsResumableAndVerified checks the hub's upload API: offsets are
@@ -27,15 +29,15 @@ func TestUploadsResumableAndVerified(t *testing.T) {
 	content := bytes.Repeat([]byte("lesson "), 10_000)
 	h := sha256.Sum256(content)
 	sum := hex.EncodeToString(h[:])
-	item := Item{ID: "l" + sum[:20], Title: "t", MIME: "video/mp4", Size: int64(len(content)), SHA256: sum}
-	post := func(it Item) (int, UploadState) {
+	item := media.Item{ID: "l" + sum[:20], Title: "t", MIME: "video/mp4", Size: int64(len(content)), SHA256: sum}
+	post := func(it media.Item) (int, media.UploadState) {
 		b, _ := json.Marshal(it)
 		r, err := http.Post(srv.URL+"/api/v1/uploads", "application/json", bytes.NewReader(b))
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer r.Body.Close()
-		var s UploadState
+		var s media.UploadState
 		json.NewDecoder(r.Body).Decode(&s)
 		return r.StatusCode, s
 	}
@@ -75,7 +77,7 @@ func TestUploadsResumableAndVerified(t *testing.T) {
 	// Same size, wrong bytes: discarded, never catalogued.
 	bad := item
 	bad.SHA256 = strings.Repeat("ab", 32)
-	bad.ID = UploadID(bad.SHA256)
+	bad.ID = media.UploadID(bad.SHA256)
 	if code, _ := post(bad); code != 200 {
 		t.Fatalf("start bad: %d", code)
 	}
@@ -97,12 +99,12 @@ func TestUploadsResumableAndVerified(t *testing.T) {
 			t.Errorf("PATCH %s offset %s: %d", c.sum, c.off, r.StatusCode)
 		}
 	}
-	if code, _ := post(Item{ID: "../x", Title: "t", MIME: "a/b", Size: 1, SHA256: sum}); code != 400 {
+	if code, _ := post(media.Item{ID: "../x", Title: "t", MIME: "a/b", Size: 1, SHA256: sum}); code != 400 {
 		t.Errorf("bad id accepted: %d", code)
 	}
 	// An upload cannot take over an existing (imported) id.
-	imported, _ := st.Put(Item{ID: IDForSum(sum), Title: "city lesson", MIME: "video/mp4", Size: item.Size, SHA256: sum})
-	evil := Item{ID: imported.ID, Title: "replaced", MIME: "video/mp4", Size: 5, SHA256: strings.Repeat("ef", 32)}
+	imported, _ := st.Put(media.Item{ID: media.IDForSum(sum), Title: "city lesson", MIME: "video/mp4", Size: item.Size, SHA256: sum})
+	evil := media.Item{ID: imported.ID, Title: "replaced", MIME: "video/mp4", Size: 5, SHA256: strings.Repeat("ef", 32)}
 	if code, _ := post(evil); code != 400 {
 		t.Errorf("upload over an imported id: %d, want 400", code)
 	}

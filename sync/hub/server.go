@@ -16,7 +16,9 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/campusedge/campusedge/edge/httpapi"
 	"github.com/campusedge/campusedge/edge/identity"
+	"github.com/campusedge/campusedge/edge/token"
 	"github.com/campusedge/campusedge/sync/wire"
 )
 
@@ -85,15 +87,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.mux.ServeHTTP(w, r)
 }
 
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(v)
-}
-
 func (s *Server) fail(w http.ResponseWriter, status int, code, msg string) {
 	s.rejected.WithLabelValues(code).Inc()
-	writeJSON(w, status, map[string]any{"error": map[string]string{"code": code, "message": msg}})
+	httpapi.WriteError(w, status, code, msg)
 }
 
 // maxEnrolBytes bounds the enrolment body.
@@ -128,7 +124,7 @@ func (s *Server) enrol(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, http.StatusUnauthorized, "invalid_token", err.Error())
 		return
 	}
-	e, err := s.st.Enrol(r.Context(), identity.HashToken(secret), Edge{ID: req.EdgeID, PublicKey: pub}, s.now())
+	e, err := s.st.Enrol(r.Context(), token.Digest(secret), Edge{ID: req.EdgeID, PublicKey: pub}, s.now())
 	switch {
 	case errors.Is(err, ErrTokenInvalid):
 		s.fail(w, http.StatusUnauthorized, "invalid_token", "the enrolment token is unknown, already used or expired; ask the city for a new one (cityhub enrol-token -school CODE)")
@@ -143,7 +139,7 @@ func (s *Server) enrol(w http.ResponseWriter, r *http.Request) {
 	}
 	sc, _ := s.st.School(r.Context(), e.School)
 	s.log.Info("edge enrolled", "edge", e.ID, "school", e.School)
-	writeJSON(w, http.StatusOK, wire.EnrolResponse{Edge: e.ID, School: e.School, Name: sc.Name})
+	httpapi.WriteJSON(w, http.StatusOK, wire.EnrolResponse{Edge: e.ID, School: e.School, Name: sc.Name})
 }
 
 type edgeKey struct{}
@@ -230,7 +226,7 @@ func (s *Server) batch(w http.ResponseWriter, r *http.Request, e Edge, body []by
 	case errors.As(err, &gap):
 		s.batches.WithLabelValues("gap").Inc()
 		s.log.Error("edge sent a batch beyond a gap", "edge", e.ID, "acked", gap.Acked, "first", gap.First)
-		writeJSON(w, http.StatusConflict, map[string]any{"error": map[string]string{"code": "sequence_gap", "message": gap.Error() + "; the edge's records in between are missing (restored store?)"}, "acked": gap.Acked})
+		httpapi.WriteJSON(w, http.StatusConflict, map[string]any{"error": map[string]string{"code": "sequence_gap", "message": gap.Error() + "; the edge's records in between are missing (restored store?)"}, "acked": gap.Acked})
 		return
 	case errors.Is(err, ErrSeqConflict):
 		s.batches.WithLabelValues("conflict").Inc()
@@ -246,7 +242,7 @@ func (s *Server) batch(w http.ResponseWriter, r *http.Request, e Edge, body []by
 	s.records.WithLabelValues("new").Add(float64(res.Accepted))
 	s.records.WithLabelValues("duplicate").Add(float64(res.Dups))
 	s.log.Debug("batch", "edge", e.ID, "school", e.School, "first", b.Records[0].Seq, "n", len(b.Records), "new", res.Accepted, "dups", res.Dups, "acked", res.Acked)
-	writeJSON(w, http.StatusOK, wire.Ack{Acked: res.Acked, Accepted: res.Accepted, Dups: res.Dups})
+	httpapi.WriteJSON(w, http.StatusOK, wire.Ack{Acked: res.Acked, Accepted: res.Accepted, Dups: res.Dups})
 }
 
 // cert signs the edge's TLS key with the city CA. The edge is known and
@@ -281,11 +277,11 @@ func (s *Server) cert(w http.ResponseWriter, r *http.Request, e Edge, body []byt
 				"dns", c.DNSNames, "ips", c.IPAddresses, "not_after", notAfter)
 		}
 	}
-	writeJSON(w, http.StatusOK, wire.CertResponse{ChainPEM: string(chain), RootPEM: string(root), NotAfter: notAfter})
+	httpapi.WriteJSON(w, http.StatusOK, wire.CertResponse{ChainPEM: string(chain), RootPEM: string(root), NotAfter: notAfter})
 }
 
 func (s *Server) status(w http.ResponseWriter, r *http.Request, e Edge, _ []byte) {
-	writeJSON(w, http.StatusOK, map[string]any{"edge": e.ID, "school": e.School, "acked": e.Acked})
+	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"edge": e.ID, "school": e.School, "acked": e.Acked})
 }
 
 // ChangesResponse is the downlink page.
@@ -316,7 +312,7 @@ func (s *Server) changes(w http.ResponseWriter, r *http.Request, e Edge, _ []byt
 	if resp.Changes == nil {
 		resp.Changes = []Change{}
 	}
-	writeJSON(w, http.StatusOK, resp)
+	httpapi.WriteJSON(w, http.StatusOK, resp)
 }
 
 // Ready reports whether the store answers (for /healthz).

@@ -21,7 +21,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
-	"github.com/campusedge/campusedge/sync/catalog"
+	"github.com/campusedge/campusedge/edge/media"
 )
 
 // Limits on imports: a large school has ~1,100 students and a few thousand
@@ -317,7 +317,7 @@ func ParseTimetableCSV(r io.Reader) (*Timetable, error) {
 			ok = false
 		}
 		for _, id := range s.Resources {
-			if !catalog.ValidID(id) {
+			if !media.ValidID(id) {
 				c.add(line, "resources", "%q is not a catalogue id (separate ids with ';')", id)
 				ok = false
 			}

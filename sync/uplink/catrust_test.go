@@ -76,7 +76,7 @@ func TestHubTrustedByCA(t *testing.T) {
 	th := caHub(t, st, good, nil)
 	bad := badHubCerts(t, city)
 	ctx := context.Background()
-	secret, _, _ := wire.ParseEnrolToken(token(t, st, "s1", ""))
+	secret, _, _ := wire.ParseEnrolToken(enrolToken(t, st, "s1", ""))
 
 	e := newEdge(t, nil)
 	for _, b := range bad {
@@ -157,7 +157,7 @@ func TestHubClientPinWinsOverCA(t *testing.T) {
 	th := startTLSHub(t, openBoltHub(t, t.TempDir()), false)
 	e := newEdge(t, nil)
 	ctx := context.Background()
-	if _, err := uplink.Enrol(ctx, e.DB, nil, th.URL, token(t, th.Store, "s1", th.Pin), e.Key, root.PEM()); err != nil {
+	if _, err := uplink.Enrol(ctx, e.DB, nil, th.URL, enrolToken(t, th.Store, "s1", th.Pin), e.Key, root.PEM()); err != nil {
 		t.Fatal(err)
 	}
 	other := caHub(t, th.Store, root.Good(t, "127.0.0.1"), nil)

@@ -18,6 +18,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/campusedge/campusedge/edge/identity"
+	"github.com/campusedge/campusedge/edge/token"
 	"github.com/campusedge/campusedge/sync/hub"
 	"github.com/campusedge/campusedge/sync/outbox"
 	"github.com/campusedge/campusedge/sync/uplink"
@@ -112,8 +113,8 @@ func enrol(t testing.TB, st hub.Store, url, school string, e *testEdge) uplink.E
 	if err := st.CreateSchool(ctx, hub.School{Code: school, Name: "School " + school, Created: time.Now()}); err != nil && !errors.Is(err, hub.ErrExists) {
 		t.Fatal(err)
 	}
-	tok, _ := identity.NewToken()
-	if err := st.CreateEnrolToken(ctx, school, identity.HashToken(tok), time.Now().Add(time.Hour)); err != nil {
+	tok := token.New()
+	if err := st.CreateEnrolToken(ctx, school, token.Digest(tok), time.Now().Add(time.Hour)); err != nil {
 		t.Fatal(err)
 	}
 	en, err := uplink.Enrol(ctx, e.DB, nil, url, tok, e.Key, nil)
@@ -170,7 +171,7 @@ func waitDrained(t testing.TB, e *testEdge, last uint64, within time.Duration) {
 	t.Fatalf("outbox not drained in %s: %+v (want acked %d)", within, st, last)
 }
 
-func hashTok(tok string) []byte { return identity.HashToken(tok) }
+func hashTok(tok string) []byte { return token.Digest(tok) }
 
 func enrolWith(ctx context.Context, e *testEdge, url, tok string) (uplink.Enrolment, error) {
 	return uplink.Enrol(ctx, e.DB, nil, url, tok, e.Key, nil)

@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/campusedge/campusedge/edge/api"
+	"github.com/campusedge/campusedge/edge/httpapi"
 	"github.com/campusedge/campusedge/sync/schooldata"
 	"github.com/campusedge/campusedge/sync/wire"
 )
@@ -60,37 +61,37 @@ func (u *Uplink) Register(s *api.Server) {
 func (u *Uplink) getStatus(w http.ResponseWriter, r *http.Request) {
 	st, err := u.Status()
 	if err != nil {
-		api.WriteError(w, http.StatusInternalServerError, "store_error", "could not read the outbox: "+err.Error())
+		httpapi.WriteError(w, http.StatusInternalServerError, "store_error", "could not read the outbox: "+err.Error())
 		return
 	}
-	api.WriteJSON(w, http.StatusOK, st)
+	httpapi.WriteJSON(w, http.StatusOK, st)
 }
 
 func (u *Uplink) postEnrol(w http.ResponseWriter, r *http.Request) {
 	var req struct {
 		Token string `json:"token"`
 	}
-	if !api.DecodeJSON(w, r, 4<<10, &req) {
+	if !httpapi.DecodeJSON(w, r, 4<<10, &req) {
 		return
 	}
 	if u.cfg.Hub == "" {
-		api.WriteError(w, http.StatusConflict, "no_cloud", "edged runs without -cloud; restart it with -cloud URL of the city hub, then enrol")
+		httpapi.WriteError(w, http.StatusConflict, "no_cloud", "edged runs without -cloud; restart it with -cloud URL of the city hub, then enrol")
 		return
 	}
 	if req.Token == "" || len(req.Token) > 256 {
-		api.WriteError(w, http.StatusBadRequest, "invalid_token", "token must be the one-time enrolment token from the city (cityhub enrol-token)")
+		httpapi.WriteError(w, http.StatusBadRequest, "invalid_token", "token must be the one-time enrolment token from the city (cityhub enrol-token)")
 		return
 	}
 	e, err := Enrol(r.Context(), u.cfg.DB, u.cfg.Client, u.cfg.Hub, req.Token, u.cfg.Identity, u.cfg.CloudCA)
 	if err != nil {
-		api.WriteError(w, http.StatusBadGateway, "enrol_failed", err.Error())
+		httpapi.WriteError(w, http.StatusBadGateway, "enrol_failed", err.Error())
 		return
 	}
 	// Connections made under a previous enrolment's trust are not reused.
 	u.cfg.Client.CloseIdleConnections()
 	u.log.Info("enrolled with the city", "hub", e.Hub, "school", e.School, "hub_trust", e.HubTrust, "hub_pin", e.HubPin)
 	u.Wake()
-	api.WriteJSON(w, http.StatusOK, e)
+	httpapi.WriteJSON(w, http.StatusOK, e)
 }
 
 func (u *Uplink) postRecord(w http.ResponseWriter, r *http.Request) {
@@ -98,26 +99,26 @@ func (u *Uplink) postRecord(w http.ResponseWriter, r *http.Request) {
 		Kind    string          `json:"kind"`
 		Payload json.RawMessage `json:"payload"`
 	}
-	if !api.DecodeJSON(w, r, wire.MaxPayloadBytes+1024, &req) {
+	if !httpapi.DecodeJSON(w, r, wire.MaxPayloadBytes+1024, &req) {
 		return
 	}
 	rec, err := u.cfg.Outbox.Append(r.Context(), req.Kind, req.Payload)
 	if err != nil {
-		api.WriteError(w, http.StatusBadRequest, "invalid_record", err.Error())
+		httpapi.WriteError(w, http.StatusBadRequest, "invalid_record", err.Error())
 		return
 	}
-	api.WriteJSON(w, http.StatusCreated, map[string]any{"seq": rec.Seq, "id": rec.ID, "at": time.UnixMilli(rec.At).UTC()})
+	httpapi.WriteJSON(w, http.StatusCreated, map[string]any{"seq": rec.Seq, "id": rec.ID, "at": time.UnixMilli(rec.At).UTC()})
 }
 
 func (u *Uplink) getDoc(kind string) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		raw, err := Doc(u.cfg.DB, kind)
 		if err != nil {
-			api.WriteError(w, http.StatusInternalServerError, "store_error", err.Error())
+			httpapi.WriteError(w, http.StatusInternalServerError, "store_error", err.Error())
 			return
 		}
 		if raw == nil {
-			api.WriteError(w, http.StatusNotFound, "not_synced", "no "+kind+" has arrived from the city yet; GET /api/v1/sync shows the link")
+			httpapi.WriteError(w, http.StatusNotFound, "not_synced", "no "+kind+" has arrived from the city yet; GET /api/v1/sync shows the link")
 			return
 		}
 		if r.URL.Query().Get("format") != "csv" {

@@ -23,7 +23,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/campusedge/campusedge/edge/identity"
+	"github.com/campusedge/campusedge/edge/token"
 	"github.com/campusedge/campusedge/sync/hub"
 	"github.com/campusedge/campusedge/sync/hubtls"
 	"github.com/campusedge/campusedge/sync/uplink"
@@ -74,15 +74,15 @@ func startTLSHub(t *testing.T, st hub.Store, withCA bool) *tlsHub {
 	return h
 }
 
-// token makes a school (if needed) and a one-time token carrying pin.
-func token(t *testing.T, st hub.Store, school, pin string) string {
+// enrolToken makes a school (if needed) and a one-time token carrying pin.
+func enrolToken(t *testing.T, st hub.Store, school, pin string) string {
 	t.Helper()
 	ctx := context.Background()
 	if err := st.CreateSchool(ctx, hub.School{Code: school, Name: "School " + school, Created: time.Now()}); err != nil && !errors.Is(err, hub.ErrExists) {
 		t.Fatal(err)
 	}
-	tok, _ := identity.NewToken()
-	if err := st.CreateEnrolToken(ctx, school, identity.HashToken(tok), time.Now().Add(time.Hour)); err != nil {
+	tok := token.New()
+	if err := st.CreateEnrolToken(ctx, school, token.Digest(tok), time.Now().Add(time.Hour)); err != nil {
 		t.Fatal(err)
 	}
 	return wire.FormatEnrolToken(tok, pin)
@@ -96,7 +96,7 @@ func TestSyncOverTLSWithPinnedSelfSignedHub(t *testing.T) {
 	th := startTLSHub(t, openBoltHub(t, t.TempDir()), false)
 	e := newEdge(t, nil)
 	ctx := context.Background()
-	en, err := uplink.Enrol(ctx, e.DB, nil, th.URL, token(t, th.Store, "s1", th.Pin), e.Key, nil)
+	en, err := uplink.Enrol(ctx, e.DB, nil, th.URL, enrolToken(t, th.Store, "s1", th.Pin), e.Key, nil)
 	if err != nil {
 		t.Fatalf("enrol over TLS with the pin: %v", err)
 	}
@@ -146,7 +146,7 @@ func TestHubWithAnotherKeyIsRefused(t *testing.T) {
 	e := newEdge(t, nil)
 	ctx := context.Background()
 
-	tok := token(t, st, "s1", th.Pin)
+	tok := enrolToken(t, st, "s1", th.Pin)
 	secret, _, _ := wire.ParseEnrolToken(tok)
 	_, err := uplink.Enrol(ctx, e.DB, nil, impostor.URL, tok, e.Key, nil)
 	var pm *uplink.PinMismatchError
@@ -318,7 +318,7 @@ func TestCitySignsEdgeCertificate(t *testing.T) {
 	th := startTLSHub(t, openBoltHub(t, t.TempDir()), true)
 	e := newEdge(t, nil)
 	ctx := context.Background()
-	if _, err := uplink.Enrol(ctx, e.DB, nil, th.URL, token(t, th.Store, "s1", th.Pin), e.Key, nil); err != nil {
+	if _, err := uplink.Enrol(ctx, e.DB, nil, th.URL, enrolToken(t, th.Store, "s1", th.Pin), e.Key, nil); err != nil {
 		t.Fatal(err)
 	}
 	certs := newTestCerts(t, "school-a.local", "10.77.0.1", "fd00::1")

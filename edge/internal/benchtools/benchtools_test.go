@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/campusedge/campusedge/edge/appliance"
+	"github.com/campusedge/campusedge/cmd/edged/appliance"
 	"github.com/campusedge/campusedge/edge/config"
 )
 

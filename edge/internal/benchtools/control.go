@@ -14,14 +14,14 @@ import (
 
 	"github.com/gorilla/websocket"
 
-	"github.com/campusedge/campusedge/edge/wire"
+	"github.com/campusedge/campusedge/edge/ctlwire"
 )
 
 // Conn is one terminal's control connection, held open by a reader
 // goroutine that answers the edge's pings (as termagent does) and counts
 // them.
 type Conn struct {
-	Welcome wire.Welcome
+	Welcome ctlwire.Welcome
 
 	ws    *websocket.Conn
 	pings atomic.Int64
@@ -60,13 +60,13 @@ func Dial(ctx context.Context, wsURL string, tlsConf *tls.Config, token, version
 	if err != nil {
 		return nil, fmt.Errorf("dial: %w", err)
 	}
-	ws.SetReadLimit(wire.MaxMessageBytes)
+	ws.SetReadLimit(ctlwire.MaxMessageBytes)
 	deadline := time.Now().Add(10 * time.Second)
 	if dl, ok := ctx.Deadline(); ok && dl.Before(deadline) {
 		deadline = dl
 	}
 	_ = ws.SetWriteDeadline(deadline)
-	if err := ws.WriteJSON(wire.Hello{Header: wire.New(wire.TypeHello), Token: token, Version: version}); err != nil {
+	if err := ws.WriteJSON(ctlwire.Hello{Header: ctlwire.New(ctlwire.TypeHello), Token: token, Version: version}); err != nil {
 		ws.Close()
 		return nil, fmt.Errorf("send hello: %w", err)
 	}
@@ -77,8 +77,8 @@ func Dial(ctx context.Context, wsURL string, tlsConf *tls.Config, token, version
 		return nil, fmt.Errorf("await welcome: %w", err)
 	}
 	c := &Conn{ws: ws, done: make(chan struct{})}
-	hdr, err := wire.Decode(data)
-	if err == nil && hdr.Type != wire.TypeWelcome {
+	hdr, err := ctlwire.Decode(data)
+	if err == nil && hdr.Type != ctlwire.TypeWelcome {
 		err = fmt.Errorf("expected welcome, got %s", data)
 	}
 	if err == nil {

@@ -1,7 +1,7 @@
-// Package wire defines the typed, versioned JSON messages of the WebSocket
+// Package ctlwire defines the typed, versioned JSON messages of the WebSocket
 // control channel (/api/v1/ws) shared by edged, classterm and the web pages,
 // and the strict decoder every inbound message goes through.
-package wire
+package ctlwire
 
 import (
 	"bytes"

@@ -1,12 +1,10 @@
-// Package catalog is the city catalogue of micro-lessons: the item records
-// both sides agree on, the hub's bbolt-backed store with a change sequence
-// that edges page through by cursor, content-addressed blob storage, and the
-// hub's HTTP handlers (GET /api/v1/catalog, GET|HEAD /api/v1/content/{id}).
-//
-// The edge's resource cache imports this package only for the wire types,
-// the strict decoder of hub responses and the blob path convention, so that
-// the two sides cannot drift apart.
-package catalog
+// Package media is what a micro-lesson is to both ends of the catalogue:
+// the item record the hub serves and the edge keeps, the rules both enforce
+// on it, the strict decoder the edge runs on the hub's pages, the blob
+// layout (content-addressed by SHA-256) and how an item's bytes are served
+// to browsers. The hub's store and handlers (sync/catalog) and the edge's
+// cache (edge/cache) both build on it, so the two sides cannot drift apart.
+package media
 
 import (
 	"encoding/hex"

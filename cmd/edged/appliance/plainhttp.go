@@ -7,8 +7,8 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/campusedge/campusedge/edge/api"
 	"github.com/campusedge/campusedge/edge/certs"
+	"github.com/campusedge/campusedge/edge/httpapi"
 )
 
 // plainHTTP is what the edge answers on plain HTTP once HTTPS is on. Only
@@ -42,7 +42,7 @@ func (p plainHTTP) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Header().Set("Location", target)
-	api.WriteError(w, http.StatusForbidden, "https_required",
+	httpapi.WriteError(w, http.StatusForbidden, "https_required",
 		"this request carries credentials and is only accepted over HTTPS: use "+target)
 }
 

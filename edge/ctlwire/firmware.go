@@ -1,4 +1,4 @@
-package wire
+package ctlwire
 
 // Terminal image messages (firmware/termimage, firmware/termupdate).
 const (

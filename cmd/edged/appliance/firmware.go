@@ -13,8 +13,9 @@ import (
 	"github.com/campusedge/campusedge/edge/api"
 	"github.com/campusedge/campusedge/edge/buildinfo"
 	"github.com/campusedge/campusedge/edge/config"
+	"github.com/campusedge/campusedge/edge/ctlwire"
 	"github.com/campusedge/campusedge/edge/fleet"
-	"github.com/campusedge/campusedge/edge/wire"
+	"github.com/campusedge/campusedge/edge/httpapi"
 	"github.com/campusedge/campusedge/firmware/bundle"
 	"github.com/campusedge/campusedge/firmware/release"
 	"github.com/campusedge/campusedge/firmware/slot"
@@ -67,9 +68,9 @@ func mountFirmware(ctx context.Context, cfg config.Config, srv *api.Server, edge
 	if cfg.FirmwareRoot == "" {
 		disabled := map[string]any{"state": "disabled", "version": buildinfo.Version, "target": cfg.FirmwareTarget,
 			"detail": "firmware updates are off: run edged under edgesup with -fw-root and -fw-keys (docs/FIRMWARE.md)"}
-		srv.HandleFunc("GET /api/v1/firmware", func(w http.ResponseWriter, r *http.Request) { api.WriteJSON(w, http.StatusOK, disabled) })
+		srv.HandleFunc("GET /api/v1/firmware", func(w http.ResponseWriter, r *http.Request) { httpapi.WriteJSON(w, http.StatusOK, disabled) })
 		srv.HandleFunc("POST /api/v1/firmware/check", srv.Admin(func(w http.ResponseWriter, r *http.Request) {
-			api.WriteError(w, http.StatusConflict, "firmware_disabled", disabled["detail"].(string))
+			httpapi.WriteError(w, http.StatusConflict, "firmware_disabled", disabled["detail"].(string))
 		}))
 		return nil
 	}
@@ -91,10 +92,10 @@ func mountFirmware(ctx context.Context, cfg config.Config, srv *api.Server, edge
 		ro := termimage.NewRollout(termimage.RolloutConfig{Images: ti, Wave: cfg.FirmwareWave, Tick: cfg.FirmwareWaveInterval,
 			Logger: log.With("part", "terminal-images"),
 			List:   func() ([]termimage.Seen, error) { return seenTerminals(fl, live) },
-			Send:   func(id string, o wire.FirmwareOffer) bool { return srv.SendToTerminal(id, o) }})
-		srv.HandleTerminal(wire.TypeFirmwareStatus, ro.Report)
+			Send:   func(id string, o ctlwire.FirmwareOffer) bool { return srv.SendToTerminal(id, o) }})
+		srv.HandleTerminal(ctlwire.TypeFirmwareStatus, ro.Report)
 		srv.HandleFunc("GET /api/v1/terminal-images", srv.Admin(func(w http.ResponseWriter, r *http.Request) {
-			api.WriteJSON(w, http.StatusOK, ro.Status())
+			httpapi.WriteJSON(w, http.StatusOK, ro.Status())
 		}))
 		terminals = ro.Reports
 		go ro.Run(ctx)
@@ -105,10 +106,10 @@ func mountFirmware(ctx context.Context, cfg config.Config, srv *api.Server, edge
 		RateLimit: cfg.FirmwareRate, Logger: log, FallbackVersion: buildinfo.Version})
 	st := u.Status()
 	log.Info("firmware", "version", st.Version, "slot", st.Slot, "trial", st.Trial, "floor", st.Floor, "target", st.Target, "channel", st.Channel, "trusted_keys", st.TrustedKeys)
-	srv.HandleFunc("GET /api/v1/firmware", func(w http.ResponseWriter, r *http.Request) { api.WriteJSON(w, http.StatusOK, u.Status()) })
+	srv.HandleFunc("GET /api/v1/firmware", func(w http.ResponseWriter, r *http.Request) { httpapi.WriteJSON(w, http.StatusOK, u.Status()) })
 	srv.HandleFunc("POST /api/v1/firmware/check", srv.Admin(func(w http.ResponseWriter, r *http.Request) {
 		if cfg.Cloud == "" {
-			api.WriteError(w, http.StatusConflict, "offline", "no -cloud hub is configured; firmware comes from the city hub")
+			httpapi.WriteError(w, http.StatusConflict, "offline", "no -cloud hub is configured; firmware comes from the city hub")
 			return
 		}
 		// The check runs on edged's lifetime, not the request's: a download
@@ -118,7 +119,7 @@ func mountFirmware(ctx context.Context, cfg config.Config, srv *api.Server, edge
 				log.Warn("firmware check failed", "err", err)
 			}
 		}()
-		api.WriteJSON(w, http.StatusAccepted, u.Status())
+		httpapi.WriteJSON(w, http.StatusAccepted, u.Status())
 	}))
 	go u.Run(ctx)
 	return nil

@@ -20,7 +20,7 @@ import (
 
 	"github.com/campusedge/campusedge/edge/certs"
 	"github.com/campusedge/campusedge/edge/config"
-	"github.com/campusedge/campusedge/edge/internal/netnstest"
+	"github.com/campusedge/campusedge/edge/netnstest"
 )
 
 // lanEdge is an in-process edged bound to a LAN address of a test

@@ -35,9 +35,9 @@ import (
 	"github.com/campusedge/campusedge/edge/fleet"
 	"github.com/campusedge/campusedge/edge/identity"
 	"github.com/campusedge/campusedge/edge/store"
-	"github.com/campusedge/campusedge/edge/timetable"
 	"github.com/campusedge/campusedge/sync/outbox"
 	"github.com/campusedge/campusedge/sync/schooldata"
+	"github.com/campusedge/campusedge/sync/timetable"
 	"github.com/campusedge/campusedge/sync/uplink"
 )
 

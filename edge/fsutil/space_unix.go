@@ -1,11 +1,11 @@
 //go:build unix
 
-package catalog
+package fsutil
 
 import "golang.org/x/sys/unix"
 
-// freeBytes reports the bytes available to this process on dir's filesystem.
-func freeBytes(dir string) (int64, error) {
+// FreeBytes reports the bytes available to this process on dir's file system.
+func FreeBytes(dir string) (int64, error) {
 	var st unix.Statfs_t
 	if err := unix.Statfs(dir, &st); err != nil {
 		return 0, err
