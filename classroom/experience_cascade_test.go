@@ -42,7 +42,7 @@ func TestClassroomPageSurvivesCascadeCut(t *testing.T) {
 	sa := a.createSession(t, ctx, "City lesson")
 	sb := b.createClass(t, ctx, "City lesson at B", 1)
 	cid := sb.Classrooms[0]
-	wan := startWAN(t, a.plain[len("http://"):])
+	wan := startWAN(t, a.tls.url[len("https://"):])
 
 	blog := func(f string, args ...any) { fmt.Fprintf(&browserLog, f+"\n", args...) }
 	teacher, tcancel := chromedp.NewContext(allocCtx, chromedp.WithLogf(blog), chromedp.WithErrorf(blog))
@@ -63,7 +63,7 @@ func TestClassroomPageSurvivesCascadeCut(t *testing.T) {
 
 	// B takes the lesson from A over the WAN.
 	req, _ := json.Marshal(map[string]any{
-		"url": wan.httpURL + "/whep/" + sa.ID, "token": sa.Tokens.Cascade,
+		"url": "https://" + wan.addr + "/whep/" + sa.ID, "token": sa.Tokens.Cascade, "pin": a.tls.pin,
 		"ice_servers":          []map[string]any{{"urls": []string{wan.turnURL}, "username": "edge-b", "credential": "wan-secret"}},
 		"ice_transport_policy": "relay",
 	})
