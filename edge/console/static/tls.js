@@ -30,6 +30,9 @@
     } catch (e) { put("problem", "cannot read the HTTPS state: " + e.message); }
   }
   fetch("/api/v1/edge").then((r) => r.json()).then((e) => { window.httpsPort = e.https_port; refresh(); }).catch(() => {});
+  // Fill the panel as soon as the admin signs in (the app is shown), then
+  // keep it current: a certificate changes rarely (new address, renewal).
+  new MutationObserver(refresh).observe(el("app"), { attributes: true, attributeFilter: ["hidden"] });
   refresh();
   setInterval(refresh, 30000);
 })();
