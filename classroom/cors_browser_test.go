@@ -2,6 +2,7 @@ package classroom_test
 
 import (
 	"context"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -11,6 +12,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/campusedge/campusedge/edge/browsertest"
+	"github.com/campusedge/campusedge/edge/certs"
 )
 
 // whipWHEPPageJS is a web WHIP/WHEP client as a page on another site would
@@ -84,24 +86,33 @@ window.stop = async (token) => {
 // their resources with DELETE. Without the preflight answered the POST never
 // leaves the browser; without the exposed Location the page cannot DELETE.
 func TestCrossOriginWHIPWHEPInChromium(t *testing.T) {
+	if !browsertest.OnLAN(t) {
+		return
+	}
 	ctx, cancel := context.WithTimeout(t.Context(), 90*time.Second)
 	defer cancel()
-	e := startEdge(t, ctx)
+	e := startLANEdge(t, ctx)
 	s := e.createUnrecorded(t, ctx, "Cross-origin WHIP")
 
-	pages := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	// The other site: HTTPS on the same LAN host, another port (another
+	// origin to the browser), with a certificate of its own.
+	pages := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		_, _ = w.Write([]byte("<!doctype html><title>" + r.URL.Path + "</title><script>" + whipWHEPPageJS + "</script>"))
 	}))
+	ln, err := net.Listen("tcp", browsertest.LANListen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pages.Listener = ln
+	pages.StartTLS()
 	t.Cleanup(pages.Close)
-	// The two addresses the test depends on, kept here so that moving the
-	// browser tests to LAN addresses over HTTPS changes two lines.
 	pageURL, edgeURL := pages.URL, e.url
 	if pu, eu := mustURL(t, pageURL), mustURL(t, edgeURL); pu.Scheme+pu.Host == eu.Scheme+eu.Host {
 		t.Fatalf("the page (%s) and the edge (%s) share an origin: the test would prove nothing", pageURL, edgeURL)
 	}
 
-	b := browsertest.Start(ctx, t)
+	b := browsertest.Start(ctx, t, browsertest.TrustPin(e.tls.pin), browsertest.TrustPin(certs.SPKIPin(pages.Certificate())))
 	publisher := b.Context()
 	viewer, vcancel := chromedp.NewContext(publisher) // another tab
 	defer vcancel()
@@ -110,6 +121,7 @@ func TestCrossOriginWHIPWHEPInChromium(t *testing.T) {
 	}
 	navigate(t, publisher, pageURL+"/publish.html")
 	navigate(t, viewer, pageURL+"/watch.html")
+	b.RequireSecureLAN()
 
 	browserEval[bool](publisher, t, "publish("+jsString(edgeURL)+", "+jsString(s.ID)+", "+jsString(s.Tokens.Master)+"); true")
 	browserPoll(publisher, t, "the cross-origin WHIP publish", `W.resource !== undefined || W.errors.length > 0`)
