@@ -10,6 +10,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"os"
@@ -246,10 +247,20 @@ func (ca testCA) sign(t *testing.T, csrDER []byte, notAfter time.Time) []byte {
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
 }
 
+// TestCitySignedCertificateVerifiesWithOnlyTheCityRoot runs in a test
+// namespace with a LAN address, as the edge would be on a school LAN: a
+// device trusting only the city root verifies the edge there, while
+// loopback (which no city CA certifies) keeps the edge's own certificate.
 func TestCitySignedCertificateVerifiesWithOnlyTheCityRoot(t *testing.T) {
+	if !netnstest.Isolate(t) {
+		return
+	}
+	if err := netnstest.AddAddr("lo", "10.231.0.1/32"); err != nil {
+		t.Fatal(err)
+	}
 	dir := t.TempDir()
 	as := &addrs{}
-	as.set("10.77.0.1")
+	as.set("10.231.0.1")
 	m, err := New(Config{Dir: dir, Addrs: as.get, Hostname: "edge-dx"})
 	if err != nil {
 		t.Fatal(err)
@@ -261,6 +272,15 @@ func TestCitySignedCertificateVerifiesWithOnlyTheCityRoot(t *testing.T) {
 	csr, err := m.CertificateRequest()
 	if err != nil {
 		t.Fatal(err)
+	}
+	// The request names what the city can vouch for: the LAN address and
+	// the .local name, not loopback, localhost or the bare host name.
+	req, err := x509.ParseCertificateRequest(csr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(req.IPAddresses) != "[10.231.0.1]" || strings.Join(req.DNSNames, ",") != "edge-dx.local" {
+		t.Fatalf("CSR names %v %v", req.IPAddresses, req.DNSNames)
 	}
 	// A chain for another key, or one that does not verify, is refused.
 	stranger := newTestCA(t, "stranger")
@@ -279,9 +299,13 @@ func TestCitySignedCertificateVerifiesWithOnlyTheCityRoot(t *testing.T) {
 	if st := m.Status(); st.Source != SourceCity || string(m.CAPEM()) != string(city.pem) {
 		t.Fatalf("status %+v", st)
 	}
-	addr := serve(t, m, "127.0.0.1:0")
-	if _, err := dial(addr, "127.0.0.1", pool(t, city.pem)); err != nil {
+	addr := serve(t, m, "0.0.0.0:0")
+	_, port, _ := net.SplitHostPort(addr)
+	if _, err := dial("10.231.0.1:"+port, "10.231.0.1", pool(t, city.pem)); err != nil {
 		t.Fatalf("with only the city root trusted: %v", err)
+	}
+	if _, err := dial("127.0.0.1:"+port, "127.0.0.1", pool(t, m.EdgeCAPEM())); err != nil {
+		t.Fatalf("loopback with the edge CA: %v", err)
 	}
 	// Kept across restarts.
 	m2, err := New(Config{Dir: dir, Addrs: as.get, Hostname: "edge-dx"})
@@ -292,7 +316,7 @@ func TestCitySignedCertificateVerifiesWithOnlyTheCityRoot(t *testing.T) {
 		t.Fatal("city certificate lost on restart")
 	}
 	// A new address the city certificate does not cover makes renewal due.
-	as.set("10.77.0.1", "10.99.0.2")
+	as.set("10.231.0.1", "10.99.0.2")
 	if !m2.CityRenewalDue() {
 		t.Fatal("renewal not due for a new address")
 	}

@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 )
 
@@ -21,7 +22,7 @@ const maxCityPEM = 64 << 10
 // CertificateRequest is a PKCS#10 request (DER) over the edge's TLS key for
 // the names and addresses the edge serves now, for the city's CA to sign.
 func (m *Manager) CertificateRequest() ([]byte, error) {
-	n, err := m.wanted()
+	n, err := m.cityWanted()
 	if err != nil {
 		return nil, err
 	}
@@ -122,6 +123,30 @@ func (m *Manager) loadCity() error {
 	return nil
 }
 
+// cityWanted is what the city is asked to certify: the names and LAN
+// addresses others reach the edge by. Loopback, "localhost" and a bare
+// host name are left out: no city CA vouches for them (and cityhub's name
+// policy refuses them), and the edge's own certificate keeps serving
+// connections on them.
+func (m *Manager) cityWanted() (names, error) {
+	n, err := m.wanted()
+	if err != nil {
+		return names{}, err
+	}
+	var out names
+	for _, d := range n.DNS {
+		if strings.Contains(d, ".") {
+			out.DNS = append(out.DNS, d)
+		}
+	}
+	for _, ip := range n.IPs {
+		if !ip.IsLoopback() {
+			out.IPs = append(out.IPs, ip)
+		}
+	}
+	return out, nil
+}
+
 // CityRenewalDue says whether to ask the city for a certificate: there is
 // none yet, it has under a third of its life left, or the edge now has
 // names or addresses it does not cover.
@@ -129,7 +154,7 @@ func (m *Manager) CityRenewalDue() bool {
 	if m.cfg.OperatorCert != "" {
 		return false // the operator's certificate wins; a city one would not be served
 	}
-	want, err := m.wanted()
+	want, err := m.cityWanted()
 	if err != nil {
 		return false
 	}
