@@ -20,6 +20,7 @@ func TestPagesAndConsoleServedApart(t *testing.T) {
 		{"/classroom.html", "CampusEdge — classroom"},
 		{"/class.js", "class Conn"},
 		{"/", "CampusEdge console"},
+		{"/common.js", "window.ce"},
 	} {
 		rec := httptest.NewRecorder()
 		site.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, c.path, nil))
