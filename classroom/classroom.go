@@ -23,6 +23,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/campusedge/campusedge/classroom/attendance"
+	"github.com/campusedge/campusedge/classroom/pages"
 	"github.com/campusedge/campusedge/classroom/session"
 	"github.com/campusedge/campusedge/classroom/sfu"
 	"github.com/campusedge/campusedge/edge/api"
@@ -117,6 +118,7 @@ func Mount(cfg Config) (*Live, error) {
 	(&session.Handlers{M: l.Sessions, IsAdmin: cfg.IsAdmin, Recording: l.rec.status}).Register(cfg.Server)
 	l.registerMetrics(cfg.Server.Registry())
 	l.registerWHIPWHEP(cfg.Server) // cors.go
+	pages.Register(cfg.Server)     // the teacher and classroom pages
 	return l, nil
 }
 

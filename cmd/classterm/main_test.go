@@ -16,6 +16,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/campusedge/campusedge/classroom/pages"
 	"github.com/campusedge/campusedge/edge/certs"
 	"github.com/campusedge/campusedge/edge/certs/certstest"
 	"github.com/campusedge/campusedge/edge/console"
@@ -56,7 +57,7 @@ func TestClasstermPairAndKiosk(t *testing.T) {
 	defer cancel()
 	var mu sync.Mutex
 	polled := map[string]bool{}
-	e := pairingtest.Start(t, pairingtest.Options{Console: console.Handler(), Wrap: func(h http.Handler) http.Handler {
+	e := pairingtest.Start(t, pairingtest.Options{Console: pages.With(console.Handler()), Wrap: func(h http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if r.URL.Path == "/api/v1/classroom/current" {
 				mu.Lock()

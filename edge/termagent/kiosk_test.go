@@ -15,6 +15,7 @@ import (
 	"github.com/chromedp/chromedp"
 	"github.com/chromedp/chromedp/remote"
 
+	"github.com/campusedge/campusedge/classroom/pages"
 	"github.com/campusedge/campusedge/edge/console"
 	"github.com/campusedge/campusedge/edge/pairing/pairingtest"
 )
@@ -63,7 +64,7 @@ func TestKioskComesUpPairedAndIsRestarted(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	seen := &tokenSeen{hits: map[string]int{}}
-	e := pairingtest.Start(t, pairingtest.Options{Console: console.Handler(), Wrap: func(h http.Handler) http.Handler {
+	e := pairingtest.Start(t, pairingtest.Options{Console: pages.With(console.Handler()), Wrap: func(h http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if r.URL.Path == "/api/v1/classroom/current" {
 				if tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok {

@@ -1,29 +1,15 @@
 // Resource cache panel: catalogue search with cache state and pins,
 // prefetch progress, disk use, bandwidth schedule, teacher uploads.
-// Self-contained: it reads the admin token the console keeps in
-// sessionStorage and refreshes while the app is visible.
+// Self-contained: it reads the admin token the console keeps
+// (common.js: ce.stored("admin")) and refreshes while the app is visible.
 "use strict";
 
 (() => {
-  const el = (id) => document.getElementById(id);
-  const token = () => sessionStorage.getItem("campusedge.admin") || "";
+  const el = ce.byId;
+  const token = () => ce.stored("admin");
+  const call = (method, path, body, type) => ce.request(method, path, { token: token(), body, type });
+  const td = (text, cls) => ce.el("td", { class: cls }, text);
   let query = "";
-
-  async function call(method, path, body, type) {
-    const headers = { "Authorization": "Bearer " + token() };
-    if (body !== undefined) headers["Content-Type"] = type || "application/json";
-    const res = await fetch(path, { method, headers, body: body === undefined ? undefined : (type ? body : JSON.stringify(body)) });
-    const data = res.status === 204 ? {} : await res.json().catch(() => ({}));
-    if (!res.ok) throw new Error((data.error && data.error.message) || res.statusText);
-    return data;
-  }
-
-  function td(text, cls) {
-    const c = document.createElement("td");
-    c.textContent = text;
-    if (cls) c.className = cls;
-    return c;
-  }
 
   function size(n) {
     if (n >= 1 << 30) return (n / (1 << 30)).toFixed(1) + " GiB";
@@ -33,7 +19,7 @@
   }
 
   function bar(done, total) {
-    const p = document.createElement("progress");
+    const p = ce.el("progress");
     p.max = Math.max(total, 1);
     p.value = Math.min(done, total);
     return p;
@@ -52,10 +38,9 @@
     const tb = el("cache-items");
     tb.replaceChildren();
     for (const it of st.items) {
-      const tr = document.createElement("tr");
-      tr.dataset.id = it.id;
+      const tr = ce.el("tr", { "data-id": it.id });
       tr.append(td(it.title), td(it.id, "mono"), td((it.reasons || ["read-through"]).join(", ")), td(it.state + (it.downloading ? " ↓" : "")));
-      const prog = document.createElement("td");
+      const prog = ce.el("td");
       prog.append(bar(it.bytes, it.size), document.createTextNode(" " + size(it.bytes) + " / " + size(it.size) + (it.rate_bps ? " · " + (it.rate_bps / 1e6).toFixed(1) + " Mbit/s" : "")));
       tr.append(prog, td(it.error || "", "error"));
       tb.append(tr);
@@ -68,23 +53,14 @@
     const tb = el("catalog-items");
     tb.replaceChildren();
     for (const it of data.items) {
-      const tr = document.createElement("tr");
-      tr.dataset.id = it.id;
-      const link = document.createElement("a");
-      link.href = "/media/" + it.id;
+      const tr = ce.el("tr", { "data-id": it.id });
       // A new tab without a handle back to the console: whatever the item
       // is, it never gets a reference to the page that holds the token.
-      link.target = "_blank";
-      link.rel = "noopener noreferrer";
-      link.textContent = it.title;
-      const t = document.createElement("td");
-      t.append(link);
-      tr.append(t, td(it.subject || ""), td(it.grade || ""), td(size(it.size)), td(it.state + (it.downloading ? " ↓" : "")));
-      const act = document.createElement("td");
+      const link = ce.el("a", { href: "/media/" + it.id, target: "_blank", rel: "noopener noreferrer" }, it.title);
+      tr.append(ce.el("td", {}, link), td(it.subject || ""), td(it.grade || ""), td(size(it.size)), td(it.state + (it.downloading ? " ↓" : "")));
+      const act = ce.el("td");
       for (const [label, method] of [["Pin", "PUT"], ["Unpin", "DELETE"]]) {
-        const b = document.createElement("button");
-        b.textContent = label;
-        b.className = "cache-" + label.toLowerCase();
+        const b = ce.el("button", { class: "cache-" + label.toLowerCase() }, label);
         b.onclick = async () => {
           el("cache-error").textContent = "";
           try { await call(method, "/api/v1/cache/pins/" + it.id); } catch (e) { el("cache-error").textContent = e.message; }

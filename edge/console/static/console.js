@@ -4,49 +4,21 @@
 
 // codes holds the last pairing code per classroom, so that it survives the
 // re-render that every live event and the periodic refresh do.
-const state = { token: sessionStorage.getItem("campusedge.admin") || "", classrooms: new Map(), terminals: new Map(), codes: new Map(), ws: null, retry: 0 };
-const $ = (id) => document.getElementById(id);
-
-async function api(method, path, body) {
-  const res = await fetch(path, {
-    method,
-    headers: Object.assign({ "Authorization": "Bearer " + state.token }, body ? { "Content-Type": "application/json" } : {}),
-    body: body ? JSON.stringify(body) : undefined,
-  });
-  const data = await res.json().catch(() => ({}));
-  if (!res.ok) {
-    const err = new Error((data.error && data.error.message) || res.statusText);
-    err.status = res.status;
-    throw err;
-  }
-  return data;
-}
-
-function text(tag, s, cls) {
-  const el = document.createElement(tag);
-  el.textContent = s;
-  if (cls) el.className = cls;
-  return el;
-}
-
-function ago(iso) {
-  if (!iso || iso.startsWith("0001")) return "never";
-  const s = Math.max(0, Math.round((Date.now() - Date.parse(iso)) / 1000));
-  return s < 60 ? s + " s ago" : s < 3600 ? Math.round(s / 60) + " min ago" : new Date(iso).toLocaleString();
-}
+const state = { token: ce.stored("admin"), classrooms: new Map(), terminals: new Map(), codes: new Map(), ws: null, retry: 0 };
+const $ = ce.byId;
+const api = (method, path, body) => ce.request(method, path, { token: state.token, body });
+const el = ce.el;
 
 function render() {
   const tb = $("classrooms");
   tb.replaceChildren();
   for (const c of [...state.classrooms.values()].sort((a, b) => a.room_code.localeCompare(b.room_code))) {
-    const tr = document.createElement("tr");
-    tr.dataset.classroom = c.id;
+    const tr = el("tr", { "data-classroom": c.id });
     const online = [...state.terminals.values()].filter((t) => t.classroom_id === c.id && t.online).length;
-    tr.append(text("td", c.room_code), text("td", c.name), text("td", String(online)));
-    const td = document.createElement("td");
-    const btn = text("button", "New pairing code");
-    btn.className = "pair-btn";
-    const out = text("span", "", "code");
+    tr.append(el("td", {}, c.room_code), el("td", {}, c.name), el("td", {}, String(online)));
+    const td = el("td");
+    const btn = el("button", { class: "pair-btn" }, "New pairing code");
+    const out = el("span", { class: "code" });
     const show = (r) => {
       out.textContent = r.code;
       out.title = "expires " + new Date(r.expires_at).toLocaleTimeString();
@@ -68,12 +40,11 @@ function render() {
   const tt = $("terminals");
   tt.replaceChildren();
   for (const t of [...state.terminals.values()].sort((a, b) => a.id.localeCompare(b.id))) {
-    const tr = document.createElement("tr");
-    tr.dataset.terminal = t.id;
+    const tr = el("tr", { "data-terminal": t.id });
     const room = state.classrooms.get(t.classroom_id);
-    tr.append(text("td", t.name + " (" + t.id + ")"), text("td", room ? room.room_code : t.classroom_id),
-      text("td", t.online ? "online" : "offline", "pill state " + (t.online ? "on" : "off")),
-      text("td", ago(t.last_seen)), text("td", t.version || ""), text("td", t.addr || ""));
+    tr.append(el("td", {}, t.name + " (" + t.id + ")"), el("td", {}, room ? room.room_code : t.classroom_id),
+      el("td", { class: "pill state " + (t.online ? "on" : "off") }, t.online ? "online" : "offline"),
+      el("td", {}, ce.ago(t.last_seen)), el("td", {}, t.version || ""), el("td", {}, t.addr || ""));
     tt.append(tr);
   }
 }
@@ -83,10 +54,10 @@ async function refreshHealth() {
     const res = await fetch("/healthz");
     const h = await res.json();
     const box = $("health");
-    box.replaceChildren(text("p", "Status: " + h.status, "pill " + (h.status === "ok" ? "on" : "off")));
-    const ul = document.createElement("ul");
+    box.replaceChildren(el("p", { class: "pill " + (h.status === "ok" ? "on" : "off") }, "Status: " + h.status));
+    const ul = el("ul");
     for (const [name, c] of Object.entries(h.checks || {})) {
-      ul.append(text("li", name + ": " + (c.ok ? "ok" : "degraded — " + c.detail)));
+      ul.append(el("li", {}, name + ": " + (c.ok ? "ok" : "degraded — " + c.detail)));
     }
     box.append(ul);
   } catch (e) { $("health").textContent = "edge unreachable: " + e.message; }
@@ -132,7 +103,7 @@ async function signIn(token) {
     signOut(e.status === 401 ? "That token is not the admin token." : "Sign-in failed: " + e.message);
     return;
   }
-  sessionStorage.setItem("campusedge.admin", token);
+  ce.store("admin", token);
   $("signin").hidden = true; $("app").hidden = false; $("signout").hidden = false;
   connect();
   refreshHealth();
@@ -142,7 +113,7 @@ async function signIn(token) {
 
 function signOut(msg) {
   state.token = "";
-  sessionStorage.removeItem("campusedge.admin");
+  ce.store("admin", "");
   if (state.ws) { const ws = state.ws; state.ws = null; ws.close(); }
   $("signin").hidden = false; $("app").hidden = true; $("signout").hidden = true;
   $("signin-error").textContent = msg || "";

@@ -4,7 +4,7 @@
 // the app is shown; see docs/FIRMWARE.md.
 "use strict";
 (() => {
-  const $ = (id) => document.getElementById(id);
+  const $ = ce.byId;
   const labels = {
     disabled: "updates off", offline: "no city hub", idle: "up to date", checking: "checking",
     downloading: "downloading", verifying: "verifying", waiting_for_class: "waiting for the live class to end",
@@ -14,16 +14,11 @@
 
   function row(dl, name, value) {
     if (value === undefined || value === null || value === "") return;
-    const dt = document.createElement("dt");
-    dt.textContent = name;
-    const dd = document.createElement("dd");
-    dd.textContent = value;
-    dd.dataset.field = name.toLowerCase().replace(/ /g, "-");
-    dl.append(dt, dd);
+    dl.append(ce.el("dt", {}, name), ce.el("dd", { "data-field": name.toLowerCase().replace(/ /g, "-") }, value));
   }
 
   function render(s) {
-    const dl = document.createElement("dl");
+    const dl = ce.el("dl");
     row(dl, "Version", s.version);
     row(dl, "State", labels[s.state] || s.state);
     row(dl, "Slot", s.slot ? s.slot + (s.trial ? " (on trial)" : "") : "");
@@ -41,8 +36,7 @@
   async function load() {
     if (!$("app") || $("app").hidden) return;
     try {
-      const res = await fetch("/api/v1/firmware");
-      render(await res.json());
+      render(await ce.request("GET", "/api/v1/firmware"));
     } catch (e) {
       $("fw-status").textContent = "Firmware status unavailable: " + e.message;
     }
@@ -51,12 +45,14 @@
   async function checkNow() {
     const msg = $("fw-msg");
     msg.textContent = "";
-    const res = await fetch("/api/v1/firmware/check", {
-      method: "POST", headers: { "Authorization": "Bearer " + (sessionStorage.getItem("campusedge.admin") || "") },
-    });
-    const data = await res.json().catch(() => ({}));
-    msg.textContent = res.ok ? "Checking the city hub…" : ((data.error && data.error.message) || res.statusText);
-    msg.className = res.ok ? "" : "error";
+    try {
+      await ce.request("POST", "/api/v1/firmware/check", { token: ce.stored("admin") });
+      msg.textContent = "Checking the city hub…";
+      msg.className = "";
+    } catch (e) {
+      msg.textContent = e.message;
+      msg.className = "error";
+    }
     load();
   }
 

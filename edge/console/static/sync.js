@@ -3,22 +3,15 @@
 // token. Self-contained: it only shares the admin token console.js keeps.
 "use strict";
 (() => {
-  const el = (id) => document.getElementById(id);
-  const token = () => sessionStorage.getItem("campusedge.admin") || "";
+  const el = ce.byId;
+  const token = () => ce.stored("admin");
   const put = (key, v) => { const n = document.querySelector('#sync-panel [data-sync="' + key + '"]'); if (n) n.textContent = v; };
-  const since = (iso) => {
-    if (!iso || iso.startsWith("0001")) return "never";
-    const s = Math.max(0, Math.round((Date.now() - Date.parse(iso)) / 1000));
-    return s < 60 ? s + " s ago" : s < 3600 ? Math.round(s / 60) + " min ago" : new Date(iso).toLocaleString();
-  };
   const age = (sec) => sec < 1 ? "—" : sec < 120 ? Math.round(sec) + " s" : sec < 7200 ? Math.round(sec / 60) + " min" : (sec / 3600).toFixed(1) + " h";
 
   async function refresh() {
     if (!token() || el("app").hidden) return;
     try {
-      const res = await fetch("/api/v1/sync", { headers: { "Authorization": "Bearer " + token() } });
-      const s = await res.json();
-      if (!res.ok) throw new Error((s.error && s.error.message) || res.statusText);
+      const s = await ce.request("GET", "/api/v1/sync", { token: token() });
       const link = el("sync-link");
       link.textContent = s.link;
       link.className = "pill " + (s.link === "up" ? "on" : "off");
@@ -26,7 +19,7 @@
       put("hub", s.hub || "no -cloud: sync waits");
       put("backlog", String(s.backlog));
       put("oldest", age(s.oldest_age_seconds));
-      put("last_success", since(s.last_success));
+      put("last_success", ce.ago(s.last_success));
       put("last_error", s.last_error || "");
       put("cursor", String(s.downlink_cursor));
       put("sent", s.sent_records + " records, " + s.sent_bytes + " bytes");
@@ -38,13 +31,7 @@
     e.preventDefault();
     el("sync-enrol-error").textContent = "";
     try {
-      const res = await fetch("/api/v1/sync/enrol", {
-        method: "POST",
-        headers: { "Authorization": "Bearer " + token(), "Content-Type": "application/json" },
-        body: JSON.stringify({ token: el("sync-token").value.trim() }),
-      });
-      const r = await res.json();
-      if (!res.ok) throw new Error((r.error && r.error.message) || res.statusText);
+      await ce.request("POST", "/api/v1/sync/enrol", { token: token(), body: { token: el("sync-token").value.trim() } });
       el("sync-enrol").reset();
       refresh();
     } catch (err) { el("sync-enrol-error").textContent = err.message; }

@@ -3,7 +3,7 @@
 // install on devices with short instructions. GET /api/v1/tls is public.
 "use strict";
 (() => {
-  const el = (id) => document.getElementById(id);
+  const el = ce.byId;
   const sources = {
     "edge-ca": "the edge's own CA (install it on devices, below)",
     "city": "signed by the city's CA (city-managed devices already trust it)",
@@ -14,9 +14,7 @@
   async function refresh() {
     if (el("app").hidden) return;
     try {
-      const res = await fetch("/api/v1/tls");
-      const s = await res.json();
-      if (!res.ok) throw new Error((s.error && s.error.message) || res.statusText);
+      const s = await ce.request("GET", "/api/v1/tls");
       put("source", sources[s.source] || s.source);
       put("not_after", new Date(s.not_after).toLocaleDateString());
       put("names", [...(s.dns_names || []), ...(s.ips || [])].join(", "));
@@ -29,7 +27,7 @@
       el("tls-https-link").href = "https://" + location.hostname + ":" + (window.httpsPort || 8443) + "/";
     } catch (e) { put("problem", "cannot read the HTTPS state: " + e.message); }
   }
-  fetch("/api/v1/edge").then((r) => r.json()).then((e) => { window.httpsPort = e.https_port; refresh(); }).catch(() => {});
+  ce.request("GET", "/api/v1/edge").then((e) => { window.httpsPort = e.https_port; refresh(); }).catch(() => {});
   // Fill the panel as soon as the admin signs in (the app is shown), then
   // keep it current: a certificate changes rarely (new address, renewal).
   new MutationObserver(refresh).observe(el("app"), { attributes: true, attributeFilter: ["hidden"] });

@@ -101,14 +101,8 @@ class Conn {
   close() { this.closed = true; if (this.pub) this.pub.close(); if (this.sub) this.sub.close(); if (this.ws) this.ws.close(); }
 }
 
-function el(tag, attrs, ...kids) {
-  const e = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs || {})) {
-    if (k.startsWith("on")) e.addEventListener(k.slice(2), v); else if (v !== undefined && v !== null) e.setAttribute(k, v);
-  }
-  for (const k of kids) e.append(k);
-  return e;
-}
+// el builds elements for the live pages (the edge's one builder, common.js).
+const el = ce.el;
 
 function videoEl(track) {
   const v = el("video", { autoplay: "", playsinline: "" });

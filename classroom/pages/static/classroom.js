@@ -8,8 +8,7 @@
 
 const P = { state: null, quiz: null, roster: null, marks: {}, errors: [], frames: {}, lastMasterFrames: 0, lastMasterChange: 0, feedLost: false, sessionId: "" };
 window.room = P;
-const $ = (id) => document.getElementById(id);
-const KEY = "campusedge-terminal";
+const $ = ce.byId;
 
 // classterm -kiosk opens this page as classroom.html#terminal=<token>: the
 // screen comes up already paired as that terminal. A fragment never goes
@@ -18,29 +17,35 @@ const KEY = "campusedge-terminal";
 (function takeTerminalFromFragment() {
   const m = /^#terminal=([^&]+)/.exec(location.hash);
   if (!m) return;
-  try { localStorage.setItem(KEY, decodeURIComponent(m[1])); } catch (e) { P.errors.push("fragment: " + e.message); }
+  try { ce.store("terminal", decodeURIComponent(m[1])); } catch (e) { P.errors.push("fragment: " + e.message); }
   history.replaceState(null, "", location.pathname + location.search);
 })();
 
 $("pair-go").onclick = async () => {
   $("pair-error").textContent = "";
-  const res = await fetch("/api/v1/pair", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ code: $("pair-code").value.trim(), name: $("pair-name").value.trim(), version: "classroom-page" }) });
-  const j = await res.json().catch(() => ({}));
-  if (!res.ok) { $("pair-error").textContent = (j.error && j.error.message) || res.statusText; return; }
-  localStorage.setItem(KEY, j.token);
+  let j;
+  try {
+    j = await ce.request("POST", "/api/v1/pair", { body: { code: $("pair-code").value.trim(), name: $("pair-name").value.trim(), version: "classroom-page" } });
+  } catch (e) { $("pair-error").textContent = e.message; return; }
+  ce.store("terminal", j.token);
   $("pair").hidden = true;
   poll();
 };
 
+// current is the classroom's session now; null when the edge said no (an
+// unknown token unpairs the screen). A network failure rejects.
 async function current() {
-  const res = await fetch("/api/v1/classroom/current", { headers: { Authorization: "Bearer " + localStorage.getItem(KEY) } });
-  if (res.status === 401) { localStorage.removeItem(KEY); $("pair").hidden = false; return null; }
-  if (!res.ok) return null;
-  return res.json();
+  try {
+    return await ce.request("GET", "/api/v1/classroom/current", { token: ce.stored("terminal") });
+  } catch (e) {
+    if (e.status === 401) { ce.store("terminal", ""); $("pair").hidden = false; }
+    if (e.status) return null;
+    throw e;
+  }
 }
 
 async function poll() {
-  if (!localStorage.getItem(KEY)) { $("pair").hidden = false; $("status").textContent = "not paired"; return; }
+  if (!ce.stored("terminal")) { $("pair").hidden = false; $("status").textContent = "not paired"; return; }
   try {
     const cur = await current();
     if (cur) {

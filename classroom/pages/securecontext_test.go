@@ -1,4 +1,4 @@
-package console_test
+package pages_test
 
 import (
 	"context"
@@ -11,14 +11,16 @@ import (
 
 	"github.com/chromedp/chromedp"
 
+	"github.com/campusedge/campusedge/classroom/pages"
 	"github.com/campusedge/campusedge/edge/browsertest"
 	"github.com/campusedge/campusedge/edge/console"
 )
 
 // TestHTTPSPortInMessageInChromium: the secure-context message takes the
 // HTTPS port from GET /api/v1/edge (https_port) and falls back to 8443 when
-// the edge does not say or the call fails. The console's files are served
-// as edged serves them; /api/v1/edge is a stub so both answers can be had.
+// the edge does not say or the call fails. The pages and the console's
+// /common.js are served as edged serves them; /api/v1/edge is a stub so
+// both answers can be had.
 // (classroom's TestInsecureContextMessageInChromium drives the pages
 // against a real edge.)
 func TestHTTPSPortInMessageInChromium(t *testing.T) {
@@ -27,6 +29,7 @@ func TestHTTPSPortInMessageInChromium(t *testing.T) {
 	var edgeInfo atomic.Value // the body of /api/v1/edge; "" answers 500
 	mux := http.NewServeMux()
 	mux.Handle("/", console.Handler())
+	pages.Register(mux)
 	mux.HandleFunc("GET /api/v1/edge", func(w http.ResponseWriter, r *http.Request) {
 		body := edgeInfo.Load().(string)
 		if body == "" {
@@ -56,7 +59,11 @@ func TestHTTPSPortInMessageInChromium(t *testing.T) {
 	} {
 		edgeInfo.Store(c.info)
 		b.Do("open "+c.page, chromedp.Navigate(pageBase+c.page))
-		if secure := eval[bool](b.Context(), t, `window.isSecureContext`); secure {
+		secure, err := chromedp.Run(b.Context(), chromedp.Evaluate[bool](`window.isSecureContext`))
+		if err != nil {
+			t.Fatalf("evaluate window.isSecureContext: %v", err)
+		}
+		if secure {
 			t.Fatalf("%s%s is a secure context; the test proves nothing", pageBase, c.page)
 		}
 		got := b.Poll(c.page+" message", `(() => {

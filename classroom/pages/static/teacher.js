@@ -6,15 +6,10 @@
 
 const T = { state: null, hands: [], handOrder: [], tiles: {}, results: null, quiz: null, errors: [], sessionId: "" };
 window.teacher = T;
-const $ = (id) => document.getElementById(id);
-$("admin").value = sessionStorage.getItem("campusedge.admin") || "";
+const $ = ce.byId;
+$("admin").value = ce.stored("admin"); // signed in to the console in this tab
 
-async function admin(method, path, body) {
-  const res = await fetch(path, { method, headers: { Authorization: "Bearer " + $("admin").value.trim(), "Content-Type": "application/json" }, body: body ? JSON.stringify(body) : undefined });
-  const j = await res.json().catch(() => ({}));
-  if (!res.ok) throw new Error((j.error && j.error.message) || res.statusText);
-  return j;
-}
+const admin = (method, path, body) => ce.request(method, path, { token: $("admin").value.trim(), body });
 
 $("load").onclick = async () => {
   $("setup-error").textContent = "";
@@ -167,9 +162,7 @@ $("q-close").onclick = () => T.quiz && T.conn.req({ type: "quiz_close", quiz_id:
   if (!media) return;
   let started = false;
   try {
-    const res = await fetch("/api/v1/sessions/" + encodeURIComponent(id), { headers: { Authorization: "Bearer " + tok } });
-    const s = await res.json();
-    if (!res.ok) throw new Error((s.error && s.error.message) || res.statusText);
+    const s = await ce.request("GET", "/api/v1/sessions/" + encodeURIComponent(id), { token: tok });
     T.names = {};
     started = true;
     await run(s.id, tok, s.classrooms, media);
