@@ -117,13 +117,7 @@ func (p *Publisher) AddCandidate(c webrtc.ICECandidateInit) error {
 	p.mu.Lock()
 	pc := p.pc
 	p.mu.Unlock()
-	if pc == nil {
-		return ErrNotFound
-	}
-	if err := pc.AddICECandidate(c); err != nil {
-		return fmt.Errorf("%w: candidate: %v", ErrBadOffer, err)
-	}
-	return nil
+	return addCandidate(pc, c)
 }
 
 // Expect tells a relay publisher how many tracks its upstream announced,

@@ -319,28 +319,22 @@ func (r *room) closeAll() {
 
 // detachPublisher forgets p (if it is still its source's publisher).
 func (s *SFU) detachPublisher(p *Publisher) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	r := s.rooms[p.room]
-	if r == nil || r.pubs[p.source] != p {
-		return
-	}
-	delete(r.pubs, p.source)
-	if len(r.pubs) == 0 && len(r.subs) == 0 {
-		delete(s.rooms, p.room)
-	}
+	s.detach(p.room, func(r *room) bool { return deleteIf(r.pubs, p.source, p) })
 }
 
+// detachSubscriber forgets sub (if it is still registered).
 func (s *SFU) detachSubscriber(sub *Subscriber) {
+	s.detach(sub.room, func(r *room) bool { return deleteIf(r.subs, sub.id, sub) })
+}
+
+// detach runs remove on room roomID under the SFU's lock, and forgets the
+// room once remove has taken its last peer out.
+func (s *SFU) detach(roomID string, remove func(r *room) bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	r := s.rooms[sub.room]
-	if r == nil || r.subs[sub.id] != sub {
-		return
-	}
-	delete(r.subs, sub.id)
-	if len(r.pubs) == 0 && len(r.subs) == 0 {
-		delete(s.rooms, sub.room)
+	r := s.rooms[roomID]
+	if r != nil && remove(r) && len(r.pubs) == 0 && len(r.subs) == 0 {
+		delete(s.rooms, roomID)
 	}
 }
 
@@ -363,4 +357,14 @@ func (s *SFU) forwardersFor(roomID string, keep func(string) bool) []*forwarder 
 		out = append(out, p.forwarders()...)
 	}
 	return out
+}
+
+// deleteIf deletes m[k] if it is v (a peer that was replaced under its key
+// must not take its successor out), and reports whether it did.
+func deleteIf[V comparable](m map[string]V, k string, v V) bool {
+	if m[k] != v {
+		return false
+	}
+	delete(m, k)
+	return true
 }

@@ -249,6 +249,18 @@ func Gather(ctx context.Context, pc *webrtc.PeerConnection, desc webrtc.SessionD
 	return pc.LocalDescription().SDP, nil
 }
 
+// addCandidate adds a trickled ICE candidate to pc, a peer's connection
+// (nil until it is negotiated).
+func addCandidate(pc *webrtc.PeerConnection, c webrtc.ICECandidateInit) error {
+	if pc == nil {
+		return ErrNotFound
+	}
+	if err := pc.AddICECandidate(c); err != nil {
+		return fmt.Errorf("%w: candidate: %v", ErrBadOffer, err)
+	}
+	return nil
+}
+
 func newID() string {
 	b := make([]byte, 16)
 	_, _ = rand.Read(b)

@@ -287,13 +287,7 @@ func (s *Subscriber) AddCandidate(c webrtc.ICECandidateInit) error {
 	s.mu.Lock()
 	pc := s.pc
 	s.mu.Unlock()
-	if pc == nil {
-		return ErrNotFound
-	}
-	if err := pc.AddICECandidate(c); err != nil {
-		return fmt.Errorf("%w: candidate: %v", ErrBadOffer, err)
-	}
-	return nil
+	return addCandidate(pc, c)
 }
 
 // readRTCP keeps the sender's interceptors (NACK responder, reports, TWCC)
