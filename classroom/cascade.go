@@ -202,7 +202,7 @@ func (u *upstream) once(ctx context.Context) (connected bool, err error) {
 	if err != nil {
 		return false, fmt.Errorf("offer: %w", err)
 	}
-	sdp, err := gatherOffer(nctx, pc, offer)
+	sdp, err := sfu.Gather(nctx, pc, offer)
 	if err != nil {
 		return false, err
 	}
@@ -241,19 +241,6 @@ func (u *upstream) once(ctx context.Context) (connected bool, err error) {
 			nctx = context.Background() // connected: no deadline any more
 		}
 	}
-}
-
-func gatherOffer(ctx context.Context, pc *webrtc.PeerConnection, offer webrtc.SessionDescription) (string, error) {
-	done := webrtc.GatheringCompletePromise(pc)
-	if err := pc.SetLocalDescription(offer); err != nil {
-		return "", fmt.Errorf("set local description: %w", err)
-	}
-	select {
-	case <-done:
-	case <-ctx.Done():
-		return "", fmt.Errorf("ICE gathering: %w", ctx.Err())
-	}
-	return pc.LocalDescription().SDP, nil
 }
 
 func (u *upstream) post(ctx context.Context, offer string) (answer, location string, err error) {

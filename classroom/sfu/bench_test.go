@@ -265,14 +265,9 @@ func completeOffer(tb testing.TB, ctx context.Context, pc *webrtc.PeerConnection
 	if err != nil {
 		tb.Fatal(err)
 	}
-	done := webrtc.GatheringCompletePromise(pc)
-	if err := pc.SetLocalDescription(o); err != nil {
+	sdp, err := sfu.Gather(ctx, pc, o)
+	if err != nil {
 		tb.Fatal(err)
 	}
-	select {
-	case <-done:
-	case <-ctx.Done():
-		tb.Fatal("ICE gathering did not complete")
-	}
-	return pc.LocalDescription().SDP
+	return sdp
 }

@@ -1,3 +1,6 @@
+// Congestion: a subscriber's link measured from its TWCC feedback, and
+// its video paused while the link is too weak.
+
 package sfu
 
 import (

@@ -1,3 +1,6 @@
+// Keyframe cache: the last group of pictures of a video track (VP8 and
+// H264 keyframes recognised), given to a subscriber that joins.
+
 package sfu
 
 import (

@@ -1,3 +1,6 @@
+// Tap: the hook that is handed every packet of the tracks it chooses (the
+// lesson recorder), on the forwarding goroutine, and the keyframe requests it may make.
+
 package sfu
 
 import (

@@ -1,0 +1,133 @@
+// Forwarder: reads one publisher track and fans every packet out to the
+// subscriber tracks' queues, keeping the keyframe cache (keyframe.go) and
+// rate-limiting keyframe requests to the publisher.
+
+package sfu
+
+import (
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pion/webrtc/v4"
+)
+
+// forwarder reads one publisher track and hands every packet to each
+// subscriber track's queue.
+type forwarder struct {
+	pub      *Publisher
+	track    *webrtc.TrackRemote
+	interval time.Duration
+	audio    bool
+	mu       sync.Mutex // serialises add/remove; readers use list
+	list     atomic.Pointer[[]*subTrack]
+	ended    atomic.Bool
+	gop      gopCache // guarded by mu
+	tap      TapSink  // nil unless the SFU's tap wants this track
+
+	pliMu      sync.Mutex
+	lastPLI    time.Time
+	pliPending bool
+}
+
+func (f *forwarder) subs() []*subTrack { return *f.list.Load() }
+
+// add starts forwarding to t. A video track is first given the cached
+// group of pictures (the last keyframe and what followed), so a classroom
+// that joins shows the picture at once even when the publisher (OBS) does
+// not answer keyframe requests. It reports whether it did.
+func (f *forwarder) add(t *subTrack) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	primed := false
+	for _, p := range f.gop.pkts {
+		t.offer(p)
+		primed = true
+	}
+	old := *f.list.Load()
+	n := append(append(make([]*subTrack, 0, len(old)+1), old...), t)
+	f.list.Store(&n)
+	return primed
+}
+
+func (f *forwarder) remove(t *subTrack) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	old := *f.list.Load()
+	n := make([]*subTrack, 0, len(old))
+	for _, x := range old {
+		if x != t {
+			n = append(n, x)
+		}
+	}
+	f.list.Store(&n)
+}
+
+// run forwards until the publisher's track ends. ReadRTP allocates a new
+// packet each time, so a packet is shared read-only by every queue. A
+// muted source's audio is read and dropped here, so the mute holds
+// whatever its client does.
+func (f *forwarder) run() {
+	n := 0
+	muted := false
+	for {
+		pkt, _, err := f.track.ReadRTP()
+		if err != nil {
+			return
+		}
+		if f.audio {
+			if n%25 == 0 { // re-check twice a second, not per packet
+				muted = f.pub.sfu.isMuted(f.pub.room, f.pub.source)
+			}
+			n++
+			if muted {
+				continue
+			}
+		}
+		var subs []*subTrack
+		if f.audio {
+			subs = f.subs()
+		} else {
+			// Under mu, so add() sees each packet either in the cache or
+			// in its queue, never both or neither.
+			f.mu.Lock()
+			f.gop.push(pkt, f.track.Codec().MimeType)
+			subs = f.subs()
+			f.mu.Unlock()
+		}
+		for _, t := range subs {
+			t.offer(pkt)
+		}
+		if f.tap != nil {
+			f.tap.Packet(pkt) // non-blocking by contract
+		}
+	}
+}
+
+// keyframe asks the publisher for a keyframe, at most once per interval:
+// a request inside the interval is not dropped but coalesced into one PLI
+// at the interval's end, so two classrooms joining 100 ms apart both get a
+// keyframe promptly. Audio tracks need none.
+func (f *forwarder) keyframe() {
+	if f.audio {
+		return
+	}
+	f.pliMu.Lock()
+	defer f.pliMu.Unlock()
+	if f.pliPending {
+		return
+	}
+	if wait := f.interval - time.Since(f.lastPLI); wait > 0 {
+		f.pliPending = true
+		time.AfterFunc(wait, func() {
+			f.pliMu.Lock()
+			f.pliPending = false
+			f.lastPLI = time.Now()
+			f.pliMu.Unlock()
+			f.pub.requestKeyframe(f.track.SSRC())
+		})
+		return
+	}
+	f.lastPLI = time.Now()
+	f.pub.requestKeyframe(f.track.SSRC())
+}

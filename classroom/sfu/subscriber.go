@@ -1,0 +1,342 @@
+// Subscriber: a peer receiving a room's media, negotiated once (WHEP) or
+// renegotiated by the edge as tracks come and go; it attaches its tracks
+// to forwarders and reads its RTCP (keyframe requests, NACK, TWCC).
+
+package sfu
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pion/rtcp"
+	"github.com/pion/webrtc/v4"
+)
+
+// Subscriber is a peer that receives a room's media.
+type Subscriber struct {
+	sfu    *SFU
+	room   string
+	id     string
+	static bool // WHEP: negotiated once from the client's offer
+
+	// Renegotiable subscribers only.
+	pcCfg   webrtc.Configuration
+	filter  func(source string) bool
+	onOffer func(sdp string)
+	kickc   chan struct{}
+	done    chan struct{}
+	pending bool // tracks changed while an offer was outstanding
+
+	mu     sync.Mutex
+	pc     *webrtc.PeerConnection
+	tracks []*subTrack
+
+	cong congestion
+
+	closeOnce sync.Once
+	closed    atomic.Bool
+	stopCong  chan struct{}
+}
+
+// ID is the subscriber's resource id (the last part of its WHEP Location).
+func (s *Subscriber) ID() string { return s.id }
+
+// Done is closed when a renegotiable subscriber has closed (its
+// connection failed, or Close).
+func (s *Subscriber) Done() <-chan struct{} { return s.done }
+
+// watches reports whether s receives any track of p.
+func (s *Subscriber) watches(p *Publisher) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, t := range s.tracks {
+		if t.fwd.pub == p {
+			return true
+		}
+	}
+	return false
+}
+
+func (s *Subscriber) newPC() (*webrtc.PeerConnection, error) {
+	pc, err := s.sfu.api.NewPeerConnection(s.pcCfg)
+	if err != nil {
+		return nil, fmt.Errorf("new peer connection: %w", err)
+	}
+	pc.OnConnectionStateChange(func(st webrtc.PeerConnectionState) {
+		s.sfu.log.Debug("subscriber connection state", "room", s.room, "subscriber", s.id, "state", st.String())
+		switch st {
+		case webrtc.PeerConnectionStateConnected:
+			s.attachReady()
+		case webrtc.PeerConnectionStateFailed, webrtc.PeerConnectionStateClosed:
+			go s.Close()
+		}
+	})
+	return pc, nil
+}
+
+// attachReady starts forwarding to every negotiated track once the
+// connection is up (pion drops what is written before SRTP is ready), and
+// asks for a keyframe for video tracks the cache could not prime.
+func (s *Subscriber) attachReady() {
+	s.mu.Lock()
+	if s.closed.Load() || s.pc == nil || s.pc.ConnectionState() != webrtc.PeerConnectionStateConnected {
+		s.mu.Unlock()
+		return
+	}
+	var need []*forwarder
+	for _, t := range s.tracks {
+		if t.negotiated && !t.attached {
+			t.attached = true
+			if !t.fwd.add(t) {
+				need = append(need, t.fwd)
+			}
+		}
+	}
+	s.mu.Unlock()
+	for _, f := range need {
+		f.keyframe()
+	}
+}
+
+func (s *Subscriber) keyframes() {
+	s.mu.Lock()
+	tracks := append([]*subTrack(nil), s.tracks...)
+	s.mu.Unlock()
+	for _, t := range tracks {
+		t.fwd.keyframe()
+	}
+}
+
+func (s *Subscriber) negotiate(ctx context.Context, offer string, fwds []*forwarder) (string, error) {
+	pc, err := s.newPC()
+	if err != nil {
+		return "", err
+	}
+	s.mu.Lock()
+	s.pc = pc
+	s.mu.Unlock()
+	if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: offer}); err != nil {
+		return "", fmt.Errorf("%w: %v", ErrBadOffer, err)
+	}
+	for _, f := range fwds {
+		t, err := s.newSubTrack(pc, f)
+		if err != nil {
+			return "", err
+		}
+		s.mu.Lock()
+		s.tracks = append(s.tracks, t)
+		s.mu.Unlock()
+	}
+	answer, err := pc.CreateAnswer(nil)
+	if err != nil {
+		return "", fmt.Errorf("%w: %v", ErrBadOffer, err)
+	}
+	sdp, err := Gather(ctx, pc, answer)
+	if err != nil {
+		return "", err
+	}
+	s.mu.Lock()
+	for _, t := range s.tracks {
+		t.negotiated = true
+		go t.write()
+	}
+	s.mu.Unlock()
+	return sdp, nil
+}
+
+// kick asks the subscriber's goroutine to bring its tracks up to date.
+func (s *Subscriber) kick() {
+	if s.static {
+		return
+	}
+	select {
+	case s.kickc <- struct{}{}:
+	default:
+	}
+}
+
+func (s *Subscriber) loop() {
+	for {
+		select {
+		case <-s.done:
+			return
+		case <-s.kickc:
+			if err := s.sync(); err != nil {
+				s.sfu.log.Warn("subscriber renegotiation failed; closing it", "room", s.room, "subscriber", s.id, "err", err)
+				s.Close()
+				return
+			}
+		}
+	}
+}
+
+// sync adds the tracks the filter now wants and removes those it no longer
+// wants (or that ended), then offers the result to the client.
+func (s *Subscriber) sync() error {
+	want := s.sfu.forwardersFor(s.room, s.filter)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed.Load() {
+		return nil
+	}
+	wanted := map[*forwarder]bool{}
+	for _, f := range want {
+		if !f.ended.Load() {
+			wanted[f] = true
+		}
+	}
+	changed := false
+	kept := s.tracks[:0:0]
+	for _, t := range s.tracks {
+		if wanted[t.fwd] {
+			delete(wanted, t.fwd)
+			kept = append(kept, t)
+			continue
+		}
+		t.fwd.remove(t)
+		close(t.done)
+		if s.pc != nil {
+			_ = s.pc.RemoveTrack(t.sender)
+		}
+		changed = true
+	}
+	s.tracks = kept
+	if len(wanted) > 0 && s.pc == nil {
+		pc, err := s.newPC()
+		if err != nil {
+			return err
+		}
+		s.pc = pc
+	}
+	for _, f := range want {
+		if !wanted[f] {
+			continue
+		}
+		t, err := s.newSubTrack(s.pc, f)
+		if err != nil {
+			return err
+		}
+		s.tracks = append(s.tracks, t)
+		go t.write() // attached once the client has answered and the connection is up
+		changed = true
+	}
+	if !changed && !s.pending {
+		return nil
+	}
+	if s.pc == nil {
+		return nil
+	}
+	if s.pc.SignalingState() != webrtc.SignalingStateStable {
+		s.pending = true // offered again once the client answers
+		return nil
+	}
+	s.pending = false
+	for _, t := range s.tracks {
+		t.offered = true
+	}
+	offer, err := s.pc.CreateOffer(nil)
+	if err != nil {
+		return fmt.Errorf("create offer: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	sdp, err := Gather(ctx, s.pc, offer)
+	if err != nil {
+		return err
+	}
+	s.onOffer(sdp)
+	return nil
+}
+
+// Answer applies the client's answer to the edge's latest offer.
+func (s *Subscriber) Answer(sdp string) error {
+	s.mu.Lock()
+	pc := s.pc
+	var err error
+	switch {
+	case pc == nil || pc.SignalingState() != webrtc.SignalingStateHaveLocalOffer:
+		err = fmt.Errorf("%w: no offer is waiting for an answer", ErrBadOffer)
+	default:
+		if e := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: sdp}); e != nil {
+			err = fmt.Errorf("%w: %v", ErrBadOffer, e)
+			break
+		}
+		for _, t := range s.tracks {
+			if t.offered {
+				t.negotiated = true
+			}
+		}
+	}
+	pending := s.pending
+	s.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	s.attachReady() // tracks this offer added start now (or on connect)
+	if pending {
+		s.kick()
+	}
+	return nil
+}
+
+// AddCandidate adds a trickled ICE candidate from the subscriber's client.
+func (s *Subscriber) AddCandidate(c webrtc.ICECandidateInit) error {
+	s.mu.Lock()
+	pc := s.pc
+	s.mu.Unlock()
+	return addCandidate(pc, c)
+}
+
+// readRTCP keeps the sender's interceptors (NACK responder, reports, TWCC)
+// fed and relays keyframe requests to the publisher.
+func (s *Subscriber) readRTCP(sender *webrtc.RTPSender, f *forwarder) {
+	for {
+		pkts, _, err := sender.ReadRTCP()
+		if err != nil {
+			return
+		}
+		for _, p := range pkts {
+			switch p.(type) {
+			case *rtcp.PictureLossIndication, *rtcp.FullIntraRequest:
+				f.keyframe()
+			case *rtcp.TransportLayerNack:
+				s.sfu.nacks.Add(1) // answered by the NACK responder from its cache
+			case *rtcp.TransportLayerCC:
+				s.sfu.twcc.Add(1)
+				s.cong.feedback(p.(*rtcp.TransportLayerCC))
+			case *rtcp.ReceiverEstimatedMaximumBitrate:
+				s.sfu.remb.Add(1)
+			}
+		}
+	}
+}
+
+// Close stops the subscriber and frees its queues.
+func (s *Subscriber) Close() {
+	s.closeOnce.Do(func() {
+		defer s.sfu.peers.Add(-1)
+		s.closed.Store(true)
+		if s.done != nil {
+			close(s.done)
+		}
+		if s.stopCong != nil {
+			close(s.stopCong)
+		}
+		s.mu.Lock()
+		tracks, pc := s.tracks, s.pc
+		s.tracks = nil
+		s.mu.Unlock()
+		for _, t := range tracks {
+			t.fwd.remove(t)
+			close(t.done)
+		}
+		if pc != nil {
+			_ = pc.Close()
+		}
+		s.sfu.detachSubscriber(s)
+		s.sfu.log.Info("subscriber left", "room", s.room, "subscriber", s.id)
+	})
+}

@@ -1,0 +1,98 @@
+// Subscriber track: one publisher track as one subscriber receives it,
+// with its own bounded queue and writer goroutine, so a slow subscriber
+// drops packets for itself alone.
+
+package sfu
+
+import (
+	"fmt"
+	"strings"
+	"sync/atomic"
+
+	"github.com/pion/rtp"
+	"github.com/pion/webrtc/v4"
+)
+
+// subTrack is one publisher track as one subscriber receives it.
+type subTrack struct {
+	sfu    *SFU // nil in unit tests
+	fwd    *forwarder
+	paused *atomic.Bool // the subscriber's "video paused" flag; nil for audio
+	// Guarded by the subscriber's mu: the track is in an SDP the edge sent
+	// (offered), the client accepted it (negotiated), it receives packets
+	// (attached).
+	offered, negotiated, attached bool
+	local                         *webrtc.TrackLocalStaticRTP
+	sender                        *webrtc.RTPSender
+	q                             chan *rtp.Packet
+	done                          chan struct{}
+	sent                          atomic.Uint64
+	dropped                       atomic.Uint64
+}
+
+// offer queues pkt for this subscriber, dropping it if the queue is full.
+func (t *subTrack) offer(pkt *rtp.Packet) {
+	if t.paused != nil && t.paused.Load() {
+		return // this subscriber's link cannot carry video now
+	}
+	select {
+	case t.q <- pkt:
+		t.sent.Add(1)
+		if t.sfu != nil {
+			t.sfu.forwarded.Add(1)
+		}
+	default:
+		t.dropped.Add(1)
+		if t.sfu != nil {
+			t.sfu.dropped.Add(1)
+		}
+	}
+}
+
+func (t *subTrack) write() {
+	for {
+		select {
+		case <-t.done:
+			return
+		case pkt := <-t.q:
+			// Header extension ids are per peer connection: the
+			// publisher's do not mean the same to this subscriber, so
+			// they are dropped (its own interceptors add TWCC).
+			h := pkt.Header
+			h.Extension, h.Extensions, h.ExtensionProfile = false, nil, 0
+			_ = t.local.WriteRTP(&rtp.Packet{Header: h, Payload: pkt.Payload, PaddingSize: pkt.PaddingSize})
+		}
+	}
+}
+
+// newSubTrack adds f's track to pc.
+func (s *Subscriber) newSubTrack(pc *webrtc.PeerConnection, f *forwarder) (*subTrack, error) {
+	// The stream id is the source, so a client groups the lesson's
+	// camera, mic and screen share, or one classroom's camera and mic.
+	// pion would fall back to any H264 the client takes and label High
+	// profile bytes as Baseline, which a browser silently fails to decode:
+	// refuse instead, saying what to change.
+	if c := f.track.Codec(); strings.EqualFold(c.MimeType, webrtc.MimeTypeH264) && highProfile(c.SDPFmtpLine) {
+		if rd := pc.RemoteDescription(); rd != nil && !offersProfile(rd.SDP, profileOf(c.SDPFmtpLine)) {
+			return nil, fmt.Errorf("%w: the lesson is H264 %s, a profile this client does not decode (browsers take Constrained Baseline and Main): set the teacher's encoder to baseline, e.g. in OBS Settings → Output", ErrBadOffer, c.SDPFmtpLine)
+		}
+	}
+	local, err := webrtc.NewTrackLocalStaticRTP(f.track.Codec().RTPCodecCapability, f.pub.id[:8]+"-"+f.track.ID(), f.pub.source)
+	if err != nil {
+		return nil, fmt.Errorf("local track: %w", err)
+	}
+	sender, err := pc.AddTrack(local)
+	if err != nil {
+		hint := ""
+		if strings.EqualFold(f.track.Codec().MimeType, webrtc.MimeTypeH264) {
+			hint = " (the lesson is H264 " + f.track.Codec().SDPFmtpLine + "; browsers decode Constrained Baseline and Main, not High: set the encoder's profile to baseline, e.g. in OBS Settings → Output)"
+		}
+		return nil, fmt.Errorf("%w: this client cannot receive %s: %v%s", ErrBadOffer, f.track.Codec().MimeType, err, hint)
+	}
+	t := &subTrack{sfu: s.sfu, fwd: f, local: local, sender: sender, q: make(chan *rtp.Packet, s.sfu.cfg.QueuePackets), done: make(chan struct{})}
+	if !f.audio {
+		t.paused = &s.cong.videoPaused
+	}
+	go s.readRTCP(sender, f)
+	return t, nil
+}
