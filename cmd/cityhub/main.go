@@ -31,97 +31,122 @@ func main() {
 	os.Exit(run(ctx, os.Args[1:], os.Stdout, os.Stderr, nil))
 }
 
-// run is main without the process: ready, if set, gets the bound
-// addresses (https is nil with -https-listen off).
-func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready func(plain, https net.Addr)) int {
+// hubFlags are cityhub's flags; the sync commands and import share -data
+// and -db with serving.
+type hubFlags struct {
+	fs     *flag.FlagSet
+	data   *string
+	listen *string
+	dbURL  *string
+	tls    *tlsFlags
+}
+
+func newHubFlags(stderr io.Writer) *hubFlags {
 	fs := flag.NewFlagSet("cityhub", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	data := fs.String("data", "./hubdata", "data `dir`: hub.db and blobs; created on first start")
-	listen := fs.String("listen", ":8090", "HTTP listen `addr`; with 127.0.0.1:0 a free port is picked and logged")
-	tf := addTLSFlags(fs)
-	dbURL := fs.String("db", "", "sync store: empty for DATA/sync.db (bbolt), or a `postgres://` URL shared by several cityhub replicas")
+	f := &hubFlags{fs: fs}
+	f.data = fs.String("data", "./hubdata", "data `dir`: hub.db and blobs; created on first start")
+	f.listen = fs.String("listen", ":8090", "HTTP listen `addr`; with 127.0.0.1:0 a free port is picked and logged")
+	f.tls = addTLSFlags(fs)
+	f.dbURL = fs.String("db", "", "sync store: empty for DATA/sync.db (bbolt), or a `postgres://` URL shared by several cityhub replicas")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage:\n  cityhub [flags]                 serve the catalogue and sync\n  cityhub [flags] import FOLDER   register media files, print ID<TAB>PATH\n%s\nFlags:\n", syncUsage)
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
+	return f
+}
+
+// run is main without the process: ready, if set, gets the bound
+// addresses (https is nil with -https-listen off).
+func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready func(plain, https net.Addr)) int {
+	f := newHubFlags(stderr)
+	if err := f.fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
 		}
 		return 2
 	}
 	log := slog.New(slog.NewTextHandler(stderr, nil))
-	rest := fs.Args()
-	if len(rest) == 1 && rest[0] == "tls-pin" {
-		pin, err := tf.pin(*data)
+	rest := f.fs.Args()
+	switch {
+	case len(rest) == 1 && rest[0] == "tls-pin":
+		pin, err := f.tls.pin(*f.data)
 		if err != nil {
 			fmt.Fprintln(stderr, "cityhub tls-pin:", err)
 			return 1
 		}
 		fmt.Fprintln(stdout, pin)
 		return 0
-	}
-	if len(rest) > 0 && syncCommands[rest[0]] {
-		sst, err := openSyncStore(ctx, *data, *dbURL)
+	case len(rest) > 0 && syncCommand(rest[0]) != nil:
+		sst, err := openSyncStore(ctx, *f.data, *f.dbURL)
 		if err != nil {
 			fmt.Fprintln(stderr, "cityhub:", err)
 			return 1
 		}
 		defer sst.Close()
-		return runSync(ctx, sst, rest, stdout, stderr, func() (string, error) { return tf.pin(*data) })
-	}
-	if len(rest) > 0 && rest[0] != "import" {
+		return runSync(ctx, sst, rest, stdout, stderr, func() (string, error) { return f.tls.pin(*f.data) })
+	case len(rest) > 0 && rest[0] != "import":
 		fmt.Fprintf(stderr, "cityhub: unknown command %q (want import FOLDER)\n", rest[0])
 		return 2
-	}
-	if len(rest) > 0 && len(rest) != 2 {
+	case len(rest) > 0 && len(rest) != 2:
 		fmt.Fprintln(stderr, "cityhub: usage: cityhub -data DIR import FOLDER")
 		return 2
 	}
-	st, err := catalog.Open(*data)
+	st, err := catalog.Open(*f.data)
 	if err != nil {
 		fmt.Fprintln(stderr, "cityhub:", err)
 		return 1
 	}
 	defer st.Close()
 	if len(rest) == 2 {
-		n := 0
-		err := st.Import(rest[1], func(im catalog.Imported) {
-			n++
-			fmt.Fprintf(stdout, "%s\t%s\n", im.Item.ID, im.Path)
-		})
-		if err != nil {
-			fmt.Fprintln(stderr, "cityhub import:", err)
-			return 1
-		}
-		log.Info("import done", "items", n, "folder", rest[1])
-		return 0
+		return importFolder(st, rest[1], stdout, stderr, log)
 	}
+	return serve(ctx, f, st, stderr, log, ready)
+}
 
-	sst, err := openSyncStore(ctx, *data, *dbURL)
+// importFolder registers every media file under folder in the catalogue
+// and prints ID<TAB>PATH for each.
+func importFolder(st *catalog.Store, folder string, stdout, stderr io.Writer, log *slog.Logger) int {
+	n := 0
+	err := st.Import(folder, func(im catalog.Imported) {
+		n++
+		fmt.Fprintf(stdout, "%s\t%s\n", im.Item.ID, im.Path)
+	})
+	if err != nil {
+		fmt.Fprintln(stderr, "cityhub import:", err)
+		return 1
+	}
+	log.Info("import done", "items", n, "folder", folder)
+	return 0
+}
+
+// serve serves the catalogue, sync, firmware and the city CA over HTTP,
+// and HTTPS unless -https-listen is off, until ctx is cancelled.
+func serve(ctx context.Context, f *hubFlags, st *catalog.Store, stderr io.Writer, log *slog.Logger, ready func(plain, https net.Addr)) int {
+	sst, err := openSyncStore(ctx, *f.data, *f.dbURL)
 	if err != nil {
 		fmt.Fprintln(stderr, "cityhub:", err)
 		return 1
 	}
 	defer sst.Close()
-	ln, err := net.Listen("tcp", *listen)
+	ln, err := net.Listen("tcp", *f.listen)
 	if err != nil {
-		fmt.Fprintf(stderr, "cityhub: listen on %s: %v (choose another with -listen)\n", *listen, err)
+		fmt.Fprintf(stderr, "cityhub: listen on %s: %v (choose another with -listen)\n", *f.listen, err)
 		return 1
 	}
-	httpsAddr, err := tf.httpsAddr(*listen)
+	httpsAddr, err := f.tls.httpsAddr(*f.listen)
 	if err != nil {
 		_ = ln.Close()
 		fmt.Fprintln(stderr, "cityhub:", err)
 		return 2
 	}
-	ca, err := tf.cityCA(*data, log)
+	ca, err := f.tls.cityCA(*f.data, log)
 	if err != nil {
 		_ = ln.Close()
 		fmt.Fprintln(stderr, "cityhub: city CA:", err)
 		return 1
 	}
-	handler, err := withFirmware(*data, hubHandler(catalog.Handler(st, log), sst, ca, log), log)
+	handler, err := withFirmware(*f.data, hubHandler(catalog.Handler(st, log), sst, ca, log), log)
 	if err != nil {
 		fmt.Fprintln(stderr, "cityhub:", err)
 		return 1
@@ -134,28 +159,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready fun
 	}
 	errc := make(chan error, 2)
 	go func() { errc <- hs.Serve(ln) }()
-	log.Info("listening", "addr", ln.Addr().String(), "data", *data)
+	log.Info("listening", "addr", ln.Addr().String(), "data", *f.data)
 	var tlsAddr net.Addr
 	var hss *http.Server
 	if httpsAddr != "" {
-		src, err := tf.serving(*data, log)
-		if err != nil {
+		if hss, tlsAddr, err = serveHTTPS(f, httpsAddr, hs, errc, log); err != nil {
 			_ = hs.Close()
-			fmt.Fprintln(stderr, "cityhub: TLS:", err)
+			fmt.Fprintln(stderr, "cityhub:", err)
 			return 1
 		}
-		tln, err := net.Listen("tcp", httpsAddr)
-		if err != nil {
-			_ = hs.Close()
-			fmt.Fprintf(stderr, "cityhub: listen on %s: %v (choose another with -https-listen, or -https-listen off)\n", httpsAddr, err)
-			return 1
-		}
-		hss = &http.Server{Handler: handler, TLSConfig: hubtls.ServerConfig(src.GetCertificate),
-			ReadHeaderTimeout: hs.ReadHeaderTimeout, IdleTimeout: hs.IdleTimeout, ErrorLog: hs.ErrorLog}
-		go func() { errc <- hss.ServeTLS(tln, "", "") }()
-		tlsAddr = tln.Addr()
-		pin, _ := hubtls.Pin(src.Current())
-		log.Info("listening https", "addr", tlsAddr.String(), "pin", pin, "not_after", src.Current().Leaf.NotAfter.Format(time.RFC3339))
 	} else {
 		log.Warn("HTTPS is off (-https-listen off): edges cannot authenticate this hub unless a TLS proxy in front of it serves the pinned key")
 	}
@@ -176,4 +188,24 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready fun
 		_ = hss.Shutdown(sctx)
 	}
 	return 0
+}
+
+// serveHTTPS serves hs's handler over HTTPS on addr with the serving
+// certificate (the operator's or the hub's own); ServeTLS's error goes to
+// errc like the plain server's.
+func serveHTTPS(f *hubFlags, addr string, hs *http.Server, errc chan<- error, log *slog.Logger) (*http.Server, net.Addr, error) {
+	src, err := f.tls.serving(*f.data, log)
+	if err != nil {
+		return nil, nil, fmt.Errorf("TLS: %w", err)
+	}
+	tln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, nil, fmt.Errorf("listen on %s: %w (choose another with -https-listen, or -https-listen off)", addr, err)
+	}
+	hss := &http.Server{Handler: hs.Handler, TLSConfig: hubtls.ServerConfig(src.GetCertificate),
+		ReadHeaderTimeout: hs.ReadHeaderTimeout, IdleTimeout: hs.IdleTimeout, ErrorLog: hs.ErrorLog}
+	go func() { errc <- hss.ServeTLS(tln, "", "") }()
+	pin, _ := hubtls.Pin(src.Current())
+	log.Info("listening https", "addr", tln.Addr().String(), "pin", pin, "not_after", src.Current().Leaf.NotAfter.Format(time.RFC3339))
+	return hss, tln.Addr(), nil
 }

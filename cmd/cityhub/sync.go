@@ -43,9 +43,6 @@ With the default bbolt store, commands need the hub stopped (they take its lock)
 with -db postgres://… they run beside any number of serving replicas.
 `
 
-var syncCommands = map[string]bool{"school": true, "enrol-token": true, "edge": true, "import-roster": true,
-	"import-timetable": true, "export-records": true, "export-roster": true, "export-timetable": true}
-
 // openSyncStore opens PostgreSQL when dbURL is set, else DATA/sync.db.
 func openSyncStore(ctx context.Context, data, dbURL string) (hub.Store, error) {
 	if dbURL != "" {
@@ -57,178 +54,253 @@ func openSyncStore(ctx context.Context, data, dbURL string) (hub.Store, error) {
 	return hub.OpenBolt(data)
 }
 
+// syncCmd is one sync command's invocation: args[0] is its name.
+type syncCmd struct {
+	ctx            context.Context
+	st             hub.Store
+	args           []string
+	stdout, stderr io.Writer
+	now            time.Time
+	hubPin         func() (string, error) // the pin enrol-token puts in the token
+}
+
+// fail reports err under the command's name; exit code 1.
+func (c *syncCmd) fail(err error) int {
+	fmt.Fprintln(c.stderr, "cityhub "+c.args[0]+":", err)
+	return 1
+}
+
+// usage prints the sync commands' usage; exit code 2.
+func (c *syncCmd) usage() int {
+	fmt.Fprint(c.stderr, "usage:\n"+syncUsage)
+	return 2
+}
+
+// syncCommand is the sync command called name, nil for none (then name
+// is serving's import or unknown).
+func syncCommand(name string) func(*syncCmd) int {
+	switch name {
+	case "school":
+		return (*syncCmd).school
+	case "enrol-token":
+		return (*syncCmd).enrolToken
+	case "edge":
+		return (*syncCmd).edge
+	case "import-roster", "import-timetable":
+		return (*syncCmd).importDoc
+	case "export-records":
+		return (*syncCmd).exportRecords
+	case "export-roster", "export-timetable":
+		return (*syncCmd).exportDoc
+	}
+	return nil
+}
+
 // runSync runs one sync command.
 // hubPin gives the pin enrol-token puts in the token.
 func runSync(ctx context.Context, st hub.Store, args []string, stdout, stderr io.Writer, hubPin func() (string, error)) int {
-	fail := func(err error) int { fmt.Fprintln(stderr, "cityhub "+args[0]+":", err); return 1 }
-	usage := func() int { fmt.Fprint(stderr, "usage:\n"+syncUsage); return 2 }
-	now := time.Now().UTC()
-	switch args[0] {
-	case "school":
-		switch {
-		case len(args) == 4 && args[1] == "add":
-			if !wire.ValidSchool(args[2]) {
-				return fail(fmt.Errorf("school code %q must be 1-32 of letters, digits, '.', '_', '-' (the code edged -school uses)", args[2]))
-			}
-			if err := st.CreateSchool(ctx, hub.School{Code: args[2], Name: args[3], Created: now}); err != nil {
-				return fail(err)
-			}
-			fmt.Fprintf(stdout, "school %s added\n", args[2])
-			return 0
-		case len(args) == 2 && args[1] == "list":
-			ss, err := st.Schools(ctx)
-			if err != nil {
-				return fail(err)
-			}
-			for _, s := range ss {
-				fmt.Fprintf(stdout, "%s\t%s\n", s.Code, s.Name)
-			}
-			return 0
+	c := &syncCmd{ctx: ctx, st: st, args: args, stdout: stdout, stderr: stderr, now: time.Now().UTC(), hubPin: hubPin}
+	cmd := syncCommand(args[0])
+	if cmd == nil {
+		return c.usage()
+	}
+	return cmd(c)
+}
+
+// school: school add CODE NAME, school list.
+func (c *syncCmd) school() int {
+	args := c.args
+	switch {
+	case len(args) == 4 && args[1] == "add":
+		if !wire.ValidSchool(args[2]) {
+			return c.fail(fmt.Errorf("school code %q must be 1-32 of letters, digits, '.', '_', '-' (the code edged -school uses)", args[2]))
 		}
-		return usage()
-	case "enrol-token":
-		fs := flag.NewFlagSet("enrol-token", flag.ContinueOnError)
-		fs.SetOutput(stderr)
-		ttl := fs.Duration("ttl", 7*24*time.Hour, "how long the token stays usable")
-		pinFlag := fs.String("pin", "", "pin of the TLS key edges will see, when a TLS proxy in front of cityhub serves another key (openssl … | base64)")
-		if err := fs.Parse(args[1:]); err != nil || fs.NArg() != 1 {
-			return usage()
+		if err := c.st.CreateSchool(c.ctx, hub.School{Code: args[2], Name: args[3], Created: c.now}); err != nil {
+			return c.fail(err)
 		}
-		pin := *pinFlag
-		if pin == "" {
-			p, err := hubPin()
-			if err != nil {
-				return fail(fmt.Errorf("the hub's TLS key for the token's pin: %w", err))
-			}
-			pin = p
-		}
-		if certs.ValidPin(pin) != nil {
-			return fail(fmt.Errorf("-pin %q is not a pin: base64 of the SHA-256 of a DER SubjectPublicKeyInfo (cityhub tls-pin prints the hub's)", pin))
-		}
-		tok := token.New()
-		if err := st.CreateEnrolToken(ctx, fs.Arg(0), token.Digest(tok), now.Add(*ttl)); err != nil {
-			if errors.Is(err, hub.ErrNotFound) {
-				return fail(fmt.Errorf("%w: add it first with: cityhub school add %s NAME", err, fs.Arg(0)))
-			}
-			return fail(err)
-		}
-		fmt.Fprintln(stdout, wire.FormatEnrolToken(tok, pin))
-		fmt.Fprintf(stderr, "one-time token for school %s, valid until %s; it carries the pin of the hub's TLS key (%s); on the edge: edged enrol -data DIR -cloud https://HUB:%s -token TOKEN\n",
-			fs.Arg(0), now.Add(*ttl).Format(time.RFC3339), pin, defaultHTTPSPort)
+		fmt.Fprintf(c.stdout, "school %s added\n", args[2])
 		return 0
-	case "edge":
-		switch {
-		case len(args) >= 2 && len(args) <= 3 && args[1] == "list":
-			school := ""
-			if len(args) == 3 {
-				school = args[2]
-			}
-			es, err := st.Edges(ctx, school)
-			if err != nil {
-				return fail(err)
-			}
-			for _, e := range es {
-				fmt.Fprintf(stdout, "%s\t%s\tacked=%d\trevoked=%t\tenrolled=%s\n", e.ID, e.School, e.Acked, e.Revoked, e.Enrolled.Format(time.RFC3339))
-			}
-			return 0
-		case len(args) == 3 && args[1] == "revoke":
-			if err := st.RevokeEdge(ctx, args[2]); err != nil {
-				return fail(err)
-			}
-			fmt.Fprintf(stdout, "edge %s revoked\n", args[2])
-			return 0
-		}
-		return usage()
-	case "import-roster", "import-timetable":
-		if len(args) != 3 {
-			return usage()
-		}
-		f, err := os.Open(args[2])
+	case len(args) == 2 && args[1] == "list":
+		ss, err := c.st.Schools(c.ctx)
 		if err != nil {
-			return fail(err)
+			return c.fail(err)
 		}
-		defer f.Close()
-		var doc any
-		kind := schooldata.KindRoster
-		if args[0] == "import-roster" {
-			doc, err = schooldata.ParseRosterCSV(f)
-		} else {
-			kind = schooldata.KindTimetable
-			doc, err = schooldata.ParseTimetableCSV(f)
-		}
-		if err != nil {
-			return fail(fmt.Errorf("%s: %w", args[2], err))
-		}
-		data, err := json.Marshal(doc)
-		if err != nil {
-			return fail(err)
-		}
-		seq, err := st.PutChange(ctx, args[1], kind, data, now)
-		if err != nil {
-			return fail(err)
-		}
-		fmt.Fprintf(stdout, "%s for school %s imported as change %d; edges pick it up on their next pull\n", kind, args[1], seq)
-		return 0
-	case "export-records":
-		if len(args) != 2 {
-			return usage()
-		}
-		cw := csv.NewWriter(stdout)
-		_ = cw.Write([]string{"edge", "seq", "id", "kind", "edge_time", "received", "payload"})
-		err := st.Records(ctx, args[1], func(r hub.StoredRecord) error {
-			return cw.Write([]string{r.Edge, strconv.FormatUint(r.Seq, 10), r.ID, r.Kind,
-				time.UnixMilli(r.At).UTC().Format(time.RFC3339Nano), r.Received.UTC().Format(time.RFC3339Nano), string(r.Payload)})
-		})
-		cw.Flush()
-		if err == nil {
-			err = cw.Error()
-		}
-		if err != nil {
-			return fail(err)
-		}
-		return 0
-	case "export-roster", "export-timetable":
-		if len(args) != 2 {
-			return usage()
-		}
-		kind := strings.TrimPrefix(args[0], "export-")
-		var latest []byte
-		for since := uint64(0); ; {
-			ch, err := st.Changes(ctx, args[1], since, 100)
-			if err != nil {
-				return fail(err)
-			}
-			for _, c := range ch {
-				if c.Kind == kind {
-					latest = c.Data
-				}
-				since = c.Seq
-			}
-			if len(ch) < 100 {
-				break
-			}
-		}
-		if latest == nil {
-			return fail(fmt.Errorf("no %s imported for school %s", kind, args[1]))
-		}
-		var err error
-		if kind == schooldata.KindRoster {
-			var r schooldata.Roster
-			if err = json.Unmarshal(latest, &r); err == nil {
-				err = schooldata.WriteRosterCSV(stdout, &r)
-			}
-		} else {
-			var t schooldata.Timetable
-			if err = json.Unmarshal(latest, &t); err == nil {
-				err = schooldata.WriteTimetableCSV(stdout, &t)
-			}
-		}
-		if err != nil {
-			return fail(err)
+		for _, s := range ss {
+			fmt.Fprintf(c.stdout, "%s\t%s\n", s.Code, s.Name)
 		}
 		return 0
 	}
-	return usage()
+	return c.usage()
+}
+
+// enrolToken: enrol-token [-ttl D] [-pin PIN] CODE prints a one-time
+// enrolment token carrying the pin of the hub's TLS key.
+func (c *syncCmd) enrolToken() int {
+	fs := flag.NewFlagSet("enrol-token", flag.ContinueOnError)
+	fs.SetOutput(c.stderr)
+	ttl := fs.Duration("ttl", 7*24*time.Hour, "how long the token stays usable")
+	pinFlag := fs.String("pin", "", "pin of the TLS key edges will see, when a TLS proxy in front of cityhub serves another key (openssl … | base64)")
+	if err := fs.Parse(c.args[1:]); err != nil || fs.NArg() != 1 {
+		return c.usage()
+	}
+	pin := *pinFlag
+	if pin == "" {
+		p, err := c.hubPin()
+		if err != nil {
+			return c.fail(fmt.Errorf("the hub's TLS key for the token's pin: %w", err))
+		}
+		pin = p
+	}
+	if certs.ValidPin(pin) != nil {
+		return c.fail(fmt.Errorf("-pin %q is not a pin: base64 of the SHA-256 of a DER SubjectPublicKeyInfo (cityhub tls-pin prints the hub's)", pin))
+	}
+	tok := token.New()
+	if err := c.st.CreateEnrolToken(c.ctx, fs.Arg(0), token.Digest(tok), c.now.Add(*ttl)); err != nil {
+		if errors.Is(err, hub.ErrNotFound) {
+			return c.fail(fmt.Errorf("%w: add it first with: cityhub school add %s NAME", err, fs.Arg(0)))
+		}
+		return c.fail(err)
+	}
+	fmt.Fprintln(c.stdout, wire.FormatEnrolToken(tok, pin))
+	fmt.Fprintf(c.stderr, "one-time token for school %s, valid until %s; it carries the pin of the hub's TLS key (%s); on the edge: edged enrol -data DIR -cloud https://HUB:%s -token TOKEN\n",
+		fs.Arg(0), c.now.Add(*ttl).Format(time.RFC3339), pin, defaultHTTPSPort)
+	return 0
+}
+
+// edge: edge list [CODE], edge revoke EDGE_ID.
+func (c *syncCmd) edge() int {
+	args := c.args
+	switch {
+	case len(args) >= 2 && len(args) <= 3 && args[1] == "list":
+		school := ""
+		if len(args) == 3 {
+			school = args[2]
+		}
+		es, err := c.st.Edges(c.ctx, school)
+		if err != nil {
+			return c.fail(err)
+		}
+		for _, e := range es {
+			fmt.Fprintf(c.stdout, "%s\t%s\tacked=%d\trevoked=%t\tenrolled=%s\n", e.ID, e.School, e.Acked, e.Revoked, e.Enrolled.Format(time.RFC3339))
+		}
+		return 0
+	case len(args) == 3 && args[1] == "revoke":
+		if err := c.st.RevokeEdge(c.ctx, args[2]); err != nil {
+			return c.fail(err)
+		}
+		fmt.Fprintf(c.stdout, "edge %s revoked\n", args[2])
+		return 0
+	}
+	return c.usage()
+}
+
+// importDoc: import-roster CODE FILE.csv, import-timetable CODE FILE.csv
+// publish the school's document as a change edges pull.
+func (c *syncCmd) importDoc() int {
+	args := c.args
+	if len(args) != 3 {
+		return c.usage()
+	}
+	f, err := os.Open(args[2])
+	if err != nil {
+		return c.fail(err)
+	}
+	defer f.Close()
+	var doc any
+	kind := schooldata.KindRoster
+	if args[0] == "import-roster" {
+		doc, err = schooldata.ParseRosterCSV(f)
+	} else {
+		kind = schooldata.KindTimetable
+		doc, err = schooldata.ParseTimetableCSV(f)
+	}
+	if err != nil {
+		return c.fail(fmt.Errorf("%s: %w", args[2], err))
+	}
+	data, err := json.Marshal(doc)
+	if err != nil {
+		return c.fail(err)
+	}
+	seq, err := c.st.PutChange(c.ctx, args[1], kind, data, c.now)
+	if err != nil {
+		return c.fail(err)
+	}
+	fmt.Fprintf(c.stdout, "%s for school %s imported as change %d; edges pick it up on their next pull\n", kind, args[1], seq)
+	return 0
+}
+
+// exportRecords: export-records CODE writes every record the school's
+// edges sent as CSV.
+func (c *syncCmd) exportRecords() int {
+	if len(c.args) != 2 {
+		return c.usage()
+	}
+	cw := csv.NewWriter(c.stdout)
+	_ = cw.Write([]string{"edge", "seq", "id", "kind", "edge_time", "received", "payload"})
+	err := c.st.Records(c.ctx, c.args[1], func(r hub.StoredRecord) error {
+		return cw.Write([]string{r.Edge, strconv.FormatUint(r.Seq, 10), r.ID, r.Kind,
+			time.UnixMilli(r.At).UTC().Format(time.RFC3339Nano), r.Received.UTC().Format(time.RFC3339Nano), string(r.Payload)})
+	})
+	cw.Flush()
+	if err == nil {
+		err = cw.Error()
+	}
+	if err != nil {
+		return c.fail(err)
+	}
+	return 0
+}
+
+// exportDoc: export-roster CODE, export-timetable CODE write the latest
+// imported document back as CSV.
+func (c *syncCmd) exportDoc() int {
+	if len(c.args) != 2 {
+		return c.usage()
+	}
+	kind := strings.TrimPrefix(c.args[0], "export-")
+	latest, err := c.latestChange(kind)
+	if err != nil {
+		return c.fail(err)
+	}
+	if latest == nil {
+		return c.fail(fmt.Errorf("no %s imported for school %s", kind, c.args[1]))
+	}
+	if kind == schooldata.KindRoster {
+		var r schooldata.Roster
+		if err = json.Unmarshal(latest, &r); err == nil {
+			err = schooldata.WriteRosterCSV(c.stdout, &r)
+		}
+	} else {
+		var t schooldata.Timetable
+		if err = json.Unmarshal(latest, &t); err == nil {
+			err = schooldata.WriteTimetableCSV(c.stdout, &t)
+		}
+	}
+	if err != nil {
+		return c.fail(err)
+	}
+	return 0
+}
+
+// latestChange is the data of the school's (args[1]) newest change of
+// kind, nil when there is none.
+func (c *syncCmd) latestChange(kind string) ([]byte, error) {
+	var latest []byte
+	for since := uint64(0); ; {
+		ch, err := c.st.Changes(c.ctx, c.args[1], since, 100)
+		if err != nil {
+			return nil, err
+		}
+		for _, ct := range ch {
+			if ct.Kind == kind {
+				latest = ct.Data
+			}
+			since = ct.Seq
+		}
+		if len(ch) < 100 {
+			return latest, nil
+		}
+	}
 }
 
 // hubHandler puts the sync API, /metrics and /healthz in front of the

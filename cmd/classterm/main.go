@@ -31,137 +31,175 @@ func main() {
 	os.Exit(run())
 }
 
-func run() int {
+// options are classterm's flags.
+type options struct {
+	dataDir, edgeURL, pair, name, iface string
+	discoverTimeout                     time.Duration
+	version, logLevel                   string
+	model, fwRoot, fwKeys               string
+	caFile                              string
+	kiosk                               bool
+	chromium                            string
+	grantMedia                          bool
+	kioskFlags                          stringList
+}
+
+// parseFlags parses args; flag.ErrHelp for -h.
+func parseFlags(args []string) (*options, error) {
+	o := &options{}
 	fset := flag.NewFlagSet("classterm", flag.ContinueOnError)
-	dataDir := fset.String("data", "./classterm-data", "data `dir` holding the terminal credential (terminal.json)")
-	edgeURL := fset.String("edge", "", "edge base `URL` (e.g. https://10.1.2.3:8443; http://HOST:PORT means https://HOST:8443 unless HOST is loopback); default: find it by DNS-SD")
-	pair := fset.String("pair", "", "6-digit pairing `code` from the admin console; pairs (or re-pairs) this terminal")
-	name := fset.String("name", "", "terminal `name` shown in the console (default: host name)")
-	iface := fset.String("iface", "", "network `interface` for DNS-SD discovery (default: all)")
-	discoverTimeout := fset.Duration("discover-timeout", 10*time.Second, "how long to look for the edge by DNS-SD")
-	version := fset.String("version", buildinfo.Version, "software `version` reported to the edge")
-	logLevel := fset.String("log-level", "info", "log `level`: debug, info, warn, error")
-	model := fset.String("model", "", "terminal `model` (firmware images are per model); with -fw-root and -fw-keys the terminal installs the images its edge offers")
-	fwRoot := fset.String("fw-root", "", "firmware slot `dir` of this terminal")
-	fwKeys := fset.String("fw-keys", "", "trusted release public key `files` or directories, comma-separated")
-	caFile := fset.String("ca", "", "PEM `file` of the root that signs the edge's certificate (city-managed terminals): after pairing, trust the edge by that chain and the -edge host name instead of by the key pinned at pairing; only these roots are trusted")
-	kiosk := fset.Bool("kiosk", false, "also show the classroom page full screen in Chromium, trusting the edge by the key pinned at pairing, and keep it running")
-	chromium := fset.String("chromium", termagent.DefaultChromium, "Chromium `binary` for -kiosk")
-	grantMedia := fset.Bool("kiosk-grant-media", true, "with -kiosk, accept the page's camera and microphone request without a prompt (nobody is at a classroom screen to click Allow)")
-	var kioskFlags stringList
-	fset.Var(&kioskFlags, "kiosk-flag", "extra Chromium `flag` for -kiosk (repeatable), e.g. -kiosk-flag=--headless")
+	fset.StringVar(&o.dataDir, "data", "./classterm-data", "data `dir` holding the terminal credential (terminal.json)")
+	fset.StringVar(&o.edgeURL, "edge", "", "edge base `URL` (e.g. https://10.1.2.3:8443; http://HOST:PORT means https://HOST:8443 unless HOST is loopback); default: find it by DNS-SD")
+	fset.StringVar(&o.pair, "pair", "", "6-digit pairing `code` from the admin console; pairs (or re-pairs) this terminal")
+	fset.StringVar(&o.name, "name", "", "terminal `name` shown in the console (default: host name)")
+	fset.StringVar(&o.iface, "iface", "", "network `interface` for DNS-SD discovery (default: all)")
+	fset.DurationVar(&o.discoverTimeout, "discover-timeout", 10*time.Second, "how long to look for the edge by DNS-SD")
+	fset.StringVar(&o.version, "version", buildinfo.Version, "software `version` reported to the edge")
+	fset.StringVar(&o.logLevel, "log-level", "info", "log `level`: debug, info, warn, error")
+	fset.StringVar(&o.model, "model", "", "terminal `model` (firmware images are per model); with -fw-root and -fw-keys the terminal installs the images its edge offers")
+	fset.StringVar(&o.fwRoot, "fw-root", "", "firmware slot `dir` of this terminal")
+	fset.StringVar(&o.fwKeys, "fw-keys", "", "trusted release public key `files` or directories, comma-separated")
+	fset.StringVar(&o.caFile, "ca", "", "PEM `file` of the root that signs the edge's certificate (city-managed terminals): after pairing, trust the edge by that chain and the -edge host name instead of by the key pinned at pairing; only these roots are trusted")
+	fset.BoolVar(&o.kiosk, "kiosk", false, "also show the classroom page full screen in Chromium, trusting the edge by the key pinned at pairing, and keep it running")
+	fset.StringVar(&o.chromium, "chromium", termagent.DefaultChromium, "Chromium `binary` for -kiosk")
+	fset.BoolVar(&o.grantMedia, "kiosk-grant-media", true, "with -kiosk, accept the page's camera and microphone request without a prompt (nobody is at a classroom screen to click Allow)")
+	fset.Var(&o.kioskFlags, "kiosk-flag", "extra Chromium `flag` for -kiosk (repeatable), e.g. -kiosk-flag=--headless")
 	fset.Usage = func() {
 		fmt.Fprintf(fset.Output(), "Usage: classterm -data DIR [-edge URL] [-pair CODE] [-kiosk]\n\nFirst run: classterm -pair 123456 (the code comes from the admin console).\nAfter that: classterm, and it reconnects by itself; classterm -kiosk also\nkeeps the classroom page full screen in Chromium.\n\nFlags:\n")
 		fset.PrintDefaults()
 	}
-	if err := fset.Parse(os.Args[1:]); err != nil {
+	return o, fset.Parse(args)
+}
+
+func run() int {
+	o, err := parseFlags(os.Args[1:])
+	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
 		}
 		return 2
 	}
 	var level slog.Level
-	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
+	if err := level.UnmarshalText([]byte(o.logLevel)); err != nil {
 		fmt.Fprintln(os.Stderr, "classterm: -log-level:", err)
 		return 2
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	var roots *x509.CertPool
-	if *caFile != "" {
-		var err error
-		if roots, err = termagent.ReadCAFile(*caFile); err != nil {
+	if o.caFile != "" {
+		if roots, err = termagent.ReadCAFile(o.caFile); err != nil {
 			fmt.Fprintln(os.Stderr, "classterm: -ca:", err)
 			return 2
 		}
 	}
-	if *name == "" {
-		*name, _ = os.Hostname()
+	if o.name == "" {
+		o.name, _ = os.Hostname()
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	if *edgeURL != "" {
-		u, err := termagent.HTTPSURL(*edgeURL, 0)
+	if o.edgeURL != "" {
+		u, err := termagent.HTTPSURL(o.edgeURL, 0)
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "classterm: -edge:", err)
 			return 2
 		}
-		if u != *edgeURL {
-			log.Info("using the edge's https address", "given", *edgeURL, "url", u)
+		if u != o.edgeURL {
+			log.Info("using the edge's https address", "given", o.edgeURL, "url", u)
 		}
-		*edgeURL = u
+		o.edgeURL = u
 	}
-	find := func(wantID string) (string, error) {
-		if *edgeURL != "" {
-			return *edgeURL, nil
-		}
-		start := time.Now()
-		f, err := termagent.Discover(ctx, log, *iface, wantID, *discoverTimeout)
-		if err != nil {
-			return "", err
-		}
-		log.Info("edge found", "url", f.HTTPSURL, "http_url", f.URL, "edge_id", f.Info.EdgeID, "school", f.Info.School, "instance", f.Instance, "took", time.Since(start).Round(time.Microsecond))
-		return f.HTTPSURL, nil
-	}
-
-	st, err := termagent.LoadState(*dataDir)
-	switch {
-	case *pair != "":
-		u, err := find("")
-		if err != nil {
-			log.Error("cannot pair", "err", err)
-			return 1
-		}
-		st, err = termagent.Pair(ctx, u, *pair, *name, *version)
-		if err != nil {
-			log.Error("cannot pair", "err", err)
-			return 1
-		}
-		if err := termagent.SaveState(*dataDir, st); err != nil {
-			log.Error("cannot keep the credential", "err", err)
-			return 1
-		}
-		log.Info("paired", "terminal", st.TerminalID, "classroom", st.ClassroomID, "edge_id", st.EdgeID, "edge_pin", st.EdgePin, "credential", *dataDir+"/"+termagent.StateFile)
-	case errors.Is(err, fs.ErrNotExist):
-		log.Error("this terminal is not paired yet: run classterm -pair CODE with a code from the admin console", "data", *dataDir)
-		return 1
-	case err != nil:
-		log.Error("cannot read the credential", "err", err)
+	st, ok := o.credential(ctx, log)
+	if !ok {
 		return 1
 	}
-	if *edgeURL != "" && st.EdgeURL != *edgeURL {
-		if strings.HasPrefix(*edgeURL, "https:") && st.EdgePin == "" {
-			log.Error("this terminal was paired without learning the edge's key: pair again with -pair CODE over https", "edge", *edgeURL)
-			return 1
-		}
-		st.EdgeURL = *edgeURL
-	}
-	agent := &termagent.Agent{State: st, DataDir: *dataDir, Version: *version, Name: *name, Log: log, Roots: roots}
+	agent := &termagent.Agent{State: st, DataDir: o.dataDir, Version: o.version, Name: o.name, Log: log, Roots: roots}
 	if roots != nil {
-		log.Info("trusting the edge by CA (-ca): its certificate must chain to the given root and name the edge's host", "ca", *caFile)
+		log.Info("trusting the edge by CA (-ca): its certificate must chain to the given root and name the edge's host", "ca", o.caFile)
 	}
-	if *fwRoot != "" {
-		if *model == "" || *fwKeys == "" {
+	if o.fwRoot != "" {
+		if o.model == "" || o.fwKeys == "" {
 			log.Error("-fw-root needs -model and -fw-keys")
 			return 2
 		}
-		if err := withFirmware(agent, *model, *fwRoot, *fwKeys, *version, *dataDir, log); err != nil {
+		if err := withFirmware(agent, o.model, o.fwRoot, o.fwKeys, o.version, o.dataDir, log); err != nil {
 			log.Error("firmware", "err", err)
 			return 1
 		}
 	}
-	if *edgeURL == "" {
-		agent.Rediscover = func(ctx context.Context, id string) (string, error) { return find(id) }
+	if o.edgeURL == "" {
+		agent.Rediscover = func(ctx context.Context, id string) (string, error) { return o.find(ctx, log, id) }
 	}
-	if !*kiosk {
-		if err := agent.Run(ctx); err != nil {
-			log.Error("classterm stopped", "err", err)
-			return 1
+	if err := o.runAgent(ctx, agent, log); err != nil {
+		log.Error("classterm stopped", "err", err)
+		return 1
+	}
+	return 0
+}
+
+// find is the edge's https URL: -edge, or else the edge (with id wantID,
+// any with "") found by DNS-SD.
+func (o *options) find(ctx context.Context, log *slog.Logger, wantID string) (string, error) {
+	if o.edgeURL != "" {
+		return o.edgeURL, nil
+	}
+	start := time.Now()
+	f, err := termagent.Discover(ctx, log, o.iface, wantID, o.discoverTimeout)
+	if err != nil {
+		return "", err
+	}
+	log.Info("edge found", "url", f.HTTPSURL, "http_url", f.URL, "edge_id", f.Info.EdgeID, "school", f.Info.School, "instance", f.Instance, "took", time.Since(start).Round(time.Microsecond))
+	return f.HTTPSURL, nil
+}
+
+// credential is the terminal's credential: paired now with -pair, else
+// the one kept in -data, pointed at -edge when given. It logs why not and
+// returns false when there is none to use.
+func (o *options) credential(ctx context.Context, log *slog.Logger) (termagent.State, bool) {
+	st, err := termagent.LoadState(o.dataDir)
+	switch {
+	case o.pair != "":
+		u, err := o.find(ctx, log, "")
+		if err != nil {
+			log.Error("cannot pair", "err", err)
+			return st, false
 		}
-		return 0
+		st, err = termagent.Pair(ctx, u, o.pair, o.name, o.version)
+		if err != nil {
+			log.Error("cannot pair", "err", err)
+			return st, false
+		}
+		if err := termagent.SaveState(o.dataDir, st); err != nil {
+			log.Error("cannot keep the credential", "err", err)
+			return st, false
+		}
+		log.Info("paired", "terminal", st.TerminalID, "classroom", st.ClassroomID, "edge_id", st.EdgeID, "edge_pin", st.EdgePin, "credential", o.dataDir+"/"+termagent.StateFile)
+	case errors.Is(err, fs.ErrNotExist):
+		log.Error("this terminal is not paired yet: run classterm -pair CODE with a code from the admin console", "data", o.dataDir)
+		return st, false
+	case err != nil:
+		log.Error("cannot read the credential", "err", err)
+		return st, false
 	}
-	k := &termagent.Kiosk{Log: log, Options: termagent.KioskOptions{Chromium: *chromium, EdgeURL: st.EdgeURL, Pin: st.EdgePin,
-		Token: st.Token, DataDir: *dataDir, GrantMedia: *grantMedia, Extra: kioskFlags}}
+	if o.edgeURL != "" && st.EdgeURL != o.edgeURL {
+		if strings.HasPrefix(o.edgeURL, "https:") && st.EdgePin == "" {
+			log.Error("this terminal was paired without learning the edge's key: pair again with -pair CODE over https", "edge", o.edgeURL)
+			return st, false
+		}
+		st.EdgeURL = o.edgeURL
+	}
+	return st, true
+}
+
+// runAgent runs the agent until ctx ends, and with -kiosk the kiosk
+// browser beside it.
+func (o *options) runAgent(ctx context.Context, agent *termagent.Agent, log *slog.Logger) error {
+	if !o.kiosk {
+		return agent.Run(ctx)
+	}
+	st := agent.State
+	k := &termagent.Kiosk{Log: log, Options: termagent.KioskOptions{Chromium: o.chromium, EdgeURL: st.EdgeURL, Pin: st.EdgePin,
+		Token: st.Token, DataDir: o.dataDir, GrantMedia: o.grantMedia, Extra: o.kioskFlags}}
 	// The agent and the kiosk browser live and stop together.
 	kctx, kcancel := context.WithCancel(ctx)
 	defer kcancel()
@@ -170,11 +208,7 @@ func run() int {
 	aerr := agent.Run(kctx)
 	kcancel()
 	kerr := <-kdone
-	if err := errors.Join(aerr, kerr); err != nil {
-		log.Error("classterm stopped", "err", err)
-		return 1
-	}
-	return 0
+	return errors.Join(aerr, kerr)
 }
 
 // stringList is a repeatable string flag.

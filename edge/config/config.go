@@ -105,36 +105,10 @@ const maxFileBytes = 1 << 20
 func Parse(name string, args []string, stderr io.Writer) (Config, error) {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	d := Defaults()
-	var c Config
-	var ifaces, file, tlsNames string
+	var file string
 	fs.StringVar(&file, "config", "", "optional JSON config `file` (keys: data, listen, cloud, school, school_name, mdns, mdns_interfaces, log_level, fw_root, fw_keys, fw_target, fw_channel, fw_rate, fw_wave, fw_wave_interval (nanoseconds), cache_quota, cache_bandwidth, cache_prefetch_days, cache_upload_max, sync_rate, https_listen, tls_cert, tls_key, tls_names, cloud_ca, https_redirect); flags override it")
-	fs.StringVar(&c.DataDir, "data", d.DataDir, "data `dir`: store (edge.db), admin-token, blobs; created on first start")
-	fs.StringVar(&c.Listen, "listen", d.Listen, "HTTP listen `addr`; with 127.0.0.1:0 a free port is picked and logged")
-	fs.StringVar(&c.Cloud, "cloud", d.Cloud, "city cloud (cityhub) base `URL`; empty runs offline and sync waits")
-	fs.StringVar(&c.School, "school", d.School, "school `code` as the city knows it (DNS-SD TXT school=)")
-	fs.StringVar(&c.SchoolName, "school-name", d.SchoolName, "school `name` shown to people; the DNS-SD instance name (default \"CampusEdge <edge id>\")")
-	fs.BoolVar(&c.MDNS, "mdns", d.MDNS, "advertise _campusedge._tcp by mDNS/DNS-SD")
-	fs.StringVar(&ifaces, "mdns-interfaces", "", "comma-separated `interfaces` to advertise on (default: every up, multicast-capable interface)")
-	fs.StringVar(&c.LogLevel, "log-level", d.LogLevel, "log `level`: debug, info, warn, error")
-	fs.StringVar(&c.FirmwareRoot, "fw-root", d.FirmwareRoot, "firmware slot `dir` shared with edgesup; empty turns firmware updates off")
-	fs.StringVar(&c.FirmwareKeys, "fw-keys", d.FirmwareKeys, "trusted release public key `files` or directories, comma-separated (needed with -fw-root)")
-	fs.StringVar(&c.FirmwareTarget, "fw-target", d.FirmwareTarget, "firmware `target` this edge installs bundles for")
-	fs.StringVar(&c.FirmwareChannel, "fw-channel", d.FirmwareChannel, "release `channel`: stable or beta")
-	fs.Int64Var(&c.FirmwareRate, "fw-rate", d.FirmwareRate, "cap firmware downloads at this many `bytes` per second (0: no cap)")
-	fs.IntVar(&c.FirmwareWave, "fw-wave", d.FirmwareWave, "terminal image updates: at most this many `terminals` at once")
-	fs.DurationVar(&c.FirmwareWaveInterval, "fw-wave-interval", d.FirmwareWaveInterval, "terminal image updates: plan a wave this `often`")
-	fs.StringVar(&c.CacheQuota, "cache-quota", d.CacheQuota, "resource cache `size` cap, e.g. 500G (default: the disk's free space)")
-	fs.StringVar(&c.CacheBandwidth, "cache-bandwidth", d.CacheBandwidth, "WAN cap `schedule` for cache downloads, e.g. \"07:30-17:00=4M,default=unlimited\" (bits/s, local time)")
-	fs.IntVar(&c.CachePrefetchDays, "cache-prefetch-days", d.CachePrefetchDays, "prefetch resources the timetable needs in the next `N` days")
-	fs.StringVar(&c.CacheUploadMax, "cache-upload-max", d.CacheUploadMax, "largest teacher upload (`size`)")
-	fs.IntVar(&c.SyncRate, "sync-rate", d.SyncRate, "cap city sync uploads at this many `bytes` per second (0: no cap)")
-	fs.StringVar(&c.HTTPSListen, "https-listen", d.HTTPSListen, "HTTPS listen `addr` for pages, API, WebSocket, WHIP/WHEP (default: -listen's host, port 8443; port 0 if -listen's is 0); off turns HTTPS off")
-	fs.StringVar(&c.TLSCert, "tls-cert", d.TLSCert, "operator's TLS certificate `file` (PEM chain), reloaded when it changes; default: the edge's own CA, or the city's once enrolled")
-	fs.StringVar(&c.TLSKey, "tls-key", d.TLSKey, "operator's TLS key `file` (PEM), with -tls-cert")
-	fs.StringVar(&tlsNames, "tls-names", "", "extra DNS `names` or addresses the edge's certificate covers, comma-separated")
-	fs.StringVar(&c.CloudCA, "cloud-ca", d.CloudCA, "PEM `file` of the city's root: trusted, besides the system's roots, for an https hub enrolled by a token without a pin")
-	fs.BoolVar(&c.HTTPSRedirect, "https-redirect", d.HTTPSRedirect, "redirect page requests on plain HTTP from other hosts to HTTPS (turn off only behind a TLS-terminating proxy)")
+	parsed := Defaults()
+	defineFlags(fs, &parsed)
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: %s [flags]\n\n%s runs the CampusEdge school appliance. With no flags it starts on embedded\ndefaults: data in ./data, HTTP on :8080, DNS-SD on, no cloud.\n\nFlags:\n", name, name)
 		fs.PrintDefaults()
@@ -145,69 +119,75 @@ func Parse(name string, args []string, stderr io.Writer) (Config, error) {
 	if fs.NArg() > 0 {
 		return Config{}, fmt.Errorf("unexpected arguments %q (see -h)", fs.Args())
 	}
-	out := d
+	out := Defaults()
 	if file != "" {
 		if err := loadFile(file, &out); err != nil {
 			return Config{}, err
 		}
 	}
+	// The flags set explicitly override the file: the same definitions,
+	// bound to out, take each one's value.
+	override := flag.NewFlagSet(name, flag.ContinueOnError)
+	defineFlags(override, &out)
+	var err error
 	fs.Visit(func(f *flag.Flag) {
-		switch f.Name {
-		case "data":
-			out.DataDir = c.DataDir
-		case "listen":
-			out.Listen = c.Listen
-		case "cloud":
-			out.Cloud = c.Cloud
-		case "school":
-			out.School = c.School
-		case "school-name":
-			out.SchoolName = c.SchoolName
-		case "mdns":
-			out.MDNS = c.MDNS
-		case "mdns-interfaces":
-			out.MDNSInterfaces = splitList(ifaces)
-		case "log-level":
-			out.LogLevel = c.LogLevel
-		case "fw-root":
-			out.FirmwareRoot = c.FirmwareRoot
-		case "fw-keys":
-			out.FirmwareKeys = c.FirmwareKeys
-		case "fw-target":
-			out.FirmwareTarget = c.FirmwareTarget
-		case "fw-channel":
-			out.FirmwareChannel = c.FirmwareChannel
-		case "fw-rate":
-			out.FirmwareRate = c.FirmwareRate
-		case "fw-wave":
-			out.FirmwareWave = c.FirmwareWave
-		case "fw-wave-interval":
-			out.FirmwareWaveInterval = c.FirmwareWaveInterval
-		case "cache-quota":
-			out.CacheQuota = c.CacheQuota
-		case "cache-bandwidth":
-			out.CacheBandwidth = c.CacheBandwidth
-		case "cache-prefetch-days":
-			out.CachePrefetchDays = c.CachePrefetchDays
-		case "cache-upload-max":
-			out.CacheUploadMax = c.CacheUploadMax
-		case "sync-rate":
-			out.SyncRate = c.SyncRate
-		case "https-listen":
-			out.HTTPSListen = c.HTTPSListen
-		case "tls-cert":
-			out.TLSCert = c.TLSCert
-		case "tls-key":
-			out.TLSKey = c.TLSKey
-		case "tls-names":
-			out.TLSNames = splitList(tlsNames)
-		case "cloud-ca":
-			out.CloudCA = c.CloudCA
-		case "https-redirect":
-			out.HTTPSRedirect = c.HTTPSRedirect
+		if f.Name != "config" && err == nil {
+			err = override.Set(f.Name, f.Value.String())
 		}
 	})
+	if err != nil {
+		return Config{}, err
+	}
 	return out, out.Validate()
+}
+
+// defineFlags defines edged's flags (all but -config) on fs, each bound to
+// its field of c with the field's current value as the default. Parse
+// defines them twice: over the defaults, which -h shows, and over the
+// config file's values, to apply the flags that were set.
+func defineFlags(fs *flag.FlagSet, c *Config) {
+	fs.StringVar(&c.DataDir, "data", c.DataDir, "data `dir`: store (edge.db), admin-token, blobs; created on first start")
+	fs.StringVar(&c.Listen, "listen", c.Listen, "HTTP listen `addr`; with 127.0.0.1:0 a free port is picked and logged")
+	fs.StringVar(&c.Cloud, "cloud", c.Cloud, "city cloud (cityhub) base `URL`; empty runs offline and sync waits")
+	fs.StringVar(&c.School, "school", c.School, "school `code` as the city knows it (DNS-SD TXT school=)")
+	fs.StringVar(&c.SchoolName, "school-name", c.SchoolName, "school `name` shown to people; the DNS-SD instance name (default \"CampusEdge <edge id>\")")
+	fs.BoolVar(&c.MDNS, "mdns", c.MDNS, "advertise _campusedge._tcp by mDNS/DNS-SD")
+	fs.Var(listFlag{&c.MDNSInterfaces}, "mdns-interfaces", "comma-separated `interfaces` to advertise on (default: every up, multicast-capable interface)")
+	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "log `level`: debug, info, warn, error")
+	fs.StringVar(&c.FirmwareRoot, "fw-root", c.FirmwareRoot, "firmware slot `dir` shared with edgesup; empty turns firmware updates off")
+	fs.StringVar(&c.FirmwareKeys, "fw-keys", c.FirmwareKeys, "trusted release public key `files` or directories, comma-separated (needed with -fw-root)")
+	fs.StringVar(&c.FirmwareTarget, "fw-target", c.FirmwareTarget, "firmware `target` this edge installs bundles for")
+	fs.StringVar(&c.FirmwareChannel, "fw-channel", c.FirmwareChannel, "release `channel`: stable or beta")
+	fs.Int64Var(&c.FirmwareRate, "fw-rate", c.FirmwareRate, "cap firmware downloads at this many `bytes` per second (0: no cap)")
+	fs.IntVar(&c.FirmwareWave, "fw-wave", c.FirmwareWave, "terminal image updates: at most this many `terminals` at once")
+	fs.DurationVar(&c.FirmwareWaveInterval, "fw-wave-interval", c.FirmwareWaveInterval, "terminal image updates: plan a wave this `often`")
+	fs.StringVar(&c.CacheQuota, "cache-quota", c.CacheQuota, "resource cache `size` cap, e.g. 500G (default: the disk's free space)")
+	fs.StringVar(&c.CacheBandwidth, "cache-bandwidth", c.CacheBandwidth, "WAN cap `schedule` for cache downloads, e.g. \"07:30-17:00=4M,default=unlimited\" (bits/s, local time)")
+	fs.IntVar(&c.CachePrefetchDays, "cache-prefetch-days", c.CachePrefetchDays, "prefetch resources the timetable needs in the next `N` days")
+	fs.StringVar(&c.CacheUploadMax, "cache-upload-max", c.CacheUploadMax, "largest teacher upload (`size`)")
+	fs.IntVar(&c.SyncRate, "sync-rate", c.SyncRate, "cap city sync uploads at this many `bytes` per second (0: no cap)")
+	fs.StringVar(&c.HTTPSListen, "https-listen", c.HTTPSListen, "HTTPS listen `addr` for pages, API, WebSocket, WHIP/WHEP (default: -listen's host, port 8443; port 0 if -listen's is 0); off turns HTTPS off")
+	fs.StringVar(&c.TLSCert, "tls-cert", c.TLSCert, "operator's TLS certificate `file` (PEM chain), reloaded when it changes; default: the edge's own CA, or the city's once enrolled")
+	fs.StringVar(&c.TLSKey, "tls-key", c.TLSKey, "operator's TLS key `file` (PEM), with -tls-cert")
+	fs.Var(listFlag{&c.TLSNames}, "tls-names", "extra DNS `names` or addresses the edge's certificate covers, comma-separated")
+	fs.StringVar(&c.CloudCA, "cloud-ca", c.CloudCA, "PEM `file` of the city's root: trusted, besides the system's roots, for an https hub enrolled by a token without a pin")
+	fs.BoolVar(&c.HTTPSRedirect, "https-redirect", c.HTTPSRedirect, "redirect page requests on plain HTTP from other hosts to HTTPS (turn off only behind a TLS-terminating proxy)")
+}
+
+// listFlag is a comma-separated list flag; setting it replaces the list
+// (blank items dropped), so the last one given wins as for other flags.
+type listFlag struct{ p *[]string }
+
+func (l listFlag) String() string {
+	if l.p == nil {
+		return ""
+	}
+	return strings.Join(*l.p, ",")
+}
+
+func (l listFlag) Set(s string) error {
+	*l.p = splitList(s)
+	return nil
 }
 
 func splitList(s string) []string {

@@ -6,8 +6,6 @@ package appliance
 
 import (
 	"context"
-	"crypto/x509"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -15,18 +13,14 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"strconv"
 	"sync/atomic"
-	"time"
 
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/campusedge/campusedge/classroom"
 	"github.com/campusedge/campusedge/classroom/attendance"
 	"github.com/campusedge/campusedge/classroom/learning"
-	"github.com/campusedge/campusedge/classroom/session"
 	"github.com/campusedge/campusedge/edge/api"
-	"github.com/campusedge/campusedge/edge/buildinfo"
 	"github.com/campusedge/campusedge/edge/cache"
 	"github.com/campusedge/campusedge/edge/certs"
 	"github.com/campusedge/campusedge/edge/config"
@@ -36,8 +30,6 @@ import (
 	"github.com/campusedge/campusedge/edge/identity"
 	"github.com/campusedge/campusedge/edge/store"
 	"github.com/campusedge/campusedge/sync/outbox"
-	"github.com/campusedge/campusedge/sync/schooldata"
-	"github.com/campusedge/campusedge/sync/timetable"
 	"github.com/campusedge/campusedge/sync/uplink"
 )
 
@@ -73,6 +65,153 @@ type Options struct {
 	ReadyTLS func(addr net.Addr, tm *certs.Manager)
 }
 
+// appliance is what the start-up steps of Run share. The steps run in
+// order; each registers how to undo itself with onClose, and close undoes
+// them in reverse, so the store that everything writes to closes last.
+type appliance struct {
+	cfg     config.Config
+	log     *slog.Logger
+	restart func() // ends Run; the firmware updater calls it after switching slots
+
+	// store and identity
+	st         *store.Store
+	id         *identity.Identity
+	schoolName string
+	fl         *fleet.Fleet
+
+	// listeners
+	ln, tln   net.Listener // tln is nil with -https-listen off
+	tm        *certs.Manager
+	port      int
+	httpsPort int // 0 with -https-listen off
+
+	// the API server and what /healthz checks
+	srv    *api.Server
+	checks map[string]api.Check
+	// The advertiser is set after HTTP is serving (it needs the bound port and
+	// /healthz may already be asked), hence the atomic.
+	advp atomic.Pointer[discovery.Advertiser]
+
+	// capabilities
+	cloudCA []byte
+	hc      *http.Client // every edge→hub request
+	rc      *cache.Cache
+	live    *classroom.Live
+
+	// serving
+	hs, hss  *http.Server // hss is nil with -https-listen off
+	serveErr chan error
+
+	closers []func()
+}
+
+// onClose registers f to run when Run returns, before what was registered
+// earlier.
+func (a *appliance) onClose(f func()) { a.closers = append(a.closers, f) }
+
+// close runs the registered closers in reverse order.
+func (a *appliance) close() {
+	for i := len(a.closers) - 1; i >= 0; i-- {
+		a.closers[i]()
+	}
+}
+
+// Run starts the appliance and blocks until ctx is cancelled, then shuts
+// down gracefully. It returns an error if start-up fails.
+func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts Options) error {
+	// restart ends Run like a stop does; the firmware updater uses it after
+	// switching slots so that edgesup starts the new one.
+	ctx, restart := context.WithCancel(ctx)
+	defer restart()
+	a := &appliance{cfg: cfg, log: log, restart: restart}
+	defer a.close()
+	if err := a.openStore(); err != nil {
+		return err
+	}
+	if err := a.listen(); err != nil {
+		return err
+	}
+	a.newServer()
+	if err := a.startCapabilities(ctx); err != nil {
+		a.closeListeners()
+		return err
+	}
+	if err := a.serve(ctx, opts); err != nil {
+		return err
+	}
+	select {
+	case <-ctx.Done():
+	case err := <-a.serveErr:
+		return fmt.Errorf("HTTP server stopped: %w", err)
+	}
+	a.shutdown()
+	return nil
+}
+
+// openStore creates the data dir, opens the store (closed last, when Run
+// returns) and loads or creates the edge identity.
+func (a *appliance) openStore() error {
+	cfg, log := a.cfg, a.log
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return fmt.Errorf("create data dir %s: %w", cfg.DataDir, err)
+	}
+	st, err := store.Open(cfg.DataDir, Migrations())
+	if err != nil {
+		return err
+	}
+	a.st = st
+	a.onClose(func() {
+		if err := st.Close(); err != nil {
+			log.Error("closing store", "err", err)
+		} else {
+			log.Info("store closed", "path", st.Path())
+		}
+	})
+	ver, _ := st.SchemaVersion()
+	log.Info("store open", "path", st.Path(), "schema_version", ver)
+
+	id, res, err := identity.LoadOrCreate(st.DB(), cfg.DataDir)
+	if err != nil {
+		return err
+	}
+	if res.Created {
+		log.Info("new edge identity created", "edge_id", id.ID)
+	}
+	if res.AdminTokenFile != "" {
+		log.Info("admin token written; use it to sign in to the console", "file", res.AdminTokenFile)
+	}
+	a.id = id
+	a.schoolName = cfg.SchoolName
+	if a.schoolName == "" {
+		a.schoolName = "CampusEdge " + id.ID
+	}
+	a.fl = fleet.New(st.DB(), nil)
+	return nil
+}
+
+// listen binds the HTTP port and, unless -https-listen is off, the HTTPS
+// port with its certificate manager. Binding before anything serves lets
+// the API know both ports.
+func (a *appliance) listen() error {
+	ln, err := net.Listen("tcp", a.cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w (is another program using the port? choose one with -listen)", a.cfg.Listen, err)
+	}
+	a.ln, a.port = ln, ln.Addr().(*net.TCPAddr).Port
+	// HTTPS: cameras work only on secure pages, and tokens must not cross
+	// the LAN in clear (edge/certs).
+	tm, tln, err := listenHTTPS(a.cfg, a.log.With("component", "tls"))
+	if err != nil {
+		_ = ln.Close()
+		return err
+	}
+	a.tm, a.tln = tm, tln
+	if tln != nil {
+		a.httpsPort = tln.Addr().(*net.TCPAddr).Port
+	}
+	return nil
+}
+
 // listenHTTPS sets up the certificate manager and binds the HTTPS port;
 // both are nil with -https-listen off.
 func listenHTTPS(cfg config.Config, log *slog.Logger) (*certs.Manager, net.Listener, error) {
@@ -93,81 +232,27 @@ func listenHTTPS(cfg config.Config, log *slog.Logger) (*certs.Manager, net.Liste
 	return tm, ln, nil
 }
 
-// Run starts the appliance and blocks until ctx is cancelled, then shuts
-// down gracefully. It returns an error if start-up fails.
-func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts Options) error {
-	// restart ends Run like a stop does; the firmware updater uses it after
-	// switching slots so that edgesup starts the new one.
-	ctx, restart := context.WithCancel(ctx)
-	defer restart()
-	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
-		return fmt.Errorf("create data dir %s: %w", cfg.DataDir, err)
+// closeListeners releases the ports when start-up fails before serving.
+func (a *appliance) closeListeners() {
+	_ = a.ln.Close()
+	if a.tln != nil {
+		_ = a.tln.Close()
 	}
-	st, err := store.Open(cfg.DataDir, Migrations())
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if err := st.Close(); err != nil {
-			log.Error("closing store", "err", err)
-		} else {
-			log.Info("store closed", "path", st.Path())
-		}
-	}()
-	ver, _ := st.SchemaVersion()
-	log.Info("store open", "path", st.Path(), "schema_version", ver)
+}
 
-	id, res, err := identity.LoadOrCreate(st.DB(), cfg.DataDir)
-	if err != nil {
-		return err
-	}
-	if res.Created {
-		log.Info("new edge identity created", "edge_id", id.ID)
-	}
-	if res.AdminTokenFile != "" {
-		log.Info("admin token written; use it to sign in to the console", "file", res.AdminTokenFile)
-	}
-	schoolName := cfg.SchoolName
-	if schoolName == "" {
-		schoolName = "CampusEdge " + id.ID
-	}
-
-	fl := fleet.New(st.DB(), nil)
-	ln, err := net.Listen("tcp", cfg.Listen)
-	if err != nil {
-		return fmt.Errorf("listen on %s: %w (is another program using the port? choose one with -listen)", cfg.Listen, err)
-	}
-	port := ln.Addr().(*net.TCPAddr).Port
-	// HTTPS: cameras work only on secure pages, and tokens must not cross
-	// the LAN in clear (edge/certs).
-	tm, tln, err := listenHTTPS(cfg, log.With("component", "tls"))
-	if err != nil {
-		_ = ln.Close()
-		return err
-	}
-	httpsPort := 0
-	if tln != nil {
-		httpsPort = tln.Addr().(*net.TCPAddr).Port
-	}
-	closeListeners := func() {
-		_ = ln.Close()
-		if tln != nil {
-			_ = tln.Close()
-		}
-	}
-
-	// The advertiser is set after HTTP is serving (it needs the bound port and
-	// /healthz may already be asked), hence the atomic.
-	var advp atomic.Pointer[discovery.Advertiser]
-	checks := map[string]api.Check{
+// newServer makes the API server the capabilities register on, with the
+// /healthz checks of the store and DNS-SD (sync adds its own).
+func (a *appliance) newServer() {
+	cfg := a.cfg
+	a.checks = map[string]api.Check{
 		"store": func(context.Context) error {
-			return st.View(func(*bolt.Tx) error { return nil })
+			return a.st.View(func(*bolt.Tx) error { return nil })
 		},
 		"discovery": func(context.Context) error {
 			if !cfg.MDNS {
 				return nil // turned off on purpose; terminals use -edge URL
 			}
-			adv := advp.Load()
+			adv := a.advp.Load()
 			if adv == nil {
 				return errors.New("not started")
 			}
@@ -177,191 +262,11 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, opts Options)
 			return nil
 		},
 	}
-	srv := api.New(api.Config{Identity: id, Fleet: fl, School: cfg.School, SchoolName: schoolName, Logger: log, Checks: checks, Console: console.Handler(), HTTPSPort: httpsPort, ServerPin: serverPin(tm)})
-	if tm != nil {
-		tm.Register(srv)
+	a.srv = api.New(api.Config{Identity: a.id, Fleet: a.fl, School: cfg.School, SchoolName: a.schoolName, Logger: a.log, Checks: a.checks,
+		Console: console.Handler(), HTTPSPort: a.httpsPort, ServerPin: serverPin(a.tm)})
+	if a.tm != nil {
+		a.tm.Register(a.srv)
 	}
-	quota, _ := cache.ParseSize(cfg.CacheQuota) // validated by config
-	upMax, _ := cache.ParseSize(cfg.CacheUploadMax)
-	bw, _ := cache.ParseSchedule(cfg.CacheBandwidth)
-	var cloudCA []byte
-	if cfg.CloudCA != "" {
-		if cloudCA, err = certs.ReadRootsFile(cfg.CloudCA); err != nil {
-			closeListeners()
-			return fmt.Errorf("-cloud-ca: %w", err)
-		}
-	}
-	// Every edge→hub request: an https:// hub only by the key pinned at
-	// enrolment, or by CA (system roots + -cloud-ca) when enrolled without a pin.
-	hc := uplink.HubClient(st.DB(), cloudCA)
-	rc, err := cache.New(cache.Config{DB: st.DB(), DataDir: cfg.DataDir, Hub: cfg.Cloud, Client: hc, Logger: log.With("component", "cache"),
-		Quota: quota, Bandwidth: bw, UploadMax: upMax, PrefetchHorizon: time.Duration(cfg.CachePrefetchDays) * 24 * time.Hour})
-	if err != nil {
-		closeListeners()
-		return err
-	}
-	defer rc.Close() // before the store closes: downloads and sync write to it
-	rc.Register(srv)
-	rc.Start(ctx) // catalogue sync; a no-op without -cloud
-	// Live classes: sessions, SFU, WHIP/WHEP (classroom/).
-	// Quiz answers and attendance are learning records, each appended to the
-	// sync outbox in the same transaction (swap outbox.AppendTx to reroute).
-	learn := learning.New(st.DB(), outbox.AppendTx, nil)
-	roster := &attendance.Source{DB: st.DB(), Docs: func(kind string) ([]byte, error) { return uplink.Doc(st.DB(), kind) },
-		Room: func(cid string) string { c, _ := fl.Classroom(cid); return c.RoomCode }}
-	live, err := classroom.Mount(classroom.Config{Server: srv, IsAdmin: id.CheckAdminToken, Listen: cfg.Listen, EdgeID: id.ID, Logger: log.With("component", "live"),
-		Lessons: rc, RecordDir: filepath.Join(cfg.DataDir, "recordings"),
-		Classroom: func(cid string) error { _, err := fl.Classroom(cid); return err },
-		Learning:  learn, Attendance: roster,
-		TerminalClassroom: func(tok string) (string, error) { t, err := fl.Authenticate(tok); return t.ClassroomID, err },
-		ClassroomName:     func(cid string) string { c, _ := fl.Classroom(cid); return c.Name },
-		UpstreamRoots:     upstreamRoots(tm)})
-	if err != nil {
-		closeListeners()
-		return err
-	}
-	defer live.Close() // runs before the store closes
-	// Firmware updates (firmware/): GET /api/v1/firmware; the updater runs with -fw-root.
-	if err := mountFirmware(ctx, cfg, srv, id.ID, fl, live, restart, hc, log.With("component", "firmware")); err != nil {
-		closeListeners()
-		return err
-	}
-	// Sync with the city (sync/): the outbox every capability appends to, and
-	// the uplink/downlink to -cloud. Both stop before the store closes.
-	ob := outbox.New(outbox.Config{DB: st.DB()})
-	defer ob.Close()
-	// A timetable from the downlink drives the cache's prefetch: the feeder
-	// runs after the document's transaction commits (bbolt has one writer,
-	// so the cache cannot write inside the downlink's transaction).
-	ttChanged := make(chan struct{}, 1)
-	applyDoc := func(tx *bolt.Tx, kind string, _ []byte) error {
-		if kind == schooldata.KindTimetable {
-			tx.OnCommit(func() {
-				select {
-				case ttChanged <- struct{}{}:
-				default:
-				}
-			})
-		}
-		return nil
-	}
-	up := uplink.New(uplink.Config{Hub: cfg.Cloud, CloudCA: cloudCA, DB: st.DB(), Outbox: ob, Identity: id, Client: hc, Certs: citySigner(tm), RateBytes: cfg.SyncRate, Apply: applyDoc, Logger: log.With("component", "sync")})
-	up.Register(srv)
-	checks["sync"] = up.Check // set before HTTP serves: the map is read-only from then on
-	if en, ok, err := uplink.LoadEnrolment(st.DB()); err == nil && ok && en.School != cfg.School {
-		log.Warn("this edge is enrolled for another school code than -school; records go to the enrolled school", "enrolled_school", en.School, "school_flag", cfg.School)
-	}
-	syncCtx, stopSync := context.WithCancel(ctx)
-	syncDone := make(chan struct{})
-	go func() { defer close(syncDone); up.Run(syncCtx) }()
-	feeder := &timetable.Feeder{Doc: func() ([]byte, error) { return uplink.Doc(st.DB(), schooldata.KindTimetable) },
-		Cache: rc, Days: cfg.CachePrefetchDays, Loc: time.Local, Now: time.Now, Every: time.Hour, Log: log.With("component", "timetable")}
-	// Sessions tied to a timetable period start when it begins, and follow
-	// the timetable when a new one arrives.
-	live.Sessions.SetPeriodClock(func(p session.Period, after time.Time) (time.Time, bool) {
-		doc, err := uplink.Doc(st.DB(), schooldata.KindTimetable)
-		if err != nil || doc == nil {
-			return time.Time{}, false
-		}
-		var tt schooldata.Timetable
-		if json.Unmarshal(doc, &tt) != nil {
-			return time.Time{}, false
-		}
-		return timetable.NextStart(tt, p.Day, p.Period, p.Room, after, time.Local)
-	})
-	feeder.OnSync = live.Sessions.Reschedule
-	feederDone, scheduleDone := make(chan struct{}), make(chan struct{})
-	go func() { defer close(feederDone); feeder.Run(syncCtx, ttChanged) }()
-	go func() { defer close(scheduleDone); live.RunSchedule(syncCtx) }()
-	defer func() { stopSync(); <-syncDone; <-feederDone; <-scheduleDone }()
-	hs := &http.Server{
-		Handler:           plainHTTP{next: srv, httpsPort: httpsPort, redirect: cfg.HTTPSRedirect},
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       120 * time.Second,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
-	}
-	serveErr := make(chan error, 2)
-	go func() { serveErr <- hs.Serve(ln) }()
-	log.Info("listening", "addr", ln.Addr().String(), "edge_id", id.ID, "version", buildinfo.Version)
-	var hss *http.Server
-	if tln != nil {
-		hss = &http.Server{
-			Handler:           srv,
-			TLSConfig:         tm.TLSConfig(),
-			ReadHeaderTimeout: 10 * time.Second,
-			IdleTimeout:       120 * time.Second,
-			ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
-		}
-		go tm.Run(ctx)
-		// ServeTLS (not Serve on a tls listener) so that HTTP/2 is set up.
-		go func() { serveErr <- hss.ServeTLS(tln, "", "") }()
-		st := tm.Status()
-		log.Info("listening https", "addr", tln.Addr().String(), "certificate", st.Source, "spki_pin", st.Pin, "fingerprint", st.Fingerprint)
-	}
-
-	if cfg.MDNS {
-		adv, err := discovery.Advertise(ctx, discovery.Config{
-			Instance:   discovery.InstanceName(schoolName),
-			Port:       port,
-			Info:       discovery.Info{Version: "1", EdgeID: id.ID, School: cfg.School, API: "/api/v1", HTTPSPort: httpsPort},
-			Interfaces: cfg.MDNSInterfaces,
-			Logger:     log.With("component", "discovery"),
-		})
-		if err != nil {
-			_ = hs.Close()
-			if hss != nil {
-				_ = hss.Close()
-			}
-			return fmt.Errorf("DNS-SD: %w", err)
-		}
-		advp.Store(adv)
-	} else {
-		log.Info("DNS-SD advertisement off (-mdns=false); terminals need -edge URL", "url", edgeURL(port, httpsPort))
-	}
-	if opts.Ready != nil {
-		opts.Ready(ln.Addr())
-	}
-	if opts.ReadyTLS != nil && tln != nil {
-		opts.ReadyTLS(tln.Addr(), tm)
-	}
-
-	select {
-	case <-ctx.Done():
-	case err := <-serveErr:
-		return fmt.Errorf("HTTP server stopped: %w", err)
-	}
-	log.Info("shutting down")
-	shutCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	// Stop accepting and finish in-flight requests; hijacked WebSockets are
-	// not tracked by Shutdown, so close them explicitly (terminals reconnect).
-	srv.CloseControl()
-	if err := hs.Shutdown(shutCtx); err != nil {
-		log.Warn("HTTP shutdown incomplete", "err", err)
-	}
-	if hss != nil {
-		if err := hss.Shutdown(shutCtx); err != nil {
-			log.Warn("HTTPS shutdown incomplete", "err", err)
-		}
-	}
-	if adv := advp.Load(); adv != nil {
-		if err := adv.Close(); err != nil {
-			log.Warn("DNS-SD goodbye", "err", err)
-		} else {
-			log.Info("DNS-SD goodbye sent")
-		}
-	}
-	return nil
-}
-
-// upstreamRoots are the CAs the cascade trusts for another edge: the
-// system's and the root this edge's own certificate chains to (the city
-// root once the city signed it, so city-signed edges trust each other).
-func upstreamRoots(tm *certs.Manager) func() *x509.CertPool {
-	if tm == nil {
-		return nil
-	}
-	return func() *x509.CertPool { return certs.RootsWith(tm.CAPEM()) }
 }
 
 // serverPin is the pin of the key served on the LAN, which pairing binds
@@ -371,21 +276,4 @@ func serverPin(tm *certs.Manager) func() string {
 		return nil
 	}
 	return tm.Pin
-}
-
-// citySigner lets the uplink have the city CA sign the edge's certificate;
-// nil (no HTTPS) asks for nothing.
-func citySigner(tm *certs.Manager) uplink.CertSigner {
-	if tm == nil {
-		return nil
-	}
-	return tm
-}
-
-// edgeURL is the address terminals are told to use: HTTPS when it is on.
-func edgeURL(port, httpsPort int) string {
-	if httpsPort != 0 {
-		return "https://<this host>:" + strconv.Itoa(httpsPort)
-	}
-	return "http://<this host>:" + strconv.Itoa(port)
 }

@@ -75,6 +75,8 @@ func Stop() {
 	}
 }
 
+// start connects to $CAMPUSEDGE_TEST_PG, or else starts a throw-away
+// cluster.
 func start() (*Server, error) {
 	if u := os.Getenv("CAMPUSEDGE_TEST_PG"); u != "" {
 		cfg, err := pgx.ParseConfig(u)
@@ -89,27 +91,25 @@ func start() (*Server, error) {
 	if len(bins) == 0 {
 		return nil, fmt.Errorf("initdb not found under /usr/lib/postgresql")
 	}
-	bin := filepath.Dir(bins[len(bins)-1])
 	dir, err := os.MkdirTemp("", "campusedge-pg-")
 	if err != nil {
 		return nil, err
 	}
-	// PostgreSQL refuses to run as root: as root, own the dir by postgres
-	// and run the server as that user.
-	var cred *syscall.Credential
-	if os.Geteuid() == 0 {
-		u, err := user.Lookup("postgres")
-		if err != nil {
-			_ = os.RemoveAll(dir)
-			return nil, fmt.Errorf("running as root and no postgres user: %w", err)
-		}
-		uid, _ := strconv.Atoi(u.Uid)
-		gid, _ := strconv.Atoi(u.Gid)
-		if err := os.Chown(dir, uid, gid); err != nil {
-			_ = os.RemoveAll(dir)
-			return nil, err
-		}
-		cred = &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}
+	s, err := startCluster(filepath.Dir(bins[len(bins)-1]), dir)
+	if err != nil {
+		_ = os.RemoveAll(dir)
+		return nil, err
+	}
+	return s, nil
+}
+
+// startCluster creates a cluster in dir with the PostgreSQL binaries in
+// bin, starts its server on a free port of 127.0.0.1 and waits until it
+// takes connections.
+func startCluster(bin, dir string) (*Server, error) {
+	cred, err := serverCredential(dir)
+	if err != nil {
+		return nil, err
 	}
 	command := func(name string, args ...string) *exec.Cmd {
 		c := exec.Command(filepath.Join(bin, name), args...)
@@ -120,26 +120,22 @@ func start() (*Server, error) {
 	}
 	data := filepath.Join(dir, "data")
 	if out, err := command("initdb", "-D", data, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync").CombinedOutput(); err != nil {
-		_ = os.RemoveAll(dir)
 		return nil, fmt.Errorf("initdb: %w: %s", err, out)
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		_ = os.RemoveAll(dir)
 		return nil, err
 	}
 	port := ln.Addr().(*net.TCPAddr).Port
 	_ = ln.Close()
 	logf, err := os.Create(filepath.Join(dir, "log"))
 	if err != nil {
-		_ = os.RemoveAll(dir)
 		return nil, err
 	}
 	srvCmd := command("postgres", "-D", data, "-c", "listen_addresses=127.0.0.1", "-p", strconv.Itoa(port),
 		"-k", dir, "-c", "max_connections=200", "-c", "shared_buffers=32MB")
 	srvCmd.Stdout, srvCmd.Stderr = logf, logf
 	if err := srvCmd.Start(); err != nil {
-		_ = os.RemoveAll(dir)
 		return nil, fmt.Errorf("start postgres: %w", err)
 	}
 	exited := make(chan struct{})
@@ -158,25 +154,51 @@ func start() (*Server, error) {
 	url := func(db string) string {
 		return fmt.Sprintf("postgres://postgres@127.0.0.1:%d/%s?sslmode=disable", port, db)
 	}
+	if err := waitReady(url("postgres"), exited, filepath.Join(dir, "log")); err != nil {
+		stop()
+		return nil, err
+	}
+	return &Server{URL: url, stop: stop}, nil
+}
+
+// serverCredential is who the server runs as: PostgreSQL refuses to run
+// as root, so as root it chowns dir to the postgres user and runs as that
+// user; otherwise nil, as ourselves.
+func serverCredential(dir string) (*syscall.Credential, error) {
+	if os.Geteuid() != 0 {
+		return nil, nil
+	}
+	u, err := user.Lookup("postgres")
+	if err != nil {
+		return nil, fmt.Errorf("running as root and no postgres user: %w", err)
+	}
+	uid, _ := strconv.Atoi(u.Uid)
+	gid, _ := strconv.Atoi(u.Gid)
+	if err := os.Chown(dir, uid, gid); err != nil {
+		return nil, err
+	}
+	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}, nil
+}
+
+// waitReady polls url until the server takes a connection, for at most
+// 30 s; if the server exits first, the error carries its log.
+func waitReady(url string, exited <-chan struct{}, logPath string) error {
 	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		c, err := pgx.Connect(ctx, url("postgres"))
+		c, err := pgx.Connect(ctx, url)
 		cancel()
 		if err == nil {
 			_ = c.Close(context.Background())
-			break
+			return nil
 		}
 		select {
 		case <-exited:
-			log, _ := os.ReadFile(filepath.Join(dir, "log"))
-			stop()
-			return nil, fmt.Errorf("postgres exited at start: %s", log)
+			log, _ := os.ReadFile(logPath)
+			return fmt.Errorf("postgres exited at start: %s", log)
 		default:
 		}
 		if time.Now().After(deadline) {
-			stop()
-			return nil, fmt.Errorf("postgres not ready in 30 s: %w", err)
+			return fmt.Errorf("postgres not ready in 30 s: %w", err)
 		}
 	}
-	return &Server{URL: url, stop: stop}, nil
 }

@@ -1,0 +1,167 @@
+package appliance
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/json"
+	"fmt"
+	"path/filepath"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/campusedge/campusedge/classroom"
+	"github.com/campusedge/campusedge/classroom/attendance"
+	"github.com/campusedge/campusedge/classroom/learning"
+	"github.com/campusedge/campusedge/classroom/session"
+	"github.com/campusedge/campusedge/edge/cache"
+	"github.com/campusedge/campusedge/edge/certs"
+	"github.com/campusedge/campusedge/sync/outbox"
+	"github.com/campusedge/campusedge/sync/schooldata"
+	"github.com/campusedge/campusedge/sync/timetable"
+	"github.com/campusedge/campusedge/sync/uplink"
+)
+
+// startCapabilities mounts what the appliance does on the API server, in
+// the order they depend on each other: the resource cache, live classes
+// (which play the cache's lessons), firmware (which waits for live
+// classes) and sync with the city (which feeds the cache and the live
+// classes' timetable). Each closes before the store, in reverse order.
+func (a *appliance) startCapabilities(ctx context.Context) error {
+	if err := a.startCache(ctx); err != nil {
+		return err
+	}
+	if err := a.mountLive(); err != nil {
+		return err
+	}
+	// Firmware updates (firmware/): GET /api/v1/firmware; the updater runs with -fw-root.
+	if err := mountFirmware(ctx, a.cfg, a.srv, a.id.ID, a.fl, a.live, a.restart, a.hc, a.log.With("component", "firmware")); err != nil {
+		return err
+	}
+	a.startSync(ctx)
+	return nil
+}
+
+// startCache sets up the hub client and starts the resource cache.
+func (a *appliance) startCache(ctx context.Context) error {
+	cfg := a.cfg
+	quota, _ := cache.ParseSize(cfg.CacheQuota) // validated by config
+	upMax, _ := cache.ParseSize(cfg.CacheUploadMax)
+	bw, _ := cache.ParseSchedule(cfg.CacheBandwidth)
+	if cfg.CloudCA != "" {
+		var err error
+		if a.cloudCA, err = certs.ReadRootsFile(cfg.CloudCA); err != nil {
+			return fmt.Errorf("-cloud-ca: %w", err)
+		}
+	}
+	// Every edge→hub request: an https:// hub only by the key pinned at
+	// enrolment, or by CA (system roots + -cloud-ca) when enrolled without a pin.
+	a.hc = uplink.HubClient(a.st.DB(), a.cloudCA)
+	rc, err := cache.New(cache.Config{DB: a.st.DB(), DataDir: cfg.DataDir, Hub: cfg.Cloud, Client: a.hc, Logger: a.log.With("component", "cache"),
+		Quota: quota, Bandwidth: bw, UploadMax: upMax, PrefetchHorizon: time.Duration(cfg.CachePrefetchDays) * 24 * time.Hour})
+	if err != nil {
+		return err
+	}
+	a.rc = rc
+	a.onClose(rc.Close) // before the store closes: downloads and sync write to it
+	rc.Register(a.srv)
+	rc.Start(ctx) // catalogue sync; a no-op without -cloud
+	return nil
+}
+
+// mountLive mounts live classes: sessions, SFU, WHIP/WHEP (classroom/).
+func (a *appliance) mountLive() error {
+	db, fl := a.st.DB(), a.fl
+	// Quiz answers and attendance are learning records, each appended to the
+	// sync outbox in the same transaction (swap outbox.AppendTx to reroute).
+	learn := learning.New(db, outbox.AppendTx, nil)
+	roster := &attendance.Source{DB: db, Docs: func(kind string) ([]byte, error) { return uplink.Doc(db, kind) },
+		Room: func(cid string) string { c, _ := fl.Classroom(cid); return c.RoomCode }}
+	live, err := classroom.Mount(classroom.Config{Server: a.srv, IsAdmin: a.id.CheckAdminToken, Listen: a.cfg.Listen, EdgeID: a.id.ID, Logger: a.log.With("component", "live"),
+		Lessons: a.rc, RecordDir: filepath.Join(a.cfg.DataDir, "recordings"),
+		Classroom: func(cid string) error { _, err := fl.Classroom(cid); return err },
+		Learning:  learn, Attendance: roster,
+		TerminalClassroom: func(tok string) (string, error) { t, err := fl.Authenticate(tok); return t.ClassroomID, err },
+		ClassroomName:     func(cid string) string { c, _ := fl.Classroom(cid); return c.Name },
+		UpstreamRoots:     upstreamRoots(a.tm)})
+	if err != nil {
+		return err
+	}
+	a.live = live
+	a.onClose(live.Close) // runs before the store closes
+	return nil
+}
+
+// startSync starts sync with the city (sync/): the outbox every capability
+// appends to, the uplink/downlink to -cloud, and what follows the
+// timetable it brings (the cache's prefetch, scheduled sessions). All stop
+// before the store closes.
+func (a *appliance) startSync(ctx context.Context) {
+	cfg, db := a.cfg, a.st.DB()
+	ob := outbox.New(outbox.Config{DB: db})
+	a.onClose(func() { _ = ob.Close() })
+	// A timetable from the downlink drives the cache's prefetch: the feeder
+	// runs after the document's transaction commits (bbolt has one writer,
+	// so the cache cannot write inside the downlink's transaction).
+	ttChanged := make(chan struct{}, 1)
+	applyDoc := func(tx *bolt.Tx, kind string, _ []byte) error {
+		if kind == schooldata.KindTimetable {
+			tx.OnCommit(func() {
+				select {
+				case ttChanged <- struct{}{}:
+				default:
+				}
+			})
+		}
+		return nil
+	}
+	up := uplink.New(uplink.Config{Hub: cfg.Cloud, CloudCA: a.cloudCA, DB: db, Outbox: ob, Identity: a.id, Client: a.hc, Certs: citySigner(a.tm),
+		RateBytes: cfg.SyncRate, Apply: applyDoc, Logger: a.log.With("component", "sync")})
+	up.Register(a.srv)
+	a.checks["sync"] = up.Check // set before HTTP serves: the map is read-only from then on
+	if en, ok, err := uplink.LoadEnrolment(db); err == nil && ok && en.School != cfg.School {
+		a.log.Warn("this edge is enrolled for another school code than -school; records go to the enrolled school", "enrolled_school", en.School, "school_flag", cfg.School)
+	}
+	syncCtx, stopSync := context.WithCancel(ctx)
+	syncDone := make(chan struct{})
+	go func() { defer close(syncDone); up.Run(syncCtx) }()
+	feeder := &timetable.Feeder{Doc: func() ([]byte, error) { return uplink.Doc(db, schooldata.KindTimetable) },
+		Cache: a.rc, Days: cfg.CachePrefetchDays, Loc: time.Local, Now: time.Now, Every: time.Hour, Log: a.log.With("component", "timetable")}
+	// Sessions tied to a timetable period start when it begins, and follow
+	// the timetable when a new one arrives.
+	a.live.Sessions.SetPeriodClock(func(p session.Period, after time.Time) (time.Time, bool) {
+		doc, err := uplink.Doc(db, schooldata.KindTimetable)
+		if err != nil || doc == nil {
+			return time.Time{}, false
+		}
+		var tt schooldata.Timetable
+		if json.Unmarshal(doc, &tt) != nil {
+			return time.Time{}, false
+		}
+		return timetable.NextStart(tt, p.Day, p.Period, p.Room, after, time.Local)
+	})
+	feeder.OnSync = a.live.Sessions.Reschedule
+	feederDone, scheduleDone := make(chan struct{}), make(chan struct{})
+	go func() { defer close(feederDone); feeder.Run(syncCtx, ttChanged) }()
+	go func() { defer close(scheduleDone); a.live.RunSchedule(syncCtx) }()
+	a.onClose(func() { stopSync(); <-syncDone; <-feederDone; <-scheduleDone })
+}
+
+// upstreamRoots are the CAs the cascade trusts for another edge: the
+// system's and the root this edge's own certificate chains to (the city
+// root once the city signed it, so city-signed edges trust each other).
+func upstreamRoots(tm *certs.Manager) func() *x509.CertPool {
+	if tm == nil {
+		return nil
+	}
+	return func() *x509.CertPool { return certs.RootsWith(tm.CAPEM()) }
+}
+
+// citySigner lets the uplink have the city CA sign the edge's certificate;
+// nil (no HTTPS) asks for nothing.
+func citySigner(tm *certs.Manager) uplink.CertSigner {
+	if tm == nil {
+		return nil
+	}
+	return tm
+}

@@ -1,0 +1,105 @@
+package appliance
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/campusedge/campusedge/edge/buildinfo"
+	"github.com/campusedge/campusedge/edge/discovery"
+)
+
+// serve starts HTTP (and HTTPS) on the bound listeners, advertises the
+// edge over DNS-SD and tells the caller it is ready.
+func (a *appliance) serve(ctx context.Context, opts Options) error {
+	cfg, log := a.cfg, a.log
+	a.hs = &http.Server{
+		Handler:           plainHTTP{next: a.srv, httpsPort: a.httpsPort, redirect: cfg.HTTPSRedirect},
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+	}
+	a.serveErr = make(chan error, 2)
+	go func() { a.serveErr <- a.hs.Serve(a.ln) }()
+	log.Info("listening", "addr", a.ln.Addr().String(), "edge_id", a.id.ID, "version", buildinfo.Version)
+	if a.tln != nil {
+		a.hss = &http.Server{
+			Handler:           a.srv,
+			TLSConfig:         a.tm.TLSConfig(),
+			ReadHeaderTimeout: 10 * time.Second,
+			IdleTimeout:       120 * time.Second,
+			ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+		}
+		go a.tm.Run(ctx)
+		// ServeTLS (not Serve on a tls listener) so that HTTP/2 is set up.
+		go func() { a.serveErr <- a.hss.ServeTLS(a.tln, "", "") }()
+		st := a.tm.Status()
+		log.Info("listening https", "addr", a.tln.Addr().String(), "certificate", st.Source, "spki_pin", st.Pin, "fingerprint", st.Fingerprint)
+	}
+
+	if cfg.MDNS {
+		adv, err := discovery.Advertise(ctx, discovery.Config{
+			Instance:   discovery.InstanceName(a.schoolName),
+			Port:       a.port,
+			Info:       discovery.Info{Version: "1", EdgeID: a.id.ID, School: cfg.School, API: "/api/v1", HTTPSPort: a.httpsPort},
+			Interfaces: cfg.MDNSInterfaces,
+			Logger:     log.With("component", "discovery"),
+		})
+		if err != nil {
+			_ = a.hs.Close()
+			if a.hss != nil {
+				_ = a.hss.Close()
+			}
+			return fmt.Errorf("DNS-SD: %w", err)
+		}
+		a.advp.Store(adv)
+	} else {
+		log.Info("DNS-SD advertisement off (-mdns=false); terminals need -edge URL", "url", edgeURL(a.port, a.httpsPort))
+	}
+	if opts.Ready != nil {
+		opts.Ready(a.ln.Addr())
+	}
+	if opts.ReadyTLS != nil && a.tln != nil {
+		opts.ReadyTLS(a.tln.Addr(), a.tm)
+	}
+	return nil
+}
+
+// shutdown stops serving in order: control connections closed, listeners
+// closed and in-flight requests finished, then the DNS-SD goodbye. The
+// capabilities and the store close after it, when Run returns.
+func (a *appliance) shutdown() {
+	log := a.log
+	log.Info("shutting down")
+	shutCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	// Stop accepting and finish in-flight requests; hijacked WebSockets are
+	// not tracked by Shutdown, so close them explicitly (terminals reconnect).
+	a.srv.CloseControl()
+	if err := a.hs.Shutdown(shutCtx); err != nil {
+		log.Warn("HTTP shutdown incomplete", "err", err)
+	}
+	if a.hss != nil {
+		if err := a.hss.Shutdown(shutCtx); err != nil {
+			log.Warn("HTTPS shutdown incomplete", "err", err)
+		}
+	}
+	if adv := a.advp.Load(); adv != nil {
+		if err := adv.Close(); err != nil {
+			log.Warn("DNS-SD goodbye", "err", err)
+		} else {
+			log.Info("DNS-SD goodbye sent")
+		}
+	}
+}
+
+// edgeURL is the address terminals are told to use: HTTPS when it is on.
+func edgeURL(port, httpsPort int) string {
+	if httpsPort != 0 {
+		return "https://<this host>:" + strconv.Itoa(httpsPort)
+	}
+	return "http://<this host>:" + strconv.Itoa(port)
+}
