@@ -141,8 +141,6 @@ type Class struct {
 	Students []Student `json:"students"`
 }
 
-var days = []string{"sun", "mon", "tue", "wed", "thu", "fri", "sat"}
-
 // Class returns who is expected in classroomID at time at. group, when not
 // empty, names the group directly; otherwise the timetable slot of the
 // classroom's room at that time decides, and failing that a homeroom named
@@ -203,7 +201,7 @@ func (s *Source) slot(room, classroomID string, at time.Time) (schooldata.Slot, 
 		loc = time.Local
 	}
 	at = at.In(loc)
-	day := days[at.Weekday()]
+	day := schooldata.DayName(at.Weekday())
 	hm := at.Format("15:04")
 	for _, sl := range tt.Slots {
 		if sl.Day != day || (sl.Room != room && sl.Room != classroomID) || sl.Room == "" {

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/campusedge/campusedge/sync/schooldata"
 )
 
 // Period names a lesson period of the school's timetable: a session tied
@@ -17,9 +19,7 @@ type Period struct {
 
 // Validate checks a period reference's shape.
 func (p Period) Validate() error {
-	switch strings.ToLower(p.Day) {
-	case "mon", "tue", "wed", "thu", "fri", "sat", "sun":
-	default:
+	if _, ok := schooldata.ParseDay(strings.ToLower(p.Day)); !ok {
 		return fmt.Errorf("%w: period day %q must be one of mon … sun", ErrInvalid, p.Day)
 	}
 	if p.Period < 1 || p.Period > 20 {

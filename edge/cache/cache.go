@@ -17,9 +17,9 @@ package cache
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -111,33 +111,32 @@ type Config struct {
 	Now func() time.Time
 }
 
-// Cache is the resource cache.
+// Cache is the resource cache: a thin facade over the parts that each do
+// one job, wired together in New.
+//
+//	index       the catalogue in the store and its sync from the hub (sync.go)
+//	downloads   hub downloads in flight and their readers (download.go, fetch.go, stream.go)
+//	space       quota, free space, eviction, blob readers (space.go)
+//	policy      pins and timetable: what is wanted (policy.go)
+//	prefetch    fetching what is wanted ahead of need (prefetch.go)
+//	uploads     school-made resources and their upload to the hub (upload.go)
+//
+// The facade serves /media and the cache API (http.go, status.go).
 type Cache struct {
 	cfg    Config
 	log    *slog.Logger
-	client *http.Client
-	blobs  string
-
-	ctx    context.Context // lifetime of downloads: not any one request's
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
-
-	mu          sync.Mutex
-	inflight    map[string]*download
-	failures    map[string]failure
-	retries     map[string]retryState
-	prefetching map[string]bool
-	syncSt      SyncStatus
-	upSt        map[string]string // upload id -> last error
-
-	spaceMu  sync.Mutex
-	readers  map[string]int   // blob sum -> open readers
-	reserved map[string]int64 // id -> bytes reserved by a download in flight
-
+	layout layout
 	shaper *shaper
-	dlSlot chan struct{} // one per hub download running (MaxDownloads)
-	kick   chan struct{} // wakes the prefetcher
-	upKick chan struct{} // wakes the uploader
+
+	index     *index
+	downloads *downloader
+	space     *space
+	policy    *policy
+	prefetch  *prefetcher
+	uploads   *uploader
+
+	ctx context.Context // the cache's lifetime; Close ends it
+	wg  sync.WaitGroup  // loops and downloads
 
 	metrics metrics
 }
@@ -146,13 +145,6 @@ type metrics struct {
 	requests      *prometheus.CounterVec
 	upstreamBytes prometheus.Counter
 	evictions     prometheus.Counter
-}
-
-// SyncStatus is the catalogue sync's state, reported in the API.
-type SyncStatus struct {
-	LastSuccess time.Time `json:"last_success,omitzero"`
-	LastError   string    `json:"last_error,omitempty"`
-	LastAttempt time.Time `json:"last_attempt,omitzero"`
 }
 
 // New makes a cache; call Start to begin syncing and Close to stop.
@@ -184,65 +176,60 @@ func New(cfg Config) (*Cache, error) {
 	if cfg.UploadInterval <= 0 {
 		cfg.UploadInterval = time.Minute
 	}
-	c := &Cache{cfg: cfg, log: cfg.Logger, client: cfg.Client, blobs: filepath.Join(cfg.DataDir, "blobs"),
-		inflight: map[string]*download{}, failures: map[string]failure{}, retries: map[string]retryState{}, prefetching: map[string]bool{},
-		upSt: map[string]string{}, readers: map[string]int{}, reserved: map[string]int64{},
-		shaper: newShaper(cfg.Bandwidth, cfg.Now), dlSlot: make(chan struct{}, cfg.MaxDownloads), kick: make(chan struct{}, 1), upKick: make(chan struct{}, 1)}
-	c.metrics.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "campusedge_media_requests_total", Help: "GET/HEAD /media requests by outcome: hit (served from disk), miss (fetched from the hub first), head_uncached, refused (bad id or unknown item), error.",
-	}, []string{"outcome"})
-	c.metrics.upstreamBytes = prometheus.NewCounter(prometheus.CounterOpts{
-		Name: "campusedge_media_upstream_bytes_total", Help: "Resource bytes received from the hub (WAN cost of the cache).",
-	})
-	c.metrics.evictions = prometheus.NewCounter(prometheus.CounterOpts{
-		Name: "campusedge_media_evictions_total", Help: "Cached resources removed to make room (least recently used, unpinned, not being read).",
-	})
-	if c.client == nil {
-		c.client = defaultClient()
+	if cfg.Client == nil {
+		cfg.Client = defaultClient()
 	}
-	c.cfg.Hub = strings.TrimRight(cfg.Hub, "/")
-	if err := os.MkdirAll(filepath.Join(c.blobs, "partial"), 0o700); err != nil {
+	cfg.Hub = strings.TrimRight(cfg.Hub, "/")
+	c := &Cache{cfg: cfg, log: cfg.Logger, layout: layout{blobs: filepath.Join(cfg.DataDir, "blobs")},
+		shaper: newShaper(cfg.Bandwidth, cfg.Now), metrics: newMetrics()}
+	if err := os.MkdirAll(filepath.Join(c.layout.blobs, "partial"), 0o700); err != nil {
 		return nil, fmt.Errorf("create blob dir: %w", err)
 	}
-	c.ctx, c.cancel = context.WithCancel(context.Background())
-	if err := c.reconcile(); err != nil {
+	c.wire()
+	if err := c.downloads.reconcile(c.index.item); err != nil {
 		return nil, err
 	}
-	if err := c.reconcileBlobs(); err != nil {
+	if err := c.space.reconcileBlobs(cfg.DB); err != nil {
 		return nil, fmt.Errorf("reconcile blobs: %w", err)
 	}
 	return c, nil
 }
 
-// reconcile runs at start-up, before anything is served: it removes partial
-// files that no catalogue item owns (bad names, unknown ids, or longer than
-// their item) so they can neither be resumed wrongly nor fill the disk.
-// Verified blobs need no check: they only ever appear by rename.
-func (c *Cache) reconcile() error {
-	dir := filepath.Join(c.blobs, "partial")
-	ents, err := os.ReadDir(dir)
-	if err != nil {
-		return fmt.Errorf("read %s: %w", dir, err)
+// wire makes the parts and connects them: each gets only the functions of
+// the others it needs.
+func (c *Cache) wire() {
+	cfg := c.cfg
+	ctx, cancel := context.WithCancel(context.Background())
+	c.ctx = ctx
+	c.index = &index{db: cfg.DB, hub: cfg.Hub, client: cfg.Client, log: c.log, interval: cfg.SyncInterval}
+	c.space = newSpace(c.layout, cfg.Quota, c.log, c.metrics.evictions, c.protected)
+	c.downloads = &downloader{layout: c.layout, hub: cfg.Hub, client: cfg.Client, log: c.log, space: c.space, shaper: c.shaper,
+		backoff: cfg.RetryBackoff, upstream: c.metrics.upstreamBytes, ctx: ctx, cancel: cancel, wg: &c.wg,
+		slot: make(chan struct{}, cfg.MaxDownloads), inflight: map[string]*download{}, failures: map[string]failure{}}
+	c.policy = &policy{db: cfg.DB, horizon: cfg.PrefetchHorizon, quota: cfg.Quota, log: c.log, item: c.index.item}
+	c.prefetch = newPrefetcher(c.policy, c.layout.state, c.downloads.ensure, c.log, cfg.PrefetchInterval, cfg.PrefetchConcurrency)
+	c.policy.changed = c.prefetch.Kick
+	c.index.changed = func(items []media.Item) {
+		c.downloads.catalogueChanged(items)
+		c.prefetch.Kick()
 	}
-	for _, e := range ents {
-		id, ok := strings.CutSuffix(e.Name(), ".part")
-		keep := ok && e.Type().IsRegular() && media.ValidID(id)
-		if keep {
-			it, found, err := c.item(id)
-			if err != nil {
-				return err
-			}
-			fi, err := e.Info()
-			keep = found && err == nil && fi.Size() <= it.Size
-		}
-		if !keep {
-			c.log.Info("removing orphan partial download", "file", e.Name())
-			if err := os.RemoveAll(filepath.Join(dir, e.Name())); err != nil {
-				return fmt.Errorf("remove orphan %s: %w", e.Name(), err)
-			}
-		}
+	c.uploads = &uploader{layout: c.layout, db: cfg.DB, hub: cfg.Hub, client: cfg.Client, log: c.log, max: cfg.UploadMax,
+		interval: cfg.UploadInterval, space: c.space, shaper: c.shaper, item: c.index.item,
+		kick: make(chan struct{}, 1), errs: map[string]string{}}
+}
+
+func newMetrics() metrics {
+	return metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "campusedge_media_requests_total", Help: "GET/HEAD /media requests by outcome: hit (served from disk), miss (fetched from the hub first), head_uncached, refused (bad id or unknown item), error.",
+		}, []string{"outcome"}),
+		upstreamBytes: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "campusedge_media_upstream_bytes_total", Help: "Resource bytes received from the hub (WAN cost of the cache).",
+		}),
+		evictions: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "campusedge_media_evictions_total", Help: "Cached resources removed to make room (least recently used, unpinned, not being read).",
+		}),
 	}
-	return nil
 }
 
 // defaultClient bounds connecting and waiting for headers; bodies of large
@@ -264,7 +251,7 @@ func (c *Cache) Start(ctx context.Context) {
 	if c.cfg.Hub == "" {
 		return
 	}
-	for _, loop := range []func(context.Context){c.syncLoop, c.prefetchLoop, c.uploadLoop} {
+	for _, loop := range []func(context.Context){c.index.syncLoop, c.prefetch.prefetchLoop, c.uploads.uploadLoop} {
 		c.wg.Add(1)
 		go func() {
 			defer c.wg.Done()
@@ -285,55 +272,71 @@ func (c *Cache) Start(ctx context.Context) {
 // Close stops syncing and downloads and waits for them to finish, so the
 // store can be closed after it.
 func (c *Cache) Close() {
-	c.mu.Lock() // orders with Ensure's wg.Add
-	c.cancel()
-	c.mu.Unlock()
+	c.downloads.stop()
 	c.wg.Wait()
 }
 
-// item reads one catalogue item from the store.
-func (c *Cache) item(id string) (media.Item, bool, error) {
-	var it media.Item
-	var ok bool
-	err := c.cfg.DB.View(func(tx *bolt.Tx) error {
-		b := tx.Bucket(BucketItems).Get([]byte(id))
-		if b == nil {
-			return nil
+// protected is the set of blob sums that eviction must leave alone:
+// pinned items and items the timetable needs within the prefetch horizon.
+func (c *Cache) protected() (map[string]bool, error) {
+	keep := map[string]bool{}
+	want, err := c.policy.wanted(time.Now())
+	if err != nil {
+		return nil, err
+	}
+	for _, w := range want {
+		keep[w.Item.SHA256] = true
+	}
+	// A local resource the hub does not have yet exists only here.
+	q, err := c.uploads.uploadQueue()
+	if err != nil {
+		return nil, err
+	}
+	for _, e := range q {
+		if it, ok, err := c.index.item(e.ID); err == nil && ok {
+			keep[it.SHA256] = true
 		}
-		ok = true
-		return json.Unmarshal(b, &it)
-	})
-	return it, ok, err
+	}
+	return keep, nil
 }
 
-// blobPath is where item's verified content lives.
-func (c *Cache) blobPath(it media.Item) string { return media.BlobPath(c.blobs, it.SHA256) }
-
-// partialPath is where item's download in progress lives. ids are
-// validated (media.ValidID) before they reach a file name.
-func (c *Cache) partialPath(id string) string {
-	return filepath.Join(c.blobs, "partial", id+".part")
+// Ensure makes sure it is cached, fetching it from the hub if needed. Only
+// one fetch per id runs at a time; concurrent callers share it. The fetch
+// runs on the cache's lifetime, not ctx: a reader that goes away does not
+// abort the download others wait on. Ensure returns when the fetch ends or
+// ctx does.
+func (c *Cache) Ensure(ctx context.Context, it media.Item) error {
+	return c.downloads.ensure(ctx, it)
 }
 
-// State is an item's cache state.
-type State string
+// SyncOnce pulls every catalogue change since the stored cursor; see index.
+func (c *Cache) SyncOnce(ctx context.Context) (int, error) { return c.index.SyncOnce(ctx) }
 
-// States.
-const (
-	Cached  State = "cached"
-	Partial State = "partial"
-	Missing State = "missing"
-)
+// Kick asks the prefetcher to look at the policy now.
+func (c *Cache) Kick() { c.prefetch.Kick() }
 
-// state reports it's state and how many bytes of it are on disk.
-func (c *Cache) state(it media.Item) (State, int64) {
-	if fi, err := os.Stat(c.blobPath(it)); err == nil && fi.Mode().IsRegular() && fi.Size() == it.Size {
-		return Cached, it.Size
-	}
-	if fi, err := os.Stat(c.partialPath(it.ID)); err == nil && fi.Size() > 0 {
-		return Partial, min(fi.Size(), it.Size)
-	}
-	return Missing, 0
+// PutTimetable stores (replacing by id) timetable entries; it is the hook
+// the sync engine feeds. Resources not (yet) in the catalogue are kept and
+// fetched once the catalogue names them.
+func (c *Cache) PutTimetable(entries []TimetableEntry) error { return c.policy.PutTimetable(entries) }
+
+// DeleteTimetable removes an entry; it reports whether it existed.
+func (c *Cache) DeleteTimetable(id string) (bool, error) { return c.policy.DeleteTimetable(id) }
+
+// Timetable lists the stored entries by start time.
+func (c *Cache) Timetable() ([]TimetableEntry, error) { return c.policy.Timetable() }
+
+// SetPin pins id. It fails with ErrPinOverQuota when the pinned items
+// together would not fit the quota.
+func (c *Cache) SetPin(id, by string) (Pin, error) { return c.policy.SetPin(id, by) }
+
+// Unpin removes a pin; it reports whether there was one.
+func (c *Cache) Unpin(id string) (bool, error) { return c.policy.Unpin(id) }
+
+// AddLocal stores a school-made resource read from r and queues it for the
+// hub; see uploader.AddLocal.
+func (c *Cache) AddLocal(ctx context.Context, r io.Reader, declared int64, meta media.Item) (media.Item, error) {
+	return c.uploads.AddLocal(ctx, r, declared, meta)
 }
 
 var errOffline = errors.New("no hub configured (-cloud)")

@@ -2,17 +2,18 @@ package cache
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
+	"log/slog"
 	"net/http"
 	"os"
+	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/campusedge/campusedge/edge/media"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // download is one upstream fetch in flight. Every request for the same id
@@ -109,10 +110,83 @@ const maxAttempts = 6
 // refused without asking the hub again (a catalogue change clears it).
 const corruptHold = 10 * time.Minute
 
+// downloader runs the hub downloads: at most one per item (every request
+// for it joins that one), at most MaxDownloads at once, each resumed from
+// its partial file, and remembers the last failure of each item.
+type downloader struct {
+	layout
+	hub     string
+	client  *http.Client
+	log     *slog.Logger
+	space   *space
+	shaper  *shaper
+	backoff time.Duration // first wait between attempts
+	// upstream counts resource bytes received from the hub.
+	upstream prometheus.Counter
+
+	ctx    context.Context // lifetime of downloads: not any one request's
+	cancel context.CancelFunc
+	wg     *sync.WaitGroup
+
+	slot chan struct{} // one per hub download running
+
+	mu       sync.Mutex
+	inflight map[string]*download
+	failures map[string]failure
+}
+
+// stop cancels every download; the caller waits on wg.
+func (c *downloader) stop() {
+	c.mu.Lock() // orders with begin's wg.Add
+	c.cancel()
+	c.mu.Unlock()
+}
+
+// running is id's download in flight, or nil.
+func (c *downloader) running(id string) *download {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.inflight[id]
+}
+
+// lastFailure is the message of id's last failed download, if any.
+func (c *downloader) lastFailure(id string) (string, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	f, ok := c.failures[id]
+	return f.msg, ok
+}
+
+// busyOrFailed lists the ids downloading now or whose last download failed.
+func (c *downloader) busyOrFailed() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var ids []string
+	for id := range c.inflight {
+		ids = append(ids, id)
+	}
+	for id := range c.failures {
+		ids = append(ids, id)
+	}
+	return ids
+}
+
+// catalogueChanged forgets failures of items that have a new version: it
+// deserves a new try.
+func (c *downloader) catalogueChanged(items []media.Item) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, it := range items {
+		if f, ok := c.failures[it.ID]; ok && f.sha256 != it.SHA256 {
+			delete(c.failures, it.ID)
+		}
+	}
+}
+
 // begin returns the download of it in flight, starting one if none is.
 // It never starts a second fetch of the same id while one runs: there is
 // no time-out after which a waiting reader goes to the hub on its own.
-func (c *Cache) begin(it media.Item) *download {
+func (c *downloader) begin(it media.Item) *download {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if d := c.inflight[it.ID]; d != nil {
@@ -134,13 +208,13 @@ func (c *Cache) begin(it media.Item) *download {
 	go func() {
 		defer c.wg.Done()
 		select { // readers that joined wait with it; none starts its own
-		case c.dlSlot <- struct{}{}:
+		case c.slot <- struct{}{}:
 			d.err = c.fetch(c.ctx, d)
-			<-c.dlSlot
+			<-c.slot
 		case <-c.ctx.Done():
 			d.err = errClosed
 		}
-		c.release(it.ID)
+		c.space.release(it.ID)
 		c.mu.Lock()
 		delete(c.inflight, it.ID)
 		if d.err != nil {
@@ -163,16 +237,13 @@ type failure struct {
 	sha256  string
 }
 
-// Ensure makes sure it is cached, fetching it from the hub if needed. Only
-// one fetch per id runs at a time; concurrent callers share it. The fetch
-// runs on the cache's lifetime, not ctx: a reader that goes away does not
-// abort the download others wait on. Ensure returns when the fetch ends or
-// ctx does.
-func (c *Cache) Ensure(ctx context.Context, it media.Item) error {
+// ensure makes sure it is cached, joining or starting its download; see
+// Cache.Ensure.
+func (c *downloader) ensure(ctx context.Context, it media.Item) error {
 	if st, _ := c.state(it); st == Cached {
 		return nil
 	}
-	if c.cfg.Hub == "" {
+	if c.hub == "" {
 		return errOffline
 	}
 	d := c.begin(it)
@@ -184,221 +255,33 @@ func (c *Cache) Ensure(ctx context.Context, it media.Item) error {
 	}
 }
 
-// fetch downloads d.it with retries and backoff, resuming each time from
-// what is already in the partial file.
-func (c *Cache) fetch(ctx context.Context, d *download) error {
-	it := d.it
-	start := time.Now()
-	backoff := c.cfg.RetryBackoff
-	var err error
-	var highWater int64 // the most bytes ever on disk in this fetch
-	for attempt := 1; attempt <= maxAttempts; attempt++ {
-		var retry bool
-		retry, err = c.fetchOnce(ctx, d)
-		if after := d.snapshot(); err != nil && after.written > highWater {
-			// The attempt got further than any before it: a flaky link
-			// that keeps delivering is not a failing download. (Only new
-			// ground counts, so a hub that keeps sending the same short or
-			// bad prefix still runs out of attempts.)
-			highWater = after.written
-			attempt, backoff = 1, c.cfg.RetryBackoff
-		}
-		if err == nil {
-			c.log.Info("resource cached", "id", it.ID, "bytes", it.Size, "attempts", attempt, "took", time.Since(start).Round(time.Millisecond))
-			return nil
-		}
-		if !retry || ctx.Err() != nil {
-			break
-		}
-		c.log.Warn("resource download interrupted; resuming", "id", it.ID, "attempt", attempt, "err", err, "retry_in", backoff)
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(backoff):
-		}
-		backoff = min(backoff*2, 8*time.Second)
-	}
-	c.log.Error("resource download failed", "id", it.ID, "err", err)
-	return err
-}
-
-// fetchOnce makes one attempt. retry says whether another attempt can help.
-func (c *Cache) fetchOnce(ctx context.Context, d *download) (retry bool, err error) {
-	it := d.it
-	if st, _ := c.state(it); st == Cached {
-		d.update(func() { d.written, d.verified = it.Size, true })
-		return false, nil // e.g. another item with the same content
-	}
-	part := c.partialPath(it.ID)
-	f, err := os.OpenFile(part, os.O_RDWR|os.O_CREATE, 0o600)
+// reconcile runs at start-up, before anything is served: it removes partial
+// files that no catalogue item owns (bad names, unknown ids, or longer than
+// their item) so they can neither be resumed wrongly nor fill the disk.
+// Verified blobs need no check: they only ever appear by rename.
+func (c *downloader) reconcile(item func(id string) (media.Item, bool, error)) error {
+	dir := filepath.Join(c.blobs, "partial")
+	ents, err := os.ReadDir(dir)
 	if err != nil {
-		return false, fmt.Errorf("open partial file: %w", err)
+		return fmt.Errorf("read %s: %w", dir, err)
 	}
-	defer func() {
-		if f != nil {
-			_ = f.Close()
-		}
-	}()
-	fi, err := f.Stat()
-	if err != nil {
-		return false, err
-	}
-	off := fi.Size()
-	if off > it.Size {
-		if err := f.Truncate(0); err != nil {
-			return false, err
-		}
-		off = 0
-	}
-	d.resumeAt(off)
-	resumed := off > 0
-	if need := it.Size - off; need > 0 {
-		if err := c.makeRoom(it, need); err != nil {
-			return false, err
-		}
-	}
-	if off < it.Size {
-		if retry, err := c.fetchRange(ctx, f, d, off); err != nil {
-			return retry, err
-		}
-	} else {
-		d.update(func() { d.live = true })
-	}
-	// Verify the whole file against the catalogue before it counts.
-	if _, err := f.Seek(0, io.SeekStart); err != nil {
-		return false, err
-	}
-	h := sha256.New()
-	n, err := io.Copy(h, f)
-	if err != nil {
-		return true, fmt.Errorf("read partial file: %w", err)
-	}
-	if sum := hex.EncodeToString(h.Sum(nil)); n != it.Size || sum != it.SHA256 {
-		_ = f.Close()
-		f = nil
-		_ = os.Remove(part)
-		d.truncated(0)
-		// A resumed file may hold bytes of an older version or a torn
-		// write: one more attempt from zero is worth it.
-		return resumed, fmt.Errorf("%w: %s: got %d bytes with sha256 %s, catalogue says %d bytes with sha256 %s; the download was discarded", ErrCorrupt, it.ID, n, sum, it.Size, it.SHA256)
-	}
-	if err := f.Sync(); err != nil {
-		return false, fmt.Errorf("fsync partial file: %w", err)
-	}
-	if err := f.Close(); err != nil {
-		return false, err
-	}
-	f = nil
-	if err := media.PlaceBlob(part, c.blobs, it.SHA256); err != nil {
-		return false, fmt.Errorf("store blob: %w", err)
-	}
-	d.update(func() { d.verified = true })
-	return false, nil
-}
-
-// fetchRange appends bytes [off, size) of d.it from the hub to f.
-func (c *Cache) fetchRange(ctx context.Context, f *os.File, d *download, off int64) (retry bool, err error) {
-	it := d.it
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.cfg.Hub+"/api/v1/content/"+it.ID, nil)
-	if err != nil {
-		return false, err
-	}
-	if off > 0 {
-		req.Header.Set("Range", fmt.Sprintf("bytes=%d-", off))
-		req.Header.Set("If-Range", media.ETag(it.SHA256))
-	}
-	resp, err := c.client.Do(req)
-	if err != nil {
-		return true, fmt.Errorf("hub unreachable: %w", err)
-	}
-	defer resp.Body.Close()
-	restart := func() error {
-		if err := f.Truncate(0); err != nil {
-			return err
-		}
-		d.truncated(0)
-		return nil
-	}
-	switch {
-	case resp.StatusCode == http.StatusPartialContent && off > 0:
-		want := fmt.Sprintf("bytes %d-%d/%d", off, it.Size-1, it.Size)
-		if got := resp.Header.Get("Content-Range"); got != want {
-			// Never trust a range we did not ask for: start over.
-			_ = restart()
-			return true, fmt.Errorf("hub answered Content-Range %q, want %q; restarting from zero", got, want)
-		}
-		if resp.ContentLength != it.Size-off {
-			_ = restart()
-			return true, fmt.Errorf("hub answered Content-Length %d for a range of %d bytes; restarting from zero", resp.ContentLength, it.Size-off)
-		}
-	case resp.StatusCode == http.StatusOK:
-		if off > 0 { // the hub ignored the range (or the content changed)
-			if err := restart(); err != nil {
-				return false, err
+	for _, e := range ents {
+		id, ok := strings.CutSuffix(e.Name(), ".part")
+		keep := ok && e.Type().IsRegular() && media.ValidID(id)
+		if keep {
+			it, found, err := item(id)
+			if err != nil {
+				return err
 			}
-			off = 0
+			fi, err := e.Info()
+			keep = found && err == nil && fi.Size() <= it.Size
 		}
-		if resp.ContentLength >= 0 && resp.ContentLength != it.Size {
-			_ = restart()
-			return false, fmt.Errorf("%w: %s: hub sends %d bytes, catalogue says %d", ErrCorrupt, it.ID, resp.ContentLength, it.Size)
-		}
-	case resp.StatusCode == http.StatusRequestedRangeNotSatisfiable:
-		_ = restart()
-		return true, fmt.Errorf("hub refused range from %d (416); restarting from zero", off)
-	default:
-		b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-		transient := resp.StatusCode >= 500 || resp.StatusCode == http.StatusTooManyRequests
-		return transient, fmt.Errorf("hub answered %s for %s: %s", resp.Status, it.ID, b)
-	}
-	if _, err := f.Seek(off, io.SeekStart); err != nil {
-		return false, err
-	}
-	d.update(func() { d.live = true })
-	t := time.AfterFunc(stallTimeout, cancel)
-	defer t.Stop()
-	// Read one byte more than expected so an overlong body is caught.
-	body := io.LimitReader(resp.Body, it.Size-off+1)
-	buf := make([]byte, 32<<10)
-	pos := off
-	lastLog, logged := time.Now(), off
-	for {
-		if time.Since(lastLog) >= progressLogEvery {
-			rate := float64(pos-logged) * 8 / time.Since(lastLog).Seconds()
-			c.log.Info("downloading resource", "id", it.ID, "bytes", pos, "of", it.Size, "percent", pos*100/max(it.Size, 1), "rate_bps", int64(rate))
-			lastLog, logged = time.Now(), pos
-		}
-		n, rerr := body.Read(buf)
-		if n > 0 {
-			t.Reset(stallTimeout)
-			c.metrics.upstreamBytes.Add(float64(n))
-			if pos+int64(n) > it.Size {
-				_ = restart()
-				return false, fmt.Errorf("%w: %s: hub sent more than the catalogue's %d bytes", ErrCorrupt, it.ID, it.Size)
-			}
-			if _, err := f.Write(buf[:n]); err != nil {
-				return false, fmt.Errorf("write partial file: %w", err)
-			}
-			pos += int64(n)
-			d.update(func() { d.written = pos })
-			// The bandwidth schedule paces the WAN by pacing our reads.
-			if err := c.shaper.wait(ctx, n); err != nil {
-				_ = f.Sync()
-				return true, fmt.Errorf("download stopped at byte %d of %d: %w", pos, it.Size, err)
+		if !keep {
+			c.log.Info("removing orphan partial download", "file", e.Name())
+			if err := os.RemoveAll(filepath.Join(dir, e.Name())); err != nil {
+				return fmt.Errorf("remove orphan %s: %w", e.Name(), err)
 			}
 		}
-		if rerr == io.EOF {
-			break
-		}
-		if rerr != nil {
-			_ = f.Sync() // keep what arrived for the next attempt
-			return true, fmt.Errorf("download cut at byte %d of %d: %w", pos, it.Size, rerr)
-		}
 	}
-	if pos < it.Size {
-		_ = f.Sync()
-		return true, fmt.Errorf("download ended at byte %d of %d", pos, it.Size)
-	}
-	return false, nil
+	return nil
 }

@@ -3,6 +3,7 @@ package cache
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"io/fs"
 	"net/http"
@@ -32,22 +33,10 @@ func (c *Cache) Register(s *api.Server) {
 }
 
 func (c *Cache) serveMedia(w http.ResponseWriter, r *http.Request) {
-	id := r.PathValue("id")
 	outcome := "error"
 	defer func() { c.metrics.requests.WithLabelValues(outcome).Inc() }()
-	if !media.ValidID(id) {
-		outcome = "refused"
-		httpapi.WriteError(w, http.StatusBadRequest, "invalid_id", "not a catalogue id (1-64 of a-z, 0-9, '.', '_', '-')")
-		return
-	}
-	it, ok, err := c.item(id)
-	if err != nil {
-		httpapi.WriteError(w, http.StatusInternalServerError, "internal", "could not read the catalogue: "+err.Error())
-		return
-	}
+	it, outcome, ok := c.mediaItem(w, r.PathValue("id"))
 	if !ok {
-		outcome = "refused"
-		httpapi.WriteError(w, http.StatusNotFound, "not_found", "no catalogue item "+id+" (is the catalogue synced? see GET /api/v1/catalog)")
 		return
 	}
 	h := w.Header()
@@ -55,85 +44,114 @@ func (c *Cache) serveMedia(w http.ResponseWriter, r *http.Request) {
 	media.SetServeHeaders(h, it)
 	h.Set("Cache-Control", "public, max-age=86400")
 	h.Set("Accept-Ranges", "bytes")
-	// Fast path for a cached item: one open and one fstat. The reader
-	// count goes up first so eviction cannot remove the blob under us.
-	c.reading(it.SHA256, 1)
-	if f, err := os.Open(c.blobPath(it)); err == nil {
-		if fi, err := f.Stat(); err == nil && fi.Mode().IsRegular() && fi.Size() == it.Size {
-			outcome = "hit"
-			c.touchInfo(it, fi)
-			http.ServeContent(zeroCopy(w), r, "", time.Time{}, f)
-			_ = f.Close()
-			c.reading(it.SHA256, -1)
-			return
-		}
-		_ = f.Close()
-	}
-	c.reading(it.SHA256, -1)
-	retried := false
-again:
-	if st, _ := c.state(it); st != Cached {
-		if etagMatch(r.Header.Get("If-None-Match"), it.SHA256) {
-			outcome = "hit" // the client has the bytes: content-addressed
-			w.WriteHeader(http.StatusNotModified)
-			return
-		}
-		if r.Method == http.MethodHead {
-			outcome = "head_uncached"
-			// Answer from the catalogue; HEAD never costs a WAN fetch.
-			h.Set("Content-Length", strconv.FormatInt(it.Size, 10))
-			w.WriteHeader(http.StatusOK)
-			return
-		}
-		if c.cfg.Hub == "" {
-			outcome = "refused"
-			httpapi.WriteError(w, http.StatusServiceUnavailable, "not_cached", id+" is not cached and no hub is configured (-cloud)")
-			return
-		}
-		// Join (or start) the one download of this item and stream it
-		// as it arrives.
-		d := c.begin(it)
-		rc := http.NewResponseController(w)
-		g, err := c.openGrowing(r.Context(), d, func() { _ = rc.Flush() })
-		if err != nil {
-			return // the client left
-		}
-		if g != nil {
-			defer g.Close()
-			outcome = "miss"
-			c.reading(it.SHA256, 1)
-			defer c.reading(it.SHA256, -1)
-			http.ServeContent(w, r, "", time.Time{}, g)
-			return
-		}
-		if d.err != nil {
-			writeFetchError(w, id, d.err)
-			return
-		}
-		outcome = "miss"
-	} else {
+	if c.serveBlob(w, r, it) == nil { // the fast path: cached
 		outcome = "hit"
-	}
-	c.reading(it.SHA256, 1)
-	f, err := os.Open(c.blobPath(it))
-	if errors.Is(err, fs.ErrNotExist) && !retried {
-		// Evicted between the state check and the open: fetch again.
-		c.reading(it.SHA256, -1)
-		retried = true
-		goto again
-	}
-	if err != nil {
-		c.reading(it.SHA256, -1)
-		outcome = "error"
-		httpapi.WriteError(w, http.StatusInternalServerError, "blob_missing", "the cached file of "+id+" is gone: "+err.Error())
 		return
 	}
+	for retried := false; ; retried = true {
+		outcome = "hit"
+		if st, _ := c.layout.state(it); st != Cached {
+			var done bool
+			if outcome, done = c.serveUncached(w, r, it); done {
+				return
+			}
+		}
+		err := c.serveBlob(w, r, it)
+		if errors.Is(err, fs.ErrNotExist) && !retried {
+			continue // evicted between the state check and the open: fetch again
+		}
+		if err != nil {
+			outcome = "error"
+			httpapi.WriteError(w, http.StatusInternalServerError, "blob_missing", "the cached file of "+it.ID+" is gone: "+err.Error())
+		}
+		return
+	}
+}
+
+// mediaItem finds the catalogue item of a /media request, or answers the
+// request with why not (outcome says how it counts).
+func (c *Cache) mediaItem(w http.ResponseWriter, id string) (it media.Item, outcome string, ok bool) {
+	if !media.ValidID(id) {
+		httpapi.WriteError(w, http.StatusBadRequest, "invalid_id", "not a catalogue id (1-64 of a-z, 0-9, '.', '_', '-')")
+		return it, "refused", false
+	}
+	it, ok, err := c.index.item(id)
+	if err != nil {
+		httpapi.WriteError(w, http.StatusInternalServerError, "internal", "could not read the catalogue: "+err.Error())
+		return it, "error", false
+	}
+	if !ok {
+		httpapi.WriteError(w, http.StatusNotFound, "not_found", "no catalogue item "+id+" (is the catalogue synced? see GET /api/v1/catalog)")
+		return it, "refused", false
+	}
+	return it, "", true
+}
+
+// serveBlob serves the verified blob of it with one open and one fstat.
+// It writes nothing and returns an error when the blob is not there (the
+// error wraps fs.ErrNotExist) or not whole.
+func (c *Cache) serveBlob(w http.ResponseWriter, r *http.Request, it media.Item) error {
+	// The reader count goes up first so eviction cannot remove the blob
+	// under us.
+	c.space.reading(it.SHA256, 1)
+	defer c.space.reading(it.SHA256, -1)
+	f, err := os.Open(c.layout.blobPath(it))
+	if err != nil {
+		return err
+	}
 	defer f.Close()
-	defer c.reading(it.SHA256, -1)
-	c.touch(it)
+	fi, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	if !fi.Mode().IsRegular() || fi.Size() != it.Size {
+		return fmt.Errorf("blob %s is %d bytes, the catalogue says %d", it.SHA256, fi.Size(), it.Size)
+	}
+	c.space.touchInfo(it, fi)
 	// ServeContent does Range, If-None-Match/If-Range and HEAD, and an
 	// *os.File body lets net/http use sendfile.
 	http.ServeContent(zeroCopy(w), r, "", time.Time{}, f)
+	return nil
+}
+
+// serveUncached answers a request for an item that is not cached: from
+// the catalogue (304, HEAD), or by joining its download and streaming it
+// as it arrives. done is false when the download finished and the blob is
+// to be served.
+func (c *Cache) serveUncached(w http.ResponseWriter, r *http.Request, it media.Item) (outcome string, done bool) {
+	if etagMatch(r.Header.Get("If-None-Match"), it.SHA256) {
+		w.WriteHeader(http.StatusNotModified)
+		return "hit", true // the client has the bytes: content-addressed
+	}
+	if r.Method == http.MethodHead {
+		// Answer from the catalogue; HEAD never costs a WAN fetch.
+		w.Header().Set("Content-Length", strconv.FormatInt(it.Size, 10))
+		w.WriteHeader(http.StatusOK)
+		return "head_uncached", true
+	}
+	if c.cfg.Hub == "" {
+		httpapi.WriteError(w, http.StatusServiceUnavailable, "not_cached", it.ID+" is not cached and no hub is configured (-cloud)")
+		return "refused", true
+	}
+	// Join (or start) the one download of this item.
+	d := c.downloads.begin(it)
+	rc := http.NewResponseController(w)
+	g, err := c.downloads.openGrowing(r.Context(), d, func() { _ = rc.Flush() })
+	if err != nil {
+		return "error", true // the client left
+	}
+	if g != nil {
+		defer g.Close()
+		c.space.reading(it.SHA256, 1)
+		defer c.space.reading(it.SHA256, -1)
+		http.ServeContent(w, r, "", time.Time{}, g)
+		return "miss", true
+	}
+	if d.err != nil {
+		writeFetchError(w, it.ID, d.err)
+		return "error", true
+	}
+	return "miss", false
 }
 
 func writeFetchError(w http.ResponseWriter, id string, err error) {
@@ -217,15 +235,10 @@ func (c *Cache) listCatalog(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	for _, it := range matched { // stat outside the transaction
-		st, n := c.state(it)
-		out.Items = append(out.Items, CatalogItem{Item: it, State: st, Bytes: n})
+		st, n := c.layout.state(it)
+		out.Items = append(out.Items, CatalogItem{Item: it, State: st, Bytes: n, Downloading: c.downloads.running(it.ID) != nil})
 	}
-	c.mu.Lock()
-	for i := range out.Items {
-		out.Items[i].Downloading = c.inflight[out.Items[i].ID] != nil
-	}
-	out.Sync = c.syncSt
-	c.mu.Unlock()
+	out.Sync = c.index.status()
 	httpapi.WriteJSON(w, http.StatusOK, out)
 }
 

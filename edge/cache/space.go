@@ -5,43 +5,63 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/campusedge/campusedge/edge/fsutil"
 	"github.com/campusedge/campusedge/edge/media"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // ErrPinOverQuota means the pinned items together would not fit the quota.
 var ErrPinOverQuota = errors.New("pinned items would exceed the cache quota")
 
+// space keeps the cache within its quota and the disk's free space: it
+// reserves room for each download before a byte is fetched, evicts the
+// least recently used blobs nobody is reading and the policy does not
+// protect, and reports usage.
+type space struct {
+	layout
+	quota     int64
+	log       *slog.Logger
+	evictions prometheus.Counter
+	// protected lists the blob sums eviction must leave alone (pinned,
+	// timetabled, waiting for upload); the facade combines the policy and
+	// the upload queue.
+	protected func() (map[string]bool, error)
+
+	mu       sync.Mutex
+	readers  map[string]int   // blob sum -> open readers
+	reserved map[string]int64 // id -> bytes reserved by a download in flight
+}
+
+func newSpace(l layout, quota int64, log *slog.Logger, evictions prometheus.Counter, protected func() (map[string]bool, error)) *space {
+	return &space{layout: l, quota: quota, log: log, evictions: evictions, protected: protected,
+		readers: map[string]int{}, reserved: map[string]int64{}}
+}
+
 // reading counts readers of a blob; a blob being read is never evicted.
-func (c *Cache) reading(sum string, delta int) {
-	c.spaceMu.Lock()
-	defer c.spaceMu.Unlock()
+func (c *space) reading(sum string, delta int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	c.readers[sum] += delta
 	if c.readers[sum] <= 0 {
 		delete(c.readers, sum)
 	}
 }
 
-// touch marks it as used now, for least-recently-used eviction. The blob's
-// mtime is the record: no store write on the serving path, and it survives
-// a restart. It is updated at most once a minute per blob.
-func (c *Cache) touch(it media.Item) {
-	if fi, err := os.Stat(c.blobPath(it)); err == nil {
-		c.touchInfo(it, fi)
-	}
-}
-
-// touchInfo is touch with the blob's FileInfo already at hand.
-func (c *Cache) touchInfo(it media.Item, fi os.FileInfo) {
+// touchInfo marks it as used now, for least-recently-used eviction. The
+// blob's mtime is the record: no store write on the serving path, and it
+// survives a restart. It is updated at most once a minute per blob.
+func (c *space) touchInfo(it media.Item, fi os.FileInfo) {
 	if now := time.Now(); now.Sub(fi.ModTime()) > time.Minute {
 		_ = os.Chtimes(c.blobPath(it), now, now)
 	}
@@ -55,7 +75,7 @@ type blobInfo struct {
 }
 
 // scanBlobs lists the verified blobs.
-func (c *Cache) scanBlobs() ([]blobInfo, error) {
+func (c *space) scanBlobs() ([]blobInfo, error) {
 	var out []blobInfo
 	root := filepath.Join(c.blobs, "sha256")
 	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
@@ -78,7 +98,7 @@ func (c *Cache) scanBlobs() ([]blobInfo, error) {
 }
 
 // partialBytes sums the partial files of downloads not in flight.
-func (c *Cache) partialBytes(skip map[string]int64) int64 {
+func (c *space) partialBytes(skip map[string]int64) int64 {
 	var n int64
 	ents, _ := os.ReadDir(filepath.Join(c.blobs, "partial"))
 	for _, e := range ents {
@@ -107,7 +127,7 @@ type Usage struct {
 	Blobs int   `json:"blobs"`
 }
 
-func (c *Cache) usage() (Usage, error) {
+func (c *space) usage() (Usage, error) {
 	blobs, err := c.scanBlobs()
 	if err != nil {
 		return Usage{}, err
@@ -116,54 +136,30 @@ func (c *Cache) usage() (Usage, error) {
 	if err != nil {
 		return Usage{}, err
 	}
-	u := Usage{Quota: c.cfg.Quota, Blobs: len(blobs)}
+	u := Usage{Quota: c.quota, Blobs: len(blobs)}
 	for _, b := range blobs {
 		u.Used += b.size
 		if keep[b.sum] {
 			u.Pinned += b.size
 		}
 	}
-	c.spaceMu.Lock()
+	c.mu.Lock()
 	for _, n := range c.reserved {
 		u.Used += n
 	}
 	u.Used += c.partialBytes(c.reserved)
-	c.spaceMu.Unlock()
+	c.mu.Unlock()
 	if free, err := fsutil.FreeBytes(c.blobs); err == nil {
 		u.Free = max(0, free-spaceReserve)
 	}
 	return u, nil
 }
 
-// protected is the set of blob sums that eviction must leave alone:
-// pinned items and items the timetable needs within the prefetch horizon.
-func (c *Cache) protected() (map[string]bool, error) {
-	keep := map[string]bool{}
-	want, err := c.wanted(time.Now())
-	if err != nil {
-		return nil, err
-	}
-	for _, w := range want {
-		keep[w.Item.SHA256] = true
-	}
-	// A local resource the hub does not have yet exists only here.
-	q, err := c.uploadQueue()
-	if err != nil {
-		return nil, err
-	}
-	for _, e := range q {
-		if it, ok, err := c.item(e.ID); err == nil && ok {
-			keep[it.SHA256] = true
-		}
-	}
-	return keep, nil
-}
-
 // makeRoom reserves space for the rest of a download of it (need bytes),
 // evicting least-recently-used unprotected blobs that nobody is reading if
 // the quota or the disk requires it. It fails with a clear error, before
 // any byte is fetched, when that is not enough.
-func (c *Cache) makeRoom(it media.Item, need int64) error {
+func (c *space) makeRoom(it media.Item, need int64) error {
 	keep, err := c.protected()
 	if err != nil {
 		return err
@@ -172,8 +168,8 @@ func (c *Cache) makeRoom(it media.Item, need int64) error {
 	if err != nil {
 		return fmt.Errorf("scan blobs: %w", err)
 	}
-	c.spaceMu.Lock()
-	defer c.spaceMu.Unlock()
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	var used int64
 	for _, b := range blobs {
 		used += b.size
@@ -206,7 +202,7 @@ func (c *Cache) makeRoom(it media.Item, need int64) error {
 	}
 	sort.Slice(blobs, func(i, j int) bool { return blobs[i].used.Before(blobs[j].used) })
 	over := func() bool {
-		return c.cfg.Quota > 0 && used+it.Size > c.cfg.Quota || free < need
+		return c.quota > 0 && used+it.Size > c.quota || free < need
 	}
 	for _, b := range blobs {
 		if !over() {
@@ -219,12 +215,12 @@ func (c *Cache) makeRoom(it media.Item, need int64) error {
 			return fmt.Errorf("evict %s: %w", b.sum, err)
 		}
 		c.log.Info("evicted resource to make room", "sha256", b.sum, "bytes", b.size, "last_used", b.used.Format(time.RFC3339), "for", it.ID)
-		c.metrics.evictions.Inc()
+		c.evictions.Inc()
 		used -= b.size
 		free += b.size
 	}
-	if c.cfg.Quota > 0 && used+it.Size > c.cfg.Quota {
-		return fmt.Errorf("%w: %s needs %d bytes but the cache quota is %d and %d are held by pinned, timetabled or in-use items; unpin something or raise -cache-quota", ErrNoSpace, it.ID, it.Size, c.cfg.Quota, used)
+	if c.quota > 0 && used+it.Size > c.quota {
+		return fmt.Errorf("%w: %s needs %d bytes but the cache quota is %d and %d are held by pinned, timetabled or in-use items; unpin something or raise -cache-quota", ErrNoSpace, it.ID, it.Size, c.quota, used)
 	}
 	if free < need {
 		return fmt.Errorf("%w: %s needs %d more bytes (has %d), the disk has %d free after the %d reserve; free disk space or unpin items", ErrNoSpace, it.ID, need, have, max(0, free), int64(spaceReserve))
@@ -234,10 +230,10 @@ func (c *Cache) makeRoom(it media.Item, need int64) error {
 }
 
 // release drops the space reservation of a download that ended.
-func (c *Cache) release(id string) {
-	c.spaceMu.Lock()
+func (c *space) release(id string) {
+	c.mu.Lock()
 	delete(c.reserved, id)
-	c.spaceMu.Unlock()
+	c.mu.Unlock()
 }
 
 // reconcileBlobs runs at start-up: it removes temp files, blobs that no
@@ -245,9 +241,9 @@ func (c *Cache) release(id string) {
 // every item that names them (torn or foreign files). Items whose blob is
 // missing need no change: their state is read from the disk, so they show
 // as not cached.
-func (c *Cache) reconcileBlobs() error {
+func (c *space) reconcileBlobs(db *bolt.DB) error {
 	sizes := map[string]int64{}
-	err := c.cfg.DB.View(func(tx *bolt.Tx) error {
+	err := db.View(func(tx *bolt.Tx) error {
 		return tx.Bucket(BucketItems).ForEach(func(k, v []byte) error {
 			var it media.Item
 			if err := json.Unmarshal(v, &it); err != nil {

@@ -27,7 +27,7 @@ func putBlob(t *testing.T, c *Cache, id string, content []byte, used time.Time) 
 	t.Helper()
 	h := sha256.Sum256(content)
 	it := media.Item{ID: id, Title: id, MIME: "video/mp4", Size: int64(len(content)), SHA256: hex.EncodeToString(h[:]), Seq: 1}
-	p := media.BlobPath(c.blobs, it.SHA256)
+	p := media.BlobPath(c.layout.blobs, it.SHA256)
 	os.MkdirAll(filepath.Dir(p), 0o700)
 	if err := os.WriteFile(p, content, 0o600); err != nil {
 		t.Fatal(err)
@@ -64,13 +64,13 @@ func TestEvictionSparesReadersAndPins(t *testing.T) {
 	if _, err := c.SetPin("pinned", "test"); err != nil {
 		t.Fatal(err)
 	}
-	c.reading(oldest.SHA256, 1) // a classroom is watching it
+	c.space.reading(oldest.SHA256, 1) // a classroom is watching it
 	next := media.Item{ID: "next", Size: 1500, SHA256: strings.Repeat("b", 64)}
-	if err := c.makeRoom(next, next.Size); err != nil {
+	if err := c.space.makeRoom(next, next.Size); err != nil {
 		t.Fatal(err)
 	}
 	gone := func(it media.Item) bool {
-		_, err := os.Stat(c.blobPath(it))
+		_, err := os.Stat(c.layout.blobPath(it))
 		return errors.Is(err, os.ErrNotExist)
 	}
 	// 4000 used + 1500 > 4000: two blobs must go; oldest is read and
@@ -78,18 +78,18 @@ func TestEvictionSparesReadersAndPins(t *testing.T) {
 	if gone(oldest) || gone(pinned) || !gone(middle) || !gone(newest) {
 		t.Fatalf("after eviction: oldest gone %v, pinned gone %v, middle gone %v, newest gone %v", gone(oldest), gone(pinned), gone(middle), gone(newest))
 	}
-	c.release("next")
+	c.space.release("next")
 	// Nothing else can go: a download that needs more fails clearly.
 	big := media.Item{ID: "big", Size: 2500, SHA256: strings.Repeat("c", 64)}
-	err = c.makeRoom(big, big.Size)
+	err = c.space.makeRoom(big, big.Size)
 	if !errors.Is(err, ErrNoSpace) || !strings.Contains(err.Error(), "quota") {
 		t.Fatalf("makeRoom beyond quota: %v", err)
 	}
 	if gone(oldest) || gone(pinned) {
 		t.Fatal("a read or pinned blob was evicted")
 	}
-	c.reading(oldest.SHA256, -1)
-	if err := c.makeRoom(big, big.Size); err != nil {
+	c.space.reading(oldest.SHA256, -1)
+	if err := c.space.makeRoom(big, big.Size); err != nil {
 		t.Fatalf("after the reader left: %v", err)
 	}
 	if !gone(oldest) || gone(pinned) {
@@ -128,8 +128,8 @@ func TestFreeSpaceCheckedBeforeDownload(t *testing.T) {
 	if time.Since(start) > 2*time.Second {
 		t.Fatalf("took %v: the job must fail at once, not hang", time.Since(start))
 	}
-	if _, err := os.Stat(c.partialPath("huge")); err == nil {
-		if fi, _ := os.Stat(c.partialPath("huge")); fi.Size() > 0 {
+	if _, err := os.Stat(c.layout.partialPath("huge")); err == nil {
+		if fi, _ := os.Stat(c.layout.partialPath("huge")); fi.Size() > 0 {
 			t.Fatal("bytes were written")
 		}
 	}
@@ -147,21 +147,21 @@ func TestReconcileBlobs(t *testing.T) {
 	}
 	good := putBlob(t, c, "good", rnd(500), time.Now())
 	torn := putBlob(t, c, "torn", rnd(500), time.Now())
-	os.Truncate(c.blobPath(torn), 100)
+	os.Truncate(c.layout.blobPath(torn), 100)
 	orphan := rnd(300)
 	h := sha256.Sum256(orphan)
-	orphanPath := media.BlobPath(c.blobs, hex.EncodeToString(h[:]))
+	orphanPath := media.BlobPath(c.layout.blobs, hex.EncodeToString(h[:]))
 	os.MkdirAll(filepath.Dir(orphanPath), 0o700)
 	os.WriteFile(orphanPath, orphan, 0o600)
-	junk := filepath.Join(c.blobs, "sha256", "zz", "not-a-sum")
+	junk := filepath.Join(c.layout.blobs, "sha256", "zz", "not-a-sum")
 	os.MkdirAll(filepath.Dir(junk), 0o700)
 	os.WriteFile(junk, []byte("x"), 0o600)
-	os.WriteFile(filepath.Join(c.blobs, "tmp", "upload-123"), []byte("half an upload"), 0o600)
+	os.WriteFile(filepath.Join(c.layout.blobs, "tmp", "upload-123"), []byte("half an upload"), 0o600)
 	missing := media.Item{ID: "missing", Title: "m", MIME: "video/mp4", Size: 10, SHA256: strings.Repeat("e", 64), Seq: 1}
 	putItem(t, db, missing)
 	partial := media.Item{ID: "partial", Title: "p", MIME: "video/mp4", Size: 1000, SHA256: strings.Repeat("f", 64), Seq: 1}
 	putItem(t, db, partial)
-	os.WriteFile(c.partialPath("partial"), rnd(1000), 0o600) // complete length, unverified
+	os.WriteFile(c.layout.partialPath("partial"), rnd(1000), 0o600) // complete length, unverified
 	c.Close()
 
 	c, err = New(Config{DB: db, DataDir: dir, Logger: testLog(t)})
@@ -169,14 +169,14 @@ func TestReconcileBlobs(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	for p, want := range map[string]bool{c.blobPath(good): true, c.blobPath(torn): false, orphanPath: false, junk: false, filepath.Join(c.blobs, "tmp", "upload-123"): false, c.partialPath("partial"): true} {
+	for p, want := range map[string]bool{c.layout.blobPath(good): true, c.layout.blobPath(torn): false, orphanPath: false, junk: false, filepath.Join(c.layout.blobs, "tmp", "upload-123"): false, c.layout.partialPath("partial"): true} {
 		_, err := os.Stat(p)
 		if (err == nil) != want {
 			t.Errorf("%s: exists %v, want %v", p, err == nil, want)
 		}
 	}
 	for it, want := range map[media.Item]State{good: Cached, torn: Missing, missing: Missing, partial: Partial} {
-		if st, _ := c.state(it); st != want {
+		if st, _ := c.layout.state(it); st != want {
 			t.Errorf("%s: state %s, want %s", it.ID, st, want)
 		}
 	}
@@ -198,7 +198,7 @@ func TestPrunePastTimetable(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n, err := c.prunePast(now.Add(-pastKeep)); err != nil || n != 1 {
+	if n, err := c.policy.prunePast(now.Add(-pastKeep)); err != nil || n != 1 {
 		t.Fatalf("pruned %d (%v), want 1", n, err)
 	}
 	tt, _ := c.Timetable()
@@ -246,7 +246,7 @@ func TestHostileHubRunsOutOfAttempts(t *testing.T) {
 	if requests > 2*maxAttempts+2 {
 		t.Fatalf("%d hub requests: the retry budget was not bounded", requests)
 	}
-	if st, _ := c.state(it); st == Cached {
+	if st, _ := c.layout.state(it); st == Cached {
 		t.Fatal("short content marked cached")
 	}
 	t.Logf("gave up after %d requests: %v", requests, err)

@@ -74,7 +74,7 @@ type UploadStatus struct {
 // Progress computes the cache's status; the console and tests read it.
 func (c *Cache) Progress() (Status, error) {
 	var st Status
-	u, err := c.usage()
+	u, err := c.space.usage()
 	if err != nil {
 		return st, err
 	}
@@ -82,39 +82,15 @@ func (c *Cache) Progress() (Status, error) {
 	sc, now := c.shaper.current()
 	st.Bandwidth.Schedule, st.Bandwidth.NowBps = sc.String(), now
 	st.Prefetch.HorizonDays = int(c.cfg.PrefetchHorizon / (24 * time.Hour))
-	want, err := c.wanted(time.Now())
+	want, err := c.policy.wanted(time.Now())
 	if err != nil {
 		return st, err
 	}
 	seen := map[string]bool{}
-	add := func(it media.Item, w *Want) ItemProgress {
-		s, n := c.state(it)
-		p := ItemProgress{ID: it.ID, Title: it.Title, Size: it.Size, State: s, Bytes: n}
-		if w != nil {
-			p.Reasons, p.Need = w.Reasons, w.Need
-		}
-		c.mu.Lock()
-		if d := c.inflight[it.ID]; d != nil {
-			p.Downloading = true
-			ds := d.snapshot()
-			p.Bytes = max(p.Bytes, ds.written)
-			if el := time.Since(d.started).Seconds(); el > 0.5 {
-				p.RateBps = int64(float64(ds.written) * 8 / el)
-			}
-		}
-		if f, ok := c.failures[it.ID]; ok {
-			p.Error = f.msg
-		}
-		if rs, ok := c.retries[it.ID]; ok {
-			p.NextRetry = rs.next
-		}
-		c.mu.Unlock()
-		seen[it.ID] = true
-		return p
-	}
 	st.Items = []ItemProgress{}
 	for i := range want {
-		p := add(want[i].Item, &want[i])
+		p := c.itemProgress(want[i].Item, &want[i])
+		seen[p.ID] = true
 		st.Prefetch.Wanted++
 		st.Prefetch.BytesWanted += p.Size
 		st.Prefetch.BytesDone += min(p.Bytes, p.Size)
@@ -130,42 +106,62 @@ func (c *Cache) Progress() (Status, error) {
 		st.Items = append(st.Items, p)
 	}
 	// Read-through downloads and failures the policy did not ask for.
-	c.mu.Lock()
-	var extra []string
-	for id := range c.inflight {
-		extra = append(extra, id)
-	}
-	for id := range c.failures {
-		extra = append(extra, id)
-	}
-	c.mu.Unlock()
-	for _, id := range extra {
+	for _, id := range c.downloads.busyOrFailed() {
 		if seen[id] {
 			continue
 		}
-		if it, ok, err := c.item(id); err == nil && ok {
-			st.Items = append(st.Items, add(it, nil))
+		seen[id] = true
+		if it, ok, err := c.index.item(id); err == nil && ok {
+			st.Items = append(st.Items, c.itemProgress(it, nil))
 		}
 	}
-	q, err := c.uploadQueue()
-	if err != nil {
+	if st.Uploads, err = c.uploadStatus(); err != nil {
 		return st, err
 	}
-	st.Uploads = []UploadStatus{}
+	st.Sync = c.index.status()
+	return st, nil
+}
+
+// itemProgress is what the status says of one item (w is nil for one the
+// policy does not want).
+func (c *Cache) itemProgress(it media.Item, w *Want) ItemProgress {
+	s, n := c.layout.state(it)
+	p := ItemProgress{ID: it.ID, Title: it.Title, Size: it.Size, State: s, Bytes: n}
+	if w != nil {
+		p.Reasons, p.Need = w.Reasons, w.Need
+	}
+	if d := c.downloads.running(it.ID); d != nil {
+		p.Downloading = true
+		ds := d.snapshot()
+		p.Bytes = max(p.Bytes, ds.written)
+		if el := time.Since(d.started).Seconds(); el > 0.5 {
+			p.RateBps = int64(float64(ds.written) * 8 / el)
+		}
+	}
+	if msg, ok := c.downloads.lastFailure(it.ID); ok {
+		p.Error = msg
+	}
+	if next, ok := c.prefetch.nextRetry(it.ID); ok {
+		p.NextRetry = next
+	}
+	return p
+}
+
+// uploadStatus lists the queued uploads with their sizes and last errors.
+func (c *Cache) uploadStatus() ([]UploadStatus, error) {
+	q, err := c.uploads.uploadQueue()
+	if err != nil {
+		return nil, err
+	}
+	out := []UploadStatus{}
 	for _, e := range q {
-		us := UploadStatus{UploadEntry: e}
-		if it, ok, _ := c.item(e.ID); ok {
+		us := UploadStatus{UploadEntry: e, Error: c.uploads.lastError(e.ID)}
+		if it, ok, _ := c.index.item(e.ID); ok {
 			us.Size = it.Size
 		}
-		c.mu.Lock()
-		us.Error = c.upSt[e.ID]
-		c.mu.Unlock()
-		st.Uploads = append(st.Uploads, us)
+		out = append(out, us)
 	}
-	c.mu.Lock()
-	st.Sync = c.syncSt
-	c.mu.Unlock()
-	return st, nil
+	return out, nil
 }
 
 func (c *Cache) getStatus(w http.ResponseWriter, r *http.Request) {

@@ -30,7 +30,7 @@ type growingFile struct {
 // openGrowing waits until d has a live response (or ends) and opens its
 // partial file. It returns (nil, nil) when d finished before that: the
 // caller serves the blob or the error.
-func (c *Cache) openGrowing(ctx context.Context, d *download, flush func()) (*growingFile, error) {
+func (c *downloader) openGrowing(ctx context.Context, d *download, flush func()) (*growingFile, error) {
 	for {
 		s := d.snapshot()
 		select {

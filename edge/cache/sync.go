@@ -5,9 +5,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"strconv"
+	"sync"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -21,7 +23,52 @@ const pageLimit = 500
 // maxBackoff caps the wait between failed syncs.
 const maxBackoff = 5 * time.Minute
 
-func (c *Cache) syncLoop(ctx context.Context) {
+// index is the city catalogue as the edge keeps it: items in the store,
+// pulled from the hub by cursor, and the state of that sync.
+type index struct {
+	db       *bolt.DB
+	hub      string
+	client   *http.Client
+	log      *slog.Logger
+	interval time.Duration
+	// changed hears of every stored page's items (a new version of an
+	// item deserves a new download try; the prefetcher looks again).
+	changed func(items []media.Item)
+
+	mu sync.Mutex
+	st SyncStatus
+}
+
+// SyncStatus is the catalogue sync's state, reported in the API.
+type SyncStatus struct {
+	LastSuccess time.Time `json:"last_success,omitzero"`
+	LastError   string    `json:"last_error,omitempty"`
+	LastAttempt time.Time `json:"last_attempt,omitzero"`
+}
+
+// status is the sync's state now.
+func (c *index) status() SyncStatus {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.st
+}
+
+// item reads one catalogue item from the store.
+func (c *index) item(id string) (media.Item, bool, error) {
+	var it media.Item
+	var ok bool
+	err := c.db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(BucketItems).Get([]byte(id))
+		if b == nil {
+			return nil
+		}
+		ok = true
+		return json.Unmarshal(b, &it)
+	})
+	return it, ok, err
+}
+
+func (c *index) syncLoop(ctx context.Context) {
 	wait := time.Duration(0)
 	backoff := time.Second
 	for {
@@ -35,7 +82,7 @@ func (c *Cache) syncLoop(ctx context.Context) {
 			return
 		}
 		if err != nil {
-			c.log.Warn("catalogue sync failed; will retry", "hub", c.cfg.Hub, "err", err, "retry_in", backoff)
+			c.log.Warn("catalogue sync failed; will retry", "hub", c.hub, "err", err, "retry_in", backoff)
 			wait = backoff
 			backoff = min(backoff*2, maxBackoff)
 			continue
@@ -43,27 +90,27 @@ func (c *Cache) syncLoop(ctx context.Context) {
 		if n > 0 {
 			c.log.Info("catalogue synced", "changed_items", n)
 		}
-		wait, backoff = c.cfg.SyncInterval, time.Second
+		wait, backoff = c.interval, time.Second
 	}
 }
 
 // SyncOnce pulls every catalogue change since the stored cursor, page by
 // page; each page is fetched first and then written with its cursor in one
 // transaction, so a cut between pages loses nothing and repeats nothing.
-func (c *Cache) SyncOnce(ctx context.Context) (changed int, err error) {
-	if c.cfg.Hub == "" {
+func (c *index) SyncOnce(ctx context.Context) (changed int, err error) {
+	if c.hub == "" {
 		return 0, errOffline
 	}
 	c.mu.Lock()
-	c.syncSt.LastAttempt = time.Now()
+	c.st.LastAttempt = time.Now()
 	c.mu.Unlock()
 	defer func() {
 		c.mu.Lock()
 		defer c.mu.Unlock()
 		if err != nil {
-			c.syncSt.LastError = err.Error()
+			c.st.LastError = err.Error()
 		} else {
-			c.syncSt.LastError, c.syncSt.LastSuccess = "", time.Now()
+			c.st.LastError, c.st.LastSuccess = "", time.Now()
 		}
 	}()
 	for range 10000 { // bound: 5M items per sync
@@ -76,7 +123,7 @@ func (c *Cache) SyncOnce(ctx context.Context) (changed int, err error) {
 			return changed, err
 		}
 		next, _ := media.ParseCursor(page.Next) // validated by DecodeChanges
-		err = c.cfg.DB.Update(func(tx *bolt.Tx) error {
+		err = c.db.Update(func(tx *bolt.Tx) error {
 			b := tx.Bucket(BucketItems)
 			for _, it := range page.Items {
 				v, err := json.Marshal(it)
@@ -93,15 +140,8 @@ func (c *Cache) SyncOnce(ctx context.Context) (changed int, err error) {
 			return changed, fmt.Errorf("store catalogue page: %w", err)
 		}
 		changed += len(page.Items)
-		c.mu.Lock()
-		for _, it := range page.Items { // a new version deserves a new try
-			if f, ok := c.failures[it.ID]; ok && f.sha256 != it.SHA256 {
-				delete(c.failures, it.ID)
-			}
-		}
-		c.mu.Unlock()
-		if len(page.Items) > 0 {
-			c.Kick()
+		if len(page.Items) > 0 && c.changed != nil {
+			c.changed(page.Items)
 		}
 		if !page.More || next == cur {
 			return changed, nil
@@ -110,10 +150,10 @@ func (c *Cache) SyncOnce(ctx context.Context) (changed int, err error) {
 	return changed, nil
 }
 
-func (c *Cache) fetchPage(ctx context.Context, since uint64) (media.Changes, error) {
+func (c *index) fetchPage(ctx context.Context, since uint64) (media.Changes, error) {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	u := c.cfg.Hub + "/api/v1/catalog?" + url.Values{"since": {strconv.FormatUint(since, 10)}, "limit": {strconv.Itoa(pageLimit)}}.Encode()
+	u := c.hub + "/api/v1/catalog?" + url.Values{"since": {strconv.FormatUint(since, 10)}, "limit": {strconv.Itoa(pageLimit)}}.Encode()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
 		return media.Changes{}, err
@@ -130,9 +170,9 @@ func (c *Cache) fetchPage(ctx context.Context, since uint64) (media.Changes, err
 	return media.DecodeChanges(resp.Body, since)
 }
 
-func (c *Cache) cursor() (uint64, error) {
+func (c *index) cursor() (uint64, error) {
 	var s string
-	err := c.cfg.DB.View(func(tx *bolt.Tx) error {
+	err := c.db.View(func(tx *bolt.Tx) error {
 		s = string(tx.Bucket(BucketMeta).Get(keyCursor))
 		return nil
 	})

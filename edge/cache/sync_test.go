@@ -84,7 +84,7 @@ func TestSyncIncrementalAndHostileHub(t *testing.T) {
 	if n, err := c.SyncOnce(ctx); err != nil || n != 1 {
 		t.Fatalf("sync after import: %d, %v (want exactly the new item)", n, err)
 	}
-	if cur, _ := c.cursor(); cur != 4 {
+	if cur, _ := c.index.cursor(); cur != 4 {
 		t.Fatalf("cursor %d, want 4", cur)
 	}
 
@@ -92,15 +92,13 @@ func TestSyncIncrementalAndHostileHub(t *testing.T) {
 	if _, err := c.SyncOnce(ctx); err == nil {
 		t.Fatal("hostile page accepted")
 	}
-	if cur, _ := c.cursor(); cur != 4 {
+	if cur, _ := c.index.cursor(); cur != 4 {
 		t.Fatalf("cursor moved to %d on a refused page", cur)
 	}
-	if _, ok, _ := c.item("../../etc/passwd"); ok {
+	if _, ok, _ := c.index.item("../../etc/passwd"); ok {
 		t.Fatal("hostile item stored")
 	}
-	c.mu.Lock()
-	lastErr := c.syncSt.LastError
-	c.mu.Unlock()
+	lastErr := c.index.status().LastError
 	if lastErr == "" {
 		t.Fatal("sync error not reported")
 	}
@@ -143,14 +141,14 @@ func TestReconcileRemovesOrphanPartials(t *testing.T) {
 	if len(ents) != 1 || ents[0].Name() != "r1.part" {
 		t.Fatalf("left %v, want only r1.part", ents)
 	}
-	if st, n := c.state(it); st != Partial || n != 5 {
+	if st, n := c.layout.state(it); st != Partial || n != 5 {
 		t.Fatalf("state %s %d", st, n)
 	}
 	// Too long for its item: removed.
 	os.WriteFile(filepath.Join(part, "r1.part"), make([]byte, 11), 0o600)
 	c, _ = New(Config{DB: db, DataDir: dir, Logger: testLog(t)})
 	c.Close()
-	if st, _ := c.state(it); st != Missing {
+	if st, _ := c.layout.state(it); st != Missing {
 		t.Fatalf("overlong partial kept: %s", st)
 	}
 }

@@ -9,12 +9,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"mime"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -35,20 +37,47 @@ type UploadEntry struct {
 // collide with an imported one.
 const LocalIDPrefix = "l"
 
+// uploader stores school-made resources and sends them to the hub's
+// catalogue, resuming each from the offset the hub holds.
+type uploader struct {
+	layout
+	db       *bolt.DB
+	hub      string
+	client   *http.Client
+	log      *slog.Logger
+	max      int64
+	interval time.Duration
+	space    *space
+	shaper   *shaper
+	item     func(id string) (media.Item, bool, error)
+
+	kick chan struct{} // wakes the loop
+
+	mu   sync.Mutex
+	errs map[string]string // upload id -> last error
+}
+
+// lastError is the last failed attempt of upload id ("" after success).
+func (c *uploader) lastError(id string) string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.errs[id]
+}
+
 // AddLocal stores a school-made resource read from r (at most
 // cfg.UploadMax bytes): hashed while it streams to a temp file, fsynced,
 // renamed into blobs/sha256/…, recorded in the catalogue and queued for
 // upload to the hub. meta supplies title, subject, grade and MIME type.
-func (c *Cache) AddLocal(ctx context.Context, r io.Reader, declared int64, meta media.Item) (media.Item, error) {
-	if declared > c.cfg.UploadMax {
-		return media.Item{}, fmt.Errorf("%w: the upload is %d bytes; the limit is %d (-cache-upload-max)", errTooLarge, declared, c.cfg.UploadMax)
+func (c *uploader) AddLocal(ctx context.Context, r io.Reader, declared int64, meta media.Item) (media.Item, error) {
+	if declared > c.max {
+		return media.Item{}, fmt.Errorf("%w: the upload is %d bytes; the limit is %d (-cache-upload-max)", errTooLarge, declared, c.max)
 	}
 	if declared > 0 {
 		key := "upload-" + strconv.FormatInt(time.Now().UnixNano(), 36) // a reservation per upload
-		if err := c.makeRoom(media.Item{ID: key, Size: declared}, declared); err != nil {
+		if err := c.space.makeRoom(media.Item{ID: key, Size: declared}, declared); err != nil {
 			return media.Item{}, err
 		}
-		defer c.release(key)
+		defer c.space.release(key)
 	}
 	tmp, err := os.CreateTemp(filepath.Join(c.blobs, "tmp"), "upload-*")
 	if err != nil {
@@ -56,12 +85,12 @@ func (c *Cache) AddLocal(ctx context.Context, r io.Reader, declared int64, meta 
 	}
 	defer func() { _ = tmp.Close(); _ = os.Remove(tmp.Name()) }()
 	h := sha256.New()
-	n, err := io.Copy(io.MultiWriter(tmp, h), io.LimitReader(r, c.cfg.UploadMax+1))
+	n, err := io.Copy(io.MultiWriter(tmp, h), io.LimitReader(r, c.max+1))
 	if err != nil {
 		return media.Item{}, fmt.Errorf("receive upload after %d bytes: %w", n, err)
 	}
-	if n > c.cfg.UploadMax {
-		return media.Item{}, fmt.Errorf("%w: the limit is %d bytes (-cache-upload-max)", errTooLarge, c.cfg.UploadMax)
+	if n > c.max {
+		return media.Item{}, fmt.Errorf("%w: the limit is %d bytes (-cache-upload-max)", errTooLarge, c.max)
 	}
 	if n == 0 {
 		return media.Item{}, fmt.Errorf("%w: empty upload", media.ErrInvalid)
@@ -84,7 +113,7 @@ func (c *Cache) AddLocal(ctx context.Context, r io.Reader, declared int64, meta 
 	if err := media.PlaceBlob(tmp.Name(), c.blobs, sum); err != nil {
 		return media.Item{}, fmt.Errorf("store blob: %w", err)
 	}
-	err = c.cfg.DB.Update(func(tx *bolt.Tx) error {
+	err = c.db.Update(func(tx *bolt.Tx) error {
 		v, err := json.Marshal(it)
 		if err != nil {
 			return err
@@ -103,7 +132,7 @@ func (c *Cache) AddLocal(ctx context.Context, r io.Reader, declared int64, meta 
 	}
 	c.log.Info("local resource stored; queued for the hub", "id", it.ID, "bytes", n, "title", it.Title)
 	select {
-	case c.upKick <- struct{}{}:
+	case c.kick <- struct{}{}:
 	default:
 	}
 	return it, nil
@@ -112,9 +141,9 @@ func (c *Cache) AddLocal(ctx context.Context, r io.Reader, declared int64, meta 
 var errTooLarge = errors.New("upload too large")
 
 // uploadQueue lists the queued uploads.
-func (c *Cache) uploadQueue() ([]UploadEntry, error) {
+func (c *uploader) uploadQueue() ([]UploadEntry, error) {
 	var out []UploadEntry
-	err := c.cfg.DB.View(func(tx *bolt.Tx) error {
+	err := c.db.View(func(tx *bolt.Tx) error {
 		return tx.Bucket(BucketUploads).ForEach(func(k, v []byte) error {
 			var e UploadEntry
 			if err := json.Unmarshal(v, &e); err != nil {
@@ -129,8 +158,8 @@ func (c *Cache) uploadQueue() ([]UploadEntry, error) {
 
 // uploadLoop sends queued local resources to the hub, resuming each from
 // the offset the hub reports.
-func (c *Cache) uploadLoop(ctx context.Context) {
-	t := time.NewTicker(c.cfg.UploadInterval)
+func (c *uploader) uploadLoop(ctx context.Context) {
+	t := time.NewTicker(c.interval)
 	defer t.Stop()
 	for {
 		q, err := c.uploadQueue()
@@ -144,25 +173,25 @@ func (c *Cache) uploadLoop(ctx context.Context) {
 			err := c.uploadOne(ctx, e)
 			c.mu.Lock()
 			if err != nil {
-				c.upSt[e.ID] = err.Error()
+				c.errs[e.ID] = err.Error()
 			} else {
-				delete(c.upSt, e.ID)
+				delete(c.errs, e.ID)
 			}
 			c.mu.Unlock()
 			if err != nil {
-				c.log.Warn("upload to hub failed; will retry", "id", e.ID, "err", err, "retry_in", c.cfg.UploadInterval)
+				c.log.Warn("upload to hub failed; will retry", "id", e.ID, "err", err, "retry_in", c.interval)
 			}
 		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-		case <-c.upKick:
+		case <-c.kick:
 		}
 	}
 }
 
-func (c *Cache) uploadOne(ctx context.Context, e UploadEntry) error {
+func (c *uploader) uploadOne(ctx context.Context, e UploadEntry) error {
 	it, ok, err := c.item(e.ID)
 	if err != nil || !ok {
 		return fmt.Errorf("queued upload %s has no catalogue item: %v", e.ID, err)
@@ -197,11 +226,11 @@ func (c *Cache) uploadOne(ctx context.Context, e UploadEntry) error {
 		return fmt.Errorf("hub holds %d of %d bytes of %s", st.Offset, it.Size, it.ID)
 	}
 	c.log.Info("local resource uploaded to the hub", "id", it.ID, "bytes", it.Size)
-	return c.cfg.DB.Update(func(tx *bolt.Tx) error { return tx.Bucket(BucketUploads).Delete([]byte(it.ID)) })
+	return c.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(BucketUploads).Delete([]byte(it.ID)) })
 }
 
-func (c *Cache) setSent(id string, n int64) {
-	_ = c.cfg.DB.Update(func(tx *bolt.Tx) error {
+func (c *uploader) setSent(id string, n int64) {
+	_ = c.db.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(BucketUploads)
 		v := b.Get([]byte(id))
 		if v == nil {
@@ -217,8 +246,8 @@ func (c *Cache) setSent(id string, n int64) {
 	})
 }
 
-func (c *Cache) hubUpload(ctx context.Context, method, path, offset string, body io.Reader, n int64) (media.UploadState, error) {
-	req, err := http.NewRequestWithContext(ctx, method, c.cfg.Hub+path, body)
+func (c *uploader) hubUpload(ctx context.Context, method, path, offset string, body io.Reader, n int64) (media.UploadState, error) {
+	req, err := http.NewRequestWithContext(ctx, method, c.hub+path, body)
 	if err != nil {
 		return media.UploadState{}, err
 	}

@@ -23,7 +23,6 @@ import (
 	"context"
 	"crypto"
 	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/tls"
@@ -35,7 +34,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/big"
 	"net"
 	"net/netip"
 	"os"
@@ -44,6 +42,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/campusedge/campusedge/edge/fsutil"
 )
 
 // Sources of the certificate being served, as Status reports them.
@@ -158,7 +158,7 @@ func New(cfg Config) (*Manager, error) {
 	}
 	m := &Manager{cfg: cfg, log: cfg.Logger}
 	var err error
-	if m.key, err = loadOrCreateKey(filepath.Join(cfg.Dir, "key.pem")); err != nil {
+	if m.key, err = LoadOrCreateKey(filepath.Join(cfg.Dir, "key.pem")); err != nil {
 		return nil, err
 	}
 	if err := m.loadOrCreateCA(); err != nil {
@@ -271,7 +271,7 @@ func (m *Manager) refresh() (bool, error) {
 func (m *Manager) issueLocked(n names) error {
 	now := m.cfg.Now()
 	tmpl := &x509.Certificate{
-		SerialNumber: serial(),
+		SerialNumber: Serial(),
 		Subject:      pkix.Name{CommonName: m.cfg.Hostname, Organization: []string{"CampusEdge"}},
 		NotBefore:    now.Add(-time.Hour), // school clocks drift
 		NotAfter:     now.Add(leafLifetime),
@@ -476,59 +476,9 @@ func Fingerprint(der []byte) string {
 	return b.String()
 }
 
-func serial() *big.Int {
-	n, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
-	if err != nil {
-		panic(fmt.Sprintf("crypto/rand: %v", err)) // the OS's random source failing is not recoverable
-	}
-	return n
-}
-
-// loadOrCreateKey reads an ECDSA key from path or makes a P-256 one.
-func loadOrCreateKey(path string) (*ecdsa.PrivateKey, error) {
-	b, err := os.ReadFile(path)
-	if err == nil {
-		return parseKey(b, path)
-	}
-	if !errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("read TLS key %s: %w", path, err)
-	}
-	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, fmt.Errorf("generate TLS key: %w", err)
-	}
-	der, err := x509.MarshalPKCS8PrivateKey(k)
-	if err != nil {
-		return nil, fmt.Errorf("encode TLS key: %w", err)
-	}
-	if err := writeFileAtomic(path, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
-		return nil, err
-	}
-	return k, nil
-}
-
-func parseKey(b []byte, path string) (*ecdsa.PrivateKey, error) {
-	blk, _ := pem.Decode(b)
-	if blk == nil {
-		return nil, fmt.Errorf("TLS key %s is not PEM; move it away to have a new one made", path)
-	}
-	k, err := x509.ParsePKCS8PrivateKey(blk.Bytes)
-	if err != nil {
-		if ek, err2 := x509.ParseECPrivateKey(blk.Bytes); err2 == nil {
-			return ek, nil
-		}
-		return nil, fmt.Errorf("TLS key %s: %w", path, err)
-	}
-	ek, ok := k.(*ecdsa.PrivateKey)
-	if !ok {
-		return nil, fmt.Errorf("TLS key %s is not an ECDSA key", path)
-	}
-	return ek, nil
-}
-
 func (m *Manager) loadOrCreateCA() error {
 	certPath, keyPath := filepath.Join(m.cfg.Dir, "ca.pem"), filepath.Join(m.cfg.Dir, "ca-key.pem")
-	key, err := loadOrCreateKey(keyPath)
+	key, err := LoadOrCreateKey(keyPath)
 	if err != nil {
 		return err
 	}
@@ -556,60 +506,16 @@ func (m *Manager) loadOrCreateCA() error {
 	if host == "" {
 		host = "edge"
 	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          serial(),
-		Subject:               pkix.Name{CommonName: "CampusEdge CA " + host, Organization: []string{"CampusEdge"}},
-		NotBefore:             now.Add(-time.Hour),
-		NotAfter:              now.Add(caLifetime),
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-		MaxPathLenZero:        true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	der, c, err := NewSelfSignedCA(key, "CampusEdge CA "+host, now, caLifetime)
 	if err != nil {
 		return fmt.Errorf("create edge CA: %w", err)
 	}
-	c, _ := x509.ParseCertificate(der)
 	p := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
-	if err := writeFileAtomic(certPath, p, 0o644); err != nil {
+	if err := fsutil.WriteFileAtomic(certPath, p, 0o644); err != nil {
 		return err
 	}
 	m.caCert, m.caKey, m.caPEM = c, key, p
 	m.log.Info("edge CA created; devices that trust it accept this edge's pages", "file", certPath, "fingerprint", Fingerprint(der))
-	return nil
-}
-
-// writeFileAtomic writes via a temp file, fsync and rename, so a power cut
-// leaves the old file or the new one, never half of one.
-func writeFileAtomic(path string, b []byte, mode os.FileMode) error {
-	f, err := os.CreateTemp(filepath.Dir(path), ".tmp-"+filepath.Base(path))
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	defer os.Remove(f.Name())
-	if err := f.Chmod(mode); err != nil {
-		f.Close()
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if _, err := f.Write(b); err != nil {
-		f.Close()
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := os.Rename(f.Name(), path); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if d, err := os.Open(filepath.Dir(path)); err == nil {
-		_ = d.Sync()
-		_ = d.Close()
-	}
 	return nil
 }
 

@@ -221,7 +221,7 @@ type testCA struct {
 func newTestCA(t *testing.T, name string) testCA {
 	t.Helper()
 	k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{SerialNumber: serial(), Subject: pkix.Name{CommonName: name}, NotBefore: time.Now().Add(-time.Hour),
+	tmpl := &x509.Certificate{SerialNumber: Serial(), Subject: pkix.Name{CommonName: name}, NotBefore: time.Now().Add(-time.Hour),
 		NotAfter: time.Now().Add(24 * time.Hour), IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &k.PublicKey, k)
 	if err != nil {
@@ -238,7 +238,7 @@ func (ca testCA) sign(t *testing.T, csrDER []byte, notAfter time.Time) []byte {
 	if err != nil || csr.CheckSignature() != nil {
 		t.Fatalf("CSR: %v", err)
 	}
-	tmpl := &x509.Certificate{SerialNumber: serial(), Subject: csr.Subject, NotBefore: time.Now().Add(-time.Hour), NotAfter: notAfter,
+	tmpl := &x509.Certificate{SerialNumber: Serial(), Subject: csr.Subject, NotBefore: time.Now().Add(-time.Hour), NotAfter: notAfter,
 		DNSNames: csr.DNSNames, IPAddresses: csr.IPAddresses, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, KeyUsage: x509.KeyUsageDigitalSignature}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, csr.PublicKey, ca.key)
 	if err != nil {
@@ -328,7 +328,7 @@ func TestOperatorCertificateReloadedWhenFilesChange(t *testing.T) {
 	certFile, keyFile := filepath.Join(dir, "op.pem"), filepath.Join(dir, "op-key.pem")
 	write := func(cn string, notAfter time.Time) {
 		k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		tmpl := &x509.Certificate{SerialNumber: serial(), Subject: pkix.Name{CommonName: cn}, NotBefore: time.Now().Add(-2 * time.Hour), NotAfter: notAfter,
+		tmpl := &x509.Certificate{SerialNumber: Serial(), Subject: pkix.Name{CommonName: cn}, NotBefore: time.Now().Add(-2 * time.Hour), NotAfter: notAfter,
 			IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
 		der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &k.PublicKey, ca.key)
 		if err != nil {

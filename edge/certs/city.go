@@ -13,6 +13,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/campusedge/campusedge/edge/fsutil"
 )
 
 // maxCityPEM bounds what the hub may hand back: a chain of a few
@@ -45,10 +47,10 @@ func (m *Manager) UseCitySigned(chainPEM, rootPEM []byte) error {
 	if err != nil {
 		return err
 	}
-	if err := writeFileAtomic(filepath.Join(m.cfg.Dir, "city-chain.pem"), chainPEM, 0o644); err != nil {
+	if err := fsutil.WriteFileAtomic(filepath.Join(m.cfg.Dir, "city-chain.pem"), chainPEM, 0o644); err != nil {
 		return err
 	}
-	if err := writeFileAtomic(filepath.Join(m.cfg.Dir, "city-root.pem"), rootPEM, 0o644); err != nil {
+	if err := fsutil.WriteFileAtomic(filepath.Join(m.cfg.Dir, "city-root.pem"), rootPEM, 0o644); err != nil {
 		return err
 	}
 	m.mu.Lock()

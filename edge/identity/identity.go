@@ -10,12 +10,12 @@ import (
 	"encoding/base32"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/campusedge/campusedge/edge/fsutil"
 	"github.com/campusedge/campusedge/edge/token"
 )
 
@@ -125,24 +125,10 @@ func ResetAdminToken(db *bolt.DB, dataDir string) (string, error) {
 func writeAdminToken(dataDir string) (string, []byte, error) {
 	tok := token.New()
 	path := filepath.Join(dataDir, adminFileName)
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
+	// Durable before its hash is stored: the file named in the log must
+	// survive a power cut, directory entry included.
+	if err := fsutil.WriteFileAtomic(path, []byte(tok+"\n"), 0o600); err != nil {
 		return "", nil, fmt.Errorf("write admin token: %w", err)
-	}
-	if _, err := f.WriteString(tok + "\n"); err != nil {
-		_ = f.Close()
-		return "", nil, fmt.Errorf("write admin token %s: %w", tmp, err)
-	}
-	if err := f.Sync(); err != nil {
-		_ = f.Close()
-		return "", nil, fmt.Errorf("sync admin token %s: %w", tmp, err)
-	}
-	if err := f.Close(); err != nil {
-		return "", nil, fmt.Errorf("close admin token %s: %w", tmp, err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return "", nil, fmt.Errorf("install admin token %s: %w", path, err)
 	}
 	return path, token.Digest(tok), nil
 }

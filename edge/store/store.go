@@ -14,7 +14,6 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
-	berrors "go.etcd.io/bbolt/errors"
 )
 
 // FileName is the name of the store file inside the data directory.
@@ -68,16 +67,9 @@ func Open(dir string, migrations []Migration) (*Store, error) {
 	if statErr != nil && !errors.Is(statErr, os.ErrNotExist) {
 		return nil, fmt.Errorf("open store %s: %w", path, statErr)
 	}
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: lockTimeout})
+	db, err := OpenBolt(path, lockTimeout, "is another edged already running on this data dir? stop it or choose another -data")
 	if err != nil {
-		switch {
-		case errors.Is(err, berrors.ErrTimeout):
-			return nil, fmt.Errorf("%w: %s is locked; is another edged already running on this data dir? stop it or choose another -data", ErrInUse, path)
-		case errors.Is(err, berrors.ErrInvalid), errors.Is(err, berrors.ErrVersionMismatch), errors.Is(err, berrors.ErrChecksum):
-			return nil, fmt.Errorf("%w: %s is corrupt or not a bbolt file (%v); it was left untouched: restore it from backup or move it aside to start empty", ErrRefused, path, err)
-		default:
-			return nil, fmt.Errorf("open store %s: %w", path, err)
-		}
+		return nil, err
 	}
 	s := &Store{db: db, path: path}
 	if err := s.init(fresh, migrations); err != nil {

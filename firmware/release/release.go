@@ -31,6 +31,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/campusedge/campusedge/edge/fsutil"
 	"github.com/campusedge/campusedge/firmware/bundle"
 )
 
@@ -154,7 +155,7 @@ func (s *Store) PublishToken() (string, string, error) {
 		return "", "", err
 	}
 	tok := hex.EncodeToString(raw[:])
-	if err := writeAtomic(p, []byte(tok+"\n"), 0o600); err != nil {
+	if err := fsutil.WriteFileAtomic(p, []byte(tok+"\n"), 0o600); err != nil {
 		return "", "", err
 	}
 	return tok, p, nil
@@ -228,10 +229,7 @@ func (s *Store) Publish(r io.Reader, channel string, rollout int) (Release, erro
 	if err := tmp.Close(); err != nil {
 		return Release{}, err
 	}
-	if err := os.Rename(tmp.Name(), dst); err != nil {
-		return Release{}, err
-	}
-	if err := syncDir(filepath.Dir(dst)); err != nil {
+	if err := fsutil.RenameDurable(tmp.Name(), dst); err != nil {
 		return Release{}, err
 	}
 	s.mu.Lock()
@@ -399,38 +397,5 @@ func (s *Store) saveLocked() error {
 	if err != nil {
 		return err
 	}
-	return writeAtomic(filepath.Join(s.dir, "releases.json"), b, 0o644)
-}
-
-func writeAtomic(path string, b []byte, mode os.FileMode) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(b); err == nil {
-		err = tmp.Chmod(mode)
-	}
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	return syncDir(filepath.Dir(path))
-}
-
-func syncDir(dir string) error {
-	f, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	return f.Sync()
+	return fsutil.WriteFileAtomic(filepath.Join(s.dir, "releases.json"), b, 0o644)
 }

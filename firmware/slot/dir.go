@@ -14,6 +14,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/campusedge/campusedge/edge/fsutil"
 	"github.com/campusedge/campusedge/firmware/bundle"
 )
 
@@ -78,46 +79,7 @@ func (d *Dir) StoreState(st State) error {
 	if err != nil {
 		return err
 	}
-	return writeAtomic(filepath.Join(d.Root, "state.json"), append(b, '\n'), 0o644)
-}
-
-func writeAtomic(path string, b []byte, mode os.FileMode) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(b); err != nil {
-		tmp.Close()
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := tmp.Chmod(mode); err != nil {
-		tmp.Close()
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	return syncDir(filepath.Dir(path))
-}
-
-func syncDir(dir string) error {
-	f, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("sync %s: %w", dir, err)
-	}
-	defer f.Close()
-	if err := f.Sync(); err != nil {
-		return fmt.Errorf("sync %s: %w", dir, err)
-	}
-	return nil
+	return fsutil.WriteFileAtomic(filepath.Join(d.Root, "state.json"), append(b, '\n'), 0o644)
 }
 
 func (d *Dir) slotDir(slot string) string { return filepath.Join(d.Root, slot) }
@@ -136,14 +98,14 @@ func (d *Dir) Erase(slot string) error {
 		}
 	}
 	if _, err := os.Stat(p); err == nil {
-		if err := syncDir(p); err != nil {
+		if err := fsutil.SyncDir(p); err != nil {
 			return err
 		}
 	}
 	if err := os.RemoveAll(p); err != nil {
 		return fmt.Errorf("erase slot %s: %w", slot, err)
 	}
-	return syncDir(d.Root)
+	return fsutil.SyncDir(d.Root)
 }
 
 // Write installs r's files into the (erased) slot.
@@ -193,16 +155,16 @@ func (d *Dir) Write(ctx context.Context, slot string, r *bundle.Reader) error {
 		}
 	}
 	for dir := range dirs {
-		if err := syncDir(dir); err != nil {
+		if err := fsutil.SyncDir(dir); err != nil {
 			return err
 		}
 	}
 	kid := r.KeyID()
 	sig := hex.EncodeToString(kid[:]) + " " + hex.EncodeToString(r.Signature()) + "\n"
-	if err := writeAtomic(filepath.Join(p, "manifest.sig"), []byte(sig), 0o644); err != nil {
+	if err := fsutil.WriteFileAtomic(filepath.Join(p, "manifest.sig"), []byte(sig), 0o644); err != nil {
 		return err
 	}
-	return writeAtomic(filepath.Join(p, "manifest.json"), r.RawManifest(), 0o644)
+	return fsutil.WriteFileAtomic(filepath.Join(p, "manifest.json"), r.RawManifest(), 0o644)
 }
 
 // Read opens a slot.

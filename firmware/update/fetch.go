@@ -2,11 +2,8 @@ package update
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"os"
@@ -15,6 +12,8 @@ import (
 
 	"golang.org/x/time/rate"
 
+	"github.com/campusedge/campusedge/edge/fsutil"
+	"github.com/campusedge/campusedge/edge/rangefetch"
 	"github.com/campusedge/campusedge/firmware/release"
 )
 
@@ -96,6 +95,9 @@ func (u *Fetcher) Fetch(ctx context.Context, rel release.Release) (string, error
 		if done {
 			break
 		}
+		if errors.Is(err, ErrCorrupt) {
+			return "", err // the hub sends another size: asking again will not help
+		}
 		lastErr = err
 		u.Logger.Warn("firmware download interrupted; resuming", "err", err, "attempt", attempt+1)
 		if ctx.Err() != nil {
@@ -110,14 +112,9 @@ func (u *Fetcher) Fetch(ctx context.Context, rel release.Release) (string, error
 		return "", fmt.Errorf("firmware download failed after %d attempts: %w", maxAttempts, lastErr)
 	}
 	u.state("verifying")
-	if _, err := f.Seek(0, io.SeekStart); err != nil {
+	if _, sum, err := rangefetch.Sum(f); err != nil {
 		return "", err
-	}
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return "", err
-	}
-	if hex.EncodeToString(h.Sum(nil)) != rel.SHA256 {
+	} else if sum != rel.SHA256 {
 		f.Close()
 		os.Remove(part)
 		return "", fmt.Errorf("%w (deleted; it will be downloaded again)", ErrCorrupt)
@@ -125,7 +122,7 @@ func (u *Fetcher) Fetch(ctx context.Context, rel release.Release) (string, error
 	if err := f.Sync(); err != nil {
 		return "", err
 	}
-	if err := os.Rename(part, final); err != nil {
+	if err := fsutil.RenameDurable(part, final); err != nil {
 		return "", err
 	}
 	u.Logger.Info("firmware bundle downloaded and its SHA-256 checked", "version", rel.Version, "bytes", rel.Size)
@@ -145,71 +142,20 @@ func (u *Fetcher) cleanOthers(keep string) {
 // fetch appends to f from its current size. It reports done when f holds
 // rel.Size bytes.
 func (u *Fetcher) fetch(ctx context.Context, f *os.File, rel release.Release) (bool, error) {
-	fi, err := f.Stat()
+	off, err := rangefetch.ResumeOffset(f, rel.Size)
 	if err != nil {
 		return false, err
-	}
-	off := fi.Size()
-	if off > rel.Size {
-		if err := f.Truncate(0); err != nil {
-			return false, err
-		}
-		off = 0
 	}
 	if off == rel.Size {
 		return true, nil
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.Hub+rel.URL, nil)
-	if err != nil {
-		return false, err
-	}
-	if off > 0 {
-		req.Header.Set("Range", fmt.Sprintf("bytes=%d-", off))
-		req.Header.Set("If-Range", `"`+rel.SHA256+`"`)
-	}
-	resp, err := u.Client.Do(req)
-	if err != nil {
-		return false, err
-	}
-	defer resp.Body.Close()
-	switch {
-	case resp.StatusCode == http.StatusPartialContent && off > 0:
-	case resp.StatusCode == http.StatusOK:
-		if err := f.Truncate(0); err != nil {
-			return false, err
-		}
-		off = 0
-	case resp.StatusCode == http.StatusRequestedRangeNotSatisfiable:
-		return false, f.Truncate(0)
-	default:
-		return false, fmt.Errorf("hub answered the bundle download with HTTP %d", resp.StatusCode)
-	}
-	if _, err := f.Seek(off, io.SeekStart); err != nil {
-		return false, err
-	}
-	// A stalled connection is cancelled; the next attempt resumes.
-	stall := time.AfterFunc(stallTimeout, cancel)
-	defer stall.Stop()
-	buf := make([]byte, 64<<10)
-	body := io.LimitReader(resp.Body, rel.Size-off)
 	first := true
-	for {
-		n, rerr := body.Read(buf)
-		if n > 0 {
-			stall.Reset(stallTimeout)
-			if u.Limiter != nil {
-				if err := u.Limiter.WaitN(ctx, n); err != nil {
-					return false, err
-				}
-			}
-			if _, err := f.Write(buf[:n]); err != nil {
-				return false, fmt.Errorf("write firmware download: %w", err)
-			}
-			off += int64(n)
+	req := rangefetch.Request{
+		Client: u.Client, URL: u.Hub + rel.URL, ETag: `"` + rel.SHA256 + `"`, Size: rel.Size,
+		Stall: stallTimeout, BufSize: 64 << 10,
+		Wrote: func(ctx context.Context, end int64, n int) error {
 			if u.Progress != nil {
-				u.Progress(off)
+				u.Progress(end)
 			}
 			if first {
 				first = false
@@ -217,13 +163,17 @@ func (u *Fetcher) fetch(ctx context.Context, f *os.File, rel release.Release) (b
 					u.step("download")
 				}
 			}
-		}
-		if rerr == io.EOF {
-			break
-		}
-		if rerr != nil {
-			return false, rerr
-		}
+			if u.Limiter != nil {
+				return u.Limiter.WaitN(ctx, n)
+			}
+			return nil
+		},
 	}
-	return off == rel.Size, nil
+	if _, err := req.Append(ctx, f, off); err != nil {
+		if errors.Is(err, rangefetch.ErrMismatch) {
+			return false, fmt.Errorf("%w: %w", ErrCorrupt, err)
+		}
+		return false, fmt.Errorf("bundle download: %w", err)
+	}
+	return true, nil
 }

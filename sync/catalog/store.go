@@ -17,9 +17,9 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
-	berrors "go.etcd.io/bbolt/errors"
 
 	"github.com/campusedge/campusedge/edge/media"
+	"github.com/campusedge/campusedge/edge/store"
 )
 
 // HubDBName is the hub's bbolt file inside its data directory.
@@ -45,22 +45,11 @@ func Open(dir string) (*Store, error) {
 		return nil, fmt.Errorf("create data dir %s: %w", dir, err)
 	}
 	path := filepath.Join(dir, HubDBName)
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 1500 * time.Millisecond})
+	db, err := store.OpenBolt(path, 1500*time.Millisecond, "is another cityhub using this -data dir?")
 	if err != nil {
-		if errors.Is(err, berrors.ErrTimeout) {
-			return nil, fmt.Errorf("open %s: locked; is another cityhub using this -data dir?", path)
-		}
-		return nil, fmt.Errorf("open %s: %w", path, err)
+		return nil, err
 	}
-	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketItems, bucketChanges} {
-			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if err != nil {
+	if err := store.CreateBuckets(db, bucketItems, bucketChanges); err != nil {
 		_ = db.Close()
 		return nil, fmt.Errorf("init %s: %w", path, err)
 	}

@@ -14,8 +14,8 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
-	berrors "go.etcd.io/bbolt/errors"
 
+	"github.com/campusedge/campusedge/edge/store"
 	"github.com/campusedge/campusedge/sync/wire"
 )
 
@@ -45,28 +45,21 @@ type BoltStore struct {
 	nonceN int // calls since the last prune (guarded by bbolt's writer lock)
 }
 
+// lockWait is how long OpenBolt waits for another process to let go of
+// the file before saying who probably holds it.
+const lockWait = 1500 * time.Millisecond
+
 // OpenBolt opens (creating) DIR/sync.db.
 func OpenBolt(dir string) (*BoltStore, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("create data dir %s: %w", dir, err)
 	}
 	path := filepath.Join(dir, BoltFileName)
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 1500 * time.Millisecond})
+	db, err := store.OpenBolt(path, lockWait, "is a cityhub running on this -data dir? stop it first (or use a PostgreSQL -db, which allows commands beside a running hub)")
 	if err != nil {
-		if errors.Is(err, berrors.ErrTimeout) {
-			return nil, fmt.Errorf("open %s: locked; is a cityhub running on this -data dir? stop it first (or use a PostgreSQL -db, which allows commands beside a running hub)", path)
-		}
-		return nil, fmt.Errorf("open %s: %w", path, err)
+		return nil, err
 	}
-	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bSchools, bTokens, bEdges, bNonces, bRecords, bChanges, bMeta} {
-			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if err != nil {
+	if err := store.CreateBuckets(db, bSchools, bTokens, bEdges, bNonces, bRecords, bChanges, bMeta); err != nil {
 		_ = db.Close()
 		return nil, fmt.Errorf("init %s: %w", path, err)
 	}

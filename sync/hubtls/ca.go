@@ -19,6 +19,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/campusedge/campusedge/edge/certs"
+	"github.com/campusedge/campusedge/edge/fsutil"
 	"github.com/campusedge/campusedge/sync/hub"
 )
 
@@ -127,21 +129,11 @@ func LoadOrCreateCA(dir, name string, policy Policy) (*CA, bool, error) {
 		return nil, false, err
 	}
 	now := time.Now()
-	tmpl := &x509.Certificate{
-		SerialNumber:          randSerial(),
-		Subject:               pkix.Name{CommonName: name, Organization: []string{"CampusEdge"}},
-		NotBefore:             now.Add(-time.Hour),
-		NotAfter:              now.Add(caLife),
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-		MaxPathLenZero:        true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	der, _, err := certs.NewSelfSignedCA(key, name, now, caLife)
 	if err != nil {
 		return nil, false, fmt.Errorf("make the city CA: %w", err)
 	}
-	if err := writeFileAtomic(certPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
+	if err := fsutil.WriteFileAtomic(certPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
 		return nil, false, err
 	}
 	ca, err := LoadCA(certPath, keyPath, policy)
@@ -158,7 +150,7 @@ func LoadCA(certFile, keyFile string, policy Policy) (*CA, error) {
 	if err != nil {
 		return nil, fmt.Errorf("city CA certificate: %w", err)
 	}
-	var certs []*x509.Certificate
+	var found []*x509.Certificate
 	for {
 		var blk *pem.Block
 		blk, b = pem.Decode(b)
@@ -172,16 +164,16 @@ func LoadCA(certFile, keyFile string, policy Policy) (*CA, error) {
 		if err != nil {
 			return nil, fmt.Errorf("city CA certificate %s: %w", certFile, err)
 		}
-		certs = append(certs, c)
+		found = append(found, c)
 	}
-	if len(certs) == 0 {
+	if len(found) == 0 {
 		return nil, fmt.Errorf("city CA certificate %s holds no PEM CERTIFICATE", certFile)
 	}
 	kb, err := os.ReadFile(keyFile)
 	if err != nil {
 		return nil, fmt.Errorf("city CA key: %w", err)
 	}
-	k, err := parseKey(kb)
+	k, err := certs.ParsePrivateKey(kb)
 	if err != nil {
 		return nil, fmt.Errorf("city CA key %s: %w", keyFile, err)
 	}
@@ -190,27 +182,27 @@ func LoadCA(certFile, keyFile string, policy Policy) (*CA, error) {
 		return nil, fmt.Errorf("city CA key %s cannot sign", keyFile)
 	}
 	type pub interface{ Equal(crypto.PublicKey) bool }
-	if p, ok := signer.Public().(pub); !ok || !p.Equal(certs[0].PublicKey) {
+	if p, ok := signer.Public().(pub); !ok || !p.Equal(found[0].PublicKey) {
 		return nil, fmt.Errorf("city CA key %s does not belong to the first certificate in %s", keyFile, certFile)
 	}
-	if !certs[0].IsCA || certs[0].KeyUsage&x509.KeyUsageCertSign == 0 {
+	if !found[0].IsCA || found[0].KeyUsage&x509.KeyUsageCertSign == 0 {
 		return nil, fmt.Errorf("the first certificate in %s is not a CA that may sign certificates", certFile)
 	}
-	root := certs[len(certs)-1]
+	root := found[len(found)-1]
 	if !bytes.Equal(root.RawIssuer, root.RawSubject) || root.CheckSignatureFrom(root) != nil {
 		return nil, fmt.Errorf("the last certificate in %s must be the city's self-signed root (file order: signing CA, intermediates, root)", certFile)
 	}
-	ca := &CA{cert: certs[0], key: signer, root: root, policy: policy, now: time.Now}
-	if len(certs) > 1 {
-		ca.chain = certs[:len(certs)-1]
+	ca := &CA{cert: found[0], key: signer, root: root, policy: policy, now: time.Now}
+	if len(found) > 1 {
+		ca.chain = found[:len(found)-1]
 	}
-	if len(certs) > 1 {
+	if len(found) > 1 {
 		roots, inter := x509.NewCertPool(), x509.NewCertPool()
 		roots.AddCert(root)
-		for _, c := range certs[1 : len(certs)-1] {
+		for _, c := range found[1 : len(found)-1] {
 			inter.AddCert(c)
 		}
-		if _, err := certs[0].Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
+		if _, err := found[0].Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
 			return nil, fmt.Errorf("city CA chain in %s does not verify up to its root: %w", certFile, err)
 		}
 	}
@@ -234,7 +226,7 @@ func (c *CA) Issue(_ context.Context, csr *x509.CertificateRequest, e hub.Edge) 
 		cn = csr.DNSNames[0]
 	}
 	tmpl := &x509.Certificate{
-		SerialNumber: randSerial(),
+		SerialNumber: certs.Serial(),
 		Subject:      pkix.Name{CommonName: cn, Organization: []string{"CampusEdge school " + e.School}, SerialNumber: e.ID},
 		NotBefore:    now.Add(-time.Hour), // school clocks drift
 		NotAfter:     notAfter,

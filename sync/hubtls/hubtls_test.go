@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/campusedge/campusedge/edge/certs"
 	"github.com/campusedge/campusedge/sync/hub"
 )
 
@@ -69,7 +70,7 @@ func writePEM(t *testing.T, path, typ string, der ...[]byte) {
 
 func selfSigned(t *testing.T, cn string, isCA bool) ([]byte, *ecdsa.PrivateKey) {
 	k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{SerialNumber: randSerial(), Subject: pkix.Name{CommonName: cn}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour * 24 * 365),
+	tmpl := &x509.Certificate{SerialNumber: certs.Serial(), Subject: pkix.Name{CommonName: cn}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour * 24 * 365),
 		IsCA: isCA, BasicConstraintsValid: true, DNSNames: []string{cn}, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &k.PublicKey, k)
 	if err != nil {
@@ -122,7 +123,7 @@ func TestOperatorIntermediateCA(t *testing.T) {
 	rootDER, rootKey := selfSigned(t, "City root", true)
 	root, _ := x509.ParseCertificate(rootDER)
 	ik, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	itmpl := &x509.Certificate{SerialNumber: randSerial(), Subject: pkix.Name{CommonName: "City edge CA"}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * 365 * time.Hour),
+	itmpl := &x509.Certificate{SerialNumber: certs.Serial(), Subject: pkix.Name{CommonName: "City edge CA"}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * 365 * time.Hour),
 		IsCA: true, BasicConstraintsValid: true, MaxPathLenZero: true, KeyUsage: x509.KeyUsageCertSign}
 	interDER, err := x509.CreateCertificate(rand.Reader, itmpl, root, &ik.PublicKey, rootKey)
 	if err != nil {

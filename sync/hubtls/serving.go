@@ -6,7 +6,6 @@ package hubtls
 
 import (
 	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
@@ -16,7 +15,6 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
-	"math/big"
 	"net"
 	"os"
 	"path/filepath"
@@ -26,6 +24,7 @@ import (
 	"time"
 
 	"github.com/campusedge/campusedge/edge/certs"
+	"github.com/campusedge/campusedge/edge/fsutil"
 )
 
 // File names of the self-made serving certificate in the data dir.
@@ -78,7 +77,7 @@ func LoadOrCreateServing(dir string, names []string, now time.Time, log *slog.Lo
 	}
 	names = normaliseNames(names)
 	if pemBytes, err := os.ReadFile(certPath); err == nil {
-		if c, err := tls.X509KeyPair(pemBytes, mustKeyPEM(key)); err == nil && c.Leaf != nil &&
+		if c, err := tls.X509KeyPair(pemBytes, certs.KeyPEM(key)); err == nil && c.Leaf != nil &&
 			covers(c.Leaf, names) && now.Add(renewBefore).Before(c.Leaf.NotAfter) {
 			return &c, nil
 		}
@@ -87,7 +86,7 @@ func LoadOrCreateServing(dir string, names []string, now time.Time, log *slog.Lo
 	}
 	dns, ips := splitNames(names)
 	tmpl := &x509.Certificate{
-		SerialNumber:          randSerial(),
+		SerialNumber:          certs.Serial(),
 		Subject:               pkix.Name{CommonName: "cityhub", Organization: []string{"CampusEdge city hub"}},
 		NotBefore:             now.Add(-time.Hour),
 		NotAfter:              now.Add(servingLife),
@@ -102,10 +101,10 @@ func LoadOrCreateServing(dir string, names []string, now time.Time, log *slog.Lo
 		return nil, fmt.Errorf("make the hub's TLS certificate: %w", err)
 	}
 	certPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
-	if err := writeFileAtomic(certPath, certPEM, 0o644); err != nil {
+	if err := fsutil.WriteFileAtomic(certPath, certPEM, 0o644); err != nil {
 		return nil, err
 	}
-	c, err := tls.X509KeyPair(certPEM, mustKeyPEM(key))
+	c, err := tls.X509KeyPair(certPEM, certs.KeyPEM(key))
 	if err != nil {
 		return nil, err
 	}
@@ -160,97 +159,6 @@ func covers(leaf *x509.Certificate, names []string) bool {
 		}
 	}
 	return true
-}
-
-func randSerial() *big.Int {
-	s, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
-	if err != nil {
-		panic(err) // crypto/rand does not fail on supported systems
-	}
-	return s.Add(s, big.NewInt(1))
-}
-
-// loadOrCreateKey reads a PKCS#8 ECDSA key, or makes a P-256 one (0600).
-func loadOrCreateKey(path string) (*ecdsa.PrivateKey, error) {
-	b, err := os.ReadFile(path)
-	if err == nil {
-		k, err := parseKey(b)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w (move it away to make a new key; enrolled edges then need new tokens)", path, err)
-		}
-		ek, ok := k.(*ecdsa.PrivateKey)
-		if !ok {
-			return nil, fmt.Errorf("%s: not an ECDSA key", path)
-		}
-		return ek, nil
-	}
-	if !errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("read %s: %w", path, err)
-	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, fmt.Errorf("make key: %w", err)
-	}
-	if err := writeFileAtomic(path, mustKeyPEM(key), 0o600); err != nil {
-		return nil, err
-	}
-	return key, nil
-}
-
-func mustKeyPEM(key *ecdsa.PrivateKey) []byte {
-	der, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		panic(err) // a P-256 key always marshals
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})
-}
-
-// parseKey reads the first private key PEM block: PKCS#8, SEC 1 or PKCS#1.
-func parseKey(b []byte) (any, error) {
-	for {
-		var blk *pem.Block
-		blk, b = pem.Decode(b)
-		if blk == nil {
-			return nil, errors.New("no PEM private key found")
-		}
-		switch blk.Type {
-		case "PRIVATE KEY":
-			return x509.ParsePKCS8PrivateKey(blk.Bytes)
-		case "EC PRIVATE KEY":
-			return x509.ParseECPrivateKey(blk.Bytes)
-		case "RSA PRIVATE KEY":
-			return x509.ParsePKCS1PrivateKey(blk.Bytes)
-		}
-	}
-}
-
-// writeFileAtomic writes via a synced temp file and a rename, so a crash
-// leaves the old file or the new one, never half of one.
-func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return err
-	}
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(f.Name())
-	if err := f.Chmod(mode); err != nil {
-		f.Close()
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(f.Name(), path)
 }
 
 // FileCert serves an operator's certificate and key files, re-reading them
@@ -385,4 +293,14 @@ func ServingPin(dir string) (string, error) {
 		return "", err
 	}
 	return certs.SPKIPin(&x509.Certificate{RawSubjectPublicKeyInfo: der}), nil
+}
+
+// loadOrCreateKey is certs.LoadOrCreateKey with what replacing a hub key
+// costs said in its error: edges pinned or enrolled against it.
+func loadOrCreateKey(path string) (*ecdsa.PrivateKey, error) {
+	k, err := certs.LoadOrCreateKey(path)
+	if err != nil {
+		return nil, fmt.Errorf("%w (a new hub key means enrolled edges need new tokens)", err)
+	}
+	return k, nil
 }

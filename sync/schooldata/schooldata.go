@@ -100,7 +100,6 @@ func (e *ImportError) Error() string {
 var (
 	rosterHeader    = []string{"student_id", "name", "homeroom", "groups"}
 	timetableHeader = []string{"day", "period", "start", "end", "room", "group", "subject", "teacher", "resources"}
-	days            = []string{"mon", "tue", "wed", "thu", "fri", "sat", "sun"}
 )
 
 // validCode: ids of students, groups, rooms, teachers: 1-64 of letters,
@@ -283,8 +282,8 @@ func ParseTimetableCSV(r io.Reader) (*Timetable, error) {
 		line := lines[i]
 		s := Slot{Day: strings.ToLower(rec[0]), Start: rec[2], End: rec[3], Room: rec[4], Group: rec[5], Subject: rec[6], Teacher: rec[7], Resources: splitList(rec[8])}
 		ok := true
-		if !slices.Contains(days, s.Day) {
-			c.add(line, "day", "%q must be one of %s", rec[0], strings.Join(days, ", "))
+		if _, known := ParseDay(s.Day); !known {
+			c.add(line, "day", "%q must be one of %s", rec[0], strings.Join(WeekDays(), ", "))
 			ok = false
 		}
 		p, err := strconv.Atoi(rec[1])
@@ -344,7 +343,7 @@ func ParseTimetableCSV(r io.Reader) (*Timetable, error) {
 	}
 	sort.SliceStable(tt.Slots, func(i, j int) bool {
 		a, b := tt.Slots[i], tt.Slots[j]
-		if da, db := slices.Index(days, a.Day), slices.Index(days, b.Day); da != db {
+		if da, db := dayRank(a.Day), dayRank(b.Day); da != db {
 			return da < db
 		}
 		if a.Period != b.Period {

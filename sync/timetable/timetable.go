@@ -23,11 +23,6 @@ import (
 // idPrefix marks the entries this package owns in the cache's timetable.
 const idPrefix = "tt-"
 
-var weekdays = map[string]time.Weekday{
-	"sun": time.Sunday, "mon": time.Monday, "tue": time.Tuesday, "wed": time.Wednesday,
-	"thu": time.Thursday, "fri": time.Friday, "sat": time.Saturday,
-}
-
 // Expand lists the prefetch entries for the periods of tt that start in
 // [from, from+days), in loc (the school's time zone). Slots without
 // resources need nothing fetched and are skipped; a slot whose day or start
@@ -41,7 +36,7 @@ func Expand(tt schooldata.Timetable, from time.Time, days int, loc *time.Locatio
 		if len(s.Resources) == 0 {
 			continue
 		}
-		wd, ok := weekdays[strings.ToLower(s.Day)]
+		wd, ok := schooldata.ParseDay(strings.ToLower(s.Day))
 		if !ok {
 			errs = append(errs, fmt.Errorf("slot %s period %d: day %q", s.Room, s.Period, s.Day))
 			continue
