@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/campusedge/campusedge/edge/logtest"
 	"github.com/pion/rtp"
 	"github.com/pion/srtp/v3"
 	"github.com/pion/webrtc/v4"
@@ -378,5 +379,5 @@ func startEdgedProcess(t *testing.T, ctx context.Context) (*edge, int) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &edge{url: "http://" + addr, admin: strings.TrimSpace(string(tok)), log: &syncBuffer{}}, cmd.Process.Pid
+	return &edge{url: "http://" + addr, admin: strings.TrimSpace(string(tok)), log: &logtest.Buffer{}}, cmd.Process.Pid
 }

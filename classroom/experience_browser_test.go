@@ -13,6 +13,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/campusedge/campusedge/edge/browsertest"
+	"github.com/campusedge/campusedge/edge/logtest"
 )
 
 // screenshotsEnv, when set to 1, makes TestClassroomExperienceInChromium
@@ -21,9 +22,9 @@ import (
 const screenshotsEnv = "CAMPUSEDGE_SCREENSHOTS"
 
 // chromiumAllocator starts Chromium trusting e's HTTPS key (its pin).
-func chromiumAllocator(t *testing.T, ctx context.Context, out *syncBuffer, e *edge) context.Context {
+func chromiumAllocator(t *testing.T, ctx context.Context, out *logtest.Buffer, e *edge) context.Context {
 	t.Helper()
-	return browsertest.Allocator(ctx, t, out, browsertest.TrustPin(e.tls.pin))
+	return browsertest.Allocator(ctx, t, out, browsertest.TrustPin(e.tls.Pin))
 }
 
 func navigate(t *testing.T, tab context.Context, url string) {
@@ -71,7 +72,7 @@ func TestClassroomExperienceInChromium(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), 150*time.Second)
 	defer cancel()
-	var browserLog syncBuffer
+	var browserLog logtest.Buffer
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("chromium output:\n%s", browserLog.String())

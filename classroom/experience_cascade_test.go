@@ -12,6 +12,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/campusedge/campusedge/edge/browsertest"
+	"github.com/campusedge/campusedge/edge/logtest"
 )
 
 // TestClassroomPageSurvivesCascadeCut: a master teacher's page at school A
@@ -26,7 +27,7 @@ func TestClassroomPageSurvivesCascadeCut(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), 150*time.Second)
 	defer cancel()
-	var browserLog syncBuffer
+	var browserLog logtest.Buffer
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("chromium output:\n%s", browserLog.String())
@@ -38,7 +39,7 @@ func TestClassroomPageSurvivesCascadeCut(t *testing.T) {
 	// TLS is not part of this test).
 	a := startLANEdge(t, ctx)
 	b := startLANEdge(t, ctx)
-	allocCtx := browsertest.Allocator(ctx, t, &browserLog, browsertest.TrustPin(a.tls.pin), browsertest.TrustPin(b.tls.pin))
+	allocCtx := browsertest.Allocator(ctx, t, &browserLog, browsertest.TrustPin(a.tls.Pin), browsertest.TrustPin(b.tls.Pin))
 	sa := a.createSession(t, ctx, "City lesson")
 	sb := b.createClass(t, ctx, "City lesson at B", 1)
 	cid := sb.Classrooms[0]

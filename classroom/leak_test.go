@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/campusedge/campusedge/edge/logtest"
 	"github.com/pion/webrtc/v4"
 )
 
@@ -34,7 +35,7 @@ const (
 func TestEndedClassesLeaveNothing(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
 	defer cancel()
-	e := startEdgeLog(t, ctx, &syncBuffer{limit: 64 << 10})
+	e := startEdgeLog(t, ctx, &logtest.Buffer{Tail: 64 << 10})
 	first := e.createClass(t, ctx, "warm-up", 2)
 	rooms := first.Classrooms
 	_, _ = e.do(t, ctx, "POST", "/api/v1/sessions/"+first.ID+"/end", e.admin, "", nil)

@@ -10,8 +10,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -25,35 +23,9 @@ import (
 	"github.com/pion/webrtc/v4"
 
 	"github.com/campusedge/campusedge/classroom/sfu"
-	"github.com/campusedge/campusedge/cmd/edged/appliance"
-	"github.com/campusedge/campusedge/edge/certs"
-	"github.com/campusedge/campusedge/edge/config"
+	"github.com/campusedge/campusedge/cmd/edged/appliance/appliancetest"
+	"github.com/campusedge/campusedge/edge/logtest"
 )
-
-// syncBuffer collects logs from goroutines; shown only when a test fails.
-// With limit set it keeps only about the last limit bytes, so a test that
-// measures the edge's heap is not measuring its own log.
-type syncBuffer struct {
-	mu    sync.Mutex
-	b     bytes.Buffer
-	limit int
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	n, err := s.b.Write(p)
-	if s.limit > 0 && s.b.Len() > 2*s.limit {
-		s.b.Next(s.b.Len() - s.limit) // the buffer reuses the freed front
-	}
-	return n, err
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // edge is a real edged started in-process, on loopback (startEdge) or on
 // a LAN address over HTTPS (startLANEdge).
@@ -61,88 +33,34 @@ type edge struct {
 	url    string
 	plain  string // the plain HTTP side (url, unless startLANEdge moved url to HTTPS)
 	admin  string
-	log    *syncBuffer
-	client *http.Client // for url; http.DefaultClient when nil
-	tls    *tlsReady    // the HTTPS side, when edged serves it
-}
-
-// tlsReady is what edged reports once HTTPS is serving.
-type tlsReady struct {
-	url   string // https://host:port
-	caPEM []byte
-	pin   string
+	log    *logtest.Buffer
+	client *http.Client       // for url; http.DefaultClient when nil
+	tls    *appliancetest.TLS // the HTTPS side, when edged serves it
 }
 
 func startEdge(t *testing.T, ctx context.Context) *edge {
 	t.Helper()
-	return startEdgeAt(t, ctx, "127.0.0.1:0", &syncBuffer{})
+	return startEdgeAt(t, ctx, "127.0.0.1:0", &logtest.Buffer{})
 }
 
 // startEdgeLog is startEdge logging (at debug level) to logBuf.
-func startEdgeLog(t *testing.T, ctx context.Context, logBuf *syncBuffer) *edge {
+func startEdgeLog(t *testing.T, ctx context.Context, logBuf *logtest.Buffer) *edge {
 	return startEdgeAt(t, ctx, "127.0.0.1:0", logBuf)
 }
 
-// startEdgeAt starts edged with -listen listen, logging to logBuf; e.url
-// is its plain HTTP side and e.tls its HTTPS side.
-func startEdgeAt(t *testing.T, ctx context.Context, listen string, logBuf *syncBuffer) *edge {
+// startEdgeAt starts edged with -listen listen, logging to logBuf (shown
+// if the test fails); e.url is its plain HTTP side and e.tls its HTTPS side.
+func startEdgeAt(t *testing.T, ctx context.Context, listen string, logBuf *logtest.Buffer) *edge {
 	t.Helper()
-	cfg := config.Defaults()
-	cfg.DataDir = t.TempDir()
+	cfg := appliancetest.Config(t)
 	cfg.Listen = listen
-	cfg.MDNS = false
-	logger := slog.New(slog.NewTextHandler(logBuf, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	edgeCtx, stop := context.WithCancel(ctx)
-	ready := make(chan net.Addr, 1)
-	readyTLS := make(chan tlsReady, 1)
-	done := make(chan error, 1)
-	go func() {
-		done <- appliance.Run(edgeCtx, cfg, logger, appliance.Options{
-			Ready: func(a net.Addr) { ready <- a },
-			ReadyTLS: func(a net.Addr, tm *certs.Manager) {
-				readyTLS <- tlsReady{url: "https://" + a.String(), caPEM: tm.CAPEM(), pin: tm.Pin()}
-			},
-		})
-	}()
-	t.Cleanup(func() {
-		stop()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("edged: %v", err)
-			}
-		case <-time.After(15 * time.Second):
-			t.Errorf("edged did not stop within 15s")
-		}
+	t.Cleanup(func() { // runs after edged stopped: the log is whole
 		if t.Failed() {
 			t.Logf("edged log:\n%s", logBuf.String())
 		}
 	})
-	var addr net.Addr
-	select {
-	case addr = <-ready:
-	case err := <-done:
-		t.Fatalf("edged: %v", err)
-	case <-ctx.Done():
-		t.Fatal("edged did not start")
-	}
-	var tr *tlsReady
-	if cfg.HTTPSAddr() != "" { // ReadyTLS follows Ready at once
-		select {
-		case r := <-readyTLS:
-			tr = &r
-		case err := <-done:
-			t.Fatalf("edged: %v", err)
-		case <-ctx.Done():
-			t.Fatal("edged did not start HTTPS")
-		}
-	}
-	tok, err := os.ReadFile(filepath.Join(cfg.DataDir, "admin-token"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	u := "http://" + addr.String()
-	return &edge{url: u, plain: u, admin: strings.TrimSpace(string(tok)), log: logBuf, tls: tr}
+	a := appliancetest.Start(ctx, t, cfg, slog.New(slog.NewTextHandler(logBuf, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	return &edge{url: a.URL, plain: a.URL, admin: a.Admin, log: logBuf, tls: a.HTTPS}
 }
 
 func (e *edge) do(t *testing.T, ctx context.Context, method, path, token, ctype string, body []byte) (*http.Response, []byte) {

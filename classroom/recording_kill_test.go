@@ -18,6 +18,7 @@ import (
 	"github.com/pion/rtp"
 
 	"github.com/campusedge/campusedge/classroom/record"
+	"github.com/campusedge/campusedge/edge/logtest"
 )
 
 var listeningRE = regexp.MustCompile(`msg=listening addr=(\S+)`)
@@ -35,7 +36,7 @@ func runEdged(t *testing.T, bin, data string) (*exec.Cmd, *edge, chan struct{}) 
 		t.Fatal(err)
 	}
 	done := make(chan struct{})
-	logBuf := &syncBuffer{}
+	logBuf := &logtest.Buffer{}
 	addr := make(chan string, 1)
 	go func() {
 		defer close(done)
