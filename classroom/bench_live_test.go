@@ -1,16 +1,13 @@
 package classroom_test
 
 import (
-	"bufio"
 	"context"
 	"encoding/binary"
 	"flag"
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"regexp"
 	"runtime"
 	"slices"
 	"strconv"
@@ -20,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/campusedge/campusedge/edge/bintest"
 	"github.com/campusedge/campusedge/edge/logtest"
 	"github.com/pion/rtp"
 	"github.com/pion/srtp/v3"
@@ -344,40 +342,15 @@ func numCPU() int {
 func startEdgedProcess(t *testing.T, ctx context.Context) (*edge, int) {
 	t.Helper()
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "edged")
-	build := exec.CommandContext(ctx, "go", "build", "-o", bin, "github.com/campusedge/campusedge/cmd/edged")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build edged: %v\n%s", err, out)
-	}
-	data := filepath.Join(dir, "data")
-	cmd := exec.CommandContext(ctx, bin, "-data", data, "-listen", "127.0.0.1:0", "-mdns=false")
-	stderr, err := cmd.StderrPipe()
+	bins, err := bintest.Build(ctx, dir, bintest.BuildOptions{}, bintest.Cmd("edged"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-	addrRE := regexp.MustCompile(`msg=listening addr=(\S+)`)
-	sc := bufio.NewScanner(stderr)
-	var addr string
-	for sc.Scan() {
-		if m := addrRE.FindStringSubmatch(sc.Text()); m != nil {
-			addr = m[1]
-			break
-		}
-	}
-	if addr == "" {
-		t.Fatal("edged did not log its address")
-	}
-	go func() {
-		for sc.Scan() { // keep draining so edged never blocks on its log
-		}
-	}()
+	data := filepath.Join(dir, "data")
+	p := bintest.Serve(t, bins[0], "-data", data, "-listen", "127.0.0.1:0", "-mdns=false")
 	tok, err := os.ReadFile(filepath.Join(data, "admin-token"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &edge{url: "http://" + addr, admin: strings.TrimSpace(string(tok)), log: &logtest.Buffer{}}, cmd.Process.Pid
+	return &edge{url: p.URL(), admin: strings.TrimSpace(string(tok)), log: &logtest.Buffer{}}, p.PID()
 }
