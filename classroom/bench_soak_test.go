@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/campusedge/campusedge/edge/metricstest"
 	"github.com/pion/rtcp"
 	"github.com/pion/rtp"
 	"github.com/pion/webrtc/v4"
@@ -129,8 +130,8 @@ func soakMeasure(t *testing.T, ctx context.Context, e *edge, pid int) soakPoint 
 	if err != nil {
 		t.Fatal(err)
 	}
-	return soakPoint{heapMB: heap, rssMB: metricValue(b, "process_resident_memory_bytes") / (1 << 20),
-		goroutines: int(metricValue(b, "go_goroutines")), fds: len(ents)}
+	return soakPoint{heapMB: heap, rssMB: metricstest.Value(b, "process_resident_memory_bytes") / (1 << 20),
+		goroutines: int(metricstest.Value(b, "go_goroutines")), fds: len(ents)}
 }
 
 // soakViewer is one WHEP viewer on its own socket, so it can vanish.

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/campusedge/campusedge/edge/metricstest"
 	"github.com/pion/turn/v5"
 )
 
@@ -218,8 +219,8 @@ func TestCascade(t *testing.T) {
 
 	// One copy on the WAN: A serves one subscriber (B's pull), and the link
 	// carries about one stream's packets (250/s plus RTCP), not three.
-	if _, m := a.do(t, ctx, "GET", "/metrics", "", "", nil); metricValue(m, "campusedge_live_subscribers") != 1 {
-		t.Errorf("edge A has %v subscribers, want 1 (the cascade)", metricValue(m, "campusedge_live_subscribers"))
+	if _, m := a.do(t, ctx, "GET", "/metrics", "", "", nil); metricstest.Value(m, "campusedge_live_subscribers") != 1 {
+		t.Errorf("edge A has %v subscribers, want 1 (the cascade)", metricstest.Value(m, "campusedge_live_subscribers"))
 	}
 	// What A forwards is the lesson's copy count: with one subscriber (B's
 	// pull) it is one stream's packets. The link's datagrams are logged
@@ -227,20 +228,20 @@ func TestCascade(t *testing.T) {
 	// starved machine drops packets, retransmissions (seen at ~1,500/s
 	// once under heavy load), so they are not the measure of copies.
 	_, m0 := a.do(t, ctx, "GET", "/metrics", "", "", nil)
-	f0, n0 := metricValue(m0, "campusedge_live_forwarded_packets_total"), wan.toB.Load()
+	f0, n0 := metricstest.Value(m0, "campusedge_live_forwarded_packets_total"), wan.toB.Load()
 	time.Sleep(2 * time.Second)
 	_, m1 := a.do(t, ctx, "GET", "/metrics", "", "", nil)
-	forwarded := (metricValue(m1, "campusedge_live_forwarded_packets_total") - f0) / 2
+	forwarded := (metricstest.Value(m1, "campusedge_live_forwarded_packets_total") - f0) / 2
 	perSecond := float64(wan.toB.Load()-n0) / 2
 	t.Logf("edge A forwarded %.0f packets/s to the cascade; WAN link A→B carried %.0f datagrams/s; publisher sends 250 packets/s, three participants at B", forwarded, perSecond)
 	if forwarded < 150 || forwarded > 400 {
-		t.Errorf("edge A forwarded %.0f packets/s; one copy of the lesson is ~250/s (three would be ~750); metrics:\n%s", forwarded, grepLines(m1, "campusedge_live"))
+		t.Errorf("edge A forwarded %.0f packets/s; one copy of the lesson is ~250/s (three would be ~750); metrics:\n%s", forwarded, metricstest.Grep(m1, "campusedge_live"))
 	}
 	if perSecond < 0.75*forwarded {
 		t.Errorf("WAN link carried %.0f datagrams/s, fewer than the %.0f packets/s A forwarded", perSecond, forwarded)
 	}
 	if perSecond > 2*forwarded {
-		t.Logf("note: the link carried %.1f× what A forwarded (retransmissions or ICE traffic); edge A metrics:\n%s", perSecond/forwarded, grepLines(m1, "campusedge_live"))
+		t.Logf("note: the link carried %.1f× what A forwarded (retransmissions or ICE traffic); edge A metrics:\n%s", perSecond/forwarded, metricstest.Grep(m1, "campusedge_live"))
 	}
 
 	// Cut the WAN. B's session stays up: participants stay connected and
@@ -303,6 +304,6 @@ func TestCascade(t *testing.T) {
 	}
 	waitFor(t, 10*time.Second, "A to lose its cascade subscriber", func() bool {
 		_, m := a.do(t, ctx, "GET", "/metrics", "", "", nil)
-		return metricValue(m, "campusedge_live_subscribers") == 1 // atA's own
+		return metricstest.Value(m, "campusedge_live_subscribers") == 1 // atA's own
 	})
 }

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/campusedge/campusedge/edge/metricstest"
 )
 
 // count returns how many received messages match pred (consumed or not).
@@ -239,7 +241,7 @@ func TestQuizOverControlChannel(t *testing.T) {
 		t.Fatalf("outbox backlog %d, want at least the 22 quiz records", st.Backlog)
 	}
 	_, metrics := e.do(t, ctx, "GET", "/metrics", "", "", nil)
-	if v := metricValue(metrics, `campusedge_learning_records_total{kind="quiz.answer"}`); v != 19 {
+	if v := metricstest.Value(metrics, `campusedge_learning_records_total{kind="quiz.answer"}`); v != 19 {
 		t.Errorf("metric quiz.answer records %v, want 19", v)
 	}
 

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/campusedge/campusedge/edge/logtest"
+	"github.com/campusedge/campusedge/edge/metricstest"
 	"github.com/pion/webrtc/v4"
 )
 
@@ -55,10 +56,10 @@ func TestEndedClassesLeaveNothing(t *testing.T) {
 	// What is kept on purpose: every ended session (with its recording
 	// outcome), bounded by session.MaxEndedSessions.
 	_, b := e.do(t, ctx, "GET", "/metrics", "", "", nil)
-	if got, want := metricValue(b, `campusedge_sessions_kept{state="ended"}`), float64(1+leakWarmup+leakClasses); got != want {
+	if got, want := metricstest.Value(b, `campusedge_sessions_kept{state="ended"}`), float64(1+leakWarmup+leakClasses); got != want {
 		t.Errorf("ended sessions kept: %v, want %v", got, want)
 	}
-	if got, want := metricValue(b, "campusedge_recording_summaries"), float64(leakWarmup+leakClasses); got != want {
+	if got, want := metricstest.Value(b, "campusedge_recording_summaries"), float64(leakWarmup+leakClasses); got != want {
 		t.Errorf("recording summaries kept: %v, want %v", got, want)
 	}
 	m := heaps[leakWarmup:]
@@ -173,7 +174,7 @@ func waitIdle(t *testing.T, ctx context.Context, e *edge) {
 		_, b := e.do(t, ctx, "GET", "/metrics", "", "", nil)
 		var busy []string
 		for _, name := range idleGauges {
-			if v := metricValue(b, name); v != 0 {
+			if v := metricstest.Value(b, name); v != 0 {
 				busy = append(busy, fmt.Sprintf("%s=%v", name, v))
 			}
 		}

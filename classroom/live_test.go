@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/binary"
 	"encoding/json"
-	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -25,6 +24,7 @@ import (
 	"github.com/campusedge/campusedge/classroom/sfu"
 	"github.com/campusedge/campusedge/cmd/edged/appliance/appliancetest"
 	"github.com/campusedge/campusedge/edge/logtest"
+	"github.com/campusedge/campusedge/edge/metricstest"
 )
 
 // edge is a real edged started in-process, on loopback (startEdge) or on
@@ -510,7 +510,7 @@ func TestWHIPPublishWHEPWatch(t *testing.T) {
 	if resp, b := e.do(t, ctx, "GET", "/metrics", "", "", nil); resp.StatusCode != 200 ||
 		!bytes.Contains(b, []byte("campusedge_live_subscribers 3")) || !bytes.Contains(b, []byte("campusedge_live_publishers 1")) ||
 		!bytes.Contains(b, []byte("campusedge_live_forwarded_packets_total ")) {
-		t.Errorf("metrics: %d\n%s", resp.StatusCode, grepLines(b, "campusedge_live"))
+		t.Errorf("metrics: %d\n%s", resp.StatusCode, metricstest.Grep(b, "campusedge_live"))
 	}
 
 	// B stalls: A keeps receiving at full rate (what the publisher sends).
@@ -678,16 +678,6 @@ func TestVanishedSubscriberIsRemoved(t *testing.T) {
 	}
 }
 
-func grepLines(b []byte, substr string) string {
-	var out []string
-	for _, l := range strings.Split(string(b), "\n") {
-		if strings.Contains(l, substr) {
-			out = append(out, l)
-		}
-	}
-	return strings.Join(out, "\n")
-}
-
 // TestNACKAndTWCC: a subscriber's NACK is answered by the edge from its own
 // packet cache (the publisher never sees it), and the edge's RTP to a
 // subscriber carries the transport-wide sequence numbers TWCC feedback
@@ -803,11 +793,11 @@ func TestNACKAndTWCC(t *testing.T) {
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		_, metrics = e.do(t, ctx, "GET", "/metrics", "", "", nil)
-		if metricValue(metrics, "campusedge_live_twcc_reports_total") > 0 && metricValue(metrics, "campusedge_live_nacks_total") >= 1 {
+		if metricstest.Value(metrics, "campusedge_live_twcc_reports_total") > 0 && metricstest.Value(metrics, "campusedge_live_nacks_total") >= 1 {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("no TWCC reports or NACK counted by the edge:\n%s", grepLines(metrics, "campusedge_live"))
+			t.Fatalf("no TWCC reports or NACK counted by the edge:\n%s", metricstest.Grep(metrics, "campusedge_live"))
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
@@ -860,19 +850,6 @@ func rtxAPI(t *testing.T, c *rtxCounter) *webrtc.API {
 	se.SetIncludeLoopbackCandidate(true)
 	se.SetIPFilter(func(ip net.IP) bool { return ip.Equal(net.IPv4(127, 0, 0, 1)) })
 	return webrtc.NewAPI(webrtc.WithMediaEngine(me), webrtc.WithInterceptorRegistry(ir), webrtc.WithSettingEngine(se))
-}
-
-// metricValue is the value of an unlabelled metric in Prometheus text, or -1.
-func metricValue(b []byte, name string) float64 {
-	for _, l := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(l, name+" "); ok {
-			var f float64
-			if _, err := fmt.Sscan(v, &f); err == nil {
-				return f
-			}
-		}
-	}
-	return -1
 }
 
 // throttledConn is a subscriber's socket behind a weak link: while limited,
@@ -960,7 +937,7 @@ func TestWeakLinkKeepsAudio(t *testing.T) {
 
 	metric := func(name string) float64 {
 		_, b := e.do(t, ctx, "GET", "/metrics", "", "", nil)
-		return metricValue(b, name)
+		return metricstest.Value(b, name)
 	}
 	link.limited.Store(true) // 300 kbit/s for ~1 Mbit/s of media
 	waitFor(t, 10*time.Second, "the edge to pause the weak subscriber's video", func() bool { return metric("campusedge_live_video_pauses_total") >= 1 })

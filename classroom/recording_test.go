@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/at-wat/ebml-go/mkvcore"
+	"github.com/campusedge/campusedge/edge/metricstest"
 	"github.com/pion/rtcp"
 	"github.com/pion/rtp"
 	"github.com/pion/webrtc/v4"
@@ -374,10 +375,10 @@ func TestLessonRecordedIntoCatalogue(t *testing.T) {
 		t.Errorf("%d audio frames recorded against %d video frames", len(aud), len(vid))
 	}
 	_, m := e.do(t, ctx, "GET", "/metrics", "", "", nil)
-	if metricValue(m, "campusedge_recordings_done_total") != 1 || metricValue(m, "campusedge_recording_bytes_total") < float64(len(data)) ||
-		metricValue(m, "campusedge_recordings_active") != 0 {
-		t.Errorf("recording metrics: done %v, bytes %v (file %d), active %v", metricValue(m, "campusedge_recordings_done_total"),
-			metricValue(m, "campusedge_recording_bytes_total"), len(data), metricValue(m, "campusedge_recordings_active"))
+	if metricstest.Value(m, "campusedge_recordings_done_total") != 1 || metricstest.Value(m, "campusedge_recording_bytes_total") < float64(len(data)) ||
+		metricstest.Value(m, "campusedge_recordings_active") != 0 {
+		t.Errorf("recording metrics: done %v, bytes %v (file %d), active %v", metricstest.Value(m, "campusedge_recordings_done_total"),
+			metricstest.Value(m, "campusedge_recording_bytes_total"), len(data), metricstest.Value(m, "campusedge_recordings_active"))
 	}
 	t.Logf("recorded %d video frames (from sent #%d) and %d audio frames, %d bytes, %d PLIs seen by the publisher", len(vid), first, len(aud), len(data), plis)
 }
@@ -402,8 +403,8 @@ func TestRecordingOptOutAndH264(t *testing.T) {
 		st := e.recording(t, ctx, h.ID)
 		return st.State == "not_recorded" && strings.Contains(st.Reason, "H264") && strings.Contains(st.Reason, "VP8")
 	})
-	if _, m := e.do(t, ctx, "GET", "/metrics", "", "", nil); metricValue(m, "campusedge_recordings_not_recorded_total") != 1 {
-		t.Errorf("campusedge_recordings_not_recorded_total = %v, want 1 (the H264 lesson)", metricValue(m, "campusedge_recordings_not_recorded_total"))
+	if _, m := e.do(t, ctx, "GET", "/metrics", "", "", nil); metricstest.Value(m, "campusedge_recordings_not_recorded_total") != 1 {
+		t.Errorf("campusedge_recordings_not_recorded_total = %v, want 1 (the H264 lesson)", metricstest.Value(m, "campusedge_recordings_not_recorded_total"))
 	}
 	if !strings.Contains(e.log.String(), "lesson not recorded") {
 		t.Error("the edge log does not say the H264 lesson is not recorded")

@@ -1,14 +1,13 @@
 // Package metricstest reads the Prometheus text that GET /metrics answers,
 // so that tests and benches check a counter or a gauge the same way instead
-// of each parsing the format again. It reads unlabelled samples only: the
-// figures the project asserts on (campusedge_live_subscribers,
-// go_goroutines…) carry no labels. It is a test helper: only tests and
-// test-helper packages import it.
+// of each parsing the format again: Value finds one sample by its name as
+// written (labels included), Parse and Read give every unlabelled sample,
+// the figures benches read (campusedge_terminals_online, go_goroutines…).
+// It is a test helper: only tests and test-helper packages import it.
 package metricstest
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -39,12 +38,17 @@ func Parse(r io.Reader) (map[string]float64, error) {
 	return out, sc.Err()
 }
 
-// Value is the value of the unlabelled metric name in the Prometheus text
-// b, or -1 when b has none.
+// Value is the value of the sample name in the Prometheus text b, or -1
+// when b has none. name is the sample as written, labels included
+// (`campusedge_sessions_kept{state="ended"}`).
 func Value(b []byte, name string) float64 {
-	m, _ := Parse(bytes.NewReader(b)) // a too-long line only ends the read early
-	if v, ok := m[name]; ok {
-		return v
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, name+" "); ok {
+			v, _, _ = strings.Cut(strings.TrimSpace(v), " ") // a timestamp may follow
+			if f, err := strconv.ParseFloat(v, 64); err == nil {
+				return f
+			}
+		}
 	}
 	return -1
 }

@@ -20,6 +20,9 @@ func TestValue(t *testing.T) {
 	if v := Value(b, "campusedge_live_nacks_total"); v != 15 {
 		t.Errorf("nacks = %v", v)
 	}
+	if v := Value([]byte(`campusedge_sessions_kept{state="ended"} 4`), `campusedge_sessions_kept{state="ended"}`); v != 4 {
+		t.Errorf("labelled = %v", v)
+	}
 	if v := Value(b, "campusedge_live"); v != -1 {
 		t.Errorf("a prefix of a name = %v, want -1", v)
 	}
