@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/campusedge/campusedge/classroom/internal/mediatest"
 	"github.com/campusedge/campusedge/edge/bintest"
 	"github.com/campusedge/campusedge/edge/logtest"
 	"github.com/pion/rtp"
@@ -99,7 +100,7 @@ type liveResult struct {
 // runLiveBench measures one N on a fresh session.
 func runLiveBench(t *testing.T, ctx context.Context, e *edge, pid int, n int, secs time.Duration) liveResult {
 	s := e.createSession(t, ctx, fmt.Sprintf("bench %d", n))
-	api := loopbackAPI(t)
+	api := mediatest.LoopbackAPI(t)
 	pc, err := api.NewPeerConnection(webrtc.Configuration{})
 	if err != nil {
 		t.Fatal(err)
@@ -112,7 +113,7 @@ func runLiveBench(t *testing.T, ctx context.Context, e *edge, pid int, n int, se
 			t.Fatal(err)
 		}
 	}
-	resp, body := e.do(t, ctx, "POST", "/whip/"+s.ID, s.Tokens.Master, "application/sdp", offer(t, ctx, pc))
+	resp, body := e.Do(t, ctx, "POST", "/whip/"+s.ID, s.Tokens.Master, "application/sdp", mediatest.Offer(t, ctx, pc))
 	if resp.StatusCode != 201 {
 		t.Fatalf("WHIP: %d %s", resp.StatusCode, body)
 	}
@@ -200,7 +201,7 @@ func runLiveBench(t *testing.T, ctx context.Context, e *edge, pid int, n int, se
 				}
 			}
 		})
-		resp, body := e.do(t, ctx, "POST", "/whep/"+s.ID, s.Tokens.Observer, "application/sdp", offer(t, ctx, spc))
+		resp, body := e.Do(t, ctx, "POST", "/whep/"+s.ID, s.Tokens.Observer, "application/sdp", mediatest.Offer(t, ctx, spc))
 		if resp.StatusCode != 201 {
 			t.Fatalf("WHEP %d: %d %s", len(subs), resp.StatusCode, body)
 		}
@@ -225,7 +226,7 @@ func runLiveBench(t *testing.T, ctx context.Context, e *edge, pid int, n int, se
 	}
 	_ = pc.Close()
 	time.Sleep(300 * time.Millisecond)
-	if resp, b := e.do(t, ctx, "POST", "/api/v1/sessions/"+s.ID+"/end", e.admin, "", nil); resp.StatusCode != 200 {
+	if resp, b := e.Do(t, ctx, "POST", "/api/v1/sessions/"+s.ID+"/end", e.admin, "", nil); resp.StatusCode != 200 {
 		t.Fatalf("end: %d %s", resp.StatusCode, b)
 	}
 

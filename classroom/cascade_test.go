@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/campusedge/campusedge/classroom/internal/mediatest"
 	"github.com/campusedge/campusedge/edge/metricstest"
 	"github.com/pion/turn/v5"
 )
@@ -145,7 +146,7 @@ type upstreamStatus struct {
 
 func (e *edge) upstream(t *testing.T, ctx context.Context, sessionID string) upstreamStatus {
 	t.Helper()
-	resp, b := e.do(t, ctx, "GET", "/api/v1/sessions/"+sessionID+"/upstream", e.admin, "", nil)
+	resp, b := e.Do(t, ctx, "GET", "/api/v1/sessions/"+sessionID+"/upstream", e.admin, "", nil)
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("upstream status: %d %s", resp.StatusCode, b)
 	}
@@ -166,7 +167,7 @@ func TestCascade(t *testing.T) {
 	a := startEdge(t, ctx)
 	b := startEdge(t, ctx)
 	sa := a.createSession(t, ctx, "City lesson: Physics")
-	publish(t, ctx, a, sa.ID, sa.Tokens.Master) // 200 video + 50 audio packets/s
+	mediatest.Publish(t, ctx, a, sa.ID, sa.Tokens.Master) // 200 video + 50 audio packets/s
 	sb := b.createClass(t, ctx, "Physics (from the city school)", 2)
 	wan := startWAN(t, a.url[len("http://"):])
 
@@ -174,11 +175,11 @@ func TestCascade(t *testing.T) {
 	for _, body := range []string{`{}`, `{"url":"ftp://x/whep/1","token":"t"}`, `{"url":"http://x/whep/1"}`,
 		`{"url":"http://x/whep/1","token":"t","ice_transport_policy":"carrier-pigeon"}`,
 		`{"url":"http://x/whep/1","token":"t","ice_servers":[{"urls":["http://x"]}]}`} {
-		if resp, rb := b.do(t, ctx, "PUT", "/api/v1/sessions/"+sb.ID+"/upstream", b.admin, "application/json", []byte(body)); resp.StatusCode != http.StatusBadRequest {
+		if resp, rb := b.Do(t, ctx, "PUT", "/api/v1/sessions/"+sb.ID+"/upstream", b.admin, "application/json", []byte(body)); resp.StatusCode != http.StatusBadRequest {
 			t.Errorf("PUT upstream %s: %d %s", body, resp.StatusCode, rb)
 		}
 	}
-	if resp, rb := b.do(t, ctx, "PUT", "/api/v1/sessions/"+sb.ID+"/upstream", sb.Tokens.Master, "application/json", []byte(`{}`)); resp.StatusCode != http.StatusUnauthorized {
+	if resp, rb := b.Do(t, ctx, "PUT", "/api/v1/sessions/"+sb.ID+"/upstream", sb.Tokens.Master, "application/json", []byte(`{}`)); resp.StatusCode != http.StatusUnauthorized {
 		t.Errorf("PUT upstream with the master token: %d %s", resp.StatusCode, rb)
 	}
 	req, _ := json.Marshal(map[string]any{
@@ -186,7 +187,7 @@ func TestCascade(t *testing.T) {
 		"ice_servers":          []map[string]any{{"urls": []string{wan.turnURL}, "username": "edge-b", "credential": "wan-secret"}},
 		"ice_transport_policy": "relay",
 	})
-	if resp, rb := b.do(t, ctx, "PUT", "/api/v1/sessions/"+sb.ID+"/upstream", b.admin, "application/json", req); resp.StatusCode != http.StatusAccepted {
+	if resp, rb := b.Do(t, ctx, "PUT", "/api/v1/sessions/"+sb.ID+"/upstream", b.admin, "application/json", req); resp.StatusCode != http.StatusAccepted {
 		t.Fatalf("PUT upstream: %d %s", resp.StatusCode, rb)
 	}
 
@@ -219,7 +220,7 @@ func TestCascade(t *testing.T) {
 
 	// One copy on the WAN: A serves one subscriber (B's pull), and the link
 	// carries about one stream's packets (250/s plus RTCP), not three.
-	if _, m := a.do(t, ctx, "GET", "/metrics", "", "", nil); metricstest.Value(m, "campusedge_live_subscribers") != 1 {
+	if _, m := a.Do(t, ctx, "GET", "/metrics", "", "", nil); metricstest.Value(m, "campusedge_live_subscribers") != 1 {
 		t.Errorf("edge A has %v subscribers, want 1 (the cascade)", metricstest.Value(m, "campusedge_live_subscribers"))
 	}
 	// What A forwards is the lesson's copy count: with one subscriber (B's
@@ -227,10 +228,10 @@ func TestCascade(t *testing.T) {
 	// beside it; they also carry RTCP, ICE consent checks and, when a
 	// starved machine drops packets, retransmissions (seen at ~1,500/s
 	// once under heavy load), so they are not the measure of copies.
-	_, m0 := a.do(t, ctx, "GET", "/metrics", "", "", nil)
+	_, m0 := a.Do(t, ctx, "GET", "/metrics", "", "", nil)
 	f0, n0 := metricstest.Value(m0, "campusedge_live_forwarded_packets_total"), wan.toB.Load()
 	time.Sleep(2 * time.Second)
-	_, m1 := a.do(t, ctx, "GET", "/metrics", "", "", nil)
+	_, m1 := a.Do(t, ctx, "GET", "/metrics", "", "", nil)
 	forwarded := (metricstest.Value(m1, "campusedge_live_forwarded_packets_total") - f0) / 2
 	perSecond := float64(wan.toB.Load()-n0) / 2
 	t.Logf("edge A forwarded %.0f packets/s to the cascade; WAN link A→B carried %.0f datagrams/s; publisher sends 250 packets/s, three participants at B", forwarded, perSecond)
@@ -253,7 +254,7 @@ func TestCascade(t *testing.T) {
 	if r := peers[0].c.request(t, map[string]any{"type": "hand", "raised": true}); r.str("type") != "ack" {
 		t.Errorf("raise hand at B during the WAN cut: %v", r)
 	}
-	if resp, rb := b.do(t, ctx, "GET", "/api/v1/sessions/"+sb.ID, b.admin, "", nil); resp.StatusCode != 200 || !bytes.Contains(rb, []byte(`"state":"live"`)) {
+	if resp, rb := b.Do(t, ctx, "GET", "/api/v1/sessions/"+sb.ID, b.admin, "", nil); resp.StatusCode != 200 || !bytes.Contains(rb, []byte(`"state":"live"`)) {
 		t.Errorf("session at B during the cut: %d %s", resp.StatusCode, rb)
 	}
 	time.Sleep(2 * time.Second) // a few retries fail while the link is down
@@ -299,11 +300,11 @@ func TestCascade(t *testing.T) {
 	}
 
 	// Stopping the cascade ends the pull at A.
-	if resp, rb := b.do(t, ctx, "DELETE", "/api/v1/sessions/"+sb.ID+"/upstream", b.admin, "", nil); resp.StatusCode != http.StatusNoContent {
+	if resp, rb := b.Do(t, ctx, "DELETE", "/api/v1/sessions/"+sb.ID+"/upstream", b.admin, "", nil); resp.StatusCode != http.StatusNoContent {
 		t.Errorf("DELETE upstream: %d %s", resp.StatusCode, rb)
 	}
 	waitFor(t, 10*time.Second, "A to lose its cascade subscriber", func() bool {
-		_, m := a.do(t, ctx, "GET", "/metrics", "", "", nil)
+		_, m := a.Do(t, ctx, "GET", "/metrics", "", "", nil)
 		return metricstest.Value(m, "campusedge_live_subscribers") == 1 // atA's own
 	})
 }

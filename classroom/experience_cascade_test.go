@@ -68,12 +68,12 @@ func TestClassroomPageSurvivesCascadeCut(t *testing.T) {
 		"ice_servers":          []map[string]any{{"urls": []string{wan.turnURL}, "username": "edge-b", "credential": "wan-secret"}},
 		"ice_transport_policy": "relay",
 	})
-	if resp, rb := b.do(t, ctx, "PUT", "/api/v1/sessions/"+sb.ID+"/upstream", b.admin, "application/json", req); resp.StatusCode != http.StatusAccepted {
+	if resp, rb := b.Do(t, ctx, "PUT", "/api/v1/sessions/"+sb.ID+"/upstream", b.admin, "application/json", req); resp.StatusCode != http.StatusAccepted {
 		t.Fatalf("PUT upstream: %d %s", resp.StatusCode, rb)
 	}
 
 	// B's classroom page, paired once, joins by itself and shows the lesson.
-	resp, body := b.do(t, ctx, "POST", "/api/v1/classrooms/"+cid+"/pairing-codes", b.admin, "", nil)
+	resp, body := b.Do(t, ctx, "POST", "/api/v1/classrooms/"+cid+"/pairing-codes", b.admin, "", nil)
 	var pc struct{ Code string }
 	if err := json.Unmarshal(body, &pc); err != nil || resp.StatusCode != http.StatusCreated {
 		t.Fatalf("pairing code: %d %s", resp.StatusCode, body)

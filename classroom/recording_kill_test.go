@@ -80,7 +80,7 @@ func TestShutdownFinalisesRecording(t *testing.T) {
 		t.Fatalf("edged exited without importing the recording")
 	}
 	_, e2 := runEdged(t, bin, data)
-	resp, b := e2.do(t, ctx, "GET", "/api/v1/catalog?q=stopped", e2.admin, "", nil)
+	resp, b := e2.Do(t, ctx, "GET", "/api/v1/catalog?q=stopped", e2.admin, "", nil)
 	var cat struct {
 		Items []struct {
 			ID   string `json:"id"`
@@ -90,7 +90,7 @@ func TestShutdownFinalisesRecording(t *testing.T) {
 	if resp.StatusCode != http.StatusOK || json.Unmarshal(b, &cat) != nil || len(cat.Items) != 1 || cat.Items[0].MIME != "video/webm" {
 		t.Fatalf("catalogue after the restart: %d %s", resp.StatusCode, b)
 	}
-	resp, media := e2.do(t, ctx, "GET", "/media/"+cat.Items[0].ID, "", "", nil)
+	resp, media := e2.Do(t, ctx, "GET", "/media/"+cat.Items[0].ID, "", "", nil)
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("GET /media: %d", resp.StatusCode)
 	}
@@ -160,13 +160,13 @@ func TestKill9MidRecording(t *testing.T) {
 		Total int `json:"total"`
 	}
 	waitFor(t, 15*time.Second, "the finished recording to be imported", func() bool {
-		resp, b := e2.do(t, ctx, "GET", "/api/v1/catalog", e2.admin, "", nil)
+		resp, b := e2.Do(t, ctx, "GET", "/api/v1/catalog", e2.admin, "", nil)
 		return resp.StatusCode == http.StatusOK && json.Unmarshal(b, &cat) == nil && cat.Total > 0
 	})
 	if cat.Total != 1 || cat.Items[0].Title != "Recovered lesson" {
 		t.Fatalf("catalogue after the restart: %+v (want only the finished recording)", cat)
 	}
-	resp, b := e2.do(t, ctx, "GET", "/media/"+cat.Items[0].ID, "", "", nil)
+	resp, b := e2.Do(t, ctx, "GET", "/media/"+cat.Items[0].ID, "", "", nil)
 	if resp.StatusCode != http.StatusOK || !bytes.Equal(b, finished) {
 		t.Errorf("the recovered lesson is served as %d, %d bytes (want the %d finished bytes)", resp.StatusCode, len(b), len(finished))
 	}

@@ -101,7 +101,7 @@ func TestReplayInChromium(t *testing.T) {
 	if st.State != "recording" {
 		t.Fatalf("recording: %+v", st)
 	}
-	if resp, b := e.do(t, ctx, "POST", "/api/v1/sessions/"+s.ID+"/end", e.admin, "", nil); resp.StatusCode != http.StatusOK {
+	if resp, b := e.Do(t, ctx, "POST", "/api/v1/sessions/"+s.ID+"/end", e.admin, "", nil); resp.StatusCode != http.StatusOK {
 		t.Fatalf("end: %d %s", resp.StatusCode, b)
 	}
 	waitFor(t, 15*time.Second, "the recording to be imported", func() bool {
