@@ -1,16 +1,13 @@
 package classroom_test
 
 import (
-	"bufio"
 	"context"
 	"encoding/binary"
 	"flag"
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"regexp"
 	"runtime"
 	"slices"
 	"strconv"
@@ -20,6 +17,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/campusedge/campusedge/classroom/internal/mediatest"
+	"github.com/campusedge/campusedge/edge/bintest"
+	"github.com/campusedge/campusedge/edge/logtest"
 	"github.com/pion/rtp"
 	"github.com/pion/srtp/v3"
 	"github.com/pion/webrtc/v4"
@@ -100,7 +100,7 @@ type liveResult struct {
 // runLiveBench measures one N on a fresh session.
 func runLiveBench(t *testing.T, ctx context.Context, e *edge, pid int, n int, secs time.Duration) liveResult {
 	s := e.createSession(t, ctx, fmt.Sprintf("bench %d", n))
-	api := loopbackAPI(t)
+	api := mediatest.LoopbackAPI(t)
 	pc, err := api.NewPeerConnection(webrtc.Configuration{})
 	if err != nil {
 		t.Fatal(err)
@@ -113,7 +113,7 @@ func runLiveBench(t *testing.T, ctx context.Context, e *edge, pid int, n int, se
 			t.Fatal(err)
 		}
 	}
-	resp, body := e.do(t, ctx, "POST", "/whip/"+s.ID, s.Tokens.Master, "application/sdp", offer(t, ctx, pc))
+	resp, body := e.Do(t, ctx, "POST", "/whip/"+s.ID, s.Tokens.Master, "application/sdp", mediatest.Offer(t, ctx, pc))
 	if resp.StatusCode != 201 {
 		t.Fatalf("WHIP: %d %s", resp.StatusCode, body)
 	}
@@ -201,7 +201,7 @@ func runLiveBench(t *testing.T, ctx context.Context, e *edge, pid int, n int, se
 				}
 			}
 		})
-		resp, body := e.do(t, ctx, "POST", "/whep/"+s.ID, s.Tokens.Observer, "application/sdp", offer(t, ctx, spc))
+		resp, body := e.Do(t, ctx, "POST", "/whep/"+s.ID, s.Tokens.Observer, "application/sdp", mediatest.Offer(t, ctx, spc))
 		if resp.StatusCode != 201 {
 			t.Fatalf("WHEP %d: %d %s", len(subs), resp.StatusCode, body)
 		}
@@ -226,7 +226,7 @@ func runLiveBench(t *testing.T, ctx context.Context, e *edge, pid int, n int, se
 	}
 	_ = pc.Close()
 	time.Sleep(300 * time.Millisecond)
-	if resp, b := e.do(t, ctx, "POST", "/api/v1/sessions/"+s.ID+"/end", e.admin, "", nil); resp.StatusCode != 200 {
+	if resp, b := e.Do(t, ctx, "POST", "/api/v1/sessions/"+s.ID+"/end", e.admin, "", nil); resp.StatusCode != 200 {
 		t.Fatalf("end: %d %s", resp.StatusCode, b)
 	}
 
@@ -343,40 +343,15 @@ func numCPU() int {
 func startEdgedProcess(t *testing.T, ctx context.Context) (*edge, int) {
 	t.Helper()
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "edged")
-	build := exec.CommandContext(ctx, "go", "build", "-o", bin, "github.com/campusedge/campusedge/cmd/edged")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build edged: %v\n%s", err, out)
-	}
-	data := filepath.Join(dir, "data")
-	cmd := exec.CommandContext(ctx, bin, "-data", data, "-listen", "127.0.0.1:0", "-mdns=false")
-	stderr, err := cmd.StderrPipe()
+	bins, err := bintest.Build(ctx, dir, bintest.BuildOptions{}, bintest.Cmd("edged"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-	addrRE := regexp.MustCompile(`msg=listening addr=(\S+)`)
-	sc := bufio.NewScanner(stderr)
-	var addr string
-	for sc.Scan() {
-		if m := addrRE.FindStringSubmatch(sc.Text()); m != nil {
-			addr = m[1]
-			break
-		}
-	}
-	if addr == "" {
-		t.Fatal("edged did not log its address")
-	}
-	go func() {
-		for sc.Scan() { // keep draining so edged never blocks on its log
-		}
-	}()
+	data := filepath.Join(dir, "data")
+	p := bintest.Serve(t, bins[0], "-data", data, "-listen", "127.0.0.1:0", "-mdns=false")
 	tok, err := os.ReadFile(filepath.Join(data, "admin-token"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &edge{url: "http://" + addr, admin: strings.TrimSpace(string(tok)), log: &syncBuffer{}}, cmd.Process.Pid
+	return &edge{url: p.URL(), admin: strings.TrimSpace(string(tok)), log: &logtest.Buffer{}}, p.PID()
 }

@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/campusedge/campusedge/classroom/internal/mediatest"
+	"github.com/campusedge/campusedge/edge/metricstest"
 	"github.com/pion/rtcp"
 	"github.com/pion/rtp"
 	"github.com/pion/webrtc/v4"
@@ -64,7 +66,7 @@ func TestBenchSoakDay(t *testing.T) {
 	e, pid := startEdgedProcess(t, ctx)
 	first := e.createClass(t, ctx, "soak rooms", 2) // makes the two classrooms
 	rooms := first.Classrooms
-	if resp, b := e.do(t, ctx, "POST", "/api/v1/sessions/"+first.ID+"/end", e.admin, "", nil); resp.StatusCode != http.StatusOK {
+	if resp, b := e.Do(t, ctx, "POST", "/api/v1/sessions/"+first.ID+"/end", e.admin, "", nil); resp.StatusCode != http.StatusOK {
 		t.Fatalf("end: %d %s", resp.StatusCode, b)
 	}
 	fmt.Printf("school-day soak: %d classes of %d s, %d WHEP viewers each, ~%.1f Mbit/s VP8 + Opus by WHIP, recording on, %d CPUs\n",
@@ -116,7 +118,7 @@ func soakMeasure(t *testing.T, ctx context.Context, e *edge, pid int) soakPoint 
 	t.Helper()
 	var heap float64
 	for range 2 {
-		resp, b := e.do(t, ctx, "GET", "/api/v1/debug/pprof/heap?gc=1&debug=1", e.admin, "", nil)
+		resp, b := e.Do(t, ctx, "GET", "/api/v1/debug/pprof/heap?gc=1&debug=1", e.admin, "", nil)
 		m := heapAllocRE.FindSubmatch(b)
 		if resp.StatusCode != http.StatusOK || m == nil {
 			t.Fatalf("heap profile: %d %.300s", resp.StatusCode, b)
@@ -124,13 +126,13 @@ func soakMeasure(t *testing.T, ctx context.Context, e *edge, pid int) soakPoint 
 		v, _ := strconv.ParseFloat(string(m[1]), 64)
 		heap = v / (1 << 20)
 	}
-	_, b := e.do(t, ctx, "GET", "/metrics", "", "", nil)
+	_, b := e.Do(t, ctx, "GET", "/metrics", "", "", nil)
 	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
 	if err != nil {
 		t.Fatal(err)
 	}
-	return soakPoint{heapMB: heap, rssMB: metricValue(b, "process_resident_memory_bytes") / (1 << 20),
-		goroutines: int(metricValue(b, "go_goroutines")), fds: len(ents)}
+	return soakPoint{heapMB: heap, rssMB: metricstest.Value(b, "process_resident_memory_bytes") / (1 << 20),
+		goroutines: int(metricstest.Value(b, "go_goroutines")), fds: len(ents)}
 }
 
 // soakViewer is one WHEP viewer on its own socket, so it can vanish.
@@ -146,7 +148,7 @@ func soakWatch(t *testing.T, ctx context.Context, e *edge, sessionID, token stri
 	if err != nil {
 		t.Fatal(err)
 	}
-	pc, err := vanishingAPI(t, conn).NewPeerConnection(webrtc.Configuration{})
+	pc, err := mediatest.VanishingAPI(t, conn).NewPeerConnection(webrtc.Configuration{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -163,7 +165,7 @@ func soakWatch(t *testing.T, ctx context.Context, e *edge, sessionID, token stri
 			}
 		}
 	})
-	resp, body := e.do(t, ctx, "POST", "/whep/"+sessionID, token, "application/sdp", offer(t, ctx, pc))
+	resp, body := e.Do(t, ctx, "POST", "/whep/"+sessionID, token, "application/sdp", mediatest.Offer(t, ctx, pc))
 	if resp.StatusCode != http.StatusCreated {
 		t.Fatalf("WHEP: %d %s", resp.StatusCode, body)
 	}
@@ -179,7 +181,7 @@ func soakWatch(t *testing.T, ctx context.Context, e *edge, sessionID, token stri
 // closed when the sender stops.
 func soakPublish(t *testing.T, ctx context.Context, e *edge, sessionID, token string) (*webrtc.PeerConnection, <-chan struct{}) {
 	t.Helper()
-	pc, err := loopbackAPI(t).NewPeerConnection(webrtc.Configuration{})
+	pc, err := mediatest.LoopbackAPI(t).NewPeerConnection(webrtc.Configuration{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -209,7 +211,7 @@ func soakPublish(t *testing.T, ctx context.Context, e *edge, sessionID, token st
 			}
 		}
 	}()
-	resp, body := e.do(t, ctx, "POST", "/whip/"+sessionID, token, "application/sdp", offer(t, ctx, pc))
+	resp, body := e.Do(t, ctx, "POST", "/whip/"+sessionID, token, "application/sdp", mediatest.Offer(t, ctx, pc))
 	if resp.StatusCode != http.StatusCreated {
 		t.Fatalf("WHIP: %d %s", resp.StatusCode, body)
 	}
@@ -299,7 +301,7 @@ func soakClass(t *testing.T, ctx context.Context, e *edge, rooms []string, n int
 	for i, v := range viewers {
 		switch i % 4 {
 		case 0:
-			if resp, b := e.do(t, ctx, "DELETE", v.location, s.Tokens.Observer, "", nil); resp.StatusCode != http.StatusOK {
+			if resp, b := e.Do(t, ctx, "DELETE", v.location, s.Tokens.Observer, "", nil); resp.StatusCode != http.StatusOK {
 				t.Fatalf("DELETE viewer: %d %s", resp.StatusCode, b)
 			}
 		case 1:
@@ -317,14 +319,14 @@ func soakClass(t *testing.T, ctx context.Context, e *edge, rooms []string, n int
 		case 2:
 			_ = v.conn.Close()
 		case 3:
-			if resp, b := e.do(t, ctx, "DELETE", v.location, s.Tokens.Observer, "", nil); resp.StatusCode != http.StatusOK {
+			if resp, b := e.Do(t, ctx, "DELETE", v.location, s.Tokens.Observer, "", nil); resp.StatusCode != http.StatusOK {
 				t.Fatalf("DELETE viewer: %d %s", resp.StatusCode, b)
 			}
 		}
 	}
 	stopPub()
 	<-sent
-	if resp, b := e.do(t, ctx, "POST", "/api/v1/sessions/"+s.ID+"/end", e.admin, "", nil); resp.StatusCode != http.StatusOK {
+	if resp, b := e.Do(t, ctx, "POST", "/api/v1/sessions/"+s.ID+"/end", e.admin, "", nil); resp.StatusCode != http.StatusOK {
 		t.Fatalf("end: %d %s", resp.StatusCode, b)
 	}
 	waitFor(t, 60*time.Second, "the recording's import", func() bool {

@@ -11,6 +11,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/campusedge/campusedge/edge/browsertest"
+	"github.com/campusedge/campusedge/edge/logtest"
 )
 
 // classClientJS is a minimal class client written against docs/LIVE.md, as
@@ -108,13 +109,13 @@ func TestClassInChromium(t *testing.T) {
 	s := e.createClass(t, ctx, "Biology 8 with Chromium", 1)
 	cid := s.Classrooms[0]
 
-	var browserLog syncBuffer
+	var browserLog logtest.Buffer
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("chromium output:\n%s", browserLog.String())
 		}
 	})
-	allocCtx := browsertest.Allocator(ctx, t, &browserLog, browsertest.TrustPin(e.tls.pin))
+	allocCtx := browsertest.Allocator(ctx, t, &browserLog, browsertest.TrustPin(e.tls.Pin))
 	blog := func(f string, a ...any) { fmt.Fprintf(&browserLog, f+"\n", a...) }
 	master, mcancel := chromedp.NewContext(allocCtx, chromedp.WithLogf(blog), chromedp.WithErrorf(blog))
 	defer mcancel()

@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/campusedge/campusedge/classroom/internal/mediatest"
+	"github.com/campusedge/campusedge/edge/metricstest"
 	"github.com/pion/turn/v5"
 )
 
@@ -143,7 +145,7 @@ type upstreamStatus struct {
 
 func (e *edge) upstream(t *testing.T, ctx context.Context, sessionID string) upstreamStatus {
 	t.Helper()
-	resp, b := e.do(t, ctx, "GET", "/api/v1/sessions/"+sessionID+"/upstream", e.admin, "", nil)
+	resp, b := e.Do(t, ctx, "GET", "/api/v1/sessions/"+sessionID+"/upstream", e.admin, "", nil)
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("upstream status: %d %s", resp.StatusCode, b)
 	}
@@ -164,19 +166,19 @@ func TestCascade(t *testing.T) {
 	a := startEdge(t, ctx)
 	b := startEdge(t, ctx)
 	sa := a.createSession(t, ctx, "City lesson: Physics")
-	pub := publish(t, ctx, a, sa.ID, sa.Tokens.Master) // 200 video + 50 audio packets/s
+	pub := mediatest.Publish(t, ctx, a, sa.ID, sa.Tokens.Master) // 200 video + 50 audio packets/s
 	sb := b.createClass(t, ctx, "Physics (from the city school)", 2)
-	wan := startWAN(t, a.tls.url[len("https://"):])
+	wan := startWAN(t, a.tls.URL[len("https://"):])
 
 	// Bad upstream requests are refused.
 	for _, body := range []string{`{}`, `{"url":"ftp://x/whep/1","token":"t"}`, `{"url":"http://x/whep/1"}`,
 		`{"url":"http://x/whep/1","token":"t","ice_transport_policy":"carrier-pigeon"}`,
 		`{"url":"http://x/whep/1","token":"t","ice_servers":[{"urls":["http://x"]}]}`} {
-		if resp, rb := b.do(t, ctx, "PUT", "/api/v1/sessions/"+sb.ID+"/upstream", b.admin, "application/json", []byte(body)); resp.StatusCode != http.StatusBadRequest {
+		if resp, rb := b.Do(t, ctx, "PUT", "/api/v1/sessions/"+sb.ID+"/upstream", b.admin, "application/json", []byte(body)); resp.StatusCode != http.StatusBadRequest {
 			t.Errorf("PUT upstream %s: %d %s", body, resp.StatusCode, rb)
 		}
 	}
-	if resp, rb := b.do(t, ctx, "PUT", "/api/v1/sessions/"+sb.ID+"/upstream", sb.Tokens.Master, "application/json", []byte(`{}`)); resp.StatusCode != http.StatusUnauthorized {
+	if resp, rb := b.Do(t, ctx, "PUT", "/api/v1/sessions/"+sb.ID+"/upstream", sb.Tokens.Master, "application/json", []byte(`{}`)); resp.StatusCode != http.StatusUnauthorized {
 		t.Errorf("PUT upstream with the master token: %d %s", resp.StatusCode, rb)
 	}
 	// Over HTTPS, edge A trusted by its key pin. B trusting another key
@@ -189,14 +191,14 @@ func TestCascade(t *testing.T) {
 		})
 		return req
 	}
-	if resp, rb := b.do(t, ctx, "PUT", "/api/v1/sessions/"+sb.ID+"/upstream", b.admin, "application/json", upstreamReq(b.tls.pin)); resp.StatusCode != http.StatusAccepted {
+	if resp, rb := b.Do(t, ctx, "PUT", "/api/v1/sessions/"+sb.ID+"/upstream", b.admin, "application/json", upstreamReq(b.tls.Pin)); resp.StatusCode != http.StatusAccepted {
 		t.Fatalf("PUT upstream with the wrong pin: %d %s", resp.StatusCode, rb)
 	}
 	waitFor(t, 20*time.Second, "B to refuse A's key", func() bool {
 		st := b.upstream(t, ctx, sb.ID)
 		return st.State == "retrying" && strings.Contains(st.LastError, "pinned")
 	})
-	if resp, rb := b.do(t, ctx, "PUT", "/api/v1/sessions/"+sb.ID+"/upstream", b.admin, "application/json", upstreamReq(a.tls.pin)); resp.StatusCode != http.StatusAccepted {
+	if resp, rb := b.Do(t, ctx, "PUT", "/api/v1/sessions/"+sb.ID+"/upstream", b.admin, "application/json", upstreamReq(a.tls.Pin)); resp.StatusCode != http.StatusAccepted {
 		t.Fatalf("PUT upstream: %d %s", resp.StatusCode, rb)
 	}
 
@@ -229,33 +231,33 @@ func TestCascade(t *testing.T) {
 
 	// One copy on the WAN: A serves one subscriber (B's pull), and the link
 	// carries about one stream's packets (250/s plus RTCP), not three.
-	if _, m := a.do(t, ctx, "GET", "/metrics", "", "", nil); metricValue(m, "campusedge_live_subscribers") != 1 {
-		t.Errorf("edge A has %v subscribers, want 1 (the cascade)", metricValue(m, "campusedge_live_subscribers"))
+	if _, m := a.Do(t, ctx, "GET", "/metrics", "", "", nil); metricstest.Value(m, "campusedge_live_subscribers") != 1 {
+		t.Errorf("edge A has %v subscribers, want 1 (the cascade)", metricstest.Value(m, "campusedge_live_subscribers"))
 	}
 	// What A forwards is the lesson's copy count: with one subscriber (B's
 	// pull) it is one stream's packets. The link's datagrams are logged
 	// beside it; they also carry RTCP, ICE consent checks and, when a
 	// starved machine drops packets, retransmissions (seen at ~1,500/s
 	// once under heavy load), so they are not the measure of copies.
-	_, m0 := a.do(t, ctx, "GET", "/metrics", "", "", nil)
-	f0, n0, s0 := metricValue(m0, "campusedge_live_forwarded_packets_total"), wan.toB.Load(), pub.sentVideo.Load()+pub.sentAudio.Load()
+	_, m0 := a.Do(t, ctx, "GET", "/metrics", "", "", nil)
+	f0, n0, s0 := metricstest.Value(m0, "campusedge_live_forwarded_packets_total"), wan.toB.Load(), pub.SentVideo.Load()+pub.SentAudio.Load()
 	time.Sleep(2 * time.Second)
-	_, m1 := a.do(t, ctx, "GET", "/metrics", "", "", nil)
-	forwarded := (metricValue(m1, "campusedge_live_forwarded_packets_total") - f0) / 2
+	_, m1 := a.Do(t, ctx, "GET", "/metrics", "", "", nil)
+	forwarded := (metricstest.Value(m1, "campusedge_live_forwarded_packets_total") - f0) / 2
 	perSecond := float64(wan.toB.Load()-n0) / 2
 	// Compared with what the publisher sent in the same window (a loaded
 	// machine sends fewer than the nominal 250/s): one copy is ~1×, three
 	// would be ~3×.
-	sent := float64(pub.sentVideo.Load()+pub.sentAudio.Load()-s0) / 2
+	sent := float64(pub.SentVideo.Load()+pub.SentAudio.Load()-s0) / 2
 	t.Logf("edge A forwarded %.0f packets/s to the cascade; WAN link A→B carried %.0f datagrams/s; the publisher sent %.0f packets/s (nominal 250), three participants at B", forwarded, perSecond, sent)
 	if forwarded < 0.6*sent || forwarded > 1.6*sent {
-		t.Errorf("edge A forwarded %.0f packets/s while the publisher sent %.0f/s: one copy of the lesson is ~1× (three would be ~3×); metrics:\n%s", forwarded, sent, grepLines(m1, "campusedge_live"))
+		t.Errorf("edge A forwarded %.0f packets/s while the publisher sent %.0f/s: one copy of the lesson is ~1× (three would be ~3×); metrics:\n%s", forwarded, sent, metricstest.Grep(m1, "campusedge_live"))
 	}
 	if perSecond < 0.75*forwarded {
 		t.Errorf("WAN link carried %.0f datagrams/s, fewer than the %.0f packets/s A forwarded", perSecond, forwarded)
 	}
 	if perSecond > 2*forwarded {
-		t.Logf("note: the link carried %.1f× what A forwarded (retransmissions or ICE traffic); edge A metrics:\n%s", perSecond/forwarded, grepLines(m1, "campusedge_live"))
+		t.Logf("note: the link carried %.1f× what A forwarded (retransmissions or ICE traffic); edge A metrics:\n%s", perSecond/forwarded, metricstest.Grep(m1, "campusedge_live"))
 	}
 
 	// Cut the WAN. B's session stays up: participants stay connected and
@@ -267,7 +269,7 @@ func TestCascade(t *testing.T) {
 	if r := peers[0].c.request(t, map[string]any{"type": "hand", "raised": true}); r.str("type") != "ack" {
 		t.Errorf("raise hand at B during the WAN cut: %v", r)
 	}
-	if resp, rb := b.do(t, ctx, "GET", "/api/v1/sessions/"+sb.ID, b.admin, "", nil); resp.StatusCode != 200 || !bytes.Contains(rb, []byte(`"state":"live"`)) {
+	if resp, rb := b.Do(t, ctx, "GET", "/api/v1/sessions/"+sb.ID, b.admin, "", nil); resp.StatusCode != 200 || !bytes.Contains(rb, []byte(`"state":"live"`)) {
 		t.Errorf("session at B during the cut: %d %s", resp.StatusCode, rb)
 	}
 	time.Sleep(2 * time.Second) // a few retries fail while the link is down
@@ -313,11 +315,11 @@ func TestCascade(t *testing.T) {
 	}
 
 	// Stopping the cascade ends the pull at A.
-	if resp, rb := b.do(t, ctx, "DELETE", "/api/v1/sessions/"+sb.ID+"/upstream", b.admin, "", nil); resp.StatusCode != http.StatusNoContent {
+	if resp, rb := b.Do(t, ctx, "DELETE", "/api/v1/sessions/"+sb.ID+"/upstream", b.admin, "", nil); resp.StatusCode != http.StatusNoContent {
 		t.Errorf("DELETE upstream: %d %s", resp.StatusCode, rb)
 	}
 	waitFor(t, 10*time.Second, "A to lose its cascade subscriber", func() bool {
-		_, m := a.do(t, ctx, "GET", "/metrics", "", "", nil)
-		return metricValue(m, "campusedge_live_subscribers") == 1 // atA's own
+		_, m := a.Do(t, ctx, "GET", "/metrics", "", "", nil)
+		return metricstest.Value(m, "campusedge_live_subscribers") == 1 // atA's own
 	})
 }

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/campusedge/campusedge/classroom/internal/mediatest"
 	"github.com/gorilla/websocket"
 	"github.com/pion/rtcp"
 	"github.com/pion/rtp"
@@ -40,7 +41,7 @@ func (e *edge) createClass(t *testing.T, ctx context.Context, title string, nCla
 	var ids []string
 	for i := range nClassrooms {
 		body := fmt.Sprintf(`{"name":"Room %d","room_code":"R%d-%d"}`, i, i, time.Now().UnixNano()%1e6)
-		resp, b := e.do(t, ctx, "POST", "/api/v1/classrooms", e.admin, "application/json", []byte(body))
+		resp, b := e.Do(t, ctx, "POST", "/api/v1/classrooms", e.admin, "application/json", []byte(body))
 		if resp.StatusCode != http.StatusCreated {
 			t.Fatalf("create classroom: %d %s", resp.StatusCode, b)
 		}
@@ -57,7 +58,7 @@ func (e *edge) createClass(t *testing.T, ctx context.Context, title string, nCla
 func (e *edge) createClassIn(t *testing.T, ctx context.Context, title string, ids []string) classSession {
 	t.Helper()
 	req, _ := json.Marshal(map[string]any{"title": title, "classrooms": ids})
-	resp, b := e.do(t, ctx, "POST", "/api/v1/sessions", e.admin, "application/json", req)
+	resp, b := e.Do(t, ctx, "POST", "/api/v1/sessions", e.admin, "application/json", req)
 	if resp.StatusCode != http.StatusCreated {
 		t.Fatalf("create session: %d %s", resp.StatusCode, b)
 	}
@@ -259,7 +260,7 @@ func TestControlRoles(t *testing.T) {
 	}
 	// Nothing forbidden took effect: the session is not ended, nobody is
 	// on stage, no hand is up, nothing is muted.
-	if resp, body := e.do(t, ctx, "GET", "/api/v1/sessions/"+s.ID, e.admin, "", nil); !bytes.Contains(body, []byte(`"state":"created"`)) {
+	if resp, body := e.Do(t, ctx, "GET", "/api/v1/sessions/"+s.ID, e.admin, "", nil); !bytes.Contains(body, []byte(`"state":"created"`)) {
 		t.Errorf("session after refused requests: %d %s", resp.StatusCode, body)
 	}
 	if st := conns["master"].lastState(); st == nil || st.str("stage") != "" || len(st["hands"].([]any)) != 0 || len(st["muted"].([]any)) != 0 {
@@ -429,7 +430,7 @@ func (p *mediaPeer) count(key string) int64 {
 // taggedPayload is payloadFor with the sender's tag in its last byte, so a
 // receiver knows whose camera it sees.
 func taggedPayload(n uint64, key bool, tag byte) []byte {
-	p := payloadFor(n, key)
+	p := mediatest.PayloadFor(n, key)
 	p[len(p)-1] = tag
 	return p
 }
@@ -437,7 +438,7 @@ func taggedPayload(n uint64, key bool, tag byte) []byte {
 // subscribe asks the edge for media and answers every offer it makes.
 func (p *mediaPeer) subscribe(ctx context.Context) {
 	t := p.t
-	pc, err := loopbackAPI(t).NewPeerConnection(webrtc.Configuration{})
+	pc, err := mediatest.LoopbackAPI(t).NewPeerConnection(webrtc.Configuration{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -459,7 +460,7 @@ func (p *mediaPeer) subscribe(ctx context.Context) {
 			}
 			if tr.Kind() == webrtc.RTPCodecTypeVideo {
 				pl := pkt.Payload
-				if len(pl) != payloadLen || !bytes.Equal(pl, taggedPayload(binary.BigEndian.Uint64(pl[7:15]), isKeyframe(pl), pl[len(pl)-1])) {
+				if len(pl) != mediatest.PayloadLen || !bytes.Equal(pl, taggedPayload(binary.BigEndian.Uint64(pl[7:15]), mediatest.IsKeyframe(pl), pl[len(pl)-1])) {
 					p.bad.Add(1)
 					continue
 				}
@@ -496,7 +497,7 @@ func (p *mediaPeer) subscribe(ctx context.Context) {
 // publish sends camera+mic through the control channel and keeps sending.
 func (p *mediaPeer) publish(ctx context.Context) {
 	t := p.t
-	pc, err := loopbackAPI(t).NewPeerConnection(webrtc.Configuration{})
+	pc, err := mediatest.LoopbackAPI(t).NewPeerConnection(webrtc.Configuration{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -563,7 +564,7 @@ func (p *mediaPeer) addTrack(ctx context.Context, id string) {
 // negotiatePublish offers the publish connection's current tracks.
 func (p *mediaPeer) negotiatePublish(ctx context.Context) {
 	t := p.t
-	r := p.c.request(t, map[string]any{"type": "publish", "sdp": string(offer(t, ctx, p.pub))})
+	r := p.c.request(t, map[string]any{"type": "publish", "sdp": string(mediatest.Offer(t, ctx, p.pub))})
 	if r.str("type") != "answer" || r.str("pc") != "publish" {
 		t.Fatalf("publish: %v", r)
 	}
@@ -716,7 +717,7 @@ func TestVanishedClassroomIsDropped(t *testing.T) {
 	}
 	defer udp.Close()
 	room := joinAs(t, ctx, e, s.Tokens.Classrooms[cid].Terminal, 'R')
-	pc, err := vanishingAPI(t, udp).NewPeerConnection(webrtc.Configuration{})
+	pc, err := mediatest.VanishingAPI(t, udp).NewPeerConnection(webrtc.Configuration{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -793,14 +794,14 @@ func TestHTTPRoles(t *testing.T) {
 			if c.ctype == "application/sdp" {
 				body = offer
 			}
-			resp, b := e.do(t, ctx, c.method, c.path, roles[role], c.ctype, body)
+			resp, b := e.Do(t, ctx, c.method, c.path, roles[role], c.ctype, body)
 			if (resp.StatusCode != http.StatusForbidden && resp.StatusCode != http.StatusUnauthorized) || !bytes.Contains(b, []byte(`"error"`)) {
 				t.Errorf("%s %s: %d %s, want 401/403 with an error", role, name, resp.StatusCode, b)
 			}
 		}
 	}
 	// Nothing happened: the session is still "created".
-	if _, b := e.do(t, ctx, "GET", "/api/v1/sessions/"+s.ID, e.admin, "", nil); !bytes.Contains(b, []byte(`"state":"created"`)) {
+	if _, b := e.Do(t, ctx, "GET", "/api/v1/sessions/"+s.ID, e.admin, "", nil); !bytes.Contains(b, []byte(`"state":"created"`)) {
 		t.Errorf("session after refused calls: %s", b)
 	}
 }

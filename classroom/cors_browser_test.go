@@ -112,7 +112,7 @@ func TestCrossOriginWHIPWHEPInChromium(t *testing.T) {
 		t.Fatalf("the page (%s) and the edge (%s) share an origin: the test would prove nothing", pageURL, edgeURL)
 	}
 
-	b := browsertest.Start(ctx, t, browsertest.TrustPin(e.tls.pin), browsertest.TrustPin(certs.SPKIPin(pages.Certificate())))
+	b := browsertest.Start(ctx, t, browsertest.TrustPin(e.tls.Pin), browsertest.TrustPin(certs.SPKIPin(pages.Certificate())))
 	publisher := b.Context()
 	viewer, vcancel := chromedp.NewContext(publisher) // another tab
 	defer vcancel()

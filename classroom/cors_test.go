@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/campusedge/campusedge/classroom/internal/mediatest"
 	"github.com/pion/webrtc/v4"
 )
 
@@ -56,11 +57,11 @@ func TestWHIPWHEPCORSHeaders(t *testing.T) {
 		}
 	}
 
-	pub := publish(t, ctx, e, s.ID, s.Tokens.Master)
-	sub := subscribe(t, ctx, e, s.ID, s.Tokens.Observer)
+	pub := mediatest.Publish(t, ctx, e, s.ID, s.Tokens.Master)
+	sub := mediatest.Subscribe(t, ctx, e, s.ID, s.Tokens.Observer)
 	// A successful answer (201 with Location) is marked too.
 	{
-		pc, err := loopbackAPI(t).NewPeerConnection(webrtc.Configuration{})
+		pc, err := mediatest.LoopbackAPI(t).NewPeerConnection(webrtc.Configuration{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -68,7 +69,7 @@ func TestWHIPWHEPCORSHeaders(t *testing.T) {
 		if _, err := pc.AddTransceiverFromKind(webrtc.RTPCodecTypeVideo, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionRecvonly}); err != nil {
 			t.Fatal(err)
 		}
-		resp, b := e.do(t, ctx, "POST", "/whep/"+s.ID, s.Tokens.Observer, "application/sdp", offer(t, ctx, pc))
+		resp, b := e.Do(t, ctx, "POST", "/whep/"+s.ID, s.Tokens.Observer, "application/sdp", mediatest.Offer(t, ctx, pc))
 		if resp.StatusCode != http.StatusCreated || resp.Header.Get("Location") == "" {
 			t.Fatalf("WHEP: %d %s", resp.StatusCode, b)
 		}
@@ -82,9 +83,9 @@ func TestWHIPWHEPCORSHeaders(t *testing.T) {
 	}{
 		{"/whip/" + s.ID, "POST", []string{"POST", "OPTIONS"}, true},
 		{"/whep/" + s.ID, "POST", []string{"POST", "OPTIONS"}, true},
-		{pub.location, "DELETE", []string{"PATCH", "DELETE", "OPTIONS"}, false},
-		{sub.location, "DELETE", []string{"PATCH", "DELETE", "OPTIONS"}, false},
-		{sub.location, "PATCH", []string{"PATCH", "DELETE", "OPTIONS"}, false},
+		{pub.Location, "DELETE", []string{"PATCH", "DELETE", "OPTIONS"}, false},
+		{sub.Location, "DELETE", []string{"PATCH", "DELETE", "OPTIONS"}, false},
+		{sub.Location, "PATCH", []string{"PATCH", "DELETE", "OPTIONS"}, false},
 		// An unknown session or resource still gets its preflight: the
 		// real request then says what is wrong, readably.
 		{"/whip/000000000000000000000000", "POST", []string{"POST"}, true},
@@ -132,12 +133,12 @@ func TestWHIPWHEPCORSHeaders(t *testing.T) {
 		{"POST", "/whip/" + s.ID, nil, http.StatusUnauthorized},
 		{"POST", "/whip/" + s.ID, bearer(s.Tokens.Observer), http.StatusForbidden},
 		{"POST", "/whep/" + s.ID, bearer(s.Tokens.Observer), http.StatusUnsupportedMediaType},
-		{"PATCH", sub.location, bearer(s.Tokens.Observer), http.StatusMethodNotAllowed},
+		{"PATCH", sub.Location, bearer(s.Tokens.Observer), http.StatusMethodNotAllowed},
 		{"GET", "/whep/" + s.ID, nil, http.StatusMethodNotAllowed},
-		{"PUT", pub.location, nil, http.StatusMethodNotAllowed},
+		{"PUT", pub.Location, nil, http.StatusMethodNotAllowed},
 		{"DELETE", "/whep/" + s.ID + "/gone", bearer(s.Tokens.Observer), http.StatusNotFound},
-		{"DELETE", sub.location, bearer(s.Tokens.Observer), http.StatusOK},
-		{"DELETE", pub.location, bearer(s.Tokens.Master), http.StatusOK},
+		{"DELETE", sub.Location, bearer(s.Tokens.Observer), http.StatusOK},
+		{"DELETE", pub.Location, bearer(s.Tokens.Master), http.StatusOK},
 	} {
 		resp := corsDo(t, ctx, e, c.method, c.path, origin, c.hdr)
 		what := c.method + " " + c.path

@@ -13,6 +13,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/campusedge/campusedge/edge/browsertest"
+	"github.com/campusedge/campusedge/edge/logtest"
 )
 
 // screenshotsEnv, when set to 1, makes TestClassroomExperienceInChromium
@@ -21,9 +22,9 @@ import (
 const screenshotsEnv = "CAMPUSEDGE_SCREENSHOTS"
 
 // chromiumAllocator starts Chromium trusting e's HTTPS key (its pin).
-func chromiumAllocator(t *testing.T, ctx context.Context, out *syncBuffer, e *edge) context.Context {
+func chromiumAllocator(t *testing.T, ctx context.Context, out *logtest.Buffer, e *edge) context.Context {
 	t.Helper()
-	return browsertest.Allocator(ctx, t, out, browsertest.TrustPin(e.tls.pin))
+	return browsertest.Allocator(ctx, t, out, browsertest.TrustPin(e.tls.Pin))
 }
 
 func navigate(t *testing.T, tab context.Context, url string) {
@@ -71,7 +72,7 @@ func TestClassroomExperienceInChromium(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), 150*time.Second)
 	defer cancel()
-	var browserLog syncBuffer
+	var browserLog logtest.Buffer
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("chromium output:\n%s", browserLog.String())
@@ -83,7 +84,7 @@ func TestClassroomExperienceInChromium(t *testing.T) {
 	// Two classrooms whose room codes are homerooms of the roster.
 	rooms := map[string]string{}
 	for _, code := range []string{"7A", "7B"} {
-		resp, b := e.do(t, ctx, "POST", "/api/v1/classrooms", e.admin, "application/json", []byte(fmt.Sprintf(`{"name":"Room %s","room_code":"%s"}`, code, code)))
+		resp, b := e.Do(t, ctx, "POST", "/api/v1/classrooms", e.admin, "application/json", []byte(fmt.Sprintf(`{"name":"Room %s","room_code":"%s"}`, code, code)))
 		if resp.StatusCode != http.StatusCreated {
 			t.Fatalf("classroom: %d %s", resp.StatusCode, b)
 		}
@@ -92,7 +93,7 @@ func TestClassroomExperienceInChromium(t *testing.T) {
 		rooms[code] = c.ID
 	}
 	a, b := rooms["7A"], rooms["7B"]
-	if resp, body := e.do(t, ctx, "PUT", "/api/v1/attendance/roster", e.admin, "text/csv",
+	if resp, body := e.Do(t, ctx, "PUT", "/api/v1/attendance/roster", e.admin, "text/csv",
 		[]byte("student_id,name,homeroom,groups\ns1,Li Wei,7A,\ns2,Wang Fang,7A,\ns3,Zhang San,7B,\n")); resp.StatusCode != http.StatusOK {
 		t.Fatalf("roster: %d %s", resp.StatusCode, body)
 	}
@@ -117,7 +118,7 @@ func TestClassroomExperienceInChromium(t *testing.T) {
 
 	// Pair each classroom page once with a code, as a school would.
 	for code, tab := range map[string]context.Context{"7A": tabA, "7B": tabB} {
-		resp, body := e.do(t, ctx, "POST", "/api/v1/classrooms/"+rooms[code]+"/pairing-codes", e.admin, "", nil)
+		resp, body := e.Do(t, ctx, "POST", "/api/v1/classrooms/"+rooms[code]+"/pairing-codes", e.admin, "", nil)
 		var pc struct{ Code string }
 		if err := json.Unmarshal(body, &pc); err != nil || resp.StatusCode != http.StatusCreated {
 			t.Fatalf("pairing code: %d %s", resp.StatusCode, body)

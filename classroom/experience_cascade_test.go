@@ -12,6 +12,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/campusedge/campusedge/edge/browsertest"
+	"github.com/campusedge/campusedge/edge/logtest"
 )
 
 // TestClassroomPageSurvivesCascadeCut: a master teacher's page at school A
@@ -26,7 +27,7 @@ func TestClassroomPageSurvivesCascadeCut(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), 150*time.Second)
 	defer cancel()
-	var browserLog syncBuffer
+	var browserLog logtest.Buffer
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("chromium output:\n%s", browserLog.String())
@@ -38,11 +39,11 @@ func TestClassroomPageSurvivesCascadeCut(t *testing.T) {
 	// TLS is not part of this test).
 	a := startLANEdge(t, ctx)
 	b := startLANEdge(t, ctx)
-	allocCtx := browsertest.Allocator(ctx, t, &browserLog, browsertest.TrustPin(a.tls.pin), browsertest.TrustPin(b.tls.pin))
+	allocCtx := browsertest.Allocator(ctx, t, &browserLog, browsertest.TrustPin(a.tls.Pin), browsertest.TrustPin(b.tls.Pin))
 	sa := a.createSession(t, ctx, "City lesson")
 	sb := b.createClass(t, ctx, "City lesson at B", 1)
 	cid := sb.Classrooms[0]
-	wan := startWAN(t, a.tls.url[len("https://"):])
+	wan := startWAN(t, a.tls.URL[len("https://"):])
 
 	blog := func(f string, args ...any) { fmt.Fprintf(&browserLog, f+"\n", args...) }
 	teacher, tcancel := chromedp.NewContext(allocCtx, chromedp.WithLogf(blog), chromedp.WithErrorf(blog))
@@ -63,16 +64,16 @@ func TestClassroomPageSurvivesCascadeCut(t *testing.T) {
 
 	// B takes the lesson from A over the WAN.
 	req, _ := json.Marshal(map[string]any{
-		"url": "https://" + wan.addr + "/whep/" + sa.ID, "token": sa.Tokens.Cascade, "pin": a.tls.pin,
+		"url": "https://" + wan.addr + "/whep/" + sa.ID, "token": sa.Tokens.Cascade, "pin": a.tls.Pin,
 		"ice_servers":          []map[string]any{{"urls": []string{wan.turnURL}, "username": "edge-b", "credential": "wan-secret"}},
 		"ice_transport_policy": "relay",
 	})
-	if resp, rb := b.do(t, ctx, "PUT", "/api/v1/sessions/"+sb.ID+"/upstream", b.admin, "application/json", req); resp.StatusCode != http.StatusAccepted {
+	if resp, rb := b.Do(t, ctx, "PUT", "/api/v1/sessions/"+sb.ID+"/upstream", b.admin, "application/json", req); resp.StatusCode != http.StatusAccepted {
 		t.Fatalf("PUT upstream: %d %s", resp.StatusCode, rb)
 	}
 
 	// B's classroom page, paired once, joins by itself and shows the lesson.
-	resp, body := b.do(t, ctx, "POST", "/api/v1/classrooms/"+cid+"/pairing-codes", b.admin, "", nil)
+	resp, body := b.Do(t, ctx, "POST", "/api/v1/classrooms/"+cid+"/pairing-codes", b.admin, "", nil)
 	var pc struct{ Code string }
 	if err := json.Unmarshal(body, &pc); err != nil || resp.StatusCode != http.StatusCreated {
 		t.Fatalf("pairing code: %d %s", resp.StatusCode, body)

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/campusedge/campusedge/edge/metricstest"
 )
 
 // count returns how many received messages match pred (consumed or not).
@@ -42,7 +44,7 @@ func num(m map[string]any, k string) float64 { f, _ := m[k].(float64); return f 
 
 func getJSON(t *testing.T, ctx context.Context, e *edge, path string, v any) int {
 	t.Helper()
-	resp, b := e.do(t, ctx, "GET", path, e.admin, "", nil)
+	resp, b := e.Do(t, ctx, "GET", path, e.admin, "", nil)
 	if err := json.Unmarshal(b, v); err != nil {
 		t.Fatalf("GET %s: %d %s", path, resp.StatusCode, b)
 	}
@@ -238,8 +240,8 @@ func TestQuizOverControlChannel(t *testing.T) {
 	if st.Backlog < 22 {
 		t.Fatalf("outbox backlog %d, want at least the 22 quiz records", st.Backlog)
 	}
-	_, metrics := e.do(t, ctx, "GET", "/metrics", "", "", nil)
-	if v := metricValue(metrics, `campusedge_learning_records_total{kind="quiz.answer"}`); v != 19 {
+	_, metrics := e.Do(t, ctx, "GET", "/metrics", "", "", nil)
+	if v := metricstest.Value(metrics, `campusedge_learning_records_total{kind="quiz.answer"}`); v != 19 {
 		t.Errorf("metric quiz.answer records %v, want 19", v)
 	}
 
@@ -282,7 +284,7 @@ func TestAttendance(t *testing.T) {
 	a := s.Classrooms[0]
 
 	put := func(csv string) (int, string) {
-		resp, b := e.do(t, ctx, "PUT", "/api/v1/attendance/roster", e.admin, "text/csv", []byte(csv))
+		resp, b := e.Do(t, ctx, "PUT", "/api/v1/attendance/roster", e.admin, "text/csv", []byte(csv))
 		return resp.StatusCode, string(b)
 	}
 	code, body := put("student_id,name,homeroom,groups\ns1,Li Wei,7A,math-7-1\ns1,Dup,7A,\nbad id,X,7A,\n")
@@ -296,7 +298,7 @@ func TestAttendance(t *testing.T) {
 	if code != http.StatusBadRequest || refusal.Error.Code != "invalid_rows" || len(refusal.Error.Rows) != 2 || refusal.Error.Rows[0].Row != 3 || refusal.Error.Rows[1].Row != 4 {
 		t.Fatalf("bad roster: %d %s", code, body)
 	}
-	if resp, b := e.do(t, ctx, "GET", "/api/v1/attendance/roster", e.admin, "", nil); resp.StatusCode != http.StatusNotFound {
+	if resp, b := e.Do(t, ctx, "GET", "/api/v1/attendance/roster", e.admin, "", nil); resp.StatusCode != http.StatusNotFound {
 		t.Fatalf("a refused import stored something: %d %s", resp.StatusCode, b)
 	}
 	asst := joined(t, ctx, e, s.Tokens.Classrooms[a].Assistant, "assistant")
@@ -417,10 +419,10 @@ func TestClassroomCurrent(t *testing.T) {
 	e := startEdge(t, ctx)
 	s := e.createClass(t, ctx, "Current", 2)
 	cid := s.Classrooms[1]
-	_, b := e.do(t, ctx, "POST", "/api/v1/classrooms/"+cid+"/pairing-codes", e.admin, "", nil)
+	_, b := e.Do(t, ctx, "POST", "/api/v1/classrooms/"+cid+"/pairing-codes", e.admin, "", nil)
 	var pc struct{ Code string }
 	_ = json.Unmarshal(b, &pc)
-	resp, b := e.do(t, ctx, "POST", "/api/v1/pair", "", "application/json", []byte(`{"code":"`+pc.Code+`","name":"screen"}`))
+	resp, b := e.Do(t, ctx, "POST", "/api/v1/pair", "", "application/json", []byte(`{"code":"`+pc.Code+`","name":"screen"}`))
 	var paired struct{ Token string }
 	if err := json.Unmarshal(b, &paired); err != nil || resp.StatusCode != http.StatusCreated {
 		t.Fatalf("pair: %d %s", resp.StatusCode, b)
@@ -433,7 +435,7 @@ func TestClassroomCurrent(t *testing.T) {
 		Assistant string `json:"assistant_token"`
 	}
 	get := func(tok string) (int, current) {
-		resp, b := e.do(t, ctx, "GET", "/api/v1/classroom/current", tok, "", nil)
+		resp, b := e.Do(t, ctx, "GET", "/api/v1/classroom/current", tok, "", nil)
 		var c current
 		_ = json.Unmarshal(b, &c)
 		return resp.StatusCode, c
@@ -457,7 +459,7 @@ func TestClassroomCurrent(t *testing.T) {
 			t.Fatalf("%s token: %v", role, w)
 		}
 	}
-	if resp, b := e.do(t, ctx, "POST", "/api/v1/sessions/"+s.ID+"/end", e.admin, "", nil); resp.StatusCode != http.StatusOK {
+	if resp, b := e.Do(t, ctx, "POST", "/api/v1/sessions/"+s.ID+"/end", e.admin, "", nil); resp.StatusCode != http.StatusOK {
 		t.Fatalf("end: %d %s", resp.StatusCode, b)
 	}
 	if _, c := get(paired.Token); c.Session != nil {

@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/campusedge/campusedge/edge/browsertest"
+	"github.com/campusedge/campusedge/edge/logtest"
 )
 
 // startLANEdge starts edged on browsertest.LANAddr (the test runs in its
@@ -14,11 +15,11 @@ import (
 // token-bearing calls over plain HTTP are refused.
 func startLANEdge(t *testing.T, ctx context.Context) *edge {
 	t.Helper()
-	e := startEdgeAt(t, ctx, browsertest.LANListen, &syncBuffer{})
+	e := startEdgeAt(t, ctx, browsertest.LANListen, &logtest.Buffer{})
 	if e.tls == nil {
 		t.Fatal("edged on a LAN address serves no HTTPS")
 	}
-	e.url = e.tls.url
-	e.client = browsertest.Client(t, e.tls.caPEM)
+	e.url = e.tls.URL
+	e.client = e.tls.Client(t)
 	return e
 }

@@ -9,6 +9,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/campusedge/campusedge/classroom/internal/mediatest"
+	"github.com/campusedge/campusedge/edge/logtest"
+	"github.com/campusedge/campusedge/edge/metricstest"
 	"github.com/pion/webrtc/v4"
 )
 
@@ -34,10 +37,10 @@ const (
 func TestEndedClassesLeaveNothing(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
 	defer cancel()
-	e := startEdgeLog(t, ctx, &syncBuffer{limit: 64 << 10})
+	e := startEdgeLog(t, ctx, &logtest.Buffer{Tail: 64 << 10})
 	first := e.createClass(t, ctx, "warm-up", 2)
 	rooms := first.Classrooms
-	_, _ = e.do(t, ctx, "POST", "/api/v1/sessions/"+first.ID+"/end", e.admin, "", nil)
+	_, _ = e.Do(t, ctx, "POST", "/api/v1/sessions/"+first.ID+"/end", e.admin, "", nil)
 
 	var heaps []float64
 	var gor []int
@@ -53,11 +56,11 @@ func TestEndedClassesLeaveNothing(t *testing.T) {
 	}
 	// What is kept on purpose: every ended session (with its recording
 	// outcome), bounded by session.MaxEndedSessions.
-	_, b := e.do(t, ctx, "GET", "/metrics", "", "", nil)
-	if got, want := metricValue(b, `campusedge_sessions_kept{state="ended"}`), float64(1+leakWarmup+leakClasses); got != want {
+	_, b := e.Do(t, ctx, "GET", "/metrics", "", "", nil)
+	if got, want := metricstest.Value(b, `campusedge_sessions_kept{state="ended"}`), float64(1+leakWarmup+leakClasses); got != want {
 		t.Errorf("ended sessions kept: %v, want %v", got, want)
 	}
-	if got, want := metricValue(b, "campusedge_recording_summaries"), float64(leakWarmup+leakClasses); got != want {
+	if got, want := metricstest.Value(b, "campusedge_recording_summaries"), float64(leakWarmup+leakClasses); got != want {
 		t.Errorf("recording summaries kept: %v, want %v", got, want)
 	}
 	m := heaps[leakWarmup:]
@@ -83,12 +86,12 @@ func runShortClass(t *testing.T, ctx context.Context, e *edge, rooms []string, n
 	termB := joined(t, ctx, e, s.Tokens.Classrooms[rooms[1]].Terminal, "Room B")
 
 	publishKnown(t, ctx, e, s.ID, s.Tokens.Master)
-	leaver := subscribe(t, ctx, e, s.ID, s.Tokens.Observer)
-	stayer := subscribe(t, ctx, e, s.ID, s.Tokens.Observer)
+	leaver := mediatest.Subscribe(t, ctx, e, s.ID, s.Tokens.Observer)
+	stayer := mediatest.Subscribe(t, ctx, e, s.ID, s.Tokens.Observer)
 	vanish := vanishingViewer(t, ctx, e, s.ID, s.Tokens.Observer)
 	waitFor(t, 10*time.Second, "the viewers' media", func() bool {
-		return leaver.pc.ConnectionState() == webrtc.PeerConnectionStateConnected &&
-			stayer.pc.ConnectionState() == webrtc.PeerConnectionStateConnected
+		return leaver.PC.ConnectionState() == webrtc.PeerConnectionStateConnected &&
+			stayer.PC.ConnectionState() == webrtc.PeerConnectionStateConnected
 	})
 
 	if r := termA.request(t, map[string]any{"type": "hand", "raised": true}); r.str("type") != "ack" {
@@ -106,14 +109,14 @@ func runShortClass(t *testing.T, ctx context.Context, e *edge, rooms []string, n
 	}
 	waitFor(t, 10*time.Second, "the recording to start", func() bool { return e.recording(t, ctx, s.ID).State == "recording" })
 	time.Sleep(500 * time.Millisecond)
-	if resp, b := e.do(t, ctx, "DELETE", leaver.location, s.Tokens.Observer, "", nil); resp.StatusCode != http.StatusOK {
+	if resp, b := e.Do(t, ctx, "DELETE", leaver.Location, s.Tokens.Observer, "", nil); resp.StatusCode != http.StatusOK {
 		t.Fatalf("DELETE viewer: %d %s", resp.StatusCode, b)
 	}
 	_ = vanish.Close() // gone without a word; the class ends before ICE notices
 	_ = termB.ws.Close()
 	time.Sleep(500 * time.Millisecond)
 
-	if resp, b := e.do(t, ctx, "POST", "/api/v1/sessions/"+s.ID+"/end", e.admin, "", nil); resp.StatusCode != http.StatusOK {
+	if resp, b := e.Do(t, ctx, "POST", "/api/v1/sessions/"+s.ID+"/end", e.admin, "", nil); resp.StatusCode != http.StatusOK {
 		t.Fatalf("end: %d %s", resp.StatusCode, b)
 	}
 	waitFor(t, 20*time.Second, "the recording's import", func() bool { return e.recording(t, ctx, s.ID).State == "done" })
@@ -128,7 +131,7 @@ func vanishingViewer(t *testing.T, ctx context.Context, e *edge, sessionID, toke
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = conn.Close() })
-	pc, err := vanishingAPI(t, conn).NewPeerConnection(webrtc.Configuration{})
+	pc, err := mediatest.VanishingAPI(t, conn).NewPeerConnection(webrtc.Configuration{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -145,7 +148,7 @@ func vanishingViewer(t *testing.T, ctx context.Context, e *edge, sessionID, toke
 			}
 		}
 	})
-	resp, body := e.do(t, ctx, "POST", "/whep/"+sessionID, token, "application/sdp", offer(t, ctx, pc))
+	resp, body := e.Do(t, ctx, "POST", "/whep/"+sessionID, token, "application/sdp", mediatest.Offer(t, ctx, pc))
 	if resp.StatusCode != http.StatusCreated {
 		t.Fatalf("WHEP: %d %s", resp.StatusCode, body)
 	}
@@ -169,10 +172,10 @@ func waitIdle(t *testing.T, ctx context.Context, e *edge) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		_, b := e.do(t, ctx, "GET", "/metrics", "", "", nil)
+		_, b := e.Do(t, ctx, "GET", "/metrics", "", "", nil)
 		var busy []string
 		for _, name := range idleGauges {
-			if v := metricValue(b, name); v != 0 {
+			if v := metricstest.Value(b, name); v != 0 {
 				busy = append(busy, fmt.Sprintf("%s=%v", name, v))
 			}
 		}

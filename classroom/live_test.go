@@ -5,13 +5,10 @@ import (
 	"context"
 	"encoding/binary"
 	"encoding/json"
-	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -24,36 +21,11 @@ import (
 	"github.com/pion/rtp"
 	"github.com/pion/webrtc/v4"
 
-	"github.com/campusedge/campusedge/classroom/sfu"
-	"github.com/campusedge/campusedge/cmd/edged/appliance"
-	"github.com/campusedge/campusedge/edge/certs"
-	"github.com/campusedge/campusedge/edge/config"
+	"github.com/campusedge/campusedge/classroom/internal/mediatest"
+	"github.com/campusedge/campusedge/cmd/edged/appliance/appliancetest"
+	"github.com/campusedge/campusedge/edge/logtest"
+	"github.com/campusedge/campusedge/edge/metricstest"
 )
-
-// syncBuffer collects logs from goroutines; shown only when a test fails.
-// With limit set it keeps only about the last limit bytes, so a test that
-// measures the edge's heap is not measuring its own log.
-type syncBuffer struct {
-	mu    sync.Mutex
-	b     bytes.Buffer
-	limit int
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	n, err := s.b.Write(p)
-	if s.limit > 0 && s.b.Len() > 2*s.limit {
-		s.b.Next(s.b.Len() - s.limit) // the buffer reuses the freed front
-	}
-	return n, err
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // edge is a real edged started in-process, on loopback (startEdge) or on
 // a LAN address over HTTPS (startLANEdge).
@@ -61,91 +33,37 @@ type edge struct {
 	url    string
 	plain  string // the plain HTTP side (url, unless startLANEdge moved url to HTTPS)
 	admin  string
-	log    *syncBuffer
-	client *http.Client // for url; http.DefaultClient when nil
-	tls    *tlsReady    // the HTTPS side, when edged serves it
-}
-
-// tlsReady is what edged reports once HTTPS is serving.
-type tlsReady struct {
-	url   string // https://host:port
-	caPEM []byte
-	pin   string
+	log    *logtest.Buffer
+	client *http.Client       // for url; http.DefaultClient when nil
+	tls    *appliancetest.TLS // the HTTPS side, when edged serves it
 }
 
 func startEdge(t *testing.T, ctx context.Context) *edge {
 	t.Helper()
-	return startEdgeAt(t, ctx, "127.0.0.1:0", &syncBuffer{})
+	return startEdgeAt(t, ctx, "127.0.0.1:0", &logtest.Buffer{})
 }
 
 // startEdgeLog is startEdge logging (at debug level) to logBuf.
-func startEdgeLog(t *testing.T, ctx context.Context, logBuf *syncBuffer) *edge {
+func startEdgeLog(t *testing.T, ctx context.Context, logBuf *logtest.Buffer) *edge {
 	return startEdgeAt(t, ctx, "127.0.0.1:0", logBuf)
 }
 
-// startEdgeAt starts edged with -listen listen, logging to logBuf; e.url
-// is its plain HTTP side and e.tls its HTTPS side.
-func startEdgeAt(t *testing.T, ctx context.Context, listen string, logBuf *syncBuffer) *edge {
+// startEdgeAt starts edged with -listen listen, logging to logBuf (shown
+// if the test fails); e.url is its plain HTTP side and e.tls its HTTPS side.
+func startEdgeAt(t *testing.T, ctx context.Context, listen string, logBuf *logtest.Buffer) *edge {
 	t.Helper()
-	cfg := config.Defaults()
-	cfg.DataDir = t.TempDir()
+	cfg := appliancetest.Config(t)
 	cfg.Listen = listen
-	cfg.MDNS = false
-	logger := slog.New(slog.NewTextHandler(logBuf, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	edgeCtx, stop := context.WithCancel(ctx)
-	ready := make(chan net.Addr, 1)
-	readyTLS := make(chan tlsReady, 1)
-	done := make(chan error, 1)
-	go func() {
-		done <- appliance.Run(edgeCtx, cfg, logger, appliance.Options{
-			Ready: func(a net.Addr) { ready <- a },
-			ReadyTLS: func(a net.Addr, tm *certs.Manager) {
-				readyTLS <- tlsReady{url: "https://" + a.String(), caPEM: tm.CAPEM(), pin: tm.Pin()}
-			},
-		})
-	}()
-	t.Cleanup(func() {
-		stop()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("edged: %v", err)
-			}
-		case <-time.After(15 * time.Second):
-			t.Errorf("edged did not stop within 15s")
-		}
+	t.Cleanup(func() { // runs after edged stopped: the log is whole
 		if t.Failed() {
 			t.Logf("edged log:\n%s", logBuf.String())
 		}
 	})
-	var addr net.Addr
-	select {
-	case addr = <-ready:
-	case err := <-done:
-		t.Fatalf("edged: %v", err)
-	case <-ctx.Done():
-		t.Fatal("edged did not start")
-	}
-	var tr *tlsReady
-	if cfg.HTTPSAddr() != "" { // ReadyTLS follows Ready at once
-		select {
-		case r := <-readyTLS:
-			tr = &r
-		case err := <-done:
-			t.Fatalf("edged: %v", err)
-		case <-ctx.Done():
-			t.Fatal("edged did not start HTTPS")
-		}
-	}
-	tok, err := os.ReadFile(filepath.Join(cfg.DataDir, "admin-token"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	u := "http://" + addr.String()
-	return &edge{url: u, plain: u, admin: strings.TrimSpace(string(tok)), log: logBuf, tls: tr}
+	a := appliancetest.Start(ctx, t, cfg, slog.New(slog.NewTextHandler(logBuf, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	return &edge{url: a.URL, plain: a.URL, admin: a.Admin, log: logBuf, tls: a.HTTPS}
 }
 
-func (e *edge) do(t *testing.T, ctx context.Context, method, path, token, ctype string, body []byte) (*http.Response, []byte) {
+func (e *edge) Do(t testing.TB, ctx context.Context, method, path, token, ctype string, body []byte) (*http.Response, []byte) {
 	t.Helper()
 	req, err := http.NewRequestWithContext(ctx, method, e.url+path, bytes.NewReader(body))
 	if err != nil {
@@ -182,7 +100,7 @@ type createResp struct {
 
 func (e *edge) createSession(t *testing.T, ctx context.Context, title string) createResp {
 	t.Helper()
-	resp, b := e.do(t, ctx, "POST", "/api/v1/sessions", e.admin, "application/json", []byte(`{"title":"`+title+`"}`))
+	resp, b := e.Do(t, ctx, "POST", "/api/v1/sessions", e.admin, "application/json", []byte(`{"title":"`+title+`"}`))
 	if resp.StatusCode != http.StatusCreated {
 		t.Fatalf("create session: %d %s", resp.StatusCode, b)
 	}
@@ -191,272 +109,6 @@ func (e *edge) createSession(t *testing.T, ctx context.Context, title string) cr
 		t.Fatal(err)
 	}
 	return cr
-}
-
-// loopbackAPI gives test peers the edge's settings restricted to
-// 127.0.0.1/udp4 with no mDNS: nothing touches the outside interface.
-func loopbackAPI(t *testing.T) *webrtc.API {
-	t.Helper()
-	a, err := sfu.NewAPI([]net.IP{net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return a
-}
-
-// offer creates a complete (non-trickle) offer.
-func offer(t *testing.T, ctx context.Context, pc *webrtc.PeerConnection) []byte {
-	t.Helper()
-	o, err := pc.CreateOffer(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := webrtc.GatheringCompletePromise(pc)
-	if err := pc.SetLocalDescription(o); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case <-done:
-	case <-ctx.Done():
-		t.Fatal("ICE gathering did not complete")
-	}
-	return []byte(pc.LocalDescription().SDP)
-}
-
-// payloadFor is frame n's payload: a fake VP8 payload descriptor and frame
-// header (keyframe or not), the frame number, then bytes derived from it, so
-// a receiver can check every byte.
-func payloadFor(n uint64, key bool) []byte {
-	p := []byte{0x10, 0x01, 0x00, 0x00, 0x9d, 0x01, 0x2a}
-	if key {
-		p[1] = 0x00 // VP8 frame header: P bit clear = keyframe
-	}
-	p = binary.BigEndian.AppendUint64(p, n)
-	for i := range 600 {
-		p = append(p, byte((n+uint64(i))%251))
-	}
-	return p
-}
-
-func isKeyframe(payload []byte) bool { return len(payload) > 1 && payload[1]&1 == 0 }
-
-const payloadLen = 7 + 8 + 600
-
-// publisher is a pion peer that WHIPs one VP8 track and sends a packet
-// every 5 ms; like a real encoder it sends a keyframe first and then only
-// when asked by a PLI.
-type publisher struct {
-	pc       *webrtc.PeerConnection
-	location string
-	plis     atomic.Int64
-	nacks    atomic.Int64
-	needKey  atomic.Bool
-	// Like OBS: ignore PLIs and send a keyframe every keyEvery packets.
-	ignorePLI atomic.Bool
-	keyEvery  atomic.Int64
-	started   time.Time
-	// Packets written, so rate checks compare with what was sent: on a
-	// loaded machine the publisher's ticker slows down too.
-	sentVideo, sentAudio atomic.Int64
-}
-
-func publish(t *testing.T, ctx context.Context, e *edge, sessionID, token string) *publisher {
-	t.Helper()
-	return publishCodec(t, ctx, e, sessionID, token, webrtc.MimeTypeVP8)
-}
-
-// publishCodec is publish with another video codec (the payloads stay the
-// fake VP8-shaped ones: the SFU forwards bytes and never parses them).
-func publishCodec(t *testing.T, ctx context.Context, e *edge, sessionID, token, videoMime string) *publisher {
-	t.Helper()
-	return publishFmtp(t, ctx, e, sessionID, token, videoMime, "")
-}
-
-// publishFmtp is publishCodec with a codec fmtp line (an H264 profile).
-func publishFmtp(t *testing.T, ctx context.Context, e *edge, sessionID, token, videoMime, fmtp string) *publisher {
-	t.Helper()
-	pc, err := loopbackAPI(t).NewPeerConnection(webrtc.Configuration{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = pc.Close() })
-	track, err := webrtc.NewTrackLocalStaticRTP(webrtc.RTPCodecCapability{MimeType: videoMime, ClockRate: 90000, SDPFmtpLine: fmtp}, "video", "teacher")
-	if err != nil {
-		t.Fatal(err)
-	}
-	tr, err := pc.AddTransceiverFromTrack(track, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionSendonly})
-	if err != nil {
-		t.Fatal(err)
-	}
-	audio, err := webrtc.NewTrackLocalStaticRTP(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2}, "audio", "teacher")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := pc.AddTransceiverFromTrack(audio, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionSendonly}); err != nil {
-		t.Fatal(err)
-	}
-	p := &publisher{pc: pc}
-	p.needKey.Store(true)
-	go func() {
-		for {
-			pkts, _, err := tr.Sender().ReadRTCP()
-			if err != nil {
-				return
-			}
-			for _, pk := range pkts {
-				switch pk.(type) {
-				case *rtcp.PictureLossIndication:
-					p.plis.Add(1)
-					if !p.ignorePLI.Load() {
-						p.needKey.Store(true)
-					}
-				case *rtcp.TransportLayerNack:
-					p.nacks.Add(1)
-				}
-			}
-		}
-	}()
-	resp, body := e.do(t, ctx, "POST", "/whip/"+sessionID, token, "application/sdp", offer(t, ctx, pc))
-	if resp.StatusCode != http.StatusCreated {
-		t.Fatalf("WHIP: %d %s", resp.StatusCode, body)
-	}
-	if ct := resp.Header.Get("Content-Type"); ct != "application/sdp" {
-		t.Fatalf("WHIP answer Content-Type %q", ct)
-	}
-	onlyLoopback(t, "the WHIP answer", string(body))
-	p.location = resp.Header.Get("Location")
-	if !strings.HasPrefix(p.location, "/whip/"+sessionID+"/") {
-		t.Fatalf("WHIP Location %q", p.location)
-	}
-	if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: string(body)}); err != nil {
-		t.Fatal(err)
-	}
-	sendCtx, stop := context.WithCancel(ctx)
-	t.Cleanup(stop)
-	p.started = time.Now()
-	go func() {
-		tick := time.NewTicker(5 * time.Millisecond)
-		defer tick.Stop()
-		for n := uint64(0); ; n++ {
-			select {
-			case <-sendCtx.Done():
-				return
-			case <-tick.C:
-			}
-			if k := p.keyEvery.Load(); k > 0 && n%uint64(k) == 0 {
-				p.needKey.Store(true)
-			}
-			_ = track.WriteRTP(&rtp.Packet{
-				Header:  rtp.Header{Version: 2, Marker: true, PayloadType: 96, SequenceNumber: uint16(n), Timestamp: uint32(n * 3000)},
-				Payload: payloadFor(n, p.needKey.Swap(false)),
-			})
-			p.sentVideo.Add(1)
-			if n%4 == 0 { // an Opus packet every 20 ms
-				_ = audio.WriteRTP(&rtp.Packet{
-					Header:  rtp.Header{Version: 2, PayloadType: 111, SequenceNumber: uint16(n / 4), Timestamp: uint32(n / 4 * 960)},
-					Payload: []byte{0xfc, 0xff, 0xfe, byte(n / 4)},
-				})
-				p.sentAudio.Add(1)
-			}
-		}
-	}()
-	return p
-}
-
-// subscriber is a pion peer that WHEPs and counts the packets it receives,
-// checking each payload byte for byte.
-type subscriber struct {
-	pc        *webrtc.PeerConnection
-	location  string
-	got       atomic.Int64
-	bad       atomic.Int64
-	audio     atomic.Int64 // Opus packets received
-	videoMime atomic.Pointer[string]
-	stall     atomic.Bool  // stop reading
-	firstKey  atomic.Int64 // unix nanos of the first keyframe
-}
-
-func subscribe(t *testing.T, ctx context.Context, e *edge, sessionID, token string) *subscriber {
-	t.Helper()
-	pc, err := loopbackAPI(t).NewPeerConnection(webrtc.Configuration{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = pc.Close() })
-	for _, kind := range []webrtc.RTPCodecType{webrtc.RTPCodecTypeVideo, webrtc.RTPCodecTypeAudio} {
-		if _, err := pc.AddTransceiverFromKind(kind, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionRecvonly}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	s := &subscriber{pc: pc}
-	pc.OnTrack(func(tr *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
-		if tr.Kind() == webrtc.RTPCodecTypeVideo {
-			mime := tr.Codec().MimeType
-			s.videoMime.Store(&mime)
-		}
-		if tr.Kind() == webrtc.RTPCodecTypeAudio {
-			for {
-				pkt, _, err := tr.ReadRTP()
-				if err != nil {
-					return
-				}
-				if len(pkt.Payload) == 4 && pkt.Payload[0] == 0xfc && tr.Codec().MimeType == webrtc.MimeTypeOpus {
-					s.audio.Add(1)
-				}
-			}
-		}
-		for {
-			for s.stall.Load() {
-				time.Sleep(50 * time.Millisecond)
-				if pc.ConnectionState() == webrtc.PeerConnectionStateClosed {
-					return
-				}
-			}
-			pkt, _, err := tr.ReadRTP()
-			if err != nil {
-				return
-			}
-			pl := pkt.Payload
-			if len(pl) != payloadLen || !bytes.Equal(pl, payloadFor(binary.BigEndian.Uint64(pl[7:15]), isKeyframe(pl))) {
-				s.bad.Add(1)
-				continue
-			}
-			if isKeyframe(pl) {
-				s.firstKey.CompareAndSwap(0, time.Now().UnixNano())
-			}
-			s.got.Add(1)
-		}
-	})
-	resp, body := e.do(t, ctx, "POST", "/whep/"+sessionID, token, "application/sdp", offer(t, ctx, pc))
-	if resp.StatusCode != http.StatusCreated {
-		t.Fatalf("WHEP: %d %s", resp.StatusCode, body)
-	}
-	onlyLoopback(t, "the WHEP answer", string(body))
-	s.location = resp.Header.Get("Location")
-	if !strings.HasPrefix(s.location, "/whep/"+sessionID+"/") {
-		t.Fatalf("WHEP Location %q", s.location)
-	}
-	if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: string(body)}); err != nil {
-		t.Fatal(err)
-	}
-	return s
-}
-
-// onlyLoopback fails unless every candidate in sdp is on 127.0.0.1.
-func onlyLoopback(t *testing.T, who, sdp string) {
-	t.Helper()
-	n := 0
-	for _, l := range strings.Split(sdp, "\n") {
-		if strings.HasPrefix(l, "a=candidate:") {
-			n++
-			if !strings.Contains(l, " 127.0.0.1 ") {
-				t.Errorf("%s has a candidate off loopback: %s", who, l)
-			}
-		}
-	}
-	if n == 0 {
-		t.Errorf("%s has no candidates", who)
-	}
 }
 
 // waitFor polls cond until it holds or d passes.
@@ -471,24 +123,6 @@ func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 	}
 }
 
-// gain returns how many packets s receives during d.
-// keptUp counts over d the video packets sub received and pub sent.
-func keptUp(sub *subscriber, pub *publisher, d time.Duration) (got, sent int64) {
-	g0, s0 := sub.got.Load(), pub.sentVideo.Load()
-	time.Sleep(d)
-	return sub.got.Load() - g0, pub.sentVideo.Load() - s0
-}
-
-// fullRate is the share of what was sent a subscriber that keeps up must
-// receive in a window (packets in flight at its edges account for the rest).
-const fullRate = 0.75
-
-func gain(s *subscriber, d time.Duration) int64 {
-	before := s.got.Load()
-	time.Sleep(d)
-	return s.got.Load() - before
-}
-
 func TestWHIPPublishWHEPWatch(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 40*time.Second)
 	defer cancel()
@@ -498,7 +132,7 @@ func TestWHIPPublishWHEPWatch(t *testing.T) {
 
 	// Before anyone publishes, watching is refused with a clear error.
 	{
-		pc, err := loopbackAPI(t).NewPeerConnection(webrtc.Configuration{})
+		pc, err := mediatest.LoopbackAPI(t).NewPeerConnection(webrtc.Configuration{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -506,8 +140,8 @@ func TestWHIPPublishWHEPWatch(t *testing.T) {
 		if _, err := pc.AddTransceiverFromKind(webrtc.RTPCodecTypeVideo, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionRecvonly}); err != nil {
 			t.Fatal(err)
 		}
-		o := offer(t, ctx, pc)
-		if resp, b := e.do(t, ctx, "POST", "/whep/"+s.ID, s.Tokens.Observer, "application/sdp", o); resp.StatusCode != http.StatusConflict || !strings.Contains(string(b), "no_publisher") {
+		o := mediatest.Offer(t, ctx, pc)
+		if resp, b := e.Do(t, ctx, "POST", "/whep/"+s.ID, s.Tokens.Observer, "application/sdp", o); resp.StatusCode != http.StatusConflict || !strings.Contains(string(b), "no_publisher") {
 			t.Fatalf("WHEP before publish: %d %s", resp.StatusCode, b)
 		}
 		// Wrong tokens and bad bodies on WHIP.
@@ -528,20 +162,20 @@ func TestWHIPPublishWHEPWatch(t *testing.T) {
 			{"whep other session's token", "/whep/" + s.ID, other.Tokens.Observer, "application/sdp", o, 403},
 		}
 		for _, c := range cases {
-			if resp, b := e.do(t, ctx, "POST", c.path, c.token, c.ctype, c.body); resp.StatusCode != c.code || !bytes.Contains(b, []byte(`"error"`)) {
+			if resp, b := e.Do(t, ctx, "POST", c.path, c.token, c.ctype, c.body); resp.StatusCode != c.code || !bytes.Contains(b, []byte(`"error"`)) {
 				t.Errorf("%s: %d %s, want %d", c.name, resp.StatusCode, b, c.code)
 			}
 		}
 	}
 
-	pub := publish(t, ctx, e, s.ID, s.Tokens.Master)
+	pub := mediatest.Publish(t, ctx, e, s.ID, s.Tokens.Master)
 	// A WHIP publish starts the session.
-	if resp, b := e.do(t, ctx, "GET", "/api/v1/sessions/"+s.ID, e.admin, "", nil); resp.StatusCode != 200 || !bytes.Contains(b, []byte(`"state":"live"`)) {
+	if resp, b := e.Do(t, ctx, "GET", "/api/v1/sessions/"+s.ID, e.admin, "", nil); resp.StatusCode != 200 || !bytes.Contains(b, []byte(`"state":"live"`)) {
 		t.Fatalf("session after WHIP: %d %s", resp.StatusCode, b)
 	}
 	// A second publisher is refused while the first is live.
 	{
-		pc, err := loopbackAPI(t).NewPeerConnection(webrtc.Configuration{})
+		pc, err := mediatest.LoopbackAPI(t).NewPeerConnection(webrtc.Configuration{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -549,29 +183,29 @@ func TestWHIPPublishWHEPWatch(t *testing.T) {
 		if _, err := pc.AddTransceiverFromKind(webrtc.RTPCodecTypeVideo, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionSendonly}); err != nil {
 			t.Fatal(err)
 		}
-		if resp, b := e.do(t, ctx, "POST", "/whip/"+s.ID, s.Tokens.Master, "application/sdp", offer(t, ctx, pc)); resp.StatusCode != http.StatusConflict {
+		if resp, b := e.Do(t, ctx, "POST", "/whip/"+s.ID, s.Tokens.Master, "application/sdp", mediatest.Offer(t, ctx, pc)); resp.StatusCode != http.StatusConflict {
 			t.Errorf("second WHIP: %d %s", resp.StatusCode, b)
 		}
 	}
 
-	subA := subscribe(t, ctx, e, s.ID, s.Tokens.Observer)
-	subB := subscribe(t, ctx, e, s.ID, s.Tokens.Master)
-	more := []*subscriber{subscribe(t, ctx, e, s.ID, s.Tokens.Observer), subscribe(t, ctx, e, s.ID, s.Tokens.Observer)}
+	subA := mediatest.Subscribe(t, ctx, e, s.ID, s.Tokens.Observer)
+	subB := mediatest.Subscribe(t, ctx, e, s.ID, s.Tokens.Master)
+	more := []*mediatest.Subscriber{mediatest.Subscribe(t, ctx, e, s.ID, s.Tokens.Observer), mediatest.Subscribe(t, ctx, e, s.ID, s.Tokens.Observer)}
 	const n = 100 // 0.5 s of packets
 	waitFor(t, 10*time.Second, "all four subscribers to receive video and audio", func() bool {
-		ok := subA.got.Load() > n && subB.got.Load() > n && subA.audio.Load() > n/4 && subB.audio.Load() > n/4
+		ok := subA.Got.Load() > n && subB.Got.Load() > n && subA.Audio.Load() > n/4 && subB.Audio.Load() > n/4
 		for _, m := range more {
-			ok = ok && m.got.Load() > n && m.audio.Load() > n/4
+			ok = ok && m.Got.Load() > n && m.Audio.Load() > n/4
 		}
 		return ok
 	})
 	for i, m := range more {
-		if m.bad.Load() != 0 {
-			t.Errorf("subscriber %d: %d payloads differ from what was sent", i+3, m.bad.Load())
+		if m.Bad.Load() != 0 {
+			t.Errorf("subscriber %d: %d payloads differ from what was sent", i+3, m.Bad.Load())
 		}
-		_ = m.pc.Close()
+		_ = m.PC.Close()
 	}
-	if subA.firstKey.Load() == 0 || subB.firstKey.Load() == 0 {
+	if subA.FirstKey.Load() == 0 || subB.FirstKey.Load() == 0 {
 		t.Error("a subscriber got no keyframe")
 	}
 
@@ -580,65 +214,65 @@ func TestWHIPPublishWHEPWatch(t *testing.T) {
 	// sends keyframes only when asked; TestKeyframeCache separates the two).
 	time.Sleep(600 * time.Millisecond) // past the PLI rate limit
 	joined := time.Now()
-	subC := subscribe(t, ctx, e, s.ID, s.Tokens.Observer)
-	waitFor(t, 5*time.Second, "the late joiner's first keyframe", func() bool { return subC.firstKey.Load() != 0 })
-	if d := time.Duration(subC.firstKey.Load() - joined.UnixNano()); d > time.Second {
+	subC := mediatest.Subscribe(t, ctx, e, s.ID, s.Tokens.Observer)
+	waitFor(t, 5*time.Second, "the late joiner's first keyframe", func() bool { return subC.FirstKey.Load() != 0 })
+	if d := time.Duration(subC.FirstKey.Load() - joined.UnixNano()); d > time.Second {
 		t.Errorf("late joiner's first keyframe after %v, want ≤ 1s", d)
 	} else {
 		t.Logf("late joiner: first keyframe %v after its WHEP POST", d.Round(time.Millisecond))
 	}
 
 	// The edge's metrics show the forwarding.
-	if resp, b := e.do(t, ctx, "GET", "/metrics", "", "", nil); resp.StatusCode != 200 ||
+	if resp, b := e.Do(t, ctx, "GET", "/metrics", "", "", nil); resp.StatusCode != 200 ||
 		!bytes.Contains(b, []byte("campusedge_live_subscribers 3")) || !bytes.Contains(b, []byte("campusedge_live_publishers 1")) ||
 		!bytes.Contains(b, []byte("campusedge_live_forwarded_packets_total ")) {
-		t.Errorf("metrics: %d\n%s", resp.StatusCode, grepLines(b, "campusedge_live"))
+		t.Errorf("metrics: %d\n%s", resp.StatusCode, metricstest.Grep(b, "campusedge_live"))
 	}
 
 	// B stalls: A keeps receiving at full rate (what the publisher sends).
-	subB.stall.Store(true)
-	if g, sent := keptUp(subA, pub, time.Second); float64(g) < fullRate*float64(sent) {
+	subB.Stall.Store(true)
+	if g, sent := mediatest.KeptUp(subA, pub, time.Second); float64(g) < mediatest.FullRate*float64(sent) {
 		t.Errorf("while B stalls, A got %d of the %d packets sent in 1s", g, sent)
 	}
 	// B vanishes without a DELETE: A keeps receiving, and the edge drops B.
-	_ = subB.pc.Close()
-	if g, sent := keptUp(subA, pub, time.Second); float64(g) < fullRate*float64(sent) {
+	_ = subB.PC.Close()
+	if g, sent := mediatest.KeptUp(subA, pub, time.Second); float64(g) < mediatest.FullRate*float64(sent) {
 		t.Errorf("after B closed, A got %d of the %d packets sent in 1s", g, sent)
 	}
-	bID := subB.location[strings.LastIndex(subB.location, "/")+1:]
+	bID := subB.Location[strings.LastIndex(subB.Location, "/")+1:]
 	waitFor(t, 12*time.Second, "the edge to remove the vanished subscriber", func() bool {
 		return strings.Contains(e.log.String(), "subscriber left") && strings.Contains(e.log.String(), bID)
 	})
-	if subA.bad.Load() != 0 || subB.bad.Load() != 0 {
-		t.Errorf("payloads differing from what was sent: A %d, B %d", subA.bad.Load(), subB.bad.Load())
+	if subA.Bad.Load() != 0 || subB.Bad.Load() != 0 {
+		t.Errorf("payloads differing from what was sent: A %d, B %d", subA.Bad.Load(), subB.Bad.Load())
 	}
 
 	// DELETE on the WHEP Location needs a token of the session; the
 	// publisher's resource cannot be deleted through /whep.
-	if resp, b := e.do(t, ctx, "DELETE", subA.location, "", "", nil); resp.StatusCode != 401 {
+	if resp, b := e.Do(t, ctx, "DELETE", subA.Location, "", "", nil); resp.StatusCode != 401 {
 		t.Errorf("DELETE WHEP without a token: %d %s", resp.StatusCode, b)
 	}
-	pubID := pub.location[strings.LastIndex(pub.location, "/")+1:]
-	if resp, b := e.do(t, ctx, "DELETE", "/whep/"+s.ID+"/"+pubID, s.Tokens.Observer, "", nil); resp.StatusCode != 404 {
+	pubID := pub.Location[strings.LastIndex(pub.Location, "/")+1:]
+	if resp, b := e.Do(t, ctx, "DELETE", "/whep/"+s.ID+"/"+pubID, s.Tokens.Observer, "", nil); resp.StatusCode != 404 {
 		t.Errorf("DELETE publisher through /whep: %d %s", resp.StatusCode, b)
 	}
-	if resp, b := e.do(t, ctx, "DELETE", pub.location, s.Tokens.Observer, "", nil); resp.StatusCode != 403 {
+	if resp, b := e.Do(t, ctx, "DELETE", pub.Location, s.Tokens.Observer, "", nil); resp.StatusCode != 403 {
 		t.Errorf("observer DELETE on WHIP: %d %s", resp.StatusCode, b)
 	}
 
 	// DELETE on the WHIP Location ends publishing: A stops receiving and
 	// new watchers are told nobody is publishing.
-	if resp, b := e.do(t, ctx, "DELETE", pub.location, s.Tokens.Master, "", nil); resp.StatusCode != 200 {
+	if resp, b := e.Do(t, ctx, "DELETE", pub.Location, s.Tokens.Master, "", nil); resp.StatusCode != 200 {
 		t.Fatalf("DELETE WHIP: %d %s", resp.StatusCode, b)
 	}
 	time.Sleep(200 * time.Millisecond) // packets in flight
-	if g := gain(subA, 500*time.Millisecond); g > 5 {
+	if g := mediatest.Gain(subA, 500*time.Millisecond); g > 5 {
 		t.Errorf("A still got %d packets after the WHIP DELETE", g)
 	}
-	if resp, b := e.do(t, ctx, "DELETE", pub.location, s.Tokens.Master, "", nil); resp.StatusCode != 404 {
+	if resp, b := e.Do(t, ctx, "DELETE", pub.Location, s.Tokens.Master, "", nil); resp.StatusCode != 404 {
 		t.Errorf("second DELETE WHIP: %d %s", resp.StatusCode, b)
 	}
-	if resp, b := e.do(t, ctx, "PATCH", subA.location, s.Tokens.Observer, "application/trickle-ice-sdpfrag", []byte("a=x")); resp.StatusCode != 405 {
+	if resp, b := e.Do(t, ctx, "PATCH", subA.Location, s.Tokens.Observer, "application/trickle-ice-sdpfrag", []byte("a=x")); resp.StatusCode != 405 {
 		t.Errorf("PATCH (trickle): %d %s", resp.StatusCode, b)
 	}
 }
@@ -648,23 +282,23 @@ func TestSessionEndClosesMedia(t *testing.T) {
 	defer cancel()
 	e := startEdge(t, ctx)
 	s := e.createSession(t, ctx, "History 7B")
-	publishCodec(t, ctx, e, s.ID, s.Tokens.Master, webrtc.MimeTypeH264) // as OBS sends
-	sub := subscribe(t, ctx, e, s.ID, s.Tokens.Observer)
-	waitFor(t, 10*time.Second, "H264 and Opus packets", func() bool { return sub.got.Load() > 20 && sub.audio.Load() > 5 })
-	if mime := sub.videoMime.Load(); mime == nil || !strings.EqualFold(*mime, webrtc.MimeTypeH264) {
+	mediatest.PublishCodec(t, ctx, e, s.ID, s.Tokens.Master, webrtc.MimeTypeH264) // as OBS sends
+	sub := mediatest.Subscribe(t, ctx, e, s.ID, s.Tokens.Observer)
+	waitFor(t, 10*time.Second, "H264 and Opus packets", func() bool { return sub.Got.Load() > 20 && sub.Audio.Load() > 5 })
+	if mime := sub.VideoMime.Load(); mime == nil || !strings.EqualFold(*mime, webrtc.MimeTypeH264) {
 		t.Errorf("subscriber's video codec %v, want H264", mime)
 	}
-	if resp, b := e.do(t, ctx, "POST", "/api/v1/sessions/"+s.ID+"/end", s.Tokens.Observer, "", nil); resp.StatusCode != 403 {
+	if resp, b := e.Do(t, ctx, "POST", "/api/v1/sessions/"+s.ID+"/end", s.Tokens.Observer, "", nil); resp.StatusCode != 403 {
 		t.Fatalf("observer ends: %d %s", resp.StatusCode, b)
 	}
-	if resp, b := e.do(t, ctx, "POST", "/api/v1/sessions/"+s.ID+"/end", s.Tokens.Master, "", nil); resp.StatusCode != 200 {
+	if resp, b := e.Do(t, ctx, "POST", "/api/v1/sessions/"+s.ID+"/end", s.Tokens.Master, "", nil); resp.StatusCode != 200 {
 		t.Fatalf("master ends: %d %s", resp.StatusCode, b)
 	}
 	time.Sleep(200 * time.Millisecond)
-	if g := gain(sub, 500*time.Millisecond); g > 5 {
+	if g := mediatest.Gain(sub, 500*time.Millisecond); g > 5 {
 		t.Errorf("still %d packets after the session ended", g)
 	}
-	pc, err := loopbackAPI(t).NewPeerConnection(webrtc.Configuration{})
+	pc, err := mediatest.LoopbackAPI(t).NewPeerConnection(webrtc.Configuration{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -672,31 +306,9 @@ func TestSessionEndClosesMedia(t *testing.T) {
 	if _, err := pc.AddTransceiverFromKind(webrtc.RTPCodecTypeVideo, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionSendonly}); err != nil {
 		t.Fatal(err)
 	}
-	if resp, b := e.do(t, ctx, "POST", "/whip/"+s.ID, s.Tokens.Master, "application/sdp", offer(t, ctx, pc)); resp.StatusCode != http.StatusConflict || !bytes.Contains(b, []byte("session_ended")) {
+	if resp, b := e.Do(t, ctx, "POST", "/whip/"+s.ID, s.Tokens.Master, "application/sdp", mediatest.Offer(t, ctx, pc)); resp.StatusCode != http.StatusConflict || !bytes.Contains(b, []byte("session_ended")) {
 		t.Fatalf("WHIP to an ended session: %d %s", resp.StatusCode, b)
 	}
-}
-
-// vanishingAPI is loopbackAPI with every ICE packet on conn, so closing
-// conn makes the peer vanish without a goodbye (no DTLS close_notify), as a
-// terminal that loses power does.
-func vanishingAPI(t *testing.T, conn net.PacketConn) *webrtc.API {
-	t.Helper()
-	me := &webrtc.MediaEngine{}
-	if err := me.RegisterDefaultCodecs(); err != nil {
-		t.Fatal(err)
-	}
-	ir := &interceptor.Registry{}
-	if err := webrtc.RegisterDefaultInterceptors(me, ir); err != nil {
-		t.Fatal(err)
-	}
-	var se webrtc.SettingEngine
-	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
-	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
-	se.SetIncludeLoopbackCandidate(true)
-	se.SetIPFilter(func(ip net.IP) bool { return ip.Equal(net.IPv4(127, 0, 0, 1)) })
-	se.SetICEUDPMux(ice.NewUDPMuxDefault(ice.UDPMuxParams{UDPConn: conn}))
-	return webrtc.NewAPI(webrtc.WithMediaEngine(me), webrtc.WithInterceptorRegistry(ir), webrtc.WithSettingEngine(se))
 }
 
 func TestVanishedSubscriberIsRemoved(t *testing.T) {
@@ -704,15 +316,15 @@ func TestVanishedSubscriberIsRemoved(t *testing.T) {
 	defer cancel()
 	e := startEdge(t, ctx)
 	s := e.createSession(t, ctx, "Chemistry 9C")
-	pub := publish(t, ctx, e, s.ID, s.Tokens.Master)
-	stay := subscribe(t, ctx, e, s.ID, s.Tokens.Observer)
+	pub := mediatest.Publish(t, ctx, e, s.ID, s.Tokens.Master)
+	stay := mediatest.Subscribe(t, ctx, e, s.ID, s.Tokens.Observer)
 
 	conn, err := net.ListenPacket("udp4", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	pc, err := vanishingAPI(t, conn).NewPeerConnection(webrtc.Configuration{})
+	pc, err := mediatest.VanishingAPI(t, conn).NewPeerConnection(webrtc.Configuration{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -729,7 +341,7 @@ func TestVanishedSubscriberIsRemoved(t *testing.T) {
 			got.Add(1)
 		}
 	})
-	resp, body := e.do(t, ctx, "POST", "/whep/"+s.ID, s.Tokens.Observer, "application/sdp", offer(t, ctx, pc))
+	resp, body := e.Do(t, ctx, "POST", "/whep/"+s.ID, s.Tokens.Observer, "application/sdp", mediatest.Offer(t, ctx, pc))
 	if resp.StatusCode != http.StatusCreated {
 		t.Fatalf("WHEP: %d %s", resp.StatusCode, body)
 	}
@@ -737,7 +349,7 @@ func TestVanishedSubscriberIsRemoved(t *testing.T) {
 	if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: string(body)}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "both subscribers to receive", func() bool { return got.Load() > 50 && stay.got.Load() > 50 })
+	waitFor(t, 10*time.Second, "both subscribers to receive", func() bool { return got.Load() > 50 && stay.Got.Load() > 50 })
 
 	vanished := time.Now()
 	_ = conn.Close()
@@ -751,23 +363,13 @@ func TestVanishedSubscriberIsRemoved(t *testing.T) {
 		return false
 	})
 	t.Logf("vanished subscriber removed %v after it went silent", time.Since(vanished).Round(100*time.Millisecond))
-	if g, sent := keptUp(stay, pub, time.Second); float64(g) < fullRate*float64(sent) {
+	if g, sent := mediatest.KeptUp(stay, pub, time.Second); float64(g) < mediatest.FullRate*float64(sent) {
 		t.Errorf("the other subscriber got %d of the %d packets sent in 1s after the removal", g, sent)
 	}
 	// Its resource is gone.
-	if resp, b := e.do(t, ctx, "DELETE", loc, s.Tokens.Observer, "", nil); resp.StatusCode != http.StatusNotFound {
+	if resp, b := e.Do(t, ctx, "DELETE", loc, s.Tokens.Observer, "", nil); resp.StatusCode != http.StatusNotFound {
 		t.Errorf("DELETE of the removed subscriber: %d %s", resp.StatusCode, b)
 	}
-}
-
-func grepLines(b []byte, substr string) string {
-	var out []string
-	for _, l := range strings.Split(string(b), "\n") {
-		if strings.Contains(l, substr) {
-			out = append(out, l)
-		}
-	}
-	return strings.Join(out, "\n")
 }
 
 // TestNACKAndTWCC: a subscriber's NACK is answered by the edge from its own
@@ -779,7 +381,7 @@ func TestNACKAndTWCC(t *testing.T) {
 	defer cancel()
 	e := startEdge(t, ctx)
 	s := e.createSession(t, ctx, "Music 5")
-	pub := publish(t, ctx, e, s.ID, s.Tokens.Master)
+	pub := mediatest.Publish(t, ctx, e, s.ID, s.Tokens.Master)
 
 	// Count, below pion's receiver, every packet on a stream other than
 	// the media one: the retransmissions (RTX, RFC 4588) carrying the
@@ -815,7 +417,7 @@ func TestNACKAndTWCC(t *testing.T) {
 			got.mu.Unlock()
 		}
 	})
-	resp, body := e.do(t, ctx, "POST", "/whep/"+s.ID, s.Tokens.Observer, "application/sdp", offer(t, ctx, pc))
+	resp, body := e.Do(t, ctx, "POST", "/whep/"+s.ID, s.Tokens.Observer, "application/sdp", mediatest.Offer(t, ctx, pc))
 	if resp.StatusCode != http.StatusCreated {
 		t.Fatalf("WHEP: %d %s", resp.StatusCode, body)
 	}
@@ -884,16 +486,16 @@ func TestNACKAndTWCC(t *testing.T) {
 	var metrics []byte
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		_, metrics = e.do(t, ctx, "GET", "/metrics", "", "", nil)
-		if metricValue(metrics, "campusedge_live_twcc_reports_total") > 0 && metricValue(metrics, "campusedge_live_nacks_total") >= 1 {
+		_, metrics = e.Do(t, ctx, "GET", "/metrics", "", "", nil)
+		if metricstest.Value(metrics, "campusedge_live_twcc_reports_total") > 0 && metricstest.Value(metrics, "campusedge_live_nacks_total") >= 1 {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("no TWCC reports or NACK counted by the edge:\n%s", grepLines(metrics, "campusedge_live"))
+			t.Fatalf("no TWCC reports or NACK counted by the edge:\n%s", metricstest.Grep(metrics, "campusedge_live"))
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	if n := pub.nacks.Load(); n != 0 {
+	if n := pub.NACKs.Load(); n != 0 {
 		t.Errorf("the publisher got %d NACKs: the edge should answer from its cache", n)
 	}
 }
@@ -944,19 +546,6 @@ func rtxAPI(t *testing.T, c *rtxCounter) *webrtc.API {
 	return webrtc.NewAPI(webrtc.WithMediaEngine(me), webrtc.WithInterceptorRegistry(ir), webrtc.WithSettingEngine(se))
 }
 
-// metricValue is the value of an unlabelled metric in Prometheus text, or -1.
-func metricValue(b []byte, name string) float64 {
-	for _, l := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(l, name+" "); ok {
-			var f float64
-			if _, err := fmt.Sscan(v, &f); err == nil {
-				return f
-			}
-		}
-	}
-	return -1
-}
-
 // throttledConn is a subscriber's socket behind a weak link: while limited,
 // RTP datagrams beyond rate bytes/s are lost (ICE and DTLS get through, so
 // the test sees congestion rather than a dead link).
@@ -999,8 +588,8 @@ func TestWeakLinkKeepsAudio(t *testing.T) {
 	defer cancel()
 	e := startEdge(t, ctx)
 	s := e.createSession(t, ctx, "Art 6")
-	pub := publish(t, ctx, e, s.ID, s.Tokens.Master) // ~1 Mbit/s video + Opus
-	good := subscribe(t, ctx, e, s.ID, s.Tokens.Observer)
+	pub := mediatest.Publish(t, ctx, e, s.ID, s.Tokens.Master) // ~1 Mbit/s video + Opus
+	good := mediatest.Subscribe(t, ctx, e, s.ID, s.Tokens.Observer)
 
 	udp, err := net.ListenPacket("udp4", "127.0.0.1:0")
 	if err != nil {
@@ -1008,7 +597,7 @@ func TestWeakLinkKeepsAudio(t *testing.T) {
 	}
 	defer udp.Close()
 	link := &throttledConn{PacketConn: udp, rate: 300e3 / 8, last: time.Now()}
-	pc, err := vanishingAPI(t, link).NewPeerConnection(webrtc.Configuration{})
+	pc, err := mediatest.VanishingAPI(t, link).NewPeerConnection(webrtc.Configuration{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -1031,7 +620,7 @@ func TestWeakLinkKeepsAudio(t *testing.T) {
 			n.Add(1)
 		}
 	})
-	resp, body := e.do(t, ctx, "POST", "/whep/"+s.ID, s.Tokens.Observer, "application/sdp", offer(t, ctx, pc))
+	resp, body := e.Do(t, ctx, "POST", "/whep/"+s.ID, s.Tokens.Observer, "application/sdp", mediatest.Offer(t, ctx, pc))
 	if resp.StatusCode != http.StatusCreated {
 		t.Fatalf("WHEP: %d %s", resp.StatusCode, body)
 	}
@@ -1041,23 +630,23 @@ func TestWeakLinkKeepsAudio(t *testing.T) {
 	waitFor(t, 10*time.Second, "the weak subscriber's first packets", func() bool { return video.Load() > 50 && audio.Load() > 10 })
 
 	metric := func(name string) float64 {
-		_, b := e.do(t, ctx, "GET", "/metrics", "", "", nil)
-		return metricValue(b, name)
+		_, b := e.Do(t, ctx, "GET", "/metrics", "", "", nil)
+		return metricstest.Value(b, name)
 	}
 	link.limited.Store(true) // 300 kbit/s for ~1 Mbit/s of media
 	waitFor(t, 10*time.Second, "the edge to pause the weak subscriber's video", func() bool { return metric("campusedge_live_video_pauses_total") >= 1 })
 	time.Sleep(300 * time.Millisecond) // queued packets drain
-	v0, a0, g0 := video.Load(), audio.Load(), good.got.Load()
-	sv0, sa0 := pub.sentVideo.Load(), pub.sentAudio.Load()
+	v0, a0, g0 := video.Load(), audio.Load(), good.Got.Load()
+	sv0, sa0 := pub.SentVideo.Load(), pub.SentAudio.Load()
 	time.Sleep(2 * time.Second)
-	sv, sa := pub.sentVideo.Load()-sv0, pub.sentAudio.Load()-sa0
+	sv, sa := pub.SentVideo.Load()-sv0, pub.SentAudio.Load()-sa0
 	if dv := video.Load() - v0; dv > 20 {
 		t.Errorf("weak subscriber still got %d video packets in 2s while paused", dv)
 	}
 	if da := audio.Load() - a0; float64(da) < 0.8*float64(sa) {
 		t.Errorf("weak subscriber got %d of the %d audio packets sent in 2s: audio must go on", da, sa)
 	}
-	if dg := good.got.Load() - g0; float64(dg) < fullRate*float64(sv) {
+	if dg := good.Got.Load() - g0; float64(dg) < mediatest.FullRate*float64(sv) {
 		t.Errorf("the other subscriber got %d of the %d video packets sent in 2s", dg, sv)
 	}
 
@@ -1077,7 +666,7 @@ func TestH264HighProfileToBrowser(t *testing.T) {
 	defer cancel()
 	e := startEdge(t, ctx)
 	s := e.createSession(t, ctx, "Drama 10")
-	publishFmtp(t, ctx, e, s.ID, s.Tokens.Master, webrtc.MimeTypeH264, "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=64001f")
+	mediatest.PublishFmtp(t, ctx, e, s.ID, s.Tokens.Master, webrtc.MimeTypeH264, "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=64001f")
 	waitFor(t, 5*time.Second, "the edge's warning about the profile", func() bool {
 		return strings.Contains(e.log.String(), "profile browsers do not decode")
 	})
@@ -1111,7 +700,7 @@ func TestH264HighProfileToBrowser(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	resp, body := e.do(t, ctx, "POST", "/whep/"+s.ID, s.Tokens.Observer, "application/sdp", offer(t, ctx, pc))
+	resp, body := e.Do(t, ctx, "POST", "/whep/"+s.ID, s.Tokens.Observer, "application/sdp", mediatest.Offer(t, ctx, pc))
 	if resp.StatusCode != http.StatusBadRequest || !bytes.Contains(body, []byte("baseline")) {
 		t.Fatalf("WHEP of H264 High by a Baseline-only client: %d %s", resp.StatusCode, body)
 	}
@@ -1126,36 +715,36 @@ func TestKeyframeCache(t *testing.T) {
 	defer cancel()
 	e := startEdge(t, ctx)
 	s := e.createUnrecorded(t, ctx, "Latin 11") // counts the PLIs subscribers cause
-	pub := publish(t, ctx, e, s.ID, s.Tokens.Master)
-	pub.ignorePLI.Store(true)
-	pub.keyEvery.Store(600) // 200 packets/s: every 3 s
-	first := subscribe(t, ctx, e, s.ID, s.Tokens.Observer)
-	waitFor(t, 10*time.Second, "the first subscriber's packets", func() bool { return first.got.Load() > 100 })
+	pub := mediatest.Publish(t, ctx, e, s.ID, s.Tokens.Master)
+	pub.IgnorePLI.Store(true)
+	pub.KeyEvery.Store(600) // 200 packets/s: every 3 s
+	first := mediatest.Subscribe(t, ctx, e, s.ID, s.Tokens.Observer)
+	waitFor(t, 10*time.Second, "the first subscriber's packets", func() bool { return first.Got.Load() > 100 })
 
 	// Join 0.2-0.8 s after a periodic keyframe (not the first one: it went
 	// out before the connection was up), so the next is over 2 s away.
 	for {
-		el := time.Since(pub.started)
+		el := time.Since(pub.Started)
 		phase := el % (3 * time.Second)
 		if el > 3*time.Second && phase > 200*time.Millisecond && phase < 800*time.Millisecond {
 			break
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	plis := pub.plis.Load()
+	plis := pub.PLIs.Load()
 	joined := time.Now()
-	late := subscribe(t, ctx, e, s.ID, s.Tokens.Observer)
-	waitFor(t, 5*time.Second, "the late joiner's first keyframe", func() bool { return late.firstKey.Load() != 0 })
-	if d := time.Duration(late.firstKey.Load() - joined.UnixNano()); d > time.Second {
+	late := mediatest.Subscribe(t, ctx, e, s.ID, s.Tokens.Observer)
+	waitFor(t, 5*time.Second, "the late joiner's first keyframe", func() bool { return late.FirstKey.Load() != 0 })
+	if d := time.Duration(late.FirstKey.Load() - joined.UnixNano()); d > time.Second {
 		t.Errorf("late joiner's first keyframe after %v, want ≤ 1s from the cache", d)
 	} else {
 		t.Logf("late joiner: first keyframe %v after its WHEP POST (publisher ignores PLIs)", d.Round(time.Millisecond))
 	}
-	if pub.plis.Load() != plis {
-		t.Errorf("the edge sent %d PLIs although its cache had the keyframe", pub.plis.Load()-plis)
+	if pub.PLIs.Load() != plis {
+		t.Errorf("the edge sent %d PLIs although its cache had the keyframe", pub.PLIs.Load()-plis)
 	}
-	waitFor(t, 5*time.Second, "the late joiner to keep receiving", func() bool { return late.got.Load() > 200 })
-	if late.bad.Load() != 0 {
-		t.Errorf("late joiner: %d payloads differ", late.bad.Load())
+	waitFor(t, 5*time.Second, "the late joiner to keep receiving", func() bool { return late.Got.Load() > 200 })
+	if late.Bad.Load() != 0 {
+		t.Errorf("late joiner: %d payloads differ", late.Bad.Load())
 	}
 }

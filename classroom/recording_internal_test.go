@@ -13,6 +13,7 @@ import (
 	"github.com/pion/rtp"
 	"github.com/pion/webrtc/v4"
 
+	"github.com/campusedge/campusedge/classroom/internal/mediatest"
 	"github.com/campusedge/campusedge/classroom/session"
 	"github.com/campusedge/campusedge/classroom/sfu"
 	"github.com/campusedge/campusedge/edge/media"
@@ -40,20 +41,7 @@ func (m *memLessons) AddLocal(_ context.Context, r io.Reader, _ int64, meta medi
 // negotiateWith connects an offerer to the SFU through f (Publish or Subscribe).
 func negotiateWith(t *testing.T, ctx context.Context, pc *webrtc.PeerConnection, f func(string) (string, error)) {
 	t.Helper()
-	o, err := pc.CreateOffer(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := webrtc.GatheringCompletePromise(pc)
-	if err := pc.SetLocalDescription(o); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case <-done:
-	case <-ctx.Done():
-		t.Fatal("ICE gathering")
-	}
-	answer, err := f(pc.LocalDescription().SDP)
+	answer, err := f(string(mediatest.Offer(t, ctx, pc)))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,15 +1,12 @@
 package classroom_test
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -18,67 +15,40 @@ import (
 	"github.com/pion/rtp"
 
 	"github.com/campusedge/campusedge/classroom/record"
+	"github.com/campusedge/campusedge/edge/bintest"
+	"github.com/campusedge/campusedge/edge/logtest"
 )
-
-var listeningRE = regexp.MustCompile(`msg=listening addr=(\S+)`)
 
 // runEdged starts the real edged binary on data and returns it as an edge;
 // its log goes to the edge's buffer.
-func runEdged(t *testing.T, bin, data string) (*exec.Cmd, *edge, chan struct{}) {
+func runEdged(t *testing.T, bin, data string) (*bintest.Process, *edge) {
 	t.Helper()
-	cmd := exec.Command(bin, "-data", data, "-listen", "127.0.0.1:0", "-mdns=false")
-	stderr, err := cmd.StderrPipe()
+	logBuf := &logtest.Buffer{}
+	p, err := bintest.Start(bin, []string{"-data", data, "-listen", "127.0.0.1:0", "-mdns=false"}, 20*time.Second, logBuf)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	logBuf := &syncBuffer{}
-	addr := make(chan string, 1)
-	go func() {
-		defer close(done)
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			logBuf.Write(append(sc.Bytes(), '\n'))
-			if m := listeningRE.FindStringSubmatch(sc.Text()); m != nil {
-				select {
-				case addr <- m[1]:
-				default:
-				}
-			}
-		}
-		_ = cmd.Wait()
-	}()
 	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		<-done
+		p.Kill()
 		if t.Failed() {
 			t.Logf("edged log:\n%s", logBuf.String())
 		}
 	})
-	select {
-	case a := <-addr:
-		tok, err := os.ReadFile(filepath.Join(data, "admin-token"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return cmd, &edge{url: "http://" + a, admin: strings.TrimSpace(string(tok)), log: logBuf}, done
-	case <-time.After(20 * time.Second):
-		t.Fatalf("edged did not start:\n%s", logBuf.String())
-		return nil, nil, nil
+	tok, err := os.ReadFile(filepath.Join(data, "admin-token"))
+	if err != nil {
+		t.Fatal(err)
 	}
+	return p, &edge{url: p.URL(), admin: strings.TrimSpace(string(tok)), log: logBuf}
 }
 
 // buildEdged builds the real edged binary into dir.
 func buildEdged(t *testing.T, ctx context.Context, dir string) string {
 	t.Helper()
-	bin := filepath.Join(dir, "edged")
-	if out, err := exec.CommandContext(ctx, "go", "build", "-o", bin, "github.com/campusedge/campusedge/cmd/edged").CombinedOutput(); err != nil {
-		t.Fatalf("build edged: %v\n%s", err, out)
+	bins, err := bintest.Build(ctx, dir, bintest.BuildOptions{}, bintest.Cmd("edged"))
+	if err != nil {
+		t.Fatal(err)
 	}
-	return bin
+	return bins[0]
 }
 
 // TestShutdownFinalisesRecording: edged stopped (SIGTERM) mid-lesson
@@ -94,23 +64,23 @@ func TestShutdownFinalisesRecording(t *testing.T) {
 	dir := t.TempDir()
 	bin := buildEdged(t, ctx, dir)
 	data := filepath.Join(dir, "data")
-	cmd, e, done := runEdged(t, bin, data)
+	p, e := runEdged(t, bin, data)
 	s := e.createSession(t, ctx, "Stopped mid-lesson")
 	publishKnown(t, ctx, e, s.ID, s.Tokens.Master)
 	waitFor(t, 15*time.Second, "the recording to grow", func() bool { return e.recording(t, ctx, s.ID).VideoFrames > 30 })
-	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+	if err := p.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
 	select {
-	case <-done:
+	case <-p.Done():
 	case <-time.After(30 * time.Second):
 		t.Fatal("edged did not stop within 30 s of SIGTERM")
 	}
 	if !strings.Contains(e.log.String(), "recorded lesson in the catalogue") {
 		t.Fatalf("edged exited without importing the recording")
 	}
-	_, e2, _ := runEdged(t, bin, data)
-	resp, b := e2.do(t, ctx, "GET", "/api/v1/catalog?q=stopped", e2.admin, "", nil)
+	_, e2 := runEdged(t, bin, data)
+	resp, b := e2.Do(t, ctx, "GET", "/api/v1/catalog?q=stopped", e2.admin, "", nil)
 	var cat struct {
 		Items []struct {
 			ID   string `json:"id"`
@@ -120,7 +90,7 @@ func TestShutdownFinalisesRecording(t *testing.T) {
 	if resp.StatusCode != http.StatusOK || json.Unmarshal(b, &cat) != nil || len(cat.Items) != 1 || cat.Items[0].MIME != "video/webm" {
 		t.Fatalf("catalogue after the restart: %d %s", resp.StatusCode, b)
 	}
-	resp, media := e2.do(t, ctx, "GET", "/media/"+cat.Items[0].ID, "", "", nil)
+	resp, media := e2.Do(t, ctx, "GET", "/media/"+cat.Items[0].ID, "", "", nil)
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("GET /media: %d", resp.StatusCode)
 	}
@@ -143,14 +113,14 @@ func TestKill9MidRecording(t *testing.T) {
 	dir := t.TempDir()
 	bin := buildEdged(t, ctx, dir)
 	data := filepath.Join(dir, "data")
-	cmd, e, done := runEdged(t, bin, data)
+	p, e := runEdged(t, bin, data)
 	s := e.createSession(t, ctx, "Killed mid-lesson")
 	publishKnown(t, ctx, e, s.ID, s.Tokens.Master)
 	waitFor(t, 15*time.Second, "the recording to grow", func() bool { return e.recording(t, ctx, s.ID).Bytes > 30000 })
-	if err := cmd.Process.Kill(); err != nil { // SIGKILL
+	if err := p.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	<-done
+	<-p.Done()
 	recs := filepath.Join(data, "recordings")
 	partials, _ := filepath.Glob(filepath.Join(recs, "*.webm.partial"))
 	if len(partials) != 1 {
@@ -181,7 +151,7 @@ func TestKill9MidRecording(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	_, e2, _ := runEdged(t, bin, data)
+	_, e2 := runEdged(t, bin, data)
 	var cat struct {
 		Items []struct {
 			ID    string `json:"id"`
@@ -190,13 +160,13 @@ func TestKill9MidRecording(t *testing.T) {
 		Total int `json:"total"`
 	}
 	waitFor(t, 15*time.Second, "the finished recording to be imported", func() bool {
-		resp, b := e2.do(t, ctx, "GET", "/api/v1/catalog", e2.admin, "", nil)
+		resp, b := e2.Do(t, ctx, "GET", "/api/v1/catalog", e2.admin, "", nil)
 		return resp.StatusCode == http.StatusOK && json.Unmarshal(b, &cat) == nil && cat.Total > 0
 	})
 	if cat.Total != 1 || cat.Items[0].Title != "Recovered lesson" {
 		t.Fatalf("catalogue after the restart: %+v (want only the finished recording)", cat)
 	}
-	resp, b := e2.do(t, ctx, "GET", "/media/"+cat.Items[0].ID, "", "", nil)
+	resp, b := e2.Do(t, ctx, "GET", "/media/"+cat.Items[0].ID, "", "", nil)
 	if resp.StatusCode != http.StatusOK || !bytes.Equal(b, finished) {
 		t.Errorf("the recovered lesson is served as %d, %d bytes (want the %d finished bytes)", resp.StatusCode, len(b), len(finished))
 	}

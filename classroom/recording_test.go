@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/at-wat/ebml-go/mkvcore"
+	"github.com/campusedge/campusedge/classroom/internal/mediatest"
+	"github.com/campusedge/campusedge/edge/metricstest"
 	"github.com/pion/rtcp"
 	"github.com/pion/rtp"
 	"github.com/pion/webrtc/v4"
@@ -53,7 +55,7 @@ func vp8Frame(n int, key bool) []byte {
 
 func publishKnown(t *testing.T, ctx context.Context, e *edge, sessionID, token string) *recPublisher {
 	t.Helper()
-	pc, err := loopbackAPI(t).NewPeerConnection(webrtc.Configuration{})
+	pc, err := mediatest.LoopbackAPI(t).NewPeerConnection(webrtc.Configuration{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -94,7 +96,7 @@ func publishKnown(t *testing.T, ctx context.Context, e *edge, sessionID, token s
 			}
 		}
 	}()
-	resp, body := e.do(t, ctx, "POST", "/whip/"+sessionID, token, "application/sdp", offer(t, ctx, pc))
+	resp, body := e.Do(t, ctx, "POST", "/whip/"+sessionID, token, "application/sdp", mediatest.Offer(t, ctx, pc))
 	if resp.StatusCode != http.StatusCreated {
 		t.Fatalf("WHIP: %d %s", resp.StatusCode, body)
 	}
@@ -157,7 +159,7 @@ func publishKnown(t *testing.T, ctx context.Context, e *edge, sessionID, token s
 func (e *edge) createUnrecorded(t *testing.T, ctx context.Context, title string) createResp {
 	t.Helper()
 	body, _ := json.Marshal(map[string]any{"title": title, "record": false})
-	resp, b := e.do(t, ctx, "POST", "/api/v1/sessions", e.admin, "application/json", body)
+	resp, b := e.Do(t, ctx, "POST", "/api/v1/sessions", e.admin, "application/json", body)
 	if resp.StatusCode != http.StatusCreated {
 		t.Fatalf("create session: %d %s", resp.StatusCode, b)
 	}
@@ -183,7 +185,7 @@ type recordingStatus struct {
 
 func (e *edge) recording(t *testing.T, ctx context.Context, id string) recordingStatus {
 	t.Helper()
-	resp, b := e.do(t, ctx, "GET", "/api/v1/sessions/"+id, e.admin, "", nil)
+	resp, b := e.Do(t, ctx, "GET", "/api/v1/sessions/"+id, e.admin, "", nil)
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("GET session: %d %s", resp.StatusCode, b)
 	}
@@ -238,7 +240,7 @@ func TestLessonRecordedIntoCatalogue(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	defer cancel()
 	e := startEdge(t, ctx)
-	resp, b := e.do(t, ctx, "POST", "/api/v1/sessions", e.admin, "application/json", []byte(`{"title":"Physics 9: levers","subject":"physics"}`))
+	resp, b := e.Do(t, ctx, "POST", "/api/v1/sessions", e.admin, "application/json", []byte(`{"title":"Physics 9: levers","subject":"physics"}`))
 	if resp.StatusCode != http.StatusCreated {
 		t.Fatalf("create session: %d %s", resp.StatusCode, b)
 	}
@@ -255,7 +257,7 @@ func TestLessonRecordedIntoCatalogue(t *testing.T) {
 		return st.State == "recording" && st.VideoFrames > 10 && st.AudioFrames > 10 && st.Bytes > 0
 	})
 	time.Sleep(2 * time.Second)
-	if resp, b := e.do(t, ctx, "POST", "/api/v1/sessions/"+s.ID+"/end", s.Tokens.Master, "", nil); resp.StatusCode != http.StatusOK {
+	if resp, b := e.Do(t, ctx, "POST", "/api/v1/sessions/"+s.ID+"/end", s.Tokens.Master, "", nil); resp.StatusCode != http.StatusOK {
 		t.Fatalf("end: %d %s", resp.StatusCode, b)
 	}
 	var st recordingStatus
@@ -270,7 +272,7 @@ func TestLessonRecordedIntoCatalogue(t *testing.T) {
 	}
 
 	// The catalogue lists it.
-	resp, b = e.do(t, ctx, "GET", "/api/v1/catalog?q="+st.MediaID, e.admin, "", nil)
+	resp, b = e.Do(t, ctx, "GET", "/api/v1/catalog?q="+st.MediaID, e.admin, "", nil)
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("catalog: %d %s", resp.StatusCode, b)
 	}
@@ -296,7 +298,7 @@ func TestLessonRecordedIntoCatalogue(t *testing.T) {
 	}
 
 	// /media/{id} serves it: whole, hash-checked, and by Range.
-	resp, data := e.do(t, ctx, "GET", "/media/"+st.MediaID, "", "", nil)
+	resp, data := e.Do(t, ctx, "GET", "/media/"+st.MediaID, "", "", nil)
 	if resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Type") != "video/webm" {
 		t.Fatalf("GET /media: %d %s", resp.StatusCode, resp.Header.Get("Content-Type"))
 	}
@@ -373,11 +375,11 @@ func TestLessonRecordedIntoCatalogue(t *testing.T) {
 	if len(aud) < len(vid)*3/2*9/10 { // 50 audio frames/s against 30 video
 		t.Errorf("%d audio frames recorded against %d video frames", len(aud), len(vid))
 	}
-	_, m := e.do(t, ctx, "GET", "/metrics", "", "", nil)
-	if metricValue(m, "campusedge_recordings_done_total") != 1 || metricValue(m, "campusedge_recording_bytes_total") < float64(len(data)) ||
-		metricValue(m, "campusedge_recordings_active") != 0 {
-		t.Errorf("recording metrics: done %v, bytes %v (file %d), active %v", metricValue(m, "campusedge_recordings_done_total"),
-			metricValue(m, "campusedge_recording_bytes_total"), len(data), metricValue(m, "campusedge_recordings_active"))
+	_, m := e.Do(t, ctx, "GET", "/metrics", "", "", nil)
+	if metricstest.Value(m, "campusedge_recordings_done_total") != 1 || metricstest.Value(m, "campusedge_recording_bytes_total") < float64(len(data)) ||
+		metricstest.Value(m, "campusedge_recordings_active") != 0 {
+		t.Errorf("recording metrics: done %v, bytes %v (file %d), active %v", metricstest.Value(m, "campusedge_recordings_done_total"),
+			metricstest.Value(m, "campusedge_recording_bytes_total"), len(data), metricstest.Value(m, "campusedge_recordings_active"))
 	}
 	t.Logf("recorded %d video frames (from sent #%d) and %d audio frames, %d bytes, %d PLIs seen by the publisher", len(vid), first, len(aud), len(data), plis)
 }
@@ -389,21 +391,21 @@ func TestRecordingOptOutAndH264(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 45*time.Second)
 	defer cancel()
 	e := startEdge(t, ctx)
-	resp, b := e.do(t, ctx, "POST", "/api/v1/sessions", e.admin, "application/json", []byte(`{"title":"No recording","record":false}`))
+	resp, b := e.Do(t, ctx, "POST", "/api/v1/sessions", e.admin, "application/json", []byte(`{"title":"No recording","record":false}`))
 	if resp.StatusCode != http.StatusCreated {
 		t.Fatalf("create: %d %s", resp.StatusCode, b)
 	}
 	var off createResp
 	_ = json.Unmarshal(b, &off)
-	publish(t, ctx, e, off.ID, off.Tokens.Master)
+	mediatest.Publish(t, ctx, e, off.ID, off.Tokens.Master)
 	h := e.createSession(t, ctx, "H264 lesson")
-	publishFmtp(t, ctx, e, h.ID, h.Tokens.Master, webrtc.MimeTypeH264, "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f")
+	mediatest.PublishFmtp(t, ctx, e, h.ID, h.Tokens.Master, webrtc.MimeTypeH264, "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f")
 	waitFor(t, 10*time.Second, "the H264 lesson to be reported as not recorded", func() bool {
 		st := e.recording(t, ctx, h.ID)
 		return st.State == "not_recorded" && strings.Contains(st.Reason, "H264") && strings.Contains(st.Reason, "VP8")
 	})
-	if _, m := e.do(t, ctx, "GET", "/metrics", "", "", nil); metricValue(m, "campusedge_recordings_not_recorded_total") != 1 {
-		t.Errorf("campusedge_recordings_not_recorded_total = %v, want 1 (the H264 lesson)", metricValue(m, "campusedge_recordings_not_recorded_total"))
+	if _, m := e.Do(t, ctx, "GET", "/metrics", "", "", nil); metricstest.Value(m, "campusedge_recordings_not_recorded_total") != 1 {
+		t.Errorf("campusedge_recordings_not_recorded_total = %v, want 1 (the H264 lesson)", metricstest.Value(m, "campusedge_recordings_not_recorded_total"))
 	}
 	if !strings.Contains(e.log.String(), "lesson not recorded") {
 		t.Error("the edge log does not say the H264 lesson is not recorded")
@@ -413,12 +415,12 @@ func TestRecordingOptOutAndH264(t *testing.T) {
 		t.Errorf("opted-out session's recording: %+v", st)
 	}
 	for _, id := range []string{off.ID, h.ID} {
-		if resp, b := e.do(t, ctx, "POST", "/api/v1/sessions/"+id+"/end", e.admin, "", nil); resp.StatusCode != http.StatusOK {
+		if resp, b := e.Do(t, ctx, "POST", "/api/v1/sessions/"+id+"/end", e.admin, "", nil); resp.StatusCode != http.StatusOK {
 			t.Fatalf("end: %d %s", resp.StatusCode, b)
 		}
 	}
 	time.Sleep(500 * time.Millisecond)
-	resp, b = e.do(t, ctx, "GET", "/api/v1/catalog", e.admin, "", nil)
+	resp, b = e.Do(t, ctx, "GET", "/api/v1/catalog", e.admin, "", nil)
 	var cat struct {
 		Total *int `json:"total"`
 	}
@@ -426,7 +428,7 @@ func TestRecordingOptOutAndH264(t *testing.T) {
 		t.Errorf("catalogue after two unrecorded lessons: %d %s", resp.StatusCode, b)
 	}
 	// The stop API: master token of another session is refused.
-	if resp, _ := e.do(t, ctx, "POST", "/api/v1/sessions/"+h.ID+"/recording/stop", off.Tokens.Master, "", nil); resp.StatusCode != http.StatusForbidden {
+	if resp, _ := e.Do(t, ctx, "POST", "/api/v1/sessions/"+h.ID+"/recording/stop", off.Tokens.Master, "", nil); resp.StatusCode != http.StatusForbidden {
 		t.Errorf("stop with another session's token: %d, want 403", resp.StatusCode)
 	}
 }

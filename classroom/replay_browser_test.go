@@ -11,6 +11,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/campusedge/campusedge/edge/browsertest"
+	"github.com/campusedge/campusedge/edge/logtest"
 )
 
 // whipPublishJS publishes the fake camera and mic with WHIP (RFC 9725) from
@@ -62,13 +63,13 @@ func TestReplayInChromium(t *testing.T) {
 	e := startLANEdge(t, ctx)
 	s := e.createSession(t, ctx, "Chemistry 7 replay")
 
-	var browserLog syncBuffer
+	var browserLog logtest.Buffer
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("chromium output:\n%s", browserLog.String())
 		}
 	})
-	allocCtx := browsertest.Allocator(ctx, t, &browserLog, browsertest.TrustPin(e.tls.pin))
+	allocCtx := browsertest.Allocator(ctx, t, &browserLog, browsertest.TrustPin(e.tls.Pin))
 	blog := func(f string, a ...any) { fmt.Fprintf(&browserLog, f+"\n", a...) }
 	tab, tcancel := chromedp.NewContext(allocCtx, chromedp.WithLogf(blog), chromedp.WithErrorf(blog))
 	defer tcancel()
@@ -100,7 +101,7 @@ func TestReplayInChromium(t *testing.T) {
 	if st.State != "recording" {
 		t.Fatalf("recording: %+v", st)
 	}
-	if resp, b := e.do(t, ctx, "POST", "/api/v1/sessions/"+s.ID+"/end", e.admin, "", nil); resp.StatusCode != http.StatusOK {
+	if resp, b := e.Do(t, ctx, "POST", "/api/v1/sessions/"+s.ID+"/end", e.admin, "", nil); resp.StatusCode != http.StatusOK {
 		t.Fatalf("end: %d %s", resp.StatusCode, b)
 	}
 	waitFor(t, 15*time.Second, "the recording to be imported", func() bool {

@@ -29,13 +29,13 @@ func TestInsecureContextMessageInChromium(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	defer cancel()
 	e := startEdge(t, ctx)
-	if resp, b := e.do(t, ctx, "POST", "/api/v1/classrooms", e.admin, "application/json", []byte(`{"name":"Room 7A","room_code":"7A"}`)); resp.StatusCode != http.StatusCreated {
+	if resp, b := e.Do(t, ctx, "POST", "/api/v1/classrooms", e.admin, "application/json", []byte(`{"name":"Room 7A","room_code":"7A"}`)); resp.StatusCode != http.StatusCreated {
 		t.Fatalf("classroom: %d %s", resp.StatusCode, b)
 	}
 	// The HTTPS port the pages must name: the edge's https_port, 8443 when
 	// it reports none.
 	httpsPort := 8443
-	if resp, b := e.do(t, ctx, "GET", "/api/v1/edge", "", "", nil); resp.StatusCode == http.StatusOK {
+	if resp, b := e.Do(t, ctx, "GET", "/api/v1/edge", "", "", nil); resp.StatusCode == http.StatusOK {
 		var info struct {
 			HTTPSPort int `json:"https_port"`
 		}
@@ -99,7 +99,7 @@ func TestInsecureContextMessageInChromium(t *testing.T) {
 	if ex := b.Exceptions(); len(ex) > 0 {
 		t.Errorf("uncaught exceptions: %v", ex)
 	}
-	resp, body := e.do(t, ctx, "GET", "/api/v1/sessions", e.admin, "", nil)
+	resp, body := e.Do(t, ctx, "GET", "/api/v1/sessions", e.admin, "", nil)
 	var list struct {
 		Sessions []json.RawMessage `json:"sessions"`
 	}

@@ -9,7 +9,6 @@ import (
 	"net"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -17,6 +16,7 @@ import (
 
 	"github.com/campusedge/campusedge/edge/certs"
 	"github.com/campusedge/campusedge/edge/identity"
+	"github.com/campusedge/campusedge/edge/logtest"
 	"github.com/campusedge/campusedge/sync/uplink"
 	"github.com/campusedge/campusedge/sync/wire"
 )
@@ -57,7 +57,7 @@ func TestHTTPSAndPinnedToken(t *testing.T) {
 	type addrs struct{ plain, tls net.Addr }
 	ready := make(chan addrs, 1)
 	done := make(chan int, 1)
-	var logb syncBuffer
+	var logb logtest.Buffer
 	go func() {
 		done <- run(sctx, []string{"-data", data, "-listen", "127.0.0.1:0", "-https-listen", "127.0.0.1:0", "-tls-names", "hub.city.test"}, &bytes.Buffer{}, &logb,
 			func(p, s net.Addr) { ready <- addrs{p, s} })
@@ -104,22 +104,4 @@ func TestHTTPSAndPinnedToken(t *testing.T) {
 	if err != nil || en.HubPin != pin || en.School != "s1" {
 		t.Fatalf("enrol over HTTPS: %+v %v", en, err)
 	}
-}
-
-// syncBuffer is a log sink safe to read while the hub writes to it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"net/http"
@@ -17,31 +16,23 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/campusedge/campusedge/classroom/pages"
+	"github.com/campusedge/campusedge/edge/bintest"
 	"github.com/campusedge/campusedge/edge/certs"
 	"github.com/campusedge/campusedge/edge/certs/certstest"
 	"github.com/campusedge/campusedge/edge/console"
 	"github.com/campusedge/campusedge/edge/ctlwire"
+	"github.com/campusedge/campusedge/edge/logtest"
 	"github.com/campusedge/campusedge/edge/pairing/pairingtest"
 	"github.com/campusedge/campusedge/edge/termagent"
 )
 
-// syncBuf collects a child's output.
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
-func (s *syncBuf) String() string              { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
-
 func build(t *testing.T) string {
 	t.Helper()
-	bin := filepath.Join(t.TempDir(), "classterm")
-	out, err := exec.Command("go", "build", "-race", "-o", bin, ".").CombinedOutput()
+	bins, err := bintest.Build(context.Background(), t.TempDir(), bintest.BuildOptions{Race: true}, bintest.Cmd("classterm"))
 	if err != nil {
-		t.Fatalf("build classterm: %v\n%s", err, out)
+		t.Fatal(err)
 	}
-	return bin
+	return bins[0]
 }
 
 // The real binary: -pair through a key-substituting proxy fails with the
@@ -70,18 +61,18 @@ func TestClasstermPairAndKiosk(t *testing.T) {
 	code := e.PairingCode(t)
 
 	proxyURL, proxyPin := pairingtest.Proxy(t, e.URL)
-	var out syncBuf
+	out := &logtest.Buffer{}
 	cmd := exec.CommandContext(ctx, bin, "-data", t.TempDir(), "-edge", proxyURL, "-pair", code)
-	cmd.Stdout, cmd.Stderr = &out, &out
+	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Run(); err == nil || !strings.Contains(out.String(), "intercepting") || !strings.Contains(out.String(), proxyPin) {
 		t.Fatalf("pairing through the proxy: %v\n%s", err, out.String())
 	}
 
 	data := t.TempDir()
-	out = syncBuf{}
+	out = &logtest.Buffer{}
 	cmd = exec.CommandContext(ctx, bin, "-data", data, "-edge", e.URL, "-pair", code, "-name", "board-1", "-kiosk",
 		"-kiosk-flag=--headless", "-kiosk-flag=--no-sandbox", "-kiosk-flag=--disable-gpu", "-kiosk-flag=--use-fake-device-for-media-stream")
-	cmd.Stdout, cmd.Stderr = &out, &out
+	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -180,7 +171,7 @@ func TestClasstermCA(t *testing.T) {
 	if err := termagent.SaveState(data, termagent.State{EdgeURL: srv.URL, EdgePin: certs.SPKIPin(root.Good(t, "x").Leaf), EdgeID: "edge-ca-01", TerminalID: "t1", Token: "tok"}); err != nil {
 		t.Fatal(err)
 	}
-	var log syncBuf
+	var log logtest.Buffer
 	cmd := exec.CommandContext(ctx, bin, "-data", data, "-ca", caFile)
 	cmd.Stdout, cmd.Stderr = &log, &log
 	if err := cmd.Start(); err != nil {

@@ -24,6 +24,7 @@ import (
 
 	"golang.org/x/time/rate"
 
+	"github.com/campusedge/campusedge/edge/bintest"
 	"github.com/campusedge/campusedge/edge/certs"
 	"github.com/campusedge/campusedge/edge/media"
 )
@@ -35,14 +36,20 @@ var (
 	benchSeconds = flag.Int("cache.bench.seconds", 10, "wrk duration per run")
 )
 
+// buildBins builds the binaries names (cmd/NAME) into dir, keyed by name.
 func buildBins(t *testing.T, dir string, names ...string) map[string]string {
 	t.Helper()
+	pkgs := make([]string, len(names))
+	for i, n := range names {
+		pkgs[i] = bintest.Cmd(n)
+	}
+	bins, err := bintest.Build(context.Background(), dir, bintest.BuildOptions{}, pkgs...)
+	if err != nil {
+		t.Fatal(err)
+	}
 	out := map[string]string{}
-	for _, n := range names {
-		out[n] = filepath.Join(dir, n)
-		if b, err := exec.Command("go", "build", "-o", out[n], "../../cmd/"+n).CombinedOutput(); err != nil {
-			t.Fatalf("build %s: %v\n%s", n, err, b)
-		}
+	for i, n := range names {
+		out[n] = bins[i]
 	}
 	return out
 }
@@ -137,9 +144,12 @@ func TestBenchServeVsNginx(t *testing.T) {
 	}
 	_, hubAddr := startBin(t, bins["cityhub"], "-data", filepath.Join(dir, "hub"), "-listen", "127.0.0.1:0")
 	data := filepath.Join(dir, "edge")
-	edgeCmd, addrs := startBinLines(t, bins["edged"], []*regexp.Regexp{listeningRE, httpsListeningRE, httpsPinRE},
-		"-data", data, "-listen", "127.0.0.1:0", "-mdns=false", "-cloud", "http://"+hubAddr)
-	edgeAddr, edgeTLSAddr, pin := addrs[0], addrs[1], addrs[2]
+	edgeP, edgeAddr := startBin(t, bins["edged"], "-data", data, "-listen", "127.0.0.1:0", "-mdns=false", "-cloud", "http://"+hubAddr)
+	edgeTLSBase, pin, err := edgeP.HTTPS(15 * time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	edgeTLSAddr := strings.TrimPrefix(edgeTLSBase, "https://")
 	tok, _ := os.ReadFile(filepath.Join(data, "admin-token"))
 	e := &edge{url: "http://" + edgeAddr, token: strings.TrimSpace(string(tok)), data: data}
 	e.waitSynced(t, len(large)+len(small))
@@ -261,7 +271,7 @@ http {
 	} else {
 		c.Close()
 	}
-	edgePIDs, nginxPIDs := []int{edgeCmd.Process.Pid}, procTree(ng.Process.Pid)
+	edgePIDs, nginxPIDs := []int{edgeP.PID()}, procTree(ng.Process.Pid)
 	tlsClient := pinnedClient(pin)
 	sums := map[string]string{}
 	for since := "0"; ; {

@@ -26,7 +26,7 @@ func TestCachePanelInChromium(t *testing.T) {
 	e := startLANEdge(t, filepath.Join(root, "edge"), h.srv.URL)
 	e.waitSynced(t, 2)
 
-	br := browsertest.Start(ctx, t, browsertest.TrustPin(e.https.pin))
+	br := browsertest.Start(ctx, t, browsertest.TrustPin(e.https.Pin))
 	do, poll := br.Do, br.Poll
 
 	do("open", chromedp.Navigate(e.url+"/"))

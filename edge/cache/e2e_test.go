@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -21,9 +20,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/campusedge/campusedge/cmd/edged/appliance"
+	"github.com/campusedge/campusedge/cmd/edged/appliance/appliancetest"
 	"github.com/campusedge/campusedge/edge/cache"
-	"github.com/campusedge/campusedge/edge/certs"
 	"github.com/campusedge/campusedge/edge/config"
 	"github.com/campusedge/campusedge/edge/media"
 	"github.com/campusedge/campusedge/sync/catalog"
@@ -153,15 +151,8 @@ func (c *countingWriter) add(n int) {
 
 type edge struct {
 	url, token, data string
-	client           *http.Client // for url; http.DefaultClient when nil
-	https            *edgeTLS     // edged's HTTPS side
-}
-
-// edgeTLS is what edged reports once HTTPS is serving.
-type edgeTLS struct {
-	url   string // https://host:port
-	caPEM []byte
-	pin   string
+	client           *http.Client       // for url; http.DefaultClient when nil
+	https            *appliancetest.TLS // edged's HTTPS side
 }
 
 func (e *edge) httpClient() *http.Client {
@@ -171,55 +162,17 @@ func (e *edge) httpClient() *http.Client {
 	return http.DefaultClient
 }
 
+// startEdge runs edged in-process on data, syncing with cloud, logging to
+// the test's output.
 func startEdge(t *testing.T, data, cloud string, tune ...func(*config.Config)) *edge {
 	t.Helper()
-	cfg := config.Defaults()
-	cfg.DataDir, cfg.Listen, cfg.MDNS, cfg.Cloud = data, "127.0.0.1:0", false, cloud
+	cfg := appliancetest.Config(t)
+	cfg.DataDir, cfg.Cloud = data, cloud
 	for _, f := range tune {
 		f(&cfg)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	addrc := make(chan net.Addr, 1)
-	tlsc := make(chan edgeTLS, 1)
-	done := make(chan error, 1)
-	go func() {
-		done <- appliance.Run(ctx, cfg, slog.New(slog.NewTextHandler(t.Output(), nil)), appliance.Options{
-			Ready: func(a net.Addr) { addrc <- a },
-			ReadyTLS: func(a net.Addr, tm *certs.Manager) {
-				tlsc <- edgeTLS{url: "https://" + a.String(), caPEM: tm.CAPEM(), pin: tm.Pin()}
-			},
-		})
-	}()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Error(err)
-		}
-	})
-	select {
-	case a := <-addrc:
-		tok, err := os.ReadFile(filepath.Join(data, "admin-token"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		e := &edge{url: "http://" + a.String(), token: strings.TrimSpace(string(tok)), data: data}
-		if cfg.HTTPSAddr() != "" { // ReadyTLS follows Ready at once
-			select {
-			case h := <-tlsc:
-				e.https = &h
-			case err := <-done:
-				t.Fatalf("edge stopped before serving HTTPS: %v", err)
-			case <-time.After(10 * time.Second):
-				t.Fatal("edge did not serve HTTPS within 10s")
-			}
-		}
-		return e
-	case err := <-done:
-		t.Fatalf("edge did not start: %v", err)
-	case <-time.After(10 * time.Second):
-		t.Fatal("edge did not start within 10s")
-	}
-	return nil
+	a := appliancetest.Start(context.Background(), t, cfg, slog.New(slog.NewTextHandler(t.Output(), nil)))
+	return &edge{url: a.URL, token: a.Admin, data: data, https: a.HTTPS}
 }
 
 func (e *edge) catalog(t *testing.T, q string) cache.CatalogResponse {

@@ -1,7 +1,6 @@
 package cache_test
 
 import (
-	"bufio"
 	"bytes"
 	"crypto/rand"
 	"fmt"
@@ -13,69 +12,22 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/campusedge/campusedge/edge/bintest"
 	"github.com/campusedge/campusedge/edge/cache"
 )
 
-var (
-	listeningRE      = regexp.MustCompile(`msg=listening addr=(\S+)`)
-	httpsListeningRE = regexp.MustCompile(`msg="listening https" addr=(\S+)`)
-)
-
-// startBin starts a binary and returns the address it logs as listening.
-func startBin(t *testing.T, bin string, args ...string) (*exec.Cmd, string) {
+// startBin starts a binary until the test ends and returns it with the
+// address it logs as listening.
+func startBin(t *testing.T, bin string, args ...string) (*bintest.Process, string) {
 	t.Helper()
-	cmd, addrs := startBinLines(t, bin, []*regexp.Regexp{listeningRE}, args...)
-	return cmd, addrs[0]
-}
-
-// startBinLines starts a binary and waits until it has logged a line
-// matching each of res, returning each one's first submatch in order.
-func startBinLines(t *testing.T, bin string, res []*regexp.Regexp, args ...string) (*exec.Cmd, []string) {
-	t.Helper()
-	cmd := exec.Command(bin, args...)
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	t.Cleanup(func() { _ = cmd.Process.Kill(); <-done })
-	found := make(chan []string, 1)
-	go func() {
-		defer close(done)
-		got := make([]string, len(res))
-		left := len(res)
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			for i, re := range res {
-				if got[i] != "" {
-					continue
-				}
-				if m := re.FindStringSubmatch(sc.Text()); m != nil {
-					got[i] = m[1]
-					if left--; left == 0 {
-						found <- got
-					}
-				}
-			}
-		}
-		_ = cmd.Wait()
-	}()
-	select {
-	case a := <-found:
-		return cmd, a
-	case <-time.After(15 * time.Second):
-		t.Fatalf("%s did not log its addresses", bin)
-		return nil, nil
-	}
+	p := bintest.Serve(t, bin, args...)
+	return p, p.Addr
 }
 
 // slowBody paces a response body to about rate bytes per second.
@@ -100,13 +52,7 @@ func TestKill9MidDownloadResumes(t *testing.T) {
 		t.Skip("builds binaries")
 	}
 	dir := t.TempDir()
-	bins := map[string]string{"edged": "", "cityhub": ""}
-	for name := range bins {
-		bins[name] = filepath.Join(dir, name)
-		if out, err := exec.Command("go", "build", "-o", bins[name], "../../cmd/"+name).CombinedOutput(); err != nil {
-			t.Fatalf("build %s: %v\n%s", name, err, out)
-		}
-	}
+	bins := buildBins(t, dir, "edged", "cityhub")
 	in := filepath.Join(dir, "in")
 	os.MkdirAll(in, 0o700)
 	want := make([]byte, 8<<20)
@@ -171,10 +117,10 @@ func TestKill9MidDownloadResumes(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	if err := edged.Process.Kill(); err != nil {
+	if err := edged.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	_, _ = edged.Process.Wait()
+	<-edged.Done()
 	fi, _ := os.Stat(part)
 	killedAt := fi.Size()
 

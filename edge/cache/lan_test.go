@@ -18,7 +18,7 @@ func startLANEdge(t *testing.T, data, cloud string) *edge {
 	if e.https == nil {
 		t.Fatal("edged on a LAN address serves no HTTPS")
 	}
-	e.url = e.https.url
-	e.client = browsertest.Client(t, e.https.caPEM)
+	e.url = e.https.URL
+	e.client = e.https.Client(t)
 	return e
 }

@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -26,8 +25,6 @@ import (
 
 // The HTTPS half of TestBenchServeVsNginx: the cost of TLS on /media, for
 // edged and for nginx serving the same certificate and key.
-
-var httpsPinRE = regexp.MustCompile(`msg="listening https" .*spki_pin="?([^"\s]+)`)
 
 // loadavg is /proc/loadavg without its trailing newline: every figure here
 // is only as quiet as the shared machine was.

@@ -1,23 +1,22 @@
 package console_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"log/slog"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/chromedp/chromedp"
 
+	"github.com/campusedge/campusedge/cmd/edged/appliance/appliancetest"
+	"github.com/campusedge/campusedge/edge/bintest"
 	"github.com/campusedge/campusedge/edge/browsertest"
-	"github.com/campusedge/campusedge/edge/config"
+	"github.com/campusedge/campusedge/edge/logtest"
 )
 
 // TestConsoleInChromium drives the real console page in headless Chromium
@@ -35,7 +34,7 @@ func TestConsoleInChromium(t *testing.T) {
 
 	// Logs of everything the test starts go into buffers, never through t
 	// from callbacks or goroutines, and are shown only when the test fails.
-	var edgeLog, termLog syncBuffer
+	var edgeLog, termLog logtest.Buffer
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("edged log:\n%s", edgeLog.String())
@@ -46,9 +45,7 @@ func TestConsoleInChromium(t *testing.T) {
 	classterm := buildClassterm(ctx, t)
 
 	// edged, in-process, on a LAN address over HTTPS.
-	cfg := config.Defaults()
-	cfg.DataDir = t.TempDir()
-	cfg.MDNS = false
+	cfg := appliancetest.Config(t)
 	logger := slog.New(slog.NewTextHandler(&edgeLog, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	edge := startLANEdge(ctx, t, cfg, logger)
 	edgeURL, token := edge.url, edge.token
@@ -137,12 +134,12 @@ func TestConsoleInChromium(t *testing.T) {
 		_ = term.Process.Kill() // no-op error once it has exited
 		<-termExited
 	}()
-	m := termLog.waitFor(ctx, t, regexp.MustCompile(`msg=paired terminal=(\S+) classroom=(\S+)`), termExited)
+	m := waitLog(ctx, t, &termLog, regexp.MustCompile(`msg=paired terminal=(\S+) classroom=(\S+)`), termExited)
 	terminalID := m[1]
 	if m[2] != classroomID {
 		t.Errorf("classterm paired into classroom %s, want %s", m[2], classroomID)
 	}
-	termLog.waitFor(ctx, t, regexp.MustCompile(`msg=connected `), termExited)
+	waitLog(ctx, t, &termLog, regexp.MustCompile(`msg=connected `), termExited)
 
 	trow := `tr[data-terminal=` + jsString(terminalID) + `]`
 	termState := `document.querySelector(` + jsString("#terminals "+trow+" .state") + `)?.textContent`
@@ -208,61 +205,15 @@ func jsString(s string) string {
 // buildClassterm builds cmd/classterm from this module into a temp dir.
 func buildClassterm(ctx context.Context, t *testing.T) string {
 	t.Helper()
-	out, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
+	bins, err := bintest.Build(ctx, t.TempDir(), bintest.BuildOptions{}, bintest.Cmd("classterm"))
 	if err != nil {
-		t.Fatalf("go env GOMOD: %v", err)
+		t.Fatal(err)
 	}
-	gomod := strings.TrimSpace(string(out))
-	if gomod == "" || gomod == os.DevNull {
-		t.Fatalf("not inside a Go module (GOMOD=%q)", gomod)
-	}
-	bin := filepath.Join(t.TempDir(), "classterm")
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/classterm")
-	cmd.Dir = filepath.Dir(gomod)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build ./cmd/classterm: %v\n%s", err, out)
-	}
-	return bin
+	return bins[0]
 }
 
-// syncBuffer is a log sink that goroutines and child processes may write to
-// after the test has moved on; waitFor watches it for a line.
-type syncBuffer struct {
-	mu     sync.Mutex
-	buf    bytes.Buffer
-	notify chan struct{}
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.notify == nil {
-		b.notify = make(chan struct{}, 1)
-	}
-	select {
-	case b.notify <- struct{}{}:
-	default:
-	}
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-func (b *syncBuffer) changed() <-chan struct{} {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.notify == nil {
-		b.notify = make(chan struct{}, 1)
-	}
-	return b.notify
-}
-
-// waitFor waits until the buffer matches re, the process exits, or ctx ends.
-func (b *syncBuffer) waitFor(ctx context.Context, t *testing.T, re *regexp.Regexp, exited <-chan struct{}) []string {
+// waitLog waits until b matches re, the process exits, or ctx ends.
+func waitLog(ctx context.Context, t *testing.T, b *logtest.Buffer, re *regexp.Regexp, exited <-chan struct{}) []string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
@@ -271,7 +222,7 @@ func (b *syncBuffer) waitFor(ctx context.Context, t *testing.T, re *regexp.Regex
 			return m
 		}
 		select {
-		case <-b.changed():
+		case <-b.Changed():
 		case <-exited:
 			if m := re.FindStringSubmatch(b.String()); m != nil {
 				return m

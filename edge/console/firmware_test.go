@@ -12,8 +12,10 @@ import (
 
 	"github.com/chromedp/chromedp"
 
+	"github.com/campusedge/campusedge/cmd/edged/appliance/appliancetest"
 	"github.com/campusedge/campusedge/edge/browsertest"
 	"github.com/campusedge/campusedge/edge/config"
+	"github.com/campusedge/campusedge/edge/logtest"
 	"github.com/campusedge/campusedge/firmware/bundle"
 	"github.com/campusedge/campusedge/firmware/slot"
 )
@@ -65,15 +67,14 @@ func TestFirmwarePanelInChromium(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), 40*time.Second)
 	defer cancel()
-	var edgeLog syncBuffer
+	var edgeLog logtest.Buffer
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("edged log:\n%s", edgeLog.String())
 		}
 	})
 	root, pub := provision(t, "0.4.2")
-	cfg := config.Defaults()
-	cfg.DataDir, cfg.MDNS = t.TempDir(), false
+	cfg := appliancetest.Config(t)
 	cfg.FirmwareRoot, cfg.FirmwareKeys = root, pub
 	edge := startLANEdge(ctx, t, cfg, slog.New(slog.NewTextHandler(&edgeLog, nil)))
 

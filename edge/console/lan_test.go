@@ -3,16 +3,10 @@ package console_test
 import (
 	"context"
 	"log/slog"
-	"net"
-	"os"
-	"path/filepath"
-	"strings"
 	"testing"
-	"time"
 
-	"github.com/campusedge/campusedge/cmd/edged/appliance"
+	"github.com/campusedge/campusedge/cmd/edged/appliance/appliancetest"
 	"github.com/campusedge/campusedge/edge/browsertest"
-	"github.com/campusedge/campusedge/edge/certs"
 	"github.com/campusedge/campusedge/edge/config"
 )
 
@@ -32,49 +26,9 @@ type lanEdge struct {
 func startLANEdge(ctx context.Context, t *testing.T, cfg config.Config, logger *slog.Logger) *lanEdge {
 	t.Helper()
 	cfg.Listen = browsertest.LANListen
-	edgeCtx, stopEdge := context.WithCancel(ctx)
-	type tlsReady struct {
-		addr net.Addr
-		tm   *certs.Manager
+	a := appliancetest.Start(ctx, t, cfg, logger)
+	if a.HTTPS == nil {
+		t.Fatal("edged on a LAN address serves no HTTPS")
 	}
-	ready := make(chan tlsReady, 1)
-	edgeDone := make(chan error, 1)
-	go func() {
-		edgeDone <- appliance.Run(edgeCtx, cfg, logger, appliance.Options{
-			ReadyTLS: func(a net.Addr, tm *certs.Manager) { ready <- tlsReady{a, tm} },
-		})
-	}()
-	t.Cleanup(func() {
-		stopEdge()
-		select {
-		case err := <-edgeDone:
-			if err != nil {
-				t.Errorf("edged: %v", err)
-			}
-		case <-time.After(15 * time.Second):
-			t.Errorf("edged did not stop within 15s")
-		}
-	})
-	var e lanEdge
-	select {
-	case r := <-ready:
-		e.url, e.pin = "https://"+r.addr.String(), r.tm.Pin()
-		e.caFile = filepath.Join(t.TempDir(), "edge-ca.pem")
-		if err := os.WriteFile(e.caFile, r.tm.CAPEM(), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	case err := <-edgeDone:
-		t.Fatalf("edged stopped at start-up: %v", err)
-	case <-ctx.Done():
-		t.Fatalf("edged not serving HTTPS: %v", ctx.Err())
-	}
-	tok, err := os.ReadFile(filepath.Join(cfg.DataDir, "admin-token"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.token = strings.TrimSpace(string(tok))
-	if e.token == "" {
-		t.Fatal("empty admin token file")
-	}
-	return &e
+	return &lanEdge{url: a.HTTPS.URL, pin: a.HTTPS.Pin, caFile: a.HTTPS.CAFile(t), token: a.Admin}
 }

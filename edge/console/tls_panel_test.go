@@ -11,6 +11,7 @@ import (
 
 	"github.com/campusedge/campusedge/edge/browsertest"
 	"github.com/campusedge/campusedge/edge/config"
+	"github.com/campusedge/campusedge/edge/logtest"
 )
 
 // TestHTTPSPanelInChromium: the console's HTTPS panel, opened over HTTPS at
@@ -24,7 +25,7 @@ func TestHTTPSPanelInChromium(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), 45*time.Second)
 	defer cancel()
-	var edgeLog syncBuffer
+	var edgeLog logtest.Buffer
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("edged log:\n%s", edgeLog.String())

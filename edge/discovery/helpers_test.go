@@ -1,15 +1,14 @@
 package discovery
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"log/slog"
 	"net"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/campusedge/campusedge/edge/logtest"
 	"github.com/miekg/dns"
 	"golang.org/x/net/ipv4"
 	"golang.org/x/net/ipv6"
@@ -18,31 +17,14 @@ import (
 // testLogger logs into a buffer that is printed if the test fails. (Logging
 // through t directly would panic when a library goroutine logs after the
 // test has ended.)
-func testLogger(t testing.TB) (*slog.Logger, *lockedBuffer) {
-	buf := &lockedBuffer{}
+func testLogger(t testing.TB) (*slog.Logger, *logtest.Buffer) {
+	buf := &logtest.Buffer{}
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("logs:\n%s", buf.String())
 		}
 	})
 	return slog.New(slog.NewTextHandler(buf, &slog.HandlerOptions{Level: slog.LevelDebug})), buf
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 func testConfig(log *slog.Logger, ifaces ...string) Config {

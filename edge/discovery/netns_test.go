@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/campusedge/campusedge/edge/logtest"
 	"github.com/campusedge/campusedge/edge/netnstest"
 	"github.com/hashicorp/mdns"
 	"github.com/miekg/dns"
@@ -258,7 +259,7 @@ func TestNoMulticastOnHostLo(t *testing.T) {
 	checkInactive(t, adv, logs, "lo: interface has no MULTICAST flag")
 }
 
-func checkInactive(t *testing.T, adv *Advertiser, logs *lockedBuffer, reason string) {
+func checkInactive(t *testing.T, adv *Advertiser, logs *logtest.Buffer, reason string) {
 	t.Helper()
 	st := adv.Status()
 	if st.Active || len(st.Interfaces) != 0 {

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -9,16 +8,14 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
-	"runtime/debug"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/campusedge/campusedge/edge/bintest"
 	"github.com/gorilla/websocket"
 )
 
@@ -33,98 +30,44 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	built = bins{edged: filepath.Join(dir, "edged"), classterm: filepath.Join(dir, "classterm")}
 	// A race-built test run builds the binaries with -race too, so that a
 	// data race in edged makes it exit 66 and fails the exit-status checks
 	// (and the avahi tests' "DATA RACE" check).
-	args := []string{"build"}
-	if bi, ok := debug.ReadBuildInfo(); ok {
-		for _, s := range bi.Settings {
-			if s.Key == "-race" && s.Value == "true" {
-				args = append(args, "-race")
-			}
-		}
+	bs, err := bintest.Build(context.Background(), dir, bintest.LikeThisTest(), bintest.Cmd("edged"), bintest.Cmd("classterm"))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
 	}
-	for bin, pkg := range map[string]string{built.edged: "../../cmd/edged", built.classterm: "../../cmd/classterm"} {
-		out, err := exec.Command("go", append(args, "-o", bin, pkg)...).CombinedOutput()
-		if err != nil {
-			fmt.Fprintf(os.Stderr, "build %s: %v\n%s", pkg, err, out)
-			os.Exit(1)
-		}
-	}
+	built = bins{edged: bs[0], classterm: bs[1]}
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
 }
 
-// proc is a running binary whose stderr is captured line by line.
-type proc struct {
-	cmd  *exec.Cmd
-	mu   sync.Mutex
-	log  bytes.Buffer
-	line chan string
-	done chan error
-}
+// proc is a running binary whose stderr is captured line by line; its
+// methods fail the test instead of returning errors.
+type proc struct{ *bintest.Process }
 
 func start(t *testing.T, bin string, args ...string) *proc {
 	t.Helper()
-	p := &proc{cmd: exec.Command(bin, args...), line: make(chan string, 1024), done: make(chan error, 1)}
-	stderr, err := p.cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.cmd.Stdout = io.Discard
-	if err := p.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			p.mu.Lock()
-			p.log.WriteString(sc.Text() + "\n")
-			p.mu.Unlock()
-			select {
-			case p.line <- sc.Text():
-			default:
-			}
-		}
-		p.done <- p.cmd.Wait()
-		close(p.done)
-	}()
-	t.Cleanup(func() {
-		_ = p.cmd.Process.Kill()
-		<-p.done
-	})
-	return p
+	return &proc{bintest.Launch(t, bin, args...)}
 }
 
-func (p *proc) logs() string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.log.String()
-}
+func (p *proc) logs() string { return p.Logs() }
 
 // waitLine waits for a log line matching re.
 func (p *proc) waitLine(t *testing.T, re *regexp.Regexp, within time.Duration) []string {
 	t.Helper()
-	deadline := time.After(within)
-	for {
-		select {
-		case l := <-p.line:
-			if m := re.FindStringSubmatch(l); m != nil {
-				return m
-			}
-		case err := <-p.done:
-			t.Fatalf("process exited (%v) before logging %v; log:\n%s", err, re, p.logs())
-		case <-deadline:
-			t.Fatalf("no log line %v within %s; log:\n%s", re, within, p.logs())
-		}
+	m, err := p.WaitLine(re, within)
+	if err != nil {
+		t.Fatal(err)
 	}
+	return m
 }
 
 func (p *proc) signal(t *testing.T, sig syscall.Signal) {
 	t.Helper()
-	if err := p.cmd.Process.Signal(sig); err != nil {
+	if err := p.Signal(sig); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -132,16 +75,14 @@ func (p *proc) signal(t *testing.T, sig syscall.Signal) {
 // wait waits for exit and returns the exit code.
 func (p *proc) wait(t *testing.T, within time.Duration) int {
 	t.Helper()
-	select {
-	case <-p.done:
-		return p.cmd.ProcessState.ExitCode()
-	case <-time.After(within):
-		t.Fatalf("process did not exit within %s; log:\n%s", within, p.logs())
-		return -1
+	code, err := p.Wait(within)
+	if err != nil {
+		t.Fatal(err)
 	}
+	return code
 }
 
-var listeningRE = regexp.MustCompile(`msg=listening addr=(\S+)`)
+var listeningRE = bintest.ListeningRE
 
 // edge is a running edged.
 type edge struct {

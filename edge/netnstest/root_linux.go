@@ -3,7 +3,6 @@
 package netnstest
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -15,11 +14,11 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/campusedge/campusedge/edge/logtest"
 	"golang.org/x/sys/unix"
 )
 
@@ -266,7 +265,7 @@ func (n *Netns) runLocked(fn func() error) (restored bool, err error) {
 // Process is a program running in a namespace, with its output kept.
 type Process struct {
 	Cmd  *exec.Cmd
-	out  *syncBuffer
+	out  *logtest.Buffer
 	done chan struct{}
 	err  error // valid after done is closed
 }
@@ -279,7 +278,7 @@ func (n *Netns) Start(t testing.TB, env []string, name string, args ...string) *
 	t.Helper()
 	cmd := n.Command(context.Background(), name, args...)
 	cmd.Env = append(os.Environ(), env...)
-	out := &syncBuffer{}
+	out := &logtest.Buffer{Head: 4 << 20} // a runaway log must not eat memory
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start %s in %s: %v", name, n.Name, err)
@@ -356,25 +355,4 @@ func (p *Process) Stop() error {
 		<-p.done
 	}
 	return p.err
-}
-
-// syncBuffer is a bytes.Buffer safe for a writer and readers at once.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.b.Len() > 4<<20 {
-		return len(p), nil // keep the first 4 MiB; a runaway log must not eat memory
-	}
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

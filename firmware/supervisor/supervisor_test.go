@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/campusedge/campusedge/edge/bintest"
 	"github.com/campusedge/campusedge/firmware/bundle"
 	"github.com/campusedge/campusedge/firmware/internal/fwtest"
 	"github.com/campusedge/campusedge/firmware/slot"
@@ -198,7 +199,7 @@ func TestRealEdgedInASlot(t *testing.T) {
 	t.Parallel()
 	r := newRig(t, 3)
 	dir := t.TempDir()
-	if _, err := fwtest.GoBuild(dir, "github.com/campusedge/campusedge/cmd/edged", "edged"); err != nil {
+	if _, err := bintest.Build(context.Background(), dir, bintest.BuildOptions{}, bintest.Cmd("edged")); err != nil {
 		t.Fatal(err)
 	}
 	out := filepath.Join(t.TempDir(), "edged.bundle")

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/campusedge/campusedge/edge/bintest"
 	"github.com/campusedge/campusedge/firmware/bundle"
 	"github.com/campusedge/campusedge/firmware/internal/fwtest"
 	"github.com/campusedge/campusedge/firmware/release"
@@ -42,14 +43,11 @@ func TestThirtyClasstermAgentsUpdateInWavesSkippingTheClass(t *testing.T) {
 	hub.Publish(t, ib, release.Stable, 100)
 
 	bin := t.TempDir()
-	edged, err := fwtest.GoBuild(bin, "github.com/campusedge/campusedge/cmd/edged", "edged")
-	if err == nil {
-		_, err = fwtest.GoBuild(bin, "github.com/campusedge/campusedge/cmd/classterm", "classterm")
-	}
+	bins, err := bintest.Build(context.Background(), bin, bintest.BuildOptions{}, bintest.Cmd("edged"), bintest.Cmd("classterm"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	classterm := filepath.Join(bin, "classterm")
+	edged, classterm := bins[0], bins[1]
 	addr, data := fwtest.FreePort(t), t.TempDir()
 	start := func(name string, args ...string) *exec.Cmd {
 		cmd := exec.Command(name, args...)

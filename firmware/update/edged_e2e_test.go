@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/campusedge/campusedge/edge/bintest"
 	"github.com/campusedge/campusedge/firmware/bundle"
 	"github.com/campusedge/campusedge/firmware/internal/fwtest"
 	"github.com/campusedge/campusedge/firmware/release"
@@ -29,7 +30,7 @@ func TestRealEdgedUpdatesItselfUnderEdgesup(t *testing.T) {
 	r := &rig{k: fwtest.NewKeys(t, t.TempDir()), root: t.TempDir(), dl: t.TempDir(), addr: fwtest.FreePort(t), data: t.TempDir()}
 	r.hub = fwtest.NewHub(t, r.k, nil)
 	bin := t.TempDir()
-	if _, err := fwtest.GoBuild(bin, "github.com/campusedge/campusedge/cmd/edged", "edged"); err != nil {
+	if _, err := bintest.Build(context.Background(), bin, bintest.BuildOptions{}, bintest.Cmd("edged")); err != nil {
 		t.Fatal(err)
 	}
 	mk := func(version string) string {

@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/campusedge/campusedge/edge/bintest"
 	"github.com/campusedge/campusedge/firmware/bundle"
 	"github.com/campusedge/campusedge/firmware/internal/fwtest"
 	"github.com/campusedge/campusedge/firmware/release"
@@ -38,7 +39,11 @@ func TestMain(m *testing.M) {
 	}
 	payloadBin, err = fwtest.BuildPayload(dir)
 	if err == nil {
-		edgesupBin, err = fwtest.GoBuild(dir, "github.com/campusedge/campusedge/cmd/edgesup", "edgesup")
+		var bins []string
+		bins, err = bintest.Build(context.Background(), dir, bintest.BuildOptions{}, bintest.Cmd("edgesup"))
+		if err == nil {
+			edgesupBin = bins[0]
+		}
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/csv"
@@ -13,17 +12,15 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
-	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/campusedge/campusedge/edge/bintest"
 	"github.com/campusedge/campusedge/sync/outbox"
 )
 
@@ -36,20 +33,9 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	binDir = dir
-	args := []string{"build"}
-	if bi, ok := debug.ReadBuildInfo(); ok {
-		for _, s := range bi.Settings {
-			if s.Key == "-race" && s.Value == "true" {
-				args = append(args, "-race")
-			}
-		}
-	}
-	for _, name := range []string{"edged", "cityhub"} {
-		out, err := exec.Command("go", append(args, "-o", filepath.Join(dir, name), "../../cmd/"+name)...).CombinedOutput()
-		if err != nil {
-			fmt.Fprintf(os.Stderr, "build %s: %v\n%s", name, err, out)
-			os.Exit(1)
-		}
+	if _, err := bintest.Build(context.Background(), dir, bintest.LikeThisTest(), bintest.Cmd("edged"), bintest.Cmd("cityhub")); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
 	}
 	code := m.Run()
 	os.RemoveAll(dir)
@@ -57,71 +43,27 @@ func TestMain(m *testing.M) {
 }
 
 // proc is a running binary; its stderr is kept and scanned for the address.
-type proc struct {
-	cmd  *exec.Cmd
-	mu   sync.Mutex
-	log  bytes.Buffer
-	addr chan string
-	done chan struct{}
-}
+type proc struct{ *bintest.Process }
 
-var listenRe = regexp.MustCompile(`msg=listening addr=(\S+)`)
-
+// start runs the built binary name with args until the test ends and
+// returns it with its base URL once it logs the address it listens on.
 func start(t *testing.T, name string, args ...string) (*proc, string) {
 	t.Helper()
-	p := &proc{cmd: exec.Command(filepath.Join(binDir, name), args...), addr: make(chan string, 1), done: make(chan struct{})}
-	stderr, err := p.cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := p.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			p.mu.Lock()
-			p.log.WriteString(sc.Text() + "\n")
-			p.mu.Unlock()
-			if m := listenRe.FindStringSubmatch(sc.Text()); m != nil {
-				select {
-				case p.addr <- m[1]:
-				default:
-				}
-			}
-		}
-		_ = p.cmd.Wait()
-		close(p.done)
-	}()
-	t.Cleanup(func() { p.kill() })
-	select {
-	case a := <-p.addr:
-		return p, "http://" + a
-	case <-p.done:
-		t.Fatalf("%s exited at start:\n%s", name, p.logs())
-	case <-time.After(30 * time.Second):
-		t.Fatalf("%s did not listen in 30 s:\n%s", name, p.logs())
-	}
-	return nil, ""
+	p := bintest.Serve(t, filepath.Join(binDir, name), args...)
+	return &proc{p}, p.URL()
 }
 
-func (p *proc) logs() string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.log.String()
-}
+func (p *proc) logs() string { return p.Logs() }
 
-func (p *proc) kill() {
-	_ = p.cmd.Process.Signal(syscall.SIGKILL)
-	<-p.done
-}
+func (p *proc) kill() { p.Kill() }
 
 func (p *proc) stop(t *testing.T) {
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.done:
-	case <-time.After(20 * time.Second):
-		t.Fatalf("did not stop on SIGTERM:\n%s", p.logs())
+	t.Helper()
+	if p.Exited() {
+		return
+	}
+	if _, _, err := p.Stop(20 * time.Second); err != nil {
+		t.Fatalf("did not stop on SIGTERM: %v\n%s", err, p.logs())
 	}
 }
 
@@ -312,12 +254,3 @@ func TestKill9UnderLoadThenSyncExactlyOnce(t *testing.T) {
 	}
 	t.Logf("hub holds %d records exactly once; %d were confirmed to clients before kills", len(bySeq), len(confirmed))
 }
-
-// syncBuf is a goroutine-safe buffer for a child's output.
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
-func (s *syncBuf) String() string              { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }

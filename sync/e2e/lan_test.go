@@ -3,7 +3,6 @@ package e2e
 import (
 	"io"
 	"net/http"
-	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -20,8 +19,6 @@ type lanEdged struct {
 	client *http.Client
 }
 
-var listenHTTPSRe = regexp.MustCompile(`msg="listening https" addr=(\S+) .*spki_pin="?([A-Za-z0-9+/=]+)`)
-
 // startLANEdged starts edged with args and -listen browsertest.LANListen
 // (the test runs in its own namespace: browsertest.OnLAN). From LANAddr to
 // LANAddr is not loopback: pages must be HTTPS to be secure contexts and
@@ -31,13 +28,9 @@ var listenHTTPSRe = regexp.MustCompile(`msg="listening https" addr=(\S+) .*spki_
 func startLANEdged(t *testing.T, args ...string) *lanEdged {
 	t.Helper()
 	p, plain := start(t, "edged", append(args, "-listen", browsertest.LANListen)...)
-	deadline := time.Now().Add(10 * time.Second)
-	var m []string
-	for m = listenHTTPSRe.FindStringSubmatch(p.logs()); m == nil; m = listenHTTPSRe.FindStringSubmatch(p.logs()) {
-		if time.Now().After(deadline) {
-			t.Fatalf("edged logged no HTTPS listener in 10 s:\n%s", p.logs())
-		}
-		time.Sleep(20 * time.Millisecond)
+	base, pin, err := p.HTTPS(10 * time.Second)
+	if err != nil {
+		t.Fatalf("edged: %v\n%s", err, p.logs())
 	}
 	resp, err := (&http.Client{Timeout: 10 * time.Second}).Get(plain + certs.CAPath)
 	if err != nil {
@@ -48,8 +41,8 @@ func startLANEdged(t *testing.T, args ...string) *lanEdged {
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("GET %s: %d %s", certs.CAPath, resp.StatusCode, ca)
 	}
-	if !strings.HasPrefix(m[1], browsertest.LANAddr+":") {
-		t.Fatalf("edged serves HTTPS on %s, want %s", m[1], browsertest.LANAddr)
+	if !strings.HasPrefix(base, "https://"+browsertest.LANAddr+":") {
+		t.Fatalf("edged serves HTTPS on %s, want %s", base, browsertest.LANAddr)
 	}
-	return &lanEdged{proc: p, url: "https://" + m[1], pin: m[2], client: browsertest.Client(t, ca)}
+	return &lanEdged{proc: p, url: base, pin: pin, client: browsertest.Client(t, ca)}
 }

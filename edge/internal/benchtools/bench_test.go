@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/campusedge/campusedge/edge/bintest"
 	"github.com/campusedge/campusedge/edge/certs"
 )
 
@@ -90,11 +91,11 @@ func buildBins(t *testing.T) (edged, floor string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	out := t.TempDir()
-	bins, err := Build(ctx, *edgedSrc, out, edgedPkg)
+	bins, err := bintest.Build(ctx, out, bintest.BuildOptions{Src: *edgedSrc}, edgedPkg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	fb, err := Build(ctx, "", out, floorPkg)
+	fb, err := bintest.Build(ctx, out, bintest.BuildOptions{}, floorPkg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -122,12 +123,12 @@ type startupSample struct {
 // settle, and stops it with SIGTERM (it must exit 0).
 func timeStart(t *testing.T, bin string, args []string, settle time.Duration) startupSample {
 	t.Helper()
-	p, err := Start(bin, args, 15*time.Second, nil)
+	p, err := bintest.Start(bin, args, 15*time.Second, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer p.Kill()
-	if err := WaitHealthy(p.URL(), 15*time.Second); err != nil {
+	if err := bintest.WaitHealthy(p.URL(), 15*time.Second); err != nil {
 		t.Fatalf("%s: %v\n%s", filepath.Base(bin), err, p.Logs())
 	}
 	s := startupSample{ready: time.Since(p.Started), listening: p.Listening}
@@ -251,7 +252,7 @@ func mustProc(t *testing.T, pid int) ProcSample {
 // timed and closed first, then the held connections open on the schedule.
 // With viaTLS the connections go to edged's HTTPS listener (wss://),
 // trusting the key it logged (as a terminal that learnt the pin at pairing).
-func holdOn(t *testing.T, name string, p *Process, edge *Edge, tokens []string, idle ProcSample, schedule []time.Duration, viaTLS bool) holdReport {
+func holdOn(t *testing.T, name string, p *bintest.Process, edge *Edge, tokens []string, idle ProcSample, schedule []time.Duration, viaTLS bool) holdReport {
 	t.Helper()
 	r := holdReport{name: name, idle: idle, edged: edge != nil, tls: viaTLS}
 	ctx, cancel := context.WithTimeout(context.Background(), *hold+10*time.Minute)
@@ -424,7 +425,7 @@ func TestControlBench(t *testing.T) {
 		defer f.Close()
 		logTo = f
 	}
-	ep, err := Start(edgedBin, []string{"-data", filepath.Join(dir, "edge"), "-listen", "127.0.0.1:0", "-mdns=false"}, 15*time.Second, logTo)
+	ep, err := bintest.Start(edgedBin, []string{"-data", filepath.Join(dir, "edge"), "-listen", "127.0.0.1:0", "-mdns=false"}, 15*time.Second, logTo)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -432,7 +433,7 @@ func TestControlBench(t *testing.T) {
 	if lim, err := OpenFileLimit(ep.PID()); err == nil {
 		t.Logf("edged pid %d at %s, its RLIMIT_NOFILE %d", ep.PID(), ep.Addr, lim)
 	}
-	if err := WaitHealthy(ep.URL(), 15*time.Second); err != nil {
+	if err := bintest.WaitHealthy(ep.URL(), 15*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(time.Second)
@@ -485,12 +486,12 @@ func TestControlBench(t *testing.T) {
 			if viaTLS {
 				name = "edged (TLS)"
 			}
-			p, err := Start(edgedBin, []string{"-data", filepath.Join(dir, "edge"), "-listen", "127.0.0.1:0", "-mdns=false"}, 15*time.Second, logTo)
+			p, err := bintest.Start(edgedBin, []string{"-data", filepath.Join(dir, "edge"), "-listen", "127.0.0.1:0", "-mdns=false"}, 15*time.Second, logTo)
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer p.Kill()
-			if err := WaitHealthy(p.URL(), 15*time.Second); err != nil {
+			if err := bintest.WaitHealthy(p.URL(), 15*time.Second); err != nil {
 				t.Fatal(err)
 			}
 			time.Sleep(time.Second)
@@ -502,12 +503,12 @@ func TestControlBench(t *testing.T) {
 		t.Logf("edge.db after the run: %.1f MiB", float64(db.Size())/(1<<20))
 	}
 	if *peer {
-		fp, err := Start(floorBin, []string{"-listen", "127.0.0.1:0"}, 15*time.Second, nil)
+		fp, err := bintest.Start(floorBin, []string{"-listen", "127.0.0.1:0"}, 15*time.Second, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer fp.Kill()
-		if err := WaitHealthy(fp.URL(), 15*time.Second); err != nil {
+		if err := bintest.WaitHealthy(fp.URL(), 15*time.Second); err != nil {
 			t.Fatal(err)
 		}
 		time.Sleep(time.Second)

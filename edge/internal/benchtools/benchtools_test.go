@@ -2,17 +2,11 @@ package benchtools
 
 import (
 	"context"
-	"io"
-	"log/slog"
-	"net"
 	"os"
-	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
-	"github.com/campusedge/campusedge/cmd/edged/appliance"
-	"github.com/campusedge/campusedge/edge/config"
+	"github.com/campusedge/campusedge/cmd/edged/appliance/appliancetest"
 )
 
 func TestParseStatCPU(t *testing.T) {
@@ -86,50 +80,13 @@ func TestSummarize(t *testing.T) {
 	}
 }
 
-func TestParseMetrics(t *testing.T) {
-	m, err := parseMetrics(strings.NewReader("# HELP x y\n# TYPE x gauge\ngo_goroutines 16\nhttp{route=\"/\"} 3\ncampusedge_terminals_online 2000\n"))
-	if err != nil || m["go_goroutines"] != 16 || m["campusedge_terminals_online"] != 2000 || len(m) != 2 {
-		t.Errorf("parseMetrics = %v, %v", m, err)
-	}
-}
-
 // startAppliance runs a real appliance in-process on 127.0.0.1 and returns
 // an admin client for it; it stops when the test ends.
 func startAppliance(tb testing.TB) *Edge {
 	tb.Helper()
-	dir := tb.TempDir()
-	cfg := config.Defaults()
-	cfg.DataDir, cfg.Listen, cfg.MDNS = filepath.Join(dir, "edge"), "127.0.0.1:0", false
-	ctx, cancel := context.WithCancel(context.Background())
-	ready := make(chan net.Addr, 1)
-	done := make(chan error, 1)
-	go func() {
-		done <- appliance.Run(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), appliance.Options{Ready: func(a net.Addr) { ready <- a }})
-	}()
-	tb.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				tb.Errorf("appliance: %v", err)
-			}
-		case <-time.After(15 * time.Second):
-			tb.Error("appliance did not stop within 15 s")
-		}
-	})
-	var addr net.Addr
-	select {
-	case addr = <-ready:
-	case err := <-done:
-		tb.Fatalf("appliance did not start: %v", err)
-	case <-time.After(15 * time.Second):
-		tb.Fatal("appliance not ready within 15 s")
-	}
-	tok, err := os.ReadFile(filepath.Join(cfg.DataDir, "admin-token"))
-	if err != nil {
-		tb.Fatal(err)
-	}
-	e := NewEdge("http://"+addr.String(), strings.TrimSpace(string(tok)), 8)
+	cfg := appliancetest.Config(tb)
+	a := appliancetest.Start(context.Background(), tb, cfg, nil)
+	e := NewEdge(a.URL, a.Admin, 8)
 	tb.Cleanup(e.HTTP.CloseIdleConnections)
 	return e
 }

@@ -1,18 +1,18 @@
 package benchtools
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/campusedge/campusedge/edge/metricstest"
 )
 
 // Edge is a client of a running edged's HTTP API, as an admin and as
@@ -145,41 +145,7 @@ func (e *Edge) CountOnline(ctx context.Context) (online, total int, err error) {
 
 // Metrics reads the unlabelled samples of GET /metrics (name → value).
 func (e *Edge) Metrics(ctx context.Context) (map[string]float64, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, e.URL+"/metrics", nil)
-	if err != nil {
-		return nil, err
-	}
-	res, err := e.HTTP.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer res.Body.Close()
-	if res.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("GET /metrics: %s", res.Status)
-	}
-	return parseMetrics(io.LimitReader(res.Body, 16<<20))
-}
-
-// parseMetrics reads "name value" lines of the Prometheus text format,
-// skipping comments and labelled samples.
-func parseMetrics(r io.Reader) (map[string]float64, error) {
-	out := map[string]float64{}
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		if line == "" || line[0] == '#' || strings.ContainsRune(line, '{') {
-			continue
-		}
-		name, val, ok := strings.Cut(line, " ")
-		if !ok {
-			continue
-		}
-		if v, err := strconv.ParseFloat(strings.TrimSpace(val), 64); err == nil {
-			out[name] = v
-		}
-	}
-	return out, sc.Err()
+	return metricstest.Read(ctx, e.HTTP, e.URL)
 }
 
 // PairResult is the outcome of PairTerminals.

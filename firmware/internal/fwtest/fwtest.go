@@ -1,5 +1,5 @@
-// Package fwtest holds helpers the firmware tests share: building small
-// real binaries, making keys and bundles of them, free ports.
+// Package fwtest holds helpers the firmware tests share: building the
+// stand-in firmware, making keys and bundles of binaries, free ports.
 package fwtest
 
 import (
@@ -10,33 +10,26 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/campusedge/campusedge/edge/bintest"
 	"github.com/campusedge/campusedge/firmware/bundle"
 )
 
 // Target is the target tests build bundles for.
 const Target = runtime.GOOS + "-" + runtime.GOARCH
 
-// GoBuild builds the package pkg (an import path) into dir and returns the
-// binary's path.
-func GoBuild(dir, pkg, name string) (string, error) {
-	out := filepath.Join(dir, name)
-	cmd := exec.Command("go", "build", "-o", out, pkg)
-	if b, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go build %s: %v\n%s", pkg, err, b)
-	}
-	return out, nil
-}
-
-// BuildPayload builds the stand-in firmware.
+// BuildPayload builds the stand-in firmware into dir and returns its path.
 func BuildPayload(dir string) (string, error) {
-	return GoBuild(dir, "github.com/campusedge/campusedge/firmware/internal/fwtest/payload", "payload")
+	bins, err := bintest.Build(context.Background(), dir, bintest.BuildOptions{}, bintest.Module+"/firmware/internal/fwtest/payload")
+	if err != nil {
+		return "", err
+	}
+	return bins[0], nil
 }
 
 // Keys is a release key pair.
