@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -110,9 +111,28 @@ type UpstreamStatus struct {
 	NextRetryMS int64      `json:"next_retry_ms,omitempty"`
 }
 
+// cascades are the sessions of this edge that take their lesson from
+// another edge, each pulled by its upstream, and the admin API that sets
+// them.
+type cascades struct {
+	sfu      *sfu.SFU
+	sessions *session.Manager
+	log      *slog.Logger
+	edgeID   string // names this edge at the upstream edge
+	isAdmin  func(token string) bool
+	// roots are the CAs for an upstream given without a pin; nil: the
+	// system's.
+	roots func() *x509.CertPool
+	// stageOf is the classroom on stage in a session here.
+	stageOf func(sessionID string) string
+
+	mu        sync.Mutex
+	bySession map[string]*upstream
+}
+
 // upstream pulls one session's lesson from another edge.
 type upstream struct {
-	l      *Live
+	c      *cascades
 	sess   string
 	req    UpstreamRequest
 	client *http.Client
@@ -171,7 +191,7 @@ func (u *upstream) run(ctx context.Context) {
 
 // once makes one WHEP pull and returns when it ends.
 func (u *upstream) once(ctx context.Context) (connected bool, err error) {
-	pc, err := u.l.SFU.NewPeerConnection(u.pcConfig())
+	pc, err := u.c.sfu.NewPeerConnection(u.pcConfig())
 	if err != nil {
 		return false, err
 	}
@@ -190,7 +210,7 @@ func (u *upstream) once(ctx context.Context) (connected bool, err error) {
 		default:
 		}
 	})
-	pub, err := u.l.SFU.Relay(u.sess, sfu.SourceMaster, pc)
+	pub, err := u.c.sfu.Relay(u.sess, sfu.SourceMaster, pc)
 	if err != nil {
 		return false, fmt.Errorf("local session: %w", err)
 	}
@@ -347,7 +367,7 @@ func (u *upstream) uplink(ctx context.Context, cid string) {
 
 func (u *upstream) uplinkOnce(ctx context.Context, cid string) error {
 	offers := make(chan string, 4)
-	sub, err := u.l.SFU.NewSubscriberConfig(u.sess, u.pcConfig(), func(src string) bool { return src == sourceOf(cid) }, func(sdp string) {
+	sub, err := u.c.sfu.NewSubscriberConfig(u.sess, u.pcConfig(), func(src string) bool { return src == sourceOf(cid) }, func(sdp string) {
 		select {
 		case offers <- sdp:
 		default:
@@ -391,55 +411,56 @@ func (u *upstream) uplinkOnce(ctx context.Context, cid string) error {
 
 // school names this edge at the upstream edge.
 func (u *upstream) school() string {
-	if validSchool(u.l.edgeID) {
-		return u.l.edgeID
+	if validSchool(u.c.edgeID) {
+		return u.c.edgeID
 	}
 	return "edge"
 }
 
 // stageChanged tells session id's cascade, if any, what is on stage here.
-func (l *Live) stageChanged(id, classroomID string) {
-	l.mu.Lock()
-	u := l.upstreams[id]
-	l.mu.Unlock()
+func (c *cascades) stageChanged(id, classroomID string) {
+	c.mu.Lock()
+	u := c.bySession[id]
+	c.mu.Unlock()
 	if u != nil {
 		u.setStage(classroomID)
 	}
 }
 
-// startUpstream makes session id pull from req (replacing a running pull).
-func (l *Live) startUpstream(id string, req UpstreamRequest) UpstreamStatus {
-	l.stopUpstream(id)
+// start makes session id pull from req (replacing a running pull).
+func (c *cascades) start(id string, req UpstreamRequest) UpstreamStatus {
+	c.stop(id)
 	ctx, cancel := context.WithCancel(context.Background())
-	u := &upstream{l: l, sess: id, req: req, cancel: cancel, done: make(chan struct{}),
-		client: l.upstreamClient(req.Pin),
-		log:    l.log.With("session", id, "component", "cascade"),
+	u := &upstream{c: c, sess: id, req: req, cancel: cancel, done: make(chan struct{}),
+		client: c.client(req.Pin),
+		log:    c.log.With("session", id, "component", "cascade"),
 		st:     UpstreamStatus{URL: req.URL, State: "connecting"}}
-	l.mu.Lock()
-	l.upstreams[id] = u
-	l.mu.Unlock()
+	c.mu.Lock()
+	c.bySession[id] = u
+	c.mu.Unlock()
 	go u.run(ctx)
 	return u.status()
 }
 
-// upstreamClient talks to the upstream edge: by its pin when one was given,
-// else by CA (the city root verifies every city-signed edge).
-func (l *Live) upstreamClient(pin string) *http.Client {
+// client talks to the upstream edge: by its pin when one was given, else
+// by CA (the city root verifies every city-signed edge).
+func (c *cascades) client(pin string) *http.Client {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	switch {
 	case pin != "":
 		tr.TLSClientConfig = certs.PinnedTLS(pin)
-	case l.upstreamRoots != nil:
-		tr.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: l.upstreamRoots()}
+	case c.roots != nil:
+		tr.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: c.roots()}
 	}
 	return &http.Client{Timeout: negotiateTimeout, Transport: tr}
 }
 
-func (l *Live) stopUpstream(id string) bool {
-	l.mu.Lock()
-	u := l.upstreams[id]
-	delete(l.upstreams, id)
-	l.mu.Unlock()
+// stop ends session id's pull, if any, and says whether there was one.
+func (c *cascades) stop(id string) bool {
+	c.mu.Lock()
+	u := c.bySession[id]
+	delete(c.bySession, id)
+	c.mu.Unlock()
 	if u == nil {
 		return false
 	}
@@ -449,16 +470,29 @@ func (l *Live) stopUpstream(id string) bool {
 	return true
 }
 
-func (l *Live) upstreamHandlers(srv *api.Server) {
-	srv.HandleFunc("PUT /api/v1/sessions/{id}/upstream", l.putUpstream)
-	srv.HandleFunc("GET /api/v1/sessions/{id}/upstream", l.getUpstream)
-	srv.HandleFunc("DELETE /api/v1/sessions/{id}/upstream", l.deleteUpstream)
+// stopAll ends every pull (edge shutdown).
+func (c *cascades) stopAll() {
+	c.mu.Lock()
+	ids := make([]string, 0, len(c.bySession))
+	for id := range c.bySession {
+		ids = append(ids, id)
+	}
+	c.mu.Unlock()
+	for _, id := range ids {
+		c.stop(id)
+	}
+}
+
+func (c *cascades) register(srv *api.Server) {
+	srv.HandleFunc("PUT /api/v1/sessions/{id}/upstream", c.putUpstream)
+	srv.HandleFunc("GET /api/v1/sessions/{id}/upstream", c.getUpstream)
+	srv.HandleFunc("DELETE /api/v1/sessions/{id}/upstream", c.deleteUpstream)
 }
 
 // adminSession checks the admin token and the session id.
-func (l *Live) adminSession(w http.ResponseWriter, r *http.Request) (string, bool) {
+func (c *cascades) adminSession(w http.ResponseWriter, r *http.Request) (string, bool) {
 	tok, ok := httpapi.BearerToken(r)
-	if !ok || l.isAdmin == nil || !l.isAdmin(tok) {
+	if !ok || c.isAdmin == nil || !c.isAdmin(tok) {
 		httpapi.WriteError(w, http.StatusUnauthorized, "unauthorized", "this call needs the admin token (DATA/admin-token)")
 		return "", false
 	}
@@ -467,15 +501,15 @@ func (l *Live) adminSession(w http.ResponseWriter, r *http.Request) (string, boo
 		httpapi.WriteError(w, http.StatusNotFound, "not_found", "no such session (session ids are 24 hex characters)")
 		return "", false
 	}
-	if _, err := l.Sessions.Get(id); err != nil {
+	if _, err := c.sessions.Get(id); err != nil {
 		session.WriteError(w, err)
 		return "", false
 	}
 	return id, true
 }
 
-func (l *Live) putUpstream(w http.ResponseWriter, r *http.Request) {
-	id, ok := l.adminSession(w, r)
+func (c *cascades) putUpstream(w http.ResponseWriter, r *http.Request) {
+	id, ok := c.adminSession(w, r)
 	if !ok {
 		return
 	}
@@ -487,32 +521,24 @@ func (l *Live) putUpstream(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, http.StatusBadRequest, "invalid", err.Error())
 		return
 	}
-	if _, err := l.Sessions.Start(id); err != nil {
+	if _, err := c.sessions.Start(id); err != nil {
 		session.WriteError(w, err)
 		return
 	}
-	l.log.Info("cascade: session takes its lesson from another edge", "session", id, "url", req.URL)
-	st := l.startUpstream(id, req)
-	l.mu.Lock()
-	c := l.classes[id]
-	l.mu.Unlock()
-	if c != nil {
-		c.mu.Lock()
-		stage := c.stage
-		c.mu.Unlock()
-		l.stageChanged(id, stage)
-	}
+	c.log.Info("cascade: session takes its lesson from another edge", "session", id, "url", req.URL)
+	st := c.start(id, req)
+	c.stageChanged(id, c.stageOf(id))
 	httpapi.WriteJSON(w, http.StatusAccepted, st)
 }
 
-func (l *Live) getUpstream(w http.ResponseWriter, r *http.Request) {
-	id, ok := l.adminSession(w, r)
+func (c *cascades) getUpstream(w http.ResponseWriter, r *http.Request) {
+	id, ok := c.adminSession(w, r)
 	if !ok {
 		return
 	}
-	l.mu.Lock()
-	u := l.upstreams[id]
-	l.mu.Unlock()
+	c.mu.Lock()
+	u := c.bySession[id]
+	c.mu.Unlock()
 	if u == nil {
 		httpapi.WriteError(w, http.StatusNotFound, "not_found", "this session has no upstream; PUT one to take the lesson from another edge")
 		return
@@ -520,12 +546,12 @@ func (l *Live) getUpstream(w http.ResponseWriter, r *http.Request) {
 	httpapi.WriteJSON(w, http.StatusOK, u.status())
 }
 
-func (l *Live) deleteUpstream(w http.ResponseWriter, r *http.Request) {
-	id, ok := l.adminSession(w, r)
+func (c *cascades) deleteUpstream(w http.ResponseWriter, r *http.Request) {
+	id, ok := c.adminSession(w, r)
 	if !ok {
 		return
 	}
-	if !l.stopUpstream(id) {
+	if !c.stop(id) {
 		httpapi.WriteError(w, http.StatusNotFound, "not_found", "this session has no upstream")
 		return
 	}

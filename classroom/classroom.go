@@ -1,10 +1,12 @@
 // Package classroom is the live-class capability of the edge: sessions and
 // their role tokens (classroom/session), the SFU that forwards media
 // (classroom/sfu), the class-control protocol on the /api/v1/ws control
-// channel (control.go, messages.go; specified in docs/LIVE.md), the
-// standard ways in — WHIP (RFC 9725) to publish and WHEP to watch — and the
-// cascade that takes a lesson from another school's edge (cascade.go).
-// Mount wires all of it onto the appliance's API server.
+// channel (specified in docs/LIVE.md: every message is one row of the table
+// in registry.go; class control in control*.go, quizzes and attendance in
+// interact*.go), lesson recording (classroom/recorder), the standard ways
+// in — WHIP (RFC 9725) to publish and WHEP to watch — and the cascade that
+// takes a lesson from another school's edge (cascade.go). Live is the
+// facade; Mount wires all of it onto the appliance's API server.
 package classroom
 
 import (
@@ -17,13 +19,13 @@ import (
 	"mime"
 	"net/http"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/campusedge/campusedge/classroom/attendance"
 	"github.com/campusedge/campusedge/classroom/pages"
+	"github.com/campusedge/campusedge/classroom/recorder"
 	"github.com/campusedge/campusedge/classroom/session"
 	"github.com/campusedge/campusedge/classroom/sfu"
 	"github.com/campusedge/campusedge/edge/api"
@@ -68,24 +70,22 @@ type Config struct {
 	UpstreamRoots func() *x509.CertPool
 }
 
-// Live is the running capability.
+// LessonStore keeps recorded lessons (the resource cache); see
+// classroom/recorder.
+type LessonStore = recorder.LessonStore
+
+// Live is the running capability: a thin facade that wires its parts
+// together and serves WHIP and WHEP (the standard ways in).
 type Live struct {
 	Sessions *session.Manager
 	SFU      *sfu.SFU
 	log      *slog.Logger
-	edgeID   string
+	isAdmin  func(string) bool
 
-	isAdmin func(string) bool
-	rec     *recorders
-
-	mu        sync.Mutex
-	classes   map[string]*class    // control state by session id
-	upstreams map[string]*upstream // cascades by session id
-
-	x                 *interact // quizzes and attendance (interact.go)
-	terminalClassroom func(token string) (string, error)
-	classroomName     func(id string) string
-	upstreamRoots     func() *x509.CertPool
+	control     *control          // class control on the control channel (control.go)
+	interaction *interaction      // quizzes and attendance (interact.go)
+	recordings  *recorder.Manager // lesson recording (classroom/recorder)
+	cascades    *cascades         // lessons taken from other edges (cascade.go)
 }
 
 // Mount builds sessions and the SFU and registers their routes.
@@ -97,25 +97,29 @@ func Mount(cfg Config) (*Live, error) {
 	if err != nil {
 		return nil, fmt.Errorf("live classes: %w", err)
 	}
-	l := &Live{Sessions: session.NewManager(cfg.Classroom), SFU: s, log: cfg.Logger, edgeID: cfg.EdgeID, isAdmin: cfg.IsAdmin,
-		classes: map[string]*class{}, upstreams: map[string]*upstream{}, upstreamRoots: cfg.UpstreamRoots}
-	l.rec = newRecorders(cfg.Lessons, cfg.RecordDir, l.Sessions, cfg.Logger.With("component", "recorder"))
-	s.SetTap(l.rec.tap)
-	l.registerRecording(cfg.Server)
-	l.x = newInteract(l, cfg.Learning, cfg.Attendance)
-	l.terminalClassroom = cfg.TerminalClassroom
-	l.classroomName = cfg.ClassroomName
-	l.Sessions.OnEnd(func(id string) {
+	sessions := session.NewManager(cfg.Classroom)
+	l := &Live{Sessions: sessions, SFU: s, log: cfg.Logger, isAdmin: cfg.IsAdmin}
+	l.recordings = recorder.New(cfg.Lessons, cfg.RecordDir, sessions, cfg.Logger.With("component", "recorder"))
+	s.SetTap(l.recordings.Tap)
+	l.control = &control{sessions: sessions, sfu: s, log: cfg.Logger, edgeID: cfg.EdgeID, classes: map[string]*class{}}
+	l.interaction = newInteraction(sessions, cfg.Learning, cfg.Attendance, cfg.Logger)
+	l.interaction.control = l.control
+	l.interaction.terminalClassroom, l.interaction.classroomName = cfg.TerminalClassroom, cfg.ClassroomName
+	l.cascades = &cascades{sfu: s, sessions: sessions, log: cfg.Logger, edgeID: cfg.EdgeID, isAdmin: cfg.IsAdmin,
+		roots: cfg.UpstreamRoots, stageOf: l.control.stageOf, bySession: map[string]*upstream{}}
+	l.control.interaction, l.control.cascades = l.interaction, l.cascades
+	sessions.OnEnd(func(id string) {
 		l.log.Info("session ended; closing its media", "session", id)
-		l.ended(id)
-		go l.stopUpstream(id) // not inline: End may run inside a handler the pull's teardown waits on
+		l.control.ended(id)
+		go l.cascades.stop(id) // not inline: End may run inside a handler the pull's teardown waits on
 		s.CloseRoom(id)
-		l.x.sessionEnded(id)
+		l.interaction.sessionEnded(id)
 	})
-	l.interactHandlers(cfg.Server)
-	cfg.Server.HandleControl(l)
-	l.upstreamHandlers(cfg.Server)
-	(&session.Handlers{M: l.Sessions, IsAdmin: cfg.IsAdmin, Recording: l.rec.status}).Register(cfg.Server)
+	l.recordings.Register(cfg.Server, cfg.IsAdmin)
+	l.interaction.register(cfg.Server)
+	cfg.Server.HandleControl(l.control)
+	l.cascades.register(cfg.Server)
+	(&session.Handlers{M: sessions, IsAdmin: cfg.IsAdmin, Recording: l.recordings.Status}).Register(cfg.Server)
 	l.registerMetrics(cfg.Server.Registry())
 	l.registerWHIPWHEP(cfg.Server) // cors.go
 	pages.Register(cfg.Server)     // the teacher and classroom pages
@@ -146,17 +150,9 @@ func (l *Live) registerMetrics(reg *prometheus.Registry) {
 // Close stops every cascade and ends all media (sessions are in memory and
 // go with the process).
 func (l *Live) Close() {
-	l.mu.Lock()
-	ids := make([]string, 0, len(l.upstreams))
-	for id := range l.upstreams {
-		ids = append(ids, id)
-	}
-	l.mu.Unlock()
-	for _, id := range ids {
-		l.stopUpstream(id)
-	}
+	l.cascades.stopAll()
 	l.SFU.Close()
-	l.rec.Close() // after the SFU: the publishers have gone, the files are finalised and imported
+	l.recordings.Close() // after the SFU: the publishers have gone, the files are finalised and imported
 }
 
 // noTrickle answers PATCH: RFC 9725 §4.3.1 lets a server without trickle

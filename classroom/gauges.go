@@ -43,16 +43,14 @@ func (l *Live) registerLiveGauges(reg *prometheus.Registry) {
 		sfuGauge("campusedge_live_keyframe_caches", "Video tracks being forwarded, each holding its last group of pictures for viewers who join.",
 			func(t sfu.Totals) float64 { return float64(t.KeyframeCaches) }),
 		g("campusedge_live_control_classes", "Sessions with control-channel state (participants, hands, stage, mutes).", func() float64 {
-			l.mu.Lock()
-			defer l.mu.Unlock()
-			return float64(len(l.classes))
+			return float64(l.control.count())
 		}),
 		g("campusedge_live_interact_states", "Sessions with quiz, roster or attendance-mark state.", func() float64 {
-			n, _ := l.x.counts()
+			n, _ := l.interaction.counts()
 			return float64(n)
 		}),
 		g("campusedge_live_quiz_states", "Quizzes held for live sessions (open or closed, until the session ends).", func() float64 {
-			_, n := l.x.counts()
+			_, n := l.interaction.counts()
 			return float64(n)
 		}),
 	)

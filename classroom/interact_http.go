@@ -15,19 +15,19 @@ import (
 	"github.com/campusedge/campusedge/sync/schooldata"
 )
 
-// interactHandlers registers the learning-record, roster and classroom-page
+// register registers the learning-record, roster and classroom-page
 // routes (docs/API.md, "Classroom experience").
-func (l *Live) interactHandlers(srv *api.Server) {
-	srv.HandleFunc("GET /api/v1/sessions/{id}/records", srv.Admin(l.getRecords))
-	srv.HandleFunc("GET /api/v1/sessions/{id}/attendance", srv.Admin(l.getAttendance))
-	srv.HandleFunc("PUT /api/v1/attendance/roster", srv.Admin(l.putRoster))
-	srv.HandleFunc("GET /api/v1/attendance/roster", srv.Admin(l.getRoster))
-	srv.HandleFunc("GET /api/v1/classroom/current", l.getCurrent)
-	srv.Registry().MustRegister(l.x.records, l.x.recordErrors)
+func (x *interaction) register(srv *api.Server) {
+	srv.HandleFunc("GET /api/v1/sessions/{id}/records", srv.Admin(x.getRecords))
+	srv.HandleFunc("GET /api/v1/sessions/{id}/attendance", srv.Admin(x.getAttendance))
+	srv.HandleFunc("PUT /api/v1/attendance/roster", srv.Admin(x.putRoster))
+	srv.HandleFunc("GET /api/v1/attendance/roster", srv.Admin(x.getRoster))
+	srv.HandleFunc("GET /api/v1/classroom/current", x.getCurrent)
+	srv.Registry().MustRegister(x.records, x.recordErrors)
 }
 
-func (l *Live) sessionParam(w http.ResponseWriter, r *http.Request) (session.Session, bool) {
-	s, err := l.Sessions.Get(r.PathValue("id"))
+func (x *interaction) sessionParam(w http.ResponseWriter, r *http.Request) (session.Session, bool) {
+	s, err := x.sessions.Get(r.PathValue("id"))
 	if err != nil {
 		httpapi.WriteError(w, http.StatusNotFound, "not_found", "no such session on this edge (GET /api/v1/sessions lists them)")
 		return session.Session{}, false
@@ -36,12 +36,12 @@ func (l *Live) sessionParam(w http.ResponseWriter, r *http.Request) (session.Ses
 }
 
 // getRecords: GET /api/v1/sessions/{id}/records[?kind=quiz|attendance][&limit=N]
-func (l *Live) getRecords(w http.ResponseWriter, r *http.Request) {
-	s, ok := l.sessionParam(w, r)
+func (x *interaction) getRecords(w http.ResponseWriter, r *http.Request) {
+	s, ok := x.sessionParam(w, r)
 	if !ok {
 		return
 	}
-	if l.x.store == nil {
+	if x.store == nil {
 		httpapi.WriteError(w, http.StatusNotFound, "no_store", "this edge keeps no learning records")
 		return
 	}
@@ -62,7 +62,7 @@ func (l *Live) getRecords(w http.ResponseWriter, r *http.Request) {
 		}
 		limit = n
 	}
-	recs, err := l.x.store.Session(s.ID, kind, limit)
+	recs, err := x.store.Session(s.ID, kind, limit)
 	if err != nil {
 		httpapi.WriteError(w, http.StatusInternalServerError, "store", "reading the records failed: "+err.Error())
 		return
@@ -81,8 +81,8 @@ type ClassroomAttendance struct {
 
 // getAttendance: GET /api/v1/sessions/{id}/attendance — joins, leaves and
 // marks per classroom, from the stored records.
-func (l *Live) getAttendance(w http.ResponseWriter, r *http.Request) {
-	s, ok := l.sessionParam(w, r)
+func (x *interaction) getAttendance(w http.ResponseWriter, r *http.Request) {
+	s, ok := x.sessionParam(w, r)
 	if !ok {
 		return
 	}
@@ -90,8 +90,8 @@ func (l *Live) getAttendance(w http.ResponseWriter, r *http.Request) {
 	for _, c := range s.Classrooms {
 		out[c] = &ClassroomAttendance{Events: []learning.Record{}, Marks: map[string]string{}}
 	}
-	if l.x.store != nil {
-		recs, err := l.x.store.Session(s.ID, "attendance.", 0)
+	if x.store != nil {
+		recs, err := x.store.Session(s.ID, "attendance.", 0)
 		if err != nil {
 			httpapi.WriteError(w, http.StatusInternalServerError, "store", "reading the records failed: "+err.Error())
 			return
@@ -131,8 +131,8 @@ func (l *Live) getAttendance(w http.ResponseWriter, r *http.Request) {
 
 // putRoster: PUT /api/v1/attendance/roster with a roster CSV. Any bad row
 // refuses the whole file with the rows listed; nothing is imported.
-func (l *Live) putRoster(w http.ResponseWriter, r *http.Request) {
-	src := l.x.roster
+func (x *interaction) putRoster(w http.ResponseWriter, r *http.Request) {
+	src := x.roster
 	if src == nil {
 		httpapi.WriteError(w, http.StatusNotFound, "no_roster", "this edge keeps no roster")
 		return
@@ -156,16 +156,16 @@ func (l *Live) putRoster(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, http.StatusInternalServerError, "store", "storing the roster failed: "+err.Error())
 		return
 	}
-	l.log.Info("roster imported", "students", n)
+	x.log.Info("roster imported", "students", n)
 	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"students": n})
 }
 
-func (l *Live) getRoster(w http.ResponseWriter, r *http.Request) {
-	if l.x.roster == nil {
+func (x *interaction) getRoster(w http.ResponseWriter, r *http.Request) {
+	if x.roster == nil {
 		httpapi.WriteError(w, http.StatusNotFound, "no_roster", "this edge keeps no roster")
 		return
 	}
-	ro, src, err := l.x.roster.Roster()
+	ro, src, err := x.roster.Roster()
 	if errors.Is(err, attendance.ErrNoRoster) {
 		httpapi.WriteError(w, http.StatusNotFound, "no_roster", err.Error())
 		return
@@ -189,29 +189,29 @@ type Current struct {
 // returns the newest session (created or live) that includes its classroom
 // and this classroom's terminal and assistant tokens for it, so the page
 // joins by itself when the class starts.
-func (l *Live) getCurrent(w http.ResponseWriter, r *http.Request) {
+func (x *interaction) getCurrent(w http.ResponseWriter, r *http.Request) {
 	tok, ok := httpapi.BearerToken(r)
-	if !ok || l.terminalClassroom == nil {
+	if !ok || x.terminalClassroom == nil {
 		httpapi.WriteError(w, http.StatusUnauthorized, "unauthorized", "send 'Authorization: Bearer <token>' with this classroom's paired terminal token (pair the page with a code from the console)")
 		return
 	}
-	cid, err := l.terminalClassroom(tok)
+	cid, err := x.terminalClassroom(tok)
 	if err != nil {
 		httpapi.WriteError(w, http.StatusUnauthorized, "unauthorized", "this terminal token is not valid; pair the page again with a new code")
 		return
 	}
 	cur := Current{Classroom: cid}
-	if l.classroomName != nil {
-		cur.Name = l.classroomName(cid)
+	if x.classroomName != nil {
+		cur.Name = x.classroomName(cid)
 	}
-	list := l.Sessions.List()
+	list := x.sessions.List()
 	for i := len(list) - 1; i >= 0; i-- {
 		s := list[i]
 		if s.State == session.StateEnded || !containsString(s.Classrooms, cid) {
 			continue
 		}
 		cur.Session = &s
-		t, a, err := l.x.pageTokens(l.Sessions, s.ID, cid)
+		t, a, err := x.pageTokens(x.sessions, s.ID, cid)
 		if err != nil {
 			httpapi.WriteError(w, http.StatusConflict, "session_ended", err.Error())
 			return

@@ -140,95 +140,66 @@ type State struct {
 // Ended tells participants the class is over.
 type Ended struct{ ctlwire.Header }
 
-// decodeMessage decodes one client → edge message strictly and validates
-// its fields. The header has passed ctlwire.Decode.
-func decodeMessage(hdr ctlwire.Header, data []byte) (any, error) {
-	var v any
-	switch hdr.Type {
-	case TypeJoin:
-		v = &Join{}
-	case TypeLeave:
-		v = &Leave{}
-	case TypePublish:
-		v = &Publish{}
-	case TypeSubscribe:
-		v = &Subscribe{}
-	case TypeAnswer:
-		v = &SDPMessage{}
-	case TypeCandidate:
-		v = &Candidate{}
-	case TypeHand:
-		v = &Hand{}
-	case TypeStage:
-		v = &Stage{}
-	case TypeMute:
-		v = &Mute{}
-	case TypeEnd:
-		v = &End{}
-	default:
-		return decodeInteract(hdr, data) // interact.go: quizzes, attendance
+// Field checks of the client → edge messages (msgSpec's decode runs them
+// after the strict JSON decode).
+
+func (m *Join) check() error {
+	if len([]rune(m.Name)) > maxNameRunes {
+		return malformed("name longer than %d characters", maxNameRunes)
 	}
-	if err := ctlwire.DecodeBody(data, v); err != nil {
-		return nil, err
-	}
-	if err := validate(v); err != nil {
-		return nil, err
-	}
-	return v, nil
+	return nil
 }
 
-var errUnknownType = fmt.Errorf("unknown message type")
+func (*Leave) check() error     { return nil }
+func (*Subscribe) check() error { return nil }
+func (*End) check() error       { return nil }
+func (m *Publish) check() error { return checkSDP(m.SDP) }
 
-func validate(v any) error {
-	bad := func(format string, a ...any) error {
-		return fmt.Errorf("%w: %s", ctlwire.ErrMalformed, fmt.Sprintf(format, a...))
+func (m *SDPMessage) check() error {
+	if m.PC != PCSubscribe {
+		return malformed(`an answer from the client is for pc "subscribe"`)
 	}
-	checkSDP := func(s string) error {
-		if !strings.HasPrefix(s, "v=0") {
-			return bad("sdp must be an SDP description starting with v=0")
-		}
-		if len(s) > maxSDPBytes {
-			return bad("sdp longer than %d bytes", maxSDPBytes)
-		}
-		return nil
+	return checkSDP(m.SDP)
+}
+
+func (m *Candidate) check() error {
+	if m.PC != PCPublish && m.PC != PCSubscribe {
+		return malformed(`pc must be "publish" or "subscribe"`)
 	}
-	checkClassroom := func(c string, required bool) error {
-		if c == "" && required {
-			return bad("classroom_id is required")
-		}
-		if len(c) > 64 {
-			return bad("classroom_id longer than 64 bytes")
-		}
-		return nil
+	if len(m.Candidate) > maxCandidate {
+		return malformed("candidate longer than %d bytes", maxCandidate)
 	}
-	switch m := v.(type) {
-	case *Join:
-		if len([]rune(m.Name)) > maxNameRunes {
-			return bad("name longer than %d characters", maxNameRunes)
-		}
-	case *Publish:
-		return checkSDP(m.SDP)
-	case *SDPMessage:
-		if m.PC != PCSubscribe {
-			return bad(`an answer from the client is for pc "subscribe"`)
-		}
-		return checkSDP(m.SDP)
-	case *Candidate:
-		if m.PC != PCPublish && m.PC != PCSubscribe {
-			return bad(`pc must be "publish" or "subscribe"`)
-		}
-		if len(m.Candidate) > maxCandidate {
-			return bad("candidate longer than %d bytes", maxCandidate)
-		}
-		if m.SDPMid != nil && len(*m.SDPMid) > 32 {
-			return bad("sdpMid longer than 32 bytes")
-		}
-	case *Hand:
-		return checkClassroom(m.Classroom, false)
-	case *Stage:
-		return checkClassroom(m.Classroom, true)
-	case *Mute:
-		return checkClassroom(m.Classroom, true)
+	if m.SDPMid != nil && len(*m.SDPMid) > 32 {
+		return malformed("sdpMid longer than 32 bytes")
+	}
+	return nil
+}
+
+func (m *Hand) check() error  { return checkClassroom(m.Classroom, false) }
+func (m *Stage) check() error { return checkClassroom(m.Classroom, true) }
+func (m *Mute) check() error  { return checkClassroom(m.Classroom, true) }
+
+// malformed is a field error: the client gets "bad_message".
+func malformed(format string, a ...any) error {
+	return fmt.Errorf("%w: %s", ctlwire.ErrMalformed, fmt.Sprintf(format, a...))
+}
+
+func checkSDP(s string) error {
+	if !strings.HasPrefix(s, "v=0") {
+		return malformed("sdp must be an SDP description starting with v=0")
+	}
+	if len(s) > maxSDPBytes {
+		return malformed("sdp longer than %d bytes", maxSDPBytes)
+	}
+	return nil
+}
+
+func checkClassroom(c string, required bool) error {
+	if c == "" && required {
+		return malformed("classroom_id is required")
+	}
+	if len(c) > 64 {
+		return malformed("classroom_id longer than 64 bytes")
 	}
 	return nil
 }

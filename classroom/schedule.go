@@ -24,7 +24,7 @@ func (l *Live) RunSchedule(ctx context.Context) {
 			}
 			for _, s := range l.Sessions.StartDue(now) {
 				l.log.Info("session started on schedule", "session", s.ID, "title", s.Title, "scheduled_start", s.ScheduledStart, "classrooms", len(s.Classrooms))
-				l.broadcast(l.classFor(s.ID))
+				l.control.broadcast(l.control.classFor(s.ID))
 			}
 		}
 	}

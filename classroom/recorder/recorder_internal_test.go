@@ -1,4 +1,4 @@
-package classroom
+package recorder
 
 import (
 	"context"
@@ -75,7 +75,7 @@ func TestBlockedRecorderDoesNotSlowForwarding(t *testing.T) {
 	}
 	defer sf.Close()
 	store := &memLessons{}
-	rec := newRecorders(store, t.TempDir(), sessions, log)
+	rec := New(store, t.TempDir(), sessions, log)
 	rec.queueLen = 256
 	hold := make(chan struct{})
 	var blocked atomic.Int64
@@ -87,7 +87,7 @@ func TestBlockedRecorderDoesNotSlowForwarding(t *testing.T) {
 			<-hold
 		}
 	}
-	sf.SetTap(rec.tap)
+	sf.SetTap(rec.Tap)
 	defer rec.Close()
 
 	api, err := sfu.NewAPI(loop)
@@ -173,7 +173,7 @@ func TestBlockedRecorderDoesNotSlowForwarding(t *testing.T) {
 	s0, g0 := sent.Load(), got.Load()
 	time.Sleep(2 * time.Second)
 	s1, g1 := sent.Load(), got.Load()
-	st := rec.status(s.ID).(RecordingStatus)
+	st := rec.Status(s.ID).(Status)
 	if blocked.Load() == 0 || st.QueueDrops == 0 {
 		t.Fatalf("the recorder was not blocked (blocked %d, queue drops %d): the test proves nothing", blocked.Load(), st.QueueDrops)
 	}
@@ -193,13 +193,13 @@ func TestBlockedRecorderDoesNotSlowForwarding(t *testing.T) {
 	}
 	deadline = time.Now().Add(10 * time.Second)
 	for {
-		st = rec.status(s.ID).(RecordingStatus)
-		if st.State == RecDone || st.State == RecFailed || st.State == RecNotRecorded || time.Now().After(deadline) {
+		st = rec.Status(s.ID).(Status)
+		if st.State == StateDone || st.State == StateFailed || st.State == StateNotRecorded || time.Now().After(deadline) {
 			break
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	if st.State != RecDone || st.MediaID == "" || st.QueueDrops == 0 {
+	if st.State != StateDone || st.MediaID == "" || st.QueueDrops == 0 {
 		t.Fatalf("after the stall the recording is %+v", st)
 	}
 	store.mu.Lock()

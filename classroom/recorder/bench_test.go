@@ -1,4 +1,4 @@
-package classroom
+package recorder
 
 // TestBenchRecording (opt-in: -rec.bench) measures lesson recording against
 // live forwarding in the same run:
@@ -13,7 +13,7 @@ package classroom
 //     subscriber received, what the recorder consumed, and the recorder's
 //     queue drops.
 //
-//	go test -run TestBenchRecording -v ./classroom/ -rec.bench
+//	go test -run TestBenchRecording -v ./classroom/recorder/ -rec.bench
 import (
 	"context"
 	"flag"
@@ -106,10 +106,10 @@ func TestBenchRecording(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer sf.Close()
-	rec := newRecorders(&memLessons{}, t.TempDir(), sessions, log)
+	rec := New(&memLessons{}, t.TempDir(), sessions, log)
 	var consumed atomic.Int64
 	rec.beforeWrite = func() { consumed.Add(1) } // once per packet taken, plus one
-	sf.SetTap(rec.tap)
+	sf.SetTap(rec.Tap)
 	defer rec.Close()
 	api, _ := sfu.NewAPI(loop)
 	pub, _ := api.NewPeerConnection(webrtc.Configuration{})
@@ -155,7 +155,7 @@ func TestBenchRecording(t *testing.T) {
 	// to 100 times that.
 	next := 1000
 	for _, rate := range []int{1000, 5000, 10000, 20000, 40000} {
-		fw0, got0, con0, drop0 := sf.Totals().Forwarded, got.Load(), consumed.Load(), rec.status(s.ID).(RecordingStatus).QueueDrops
+		fw0, got0, con0, drop0 := sf.Totals().Forwarded, got.Load(), consumed.Load(), rec.Status(s.ID).(Status).QueueDrops
 		sent := 0
 		start := time.Now()
 		for time.Since(start) < 2*time.Second && next < len(video) {
@@ -173,7 +173,7 @@ func TestBenchRecording(t *testing.T) {
 		el := time.Since(start)
 		time.Sleep(300 * time.Millisecond) // let the queues drain
 		fw, rx, con := sf.Totals().Forwarded-fw0, got.Load()-got0, consumed.Load()-con0
-		drops := rec.status(s.ID).(RecordingStatus).QueueDrops - drop0
+		drops := rec.Status(s.ID).(Status).QueueDrops - drop0
 		t.Logf("live path at %d pkts/s for %v: publisher sent %.0f pkts/s; forwarding loop queued %.0f pkts/s to the subscriber (received %.0f); recorder consumed %.0f pkts/s, queue drops %d",
 			rate, el.Round(time.Millisecond), float64(sent)/el.Seconds(), float64(fw)/el.Seconds(), float64(rx)/el.Seconds(), float64(con)/el.Seconds(), drops)
 	}

@@ -1,0 +1,414 @@
+package recorder
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pion/rtp"
+	"github.com/pion/webrtc/v4"
+
+	"github.com/campusedge/campusedge/classroom/record"
+	"github.com/campusedge/campusedge/classroom/session"
+	"github.com/campusedge/campusedge/classroom/sfu"
+	"github.com/campusedge/campusedge/edge/fsutil"
+	"github.com/campusedge/campusedge/edge/media"
+)
+
+// item is one queued packet of a part.
+type item struct {
+	video bool
+	pkt   *rtp.Packet
+}
+
+// part records one master publisher connection.
+type part struct {
+	r        *Manager
+	sess     session.Session
+	n        int
+	pub      string
+	pubDone  <-chan struct{} // nil once released
+	expected int
+	began    time.Time
+
+	q        chan item     // nil once released
+	changed  chan struct{} // a track arrived
+	stop     chan struct{}
+	stopOnce sync.Once
+	dead     atomic.Bool // not recording (any more): sinks drop at once
+	drops    atomic.Uint64
+	bytes    atomic.Int64
+
+	mu           sync.Mutex
+	video, audio *sfu.TapTrack    // nil once released
+	rec          *record.Recorder // nil once released (final holds its stats)
+	videoCodec   string
+	vIdx, aIdx   int
+	state        string
+	reason       string
+	final        *record.Stats
+	mediaID      string
+}
+
+func (p *part) log() *slog.Logger {
+	return p.r.log.With("session", p.sess.ID, "part", p.n)
+}
+
+// addTrack takes a master track for this part, or refuses it (nil).
+func (p *part) addTrack(t sfu.TapTrack) sfu.TapSink {
+	mime := strings.ToLower(t.Codec.MimeType)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.state != StateWaiting && p.state != StateRecording {
+		return nil // refused already (H264) or finished
+	}
+	if p.rec != nil {
+		p.log().Info("a master track that started after recording began is not recorded", "codec", t.Codec.MimeType)
+		return nil
+	}
+	switch t.Kind {
+	case webrtc.RTPCodecTypeVideo:
+		if p.video != nil {
+			p.log().Info("a second master video track (screen share) is not recorded; the lesson file holds the first", "codec", t.Codec.MimeType)
+			return nil
+		}
+		if mime != "video/vp8" && mime != "video/vp9" {
+			p.state = StateNotRecorded
+			p.reason = fmt.Sprintf("the lesson's video is %s, which WebM cannot carry: this lesson is NOT recorded. Have the teacher's browser or encoder send VP8 or VP9 to record it.", t.Codec.MimeType)
+			p.dead.Store(true)
+			p.log().Warn("lesson not recorded: "+p.reason, "codec", t.Codec.MimeType)
+			p.r.notRecTotal.Add(1)
+			go p.finish()
+			return nil
+		}
+		p.video, p.videoCodec = &t, t.Codec.MimeType
+	case webrtc.RTPCodecTypeAudio:
+		if p.audio != nil || mime != "audio/opus" {
+			return nil
+		}
+		p.audio = &t
+	default:
+		return nil
+	}
+	select {
+	case p.changed <- struct{}{}:
+	default:
+	}
+	return &partSink{p: p, q: p.q, video: t.Kind == webrtc.RTPCodecTypeVideo}
+}
+
+// partSink is the forwarding path's side: never blocks. It holds the
+// queue itself, so the part can drop it when it finishes while the
+// forwarder still holds the sink.
+type partSink struct {
+	p     *part
+	q     chan<- item
+	video bool
+}
+
+func (s *partSink) Packet(pkt *rtp.Packet) {
+	if s.p.dead.Load() {
+		return
+	}
+	select {
+	case s.q <- item{video: s.video, pkt: pkt}:
+	default:
+		s.p.drops.Add(1)
+		s.p.r.dropsTotal.Add(1)
+	}
+}
+
+func (s *partSink) End() {}
+
+func (p *part) finish() { p.stopOnce.Do(func() { close(p.stop) }) }
+
+func (p *part) haveAll() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := 0
+	if p.video != nil {
+		n++
+	}
+	if p.audio != nil {
+		n++
+	}
+	return p.video != nil && p.audio != nil || (p.expected > 0 && n >= p.expected)
+}
+
+func (p *part) setState(state, reason string) {
+	p.mu.Lock()
+	p.state, p.reason = state, reason
+	p.mu.Unlock()
+}
+
+// run waits for the tracks, records until the part ends, then finalises
+// and imports the file.
+func (p *part) run() {
+	defer p.release()
+	p.waitTracks()
+	tracks, video, ok := p.plan()
+	if !ok {
+		return
+	}
+	base := filepath.Join(p.r.dir, fmt.Sprintf("%s-%d", p.sess.ID, p.n))
+	rec, ok := p.open(base, tracks, video)
+	if !ok {
+		return
+	}
+	p.r.active.Add(1)
+	p.record(rec, p.q)
+	p.r.active.Add(-1)
+
+	p.setState(StateFinalising, "")
+	st, err := rec.Close() // writes cues, closes (fsyncs) the file
+	p.mu.Lock()
+	p.final = &st
+	p.mu.Unlock()
+	p.log().Info("recording finished", "bytes", p.bytes.Load(), "frames", st.Frames, "skipped", st.Dropped, "queue_drops", p.drops.Load(), "duration", st.Duration)
+	if err != nil {
+		_ = os.Remove(base + partialSuffix)
+		p.fail("finalising the WebM failed; the recording is lost: "+err.Error(), err)
+		return
+	}
+	if !st.Started {
+		_ = os.Remove(base + partialSuffix)
+		p.setState(StateNotRecorded, "no video keyframe arrived before the end: nothing to replay")
+		p.log().Warn("lesson not recorded: no video keyframe arrived")
+		p.r.notRecTotal.Add(1)
+		return
+	}
+	p.keep(base, p.meta(st))
+}
+
+// waitTracks waits until every announced track has come, or recTrackWait
+// has passed, or the part ends before that.
+func (p *part) waitTracks() {
+	wait := time.NewTimer(recTrackWait)
+	defer wait.Stop()
+	for !p.haveAll() {
+		select {
+		case <-p.changed:
+		case <-wait.C:
+			return
+		case <-p.stop:
+			return
+		case <-p.pubDone:
+			return
+		}
+	}
+}
+
+// plan decides what the file holds: the video track (required) and the
+// audio track if one came. ok is false when nothing is to be recorded.
+func (p *part) plan() (tracks []record.Track, video sfu.TapTrack, ok bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.state != StateWaiting { // refused (H264)
+		return nil, video, false
+	}
+	if p.video == nil {
+		p.state, p.reason = StateNotRecorded, "the master sent no VP8/VP9 video: a lesson without video is not recorded"
+		p.log().Warn("lesson not recorded: " + p.reason)
+		p.r.notRecTotal.Add(1)
+		return nil, video, false
+	}
+	p.vIdx, p.aIdx = 0, -1
+	tracks = append(tracks, record.Track{MimeType: p.video.Codec.MimeType, ClockRate: p.video.Codec.ClockRate})
+	if p.audio != nil {
+		p.aIdx = 1
+		tracks = append(tracks, record.Track{MimeType: p.audio.Codec.MimeType, ClockRate: p.audio.Codec.ClockRate, Channels: p.audio.Codec.Channels})
+	}
+	return tracks, *p.video, true
+}
+
+// open creates base.webm.partial and the WebM muxer writing to it.
+func (p *part) open(base string, tracks []record.Track, video sfu.TapTrack) (*record.Recorder, bool) {
+	if err := os.MkdirAll(p.r.dir, 0o700); err != nil {
+		p.fail("cannot create the recordings directory: "+err.Error(), err)
+		return nil, false
+	}
+	f, err := os.OpenFile(base+partialSuffix, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		p.fail("cannot create the recording file: "+err.Error(), err)
+		return nil, false
+	}
+	out := &recFile{f: f, n: &p.bytes, total: &p.r.bytesTotal}
+	// Keyframes for seeking: asked of the publisher (rate-limited PLI) —
+	// except over a cascade, where the upstream edge's own recorder asks
+	// the teacher's encoder and those keyframes reach this edge too; PLIs
+	// sent up the WAN would add nothing but WAN traffic.
+	askKey := video.RequestKeyframe
+	if video.Relay {
+		askKey = nil
+	}
+	rec, err := record.New(out, tracks, askKey)
+	if err != nil {
+		_ = f.Close()
+		_ = os.Remove(f.Name())
+		p.fail("cannot start the recording: "+err.Error(), err)
+		return nil, false
+	}
+	p.mu.Lock()
+	p.rec, p.state = rec, StateRecording
+	p.mu.Unlock()
+	p.log().Info("recording the lesson", "file", f.Name(), "video", video.Codec.MimeType, "audio", p.aIdx >= 0)
+	return rec, true
+}
+
+// keep makes the finished file durable under its final name, with its
+// catalogue fields beside it (so a crash before the import leaves both
+// for the next start-up), and imports it into the lesson store.
+func (p *part) keep(base string, meta media.Item) {
+	mb, err := json.Marshal(meta)
+	if err == nil {
+		err = fsutil.WriteFileAtomic(base+".json", mb, 0o600)
+	}
+	if err == nil {
+		err = fsutil.RenameDurable(base+partialSuffix, base+".webm")
+	}
+	if err != nil {
+		p.fail("cannot keep the finished recording: "+err.Error(), err)
+		return
+	}
+	it, err := p.r.importFile(base, meta)
+	if err != nil {
+		p.fail("importing the recording into the resource cache failed (the file stays in "+p.r.dir+" and is imported at the next start): "+err.Error(), err)
+		return
+	}
+	p.mu.Lock()
+	p.state, p.mediaID = StateDone, it.ID
+	p.mu.Unlock()
+	p.r.doneTotal.Add(1)
+	p.log().Info("recorded lesson in the catalogue", "media_id", it.ID, "title", it.Title, "bytes", it.Size, "duration_seconds", it.DurationSeconds)
+}
+
+// record feeds queued packets to rec until the part ends, then takes what
+// is already queued.
+func (p *part) record(rec *record.Recorder, q <-chan item) {
+	write := func(it item) {
+		idx := p.vIdx
+		if !it.video {
+			if p.aIdx < 0 {
+				return
+			}
+			idx = p.aIdx
+		}
+		if err := rec.WriteRTP(idx, it.pkt); err != nil && !errors.Is(err, record.ErrClosed) {
+			p.r.log.Debug("recording: frame lost", "session", p.sess.ID, "err", err)
+		}
+	}
+	for {
+		if p.r.beforeWrite != nil {
+			p.r.beforeWrite()
+		}
+		select {
+		case it := <-q:
+			write(it)
+		case <-p.stop:
+			for n := len(q); n > 0; n-- {
+				write(<-q)
+			}
+			return
+		case <-p.pubDone:
+			for n := len(q); n > 0; n-- {
+				write(<-q)
+			}
+			return
+		}
+	}
+}
+
+// release ends the part's hold on the live class once it has finished
+// (recorded and imported, failed or refused): its sinks drop at once, and
+// it lets go of its tracks (the publisher's forwarder, with its keyframe
+// cache and peer connection, through their keyframe requests), its muxer
+// and its queue, keeping only what status reports. Without this every
+// ended session kept ~3 MB (issue 21).
+func (p *part) release() {
+	p.dead.Store(true)
+	p.mu.Lock()
+	p.video, p.audio, p.rec, p.q, p.pubDone = nil, nil, nil, nil, nil
+	p.mu.Unlock()
+	p.r.parts.Add(-1)
+}
+
+func (p *part) fail(reason string, err error) {
+	p.setState(StateFailed, reason)
+	p.r.failedTotal.Add(1)
+	p.log().Error("lesson recording failed", "reason", reason, "err", err)
+}
+
+// meta is the micro-lesson's catalogue entry (ID, size and hash are the
+// store's to fill).
+func (p *part) meta(st record.Stats) media.Item {
+	at := p.began
+	if p.sess.StartedAt != nil && p.n == 1 {
+		at = *p.sess.StartedAt
+	}
+	title := p.sess.Title + " — " + at.Local().Format("2 Jan 2006 15:04")
+	if p.n > 1 {
+		title += fmt.Sprintf(" (part %d)", p.n)
+	}
+	if len(title) > media.MaxTitleLen {
+		title = p.sess.Title
+	}
+	return media.Item{Title: title, Subject: p.sess.Subject, MIME: "video/webm", DurationSeconds: int(math.Round(st.Duration.Seconds()))}
+}
+
+func (p *part) status() PartStatus {
+	p.mu.Lock()
+	ps := PartStatus{Part: p.n, State: p.state, Reason: p.reason, MediaID: p.mediaID}
+	ps.VideoCodec = p.videoCodec
+	rec, final := p.rec, p.final
+	vIdx, aIdx := p.vIdx, p.aIdx
+	p.mu.Unlock()
+	var st record.Stats
+	switch {
+	case final != nil:
+		st = *final
+	case rec != nil:
+		st = rec.Stats()
+	}
+	if st.Frames != nil {
+		ps.VideoFrames = st.Frames[vIdx]
+		for _, d := range st.Dropped {
+			ps.SkippedFrames += d
+		}
+		if aIdx >= 0 {
+			ps.AudioFrames = st.Frames[aIdx]
+		}
+	}
+	ps.DurationSeconds = math.Round(st.Duration.Seconds()*10) / 10
+	ps.Bytes = p.bytes.Load()
+	ps.QueueDrops = p.drops.Load()
+	return ps
+}
+
+// recFile is the recording's file: it counts bytes appended and fsyncs on
+// Close. WriteAt lets the muxer go back for the cues and sizes.
+type recFile struct {
+	f     *os.File
+	n     *atomic.Int64
+	total *atomic.Uint64
+}
+
+func (r *recFile) Write(b []byte) (int, error) {
+	n, err := r.f.Write(b)
+	r.n.Add(int64(n))
+	r.total.Add(uint64(n))
+	return n, err
+}
+
+func (r *recFile) WriteAt(b []byte, off int64) (int, error) { return r.f.WriteAt(b, off) }
+
+func (r *recFile) Close() error {
+	return errors.Join(r.f.Sync(), r.f.Close())
+}
