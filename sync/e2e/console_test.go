@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -13,6 +14,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/campusedge/campusedge/edge/browsertest"
+	"github.com/campusedge/campusedge/sync/hubtls"
 )
 
 // TestConsoleSyncPanel drives the console's sync panel in real headless
@@ -55,10 +57,18 @@ func TestConsoleSyncPanel(t *testing.T) {
 	poll("wrong token refused with the hub's reason", `document.getElementById("sync-enrol-error").textContent.includes("invalid_token")`)
 	do(`document.getElementById("sync-token").value = ` + js(tok) + `; document.getElementById("sync-enrol").requestSubmit(); true`)
 	poll("link up after enrolment", `document.getElementById("sync-link").textContent === "up" && document.getElementById("sync-enrol").hidden`)
+	// Enrolled, the edge soon serves the certificate the city CA signed
+	// for its LAN address; this client stands for a city-managed device
+	// that trusts the city root as well as the edge's own CA.
+	cityRoot, err := os.ReadFile(filepath.Join(hubDir, hubtls.CACertFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := edge.trustAlso(t, cityRoot)
 	for i := range 5 {
 		req, _ := http.NewRequest(http.MethodPost, url+"/api/v1/sync/records", strings.NewReader(fmt.Sprintf(`{"kind":"session.log","payload":{"i":%d}}`, i)))
 		req.Header.Set("Authorization", "Bearer "+admin)
-		resp, err := edge.client.Do(req)
+		resp, err := client.Do(req)
 		if err != nil || resp.StatusCode != http.StatusCreated {
 			t.Fatalf("append: %v %v", err, resp)
 		}

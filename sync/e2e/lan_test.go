@@ -16,6 +16,7 @@ type lanEdged struct {
 	*proc
 	url    string // https://LANAddr:port
 	pin    string // its key's pin, for browsertest.TrustPin
+	ca     []byte // the edge CA it served at start (PEM)
 	client *http.Client
 }
 
@@ -44,5 +45,12 @@ func startLANEdged(t *testing.T, args ...string) *lanEdged {
 	if !strings.HasPrefix(base, "https://"+browsertest.LANAddr+":") {
 		t.Fatalf("edged serves HTTPS on %s, want %s", base, browsertest.LANAddr)
 	}
-	return &lanEdged{proc: p, url: base, pin: pin, client: browsertest.Client(t, ca)}
+	return &lanEdged{proc: p, url: base, pin: pin, ca: ca, client: browsertest.Client(t, ca)}
+}
+
+// trustAlso is a client trusting the edge CA and extra PEM roots (the city
+// root once the city signed the edge's certificate).
+func (e *lanEdged) trustAlso(t *testing.T, extra []byte) *http.Client {
+	t.Helper()
+	return browsertest.Client(t, append(append([]byte(nil), e.ca...), extra...))
 }
