@@ -14,6 +14,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/campusedge/campusedge/edge/fleet"
+	"github.com/campusedge/campusedge/edge/store"
 )
 
 type fakeIdentity struct{}
@@ -27,14 +28,7 @@ func newTestServer(t testing.TB) *Server {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
-	if err := db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{fleet.BucketClassrooms, fleet.BucketTerminals, fleet.BucketPairing} {
-			if _, err := tx.CreateBucket(b); err != nil {
-				return err
-			}
-		}
-		return nil
-	}); err != nil {
+	if err := store.CreateBuckets(db, fleet.BucketClassrooms, fleet.BucketTerminals, fleet.BucketPairing); err != nil {
 		t.Fatal(err)
 	}
 	return New(Config{Identity: fakeIdentity{}, Fleet: fleet.New(db, nil), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})

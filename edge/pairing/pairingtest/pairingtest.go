@@ -28,6 +28,7 @@ import (
 	"github.com/campusedge/campusedge/edge/api"
 	"github.com/campusedge/campusedge/edge/certs"
 	"github.com/campusedge/campusedge/edge/fleet"
+	"github.com/campusedge/campusedge/edge/store"
 )
 
 // Cert makes a self-signed ECDSA P-256 leaf for 127.0.0.1 and returns it
@@ -91,14 +92,7 @@ func Start(t testing.TB, o Options) *Edge {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
-	if err := db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{fleet.BucketClassrooms, fleet.BucketTerminals, fleet.BucketPairing} {
-			if _, err := tx.CreateBucket(b); err != nil {
-				return err
-			}
-		}
-		return nil
-	}); err != nil {
+	if err := store.CreateBuckets(db, fleet.BucketClassrooms, fleet.BucketTerminals, fleet.BucketPairing); err != nil {
 		t.Fatal(err)
 	}
 	if o.Logger == nil {
