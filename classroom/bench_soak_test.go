@@ -152,27 +152,7 @@ func soakWatch(t *testing.T, ctx context.Context, e *edge, sessionID, token stri
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, kind := range []webrtc.RTPCodecType{webrtc.RTPCodecTypeVideo, webrtc.RTPCodecTypeAudio} {
-		if _, err := pc.AddTransceiverFromKind(kind, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionRecvonly}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	pc.OnTrack(func(tr *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
-		buf := make([]byte, 1500)
-		for {
-			if _, _, err := tr.Read(buf); err != nil {
-				return
-			}
-		}
-	})
-	resp, body := e.Do(t, ctx, "POST", "/whep/"+sessionID, token, "application/sdp", mediatest.Offer(t, ctx, pc))
-	if resp.StatusCode != http.StatusCreated {
-		t.Fatalf("WHEP: %d %s", resp.StatusCode, body)
-	}
-	if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: string(body)}); err != nil {
-		t.Fatal(err)
-	}
-	return &soakViewer{pc: pc, conn: conn, location: resp.Header.Get("Location")}
+	return &soakViewer{pc: pc, conn: conn, location: mediatest.Watch(t, ctx, e, pc, sessionID, token)}
 }
 
 // soakPublish WHIPs the lesson: 30 frames/s of 9 × 1100-byte VP8 packets

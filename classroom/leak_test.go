@@ -136,25 +136,7 @@ func vanishingViewer(t *testing.T, ctx context.Context, e *edge, sessionID, toke
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = pc.Close() })
-	for _, kind := range []webrtc.RTPCodecType{webrtc.RTPCodecTypeVideo, webrtc.RTPCodecTypeAudio} {
-		if _, err := pc.AddTransceiverFromKind(kind, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionRecvonly}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	pc.OnTrack(func(tr *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
-		for {
-			if _, _, err := tr.ReadRTP(); err != nil {
-				return
-			}
-		}
-	})
-	resp, body := e.Do(t, ctx, "POST", "/whep/"+sessionID, token, "application/sdp", mediatest.Offer(t, ctx, pc))
-	if resp.StatusCode != http.StatusCreated {
-		t.Fatalf("WHEP: %d %s", resp.StatusCode, body)
-	}
-	if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: string(body)}); err != nil {
-		t.Fatal(err)
-	}
+	mediatest.Watch(t, ctx, e, pc, sessionID, token)
 	return conn
 }
 

@@ -60,21 +60,7 @@ func publishKnown(t *testing.T, ctx context.Context, e *edge, sessionID, token s
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = pc.Close() })
-	video, err := webrtc.NewTrackLocalStaticRTP(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeVP8, ClockRate: 90000}, "video", "teacher")
-	if err != nil {
-		t.Fatal(err)
-	}
-	tr, err := pc.AddTransceiverFromTrack(video, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionSendonly})
-	if err != nil {
-		t.Fatal(err)
-	}
-	audio, err := webrtc.NewTrackLocalStaticRTP(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2}, "audio", "teacher")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := pc.AddTransceiverFromTrack(audio, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionSendonly}); err != nil {
-		t.Fatal(err)
-	}
+	video, audio, tr := mediatest.SendTracks(t, pc, webrtc.MimeTypeVP8, "")
 	p := &recPublisher{pc: pc, done: make(chan struct{})}
 	needKey := make(chan struct{}, 1)
 	go func() {

@@ -116,6 +116,55 @@ func PublishCodec(t testing.TB, ctx context.Context, e Edge, sessionID, token, v
 	return PublishFmtp(t, ctx, e, sessionID, token, videoMime, "")
 }
 
+// SendTracks adds a teacher's sendonly tracks to pc: video of videoMime
+// (with fmtp) and Opus audio. It returns both tracks and the video's
+// transceiver, whose sender carries the edge's keyframe requests.
+func SendTracks(t testing.TB, pc *webrtc.PeerConnection, videoMime, fmtp string) (video, audio *webrtc.TrackLocalStaticRTP, videoTr *webrtc.RTPTransceiver) {
+	t.Helper()
+	video, err := webrtc.NewTrackLocalStaticRTP(webrtc.RTPCodecCapability{MimeType: videoMime, ClockRate: 90000, SDPFmtpLine: fmtp}, "video", "teacher")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if videoTr, err = pc.AddTransceiverFromTrack(video, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionSendonly}); err != nil {
+		t.Fatal(err)
+	}
+	audio, err = webrtc.NewTrackLocalStaticRTP(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2}, "audio", "teacher")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pc.AddTransceiverFromTrack(audio, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionSendonly}); err != nil {
+		t.Fatal(err)
+	}
+	return video, audio, videoTr
+}
+
+// Watch makes pc a WHEP viewer of sessionID that reads and drops whatever
+// it receives: a recvonly video and audio transceiver, the offer, the
+// edge's answer. It returns the resource's Location.
+func Watch(t testing.TB, ctx context.Context, e Edge, pc *webrtc.PeerConnection, sessionID, token string) string {
+	t.Helper()
+	for _, kind := range []webrtc.RTPCodecType{webrtc.RTPCodecTypeVideo, webrtc.RTPCodecTypeAudio} {
+		if _, err := pc.AddTransceiverFromKind(kind, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionRecvonly}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pc.OnTrack(func(tr *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
+		for {
+			if _, _, err := tr.ReadRTP(); err != nil {
+				return
+			}
+		}
+	})
+	resp, body := e.Do(t, ctx, "POST", "/whep/"+sessionID, token, "application/sdp", Offer(t, ctx, pc))
+	if resp.StatusCode != http.StatusCreated {
+		t.Fatalf("WHEP: %d %s", resp.StatusCode, body)
+	}
+	if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: string(body)}); err != nil {
+		t.Fatal(err)
+	}
+	return resp.Header.Get("Location")
+}
+
 // PublishFmtp is PublishCodec with a codec fmtp line (an H264 profile).
 func PublishFmtp(t testing.TB, ctx context.Context, e Edge, sessionID, token, videoMime, fmtp string) *Publisher {
 	t.Helper()
@@ -124,21 +173,7 @@ func PublishFmtp(t testing.TB, ctx context.Context, e Edge, sessionID, token, vi
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = pc.Close() })
-	track, err := webrtc.NewTrackLocalStaticRTP(webrtc.RTPCodecCapability{MimeType: videoMime, ClockRate: 90000, SDPFmtpLine: fmtp}, "video", "teacher")
-	if err != nil {
-		t.Fatal(err)
-	}
-	tr, err := pc.AddTransceiverFromTrack(track, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionSendonly})
-	if err != nil {
-		t.Fatal(err)
-	}
-	audio, err := webrtc.NewTrackLocalStaticRTP(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2}, "audio", "teacher")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := pc.AddTransceiverFromTrack(audio, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionSendonly}); err != nil {
-		t.Fatal(err)
-	}
+	track, audio, tr := SendTracks(t, pc, videoMime, fmtp)
 	p := &Publisher{PC: pc}
 	p.NeedKey.Store(true)
 	go func() {
