@@ -97,6 +97,7 @@ type appliance struct {
 	hc      *http.Client // every edge→hub request
 	rc      *cache.Cache
 	live    *classroom.Live
+	ob      *outbox.Outbox // every capability appends records here; the uplink sends them
 
 	// serving
 	hs, hss  *http.Server // hss is nil with -https-listen off

@@ -31,6 +31,11 @@ func (a *appliance) startCapabilities(ctx context.Context) error {
 	if err := a.startCache(ctx); err != nil {
 		return err
 	}
+	// The outbox exists before any capability that appends to it, so that
+	// every append — learning records included — wakes the uplink at once
+	// instead of waiting for its next timer (up to a minute).
+	a.ob = outbox.New(outbox.Config{DB: a.st.DB()})
+	a.onClose(func() { _ = a.ob.Close() })
 	if err := a.mountLive(); err != nil {
 		return err
 	}
@@ -74,7 +79,7 @@ func (a *appliance) mountLive() error {
 	db, fl := a.st.DB(), a.fl
 	// Quiz answers and attendance are learning records, each appended to the
 	// sync outbox in the same transaction (swap outbox.AppendTx to reroute).
-	learn := learning.New(db, outbox.AppendTx, nil)
+	learn := learning.New(db, outbox.AppendTx, a.ob.Notify)
 	roster := &attendance.Source{DB: db, Docs: func(kind string) ([]byte, error) { return uplink.Doc(db, kind) },
 		Room: func(cid string) string { c, _ := fl.Classroom(cid); return c.RoomCode }}
 	live, err := classroom.Mount(classroom.Config{Server: a.srv, IsAdmin: a.id.CheckAdminToken, Listen: a.cfg.Listen, EdgeID: a.id.ID, Logger: a.log.With("component", "live"),
@@ -98,8 +103,7 @@ func (a *appliance) mountLive() error {
 // before the store closes.
 func (a *appliance) startSync(ctx context.Context) {
 	cfg, db := a.cfg, a.st.DB()
-	ob := outbox.New(outbox.Config{DB: db})
-	a.onClose(func() { _ = ob.Close() })
+	ob := a.ob
 	// A timetable from the downlink drives the cache's prefetch: the feeder
 	// runs after the document's transaction commits (bbolt has one writer,
 	// so the cache cannot write inside the downlink's transaction).
