@@ -58,6 +58,13 @@ func OnLAN(t *testing.T) bool {
 	if err := netnstest.AddVeth(LANLink, LANAddr+"/24", ""); err != nil {
 		t.Fatal(err)
 	}
+	// IPv4 only: an IPv6 address finishing duplicate address detection
+	// after Chromium started would abort its page loads as a network change.
+	for _, dev := range []string{LANLink, LANLink + "p"} {
+		if err := netnstest.DisableIPv6(dev); err != nil {
+			t.Fatal(err)
+		}
+	}
 	return true
 }
 

@@ -283,3 +283,23 @@ func AddAddr(dev, cidr string) error {
 	}
 	return ip("addr", "add", cidr, "dev", dev)
 }
+
+// DisableIPv6 turns IPv6 off on dev inside the test namespace (it refuses
+// to run outside one). A new link's IPv6 link-local address finishes
+// duplicate address detection a second or two after the link comes up, and
+// Chromium takes that change of addresses for a new network and aborts the
+// page loads in flight (net::ERR_NETWORK_CHANGED); a test LAN that needs no
+// IPv6 turns it off before the browser starts.
+func DisableIPv6(dev string) error {
+	if !InNetns() {
+		return errors.New("netnstest: DisableIPv6 outside a test namespace; refusing to change the host")
+	}
+	p := "/proc/sys/net/ipv6/conf/" + dev + "/disable_ipv6"
+	if _, err := os.Stat(p); errors.Is(err, os.ErrNotExist) {
+		return nil // no IPv6 in this kernel: nothing to wait for
+	}
+	if err := os.WriteFile(p, []byte("1"), 0o644); err != nil {
+		return fmt.Errorf("netnstest: turn IPv6 off on %s: %w", dev, err)
+	}
+	return nil
+}

@@ -39,3 +39,6 @@ func AddVeth(name, addr4, addr6 string) error {
 
 // AddAddr needs Linux network namespaces.
 func AddAddr(dev, cidr string) error { return errors.New("netnstest: network namespaces need Linux") }
+
+// DisableIPv6 needs Linux network namespaces.
+func DisableIPv6(dev string) error { return errors.New("netnstest: network namespaces need Linux") }
