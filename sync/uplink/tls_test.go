@@ -366,9 +366,15 @@ func signedPost(t *testing.T, url, path string, k *keyID, body []byte, tamper bo
 		}
 	}
 	if tamper {
-		sig := []byte(req.Header.Get(wire.HeaderSignature))
+		// Flip a bit of the signature itself, not of its base64 text: a
+		// flipped character can stop being base64 at all, and then the hub
+		// rightly answers "unsigned" instead of "bad_signature".
+		sig, err := base64.StdEncoding.DecodeString(req.Header.Get(wire.HeaderSignature))
+		if err != nil {
+			t.Fatal(err)
+		}
 		sig[3] ^= 1
-		req.Header.Set(wire.HeaderSignature, string(sig))
+		req.Header.Set(wire.HeaderSignature, base64.StdEncoding.EncodeToString(sig))
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
