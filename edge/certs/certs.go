@@ -21,7 +21,6 @@ package certs
 import (
 	"bytes"
 	"context"
-	"crypto"
 	"crypto/ecdsa"
 	"crypto/rand"
 	"crypto/sha256"
@@ -257,13 +256,6 @@ func (m *Manager) refresh() (bool, error) {
 	defer m.mu.Unlock()
 	if m.own != nil && m.ownNames.covers(want) && m.cfg.Now().Add(renewBefore).Before(m.own.Leaf.NotAfter) {
 		return false, nil
-	}
-	// Keep addresses the old leaf had: a client that connected on an
-	// address that just went away may still be finishing its page.
-	if m.own != nil {
-		want.IPs = append(want.IPs, m.ownNames.IPs...)
-		slices.SortFunc(want.IPs, func(a, b netip.Addr) int { return a.Compare(b) })
-		want.IPs = slices.Compact(want.IPs)
 	}
 	return true, m.issueLocked(want)
 }
@@ -518,6 +510,3 @@ func (m *Manager) loadOrCreateCA() error {
 	m.log.Info("edge CA created; devices that trust it accept this edge's pages", "file", certPath, "fingerprint", Fingerprint(der))
 	return nil
 }
-
-// PublicKey is the edge's TLS public key (the one terminals pin).
-func (m *Manager) PublicKey() crypto.PublicKey { return &m.key.PublicKey }
