@@ -137,6 +137,10 @@ func NewLAN(t testing.TB, prefix netip.Prefix, n int) []*Netns {
 			[]string{"-n", bridgeNS, "link", "set", port, "up"},
 			[]string{"-n", h.Name, "link", "set", "lo", "up"},
 			[]string{"-n", h.Name, "addr", "add", fmt.Sprintf("%s/%d", addr, prefix.Bits()), "dev", h.Link},
+			// IPv4 only, before the link comes up: an IPv6 link-local
+			// address finishing duplicate address detection later makes a
+			// browser on this host abort page loads (see DisableIPv6).
+			[]string{"netns", "exec", h.Name, "sh", "-c", "f=/proc/sys/net/ipv6/conf/" + h.Link + "/disable_ipv6; [ ! -e $f ] || echo 1 > $f"},
 			[]string{"-n", h.Name, "link", "set", h.Link, "up"},
 			[]string{"-n", h.Name, "route", "add", "224.0.0.0/4", "dev", h.Link},
 		)
