@@ -107,13 +107,20 @@ func (s *Source) Roster() (*schooldata.Roster, string, error) {
 // A file with any bad row is refused whole with *schooldata.ImportError
 // (the rows and what is wrong); nothing is imported.
 func (s *Source) Import(r io.Reader) (int, error) {
-	ro, err := schooldata.ParseRosterCSV(io.LimitReader(r, schooldata.MaxFileBytes+1))
+	n, _, err := s.ImportCSV(r)
+	return n, err
+}
+
+// ImportCSV is Import that also says which encoding the file was read in
+// (UTF-8, UTF-8 BOM, GBK or GB18030), so the person importing sees it.
+func (s *Source) ImportCSV(r io.Reader) (int, string, error) {
+	ro, enc, err := schooldata.ReadRoster(io.LimitReader(r, schooldata.MaxFileBytes+1))
 	if err != nil {
-		return 0, err
+		return 0, enc, err
 	}
 	b, err := json.Marshal(ro)
 	if err != nil {
-		return 0, err
+		return 0, enc, err
 	}
 	err = s.DB.Update(func(tx *bolt.Tx) error {
 		bk := tx.Bucket(Bucket)
@@ -122,7 +129,7 @@ func (s *Source) Import(r io.Reader) (int, error) {
 		}
 		return bk.Put(keyRoster, b)
 	})
-	return len(ro.Students), err
+	return len(ro.Students), enc, err
 }
 
 // Student is one expected student, as a classroom page lists them.

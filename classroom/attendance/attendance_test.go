@@ -37,9 +37,9 @@ func TestImportAndClass(t *testing.T) {
 		t.Fatalf("import: %d %v", n, err)
 	}
 	// A bad file changes nothing.
-	_, err := src.Import(bytes.NewBufferString("student_id,name,homeroom,groups\ns9,Nine,7C,\n,No id,7C,\n"))
+	_, err := src.Import(bytes.NewBufferString("student_id,name,homeroom,groups\ns9,Nine,7C,\ns10,,7C,\n"))
 	var ie *schooldata.ImportError
-	if !errors.As(err, &ie) || len(ie.Rows) != 1 || ie.Rows[0].Row != 3 {
+	if !errors.As(err, &ie) || len(ie.Problems) != 1 || ie.Problems[0].Row != 3 {
 		t.Fatalf("bad file: %v", err)
 	}
 	if ro, from, err := src.Roster(); err != nil || len(ro.Students) != 3 || from != "import" {
