@@ -117,6 +117,7 @@ func TestValidateDownlinkDocuments(t *testing.T) {
 
 func FuzzParseRosterCSV(f *testing.F) {
 	f.Add(goodRoster)
+	f.Add(zhRoster)
 	f.Add("student_id,name,homeroom,groups\n\"a\"\"b\",x,y,z\n")
 	f.Add("\xef\xbb\xbfstudent_id,name,homeroom,groups\r\ns1,A,7A,g1;g2\r\n")
 	f.Fuzz(func(t *testing.T, in string) {
@@ -140,6 +141,7 @@ func FuzzParseRosterCSV(f *testing.F) {
 
 func FuzzParseTimetableCSV(f *testing.F) {
 	f.Add(goodTimetable)
+	f.Add(zhTimetable)
 	f.Add("day,period,start,end,room,group,subject,teacher,resources\nfri,20,23:00,23:59,a,b,c,d,e\n")
 	f.Fuzz(func(t *testing.T, in string) {
 		tt, err := ParseTimetableCSV(strings.NewReader(in))
