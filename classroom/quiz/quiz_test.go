@@ -277,3 +277,14 @@ func FuzzAddAnswer(f *testing.F) {
 		}
 	})
 }
+
+// A quiz typed with a Chinese input method: full-width commas in one
+// field, full-width digits.
+func TestQuestionTypedWithFullWidthCommas(t *testing.T) {
+	for _, opts := range []string{`["1/2，1/3，一样大"]`, `["１/２、１/３、一样大"]`, `["1/2\n1/3\n一样大"]`, `["1/2","1/3","一样大"]`} {
+		q, err := DecodeQuestion([]byte(`{"id":"q1","kind":"single","prompt":"哪个大？","options":` + opts + `,"correct":[2]}`))
+		if err != nil || len(q.Options) != 3 || q.Options[0] != "1/2" || q.Options[1] != "1/3" || q.Options[2] != "一样大" {
+			t.Errorf("%s: %q %v", opts, q.Options, err)
+		}
+	}
+}

@@ -20,6 +20,7 @@ import (
 	"os/signal"
 	"syscall"
 	"time"
+	_ "time/tzdata" // school time zones (Asia/Shanghai) without the host's zone database
 
 	"github.com/campusedge/campusedge/sync/catalog"
 	"github.com/campusedge/campusedge/sync/hubtls"

@@ -97,6 +97,32 @@ func or(a, b string) string {
 	return b
 }
 
+// FindClass resolves a class as a person names it — its code, its display
+// name, or the name typed with full-width or half-width brackets — to the
+// code the roster uses; "" when no homeroom or group of the roster matches.
+func (r *Roster) FindClass(s string) string {
+	if s == "" {
+		return ""
+	}
+	derived := textnorm.Code(prefixClass, s)
+	for _, c := range r.Classes {
+		if c.Code == s || c.Name == s || c.Code == derived {
+			return c.Code
+		}
+	}
+	for _, st := range r.Students {
+		if st.Homeroom == s || st.Homeroom == derived {
+			return st.Homeroom
+		}
+		for _, g := range st.Groups {
+			if g == s || g == derived {
+				return g
+			}
+		}
+	}
+	return ""
+}
+
 // ClassName is the display name of a homeroom or teaching group code.
 func (r *Roster) ClassName(code string) string {
 	for _, c := range r.Classes {

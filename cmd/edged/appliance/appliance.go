@@ -263,7 +263,7 @@ func (a *appliance) newServer() {
 			return nil
 		},
 	}
-	a.srv = api.New(api.Config{Identity: a.id, Fleet: a.fl, School: cfg.School, SchoolName: a.schoolName, Logger: a.log, Checks: a.checks,
+	a.srv = api.New(api.Config{Identity: a.id, Fleet: a.fl, School: cfg.School, SchoolName: a.schoolName, TimeZone: cfg.TimeZone, Language: cfg.Language, Logger: a.log, Checks: a.checks,
 		Console: console.Handler(), HTTPSPort: a.httpsPort, ServerPin: serverPin(a.tm)})
 	if a.tm != nil {
 		a.tm.Register(a.srv)
