@@ -174,7 +174,11 @@ func (x *interaction) getRoster(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, http.StatusInternalServerError, "store", err.Error())
 		return
 	}
-	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"source": src, "students": ro.Students})
+	classes := ro.Classes
+	if classes == nil {
+		classes = []schooldata.Named{}
+	}
+	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"source": src, "students": ro.Students, "classes": classes})
 }
 
 // Current is what a classroom's paired big-screen browser polls.
