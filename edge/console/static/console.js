@@ -57,7 +57,7 @@ function render() {
   for (const term of [...state.terminals.values()].sort((a, b) => a.id.localeCompare(b.id))) {
     const tr = el("tr", { "data-terminal": term.id, title: term.id });
     const room = state.classrooms.get(term.classroom_id);
-    tr.append(el("td", {}, term.name), el("td", {}, room ? room.room_code : term.classroom_id, room ? el("span", { class: "sub" }, " " + room.name) : null),
+    tr.append(el("td", {}, term.name), el("td", { "data-classroom": term.classroom_id }, room ? room.name : term.classroom_id, room ? el("span", { class: "sub" }, " · " + room.room_code) : null),
       el("td", { class: "pill state " + (term.online ? "on" : "off") }, term.online ? t("terminals.online") : t("terminals.offline")),
       el("td", {}, i18n.ago(term.last_seen)), el("td", {}, term.version || ""), el("td", {}, term.addr || ""));
     tt.append(tr);

@@ -25,7 +25,8 @@
     if (s.total_bytes > 0) row(dl, "download", t("fw.download_value", { percent: i18n.number(Math.round(100 * s.downloaded_bytes / s.total_bytes)), size: i18n.size(s.total_bytes) }));
     if (s.last_check) row(dl, "last-check", i18n.dateTime(s.last_check));
     if (s.last_fallback) row(dl, "last-fallback", t("fw.fallback_value", { from: s.last_fallback.from_version, to: s.last_fallback.to_version, reason: s.last_fallback.reason }));
-    row(dl, "problem", s.error || s.detail);
+    // A state the catalogue explains needs no English detail from the API.
+    row(dl, "problem", s.error || (i18n.has("fw.detail." + s.state) ? t("fw.detail." + s.state) : s.detail));
     $("fw-status").replaceChildren(dl);
     $("fw-status").dataset.state = s.state;
   }
