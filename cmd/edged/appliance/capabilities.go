@@ -91,7 +91,7 @@ func (a *appliance) mountLive() error {
 		Learning:  learn, Attendance: roster,
 		TerminalClassroom: func(tok string) (string, error) { t, err := fl.Authenticate(tok); return t.ClassroomID, err },
 		ClassroomName:     func(cid string) string { c, _ := fl.Classroom(cid); return c.Name },
-		UpstreamRoots:     upstreamRoots(a.tm)})
+		UpstreamRoots:     upstreamRoots(a.tm), Location: a.loc(), Language: a.cfg.Language})
 	if err != nil {
 		return err
 	}
