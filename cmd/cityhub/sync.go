@@ -277,7 +277,8 @@ func (c *syncCmd) exportRecords() int {
 	fmt.Fprint(c.stdout, utf8BOM)
 	cw := csv.NewWriter(c.stdout)
 	cw.UseCRLF = true // what Excel writes, and what Notepad shows as lines
-	_ = cw.Write([]string{"edge_time", "received", "kind", "classroom", "student_id", "student", "session", "data", "edge", "seq", "id"})
+	// The first six columns are the ones scripts read before names came.
+	_ = cw.Write([]string{"edge", "seq", "id", "kind", "edge_time", "received", "classroom", "student_id", "student", "session", "data"})
 	const layout = "2006-01-02 15:04:05"
 	err = c.st.Records(c.ctx, school, func(r hub.StoredRecord) error {
 		var p struct {
@@ -292,8 +293,8 @@ func (c *syncCmd) exportRecords() int {
 		if classroom == "" {
 			classroom = p.Classroom
 		}
-		return cw.Write([]string{time.UnixMilli(r.At).In(loc).Format(layout), r.Received.In(loc).Format(layout), r.Kind,
-			classroom, p.Student, pupils[p.Student], p.Session, string(p.Data), r.Edge, strconv.FormatUint(r.Seq, 10), r.ID})
+		return cw.Write([]string{r.Edge, strconv.FormatUint(r.Seq, 10), r.ID, r.Kind, time.UnixMilli(r.At).In(loc).Format(layout), r.Received.In(loc).Format(layout),
+			classroom, p.Student, pupils[p.Student], p.Session, string(p.Data)})
 	})
 	cw.Flush()
 	if err == nil {

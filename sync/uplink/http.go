@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"time"
 
@@ -127,6 +128,8 @@ func (u *Uplink) getDoc(kind string) http.HandlerFunc {
 			return
 		}
 		w.Header().Set("Content-Type", "text/csv; charset=utf-8")
+		// A BOM first: Chinese Excel and WPS read a CSV without one as GBK.
+		_, _ = io.WriteString(w, "\ufeff")
 		switch kind {
 		case schooldata.KindRoster:
 			var ro schooldata.Roster
