@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/campusedge/campusedge/edge/certs"
+	"github.com/campusedge/campusedge/edge/console"
 	"github.com/campusedge/campusedge/edge/token"
 	"github.com/campusedge/campusedge/sync/hub"
 	"github.com/campusedge/campusedge/sync/schooldata"
@@ -226,10 +227,7 @@ func (c *syncCmd) importDoc() int {
 		}
 	}
 	if err != nil {
-		if enc != "" {
-			return c.fail(fmt.Errorf("%s (read as %s): %w", args[2], enc, err))
-		}
-		return c.fail(fmt.Errorf("%s: %w", args[2], err))
+		return c.failImport(args[2], enc, err)
 	}
 	data, err := json.Marshal(doc)
 	if err != nil {
@@ -304,6 +302,29 @@ func (c *syncCmd) exportRecords() int {
 		return c.fail(err)
 	}
 	return 0
+}
+
+// failImport reports a refused import file: its problems in the
+// operator's language (LC_ALL, LC_MESSAGES, LANG: zh_CN.UTF-8 gives
+// Chinese), with the encoding the file was read in.
+func (c *syncCmd) failImport(file, enc string, err error) int {
+	var ie *schooldata.ImportError
+	lang := console.LanguageFromEnv(os.Getenv)
+	if !errors.As(err, &ie) || lang == "en" {
+		if enc != "" {
+			return c.fail(fmt.Errorf("%s (read as %s): %w", file, enc, err))
+		}
+		return c.fail(fmt.Errorf("%s: %w", file, err))
+	}
+	tr := console.NewTranslator(lang)
+	if enc == "" {
+		enc = "—"
+	}
+	fmt.Fprintf(c.stderr, "cityhub %s: %s: %s\n", c.args[0], file, tr.T("att.roster.refused", map[string]string{"encoding": enc}))
+	for _, p := range ie.Problems {
+		fmt.Fprintln(c.stderr, "  "+tr.Problem(p.Row, p.Column, p.Code, p.Args, p.Msg))
+	}
+	return 1
 }
 
 // exportDoc: export-roster CODE, export-timetable CODE write the latest

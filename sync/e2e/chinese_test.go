@@ -56,6 +56,13 @@ func TestChineseSchoolDataRoundTrip(t *testing.T) {
 	if err == nil || !strings.Contains(string(out), "save it as CSV UTF-8") {
 		t.Fatalf("file in no encoding: %v\n%s", err, out)
 	}
+	// The same on a Chinese operator's terminal: the problem in Chinese,
+	// from the pages' catalogue.
+	zhCmd := exec.Command(filepath.Join(binDir, "cityhub"), "-data", hubDir, "import-roster", "kly1", filepath.Join(dir, "bad.csv"))
+	zhCmd.Env = append(os.Environ(), "LC_ALL=", "LC_MESSAGES=", "LANG=zh_CN.UTF-8")
+	if out, err := zhCmd.CombinedOutput(); err == nil || !strings.Contains(string(out), "文件编码不是 UTF-8、GBK 或 GB18030") || !strings.Contains(string(out), "没有导入任何数据") {
+		t.Fatalf("file in no encoding, LANG=zh_CN.UTF-8: %v\n%s", err, out)
+	}
 	if out, err := exec.Command(filepath.Join(binDir, "cityhub"), "-data", hubDir, "export-roster", "kly1").CombinedOutput(); err == nil {
 		t.Fatalf("a refused file left a roster behind:\n%s", out)
 	}
