@@ -228,6 +228,7 @@ func FuzzDecodeQuestion(f *testing.F) {
 	f.Add([]byte(`{"id":"q1","kind":"multiple","prompt":"p","options":["a","b","c"],"correct":[0,2],"seconds":30}`))
 	f.Add([]byte(`{"id":"q1","kind":"numeric","prompt":"p","answer":1e308,"tolerance":0}`))
 	f.Add([]byte(`{"id":"q1","kind":"single","prompt":"p","options":["a","b"],"correct":[5]}`))
+	f.Add([]byte(`{"id":"q1","kind":"single","prompt":"哪个大？","options":["1/2，1/3、一样大"],"correct":[2]}`))
 	f.Add([]byte(`{}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		q, err := DecodeQuestion(data)

@@ -14,7 +14,7 @@
   const n = i18n.number;
   let query = "";
   // down is the inline SVG arrow shown while an item downloads.
-  const down = () => { const s = ce.el("span", { class: "icon", title: t("cache.downloading"), "aria-label": t("cache.downloading") }); s.innerHTML = '<svg viewBox="0 0 16 16" width="12" height="12" aria-hidden="true"><path d="M8 2v9M4 7l4 4 4-4M3 14h10" fill="none" stroke="currentColor" stroke-width="2"/></svg>'; return s; };
+  const down = () => ce.el("span", { class: "icon", title: t("cache.downloading"), "aria-label": t("cache.downloading") }, icons.el("down", 14));
   const stateCell = (it) => { const c = ce.el("td", { "data-state": it.state }, t("cache.state." + it.state)); if (it.downloading) c.append(" ", down()); return c; };
 
   function bar(done, total) {

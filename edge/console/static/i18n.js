@@ -111,6 +111,15 @@ window.i18n = (() => {
   // rate formats bits per second as Mbit/s.
   const rate = (bps) => number(bps / 1e6, 1) + " Mbit/s";
 
+  // fold turns full-width forms a Chinese input method types (`１２`,
+  // `，`, `（`) into ASCII and the ideographic space into a space, as the
+  // edge's textnorm.Fold does; Chinese characters stay.
+  const fold = (s) => String(s).replace(/[\uFF01-\uFF5E]/g, (c) => String.fromCharCode(c.charCodeAt(0) - 0xFEE0)).replace(/\u3000/g, " ").trim();
+
+  // splitList splits a list as people type it: on , ， 、 ; ； or new
+  // lines, each item folded and trimmed, empty items dropped (textnorm.Split).
+  const splitList = (s) => String(s).split(/[,，、;；\r\n]+/).map(fold).filter(Boolean);
+
   // switcher is a language menu; choosing reloads the page in it.
   function switcher() {
     const sel = document.createElement("select");
@@ -149,7 +158,7 @@ window.i18n = (() => {
   })();
 
   return Object.freeze({
-    t, has, apply, err, problem, dateTime, date, time, ago, duration, number, size, rate, ready,
+    t, has, apply, err, problem, dateTime, date, time, ago, duration, number, size, rate, fold, splitList, ready,
     get lang() { return lang; }, get zone() { return zone; },
   });
 })();
