@@ -131,6 +131,7 @@ func (e *PairError) Error() string { return fmt.Sprintf("pairing refused (%s): %
 // code-bound key exchange (PairPAKE) and keeps the edge's pin; over http
 // (HTTPSURL allows that for loopback only) it uses the plain request.
 func Pair(ctx context.Context, edgeURL, code, name, version string) (State, error) {
+	code = NormalizeCode(code)
 	if !codeRE.MatchString(code) {
 		return State{}, &PairError{Code: "invalid", Message: "the pairing code must be the 6 digits shown on the admin console"}
 	}
@@ -378,7 +379,10 @@ func (a *Agent) Run(ctx context.Context) error {
 		if a.OnDisconnected != nil {
 			a.OnDisconnected(err)
 		}
-		if failures%6 == 0 && a.Rediscover != nil {
+		// Look again after two failures in a row (~1.5 s), then every third:
+		// an edge whose address changed (DHCP) is found at the new one
+		// within seconds, and a restarting edge costs few lookups.
+		if failures >= 2 && (failures-2)%3 == 0 && a.Rediscover != nil {
 			if u, derr := a.Rediscover(ctx, a.State.EdgeID); derr == nil && u != a.State.EdgeURL {
 				a.Log.Info("edge found at a new address", "url", u)
 				a.State.EdgeURL = u
