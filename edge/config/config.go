@@ -46,7 +46,7 @@ type Config struct {
 	DNSServer string `json:"dns_server"`
 	// DNSTSIGKeyFile is the TSIG key (BIND syntax) that signs the updates.
 	DNSTSIGKeyFile string `json:"dns_tsig_key_file"`
-	LogLevel       string   `json:"log_level"`
+	LogLevel       string `json:"log_level"`
 	// Firmware updates (docs/FIRMWARE.md); FirmwareRoot empty turns them off.
 	FirmwareRoot    string `json:"fw_root"`
 	FirmwareKeys    string `json:"fw_keys"`

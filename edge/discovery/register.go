@@ -40,9 +40,6 @@ type RegisterConfig struct {
 	// TTL (0: 30 s; short, so that an address change reaches resolvers'
 	// caches quickly).
 	Poll, Confirm, TTL time.Duration
-	// OnChange, if set, is called when the addresses change (before the
-	// update is sent).
-	OnChange func(old, now []netip.Addr)
 	// Timeout bounds one exchange with the server (0: 5 s).
 	Timeout time.Duration
 	Logger  *slog.Logger
@@ -175,8 +172,7 @@ func (r *Registrar) run(ctx context.Context) {
 			r.log.Warn("cannot list the edge's addresses for DNS", "err", err)
 		} else {
 			r.mu.Lock()
-			old := r.pub.Addrs
-			changed := !slices.Equal(addrs, old)
+			changed := !slices.Equal(addrs, r.pub.Addrs)
 			if changed {
 				r.pub.Addrs = addrs
 				r.published = false
@@ -185,9 +181,6 @@ func (r *Registrar) run(ctx context.Context) {
 			if changed {
 				r.log.Info("the edge's addresses changed; updating DNS", "addrs", fmt.Sprint(addrs))
 				next = time.Now()
-				if r.cfg.OnChange != nil {
-					r.cfg.OnChange(old, addrs)
-				}
 			}
 		}
 		if !time.Now().Before(next) {

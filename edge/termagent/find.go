@@ -106,6 +106,7 @@ func Find(ctx context.Context, o FindOptions) (FindResult, error) {
 		record(Step{Method: "dns-sd", Problem: "no DNS server: resolv.conf has no nameserver line"}, time.Now())
 	}
 	r := &discovery.Resolver{Servers: rc.Nameservers, Timeout: time.Second}
+	browse := map[string][]string{} // search domain → its browse domains, from the dns-sd step
 	for _, method := range []string{"dns-sd", "well-known"} {
 		for _, d := range rc.Search {
 			if ctx.Err() != nil {
@@ -116,9 +117,9 @@ func Find(ctx context.Context, o FindOptions) (FindResult, error) {
 			var s Step
 			var f discovery.Found
 			if method == "dns-sd" {
-				f, s = o.unicast(sctx, r, d)
+				f, s, browse[d] = o.unicast(sctx, r, d)
 			} else {
-				f, s = o.wellKnown(sctx, r, d)
+				f, s = o.wellKnown(sctx, r, d, browse[d])
 			}
 			cancel()
 			record(s, start)
@@ -169,7 +170,7 @@ func (o FindOptions) mdns(ctx context.Context) (discovery.Found, error) {
 }
 
 // unicast is DNS-SD in one search domain and its browse domains.
-func (o FindOptions) unicast(ctx context.Context, r *discovery.Resolver, domain string) (discovery.Found, Step) {
+func (o FindOptions) unicast(ctx context.Context, r *discovery.Resolver, domain string) (discovery.Found, Step, []string) {
 	s := Step{Method: "dns-sd", Domain: domain}
 	browse, berr := discovery.BrowseDomains(ctx, r, domain)
 	if berr != nil {
@@ -189,24 +190,42 @@ func (o FindOptions) unicast(ctx context.Context, r *discovery.Resolver, domain 
 				continue
 			}
 			s.Found = []string{f.HTTPSURL}
-			return f, s
+			return f, s, browse
 		}
 	}
 	s.Problem = strings.Join(problems, "; ")
 	if berr != nil {
 		s.Problem += " (browse domains: " + berr.Error() + ")"
 	}
+	return discovery.Found{}, s, browse
+}
+
+// wellKnown tries campusedge.<domain>, then campusedge.<browse domain>
+// for each browse domain the network names, on the default HTTPS port.
+func (o FindOptions) wellKnown(ctx context.Context, r *discovery.Resolver, domain string, browse []string) (discovery.Found, Step) {
+	s := Step{Method: "well-known", Domain: domain}
+	var problems []string
+	for _, d := range append([]string{domain}, browse...) {
+		if d == domain && len(problems) > 0 {
+			continue // browse lists the search domain itself last
+		}
+		f, err := o.wellKnownIn(ctx, r, d)
+		if err != nil {
+			problems = append(problems, err.Error())
+			continue
+		}
+		s.Found = []string{f.HTTPSURL}
+		return f, s
+	}
+	s.Problem = strings.Join(problems, "; ")
 	return discovery.Found{}, s
 }
 
-// wellKnown tries campusedge.<domain> on the default HTTPS port.
-func (o FindOptions) wellKnown(ctx context.Context, r *discovery.Resolver, domain string) (discovery.Found, Step) {
+func (o FindOptions) wellKnownIn(ctx context.Context, r *discovery.Resolver, domain string) (discovery.Found, error) {
 	host := discovery.WellKnownHost + "." + domain
-	s := Step{Method: "well-known", Domain: domain}
 	ips, err := discovery.LookupAddrs(ctx, r, host)
 	if err != nil {
-		s.Problem = err.Error()
-		return discovery.Found{}, s
+		return discovery.Found{}, err
 	}
 	var problems []string
 	for _, ip := range ips {
@@ -218,11 +237,9 @@ func (o FindOptions) wellKnown(ctx context.Context, r *discovery.Resolver, domai
 		}
 		f := discovery.Found{Instance: e.SchoolName, Host: host, Addr: ip.AsSlice(), Port: DefaultHTTPSPort, HTTPSURL: u,
 			Info: discovery.Info{Version: "1", EdgeID: e.ID, School: e.School, API: "/api/v1", HTTPSPort: DefaultHTTPSPort}}
-		s.Found = []string{u}
-		return f, s
+		return f, nil
 	}
-	s.Problem = strings.Join(problems, "; ")
-	return discovery.Found{}, s
+	return discovery.Found{}, errors.New(strings.Join(problems, "; "))
 }
 
 // EdgeInfo is the part of GET /api/v1/edge that discovery checks.

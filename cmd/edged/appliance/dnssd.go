@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
-	"slices"
 	"strconv"
 	"strings"
 
@@ -42,19 +41,7 @@ func (a *appliance) startDNSRegistration(ctx context.Context) error {
 		Port:     a.port,
 		Info:     discovery.Info{Version: "1", EdgeID: a.id.ID, School: cfg.School, API: "/api/v1", HTTPSPort: a.httpsPort},
 		Addrs:    func() ([]netip.Addr, error) { return lanAddrs(cfg.MDNSInterfaces) },
-		OnChange: func(old, now []netip.Addr) {
-			for _, o := range old {
-				if !slices.Contains(now, o) {
-					// Connections to an address the edge no longer has
-					// would wait for their heartbeat timeout (35 s);
-					// closing them makes terminals look again at once.
-					log.Info("an address went away: closing control connections so terminals reconnect at the new one", "gone", o)
-					a.srv.CloseControl()
-					return
-				}
-			}
-		},
-		Logger: log,
+		Logger:   log,
 	})
 	if err != nil {
 		return err
