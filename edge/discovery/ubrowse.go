@@ -102,6 +102,9 @@ func domains(names []string) []string {
 type Resolver struct {
 	Servers []string      // host:port, tried in order
 	Timeout time.Duration // per query and server; 0 means 1 s
+	// Dial, if set, opens the connections (tests dial from inside a
+	// network namespace); nil means the system's dialer.
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 }
 
 // DNSError is a query's negative answer, for diagnosis.
@@ -143,9 +146,9 @@ func (r *Resolver) Query(ctx context.Context, name string, t uint16) (*dns.Msg, 
 		if ctx.Err() != nil {
 			break
 		}
-		m, err := exchange(ctx, q, s, "udp", timeout)
+		m, err := r.exchange(ctx, q, s, "udp", timeout)
 		if err == nil && m.Truncated {
-			m, err = exchange(ctx, q, s, "tcp", timeout)
+			m, err = r.exchange(ctx, q, s, "tcp", timeout)
 		}
 		if err != nil {
 			errs = append(errs, fmt.Errorf("server %s: %w", s, err))
@@ -168,11 +171,20 @@ func (r *Resolver) Query(ctx context.Context, name string, t uint16) (*dns.Msg, 
 	return nil, fmt.Errorf("%s %s: %w", name, dns.TypeToString[t], errors.Join(errs...))
 }
 
-func exchange(ctx context.Context, q *dns.Msg, server, network string, timeout time.Duration) (*dns.Msg, error) {
+func (r *Resolver) exchange(ctx context.Context, q *dns.Msg, server, network string, timeout time.Duration) (*dns.Msg, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	c := &dns.Client{Net: network, Timeout: timeout, UDPSize: 1232}
-	m, _, err := c.ExchangeContext(ctx, q, server)
+	if r.Dial == nil {
+		m, _, err := c.ExchangeContext(ctx, q, server)
+		return m, err
+	}
+	conn, err := r.Dial(ctx, network, server)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	m, _, err := c.ExchangeWithConnContext(ctx, q, &dns.Conn{Conn: conn, UDPSize: 1232})
 	return m, err
 }
 

@@ -136,14 +136,15 @@ func (p Publication) ZoneSnippet() string {
 }
 
 // DnsmasqSnippet is the records of p as dnsmasq options (dnsmasq takes no
-// dynamic updates). dnsmasq reads names as host names, so an instance
-// name with spaces or non-ASCII characters is given as CampusEdge-<id>.
+// dynamic updates). dnsmasq reads names as host names (and answers them
+// in lower case), so an instance name with spaces or non-ASCII characters
+// is given as campusedge-<id>.
 func (p Publication) DnsmasqSnippet() string {
 	inst := p.Instance
 	for i := 0; i < len(inst); i++ {
 		c := inst[i]
 		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-') {
-			inst = "CampusEdge-" + p.Info.EdgeID
+			inst = strings.ToLower("campusedge-" + p.Info.EdgeID)
 			break
 		}
 	}
