@@ -196,7 +196,9 @@ func TestRegisterWithBIND(t *testing.T) {
 
 	// The address changes: the record follows.
 	addrs.set(netip.MustParseAddr("10.9.8.9"))
-	waitStatus(t, reg, func(s DNSStatus) bool { return slices.Equal(s.Addrs, []string{"10.9.8.9"}) && s.LastConfirmed != nil && s.Error == "" })
+	waitStatus(t, reg, func(s DNSStatus) bool {
+		return slices.Equal(s.Addrs, []string{"10.9.8.9"}) && s.LastConfirmed != nil && s.Error == ""
+	})
 	for {
 		ips, _ := LookupAddrs(ctx, res, "campusedge.school.test")
 		if slices.Equal(ips, []netip.Addr{netip.MustParseAddr("10.9.8.9")}) {
@@ -259,8 +261,10 @@ func TestRegisterWithBIND(t *testing.T) {
 func TestRegisterManualAndDnsmasq(t *testing.T) {
 	a, b := netnstest.NewPair(t)
 	reg, err := Register(context.Background(), RegisterConfig{Zone: "school.test.", Instance: "Main School", Port: 8080,
-		Info:  Info{EdgeID: "k3x9q2m7ab", HTTPSPort: 8443},
-		Addrs: func() ([]netip.Addr, error) { return []netip.Addr{netip.MustParseAddr("127.0.0.1"), netip.MustParseAddr("10.0.0.5")}, nil }})
+		Info: Info{EdgeID: "k3x9q2m7ab", HTTPSPort: 8443},
+		Addrs: func() ([]netip.Addr, error) {
+			return []netip.Addr{netip.MustParseAddr("127.0.0.1"), netip.MustParseAddr("10.0.0.5")}, nil
+		}})
 	if err != nil {
 		t.Fatal(err)
 	}
