@@ -322,7 +322,7 @@ func LookupAddrs(ctx context.Context, r *Resolver, host string) ([]netip.Addr, e
 			continue
 		}
 		for _, a := range addrsOf(m) {
-			if !a.IsUnspecified() && !a.IsMulticast() && !a.IsLoopback() && len(out) < 8 {
+			if !a.IsUnspecified() && !a.IsMulticast() && len(out) < 8 {
 				out = append(out, a)
 			}
 		}

@@ -186,6 +186,7 @@ func (o FindOptions) unicast(ctx context.Context, r *discovery.Resolver, domain 
 		problems = append(problems, skipped...)
 		for _, f := range found {
 			if _, err := o.verify(ctx, f.HTTPSURL, f.Info.EdgeID); err != nil {
+				o.Log.Info("ignoring a DNS-SD answer", "instance", f.Instance, "err", err)
 				problems = append(problems, err.Error())
 				continue
 			}
