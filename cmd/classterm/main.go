@@ -41,7 +41,7 @@ type options struct {
 	caFile                              string
 	resolvConf                          string
 	mdnsTimeout, dnsTimeout             time.Duration
-	diagnose                            bool
+	diagnose, findOnly                  bool
 	kiosk                               bool
 	chromium                            string
 	grantMedia                          bool
@@ -61,6 +61,7 @@ func parseFlags(args []string) (*options, error) {
 	fset.StringVar(&o.resolvConf, "resolv-conf", "/etc/resolv.conf", "resolv.conf `file` whose search domains and DNS servers unicast DNS-SD uses (DHCP fills it)")
 	fset.DurationVar(&o.mdnsTimeout, "mdns-timeout", 1500*time.Millisecond, "how long the mDNS step waits before unicast DNS-SD is tried")
 	fset.DurationVar(&o.dnsTimeout, "dns-timeout", 4*time.Second, "bound of each unicast DNS-SD step (one search domain)")
+	fset.BoolVar(&o.findOnly, "find", false, "find the edge as a terminal would (mDNS, unicast DNS-SD, campusedge.<domain>), print its https URL and exit")
 	fset.BoolVar(&o.diagnose, "diagnose", false, "print what each discovery method (mDNS, unicast DNS-SD, campusedge.<domain>) found or why it failed, and exit")
 	fset.StringVar(&o.version, "version", buildinfo.Version, "software `version` reported to the edge")
 	fset.StringVar(&o.logLevel, "log-level", "info", "log `level`: debug, info, warn, error")
@@ -107,6 +108,15 @@ func run() int {
 	defer stop()
 	if o.diagnose {
 		return o.runDiagnose(ctx, log)
+	}
+	if o.findOnly {
+		u, err := o.find(ctx, log, "")
+		if err != nil {
+			log.Error("no edge found", "err", err)
+			return 1
+		}
+		fmt.Println(u)
+		return 0
 	}
 
 	if o.edgeURL != "" {
