@@ -41,14 +41,14 @@ const (
 	wrongSecret  = "d3Jvbmctc2VjcmV0LWZvci10aGUtY2FtcHVzZWRnZSE="
 )
 
-func ipcmd(t *testing.T, args ...string) {
+func ipcmd(t testing.TB, args ...string) {
 	t.Helper()
 	if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
 		t.Fatalf("ip %s: %v\n%s", strings.Join(args, " "), err, out)
 	}
 }
 
-func newRouted(t *testing.T) *routed {
+func newRouted(t testing.TB) *routed {
 	t.Helper()
 	netnstest.RequireRoot(t)
 	id := fmt.Sprintf("%06x", time.Now().UnixNano()&0xffffff)
@@ -111,7 +111,7 @@ func newRouted(t *testing.T) *routed {
 // updates to it only with the TSIG key, a browse-domain PTR that sends
 // B's search domain to the zone, and a decoy instance naming another edge
 // id but pointing at the real edge's host.
-func (r *routed) startBIND(t *testing.T) *netnstest.Process {
+func (r *routed) startBIND(t testing.TB) *netnstest.Process {
 	t.Helper()
 	zone := `$TTL 30
 @	IN SOA ns.school.test. admin.school.test. 1 60 60 600 30
@@ -156,7 +156,7 @@ zone "school.test" {
 	return p
 }
 
-func (r *routed) keyFile(t *testing.T, secret string) string {
+func (r *routed) keyFile(t testing.TB, secret string) string {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "edge.key")
 	body := fmt.Sprintf("key \"%s\" {\n\talgorithm hmac-sha256;\n\tsecret \"%s\";\n};\n", tsigName, secret)
@@ -167,7 +167,7 @@ func (r *routed) keyFile(t *testing.T, secret string) string {
 }
 
 // resolvConf is a terminal's resolv.conf as DHCP would write it.
-func (r *routed) resolvConf(t *testing.T, server netip.Addr) string {
+func (r *routed) resolvConf(t testing.TB, server netip.Addr) string {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "resolv.conf")
 	if err := os.WriteFile(path, []byte("# from DHCP\nnameserver "+server.String()+"\nsearch "+searchDomain+"\n"), 0o644); err != nil {
@@ -177,7 +177,7 @@ func (r *routed) resolvConf(t *testing.T, server netip.Addr) string {
 }
 
 // dig runs dig in n against the school's DNS.
-func dig(t *testing.T, n *netnstest.Netns, server netip.Addr, args ...string) string {
+func dig(t testing.TB, n *netnstest.Netns, server netip.Addr, args ...string) string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
