@@ -197,6 +197,9 @@ type Config struct {
 	// Apply is called in the downlink transaction for every change, so a
 	// capability (timetable-driven prefetch, say) updates with it atomically.
 	Apply func(tx *bolt.Tx, kind string, data []byte) error
+	// OnNoSpace (may be nil) hears that an append failed for lack of disk
+	// space (the disk watcher reports "full" at once).
+	OnNoSpace func()
 }
 
 // Status is the sync state shown by GET /api/v1/sync.
