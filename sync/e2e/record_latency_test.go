@@ -15,13 +15,26 @@ import (
 	"github.com/campusedge/campusedge/sync/internal/faultproxy"
 )
 
-// edgeAPI is a real edged's admin API for these tests.
+// edgeAPI is a real edged's admin API for these tests, and the process.
 type edgeAPI struct {
 	t          *testing.T
 	url, admin string
+	dir        string   // data dir
+	args       []string // to start it again
+	p          *proc
+	hub        *proc // the cityhub it syncs with
+	hubDir     string
 }
 
-func (e edgeAPI) do(method, path, body string) (int, string) {
+// kill9AndRestart kills edged with SIGKILL (a power cut) and starts it
+// again on the same data dir.
+func (e *edgeAPI) kill9AndRestart() {
+	e.t.Helper()
+	e.p.kill()
+	e.p, e.url = start(e.t, "edged", e.args...)
+}
+
+func (e *edgeAPI) do(method, path, body string) (int, string) {
 	e.t.Helper()
 	req, _ := http.NewRequest(method, e.url+path, strings.NewReader(body))
 	req.Header.Set("Authorization", "Bearer "+e.admin)
@@ -35,7 +48,7 @@ func (e edgeAPI) do(method, path, body string) (int, string) {
 	return resp.StatusCode, string(b)
 }
 
-func (e edgeAPI) must(method, path, body string, want int) string {
+func (e *edgeAPI) must(method, path, body string, want int) string {
 	e.t.Helper()
 	code, b := e.do(method, path, body)
 	if code != want {
@@ -47,7 +60,7 @@ func (e edgeAPI) must(method, path, body string, want int) string {
 // classRecord writes one classroom record the way a class does (a session
 // that starts and ends leaves its session log through the learning store)
 // and returns its outbox sequence number.
-func (e edgeAPI) classRecord() uint64 {
+func (e *edgeAPI) classRecord() uint64 {
 	e.t.Helper()
 	body := e.must(http.MethodPost, "/api/v1/sessions", `{"title":"物理 初二(1)班"}`, http.StatusCreated)
 	id := body[strings.Index(body, `"id":"`)+6:]
@@ -59,7 +72,7 @@ func (e edgeAPI) classRecord() uint64 {
 
 // waitAcked polls the edge's sync state every 5 ms until the hub has
 // acknowledged seq, and returns how long that took.
-func (e edgeAPI) waitAcked(seq uint64, within time.Duration) time.Duration {
+func (e *edgeAPI) waitAcked(seq uint64, within time.Duration) time.Duration {
 	e.t.Helper()
 	start := time.Now()
 	for {
@@ -82,21 +95,22 @@ func percentile(d []time.Duration, p float64) time.Duration {
 
 // startSyncedEdge runs a real cityhub and a real edged enrolled with it
 // through a fault proxy (so the test can cut the WAN), idle with the link up.
-func startSyncedEdge(t *testing.T) (edgeAPI, *faultproxy.Proxy, string) {
+func startSyncedEdge(t *testing.T) (*edgeAPI, *faultproxy.Proxy, string) {
 	dir := t.TempDir()
 	hubDir, edgeDir := filepath.Join(dir, "hub"), filepath.Join(dir, "edge")
 	cli(t, "cityhub", "-data", hubDir, "school", "add", "s9", "第九中学")
 	tok := strings.TrimSpace(cli(t, "cityhub", "-data", hubDir, "enrol-token", "s9"))
-	_, hubURL := start(t, "cityhub", "-data", hubDir, "-listen", "127.0.0.1:0")
+	hub, hubURL := start(t, "cityhub", "-data", hubDir, "-listen", "127.0.0.1:0")
 	hubAddr := strings.TrimPrefix(hubURL, "http://")
 	px, err := faultproxy.Start(faultproxy.Config{Target: hubAddr})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = px.Close() })
-	p, url := start(t, "edged", "-data", edgeDir, "-listen", "127.0.0.1:0", "-mdns=false", "-https-listen", "off",
-		"-cloud", "http://"+px.Addr(), "-school", "s9")
-	e := edgeAPI{t: t, url: url, admin: adminToken(t, edgeDir)}
+	args := []string{"-data", edgeDir, "-listen", "127.0.0.1:0", "-mdns=false", "-https-listen", "off",
+		"-cloud", "http://" + px.Addr(), "-school", "s9"}
+	p, url := start(t, "edged", args...)
+	e := &edgeAPI{t: t, url: url, admin: adminToken(t, edgeDir), dir: edgeDir, args: args, p: p, hub: hub, hubDir: hubDir}
 	e.must(http.MethodPost, "/api/v1/sync/enrol", `{"token":"`+tok+`"}`, http.StatusOK)
 	deadline := time.Now().Add(30 * time.Second)
 	for st := getStatus(t, url, e.admin); st.Link != "up" || st.Backlog != 0; st = getStatus(t, url, e.admin) {
