@@ -63,8 +63,18 @@ func dialWS(ctx context.Context, baseURL, token string) (*wsReq, map[string]any,
 	return c, w, nil
 }
 
-// request sends m and waits for its reply (the message carrying its id).
+// request sends m and waits for its reply (the message carrying its id),
+// sending it again after not_saved.
 func (c *wsReq) request(ctx context.Context, m map[string]any) (map[string]any, error) {
+	return c.requestTries(ctx, m, 8)
+}
+
+// requestOnce is request without retries.
+func (c *wsReq) requestOnce(ctx context.Context, m map[string]any) (map[string]any, error) {
+	return c.requestTries(ctx, m, 0)
+}
+
+func (c *wsReq) requestTries(ctx context.Context, m map[string]any, retries int) (map[string]any, error) {
 	for attempt := 0; ; attempt++ {
 		c.n++
 		id := fmt.Sprintf("r%d", c.n)
@@ -77,7 +87,7 @@ func (c *wsReq) request(ctx context.Context, m map[string]any) (map[string]any, 
 		if err != nil {
 			return nil, err
 		}
-		if r["type"] == "error" && r["code"] == "not_saved" && attempt < 8 {
+		if r["type"] == "error" && r["code"] == "not_saved" && attempt < retries {
 			time.Sleep(time.Duration(200<<min(attempt, 4)) * time.Millisecond)
 			continue
 		}

@@ -1,0 +1,283 @@
+package e2e
+
+import (
+	"context"
+	"encoding/csv"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/campusedge/campusedge/sync/internal/faultproxy"
+)
+
+// smallDisk mounts a 64 MB ext4 file system on a loop device (or, where
+// loop devices are missing, a 64 MB tmpfs) and returns its mount point and
+// which one it is.
+func smallDisk(t *testing.T) (string, string) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to mount a small disk")
+	}
+	dir := t.TempDir()
+	img, mnt := filepath.Join(dir, "disk.img"), filepath.Join(dir, "mnt")
+	if err := os.Mkdir(mnt, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	run := func(name string, args ...string) error {
+		out, err := exec.Command(name, args...).CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("%s %v: %v: %s", name, args, err, out)
+		}
+		return nil
+	}
+	kind := "ext4 on a loop device"
+	err := run("truncate", "-s", "64M", img)
+	if err == nil {
+		err = run("mkfs.ext4", "-q", "-F", img)
+	}
+	if err == nil {
+		err = run("mount", "-o", "loop", img, mnt)
+	}
+	if err != nil {
+		t.Logf("loop-mounted ext4 not available (%v); using tmpfs", err)
+		kind = "tmpfs"
+		if err := run("mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", mnt); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() { _ = exec.Command("umount", "-l", mnt).Run() })
+	return mnt, kind
+}
+
+// fill writes path until the disk refuses (ENOSPC).
+func fill(t *testing.T, path string) {
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	buf := make([]byte, 256<<10)
+	for i := 0; i < 4096; i++ { // 1 GiB at most: far beyond the disk
+		if _, err := f.Write(buf); err != nil {
+			if !errors.Is(err, syscall.ENOSPC) {
+				t.Fatal(err)
+			}
+			break
+		}
+	}
+	// The last few blocks: small writes until even those fail.
+	for i := 0; i < 4096; i++ {
+		if _, err := f.Write(buf[:4096]); err != nil {
+			break
+		}
+	}
+	_ = f.Sync()
+}
+
+type health struct {
+	Status string
+	Checks map[string]struct {
+		OK     bool
+		Detail string
+	}
+}
+
+func getHealth(t *testing.T, url string) health {
+	resp, err := http.Get(url + "/healthz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var h health
+	_ = json.NewDecoder(resp.Body).Decode(&h)
+	return h
+}
+
+// TestFullDiskRefusesRetryablyAndLosesNothing: edged's data dir is a 64 MB
+// disk (ext4 on a loop device, or tmpfs where loop devices are missing).
+// The disk is filled by something else; /healthz turns degraded naming
+// the disk and the bytes free, /metrics says full; every operation tried
+// meanwhile (records through the API, classroom joins and hands on the
+// control channel) is either stored (201/ack) or refused with a retryable
+// answer (507/503 not_saved with Retry-After; control error not_saved),
+// never 400. Once space is freed, everything refused is sent again and
+// stored; the hub ends up holding every acknowledged record, and edge.db
+// passes bbolt's consistency check.
+func TestFullDiskRefusesRetryablyAndLosesNothing(t *testing.T) {
+	mnt, kind := smallDisk(t)
+	t.Logf("data disk: %s at %s", kind, mnt)
+	dir := t.TempDir()
+	hubDir, edgeDir := filepath.Join(dir, "hub"), filepath.Join(mnt, "edge")
+	cli(t, "cityhub", "-data", hubDir, "school", "add", "s10", "第十中学")
+	tok := strings.TrimSpace(cli(t, "cityhub", "-data", hubDir, "enrol-token", "s10"))
+	hub, hubURL := start(t, "cityhub", "-data", hubDir, "-listen", "127.0.0.1:0")
+	px, err := faultproxy.Start(faultproxy.Config{Target: strings.TrimPrefix(hubURL, "http://")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer px.Close()
+	args := []string{"-data", edgeDir, "-listen", "127.0.0.1:0", "-mdns=false", "-https-listen", "off", "-cloud", "http://" + px.Addr(), "-school", "s10"}
+	p, url := start(t, "edged", args...)
+	e := &edgeAPI{t: t, url: url, admin: adminToken(t, edgeDir), dir: edgeDir, args: args, p: p}
+	e.must(http.MethodPost, "/api/v1/sync/enrol", `{"token":"`+tok+`"}`, http.StatusOK)
+	b := e.must(http.MethodPost, "/api/v1/classrooms", `{"name":"初三(2)班","room_code":"F32"}`, http.StatusCreated)
+	var room struct{ ID string }
+	_ = json.Unmarshal([]byte(b), &room)
+	b = e.must(http.MethodPost, "/api/v1/sessions", `{"title":"化学","classrooms":["`+room.ID+`"]}`, http.StatusCreated)
+	var s struct {
+		ID     string
+		Tokens struct {
+			Classrooms map[string]struct{ Terminal string } `json:"classrooms"`
+		} `json:"tokens"`
+	}
+	_ = json.Unmarshal([]byte(b), &s)
+	e.must(http.MethodPost, "/api/v1/sessions/"+s.ID+"/start", "", http.StatusOK)
+	// Hold the records on the edge while the disk is full: the WAN is cut.
+	px.SetTarget("127.0.0.1:1")
+	px.DropAll()
+
+	fill(t, filepath.Join(mnt, "filler"))
+	deadline := time.Now().Add(15 * time.Second)
+	var h health
+	for h = getHealth(t, url); h.Status != "degraded" || h.Checks["disk"].OK; h = getHealth(t, url) {
+		if time.Now().After(deadline) {
+			t.Fatalf("/healthz on a full disk: %+v", h)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if d := h.Checks["disk"].Detail; !strings.Contains(d, edgeDir) || !strings.Contains(d, "bytes free") {
+		t.Errorf("disk check does not name the disk and its free bytes: %q", d)
+	}
+	t.Logf("/healthz: %s — %s", h.Status, h.Checks["disk"].Detail)
+	if _, m := e.do(http.MethodGet, "/metrics", ""); !strings.Contains(m, "campusedge_disk_full{") {
+		t.Errorf("no disk gauge in /metrics")
+	}
+
+	// Operations during the full state.
+	stored := map[string]bool{} // payload marker -> stored (201)
+	var refused []string
+	for i := range 40 {
+		marker := fmt.Sprintf("full-%d", i)
+		code, body := e.do(http.MethodPost, "/api/v1/sync/records", `{"kind":"fulldisk.test","payload":{"m":"`+marker+`","pad":"`+strings.Repeat("x", 8000)+`"}}`)
+		switch code {
+		case http.StatusCreated:
+			stored[marker] = true
+		case http.StatusInsufficientStorage, http.StatusServiceUnavailable:
+			if !strings.Contains(body, `"not_saved"`) {
+				t.Fatalf("refusal without not_saved: %d %s", code, body)
+			}
+			refused = append(refused, marker)
+		default:
+			t.Fatalf("a record on a full disk answered %d %s (want 201, or 507/503 not_saved)", code, body)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	term, w, err := dialWS(ctx, url, s.Tokens.Classrooms[room.ID].Terminal)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer term.ws.Close()
+	joinedAcked := false
+	// One try, no retries: a full disk refuses (not_saved) or stores.
+	r, err := term.requestOnce(ctx, map[string]any{"type": "join", "name": "初三(2)班"})
+	switch {
+	case err != nil:
+		t.Fatal(err)
+	case r["type"] == "ack":
+		joinedAcked = true
+	case r["code"] != "not_saved":
+		t.Fatalf("join on a full disk: %v", r)
+	}
+	t.Logf("during the full state: %d records stored, %d refused retryably; join %v", len(stored), len(refused), r["type"])
+	if len(refused) == 0 && joinedAcked {
+		t.Fatalf("nothing was refused: the disk was not full for the store")
+	}
+
+	// Space comes back; everything refused is sent again.
+	if err := os.Remove(filepath.Join(mnt, "filler")); err != nil {
+		t.Fatal(err)
+	}
+	deadline = time.Now().Add(15 * time.Second)
+	for h = getHealth(t, url); !h.Checks["disk"].OK; h = getHealth(t, url) {
+		if time.Now().After(deadline) {
+			t.Fatalf("/healthz after freeing space: %+v", h)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	for _, marker := range refused {
+		e.must(http.MethodPost, "/api/v1/sync/records", `{"kind":"fulldisk.test","payload":{"m":"`+marker+`"}}`, http.StatusCreated)
+		stored[marker] = true
+	}
+	if !joinedAcked {
+		if r, err := term.request(ctx, map[string]any{"type": "join", "name": "初三(2)班"}); err != nil || r["type"] != "ack" {
+			t.Fatalf("join after freeing space: %v %v", r, err)
+		}
+	}
+	pid, _ := w["participant_id"].(string)
+
+	// The WAN returns; everything reaches the hub.
+	px.SetTarget(strings.TrimPrefix(hubURL, "http://"))
+	deadline = time.Now().Add(60 * time.Second)
+	for st := getStatus(t, url, e.admin); st.Backlog != 0; st = getStatus(t, url, e.admin) {
+		if time.Now().After(deadline) {
+			t.Fatalf("backlog not drained: %+v", st)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	term.ws.Close()
+	p.stop(t)
+	hub.stop(t)
+	db, err := bolt.Open(filepath.Join(edgeDir, "edge.db"), 0o600, &bolt.Options{ReadOnly: true, Timeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var problems []error
+	_ = db.View(func(tx *bolt.Tx) error {
+		for err := range tx.Check() {
+			problems = append(problems, err)
+		}
+		return nil
+	})
+	db.Close()
+	if len(problems) > 0 {
+		t.Fatalf("edge.db fails bbolt's check: %v", problems)
+	}
+	rows, err := csv.NewReader(strings.NewReader(cli(t, "cityhub", "-data", hubDir, "export-records", "s10"))).ReadAll()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, joinAtHub := map[string]bool{}, false
+	for _, row := range rows[1:] {
+		var pl struct {
+			M    string `json:"m"`
+			Kind string `json:"kind"`
+			Data struct {
+				Participant string `json:"participant"`
+			} `json:"data"`
+		}
+		_ = json.Unmarshal([]byte(row[6]), &pl)
+		got[pl.M] = true
+		if row[3] == "attendance.join" && pl.Data.Participant == pid {
+			joinAtHub = true
+		}
+	}
+	for m := range stored {
+		if !got[m] {
+			t.Errorf("record %s was stored (201) but never reached the hub", m)
+		}
+	}
+	if !joinAtHub {
+		t.Errorf("the acknowledged join of %s never reached the hub", pid)
+	}
+	t.Logf("after freeing space: all %d records and the join reached the hub; edge.db passes bbolt's check", len(stored))
+}
