@@ -141,6 +141,17 @@ func TestRecordReachesHubFast(t *testing.T) {
 		}
 		return lat
 	}
+	// The peer figure, same run: one durable append on this edge (a bbolt
+	// commit with its fsyncs), the floor under which no record can reach
+	// the hub (which commits it too, and the edge commits the ack).
+	var commit []time.Duration
+	for i := range 100 {
+		t0 := time.Now()
+		e.must(http.MethodPost, "/api/v1/sync/records", fmt.Sprintf(`{"kind":"peer.test","payload":{"i":%d}}`, i), http.StatusCreated)
+		commit = append(commit, time.Since(t0))
+	}
+	e.waitAcked(getStatus(t, e.url, e.admin).LastSeq, 30*time.Second)
+	t.Logf("peer: one durable append on the edge p50 %v p95 %v (100 appends)", percentile(commit, 0.5).Round(time.Millisecond), percentile(commit, 0.95).Round(time.Millisecond))
 	idle := measure(100)
 	p50, p95 := percentile(idle, 0.5), percentile(idle, 0.95)
 	t.Logf("idle link: class record → hub p50 %v p95 %v max %v (100 records; acked_seq polled every 5 ms)",
