@@ -146,7 +146,13 @@ func (w *Watcher) NoteFull() {
 	w.mu.Lock()
 	w.sawNoSpace = true
 	w.st.NoSpaceErrors++
+	was := w.st.State
+	w.st.State = StateFull
+	st := w.st
 	w.mu.Unlock()
+	if was != StateFull {
+		w.logChange(was, st)
+	}
 	select {
 	case w.poke <- struct{}{}:
 	default:

@@ -4,84 +4,19 @@ import (
 	"context"
 	"encoding/csv"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/campusedge/campusedge/edge/disktest"
 	"github.com/campusedge/campusedge/sync/internal/faultproxy"
 )
-
-// smallDisk mounts a 64 MB ext4 file system on a loop device (or, where
-// loop devices are missing, a 64 MB tmpfs) and returns its mount point and
-// which one it is.
-func smallDisk(t *testing.T) (string, string) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to mount a small disk")
-	}
-	dir := t.TempDir()
-	img, mnt := filepath.Join(dir, "disk.img"), filepath.Join(dir, "mnt")
-	if err := os.Mkdir(mnt, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	run := func(name string, args ...string) error {
-		out, err := exec.Command(name, args...).CombinedOutput()
-		if err != nil {
-			return fmt.Errorf("%s %v: %v: %s", name, args, err, out)
-		}
-		return nil
-	}
-	kind := "ext4 on a loop device"
-	err := run("truncate", "-s", "64M", img)
-	if err == nil {
-		err = run("mkfs.ext4", "-q", "-F", img)
-	}
-	if err == nil {
-		err = run("mount", "-o", "loop", img, mnt)
-	}
-	if err != nil {
-		t.Logf("loop-mounted ext4 not available (%v); using tmpfs", err)
-		kind = "tmpfs"
-		if err := run("mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", mnt); err != nil {
-			t.Fatal(err)
-		}
-	}
-	t.Cleanup(func() { _ = exec.Command("umount", "-l", mnt).Run() })
-	return mnt, kind
-}
-
-// fill writes path until the disk refuses (ENOSPC).
-func fill(t *testing.T, path string) {
-	f, err := os.Create(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	buf := make([]byte, 256<<10)
-	for i := 0; i < 4096; i++ { // 1 GiB at most: far beyond the disk
-		if _, err := f.Write(buf); err != nil {
-			if !errors.Is(err, syscall.ENOSPC) {
-				t.Fatal(err)
-			}
-			break
-		}
-	}
-	// The last few blocks: small writes until even those fail.
-	for i := 0; i < 4096; i++ {
-		if _, err := f.Write(buf[:4096]); err != nil {
-			break
-		}
-	}
-	_ = f.Sync()
-}
 
 type health struct {
 	Status string
@@ -113,7 +48,7 @@ func getHealth(t *testing.T, url string) health {
 // stored; the hub ends up holding every acknowledged record, and edge.db
 // passes bbolt's consistency check.
 func TestFullDiskRefusesRetryablyAndLosesNothing(t *testing.T) {
-	mnt, kind := smallDisk(t)
+	mnt, kind := disktest.Small(t, 64)
 	t.Logf("data disk: %s at %s", kind, mnt)
 	dir := t.TempDir()
 	hubDir, edgeDir := filepath.Join(dir, "hub"), filepath.Join(mnt, "edge")
@@ -145,7 +80,7 @@ func TestFullDiskRefusesRetryablyAndLosesNothing(t *testing.T) {
 	px.SetTarget("127.0.0.1:1")
 	px.DropAll()
 
-	fill(t, filepath.Join(mnt, "filler"))
+	disktest.Fill(t, filepath.Join(mnt, "filler"))
 	deadline := time.Now().Add(15 * time.Second)
 	var h health
 	for h = getHealth(t, url); h.Status != "degraded" || h.Checks["disk"].OK; h = getHealth(t, url) {
