@@ -61,7 +61,9 @@ func TestSmallDiskPinAndReserve(t *testing.T) {
 	}
 	t.Logf("empty disk: free %d, reserve %d, available %d", u.Free, u.Reserve, u.Available)
 
-	var eb struct{ Error struct{ Code, Message string } }
+	var eb struct {
+		Error struct{ Code, Message string }
+	}
 	e.do(t, "PUT", "/api/v1/cache/pins/"+items["huge"].ID, nil, 507, &eb)
 	if eb.Error.Code != "pin_over_quota" || !strings.Contains(eb.Error.Message, "disk") {
 		t.Fatalf("pin of 96 MB on a 64 MB disk: %+v", eb)
