@@ -196,8 +196,25 @@ func TestRecordReachesHubFast(t *testing.T) {
 		e.must(http.MethodPost, "/api/v1/sync/records", fmt.Sprintf(`{"kind":"backlog.test","payload":{"i":%d}}`, i), http.StatusCreated)
 	}
 	last = getStatus(t, e.url, e.admin).LastSeq
-	// Let the uplink fail a few times so its backoff grows past 2 s.
-	time.Sleep(12 * time.Second)
+	// Let the uplink fail until it has just begun a wait of at least 4 s
+	// (its log says so), so a drain within 2 s can only come from the probe.
+	mark := len(e.p.logs())
+	var retryIn time.Duration
+	for deadline := time.Now().Add(90 * time.Second); retryIn < 4*time.Second; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the uplink never backed off 4 s or more:\n%s", e.p.logs()[mark:])
+		}
+		logs := e.p.logs()
+		i := strings.LastIndex(logs, "retry_in=")
+		if i < mark {
+			continue
+		}
+		mark = i + 1
+		f := strings.Fields(logs[i+len("retry_in="):])
+		if len(f) > 0 {
+			retryIn, _ = time.ParseDuration(f[0])
+		}
+	}
 	st := getStatus(t, e.url, e.admin)
 	if st.Link != "down" || st.AckedSeq >= last {
 		t.Fatalf("the cut did not hold the backlog: %+v", st)
@@ -206,8 +223,8 @@ func TestRecordReachesHubFast(t *testing.T) {
 	back := time.Now()
 	began := e.waitAcked(st.AckedSeq+1, 30*time.Second)
 	drained := e.waitAcked(last, 60*time.Second)
-	t.Logf("link back: backlog of %d started draining after %v, all acknowledged after %v",
-		last-st.AckedSeq, began.Round(time.Millisecond), time.Since(back).Round(time.Millisecond))
+	t.Logf("link back during a %v backoff: backlog of %d started draining after %v, all acknowledged after %v",
+		retryIn, last-st.AckedSeq, began.Round(time.Millisecond), time.Since(back).Round(time.Millisecond))
 	if began > 2*time.Second {
 		t.Errorf("backlog started draining %v after the link returned, want under 2 s", began)
 	}
