@@ -5,6 +5,7 @@ import (
 	"encoding/csv"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -215,4 +216,93 @@ func TestFullDiskRefusesRetryablyAndLosesNothing(t *testing.T) {
 		t.Errorf("the acknowledged join of %s never reached the hub", pid)
 	}
 	t.Logf("after freeing space: all %d records and the join reached the hub; edge.db passes bbolt's check", len(stored))
+}
+
+// TestHubDiskFullIsRetried: cityhub's data dir is a 64 MB disk that fills
+// up. Its sync endpoints answer 507 disk_full with Retry-After (never a
+// refusal the edge would stop on), the edge keeps every record and shows
+// the link down with the hub's reason, and once the hub's disk has room
+// again the backlog drains: the hub holds every record the edge took.
+func TestHubDiskFullIsRetried(t *testing.T) {
+	mnt, kind := disktest.Small(t, 64)
+	t.Logf("hub data disk: %s", kind)
+	hubDir, edgeDir := filepath.Join(mnt, "hub"), filepath.Join(t.TempDir(), "edge")
+	cli(t, "cityhub", "-data", hubDir, "school", "add", "s11", "第十一中学")
+	tok := strings.TrimSpace(cli(t, "cityhub", "-data", hubDir, "enrol-token", "s11"))
+	hub, hubURL := start(t, "cityhub", "-data", hubDir, "-listen", "127.0.0.1:0")
+	args := []string{"-data", edgeDir, "-listen", "127.0.0.1:0", "-mdns=false", "-https-listen", "off", "-cloud", hubURL, "-school", "s11"}
+	p, url := start(t, "edged", args...)
+	e := &edgeAPI{t: t, url: url, admin: adminToken(t, edgeDir), dir: edgeDir, args: args, p: p}
+	e.must(http.MethodPost, "/api/v1/sync/enrol", `{"token":"`+tok+`"}`, http.StatusOK)
+	deadline := time.Now().Add(30 * time.Second)
+	for st := getStatus(t, url, e.admin); st.Link != "up"; st = getStatus(t, url, e.admin) {
+		if time.Now().After(deadline) {
+			t.Fatalf("link not up: %+v", st)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	disktest.Fill(t, filepath.Join(mnt, "filler"))
+	const n = 200
+	for i := range n {
+		e.must(http.MethodPost, "/api/v1/sync/records", fmt.Sprintf(`{"kind":"hubfull.test","payload":{"m":"h-%d","pad":"%s"}}`, i, strings.Repeat("y", 4000)), http.StatusCreated)
+	}
+	var st struct {
+		Link      string `json:"link"`
+		LastError string `json:"last_error"`
+		Backlog   uint64 `json:"backlog"`
+	}
+	deadline = time.Now().Add(30 * time.Second)
+	for {
+		_ = json.Unmarshal([]byte(e.must(http.MethodGet, "/api/v1/sync", "", http.StatusOK)), &st)
+		if st.Link == "down" && strings.Contains(st.LastError, "507") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("edge did not see the hub's full disk: %+v", st)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Logf("hub disk full: edge link %s, backlog %d, last error %q", st.Link, st.Backlog, st.LastError)
+	if st.Backlog == 0 {
+		t.Fatal("the records left the edge though the hub could not store them")
+	}
+	resp, err := http.Get(hubURL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(m), `cityhub_sync_rejected_requests_total{code="disk_full"}`) {
+		t.Errorf("hub metrics do not count disk_full refusals")
+	}
+
+	if err := os.Remove(filepath.Join(mnt, "filler")); err != nil {
+		t.Fatal(err)
+	}
+	freed := time.Now()
+	deadline = time.Now().Add(90 * time.Second) // the uplink's backoff, at most 60 s
+	for s := getStatus(t, url, e.admin); s.Backlog != 0; s = getStatus(t, url, e.admin) {
+		if time.Now().After(deadline) {
+			t.Fatalf("backlog not drained after the hub's disk had room: %+v", s)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Logf("hub disk freed: backlog drained %v later (the uplink's backoff)", time.Since(freed).Round(time.Millisecond))
+	p.stop(t)
+	hub.stop(t)
+	rows, err := csv.NewReader(strings.NewReader(cli(t, "cityhub", "-data", hubDir, "export-records", "s11"))).ReadAll()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]bool{}
+	for _, row := range rows[1:] {
+		var pl struct{ M string }
+		_ = json.Unmarshal([]byte(row[6]), &pl)
+		got[pl.M] = true
+	}
+	for i := range n {
+		if !got[fmt.Sprintf("h-%d", i)] {
+			t.Fatalf("record h-%d never reached the hub", i)
+		}
+	}
 }
