@@ -72,11 +72,42 @@ func TestFullDiskRefusesRetryablyAndLosesNothing(t *testing.T) {
 	var s struct {
 		ID     string
 		Tokens struct {
-			Classrooms map[string]struct{ Terminal string } `json:"classrooms"`
+			Master     string `json:"master"`
+			Classrooms map[string]struct {
+				Terminal  string `json:"terminal"`
+				Assistant string `json:"assistant"`
+			} `json:"classrooms"`
 		} `json:"tokens"`
 	}
 	_ = json.Unmarshal([]byte(b), &s)
 	e.must(http.MethodPost, "/api/v1/sessions/"+s.ID+"/start", "", http.StatusOK)
+	req, _ := http.NewRequest(http.MethodPut, url+"/api/v1/attendance/roster", strings.NewReader("student_id,name,homeroom,groups\nf1,李雷,F32,\nf2,韩梅梅,F32,\n"))
+	req.Header.Set("Authorization", "Bearer "+e.admin)
+	req.Header.Set("Content-Type", "text/csv")
+	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("roster import: %v %v", err, resp)
+	} else {
+		resp.Body.Close()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	defer cancel()
+	// The class is under way before the disk fills: master, the room's
+	// terminal and assistant are in, a quiz is open.
+	conns := map[string]*wsReq{}
+	for who, tok := range map[string]string{"master": s.Tokens.Master, "terminal": s.Tokens.Classrooms[room.ID].Terminal, "assistant": s.Tokens.Classrooms[room.ID].Assistant} {
+		c, _, err := dialWS(ctx, url, tok)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.ws.Close()
+		if r, err := c.request(ctx, map[string]any{"type": "join", "name": who}); err != nil || r["type"] != "ack" {
+			t.Fatalf("%s join: %v %v", who, r, err)
+		}
+		conns[who] = c
+	}
+	if r, err := conns["master"].request(ctx, map[string]any{"type": "quiz", "question": map[string]any{"id": "q0", "kind": "single", "prompt": "H2O?", "options": []string{"水", "盐"}, "correct": []int{0}}}); err != nil || r["type"] != "ack" {
+		t.Fatalf("quiz q0: %v %v", r, err)
+	}
 	// Hold the records on the edge while the disk is full: the WAN is cut.
 	px.SetTarget("127.0.0.1:1")
 	px.DropAll()
@@ -116,8 +147,41 @@ func TestFullDiskRefusesRetryablyAndLosesNothing(t *testing.T) {
 			t.Fatalf("a record on a full disk answered %d %s (want 201, or 507/503 not_saved)", code, body)
 		}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
+	// Class operations during the full state, one try each: acknowledged
+	// (stored) or refused not_saved (nothing changed), nothing else.
+	type op struct {
+		who, what, key string
+		msg            map[string]any
+		acked          bool
+	}
+	ops := []*op{
+		{who: "master", what: "quiz push", key: recordKey("quiz.question", s.ID, "", "", "q1"),
+			msg: map[string]any{"type": "quiz", "question": map[string]any{"id": "q1", "kind": "single", "prompt": strings.Repeat("氧化还原反应。", 140), "options": []string{"对", "错"}, "correct": []int{0}}}},
+		{who: "terminal", what: "answer", key: recordKey("quiz.answer", s.ID, room.ID, "", "q0"),
+			msg: map[string]any{"type": "quiz_answer", "quiz_id": "q0", "choices": []int{0}}},
+		{who: "terminal", what: "hand", key: recordKey("session.log", s.ID, room.ID, "", "hand"),
+			msg: map[string]any{"type": "hand", "raised": true}},
+		{who: "assistant", what: "mark", key: recordKey("attendance.mark", s.ID, room.ID, "f1", ""),
+			msg: map[string]any{"type": "mark", "student_id": "f1", "status": "present"}},
+		{who: "assistant", what: "mark", key: recordKey("attendance.mark", s.ID, room.ID, "f2", ""),
+			msg: map[string]any{"type": "mark", "student_id": "f2", "status": "absent"}},
+	}
+	outcome := map[string]int{}
+	for _, o := range ops {
+		r, err := conns[o.who].requestOnce(ctx, o.msg)
+		switch {
+		case err != nil:
+			t.Fatalf("%s on a full disk: %v", o.what, err)
+		case r["type"] == "ack":
+			o.acked = true
+			outcome[o.what+" stored"]++
+		case r["code"] == "not_saved":
+			outcome[o.what+" refused"]++
+		default:
+			t.Fatalf("%s on a full disk answered %v (want ack or not_saved)", o.what, r)
+		}
+	}
+	t.Logf("class operations on the full disk: %v", outcome)
 	term, w, err := dialWS(ctx, url, s.Tokens.Classrooms[room.ID].Terminal)
 	if err != nil {
 		t.Fatal(err)
@@ -159,6 +223,14 @@ func TestFullDiskRefusesRetryablyAndLosesNothing(t *testing.T) {
 			t.Fatalf("join after freeing space: %v %v", r, err)
 		}
 	}
+	for _, o := range ops {
+		if o.acked {
+			continue
+		}
+		if r, err := conns[o.who].request(ctx, o.msg); err != nil || r["type"] != "ack" {
+			t.Fatalf("%s sent again after freeing space: %v %v", o.what, r, err)
+		}
+	}
 	pid, _ := w["participant_id"].(string)
 
 	// The WAN returns; everything reaches the hub.
@@ -171,6 +243,9 @@ func TestFullDiskRefusesRetryablyAndLosesNothing(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	term.ws.Close()
+	for _, c := range conns {
+		c.ws.Close()
+	}
 	p.stop(t)
 	hub.stop(t)
 	db, err := bolt.Open(filepath.Join(edgeDir, "edge.db"), 0o600, &bolt.Options{ReadOnly: true, Timeout: 5 * time.Second})
@@ -192,19 +267,31 @@ func TestFullDiskRefusesRetryablyAndLosesNothing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got, joinAtHub := map[string]bool{}, false
+	got, joinAtHub, have := map[string]bool{}, false, map[string]bool{}
 	for _, row := range rows[1:] {
 		var pl struct {
-			M    string `json:"m"`
-			Kind string `json:"kind"`
-			Data struct {
-				Participant string `json:"participant"`
+			M         string `json:"m"`
+			Kind      string `json:"kind"`
+			Session   string `json:"session_id"`
+			Classroom string `json:"classroom_id"`
+			Student   string `json:"student_id"`
+			Data      struct {
+				Participant string              `json:"participant"`
+				QuizID      string              `json:"quiz_id"`
+				Question    struct{ ID string } `json:"question"`
+				Event       string              `json:"event"`
 			} `json:"data"`
 		}
 		_ = json.Unmarshal([]byte(row[6]), &pl)
 		got[pl.M] = true
 		if row[3] == "attendance.join" && pl.Data.Participant == pid {
 			joinAtHub = true
+		}
+		have[recordKey(pl.Kind, pl.Session, pl.Classroom, pl.Student, pl.Data.QuizID+pl.Data.Question.ID+pl.Data.Event)] = true
+	}
+	for _, o := range ops {
+		if !have[o.key] {
+			t.Errorf("%s (acknowledged %s) never reached the hub: %s", o.what, map[bool]string{true: "on the full disk", false: "after a retry"}[o.acked], o.key)
 		}
 	}
 	for m := range stored {
