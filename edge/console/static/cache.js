@@ -27,7 +27,7 @@
   function renderStatus(st) {
     const u = st.usage;
     el("cache-usage").textContent = (u.quota_bytes ? t("cache.usage_quota", { used: size(u.used_bytes), quota: size(u.quota_bytes) }) : t("cache.usage", { used: size(u.used_bytes) })) +
-      t("cache.usage_rest", { pinned: size(u.pinned_bytes), free: size(u.free_bytes), files: n(u.blobs) });
+      t("cache.usage_rest", { pinned: size(u.pinned_bytes), free: size(u.free_bytes), files: n(u.blobs), reserve: size(u.reserve_bytes || 0), available: size(u.available_bytes || 0) });
     const bw = st.bandwidth;
     el("cache-bandwidth").textContent = t("cache.bandwidth", { now: bw.now_bps ? i18n.rate(bw.now_bps) : t("cache.no_cap"), schedule: bw.schedule });
     const p = st.prefetch;
