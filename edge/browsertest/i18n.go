@@ -69,9 +69,9 @@ func Untranslated(en, tr map[string]string, allow []string) string {
 }
 
 // Screenshot saves a full-page PNG of the browser's page as dir/name.png
-// (dir is created). Page tests take one per page and language, into the
-// directory SCREENSHOTS_DIR names (docs/screenshots when they are
-// refreshed) or a temporary one.
+// (dir is created). Page tests take one per page and language, into
+// docs/screenshots when CAMPUSEDGE_SCREENSHOTS=1, else a temporary
+// directory.
 func (b *Browser) Screenshot(dir, name string) {
 	b.t.Helper()
 	ctx, cancel := context.WithTimeout(b.ctx, StepTimeout)
