@@ -166,6 +166,7 @@ func FuzzValidate(f *testing.F) {
 	f.Add("roster", `{"students":[{"id":"s1","name":"A","homeroom":"7A","groups":["g"]}]}`)
 	f.Add("timetable", `{"slots":[{"day":"mon","period":1,"start":"08:00","end":"08:45","room":"r","group":"g","subject":"s","teacher":"t","resources":["ml-1"]}]}`)
 	f.Add("roster", `{"students":null}`)
+	f.Add("roster", `{"students":[{"id":"20250301","name":"阿依古丽·吐尔逊","homeroom":"g-blkodhgyod","groups":[]}],"classes":[{"code":"g-blkodhgyod","name":"初一(3)班"}]}`)
 	f.Fuzz(func(t *testing.T, kind, doc string) {
 		_ = Validate(kind, []byte(doc))
 	})
