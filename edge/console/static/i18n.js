@@ -48,12 +48,18 @@ window.i18n = (() => {
 
   // apply translates the elements under root that carry data-i18n (text),
   // data-i18n-html (trusted markup from the catalogue: links, code),
-  // data-i18n-placeholder, data-i18n-title and data-i18n-aria-label.
+  // data-i18n-placeholder, data-i18n-title, data-i18n-aria-label,
+  // data-i18n-alt and data-i18n-value.
   function apply(root) {
     const r = root || document;
     for (const e of r.querySelectorAll("[data-i18n]")) e.textContent = t(e.dataset.i18n);
     for (const e of r.querySelectorAll("[data-i18n-html]")) e.innerHTML = t(e.dataset.i18nHtml);
-    for (const [attr, ds] of [["placeholder", "i18nPlaceholder"], ["title", "i18nTitle"], ["aria-label", "i18nAriaLabel"]]) {
+    // data-i18n-value: an input's default value, replaced only while the
+    // person has not typed over it.
+    for (const e of r.querySelectorAll("[data-i18n-value]")) {
+      if (e.value === e.defaultValue) e.value = e.defaultValue = t(e.dataset.i18nValue);
+    }
+    for (const [attr, ds] of [["placeholder", "i18nPlaceholder"], ["title", "i18nTitle"], ["aria-label", "i18nAriaLabel"], ["alt", "i18nAlt"]]) {
       for (const e of r.querySelectorAll("[data-i18n-" + attr + "]")) e.setAttribute(attr, t(e.dataset[ds]));
     }
     document.documentElement.lang = lang;
