@@ -16,7 +16,10 @@
     '<p><span data-i18n="att.teach"></span> <a href="/teacher.html" data-i18n="att.teacher_page"></a> · ' +
     '<span data-i18n="att.screen"></span> <a href="/classroom.html" data-i18n="att.classroom_page"></a></p>' +
     '<h3 data-i18n="att.roster"></h3><p id="att-roster-state"></p>' +
-    '<form id="att-roster-form"><input id="att-roster-file" type="file" accept=".csv,text/csv" required> <button type="submit" data-i18n="att.roster.import"></button></form>' +
+    // The browser's own file button speaks the browser's language, not the
+    // page's: a label in the page's language opens it instead.
+    '<form id="att-roster-form"><label class="filepick"><input id="att-roster-file" class="offscreen" type="file" accept=".csv,text/csv">' +
+    '<span data-i18n="att.roster.choose"></span></label> <span id="att-roster-filename"></span> <button type="submit" data-i18n="att.roster.import"></button></form>' +
     '<p id="att-roster-result" role="status"></p><ul id="att-roster-problems" class="error"></ul>' +
     '<h3 data-i18n="att.sessions"></h3>' +
     '<select id="att-session"></select> <button id="att-refresh" data-i18n="att.refresh"></button><p id="att-error" class="error"></p><div id="att-body"></div>';
@@ -81,6 +84,7 @@
     if (res.ok) {
       out.textContent = t("att.roster.imported", { students: i18n.number(j.students), encoding: j.encoding });
       e.target.reset();
+      panel.querySelector("#att-roster-filename").textContent = "";
       refresh();
       return;
     }
@@ -101,6 +105,7 @@
       panel.querySelector("#att-session").onchange = (e) => { chosen = e.target.value; refresh(); };
       panel.querySelector("#att-refresh").onclick = refresh;
       panel.querySelector("#att-roster-form").onsubmit = importRoster;
+      panel.querySelector("#att-roster-file").onchange = (e) => { panel.querySelector("#att-roster-filename").textContent = e.target.files[0] ? e.target.files[0].name : ""; };
       setInterval(refresh, 5000);
       refresh();
     });
