@@ -3,8 +3,13 @@
 // between classes" timetables a teaching group draws students from several
 // homerooms, and each student's own timetable follows from their groups)
 // and its timetable (day × period × room × group × subject × teacher ×
-// resource ids). It parses the CSV files the city imports, with errors that
-// name the row, and writes the same CSV back out.
+// resource ids). Classes, rooms, teachers, subjects and pupils each have a
+// stable ASCII code and a display name in any script (初一(3)班, 李老师,
+// 阿依古丽·吐尔逊); imports may leave codes out and get them derived from the
+// names (edge/textnorm). It parses the CSV files a school office saves
+// (through edge/csvin: UTF-8, UTF-8 BOM, GBK, GB18030; Chinese or English
+// headers), with errors that name the row and column, and writes the same
+// CSV back out.
 package schooldata
 
 import (
