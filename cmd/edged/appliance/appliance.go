@@ -13,6 +13,8 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"sync/atomic"
 
 	bolt "go.etcd.io/bbolt"
@@ -93,6 +95,8 @@ type appliance struct {
 	// The advertiser is set after HTTP is serving (it needs the bound port and
 	// /healthz may already be asked), hence the atomic.
 	advp atomic.Pointer[discovery.Advertiser]
+	// regp is the unicast DNS-SD registration (-dns-zone), set likewise.
+	regp atomic.Pointer[discovery.Registrar]
 
 	// capabilities
 	cloudCA []byte
@@ -223,7 +227,13 @@ func listenHTTPS(cfg config.Config, log *slog.Logger) (*certs.Manager, net.Liste
 		log.Warn("HTTPS is off (-https-listen off): cameras work only on pages opened at 127.0.0.1, and tokens cross the LAN in clear")
 		return nil, nil, nil
 	}
-	tm, err := certs.New(certs.Config{Dir: filepath.Join(cfg.DataDir, "tls"), Names: cfg.TLSNames,
+	names := cfg.TLSNames
+	if cfg.DNSZone != "" {
+		// The name the school's DNS gives the edge (-dns-zone), which the
+		// console's QR code links to.
+		names = append(slices.Clone(names), discovery.WellKnownHost+"."+strings.TrimSuffix(cfg.DNSZone, "."))
+	}
+	tm, err := certs.New(certs.Config{Dir: filepath.Join(cfg.DataDir, "tls"), Names: names,
 		OperatorCert: cfg.TLSCert, OperatorKey: cfg.TLSKey, Logger: log})
 	if err != nil {
 		return nil, nil, err
@@ -274,6 +284,7 @@ func (a *appliance) newServer() {
 	if a.tm != nil {
 		a.tm.Register(a.srv)
 	}
+	a.mountDiscoveryAPI()
 }
 
 // serverPin is the pin of the key served on the LAN, which pairing binds
