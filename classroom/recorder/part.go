@@ -231,7 +231,7 @@ func (p *part) plan() (tracks []record.Track, video sfu.TapTrack, ok bool) {
 
 // open creates base.webm.partial and the WebM muxer writing to it.
 func (p *part) open(base string, tracks []record.Track, video sfu.TapTrack) (*record.Recorder, bool) {
-	if err := os.MkdirAll(p.r.dir, 0o700); err != nil {
+	if err := fsutil.MkdirAllDurable(p.r.dir, 0o700); err != nil {
 		p.fail("cannot create the recordings directory: "+err.Error(), err)
 		return nil, false
 	}
