@@ -408,6 +408,22 @@ func TestUnicastDNSSDAcrossRouter(t *testing.T) {
 	if !strings.Contains(ds.DNS.Error, "refused the update's TSIG signature") || ds.DNS.LastConfirmed != nil || ds.DNS.Mode != "dynamic_update" {
 		t.Errorf("console API with a wrong key: %+v", ds.DNS)
 	}
+	var health struct {
+		Status string
+		Checks map[string]struct {
+			OK     bool
+			Detail string
+		}
+	}
+	res, err := hc.Get("http://127.0.0.1:8080/healthz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = json.NewDecoder(res.Body).Decode(&health)
+	res.Body.Close()
+	if c := health.Checks["dns_sd"]; health.Status != "degraded" || c.OK || !strings.Contains(c.Detail, "BADSIG") {
+		t.Errorf("/healthz with a wrong key: %+v", health)
+	}
 	if len(ds.Links) != 2 || !strings.HasPrefix(ds.Links[0].QRPNG, "data:image/png;base64,") {
 		t.Errorf("console API links: %+v", ds.Links)
 	}
