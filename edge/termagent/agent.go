@@ -32,6 +32,7 @@ import (
 	"github.com/campusedge/campusedge/edge/certs"
 	"github.com/campusedge/campusedge/edge/ctlwire"
 	"github.com/campusedge/campusedge/edge/discovery"
+	"github.com/campusedge/campusedge/edge/fsutil"
 	"github.com/campusedge/campusedge/edge/pairing"
 )
 
@@ -79,19 +80,9 @@ func SaveState(dataDir string, s State) error {
 	if err != nil {
 		return err
 	}
-	path := filepath.Join(dataDir, StateFile)
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return fmt.Errorf("save credential: %w", err)
-	}
-	_, werr := f.Write(data)
-	serr := f.Sync()
-	cerr := f.Close()
-	if err := errors.Join(werr, serr, cerr); err != nil {
-		return fmt.Errorf("save credential %s: %w", tmp, err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
+	// Temp file, fsync, rename, directory fsync: a power cut keeps the old
+	// credential or the new one.
+	if err := fsutil.WriteFileAtomic(filepath.Join(dataDir, StateFile), data, 0o600); err != nil {
 		return fmt.Errorf("save credential: %w", err)
 	}
 	return nil

@@ -28,6 +28,7 @@ import (
 	"github.com/campusedge/campusedge/edge/config"
 	"github.com/campusedge/campusedge/edge/console"
 	"github.com/campusedge/campusedge/edge/discovery"
+	"github.com/campusedge/campusedge/edge/diskwatch"
 	"github.com/campusedge/campusedge/edge/fleet"
 	"github.com/campusedge/campusedge/edge/identity"
 	"github.com/campusedge/campusedge/edge/store"
@@ -90,6 +91,7 @@ type appliance struct {
 	// the API server and what /healthz checks
 	srv    *api.Server
 	checks map[string]api.Check
+	disk   *diskwatch.Watcher // the data disk's free space: ok, low, full
 	// The advertiser is set after HTTP is serving (it needs the bound port and
 	// /healthz may already be asked), hence the atomic.
 	advp atomic.Pointer[discovery.Advertiser]
@@ -255,7 +257,10 @@ func (a *appliance) closeListeners() {
 // /healthz checks of the store and DNS-SD (sync adds its own).
 func (a *appliance) newServer() {
 	cfg := a.cfg
+	a.disk = diskwatch.New(diskwatch.Config{Dir: cfg.DataDir, Logger: a.log.With("component", "disk"),
+		OnLow: func() (int64, error) { return a.rc.KeepReserve() }}) // Run starts once the cache exists
 	a.checks = map[string]api.Check{
+		"disk": a.disk.Check,
 		"store": func(context.Context) error {
 			return a.st.View(func(*bolt.Tx) error { return nil })
 		},
@@ -285,6 +290,7 @@ func (a *appliance) newServer() {
 	}
 	a.srv = api.New(api.Config{Identity: a.id, Fleet: a.fl, School: cfg.School, SchoolName: a.schoolName, Logger: a.log, Checks: a.checks,
 		Console: console.Handler(), HTTPSPort: a.httpsPort, ServerPin: serverPin(a.tm)})
+	a.srv.Registry().MustRegister(a.disk.Collectors()...)
 	if a.tm != nil {
 		a.tm.Register(a.srv)
 	}
