@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -286,13 +287,27 @@ func TestUnicastDNSSDAcrossRouter(t *testing.T) {
 		t.Fatalf("browse domain on B: %q", b)
 	}
 
+	// avahi-browse on B sees the same records, by wide-area (unicast) DNS-SD.
+	rcB := r.resolvConf(t, r.dnsB)
+	av := r.termB.StartAvahiWideArea(t, rcB)
+	for {
+		svcs := av.BrowseDomain(ctx, 3*time.Second, "school.test", discovery.ServiceType)
+		if i := slices.IndexFunc(svcs, func(s netnstest.AvahiService) bool { return s.Name == inst }); i >= 0 {
+			t.Logf("avahi-browse -rpk -d school.test on B: %+v", svcs)
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("avahi-browse -d school.test on B never showed %q: %+v", inst, svcs)
+		}
+	}
+	t.Logf("avahi-browse -rpk -d school.test on B lists %q", inst)
+
 	// Pair from B by unicast DNS-SD alone, with a code typed in full-width digits.
 	var room struct{ ID string }
 	adminCall(t, hc, token, "POST", "http://127.0.0.1:8080/api/v1/classrooms", map[string]string{"name": "三年级二班", "room_code": "r302"}, &room)
 	var pc struct{ Code string }
 	adminCall(t, hc, token, "POST", "http://127.0.0.1:8080/api/v1/classrooms/"+room.ID+"/pairing-codes", nil, &pc)
 	termData := t.TempDir()
-	rcB := r.resolvConf(t, r.dnsB)
 	start := time.Now()
 	term := r.termB.Start(t, nil, classterm, "-data", termData, "-pair", fullWidth(pc.Code), "-name", "board-b",
 		"-resolv-conf", rcB, "-log-level", "debug")

@@ -73,6 +73,9 @@ type Registrar struct {
 	done   chan struct{}
 	client *dns.Client
 
+	closeOnce sync.Once
+	closeErr  error
+
 	mu        sync.Mutex
 	pub       Publication // what the zone should hold now
 	published bool        // pub is in the zone (last update succeeded)
@@ -429,18 +432,16 @@ func (r *Registrar) Status() DNSStatus {
 
 // Close stops the updates and removes the edge's records from the zone,
 // so that terminals do not try an edge that is gone. It is safe to call
-// more than once; only the first call removes.
+// more than once and from several goroutines (the context given to
+// Register ends it too): every call returns when the removal is done, so a
+// shutting-down edge does not exit before it.
 func (r *Registrar) Close() error {
-	var err error
-	r.mu.Lock()
-	stopped := r.cancel == nil
-	cancel := r.cancel
-	r.cancel = nil
-	r.mu.Unlock()
-	if stopped {
-		return nil
-	}
-	cancel()
+	r.closeOnce.Do(func() { r.closeErr = r.close() })
+	return r.closeErr
+}
+
+func (r *Registrar) close() error {
+	r.cancel()
 	<-r.done
 	if r.client == nil {
 		return nil
@@ -450,8 +451,8 @@ func (r *Registrar) Close() error {
 	r.mu.Unlock()
 	ctx, done := context.WithTimeout(context.Background(), r.cfg.Timeout)
 	defer done()
-	if err = r.remove(ctx, pub); err != nil {
-		r.log.Warn("could not remove the edge's DNS records at shutdown; they expire with the zone's data only when removed by hand", "zone", pub.Zone, "err", err)
+	if err := r.remove(ctx, pub); err != nil {
+		r.log.Warn("could not remove the edge's DNS records at shutdown; remove them by hand or they stay until the edge starts again", "zone", pub.Zone, "err", err)
 		return err
 	}
 	r.log.Info("DNS-SD records removed", "zone", pub.Zone, "instance", pub.InstanceFQDN())
