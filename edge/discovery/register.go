@@ -92,10 +92,10 @@ func Register(ctx context.Context, cfg RegisterConfig) (*Registrar, error) {
 	if cfg.HostLabel == "" {
 		cfg.HostLabel = WellKnownHost
 	}
-	cfg.Poll = cmp(cfg.Poll, 2*time.Second)
-	cfg.Confirm = cmp(cfg.Confirm, time.Minute)
-	cfg.TTL = cmp(cfg.TTL, 30*time.Second)
-	cfg.Timeout = cmp(cfg.Timeout, 5*time.Second)
+	cfg.Poll = orDur(cfg.Poll, 2*time.Second)
+	cfg.Confirm = orDur(cfg.Confirm, time.Minute)
+	cfg.TTL = orDur(cfg.TTL, 30*time.Second)
+	cfg.Timeout = orDur(cfg.Timeout, 5*time.Second)
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -131,7 +131,7 @@ func Register(ctx context.Context, cfg RegisterConfig) (*Registrar, error) {
 	return r, nil
 }
 
-func cmp(d, def time.Duration) time.Duration {
+func orDur(d, def time.Duration) time.Duration {
 	if d <= 0 {
 		return def
 	}
