@@ -50,10 +50,13 @@ type DNSStatus struct {
 	Zone   string `json:"zone"`
 	Server string `json:"server,omitempty"`
 	// Mode is "dynamic_update" (RFC 2136 with TSIG) or "manual".
-	Mode    string   `json:"mode"`
-	KeyName string   `json:"key_name,omitempty"`
-	Host    string   `json:"host"`
-	Addrs   []string `json:"addrs"`
+	Mode    string `json:"mode"`
+	KeyName string `json:"key_name,omitempty"`
+	// Instance is the DNS-SD instance name as people read it (in Records
+	// it is escaped as zone files write it).
+	Instance string   `json:"instance"`
+	Host     string   `json:"host"`
+	Addrs    []string `json:"addrs"`
 	// Records are the records published (or, in manual mode, to add).
 	Records       []string   `json:"records"`
 	LastUpdate    *time.Time `json:"last_update,omitempty"`
@@ -405,7 +408,7 @@ func addrsOf(m *dns.Msg) []netip.Addr {
 func (r *Registrar) Status() DNSStatus {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	s := DNSStatus{Zone: r.cfg.Zone, Server: r.cfg.Server, Mode: "manual", Host: r.pub.Host, Addrs: []string{}, Records: []string{},
+	s := DNSStatus{Zone: r.cfg.Zone, Server: r.cfg.Server, Mode: "manual", Instance: r.pub.Instance, Host: r.pub.Host, Addrs: []string{}, Records: []string{},
 		Error: r.errMsg, ZoneSnippet: r.pub.ZoneSnippet(), DnsmasqSnippet: r.pub.DnsmasqSnippet()}
 	if r.client != nil {
 		s.Mode, s.KeyName = "dynamic_update", r.cfg.Key.Name
