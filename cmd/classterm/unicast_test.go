@@ -31,7 +31,6 @@ import (
 type routed struct {
 	edge, termA, router, termB *netnstest.Netns
 	dnsA, dnsB                 netip.Addr // the router's addresses = the DNS server
-	dir                        string
 }
 
 const (
@@ -53,7 +52,7 @@ func newRouted(t testing.TB) *routed {
 	t.Helper()
 	netnstest.RequireRoot(t)
 	id := fmt.Sprintf("%06x", time.Now().UnixNano()&0xffffff)
-	r := &routed{dir: t.TempDir(), dnsA: netip.MustParseAddr("10.201.1.1"), dnsB: netip.MustParseAddr("10.201.2.1")}
+	r := &routed{dnsA: netip.MustParseAddr("10.201.1.1"), dnsB: netip.MustParseAddr("10.201.2.1")}
 	ns := func(role string) string {
 		name := "cetest-" + id + "-" + role
 		ipcmd(t, "netns", "add", name)
@@ -123,38 +122,9 @@ _campusedge._tcp	IN PTR Decoy._campusedge._tcp.school.test.
 Decoy._campusedge._tcp	IN SRV 0 0 8080 campusedge.school.test.
 Decoy._campusedge._tcp	IN TXT "v=1" "id=decoy-edge-0001" "school=x" "api=/api/v1" "https=8443"
 `
-	conf := fmt.Sprintf(`options {
-	directory "%[1]s";
-	pid-file "%[1]s/named.pid";
-	session-keyfile "%[1]s/session.key";
-	listen-on { 10.201.1.1; 10.201.2.1; };
-	listen-on-v6 { none; };
-	recursion no;
-	dnssec-validation no;
-	allow-query { any; };
-	notify no;
-};
-key "%[2]s" { algorithm hmac-sha256; secret "%[3]s"; };
-controls { };
-zone "school.test" {
-	type primary;
-	file "%[1]s/school.test.zone";
-	journal "%[1]s/school.test.jnl";
-	update-policy { grant %[2]s zonesub ANY; };
-};
-`, r.dir, tsigName, tsigSecret)
-	for name, data := range map[string]string{"named.conf": conf, "school.test.zone": zone} {
-		if err := os.WriteFile(filepath.Join(r.dir, name), []byte(data), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	p := r.router.Start(t, nil, "/usr/sbin/named", "-g", "-4", "-n", "1", "-c", filepath.Join(r.dir, "named.conf"))
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	if err := p.WaitOutput(ctx, "running"); err != nil {
-		t.Fatalf("named did not start: %v\n%s", err, p.Output())
-	}
-	return p
+	return r.router.StartBIND(t, []string{r.dnsA.String(), r.dnsB.String()},
+		[]netnstest.TSIGSecret{{Name: tsigName, Algorithm: "hmac-sha256", Secret: tsigSecret}},
+		[]netnstest.BINDZone{{Name: "school.test", Body: zone, UpdateKey: tsigName}})
 }
 
 func (r *routed) keyFile(t testing.TB, secret string) string {
