@@ -133,7 +133,7 @@ func (u *uploads) start(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteJSON(w, http.StatusOK, media.UploadState{Offset: it.Size, Done: true})
 		return
 	}
-	if err := os.MkdirAll(u.dir(), 0o700); err != nil {
+	if err := fsutil.MkdirAllDurable(u.dir(), 0o700); err != nil {
 		httpapi.WriteError(w, http.StatusInternalServerError, "internal", err.Error())
 		return
 	}
@@ -213,7 +213,13 @@ func (u *uploads) patch(w http.ResponseWriter, r *http.Request) {
 	}
 	// The offset answered is one the edge may resume from after a power
 	// cut here: only what fsync made durable.
-	if err := f.Sync(); err != nil {
+	err = f.Sync()
+	if err == nil && off == 0 {
+		// The part file may be new: its name must survive too before any
+		// offset is acknowledged.
+		err = fsutil.SyncDir(u.dir())
+	}
+	if err != nil {
 		_ = f.Truncate(off)
 		w.Header().Set("Retry-After", "10")
 		status, code := http.StatusServiceUnavailable, "store_unavailable"
