@@ -146,11 +146,18 @@ func serve(ctx context.Context, f *hubFlags, st *catalog.Store, stderr io.Writer
 		fmt.Fprintln(stderr, "cityhub: city CA:", err)
 		return 1
 	}
-	handler, err := withFirmware(*f.data, hubHandler(catalog.Handler(st, log), sst, ca, log), log)
+	fw, err := firmwareHandler(*f.data, log)
 	if err != nil {
 		fmt.Fprintln(stderr, "cityhub:", err)
 		return 1
 	}
+	staff, staffFile, err := staffToken(*f.data)
+	if err != nil {
+		fmt.Fprintln(stderr, "cityhub:", err)
+		return 1
+	}
+	log.Info("city staff credential ready", "staff_token_file", staffFile)
+	handler := hubHandler(catalog.Handler(st, log), fw, sst, ca, staff, log)
 	hs := &http.Server{
 		Handler:           handler,
 		ReadHeaderTimeout: 10 * time.Second,
