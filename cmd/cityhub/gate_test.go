@@ -29,7 +29,7 @@ type testEdge struct {
 	priv ed25519.PrivateKey
 }
 
-func (e *testEdge) EdgeID() string          { return e.id }
+func (e *testEdge) EdgeID() string         { return e.id }
 func (e *testEdge) Sign(msg []byte) []byte { return ed25519.Sign(e.priv, msg) }
 
 func newTestEdge(t *testing.T) *testEdge {
