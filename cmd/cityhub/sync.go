@@ -305,8 +305,7 @@ func (c *syncCmd) latestChange(kind string) ([]byte, error) {
 
 // hubHandler puts the sync API, /metrics and /healthz in front of the
 // catalogue handler.
-func hubHandler(catalogue, firmware http.Handler, st hub.Store, ca hub.Issuer, staff func(string) bool, log *slog.Logger) http.Handler {
-	reg := prometheus.NewRegistry()
+func hubHandler(reg *prometheus.Registry, catalogue, firmware http.Handler, st hub.Store, ca hub.Issuer, staff func(string) bool, log *slog.Logger) http.Handler {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	srv := hub.NewServer(hub.Config{Store: st, CA: ca, Staff: staff, Logger: log.With("component", "sync"), Registry: reg})
 	mux := http.NewServeMux()
