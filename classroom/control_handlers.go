@@ -157,12 +157,17 @@ func (p *participant) hand(hdr ctlwire.Header, m *Hand) error {
 		return refused("not_found", "classroom %q is not part of this session", target)
 	}
 	c.mu.Lock()
+	unchanged := c.hands[target] == m.Raised
 	if m.Raised {
 		c.hands[target] = true
 	} else {
 		delete(c.hands, target)
 	}
 	c.mu.Unlock()
+	if unchanged {
+		p.ack(hdr) // a repeat changes nothing: nothing to tell or log
+		return nil
+	}
 	p.ack(hdr)
 	ctl.broadcast(c)
 	ctl.interaction.handChanged(g.SessionID, target, m.Raised)
@@ -208,12 +213,17 @@ func (p *participant) mute(hdr ctlwire.Header, m *Mute) error {
 		return refused("not_found", "classroom %q is not part of this session", m.Classroom)
 	}
 	c.mu.Lock()
+	unchanged := c.muted[m.Classroom] == m.Muted
 	if m.Muted {
 		c.muted[m.Classroom] = true
 	} else {
 		delete(c.muted, m.Classroom)
 	}
 	c.mu.Unlock()
+	if unchanged {
+		p.ack(hdr) // a repeat changes nothing: nothing to tell or log
+		return nil
+	}
 	ctl.sfu.SetMuted(g.SessionID, sourceOf(m.Classroom), m.Muted)
 	p.ack(hdr)
 	ctl.broadcast(c)
