@@ -28,7 +28,7 @@ const CodeUncachedBudget = "uncached_budget"
 type clientBudget struct {
 	mu      sync.Mutex
 	open    map[string]map[string]int // uncached reads streaming now: address → item → readers
-	window  time.Time      // start of the current starts window
+	window  time.Time                 // start of the current starts window
 	started map[string]map[string]bool
 }
 
