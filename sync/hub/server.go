@@ -293,7 +293,8 @@ func (s *Server) batch(w http.ResponseWriter, r *http.Request, e Edge, body []by
 	s.records.WithLabelValues("new").Add(float64(res.Accepted))
 	s.records.WithLabelValues("duplicate").Add(float64(res.Dups))
 	s.log.Debug("batch", "edge", e.ID, "school", e.School, "first", b.Records[0].Seq, "n", len(b.Records), "new", res.Accepted, "dups", res.Dups, "acked", res.Acked)
-	httpapi.WriteJSON(w, http.StatusOK, wire.Ack{Acked: res.Acked, Accepted: res.Accepted, Dups: res.Dups})
+	httpapi.WriteJSON(w, http.StatusOK, wire.Ack{Acked: res.Acked, Accepted: res.Accepted, Dups: res.Dups,
+		Edge: e.ID, Nonce: r.Header.Get(wire.HeaderNonce)}) // the nonce authEdge verified
 }
 
 // cert signs the edge's TLS key with the city CA. The edge is known and
