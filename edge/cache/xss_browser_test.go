@@ -107,4 +107,3 @@ func metricsText(t *testing.T, e *edge) (*http.Response, []byte) {
 	b, _ := io.ReadAll(resp.Body)
 	return resp, b
 }
-
