@@ -21,7 +21,7 @@
     if (!d) return el("p", {}, S.dnsOff);
     return el("div", {},
       el("table", {}, el("tbody", {},
-        row(S.zone, d.zone, "mono"), row(S.server, d.server, "mono"), row(S.mode, S.modes[d.mode] || d.mode),
+        row(S.zone, d.zone, "mono"), row(S.instance, d.instance), row(S.server, d.server, "mono"), row(S.mode, S.modes[d.mode] || d.mode),
         row(S.key, d.key_name, "mono"), row(S.host, d.host, "mono"), row(S.addrs, (d.addrs || []).join(", "), "mono"),
         row(S.lastUpdate, d.last_update ? ce.ago(d.last_update) : ""),
         row(S.lastConfirmed, d.last_confirmed ? ce.ago(d.last_confirmed) : "", "dnssd-confirmed"),
