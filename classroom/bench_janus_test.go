@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -343,9 +344,10 @@ func (r *janusRoom) publish(t *testing.T, ctx context.Context, api *webrtc.API) 
 		t.Fatalf("janus publish: %v (jsep %v)", err, m.Jsep)
 	}
 	up := make(chan struct{})
+	var once sync.Once
 	pc.OnConnectionStateChange(func(s webrtc.PeerConnectionState) {
 		if s == webrtc.PeerConnectionStateConnected {
-			close(up)
+			once.Do(func() { close(up) })
 		}
 	})
 	if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: m.Jsep.SDP}); err != nil {
