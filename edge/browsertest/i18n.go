@@ -25,8 +25,11 @@ func Untranslated(en, tr map[string]string, allow []string) string {
 	letters := regexp.MustCompile(`[A-Za-z]{3,}`)
 	vars := regexp.MustCompile(`\{\w+\}`)
 	for k, v := range en {
-		if tr[k] == v || strings.Contains(v, "<") {
-			continue // language-neutral, or markup (its text nodes are checked one by one)
+		if tr[k] == v || strings.Contains(v, "<") || len(strings.TrimSpace(v)) < 2 {
+			// Language-neutral; markup (its text nodes are checked one by
+			// one); or a single letter (the marks P, L, A), which data such
+			// as a slot or option letter may equal.
+			continue
 		}
 		if !vars.MatchString(v) {
 			exact = append(exact, strings.TrimSpace(v))
