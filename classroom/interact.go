@@ -53,6 +53,7 @@ type interaction struct {
 	// and classroomName names it, for the classroom page (interact_http.go).
 	terminalClassroom func(token string) (string, error)
 	classroomName     func(id string) string
+	codes             *roomCodes // the assistant codes big screens show
 
 	records      *prometheus.CounterVec // stored learning records by kind
 	recordErrors prometheus.Counter     // records that could not be stored
@@ -90,7 +91,7 @@ type liveQuiz struct {
 }
 
 func newInteraction(sessions *session.Manager, store LearningStore, roster *attendance.Source, log *slog.Logger) *interaction {
-	return &interaction{sessions: sessions, log: log, store: store, roster: roster, bySession: map[string]*sessionInteract{},
+	return &interaction{sessions: sessions, log: log, store: store, roster: roster, bySession: map[string]*sessionInteract{}, codes: newRoomCodes(),
 		records: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "campusedge_learning_records_total",
 			Help: "Learning records (quiz answers, attendance, session log) stored and queued for the city, by kind."}, []string{"kind"}),
 		recordErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: "campusedge_learning_record_errors_total",
