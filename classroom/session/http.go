@@ -27,6 +27,8 @@ type Handlers struct {
 	// Recording, if set, reports the recording of a session; GET
 	// /api/v1/sessions/{id} shows it as "recording".
 	Recording func(id string) any
+
+	srv *api.Server // for the audit log
 }
 
 // sessionView is GET /api/v1/sessions/{id}: the session and its recording.
@@ -37,6 +39,7 @@ type sessionView struct {
 
 // Register adds the session routes to srv.
 func (h *Handlers) Register(srv *api.Server) {
+	h.srv = srv
 	srv.HandleFunc("POST /api/v1/sessions", h.create)
 	srv.HandleFunc("GET /api/v1/sessions", h.list)
 	srv.HandleFunc("GET /api/v1/sessions/{id}", h.get)
@@ -230,6 +233,13 @@ func (h *Handlers) transition(w http.ResponseWriter, r *http.Request, verb strin
 	if err != nil {
 		WriteError(w, err)
 		return
+	}
+	if h.srv != nil {
+		who := "session " + string(c.grant.Role) + " token"
+		if p, ok := api.PrincipalFrom(r.Context()); ok {
+			who = p.Who()
+		}
+		h.srv.Record(who, "session."+verb, id, s.Title)
 	}
 	httpapi.WriteJSON(w, http.StatusOK, s)
 }

@@ -150,6 +150,7 @@ func (s *Server) addRoutes() {
 	s.HandleFunc("POST /api/v1/pair/finish", s.pairFinish)
 	s.HandleFunc("GET /api/v1/ws", s.controlWS)
 	s.HandleFunc("GET "+pprofPrefix, s.Admin(s.debugPprof)) // debug.go
+	s.manageRoutes()                                        // manage.go
 	s.HandleFunc("/api/v1/", func(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, http.StatusNotFound, "not_found", "no such API endpoint: "+r.Method+" "+r.URL.Path+" (see docs/API.md)")
 	})

@@ -42,6 +42,9 @@ type Principal struct {
 	// TerminalID and ClassroomID name a paired terminal (KindScreen).
 	TerminalID  string `json:"terminal_id,omitempty"`
 	ClassroomID string `json:"classroom_id,omitempty"`
+	// viaCookie: the credential came from a cookie, which a browser sends
+	// by itself, so changes must pass the Origin check.
+	viaCookie bool
 }
 
 // Has reports whether p holds role r; the admin token and the admin role
@@ -84,6 +87,11 @@ func PrincipalFrom(ctx context.Context) (Principal, bool) {
 	p, ok := ctx.Value(principalKey{}).(Principal)
 	return p, ok
 }
+
+// ScreenCookie holds a paired big screen's terminal token in its browser:
+// HttpOnly, so no script on the page (nor one injected into it) can read
+// the credential, unlike the localStorage it used to live in.
+const ScreenCookie = "campusedge_screen"
 
 // ErrSignInExpired means a session cookie was sent but is unknown, revoked
 // or idle for too long.
@@ -150,7 +158,7 @@ func (s *Server) guard(pattern string, h http.Handler) http.Handler {
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		p, status, msg := s.resolve(r)
-		if status == 0 && p.Kind == KindStaff && !safeMethod(r.Method) && !sameOrigin(r) {
+		if status == 0 && p.viaCookie && !safeMethod(r.Method) && !sameOrigin(r) {
 			httpapi.WriteError(w, http.StatusForbidden, "cross_origin", "this change came from another site's page; open the edge's own page to do it")
 			return
 		}
@@ -220,8 +228,16 @@ func (s *Server) resolve(r *http.Request) (p Principal, status int, msg string) 
 			return Principal{}, http.StatusUnauthorized, "your sign-in has ended (signed out, revoked or idle too long): sign in again"
 		}
 		if found {
+			p.viaCookie = true
 			return p, 0, ""
 		}
+	}
+	if c, err := r.Cookie(ScreenCookie); err == nil && c.Value != "" && s.cfg.Fleet != nil {
+		t, err := s.cfg.Fleet.Authenticate(c.Value)
+		if err != nil {
+			return Principal{}, http.StatusUnauthorized, "this screen is no longer paired: pair it again with a new code from the console"
+		}
+		return Principal{Kind: KindScreen, TerminalID: t.ID, ClassroomID: t.ClassroomID, viaCookie: true}, 0, ""
 	}
 	return Principal{}, http.StatusUnauthorized, "sign in first (or send 'Authorization: Bearer <token>')"
 }
