@@ -208,7 +208,17 @@ type Current struct {
 func (x *interaction) getCurrent(w http.ResponseWriter, r *http.Request) {
 	p, _ := api.PrincipalFrom(r.Context())
 	cid := p.ClassroomID
-	if p.Kind != api.KindScreen || cid == "" {
+	if p.IsAdmin() {
+		// The admin sees what a classroom's screen sees (support, checks).
+		if cid = r.URL.Query().Get("classroom"); cid == "" {
+			httpapi.WriteError(w, http.StatusBadRequest, "invalid", "the admin names the classroom: ?classroom=<id>")
+			return
+		}
+		if x.classroomName != nil && x.classroomName(cid) == "" {
+			httpapi.WriteError(w, http.StatusNotFound, "not_found", "no such classroom (GET /api/v1/classrooms lists them)")
+			return
+		}
+	} else if p.Kind != api.KindScreen || cid == "" {
 		httpapi.WriteError(w, http.StatusUnauthorized, "unauthorized", "send 'Authorization: Bearer <token>' with this classroom's paired terminal token (pair the page with a code from the console)")
 		return
 	}

@@ -109,23 +109,23 @@ type SignIns interface {
 type Rule struct {
 	// Staff are the roles that may call it signed in with a session cookie
 	// (admin always may, and so may the admin token).
-	Staff []Role
+	Staff []Role `json:"staff,omitempty"`
 	// Screen lets a paired terminal's token call it.
-	Screen bool
+	Screen bool `json:"screen,omitempty"`
 	// Token passes other bearer tokens (live-class session tokens: master,
 	// assistant, terminal, observer, cascade) on to the handler, which
 	// checks them against its session.
-	Token bool
+	Token bool `json:"token,omitempty"`
 	// Machine: only session tokens of machine clients (OBS by WHIP,
 	// another edge's cascade); staff, the admin token and terminals get
 	// 403 — they take a session's token from the session they create.
-	Machine bool
+	Machine bool `json:"machine,omitempty"`
 	// Public needs no credential at all.
-	Public bool
+	Public bool `json:"public,omitempty"`
 	// Own says the handler narrows the staff roles further to what is the
 	// caller's own (a teacher's own sessions, an assistant's classroom);
 	// documentation for docs/API.md and the table test.
-	Own string
+	Own string `json:"own,omitempty"`
 }
 
 // Rule returns the permission rule of a registered pattern and whether the
@@ -273,4 +273,25 @@ func (s *Server) Admin(h http.HandlerFunc) http.HandlerFunc {
 		}
 		h(w, r)
 	}
+}
+
+// RouteRule is one row of GET /api/v1/permissions.
+type RouteRule struct {
+	Pattern string `json:"pattern"`
+	Rule    Rule   `json:"rule"`
+	// InTable is false for a route registered without a row (it is then
+	// admin-only, and the permission test fails).
+	InTable bool `json:"in_table"`
+}
+
+// permissions: GET /api/v1/permissions lists every registered route with
+// its rule, so that tools and the permission test walk what is served.
+func (s *Server) permissions(w http.ResponseWriter, r *http.Request) {
+	routes := s.Routes()
+	out := make([]RouteRule, 0, len(routes))
+	for _, p := range routes {
+		rule, ok := s.perms[p]
+		out = append(out, RouteRule{Pattern: p, Rule: rule, InTable: ok})
+	}
+	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"routes": out})
 }

@@ -15,6 +15,7 @@ func (s *Server) manageRoutes() {
 	s.HandleFunc("DELETE /api/v1/terminals/{id}", s.Admin(s.unpair))
 	s.HandleFunc("POST /api/v1/classroom/screen", s.postScreenCookie)
 	s.HandleFunc("DELETE /api/v1/classroom/screen", s.deleteScreenCookie)
+	s.HandleFunc("GET /api/v1/permissions", s.Admin(s.permissions))
 }
 
 // audit records an entry when an audit log is wired.
@@ -107,7 +108,8 @@ func (s *Server) postScreenCookie(w http.ResponseWriter, r *http.Request) {
 	tok, ok := httpapi.BearerToken(r)
 	p, _ := PrincipalFrom(r.Context())
 	if !ok || p.Kind != KindScreen {
-		httpapi.WriteError(w, http.StatusUnauthorized, "unauthorized", "send the terminal token from pairing as 'Authorization: Bearer <token>'")
+		// The admin passes the table but is no screen.
+		httpapi.WriteError(w, http.StatusBadRequest, "invalid", "this call turns a paired terminal's token into this browser's screen cookie: send that token as 'Authorization: Bearer <token>'")
 		return
 	}
 	http.SetCookie(w, &http.Cookie{Name: ScreenCookie, Value: tok, Path: "/", MaxAge: 400 * 24 * 3600, HttpOnly: true, Secure: true, SameSite: http.SameSiteStrictMode})

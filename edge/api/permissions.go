@@ -109,5 +109,18 @@ func Permissions() map[string]Rule {
 		"PUT /api/v1/staff/{id}":           admin,
 		"DELETE /api/v1/staff/{id}":        admin,
 		"GET /api/v1/audit":                admin,
+		"GET /api/v1/permissions":          admin,
+		"POST /api/v1/classroom/screen":    screen,
+		"DELETE /api/v1/classroom/screen":  public, // forgets this browser's screen cookie only
+
+		// Pages (classroom/pages; the console's files go through "/").
+		"GET /teacher.html":   public,
+		"GET /teacher.js":     public,
+		"GET /classroom.html": public,
+		"GET /classroom.js":   public,
+		"GET /assistant.html": public,
+		"GET /assistant.js":   public,
+		"GET /class.js":       public,
+		"GET /class.css":      public,
 	}
 }
