@@ -10,6 +10,9 @@ window.teacher = T;
 const $ = ce.byId;
 const admin = (method, path, body) => ce.request(method, path, { body });
 
+// TEXT: the strings this script shows (the rest are in teacher.html).
+const TEXT = { needHTTPS: "Signed in, but this browser keeps the sign-in only on the HTTPS page: open the page over HTTPS (see the message at the top)." };
+
 // signedIn shows who is signed in and hides the sign-in fields.
 function signedIn(me) {
   T.me = me;
@@ -27,7 +30,8 @@ $("load").onclick = async () => {
       await ce.signIn(tok ? { admin_token: tok } : { id: $("t-id").value.trim(), password: $("t-password").value });
       $("admin").value = ""; $("t-password").value = "";
       const me = await ce.me();
-      if (me) signedIn(me);
+      if (!me) throw new Error(TEXT.needHTTPS); // the browser dropped the Secure cookie
+      signedIn(me);
     }
     const cs = await admin("GET", "/api/v1/classrooms");
     const box = $("rooms"); box.textContent = "";
