@@ -281,7 +281,7 @@ func (x *interaction) postAssistantJoin(w http.ResponseWriter, r *http.Request) 
 		return
 	}
 	p, _ := api.PrincipalFrom(r.Context())
-	if !p.IsAdmin() && len(p.Classrooms) > 0 && !containsString(p.Classrooms, cid) {
+	if !p.IsAdmin() && len(p.Classrooms) > 0 && !containsString(p.Classrooms, cid) && !containsString(p.Classrooms, x.roomCode(cid)) {
 		httpapi.WriteError(w, http.StatusForbidden, "forbidden", "you are not an assistant of this classroom; ask the school's admin to add it to your account")
 		return
 	}
@@ -298,6 +298,15 @@ func (x *interaction) postAssistantJoin(w http.ResponseWriter, r *http.Request) 
 		v.Session, v.Assistant = s, a
 	}
 	httpapi.WriteJSON(w, http.StatusOK, v)
+}
+
+// roomCode is a classroom's room code ("" if unknown): the city's staff
+// list names an assistant's classrooms by room code.
+func (x *interaction) roomCode(cid string) string {
+	if x.roster == nil || x.roster.Room == nil {
+		return ""
+	}
+	return x.roster.Room(cid)
 }
 
 func containsString(s []string, v string) bool {
