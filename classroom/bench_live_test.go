@@ -54,20 +54,62 @@ const (
 	benchFPS          = 30
 	benchPktsPerFrame = 9 // 9 × 1100 B × 30/s × 8 ≈ 2.4 Mbit/s of payload
 	benchAudioPayload = 120
+	benchKeyEvery     = 2 * benchFPS // a keyframe every 2 s, like OBS's default keyint
 )
+
+// sendLesson publishes the benchmark lesson until ctx ends: VP8-shaped
+// video (a payload descriptor and frame header the edge's keyframe cache
+// recognises, a keyframe every benchKeyEvery frames) and Opus-sized audio.
+// Every payload carries its send time (lessonSendTime); sent is called
+// with it for every packet.
+func sendLesson(ctx context.Context, video, audio *webrtc.TrackLocalStaticRTP, sent func(now int64)) {
+	vp := make([]byte, benchVideoPayload)
+	ap := make([]byte, benchAudioPayload)
+	start := time.Now()
+	var seq, aseq uint16
+	for frame := 0; ctx.Err() == nil; frame++ {
+		if d := time.Until(start.Add(time.Duration(frame) * time.Second / benchFPS)); d > 0 {
+			time.Sleep(d)
+		}
+		for i := range benchPktsPerFrame {
+			vp[0], vp[1] = 0x00, 0x01 // continuation of a frame
+			if i == 0 {
+				vp[0] = 0x10 // S bit: start of partition 0
+				if frame%benchKeyEvery == 0 {
+					vp[1] = 0x00 // P bit clear: a keyframe
+				}
+			}
+			now := time.Now().UnixNano()
+			binary.BigEndian.PutUint64(vp[2:], uint64(now))
+			_ = video.WriteRTP(&rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 96, SequenceNumber: seq, Timestamp: uint32(frame * 3000), Marker: i == benchPktsPerFrame-1}, Payload: vp})
+			seq++
+			sent(now)
+		}
+		if frame%3 == 0 { // ~one Opus packet per 20 ms
+			for range 2 {
+				now := time.Now().UnixNano()
+				binary.BigEndian.PutUint64(ap[2:], uint64(now))
+				_ = audio.WriteRTP(&rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 111, SequenceNumber: aseq, Timestamp: uint32(aseq) * 960}, Payload: ap})
+				aseq++
+				sent(now)
+			}
+		}
+	}
+}
+
+// lessonSendTime reads the send time sendLesson put in a payload.
+func lessonSendTime(payload []byte) (int64, bool) {
+	if len(payload) < 10 {
+		return 0, false
+	}
+	return int64(binary.BigEndian.Uint64(payload[2:])), true
+}
 
 func TestBenchLiveClass(t *testing.T) {
 	if !*liveBench {
 		t.Skip("opt-in: run with -live.bench (see the comment above)")
 	}
-	var ns []int
-	for _, f := range strings.Split(*liveBenchSubs, ",") {
-		n, err := strconv.Atoi(strings.TrimSpace(f))
-		if err != nil || n < 1 || n > 500 {
-			t.Fatalf("-live.subs: bad count %q", f)
-		}
-		ns = append(ns, n)
-	}
+	ns := parseCounts(t, "-live.subs", *liveBenchSubs)
 	ctx, cancel := context.WithTimeout(t.Context(), 18*time.Minute)
 	defer cancel()
 	e, pid := startEdgedProcess(t, ctx)
@@ -92,20 +134,32 @@ func TestBenchLiveClass(t *testing.T) {
 	fmt.Printf("largest N with < 0.5%% loss: %d\n", best)
 }
 
+// parseCounts reads a benchmark flag's comma-separated subscriber counts.
+func parseCounts(t *testing.T, name, list string) []int {
+	var ns []int
+	for _, f := range strings.Split(list, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 1 || n > 500 {
+			t.Fatalf("%s: bad count %q", name, f)
+		}
+		ns = append(ns, n)
+	}
+	return ns
+}
+
 type liveResult struct {
 	lossPct, pktsPerSec, cpuPerSec float64
 	p99                            time.Duration
 }
 
-// runLiveBench measures one N on a fresh session.
-func runLiveBench(t *testing.T, ctx context.Context, e *edge, pid int, n int, secs time.Duration) liveResult {
-	s := e.createSession(t, ctx, fmt.Sprintf("bench %d", n))
-	api := mediatest.LoopbackAPI(t)
+// benchPublisher WHIPs the benchmark's two tracks into session s; the
+// caller sends on them (sendLesson) and closes pc.
+func benchPublisher(t *testing.T, ctx context.Context, e *edge, api *webrtc.API, s createResp) (*webrtc.PeerConnection, *webrtc.TrackLocalStaticRTP, *webrtc.TrackLocalStaticRTP) {
+	t.Helper()
 	pc, err := api.NewPeerConnection(webrtc.Configuration{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer pc.Close()
 	video, _ := webrtc.NewTrackLocalStaticRTP(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeVP8, ClockRate: 90000}, "video", "bench")
 	audio, _ := webrtc.NewTrackLocalStaticRTP(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2}, "audio", "bench")
 	for _, tr := range []*webrtc.TrackLocalStaticRTP{video, audio} {
@@ -120,42 +174,29 @@ func runLiveBench(t *testing.T, ctx context.Context, e *edge, pid int, n int, se
 	if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: string(body)}); err != nil {
 		t.Fatal(err)
 	}
+	return pc, video, audio
+}
+
+// runLiveBench measures one N on a fresh session.
+func runLiveBench(t *testing.T, ctx context.Context, e *edge, pid int, n int, secs time.Duration) liveResult {
+	s := e.createSession(t, ctx, fmt.Sprintf("bench %d", n))
+	api := mediatest.LoopbackAPI(t)
+	pc, video, audio := benchPublisher(t, ctx, e, api, s)
+	defer pc.Close()
 	// Window of send times that count, as unix nanos; 0 = not yet.
 	var winStart, winEnd atomic.Int64
 	var sent atomic.Int64
 	sendCtx, stopSend := context.WithCancel(ctx)
 	defer stopSend()
-	go func() {
-		vp := make([]byte, benchVideoPayload)
-		ap := make([]byte, benchAudioPayload)
-		start := time.Now()
-		var seq, aseq uint16
-		for frame := 0; sendCtx.Err() == nil; frame++ {
-			if d := time.Until(start.Add(time.Duration(frame) * time.Second / benchFPS)); d > 0 {
-				time.Sleep(d)
-			}
-			for i := range benchPktsPerFrame {
-				now := time.Now().UnixNano()
-				binary.BigEndian.PutUint64(vp, uint64(now))
-				_ = video.WriteRTP(&rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 96, SequenceNumber: seq, Timestamp: uint32(frame * 3000), Marker: i == benchPktsPerFrame-1}, Payload: vp})
-				seq++
-				if ws := winStart.Load(); ws != 0 && now >= ws && (winEnd.Load() == 0 || now < winEnd.Load()) {
-					sent.Add(1)
-				}
-			}
-			if frame%3 == 0 { // ~one Opus packet per 20 ms
-				for range 2 {
-					now := time.Now().UnixNano()
-					binary.BigEndian.PutUint64(ap, uint64(now))
-					_ = audio.WriteRTP(&rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 111, SequenceNumber: aseq, Timestamp: uint32(aseq) * 960}, Payload: ap})
-					aseq++
-					if ws := winStart.Load(); ws != 0 && now >= ws && (winEnd.Load() == 0 || now < winEnd.Load()) {
-						sent.Add(1)
-					}
-				}
-			}
+	inWindow := func(now int64) bool {
+		ws := winStart.Load()
+		return ws != 0 && now >= ws && (winEnd.Load() == 0 || now < winEnd.Load())
+	}
+	go sendLesson(sendCtx, video, audio, func(now int64) {
+		if inWindow(now) {
+			sent.Add(1)
 		}
-	}()
+	})
 
 	var got atomic.Int64
 	var dmu sync.Mutex
@@ -186,14 +227,17 @@ func runLiveBench(t *testing.T, ctx context.Context, e *edge, pid int, n int, se
 					return
 				}
 				now := time.Now().UnixNano()
-				if p.Unmarshal(buf[:k]) != nil || len(p.Payload) < 8 {
+				if p.Unmarshal(buf[:k]) != nil {
+					continue
+				}
+				ts, ok := lessonSendTime(p.Payload)
+				if !ok {
 					continue
 				}
 				if video && first.CompareAndSwap(false, true) {
 					ready.Add(1)
 				}
-				ts := int64(binary.BigEndian.Uint64(p.Payload))
-				if ws := winStart.Load(); ws != 0 && ts >= ws && (winEnd.Load() == 0 || ts < winEnd.Load()) {
+				if inWindow(ts) {
 					got.Add(1)
 					if video {
 						local = append(local, time.Duration(now-ts))

@@ -29,6 +29,11 @@ const (
 // congestion tracks one subscriber's link.
 type congestion struct {
 	videoPaused atomic.Bool
+	// quietUntil (unix nanos): loss reported before then is not judged.
+	// A joining subscriber's primed group of pictures is sent faster than
+	// the lesson's rate; what it loses says little about the link, and
+	// pausing a classroom's video in its first seconds is the worst time.
+	quietUntil atomic.Int64
 
 	mu             sync.Mutex
 	lost, received int
@@ -61,6 +66,18 @@ func (c *congestion) feedback(p *rtcp.TransportLayerCC) {
 	c.lost += lost
 	c.received += got
 	c.mu.Unlock()
+}
+
+// quietFor ignores loss while a priming burst of d is sent, plus two
+// windows for its feedback to arrive.
+func (c *congestion) quietFor(d time.Duration) {
+	until := time.Now().Add(d + 2*congWindow).UnixNano()
+	for {
+		old := c.quietUntil.Load()
+		if old >= until || c.quietUntil.CompareAndSwap(old, until) {
+			return
+		}
+	}
 }
 
 // take returns the loss ratio since the last call and how many packets it
@@ -104,6 +121,10 @@ func (s *Subscriber) adapt() {
 		}
 		if n < 10 {
 			continue // too little feedback to judge
+		}
+		if time.Now().UnixNano() < s.cong.quietUntil.Load() {
+			bad = 0
+			continue // a priming burst: not the link's weakness
 		}
 		if loss > congPauseLoss {
 			bad++

@@ -5,10 +5,12 @@
 package sfu
 
 import (
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/pion/rtp"
 	"github.com/pion/webrtc/v4"
 )
 
@@ -35,19 +37,20 @@ func (f *forwarder) subs() []*subTrack { return *f.list.Load() }
 // add starts forwarding to t. A video track is first given the cached
 // group of pictures (the last keyframe and what followed), so a classroom
 // that joins shows the picture at once even when the publisher (OBS) does
-// not answer keyframe requests. It reports whether it did.
-func (f *forwarder) add(t *subTrack) bool {
+// not answer keyframe requests. It reports whether it did, and how long
+// the track's pacer takes to send that group.
+func (f *forwarder) add(t *subTrack) (bool, time.Duration) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	primed := false
-	for _, p := range f.gop.pkts {
-		t.offer(p)
-		primed = true
+	var gop []*rtp.Packet
+	if t.paused == nil || !t.paused.Load() {
+		gop = slices.Clone(f.gop.pkts)
 	}
+	took := t.primeWith(gop)
 	old := *f.list.Load()
 	n := append(append(make([]*subTrack, 0, len(old)+1), old...), t)
 	f.list.Store(&n)
-	return primed
+	return len(gop) > 0, took
 }
 
 func (f *forwarder) remove(t *subTrack) {

@@ -49,12 +49,25 @@ import (
 	"github.com/pion/interceptor"
 	"github.com/pion/interceptor/pkg/nack"
 	"github.com/pion/webrtc/v4"
+	"golang.org/x/time/rate"
 )
 
 // Defaults for Config fields left zero.
 const (
 	DefaultQueuePackets = 1024 // ~3.5 s of 2.5 Mbit/s video: room for a cached GOP plus live packets
 	DefaultPLIInterval  = 500 * time.Millisecond
+	// A subscriber's video is paced at DefaultPaceBitrate with bursts of
+	// DefaultPaceBurst bytes: a fifth of a 100 Mbit/s classroom link, so a
+	// joining screen's cached group of pictures (~1 MB) arrives in about
+	// half a second without overflowing its socket, while the lesson's own
+	// frames (a keyframe is tens of kB) pass unchanged.
+	DefaultPaceBitrate = 20_000_000
+	DefaultPaceBurst   = 64 << 10
+	// DefaultPrimeBitrate bounds all priming together: when a whole
+	// school joins at once, the cached pictures for every new screen
+	// share this budget instead of starving the lesson's live packets to
+	// the screens already watching.
+	DefaultPrimeBitrate = 150_000_000
 	DefaultTrackWait    = 2 * time.Second
 )
 
@@ -79,6 +92,13 @@ type Config struct {
 	// PLIInterval is the shortest gap between two keyframe requests to the
 	// publisher for one track.
 	PLIInterval time.Duration
+	// PaceBitrate (bits/s) and PaceBurst (bytes) pace each subscriber's
+	// video writes.
+	PaceBitrate float64
+	PaceBurst   int
+	// PrimeBitrate (bits/s) is the edge-wide budget for sending cached
+	// groups of pictures to joining subscribers.
+	PrimeBitrate float64
 	// TrackWait is how long a subscriber waits for a publisher's tracks to
 	// start flowing before it gets whatever has arrived.
 	TrackWait time.Duration
@@ -110,6 +130,8 @@ type SFU struct {
 	muted  map[string]bool // room + "\x00" + source
 	closed bool
 	tap    Tap // sees every packet of the tracks it chooses (the lesson recorder)
+
+	primeBudget *rate.Limiter // shared by every joining subscriber's priming
 
 	forwarded, dropped atomic.Uint64 // totals over all subscribers, ever
 	nacks, twcc, remb  atomic.Uint64 // feedback received from subscribers
@@ -148,6 +170,15 @@ func New(cfg Config) (*SFU, error) {
 	if cfg.PLIInterval <= 0 {
 		cfg.PLIInterval = DefaultPLIInterval
 	}
+	if cfg.PaceBitrate <= 0 {
+		cfg.PaceBitrate = DefaultPaceBitrate
+	}
+	if cfg.PaceBurst <= 0 {
+		cfg.PaceBurst = DefaultPaceBurst
+	}
+	if cfg.PrimeBitrate <= 0 {
+		cfg.PrimeBitrate = DefaultPrimeBitrate
+	}
 	if cfg.TrackWait <= 0 {
 		cfg.TrackWait = DefaultTrackWait
 	}
@@ -155,7 +186,8 @@ func New(cfg Config) (*SFU, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &SFU{cfg: cfg, log: cfg.Logger, api: a, rooms: map[string]*room{}, muted: map[string]bool{}}, nil
+	return &SFU{cfg: cfg, log: cfg.Logger, api: a, rooms: map[string]*room{}, muted: map[string]bool{},
+		primeBudget: rate.NewLimiter(rate.Limit(cfg.PrimeBitrate/8), 4*cfg.PaceBurst)}, nil
 }
 
 // NewAPI returns a pion API with default codecs (VP8, VP9, H264, AV1, Opus,

@@ -13,8 +13,8 @@ import (
 func TestFullQueueDropsOnlyForThatSubscriber(t *testing.T) {
 	f := &forwarder{}
 	f.list.Store(&[]*subTrack{})
-	fast := &subTrack{fwd: f, q: make(chan *rtp.Packet, 4)}
-	slow := &subTrack{fwd: f, q: make(chan *rtp.Packet, 4)} // nobody drains it
+	fast := &subTrack{fwd: f, q: make(chan *rtp.Packet, 4), prime: make(chan []*rtp.Packet, 1)}
+	slow := &subTrack{fwd: f, q: make(chan *rtp.Packet, 4), prime: make(chan []*rtp.Packet, 1)} // nobody drains it
 	f.add(fast)
 	f.add(slow)
 

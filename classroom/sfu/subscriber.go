@@ -90,9 +90,11 @@ func (s *Subscriber) attachReady() {
 	for _, t := range s.tracks {
 		if t.negotiated && !t.attached {
 			t.attached = true
-			if !t.fwd.add(t) {
+			primed, took := t.fwd.add(t)
+			if !primed {
 				need = append(need, t.fwd)
 			}
+			s.cong.quietFor(took)
 		}
 	}
 	s.mu.Unlock()

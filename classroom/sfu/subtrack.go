@@ -8,9 +8,11 @@ import (
 	"fmt"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	"github.com/pion/rtp"
 	"github.com/pion/webrtc/v4"
+	"golang.org/x/time/rate"
 )
 
 // subTrack is one publisher track as one subscriber receives it.
@@ -18,6 +20,7 @@ type subTrack struct {
 	sfu    *SFU // nil in unit tests
 	fwd    *forwarder
 	paused *atomic.Bool // the subscriber's "video paused" flag; nil for audio
+	cong   *congestion  // the subscriber's link; nil in unit tests
 	// Guarded by the subscriber's mu: the track is in an SDP the edge sent
 	// (offered), the client accepted it (negotiated), it receives packets
 	// (attached).
@@ -25,9 +28,17 @@ type subTrack struct {
 	local                         *webrtc.TrackLocalStaticRTP
 	sender                        *webrtc.RTPSender
 	q                             chan *rtp.Packet
-	done                          chan struct{}
-	sent                          atomic.Uint64
-	dropped                       atomic.Uint64
+	// prime carries the cached group of pictures (possibly none) once,
+	// when the track is attached; the writer sends it before anything
+	// from q.
+	prime chan []*rtp.Packet
+	// pace spreads the writes of a video track over time: a new
+	// subscriber's primed group of pictures (up to ~1 MB) written at once
+	// overflows its socket and looks like a weak link. nil for audio.
+	pace    *rate.Limiter
+	done    chan struct{}
+	sent    atomic.Uint64
+	dropped atomic.Uint64
 }
 
 // offer queues pkt for this subscriber, dropping it if the queue is full.
@@ -50,19 +61,86 @@ func (t *subTrack) offer(pkt *rtp.Packet) {
 }
 
 func (t *subTrack) write() {
+	select {
+	case <-t.done:
+		return
+	case gop := <-t.prime:
+		for _, pkt := range gop {
+			if t.sfu != nil && !t.wait(t.sfu.primeBudget, pkt) {
+				return
+			}
+			if !t.send(pkt) {
+				return
+			}
+		}
+		if t.cong != nil && len(gop) > 0 {
+			t.cong.quietFor(0) // the burst's feedback is still arriving
+		}
+	}
 	for {
 		select {
 		case <-t.done:
 			return
 		case pkt := <-t.q:
-			// Header extension ids are per peer connection: the
-			// publisher's do not mean the same to this subscriber, so
-			// they are dropped (its own interceptors add TWCC).
-			h := pkt.Header
-			h.Extension, h.Extensions, h.ExtensionProfile = false, nil, 0
-			_ = t.local.WriteRTP(&rtp.Packet{Header: h, Payload: pkt.Payload, PaddingSize: pkt.PaddingSize})
+			if !t.send(pkt) {
+				return
+			}
 		}
 	}
+}
+
+// send writes one packet, first waiting for the pacer; it reports false
+// when the track was closed meanwhile.
+func (t *subTrack) send(pkt *rtp.Packet) bool {
+	if !t.wait(t.pace, pkt) {
+		return false
+	}
+	// Header extension ids are per peer connection: the publisher's do
+	// not mean the same to this subscriber, so they are dropped (its own
+	// interceptors add TWCC).
+	h := pkt.Header
+	h.Extension, h.Extensions, h.ExtensionProfile = false, nil, 0
+	_ = t.local.WriteRTP(&rtp.Packet{Header: h, Payload: pkt.Payload, PaddingSize: pkt.PaddingSize})
+	return true
+}
+
+// wait takes pkt's bytes from lim (nil: no limit), sleeping while it is
+// in debt; it reports false when the track was closed meanwhile.
+func (t *subTrack) wait(lim *rate.Limiter, pkt *rtp.Packet) bool {
+	if lim == nil {
+		return true
+	}
+	r := lim.ReserveN(time.Now(), min(len(pkt.Payload)+12, lim.Burst()))
+	d := r.Delay()
+	if d <= 0 {
+		return true
+	}
+	tm := time.NewTimer(d)
+	defer tm.Stop()
+	select {
+	case <-t.done:
+		return false
+	case <-tm.C:
+		return true
+	}
+}
+
+// primeWith hands the writer the cached group of pictures, before any live
+// packet reaches the queue, and returns how long its pacing will take.
+func (t *subTrack) primeWith(gop []*rtp.Packet) time.Duration {
+	t.prime <- gop // buffered 1, sent once per track: never blocks
+	t.sent.Add(uint64(len(gop)))
+	if t.sfu != nil {
+		t.sfu.forwarded.Add(uint64(len(gop)))
+	}
+	if t.pace == nil || len(gop) == 0 {
+		return 0
+	}
+	bytes := 0
+	for _, p := range gop {
+		bytes += len(p.Payload) + 12
+	}
+	return time.Duration(float64(bytes) / float64(t.pace.Limit()) * float64(time.Second))
 }
 
 // newSubTrack adds f's track to pc.
@@ -89,9 +167,11 @@ func (s *Subscriber) newSubTrack(pc *webrtc.PeerConnection, f *forwarder) (*subT
 		}
 		return nil, fmt.Errorf("%w: this client cannot receive %s: %v%s", ErrBadOffer, f.track.Codec().MimeType, err, hint)
 	}
-	t := &subTrack{sfu: s.sfu, fwd: f, local: local, sender: sender, q: make(chan *rtp.Packet, s.sfu.cfg.QueuePackets), done: make(chan struct{})}
+	t := &subTrack{sfu: s.sfu, fwd: f, local: local, sender: sender, q: make(chan *rtp.Packet, s.sfu.cfg.QueuePackets),
+		prime: make(chan []*rtp.Packet, 1), done: make(chan struct{})}
 	if !f.audio {
-		t.paused = &s.cong.videoPaused
+		t.paused, t.cong = &s.cong.videoPaused, &s.cong
+		t.pace = rate.NewLimiter(rate.Limit(s.sfu.cfg.PaceBitrate/8), s.sfu.cfg.PaceBurst)
 	}
 	go s.readRTCP(sender, f)
 	return t, nil

@@ -1,0 +1,318 @@
+package classroom_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/campusedge/campusedge/classroom/internal/mediatest"
+	"github.com/pion/rtp"
+	"github.com/pion/webrtc/v4"
+)
+
+// The join-burst benchmark is opt-in:
+//
+//	go test -run TestBenchJoinBurst -v -timeout 20m ./classroom/ -join.bench -join.subs 40,120
+//
+// A class starts with every classroom joining in the same second. It runs
+// against a real edged process: a WHIP publisher sends the benchmark
+// lesson (benchPublisher, sendLesson: VP8-shaped, a keyframe every 2 s),
+// two steady WHEP viewers watch from before, then N WHEP viewers join,
+// spread evenly over -join.spread, while the lesson runs (mid-GOP, so every
+// joiner is primed from the edge's keyframe cache). Each joiner is watched
+// for -join.seconds after the last join. Reported per N: video and audio
+// loss over every joiner (gaps in the sequence numbers from its first
+// packet to its last), joiners with any loss, video pauses the edge
+// decided (campusedge_live_video_pauses_total), time to first frame (WHEP
+// POST → the last packet of the first keyframe), the longest gap between
+// two video packets at any joiner after its first frame, and, as the
+// reference measured in the same run, the steady viewers' loss during the
+// burst.
+var (
+	joinBench   = flag.Bool("join.bench", false, "run the join-burst benchmark (TestBenchJoinBurst)")
+	joinSubs    = flag.String("join.subs", "40,120", "comma-separated joiner counts for -join.bench")
+	joinSpread  = flag.Duration("join.spread", time.Second, "-join.bench: joins are spread evenly over this")
+	joinSeconds = flag.Int("join.seconds", 6, "-join.bench: seconds each joiner is watched after the last join")
+)
+
+func TestBenchJoinBurst(t *testing.T) {
+	if !*joinBench {
+		t.Skip("opt-in: run with -join.bench (see the comment above)")
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 18*time.Minute)
+	defer cancel()
+	e, _ := startEdgedProcess(t, ctx)
+	fmt.Printf("join-burst benchmark: joins spread over %v, watched %ds after the last, %d CPUs\n", *joinSpread, *joinSeconds, numCPU())
+	fmt.Printf("%5s %9s %9s %8s %7s %9s %9s %9s %10s %12s\n", "N", "vloss%", "aloss%", "lossy", "pauses", "ttff p50", "ttff p95", "ttff max", "max gap", "steady loss%")
+	for _, n := range parseCounts(t, "-join.subs", *joinSubs) {
+		r := runJoinBurst(t, ctx, e, n)
+		fmt.Printf("%5d %9.3f %9.3f %8d %7.0f %9s %9s %9s %10s %12.3f\n", n, r.videoLoss, r.audioLoss, r.lossy, r.pauses,
+			r.ttff[0].Round(time.Millisecond), r.ttff[1].Round(time.Millisecond), r.ttff[2].Round(time.Millisecond), r.maxGap.Round(time.Millisecond), r.steadyLoss)
+	}
+}
+
+type joinResult struct {
+	videoLoss, audioLoss, steadyLoss float64 // percent
+	lossy                            int
+	pauses                           float64
+	ttff                             [3]time.Duration // p50, p95, max
+	maxGap                           time.Duration
+}
+
+// seqCount counts one track's packets at a viewer: distinct sequence
+// numbers received, and the span from the first to the last.
+type seqCount struct {
+	seen        map[uint64]bool
+	first, last uint64
+	cycles      uint64
+	prev        uint16
+}
+
+func (c *seqCount) add(seq uint16) {
+	if c.seen == nil {
+		c.seen, c.prev = map[uint64]bool{}, seq
+	}
+	if seq < 0x1000 && c.prev > 0xf000 {
+		c.cycles++
+	}
+	c.prev = seq
+	u := c.cycles<<16 | uint64(seq)
+	if len(c.seen) == 0 || u < c.first {
+		c.first = u
+	}
+	c.last = max(c.last, u)
+	c.seen[u] = true
+}
+
+// expected and received since the first packet.
+func (c *seqCount) counts() (want, got int) {
+	if len(c.seen) == 0 {
+		return 0, 0
+	}
+	return int(c.last-c.first) + 1, len(c.seen)
+}
+
+// viewer is one WHEP viewer of the join benchmark.
+type viewer struct {
+	mu           sync.Mutex
+	video, audio seqCount
+	posted       time.Time
+	firstFrame   time.Time // the last packet of the first keyframe arrived
+	keyStarted   bool
+	lastVideo    time.Time
+	maxGap       time.Duration
+	pc           *webrtc.PeerConnection
+	err          error
+}
+
+func (v *viewer) onTrack(tr *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
+	isVideo := tr.Kind() == webrtc.RTPCodecTypeVideo
+	buf := make([]byte, 1500)
+	var p rtp.Packet
+	for {
+		k, _, err := tr.Read(buf)
+		if err != nil {
+			return
+		}
+		if p.Unmarshal(buf[:k]) != nil {
+			continue
+		}
+		now := time.Now()
+		v.mu.Lock()
+		if !isVideo {
+			v.audio.add(p.SequenceNumber)
+			v.mu.Unlock()
+			continue
+		}
+		v.video.add(p.SequenceNumber)
+		if !v.keyStarted && len(p.Payload) > 1 && p.Payload[0]&0x10 != 0 && p.Payload[1]&1 == 0 {
+			v.keyStarted = true
+		}
+		if v.keyStarted && v.firstFrame.IsZero() && p.Marker {
+			v.firstFrame = now
+		}
+		if !v.firstFrame.IsZero() && !v.lastVideo.IsZero() {
+			v.maxGap = max(v.maxGap, now.Sub(v.lastVideo))
+		}
+		v.lastVideo = now
+		v.mu.Unlock()
+	}
+}
+
+// join WHEPs v into the session; errors are kept for the caller (it runs
+// in its own goroutine, where t.Fatal must not be called).
+func (v *viewer) join(ctx context.Context, api *webrtc.API, e *edge, session, token string) {
+	pc, err := api.NewPeerConnection(webrtc.Configuration{})
+	if err != nil {
+		v.err = err
+		return
+	}
+	v.pc = pc
+	for _, k := range []webrtc.RTPCodecType{webrtc.RTPCodecTypeVideo, webrtc.RTPCodecTypeAudio} {
+		if _, err := pc.AddTransceiverFromKind(k, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionRecvonly}); err != nil {
+			v.err = err
+			return
+		}
+	}
+	pc.OnTrack(v.onTrack)
+	v.mu.Lock()
+	v.posted = time.Now()
+	v.mu.Unlock()
+	offer, err := pc.CreateOffer(nil)
+	if err == nil {
+		err = pc.SetLocalDescription(offer)
+	}
+	if err != nil {
+		v.err = err
+		return
+	}
+	select {
+	case <-webrtc.GatheringCompletePromise(pc):
+	case <-ctx.Done():
+		v.err = ctx.Err()
+		return
+	}
+	req, _ := http.NewRequestWithContext(ctx, "POST", e.url+"/whep/"+session, strings.NewReader(pc.LocalDescription().SDP))
+	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header.Set("Content-Type", "application/sdp")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		v.err = err
+		return
+	}
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	resp.Body.Close()
+	if resp.StatusCode != 201 {
+		v.err = fmt.Errorf("WHEP: %d %s", resp.StatusCode, body)
+		return
+	}
+	v.err = pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: string(body)})
+}
+
+func runJoinBurst(t *testing.T, ctx context.Context, e *edge, n int) joinResult {
+	s := e.createSession(t, ctx, fmt.Sprintf("join burst %d", n))
+	api := mediatest.LoopbackAPI(t)
+	pc, video, audio := benchPublisher(t, ctx, e, api, s)
+	defer pc.Close()
+	sendCtx, stopSend := context.WithCancel(ctx)
+	defer stopSend()
+	go sendLesson(sendCtx, video, audio, func(int64) {})
+
+	steady := make([]*viewer, 2)
+	for i := range steady {
+		steady[i] = &viewer{}
+		steady[i].join(ctx, api, e, s.ID, s.Tokens.Observer)
+		if steady[i].err != nil {
+			t.Fatalf("steady viewer: %v", steady[i].err)
+		}
+	}
+	time.Sleep(2500 * time.Millisecond) // mid-GOP: the cache holds ~75 frames
+	steadyBefore := make([][2]int, len(steady))
+	for i, v := range steady {
+		v.mu.Lock()
+		w, g := v.video.counts()
+		steadyBefore[i] = [2]int{w, g}
+		v.mu.Unlock()
+	}
+	pauses0 := liveMetric(t, ctx, e, "campusedge_live_video_pauses_total")
+
+	joiners := make([]*viewer, n)
+	var wg sync.WaitGroup
+	start := time.Now()
+	for i := range joiners {
+		joiners[i] = &viewer{}
+		wg.Add(1)
+		go func(v *viewer, at time.Time) {
+			defer wg.Done()
+			time.Sleep(time.Until(at))
+			v.join(ctx, api, e, s.ID, s.Tokens.Observer)
+		}(joiners[i], start.Add(*joinSpread*time.Duration(i)/time.Duration(n)))
+	}
+	wg.Wait()
+	time.Sleep(time.Duration(*joinSeconds) * time.Second)
+	pauses1 := liveMetric(t, ctx, e, "campusedge_live_video_pauses_total")
+	stopSend()
+	time.Sleep(300 * time.Millisecond) // packets in flight
+
+	var r joinResult
+	r.pauses = pauses1 - pauses0
+	var vw, vg, aw, ag int
+	var ttffs []time.Duration
+	for i, v := range joiners {
+		if v.err != nil {
+			t.Fatalf("joiner %d: %v", i, v.err)
+		}
+		v.mu.Lock()
+		w, g := v.video.counts()
+		a, b := v.audio.counts()
+		vw, vg, aw, ag = vw+w, vg+g, aw+a, ag+b
+		if w != g || a != b {
+			r.lossy++
+		}
+		if v.firstFrame.IsZero() {
+			ttffs = append(ttffs, time.Hour) // never saw a frame: sorts last, shows as 1h
+		} else {
+			ttffs = append(ttffs, v.firstFrame.Sub(v.posted))
+		}
+		r.maxGap = max(r.maxGap, v.maxGap)
+		v.mu.Unlock()
+	}
+	r.videoLoss, r.audioLoss = lossPct(vw, vg), lossPct(aw, ag)
+	slices.Sort(ttffs)
+	r.ttff = [3]time.Duration{ttffs[len(ttffs)/2], ttffs[len(ttffs)*95/100], ttffs[len(ttffs)-1]}
+	var sw, sg int
+	for i, v := range steady {
+		v.mu.Lock()
+		w, g := v.video.counts()
+		v.mu.Unlock()
+		sw, sg = sw+w-steadyBefore[i][0], sg+g-steadyBefore[i][1]
+	}
+	r.steadyLoss = lossPct(sw, sg)
+	for _, v := range append(joiners, steady...) {
+		if v.pc != nil {
+			_ = v.pc.Close()
+		}
+	}
+	if resp, b := e.Do(t, ctx, "POST", "/api/v1/sessions/"+s.ID+"/end", e.admin, "", nil); resp.StatusCode != 200 {
+		t.Fatalf("end: %d %s", resp.StatusCode, b)
+	}
+	return r
+}
+
+func lossPct(want, got int) float64 {
+	if want == 0 {
+		return 100
+	}
+	return 100 * float64(want-got) / float64(want)
+}
+
+// liveMetric reads one unlabelled sample from the edge's /metrics.
+func liveMetric(t *testing.T, ctx context.Context, e *edge, name string) float64 {
+	t.Helper()
+	resp, body := e.Do(t, ctx, "GET", "/metrics", "", "", nil)
+	if resp.StatusCode != 200 {
+		t.Fatalf("metrics: %d", resp.StatusCode)
+	}
+	sc := bufio.NewScanner(bytes.NewReader(body))
+	for sc.Scan() {
+		if f := strings.Fields(sc.Text()); len(f) == 2 && f[0] == name {
+			v, err := strconv.ParseFloat(f[1], 64)
+			if err != nil {
+				t.Fatalf("metric %s: %v", name, err)
+			}
+			return v
+		}
+	}
+	t.Fatalf("metric %s not in /metrics", name)
+	return 0
+}
