@@ -229,6 +229,16 @@ func TestClassroomExperienceInChromium(t *testing.T) {
 	browserPoll(phone, t, "student answer saved", `document.getElementById("quiz-note").textContent === "Answer saved for stu-0001"`)
 	browserPoll(teacher, t, "teacher's live results", `!!window.teacher.results && window.teacher.results.answered === 2 && window.teacher.results.correct === 1 && window.teacher.results.options.join() === "1,1,0" && document.querySelector("#q-results .accuracy").textContent.startsWith("2 answered · 1 correct · accuracy 50%")`)
 
+	// The big screens show no results until the teacher reveals them,
+	// then the class's (counts and accuracy, no names).
+	if got := browserEval[string](tabA, t, `document.getElementById("room-results").textContent`); got != "" {
+		t.Errorf("room A's big screen shows results before the reveal: %q", got)
+	}
+	browserEval[bool](teacher, t, `document.getElementById("q-reveal").click(); true`)
+	for name, tab := range map[string]context.Context{"A": tabA, "B": tabB} {
+		browserPoll(tab, t, "revealed results on "+name, `!!document.querySelector("#room-results .accuracy") && document.querySelector("#room-results .accuracy").textContent.startsWith("2 answered · 1 correct")`)
+	}
+
 	// The assistant marks the roster.
 	browserEval[bool](phone, t, `document.querySelector('[data-student="stu-0001"] [data-status="present"]').click(); true`)
 	browserPoll(phone, t, "stu-0001 marked", `document.querySelector('[data-student="stu-0001"] [data-status="present"]').className === "mark-present"`)

@@ -85,6 +85,8 @@ type liveQuiz struct {
 	pending bool
 	last    time.Time
 	timer   *time.Timer
+	// revealed: the teacher showed the results to the big screens.
+	revealed bool
 	// everyRoom is set once every classroom of the audience has answered;
 	// that moment's results go out at once, not at the end of the interval.
 	everyRoom bool
@@ -265,15 +267,17 @@ func (x *interaction) everyRoomAnswered(lq *liveQuiz) bool {
 }
 
 // flush sends the quiz's results to the master and the audience's
-// assistants.
+// assistants and, once the teacher revealed them, to the audience's big
+// screens (the class's results only: counts per option and accuracy).
 func (x *interaction) flush(lq *liveQuiz) {
 	lq.mu.Lock()
 	lq.pending = false
 	lq.last = time.Now()
+	revealed := lq.revealed
 	lq.mu.Unlock()
 	r := QuizResults{Header: ctlwire.New(TypeQuizResults), SessionID: lq.session, Results: lq.tally.Results()}
 	for _, o := range x.control.participantsOf(lq.session) {
-		if seesResults(o, lq.audience) {
+		if seesResults(o, lq.audience) || revealed && o.grant.Role == session.RoleTerminal && inAudience(o, lq.audience) {
 			o.conn.Send(r)
 		}
 	}

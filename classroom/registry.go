@@ -31,6 +31,7 @@ var messages = map[string]msgSpec{
 	TypeQuiz:       interactMsg(teachers, decodeQuizPush, (*interaction).pushQuiz), // assistant: to own classroom
 	TypeQuizAnswer: interactMsg(answerers, strict[QuizAnswer], (*interaction).answerQuiz),
 	TypeQuizClose:  interactMsg(teachers, strict[QuizClose], (*interaction).closeQuizRequest),
+	TypeQuizReveal: interactMsg(teachers, strict[QuizReveal], (*interaction).revealQuiz),
 	TypeRoster:     interactMsg(teachers, strict[RosterRequest], (*interaction).sendRoster), // names: never to the big screen
 	TypeMark:       interactMsg(teachers, strict[Mark], (*interaction).mark),
 }

@@ -153,18 +153,24 @@ func checkPage(t *testing.T, ctx context.Context, data, edgeURL, token string) {
 		return false
 	})
 	type pageState struct {
-		Secure bool   `json:"secure"`
-		Token  string `json:"token"`
-		Media  bool   `json:"media"`
+		Secure  bool   `json:"secure"`
+		Storage int    `json:"storage"` // items in localStorage: none, the token is an HttpOnly cookie
+		Cookie  string `json:"cookie"`  // what scripts see of the cookies: not the screen's
+		Status  string `json:"status"`
+		Media   bool   `json:"media"`
 	}
 	if _, err := chromedp.Run(bctx, chromedp.Navigate(edgeURL+"/classroom.html")); err != nil {
 		t.Fatalf("second tab (classroom tab at %s): %v", classroomURL, err)
 	}
-	got, err := chromedp.Run(bctx, chromedp.Evaluate[pageState](`({secure: window.isSecureContext, token: localStorage.getItem("campusedge-terminal"), media: !!(navigator.mediaDevices && navigator.mediaDevices.getUserMedia)})`))
-	if err != nil {
-		t.Fatalf("evaluate: %v", err)
-	}
-	if !got.Secure || got.Token != token || !got.Media {
-		t.Fatalf("classroom origin: %+v (want secure, the terminal's token, media devices)", got)
+	// A new tab of the same origin is paired by the cookie the fragment's
+	// token became: it reaches the edge as this terminal ("no class now").
+	var got pageState
+	waitFor(t, ctx, "the classroom tab paired by its cookie", func() bool {
+		var err error
+		got, err = chromedp.Run(bctx, chromedp.Evaluate[pageState](`({secure: window.isSecureContext, storage: localStorage.length, cookie: document.cookie, status: document.getElementById("status").textContent, media: !!(navigator.mediaDevices && navigator.mediaDevices.getUserMedia)})`))
+		return err == nil && got.Status == "no class now"
+	})
+	if !got.Secure || got.Storage != 0 || strings.Contains(got.Cookie, "campusedge") || !got.Media {
+		t.Fatalf("classroom origin: %+v (want secure, nothing in storage, no script-readable credential, media devices)", got)
 	}
 }

@@ -170,6 +170,8 @@ $("q-push").onclick = async () => {
   quizBars($("q-results"), q, { answered: 0, correct: 0, accuracy: 0, options: [], open: true });
 };
 $("q-close").onclick = () => T.quiz && T.conn.req({ type: "quiz_close", quiz_id: T.quiz.id });
+// The big screens show the class's results only from here on.
+$("q-reveal").onclick = () => T.quiz && T.conn.req({ type: "quiz_reveal", quiz_id: T.quiz.id });
 
 // A link made by the admin, teacher.html#session=<id>&master=<token>, joins
 // an existing session as its master teacher (no admin token needed).
