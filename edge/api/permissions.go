@@ -53,6 +53,7 @@ func Permissions() map[string]Rule {
 		"DELETE /api/v1/classrooms/{id}":             admin,
 		"POST /api/v1/classrooms/{id}/pairing-codes": admin,
 		"GET /api/v1/terminals":                      admin,
+		"GET /api/v1/discovery":                      admin,
 		"PATCH /api/v1/terminals/{id}":               admin,
 		"DELETE /api/v1/terminals/{id}":              admin,
 

@@ -197,6 +197,9 @@ type Config struct {
 	// Apply is called in the downlink transaction for every change, so a
 	// capability (timetable-driven prefetch, say) updates with it atomically.
 	Apply func(tx *bolt.Tx, kind string, data []byte) error
+	// OnNoSpace (may be nil) hears that an append failed for lack of disk
+	// space (the disk watcher reports "full" at once).
+	OnNoSpace func()
 }
 
 // Status is the sync state shown by GET /api/v1/sync.
@@ -355,27 +358,83 @@ func (u *Uplink) Run(ctx context.Context) {
 			backoff = 0
 			wait = time.Until(nextPull)
 		}
-		t := time.NewTimer(max(wait, 0))
+		var down *unreachableError
+		if !u.wait(ctx, wait, err != nil, errors.As(err, &down)) {
+			return
+		}
+	}
+}
+
+// probeEvery is how often, while the loop backs off after the hub was
+// unreachable, a cheap GET /healthz asks whether it is back: the backlog
+// then leaves within about a second of the link returning instead of
+// waiting out the rest of the backoff (up to a minute). Bounded: at most
+// one probe per probeEvery, each within probeTimeout, only during a
+// backoff.
+const (
+	probeEvery   = 500 * time.Millisecond
+	probeTimeout = time.Second
+)
+
+// wait sleeps d, or less: an enrolment (Wake) ends it; a new record ends
+// it unless the last cycle failed (new records wait out the backoff); a
+// successful probe ends it when the hub was unreachable. It returns false
+// when ctx ended.
+func (u *Uplink) wait(ctx context.Context, d time.Duration, failed, probe bool) bool {
+	t := time.NewTimer(max(d, 0))
+	defer t.Stop()
+	changed := u.cfg.Outbox.Changed()
+	if failed {
+		changed = nil // the signal stays pending for the next wait
+	}
+	var tick <-chan time.Time
+	if probe {
+		tk := time.NewTicker(probeEvery)
+		defer tk.Stop()
+		tick = tk.C
+	}
+	for {
 		select {
 		case <-ctx.Done():
-			t.Stop()
-			return
+			return false
 		case <-t.C:
+			return true
 		case <-u.wake:
-			t.Stop()
-		case <-u.cfg.Outbox.Changed():
-			t.Stop()
-			if err != nil { // after a failure keep the backoff: new records wait
-				select {
-				case <-ctx.Done():
-					return
-				case <-u.wake: // an enrolment does not wait out the backoff
-				case <-time.After(max(wait, 0)):
-				}
+			return true
+		case <-changed:
+			return true
+		case <-tick:
+			if u.reachable(ctx) {
+				u.log.Info("hub reachable again; sending now", "hub", u.cfg.Hub)
+				return true
 			}
 		}
 	}
 }
+
+// reachable is the probe: does the hub answer GET /healthz with 200?
+func (u *Uplink) reachable(ctx context.Context) bool {
+	ctx, cancel := context.WithTimeout(ctx, probeTimeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(u.cfg.Hub, "/")+"/healthz", nil)
+	if err != nil {
+		return false
+	}
+	resp, err := u.cfg.Client.Do(req)
+	if err != nil {
+		return false
+	}
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	resp.Body.Close()
+	return resp.StatusCode == http.StatusOK
+}
+
+// unreachableError is a request that got no answer from the hub at all
+// (connection refused or cut, timeout): the case a probe can end early.
+type unreachableError struct{ err error }
+
+func (e *unreachableError) Error() string { return e.err.Error() }
+func (e *unreachableError) Unwrap() error { return e.err }
 
 // cycle sends the whole backlog and pulls changes when due.
 func (u *Uplink) cycle(ctx context.Context, nextPull *time.Time) error {
@@ -565,7 +624,7 @@ func (u *Uplink) doType(ctx context.Context, method, pathQuery, contentType stri
 			if ue := (*certs.UntrustedError)(nil); errors.As(err, &ue) {
 				return nil, &refusedError{msg: ue.Error(), cause: ue}
 			}
-			return nil, fmt.Errorf("hub %s unreachable: %w", u.cfg.Hub, err)
+			return nil, &unreachableError{fmt.Errorf("hub %s unreachable: %w", u.cfg.Hub, err)}
 		}
 		raw, rerr := io.ReadAll(io.LimitReader(resp.Body, 8<<20))
 		resp.Body.Close()
