@@ -50,11 +50,10 @@ type interaction struct {
 	log      *slog.Logger
 	store    LearningStore      // nil: records are only logged
 	roster   *attendance.Source // nil: no roster on this edge
-	// terminalClassroom returns the classroom of a paired terminal's token
-	// and classroomName names it, for the classroom page (interact_http.go).
-	terminalClassroom func(token string) (string, error)
-	classroomName     func(id string) string
-	codes             *roomCodes // the assistant codes big screens show
+	// classroomName names a classroom for its pages (interact_http.go);
+	// the paired terminal itself is resolved by the API's guard.
+	classroomName func(id string) string
+	codes         *roomCodes // the assistant codes big screens show
 
 	records      *prometheus.CounterVec // stored learning records by kind
 	recordErrors prometheus.Counter     // records that could not be stored

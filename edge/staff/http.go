@@ -91,11 +91,6 @@ func (s *Store) putStaff(w http.ResponseWriter, r *http.Request, create bool) {
 	httpapi.WriteJSON(w, status, p)
 }
 
-// Me is GET /api/v1/auth/me.
-type Me struct {
-	api.Principal
-}
-
 func (s *Store) getMe(w http.ResponseWriter, r *http.Request) {
 	p, _ := api.PrincipalFrom(r.Context())
 	httpapi.WriteJSON(w, http.StatusOK, p)

@@ -91,9 +91,8 @@ func (a *appliance) mountLive() error {
 		Lessons: a.rc, RecordDir: filepath.Join(a.cfg.DataDir, "recordings"),
 		Classroom: func(cid string) error { _, err := fl.Classroom(cid); return err },
 		Learning:  learn, Attendance: roster,
-		TerminalClassroom: func(tok string) (string, error) { t, err := fl.Authenticate(tok); return t.ClassroomID, err },
-		ClassroomName:     func(cid string) string { c, _ := fl.Classroom(cid); return c.Name },
-		UpstreamRoots:     upstreamRoots(a.tm)})
+		ClassroomName: func(cid string) string { c, _ := fl.Classroom(cid); return c.Name },
+		UpstreamRoots: upstreamRoots(a.tm)})
 	if err != nil {
 		return err
 	}
