@@ -170,8 +170,10 @@ func (s *Server) guard(pattern string, h http.Handler) http.Handler {
 			return
 		}
 		if status != 0 {
-			if status == http.StatusUnauthorized && rule.Token && p.Kind == "" && hasBearer(r) {
-				h.ServeHTTP(w, r) // a session token: the handler checks it
+			if status == http.StatusUnauthorized && rule.Token && p.Kind == "" {
+				// A session token, or none: the handler checks it and
+				// answers in its own way (WHIP/WHEP with CORS headers).
+				h.ServeHTTP(w, r)
 				return
 			}
 			httpapi.WriteError(w, status, httpapi.CodeUnauthorized, msg)
@@ -241,8 +243,6 @@ func (s *Server) resolve(r *http.Request) (p Principal, status int, msg string) 
 	}
 	return Principal{}, http.StatusUnauthorized, "sign in first (or send 'Authorization: Bearer <token>')"
 }
-
-func hasBearer(r *http.Request) bool { _, ok := httpapi.BearerToken(r); return ok }
 
 func safeMethod(m string) bool {
 	return m == http.MethodGet || m == http.MethodHead || m == http.MethodOptions

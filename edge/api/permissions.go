@@ -77,9 +77,9 @@ func Permissions() map[string]Rule {
 		"GET /api/v1/sessions/{id}/records":         {Staff: []Role{RoleTeacher}, Own: "teacher: sessions they created"},
 		"GET /api/v1/sessions/{id}/attendance":      {Staff: []Role{RoleTeacher}, Own: "teacher: sessions they created"},
 		"POST /api/v1/sessions/{id}/recording/stop": ownSession,
-		"PUT /api/v1/sessions/{id}/upstream":        ownSession,
-		"GET /api/v1/sessions/{id}/upstream":        ownSession,
-		"DELETE /api/v1/sessions/{id}/upstream":     ownSession,
+		"PUT /api/v1/sessions/{id}/upstream":        admin, // the cascade: the school's admin points a session at another edge
+		"GET /api/v1/sessions/{id}/upstream":        admin,
+		"DELETE /api/v1/sessions/{id}/upstream":     admin,
 		"GET /api/v1/classroom/current":             screen,
 		"POST /api/v1/assistant/join":               assistant,
 
