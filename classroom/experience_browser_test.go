@@ -168,7 +168,7 @@ func TestClassroomExperienceInChromium(t *testing.T) {
 		browserEval[bool](tab, t, bigScreenWatch(forbidden))
 		browserPoll(tab, t, "pairing form", `!document.getElementById("pair").hidden`)
 		browserEval[bool](tab, t, `document.getElementById("pair-code").value = `+jsString(pc.Code)+`; document.getElementById("pair-go").click(); true`)
-		browserPoll(tab, t, "paired "+code, `document.getElementById("status").textContent === "no class now" && /^[0-9]{6}$/.test(document.getElementById("assistant-code").textContent) && document.getElementById("assistant-qr").src.startsWith("data:image/png;base64,") && document.getElementById("paired-room").textContent === "Room `+code+`"`)
+		browserPoll(tab, t, "paired "+code, `document.getElementById("status").textContent === "no class now" && /^[0-9]{6}$/.test(document.getElementById("assistant-code").textContent) && document.getElementById("assistant-qr").src.startsWith("data:image/png;base64,") && document.getElementById("room-name").textContent === "Room `+code+`"`)
 		browserPoll(tab, t, code+" keeps no credential a script can read", noStorage)
 	}
 

@@ -70,7 +70,11 @@ function showAssistantCode(cur) {
   $("assistant-code").textContent = cur.assistant_code;
   $("assistant-host").textContent = location.host;
   if (cur.assistant_qr && $("assistant-qr").getAttribute("src") !== cur.assistant_qr) $("assistant-qr").src = cur.assistant_qr;
-  $("paired-room").textContent = cur.classroom_name || TEXT.classroom + cur.classroom_id;
+  $("room-name").textContent = cur.classroom_name || TEXT.classroom + cur.classroom_id;
+  // In class the lesson fills the screen: the code goes to the side column.
+  const box = $("assistant-join");
+  if (cur.session) { if (box.parentElement !== $("side")) $("side").append(box); }
+  else if (box.previousElementSibling !== $("waiting")) $("waiting").after(box);
 }
 
 async function poll() {
