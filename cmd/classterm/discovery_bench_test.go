@@ -68,7 +68,9 @@ func timeFind(b *testing.B, n *netnstest.Netns, classterm, wantURL string, args 
 
 func reportPercentiles(b *testing.B, prefix string, d []time.Duration) {
 	slices.Sort(d)
-	pct := func(p float64) float64 { return float64(d[min(len(d)-1, int(p*float64(len(d))))].Microseconds()) / 1000 }
+	pct := func(p float64) float64 {
+		return float64(d[min(len(d)-1, int(p*float64(len(d))))].Microseconds()) / 1000
+	}
 	b.ReportMetric(pct(0.50), prefix+"p50-ms")
 	b.ReportMetric(pct(0.95), prefix+"p95-ms")
 	b.ReportMetric(0, "ns/op") // exec-to-found is what counts, not the loop

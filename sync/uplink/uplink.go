@@ -187,8 +187,10 @@ type Config struct {
 	Certs      CertSigner
 	MaxRecords int // per batch, default 4000
 	MaxBytes   int // payload bytes per batch, default 1 MiB
-	// InFlight is how many batches may be on the way at once (default 2),
-	// so a long round trip does not idle the link between batches.
+	// InFlight is how many batches may be on the way at once (default 4),
+	// a sliding window: a long round trip does not idle the link between
+	// batches, and on a lossy link several TCP connections share it (one
+	// connection's window collapses on each loss).
 	InFlight   int
 	RateBytes  int           // optional cap on upload bytes per second
 	MinBackoff time.Duration // default 500 ms
@@ -248,7 +250,7 @@ func New(cfg Config) *Uplink {
 		cfg.MaxBytes = 1 << 20
 	}
 	if cfg.InFlight <= 0 {
-		cfg.InFlight = 2
+		cfg.InFlight = 4
 	}
 	// The hub accepts at most wire.MaxAhead records beyond its contiguous
 	// prefix; a window must fit.
@@ -484,68 +486,81 @@ func (u *Uplink) cycle(ctx context.Context, nextPull *time.Time) error {
 	return nil
 }
 
-// SendOnce sends the next window of batches from the first unacknowledged
-// record — up to InFlight batches at once, each on its own request — and
-// applies the highest ack. It returns how many records it sent (0: nothing
-// to send). Batches may reach the hub out of order; the hub keeps those
-// ahead of a gap and acknowledges only a contiguous prefix, so the edge
-// never drops a record the hub does not hold.
+// SendOnce sends batches from the first unacknowledged record through a
+// sliding window: up to InFlight batches on the way at once, each on its
+// own request (its own TCP connection, so one loss slows one batch, not
+// all), and the next batch leaves as soon as any answers — not when the
+// whole window has. Batches may reach the hub out of order; the hub keeps
+// those ahead of a gap (up to wire.MaxAhead records) and acknowledges only
+// a contiguous prefix, so the edge never drops a record the hub does not
+// hold. It stops launching after sendSpan (so the caller reports
+// progress), collects what is in flight, and returns how many records the
+// hub took (0: nothing to send).
 func (u *Uplink) SendOnce(ctx context.Context, enr Enrolment) (int, error) {
 	st, err := u.cfg.Outbox.Stats()
 	if err != nil {
 		return 0, err
 	}
-	var batches [][]wire.Record
-	for after := st.AckedSeq; len(batches) < u.cfg.InFlight; {
-		recs, err := u.cfg.Outbox.Pending(after, u.cfg.MaxRecords, u.cfg.MaxBytes)
-		if err != nil {
-			return 0, err
+	type result struct {
+		ack uint64
+		n   int
+		err error
+	}
+	results := make(chan result, u.cfg.InFlight)
+	acked, next := st.AckedSeq, st.AckedSeq // next: the last seq launched
+	began := time.Now()
+	inflight, sent := 0, 0
+	var errs []error
+	for {
+		for len(errs) == 0 && inflight < u.cfg.InFlight && time.Since(began) < sendSpan {
+			// The hub refuses a batch starting beyond its contiguous
+			// prefix + MaxAhead; acked is what it has said so far.
+			if next+uint64(u.cfg.MaxRecords) > acked+wire.MaxAhead {
+				break
+			}
+			recs, err := u.cfg.Outbox.Pending(next, u.cfg.MaxRecords, u.cfg.MaxBytes)
+			if err != nil {
+				errs = append(errs, err)
+				break
+			}
+			if len(recs) == 0 {
+				break
+			}
+			next = recs[len(recs)-1].Seq
+			inflight++
+			go func() {
+				ack, err := u.sendBatch(ctx, enr, recs)
+				results <- result{ack, len(recs), err}
+			}()
 		}
-		if len(recs) == 0 {
+		if inflight == 0 {
 			break
 		}
-		batches = append(batches, recs)
-		after = recs[len(recs)-1].Seq
-	}
-	if len(batches) == 0 {
-		return 0, nil
-	}
-	acks := make([]uint64, len(batches))
-	errs := make([]error, len(batches))
-	var wg sync.WaitGroup
-	for i, recs := range batches {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			acks[i], errs[i] = u.sendBatch(ctx, enr, recs)
-		}()
-	}
-	wg.Wait()
-	var acked uint64
-	for i := range batches {
-		if errs[i] == nil {
-			acked = max(acked, acks[i])
+		r := <-results
+		inflight--
+		if r.err != nil {
+			errs = append(errs, r.err)
+			continue
 		}
-	}
-	// Apply what the hub holds even when part of the window failed.
-	if acked > 0 {
-		if _, err := u.cfg.Outbox.Ack(acked); err != nil {
-			return 0, &refusedError{msg: err.Error()}
+		sent += r.n
+		if r.ack > acked {
+			acked = r.ack
+			if _, err := u.cfg.Outbox.Ack(acked); err != nil {
+				errs = append(errs, &refusedError{msg: err.Error()})
+			}
 		}
 	}
 	if err := errors.Join(errs...); err != nil {
 		return 0, err
 	}
-	last := batches[len(batches)-1]
-	if acked < last[len(last)-1].Seq {
-		return 0, fmt.Errorf("hub acknowledged only up to %d of a window ending at %d", acked, last[len(last)-1].Seq)
+	if acked < next {
+		return 0, fmt.Errorf("hub acknowledged only up to %d of batches ending at %d", acked, next)
 	}
-	n := 0
-	for _, b := range batches {
-		n += len(b)
-	}
-	return n, nil
+	return sent, nil
 }
+
+// sendSpan is how long one SendOnce keeps launching batches.
+const sendSpan = 10 * time.Second
 
 // sendBatch sends one batch and returns the hub's ack.
 func (u *Uplink) sendBatch(ctx context.Context, enr Enrolment, recs []wire.Record) (uint64, error) {
