@@ -205,6 +205,17 @@ func TestClassroomExperienceInChromium(t *testing.T) {
 	browserPoll(phone, t, "assistant in room A's class", `document.getElementById("status").textContent === "in class" && document.getElementById("room-name").textContent === "Room 7A"`)
 	browserPoll(phone, t, "roster of 7A on the assistant's page", `document.querySelectorAll("#roster .roster-row").length === 2`)
 	browserPoll(phone, t, "the assistant page keeps no credential in storage", noStorage)
+	var audit struct {
+		Entries []struct{ Actor, Action string }
+	}
+	getJSON(t, ctx, e, "/api/v1/audit", &audit)
+	joined := false
+	for _, a := range audit.Entries {
+		joined = joined || a.Actor == "chen.jing" && a.Action == "assistant.join"
+	}
+	if !joined {
+		t.Errorf("no assistant.join by chen.jing in the audit log: %+v", audit.Entries)
+	}
 
 	// A raised hand reaches the teacher page.
 	browserEval[bool](tabA, t, `document.getElementById("hand").click(); true`)

@@ -22,6 +22,7 @@ import (
 	"github.com/campusedge/campusedge/classroom/learning"
 	"github.com/campusedge/campusedge/classroom/quiz"
 	"github.com/campusedge/campusedge/classroom/session"
+	"github.com/campusedge/campusedge/edge/api"
 	"github.com/campusedge/campusedge/edge/ctlwire"
 	"github.com/campusedge/campusedge/edge/fsutil"
 )
@@ -53,7 +54,8 @@ type interaction struct {
 	// classroomName names a classroom for its pages (interact_http.go);
 	// the paired terminal itself is resolved by the API's guard.
 	classroomName func(id string) string
-	codes         *roomCodes // the assistant codes big screens show
+	codes         *roomCodes  // the assistant codes big screens show
+	srv           *api.Server // for the audit log
 
 	records      *prometheus.CounterVec // stored learning records by kind
 	recordErrors prometheus.Counter     // records that could not be stored
@@ -73,6 +75,9 @@ type sessionInteract struct {
 	// pageTokens are the terminal and assistant tokens minted for paired
 	// classroom pages, by classroom.
 	pageTokens map[string][2]string
+	// assistants are the assistant tokens minted for signed-in assistants,
+	// by classroom and staff id: each person gets their own.
+	assistants map[string]string
 }
 
 // liveQuiz is one pushed quiz and its throttled results.
@@ -423,6 +428,34 @@ func (x *interaction) sessionEnded(id string) {
 		lq.mu.Unlock()
 		lq.tally.Close()
 	}
+}
+
+// assistantToken returns (minting it once per session, classroom and
+// person) the assistant token of a signed-in assistant; minted reports a
+// new one.
+func (x *interaction) assistantToken(m *session.Manager, sessionID, cid, staffID string) (tok string, minted bool, err error) {
+	key := cid + "\x00" + staffID
+	x.mu.Lock()
+	s := x.sessionLocked(sessionID)
+	if t, ok := s.assistants[key]; ok {
+		x.mu.Unlock()
+		return t, false, nil
+	}
+	x.mu.Unlock()
+	tok, err = m.Issue(sessionID, session.RoleAssistant, cid)
+	if err != nil {
+		return "", false, err
+	}
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if s.assistants == nil {
+		s.assistants = map[string]string{}
+	}
+	if t, ok := s.assistants[key]; ok {
+		return t, false, nil // another request minted one meanwhile; the spare expires with the session
+	}
+	s.assistants[key] = tok
+	return tok, true, nil
 }
 
 // pageTokens returns (minting them once per session and classroom) the

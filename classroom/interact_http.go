@@ -18,6 +18,7 @@ import (
 // register registers the learning-record, roster and classroom-page
 // routes (docs/API.md, "Classroom experience").
 func (x *interaction) register(srv *api.Server) {
+	x.srv = srv
 	srv.HandleFunc("GET /api/v1/sessions/{id}/records", srv.Admin(x.getRecords))
 	srv.HandleFunc("GET /api/v1/sessions/{id}/attendance", srv.Admin(x.getAttendance))
 	srv.HandleFunc("POST /api/v1/assistant/join", x.postAssistantJoin)
@@ -290,12 +291,15 @@ func (x *interaction) postAssistantJoin(w http.ResponseWriter, r *http.Request) 
 		v.Name = x.classroomName(cid)
 	}
 	if s := x.currentSession(cid); s != nil {
-		_, a, err := x.pageTokens(x.sessions, s.ID, cid)
+		a, minted, err := x.assistantToken(x.sessions, s.ID, cid, p.Who())
 		if err != nil {
 			httpapi.WriteError(w, http.StatusConflict, "session_ended", err.Error())
 			return
 		}
 		v.Session, v.Assistant = s, a
+		if minted && x.srv != nil {
+			x.srv.Record(p.Who(), "assistant.join", s.ID, "classroom "+cid)
+		}
 	}
 	httpapi.WriteJSON(w, http.StatusOK, v)
 }
