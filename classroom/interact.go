@@ -72,9 +72,9 @@ type sessionInteract struct {
 	// hands is the raise order; entries whose hand was lowered by going on
 	// stage linger until raised again (clients keep those in state.hands).
 	hands []string
-	// pageTokens are the terminal and assistant tokens minted for paired
-	// classroom pages, by classroom.
-	pageTokens map[string][2]string
+	// pageTokens are the terminal tokens minted for paired classroom
+	// pages, by classroom.
+	pageTokens map[string]string
 	// assistants are the assistant tokens minted for signed-in assistants,
 	// by classroom and staff id: each person gets their own.
 	assistants map[string]string
@@ -458,34 +458,31 @@ func (x *interaction) assistantToken(m *session.Manager, sessionID, cid, staffID
 	return tok, true, nil
 }
 
-// pageTokens returns (minting them once per session and classroom) the
-// terminal and assistant tokens a paired classroom page uses. They are
-// kept in memory only, like the sessions.
-func (x *interaction) pageTokens(m *session.Manager, sessionID, cid string) (terminal, assistant string, err error) {
+// pageToken returns (minting it once per session and classroom) the
+// terminal token a paired classroom page uses. It is kept in memory only,
+// like the sessions. The big screen gets no assistant token: assistants
+// get their own (assistantToken).
+func (x *interaction) pageToken(m *session.Manager, sessionID, cid string) (string, error) {
 	x.mu.Lock()
 	s := x.sessionLocked(sessionID)
-	if s.pageTokens == nil {
-		s.pageTokens = map[string][2]string{}
-	}
 	if t, ok := s.pageTokens[cid]; ok {
 		x.mu.Unlock()
-		return t[0], t[1], nil
+		return t, nil
 	}
 	x.mu.Unlock()
-	terminal, err = m.Issue(sessionID, session.RoleTerminal, cid)
+	terminal, err := m.Issue(sessionID, session.RoleTerminal, cid)
 	if err != nil {
-		return "", "", err
-	}
-	assistant, err = m.Issue(sessionID, session.RoleAssistant, cid)
-	if err != nil {
-		return "", "", err
+		return "", err
 	}
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	s = x.sessionLocked(sessionID)
-	if t, ok := s.pageTokens[cid]; ok { // another poll won the race
-		return t[0], t[1], nil
+	if s.pageTokens == nil {
+		s.pageTokens = map[string]string{}
 	}
-	s.pageTokens[cid] = [2]string{terminal, assistant}
-	return terminal, assistant, nil
+	if t, ok := s.pageTokens[cid]; ok { // another poll won the race
+		return t, nil
+	}
+	s.pageTokens[cid] = terminal
+	return terminal, nil
 }

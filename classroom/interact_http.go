@@ -231,7 +231,7 @@ func (x *interaction) getCurrent(w http.ResponseWriter, r *http.Request) {
 	}
 	if s := x.currentSession(cid); s != nil {
 		cur.Session = s
-		t, _, err := x.pageTokens(x.sessions, s.ID, cid)
+		t, err := x.pageToken(x.sessions, s.ID, cid)
 		if err != nil {
 			httpapi.WriteError(w, http.StatusConflict, "session_ended", err.Error())
 			return
