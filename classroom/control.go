@@ -17,6 +17,7 @@ import (
 	"github.com/campusedge/campusedge/classroom/sfu"
 	"github.com/campusedge/campusedge/edge/api"
 	"github.com/campusedge/campusedge/edge/ctlwire"
+	"github.com/campusedge/campusedge/edge/token"
 )
 
 // sourceOf is the SFU source a classroom's camera and mic publish under.
@@ -61,6 +62,9 @@ type control struct {
 
 	mu      sync.Mutex
 	classes map[string]*class // by session id
+	// byToken are the open connections by their hello token's hash, so
+	// that a revoked token's connections close (revoke.go).
+	byToken map[[32]byte]map[*participant]struct{}
 }
 
 // class is the control state of one session: who is in, raised hands, the
@@ -84,6 +88,7 @@ type participant struct {
 	grant session.Grant
 	id    string
 	log   *slog.Logger
+	tok   [32]byte // hash of the hello token (revoke.go)
 
 	name atomic.Pointer[string] // read by broadcasts from other connections
 
@@ -124,7 +129,8 @@ func (ctl *control) Claim(hello ctlwire.Hello, conn *api.ControlConn) (api.Contr
 	if err != nil {
 		return nil, false
 	}
-	p := &participant{ctl: ctl, conn: conn, grant: g, id: newParticipantID()}
+	p := &participant{ctl: ctl, conn: conn, grant: g, id: newParticipantID(), tok: token.Hash(hello.Token)}
+	ctl.track(p)
 	p.setName(hello.Name)
 	p.log = ctl.log.With("session", g.SessionID, "participant", p.id, "role", string(g.Role), "classroom", g.ClassroomID)
 	h := ctlwire.New(ctlwire.TypeWelcome)
@@ -249,6 +255,7 @@ func (p *participant) leaveLocked() {
 // Closed runs when the connection ends (closed, or silent past the read
 // deadline): the participant leaves and its media stops.
 func (p *participant) Closed() {
+	p.ctl.untrack(p)
 	if p.cls == nil {
 		return
 	}

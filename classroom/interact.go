@@ -73,7 +73,8 @@ type sessionInteract struct {
 	// stage linger until raised again (clients keep those in state.hands).
 	hands []string
 	// pageTokens are the terminal tokens minted for paired classroom
-	// pages, by classroom.
+	// pages, by paired terminal (each screen its own, so that unpairing
+	// one revokes only its token: revoke.go).
 	pageTokens map[string]string
 	// assistants are the assistant tokens minted for signed-in assistants,
 	// by classroom and staff id: each person gets their own.
@@ -458,14 +459,14 @@ func (x *interaction) assistantToken(m *session.Manager, sessionID, cid, staffID
 	return tok, true, nil
 }
 
-// pageToken returns (minting it once per session and classroom) the
-// terminal token a paired classroom page uses. It is kept in memory only,
+// pageToken returns (minting it once per session and paired terminal)
+// the terminal token a paired classroom page uses. It is kept in memory only,
 // like the sessions. The big screen gets no assistant token: assistants
 // get their own (assistantToken).
-func (x *interaction) pageToken(m *session.Manager, sessionID, cid string) (string, error) {
+func (x *interaction) pageToken(m *session.Manager, sessionID, cid, terminalID string) (string, error) {
 	x.mu.Lock()
 	s := x.sessionLocked(sessionID)
-	if t, ok := s.pageTokens[cid]; ok {
+	if t, ok := s.pageTokens[terminalID]; ok {
 		x.mu.Unlock()
 		return t, nil
 	}
@@ -480,9 +481,9 @@ func (x *interaction) pageToken(m *session.Manager, sessionID, cid string) (stri
 	if s.pageTokens == nil {
 		s.pageTokens = map[string]string{}
 	}
-	if t, ok := s.pageTokens[cid]; ok { // another poll won the race
+	if t, ok := s.pageTokens[terminalID]; ok { // another poll won the race
 		return t, nil
 	}
-	s.pageTokens[cid] = terminal
+	s.pageTokens[terminalID] = terminal
 	return terminal, nil
 }

@@ -19,6 +19,7 @@ import (
 // routes (docs/API.md, "Classroom experience").
 func (x *interaction) register(srv *api.Server) {
 	x.srv = srv
+	srv.OnUnpair(x.terminalUnpaired)
 	srv.HandleFunc("GET /api/v1/sessions/{id}/records", srv.Admin(x.getRecords))
 	srv.HandleFunc("GET /api/v1/sessions/{id}/attendance", srv.Admin(x.getAttendance))
 	srv.HandleFunc("POST /api/v1/assistant/join", x.postAssistantJoin)
@@ -231,12 +232,14 @@ func (x *interaction) getCurrent(w http.ResponseWriter, r *http.Request) {
 	}
 	if s := x.currentSession(cid); s != nil {
 		cur.Session = s
-		t, err := x.pageToken(x.sessions, s.ID, cid)
-		if err != nil {
-			httpapi.WriteError(w, http.StatusConflict, "session_ended", err.Error())
-			return
+		if p.Kind == api.KindScreen { // the admin looking gets no token
+			t, err := x.pageToken(x.sessions, s.ID, cid, p.TerminalID)
+			if err != nil {
+				httpapi.WriteError(w, http.StatusConflict, "session_ended", err.Error())
+				return
+			}
+			cur.Terminal = t
 		}
-		cur.Terminal = t
 	}
 	httpapi.WriteJSON(w, http.StatusOK, cur)
 }

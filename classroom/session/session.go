@@ -466,6 +466,17 @@ func (m *Manager) Authorize(id, tok string) (Grant, error) {
 	return g, nil
 }
 
+// Revoke makes tok stop working at once (a paired screen was unpaired);
+// it reports whether tok was known.
+func (m *Manager) Revoke(tok string) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	h := token.Hash(tok)
+	_, ok := m.grants[h]
+	delete(m.grants, h)
+	return ok
+}
+
 // Lookup returns what token stands for, whatever its session (the control
 // channel's hello carries only the token).
 func (m *Manager) Lookup(tok string) (Grant, error) {

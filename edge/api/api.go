@@ -94,6 +94,8 @@ type Server struct {
 	termHandlers map[string]TerminalHandler
 	// ctlExt are capabilities that claim control connections by token.
 	ctlExt []ControlHandler
+	// onUnpair are called when a terminal is unpaired (manage.go).
+	onUnpair []func(terminalID string) int
 }
 
 // New builds the server and its routes.

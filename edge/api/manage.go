@@ -2,6 +2,7 @@ package api
 
 import (
 	"net/http"
+	"slices"
 
 	"github.com/campusedge/campusedge/edge/httpapi"
 )
@@ -16,6 +17,15 @@ func (s *Server) manageRoutes() {
 	s.HandleFunc("POST /api/v1/classroom/screen", s.postScreenCookie)
 	s.HandleFunc("DELETE /api/v1/classroom/screen", s.deleteScreenCookie)
 	s.HandleFunc("GET /api/v1/permissions", s.Admin(s.permissions))
+}
+
+// OnUnpair registers f to run when a terminal is unpaired: capabilities
+// revoke what they gave it (the live class's page token) and close its
+// connections; f returns how many it closed.
+func (s *Server) OnUnpair(f func(terminalID string) int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.onUnpair = append(s.onUnpair, f)
 }
 
 // audit records an entry when an audit log is wired.
@@ -94,6 +104,12 @@ func (s *Server) unpair(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	closed := s.CloseTerminal(t.ID)
+	s.mu.Lock()
+	hooks := slices.Clone(s.onUnpair)
+	s.mu.Unlock()
+	for _, f := range hooks {
+		closed += f(t.ID)
+	}
 	s.log.Info("terminal unpaired", "terminal", t.ID, "classroom", t.ClassroomID, "connections_closed", closed)
 	s.audit(r, "terminal.unpair", t.ID, "classroom "+t.ClassroomID)
 	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"terminal": t, "connections_closed": closed})
