@@ -59,6 +59,7 @@ type control struct {
 	edgeID      string // sent in the welcome
 	interaction *interaction
 	cascades    *cascades
+	budgets     *budgets // control connections per token (limits.go)
 
 	mu      sync.Mutex
 	classes map[string]*class // by session id
@@ -89,6 +90,10 @@ type participant struct {
 	id    string
 	log   *slog.Logger
 	tok   [32]byte // hash of the hello token (revoke.go)
+	// tokKey names the token (budgets); release gives back its
+	// control-connection place.
+	tokKey  string
+	release func()
 
 	name atomic.Pointer[string] // read by broadcasts from other connections
 
@@ -129,7 +134,14 @@ func (ctl *control) Claim(hello ctlwire.Hello, conn *api.ControlConn) (api.Contr
 	if err != nil {
 		return nil, false
 	}
-	p := &participant{ctl: ctl, conn: conn, grant: g, id: newParticipantID(), tok: token.Hash(hello.Token)}
+	p := &participant{ctl: ctl, conn: conn, grant: g, id: newParticipantID(), tok: token.Hash(hello.Token), tokKey: tokenKey(hello.Token)}
+	release, ok := ctl.budgets.conn(p.tokKey)
+	if !ok {
+		conn.SendError(hello.ID, "too_many_connections", fmt.Sprintf("this token already holds %d control connections; close one first", MaxConnsPerToken))
+		conn.Close()
+		return p, true // p.cls nil: nothing of it is served
+	}
+	p.release = release
 	ctl.track(p)
 	p.setName(hello.Name)
 	p.log = ctl.log.With("session", g.SessionID, "participant", p.id, "role", string(g.Role), "classroom", g.ClassroomID)
@@ -256,6 +268,9 @@ func (p *participant) leaveLocked() {
 // deadline): the participant leaves and its media stops.
 func (p *participant) Closed() {
 	p.ctl.untrack(p)
+	if p.release != nil {
+		p.release()
+	}
 	if p.cls == nil {
 		return
 	}
