@@ -22,6 +22,9 @@ func Permissions() map[string]Rule {
 		// session tokens (master, and what the handler allows) too.
 		ownSession = Rule{Staff: []Role{RoleTeacher}, Token: true, Own: "teacher: sessions they created"}
 		tokenOnly  = Rule{Token: true, Machine: true}
+		// endResource: the token that made a WHIP/WHEP resource, the
+		// master's, or an admin ends it.
+		endResource = Rule{Token: true, Own: "session tokens: the one that made it, or the master's"}
 	)
 	return map[string]Rule{
 		// Platform
@@ -87,14 +90,14 @@ func Permissions() map[string]Rule {
 		"POST /whip/{session}":               tokenOnly,
 		"OPTIONS /whip/{session}":            public,
 		"/whip/{session}":                    public, // 405 with Allow
-		"DELETE /whip/{session}/{resource}":  tokenOnly,
+		"DELETE /whip/{session}/{resource}":  endResource,
 		"PATCH /whip/{session}/{resource}":   public, // 405: no trickle
 		"OPTIONS /whip/{session}/{resource}": public,
 		"/whip/{session}/{resource}":         public,
 		"POST /whep/{session}":               tokenOnly,
 		"OPTIONS /whep/{session}":            public,
 		"/whep/{session}":                    public,
-		"DELETE /whep/{session}/{resource}":  tokenOnly,
+		"DELETE /whep/{session}/{resource}":  endResource,
 		"PATCH /whep/{session}/{resource}":   public,
 		"OPTIONS /whep/{session}/{resource}": public,
 		"/whep/{session}/{resource}":         public,

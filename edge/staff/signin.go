@@ -113,8 +113,11 @@ func (s *Store) SignInWith(c Credentials, addr, agent string) (string, SignIn, e
 		si.StaffID, si.Name, si.Roles = rec.ID, rec.Name, rec.Roles
 	}
 	if !ok {
-		s.byAddr.fail("addr:"+addr, now)
-		s.byAccount.fail(account, now)
+		// The wait counts from when the failure is known, not from when
+		// the request came: a slow check must not use up the wait.
+		failed := s.now()
+		s.byAddr.fail("addr:"+addr, failed)
+		s.byAccount.fail(account, failed)
 		// Logged, not audited: a guessing run would flood the audit log
 		// and the city's outbox; the throttle bounds how many there are.
 		s.log.Warn("sign-in refused", "id", trunc(c.ID), "addr", addr)

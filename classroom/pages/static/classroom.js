@@ -60,7 +60,9 @@ async function current() {
   try {
     return await ce.request("GET", "/api/v1/classroom/current");
   } catch (e) {
-    if (e.status === 401) { P.paired = false; $("pair").hidden = false; $("assistant-join").hidden = true; $("status").textContent = TEXT.notPaired; leaveUI(); }
+    // 401: not paired (or unpaired in the console); any other refusal
+    // before the first answer: not paired here either.
+    if (e.status === 401 || (e.status && !P.paired)) { P.paired = false; $("pair").hidden = false; $("assistant-join").hidden = true; $("status").textContent = TEXT.notPaired; leaveUI(); }
     if (e.status) return null;
     throw e;
   }
