@@ -37,6 +37,8 @@ const syncUsage = `  cityhub [flags] school add CODE NAME          register a sc
   cityhub [flags] edge list [CODE]
   cityhub [flags] edge revoke EDGE_ID
   cityhub [flags] import-roster CODE FILE.csv     name,homeroom[,student_id,groups,…] or 姓名,班级[,学号,教学班]
+  cityhub [flags] import-staff CODE FILE.csv      staff_id,name,roles[,rooms,secret] (secret: initial password or PIN, hashed here)
+  cityhub [flags] export-staff CODE
   cityhub [flags] import-timetable CODE FILE.csv  day,period,start,end,room,group,subject,teacher[,resources]
                                                 (UTF-8, UTF-8 with BOM, GBK or GB18030; docs/IMPORTS.md)
   cityhub [flags] export-records [-tz ZONE] CODE  CSV of every record the school's edges sent (UTF-8 with BOM,
@@ -89,6 +91,10 @@ func syncCommand(name string) func(*syncCmd) int {
 		return (*syncCmd).enrolToken
 	case "edge":
 		return (*syncCmd).edge
+	case "import-staff":
+		return (*syncCmd).importStaff
+	case "export-staff":
+		return (*syncCmd).exportStaff
 	case "import-roster", "import-timetable":
 		return (*syncCmd).importDoc
 	case "export-records":
@@ -238,6 +244,59 @@ func (c *syncCmd) importDoc() int {
 		return c.fail(err)
 	}
 	fmt.Fprintf(c.stdout, "%s for school %s read as %s (%s), imported as change %d; edges pick it up on their next pull\n", kind, args[1], enc, what, seq)
+	return 0
+}
+
+// importStaff: import-staff CODE FILE.csv publishes the school's staff
+// list (StaffHeader). Initial secrets are hashed with argon2id here and
+// never stored in clear; edges apply the list at their next pull, and a
+// person left out of a new list can no longer sign in there.
+func (c *syncCmd) importStaff() int {
+	if len(c.args) != 3 {
+		return c.usage()
+	}
+	f, err := os.Open(c.args[2])
+	if err != nil {
+		return c.fail(err)
+	}
+	defer f.Close()
+	rows, enc, err := schooldata.ReadStaff(f)
+	if err != nil {
+		return c.failImport(c.args[2], enc, err)
+	}
+	data, err := json.Marshal(schooldata.HashStaff(rows))
+	if err != nil {
+		return c.fail(err)
+	}
+	seq, err := c.st.PutChange(c.ctx, c.args[1], schooldata.KindStaff, data, c.now)
+	if err != nil {
+		return c.fail(err)
+	}
+	fmt.Fprintf(c.stdout, "staff for school %s read as %s (%d people), imported as change %d; edges pick it up on their next pull\n", c.args[1], enc, len(rows), seq)
+	return 0
+}
+
+// exportStaff: export-staff CODE writes the latest staff list as CSV
+// (without secrets, which the hub does not keep).
+func (c *syncCmd) exportStaff() int {
+	if len(c.args) != 2 {
+		return c.usage()
+	}
+	latest, err := c.latestChange(schooldata.KindStaff)
+	if err != nil {
+		return c.fail(err)
+	}
+	if latest == nil {
+		return c.fail(fmt.Errorf("no staff imported for school %s", c.args[1]))
+	}
+	var l schooldata.StaffList
+	if err := json.Unmarshal(latest, &l); err != nil {
+		return c.fail(err)
+	}
+	fmt.Fprint(c.stdout, utf8BOM)
+	if err := schooldata.WriteStaffCSV(c.stdout, &l); err != nil {
+		return c.fail(err)
+	}
 	return 0
 }
 

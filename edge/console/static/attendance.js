@@ -3,12 +3,11 @@
 // docs/IMPORTS.md) and, per session — listed with its date and time —
 // attendance (joins, leaves, marks) and quiz answers from the stored
 // learning records, with classrooms and pupils by name. Self-contained: it
-// adds its own panel and only shares the admin token console.js keeps
-// (common.js: ce.stored("admin")).
+// adds its own panel and only uses the console's sign-in (the session
+// cookie).
 "use strict";
 (() => {
-  const token = () => ce.stored("admin");
-  const get = (path) => ce.request("GET", path, { token: token() });
+  const get = (path) => ce.request("GET", path);
   const el = ce.el;
   const t = i18n.t;
   const panel = el("section", { class: "panel", id: "attendance-panel" });
@@ -79,7 +78,7 @@
     const probs = panel.querySelector("#att-roster-problems");
     out.textContent = ""; probs.replaceChildren();
     if (!f) return;
-    const res = await fetch("/api/v1/attendance/roster", { method: "PUT", headers: { Authorization: "Bearer " + token(), "Content-Type": "text/csv" }, body: f });
+    const res = await fetch("/api/v1/attendance/roster", { method: "PUT", headers: { "Content-Type": "text/csv" }, body: f });
     const j = await res.json().catch(() => ({}));
     if (res.ok) {
       out.textContent = t("att.roster.imported", { students: i18n.number(j.students), encoding: j.encoding });
@@ -94,7 +93,7 @@
   }
 
   async function refresh() {
-    if (!token() || ce.byId("app").hidden) return;
+    if (ce.byId("app").hidden) return;
     const err = panel.querySelector("#att-error");
     try { await loadNames(); await sessions(); await show(); err.textContent = ""; } catch (e) { err.textContent = i18n.err(e); }
   }

@@ -4,9 +4,9 @@
 
 // codes holds the last pairing code per classroom, so that it survives the
 // re-render that every live event and the periodic refresh do.
-const state = { token: ce.stored("admin"), classrooms: new Map(), terminals: new Map(), codes: new Map(), ws: null, retry: 0 };
+const state = { me: null, classrooms: new Map(), terminals: new Map(), codes: new Map(), ws: null, retry: 0 };
 const $ = ce.byId;
-const api = (method, path, body) => ce.request(method, path, { token: state.token, body });
+const api = (method, path, body) => ce.request(method, path, { body });
 const el = ce.el;
 const t = i18n.t;
 
@@ -50,6 +50,18 @@ function render() {
     };
     td.append(btn, " ", out);
     tr.append(td, homeroomCell(c));
+    tr.append(el("td", {},
+      el("button", { class: "quiet rename-btn", onclick: async () => {
+        const name = prompt(t("classrooms.rename_prompt"), c.name);
+        if (!name) return;
+        try { state.classrooms.set(c.id, await api("PATCH", "/api/v1/classrooms/" + encodeURIComponent(c.id), { name })); render(); }
+        catch (e) { $("classroom-error").textContent = i18n.err(e); }
+      } }, t("classrooms.rename")), " ",
+      el("button", { class: "quiet delete-btn", onclick: async () => {
+        if (!confirm(t("classrooms.remove_confirm"))) return;
+        try { await api("DELETE", "/api/v1/classrooms/" + encodeURIComponent(c.id)); state.classrooms.delete(c.id); render(); }
+        catch (e) { $("classroom-error").textContent = i18n.err(e); }
+      } }, t("classrooms.remove"))));
     tb.append(tr);
   }
   const tt = $("terminals");
@@ -60,6 +72,20 @@ function render() {
     tr.append(el("td", {}, term.name), el("td", { "data-classroom": term.classroom_id }, room ? room.name : term.classroom_id, room ? el("span", { class: "sub" }, " · " + room.room_code) : null),
       el("td", { class: "pill state " + (term.online ? "on" : "off") }, term.online ? t("terminals.online") : t("terminals.offline")),
       el("td", {}, i18n.ago(term.last_seen)), el("td", {}, term.version || ""), el("td", {}, term.addr || ""));
+    const kind = el("select", { class: "kind-select", onchange: async () => {
+      try { state.terminals.set(term.id, await api("PATCH", "/api/v1/terminals/" + encodeURIComponent(term.id), { kind: kind.value })); render(); }
+      catch (e) { $("classroom-error").textContent = i18n.err(e); }
+    } });
+    for (const v of ["", "big_screen", "agent"]) {
+      const o = el("option", { value: v }, t("terminals.kind." + (v || "unset")));
+      if ((term.kind || "") === v) o.selected = true;
+      kind.append(o);
+    }
+    tr.append(el("td", {}, kind), el("td", {}, el("button", { class: "warn unpair-btn", onclick: async () => {
+      if (!confirm(t("terminals.unpair_confirm"))) return;
+      try { await api("DELETE", "/api/v1/terminals/" + encodeURIComponent(term.id)); state.terminals.delete(term.id); render(); }
+      catch (e) { $("classroom-error").textContent = i18n.err(e); }
+    } }, t("terminals.unpair"))));
     tt.append(tr);
   }
 }
@@ -83,7 +109,8 @@ function connect() {
   const proto = location.protocol === "https:" ? "wss:" : "ws:";
   const ws = new WebSocket(proto + "//" + location.host + "/api/v1/ws");
   state.ws = ws;
-  ws.onopen = () => ws.send(JSON.stringify({ type: "hello", v: 1, token: state.token }));
+  // The session cookie goes with the upgrade; the hello carries no token.
+  ws.onopen = () => ws.send(JSON.stringify({ type: "hello", v: 1 }));
   ws.onmessage = (ev) => {
     const m = JSON.parse(ev.data);
     if (m.type === "welcome") {
@@ -95,47 +122,66 @@ function connect() {
       state.terminals = new Map(m.terminals.map((t) => [t.id, t]));
       render();
     } else if (m.type === "event") {
-      if (m.kind === "terminal") state.terminals.set(m.terminal.id, m.terminal);
-      if (m.kind === "classroom") state.classrooms.set(m.classroom.id, m.classroom);
+      if (m.kind === "terminal") { if (m.removed) state.terminals.delete(m.terminal.id); else state.terminals.set(m.terminal.id, m.terminal); }
+      if (m.kind === "classroom") { if (m.removed) state.classrooms.delete(m.classroom.id); else state.classrooms.set(m.classroom.id, m.classroom); }
       render();
     } else if (m.type === "error" && m.code === "unauthorized") {
-      signOut(t("console.token_refused", { message: m.message }));
+      signOut(t("console.refused", { message: m.message }));
     }
   };
   ws.onclose = () => {
     $("link").textContent = t("console.link.offline"); $("link").className = "pill off";
-    if (!state.token || state.ws !== ws) return;
+    if (!state.me || state.ws !== ws) return;
     // Back off with jitter so that many consoles do not reconnect in step.
     const delay = Math.min(30000, 500 * 2 ** state.retry++) * (0.5 + Math.random() / 2);
     setTimeout(connect, delay);
   };
 }
 
-async function signIn(token) {
-  state.token = token;
-  try {
-    await api("GET", "/api/v1/classrooms");
-  } catch (e) {
-    signOut(e.status === 401 ? t("console.wrong_token") : t("console.signin_failed", { message: i18n.err(e) }));
+// enter shows the console to a signed-in admin; anyone else is pointed
+// to their own page.
+function enter(me) {
+  state.me = me;
+  $("signin-error").textContent = "";
+  if (!ce.has(me, "admin")) {
+    $("signin-other").hidden = false; $("signin-who").textContent = me.name || me.staff_id;
     return;
   }
-  ce.store("admin", token);
+  $("who").textContent = me.name || me.staff_id || "";
   $("signin").hidden = true; $("app").hidden = false; $("signout").hidden = false;
   connect();
   refreshHealth();
   setInterval(refreshHealth, 10000);
   setInterval(render, 15000);
+  document.dispatchEvent(new Event("ce-signed-in"));
 }
 
-function signOut(msg) {
-  state.token = "";
-  ce.store("admin", "");
+async function signIn(creds) {
+  try {
+    await ce.signIn(creds);
+  } catch (e) {
+    $("signin-error").textContent = creds.admin_token && e.status === 401 ? t("console.wrong_token") : t("console.refused", { message: i18n.err(e) });
+    return;
+  }
+  $("token").value = ""; $("signin-password").value = "";
+  const me = await ce.me();
+  if (me) enter(me);
+}
+
+async function signOut(msg) {
+  state.me = null;
+  await ce.signOut();
   if (state.ws) { const ws = state.ws; state.ws = null; ws.close(); }
   $("signin").hidden = false; $("app").hidden = true; $("signout").hidden = true;
   $("signin-error").textContent = msg || "";
 }
 
-$("signin-form").onsubmit = (e) => { e.preventDefault(); signIn($("token").value.trim()); };
+$("signin-form").onsubmit = (e) => {
+  e.preventDefault();
+  if ($("token").value.trim()) { signIn({ admin_token: $("token").value.trim() }); return; }
+  signIn({ id: $("signin-id").value.trim(), password: $("signin-password").value });
+};
+$("signin-token").onclick = () => signIn({ admin_token: $("token").value.trim() });
 $("signout").onclick = () => signOut("");
 $("classroom-form").onsubmit = async (e) => {
   e.preventDefault();
@@ -147,4 +193,4 @@ $("classroom-form").onsubmit = async (e) => {
     $("classroom-form").reset();
   } catch (err) { $("classroom-error").textContent = i18n.err(err); }
 };
-i18n.ready.then(() => { if (state.token) signIn(state.token); });
+i18n.ready.then(() => ce.me()).then((me) => { if (me) enter(me); }); // still signed in (the cookie)

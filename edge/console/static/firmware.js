@@ -44,7 +44,7 @@
     const msg = $("fw-msg");
     msg.textContent = "";
     try {
-      await ce.request("POST", "/api/v1/firmware/check", { token: ce.stored("admin") });
+      await ce.request("POST", "/api/v1/firmware/check", {});
       msg.textContent = t("fw.checking");
       msg.className = "";
     } catch (e) {
