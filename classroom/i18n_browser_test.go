@@ -125,7 +125,7 @@ func TestLivePagesSpeakChinese(t *testing.T) {
 	browserPoll(screen, t, "pairing form in Chinese", `window.i18n && i18n.lang === "zh-CN" && !document.getElementById("pair").hidden && document.getElementById("pair-go").textContent === "配对"`)
 	walk(screen, "classroom page, pairing")
 	browserEval[bool](screen, t, `document.getElementById("pair-code").value = `+jsString(pc.Code)+`; document.getElementById("pair-go").click(); true`)
-	browserPoll(screen, t, "paired", `document.getElementById("status").textContent === "现在没有课" && document.getElementById("paired-room").textContent === "初一(3)班教室"`)
+	browserPoll(screen, t, "paired", `document.getElementById("status").textContent === "现在没有课" && document.getElementById("room-name").textContent === "初一(3)班教室"`)
 	walk(screen, "classroom page, waiting")
 
 	// The teacher signs in and starts a class.
@@ -157,7 +157,7 @@ func TestLivePagesSpeakChinese(t *testing.T) {
 	teacherDo("type a quiz",
 		chromedp.SendKeys(chromedp.CSS("#q-prompt"), "哪个大？"),
 		chromedp.SendKeys(chromedp.CSS("#q-options"), "1/2，1/3，一样大"),
-		chromedp.SetValue(chromedp.CSS("#q-correct"), "１"),
+		chromedp.SetValue(chromedp.CSS("#q-correct"), "1"),
 		chromedp.Click(chromedp.CSS("#q-push")))
 	browserPoll(screen, t, "the quiz's three options on the big screen",
 		`[...document.querySelectorAll("#quiz-options li")].map((li) => li.textContent).join("|") === "1/2|1/3|一样大" && document.getElementById("quiz-prompt").textContent === "哪个大？"`)
