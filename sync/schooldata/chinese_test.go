@@ -139,3 +139,27 @@ func TestOldDocumentsStillLoad(t *testing.T) {
 }
 
 func jsonOf(v any) ([]byte, error) { return json.Marshal(v) }
+
+// The staff list as a Chinese office saves it: Chinese headers and names,
+// every encoding; the sign-in name typed full-width folds to ASCII.
+func TestChineseStaffEveryEncoding(t *testing.T) {
+	in := "工号,姓名,角色,教室,初始密码\r\nli.laoshi,李老师,teacher,,135790\r\nａｙｉｇｕｌ,阿依古丽·吐尔逊,assistant；teacher,R204,\r\n\r\n"
+	for _, enc := range []string{csvin.UTF8, csvin.UTF8BOM, csvin.GBK, csvin.GB18030} {
+		rows, got, err := ReadStaff(bytes.NewReader(encodeAs(t, enc, in)))
+		if err != nil {
+			t.Fatalf("%s: %v", enc, err)
+		}
+		if enc != csvin.GB18030 && got != enc {
+			t.Errorf("read %s as %s", enc, got)
+		}
+		if len(rows) != 2 || rows[0].Name != "李老师" || rows[1].ID != "ayigul" || rows[1].Name != "阿依古丽·吐尔逊" ||
+			strings.Join(rows[1].Roles, ",") != "assistant,teacher" || strings.Join(rows[1].Rooms, ",") != "R204" {
+			t.Fatalf("%s: %+v", enc, rows)
+		}
+	}
+	_, _, err := ReadStaff(bytes.NewReader([]byte("工号,姓名,角色\r\n\x81\x20\xff,x,teacher\r\n")))
+	var ie *ImportError
+	if !errors.As(err, &ie) || ie.Problems[0].Code != csvin.CodeEncoding {
+		t.Fatalf("%v", err)
+	}
+}
