@@ -21,6 +21,7 @@ import (
 	"github.com/campusedge/campusedge/edge/certs/certstest"
 	"github.com/campusedge/campusedge/edge/console"
 	"github.com/campusedge/campusedge/edge/ctlwire"
+	"github.com/campusedge/campusedge/edge/api"
 	"github.com/campusedge/campusedge/edge/logtest"
 	"github.com/campusedge/campusedge/edge/pairing/pairingtest"
 	"github.com/campusedge/campusedge/edge/termagent"
@@ -51,9 +52,13 @@ func TestClasstermPairAndKiosk(t *testing.T) {
 	e := pairingtest.Start(t, pairingtest.Options{Console: pages.With(console.Handler()), Wrap: func(h http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if r.URL.Path == "/api/v1/classroom/current" {
-				mu.Lock()
-				polled[strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")] = true
-				mu.Unlock()
+				// The page sends the terminal's token as its HttpOnly
+				// screen cookie, never from web storage.
+				if c, err := r.Cookie(api.ScreenCookie); err == nil {
+					mu.Lock()
+					polled[c.Value] = true
+					mu.Unlock()
+				}
 			}
 			h.ServeHTTP(w, r)
 		})
