@@ -205,7 +205,31 @@ func (s *Server) signed(maxBody int64, h func(w http.ResponseWriter, r *http.Req
 			s.storeFailed(w, "the request", err)
 			return
 		}
+		s.noteSeen(r, e, now)
 		h(w, r, e, body)
+	}
+}
+
+// HeaderVersion is the software version an edge may send on its signed
+// calls; the city console lists it.
+const HeaderVersion = "X-Campusedge-Version"
+
+// seenPrecision bounds how often a busy edge's "last seen" is written:
+// the console needs minutes, not every batch.
+const seenPrecision = 30 * time.Second
+
+// noteSeen records the edge's call for the city console; a failure is only
+// logged, since sync itself does not depend on it.
+func (s *Server) noteSeen(r *http.Request, e Edge, now time.Time) {
+	v := r.Header.Get(HeaderVersion)
+	if len(v) > 64 {
+		v = v[:64]
+	}
+	if now.Sub(e.Seen) < seenPrecision && (v == "" || v == e.Version) {
+		return
+	}
+	if err := s.st.NoteEdge(r.Context(), e.ID, EdgeNote{Seen: now, Version: v}); err != nil {
+		s.log.Warn("note edge seen", "edge", e.ID, "err", err)
 	}
 }
 
@@ -286,6 +310,9 @@ func (s *Server) cert(w http.ResponseWriter, r *http.Request, e Edge, body []byt
 	if leaf != nil {
 		if c, err := x509.ParseCertificate(leaf.Bytes); err == nil {
 			notAfter = c.NotAfter.UTC().Format(time.RFC3339)
+			if err := s.st.NoteEdge(r.Context(), e.ID, EdgeNote{CertNotAfter: c.NotAfter}); err != nil {
+				s.log.Warn("note edge certificate", "edge", e.ID, "err", err)
+			}
 			s.log.Info("edge certificate signed", "edge", e.ID, "school", e.School, "serial", c.SerialNumber.Text(16),
 				"dns", c.DNSNames, "ips", c.IPAddresses, "not_after", notAfter)
 		}
