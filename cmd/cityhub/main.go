@@ -21,7 +21,9 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/campusedge/campusedge/edge/store"
 	"github.com/campusedge/campusedge/sync/catalog"
+	"github.com/campusedge/campusedge/sync/cityadmin"
 	"github.com/campusedge/campusedge/sync/hubtls"
 )
 
@@ -38,6 +40,7 @@ type hubFlags struct {
 	data   *string
 	listen *string
 	dbURL  *string
+	hubURL *string
 	tls    *tlsFlags
 }
 
@@ -49,6 +52,7 @@ func newHubFlags(stderr io.Writer) *hubFlags {
 	f.listen = fs.String("listen", ":8090", "HTTP listen `addr`; with 127.0.0.1:0 a free port is picked and logged")
 	f.tls = addTLSFlags(fs)
 	f.dbURL = fs.String("db", "", "sync store: empty for DATA/sync.db (bbolt), or a `postgres://` URL shared by several cityhub replicas")
+	f.hubURL = fs.String("hub", "", "run admin commands through the admin API of the hub at this `URL` (http(s)://HOST:PORT) with the key in $"+apiKeyEnv+"; without it they open the store, or use the running hub of -data when its store is locked")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage:\n  cityhub [flags]                 serve the catalogue and sync\n  cityhub [flags] import FOLDER   register media files, print ID<TAB>PATH\n%s\nFlags:\n", syncUsage)
 		fs.PrintDefaults()
@@ -78,13 +82,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready fun
 		fmt.Fprintln(stdout, pin)
 		return 0
 	case len(rest) > 0 && syncCommand(rest[0]) != nil:
-		sst, err := openSyncStore(ctx, *f.data, *f.dbURL)
-		if err != nil {
-			fmt.Fprintln(stderr, "cityhub:", err)
-			return 1
-		}
-		defer sst.Close()
-		return runSync(ctx, sst, rest, stdout, stderr, func() (string, error) { return f.tls.pin(*f.data) })
+		return runAdmin(ctx, f, rest, stdout, stderr)
 	case len(rest) > 0 && rest[0] != "import":
 		fmt.Fprintf(stderr, "cityhub: unknown command %q (want import FOLDER)\n", rest[0])
 		return 2
@@ -102,6 +100,36 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready fun
 		return importFolder(st, rest[1], stdout, stderr, log)
 	}
 	return serve(ctx, f, st, stderr, log, ready)
+}
+
+// runAdmin runs an admin command: through -hub's API; else on the store
+// (PostgreSQL, or the bbolt file when no hub holds it); else, when a hub
+// on this -data dir holds the file, through that hub's API, so nothing
+// has to stop.
+func runAdmin(ctx context.Context, f *hubFlags, args []string, stdout, stderr io.Writer) int {
+	if *f.hubURL != "" {
+		r, err := newRemote(*f.hubURL, os.Getenv(apiKeyEnv))
+		if err != nil {
+			fmt.Fprintln(stderr, "cityhub:", err)
+			return 2
+		}
+		return runRemote(ctx, r, args, stdout, stderr)
+	}
+	sst, err := openSyncStore(ctx, *f.data, *f.dbURL)
+	if errors.Is(err, store.ErrInUse) {
+		r, rerr := localRemote(*f.data)
+		if rerr != nil {
+			fmt.Fprintln(stderr, "cityhub:", err, "(and no admin API files of a running hub:", rerr, ")")
+			return 1
+		}
+		return runRemote(ctx, r, args, stdout, stderr)
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "cityhub:", err)
+		return 1
+	}
+	defer sst.Close()
+	return runSync(ctx, sst, args, stdout, stderr, func() (string, error) { return f.tls.pin(*f.data) })
 }
 
 // importFolder registers every media file under folder in the catalogue
@@ -146,7 +174,14 @@ func serve(ctx context.Context, f *hubFlags, st *catalog.Store, stderr io.Writer
 		fmt.Fprintln(stderr, "cityhub: city CA:", err)
 		return 1
 	}
-	handler, err := withFirmware(*f.data, hubHandler(catalog.Handler(st, log), sst, ca, log), log)
+	if err := ensureAPIKey(ctx, sst, *f.data, ln.Addr().String()); err != nil {
+		_ = ln.Close()
+		fmt.Fprintln(stderr, "cityhub: admin API key:", err)
+		return 1
+	}
+	admin := cityadmin.New(cityadmin.Config{Store: sst, Catalogue: st, Logger: log.With("component", "admin"),
+		Pin: func() (string, error) { return f.tls.pin(*f.data) }})
+	handler, err := withFirmware(*f.data, hubHandler(catalog.Handler(st, log), admin, sst, ca, log), log)
 	if err != nil {
 		fmt.Fprintln(stderr, "cityhub:", err)
 		return 1

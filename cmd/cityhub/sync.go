@@ -21,6 +21,7 @@ import (
 
 	"github.com/campusedge/campusedge/edge/certs"
 	"github.com/campusedge/campusedge/edge/token"
+	"github.com/campusedge/campusedge/sync/cityadmin"
 	"github.com/campusedge/campusedge/sync/hub"
 	"github.com/campusedge/campusedge/sync/schooldata"
 	"github.com/campusedge/campusedge/sync/wire"
@@ -39,8 +40,15 @@ const syncUsage = `  cityhub [flags] school add CODE NAME          register a sc
   cityhub [flags] import-timetable CODE FILE.csv  day,period,start,end,room,group,subject,teacher,resources
   cityhub [flags] export-records CODE             CSV of every record the school's edges sent
   cityhub [flags] export-roster CODE | export-timetable CODE
-With the default bbolt store, commands need the hub stopped (they take its lock);
-with -db postgres://… they run beside any number of serving replicas.
+  cityhub [flags] import-roster|import-timetable -preview CODE FILE.csv
+                                                only show what would change (through a running hub)
+  cityhub [flags] account add [-school CODE] USER ROLE
+                                                city staff account; ROLE city_admin, school_admin (with -school)
+                                                or content_editor; password from $CITYHUB_PASSWORD or stdin
+While a hub serves on -data (holding its bbolt lock), these commands go through
+its admin API (DATA/admin.url, DATA/admin.key); -hub URL with $CITYHUB_API_KEY
+drives any hub; with -db postgres://… they run on the database beside any number
+of serving replicas. export-* read the store and need it free (or PostgreSQL).
 `
 
 // openSyncStore opens PostgreSQL when dbURL is set, else DATA/sync.db.
@@ -92,6 +100,8 @@ func syncCommand(name string) func(*syncCmd) int {
 		return (*syncCmd).exportRecords
 	case "export-roster", "export-timetable":
 		return (*syncCmd).exportDoc
+	case "account":
+		return (*syncCmd).account
 	}
 	return nil
 }
@@ -192,6 +202,19 @@ func (c *syncCmd) edge() int {
 		return 0
 	}
 	return c.usage()
+}
+
+// account: account add [-school CODE] USER ROLE.
+func (c *syncCmd) account() int {
+	q, code := parseAccount(c.args, c.stderr)
+	if code != 0 {
+		return code
+	}
+	if err := cityadmin.PutAccount(c.ctx, c.st, q, c.now); err != nil {
+		return c.fail(err)
+	}
+	fmt.Fprintf(c.stdout, "account %s saved (%s)\n", q.User, q.Role)
+	return 0
 }
 
 // importDoc: import-roster CODE FILE.csv, import-timetable CODE FILE.csv
@@ -305,12 +328,17 @@ func (c *syncCmd) latestChange(kind string) ([]byte, error) {
 
 // hubHandler puts the sync API, /metrics and /healthz in front of the
 // catalogue handler.
-func hubHandler(catalogue http.Handler, st hub.Store, ca hub.Issuer, log *slog.Logger) http.Handler {
+func hubHandler(catalogue, admin http.Handler, st hub.Store, ca hub.Issuer, log *slog.Logger) http.Handler {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	srv := hub.NewServer(hub.Config{Store: st, CA: ca, Logger: log.With("component", "sync"), Registry: reg})
 	mux := http.NewServeMux()
 	mux.Handle("/api/v1/sync/", srv)
+	if admin != nil {
+		mux.Handle("/api/v1/admin/", admin)
+		mux.Handle("/console/", admin)
+		mux.Handle("/console", admin)
+	}
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)

@@ -150,4 +150,3 @@ func (s *BoltStore) Session(_ context.Context, hash []byte, now time.Time) (Sess
 func (s *BoltStore) DeleteSession(_ context.Context, hash []byte) error {
 	return s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bSessions).Delete([]byte(hex.EncodeToString(hash))) })
 }
-
