@@ -261,6 +261,10 @@ func remoteImport(ctx context.Context, r *remote, args []string, stdout, stderr 
 		fmt.Fprintln(stderr, "cityhub "+args[0]+":", err)
 		return 1
 	}
+	if len(pv.Errors) > 0 {
+		fmt.Fprintf(stderr, "cityhub %s: %d row error(s); nothing applied\n", args[0], len(pv.Errors))
+		return 1
+	}
 	if pv.Applied {
 		fmt.Fprintf(stdout, "%s for school %s imported as change %d; edges pick it up on their next pull\n", kind, fs.Arg(0), pv.Change)
 	}
