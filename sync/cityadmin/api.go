@@ -44,6 +44,9 @@ type Config struct {
 	Pin    func() (string, error)
 	Logger *slog.Logger
 	Now    func() time.Time
+	// StaffToken, when set, also accepts the hub's city staff bearer token
+	// (DATA/staff-token) as a city admin.
+	StaffToken func(string) bool
 }
 
 // API serves /api/v1/admin/… and the console at /console/.
@@ -54,6 +57,7 @@ type API struct {
 	log       *slog.Logger
 	now       func() time.Time
 	dummyHash string
+	staffTok  func(string) bool
 	mux       *http.ServeMux
 }
 
@@ -75,7 +79,7 @@ func New(cfg Config) *API {
 		cfg.Now = time.Now
 	}
 	dummy, _ := HashPassword("not-a-real-password")
-	a := &API{st: cfg.Store, cat: cfg.Catalogue, pin: cfg.Pin, log: cfg.Logger, now: cfg.Now, dummyHash: dummy, mux: http.NewServeMux()}
+	a := &API{st: cfg.Store, cat: cfg.Catalogue, pin: cfg.Pin, log: cfg.Logger, now: cfg.Now, dummyHash: dummy, staffTok: cfg.StaffToken, mux: http.NewServeMux()}
 	city, school, editor := hub.RoleCityAdmin, hub.RoleSchoolAdmin, hub.RoleContentEditor
 	m := a.mux
 	m.HandleFunc("POST /api/v1/admin/login", a.login)
