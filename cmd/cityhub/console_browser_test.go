@@ -165,16 +165,16 @@ func TestCityConsoleInChromium(t *testing.T) {
 		t.Fatal(err)
 	}
 	br.Do("edges tab", chromedp.Click(chromedp.CSS(`#tabs button[data-tab="edges"]`)))
-	br.Poll("edge online", `(() => { const r = document.querySelector('#edges tr[data-edge="`+key.EdgeID()+`"]');
+	br.Poll("edge online", `(() => { const r = document.querySelector('#edges [data-edge="`+key.EdgeID()+`"]');
 		return r && r.dataset.health === "ok" ? r.innerText : ""; })()`)
 	shot(t, br, "city-edges.png")
 	br.Do("switch to Chinese", chromedp.SetValue(chromedp.CSS("#lang"), "zh-CN"),
 		chromedp.Evaluate[chromedp.Void](`document.getElementById("lang").dispatchEvent(new Event("change"))`))
-	br.Poll("edges in Chinese", `document.querySelector('#edges tr[data-edge] .pill').textContent === "在线" && document.documentElement.lang === "zh-CN" ? "y" : ""`)
+	br.Poll("edges in Chinese", `document.querySelector('#edges [data-edge] .pill').textContent === "在线" && document.documentElement.lang === "zh-CN" ? "y" : ""`)
 	shot(t, br, "city-edges-zh.png")
 	br.Do("back to English", chromedp.SetValue(chromedp.CSS("#lang"), "en"),
 		chromedp.Evaluate[chromedp.Void](`document.getElementById("lang").dispatchEvent(new Event("change"))`))
-	br.Poll("edges in English", `document.querySelector('#edges tr[data-edge] .pill') && document.querySelector('#edges tr[data-edge] .pill').textContent === "online" ? "y" : ""`)
+	br.Poll("edges in English", `document.querySelector('#edges [data-edge] .pill') && document.querySelector('#edges [data-edge] .pill').textContent === "online" ? "y" : ""`)
 
 	// Roster import: errors first, then the fixed file.
 	br.Do("imports tab", chromedp.Click(chromedp.CSS(`#tabs button[data-tab="imports"]`)))
@@ -223,7 +223,7 @@ func TestCityConsoleInChromium(t *testing.T) {
 	signIn("bo", "bo's long password")
 	br.Poll("schools of bo", `document.querySelectorAll("#schools tr").length === 1 && document.querySelector('#schools tr[data-school="south"]') ? "y" : ""`)
 	br.Do("edges tab as bo", chromedp.Click(chromedp.CSS(`#tabs button[data-tab="edges"]`)))
-	br.Poll("no edge of north", `document.getElementById("edges-summary").textContent !== "" && document.querySelectorAll("#edges tr").length === 0 ? "y" : ""`)
+	br.Poll("no edge of north", `document.getElementById("edges-summary").textContent !== "" && document.querySelectorAll("#edges [data-edge]").length === 0 ? "y" : ""`)
 	if hidden := br.Poll("accounts tab hidden", `String(document.querySelector('#tabs button[data-tab="accounts"]').hidden)`); hidden != "true" {
 		t.Error("a school admin sees the staff accounts tab")
 	}

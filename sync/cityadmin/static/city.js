@@ -43,10 +43,19 @@
     if (e && e.status === 401) signedOut();
   }
 
-  const when = (iso) => (!iso || iso.startsWith("0001")) ? t("never") : new Date(iso).toLocaleString(window.cityI18n.lang());
+  // when formats an RFC 3339 time with one formatter per language: a
+  // province's list has thousands (toLocaleString builds one each call).
+  const formatters = {};
+  function when(iso) {
+    if (!iso || iso.startsWith("0001")) return t("never");
+    const l = window.cityI18n.lang();
+    formatters[l] = formatters[l] || new Intl.DateTimeFormat(l, { dateStyle: "short", timeStyle: "medium" });
+    return formatters[l].format(new Date(iso));
+  }
 
   function signedOut() {
     me = null;
+    schoolsLoaded = false;
     current = "";
     byId("app").hidden = true;
     byId("signout").hidden = true;
@@ -68,17 +77,24 @@
 
   async function openTab(name) {
     current = name;
+    window.cityTabDone = "";
     for (const b of document.querySelectorAll("#tabs button")) b.classList.toggle("active", b.dataset.tab === name);
+    // A hidden province-sized list is dropped, not kept: showing it again
+    // would lay out thousands of stale rows before the fresh ones arrive.
+    if (name !== "edges") byId("edges").replaceChildren();
     for (const s of document.querySelectorAll(".tab")) s.hidden = s.id !== name + "-panel";
     showError(null);
     try {
-      if (me.role !== "content_editor") await loadSchools();
+      if (me.role !== "content_editor" && (name === "schools" || !schoolsLoaded)) await loadSchools();
       await ({ schools: renderSchools, edges: loadEdges, tokens: loadTokens, imports: async () => {}, catalog: loadCatalog, accounts: loadAccounts })[name]();
     } catch (e) { showError(e); }
+    window.cityTabDone = name; // page tests and timings wait for it
   }
 
+  let schoolsLoaded = false;
   async function loadSchools() {
     schools = (await api("GET", "/schools")).schools;
+    schoolsLoaded = true;
     for (const sel of document.querySelectorAll(".school-select")) {
       const keep = sel.value;
       sel.replaceChildren();
@@ -103,17 +119,21 @@
   // built off-document and inserted once.
   async function loadEdges() {
     const school = byId("edges-school").value;
+    const t0 = performance.now();
     const res = await api("GET", "/edges" + (school ? "?school=" + encodeURIComponent(school) : ""));
+    const t1 = performance.now();
     const frag = document.createDocumentFragment();
     for (const e of res.edges) {
-      frag.append(el("tr", { "data-edge": e.id, "data-health": e.health },
-        el("td", { class: "mono" }, e.id), el("td", {}, e.school),
-        el("td", {}, el("span", { class: "pill h-" + e.health }, t("h_" + e.health))),
-        el("td", {}, when(e.seen)), el("td", {}, String(e.acked)), el("td", {}, e.version || "—"),
-        el("td", {}, (!e.cert_not_after || e.cert_not_after.startsWith("0001")) ? "—" : when(e.cert_not_after)),
-        el("td", {}, e.revoked ? t("revoked") : el("button", { onclick: () => revokeEdge(e.id) }, t("revoke")))));
+      frag.append(el("div", { class: "row", "data-edge": e.id, "data-health": e.health },
+        el("span", { class: "mono" }, e.id), el("span", {}, e.school),
+        el("span", {}, el("span", { class: "pill h-" + e.health }, t("h_" + e.health))),
+        el("span", {}, when(e.seen)), el("span", {}, String(e.acked)), el("span", {}, e.version || "—"),
+        el("span", {}, (!e.cert_not_after || e.cert_not_after.startsWith("0001")) ? "—" : when(e.cert_not_after)),
+        el("span", {}, e.revoked ? t("revoked") : el("button", { "data-revoke": e.id }, t("revoke")))));
     }
+    const t2 = performance.now();
     byId("edges").replaceChildren(frag);
+    window.cityEdgesTiming = [t1 - t0, t2 - t1, performance.now() - t2];
     const h = res.health || {};
     byId("edges-summary").textContent = t("summary", res.edges.length, h.ok || 0, h.offline || 0, h.never_seen || 0);
     window.cityEdgesRendered = res.edges.length; // for page timing
@@ -228,6 +248,8 @@
     });
     byId("edges-school").addEventListener("change", () => loadEdges().catch(showError));
     byId("edges-refresh").addEventListener("click", () => loadEdges().catch(showError));
+    // One listener for the whole list's revoke buttons.
+    byId("edges").addEventListener("click", (ev) => { const id = ev.target.dataset && ev.target.dataset.revoke; if (id) revokeEdge(id); });
     byId("token-school").addEventListener("change", () => loadTokens().catch(showError));
     byId("token-form").addEventListener("submit", issueToken);
     byId("import-file").addEventListener("change", async (ev) => {
