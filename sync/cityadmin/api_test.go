@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/campusedge/campusedge/edge/buildinfo"
 	"github.com/campusedge/campusedge/sync/cityadmin"
 	"github.com/campusedge/campusedge/sync/hub"
 	"github.com/campusedge/campusedge/sync/internal/pgtest"
@@ -78,7 +79,7 @@ func TestCityAdminFlow(t *testing.T) {
 			t.Fatal(err)
 		}
 		admin.do("GET", "/api/v1/admin/edges?school=north", nil, &edges)
-		if len(edges.Edges) != 1 || !edges.Edges[0].Online || edges.Edges[0].Health != "ok" || edges.Edges[0].Acked != 1 {
+		if len(edges.Edges) != 1 || !edges.Edges[0].Online || edges.Edges[0].Health != "ok" || edges.Edges[0].Acked != 1 || edges.Edges[0].Version != buildinfo.Version {
 			t.Fatalf("edge after a sync: %+v", edges)
 		}
 		var toks struct{ Tokens []hub.EnrolToken }

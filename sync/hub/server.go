@@ -230,7 +230,7 @@ func (s *Server) authEdge(w http.ResponseWriter, r *http.Request, maxBody int64)
 
 // HeaderVersion is the software version an edge may send on its signed
 // calls; the city console lists it.
-const HeaderVersion = "X-Campusedge-Version"
+const HeaderVersion = wire.HeaderVersion
 
 // seenPrecision bounds how often a busy edge's "last seen" is written:
 // the console needs minutes, not every batch.
