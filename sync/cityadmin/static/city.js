@@ -21,6 +21,10 @@
     return e;
   }
 
+  // esc makes text safe inside HTML text and quoted attributes.
+  const escMap = { "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" };
+  const esc = (s) => String(s).replace(/[&<>"']/g, (c) => escMap[c]);
+
   // api calls the admin API; a non-2xx answer rejects with its message
   // (and the JSON, for a refused import's preview).
   async function api(method, path, body, type) {
@@ -122,17 +126,19 @@
     const t0 = performance.now();
     const res = await api("GET", "/edges" + (school ? "?school=" + encodeURIComponent(school) : ""));
     const t1 = performance.now();
-    const frag = document.createDocumentFragment();
+    // One HTML string parsed at once: for thousands of rows the parser is
+    // several times faster than building each element (every value escaped).
+    const html = [];
     for (const e of res.edges) {
-      frag.append(el("div", { class: "row", "data-edge": e.id, "data-health": e.health },
-        el("span", { class: "mono" }, e.id), el("span", {}, e.school),
-        el("span", {}, el("span", { class: "pill h-" + e.health }, t("h_" + e.health))),
-        el("span", {}, when(e.seen)), el("span", {}, String(e.acked)), el("span", {}, e.version || "—"),
-        el("span", {}, (!e.cert_not_after || e.cert_not_after.startsWith("0001")) ? "—" : when(e.cert_not_after)),
-        el("span", {}, e.revoked ? t("revoked") : el("button", { "data-revoke": e.id }, t("revoke")))));
+      const cert = (!e.cert_not_after || e.cert_not_after.startsWith("0001")) ? "—" : when(e.cert_not_after);
+      html.push('<div class="row" data-edge="', esc(e.id), '" data-health="', esc(e.health), '"><span class="mono">', esc(e.id),
+        "</span><span>", esc(e.school), '</span><span><span class="pill h-', esc(e.health), '">', esc(t("h_" + e.health)),
+        "</span></span><span>", esc(when(e.seen)), "</span><span>", String(e.acked), "</span><span>", esc(e.version || "—"),
+        "</span><span>", esc(cert), "</span><span>",
+        e.revoked ? esc(t("revoked")) : '<button data-revoke="' + esc(e.id) + '">' + esc(t("revoke")) + "</button>", "</span></div>");
     }
     const t2 = performance.now();
-    byId("edges").replaceChildren(frag);
+    byId("edges").innerHTML = html.join("");
     window.cityEdgesTiming = [t1 - t0, t2 - t1, performance.now() - t2];
     const h = res.health || {};
     byId("edges-summary").textContent = t("summary", res.edges.length, h.ok || 0, h.offline || 0, h.never_seen || 0);
