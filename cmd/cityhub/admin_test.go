@@ -199,3 +199,22 @@ func (l lockedWriter) Write(p []byte) (int, error) {
 	defer l.mu.Unlock()
 	return l.w.Write(p)
 }
+
+// TestPreviewOnTheStore: with no hub running, import -preview works on the
+// store itself and applies nothing.
+func TestPreviewOnTheStore(t *testing.T) {
+	ctx := t.Context()
+	data := t.TempDir()
+	if code, _, errs := cli(ctx, "-data", data, "school", "add", "n", "North"); code != 0 {
+		t.Fatal(errs)
+	}
+	good := filepath.Join(t.TempDir(), "good.csv")
+	os.WriteFile(good, []byte("student_id,name,homeroom,groups\ns1,Wang Fang,7A,\n"), 0o600)
+	code, out, errs := cli(ctx, "-data", data, "import-roster", "-preview", "n", good)
+	if code != 0 || !strings.Contains(out, "1 rows: 1 added") {
+		t.Fatalf("preview: %d %q %s", code, out, errs)
+	}
+	if code, _, errs := cli(ctx, "-data", data, "export-roster", "n"); code != 1 || !strings.Contains(errs, "no roster imported") {
+		t.Fatalf("the preview applied something: %d %s", code, errs)
+	}
+}

@@ -221,6 +221,9 @@ func (c *syncCmd) account() int {
 // publish the school's document as a change edges pull.
 func (c *syncCmd) importDoc() int {
 	args := c.args
+	if len(args) == 4 && args[1] == "-preview" {
+		return c.previewDoc(strings.TrimPrefix(args[0], "import-"), args[2], args[3])
+	}
 	if len(args) != 3 {
 		return c.usage()
 	}
@@ -249,6 +252,27 @@ func (c *syncCmd) importDoc() int {
 		return c.fail(err)
 	}
 	fmt.Fprintf(c.stdout, "%s for school %s imported as change %d; edges pick it up on their next pull\n", kind, args[1], seq)
+	return 0
+}
+
+// previewDoc: import-roster|import-timetable -preview CODE FILE prints what
+// the import would change, or its row errors (exit 1), applying nothing.
+func (c *syncCmd) previewDoc(kind, school, file string) int {
+	csv, err := os.ReadFile(file)
+	if err != nil {
+		return c.fail(err)
+	}
+	if _, err := c.st.School(c.ctx, school); err != nil {
+		return c.fail(fmt.Errorf("school %s: %w", school, err))
+	}
+	pv, _, err := cityadmin.PreviewImport(c.ctx, c.st, school, kind, csv)
+	if err != nil {
+		return c.fail(err)
+	}
+	printPreview(c.stdout, pv)
+	if len(pv.Errors) > 0 {
+		return c.fail(fmt.Errorf("%d row error(s); nothing applied", len(pv.Errors)))
+	}
 	return 0
 }
 
