@@ -58,7 +58,11 @@ type API struct {
 	now       func() time.Time
 	dummyHash string
 	staffTok  func(string) bool
-	mux       *http.ServeMux
+	// hashing bounds concurrent password checks: each argon2id takes 19 MiB
+	// and tens of milliseconds, so a flood of sign-ins must queue, not
+	// exhaust the hub's memory.
+	hashing chan struct{}
+	mux     *http.ServeMux
 }
 
 // Limits of the admin API.
@@ -68,6 +72,8 @@ const (
 	OnlineWindow  = 3 * time.Minute // three missed downlink polls (uplink pulls every 60 s)
 	CertWarnAhead = 14 * 24 * time.Hour
 	maxCatalogue  = 20_000 // items the console lists
+	maxHashing    = 2      // password checks at once
+	hashingWait   = 5 * time.Second
 )
 
 // New builds the API.
@@ -79,7 +85,8 @@ func New(cfg Config) *API {
 		cfg.Now = time.Now
 	}
 	dummy, _ := HashPassword("not-a-real-password")
-	a := &API{st: cfg.Store, cat: cfg.Catalogue, pin: cfg.Pin, log: cfg.Logger, now: cfg.Now, dummyHash: dummy, staffTok: cfg.StaffToken, mux: http.NewServeMux()}
+	a := &API{st: cfg.Store, cat: cfg.Catalogue, pin: cfg.Pin, log: cfg.Logger, now: cfg.Now, dummyHash: dummy, staffTok: cfg.StaffToken,
+		hashing: make(chan struct{}, maxHashing), mux: http.NewServeMux()}
 	city, school, editor := hub.RoleCityAdmin, hub.RoleSchoolAdmin, hub.RoleContentEditor
 	m := a.mux
 	m.HandleFunc("POST /api/v1/admin/login", a.login)

@@ -267,3 +267,32 @@ func FuzzPreviewImport(f *testing.F) {
 		}
 	})
 }
+
+// TestSignInFlood: 40 concurrent wrong sign-ins (password checks queue
+// two at a time) each answer 401 or, after waiting 5 s in the queue, 429
+// busy — never a 5xx or a hang — and the right password still signs in
+// afterwards.
+func TestSignInFlood(t *testing.T) {
+	st, err := hub.OpenBolt(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	h := startHub(t, st)
+	pw := mustAccount(t, st, "ada", hub.RoleCityAdmin, "")
+	codes := make(chan int, 40)
+	for i := 0; i < 40; i++ {
+		go func() {
+			c := h.client(t)
+			codes <- c.do("POST", "/api/v1/admin/login", map[string]string{"user": "ada", "password": "wrong password guess"}, nil)
+		}()
+	}
+	seen := map[int]int{}
+	for i := 0; i < 40; i++ {
+		seen[<-codes]++
+	}
+	if seen[http.StatusUnauthorized]+seen[http.StatusTooManyRequests] != 40 || seen[http.StatusUnauthorized] == 0 {
+		t.Fatalf("answers to a flood of wrong sign-ins: %v", seen)
+	}
+	h.client(t).login("ada", pw)
+}

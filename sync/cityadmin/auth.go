@@ -197,6 +197,16 @@ func (a *API) login(w http.ResponseWriter, r *http.Request) {
 	if !httpapi.DecodeJSON(w, r, 4<<10, &req) {
 		return
 	}
+	wait, cancel := context.WithTimeout(r.Context(), hashingWait)
+	defer cancel()
+	select {
+	case a.hashing <- struct{}{}:
+		defer func() { <-a.hashing }()
+	case <-wait.Done():
+		w.Header().Set("Retry-After", "5")
+		httpapi.WriteError(w, http.StatusTooManyRequests, "busy", "too many sign-ins at once; try again in a few seconds")
+		return
+	}
 	acc, err := a.st.Account(r.Context(), req.User)
 	if err != nil && !errors.Is(err, hub.ErrNotFound) {
 		httpapi.WriteError(w, http.StatusServiceUnavailable, "store_unavailable", err.Error())
