@@ -59,9 +59,6 @@ type Config struct {
 	// keeps none. Attendance resolves rosters; nil: no roster.
 	Learning   LearningStore
 	Attendance *attendance.Source
-	// TerminalClassroom returns the classroom of a paired terminal's token
-	// (fleet); a paired classroom page uses it to find its sessions.
-	TerminalClassroom func(token string) (string, error)
 	// ClassroomName names a classroom for its page ("" if unknown).
 	ClassroomName func(id string) string
 	// UpstreamRoots are the CAs the cascade trusts for an upstream edge
@@ -106,7 +103,7 @@ func Mount(cfg Config) (*Live, error) {
 	l.interaction = newInteraction(sessions, cfg.Learning, cfg.Attendance, cfg.Logger)
 	l.interaction.budgets = l.budgets
 	l.interaction.control = l.control
-	l.interaction.terminalClassroom, l.interaction.classroomName = cfg.TerminalClassroom, cfg.ClassroomName
+	l.interaction.classroomName = cfg.ClassroomName
 	l.cascades = &cascades{sfu: s, sessions: sessions, log: cfg.Logger, edgeID: cfg.EdgeID, isAdmin: cfg.IsAdmin,
 		roots: cfg.UpstreamRoots, stageOf: l.control.stageOf, bySession: map[string]*upstream{}}
 	l.control.interaction, l.control.cascades = l.interaction, l.cascades
@@ -333,7 +330,8 @@ func (l *Live) deleteResource(master bool) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		tok, _ := httpapi.BearerToken(r)
 		owner := tokenKey(tok)
-		if l.isAdmin != nil && tok != "" && l.isAdmin(tok) && session.ValidID(r.PathValue("session")) {
+		// The admin (token, or signed in: the guard resolved it) may end any.
+		if p, _ := api.PrincipalFrom(r.Context()); p.IsAdmin() && session.ValidID(r.PathValue("session")) {
 			owner = ""
 		} else {
 			g, ok := l.authorize(w, r, master)

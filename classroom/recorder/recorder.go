@@ -359,21 +359,13 @@ func (m *Manager) Register(srv *api.Server, isAdmin func(token string) bool) {
 			httpapi.WriteError(w, http.StatusNotFound, "not_found", "no such session (session ids are 24 hex characters)")
 			return
 		}
-		tok, ok := httpapi.BearerToken(r)
+		admin, g, ok := session.Caller(w, r, m.sessions, isAdmin, id)
 		if !ok {
-			httpapi.WriteError(w, http.StatusUnauthorized, "unauthorized", "send 'Authorization: Bearer <token>': the admin token or the session's master token")
 			return
 		}
-		if isAdmin == nil || !isAdmin(tok) {
-			g, err := m.sessions.Authorize(id, tok)
-			if err != nil {
-				session.WriteAuthError(w, err)
-				return
-			}
-			if g.Role != session.RoleMaster {
-				httpapi.WriteError(w, http.StatusForbidden, "forbidden", "only the admin or the master teacher can stop a recording")
-				return
-			}
+		if !admin && g.Role != session.RoleMaster {
+			httpapi.WriteError(w, http.StatusForbidden, "forbidden", "only the admin or the master teacher can stop a recording")
+			return
 		}
 		if _, err := m.sessions.Get(id); err != nil {
 			session.WriteError(w, err)

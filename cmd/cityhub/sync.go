@@ -37,6 +37,8 @@ const syncUsage = `  cityhub [flags] school add CODE NAME          register a sc
   cityhub [flags] edge list [CODE]
   cityhub [flags] edge revoke EDGE_ID
   cityhub [flags] import-roster CODE FILE.csv     student_id,name,homeroom,groups
+  cityhub [flags] import-staff CODE FILE.csv      staff_id,name,roles,rooms,secret (secret: initial password or PIN, hashed here)
+  cityhub [flags] export-staff CODE
   cityhub [flags] import-timetable CODE FILE.csv  day,period,start,end,room,group,subject,teacher,resources
   cityhub [flags] export-records CODE             CSV of every record the school's edges sent
   cityhub [flags] export-roster CODE | export-timetable CODE
@@ -94,6 +96,10 @@ func syncCommand(name string) func(*syncCmd) int {
 		return (*syncCmd).enrolToken
 	case "edge":
 		return (*syncCmd).edge
+	case "import-staff":
+		return (*syncCmd).importStaff
+	case "export-staff":
+		return (*syncCmd).exportStaff
 	case "import-roster", "import-timetable":
 		return (*syncCmd).importDoc
 	case "export-records":
@@ -272,6 +278,58 @@ func (c *syncCmd) previewDoc(kind, school, file string) int {
 	printPreview(c.stdout, pv)
 	if len(pv.Errors) > 0 {
 		return c.fail(fmt.Errorf("%d row error(s); nothing applied", len(pv.Errors)))
+	}
+	return 0
+}
+
+// importStaff: import-staff CODE FILE.csv publishes the school's staff
+// list (StaffHeader). Initial secrets are hashed with argon2id here and
+// never stored in clear; edges apply the list at their next pull, and a
+// person left out of a new list can no longer sign in there.
+func (c *syncCmd) importStaff() int {
+	if len(c.args) != 3 {
+		return c.usage()
+	}
+	f, err := os.Open(c.args[2])
+	if err != nil {
+		return c.fail(err)
+	}
+	defer f.Close()
+	rows, err := schooldata.ParseStaffCSV(f)
+	if err != nil {
+		return c.fail(fmt.Errorf("%s: %w", c.args[2], err))
+	}
+	data, err := json.Marshal(schooldata.HashStaff(rows))
+	if err != nil {
+		return c.fail(err)
+	}
+	seq, err := c.st.PutChange(c.ctx, c.args[1], schooldata.KindStaff, data, c.now)
+	if err != nil {
+		return c.fail(err)
+	}
+	fmt.Fprintf(c.stdout, "staff (%d people) for school %s imported as change %d; edges pick it up on their next pull\n", len(rows), c.args[1], seq)
+	return 0
+}
+
+// exportStaff: export-staff CODE writes the latest staff list as CSV
+// (without secrets, which the hub does not keep).
+func (c *syncCmd) exportStaff() int {
+	if len(c.args) != 2 {
+		return c.usage()
+	}
+	latest, err := c.latestChange(schooldata.KindStaff)
+	if err != nil {
+		return c.fail(err)
+	}
+	if latest == nil {
+		return c.fail(fmt.Errorf("no staff imported for school %s", c.args[1]))
+	}
+	var l schooldata.StaffList
+	if err := json.Unmarshal(latest, &l); err != nil {
+		return c.fail(err)
+	}
+	if err := schooldata.WriteStaffCSV(c.stdout, &l); err != nil {
+		return c.fail(err)
 	}
 	return 0
 }

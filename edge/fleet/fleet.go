@@ -75,7 +75,9 @@ type Terminal struct {
 	PairedAt    time.Time `json:"paired_at"`
 	LastSeen    time.Time `json:"last_seen"`
 	Online      bool      `json:"online"`
-	TokenHash   []byte    `json:"token_hash,omitempty"`
+	// Kind is what the admin labelled it: big_screen or agent ("" unset).
+	Kind      string `json:"kind,omitempty"`
+	TokenHash []byte `json:"token_hash,omitempty"`
 }
 
 // Public returns the terminal without its credential hash.
@@ -93,6 +95,8 @@ type Event struct {
 	Kind      string     `json:"kind"` // "terminal" or "classroom"
 	Terminal  *Terminal  `json:"terminal,omitempty"`
 	Classroom *Classroom `json:"classroom,omitempty"`
+	// Removed: the terminal was unpaired or the classroom deleted.
+	Removed bool `json:"removed,omitempty"`
 }
 
 // Fleet is the registry. It is safe for concurrent use.

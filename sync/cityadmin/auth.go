@@ -2,7 +2,6 @@ package cityadmin
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/subtle"
 	"encoding/base64"
 	"errors"
@@ -15,19 +14,9 @@ import (
 	"golang.org/x/crypto/argon2"
 
 	"github.com/campusedge/campusedge/edge/httpapi"
+	"github.com/campusedge/campusedge/edge/staff"
 	"github.com/campusedge/campusedge/edge/token"
 	"github.com/campusedge/campusedge/sync/hub"
-)
-
-// Argon2id parameters: OWASP's minimum (19 MiB, 2 passes), so that a login
-// costs tens of milliseconds on a 2-core hub and a stolen store costs an
-// attacker as much per guess.
-const (
-	argonTime    = 2
-	argonMemory  = 19 * 1024
-	argonThreads = 1
-	argonKeyLen  = 32
-	saltLen      = 16
 )
 
 // Password limits: long passphrases are welcome; a megabyte is not.
@@ -36,40 +25,33 @@ const (
 	MaxPasswordLen = 256
 )
 
-// HashPassword returns the encoded argon2id hash of pw
-// ($argon2id$v=19$m=…,t=…,p=…$salt$key, base64 without padding).
+// HashPassword returns the encoded argon2id hash of pw, made as the edge's
+// staff accounts make theirs (edge/staff: 19 MiB, 2 passes, 16-byte salt,
+// PHC string), so one format serves both.
 func HashPassword(pw string) (string, error) {
 	if len(pw) < MinPasswordLen || len(pw) > MaxPasswordLen {
 		return "", fmt.Errorf("a password must be %d-%d bytes", MinPasswordLen, MaxPasswordLen)
 	}
-	salt := make([]byte, saltLen)
-	if _, err := rand.Read(salt); err != nil {
-		return "", err
-	}
-	key := argon2.IDKey([]byte(pw), salt, argonTime, argonMemory, argonThreads, argonKeyLen)
-	b64 := base64.RawStdEncoding
-	return fmt.Sprintf("$argon2id$v=%d$m=%d,t=%d,p=%d$%s$%s", argon2.Version, argonMemory, argonTime, argonThreads,
-		b64.EncodeToString(salt), b64.EncodeToString(key)), nil
+	return staff.HashSecret(pw), nil
 }
 
 // CheckPassword reports whether pw matches the encoded hash; a malformed
-// or empty hash (an API-only account) never matches.
+// hash, one with parameters beyond edge/staff's bounds (a hostile store
+// row must not cost minutes or GiBs), or an empty one (an API-only
+// account) never matches.
 func CheckPassword(encoded, pw string) bool {
-	if len(pw) > MaxPasswordLen {
+	if len(pw) > MaxPasswordLen || staff.ValidHash(encoded) != nil {
 		return false
 	}
 	parts := strings.Split(encoded, "$")
-	if len(parts) != 6 || parts[1] != "argon2id" || parts[2] != fmt.Sprintf("v=%d", argon2.Version) {
-		return false
-	}
 	var m, t uint32
 	var p uint8
-	if _, err := fmt.Sscanf(parts[3], "m=%d,t=%d,p=%d", &m, &t, &p); err != nil || m > 1<<20 || t > 16 || p == 0 {
+	if _, err := fmt.Sscanf(parts[3], "m=%d,t=%d,p=%d", &m, &t, &p); err != nil {
 		return false
 	}
 	salt, err1 := base64.RawStdEncoding.DecodeString(parts[4])
 	key, err2 := base64.RawStdEncoding.DecodeString(parts[5])
-	if err1 != nil || err2 != nil || len(key) == 0 || len(key) > 64 {
+	if err1 != nil || err2 != nil {
 		return false
 	}
 	got := argon2.IDKey([]byte(pw), salt, t, m, p, uint32(len(key)))

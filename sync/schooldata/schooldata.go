@@ -404,6 +404,9 @@ func Validate(kind string, data []byte) error {
 		}
 		_, err := ParseTimetableCSV(&buf)
 		return err
+	case KindStaff:
+		_, err := ValidateStaff(data)
+		return err
 	}
 	return fmt.Errorf("unknown document kind %q", kind)
 }

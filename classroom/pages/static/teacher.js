@@ -1,5 +1,6 @@
-// teacher.js: the master teacher's page. Creates a session for the chosen
-// classrooms with the admin token, publishes camera and mic (and a screen
+// teacher.js: the master teacher's page. The teacher signs in with their
+// own account (the session cookie), creates a session for the chosen
+// classrooms and gets its master token (kept in page memory only), publishes camera and mic (and a screen
 // share added mid-class), shows every classroom, hands in the order they
 // went up, stage, mute, quizzes with live results, end.
 "use strict";
@@ -7,13 +8,31 @@
 const T = { state: null, hands: [], handOrder: [], tiles: {}, results: null, quiz: null, errors: [], sessionId: "" };
 window.teacher = T;
 const $ = ce.byId;
-$("admin").value = ce.stored("admin"); // signed in to the console in this tab
+const admin = (method, path, body) => ce.request(method, path, { body });
 
-const admin = (method, path, body) => ce.request(method, path, { token: $("admin").value.trim(), body });
+// TEXT: the strings this script shows (the rest are in teacher.html).
+const TEXT = { needHTTPS: "Signed in, but this browser keeps the sign-in only on the HTTPS page: open the page over HTTPS (see the message at the top)." };
+
+// signedIn shows who is signed in and hides the sign-in fields.
+function signedIn(me) {
+  T.me = me;
+  $("who").textContent = me.name || me.staff_id;
+  $("signed-in").hidden = false; $("signin-box").hidden = true; $("signin-help").hidden = true;
+}
+
+$("t-signout").onclick = async () => { await ce.signOut(); location.reload(); };
 
 $("load").onclick = async () => {
   $("setup-error").textContent = "";
   try {
+    if (!T.me) {
+      const tok = $("admin").value.trim();
+      await ce.signIn(tok ? { admin_token: tok } : { id: $("t-id").value.trim(), password: $("t-password").value });
+      $("admin").value = ""; $("t-password").value = "";
+      const me = await ce.me();
+      if (!me) throw new Error(TEXT.needHTTPS); // the browser dropped the Secure cookie
+      signedIn(me);
+    }
     const cs = await admin("GET", "/api/v1/classrooms");
     const box = $("rooms"); box.textContent = "";
     for (const c of cs.classrooms || cs) {
@@ -151,13 +170,20 @@ $("q-push").onclick = async () => {
   quizBars($("q-results"), q, { answered: 0, correct: 0, accuracy: 0, options: [], open: true });
 };
 $("q-close").onclick = () => T.quiz && T.conn.req({ type: "quiz_close", quiz_id: T.quiz.id });
+// The big screens show the class's results only from here on.
+$("q-reveal").onclick = () => T.quiz && T.conn.req({ type: "quiz_reveal", quiz_id: T.quiz.id });
 
 // A link made by the admin, teacher.html#session=<id>&master=<token>, joins
 // an existing session as its master teacher (no admin token needed).
 (async () => {
   const h = new URLSearchParams(location.hash.slice(1));
   const id = h.get("session"), tok = h.get("master");
-  if (!id || !tok) { checkMedia($("media-help")); return; } // say it before the teacher types a token
+  if (!id || !tok) {
+    checkMedia($("media-help")); // say it before the teacher signs in
+    const me = await ce.me();
+    if (me) { signedIn(me); $("load").click(); }
+    return;
+  }
   const media = await openCamera();
   if (!media) return;
   let started = false;

@@ -5,6 +5,8 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"fmt"
+	"github.com/campusedge/campusedge/edge/api"
+	"github.com/campusedge/campusedge/edge/staff"
 	"path/filepath"
 	"time"
 
@@ -93,9 +95,8 @@ func (a *appliance) mountLive() error {
 		Lessons: a.rc, RecordDir: filepath.Join(a.cfg.DataDir, "recordings"),
 		Classroom: func(cid string) error { _, err := fl.Classroom(cid); return err },
 		Learning:  learn, Attendance: roster,
-		TerminalClassroom: func(tok string) (string, error) { t, err := fl.Authenticate(tok); return t.ClassroomID, err },
-		ClassroomName:     func(cid string) string { c, _ := fl.Classroom(cid); return c.Name },
-		UpstreamRoots:     upstreamRoots(a.tm)})
+		ClassroomName: func(cid string) string { c, _ := fl.Classroom(cid); return c.Name },
+		UpstreamRoots: upstreamRoots(a.tm)})
 	if err != nil {
 		return err
 	}
@@ -115,7 +116,10 @@ func (a *appliance) startSync(ctx context.Context) {
 	// runs after the document's transaction commits (bbolt has one writer,
 	// so the cache cannot write inside the downlink's transaction).
 	ttChanged := make(chan struct{}, 1)
-	applyDoc := func(tx *bolt.Tx, kind string, _ []byte) error {
+	applyDoc := func(tx *bolt.Tx, kind string, data []byte) error {
+		if kind == schooldata.KindStaff {
+			return a.applyStaff(tx, data)
+		}
 		if kind == schooldata.KindTimetable {
 			tx.OnCommit(func() {
 				select {
@@ -200,4 +204,24 @@ func citySigner(tm *certs.Manager) uplink.CertSigner {
 		return nil
 	}
 	return tm
+}
+
+// applyStaff applies the city's staff list (downlink document "staff") to
+// the edge's accounts in the downlink's transaction: a person removed at
+// the city can no longer sign in once it commits.
+func (a *appliance) applyStaff(tx *bolt.Tx, data []byte) error {
+	l, err := schooldata.ValidateStaff(data)
+	if err != nil {
+		return err
+	}
+	list := make([]staff.CityPerson, 0, len(l.Staff))
+	for _, m := range l.Staff {
+		roles := make([]api.Role, len(m.Roles))
+		for i, r := range m.Roles {
+			roles[i] = api.Role(r)
+		}
+		list = append(list, staff.CityPerson{ID: m.ID, Name: m.Name, Roles: roles, Rooms: m.Rooms, Hash: m.Hash})
+	}
+	_, err = a.staff.ApplyCityTx(tx, list)
+	return err
 }

@@ -1,11 +1,10 @@
 // Live classes in the console: links to the teacher and classroom pages and,
 // per session, attendance (joins, leaves, marks) and quiz answers from the
 // stored learning records. Self-contained: it adds its own panel and only
-// shares the admin token console.js keeps (common.js: ce.stored("admin")).
+// uses the console's sign-in (the session cookie).
 "use strict";
 (() => {
-  const token = () => ce.stored("admin");
-  const get = (path) => ce.request("GET", path, { token: token() });
+  const get = (path) => ce.request("GET", path);
   const el = ce.el;
   const panel = el("section", { class: "panel", id: "attendance-panel" });
   panel.innerHTML = '<h2>Classes: attendance and quizzes</h2>' +
@@ -39,7 +38,7 @@
     body.append(t);
   }
   async function refresh() {
-    if (!token() || ce.byId("app").hidden) return;
+    if (ce.byId("app").hidden) return;
     const err = panel.querySelector("#att-error");
     try { await sessions(); await show(); err.textContent = ""; } catch (e) { err.textContent = e.message; }
   }

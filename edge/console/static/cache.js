@@ -1,13 +1,12 @@
 // Resource cache panel: catalogue search with cache state and pins,
 // prefetch progress, disk use, bandwidth schedule, teacher uploads.
-// Self-contained: it reads the admin token the console keeps
-// (common.js: ce.stored("admin")) and refreshes while the app is visible.
+// Self-contained: it uses the console sign-in
+// (the session cookie) and refreshes while the app is visible.
 "use strict";
 
 (() => {
   const el = ce.byId;
-  const token = () => ce.stored("admin");
-  const call = (method, path, body, type) => ce.request(method, path, { token: token(), body, type });
+  const call = (method, path, body, type) => ce.request(method, path, { body, type });
   const td = (text, cls) => ce.el("td", { class: cls }, text);
   let query = "";
 
@@ -76,7 +75,7 @@
   }
 
   async function refresh() {
-    if (!token() || el("app").hidden) return;
+    if (el("app").hidden) return;
     try {
       renderStatus(await call("GET", "/api/v1/cache"));
       await renderCatalog();

@@ -4,10 +4,19 @@
 
 // codes holds the last pairing code per classroom, so that it survives the
 // re-render that every live event and the periodic refresh do.
-const state = { token: ce.stored("admin"), classrooms: new Map(), terminals: new Map(), codes: new Map(), ws: null, retry: 0 };
+const state = { me: null, classrooms: new Map(), terminals: new Map(), codes: new Map(), ws: null, retry: 0 };
 const $ = ce.byId;
-const api = (method, path, body) => ce.request(method, path, { token: state.token, body });
+const api = (method, path, body) => ce.request(method, path, { body });
 const el = ce.el;
+
+// TEXT: the strings this script shows (the rest are in index.html).
+const TEXT = {
+  newCode: "New pairing code", rename: "Rename", remove: "Delete", unpair: "Unpair",
+  renamePrompt: "New name for the classroom:", removeConfirm: "Delete this classroom? (its terminals must be unpaired first)",
+  unpairConfirm: "Unpair this terminal? It stops working at once and must be paired again with a new code.",
+  online: "online", offline: "offline", kindUnset: "(not labelled)", kindScreen: "big screen", kindAgent: "agent",
+  refused: "Sign-in refused: ", wrongToken: "That token is not the admin token.",
+};
 
 function render() {
   const tb = $("classrooms");
@@ -17,7 +26,7 @@ function render() {
     const online = [...state.terminals.values()].filter((t) => t.classroom_id === c.id && t.online).length;
     tr.append(el("td", {}, c.room_code), el("td", {}, c.name), el("td", {}, String(online)));
     const td = el("td");
-    const btn = el("button", { class: "pair-btn" }, "New pairing code");
+    const btn = el("button", { class: "pair-btn" }, TEXT.newCode);
     const out = el("span", { class: "code" });
     const show = (r) => {
       out.textContent = r.code;
@@ -35,6 +44,18 @@ function render() {
     };
     td.append(btn, " ", out);
     tr.append(td);
+    tr.append(el("td", {},
+      el("button", { class: "quiet rename-btn", onclick: async () => {
+        const name = prompt(TEXT.renamePrompt, c.name);
+        if (!name) return;
+        try { state.classrooms.set(c.id, await api("PATCH", "/api/v1/classrooms/" + encodeURIComponent(c.id), { name })); render(); }
+        catch (e) { $("classroom-error").textContent = e.message; }
+      } }, TEXT.rename), " ",
+      el("button", { class: "quiet delete-btn", onclick: async () => {
+        if (!confirm(TEXT.removeConfirm)) return;
+        try { await api("DELETE", "/api/v1/classrooms/" + encodeURIComponent(c.id)); state.classrooms.delete(c.id); render(); }
+        catch (e) { $("classroom-error").textContent = e.message; }
+      } }, TEXT.remove)));
     tb.append(tr);
   }
   const tt = $("terminals");
@@ -43,8 +64,22 @@ function render() {
     const tr = el("tr", { "data-terminal": t.id });
     const room = state.classrooms.get(t.classroom_id);
     tr.append(el("td", {}, t.name + " (" + t.id + ")"), el("td", {}, room ? room.room_code : t.classroom_id),
-      el("td", { class: "pill state " + (t.online ? "on" : "off") }, t.online ? "online" : "offline"),
+      el("td", { class: "pill state " + (t.online ? "on" : "off") }, t.online ? TEXT.online : TEXT.offline),
       el("td", {}, ce.ago(t.last_seen)), el("td", {}, t.version || ""), el("td", {}, t.addr || ""));
+    const kind = el("select", { class: "kind-select", onchange: async () => {
+      try { state.terminals.set(t.id, await api("PATCH", "/api/v1/terminals/" + encodeURIComponent(t.id), { kind: kind.value })); render(); }
+      catch (e) { $("classroom-error").textContent = e.message; }
+    } });
+    for (const [v, label] of [["", TEXT.kindUnset], ["big_screen", TEXT.kindScreen], ["agent", TEXT.kindAgent]]) {
+      const o = el("option", { value: v }, label);
+      if ((t.kind || "") === v) o.selected = true;
+      kind.append(o);
+    }
+    tr.append(el("td", {}, kind), el("td", {}, el("button", { class: "warn unpair-btn", onclick: async () => {
+      if (!confirm(TEXT.unpairConfirm)) return;
+      try { await api("DELETE", "/api/v1/terminals/" + encodeURIComponent(t.id)); state.terminals.delete(t.id); render(); }
+      catch (e) { $("classroom-error").textContent = e.message; }
+    } }, TEXT.unpair)));
     tt.append(tr);
   }
 }
@@ -67,7 +102,8 @@ function connect() {
   const proto = location.protocol === "https:" ? "wss:" : "ws:";
   const ws = new WebSocket(proto + "//" + location.host + "/api/v1/ws");
   state.ws = ws;
-  ws.onopen = () => ws.send(JSON.stringify({ type: "hello", v: 1, token: state.token }));
+  // The session cookie goes with the upgrade; the hello carries no token.
+  ws.onopen = () => ws.send(JSON.stringify({ type: "hello", v: 1 }));
   ws.onmessage = (ev) => {
     const m = JSON.parse(ev.data);
     if (m.type === "welcome") {
@@ -79,47 +115,66 @@ function connect() {
       state.terminals = new Map(m.terminals.map((t) => [t.id, t]));
       render();
     } else if (m.type === "event") {
-      if (m.kind === "terminal") state.terminals.set(m.terminal.id, m.terminal);
-      if (m.kind === "classroom") state.classrooms.set(m.classroom.id, m.classroom);
+      if (m.kind === "terminal") { if (m.removed) state.terminals.delete(m.terminal.id); else state.terminals.set(m.terminal.id, m.terminal); }
+      if (m.kind === "classroom") { if (m.removed) state.classrooms.delete(m.classroom.id); else state.classrooms.set(m.classroom.id, m.classroom); }
       render();
     } else if (m.type === "error" && m.code === "unauthorized") {
-      signOut("The token was refused: " + m.message);
+      signOut(TEXT.refused + m.message);
     }
   };
   ws.onclose = () => {
     $("link").textContent = "offline"; $("link").className = "pill off";
-    if (!state.token || state.ws !== ws) return;
+    if (!state.me || state.ws !== ws) return;
     // Back off with jitter so that many consoles do not reconnect in step.
     const delay = Math.min(30000, 500 * 2 ** state.retry++) * (0.5 + Math.random() / 2);
     setTimeout(connect, delay);
   };
 }
 
-async function signIn(token) {
-  state.token = token;
-  try {
-    await api("GET", "/api/v1/classrooms");
-  } catch (e) {
-    signOut(e.status === 401 ? "That token is not the admin token." : "Sign-in failed: " + e.message);
+// enter shows the console to a signed-in admin; anyone else is pointed
+// to their own page.
+function enter(me) {
+  state.me = me;
+  $("signin-error").textContent = "";
+  if (!ce.has(me, "admin")) {
+    $("signin-other").hidden = false; $("signin-who").textContent = me.name || me.staff_id;
     return;
   }
-  ce.store("admin", token);
+  $("who").textContent = me.name || me.staff_id || "";
   $("signin").hidden = true; $("app").hidden = false; $("signout").hidden = false;
   connect();
   refreshHealth();
   setInterval(refreshHealth, 10000);
   setInterval(render, 15000);
+  document.dispatchEvent(new Event("ce-signed-in"));
 }
 
-function signOut(msg) {
-  state.token = "";
-  ce.store("admin", "");
+async function signIn(creds) {
+  try {
+    await ce.signIn(creds);
+  } catch (e) {
+    $("signin-error").textContent = creds.admin_token && e.status === 401 ? TEXT.wrongToken : TEXT.refused + e.message;
+    return;
+  }
+  $("token").value = ""; $("signin-password").value = "";
+  const me = await ce.me();
+  if (me) enter(me);
+}
+
+async function signOut(msg) {
+  state.me = null;
+  await ce.signOut();
   if (state.ws) { const ws = state.ws; state.ws = null; ws.close(); }
   $("signin").hidden = false; $("app").hidden = true; $("signout").hidden = true;
   $("signin-error").textContent = msg || "";
 }
 
-$("signin-form").onsubmit = (e) => { e.preventDefault(); signIn($("token").value.trim()); };
+$("signin-form").onsubmit = (e) => {
+  e.preventDefault();
+  if ($("token").value.trim()) { signIn({ admin_token: $("token").value.trim() }); return; }
+  signIn({ id: $("signin-id").value.trim(), password: $("signin-password").value });
+};
+$("signin-token").onclick = () => signIn({ admin_token: $("token").value.trim() });
 $("signout").onclick = () => signOut("");
 $("classroom-form").onsubmit = async (e) => {
   e.preventDefault();
@@ -131,4 +186,4 @@ $("classroom-form").onsubmit = async (e) => {
     $("classroom-form").reset();
   } catch (err) { $("classroom-error").textContent = err.message; }
 };
-if (state.token) signIn(state.token);
+ce.me().then((me) => { if (me) enter(me); }); // still signed in (the cookie)

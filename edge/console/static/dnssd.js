@@ -52,7 +52,7 @@
     if (ce.byId("app").hidden) return;
     let s;
     try {
-      s = await ce.request("GET", "/api/v1/discovery" + (pair ? "?pair=" + encodeURIComponent(pair) : ""), { token: ce.stored("admin") });
+      s = await ce.request("GET", "/api/v1/discovery" + (pair ? "?pair=" + encodeURIComponent(pair) : ""), {});
     } catch (e) {
       panel.replaceChildren(el("h2", {}, S.title), el("p", { class: "error" }, S.cannot + e.message));
       return;

@@ -46,7 +46,7 @@
     const msg = $("fw-msg");
     msg.textContent = "";
     try {
-      await ce.request("POST", "/api/v1/firmware/check", { token: ce.stored("admin") });
+      await ce.request("POST", "/api/v1/firmware/check", {});
       msg.textContent = "Checking the city hub…";
       msg.className = "";
     } catch (e) {

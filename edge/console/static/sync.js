@@ -1,17 +1,16 @@
 // Sync with the city: the console's sync panel. It reads GET /api/v1/sync
 // every few seconds while signed in, and enrols the edge with a one-time
-// token. Self-contained: it only shares the admin token console.js keeps.
+// token. Self-contained: it only shares the console's sign-in (the session cookie).
 "use strict";
 (() => {
   const el = ce.byId;
-  const token = () => ce.stored("admin");
   const put = (key, v) => { const n = document.querySelector('#sync-panel [data-sync="' + key + '"]'); if (n) n.textContent = v; };
   const age = (sec) => sec < 1 ? "—" : sec < 120 ? Math.round(sec) + " s" : sec < 7200 ? Math.round(sec / 60) + " min" : (sec / 3600).toFixed(1) + " h";
 
   async function refresh() {
-    if (!token() || el("app").hidden) return;
+    if (el("app").hidden) return;
     try {
-      const s = await ce.request("GET", "/api/v1/sync", { token: token() });
+      const s = await ce.request("GET", "/api/v1/sync", {});
       const link = el("sync-link");
       link.textContent = s.link;
       link.className = "pill " + (s.link === "up" ? "on" : "off");
@@ -31,7 +30,7 @@
     e.preventDefault();
     el("sync-enrol-error").textContent = "";
     try {
-      await ce.request("POST", "/api/v1/sync/enrol", { token: token(), body: { token: el("sync-token").value.trim() } });
+      await ce.request("POST", "/api/v1/sync/enrol", { body: { token: el("sync-token").value.trim() } });
       el("sync-enrol").reset();
       refresh();
     } catch (err) { el("sync-enrol-error").textContent = err.message; }
