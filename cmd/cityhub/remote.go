@@ -193,7 +193,7 @@ func runRemote(ctx context.Context, r *remote, args []string, stdout, stderr io.
 			return fail(err)
 		}
 		fmt.Fprintf(stdout, "edge %s revoked\n", args[2])
-	case args[0] == "import-roster" || args[0] == "import-timetable":
+	case args[0] == "import-roster" || args[0] == "import-timetable" || args[0] == "import-staff":
 		return remoteImport(ctx, r, args, stdout, stderr)
 	case args[0] == "account":
 		q, code := parseAccount(args, stderr)

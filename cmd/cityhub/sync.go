@@ -42,7 +42,7 @@ const syncUsage = `  cityhub [flags] school add CODE NAME          register a sc
   cityhub [flags] import-timetable CODE FILE.csv  day,period,start,end,room,group,subject,teacher,resources
   cityhub [flags] export-records CODE             CSV of every record the school's edges sent
   cityhub [flags] export-roster CODE | export-timetable CODE
-  cityhub [flags] import-roster|import-timetable -preview CODE FILE.csv
+  cityhub [flags] import-roster|import-timetable|import-staff -preview CODE FILE.csv
                                                 only show what would change (through a running hub)
   cityhub [flags] account add [-school CODE] USER ROLE
                                                 city staff account; ROLE city_admin, school_admin (with -school)
@@ -261,7 +261,7 @@ func (c *syncCmd) importDoc() int {
 	return 0
 }
 
-// previewDoc: import-roster|import-timetable -preview CODE FILE prints what
+// previewDoc: import-roster|import-timetable|import-staff -preview CODE FILE prints what
 // the import would change, or its row errors (exit 1), applying nothing.
 func (c *syncCmd) previewDoc(kind, school, file string) int {
 	csv, err := os.ReadFile(file)
@@ -287,6 +287,9 @@ func (c *syncCmd) previewDoc(kind, school, file string) int {
 // never stored in clear; edges apply the list at their next pull, and a
 // person left out of a new list can no longer sign in there.
 func (c *syncCmd) importStaff() int {
+	if len(c.args) == 4 && c.args[1] == "-preview" {
+		return c.previewDoc(schooldata.KindStaff, c.args[2], c.args[3])
+	}
 	if len(c.args) != 3 {
 		return c.usage()
 	}

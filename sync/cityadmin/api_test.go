@@ -116,6 +116,25 @@ func TestCityAdminFlow(t *testing.T) {
 			t.Fatalf("preview of one change: %+v", pv)
 		}
 
+		// Staff: the preview shows who and whether a secret is set, never
+		// the secret; the applied document carries only its hash.
+		staffCSV := []byte("staff_id,name,roles,rooms,secret\nt1,Wang Li,teacher,r101,first-secret-9\n")
+		admin.do("POST", "/api/v1/admin/schools/north/imports/staff", staffCSV, &pv)
+		if len(pv.Errors) != 0 || pv.Added != 1 || len(pv.Sample) != 1 || !strings.Contains(pv.Sample[0].To, `"has_secret":true`) || strings.Contains(pv.Sample[0].To, "first-secret") {
+			t.Fatalf("staff preview %+v", pv)
+		}
+		if code := admin.do("POST", "/api/v1/admin/schools/north/imports/staff?apply=true", staffCSV, &pv); code != 200 || !pv.Applied {
+			t.Fatalf("staff apply: %d %+v", code, pv)
+		}
+		if err := up.PullOnce(ctx); err != nil {
+			t.Fatal(err)
+		}
+		var sl schooldata.StaffList
+		if err := json.Unmarshal(edge.doc(schooldata.KindStaff), &sl); err != nil || len(sl.Staff) != 1 || !strings.HasPrefix(sl.Staff[0].Hash, "$argon2id$") ||
+			strings.Contains(string(edge.doc(schooldata.KindStaff)), "first-secret") {
+			t.Fatalf("edge's staff list %s %v", edge.doc(schooldata.KindStaff), err)
+		}
+
 		// A school admin of south sees south only.
 		sa := h.client(t)
 		sa.login("bo", mustAccount(t, st, "bo", hub.RoleSchoolAdmin, "south"))
@@ -254,8 +273,9 @@ func FuzzPreviewImport(f *testing.F) {
 	f.Add("roster", []byte(badRoster))
 	f.Add("timetable", []byte("day,period,start,end,room,group,subject,teacher,resources\nmon,1,08:00,08:45,r1,7A,math,t1,\n"))
 	f.Add("timetable", []byte("day,period\n\"unterminated"))
+	f.Add("staff", []byte("staff_id,name,roles,rooms,secret\nt1,Wang Li,teacher,r1,\n"))
 	f.Fuzz(func(t *testing.T, kind string, csv []byte) {
-		if kind != "roster" && kind != "timetable" {
+		if kind != "roster" && kind != "timetable" && kind != "staff" {
 			kind = "roster"
 		}
 		pv, parsed, err := cityadmin.PreviewImport(context.Background(), st, "s", kind, csv)

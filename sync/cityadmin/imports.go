@@ -79,16 +79,45 @@ func keyed(kind string, doc any) (map[string]string, error) {
 		for _, s := range d.Slots {
 			add(s.Day+" p"+strconv.Itoa(s.Period)+" "+s.Group, s)
 		}
+	case []schooldata.StaffRow:
+		for _, r := range d {
+			add(r.ID, staffView{r.Name, r.Roles, r.Rooms, r.Secret != ""})
+		}
+	case *schooldata.StaffList:
+		for _, m := range d.Staff {
+			add(m.ID, staffView{m.Name, m.Roles, m.Rooms, m.Hash != ""})
+		}
 	default:
 		return nil, fmt.Errorf("unknown kind %s", kind)
 	}
 	return out, nil
 }
 
-// PreviewImport parses csv as a kind document for school and compares it
-// with the school's current one. A document with row errors has
-// p.Errors set and nothing else; parsed is its JSON when valid.
-func PreviewImport(ctx context.Context, st hub.Store, school, kind string, csv []byte) (p Preview, parsed []byte, err error) {
+// staffView is a staff member as a preview compares and shows it: whether
+// an initial secret is set, never the secret or its hash (a new hash of
+// the same secret differs anyway).
+type staffView struct {
+	Name      string   `json:"name"`
+	Roles     []string `json:"roles"`
+	Rooms     []string `json:"rooms"`
+	HasSecret bool     `json:"has_secret"`
+}
+
+// EncodeDoc is the downlink document of a parsed import: staff secrets
+// are hashed here (argon2id, tens of milliseconds each), so only when the
+// import is applied, not on every preview.
+func EncodeDoc(doc any) ([]byte, error) {
+	if rows, ok := doc.([]schooldata.StaffRow); ok {
+		return json.Marshal(schooldata.HashStaff(rows))
+	}
+	return json.Marshal(doc)
+}
+
+// PreviewImport parses csv as a kind document (roster, timetable, staff)
+// for school and compares it with the school's current one. A document
+// with row errors has p.Errors set and nothing else; parsed is the
+// document when valid (EncodeDoc makes it what edges pull).
+func PreviewImport(ctx context.Context, st hub.Store, school, kind string, csv []byte) (p Preview, parsed any, err error) {
 	p = Preview{School: school, Kind: kind, Errors: []schooldata.RowError{}, Sample: []Diff{}}
 	var doc, old any
 	switch kind {
@@ -106,8 +135,13 @@ func PreviewImport(ctx context.Context, st hub.Store, school, kind string, csv [
 		if t != nil {
 			p.Rows = len(t.Slots)
 		}
+	case schooldata.KindStaff:
+		var rows []schooldata.StaffRow
+		rows, err = schooldata.ParseStaffCSV(bytes.NewReader(csv))
+		doc, old = rows, &schooldata.StaffList{}
+		p.Rows = len(rows)
 	default:
-		return p, nil, fmt.Errorf("kind %q: want roster or timetable", kind)
+		return p, nil, fmt.Errorf("kind %q: want roster, timetable or staff", kind)
 	}
 	var ie *schooldata.ImportError
 	if errors.As(err, &ie) {
@@ -129,8 +163,7 @@ func PreviewImport(ctx context.Context, st hub.Store, school, kind string, csv [
 	now, _ := keyed(kind, doc)
 	was, _ := keyed(kind, old)
 	diff(&p, was, now)
-	parsed, err = json.Marshal(doc)
-	return p, parsed, err
+	return p, doc, nil
 }
 
 func diff(p *Preview, was, now map[string]string) {
@@ -176,8 +209,8 @@ func (a *API) importDoc(w http.ResponseWriter, r *http.Request, p Principal) {
 		return
 	}
 	kind := r.PathValue("kind")
-	if kind != schooldata.KindRoster && kind != schooldata.KindTimetable {
-		httpapi.WriteError(w, http.StatusNotFound, "unknown_kind", "imports are roster or timetable")
+	if kind != schooldata.KindRoster && kind != schooldata.KindTimetable && kind != schooldata.KindStaff {
+		httpapi.WriteError(w, http.StatusNotFound, "unknown_kind", "imports are roster, timetable or staff")
 		return
 	}
 	body, ok := readBody(w, r, schooldata.MaxFileBytes)
@@ -199,7 +232,12 @@ func (a *API) importDoc(w http.ResponseWriter, r *http.Request, p Principal) {
 			"preview": pv})
 		return
 	}
-	seq, err := a.st.PutChange(r.Context(), code, kind, parsed, a.now().UTC())
+	data, err := EncodeDoc(parsed)
+	if err != nil {
+		httpapi.WriteError(w, http.StatusInternalServerError, "internal", err.Error())
+		return
+	}
+	seq, err := a.st.PutChange(r.Context(), code, kind, data, a.now().UTC())
 	if err != nil {
 		a.storeErr(w, "import", err)
 		return
