@@ -106,6 +106,9 @@ func TestCityConsoleInChromium(t *testing.T) {
 	br := browsertest.Start(ctx, t, browsertest.TrustPin(pin))
 	br.Do("open the console", chromedp.Navigate(base+"/console/"))
 	br.RequireSecureLAN()
+	if hidden := br.Poll("plain-HTTP warning", `String(document.getElementById("plain-http").hidden)`); hidden != "true" {
+		t.Error("the plain-HTTP warning shows over HTTPS")
+	}
 	signIn := func(user, pw string) {
 		br.Do("sign in as "+user, chromedp.SetValue(chromedp.CSS("#user"), user), chromedp.SetValue(chromedp.CSS("#password"), pw),
 			chromedp.Click(chromedp.CSS(`#signin-form button[type="submit"]`)))

@@ -232,6 +232,7 @@
 
   document.addEventListener("DOMContentLoaded", async () => {
     window.cityI18n.apply();
+    byId("plain-http").hidden = location.protocol === "https:";
     byId("lang").value = window.cityI18n.lang();
     byId("lang").addEventListener("change", (ev) => { window.cityI18n.set(ev.target.value); if (me) signedIn(me); });
     byId("signin-form").addEventListener("submit", async (ev) => {

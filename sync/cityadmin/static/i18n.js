@@ -29,6 +29,7 @@ window.cityI18n = (() => {
       applied: "Applied as change {0}: the school's edges pick it up on their next pull (within a minute).",
       confirmrevoke: "Revoke edge {0}? It stops syncing at once and must be enrolled again.",
       badlogin: "User name or password is wrong.",
+      plainhttp: "This page is open over plain HTTP: the sign-in cookie is only kept over HTTPS. Open it at the hub's HTTPS address (port 9443 by default).",
     },
     "zh-CN": {
       title: "CampusEdge 城市控制台", signin: "登录", signout: "退出", user: "用户名", password: "密码",
@@ -52,6 +53,7 @@ window.cityI18n = (() => {
       applied: "已作为第 {0} 号变更应用：学校的边缘服务器将在下次拉取时（一分钟内）获取。",
       confirmrevoke: "吊销边缘服务器 {0}？它会立即停止同步，需要重新注册。",
       badlogin: "用户名或密码错误。",
+      plainhttp: "此页面通过明文 HTTP 打开：登录 Cookie 只在 HTTPS 下保存。请通过城市中心的 HTTPS 地址（默认端口 9443）打开。",
     },
   };
   let lang = localStorage.getItem("cityhub.lang") || (navigator.language.startsWith("zh") ? "zh-CN" : "en");
