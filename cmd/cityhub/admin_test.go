@@ -178,6 +178,23 @@ func TestAdminCommandsWhileServing(t *testing.T) {
 	if len(r.Students) != 2 {
 		t.Errorf("edge's roster %+v", r)
 	}
+	// From "another machine": -hub over HTTPS, pinned, with the staff token.
+	staffTok, err := os.ReadFile(filepath.Join(data, "staff-token"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv(apiKeyEnv, strings.TrimSpace(string(staffTok)))
+	pin := mustCLI("tls-pin")
+	if code, out, errs := cli(ctx, "-hub", hubURL, "-hub-pin", strings.TrimSpace(pin), "school", "list"); code != 0 || !strings.Contains(out, "north\tNorth Middle") {
+		t.Errorf("school list through -hub: exit %d %q %s", code, out, errs)
+	}
+	if code, _, errs := cli(ctx, "-hub", hubURL, "-hub-pin", "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=", "school", "list"); code != 1 || !strings.Contains(errs, "pin") {
+		t.Errorf("a wrong pin: exit %d %s", code, errs)
+	}
+	t.Setenv(apiKeyEnv, "not-a-key")
+	if code, _, errs := cli(ctx, "-hub", hubURL, "-hub-pin", strings.TrimSpace(pin), "school", "list"); code != 1 || !strings.Contains(errs, "unauthenticated") {
+		t.Errorf("a wrong key: exit %d %s", code, errs)
+	}
 	select {
 	case code := <-served:
 		t.Fatalf("the hub stopped (exit %d) during the commands", code)

@@ -45,6 +45,7 @@ type hubFlags struct {
 	listen *string
 	dbURL  *string
 	hubURL *string
+	hubPin *string
 	tls    *tlsFlags
 
 	maxConns     *int
@@ -62,6 +63,7 @@ func newHubFlags(stderr io.Writer) *hubFlags {
 	f.bodyDeadline = fs.Duration("body-deadline", httpapi.DefaultBodyDeadline, "how long a request body may take to arrive (`duration`); sync batches, uploads and bundles may instead pause at most 60s between reads")
 	f.dbURL = fs.String("db", "", "sync store: empty for DATA/sync.db (bbolt), or a `postgres://` URL shared by several cityhub replicas")
 	f.hubURL = fs.String("hub", "", "run admin commands through the admin API of the hub at this `URL` (http(s)://HOST:PORT) with the key in $"+apiKeyEnv+"; without it they open the store, or use the running hub of -data when its store is locked")
+	f.hubPin = fs.String("hub-pin", "", "with -hub https://…: trust exactly the TLS key with this `pin` (cityhub tls-pin on the hub) instead of the system's roots")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage:\n  cityhub [flags]                 serve the catalogue and sync\n  cityhub [flags] import FOLDER   register media files, print ID<TAB>PATH\n%s\nFlags:\n", syncUsage)
 		fs.PrintDefaults()
@@ -117,7 +119,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready fun
 // has to stop.
 func runAdmin(ctx context.Context, f *hubFlags, args []string, stdout, stderr io.Writer) int {
 	if *f.hubURL != "" {
-		r, err := newRemote(*f.hubURL, os.Getenv(apiKeyEnv))
+		r, err := newPinnedRemote(*f.hubURL, os.Getenv(apiKeyEnv), *f.hubPin)
 		if err != nil {
 			fmt.Fprintln(stderr, "cityhub:", err)
 			return 2

@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/campusedge/campusedge/edge/certs"
 	"github.com/campusedge/campusedge/edge/fsutil"
 	"github.com/campusedge/campusedge/edge/token"
 	"github.com/campusedge/campusedge/sync/cityadmin"
@@ -87,7 +88,11 @@ func localRemote(data string) (*remote, error) {
 	return newRemote(strings.TrimSpace(string(u)), strings.TrimSpace(string(k)))
 }
 
-func newRemote(base, key string) (*remote, error) {
+func newRemote(base, key string) (*remote, error) { return newPinnedRemote(base, key, "") }
+
+// newPinnedRemote is newRemote trusting exactly the TLS key with pin (the
+// hub's own certificate, cityhub tls-pin) instead of the system's roots.
+func newPinnedRemote(base, key, pin string) (*remote, error) {
 	u, err := url.Parse(base)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return nil, fmt.Errorf("-hub %q must be an http(s)://HOST:PORT URL", base)
@@ -95,7 +100,14 @@ func newRemote(base, key string) (*remote, error) {
 	if key == "" {
 		return nil, fmt.Errorf("no API key: set %s (the hub's DATA/%s)", apiKeyEnv, adminKeyFile)
 	}
-	return &remote{base: strings.TrimRight(base, "/"), key: key, hc: &http.Client{Timeout: 60 * time.Second}}, nil
+	hc := &http.Client{Timeout: 60 * time.Second}
+	if pin != "" {
+		if err := certs.ValidPin(pin); err != nil {
+			return nil, fmt.Errorf("-hub-pin: %w", err)
+		}
+		hc.Transport = &http.Transport{TLSClientConfig: certs.PinnedTLS(pin), ForceAttemptHTTP2: true}
+	}
+	return &remote{base: strings.TrimRight(base, "/"), key: key, hc: hc}, nil
 }
 
 // call sends body (JSON unless it is []byte) and decodes the answer into
