@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -21,6 +22,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/campusedge/campusedge/edge/browsertest"
+	"github.com/campusedge/campusedge/firmware/bundle"
 	"github.com/campusedge/campusedge/sync/outbox"
 	"github.com/campusedge/campusedge/sync/schooldata"
 	"github.com/campusedge/campusedge/sync/uplink"
@@ -66,6 +68,19 @@ func TestCityConsoleInChromium(t *testing.T) {
 	os.WriteFile(filepath.Join(media, "fractions.mp4"), []byte("lesson bytes"), 0o600)
 	if code, _, errs := cli(ctx, "-data", data, "import", media); code != 0 {
 		t.Fatalf("catalogue import: %s", errs)
+	}
+	// A signed firmware bundle to publish once the hub runs.
+	_, pubPath, err := bundle.GenerateKey(filepath.Join(data, "firmware", "release-keys"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fwKey, _ := bundle.LoadPrivateKey(strings.TrimSuffix(pubPath, ".pub") + ".key")
+	payload := filepath.Join(t.TempDir(), "payload")
+	os.MkdirAll(payload, 0o755)
+	os.WriteFile(filepath.Join(payload, "edged"), []byte("bin"), 0o755)
+	fwBundle := filepath.Join(t.TempDir(), "fw.bundle")
+	if _, err := bundle.Create(bundle.Build{Dir: payload, Product: "campusedge", Target: "linux-amd64", Version: "1.1.0", Entry: "edged"}, fwKey, fwBundle); err != nil {
+		t.Fatal(err)
 	}
 	type addrs struct{ plain, tls net.Addr }
 	ready := make(chan addrs, 1)
@@ -217,6 +232,57 @@ func TestCityConsoleInChromium(t *testing.T) {
 		chromedp.Click(chromedp.CSS(`#catalog button`)))
 	br.Poll("item saved", `(() => { if (!window.itemCheck) { window.itemCheck = "…"; fetch("/api/v1/admin/catalog").then(r => r.json()).then(j => { window.itemCheck = j.items[0].subject + "/" + j.items[0].grade; }); }
 		return window.itemCheck === "math/5" ? "y" : (window.itemCheck === "…" ? "" : (window.itemCheck = "", "")); })()`)
+
+	// Firmware: a release on beta at the first wave, the real edge reporting
+	// it runs it; the city admin advances a wave, then stops the rollout.
+	plain := "http://" + a.plain.String()
+	pubTok, _ := os.ReadFile(filepath.Join(data, "firmware", "publish-token"))
+	staffTok, _ := os.ReadFile(filepath.Join(data, "staff-token"))
+	post := func(url, tok, ctype string, body []byte) {
+		t.Helper()
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(tok)))
+		req.Header.Set("Content-Type", ctype)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode >= 300 {
+			t.Fatalf("POST %s: %s", url, resp.Status)
+		}
+	}
+	fwBody, _ := os.ReadFile(fwBundle)
+	post(plain+"/api/v1/firmware/releases?channel=beta&rollout=1", string(pubTok), "application/octet-stream", fwBody)
+	check, _ := json.Marshal(map[string]string{"edge_id": key.EdgeID(), "school": "north", "product": "campusedge", "target": "linux-amd64", "channel": "beta", "version": "1.1.0", "state": "idle"})
+	post(plain+"/api/v1/firmware/check", string(staffTok), "application/json", check)
+	br.Do("firmware tab", chromedp.Click(chromedp.CSS(`#tabs button[data-tab="firmware"]`)))
+	row := `document.querySelector('#firmware tr[data-release="linux-amd64/1.1.0"]')`
+	if got := br.Poll("release at wave 1", `(() => { const r = `+row+`; return r && r.dataset.rollout === "1" ? r.innerText : ""; })()`); !strings.Contains(got, "1 / 1") {
+		t.Errorf("release row %q lacks the edge's progress 1 / 1", got)
+	}
+	br.Do("advance a wave", chromedp.Click(chromedp.CSS(`#firmware tr[data-release="linux-amd64/1.1.0"] button[data-act="next"]`)))
+	br.Poll("release at wave 5", `(() => { const r = `+row+`; return r && r.dataset.rollout === "5" ? "y" : ""; })()`)
+	shot(t, br, "city-firmware.png")
+	br.Do("stop the rollout", chromedp.Click(chromedp.CSS(`#firmware tr[data-release="linux-amd64/1.1.0"] button[data-act="stop"]`)))
+	br.Poll("release stopped", `(() => { const r = `+row+`; return r && r.dataset.rollout === "0" && !r.querySelector('button[data-act="stop"]') ? "y" : ""; })()`)
+	// The channel itself answers with the stopped rollout.
+	resp, err := staffGet(t, data, plain+"/api/v1/firmware/releases")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rels struct {
+		Releases []struct {
+			Version string `json:"version"`
+			Rollout int    `json:"rollout_percent"`
+		} `json:"releases"`
+	}
+	raw, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	_ = json.Unmarshal(raw, &rels)
+	if len(rels.Releases) != 1 || rels.Releases[0].Version != "1.1.0" || rels.Releases[0].Rollout != 0 {
+		t.Errorf("the release channel after stop: %s", raw)
+	}
 
 	// A school admin of south sees south only.
 	t.Setenv("CITYHUB_PASSWORD", "bo's long password")

@@ -190,7 +190,7 @@ func serve(ctx context.Context, f *hubFlags, st *catalog.Store, stderr io.Writer
 		fmt.Fprintln(stderr, "cityhub: admin API key:", err)
 		return 1
 	}
-	fw, err := firmwareHandler(*f.data, log)
+	fw, fwConsole, err := firmwareHandler(*f.data, log)
 	if err != nil {
 		fmt.Fprintln(stderr, "cityhub:", err)
 		return 1
@@ -203,7 +203,7 @@ func serve(ctx context.Context, f *hubFlags, st *catalog.Store, stderr io.Writer
 	log.Info("city staff credential ready", "staff_token_file", staffFile)
 	reg := prometheus.NewRegistry()
 	admin := cityadmin.New(cityadmin.Config{Store: sst, Catalogue: st, Logger: log.With("component", "admin"),
-		Pin: func() (string, error) { return f.tls.pin(*f.data) }, StaffToken: staff})
+		Pin: func() (string, error) { return f.tls.pin(*f.data) }, StaffToken: staff, Firmware: fwConsole})
 	handler, limit := hubLimits(reg, *f.bodyDeadline, *f.maxConns, hubHandler(reg, catalog.Handler(st, log), fw, admin, sst, ca, staff, log))
 	hs := &http.Server{
 		Handler:           handler,

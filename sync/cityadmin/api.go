@@ -40,6 +40,7 @@ type Catalogue interface {
 type Config struct {
 	Store     hub.Store
 	Catalogue Catalogue // nil: catalogue calls answer 501
+	Firmware  Firmware  // nil: firmware calls answer 501
 	// Pin is the pin of the TLS key edges will see, put in enrolment tokens.
 	Pin    func() (string, error)
 	Logger *slog.Logger
@@ -53,6 +54,7 @@ type Config struct {
 type API struct {
 	st        hub.Store
 	cat       Catalogue
+	fw        Firmware
 	pin       func() (string, error)
 	log       *slog.Logger
 	now       func() time.Time
@@ -85,7 +87,7 @@ func New(cfg Config) *API {
 		cfg.Now = time.Now
 	}
 	dummy, _ := HashPassword("not-a-real-password")
-	a := &API{st: cfg.Store, cat: cfg.Catalogue, pin: cfg.Pin, log: cfg.Logger, now: cfg.Now, dummyHash: dummy, staffTok: cfg.StaffToken,
+	a := &API{st: cfg.Store, cat: cfg.Catalogue, fw: cfg.Firmware, pin: cfg.Pin, log: cfg.Logger, now: cfg.Now, dummyHash: dummy, staffTok: cfg.StaffToken,
 		hashing: make(chan struct{}, maxHashing), mux: http.NewServeMux()}
 	city, school, editor := hub.RoleCityAdmin, hub.RoleSchoolAdmin, hub.RoleContentEditor
 	m := a.mux
@@ -102,6 +104,8 @@ func New(cfg Config) *API {
 	m.HandleFunc("POST /api/v1/admin/schools/{code}/imports/{kind}", a.guard(a.importDoc, city, school))
 	m.HandleFunc("GET /api/v1/admin/catalog", a.guard(a.listCatalogue, city, editor))
 	m.HandleFunc("PATCH /api/v1/admin/catalog/{id}", a.guard(a.editItem, city, editor))
+	m.HandleFunc("GET /api/v1/admin/firmware", a.guard(a.listFirmware, city))
+	m.HandleFunc("POST /api/v1/admin/firmware/{target}/{version}/rollout", a.guard(a.setRollout, city))
 	m.HandleFunc("GET /api/v1/admin/accounts", a.guard(a.listAccounts, city))
 	m.HandleFunc("POST /api/v1/admin/accounts", a.guard(a.putAccount, city))
 	m.Handle("GET /console/", consoleHandler())

@@ -90,7 +90,7 @@
     showError(null);
     try {
       if (me.role !== "content_editor" && (name === "schools" || !schoolsLoaded)) await loadSchools();
-      await ({ schools: renderSchools, edges: loadEdges, tokens: loadTokens, imports: async () => {}, catalog: loadCatalog, accounts: loadAccounts })[name]();
+      await ({ schools: renderSchools, edges: loadEdges, tokens: loadTokens, imports: async () => {}, catalog: loadCatalog, firmware: loadFirmware, accounts: loadAccounts })[name]();
     } catch (e) { showError(e); }
     window.cityTabDone = name; // page tests and timings wait for it
   }
@@ -223,6 +223,23 @@
       frag.append(tr);
     }
     byId("catalog").replaceChildren(frag);
+  }
+
+  async function loadFirmware() {
+    const rels = (await api("GET", "/firmware")).releases;
+    byId("firmware").replaceChildren(...rels.map((r) => {
+      const set = async (pct) => {
+        try {
+          await api("POST", "/firmware/" + encodeURIComponent(r.target) + "/" + encodeURIComponent(r.version) + "/rollout", { channel: r.channel, rollout_percent: pct });
+          await loadFirmware();
+        } catch (e) { showError(e); }
+      };
+      return el("tr", { "data-release": r.target + "/" + r.version, "data-rollout": r.rollout_percent },
+        el("td", {}, r.target), el("td", { class: "mono" }, r.version), el("td", {}, r.channel),
+        el("td", {}, r.rollout_percent + " %"), el("td", {}, r.updated + " / " + r.edges), el("td", {}, String(r.failing)),
+        el("td", {}, r.next_wave ? el("button", { "data-act": "next", onclick: () => set(r.next_wave) }, t("nextwave", r.next_wave)) : null, " ",
+          r.rollout_percent > 0 ? el("button", { "data-act": "stop", onclick: () => set(0) }, t("stop")) : null));
+    }));
   }
 
   async function loadAccounts() {

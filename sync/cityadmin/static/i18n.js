@@ -29,6 +29,9 @@ window.cityI18n = (() => {
       applied: "Applied as change {0}: the school's edges pick it up on their next pull (within a minute).",
       confirmrevoke: "Revoke edge {0}? It stops syncing at once and must be enrolled again.",
       badlogin: "User name or password is wrong.",
+      firmware: "Firmware", target: "Target", channel: "Channel", wave: "Wave", updated: "Updated", failing: "Failing",
+      nextwave: "Advance to {0} %", stop: "Stop",
+      fwhelp: "Each release reaches the share of its channel's edges its wave says. Advance a wave when the updated edges are healthy; Stop (0 %) halts it at once.",
       plainhttp: "This page is open over plain HTTP: the sign-in cookie is only kept over HTTPS. Open it at the hub's HTTPS address (port 9443 by default).",
     },
     "zh-CN": {
@@ -53,6 +56,9 @@ window.cityI18n = (() => {
       applied: "已作为第 {0} 号变更应用：学校的边缘服务器将在下次拉取时（一分钟内）获取。",
       confirmrevoke: "吊销边缘服务器 {0}？它会立即停止同步，需要重新注册。",
       badlogin: "用户名或密码错误。",
+      firmware: "固件", target: "平台", channel: "通道", wave: "批次", updated: "已更新", failing: "失败",
+      nextwave: "推进到 {0}%", stop: "停止",
+      fwhelp: "每个版本按其批次比例推送给该通道的边缘服务器。已更新的服务器正常后再推进下一批；“停止”（0%）立即暂停推送。",
       plainhttp: "此页面通过明文 HTTP 打开：登录 Cookie 只在 HTTPS 下保存。请通过城市中心的 HTTPS 地址（默认端口 9443）打开。",
     },
   };
