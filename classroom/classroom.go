@@ -65,6 +65,10 @@ type Config struct {
 	// given without a pin (the system's plus the city root, so that two
 	// city-signed edges trust each other); nil means the system's.
 	UpstreamRoots func() *x509.CertPool
+	// Location and Language are the school's: recorded lessons are titled
+	// with the date in them (nil: the host's zone; "": English).
+	Location *time.Location
+	Language string
 }
 
 // LessonStore keeps recorded lessons (the resource cache); see
@@ -97,7 +101,7 @@ func Mount(cfg Config) (*Live, error) {
 	}
 	sessions := session.NewManager(cfg.Classroom)
 	l := &Live{Sessions: sessions, SFU: s, log: cfg.Logger, isAdmin: cfg.IsAdmin, budgets: newBudgets()}
-	l.recordings = recorder.New(cfg.Lessons, cfg.RecordDir, sessions, cfg.Logger.With("component", "recorder"))
+	l.recordings = recorder.New(cfg.Lessons, cfg.RecordDir, sessions, cfg.Logger.With("component", "recorder"), recorder.WithTitles(cfg.Location, cfg.Language))
 	s.SetTap(l.recordings.Tap)
 	l.control = &control{sessions: sessions, sfu: s, log: cfg.Logger, edgeID: cfg.EdgeID, classes: map[string]*class{}, budgets: l.budgets}
 	l.interaction = newInteraction(sessions, cfg.Learning, cfg.Attendance, cfg.Logger)

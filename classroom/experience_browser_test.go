@@ -219,7 +219,7 @@ func TestClassroomExperienceInChromium(t *testing.T) {
 
 	// A raised hand reaches the teacher page.
 	browserEval[bool](tabA, t, `document.getElementById("hand").click(); true`)
-	browserPoll(teacher, t, "hand on the teacher page", `document.querySelectorAll("#hands li").length === 1 && document.querySelector("#tile-`+a+` .hand").textContent !== ""`)
+	browserPoll(teacher, t, "hand on the teacher page", `document.querySelectorAll("#hands li").length === 1 && document.querySelector("#tile-`+a+` .hand").dataset.raised === "yes" && !!document.querySelector("#tile-`+a+` .hand svg.icon-hand")`)
 
 	// Invited on stage, room A is seen by room B.
 	browserEval[bool](teacher, t, `document.querySelector("#hands li button").click(); true`)
@@ -237,7 +237,7 @@ func TestClassroomExperienceInChromium(t *testing.T) {
 	browserEval[bool](phone, t, `document.getElementById("student-pick").value = ""; document.querySelectorAll("#quiz-options button")[1].click(); true`)
 	browserPoll(phone, t, "room answer sent", `document.getElementById("quiz-note").textContent === "Answer sent: B"`)
 	browserEval[bool](phone, t, `document.getElementById("student-pick").value = "stu-0001"; document.querySelectorAll("#quiz-options button")[0].click(); true`)
-	browserPoll(phone, t, "student answer saved", `document.getElementById("quiz-note").textContent === "Answer saved for stu-0001"`)
+	browserPoll(phone, t, "student answer saved", `document.getElementById("quiz-note").textContent === "Answer saved for Li Wei"`)
 	browserPoll(teacher, t, "teacher's live results", `!!window.teacher.results && window.teacher.results.answered === 2 && window.teacher.results.correct === 1 && window.teacher.results.options.join() === "1,1,0" && document.querySelector("#q-results .accuracy").textContent.startsWith("2 answered · 1 correct · accuracy 50%")`)
 
 	// The big screens show no results until the teacher reveals them,

@@ -148,16 +148,17 @@ func (x *interaction) putRoster(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if ct := r.Header.Get("Content-Type"); !strings.HasPrefix(ct, "text/csv") {
-		httpapi.WriteError(w, http.StatusUnsupportedMediaType, "unsupported_media_type", "send the roster as 'Content-Type: text/csv' with the header student_id,name,homeroom,groups")
+		httpapi.WriteError(w, http.StatusUnsupportedMediaType, "unsupported_media_type", "send the roster as 'Content-Type: text/csv' with the header name,homeroom (and optionally student_id, groups; or 姓名,班级,学号,教学班)")
 		return
 	}
-	n, err := src.Import(http.MaxBytesReader(w, r.Body, schooldata.MaxFileBytes))
+	n, enc, err := src.ImportCSV(http.MaxBytesReader(w, r.Body, schooldata.MaxFileBytes))
 	var ie *schooldata.ImportError
 	var mbe *http.MaxBytesError
 	switch {
 	case errors.As(err, &ie):
 		httpapi.WriteJSON(w, http.StatusBadRequest, map[string]any{"error": map[string]any{
-			"code": "invalid_rows", "message": "nothing was imported: fix these rows and send the whole file again: " + err.Error(), "rows": ie.Rows}})
+			"code": "invalid_rows", "message": "nothing was imported: fix these rows and send the whole file again: " + err.Error(),
+			"encoding": ie.Encoding, "rows": ie.Problems}})
 		return
 	case errors.As(err, &mbe):
 		httpapi.WriteError(w, http.StatusRequestEntityTooLarge, "body_too_large", "the roster is larger than 16 MiB")
@@ -166,8 +167,8 @@ func (x *interaction) putRoster(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, http.StatusInternalServerError, "store", "storing the roster failed: "+err.Error())
 		return
 	}
-	x.log.Info("roster imported", "students", n)
-	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"students": n})
+	x.log.Info("roster imported", "students", n, "encoding", enc)
+	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"students": n, "encoding": enc})
 }
 
 func (x *interaction) getRoster(w http.ResponseWriter, r *http.Request) {
@@ -183,7 +184,11 @@ func (x *interaction) getRoster(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, http.StatusInternalServerError, "store", err.Error())
 		return
 	}
-	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"source": src, "students": ro.Students})
+	classes := ro.Classes
+	if classes == nil {
+		classes = []schooldata.Named{}
+	}
+	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"source": src, "students": ro.Students, "classes": classes})
 }
 
 // Current is what a classroom's paired big-screen browser polls. It holds

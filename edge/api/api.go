@@ -44,8 +44,12 @@ type Config struct {
 	Fleet      *fleet.Fleet
 	School     string
 	SchoolName string
-	Logger     *slog.Logger
-	Checks     map[string]Check
+	// TimeZone and Language are the school's (config.Config): pages show
+	// dates and times in the zone, and use the language when the browser
+	// asks for none they have.
+	TimeZone, Language string
+	Logger             *slog.Logger
+	Checks             map[string]Check
 	// Console serves the embedded web console at "/".
 	Console http.Handler
 	// HTTPSPort is where pages, API and WebSocket are served over TLS (0:
@@ -149,6 +153,7 @@ func (s *Server) addRoutes() {
 	s.HandleFunc("POST /api/v1/classrooms", s.Admin(s.createClassroom))
 	s.HandleFunc("GET /api/v1/classrooms/{id}", s.Admin(s.getClassroom))
 	s.HandleFunc("POST /api/v1/classrooms/{id}/pairing-codes", s.Admin(s.newPairingCode))
+	s.HandleFunc("PUT /api/v1/classrooms/{id}/homeroom", s.Admin(s.setHomeroom))
 	s.HandleFunc("GET /api/v1/terminals", s.Admin(s.listTerminals))
 	s.HandleFunc("POST /api/v1/pair", s.pair)
 	s.HandleFunc("POST /api/v1/pair/start", s.pairStart)
@@ -237,6 +242,8 @@ func (s *Server) edgeInfo(w http.ResponseWriter, r *http.Request) {
 		"uptime_seconds": int64(time.Since(s.started).Seconds()),
 		"started_at":     s.started.UTC().Format(time.RFC3339),
 		"https_port":     s.cfg.HTTPSPort,
+		"time_zone":      s.cfg.TimeZone,
+		"language":       s.cfg.Language,
 	})
 }
 
@@ -283,6 +290,26 @@ func (s *Server) getClassroom(w http.ResponseWriter, r *http.Request) {
 type CreateClassroomRequest struct {
 	Name     string `json:"name"`
 	RoomCode string `json:"room_code"`
+	Homeroom string `json:"homeroom,omitempty"`
+}
+
+// HomeroomRequest is the body of PUT /api/v1/classrooms/{id}/homeroom.
+type HomeroomRequest struct {
+	Homeroom string `json:"homeroom"`
+}
+
+func (s *Server) setHomeroom(w http.ResponseWriter, r *http.Request) {
+	var req HomeroomRequest
+	if !httpapi.DecodeJSON(w, r, MaxBodyBytes, &req) {
+		return
+	}
+	c, err := s.cfg.Fleet.SetHomeroom(r.PathValue("id"), req.Homeroom)
+	if err != nil {
+		fleetError(w, err)
+		return
+	}
+	s.log.Info("classroom homeroom set", "id", c.ID, "homeroom", c.Homeroom)
+	httpapi.WriteJSON(w, http.StatusOK, c)
 }
 
 func (s *Server) createClassroom(w http.ResponseWriter, r *http.Request) {
@@ -290,7 +317,7 @@ func (s *Server) createClassroom(w http.ResponseWriter, r *http.Request) {
 	if !httpapi.DecodeJSON(w, r, MaxBodyBytes, &req) {
 		return
 	}
-	c, err := s.cfg.Fleet.CreateClassroom(req.Name, req.RoomCode)
+	c, err := s.cfg.Fleet.CreateClassroom(req.Name, req.RoomCode, req.Homeroom)
 	if err != nil {
 		fleetError(w, err)
 		return

@@ -55,6 +55,7 @@ func Permissions() map[string]Rule {
 		"PATCH /api/v1/classrooms/{id}":              admin,
 		"DELETE /api/v1/classrooms/{id}":             admin,
 		"POST /api/v1/classrooms/{id}/pairing-codes": admin,
+		"PUT /api/v1/classrooms/{id}/homeroom":       admin,
 		"GET /api/v1/terminals":                      admin,
 		"GET /api/v1/discovery":                      admin,
 		"PATCH /api/v1/terminals/{id}":               admin,

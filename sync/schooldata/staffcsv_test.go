@@ -52,12 +52,12 @@ func TestParseStaffCSVRefusesBadRows(t *testing.T) {
 	}
 	want := map[string]bool{"3/staff_id": true, "4/staff_id": true, "5/name": true, "6/roles": true, "7/rooms": true, "8/secret": true}
 	got := map[string]bool{}
-	for _, r := range ie.Rows {
+	for _, r := range ie.Problems {
 		got[strings.Join([]string{itoa(r.Row), r.Column}, "/")] = true
 	}
 	for k := range want {
 		if !got[k] {
-			t.Errorf("no error for %s in %v", k, ie.Rows)
+			t.Errorf("no error for %s in %v", k, ie.Problems)
 		}
 	}
 	if _, err := ParseStaffCSV(strings.NewReader("student_id,name\n")); err == nil {

@@ -12,8 +12,8 @@ window.assistant = A;
 const $ = ce.byId;
 
 // TEXT: the strings this script shows (the rest are in assistant.html).
-const TEXT = { joined: "in class", ended: "class ended", saved: "Answer saved for ", sent: "Answer sent: ",
-  group: (g, n) => `Group ${g} (${n})`, marks: { present: "P", late: "L", absent: "A" } };
+// Every string is in the catalogue (i18n.js, keys assistant.*).
+const t = i18n.t;
 
 function signedIn(me) {
   A.me = me;
@@ -28,7 +28,7 @@ $("a-signin").onclick = async () => {
     $("a-password").value = "";
     const me = await ce.me();
     if (me) { signedIn(me); if ($("code").value) openRoom(); }
-  } catch (e) { $("signin-error").textContent = e.message; }
+  } catch (e) { $("signin-error").textContent = i18n.err(e); }
 };
 $("a-signout").onclick = async () => { if (A.conn) A.conn.close(); await ce.signOut(); location.reload(); };
 $("go").onclick = () => openRoom();
@@ -41,7 +41,7 @@ async function openRoom() {
   let v;
   try {
     v = await ce.request("POST", "/api/v1/assistant/join", { body: { code: A.code } });
-  } catch (e) { $("room-error").textContent = e.message; return; }
+  } catch (e) { $("room-error").textContent = i18n.err(e); return; }
   $("room-name").textContent = v.classroom_name || v.classroom_id;
   A.classroom = v.classroom_id;
   if (!v.session || !v.assistant_token) {
@@ -57,17 +57,17 @@ async function openRoom() {
 async function join(v) {
   if (A.conn) A.conn.close();
   A.sessionId = v.session.id;
-  A.conn = new Conn(v.assistant_token, "Assistant " + (A.me.name || A.me.staff_id), {
+  A.conn = new Conn(v.assistant_token, t("assistant.participant", { name: A.me.name || A.me.staff_id }), {
     quiz: (m) => showQuiz(m.question),
     marks: (m) => { A.marks = m.marks; renderRoster(); },
     quiz_results: (m) => { if (A.quiz && m.results.quiz_id === A.quiz.id) quizBars($("room-results"), A.quiz, m.results); },
-    ended: () => { $("status").textContent = TEXT.ended; A.sessionId = ""; },
+    ended: () => { $("status").textContent = t("room.ended"); A.sessionId = ""; },
     close: () => { if (A.sessionId) setTimeout(openRoom, 2000); },
     error: (m) => A.errors.push(m.code + ": " + m.message),
   });
   await A.conn.open();
   $("live").hidden = false;
-  $("status").textContent = TEXT.joined;
+  $("status").textContent = t("assistant.joined");
   await loadRoster("");
 }
 
@@ -87,7 +87,8 @@ async function answer(q, i, student) {
   const m = { type: "quiz_answer", quiz_id: q.id, choices: [i] };
   if (student) m.student_id = student;
   const r = await A.conn.req(m);
-  $("quiz-note").textContent = r.type === "ack" ? (student ? TEXT.saved + student : TEXT.sent + String.fromCharCode(65 + i)) : r.message;
+  const pupil = student && A.roster ? (A.roster.students.find((s) => s.id === student) || {}).name || student : student;
+  $("quiz-note").textContent = r.type === "ack" ? (student ? t("assistant.saved", { pupil }) : t("assistant.sent", { choice: String.fromCharCode(65 + i) })) : i18n.err(r);
 }
 
 async function loadRoster(group) {
@@ -96,7 +97,7 @@ async function loadRoster(group) {
   const r = await A.conn.req(m);
   $("roster-error").textContent = "";
   if (r.type !== "roster") {
-    $("roster-error").textContent = r.message || r.code;
+    $("roster-error").textContent = i18n.err(r);
     $("group-ask").hidden = r.code !== "no_group";
     return;
   }
@@ -112,11 +113,11 @@ $("group-go").onclick = () => loadRoster($("group").value.trim());
 function renderRoster() {
   if (!A.roster) return;
   const box = $("roster"); box.textContent = "";
-  box.append(el("p", {}, TEXT.group(A.roster.group, A.roster.students.length)));
+  box.append(el("p", {}, t("assistant.group_title", { group: A.roster.group_name || A.roster.group, n: i18n.number(A.roster.students.length) })));
   for (const s of A.roster.students) {
     const row = el("div", { class: "roster-row", "data-student": s.id }, el("span", { class: "name" }, s.name));
     for (const st of ["present", "late", "absent"]) {
-      row.append(el("button", { class: A.marks[s.id] === st ? "mark-" + st : "quiet", "data-status": st, onclick: () => A.conn.req({ type: "mark", student_id: s.id, status: st }) }, TEXT.marks[st]));
+      row.append(el("button", { class: A.marks[s.id] === st ? "mark-" + st : "quiet", "data-status": st, title: t("att.status." + st), onclick: () => A.conn.req({ type: "mark", student_id: s.id, status: st }) }, t("assistant.mark." + st)));
     }
     box.append(row);
   }
@@ -124,13 +125,14 @@ function renderRoster() {
 
 // The room's own quiz (works without the master).
 $("aq-push").onclick = async () => {
-  const options = $("aq-options").value.split(",").map((s) => s.trim()).filter(Boolean);
-  const q = { id: "a" + Date.now().toString(36), kind: "single", prompt: $("aq-prompt").value, options, correct: [Number($("aq-correct").value) - 1] };
+  const options = i18n.splitList($("aq-options").value);
+  const q = { id: "a" + Date.now().toString(36), kind: "single", prompt: $("aq-prompt").value, options, correct: [Number(i18n.fold($("aq-correct").value)) - 1] };
   const r = await A.conn.req({ type: "quiz", question: q });
-  $("aq-error").textContent = r.type === "ack" ? "" : r.message;
+  $("aq-error").textContent = r.type === "ack" ? "" : i18n.err(r);
 };
 
 (async () => {
+  await i18n.ready;
   const m = /^#code=([0-9]{6})/.exec(location.hash);
   if (m) $("code").value = m[1];
   const me = await ce.me();

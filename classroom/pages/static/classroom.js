@@ -13,8 +13,8 @@ window.room = P;
 const $ = ce.byId;
 
 // TEXT: the strings this script shows (the rest are in classroom.html).
-const TEXT = { notPaired: "not paired", noClass: "no class now", joined: "joined", ended: "class ended",
-  lower: "Lower hand", raise: "✋ Raise hand", closed: "Closed", classroom: "Classroom " };
+// Every string is in the catalogue (i18n.js, keys room.*); TEXT reads it.
+const TEXT = new Proxy({}, { get: (_, k) => i18n.t("room." + String(k)) });
 
 // keepToken hands a terminal token to the edge once and gets it back as
 // this browser's HttpOnly cookie; the page keeps no copy.
@@ -49,7 +49,7 @@ $("pair-go").onclick = async () => {
   try {
     const j = await ce.request("POST", "/api/v1/pair", { body: { code: $("pair-code").value.trim(), name: $("pair-name").value.trim(), version: "classroom-page" } });
     await keepToken(j.token);
-  } catch (e) { $("pair-error").textContent = e.message; return; }
+  } catch (e) { $("pair-error").textContent = i18n.err(e); return; }
   $("pair").hidden = true;
   poll();
 };
@@ -74,7 +74,7 @@ function showAssistantCode(cur) {
   $("assistant-code").textContent = cur.assistant_code;
   $("assistant-host").textContent = location.host;
   if (cur.assistant_qr && $("assistant-qr").getAttribute("src") !== cur.assistant_qr) $("assistant-qr").src = cur.assistant_qr;
-  $("room-name").textContent = cur.classroom_name || TEXT.classroom + cur.classroom_id;
+  $("room-name").textContent = cur.classroom_name || i18n.t("room.classroom", { id: cur.classroom_id });
   // In class the lesson fills the screen: the code goes to the side column.
   const box = $("assistant-join");
   if (cur.session) { if (box.parentElement !== $("side")) $("side").append(box); }
@@ -111,7 +111,7 @@ async function join(cur) {
   P.lastMasterFrames = 0; P.lastMasterChange = Date.now(); P.hadMaster = false;
   $("title").textContent = cur.session.title;
   $("waiting").hidden = true; $("live").hidden = false;
-  const name = cur.classroom_name || TEXT.classroom + cur.classroom_id;
+  const name = cur.classroom_name || i18n.t("room.classroom", { id: cur.classroom_id });
   $("room-name").textContent = name;
   P.conn = new Conn(cur.terminal_token, name, {
     state: (m) => { P.state = m; render(); },
@@ -148,9 +148,10 @@ async function join(cur) {
 
 function render() {
   const st = P.state;
-  $("status").textContent = st.session_state;
+  $("status").textContent = i18n.t("session.state." + st.session_state);
+  $("status").dataset.state = st.session_state;
   const raised = st.hands.includes(P.classroom);
-  $("hand").textContent = raised ? TEXT.lower : TEXT.raise;
+  $("hand-text").textContent = raised ? TEXT.lower : TEXT.raise;
   $("hand").dataset.raised = raised ? "yes" : "no";
   if (st.stage === "" || st.stage === P.classroom) $("onstage").textContent = "";
 }
@@ -182,5 +183,8 @@ setInterval(async () => {
   $("banner").hidden = !P.feedLost;
 }, 1000);
 
-checkMedia($("media-help")); // at once, not only when a class starts
-poll();
+i18n.ready.then(() => {
+  $("hand").querySelector(".icon-slot").replaceWith(icons.el("hand", 22));
+  checkMedia($("media-help")); // at once, not only when a class starts
+  poll();
+});

@@ -307,7 +307,7 @@ func (a *appliance) newServer() {
 		}
 		return nil
 	}
-	a.srv = api.New(api.Config{Identity: a.id, Fleet: a.fl, School: cfg.School, SchoolName: a.schoolName, Logger: a.log, Checks: a.checks,
+	a.srv = api.New(api.Config{Identity: a.id, Fleet: a.fl, School: cfg.School, SchoolName: a.schoolName, TimeZone: cfg.TimeZone, Language: cfg.Language, Logger: a.log, Checks: a.checks,
 		Console: console.Handler(), HTTPSPort: a.httpsPort, ServerPin: serverPin(a.tm), SignIns: a.staff, Audit: a.audit})
 	a.staff.Register(a.srv)
 	a.audit.Register(a.srv)

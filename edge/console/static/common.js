@@ -33,8 +33,10 @@ window.ce = (() => {
     return data;
   }
 
-  // ago says how long ago an RFC 3339 time was ("never" for none).
+  // ago says how long ago an RFC 3339 time was, in the page's language
+  // once /i18n.js has loaded ("never" for none).
   function ago(iso) {
+    if (window.i18n) return window.i18n.ago(iso);
     if (!iso || iso.startsWith("0001")) return "never";
     const s = Math.max(0, Math.round((Date.now() - Date.parse(iso)) / 1000));
     return s < 60 ? s + " s ago" : s < 3600 ? Math.round(s / 60) + " min ago" : new Date(iso).toLocaleString();

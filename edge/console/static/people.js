@@ -5,12 +5,9 @@
 
 (() => {
   const $ = ce.byId, el = ce.el;
-  // TEXT: every string this panel shows, in one place.
-  const TEXT = {
-    edit: "Edit", remove: "Remove", revoke: "Sign out", none: "none (cannot sign in)",
-    removeConfirm: "Remove this person? Their sign-ins end at once.",
-    city: "city", edge: "this edge", any: "any", saved: "Saved.",
-  };
+  // TEXT: every string this panel shows, from the catalogue (staff.*).
+  const TEXT = new Proxy({}, { get: (_, k) => i18n.t(({ removeConfirm: "staff.remove_confirm" })[k] || "staff." + String(k)) });
+  const roleNames = (rs) => (rs || []).map((r) => (i18n.has("staff.role." + r) ? i18n.t("staff.role." + r) : r)).join(i18n.t("common.list_sep"));
   const call = (method, path, body) => ce.request(method, path, { body });
 
   function roles() { return [...document.querySelectorAll(".staff-role:checked")].map((i) => i.value); }
@@ -29,31 +26,31 @@
       const { staff } = await call("GET", "/api/v1/staff");
       const tb = $("staff-list"); tb.replaceChildren();
       for (const p of staff) {
-        tb.append(el("tr", { "data-staff": p.id }, el("td", {}, p.id), el("td", {}, p.name), el("td", {}, p.roles.join(", ")),
+        tb.append(el("tr", { "data-staff": p.id }, el("td", {}, p.id), el("td", {}, p.name), el("td", {}, roleNames(p.roles)),
           el("td", {}, (p.classrooms || []).join(", ") || TEXT.any), el("td", {}, p.credential || TEXT.none),
           el("td", {}, p.source === "city" ? TEXT.city : TEXT.edge),
           el("td", {}, el("button", { class: "quiet", onclick: () => fill(p) }, TEXT.edit), " ",
             el("button", { class: "warn", onclick: async () => {
               if (!confirm(TEXT.removeConfirm)) return;
-              try { await call("DELETE", "/api/v1/staff/" + encodeURIComponent(p.id)); refresh(); } catch (e) { $("staff-error").textContent = e.message; }
+              try { await call("DELETE", "/api/v1/staff/" + encodeURIComponent(p.id)); refresh(); } catch (e) { $("staff-error").textContent = i18n.err(e); }
             } }, TEXT.remove))));
       }
       const { signins } = await call("GET", "/api/v1/auth/signins");
       const sb = $("signin-list"); sb.replaceChildren();
       for (const s of signins) {
-        sb.append(el("tr", { "data-signin": s.id }, el("td", {}, s.name + " (" + s.staff_id + ")"), el("td", {}, (s.roles || []).join(", ")),
-          el("td", {}, s.addr), el("td", {}, ce.ago(s.created_at)), el("td", {}, ce.ago(s.last_used)),
+        sb.append(el("tr", { "data-signin": s.id }, el("td", {}, s.name + " (" + s.staff_id + ")"), el("td", {}, roleNames(s.roles)),
+          el("td", {}, s.addr), el("td", {}, i18n.dateTime(s.created_at)), el("td", {}, i18n.ago(s.last_used)),
           el("td", {}, el("button", { class: "quiet", onclick: async () => {
-            try { await call("DELETE", "/api/v1/auth/signins/" + encodeURIComponent(s.id)); refresh(); } catch (e) { $("staff-error").textContent = e.message; }
+            try { await call("DELETE", "/api/v1/auth/signins/" + encodeURIComponent(s.id)); refresh(); } catch (e) { $("staff-error").textContent = i18n.err(e); }
           } }, TEXT.revoke))));
       }
       const { entries } = await call("GET", "/api/v1/audit?limit=50");
       const ab = $("audit-list"); ab.replaceChildren();
       for (const a of entries) {
-        ab.append(el("tr", { "data-audit": a.action }, el("td", {}, new Date(a.at).toLocaleString()), el("td", {}, a.actor),
+        ab.append(el("tr", { "data-audit": a.action }, el("td", {}, i18n.dateTime(a.at)), el("td", {}, a.actor),
           el("td", {}, a.action), el("td", {}, a.target || ""), el("td", {}, a.detail || "")));
       }
-    } catch (e) { $("staff-error").textContent = e.message; }
+    } catch (e) { $("staff-error").textContent = i18n.err(e); }
   }
 
   $("staff-form").onsubmit = async (e) => {
@@ -69,9 +66,9 @@
       $("staff-error").textContent = TEXT.saved;
       fill(null);
       refresh();
-    } catch (err) { $("staff-error").textContent = err.message; }
+    } catch (err) { $("staff-error").textContent = i18n.err(err); }
   };
   $("staff-clear").onclick = () => fill(null);
-  document.addEventListener("ce-signed-in", refresh);
+  document.addEventListener("ce-signed-in", () => i18n.ready.then(refresh));
   setInterval(refresh, 10000);
 })();
