@@ -145,7 +145,7 @@ func PreviewImport(ctx context.Context, st hub.Store, school, kind string, csv [
 	}
 	var ie *schooldata.ImportError
 	if errors.As(err, &ie) {
-		p.Errors = ie.Rows
+		p.Errors = ie.Problems
 		return p, nil, nil
 	} else if err != nil {
 		p.Errors = []schooldata.RowError{{Row: 1, Msg: err.Error()}}

@@ -1,6 +1,6 @@
 // i18n.js: the city console's two catalogues, English and Simplified
 // Chinese, and the one function that applies them. Static text carries
-// data-i18n (text) or data-i18n-ph (placeholder) keys; scripts call
+// data-i18n (text) or data-i18n-placeholder (placeholder), as the edge console's i18n.js keys; scripts call
 // window.cityI18n.t(key, ...args) for what they build. The choice is kept
 // in localStorage; the default follows the browser's language.
 "use strict";
@@ -74,7 +74,7 @@ window.cityI18n = (() => {
   function apply(root) {
     document.documentElement.lang = lang;
     for (const e of (root || document).querySelectorAll("[data-i18n]")) e.textContent = t(e.dataset.i18n);
-    for (const e of (root || document).querySelectorAll("[data-i18n-ph]")) e.placeholder = t(e.dataset.i18nPh);
+    for (const e of (root || document).querySelectorAll("[data-i18n-placeholder]")) e.placeholder = t(e.dataset.i18nPlaceholder);
   }
 
   function set(l) {
