@@ -16,12 +16,12 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/campusedge/campusedge/classroom/pages"
+	"github.com/campusedge/campusedge/edge/api"
 	"github.com/campusedge/campusedge/edge/bintest"
 	"github.com/campusedge/campusedge/edge/certs"
 	"github.com/campusedge/campusedge/edge/certs/certstest"
 	"github.com/campusedge/campusedge/edge/console"
 	"github.com/campusedge/campusedge/edge/ctlwire"
-	"github.com/campusedge/campusedge/edge/api"
 	"github.com/campusedge/campusedge/edge/logtest"
 	"github.com/campusedge/campusedge/edge/pairing/pairingtest"
 	"github.com/campusedge/campusedge/edge/termagent"
