@@ -385,7 +385,7 @@ func (c *syncCmd) exportRecords() int {
 	cw := csv.NewWriter(c.stdout)
 	cw.UseCRLF = true // what Excel writes, and what Notepad shows as lines
 	// The first six columns are the ones scripts read before names came.
-	_ = cw.Write([]string{"edge", "seq", "id", "kind", "edge_time", "received", "classroom", "student_id", "student", "session", "data"})
+	_ = cw.Write([]string{"edge", "seq", "id", "kind", "edge_time", "received", "classroom", "student_id", "student", "session", "data", "payload"})
 	const layout = "2006-01-02 15:04:05"
 	err = c.st.Records(c.ctx, school, func(r hub.StoredRecord) error {
 		var p struct {
@@ -401,7 +401,7 @@ func (c *syncCmd) exportRecords() int {
 			classroom = p.Classroom
 		}
 		return cw.Write([]string{r.Edge, strconv.FormatUint(r.Seq, 10), r.ID, r.Kind, time.UnixMilli(r.At).In(loc).Format(layout), r.Received.In(loc).Format(layout),
-			classroom, p.Student, pupils[p.Student], p.Session, string(p.Data)})
+			classroom, p.Student, pupils[p.Student], p.Session, string(p.Data), string(r.Payload)})
 	})
 	cw.Flush()
 	if err == nil {
