@@ -28,22 +28,27 @@ func Permissions() map[string]Rule {
 	)
 	return map[string]Rule{
 		// Platform
-		"GET /healthz":                               public,
-		"GET /metrics":                               public,
-		"GET /api/v1/edge":                           public,
-		"/api/v1/":                                   public, // the JSON 404 for unknown endpoints
-		"/":                                          public, // pages: the console, teacher, classroom and assistant pages
-		"GET /api/v1/ws":                             public, // the control channel authenticates its hello
-		"POST /api/v1/pair":                          public, // a pairing code is the credential
-		"POST /api/v1/pair/start":                    public,
-		"POST /api/v1/pair/finish":                   public,
-		"GET /api/v1/tls":                            public,
-		"GET /api/v1/tls/ca.pem":                     public,
-		"GET /api/v1/debug/pprof/":                   admin,
-		"GET /media/{id}":                            public, // lessons on the LAN, as DESIGN.md fixes
-		"GET /api/v1/firmware":                       public,
-		"POST /api/v1/firmware/check":                admin,
-		"GET /api/v1/terminal-images":                admin,
+		"GET /healthz":                public,
+		"GET /metrics":                public,
+		"GET /api/v1/edge":            public,
+		"/api/v1/":                    public, // the JSON 404 for unknown endpoints
+		"/":                           public, // pages: the console, teacher, classroom and assistant pages
+		"GET /api/v1/ws":              public, // the control channel authenticates its hello
+		"POST /api/v1/pair":           public, // a pairing code is the credential
+		"POST /api/v1/pair/start":     public,
+		"POST /api/v1/pair/finish":    public,
+		"GET /api/v1/tls":             public,
+		"GET /api/v1/tls/ca.pem":      public,
+		"GET /api/v1/debug/pprof/":    admin,
+		"GET /media/{id}":             public, // lessons on the LAN, as DESIGN.md fixes
+		"GET /api/v1/firmware":        public,
+		"POST /api/v1/firmware/check": admin,
+		"GET /api/v1/terminal-images": admin,
+		// Terminal images for classterm agents on the LAN, as before the
+		// table: bundles are signed and the terminal verifies them; the
+		// edge fetches only models the hub lists (issue 14, finding 8).
+		"GET /api/v1/terminal-images/{model}":        public,
+		"GET /api/v1/terminal-images/{model}/bundle": public,
 		"GET /api/v1/sync":                           admin,
 		"POST /api/v1/sync/enrol":                    admin,
 		"POST /api/v1/sync/records":                  admin,
