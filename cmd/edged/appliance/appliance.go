@@ -22,6 +22,7 @@ import (
 	"github.com/campusedge/campusedge/classroom"
 	"github.com/campusedge/campusedge/classroom/attendance"
 	"github.com/campusedge/campusedge/classroom/learning"
+	"github.com/campusedge/campusedge/classroom/livestate"
 	"github.com/campusedge/campusedge/edge/api"
 	"github.com/campusedge/campusedge/edge/cache"
 	"github.com/campusedge/campusedge/edge/certs"
@@ -56,6 +57,7 @@ func Migrations() []store.Migration {
 		{Name: "classroom experience: learning records, local roster", Up: func(tx *bolt.Tx) error {
 			return errors.Join(learning.Migrate(tx), attendance.Migrate(tx))
 		}},
+		{Name: "live classes survive a restart: live state", Up: livestate.Migrate},
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 	"github.com/campusedge/campusedge/classroom"
 	"github.com/campusedge/campusedge/classroom/attendance"
 	"github.com/campusedge/campusedge/classroom/learning"
+	"github.com/campusedge/campusedge/classroom/livestate"
 	"github.com/campusedge/campusedge/classroom/session"
 	"github.com/campusedge/campusedge/edge/cache"
 	"github.com/campusedge/campusedge/edge/certs"
@@ -85,13 +86,19 @@ func (a *appliance) mountLive() error {
 	learn := noSpaceNoted{learning.New(db, outbox.AppendTx, a.ob.Notify), a.disk}
 	roster := &attendance.Source{DB: db, Docs: func(kind string) ([]byte, error) { return uplink.Doc(db, kind) },
 		Room: func(cid string) string { c, _ := fl.Classroom(cid); return c.RoomCode }}
+	// Sessions, stage, hands, quizzes and presence survive a restart:
+	// Mount resumes the classes this store holds.
+	ls, err := livestate.New(db)
+	if err != nil {
+		return err
+	}
 	live, err := classroom.Mount(classroom.Config{Server: a.srv, IsAdmin: a.id.CheckAdminToken, Listen: a.cfg.Listen, EdgeID: a.id.ID, Logger: a.log.With("component", "live"),
 		Lessons: a.rc, RecordDir: filepath.Join(a.cfg.DataDir, "recordings"),
 		Classroom: func(cid string) error { _, err := fl.Classroom(cid); return err },
 		Learning:  learn, Attendance: roster,
 		TerminalClassroom: func(tok string) (string, error) { t, err := fl.Authenticate(tok); return t.ClassroomID, err },
 		ClassroomName:     func(cid string) string { c, _ := fl.Classroom(cid); return c.Name },
-		UpstreamRoots:     upstreamRoots(a.tm)})
+		UpstreamRoots:     upstreamRoots(a.tm), LiveState: ls, ReconnectGrace: a.cfg.ReconnectGrace})
 	if err != nil {
 		return err
 	}
