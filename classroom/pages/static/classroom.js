@@ -63,8 +63,13 @@ async function poll() {
       if (cur.session && (!connected || P.sessionId !== cur.session.id)) await join(cur);
       if (!cur.session && !connected) { $("waiting").hidden = false; $("live").hidden = true; $("status").textContent = "no class now"; }
     }
-  } catch (e) { P.errors.push("poll: " + e.message); }
-  setTimeout(poll, 1000);
+    P.pollFails = 0;
+  } catch (e) { P.errors.push("poll: " + e.message); P.pollFails = (P.pollFails || 0) + 1; }
+  // Every second while the edge answers; while it does not (restarting,
+  // or the network is down) with backoff and jitter (reconnect.js), so a
+  // school's screens do not knock in step when it comes back. A closed
+  // class connection is joined again by the next poll.
+  setTimeout(poll, P.pollFails ? reconnectDelay(P.pollFails - 1) : 1000);
 }
 
 function leaveUI() {
