@@ -128,7 +128,8 @@ func (w *Watcher) read() Status {
 }
 
 func (w *Watcher) logChange(from string, st Status) {
-	args := []any{"path", st.Path, "free_bytes", st.Free, "size_bytes", st.Size, "reserve_bytes", st.Reserve, "was", from}
+	args := []any{"path", st.Path, "free_bytes", st.Free, "size_bytes", st.Size, "reserve_bytes", st.Reserve, "was", from,
+		"read_at", st.At.Format(time.RFC3339), "no_space_errors", st.NoSpaceErrors}
 	switch st.State {
 	case StateFull:
 		w.log.Error("data disk full: live-class records and sync records are refused (clients retry) until space is freed; "+

@@ -64,8 +64,10 @@ func (a *appliance) startCache(ctx context.Context) error {
 		}
 	}
 	// Every edge→hub request: an https:// hub only by the key pinned at
-	// enrolment, or by CA (system roots + -cloud-ca) when enrolled without a pin.
-	a.hc = uplink.HubClient(a.st.DB(), a.cloudCA)
+	// enrolment, or by CA (system roots + -cloud-ca) when enrolled without a
+	// pin; each signed by the edge's key, as the hub serves its catalogue,
+	// content, uploads and firmware only to enrolled edges.
+	a.hc = uplink.SignedHubClient(a.st.DB(), a.cloudCA, a.id)
 	rc, err := cache.New(cache.Config{DB: a.st.DB(), DataDir: cfg.DataDir, Hub: cfg.Cloud, Client: a.hc, Logger: a.log.With("component", "cache"),
 		Quota: quota, Bandwidth: bw, UploadMax: upMax, PrefetchHorizon: time.Duration(cfg.CachePrefetchDays) * 24 * time.Hour})
 	if err != nil {
@@ -83,7 +85,9 @@ func (a *appliance) mountLive() error {
 	db, fl := a.st.DB(), a.fl
 	// Quiz answers and attendance are learning records, each appended to the
 	// sync outbox in the same transaction (swap outbox.AppendTx to reroute).
-	learn := noSpaceNoted{learning.New(db, outbox.AppendTx, a.ob.Notify), a.disk}
+	// Through the outbox's group commit: a class start's forty joins share
+	// a few fsyncs, each acknowledged only once durable.
+	learn := noSpaceNoted{learning.New(db, outbox.AppendTx, a.ob.Notify).GroupCommit(a.ob.Update), a.disk}
 	roster := &attendance.Source{DB: db, Docs: func(kind string) ([]byte, error) { return uplink.Doc(db, kind) },
 		Room: func(cid string) string { c, _ := fl.Classroom(cid); return c.RoomCode }}
 	// Sessions, stage, hands, quizzes and presence survive a restart:
