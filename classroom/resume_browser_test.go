@@ -56,7 +56,7 @@ func TestKill9ResumesClassInChromium(t *testing.T) {
 	if !browsertest.OnLAN(t) {
 		return
 	}
-	kills := *resumeKills
+	kills := killCount()
 	ctx, cancel := context.WithTimeout(t.Context(), time.Duration(150+30*kills)*time.Second)
 	defer cancel()
 	var browserLog logtest.Buffer

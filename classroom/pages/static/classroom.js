@@ -71,8 +71,12 @@ async function poll() {
   // or the network is down) with backoff and jitter (reconnect.js), so a
   // school's screens do not knock in step when it comes back. A closed
   // class connection is joined again by the next poll.
-  setTimeout(poll, P.pollFails ? reconnectDelay(P.pollFails - 1) : 1000);
+  P.pollTimer = setTimeout(poll, P.pollFails ? reconnectDelay(P.pollFails - 1) : 1000);
 }
+
+// pollSoon polls after a short jittered wait instead of the next second:
+// the class connection closed (edge restarting, network blink).
+function pollSoon() { clearTimeout(P.pollTimer); P.pollTimer = setTimeout(poll, reconnectDelay(0)); }
 
 function leaveUI() {
   for (const c of [P.conn, P.asst]) if (c) c.close();
@@ -94,6 +98,7 @@ async function join(cur) {
     quiz: (m) => showQuiz(m.question),
     quiz_closed: (m) => { if (P.quiz && P.quiz.id === m.quiz_id) { P.quizOpen = false; $("quiz-note").textContent = "Closed"; } },
     ended: () => { $("status").textContent = "class ended"; P.sessionId = ""; },
+    close: () => { if (P.sessionId) pollSoon(); },
     error: (m) => P.errors.push(m.code + ": " + m.message),
   });
   P.asst = new Conn(cur.assistant_token, name + " assistant", {
@@ -118,7 +123,10 @@ async function join(cur) {
     $("self").textContent = MEDIA_TEXT.selfBlocked;
   } else {
     try {
-      P.media = await navigator.mediaDevices.getUserMedia({ video: { width: 640, height: 360 }, audio: true });
+      // Rejoining (the edge restarted): the camera opened before is still
+      // live and is published again as it is.
+      const live = P.media && P.media.getTracks().every((t) => t.readyState === "live");
+      if (!live) P.media = await navigator.mediaDevices.getUserMedia({ video: { width: 640, height: 360 }, audio: true });
       $("self").textContent = ""; $("self").append(videoEl(P.media.getVideoTracks()[0]));
       await P.conn.publish(P.media);
       P.published = true;
