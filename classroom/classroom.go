@@ -129,7 +129,7 @@ func Mount(cfg Config) (*Live, error) {
 		l.interaction.sessionEnded(id)
 	})
 	if cfg.LiveState != nil {
-		l.control.state, l.interaction.state = cfg.LiveState, cfg.LiveState
+		l.control.state, l.interaction.state, l.cascades.state = cfg.LiveState, cfg.LiveState, cfg.LiveState
 		if err := l.restore(cfg.LiveState, l.interaction.grace); err != nil {
 			return nil, fmt.Errorf("live classes: %w", err)
 		}

@@ -13,6 +13,8 @@ package classroom
 //	present  a classroom role that is joined (presentDoc): after a restart
 //	         its leave is recorded only if it does not come back within
 //	         the reconnect grace
+//	upstream the cascade's upstream (UpstreamRequest, with the other
+//	         edge's token and TURN credentials: the pull needs them again)
 //
 // Media are not state: publishers and subscribers reconnect by themselves
 // (class.js, reconnect.js, classterm) and the edge's SFU starts empty.
@@ -34,13 +36,14 @@ import (
 
 // Document kinds in the live-state store.
 const (
-	docSession = "session"
-	docClass   = "class"
-	docHands   = "hands"
-	docQuiz    = "quiz"
-	docAnswer  = "answer"
-	docMarks   = "marks"
-	docPresent = "present"
+	docSession  = "session"
+	docClass    = "class"
+	docHands    = "hands"
+	docQuiz     = "quiz"
+	docAnswer   = "answer"
+	docMarks    = "marks"
+	docPresent  = "present"
+	docUpstream = "upstream"
 )
 
 // DefaultReconnectGrace is how long a classroom that vanished (its control
@@ -189,6 +192,16 @@ func (l *Live) restoreSession(id string, docs livestate.Docs, grace time.Duratio
 		}
 	}
 	l.interaction.restoreSession(id, docs, grace, log)
+	if raw, ok := docs[docUpstream][""]; ok {
+		var req UpstreamRequest
+		if err := json.Unmarshal(raw, &req); err != nil || req.validate() != nil {
+			log.Warn("stored cascade upstream unreadable; PUT it again", "err", err)
+		} else {
+			log.Info("cascade: pulling the lesson again after a restart", "url", req.URL)
+			l.cascades.start(id, req)
+			l.cascades.stageChanged(id, l.control.stageOf(id))
+		}
+	}
 	log.Info("live session resumed after a restart", "title", p.Session.Title, "state", string(p.Session.State))
 	return true, nil
 }

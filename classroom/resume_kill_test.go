@@ -55,7 +55,8 @@ type resumer struct {
 
 	joins    atomic.Int64 // connections that reached the join ack
 	video    atomic.Int64 // video packets received in total
-	resumed  atomic.Int64 // unix nanos of the first video packet since resetResumed (0: none yet)
+	resumed  atomic.Int64 // unix nanos of the first video packet on a connection newer than markGen (0: none yet)
+	markGen  atomic.Int64 // connections of this generation or older do not count for resumed
 	seqMu    sync.Mutex
 	seq      int
 	mu       sync.Mutex
@@ -158,6 +159,7 @@ func (r *resumer) once(ctx context.Context) bool {
 	}()
 	r.mu.Lock()
 	r.conn, r.wmu, r.gen = ws, &sync.Mutex{}, r.gen+1
+	gen := int64(r.gen)
 	r.latest, r.waiters, r.messages = map[string]msg{}, map[string]chan msg{}, map[string][]msg{}
 	r.mu.Unlock()
 	offers := make(chan string, 8)
@@ -198,7 +200,7 @@ func (r *resumer) once(ctx context.Context) bool {
 		return false
 	}
 	r.joins.Add(1)
-	if sub, err = r.subscribe(cctx, offers); err != nil {
+	if sub, err = r.subscribe(cctx, offers, gen); err != nil {
 		r.log("%s: subscribe: %v", r.name, err)
 		return true
 	}
@@ -212,7 +214,7 @@ func (r *resumer) once(ctx context.Context) bool {
 	return true
 }
 
-func (r *resumer) subscribe(ctx context.Context, offers <-chan string) (*webrtc.PeerConnection, error) {
+func (r *resumer) subscribe(ctx context.Context, offers <-chan string, gen int64) (*webrtc.PeerConnection, error) {
 	pc, err := r.api.NewPeerConnection(webrtc.Configuration{})
 	if err != nil {
 		return nil, err
@@ -224,7 +226,9 @@ func (r *resumer) subscribe(ctx context.Context, offers <-chan string) (*webrtc.
 			}
 			if tr.Kind() == webrtc.RTPCodecTypeVideo {
 				r.video.Add(1)
-				r.resumed.CompareAndSwap(0, time.Now().UnixNano())
+				if gen > r.markGen.Load() {
+					r.resumed.CompareAndSwap(0, time.Now().UnixNano())
+				}
 			}
 		}
 	})
@@ -309,6 +313,21 @@ func (r *resumer) publish(ctx context.Context) (*webrtc.PeerConnection, error) {
 		return pc, fmt.Errorf("publish: %v %v", a, err)
 	}
 	return pc, pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: a.str("sdp")})
+}
+
+// mark starts a resume measurement: only video on a connection made after
+// it counts (packets of the current one, still in flight when its edge is
+// killed, do not). keepCurrent counts the current connection too, for a
+// client whose own edge stays up.
+func (r *resumer) mark(keepCurrent bool) {
+	r.mu.Lock()
+	g := int64(r.gen)
+	r.mu.Unlock()
+	if keepCurrent {
+		g--
+	}
+	r.markGen.Store(g)
+	r.resumed.Store(0)
 }
 
 // seen returns the newest message of type typ on the current connection
@@ -413,7 +432,7 @@ func TestKill9ResumesClass(t *testing.T) {
 	for k := range kills {
 		time.Sleep(time.Duration(500+rand.N(1000)) * time.Millisecond) // mid-lesson, not at a fixed phase
 		for _, r := range all {
-			r.resumed.Store(0)
+			r.mark(false)
 		}
 		joins := make([]int64, len(all))
 		for i, r := range all {
@@ -501,4 +520,108 @@ func pctDur(d []time.Duration, p float64) time.Duration {
 	}
 	i := int(float64(len(s))*p/100+0.999999) - 1
 	return s[max(0, min(i, len(s)-1))].Round(time.Millisecond)
+}
+
+// edgedAt is a real edged on data and addr that the test can kill and
+// start again on the same both.
+type edgedAt struct {
+	t    *testing.T
+	bin  string
+	data string
+	addr string
+	log  *logtest.Buffer
+	p    *bintest.Process
+}
+
+func (x *edgedAt) start() {
+	x.t.Helper()
+	p, err := bintest.Start(x.bin, []string{"-data", x.data, "-listen", x.addr, "-https-listen", "off", "-mdns=false", "-reconnect-grace", "15s"}, 30*time.Second, x.log)
+	if err != nil {
+		x.t.Fatalf("starting edged: %v\n%s", err, x.log.String())
+	}
+	x.t.Cleanup(p.Kill)
+	x.p = p
+}
+
+func (x *edgedAt) kill() {
+	x.t.Helper()
+	if err := x.p.Signal(syscall.SIGKILL); err != nil {
+		x.t.Fatal(err)
+	}
+	<-x.p.Done()
+}
+
+func (x *edgedAt) edge() *edge {
+	x.t.Helper()
+	tok, err := os.ReadFile(filepath.Join(x.data, "admin-token"))
+	if err != nil {
+		x.t.Fatal(err)
+	}
+	return &edge{url: "http://" + x.addr, plain: "http://" + x.addr, admin: strings.TrimSpace(string(tok)), log: x.log}
+}
+
+// TestKill9ResumesCascade: a school (downstream) takes a lesson from
+// another school's edge (upstream) by cascade. SIGKILL of the downstream
+// edge: at its restart it pulls the lesson again by itself (the upstream
+// with its token was stored) and its classroom receives video again. SIGKILL
+// of the upstream edge: the teacher there comes back by itself, the
+// downstream's pull retries until the restored session answers, and the
+// classroom downstream receives the lesson again.
+func TestKill9ResumesCascade(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds edged")
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 150*time.Second)
+	defer cancel()
+	dir := t.TempDir()
+	bin := buildEdged(t, ctx, dir)
+	up := &edgedAt{t: t, bin: bin, data: filepath.Join(dir, "up"), addr: freePort(t), log: &logtest.Buffer{}}
+	down := &edgedAt{t: t, bin: bin, data: filepath.Join(dir, "down"), addr: freePort(t), log: &logtest.Buffer{}}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("upstream edged log:\n%s\ndownstream edged log:\n%s", up.log.String(), down.log.String())
+		}
+	})
+	up.start()
+	down.start()
+	eu, ed := up.edge(), down.edge()
+	su := eu.createClass(t, ctx, "Lesson from afar", 0)
+	sd := ed.createClass(t, ctx, "Lesson from afar, here", 1)
+	api := mediatest.LoopbackAPI(t)
+	master := newResumer("master upstream", "ws://"+up.addr+"/api/v1/ws", su.Tokens.Master, true, api, t.Logf)
+	room := newResumer("room downstream", "ws://"+down.addr+"/api/v1/ws", sd.Tokens.Classrooms[sd.Classrooms[0]].Terminal, false, api, t.Logf)
+	cctx, stopClients := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	for _, r := range []*resumer{master, room} {
+		wg.Add(1)
+		go func() { defer wg.Done(); r.run(cctx) }()
+	}
+	defer func() { stopClients(); wg.Wait() }()
+	waitFor(t, 20*time.Second, "the master publishing upstream", func() bool { return master.joins.Load() > 0 && master.seen("state", func(m msg) bool { return m.str("session_state") == "live" }) })
+	body, _ := json.Marshal(map[string]string{"url": "http://" + up.addr + "/whep/" + su.ID, "token": su.Tokens.Cascade})
+	if resp, b := ed.Do(t, ctx, "PUT", "/api/v1/sessions/"+sd.ID+"/upstream", ed.admin, "application/json", body); resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("PUT upstream: %d %s", resp.StatusCode, b)
+	}
+	waitFor(t, 30*time.Second, "the room downstream receiving the lesson", func() bool { return room.video.Load() > 50 })
+
+	for _, x := range []*edgedAt{down, up} {
+		which := map[*edgedAt]string{down: "downstream", up: "upstream"}[x]
+		if x == down {
+			room.mark(false) // the room's connection goes with its edge
+		}
+		killed := time.Now()
+		x.kill()
+		if x == up {
+			// The room stays connected to its own edge: what that edge
+			// had queued from before the kill drains first.
+			time.Sleep(300 * time.Millisecond)
+			room.mark(true)
+		}
+		x.start()
+		waitFor(t, 60*time.Second, "the room downstream receiving the lesson again after the "+which+" edge's restart", func() bool { return room.resumed.Load() != 0 })
+		t.Logf("%s edge killed: the room downstream receives the lesson again %v after", which, time.Unix(0, room.resumed.Load()).Sub(killed).Round(time.Millisecond))
+	}
+	if !strings.Contains(down.log.String(), "cascade: pulling the lesson again after a restart") {
+		t.Error("the downstream edge did not log that it pulls again after its restart")
+	}
 }
