@@ -597,7 +597,9 @@ func TestKill9ResumesCascade(t *testing.T) {
 		go func() { defer wg.Done(); r.run(cctx) }()
 	}
 	defer func() { stopClients(); wg.Wait() }()
-	waitFor(t, 20*time.Second, "the master publishing upstream", func() bool { return master.joins.Load() > 0 && master.seen("state", func(m msg) bool { return m.str("session_state") == "live" }) })
+	waitFor(t, 20*time.Second, "the master publishing upstream", func() bool {
+		return master.joins.Load() > 0 && master.seen("state", func(m msg) bool { return m.str("session_state") == "live" })
+	})
 	body, _ := json.Marshal(map[string]string{"url": "http://" + up.addr + "/whep/" + su.ID, "token": su.Tokens.Cascade})
 	if resp, b := ed.Do(t, ctx, "PUT", "/api/v1/sessions/"+sd.ID+"/upstream", ed.admin, "application/json", body); resp.StatusCode != http.StatusAccepted {
 		t.Fatalf("PUT upstream: %d %s", resp.StatusCode, b)
