@@ -107,6 +107,9 @@ async function join(cur) {
     error: (m) => P.errors.push("assistant " + m.code + ": " + m.message),
   });
   await P.conn.open();
+  // The camera goes out while the room subscribes: after an edge restart
+  // the teacher sees the room again sooner.
+  const camera = publishCamera();
   await P.asst.open();
   $("status").textContent = "joined";
   await P.conn.subscribe((track, sid) => {
@@ -115,6 +118,13 @@ async function join(cur) {
     else { $("onstage").textContent = ""; $("onstage").append(videoEl(track)); }
     track.onended = () => { for (const v of document.querySelectorAll("video")) if (v.srcObject && v.srcObject.getTracks()[0] === track) v.remove(); };
   });
+  await camera;
+  loadRoster("");
+}
+
+// publishCamera publishes the room's camera and microphone, if the page
+// may open them.
+async function publishCamera() {
   // Without camera and microphone (plain HTTP on the LAN) the room still
   // watches the lesson, answers quizzes and raises hands; the banner at the
   // top says how to get its camera back.
@@ -132,7 +142,6 @@ async function join(cur) {
       P.published = true;
     } catch (e) { P.errors.push("camera: " + e.message); $("self").textContent = MEDIA_TEXT.cameraFailed + e.message; }
   }
-  loadRoster("");
 }
 
 function render() {
