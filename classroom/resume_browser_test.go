@@ -45,12 +45,12 @@ func servedPin(t *testing.T, addr string) string {
 }
 
 // TestKill9ResumesClassInChromium: a Chromium teacher page and three
-// classroom pages at the LAN address over HTTPS; mid-class (a quiz open
-// and answered by one room, a hand raised, a room on stage) the real edged
+// classroom pages at the LAN address over HTTPS; mid-class (a quiz open,
+// a hand raised, a room on stage) the real edged
 // is killed with SIGKILL and restarted on the same data dir and ports, as
 // systemd would. Each time every page decodes video again by itself, and
-// the teacher page shows the stage, the hand and the quiz's results as
-// before; attendance shows the rooms present throughout, reconnects
+// the teacher page shows the stage, the hand and the open quiz as before
+// and the rooms show the quiz again; attendance shows the rooms present throughout, reconnects
 // marked. Resume time: kill → the last page decoding again.
 func TestKill9ResumesClassInChromium(t *testing.T) {
 	if !browsertest.OnLAN(t) {
@@ -120,7 +120,7 @@ func TestKill9ResumesClassInChromium(t *testing.T) {
 		browsertest.RequireSecureLAN(tab, t)
 		browserPoll(tab, t, "pairing form", `!document.getElementById("pair").hidden`)
 		browserEval[bool](tab, t, `document.getElementById("pair-code").value = `+jsString(pc.Code)+`; document.getElementById("pair-go").click(); true`)
-		browserPoll(tab, t, "paired", `!!localStorage.getItem("campusedge-terminal")`)
+		browserPoll(tab, t, "paired", `window.room.paired === true`)
 	}
 	navigate(t, teacher, e.url+"/teacher.html")
 	browsertest.RequireSecureLAN(teacher, t)
@@ -142,15 +142,16 @@ func TestKill9ResumesClassInChromium(t *testing.T) {
 	}
 	browserPoll(teacher, t, "teacher decoding the rooms", teacherDecoding(0))
 
-	// Mid-class: room A's hand up, room B on stage, a quiz answered by C.
+	// Mid-class: room A's hand up, room B on stage, a quiz open.
 	browserEval[bool](tabs[0], t, `document.getElementById("hand").click(); true`)
 	browserPoll(teacher, t, "hand on the teacher page", `window.teacher.state.hands.includes("`+a+`")`)
 	browserEval[bool](teacher, t, `document.querySelector("#tile-`+b+` .bar-top button").click(); true`)
 	browserPoll(teacher, t, "room B on stage", `window.teacher.state.stage === "`+b+`"`)
 	browserEval[bool](teacher, t, `document.getElementById("q-prompt").value = "2 + 2 = ?"; document.getElementById("q-options").value = "3, 4, 5"; document.getElementById("q-correct").value = "2"; document.getElementById("q-push").click(); true`)
-	browserPoll(tabs[2], t, "quiz on room C", `document.querySelectorAll("#quiz-options button").length === 3 && !document.getElementById("quiz").hidden`)
-	browserEval[bool](tabs[2], t, `document.querySelectorAll("#quiz-options button")[1].click(); true`)
-	browserPoll(teacher, t, "the answer in the results", `!!window.teacher.results && window.teacher.results.answered === 1`)
+	// (The big screen shows the quiz; answers come from the assistant's
+	// phone page. An answer kept across kills is TestKill9ResumesClass's.)
+	browserPoll(tabs[2], t, "quiz on room C", `document.querySelectorAll("#quiz-options li").length === 3 && !document.getElementById("quiz").hidden`)
+	browserPoll(teacher, t, "the quiz's results on the teacher page", `!!window.teacher.results && window.teacher.results.open === true`)
 
 	var resume []time.Duration
 	for k := range kills {
@@ -197,8 +198,8 @@ func TestKill9ResumesClassInChromium(t *testing.T) {
 		resume = append(resume, last)
 		t.Logf("kill %d: teacher, rooms A-C decoding again after %v (last %v)", k+1, back, last.Round(time.Millisecond))
 		browserPoll(teacher, t, fmt.Sprintf("kill %d: stage, hand and quiz results as before", k+1),
-			`window.teacher.state.stage === "`+b+`" && window.teacher.state.hands.includes("`+a+`") && window.teacher.results.answered === 1 && window.teacher.results.open === true`)
-		browserPoll(tabs[0], t, fmt.Sprintf("kill %d: the quiz open again on room A", k+1), `!document.getElementById("quiz").hidden && document.querySelectorAll("#quiz-options button").length === 3`)
+			`window.teacher.state.stage === "`+b+`" && window.teacher.state.hands.includes("`+a+`") && window.teacher.results.open === true`)
+		browserPoll(tabs[0], t, fmt.Sprintf("kill %d: the quiz open again on room A", k+1), `!document.getElementById("quiz").hidden && document.querySelectorAll("#quiz-options li").length === 3`)
 	}
 
 	var att struct {
@@ -213,10 +214,10 @@ func TestKill9ResumesClassInChromium(t *testing.T) {
 		t.Fatalf("attendance: %d %s", resp.StatusCode, body)
 	}
 	for _, cid := range rooms {
-		// Each page is two roles (terminal and assistant), each joined
-		// once and reconnected after every kill.
-		if ca := att.Classrooms[cid]; ca.Joins != 2 || ca.Leaves != 0 || ca.Reconnects < 2*kills || !ca.Present {
-			t.Errorf("attendance of %s after %d kills: %+v (want 2 joins, 0 leaves, ≥%d reconnects, present)", cid, kills, ca, 2*kills)
+		// Each big screen is the room's terminal: joined once and
+		// reconnected after every kill.
+		if ca := att.Classrooms[cid]; ca.Joins != 1 || ca.Leaves != 0 || ca.Reconnects < kills || !ca.Present {
+			t.Errorf("attendance of %s after %d kills: %+v (want 1 join, 0 leaves, ≥%d reconnects, present)", cid, kills, ca, kills)
 		}
 	}
 	t.Logf("Chromium resume over %d kills (kill → last of 4 pages decoding): p50 %v p95 %v max %v", kills, pctDur(resume, 50), pctDur(resume, 95), pctDur(resume, 100))
