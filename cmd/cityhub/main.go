@@ -26,7 +26,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/campusedge/campusedge/edge/httpapi"
+	"github.com/campusedge/campusedge/edge/store"
 	"github.com/campusedge/campusedge/sync/catalog"
+	"github.com/campusedge/campusedge/sync/cityadmin"
 	"github.com/campusedge/campusedge/sync/hubtls"
 )
 
@@ -43,6 +45,8 @@ type hubFlags struct {
 	data   *string
 	listen *string
 	dbURL  *string
+	hubURL *string
+	hubPin *string
 	tls    *tlsFlags
 
 	maxConns     *int
@@ -59,6 +63,8 @@ func newHubFlags(stderr io.Writer) *hubFlags {
 	f.maxConns = fs.Int("max-conns-per-addr", 256, "connections one client address may hold open at once (`N`; 0: no limit, e.g. behind a load balancer; loopback is exempt)")
 	f.bodyDeadline = fs.Duration("body-deadline", httpapi.DefaultBodyDeadline, "how long a request body may take to arrive (`duration`); sync batches, uploads and bundles may instead pause at most 60s between reads")
 	f.dbURL = fs.String("db", "", "sync store: empty for DATA/sync.db (bbolt), or a `postgres://` URL shared by several cityhub replicas")
+	f.hubURL = fs.String("hub", "", "run admin commands through the admin API of the hub at this `URL` (http(s)://HOST:PORT) with the key in $"+apiKeyEnv+"; without it they open the store, or use the running hub of -data when its store is locked")
+	f.hubPin = fs.String("hub-pin", "", "with -hub https://…: trust exactly the TLS key with this `pin` (cityhub tls-pin on the hub) instead of the system's roots")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage:\n  cityhub [flags]                 serve the catalogue and sync\n  cityhub [flags] import FOLDER   register media files, print ID<TAB>PATH\n%s\nFlags:\n", syncUsage)
 		fs.PrintDefaults()
@@ -88,13 +94,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready fun
 		fmt.Fprintln(stdout, pin)
 		return 0
 	case len(rest) > 0 && syncCommand(rest[0]) != nil:
-		sst, err := openSyncStore(ctx, *f.data, *f.dbURL)
-		if err != nil {
-			fmt.Fprintln(stderr, "cityhub:", err)
-			return 1
-		}
-		defer sst.Close()
-		return runSync(ctx, sst, rest, stdout, stderr, func() (string, error) { return f.tls.pin(*f.data) })
+		return runAdmin(ctx, f, rest, stdout, stderr)
 	case len(rest) > 0 && rest[0] != "import":
 		fmt.Fprintf(stderr, "cityhub: unknown command %q (want import FOLDER)\n", rest[0])
 		return 2
@@ -112,6 +112,36 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready fun
 		return importFolder(st, rest[1], stdout, stderr, log)
 	}
 	return serve(ctx, f, st, stderr, log, ready)
+}
+
+// runAdmin runs an admin command: through -hub's API; else on the store
+// (PostgreSQL, or the bbolt file when no hub holds it); else, when a hub
+// on this -data dir holds the file, through that hub's API, so nothing
+// has to stop.
+func runAdmin(ctx context.Context, f *hubFlags, args []string, stdout, stderr io.Writer) int {
+	if *f.hubURL != "" {
+		r, err := newPinnedRemote(*f.hubURL, os.Getenv(apiKeyEnv), *f.hubPin)
+		if err != nil {
+			fmt.Fprintln(stderr, "cityhub:", err)
+			return 2
+		}
+		return runRemote(ctx, r, args, stdout, stderr)
+	}
+	sst, err := openSyncStore(ctx, *f.data, *f.dbURL)
+	if errors.Is(err, store.ErrInUse) {
+		r, rerr := localRemote(*f.data)
+		if rerr != nil {
+			fmt.Fprintln(stderr, "cityhub:", err, "(and no admin API files of a running hub:", rerr, ")")
+			return 1
+		}
+		return runRemote(ctx, r, args, stdout, stderr)
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "cityhub:", err)
+		return 1
+	}
+	defer sst.Close()
+	return runSync(ctx, sst, args, stdout, stderr, func() (string, error) { return f.tls.pin(*f.data) })
 }
 
 // importFolder registers every media file under folder in the catalogue
@@ -156,7 +186,12 @@ func serve(ctx context.Context, f *hubFlags, st *catalog.Store, stderr io.Writer
 		fmt.Fprintln(stderr, "cityhub: city CA:", err)
 		return 1
 	}
-	fw, err := firmwareHandler(*f.data, log)
+	if err := ensureAPIKey(ctx, sst, *f.data, ln.Addr().String()); err != nil {
+		_ = ln.Close()
+		fmt.Fprintln(stderr, "cityhub: admin API key:", err)
+		return 1
+	}
+	fw, fwConsole, err := firmwareHandler(*f.data, log)
 	if err != nil {
 		fmt.Fprintln(stderr, "cityhub:", err)
 		return 1
@@ -168,7 +203,9 @@ func serve(ctx context.Context, f *hubFlags, st *catalog.Store, stderr io.Writer
 	}
 	log.Info("city staff credential ready", "staff_token_file", staffFile)
 	reg := prometheus.NewRegistry()
-	handler, limit := hubLimits(reg, *f.bodyDeadline, *f.maxConns, hubHandler(reg, catalog.Handler(st, log), fw, sst, ca, staff, log))
+	admin := cityadmin.New(cityadmin.Config{Store: sst, Catalogue: st, Logger: log.With("component", "admin"),
+		Pin: func() (string, error) { return f.tls.pin(*f.data) }, StaffToken: staff, Firmware: fwConsole})
+	handler, limit := hubLimits(reg, *f.bodyDeadline, *f.maxConns, hubHandler(reg, catalog.Handler(st, log), fw, admin, sst, ca, staff, log))
 	hs := &http.Server{
 		Handler:           handler,
 		ReadHeaderTimeout: 10 * time.Second,

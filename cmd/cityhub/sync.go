@@ -22,6 +22,7 @@ import (
 	"github.com/campusedge/campusedge/edge/certs"
 	"github.com/campusedge/campusedge/edge/console"
 	"github.com/campusedge/campusedge/edge/token"
+	"github.com/campusedge/campusedge/sync/cityadmin"
 	"github.com/campusedge/campusedge/sync/hub"
 	"github.com/campusedge/campusedge/sync/schooldata"
 	"github.com/campusedge/campusedge/sync/wire"
@@ -44,8 +45,15 @@ const syncUsage = `  cityhub [flags] school add CODE NAME          register a sc
   cityhub [flags] export-records [-tz ZONE] CODE  CSV of every record the school's edges sent (UTF-8 with BOM,
                                                 names not ids, times in ZONE, default Asia/Shanghai)
   cityhub [flags] export-roster CODE | export-timetable CODE
-With the default bbolt store, commands need the hub stopped (they take its lock);
-with -db postgres://… they run beside any number of serving replicas.
+  cityhub [flags] import-roster|import-timetable|import-staff -preview CODE FILE.csv
+                                                only show what would change (through a running hub)
+  cityhub [flags] account add [-school CODE] USER ROLE
+                                                city staff account; ROLE city_admin, school_admin (with -school)
+                                                or content_editor; password from $CITYHUB_PASSWORD or stdin
+While a hub serves on -data (holding its bbolt lock), these commands go through
+its admin API (DATA/admin.url, DATA/admin.key); -hub URL with $CITYHUB_API_KEY
+drives any hub; with -db postgres://… they run on the database beside any number
+of serving replicas. export-* read the store and need it free (or PostgreSQL).
 `
 
 // openSyncStore opens PostgreSQL when dbURL is set, else DATA/sync.db.
@@ -101,6 +109,8 @@ func syncCommand(name string) func(*syncCmd) int {
 		return (*syncCmd).exportRecords
 	case "export-roster", "export-timetable":
 		return (*syncCmd).exportDoc
+	case "account":
+		return (*syncCmd).account
 	}
 	return nil
 }
@@ -203,10 +213,26 @@ func (c *syncCmd) edge() int {
 	return c.usage()
 }
 
+// account: account add [-school CODE] USER ROLE.
+func (c *syncCmd) account() int {
+	q, code := parseAccount(c.args, c.stderr)
+	if code != 0 {
+		return code
+	}
+	if err := cityadmin.PutAccount(c.ctx, c.st, q, c.now); err != nil {
+		return c.fail(err)
+	}
+	fmt.Fprintf(c.stdout, "account %s saved (%s)\n", q.User, q.Role)
+	return 0
+}
+
 // importDoc: import-roster CODE FILE.csv, import-timetable CODE FILE.csv
 // publish the school's document as a change edges pull.
 func (c *syncCmd) importDoc() int {
 	args := c.args
+	if len(args) == 4 && args[1] == "-preview" {
+		return c.previewDoc(strings.TrimPrefix(args[0], "import-"), args[2], args[3])
+	}
 	if len(args) != 3 {
 		return c.usage()
 	}
@@ -247,11 +273,35 @@ func (c *syncCmd) importDoc() int {
 	return 0
 }
 
+// previewDoc: import-roster|import-timetable|import-staff -preview CODE FILE prints what
+// the import would change, or its row errors (exit 1), applying nothing.
+func (c *syncCmd) previewDoc(kind, school, file string) int {
+	csv, err := os.ReadFile(file)
+	if err != nil {
+		return c.fail(err)
+	}
+	if _, err := c.st.School(c.ctx, school); err != nil {
+		return c.fail(fmt.Errorf("school %s: %w", school, err))
+	}
+	pv, _, err := cityadmin.PreviewImport(c.ctx, c.st, school, kind, csv)
+	if err != nil {
+		return c.fail(err)
+	}
+	printPreview(c.stdout, pv)
+	if len(pv.Errors) > 0 {
+		return c.fail(fmt.Errorf("%d row error(s); nothing applied", len(pv.Errors)))
+	}
+	return 0
+}
+
 // importStaff: import-staff CODE FILE.csv publishes the school's staff
 // list (StaffHeader). Initial secrets are hashed with argon2id here and
 // never stored in clear; edges apply the list at their next pull, and a
 // person left out of a new list can no longer sign in there.
 func (c *syncCmd) importStaff() int {
+	if len(c.args) == 4 && c.args[1] == "-preview" {
+		return c.previewDoc(schooldata.KindStaff, c.args[2], c.args[3])
+	}
 	if len(c.args) != 3 {
 		return c.usage()
 	}
@@ -335,7 +385,7 @@ func (c *syncCmd) exportRecords() int {
 	cw := csv.NewWriter(c.stdout)
 	cw.UseCRLF = true // what Excel writes, and what Notepad shows as lines
 	// The first six columns are the ones scripts read before names came.
-	_ = cw.Write([]string{"edge", "seq", "id", "kind", "edge_time", "received", "classroom", "student_id", "student", "session", "data"})
+	_ = cw.Write([]string{"edge", "seq", "id", "kind", "edge_time", "received", "classroom", "student_id", "student", "session", "data", "payload"})
 	const layout = "2006-01-02 15:04:05"
 	err = c.st.Records(c.ctx, school, func(r hub.StoredRecord) error {
 		var p struct {
@@ -351,7 +401,7 @@ func (c *syncCmd) exportRecords() int {
 			classroom = p.Classroom
 		}
 		return cw.Write([]string{r.Edge, strconv.FormatUint(r.Seq, 10), r.ID, r.Kind, time.UnixMilli(r.At).In(loc).Format(layout), r.Received.In(loc).Format(layout),
-			classroom, p.Student, pupils[p.Student], p.Session, string(p.Data)})
+			classroom, p.Student, pupils[p.Student], p.Session, string(p.Data), string(r.Payload)})
 	})
 	cw.Flush()
 	if err == nil {
@@ -446,11 +496,16 @@ func (c *syncCmd) latestChangeOf(school, kind string) ([]byte, error) {
 
 // hubHandler puts the sync API, /metrics and /healthz in front of the
 // catalogue handler.
-func hubHandler(reg *prometheus.Registry, catalogue, firmware http.Handler, st hub.Store, ca hub.Issuer, staff func(string) bool, log *slog.Logger) http.Handler {
+func hubHandler(reg *prometheus.Registry, catalogue, firmware, admin http.Handler, st hub.Store, ca hub.Issuer, staff func(string) bool, log *slog.Logger) http.Handler {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	srv := hub.NewServer(hub.Config{Store: st, CA: ca, Staff: staff, Logger: log.With("component", "sync"), Registry: reg})
 	mux := http.NewServeMux()
 	mux.Handle("/api/v1/sync/", srv)
+	if admin != nil {
+		mux.Handle("/api/v1/admin/", admin)
+		mux.Handle("/console/", admin)
+		mux.Handle("/console", admin)
+	}
 	// What the city holds for its schools is read and added to only by an
 	// enrolled edge (signed) or city staff: the catalogue, its bytes,
 	// uploads, firmware reports, releases and bundles.

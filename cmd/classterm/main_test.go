@@ -16,6 +16,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/campusedge/campusedge/classroom/pages"
+	"github.com/campusedge/campusedge/edge/api"
 	"github.com/campusedge/campusedge/edge/bintest"
 	"github.com/campusedge/campusedge/edge/certs"
 	"github.com/campusedge/campusedge/edge/certs/certstest"
@@ -51,9 +52,13 @@ func TestClasstermPairAndKiosk(t *testing.T) {
 	e := pairingtest.Start(t, pairingtest.Options{Console: pages.With(console.Handler()), Wrap: func(h http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if r.URL.Path == "/api/v1/classroom/current" {
-				mu.Lock()
-				polled[strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")] = true
-				mu.Unlock()
+				// The page sends the terminal's token as its HttpOnly
+				// screen cookie, never from web storage.
+				if c, err := r.Cookie(api.ScreenCookie); err == nil {
+					mu.Lock()
+					polled[c.Value] = true
+					mu.Unlock()
+				}
 			}
 			h.ServeHTTP(w, r)
 		})

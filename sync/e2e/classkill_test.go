@@ -207,7 +207,7 @@ func TestKill9AtClassStartLosesNoAck(t *testing.T) {
 				Question    struct{ ID string } `json:"question"`
 			} `json:"data"`
 		}
-		if json.Unmarshal([]byte(r[6]), &rec) != nil {
+		if json.Unmarshal([]byte(r[payloadColumn(t, rows[0])]), &rec) != nil {
 			continue
 		}
 		extra := map[string]string{"attendance.join": rec.Data.Participant, "quiz.answer": rec.Data.QuizID, "quiz.question": rec.Data.Question.ID}[rec.Kind]

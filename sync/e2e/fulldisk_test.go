@@ -282,7 +282,7 @@ func TestFullDiskRefusesRetryablyAndLosesNothing(t *testing.T) {
 				Event       string              `json:"event"`
 			} `json:"data"`
 		}
-		_ = json.Unmarshal([]byte(row[6]), &pl)
+		_ = json.Unmarshal([]byte(row[payloadColumn(t, rows[0])]), &pl)
 		got[pl.M] = true
 		if row[3] == "attendance.join" && pl.Data.Participant == pid {
 			joinAtHub = true
@@ -384,7 +384,7 @@ func TestHubDiskFullIsRetried(t *testing.T) {
 	got := map[string]bool{}
 	for _, row := range rows[1:] {
 		var pl struct{ M string }
-		_ = json.Unmarshal([]byte(row[6]), &pl)
+		_ = json.Unmarshal([]byte(row[payloadColumn(t, rows[0])]), &pl)
 		got[pl.M] = true
 	}
 	for i := range n {
@@ -392,4 +392,17 @@ func TestHubDiskFullIsRetried(t *testing.T) {
 			t.Fatalf("record h-%d never reached the hub", i)
 		}
 	}
+}
+
+// payloadColumn finds the column of cityhub export-records that holds each
+// record's whole payload.
+func payloadColumn(t *testing.T, header []string) int {
+	t.Helper()
+	for i, h := range header {
+		if strings.TrimPrefix(h, "\ufeff") == "payload" {
+			return i
+		}
+	}
+	t.Fatalf("export-records has no payload column: %q", header)
+	return 0
 }

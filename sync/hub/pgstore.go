@@ -53,7 +53,7 @@ func OpenPG(ctx context.Context, url string) (*PGStore, error) {
 		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", int64(pgLockKey)); err != nil {
 			return err
 		}
-		_, err := tx.Exec(ctx, pgSchema)
+		_, err := tx.Exec(ctx, pgSchema+pgStaffSchema)
 		return err
 	})
 	if err != nil {
@@ -153,13 +153,14 @@ func (s *PGStore) Enrol(ctx context.Context, hash []byte, e Edge, now time.Time)
 	return e, err
 }
 
-const edgeCols = "id, school, public_key, enrolled, revoked, acked"
+const edgeCols = "id, school, public_key, enrolled, revoked, acked, seen, version, cert_not_after"
 
 func scanEdge(r pgx.Row) (Edge, error) {
 	var e Edge
 	var acked int64
-	err := r.Scan(&e.ID, &e.School, &e.PublicKey, &e.Enrolled, &e.Revoked, &acked)
+	err := r.Scan(&e.ID, &e.School, &e.PublicKey, &e.Enrolled, &e.Revoked, &acked, &e.Seen, &e.Version, &e.CertNotAfter)
 	e.Acked = uint64(acked)
+	e.Seen, e.CertNotAfter = zeroEpoch(e.Seen), zeroEpoch(e.CertNotAfter)
 	return e, err
 }
 

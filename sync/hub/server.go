@@ -224,7 +224,31 @@ func (s *Server) authEdge(w http.ResponseWriter, r *http.Request, maxBody int64)
 		s.storeFailed(w, "the request", err)
 		return Edge{}, nil, false
 	}
+	s.noteSeen(r, e, now)
 	return e, body, true
+}
+
+// HeaderVersion is the software version an edge may send on its signed
+// calls; the city console lists it.
+const HeaderVersion = wire.HeaderVersion
+
+// seenPrecision bounds how often a busy edge's "last seen" is written:
+// the console needs minutes, not every batch.
+const seenPrecision = 30 * time.Second
+
+// noteSeen records the edge's call for the city console; a failure is only
+// logged, since sync itself does not depend on it.
+func (s *Server) noteSeen(r *http.Request, e Edge, now time.Time) {
+	v := r.Header.Get(HeaderVersion)
+	if len(v) > 64 {
+		v = v[:64]
+	}
+	if now.Sub(e.Seen) < seenPrecision && (v == "" || v == e.Version) {
+		return
+	}
+	if err := s.st.NoteEdge(r.Context(), e.ID, EdgeNote{Seen: now, Version: v}); err != nil {
+		s.log.Warn("note edge seen", "edge", e.ID, "err", err)
+	}
 }
 
 // Gate lets a request through to next only from an enrolled edge (signed
@@ -338,6 +362,9 @@ func (s *Server) cert(w http.ResponseWriter, r *http.Request, e Edge, body []byt
 	if leaf != nil {
 		if c, err := x509.ParseCertificate(leaf.Bytes); err == nil {
 			notAfter = c.NotAfter.UTC().Format(time.RFC3339)
+			if err := s.st.NoteEdge(r.Context(), e.ID, EdgeNote{CertNotAfter: c.NotAfter}); err != nil {
+				s.log.Warn("note edge certificate", "edge", e.ID, "err", err)
+			}
 			s.log.Info("edge certificate signed", "edge", e.ID, "school", e.School, "serial", c.SerialNumber.Text(16),
 				"dns", c.DNSNames, "ips", c.IPAddresses, "not_after", notAfter)
 		}

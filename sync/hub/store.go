@@ -49,6 +49,63 @@ type Edge struct {
 	Enrolled  time.Time `json:"enrolled"`
 	Revoked   bool      `json:"revoked"`
 	Acked     uint64    `json:"acked"`
+	// Seen is when the edge last made a signed call (kept to a minute's
+	// precision: see Server.signed), Version what it said it runs, and
+	// CertNotAfter the expiry of the last certificate the city CA signed
+	// for it; all zero until known.
+	Seen         time.Time `json:"seen"`
+	Version      string    `json:"version,omitempty"`
+	CertNotAfter time.Time `json:"cert_not_after"`
+}
+
+// EdgeNote is what the hub learnt about an edge; zero fields leave the
+// stored value as it is.
+type EdgeNote struct {
+	Seen         time.Time
+	Version      string
+	CertNotAfter time.Time
+}
+
+// EnrolToken is an enrolment token as the city lists it: never the
+// secret, only an ID derived from its hash.
+type EnrolToken struct {
+	ID      string    `json:"id"` // first 16 hex digits of the hash
+	School  string    `json:"school"`
+	Expires time.Time `json:"expires"`
+	UsedBy  string    `json:"used_by,omitempty"`
+}
+
+// Staff roles.
+const (
+	RoleCityAdmin     = "city_admin"     // everything
+	RoleSchoolAdmin   = "school_admin"   // its school's edges, tokens and imports
+	RoleContentEditor = "content_editor" // the catalogue
+)
+
+// ValidRole reports whether r is one of the staff roles.
+func ValidRole(r string) bool {
+	return r == RoleCityAdmin || r == RoleSchoolAdmin || r == RoleContentEditor
+}
+
+// Account is a city staff account. Hash is the encoded argon2id hash of
+// the password (never the password).
+type Account struct {
+	User     string    `json:"user"`
+	Role     string    `json:"role"`
+	School   string    `json:"school,omitempty"` // school admins only
+	Hash     string    `json:"hash,omitempty"`
+	Created  time.Time `json:"created"`
+	Disabled bool      `json:"disabled"`
+}
+
+// Session is a signed-in staff member (cookie) or a CLI's API key
+// (Kind "api"), found by the SHA-256 of its secret; it lives in the Store
+// so that every replica knows it.
+type Session struct {
+	Hash    []byte    `json:"-"`
+	User    string    `json:"user"`
+	Kind    string    `json:"kind"` // "cookie" or "api"
+	Expires time.Time `json:"expires"`
 }
 
 // StoredRecord is a record as the hub holds it.
@@ -101,7 +158,35 @@ type Store interface {
 	Records(ctx context.Context, school string, fn func(StoredRecord) error) error
 	PutChange(ctx context.Context, school, kind string, data []byte, now time.Time) (uint64, error)
 	Changes(ctx context.Context, school string, since uint64, limit int) ([]Change, error)
+
+	// NoteEdge records what the hub learnt about an enrolled edge.
+	NoteEdge(ctx context.Context, id string, n EdgeNote) error
+	// EnrolTokens lists the school's tokens ("" for all), newest expiry first.
+	EnrolTokens(ctx context.Context, school string) ([]EnrolToken, error)
+	// RevokeEnrolToken makes an unused token unusable; ErrNotFound if no
+	// token has that ID.
+	RevokeEnrolToken(ctx context.Context, id string) error
+
+	// PutAccount creates or replaces a staff account.
+	PutAccount(ctx context.Context, a Account) error
+	Account(ctx context.Context, user string) (Account, error)
+	Accounts(ctx context.Context) ([]Account, error)
+	CreateSession(ctx context.Context, s Session) error
+	// Session is the live session with that hash; ErrNotFound if none or
+	// expired.
+	Session(ctx context.Context, hash []byte, now time.Time) (Session, error)
+	DeleteSession(ctx context.Context, hash []byte) error
 	Close() error
+}
+
+// TokenID is the listed ID of a token hash.
+func TokenID(hash []byte) string {
+	const hexd = "0123456789abcdef"
+	out := make([]byte, 0, 16)
+	for _, b := range hash[:min(8, len(hash))] {
+		out = append(out, hexd[b>>4], hexd[b&15])
+	}
+	return string(out)
 }
 
 func u64s(v uint64) string {

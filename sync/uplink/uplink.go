@@ -27,6 +27,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 	"golang.org/x/time/rate"
 
+	"github.com/campusedge/campusedge/edge/buildinfo"
 	"github.com/campusedge/campusedge/edge/certs"
 	"github.com/campusedge/campusedge/sync/outbox"
 	"github.com/campusedge/campusedge/sync/wire"
@@ -630,6 +631,7 @@ func (u *Uplink) doSigned(ctx context.Context, method, pathQuery, contentType st
 		if body != nil {
 			req.Header.Set("Content-Type", contentType)
 		}
+		req.Header.Set(wire.HeaderVersion, buildinfo.Version) // for the city console
 		now := u.cfg.Outbox.Now().Add(time.Duration(u.offset.Load()) * time.Millisecond)
 		if err := wire.Sign(req, u.cfg.Identity, now, body); err != nil {
 			cancel()

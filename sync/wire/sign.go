@@ -17,7 +17,10 @@ import (
 // the signature covers method, path with query, time, nonce and the body's
 // SHA-256, so nothing of the request can be changed or replayed unnoticed.
 const (
-	HeaderEdge      = "X-Campusedge-Edge"
+	HeaderEdge = "X-Campusedge-Edge"
+	// HeaderVersion is the software version an edge reports on its sync
+	// calls (not signed: it is shown to city staff, not trusted).
+	HeaderVersion   = "X-Campusedge-Version"
 	HeaderTime      = "X-Campusedge-Time" // Unix milliseconds, edge clock corrected by the hub's
 	HeaderNonce     = "X-Campusedge-Nonce"
 	HeaderSignature = "X-Campusedge-Signature"

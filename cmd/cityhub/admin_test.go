@@ -1,0 +1,237 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/campusedge/campusedge/sync/outbox"
+	"github.com/campusedge/campusedge/sync/schooldata"
+	"github.com/campusedge/campusedge/sync/uplink"
+)
+
+// cli runs one cityhub command and returns its exit code, stdout, stderr.
+func cli(ctx context.Context, args ...string) (int, string, string) {
+	var out, errb bytes.Buffer
+	code := run(ctx, args, &out, &errb, nil)
+	return code, out.String(), errb.String()
+}
+
+// TestAdminCommandsWhileServing: with the default bbolt store held by a
+// serving hub, every admin command works through the hub's admin API
+// while a real edge (bbolt, outbox, uplink over pinned HTTPS) keeps
+// sending records and pulling changes: the edge sees no sync error, all
+// its records arrive, the imported roster reaches it, and the hub is the
+// same process throughout.
+func TestAdminCommandsWhileServing(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), 90*time.Second)
+	defer cancel()
+	data := t.TempDir()
+	type addrs struct{ plain, tls net.Addr }
+	ready := make(chan addrs, 1)
+	served := make(chan int, 1)
+	sctx, stop := context.WithCancel(ctx)
+	defer stop()
+	var hubLog bytes.Buffer
+	var hubMu sync.Mutex
+	go func() {
+		served <- run(sctx, []string{"-data", data, "-listen", "127.0.0.1:0"}, io.Discard, lockedWriter{&hubMu, &hubLog},
+			func(p, s net.Addr) { ready <- addrs{p, s} })
+	}()
+	var a addrs
+	select {
+	case a = <-ready:
+	case code := <-served:
+		t.Fatalf("hub exited %d", code)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			hubMu.Lock()
+			t.Logf("hub log:\n%s", hubLog.String())
+			hubMu.Unlock()
+		}
+	})
+
+	mustCLI := func(args ...string) string {
+		t.Helper()
+		code, out, errs := cli(ctx, append([]string{"-data", data}, args...)...)
+		if code != 0 {
+			t.Fatalf("cityhub %v: exit %d: %s", args, code, errs)
+		}
+		return out
+	}
+	// The store is locked: this goes through the API.
+	mustCLI("school", "add", "north", "North Middle")
+	tok := strings.TrimSpace(mustCLI("enrol-token", "north"))
+
+	db, err := bolt.Open(filepath.Join(t.TempDir(), "edge.db"), 0o600, &bolt.Options{Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if err := db.Update(func(tx *bolt.Tx) error { return errors.Join(outbox.Migrate(tx), uplink.Migrate(tx)) }); err != nil {
+		t.Fatal(err)
+	}
+	ob := outbox.New(outbox.Config{DB: db})
+	defer ob.Close()
+	_, priv, _ := ed25519.GenerateKey(rand.Reader)
+	key := edgeKey{priv}
+	hubURL := "https://" + a.tls.String()
+	if _, err := uplink.Enrol(ctx, db, nil, hubURL, tok, key, nil); err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var roster []byte
+	up := uplink.New(uplink.Config{Hub: hubURL, DB: db, Outbox: ob, Identity: key, PullEvery: 100 * time.Millisecond,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Apply: func(_ *bolt.Tx, kind string, d []byte) error {
+			mu.Lock()
+			defer mu.Unlock()
+			if kind == schooldata.KindRoster {
+				roster = bytes.Clone(d)
+			}
+			return nil
+		}})
+	uctx, ustop := context.WithCancel(ctx)
+	defer ustop()
+	go up.Run(uctx)
+
+	// Sync traffic: 300 records over ~3 s, while the commands run; the
+	// status is watched for any error the whole time.
+	const records = 300
+	var syncErrs []string
+	trafficDone := make(chan struct{})
+	go func() {
+		defer close(trafficDone)
+		for i := 0; i < records; i++ {
+			if _, err := ob.Append(ctx, "attendance.mark", []byte(`{"n":1}`)); err != nil {
+				syncErrs = append(syncErrs, err.Error())
+				return
+			}
+			if st, _ := up.Status(); st.LastError != "" {
+				syncErrs = append(syncErrs, st.LastError)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}()
+
+	if out := mustCLI("school", "list"); !strings.Contains(out, "north\tNorth Middle") {
+		t.Errorf("school list: %q", out)
+	}
+	bad := filepath.Join(t.TempDir(), "bad.csv")
+	good := filepath.Join(t.TempDir(), "good.csv")
+	os.WriteFile(bad, []byte("student_id,name,homeroom,groups\ns1,,7A,\n"), 0o600)
+	os.WriteFile(good, []byte("student_id,name,homeroom,groups\ns1,Wang Fang,7A,\ns2,Li Lei,7B,\n"), 0o600)
+	if code, out, _ := cli(ctx, "-data", data, "import-roster", "-preview", "north", bad); code != 1 || !strings.Contains(out, "error: row 2, column name") {
+		t.Errorf("preview of a bad roster: exit %d, %q", code, out)
+	}
+	if out := mustCLI("import-roster", "-preview", "north", good); !strings.Contains(out, "2 rows: 2 added, 0 removed") {
+		t.Errorf("preview: %q", out)
+	}
+	if out := mustCLI("import-roster", "north", good); !strings.Contains(out, "imported as change 1") {
+		t.Errorf("import: %q", out)
+	}
+	t.Setenv("CITYHUB_PASSWORD", "a long enough password")
+	mustCLI("account", "add", "-school", "north", "li", "school_admin")
+	if out := mustCLI("enrol-token", "north"); !strings.Contains(out, "~") {
+		t.Errorf("second token %q", out)
+	}
+	<-trafficDone
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		st, _ := up.Status()
+		mu.Lock()
+		got := roster
+		mu.Unlock()
+		if st.AckedSeq == records && got != nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("edge status %+v, roster %q", st, got)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if out := mustCLI("edge", "list"); !strings.Contains(out, "acked=300") || !strings.Contains(out, "health=ok") {
+		t.Errorf("edge list: %q", out)
+	}
+	if len(syncErrs) > 0 {
+		t.Errorf("sync errors during admin commands: %q", syncErrs)
+	}
+	var r schooldata.Roster
+	mu.Lock()
+	_ = json.Unmarshal(roster, &r)
+	mu.Unlock()
+	if len(r.Students) != 2 {
+		t.Errorf("edge's roster %+v", r)
+	}
+	// From "another machine": -hub over HTTPS, pinned, with the staff token.
+	staffTok, err := os.ReadFile(filepath.Join(data, "staff-token"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv(apiKeyEnv, strings.TrimSpace(string(staffTok)))
+	pin := mustCLI("tls-pin")
+	if code, out, errs := cli(ctx, "-hub", hubURL, "-hub-pin", strings.TrimSpace(pin), "school", "list"); code != 0 || !strings.Contains(out, "north\tNorth Middle") {
+		t.Errorf("school list through -hub: exit %d %q %s", code, out, errs)
+	}
+	if code, _, errs := cli(ctx, "-hub", hubURL, "-hub-pin", "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=", "school", "list"); code != 1 || !strings.Contains(errs, "pin") {
+		t.Errorf("a wrong pin: exit %d %s", code, errs)
+	}
+	t.Setenv(apiKeyEnv, "not-a-key")
+	if code, _, errs := cli(ctx, "-hub", hubURL, "-hub-pin", strings.TrimSpace(pin), "school", "list"); code != 1 || !strings.Contains(errs, "unauthenticated") {
+		t.Errorf("a wrong key: exit %d %s", code, errs)
+	}
+	select {
+	case code := <-served:
+		t.Fatalf("the hub stopped (exit %d) during the commands", code)
+	default:
+	}
+	stop()
+	if code := <-served; code != 0 {
+		t.Fatalf("hub exit %d", code)
+	}
+}
+
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  io.Writer
+}
+
+func (l lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}
+
+// TestPreviewOnTheStore: with no hub running, import -preview works on the
+// store itself and applies nothing.
+func TestPreviewOnTheStore(t *testing.T) {
+	ctx := t.Context()
+	data := t.TempDir()
+	if code, _, errs := cli(ctx, "-data", data, "school", "add", "n", "North"); code != 0 {
+		t.Fatal(errs)
+	}
+	good := filepath.Join(t.TempDir(), "good.csv")
+	os.WriteFile(good, []byte("student_id,name,homeroom,groups\ns1,Wang Fang,7A,\n"), 0o600)
+	code, out, errs := cli(ctx, "-data", data, "import-roster", "-preview", "n", good)
+	if code != 0 || !strings.Contains(out, "1 rows: 1 added") {
+		t.Fatalf("preview: %d %q %s", code, out, errs)
+	}
+	if code, _, errs := cli(ctx, "-data", data, "export-roster", "n"); code != 1 || !strings.Contains(errs, "no roster imported") {
+		t.Fatalf("the preview applied something: %d %s", code, errs)
+	}
+}

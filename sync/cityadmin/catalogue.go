@@ -1,0 +1,82 @@
+package cityadmin
+
+import (
+	"errors"
+	"net/http"
+	"strings"
+
+	"github.com/campusedge/campusedge/edge/httpapi"
+	"github.com/campusedge/campusedge/edge/media"
+	"github.com/campusedge/campusedge/sync/catalog"
+)
+
+func (a *API) listCatalogue(w http.ResponseWriter, r *http.Request, _ Principal) {
+	if a.cat == nil {
+		httpapi.WriteError(w, http.StatusNotImplemented, "no_catalogue", "this hub serves no catalogue")
+		return
+	}
+	items := []media.Item{}
+	var since uint64
+	for len(items) < maxCatalogue {
+		ch, err := a.cat.Changes(since, media.MaxPageItems)
+		if err != nil {
+			a.storeErr(w, "catalogue", err)
+			return
+		}
+		items = append(items, ch.Items...)
+		if !ch.More {
+			break
+		}
+		if since, err = media.ParseCursor(ch.Next); err != nil {
+			a.storeErr(w, "catalogue", err)
+			return
+		}
+	}
+	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"items": items})
+}
+
+// ItemEdit changes an item's descriptive fields; nil fields stay.
+type ItemEdit struct {
+	Title   *string `json:"title"`
+	Subject *string `json:"subject"`
+	Grade   *string `json:"grade"`
+}
+
+func (a *API) editItem(w http.ResponseWriter, r *http.Request, p Principal) {
+	if a.cat == nil {
+		httpapi.WriteError(w, http.StatusNotImplemented, "no_catalogue", "this hub serves no catalogue")
+		return
+	}
+	var req ItemEdit
+	if !httpapi.DecodeJSON(w, r, maxJSONBody, &req) {
+		return
+	}
+	id := r.PathValue("id")
+	it, err := a.cat.Get(id)
+	if err != nil {
+		if errors.Is(err, catalog.ErrNotFound) {
+			httpapi.WriteError(w, http.StatusNotFound, "not_found", err.Error())
+			return
+		}
+		a.storeErr(w, "item "+id, err)
+		return
+	}
+	for _, f := range []struct {
+		v   *string
+		dst *string
+	}{{req.Title, &it.Title}, {req.Subject, &it.Subject}, {req.Grade, &it.Grade}} {
+		if f.v != nil {
+			*f.dst = strings.TrimSpace(*f.v)
+		}
+	}
+	saved, err := a.cat.Put(it)
+	if errors.Is(err, media.ErrInvalid) {
+		httpapi.WriteError(w, http.StatusBadRequest, "invalid_item", err.Error())
+		return
+	} else if err != nil {
+		a.storeErr(w, "item "+id, err)
+		return
+	}
+	a.log.Info("catalogue item edited", "id", id, "by", p.User)
+	httpapi.WriteJSON(w, http.StatusOK, saved)
+}

@@ -1,0 +1,297 @@
+// city.js: the city console. Plain JS, no build step, nothing loaded from
+// elsewhere (a city office may have no internet). The session is an
+// HttpOnly cookie the page never sees; every call goes to the admin API
+// of whichever cityhub replica answers, since all state is in the store.
+"use strict";
+
+(() => {
+  const { t } = window.cityI18n;
+  const byId = (id) => document.getElementById(id);
+  let me = null;
+  let schools = [];
+  let current = ""; // the open tab
+
+  // el builds an element: "on…" attributes are listeners, kids appended.
+  function el(tag, attrs, ...kids) {
+    const e = document.createElement(tag);
+    for (const [k, v] of Object.entries(attrs || {})) {
+      if (k.startsWith("on")) e.addEventListener(k.slice(2), v); else if (v !== undefined && v !== null && v !== false) e.setAttribute(k, v);
+    }
+    for (const k of kids) if (k !== undefined && k !== null) e.append(k);
+    return e;
+  }
+
+  // esc makes text safe inside HTML text and quoted attributes.
+  const escMap = { "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" };
+  const esc = (s) => String(s).replace(/[&<>"']/g, (c) => escMap[c]);
+
+  // api calls the admin API; a non-2xx answer rejects with its message
+  // (and the JSON, for a refused import's preview).
+  async function api(method, path, body, type) {
+    const headers = {};
+    if (body !== undefined) headers["Content-Type"] = type || "application/json";
+    const res = await fetch("/api/v1/admin" + path, { method, headers, credentials: "same-origin",
+      body: body === undefined ? undefined : (type ? body : JSON.stringify(body)) });
+    const data = res.status === 204 ? {} : await res.json().catch(() => ({}));
+    if (!res.ok) {
+      const err = new Error((data.error && data.error.message) || res.statusText);
+      err.status = res.status;
+      err.data = data;
+      throw err;
+    }
+    return data;
+  }
+
+  function showError(e) {
+    byId("error").textContent = e ? e.message : "";
+    if (e && e.status === 401) signedOut();
+  }
+
+  // when formats an RFC 3339 time with one formatter per language: a
+  // province's list has thousands (toLocaleString builds one each call).
+  const formatters = {};
+  function when(iso) {
+    if (!iso || iso.startsWith("0001")) return t("never");
+    const l = window.cityI18n.lang();
+    formatters[l] = formatters[l] || new Intl.DateTimeFormat(l, { dateStyle: "short", timeStyle: "medium" });
+    return formatters[l].format(new Date(iso));
+  }
+
+  function signedOut() {
+    me = null;
+    schoolsLoaded = false;
+    current = "";
+    byId("app").hidden = true;
+    byId("signout").hidden = true;
+    byId("signin").hidden = false;
+    byId("who").textContent = "";
+  }
+
+  async function signedIn(p) {
+    me = p;
+    byId("signin").hidden = true;
+    byId("app").hidden = false;
+    byId("signout").hidden = false;
+    byId("who").textContent = p.user + " · " + t(p.role) + (p.school ? " · " + p.school : "");
+    for (const e of document.querySelectorAll("[data-roles]")) e.hidden = !e.dataset.roles.split(" ").includes(p.role);
+    const first = document.querySelector("#tabs button:not([hidden])");
+    const keep = current && !document.querySelector('#tabs button[data-tab="' + current + '"]').hidden;
+    if (keep) await openTab(current); else if (first) await openTab(first.dataset.tab);
+  }
+
+  async function openTab(name) {
+    current = name;
+    window.cityTabDone = "";
+    for (const b of document.querySelectorAll("#tabs button")) b.classList.toggle("active", b.dataset.tab === name);
+    // A hidden province-sized list is dropped, not kept: showing it again
+    // would lay out thousands of stale rows before the fresh ones arrive.
+    if (name !== "edges") byId("edges").replaceChildren();
+    for (const s of document.querySelectorAll(".tab")) s.hidden = s.id !== name + "-panel";
+    showError(null);
+    try {
+      if (me.role !== "content_editor" && (name === "schools" || !schoolsLoaded)) await loadSchools();
+      await ({ schools: renderSchools, edges: loadEdges, tokens: loadTokens, imports: async () => {}, catalog: loadCatalog, firmware: loadFirmware, accounts: loadAccounts })[name]();
+    } catch (e) { showError(e); }
+    window.cityTabDone = name; // page tests and timings wait for it
+  }
+
+  let schoolsLoaded = false;
+  async function loadSchools() {
+    schools = (await api("GET", "/schools")).schools;
+    schoolsLoaded = true;
+    for (const sel of document.querySelectorAll(".school-select")) {
+      const keep = sel.value;
+      sel.replaceChildren();
+      if (sel.dataset.all) sel.append(el("option", { value: "" }, t("all")));
+      if (sel.dataset.none) sel.append(el("option", { value: "" }, t("none")));
+      for (const s of schools) sel.append(el("option", { value: s.code }, s.code + " — " + s.name));
+      if ([...sel.options].some((o) => o.value === keep)) sel.value = keep;
+    }
+  }
+
+  async function renderSchools() {
+    const es = (await api("GET", "/edges")).edges;
+    const rows = schools.map((s) => {
+      const mine = es.filter((e) => e.school === s.code);
+      return el("tr", { "data-school": s.code }, el("td", {}, s.code), el("td", {}, s.name),
+        el("td", {}, String(mine.length)), el("td", {}, String(mine.filter((e) => e.online).length)));
+    });
+    byId("schools").replaceChildren(...rows);
+  }
+
+  // loadEdges renders the edges list; a province's thousands of rows are
+  // built off-document and inserted once.
+  async function loadEdges() {
+    const school = byId("edges-school").value;
+    const t0 = performance.now();
+    const res = await api("GET", "/edges" + (school ? "?school=" + encodeURIComponent(school) : ""));
+    const t1 = performance.now();
+    // One HTML string parsed at once: for thousands of rows the parser is
+    // several times faster than building each element (every value escaped).
+    const html = [];
+    for (const e of res.edges) {
+      const cert = (!e.cert_not_after || e.cert_not_after.startsWith("0001")) ? "—" : when(e.cert_not_after);
+      html.push('<div class="row" data-edge="', esc(e.id), '" data-health="', esc(e.health), '"><span class="mono">', esc(e.id),
+        "</span><span>", esc(e.school), '</span><span><span class="pill h-', esc(e.health), '">', esc(t("h_" + e.health)),
+        "</span></span><span>", esc(when(e.seen)), "</span><span>", String(e.acked), "</span><span>", esc(e.version || "—"),
+        "</span><span>", esc(cert), "</span><span>",
+        e.revoked ? esc(t("revoked")) : '<button data-revoke="' + esc(e.id) + '">' + esc(t("revoke")) + "</button>", "</span></div>");
+    }
+    const t2 = performance.now();
+    byId("edges").innerHTML = html.join("");
+    window.cityEdgesTiming = [t1 - t0, t2 - t1, performance.now() - t2];
+    const h = res.health || {};
+    byId("edges-summary").textContent = t("summary", res.edges.length, h.ok || 0, h.offline || 0, h.never_seen || 0);
+    window.cityEdgesRendered = res.edges.length; // for page timing
+  }
+
+  async function revokeEdge(id) {
+    if (!confirm(t("confirmrevoke", id))) return;
+    try { await api("POST", "/edges/" + encodeURIComponent(id) + "/revoke"); await loadEdges(); } catch (e) { showError(e); }
+  }
+
+  async function loadTokens() {
+    const school = byId("token-school").value;
+    if (!school) { byId("tokens").replaceChildren(); return; }
+    const res = await api("GET", "/schools/" + encodeURIComponent(school) + "/tokens");
+    byId("tokens").replaceChildren(...res.tokens.map((tk) => el("tr", { "data-token": tk.id },
+      el("td", { class: "mono" }, tk.id), el("td", {}, when(tk.expires)), el("td", {}, tk.used_by || "—"),
+      el("td", {}, tk.used_by ? "" : el("button", { onclick: () => revokeToken(school, tk.id) }, t("revoke"))))));
+  }
+
+  async function revokeToken(school, id) {
+    try { await api("POST", "/schools/" + encodeURIComponent(school) + "/tokens/" + id + "/revoke"); await loadTokens(); } catch (e) { showError(e); }
+  }
+
+  async function issueToken(ev) {
+    ev.preventDefault();
+    try {
+      const school = byId("token-school").value;
+      const tk = await api("POST", "/schools/" + encodeURIComponent(school) + "/tokens", { ttl_hours: +byId("token-ttl").value });
+      byId("token-out").textContent = tk.token;
+      byId("token-qr").src = tk.qr;
+      byId("token-new").hidden = false;
+      await loadTokens();
+    } catch (e) { showError(e); }
+  }
+
+  let previewed = null; // the CSV the last good preview was of
+  async function runImport(apply) {
+    const school = byId("import-school").value, kind = byId("import-kind").value, csv = byId("import-csv").value;
+    const out = byId("import-result");
+    byId("import-apply").disabled = true;
+    out.className = "";
+    let pv;
+    try {
+      pv = await api("POST", "/schools/" + encodeURIComponent(school) + "/imports/" + kind + (apply ? "?apply=true" : ""), csv, "text/csv");
+    } catch (e) {
+      if (!e.data || !e.data.preview) { showError(e); return; }
+      pv = e.data.preview;
+    }
+    byId("import-errors").replaceChildren(...pv.errors.map((r) => el("tr", {}, el("td", {}, String(r.row)), el("td", {}, r.column || ""), el("td", {}, r.message))));
+    byId("import-errors-table").hidden = pv.errors.length === 0;
+    byId("import-diff").replaceChildren(...pv.sample.map((d) => el("tr", { "data-op": d.op }, el("td", {}, t("op_" + d.op)), el("td", { class: "mono" }, d.key),
+      el("td", { class: "mono" }, d.from || ""), el("td", { class: "mono" }, d.to || ""))));
+    byId("import-diff-table").hidden = pv.sample.length === 0;
+    if (pv.errors.length) {
+      out.className = "error";
+      out.textContent = t("previewbad", pv.errors.length);
+      previewed = null;
+    } else if (pv.applied) {
+      out.className = "ok";
+      out.textContent = t("applied", pv.change);
+      previewed = null;
+    } else {
+      out.textContent = t("previewok", pv.rows, pv.added, pv.removed, pv.changed, pv.unchanged);
+      previewed = csv;
+      byId("import-apply").disabled = false;
+    }
+  }
+
+  async function loadCatalog() {
+    const items = (await api("GET", "/catalog")).items;
+    const frag = document.createDocumentFragment();
+    for (const it of items) {
+      const f = (k) => el("input", { "data-field": k, value: it[k] || "" });
+      const tr = el("tr", { "data-item": it.id }, el("td", { class: "mono" }, it.id), el("td", {}, f("title")), el("td", {}, f("subject")), el("td", {}, f("grade")));
+      const status = el("span");
+      tr.append(el("td", {}, el("button", { onclick: async () => {
+        const body = {};
+        for (const i of tr.querySelectorAll("input")) body[i.dataset.field] = i.value;
+        try { await api("PATCH", "/catalog/" + encodeURIComponent(it.id), body); status.textContent = " " + t("saved"); } catch (e) { showError(e); }
+      } }, t("save")), status));
+      frag.append(tr);
+    }
+    byId("catalog").replaceChildren(frag);
+  }
+
+  async function loadFirmware() {
+    const rels = (await api("GET", "/firmware")).releases;
+    byId("firmware").replaceChildren(...rels.map((r) => {
+      const set = async (pct) => {
+        try {
+          await api("POST", "/firmware/" + encodeURIComponent(r.target) + "/" + encodeURIComponent(r.version) + "/rollout", { channel: r.channel, rollout_percent: pct });
+          await loadFirmware();
+        } catch (e) { showError(e); }
+      };
+      return el("tr", { "data-release": r.target + "/" + r.version, "data-rollout": r.rollout_percent },
+        el("td", {}, r.target), el("td", { class: "mono" }, r.version), el("td", {}, r.channel),
+        el("td", {}, r.rollout_percent + " %"), el("td", {}, r.updated + " / " + r.edges), el("td", {}, String(r.failing)),
+        el("td", {}, r.next_wave ? el("button", { "data-act": "next", onclick: () => set(r.next_wave) }, t("nextwave", r.next_wave)) : null, " ",
+          r.rollout_percent > 0 ? el("button", { "data-act": "stop", onclick: () => set(0) }, t("stop")) : null));
+    }));
+  }
+
+  async function loadAccounts() {
+    const as = (await api("GET", "/accounts")).accounts;
+    byId("accounts").replaceChildren(...as.map((a) => el("tr", { "data-user": a.user }, el("td", {}, a.user), el("td", {}, t(a.role)), el("td", {}, a.school || ""))));
+  }
+
+  document.addEventListener("DOMContentLoaded", async () => {
+    window.cityI18n.apply();
+    byId("plain-http").hidden = location.protocol === "https:";
+    byId("lang").value = window.cityI18n.lang();
+    byId("lang").addEventListener("change", (ev) => { window.cityI18n.set(ev.target.value); if (me) signedIn(me); });
+    byId("signin-form").addEventListener("submit", async (ev) => {
+      ev.preventDefault();
+      byId("signin-error").textContent = "";
+      try {
+        await signedIn(await api("POST", "/login", { user: byId("user").value, password: byId("password").value }));
+        byId("password").value = "";
+      } catch (e) { byId("signin-error").textContent = e.status === 401 ? t("badlogin") : e.message; }
+    });
+    byId("signout").addEventListener("click", async () => { try { await api("POST", "/logout"); } catch (e) { /* gone already */ } signedOut(); });
+    for (const b of document.querySelectorAll("#tabs button")) b.addEventListener("click", () => openTab(b.dataset.tab));
+    byId("school-form").addEventListener("submit", async (ev) => {
+      ev.preventDefault();
+      try {
+        await api("POST", "/schools", { code: byId("school-code").value.trim(), name: byId("school-name").value.trim() });
+        byId("school-code").value = ""; byId("school-name").value = "";
+        await loadSchools(); await renderSchools();
+      } catch (e) { showError(e); }
+    });
+    byId("edges-school").addEventListener("change", () => loadEdges().catch(showError));
+    byId("edges-refresh").addEventListener("click", () => loadEdges().catch(showError));
+    // One listener for the whole list's revoke buttons.
+    byId("edges").addEventListener("click", (ev) => { const id = ev.target.dataset && ev.target.dataset.revoke; if (id) revokeEdge(id); });
+    byId("token-school").addEventListener("change", () => loadTokens().catch(showError));
+    byId("token-form").addEventListener("submit", issueToken);
+    byId("import-file").addEventListener("change", async (ev) => {
+      const f = ev.target.files[0];
+      if (f) { byId("import-csv").value = await f.text(); byId("import-apply").disabled = true; }
+    });
+    byId("import-csv").addEventListener("input", () => { byId("import-apply").disabled = true; });
+    byId("import-preview").addEventListener("click", () => runImport(false));
+    byId("import-apply").addEventListener("click", () => { if (previewed === byId("import-csv").value) runImport(true); });
+    byId("account-form").addEventListener("submit", async (ev) => {
+      ev.preventDefault();
+      try {
+        await api("POST", "/accounts", { user: byId("acc-user").value, password: byId("acc-password").value,
+          role: byId("acc-role").value, school: byId("acc-role").value === "school_admin" ? byId("acc-school").value : "" });
+        byId("acc-password").value = "";
+        await loadAccounts();
+      } catch (e) { showError(e); }
+    });
+    try { await signedIn(await api("GET", "/me")); } catch (e) { signedOut(); }
+  });
+})();
