@@ -125,6 +125,9 @@ type cascades struct {
 	roots func() *x509.CertPool
 	// stageOf is the classroom on stage in a session here.
 	stageOf func(sessionID string) string
+	// state keeps each session's upstream (with its token: the pull needs
+	// it again after a restart) across a restart; nil: memory only.
+	state stateStore
 
 	mu        sync.Mutex
 	bySession map[string]*upstream
@@ -525,6 +528,13 @@ func (c *cascades) putUpstream(w http.ResponseWriter, r *http.Request) {
 		session.WriteError(w, err)
 		return
 	}
+	if c.state != nil {
+		if err := c.state.Put(id, docUpstream, "", req); err != nil {
+			c.log.Error("cascade upstream not stored", "session", id, "err", err)
+			httpapi.WriteError(w, http.StatusServiceUnavailable, CodeNotSaved, "the upstream could not be stored (is the data disk full? GET /healthz); nothing changed, PUT it again: "+err.Error())
+			return
+		}
+	}
 	c.log.Info("cascade: session takes its lesson from another edge", "session", id, "url", req.URL)
 	st := c.start(id, req)
 	c.stageChanged(id, c.stageOf(id))
@@ -554,6 +564,13 @@ func (c *cascades) deleteUpstream(w http.ResponseWriter, r *http.Request) {
 	if !c.stop(id) {
 		httpapi.WriteError(w, http.StatusNotFound, "not_found", "this session has no upstream")
 		return
+	}
+	if c.state != nil {
+		if err := c.state.Delete(id, docUpstream, ""); err != nil {
+			// The pull has stopped; a restart before the next write would
+			// start it again, which the admin stops again.
+			c.log.Warn("cascade upstream removed but its stored copy not", "session", id, "err", err)
+		}
 	}
 	w.WriteHeader(http.StatusNoContent)
 }

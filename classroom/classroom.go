@@ -24,6 +24,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/campusedge/campusedge/classroom/attendance"
+	"github.com/campusedge/campusedge/classroom/livestate"
 	"github.com/campusedge/campusedge/classroom/pages"
 	"github.com/campusedge/campusedge/classroom/recorder"
 	"github.com/campusedge/campusedge/classroom/session"
@@ -65,6 +66,13 @@ type Config struct {
 	// given without a pin (the system's plus the city root, so that two
 	// city-signed edges trust each other); nil means the system's.
 	UpstreamRoots func() *x509.CertPool
+	// LiveState keeps sessions, stage, hands, mutes, quizzes and presence
+	// across a restart (resume.go): Mount resumes what it holds. nil keeps
+	// live state in memory only (a restart ends every class).
+	LiveState *livestate.Store
+	// ReconnectGrace is how long a vanished classroom has to come back
+	// before its leave is recorded (0: DefaultReconnectGrace).
+	ReconnectGrace time.Duration
 	// Location and Language are the school's: recorded lessons are titled
 	// with the date in them (nil: the host's zone; "": English).
 	Location *time.Location
@@ -111,6 +119,9 @@ func Mount(cfg Config) (*Live, error) {
 	l.cascades = &cascades{sfu: s, sessions: sessions, log: cfg.Logger, edgeID: cfg.EdgeID, isAdmin: cfg.IsAdmin,
 		roots: cfg.UpstreamRoots, stageOf: l.control.stageOf, bySession: map[string]*upstream{}}
 	l.control.interaction, l.control.cascades = l.interaction, l.cascades
+	if cfg.ReconnectGrace > 0 {
+		l.interaction.grace = cfg.ReconnectGrace
+	}
 	sessions.OnEnd(func(id string) {
 		l.log.Info("session ended; closing its media", "session", id)
 		l.control.ended(id)
@@ -118,6 +129,12 @@ func Mount(cfg Config) (*Live, error) {
 		s.CloseRoom(id)
 		l.interaction.sessionEnded(id)
 	})
+	if cfg.LiveState != nil {
+		l.control.state, l.interaction.state, l.cascades.state = cfg.LiveState, cfg.LiveState, cfg.LiveState
+		if err := l.restore(cfg.LiveState, l.interaction.grace); err != nil {
+			return nil, fmt.Errorf("live classes: %w", err)
+		}
+	}
 	l.recordings.Register(cfg.Server, cfg.IsAdmin)
 	l.interaction.register(cfg.Server)
 	cfg.Server.HandleControl(l.control)
@@ -150,8 +167,8 @@ func (l *Live) registerMetrics(reg *prometheus.Registry) {
 	l.registerLiveGauges(reg) // gauges.go
 }
 
-// Close stops every cascade and ends all media (sessions are in memory and
-// go with the process).
+// Close stops every cascade and ends all media. Sessions kept in LiveState
+// resume at the next start; without it they go with the process.
 func (l *Live) Close() {
 	l.cascades.stopAll()
 	l.SFU.Close()

@@ -59,7 +59,8 @@ type control struct {
 	edgeID      string // sent in the welcome
 	interaction *interaction
 	cascades    *cascades
-	budgets     *budgets // control connections per token (limits.go)
+	state       stateStore // stage, hands, mutes across a restart (resume.go); nil: memory only
+	budgets     *budgets   // control connections per token (limits.go)
 
 	mu      sync.Mutex
 	classes map[string]*class // by session id
@@ -277,9 +278,9 @@ func (p *participant) Closed() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.joined {
-		// Also a terminal that vanished: noticed here. Nobody waits for an
-		// answer; a failure is logged and counted by record.
-		_ = p.ctl.interaction.left(p, "disconnected")
+		// Also a terminal that vanished: noticed here. Its leave waits out
+		// the reconnect grace: a room back within it reconnected.
+		p.ctl.interaction.disconnected(p)
 	}
 	p.leaveLocked()
 	p.log.Info("control connection closed")

@@ -189,6 +189,9 @@ func (p *participant) hand(hdr ctlwire.Header, m *Hand) error {
 		delete(c.hands, target)
 	}
 	c.mu.Unlock()
+	if err := ctl.saveClass(c); err != nil {
+		return err // sent again, the same hand gives the same state
+	}
 	p.ack(hdr)
 	ctl.broadcast(c)
 	ctl.interaction.handChanged(g.SessionID, target, m.Raised)
@@ -223,6 +226,9 @@ func (p *participant) stage(hdr ctlwire.Header, m *Stage) error {
 	}
 	stage := c.stage
 	c.mu.Unlock()
+	if err := ctl.saveClass(c); err != nil {
+		return err
+	}
 	p.log.Info("stage", "classroom", m.Classroom, "on", m.On)
 	ctl.sfu.Resync(g.SessionID)
 	ctl.cascades.stageChanged(g.SessionID, stage)
@@ -257,6 +263,9 @@ func (p *participant) mute(hdr ctlwire.Header, m *Mute) error {
 		delete(c.muted, m.Classroom)
 	}
 	c.mu.Unlock()
+	if err := ctl.saveClass(c); err != nil {
+		return err
+	}
 	ctl.sfu.SetMuted(g.SessionID, sourceOf(m.Classroom), m.Muted)
 	p.ack(hdr)
 	ctl.broadcast(c)

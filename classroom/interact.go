@@ -61,8 +61,30 @@ type interaction struct {
 	recordErrors prometheus.Counter     // records that could not be stored
 	budgets      *budgets               // durable records per token per minute (limits.go)
 
+	// state keeps quizzes, answers, hands, marks and presence across a
+	// restart (resume.go); nil: memory only. grace is how long a vanished
+	// classroom has to come back before its leave is recorded.
+	state stateStore
+	grace time.Duration
+
 	mu        sync.Mutex
 	bySession map[string]*sessionInteract
+	// pending are the leaves waiting out the grace, by leaveKey.
+	pending map[string]*pendingLeave
+}
+
+// pendingLeave is a classroom role whose connection ended (or whose edge
+// restarted): its leave is recorded when the grace runs out, unless the
+// same role of the same classroom joins again first (a reconnect).
+type pendingLeave struct {
+	session, classroom, participant, reason string
+	role                                    session.Role
+	at                                      time.Time
+	timer                                   *time.Timer
+}
+
+func leaveKey(sessionID string, role session.Role, cid string) string {
+	return sessionID + "\x1f" + string(role) + "\x1f" + cid
 }
 
 type sessionInteract struct {
@@ -80,6 +102,7 @@ type sessionInteract struct {
 	// assistants are the assistant tokens minted for signed-in assistants,
 	// by classroom and staff id: each person gets their own.
 	assistants map[string]string
+	nextSeq    int // push order of the next quiz (stored with it)
 }
 
 // liveQuiz is one pushed quiz and its throttled results.
@@ -87,6 +110,8 @@ type liveQuiz struct {
 	session  string
 	tally    *quiz.Tally
 	audience string // "" = every classroom (master's quiz), else one classroom
+	pushedAt time.Time
+	seq      int
 
 	mu      sync.Mutex
 	pending bool
@@ -101,6 +126,7 @@ type liveQuiz struct {
 
 func newInteraction(sessions *session.Manager, store LearningStore, roster *attendance.Source, log *slog.Logger) *interaction {
 	return &interaction{sessions: sessions, log: log, store: store, roster: roster, bySession: map[string]*sessionInteract{}, codes: newRoomCodes(),
+		pending: map[string]*pendingLeave{}, grace: DefaultReconnectGrace,
 		records: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "campusedge_learning_records_total",
 			Help: "Learning records (quiz answers, attendance, session log) stored and queued for the city, by kind."}, []string{"kind"}),
 		recordErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: "campusedge_learning_record_errors_total",
@@ -157,6 +183,15 @@ func (x *interaction) record(p *participant, r learning.Record, data any) error 
 			return nil
 		}
 	}
+	return x.recordLog(p.log, r, data)
+}
+
+// recordLog is record for callers without a participant (a grace that ran
+// out).
+func (x *interaction) recordLog(log *slog.Logger, r learning.Record, data any) error {
+	if x.store == nil {
+		return nil
+	}
 	b, err := json.Marshal(data)
 	if err != nil {
 		return err
@@ -166,7 +201,7 @@ func (x *interaction) record(p *participant, r learning.Record, data any) error 
 	defer cancel()
 	if _, err := x.store.Add(ctx, r); err != nil {
 		x.recordErrors.Inc()
-		p.log.Error("learning record not stored; the request is refused with not_saved and the client retries", "kind", r.Kind, "err", err)
+		log.Error("learning record not stored; the request is refused with not_saved and the client retries", "kind", r.Kind, "err", err)
 		return notSaved(r.Kind, err)
 	}
 	x.records.WithLabelValues(r.Kind).Inc()
@@ -329,6 +364,10 @@ func (x *interaction) closeQuiz(lq *liveQuiz) {
 		return
 	}
 	id := lq.tally.Question().ID
+	// Closed is cosmetic state (answers after it are refused either way);
+	// a failure only means a restart reopens the quiz, which the teacher
+	// closes again.
+	_ = x.put(lq.session, docQuiz, id, quizDoc{Question: lq.tally.Question(), Audience: lq.audience, PushedAt: lq.pushedAt, Seq: lq.seq})
 	for _, o := range x.control.participantsOf(lq.session) {
 		if inAudience(o, lq.audience) {
 			o.conn.Send(QuizClosed{Header: ctlwire.New(TypeQuizClosed), QuizID: id})
@@ -339,13 +378,86 @@ func (x *interaction) closeQuiz(lq *liveQuiz) {
 
 // recordJoin stores a classroom's join (an attendance record) before the
 // join is acknowledged.
+// A classroom that comes back within the reconnect grace of vanishing is
+// a reconnect: the join is stored marked "reconnect" with the gap, and no
+// leave is recorded.
 func (x *interaction) recordJoin(p *participant) error {
 	g := p.grant
 	if g.Role != session.RoleTerminal && g.Role != session.RoleAssistant {
 		return nil
 	}
-	return x.record(p, learning.Record{Kind: learning.KindAttendanceJoin, Session: g.SessionID, Classroom: g.ClassroomID},
-		map[string]any{"role": string(g.Role), "participant": p.id, "name": p.nameSnapshot()})
+	data := map[string]any{"role": string(g.Role), "participant": p.id, "name": p.nameSnapshot()}
+	k := leaveKey(g.SessionID, g.Role, g.ClassroomID)
+	x.mu.Lock()
+	pl := x.pending[k]
+	if pl != nil && pl.timer.Stop() {
+		delete(x.pending, k)
+	} else {
+		pl = nil // none, or its leave is being recorded now
+	}
+	x.mu.Unlock()
+	if pl != nil {
+		data["reconnect"] = true
+		data["gap_ms"] = time.Since(pl.at).Milliseconds()
+		data["previous_participant"] = pl.participant
+	}
+	if err := x.record(p, learning.Record{Kind: learning.KindAttendanceJoin, Session: g.SessionID, Classroom: g.ClassroomID}, data); err != nil {
+		if pl != nil { // not stored: the grace goes on
+			x.armLeave(pl.session, pl.role, pl.classroom, pl.participant, pl.reason, pl.at, max(x.grace-time.Since(pl.at), 0))
+		}
+		return err
+	}
+	// Stored after the join record: a restart in between leaves the room
+	// recorded as joined and not present, so it is not given a grace, and
+	// its next join is a plain join.
+	if err := x.put(g.SessionID, docPresent, presentName(g.Role, g.ClassroomID), presentDoc{Participant: p.id, Name: p.nameSnapshot(), Since: time.Now().UTC()}); err != nil {
+		p.log.Warn("presence not stored: after a restart this room's reconnect counts as a join", "err", err)
+	}
+	return nil
+}
+
+// disconnected: a classroom role's control connection ended without a
+// leave. Its leave is recorded when the grace runs out, unless it joins
+// again first.
+func (x *interaction) disconnected(p *participant) {
+	g := p.grant
+	if g.Role != session.RoleTerminal && g.Role != session.RoleAssistant {
+		return
+	}
+	x.armLeave(g.SessionID, g.Role, g.ClassroomID, p.id, "disconnected", time.Now(), x.grace)
+}
+
+// armLeave records the leave of (session, role, classroom) after grace,
+// dated at, unless a join of the same comes first.
+func (x *interaction) armLeave(sessionID string, role session.Role, cid, participant, reason string, at time.Time, grace time.Duration) {
+	pl := &pendingLeave{session: sessionID, role: role, classroom: cid, participant: participant, reason: reason, at: at}
+	k := leaveKey(sessionID, role, cid)
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if old := x.pending[k]; old != nil {
+		old.timer.Stop()
+	}
+	x.pending[k] = pl
+	pl.timer = time.AfterFunc(grace, func() {
+		x.mu.Lock()
+		if x.pending[k] != pl {
+			x.mu.Unlock()
+			return
+		}
+		delete(x.pending, k)
+		x.mu.Unlock()
+		x.recordLeave(pl)
+	})
+}
+
+// recordLeave stores a leave whose grace ran out (or whose session ended).
+func (x *interaction) recordLeave(pl *pendingLeave) {
+	log := x.log.With("session", pl.session, "classroom", pl.classroom, "role", string(pl.role))
+	err := x.recordLog(log, learning.Record{Kind: learning.KindAttendanceLeave, Session: pl.session, Classroom: pl.classroom, At: pl.at.UTC()},
+		map[string]any{"role": string(pl.role), "participant": pl.participant, "reason": pl.reason})
+	if err == nil {
+		x.del(pl.session, docPresent, presentName(pl.role, pl.classroom))
+	}
 }
 
 // joined: a participant (re)joining sees the open quizzes and, if a
@@ -383,8 +495,12 @@ func (x *interaction) left(p *participant, why string) error {
 	if g.Role != session.RoleTerminal && g.Role != session.RoleAssistant {
 		return nil
 	}
-	return x.record(p, learning.Record{Kind: learning.KindAttendanceLeave, Session: g.SessionID, Classroom: g.ClassroomID},
-		map[string]any{"role": string(g.Role), "participant": p.id, "reason": why})
+	if err := x.record(p, learning.Record{Kind: learning.KindAttendanceLeave, Session: g.SessionID, Classroom: g.ClassroomID},
+		map[string]any{"role": string(g.Role), "participant": p.id, "reason": why}); err != nil {
+		return err
+	}
+	x.del(g.SessionID, docPresent, presentName(g.Role, g.ClassroomID))
+	return nil
 }
 
 // handChanged keeps the order hands went up in and sends it to the master.
@@ -397,6 +513,9 @@ func (x *interaction) handChanged(sessionID, cid string, raised bool) {
 	}
 	order := slices.Clone(s.hands)
 	x.mu.Unlock()
+	// The raised hands themselves were stored before the ack (class
+	// state); their order is cosmetic and stored after.
+	_ = x.put(sessionID, docHands, "", order)
 	for _, o := range x.control.participantsOf(sessionID) {
 		if o.grant.Role == session.RoleMaster {
 			o.conn.Send(Hands{Header: ctlwire.New(TypeHands), Order: order})
@@ -428,7 +547,17 @@ func (x *interaction) sessionEnded(id string) {
 	x.mu.Lock()
 	s := x.bySession[id]
 	delete(x.bySession, id)
+	var leaves []*pendingLeave
+	for k, pl := range x.pending {
+		if pl.session == id && pl.timer.Stop() {
+			delete(x.pending, k)
+			leaves = append(leaves, pl)
+		}
+	}
 	x.mu.Unlock()
+	for _, pl := range leaves {
+		x.recordLeave(pl) // gone before the end and never back
+	}
 	if s == nil {
 		return
 	}

@@ -28,7 +28,7 @@ func (x *interaction) pushQuiz(p *participant, hdr ctlwire.Header, m *quizPushed
 	if err != nil {
 		return refused("bad_message", "%v", err)
 	}
-	lq := &liveQuiz{session: g.SessionID, tally: t, audience: audience}
+	lq := &liveQuiz{session: g.SessionID, tally: t, audience: audience, pushedAt: time.Now().UTC()}
 	x.mu.Lock()
 	s := x.sessionLocked(g.SessionID)
 	switch {
@@ -41,11 +41,17 @@ func (x *interaction) pushQuiz(p *participant, hdr ctlwire.Header, m *quizPushed
 	}
 	s.quizzes[m.q.ID] = lq
 	s.order = append(s.order, m.q.ID)
+	lq.seq = s.nextSeq
+	s.nextSeq++
 	x.mu.Unlock()
 	// Stored before anyone sees it; if it cannot be, the quiz is withdrawn
 	// (its id free again) and the teacher's page pushes it again.
-	if err := x.record(p, learning.Record{Kind: learning.KindQuizQuestion, Session: g.SessionID, Classroom: audience},
-		map[string]any{"question": m.q, "by": string(g.Role)}); err != nil {
+	err = x.record(p, learning.Record{Kind: learning.KindQuizQuestion, Session: g.SessionID, Classroom: audience},
+		map[string]any{"question": m.q, "by": string(g.Role)})
+	if err == nil {
+		err = x.put(g.SessionID, docQuiz, m.q.ID, quizDoc{Question: m.q, Audience: audience, PushedAt: lq.pushedAt, Open: true, Seq: lq.seq})
+	}
+	if err != nil {
 		x.mu.Lock()
 		if s.quizzes[m.q.ID] == lq {
 			delete(s.quizzes, m.q.ID)
@@ -104,6 +110,13 @@ func (x *interaction) answerQuiz(p *participant, hdr ctlwire.Header, m *QuizAnsw
 	// teacher's results wait for the stored one.
 	if err := x.record(p, learning.Record{Kind: learning.KindQuizAnswer, Session: g.SessionID, Classroom: g.ClassroomID, Student: m.Student}, data); err != nil {
 		return err
+	}
+	if !late {
+		// Counted, so kept for a restart; sent again after not_saved, it
+		// replaces itself here as in the tally.
+		if err := x.put(g.SessionID, docAnswer, answerName(m.QuizID, g.ClassroomID, m.Student), a); err != nil {
+			return err
+		}
 	}
 	if !late {
 		x.changed(lq)
@@ -201,6 +214,9 @@ func (x *interaction) mark(p *participant, hdr ctlwire.Header, m *Mark) error {
 	s.marks[cid][m.Student] = m.Status
 	marks := maps.Clone(s.marks[cid])
 	x.mu.Unlock()
+	if err := x.put(g.SessionID, docMarks, cid, marks); err != nil {
+		return err // the mark is in the store (record); sent again, it is the same
+	}
 	p.ack(hdr)
 	for _, o := range x.control.participantsOf(g.SessionID) {
 		if o.grant.Role == session.RoleMaster || o.grant.Role == session.RoleAssistant && o.grant.ClassroomID == cid {

@@ -82,11 +82,14 @@ func (x *interaction) getRecords(w http.ResponseWriter, r *http.Request) {
 
 // ClassroomAttendance is one classroom's attendance in a session.
 type ClassroomAttendance struct {
-	Joins   int               `json:"joins"`
-	Leaves  int               `json:"leaves"`
-	Present bool              `json:"present"` // joined and not left (terminal or assistant)
-	Events  []learning.Record `json:"events"`
-	Marks   map[string]string `json:"marks"` // student → last mark
+	Joins  int `json:"joins"`
+	Leaves int `json:"leaves"`
+	// Reconnects are joins within the reconnect grace of vanishing (a
+	// network blip, an edge restart): no leave was recorded for them.
+	Reconnects int               `json:"reconnects"`
+	Present    bool              `json:"present"` // joined and not left (terminal or assistant)
+	Events     []learning.Record `json:"events"`
+	Marks      map[string]string `json:"marks"` // student → last mark
 }
 
 // getAttendance: GET /api/v1/sessions/{id}/attendance — joins, leaves and
@@ -114,8 +117,17 @@ func (x *interaction) getAttendance(w http.ResponseWriter, r *http.Request) {
 			}
 			switch rec.Kind {
 			case learning.KindAttendanceJoin:
-				a.Joins++
-				open[rec.Classroom]++
+				// A reconnect (back within the grace, no leave recorded)
+				// is not another join: the room was present throughout.
+				var d struct {
+					Reconnect bool `json:"reconnect"`
+				}
+				if json.Unmarshal(rec.Data, &d) == nil && d.Reconnect {
+					a.Reconnects++
+				} else {
+					a.Joins++
+					open[rec.Classroom]++
+				}
 				a.Events = append(a.Events, rec)
 			case learning.KindAttendanceLeave:
 				a.Leaves++

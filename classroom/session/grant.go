@@ -36,6 +36,11 @@ func (m *Manager) Issue(sessionID string, role Role, classroomID string) (string
 		return "", fmt.Errorf("%w: role %q cannot be issued", ErrInvalid, role)
 	}
 	tok := token.New()
-	m.grants[token.Hash(tok)] = Grant{SessionID: sessionID, Role: role, ClassroomID: classroomID}
+	h := token.Hash(tok)
+	m.grants[h] = Grant{SessionID: sessionID, Role: role, ClassroomID: classroomID}
+	if err := m.saveLocked(sessionID); err != nil {
+		delete(m.grants, h)
+		return "", fmt.Errorf("%w: %v", ErrNotSaved, err)
+	}
 	return tok, nil
 }

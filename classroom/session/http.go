@@ -135,6 +135,8 @@ func WriteError(w http.ResponseWriter, err error) {
 		httpapi.WriteError(w, http.StatusConflict, "session_ended", err.Error())
 	case errors.Is(err, ErrLimit):
 		httpapi.WriteError(w, http.StatusTooManyRequests, "session_limit", err.Error())
+	case errors.Is(err, ErrNotSaved):
+		httpapi.WriteError(w, http.StatusServiceUnavailable, "not_saved", "the edge could not store the change (is its data disk full? GET /healthz): "+err.Error())
 	default:
 		httpapi.WriteError(w, http.StatusInternalServerError, "internal", "internal error: "+err.Error())
 	}

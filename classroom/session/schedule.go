@@ -62,6 +62,7 @@ func (m *Manager) Reschedule() {
 		if t, ok := m.periods(*s.Period, now); ok {
 			t = t.UTC()
 			s.ScheduledStart = &t
+			_ = m.saveLocked(s.ID) // a stale start after a crash is fixed by the next timetable sync
 		}
 	}
 }
@@ -78,6 +79,10 @@ func (m *Manager) StartDue(now time.Time) []Session {
 		}
 		t := now.UTC()
 		s.State, s.StartedAt = StateLive, &t
+		if err := m.saveLocked(s.ID); err != nil {
+			s.State, s.StartedAt = StateCreated, nil // the next tick tries again
+			continue
+		}
 		started = append(started, s.clone())
 	}
 	return started

@@ -73,6 +73,9 @@ var (
 	ErrLimit        = errors.New("too many sessions")
 	ErrUnauthorized = errors.New("token not valid")
 	ErrForbidden    = errors.New("token's role may not do this")
+	// ErrNotSaved: the change could not be stored (Persister); nothing
+	// changed and the caller may try again.
+	ErrNotSaved = errors.New("not saved")
 )
 
 // Session is the public view of a session (never includes tokens).
@@ -134,6 +137,7 @@ type Manager struct {
 	onEnd    []func(id string)
 	onForget []func(id string)
 	periods  PeriodClock
+	persist  Persister // nil: sessions live in memory only
 }
 
 // NewManager returns an empty manager. lookup may be nil (no classroom
@@ -354,6 +358,11 @@ func (m *Manager) Create(req CreateRequest) (Session, Tokens, error) {
 	for tok, g := range grants {
 		m.grants[token.Hash(tok)] = g
 	}
+	if err := m.saveLocked(s.ID); err != nil {
+		m.forgetLocked(s.ID)
+		m.mu.Unlock()
+		return Session{}, Tokens{}, fmt.Errorf("%w: %v; nothing was created, try again", ErrNotSaved, err)
+	}
 	hooks := slices.Clone(m.onForget)
 	m.mu.Unlock()
 	if evicted != "" {
@@ -420,6 +429,10 @@ func (m *Manager) Start(id string) (Session, error) {
 	case StateCreated:
 		now := m.now().UTC()
 		s.State, s.StartedAt = StateLive, &now
+		if err := m.saveLocked(id); err != nil {
+			s.State, s.StartedAt = StateCreated, nil
+			return s.clone(), fmt.Errorf("%w: %v; the session did not start, try again", ErrNotSaved, err)
+		}
 	}
 	return s.clone(), nil
 }
@@ -437,8 +450,14 @@ func (m *Manager) End(id string) (Session, error) {
 		now := m.now().UTC()
 		s.State, s.EndedAt = StateEnded, &now
 	}
-	out, hooks := s.clone(), slices.Clone(m.onEnd)
+	out, hooks, p := s.clone(), slices.Clone(m.onEnd), m.persist
 	m.mu.Unlock()
+	if first && p != nil {
+		// The class ends whatever the store says: a failed drop leaves a
+		// record a restart resumes as live, which is the lesser harm than
+		// refusing to end. The restored session ends by the same means.
+		_ = p.Drop(id)
+	}
 	if first {
 		for _, f := range hooks {
 			f(id)
@@ -472,8 +491,15 @@ func (m *Manager) Revoke(tok string) bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	h := token.Hash(tok)
-	_, ok := m.grants[h]
+	g, ok := m.grants[h]
 	delete(m.grants, h)
+	if ok {
+		// Revoked also after a restart. The token stops working here
+		// whatever the store says; a failed save only means a restart
+		// within this session brings it back, and the unpairing that
+		// revoked it has removed the terminal anyway.
+		_ = m.saveLocked(g.SessionID)
+	}
 	return ok
 }
 

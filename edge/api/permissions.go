@@ -132,5 +132,6 @@ func Permissions() map[string]Rule {
 		"GET /assistant.js":   public,
 		"GET /class.js":       public,
 		"GET /class.css":      public,
+		"GET /reconnect.js":   public,
 	}
 }

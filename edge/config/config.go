@@ -64,6 +64,10 @@ type Config struct {
 	CacheUploadMax    string `json:"cache_upload_max"`    // largest teacher upload
 	// SyncRate caps the uplink's upload in bytes per second (0: no cap).
 	SyncRate int `json:"sync_rate"`
+	// ReconnectGrace is how long a classroom that vanished from a live
+	// class (or whose edge restarted) has to come back before its leave is
+	// recorded; back within it, attendance marks a reconnect.
+	ReconnectGrace time.Duration `json:"reconnect_grace"`
 
 	// HTTPS (edge/certs). HTTPSListen empty means -listen's host on port
 	// 8443 (port 0 when -listen picks a free port); "off" turns HTTPS off.
@@ -118,7 +122,8 @@ func Defaults() Config {
 		FirmwareWave: 5, FirmwareWaveInterval: 10 * time.Second,
 		CachePrefetchDays: 7, CacheUploadMax: "2G", HTTPSRedirect: true,
 		MaxConnsPerAddr: 64, BodyDeadline: 10 * time.Second,
-		TimeZone: "Asia/Shanghai", Language: "zh-CN"}
+		TimeZone: "Asia/Shanghai", Language: "zh-CN",
+		ReconnectGrace: 20 * time.Second}
 }
 
 // maxFileBytes bounds the config file; a config is a few hundred bytes.
@@ -193,6 +198,7 @@ func defineFlags(fs *flag.FlagSet, c *Config) {
 	fs.IntVar(&c.CachePrefetchDays, "cache-prefetch-days", c.CachePrefetchDays, "prefetch resources the timetable needs in the next `N` days")
 	fs.StringVar(&c.CacheUploadMax, "cache-upload-max", c.CacheUploadMax, "largest teacher upload (`size`)")
 	fs.IntVar(&c.SyncRate, "sync-rate", c.SyncRate, "cap city sync uploads at this many `bytes` per second (0: no cap)")
+	fs.DurationVar(&c.ReconnectGrace, "reconnect-grace", c.ReconnectGrace, "live classes: a classroom that vanishes (or whose edge restarts) and is back within this `duration` reconnected; after it, its leave is recorded")
 	fs.StringVar(&c.HTTPSListen, "https-listen", c.HTTPSListen, "HTTPS listen `addr` for pages, API, WebSocket, WHIP/WHEP (default: -listen's host, port 8443; port 0 if -listen's is 0); off turns HTTPS off")
 	fs.StringVar(&c.TLSCert, "tls-cert", c.TLSCert, "operator's TLS certificate `file` (PEM chain), reloaded when it changes; default: the edge's own CA, or the city's once enrolled")
 	fs.StringVar(&c.TLSKey, "tls-key", c.TLSKey, "operator's TLS key `file` (PEM), with -tls-cert")
@@ -313,6 +319,9 @@ func (c Config) Validate() error {
 	}
 	if err := c.validateDNS(); err != nil {
 		return err
+	}
+	if c.ReconnectGrace < time.Second || c.ReconnectGrace > 10*time.Minute {
+		return fmt.Errorf("-reconnect-grace %v must be 1s-10m", c.ReconnectGrace)
 	}
 	if c.SyncRate < 0 {
 		return fmt.Errorf("-sync-rate %d must be 0 (no cap) or a number of bytes per second", c.SyncRate)

@@ -94,9 +94,18 @@ async function poll() {
       if (cur.session && (!connected || P.sessionId !== cur.session.id)) await join(cur);
       if (!cur.session && !connected) { $("waiting").hidden = false; $("live").hidden = true; $("status").textContent = TEXT.noClass; }
     }
-  } catch (e) { P.errors.push("poll: " + e.message); }
-  setTimeout(poll, 1000);
+    P.pollFails = 0;
+  } catch (e) { P.errors.push("poll: " + e.message); P.pollFails = (P.pollFails || 0) + 1; }
+  // Every second while the edge answers; while it does not (restarting,
+  // or the network is down) with backoff and jitter (reconnect.js), so a
+  // school's screens do not knock in step when it comes back. A closed
+  // class connection is joined again by the next poll.
+  P.pollTimer = setTimeout(poll, P.pollFails ? reconnectDelay(P.pollFails - 1) : 1000);
 }
+
+// pollSoon polls after a short jittered wait instead of the next second:
+// the class connection closed (edge restarting, network blink).
+function pollSoon() { clearTimeout(P.pollTimer); P.pollTimer = setTimeout(poll, reconnectDelay(0)); }
 
 function leaveUI() {
   if (P.conn) P.conn.close();
@@ -120,9 +129,13 @@ async function join(cur) {
     // Results reach the big screen only when the teacher reveals them.
     quiz_results: (m) => { if (P.quiz && m.results.quiz_id === P.quiz.id) quizBars($("room-results"), P.quiz, m.results); },
     ended: () => { $("status").textContent = TEXT.ended; P.sessionId = ""; },
+    close: () => { if (P.sessionId) pollSoon(); },
     error: (m) => P.errors.push(m.code + ": " + m.message),
   });
   await P.conn.open();
+  // The camera goes out while the room subscribes: after an edge restart
+  // the teacher sees the room again sooner.
+  const camera = publishCamera();
   $("status").textContent = TEXT.joined;
   await P.conn.subscribe((track, sid) => {
     if (track.kind === "audio") { document.body.append(videoEl(track)); return; }
@@ -130,6 +143,12 @@ async function join(cur) {
     else { $("onstage").textContent = ""; $("onstage").append(videoEl(track)); }
     track.onended = () => { for (const v of document.querySelectorAll("video")) if (v.srcObject && v.srcObject.getTracks()[0] === track) v.remove(); };
   });
+  await camera;
+}
+
+// publishCamera publishes the room's camera and microphone, if the page
+// may open them.
+async function publishCamera() {
   // Without camera and microphone (plain HTTP on the LAN) the room still
   // watches the lesson, answers quizzes and raises hands; the banner at the
   // top says how to get its camera back.
@@ -138,7 +157,10 @@ async function join(cur) {
     $("self").textContent = MEDIA_TEXT.selfBlocked;
   } else {
     try {
-      P.media = await navigator.mediaDevices.getUserMedia({ video: { width: 640, height: 360 }, audio: true });
+      // Rejoining (the edge restarted): the camera opened before is still
+      // live and is published again as it is.
+      const live = P.media && P.media.getTracks().every((t) => t.readyState === "live");
+      if (!live) P.media = await navigator.mediaDevices.getUserMedia({ video: { width: 640, height: 360 }, audio: true });
       $("self").textContent = ""; $("self").append(videoEl(P.media.getVideoTracks()[0]));
       await P.conn.publish(P.media);
       P.published = true;

@@ -129,24 +129,41 @@ async function run(id, token, classrooms, media) {
   T.sessionId = id; T.classrooms = classrooms;
   $("setup").hidden = true; $("live").hidden = false;
   classrooms.forEach(tile);
-  T.conn = new Conn(token, i18n.t("teacher.participant"), {
+  T.media = media;
+  $("self").append(videoEl(T.media.getVideoTracks()[0]));
+  // The class survives its edge: when the connection closes (the edge
+  // restarted, the network blinked) the page comes back by itself
+  // (reconnect.js) and publishes the same camera again.
+  T.keep = keepClass(() => connectMaster(token), {
+    ended: () => T.ended,
+    status: (s) => { T.link = s; if (s === "reconnecting") { T.reconnects = (T.reconnects || 0) + 1; $("status").textContent = i18n.t("session.reconnecting"); } },
+    error: (e) => T.errors.push("connect: " + e.message),
+  });
+}
+
+// connectMaster opens the master's control connection, joins, receives
+// the classrooms and publishes T.media; resolves with the Conn.
+async function connectMaster(token) {
+  const conn = new Conn(token, i18n.t("teacher.participant"), {
     state: (m) => { T.state = m; $("title").textContent = m.title; render(); },
     hands: (m) => { T.handOrder = m.order; render(); },
     quiz_results: (m) => { if (T.quiz && m.results.quiz_id === T.quiz.id) { T.results = m.results; quizBars($("q-results"), T.quiz, m.results); } },
-    ended: () => { $("status").textContent = i18n.t("session.state.ended"); $("status").dataset.state = "ended"; },
+    ended: () => { T.ended = true; $("status").textContent = i18n.t("session.state.ended"); $("status").dataset.state = "ended"; },
     error: (m) => T.errors.push(m.code + ": " + m.message),
   });
-  await T.conn.open();
-  await T.conn.subscribe((track, sid) => {
-    if (!sid.startsWith("classroom:") || track.kind !== "video") { if (track.kind === "audio") document.body.append(videoEl(track)); return; }
-    const t = tile(sid.slice("classroom:".length));
-    t.video.textContent = "";
-    t.video.append(videoEl(track));
-  });
-  T.media = media;
-  $("self").append(videoEl(T.media.getVideoTracks()[0]));
-  await T.conn.publish(T.media);
+  T.conn = conn;
+  try {
+    await conn.open();
+    await conn.subscribe((track, sid) => {
+      if (!sid.startsWith("classroom:") || track.kind !== "video") { if (track.kind === "audio") document.body.append(videoEl(track)); return; }
+      const t = tile(sid.slice("classroom:".length));
+      t.video.textContent = "";
+      t.video.append(videoEl(track));
+    });
+    await conn.publish(T.media);
+  } catch (e) { conn.close(); throw e; }
   T.published = true;
+  return conn;
 }
 
 $("share").onclick = async () => {

@@ -25,6 +25,7 @@ import (
 	"github.com/campusedge/campusedge/classroom"
 	"github.com/campusedge/campusedge/classroom/attendance"
 	"github.com/campusedge/campusedge/classroom/learning"
+	"github.com/campusedge/campusedge/classroom/livestate"
 	"github.com/campusedge/campusedge/edge/api"
 	"github.com/campusedge/campusedge/edge/cache"
 	"github.com/campusedge/campusedge/edge/certs"
@@ -62,6 +63,7 @@ func Migrations() []store.Migration {
 		{Name: "people: staff accounts, audit log", Up: func(tx *bolt.Tx) error {
 			return errors.Join(staff.Migrate(tx), audit.Migrate(tx))
 		}},
+		{Name: "live classes survive a restart: live state", Up: livestate.Migrate},
 	}
 }
 

@@ -15,6 +15,7 @@ import (
 	"github.com/campusedge/campusedge/classroom"
 	"github.com/campusedge/campusedge/classroom/attendance"
 	"github.com/campusedge/campusedge/classroom/learning"
+	"github.com/campusedge/campusedge/classroom/livestate"
 	"github.com/campusedge/campusedge/classroom/session"
 	"github.com/campusedge/campusedge/edge/cache"
 	"github.com/campusedge/campusedge/edge/certs"
@@ -94,12 +95,19 @@ func (a *appliance) mountLive() error {
 		Homeroom: func(cid string) string { c, _ := fl.Classroom(cid); return c.Homeroom },
 		Location: a.loc()}
 	learn.SetClassroomNames(func(cid string) string { c, _ := fl.Classroom(cid); return c.Name })
+	// Sessions, stage, hands, quizzes and presence survive a restart:
+	// Mount resumes the classes this store holds.
+	ls, err := livestate.New(db)
+	if err != nil {
+		return err
+	}
 	live, err := classroom.Mount(classroom.Config{Server: a.srv, IsAdmin: a.id.CheckAdminToken, Listen: a.cfg.Listen, EdgeID: a.id.ID, Logger: a.log.With("component", "live"),
 		Lessons: a.rc, RecordDir: filepath.Join(a.cfg.DataDir, "recordings"),
 		Classroom: func(cid string) error { _, err := fl.Classroom(cid); return err },
 		Learning:  learn, Attendance: roster,
 		ClassroomName: func(cid string) string { c, _ := fl.Classroom(cid); return c.Name },
-		UpstreamRoots: upstreamRoots(a.tm), Location: a.loc(), Language: a.cfg.Language})
+		UpstreamRoots: upstreamRoots(a.tm), Location: a.loc(), Language: a.cfg.Language,
+		LiveState: ls, ReconnectGrace: a.cfg.ReconnectGrace})
 	if err != nil {
 		return err
 	}

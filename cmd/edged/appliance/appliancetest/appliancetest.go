@@ -38,6 +38,10 @@ func Config(t testing.TB) config.Config {
 	t.Helper()
 	cfg := config.Defaults()
 	cfg.DataDir, cfg.Listen, cfg.MDNS = t.TempDir(), "127.0.0.1:0", false
+	// A vanished classroom's leave is recorded 2 s after it vanished (not
+	// the default 20 s), so tests that see a room go wait briefly; tests
+	// of reconnects set their own.
+	cfg.ReconnectGrace = 2 * time.Second
 	return cfg
 }
 
