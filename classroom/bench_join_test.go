@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -43,6 +44,7 @@ var (
 	joinSubs    = flag.String("join.subs", "40,120", "comma-separated joiner counts for -join.bench")
 	joinSpread  = flag.Duration("join.spread", time.Second, "-join.bench: joins are spread evenly over this")
 	joinSeconds = flag.Int("join.seconds", 6, "-join.bench: seconds each joiner is watched after the last join")
+	joinBefore  = flag.String("join.before", "", "-join.bench: also measure edged built from the module at this `dir` (e.g. a git worktree of an older commit), alternating the order")
 )
 
 func TestBenchJoinBurst(t *testing.T) {
@@ -51,13 +53,29 @@ func TestBenchJoinBurst(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), 18*time.Minute)
 	defer cancel()
-	e, _ := startEdgedProcess(t, ctx)
-	fmt.Printf("join-burst benchmark: joins spread over %v, watched %ds after the last, %d CPUs\n", *joinSpread, *joinSeconds, numCPU())
-	fmt.Printf("%5s %9s %9s %8s %7s %9s %9s %9s %10s %12s\n", "N", "vloss%", "aloss%", "lossy", "pauses", "ttff p50", "ttff p95", "ttff max", "max gap", "steady loss%")
-	for _, n := range parseCounts(t, "-join.subs", *joinSubs) {
-		r := runJoinBurst(t, ctx, e, n)
-		fmt.Printf("%5d %9.3f %9.3f %8d %7.0f %9s %9s %9s %10s %12.3f\n", n, r.videoLoss, r.audioLoss, r.lossy, r.pauses,
-			r.ttff[0].Round(time.Millisecond), r.ttff[1].Round(time.Millisecond), r.ttff[2].Round(time.Millisecond), r.maxGap.Round(time.Millisecond), r.steadyLoss)
+	type build struct {
+		name string
+		e    *edge
+	}
+	builds := []build{{name: "this"}}
+	builds[0].e, _ = startEdgedProcess(t, ctx, "")
+	if *joinBefore != "" {
+		b, _ := startEdgedProcess(t, ctx, *joinBefore)
+		builds = append(builds, build{"before", b})
+	}
+	fmt.Printf("join-burst benchmark: joins spread over %v, watched %ds after the last, %d CPUs, load %s\n", *joinSpread, *joinSeconds, numCPU(), loadAvg())
+	fmt.Printf("%-7s %5s %9s %9s %8s %7s %9s %9s %9s %10s %12s\n", "edged", "N", "vloss%", "aloss%", "lossy", "pauses", "ttff p50", "ttff p95", "ttff max", "max gap", "steady loss%")
+	for i, n := range parseCounts(t, "-join.subs", *joinSubs) {
+		order := builds
+		if i%2 == 1 { // alternate which build goes first
+			order = slices.Clone(builds)
+			slices.Reverse(order)
+		}
+		for _, b := range order {
+			r := runJoinBurst(t, ctx, b.e, n)
+			fmt.Printf("%-7s %5d %9.3f %9.3f %8d %7.0f %9s %9s %9s %10s %12.3f\n", b.name, n, r.videoLoss, r.audioLoss, r.lossy, r.pauses,
+				r.ttff[0].Round(time.Millisecond), r.ttff[1].Round(time.Millisecond), r.ttff[2].Round(time.Millisecond), r.maxGap.Round(time.Millisecond), r.steadyLoss)
+		}
 	}
 }
 
@@ -287,6 +305,16 @@ func runJoinBurst(t *testing.T, ctx context.Context, e *edge, n int) joinResult 
 		t.Fatalf("end: %d %s", resp.StatusCode, b)
 	}
 	return r
+}
+
+// loadAvg is /proc/loadavg's first three fields.
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	f := strings.Fields(string(b))
+	return strings.Join(f[:min(3, len(f))], " ")
 }
 
 func lossPct(want, got int) float64 {

@@ -112,7 +112,7 @@ func TestBenchLiveClass(t *testing.T) {
 	ns := parseCounts(t, "-live.subs", *liveBenchSubs)
 	ctx, cancel := context.WithTimeout(t.Context(), 18*time.Minute)
 	defer cancel()
-	e, pid := startEdgedProcess(t, ctx)
+	e, pid := startEdgedProcess(t, ctx, "")
 	secs := time.Duration(*liveBenchSecs) * time.Second
 
 	fmt.Printf("live-class benchmark: 1 publisher (%.1f Mbit/s video payload + Opus), loopback, %v per N, %d CPUs\n",
@@ -384,10 +384,12 @@ func numCPU() int {
 }
 
 // startEdgedProcess builds cmd/edged and runs it as its own process.
-func startEdgedProcess(t *testing.T, ctx context.Context) (*edge, int) {
+// startEdgedProcess builds edged from the module at src ("": this tree)
+// and starts it on 127.0.0.1.
+func startEdgedProcess(t *testing.T, ctx context.Context, src string) (*edge, int) {
 	t.Helper()
 	dir := t.TempDir()
-	bins, err := bintest.Build(ctx, dir, bintest.BuildOptions{}, bintest.Cmd("edged"))
+	bins, err := bintest.Build(ctx, dir, bintest.BuildOptions{Src: src}, bintest.Cmd("edged"))
 	if err != nil {
 		t.Fatal(err)
 	}

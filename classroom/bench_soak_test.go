@@ -63,7 +63,7 @@ func TestBenchSoakDay(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), 55*time.Minute)
 	defer cancel()
-	e, pid := startEdgedProcess(t, ctx)
+	e, pid := startEdgedProcess(t, ctx, "")
 	first := e.createClass(t, ctx, "soak rooms", 2) // makes the two classrooms
 	rooms := first.Classrooms
 	if resp, b := e.Do(t, ctx, "POST", "/api/v1/sessions/"+first.ID+"/end", e.admin, "", nil); resp.StatusCode != http.StatusOK {

@@ -255,7 +255,9 @@ func (p *participant) Closed() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.joined {
-		p.ctl.interaction.left(p, "disconnected") // also a terminal that vanished: noticed here
+		// Also a terminal that vanished: noticed here. Nobody waits for an
+		// answer; a failure is logged and counted by record.
+		_ = p.ctl.interaction.left(p, "disconnected")
 	}
 	p.leaveLocked()
 	p.log.Info("control connection closed")

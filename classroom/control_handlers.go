@@ -14,6 +14,9 @@ import (
 	"github.com/campusedge/campusedge/edge/ctlwire"
 )
 
+// join: a classroom's join is stored (an attendance record) before it is
+// acknowledged or anyone hears of it; if it cannot be, the join is refused
+// with not_saved and the client joins again.
 func (p *participant) join(hdr ctlwire.Header, m *Join) error {
 	if p.joined {
 		return refused("already_joined", "this connection has joined already")
@@ -22,6 +25,15 @@ func (p *participant) join(hdr ctlwire.Header, m *Join) error {
 		p.setName(m.Name)
 	}
 	c := p.cls
+	c.mu.Lock()
+	ended := c.ended
+	c.mu.Unlock()
+	if ended {
+		return refused("session_ended", "the session has ended")
+	}
+	if err := p.ctl.interaction.recordJoin(p); err != nil {
+		return err
+	}
 	c.mu.Lock()
 	if c.ended {
 		c.mu.Unlock()
@@ -37,9 +49,13 @@ func (p *participant) join(hdr ctlwire.Header, m *Join) error {
 	return nil
 }
 
+// leave: the leave is stored before it is acknowledged; if it cannot be,
+// the participant stays in the class and sends leave again.
 func (p *participant) leave(hdr ctlwire.Header, _ *Leave) error {
 	if p.joined {
-		p.ctl.interaction.left(p, "left")
+		if err := p.ctl.interaction.left(p, "left"); err != nil {
+			return err
+		}
 	}
 	p.leaveLocked()
 	p.ack(hdr)
@@ -156,6 +172,9 @@ func (p *participant) hand(hdr ctlwire.Header, m *Hand) error {
 	if !ctl.inSession(g.SessionID, target) {
 		return refused("not_found", "classroom %q is not part of this session", target)
 	}
+	if err := ctl.interaction.logEvent(p, "hand", target, map[string]any{"raised": m.Raised}); err != nil {
+		return err
+	}
 	c.mu.Lock()
 	if m.Raised {
 		c.hands[target] = true
@@ -166,7 +185,6 @@ func (p *participant) hand(hdr ctlwire.Header, m *Hand) error {
 	p.ack(hdr)
 	ctl.broadcast(c)
 	ctl.interaction.handChanged(g.SessionID, target, m.Raised)
-	ctl.interaction.logEvent(p, "hand", target, map[string]any{"raised": m.Raised})
 	return nil
 }
 
@@ -175,6 +193,15 @@ func (p *participant) stage(hdr ctlwire.Header, m *Stage) error {
 	ctl, c, g := p.ctl, p.cls, p.grant
 	if !ctl.inSession(g.SessionID, m.Classroom) {
 		return refused("not_found", "classroom %q is not part of this session", m.Classroom)
+	}
+	c.mu.Lock()
+	notOn := !m.On && c.stage != m.Classroom
+	c.mu.Unlock()
+	if notOn {
+		return refused("not_on_stage", "classroom %q is not on stage", m.Classroom)
+	}
+	if err := ctl.interaction.logEvent(p, "stage", m.Classroom, map[string]any{"on": m.On}); err != nil {
+		return err
 	}
 	c.mu.Lock()
 	switch {
@@ -194,7 +221,6 @@ func (p *participant) stage(hdr ctlwire.Header, m *Stage) error {
 	ctl.cascades.stageChanged(g.SessionID, stage)
 	p.ack(hdr)
 	ctl.broadcast(c)
-	ctl.interaction.logEvent(p, "stage", m.Classroom, map[string]any{"on": m.On})
 	return nil
 }
 
@@ -207,6 +233,9 @@ func (p *participant) mute(hdr ctlwire.Header, m *Mute) error {
 	if !ctl.inSession(g.SessionID, m.Classroom) {
 		return refused("not_found", "classroom %q is not part of this session", m.Classroom)
 	}
+	if err := ctl.interaction.logEvent(p, "mute", m.Classroom, map[string]any{"muted": m.Muted}); err != nil {
+		return err
+	}
 	c.mu.Lock()
 	if m.Muted {
 		c.muted[m.Classroom] = true
@@ -217,7 +246,6 @@ func (p *participant) mute(hdr ctlwire.Header, m *Mute) error {
 	ctl.sfu.SetMuted(g.SessionID, sourceOf(m.Classroom), m.Muted)
 	p.ack(hdr)
 	ctl.broadcast(c)
-	ctl.interaction.logEvent(p, "mute", m.Classroom, map[string]any{"muted": m.Muted})
 	return nil
 }
 

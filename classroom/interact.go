@@ -23,6 +23,7 @@ import (
 	"github.com/campusedge/campusedge/classroom/quiz"
 	"github.com/campusedge/campusedge/classroom/session"
 	"github.com/campusedge/campusedge/edge/ctlwire"
+	"github.com/campusedge/campusedge/edge/fsutil"
 )
 
 // resultsEvery throttles quiz_results per quiz: forty classrooms answering
@@ -127,8 +128,12 @@ func (x *interaction) counts() (sessions, quizzes int) {
 	return len(x.bySession), quizzes
 }
 
-// record stores a learning record; a failure is logged (the class goes on)
-// and returned.
+// record stores a learning record and returns once it is durable. A
+// failure is logged and returned as a not_saved refusal: the request that
+// makes the record is not acknowledged and changes nothing, the class goes
+// on, and the client sends it again (class.js and classterm do, with
+// backoff). Acknowledging first would lose what a power cut or a full disk
+// catches between the ack and the write.
 func (x *interaction) record(p *participant, r learning.Record, data any) error {
 	if x.store == nil {
 		return nil
@@ -142,12 +147,25 @@ func (x *interaction) record(p *participant, r learning.Record, data any) error 
 	defer cancel()
 	if _, err := x.store.Add(ctx, r); err != nil {
 		x.recordErrors.Inc()
-		p.log.Error("learning record not stored", "kind", r.Kind, "err", err)
-		return err
+		p.log.Error("learning record not stored; the request is refused with not_saved and the client retries", "kind", r.Kind, "err", err)
+		return notSaved(r.Kind, err)
 	}
 	x.records.WithLabelValues(r.Kind).Inc()
 	return nil
 }
+
+// notSaved is the refusal of a request whose record could not be stored.
+func notSaved(kind string, err error) error {
+	why := "the edge's store failed"
+	if fsutil.IsNoSpace(err) {
+		why = "the edge's data disk is full"
+	}
+	return refused(CodeNotSaved, "the %s record was not saved (%s: %v); nothing changed: send the same request again in a few seconds", kind, why, err)
+}
+
+// CodeNotSaved is the error code of a request refused because its record
+// could not be stored; sending it again is always right.
+const CodeNotSaved = "not_saved"
 
 // inAudience: does a quiz for audience reach p?
 func inAudience(p *participant, audience string) bool {
@@ -298,14 +316,21 @@ func (x *interaction) closeQuiz(lq *liveQuiz) {
 	x.flush(lq)
 }
 
-// joined: a classroom's join is an attendance record; a participant
-// (re)joining sees the open quizzes and, if a teacher, their results.
+// recordJoin stores a classroom's join (an attendance record) before the
+// join is acknowledged.
+func (x *interaction) recordJoin(p *participant) error {
+	g := p.grant
+	if g.Role != session.RoleTerminal && g.Role != session.RoleAssistant {
+		return nil
+	}
+	return x.record(p, learning.Record{Kind: learning.KindAttendanceJoin, Session: g.SessionID, Classroom: g.ClassroomID},
+		map[string]any{"role": string(g.Role), "participant": p.id, "name": p.nameSnapshot()})
+}
+
+// joined: a participant (re)joining sees the open quizzes and, if a
+// teacher, their results and the raised hands.
 func (x *interaction) joined(p *participant) {
 	g := p.grant
-	if g.Role == session.RoleTerminal || g.Role == session.RoleAssistant {
-		_ = x.record(p, learning.Record{Kind: learning.KindAttendanceJoin, Session: g.SessionID, Classroom: g.ClassroomID},
-			map[string]any{"role": string(g.Role), "participant": p.id, "name": p.nameSnapshot()})
-	}
 	x.mu.Lock()
 	var open []*liveQuiz
 	var hands []string
@@ -331,13 +356,14 @@ func (x *interaction) joined(p *participant) {
 }
 
 // left: a classroom leaving (or vanishing: the edge noticed its connection
-// end) is an attendance record.
-func (x *interaction) left(p *participant, why string) {
+// end) is an attendance record, stored before a leave is acknowledged.
+func (x *interaction) left(p *participant, why string) error {
 	g := p.grant
-	if g.Role == session.RoleTerminal || g.Role == session.RoleAssistant {
-		_ = x.record(p, learning.Record{Kind: learning.KindAttendanceLeave, Session: g.SessionID, Classroom: g.ClassroomID},
-			map[string]any{"role": string(g.Role), "participant": p.id, "reason": why})
+	if g.Role != session.RoleTerminal && g.Role != session.RoleAssistant {
+		return nil
 	}
+	return x.record(p, learning.Record{Kind: learning.KindAttendanceLeave, Session: g.SessionID, Classroom: g.ClassroomID},
+		map[string]any{"role": string(g.Role), "participant": p.id, "reason": why})
 }
 
 // handChanged keeps the order hands went up in and sends it to the master.
@@ -357,11 +383,12 @@ func (x *interaction) handChanged(sessionID, cid string, raised bool) {
 	}
 }
 
-// logEvent stores a session-log record (hands, stage, mute) after the
-// change went out, so the class never waits on the disk for it.
-func (x *interaction) logEvent(p *participant, event, classroomID string, data map[string]any) {
+// logEvent stores a session-log record (hands, stage, mute) before the
+// change is made and acknowledged: a change the city would never hear of
+// is refused (not_saved) and sent again.
+func (x *interaction) logEvent(p *participant, event, classroomID string, data map[string]any) error {
 	data["event"], data["by"] = event, string(p.grant.Role)
-	_ = x.record(p, learning.Record{Kind: learning.KindSessionLog, Session: p.grant.SessionID, Classroom: classroomID}, data)
+	return x.record(p, learning.Record{Kind: learning.KindSessionLog, Session: p.grant.SessionID, Classroom: classroomID}, data)
 }
 
 // sessionEnded closes the session's quizzes and forgets its state (the

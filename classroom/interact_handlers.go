@@ -42,8 +42,18 @@ func (x *interaction) pushQuiz(p *participant, hdr ctlwire.Header, m *quizPushed
 	s.quizzes[m.q.ID] = lq
 	s.order = append(s.order, m.q.ID)
 	x.mu.Unlock()
-	_ = x.record(p, learning.Record{Kind: learning.KindQuizQuestion, Session: g.SessionID, Classroom: audience},
-		map[string]any{"question": m.q, "by": string(g.Role)})
+	// Stored before anyone sees it; if it cannot be, the quiz is withdrawn
+	// (its id free again) and the teacher's page pushes it again.
+	if err := x.record(p, learning.Record{Kind: learning.KindQuizQuestion, Session: g.SessionID, Classroom: audience},
+		map[string]any{"question": m.q, "by": string(g.Role)}); err != nil {
+		x.mu.Lock()
+		if s.quizzes[m.q.ID] == lq {
+			delete(s.quizzes, m.q.ID)
+			s.order = slices.DeleteFunc(s.order, func(id string) bool { return id == m.q.ID })
+		}
+		x.mu.Unlock()
+		return err
+	}
 	p.log.Info("quiz pushed", "quiz", m.q.ID, "kind", m.q.Kind, "audience", audience)
 	p.ack(hdr)
 	for _, o := range x.control.participantsOf(g.SessionID) {
@@ -87,13 +97,16 @@ func (x *interaction) answerQuiz(p *participant, hdr ctlwire.Header, m *QuizAnsw
 	if err != nil && !late {
 		return refused("invalid_answer", "%v", err)
 	}
-	if !late {
-		x.changed(lq)
-	}
 	data := map[string]any{"quiz_id": m.QuizID, "choices": m.Choices, "value": m.Value, "correct": correct,
 		"late": late, "replaced": replaced, "by": string(g.Role), "participant": p.id}
+	// An answer not stored is refused (not_saved): the tally has counted it,
+	// and the same answer sent again replaces it there and is stored; the
+	// teacher's results wait for the stored one.
 	if err := x.record(p, learning.Record{Kind: learning.KindQuizAnswer, Session: g.SessionID, Classroom: g.ClassroomID, Student: m.Student}, data); err != nil {
-		return refused("internal", "the answer could not be stored: %v", err)
+		return err
+	}
+	if !late {
+		x.changed(lq)
 	}
 	if late {
 		return refused("quiz_closed", "quiz %q is closed: the answer was recorded as late and does not count", m.QuizID)
@@ -153,7 +166,7 @@ func (x *interaction) mark(p *participant, hdr ctlwire.Header, m *Mark) error {
 	}
 	if err := x.record(p, learning.Record{Kind: learning.KindAttendanceMark, Session: g.SessionID, Classroom: cid, Student: m.Student},
 		map[string]any{"status": m.Status, "group": cl.Group, "by": string(g.Role)}); err != nil {
-		return refused("internal", "the mark could not be stored: %v", err)
+		return err
 	}
 	x.mu.Lock()
 	s := x.sessionLocked(g.SessionID)

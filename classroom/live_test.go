@@ -23,6 +23,7 @@ import (
 
 	"github.com/campusedge/campusedge/classroom/internal/mediatest"
 	"github.com/campusedge/campusedge/cmd/edged/appliance/appliancetest"
+	"github.com/campusedge/campusedge/edge/config"
 	"github.com/campusedge/campusedge/edge/logtest"
 	"github.com/campusedge/campusedge/edge/metricstest"
 )
@@ -50,10 +51,13 @@ func startEdgeLog(t *testing.T, ctx context.Context, logBuf *logtest.Buffer) *ed
 
 // startEdgeAt starts edged with -listen listen, logging to logBuf (shown
 // if the test fails); e.url is its plain HTTP side and e.tls its HTTPS side.
-func startEdgeAt(t *testing.T, ctx context.Context, listen string, logBuf *logtest.Buffer) *edge {
+func startEdgeAt(t *testing.T, ctx context.Context, listen string, logBuf *logtest.Buffer, tune ...func(*config.Config)) *edge {
 	t.Helper()
 	cfg := appliancetest.Config(t)
 	cfg.Listen = listen
+	for _, f := range tune {
+		f(&cfg)
+	}
 	t.Cleanup(func() { // runs after edged stopped: the log is whole
 		if t.Failed() {
 			t.Logf("edged log:\n%s", logBuf.String())

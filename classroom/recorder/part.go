@@ -231,7 +231,7 @@ func (p *part) plan() (tracks []record.Track, video sfu.TapTrack, ok bool) {
 
 // open creates base.webm.partial and the WebM muxer writing to it.
 func (p *part) open(base string, tracks []record.Track, video sfu.TapTrack) (*record.Recorder, bool) {
-	if err := os.MkdirAll(p.r.dir, 0o700); err != nil {
+	if err := fsutil.MkdirAllDurable(p.r.dir, 0o700); err != nil {
 		p.fail("cannot create the recordings directory: "+err.Error(), err)
 		return nil, false
 	}
@@ -394,21 +394,56 @@ func (p *part) status() PartStatus {
 
 // recFile is the recording's file: it counts bytes appended and fsyncs on
 // Close. WriteAt lets the muxer go back for the cues and sizes.
+//
+// A failed write (a full disk) is kept, not returned: the WebM muxer's
+// goroutine pipeline stops on a writer error and every later WriteRTP then
+// blocks for ever, which wedged the recorder and with it edged's shutdown.
+// From the first error on, bytes are dropped and Close reports the error,
+// so the part fails ("the recording is lost") and the class is unaffected.
 type recFile struct {
 	f     *os.File
 	n     *atomic.Int64
 	total *atomic.Uint64
+
+	mu  sync.Mutex
+	err error // the first write error
+}
+
+func (r *recFile) failed(err error) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if err != nil && r.err == nil {
+		r.err = err
+	}
+	return r.err != nil
 }
 
 func (r *recFile) Write(b []byte) (int, error) {
+	if r.failed(nil) {
+		return len(b), nil
+	}
 	n, err := r.f.Write(b)
 	r.n.Add(int64(n))
 	r.total.Add(uint64(n))
-	return n, err
+	r.failed(err)
+	return len(b), nil
 }
 
-func (r *recFile) WriteAt(b []byte, off int64) (int, error) { return r.f.WriteAt(b, off) }
+func (r *recFile) WriteAt(b []byte, off int64) (int, error) {
+	if r.failed(nil) {
+		return len(b), nil
+	}
+	_, err := r.f.WriteAt(b, off)
+	r.failed(err)
+	return len(b), nil
+}
 
 func (r *recFile) Close() error {
-	return errors.Join(r.f.Sync(), r.f.Close())
+	r.mu.Lock()
+	werr := r.err
+	r.mu.Unlock()
+	if werr != nil {
+		werr = fmt.Errorf("writing the recording: %w", werr)
+	}
+	return errors.Join(werr, r.f.Sync(), r.f.Close())
 }

@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/campusedge/campusedge/edge/buildinfo"
+	"github.com/campusedge/campusedge/edge/discovery"
 	"github.com/campusedge/campusedge/edge/termagent"
 )
 
@@ -38,6 +39,9 @@ type options struct {
 	version, logLevel                   string
 	model, fwRoot, fwKeys               string
 	caFile                              string
+	resolvConf                          string
+	mdnsTimeout, dnsTimeout             time.Duration
+	diagnose, findOnly                  bool
 	kiosk                               bool
 	chromium                            string
 	grantMedia                          bool
@@ -54,6 +58,11 @@ func parseFlags(args []string) (*options, error) {
 	fset.StringVar(&o.name, "name", "", "terminal `name` shown in the console (default: host name)")
 	fset.StringVar(&o.iface, "iface", "", "network `interface` for DNS-SD discovery (default: all)")
 	fset.DurationVar(&o.discoverTimeout, "discover-timeout", 10*time.Second, "how long to look for the edge by DNS-SD")
+	fset.StringVar(&o.resolvConf, "resolv-conf", "/etc/resolv.conf", "resolv.conf `file` whose search domains and DNS servers unicast DNS-SD uses (DHCP fills it)")
+	fset.DurationVar(&o.mdnsTimeout, "mdns-timeout", 1500*time.Millisecond, "how long the mDNS step waits before unicast DNS-SD is tried")
+	fset.DurationVar(&o.dnsTimeout, "dns-timeout", 4*time.Second, "bound of each unicast DNS-SD step (one search domain)")
+	fset.BoolVar(&o.findOnly, "find", false, "find the edge as a terminal would (mDNS, unicast DNS-SD, campusedge.<domain>), print its https URL and exit")
+	fset.BoolVar(&o.diagnose, "diagnose", false, "print what each discovery method (mDNS, unicast DNS-SD, campusedge.<domain>) found or why it failed, and exit")
 	fset.StringVar(&o.version, "version", buildinfo.Version, "software `version` reported to the edge")
 	fset.StringVar(&o.logLevel, "log-level", "info", "log `level`: debug, info, warn, error")
 	fset.StringVar(&o.model, "model", "", "terminal `model` (firmware images are per model); with -fw-root and -fw-keys the terminal installs the images its edge offers")
@@ -97,6 +106,18 @@ func run() int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if o.diagnose {
+		return o.runDiagnose(ctx, log)
+	}
+	if o.findOnly {
+		u, err := o.find(ctx, log, "")
+		if err != nil {
+			log.Error("no edge found", "err", err)
+			return 1
+		}
+		fmt.Println(u)
+		return 0
+	}
 
 	if o.edgeURL != "" {
 		u, err := termagent.HTTPSURL(o.edgeURL, 0)
@@ -128,7 +149,7 @@ func run() int {
 		}
 	}
 	if o.edgeURL == "" {
-		agent.Rediscover = func(ctx context.Context, id string) (string, error) { return o.find(ctx, log, id) }
+		agent.Rediscover = func(ctx context.Context, id string) (string, error) { return o.findPinned(ctx, log, id, st.EdgePin) }
 	}
 	if err := o.runAgent(ctx, agent, log); err != nil {
 		log.Error("classterm stopped", "err", err)
@@ -140,16 +161,63 @@ func run() int {
 // find is the edge's https URL: -edge, or else the edge (with id wantID,
 // any with "") found by DNS-SD.
 func (o *options) find(ctx context.Context, log *slog.Logger, wantID string) (string, error) {
+	return o.findPinned(ctx, log, wantID, "")
+}
+
+// findPinned is find for a paired terminal: the edge must also present
+// the key pinned at pairing.
+func (o *options) findPinned(ctx context.Context, log *slog.Logger, wantID, pin string) (string, error) {
 	if o.edgeURL != "" {
 		return o.edgeURL, nil
 	}
 	start := time.Now()
-	f, err := termagent.Discover(ctx, log, o.iface, wantID, o.discoverTimeout)
+	ctx, cancel := context.WithTimeout(ctx, o.discoverTimeout)
+	defer cancel()
+	r, err := termagent.Find(ctx, o.findOptions(log, wantID, pin, false))
 	if err != nil {
 		return "", err
 	}
-	log.Info("edge found", "url", f.HTTPSURL, "http_url", f.URL, "edge_id", f.Info.EdgeID, "school", f.Info.School, "instance", f.Instance, "took", time.Since(start).Round(time.Microsecond))
+	f := r.Found
+	log.Info("edge found", "method", r.Method, "url", f.HTTPSURL, "edge_id", f.Info.EdgeID, "school", f.Info.School, "instance", f.Instance, "took", time.Since(start).Round(time.Microsecond))
 	return f.HTTPSURL, nil
+}
+
+func (o *options) findOptions(log *slog.Logger, wantID, pin string, all bool) termagent.FindOptions {
+	return termagent.FindOptions{Iface: o.iface, WantID: wantID, Pin: pin, ResolvConf: o.resolvConf,
+		MDNSTimeout: o.mdnsTimeout, DNSTimeout: o.dnsTimeout, All: all, Log: log}
+}
+
+// runDiagnose is classterm -diagnose: every method, what it found or why
+// not, on stdout. A paired terminal looks for its own edge.
+func (o *options) runDiagnose(ctx context.Context, log *slog.Logger) int {
+	st, err := termagent.LoadState(o.dataDir)
+	if err != nil {
+		st = termagent.State{}
+		fmt.Printf("not paired (%v): accepting any edge\n", err)
+	} else {
+		fmt.Printf("paired with edge %s (key pin %s): accepting only that edge\n", st.EdgeID, st.EdgePin)
+	}
+	if rc, err := discovery.ReadResolvConf(o.resolvConf); err == nil {
+		fmt.Printf("%s: search domains %v, DNS servers %v\n", o.resolvConf, rc.Search, rc.Nameservers)
+	}
+	r, err := termagent.Find(ctx, o.findOptions(log, st.EdgeID, st.EdgePin, true))
+	for _, s := range r.Steps {
+		name := s.Method
+		if s.Domain != "" {
+			name += " in " + s.Domain
+		}
+		if s.Problem != "" {
+			fmt.Printf("%-32s FAILED (%s): %s\n", name, s.Took.Round(time.Millisecond), s.Problem)
+		} else {
+			fmt.Printf("%-32s found %s (%s)\n", name, strings.Join(s.Found, " "), s.Took.Round(time.Millisecond))
+		}
+	}
+	if err != nil {
+		fmt.Println("result: no edge found")
+		return 1
+	}
+	fmt.Printf("result: edge %s at %s, by %s\n", r.Found.Info.EdgeID, r.Found.HTTPSURL, r.Method)
+	return 0
 }
 
 // credential is the terminal's credential: paired now with -pair, else

@@ -12,12 +12,14 @@ import (
 	"net"
 	"net/http"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/text/width"
 
 	"github.com/campusedge/campusedge/edge/buildinfo"
 	"github.com/campusedge/campusedge/edge/fleet"
@@ -323,6 +325,9 @@ func (s *Server) pair(w http.ResponseWriter, r *http.Request) {
 	if !httpapi.DecodeJSON(w, r, 4<<10, &req) {
 		return
 	}
+	// A code typed on a page with a Chinese input method arrives in
+	// full-width digits (０-９); they are the same code.
+	req.Code = width.Fold.String(strings.TrimSpace(req.Code))
 	t, token, err := s.cfg.Fleet.Pair(req, remoteHost(r))
 	if err != nil {
 		s.log.Warn("pairing refused", "addr", remoteHost(r), "err", err)

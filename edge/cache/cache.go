@@ -206,7 +206,7 @@ func (c *Cache) wire() {
 	c.downloads = &downloader{layout: c.layout, hub: cfg.Hub, client: cfg.Client, log: c.log, space: c.space, shaper: c.shaper,
 		backoff: cfg.RetryBackoff, upstream: c.metrics.upstreamBytes, ctx: ctx, cancel: cancel, wg: &c.wg,
 		slot: make(chan struct{}, cfg.MaxDownloads), inflight: map[string]*download{}, failures: map[string]failure{}}
-	c.policy = &policy{db: cfg.DB, horizon: cfg.PrefetchHorizon, quota: cfg.Quota, log: c.log, item: c.index.item}
+	c.policy = &policy{db: cfg.DB, horizon: cfg.PrefetchHorizon, quota: cfg.Quota, log: c.log, item: c.index.item, capacity: c.space.capacity}
 	c.prefetch = newPrefetcher(c.policy, c.layout.state, c.downloads.ensure, c.log, cfg.PrefetchInterval, cfg.PrefetchConcurrency)
 	c.policy.changed = c.prefetch.Kick
 	c.index.changed = func(items []media.Item) {
@@ -311,6 +311,12 @@ func (c *Cache) Ensure(ctx context.Context, it media.Item) error {
 
 // SyncOnce pulls every catalogue change since the stored cursor; see index.
 func (c *Cache) SyncOnce(ctx context.Context) (int, error) { return c.index.SyncOnce(ctx) }
+
+// KeepReserve evicts cached resources (least recently used first, never
+// pinned, timetabled, waiting for upload or being read) until the disk has
+// the store's reserve free (fsutil.StoreReserve); the disk watcher calls it
+// when free space runs low. It returns the bytes freed.
+func (c *Cache) KeepReserve() (int64, error) { return c.space.keepReserve() }
 
 // Kick asks the prefetcher to look at the policy now.
 func (c *Cache) Kick() { c.prefetch.Kick() }

@@ -89,9 +89,6 @@ var ErrCorrupt = errors.New("hub content does not match the catalogue")
 // ErrNoSpace means the disk (or the cache quota) cannot hold the download.
 var ErrNoSpace = errors.New("not enough free disk space")
 
-// spaceReserve is left free for the store, logs and other writers.
-const spaceReserve = 256 << 20
-
 // errClosed means the cache is shutting down.
 var errClosed = errors.New("resource cache is shutting down")
 

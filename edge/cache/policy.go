@@ -69,6 +69,10 @@ type policy struct {
 	quota   int64
 	log     *slog.Logger
 	item    func(id string) (media.Item, bool, error)
+	// capacity is what the cache could hold on its disk at most (its blobs
+	// plus the free space above the store's reserve): a pin beyond it can
+	// never be fetched, quota or not.
+	capacity func() (int64, error)
 	// changed hears that pins or the timetable grew (the prefetcher looks).
 	changed func()
 }
@@ -139,7 +143,13 @@ func (c *policy) SetPin(id, by string) (Pin, error) {
 	if !ok {
 		return Pin{}, fmt.Errorf("%w: %s (is the catalogue synced?)", ErrUnknownItem, id)
 	}
-	if c.quota > 0 {
+	limit, what := c.quota, "the %d-byte quota; unpin something or raise -cache-quota"
+	if c.capacity != nil {
+		if capa, err := c.capacity(); err == nil && (limit == 0 || capa < limit) {
+			limit, what = capa, "the %d bytes the disk can hold for the cache (free space above the store's reserve, plus what is cached); unpin something or free disk space"
+		}
+	}
+	if limit > 0 {
 		want, err := c.wanted(time.Now())
 		if err != nil {
 			return Pin{}, err
@@ -152,8 +162,8 @@ func (c *policy) SetPin(id, by string) (Pin, error) {
 		for _, n := range sums {
 			total += n
 		}
-		if total > c.quota {
-			return Pin{}, fmt.Errorf("%w: pinning %s (%d bytes) would make pinned and timetabled items %d bytes, over the %d-byte quota; unpin something or raise -cache-quota", ErrPinOverQuota, id, it.Size, total, c.quota)
+		if total > limit {
+			return Pin{}, fmt.Errorf("%w: pinning %s (%d bytes) would make pinned and timetabled items %d bytes, over "+what, ErrPinOverQuota, id, it.Size, total, limit)
 		}
 	}
 	p := Pin{ID: id, By: by, At: time.Now().UTC()}

@@ -122,9 +122,14 @@ type Usage struct {
 	Used int64 `json:"used_bytes"`
 	// Pinned counts the blobs of pinned and timetabled items.
 	Pinned int64 `json:"pinned_bytes"`
-	// Free is what the file system has left for the cache.
-	Free  int64 `json:"free_bytes"`
-	Blobs int   `json:"blobs"`
+	// Free is what the file system has free, as df says it.
+	Free int64 `json:"free_bytes"`
+	// Reserve is kept free for the store (fsutil.StoreReserve): the cache
+	// never writes into it, and evicts to keep it.
+	Reserve int64 `json:"reserve_bytes"`
+	// Available is what the cache may still fill: Free less Reserve.
+	Available int64 `json:"available_bytes"`
+	Blobs     int   `json:"blobs"`
 }
 
 func (c *space) usage() (Usage, error) {
@@ -149,10 +154,21 @@ func (c *space) usage() (Usage, error) {
 	}
 	u.Used += c.partialBytes(c.reserved)
 	c.mu.Unlock()
-	if free, err := fsutil.FreeBytes(c.blobs); err == nil {
-		u.Free = max(0, free-spaceReserve)
+	if free, size, err := fsutil.Space(c.blobs); err == nil {
+		u.Free, u.Reserve = free, fsutil.StoreReserve(size)
+		u.Available = max(0, free-u.Reserve)
 	}
 	return u, nil
+}
+
+// capacity is what the cache could hold on its disk: its blobs, partial
+// files and reservations plus the free space above the store's reserve.
+func (c *space) capacity() (int64, error) {
+	u, err := c.usage()
+	if err != nil {
+		return 0, err
+	}
+	return u.Used + u.Available, nil
 }
 
 // makeRoom reserves space for the rest of a download of it (need bytes),
@@ -185,11 +201,12 @@ func (c *space) makeRoom(it media.Item, need int64) error {
 	}
 	used += c.partialBytes(skip)
 	have := it.Size - need // already in the partial file
-	free, err := fsutil.FreeBytes(c.blobs)
+	free, size, err := fsutil.Space(c.blobs)
 	if err != nil {
 		return fmt.Errorf("check free space: %w", err)
 	}
-	free -= spaceReserve
+	reserve := fsutil.StoreReserve(size)
+	free -= reserve
 	// Downloads in flight will still write the rest of what they reserved.
 	for id, n := range c.reserved {
 		if id == it.ID {
@@ -223,10 +240,52 @@ func (c *space) makeRoom(it media.Item, need int64) error {
 		return fmt.Errorf("%w: %s needs %d bytes but the cache quota is %d and %d are held by pinned, timetabled or in-use items; unpin something or raise -cache-quota", ErrNoSpace, it.ID, it.Size, c.quota, used)
 	}
 	if free < need {
-		return fmt.Errorf("%w: %s needs %d more bytes (has %d), the disk has %d free after the %d reserve; free disk space or unpin items", ErrNoSpace, it.ID, need, have, max(0, free), int64(spaceReserve))
+		return fmt.Errorf("%w: %s needs %d more bytes (has %d), the disk has %d free after the %d reserve; free disk space or unpin items", ErrNoSpace, it.ID, need, have, max(0, free), reserve)
 	}
 	c.reserved[it.ID] = it.Size
 	return nil
+}
+
+// keepReserve evicts least-recently-used unprotected blobs nobody is
+// reading until the disk has the store's reserve free again (something
+// other than the cache filled it: records, logs, a recording). It returns
+// the bytes freed; short of the reserve when only protected blobs remain.
+func (c *space) keepReserve() (int64, error) {
+	free, size, err := fsutil.Space(c.blobs)
+	if err != nil {
+		return 0, fmt.Errorf("check free space: %w", err)
+	}
+	reserve := fsutil.StoreReserve(size)
+	if free >= reserve {
+		return 0, nil
+	}
+	keep, err := c.protected()
+	if err != nil {
+		return 0, err
+	}
+	blobs, err := c.scanBlobs()
+	if err != nil {
+		return 0, fmt.Errorf("scan blobs: %w", err)
+	}
+	sort.Slice(blobs, func(i, j int) bool { return blobs[i].used.Before(blobs[j].used) })
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var freed int64
+	for _, b := range blobs {
+		if free+freed >= reserve {
+			break
+		}
+		if keep[b.sum] || c.readers[b.sum] > 0 {
+			continue
+		}
+		if err := os.Remove(media.BlobPath(c.blobs, b.sum)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return freed, fmt.Errorf("evict %s: %w", b.sum, err)
+		}
+		c.log.Warn("evicted resource to keep the store's disk reserve", "sha256", b.sum, "bytes", b.size, "reserve", reserve, "free", free+freed)
+		c.evictions.Inc()
+		freed += b.size
+	}
+	return freed, nil
 }
 
 // release drops the space reservation of a download that ended.

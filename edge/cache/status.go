@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/campusedge/campusedge/edge/api"
+	"github.com/campusedge/campusedge/edge/fsutil"
 	"github.com/campusedge/campusedge/edge/httpapi"
 	"github.com/campusedge/campusedge/edge/media"
 )
@@ -280,8 +281,11 @@ func (c *Cache) postMedia(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case errors.Is(err, errTooLarge) || errors.As(err, &mbe):
 		httpapi.WriteError(w, http.StatusRequestEntityTooLarge, "too_large", "the upload is larger than the limit of "+formatBytes(c.cfg.UploadMax)+" (-cache-upload-max)")
-	case errors.Is(err, ErrNoSpace):
-		httpapi.WriteError(w, http.StatusInsufficientStorage, "disk_full", err.Error())
+	case errors.Is(err, ErrNoSpace) || fsutil.IsNoSpace(err):
+		// Nothing was kept: the teacher's page sends the file again once
+		// space is freed.
+		w.Header().Set("Retry-After", "60")
+		httpapi.WriteError(w, http.StatusInsufficientStorage, "disk_full", "the upload was not saved: "+err.Error()+"; free disk space (see GET /healthz) and send it again")
 	case errors.Is(err, media.ErrInvalid):
 		httpapi.WriteError(w, http.StatusBadRequest, "invalid_upload", err.Error())
 	case err != nil:

@@ -16,9 +16,11 @@ import (
 	"runtime"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/campusedge/campusedge/edge/cache"
 	"github.com/campusedge/campusedge/edge/certs"
+	"github.com/campusedge/campusedge/edge/discovery"
 )
 
 // Config is everything edged needs to start.
@@ -36,7 +38,15 @@ type Config struct {
 	// MDNSInterfaces restricts advertisement to these interfaces; empty
 	// means every up, multicast-capable interface.
 	MDNSInterfaces []string `json:"mdns_interfaces"`
-	LogLevel       string   `json:"log_level"`
+	// DNSZone is the school's DNS zone where the edge keeps its unicast
+	// DNS-SD records (terminals on other VLANs find it there); empty: off.
+	DNSZone string `json:"dns_zone"`
+	// DNSServer is the zone's primary, which takes RFC 2136 updates; empty
+	// with DNSZone set: the console shows the records to add by hand.
+	DNSServer string `json:"dns_server"`
+	// DNSTSIGKeyFile is the TSIG key (BIND syntax) that signs the updates.
+	DNSTSIGKeyFile string `json:"dns_tsig_key_file"`
+	LogLevel       string `json:"log_level"`
 	// Firmware updates (docs/FIRMWARE.md); FirmwareRoot empty turns them off.
 	FirmwareRoot    string `json:"fw_root"`
 	FirmwareKeys    string `json:"fw_keys"`
@@ -153,6 +163,9 @@ func defineFlags(fs *flag.FlagSet, c *Config) {
 	fs.StringVar(&c.SchoolName, "school-name", c.SchoolName, "school `name` shown to people; the DNS-SD instance name (default \"CampusEdge <edge id>\")")
 	fs.BoolVar(&c.MDNS, "mdns", c.MDNS, "advertise _campusedge._tcp by mDNS/DNS-SD")
 	fs.Var(listFlag{&c.MDNSInterfaces}, "mdns-interfaces", "comma-separated `interfaces` to advertise on (default: every up, multicast-capable interface)")
+	fs.StringVar(&c.DNSZone, "dns-zone", c.DNSZone, "the school's DNS `zone` (e.g. school.example.) where the edge keeps its _campusedge._tcp records, so terminals on other VLANs find it by unicast DNS-SD")
+	fs.StringVar(&c.DNSServer, "dns-server", c.DNSServer, "the zone's primary DNS server (`host[:port]`) that takes signed dynamic updates (RFC 2136); empty: the console shows the records to add by hand")
+	fs.StringVar(&c.DNSTSIGKeyFile, "dns-tsig-key-file", c.DNSTSIGKeyFile, "TSIG key `file` signing the updates, as tsig-keygen writes it (key \"NAME\" { algorithm hmac-sha256; secret \"...\"; };)")
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "log `level`: debug, info, warn, error")
 	fs.StringVar(&c.FirmwareRoot, "fw-root", c.FirmwareRoot, "firmware slot `dir` shared with edgesup; empty turns firmware updates off")
 	fs.StringVar(&c.FirmwareKeys, "fw-keys", c.FirmwareKeys, "trusted release public key `files` or directories, comma-separated (needed with -fw-root)")
@@ -268,8 +281,14 @@ func (c Config) Validate() error {
 	if c.School == "" || len(c.School) > 32 || strings.ContainsAny(c.School, " =\x00\r\n") {
 		return fmt.Errorf("-school %q must be 1-32 characters without spaces or '='", c.School)
 	}
-	if len(c.SchoolName) > 63 {
-		return fmt.Errorf("-school-name is %d bytes; DNS-SD allows at most 63", len(c.SchoolName))
+	// The DNS-SD instance name is cut from the name at 63 bytes on a
+	// character boundary (discovery.InstanceName); a Chinese name of 22
+	// characters is already 66 bytes, so the name itself may be longer.
+	if len(c.SchoolName) > 255 || !utf8.ValidString(c.SchoolName) {
+		return fmt.Errorf("-school-name must be valid UTF-8 of at most 255 bytes (it is %d)", len(c.SchoolName))
+	}
+	if err := c.validateDNS(); err != nil {
+		return err
 	}
 	if c.SyncRate < 0 {
 		return fmt.Errorf("-sync-rate %d must be 0 (no cap) or a number of bytes per second", c.SyncRate)
@@ -302,6 +321,29 @@ func (c Config) Validate() error {
 	}
 	if c.CachePrefetchDays < 1 || c.CachePrefetchDays > 60 {
 		return fmt.Errorf("-cache-prefetch-days %d must be 1-60", c.CachePrefetchDays)
+	}
+	return nil
+}
+
+// validateDNS checks the unicast DNS-SD flags; the key file is read here
+// so that a wrong one stops edged at start.
+func (c Config) validateDNS() error {
+	if c.DNSZone == "" {
+		if c.DNSServer != "" || c.DNSTSIGKeyFile != "" {
+			return errors.New("-dns-server and -dns-tsig-key-file need -dns-zone: the school's zone the edge registers in")
+		}
+		return nil
+	}
+	if !strings.HasSuffix(c.DNSZone, ".") || strings.ContainsAny(c.DNSZone, " \\") || len(c.DNSZone) > 200 {
+		return fmt.Errorf("-dns-zone %q must be a fully qualified zone name ending in a dot, e.g. school.example.", c.DNSZone)
+	}
+	if (c.DNSServer == "") != (c.DNSTSIGKeyFile == "") {
+		return errors.New("-dns-server and -dns-tsig-key-file go together: the school's DNS must take only signed updates (or give neither: the console then shows the records to add by hand)")
+	}
+	if c.DNSTSIGKeyFile != "" {
+		if _, err := discovery.ReadTSIGKeyFile(c.DNSTSIGKeyFile); err != nil {
+			return fmt.Errorf("-dns-tsig-key-file: %w", err)
+		}
 	}
 	return nil
 }

@@ -46,12 +46,12 @@ type Config struct {
 // Status is the advertisement's health, for /healthz and the console.
 type Status struct {
 	// Active is true when the edge is advertised on at least one interface.
-	Active bool
+	Active bool `json:"active"`
 	// Interfaces are the interfaces it is advertised on, sorted.
-	Interfaces []string
+	Interfaces []string `json:"interfaces"`
 	// Problem says, for an operator, what is not working: why nothing is
 	// advertised when Active is false, or which wanted interfaces failed.
-	Problem string
+	Problem string `json:"problem,omitempty"`
 }
 
 // Advertiser keeps the edge advertised until Close or until the context

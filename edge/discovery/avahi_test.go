@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/campusedge/campusedge/edge/netnstest"
 )
@@ -189,4 +190,30 @@ func hasAvahi(svcs []netnstest.AvahiService, match func(netnstest.AvahiService) 
 		}
 	}
 	return false
+}
+
+// TestAvahiChineseSchoolName: a Chinese school name longer than a DNS
+// label (72 bytes) becomes an instance name cut at 63 bytes on a
+// character boundary, and avahi-browse -rtp on another host shows it
+// intact: every character whole, nothing escaped or replaced.
+func TestAvahiChineseSchoolName(t *testing.T) {
+	a, b := netnstest.NewPair(t)
+	av := b.StartAvahi(t)
+	school := "北京市海淀区中关村第三小学教育集团分校实验教学点"
+	instance := InstanceName(school)
+	if len(instance) > 63 || !utf8.ValidString(instance) || !strings.HasPrefix(school, instance) || utf8.RuneCountInString(instance) != 21 {
+		t.Fatalf("InstanceName(%q) = %q (%d bytes)", school, instance, len(instance))
+	}
+	startHelper(t, a, instance, "edge-zh.local.", 8083)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	s, err := av.Resolve(ctx, ServiceType, instance)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Name != instance {
+		t.Fatalf("avahi shows %q, want %q", s.Name, instance)
+	}
+	t.Logf("avahi-browse -rtp on another host shows %q (%d bytes)", s.Name, len(s.Name))
+	checkAvahiService(t, s, a.Addr.String(), 8083)
 }

@@ -258,29 +258,39 @@ func accept(e *mdns.ServiceEntry, wantID string, log *slog.Logger) (Found, bool)
 		log.Debug("ignoring edge with bad port", "name", e.Name, "port", e.Port)
 		return Found{}, false
 	}
-	f := Found{Instance: inst, Host: e.Host, Port: e.Port, Info: info}
+	var ip net.IP
+	zone := ""
 	switch {
 	case e.AddrV4 != nil && e.AddrV4.To4() != nil:
-		f.Addr = e.AddrV4.To4()
+		ip = e.AddrV4.To4()
 	case e.AddrV6IPAddr != nil && e.AddrV6IPAddr.IP.To16() != nil:
-		f.Addr, f.Zone = e.AddrV6IPAddr.IP, e.AddrV6IPAddr.Zone
+		ip, zone = e.AddrV6IPAddr.IP, e.AddrV6IPAddr.Zone
 	default:
 		log.Debug("ignoring edge without address", "name", e.Name)
 		return Found{}, false
 	}
-	if f.Addr.IsUnspecified() || f.Addr.IsMulticast() {
-		log.Debug("ignoring edge with unusable address", "name", e.Name, "addr", f.Addr)
+	if ip.IsUnspecified() || ip.IsMulticast() {
+		log.Debug("ignoring edge with unusable address", "name", e.Name, "addr", ip)
 		return Found{}, false
 	}
-	host := f.Addr.String()
-	if f.Zone != "" {
-		host += "%" + f.Zone
+	return newFound(inst, e.Host, ip, zone, e.Port, info), true
+}
+
+// newFound builds a Found with its URLs.
+func newFound(inst, host string, ip net.IP, zone string, port int, info Info) Found {
+	if v4 := ip.To4(); v4 != nil {
+		ip = v4
 	}
-	f.URL = (&url.URL{Scheme: "http", Host: net.JoinHostPort(host, strconv.Itoa(f.Port))}).String()
+	f := Found{Instance: inst, Host: host, Addr: ip, Zone: zone, Port: port, Info: info}
+	h := f.Addr.String()
+	if f.Zone != "" {
+		h += "%" + f.Zone
+	}
+	f.URL = (&url.URL{Scheme: "http", Host: net.JoinHostPort(h, strconv.Itoa(f.Port))}).String()
 	httpsPort := info.HTTPSPort
 	if httpsPort == 0 {
 		httpsPort = DefaultHTTPSPort
 	}
-	f.HTTPSURL = (&url.URL{Scheme: "https", Host: net.JoinHostPort(host, strconv.Itoa(httpsPort))}).String()
-	return f, true
+	f.HTTPSURL = (&url.URL{Scheme: "https", Host: net.JoinHostPort(h, strconv.Itoa(httpsPort))}).String()
+	return f
 }

@@ -138,6 +138,9 @@ func ParseTXT(fields []string) (Info, error) {
 	return info, nil
 }
 
+// ValidEdgeID says why id is not an edge id as TXT id= carries it.
+func ValidEdgeID(id string) error { return checkEdgeID(id) }
+
 func checkEdgeID(id string) error {
 	if id == "" {
 		return errors.New("TXT id= is missing or empty")

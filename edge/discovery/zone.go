@@ -110,31 +110,6 @@ func sameName(a, b string) bool {
 }
 
 // instanceOf returns the instance label of a service instance name of our
-// service type, unescaped ("Springfield\ Elementary._campusedge._tcp.local."
+// service type on mDNS, unescaped ("Springfield\ Elementary._campusedge._tcp.local."
 // → "Springfield Elementary"), or false for any other name.
-func instanceOf(name string) (string, bool) {
-	var buf [256]byte
-	n, err := dns.PackDomainName(dns.Fqdn(name), buf[:], 0, nil, false)
-	if err != nil || n < 1 {
-		return "", false
-	}
-	l := int(buf[0])
-	if l == 0 || 1+l > n {
-		return "", false
-	}
-	rest, ok := canonical(serviceName)
-	if !ok {
-		return "", false
-	}
-	tail := make([]byte, n-1-l)
-	copy(tail, buf[1+l:n])
-	for i, c := range tail {
-		if c >= 'A' && c <= 'Z' {
-			tail[i] = c + 'a' - 'A'
-		}
-	}
-	if string(tail) != rest {
-		return "", false
-	}
-	return string(buf[1 : 1+l]), true
-}
+func instanceOf(name string) (string, bool) { return instanceIn(name, serviceName) }

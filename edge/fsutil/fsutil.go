@@ -6,9 +6,11 @@
 package fsutil
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"syscall"
 )
 
 // WriteFileAtomic replaces path with data: a power cut leaves the old file
@@ -41,8 +43,8 @@ func WriteFileAtomic(path string, data []byte, mode os.FileMode) error {
 // is on disk when it returns.
 func RenameDurable(tmp, dst string) error {
 	dir := filepath.Dir(dst)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return fmt.Errorf("create %s: %w", dir, err)
+	if err := MkdirAllDurable(dir, 0o700); err != nil {
+		return err
 	}
 	if err := os.Rename(tmp, dst); err != nil {
 		return fmt.Errorf("rename into %s: %w", dst, err)
@@ -65,4 +67,52 @@ func SyncDir(dir string) error {
 		return fmt.Errorf("fsync %s: %w", dir, err)
 	}
 	return nil
+}
+
+// MkdirAllDurable is os.MkdirAll whose new directories survive a power cut:
+// each directory it creates is fsynced into its parent (a blob's new shard
+// directory, say, would otherwise vanish with the blob renamed into it).
+func MkdirAllDurable(dir string, mode os.FileMode) error {
+	var missing []string
+	for d := filepath.Clean(dir); ; d = filepath.Dir(d) {
+		if _, err := os.Stat(d); err == nil {
+			break
+		}
+		missing = append(missing, d)
+		if filepath.Dir(d) == d {
+			break
+		}
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	if err := os.MkdirAll(dir, mode); err != nil {
+		return fmt.Errorf("create %s: %w", dir, err)
+	}
+	// Deepest first: each new directory's entry in its parent.
+	for _, d := range missing {
+		if err := SyncDir(filepath.Dir(d)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// IsNoSpace reports whether err is the file system being full (or the
+// user's disk quota spent): the write may succeed later, once space is
+// freed, so callers answer "retry", never "invalid".
+func IsNoSpace(err error) bool {
+	return errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT)
+}
+
+// StoreReserve is the free space kept for the store (records, the sync
+// outbox, logs) on a file system of size bytes: the resource cache never
+// fills it, so records still fit when the cache has filled the disk. It is
+// 256 MiB, or an eighth of a small disk.
+func StoreReserve(size int64) int64 {
+	const most = 256 << 20
+	if size <= 0 {
+		return most
+	}
+	return min(most, size/8)
 }

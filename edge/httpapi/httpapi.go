@@ -22,6 +22,10 @@ const (
 	CodeForbidden    = "forbidden"
 	CodeNotFound     = "not_found"
 	CodeInternal     = "internal"
+	// CodeNotSaved: the edge could not store what was sent (disk full,
+	// store busy); nothing is wrong with it: send it again after
+	// Retry-After.
+	CodeNotSaved = "not_saved"
 )
 
 // WriteJSON writes v with status, compact (as the docs show it, and
@@ -83,4 +87,16 @@ func BearerToken(r *http.Request) (string, bool) {
 	tok, ok := strings.CutPrefix(h, "Bearer ")
 	tok = strings.TrimSpace(tok)
 	return tok, ok && tok != ""
+}
+
+// WriteNotSaved answers a write the store could not make durable: 507
+// when the disk is full (noSpace), else 503, both with Retry-After, so a
+// client keeps the data and sends it again instead of dropping it as bad.
+func WriteNotSaved(w http.ResponseWriter, noSpace bool, retryAfter int, what string, err error) {
+	w.Header().Set("Retry-After", fmt.Sprint(retryAfter))
+	if noSpace {
+		WriteError(w, http.StatusInsufficientStorage, CodeNotSaved, fmt.Sprintf("%s was not saved: the edge's data disk is full (%v); keep it and send it again in %d s, and free disk space (see GET /healthz)", what, err, retryAfter))
+		return
+	}
+	WriteError(w, http.StatusServiceUnavailable, CodeNotSaved, fmt.Sprintf("%s was not saved (%v); keep it and send it again in %d s", what, err, retryAfter))
 }

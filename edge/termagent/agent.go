@@ -24,6 +24,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -31,6 +32,7 @@ import (
 	"github.com/campusedge/campusedge/edge/certs"
 	"github.com/campusedge/campusedge/edge/ctlwire"
 	"github.com/campusedge/campusedge/edge/discovery"
+	"github.com/campusedge/campusedge/edge/fsutil"
 	"github.com/campusedge/campusedge/edge/pairing"
 )
 
@@ -78,19 +80,9 @@ func SaveState(dataDir string, s State) error {
 	if err != nil {
 		return err
 	}
-	path := filepath.Join(dataDir, StateFile)
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return fmt.Errorf("save credential: %w", err)
-	}
-	_, werr := f.Write(data)
-	serr := f.Sync()
-	cerr := f.Close()
-	if err := errors.Join(werr, serr, cerr); err != nil {
-		return fmt.Errorf("save credential %s: %w", tmp, err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
+	// Temp file, fsync, rename, directory fsync: a power cut keeps the old
+	// credential or the new one.
+	if err := fsutil.WriteFileAtomic(filepath.Join(dataDir, StateFile), data, 0o600); err != nil {
 		return fmt.Errorf("save credential: %w", err)
 	}
 	return nil
@@ -131,6 +123,7 @@ func (e *PairError) Error() string { return fmt.Sprintf("pairing refused (%s): %
 // code-bound key exchange (PairPAKE) and keeps the edge's pin; over http
 // (HTTPSURL allows that for loopback only) it uses the plain request.
 func Pair(ctx context.Context, edgeURL, code, name, version string) (State, error) {
+	code = NormalizeCode(code)
 	if !codeRE.MatchString(code) {
 		return State{}, &PairError{Code: "invalid", Message: "the pairing code must be the 6 digits shown on the admin console"}
 	}
@@ -360,6 +353,16 @@ func (a *Agent) Run(ctx context.Context) error {
 		if errors.As(err, &ue) {
 			return fmt.Errorf("the edge no longer accepts this terminal's credential (%s): pair again with -pair CODE", ue.msg)
 		}
+		var mv *movedError
+		if errors.As(err, &mv) {
+			a.Log.Info("edge found at a new address", "url", mv.url, "was", a.State.EdgeURL)
+			a.State.EdgeURL = mv.url
+			if err := SaveState(a.DataDir, a.State); err != nil {
+				a.Log.Warn("could not save the new edge address", "err", err)
+			}
+			failures = 0
+			continue // at once: the edge is known to be there
+		}
 		var pe *PinMismatchError
 		if errors.As(err, &pe) {
 			// Refused, loudly, but not fatal: an interceptor may only be
@@ -378,7 +381,10 @@ func (a *Agent) Run(ctx context.Context) error {
 		if a.OnDisconnected != nil {
 			a.OnDisconnected(err)
 		}
-		if failures%6 == 0 && a.Rediscover != nil {
+		// Look again after two failures in a row (~1.5 s), then every third:
+		// an edge whose address changed (DHCP) is found at the new one
+		// within seconds, and a restarting edge costs few lookups.
+		if failures >= 2 && (failures-2)%3 == 0 && a.Rediscover != nil {
 			if u, derr := a.Rediscover(ctx, a.State.EdgeID); derr == nil && u != a.State.EdgeURL {
 				a.Log.Info("edge found at a new address", "url", u)
 				a.State.EdgeURL = u
@@ -494,7 +500,16 @@ func (a *Agent) session(ctx context.Context) (connected bool, err error) {
 	hb := time.Duration(max(w.HeartbeatSeconds, 1)) * time.Second
 	deadline := 3*hb + 5*time.Second
 	_ = ws.SetReadDeadline(time.Now().Add(deadline))
+	var last atomic.Int64 // when the edge was last heard, unix ns
+	last.Store(time.Now().UnixNano())
+	moved := make(chan string, 1)
+	if a.Rediscover != nil {
+		wctx, wcancel := context.WithCancel(ctx)
+		defer wcancel()
+		go a.watchStall(wctx, ws, a.State.EdgeURL, a.State.EdgeID, hb, &last, moved)
+	}
 	ws.SetPingHandler(func(p string) error {
+		last.Store(time.Now().UnixNano())
 		_ = ws.SetReadDeadline(time.Now().Add(deadline))
 		return ws.WriteControl(websocket.PongMessage, []byte(p), time.Now().Add(5*time.Second))
 	})
@@ -516,8 +531,14 @@ func (a *Agent) session(ctx context.Context) (connected bool, err error) {
 	for {
 		_, data, err := ws.ReadMessage()
 		if err != nil {
+			select {
+			case u := <-moved:
+				return true, &movedError{url: u}
+			default:
+			}
 			return true, fmt.Errorf("connection ended: %w", err)
 		}
+		last.Store(time.Now().UnixNano())
 		_ = ws.SetReadDeadline(time.Now().Add(deadline))
 		if hdr, err := ctlwire.Decode(data); err == nil {
 			a.Log.Debug("control message", "type", hdr.Type)
@@ -525,5 +546,42 @@ func (a *Agent) session(ctx context.Context) (connected bool, err error) {
 				a.OnMessage(hdr, data)
 			}
 		}
+	}
+}
+
+// movedError ends a session whose edge was found at another address.
+type movedError struct{ url string }
+
+func (e *movedError) Error() string { return "the edge moved to " + e.url }
+
+// watchStall looks for the edge again when it has been silent for one and
+// a half heartbeats: an edge whose address changed (a new DHCP lease)
+// cannot close the connections to its old address, which would otherwise
+// wait for the read deadline (three heartbeats and more). When the edge
+// answers at another address the connection is closed and the session
+// ends with a movedError; when it is where it was, the read deadline
+// decides as before. At most one lookup per heartbeat.
+func (a *Agent) watchStall(ctx context.Context, ws *websocket.Conn, cur, edgeID string, hb time.Duration, last *atomic.Int64, moved chan<- string) {
+	t := time.NewTicker(hb / 2)
+	defer t.Stop()
+	var looked time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if time.Since(time.Unix(0, last.Load())) < hb+hb/2 || time.Since(looked) < hb {
+			continue
+		}
+		looked = time.Now()
+		a.Log.Info("the edge has been silent for over a heartbeat; looking whether it moved", "url", cur)
+		u, err := a.Rediscover(ctx, edgeID)
+		if err != nil || u == cur || ctx.Err() != nil {
+			continue
+		}
+		moved <- u
+		_ = ws.Close() // ends ReadMessage in session
+		return
 	}
 }

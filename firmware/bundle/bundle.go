@@ -16,6 +16,8 @@ import (
 	"path/filepath"
 	"sort"
 	"time"
+
+	"github.com/campusedge/campusedge/edge/fsutil"
 )
 
 // Magic starts every bundle file (format 1).
@@ -77,7 +79,7 @@ func Create(b Build, key ed25519.PrivateKey, out string) (Manifest, error) {
 	if err := os.Chmod(tmp.Name(), 0o644); err != nil {
 		return Manifest{}, fmt.Errorf("create bundle: %w", err)
 	}
-	if err := os.Rename(tmp.Name(), out); err != nil {
+	if err := fsutil.RenameDurable(tmp.Name(), out); err != nil {
 		return Manifest{}, fmt.Errorf("create bundle: %w", err)
 	}
 	return m, nil

@@ -63,7 +63,7 @@ const (
 // Fetch downloads rel into Dir, resuming a partial file,
 // and returns the path of the complete, hash-checked bundle.
 func (u *Fetcher) Fetch(ctx context.Context, rel release.Release) (string, error) {
-	if err := os.MkdirAll(u.Dir, 0o700); err != nil {
+	if err := fsutil.MkdirAllDurable(u.Dir, 0o700); err != nil {
 		return "", err
 	}
 	final := filepath.Join(u.Dir, rel.SHA256+".bundle")

@@ -133,7 +133,7 @@ func (u *uploads) start(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteJSON(w, http.StatusOK, media.UploadState{Offset: it.Size, Done: true})
 		return
 	}
-	if err := os.MkdirAll(u.dir(), 0o700); err != nil {
+	if err := fsutil.MkdirAllDurable(u.dir(), 0o700); err != nil {
 		httpapi.WriteError(w, http.StatusInternalServerError, "internal", err.Error())
 		return
 	}
@@ -211,8 +211,30 @@ func (u *uploads) patch(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, http.StatusRequestEntityTooLarge, "too_long", fmt.Sprintf("the item is %d bytes; the body goes past it", it.Size))
 		return
 	}
-	_ = f.Sync()
+	// The offset answered is one the edge may resume from after a power
+	// cut here: only what fsync made durable.
+	err = f.Sync()
+	if err == nil && off == 0 {
+		// The part file may be new: its name must survive too before any
+		// offset is acknowledged.
+		err = fsutil.SyncDir(u.dir())
+	}
+	if err != nil {
+		_ = f.Truncate(off)
+		w.Header().Set("Retry-After", "10")
+		status, code := http.StatusServiceUnavailable, "store_unavailable"
+		if fsutil.IsNoSpace(err) {
+			status, code = http.StatusInsufficientStorage, "disk_full"
+		}
+		httpapi.WriteError(w, status, code, fmt.Sprintf("the hub could not make the upload durable (%v); resume from offset %d later", err, off))
+		return
+	}
 	off += n
+	if fsutil.IsNoSpace(cerr) {
+		w.Header().Set("Retry-After", "60")
+		httpapi.WriteError(w, http.StatusInsufficientStorage, "disk_full", fmt.Sprintf("the hub's disk filled during the upload; %d bytes are kept, resume from there later", off))
+		return
+	}
 	if cerr != nil || off < it.Size {
 		httpapi.WriteJSON(w, http.StatusOK, media.UploadState{Offset: off})
 		return

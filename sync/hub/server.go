@@ -16,6 +16,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/campusedge/campusedge/edge/fsutil"
 	"github.com/campusedge/campusedge/edge/httpapi"
 	"github.com/campusedge/campusedge/edge/identity"
 	"github.com/campusedge/campusedge/edge/token"
@@ -90,6 +91,18 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func (s *Server) fail(w http.ResponseWriter, status int, code, msg string) {
 	s.rejected.WithLabelValues(code).Inc()
 	httpapi.WriteError(w, status, code, msg)
+}
+
+// storeFailed answers a request the hub's store could not take: 507 when
+// its disk is full, else 503, with Retry-After either way; the edge keeps
+// the records and sends them again (never 400: they are not invalid).
+func (s *Server) storeFailed(w http.ResponseWriter, what string, err error) {
+	w.Header().Set("Retry-After", "10")
+	if fsutil.IsNoSpace(err) {
+		s.fail(w, http.StatusInsufficientStorage, "disk_full", "the hub's disk is full; could not store "+what+", retry later: "+err.Error())
+		return
+	}
+	s.fail(w, http.StatusServiceUnavailable, "store_unavailable", "could not store "+what+"; retry later: "+err.Error())
 }
 
 // maxEnrolBytes bounds the enrolment body.
@@ -189,7 +202,7 @@ func (s *Server) signed(maxBody int64, h func(w http.ResponseWriter, r *http.Req
 			s.fail(w, http.StatusUnauthorized, "replayed", "this signed request was already used")
 			return
 		} else if err != nil {
-			s.fail(w, http.StatusInternalServerError, "internal", err.Error())
+			s.storeFailed(w, "the request", err)
 			return
 		}
 		h(w, r, e, body)
@@ -235,7 +248,7 @@ func (s *Server) batch(w http.ResponseWriter, r *http.Request, e Edge, body []by
 	case err != nil:
 		s.batches.WithLabelValues("error").Inc()
 		s.log.Error("ingest", "edge", e.ID, "err", err)
-		s.fail(w, http.StatusServiceUnavailable, "store_unavailable", "could not store the batch; retry later: "+err.Error())
+		s.storeFailed(w, "the batch", err)
 		return
 	}
 	s.batches.WithLabelValues("ok").Inc()

@@ -51,6 +51,11 @@ var (
 // ErrClosed is returned by appends after Close.
 var ErrClosed = errors.New("outbox closed")
 
+// ErrInvalid wraps a record refused for what it is (kind, payload): sending
+// it again will not help. Every other append error is the store's (a full
+// disk, say) and worth retrying.
+var ErrInvalid = errors.New("invalid record")
+
 // Migrate creates the outbox buckets (an edge store migration).
 func Migrate(tx *bolt.Tx) error {
 	for _, b := range [][]byte{BucketRecords, BucketMeta} {
@@ -87,7 +92,7 @@ func AppendTx(tx *bolt.Tx, kind string, payload []byte, now time.Time) (wire.Rec
 	}
 	rec.ID = id
 	if err := rec.Validate(); err != nil {
-		return rec, fmt.Errorf("outbox append: %w", err)
+		return rec, fmt.Errorf("outbox append: %w: %w", ErrInvalid, err)
 	}
 	v, err := json.Marshal(stored{ID: rec.ID, Kind: rec.Kind, At: rec.At, Payload: rec.Payload})
 	if err != nil {

@@ -106,26 +106,7 @@ func TestSyncBench(t *testing.T) {
 	e := newEdge(t, nil)
 	enrol(t, th.Store, th.URL, "s1", e)
 	total := 10_000 + *benchQuiz
-	var wg sync.WaitGroup
-	fill := time.Now()
-	for w := range 64 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := w; i < total; i += 64 {
-				kind, p := "quiz.answer", quiz(i)
-				if i < 10_000 {
-					kind, p = "attendance.mark", attendance(i)
-				}
-				if _, err := e.Ob.Append(context.Background(), kind, p); err != nil {
-					t.Error(err)
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	t.Logf("backlog of %d records appended in %s", total, time.Since(fill).Round(time.Millisecond))
+	fillBacklog(t, e, total)
 	var rawPayload int
 	recs, _ := e.Ob.Pending(0, total, 1<<40)
 	for _, r := range recs {
@@ -174,6 +155,31 @@ func TestSyncBench(t *testing.T) {
 	}
 	defer pg.Close()
 	ingest("postgres", pg)
+}
+
+// fillBacklog appends a school day's records to e's outbox: 10,000
+// attendance marks, then quiz answers up to total, from 64 writers.
+func fillBacklog(t *testing.T, e *testEdge, total int) {
+	var wg sync.WaitGroup
+	fill := time.Now()
+	for w := range 64 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := w; i < total; i += 64 {
+				kind, p := "quiz.answer", quiz(i)
+				if i < 10_000 {
+					kind, p = "attendance.mark", attendance(i)
+				}
+				if _, err := e.Ob.Append(context.Background(), kind, p); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	t.Logf("backlog of %d records appended in %s", total, time.Since(fill).Round(time.Millisecond))
 }
 
 func mustEnrolDirect(t *testing.T, st hub.Store, school, id string) {

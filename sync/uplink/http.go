@@ -3,6 +3,7 @@ package uplink
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"time"
@@ -10,7 +11,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/campusedge/campusedge/edge/api"
+	"github.com/campusedge/campusedge/edge/fsutil"
 	"github.com/campusedge/campusedge/edge/httpapi"
+	"github.com/campusedge/campusedge/sync/outbox"
 	"github.com/campusedge/campusedge/sync/schooldata"
 	"github.com/campusedge/campusedge/sync/wire"
 )
@@ -103,8 +106,18 @@ func (u *Uplink) postRecord(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	rec, err := u.cfg.Outbox.Append(r.Context(), req.Kind, req.Payload)
-	if err != nil {
+	switch {
+	case errors.Is(err, outbox.ErrInvalid):
 		httpapi.WriteError(w, http.StatusBadRequest, "invalid_record", err.Error())
+		return
+	case err != nil:
+		// The store's failure, not the record's: a full disk above all.
+		noSpace := fsutil.IsNoSpace(err)
+		if noSpace && u.cfg.OnNoSpace != nil {
+			u.cfg.OnNoSpace()
+		}
+		u.log.Error("record not saved", "kind", req.Kind, "err", err)
+		httpapi.WriteNotSaved(w, noSpace, 5, "the record", err)
 		return
 	}
 	httpapi.WriteJSON(w, http.StatusCreated, map[string]any{"seq": rec.Seq, "id": rec.ID, "at": time.UnixMilli(rec.At).UTC()})

@@ -187,8 +187,10 @@ type Config struct {
 	Certs      CertSigner
 	MaxRecords int // per batch, default 4000
 	MaxBytes   int // payload bytes per batch, default 1 MiB
-	// InFlight is how many batches may be on the way at once (default 2),
-	// so a long round trip does not idle the link between batches.
+	// InFlight is how many batches may be on the way at once (default 4),
+	// a sliding window: a long round trip does not idle the link between
+	// batches, and on a lossy link several TCP connections share it (one
+	// connection's window collapses on each loss).
 	InFlight   int
 	RateBytes  int           // optional cap on upload bytes per second
 	MinBackoff time.Duration // default 500 ms
@@ -197,6 +199,9 @@ type Config struct {
 	// Apply is called in the downlink transaction for every change, so a
 	// capability (timetable-driven prefetch, say) updates with it atomically.
 	Apply func(tx *bolt.Tx, kind string, data []byte) error
+	// OnNoSpace (may be nil) hears that an append failed for lack of disk
+	// space (the disk watcher reports "full" at once).
+	OnNoSpace func()
 }
 
 // Status is the sync state shown by GET /api/v1/sync.
@@ -245,7 +250,7 @@ func New(cfg Config) *Uplink {
 		cfg.MaxBytes = 1 << 20
 	}
 	if cfg.InFlight <= 0 {
-		cfg.InFlight = 2
+		cfg.InFlight = 4
 	}
 	// The hub accepts at most wire.MaxAhead records beyond its contiguous
 	// prefix; a window must fit.
@@ -355,27 +360,83 @@ func (u *Uplink) Run(ctx context.Context) {
 			backoff = 0
 			wait = time.Until(nextPull)
 		}
-		t := time.NewTimer(max(wait, 0))
+		var down *unreachableError
+		if !u.wait(ctx, wait, err != nil, errors.As(err, &down)) {
+			return
+		}
+	}
+}
+
+// probeEvery is how often, while the loop backs off after the hub was
+// unreachable, a cheap GET /healthz asks whether it is back: the backlog
+// then leaves within about a second of the link returning instead of
+// waiting out the rest of the backoff (up to a minute). Bounded: at most
+// one probe per probeEvery, each within probeTimeout, only during a
+// backoff.
+const (
+	probeEvery   = 500 * time.Millisecond
+	probeTimeout = time.Second
+)
+
+// wait sleeps d, or less: an enrolment (Wake) ends it; a new record ends
+// it unless the last cycle failed (new records wait out the backoff); a
+// successful probe ends it when the hub was unreachable. It returns false
+// when ctx ended.
+func (u *Uplink) wait(ctx context.Context, d time.Duration, failed, probe bool) bool {
+	t := time.NewTimer(max(d, 0))
+	defer t.Stop()
+	changed := u.cfg.Outbox.Changed()
+	if failed {
+		changed = nil // the signal stays pending for the next wait
+	}
+	var tick <-chan time.Time
+	if probe {
+		tk := time.NewTicker(probeEvery)
+		defer tk.Stop()
+		tick = tk.C
+	}
+	for {
 		select {
 		case <-ctx.Done():
-			t.Stop()
-			return
+			return false
 		case <-t.C:
+			return true
 		case <-u.wake:
-			t.Stop()
-		case <-u.cfg.Outbox.Changed():
-			t.Stop()
-			if err != nil { // after a failure keep the backoff: new records wait
-				select {
-				case <-ctx.Done():
-					return
-				case <-u.wake: // an enrolment does not wait out the backoff
-				case <-time.After(max(wait, 0)):
-				}
+			return true
+		case <-changed:
+			return true
+		case <-tick:
+			if u.reachable(ctx) {
+				u.log.Info("hub reachable again; sending now", "hub", u.cfg.Hub)
+				return true
 			}
 		}
 	}
 }
+
+// reachable is the probe: does the hub answer GET /healthz with 200?
+func (u *Uplink) reachable(ctx context.Context) bool {
+	ctx, cancel := context.WithTimeout(ctx, probeTimeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(u.cfg.Hub, "/")+"/healthz", nil)
+	if err != nil {
+		return false
+	}
+	resp, err := u.cfg.Client.Do(req)
+	if err != nil {
+		return false
+	}
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	resp.Body.Close()
+	return resp.StatusCode == http.StatusOK
+}
+
+// unreachableError is a request that got no answer from the hub at all
+// (connection refused or cut, timeout): the case a probe can end early.
+type unreachableError struct{ err error }
+
+func (e *unreachableError) Error() string { return e.err.Error() }
+func (e *unreachableError) Unwrap() error { return e.err }
 
 // cycle sends the whole backlog and pulls changes when due.
 func (u *Uplink) cycle(ctx context.Context, nextPull *time.Time) error {
@@ -425,68 +486,81 @@ func (u *Uplink) cycle(ctx context.Context, nextPull *time.Time) error {
 	return nil
 }
 
-// SendOnce sends the next window of batches from the first unacknowledged
-// record — up to InFlight batches at once, each on its own request — and
-// applies the highest ack. It returns how many records it sent (0: nothing
-// to send). Batches may reach the hub out of order; the hub keeps those
-// ahead of a gap and acknowledges only a contiguous prefix, so the edge
-// never drops a record the hub does not hold.
+// SendOnce sends batches from the first unacknowledged record through a
+// sliding window: up to InFlight batches on the way at once, each on its
+// own request (its own TCP connection, so one loss slows one batch, not
+// all), and the next batch leaves as soon as any answers — not when the
+// whole window has. Batches may reach the hub out of order; the hub keeps
+// those ahead of a gap (up to wire.MaxAhead records) and acknowledges only
+// a contiguous prefix, so the edge never drops a record the hub does not
+// hold. It stops launching after sendSpan (so the caller reports
+// progress), collects what is in flight, and returns how many records the
+// hub took (0: nothing to send).
 func (u *Uplink) SendOnce(ctx context.Context, enr Enrolment) (int, error) {
 	st, err := u.cfg.Outbox.Stats()
 	if err != nil {
 		return 0, err
 	}
-	var batches [][]wire.Record
-	for after := st.AckedSeq; len(batches) < u.cfg.InFlight; {
-		recs, err := u.cfg.Outbox.Pending(after, u.cfg.MaxRecords, u.cfg.MaxBytes)
-		if err != nil {
-			return 0, err
+	type result struct {
+		ack uint64
+		n   int
+		err error
+	}
+	results := make(chan result, u.cfg.InFlight)
+	acked, next := st.AckedSeq, st.AckedSeq // next: the last seq launched
+	began := time.Now()
+	inflight, sent := 0, 0
+	var errs []error
+	for {
+		for len(errs) == 0 && inflight < u.cfg.InFlight && time.Since(began) < sendSpan {
+			// The hub refuses a batch starting beyond its contiguous
+			// prefix + MaxAhead; acked is what it has said so far.
+			if next+uint64(u.cfg.MaxRecords) > acked+wire.MaxAhead {
+				break
+			}
+			recs, err := u.cfg.Outbox.Pending(next, u.cfg.MaxRecords, u.cfg.MaxBytes)
+			if err != nil {
+				errs = append(errs, err)
+				break
+			}
+			if len(recs) == 0 {
+				break
+			}
+			next = recs[len(recs)-1].Seq
+			inflight++
+			go func() {
+				ack, err := u.sendBatch(ctx, enr, recs)
+				results <- result{ack, len(recs), err}
+			}()
 		}
-		if len(recs) == 0 {
+		if inflight == 0 {
 			break
 		}
-		batches = append(batches, recs)
-		after = recs[len(recs)-1].Seq
-	}
-	if len(batches) == 0 {
-		return 0, nil
-	}
-	acks := make([]uint64, len(batches))
-	errs := make([]error, len(batches))
-	var wg sync.WaitGroup
-	for i, recs := range batches {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			acks[i], errs[i] = u.sendBatch(ctx, enr, recs)
-		}()
-	}
-	wg.Wait()
-	var acked uint64
-	for i := range batches {
-		if errs[i] == nil {
-			acked = max(acked, acks[i])
+		r := <-results
+		inflight--
+		if r.err != nil {
+			errs = append(errs, r.err)
+			continue
 		}
-	}
-	// Apply what the hub holds even when part of the window failed.
-	if acked > 0 {
-		if _, err := u.cfg.Outbox.Ack(acked); err != nil {
-			return 0, &refusedError{msg: err.Error()}
+		sent += r.n
+		if r.ack > acked {
+			acked = r.ack
+			if _, err := u.cfg.Outbox.Ack(acked); err != nil {
+				errs = append(errs, &refusedError{msg: err.Error()})
+			}
 		}
 	}
 	if err := errors.Join(errs...); err != nil {
 		return 0, err
 	}
-	last := batches[len(batches)-1]
-	if acked < last[len(last)-1].Seq {
-		return 0, fmt.Errorf("hub acknowledged only up to %d of a window ending at %d", acked, last[len(last)-1].Seq)
+	if acked < next {
+		return 0, fmt.Errorf("hub acknowledged only up to %d of batches ending at %d", acked, next)
 	}
-	n := 0
-	for _, b := range batches {
-		n += len(b)
-	}
-	return n, nil
+	return sent, nil
 }
+
+// sendSpan is how long one SendOnce keeps launching batches.
+const sendSpan = 10 * time.Second
 
 // sendBatch sends one batch and returns the hub's ack.
 func (u *Uplink) sendBatch(ctx context.Context, enr Enrolment, recs []wire.Record) (uint64, error) {
@@ -565,7 +639,7 @@ func (u *Uplink) doType(ctx context.Context, method, pathQuery, contentType stri
 			if ue := (*certs.UntrustedError)(nil); errors.As(err, &ue) {
 				return nil, &refusedError{msg: ue.Error(), cause: ue}
 			}
-			return nil, fmt.Errorf("hub %s unreachable: %w", u.cfg.Hub, err)
+			return nil, &unreachableError{fmt.Errorf("hub %s unreachable: %w", u.cfg.Hub, err)}
 		}
 		raw, rerr := io.ReadAll(io.LimitReader(resp.Body, 8<<20))
 		resp.Body.Close()

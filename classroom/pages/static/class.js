@@ -12,7 +12,20 @@ class Conn {
     this.sub = null; this.pub = null;
   }
   send(m) { m.v = 1; if (this.ws && this.ws.readyState === 1) this.ws.send(JSON.stringify(m)); }
-  req(m) {
+  // req sends a request and resolves with its reply. A not_saved refusal
+  // (the edge could not store it, e.g. its disk is full; nothing changed)
+  // is sent again with backoff, at most 8 times (~30 s), while a banner
+  // says "not saved, retrying".
+  async req(m) {
+    for (let attempt = 0; ; attempt++) {
+      const r = await this.req1(Object.assign({}, m));
+      const again = r.type === "error" && r.code === "not_saved" && attempt < 8 && !this.closed;
+      if (attempt > 0 || again) notSaved(again ? 1 : 0, attempt > 0 ? -1 : 0);
+      if (!again) return r;
+      await new Promise((res) => setTimeout(res, Math.min(500 * 2 ** attempt, 5000)));
+    }
+  }
+  req1(m) {
     return new Promise((res) => {
       m.id = "r" + ++this.n;
       this.pending[m.id] = res;
@@ -103,6 +116,21 @@ class Conn {
 
 // el builds elements for the live pages (the edge's one builder, common.js).
 const el = ce.el;
+
+// notSaved counts requests being sent again after not_saved and shows
+// "not saved, retrying" while there are any.
+let retrying = 0;
+function notSaved(add, done) {
+  retrying = Math.max(0, retrying + add + done);
+  let b = document.getElementById("not-saved");
+  if (!b) {
+    b = document.createElement("p");
+    b.id = "not-saved"; b.className = "pill off"; b.setAttribute("role", "status");
+    document.body.prepend(b);
+  }
+  b.hidden = retrying === 0;
+  b.textContent = retrying ? "Not saved, retrying… (the edge could not store it; nothing is lost)" : "";
+}
 
 function videoEl(track) {
   const v = el("video", { autoplay: "", playsinline: "" });

@@ -21,6 +21,15 @@ const $ = ce.byId;
   history.replaceState(null, "", location.pathname + location.search);
 })();
 
+// The console's QR code for a classroom opens classroom.html#pair=<code>:
+// the code is filled in, and the screen's user only presses Pair.
+(function takePairCodeFromFragment() {
+  const m = /^#pair=([0-9\uFF10-\uFF19]{6})$/.exec(location.hash);
+  if (!m) return;
+  $("pair-code").value = m[1];
+  history.replaceState(null, "", location.pathname + location.search);
+})();
+
 $("pair-go").onclick = async () => {
   $("pair-error").textContent = "";
   let j;

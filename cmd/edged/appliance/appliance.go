@@ -13,6 +13,8 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"sync/atomic"
 
 	bolt "go.etcd.io/bbolt"
@@ -26,6 +28,7 @@ import (
 	"github.com/campusedge/campusedge/edge/config"
 	"github.com/campusedge/campusedge/edge/console"
 	"github.com/campusedge/campusedge/edge/discovery"
+	"github.com/campusedge/campusedge/edge/diskwatch"
 	"github.com/campusedge/campusedge/edge/fleet"
 	"github.com/campusedge/campusedge/edge/identity"
 	"github.com/campusedge/campusedge/edge/store"
@@ -88,9 +91,12 @@ type appliance struct {
 	// the API server and what /healthz checks
 	srv    *api.Server
 	checks map[string]api.Check
+	disk   *diskwatch.Watcher // the data disk's free space: ok, low, full
 	// The advertiser is set after HTTP is serving (it needs the bound port and
 	// /healthz may already be asked), hence the atomic.
 	advp atomic.Pointer[discovery.Advertiser]
+	// regp is the unicast DNS-SD registration (-dns-zone), set likewise.
+	regp atomic.Pointer[discovery.Registrar]
 
 	// capabilities
 	cloudCA []byte
@@ -221,7 +227,13 @@ func listenHTTPS(cfg config.Config, log *slog.Logger) (*certs.Manager, net.Liste
 		log.Warn("HTTPS is off (-https-listen off): cameras work only on pages opened at 127.0.0.1, and tokens cross the LAN in clear")
 		return nil, nil, nil
 	}
-	tm, err := certs.New(certs.Config{Dir: filepath.Join(cfg.DataDir, "tls"), Names: cfg.TLSNames,
+	names := cfg.TLSNames
+	if cfg.DNSZone != "" {
+		// The name the school's DNS gives the edge (-dns-zone), which the
+		// console's QR code links to.
+		names = append(slices.Clone(names), discovery.WellKnownHost+"."+strings.TrimSuffix(cfg.DNSZone, "."))
+	}
+	tm, err := certs.New(certs.Config{Dir: filepath.Join(cfg.DataDir, "tls"), Names: names,
 		OperatorCert: cfg.TLSCert, OperatorKey: cfg.TLSKey, Logger: log})
 	if err != nil {
 		return nil, nil, err
@@ -245,7 +257,10 @@ func (a *appliance) closeListeners() {
 // /healthz checks of the store and DNS-SD (sync adds its own).
 func (a *appliance) newServer() {
 	cfg := a.cfg
+	a.disk = diskwatch.New(diskwatch.Config{Dir: cfg.DataDir, Logger: a.log.With("component", "disk"),
+		OnLow: func() (int64, error) { return a.rc.KeepReserve() }}) // Run starts once the cache exists
 	a.checks = map[string]api.Check{
+		"disk": a.disk.Check,
 		"store": func(context.Context) error {
 			return a.st.View(func(*bolt.Tx) error { return nil })
 		},
@@ -265,9 +280,11 @@ func (a *appliance) newServer() {
 	}
 	a.srv = api.New(api.Config{Identity: a.id, Fleet: a.fl, School: cfg.School, SchoolName: a.schoolName, Logger: a.log, Checks: a.checks,
 		Console: console.Handler(), HTTPSPort: a.httpsPort, ServerPin: serverPin(a.tm)})
+	a.srv.Registry().MustRegister(a.disk.Collectors()...)
 	if a.tm != nil {
 		a.tm.Register(a.srv)
 	}
+	a.mountDiscoveryAPI()
 }
 
 // serverPin is the pin of the key served on the LAN, which pairing binds

@@ -16,6 +16,8 @@ import (
 	"github.com/campusedge/campusedge/classroom/session"
 	"github.com/campusedge/campusedge/edge/cache"
 	"github.com/campusedge/campusedge/edge/certs"
+	"github.com/campusedge/campusedge/edge/diskwatch"
+	"github.com/campusedge/campusedge/edge/fsutil"
 	"github.com/campusedge/campusedge/sync/outbox"
 	"github.com/campusedge/campusedge/sync/schooldata"
 	"github.com/campusedge/campusedge/sync/timetable"
@@ -31,6 +33,7 @@ func (a *appliance) startCapabilities(ctx context.Context) error {
 	if err := a.startCache(ctx); err != nil {
 		return err
 	}
+	a.startDiskWatch(ctx)
 	// The outbox exists before any capability that appends to it, so that
 	// every append — learning records included — wakes the uplink at once
 	// instead of waiting for its next timer (up to a minute).
@@ -79,7 +82,9 @@ func (a *appliance) mountLive() error {
 	db, fl := a.st.DB(), a.fl
 	// Quiz answers and attendance are learning records, each appended to the
 	// sync outbox in the same transaction (swap outbox.AppendTx to reroute).
-	learn := learning.New(db, outbox.AppendTx, a.ob.Notify)
+	// Through the outbox's group commit: a class start's forty joins share
+	// a few fsyncs, each acknowledged only once durable.
+	learn := noSpaceNoted{learning.New(db, outbox.AppendTx, a.ob.Notify).GroupCommit(a.ob.Update), a.disk}
 	roster := &attendance.Source{DB: db, Docs: func(kind string) ([]byte, error) { return uplink.Doc(db, kind) },
 		Room: func(cid string) string { c, _ := fl.Classroom(cid); return c.RoomCode }}
 	live, err := classroom.Mount(classroom.Config{Server: a.srv, IsAdmin: a.id.CheckAdminToken, Listen: a.cfg.Listen, EdgeID: a.id.ID, Logger: a.log.With("component", "live"),
@@ -120,7 +125,7 @@ func (a *appliance) startSync(ctx context.Context) {
 		return nil
 	}
 	up := uplink.New(uplink.Config{Hub: cfg.Cloud, CloudCA: a.cloudCA, DB: db, Outbox: ob, Identity: a.id, Client: a.hc, Certs: citySigner(a.tm),
-		RateBytes: cfg.SyncRate, Apply: applyDoc, Logger: a.log.With("component", "sync")})
+		RateBytes: cfg.SyncRate, Apply: applyDoc, Logger: a.log.With("component", "sync"), OnNoSpace: a.disk.NoteFull})
 	up.Register(a.srv)
 	a.checks["sync"] = up.Check // set before HTTP serves: the map is read-only from then on
 	if en, ok, err := uplink.LoadEnrolment(db); err == nil && ok && en.School != cfg.School {
@@ -149,6 +154,31 @@ func (a *appliance) startSync(ctx context.Context) {
 	go func() { defer close(feederDone); feeder.Run(syncCtx, ttChanged) }()
 	go func() { defer close(scheduleDone); a.live.RunSchedule(syncCtx) }()
 	a.onClose(func() { stopSync(); <-syncDone; <-feederDone; <-scheduleDone })
+}
+
+// startDiskWatch keeps the data disk's state current (the "disk" check of
+// /healthz, the disk gauges) and has the cache evict to keep the store's
+// reserve; it stops before the cache closes.
+func (a *appliance) startDiskWatch(ctx context.Context) {
+	ctx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); a.disk.Run(ctx) }()
+	a.onClose(func() { stop(); <-done })
+}
+
+// noSpaceNoted tells the disk watcher at once when a learning record was
+// refused for lack of space, so /healthz says "full" within that write.
+type noSpaceNoted struct {
+	*learning.Store
+	disk *diskwatch.Watcher
+}
+
+func (n noSpaceNoted) Add(ctx context.Context, r learning.Record) (learning.Record, error) {
+	out, err := n.Store.Add(ctx, r)
+	if fsutil.IsNoSpace(err) {
+		n.disk.NoteFull()
+	}
+	return out, err
 }
 
 // upstreamRoots are the CAs the cascade trusts for another edge: the

@@ -59,6 +59,13 @@ func (a *appliance) serve(ctx context.Context, opts Options) error {
 	} else {
 		log.Info("DNS-SD advertisement off (-mdns=false); terminals need -edge URL", "url", edgeURL(a.port, a.httpsPort))
 	}
+	if err := a.startDNSRegistration(ctx); err != nil {
+		_ = a.hs.Close()
+		if a.hss != nil {
+			_ = a.hss.Close()
+		}
+		return fmt.Errorf("unicast DNS-SD: %w", err)
+	}
 	if opts.Ready != nil {
 		opts.Ready(a.ln.Addr())
 	}
@@ -93,6 +100,9 @@ func (a *appliance) shutdown() {
 		} else {
 			log.Info("DNS-SD goodbye sent")
 		}
+	}
+	if reg := a.regp.Load(); reg != nil {
+		_ = reg.Close() // removes the records from the school's zone; logs why not
 	}
 }
 

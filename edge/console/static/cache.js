@@ -28,7 +28,8 @@
   function renderStatus(st) {
     const u = st.usage;
     el("cache-usage").textContent = "Used " + size(u.used_bytes) + (u.quota_bytes ? " of " + size(u.quota_bytes) + " quota" : "") +
-      " · pinned " + size(u.pinned_bytes) + " · disk free " + size(u.free_bytes) + " · " + u.blobs + " files";
+      " · pinned " + size(u.pinned_bytes) + " · disk free " + size(u.free_bytes) +
+      " (" + size(u.reserve_bytes || 0) + " kept for records, " + size(u.available_bytes || 0) + " left for the cache)" + " · " + u.blobs + " files";
     const bw = st.bandwidth;
     el("cache-bandwidth").textContent = "WAN cap now: " + (bw.now_bps ? (bw.now_bps / 1e6).toFixed(1) + " Mbit/s" : "none") + " · schedule " + bw.schedule;
     const p = st.prefetch;

@@ -1,0 +1,108 @@
+package uplink_test
+
+import (
+	"context"
+	"flag"
+	"net"
+	"net/http"
+	"net/netip"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/campusedge/campusedge/edge/netnstest"
+	"github.com/campusedge/campusedge/edge/token"
+	"github.com/campusedge/campusedge/sync/hub"
+	"github.com/campusedge/campusedge/sync/uplink"
+)
+
+// The WAN sync benchmark is opt-in (root; about a minute per run):
+//
+//	go test ./sync/uplink -run TestSyncWANBench -v -args -sync-wan-bench [-sync-wan-loss 0.01] [-sync-wan-inflight 0]
+//
+// A school day's backlog (fillBacklog) drained by the production uplink
+// through an emulated WAN (netnstest.NewWAN: packets through this process,
+// so TCP itself meets the delay and the random loss) of -sync-bench-rate
+// bits/s and -sync-bench-rtt, to a hub in the other namespace. The floor,
+// measured in the same run: the bytes the edge wrote into its TCP
+// connections (HTTP requests with their gzip batches) at the link's rate.
+var (
+	wanBenchOn  = flag.Bool("sync-wan-bench", false, "run TestSyncWANBench (backlog drain through an emulated lossy WAN)")
+	wanLoss     = flag.Float64("sync-wan-loss", 0.01, "TestSyncWANBench: random loss in each direction")
+	wanInFlight = flag.Int("sync-wan-inflight", 0, "TestSyncWANBench: uplink.Config.InFlight (0: the default)")
+)
+
+// countingConn counts the bytes the edge writes into a connection.
+type countingConn struct {
+	net.Conn
+	n *atomic.Int64
+}
+
+func (c countingConn) Write(b []byte) (int, error) {
+	n, err := c.Conn.Write(b)
+	c.n.Add(int64(n))
+	return n, err
+}
+
+func TestSyncWANBench(t *testing.T) {
+	if !*wanBenchOn {
+		t.Skip("opt-in: -sync-wan-bench")
+	}
+	w := netnstest.NewWAN(t, netnstest.WANConfig{Rate: *benchRate, Delay: *benchRTT / 2, Loss: *wanLoss})
+	ln, err := w.B.Listen("tcp", netip.AddrPortFrom(w.B.Addr, 0).String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := openBoltHub(t, t.TempDir())
+	srv := &http.Server{Handler: hub.NewServer(hub.Config{Store: st, Logger: quiet()}), ReadHeaderTimeout: 30 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	defer srv.Close()
+	url := "http://" + ln.Addr().String()
+
+	e := newEdge(t, nil)
+	var wrote atomic.Int64
+	client := &http.Client{Transport: &http.Transport{
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			c, err := w.A.DialContext(ctx, network, addr)
+			if err != nil {
+				return nil, err
+			}
+			return countingConn{c, &wrote}, nil
+		},
+		MaxIdleConnsPerHost: 16,
+	}}
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	// Enrol over the same WAN, as an edge would.
+	_ = st.CreateSchool(ctx, hub.School{Code: "s1", Name: "School s1", Created: time.Now()})
+	tok := token.New()
+	if err := st.CreateEnrolToken(ctx, "s1", token.Digest(tok), time.Now().Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	total := 10_000 + *benchQuiz
+	fillBacklog(t, e, total)
+	if _, err := uplink.Enrol(ctx, e.DB, client, url, tok, e.Key, nil); err != nil {
+		t.Fatalf("enrol over the WAN: %v", err)
+	}
+	wrote.Store(0)
+	a0, b0 := w.Stats(0), w.Stats(1)
+
+	u := uplink.New(uplink.Config{Hub: url, DB: e.DB, Outbox: e.Ob, Identity: e.Key, Logger: quiet(), Client: client, InFlight: *wanInFlight})
+	start := time.Now()
+	runCtx, stop := context.WithCancel(ctx)
+	go u.Run(runCtx)
+	waitDrained(t, e, uint64(total), 10*time.Minute)
+	wall := time.Since(start)
+	stop()
+	a1, b1 := w.Stats(0), w.Stats(1)
+	app := wrote.Load()
+	floor := time.Duration(float64(app*8) / float64(*benchRate) * float64(time.Second))
+	t.Logf("drain through %d bit/s, %v RTT, %.1f %% loss each way, InFlight %d: %d records in %v",
+		*benchRate, *benchRTT, 100**wanLoss, *wanInFlight, total, wall.Round(time.Millisecond))
+	t.Logf("  edge wrote %d bytes into TCP (floor at the link rate %v); wall ÷ floor = %.2f", app, floor.Round(time.Millisecond), wall.Seconds()/floor.Seconds())
+	t.Logf("  link A→B: %d packets carried (%d bytes incl. headers and retransmissions), %d lost at random, %d dropped by the queue; B→A: %d carried, %d lost",
+		a1.Carried-a0.Carried, a1.CarriedBytes-a0.CarriedBytes, a1.Lost-a0.Lost, a1.QueueDrops-a0.QueueDrops, b1.Carried-b0.Carried, b1.Lost-b0.Lost)
+	if n := len(hubRecords(t, st, "s1")); n != total {
+		t.Fatalf("hub holds %d of %d", n, total)
+	}
+}
