@@ -62,6 +62,7 @@ type chooser struct {
 	probeTxFull      uint64
 	probeFullAt      time.Time
 	probeWant        float64
+	ramp             time.Duration
 	probeLost        int
 	probeRecv        int
 	probePad         float64
@@ -117,7 +118,16 @@ func (s *Subscriber) measure(c *chooser, now time.Time) bool {
 	if bwe != nil {
 		// Overuse on two ticks in a row: one keyframe's burst through a
 		// shaper reads as overuse for a moment.
-		over := bwe.GetStats()["usage"] == "overuse"
+		// gcc's "usage" says overuse for one update only, while its
+		// delay trend estimate can stay above the threshold for long
+		// after: an overuse episode starts with the first and lasts
+		// while the second holds. It counts on its second tick (a
+		// keyframe's burst through a shaper reads as overuse for a
+		// moment).
+		st := bwe.GetStats()
+		est, _ := st["delayEstimate"].(float64)
+		thr, _ := st["delayThreshold"].(float64)
+		over := st["usage"] == "overuse" || (c.overPrev && est > 0 && thr > 0 && est > thr)
 		overuse = over && c.overPrev
 		c.overPrev = over
 		s.target.Store(int64(bwe.GetTargetBitrate()))
@@ -156,7 +166,7 @@ func (s *Subscriber) chooseOnce(c *chooser, now time.Time) {
 		// Ramp the padding up over probeRamp: on a link that cannot take
 		// it the queue grows slowly, and gcc sees the delay before the
 		// shaper drops anything.
-		f := min(1, float64(now.Sub(c.probeStart))/float64(probeRamp))
+		f := min(1, float64(now.Sub(c.probeStart))/float64(c.ramp))
 		c.probing.probe.Store(int64(max(c.probePad*f, 20_000)))
 		if f >= 1 && c.probeTxFull == 0 {
 			c.probeFullAt, c.probeTxFull = now, s.tx.Load()
@@ -240,7 +250,7 @@ func (s *Subscriber) chooseFor(c *chooser, t *subTrack, n int, congested bool, n
 		c.lastSwitch = now
 		return
 	}
-	if ci == top || c.probing != nil || congested || c.loss >= congLoss/2 || now.Before(c.nextProbe) ||
+	if ci == top || c.probing != nil || congested || c.loss >= congLoss/2 || now.Before(c.nextProbe) || s.cong.videoPaused.Load() ||
 		now.Sub(c.lastSwitch) < probeHold || now.UnixNano() < s.cong.quietUntil.Load() {
 		return
 	}
@@ -271,7 +281,11 @@ func (s *Subscriber) chooseFor(c *chooser, t *subTrack, n int, congested bool, n
 	t.probe.Store(int64(c.probePad / 10))
 	c.probeWant = want
 	s.sfu.log.Debug("subscriber probe", "subscriber", s.id, "want", int(want), "pad", t.probe.Load(), "layer", ci)
-	c.probing, c.probeStart, c.probeUntil = t, now, now.Add(probeFor)
+	c.ramp = probeRamp
+	if c.budget == 0 {
+		c.ramp = probeRamp * 2 / 3 // the first probe: a joining classroom reaches its layer sooner
+	}
+	c.probing, c.probeStart, c.probeUntil = t, now, now.Add(c.ramp+probeFor-probeRamp)
 	c.probeLost, c.probeRecv = 0, 0
 	c.probeFullAt, c.probeTxFull = now.Add(probeRamp), 0
 	s.sfu.probes.Add(1)
