@@ -145,6 +145,7 @@ func (l *Live) registerMetrics(reg *prometheus.Registry) {
 		counter("campusedge_live_dropped_packets_total", "RTP packets dropped because a subscriber's queue was full (that subscriber only).", func(t sfu.Totals) float64 { return float64(t.Dropped) }),
 	)
 	l.registerLiveGauges(reg) // gauges.go
+	reg.MustRegister(newLinkCollector(l.SFU))
 }
 
 // Close stops every cascade and ends all media (sessions are in memory and

@@ -337,3 +337,57 @@ func (s *Subscriber) aboveLowest() bool {
 	}
 	return false
 }
+
+// Link is what the SFU knows of one subscriber's link, for metrics and
+// the console.
+type Link struct {
+	Subscriber string
+	// Layer is the simulcast layer its (first) layered video takes, 0
+	// the lowest; -1 when it has no layered video.
+	Layer int
+	// Budget (bits/s) is what the link is known to carry (0 before a
+	// probe or congestion told); Target is gcc's own estimate.
+	Budget, Target int64
+	Loss           float64 // recent loss ratio from its TWCC feedback
+	VideoPaused    bool
+}
+
+// Links returns the links of roomID's subscribers.
+func (s *SFU) Links(roomID string) []Link {
+	subs := s.roomSubs(roomID)
+	out := make([]Link, 0, len(subs))
+	for _, sub := range subs {
+		out = append(out, sub.link())
+	}
+	return out
+}
+
+// AllLinks returns every subscriber's link, in every room.
+func (s *SFU) AllLinks() []Link {
+	s.mu.Lock()
+	var subs []*Subscriber
+	for _, r := range s.rooms {
+		for _, sub := range r.subs {
+			subs = append(subs, sub)
+		}
+	}
+	s.mu.Unlock()
+	out := make([]Link, 0, len(subs))
+	for _, sub := range subs {
+		out = append(out, sub.link())
+	}
+	return out
+}
+
+func (s *Subscriber) link() Link {
+	l := Link{Subscriber: s.id, Layer: -1, Budget: s.budget.Load(), Target: s.target.Load(),
+		Loss: float64(s.lossPPM.Load()) / 1e6, VideoPaused: s.cong.videoPaused.Load()}
+	for _, t := range s.videoTracks() {
+		if !t.layered() {
+			continue
+		}
+		l.Layer = max(0, slices.Index(t.fwd.grp.layers(), t.cur.Load()))
+		break
+	}
+	return l
+}
