@@ -28,7 +28,7 @@ const (
 	probeKeep   = 0.85                   // share of the send rate a stopped probe reached that the budget takes
 	probeHold   = 300 * time.Millisecond // at a layer before probing further up
 	backoffMin  = 2 * time.Second
-	backoffMax  = 6 * time.Second // a widened link is found again within this and a probe
+	backoffMax  = 5 * time.Second // a widened link is found again within this and a probe
 	failedUpFor = 3 * time.Second // a move down this soon after a move up means the probe misjudged
 	// layerHeadroom: a layer is chosen when the budget exceeds its
 	// measured payload bitrate by this factor (headers, SRTP, feedback).
@@ -323,6 +323,9 @@ func (s *Subscriber) videoTracks() []*subTrack {
 // takes a layer above its lowest: its video is not paused before those
 // have moved down.
 func (s *Subscriber) aboveLowest() bool {
+	if s.sfu.cfg.NoLayers {
+		return false // every subscriber takes the top layer: pausing is all there is
+	}
 	s.mu.Lock()
 	tracks := slices.Clone(s.tracks)
 	s.mu.Unlock()

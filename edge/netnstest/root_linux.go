@@ -232,13 +232,19 @@ func (n *Netns) Run(fn func() error) error { return n.run(fn) }
 
 // Shape limits what a NewLAN host receives to rate (tc's units, e.g.
 // "1mbit") with a token bucket (tbf) on its bridge port, buffering up to
-// 400 ms; a second call changes the rate.
+// 400 ms; a second call changes the rate in place (what is queued stays
+// queued, as when a real link widens).
 func (n *Netns) Shape(rate string) error {
 	if n.BridgeNS == "" {
 		return fmt.Errorf("netnstest: %s is not a NewLAN host", n.Name)
 	}
-	return ip("netns", "exec", n.BridgeNS, "tc", "qdisc", "replace", "dev", n.BridgePort, "root", "tbf",
-		"rate", rate, "burst", "20kb", "latency", "400ms")
+	args := []string{"netns", "exec", n.BridgeNS, "tc", "qdisc", "change", "dev", n.BridgePort, "root", "tbf",
+		"rate", rate, "burst", "20kb", "latency", "400ms"}
+	if err := ip(args...); err != nil {
+		args[5] = "add"
+		return ip(args...)
+	}
+	return nil
 }
 
 // Loss drops percent % of the UDP packets n receives, at random
