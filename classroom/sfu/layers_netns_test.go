@@ -19,8 +19,6 @@ import (
 	"github.com/campusedge/campusedge/edge/netnstest"
 )
 
-// The test publisher's layers: ~2.5 Mbit/s, ~600 kbit/s and ~150 kbit/s.
-var testLayers = []mediatest.Layer{{RID: "q", Bitrate: 150_000}, {RID: "h", Bitrate: 600_000}, {RID: "f", Bitrate: 2_500_000}}
 
 // lanPeer is a pion peer on one host of the test LAN.
 func lanPeer(t *testing.T, h *netnstest.Netns) *webrtc.PeerConnection {
