@@ -177,11 +177,71 @@ func benchPublisher(t *testing.T, ctx context.Context, e *edge, api *webrtc.API,
 	return pc, video, audio
 }
 
-// runLiveBench measures one N on a fresh session.
+// fanoutServer is what the live benchmark measures: this edge (WHIP and
+// WHEP) or a peer SFU (Janus's VideoRoom, bench_janus_test.go).
+type fanoutServer interface {
+	name() string
+	pid() int
+	// publish starts a lesson; the caller sends on the two tracks.
+	publish(t *testing.T, ctx context.Context, api *webrtc.API) (*webrtc.PeerConnection, *webrtc.TrackLocalStaticRTP, *webrtc.TrackLocalStaticRTP)
+	// subscribe adds one viewer whose tracks go to onTrack.
+	subscribe(t *testing.T, ctx context.Context, api *webrtc.API, onTrack func(*webrtc.TrackRemote, *webrtc.RTPReceiver)) *webrtc.PeerConnection
+	// finish ends the lesson once every peer is closed.
+	finish(t *testing.T, ctx context.Context)
+}
+
+// edgedFanout is a session on a real edged process.
+type edgedFanout struct {
+	e    *edge
+	proc int
+	s    createResp
+}
+
+func (f *edgedFanout) name() string { return "edged" }
+func (f *edgedFanout) pid() int     { return f.proc }
+
+func (f *edgedFanout) publish(t *testing.T, ctx context.Context, api *webrtc.API) (*webrtc.PeerConnection, *webrtc.TrackLocalStaticRTP, *webrtc.TrackLocalStaticRTP) {
+	f.s = f.e.createSession(t, ctx, "bench")
+	return benchPublisher(t, ctx, f.e, api, f.s)
+}
+
+func (f *edgedFanout) subscribe(t *testing.T, ctx context.Context, api *webrtc.API, onTrack func(*webrtc.TrackRemote, *webrtc.RTPReceiver)) *webrtc.PeerConnection {
+	spc, err := api.NewPeerConnection(webrtc.Configuration{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []webrtc.RTPCodecType{webrtc.RTPCodecTypeVideo, webrtc.RTPCodecTypeAudio} {
+		if _, err := spc.AddTransceiverFromKind(k, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionRecvonly}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	spc.OnTrack(onTrack)
+	resp, body := f.e.Do(t, ctx, "POST", "/whep/"+f.s.ID, f.s.Tokens.Observer, "application/sdp", mediatest.Offer(t, ctx, spc))
+	if resp.StatusCode != 201 {
+		t.Fatalf("WHEP: %d %s", resp.StatusCode, body)
+	}
+	if err := spc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: string(body)}); err != nil {
+		t.Fatal(err)
+	}
+	return spc
+}
+
+func (f *edgedFanout) finish(t *testing.T, ctx context.Context) {
+	if resp, b := f.e.Do(t, ctx, "POST", "/api/v1/sessions/"+f.s.ID+"/end", f.e.admin, "", nil); resp.StatusCode != 200 {
+		t.Fatalf("end: %d %s", resp.StatusCode, b)
+	}
+}
+
+// runLiveBench measures one N on a fresh session of e.
 func runLiveBench(t *testing.T, ctx context.Context, e *edge, pid int, n int, secs time.Duration) liveResult {
-	s := e.createSession(t, ctx, fmt.Sprintf("bench %d", n))
+	return runFanout(t, ctx, &edgedFanout{e: e, proc: pid}, n, secs)
+}
+
+// runFanout measures one N: a lesson published to srv, N viewers, their
+// loss and delay and srv's CPU over secs.
+func runFanout(t *testing.T, ctx context.Context, srv fanoutServer, n int, secs time.Duration) liveResult {
 	api := mediatest.LoopbackAPI(t)
-	pc, video, audio := benchPublisher(t, ctx, e, api, s)
+	pc, video, audio := srv.publish(t, ctx, api)
 	defer pc.Close()
 	// Window of send times that count, as unix nanos; 0 = not yet.
 	var winStart, winEnd atomic.Int64
@@ -204,18 +264,8 @@ func runLiveBench(t *testing.T, ctx context.Context, e *edge, pid int, n int, se
 	var ready atomic.Int64
 	var subs []*webrtc.PeerConnection
 	for range n {
-		spc, err := api.NewPeerConnection(webrtc.Configuration{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		subs = append(subs, spc)
-		for _, k := range []webrtc.RTPCodecType{webrtc.RTPCodecTypeVideo, webrtc.RTPCodecTypeAudio} {
-			if _, err := spc.AddTransceiverFromKind(k, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionRecvonly}); err != nil {
-				t.Fatal(err)
-			}
-		}
 		var first atomic.Bool
-		spc.OnTrack(func(tr *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
+		subs = append(subs, srv.subscribe(t, ctx, api, func(tr *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
 			video := tr.Kind() == webrtc.RTPCodecTypeVideo
 			var local []time.Duration
 			defer func() { dmu.Lock(); delays = append(delays, local...); dmu.Unlock() }()
@@ -244,25 +294,18 @@ func runLiveBench(t *testing.T, ctx context.Context, e *edge, pid int, n int, se
 					}
 				}
 			}
-		})
-		resp, body := e.Do(t, ctx, "POST", "/whep/"+s.ID, s.Tokens.Observer, "application/sdp", mediatest.Offer(t, ctx, spc))
-		if resp.StatusCode != 201 {
-			t.Fatalf("WHEP %d: %d %s", len(subs), resp.StatusCode, body)
-		}
-		if err := spc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: string(body)}); err != nil {
-			t.Fatal(err)
-		}
+		}))
 	}
 	waitFor(t, 60*time.Second, "every subscriber's first packet", func() bool { return ready.Load() == int64(n) })
 	time.Sleep(time.Second) // settle
 
-	cpu0 := procCPU(t, pid)
+	cpu0 := procCPU(t, srv.pid())
 	t0 := time.Now()
 	winStart.Store(t0.UnixNano())
 	time.Sleep(secs)
 	t1 := time.Now()
 	winEnd.Store(t1.UnixNano())
-	cpu1 := procCPU(t, pid)
+	cpu1 := procCPU(t, srv.pid())
 	time.Sleep(time.Second) // packets in flight
 	stopSend()
 	for _, spc := range subs {
@@ -270,9 +313,7 @@ func runLiveBench(t *testing.T, ctx context.Context, e *edge, pid int, n int, se
 	}
 	_ = pc.Close()
 	time.Sleep(300 * time.Millisecond)
-	if resp, b := e.Do(t, ctx, "POST", "/api/v1/sessions/"+s.ID+"/end", e.admin, "", nil); resp.StatusCode != 200 {
-		t.Fatalf("end: %d %s", resp.StatusCode, b)
-	}
+	srv.finish(t, ctx)
 
 	el := t1.Sub(t0).Seconds()
 	want := sent.Load() * int64(n)

@@ -81,6 +81,7 @@ type Live struct {
 	SFU      *sfu.SFU
 	log      *slog.Logger
 	isAdmin  func(string) bool
+	budgets  *budgets // what each token may hold and write (limits.go)
 
 	control     *control          // class control on the control channel (control.go)
 	interaction *interaction      // quizzes and attendance (interact.go)
@@ -98,11 +99,12 @@ func Mount(cfg Config) (*Live, error) {
 		return nil, fmt.Errorf("live classes: %w", err)
 	}
 	sessions := session.NewManager(cfg.Classroom)
-	l := &Live{Sessions: sessions, SFU: s, log: cfg.Logger, isAdmin: cfg.IsAdmin}
+	l := &Live{Sessions: sessions, SFU: s, log: cfg.Logger, isAdmin: cfg.IsAdmin, budgets: newBudgets()}
 	l.recordings = recorder.New(cfg.Lessons, cfg.RecordDir, sessions, cfg.Logger.With("component", "recorder"))
 	s.SetTap(l.recordings.Tap)
-	l.control = &control{sessions: sessions, sfu: s, log: cfg.Logger, edgeID: cfg.EdgeID, classes: map[string]*class{}}
+	l.control = &control{sessions: sessions, sfu: s, log: cfg.Logger, edgeID: cfg.EdgeID, classes: map[string]*class{}, budgets: l.budgets}
 	l.interaction = newInteraction(sessions, cfg.Learning, cfg.Attendance, cfg.Logger)
+	l.interaction.budgets = l.budgets
 	l.interaction.control = l.control
 	l.interaction.terminalClassroom, l.interaction.classroomName = cfg.TerminalClassroom, cfg.ClassroomName
 	l.cascades = &cascades{sfu: s, sessions: sessions, log: cfg.Logger, edgeID: cfg.EdgeID, isAdmin: cfg.IsAdmin,
@@ -133,7 +135,7 @@ func (l *Live) registerMetrics(reg *prometheus.Registry) {
 	counter := func(name, help string, f func(sfu.Totals) float64) prometheus.Collector {
 		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, func() float64 { return f(l.SFU.Totals()) })
 	}
-	reg.MustRegister(
+	reg.MustRegister(l.budgets.refusals,
 		gauge("campusedge_live_publishers", "Live-class publishers (WHIP) connected.", func(t sfu.Totals) float64 { return float64(t.Publishers) }),
 		gauge("campusedge_live_subscribers", "Live-class subscribers (WHEP) connected.", func(t sfu.Totals) float64 { return float64(t.Subscribers) }),
 		counter("campusedge_live_forwarded_packets_total", "RTP packets queued to subscribers.", func(t sfu.Totals) float64 { return float64(t.Forwarded) }),
@@ -260,6 +262,11 @@ func (l *Live) whip(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		source = sourceRemote(school)
+		if l.SFU.Publishers(g.SessionID, sourceRemote("")) >= MaxCascadePublishersPerSession {
+			l.budgets.refusals.WithLabelValues(limitCascadePublisher).Inc()
+			refuseBudget(w, "too_many_cascade_publishers", fmt.Sprintf("this session already takes %d classrooms from other schools; end one first", MaxCascadePublishersPerSession))
+			return
+		}
 	} else if _, err := l.Sessions.Start(g.SessionID); err != nil {
 		session.WriteError(w, err)
 		return
@@ -271,6 +278,8 @@ func (l *Live) whip(w http.ResponseWriter, r *http.Request) {
 		writeSFUError(w, err)
 		return
 	}
+	tok, _ := httpapi.BearerToken(r)
+	pub.SetOwner(tokenKey(tok)) // before anyone knows its Location
 	if s, err := l.Sessions.Get(g.SessionID); err != nil || s.State == session.StateEnded {
 		pub.Close() // the session ended while we negotiated
 		session.WriteError(w, session.ErrEnded)
@@ -298,25 +307,50 @@ func (l *Live) whep(w http.ResponseWriter, r *http.Request) {
 		session.WriteError(w, session.ErrEnded)
 		return
 	}
+	tok, _ := httpapi.BearerToken(r)
+	release, ok := l.budgets.whep(tokenKey(tok), g.Role)
+	if !ok {
+		refuseBudget(w, "too_many_subscribers", "this token already watches with as many WHEP connections as it may; DELETE one (its Location) first")
+		return
+	}
 	ctx, cancel := context.WithTimeout(r.Context(), negotiateTimeout)
 	defer cancel()
 	sub, answer, err := l.SFU.Subscribe(ctx, g.SessionID, offer)
 	if err != nil {
+		release()
 		writeSFUError(w, err)
 		return
 	}
+	sub.SetOwner(tokenKey(tok))
+	go func() { <-sub.Done(); release() }()
 	writeAnswer(w, "/whep/"+g.SessionID+"/"+sub.ID(), answer)
 }
 
-// deleteResource ends a WHIP publish (master token) or a WHEP watch (any
-// token of the session).
+// deleteResource ends a WHIP publish or a WHEP watch: the token that made
+// it may, and the master teacher's and the admin's may end any. Another
+// school's cascade token, shared by every receiving school, ends only what
+// it made, never the master's publish.
 func (l *Live) deleteResource(master bool) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		g, ok := l.authorize(w, r, master)
-		if !ok {
+		tok, _ := httpapi.BearerToken(r)
+		owner := tokenKey(tok)
+		if l.isAdmin != nil && tok != "" && l.isAdmin(tok) && session.ValidID(r.PathValue("session")) {
+			owner = ""
+		} else {
+			g, ok := l.authorize(w, r, master)
+			if !ok {
+				return
+			}
+			if g.Role == session.RoleMaster {
+				owner = ""
+			}
+		}
+		err := l.SFU.Remove(r.PathValue("session"), r.PathValue("resource"), master, owner)
+		if errors.Is(err, sfu.ErrNotOwner) {
+			httpapi.WriteError(w, http.StatusForbidden, "not_your_resource", "this WHIP/WHEP resource was made with another token; only that token, the master teacher's or the admin's may end it")
 			return
 		}
-		if err := l.SFU.Remove(g.SessionID, r.PathValue("resource"), master); err != nil {
+		if err != nil {
 			writeSFUError(w, err)
 			return
 		}

@@ -58,6 +58,7 @@ type control struct {
 	edgeID      string // sent in the welcome
 	interaction *interaction
 	cascades    *cascades
+	budgets     *budgets // control connections per token (limits.go)
 
 	mu      sync.Mutex
 	classes map[string]*class // by session id
@@ -84,6 +85,10 @@ type participant struct {
 	grant session.Grant
 	id    string
 	log   *slog.Logger
+	// tokKey names the token (budgets); release gives back its
+	// control-connection place.
+	tokKey  string
+	release func()
 
 	name atomic.Pointer[string] // read by broadcasts from other connections
 
@@ -124,7 +129,14 @@ func (ctl *control) Claim(hello ctlwire.Hello, conn *api.ControlConn) (api.Contr
 	if err != nil {
 		return nil, false
 	}
-	p := &participant{ctl: ctl, conn: conn, grant: g, id: newParticipantID()}
+	p := &participant{ctl: ctl, conn: conn, grant: g, id: newParticipantID(), tokKey: tokenKey(hello.Token)}
+	release, ok := ctl.budgets.conn(p.tokKey)
+	if !ok {
+		conn.SendError(hello.ID, "too_many_connections", fmt.Sprintf("this token already holds %d control connections; close one first", MaxConnsPerToken))
+		conn.Close()
+		return p, true // p.cls nil: nothing of it is served
+	}
+	p.release = release
 	p.setName(hello.Name)
 	p.log = ctl.log.With("session", g.SessionID, "participant", p.id, "role", string(g.Role), "classroom", g.ClassroomID)
 	h := ctlwire.New(ctlwire.TypeWelcome)
@@ -249,6 +261,9 @@ func (p *participant) leaveLocked() {
 // Closed runs when the connection ends (closed, or silent past the read
 // deadline): the participant leaves and its media stops.
 func (p *participant) Closed() {
+	if p.release != nil {
+		p.release()
+	}
 	if p.cls == nil {
 		return
 	}

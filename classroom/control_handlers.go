@@ -172,6 +172,13 @@ func (p *participant) hand(hdr ctlwire.Header, m *Hand) error {
 	if !ctl.inSession(g.SessionID, target) {
 		return refused("not_found", "classroom %q is not part of this session", target)
 	}
+	c.mu.Lock()
+	unchanged := c.hands[target] == m.Raised
+	c.mu.Unlock()
+	if unchanged {
+		p.ack(hdr) // a repeat changes nothing: nothing to tell or log
+		return nil
+	}
 	if err := ctl.interaction.logEvent(p, "hand", target, map[string]any{"raised": m.Raised}); err != nil {
 		return err
 	}
@@ -232,6 +239,13 @@ func (p *participant) mute(hdr ctlwire.Header, m *Mute) error {
 	}
 	if !ctl.inSession(g.SessionID, m.Classroom) {
 		return refused("not_found", "classroom %q is not part of this session", m.Classroom)
+	}
+	c.mu.Lock()
+	unchanged := c.muted[m.Classroom] == m.Muted
+	c.mu.Unlock()
+	if unchanged {
+		p.ack(hdr) // a repeat changes nothing: nothing to tell or log
+		return nil
 	}
 	if err := ctl.interaction.logEvent(p, "mute", m.Classroom, map[string]any{"muted": m.Muted}); err != nil {
 		return err

@@ -57,6 +57,7 @@ type interaction struct {
 
 	records      *prometheus.CounterVec // stored learning records by kind
 	recordErrors prometheus.Counter     // records that could not be stored
+	budgets      *budgets               // durable records per token per minute (limits.go)
 
 	mu        sync.Mutex
 	bySession map[string]*sessionInteract
@@ -137,6 +138,16 @@ func (x *interaction) counts() (sessions, quizzes int) {
 func (x *interaction) record(p *participant, r learning.Record, data any) error {
 	if x.store == nil {
 		return nil
+	}
+	// What a client can make the edge write as often as it likes (class
+	// events, joins and leaves) is budgeted per token: a flood is not logged,
+	// while quiz answers and marks (bounded by quizzes and students) are.
+	switch r.Kind {
+	case learning.KindSessionLog, learning.KindAttendanceJoin, learning.KindAttendanceLeave:
+		if x.budgets != nil && p != nil && p.tokKey != "" && !x.budgets.record(p.tokKey, time.Now()) {
+			p.log.Debug("record over the token's budget not stored", "kind", r.Kind)
+			return nil
+		}
 	}
 	b, err := json.Marshal(data)
 	if err != nil {

@@ -139,6 +139,12 @@ func (x *interaction) sendRoster(p *participant, hdr ctlwire.Header, m *RosterRe
 	if err != nil {
 		return err
 	}
+	// Only a teacher chooses which group sits in the room: a terminal that
+	// could name one would read any group's roster and swap the class whose
+	// attendance the teacher marks.
+	if m.Group != "" && g.Role != session.RoleMaster && g.Role != session.RoleAssistant {
+		return refused("forbidden", "%s does not choose the group; the timetable or a teacher does", roleHint[g.Role])
+	}
 	cl, err := x.class(g.SessionID, cid, m.Group, m.Group != "")
 	if err != nil {
 		return err

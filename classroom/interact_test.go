@@ -317,6 +317,14 @@ func TestAttendance(t *testing.T) {
 		t.Fatalf("teaching group roster: %v", r)
 	}
 	term := joined(t, ctx, e, s.Tokens.Classrooms[a].Terminal, "Room A")
+	// A terminal neither reads another group's roster nor swaps the room's
+	// class by naming a group (issue 14 finding 4: it passed with force).
+	if r := term.request(t, map[string]any{"type": "roster", "group": "7B"}); errCode(r) != "forbidden" {
+		t.Fatalf("terminal chose a group: %v", r)
+	}
+	if r := term.request(t, map[string]any{"type": "roster"}); r.str("group") != "math-7-1" {
+		t.Fatalf("the room's class after a terminal's request: %v", r)
+	}
 	if r := term.request(t, map[string]any{"type": "mark", "student_id": "s1", "status": "present"}); errCode(r) != "forbidden" {
 		t.Fatalf("terminal marked: %v", r)
 	}

@@ -33,6 +33,7 @@ type Publisher struct {
 	negMu    sync.Mutex    // serialises renegotiations
 	relay    bool          // a cascade pull from another edge (Relay)
 	counted  bool          // in SFU.peers (set by reserve, under the SFU's lock)
+	owner    string        // who made it (SetOwner), under the SFU's lock
 }
 
 // Done is closed when the publisher has closed (its connection failed or

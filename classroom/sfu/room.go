@@ -7,6 +7,7 @@ package sfu
 import (
 	"context"
 	"fmt"
+	"strings"
 
 	"github.com/pion/webrtc/v4"
 )
@@ -159,7 +160,7 @@ func (s *SFU) Subscribe(ctx context.Context, roomID, offer string) (*Subscriber,
 	if len(fwds) == 0 {
 		return nil, "", fmt.Errorf("%w: the publisher has not sent media yet", ErrNoPublisher)
 	}
-	sub := &Subscriber{sfu: s, room: roomID, id: newID(), static: true, stopCong: make(chan struct{})}
+	sub := &Subscriber{sfu: s, room: roomID, id: newID(), static: true, stopCong: make(chan struct{}), done: make(chan struct{})}
 	s.peers.Add(1)
 	go sub.adapt()
 	go sub.chooseLayers()
@@ -258,28 +259,63 @@ func (s *SFU) isMuted(roomID, source string) bool {
 }
 
 // Remove closes the publisher (publisher true) or the subscriber with this
-// id in room roomID.
-func (s *SFU) Remove(roomID, id string, publisher bool) error {
+// id in room roomID. owner, when set, must be the one the resource was
+// given (SetOwner): a client ends only what it made; "" (the master
+// teacher, the admin) ends any.
+func (s *SFU) Remove(roomID, id string, publisher bool, owner string) error {
 	s.mu.Lock()
 	r := s.rooms[roomID]
 	var c interface{ Close() }
+	var has string
 	if r != nil {
 		if publisher {
 			for _, p := range r.pubs {
 				if p.id == id {
-					c = p
+					c, has = p, p.owner
 				}
 			}
 		} else if sub, ok := r.subs[id]; ok {
-			c = sub
+			c, has = sub, sub.owner
 		}
 	}
 	s.mu.Unlock()
 	if c == nil {
 		return ErrNotFound
 	}
+	if owner != "" && has != owner {
+		return ErrNotOwner
+	}
 	c.Close()
 	return nil
+}
+
+// SetOwner records who made the publisher (see Remove).
+func (p *Publisher) SetOwner(owner string) {
+	p.sfu.mu.Lock()
+	p.owner = owner
+	p.sfu.mu.Unlock()
+}
+
+// SetOwner records who made the subscriber (see Remove).
+func (s *Subscriber) SetOwner(owner string) {
+	s.sfu.mu.Lock()
+	s.owner = owner
+	s.sfu.mu.Unlock()
+}
+
+// Publishers counts the room's publishers whose source has prefix.
+func (s *SFU) Publishers(roomID, prefix string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	if r := s.rooms[roomID]; r != nil {
+		for src := range r.pubs {
+			if strings.HasPrefix(src, prefix) {
+				n++
+			}
+		}
+	}
+	return n
 }
 
 // CloseRoom closes every peer of room id (the session ended).

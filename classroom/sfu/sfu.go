@@ -80,7 +80,9 @@ var (
 	ErrNoPublisher = errors.New("nobody is publishing in this room yet")
 	ErrBadOffer    = errors.New("the SDP offer is not usable")
 	ErrNotFound    = errors.New("no such publisher or subscriber")
-	ErrClosed      = errors.New("the SFU is closed")
+	// ErrNotOwner: the resource was made by another client (Remove).
+	ErrNotOwner = errors.New("the resource belongs to another client")
+	ErrClosed   = errors.New("the SFU is closed")
 )
 
 // Config sets up an SFU.

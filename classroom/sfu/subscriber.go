@@ -21,7 +21,8 @@ type Subscriber struct {
 	sfu    *SFU
 	room   string
 	id     string
-	static bool // WHEP: negotiated once from the client's offer
+	static bool   // WHEP: negotiated once from the client's offer
+	owner  string // who made it (SetOwner), under the SFU's lock
 
 	// Renegotiable subscribers only.
 	pcCfg   webrtc.Configuration

@@ -7,19 +7,13 @@ import (
 	"github.com/campusedge/campusedge/firmware/release"
 )
 
-// withFirmware mounts the firmware release channel (firmware/release) at
-// /api/v1/firmware/ in front of the rest of the hub.
-func withFirmware(data string, rest http.Handler, log *slog.Logger) (http.Handler, error) {
+// firmwareHandler is the firmware release channel (firmware/release) the
+// hub serves at /api/v1/firmware/; hubHandler puts the edge routes behind
+// the credential check.
+func firmwareHandler(data string, log *slog.Logger) (http.Handler, error) {
 	st, err := release.Open(data)
 	if err != nil {
 		return nil, err
 	}
-	fw, err := release.Handler(st, log.With("component", "firmware"))
-	if err != nil {
-		return nil, err
-	}
-	mux := http.NewServeMux()
-	mux.Handle("/api/v1/firmware/", fw)
-	mux.Handle("/", rest)
-	return mux, nil
+	return release.Handler(st, log.With("component", "firmware"))
 }

@@ -54,7 +54,7 @@ func TestFirmwareChannelIsMounted(t *testing.T) {
 	}
 	resp.Body.Close()
 	for _, p := range []string{"/api/v1/firmware/releases", "/api/v1/catalog"} {
-		resp, err := http.Get(base + p)
+		resp, err := staffGet(t, hub, base+p)
 		if err != nil || resp.StatusCode != 200 {
 			t.Fatalf("%s: %v", p, err)
 		}

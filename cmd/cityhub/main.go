@@ -18,9 +18,13 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/campusedge/campusedge/edge/httpapi"
 	"github.com/campusedge/campusedge/sync/catalog"
 	"github.com/campusedge/campusedge/sync/hubtls"
 )
@@ -39,6 +43,9 @@ type hubFlags struct {
 	listen *string
 	dbURL  *string
 	tls    *tlsFlags
+
+	maxConns     *int
+	bodyDeadline *time.Duration
 }
 
 func newHubFlags(stderr io.Writer) *hubFlags {
@@ -48,6 +55,8 @@ func newHubFlags(stderr io.Writer) *hubFlags {
 	f.data = fs.String("data", "./hubdata", "data `dir`: hub.db and blobs; created on first start")
 	f.listen = fs.String("listen", ":8090", "HTTP listen `addr`; with 127.0.0.1:0 a free port is picked and logged")
 	f.tls = addTLSFlags(fs)
+	f.maxConns = fs.Int("max-conns-per-addr", 256, "connections one client address may hold open at once (`N`; 0: no limit, e.g. behind a load balancer; loopback is exempt)")
+	f.bodyDeadline = fs.Duration("body-deadline", httpapi.DefaultBodyDeadline, "how long a request body may take to arrive (`duration`); sync batches, uploads and bundles may instead pause at most 60s between reads")
 	f.dbURL = fs.String("db", "", "sync store: empty for DATA/sync.db (bbolt), or a `postgres://` URL shared by several cityhub replicas")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage:\n  cityhub [flags]                 serve the catalogue and sync\n  cityhub [flags] import FOLDER   register media files, print ID<TAB>PATH\n%s\nFlags:\n", syncUsage)
@@ -146,11 +155,19 @@ func serve(ctx context.Context, f *hubFlags, st *catalog.Store, stderr io.Writer
 		fmt.Fprintln(stderr, "cityhub: city CA:", err)
 		return 1
 	}
-	handler, err := withFirmware(*f.data, hubHandler(catalog.Handler(st, log), sst, ca, log), log)
+	fw, err := firmwareHandler(*f.data, log)
 	if err != nil {
 		fmt.Fprintln(stderr, "cityhub:", err)
 		return 1
 	}
+	staff, staffFile, err := staffToken(*f.data)
+	if err != nil {
+		fmt.Fprintln(stderr, "cityhub:", err)
+		return 1
+	}
+	log.Info("city staff credential ready", "staff_token_file", staffFile)
+	reg := prometheus.NewRegistry()
+	handler, limit := hubLimits(reg, *f.bodyDeadline, *f.maxConns, hubHandler(reg, catalog.Handler(st, log), fw, sst, ca, staff, log))
 	hs := &http.Server{
 		Handler:           handler,
 		ReadHeaderTimeout: 10 * time.Second,
@@ -158,12 +175,12 @@ func serve(ctx context.Context, f *hubFlags, st *catalog.Store, stderr io.Writer
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
 	errc := make(chan error, 2)
-	go func() { errc <- hs.Serve(ln) }()
+	go func() { errc <- hs.Serve(limit.Listener(ln)) }()
 	log.Info("listening", "addr", ln.Addr().String(), "data", *f.data)
 	var tlsAddr net.Addr
 	var hss *http.Server
 	if httpsAddr != "" {
-		if hss, tlsAddr, err = serveHTTPS(f, httpsAddr, hs, errc, log); err != nil {
+		if hss, tlsAddr, err = serveHTTPS(f, httpsAddr, hs, limit, errc, log); err != nil {
 			_ = hs.Close()
 			fmt.Fprintln(stderr, "cityhub:", err)
 			return 1
@@ -190,10 +207,31 @@ func serve(ctx context.Context, f *hubFlags, st *catalog.Store, stderr io.Writer
 	return 0
 }
 
+// hubLimits are the hub's connection-level limits: a deadline on every
+// request body (a stall limit on the long ones) and a bound on
+// connections per client address, each counted in /metrics.
+func hubLimits(reg *prometheus.Registry, deadline time.Duration, perAddr int, next http.Handler) (http.Handler, httpapi.ConnLimit) {
+	cut := prometheus.NewCounter(prometheus.CounterOpts{Name: "cityhub_http_body_timeouts_total",
+		Help: "Request bodies cut off by their read deadline (-body-deadline)."})
+	refused := prometheus.NewCounter(prometheus.CounterOpts{Name: "cityhub_http_connections_refused_total",
+		Help: "Connections refused because their address had -max-conns-per-addr open."})
+	reg.MustRegister(cut, refused)
+	h := httpapi.BodyDeadlines{Deadline: deadline, Cut: cut.Inc, Long: func(r *http.Request) bool {
+		switch {
+		case r.Method == http.MethodPatch && strings.HasPrefix(r.URL.Path, "/api/v1/uploads/"),
+			r.Method == http.MethodPost && r.URL.Path == "/api/v1/sync/batch", // a thin school link
+			r.Method == http.MethodPost && r.URL.Path == "/api/v1/firmware/releases":
+			return true
+		}
+		return false
+	}}.Wrap(next)
+	return h, httpapi.ConnLimit{PerAddr: perAddr, ExemptLoopback: true, Refused: refused.Inc}
+}
+
 // serveHTTPS serves hs's handler over HTTPS on addr with the serving
 // certificate (the operator's or the hub's own); ServeTLS's error goes to
 // errc like the plain server's.
-func serveHTTPS(f *hubFlags, addr string, hs *http.Server, errc chan<- error, log *slog.Logger) (*http.Server, net.Addr, error) {
+func serveHTTPS(f *hubFlags, addr string, hs *http.Server, limit httpapi.ConnLimit, errc chan<- error, log *slog.Logger) (*http.Server, net.Addr, error) {
 	src, err := f.tls.serving(*f.data, log)
 	if err != nil {
 		return nil, nil, fmt.Errorf("TLS: %w", err)
@@ -204,7 +242,7 @@ func serveHTTPS(f *hubFlags, addr string, hs *http.Server, errc chan<- error, lo
 	}
 	hss := &http.Server{Handler: hs.Handler, TLSConfig: hubtls.ServerConfig(src.GetCertificate),
 		ReadHeaderTimeout: hs.ReadHeaderTimeout, IdleTimeout: hs.IdleTimeout, ErrorLog: hs.ErrorLog}
-	go func() { errc <- hss.ServeTLS(tln, "", "") }()
+	go func() { errc <- hss.ServeTLS(limit.Listener(tln), "", "") }()
 	pin, _ := hubtls.Pin(src.Current())
 	log.Info("listening https", "addr", tln.Addr().String(), "pin", pin, "not_after", src.Current().Leaf.NotAfter.Format(time.RFC3339))
 	return hss, tln.Addr(), nil

@@ -49,7 +49,7 @@ func TestImportThenServe(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("hub did not start")
 	}
-	resp, err := http.Get("http://" + addr.String() + "/api/v1/catalog")
+	resp, err := staffGet(t, filepath.Join(dir, "hub"), "http://"+addr.String()+"/api/v1/catalog")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -66,4 +66,16 @@ func TestImportThenServe(t *testing.T) {
 	if !strings.Contains(logb.String(), "level=INFO msg=listening addr=127.0.0.1:") {
 		t.Fatalf("no listening line in log:\n%s", logb.String())
 	}
+}
+
+// staffGet is GET with the hub's staff credential (hub is its data dir).
+func staffGet(t *testing.T, hub, url string) (*http.Response, error) {
+	t.Helper()
+	tok, err := os.ReadFile(filepath.Join(hub, "staff-token"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, _ := http.NewRequest(http.MethodGet, url, nil)
+	req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(tok)))
+	return http.DefaultClient.Do(req)
 }

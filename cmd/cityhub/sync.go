@@ -305,12 +305,24 @@ func (c *syncCmd) latestChange(kind string) ([]byte, error) {
 
 // hubHandler puts the sync API, /metrics and /healthz in front of the
 // catalogue handler.
-func hubHandler(catalogue http.Handler, st hub.Store, ca hub.Issuer, log *slog.Logger) http.Handler {
-	reg := prometheus.NewRegistry()
+func hubHandler(reg *prometheus.Registry, catalogue, firmware http.Handler, st hub.Store, ca hub.Issuer, staff func(string) bool, log *slog.Logger) http.Handler {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	srv := hub.NewServer(hub.Config{Store: st, CA: ca, Logger: log.With("component", "sync"), Registry: reg})
+	srv := hub.NewServer(hub.Config{Store: st, CA: ca, Staff: staff, Logger: log.With("component", "sync"), Registry: reg})
 	mux := http.NewServeMux()
 	mux.Handle("/api/v1/sync/", srv)
+	// What the city holds for its schools is read and added to only by an
+	// enrolled edge (signed) or city staff: the catalogue, its bytes,
+	// uploads, firmware reports, releases and bundles.
+	mux.Handle("GET /api/v1/catalog", srv.Gate(0, catalogue))
+	mux.Handle("GET /api/v1/content/", srv.Gate(0, catalogue))
+	mux.Handle("POST /api/v1/uploads", srv.Gate(maxUploadAnnounce, catalogue))
+	mux.Handle("PATCH /api/v1/uploads/", srv.Gate(0, catalogue)) // bytes streamed, checked by their SHA-256
+	if firmware != nil {
+		mux.Handle("POST /api/v1/firmware/check", srv.Gate(maxFirmwareCheck, firmware))
+		mux.Handle("GET /api/v1/firmware/releases", srv.Gate(0, firmware))
+		mux.Handle("GET /api/v1/firmware/bundles/", srv.Gate(0, firmware))
+		mux.Handle("/api/v1/firmware/", firmware) // publishing: the publish token
+	}
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
@@ -326,3 +338,10 @@ func hubHandler(catalogue http.Handler, st hub.Store, ca hub.Issuer, log *slog.L
 	mux.Handle("/", catalogue)
 	return mux
 }
+
+// Bodies the credential check reads before handing on (it verifies the
+// signature over them): an upload's announcement and a firmware check.
+const (
+	maxUploadAnnounce = 8 << 10
+	maxFirmwareCheck  = 64 << 10
+)

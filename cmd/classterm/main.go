@@ -1,5 +1,7 @@
 // Command classterm is the classroom terminal agent: it finds the school's
-// edge, pairs once with a code from the admin console, and then stays
+// edge (mDNS on its segment, then unicast DNS-SD in the search domains of
+// resolv.conf, then campusedge.<domain>; -diagnose says what each found),
+// pairs once with a code from the admin console, and then stays
 // connected by itself. Pairing over https learns the edge's TLS key, bound
 // to the code (edge/pairing), and every later connection requires that key.
 // With -ca (city-managed terminals) the agent instead trusts the edge by

@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -30,7 +31,6 @@ import (
 type routed struct {
 	edge, termA, router, termB *netnstest.Netns
 	dnsA, dnsB                 netip.Addr // the router's addresses = the DNS server
-	dir                        string
 }
 
 const (
@@ -52,7 +52,7 @@ func newRouted(t testing.TB) *routed {
 	t.Helper()
 	netnstest.RequireRoot(t)
 	id := fmt.Sprintf("%06x", time.Now().UnixNano()&0xffffff)
-	r := &routed{dir: t.TempDir(), dnsA: netip.MustParseAddr("10.201.1.1"), dnsB: netip.MustParseAddr("10.201.2.1")}
+	r := &routed{dnsA: netip.MustParseAddr("10.201.1.1"), dnsB: netip.MustParseAddr("10.201.2.1")}
 	ns := func(role string) string {
 		name := "cetest-" + id + "-" + role
 		ipcmd(t, "netns", "add", name)
@@ -122,38 +122,9 @@ _campusedge._tcp	IN PTR Decoy._campusedge._tcp.school.test.
 Decoy._campusedge._tcp	IN SRV 0 0 8080 campusedge.school.test.
 Decoy._campusedge._tcp	IN TXT "v=1" "id=decoy-edge-0001" "school=x" "api=/api/v1" "https=8443"
 `
-	conf := fmt.Sprintf(`options {
-	directory "%[1]s";
-	pid-file "%[1]s/named.pid";
-	session-keyfile "%[1]s/session.key";
-	listen-on { 10.201.1.1; 10.201.2.1; };
-	listen-on-v6 { none; };
-	recursion no;
-	dnssec-validation no;
-	allow-query { any; };
-	notify no;
-};
-key "%[2]s" { algorithm hmac-sha256; secret "%[3]s"; };
-controls { };
-zone "school.test" {
-	type primary;
-	file "%[1]s/school.test.zone";
-	journal "%[1]s/school.test.jnl";
-	update-policy { grant %[2]s zonesub ANY; };
-};
-`, r.dir, tsigName, tsigSecret)
-	for name, data := range map[string]string{"named.conf": conf, "school.test.zone": zone} {
-		if err := os.WriteFile(filepath.Join(r.dir, name), []byte(data), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	p := r.router.Start(t, nil, "/usr/sbin/named", "-g", "-4", "-n", "1", "-c", filepath.Join(r.dir, "named.conf"))
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	if err := p.WaitOutput(ctx, "running"); err != nil {
-		t.Fatalf("named did not start: %v\n%s", err, p.Output())
-	}
-	return p
+	return r.router.StartBIND(t, []string{r.dnsA.String(), r.dnsB.String()},
+		[]netnstest.TSIGSecret{{Name: tsigName, Algorithm: "hmac-sha256", Secret: tsigSecret}},
+		[]netnstest.BINDZone{{Name: "school.test", Body: zone, UpdateKey: tsigName}})
 }
 
 func (r *routed) keyFile(t testing.TB, secret string) string {
@@ -286,13 +257,27 @@ func TestUnicastDNSSDAcrossRouter(t *testing.T) {
 		t.Fatalf("browse domain on B: %q", b)
 	}
 
+	// avahi-browse on B sees the same records, by wide-area (unicast) DNS-SD.
+	rcB := r.resolvConf(t, r.dnsB)
+	av := r.termB.StartAvahiWideArea(t, rcB)
+	for {
+		svcs := av.BrowseDomain(ctx, 3*time.Second, "school.test", discovery.ServiceType)
+		if i := slices.IndexFunc(svcs, func(s netnstest.AvahiService) bool { return s.Name == inst }); i >= 0 {
+			t.Logf("avahi-browse -rpk -d school.test on B: %+v", svcs)
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("avahi-browse -d school.test on B never showed %q: %+v", inst, svcs)
+		}
+	}
+	t.Logf("avahi-browse -rpk -d school.test on B lists %q", inst)
+
 	// Pair from B by unicast DNS-SD alone, with a code typed in full-width digits.
 	var room struct{ ID string }
 	adminCall(t, hc, token, "POST", "http://127.0.0.1:8080/api/v1/classrooms", map[string]string{"name": "三年级二班", "room_code": "r302"}, &room)
 	var pc struct{ Code string }
 	adminCall(t, hc, token, "POST", "http://127.0.0.1:8080/api/v1/classrooms/"+room.ID+"/pairing-codes", nil, &pc)
 	termData := t.TempDir()
-	rcB := r.resolvConf(t, r.dnsB)
 	start := time.Now()
 	term := r.termB.Start(t, nil, classterm, "-data", termData, "-pair", fullWidth(pc.Code), "-name", "board-b",
 		"-resolv-conf", rcB, "-log-level", "debug")
@@ -407,6 +392,22 @@ func TestUnicastDNSSDAcrossRouter(t *testing.T) {
 	adminCall(t, hc, token, "GET", "http://127.0.0.1:8080/api/v1/discovery", nil, &ds)
 	if !strings.Contains(ds.DNS.Error, "refused the update's TSIG signature") || ds.DNS.LastConfirmed != nil || ds.DNS.Mode != "dynamic_update" {
 		t.Errorf("console API with a wrong key: %+v", ds.DNS)
+	}
+	var health struct {
+		Status string
+		Checks map[string]struct {
+			OK     bool
+			Detail string
+		}
+	}
+	res, err := hc.Get("http://127.0.0.1:8080/healthz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = json.NewDecoder(res.Body).Decode(&health)
+	res.Body.Close()
+	if c := health.Checks["dns_sd"]; health.Status != "degraded" || c.OK || !strings.Contains(c.Detail, "BADSIG") {
+		t.Errorf("/healthz with a wrong key: %+v", health)
 	}
 	if len(ds.Links) != 2 || !strings.HasPrefix(ds.Links[0].QRPNG, "data:image/png;base64,") {
 		t.Errorf("console API links: %+v", ds.Links)

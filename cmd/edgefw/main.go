@@ -2,7 +2,7 @@
 // builds and signs firmware bundles, and verifies them.
 //
 //	edgefw keygen -out DIR
-//	edgefw build -key PRIV -version V -target T [-min-version V] [-entry PATH] [-allow-rollback] -o BUNDLE DIR
+//	edgefw build -key PRIV -version V -target T [-min-version V] [-entry PATH] [-allow-rollback -rollback-edges IDS [-rollback-ttl D]] -o BUNDLE DIR
 //	edgefw verify -pub PUB[,PUB...] [-target T] [-installed V] [-floor V] BUNDLE
 //
 // verify exits 0 only for a good bundle; otherwise it prints what is wrong
@@ -16,6 +16,7 @@ import (
 	"io"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/campusedge/campusedge/edge/buildinfo"
 	"github.com/campusedge/campusedge/firmware/bundle"
@@ -25,7 +26,7 @@ func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
 
 const usage = `Usage:
   edgefw keygen -out DIR
-  edgefw build -key PRIV -version V -target T [-min-version V] [-entry PATH] [-allow-rollback] -o BUNDLE DIR
+  edgefw build -key PRIV -version V -target T [-min-version V] [-entry PATH] [-allow-rollback -rollback-edges IDS [-rollback-ttl D]] -o BUNDLE DIR
   edgefw verify -pub PUB[,PUB...] [-target T] [-installed V] [-floor V] BUNDLE
 `
 
@@ -89,7 +90,9 @@ func build(args []string, stdout, stderr io.Writer) int {
 	minVersion := fs.String("min-version", "", "oldest installed `version` this bundle may replace (default: any)")
 	entry := fs.String("entry", "edged", "`path` inside DIR of the executable the supervisor starts")
 	product := fs.String("product", buildinfo.Product, "product `name`")
-	allowRollback := fs.Bool("allow-rollback", false, "sign permission to install this bundle below a device's anti-rollback floor")
+	allowRollback := fs.Bool("allow-rollback", false, "sign permission to install this bundle at or below a device's running version, its anti-rollback floor or a version that failed there; needs -rollback-edges")
+	rollbackEdges := fs.String("rollback-edges", "", "with -allow-rollback: comma-separated `ids` of the edges the rollback is for (edged's id, GET /api/v1/edge)")
+	rollbackTTL := fs.Duration("rollback-ttl", 7*24*time.Hour, "with -allow-rollback: how long the rollback permission holds (`duration`)")
 	out := fs.String("o", "", "output bundle `file`")
 	if !parse(fs, args, stderr, 1) {
 		return 2
@@ -98,13 +101,26 @@ func build(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "edgefw build: -key, -version, -target and -o are required")
 		return 2
 	}
+	b := bundle.Build{Dir: fs.Arg(0), Product: *product, Target: *target, Version: *version,
+		MinVersion: *minVersion, AllowRollback: *allowRollback, Entry: *entry}
+	if *allowRollback {
+		for _, e := range strings.Split(*rollbackEdges, ",") {
+			if e = strings.TrimSpace(e); e != "" {
+				b.RollbackEdges = append(b.RollbackEdges, e)
+			}
+		}
+		if len(b.RollbackEdges) == 0 || *rollbackTTL <= 0 {
+			fmt.Fprintln(stderr, "edgefw build: -allow-rollback needs -rollback-edges (the edges it is for) and a positive -rollback-ttl")
+			return 2
+		}
+		b.RollbackExpires = time.Now().Add(*rollbackTTL)
+	}
 	priv, err := bundle.LoadPrivateKey(*key)
 	if err != nil {
 		fmt.Fprintln(stderr, "edgefw build:", err)
 		return 1
 	}
-	m, err := bundle.Create(bundle.Build{Dir: fs.Arg(0), Product: *product, Target: *target, Version: *version,
-		MinVersion: *minVersion, AllowRollback: *allowRollback, Entry: *entry}, priv, *out)
+	m, err := bundle.Create(b, priv, *out)
 	if err != nil {
 		fmt.Fprintln(stderr, "edgefw build:", err)
 		return 1

@@ -46,6 +46,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	maxBoots := fs.Int("max-boots", slot.DefaultMaxBoots, "starts a new version gets before it is abandoned")
 	backoff := fs.Duration("backoff", defaultMinBackoff, "first wait before restarting a crashed edged (doubles up to 30s)")
 	target := fs.String("target", runtime.GOOS+"-"+runtime.GOARCH, "this device's firmware `target` (install)")
+	edgeID := fs.String("edge-id", "", "this edge's `id` (GET /api/v1/edge), for install: a signed rollback bundle installs only on the edges it names")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage:\n  edgesup [flags] run -- EDGED-ARGS...\n  edgesup [flags] install BUNDLE\n  edgesup [flags] status\n\nFlags:\n")
 		fs.PrintDefaults()
@@ -90,7 +91,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintln(stderr, "edgesup: usage: edgesup -root DIR -keys PUBS install BUNDLE")
 			return 2
 		}
-		return install(ctx, m, rest[0], *target, stdout, stderr)
+		return install(ctx, m, rest[0], *target, *edgeID, stdout, stderr)
 	case "run":
 		if len(rest) > 0 && rest[0] == "--" {
 			rest = rest[1:]
@@ -114,7 +115,7 @@ const (
 	defaultMinBackoff = time.Second
 )
 
-func install(ctx context.Context, m *slot.Manager, path, target string, stdout, stderr io.Writer) int {
+func install(ctx context.Context, m *slot.Manager, path, target, edgeID string, stdout, stderr io.Writer) int {
 	f, err := os.Open(path)
 	if err != nil {
 		fmt.Fprintln(stderr, "edgesup install:", err)
@@ -126,6 +127,10 @@ func install(ctx context.Context, m *slot.Manager, path, target string, stdout, 
 		fmt.Fprintln(stderr, "edgesup install:", err)
 		return 1
 	}
+	// As the updater: a version not newer than the running one, one that
+	// failed here or one below the floor installs only as a signed
+	// rollback naming this edge, before it expires.
+	pol.Edge, pol.Now = edgeID, time.Now()
 	r, err := bundle.Open(bufio.NewReaderSize(f, 1<<20), m.Keyring(), pol)
 	if err != nil {
 		fmt.Fprintln(stderr, "edgesup install:", err)

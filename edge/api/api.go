@@ -70,7 +70,8 @@ type Server struct {
 	requests *prometheus.CounterVec
 	wsConns  prometheus.Gauge
 
-	pairs *pairSessions
+	pairs     *pairSessions
+	pairLimit *pairBackoff // wrong pairing codes per address (pairlimit.go)
 
 	mu    sync.Mutex
 	conns map[*controlConn]struct{}
@@ -86,7 +87,7 @@ func New(cfg Config) *Server {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, started: time.Now(), reg: prometheus.NewRegistry(), mux: http.NewServeMux(), conns: map[*controlConn]struct{}{}, pairs: newPairSessions(time.Now)}
+	s := &Server{cfg: cfg, log: cfg.Logger, started: time.Now(), reg: prometheus.NewRegistry(), mux: http.NewServeMux(), conns: map[*controlConn]struct{}{}, pairs: newPairSessions(time.Now), pairLimit: newPairBackoff(time.Now)}
 	s.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "campusedge_http_requests_total", Help: "HTTP requests by route pattern and status code.",
 	}, []string{"route", "code"})
@@ -96,7 +97,7 @@ func New(cfg Config) *Server {
 	s.reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		s.requests, s.wsConns,
+		s.requests, s.wsConns, s.pairLimit.refused,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "campusedge_terminals_online", Help: "Paired terminals with a live control connection.",
 		}, func() float64 { return float64(cfg.Fleet.OnlineCount()) }),
@@ -321,6 +322,10 @@ type PairResponse struct {
 }
 
 func (s *Server) pair(w http.ResponseWriter, r *http.Request) {
+	addr := remoteHost(r)
+	if !s.pairLimit.allow(w, addr) {
+		return
+	}
 	var req fleet.PairRequest
 	if !httpapi.DecodeJSON(w, r, 4<<10, &req) {
 		return
@@ -328,12 +333,16 @@ func (s *Server) pair(w http.ResponseWriter, r *http.Request) {
 	// A code typed on a page with a Chinese input method arrives in
 	// full-width digits (０-９); they are the same code.
 	req.Code = width.Fold.String(strings.TrimSpace(req.Code))
-	t, token, err := s.cfg.Fleet.Pair(req, remoteHost(r))
+	t, token, err := s.cfg.Fleet.Pair(req, addr)
 	if err != nil {
-		s.log.Warn("pairing refused", "addr", remoteHost(r), "err", err)
+		s.log.Warn("pairing refused", "addr", addr, "err", err)
+		if errors.Is(err, fleet.ErrBadCode) || errors.Is(err, fleet.ErrPairingLock) {
+			s.pairLimit.wrong(addr)
+		}
 		fleetError(w, err)
 		return
 	}
+	s.pairLimit.paired(addr)
 	s.log.Info("terminal paired", "terminal", t.ID, "classroom", t.ClassroomID, "addr", t.Addr, "name", t.Name)
 	httpapi.WriteJSON(w, http.StatusCreated, PairResponse{TerminalID: t.ID, Token: token, EdgeID: s.cfg.Identity.EdgeID(), ClassroomID: t.ClassroomID})
 }

@@ -119,7 +119,7 @@ func (s *Server) serverPin(w http.ResponseWriter, r *http.Request) (string, bool
 
 func (s *Server) pairStart(w http.ResponseWriter, r *http.Request) {
 	pin, ok := s.serverPin(w, r)
-	if !ok {
+	if !ok || !s.pairLimit.allow(w, remoteHost(r)) {
 		return
 	}
 	data, ok := pairingBody(w, r)
@@ -170,7 +170,7 @@ func (s *Server) pairStart(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) pairFinish(w http.ResponseWriter, r *http.Request) {
-	if _, ok := s.serverPin(w, r); !ok {
+	if _, ok := s.serverPin(w, r); !ok || !s.pairLimit.allow(w, remoteHost(r)) {
 		return
 	}
 	data, ok := pairingBody(w, r)
@@ -204,6 +204,7 @@ func (s *Server) pairFinish(w http.ResponseWriter, r *http.Request) {
 	}
 	addr := remoteHost(r)
 	if match < 0 {
+		s.pairLimit.wrong(addr)
 		err := s.cfg.Fleet.WrongPairingTry()
 		s.log.Warn("pairing refused: the terminal's proof matches no pairing code (wrong code, or a device intercepting TLS)", "addr", addr, "err", err)
 		if errors.Is(err, fleet.ErrBadCode) {
@@ -219,6 +220,7 @@ func (s *Server) pairFinish(w http.ResponseWriter, r *http.Request) {
 		fleetError(w, err)
 		return
 	}
+	s.pairLimit.paired(addr)
 	sess := pp.sessions[match]
 	cred, err := json.Marshal(pairing.Credential{TerminalID: t.ID, Token: token, EdgeID: s.cfg.Identity.EdgeID(), ClassroomID: t.ClassroomID})
 	if err != nil {

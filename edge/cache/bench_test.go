@@ -142,9 +142,11 @@ func TestBenchServeVsNginx(t *testing.T) {
 			small = append(small, entry{id, p})
 		}
 	}
+	enrolTok := hubEnrolToken(t, bins["cityhub"], filepath.Join(dir, "hub"))
 	_, hubAddr := startBin(t, bins["cityhub"], "-data", filepath.Join(dir, "hub"), "-listen", "127.0.0.1:0")
 	data := filepath.Join(dir, "edge")
-	edgeP, edgeAddr := startBin(t, bins["edged"], "-data", data, "-listen", "127.0.0.1:0", "-mdns=false", "-cloud", "http://"+hubAddr)
+	enrolEdge(t, bins["edged"], data, "http://"+hubAddr, enrolTok)
+	edgeP, edgeAddr := startBin(t, bins["edged"], "-data", data, "-listen", "127.0.0.1:0", "-mdns=false", "-cloud", "http://"+hubAddr, "-school", testSchool)
 	edgeTLSBase, pin, err := edgeP.HTTPS(15 * time.Second)
 	if err != nil {
 		t.Fatal(err)
@@ -474,10 +476,12 @@ func TestBenchShapedDownload(t *testing.T) {
 		t.Fatal(err)
 	}
 	id, _, _ := strings.Cut(strings.TrimSpace(string(out)), "\t")
+	enrolTok := hubEnrolToken(t, bins["cityhub"], filepath.Join(dir, "hub"))
 	_, hubAddr := startBin(t, bins["cityhub"], "-data", filepath.Join(dir, "hub"), "-listen", "127.0.0.1:0")
 	p := newShapingProxy(t, hubAddr, linkBps, 4*time.Second)
 	data := filepath.Join(dir, "edge")
-	_, edgeAddr := startBin(t, bins["edged"], "-data", data, "-listen", "127.0.0.1:0", "-mdns=false", "-cloud", "http://"+p.ln.Addr().String())
+	enrolEdge(t, bins["edged"], data, "http://"+hubAddr, enrolTok)
+	_, edgeAddr := startBin(t, bins["edged"], "-data", data, "-listen", "127.0.0.1:0", "-mdns=false", "-cloud", "http://"+p.ln.Addr().String(), "-school", testSchool)
 	tok, _ := os.ReadFile(filepath.Join(data, "admin-token"))
 	e := &edge{url: "http://" + edgeAddr, token: strings.TrimSpace(string(tok)), data: data}
 	e.waitSynced(t, 1)

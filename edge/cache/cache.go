@@ -134,6 +134,7 @@ type Cache struct {
 	policy    *policy
 	prefetch  *prefetcher
 	uploads   *uploader
+	clients   *clientBudget // uncached reads per LAN client (clientbudget.go)
 
 	ctx context.Context // the cache's lifetime; Close ends it
 	wg  sync.WaitGroup  // loops and downloads
@@ -145,6 +146,8 @@ type metrics struct {
 	requests      *prometheus.CounterVec
 	upstreamBytes prometheus.Counter
 	evictions     prometheus.Counter
+	abandoned     prometheus.Counter
+	overBudget    prometheus.Counter
 }
 
 // New makes a cache; call Start to begin syncing and Close to stop.
@@ -204,8 +207,9 @@ func (c *Cache) wire() {
 	c.index = &index{db: cfg.DB, hub: cfg.Hub, client: cfg.Client, log: c.log, interval: cfg.SyncInterval}
 	c.space = newSpace(c.layout, cfg.Quota, c.log, c.metrics.evictions, c.protected)
 	c.downloads = &downloader{layout: c.layout, hub: cfg.Hub, client: cfg.Client, log: c.log, space: c.space, shaper: c.shaper,
-		backoff: cfg.RetryBackoff, upstream: c.metrics.upstreamBytes, ctx: ctx, cancel: cancel, wg: &c.wg,
+		backoff: cfg.RetryBackoff, upstream: c.metrics.upstreamBytes, abandoned: c.metrics.abandoned, ctx: ctx, cancel: cancel, wg: &c.wg,
 		slot: make(chan struct{}, cfg.MaxDownloads), inflight: map[string]*download{}, failures: map[string]failure{}}
+	c.clients = newClientBudget()
 	c.policy = &policy{db: cfg.DB, horizon: cfg.PrefetchHorizon, quota: cfg.Quota, log: c.log, item: c.index.item, capacity: c.space.capacity}
 	c.prefetch = newPrefetcher(c.policy, c.layout.state, c.downloads.ensure, c.log, cfg.PrefetchInterval, cfg.PrefetchConcurrency)
 	c.policy.changed = c.prefetch.Kick
@@ -228,6 +232,12 @@ func newMetrics() metrics {
 		}),
 		evictions: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "campusedge_media_evictions_total", Help: "Cached resources removed to make room (least recently used, unpinned, not being read).",
+		}),
+		abandoned: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "campusedge_media_downloads_abandoned_total", Help: "Hub downloads started by LAN readers and stopped because every reader left (not pinned or timetabled).",
+		}),
+		overBudget: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "campusedge_media_uncached_budget_refusals_total", Help: "Reads of uncached items refused because the client was over its budget (uncached_budget).",
 		}),
 	}
 }
@@ -267,6 +277,22 @@ func (c *Cache) Start(ctx context.Context) {
 			loop(ctx)
 		}()
 	}
+}
+
+// policyWants reports whether the school's policy (pins, the timetable
+// within the prefetch horizon) wants id cached: a fill of such an item
+// continues when its LAN readers leave.
+func (c *Cache) policyWants(id string) bool {
+	want, err := c.policy.wanted(time.Now())
+	if err != nil {
+		return true // in doubt, keep the bytes coming
+	}
+	for _, w := range want {
+		if w.Item.ID == id {
+			return true
+		}
+	}
+	return false
 }
 
 // Close stops syncing and downloads and waits for them to finish, so the

@@ -200,10 +200,12 @@ func TestRealBinariesPrefetchCutResume(t *testing.T) {
 		t.Fatalf("cityhub import: %v", err)
 	}
 	id, _, _ := strings.Cut(strings.TrimSpace(string(out)), "\t")
+	enrolTok := hubEnrolToken(t, bins["cityhub"], filepath.Join(dir, "hub"))
 	_, hubAddr := startBin(t, bins["cityhub"], "-data", filepath.Join(dir, "hub"), "-listen", "127.0.0.1:0")
 	p := newTCPProxy(t, hubAddr)
 	data := filepath.Join(dir, "edge")
-	_, edgeAddr := startBin(t, bins["edged"], "-data", data, "-listen", "127.0.0.1:0", "-mdns=false", "-cloud", "http://"+p.ln.Addr().String())
+	enrolEdge(t, bins["edged"], data, "http://"+hubAddr, enrolTok)
+	_, edgeAddr := startBin(t, bins["edged"], "-data", data, "-listen", "127.0.0.1:0", "-mdns=false", "-cloud", "http://"+p.ln.Addr().String(), "-school", testSchool)
 	tok, _ := os.ReadFile(filepath.Join(data, "admin-token"))
 	e := &edge{url: "http://" + edgeAddr, token: strings.TrimSpace(string(tok)), data: data}
 	e.waitSynced(t, 1)

@@ -38,6 +38,74 @@ type download struct {
 	// verified is set once size and SHA-256 matched and the blob is in place.
 	verified bool
 	wake     chan struct{} // closed and replaced on every change
+
+	// Who wants the bytes (under mu): LAN readers streaming it now, and
+	// whether the school's policy or a caller of Ensure keeps it. A fill
+	// that only LAN readers wanted stops abandonGrace after the last one
+	// left (abandoned), so a client that opens and drops /media requests
+	// cannot make the edge pull the catalogue over the WAN.
+	readers   int
+	keep      bool
+	abandoned bool
+	idle      *time.Timer
+	cancel    context.CancelFunc
+}
+
+// abandonGrace is how long a fill started by LAN readers continues after
+// the last one left: a player that seeks drops one request and opens
+// another at once.
+const abandonGrace = 5 * time.Second
+
+// errAbandoned ends a fill nobody wanted any more; it is not a failure.
+var errAbandoned = errors.New("download stopped: no reader wanted the bytes any more (it resumes from the partial file when one does)")
+
+// hold marks d as kept to the end (Ensure: prefetch of pinned and
+// timetabled items, the recorder).
+func (d *download) hold() {
+	d.mu.Lock()
+	d.keep = true
+	if d.idle != nil {
+		d.idle.Stop()
+	}
+	d.mu.Unlock()
+}
+
+// join adds a LAN reader; the returned func is its leaving. When the last
+// reader has left and nothing keeps d, d stops after abandonGrace unless
+// keep (the policy, asked then) says the item is wanted anyway.
+func (d *download) join(keep func() bool) (leave func()) {
+	d.mu.Lock()
+	d.readers++
+	if d.idle != nil {
+		d.idle.Stop()
+	}
+	d.mu.Unlock()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			d.mu.Lock()
+			defer d.mu.Unlock()
+			if d.readers--; d.readers > 0 || d.keep {
+				return
+			}
+			d.idle = time.AfterFunc(abandonGrace, func() {
+				if keep != nil && keep() {
+					d.hold()
+					return
+				}
+				d.mu.Lock()
+				stop := d.readers == 0 && !d.keep && d.cancel != nil
+				if stop {
+					d.abandoned = true
+				}
+				cancel := d.cancel
+				d.mu.Unlock()
+				if stop {
+					cancel()
+				}
+			})
+		})
+	}
 }
 
 func newDownload(it media.Item) *download {
@@ -120,6 +188,8 @@ type downloader struct {
 	backoff time.Duration // first wait between attempts
 	// upstream counts resource bytes received from the hub.
 	upstream prometheus.Counter
+	// abandoned counts fills stopped because their readers left.
+	abandoned prometheus.Counter
 
 	ctx    context.Context // lifetime of downloads: not any one request's
 	cancel context.CancelFunc
@@ -201,20 +271,31 @@ func (c *downloader) begin(it media.Item) *download {
 		return d
 	}
 	c.inflight[it.ID] = d
+	dctx, cancel := context.WithCancel(c.ctx)
+	d.cancel = cancel
 	c.wg.Add(1)
 	go func() {
 		defer c.wg.Done()
+		defer cancel()
 		select { // readers that joined wait with it; none starts its own
 		case c.slot <- struct{}{}:
-			d.err = c.fetch(c.ctx, d)
+			d.err = c.fetch(dctx, d)
 			<-c.slot
-		case <-c.ctx.Done():
+		case <-dctx.Done():
 			d.err = errClosed
+		}
+		d.mu.Lock()
+		abandoned := d.abandoned
+		d.mu.Unlock()
+		if abandoned && c.ctx.Err() == nil {
+			d.err = errAbandoned
+			c.abandoned.Inc()
+			c.log.Info("download stopped: its readers left", "id", it.ID)
 		}
 		c.space.release(it.ID)
 		c.mu.Lock()
 		delete(c.inflight, it.ID)
-		if d.err != nil {
+		if d.err != nil && !errors.Is(d.err, errAbandoned) {
 			c.failures[it.ID] = failure{msg: d.err.Error(), at: time.Now(), corrupt: errors.Is(d.err, ErrCorrupt), sha256: it.SHA256}
 		} else {
 			delete(c.failures, it.ID)
@@ -244,6 +325,7 @@ func (c *downloader) ensure(ctx context.Context, it media.Item) error {
 		return errOffline
 	}
 	d := c.begin(it)
+	d.hold()
 	select {
 	case <-d.done:
 		return d.err

@@ -26,7 +26,7 @@ import (
 //
 // and the policy and progress API in status.go.
 func (c *Cache) Register(s *api.Server) {
-	s.Registry().MustRegister(c.metrics.requests, c.metrics.upstreamBytes, c.metrics.evictions)
+	s.Registry().MustRegister(c.metrics.requests, c.metrics.upstreamBytes, c.metrics.evictions, c.metrics.abandoned, c.metrics.overBudget)
 	s.HandleFunc("GET /media/{id}", c.serveMedia) // GET patterns match HEAD too
 	s.HandleFunc("GET /api/v1/catalog", s.Admin(c.listCatalog))
 	c.registerPolicy(s)
@@ -133,8 +133,16 @@ func (c *Cache) serveUncached(w http.ResponseWriter, r *http.Request, it media.I
 		httpapi.WriteError(w, http.StatusServiceUnavailable, "not_cached", it.ID+" is not cached and no hub is configured (-cloud)")
 		return "refused", true
 	}
-	// Join (or start) the one download of this item.
+	release, ok := c.clients.take(w, r, it.ID, time.Now())
+	if !ok {
+		c.metrics.overBudget.Inc()
+		return "refused", true
+	}
+	defer release()
+	// Join (or start) the one download of this item; it stops when every
+	// reader has left, unless the policy wants the item anyway.
 	d := c.downloads.begin(it)
+	defer d.join(func() bool { return c.policyWants(it.ID) })()
 	rc := http.NewResponseController(w)
 	g, err := c.downloads.openGrowing(r.Context(), d, func() { _ = rc.Flush() })
 	if err != nil {

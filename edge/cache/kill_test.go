@@ -30,6 +30,32 @@ func startBin(t *testing.T, bin string, args ...string) (*bintest.Process, strin
 	return p, p.Addr
 }
 
+// testSchool is the school the real-binary tests enrol their edge in: the
+// hub serves its catalogue and content only to enrolled edges.
+const testSchool = "s1"
+
+// hubEnrolToken registers testSchool on the hub (stopped: the command
+// takes the store's lock) and returns a one-time enrolment token.
+func hubEnrolToken(t *testing.T, cityhub, hubData string) string {
+	t.Helper()
+	if out, err := exec.Command(cityhub, "-data", hubData, "school", "add", testSchool, "Test School").CombinedOutput(); err != nil {
+		t.Fatalf("cityhub school add: %v %s", err, out)
+	}
+	out, err := exec.Command(cityhub, "-data", hubData, "enrol-token", testSchool).Output()
+	if err != nil {
+		t.Fatalf("cityhub enrol-token: %v", err)
+	}
+	return strings.TrimSpace(string(out))
+}
+
+// enrolEdge enrols the (stopped) edge at data with the hub at cloud.
+func enrolEdge(t *testing.T, edged, data, cloud, tok string) {
+	t.Helper()
+	if out, err := exec.Command(edged, "enrol", "-data", data, "-cloud", cloud, "-token", tok).CombinedOutput(); err != nil {
+		t.Fatalf("edged enrol: %v %s", err, out)
+	}
+}
+
 // slowBody paces a response body to about rate bytes per second.
 type slowBody struct {
 	io.ReadCloser
@@ -64,6 +90,7 @@ func TestKill9MidDownloadResumes(t *testing.T) {
 	}
 	id, _, _ := strings.Cut(strings.TrimSpace(string(out)), "\t")
 
+	enrolTok := hubEnrolToken(t, bins["cityhub"], filepath.Join(dir, "hub"))
 	_, hubAddr := startBin(t, bins["cityhub"], "-data", filepath.Join(dir, "hub"), "-listen", "127.0.0.1:0")
 	hubURL, _ := url.Parse("http://" + hubAddr)
 	var mu sync.Mutex
@@ -87,7 +114,8 @@ func TestKill9MidDownloadResumes(t *testing.T) {
 	defer link.Close()
 
 	data := filepath.Join(dir, "edge")
-	args := []string{"-data", data, "-listen", "127.0.0.1:0", "-mdns=false", "-cloud", link.URL}
+	enrolEdge(t, bins["edged"], data, link.URL, enrolTok)
+	args := []string{"-data", data, "-listen", "127.0.0.1:0", "-mdns=false", "-cloud", link.URL, "-school", testSchool}
 	edged, edgeAddr := startBin(t, bins["edged"], args...)
 	tok, _ := os.ReadFile(filepath.Join(data, "admin-token"))
 	e := &edge{url: "http://" + edgeAddr, token: strings.TrimSpace(string(tok)), data: data}

@@ -79,6 +79,12 @@ type Config struct {
 	// HTTPSRedirect sends page requests on plain HTTP from other hosts to
 	// HTTPS; off only behind a proxy that terminates TLS itself.
 	HTTPSRedirect bool `json:"https_redirect"`
+	// MaxConnsPerAddr bounds the connections one LAN address may hold open
+	// (0: no bound; loopback is exempt).
+	MaxConnsPerAddr int `json:"max_conns_per_addr"`
+	// BodyDeadline is how long a request body may take to arrive (uploads:
+	// how long they may stall instead).
+	BodyDeadline time.Duration `json:"body_deadline"`
 }
 
 // DefaultHTTPSPort is the HTTPS port when -https-listen is not given.
@@ -104,7 +110,8 @@ func Defaults() Config {
 	return Config{DataDir: "./data", Listen: ":8080", School: "school", MDNS: true, LogLevel: "info",
 		FirmwareTarget: runtime.GOOS + "-" + runtime.GOARCH, FirmwareChannel: "stable",
 		FirmwareWave: 5, FirmwareWaveInterval: 10 * time.Second,
-		CachePrefetchDays: 7, CacheUploadMax: "2G", HTTPSRedirect: true}
+		CachePrefetchDays: 7, CacheUploadMax: "2G", HTTPSRedirect: true,
+		MaxConnsPerAddr: 64, BodyDeadline: 10 * time.Second}
 }
 
 // maxFileBytes bounds the config file; a config is a few hundred bytes.
@@ -185,6 +192,8 @@ func defineFlags(fs *flag.FlagSet, c *Config) {
 	fs.Var(listFlag{&c.TLSNames}, "tls-names", "extra DNS `names` or addresses the edge's certificate covers, comma-separated")
 	fs.StringVar(&c.CloudCA, "cloud-ca", c.CloudCA, "PEM `file` of the city's root: trusted, besides the system's roots, for an https hub enrolled by a token without a pin")
 	fs.BoolVar(&c.HTTPSRedirect, "https-redirect", c.HTTPSRedirect, "redirect page requests on plain HTTP from other hosts to HTTPS (turn off only behind a TLS-terminating proxy)")
+	fs.IntVar(&c.MaxConnsPerAddr, "max-conns-per-addr", c.MaxConnsPerAddr, "connections one client address may hold open at once (`N`, 0: no limit; loopback is exempt)")
+	fs.DurationVar(&c.BodyDeadline, "body-deadline", c.BodyDeadline, "how long a request body may take to arrive (`duration`); uploads may instead pause at most 60s between reads")
 }
 
 // listFlag is a comma-separated list flag; setting it replaces the list
@@ -306,6 +315,12 @@ func (c Config) Validate() error {
 	}
 	if c.FirmwareWave < 1 || c.FirmwareWave > 1000 || c.FirmwareWaveInterval < 100*time.Millisecond {
 		return errors.New("-fw-wave must be 1-1000 and -fw-wave-interval at least 100ms")
+	}
+	if c.MaxConnsPerAddr < 0 {
+		return errors.New("-max-conns-per-addr must be 0 (no limit) or a positive number of connections")
+	}
+	if c.BodyDeadline < 100*time.Millisecond || c.BodyDeadline > 10*time.Minute {
+		return errors.New("-body-deadline must be between 100ms and 10m")
 	}
 	if c.FirmwareRate < 0 {
 		return errors.New("-fw-rate must be 0 (no cap) or a positive number of bytes per second")

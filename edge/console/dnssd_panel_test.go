@@ -69,6 +69,9 @@ func TestDiscoveryPanelInChromium(t *testing.T) {
 			t.Errorf("published records lack %q:\n%s", want, records)
 		}
 	}
+	if got := eval[string](bctx, t, `document.querySelector("#dnssd-panel table").textContent`); !strings.Contains(got, "Instance name第一中学") {
+		t.Errorf("panel table lacks the readable instance name: %q", got)
+	}
 	if e := eval[string](bctx, t, `document.querySelector("#dnssd-panel .dnssd-error").textContent`); e != "—" {
 		t.Errorf("error cell %q, want none", e)
 	}
@@ -89,4 +92,17 @@ func TestDiscoveryPanelInChromium(t *testing.T) {
 		chromedp.Click(chromedp.CSS(`#dnssd-panel button`)))
 	poll[bool](bctx, t, "classroom QR with the code",
 		`[...document.querySelectorAll("#dnssd-panel .dnssd-links img")].some(x => x.alt.endsWith("classroom.html#pair=123456") && x.complete && x.naturalWidth > 0)`)
+
+	// CAMPUSEDGE_SCREENSHOTS=1 writes the panel to docs/screenshots.
+	sctx, scancel := context.WithTimeout(bctx, 10*time.Second)
+	defer scancel()
+	png, err := chromedp.Run(sctx, chromedp.Screenshot(chromedp.CSS("#dnssd-panel")))
+	if err != nil || len(png) < 1000 {
+		t.Fatalf("panel screenshot: %d bytes, %v", len(png), err)
+	}
+	if os.Getenv("CAMPUSEDGE_SCREENSHOTS") == "1" {
+		if err := os.WriteFile(filepath.Join("..", "..", "docs", "screenshots", "console-discovery.png"), png, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
 }

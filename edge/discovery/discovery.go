@@ -6,8 +6,11 @@
 // Android NSD), not only to this package's Browse. It is served by
 // github.com/hashicorp/mdns, plus the few things DNS-SD browsers need that the
 // library does not do (see responder.go). Where multicast does not reach
-// (VLANs, no multicast-capable interface) the edge keeps running and terminals
-// are given the edge's URL explicitly (classterm -edge URL).
+// (VLANs behind routers, no multicast-capable interface) the edge keeps
+// running, keeps the same records in the school's own DNS zone by RFC 2136
+// dynamic update signed with TSIG (register.go, unicast.go), and terminals
+// browse that zone by unicast DNS-SD, RFC 6763 section 11 (ubrowse.go);
+// or they are given the edge's URL explicitly (classterm -edge URL).
 package discovery
 
 import (

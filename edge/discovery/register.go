@@ -50,10 +50,13 @@ type DNSStatus struct {
 	Zone   string `json:"zone"`
 	Server string `json:"server,omitempty"`
 	// Mode is "dynamic_update" (RFC 2136 with TSIG) or "manual".
-	Mode    string   `json:"mode"`
-	KeyName string   `json:"key_name,omitempty"`
-	Host    string   `json:"host"`
-	Addrs   []string `json:"addrs"`
+	Mode    string `json:"mode"`
+	KeyName string `json:"key_name,omitempty"`
+	// Instance is the DNS-SD instance name as people read it (in Records
+	// it is escaped as zone files write it).
+	Instance string   `json:"instance"`
+	Host     string   `json:"host"`
+	Addrs    []string `json:"addrs"`
 	// Records are the records published (or, in manual mode, to add).
 	Records       []string   `json:"records"`
 	LastUpdate    *time.Time `json:"last_update,omitempty"`
@@ -73,6 +76,9 @@ type Registrar struct {
 	done   chan struct{}
 	client *dns.Client
 
+	closeOnce sync.Once
+	closeErr  error
+
 	mu        sync.Mutex
 	pub       Publication // what the zone should hold now
 	published bool        // pub is in the zone (last update succeeded)
@@ -89,10 +95,10 @@ func Register(ctx context.Context, cfg RegisterConfig) (*Registrar, error) {
 	if cfg.HostLabel == "" {
 		cfg.HostLabel = WellKnownHost
 	}
-	cfg.Poll = cmp(cfg.Poll, 2*time.Second)
-	cfg.Confirm = cmp(cfg.Confirm, time.Minute)
-	cfg.TTL = cmp(cfg.TTL, 30*time.Second)
-	cfg.Timeout = cmp(cfg.Timeout, 5*time.Second)
+	cfg.Poll = orDur(cfg.Poll, 2*time.Second)
+	cfg.Confirm = orDur(cfg.Confirm, time.Minute)
+	cfg.TTL = orDur(cfg.TTL, 30*time.Second)
+	cfg.Timeout = orDur(cfg.Timeout, 5*time.Second)
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -128,7 +134,7 @@ func Register(ctx context.Context, cfg RegisterConfig) (*Registrar, error) {
 	return r, nil
 }
 
-func cmp(d, def time.Duration) time.Duration {
+func orDur(d, def time.Duration) time.Duration {
 	if d <= 0 {
 		return def
 	}
@@ -402,7 +408,7 @@ func addrsOf(m *dns.Msg) []netip.Addr {
 func (r *Registrar) Status() DNSStatus {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	s := DNSStatus{Zone: r.cfg.Zone, Server: r.cfg.Server, Mode: "manual", Host: r.pub.Host, Addrs: []string{}, Records: []string{},
+	s := DNSStatus{Zone: r.cfg.Zone, Server: r.cfg.Server, Mode: "manual", Instance: r.pub.Instance, Host: r.pub.Host, Addrs: []string{}, Records: []string{},
 		Error: r.errMsg, ZoneSnippet: r.pub.ZoneSnippet(), DnsmasqSnippet: r.pub.DnsmasqSnippet()}
 	if r.client != nil {
 		s.Mode, s.KeyName = "dynamic_update", r.cfg.Key.Name
@@ -429,18 +435,16 @@ func (r *Registrar) Status() DNSStatus {
 
 // Close stops the updates and removes the edge's records from the zone,
 // so that terminals do not try an edge that is gone. It is safe to call
-// more than once; only the first call removes.
+// more than once and from several goroutines (the context given to
+// Register ends it too): every call returns when the removal is done, so a
+// shutting-down edge does not exit before it.
 func (r *Registrar) Close() error {
-	var err error
-	r.mu.Lock()
-	stopped := r.cancel == nil
-	cancel := r.cancel
-	r.cancel = nil
-	r.mu.Unlock()
-	if stopped {
-		return nil
-	}
-	cancel()
+	r.closeOnce.Do(func() { r.closeErr = r.close() })
+	return r.closeErr
+}
+
+func (r *Registrar) close() error {
+	r.cancel()
 	<-r.done
 	if r.client == nil {
 		return nil
@@ -450,8 +454,8 @@ func (r *Registrar) Close() error {
 	r.mu.Unlock()
 	ctx, done := context.WithTimeout(context.Background(), r.cfg.Timeout)
 	defer done()
-	if err = r.remove(ctx, pub); err != nil {
-		r.log.Warn("could not remove the edge's DNS records at shutdown; they expire with the zone's data only when removed by hand", "zone", pub.Zone, "err", err)
+	if err := r.remove(ctx, pub); err != nil {
+		r.log.Warn("could not remove the edge's DNS records at shutdown; remove them by hand or they stay until the edge starts again", "zone", pub.Zone, "err", err)
 		return err
 	}
 	r.log.Info("DNS-SD records removed", "zone", pub.Zone, "instance", pub.InstanceFQDN())

@@ -136,7 +136,7 @@ func (r *Resolver) Query(ctx context.Context, name string, t uint16) (*dns.Msg, 
 	if len(r.Servers) == 0 {
 		return nil, errors.New("no DNS server (resolv.conf has no nameserver line)")
 	}
-	timeout := cmp(r.Timeout, time.Second)
+	timeout := orDur(r.Timeout, time.Second)
 	q := new(dns.Msg)
 	q.SetQuestion(dns.Fqdn(name), t)
 	q.RecursionDesired = true

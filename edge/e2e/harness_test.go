@@ -20,7 +20,7 @@ import (
 )
 
 // bins holds the binaries TestMain builds once for all tests.
-type bins struct{ edged, classterm string }
+type bins struct{ edged, classterm, cityhub string }
 
 var built bins // set once in TestMain before any test runs, read-only after
 
@@ -33,12 +33,12 @@ func TestMain(m *testing.M) {
 	// A race-built test run builds the binaries with -race too, so that a
 	// data race in edged makes it exit 66 and fails the exit-status checks
 	// (and the avahi tests' "DATA RACE" check).
-	bs, err := bintest.Build(context.Background(), dir, bintest.LikeThisTest(), bintest.Cmd("edged"), bintest.Cmd("classterm"))
+	bs, err := bintest.Build(context.Background(), dir, bintest.LikeThisTest(), bintest.Cmd("edged"), bintest.Cmd("classterm"), bintest.Cmd("cityhub"))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	built = bins{edged: bs[0], classterm: bs[1]}
+	built = bins{edged: bs[0], classterm: bs[1], cityhub: bs[2]}
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)

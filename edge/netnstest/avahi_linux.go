@@ -35,6 +35,20 @@ type Avahi struct {
 // clash with a host avahi or a parallel test. Cleanup stops both.
 func (n *Netns) StartAvahi(t testing.TB) *Avahi {
 	t.Helper()
+	return n.startAvahi(t, "")
+}
+
+// StartAvahiWideArea is StartAvahi with avahi's wide-area (unicast
+// DNS-SD) browsing on, using the DNS servers of resolvConf (bind-mounted
+// over /etc/resolv.conf in avahi's own mount namespace only), so that
+// `avahi-browse -d DOMAIN` asks them (BrowseDomain).
+func (n *Netns) StartAvahiWideArea(t testing.TB, resolvConf string) *Avahi {
+	t.Helper()
+	return n.startAvahi(t, resolvConf)
+}
+
+func (n *Netns) startAvahi(t testing.TB, resolvConf string) *Avahi {
+	t.Helper()
 	RequireRoot(t)
 	paths := map[string]string{}
 	for _, name := range []string{"dbus-daemon", "avahi-daemon", "avahi-browse", "avahi-resolve"} {
@@ -58,7 +72,11 @@ func (n *Netns) StartAvahi(t testing.TB) *Avahi {
 	if err := os.WriteFile(busConf, []byte(fmt.Sprintf(dbusConfig, sock)), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(avahiConf, []byte(fmt.Sprintf(avahiConfig, "avahi-"+n.Link, n.Link)), 0o644); err != nil {
+	conf := fmt.Sprintf(avahiConfig, "avahi-"+n.Link, n.Link)
+	if resolvConf != "" {
+		conf = strings.Replace(conf, "enable-wide-area=no", "enable-wide-area=yes", 1)
+	}
+	if err := os.WriteFile(avahiConf, []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	a := &Avahi{ns: n, env: []string{"DBUS_SYSTEM_BUS_ADDRESS=unix:path=" + sock}, browser: paths["avahi-browse"], resolver: paths["avahi-resolve"]}
@@ -78,8 +96,12 @@ func (n *Netns) StartAvahi(t testing.TB) *Avahi {
 		case <-time.After(10 * time.Millisecond):
 		}
 	}
+	mountResolv := ""
+	if resolvConf != "" {
+		mountResolv = `mount --bind "$2" /etc/resolv.conf && `
+	}
 	a.Daemon = n.Start(t, a.env, "/bin/sh", "-c",
-		`mount -t tmpfs -o mode=0755 tmpfs /run && exec "$0" -f "$1" --no-chroot`, paths["avahi-daemon"], avahiConf)
+		`mount -t tmpfs -o mode=0755 tmpfs /run && `+mountResolv+`exec "$0" -f "$1" --no-chroot`, paths["avahi-daemon"], avahiConf, resolvConf)
 	if err := a.Daemon.WaitOutput(ctx, "Server startup complete"); err != nil {
 		t.Fatal(err)
 	}
@@ -95,6 +117,20 @@ func (a *Avahi) Env() []string { return append([]string(nil), a.env...) }
 // with the ones that did.
 func (a *Avahi) Browse(ctx context.Context, serviceType string) ([]AvahiService, error) {
 	return a.browse(ctx, "-r", "-t", "-p", "-k", serviceType)
+}
+
+// BrowseDomain runs `avahi-browse -rpk -d DOMAIN TYPE` for d: wide-area
+// (unicast DNS-SD) browsing, with StartAvahiWideArea. Wide-area browsing
+// never says "all for now", so it is stopped after d and what it printed
+// until then is returned.
+func (a *Avahi) BrowseDomain(ctx context.Context, d time.Duration, domain, serviceType string) []AvahiService {
+	ctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	cmd := a.ns.Command(ctx, a.browser, "-r", "-p", "-k", "-d", domain, serviceType)
+	cmd.Env = append(os.Environ(), a.env...)
+	out, _ := cmd.Output() // killed at d: the output so far
+	svcs, _ := ParseAvahiBrowse(string(out))
+	return svcs
 }
 
 // BrowseAll runs `avahi-browse -atpk`: every service type, found through

@@ -88,26 +88,15 @@ func SaveState(dataDir string, s State) error {
 	return nil
 }
 
-// Discover finds an edge by DNS-SD within timeout. If wantID is set, only
-// that edge is accepted (a paired terminal looking for its edge again).
+// Discover finds an edge within timeout as Find does with its defaults
+// (mDNS, then unicast DNS-SD from /etc/resolv.conf, then the well-known
+// name). If wantID is set, only that edge is accepted (a paired terminal
+// looking for its edge again).
 func Discover(ctx context.Context, log *slog.Logger, iface, wantID string, timeout time.Duration) (discovery.Found, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	for {
-		f, err := discovery.Browse(ctx, discovery.BrowseOptions{Interface: iface, EdgeID: wantID, Logger: log})
-		if err != nil {
-			return f, fmt.Errorf("no CampusEdge edge answered on the LAN within %s (multicast may not cross this VLAN: pass -edge https://EDGE:8443): %w", timeout, err)
-		}
-		if wantID == "" || f.Info.EdgeID == wantID {
-			return f, nil
-		}
-		log.Debug("ignoring another school's edge", "edge_id", f.Info.EdgeID, "want", wantID)
-		select {
-		case <-ctx.Done():
-			return f, ctx.Err()
-		case <-time.After(200 * time.Millisecond):
-		}
-	}
+	r, err := Find(ctx, FindOptions{Iface: iface, WantID: wantID, Log: log})
+	return r.Found, err
 }
 
 // PairError is the edge's refusal, with its error code.

@@ -43,9 +43,16 @@ type Build struct {
 	Version       string
 	MinVersion    string
 	AllowRollback bool
-	Entry         string
-	Created       time.Time
+	// RollbackEdges and RollbackExpires bound AllowRollback: the edges it
+	// is for and until when (both required with it).
+	RollbackEdges   []string
+	RollbackExpires time.Time
+	Entry           string
+	Created         time.Time
 }
+
+// MaxRollbackEdges bounds the edges one rollback bundle names.
+const MaxRollbackEdges = 1000
 
 // Create makes a signed bundle at out from every regular file under
 // b.Dir. It writes a temporary file and renames it, so out is either the
@@ -91,8 +98,11 @@ func scan(b Build) (Manifest, error) {
 		created = time.Now()
 	}
 	m := Manifest{Format: ManifestFormat, Product: b.Product, Target: b.Target, Version: b.Version,
-		MinVersion: b.MinVersion, AllowRollback: b.AllowRollback, Entry: b.Entry,
+		MinVersion: b.MinVersion, AllowRollback: b.AllowRollback, RollbackEdges: b.RollbackEdges, Entry: b.Entry,
 		Created: created.UTC().Truncate(time.Second).Format(time.RFC3339)}
+	if !b.RollbackExpires.IsZero() {
+		m.RollbackExpires = b.RollbackExpires.UTC().Truncate(time.Second).Format(time.RFC3339)
+	}
 	err := filepath.WalkDir(b.Dir, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
@@ -194,13 +204,40 @@ func copyChecked(w io.Writer, p string, f File) error {
 type Policy struct {
 	Product string
 	Target  string
-	// Installed is the version running now; the bundle's MinVersion must not
-	// be newer.
+	// Installed is the version running now: the bundle must be newer, and
+	// its MinVersion must not be.
 	Installed string
 	// Floor is the anti-rollback floor: the highest version ever committed
-	// on this device. An older bundle is refused unless its signed manifest
-	// says AllowRollback.
+	// on this device. An older bundle is refused.
 	Floor string
+	// Failed are versions that failed their health check here: refused.
+	Failed []string
+	// Edge is this device's id and Now the time: a signed rollback
+	// (AllowRollback) that names Edge and has not expired at Now lifts the
+	// three refusals above, and nothing else does.
+	Edge string
+	Now  time.Time
+}
+
+// rollbackFor reports whether m is a signed rollback for p's device now.
+func (p Policy) rollbackFor(m Manifest) bool {
+	if !m.AllowRollback || p.Edge == "" {
+		return false
+	}
+	exp, err := time.Parse(time.RFC3339, m.RollbackExpires)
+	now := p.Now
+	if now.IsZero() {
+		now = time.Now()
+	}
+	if err != nil || !now.Before(exp) {
+		return false
+	}
+	for _, e := range m.RollbackEdges {
+		if e == p.Edge {
+			return true
+		}
+	}
+	return false
 }
 
 // Check applies p to a manifest whose signature was already verified.
@@ -220,13 +257,31 @@ func (p Policy) Check(m Manifest) error {
 			return fmt.Errorf("%w: %s replaces only %s or newer and %s is installed; install an intermediate release first", ErrNeedsNewer, m.Version, m.MinVersion, p.Installed)
 		}
 	}
-	if p.Floor != "" && !m.AllowRollback {
+	if p.rollbackFor(m) {
+		return nil
+	}
+	hint := "; a downgrade needs a bundle built with -allow-rollback naming this device (-rollback-edges) that has not expired"
+	for _, f := range p.Failed {
+		if f == m.Version {
+			return fmt.Errorf("%w: %s failed its health check here before%s", ErrFailedHere, m.Version, hint)
+		}
+	}
+	if p.Floor != "" {
 		c, err := CompareStrings(m.Version, p.Floor)
 		if err != nil {
 			return fmt.Errorf("anti-rollback floor: %w", err)
 		}
 		if c < 0 {
-			return fmt.Errorf("%w: %s is older than %s, the newest version this device has run; a downgrade needs a bundle built with -allow-rollback", ErrRollback, m.Version, p.Floor)
+			return fmt.Errorf("%w: %s is older than %s, the newest version this device has run%s", ErrRollback, m.Version, p.Floor, hint)
+		}
+	}
+	if p.Installed != "" {
+		c, err := CompareStrings(m.Version, p.Installed)
+		if err != nil {
+			return fmt.Errorf("installed version: %w", err)
+		}
+		if c <= 0 {
+			return fmt.Errorf("%w: %s is not newer than %s, which runs now%s", ErrNotNewer, m.Version, p.Installed, hint)
 		}
 	}
 	return nil

@@ -237,9 +237,37 @@ func TestRefusesOlderVersionUnlessSignedAllowRollback(t *testing.T) {
 	if err := check(old, fx.keys, edgePolicy); !errors.Is(err, ErrRollback) {
 		t.Fatalf("got %v, want ErrRollback", err)
 	}
-	allowed := fx.build(t, Build{Version: "1.0.9", AllowRollback: true}, fx.priv)
-	if err := check(allowed, fx.keys, edgePolicy); err != nil {
-		t.Fatalf("signed allow_rollback refused: %v", err)
+	// A signed rollback holds for the edges it names, until it expires
+	// (issue 14 finding 11: allow_rollback alone was replayable without bound).
+	now := time.Now()
+	allowed := fx.build(t, Build{Version: "1.0.9", AllowRollback: true, RollbackEdges: []string{"edge-a"}, RollbackExpires: now.Add(time.Hour)}, fx.priv)
+	here := edgePolicy
+	here.Edge, here.Now = "edge-a", now
+	if err := check(allowed, fx.keys, here); err != nil {
+		t.Fatalf("signed rollback for this edge refused: %v", err)
+	}
+	other := here
+	other.Edge = "edge-b"
+	if err := check(allowed, fx.keys, other); !errors.Is(err, ErrRollback) {
+		t.Fatalf("rollback for another edge: %v, want ErrRollback", err)
+	}
+	later := here
+	later.Now = now.Add(2 * time.Hour)
+	if err := check(allowed, fx.keys, later); !errors.Is(err, ErrRollback) {
+		t.Fatalf("expired rollback: %v, want ErrRollback", err)
+	}
+	if _, err := Create(Build{Dir: t.TempDir(), Product: "campusedge", Target: "linux-amd64", Version: "1.0.9", AllowRollback: true, Entry: "edged"}, fx.priv, filepath.Join(t.TempDir(), "b")); err == nil {
+		t.Fatal("a rollback bundle without edges and expiry was built")
+	}
+	// Not newer than the running version, or failed here: refused without a rollback.
+	same := fx.build(t, Build{Version: "1.1.0"}, fx.priv)
+	running := Policy{Installed: "1.1.0"}
+	if err := check(same, fx.keys, running); !errors.Is(err, ErrNotNewer) {
+		t.Fatalf("the running version again: %v, want ErrNotNewer", err)
+	}
+	failed := fx.build(t, Build{Version: "1.2.0"}, fx.priv)
+	if err := check(failed, fx.keys, Policy{Installed: "1.1.0", Failed: []string{"1.2.0"}}); !errors.Is(err, ErrFailedHere) {
+		t.Fatalf("a version that failed here: %v, want ErrFailedHere", err)
 	}
 	// Numeric, not lexical, comparison: 1.10.0 is newer than 1.9.0.
 	if err := check(fx.build(t, Build{Version: "1.10.0"}, fx.priv), fx.keys, Policy{Floor: "1.9.0"}); err != nil {

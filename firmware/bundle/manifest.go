@@ -39,8 +39,13 @@ type Manifest struct {
 	// (e.g. because its store migrations need an intermediate release).
 	MinVersion string `json:"min_version,omitempty"`
 	// AllowRollback is the release key's signed permission to install this
-	// bundle below the anti-rollback floor (an emergency revert).
-	AllowRollback bool `json:"allow_rollback,omitempty"`
+	// bundle below the anti-rollback floor, at or below the running version
+	// or after it failed on a device (an emergency revert). It holds only on
+	// the edges RollbackEdges names and until RollbackExpires (RFC 3339), so
+	// a rollback bundle cannot be replayed to other edges or later.
+	AllowRollback   bool     `json:"allow_rollback,omitempty"`
+	RollbackEdges   []string `json:"rollback_edges,omitempty"`
+	RollbackExpires string   `json:"rollback_expires,omitempty"`
 	// Entry is the executable (one of Files) a supervisor starts.
 	Entry   string `json:"entry"`
 	Created string `json:"created"`
@@ -123,6 +128,19 @@ func (m Manifest) Validate() error {
 	}
 	if _, err := time.Parse(time.RFC3339, m.Created); err != nil {
 		return bad("created %q is not an RFC 3339 time", m.Created)
+	}
+	if m.AllowRollback || len(m.RollbackEdges) > 0 || m.RollbackExpires != "" {
+		if !m.AllowRollback || len(m.RollbackEdges) == 0 || len(m.RollbackEdges) > MaxRollbackEdges {
+			return bad("a rollback permission names 1-%d edges (rollback_edges) and expires (rollback_expires)", MaxRollbackEdges)
+		}
+		for _, e := range m.RollbackEdges {
+			if e == "" || len(e) > 128 {
+				return bad("rollback edge id %q must be 1-128 characters", e)
+			}
+		}
+		if _, err := time.Parse(time.RFC3339, m.RollbackExpires); err != nil {
+			return bad("rollback_expires %q is not an RFC 3339 time", m.RollbackExpires)
+		}
 	}
 	if len(m.Files) == 0 || len(m.Files) > MaxFiles {
 		return bad("has %d files (1-%d allowed)", len(m.Files), MaxFiles)
@@ -223,4 +241,6 @@ var (
 	ErrWrongTarget  = errors.New("bundle is for another target")
 	ErrRollback     = errors.New("bundle is older than the anti-rollback floor")
 	ErrNeedsNewer   = errors.New("installed version is too old for this bundle")
+	ErrNotNewer     = errors.New("bundle is not newer than the running version")
+	ErrFailedHere   = errors.New("bundle's version already failed on this device")
 )

@@ -145,6 +145,15 @@ func (h *handler) check(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, http.StatusBadRequest, httpapi.CodeInvalidJSON, "the body is not a firmware check: "+err.Error())
 		return
 	}
+	// Behind the hub's credential check, an edge reports about itself only,
+	// for the school it is enrolled in; city staff may ask as any edge.
+	if caller, ok := httpapi.CallerFrom(r.Context()); ok && !caller.Staff {
+		if c.EdgeID != caller.Edge {
+			httpapi.WriteError(w, http.StatusForbidden, "wrong_edge", "this check is signed by edge "+caller.Edge+" but reports for edge "+c.EdgeID+"; an edge reports only about itself")
+			return
+		}
+		c.School = caller.School
+	}
 	rel, err := h.s.Answer(c)
 	if err != nil {
 		httpapi.WriteError(w, http.StatusBadRequest, "invalid_check", err.Error())

@@ -7,7 +7,8 @@
 //
 // Storage is a directory under the hub's data dir:
 //
-//	DATA/firmware/releases.json        index of releases (edge reports are kept in memory)
+//	DATA/firmware/releases.json        index of releases
+//	DATA/firmware/edges/<hash>.json    each edge's last report (written when it changes, or hourly)
 //	DATA/firmware/blobs/sha256/ab/…    bundles, content-addressed
 //	DATA/firmware/release-keys/*pub*   trusted release public keys
 //	DATA/firmware/publish-token        bearer token for publishing (0600)
@@ -82,11 +83,12 @@ type TerminalReport struct {
 
 type index struct {
 	Releases []Release `json:"releases"`
-	// Edges are soft state, kept in memory only: every edge reports again
-	// at its next check (minutes), and persisting thousands of reports on
-	// every check would cost the hub a large fsynced write per request.
-	Edges map[string]EdgeReport `json:"-"`
 }
+
+// reportRefresh is how old a stored report's Seen may get before an
+// unchanged report is written again: a check that changes nothing costs
+// no write, and "seen" stays right to this much.
+const reportRefresh = time.Hour
 
 // Limits on what edges may make the hub remember.
 const (
@@ -99,8 +101,9 @@ type Store struct {
 	dir  string
 	keys *bundle.Keyring // nil: no keys configured, publishing refused
 
-	mu  sync.Mutex
-	idx index
+	mu      sync.Mutex
+	idx     index
+	reports int // files under edges/, bounded by maxEdges
 
 	// BundleRequests counts bundle GETs (any range) served; tests and
 	// metrics use it to prove downloads happen once.
@@ -111,12 +114,15 @@ type Store struct {
 // Open opens (creating) the release store under hubData/firmware.
 func Open(hubData string) (*Store, error) {
 	dir := filepath.Join(hubData, "firmware")
-	for _, d := range []string{dir, filepath.Join(dir, "blobs", "sha256"), filepath.Join(dir, "release-keys"), filepath.Join(dir, "tmp")} {
+	for _, d := range []string{dir, filepath.Join(dir, "blobs", "sha256"), filepath.Join(dir, "release-keys"), filepath.Join(dir, "tmp"), filepath.Join(dir, "edges")} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return nil, fmt.Errorf("release store: %w", err)
 		}
 	}
-	s := &Store{dir: dir, idx: index{Edges: map[string]EdgeReport{}}}
+	s := &Store{dir: dir}
+	if ents, err := os.ReadDir(filepath.Join(dir, "edges")); err == nil {
+		s.reports = len(ents)
+	}
 	b, err := os.ReadFile(filepath.Join(dir, "releases.json"))
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
@@ -125,9 +131,6 @@ func Open(hubData string) (*Store, error) {
 	default:
 		if err := json.Unmarshal(b, &s.idx); err != nil {
 			return nil, fmt.Errorf("release index %s is damaged: %w", filepath.Join(dir, "releases.json"), err)
-		}
-		if s.idx.Edges == nil {
-			s.idx.Edges = map[string]EdgeReport{}
 		}
 	}
 	if ring, err := bundle.LoadKeyring(filepath.Join(dir, "release-keys")); err == nil {
@@ -332,9 +335,9 @@ func (s *Store) Answer(c Check) (*Release, error) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if _, ok := s.idx.Edges[c.EdgeID]; ok || len(s.idx.Edges) < maxEdges {
-		s.idx.Edges[c.EdgeID] = EdgeReport{EdgeID: c.EdgeID, School: c.School, Target: c.Target, Channel: c.Channel,
-			Version: c.Version, State: c.State, Detail: c.Detail, Terminals: c.Terminals, Seen: time.Now().UTC().Truncate(time.Second)}
+	if err := s.keepReportLocked(EdgeReport{EdgeID: c.EdgeID, School: c.School, Target: c.Target, Channel: c.Channel,
+		Version: c.Version, State: c.State, Detail: c.Detail, Terminals: c.Terminals, Seen: time.Now().UTC().Truncate(time.Second)}); err != nil {
+		return nil, err
 	}
 	var best *Release
 	for i := range s.idx.Releases {
@@ -371,12 +374,56 @@ func (s *Store) Answer(c Check) (*Release, error) {
 	return &out, nil
 }
 
-// Edges lists the edge reports, by edge id.
+// reportPath is where edge's report is kept: named by a hash of the id,
+// so no id can name another path.
+func (s *Store) reportPath(edge string) string {
+	h := sha256.Sum256([]byte(edge))
+	return filepath.Join(s.dir, "edges", hex.EncodeToString(h[:16])+".json")
+}
+
+// keepReportLocked stores rep unless the stored one says the same and is
+// recent; a new edge beyond maxEdges is not stored.
+func (s *Store) keepReportLocked(rep EdgeReport) error {
+	p := s.reportPath(rep.EdgeID)
+	var old EdgeReport
+	b, err := os.ReadFile(p)
+	exists := err == nil
+	if exists && json.Unmarshal(b, &old) == nil {
+		seen := old.Seen
+		old.Seen = rep.Seen
+		same, _ := json.Marshal(old)
+		now, _ := json.Marshal(rep)
+		if string(same) == string(now) && rep.Seen.Sub(seen) < reportRefresh {
+			return nil
+		}
+	}
+	if !exists && s.reports >= maxEdges {
+		return nil
+	}
+	nb, err := json.Marshal(rep)
+	if err != nil {
+		return err
+	}
+	if err := fsutil.WriteFileAtomic(p, nb, 0o600); err != nil {
+		return fmt.Errorf("keep the report of edge %s: %w", rep.EdgeID, err)
+	}
+	if !exists {
+		s.reports++
+	}
+	return nil
+}
+
+// Edges lists the stored edge reports, by edge id.
 func (s *Store) Edges() []EdgeReport {
 	s.mu.Lock()
-	out := make([]EdgeReport, 0, len(s.idx.Edges))
-	for _, e := range s.idx.Edges {
-		out = append(out, e)
+	ents, _ := os.ReadDir(filepath.Join(s.dir, "edges"))
+	out := make([]EdgeReport, 0, len(ents))
+	for _, e := range ents {
+		b, err := os.ReadFile(filepath.Join(s.dir, "edges", e.Name()))
+		var rep EdgeReport
+		if err == nil && json.Unmarshal(b, &rep) == nil {
+			out = append(out, rep)
+		}
 	}
 	s.mu.Unlock()
 	sort.Slice(out, func(i, j int) bool { return out[i].EdgeID < out[j].EdgeID })

@@ -151,7 +151,7 @@ func (m *Manager) Policy(product, target string) (bundle.Policy, error) {
 	if err != nil {
 		return bundle.Policy{}, err
 	}
-	p := bundle.Policy{Product: product, Target: target, Floor: st.Floor}
+	p := bundle.Policy{Product: product, Target: target, Floor: st.Floor, Failed: append([]string(nil), st.Bad...)}
 	if st.Active != "" {
 		man, err := m.Manifest(st.Active)
 		if err == nil {

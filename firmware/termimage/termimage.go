@@ -57,15 +57,20 @@ type Images struct {
 	cfg  Config
 	base context.Context
 
-	mu      sync.Mutex
-	latest  map[string]cached
+	// asking serialises questions to the hub: one in flight at a time.
+	asking sync.Mutex
+
+	mu sync.Mutex
+	// latest is the newest image of every model the hub publishes for this
+	// edge, from one list asked at most once per TTL. A model name a client
+	// makes up costs neither a hub request nor a map entry.
+	latest  map[string]*release.Release
+	asked   time.Time // when latest was last asked for (answered or not)
 	flights map[string]*flight
 }
 
-type cached struct {
-	rel   *release.Release
-	asked time.Time
-}
+// retryAfterFailure is how soon a failed question to the hub is asked again.
+const retryAfterFailure = 30 * time.Second
 
 type flight struct {
 	done chan struct{}
@@ -87,45 +92,76 @@ func New(ctx context.Context, cfg Config) *Images {
 	if cfg.Channel == "" {
 		cfg.Channel = release.Stable
 	}
-	return &Images{cfg: cfg, base: ctx, latest: map[string]cached{}, flights: map[string]*flight{}}
+	return &Images{cfg: cfg, base: ctx, flights: map[string]*flight{}}
 }
 
 // ErrNoImage means the hub has no image for the model (for this edge).
 var ErrNoImage = errors.New("no terminal image published for this model")
 
 // Latest returns the newest image for model that this edge's channel and
-// rollout wave allow, asking the hub at most once per TTL.
+// rollout wave allow. The hub is asked for every model's images at once,
+// at most once per TTL (once per retryAfterFailure while it fails), so
+// however many model names clients send, the hub sees one request per TTL
+// and the edge keeps one entry per published model.
 func (im *Images) Latest(ctx context.Context, model string) (release.Release, error) {
 	if !ValidModel(model) {
 		return release.Release{}, fmt.Errorf("terminal model %q must be 1-64 characters of a-z 0-9 . _ -", model)
 	}
-	im.mu.Lock()
-	c, ok := im.latest[model]
-	im.mu.Unlock()
-	if !ok || time.Since(c.asked) > im.cfg.TTL {
-		rel, err := im.ask(ctx, model)
-		if err != nil {
-			if ok && c.rel != nil {
-				return *c.rel, nil // hub unreachable: keep serving what we have
-			}
-			return release.Release{}, err
-		}
-		c = cached{rel: rel, asked: time.Now()}
-		im.mu.Lock()
-		im.latest[model] = c
-		im.mu.Unlock()
+	latest, err := im.list(ctx)
+	if err != nil {
+		return release.Release{}, err
 	}
-	if c.rel == nil {
+	rel := latest[model]
+	if rel == nil {
 		return release.Release{}, ErrNoImage
 	}
-	return *c.rel, nil
+	return *rel, nil
 }
 
-func (im *Images) ask(ctx context.Context, model string) (*release.Release, error) {
+// list returns the newest image per model, asking the hub when the last
+// answer is older than TTL.
+func (im *Images) list(ctx context.Context) (map[string]*release.Release, error) {
+	fresh := func() (map[string]*release.Release, bool) {
+		im.mu.Lock()
+		defer im.mu.Unlock()
+		ttl := im.cfg.TTL
+		if im.latest == nil {
+			ttl = retryAfterFailure
+		}
+		return im.latest, !im.asked.IsZero() && time.Since(im.asked) <= ttl
+	}
+	if l, ok := fresh(); ok {
+		if l == nil {
+			return nil, errors.New("the hub did not answer the last question for terminal images; the edge asks again within " + retryAfterFailure.String())
+		}
+		return l, nil
+	}
+	im.asking.Lock()
+	defer im.asking.Unlock()
+	if l, ok := fresh(); ok && l != nil { // another caller just asked
+		return l, nil
+	}
+	l, err := im.ask(ctx)
+	im.mu.Lock()
+	defer im.mu.Unlock()
+	im.asked = time.Now()
+	if err != nil {
+		if im.latest != nil {
+			im.asked = im.asked.Add(-im.cfg.TTL + retryAfterFailure) // keep serving; ask again soon
+			return im.latest, nil                                    // hub unreachable: keep serving what we have
+		}
+		return nil, err
+	}
+	im.latest = l
+	return l, nil
+}
+
+// ask fetches the hub's terminal images and keeps the newest per model.
+func (im *Images) ask(ctx context.Context) (map[string]*release.Release, error) {
 	if im.cfg.Hub == "" {
 		return nil, errors.New("no -cloud hub configured")
 	}
-	q := url.Values{"product": {Product}, "target": {model}}
+	q := url.Values{"product": {Product}}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, im.cfg.Hub+"/api/v1/firmware/releases?"+q.Encode(), nil)
 	if err != nil {
 		return nil, err
@@ -142,10 +178,10 @@ func (im *Images) ask(ctx context.Context, model string) (*release.Release, erro
 	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&out); err != nil {
 		return nil, fmt.Errorf("hub's release list: %w", err)
 	}
-	var best *release.Release
+	best := map[string]*release.Release{}
 	for i := range out.Releases {
 		r := &out.Releases[i]
-		if r.Product != Product || r.Target != model || len(r.SHA256) != 64 {
+		if r.Product != Product || !ValidModel(r.Target) || len(r.SHA256) != 64 {
 			continue
 		}
 		if im.cfg.Channel == release.Stable && r.Channel != release.Stable {
@@ -154,10 +190,10 @@ func (im *Images) ask(ctx context.Context, model string) (*release.Release, erro
 		if !release.InRollout(im.cfg.EdgeID, r.Target, r.Version, r.Rollout) {
 			continue
 		}
-		if best == nil {
-			best = r
-		} else if c, err := bundle.CompareStrings(r.Version, best.Version); err == nil && c > 0 {
-			best = r
+		if b := best[r.Target]; b == nil {
+			best[r.Target] = r
+		} else if c, err := bundle.CompareStrings(r.Version, b.Version); err == nil && c > 0 {
+			best[r.Target] = r
 		}
 	}
 	return best, nil

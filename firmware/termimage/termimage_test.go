@@ -181,3 +181,63 @@ func FuzzRolloutReport(f *testing.F) {
 		}
 	})
 }
+
+// TestMadeUpModelsCostNoHubRequests is issue 14 finding 8: each new model
+// name in GET /api/v1/terminal-images/{model} cost a hub request and a
+// permanent map entry. Now the edge asks the hub for every model's images
+// at once, at most once per TTL, whatever names clients send.
+func TestMadeUpModelsCostNoHubRequests(t *testing.T) {
+	t.Parallel()
+	k := fwtest.NewKeys(t, t.TempDir())
+	hub := fwtest.NewHub(t, k, nil)
+	hub.Publish(t, image(t, k, "ct-100", "2.1.0", 1<<12), release.Stable, 100)
+	count := 0
+	var mu sync.Mutex
+	counting := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/api/v1/firmware/releases" {
+			mu.Lock()
+			count++
+			mu.Unlock()
+		}
+		req, _ := http.NewRequestWithContext(r.Context(), r.Method, hub.URL+r.URL.RequestURI(), r.Body)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		defer resp.Body.Close()
+		w.WriteHeader(resp.StatusCode)
+		io.Copy(w, resp.Body)
+	}))
+	defer counting.Close()
+	im := termimage.New(context.Background(), termimage.Config{Hub: counting.URL, EdgeID: "edge-1", Keys: k.Ring, Dir: t.TempDir(), Logger: slog.New(slog.DiscardHandler)})
+	mux := http.NewServeMux()
+	im.Register(mux)
+	edge := httptest.NewServer(mux)
+	defer edge.Close()
+	for i := range 200 {
+		resp, err := http.Get(fmt.Sprintf("%s/api/v1/terminal-images/made-up-%d", edge.URL, i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusNotFound {
+			t.Fatalf("made-up model %d: %d", i, resp.StatusCode)
+		}
+	}
+	resp, err := http.Get(edge.URL + "/api/v1/terminal-images/ct-100")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var img termimage.Image
+	json.NewDecoder(resp.Body).Decode(&img)
+	resp.Body.Close()
+	if img.Version != "2.1.0" {
+		t.Fatalf("the published model: %+v", img)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if count != 1 {
+		t.Fatalf("the hub was asked %d times for 201 model names, want once per TTL", count)
+	}
+}

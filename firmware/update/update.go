@@ -105,7 +105,16 @@ type Updater struct {
 	// checking serialises CheckOnce: the periodic check and an admin's
 	// "check now" must not download into the same file at once.
 	checking sync.Mutex
+	// refused are bundles (by SHA-256) whose signed manifest this edge
+	// refused by policy (not newer, failed here, below the floor, without a
+	// rollback for it): a hub offering one again is not downloaded again,
+	// so an offer can make neither an install/fallback loop nor a download
+	// loop. Guarded by checking; bounded by maxRefused.
+	refused map[string]bool
 }
+
+// maxRefused bounds the refused bundles remembered.
+const maxRefused = 64
 
 // New returns an updater; Run starts it.
 func New(cfg Config) *Updater {
@@ -238,6 +247,11 @@ func (u *Updater) CheckOnce(ctx context.Context) error {
 		u.set(func(s *Status) { s.State, s.Available, s.Downloaded, s.Total = "idle", nil, 0, 0 })
 		return nil
 	}
+	if u.refused[rel.SHA256] {
+		u.set(func(s *Status) { s.State, s.Available, s.Downloaded, s.Total = "idle", nil, 0, 0 })
+		u.log.Debug("the hub offers a bundle this edge refused before; not downloading it again", "version", rel.Version, "sha256", rel.SHA256)
+		return nil
+	}
 	u.set(func(s *Status) { s.Available, s.Total = rel, rel.Size })
 	u.log.Info("firmware release available", "version", rel.Version, "channel", rel.Channel, "bytes", rel.Size)
 	path, err := u.fetcher().Fetch(ctx, *rel)
@@ -251,6 +265,12 @@ func (u *Updater) CheckOnce(ctx context.Context) error {
 		return nil
 	}
 	if err := u.install(ctx, path, *rel); err != nil {
+		if errors.Is(err, bundle.ErrNotNewer) || errors.Is(err, bundle.ErrFailedHere) || errors.Is(err, bundle.ErrRollback) {
+			if u.refused == nil || len(u.refused) >= maxRefused {
+				u.refused = map[string]bool{}
+			}
+			u.refused[rel.SHA256] = true
+		}
 		u.fail(err)
 		return err
 	}
@@ -343,6 +363,9 @@ func (u *Updater) install(ctx context.Context, path string, rel release.Release)
 	if err != nil {
 		return err
 	}
+	// A signed rollback lifts "newer than running, not failed here, not
+	// below the floor" only when it names this edge and has not expired.
+	pol.Edge, pol.Now = u.cfg.EdgeID, time.Now()
 	hw := &halfway{r: f, total: rel.Size, f: func() { u.step("install") }}
 	r, err := bundle.Open(bufio.NewReaderSize(hw, 256<<10), u.cfg.Slots.Keyring(), pol)
 	if err != nil {

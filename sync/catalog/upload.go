@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -101,6 +102,27 @@ func (u *uploads) register(mux *http.ServeMux) {
 	mux.HandleFunc("PATCH /api/v1/uploads/{sha256}", u.patch)
 }
 
+// Limits on uploads in progress, so no edge can fill the hub's disk or
+// directory with announcements it never finishes.
+const (
+	// uploadTTL is how long an upload may make no progress before its
+	// partial bytes and announcement are deleted (and their reservation freed).
+	uploadTTL = 24 * time.Hour
+	// maxPending is how many uploads may be in progress at once on the hub,
+	// maxPendingPerEdge for one edge.
+	maxPending        = 1024
+	maxPendingPerEdge = 16
+)
+
+// pending is an upload in progress as DATA/blobs/uploads/{sha256}.json
+// keeps it: the announced item and who announced it, so only that edge
+// (or city staff) continues it.
+type pending struct {
+	Item   media.Item `json:"item"`
+	Edge   string     `json:"edge,omitempty"`
+	School string     `json:"school,omitempty"`
+}
+
 func (u *uploads) start(w http.ResponseWriter, r *http.Request) {
 	var it media.Item
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxUploadMeta))
@@ -124,7 +146,16 @@ func (u *uploads) start(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, http.StatusBadRequest, "invalid_id", "an uploaded item's id must be "+want+" (\"l\" + the first 20 hex digits of its SHA-256)")
 		return
 	}
+	caller, _ := httpapi.CallerFrom(r.Context())
+	u.sweep(time.Now())
 	defer u.lock(it.SHA256)()
+	// An item already in the catalogue is never rewritten by an upload: the
+	// same bytes under the same id are the same item, whoever sends them,
+	// and its title and type stay those of the first upload.
+	if prev, err := u.s.Get(it.ID); err == nil {
+		httpapi.WriteJSON(w, http.StatusOK, media.UploadState{Offset: prev.Size, Done: true})
+		return
+	}
 	if fi, err := os.Stat(media.BlobPath(u.s.BlobRoot(), it.SHA256)); err == nil && fi.Size() == it.Size {
 		if _, err := u.s.Put(it); err != nil {
 			httpapi.WriteError(w, http.StatusBadRequest, "invalid_item", err.Error())
@@ -138,9 +169,8 @@ func (u *uploads) start(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	part, meta := u.paths(it.SHA256)
-	b, _ := json.Marshal(it)
-	if err := os.WriteFile(meta, b, 0o600); err != nil {
-		httpapi.WriteError(w, http.StatusInternalServerError, "internal", err.Error())
+	if p, err := readPending(meta); err == nil && !caller.Staff && p.Edge != caller.Edge {
+		httpapi.WriteError(w, http.StatusConflict, "upload_in_progress", "another edge is uploading these bytes; the item enters the catalogue when it finishes (or its upload expires after "+uploadTTL.String()+" without progress)")
 		return
 	}
 	var off int64
@@ -151,11 +181,97 @@ func (u *uploads) start(w http.ResponseWriter, r *http.Request) {
 		_ = os.Remove(part)
 		off = 0
 	}
-	if free, err := fsutil.FreeBytes(u.dir()); err == nil && free-uploadReserve < it.Size-off {
-		httpapi.WriteError(w, http.StatusInsufficientStorage, "disk_full", fmt.Sprintf("the hub has %d bytes free and needs %d more for this upload; try later", free, it.Size-off))
+	others, mine, reserved := u.inProgress(it.SHA256, caller.Edge)
+	if others >= maxPending || (!caller.Staff && mine >= maxPendingPerEdge) {
+		httpapi.WriteError(w, http.StatusTooManyRequests, "too_many_uploads", fmt.Sprintf("the hub holds %d uploads in progress (%d of them this edge's; at most %d, %d per edge); finish or let them expire first", others, mine, maxPending, maxPendingPerEdge))
+		return
+	}
+	// Every announced upload's missing bytes are reserved: two uploads that
+	// each fit the free space but not together are not both accepted.
+	if free, err := fsutil.FreeBytes(u.dir()); err == nil && free-uploadReserve-reserved < it.Size-off {
+		httpapi.WriteError(w, http.StatusInsufficientStorage, "disk_full", fmt.Sprintf("the hub has %d bytes free, %d reserved for uploads in progress, and needs %d more for this upload; try later", free, reserved, it.Size-off))
+		return
+	}
+	b, _ := json.Marshal(pending{Item: it, Edge: caller.Edge, School: caller.School})
+	if err := fsutil.WriteFileAtomic(meta, b, 0o600); err != nil {
+		httpapi.WriteError(w, http.StatusInternalServerError, "internal", err.Error())
 		return
 	}
 	httpapi.WriteJSON(w, http.StatusOK, media.UploadState{Offset: off})
+}
+
+// readPending reads an upload's announcement.
+func readPending(meta string) (pending, error) {
+	b, err := os.ReadFile(meta)
+	if err != nil {
+		return pending{}, err
+	}
+	var p pending
+	if err := json.Unmarshal(b, &p); err != nil {
+		return pending{}, fmt.Errorf("upload announcement %s: %w", meta, err)
+	}
+	if p.Item.SHA256 == "" {
+		return pending{}, fmt.Errorf("upload announcement %s names no item", meta)
+	}
+	return p, nil
+}
+
+// inProgress counts the uploads in progress other than sum's, those of
+// edge among them, and the bytes they still need.
+func (u *uploads) inProgress(sum, edge string) (others, mine int, reserved int64) {
+	ents, _ := os.ReadDir(u.dir())
+	for _, e := range ents {
+		s, ok := strings.CutSuffix(e.Name(), ".json")
+		if !ok || s == sum {
+			continue
+		}
+		part, meta := u.paths(s)
+		p, err := readPending(meta)
+		if err != nil {
+			continue
+		}
+		others++
+		if p.Edge == edge {
+			mine++
+		}
+		var have int64
+		if fi, err := os.Stat(part); err == nil {
+			have = fi.Size()
+		}
+		reserved += max(0, p.Item.Size-have)
+	}
+	return others, mine, reserved
+}
+
+// sweep deletes uploads that made no progress for uploadTTL, and partial
+// files without an announcement: their reservations end with them.
+func (u *uploads) sweep(now time.Time) {
+	ents, _ := os.ReadDir(u.dir())
+	for _, e := range ents {
+		name := e.Name()
+		sum, ok := strings.CutSuffix(name, ".json")
+		if !ok {
+			sum, ok = strings.CutSuffix(name, ".part")
+		}
+		if !ok || !media.ValidSHA256(sum) {
+			continue
+		}
+		part, meta := u.paths(sum)
+		last := time.Time{}
+		for _, p := range []string{part, meta} {
+			if fi, err := os.Stat(p); err == nil && fi.ModTime().After(last) {
+				last = fi.ModTime()
+			}
+		}
+		if now.Sub(last) < uploadTTL {
+			continue
+		}
+		unlock := u.lock(sum)
+		_ = os.Remove(part)
+		_ = os.Remove(meta)
+		unlock()
+		u.log.Info("abandoned upload removed", "sha256", sum, "idle", now.Sub(last).Round(time.Minute))
+	}
 }
 
 func (u *uploads) patch(w http.ResponseWriter, r *http.Request) {
@@ -171,19 +287,22 @@ func (u *uploads) patch(w http.ResponseWriter, r *http.Request) {
 	}
 	defer u.lock(sum)()
 	part, meta := u.paths(sum)
-	b, err := os.ReadFile(meta)
+	p, err := readPending(meta)
 	if errors.Is(err, fs.ErrNotExist) {
 		httpapi.WriteError(w, http.StatusNotFound, "no_upload", "no upload of "+sum+"; POST /api/v1/uploads first")
 		return
-	}
-	var it media.Item
-	if err == nil {
-		err = json.Unmarshal(b, &it)
-	}
-	if err != nil {
+	} else if err != nil {
 		httpapi.WriteError(w, http.StatusInternalServerError, "internal", err.Error())
 		return
 	}
+	if caller, _ := httpapi.CallerFrom(r.Context()); !caller.Staff && p.Edge != caller.Edge {
+		httpapi.WriteError(w, http.StatusForbidden, "not_your_upload", "this upload was announced by another edge; only it continues it")
+		return
+	}
+	it := p.Item
+	// The announcement's time is the upload's last progress (sweep).
+	now := time.Now()
+	_ = os.Chtimes(meta, now, now)
 	f, err := os.OpenFile(part, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		httpapi.WriteError(w, http.StatusInternalServerError, "internal", err.Error())
@@ -258,9 +377,13 @@ func (u *uploads) patch(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, http.StatusInternalServerError, "internal", err.Error())
 		return
 	}
-	if _, err := u.s.Put(it); err != nil {
-		httpapi.WriteError(w, http.StatusInternalServerError, "internal", err.Error())
-		return
+	// Someone else's item with these bytes (made while this upload ran) is
+	// not rewritten.
+	if _, err := u.s.Get(it.ID); errors.Is(err, ErrNotFound) {
+		if _, err := u.s.Put(it); err != nil {
+			httpapi.WriteError(w, http.StatusInternalServerError, "internal", err.Error())
+			return
+		}
 	}
 	_ = os.Remove(meta)
 	u.log.Info("upload completed", "id", it.ID, "bytes", it.Size)

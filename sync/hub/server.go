@@ -1,6 +1,7 @@
 package hub
 
 import (
+	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/x509"
@@ -28,11 +29,12 @@ const MaxChangesPage = 20
 
 // Server serves the sync endpoints edges call.
 type Server struct {
-	st  Store
-	ca  Issuer
-	log *slog.Logger
-	now func() time.Time
-	mux *http.ServeMux
+	st    Store
+	ca    Issuer
+	staff func(string) bool
+	log   *slog.Logger
+	now   func() time.Time
+	mux   *http.ServeMux
 
 	batches  *prometheus.CounterVec
 	records  *prometheus.CounterVec
@@ -48,6 +50,9 @@ type Config struct {
 	// CA signs edge certificates (POST /api/v1/sync/cert); nil answers
 	// that endpoint with 501 no_city_ca.
 	CA Issuer
+	// Staff says whether a bearer token is a city staff credential (Gate);
+	// nil: no staff credential, only enrolled edges pass.
+	Staff func(token string) bool
 }
 
 // Issuer is the city CA as the sync server uses it: sign a checked CSR for
@@ -66,7 +71,7 @@ func NewServer(cfg Config) *Server {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	s := &Server{st: cfg.Store, ca: cfg.CA, log: cfg.Logger, now: cfg.Now, mux: http.NewServeMux(),
+	s := &Server{st: cfg.Store, ca: cfg.CA, staff: cfg.Staff, log: cfg.Logger, now: cfg.Now, mux: http.NewServeMux(),
 		batches:  prometheus.NewCounterVec(prometheus.CounterOpts{Name: "cityhub_sync_batches_total", Help: "Batches received, by result."}, []string{"result"}),
 		records:  prometheus.NewCounterVec(prometheus.CounterOpts{Name: "cityhub_sync_records_total", Help: "Records received: new or duplicate."}, []string{"kind"}),
 		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "cityhub_sync_rejected_requests_total", Help: "Refused edge requests by error code."}, []string{"code"}),
@@ -155,58 +160,104 @@ func (s *Server) enrol(w http.ResponseWriter, r *http.Request) {
 	httpapi.WriteJSON(w, http.StatusOK, wire.EnrolResponse{Edge: e.ID, School: e.School, Name: sc.Name})
 }
 
-type edgeKey struct{}
-
 // signed authenticates an edge request: known, not revoked, signature
-// valid, time within MaxSkew of the hub's, nonce never seen.
+// valid, time within MaxSkew of the hub's, nonce never seen. The edge, its
+// revocation and the time are checked from the headers before a byte of
+// the body is read, so a stranger cannot make the hub read up to maxBody.
 func (s *Server) signed(maxBody int64, h func(w http.ResponseWriter, r *http.Request, e Edge, body []byte)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		body, err := io.ReadAll(io.LimitReader(r.Body, maxBody+1))
+		e, body, ok := s.authEdge(w, r, maxBody)
+		if ok {
+			h(w, r, e, body)
+		}
+	}
+}
+
+// authEdge is signed's check; it writes the refusal itself (ok false). A
+// streamed body (wire.StreamedBody) is left unread and signed as empty.
+func (s *Server) authEdge(w http.ResponseWriter, r *http.Request, maxBody int64) (Edge, []byte, bool) {
+	sig, err := wire.ParseSignedHeaders(r)
+	if err != nil {
+		s.fail(w, http.StatusUnauthorized, "unsigned", "this call must be signed by an enrolled edge: "+err.Error())
+		return Edge{}, nil, false
+	}
+	e, err := s.st.Edge(r.Context(), sig.Edge)
+	if errors.Is(err, ErrNotFound) {
+		s.fail(w, http.StatusUnauthorized, "unknown_edge", "edge "+sig.Edge+" is not enrolled; enrol it with a token from the city (edged enrol)")
+		return Edge{}, nil, false
+	} else if err != nil {
+		s.fail(w, http.StatusInternalServerError, "internal", err.Error())
+		return Edge{}, nil, false
+	}
+	if e.Revoked {
+		s.fail(w, http.StatusForbidden, "edge_revoked", "edge "+e.ID+" was revoked by the city; enrol it again with a new token")
+		return Edge{}, nil, false
+	}
+	now := s.now()
+	if d := now.Sub(sig.Time); d > wire.MaxSkew || d < -wire.MaxSkew {
+		s.fail(w, http.StatusUnauthorized, "clock_skew", "request time is "+d.Round(time.Second).String()+" away from the hub's; sign with the hub time in "+wire.HeaderHubTime)
+		return Edge{}, nil, false
+	}
+	var body []byte
+	if !wire.StreamedBody(r.Method) {
+		body, err = io.ReadAll(io.LimitReader(r.Body, maxBody+1))
 		if err != nil {
 			s.fail(w, http.StatusBadRequest, "invalid_body", "could not read the body: "+err.Error())
-			return
+			return Edge{}, nil, false
 		}
 		if int64(len(body)) > maxBody {
 			s.fail(w, http.StatusRequestEntityTooLarge, "too_large", "body larger than "+strconv.FormatInt(maxBody, 10)+" bytes")
-			return
+			return Edge{}, nil, false
 		}
-		sig, err := wire.ParseSigned(r, body)
-		if err != nil {
-			s.fail(w, http.StatusUnauthorized, "unsigned", "this call must be signed by an enrolled edge: "+err.Error())
-			return
-		}
-		e, err := s.st.Edge(r.Context(), sig.Edge)
-		if errors.Is(err, ErrNotFound) {
-			s.fail(w, http.StatusUnauthorized, "unknown_edge", "edge "+sig.Edge+" is not enrolled; enrol it with a token from the city (edged enrol)")
-			return
-		} else if err != nil {
-			s.fail(w, http.StatusInternalServerError, "internal", err.Error())
-			return
-		}
-		if !sig.Verify(e.PublicKey) {
-			s.fail(w, http.StatusUnauthorized, "bad_signature", "signature does not verify with the enrolled key of edge "+e.ID)
-			return
-		}
-		if e.Revoked {
-			s.fail(w, http.StatusForbidden, "edge_revoked", "edge "+e.ID+" was revoked by the city; enrol it again with a new token")
-			return
-		}
-		now := s.now()
-		if d := now.Sub(sig.Time); d > wire.MaxSkew || d < -wire.MaxSkew {
-			s.fail(w, http.StatusUnauthorized, "clock_skew", "request time is "+d.Round(time.Second).String()+" away from the hub's; sign with the hub time in "+wire.HeaderHubTime)
-			return
-		}
-		// A nonce is kept past the skew window on both sides, so a replay is
-		// either too old or caught here.
-		if err := s.st.UseNonce(r.Context(), e.ID, sig.Nonce, now.Add(2*wire.MaxSkew), now); errors.Is(err, ErrReplay) {
-			s.fail(w, http.StatusUnauthorized, "replayed", "this signed request was already used")
-			return
-		} else if err != nil {
-			s.storeFailed(w, "the request", err)
-			return
-		}
-		h(w, r, e, body)
 	}
+	sig.SetBody(r, body)
+	if !sig.Verify(e.PublicKey) {
+		s.fail(w, http.StatusUnauthorized, "bad_signature", "signature does not verify with the enrolled key of edge "+e.ID)
+		return Edge{}, nil, false
+	}
+	// A nonce is kept past the skew window on both sides, so a replay is
+	// either too old or caught here.
+	if err := s.st.UseNonce(r.Context(), e.ID, sig.Nonce, now.Add(2*wire.MaxSkew), now); errors.Is(err, ErrReplay) {
+		s.fail(w, http.StatusUnauthorized, "replayed", "this signed request was already used")
+		return Edge{}, nil, false
+	} else if err != nil {
+		s.storeFailed(w, "the request", err)
+		return Edge{}, nil, false
+	}
+	return e, body, true
+}
+
+// Gate lets a request through to next only from an enrolled edge (signed
+// like sync requests: wire.Sign) or city staff (Authorization: Bearer with
+// a token Config.Staff accepts), and puts who it is in the request's
+// context (httpapi.CallerFrom). A signed body is read here, up to maxBody
+// (too_large beyond), and handed on; a streamed one (PATCH) is left for
+// next. Everything else is 401 unauthenticated.
+func (s *Server) Gate(maxBody int64, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if tok, ok := httpapi.BearerToken(r); ok {
+			if s.staff == nil || !s.staff(tok) {
+				s.fail(w, http.StatusUnauthorized, "bad_credential", "this bearer token is not a city staff credential of this hub (DATA/staff-token)")
+				return
+			}
+			next.ServeHTTP(w, r.WithContext(httpapi.WithCaller(r.Context(), httpapi.Caller{Staff: true})))
+			return
+		}
+		if r.Header.Get(wire.HeaderSignature) == "" {
+			s.fail(w, http.StatusUnauthorized, "unauthenticated", "this hub serves its catalogue, uploads and firmware only to enrolled school edges (signed requests) and city staff (Authorization: Bearer <token from the hub's DATA/staff-token>)")
+			return
+		}
+		e, body, ok := s.authEdge(w, r, maxBody)
+		if !ok {
+			return
+		}
+		r = r.WithContext(httpapi.WithCaller(r.Context(), httpapi.Caller{Edge: e.ID, School: e.School}))
+		if !wire.StreamedBody(r.Method) {
+			r.Body = io.NopCloser(bytes.NewReader(body))
+			r.ContentLength = int64(len(body))
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 func (s *Server) batch(w http.ResponseWriter, r *http.Request, e Edge, body []byte) {
@@ -255,7 +306,8 @@ func (s *Server) batch(w http.ResponseWriter, r *http.Request, e Edge, body []by
 	s.records.WithLabelValues("new").Add(float64(res.Accepted))
 	s.records.WithLabelValues("duplicate").Add(float64(res.Dups))
 	s.log.Debug("batch", "edge", e.ID, "school", e.School, "first", b.Records[0].Seq, "n", len(b.Records), "new", res.Accepted, "dups", res.Dups, "acked", res.Acked)
-	httpapi.WriteJSON(w, http.StatusOK, wire.Ack{Acked: res.Acked, Accepted: res.Accepted, Dups: res.Dups})
+	httpapi.WriteJSON(w, http.StatusOK, wire.Ack{Acked: res.Acked, Accepted: res.Accepted, Dups: res.Dups,
+		Edge: e.ID, Nonce: r.Header.Get(wire.HeaderNonce)}) // the nonce authEdge verified
 }
 
 // cert signs the edge's TLS key with the city CA. The edge is known and

@@ -580,13 +580,17 @@ func (u *Uplink) sendBatch(ctx context.Context, enr Enrolment, recs []wire.Recor
 		}
 		left -= n
 	}
-	raw, err := u.do(ctx, http.MethodPost, "/api/v1/sync/batch", body)
+	raw, nonce, err := u.doSigned(ctx, http.MethodPost, "/api/v1/sync/batch", "application/vnd.campusedge.batch+gzip", body)
 	if err != nil {
 		return 0, err
 	}
 	var ack wire.Ack
 	if err := json.Unmarshal(raw, &ack); err != nil {
 		return 0, fmt.Errorf("hub's ack is not JSON: %w", err)
+	}
+	// Records are dropped only on an answer to this very request.
+	if ack.Edge != enr.Edge || ack.Nonce != nonce {
+		return 0, fmt.Errorf("the hub's ack (edge %q, nonce %q) does not answer this batch (edge %q, nonce %q); nothing is dropped", ack.Edge, ack.Nonce, enr.Edge, nonce)
 	}
 	u.mu.Lock()
 	u.st.SentRecords += uint64(len(recs))
@@ -607,6 +611,13 @@ const requestTimeout = 2 * time.Minute
 
 // doType is do with the body's content type.
 func (u *Uplink) doType(ctx context.Context, method, pathQuery, contentType string, body []byte) ([]byte, error) {
+	raw, _, err := u.doSigned(ctx, method, pathQuery, contentType, body)
+	return raw, err
+}
+
+// doSigned is doType that also returns the nonce of the signed request
+// the answer is for.
+func (u *Uplink) doSigned(ctx context.Context, method, pathQuery, contentType string, body []byte) ([]byte, string, error) {
 	for attempt := 0; ; attempt++ {
 		// The hub client has no overall timeout (downloads share it); one
 		// sync request, body included, gets requestTimeout.
@@ -614,7 +625,7 @@ func (u *Uplink) doType(ctx context.Context, method, pathQuery, contentType stri
 		req, err := http.NewRequestWithContext(rctx, method, strings.TrimRight(u.cfg.Hub, "/")+pathQuery, bytes.NewReader(body))
 		if err != nil {
 			cancel()
-			return nil, err
+			return nil, "", err
 		}
 		if body != nil {
 			req.Header.Set("Content-Type", contentType)
@@ -622,7 +633,7 @@ func (u *Uplink) doType(ctx context.Context, method, pathQuery, contentType stri
 		now := u.cfg.Outbox.Now().Add(time.Duration(u.offset.Load()) * time.Millisecond)
 		if err := wire.Sign(req, u.cfg.Identity, now, body); err != nil {
 			cancel()
-			return nil, err
+			return nil, "", err
 		}
 		sent := u.cfg.Outbox.Now()
 		resp, err := u.cfg.Client.Do(req)
@@ -630,16 +641,16 @@ func (u *Uplink) doType(ctx context.Context, method, pathQuery, contentType stri
 			cancel()
 			if pm := (*PinMismatchError)(nil); errors.As(err, &pm) {
 				pm.Hub = u.cfg.Hub
-				return nil, &refusedError{msg: pm.Error()}
+				return nil, "", &refusedError{msg: pm.Error()}
 			}
 			if errors.Is(err, errNoPin) {
-				return nil, &refusedError{msg: errNoPin.Error()}
+				return nil, "", &refusedError{msg: errNoPin.Error()}
 			}
 			// A certificate refused by CA trust needs an operator too.
 			if ue := (*certs.UntrustedError)(nil); errors.As(err, &ue) {
-				return nil, &refusedError{msg: ue.Error(), cause: ue}
+				return nil, "", &refusedError{msg: ue.Error(), cause: ue}
 			}
-			return nil, &unreachableError{fmt.Errorf("hub %s unreachable: %w", u.cfg.Hub, err)}
+			return nil, "", &unreachableError{fmt.Errorf("hub %s unreachable: %w", u.cfg.Hub, err)}
 		}
 		raw, rerr := io.ReadAll(io.LimitReader(resp.Body, 8<<20))
 		resp.Body.Close()
@@ -653,10 +664,10 @@ func (u *Uplink) doType(ctx context.Context, method, pathQuery, contentType stri
 			}
 		}
 		if rerr != nil {
-			return nil, fmt.Errorf("reading hub answer: %w", rerr)
+			return nil, "", fmt.Errorf("reading hub answer: %w", rerr)
 		}
 		if resp.StatusCode == http.StatusOK {
-			return raw, nil
+			return raw, req.Header.Get(wire.HeaderNonce), nil
 		}
 		msg := apiMessage(raw)
 		if resp.StatusCode == http.StatusUnauthorized && strings.HasPrefix(msg, "clock_skew") && attempt == 0 {
@@ -664,9 +675,9 @@ func (u *Uplink) doType(ctx context.Context, method, pathQuery, contentType stri
 		}
 		switch resp.StatusCode {
 		case http.StatusUnauthorized, http.StatusForbidden, http.StatusConflict, http.StatusBadRequest:
-			return nil, &refusedError{msg: fmt.Sprintf("hub refused %s %s (%s): %s", method, pathQuery, resp.Status, msg)}
+			return nil, "", &refusedError{msg: fmt.Sprintf("hub refused %s %s (%s): %s", method, pathQuery, resp.Status, msg)}
 		}
-		return nil, fmt.Errorf("hub answered %s: %s", resp.Status, msg)
+		return nil, "", fmt.Errorf("hub answered %s: %s", resp.Status, msg)
 	}
 }
 

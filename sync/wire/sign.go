@@ -66,10 +66,23 @@ type Signed struct {
 	Nonce string
 	Sig   []byte
 	msg   []byte
+	ts    int64
 }
 
 // ParseSigned reads and checks the shape of the signature headers.
 func ParseSigned(r *http.Request, body []byte) (*Signed, error) {
+	s, err := ParseSignedHeaders(r)
+	if err != nil {
+		return nil, err
+	}
+	s.SetBody(r, body)
+	return s, nil
+}
+
+// ParseSignedHeaders reads the signature headers without the body, so a
+// server can check the edge, its revocation and the time before it reads
+// a byte of a large body; SetBody then binds the body before Verify.
+func ParseSignedHeaders(r *http.Request) (*Signed, error) {
 	edge := r.Header.Get(HeaderEdge)
 	if edge == "" || len(edge) > MaxIDLen {
 		return nil, errors.New("missing " + HeaderEdge)
@@ -86,14 +99,26 @@ func ParseSigned(r *http.Request, body []byte) (*Signed, error) {
 	if err != nil || len(sig) != ed25519.SignatureSize {
 		return nil, errors.New("missing or bad " + HeaderSignature)
 	}
-	return &Signed{Edge: edge, Time: time.UnixMilli(ts), Nonce: nonce, Sig: sig,
-		msg: SigningString(r.Method, r.URL.RequestURI(), ts, nonce, body)}, nil
+	return &Signed{Edge: edge, Time: time.UnixMilli(ts), Nonce: nonce, Sig: sig, ts: ts}, nil
+}
+
+// SetBody binds the request's body (nil for a streamed body, see
+// StreamedBody) to what Verify checks.
+func (s *Signed) SetBody(r *http.Request, body []byte) {
+	s.msg = SigningString(r.Method, r.URL.RequestURI(), s.ts, s.Nonce, body)
 }
 
 // Verify checks the signature with the edge's enrolled key.
 func (s *Signed) Verify(pub ed25519.PublicKey) bool {
-	return len(pub) == ed25519.PublicKeySize && ed25519.Verify(pub, s.msg, s.Sig)
+	return s.msg != nil && len(pub) == ed25519.PublicKeySize && ed25519.Verify(pub, s.msg, s.Sig)
 }
+
+// StreamedBody reports whether a request's body is left out of its
+// signature (signed as empty): a PATCH carries resumable upload bytes,
+// too large to hold before sending, and what they must hash to is already
+// in the signed path (PATCH /api/v1/uploads/{sha256}), so the hub checks
+// them against that instead. Both ends use this one rule.
+func StreamedBody(method string) bool { return method == http.MethodPatch }
 
 // EnrolRequest is the body of POST /api/v1/sync/enrol: the one-time token,
 // the edge's public key and a signature over both proving it holds the key.

@@ -55,6 +55,11 @@ type Ack struct {
 	Acked    uint64 `json:"acked"`
 	Accepted int    `json:"accepted"` // records new to the hub in this batch
 	Dups     int    `json:"duplicates"`
+	// Edge and Nonce repeat the signed request the ack answers: the edge
+	// drops records only on an answer bound to the batch it sent (a replayed
+	// or misrouted answer acknowledges nothing).
+	Edge  string `json:"edge"`
+	Nonce string `json:"nonce"`
 }
 
 // ValidKind reports whether k is a usable record kind: 1-64 of [a-z0-9._-].

@@ -24,7 +24,9 @@ const $ = ce.byId;
 // The console's QR code for a classroom opens classroom.html#pair=<code>:
 // the code is filled in, and the screen's user only presses Pair.
 (function takePairCodeFromFragment() {
-  const m = /^#pair=([0-9\uFF10-\uFF19]{6})$/.exec(location.hash);
+  let hash = location.hash;
+  try { hash = decodeURIComponent(hash); } catch (e) { return; } // full-width digits arrive percent-encoded
+  const m = /^#pair=([0-9\uFF10-\uFF19]{6})$/.exec(hash);
   if (!m) return;
   $("pair-code").value = m[1];
   history.replaceState(null, "", location.pathname + location.search);

@@ -278,6 +278,16 @@ func (a *appliance) newServer() {
 			return nil
 		},
 	}
+	// Unicast DNS-SD (-dns-zone): degraded while the school's DNS refuses
+	// or cannot take the edge's records.
+	a.checks["dns_sd"] = func(context.Context) error {
+		if reg := a.regp.Load(); reg != nil {
+			if s := reg.Status(); s.Error != "" {
+				return errors.New(s.Error)
+			}
+		}
+		return nil
+	}
 	a.srv = api.New(api.Config{Identity: a.id, Fleet: a.fl, School: cfg.School, SchoolName: a.schoolName, Logger: a.log, Checks: a.checks,
 		Console: console.Handler(), HTTPSPort: a.httpsPort, ServerPin: serverPin(a.tm)})
 	a.srv.Registry().MustRegister(a.disk.Collectors()...)

@@ -63,8 +63,10 @@ func (a *appliance) startCache(ctx context.Context) error {
 		}
 	}
 	// Every edge→hub request: an https:// hub only by the key pinned at
-	// enrolment, or by CA (system roots + -cloud-ca) when enrolled without a pin.
-	a.hc = uplink.HubClient(a.st.DB(), a.cloudCA)
+	// enrolment, or by CA (system roots + -cloud-ca) when enrolled without a
+	// pin; each signed by the edge's key, as the hub serves its catalogue,
+	// content, uploads and firmware only to enrolled edges.
+	a.hc = uplink.SignedHubClient(a.st.DB(), a.cloudCA, a.id)
 	rc, err := cache.New(cache.Config{DB: a.st.DB(), DataDir: cfg.DataDir, Hub: cfg.Cloud, Client: a.hc, Logger: a.log.With("component", "cache"),
 		Quota: quota, Bandwidth: bw, UploadMax: upMax, PrefetchHorizon: time.Duration(cfg.CachePrefetchDays) * 24 * time.Hour})
 	if err != nil {

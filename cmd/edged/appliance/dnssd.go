@@ -109,7 +109,9 @@ func (a *appliance) mountDiscoveryAPI() {
 		if reg := a.regp.Load(); reg != nil {
 			s := reg.Status()
 			st.DNS = &s
-			if s.LastConfirmed != nil || s.Mode == "manual" {
+			// Only a confirmed name: a QR code must not lead a phone to a
+			// name the school's DNS does not have.
+			if s.LastConfirmed != nil {
 				dnsHost = strings.TrimSuffix(s.Host, ".")
 			}
 		}

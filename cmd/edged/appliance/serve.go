@@ -8,26 +8,30 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/campusedge/campusedge/edge/buildinfo"
 	"github.com/campusedge/campusedge/edge/discovery"
+	"github.com/campusedge/campusedge/edge/httpapi"
 )
 
 // serve starts HTTP (and HTTPS) on the bound listeners, advertises the
 // edge over DNS-SD and tells the caller it is ready.
 func (a *appliance) serve(ctx context.Context, opts Options) error {
 	cfg, log := a.cfg, a.log
+	handler, limit := a.hostileLimits()
 	a.hs = &http.Server{
-		Handler:           plainHTTP{next: a.srv, httpsPort: a.httpsPort, redirect: cfg.HTTPSRedirect},
+		Handler:           plainHTTP{next: handler, httpsPort: a.httpsPort, redirect: cfg.HTTPSRedirect},
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       120 * time.Second,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
 	a.serveErr = make(chan error, 2)
-	go func() { a.serveErr <- a.hs.Serve(a.ln) }()
+	go func() { a.serveErr <- a.hs.Serve(limit.Listener(a.ln)) }()
 	log.Info("listening", "addr", a.ln.Addr().String(), "edge_id", a.id.ID, "version", buildinfo.Version)
 	if a.tln != nil {
 		a.hss = &http.Server{
-			Handler:           a.srv,
+			Handler:           handler,
 			TLSConfig:         a.tm.TLSConfig(),
 			ReadHeaderTimeout: 10 * time.Second,
 			IdleTimeout:       120 * time.Second,
@@ -35,7 +39,7 @@ func (a *appliance) serve(ctx context.Context, opts Options) error {
 		}
 		go a.tm.Run(ctx)
 		// ServeTLS (not Serve on a tls listener) so that HTTP/2 is set up.
-		go func() { a.serveErr <- a.hss.ServeTLS(a.tln, "", "") }()
+		go func() { a.serveErr <- a.hss.ServeTLS(limit.Listener(a.tln), "", "") }()
 		st := a.tm.Status()
 		log.Info("listening https", "addr", a.tln.Addr().String(), "certificate", st.Source, "spki_pin", st.Pin, "fingerprint", st.Fingerprint)
 	}
@@ -73,6 +77,23 @@ func (a *appliance) serve(ctx context.Context, opts Options) error {
 		opts.ReadyTLS(a.tln.Addr(), a.tm)
 	}
 	return nil
+}
+
+// hostileLimits are what keeps one LAN device from exhausting the edge
+// at the connection level: a deadline on every request body (uploads:
+// a stall limit instead) and a bound on connections per client address,
+// each counted in /metrics.
+func (a *appliance) hostileLimits() (http.Handler, httpapi.ConnLimit) {
+	cut := prometheus.NewCounter(prometheus.CounterOpts{Name: "campusedge_http_body_timeouts_total",
+		Help: "Request bodies cut off by their read deadline (-body-deadline)."})
+	refused := prometheus.NewCounter(prometheus.CounterOpts{Name: "campusedge_http_connections_refused_total",
+		Help: "Connections refused because their address had -max-conns-per-addr open."})
+	a.srv.Registry().MustRegister(cut, refused)
+	h := httpapi.BodyDeadlines{Deadline: a.cfg.BodyDeadline, Cut: cut.Inc,
+		// Teacher uploads are the edge's only long bodies.
+		Long: func(r *http.Request) bool { return r.Method == http.MethodPost && r.URL.Path == "/api/v1/media" },
+	}.Wrap(a.srv)
+	return h, httpapi.ConnLimit{PerAddr: a.cfg.MaxConnsPerAddr, ExemptLoopback: true, Refused: refused.Inc}
 }
 
 // shutdown stops serving in order: control connections closed, listeners

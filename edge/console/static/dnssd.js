@@ -13,7 +13,7 @@
     mdnsOff: "off (-mdns=false)",
     dns: "School DNS (unicast DNS-SD)",
     dnsOff: "not configured: terminals on other VLANs need -edge URL. Start edged with -dns-zone (see docs/DNS-SD.md).",
-    zone: "Zone", server: "Server", mode: "Mode", key: "TSIG key", host: "Host", addrs: "Addresses",
+    zone: "Zone", instance: "Instance name", server: "Server", mode: "Mode", key: "TSIG key", host: "Host", addrs: "Addresses",
     lastUpdate: "Last update", lastConfirmed: "Last confirmed", error: "Error",
     modes: { dynamic_update: "dynamic update (RFC 2136, TSIG)", manual: "by hand: add the records below to the zone" },
     records: "Records", zoneSnippet: "Zone-file snippet (BIND, Windows DNS import)", dnsmasq: "dnsmasq options",
@@ -31,7 +31,7 @@
     if (!d) return el("p", {}, S.dnsOff);
     return el("div", {},
       el("table", {}, el("tbody", {},
-        row(S.zone, d.zone, "mono"), row(S.server, d.server, "mono"), row(S.mode, S.modes[d.mode] || d.mode),
+        row(S.zone, d.zone, "mono"), row(S.instance, d.instance), row(S.server, d.server, "mono"), row(S.mode, S.modes[d.mode] || d.mode),
         row(S.key, d.key_name, "mono"), row(S.host, d.host, "mono"), row(S.addrs, (d.addrs || []).join(", "), "mono"),
         row(S.lastUpdate, d.last_update ? ce.ago(d.last_update) : ""),
         row(S.lastConfirmed, d.last_confirmed ? ce.ago(d.last_confirmed) : "", "dnssd-confirmed"),
