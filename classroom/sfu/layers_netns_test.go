@@ -230,3 +230,90 @@ func runShaped(t *testing.T, noLayers, check bool) {
 	tot := s.Totals()
 	t.Logf("%s: layer ups %d downs %d probes %d video pauses %d", mode, tot.LayerUps, tot.LayerDowns, tot.Probes, tot.VideoPauses)
 }
+
+// The cascade over a thin WAN: a rural edge pulls the lesson from the
+// urban edge (the same WHEP subscription the classroom package's cascade
+// makes) over a 1.2 Mbit/s link with 2 % loss; the urban edge chooses the
+// layer for that pull as for any subscriber, so one stream crosses the
+// WAN at the layer it carries. The rural classroom keeps a picture at
+// 15 frames/s or more for the whole test, and the urban classroom keeps
+// the top layer. With -layers.shaped.
+func TestCascadeTakesTheLayerItsWANCarries(t *testing.T) {
+	if !*shaped {
+		t.Skip("run with -layers.shaped (root; shaped links in network namespaces)")
+	}
+	netnstest.RequireRoot(t)
+	hosts := netnstest.NewLAN(t, netip.MustParsePrefix("10.77.17.0/24"), 5)
+	urbanEdge, teacher, urbanRoom, ruralEdge, ruralRoom := hosts[0], hosts[1], hosts[2], hosts[3], hosts[4]
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	edge := func(h *netnstest.Netns) *sfu.SFU {
+		n, err := mediatest.NetIn(h)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err := sfu.New(sfu.Config{ICEAddrs: []net.IP{net.IP(h.Addr.AsSlice())}, Net: n})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(s.Close)
+		return s
+	}
+	urban, rural := edge(urbanEdge), edge(ruralEdge)
+	if err := ruralEdge.Shape("1200kbit"); err != nil {
+		t.Fatal(err)
+	}
+	if err := ruralEdge.Loss(2); err != nil {
+		t.Fatal(err)
+	}
+	publishSimulcast(t, ctx, urban, teacher, "class")
+	time.Sleep(time.Second)
+
+	// The rural edge's pull: a relay publisher on its side, a WHEP
+	// subscriber on the urban side.
+	pc, err := rural.NewPeerConnection(webrtc.Configuration{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	relay, err := rural.Relay("class", sfu.SourceMaster, pc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer relay.Close()
+	for _, kind := range []webrtc.RTPCodecType{webrtc.RTPCodecTypeVideo, webrtc.RTPCodecTypeAudio} {
+		if _, err := pc.AddTransceiverFromKind(kind, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionRecvonly}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	relay.Expect(2)
+	_, answer, err := urban.Subscribe(ctx, "class", string(mediatest.Offer(t, ctx, pc)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: answer}); err != nil {
+		t.Fatal(err)
+	}
+	city := watch(t, ctx, urban, urbanRoom, "class")
+	village := watch(t, ctx, rural, ruralRoom, "class")
+
+	start := time.Now()
+	time.Sleep(30 * time.Second)
+	end := time.Now().Add(-500 * time.Millisecond)
+	// From the first second a classroom can show a picture (connection,
+	// first keyframe) to the end, in 1 s windows.
+	for from := start.Add(2 * time.Second); from.Add(time.Second).Before(end); from = from.Add(time.Second) {
+		if n, per := village.Between(from, from.Add(time.Second)); n < 15 {
+			t.Errorf("rural classroom: %d decodable frames in the second from %v (%v)", n, from.Sub(start).Round(time.Second), per)
+		}
+	}
+	total, per := village.Between(start.Add(2*time.Second), end)
+	t.Logf("rural classroom over the 1.2 Mbit/s 2%% WAN: %.1f frames/s, per layer %v, frozen %v", float64(total)/end.Sub(start.Add(2*time.Second)).Seconds(), per, village.Frozen(start.Add(2*time.Second), end, 300*time.Millisecond))
+	total, per = city.Between(start.Add(6*time.Second), end)
+	t.Logf("urban classroom: %d frames, per layer %v", total, per)
+	if per[2] < total*9/10 {
+		t.Errorf("urban classroom: %d of %d frames on the top layer (%v)", per[2], total, per)
+	}
+	for _, l := range urban.Links("class") {
+		t.Logf("urban edge link: layer %d budget %d gcc %d loss %.3f", l.Layer, l.Budget, l.Target, l.Loss)
+	}
+}
