@@ -19,7 +19,6 @@ import (
 	"github.com/campusedge/campusedge/edge/netnstest"
 )
 
-
 // lanPeer is a pion peer on one host of the test LAN.
 func lanPeer(t *testing.T, h *netnstest.Netns) *webrtc.PeerConnection {
 	t.Helper()
