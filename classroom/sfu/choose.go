@@ -282,8 +282,13 @@ func (s *Subscriber) chooseFor(c *chooser, t *subTrack, n int, congested bool, n
 	c.probeWant = want
 	s.sfu.log.Debug("subscriber probe", "subscriber", s.id, "want", int(want), "pad", t.probe.Load(), "layer", ci)
 	c.ramp = probeRamp
-	if c.budget == 0 {
+	switch {
+	case c.budget == 0:
 		c.ramp = probeRamp * 2 / 3 // the first probe: a joining classroom reaches its layer sooner
+	case c.backoff > 0:
+		// The last probe failed: ramp at half the slope, so the padding
+		// overshoots the link by half as much before gcc sees the queue.
+		c.ramp = probeRamp * 2
 	}
 	c.probing, c.probeStart, c.probeUntil = t, now, now.Add(c.ramp+probeFor-probeRamp)
 	c.probeLost, c.probeRecv = 0, 0
