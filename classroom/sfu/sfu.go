@@ -29,8 +29,12 @@
 // room.go the rooms and the calls that join or leave them; publisher.go a
 // sending peer; forwarder.go the fan-out from one publisher track, with
 // keyframe.go its keyframe cache; subscriber.go a receiving peer and
-// subtrack.go its per-track queue and writer; congestion.go weak-link
-// video pausing; h264.go H264 profile matching; tap.go the recorder's view.
+// subtrack.go its per-track queue and writer; layers.go simulcast layers
+// (a publisher's rid encodings grouped per track, the per-subscriber
+// switch at a keyframe and the sequence/timestamp rewrite); choose.go
+// the layer each subscriber gets, from pion's gcc estimate, TWCC loss and
+// padding probes; congestion.go weak-link video pausing (below the lowest
+// layer); h264.go H264 profile matching; tap.go the recorder's view.
 package sfu
 
 import (
