@@ -112,9 +112,9 @@ func (s *Subscriber) measure(c *chooser, now time.Time) bool {
 	}
 	s.lossPPM.Store(int64(c.loss * 1e6))
 	overuse := false
-	s.mu.Lock()
+	s.bweMu.Lock()
 	bwe := s.bwe
-	s.mu.Unlock()
+	s.bweMu.Unlock()
 	if bwe != nil {
 		// Overuse on two ticks in a row: one keyframe's burst through a
 		// shaper reads as overuse for a moment.

@@ -34,8 +34,12 @@ type Subscriber struct {
 
 	mu     sync.Mutex
 	pc     *webrtc.PeerConnection
-	bwe    cc.BandwidthEstimator // the send-side estimate of pc's link; nil until pc exists
 	tracks []*subTrack
+
+	// bwe is the send-side estimate of pc's link (nil until pc exists),
+	// under its own lock: newPC runs both with and without mu held.
+	bweMu sync.Mutex
+	bwe   cc.BandwidthEstimator
 
 	cong congestion
 	tx   atomic.Uint64 // bytes sent to this subscriber, padding included
@@ -73,9 +77,9 @@ func (s *Subscriber) newPC() (*webrtc.PeerConnection, error) {
 	if err != nil {
 		return nil, err
 	}
-	s.mu.Lock()
+	s.bweMu.Lock()
 	s.bwe = bwe
-	s.mu.Unlock()
+	s.bweMu.Unlock()
 	pc.OnConnectionStateChange(func(st webrtc.PeerConnectionState) {
 		s.sfu.log.Debug("subscriber connection state", "room", s.room, "subscriber", s.id, "state", st.String())
 		switch st {
