@@ -489,16 +489,16 @@ func (c *cascades) register(srv *api.Server) {
 	srv.HandleFunc("DELETE /api/v1/sessions/{id}/upstream", c.deleteUpstream)
 }
 
-// adminSession checks the admin token and the session id.
+// adminSession checks the session id and that the caller is an admin.
 func (c *cascades) adminSession(w http.ResponseWriter, r *http.Request) (string, bool) {
-	tok, ok := httpapi.BearerToken(r)
-	if !ok || c.isAdmin == nil || !c.isAdmin(tok) {
-		httpapi.WriteError(w, http.StatusUnauthorized, "unauthorized", "this call needs the admin token (DATA/admin-token)")
-		return "", false
-	}
 	id := r.PathValue("id")
 	if !session.ValidID(id) {
 		httpapi.WriteError(w, http.StatusNotFound, "not_found", "no such session (session ids are 24 hex characters)")
+		return "", false
+	}
+	// The permission table lets only admins here (api.Server.Admin).
+	if p, ok := api.PrincipalFrom(r.Context()); !ok || !p.IsAdmin() {
+		httpapi.WriteError(w, http.StatusUnauthorized, "unauthorized", "this call needs an admin: sign in, or send the admin token (DATA/admin-token)")
 		return "", false
 	}
 	if _, err := c.sessions.Get(id); err != nil {

@@ -59,15 +59,16 @@ type Config struct {
 	// keeps none. Attendance resolves rosters; nil: no roster.
 	Learning   LearningStore
 	Attendance *attendance.Source
-	// TerminalClassroom returns the classroom of a paired terminal's token
-	// (fleet); a paired classroom page uses it to find its sessions.
-	TerminalClassroom func(token string) (string, error)
 	// ClassroomName names a classroom for its page ("" if unknown).
 	ClassroomName func(id string) string
 	// UpstreamRoots are the CAs the cascade trusts for an upstream edge
 	// given without a pin (the system's plus the city root, so that two
 	// city-signed edges trust each other); nil means the system's.
 	UpstreamRoots func() *x509.CertPool
+	// Location and Language are the school's: recorded lessons are titled
+	// with the date in them (nil: the host's zone; "": English).
+	Location *time.Location
+	Language string
 }
 
 // LessonStore keeps recorded lessons (the resource cache); see
@@ -100,13 +101,13 @@ func Mount(cfg Config) (*Live, error) {
 	}
 	sessions := session.NewManager(cfg.Classroom)
 	l := &Live{Sessions: sessions, SFU: s, log: cfg.Logger, isAdmin: cfg.IsAdmin, budgets: newBudgets()}
-	l.recordings = recorder.New(cfg.Lessons, cfg.RecordDir, sessions, cfg.Logger.With("component", "recorder"))
+	l.recordings = recorder.New(cfg.Lessons, cfg.RecordDir, sessions, cfg.Logger.With("component", "recorder"), recorder.WithTitles(cfg.Location, cfg.Language))
 	s.SetTap(l.recordings.Tap)
 	l.control = &control{sessions: sessions, sfu: s, log: cfg.Logger, edgeID: cfg.EdgeID, classes: map[string]*class{}, budgets: l.budgets}
 	l.interaction = newInteraction(sessions, cfg.Learning, cfg.Attendance, cfg.Logger)
 	l.interaction.budgets = l.budgets
 	l.interaction.control = l.control
-	l.interaction.terminalClassroom, l.interaction.classroomName = cfg.TerminalClassroom, cfg.ClassroomName
+	l.interaction.classroomName = cfg.ClassroomName
 	l.cascades = &cascades{sfu: s, sessions: sessions, log: cfg.Logger, edgeID: cfg.EdgeID, isAdmin: cfg.IsAdmin,
 		roots: cfg.UpstreamRoots, stageOf: l.control.stageOf, bySession: map[string]*upstream{}}
 	l.control.interaction, l.control.cascades = l.interaction, l.cascades
@@ -334,7 +335,8 @@ func (l *Live) deleteResource(master bool) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		tok, _ := httpapi.BearerToken(r)
 		owner := tokenKey(tok)
-		if l.isAdmin != nil && tok != "" && l.isAdmin(tok) && session.ValidID(r.PathValue("session")) {
+		// The admin (token, or signed in: the guard resolved it) may end any.
+		if p, _ := api.PrincipalFrom(r.Context()); p.IsAdmin() && session.ValidID(r.PathValue("session")) {
 			owner = ""
 		} else {
 			g, ok := l.authorize(w, r, master)

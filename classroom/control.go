@@ -17,6 +17,7 @@ import (
 	"github.com/campusedge/campusedge/classroom/sfu"
 	"github.com/campusedge/campusedge/edge/api"
 	"github.com/campusedge/campusedge/edge/ctlwire"
+	"github.com/campusedge/campusedge/edge/token"
 )
 
 // sourceOf is the SFU source a classroom's camera and mic publish under.
@@ -62,6 +63,9 @@ type control struct {
 
 	mu      sync.Mutex
 	classes map[string]*class // by session id
+	// byToken are the open connections by their hello token's hash, so
+	// that a revoked token's connections close (revoke.go).
+	byToken map[[32]byte]map[*participant]struct{}
 }
 
 // class is the control state of one session: who is in, raised hands, the
@@ -85,6 +89,7 @@ type participant struct {
 	grant session.Grant
 	id    string
 	log   *slog.Logger
+	tok   [32]byte // hash of the hello token (revoke.go)
 	// tokKey names the token (budgets); release gives back its
 	// control-connection place.
 	tokKey  string
@@ -129,7 +134,7 @@ func (ctl *control) Claim(hello ctlwire.Hello, conn *api.ControlConn) (api.Contr
 	if err != nil {
 		return nil, false
 	}
-	p := &participant{ctl: ctl, conn: conn, grant: g, id: newParticipantID(), tokKey: tokenKey(hello.Token)}
+	p := &participant{ctl: ctl, conn: conn, grant: g, id: newParticipantID(), tok: token.Hash(hello.Token), tokKey: tokenKey(hello.Token)}
 	release, ok := ctl.budgets.conn(p.tokKey)
 	if !ok {
 		conn.SendError(hello.ID, "too_many_connections", fmt.Sprintf("this token already holds %d control connections; close one first", MaxConnsPerToken))
@@ -137,6 +142,7 @@ func (ctl *control) Claim(hello ctlwire.Hello, conn *api.ControlConn) (api.Contr
 		return p, true // p.cls nil: nothing of it is served
 	}
 	p.release = release
+	ctl.track(p)
 	p.setName(hello.Name)
 	p.log = ctl.log.With("session", g.SessionID, "participant", p.id, "role", string(g.Role), "classroom", g.ClassroomID)
 	h := ctlwire.New(ctlwire.TypeWelcome)
@@ -261,6 +267,7 @@ func (p *participant) leaveLocked() {
 // Closed runs when the connection ends (closed, or silent past the read
 // deadline): the participant leaves and its media stops.
 func (p *participant) Closed() {
+	p.ctl.untrack(p)
 	if p.release != nil {
 		p.release()
 	}

@@ -58,14 +58,40 @@ func screenshot(t *testing.T, tab context.Context, name string) {
 
 func jsString(s string) string { b, _ := json.Marshal(s); return string(b) }
 
+// bigScreenWatch, run in a big-screen page right after it loads, records
+// every student name, id, mark or per-student answer that ever appears in
+// its DOM — text, attributes, nodes that come and go between two polls —
+// in window.leaks. The big screen is projected to the whole class.
+func bigScreenWatch(forbidden []string) string {
+	b, _ := json.Marshal(forbidden)
+	return `(() => {
+	  const bad = ` + string(b) + `;
+	  window.leaks = [];
+	  const scan = (s) => { if (!s) return; for (const w of bad) if (s.includes(w)) window.leaks.push(w); };
+	  new MutationObserver((ms) => { for (const m of ms) {
+	    for (const n of m.addedNodes) { scan(n.textContent); if (n.outerHTML) scan(n.outerHTML); }
+	    if (m.type === "characterData") scan(m.target.data);
+	    if (m.type === "attributes") scan(m.target.getAttribute(m.attributeName));
+	  } }).observe(document, { subtree: true, childList: true, characterData: true, attributes: true });
+	  scan(document.documentElement.outerHTML);
+	  setInterval(() => { scan(document.documentElement.outerHTML); for (const i of document.querySelectorAll("input, select")) scan(i.value); }, 100);
+	  return true;
+	})()`
+}
+
 // TestClassroomExperienceInChromium is the issue's browser test, in real
-// headless Chromium with a real edge: the teacher page creates and starts a
-// class and publishes; two paired classroom pages join by themselves and
-// decode the lesson; a raised hand reaches the teacher; a classroom on stage
-// is seen by the other; a quiz answered on both pages (and per student by an
-// assistant) gives the teacher matching live results; marks and answers are
-// in the store; the master's feed stalling shows the banner and recovers;
-// a classroom page closed mid-class is shown gone and its leave recorded.
+// headless Chromium with a real edge at a LAN address over HTTPS: the
+// teacher signs in with their own account on the teacher page, creates and
+// starts a class for two rooms and publishes; two paired classroom pages
+// (big screens) join by themselves and decode the lesson; a raised hand
+// reaches the teacher; a classroom on stage is seen by the other; an
+// assistant teacher signs in on a third page by the code shown on room A's
+// big screen, answers the quiz for the room and for a student, and marks
+// attendance; the teacher's live results match; marks and answers are in
+// the store; the master's feed stalling shows the banner and recovers; a
+// classroom page closed mid-class is shown gone and its leave recorded. At
+// no point does a big screen's DOM hold a student's name, id, mark or
+// per-student answer, and no page keeps a credential in web storage.
 func TestClassroomExperienceInChromium(t *testing.T) {
 	if !browsertest.OnLAN(t) {
 		return
@@ -94,8 +120,19 @@ func TestClassroomExperienceInChromium(t *testing.T) {
 	}
 	a, b := rooms["7A"], rooms["7B"]
 	if resp, body := e.Do(t, ctx, "PUT", "/api/v1/attendance/roster", e.admin, "text/csv",
-		[]byte("student_id,name,homeroom,groups\ns1,Li Wei,7A,\ns2,Wang Fang,7A,\ns3,Zhang San,7B,\n")); resp.StatusCode != http.StatusOK {
+		[]byte("student_id,name,homeroom,groups\nstu-0001,Li Wei,7A,\nstu-0002,Wang Fang,7A,\nstu-0003,Zhang San,7B,\n")); resp.StatusCode != http.StatusOK {
 		t.Fatalf("roster: %d %s", resp.StatusCode, body)
+	}
+	// What a big screen must never show.
+	forbidden := []string{"Li Wei", "Wang Fang", "Zhang San", "stu-000", "mark-", "Answer saved", "data-student"}
+	// The school's staff: a teacher and room A's assistant, each with their own account.
+	for _, p := range []string{
+		`{"id":"wang.li","name":"Wang Li","roles":["teacher"],"password":"teach-maths-7"}`,
+		`{"id":"chen.jing","name":"Chen Jing","roles":["assistant"],"classrooms":["` + a + `"],"pin":"135790"}`,
+	} {
+		if resp, body := e.Do(t, ctx, "POST", "/api/v1/staff", e.admin, "application/json", []byte(p)); resp.StatusCode != http.StatusCreated {
+			t.Fatalf("staff: %d %s", resp.StatusCode, body)
+		}
 	}
 
 	blog := func(f string, a ...any) { fmt.Fprintf(&browserLog, f+"\n", a...) }
@@ -104,17 +141,20 @@ func TestClassroomExperienceInChromium(t *testing.T) {
 	if err := chromedp.Do(teacher); err != nil {
 		t.Fatalf("start chromium: %v", err)
 	}
-	// Each classroom page in its own browser context: two screens, two
-	// storages (the paired token lives in the page's localStorage).
+	// Each page in its own browser context: two screens and the
+	// assistant's phone, each with its own cookies.
 	tabA, acancel := chromedp.NewContext(teacher, chromedp.WithNewBrowserContext())
 	defer acancel()
 	tabB, bcancel := chromedp.NewContext(teacher, chromedp.WithNewBrowserContext())
 	defer bcancel()
-	for _, tab := range []context.Context{tabA, tabB} {
+	phone, pcancel := chromedp.NewContext(teacher, chromedp.WithNewBrowserContext())
+	defer pcancel()
+	for _, tab := range []context.Context{tabA, tabB, phone} {
 		if err := chromedp.Do(tab); err != nil {
 			t.Fatalf("open a tab: %v", err)
 		}
 	}
+	noStorage := `localStorage.length === 0 && sessionStorage.length === 0 && !document.cookie.includes("campusedge")`
 
 	// Pair each classroom page once with a code, as a school would.
 	for code, tab := range map[string]context.Context{"7A": tabA, "7B": tabB} {
@@ -125,18 +165,28 @@ func TestClassroomExperienceInChromium(t *testing.T) {
 		}
 		navigate(t, tab, e.url+"/classroom.html")
 		browsertest.RequireSecureLAN(tab, t)
+		browserEval[bool](tab, t, bigScreenWatch(forbidden))
 		browserPoll(tab, t, "pairing form", `!document.getElementById("pair").hidden`)
 		browserEval[bool](tab, t, `document.getElementById("pair-code").value = `+jsString(pc.Code)+`; document.getElementById("pair-go").click(); true`)
-		browserPoll(tab, t, "paired "+code, `!!localStorage.getItem("campusedge-terminal") && document.getElementById("status").textContent === "no class now"`)
+		browserPoll(tab, t, "paired "+code, `document.getElementById("status").textContent === "no class now" && /^[0-9]{6}$/.test(document.getElementById("assistant-code").textContent) && document.getElementById("assistant-qr").src.startsWith("data:image/png;base64,") && document.getElementById("room-name").textContent === "Room `+code+`"`)
+		browserPoll(tab, t, code+" keeps no credential a script can read", noStorage)
 	}
 
-	// The teacher starts the class from the teacher page.
+	// The teacher signs in with their own account and starts the class.
 	navigate(t, teacher, e.url+"/teacher.html")
 	browsertest.RequireSecureLAN(teacher, t)
-	browserEval[bool](teacher, t, `document.getElementById("admin").value = `+jsString(e.admin)+`; document.getElementById("load").click(); true`)
-	browserPoll(teacher, t, "classrooms listed", `document.querySelectorAll(".room").length === 2`)
+	browserEval[bool](teacher, t, `document.getElementById("t-id").value = "wang.li"; document.getElementById("t-password").value = "teach-maths-7"; document.getElementById("load").click(); true`)
+	browserPoll(teacher, t, "classrooms listed", `document.querySelectorAll(".room").length === 2 && document.getElementById("who").textContent === "Wang Li"`)
 	browserEval[bool](teacher, t, `document.getElementById("class-title").value = "Maths 7 in Chromium"; document.getElementById("start").click(); true`)
 	browserPoll(teacher, t, "teacher publishing", `window.teacher.published === true`)
+	browserPoll(teacher, t, "the teacher page keeps no credential in storage", noStorage)
+	var sess struct {
+		Owner string `json:"owner"`
+	}
+	getJSON(t, ctx, e, "/api/v1/sessions/"+browserEval[string](teacher, t, `window.teacher.sessionId`), &sess)
+	if sess.Owner != "wang.li" {
+		t.Errorf("the session's owner is %q, want the signed-in teacher wang.li", sess.Owner)
+	}
 
 	// Both classroom pages join by themselves, publish, and decode the lesson.
 	for name, tab := range map[string]context.Context{"A": tabA, "B": tabB} {
@@ -146,32 +196,65 @@ func TestClassroomExperienceInChromium(t *testing.T) {
 	browserPoll(teacher, t, "teacher decoding both classrooms",
 		`(window.teacher.conn.videoStats().then(f => window.vf = f), !!window.vf && window.vf["classroom:`+a+`"] > 0 && window.vf["classroom:`+b+`"] > 0)`)
 
+	// The assistant opens assistant.html on a phone, signs in with their
+	// PIN and types the code room A's big screen shows.
+	code := browserEval[string](tabA, t, `document.getElementById("assistant-code").textContent`)
+	navigate(t, phone, e.url+"/assistant.html")
+	browsertest.RequireSecureLAN(phone, t)
+	browserEval[bool](phone, t, `document.getElementById("a-id").value = "chen.jing"; document.getElementById("a-password").value = "135790"; document.getElementById("code").value = `+jsString(code)+`; document.getElementById("a-signin").click(); true`)
+	browserPoll(phone, t, "assistant in room A's class", `document.getElementById("status").textContent === "in class" && document.getElementById("room-name").textContent === "Room 7A"`)
+	browserPoll(phone, t, "roster of 7A on the assistant's page", `document.querySelectorAll("#roster .roster-row").length === 2`)
+	browserPoll(phone, t, "the assistant page keeps no credential in storage", noStorage)
+	var audit struct {
+		Entries []struct{ Actor, Action string }
+	}
+	getJSON(t, ctx, e, "/api/v1/audit", &audit)
+	joined := false
+	for _, a := range audit.Entries {
+		joined = joined || a.Actor == "chen.jing" && a.Action == "assistant.join"
+	}
+	if !joined {
+		t.Errorf("no assistant.join by chen.jing in the audit log: %+v", audit.Entries)
+	}
+
 	// A raised hand reaches the teacher page.
 	browserEval[bool](tabA, t, `document.getElementById("hand").click(); true`)
-	browserPoll(teacher, t, "hand on the teacher page", `document.querySelectorAll("#hands li").length === 1 && document.querySelector("#tile-`+a+` .hand").textContent !== ""`)
+	browserPoll(teacher, t, "hand on the teacher page", `document.querySelectorAll("#hands li").length === 1 && document.querySelector("#tile-`+a+` .hand").dataset.raised === "yes" && !!document.querySelector("#tile-`+a+` .hand svg.icon-hand")`)
 
 	// Invited on stage, room A is seen by room B.
 	browserEval[bool](teacher, t, `document.querySelector("#hands li button").click(); true`)
 	browserPoll(tabB, t, "room B decoding room A on stage", `(window.room.conn.videoStats().then(f => window.vf = f), !!window.vf && window.vf["classroom:`+a+`"] > 0)`)
 	browserPoll(teacher, t, "hand lowered by going on stage", `document.querySelectorAll("#hands li").length === 0`)
 
-	// A quiz: room A answers B (correct), room B answers A, A's assistant
-	// answers B for student s1. The teacher's live results match.
+	// A quiz: both big screens show the question (no answer buttons);
+	// room A's assistant answers B for the room (correct) and A for
+	// student stu-0001. The teacher's live results match.
 	browserEval[bool](teacher, t, `document.getElementById("q-prompt").value = "2 + 2 = ?"; document.getElementById("q-options").value = "3, 4, 5"; document.getElementById("q-correct").value = "2"; document.getElementById("q-push").click(); true`)
 	for name, tab := range map[string]context.Context{"A": tabA, "B": tabB} {
-		browserPoll(tab, t, "quiz on "+name, `document.querySelectorAll("#quiz-options button").length === 3 && !document.getElementById("quiz").hidden`)
+		browserPoll(tab, t, "quiz on "+name, `document.querySelectorAll("#quiz-options li").length === 3 && !document.getElementById("quiz").hidden && document.querySelectorAll("#quiz button").length === 0`)
 	}
-	browserPoll(tabA, t, "roster of 7A loaded", `document.querySelectorAll("#roster .roster-row").length === 2`)
-	browserEval[bool](tabA, t, `document.querySelectorAll("#quiz-options button")[1].click(); true`)
-	browserEval[bool](tabB, t, `document.querySelectorAll("#quiz-options button")[0].click(); true`)
-	browserEval[bool](tabA, t, `document.getElementById("student-pick").value = "s1"; document.querySelectorAll("#student-options button")[1].click(); true`)
-	browserPoll(teacher, t, "teacher's live results", `!!window.teacher.results && window.teacher.results.answered === 3 && window.teacher.results.correct === 2 && window.teacher.results.options.join() === "1,2,0" && document.querySelector("#q-results .accuracy").textContent.startsWith("3 answered · 2 correct · accuracy 67%")`)
+	browserPoll(phone, t, "quiz on the assistant's page", `document.querySelectorAll("#quiz-options button").length === 3`)
+	browserEval[bool](phone, t, `document.getElementById("student-pick").value = ""; document.querySelectorAll("#quiz-options button")[1].click(); true`)
+	browserPoll(phone, t, "room answer sent", `document.getElementById("quiz-note").textContent === "Answer sent: B"`)
+	browserEval[bool](phone, t, `document.getElementById("student-pick").value = "stu-0001"; document.querySelectorAll("#quiz-options button")[0].click(); true`)
+	browserPoll(phone, t, "student answer saved", `document.getElementById("quiz-note").textContent === "Answer saved for Li Wei"`)
+	browserPoll(teacher, t, "teacher's live results", `!!window.teacher.results && window.teacher.results.answered === 2 && window.teacher.results.correct === 1 && window.teacher.results.options.join() === "1,1,0" && document.querySelector("#q-results .accuracy").textContent.startsWith("2 answered · 1 correct · accuracy 50%")`)
+
+	// The big screens show no results until the teacher reveals them,
+	// then the class's (counts and accuracy, no names).
+	if got := browserEval[string](tabA, t, `document.getElementById("room-results").textContent`); got != "" {
+		t.Errorf("room A's big screen shows results before the reveal: %q", got)
+	}
+	browserEval[bool](teacher, t, `document.getElementById("q-reveal").click(); true`)
+	for name, tab := range map[string]context.Context{"A": tabA, "B": tabB} {
+		browserPoll(tab, t, "revealed results on "+name, `!!document.querySelector("#room-results .accuracy") && document.querySelector("#room-results .accuracy").textContent.startsWith("2 answered · 1 correct")`)
+	}
 
 	// The assistant marks the roster.
-	browserEval[bool](tabA, t, `document.querySelector('[data-student="s1"] [data-status="present"]').click(); true`)
-	browserPoll(tabA, t, "s1 marked", `document.querySelector('[data-student="s1"] [data-status="present"]').className === "mark-present"`)
-	browserEval[bool](tabA, t, `document.querySelector('[data-student="s2"] [data-status="late"]').click(); true`)
-	browserPoll(tabA, t, "s2 marked", `document.querySelector('[data-student="s2"] [data-status="late"]').className === "mark-late"`)
+	browserEval[bool](phone, t, `document.querySelector('[data-student="stu-0001"] [data-status="present"]').click(); true`)
+	browserPoll(phone, t, "stu-0001 marked", `document.querySelector('[data-student="stu-0001"] [data-status="present"]').className === "mark-present"`)
+	browserEval[bool](phone, t, `document.querySelector('[data-student="stu-0002"] [data-status="late"]').click(); true`)
+	browserPoll(phone, t, "stu-0002 marked", `document.querySelector('[data-student="stu-0002"] [data-status="late"]').className === "mark-late"`)
 
 	// A screen share added mid-class reaches the rooms as a second video
 	// track of the lesson (renegotiation on the same connection).
@@ -203,10 +286,14 @@ func TestClassroomExperienceInChromium(t *testing.T) {
 	browserPoll(tabB, t, "feed-lost banner", `!document.getElementById("banner").hidden`)
 	browserEval[bool](tabB, t, `document.getElementById("hand").click(); true`)
 	browserPoll(teacher, t, "hand during the outage", `document.querySelectorAll("#hands li").length === 1`)
-	browserEval[bool](tabB, t, `document.getElementById("aq-prompt").value = "Which is a mammal?"; document.getElementById("aq-options").value = "whale, shark"; document.getElementById("aq-push").click(); true`)
-	browserPoll(tabB, t, "the assistant's quiz shown", `document.getElementById("quiz-prompt").textContent === "Which is a mammal?" && document.querySelectorAll("#quiz-options button").length === 2`)
-	browserEval[bool](tabB, t, `document.querySelectorAll("#quiz-options button")[0].click(); true`)
-	browserPoll(tabB, t, "the assistant's results during the outage", `!!document.querySelector("#room-results .accuracy") && document.querySelector("#room-results .accuracy").textContent.startsWith("1 answered · 1 correct")`)
+	browserEval[bool](phone, t, `document.getElementById("aq-prompt").value = "Which is a mammal?"; document.getElementById("aq-options").value = "whale, shark"; document.getElementById("aq-push").click(); true`)
+	browserPoll(tabA, t, "the assistant's quiz on room A's big screen", `document.getElementById("quiz-prompt").textContent === "Which is a mammal?" && document.querySelectorAll("#quiz-options li").length === 2`)
+	browserPoll(phone, t, "the assistant's quiz on the phone", `document.getElementById("quiz-prompt").textContent === "Which is a mammal?" && document.querySelectorAll("#quiz-options button").length === 2`)
+	browserEval[bool](phone, t, `document.getElementById("student-pick").value = ""; document.querySelectorAll("#quiz-options button")[0].click(); true`)
+	browserPoll(phone, t, "the assistant's results during the outage", `!!document.querySelector("#room-results .accuracy") && document.querySelector("#room-results .accuracy").textContent.startsWith("1 answered · 1 correct")`)
+	if leaks := browserEval[string](tabB, t, `JSON.stringify([...new Set(window.leaks)])`); leaks != "[]" {
+		t.Errorf("room B's big screen showed %s", leaks)
+	}
 	if !browserEval[bool](tabB, t, `!document.getElementById("banner").hidden`) {
 		t.Error("the banner went away while the feed was still stalled")
 	}
@@ -240,7 +327,7 @@ func TestClassroomExperienceInChromium(t *testing.T) {
 		getJSON(t, ctx, e, "/api/v1/sessions/"+browserEval[string](teacher, t, `window.teacher.sessionId`)+"/attendance", &att)
 		return att.Classrooms[b].Leaves >= 1
 	})
-	if ca := att.Classrooms[a]; ca.Joins < 1 || ca.Marks["s1"] != "present" || ca.Marks["s2"] != "late" {
+	if ca := att.Classrooms[a]; ca.Joins < 1 || ca.Marks["stu-0001"] != "present" || ca.Marks["stu-0002"] != "late" {
 		t.Errorf("room A attendance %+v", ca)
 	}
 	var recs records
@@ -251,8 +338,9 @@ func TestClassroomExperienceInChromium(t *testing.T) {
 			answers[r.Classroom+"/"+r.Student]++
 		}
 	}
-	// Room B answered the master's quiz and its assistant's own.
-	if answers[a+"/"] != 1 || answers[b+"/"] != 2 || answers[a+"/s1"] != 1 {
+	// Room A's assistant answered the master's quiz for the room and for
+	// stu-0001, and its own quiz for the room; room B's big screen answered nothing.
+	if answers[a+"/"] != 2 || answers[b+"/"] != 0 || answers[a+"/stu-0001"] != 1 {
 		t.Errorf("stored answers %v", answers)
 	}
 	// The teacher ends the class: the classroom page goes back to waiting.
@@ -265,10 +353,18 @@ func TestClassroomExperienceInChromium(t *testing.T) {
 	navigate(t, teacher, e.url+"/")
 	browserEval[bool](teacher, t, `document.getElementById("token").value = `+jsString(e.admin)+`; document.querySelector('#signin-form button[type="submit"]').click(); true`)
 	browserPoll(teacher, t, "console attendance panel", `(() => { const r = document.querySelector('#attendance-panel tr[data-classroom="`+b+`"]'); return !!r && Number(r.children[3].textContent) >= 1 && r.children[1].textContent === "no"; })()`)
-	for name, tab := range map[string]context.Context{"A": tabA} {
-		errs := browserEval[string](tab, t, `JSON.stringify((window.teacher || window.room).errors)`)
+	for name, tab := range map[string]context.Context{"window.room": tabA, "window.assistant": phone} {
+		errs := browserEval[string](tab, t, `JSON.stringify(`+name+`.errors)`)
 		if errs != "[]" {
 			t.Errorf("%s page errors: %s", name, errs)
 		}
+	}
+	// From its first paint to the end of the class, room A's big screen
+	// never held a student's name, id, mark or per-student answer.
+	if leaks := browserEval[string](tabA, t, `JSON.stringify([...new Set(window.leaks)])`); leaks != "[]" {
+		t.Errorf("room A's big screen showed %s", leaks)
+	}
+	if n := browserEval[int](tabA, t, `document.querySelectorAll("video").length`); n == 0 {
+		t.Error("room A's page has no video: the DOM check watched an empty page")
 	}
 }

@@ -19,7 +19,7 @@ import (
 // (real Chromium camera) teaches a classroom page at school B through the
 // cascade (B pulls the lesson over a cut-able "WAN"). When the WAN is cut
 // the classroom page shows the banner while its hand and its assistant's
-// quiz keep working; when the WAN returns the lesson comes back and the
+// quiz (pushed from the assistant's page) keep working; when the WAN returns the lesson comes back and the
 // banner goes, with nobody touching the page.
 func TestClassroomPageSurvivesCascadeCut(t *testing.T) {
 	if !browsertest.OnLAN(t) {
@@ -95,10 +95,26 @@ func TestClassroomPageSurvivesCascadeCut(t *testing.T) {
 	t.Logf("banner %v after the WAN cut", time.Since(cutAt).Round(100*time.Millisecond))
 	browserEval[bool](room, t, `document.getElementById("hand").click(); true`)
 	browserPoll(room, t, "hand raised at B during the cut", `document.getElementById("hand").dataset.raised === "yes"`)
-	browserEval[bool](room, t, `document.getElementById("aq-prompt").value = "Local question"; document.getElementById("aq-options").value = "yes, no"; document.getElementById("aq-push").click(); true`)
-	browserPoll(room, t, "the assistant's quiz at B", `document.getElementById("quiz-prompt").textContent === "Local question"`)
-	browserEval[bool](room, t, `document.querySelectorAll("#quiz-options button")[0].click(); true`)
-	browserPoll(room, t, "results at B during the cut", `!!document.querySelector("#room-results .accuracy") && document.querySelector("#room-results .accuracy").textContent.startsWith("1 answered · 1 correct")`)
+	// The assistant at B, on a phone by the big screen's code, pushes
+	// the room's own quiz: the big screen shows the question, the
+	// assistant answers for the room and sees the results.
+	if resp, body := b.Do(t, ctx, "POST", "/api/v1/staff", b.admin, "application/json", []byte(`{"id":"b.assist","name":"Assistant at B","roles":["assistant"],"password":"assist-pass-b"}`)); resp.StatusCode != http.StatusCreated {
+		t.Fatalf("staff: %d %s", resp.StatusCode, body)
+	}
+	phone, pcancel := chromedp.NewContext(teacher, chromedp.WithNewBrowserContext())
+	defer pcancel()
+	if err := chromedp.Do(phone); err != nil {
+		t.Fatalf("open a tab: %v", err)
+	}
+	code := browserEval[string](room, t, `document.getElementById("assistant-code").textContent`)
+	navigate(t, phone, b.url+"/assistant.html#code="+code)
+	browserEval[bool](phone, t, `document.getElementById("a-id").value = "b.assist"; document.getElementById("a-password").value = "assist-pass-b"; document.getElementById("a-signin").click(); true`)
+	browserPoll(phone, t, "assistant in B's class during the cut", `document.getElementById("status").textContent === "in class"`)
+	browserEval[bool](phone, t, `document.getElementById("aq-prompt").value = "Local question"; document.getElementById("aq-options").value = "yes, no"; document.getElementById("aq-push").click(); true`)
+	browserPoll(room, t, "the assistant's quiz on B's big screen", `document.getElementById("quiz-prompt").textContent === "Local question" && document.querySelectorAll("#quiz-options li").length === 2`)
+	browserPoll(phone, t, "the assistant's quiz on the phone", `document.querySelectorAll("#quiz-options button").length === 2`)
+	browserEval[bool](phone, t, `document.querySelectorAll("#quiz-options button")[0].click(); true`)
+	browserPoll(phone, t, "results at B during the cut", `!!document.querySelector("#room-results .accuracy") && document.querySelector("#room-results .accuracy").textContent.startsWith("1 answered · 1 correct")`)
 
 	// Restore: the lesson comes back and the banner goes by itself.
 	wan.cut.Store(false)

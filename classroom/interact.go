@@ -22,6 +22,7 @@ import (
 	"github.com/campusedge/campusedge/classroom/learning"
 	"github.com/campusedge/campusedge/classroom/quiz"
 	"github.com/campusedge/campusedge/classroom/session"
+	"github.com/campusedge/campusedge/edge/api"
 	"github.com/campusedge/campusedge/edge/ctlwire"
 	"github.com/campusedge/campusedge/edge/fsutil"
 )
@@ -50,10 +51,11 @@ type interaction struct {
 	log      *slog.Logger
 	store    LearningStore      // nil: records are only logged
 	roster   *attendance.Source // nil: no roster on this edge
-	// terminalClassroom returns the classroom of a paired terminal's token
-	// and classroomName names it, for the classroom page (interact_http.go).
-	terminalClassroom func(token string) (string, error)
-	classroomName     func(id string) string
+	// classroomName names a classroom for its pages (interact_http.go);
+	// the paired terminal itself is resolved by the API's guard.
+	classroomName func(id string) string
+	codes         *roomCodes  // the assistant codes big screens show
+	srv           *api.Server // for the audit log
 
 	records      *prometheus.CounterVec // stored learning records by kind
 	recordErrors prometheus.Counter     // records that could not be stored
@@ -71,9 +73,13 @@ type sessionInteract struct {
 	// hands is the raise order; entries whose hand was lowered by going on
 	// stage linger until raised again (clients keep those in state.hands).
 	hands []string
-	// pageTokens are the terminal and assistant tokens minted for paired
-	// classroom pages, by classroom.
-	pageTokens map[string][2]string
+	// pageTokens are the terminal tokens minted for paired classroom
+	// pages, by paired terminal (each screen its own, so that unpairing
+	// one revokes only its token: revoke.go).
+	pageTokens map[string]string
+	// assistants are the assistant tokens minted for signed-in assistants,
+	// by classroom and staff id: each person gets their own.
+	assistants map[string]string
 }
 
 // liveQuiz is one pushed quiz and its throttled results.
@@ -86,13 +92,15 @@ type liveQuiz struct {
 	pending bool
 	last    time.Time
 	timer   *time.Timer
+	// revealed: the teacher showed the results to the big screens.
+	revealed bool
 	// everyRoom is set once every classroom of the audience has answered;
 	// that moment's results go out at once, not at the end of the interval.
 	everyRoom bool
 }
 
 func newInteraction(sessions *session.Manager, store LearningStore, roster *attendance.Source, log *slog.Logger) *interaction {
-	return &interaction{sessions: sessions, log: log, store: store, roster: roster, bySession: map[string]*sessionInteract{},
+	return &interaction{sessions: sessions, log: log, store: store, roster: roster, bySession: map[string]*sessionInteract{}, codes: newRoomCodes(),
 		records: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "campusedge_learning_records_total",
 			Help: "Learning records (quiz answers, attendance, session log) stored and queued for the city, by kind."}, []string{"kind"}),
 		recordErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: "campusedge_learning_record_errors_total",
@@ -293,15 +301,17 @@ func (x *interaction) everyRoomAnswered(lq *liveQuiz) bool {
 }
 
 // flush sends the quiz's results to the master and the audience's
-// assistants.
+// assistants and, once the teacher revealed them, to the audience's big
+// screens (the class's results only: counts per option and accuracy).
 func (x *interaction) flush(lq *liveQuiz) {
 	lq.mu.Lock()
 	lq.pending = false
 	lq.last = time.Now()
+	revealed := lq.revealed
 	lq.mu.Unlock()
 	r := QuizResults{Header: ctlwire.New(TypeQuizResults), SessionID: lq.session, Results: lq.tally.Results()}
 	for _, o := range x.control.participantsOf(lq.session) {
-		if seesResults(o, lq.audience) {
+		if seesResults(o, lq.audience) || revealed && o.grant.Role == session.RoleTerminal && inAudience(o, lq.audience) {
 			o.conn.Send(r)
 		}
 	}
@@ -432,34 +442,59 @@ func (x *interaction) sessionEnded(id string) {
 	}
 }
 
-// pageTokens returns (minting them once per session and classroom) the
-// terminal and assistant tokens a paired classroom page uses. They are
-// kept in memory only, like the sessions.
-func (x *interaction) pageTokens(m *session.Manager, sessionID, cid string) (terminal, assistant string, err error) {
+// assistantToken returns (minting it once per session, classroom and
+// person) the assistant token of a signed-in assistant; minted reports a
+// new one.
+func (x *interaction) assistantToken(m *session.Manager, sessionID, cid, staffID string) (tok string, minted bool, err error) {
+	key := cid + "\x00" + staffID
 	x.mu.Lock()
 	s := x.sessionLocked(sessionID)
-	if s.pageTokens == nil {
-		s.pageTokens = map[string][2]string{}
-	}
-	if t, ok := s.pageTokens[cid]; ok {
+	if t, ok := s.assistants[key]; ok {
 		x.mu.Unlock()
-		return t[0], t[1], nil
+		return t, false, nil
 	}
 	x.mu.Unlock()
-	terminal, err = m.Issue(sessionID, session.RoleTerminal, cid)
+	tok, err = m.Issue(sessionID, session.RoleAssistant, cid)
 	if err != nil {
-		return "", "", err
+		return "", false, err
 	}
-	assistant, err = m.Issue(sessionID, session.RoleAssistant, cid)
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if s.assistants == nil {
+		s.assistants = map[string]string{}
+	}
+	if t, ok := s.assistants[key]; ok {
+		return t, false, nil // another request minted one meanwhile; the spare expires with the session
+	}
+	s.assistants[key] = tok
+	return tok, true, nil
+}
+
+// pageToken returns (minting it once per session and paired terminal)
+// the terminal token a paired classroom page uses. It is kept in memory only,
+// like the sessions. The big screen gets no assistant token: assistants
+// get their own (assistantToken).
+func (x *interaction) pageToken(m *session.Manager, sessionID, cid, terminalID string) (string, error) {
+	x.mu.Lock()
+	s := x.sessionLocked(sessionID)
+	if t, ok := s.pageTokens[terminalID]; ok {
+		x.mu.Unlock()
+		return t, nil
+	}
+	x.mu.Unlock()
+	terminal, err := m.Issue(sessionID, session.RoleTerminal, cid)
 	if err != nil {
-		return "", "", err
+		return "", err
 	}
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	s = x.sessionLocked(sessionID)
-	if t, ok := s.pageTokens[cid]; ok { // another poll won the race
-		return t[0], t[1], nil
+	if s.pageTokens == nil {
+		s.pageTokens = map[string]string{}
 	}
-	s.pageTokens[cid] = [2]string{terminal, assistant}
-	return terminal, assistant, nil
+	if t, ok := s.pageTokens[terminalID]; ok { // another poll won the race
+		return t, nil
+	}
+	s.pageTokens[terminalID] = terminal
+	return terminal, nil
 }

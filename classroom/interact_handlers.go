@@ -131,6 +131,25 @@ func (x *interaction) closeQuizRequest(p *participant, hdr ctlwire.Header, m *Qu
 	return nil
 }
 
+// revealQuiz: the teacher shows the class's results of a quiz on the big
+// screens (they see none until then); later updates follow.
+func (x *interaction) revealQuiz(p *participant, hdr ctlwire.Header, m *QuizReveal) error {
+	g := p.grant
+	lq := x.quiz(g.SessionID, m.QuizID)
+	if lq == nil {
+		return refused("not_found", "no quiz %q in this session", m.QuizID)
+	}
+	if g.Role == session.RoleAssistant && lq.audience != g.ClassroomID {
+		return refused("forbidden", "an assistant teacher reveals only the quizzes they pushed")
+	}
+	lq.mu.Lock()
+	lq.revealed = true
+	lq.mu.Unlock()
+	p.ack(hdr)
+	x.flush(lq)
+	return nil
+}
+
 // sendRoster answers a roster request with the classroom's students and
 // the marks so far.
 func (x *interaction) sendRoster(p *participant, hdr ctlwire.Header, m *RosterRequest) error {

@@ -317,13 +317,17 @@ func TestAttendance(t *testing.T) {
 		t.Fatalf("teaching group roster: %v", r)
 	}
 	term := joined(t, ctx, e, s.Tokens.Classrooms[a].Terminal, "Room A")
-	// A terminal neither reads another group's roster nor swaps the room's
-	// class by naming a group (issue 14 finding 4: it passed with force).
+	// A terminal (the big screen, seen by the whole class) gets no roster
+	// at all (issue 12), so it neither reads another group's nor swaps the
+	// room's class by naming a group (issue 14 finding 4).
 	if r := term.request(t, map[string]any{"type": "roster", "group": "7B"}); errCode(r) != "forbidden" {
 		t.Fatalf("terminal chose a group: %v", r)
 	}
-	if r := term.request(t, map[string]any{"type": "roster"}); r.str("group") != "math-7-1" {
-		t.Fatalf("the room's class after a terminal's request: %v", r)
+	if r := term.request(t, map[string]any{"type": "roster"}); errCode(r) != "forbidden" {
+		t.Fatalf("a terminal read the roster: %v", r)
+	}
+	if r := asst.request(t, map[string]any{"type": "roster"}); r.str("group") != "math-7-1" {
+		t.Fatalf("the room's class after a terminal's requests: %v", r)
 	}
 	if r := term.request(t, map[string]any{"type": "mark", "student_id": "s1", "status": "present"}); errCode(r) != "forbidden" {
 		t.Fatalf("terminal marked: %v", r)
@@ -441,6 +445,8 @@ func TestClassroomCurrent(t *testing.T) {
 		Session   *struct{ ID string }
 		Terminal  string `json:"terminal_token"`
 		Assistant string `json:"assistant_token"`
+		Code      string `json:"assistant_code"`
+		QR        string `json:"assistant_qr"`
 	}
 	get := func(tok string) (int, current) {
 		resp, b := e.Do(t, ctx, "GET", "/api/v1/classroom/current", tok, "", nil)
@@ -454,14 +460,17 @@ func TestClassroomCurrent(t *testing.T) {
 	if code, _ := get(s.Tokens.Master); code != http.StatusUnauthorized {
 		t.Fatalf("a session token is not a paired terminal's: %d", code)
 	}
+	// The big screen gets its terminal token and the code for the
+	// assistant's device, never the assistant token (the whole class sees
+	// the big screen; issue 14, finding 10).
 	code, c := get(paired.Token)
-	if code != http.StatusOK || c.Session == nil || c.Session.ID != s.ID || c.Classroom != cid || c.Name != "Room 1" || c.Terminal == "" || c.Assistant == "" {
+	if code != http.StatusOK || c.Session == nil || c.Session.ID != s.ID || c.Classroom != cid || c.Name != "Room 1" || c.Terminal == "" || c.Assistant != "" || len(c.Code) != 6 || !strings.HasPrefix(c.QR, "data:image/png;base64,") {
 		t.Fatalf("current: %d %+v", code, c)
 	}
-	if _, again := get(paired.Token); again.Terminal != c.Terminal || again.Assistant != c.Assistant {
-		t.Fatal("tokens changed between polls")
+	if _, again := get(paired.Token); again.Terminal != c.Terminal || again.Code != c.Code {
+		t.Fatal("token or code changed between polls")
 	}
-	for role, tok := range map[string]string{"terminal": c.Terminal, "assistant": c.Assistant} {
+	for role, tok := range map[string]string{"terminal": c.Terminal} {
 		_, w := dialCtl(t, ctx, e, tok)
 		if w.str("role") != role || w.str("classroom_id") != cid || w.str("session_id") != s.ID {
 			t.Fatalf("%s token: %v", role, w)

@@ -13,6 +13,7 @@ const (
 	TypeQuiz        = "quiz"         // master/assistant → edge: push a question; edge → participants: the question
 	TypeQuizAnswer  = "quiz_answer"  // terminal (for the room) / assistant (room or one student) → edge
 	TypeQuizClose   = "quiz_close"   // master or the pushing assistant → edge
+	TypeQuizReveal  = "quiz_reveal"  // master or the pushing assistant → edge: show the class's results on the big screens
 	TypeQuizResults = "quiz_results" // edge → master and assistants: live results (at most every resultsEvery)
 	TypeQuizClosed  = "quiz_closed"  // edge → participants: the quiz no longer counts answers
 	TypeRoster      = "roster"       // ask for (client) / the expected students with their marks (edge)
@@ -56,6 +57,15 @@ type QuizClose struct {
 	ctlwire.Header
 	QuizID string `json:"quiz_id"`
 }
+
+// QuizReveal asks the edge to show a quiz's results (the class's, never
+// per student) to its classrooms' big screens from now on.
+type QuizReveal struct {
+	ctlwire.Header
+	QuizID string `json:"quiz_id"`
+}
+
+func (m *QuizReveal) check() error { return (&QuizClose{QuizID: m.QuizID}).check() }
 
 // QuizClosed tells participants a quiz stopped counting answers.
 type QuizClosed struct {

@@ -31,7 +31,8 @@ var messages = map[string]msgSpec{
 	TypeQuiz:       interactMsg(teachers, decodeQuizPush, (*interaction).pushQuiz), // assistant: to own classroom
 	TypeQuizAnswer: interactMsg(answerers, strict[QuizAnswer], (*interaction).answerQuiz),
 	TypeQuizClose:  interactMsg(teachers, strict[QuizClose], (*interaction).closeQuizRequest),
-	TypeRoster:     interactMsg(classrooms, strict[RosterRequest], (*interaction).sendRoster),
+	TypeQuizReveal: interactMsg(teachers, strict[QuizReveal], (*interaction).revealQuiz),
+	TypeRoster:     interactMsg(teachers, strict[RosterRequest], (*interaction).sendRoster), // names: never to the big screen
 	TypeMark:       interactMsg(teachers, strict[Mark], (*interaction).mark),
 }
 

@@ -85,8 +85,12 @@ func TestInsecureContextMessageInChromium(t *testing.T) {
 	// must not start a class it cannot teach.
 	navigate(t, tab, pageBase+"/teacher.html")
 	b.Poll("the teacher page's message", shown)
+	// Signing in over plain HTTP does not hold: the session cookie is
+	// Secure, so the browser drops it, and the page says where to go.
 	b.Do("sign in", chromedp.SetValue(chromedp.CSS("#admin"), e.admin), chromedp.Click(chromedp.CSS("#load")))
-	b.Poll("classrooms listed", `document.querySelectorAll(".room").length ? "yes" : ""`)
+	if got := b.Poll("sign-in refused over HTTP", `document.getElementById("setup-error").textContent`); !strings.Contains(got, "HTTPS") {
+		t.Errorf("sign-in over plain HTTP says %q, want it to point to HTTPS", got)
+	}
 	b.Do("start the class", chromedp.Click(chromedp.CSS("#start")))
 	errText := b.Poll("the start refused in the page", `document.getElementById("setup-error").textContent`)
 	if !strings.Contains(errText, "not started") {

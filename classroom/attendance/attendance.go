@@ -64,6 +64,10 @@ type Source struct {
 	// Room names the classroom's room code (as in the timetable's room
 	// column); "" if unknown.
 	Room func(classroomID string) string
+	// Homeroom names the class whose home the classroom is (its code or
+	// display name, fleet.Classroom.Homeroom); "" if none. nil: rooms are
+	// matched to homerooms by their room code only, as before.
+	Homeroom func(classroomID string) string
 	// Location is the school's time zone for timetable periods.
 	Location *time.Location
 }
@@ -107,13 +111,20 @@ func (s *Source) Roster() (*schooldata.Roster, string, error) {
 // A file with any bad row is refused whole with *schooldata.ImportError
 // (the rows and what is wrong); nothing is imported.
 func (s *Source) Import(r io.Reader) (int, error) {
-	ro, err := schooldata.ParseRosterCSV(io.LimitReader(r, schooldata.MaxFileBytes+1))
+	n, _, err := s.ImportCSV(r)
+	return n, err
+}
+
+// ImportCSV is Import that also says which encoding the file was read in
+// (UTF-8, UTF-8 BOM, GBK or GB18030), so the person importing sees it.
+func (s *Source) ImportCSV(r io.Reader) (int, string, error) {
+	ro, enc, err := schooldata.ReadRoster(io.LimitReader(r, schooldata.MaxFileBytes+1))
 	if err != nil {
-		return 0, err
+		return 0, enc, err
 	}
 	b, err := json.Marshal(ro)
 	if err != nil {
-		return 0, err
+		return 0, enc, err
 	}
 	err = s.DB.Update(func(tx *bolt.Tx) error {
 		bk := tx.Bucket(Bucket)
@@ -122,23 +133,25 @@ func (s *Source) Import(r io.Reader) (int, error) {
 		}
 		return bk.Put(keyRoster, b)
 	})
-	return len(ro.Students), err
+	return len(ro.Students), enc, err
 }
 
 // Student is one expected student, as a classroom page lists them.
 type Student struct {
-	ID       string `json:"id"`
-	Name     string `json:"name"`
-	Homeroom string `json:"homeroom"`
+	ID           string `json:"id"`
+	Name         string `json:"name"`
+	Homeroom     string `json:"homeroom"`
+	HomeroomName string `json:"homeroom_name"`
 }
 
 // Class is the roster of one classroom at one time.
 type Class struct {
-	Group    string    `json:"group"`
-	Subject  string    `json:"subject,omitempty"`
-	Source   string    `json:"source"`   // sync or import
-	FoundBy  string    `json:"found_by"` // timetable, homeroom, or request
-	Students []Student `json:"students"`
+	Group     string    `json:"group"`
+	GroupName string    `json:"group_name"` // the class as people call it
+	Subject   string    `json:"subject,omitempty"`
+	Source    string    `json:"source"`   // sync or import
+	FoundBy   string    `json:"found_by"` // timetable, homeroom, or request
+	Students  []Student `json:"students"`
 }
 
 // Class returns who is expected in classroomID at time at. group, when not
@@ -150,6 +163,11 @@ func (s *Source) Class(classroomID, group string, at time.Time) (Class, error) {
 	if err != nil {
 		return Class{}, err
 	}
+	if group != "" {
+		if code := ro.FindClass(group); code != "" {
+			group = code // a class asked for by its name
+		}
+	}
 	c := Class{Group: group, Source: src, FoundBy: "request", Students: []Student{}}
 	room := ""
 	if s.Room != nil {
@@ -158,6 +176,13 @@ func (s *Source) Class(classroomID, group string, at time.Time) (Class, error) {
 	if c.Group == "" {
 		if slot, ok := s.slot(room, classroomID, at); ok {
 			c.Group, c.Subject, c.FoundBy = slot.Group, slot.Subject, "timetable"
+		}
+	}
+	if c.Group == "" && s.Homeroom != nil {
+		// The classroom names its homeroom: the class need not be called
+		// like the room (初一(3)班 in room 301).
+		if code := ro.FindClass(s.Homeroom(classroomID)); code != "" {
+			c.Group, c.FoundBy = code, "homeroom"
 		}
 	}
 	if c.Group == "" {
@@ -174,9 +199,10 @@ func (s *Source) Class(classroomID, group string, at time.Time) (Class, error) {
 	}
 	for _, st := range ro.Students {
 		if st.Homeroom == c.Group || slices.Contains(st.Groups, c.Group) {
-			c.Students = append(c.Students, Student{ID: st.ID, Name: st.Name, Homeroom: st.Homeroom})
+			c.Students = append(c.Students, Student{ID: st.ID, Name: st.Name, Homeroom: st.Homeroom, HomeroomName: ro.ClassName(st.Homeroom)})
 		}
 	}
+	c.GroupName = ro.ClassName(c.Group)
 	if len(c.Students) == 0 {
 		return Class{}, fmt.Errorf("%w: no student of the roster (%s) is in group %q", ErrNoGroup, src, c.Group)
 	}

@@ -37,9 +37,9 @@ func TestImportAndClass(t *testing.T) {
 		t.Fatalf("import: %d %v", n, err)
 	}
 	// A bad file changes nothing.
-	_, err := src.Import(bytes.NewBufferString("student_id,name,homeroom,groups\ns9,Nine,7C,\n,No id,7C,\n"))
+	_, err := src.Import(bytes.NewBufferString("student_id,name,homeroom,groups\ns9,Nine,7C,\ns10,,7C,\n"))
 	var ie *schooldata.ImportError
-	if !errors.As(err, &ie) || len(ie.Rows) != 1 || ie.Rows[0].Row != 3 {
+	if !errors.As(err, &ie) || len(ie.Problems) != 1 || ie.Problems[0].Row != 3 {
 		t.Fatalf("bad file: %v", err)
 	}
 	if ro, from, err := src.Roster(); err != nil || len(ro.Students) != 3 || from != "import" {
@@ -112,4 +112,27 @@ func FuzzImport(f *testing.F) {
 			t.Fatalf("imported %d, stored %d", n, len(after.Students))
 		}
 	})
+}
+
+// A classroom names its homeroom: room 301 is home to 初一(3)班, and the
+// roster needs no homeroom called like the room.
+func TestClassroomNamesItsHomeroom(t *testing.T) {
+	src := openSource(t)
+	roster := "姓名,班级\r\n阿依古丽·吐尔逊,初一(3)班\r\n王芳,初一(3)班\r\n李伟,初一(4)班\r\n"
+	if _, enc, err := src.ImportCSV(bytes.NewBufferString("\ufeff" + roster)); err != nil || enc != "UTF-8 BOM" {
+		t.Fatalf("import: %s %v", enc, err)
+	}
+	src.Room = func(string) string { return "301" }
+	if _, err := src.Class("c-1", "", time.Now()); !errors.Is(err, attendance.ErrNoGroup) {
+		t.Fatalf("no homeroom named: %v", err)
+	}
+	src.Homeroom = func(string) string { return "初一（3）班" } // typed with full-width brackets
+	c, err := src.Class("c-1", "", time.Now())
+	if err != nil || c.GroupName != "初一(3)班" || c.FoundBy != "homeroom" || len(c.Students) != 2 || c.Students[0].Name != "阿依古丽·吐尔逊" || c.Students[0].HomeroomName != "初一(3)班" {
+		t.Fatalf("%+v %v", c, err)
+	}
+	// And a group asked for by its display name.
+	if c, err := src.Class("c-1", "初一(4)班", time.Now()); err != nil || len(c.Students) != 1 || c.Students[0].Name != "李伟" {
+		t.Fatalf("%+v %v", c, err)
+	}
 }

@@ -46,12 +46,16 @@ const MaxDataBytes = 48 << 10
 
 // Record is one learning record.
 type Record struct {
-	Kind      string          `json:"kind"`
-	Session   string          `json:"session_id"`
-	Classroom string          `json:"classroom_id,omitempty"`
-	Student   string          `json:"student_id,omitempty"`
-	At        time.Time       `json:"at"`
-	Data      json.RawMessage `json:"data,omitempty"`
+	Kind      string `json:"kind"`
+	Session   string `json:"session_id"`
+	Classroom string `json:"classroom_id,omitempty"`
+	// ClassroomName is the classroom's display name when the record was
+	// made: the city sees the edge's classroom ids only through records,
+	// and its exports show people names, not ids.
+	ClassroomName string          `json:"classroom_name,omitempty"`
+	Student       string          `json:"student_id,omitempty"`
+	At            time.Time       `json:"at"`
+	Data          json.RawMessage `json:"data,omitempty"`
 	// Seq and ID are the outbox's: the per-edge sequence and stable id the
 	// city stores the record under. Set by Add.
 	Seq uint64 `json:"seq"`
@@ -69,7 +73,12 @@ type Store struct {
 	now    func() time.Time
 	notify func()
 	update Updater
+	names  func(classroomID string) string
 }
+
+// SetClassroomNames gives the store the classroom names it writes into
+// records (ClassroomName); call it before the store is used.
+func (s *Store) SetClassroomNames(names func(classroomID string) string) { s.names = names }
 
 // Updater runs fn in a write transaction and returns once it is committed
 // (durable). sync/outbox's Outbox.Update is one that shares a commit (one
@@ -117,6 +126,9 @@ func (s *Store) Add(ctx context.Context, r Record) (Record, error) {
 	}
 	if r.At.IsZero() {
 		r.At = s.now().UTC()
+	}
+	if r.ClassroomName == "" && r.Classroom != "" && s.names != nil {
+		r.ClassroomName = s.names(r.Classroom)
 	}
 	err := s.update(ctx, func(tx *bolt.Tx) error {
 		b := tx.Bucket(Bucket)

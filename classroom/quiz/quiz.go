@@ -28,6 +28,8 @@ import (
 	"math"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/campusedge/campusedge/edge/textnorm"
 )
 
 // Kind is the shape of a question.
@@ -113,13 +115,33 @@ func decodeStrict(data []byte, limit int, v any) error {
 	return nil
 }
 
-// DecodeQuestion parses and validates a question from outside.
+// DecodeQuestion parses, normalises and validates a question from outside.
 func DecodeQuestion(data []byte) (Question, error) {
 	var q Question
 	if err := decodeStrict(data, MaxQuestionBytes, &q); err != nil {
 		return Question{}, err
 	}
+	q.Normalize()
 	return q, q.Validate()
+}
+
+// Normalize makes a choice question typed as a Chinese input method types
+// it into the question meant: a single option holding a list
+// (`1/2，1/3，一样大`) is split on `,` `，` `、` `;` `；` and new lines, and
+// full-width digits and punctuation in options fold to ASCII (`１/２` and
+// `1/2` are one answer). Prompts keep their text.
+func (q *Question) Normalize() {
+	if q.Kind != Single && q.Kind != Multiple {
+		return
+	}
+	if len(q.Options) == 1 {
+		if parts := textnorm.Split(q.Options[0]); len(parts) > 1 {
+			q.Options = parts
+		}
+	}
+	for i, o := range q.Options {
+		q.Options[i] = textnorm.Fold(o)
+	}
 }
 
 // DecodeAnswer parses an answer from outside; it is checked against its

@@ -228,6 +228,7 @@ func FuzzDecodeQuestion(f *testing.F) {
 	f.Add([]byte(`{"id":"q1","kind":"multiple","prompt":"p","options":["a","b","c"],"correct":[0,2],"seconds":30}`))
 	f.Add([]byte(`{"id":"q1","kind":"numeric","prompt":"p","answer":1e308,"tolerance":0}`))
 	f.Add([]byte(`{"id":"q1","kind":"single","prompt":"p","options":["a","b"],"correct":[5]}`))
+	f.Add([]byte(`{"id":"q1","kind":"single","prompt":"哪个大？","options":["1/2，1/3、一样大"],"correct":[2]}`))
 	f.Add([]byte(`{}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		q, err := DecodeQuestion(data)
@@ -276,4 +277,15 @@ func FuzzAddAnswer(f *testing.F) {
 			t.Fatalf("an accepted answer was not counted: %+v", r)
 		}
 	})
+}
+
+// A quiz typed with a Chinese input method: full-width commas in one
+// field, full-width digits.
+func TestQuestionTypedWithFullWidthCommas(t *testing.T) {
+	for _, opts := range []string{`["1/2，1/3，一样大"]`, `["１/２、１/３、一样大"]`, `["1/2\n1/3\n一样大"]`, `["1/2","1/3","一样大"]`} {
+		q, err := DecodeQuestion([]byte(`{"id":"q1","kind":"single","prompt":"哪个大？","options":` + opts + `,"correct":[2]}`))
+		if err != nil || len(q.Options) != 3 || q.Options[0] != "1/2" || q.Options[1] != "1/3" || q.Options[2] != "一样大" {
+			t.Errorf("%s: %q %v", opts, q.Options, err)
+		}
+	}
 }

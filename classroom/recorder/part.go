@@ -353,10 +353,7 @@ func (p *part) meta(st record.Stats) media.Item {
 	if p.sess.StartedAt != nil && p.n == 1 {
 		at = *p.sess.StartedAt
 	}
-	title := p.sess.Title + " — " + at.Local().Format("2 Jan 2006 15:04")
-	if p.n > 1 {
-		title += fmt.Sprintf(" (part %d)", p.n)
-	}
+	title := Title(p.sess.Title, at.In(p.r.loc), p.n, p.r.lang)
 	if len(title) > media.MaxTitleLen {
 		title = p.sess.Title
 	}
@@ -446,4 +443,23 @@ func (r *recFile) Close() error {
 		werr = fmt.Errorf("writing the recording: %w", werr)
 	}
 	return errors.Join(werr, r.f.Sync(), r.f.Close())
+}
+
+// Title is a recorded lesson's title: the session's title, the date and
+// time it began (in the zone of at) and, after the first, the part, in
+// lang: "数学 — 2026年12月2日 09:30（第2部分）" for zh-CN, else
+// "Maths — 2 Dec 2026 09:30 (part 2)".
+func Title(session string, at time.Time, part int, lang string) string {
+	if strings.HasPrefix(lang, "zh") {
+		t := fmt.Sprintf("%s — %d年%d月%d日 %s", session, at.Year(), int(at.Month()), at.Day(), at.Format("15:04"))
+		if part > 1 {
+			t += fmt.Sprintf("（第%d部分）", part)
+		}
+		return t
+	}
+	t := session + " — " + at.Format("2 Jan 2006 15:04")
+	if part > 1 {
+		t += fmt.Sprintf(" (part %d)", part)
+	}
+	return t
 }

@@ -105,6 +105,20 @@ type PartStatus struct {
 	MediaID         string  `json:"media_id,omitempty"`
 }
 
+// Option configures a Manager.
+type Option func(*Manager)
+
+// WithTitles dates recorded lessons' titles in the school's time zone and
+// language ("zh-CN": 数学 — 2026年12月2日 09:30; else English).
+func WithTitles(loc *time.Location, lang string) Option {
+	return func(r *Manager) {
+		if loc != nil {
+			r.loc = loc
+		}
+		r.lang = lang
+	}
+}
+
 // Manager records the lessons of every session.
 type Manager struct {
 	log      *slog.Logger
@@ -123,6 +137,11 @@ type Manager struct {
 	// keeps only that summary: it lets go of its tracks (whose keyframe
 	// requests hold the publisher's forwarder, its cached video and its
 	// peer connection), its WebM muxer and its queue (release).
+	// loc and lang make recording titles: the date in the school's zone
+	// and language (WithTitles).
+	loc  *time.Location
+	lang string
+
 	mu        sync.Mutex
 	bySession map[string]*sessionRec
 	closed    bool
@@ -146,9 +165,13 @@ type sessionRec struct {
 	parts   []*part
 }
 
-func New(store LessonStore, dir string, sessions *session.Manager, log *slog.Logger) *Manager {
+func New(store LessonStore, dir string, sessions *session.Manager, log *slog.Logger, opts ...Option) *Manager {
 	ctx, cancel := context.WithCancel(context.Background())
-	r := &Manager{log: log, dir: dir, store: store, sessions: sessions, ctx: ctx, cancel: cancel, bySession: map[string]*sessionRec{}, queueLen: recQueuePackets}
+	r := &Manager{log: log, dir: dir, store: store, sessions: sessions, ctx: ctx, cancel: cancel, bySession: map[string]*sessionRec{}, queueLen: recQueuePackets,
+		loc: time.Local, lang: "en"}
+	for _, o := range opts {
+		o(r)
+	}
 	if !r.enabled() {
 		log.Warn("lesson recording is off on this edge: no lesson store or recordings directory configured")
 		return r
@@ -359,21 +382,13 @@ func (m *Manager) Register(srv *api.Server, isAdmin func(token string) bool) {
 			httpapi.WriteError(w, http.StatusNotFound, "not_found", "no such session (session ids are 24 hex characters)")
 			return
 		}
-		tok, ok := httpapi.BearerToken(r)
+		admin, g, ok := session.Caller(w, r, m.sessions, isAdmin, id)
 		if !ok {
-			httpapi.WriteError(w, http.StatusUnauthorized, "unauthorized", "send 'Authorization: Bearer <token>': the admin token or the session's master token")
 			return
 		}
-		if isAdmin == nil || !isAdmin(tok) {
-			g, err := m.sessions.Authorize(id, tok)
-			if err != nil {
-				session.WriteAuthError(w, err)
-				return
-			}
-			if g.Role != session.RoleMaster {
-				httpapi.WriteError(w, http.StatusForbidden, "forbidden", "only the admin or the master teacher can stop a recording")
-				return
-			}
+		if !admin && g.Role != session.RoleMaster {
+			httpapi.WriteError(w, http.StatusForbidden, "forbidden", "only the admin or the master teacher can stop a recording")
+			return
 		}
 		if _, err := m.sessions.Get(id); err != nil {
 			session.WriteError(w, err)

@@ -27,6 +27,8 @@ type Handlers struct {
 	// Recording, if set, reports the recording of a session; GET
 	// /api/v1/sessions/{id} shows it as "recording".
 	Recording func(id string) any
+
+	srv *api.Server // for the audit log
 }
 
 // sessionView is GET /api/v1/sessions/{id}: the session and its recording.
@@ -37,6 +39,7 @@ type sessionView struct {
 
 // Register adds the session routes to srv.
 func (h *Handlers) Register(srv *api.Server) {
+	h.srv = srv
 	srv.HandleFunc("POST /api/v1/sessions", h.create)
 	srv.HandleFunc("GET /api/v1/sessions", h.list)
 	srv.HandleFunc("GET /api/v1/sessions/{id}", h.get)
@@ -44,15 +47,54 @@ func (h *Handlers) Register(srv *api.Server) {
 	srv.HandleFunc("POST /api/v1/sessions/{id}/end", h.end)
 }
 
-// caller is who made a request: the admin, or a role in one session.
+// caller is who made a request: the admin, a signed-in teacher, or a role
+// in one session.
 type caller struct {
-	admin bool
-	grant Grant
+	admin   bool
+	teacher string // staff id of a signed-in teacher
+	grant   Grant
 }
 
-// authorize checks the bearer token against the admin token and, when id is
-// not empty, the tokens of session id. It writes the error itself.
+// Caller resolves who made r for session id ("" for calls on no session):
+// the admin (token or signed-in), a signed-in teacher (who acts as the
+// master of the sessions they own), or a session token's role. It writes
+// the error itself.
+func Caller(w http.ResponseWriter, r *http.Request, m *Manager, isAdmin func(string) bool, id string) (admin bool, g Grant, ok bool) {
+	c, ok := (&Handlers{M: m, IsAdmin: isAdmin}).authorize(w, r, id)
+	if !ok {
+		return false, Grant{}, false
+	}
+	if c.teacher != "" {
+		return false, Grant{SessionID: id, Role: RoleMaster}, true
+	}
+	return c.admin, c.grant, true
+}
+
+// authorize checks the signed-in person or the bearer token: the admin,
+// a teacher on the sessions they own, or, when id is not empty, the
+// tokens of session id. It writes the error itself.
 func (h *Handlers) authorize(w http.ResponseWriter, r *http.Request, id string) (caller, bool) {
+	if p, ok := api.PrincipalFrom(r.Context()); ok && p.Kind != api.KindScreen {
+		if p.IsAdmin() {
+			return caller{admin: true}, true
+		}
+		if !p.Has(api.RoleTeacher) {
+			httpapi.WriteError(w, http.StatusForbidden, "forbidden", "only teachers and admins manage sessions")
+			return caller{}, false
+		}
+		if id != "" {
+			s, err := h.M.Get(id)
+			if err != nil {
+				WriteError(w, err)
+				return caller{}, false
+			}
+			if s.Owner != p.StaffID {
+				httpapi.WriteError(w, http.StatusForbidden, "forbidden", "this session belongs to another teacher; only they or an admin can manage it")
+				return caller{}, false
+			}
+		}
+		return caller{teacher: p.StaffID}, true
+	}
 	tok, ok := httpapi.BearerToken(r)
 	if !ok {
 		httpapi.WriteError(w, http.StatusUnauthorized, "unauthorized", "send 'Authorization: Bearer <token>': the admin token or a token of this session")
@@ -108,13 +150,15 @@ func (h *Handlers) pathID(w http.ResponseWriter, r *http.Request) (string, bool)
 }
 
 func (h *Handlers) create(w http.ResponseWriter, r *http.Request) {
-	if _, ok := h.authorize(w, r, ""); !ok {
+	c, ok := h.authorize(w, r, "")
+	if !ok {
 		return
 	}
 	var req CreateRequest
 	if !httpapi.DecodeJSON(w, r, maxCreateBody, &req) {
 		return
 	}
+	req.Owner = c.teacher
 	s, toks, err := h.M.Create(req)
 	if err != nil {
 		WriteError(w, err)
@@ -124,10 +168,21 @@ func (h *Handlers) create(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *Handlers) list(w http.ResponseWriter, r *http.Request) {
-	if _, ok := h.authorize(w, r, ""); !ok {
+	c, ok := h.authorize(w, r, "")
+	if !ok {
 		return
 	}
-	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"sessions": h.M.List()})
+	list := h.M.List()
+	if !c.admin {
+		mine := []Session{}
+		for _, s := range list {
+			if s.Owner == c.teacher {
+				mine = append(mine, s)
+			}
+		}
+		list = mine
+	}
+	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"sessions": list})
 }
 
 func (h *Handlers) get(w http.ResponseWriter, r *http.Request) {
@@ -151,7 +206,7 @@ func (h *Handlers) get(w http.ResponseWriter, r *http.Request) {
 }
 
 // canControl: only the admin and the master teacher start and end a class.
-func canControl(c caller) bool { return c.admin || c.grant.Role == RoleMaster }
+func canControl(c caller) bool { return c.admin || c.teacher != "" || c.grant.Role == RoleMaster }
 
 func (h *Handlers) start(w http.ResponseWriter, r *http.Request) {
 	h.transition(w, r, "start", h.M.Start)
@@ -178,6 +233,13 @@ func (h *Handlers) transition(w http.ResponseWriter, r *http.Request, verb strin
 	if err != nil {
 		WriteError(w, err)
 		return
+	}
+	if h.srv != nil {
+		who := "session " + string(c.grant.Role) + " token"
+		if p, ok := api.PrincipalFrom(r.Context()); ok {
+			who = p.Who()
+		}
+		h.srv.Record(who, "session."+verb, id, s.Title)
 	}
 	httpapi.WriteJSON(w, http.StatusOK, s)
 }

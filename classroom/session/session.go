@@ -92,6 +92,9 @@ type Session struct {
 	// Record says whether the edge records the master's tracks (default
 	// true; "record": false at creation opts out).
 	Record bool `json:"record"`
+	// Owner is the staff id of the teacher who created it ("" for the
+	// admin token and the timetable): they may start, teach and end it.
+	Owner string `json:"owner,omitempty"`
 }
 
 // ClassroomTokens are the tokens for one classroom of a session.
@@ -231,6 +234,9 @@ type CreateRequest struct {
 	// Record is true when absent: lessons are recorded unless the admin
 	// opts out for this session.
 	Record *bool `json:"record,omitempty"`
+	// Owner is the staff id of the teacher who creates it (set by the
+	// handler from the sign-in, never from the body).
+	Owner string `json:"-"`
 }
 
 // MaxSubjectBytes bounds a session's subject (the catalogue's field limit).
@@ -297,6 +303,7 @@ func (m *Manager) Create(req CreateRequest) (Session, Tokens, error) {
 		CreatedAt:  m.now().UTC(),
 		Subject:    strings.TrimSpace(req.Subject),
 		Record:     req.Record == nil || *req.Record,
+		Owner:      req.Owner,
 	}
 	if s.Classrooms == nil {
 		s.Classrooms = []string{}
@@ -457,6 +464,17 @@ func (m *Manager) Authorize(id, tok string) (Grant, error) {
 		return Grant{}, fmt.Errorf("%w: the token belongs to another session", ErrForbidden)
 	}
 	return g, nil
+}
+
+// Revoke makes tok stop working at once (a paired screen was unpaired);
+// it reports whether tok was known.
+func (m *Manager) Revoke(tok string) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	h := token.Hash(tok)
+	_, ok := m.grants[h]
+	delete(m.grants, h)
+	return ok
 }
 
 // Lookup returns what token stands for, whatever its session (the control

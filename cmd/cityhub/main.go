@@ -21,6 +21,7 @@ import (
 	"strings"
 	"syscall"
 	"time"
+	_ "time/tzdata" // school time zones (Asia/Shanghai) without the host's zone database
 
 	"github.com/prometheus/client_golang/prometheus"
 

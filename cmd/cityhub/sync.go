@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/campusedge/campusedge/edge/certs"
+	"github.com/campusedge/campusedge/edge/console"
 	"github.com/campusedge/campusedge/edge/token"
 	"github.com/campusedge/campusedge/sync/hub"
 	"github.com/campusedge/campusedge/sync/schooldata"
@@ -35,9 +36,13 @@ const syncUsage = `  cityhub [flags] school add CODE NAME          register a sc
   cityhub [flags] tls-pin                       print the pin of the hub's TLS key
   cityhub [flags] edge list [CODE]
   cityhub [flags] edge revoke EDGE_ID
-  cityhub [flags] import-roster CODE FILE.csv     student_id,name,homeroom,groups
-  cityhub [flags] import-timetable CODE FILE.csv  day,period,start,end,room,group,subject,teacher,resources
-  cityhub [flags] export-records CODE             CSV of every record the school's edges sent
+  cityhub [flags] import-roster CODE FILE.csv     name,homeroom[,student_id,groups,…] or 姓名,班级[,学号,教学班]
+  cityhub [flags] import-staff CODE FILE.csv      staff_id,name,roles[,rooms,secret] (secret: initial password or PIN, hashed here)
+  cityhub [flags] export-staff CODE
+  cityhub [flags] import-timetable CODE FILE.csv  day,period,start,end,room,group,subject,teacher[,resources]
+                                                (UTF-8, UTF-8 with BOM, GBK or GB18030; docs/IMPORTS.md)
+  cityhub [flags] export-records [-tz ZONE] CODE  CSV of every record the school's edges sent (UTF-8 with BOM,
+                                                names not ids, times in ZONE, default Asia/Shanghai)
   cityhub [flags] export-roster CODE | export-timetable CODE
 With the default bbolt store, commands need the hub stopped (they take its lock);
 with -db postgres://… they run beside any number of serving replicas.
@@ -86,6 +91,10 @@ func syncCommand(name string) func(*syncCmd) int {
 		return (*syncCmd).enrolToken
 	case "edge":
 		return (*syncCmd).edge
+	case "import-staff":
+		return (*syncCmd).importStaff
+	case "export-staff":
+		return (*syncCmd).exportStaff
 	case "import-roster", "import-timetable":
 		return (*syncCmd).importDoc
 	case "export-records":
@@ -207,15 +216,24 @@ func (c *syncCmd) importDoc() int {
 	}
 	defer f.Close()
 	var doc any
+	var enc, what string
 	kind := schooldata.KindRoster
 	if args[0] == "import-roster" {
-		doc, err = schooldata.ParseRosterCSV(f)
+		var ro *schooldata.Roster
+		ro, enc, err = schooldata.ReadRoster(f)
+		if ro != nil {
+			doc, what = ro, fmt.Sprintf("%d students", len(ro.Students))
+		}
 	} else {
 		kind = schooldata.KindTimetable
-		doc, err = schooldata.ParseTimetableCSV(f)
+		var tt *schooldata.Timetable
+		tt, enc, err = schooldata.ReadTimetable(f)
+		if tt != nil {
+			doc, what = tt, fmt.Sprintf("%d periods", len(tt.Slots))
+		}
 	}
 	if err != nil {
-		return c.fail(fmt.Errorf("%s: %w", args[2], err))
+		return c.failImport(args[2], enc, err)
 	}
 	data, err := json.Marshal(doc)
 	if err != nil {
@@ -225,21 +243,115 @@ func (c *syncCmd) importDoc() int {
 	if err != nil {
 		return c.fail(err)
 	}
-	fmt.Fprintf(c.stdout, "%s for school %s imported as change %d; edges pick it up on their next pull\n", kind, args[1], seq)
+	fmt.Fprintf(c.stdout, "%s for school %s read as %s (%s), imported as change %d; edges pick it up on their next pull\n", kind, args[1], enc, what, seq)
 	return 0
 }
 
-// exportRecords: export-records CODE writes every record the school's
-// edges sent as CSV.
-func (c *syncCmd) exportRecords() int {
+// importStaff: import-staff CODE FILE.csv publishes the school's staff
+// list (StaffHeader). Initial secrets are hashed with argon2id here and
+// never stored in clear; edges apply the list at their next pull, and a
+// person left out of a new list can no longer sign in there.
+func (c *syncCmd) importStaff() int {
+	if len(c.args) != 3 {
+		return c.usage()
+	}
+	f, err := os.Open(c.args[2])
+	if err != nil {
+		return c.fail(err)
+	}
+	defer f.Close()
+	rows, enc, err := schooldata.ReadStaff(f)
+	if err != nil {
+		return c.failImport(c.args[2], enc, err)
+	}
+	data, err := json.Marshal(schooldata.HashStaff(rows))
+	if err != nil {
+		return c.fail(err)
+	}
+	seq, err := c.st.PutChange(c.ctx, c.args[1], schooldata.KindStaff, data, c.now)
+	if err != nil {
+		return c.fail(err)
+	}
+	fmt.Fprintf(c.stdout, "staff for school %s read as %s (%d people), imported as change %d; edges pick it up on their next pull\n", c.args[1], enc, len(rows), seq)
+	return 0
+}
+
+// exportStaff: export-staff CODE writes the latest staff list as CSV
+// (without secrets, which the hub does not keep).
+func (c *syncCmd) exportStaff() int {
 	if len(c.args) != 2 {
 		return c.usage()
 	}
+	latest, err := c.latestChange(schooldata.KindStaff)
+	if err != nil {
+		return c.fail(err)
+	}
+	if latest == nil {
+		return c.fail(fmt.Errorf("no staff imported for school %s", c.args[1]))
+	}
+	var l schooldata.StaffList
+	if err := json.Unmarshal(latest, &l); err != nil {
+		return c.fail(err)
+	}
+	fmt.Fprint(c.stdout, utf8BOM)
+	if err := schooldata.WriteStaffCSV(c.stdout, &l); err != nil {
+		return c.fail(err)
+	}
+	return 0
+}
+
+// utf8BOM starts every export: without it Chinese Excel and WPS read a
+// CSV file as GBK and show UTF-8 names garbled.
+const utf8BOM = "\ufeff"
+
+// exportRecords: export-records [-tz ZONE] CODE writes every record the
+// school's edges sent as CSV for a spreadsheet: one value per column,
+// times in the school's zone, classrooms and pupils by name (pupils from
+// the school's latest roster).
+func (c *syncCmd) exportRecords() int {
+	fs := flag.NewFlagSet("export-records", flag.ContinueOnError)
+	fs.SetOutput(c.stderr)
+	tz := fs.String("tz", "Asia/Shanghai", "the school's time zone for the time columns")
+	if err := fs.Parse(c.args[1:]); err != nil || fs.NArg() != 1 {
+		return c.usage()
+	}
+	loc, err := time.LoadLocation(*tz)
+	if err != nil {
+		return c.fail(fmt.Errorf("-tz %q: %w (an IANA zone such as Asia/Shanghai or Asia/Urumqi)", *tz, err))
+	}
+	school := fs.Arg(0)
+	pupils := map[string]string{}
+	if data, err := c.latestChangeOf(school, schooldata.KindRoster); err != nil {
+		return c.fail(err)
+	} else if data != nil {
+		var ro schooldata.Roster
+		if json.Unmarshal(data, &ro) == nil {
+			for _, s := range ro.Students {
+				pupils[s.ID] = s.Name
+			}
+		}
+	}
+	fmt.Fprint(c.stdout, utf8BOM)
 	cw := csv.NewWriter(c.stdout)
-	_ = cw.Write([]string{"edge", "seq", "id", "kind", "edge_time", "received", "payload"})
-	err := c.st.Records(c.ctx, c.args[1], func(r hub.StoredRecord) error {
-		return cw.Write([]string{r.Edge, strconv.FormatUint(r.Seq, 10), r.ID, r.Kind,
-			time.UnixMilli(r.At).UTC().Format(time.RFC3339Nano), r.Received.UTC().Format(time.RFC3339Nano), string(r.Payload)})
+	cw.UseCRLF = true // what Excel writes, and what Notepad shows as lines
+	// The first six columns are the ones scripts read before names came.
+	_ = cw.Write([]string{"edge", "seq", "id", "kind", "edge_time", "received", "classroom", "student_id", "student", "session", "data"})
+	const layout = "2006-01-02 15:04:05"
+	err = c.st.Records(c.ctx, school, func(r hub.StoredRecord) error {
+		var p struct {
+			Classroom     string          `json:"classroom_id"`
+			ClassroomName string          `json:"classroom_name"`
+			Student       string          `json:"student_id"`
+			Session       string          `json:"session_id"`
+			Data          json.RawMessage `json:"data"`
+		}
+		_ = json.Unmarshal(r.Payload, &p) // a record of another shape keeps its columns empty
+		classroom := p.ClassroomName
+		if classroom == "" {
+			classroom = p.Classroom
+		}
+		return cw.Write([]string{r.Edge, strconv.FormatUint(r.Seq, 10), r.ID, r.Kind, time.UnixMilli(r.At).In(loc).Format(layout), r.Received.In(loc).Format(layout),
+			classroom, p.Student, pupils[p.Student], p.Session, string(p.Data)})
 	})
 	cw.Flush()
 	if err == nil {
@@ -249,6 +361,29 @@ func (c *syncCmd) exportRecords() int {
 		return c.fail(err)
 	}
 	return 0
+}
+
+// failImport reports a refused import file: its problems in the
+// operator's language (LC_ALL, LC_MESSAGES, LANG: zh_CN.UTF-8 gives
+// Chinese), with the encoding the file was read in.
+func (c *syncCmd) failImport(file, enc string, err error) int {
+	var ie *schooldata.ImportError
+	lang := console.LanguageFromEnv(os.Getenv)
+	if !errors.As(err, &ie) || lang == "en" {
+		if enc != "" {
+			return c.fail(fmt.Errorf("%s (read as %s): %w", file, enc, err))
+		}
+		return c.fail(fmt.Errorf("%s: %w", file, err))
+	}
+	tr := console.NewTranslator(lang)
+	if enc == "" {
+		enc = "—"
+	}
+	fmt.Fprintf(c.stderr, "cityhub %s: %s: %s\n", c.args[0], file, tr.T("att.roster.refused", map[string]string{"encoding": enc}))
+	for _, p := range ie.Problems {
+		fmt.Fprintln(c.stderr, "  "+tr.Problem(p.Row, p.Column, p.Code, p.Args, p.Msg))
+	}
+	return 1
 }
 
 // exportDoc: export-roster CODE, export-timetable CODE write the latest
@@ -265,6 +400,7 @@ func (c *syncCmd) exportDoc() int {
 	if latest == nil {
 		return c.fail(fmt.Errorf("no %s imported for school %s", kind, c.args[1]))
 	}
+	fmt.Fprint(c.stdout, utf8BOM)
 	if kind == schooldata.KindRoster {
 		var r schooldata.Roster
 		if err = json.Unmarshal(latest, &r); err == nil {
@@ -285,9 +421,14 @@ func (c *syncCmd) exportDoc() int {
 // latestChange is the data of the school's (args[1]) newest change of
 // kind, nil when there is none.
 func (c *syncCmd) latestChange(kind string) ([]byte, error) {
+	return c.latestChangeOf(c.args[1], kind)
+}
+
+// latestChangeOf is the data of school's newest change of kind.
+func (c *syncCmd) latestChangeOf(school, kind string) ([]byte, error) {
 	var latest []byte
 	for since := uint64(0); ; {
-		ch, err := c.st.Changes(c.ctx, c.args[1], since, 100)
+		ch, err := c.st.Changes(c.ctx, school, since, 100)
 		if err != nil {
 			return nil, err
 		}

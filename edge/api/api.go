@@ -44,8 +44,12 @@ type Config struct {
 	Fleet      *fleet.Fleet
 	School     string
 	SchoolName string
-	Logger     *slog.Logger
-	Checks     map[string]Check
+	// TimeZone and Language are the school's (config.Config): pages show
+	// dates and times in the zone, and use the language when the browser
+	// asks for none they have.
+	TimeZone, Language string
+	Logger             *slog.Logger
+	Checks             map[string]Check
 	// Console serves the embedded web console at "/".
 	Console http.Handler
 	// HTTPSPort is where pages, API and WebSocket are served over TLS (0:
@@ -57,6 +61,17 @@ type Config struct {
 	// (POST /api/v1/pair/start, /finish) binds it to the pairing code; nil
 	// or "" means HTTPS is not up yet and that pairing is refused.
 	ServerPin func() string
+	// SignIns resolves staff browser sessions (edge/staff); nil: only the
+	// admin token and terminal tokens are known.
+	SignIns SignIns
+	// Audit records who unpaired, renamed or removed what (edge/audit);
+	// nil records nothing.
+	Audit Auditor
+}
+
+// Auditor records who did what (edge/audit implements it).
+type Auditor interface {
+	Record(actor, action, target, detail string)
 }
 
 // Server holds the handlers' shared state.
@@ -72,6 +87,10 @@ type Server struct {
 
 	pairs     *pairSessions
 	pairLimit *pairBackoff // wrong pairing codes per address (pairlimit.go)
+	// perms is the permission table (permissions.go); routes what was
+	// registered, for the table's test.
+	perms  map[string]Rule
+	routes []string
 
 	mu    sync.Mutex
 	conns map[*controlConn]struct{}
@@ -80,6 +99,8 @@ type Server struct {
 	termHandlers map[string]TerminalHandler
 	// ctlExt are capabilities that claim control connections by token.
 	ctlExt []ControlHandler
+	// onUnpair are called when a terminal is unpaired (manage.go).
+	onUnpair []func(terminalID string) int
 }
 
 // New builds the server and its routes.
@@ -87,7 +108,7 @@ func New(cfg Config) *Server {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, started: time.Now(), reg: prometheus.NewRegistry(), mux: http.NewServeMux(), conns: map[*controlConn]struct{}{}, pairs: newPairSessions(time.Now), pairLimit: newPairBackoff(time.Now)}
+	s := &Server{cfg: cfg, log: cfg.Logger, started: time.Now(), reg: prometheus.NewRegistry(), mux: http.NewServeMux(), conns: map[*controlConn]struct{}{}, pairs: newPairSessions(time.Now), pairLimit: newPairBackoff(time.Now), perms: Permissions()}
 	s.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "campusedge_http_requests_total", Help: "HTTP requests by route pattern and status code.",
 	}, []string{"route", "code"})
@@ -105,38 +126,26 @@ func New(cfg Config) *Server {
 			Name: "campusedge_uptime_seconds", Help: "Seconds since edged started.",
 		}, func() float64 { return time.Since(s.started).Seconds() }),
 	)
-	s.routes()
+	s.addRoutes()
 	return s
 }
 
 // Registry lets other capabilities register their metrics.
 func (s *Server) Registry() *prometheus.Registry { return s.reg }
 
-// Handle adds a route (Go 1.22 pattern) with request metrics.
+// Handle adds a route (Go 1.22 pattern) with request metrics, behind the
+// permission table's guard (auth.go, permissions.go).
 func (s *Server) Handle(pattern string, h http.Handler) {
-	s.mux.Handle(pattern, s.instrument(pattern, h))
+	s.mu.Lock()
+	s.routes = append(s.routes, pattern)
+	s.mu.Unlock()
+	s.mux.Handle(pattern, s.instrument(pattern, s.guard(pattern, h)))
 }
 
 // HandleFunc is Handle for functions.
 func (s *Server) HandleFunc(pattern string, h http.HandlerFunc) { s.Handle(pattern, h) }
 
-// Admin wraps h so that only the admin token passes.
-func (s *Server) Admin(h http.HandlerFunc) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		tok, ok := httpapi.BearerToken(r)
-		if !ok {
-			httpapi.WriteError(w, http.StatusUnauthorized, "unauthorized", "this call needs the admin token: send 'Authorization: Bearer <token>' (the token is in DATA/admin-token)")
-			return
-		}
-		if !s.cfg.Identity.CheckAdminToken(tok) {
-			httpapi.WriteError(w, http.StatusUnauthorized, "unauthorized", "the admin token is wrong; read it again from DATA/admin-token")
-			return
-		}
-		h(w, r)
-	}
-}
-
-func (s *Server) routes() {
+func (s *Server) addRoutes() {
 	s.HandleFunc("GET /healthz", s.healthz)
 	s.Handle("GET /metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{}))
 	s.HandleFunc("GET /api/v1/edge", s.edgeInfo)
@@ -144,12 +153,14 @@ func (s *Server) routes() {
 	s.HandleFunc("POST /api/v1/classrooms", s.Admin(s.createClassroom))
 	s.HandleFunc("GET /api/v1/classrooms/{id}", s.Admin(s.getClassroom))
 	s.HandleFunc("POST /api/v1/classrooms/{id}/pairing-codes", s.Admin(s.newPairingCode))
+	s.HandleFunc("PUT /api/v1/classrooms/{id}/homeroom", s.Admin(s.setHomeroom))
 	s.HandleFunc("GET /api/v1/terminals", s.Admin(s.listTerminals))
 	s.HandleFunc("POST /api/v1/pair", s.pair)
 	s.HandleFunc("POST /api/v1/pair/start", s.pairStart)
 	s.HandleFunc("POST /api/v1/pair/finish", s.pairFinish)
 	s.HandleFunc("GET /api/v1/ws", s.controlWS)
 	s.HandleFunc("GET "+pprofPrefix, s.Admin(s.debugPprof)) // debug.go
+	s.manageRoutes()                                        // manage.go
 	s.HandleFunc("/api/v1/", func(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, http.StatusNotFound, "not_found", "no such API endpoint: "+r.Method+" "+r.URL.Path+" (see docs/API.md)")
 	})
@@ -231,6 +242,8 @@ func (s *Server) edgeInfo(w http.ResponseWriter, r *http.Request) {
 		"uptime_seconds": int64(time.Since(s.started).Seconds()),
 		"started_at":     s.started.UTC().Format(time.RFC3339),
 		"https_port":     s.cfg.HTTPSPort,
+		"time_zone":      s.cfg.TimeZone,
+		"language":       s.cfg.Language,
 	})
 }
 
@@ -277,6 +290,26 @@ func (s *Server) getClassroom(w http.ResponseWriter, r *http.Request) {
 type CreateClassroomRequest struct {
 	Name     string `json:"name"`
 	RoomCode string `json:"room_code"`
+	Homeroom string `json:"homeroom,omitempty"`
+}
+
+// HomeroomRequest is the body of PUT /api/v1/classrooms/{id}/homeroom.
+type HomeroomRequest struct {
+	Homeroom string `json:"homeroom"`
+}
+
+func (s *Server) setHomeroom(w http.ResponseWriter, r *http.Request) {
+	var req HomeroomRequest
+	if !httpapi.DecodeJSON(w, r, MaxBodyBytes, &req) {
+		return
+	}
+	c, err := s.cfg.Fleet.SetHomeroom(r.PathValue("id"), req.Homeroom)
+	if err != nil {
+		fleetError(w, err)
+		return
+	}
+	s.log.Info("classroom homeroom set", "id", c.ID, "homeroom", c.Homeroom)
+	httpapi.WriteJSON(w, http.StatusOK, c)
 }
 
 func (s *Server) createClassroom(w http.ResponseWriter, r *http.Request) {
@@ -284,7 +317,7 @@ func (s *Server) createClassroom(w http.ResponseWriter, r *http.Request) {
 	if !httpapi.DecodeJSON(w, r, MaxBodyBytes, &req) {
 		return
 	}
-	c, err := s.cfg.Fleet.CreateClassroom(req.Name, req.RoomCode)
+	c, err := s.cfg.Fleet.CreateClassroom(req.Name, req.RoomCode, req.Homeroom)
 	if err != nil {
 		fleetError(w, err)
 		return

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"net/url"
+	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -30,6 +31,9 @@ type controlConn struct {
 	ws   *websocket.Conn
 	send chan []byte
 	done chan struct{}
+	// terminal is the paired terminal it serves ("" for others), so that
+	// unpairing closes its connections (set before it is served).
+	terminal atomic.Pointer[string]
 }
 
 // enqueue queues a message without blocking; a client that does not read
@@ -99,6 +103,24 @@ func (s *Server) controlWS(w http.ResponseWriter, r *http.Request) {
 		refuse(ws, "", err.Error())
 		return
 	}
+	if p, ok := PrincipalFrom(r.Context()); hello.Token == "" && p.Kind != KindScreen {
+		// A browser signed in with its session cookie: the console's
+		// watcher needs an admin.
+		if ok && p.IsAdmin() {
+			go s.writeLoop(c)
+			s.serveWatcher(c, hello)
+			return
+		}
+		refuse(ws, hello.ID, "sign in as an admin first, or send a token in the hello")
+		return
+	}
+	if hello.Token == "" {
+		// Only a paired screen's cookie gets here (readHello): its fleet
+		// connection, so the console shows it online.
+		if sc, err := r.Cookie(ScreenCookie); err == nil {
+			hello.Token = sc.Value
+		}
+	}
 	if s.cfg.Identity.CheckAdminToken(hello.Token) {
 		go s.writeLoop(c)
 		s.serveWatcher(c, hello)
@@ -151,7 +173,7 @@ func (s *Server) readHello(c *controlConn, r *http.Request) (ctlwire.Hello, erro
 	if tok, ok := httpapi.BearerToken(r); ok && h.Token == "" {
 		h.Token = tok
 	}
-	if h.Token == "" || len(h.Token) > 256 {
+	if _, signedIn := PrincipalFrom(r.Context()); (h.Token == "" && !signedIn) || len(h.Token) > 256 {
 		return h, errors.New("hello carries no token")
 	}
 	return h, nil
@@ -255,6 +277,8 @@ func (s *Server) serveTerminal(c *controlConn, r *http.Request, hello ctlwire.He
 	c.enqueue(ctlwire.Welcome{Header: ctlwire.New(ctlwire.TypeWelcome), Role: "terminal", EdgeID: s.cfg.Identity.EdgeID(),
 		TerminalID: t.ID, Classroom: t.ClassroomID, HeartbeatSeconds: int(pingEvery / time.Second)})
 	go func() { <-c.done; _ = c.ws.Close() }()
+	tid := t.ID
+	c.terminal.Store(&tid)
 	defer s.trackTerminal(t.ID, c)()
 	s.readLoop(c, func() { s.cfg.Fleet.Seen(t.ID) }, func(hdr ctlwire.Header, data []byte) {
 		s.terminalMessage(c, t.ID, hdr, data)
@@ -305,6 +329,21 @@ func (s *Server) serveWatcher(c *controlConn, hello ctlwire.Hello) {
 	s.readLoop(c, func() {}, func(hdr ctlwire.Header, _ []byte) {
 		s.sendError(c, hdr.ID, "unknown_type", "message type "+hdr.Type+" is not handled by this edge")
 	})
+}
+
+// CloseTerminal ends every control connection of a terminal (it was
+// unpaired); each closes within a write timeout.
+func (s *Server) CloseTerminal(id string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for c := range s.conns {
+		if t := c.terminal.Load(); t != nil && *t == id {
+			c.close()
+			n++
+		}
+	}
+	return n
 }
 
 // CloseControl ends every control connection (used at shutdown: hijacked

@@ -76,6 +76,12 @@ type Config struct {
 	// CloudCA is a PEM file of roots (the city's) trusted, besides the
 	// system's, for an https:// hub enrolled by CA (token without a pin).
 	CloudCA string `json:"cloud_ca"`
+	// TimeZone is the school's IANA time zone: timetable periods, and the
+	// dates and times every page shows, are in it.
+	TimeZone string `json:"time_zone"`
+	// Language is the school's language (a BCP 47 tag the pages have a
+	// catalogue for): pages use it when the browser asks for none they have.
+	Language string `json:"language"`
 	// HTTPSRedirect sends page requests on plain HTTP from other hosts to
 	// HTTPS; off only behind a proxy that terminates TLS itself.
 	HTTPSRedirect bool `json:"https_redirect"`
@@ -111,7 +117,8 @@ func Defaults() Config {
 		FirmwareTarget: runtime.GOOS + "-" + runtime.GOARCH, FirmwareChannel: "stable",
 		FirmwareWave: 5, FirmwareWaveInterval: 10 * time.Second,
 		CachePrefetchDays: 7, CacheUploadMax: "2G", HTTPSRedirect: true,
-		MaxConnsPerAddr: 64, BodyDeadline: 10 * time.Second}
+		MaxConnsPerAddr: 64, BodyDeadline: 10 * time.Second,
+		TimeZone: "Asia/Shanghai", Language: "zh-CN"}
 }
 
 // maxFileBytes bounds the config file; a config is a few hundred bytes.
@@ -123,7 +130,7 @@ func Parse(name string, args []string, stderr io.Writer) (Config, error) {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var file string
-	fs.StringVar(&file, "config", "", "optional JSON config `file` (keys: data, listen, cloud, school, school_name, mdns, mdns_interfaces, log_level, fw_root, fw_keys, fw_target, fw_channel, fw_rate, fw_wave, fw_wave_interval (nanoseconds), cache_quota, cache_bandwidth, cache_prefetch_days, cache_upload_max, sync_rate, https_listen, tls_cert, tls_key, tls_names, cloud_ca, https_redirect); flags override it")
+	fs.StringVar(&file, "config", "", "optional JSON config `file` (keys: data, listen, cloud, school, school_name, mdns, mdns_interfaces, log_level, fw_root, fw_keys, fw_target, fw_channel, fw_rate, fw_wave, fw_wave_interval (nanoseconds), cache_quota, cache_bandwidth, cache_prefetch_days, cache_upload_max, sync_rate, https_listen, tls_cert, tls_key, tls_names, cloud_ca, https_redirect, time_zone, language); flags override it")
 	parsed := Defaults()
 	defineFlags(fs, &parsed)
 	fs.Usage = func() {
@@ -191,6 +198,8 @@ func defineFlags(fs *flag.FlagSet, c *Config) {
 	fs.StringVar(&c.TLSKey, "tls-key", c.TLSKey, "operator's TLS key `file` (PEM), with -tls-cert")
 	fs.Var(listFlag{&c.TLSNames}, "tls-names", "extra DNS `names` or addresses the edge's certificate covers, comma-separated")
 	fs.StringVar(&c.CloudCA, "cloud-ca", c.CloudCA, "PEM `file` of the city's root: trusted, besides the system's roots, for an https hub enrolled by a token without a pin")
+	fs.StringVar(&c.TimeZone, "time-zone", c.TimeZone, "the school's IANA time `zone` (timetable periods; dates and times on every page), e.g. Asia/Shanghai, Asia/Urumqi")
+	fs.StringVar(&c.Language, "language", c.Language, "the school's `language` for pages whose browser asks for none they have: zh-CN or en")
 	fs.BoolVar(&c.HTTPSRedirect, "https-redirect", c.HTTPSRedirect, "redirect page requests on plain HTTP from other hosts to HTTPS (turn off only behind a TLS-terminating proxy)")
 	fs.IntVar(&c.MaxConnsPerAddr, "max-conns-per-addr", c.MaxConnsPerAddr, "connections one client address may hold open at once (`N`, 0: no limit; loopback is exempt)")
 	fs.DurationVar(&c.BodyDeadline, "body-deadline", c.BodyDeadline, "how long a request body may take to arrive (`duration`); uploads may instead pause at most 60s between reads")
@@ -259,6 +268,12 @@ func Decode(data []byte, c *Config) error {
 func (c Config) Validate() error {
 	if c.DataDir == "" {
 		return errors.New("-data must name a directory")
+	}
+	if _, err := c.Location(); err != nil {
+		return err
+	}
+	if c.Language != "zh-CN" && c.Language != "en" {
+		return fmt.Errorf("-language %q: the pages have zh-CN and en", c.Language)
 	}
 	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
 		return fmt.Errorf("-listen %q is not host:port (e.g. :8080 or 127.0.0.1:0): %w", c.Listen, err)
@@ -338,6 +353,16 @@ func (c Config) Validate() error {
 		return fmt.Errorf("-cache-prefetch-days %d must be 1-60", c.CachePrefetchDays)
 	}
 	return nil
+}
+
+// Location is the school's time zone (TimeZone); the binary embeds the
+// zone database, so it does not depend on the host's.
+func (c Config) Location() (*time.Location, error) {
+	loc, err := time.LoadLocation(c.TimeZone)
+	if err != nil || c.TimeZone == "" {
+		return nil, fmt.Errorf("-time-zone %q is not an IANA time zone such as Asia/Shanghai or Asia/Urumqi: %v", c.TimeZone, err)
+	}
+	return loc, nil
 }
 
 // validateDNS checks the unicast DNS-SD flags; the key file is read here

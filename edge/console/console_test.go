@@ -146,8 +146,9 @@ func TestConsoleInChromium(t *testing.T) {
 	onlineCount := `document.querySelector(` + jsString("#classrooms "+row) + `)?.cells[2].textContent`
 	poll[bool](bctx, t, "terminal shown online",
 		termState+` === "online" && `+onlineCount+` === "1"`)
-	if room := eval[string](bctx, t, `document.querySelector(`+jsString("#terminals "+trow)+`).cells[1].textContent`); room != "R204" {
-		t.Errorf("terminal row classroom = %q, want R204", room)
+	// The terminal's classroom by name, with its room code.
+	if room := eval[string](bctx, t, `document.querySelector(`+jsString("#terminals "+trow)+`).cells[1].textContent`); room != "Grade 7 Class 2 · R204" {
+		t.Errorf("terminal row classroom = %q, want Grade 7 Class 2 · R204", room)
 	}
 
 	// Kill the agent: the edge sees the closed TCP connection at once and

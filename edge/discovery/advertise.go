@@ -16,8 +16,11 @@ import (
 )
 
 // DefaultRescan is how often an Advertiser re-reads the interfaces and their
-// addresses when Config.Rescan is zero.
-const DefaultRescan = 15 * time.Second
+// addresses when Config.Rescan is zero. A new DHCP lease must reach the
+// mDNS records about as fast as it reaches the unicast DNS-SD ones (the
+// address watch polls every 2 s): a terminal that finds the old address
+// by mDNS fails to connect. Reading the interfaces is one netlink dump.
+const DefaultRescan = 3 * time.Second
 
 // Config says what to advertise and where.
 type Config struct {

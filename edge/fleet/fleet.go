@@ -16,10 +16,12 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode"
 	"unicode/utf8"
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/campusedge/campusedge/edge/textnorm"
 	"github.com/campusedge/campusedge/edge/token"
 )
 
@@ -58,10 +60,30 @@ var (
 
 // Classroom is a room with a screen that terminals belong to.
 type Classroom struct {
-	ID        string    `json:"id"`
-	Name      string    `json:"name"`
-	RoomCode  string    `json:"room_code"`
+	ID       string `json:"id"`
+	Name     string `json:"name"`
+	RoomCode string `json:"room_code"`
+	// Homeroom names the class that has this room as its home (a roster
+	// homeroom's code or display name, e.g. 初一(3)班): who is expected
+	// here when the timetable has nothing for the room. Empty when the
+	// room is no class's home; classrooms stored before it existed have
+	// none.
+	Homeroom  string    `json:"homeroom,omitempty"`
 	CreatedAt time.Time `json:"created_at"`
+}
+
+// MaxHomeroom bounds a classroom's homeroom in characters.
+const MaxHomeroom = 64
+
+// validHomeroom: empty, or one line of printable text.
+func validHomeroom(h string) error {
+	if h == "" {
+		return nil
+	}
+	if !utf8.ValidString(h) || utf8.RuneCountInString(h) > MaxHomeroom || strings.TrimSpace(h) != h || strings.IndexFunc(h, func(r rune) bool { return !unicode.IsPrint(r) }) >= 0 {
+		return fmt.Errorf("%w: homeroom must be 1-%d printable characters on one line (the class's name as in the roster, e.g. 初一(3)班)", ErrInvalid, MaxHomeroom)
+	}
+	return nil
 }
 
 // Terminal is a paired classroom device. Online, Addr and LastSeen come from
@@ -75,7 +97,9 @@ type Terminal struct {
 	PairedAt    time.Time `json:"paired_at"`
 	LastSeen    time.Time `json:"last_seen"`
 	Online      bool      `json:"online"`
-	TokenHash   []byte    `json:"token_hash,omitempty"`
+	// Kind is what the admin labelled it: big_screen or agent ("" unset).
+	Kind      string `json:"kind,omitempty"`
+	TokenHash []byte `json:"token_hash,omitempty"`
 }
 
 // Public returns the terminal without its credential hash.
@@ -93,6 +117,8 @@ type Event struct {
 	Kind      string     `json:"kind"` // "terminal" or "classroom"
 	Terminal  *Terminal  `json:"terminal,omitempty"`
 	Classroom *Classroom `json:"classroom,omitempty"`
+	// Removed: the terminal was unpaired or the classroom deleted.
+	Removed bool `json:"removed,omitempty"`
 }
 
 // Fleet is the registry. It is safe for concurrent use.
@@ -136,12 +162,23 @@ func ValidateClassroom(name, roomCode string) error {
 	return nil
 }
 
-// CreateClassroom adds a classroom; room codes are unique.
-func (f *Fleet) CreateClassroom(name, roomCode string) (Classroom, error) {
+// CreateClassroom adds a classroom; room codes are unique. A room code
+// typed with full-width characters (`ＲＯＯＭ１０１`, as a Chinese input
+// method gives) is folded to ASCII first. homeroom, optional, names the
+// class whose home this room is.
+func (f *Fleet) CreateClassroom(name, roomCode string, homeroom ...string) (Classroom, error) {
+	roomCode = textnorm.Fold(roomCode)
 	if err := ValidateClassroom(name, roomCode); err != nil {
 		return Classroom{}, err
 	}
-	c := Classroom{ID: "c-" + randomID(8), Name: strings.TrimSpace(name), RoomCode: roomCode, CreatedAt: f.now().UTC()}
+	hr := ""
+	if len(homeroom) > 0 {
+		hr = strings.TrimSpace(homeroom[0])
+	}
+	if err := validHomeroom(hr); err != nil {
+		return Classroom{}, err
+	}
+	c := Classroom{ID: "c-" + randomID(8), Name: strings.TrimSpace(name), RoomCode: roomCode, Homeroom: hr, CreatedAt: f.now().UTC()}
 	err := f.db.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(BucketClassrooms)
 		dup := b.ForEach(func(_, v []byte) error {
@@ -154,6 +191,32 @@ func (f *Fleet) CreateClassroom(name, roomCode string) (Classroom, error) {
 		if dup != nil {
 			return dup
 		}
+		return putJSON(b, c.ID, c)
+	})
+	if err != nil {
+		return Classroom{}, err
+	}
+	f.publish(Event{Kind: "classroom", Classroom: &c})
+	return c, nil
+}
+
+// SetHomeroom names the class whose home classroom id is ("" for none).
+func (f *Fleet) SetHomeroom(id, homeroom string) (Classroom, error) {
+	homeroom = strings.TrimSpace(homeroom)
+	if err := validHomeroom(homeroom); err != nil {
+		return Classroom{}, err
+	}
+	var c Classroom
+	err := f.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(BucketClassrooms)
+		v := b.Get([]byte(id))
+		if v == nil {
+			return fmt.Errorf("%w: classroom %q", ErrNotFound, id)
+		}
+		if err := json.Unmarshal(v, &c); err != nil {
+			return fmt.Errorf("decode classroom: %w", err)
+		}
+		c.Homeroom = homeroom
 		return putJSON(b, c.ID, c)
 	})
 	if err != nil {

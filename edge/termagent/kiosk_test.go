@@ -16,6 +16,7 @@ import (
 	"github.com/chromedp/chromedp/remote"
 
 	"github.com/campusedge/campusedge/classroom/pages"
+	"github.com/campusedge/campusedge/edge/api"
 	"github.com/campusedge/campusedge/edge/console"
 	"github.com/campusedge/campusedge/edge/pairing/pairingtest"
 )
@@ -57,8 +58,8 @@ func waitFor(t *testing.T, ctx context.Context, what string, cond func() bool) {
 
 // The kiosk launcher starts real Chromium on the classroom page of a TLS
 // edge it trusts only by the pin; the page comes up paired as this
-// terminal (it polls the edge with the terminal's token, from a secure
-// context, with the fragment gone), and a killed browser comes back.
+// terminal (it polls the edge with the terminal's token as its HttpOnly
+// screen cookie, from a secure context, with the fragment gone), and a killed browser comes back.
 func TestKioskComesUpPairedAndIsRestarted(t *testing.T) {
 	needChromium(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
@@ -67,9 +68,11 @@ func TestKioskComesUpPairedAndIsRestarted(t *testing.T) {
 	e := pairingtest.Start(t, pairingtest.Options{Console: pages.With(console.Handler()), Wrap: func(h http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if r.URL.Path == "/api/v1/classroom/current" {
-				if tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok {
+				// The page holds the terminal's token as its HttpOnly
+				// screen cookie (api.ScreenCookie), set from the fragment.
+				if c, err := r.Cookie(api.ScreenCookie); err == nil {
 					seen.mu.Lock()
-					seen.hits[tok]++
+					seen.hits[c.Value]++
 					seen.mu.Unlock()
 				}
 			}
@@ -153,18 +156,24 @@ func checkPage(t *testing.T, ctx context.Context, data, edgeURL, token string) {
 		return false
 	})
 	type pageState struct {
-		Secure bool   `json:"secure"`
-		Token  string `json:"token"`
-		Media  bool   `json:"media"`
+		Secure  bool   `json:"secure"`
+		Storage int    `json:"storage"` // items in localStorage: none, the token is an HttpOnly cookie
+		Cookie  string `json:"cookie"`  // what scripts see of the cookies: not the screen's
+		Status  string `json:"status"`
+		Media   bool   `json:"media"`
 	}
 	if _, err := chromedp.Run(bctx, chromedp.Navigate(edgeURL+"/classroom.html")); err != nil {
 		t.Fatalf("second tab (classroom tab at %s): %v", classroomURL, err)
 	}
-	got, err := chromedp.Run(bctx, chromedp.Evaluate[pageState](`({secure: window.isSecureContext, token: localStorage.getItem("campusedge-terminal"), media: !!(navigator.mediaDevices && navigator.mediaDevices.getUserMedia)})`))
-	if err != nil {
-		t.Fatalf("evaluate: %v", err)
-	}
-	if !got.Secure || got.Token != token || !got.Media {
-		t.Fatalf("classroom origin: %+v (want secure, the terminal's token, media devices)", got)
+	// The origin holds the terminal's token only as the HttpOnly cookie
+	// (the poll counter above sees it arrive with each poll).
+	var got pageState
+	waitFor(t, ctx, "the classroom tab", func() bool {
+		var err error
+		got, err = chromedp.Run(bctx, chromedp.Evaluate[pageState](`({secure: window.isSecureContext, storage: localStorage.length, cookie: document.cookie, status: document.getElementById("status").textContent, media: !!(navigator.mediaDevices && navigator.mediaDevices.getUserMedia)})`))
+		return err == nil
+	})
+	if !got.Secure || got.Storage != 0 || strings.Contains(got.Cookie, "campusedge") || !got.Media {
+		t.Fatalf("classroom origin: %+v (want secure, nothing in storage, no script-readable credential, media devices)", got)
 	}
 }

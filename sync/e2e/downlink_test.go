@@ -7,9 +7,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/campusedge/campusedge/sync/schooldata"
 )
 
 const rosterCSV = "student_id,name,homeroom,groups\n" +
@@ -53,7 +56,7 @@ func TestDownlinkFromCSVToEdge(t *testing.T) {
 	bad := write("bad.csv", rosterCSV+"s0004,,7C,\ns0001,Again,7C,\n")
 	cmd := exec.Command(filepath.Join(binDir, "cityhub"), "-data", hubDir, "import-roster", "s7", bad)
 	out, err := cmd.CombinedOutput()
-	if err == nil || !strings.Contains(string(out), "row 5, column name") || !strings.Contains(string(out), "row 6, column student_id: s0001 already on row 2") {
+	if err == nil || !strings.Contains(string(out), "row 5, column name") || !strings.Contains(string(out), "row 6, column student_id: s0001 (Again) is already on row 2") {
 		t.Fatalf("bad roster import: %v\n%s", err, out)
 	}
 	if out, err := exec.Command(filepath.Join(binDir, "cityhub"), "-data", hubDir, "export-roster", "s7").CombinedOutput(); err == nil {
@@ -61,7 +64,7 @@ func TestDownlinkFromCSVToEdge(t *testing.T) {
 	}
 	cli(t, "cityhub", "-data", hubDir, "import-roster", "s7", write("roster.csv", rosterCSV))
 	cli(t, "cityhub", "-data", hubDir, "import-timetable", "s7", write("tt.csv", timetableCSV))
-	if got := cli(t, "cityhub", "-data", hubDir, "export-roster", "s7"); got != rosterCSV {
+	if got := cli(t, "cityhub", "-data", hubDir, "export-roster", "s7"); !sameRoster(t, got, rosterCSV) {
 		t.Fatalf("hub export-roster:\n%s", got)
 	}
 	tok := strings.TrimSpace(cli(t, "cityhub", "-data", hubDir, "enrol-token", "s7"))
@@ -82,7 +85,7 @@ func TestDownlinkFromCSVToEdge(t *testing.T) {
 	for {
 		st, body := get(t, url+"/api/v1/sync/timetable?format=csv", admin)
 		if st == http.StatusOK {
-			if body != timetableCSV {
+			if !sameTimetable(t, body, timetableCSV) {
 				t.Fatalf("edge timetable CSV:\n%s", body)
 			}
 			break
@@ -92,7 +95,7 @@ func TestDownlinkFromCSVToEdge(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	if st, body := get(t, url+"/api/v1/sync/roster?format=csv", admin); st != http.StatusOK || body != rosterCSV {
+	if st, body := get(t, url+"/api/v1/sync/roster?format=csv", admin); st != http.StatusOK || !sameRoster(t, body, rosterCSV) {
 		t.Fatalf("edge roster CSV: %d\n%s", st, body)
 	}
 	if st, body := get(t, url+"/api/v1/sync/roster", ""); st != http.StatusUnauthorized {
@@ -132,4 +135,27 @@ func TestDownlinkFromCSVToEdge(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// sameRoster reports whether an exported roster (UTF-8 with BOM, with the
+// code columns) holds the same roster as the CSV imported.
+func sameRoster(t *testing.T, exported, imported string) bool {
+	t.Helper()
+	if !strings.HasPrefix(exported, "\ufeff") {
+		t.Errorf("export without a UTF-8 BOM (Chinese Excel would read it as GBK)")
+	}
+	a, err1 := schooldata.ParseRosterCSV(strings.NewReader(exported))
+	b, err2 := schooldata.ParseRosterCSV(strings.NewReader(imported))
+	return err1 == nil && err2 == nil && reflect.DeepEqual(a, b)
+}
+
+// sameTimetable is sameRoster for timetables.
+func sameTimetable(t *testing.T, exported, imported string) bool {
+	t.Helper()
+	if !strings.HasPrefix(exported, "\ufeff") {
+		t.Errorf("export without a UTF-8 BOM")
+	}
+	a, err1 := schooldata.ParseTimetableCSV(strings.NewReader(exported))
+	b, err2 := schooldata.ParseTimetableCSV(strings.NewReader(imported))
+	return err1 == nil && err2 == nil && reflect.DeepEqual(a, b)
 }

@@ -40,7 +40,7 @@ func TestRosterBadRowsNamedNothingImported(t *testing.T) {
 		"s 2,Bad Id,7A,\n" + // row 3
 		"s0001,Dup,7B,\n" + // row 4
 		"s0004,,7B,\n" + // row 5
-		"s0005,Ok,7B,a;;b\n" // row 6
+		"s0005,Ok,7B,a;a\n" // row 6
 	r, err := ParseRosterCSV(strings.NewReader(in))
 	if r != nil {
 		t.Fatal("a roster with bad rows was returned")
@@ -50,13 +50,13 @@ func TestRosterBadRowsNamedNothingImported(t *testing.T) {
 		t.Fatalf("err = %v", err)
 	}
 	var rows []int
-	for _, e := range ie.Rows {
+	for _, e := range ie.Problems {
 		rows = append(rows, e.Row)
 	}
 	if !reflect.DeepEqual(rows, []int{3, 4, 5, 6}) {
 		t.Fatalf("rows %v, want [3 4 5 6]: %v", rows, err)
 	}
-	if !strings.Contains(err.Error(), "row 4, column student_id: s0001 already on row 2") {
+	if !strings.Contains(err.Error(), "row 4, column student_id: s0001 (Dup) is already on row 2") {
 		t.Fatalf("message: %v", err)
 	}
 	for _, bad := range []string{"", "id,name\n", "student_id,name,homeroom,groups\ns1,a,b\n", "student_id,name,homeroom,groups\n\"s1,a,b,c\n"} {
@@ -82,7 +82,7 @@ func TestTimetableParseAndDoubleBooking(t *testing.T) {
 	bad := goodTimetable +
 		"mon,1,08:00,08:45,r101,7C,Art,t-li,\n" + // row 5: room r101 double booked
 		"mon,1,08:00,08:45,r103,7C,Art,t-zhao,\n" + // row 6: teacher t-zhao double booked
-		"xyz,0,9:00,08:00,r1,g,S,t,\n" + // row 7: day, period, start
+		"xyz,0,9h00,08:00,r1,g,S,t,\n" + // row 7: day, period, start
 		"wed,3,10:00,09:00,r1,g,S,t,NOT AN ID\n" // row 8: end before start, resource
 	_, err = ParseTimetableCSV(strings.NewReader(bad))
 	var ie *ImportError
@@ -90,7 +90,7 @@ func TestTimetableParseAndDoubleBooking(t *testing.T) {
 		t.Fatalf("err = %v", err)
 	}
 	got := map[int][]string{}
-	for _, e := range ie.Rows {
+	for _, e := range ie.Problems {
 		got[e.Row] = append(got[e.Row], e.Column)
 	}
 	want := map[int][]string{5: {"room"}, 6: {"teacher"}, 7: {"day", "period", "start"}, 8: {"end", "resources"}}
@@ -117,6 +117,7 @@ func TestValidateDownlinkDocuments(t *testing.T) {
 
 func FuzzParseRosterCSV(f *testing.F) {
 	f.Add(goodRoster)
+	f.Add(zhRoster)
 	f.Add("student_id,name,homeroom,groups\n\"a\"\"b\",x,y,z\n")
 	f.Add("\xef\xbb\xbfstudent_id,name,homeroom,groups\r\ns1,A,7A,g1;g2\r\n")
 	f.Fuzz(func(t *testing.T, in string) {
@@ -140,6 +141,7 @@ func FuzzParseRosterCSV(f *testing.F) {
 
 func FuzzParseTimetableCSV(f *testing.F) {
 	f.Add(goodTimetable)
+	f.Add(zhTimetable)
 	f.Add("day,period,start,end,room,group,subject,teacher,resources\nfri,20,23:00,23:59,a,b,c,d,e\n")
 	f.Fuzz(func(t *testing.T, in string) {
 		tt, err := ParseTimetableCSV(strings.NewReader(in))
@@ -164,6 +166,7 @@ func FuzzValidate(f *testing.F) {
 	f.Add("roster", `{"students":[{"id":"s1","name":"A","homeroom":"7A","groups":["g"]}]}`)
 	f.Add("timetable", `{"slots":[{"day":"mon","period":1,"start":"08:00","end":"08:45","room":"r","group":"g","subject":"s","teacher":"t","resources":["ml-1"]}]}`)
 	f.Add("roster", `{"students":null}`)
+	f.Add("roster", `{"students":[{"id":"20250301","name":"阿依古丽·吐尔逊","homeroom":"g-blkodhgyod","groups":[]}],"classes":[{"code":"g-blkodhgyod","name":"初一(3)班"}]}`)
 	f.Fuzz(func(t *testing.T, kind, doc string) {
 		_ = Validate(kind, []byte(doc))
 	})

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"time"
 
@@ -140,6 +141,8 @@ func (u *Uplink) getDoc(kind string) http.HandlerFunc {
 			return
 		}
 		w.Header().Set("Content-Type", "text/csv; charset=utf-8")
+		// A BOM first: Chinese Excel and WPS read a CSV without one as GBK.
+		_, _ = io.WriteString(w, "\ufeff")
 		switch kind {
 		case schooldata.KindRoster:
 			var ro schooldata.Roster

@@ -129,7 +129,7 @@ function notSaved(add, done) {
     document.body.prepend(b);
   }
   b.hidden = retrying === 0;
-  b.textContent = retrying ? "Not saved, retrying… (the edge could not store it; nothing is lost)" : "";
+  b.textContent = retrying ? i18n.t("common.not_saved") : "";
 }
 
 function videoEl(track) {
@@ -150,9 +150,9 @@ function quizBars(box, q, r) {
   for (const [label, n, ok] of rows) {
     const bar = el("div", { class: "bar" + (ok ? " correct" : "") });
     bar.style.width = Math.round(100 * n / total) + "%"; // CSSOM: the CSP refuses style attributes
-    box.append(el("div", { class: "barrow" }, el("span", { class: "barlabel" }, label), el("span", { class: "bartrack" }, bar), el("span", { class: "barn" }, String(n))));
+    box.append(el("div", { class: "barrow" }, el("span", { class: "barlabel" }, label), el("span", { class: "bartrack" }, bar), el("span", { class: "barn" }, i18n.number(n))));
   }
-  box.append(el("p", { class: "accuracy" }, `${r.answered} answered · ${r.correct} correct · accuracy ${Math.round(100 * r.accuracy)}%` + (r.open ? "" : " · closed")));
+  box.append(el("p", { class: "accuracy" }, i18n.t("quiz.summary", { answered: i18n.number(r.answered), correct: i18n.number(r.correct), accuracy: i18n.number(Math.round(100 * r.accuracy)) }) + (r.open ? "" : i18n.t("quiz.closed_suffix"))));
 }
 
 // Camera, microphone and screen share: browsers give them only to secure
@@ -162,21 +162,9 @@ function quizBars(box, q, r) {
 // call checkMedia first and, when it fails, tell the user in the page how to
 // get to the HTTPS address of the same page.
 
-// MEDIA_TEXT: every string the media check shows, in one place for
-// translation.
-const MEDIA_TEXT = {
-  insecureTitle: "Camera, microphone and screen share are blocked on this address",
-  insecureWhy: "The browser allows them only on a secure (HTTPS) page, and this page was opened over plain HTTP.",
-  openHttps: "Open this page over HTTPS: ",
-  trust: "If the browser warns about the certificate, install the school's CA certificate from the console (Settings → HTTPS) or ask the IT admin.",
-  unsupportedTitle: "This browser gives this page no camera or microphone",
-  unsupportedWhy: "Use a current Chrome, Edge or Firefox, or ask the IT admin.",
-  startBlocked: "The class was not started: this page cannot use the camera and microphone here (see the message at the top).",
-  cameraFailed: "The camera or microphone could not be opened: ",
-  selfBlocked: "This classroom's camera is off: see the message at the top. The lesson still plays.",
-  noScreenShare: "This browser cannot share the screen from this page.",
-  shareFailed: "Screen share failed: ",
-};
+// MEDIA_TEXT: the strings the media check shows, from the catalogue
+// (keys media.*), read when they are shown.
+const MEDIA_TEXT = new Proxy({}, { get: (_, k) => i18n.t("media." + String(k)) });
 
 // DEFAULT_HTTPS_PORT is edged's default -https-listen port, used when
 // /api/v1/edge does not say (an older edge, or the request failed).

@@ -1,24 +1,36 @@
-// classroom.js: a classroom's big screen. Paired once with a code (the
-// classroom's terminal token stays in this browser), it polls the edge for
-// a session that includes its classroom and joins by itself: the master
-// full screen with the on-stage classroom, the room's camera and mic, raise
-// hand, quizzes (for the room, or per student by the assistant teacher),
-// the roster to mark, and a banner while the master's feed is lost.
+// classroom.js: a classroom's big screen, seen by the whole class. Paired
+// once with a code (the terminal token then lives in an HttpOnly cookie no
+// script can read), it polls the edge for a session that includes its
+// classroom and joins by itself: the master full screen with the on-stage
+// classroom, the room's camera and mic, raise hand, the quiz question, and
+// a banner while the master's feed is lost. It shows no student name, mark
+// or answer: the assistant's tools are on assistant.html, reached by the
+// QR code and short code this page shows.
 "use strict";
 
-const P = { state: null, quiz: null, roster: null, marks: {}, errors: [], frames: {}, lastMasterFrames: 0, lastMasterChange: 0, feedLost: false, sessionId: "" };
+const P = { state: null, quiz: null, errors: [], frames: {}, lastMasterFrames: 0, lastMasterChange: 0, feedLost: false, sessionId: "" };
 window.room = P;
 const $ = ce.byId;
 
+// TEXT: the strings this script shows (the rest are in classroom.html).
+// Every string is in the catalogue (i18n.js, keys room.*); TEXT reads it.
+const TEXT = new Proxy({}, { get: (_, k) => i18n.t("room." + String(k)) });
+
+// keepToken hands a terminal token to the edge once and gets it back as
+// this browser's HttpOnly cookie; the page keeps no copy.
+async function keepToken(tok) {
+  await ce.request("POST", "/api/v1/classroom/screen", { token: tok });
+}
+
 // classterm -kiosk opens this page as classroom.html#terminal=<token>: the
 // screen comes up already paired as that terminal. A fragment never goes
-// on the wire; the token is kept like a code-paired one and the fragment
-// is removed from the address bar and history at once.
-(function takeTerminalFromFragment() {
+// on the wire; the token becomes the cookie and the fragment is removed
+// from the address bar and history at once.
+const fromFragment = (async function takeTerminalFromFragment() {
   const m = /^#terminal=([^&]+)/.exec(location.hash);
   if (!m) return;
-  try { ce.store("terminal", decodeURIComponent(m[1])); } catch (e) { P.errors.push("fragment: " + e.message); }
   history.replaceState(null, "", location.pathname + location.search);
+  try { await keepToken(decodeURIComponent(m[1])); } catch (e) { P.errors.push("fragment: " + e.message); }
 })();
 
 // The console's QR code for a classroom opens classroom.html#pair=<code>:
@@ -34,43 +46,60 @@ const $ = ce.byId;
 
 $("pair-go").onclick = async () => {
   $("pair-error").textContent = "";
-  let j;
   try {
-    j = await ce.request("POST", "/api/v1/pair", { body: { code: $("pair-code").value.trim(), name: $("pair-name").value.trim(), version: "classroom-page" } });
-  } catch (e) { $("pair-error").textContent = e.message; return; }
-  ce.store("terminal", j.token);
+    const j = await ce.request("POST", "/api/v1/pair", { body: { code: $("pair-code").value.trim(), name: $("pair-name").value.trim(), version: "classroom-page" } });
+    await keepToken(j.token);
+  } catch (e) { $("pair-error").textContent = i18n.err(e); return; }
   $("pair").hidden = true;
   poll();
 };
 
 // current is the classroom's session now; null when the edge said no (an
-// unknown token unpairs the screen). A network failure rejects.
+// unpaired screen shows the pairing form again). A network failure rejects.
 async function current() {
   try {
-    return await ce.request("GET", "/api/v1/classroom/current", { token: ce.stored("terminal") });
+    return await ce.request("GET", "/api/v1/classroom/current");
   } catch (e) {
-    if (e.status === 401) { ce.store("terminal", ""); $("pair").hidden = false; }
+    // 401: not paired (or unpaired in the console); any other refusal
+    // before the first answer: not paired here either.
+    if (e.status === 401 || (e.status && !P.paired)) { P.paired = false; $("pair").hidden = false; $("assistant-join").hidden = true; $("status").textContent = TEXT.notPaired; leaveUI(); }
     if (e.status) return null;
     throw e;
   }
 }
 
+// showAssistantCode puts the assistant page's code and QR code up.
+function showAssistantCode(cur) {
+  $("assistant-join").hidden = false;
+  $("assistant-code").textContent = cur.assistant_code;
+  $("assistant-host").textContent = location.host;
+  if (cur.assistant_qr && $("assistant-qr").getAttribute("src") !== cur.assistant_qr) $("assistant-qr").src = cur.assistant_qr;
+  $("room-name").textContent = cur.classroom_name || i18n.t("room.classroom", { id: cur.classroom_id });
+  // In class the lesson fills the screen: the code goes to the side column.
+  const box = $("assistant-join");
+  if (cur.session) { if (box.parentElement !== $("side")) $("side").append(box); }
+  else if (box.previousElementSibling !== $("waiting")) $("waiting").after(box);
+}
+
 async function poll() {
-  if (!ce.stored("terminal")) { $("pair").hidden = false; $("status").textContent = "not paired"; return; }
+  await fromFragment;
   try {
     const cur = await current();
     if (cur) {
+      P.paired = true;
       P.classroom = cur.classroom_id;
+      $("pair").hidden = true;
+      showAssistantCode(cur);
       const connected = P.conn && !P.conn.closed;
       if (cur.session && (!connected || P.sessionId !== cur.session.id)) await join(cur);
-      if (!cur.session && !connected) { $("waiting").hidden = false; $("live").hidden = true; $("status").textContent = "no class now"; }
+      if (!cur.session && !connected) { $("waiting").hidden = false; $("live").hidden = true; $("status").textContent = TEXT.noClass; }
     }
   } catch (e) { P.errors.push("poll: " + e.message); }
   setTimeout(poll, 1000);
 }
 
 function leaveUI() {
-  for (const c of [P.conn, P.asst]) if (c) c.close();
+  if (P.conn) P.conn.close();
   $("master-video").textContent = ""; $("onstage").textContent = "";
 }
 
@@ -82,23 +111,19 @@ async function join(cur) {
   P.lastMasterFrames = 0; P.lastMasterChange = Date.now(); P.hadMaster = false;
   $("title").textContent = cur.session.title;
   $("waiting").hidden = true; $("live").hidden = false;
-  const name = cur.classroom_name || "Classroom " + cur.classroom_id;
+  const name = cur.classroom_name || i18n.t("room.classroom", { id: cur.classroom_id });
   $("room-name").textContent = name;
   P.conn = new Conn(cur.terminal_token, name, {
     state: (m) => { P.state = m; render(); },
     quiz: (m) => showQuiz(m.question),
-    quiz_closed: (m) => { if (P.quiz && P.quiz.id === m.quiz_id) { P.quizOpen = false; $("quiz-note").textContent = "Closed"; } },
-    ended: () => { $("status").textContent = "class ended"; P.sessionId = ""; },
+    quiz_closed: (m) => { if (P.quiz && P.quiz.id === m.quiz_id) { P.quizOpen = false; $("quiz-note").textContent = TEXT.closed; } },
+    // Results reach the big screen only when the teacher reveals them.
+    quiz_results: (m) => { if (P.quiz && m.results.quiz_id === P.quiz.id) quizBars($("room-results"), P.quiz, m.results); },
+    ended: () => { $("status").textContent = TEXT.ended; P.sessionId = ""; },
     error: (m) => P.errors.push(m.code + ": " + m.message),
   });
-  P.asst = new Conn(cur.assistant_token, name + " assistant", {
-    marks: (m) => { P.marks = m.marks; renderRoster(); },
-    quiz_results: (m) => { if (P.quiz && m.results.quiz_id === P.quiz.id) quizBars($("room-results"), P.quiz, m.results); },
-    error: (m) => P.errors.push("assistant " + m.code + ": " + m.message),
-  });
   await P.conn.open();
-  await P.asst.open();
-  $("status").textContent = "joined";
+  $("status").textContent = TEXT.joined;
   await P.conn.subscribe((track, sid) => {
     if (track.kind === "audio") { document.body.append(videoEl(track)); return; }
     if (sid === "master") { P.hadMaster = true; $("master-video").append(videoEl(track)); }
@@ -119,20 +144,22 @@ async function join(cur) {
       P.published = true;
     } catch (e) { P.errors.push("camera: " + e.message); $("self").textContent = MEDIA_TEXT.cameraFailed + e.message; }
   }
-  loadRoster("");
 }
 
 function render() {
   const st = P.state;
-  $("status").textContent = st.session_state;
+  $("status").textContent = i18n.t("session.state." + st.session_state);
+  $("status").dataset.state = st.session_state;
   const raised = st.hands.includes(P.classroom);
-  $("hand").textContent = raised ? "Lower hand" : "✋ Raise hand";
+  $("hand-text").textContent = raised ? TEXT.lower : TEXT.raise;
   $("hand").dataset.raised = raised ? "yes" : "no";
   if (st.stage === "" || st.stage === P.classroom) $("onstage").textContent = "";
 }
 
 $("hand").onclick = () => P.conn.req({ type: "hand", raised: !(P.state && P.state.hands.includes(P.classroom)) });
 
+// showQuiz shows the question and its options to the class; answers are
+// given on the assistant's device, never on the big screen.
 function showQuiz(q) {
   P.quiz = q; P.quizOpen = true;
   $("quiz").hidden = false;
@@ -140,58 +167,7 @@ function showQuiz(q) {
   $("quiz-note").textContent = "";
   $("room-results").textContent = "";
   const box = $("quiz-options"); box.textContent = "";
-  const sbox = $("student-options"); sbox.textContent = "";
-  (q.options || []).forEach((o, i) => {
-    box.append(el("button", { class: "quiet opt", "data-i": i, onclick: () => answer(P.conn, q, i, "") }, String.fromCharCode(65 + i) + ". " + o));
-    sbox.append(el("button", { class: "quiet", onclick: () => answer(P.asst, q, i, $("student-pick").value) }, String.fromCharCode(65 + i)));
-  });
-  $("per-student").hidden = !(P.roster && P.roster.students.length);
-}
-
-async function answer(conn, q, i, student) {
-  const m = { type: "quiz_answer", quiz_id: q.id, choices: [i] };
-  if (student) m.student_id = student;
-  const r = await conn.req(m);
-  $("quiz-note").textContent = r.type === "ack" ? (student ? "Answer saved for " + student : "Answer sent: " + String.fromCharCode(65 + i)) : r.message;
-}
-
-async function loadRoster(group) {
-  const m = { type: "roster" };
-  if (group) m.group = group;
-  const r = await P.asst.req(m);
-  $("roster-error").textContent = "";
-  if (r.type !== "roster") {
-    $("roster-error").textContent = r.message || r.code;
-    $("group-ask").hidden = r.code !== "no_group";
-    return;
-  }
-  $("group-ask").hidden = true;
-  P.roster = r; P.marks = r.marks || {};
-  const pick = $("student-pick"); pick.textContent = "";
-  for (const s of r.students) pick.append(el("option", { value: s.id }, s.name));
-  renderRoster();
-}
-// The assistant's own quiz, for this room only (works without the master).
-$("aq-push").onclick = async () => {
-  const options = $("aq-options").value.split(",").map((s) => s.trim()).filter(Boolean);
-  const q = { id: "a" + Date.now().toString(36), kind: "single", prompt: $("aq-prompt").value, options, correct: [Number($("aq-correct").value) - 1] };
-  const r = await P.asst.req({ type: "quiz", question: q });
-  $("aq-error").textContent = r.type === "ack" ? "" : r.message;
-};
-
-$("group-go").onclick = () => loadRoster($("group").value.trim());
-
-function renderRoster() {
-  if (!P.roster) return;
-  const box = $("roster"); box.textContent = "";
-  box.append(el("p", {}, `Group ${P.roster.group} (${P.roster.students.length})`));
-  for (const s of P.roster.students) {
-    const row = el("div", { class: "roster-row", "data-student": s.id }, el("span", { class: "name" }, s.name));
-    for (const st of ["present", "late", "absent"]) {
-      row.append(el("button", { class: P.marks[s.id] === st ? "mark-" + st : "quiet", "data-status": st, onclick: () => P.asst.req({ type: "mark", student_id: s.id, status: st }) }, st[0].toUpperCase()));
-    }
-    box.append(row);
-  }
+  for (const o of q.options || []) box.append(el("li", {}, o));
 }
 
 // The master's feed: decoded frames must keep growing while the class is
@@ -207,5 +183,8 @@ setInterval(async () => {
   $("banner").hidden = !P.feedLost;
 }, 1000);
 
-checkMedia($("media-help")); // at once, not only when a class starts
-poll();
+i18n.ready.then(() => {
+  $("hand").querySelector(".icon-slot").replaceWith(icons.el("hand", 22));
+  checkMedia($("media-help")); // at once, not only when a class starts
+  poll();
+});

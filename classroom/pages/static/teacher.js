@@ -1,5 +1,6 @@
-// teacher.js: the master teacher's page. Creates a session for the chosen
-// classrooms with the admin token, publishes camera and mic (and a screen
+// teacher.js: the master teacher's page. The teacher signs in with their
+// own account (the session cookie), creates a session for the chosen
+// classrooms and gets its master token (kept in page memory only), publishes camera and mic (and a screen
 // share added mid-class), shows every classroom, hands in the order they
 // went up, stage, mute, quizzes with live results, end.
 "use strict";
@@ -7,19 +8,38 @@
 const T = { state: null, hands: [], handOrder: [], tiles: {}, results: null, quiz: null, errors: [], sessionId: "" };
 window.teacher = T;
 const $ = ce.byId;
-$("admin").value = ce.stored("admin"); // signed in to the console in this tab
+const admin = (method, path, body) => ce.request(method, path, { body });
 
-const admin = (method, path, body) => ce.request(method, path, { token: $("admin").value.trim(), body });
+// TEXT: the strings this script shows (the rest are in teacher.html).
+// Every string is in the catalogue (i18n.js); TEXT reads it by key.
+const TEXT = new Proxy({}, { get: (_, k) => i18n.t("teacher." + String(k)) });
+
+// signedIn shows who is signed in and hides the sign-in fields.
+function signedIn(me) {
+  T.me = me;
+  $("who").textContent = me.name || me.staff_id;
+  $("signed-in").hidden = false; $("signin-box").hidden = true; $("signin-help").hidden = true;
+}
+
+$("t-signout").onclick = async () => { await ce.signOut(); location.reload(); };
 
 $("load").onclick = async () => {
   $("setup-error").textContent = "";
   try {
+    if (!T.me) {
+      const tok = $("admin").value.trim();
+      await ce.signIn(tok ? { admin_token: tok } : { id: $("t-id").value.trim(), password: $("t-password").value });
+      $("admin").value = ""; $("t-password").value = "";
+      const me = await ce.me();
+      if (!me) throw new Error(TEXT.needHTTPS); // the browser dropped the Secure cookie
+      signedIn(me);
+    }
     const cs = await admin("GET", "/api/v1/classrooms");
     const box = $("rooms"); box.textContent = "";
     for (const c of cs.classrooms || cs) {
       box.append(el("label", {}, el("input", { type: "checkbox", value: c.id, class: "room", checked: "" }), " " + c.name + " "));
     }
-  } catch (e) { $("setup-error").textContent = e.message; }
+  } catch (e) { $("setup-error").textContent = i18n.err(e); }
 };
 
 // openCamera gets camera and microphone before anything is created on the
@@ -49,7 +69,7 @@ $("start").onclick = async () => {
   let started = false;
   try {
     const ids = [...document.querySelectorAll(".room:checked")].map((i) => i.value);
-    const s = await admin("POST", "/api/v1/sessions", { title: $("class-title").value || "Lesson", classrooms: ids });
+    const s = await admin("POST", "/api/v1/sessions", { title: $("class-title").value || i18n.t("teacher.default_title"), classrooms: ids });
     T.names = {};
     const cs = await admin("GET", "/api/v1/classrooms");
     for (const c of cs.classrooms || cs) T.names[c.id] = c.name;
@@ -57,15 +77,15 @@ $("start").onclick = async () => {
     await run(s.id, s.tokens.master, ids, media);
   } catch (e) {
     if (!started) media.getTracks().forEach((t) => t.stop()); // the camera light goes off again
-    $("setup-error").textContent = e.message; T.errors.push(e.message);
+    $("setup-error").textContent = i18n.err(e); T.errors.push(e.message);
   }
 };
 
 function tile(cid) {
   if (T.tiles[cid]) return T.tiles[cid];
   const t = { video: el("div", { class: "vid" }), hand: el("span", { class: "hand" }), label: el("b", {}, T.names[cid] || cid), status: el("span") };
-  t.stage = el("button", { class: "quiet", onclick: () => T.conn.req({ type: "stage", classroom_id: cid, on: T.state.stage !== cid }) }, "On stage");
-  t.mute = el("button", { class: "quiet", onclick: () => T.conn.req({ type: "mute", classroom_id: cid, muted: !(T.state.muted || []).includes(cid) }) }, "Mute");
+  t.stage = el("button", { class: "quiet", onclick: () => T.conn.req({ type: "stage", classroom_id: cid, on: T.state.stage !== cid }) }, i18n.t("teacher.on_stage"));
+  t.mute = el("button", { class: "quiet", onclick: () => T.conn.req({ type: "mute", classroom_id: cid, muted: !(T.state.muted || []).includes(cid) }) }, i18n.t("teacher.mute"));
   t.root = el("div", { class: "tile", id: "tile-" + cid }, t.video, el("div", { class: "bar-top" }, t.label, t.status, t.hand, t.stage, t.mute));
   $("grid").append(t.root);
   T.tiles[cid] = t;
@@ -80,8 +100,8 @@ function render() {
   T.hands = T.handOrder.filter((h) => st.hands.includes(h)).concat(st.hands.filter((h) => !T.handOrder.includes(h)));
   $("hands").textContent = "";
   for (const h of T.hands) {
-    $("hands").append(el("li", {}, (T.names[h] || h) + " ", el("button", { class: "quiet", onclick: () => T.conn.req({ type: "stage", classroom_id: h, on: true }) }, "Invite"),
-      el("button", { class: "quiet", onclick: () => T.conn.req({ type: "hand", raised: false, classroom_id: h }) }, "Lower")));
+    $("hands").append(el("li", {}, icons.el("hand"), " " + (T.names[h] || h) + " ", el("button", { class: "quiet", onclick: () => T.conn.req({ type: "stage", classroom_id: h, on: true }) }, i18n.t("teacher.invite")),
+      el("button", { class: "quiet", onclick: () => T.conn.req({ type: "hand", raised: false, classroom_id: h }) }, i18n.t("teacher.lower"))));
   }
   for (const cid of T.classrooms) {
     const t = tile(cid);
@@ -89,12 +109,18 @@ function render() {
     const publishing = st.participants.some((p) => p.classroom_id === cid && p.role === "terminal" && p.publishing);
     t.root.classList.toggle("gone", !present);
     t.root.dataset.present = present ? "yes" : "no";
-    t.status.textContent = present ? (publishing ? "live" : "joined") : "not connected";
-    t.hand.textContent = st.hands.includes(cid) ? "✋" : "";
-    t.stage.textContent = st.stage === cid ? "Back" : "On stage";
-    t.mute.textContent = (st.muted || []).includes(cid) ? "Unmute" : "Mute";
+    t.status.textContent = present ? (publishing ? i18n.t("teacher.room_live") : i18n.t("teacher.room_joined")) : i18n.t("teacher.room_gone");
+    // The hand is an SVG icon (never an emoji, which a PC without an emoji
+    // font shows as a box); hand.dataset.raised says it for scripts.
+    const raised = st.hands.includes(cid);
+    if (raised !== (t.hand.dataset.raised === "yes")) t.hand.replaceChildren(...(raised ? [icons.el("hand")] : []));
+    t.hand.dataset.raised = raised ? "yes" : "no";
+    t.hand.title = raised ? i18n.t("teacher.hand_up") : "";
+    t.stage.textContent = st.stage === cid ? i18n.t("teacher.back") : i18n.t("teacher.on_stage");
+    t.mute.textContent = (st.muted || []).includes(cid) ? i18n.t("teacher.unmute") : i18n.t("teacher.mute");
   }
-  $("status").textContent = st.session_state;
+  $("status").textContent = i18n.t("session.state." + st.session_state);
+  $("status").dataset.state = st.session_state;
 }
 
 // run joins session id as its master and publishes media (camera and mic,
@@ -103,11 +129,11 @@ async function run(id, token, classrooms, media) {
   T.sessionId = id; T.classrooms = classrooms;
   $("setup").hidden = true; $("live").hidden = false;
   classrooms.forEach(tile);
-  T.conn = new Conn(token, "Master teacher", {
+  T.conn = new Conn(token, i18n.t("teacher.participant"), {
     state: (m) => { T.state = m; $("title").textContent = m.title; render(); },
     hands: (m) => { T.handOrder = m.order; render(); },
     quiz_results: (m) => { if (T.quiz && m.results.quiz_id === T.quiz.id) { T.results = m.results; quizBars($("q-results"), T.quiz, m.results); } },
-    ended: () => { $("status").textContent = "ended"; },
+    ended: () => { $("status").textContent = i18n.t("session.state.ended"); $("status").dataset.state = "ended"; },
     error: (m) => T.errors.push(m.code + ": " + m.message),
   });
   await T.conn.open();
@@ -143,21 +169,30 @@ $("end").onclick = () => T.conn.req({ type: "end" });
 
 $("q-push").onclick = async () => {
   $("q-error").textContent = "";
-  const options = $("q-options").value.split(",").map((s) => s.trim()).filter(Boolean);
-  const q = { id: "q" + Date.now().toString(36), kind: "single", prompt: $("q-prompt").value, options, correct: [Number($("q-correct").value) - 1] };
+  // Options as a Chinese input method types them: 1/2，1/3、一样大 or one per line.
+  const options = i18n.splitList($("q-options").value);
+  const q = { id: "q" + Date.now().toString(36), kind: "single", prompt: $("q-prompt").value, options, correct: [Number(i18n.fold($("q-correct").value)) - 1] };
   const r = await T.conn.req({ type: "quiz", question: q });
-  if (r.type !== "ack") { $("q-error").textContent = r.message; return; }
+  if (r.type !== "ack") { $("q-error").textContent = i18n.err(r); return; }
   T.quiz = q; T.results = null;
   quizBars($("q-results"), q, { answered: 0, correct: 0, accuracy: 0, options: [], open: true });
 };
 $("q-close").onclick = () => T.quiz && T.conn.req({ type: "quiz_close", quiz_id: T.quiz.id });
+// The big screens show the class's results only from here on.
+$("q-reveal").onclick = () => T.quiz && T.conn.req({ type: "quiz_reveal", quiz_id: T.quiz.id });
 
 // A link made by the admin, teacher.html#session=<id>&master=<token>, joins
 // an existing session as its master teacher (no admin token needed).
 (async () => {
+  await i18n.ready;
   const h = new URLSearchParams(location.hash.slice(1));
   const id = h.get("session"), tok = h.get("master");
-  if (!id || !tok) { checkMedia($("media-help")); return; } // say it before the teacher types a token
+  if (!id || !tok) {
+    checkMedia($("media-help")); // say it before the teacher signs in
+    const me = await ce.me();
+    if (me) { signedIn(me); $("load").click(); }
+    return;
+  }
   const media = await openCamera();
   if (!media) return;
   let started = false;
@@ -168,6 +203,6 @@ $("q-close").onclick = () => T.quiz && T.conn.req({ type: "quiz_close", quiz_id:
     await run(s.id, tok, s.classrooms, media);
   } catch (e) {
     if (!started) media.getTracks().forEach((t) => t.stop());
-    $("setup-error").textContent = e.message; T.errors.push(e.message);
+    $("setup-error").textContent = i18n.err(e); T.errors.push(e.message);
   }
 })();

@@ -8,6 +8,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/campusedge/campusedge/edge/audit"
+	"github.com/campusedge/campusedge/edge/staff"
 	"log/slog"
 	"net"
 	"net/http"
@@ -16,6 +18,7 @@ import (
 	"slices"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 
@@ -56,6 +59,9 @@ func Migrations() []store.Migration {
 		{Name: "classroom experience: learning records, local roster", Up: func(tx *bolt.Tx) error {
 			return errors.Join(learning.Migrate(tx), attendance.Migrate(tx))
 		}},
+		{Name: "people: staff accounts, audit log", Up: func(tx *bolt.Tx) error {
+			return errors.Join(staff.Migrate(tx), audit.Migrate(tx))
+		}},
 	}
 }
 
@@ -79,6 +85,8 @@ type appliance struct {
 	// store and identity
 	st         *store.Store
 	id         *identity.Identity
+	staff      *staff.Store // staff accounts and browser sign-ins
+	audit      *audit.Log
 	schoolName string
 	fl         *fleet.Fleet
 
@@ -278,6 +286,17 @@ func (a *appliance) newServer() {
 			return nil
 		},
 	}
+	// The audit log goes to the city through the outbox, made later (the
+	// first entry can only come once HTTP serves, after it exists).
+	a.audit = audit.New(a.st.DB(), func(tx *bolt.Tx, kind string, payload []byte, now time.Time) error {
+		_, err := outbox.AppendTx(tx, kind, payload, now)
+		return err
+	}, func() {
+		if a.ob != nil {
+			a.ob.Notify()
+		}
+	}, a.log.With("component", "audit"))
+	a.staff = staff.New(staff.Config{DB: a.st.DB(), IsAdminToken: a.id.CheckAdminToken, Logger: a.log.With("component", "staff"), Audit: a.audit})
 	// Unicast DNS-SD (-dns-zone): degraded while the school's DNS refuses
 	// or cannot take the edge's records.
 	a.checks["dns_sd"] = func(context.Context) error {
@@ -288,8 +307,10 @@ func (a *appliance) newServer() {
 		}
 		return nil
 	}
-	a.srv = api.New(api.Config{Identity: a.id, Fleet: a.fl, School: cfg.School, SchoolName: a.schoolName, Logger: a.log, Checks: a.checks,
-		Console: console.Handler(), HTTPSPort: a.httpsPort, ServerPin: serverPin(a.tm)})
+	a.srv = api.New(api.Config{Identity: a.id, Fleet: a.fl, School: cfg.School, SchoolName: a.schoolName, TimeZone: cfg.TimeZone, Language: cfg.Language, Logger: a.log, Checks: a.checks,
+		Console: console.Handler(), HTTPSPort: a.httpsPort, ServerPin: serverPin(a.tm), SignIns: a.staff, Audit: a.audit})
+	a.staff.Register(a.srv)
+	a.audit.Register(a.srv)
 	a.srv.Registry().MustRegister(a.disk.Collectors()...)
 	if a.tm != nil {
 		a.tm.Register(a.srv)

@@ -5,6 +5,8 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"fmt"
+	"github.com/campusedge/campusedge/edge/api"
+	"github.com/campusedge/campusedge/edge/staff"
 	"path/filepath"
 	"time"
 
@@ -88,14 +90,16 @@ func (a *appliance) mountLive() error {
 	// a few fsyncs, each acknowledged only once durable.
 	learn := noSpaceNoted{learning.New(db, outbox.AppendTx, a.ob.Notify).GroupCommit(a.ob.Update), a.disk}
 	roster := &attendance.Source{DB: db, Docs: func(kind string) ([]byte, error) { return uplink.Doc(db, kind) },
-		Room: func(cid string) string { c, _ := fl.Classroom(cid); return c.RoomCode }}
+		Room:     func(cid string) string { c, _ := fl.Classroom(cid); return c.RoomCode },
+		Homeroom: func(cid string) string { c, _ := fl.Classroom(cid); return c.Homeroom },
+		Location: a.loc()}
+	learn.SetClassroomNames(func(cid string) string { c, _ := fl.Classroom(cid); return c.Name })
 	live, err := classroom.Mount(classroom.Config{Server: a.srv, IsAdmin: a.id.CheckAdminToken, Listen: a.cfg.Listen, EdgeID: a.id.ID, Logger: a.log.With("component", "live"),
 		Lessons: a.rc, RecordDir: filepath.Join(a.cfg.DataDir, "recordings"),
 		Classroom: func(cid string) error { _, err := fl.Classroom(cid); return err },
 		Learning:  learn, Attendance: roster,
-		TerminalClassroom: func(tok string) (string, error) { t, err := fl.Authenticate(tok); return t.ClassroomID, err },
-		ClassroomName:     func(cid string) string { c, _ := fl.Classroom(cid); return c.Name },
-		UpstreamRoots:     upstreamRoots(a.tm)})
+		ClassroomName: func(cid string) string { c, _ := fl.Classroom(cid); return c.Name },
+		UpstreamRoots: upstreamRoots(a.tm), Location: a.loc(), Language: a.cfg.Language})
 	if err != nil {
 		return err
 	}
@@ -115,7 +119,10 @@ func (a *appliance) startSync(ctx context.Context) {
 	// runs after the document's transaction commits (bbolt has one writer,
 	// so the cache cannot write inside the downlink's transaction).
 	ttChanged := make(chan struct{}, 1)
-	applyDoc := func(tx *bolt.Tx, kind string, _ []byte) error {
+	applyDoc := func(tx *bolt.Tx, kind string, data []byte) error {
+		if kind == schooldata.KindStaff {
+			return a.applyStaff(tx, data)
+		}
 		if kind == schooldata.KindTimetable {
 			tx.OnCommit(func() {
 				select {
@@ -137,7 +144,7 @@ func (a *appliance) startSync(ctx context.Context) {
 	syncDone := make(chan struct{})
 	go func() { defer close(syncDone); up.Run(syncCtx) }()
 	feeder := &timetable.Feeder{Doc: func() ([]byte, error) { return uplink.Doc(db, schooldata.KindTimetable) },
-		Cache: a.rc, Days: cfg.CachePrefetchDays, Loc: time.Local, Now: time.Now, Every: time.Hour, Log: a.log.With("component", "timetable")}
+		Cache: a.rc, Days: cfg.CachePrefetchDays, Loc: a.loc(), Now: time.Now, Every: time.Hour, Log: a.log.With("component", "timetable")}
 	// Sessions tied to a timetable period start when it begins, and follow
 	// the timetable when a new one arrives.
 	a.live.Sessions.SetPeriodClock(func(p session.Period, after time.Time) (time.Time, bool) {
@@ -149,7 +156,7 @@ func (a *appliance) startSync(ctx context.Context) {
 		if json.Unmarshal(doc, &tt) != nil {
 			return time.Time{}, false
 		}
-		return timetable.NextStart(tt, p.Day, p.Period, p.Room, after, time.Local)
+		return timetable.NextStart(tt, p.Day, p.Period, p.Room, after, a.loc())
 	})
 	feeder.OnSync = a.live.Sessions.Reschedule
 	feederDone, scheduleDone := make(chan struct{}), make(chan struct{})
@@ -200,4 +207,32 @@ func citySigner(tm *certs.Manager) uplink.CertSigner {
 		return nil
 	}
 	return tm
+}
+
+// applyStaff applies the city's staff list (downlink document "staff") to
+// the edge's accounts in the downlink's transaction: a person removed at
+// the city can no longer sign in once it commits.
+func (a *appliance) applyStaff(tx *bolt.Tx, data []byte) error {
+	l, err := schooldata.ValidateStaff(data)
+	if err != nil {
+		return err
+	}
+	list := make([]staff.CityPerson, 0, len(l.Staff))
+	for _, m := range l.Staff {
+		roles := make([]api.Role, len(m.Roles))
+		for i, r := range m.Roles {
+			roles[i] = api.Role(r)
+		}
+		list = append(list, staff.CityPerson{ID: m.ID, Name: m.Name, Roles: roles, Rooms: m.Rooms, Hash: m.Hash})
+	}
+	_, err = a.staff.ApplyCityTx(tx, list)
+	return err
+}
+
+// loc is the school's time zone (-time-zone; validated at start).
+func (a *appliance) loc() *time.Location {
+	if loc, err := a.cfg.Location(); err == nil {
+		return loc
+	}
+	return time.Local
 }

@@ -1,31 +1,16 @@
 // common.js: what every page of the edge shares — the console and the
 // live-class pages alike — written once: requests with a bearer token,
-// relative time, element building and the keys the pages keep in storage.
+// relative time, element building, signing in and out.
 // Plain JS with no build step and no external assets (a school LAN may
 // have no internet); each page loads it first, as /common.js, and uses the
 // one namespace object it defines, window.ce.
 "use strict";
 
 window.ce = (() => {
-  // keys: what the pages keep in the browser. The admin token lives for
-  // the tab (sessionStorage); a paired classroom screen keeps its terminal
-  // token across restarts (localStorage).
-  const keys = {
-    admin: { area: () => sessionStorage, key: "campusedge.admin" },
-    terminal: { area: () => localStorage, key: "campusedge-terminal" },
-  };
-
-  // stored is the value kept under name ("admin" or "terminal"), "" if none.
-  function stored(name) {
-    const k = keys[name];
-    return k.area().getItem(k.key) || "";
-  }
-
-  // store keeps value under name; an empty value removes it.
-  function store(name, value) {
-    const k = keys[name];
-    if (value) k.area().setItem(k.key, value); else k.area().removeItem(k.key);
-  }
+  // No credential is kept in the browser's storage: a person signs in and
+  // the edge sets an HttpOnly session cookie no script can read; a paired
+  // screen's token is an HttpOnly cookie too. Session tokens of a live
+  // class live in page memory only.
 
   // request calls the edge's API and resolves with the JSON answer ({} for
   // none). opts: token (sent as "Authorization: Bearer <token>" whenever it
@@ -48,8 +33,10 @@ window.ce = (() => {
     return data;
   }
 
-  // ago says how long ago an RFC 3339 time was ("never" for none).
+  // ago says how long ago an RFC 3339 time was, in the page's language
+  // once /i18n.js has loaded ("never" for none).
   function ago(iso) {
+    if (window.i18n) return window.i18n.ago(iso);
     if (!iso || iso.startsWith("0001")) return "never";
     const s = Math.max(0, Math.round((Date.now() - Date.parse(iso)) / 1000));
     return s < 60 ? s + " s ago" : s < 3600 ? Math.round(s / 60) + " min ago" : new Date(iso).toLocaleString();
@@ -69,5 +56,15 @@ window.ce = (() => {
 
   const byId = (id) => document.getElementById(id);
 
-  return Object.freeze({ stored, store, request, ago, el, byId });
+  // signIn signs this browser in: creds is {id, password} (a PIN is a
+  // password of 6 digits) or {admin_token}. Resolves with the sign-in.
+  const signIn = (creds) => request("POST", "/api/v1/auth/signin", { body: creds });
+  // signOut ends this browser's sign-in.
+  const signOut = () => request("POST", "/api/v1/auth/signout").catch(() => ({}));
+  // me resolves with who is signed in, or null.
+  const me = () => request("GET", "/api/v1/auth/me").catch(() => null);
+  // has says whether the signed-in person p holds role (admin holds all).
+  const has = (p, role) => !!p && (p.kind === "admin_token" || (p.roles || []).includes("admin") || (p.roles || []).includes(role));
+
+  return Object.freeze({ request, ago, el, byId, signIn, signOut, me, has });
 })();

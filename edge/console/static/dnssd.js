@@ -7,20 +7,10 @@
 // to a translation catalogue as it is.
 "use strict";
 (() => {
-  const S = {
-    title: "Finding this edge",
-    mdns: "mDNS on this segment",
-    mdnsOff: "off (-mdns=false)",
-    dns: "School DNS (unicast DNS-SD)",
-    dnsOff: "not configured: terminals on other VLANs need -edge URL. Start edged with -dns-zone (see docs/DNS-SD.md).",
-    zone: "Zone", instance: "Instance name", server: "Server", mode: "Mode", key: "TSIG key", host: "Host", addrs: "Addresses",
-    lastUpdate: "Last update", lastConfirmed: "Last confirmed", error: "Error",
-    modes: { dynamic_update: "dynamic update (RFC 2136, TSIG)", manual: "by hand: add the records below to the zone" },
-    records: "Records", zoneSnippet: "Zone-file snippet (BIND, Windows DNS import)", dnsmasq: "dnsmasq options",
-    links: "Open on a phone or a screen", linkEdge: "This edge (HTTPS)", linkClassroom: "Classroom page",
-    pairLabel: "Pairing code for the classroom link (optional)", pairGo: "Show",
-    cannot: "cannot read the discovery state: ",
-  };
+  // S is the panel's strings in the page's language (catalogue keys
+  // dnssd.*), read when the panel renders.
+  const t = i18n.t;
+  const S = new Proxy({}, { get: (_, k) => (k === "modes" ? new Proxy({}, { get: (__, m) => (i18n.has("dnssd.mode." + m) ? t("dnssd.mode." + m) : undefined) }) : t("dnssd." + String(k))) });
   const panel = ce.byId("dnssd-panel");
   if (!panel) return;
   const el = ce.el;
@@ -52,9 +42,9 @@
     if (ce.byId("app").hidden) return;
     let s;
     try {
-      s = await ce.request("GET", "/api/v1/discovery" + (pair ? "?pair=" + encodeURIComponent(pair) : ""), { token: ce.stored("admin") });
+      s = await ce.request("GET", "/api/v1/discovery" + (pair ? "?pair=" + encodeURIComponent(pair) : ""), {});
     } catch (e) {
-      panel.replaceChildren(el("h2", {}, S.title), el("p", { class: "error" }, S.cannot + e.message));
+      panel.replaceChildren(el("h2", {}, S.title), el("p", { class: "error" }, S.cannot + i18n.err(e)));
       return;
     }
     const m = s.mdns;
@@ -71,7 +61,9 @@
           refresh();
         } }, S.pairGo)));
   }
-  new MutationObserver(refresh).observe(ce.byId("app"), { attributes: true, attributeFilter: ["hidden"] });
-  refresh();
-  setInterval(refresh, 15000);
+  i18n.ready.then(() => {
+    new MutationObserver(refresh).observe(ce.byId("app"), { attributes: true, attributeFilter: ["hidden"] });
+    refresh();
+    setInterval(refresh, 15000);
+  });
 })();

@@ -5,30 +5,28 @@
 "use strict";
 (() => {
   const $ = ce.byId;
-  const labels = {
-    disabled: "updates off", offline: "no city hub", idle: "up to date", checking: "checking",
-    downloading: "downloading", verifying: "verifying", waiting_for_class: "waiting for the live class to end",
-    installing: "installing", switching: "switching", restarting: "restarting into the new version",
-    trial: "new version on trial", error: "error",
-  };
+  const t = i18n.t;
 
-  function row(dl, name, value) {
+  // row adds a field; field is its key in the catalogue (fw.field.<field>)
+  // and the dd's data-field, which tests and scripts read.
+  function row(dl, field, value) {
     if (value === undefined || value === null || value === "") return;
-    dl.append(ce.el("dt", {}, name), ce.el("dd", { "data-field": name.toLowerCase().replace(/ /g, "-") }, value));
+    dl.append(ce.el("dt", {}, t("fw.field." + field)), ce.el("dd", { "data-field": field }, value));
   }
 
   function render(s) {
     const dl = ce.el("dl");
-    row(dl, "Version", s.version);
-    row(dl, "State", labels[s.state] || s.state);
-    row(dl, "Slot", s.slot ? s.slot + (s.trial ? " (on trial)" : "") : "");
-    row(dl, "Floor", s.floor);
-    row(dl, "Channel", s.channel && s.target ? s.channel + " · " + s.target : "");
-    if (s.available) row(dl, "Available", s.available.version + " (" + s.available.channel + ", " + s.available.rollout_percent + " %)");
-    if (s.total_bytes > 0) row(dl, "Download", Math.round(100 * s.downloaded_bytes / s.total_bytes) + " % of " + (s.total_bytes / 1048576).toFixed(1) + " MiB");
-    if (s.last_check) row(dl, "Last check", new Date(s.last_check).toLocaleString());
-    if (s.last_fallback) row(dl, "Last fallback", s.last_fallback.from_version + " → " + s.last_fallback.to_version + ": " + s.last_fallback.reason);
-    row(dl, "Problem", s.error || s.detail);
+    row(dl, "version", s.version);
+    row(dl, "state", i18n.has("fw.state." + s.state) ? t("fw.state." + s.state) : s.state);
+    row(dl, "slot", s.slot ? s.slot + (s.trial ? t("fw.on_trial") : "") : "");
+    row(dl, "floor", s.floor);
+    row(dl, "channel", s.channel && s.target ? s.channel + " · " + s.target : "");
+    if (s.available) row(dl, "available", t("fw.available_value", { version: s.available.version, channel: s.available.channel, percent: i18n.number(s.available.rollout_percent) }));
+    if (s.total_bytes > 0) row(dl, "download", t("fw.download_value", { percent: i18n.number(Math.round(100 * s.downloaded_bytes / s.total_bytes)), size: i18n.size(s.total_bytes) }));
+    if (s.last_check) row(dl, "last-check", i18n.dateTime(s.last_check));
+    if (s.last_fallback) row(dl, "last-fallback", t("fw.fallback_value", { from: s.last_fallback.from_version, to: s.last_fallback.to_version, reason: s.last_fallback.reason }));
+    // A state the catalogue explains needs no English detail from the API.
+    row(dl, "problem", s.error || (i18n.has("fw.detail." + s.state) ? t("fw.detail." + s.state) : s.detail));
     $("fw-status").replaceChildren(dl);
     $("fw-status").dataset.state = s.state;
   }
@@ -38,7 +36,7 @@
     try {
       render(await ce.request("GET", "/api/v1/firmware"));
     } catch (e) {
-      $("fw-status").textContent = "Firmware status unavailable: " + e.message;
+      $("fw-status").textContent = t("fw.unavailable", { message: i18n.err(e) });
     }
   }
 
@@ -46,11 +44,11 @@
     const msg = $("fw-msg");
     msg.textContent = "";
     try {
-      await ce.request("POST", "/api/v1/firmware/check", { token: ce.stored("admin") });
-      msg.textContent = "Checking the city hub…";
+      await ce.request("POST", "/api/v1/firmware/check", {});
+      msg.textContent = t("fw.checking");
       msg.className = "";
     } catch (e) {
-      msg.textContent = e.message;
+      msg.textContent = i18n.err(e);
       msg.className = "error";
     }
     load();
@@ -58,7 +56,6 @@
 
   document.addEventListener("DOMContentLoaded", () => {
     $("fw-check").onclick = checkNow;
-    load();
-    setInterval(load, 3000);
+    i18n.ready.then(() => { load(); setInterval(load, 3000); });
   });
 })();
