@@ -69,6 +69,9 @@ type Config struct {
 	// with the date in them (nil: the host's zone; "": English).
 	Location *time.Location
 	Language string
+	// Layers chooses a simulcast layer per subscriber from a send-side
+	// bandwidth estimate (sfu.Config.NoLayers is its opposite).
+	Layers bool
 }
 
 // LessonStore keeps recorded lessons (the resource cache); see
@@ -95,7 +98,7 @@ func Mount(cfg Config) (*Live, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	s, err := sfu.New(sfu.Config{Logger: cfg.Logger.With("component", "sfu"), ICEAddrs: sfu.ICEAddrsForListen(cfg.Listen)})
+	s, err := sfu.New(sfu.Config{Logger: cfg.Logger.With("component", "sfu"), ICEAddrs: sfu.ICEAddrsForListen(cfg.Listen), NoLayers: !cfg.Layers})
 	if err != nil {
 		return nil, fmt.Errorf("live classes: %w", err)
 	}
