@@ -77,6 +77,9 @@ type Config struct {
 	// with the date in them (nil: the host's zone; "": English).
 	Location *time.Location
 	Language string
+	// Layers chooses a simulcast layer per subscriber from a send-side
+	// bandwidth estimate (sfu.Config.NoLayers is its opposite).
+	Layers bool
 }
 
 // LessonStore keeps recorded lessons (the resource cache); see
@@ -103,7 +106,7 @@ func Mount(cfg Config) (*Live, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	s, err := sfu.New(sfu.Config{Logger: cfg.Logger.With("component", "sfu"), ICEAddrs: sfu.ICEAddrsForListen(cfg.Listen)})
+	s, err := sfu.New(sfu.Config{Logger: cfg.Logger.With("component", "sfu"), ICEAddrs: sfu.ICEAddrsForListen(cfg.Listen), NoLayers: !cfg.Layers})
 	if err != nil {
 		return nil, fmt.Errorf("live classes: %w", err)
 	}
@@ -165,6 +168,7 @@ func (l *Live) registerMetrics(reg *prometheus.Registry) {
 		counter("campusedge_live_dropped_packets_total", "RTP packets dropped because a subscriber's queue was full (that subscriber only).", func(t sfu.Totals) float64 { return float64(t.Dropped) }),
 	)
 	l.registerLiveGauges(reg) // gauges.go
+	reg.MustRegister(newLinkCollector(l.SFU))
 }
 
 // Close stops every cascade and ends all media. Sessions kept in LiveState

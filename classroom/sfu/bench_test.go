@@ -58,7 +58,8 @@ var loopback = []net.IP{net.IPv4(127, 0, 0, 1)}
 func BenchmarkForward(b *testing.B) {
 	for _, n := range []int{1, 8, 32, 64} {
 		b.Run(fmt.Sprintf("baseline-srtp-udp/subs=%d", n), func(b *testing.B) { benchBaseline(b, n) })
-		b.Run(fmt.Sprintf("sfu/subs=%d", n), func(b *testing.B) { benchSFU(b, n) })
+		b.Run(fmt.Sprintf("sfu/subs=%d", n), func(b *testing.B) { benchSFU(b, n, false) })
+		b.Run(fmt.Sprintf("sfu-simulcast/subs=%d", n), func(b *testing.B) { benchSFU(b, n, true) })
 	}
 }
 
@@ -155,10 +156,15 @@ func benchBaseline(b *testing.B, n int) {
 	report(b, end.Sub(start), cpuTime()-cpu0, sent, got.Load())
 }
 
-func benchSFU(b *testing.B, n int) {
+func benchSFU(b *testing.B, n int, simulcast bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	s, err := sfu.New(sfu.Config{ICEAddrs: loopback, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), QueuePackets: 2048})
+	// Simulcast: every subscriber takes the top layer (layer choice off,
+	// so no probe padding), while the two lower layers (a quarter and a
+	// sixteenth of its packets) reach the forwarders and are offered to
+	// every subscriber too: the cost measured is the layers', not the
+	// estimator's.
+	s, err := sfu.New(sfu.Config{ICEAddrs: loopback, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), QueuePackets: 2048, NoLayers: simulcast})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -174,12 +180,31 @@ func benchSFU(b *testing.B, n int) {
 		b.Fatal(err)
 	}
 	defer ppc.Close()
-	track, err := webrtc.NewTrackLocalStaticRTP(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeVP8, ClockRate: 90000}, "video", "bench")
-	if err != nil {
-		b.Fatal(err)
+	var tracks []*webrtc.TrackLocalStaticRTP
+	rids := []string{""}
+	if simulcast {
+		rids = []string{"f", "h", "q"}
 	}
-	if _, err := ppc.AddTransceiverFromTrack(track, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionSendonly}); err != nil {
-		b.Fatal(err)
+	var sender *webrtc.RTPSender
+	for i, rid := range rids {
+		var opts []func(*webrtc.TrackLocalStaticRTP)
+		if rid != "" {
+			opts = append(opts, webrtc.WithRTPStreamID(rid))
+		}
+		track, err := webrtc.NewTrackLocalStaticRTP(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeVP8, ClockRate: 90000}, "video", "bench", opts...)
+		if err != nil {
+			b.Fatal(err)
+		}
+		tracks = append(tracks, track)
+		if i == 0 {
+			tr, err := ppc.AddTransceiverFromTrack(track, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionSendonly})
+			if err != nil {
+				b.Fatal(err)
+			}
+			sender = tr.Sender()
+		} else if err := sender.AddEncoding(track); err != nil {
+			b.Fatal(err)
+		}
 	}
 	_, answer, err := s.Publish(ctx, "bench", completeOffer(b, ctx, ppc))
 	if err != nil {
@@ -188,11 +213,31 @@ func benchSFU(b *testing.B, n int) {
 	if err := ppc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: answer}); err != nil {
 		b.Fatal(err)
 	}
+	var midID, ridID uint8
+	for _, e := range sender.GetParameters().HeaderExtensions {
+		switch e.URI {
+		case "urn:ietf:params:rtp-hdrext:sdes:mid":
+			midID = uint8(e.ID)
+		case "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id":
+			ridID = uint8(e.ID)
+		}
+	}
 	payload := make([]byte, benchPayload)
+	payload[0] = 0x10 // a VP8 keyframe start: the subscriber's first switch needs one
 	var seq atomic.Uint32
 	send := func() {
 		i := seq.Add(1)
-		_ = track.WriteRTP(&rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 96, SequenceNumber: uint16(i), Timestamp: i * 3000}, Payload: payload})
+		for k, track := range tracks {
+			if k > 0 && i%(1<<(2*k)) != 0 {
+				continue // the lower layers: a quarter, a sixteenth of the packets
+			}
+			h := rtp.Header{Version: 2, PayloadType: 96, SequenceNumber: uint16(i >> (2 * k)), Timestamp: i * 3000}
+			if simulcast {
+				_ = h.SetExtension(midID, []byte("0"))
+				_ = h.SetExtension(ridID, []byte(rids[k]))
+			}
+			_ = track.WriteRTP(&rtp.Packet{Header: h, Payload: payload})
+		}
 	}
 	// Warm up: the SFU learns the track from its first packets.
 	warm, stopWarm := context.WithCancel(ctx)

@@ -37,6 +37,8 @@ type congestion struct {
 
 	mu             sync.Mutex
 	lost, received int
+	// The layer chooser's own count, taken on its shorter period.
+	fastLost, fastReceived int
 }
 
 // feedback counts the packet statuses of one TWCC report.
@@ -65,13 +67,28 @@ func (c *congestion) feedback(p *rtcp.TransportLayerCC) {
 	c.mu.Lock()
 	c.lost += lost
 	c.received += got
+	c.fastLost += lost
+	c.fastReceived += got
 	c.mu.Unlock()
+}
+
+// takeFast is take for the layer chooser.
+func (c *congestion) takeFast() (lost, received int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	lost, received = c.fastLost, c.fastReceived
+	c.fastLost, c.fastReceived = 0, 0
+	return lost, received
 }
 
 // quietFor ignores loss while a priming burst of d is sent, plus two
 // windows for its feedback to arrive.
 func (c *congestion) quietFor(d time.Duration) {
-	until := time.Now().Add(d + 2*congWindow).UnixNano()
+	tail := 2 * congWindow
+	if d < 250*time.Millisecond {
+		tail = 700 * time.Millisecond // a small burst (a low layer's pictures) is over at once
+	}
+	until := time.Now().Add(d + tail).UnixNano()
 	for {
 		old := c.quietUntil.Load()
 		if old >= until || c.quietUntil.CompareAndSwap(old, until) {
@@ -121,6 +138,10 @@ func (s *Subscriber) adapt() {
 		}
 		if n < 10 {
 			continue // too little feedback to judge
+		}
+		if s.aboveLowest() {
+			bad = 0
+			continue // the layer chooser moves it down first
 		}
 		if time.Now().UnixNano() < s.cong.quietUntil.Load() {
 			bad = 0

@@ -21,11 +21,19 @@ type forwarder struct {
 	track    *webrtc.TrackRemote
 	interval time.Duration
 	audio    bool
-	mu       sync.Mutex // serialises add/remove; readers use list
-	list     atomic.Pointer[[]*subTrack]
-	ended    atomic.Bool
-	gop      gopCache // guarded by mu
-	tap      TapSink  // nil unless the SFU's tap wants this track
+	// grp is the set of simulcast layers this track is one of (a group
+	// of one for a single-layer track); rid names the layer.
+	grp *layerGroup
+	rid string
+	// bitrate (bits/s, measured over the last window) and lastAt (unix
+	// nanos of the last packet) tell the layer chooser what each layer
+	// costs and whether the publisher still sends it.
+	bitrate, lastAt atomic.Int64
+	mu              sync.Mutex // serialises add/remove; readers use list
+	list            atomic.Pointer[[]*subTrack]
+	ended           atomic.Bool
+	gop             gopCache // guarded by mu
+	tap             TapSink  // nil unless the SFU's tap wants this track
 
 	pliMu      sync.Mutex
 	lastPLI    time.Time
@@ -53,6 +61,17 @@ func (f *forwarder) add(t *subTrack) (bool, time.Duration) {
 	return len(gop) > 0, took
 }
 
+// addQuiet starts offering packets to t without priming it: t is already
+// attached to another layer of the same group, and takes this one's
+// packets only when it switches to it (at one of its keyframes).
+func (f *forwarder) addQuiet(t *subTrack) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	old := *f.list.Load()
+	n := append(append(make([]*subTrack, 0, len(old)+1), old...), t)
+	f.list.Store(&n)
+}
+
 func (f *forwarder) remove(t *subTrack) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -73,10 +92,27 @@ func (f *forwarder) remove(t *subTrack) {
 func (f *forwarder) run() {
 	n := 0
 	muted := false
+	var winStart time.Time
+	winBytes := 0
 	for {
 		pkt, _, err := f.track.ReadRTP()
 		if err != nil {
 			return
+		}
+		now := time.Now()
+		f.lastAt.Store(now.UnixNano())
+		winBytes += len(pkt.Payload) + 12
+		if el := now.Sub(winStart); el >= layerRateWindow {
+			if !winStart.IsZero() {
+				// Smoothed over ~2 s: a keyframe's window must not make
+				// the layer look dearer than it is for long.
+				r := float64(winBytes*8) / el.Seconds()
+				if old := float64(f.bitrate.Load()); old > 0 {
+					r = 0.75*old + 0.25*r
+				}
+				f.bitrate.Store(int64(r))
+			}
+			winStart, winBytes = now, 0
 		}
 		if f.audio {
 			if n%25 == 0 { // re-check twice a second, not per packet
@@ -99,7 +135,7 @@ func (f *forwarder) run() {
 			f.mu.Unlock()
 		}
 		for _, t := range subs {
-			t.offer(pkt)
+			t.offerFrom(f, pkt)
 		}
 		if f.tap != nil {
 			f.tap.Packet(pkt) // non-blocking by contract

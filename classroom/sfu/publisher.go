@@ -25,6 +25,7 @@ type Publisher struct {
 	mu       sync.Mutex
 	pc       *webrtc.PeerConnection
 	fwds     []*forwarder
+	groups   map[*webrtc.RTPReceiver]*layerGroup // a track's simulcast layers share its receiver
 	expected int
 	changed  chan struct{} // closed and replaced when fwds grows
 	closed   bool
@@ -130,13 +131,26 @@ func (p *Publisher) Expect(n int) {
 }
 
 func (p *Publisher) onTrack(track *webrtc.TrackRemote, recv *webrtc.RTPReceiver) {
-	f := &forwarder{pub: p, track: track, interval: p.sfu.cfg.PLIInterval, audio: track.Kind() == webrtc.RTPCodecTypeAudio}
+	f := &forwarder{pub: p, track: track, interval: p.sfu.cfg.PLIInterval, audio: track.Kind() == webrtc.RTPCodecTypeAudio,
+		rid: track.RID()}
 	f.list.Store(&[]*subTrack{})
+	f.lastAt.Store(time.Now().UnixNano())
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()
 		return
 	}
+	if p.groups == nil {
+		p.groups = map[*webrtc.RTPReceiver]*layerGroup{}
+	}
+	g := p.groups[recv]
+	first := g == nil
+	if first {
+		g = &layerGroup{}
+		p.groups[recv] = g
+	}
+	f.grp = g
+	g.addLayer(f)
 	if !f.audio {
 		p.sfu.gops.Add(1)
 		defer p.sfu.gops.Add(-1)
@@ -146,7 +160,7 @@ func (p *Publisher) onTrack(track *webrtc.TrackRemote, recv *webrtc.RTPReceiver)
 	p.changed = make(chan struct{})
 	p.mu.Unlock()
 	p.sfu.log.Info("publisher track", "room", p.room, "source", p.source, "publisher", p.id, "kind", track.Kind().String(),
-		"codec", track.Codec().MimeType, "fmtp", track.Codec().SDPFmtpLine, "ssrc", uint32(track.SSRC()))
+		"codec", track.Codec().MimeType, "fmtp", track.Codec().SDPFmtpLine, "ssrc", uint32(track.SSRC()), "rid", f.rid)
 	if c := track.Codec(); strings.EqualFold(c.MimeType, webrtc.MimeTypeH264) && highProfile(c.SDPFmtpLine) {
 		p.sfu.log.Warn("the lesson's H264 uses a profile browsers do not decode; classrooms in a browser will not see it: set the encoder to baseline",
 			"room", p.room, "fmtp", c.SDPFmtpLine)
@@ -155,12 +169,21 @@ func (p *Publisher) onTrack(track *webrtc.TrackRemote, recv *webrtc.RTPReceiver)
 		// Drain RTCP so the receiver's interceptors keep running.
 		buf := make([]byte, 1500)
 		for {
-			if _, _, err := recv.Read(buf); err != nil {
+			var err error
+			if f.rid != "" {
+				_, _, err = recv.ReadSimulcast(buf, f.rid)
+			} else {
+				_, _, err = recv.Read(buf)
+			}
+			if err != nil {
 				return
 			}
 		}
 	}()
-	f.tap = p.tapFor(f)
+	if first {
+		// One layer of each track is recorded: the first to arrive.
+		f.tap = p.tapFor(f)
+	}
 	p.sfu.Resync(p.room)
 	f.run()
 	if f.tap != nil {
@@ -183,7 +206,28 @@ func (p *Publisher) onTrack(track *webrtc.TrackRemote, recv *webrtc.RTPReceiver)
 	}
 	p.mu.Unlock()
 	f.ended.Store(true)
+	g.removeLayer(f)
 	p.sfu.Resync(p.room)
+}
+
+// tracksOf keeps one forwarder per track (the primary of its layers).
+func tracksOf(fwds []*forwarder) []*forwarder {
+	seen := map[*layerGroup]bool{}
+	var out []*forwarder
+	for _, f := range fwds {
+		if f.grp == nil {
+			out = append(out, f)
+			continue
+		}
+		if seen[f.grp] {
+			continue
+		}
+		seen[f.grp] = true
+		if pf := f.grp.primary(); pf != nil {
+			out = append(out, pf)
+		}
+	}
+	return out
 }
 
 func (p *Publisher) forwarders() []*forwarder {
@@ -200,7 +244,7 @@ func (p *Publisher) waitTracks(ctx context.Context, wait time.Duration) []*forwa
 	for {
 		p.mu.Lock()
 		fwds, ch := append([]*forwarder(nil), p.fwds...), p.changed
-		done := p.closed || len(fwds) >= p.expected
+		done := p.closed || len(tracksOf(fwds)) >= p.expected
 		p.mu.Unlock()
 		if done {
 			return fwds

@@ -163,6 +163,7 @@ func (s *SFU) Subscribe(ctx context.Context, roomID, offer string) (*Subscriber,
 	sub := &Subscriber{sfu: s, room: roomID, id: newID(), static: true, stopCong: make(chan struct{}), done: make(chan struct{})}
 	s.peers.Add(1)
 	go sub.adapt()
+	go sub.chooseLayers()
 	answer, err := sub.negotiate(ctx, offer, fwds)
 	if err != nil {
 		sub.Close()
@@ -209,6 +210,7 @@ func (s *SFU) NewSubscriberConfig(roomID string, cfg webrtc.Configuration, filte
 	s.peers.Add(1)
 	s.mu.Unlock()
 	go sub.adapt()
+	go sub.chooseLayers()
 	go sub.loop()
 	sub.kick()
 	s.log.Info("subscriber joined", "room", roomID, "subscriber", sub.id, "renegotiable", true)

@@ -29,8 +29,12 @@
 // room.go the rooms and the calls that join or leave them; publisher.go a
 // sending peer; forwarder.go the fan-out from one publisher track, with
 // keyframe.go its keyframe cache; subscriber.go a receiving peer and
-// subtrack.go its per-track queue and writer; congestion.go weak-link
-// video pausing; h264.go H264 profile matching; tap.go the recorder's view.
+// subtrack.go its per-track queue and writer; layers.go simulcast layers
+// (a publisher's rid encodings grouped per track, the per-subscriber
+// switch at a keyframe and the sequence/timestamp rewrite); choose.go
+// the layer each subscriber gets, from pion's gcc estimate, TWCC loss and
+// padding probes; congestion.go weak-link video pausing (below the lowest
+// layer); h264.go H264 profile matching; tap.go the recorder's view.
 package sfu
 
 import (
@@ -47,7 +51,10 @@ import (
 
 	"github.com/pion/ice/v4"
 	"github.com/pion/interceptor"
+	"github.com/pion/interceptor/pkg/cc"
+	"github.com/pion/interceptor/pkg/gcc"
 	"github.com/pion/interceptor/pkg/nack"
+	"github.com/pion/transport/v5"
 	"github.com/pion/webrtc/v4"
 	"golang.org/x/time/rate"
 )
@@ -104,6 +111,12 @@ type Config struct {
 	// TrackWait is how long a subscriber waits for a publisher's tracks to
 	// start flowing before it gets whatever has arrived.
 	TrackWait time.Duration
+	// Net is the network pion's sockets are made in; nil is the host's.
+	// Tests put the edge in a network namespace with it.
+	Net transport.Net
+	// NoLayers turns off choosing a simulcast layer per subscriber: every
+	// subscriber gets the publisher's highest layer (benchmarks compare).
+	NoLayers bool
 }
 
 // ICEAddrsForListen derives Config.ICEAddrs from an HTTP listen address:
@@ -126,6 +139,13 @@ type SFU struct {
 	cfg Config
 	log *slog.Logger
 	api *webrtc.API
+	// subAPI makes subscribers' connections: the same settings plus a
+	// send-side bandwidth estimate (gcc) from their TWCC feedback. One
+	// estimator is made per connection; bweMu hands it to the subscriber
+	// whose NewPeerConnection call made it.
+	subAPI  *webrtc.API
+	bweMu   sync.Mutex
+	lastBWE cc.BandwidthEstimator
 
 	mu     sync.Mutex
 	rooms  map[string]*room
@@ -138,6 +158,7 @@ type SFU struct {
 	forwarded, dropped atomic.Uint64 // totals over all subscribers, ever
 	nacks, twcc, remb  atomic.Uint64 // feedback received from subscribers
 	pauses, resumes    atomic.Uint64 // video paused/resumed for weak links
+	ups, downs, probes atomic.Uint64 // simulcast layer switches and probes
 
 	// Live objects, for the gauges that must return to zero when the
 	// school is idle: peers (publishers and subscribers not yet closed)
@@ -159,6 +180,10 @@ type Totals struct {
 	// VideoPauses and VideoResumes count subscribers whose link was too
 	// weak for video (audio went on) and the probes that brought it back.
 	VideoPauses, VideoResumes uint64
+	// LayerUps and LayerDowns count subscribers moved to a higher or
+	// lower simulcast layer; Probes the padding bursts that tested a link
+	// before moving up.
+	LayerUps, LayerDowns, Probes uint64
 }
 
 // New builds the pion API (default codecs and interceptors) and an empty SFU.
@@ -184,12 +209,47 @@ func New(cfg Config) (*SFU, error) {
 	if cfg.TrackWait <= 0 {
 		cfg.TrackWait = DefaultTrackWait
 	}
-	a, err := NewAPI(cfg.ICEAddrs)
+	a, err := NewAPINet(cfg.ICEAddrs, cfg.Net, nil)
 	if err != nil {
 		return nil, err
 	}
-	return &SFU{cfg: cfg, log: cfg.Logger, api: a, rooms: map[string]*room{}, muted: map[string]bool{},
-		primeBudget: rate.NewLimiter(rate.Limit(cfg.PrimeBitrate/8), 4*cfg.PaceBurst)}, nil
+	s := &SFU{cfg: cfg, log: cfg.Logger, api: a, rooms: map[string]*room{}, muted: map[string]bool{},
+		primeBudget: rate.NewLimiter(rate.Limit(cfg.PrimeBitrate/8), 4*cfg.PaceBurst)}
+	if cfg.NoLayers {
+		// No layer to choose: no estimator either. It sees every packet
+		// sent to every subscriber, about a quarter of the edge's CPU per
+		// forwarded packet (TestBenchLiveClass, N=40).
+		s.subAPI = a
+		return s, nil
+	}
+	// The estimator's own pacer is off: each subscriber track has its
+	// pacer already (its rate follows the estimate), and a second queue
+	// would delay audio behind video.
+	bwe, err := cc.NewInterceptor(func() (cc.BandwidthEstimator, error) {
+		return gcc.NewSendSideBWE(gcc.SendSideBWEPacer(gcc.NewNoOpPacer()),
+			gcc.SendSideBWEInitialBitrate(bweInitial), gcc.SendSideBWEMinBitrate(bweMin), gcc.SendSideBWEMaxBitrate(bweMax))
+	})
+	if err != nil {
+		return nil, fmt.Errorf("bandwidth estimator: %w", err)
+	}
+	bwe.OnNewPeerConnection(func(_ string, e cc.BandwidthEstimator) { s.lastBWE = e }) // under bweMu
+	if s.subAPI, err = NewAPINet(cfg.ICEAddrs, cfg.Net, bwe); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// newSubscriberPC makes a subscriber's connection and returns it with its
+// bandwidth estimator.
+func (s *SFU) newSubscriberPC(cfg webrtc.Configuration) (*webrtc.PeerConnection, cc.BandwidthEstimator, error) {
+	s.bweMu.Lock()
+	defer s.bweMu.Unlock()
+	s.lastBWE = nil
+	pc, err := s.subAPI.NewPeerConnection(cfg)
+	if err != nil {
+		return nil, nil, fmt.Errorf("new peer connection: %w", err)
+	}
+	return pc, s.lastBWE, nil
 }
 
 // NewAPI returns a pion API with default codecs (VP8, VP9, H264, AV1, Opus,
@@ -197,6 +257,12 @@ func New(cfg Config) (*SFU, error) {
 // peer is noticed within seconds, and host candidates restricted to addrs
 // when it is not empty. Tests use it for their own peers too.
 func NewAPI(addrs []net.IP) (*webrtc.API, error) {
+	return NewAPINet(addrs, nil, nil)
+}
+
+// NewAPINet is NewAPI with sockets made in n (nil: the host's network) and,
+// when bwe is not nil, a bandwidth estimator on every connection.
+func NewAPINet(addrs []net.IP, n transport.Net, bwe interceptor.Factory) (*webrtc.API, error) {
 	me := &webrtc.MediaEngine{}
 	if err := me.RegisterDefaultCodecs(); err != nil {
 		return nil, fmt.Errorf("register codecs: %w", err)
@@ -210,6 +276,15 @@ func NewAPI(addrs []net.IP) (*webrtc.API, error) {
 		webrtc.WithNackGeneratorOptions(nack.GeneratorMaxNacksPerPacket(3))); err != nil {
 		return nil, fmt.Errorf("register interceptors: %w", err)
 	}
+	// The estimator between the two: the TWCC header extension (added
+	// after it, so it wraps it) stamps each packet before the estimator
+	// records it as sent; and after the NACK responder, which would
+	// otherwise cap retransmissions at gcc's target, a figure that on a
+	// link probed by padding lags what the link carries (retransmissions
+	// then stop and a 1 % loss freezes the picture).
+	if bwe != nil {
+		ir.Add(bwe)
+	}
 	// Put transport-wide sequence numbers on what the edge sends, so
 	// subscribers report per-packet arrival (TWCC feedback). The defaults
 	// only generate feedback for what the edge receives.
@@ -217,6 +292,9 @@ func NewAPI(addrs []net.IP) (*webrtc.API, error) {
 		return nil, fmt.Errorf("register TWCC header extension: %w", err)
 	}
 	var se webrtc.SettingEngine
+	if n != nil {
+		se.SetNet(n)
+	}
 	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
 	se.SetICETimeouts(3*time.Second, 5*time.Second, time.Second)
 	if len(addrs) > 0 {
@@ -263,6 +341,7 @@ func (s *SFU) Totals() Totals {
 	t.Forwarded, t.Dropped = s.forwarded.Load(), s.dropped.Load()
 	t.NACKs, t.TWCC, t.REMB = s.nacks.Load(), s.twcc.Load(), s.remb.Load()
 	t.VideoPauses, t.VideoResumes = s.pauses.Load(), s.resumes.Load()
+	t.LayerUps, t.LayerDowns, t.Probes = s.ups.Load(), s.downs.Load(), s.probes.Load()
 	return t
 }
 

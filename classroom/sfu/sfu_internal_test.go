@@ -13,15 +13,15 @@ import (
 func TestFullQueueDropsOnlyForThatSubscriber(t *testing.T) {
 	f := &forwarder{}
 	f.list.Store(&[]*subTrack{})
-	fast := &subTrack{fwd: f, q: make(chan *rtp.Packet, 4), prime: make(chan []*rtp.Packet, 1)}
-	slow := &subTrack{fwd: f, q: make(chan *rtp.Packet, 4), prime: make(chan []*rtp.Packet, 1)} // nobody drains it
+	fast := &subTrack{fwd: f, q: make(chan qpkt, 4), prime: make(chan []*rtp.Packet, 1)}
+	slow := &subTrack{fwd: f, q: make(chan qpkt, 4), prime: make(chan []*rtp.Packet, 1)} // nobody drains it
 	f.add(fast)
 	f.add(slow)
 
 	ack := make(chan uint16)
 	go func() {
 		for p := range fast.q {
-			ack <- p.SequenceNumber
+			ack <- p.pkt.SequenceNumber
 		}
 	}()
 	const n = 1000
@@ -29,7 +29,7 @@ func TestFullQueueDropsOnlyForThatSubscriber(t *testing.T) {
 	for i := range n {
 		pkt := &rtp.Packet{Header: rtp.Header{SequenceNumber: uint16(i)}}
 		for _, s := range f.subs() {
-			s.offer(pkt)
+			s.offerFrom(f, pkt)
 		}
 		select {
 		case got := <-ack:

@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/pion/interceptor/pkg/cc"
 	"github.com/pion/rtcp"
 	"github.com/pion/webrtc/v4"
 )
@@ -35,7 +36,17 @@ type Subscriber struct {
 	pc     *webrtc.PeerConnection
 	tracks []*subTrack
 
+	// bwe is the send-side estimate of pc's link (nil until pc exists),
+	// under its own lock: newPC runs both with and without mu held.
+	bweMu sync.Mutex
+	bwe   cc.BandwidthEstimator
+
 	cong congestion
+	tx   atomic.Uint64 // bytes sent to this subscriber, padding included
+	// What the layer chooser last decided, for metrics: the link budget
+	// (bits/s, 0 before it is known), gcc's own target and the loss.
+	budget, target atomic.Int64
+	lossPPM        atomic.Int64
 
 	closeOnce sync.Once
 	closed    atomic.Bool
@@ -62,10 +73,13 @@ func (s *Subscriber) watches(p *Publisher) bool {
 }
 
 func (s *Subscriber) newPC() (*webrtc.PeerConnection, error) {
-	pc, err := s.sfu.api.NewPeerConnection(s.pcCfg)
+	pc, bwe, err := s.sfu.newSubscriberPC(s.pcCfg)
 	if err != nil {
-		return nil, fmt.Errorf("new peer connection: %w", err)
+		return nil, err
 	}
+	s.bweMu.Lock()
+	s.bwe = bwe
+	s.bweMu.Unlock()
 	pc.OnConnectionStateChange(func(st webrtc.PeerConnectionState) {
 		s.sfu.log.Debug("subscriber connection state", "room", s.room, "subscriber", s.id, "state", st.String())
 		switch st {
@@ -91,7 +105,7 @@ func (s *Subscriber) attachReady() {
 	for _, t := range s.tracks {
 		if t.negotiated && !t.attached {
 			t.attached = true
-			primed, took := t.fwd.add(t)
+			primed, took := t.attach()
 			if !primed {
 				need = append(need, t.fwd)
 			}
@@ -109,7 +123,7 @@ func (s *Subscriber) keyframes() {
 	tracks := append([]*subTrack(nil), s.tracks...)
 	s.mu.Unlock()
 	for _, t := range tracks {
-		t.fwd.keyframe()
+		t.keyframe()
 	}
 }
 
@@ -124,7 +138,7 @@ func (s *Subscriber) negotiate(ctx context.Context, offer string, fwds []*forwar
 	if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: offer}); err != nil {
 		return "", fmt.Errorf("%w: %v", ErrBadOffer, err)
 	}
-	for _, f := range fwds {
+	for _, f := range tracksOf(fwds) {
 		t, err := s.newSubTrack(pc, f)
 		if err != nil {
 			return "", err
@@ -179,7 +193,7 @@ func (s *Subscriber) loop() {
 // sync adds the tracks the filter now wants and removes those it no longer
 // wants (or that ended), then offers the result to the client.
 func (s *Subscriber) sync() error {
-	want := s.sfu.forwardersFor(s.room, s.filter)
+	want := tracksOf(s.sfu.forwardersFor(s.room, s.filter))
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed.Load() {
@@ -199,7 +213,7 @@ func (s *Subscriber) sync() error {
 			kept = append(kept, t)
 			continue
 		}
-		t.fwd.remove(t)
+		t.detach()
 		close(t.done)
 		if s.pc != nil {
 			_ = s.pc.RemoveTrack(t.sender)
@@ -295,7 +309,7 @@ func (s *Subscriber) AddCandidate(c webrtc.ICECandidateInit) error {
 
 // readRTCP keeps the sender's interceptors (NACK responder, reports, TWCC)
 // fed and relays keyframe requests to the publisher.
-func (s *Subscriber) readRTCP(sender *webrtc.RTPSender, f *forwarder) {
+func (s *Subscriber) readRTCP(sender *webrtc.RTPSender, t *subTrack) {
 	for {
 		pkts, _, err := sender.ReadRTCP()
 		if err != nil {
@@ -304,7 +318,7 @@ func (s *Subscriber) readRTCP(sender *webrtc.RTPSender, f *forwarder) {
 		for _, p := range pkts {
 			switch p.(type) {
 			case *rtcp.PictureLossIndication, *rtcp.FullIntraRequest:
-				f.keyframe()
+				t.keyframe()
 			case *rtcp.TransportLayerNack:
 				s.sfu.nacks.Add(1) // answered by the NACK responder from its cache
 			case *rtcp.TransportLayerCC:
@@ -333,7 +347,7 @@ func (s *Subscriber) Close() {
 		s.tracks = nil
 		s.mu.Unlock()
 		for _, t := range tracks {
-			t.fwd.remove(t)
+			t.detach()
 			close(t.done)
 		}
 		if pc != nil {

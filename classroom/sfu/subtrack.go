@@ -27,11 +27,21 @@ type subTrack struct {
 	offered, negotiated, attached bool
 	local                         *webrtc.TrackLocalStaticRTP
 	sender                        *webrtc.RTPSender
-	q                             chan *rtp.Packet
+	q                             chan qpkt
 	// prime carries the cached group of pictures (possibly none) once,
 	// when the track is attached; the writer sends it before anything
 	// from q.
 	prime chan []*rtp.Packet
+	// The simulcast layer this track takes its packets from (cur) and
+	// the one it moves to at that layer's next keyframe (want, nil when
+	// none). A single-layer track stays on its one forwarder.
+	cur, want atomic.Pointer[forwarder]
+	wantAt    atomic.Int64 // unix nanos when want was set
+	// probe (bits/s, 0: off) is padding the writer adds to test whether
+	// the link carries the next layer up.
+	probe atomic.Int64
+	tx    *atomic.Uint64 // the subscriber's bytes sent, padding included; nil in unit tests
+	rw    rewriter       // the writer goroutine's
 	// pace spreads the writes of a video track over time: a new
 	// subscriber's primed group of pictures (up to ~1 MB) written at once
 	// overflows its socket and looks like a weak link. nil for audio.
@@ -41,13 +51,40 @@ type subTrack struct {
 	dropped atomic.Uint64
 }
 
-// offer queues pkt for this subscriber, dropping it if the queue is full.
-func (t *subTrack) offer(pkt *rtp.Packet) {
+// qpkt is a queued packet: the layer it came from, and whether it is the
+// first of a layer the track switched to.
+type qpkt struct {
+	pkt  *rtp.Packet
+	from *forwarder
+	sw   bool
+}
+
+// offerFrom queues f's pkt if f is the layer this track takes, or the
+// layer it waits to switch to and pkt starts one of its keyframes (the
+// switch happens here, so the subscriber's decoder starts the new layer
+// on a picture it can decode).
+func (t *subTrack) offerFrom(f *forwarder, pkt *rtp.Packet) {
+	sw := false
+	if cur := t.cur.Load(); cur != nil && f != cur {
+		if f != t.want.Load() || !isKeyframeStart(pkt.Payload, f.track.Codec().MimeType) {
+			return
+		}
+		if !t.cur.CompareAndSwap(cur, f) {
+			return
+		}
+		t.want.CompareAndSwap(f, nil)
+		sw = true
+	}
+	t.offer(qpkt{pkt: pkt, from: f, sw: sw})
+}
+
+// offer queues e for this subscriber, dropping it if the queue is full.
+func (t *subTrack) offer(e qpkt) {
 	if t.paused != nil && t.paused.Load() {
 		return // this subscriber's link cannot carry video now
 	}
 	select {
-	case t.q <- pkt:
+	case t.q <- e:
 		t.sent.Add(1)
 		if t.sfu != nil {
 			t.sfu.forwarded.Add(1)
@@ -69,7 +106,7 @@ func (t *subTrack) write() {
 			if t.sfu != nil && !t.wait(t.sfu.primeBudget, pkt) {
 				return
 			}
-			if !t.send(pkt) {
+			if !t.send(qpkt{pkt: pkt, from: t.cur.Load()}) {
 				return
 			}
 		}
@@ -77,12 +114,32 @@ func (t *subTrack) write() {
 			t.cong.quietFor(0) // the burst's feedback is still arriving
 		}
 	}
+	var tick *time.Ticker
+	var tc <-chan time.Time
+	defer func() {
+		if tick != nil {
+			tick.Stop()
+		}
+	}()
 	for {
+		switch p := t.probe.Load(); {
+		case p > 0 && tick == nil:
+			tick = time.NewTicker(probeTick)
+			tc = tick.C
+			t.rw.padAt = time.Now()
+		case p == 0 && tick != nil:
+			tick.Stop()
+			tick, tc = nil, nil
+		}
 		select {
 		case <-t.done:
 			return
-		case pkt := <-t.q:
-			if !t.send(pkt) {
+		case e := <-t.q:
+			if !t.send(e) {
+				return
+			}
+		case now := <-tc:
+			if !t.pad(now) {
 				return
 			}
 		}
@@ -91,16 +148,26 @@ func (t *subTrack) write() {
 
 // send writes one packet, first waiting for the pacer; it reports false
 // when the track was closed meanwhile.
-func (t *subTrack) send(pkt *rtp.Packet) bool {
+func (t *subTrack) send(e qpkt) bool {
+	pkt := e.pkt
+	h := pkt.Header
+	if t.pace != nil { // video: one continuous stream whatever the layer
+		if !t.rw.take(e) {
+			return true // a packet of the layer it just left
+		}
+		h.SequenceNumber, h.Timestamp = t.rw.mapped(pkt)
+	}
 	if !t.wait(t.pace, pkt) {
 		return false
 	}
 	// Header extension ids are per peer connection: the publisher's do
 	// not mean the same to this subscriber, so they are dropped (its own
 	// interceptors add TWCC).
-	h := pkt.Header
 	h.Extension, h.Extensions, h.ExtensionProfile = false, nil, 0
 	_ = t.local.WriteRTP(&rtp.Packet{Header: h, Payload: pkt.Payload, PaddingSize: pkt.PaddingSize})
+	if t.tx != nil {
+		t.tx.Add(uint64(len(pkt.Payload) + 12 + int(pkt.PaddingSize)))
+	}
 	return true
 }
 
@@ -167,12 +234,12 @@ func (s *Subscriber) newSubTrack(pc *webrtc.PeerConnection, f *forwarder) (*subT
 		}
 		return nil, fmt.Errorf("%w: this client cannot receive %s: %v%s", ErrBadOffer, f.track.Codec().MimeType, err, hint)
 	}
-	t := &subTrack{sfu: s.sfu, fwd: f, local: local, sender: sender, q: make(chan *rtp.Packet, s.sfu.cfg.QueuePackets),
-		prime: make(chan []*rtp.Packet, 1), done: make(chan struct{})}
+	t := &subTrack{sfu: s.sfu, fwd: f, local: local, sender: sender, q: make(chan qpkt, s.sfu.cfg.QueuePackets),
+		prime: make(chan []*rtp.Packet, 1), done: make(chan struct{}), tx: &s.tx}
 	if !f.audio {
 		t.paused, t.cong = &s.cong.videoPaused, &s.cong
 		t.pace = rate.NewLimiter(rate.Limit(s.sfu.cfg.PaceBitrate/8), s.sfu.cfg.PaceBurst)
 	}
-	go s.readRTCP(sender, f)
+	go s.readRTCP(sender, t)
 	return t, nil
 }

@@ -86,6 +86,9 @@ type Config struct {
 	// Language is the school's language (a BCP 47 tag the pages have a
 	// catalogue for): pages use it when the browser asks for none they have.
 	Language string `json:"language"`
+	// SimulcastLayers turns on choosing a simulcast layer per subscriber
+	// (off: every subscriber gets a simulcast publisher's top layer).
+	SimulcastLayers bool `json:"simulcast_layers"`
 	// HTTPSRedirect sends page requests on plain HTTP from other hosts to
 	// HTTPS; off only behind a proxy that terminates TLS itself.
 	HTTPSRedirect bool `json:"https_redirect"`
@@ -205,6 +208,7 @@ func defineFlags(fs *flag.FlagSet, c *Config) {
 	fs.Var(listFlag{&c.TLSNames}, "tls-names", "extra DNS `names` or addresses the edge's certificate covers, comma-separated")
 	fs.StringVar(&c.CloudCA, "cloud-ca", c.CloudCA, "PEM `file` of the city's root: trusted, besides the system's roots, for an https hub enrolled by a token without a pin")
 	fs.StringVar(&c.TimeZone, "time-zone", c.TimeZone, "the school's IANA time `zone` (timetable periods; dates and times on every page), e.g. Asia/Shanghai, Asia/Urumqi")
+	fs.BoolVar(&c.SimulcastLayers, "simulcast-layers", c.SimulcastLayers, "choose a simulcast layer per classroom from a bandwidth estimate of its link (experimental: the estimator costs about a quarter more CPU per forwarded packet; off, every classroom gets a simulcast publisher's top layer)")
 	fs.StringVar(&c.Language, "language", c.Language, "the school's `language` for pages whose browser asks for none they have: zh-CN or en")
 	fs.BoolVar(&c.HTTPSRedirect, "https-redirect", c.HTTPSRedirect, "redirect page requests on plain HTTP from other hosts to HTTPS (turn off only behind a TLS-terminating proxy)")
 	fs.IntVar(&c.MaxConnsPerAddr, "max-conns-per-addr", c.MaxConnsPerAddr, "connections one client address may hold open at once (`N`, 0: no limit; loopback is exempt)")

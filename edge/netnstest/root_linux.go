@@ -29,6 +29,9 @@ type Netns struct {
 	Link string     // the veth interface inside the namespace
 	Addr netip.Addr // Link's IPv4 address, on a private /24
 	Peer netip.Addr // the address at the veth's other end
+	// For a host of NewLAN: the bridge's namespace and the bridge port
+	// that sends to this host (where Shape limits what it receives).
+	BridgeNS, BridgePort string
 }
 
 // NewPair makes two network namespaces joined by a veth pair, each end with
@@ -127,10 +130,11 @@ func NewLAN(t testing.TB, prefix netip.Prefix, n int) []*Netns {
 	addr := prefix.Masked().Addr()
 	for i := range hosts {
 		addr = addr.Next()
-		h := &Netns{Name: fmt.Sprintf("cetest-%s-%d", id, i), Link: fmt.Sprintf("ce%s%d", id, i), Addr: addr}
+		port := fmt.Sprintf("p%d", i)
+		h := &Netns{Name: fmt.Sprintf("cetest-%s-%d", id, i), Link: fmt.Sprintf("ce%s%d", id, i), Addr: addr,
+			BridgeNS: bridgeNS, BridgePort: port}
 		hosts[i] = h
 		add(h.Name)
-		port := fmt.Sprintf("p%d", i)
 		steps = append(steps,
 			[]string{"-n", bridgeNS, "link", "add", port, "type", "veth", "peer", "name", h.Link, "netns", h.Name},
 			[]string{"-n", bridgeNS, "link", "set", port, "master", "br0"},
@@ -220,6 +224,38 @@ func (n *Netns) Listen(network, addr string) (net.Listener, error) {
 		ln = nil
 	}
 	return ln, err
+}
+
+// Run calls fn on an OS thread inside n: sockets fn makes belong to n
+// (a WebRTC peer of the test living on n's host).
+func (n *Netns) Run(fn func() error) error { return n.run(fn) }
+
+// Shape limits what a NewLAN host receives to rate (tc's units, e.g.
+// "1mbit") with a token bucket (tbf) on its bridge port, buffering up to
+// 400 ms; a second call changes the rate in place (what is queued stays
+// queued, as when a real link widens).
+func (n *Netns) Shape(rate string) error {
+	if n.BridgeNS == "" {
+		return fmt.Errorf("netnstest: %s is not a NewLAN host", n.Name)
+	}
+	args := []string{"netns", "exec", n.BridgeNS, "tc", "qdisc", "change", "dev", n.BridgePort, "root", "tbf",
+		"rate", rate, "burst", "20kb", "latency", "400ms"}
+	if err := ip(args...); err != nil {
+		args[5] = "add"
+		return ip(args...)
+	}
+	return nil
+}
+
+// Loss drops percent % of the UDP packets n receives, at random
+// (nftables; netem does not exist in this kernel). 0 removes the rule.
+func (n *Netns) Loss(percent int) error {
+	_ = ip("netns", "exec", n.Name, "nft", "delete", "table", "inet", "celoss")
+	if percent <= 0 {
+		return nil
+	}
+	return ip("netns", "exec", n.Name, "nft", fmt.Sprintf(
+		"add table inet celoss; add chain inet celoss in { type filter hook input priority 0; }; add rule inet celoss in meta l4proto udp numgen random mod 100 < %d drop", percent))
 }
 
 // run calls fn on an OS thread moved into n, then moves the thread back.

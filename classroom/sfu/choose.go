@@ -1,0 +1,401 @@
+// Choosing a layer per subscriber: the subscriber's link, judged from the
+// send-side estimate (pion's gcc over the subscriber's TWCC feedback) and
+// the loss that feedback reports, sets a budget; each simulcast track gets
+// the highest layer the budget carries. A move up is earned by a probe:
+// padding that raises what the link carries to the next layer's bitrate
+// for a second; a move down happens as soon as the link shows congestion.
+
+package sfu
+
+import (
+	"slices"
+	"time"
+
+	"golang.org/x/time/rate"
+)
+
+// Layer choice timing and margins.
+const (
+	chooseTick  = 100 * time.Millisecond
+	lossTicks   = 3  // loss is judged over this many ticks …
+	lossPackets = 40 // … and packets
+	probeDrain  = 2 * time.Second
+	congLoss    = 0.08 // loss above this is congestion (a thin link's queue overflowing), not random loss
+	cutEvery    = 300 * time.Millisecond
+	probeFor    = 1700 * time.Millisecond
+	probeRamp   = 1200 * time.Millisecond
+	probeLoss   = 0.06                   // loss during a probe above this ends it
+	probeKeep   = 0.85                   // share of the send rate a stopped probe reached that the budget takes
+	probeHold   = 300 * time.Millisecond // at a layer before probing further up
+	backoffMin  = 2 * time.Second
+	backoffMax  = 5 * time.Second // a widened link is found again within this and a probe
+	failedUpFor = 3 * time.Second // a move down this soon after a move up means the probe misjudged
+	// layerHeadroom: a layer is chosen when the budget exceeds its
+	// measured payload bitrate by this factor (headers, SRTP, feedback).
+	layerHeadroom  = 1.1
+	probeOvershoot = 1.2
+	// layerKeep: a layer is left when the budget falls below this share
+	// of its bitrate (below layerHeadroom, so a layer just reached is
+	// not left at the next measurement).
+	layerKeep    = 0.9
+	audioReserve = 64_000 // bits/s kept for the subscriber's audio before video is chosen
+	paceMin      = 500_000
+
+	// gcc's settings for subscriber links.
+	bweInitial = 1_000_000
+	bweMin     = 50_000
+	bweMax     = 50_000_000
+)
+
+// chooser is one subscriber's layer-choice state, owned by its
+// chooseLayers goroutine.
+type chooser struct {
+	budget           float64 // bits/s the link is known to carry; 0 before a probe or a cut
+	lastTx           uint64
+	lastAt           time.Time
+	txRate           float64
+	lost, recv, n    int
+	loss             float64
+	probing          *subTrack
+	probeStart       time.Time
+	probeUntil       time.Time
+	probeTxFull      uint64
+	probeFullAt      time.Time
+	probeWant        float64
+	ramp             time.Duration
+	probeLost        int
+	probeRecv        int
+	probePad         float64
+	overPrev         bool
+	graceUntil       time.Time // a failed probe's queue is draining
+	backoff          time.Duration
+	nextProbe        time.Time
+	lastSwitch, upAt time.Time
+	lastCut          time.Time
+}
+
+// chooseLayers runs the subscriber's layer choice until it closes.
+func (s *Subscriber) chooseLayers() {
+	tick := time.NewTicker(chooseTick)
+	defer tick.Stop()
+	var c chooser
+	for {
+		select {
+		case <-s.stopCong:
+			return
+		case now := <-tick.C:
+			s.chooseOnce(&c, now)
+		}
+	}
+}
+
+// measure updates the send rate, loss and congestion signal; it reports
+// whether the link is congested now.
+func (s *Subscriber) measure(c *chooser, now time.Time) bool {
+	tx := s.tx.Load()
+	if !c.lastAt.IsZero() {
+		r := float64(tx-c.lastTx) * 8 / now.Sub(c.lastAt).Seconds()
+		c.txRate = 0.7*c.txRate + 0.3*r
+	}
+	c.lastTx, c.lastAt = tx, now
+	// Loss over at least lossTicks and lossPackets (up to a second): on
+	// a thin link's low layer a few packets lost at random would read as
+	// congestion.
+	l, r := s.cong.takeFast()
+	c.lost, c.recv, c.n = c.lost+l, c.recv+r, c.n+1
+	c.probeLost, c.probeRecv = c.probeLost+l, c.probeRecv+r
+	if c.n >= lossTicks && (c.lost+c.recv >= lossPackets || c.n >= 10) {
+		if c.lost+c.recv >= 10 {
+			c.loss = float64(c.lost) / float64(c.lost+c.recv)
+		}
+		c.lost, c.recv, c.n = 0, 0, 0
+	}
+	s.lossPPM.Store(int64(c.loss * 1e6))
+	overuse := false
+	s.bweMu.Lock()
+	bwe := s.bwe
+	s.bweMu.Unlock()
+	if bwe != nil {
+		// Overuse on two ticks in a row: one keyframe's burst through a
+		// shaper reads as overuse for a moment.
+		// gcc's "usage" says overuse for one update only, while its
+		// delay trend estimate can stay above the threshold for long
+		// after: an overuse episode starts with the first and lasts
+		// while the second holds. It counts on its second tick (a
+		// keyframe's burst through a shaper reads as overuse for a
+		// moment).
+		st := bwe.GetStats()
+		est, _ := st["delayEstimate"].(float64)
+		thr, _ := st["delayThreshold"].(float64)
+		over := st["usage"] == "overuse" || (c.overPrev && est > 0 && thr > 0 && est > thr)
+		overuse = over && c.overPrev
+		c.overPrev = over
+		s.target.Store(int64(bwe.GetTargetBitrate()))
+	}
+	if now.UnixNano() < s.cong.quietUntil.Load() || now.Before(c.graceUntil) {
+		return false // a priming burst's or a failed probe's losses say little about the link
+	}
+	if overuse || c.loss > congLoss {
+		s.sfu.log.Debug("subscriber link congestion signal", "subscriber", s.id, "overuse", overuse, "loss", c.loss, "sent", int(c.txRate), "probing", c.probing != nil)
+	}
+	if c.probing != nil && c.probeLost+c.probeRecv >= 20 && float64(c.probeLost) > probeLoss*float64(c.probeLost+c.probeRecv) {
+		return true // the shaper started dropping what the probe added
+	}
+	return c.loss > congLoss || overuse
+}
+
+func (s *Subscriber) chooseOnce(c *chooser, now time.Time) {
+	congested := s.measure(c, now)
+	if congested && c.probing != nil {
+		s.endProbe(c, now, false) // the probe found the link's limit: no cut
+		congested = false
+	}
+	if congested && now.Sub(c.lastCut) >= cutEvery && c.txRate > 0 {
+		// What arrived, less a margin, is what the link carries.
+		if cut := 0.9 * c.txRate * (1 - c.loss); c.budget == 0 || cut < c.budget {
+			s.sfu.log.Debug("subscriber link congested", "room", s.room, "subscriber", s.id, "loss", c.loss,
+				"sent", int(c.txRate), "budget", int(cut), "probing", c.probing != nil)
+			c.budget = cut
+		}
+		c.lastCut = now
+	}
+	if c.probing != nil && now.After(c.probeUntil) {
+		s.endProbe(c, now, true)
+	}
+	if c.probing != nil {
+		// Ramp the padding up over probeRamp: on a link that cannot take
+		// it the queue grows slowly, and gcc sees the delay before the
+		// shaper drops anything.
+		f := min(1, float64(now.Sub(c.probeStart))/float64(c.ramp))
+		c.probing.probe.Store(int64(max(c.probePad*f, 20_000)))
+		if f >= 1 && c.probeTxFull == 0 {
+			c.probeFullAt, c.probeTxFull = now, s.tx.Load()
+		}
+	}
+	s.budget.Store(int64(c.budget))
+
+	video := s.videoTracks()
+	var layered []*subTrack
+	for _, t := range video {
+		if t.layered() {
+			layered = append(layered, t)
+		}
+	}
+	for _, t := range video {
+		s.paceFor(t, c)
+	}
+	for _, t := range layered {
+		s.chooseFor(c, t, len(layered), congested, now)
+	}
+}
+
+// endProbe stops the probe; a probe that ran its course without
+// congestion raises the budget to what it sent.
+func (s *Subscriber) endProbe(c *chooser, now time.Time, ok bool) {
+	c.probing.probe.Store(0)
+	c.probing = nil
+	if !ok {
+		c.backoff = min(max(2*c.backoff, backoffMin), backoffMax)
+		c.nextProbe = now.Add(c.backoff)
+		// The link carried what was sent before the probe: let the
+		// queue the probe built drain before judging it again (nor
+		// pausing the video for it).
+		c.graceUntil = now.Add(probeDrain)
+		s.cong.quietFor(probeDrain)
+		return
+	}
+	// What was sent while the padding was at its full rate.
+	sent := float64(s.tx.Load()-c.probeTxFull) * 8 / now.Sub(c.probeFullAt).Seconds()
+	c.budget = max(c.budget, 0.95*min(sent, c.probeWant))
+	s.sfu.log.Debug("subscriber probe done", "subscriber", s.id, "sent", int(sent), "budget", int(c.budget))
+	c.backoff, c.nextProbe = 0, now
+}
+
+// chooseFor moves t (one of n layered tracks) down when the budget no
+// longer carries its layer, or up when it does, probing first.
+func (s *Subscriber) chooseFor(c *chooser, t *subTrack, n int, congested bool, now time.Time) {
+	if w := t.want.Load(); w != nil {
+		if now.Sub(time.Unix(0, t.wantAt.Load())) > 1500*time.Millisecond {
+			t.wantAt.Store(now.UnixNano()) // the keyframe request may have been lost
+			w.keyframe()
+		}
+		return
+	}
+	ls := t.fwd.grp.layers()
+	ci := slices.Index(ls, t.cur.Load())
+	if len(ls) < 2 || ci < 0 {
+		return
+	}
+	top := len(ls) - 1
+	if s.sfu.cfg.NoLayers {
+		if ci != top {
+			t.switchTo(ls[top])
+		}
+		return
+	}
+	need := func(i int) float64 { return float64(ls[i].bitrate.Load()) * layerHeadroom }
+	budget := (c.budget - audioReserve) / float64(n)
+	if c.budget > 0 && ci > 0 && budget < layerKeep*float64(ls[ci].bitrate.Load()) {
+		j := ci - 1
+		for j > 0 && need(j) > budget {
+			j--
+		}
+		t.switchTo(ls[j])
+		s.sfu.downs.Add(1)
+		s.sfu.log.Info("subscriber layer down", "room", s.room, "subscriber", s.id, "layer", ls[j].rid, "budget", int(c.budget))
+		if now.Sub(c.upAt) < failedUpFor {
+			c.backoff = min(max(2*c.backoff, backoffMin), backoffMax)
+			c.nextProbe = now.Add(c.backoff)
+		}
+		c.lastSwitch = now
+		return
+	}
+	if ci == top || c.probing != nil || congested || c.loss >= congLoss/2 || now.Before(c.nextProbe) || s.cong.videoPaused.Load() ||
+		now.Sub(c.lastSwitch) < probeHold || now.UnixNano() < s.cong.quietUntil.Load() {
+		return
+	}
+	if c.budget > 0 && budget >= need(ci+1) {
+		j := ci + 1
+		for j < top && need(j+1) <= budget {
+			j++
+		}
+		t.switchTo(ls[j])
+		s.sfu.ups.Add(1)
+		s.sfu.log.Info("subscriber layer up", "room", s.room, "subscriber", s.id, "layer", ls[j].rid, "budget", int(c.budget))
+		c.lastSwitch, c.upAt = now, now
+		return
+	}
+	// Probe: ramp what is sent up to what the next layer would need (one
+	// layer at a time: a link that cannot take it is overfilled by
+	// little, for a moment). What the media sends is taken from the
+	// layers' own rates: the send rate still holds the last probe's
+	// padding.
+	want := (need(ci+1)*float64(n) + audioReserve) * probeOvershoot
+	media := audioReserve / 2.0
+	for _, v := range s.videoTracks() {
+		if f := v.cur.Load(); f != nil {
+			media += float64(f.bitrate.Load())
+		}
+	}
+	c.probePad = max(want-media, 50_000)
+	t.probe.Store(int64(c.probePad / 10))
+	c.probeWant = want
+	s.sfu.log.Debug("subscriber probe", "subscriber", s.id, "want", int(want), "pad", t.probe.Load(), "layer", ci)
+	c.ramp = probeRamp
+	switch {
+	case c.budget == 0:
+		c.ramp = probeRamp * 2 / 3 // the first probe: a joining classroom reaches its layer sooner
+	case c.backoff > 0:
+		// The last probe failed: ramp at half the slope, so the padding
+		// overshoots the link by half as much before gcc sees the queue.
+		c.ramp = probeRamp * 2
+	}
+	c.probing, c.probeStart, c.probeUntil = t, now, now.Add(c.ramp+probeFor-probeRamp)
+	c.probeLost, c.probeRecv = 0, 0
+	c.probeFullAt, c.probeTxFull = now.Add(probeRamp), 0
+	s.sfu.probes.Add(1)
+}
+
+// paceFor sets t's pacer from the budget: twice what the link carries
+// spreads a keyframe's burst without holding back the layer's own rate.
+func (s *Subscriber) paceFor(t *subTrack, c *chooser) {
+	if c.budget <= 0 {
+		return
+	}
+	r := max(2*c.budget, paceMin)
+	if f := t.cur.Load(); f != nil {
+		r = max(r, 1.5*float64(f.bitrate.Load()))
+	}
+	r = max(r, 1.5*(float64(t.probe.Load())+c.txRate))
+	r = min(r, s.sfu.cfg.PaceBitrate)
+	t.pace.SetLimit(rate.Limit(r / 8))
+}
+
+// videoTracks returns the subscriber's attached video tracks.
+func (s *Subscriber) videoTracks() []*subTrack {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []*subTrack
+	for _, t := range s.tracks {
+		if t.attached && t.pace != nil {
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
+// aboveLowest reports whether any of the subscriber's simulcast tracks
+// takes a layer above its lowest: its video is not paused before those
+// have moved down.
+func (s *Subscriber) aboveLowest() bool {
+	if s.sfu.cfg.NoLayers {
+		return false // every subscriber takes the top layer: pausing is all there is
+	}
+	s.mu.Lock()
+	tracks := slices.Clone(s.tracks)
+	s.mu.Unlock()
+	for _, t := range tracks {
+		if !t.layered() {
+			continue
+		}
+		ls := t.fwd.grp.layers()
+		if len(ls) > 1 && t.cur.Load() != ls[0] {
+			return true
+		}
+	}
+	return false
+}
+
+// Link is what the SFU knows of one subscriber's link, for metrics and
+// the console.
+type Link struct {
+	Subscriber string
+	// Layer is the simulcast layer its (first) layered video takes, 0
+	// the lowest; -1 when it has no layered video.
+	Layer int
+	// Budget (bits/s) is what the link is known to carry (0 before a
+	// probe or congestion told); Target is gcc's own estimate.
+	Budget, Target int64
+	Loss           float64 // recent loss ratio from its TWCC feedback
+	VideoPaused    bool
+}
+
+// Links returns the links of roomID's subscribers.
+func (s *SFU) Links(roomID string) []Link {
+	subs := s.roomSubs(roomID)
+	out := make([]Link, 0, len(subs))
+	for _, sub := range subs {
+		out = append(out, sub.link())
+	}
+	return out
+}
+
+// AllLinks returns every subscriber's link, in every room.
+func (s *SFU) AllLinks() []Link {
+	s.mu.Lock()
+	var subs []*Subscriber
+	for _, r := range s.rooms {
+		for _, sub := range r.subs {
+			subs = append(subs, sub)
+		}
+	}
+	s.mu.Unlock()
+	out := make([]Link, 0, len(subs))
+	for _, sub := range subs {
+		out = append(out, sub.link())
+	}
+	return out
+}
+
+func (s *Subscriber) link() Link {
+	l := Link{Subscriber: s.id, Layer: -1, Budget: s.budget.Load(), Target: s.target.Load(),
+		Loss: float64(s.lossPPM.Load()) / 1e6, VideoPaused: s.cong.videoPaused.Load()}
+	for _, t := range s.videoTracks() {
+		if !t.layered() {
+			continue
+		}
+		l.Layer = max(0, slices.Index(t.fwd.grp.layers(), t.cur.Load()))
+		break
+	}
+	return l
+}

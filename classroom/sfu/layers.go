@@ -1,0 +1,268 @@
+// Layers: a publisher's simulcast encodings of one track (rid), grouped,
+// and a subscriber track that takes one of them at a time and switches at
+// a keyframe, rewriting sequence numbers and timestamps so the subscriber
+// sees one continuous stream.
+
+package sfu
+
+import (
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/pion/rtp"
+)
+
+const (
+	// layerRateWindow is how often a forwarder measures its layer's
+	// bitrate.
+	layerRateWindow = 500 * time.Millisecond
+	// layerIdle: a layer with no packet for this long is not chosen
+	// (browsers stop sending a layer when their own uplink is thin).
+	layerIdle = 2 * time.Second
+	// probeTick is how often a probing writer adds padding.
+	probeTick = 5 * time.Millisecond
+	// padSize is the padding of one probe packet: RTP's padding length
+	// is one byte.
+	padSize = 255
+)
+
+// layerGroup is the set of forwarders carrying one publisher track: its
+// simulcast layers, or just one. Subscriber tracks attach to the group
+// and take one layer at a time.
+type layerGroup struct {
+	mu   sync.Mutex
+	fwds []*forwarder
+	subs []*subTrack // attached
+}
+
+// addLayer adds f, a layer that started after subscribers attached:
+// each of them gets its packets offered (and ignores them until it
+// switches to it).
+func (g *layerGroup) addLayer(f *forwarder) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.fwds = append(g.fwds, f)
+	for _, t := range g.subs {
+		f.addQuiet(t)
+	}
+}
+
+// removeLayer forgets f (its track ended).
+func (g *layerGroup) removeLayer(f *forwarder) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.fwds = slices.DeleteFunc(g.fwds, func(x *forwarder) bool { return x == f })
+}
+
+// primary is the forwarder that stands for the group (its codec, its
+// publisher).
+func (g *layerGroup) primary() *forwarder {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if len(g.fwds) == 0 {
+		return nil
+	}
+	return g.fwds[0]
+}
+
+// layers returns the group's live layers, lowest bitrate first. A layer
+// not yet measured counts as the lowest, and one that went quiet is left
+// out (unless every one is quiet: then all are returned).
+func (g *layerGroup) layers() []*forwarder {
+	g.mu.Lock()
+	all := slices.Clone(g.fwds)
+	g.mu.Unlock()
+	cut := time.Now().Add(-layerIdle).UnixNano()
+	live := slices.DeleteFunc(slices.Clone(all), func(f *forwarder) bool { return f.ended.Load() || f.lastAt.Load() < cut })
+	if len(live) == 0 {
+		live = all
+	}
+	slices.SortStableFunc(live, func(a, b *forwarder) int { return int(a.bitrate.Load() - b.bitrate.Load()) })
+	return live
+}
+
+// attach starts t on the group: on the lowest layer (it starts at once and
+// the subscriber's link is tried before anything more is sent), or the
+// highest when the SFU does not choose layers. It returns what the
+// forwarder's add returns.
+func (g *layerGroup) attach(t *subTrack) (bool, time.Duration) {
+	ls := g.layers()
+	if len(ls) == 0 {
+		return false, 0
+	}
+	start := ls[0]
+	if t.sfu != nil && t.sfu.cfg.NoLayers {
+		start = ls[len(ls)-1]
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	t.cur.Store(start)
+	g.subs = append(g.subs, t)
+	primed, took := start.add(t)
+	for _, f := range g.fwds {
+		if f != start {
+			f.addQuiet(t)
+		}
+	}
+	return primed, took
+}
+
+// detach stops offering t any layer.
+func (g *layerGroup) detach(t *subTrack) {
+	g.mu.Lock()
+	fwds := slices.Clone(g.fwds)
+	g.subs = slices.DeleteFunc(g.subs, func(x *subTrack) bool { return x == t })
+	g.mu.Unlock()
+	for _, f := range fwds {
+		f.remove(t)
+	}
+}
+
+// switchTo makes t move to layer f at f's next keyframe, which it asks
+// the publisher for. Moving back to the layer it is on cancels a pending
+// switch.
+func (t *subTrack) switchTo(f *forwarder) {
+	if f == t.cur.Load() {
+		t.want.Store(nil)
+		return
+	}
+	t.want.Store(f)
+	t.wantAt.Store(time.Now().UnixNano())
+	f.keyframe()
+}
+
+// keyframe asks for a keyframe of the layer t takes, and of the one it
+// waits for.
+func (t *subTrack) keyframe() {
+	if f := t.cur.Load(); f != nil {
+		f.keyframe()
+	} else {
+		t.fwd.keyframe()
+	}
+	if w := t.want.Load(); w != nil {
+		w.keyframe()
+	}
+}
+
+// layered reports whether t has more than one layer to choose from.
+func (t *subTrack) layered() bool {
+	if t.fwd.grp == nil || t.fwd.audio {
+		return false
+	}
+	t.fwd.grp.mu.Lock()
+	defer t.fwd.grp.mu.Unlock()
+	return len(t.fwd.grp.fwds) > 1
+}
+
+// rewriter maps the sequence numbers and timestamps of whichever layer a
+// subscriber track takes onto one continuous stream; probe padding takes
+// sequence numbers of its own. Only the track's writer goroutine uses it.
+type rewriter struct {
+	cur        *forwarder
+	started    bool
+	seqOff     uint16
+	tsOff      uint32
+	lastSeq    uint16
+	lastTS     uint32
+	lastAt     time.Time
+	lastMarker bool
+	padAt      time.Time
+	padDue     float64 // bytes of probe padding owed
+}
+
+// take reports whether e is to be sent: a packet of a layer the track
+// already left (queued before the switch) is not. The first packet of a
+// new layer moves the offsets so it follows on from the last one sent.
+func (w *rewriter) take(e qpkt) bool {
+	switch {
+	case w.cur == nil || e.from == nil:
+		if w.cur == nil {
+			w.cur = e.from
+		}
+	case e.sw:
+		w.cur = e.from
+		w.anchor(e.pkt)
+	case e.from != w.cur:
+		return false
+	case w.started && !e.pkt.Padding:
+		// The same layer after a gap (video paused for a weak link):
+		// continue the numbering rather than show the subscriber a hole
+		// of hundreds of packets to ask for again.
+		if d := int16(e.pkt.SequenceNumber + w.seqOff - w.lastSeq); d > 300 || d < -300 {
+			w.anchor(e.pkt)
+		}
+	}
+	return true
+}
+
+// anchor sets the offsets so pkt follows on from the last packet sent.
+func (w *rewriter) anchor(pkt *rtp.Packet) {
+	if !w.started {
+		return
+	}
+	w.seqOff = w.lastSeq + 1 - pkt.SequenceNumber
+	// A new layer's clock has its own random origin: continue from the
+	// last timestamp by the time that passed.
+	gap := uint32(max(1, time.Since(w.lastAt).Milliseconds()) * 90)
+	w.tsOff = w.lastTS + gap - pkt.Timestamp
+}
+
+// mapped returns pkt's sequence number and timestamp on the subscriber's
+// stream and records them.
+func (w *rewriter) mapped(pkt *rtp.Packet) (uint16, uint32) {
+	seq, ts := pkt.SequenceNumber+w.seqOff, pkt.Timestamp+w.tsOff
+	if !w.started || int16(seq-w.lastSeq) > 0 {
+		w.lastSeq, w.lastTS, w.lastAt, w.lastMarker = seq, ts, time.Now(), pkt.Marker
+	}
+	w.started = true
+	return seq, ts
+}
+
+// pad sends the probe's padding due since the last call, between frames
+// only (after a packet that ended one), each packet taking the next
+// sequence number. It reports false when the track was closed.
+func (t *subTrack) pad(now time.Time) bool {
+	w := &t.rw
+	// What is not sent now (mid-frame, or less than a packet) is owed,
+	// up to a few packets.
+	w.padDue = min(w.padDue+float64(t.probe.Load())/8*now.Sub(w.padAt).Seconds(), 8*(padSize+12))
+	w.padAt = now
+	if !w.started || !w.lastMarker {
+		return true
+	}
+	for n := 0; w.padDue >= padSize+12 && n < 40; n++ {
+		pkt := &rtp.Packet{Header: rtp.Header{Version: 2, Padding: true, PaddingSize: padSize,
+			SequenceNumber: w.lastSeq + 1, Timestamp: w.lastTS}}
+		pkt.PaddingSize = padSize
+		if !t.wait(t.pace, pkt) {
+			return false
+		}
+		w.seqOff++
+		w.lastSeq++
+		_ = t.local.WriteRTP(pkt)
+		if t.tx != nil {
+			t.tx.Add(padSize + 12)
+		}
+		w.padDue -= padSize + 12
+	}
+	return true
+}
+
+// attach starts offering t its group's packets (see layerGroup.attach).
+func (t *subTrack) attach() (bool, time.Duration) {
+	if t.fwd.grp == nil {
+		t.cur.Store(t.fwd)
+		return t.fwd.add(t)
+	}
+	return t.fwd.grp.attach(t)
+}
+
+// detach stops offering t any packet.
+func (t *subTrack) detach() {
+	if t.fwd.grp == nil {
+		t.fwd.remove(t)
+		return
+	}
+	t.fwd.grp.detach(t)
+}

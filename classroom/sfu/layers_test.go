@@ -1,0 +1,103 @@
+package sfu_test
+
+import (
+	"context"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/pion/webrtc/v4"
+
+	"github.com/campusedge/campusedge/classroom/internal/mediatest"
+	"github.com/campusedge/campusedge/classroom/sfu"
+)
+
+// The test publisher's layers: ~150 kbit/s, ~600 kbit/s and ~2.5 Mbit/s.
+var testLayers = []mediatest.Layer{{RID: "q", Bitrate: 150_000}, {RID: "h", Bitrate: 600_000}, {RID: "f", Bitrate: 2_500_000}}
+
+// loopPeer is a pion peer on 127.0.0.1.
+func loopPeer(t *testing.T) *webrtc.PeerConnection {
+	t.Helper()
+	pc, err := mediatest.LoopbackAPI(t).NewPeerConnection(webrtc.Configuration{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = pc.Close() })
+	return pc
+}
+
+// A WHIP publisher sending three simulcast layers (rid) is accepted with a
+// forwarder per layer; a subscriber starts on the lowest layer, probes its
+// (unshaped) link and climbs to the top, each switch at a keyframe of the
+// new layer and rewritten into one stream (no jump in sequence numbers or
+// timestamps); with layer selection off a subscriber takes the top layer
+// from its first frame.
+func TestSimulcastLayersOnLoopback(t *testing.T) {
+	for _, noLayers := range []bool{false, true} {
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		s, err := sfu.New(sfu.Config{ICEAddrs: []net.IP{net.IPv4(127, 0, 0, 1)}, NoLayers: noLayers})
+		if err != nil {
+			t.Fatal(err)
+		}
+		pc := loopPeer(t)
+		p := mediatest.SimulcastTracks(t, pc, testLayers)
+		_, answer, err := s.Publish(ctx, "class", string(mediatest.Offer(t, ctx, pc)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: answer}); err != nil {
+			t.Fatal(err)
+		}
+		go p.Run(ctx)
+		deadline := time.Now().Add(10 * time.Second)
+		for s.RoomStats("class").Tracks < 4 && time.Now().Before(deadline) {
+			time.Sleep(50 * time.Millisecond)
+		}
+		if n := s.RoomStats("class").Tracks; n != 4 {
+			t.Fatalf("forwarders: %d, want 3 video layers and audio", n)
+		}
+		time.Sleep(600 * time.Millisecond) // layers measured
+
+		sub := loopPeer(t)
+		c := mediatest.NewFrameCounter()
+		c.Watch(t, sub)
+		_, answer, err = s.Subscribe(ctx, "class", string(mediatest.Offer(t, ctx, sub)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := sub.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: answer}); err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now()
+		// A loaded 2-core machine: the climb takes ~4 s here, allow 20.
+		top := time.Time{}
+		for top.IsZero() && time.Since(start) < 20*time.Second {
+			time.Sleep(200 * time.Millisecond)
+			top = c.FirstOf(2, start)
+		}
+		if top.IsZero() {
+			_, per := c.Between(start, time.Now())
+			t.Fatalf("noLayers=%v: no decodable frame of the top layer within 20 s (frames per layer %v)", noLayers, per)
+		}
+		time.Sleep(time.Second)
+		total, per := c.Between(start, time.Now().Add(-500*time.Millisecond))
+		t.Logf("noLayers=%v: top layer after %v; frames per layer %v of %d; padding %d", noLayers, top.Sub(start).Round(10*time.Millisecond), per, total, c.Padding.Load())
+		if noLayers && (per[0] > 0 || per[1] > 0) {
+			t.Errorf("layer selection off: frames of lower layers %v", per)
+		}
+		if !noLayers && per[0] == 0 {
+			t.Errorf("layer selection on: the subscriber did not start on the lowest layer (%v)", per)
+		}
+		if c.Jumps.Load() != 0 {
+			t.Errorf("noLayers=%v: %d jumps in sequence numbers or timestamps", noLayers, c.Jumps.Load())
+		}
+		if c.Audio.Load() == 0 {
+			t.Errorf("noLayers=%v: no audio", noLayers)
+		}
+		if p.PLIs[2].Load() == 0 {
+			t.Errorf("noLayers=%v: the top layer was never asked for a keyframe", noLayers)
+		}
+		s.Close()
+		cancel()
+	}
+}
