@@ -209,12 +209,8 @@ func (f *Fleet) SetHomeroom(id, homeroom string) (Classroom, error) {
 	var c Classroom
 	err := f.db.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(BucketClassrooms)
-		v := b.Get([]byte(id))
-		if v == nil {
-			return fmt.Errorf("%w: classroom %q", ErrNotFound, id)
-		}
-		if err := json.Unmarshal(v, &c); err != nil {
-			return fmt.Errorf("decode classroom: %w", err)
+		if err := getJSON(b, "classroom", id, &c); err != nil {
+			return err
 		}
 		c.Homeroom = homeroom
 		return putJSON(b, c.ID, c)
@@ -247,11 +243,7 @@ func (f *Fleet) Classrooms() ([]Classroom, error) {
 func (f *Fleet) Classroom(id string) (Classroom, error) {
 	var c Classroom
 	err := f.db.View(func(tx *bolt.Tx) error {
-		v := tx.Bucket(BucketClassrooms).Get([]byte(id))
-		if v == nil {
-			return fmt.Errorf("%w: classroom %q", ErrNotFound, id)
-		}
-		return json.Unmarshal(v, &c)
+		return getJSON(tx.Bucket(BucketClassrooms), "classroom", id, &c)
 	})
 	return c, err
 }
@@ -619,6 +611,19 @@ func (f *Fleet) publish(ev Event) {
 			close(ch)
 		}
 	}
+}
+
+// getJSON decodes the record stored under id into v; what names the kind
+// of record in the ErrNotFound message ("classroom", "terminal").
+func getJSON(b *bolt.Bucket, what, id string, v any) error {
+	raw := b.Get([]byte(id))
+	if raw == nil {
+		return fmt.Errorf("%w: %s %q", ErrNotFound, what, id)
+	}
+	if err := json.Unmarshal(raw, v); err != nil {
+		return fmt.Errorf("decode %s %q: %w", what, id, err)
+	}
+	return nil
 }
 
 func putJSON(b *bolt.Bucket, key string, v any) error {

@@ -20,11 +20,7 @@ func (f *Fleet) RenameClassroom(id, name, roomCode string) (Classroom, error) {
 	var c Classroom
 	err := f.db.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(BucketClassrooms)
-		v := b.Get([]byte(id))
-		if v == nil {
-			return fmt.Errorf("%w: classroom %q", ErrNotFound, id)
-		}
-		if err := json.Unmarshal(v, &c); err != nil {
+		if err := getJSON(b, "classroom", id, &c); err != nil {
 			return err
 		}
 		if name == "" {
@@ -62,11 +58,7 @@ func (f *Fleet) DeleteClassroom(id string) error {
 	var c Classroom
 	err := f.db.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(BucketClassrooms)
-		v := b.Get([]byte(id))
-		if v == nil {
-			return fmt.Errorf("%w: classroom %q", ErrNotFound, id)
-		}
-		if err := json.Unmarshal(v, &c); err != nil {
+		if err := getJSON(b, "classroom", id, &c); err != nil {
 			return err
 		}
 		n := 0
@@ -95,11 +87,7 @@ func (f *Fleet) Unpair(id string) (Terminal, error) {
 	var t Terminal
 	err := f.db.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(BucketTerminals)
-		v := b.Get([]byte(id))
-		if v == nil {
-			return fmt.Errorf("%w: terminal %q", ErrNotFound, id)
-		}
-		if err := json.Unmarshal(v, &t); err != nil {
+		if err := getJSON(b, "terminal", id, &t); err != nil {
 			return err
 		}
 		return b.Delete([]byte(id))
@@ -125,11 +113,7 @@ func (f *Fleet) LabelTerminal(id, kind, name string) (Terminal, error) {
 	var t Terminal
 	err := f.db.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(BucketTerminals)
-		v := b.Get([]byte(id))
-		if v == nil {
-			return fmt.Errorf("%w: terminal %q", ErrNotFound, id)
-		}
-		if err := json.Unmarshal(v, &t); err != nil {
+		if err := getJSON(b, "terminal", id, &t); err != nil {
 			return err
 		}
 		if kind != "" {
