@@ -207,7 +207,7 @@ func TestRealEdgedInASlot(t *testing.T) {
 		t.Fatal(err)
 	}
 	r.install(t, out, false)
-	r.run(t, 30*time.Second, "-listen", r.addr, "-data", r.data, "-mdns=false", "-log-level", "warn")
+	r.run(t, 30*time.Second, "-listen", r.addr, "-https-listen", "127.0.0.1:0", "-data", r.data, "-mdns=false", "-log-level", "warn")
 	if !fwtest.WaitFor(30*time.Second, func() bool { return r.has("commit", "0.2.0") }) {
 		t.Fatalf("real edged not committed; events %+v", r.events)
 	}

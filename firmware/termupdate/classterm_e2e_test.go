@@ -60,7 +60,7 @@ func TestThirtyClasstermAgentsUpdateInWavesSkippingTheClass(t *testing.T) {
 		t.Cleanup(func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() })
 		return cmd
 	}
-	start(edged, "-listen", addr, "-data", data, "-mdns=false", "-log-level", "warn", "-cloud", hub.URL,
+	start(edged, "-listen", addr, "-https-listen", "127.0.0.1:0", "-data", data, "-mdns=false", "-log-level", "warn", "-cloud", hub.URL,
 		"-fw-root", t.TempDir(), "-fw-keys", k.PubPath, "-fw-wave", "5", "-fw-wave-interval", "300ms")
 	base := "http://" + addr
 	if !fwtest.WaitFor(20*time.Second, func() bool { _, err := fwtest.Get(context.Background(), base+"/healthz"); return err == nil }) {

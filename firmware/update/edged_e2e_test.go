@@ -44,7 +44,7 @@ func TestRealEdgedUpdatesItselfUnderEdgesup(t *testing.T) {
 		t.Fatalf("edgesup install: %v %s", err, out)
 	}
 	sup := exec.Command(edgesupBin, "-root", r.root, "-keys", r.k.PubPath, "-health", "http://"+r.addr+"/healthz", "-deadline", "30s", "-backoff", "100ms",
-		"run", "--", "-listen", r.addr, "-data", r.data, "-mdns=false", "-log-level", "warn", "-cloud", r.hub.URL,
+		"run", "--", "-listen", r.addr, "-https-listen", "127.0.0.1:0", "-data", r.data, "-mdns=false", "-log-level", "warn", "-cloud", r.hub.URL,
 		"-fw-root", r.root, "-fw-keys", r.k.PubPath, "-fw-target", fwtest.Target)
 	if testing.Verbose() {
 		sup.Stdout, sup.Stderr = os.Stderr, os.Stderr
