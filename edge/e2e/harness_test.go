@@ -92,7 +92,9 @@ type edge struct {
 
 func startEdge(t *testing.T, data, listen string) *edge {
 	t.Helper()
-	p := start(t, built.edged, "-data", data, "-listen", listen, "-mdns=false")
+	// HTTPS on a free port: a restart reuses a fixed -listen port, and the
+	// default HTTPS port (8443) would collide with other packages' tests.
+	p := start(t, built.edged, "-data", data, "-listen", listen, "-https-listen", "127.0.0.1:0", "-mdns=false")
 	m := p.waitLine(t, listeningRE, 10*time.Second)
 	tok, err := os.ReadFile(filepath.Join(data, "admin-token"))
 	if err != nil {
