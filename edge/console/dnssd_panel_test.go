@@ -2,7 +2,6 @@ package console_test
 
 import (
 	"context"
-	"log/slog"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -12,9 +11,8 @@ import (
 
 	"github.com/chromedp/chromedp"
 
+	"github.com/campusedge/campusedge/cmd/edged/appliance/appliancetest"
 	"github.com/campusedge/campusedge/edge/browsertest"
-	"github.com/campusedge/campusedge/edge/config"
-	"github.com/campusedge/campusedge/edge/logtest"
 	"github.com/campusedge/campusedge/edge/netnstest"
 )
 
@@ -40,25 +38,13 @@ func TestDiscoveryPanelInChromium(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	defer cancel()
-	var edgeLog logtest.Buffer
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("edged log:\n%s", edgeLog.String())
-		}
-	})
-	cfg := config.Defaults()
-	cfg.DataDir = t.TempDir()
-	cfg.MDNS = false
+	cfg := appliancetest.Config(t)
 	cfg.SchoolName = "第一中学"
 	cfg.DNSZone, cfg.DNSServer, cfg.DNSTSIGKeyFile = "school.test.", "127.0.0.1", keyFile
-	edge := startLANEdge(ctx, t, cfg, slog.New(slog.NewTextHandler(&edgeLog, nil)))
+	edge := startLANEdge(ctx, t, cfg, nil)
 
-	br := browsertest.Start(ctx, t, browsertest.TrustPin(edge.pin))
+	br := signIn(ctx, t, edge)
 	bctx := br.Context()
-	br.Do("open the console", chromedp.Navigate(edge.url+"/"))
-	br.RequireSecureLAN()
-	br.Do("sign in", chromedp.SetValue(chromedp.CSS("#token"), edge.token),
-		chromedp.Click(chromedp.CSS(`#signin-form button[type="submit"]`)))
 	// The panel refreshes every 15 s; the first update is confirmed within
 	// milliseconds of start, so the first fill already shows it.
 	poll[bool](bctx, t, "discovery panel shows confirmed records",

@@ -3,7 +3,6 @@ package console_test
 import (
 	"bufio"
 	"context"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -15,7 +14,6 @@ import (
 	"github.com/campusedge/campusedge/cmd/edged/appliance/appliancetest"
 	"github.com/campusedge/campusedge/edge/browsertest"
 	"github.com/campusedge/campusedge/edge/config"
-	"github.com/campusedge/campusedge/edge/logtest"
 	"github.com/campusedge/campusedge/firmware/bundle"
 	"github.com/campusedge/campusedge/firmware/slot"
 )
@@ -67,24 +65,13 @@ func TestFirmwarePanelInChromium(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), 40*time.Second)
 	defer cancel()
-	var edgeLog logtest.Buffer
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("edged log:\n%s", edgeLog.String())
-		}
-	})
 	root, pub := provision(t, "0.4.2")
 	cfg := appliancetest.Config(t)
 	cfg.FirmwareRoot, cfg.FirmwareKeys = root, pub
-	edge := startLANEdge(ctx, t, cfg, slog.New(slog.NewTextHandler(&edgeLog, nil)))
+	edge := startLANEdge(ctx, t, cfg, nil)
 
-	br := browsertest.Start(ctx, t, browsertest.TrustPin(edge.pin))
+	br := signIn(ctx, t, edge)
 	bctx, do := br.Context(), br.Do
-	do("open", chromedp.Navigate(edge.url+"/"))
-	br.RequireSecureLAN()
-	do("sign in",
-		chromedp.SetValue(chromedp.CSS("#token"), edge.token),
-		chromedp.Click(chromedp.CSS(`#signin-form button[type="submit"]`)))
 	version := poll[string](bctx, t, "firmware version shown",
 		`document.querySelector('#fw-status dd[data-field="version"]')?.textContent || false`)
 	if version != "0.4.2" {

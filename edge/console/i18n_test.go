@@ -2,7 +2,6 @@ package console_test
 
 import (
 	"context"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -15,7 +14,6 @@ import (
 	"github.com/campusedge/campusedge/cmd/edged/appliance/appliancetest"
 	"github.com/campusedge/campusedge/edge/browsertest"
 	"github.com/campusedge/campusedge/edge/console"
-	"github.com/campusedge/campusedge/edge/logtest"
 )
 
 // languageNeutral are strings of the English catalogue a Chinese page may
@@ -46,12 +44,6 @@ func TestConsoleSpeaksChinese(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), 90*time.Second)
 	defer cancel()
-	var edgeLog logtest.Buffer
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("edged log:\n%s", edgeLog.String())
-		}
-	})
 	en, err := console.Catalogue("en")
 	if err != nil {
 		t.Fatal(err)
@@ -60,7 +52,7 @@ func TestConsoleSpeaksChinese(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	edge := startLANEdge(ctx, t, appliancetest.Config(t), slog.New(slog.NewTextHandler(&edgeLog, nil)))
+	edge := startLANEdge(ctx, t, appliancetest.Config(t), nil)
 	br := browsertest.Start(ctx, t, browsertest.TrustPin(edge.pin), browsertest.Flag("lang", "zh-CN"), browsertest.Flag("accept-lang", "zh-CN,zh"))
 	bctx, do := br.Context(), br.Do
 	shots := screenshotDir(t)

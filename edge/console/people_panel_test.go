@@ -2,16 +2,14 @@ package console_test
 
 import (
 	"context"
-	"log/slog"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/chromedp/chromedp"
 
+	"github.com/campusedge/campusedge/cmd/edged/appliance/appliancetest"
 	"github.com/campusedge/campusedge/edge/browsertest"
-	"github.com/campusedge/campusedge/edge/config"
-	"github.com/campusedge/campusedge/edge/logtest"
 )
 
 // TestPeoplePanelInChromium: the first sign-in uses the admin token; the
@@ -28,16 +26,8 @@ func TestPeoplePanelInChromium(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), 90*time.Second)
 	defer cancel()
-	var edgeLog logtest.Buffer
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("edged log:\n%s", edgeLog.String())
-		}
-	})
-	cfg := config.Defaults()
-	cfg.DataDir = t.TempDir()
-	cfg.MDNS = false
-	edge := startLANEdge(ctx, t, cfg, slog.New(slog.NewTextHandler(&edgeLog, nil)))
+	cfg := appliancetest.Config(t)
+	edge := startLANEdge(ctx, t, cfg, nil)
 
 	br := browsertest.Start(ctx, t, browsertest.TrustPin(edge.pin))
 	admin := br.Context()

@@ -2,16 +2,12 @@ package console_test
 
 import (
 	"context"
-	"log/slog"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/chromedp/chromedp"
-
+	"github.com/campusedge/campusedge/cmd/edged/appliance/appliancetest"
 	"github.com/campusedge/campusedge/edge/browsertest"
-	"github.com/campusedge/campusedge/edge/config"
-	"github.com/campusedge/campusedge/edge/logtest"
 )
 
 // TestHTTPSPanelInChromium: the console's HTTPS panel, opened over HTTPS at
@@ -25,23 +21,11 @@ func TestHTTPSPanelInChromium(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), 45*time.Second)
 	defer cancel()
-	var edgeLog logtest.Buffer
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("edged log:\n%s", edgeLog.String())
-		}
-	})
-	cfg := config.Defaults()
-	cfg.DataDir = t.TempDir()
-	cfg.MDNS = false
-	edge := startLANEdge(ctx, t, cfg, slog.New(slog.NewTextHandler(&edgeLog, nil)))
+	cfg := appliancetest.Config(t)
+	edge := startLANEdge(ctx, t, cfg, nil)
 
-	br := browsertest.Start(ctx, t, browsertest.TrustPin(edge.pin))
+	br := signIn(ctx, t, edge)
 	bctx := br.Context()
-	br.Do("open the console", chromedp.Navigate(edge.url+"/"))
-	br.RequireSecureLAN()
-	br.Do("sign in", chromedp.SetValue(chromedp.CSS("#token"), edge.token),
-		chromedp.Click(chromedp.CSS(`#signin-form button[type="submit"]`)))
 	poll[bool](bctx, t, "HTTPS panel filled",
 		`!document.getElementById("app").hidden && document.querySelector('#tls-panel [data-tls="pin"]').textContent !== ""`)
 
