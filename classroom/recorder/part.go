@@ -45,7 +45,7 @@ type part struct {
 	stopOnce sync.Once
 	done     chan struct{} // closed when run returns: the part is saved, or failed
 	out      *recFile      // the file being written (record's goroutine only)
-	dead     atomic.Bool // not recording (any more): sinks drop at once
+	dead     atomic.Bool   // not recording (any more): sinks drop at once
 	drops    atomic.Uint64
 	bytes    atomic.Int64
 
