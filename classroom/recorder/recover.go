@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"math"
 	"os"
@@ -349,7 +350,7 @@ func (r *Manager) joinLesson(id string) {
 	for _, p := range parts {
 		_ = errors.Join(os.Remove(p.base+".webm"), os.Remove(p.base+".json"))
 	}
-	log.Info("joined the recorded parts into one lesson", "parts", len(lesson.Parts), "gaps", len(lesson.Gaps), "duration", j.Duration)
+	log.Info("joined the recorded parts into one lesson", "parts", len(lesson.Parts), "gaps", len(lesson.Gaps), "duration", j.Duration, "gap_list", fmt.Sprintf("%+v", lesson.Gaps))
 	r.importLesson(id, lessonBase, meta)
 }
 
@@ -400,13 +401,18 @@ func (r *Manager) importSeparately(id string, parts []diskPart, lesson *Lesson) 
 // lessonDone records session id's lesson for Status and marks its parts
 // of this run done.
 func (r *Manager) lessonDone(id string, l *Lesson) {
+	// Kept while the session is (a restored session whose teacher never
+	// came back has no parts in this run); not for a forgotten one.
+	_, err := r.sessions.Get(id)
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if err == nil {
+		r.lessons[id] = l
+	}
 	sr := r.bySession[id]
 	if sr == nil {
-		return // not a session of this run (joined at start-up)
+		return
 	}
-	r.lessons[id] = l
 	for _, p := range sr.parts {
 		p.mu.Lock()
 		if p.state == StateSaved {
