@@ -74,8 +74,9 @@ const (
 	// recTrackWait is how long a part waits for every announced track
 	// (video and audio start a few ms apart) before it records what came.
 	recTrackWait = 3 * time.Second
-	// recShutdownWait bounds how long edge shutdown waits for imports; a
-	// file not imported by then is imported at the next start-up.
+	// recShutdownWait bounds how long edge shutdown waits for parts to be
+	// saved and joins and imports under way; what is not done by then is
+	// done at the next start-up.
 	recShutdownWait = 20 * time.Second
 
 	// syncEvery is how often the part being written is fsynced: a power
@@ -389,7 +390,10 @@ func (r *Manager) Stop(id string) {
 	r.log.Info("lesson recording stopped by request", "session", id)
 }
 
-// Close finalises every recording and waits (bounded) for the imports.
+// Close finalises every part being recorded and keeps it on disk (a
+// session restored at the next start goes on with its next part; the
+// others are joined and imported at that start), and waits (bounded) for
+// joins and imports under way.
 func (r *Manager) Close() {
 	r.mu.Lock()
 	r.closed = true
