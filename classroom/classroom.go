@@ -138,6 +138,8 @@ func Mount(cfg Config) (*Live, error) {
 			return nil, fmt.Errorf("live classes: %w", err)
 		}
 	}
+	// After the restore: parts of a restored session wait for its end.
+	l.recordings.Start()
 	l.recordings.Register(cfg.Server, cfg.IsAdmin)
 	l.interaction.register(cfg.Server)
 	cfg.Server.HandleControl(l.control)
@@ -176,7 +178,7 @@ func (l *Live) registerMetrics(reg *prometheus.Registry) {
 func (l *Live) Close() {
 	l.cascades.stopAll()
 	l.SFU.Close()
-	l.recordings.Close() // after the SFU: the publishers have gone, the files are finalised and imported
+	l.recordings.Close() // after the SFU: the publishers have gone, the parts are finalised and saved
 }
 
 // noTrickle answers PATCH: RFC 9725 §4.3.1 lets a server without trickle

@@ -165,8 +165,23 @@ type recordingStatus struct {
 	QueueDrops  uint64 `json:"queue_drops"`
 	MediaID     string `json:"media_id"`
 	Parts       []struct {
+		Part  int    `json:"part"`
 		State string `json:"state"`
 	} `json:"parts"`
+	Lesson *struct {
+		MediaID         string  `json:"media_id"`
+		DurationSeconds float64 `json:"duration_seconds"`
+		Parts           []struct {
+			Part            int     `json:"part"`
+			OffsetSeconds   float64 `json:"offset_seconds"`
+			DurationSeconds float64 `json:"duration_seconds"`
+			Recovered       bool    `json:"recovered"`
+		} `json:"parts"`
+		Gaps []struct {
+			AtSeconds      float64 `json:"at_seconds"`
+			MissingSeconds float64 `json:"missing_seconds"`
+		} `json:"gaps"`
+	} `json:"lesson"`
 }
 
 func (e *edge) recording(t *testing.T, ctx context.Context, id string) recordingStatus {

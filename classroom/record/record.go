@@ -39,6 +39,10 @@ type Stats struct {
 	Dropped  []int         // frames dropped (before the first keyframe, or out of order)
 	Duration time.Duration // last timestamp written
 	Started  bool          // false if no keyframe ever arrived: the file is empty
+	// Start is when the first frame was captured, by this machine's clock
+	// (the media time of the file's 0): a recording cut in parts places
+	// them, and the gaps between them, by it.
+	Start time.Time
 }
 
 // KeyframeEvery is how often the recorder asks for a video keyframe (through
@@ -185,6 +189,7 @@ func (r *Recorder) writeSample(i int, data []byte, rtpTS uint32) error {
 	at := r.mediaTime(i, rtpTS)
 	if !r.startSet {
 		r.start, r.startSet = at, true
+		r.stats.Start = at
 	}
 	ms := at.Sub(r.start).Milliseconds()
 	ts := r.state[i]
@@ -234,8 +239,19 @@ func (r *Recorder) askKeyframe() {
 
 // open writes the WebM header; width and height are the video's.
 func (r *Recorder) open(width, height int) error {
-	entries := make([]webm.TrackEntry, len(r.tracks))
-	for i, t := range r.tracks {
+	ws, err := newWriters(r.out, r.tracks, r.video, width, height)
+	if err != nil {
+		return err
+	}
+	r.writers, r.stats.Started = ws, true
+	return nil
+}
+
+// newWriters writes the WebM header of tracks to out (video is the index
+// of the video track, -1 if none) and returns a block writer per track.
+func newWriters(out io.WriteCloser, tracks []Track, video, width, height int) ([]webm.BlockWriteCloser, error) {
+	entries := make([]webm.TrackEntry, len(tracks))
+	for i, t := range tracks {
 		e := webm.TrackEntry{TrackNumber: uint64(i + 1), TrackUID: uint64(i + 1)}
 		switch strings.ToLower(t.MimeType) {
 		case "video/vp8", "video/vp9":
@@ -263,17 +279,16 @@ func (r *Recorder) open(width, height int) error {
 		// 5 s needs about 22 KiB.
 		mkvcore.WithCues(64 << 10),
 	}
-	if r.video >= 0 {
+	if video >= 0 {
 		// A new cluster (and cue) at each video keyframe at least 1 s after
 		// the last, so that a seek lands on a decodable frame.
-		opts = append(opts, mkvcore.WithMinMaxClusterDuration(uint64(r.video+1), 1000, 0x7FFF))
+		opts = append(opts, mkvcore.WithMinMaxClusterDuration(uint64(video+1), 1000, 0x7FFF))
 	}
-	ws, err := webm.NewSimpleBlockWriter(r.out, entries, opts...)
+	ws, err := webm.NewSimpleBlockWriter(out, entries, opts...)
 	if err != nil {
-		return fmt.Errorf("start WebM: %w", err)
+		return nil, fmt.Errorf("start WebM: %w", err)
 	}
-	r.writers, r.stats.Started = ws, true
-	return nil
+	return ws, nil
 }
 
 // Stats returns what the recording holds so far.

@@ -43,7 +43,9 @@ type part struct {
 	changed  chan struct{} // a track arrived
 	stop     chan struct{}
 	stopOnce sync.Once
-	dead     atomic.Bool // not recording (any more): sinks drop at once
+	done     chan struct{} // closed when run returns: the part is saved, or failed
+	out      *recFile      // the file being written (record's goroutine only)
+	dead     atomic.Bool   // not recording (any more): sinks drop at once
 	drops    atomic.Uint64
 	bytes    atomic.Int64
 
@@ -152,6 +154,7 @@ func (p *part) setState(state, reason string) {
 // run waits for the tracks, records until the part ends, then finalises
 // and imports the file.
 func (p *part) run() {
+	defer close(p.done)
 	defer p.release()
 	p.waitTracks()
 	tracks, video, ok := p.plan()
@@ -172,20 +175,22 @@ func (p *part) run() {
 	p.mu.Lock()
 	p.final = &st
 	p.mu.Unlock()
-	p.log().Info("recording finished", "bytes", p.bytes.Load(), "frames", st.Frames, "skipped", st.Dropped, "queue_drops", p.drops.Load(), "duration", st.Duration)
+	p.log().Info("recording part finished", "bytes", p.bytes.Load(), "frames", st.Frames, "skipped", st.Dropped, "queue_drops", p.drops.Load(), "duration", st.Duration)
 	if err != nil {
 		_ = os.Remove(base + partialSuffix)
-		p.fail("finalising the WebM failed; the recording is lost: "+err.Error(), err)
+		_ = os.Remove(base + ".json")
+		p.fail("finalising the WebM failed; this part of the recording is lost: "+err.Error(), err)
 		return
 	}
 	if !st.Started {
 		_ = os.Remove(base + partialSuffix)
+		_ = os.Remove(base + ".json")
 		p.setState(StateNotRecorded, "no video keyframe arrived before the end: nothing to replay")
 		p.log().Warn("lesson not recorded: no video keyframe arrived")
 		p.r.notRecTotal.Add(1)
 		return
 	}
-	p.keep(base, p.meta(st))
+	p.keep(base, st)
 }
 
 // waitTracks waits until every announced track has come, or recTrackWait
@@ -235,12 +240,20 @@ func (p *part) open(base string, tracks []record.Track, video sfu.TapTrack) (*re
 		p.fail("cannot create the recordings directory: "+err.Error(), err)
 		return nil, false
 	}
+	// The catalogue fields first: a crash from here on leaves a part
+	// that the next start recovers with them.
+	if err := p.writeMeta(base, record.Stats{}); err != nil {
+		p.fail("cannot save the recording's catalogue fields: "+err.Error(), err)
+		return nil, false
+	}
 	f, err := os.OpenFile(base+partialSuffix, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
+		_ = os.Remove(base + ".json")
 		p.fail("cannot create the recording file: "+err.Error(), err)
 		return nil, false
 	}
 	out := &recFile{f: f, n: &p.bytes, total: &p.r.bytesTotal}
+	p.out = out
 	// Keyframes for seeking: asked of the publisher (rate-limited PLI) —
 	// except over a cascade, where the upstream edge's own recorder asks
 	// the teacher's encoder and those keyframes reach this edge too; PLIs
@@ -253,6 +266,7 @@ func (p *part) open(base string, tracks []record.Track, video sfu.TapTrack) (*re
 	if err != nil {
 		_ = f.Close()
 		_ = os.Remove(f.Name())
+		_ = os.Remove(base + ".json")
 		p.fail("cannot start the recording: "+err.Error(), err)
 		return nil, false
 	}
@@ -263,14 +277,11 @@ func (p *part) open(base string, tracks []record.Track, video sfu.TapTrack) (*re
 	return rec, true
 }
 
-// keep makes the finished file durable under its final name, with its
-// catalogue fields beside it (so a crash before the import leaves both
-// for the next start-up), and imports it into the lesson store.
-func (p *part) keep(base string, meta media.Item) {
-	mb, err := json.Marshal(meta)
-	if err == nil {
-		err = fsutil.WriteFileAtomic(base+".json", mb, 0o600)
-	}
+// keep makes the finished part durable under its final name, with its
+// catalogue fields beside it; it is joined into the lesson and imported
+// when the session ends (Manager.joinLesson).
+func (p *part) keep(base string, st record.Stats) {
+	err := p.writeMeta(base, st)
 	if err == nil {
 		err = fsutil.RenameDurable(base+partialSuffix, base+".webm")
 	}
@@ -278,16 +289,25 @@ func (p *part) keep(base string, meta media.Item) {
 		p.fail("cannot keep the finished recording: "+err.Error(), err)
 		return
 	}
-	it, err := p.r.importFile(base, meta)
-	if err != nil {
-		p.fail("importing the recording into the resource cache failed (the file stays in "+p.r.dir+" and is imported at the next start): "+err.Error(), err)
-		return
+	p.setState(StateSaved, "")
+	p.log().Info("recording part saved; it joins the lesson when the session ends", "file", base+".webm")
+}
+
+// writeMeta writes the part's sidecar (base.json) durably.
+func (p *part) writeMeta(base string, st record.Stats) error {
+	at := p.began
+	if p.sess.StartedAt != nil {
+		at = *p.sess.StartedAt
 	}
-	p.mu.Lock()
-	p.state, p.mediaID = StateDone, it.ID
-	p.mu.Unlock()
-	p.r.doneTotal.Add(1)
-	p.log().Info("recorded lesson in the catalogue", "media_id", it.ID, "title", it.Title, "bytes", it.Size, "duration_seconds", it.DurationSeconds)
+	lesson := Title(p.sess.Title, at.In(p.r.loc), 1, p.r.lang)
+	if len(lesson) > media.MaxTitleLen {
+		lesson = p.sess.Title
+	}
+	b, err := json.Marshal(partMeta{Item: p.meta(st), Session: p.sess.ID, Part: p.n, LessonTitle: lesson, Began: p.began, Start: st.Start})
+	if err != nil {
+		return err
+	}
+	return fsutil.WriteFileAtomic(base+".json", b, 0o600)
 }
 
 // record feeds queued packets to rec until the part ends, then takes what
@@ -305,6 +325,13 @@ func (p *part) record(rec *record.Recorder, q <-chan item) {
 			p.r.log.Debug("recording: frame lost", "session", p.sess.ID, "err", err)
 		}
 	}
+	// Every syncEvery the file goes to disk, and once the first frame is
+	// in, the sidecar learns when the part's media began (to place the
+	// gap after a crash).
+	tick := time.NewTicker(syncEvery)
+	defer tick.Stop()
+	startSaved := false
+	base := strings.TrimSuffix(p.out.f.Name(), partialSuffix)
 	for {
 		if p.r.beforeWrite != nil {
 			p.r.beforeWrite()
@@ -312,6 +339,16 @@ func (p *part) record(rec *record.Recorder, q <-chan item) {
 		select {
 		case it := <-q:
 			write(it)
+		case <-tick.C:
+			if err := p.out.Sync(); err != nil {
+				p.r.log.Debug("recording: fsync failed", "session", p.sess.ID, "err", err)
+			}
+			if st := rec.Stats(); !startSaved && st.Started {
+				if err := p.writeMeta(base, st); err != nil {
+					p.log().Warn("cannot save when the recording began; a gap after a crash will show as unknown", "err", err)
+				}
+				startSaved = true
+			}
 		case <-p.stop:
 			for n := len(q); n > 0; n-- {
 				write(<-q)
@@ -433,6 +470,15 @@ func (r *recFile) WriteAt(b []byte, off int64) (int, error) {
 	_, err := r.f.WriteAt(b, off)
 	r.failed(err)
 	return len(b), nil
+}
+
+// Sync puts what was written on disk (a power cut loses only what came
+// after).
+func (r *recFile) Sync() error {
+	if r.failed(nil) {
+		return nil
+	}
+	return r.f.Sync()
 }
 
 func (r *recFile) Close() error {

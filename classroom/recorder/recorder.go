@@ -1,25 +1,46 @@
 // Package recorder records live lessons: the master's tracks of each live
 // session are written, as they are forwarded, to a WebM file
-// (classroom/record: no transcoding) and, when the session ends, imported into the resource cache as a new
-// micro-lesson that any classroom replays and seeks at /media/{id}.
+// (classroom/record: no transcoding) and, when the session ends, imported
+// into the resource cache as a micro-lesson that any classroom replays and
+// seeks at /media/{id}.
 //
 // The forwarding path is never slowed: the SFU hands each packet to a
 // part's bounded queue with a non-blocking send, and a full queue drops
 // the packet for the recording only (counted as queue_drops). One part is
-// one master publisher's connection: if the teacher reconnects, the next
-// connection records a new part, imported as "… (part 2)".
+// one master publisher's connection: a teacher who reconnects, or an edge
+// restart (the session is restored from classroom/livestate), starts the
+// next part. The parts stay on disk until the session ends; then they are
+// joined into one lesson (record.Join: each part follows the last frame of
+// the one before; the time nothing was recorded is not in the file) and
+// that one file is imported.
+//
+// A crash or power cut does not lose the part being written: the muxer
+// writes each frame as it comes, in Clusters of unknown size, and the file
+// is fsynced every syncEvery. At the next start the part is recovered:
+// its frames up to where it was torn are written again as a finished part
+// (record.Join of the one file: cues, duration). Lost at most: after
+// SIGKILL, the frames still queued or in the reorder window (well under a
+// second); after a power cut, what was written since the last fsync
+// (syncEvery) as well.
 //
 // On disk, under DATA/recordings:
 //
-//	<session>-<part>.webm.partial  being written; removed at start-up (a
-//	                               crash left it without its end: never
-//	                               served as a lesson)
-//	<session>-<part>.json          the micro-lesson's catalogue fields,
-//	                               written before the rename below
-//	<session>-<part>.webm          complete (fsynced, renamed); imported
-//	                               into the cache, then both files removed.
-//	                               One left by a crash or a failed import
-//	                               is imported at the next start-up.
+//	<session>-<part>.json          the part's catalogue fields, session,
+//	                               and when it began (written first)
+//	<session>-<part>.webm.partial  being written; recovered at start-up
+//	                               into <session>-<part>.webm
+//	<session>-<part>.webm          a finished or recovered part, kept until
+//	                               the session ends
+//	<session>-lesson.joining       the parts being joined (removed at
+//	                               start-up: the join is done again)
+//	<session>-lesson.webm / .json  the joined lesson (the parts are then
+//	                               removed); imported into the cache, then
+//	                               removed. One left by a crash or a failed
+//	                               import is imported at the next start-up.
+//
+// At start-up (Start, after the live sessions are restored) the parts of a
+// session that is not live any more are joined and imported; those of a
+// restored session wait for its end.
 package recorder
 
 import (
@@ -53,9 +74,14 @@ const (
 	// recTrackWait is how long a part waits for every announced track
 	// (video and audio start a few ms apart) before it records what came.
 	recTrackWait = 3 * time.Second
-	// recShutdownWait bounds how long edge shutdown waits for imports; a
-	// file not imported by then is imported at the next start-up.
+	// recShutdownWait bounds how long edge shutdown waits for parts to be
+	// saved and joins and imports under way; what is not done by then is
+	// done at the next start-up.
 	recShutdownWait = 20 * time.Second
+
+	// syncEvery is how often the part being written is fsynced: a power
+	// cut loses at most this much of it.
+	syncEvery = time.Second
 
 	partialSuffix = ".webm.partial"
 )
@@ -67,6 +93,7 @@ const (
 	StateWaiting     = "waiting"      // live, but the master has not published yet
 	StateRecording   = "recording"    // frames are being written
 	StateFinalising  = "finalising"   // the file is being closed and imported
+	StateSaved       = "saved"        // finished and on disk: joined into the lesson when the session ends
 	StateDone        = "done"         // imported: media_id is the micro-lesson
 	StateNotRecorded = "not_recorded" // the lesson could not be recorded (reason says why)
 	StateFailed      = "failed"       // an error lost the recording or its import (reason)
@@ -81,9 +108,51 @@ type Status struct {
 	VideoFrames int    `json:"video_frames"`
 	AudioFrames int    `json:"audio_frames"`
 	QueueDrops  uint64 `json:"queue_drops"`
-	// MediaID is the micro-lesson of the first part that was imported.
-	MediaID string       `json:"media_id,omitempty"`
-	Parts   []PartStatus `json:"parts,omitempty"`
+	// MediaID is the micro-lesson: the parts joined.
+	MediaID string `json:"media_id,omitempty"`
+	// Parts are the parts recorded since this edge started (a part from
+	// before a restart is in Lesson).
+	Parts []PartStatus `json:"parts,omitempty"`
+	// Lesson is the recorded lesson once its parts are joined and imported.
+	Lesson *Lesson `json:"lesson,omitempty"`
+}
+
+// Lesson is a session's recording in the catalogue: its parts, one after
+// the other in one micro-lesson, and the gaps between them.
+type Lesson struct {
+	MediaID         string       `json:"media_id"`
+	Title           string       `json:"title"`
+	DurationSeconds float64      `json:"duration_seconds"`
+	Parts           []LessonPart `json:"parts"`
+	// Gaps are where a part ends and the next begins: a restart of the
+	// edge or a teacher's reconnect. Nothing of the gap is in the file.
+	Gaps []Gap `json:"gaps,omitempty"`
+	// Separate is true when the parts could not be one file (the teacher
+	// came back with another video codec): each part is its own
+	// micro-lesson ("… (part 2)"), MediaID the first.
+	Separate bool `json:"separate,omitempty"`
+}
+
+// LessonPart is one part in the joined lesson.
+type LessonPart struct {
+	Part int `json:"part"`
+	// OffsetSeconds is where the part begins in the lesson's file.
+	OffsetSeconds   float64 `json:"offset_seconds"`
+	DurationSeconds float64 `json:"duration_seconds"`
+	// Recovered says the part was cut off by a crash or power cut and
+	// recovered at the next start: it ends up to syncEvery early.
+	Recovered bool `json:"recovered,omitempty"`
+	// MediaID is the part's own micro-lesson when Separate.
+	MediaID string `json:"media_id,omitempty"`
+}
+
+// Gap is a break between two parts.
+type Gap struct {
+	// AtSeconds is where, in the lesson's file, the next part begins.
+	AtSeconds float64 `json:"at_seconds"`
+	// MissingSeconds is the time between the two parts that was not
+	// recorded (0 when unknown: a part cut off before its start was kept).
+	MissingSeconds float64 `json:"missing_seconds"`
 }
 
 // PartStatus is one publisher connection's recording.
@@ -144,7 +213,13 @@ type Manager struct {
 
 	mu        sync.Mutex
 	bySession map[string]*sessionRec
+	lessons   map[string]*Lesson // joined and imported, for Status; goes with the session
 	closed    bool
+
+	// lessonMu serialises work on the files of the recordings directory
+	// that outlives a part: recovery at start-up and joining parts into
+	// a lesson.
+	lessonMu sync.Mutex
 
 	// Edge-wide counters for /metrics.
 	bytesTotal, dropsTotal              atomic.Uint64
@@ -163,11 +238,14 @@ type Manager struct {
 type sessionRec struct {
 	stopped bool
 	parts   []*part
+	// last is the highest part number used: parts from before a restart
+	// are on disk, so a restored session goes on with the next number.
+	last int
 }
 
 func New(store LessonStore, dir string, sessions *session.Manager, log *slog.Logger, opts ...Option) *Manager {
 	ctx, cancel := context.WithCancel(context.Background())
-	r := &Manager{log: log, dir: dir, store: store, sessions: sessions, ctx: ctx, cancel: cancel, bySession: map[string]*sessionRec{}, queueLen: recQueuePackets,
+	r := &Manager{log: log, dir: dir, store: store, sessions: sessions, ctx: ctx, cancel: cancel, bySession: map[string]*sessionRec{}, lessons: map[string]*Lesson{}, queueLen: recQueuePackets,
 		loc: time.Local, lang: "en"}
 	for _, o := range opts {
 		o(r)
@@ -178,9 +256,20 @@ func New(store LessonStore, dir string, sessions *session.Manager, log *slog.Log
 	}
 	sessions.OnEnd(r.sessionEnded)
 	sessions.OnForget(r.forget)
+	return r
+}
+
+// Start recovers what the last run left in the recordings directory (in
+// the background): parts cut off by a crash are repaired, and the parts
+// of sessions that are not live are joined and imported. Call it once,
+// after the live sessions are restored, so that a restored session's
+// parts wait for its end.
+func (r *Manager) Start() {
+	if !r.enabled() {
+		return
+	}
 	r.wg.Add(1)
 	go func() { defer r.wg.Done(); r.recover() }()
-	return r
 }
 
 func (r *Manager) enabled() bool { return r.store != nil && r.dir != "" }
@@ -202,7 +291,7 @@ func (r *Manager) Tap(t sfu.TapTrack) sfu.TapSink {
 	}
 	sr := r.bySession[t.Room]
 	if sr == nil {
-		sr = &sessionRec{}
+		sr = &sessionRec{last: r.lastPartOnDisk(t.Room)}
 		r.bySession[t.Room] = sr
 	}
 	if sr.stopped {
@@ -216,8 +305,9 @@ func (r *Manager) Tap(t sfu.TapTrack) sfu.TapSink {
 		}
 	}
 	if p == nil {
-		p = &part{r: r, sess: s, n: len(sr.parts) + 1, pub: t.Publisher, pubDone: t.PublisherDone, expected: t.Expected,
-			q: make(chan item, r.queueLen), changed: make(chan struct{}, 1), stop: make(chan struct{}), state: StateWaiting, began: time.Now()}
+		sr.last++
+		p = &part{r: r, sess: s, n: sr.last, pub: t.Publisher, pubDone: t.PublisherDone, expected: t.Expected,
+			q: make(chan item, r.queueLen), changed: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}), state: StateWaiting, began: time.Now()}
 		sr.parts = append(sr.parts, p)
 		r.parts.Add(1)
 		r.wg.Add(1)
@@ -232,6 +322,7 @@ func (r *Manager) Tap(t sfu.TapTrack) sfu.TapSink {
 func (r *Manager) forget(id string) {
 	r.mu.Lock()
 	delete(r.bySession, id)
+	delete(r.lessons, id)
 	r.mu.Unlock()
 }
 
@@ -251,9 +342,31 @@ func (r *Manager) sessionEnded(id string) {
 		parts = append(parts, sr.parts...)
 	}
 	r.mu.Unlock()
+	r.endLesson(id, parts)
+}
+
+// endLesson finishes the session's parts and, once they are saved, joins
+// every part on disk (also those from before a restart) into the lesson.
+func (r *Manager) endLesson(id string, parts []*part) {
 	for _, p := range parts {
 		p.finish()
 	}
+	r.mu.Lock()
+	if r.closed {
+		// Shutting down: the parts stay on disk and the lesson is joined
+		// at the next start (the session has ended, so it is not restored).
+		r.mu.Unlock()
+		return
+	}
+	r.wg.Add(1)
+	r.mu.Unlock()
+	go func() {
+		defer r.wg.Done()
+		for _, p := range parts {
+			<-p.done
+		}
+		r.joinLesson(id)
+	}()
 }
 
 // Stop ends recording of a live session (the stop API): what was
@@ -273,13 +386,14 @@ func (r *Manager) Stop(id string) {
 	sr.stopped = true
 	parts := append([]*part(nil), sr.parts...)
 	r.mu.Unlock()
-	for _, p := range parts {
-		p.finish()
-	}
+	r.endLesson(id, parts)
 	r.log.Info("lesson recording stopped by request", "session", id)
 }
 
-// Close finalises every recording and waits (bounded) for the imports.
+// Close finalises every part being recorded and keeps it on disk (a
+// session restored at the next start goes on with its next part; the
+// others are joined and imported at that start), and waits (bounded) for
+// joins and imports under way.
 func (r *Manager) Close() {
 	r.mu.Lock()
 	r.closed = true
@@ -325,6 +439,10 @@ func (r *Manager) Status(id string) any {
 	if sr != nil {
 		parts, stopped = append(parts, sr.parts...), sr.stopped
 	}
+	if l := r.lessons[id]; l != nil {
+		lc := *l
+		st.Lesson = &lc
+	}
 	r.mu.Unlock()
 	for _, p := range parts {
 		ps := p.status()
@@ -337,9 +455,17 @@ func (r *Manager) Status(id string) any {
 			st.MediaID = ps.MediaID
 		}
 	}
+	if st.Lesson != nil {
+		st.MediaID = st.Lesson.MediaID
+	}
 	if n := len(st.Parts); n > 0 {
 		last := st.Parts[n-1]
 		st.State, st.Reason = last.State, last.Reason
+		if st.State == StateSaved && (s.State == session.StateEnded || stopped) {
+			st.State, st.Reason = StateFinalising, "" // being joined and imported
+		}
+	} else if st.Lesson != nil {
+		st.State = StateDone
 	} else if s.State == session.StateEnded || stopped {
 		st.State, st.Reason = StateNotRecorded, "the master teacher never published while recording was on"
 	}
