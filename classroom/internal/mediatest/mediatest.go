@@ -100,6 +100,10 @@ type Publisher struct {
 	// Packets written, so rate checks compare with what was sent: on a
 	// loaded machine the publisher's ticker slows down too.
 	SentVideo, SentAudio atomic.Int64
+	// Keyframes sent, and when the last one was (unix nanos): on a loaded
+	// machine the ticker lags, so "every KeyEvery packets" drifts from
+	// any wall-clock schedule.
+	Keys, LastKey atomic.Int64
 }
 
 // Publish WHIPs a VP8 and Opus stream to the session as token and sends
@@ -225,11 +229,16 @@ func PublishFmtp(t testing.TB, ctx context.Context, e Edge, sessionID, token, vi
 			if k := p.KeyEvery.Load(); k > 0 && n%uint64(k) == 0 {
 				p.NeedKey.Store(true)
 			}
+			key := p.NeedKey.Swap(false)
 			_ = track.WriteRTP(&rtp.Packet{
 				Header:  rtp.Header{Version: 2, Marker: true, PayloadType: 96, SequenceNumber: uint16(n), Timestamp: uint32(n * 3000)},
-				Payload: PayloadFor(n, p.NeedKey.Swap(false)),
+				Payload: PayloadFor(n, key),
 			})
 			p.SentVideo.Add(1)
+			if key {
+				p.LastKey.Store(time.Now().UnixNano())
+				p.Keys.Add(1)
+			}
 			if n%4 == 0 { // an Opus packet every 20 ms
 				_ = audio.WriteRTP(&rtp.Packet{
 					Header:  rtp.Header{Version: 2, PayloadType: 111, SequenceNumber: uint16(n / 4), Timestamp: uint32(n / 4 * 960)},
