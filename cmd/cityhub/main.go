@@ -51,6 +51,7 @@ type hubFlags struct {
 
 	maxConns     *int
 	bodyDeadline *time.Duration
+	review       *bool
 }
 
 func newHubFlags(stderr io.Writer) *hubFlags {
@@ -62,6 +63,7 @@ func newHubFlags(stderr io.Writer) *hubFlags {
 	f.tls = addTLSFlags(fs)
 	f.maxConns = fs.Int("max-conns-per-addr", 256, "connections one client address may hold open at once (`N`; 0: no limit, e.g. behind a load balancer; loopback is exempt)")
 	f.bodyDeadline = fs.Duration("body-deadline", httpapi.DefaultBodyDeadline, "how long a request body may take to arrive (`duration`); sync batches, uploads and bundles may instead pause at most 60s between reads")
+	f.review = fs.Bool("upload-review", true, "hold school uploads for city staff to publish or reject in the console (Uploads panel); false publishes a verified upload at once")
 	f.dbURL = fs.String("db", "", "sync store: empty for DATA/sync.db (bbolt), or a `postgres://` URL shared by several cityhub replicas")
 	f.hubURL = fs.String("hub", "", "run admin commands through the admin API of the hub at this `URL` (http(s)://HOST:PORT) with the key in $"+apiKeyEnv+"; without it they open the store, or use the running hub of -data when its store is locked")
 	f.hubPin = fs.String("hub-pin", "", "with -hub https://…: trust exactly the TLS key with this `pin` (cityhub tls-pin on the hub) instead of the system's roots")
@@ -204,8 +206,10 @@ func serve(ctx context.Context, f *hubFlags, st *catalog.Store, stderr io.Writer
 	log.Info("city staff credential ready", "staff_token_file", staffFile)
 	reg := prometheus.NewRegistry()
 	admin := cityadmin.New(cityadmin.Config{Store: sst, Catalogue: st, Logger: log.With("component", "admin"),
-		Pin: func() (string, error) { return f.tls.pin(*f.data) }, StaffToken: staff, Firmware: fwConsole})
-	handler, limit := hubLimits(reg, *f.bodyDeadline, *f.maxConns, hubHandler(reg, catalog.Handler(st, log), fw, admin, sst, ca, staff, log))
+		Pin: func() (string, error) { return f.tls.pin(*f.data) }, StaffToken: staff, Firmware: fwConsole,
+		Reviews: st, Review: *f.review})
+	cat := catalog.HandlerWith(st, log, catalog.HandlerOptions{Review: *f.review})
+	handler, limit := hubLimits(reg, *f.bodyDeadline, *f.maxConns, hubHandler(reg, cat, fw, admin, sst, ca, staff, log))
 	hs := &http.Server{
 		Handler:           handler,
 		ReadHeaderTimeout: 10 * time.Second,

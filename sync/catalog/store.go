@@ -49,7 +49,7 @@ func Open(dir string) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := store.CreateBuckets(db, bucketItems, bucketChanges); err != nil {
+	if err := store.CreateBuckets(db, bucketItems, bucketChanges, bucketReview); err != nil {
 		_ = db.Close()
 		return nil, fmt.Errorf("init %s: %w", path, err)
 	}
@@ -73,11 +73,22 @@ func (s *Store) BlobRoot() string { return filepath.Join(s.dir, "blobs") }
 // Put records it (validated) under a new change sequence, unless an
 // identical record is already there. It returns the stored item.
 func (s *Store) Put(it media.Item) (media.Item, error) {
+	var saved media.Item
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		var err error
+		saved, err = putTx(tx, it)
+		return err
+	})
+	return saved, err
+}
+
+// putTx is Put inside tx.
+func putTx(tx *bolt.Tx, it media.Item) (media.Item, error) {
 	it.Seq = 0
 	if err := it.Validate(); err != nil {
 		return media.Item{}, err
 	}
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	err := func() error {
 		items, changes := tx.Bucket(bucketItems), tx.Bucket(bucketChanges)
 		if old := items.Get([]byte(it.ID)); old != nil {
 			var prev media.Item
@@ -107,7 +118,7 @@ func (s *Store) Put(it media.Item) (media.Item, error) {
 			return err
 		}
 		return changes.Put(u64(seq), []byte(it.ID))
-	})
+	}()
 	if err != nil {
 		return media.Item{}, fmt.Errorf("record item %s: %w", it.ID, err)
 	}

@@ -41,6 +41,11 @@ type Config struct {
 	Store     hub.Store
 	Catalogue Catalogue // nil: catalogue calls answer 501
 	Firmware  Firmware  // nil: firmware calls answer 501
+	// Reviews is the queue of school uploads; nil: upload calls answer 501.
+	Reviews Reviews
+	// Review says whether uploads wait for review (cityhub -upload-review);
+	// the console says so when they do not.
+	Review bool
 	// Pin is the pin of the TLS key edges will see, put in enrolment tokens.
 	Pin    func() (string, error)
 	Logger *slog.Logger
@@ -55,6 +60,8 @@ type API struct {
 	st        hub.Store
 	cat       Catalogue
 	fw        Firmware
+	rev       Reviews
+	review    bool
 	pin       func() (string, error)
 	log       *slog.Logger
 	now       func() time.Time
@@ -87,7 +94,7 @@ func New(cfg Config) *API {
 		cfg.Now = time.Now
 	}
 	dummy, _ := HashPassword("not-a-real-password")
-	a := &API{st: cfg.Store, cat: cfg.Catalogue, fw: cfg.Firmware, pin: cfg.Pin, log: cfg.Logger, now: cfg.Now, dummyHash: dummy, staffTok: cfg.StaffToken,
+	a := &API{st: cfg.Store, cat: cfg.Catalogue, fw: cfg.Firmware, rev: cfg.Reviews, review: cfg.Review, pin: cfg.Pin, log: cfg.Logger, now: cfg.Now, dummyHash: dummy, staffTok: cfg.StaffToken,
 		hashing: make(chan struct{}, maxHashing), mux: http.NewServeMux()}
 	city, school, editor := hub.RoleCityAdmin, hub.RoleSchoolAdmin, hub.RoleContentEditor
 	m := a.mux
@@ -104,6 +111,10 @@ func New(cfg Config) *API {
 	m.HandleFunc("POST /api/v1/admin/schools/{code}/imports/{kind}", a.guard(a.importDoc, city, school))
 	m.HandleFunc("GET /api/v1/admin/catalog", a.guard(a.listCatalogue, city, editor))
 	m.HandleFunc("PATCH /api/v1/admin/catalog/{id}", a.guard(a.editItem, city, editor))
+	m.HandleFunc("GET /api/v1/admin/uploads", a.guard(a.listUploads, city, editor, school))
+	m.HandleFunc("GET /api/v1/admin/uploads/{id}/content", a.guard(a.uploadContent, city, editor, school))
+	m.HandleFunc("POST /api/v1/admin/uploads/{id}/publish", a.guard(a.decideUpload(true), city, editor))
+	m.HandleFunc("POST /api/v1/admin/uploads/{id}/reject", a.guard(a.decideUpload(false), city, editor))
 	m.HandleFunc("GET /api/v1/admin/firmware", a.guard(a.listFirmware, city))
 	m.HandleFunc("POST /api/v1/admin/firmware/{target}/{version}/rollout", a.guard(a.setRollout, city))
 	m.HandleFunc("GET /api/v1/admin/accounts", a.guard(a.listAccounts, city))
