@@ -3,13 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/ed25519"
-	"crypto/rand"
 	"encoding/json"
-	"errors"
 	"io"
-	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -23,9 +18,7 @@ import (
 
 	"github.com/campusedge/campusedge/edge/browsertest"
 	"github.com/campusedge/campusedge/firmware/bundle"
-	"github.com/campusedge/campusedge/sync/outbox"
 	"github.com/campusedge/campusedge/sync/schooldata"
-	"github.com/campusedge/campusedge/sync/uplink"
 )
 
 // shot captures the page; CAMPUSEDGE_SCREENSHOTS=1 writes it to
@@ -82,41 +75,12 @@ func TestCityConsoleInChromium(t *testing.T) {
 	if _, err := bundle.Create(bundle.Build{Dir: payload, Product: "campusedge", Target: "linux-amd64", Version: "1.1.0", Entry: "edged"}, fwKey, fwBundle); err != nil {
 		t.Fatal(err)
 	}
-	type addrs struct{ plain, tls net.Addr }
-	ready := make(chan addrs, 1)
-	served := make(chan int, 1)
-	var hubLog bytes.Buffer
-	var hubMu sync.Mutex
-	go func() {
-		served <- run(ctx, []string{"-data", data, "-listen", browsertest.LANListen}, io.Discard, lockedWriter{&hubMu, &hubLog},
-			func(p, s net.Addr) { ready <- addrs{p, s} })
-	}()
-	var a addrs
-	select {
-	case a = <-ready:
-	case code := <-served:
-		t.Fatalf("hub exited %d", code)
-	}
-	defer func() { cancel(); <-served }()
-	t.Cleanup(func() {
-		if t.Failed() {
-			hubMu.Lock()
-			t.Logf("hub log:\n%s", hubLog.String())
-			hubMu.Unlock()
-		}
-	})
-	mustCLI := func(args ...string) string {
-		t.Helper()
-		code, out, errs := cli(ctx, append([]string{"-data", data}, args...)...)
-		if code != 0 {
-			t.Fatalf("cityhub %v: exit %d: %s", args, code, errs)
-		}
-		return strings.TrimSpace(out)
-	}
+	h := runHub(ctx, t, data, browsertest.LANListen)
+	mustCLI := h.cli
 	t.Setenv("CITYHUB_PASSWORD", "ada's long password")
 	mustCLI("account", "add", "ada", "city_admin")
 	pin := mustCLI("tls-pin")
-	base := "https://" + a.tls.String()
+	base := h.base()
 
 	br := browsertest.Start(ctx, t, browsertest.TrustPin(pin))
 	br.Do("open the console", chromedp.Navigate(base+"/console/"))
@@ -151,33 +115,18 @@ func TestCityConsoleInChromium(t *testing.T) {
 	shot(t, br, "city-tokens.png")
 
 	// A real edge enrols with the token from the page and syncs.
-	db, err := bolt.Open(filepath.Join(t.TempDir(), "edge.db"), 0o600, &bolt.Options{Timeout: time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	if err := db.Update(func(tx *bolt.Tx) error { return errors.Join(outbox.Migrate(tx), uplink.Migrate(tx)) }); err != nil {
-		t.Fatal(err)
-	}
-	ob := outbox.New(outbox.Config{DB: db})
-	defer ob.Close()
-	_, priv, _ := ed25519.GenerateKey(rand.Reader)
-	key := edgeKey{priv}
-	enr, err := uplink.Enrol(ctx, db, nil, base, tok, key, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	edge := enrolEdge(ctx, t, base, tok)
+	key, ob, enr := edge.key, edge.ob, edge.enr
 	var roster []byte
 	var rmu sync.Mutex
-	up := uplink.New(uplink.Config{Hub: base, DB: db, Outbox: ob, Identity: key, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-		Apply: func(_ *bolt.Tx, kind string, d []byte) error {
-			rmu.Lock()
-			defer rmu.Unlock()
-			if kind == schooldata.KindRoster {
-				roster = bytes.Clone(d)
-			}
-			return nil
-		}})
+	up := edge.uplink(base, 0, func(_ *bolt.Tx, kind string, d []byte) error {
+		rmu.Lock()
+		defer rmu.Unlock()
+		if kind == schooldata.KindRoster {
+			roster = bytes.Clone(d)
+		}
+		return nil
+	})
 	ob.Append(ctx, "attendance.mark", []byte(`{"s":"s1"}`))
 	if _, err := up.SendOnce(ctx, enr); err != nil {
 		t.Fatal(err)
@@ -235,7 +184,7 @@ func TestCityConsoleInChromium(t *testing.T) {
 
 	// Firmware: a release on beta at the first wave, the real edge reporting
 	// it runs it; the city admin advances a wave, then stops the rollout.
-	plain := "http://" + a.plain.String()
+	plain := "http://" + h.plain.String()
 	pubTok, _ := os.ReadFile(filepath.Join(data, "firmware", "publish-token"))
 	staffTok, _ := os.ReadFile(filepath.Join(data, "staff-token"))
 	post := func(url, tok, ctype string, body []byte) {

@@ -90,7 +90,7 @@
     showError(null);
     try {
       if (me.role !== "content_editor" && (name === "schools" || !schoolsLoaded)) await loadSchools();
-      await ({ schools: renderSchools, edges: loadEdges, tokens: loadTokens, imports: async () => {}, catalog: loadCatalog, firmware: loadFirmware, accounts: loadAccounts })[name]();
+      await ({ schools: renderSchools, edges: loadEdges, tokens: loadTokens, imports: async () => {}, catalog: loadCatalog, uploads: loadUploads, firmware: loadFirmware, accounts: loadAccounts })[name]();
     } catch (e) { showError(e); }
     window.cityTabDone = name; // page tests and timings wait for it
   }
@@ -225,6 +225,57 @@
     byId("catalog").replaceChildren(frag);
   }
 
+  // size formats a byte count for a reviewer.
+  function size(n) {
+    for (const [u, v] of [["GiB", 1 << 30], ["MiB", 1 << 20], ["KiB", 1 << 10]]) if (n >= v) return (n / v).toFixed(1) + " " + u;
+    return n + " B";
+  }
+
+  // loadUploads lists school uploads in the chosen state. A reviewer
+  // settles title, subject and grade in the row and publishes, or writes a
+  // reason and rejects; a school admin sees their school's, read-only.
+  async function loadUploads() {
+    const state = byId("uploads-state").value;
+    const res = await api("GET", "/uploads" + (state ? "?state=" + state : ""));
+    byId("uploads-noreview").hidden = res.review !== false;
+    const reviewer = me.role === "city_admin" || me.role === "content_editor";
+    const frag = document.createDocumentFragment();
+    for (const u of res.uploads) {
+      const it = u.item;
+      const pending = u.state === "pending";
+      const f = (k) => el("input", { "data-field": k, value: it[k] || "", disabled: !(pending && reviewer) });
+      const note = el("span", { class: "note" });
+      const reason = el("input", { "data-field": "reason", placeholder: t("reason"), maxlength: "500" });
+      const tr = el("tr", { "data-upload": it.id, "data-state": u.state });
+      const decide = async (act) => {
+        const body = {};
+        for (const i of tr.querySelectorAll("input")) body[i.dataset.field] = i.value;
+        if (act === "reject" && !body.reason.trim()) { note.textContent = t("needreason"); note.className = "error"; reason.focus(); return; }
+        try {
+          await api("POST", "/uploads/" + encodeURIComponent(it.id) + "/" + act, body);
+          if (act === "publish") byId("uploads-summary").textContent = t("published");
+          await loadUploads();
+        } catch (e) { showError(e); }
+      };
+      let decision;
+      if (pending && reviewer) {
+        decision = el("div", {}, el("button", { "data-act": "publish", onclick: () => decide("publish") }, t("publish")), " ",
+          reason, " ", el("button", { "data-act": "reject", onclick: () => decide("reject") }, t("reject")), note);
+      } else {
+        decision = el("div", {}, el("span", { class: "pill st-" + u.state }, t("st_" + u.state)),
+          u.reviewer ? " " + t("reviewedby", u.reviewer, when(u.decided)) : "",
+          u.reason ? el("div", { class: "reason" }, u.reason) : null);
+      }
+      tr.append(el("td", {}, when(u.received)), el("td", {}, u.school || "—"), el("td", {}, f("title")), el("td", {}, f("subject")), el("td", {}, f("grade")),
+        el("td", {}, el("div", { class: "mono" }, it.mime), el("div", {}, size(it.size)),
+          el("a", { href: "/api/v1/admin/uploads/" + encodeURIComponent(it.id) + "/content", target: "_blank", rel: "noopener" }, t("open"))),
+        el("td", {}, decision));
+      frag.append(tr);
+    }
+    byId("uploads").replaceChildren(frag);
+    if (byId("uploads-summary").textContent !== t("published")) byId("uploads-summary").textContent = t("uploadssummary", res.uploads.length);
+  }
+
   async function loadFirmware() {
     const rels = (await api("GET", "/firmware")).releases;
     byId("firmware").replaceChildren(...rels.map((r) => {
@@ -270,6 +321,7 @@
         await loadSchools(); await renderSchools();
       } catch (e) { showError(e); }
     });
+    byId("uploads-state").addEventListener("change", () => { byId("uploads-summary").textContent = ""; loadUploads().catch(showError); });
     byId("edges-school").addEventListener("change", () => loadEdges().catch(showError));
     byId("edges-refresh").addEventListener("click", () => loadEdges().catch(showError));
     // One listener for the whole list's revoke buttons.
