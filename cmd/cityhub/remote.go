@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -198,7 +199,11 @@ func runRemote(ctx context.Context, r *remote, args []string, stdout, stderr io.
 			return fail(err)
 		}
 		for _, e := range out.Edges {
-			fmt.Fprintf(stdout, "%s\t%s\tacked=%d\trevoked=%t\tenrolled=%s\thealth=%s\n", e.ID, e.School, e.Acked, e.Revoked, e.Enrolled.Format(time.RFC3339), e.Health)
+			bl := "-"
+			if e.BacklogKnown {
+				bl = strconv.FormatUint(e.Backlog, 10)
+			}
+			fmt.Fprintf(stdout, "%s\t%s\tacked=%d\trevoked=%t\tenrolled=%s\thealth=%s\tbacklog=%s\n", e.ID, e.School, e.Acked, e.Revoked, e.Enrolled.Format(time.RFC3339), e.Health, bl)
 		}
 	case args[0] == "edge" && len(args) == 3 && args[1] == "revoke":
 		if err := r.call(ctx, "POST", "/api/v1/admin/edges/"+url.PathEscape(args[2])+"/revoke", nil, nil); err != nil {

@@ -200,7 +200,11 @@ func (c *syncCmd) edge() int {
 			return c.fail(err)
 		}
 		for _, e := range es {
-			fmt.Fprintf(c.stdout, "%s\t%s\tacked=%d\trevoked=%t\tenrolled=%s\n", e.ID, e.School, e.Acked, e.Revoked, e.Enrolled.Format(time.RFC3339))
+			bl := "-"
+			if !e.BacklogAt.IsZero() {
+				bl = strconv.FormatUint(e.Backlog, 10)
+			}
+			fmt.Fprintf(c.stdout, "%s\t%s\tacked=%d\trevoked=%t\tenrolled=%s\tbacklog=%s\n", e.ID, e.School, e.Acked, e.Revoked, e.Enrolled.Format(time.RFC3339), bl)
 		}
 		return 0
 	case len(args) == 3 && args[1] == "revoke":

@@ -214,11 +214,19 @@ type EdgeView struct {
 	CertNotAfter time.Time `json:"cert_not_after"`
 	// Health: ok, offline, never_seen, revoked, cert_expiring, cert_expired.
 	Health string `json:"health"`
+	// Backlog is the edge's outbox as it last reported it: records not yet
+	// at the hub and the age of the oldest; BacklogKnown is false for an
+	// edge that does not report it (older versions).
+	BacklogKnown  bool      `json:"backlog_known"`
+	Backlog       uint64    `json:"backlog"`
+	BacklogOldest int64     `json:"backlog_oldest_seconds"`
+	BacklogAt     time.Time `json:"backlog_at"`
 }
 
 func (a *API) view(e hub.Edge, now time.Time) EdgeView {
 	v := EdgeView{ID: e.ID, School: e.School, Enrolled: e.Enrolled, Revoked: e.Revoked, Acked: e.Acked, Seen: e.Seen,
-		Version: e.Version, CertNotAfter: e.CertNotAfter}
+		Version: e.Version, CertNotAfter: e.CertNotAfter,
+		BacklogKnown: !e.BacklogAt.IsZero(), Backlog: e.Backlog, BacklogOldest: e.BacklogOldest, BacklogAt: e.BacklogAt}
 	v.Online = !e.Seen.IsZero() && now.Sub(e.Seen) < OnlineWindow && !e.Revoked
 	switch {
 	case e.Revoked:

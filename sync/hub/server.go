@@ -237,16 +237,26 @@ const HeaderVersion = wire.HeaderVersion
 const seenPrecision = 30 * time.Second
 
 // noteSeen records the edge's call for the city console; a failure is only
-// logged, since sync itself does not depend on it.
+// logged, since sync itself does not depend on it. The backlog an edge
+// reports (wire.HeaderBacklog) is written at the same pace, and at once
+// when it empties or starts, so the console never shows a drained edge as
+// behind for long.
 func (s *Server) noteSeen(r *http.Request, e Edge, now time.Time) {
 	v := r.Header.Get(HeaderVersion)
 	if len(v) > 64 {
 		v = v[:64]
 	}
-	if now.Sub(e.Seen) < seenPrecision && (v == "" || v == e.Version) {
+	var bl *wire.Backlog
+	if h := r.Header.Get(wire.HeaderBacklog); h != "" {
+		if b, err := wire.ParseBacklog(h); err == nil {
+			bl = &b
+		}
+	}
+	flipped := bl != nil && (e.BacklogAt.IsZero() || (bl.Records == 0) != (e.Backlog == 0))
+	if now.Sub(e.Seen) < seenPrecision && (v == "" || v == e.Version) && !flipped {
 		return
 	}
-	if err := s.st.NoteEdge(r.Context(), e.ID, EdgeNote{Seen: now, Version: v}); err != nil {
+	if err := s.st.NoteEdge(r.Context(), e.ID, EdgeNote{Seen: now, Version: v, Backlog: bl}); err != nil {
 		s.log.Warn("note edge seen", "edge", e.ID, "err", err)
 	}
 }

@@ -56,6 +56,12 @@ type Edge struct {
 	Seen         time.Time `json:"seen"`
 	Version      string    `json:"version,omitempty"`
 	CertNotAfter time.Time `json:"cert_not_after"`
+	// Backlog is the edge's outbox backlog as it last reported it
+	// (wire.HeaderBacklog) at BacklogAt; BacklogAt is zero for an edge
+	// that never reported one (older versions).
+	Backlog       uint64    `json:"backlog"`
+	BacklogOldest int64     `json:"backlog_oldest_seconds"`
+	BacklogAt     time.Time `json:"backlog_at"`
 }
 
 // EdgeNote is what the hub learnt about an edge; zero fields leave the
@@ -64,6 +70,8 @@ type EdgeNote struct {
 	Seen         time.Time
 	Version      string
 	CertNotAfter time.Time
+	// Backlog, when set, replaces the stored backlog, reported at Seen.
+	Backlog *wire.Backlog
 }
 
 // EnrolToken is an enrolment token as the city lists it: never the

@@ -119,6 +119,21 @@
     byId("schools").replaceChildren(...rows);
   }
 
+  // backlog is an edge's reported outbox: "—" when it reports none.
+  function backlog(e) {
+    if (!e.backlog_known) return "—";
+    if (!e.backlog) return "0";
+    return t("backlogof", e.backlog, age(e.backlog_oldest_seconds));
+  }
+
+  // age says a number of seconds the short way: 45 s, 12 min, 3 h, 2 d.
+  function age(s) {
+    if (s < 60) return t("u_s", s);
+    if (s < 3600) return t("u_min", Math.round(s / 60));
+    if (s < 172800) return t("u_h", Math.round(s / 3600));
+    return t("u_d", Math.round(s / 86400));
+  }
+
   // loadEdges renders the edges list; a province's thousands of rows are
   // built off-document and inserted once.
   async function loadEdges() {
@@ -133,7 +148,7 @@
       const cert = (!e.cert_not_after || e.cert_not_after.startsWith("0001")) ? "—" : when(e.cert_not_after);
       html.push('<div class="row" data-edge="', esc(e.id), '" data-health="', esc(e.health), '"><span class="mono">', esc(e.id),
         "</span><span>", esc(e.school), '</span><span><span class="pill h-', esc(e.health), '">', esc(t("h_" + e.health)),
-        "</span></span><span>", esc(when(e.seen)), "</span><span>", String(e.acked), "</span><span>", esc(e.version || "—"),
+        "</span></span><span>", esc(when(e.seen)), "</span><span>", String(e.acked), '</span><span class="backlog">', esc(backlog(e)), "</span><span>", esc(e.version || "—"),
         "</span><span>", esc(cert), "</span><span>",
         e.revoked ? esc(t("revoked")) : '<button data-revoke="' + esc(e.id) + '">' + esc(t("revoke")) + "</button>", "</span></div>");
     }
