@@ -29,6 +29,7 @@ import (
 	"github.com/campusedge/campusedge/edge/store"
 	"github.com/campusedge/campusedge/sync/catalog"
 	"github.com/campusedge/campusedge/sync/cityadmin"
+	"github.com/campusedge/campusedge/sync/hub"
 	"github.com/campusedge/campusedge/sync/hubtls"
 )
 
@@ -52,6 +53,7 @@ type hubFlags struct {
 	maxConns     *int
 	bodyDeadline *time.Duration
 	review       *bool
+	healthEvery  *time.Duration
 }
 
 func newHubFlags(stderr io.Writer) *hubFlags {
@@ -64,6 +66,7 @@ func newHubFlags(stderr io.Writer) *hubFlags {
 	f.maxConns = fs.Int("max-conns-per-addr", 256, "connections one client address may hold open at once (`N`; 0: no limit, e.g. behind a load balancer; loopback is exempt)")
 	f.bodyDeadline = fs.Duration("body-deadline", httpapi.DefaultBodyDeadline, "how long a request body may take to arrive (`duration`); sync batches, uploads and bundles may instead pause at most 60s between reads")
 	f.review = fs.Bool("upload-review", true, "hold school uploads for city staff to publish or reject in the console (Uploads panel); false publishes a verified upload at once")
+	f.healthEvery = fs.Duration("sync-health-every", time.Minute, "how often this replica adds its sync counts to the city's sync health series and samples the edges (`duration`; the series keeps 5-minute points for 7 days)")
 	f.dbURL = fs.String("db", "", "sync store: empty for DATA/sync.db (bbolt), or a `postgres://` URL shared by several cityhub replicas")
 	f.hubURL = fs.String("hub", "", "run admin commands through the admin API of the hub at this `URL` (http(s)://HOST:PORT) with the key in $"+apiKeyEnv+"; without it they open the store, or use the running hub of -data when its store is locked")
 	f.hubPin = fs.String("hub-pin", "", "with -hub https://…: trust exactly the TLS key with this `pin` (cityhub tls-pin on the hub) instead of the system's roots")
@@ -165,6 +168,10 @@ func importFolder(st *catalog.Store, folder string, stdout, stderr io.Writer, lo
 // serve serves the catalogue, sync, firmware and the city CA over HTTP,
 // and HTTPS unless -https-listen is off, until ctx is cancelled.
 func serve(ctx context.Context, f *hubFlags, st *catalog.Store, stderr io.Writer, log *slog.Logger, ready func(plain, https net.Addr)) int {
+	if *f.healthEvery < time.Second || *f.healthEvery > hub.HealthSlot {
+		fmt.Fprintf(stderr, "cityhub: -sync-health-every %s: want 1s to %s\n", *f.healthEvery, hub.HealthSlot)
+		return 2
+	}
 	sst, err := openSyncStore(ctx, *f.data, *f.dbURL)
 	if err != nil {
 		fmt.Fprintln(stderr, "cityhub:", err)
@@ -208,8 +215,16 @@ func serve(ctx context.Context, f *hubFlags, st *catalog.Store, stderr io.Writer
 	admin := cityadmin.New(cityadmin.Config{Store: sst, Catalogue: st, Logger: log.With("component", "admin"),
 		Pin: func() (string, error) { return f.tls.pin(*f.data) }, StaffToken: staff, Firmware: fwConsole,
 		Reviews: st, Review: *f.review})
+	counts := &hub.SyncCounts{}
+	hctx, stopHealth := context.WithCancel(ctx)
+	healthDone := make(chan struct{})
+	go func() {
+		defer close(healthDone)
+		cityadmin.RecordHealth(hctx, sst, counts, *f.healthEvery, nil, log.With("component", "health"))
+	}()
+	defer func() { stopHealth(); <-healthDone }()
 	cat := catalog.HandlerWith(st, log, catalog.HandlerOptions{Review: *f.review})
-	handler, limit := hubLimits(reg, *f.bodyDeadline, *f.maxConns, hubHandler(reg, cat, fw, admin, sst, ca, staff, log))
+	handler, limit := hubLimits(reg, *f.bodyDeadline, *f.maxConns, hubHandler(reg, cat, fw, admin, sst, ca, staff, counts, log))
 	hs := &http.Server{
 		Handler:           handler,
 		ReadHeaderTimeout: 10 * time.Second,

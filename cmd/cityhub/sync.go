@@ -499,10 +499,10 @@ func (c *syncCmd) latestChangeOf(school, kind string) ([]byte, error) {
 }
 
 // hubHandler puts the sync API, /metrics and /healthz in front of the
-// catalogue handler.
-func hubHandler(reg *prometheus.Registry, catalogue, firmware, admin http.Handler, st hub.Store, ca hub.Issuer, staff func(string) bool, log *slog.Logger) http.Handler {
+// catalogue handler; counts tallies sync for the health series.
+func hubHandler(reg *prometheus.Registry, catalogue, firmware, admin http.Handler, st hub.Store, ca hub.Issuer, staff func(string) bool, counts *hub.SyncCounts, log *slog.Logger) http.Handler {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	srv := hub.NewServer(hub.Config{Store: st, CA: ca, Staff: staff, Logger: log.With("component", "sync"), Registry: reg})
+	srv := hub.NewServer(hub.Config{Store: st, CA: ca, Staff: staff, Logger: log.With("component", "sync"), Registry: reg, Counts: counts})
 	mux := http.NewServeMux()
 	mux.Handle("/api/v1/sync/", srv)
 	if admin != nil {

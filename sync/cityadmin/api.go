@@ -111,6 +111,7 @@ func New(cfg Config) *API {
 	m.HandleFunc("POST /api/v1/admin/schools/{code}/imports/{kind}", a.guard(a.importDoc, city, school))
 	m.HandleFunc("GET /api/v1/admin/catalog", a.guard(a.listCatalogue, city, editor))
 	m.HandleFunc("PATCH /api/v1/admin/catalog/{id}", a.guard(a.editItem, city, editor))
+	m.HandleFunc("GET /api/v1/admin/sync-health", a.guard(a.syncHealth, city))
 	m.HandleFunc("GET /api/v1/admin/uploads", a.guard(a.listUploads, city, editor, school))
 	m.HandleFunc("GET /api/v1/admin/uploads/{id}/content", a.guard(a.uploadContent, city, editor, school))
 	m.HandleFunc("POST /api/v1/admin/uploads/{id}/publish", a.guard(a.decideUpload(true), city, editor))

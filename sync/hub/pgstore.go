@@ -53,7 +53,7 @@ func OpenPG(ctx context.Context, url string) (*PGStore, error) {
 		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", int64(pgLockKey)); err != nil {
 			return err
 		}
-		_, err := tx.Exec(ctx, pgSchema+pgStaffSchema)
+		_, err := tx.Exec(ctx, pgSchema+pgStaffSchema+pgHealthSchema)
 		return err
 	})
 	if err != nil {

@@ -184,6 +184,14 @@ type Store interface {
 	// expired.
 	Session(ctx context.Context, hash []byte, now time.Time) (Session, error)
 	DeleteSession(ctx context.Context, hash []byte) error
+
+	// AddSyncCounts adds records and errors to the slot's point.
+	AddSyncCounts(ctx context.Context, slot time.Time, records, errors uint64) error
+	// SampleSync sets the slot's gauges (Online, Edges, Backlog) and drops
+	// the points of slots before prune.
+	SampleSync(ctx context.Context, slot time.Time, online, edges int, backlog uint64, prune time.Time) error
+	// SyncPoints lists the points from since on, oldest first.
+	SyncPoints(ctx context.Context, since time.Time) ([]SyncPoint, error)
 	Close() error
 }
 

@@ -90,7 +90,7 @@
     showError(null);
     try {
       if (me.role !== "content_editor" && (name === "schools" || !schoolsLoaded)) await loadSchools();
-      await ({ schools: renderSchools, edges: loadEdges, tokens: loadTokens, imports: async () => {}, catalog: loadCatalog, uploads: loadUploads, firmware: loadFirmware, accounts: loadAccounts })[name]();
+      await ({ schools: renderSchools, edges: loadEdges, tokens: loadTokens, imports: async () => {}, catalog: loadCatalog, uploads: loadUploads, firmware: loadFirmware, health: loadHealth, accounts: loadAccounts })[name]();
     } catch (e) { showError(e); }
     window.cityTabDone = name; // page tests and timings wait for it
   }
@@ -265,7 +265,7 @@
       const decide = async (act) => {
         const body = {};
         for (const i of tr.querySelectorAll("input")) body[i.dataset.field] = i.value;
-        if (act === "reject" && !body.reason.trim()) { note.textContent = t("needreason"); note.className = "error"; reason.focus(); return; }
+        if (act === "reject" && !body.reason.trim()) { note.textContent = t("needreason"); note.classList.add("error"); reason.focus(); return; }
         try {
           await api("POST", "/uploads/" + encodeURIComponent(it.id) + "/" + act, body);
           if (act === "publish") byId("uploads-summary").textContent = t("published");
@@ -308,6 +308,60 @@
     }));
   }
 
+  // svg builds an SVG element (attributes only).
+  function svg(tag, attrs) {
+    const e = document.createElementNS("http://www.w3.org/2000/svg", tag);
+    for (const [k, v] of Object.entries(attrs || {})) e.setAttribute(k, v);
+    return e;
+  }
+
+  // chart draws series of one measure over [from, to] as lines; a slot
+  // with no point (no hub ran) breaks the line rather than drawing a
+  // false zero. series: [{key, cls, get}] over points.
+  function chart(name, points, from, to, slot, series) {
+    const W = 640, H = 140, L = 48, R = 8, T = 10, B = 22;
+    const max = Math.max(1, ...points.flatMap((p) => series.map((s) => s.get(p))));
+    const x = (ms) => L + ((ms - from) / Math.max(1, to - from)) * (W - L - R);
+    const y = (v) => T + (1 - v / max) * (H - T - B);
+    const g = svg("svg", { viewBox: "0 0 " + W + " " + H, class: "chart", role: "img", "aria-label": t("c_" + name) });
+    g.append(svg("line", { x1: L, y1: H - B, x2: W - R, y2: H - B, class: "axis" }), svg("line", { x1: L, y1: T, x2: L, y2: H - B, class: "axis" }));
+    const label = (txt, attrs) => { const e = svg("text", attrs); e.textContent = txt; return e; };
+    g.append(label(String(max), { x: L - 4, y: T + 8, "text-anchor": "end" }), label("0", { x: L - 4, y: H - B, "text-anchor": "end" }),
+      label(when(new Date(from).toISOString()), { x: L, y: H - 6 }), label(when(new Date(to).toISOString()), { x: W - R, y: H - 6, "text-anchor": "end" }));
+    for (const s of series) {
+      let d = "", prev = null, n = 0;
+      for (const p of points) {
+        const at = Date.parse(p.at);
+        const v = s.get(p);
+        if (v === null) { prev = null; continue; }
+        d += (prev !== null && at - prev <= slot ? "L" : "M") + x(at).toFixed(1) + " " + y(v).toFixed(1);
+        prev = at;
+        n++;
+      }
+      // A lone point still shows: a dot, not an invisible one-point line.
+      g.append(svg("path", { d: d || "M0 0", class: "line " + s.cls, "data-series": s.key, "data-points": n, fill: "none" }));
+      for (const p of points.filter((q) => s.get(q) !== null).slice(-1)) g.append(svg("circle", { cx: x(Date.parse(p.at)), cy: y(s.get(p)), r: 2.5, class: "dot " + s.cls }));
+    }
+    const last = [...points].reverse().find((p) => series.every((s) => s.get(p) !== null));
+    const now = last ? series.map((s) => s.get(last)).join(" / ") : "—";
+    return el("figure", { class: "chart-box", "data-chart": name, "data-last": now }, el("figcaption", {}, t("c_" + name), " · ", t("latest", now)), g);
+  }
+
+  async function loadHealth() {
+    const res = await api("GET", "/sync-health?hours=" + byId("health-hours").value);
+    const from = Date.parse(res.from), to = Date.parse(res.to) + res.slot_seconds * 1000, slot = res.slot_seconds * 1000;
+    const ps = res.points;
+    const gauge = (k) => (p) => (p.sampled ? p[k] : null);
+    const count = (k) => (p) => p[k];
+    const charts = ps.length ? [
+      chart("online", ps, from, to, slot, [{ key: "edges", cls: "s-edges", get: gauge("edges") }, { key: "online", cls: "s-online", get: gauge("online") }]),
+      chart("records", ps, from, to, slot, [{ key: "records", cls: "s-records", get: count("records") }]),
+      chart("errors", ps, from, to, slot, [{ key: "errors", cls: "s-errors", get: count("errors") }]),
+      chart("backlog", ps, from, to, slot, [{ key: "backlog", cls: "s-backlog", get: gauge("backlog") }]),
+    ] : [el("p", {}, t("nodata"))];
+    byId("health-charts").replaceChildren(...charts);
+  }
+
   async function loadAccounts() {
     const as = (await api("GET", "/accounts")).accounts;
     byId("accounts").replaceChildren(...as.map((a) => el("tr", { "data-user": a.user }, el("td", {}, a.user), el("td", {}, t(a.role)), el("td", {}, a.school || ""))));
@@ -336,6 +390,8 @@
         await loadSchools(); await renderSchools();
       } catch (e) { showError(e); }
     });
+    byId("health-hours").addEventListener("change", () => loadHealth().catch(showError));
+    byId("health-refresh").addEventListener("click", () => loadHealth().catch(showError));
     byId("uploads-state").addEventListener("change", () => { byId("uploads-summary").textContent = ""; loadUploads().catch(showError); });
     byId("edges-school").addEventListener("change", () => loadEdges().catch(showError));
     byId("edges-refresh").addEventListener("click", () => loadEdges().catch(showError));
