@@ -107,7 +107,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready fun
 		fmt.Fprintln(stderr, "cityhub: usage: cityhub -data DIR import FOLDER")
 		return 2
 	}
-	st, err := catalog.Open(*f.data)
+	st, err := openCatalogue(ctx, *f.data, *f.dbURL)
 	if err != nil {
 		fmt.Fprintln(stderr, "cityhub:", err)
 		return 1
@@ -117,6 +117,19 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready fun
 		return importFolder(st, rest[1], stdout, stderr, log)
 	}
 	return serve(ctx, f, st, stderr, log, ready)
+}
+
+// openCatalogue opens the catalogue's records in PostgreSQL when dbURL is
+// set (shared by every replica), else in DATA/hub.db; blobs stay under
+// DATA/blobs either way.
+func openCatalogue(ctx context.Context, data, dbURL string) (*catalog.Store, error) {
+	if dbURL == "" {
+		return catalog.Open(data)
+	}
+	if !strings.HasPrefix(dbURL, "postgres://") && !strings.HasPrefix(dbURL, "postgresql://") {
+		return nil, fmt.Errorf("-db %q must be a postgres:// URL (or empty for the embedded bbolt store)", dbURL)
+	}
+	return catalog.OpenPG(ctx, data, dbURL)
 }
 
 // runAdmin runs an admin command: through -hub's API; else on the store
@@ -200,11 +213,12 @@ func serve(ctx context.Context, f *hubFlags, st *catalog.Store, stderr io.Writer
 		fmt.Fprintln(stderr, "cityhub: admin API key:", err)
 		return 1
 	}
-	fw, fwConsole, err := firmwareHandler(*f.data, log)
+	fw, fwConsole, fwClose, err := firmwareHandler(ctx, *f.data, *f.dbURL, log)
 	if err != nil {
 		fmt.Fprintln(stderr, "cityhub:", err)
 		return 1
 	}
+	defer fwClose()
 	staff, staffFile, err := staffToken(*f.data)
 	if err != nil {
 		fmt.Fprintln(stderr, "cityhub:", err)

@@ -1,14 +1,11 @@
 package catalog
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"sort"
 	"strings"
 	"time"
-
-	bolt "go.etcd.io/bbolt"
 
 	"github.com/campusedge/campusedge/edge/media"
 )
@@ -19,8 +16,6 @@ import (
 // grade they settle on) or reject it with a reason. Until then edges
 // neither list nor fetch it; its bytes are already in the blob store, so
 // publishing moves nothing.
-
-var bucketReview = []byte("catalog_review") // id -> Submission JSON
 
 // Submission states.
 const (
@@ -57,63 +52,20 @@ func (s *Store) Submit(sub Submission) error {
 		return err
 	}
 	sub.State, sub.Reason, sub.Reviewer, sub.Decided = SubmissionPending, "", "", time.Time{}
-	return s.db.Update(func(tx *bolt.Tx) error {
-		id := []byte(sub.Item.ID)
-		if tx.Bucket(bucketReview).Get(id) != nil || tx.Bucket(bucketItems).Get(id) != nil {
-			return nil
-		}
-		b, err := json.Marshal(sub)
-		if err != nil {
-			return err
-		}
-		return tx.Bucket(bucketReview).Put(id, b)
-	})
+	sub.Received = sub.Received.UTC()
+	return s.meta.submit(sub)
 }
 
 // Submitted reports whether id waits for review or was reviewed.
-func (s *Store) Submitted(id string) bool {
-	found := false
-	_ = s.db.View(func(tx *bolt.Tx) error {
-		found = tx.Bucket(bucketReview).Get([]byte(id)) != nil
-		return nil
-	})
-	return found
-}
+func (s *Store) Submitted(id string) bool { return s.meta.submitted(id) }
 
 // Submission returns the submission with id.
-func (s *Store) Submission(id string) (Submission, error) {
-	var sub Submission
-	err := s.db.View(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketReview).Get([]byte(id))
-		if b == nil {
-			return fmt.Errorf("%w: no upload %q awaiting review", ErrNotFound, id)
-		}
-		return json.Unmarshal(b, &sub)
-	})
-	return sub, err
-}
+func (s *Store) Submission(id string) (Submission, error) { return s.meta.submission(id) }
 
 // Submissions lists the submissions in state ("" for all) of school (""
-// for every school), oldest first, at most limit.
+// for every school), oldest first, at most limit (0: all).
 func (s *Store) Submissions(state, school string, limit int) ([]Submission, error) {
-	out := []Submission{}
-	err := s.db.View(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketReview).ForEach(func(k, v []byte) error {
-			var sub Submission
-			if err := json.Unmarshal(v, &sub); err != nil {
-				return fmt.Errorf("submission %s: %w", k, err)
-			}
-			if (state == "" || sub.State == state) && (school == "" || sub.School == school) {
-				out = append(out, sub)
-			}
-			return nil
-		})
-	})
-	sort.Slice(out, func(i, j int) bool { return out[i].Received.Before(out[j].Received) })
-	if limit > 0 && len(out) > limit {
-		out = out[:limit]
-	}
-	return out, err
+	return s.meta.submissions(state, school, limit)
 }
 
 // Decision is a reviewer's verdict on a submission. Publishing takes the
@@ -136,41 +88,44 @@ func (s *Store) Decide(id string, d Decision) (Submission, error) {
 	if !d.Publish && (d.Reason == "" || len(d.Reason) > MaxReasonLen) {
 		return Submission{}, fmt.Errorf("%w: a rejection needs a reason of 1-%d bytes (the school sees it)", media.ErrInvalid, MaxReasonLen)
 	}
-	var sub Submission
-	err := s.db.Update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketReview).Get([]byte(id))
-		if b == nil {
-			return fmt.Errorf("%w: no upload %q awaiting review", ErrNotFound, id)
-		}
-		if err := json.Unmarshal(b, &sub); err != nil {
-			return err
-		}
+	sub, err := s.meta.decide(id, func(sub *Submission) (*media.Item, error) {
 		if sub.State != SubmissionPending {
-			return fmt.Errorf("%w: upload %s was %s by %s", ErrDecided, id, sub.State, sub.Reviewer)
+			return nil, fmt.Errorf("%w: upload %s was %s by %s", ErrDecided, id, sub.State, sub.Reviewer)
 		}
 		sub.Reviewer, sub.Decided = d.Reviewer, d.At.UTC()
-		if d.Publish {
-			it := sub.Item
-			if t := strings.TrimSpace(d.Title); t != "" {
-				it.Title = t
-			}
-			it.Subject, it.Grade = strings.TrimSpace(d.Subject), strings.TrimSpace(d.Grade)
-			saved, err := putTx(tx, it)
-			if err != nil {
-				return err
-			}
-			sub.Item, sub.State = saved, SubmissionPublished
-		} else {
+		if !d.Publish {
 			sub.State, sub.Reason = SubmissionRejected, d.Reason
+			return nil, nil
 		}
-		v, err := json.Marshal(sub)
-		if err != nil {
-			return err
+		it := sub.Item
+		if t := strings.TrimSpace(d.Title); t != "" {
+			it.Title = t
 		}
-		return tx.Bucket(bucketReview).Put([]byte(id), v)
+		it.Subject, it.Grade, it.Seq = strings.TrimSpace(d.Subject), strings.TrimSpace(d.Grade), 0
+		if err := it.Validate(); err != nil {
+			return nil, err
+		}
+		sub.State = SubmissionPublished
+		return &it, nil
 	})
 	if err != nil {
 		return Submission{}, fmt.Errorf("review %s: %w", id, err)
 	}
 	return sub, nil
+}
+
+// filterSubmissions keeps the submissions in state of school, oldest
+// first, at most limit (0: all).
+func filterSubmissions(all []Submission, state, school string, limit int) []Submission {
+	out := []Submission{}
+	for _, sub := range all {
+		if (state == "" || sub.State == state) && (school == "" || sub.School == school) {
+			out = append(out, sub)
+		}
+	}
+	sort.SliceStable(out, func(i, j int) bool { return out[i].Received.Before(out[j].Received) })
+	if limit > 0 && len(out) > limit {
+		out = out[:limit]
+	}
+	return out
 }

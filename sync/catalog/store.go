@@ -2,9 +2,7 @@ package catalog
 
 import (
 	"crypto/sha256"
-	"encoding/binary"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -16,8 +14,6 @@ import (
 	"strings"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
-
 	"github.com/campusedge/campusedge/edge/media"
 	"github.com/campusedge/campusedge/edge/store"
 )
@@ -25,18 +21,32 @@ import (
 // HubDBName is the hub's bbolt file inside its data directory.
 const HubDBName = "hub.db"
 
-var (
-	bucketItems   = []byte("catalog_items")   // id -> media.Item JSON
-	bucketChanges = []byte("catalog_changes") // seq (8 bytes BE) -> id
-)
-
 // ErrNotFound means no item has that id.
 var ErrNotFound = errors.New("not found")
 
-// Store is the hub's catalogue: records in bbolt, blobs on disk.
+// Store is the hub's catalogue: item records and the review queue in a
+// metadata backend (bbolt DIR/hub.db, or PostgreSQL shared by several
+// replicas: OpenPG), blobs on disk under DIR/blobs.
 type Store struct {
-	db  *bolt.DB
-	dir string
+	meta meta
+	dir  string
+}
+
+// meta is where a Store keeps its records. Implementations give every
+// change a sequence number that edges page through in order: a change
+// committed later never gets a lower number than one already visible.
+type meta interface {
+	put(it media.Item) (media.Item, error) // it is valid, Seq 0
+	get(id string) (media.Item, error)
+	changes(since uint64, limit int) (media.Changes, error)
+	submit(sub Submission) error // sub is valid and pending
+	submitted(id string) bool
+	submission(id string) (Submission, error)
+	submissions(state, school string, limit int) ([]Submission, error)
+	// decide applies fn to the pending submission id and, if fn returns
+	// an item, records it in the catalogue in the same transaction.
+	decide(id string, fn func(*Submission) (*media.Item, error)) (Submission, error)
+	close() error
 }
 
 // Open opens (creating) DIR/hub.db and DIR/blobs.
@@ -61,11 +71,11 @@ func Open(dir string) (*Store, error) {
 			_ = os.RemoveAll(filepath.Join(tmp, e.Name()))
 		}
 	}
-	return &Store{db: db, dir: dir}, nil
+	return &Store{meta: boltMeta{db}, dir: dir}, nil
 }
 
-// Close closes the database.
-func (s *Store) Close() error { return s.db.Close() }
+// Close closes the metadata backend.
+func (s *Store) Close() error { return s.meta.close() }
 
 // BlobRoot is the directory that holds content-addressed blobs.
 func (s *Store) BlobRoot() string { return filepath.Join(s.dir, "blobs") }
@@ -73,96 +83,26 @@ func (s *Store) BlobRoot() string { return filepath.Join(s.dir, "blobs") }
 // Put records it (validated) under a new change sequence, unless an
 // identical record is already there. It returns the stored item.
 func (s *Store) Put(it media.Item) (media.Item, error) {
-	var saved media.Item
-	err := s.db.Update(func(tx *bolt.Tx) error {
-		var err error
-		saved, err = putTx(tx, it)
-		return err
-	})
-	return saved, err
-}
-
-// putTx is Put inside tx.
-func putTx(tx *bolt.Tx, it media.Item) (media.Item, error) {
 	it.Seq = 0
 	if err := it.Validate(); err != nil {
 		return media.Item{}, err
 	}
-	err := func() error {
-		items, changes := tx.Bucket(bucketItems), tx.Bucket(bucketChanges)
-		if old := items.Get([]byte(it.ID)); old != nil {
-			var prev media.Item
-			if err := json.Unmarshal(old, &prev); err == nil {
-				seq := prev.Seq
-				prev.Seq = 0
-				if prev == it {
-					it.Seq = seq
-					return nil
-				}
-				// One change entry per item: the newest.
-				if err := changes.Delete(u64(seq)); err != nil {
-					return err
-				}
-			}
-		}
-		seq, err := changes.NextSequence()
-		if err != nil {
-			return err
-		}
-		it.Seq = seq
-		b, err := json.Marshal(it)
-		if err != nil {
-			return err
-		}
-		if err := items.Put([]byte(it.ID), b); err != nil {
-			return err
-		}
-		return changes.Put(u64(seq), []byte(it.ID))
-	}()
+	saved, err := s.meta.put(it)
 	if err != nil {
 		return media.Item{}, fmt.Errorf("record item %s: %w", it.ID, err)
 	}
-	return it, nil
+	return saved, nil
 }
 
 // Get returns the item with id.
-func (s *Store) Get(id string) (media.Item, error) {
-	var it media.Item
-	err := s.db.View(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketItems).Get([]byte(id))
-		if b == nil {
-			return fmt.Errorf("%w: no catalogue item %q", ErrNotFound, id)
-		}
-		return json.Unmarshal(b, &it)
-	})
-	return it, err
-}
+func (s *Store) Get(id string) (media.Item, error) { return s.meta.get(id) }
 
 // Changes returns up to limit items changed after since, oldest first.
 func (s *Store) Changes(since uint64, limit int) (media.Changes, error) {
 	if limit <= 0 || limit > media.MaxPageItems {
 		limit = media.MaxPageItems
 	}
-	out := media.Changes{Items: []media.Item{}, Next: fmt.Sprint(since)}
-	err := s.db.View(func(tx *bolt.Tx) error {
-		items := tx.Bucket(bucketItems)
-		c := tx.Bucket(bucketChanges).Cursor()
-		k, v := c.Seek(u64(since + 1))
-		for ; k != nil; k, v = c.Next() {
-			if len(out.Items) == limit {
-				out.More = true
-				break
-			}
-			var it media.Item
-			if err := json.Unmarshal(items.Get(v), &it); err != nil {
-				return fmt.Errorf("item %s: %w", v, err)
-			}
-			out.Items = append(out.Items, it)
-			out.Next = fmt.Sprint(binary.BigEndian.Uint64(k))
-		}
-		return nil
-	})
-	return out, err
+	return s.meta.changes(since, limit)
 }
 
 // Imported is one file registered by Import.
@@ -262,10 +202,4 @@ func (s *Store) AddBlob(path string) (sum string, size int64, err error) {
 		return "", 0, fmt.Errorf("import %s: %w", path, err)
 	}
 	return sum, size, nil
-}
-
-func u64(n uint64) []byte {
-	var b [8]byte
-	binary.BigEndian.PutUint64(b[:], n)
-	return b[:]
 }

@@ -120,11 +120,10 @@ func TestUploadsResumableAndVerified(t *testing.T) {
 // puts it in the catalogue with the reviewer's title, subject and grade,
 // once; a rejection needs a reason and publishes nothing.
 func TestUploadReview(t *testing.T) {
-	st, err := Open(filepath.Join(t.TempDir(), "hub"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	backends(t, func(t *testing.T, st *Store) { testUploadReview(t, st) })
+}
+
+func testUploadReview(t *testing.T, st *Store) {
 	srv := httptest.NewServer(HandlerWith(st, nil, HandlerOptions{Review: true}))
 	defer srv.Close()
 	send := func(content []byte, title string) media.Item {
