@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -103,8 +104,35 @@ func TestAdminCommandsWhileServing(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	if out := mustCLI("edge", "list"); !strings.Contains(out, "acked=300") || !strings.Contains(out, "health=ok") {
+	if out := mustCLI("edge", "list"); !strings.Contains(out, "acked=300") || !strings.Contains(out, "health=ok") || !strings.Contains(out, "backlog=") {
 		t.Errorf("edge list: %q", out)
+	}
+	// Exports and a catalogue import, all through the running hub.
+	if out := mustCLI("export-roster", "north"); !strings.HasPrefix(out, "\ufeff") || !strings.Contains(out, "Wang Fang") || !strings.Contains(out, "Li Lei") {
+		t.Errorf("export-roster: %q", out)
+	}
+	if out := mustCLI("export-records", "-tz", "Asia/Urumqi", "north"); strings.Count(out, "attendance.mark") != records {
+		t.Errorf("export-records has %d attendance records, want %d", strings.Count(out, "attendance.mark"), records)
+	}
+	if code, _, errs := cli(ctx, "-data", data, "export-timetable", "north"); code != 1 || !strings.Contains(errs, "no timetable imported") {
+		t.Errorf("export of nothing: exit %d %s", code, errs)
+	}
+	lessons := t.TempDir()
+	os.WriteFile(filepath.Join(lessons, "分数的初步认识.mp4"), []byte("lesson video bytes"), 0o600)
+	os.WriteFile(filepath.Join(lessons, ".hidden"), []byte("x"), 0o600)
+	out := mustCLI("import", lessons)
+	id, path, _ := strings.Cut(strings.TrimSpace(out), "\t")
+	if strings.Count(out, "\n") != 1 || path != filepath.Join(lessons, "分数的初步认识.mp4") || id == "" {
+		t.Fatalf("import through the running hub printed %q", out)
+	}
+	resp, err := staffGet(t, data, "http://"+h.plain.String()+"/api/v1/catalog")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cat, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(cat), `"id":"`+id+`"`) || !strings.Contains(string(cat), "分数的初步认识") || !strings.Contains(string(cat), "video/mp4") {
+		t.Errorf("catalogue after the import: %s", cat)
 	}
 	if len(syncErrs) > 0 {
 		t.Errorf("sync errors during admin commands: %q", syncErrs)

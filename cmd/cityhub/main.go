@@ -107,7 +107,24 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready fun
 		fmt.Fprintln(stderr, "cityhub: usage: cityhub -data DIR import FOLDER")
 		return 2
 	}
+	if len(rest) == 2 && *f.hubURL != "" {
+		r, err := newPinnedRemote(*f.hubURL, os.Getenv(apiKeyEnv), *f.hubPin)
+		if err != nil {
+			fmt.Fprintln(stderr, "cityhub:", err)
+			return 2
+		}
+		return remoteImportFolder(ctx, r, rest[1], stdout, stderr)
+	}
 	st, err := openCatalogue(ctx, *f.data, *f.dbURL)
+	if errors.Is(err, store.ErrInUse) && len(rest) == 2 {
+		// A hub serves on this data dir: import through its admin API.
+		r, rerr := localRemote(*f.data)
+		if rerr != nil {
+			fmt.Fprintln(stderr, "cityhub:", err, "(and no admin API files of a running hub:", rerr, ")")
+			return 1
+		}
+		return remoteImportFolder(ctx, r, rest[1], stdout, stderr)
+	}
 	if err != nil {
 		fmt.Fprintln(stderr, "cityhub:", err)
 		return 1
@@ -237,6 +254,7 @@ func serve(ctx context.Context, f *hubFlags, st *catalog.Store, stderr io.Writer
 		cityadmin.RecordHealth(hctx, sst, counts, *f.healthEvery, nil, log.With("component", "health"))
 	}()
 	defer func() { stopHealth(); <-healthDone }()
+	admin.Handle("GET /api/v1/admin/schools/{code}/exports/{kind}", exportHandler(sst), hub.RoleCityAdmin, hub.RoleSchoolAdmin)
 	cat := catalog.HandlerWith(st, log, catalog.HandlerOptions{Review: *f.review})
 	handler, limit := hubLimits(reg, *f.bodyDeadline, *f.maxConns, hubHandler(reg, cat, fw, admin, sst, ca, staff, counts, log))
 	hs := &http.Server{
@@ -291,7 +309,8 @@ func hubLimits(reg *prometheus.Registry, deadline time.Duration, perAddr int, ne
 		switch {
 		case r.Method == http.MethodPatch && strings.HasPrefix(r.URL.Path, "/api/v1/uploads/"),
 			r.Method == http.MethodPost && r.URL.Path == "/api/v1/sync/batch", // a thin school link
-			r.Method == http.MethodPost && r.URL.Path == "/api/v1/firmware/releases":
+			r.Method == http.MethodPost && r.URL.Path == "/api/v1/firmware/releases",
+			r.Method == http.MethodPost && r.URL.Path == "/api/v1/admin/catalog/items": // cityhub import of a lesson video
 			return true
 		}
 		return false

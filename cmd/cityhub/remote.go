@@ -166,6 +166,44 @@ func (r *remote) call(ctx context.Context, method, path string, body, out any) e
 
 func mustJSON(v any) []byte { b, _ := json.Marshal(v); return b }
 
+func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }
+
+// stream sends body (any size) and copies a 2xx answer to out; it has no
+// overall time limit (a province's records export, a lesson video), only
+// ctx's.
+func (r *remote) stream(ctx context.Context, method, path, ctype string, body io.Reader, out io.Writer) error {
+	req, err := http.NewRequestWithContext(ctx, method, r.base+path, body)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+r.key)
+	if ctype != "" {
+		req.Header.Set("Content-Type", ctype)
+	}
+	hc := *r.hc
+	hc.Timeout = 0
+	resp, err := hc.Do(req)
+	if err != nil {
+		return fmt.Errorf("the hub's admin API at %s: %w", r.base, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode >= 300 {
+		raw, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+		var e struct {
+			Error struct{ Code, Message string }
+		}
+		_ = json.Unmarshal(raw, &e)
+		if e.Error.Message == "" {
+			e.Error.Message = strings.TrimSpace(string(raw))
+		}
+		return fmt.Errorf("%s (%s, HTTP %d)", e.Error.Message, e.Error.Code, resp.StatusCode)
+	}
+	if _, err := io.Copy(out, resp.Body); err != nil {
+		return fmt.Errorf("the hub's answer was cut off: %w", err)
+	}
+	return nil
+}
+
 // runRemote runs a sync command through the admin API.
 func runRemote(ctx context.Context, r *remote, args []string, stdout, stderr io.Writer) int {
 	fail := func(err error) int {
@@ -221,6 +259,8 @@ func runRemote(ctx context.Context, r *remote, args []string, stdout, stderr io.
 			return fail(err)
 		}
 		fmt.Fprintf(stdout, "account %s saved (%s)\n", q.User, q.Role)
+	case strings.HasPrefix(args[0], "export-"):
+		return remoteExport(ctx, r, args, stdout, stderr)
 	case syncCommand(args[0]) != nil:
 		return fail(errors.New("this command reads the store directly: stop the hub, or run it with -db postgres://… beside the replicas"))
 	default:

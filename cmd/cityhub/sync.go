@@ -53,7 +53,8 @@ const syncUsage = `  cityhub [flags] school add CODE NAME          register a sc
 While a hub serves on -data (holding its bbolt lock), these commands go through
 its admin API (DATA/admin.url, DATA/admin.key); -hub URL with $CITYHUB_API_KEY
 drives any hub; with -db postgres://… they run on the database beside any number
-of serving replicas. export-* read the store and need it free (or PostgreSQL).
+of serving replicas. cityhub import FOLDER works the same way (each file is sent
+to the running hub's catalogue), and so do the export-* commands.
 `
 
 // openSyncStore opens PostgreSQL when dbURL is set, else DATA/sync.db.

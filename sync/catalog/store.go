@@ -116,6 +116,31 @@ type Imported struct {
 // an item whose id derives from the content hash, so importing the same
 // file twice is a no-op.
 func (s *Store) Import(folder string, each func(Imported)) error {
+	paths, err := ImportPaths(folder)
+	if err != nil {
+		return err
+	}
+	for _, p := range paths {
+		f, err := os.Open(p)
+		if err != nil {
+			return fmt.Errorf("import %s: %w", p, err)
+		}
+		it, err := s.ImportFile(filepath.Base(p), f)
+		f.Close()
+		if err != nil {
+			return fmt.Errorf("import %s: %w", p, err)
+		}
+		if each != nil {
+			each(Imported{Item: it, Path: p})
+		}
+	}
+	return nil
+}
+
+// ImportPaths lists the files Import registers from folder: every regular
+// file under it, recursively, in name order, dot files and directories
+// skipped.
+func ImportPaths(folder string) ([]string, error) {
 	var paths []string
 	err := filepath.WalkDir(folder, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
@@ -133,36 +158,34 @@ func (s *Store) Import(folder string, each func(Imported)) error {
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("read import folder: %w", err)
+		return nil, fmt.Errorf("read import folder: %w", err)
 	}
 	sort.Strings(paths)
-	for _, p := range paths {
-		sum, size, err := s.AddBlob(p)
-		if err != nil {
-			return err
-		}
-		name := filepath.Base(p)
-		ext := filepath.Ext(name)
-		title := strings.TrimSuffix(name, ext)
-		if len(title) > media.MaxTitleLen {
-			// Cut at a character boundary: Chinese titles are 3 bytes a character.
-			title = strings.ToValidUTF8(title[:media.MaxTitleLen], "")
-		}
-		// A type outside the allowlist (an HTML page, an SVG) becomes opaque
-		// bytes, served as a download: see media.SetServeHeaders.
-		mt := mime.TypeByExtension(strings.ToLower(ext))
-		if mt == "" || !media.Uploadable(mt) {
-			mt = "application/octet-stream"
-		}
-		it, err := s.Put(media.Item{ID: media.IDForSum(sum), Title: title, MIME: mt, Size: size, SHA256: sum})
-		if err != nil {
-			return err
-		}
-		if each != nil {
-			each(Imported{Item: it, Path: p})
-		}
+	return paths, nil
+}
+
+// ImportFile registers the content read from r as an item titled after
+// name (its extension gives the type): what Import does for each file,
+// and what the admin API does for a file the CLI sends to a running hub.
+func (s *Store) ImportFile(name string, r io.Reader) (media.Item, error) {
+	sum, size, err := s.addBlob(r)
+	if err != nil {
+		return media.Item{}, err
 	}
-	return nil
+	name = filepath.Base(name)
+	ext := filepath.Ext(name)
+	title := strings.TrimSuffix(name, ext)
+	if len(title) > media.MaxTitleLen {
+		// Cut at a character boundary: Chinese titles are 3 bytes a character.
+		title = strings.ToValidUTF8(title[:media.MaxTitleLen], "")
+	}
+	// A type outside the allowlist (an HTML page, an SVG) becomes opaque
+	// bytes, served as a download: see media.SetServeHeaders.
+	mt := mime.TypeByExtension(strings.ToLower(ext))
+	if mt == "" || !media.Uploadable(mt) {
+		mt = "application/octet-stream"
+	}
+	return s.Put(media.Item{ID: media.IDForSum(sum), Title: title, MIME: mt, Size: size, SHA256: sum})
 }
 
 // AddBlob copies the file at path into the blob store (temp file, fsync,
@@ -173,9 +196,18 @@ func (s *Store) AddBlob(path string) (sum string, size int64, err error) {
 		return "", 0, fmt.Errorf("import %s: %w", path, err)
 	}
 	defer src.Close()
-	tmp, err := os.CreateTemp(filepath.Join(s.BlobRoot(), "tmp"), "import-*")
+	sum, size, err = s.addBlob(src)
 	if err != nil {
 		return "", 0, fmt.Errorf("import %s: %w", path, err)
+	}
+	return sum, size, nil
+}
+
+// addBlob copies src into the blob store, at most media.MaxItemSize bytes.
+func (s *Store) addBlob(src io.Reader) (sum string, size int64, err error) {
+	tmp, err := os.CreateTemp(filepath.Join(s.BlobRoot(), "tmp"), "import-*")
+	if err != nil {
+		return "", 0, err
 	}
 	defer func() {
 		if err != nil {
@@ -184,22 +216,22 @@ func (s *Store) AddBlob(path string) (sum string, size int64, err error) {
 		}
 	}()
 	h := sha256.New()
-	size, err = io.Copy(io.MultiWriter(tmp, h), src)
+	size, err = io.Copy(io.MultiWriter(tmp, h), io.LimitReader(src, media.MaxItemSize+1))
 	if err != nil {
-		return "", 0, fmt.Errorf("import %s: copy: %w", path, err)
+		return "", 0, fmt.Errorf("copy: %w", err)
 	}
 	if size > media.MaxItemSize {
-		return "", 0, fmt.Errorf("import %s: %w: larger than %d bytes", path, media.ErrInvalid, int64(media.MaxItemSize))
+		return "", 0, fmt.Errorf("%w: larger than %d bytes", media.ErrInvalid, int64(media.MaxItemSize))
 	}
 	if err = tmp.Sync(); err != nil {
-		return "", 0, fmt.Errorf("import %s: fsync: %w", path, err)
+		return "", 0, fmt.Errorf("fsync: %w", err)
 	}
 	if err = tmp.Close(); err != nil {
-		return "", 0, fmt.Errorf("import %s: %w", path, err)
+		return "", 0, err
 	}
 	sum = hex.EncodeToString(h.Sum(nil))
 	if err = media.PlaceBlob(tmp.Name(), s.BlobRoot(), sum); err != nil {
-		return "", 0, fmt.Errorf("import %s: %w", path, err)
+		return "", 0, err
 	}
 	return sum, size, nil
 }

@@ -34,6 +34,8 @@ type Catalogue interface {
 	Get(id string) (media.Item, error)
 	Put(it media.Item) (media.Item, error)
 	Changes(since uint64, limit int) (media.Changes, error)
+	// ImportFile registers the content of r as an item titled after name.
+	ImportFile(name string, r io.Reader) (media.Item, error)
 }
 
 // Config wires an API.
@@ -111,6 +113,7 @@ func New(cfg Config) *API {
 	m.HandleFunc("POST /api/v1/admin/schools/{code}/imports/{kind}", a.guard(a.importDoc, city, school))
 	m.HandleFunc("GET /api/v1/admin/catalog", a.guard(a.listCatalogue, city, editor))
 	m.HandleFunc("PATCH /api/v1/admin/catalog/{id}", a.guard(a.editItem, city, editor))
+	m.HandleFunc("POST /api/v1/admin/catalog/items", a.guard(a.importItem, city, editor))
 	m.HandleFunc("GET /api/v1/admin/sync-health", a.guard(a.syncHealth, city))
 	m.HandleFunc("GET /api/v1/admin/uploads", a.guard(a.listUploads, city, editor, school))
 	m.HandleFunc("GET /api/v1/admin/uploads/{id}/content", a.guard(a.uploadContent, city, editor, school))
@@ -125,6 +128,13 @@ func New(cfg Config) *API {
 		http.Redirect(w, r, "/console/", http.StatusMovedPermanently)
 	})
 	return a
+}
+
+// Handle adds a route to the admin API behind its sign-in and role check
+// (no roles: any signed-in staff); cityhub adds the routes whose code is
+// its own (exports).
+func (a *API) Handle(pattern string, h func(w http.ResponseWriter, r *http.Request, p Principal), roles ...string) {
+	a.mux.HandleFunc(pattern, a.guard(h, roles...))
 }
 
 // ServeHTTP implements http.Handler.
