@@ -17,6 +17,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/campusedge/campusedge/edge/browsertest"
+	"github.com/campusedge/campusedge/edge/console"
 	"github.com/campusedge/campusedge/firmware/bundle"
 	"github.com/campusedge/campusedge/sync/schooldata"
 )
@@ -135,12 +136,35 @@ func TestCityConsoleInChromium(t *testing.T) {
 	br.Poll("edge online", `(() => { const r = document.querySelector('#edges [data-edge="`+key.EdgeID()+`"]');
 		return r && r.dataset.health === "ok" ? r.innerText : ""; })()`)
 	shot(t, br, "city-edges.png")
-	br.Do("switch to Chinese", chromedp.SetValue(chromedp.CSS("#lang"), "zh-CN"),
-		chromedp.Evaluate[chromedp.Void](`document.getElementById("lang").dispatchEvent(new Event("change"))`))
-	br.Poll("edges in Chinese", `document.querySelector('#edges [data-edge] .pill').textContent === "在线" && document.documentElement.lang === "zh-CN" ? "y" : ""`)
+	// 中文: the edge's catalogues and loader (/i18n.js); choosing reloads
+	// the page, the session stays.
+	setLang := func(tag string) {
+		// SetValue fires the menu's change event: the page reloads in tag.
+		br.Do("switch to "+tag, chromedp.SetValue(chromedp.CSS("#lang select.lang-switch"), tag))
+		br.PollAcrossReload("page in "+tag, `window.i18n && i18n.lang === "`+tag+`" && document.documentElement.lang === "`+tag+`" && !document.getElementById("app").hidden && window.cityTabDone ? "y" : ""`)
+	}
+	setLang("zh-CN")
+	br.Do("edges tab in Chinese", chromedp.Click(chromedp.CSS(`#tabs button[data-tab="edges"]`)))
+	br.Poll("edges in Chinese", `window.cityTabDone === "edges" && document.querySelector('#edges [data-edge] .pill').textContent === "在线" ? "y" : ""`)
+	en, _ := console.Catalogue("en")
+	zh, _ := console.Catalogue("zh-CN")
+	if bad := br.Poll("English left on the page", `JSON.stringify(`+browsertest.Untranslated(en, zh, []string{"English", "north", "South Primary", "North Middle School"})+`)`); bad != "[]" {
+		t.Errorf("edges panel in zh-CN: English strings visible: %s", bad)
+	}
 	shot(t, br, "city-edges-zh.png")
-	br.Do("back to English", chromedp.SetValue(chromedp.CSS("#lang"), "en"),
-		chromedp.Evaluate[chromedp.Void](`document.getElementById("lang").dispatchEvent(new Event("change"))`))
+	// Import row errors in Chinese too.
+	br.Do("imports tab in Chinese", chromedp.Click(chromedp.CSS(`#tabs button[data-tab="imports"]`)))
+	br.Poll("import school choices", `document.querySelector('#import-school option[value="north"]') ? "y" : ""`)
+	br.Do("preview a bad roster in Chinese", chromedp.SetValue(chromedp.CSS("#import-school"), "north"),
+		chromedp.SetValue(chromedp.CSS("#import-csv"), "student_id,name,homeroom,groups\ns1,Wang Fang,7A,math-1\ns 2,Li Lei,7A,\ns3,,7B,\n"),
+		chromedp.Click(chromedp.CSS("#import-preview")))
+	zhErrs := br.Poll("row errors in Chinese", `document.querySelectorAll("#import-errors tr").length === 2 ? document.getElementById("import-errors").innerText : ""`)
+	if !strings.ContainsAny(zhErrs, "应须是") {
+		t.Errorf("row errors in zh-CN are not in Chinese: %q", zhErrs)
+	}
+	shot(t, br, "city-import-errors-zh.png")
+	setLang("en")
+	br.Do("edges tab in English", chromedp.Click(chromedp.CSS(`#tabs button[data-tab="edges"]`)))
 	br.Poll("edges in English", `document.querySelector('#edges [data-edge] .pill') && document.querySelector('#edges [data-edge] .pill').textContent === "online" ? "y" : ""`)
 
 	// Roster import: errors first, then the fixed file.

@@ -510,6 +510,11 @@ func hubHandler(reg *prometheus.Registry, catalogue, firmware, admin http.Handle
 		mux.Handle("/api/v1/admin/", admin)
 		mux.Handle("/console/", admin)
 		mux.Handle("/console", admin)
+		// The city console speaks through the edge's message catalogues and
+		// loader (keys city.*), so both consoles translate one way.
+		pages := console.Handler()
+		mux.Handle("GET /i18n.js", pages)
+		mux.Handle("GET /i18n/", pages)
 	}
 	// What the city holds for its schools is read and added to only by an
 	// enrolled edge (signed) or city staff: the catalogue, its bytes,

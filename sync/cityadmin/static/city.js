@@ -5,7 +5,14 @@
 "use strict";
 
 (() => {
-  const { t } = window.cityI18n;
+  // t is the city console's message key in the page's language (the
+  // edge's catalogues, /i18n/<lang>.json, keys city.*), {0}, {1}… from args.
+  const t = (key, ...args) => window.i18n.t("city." + key, args);
+  // problem is an import row error's text in the page's language: the
+  // catalogue's text for its code (the edge console's import.* messages),
+  // else the hub's English message.
+  const problem = (p) => (p.code && window.i18n.has("import." + p.code)
+    ? window.i18n.t("import." + p.code, Object.assign({ row: p.row, column: p.column }, p.args || {})) : p.message);
   const byId = (id) => document.getElementById(id);
   let me = null;
   let schools = [];
@@ -52,7 +59,7 @@
   const formatters = {};
   function when(iso) {
     if (!iso || iso.startsWith("0001")) return t("never");
-    const l = window.cityI18n.lang();
+    const l = window.i18n.lang;
     formatters[l] = formatters[l] || new Intl.DateTimeFormat(l, { dateStyle: "short", timeStyle: "medium" });
     return formatters[l].format(new Date(iso));
   }
@@ -203,7 +210,7 @@
       if (!e.data || !e.data.preview) { showError(e); return; }
       pv = e.data.preview;
     }
-    byId("import-errors").replaceChildren(...pv.errors.map((r) => el("tr", {}, el("td", {}, String(r.row)), el("td", {}, r.column || ""), el("td", {}, r.message))));
+    byId("import-errors").replaceChildren(...pv.errors.map((r) => el("tr", {}, el("td", {}, String(r.row)), el("td", {}, r.column || ""), el("td", {}, problem(r)))));
     byId("import-errors-table").hidden = pv.errors.length === 0;
     byId("import-diff").replaceChildren(...pv.sample.map((d) => el("tr", { "data-op": d.op }, el("td", {}, t("op_" + d.op)), el("td", { class: "mono" }, d.key),
       el("td", { class: "mono" }, d.from || ""), el("td", { class: "mono" }, d.to || ""))));
@@ -368,10 +375,8 @@
   }
 
   document.addEventListener("DOMContentLoaded", async () => {
-    window.cityI18n.apply();
+    await window.i18n.ready; // the catalogue is loaded and the static text translated
     byId("plain-http").hidden = location.protocol === "https:";
-    byId("lang").value = window.cityI18n.lang();
-    byId("lang").addEventListener("change", (ev) => { window.cityI18n.set(ev.target.value); if (me) signedIn(me); });
     byId("signin-form").addEventListener("submit", async (ev) => {
       ev.preventDefault();
       byId("signin-error").textContent = "";
