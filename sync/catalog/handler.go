@@ -74,7 +74,7 @@ func HandlerWith(s *Store, log *slog.Logger, opt HandlerOptions) http.Handler {
 		f, err := os.Open(media.BlobPath(s.BlobRoot(), it.SHA256))
 		if err != nil {
 			log.Error("catalogue blob missing", "id", id, "sha256", it.SHA256, "err", err)
-			httpapi.WriteError(w, http.StatusInternalServerError, "blob_missing", "the content of "+id+" is missing on the hub; re-import it")
+			httpapi.WriteError(w, http.StatusInternalServerError, "blob_missing", "the content of "+id+" is missing on this hub (DATA/blobs); re-import it, or, with several replicas, give them one shared blob directory (docs/CITY-CONSOLE.md)")
 			return
 		}
 		defer f.Close()
