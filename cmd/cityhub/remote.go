@@ -180,6 +180,13 @@ func (r *remote) stream(ctx context.Context, method, path, ctype string, body io
 	if ctype != "" {
 		req.Header.Set("Content-Type", ctype)
 	}
+	if f, ok := body.(*os.File); ok {
+		// A known length lets the hub refuse a file its disk cannot take
+		// before a byte is sent.
+		if fi, err := f.Stat(); err == nil {
+			req.ContentLength = fi.Size()
+		}
+	}
 	hc := *r.hc
 	hc.Timeout = 0
 	resp, err := hc.Do(req)

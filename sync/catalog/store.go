@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/campusedge/campusedge/edge/fsutil"
 	"github.com/campusedge/campusedge/edge/media"
 	"github.com/campusedge/campusedge/edge/store"
 )
@@ -136,6 +137,22 @@ func (s *Store) Import(folder string, each func(Imported)) error {
 	}
 	return nil
 }
+
+// Room reports an error when the blob store's disk cannot take n more
+// bytes and still keep the reserve the hub needs for its stores.
+func (s *Store) Room(n int64) error {
+	free, err := fsutil.FreeBytes(s.BlobRoot())
+	if err != nil {
+		return nil // unknown: let the write itself fail if it must
+	}
+	if free-uploadReserve < n {
+		return fmt.Errorf("%w: the hub has %d bytes free and keeps %d in reserve; %d more do not fit", ErrNoRoom, free, int64(uploadReserve), n)
+	}
+	return nil
+}
+
+// ErrNoRoom means the hub's disk cannot take a file.
+var ErrNoRoom = errors.New("not enough disk space")
 
 // ImportPaths lists the files Import registers from folder: every regular
 // file under it, recursively, in name order, dot files and directories

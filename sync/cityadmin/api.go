@@ -36,6 +36,8 @@ type Catalogue interface {
 	Changes(since uint64, limit int) (media.Changes, error)
 	// ImportFile registers the content of r as an item titled after name.
 	ImportFile(name string, r io.Reader) (media.Item, error)
+	// Room reports an error when n more bytes do not fit on the hub's disk.
+	Room(n int64) error
 }
 
 // Config wires an API.

@@ -99,6 +99,12 @@ func (a *API) importItem(w http.ResponseWriter, r *http.Request, p Principal) {
 		httpapi.WriteError(w, http.StatusRequestEntityTooLarge, httpapi.CodeBodyTooLarge, "a catalogue item is at most "+strconv.FormatInt(media.MaxItemSize, 10)+" bytes")
 		return
 	}
+	if r.ContentLength > 0 {
+		if err := a.cat.Room(r.ContentLength); err != nil {
+			httpapi.WriteError(w, http.StatusInsufficientStorage, "disk_full", err.Error()+"; free space on the hub first")
+			return
+		}
+	}
 	it, err := a.cat.ImportFile(name, r.Body)
 	switch {
 	case errors.Is(err, media.ErrInvalid):
