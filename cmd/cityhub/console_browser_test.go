@@ -189,6 +189,13 @@ func TestCityConsoleInChromium(t *testing.T) {
 	if err := up.PullOnce(ctx); err != nil {
 		t.Fatal(err)
 	}
+	// The applied roster downloads from the panel's export link.
+	exported := br.Poll("roster export", `(() => { if (!window.exp) { window.exp = "…"; fetch(document.querySelector('#exports a[data-export="roster"]').href)
+		.then(async (r) => { window.exp = r.status + " " + r.headers.get("Content-Type") + " " + await r.text(); }); }
+		return window.exp === "…" ? "" : window.exp; })()`)
+	if !strings.HasPrefix(exported, "200 text/csv") || !strings.Contains(exported, "Han Meimei") {
+		t.Errorf("roster export from the Imports panel: %.200s", exported)
+	}
 	var r schooldata.Roster
 	rmu.Lock()
 	_ = json.Unmarshal(roster, &r)

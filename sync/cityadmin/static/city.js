@@ -97,7 +97,7 @@
     showError(null);
     try {
       if (me.role !== "content_editor" && (name === "schools" || !schoolsLoaded)) await loadSchools();
-      await ({ schools: renderSchools, edges: loadEdges, tokens: loadTokens, imports: async () => {}, catalog: loadCatalog, uploads: loadUploads, firmware: loadFirmware, health: loadHealth, accounts: loadAccounts })[name]();
+      await ({ schools: renderSchools, edges: loadEdges, tokens: loadTokens, imports: async () => exportLinks(), catalog: loadCatalog, uploads: loadUploads, firmware: loadFirmware, health: loadHealth, accounts: loadAccounts })[name]();
     } catch (e) { showError(e); }
     window.cityTabDone = name; // page tests and timings wait for it
   }
@@ -195,6 +195,16 @@
       byId("token-new").hidden = false;
       await loadTokens();
     } catch (e) { showError(e); }
+  }
+
+  // exportLinks points the download links at the chosen school's exports
+  // (the CSV files cityhub export-* print; UTF-8 with BOM for Excel).
+  function exportLinks() {
+    const school = byId("import-school").value;
+    for (const a of document.querySelectorAll("#exports a[data-export]")) {
+      a.href = "/api/v1/admin/schools/" + encodeURIComponent(school) + "/exports/" + a.dataset.export;
+      a.hidden = !school;
+    }
   }
 
   let previewed = null; // the CSV the last good preview was of
@@ -404,6 +414,7 @@
     byId("edges").addEventListener("click", (ev) => { const id = ev.target.dataset && ev.target.dataset.revoke; if (id) revokeEdge(id); });
     byId("token-school").addEventListener("change", () => loadTokens().catch(showError));
     byId("token-form").addEventListener("submit", issueToken);
+    byId("import-school").addEventListener("change", exportLinks);
     byId("import-file").addEventListener("change", async (ev) => {
       const f = ev.target.files[0];
       if (f) { byId("import-csv").value = await f.text(); byId("import-apply").disabled = true; }
