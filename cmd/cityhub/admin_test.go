@@ -3,13 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/ed25519"
-	"crypto/rand"
 	"encoding/json"
-	"errors"
 	"io"
-	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -19,17 +14,8 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
-	"github.com/campusedge/campusedge/sync/outbox"
 	"github.com/campusedge/campusedge/sync/schooldata"
-	"github.com/campusedge/campusedge/sync/uplink"
 )
-
-// cli runs one cityhub command and returns its exit code, stdout, stderr.
-func cli(ctx context.Context, args ...string) (int, string, string) {
-	var out, errb bytes.Buffer
-	code := run(ctx, args, &out, &errb, nil)
-	return code, out.String(), errb.String()
-}
 
 // TestAdminCommandsWhileServing: with the default bbolt store held by a
 // serving hub, every admin command works through the hub's admin API
@@ -41,71 +27,24 @@ func TestAdminCommandsWhileServing(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 90*time.Second)
 	defer cancel()
 	data := t.TempDir()
-	type addrs struct{ plain, tls net.Addr }
-	ready := make(chan addrs, 1)
-	served := make(chan int, 1)
-	sctx, stop := context.WithCancel(ctx)
-	defer stop()
-	var hubLog bytes.Buffer
-	var hubMu sync.Mutex
-	go func() {
-		served <- run(sctx, []string{"-data", data, "-listen", "127.0.0.1:0"}, io.Discard, lockedWriter{&hubMu, &hubLog},
-			func(p, s net.Addr) { ready <- addrs{p, s} })
-	}()
-	var a addrs
-	select {
-	case a = <-ready:
-	case code := <-served:
-		t.Fatalf("hub exited %d", code)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			hubMu.Lock()
-			t.Logf("hub log:\n%s", hubLog.String())
-			hubMu.Unlock()
-		}
-	})
-
-	mustCLI := func(args ...string) string {
-		t.Helper()
-		code, out, errs := cli(ctx, append([]string{"-data", data}, args...)...)
-		if code != 0 {
-			t.Fatalf("cityhub %v: exit %d: %s", args, code, errs)
-		}
-		return out
-	}
+	h := runHub(ctx, t, data, "127.0.0.1:0")
+	mustCLI := func(args ...string) string { t.Helper(); return h.cli(args...) + "\n" }
 	// The store is locked: this goes through the API.
 	mustCLI("school", "add", "north", "North Middle")
 	tok := strings.TrimSpace(mustCLI("enrol-token", "north"))
-
-	db, err := bolt.Open(filepath.Join(t.TempDir(), "edge.db"), 0o600, &bolt.Options{Timeout: time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	if err := db.Update(func(tx *bolt.Tx) error { return errors.Join(outbox.Migrate(tx), uplink.Migrate(tx)) }); err != nil {
-		t.Fatal(err)
-	}
-	ob := outbox.New(outbox.Config{DB: db})
-	defer ob.Close()
-	_, priv, _ := ed25519.GenerateKey(rand.Reader)
-	key := edgeKey{priv}
-	hubURL := "https://" + a.tls.String()
-	if _, err := uplink.Enrol(ctx, db, nil, hubURL, tok, key, nil); err != nil {
-		t.Fatal(err)
-	}
+	hubURL := h.base()
+	e := enrolEdge(ctx, t, hubURL, tok)
+	ob := e.ob
 	var mu sync.Mutex
 	var roster []byte
-	up := uplink.New(uplink.Config{Hub: hubURL, DB: db, Outbox: ob, Identity: key, PullEvery: 100 * time.Millisecond,
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-		Apply: func(_ *bolt.Tx, kind string, d []byte) error {
-			mu.Lock()
-			defer mu.Unlock()
-			if kind == schooldata.KindRoster {
-				roster = bytes.Clone(d)
-			}
-			return nil
-		}})
+	up := e.uplink(hubURL, 100*time.Millisecond, func(_ *bolt.Tx, kind string, d []byte) error {
+		mu.Lock()
+		defer mu.Unlock()
+		if kind == schooldata.KindRoster {
+			roster = bytes.Clone(d)
+		}
+		return nil
+	})
 	uctx, ustop := context.WithCancel(ctx)
 	defer ustop()
 	go up.Run(uctx)
@@ -165,8 +104,35 @@ func TestAdminCommandsWhileServing(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	if out := mustCLI("edge", "list"); !strings.Contains(out, "acked=300") || !strings.Contains(out, "health=ok") {
+	if out := mustCLI("edge", "list"); !strings.Contains(out, "acked=300") || !strings.Contains(out, "health=ok") || !strings.Contains(out, "backlog=") {
 		t.Errorf("edge list: %q", out)
+	}
+	// Exports and a catalogue import, all through the running hub.
+	if out := mustCLI("export-roster", "north"); !strings.HasPrefix(out, "\ufeff") || !strings.Contains(out, "Wang Fang") || !strings.Contains(out, "Li Lei") {
+		t.Errorf("export-roster: %q", out)
+	}
+	if out := mustCLI("export-records", "-tz", "Asia/Urumqi", "north"); strings.Count(out, "attendance.mark") != records {
+		t.Errorf("export-records has %d attendance records, want %d", strings.Count(out, "attendance.mark"), records)
+	}
+	if code, _, errs := cli(ctx, "-data", data, "export-timetable", "north"); code != 1 || !strings.Contains(errs, "no timetable imported") {
+		t.Errorf("export of nothing: exit %d %s", code, errs)
+	}
+	lessons := t.TempDir()
+	os.WriteFile(filepath.Join(lessons, "分数的初步认识.mp4"), []byte("lesson video bytes"), 0o600)
+	os.WriteFile(filepath.Join(lessons, ".hidden"), []byte("x"), 0o600)
+	out := mustCLI("import", lessons)
+	id, path, _ := strings.Cut(strings.TrimSpace(out), "\t")
+	if strings.Count(out, "\n") != 1 || path != filepath.Join(lessons, "分数的初步认识.mp4") || id == "" {
+		t.Fatalf("import through the running hub printed %q", out)
+	}
+	resp, err := staffGet(t, data, "http://"+h.plain.String()+"/api/v1/catalog")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cat, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(cat), `"id":"`+id+`"`) || !strings.Contains(string(cat), "分数的初步认识") || !strings.Contains(string(cat), "video/mp4") {
+		t.Errorf("catalogue after the import: %s", cat)
 	}
 	if len(syncErrs) > 0 {
 		t.Errorf("sync errors during admin commands: %q", syncErrs)
@@ -195,26 +161,12 @@ func TestAdminCommandsWhileServing(t *testing.T) {
 	if code, _, errs := cli(ctx, "-hub", hubURL, "-hub-pin", strings.TrimSpace(pin), "school", "list"); code != 1 || !strings.Contains(errs, "unauthenticated") {
 		t.Errorf("a wrong key: exit %d %s", code, errs)
 	}
-	select {
-	case code := <-served:
+	if code, ok := h.exited(); ok {
 		t.Fatalf("the hub stopped (exit %d) during the commands", code)
-	default:
 	}
-	stop()
-	if code := <-served; code != 0 {
+	if code := h.stop(); code != 0 {
 		t.Fatalf("hub exit %d", code)
 	}
-}
-
-type lockedWriter struct {
-	mu *sync.Mutex
-	w  io.Writer
-}
-
-func (l lockedWriter) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(p)
 }
 
 // TestPreviewOnTheStore: with no hub running, import -preview works on the

@@ -3,13 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/ed25519"
-	"crypto/rand"
 	"encoding/json"
-	"errors"
 	"io"
-	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -22,10 +17,9 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/campusedge/campusedge/edge/browsertest"
+	"github.com/campusedge/campusedge/edge/console"
 	"github.com/campusedge/campusedge/firmware/bundle"
-	"github.com/campusedge/campusedge/sync/outbox"
 	"github.com/campusedge/campusedge/sync/schooldata"
-	"github.com/campusedge/campusedge/sync/uplink"
 )
 
 // shot captures the page; CAMPUSEDGE_SCREENSHOTS=1 writes it to
@@ -82,41 +76,12 @@ func TestCityConsoleInChromium(t *testing.T) {
 	if _, err := bundle.Create(bundle.Build{Dir: payload, Product: "campusedge", Target: "linux-amd64", Version: "1.1.0", Entry: "edged"}, fwKey, fwBundle); err != nil {
 		t.Fatal(err)
 	}
-	type addrs struct{ plain, tls net.Addr }
-	ready := make(chan addrs, 1)
-	served := make(chan int, 1)
-	var hubLog bytes.Buffer
-	var hubMu sync.Mutex
-	go func() {
-		served <- run(ctx, []string{"-data", data, "-listen", browsertest.LANListen}, io.Discard, lockedWriter{&hubMu, &hubLog},
-			func(p, s net.Addr) { ready <- addrs{p, s} })
-	}()
-	var a addrs
-	select {
-	case a = <-ready:
-	case code := <-served:
-		t.Fatalf("hub exited %d", code)
-	}
-	defer func() { cancel(); <-served }()
-	t.Cleanup(func() {
-		if t.Failed() {
-			hubMu.Lock()
-			t.Logf("hub log:\n%s", hubLog.String())
-			hubMu.Unlock()
-		}
-	})
-	mustCLI := func(args ...string) string {
-		t.Helper()
-		code, out, errs := cli(ctx, append([]string{"-data", data}, args...)...)
-		if code != 0 {
-			t.Fatalf("cityhub %v: exit %d: %s", args, code, errs)
-		}
-		return strings.TrimSpace(out)
-	}
+	h := runHub(ctx, t, data, browsertest.LANListen)
+	mustCLI := h.cli
 	t.Setenv("CITYHUB_PASSWORD", "ada's long password")
 	mustCLI("account", "add", "ada", "city_admin")
 	pin := mustCLI("tls-pin")
-	base := "https://" + a.tls.String()
+	base := h.base()
 
 	br := browsertest.Start(ctx, t, browsertest.TrustPin(pin))
 	br.Do("open the console", chromedp.Navigate(base+"/console/"))
@@ -151,33 +116,18 @@ func TestCityConsoleInChromium(t *testing.T) {
 	shot(t, br, "city-tokens.png")
 
 	// A real edge enrols with the token from the page and syncs.
-	db, err := bolt.Open(filepath.Join(t.TempDir(), "edge.db"), 0o600, &bolt.Options{Timeout: time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	if err := db.Update(func(tx *bolt.Tx) error { return errors.Join(outbox.Migrate(tx), uplink.Migrate(tx)) }); err != nil {
-		t.Fatal(err)
-	}
-	ob := outbox.New(outbox.Config{DB: db})
-	defer ob.Close()
-	_, priv, _ := ed25519.GenerateKey(rand.Reader)
-	key := edgeKey{priv}
-	enr, err := uplink.Enrol(ctx, db, nil, base, tok, key, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	edge := enrolEdge(ctx, t, base, tok)
+	key, ob, enr := edge.key, edge.ob, edge.enr
 	var roster []byte
 	var rmu sync.Mutex
-	up := uplink.New(uplink.Config{Hub: base, DB: db, Outbox: ob, Identity: key, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-		Apply: func(_ *bolt.Tx, kind string, d []byte) error {
-			rmu.Lock()
-			defer rmu.Unlock()
-			if kind == schooldata.KindRoster {
-				roster = bytes.Clone(d)
-			}
-			return nil
-		}})
+	up := edge.uplink(base, 0, func(_ *bolt.Tx, kind string, d []byte) error {
+		rmu.Lock()
+		defer rmu.Unlock()
+		if kind == schooldata.KindRoster {
+			roster = bytes.Clone(d)
+		}
+		return nil
+	})
 	ob.Append(ctx, "attendance.mark", []byte(`{"s":"s1"}`))
 	if _, err := up.SendOnce(ctx, enr); err != nil {
 		t.Fatal(err)
@@ -186,12 +136,35 @@ func TestCityConsoleInChromium(t *testing.T) {
 	br.Poll("edge online", `(() => { const r = document.querySelector('#edges [data-edge="`+key.EdgeID()+`"]');
 		return r && r.dataset.health === "ok" ? r.innerText : ""; })()`)
 	shot(t, br, "city-edges.png")
-	br.Do("switch to Chinese", chromedp.SetValue(chromedp.CSS("#lang"), "zh-CN"),
-		chromedp.Evaluate[chromedp.Void](`document.getElementById("lang").dispatchEvent(new Event("change"))`))
-	br.Poll("edges in Chinese", `document.querySelector('#edges [data-edge] .pill').textContent === "在线" && document.documentElement.lang === "zh-CN" ? "y" : ""`)
+	// 中文: the edge's catalogues and loader (/i18n.js); choosing reloads
+	// the page, the session stays.
+	setLang := func(tag string) {
+		// SetValue fires the menu's change event: the page reloads in tag.
+		br.Do("switch to "+tag, chromedp.SetValue(chromedp.CSS("#lang select.lang-switch"), tag))
+		br.PollAcrossReload("page in "+tag, `window.i18n && i18n.lang === "`+tag+`" && document.documentElement.lang === "`+tag+`" && !document.getElementById("app").hidden && window.cityTabDone ? "y" : ""`)
+	}
+	setLang("zh-CN")
+	br.Do("edges tab in Chinese", chromedp.Click(chromedp.CSS(`#tabs button[data-tab="edges"]`)))
+	br.Poll("edges in Chinese", `window.cityTabDone === "edges" && document.querySelector('#edges [data-edge] .pill').textContent === "在线" ? "y" : ""`)
+	en, _ := console.Catalogue("en")
+	zh, _ := console.Catalogue("zh-CN")
+	if bad := br.Poll("English left on the page", `JSON.stringify(`+browsertest.Untranslated(en, zh, []string{"English", "north", "South Primary", "North Middle School"})+`)`); bad != "[]" {
+		t.Errorf("edges panel in zh-CN: English strings visible: %s", bad)
+	}
 	shot(t, br, "city-edges-zh.png")
-	br.Do("back to English", chromedp.SetValue(chromedp.CSS("#lang"), "en"),
-		chromedp.Evaluate[chromedp.Void](`document.getElementById("lang").dispatchEvent(new Event("change"))`))
+	// Import row errors in Chinese too.
+	br.Do("imports tab in Chinese", chromedp.Click(chromedp.CSS(`#tabs button[data-tab="imports"]`)))
+	br.Poll("import school choices", `document.querySelector('#import-school option[value="north"]') ? "y" : ""`)
+	br.Do("preview a bad roster in Chinese", chromedp.SetValue(chromedp.CSS("#import-school"), "north"),
+		chromedp.SetValue(chromedp.CSS("#import-csv"), "student_id,name,homeroom,groups\ns1,Wang Fang,7A,math-1\ns 2,Li Lei,7A,\ns3,,7B,\n"),
+		chromedp.Click(chromedp.CSS("#import-preview")))
+	zhErrs := br.Poll("row errors in Chinese", `document.querySelectorAll("#import-errors tr").length === 2 ? document.getElementById("import-errors").innerText : ""`)
+	if !strings.ContainsAny(zhErrs, "应须是") {
+		t.Errorf("row errors in zh-CN are not in Chinese: %q", zhErrs)
+	}
+	shot(t, br, "city-import-errors-zh.png")
+	setLang("en")
+	br.Do("edges tab in English", chromedp.Click(chromedp.CSS(`#tabs button[data-tab="edges"]`)))
 	br.Poll("edges in English", `document.querySelector('#edges [data-edge] .pill') && document.querySelector('#edges [data-edge] .pill').textContent === "online" ? "y" : ""`)
 
 	// Roster import: errors first, then the fixed file.
@@ -216,6 +189,13 @@ func TestCityConsoleInChromium(t *testing.T) {
 	if err := up.PullOnce(ctx); err != nil {
 		t.Fatal(err)
 	}
+	// The applied roster downloads from the panel's export link.
+	exported := br.Poll("roster export", `(() => { if (!window.exp) { window.exp = "…"; fetch(document.querySelector('#exports a[data-export="roster"]').href)
+		.then(async (r) => { window.exp = r.status + " " + r.headers.get("Content-Type") + " " + await r.text(); }); }
+		return window.exp === "…" ? "" : window.exp; })()`)
+	if !strings.HasPrefix(exported, "200 text/csv") || !strings.Contains(exported, "Han Meimei") {
+		t.Errorf("roster export from the Imports panel: %.200s", exported)
+	}
 	var r schooldata.Roster
 	rmu.Lock()
 	_ = json.Unmarshal(roster, &r)
@@ -235,7 +215,7 @@ func TestCityConsoleInChromium(t *testing.T) {
 
 	// Firmware: a release on beta at the first wave, the real edge reporting
 	// it runs it; the city admin advances a wave, then stops the rollout.
-	plain := "http://" + a.plain.String()
+	plain := "http://" + h.plain.String()
 	pubTok, _ := os.ReadFile(filepath.Join(data, "firmware", "publish-token"))
 	staffTok, _ := os.ReadFile(filepath.Join(data, "staff-token"))
 	post := func(url, tok, ctype string, body []byte) {

@@ -202,9 +202,21 @@ func TestHubServesOnlyEnrolledEdgesAndStaff(t *testing.T) {
 	if code, body := h.do(t, b, "", "POST", "/api/v1/uploads", evilMeta); code != 200 || !strings.Contains(body, `"done":true`) {
 		t.Fatalf("re-announcement: %d %s", code, body)
 	}
+	// The upload waits for review (cityhub -upload-review, on by default):
+	// not in the catalogue yet, listed for city staff under school 1.
+	if code, body := h.do(t, b, "", "GET", "/api/v1/catalog", nil); code != 200 || strings.Contains(body, item.ID) {
+		t.Fatalf("catalogue before review: %d %s", code, body)
+	}
+	if code, body := h.do(t, nil, staff, "GET", "/api/v1/admin/uploads?state=pending", nil); code != 200 ||
+		!strings.Contains(body, `"title":"Homework"`) || !strings.Contains(body, `"school":"s1"`) || !strings.Contains(body, `"edge":"`+a.id+`"`) {
+		t.Fatalf("uploads awaiting review: %d %s", code, body)
+	}
+	if code, body := h.do(t, nil, staff, "POST", "/api/v1/admin/uploads/"+item.ID+"/publish", []byte(`{"subject":"math","grade":"5"}`)); code != 200 || !strings.Contains(body, `"published"`) {
+		t.Fatalf("publish: %d %s", code, body)
+	}
 	code, body := h.do(t, b, "", "GET", "/api/v1/catalog", nil)
-	if code != 200 || !strings.Contains(body, `"title":"Homework"`) || strings.Contains(body, "Pwned") {
-		t.Fatalf("catalogue after another school's re-announcement: %d %s", code, body)
+	if code != 200 || !strings.Contains(body, `"title":"Homework"`) || !strings.Contains(body, `"subject":"math"`) || strings.Contains(body, "Pwned") {
+		t.Fatalf("catalogue after another school's re-announcement and review: %d %s", code, body)
 	}
 	if code, body := h.do(t, nil, staff, "GET", "/api/v1/content/"+item.ID, nil); code != 200 || body != string(content) {
 		t.Fatalf("content with the staff token: %d %q", code, body)

@@ -29,6 +29,7 @@ import (
 	"github.com/campusedge/campusedge/edge/store"
 	"github.com/campusedge/campusedge/sync/catalog"
 	"github.com/campusedge/campusedge/sync/cityadmin"
+	"github.com/campusedge/campusedge/sync/hub"
 	"github.com/campusedge/campusedge/sync/hubtls"
 )
 
@@ -51,6 +52,8 @@ type hubFlags struct {
 
 	maxConns     *int
 	bodyDeadline *time.Duration
+	review       *bool
+	healthEvery  *time.Duration
 }
 
 func newHubFlags(stderr io.Writer) *hubFlags {
@@ -62,6 +65,8 @@ func newHubFlags(stderr io.Writer) *hubFlags {
 	f.tls = addTLSFlags(fs)
 	f.maxConns = fs.Int("max-conns-per-addr", 256, "connections one client address may hold open at once (`N`; 0: no limit, e.g. behind a load balancer; loopback is exempt)")
 	f.bodyDeadline = fs.Duration("body-deadline", httpapi.DefaultBodyDeadline, "how long a request body may take to arrive (`duration`); sync batches, uploads and bundles may instead pause at most 60s between reads")
+	f.review = fs.Bool("upload-review", true, "hold school uploads for city staff to publish or reject in the console (Uploads panel); false publishes a verified upload at once")
+	f.healthEvery = fs.Duration("sync-health-every", time.Minute, "how often this replica adds its sync counts to the city's sync health series and samples the edges (`duration`; the series keeps 5-minute points for 7 days)")
 	f.dbURL = fs.String("db", "", "sync store: empty for DATA/sync.db (bbolt), or a `postgres://` URL shared by several cityhub replicas")
 	f.hubURL = fs.String("hub", "", "run admin commands through the admin API of the hub at this `URL` (http(s)://HOST:PORT) with the key in $"+apiKeyEnv+"; without it they open the store, or use the running hub of -data when its store is locked")
 	f.hubPin = fs.String("hub-pin", "", "with -hub https://…: trust exactly the TLS key with this `pin` (cityhub tls-pin on the hub) instead of the system's roots")
@@ -102,7 +107,24 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready fun
 		fmt.Fprintln(stderr, "cityhub: usage: cityhub -data DIR import FOLDER")
 		return 2
 	}
-	st, err := catalog.Open(*f.data)
+	if len(rest) == 2 && *f.hubURL != "" {
+		r, err := newPinnedRemote(*f.hubURL, os.Getenv(apiKeyEnv), *f.hubPin)
+		if err != nil {
+			fmt.Fprintln(stderr, "cityhub:", err)
+			return 2
+		}
+		return remoteImportFolder(ctx, r, rest[1], stdout, stderr)
+	}
+	st, err := openCatalogue(ctx, *f.data, *f.dbURL)
+	if errors.Is(err, store.ErrInUse) && len(rest) == 2 {
+		// A hub serves on this data dir: import through its admin API.
+		r, rerr := localRemote(*f.data)
+		if rerr != nil {
+			fmt.Fprintln(stderr, "cityhub:", err, "(and no admin API files of a running hub:", rerr, ")")
+			return 1
+		}
+		return remoteImportFolder(ctx, r, rest[1], stdout, stderr)
+	}
 	if err != nil {
 		fmt.Fprintln(stderr, "cityhub:", err)
 		return 1
@@ -112,6 +134,19 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready fun
 		return importFolder(st, rest[1], stdout, stderr, log)
 	}
 	return serve(ctx, f, st, stderr, log, ready)
+}
+
+// openCatalogue opens the catalogue's records in PostgreSQL when dbURL is
+// set (shared by every replica), else in DATA/hub.db; blobs stay under
+// DATA/blobs either way.
+func openCatalogue(ctx context.Context, data, dbURL string) (*catalog.Store, error) {
+	if dbURL == "" {
+		return catalog.Open(data)
+	}
+	if !strings.HasPrefix(dbURL, "postgres://") && !strings.HasPrefix(dbURL, "postgresql://") {
+		return nil, fmt.Errorf("-db %q must be a postgres:// URL (or empty for the embedded bbolt store)", dbURL)
+	}
+	return catalog.OpenPG(ctx, data, dbURL)
 }
 
 // runAdmin runs an admin command: through -hub's API; else on the store
@@ -163,6 +198,10 @@ func importFolder(st *catalog.Store, folder string, stdout, stderr io.Writer, lo
 // serve serves the catalogue, sync, firmware and the city CA over HTTP,
 // and HTTPS unless -https-listen is off, until ctx is cancelled.
 func serve(ctx context.Context, f *hubFlags, st *catalog.Store, stderr io.Writer, log *slog.Logger, ready func(plain, https net.Addr)) int {
+	if *f.healthEvery < time.Second || *f.healthEvery > hub.HealthSlot {
+		fmt.Fprintf(stderr, "cityhub: -sync-health-every %s: want 1s to %s\n", *f.healthEvery, hub.HealthSlot)
+		return 2
+	}
 	sst, err := openSyncStore(ctx, *f.data, *f.dbURL)
 	if err != nil {
 		fmt.Fprintln(stderr, "cityhub:", err)
@@ -191,11 +230,12 @@ func serve(ctx context.Context, f *hubFlags, st *catalog.Store, stderr io.Writer
 		fmt.Fprintln(stderr, "cityhub: admin API key:", err)
 		return 1
 	}
-	fw, fwConsole, err := firmwareHandler(*f.data, log)
+	fw, fwConsole, fwClose, err := firmwareHandler(ctx, *f.data, *f.dbURL, log)
 	if err != nil {
 		fmt.Fprintln(stderr, "cityhub:", err)
 		return 1
 	}
+	defer fwClose()
 	staff, staffFile, err := staffToken(*f.data)
 	if err != nil {
 		fmt.Fprintln(stderr, "cityhub:", err)
@@ -204,8 +244,19 @@ func serve(ctx context.Context, f *hubFlags, st *catalog.Store, stderr io.Writer
 	log.Info("city staff credential ready", "staff_token_file", staffFile)
 	reg := prometheus.NewRegistry()
 	admin := cityadmin.New(cityadmin.Config{Store: sst, Catalogue: st, Logger: log.With("component", "admin"),
-		Pin: func() (string, error) { return f.tls.pin(*f.data) }, StaffToken: staff, Firmware: fwConsole})
-	handler, limit := hubLimits(reg, *f.bodyDeadline, *f.maxConns, hubHandler(reg, catalog.Handler(st, log), fw, admin, sst, ca, staff, log))
+		Pin: func() (string, error) { return f.tls.pin(*f.data) }, StaffToken: staff, Firmware: fwConsole,
+		Reviews: st, Review: *f.review})
+	counts := &hub.SyncCounts{}
+	hctx, stopHealth := context.WithCancel(ctx)
+	healthDone := make(chan struct{})
+	go func() {
+		defer close(healthDone)
+		cityadmin.RecordHealth(hctx, sst, counts, *f.healthEvery, nil, log.With("component", "health"))
+	}()
+	defer func() { stopHealth(); <-healthDone }()
+	admin.Handle("GET /api/v1/admin/schools/{code}/exports/{kind}", exportHandler(sst), hub.RoleCityAdmin, hub.RoleSchoolAdmin)
+	cat := catalog.HandlerWith(st, log, catalog.HandlerOptions{Review: *f.review})
+	handler, limit := hubLimits(reg, *f.bodyDeadline, *f.maxConns, hubHandler(reg, cat, fw, admin, sst, ca, staff, counts, log))
 	hs := &http.Server{
 		Handler:           handler,
 		ReadHeaderTimeout: 10 * time.Second,
@@ -258,7 +309,8 @@ func hubLimits(reg *prometheus.Registry, deadline time.Duration, perAddr int, ne
 		switch {
 		case r.Method == http.MethodPatch && strings.HasPrefix(r.URL.Path, "/api/v1/uploads/"),
 			r.Method == http.MethodPost && r.URL.Path == "/api/v1/sync/batch", // a thin school link
-			r.Method == http.MethodPost && r.URL.Path == "/api/v1/firmware/releases":
+			r.Method == http.MethodPost && r.URL.Path == "/api/v1/firmware/releases",
+			r.Method == http.MethodPost && r.URL.Path == "/api/v1/admin/catalog/items": // cityhub import of a lesson video
 			return true
 		}
 		return false

@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -165,6 +166,51 @@ func (r *remote) call(ctx context.Context, method, path string, body, out any) e
 
 func mustJSON(v any) []byte { b, _ := json.Marshal(v); return b }
 
+func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }
+
+// stream sends body (any size) and copies a 2xx answer to out; it has no
+// overall time limit (a province's records export, a lesson video), only
+// ctx's.
+func (r *remote) stream(ctx context.Context, method, path, ctype string, body io.Reader, out io.Writer) error {
+	req, err := http.NewRequestWithContext(ctx, method, r.base+path, body)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+r.key)
+	if ctype != "" {
+		req.Header.Set("Content-Type", ctype)
+	}
+	if f, ok := body.(*os.File); ok {
+		// A known length lets the hub refuse a file its disk cannot take
+		// before a byte is sent.
+		if fi, err := f.Stat(); err == nil {
+			req.ContentLength = fi.Size()
+		}
+	}
+	hc := *r.hc
+	hc.Timeout = 0
+	resp, err := hc.Do(req)
+	if err != nil {
+		return fmt.Errorf("the hub's admin API at %s: %w", r.base, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode >= 300 {
+		raw, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+		var e struct {
+			Error struct{ Code, Message string }
+		}
+		_ = json.Unmarshal(raw, &e)
+		if e.Error.Message == "" {
+			e.Error.Message = strings.TrimSpace(string(raw))
+		}
+		return fmt.Errorf("%s (%s, HTTP %d)", e.Error.Message, e.Error.Code, resp.StatusCode)
+	}
+	if _, err := io.Copy(out, resp.Body); err != nil {
+		return fmt.Errorf("the hub's answer was cut off: %w", err)
+	}
+	return nil
+}
+
 // runRemote runs a sync command through the admin API.
 func runRemote(ctx context.Context, r *remote, args []string, stdout, stderr io.Writer) int {
 	fail := func(err error) int {
@@ -198,7 +244,11 @@ func runRemote(ctx context.Context, r *remote, args []string, stdout, stderr io.
 			return fail(err)
 		}
 		for _, e := range out.Edges {
-			fmt.Fprintf(stdout, "%s\t%s\tacked=%d\trevoked=%t\tenrolled=%s\thealth=%s\n", e.ID, e.School, e.Acked, e.Revoked, e.Enrolled.Format(time.RFC3339), e.Health)
+			bl := "-"
+			if e.BacklogKnown {
+				bl = strconv.FormatUint(e.Backlog, 10)
+			}
+			fmt.Fprintf(stdout, "%s\t%s\tacked=%d\trevoked=%t\tenrolled=%s\thealth=%s\tbacklog=%s\n", e.ID, e.School, e.Acked, e.Revoked, e.Enrolled.Format(time.RFC3339), e.Health, bl)
 		}
 	case args[0] == "edge" && len(args) == 3 && args[1] == "revoke":
 		if err := r.call(ctx, "POST", "/api/v1/admin/edges/"+url.PathEscape(args[2])+"/revoke", nil, nil); err != nil {
@@ -216,6 +266,8 @@ func runRemote(ctx context.Context, r *remote, args []string, stdout, stderr io.
 			return fail(err)
 		}
 		fmt.Fprintf(stdout, "account %s saved (%s)\n", q.User, q.Role)
+	case strings.HasPrefix(args[0], "export-"):
+		return remoteExport(ctx, r, args, stdout, stderr)
 	case syncCommand(args[0]) != nil:
 		return fail(errors.New("this command reads the store directly: stop the hub, or run it with -db postgres://… beside the replicas"))
 	default:

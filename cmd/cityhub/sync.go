@@ -53,7 +53,8 @@ const syncUsage = `  cityhub [flags] school add CODE NAME          register a sc
 While a hub serves on -data (holding its bbolt lock), these commands go through
 its admin API (DATA/admin.url, DATA/admin.key); -hub URL with $CITYHUB_API_KEY
 drives any hub; with -db postgres://… they run on the database beside any number
-of serving replicas. export-* read the store and need it free (or PostgreSQL).
+of serving replicas. cityhub import FOLDER works the same way (each file is sent
+to the running hub's catalogue), and so do the export-* commands.
 `
 
 // openSyncStore opens PostgreSQL when dbURL is set, else DATA/sync.db.
@@ -200,7 +201,11 @@ func (c *syncCmd) edge() int {
 			return c.fail(err)
 		}
 		for _, e := range es {
-			fmt.Fprintf(c.stdout, "%s\t%s\tacked=%d\trevoked=%t\tenrolled=%s\n", e.ID, e.School, e.Acked, e.Revoked, e.Enrolled.Format(time.RFC3339))
+			bl := "-"
+			if !e.BacklogAt.IsZero() {
+				bl = strconv.FormatUint(e.Backlog, 10)
+			}
+			fmt.Fprintf(c.stdout, "%s\t%s\tacked=%d\trevoked=%t\tenrolled=%s\tbacklog=%s\n", e.ID, e.School, e.Acked, e.Revoked, e.Enrolled.Format(time.RFC3339), bl)
 		}
 		return 0
 	case len(args) == 3 && args[1] == "revoke":
@@ -495,16 +500,21 @@ func (c *syncCmd) latestChangeOf(school, kind string) ([]byte, error) {
 }
 
 // hubHandler puts the sync API, /metrics and /healthz in front of the
-// catalogue handler.
-func hubHandler(reg *prometheus.Registry, catalogue, firmware, admin http.Handler, st hub.Store, ca hub.Issuer, staff func(string) bool, log *slog.Logger) http.Handler {
+// catalogue handler; counts tallies sync for the health series.
+func hubHandler(reg *prometheus.Registry, catalogue, firmware, admin http.Handler, st hub.Store, ca hub.Issuer, staff func(string) bool, counts *hub.SyncCounts, log *slog.Logger) http.Handler {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	srv := hub.NewServer(hub.Config{Store: st, CA: ca, Staff: staff, Logger: log.With("component", "sync"), Registry: reg})
+	srv := hub.NewServer(hub.Config{Store: st, CA: ca, Staff: staff, Logger: log.With("component", "sync"), Registry: reg, Counts: counts})
 	mux := http.NewServeMux()
 	mux.Handle("/api/v1/sync/", srv)
 	if admin != nil {
 		mux.Handle("/api/v1/admin/", admin)
 		mux.Handle("/console/", admin)
 		mux.Handle("/console", admin)
+		// The city console speaks through the edge's message catalogues and
+		// loader (keys city.*), so both consoles translate one way.
+		pages := console.Handler()
+		mux.Handle("GET /i18n.js", pages)
+		mux.Handle("GET /i18n/", pages)
 	}
 	// What the city holds for its schools is read and added to only by an
 	// enrolled edge (signed) or city staff: the catalogue, its bytes,

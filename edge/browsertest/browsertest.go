@@ -223,6 +223,24 @@ func (b *Browser) Do(what string, steps ...chromedp.Action[chromedp.Void]) {
 	}
 }
 
+// PollAcrossReload is Poll for a page that navigates meanwhile (a
+// language switch reloads it): an evaluation that fails because the page
+// is gone or not there yet is tried again rather than failing the test.
+func (b *Browser) PollAcrossReload(what, expr string) string {
+	b.t.Helper()
+	deadline := time.Now().Add(PollTimeout)
+	for time.Now().Before(deadline) {
+		ctx, cancel := context.WithTimeout(b.ctx, 2*time.Second)
+		v, err := chromedp.Run(ctx, chromedp.Evaluate[string](expr))
+		cancel()
+		if err == nil && v != "" {
+			return v
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return b.Poll(what, expr) // fails with the page's text
+}
+
 // Poll evaluates expr until it returns a non-empty string, and returns it;
 // after PollTimeout the test fails with the page's text.
 func (b *Browser) Poll(what, expr string) string {

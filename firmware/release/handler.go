@@ -103,8 +103,14 @@ func (h *handler) publish(w http.ResponseWriter, r *http.Request) {
 // releases: GET /api/v1/firmware/releases?product=P&target=T.
 func (h *handler) releases(w http.ResponseWriter, r *http.Request) {
 	product, target := r.URL.Query().Get("product"), r.URL.Query().Get("target")
+	rels, err := h.s.Releases()
+	if err != nil {
+		h.log.Error("firmware releases", "err", err)
+		httpapi.WriteError(w, http.StatusServiceUnavailable, "store_unavailable", err.Error()+"; retry shortly")
+		return
+	}
 	out := []Release{}
-	for _, rel := range h.s.Releases() {
+	for _, rel := range rels {
 		if (product == "" || rel.Product == product) && (target == "" || rel.Target == target) {
 			out = append(out, rel)
 		}
@@ -155,8 +161,12 @@ func (h *handler) check(w http.ResponseWriter, r *http.Request) {
 		c.School = caller.School
 	}
 	rel, err := h.s.Answer(c)
-	if err != nil {
+	if errors.Is(err, ErrInvalidCheck) {
 		httpapi.WriteError(w, http.StatusBadRequest, "invalid_check", err.Error())
+		return
+	} else if err != nil {
+		h.log.Error("firmware check", "edge", c.EdgeID, "err", err)
+		httpapi.WriteError(w, http.StatusServiceUnavailable, "store_unavailable", err.Error()+"; ask again later")
 		return
 	}
 	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"update": rel})
@@ -165,7 +175,13 @@ func (h *handler) check(w http.ResponseWriter, r *http.Request) {
 // edges: GET /api/v1/firmware/edges, the edges' reports and bundle counters.
 func (h *handler) edges(w http.ResponseWriter, r *http.Request) {
 	req, bytes := h.s.Stats()
-	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"edges": h.s.Edges(), "bundle_requests": req, "bundle_bytes": bytes})
+	edges, err := h.s.Edges()
+	if err != nil {
+		h.log.Error("firmware edge reports", "err", err)
+		httpapi.WriteError(w, http.StatusServiceUnavailable, "store_unavailable", err.Error()+"; retry shortly")
+		return
+	}
+	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"edges": edges, "bundle_requests": req, "bundle_bytes": bytes})
 }
 
 // bundle: GET|HEAD /api/v1/firmware/bundles/{sha256}, with Range and ETag.

@@ -19,16 +19,13 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"sort"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -97,13 +94,13 @@ const (
 )
 
 // Store holds releases and edge reports. It is safe for concurrent use.
+// The release index and the reports are in a State: files under
+// DATA/firmware for one hub (Open), or a database several replicas share
+// (OpenWith); bundles, keys and the publish token are files either way.
 type Store struct {
-	dir  string
-	keys *bundle.Keyring // nil: no keys configured, publishing refused
-
-	mu      sync.Mutex
-	idx     index
-	reports int // files under edges/, bounded by maxEdges
+	dir   string
+	keys  *bundle.Keyring // nil: no keys configured, publishing refused
+	state State
 
 	// BundleRequests counts bundle GETs (any range) served; tests and
 	// metrics use it to prove downloads happen once.
@@ -111,32 +108,55 @@ type Store struct {
 	bundleBytes    atomic.Int64
 }
 
-// Open opens (creating) the release store under hubData/firmware.
+// State is where the release index and the edges' reports live.
+type State interface {
+	// Releases is the index.
+	Releases() ([]Release, error)
+	// UpdateReleases runs fn on the index with every other writer held
+	// off, and saves what fn left if it returns nil.
+	UpdateReleases(fn func(rels *[]Release) error) error
+	// KeepReport stores rep unless the stored report says the same and is
+	// younger than reportRefresh; a new edge beyond maxEdges is not kept.
+	KeepReport(rep EdgeReport) error
+	// Reports lists the stored reports.
+	Reports() ([]EdgeReport, error)
+}
+
+// Open opens (creating) the release store under hubData/firmware, its
+// state in files there.
 func Open(hubData string) (*Store, error) {
 	dir := filepath.Join(hubData, "firmware")
-	for _, d := range []string{dir, filepath.Join(dir, "blobs", "sha256"), filepath.Join(dir, "release-keys"), filepath.Join(dir, "tmp"), filepath.Join(dir, "edges")} {
-		if err := os.MkdirAll(d, 0o755); err != nil {
-			return nil, fmt.Errorf("release store: %w", err)
-		}
+	if err := makeDirs(dir); err != nil {
+		return nil, err
 	}
-	s := &Store{dir: dir}
-	if ents, err := os.ReadDir(filepath.Join(dir, "edges")); err == nil {
-		s.reports = len(ents)
+	st, err := openFileState(dir)
+	if err != nil {
+		return nil, err
 	}
-	b, err := os.ReadFile(filepath.Join(dir, "releases.json"))
-	switch {
-	case errors.Is(err, fs.ErrNotExist):
-	case err != nil:
-		return nil, fmt.Errorf("release store: %w", err)
-	default:
-		if err := json.Unmarshal(b, &s.idx); err != nil {
-			return nil, fmt.Errorf("release index %s is damaged: %w", filepath.Join(dir, "releases.json"), err)
-		}
+	return OpenWith(hubData, st)
+}
+
+// OpenWith opens the release store under hubData/firmware with its state
+// in st (PGState: shared by several replicas).
+func OpenWith(hubData string, st State) (*Store, error) {
+	dir := filepath.Join(hubData, "firmware")
+	if err := makeDirs(dir); err != nil {
+		return nil, err
 	}
+	s := &Store{dir: dir, state: st}
 	if ring, err := bundle.LoadKeyring(filepath.Join(dir, "release-keys")); err == nil {
 		s.keys = ring
 	}
 	return s, nil
+}
+
+func makeDirs(dir string) error {
+	for _, d := range []string{dir, filepath.Join(dir, "blobs", "sha256"), filepath.Join(dir, "release-keys"), filepath.Join(dir, "tmp"), filepath.Join(dir, "edges")} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return fmt.Errorf("release store: %w", err)
+		}
+	}
+	return nil
 }
 
 // Dir is DATA/firmware.
@@ -235,20 +255,22 @@ func (s *Store) Publish(r io.Reader, channel string, rollout int) (Release, erro
 	if err := fsutil.RenameDurable(tmp.Name(), dst); err != nil {
 		return Release{}, err
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for i, old := range s.idx.Releases {
-		if old.Target == rel.Target && old.Version == rel.Version && old.Product == rel.Product {
-			if old.SHA256 != rel.SHA256 {
-				return Release{}, ErrConflict
+	out := rel
+	err = s.state.UpdateReleases(func(rels *[]Release) error {
+		for i, old := range *rels {
+			if old.Target == rel.Target && old.Version == rel.Version && old.Product == rel.Product {
+				if old.SHA256 != rel.SHA256 {
+					return ErrConflict
+				}
+				old.Channel, old.Rollout = channel, rollout
+				(*rels)[i], out = old, old
+				return nil
 			}
-			old.Channel, old.Rollout = channel, rollout
-			s.idx.Releases[i] = old
-			return old, s.saveLocked()
 		}
-	}
-	s.idx.Releases = append(s.idx.Releases, rel)
-	return rel, s.saveLocked()
+		*rels = append(*rels, rel)
+		return nil
+	})
+	return out, err
 }
 
 // SetRollout changes a release's channel and rollout percentage.
@@ -256,23 +278,26 @@ func (s *Store) SetRollout(target, version, channel string, rollout int) (Releas
 	if !ValidChannel(channel) || rollout < 0 || rollout > 100 {
 		return Release{}, fmt.Errorf("channel must be stable or beta and rollout 0-100")
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for i, r := range s.idx.Releases {
-		if r.Target == target && r.Version == version {
-			r.Channel, r.Rollout = channel, rollout
-			s.idx.Releases[i] = r
-			return r, s.saveLocked()
+	var out Release
+	err := s.state.UpdateReleases(func(rels *[]Release) error {
+		for i, r := range *rels {
+			if r.Target == target && r.Version == version {
+				r.Channel, r.Rollout = channel, rollout
+				(*rels)[i], out = r, r
+				return nil
+			}
 		}
-	}
-	return Release{}, ErrNotFound
+		return ErrNotFound
+	})
+	return out, err
 }
 
 // Releases lists all releases, newest version first per target.
-func (s *Store) Releases() []Release {
-	s.mu.Lock()
-	out := append([]Release(nil), s.idx.Releases...)
-	s.mu.Unlock()
+func (s *Store) Releases() ([]Release, error) {
+	out, err := s.state.Releases()
+	if err != nil {
+		return nil, fmt.Errorf("release index: %w", err)
+	}
 	sort.Slice(out, func(i, j int) bool {
 		if out[i].Target != out[j].Target {
 			return out[i].Target < out[j].Target
@@ -280,7 +305,7 @@ func (s *Store) Releases() []Release {
 		c, _ := bundle.CompareStrings(out[i].Version, out[j].Version)
 		return c > 0
 	})
-	return out
+	return out, nil
 }
 
 // Check is an edge's question.
@@ -327,21 +352,26 @@ func InRollout(edgeID, target, version string, percent int) bool {
 	return int(binary.BigEndian.Uint32(sum[:4])%100) < percent
 }
 
+// ErrInvalidCheck wraps what is wrong with an edge's check.
+var ErrInvalidCheck = errors.New("invalid firmware check")
+
 // Answer records the edge's report and returns the release it should
 // install, or nil.
 func (s *Store) Answer(c Check) (*Release, error) {
 	if err := c.Validate(); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%w: %w", ErrInvalidCheck, err)
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if err := s.keepReportLocked(EdgeReport{EdgeID: c.EdgeID, School: c.School, Target: c.Target, Channel: c.Channel,
+	if err := s.state.KeepReport(EdgeReport{EdgeID: c.EdgeID, School: c.School, Target: c.Target, Channel: c.Channel,
 		Version: c.Version, State: c.State, Detail: c.Detail, Terminals: c.Terminals, Seen: time.Now().UTC().Truncate(time.Second)}); err != nil {
 		return nil, err
 	}
+	rels, err := s.state.Releases()
+	if err != nil {
+		return nil, fmt.Errorf("release index: %w", err)
+	}
 	var best *Release
-	for i := range s.idx.Releases {
-		r := &s.idx.Releases[i]
+	for i := range rels {
+		r := &rels[i]
 		if r.Target != c.Target || r.Product != c.Product {
 			continue
 		}
@@ -374,60 +404,14 @@ func (s *Store) Answer(c Check) (*Release, error) {
 	return &out, nil
 }
 
-// reportPath is where edge's report is kept: named by a hash of the id,
-// so no id can name another path.
-func (s *Store) reportPath(edge string) string {
-	h := sha256.Sum256([]byte(edge))
-	return filepath.Join(s.dir, "edges", hex.EncodeToString(h[:16])+".json")
-}
-
-// keepReportLocked stores rep unless the stored one says the same and is
-// recent; a new edge beyond maxEdges is not stored.
-func (s *Store) keepReportLocked(rep EdgeReport) error {
-	p := s.reportPath(rep.EdgeID)
-	var old EdgeReport
-	b, err := os.ReadFile(p)
-	exists := err == nil
-	if exists && json.Unmarshal(b, &old) == nil {
-		seen := old.Seen
-		old.Seen = rep.Seen
-		same, _ := json.Marshal(old)
-		now, _ := json.Marshal(rep)
-		if string(same) == string(now) && rep.Seen.Sub(seen) < reportRefresh {
-			return nil
-		}
-	}
-	if !exists && s.reports >= maxEdges {
-		return nil
-	}
-	nb, err := json.Marshal(rep)
-	if err != nil {
-		return err
-	}
-	if err := fsutil.WriteFileAtomic(p, nb, 0o600); err != nil {
-		return fmt.Errorf("keep the report of edge %s: %w", rep.EdgeID, err)
-	}
-	if !exists {
-		s.reports++
-	}
-	return nil
-}
-
 // Edges lists the stored edge reports, by edge id.
-func (s *Store) Edges() []EdgeReport {
-	s.mu.Lock()
-	ents, _ := os.ReadDir(filepath.Join(s.dir, "edges"))
-	out := make([]EdgeReport, 0, len(ents))
-	for _, e := range ents {
-		b, err := os.ReadFile(filepath.Join(s.dir, "edges", e.Name()))
-		var rep EdgeReport
-		if err == nil && json.Unmarshal(b, &rep) == nil {
-			out = append(out, rep)
-		}
+func (s *Store) Edges() ([]EdgeReport, error) {
+	out, err := s.state.Reports()
+	if err != nil {
+		return nil, fmt.Errorf("edge reports: %w", err)
 	}
-	s.mu.Unlock()
 	sort.Slice(out, func(i, j int) bool { return out[i].EdgeID < out[j].EdgeID })
-	return out
+	return out, nil
 }
 
 func contains(list []string, v string) bool {
@@ -437,12 +421,4 @@ func contains(list []string, v string) bool {
 		}
 	}
 	return false
-}
-
-func (s *Store) saveLocked() error {
-	b, err := json.MarshalIndent(s.idx, "", " ")
-	if err != nil {
-		return err
-	}
-	return fsutil.WriteFileAtomic(filepath.Join(s.dir, "releases.json"), b, 0o644)
 }

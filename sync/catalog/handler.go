@@ -18,6 +18,18 @@ import (
 //	GET|HEAD /api/v1/content/{id}                  the item's bytes (Range, strong ETag)
 //	POST     /api/v1/uploads, PATCH /api/v1/uploads/{sha256}  resumable uploads (upload.go)
 func Handler(s *Store, log *slog.Logger) http.Handler {
+	return HandlerWith(s, log, HandlerOptions{})
+}
+
+// HandlerOptions change how Handler treats uploads.
+type HandlerOptions struct {
+	// Review holds verified school uploads for city staff to publish or
+	// reject (Store.Decide) instead of publishing them at once.
+	Review bool
+}
+
+// HandlerWith is Handler with options.
+func HandlerWith(s *Store, log *slog.Logger, opt HandlerOptions) http.Handler {
 	if log == nil {
 		log = slog.Default()
 	}
@@ -62,7 +74,7 @@ func Handler(s *Store, log *slog.Logger) http.Handler {
 		f, err := os.Open(media.BlobPath(s.BlobRoot(), it.SHA256))
 		if err != nil {
 			log.Error("catalogue blob missing", "id", id, "sha256", it.SHA256, "err", err)
-			httpapi.WriteError(w, http.StatusInternalServerError, "blob_missing", "the content of "+id+" is missing on the hub; re-import it")
+			httpapi.WriteError(w, http.StatusInternalServerError, "blob_missing", "the content of "+id+" is missing on this hub (DATA/blobs); re-import it, or, with several replicas, give them one shared blob directory (docs/CITY-CONSOLE.md)")
 			return
 		}
 		defer f.Close()
@@ -71,7 +83,7 @@ func Handler(s *Store, log *slog.Logger) http.Handler {
 		w.Header().Set("Cache-Control", "public, max-age=31536000, immutable")
 		http.ServeContent(w, r, "", time.Time{}, f)
 	})
-	(&uploads{s: s, log: log}).register(mux)
+	(&uploads{s: s, log: log, review: opt.Review}).register(mux)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, http.StatusNotFound, "not_found", "no such endpoint: "+r.Method+" "+r.URL.Path)
 	})

@@ -40,6 +40,9 @@ const maxUploadMeta = 8 << 10
 type uploads struct {
 	s   *Store
 	log *slog.Logger
+	// review holds verified uploads for city staff (Submit) instead of
+	// publishing them at once.
+	review bool
 
 	mu    sync.Mutex
 	locks map[string]*keyLock // per SHA-256: one writer per partial file
@@ -156,8 +159,15 @@ func (u *uploads) start(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteJSON(w, http.StatusOK, media.UploadState{Offset: prev.Size, Done: true})
 		return
 	}
+	// Waiting for review (or reviewed) counts as done for the edge: the hub
+	// holds the bytes, and a rejection is the city's answer, not a reason
+	// to send them again.
+	if u.review && u.s.Submitted(it.ID) {
+		httpapi.WriteJSON(w, http.StatusOK, media.UploadState{Offset: it.Size, Done: true})
+		return
+	}
 	if fi, err := os.Stat(media.BlobPath(u.s.BlobRoot(), it.SHA256)); err == nil && fi.Size() == it.Size {
-		if _, err := u.s.Put(it); err != nil {
+		if err := u.complete(it, caller); err != nil {
 			httpapi.WriteError(w, http.StatusBadRequest, "invalid_item", err.Error())
 			return
 		}
@@ -198,6 +208,16 @@ func (u *uploads) start(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	httpapi.WriteJSON(w, http.StatusOK, media.UploadState{Offset: off})
+}
+
+// complete takes a verified upload: into the catalogue, or, with review
+// on, into the queue city staff review.
+func (u *uploads) complete(it media.Item, from httpapi.Caller) error {
+	if !u.review {
+		_, err := u.s.Put(it)
+		return err
+	}
+	return u.s.Submit(Submission{Item: it, Edge: from.Edge, School: from.School, Received: time.Now().UTC()})
 }
 
 // readPending reads an upload's announcement.
@@ -380,12 +400,12 @@ func (u *uploads) patch(w http.ResponseWriter, r *http.Request) {
 	// Someone else's item with these bytes (made while this upload ran) is
 	// not rewritten.
 	if _, err := u.s.Get(it.ID); errors.Is(err, ErrNotFound) {
-		if _, err := u.s.Put(it); err != nil {
+		if err := u.complete(it, httpapi.Caller{Edge: p.Edge, School: p.School}); err != nil {
 			httpapi.WriteError(w, http.StatusInternalServerError, "internal", err.Error())
 			return
 		}
 	}
 	_ = os.Remove(meta)
-	u.log.Info("upload completed", "id", it.ID, "bytes", it.Size)
+	u.log.Info("upload completed", "id", it.ID, "bytes", it.Size, "school", p.School, "review", u.review)
 	httpapi.WriteJSON(w, http.StatusOK, media.UploadState{Offset: off, Done: true})
 }

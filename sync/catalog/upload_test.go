@@ -5,12 +5,14 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/campusedge/campusedge/edge/media"
 )
@@ -110,5 +112,83 @@ func TestUploadsResumableAndVerified(t *testing.T) {
 	}
 	if got, _ := st.Get(imported.ID); got.Title != "city lesson" {
 		t.Errorf("imported item changed: %+v", got)
+	}
+}
+
+// TestUploadReview: with review on, a verified upload waits for city staff
+// instead of entering the catalogue; re-announcing it is done; publishing
+// puts it in the catalogue with the reviewer's title, subject and grade,
+// once; a rejection needs a reason and publishes nothing.
+func TestUploadReview(t *testing.T) {
+	backends(t, func(t *testing.T, st *Store) { testUploadReview(t, st) })
+}
+
+func testUploadReview(t *testing.T, st *Store) {
+	srv := httptest.NewServer(HandlerWith(st, nil, HandlerOptions{Review: true}))
+	defer srv.Close()
+	send := func(content []byte, title string) media.Item {
+		t.Helper()
+		h := sha256.Sum256(content)
+		sum := hex.EncodeToString(h[:])
+		it := media.Item{ID: media.UploadID(sum), Title: title, MIME: "application/pdf", Size: int64(len(content)), SHA256: sum}
+		b, _ := json.Marshal(it)
+		if r, err := http.Post(srv.URL+"/api/v1/uploads", "application/json", bytes.NewReader(b)); err != nil || r.StatusCode != 200 {
+			t.Fatalf("announce: %v %v", r, err)
+		}
+		req, _ := http.NewRequest("PATCH", srv.URL+"/api/v1/uploads/"+sum, bytes.NewReader(content))
+		req.Header.Set("Upload-Offset", "0")
+		r, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var s media.UploadState
+		json.NewDecoder(r.Body).Decode(&s)
+		r.Body.Close()
+		if r.StatusCode != 200 || !s.Done {
+			t.Fatalf("upload: %d %+v", r.StatusCode, s)
+		}
+		// Announcing it again: done, the hub holds it.
+		r, _ = http.Post(srv.URL+"/api/v1/uploads", "application/json", bytes.NewReader(b))
+		json.NewDecoder(r.Body).Decode(&s)
+		r.Body.Close()
+		if !s.Done {
+			t.Fatalf("re-announcement of a submitted upload: %+v", s)
+		}
+		return it
+	}
+	a := send([]byte("worksheet one"), "分数练习")
+	b := send([]byte("worksheet two"), "bad")
+	if _, err := st.Get(a.ID); err == nil {
+		t.Fatal("an upload under review is in the catalogue")
+	}
+	if ch, _ := st.Changes(0, 10); len(ch.Items) != 0 {
+		t.Fatalf("edges would list %d unreviewed items", len(ch.Items))
+	}
+	subs, err := st.Submissions(SubmissionPending, "", 0)
+	if err != nil || len(subs) != 2 {
+		t.Fatalf("pending: %+v %v", subs, err)
+	}
+	if _, err := st.Decide(b.ID, Decision{Reviewer: "ada", At: time.Now()}); !errors.Is(err, media.ErrInvalid) {
+		t.Fatalf("rejection without a reason: %v", err)
+	}
+	if s, err := st.Decide(b.ID, Decision{Reason: "blurry scan", Reviewer: "ada", At: time.Now()}); err != nil || s.State != SubmissionRejected {
+		t.Fatalf("reject: %+v %v", s, err)
+	}
+	s, err := st.Decide(a.ID, Decision{Publish: true, Subject: "数学", Grade: "5", Reviewer: "ada", At: time.Now()})
+	if err != nil || s.State != SubmissionPublished {
+		t.Fatalf("publish: %+v %v", s, err)
+	}
+	it, err := st.Get(a.ID)
+	if err != nil || it.Title != "分数练习" || it.Subject != "数学" || it.Grade != "5" || it.Seq == 0 {
+		t.Fatalf("published item %+v %v", it, err)
+	}
+	if _, err := st.Get(b.ID); err == nil {
+		t.Fatal("a rejected upload is in the catalogue")
+	}
+	if _, err := st.Decide(a.ID, Decision{Publish: true, Reviewer: "bo", At: time.Now()}); !errors.Is(err, ErrDecided) {
+		t.Fatalf("second decision: %v", err)
+	}
+	if subs, _ := st.Submissions(SubmissionPending, "", 0); len(subs) != 0 {
+		t.Fatalf("still pending: %+v", subs)
 	}
 }

@@ -34,6 +34,10 @@ type Catalogue interface {
 	Get(id string) (media.Item, error)
 	Put(it media.Item) (media.Item, error)
 	Changes(since uint64, limit int) (media.Changes, error)
+	// ImportFile registers the content of r as an item titled after name.
+	ImportFile(name string, r io.Reader) (media.Item, error)
+	// Room reports an error when n more bytes do not fit on the hub's disk.
+	Room(n int64) error
 }
 
 // Config wires an API.
@@ -41,6 +45,11 @@ type Config struct {
 	Store     hub.Store
 	Catalogue Catalogue // nil: catalogue calls answer 501
 	Firmware  Firmware  // nil: firmware calls answer 501
+	// Reviews is the queue of school uploads; nil: upload calls answer 501.
+	Reviews Reviews
+	// Review says whether uploads wait for review (cityhub -upload-review);
+	// the console says so when they do not.
+	Review bool
 	// Pin is the pin of the TLS key edges will see, put in enrolment tokens.
 	Pin    func() (string, error)
 	Logger *slog.Logger
@@ -55,6 +64,8 @@ type API struct {
 	st        hub.Store
 	cat       Catalogue
 	fw        Firmware
+	rev       Reviews
+	review    bool
 	pin       func() (string, error)
 	log       *slog.Logger
 	now       func() time.Time
@@ -87,7 +98,7 @@ func New(cfg Config) *API {
 		cfg.Now = time.Now
 	}
 	dummy, _ := HashPassword("not-a-real-password")
-	a := &API{st: cfg.Store, cat: cfg.Catalogue, fw: cfg.Firmware, pin: cfg.Pin, log: cfg.Logger, now: cfg.Now, dummyHash: dummy, staffTok: cfg.StaffToken,
+	a := &API{st: cfg.Store, cat: cfg.Catalogue, fw: cfg.Firmware, rev: cfg.Reviews, review: cfg.Review, pin: cfg.Pin, log: cfg.Logger, now: cfg.Now, dummyHash: dummy, staffTok: cfg.StaffToken,
 		hashing: make(chan struct{}, maxHashing), mux: http.NewServeMux()}
 	city, school, editor := hub.RoleCityAdmin, hub.RoleSchoolAdmin, hub.RoleContentEditor
 	m := a.mux
@@ -104,6 +115,12 @@ func New(cfg Config) *API {
 	m.HandleFunc("POST /api/v1/admin/schools/{code}/imports/{kind}", a.guard(a.importDoc, city, school))
 	m.HandleFunc("GET /api/v1/admin/catalog", a.guard(a.listCatalogue, city, editor))
 	m.HandleFunc("PATCH /api/v1/admin/catalog/{id}", a.guard(a.editItem, city, editor))
+	m.HandleFunc("POST /api/v1/admin/catalog/items", a.guard(a.importItem, city, editor))
+	m.HandleFunc("GET /api/v1/admin/sync-health", a.guard(a.syncHealth, city))
+	m.HandleFunc("GET /api/v1/admin/uploads", a.guard(a.listUploads, city, editor, school))
+	m.HandleFunc("GET /api/v1/admin/uploads/{id}/content", a.guard(a.uploadContent, city, editor, school))
+	m.HandleFunc("POST /api/v1/admin/uploads/{id}/publish", a.guard(a.decideUpload(true), city, editor))
+	m.HandleFunc("POST /api/v1/admin/uploads/{id}/reject", a.guard(a.decideUpload(false), city, editor))
 	m.HandleFunc("GET /api/v1/admin/firmware", a.guard(a.listFirmware, city))
 	m.HandleFunc("POST /api/v1/admin/firmware/{target}/{version}/rollout", a.guard(a.setRollout, city))
 	m.HandleFunc("GET /api/v1/admin/accounts", a.guard(a.listAccounts, city))
@@ -113,6 +130,13 @@ func New(cfg Config) *API {
 		http.Redirect(w, r, "/console/", http.StatusMovedPermanently)
 	})
 	return a
+}
+
+// Handle adds a route to the admin API behind its sign-in and role check
+// (no roles: any signed-in staff); cityhub adds the routes whose code is
+// its own (exports).
+func (a *API) Handle(pattern string, h func(w http.ResponseWriter, r *http.Request, p Principal), roles ...string) {
+	a.mux.HandleFunc(pattern, a.guard(h, roles...))
 }
 
 // ServeHTTP implements http.Handler.
@@ -203,11 +227,19 @@ type EdgeView struct {
 	CertNotAfter time.Time `json:"cert_not_after"`
 	// Health: ok, offline, never_seen, revoked, cert_expiring, cert_expired.
 	Health string `json:"health"`
+	// Backlog is the edge's outbox as it last reported it: records not yet
+	// at the hub and the age of the oldest; BacklogKnown is false for an
+	// edge that does not report it (older versions).
+	BacklogKnown  bool      `json:"backlog_known"`
+	Backlog       uint64    `json:"backlog"`
+	BacklogOldest int64     `json:"backlog_oldest_seconds"`
+	BacklogAt     time.Time `json:"backlog_at"`
 }
 
 func (a *API) view(e hub.Edge, now time.Time) EdgeView {
 	v := EdgeView{ID: e.ID, School: e.School, Enrolled: e.Enrolled, Revoked: e.Revoked, Acked: e.Acked, Seen: e.Seen,
-		Version: e.Version, CertNotAfter: e.CertNotAfter}
+		Version: e.Version, CertNotAfter: e.CertNotAfter,
+		BacklogKnown: !e.BacklogAt.IsZero(), Backlog: e.Backlog, BacklogOldest: e.BacklogOldest, BacklogAt: e.BacklogAt}
 	v.Online = !e.Seen.IsZero() && now.Sub(e.Seen) < OnlineWindow && !e.Revoked
 	switch {
 	case e.Revoked:

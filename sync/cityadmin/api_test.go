@@ -3,12 +3,21 @@ package cityadmin_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"net/http"
 	neturl "net/url"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/campusedge/campusedge/edge/buildinfo"
+	"github.com/campusedge/campusedge/edge/media"
+	"github.com/campusedge/campusedge/firmware/bundle"
+	"github.com/campusedge/campusedge/firmware/release"
+	"github.com/campusedge/campusedge/sync/catalog"
 	"github.com/campusedge/campusedge/sync/cityadmin"
 	"github.com/campusedge/campusedge/sync/hub"
 	"github.com/campusedge/campusedge/sync/internal/pgtest"
@@ -196,18 +205,44 @@ func mustEnrolment(t testing.TB, e *testEdge) uplink.Enrolment {
 
 // TestTwoReplicasOnePostgres: two admin API replicas on one database: a
 // sign-in on one is a session on the other, a school added on one is
-// listed by the other, a token revoked on one cannot enrol through the
-// other, and signing out on one ends the session on both.
+// listed by the other, a catalogue edit and a firmware rollout wave made
+// on one are what the other lists (and answers edges) at once, a school
+// upload published on one is in the other's catalogue, a token revoked
+// on one cannot enrol through the other, and signing out on one ends the
+// session on both.
 func TestTwoReplicasOnePostgres(t *testing.T) {
 	url := pgtest.DB(t)
 	var hs [2]*testHub
+	var cats [2]*catalog.Store
+	var fws [2]*release.Store
+	var bundlePath string
 	for i := range hs {
 		st, err := hub.OpenPG(t.Context(), url)
 		if err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { _ = st.Close() })
-		hs[i] = startHub(t, st)
+		// Each replica its own data dir: only the database is shared. A
+		// holds the release key it publishes with.
+		data := t.TempDir()
+		if i == 0 {
+			bundlePath = makeBundle(t, data, "1.2.0")
+		}
+		if cats[i], err = catalog.OpenPG(t.Context(), data, url); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = cats[i].Close() })
+		ps, err := release.OpenPGState(t.Context(), url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(ps.Close)
+		if fws[i], err = release.OpenWith(data, ps); err != nil {
+			t.Fatal(err)
+		}
+		hs[i] = startHub(t, st, func(c *cityadmin.Config) {
+			c.Catalogue, c.Reviews, c.Review, c.Firmware = cats[i], cats[i], true, releaseConsole{fws[i]}
+		})
 	}
 	a := hs[0].client(t)
 	a.login("ada", mustAccount(t, hs[0].St, "ada", hub.RoleCityAdmin, ""))
@@ -221,6 +256,68 @@ func TestTwoReplicasOnePostgres(t *testing.T) {
 	if code := b.do("GET", "/api/v1/admin/schools", nil, &schools); code != 200 || len(schools.Schools) != 1 || schools.Schools[0].Code != "east" {
 		t.Fatalf("schools on B: %d %+v", code, schools)
 	}
+
+	// Catalogue: an item (imported through A's store), edited on A, is
+	// listed edited by B and pulled edited from B by edges.
+	it, err := cats[0].Put(media.Item{ID: "fractions", Title: "分数", MIME: "video/mp4", Size: 5, SHA256: strings.Repeat("ab", 32)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code := a.do("PATCH", "/api/v1/admin/catalog/"+it.ID, map[string]string{"subject": "数学", "grade": "5"}, nil); code != 200 {
+		t.Fatalf("edit on A: %d", code)
+	}
+	var items struct{ Items []media.Item }
+	if code := b.do("GET", "/api/v1/admin/catalog", nil, &items); code != 200 || len(items.Items) != 1 || items.Items[0].Subject != "数学" || items.Items[0].Grade != "5" {
+		t.Fatalf("catalogue on B after the edit on A: %d %+v", code, items)
+	}
+	if ch, err := cats[1].Changes(0, 10); err != nil || len(ch.Items) != 1 || ch.Items[0].Subject != "数学" {
+		t.Fatalf("edges' catalogue pull from B: %+v %v", ch, err)
+	}
+	// A school upload waiting for review, published on B, is in A's catalogue.
+	up := media.Item{ID: media.UploadID(strings.Repeat("cd", 32)), Title: "作业", MIME: "application/pdf", Size: 3, SHA256: strings.Repeat("cd", 32)}
+	if err := cats[0].Submit(catalog.Submission{Item: up, School: "east", Received: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	if code := b.do("POST", "/api/v1/admin/uploads/"+up.ID+"/publish", map[string]string{"subject": "语文"}, nil); code != 200 {
+		t.Fatalf("publish on B: %d", code)
+	}
+	if got, err := cats[0].Get(up.ID); err != nil || got.Subject != "语文" {
+		t.Fatalf("A's catalogue after publishing on B: %+v %v", got, err)
+	}
+	// Firmware: a release at wave 1 %, advanced to 5 % on A; B lists 5 %
+	// and answers an edge in the 5 % wave with it.
+	bf, err := os.Open(bundlePath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = fws[0].Publish(bf, release.Stable, 1)
+	bf.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code := a.do("POST", "/api/v1/admin/firmware/linux-amd64/1.2.0/rollout", map[string]any{"channel": "stable", "rollout_percent": 5}, nil); code != 200 {
+		t.Fatalf("advance on A: %d", code)
+	}
+	var fw struct {
+		Releases []cityadmin.RolloutView `json:"releases"`
+	}
+	if code := b.do("GET", "/api/v1/admin/firmware", nil, &fw); code != 200 || len(fw.Releases) != 1 || fw.Releases[0].Rollout != 5 || fw.Releases[0].NextWave != 25 {
+		t.Fatalf("firmware on B after the wave on A: %d %+v", code, fw)
+	}
+	var inWave string
+	for i := 0; inWave == ""; i++ {
+		if id := fmt.Sprintf("edge%d", i); release.InRollout(id, "linux-amd64", "1.2.0", 5) && !release.InRollout(id, "linux-amd64", "1.2.0", 1) {
+			inWave = id
+		}
+	}
+	rel, err := fws[1].Answer(release.Check{EdgeID: inWave, Product: "campusedge", Target: "linux-amd64", Channel: release.Stable, Version: "1.1.0"})
+	if err != nil || rel == nil || rel.Version != "1.2.0" {
+		t.Fatalf("B's answer to an edge of the 5 %% wave: %+v %v", rel, err)
+	}
+	if reps, err := fws[0].Edges(); err != nil || len(reps) != 1 || reps[0].EdgeID != inWave {
+		t.Fatalf("the edge's report made to B, listed by A: %+v %v", reps, err)
+	}
+
 	var tok cityadmin.IssuedToken
 	b.do("POST", "/api/v1/admin/schools/east/tokens", map[string]int{}, &tok)
 	if code := a.do("POST", "/api/v1/admin/schools/east/tokens/"+tok.ID+"/revoke", nil, nil); code != 200 {
@@ -315,4 +412,57 @@ func TestSignInFlood(t *testing.T) {
 		t.Fatalf("answers to a flood of wrong sign-ins: %v", seen)
 	}
 	h.client(t).login("ada", pw)
+}
+
+// releaseConsole is the release channel as the console sees it (cityhub's
+// own adapter lives in package main).
+type releaseConsole struct{ st *release.Store }
+
+func (f releaseConsole) Releases() ([]cityadmin.FirmwareRelease, error) {
+	rels, err := f.st.Releases()
+	var out []cityadmin.FirmwareRelease
+	for _, r := range rels {
+		out = append(out, cityadmin.FirmwareRelease{Target: r.Target, Version: r.Version, Channel: r.Channel, Rollout: r.Rollout, Published: r.Published})
+	}
+	return out, err
+}
+
+func (f releaseConsole) SetRollout(target, version, channel string, pct int) (cityadmin.FirmwareRelease, error) {
+	r, err := f.st.SetRollout(target, version, channel, pct)
+	if errors.Is(err, release.ErrNotFound) {
+		return cityadmin.FirmwareRelease{}, cityadmin.ErrNoRelease
+	}
+	return cityadmin.FirmwareRelease{Target: r.Target, Version: r.Version, Channel: r.Channel, Rollout: r.Rollout, Published: r.Published}, err
+}
+
+func (f releaseConsole) Edges() ([]cityadmin.FirmwareEdge, error) {
+	reps, err := f.st.Edges()
+	var out []cityadmin.FirmwareEdge
+	for _, e := range reps {
+		out = append(out, cityadmin.FirmwareEdge{EdgeID: e.EdgeID, Target: e.Target, Channel: e.Channel, Version: e.Version, State: e.State})
+	}
+	return out, err
+}
+
+// makeBundle makes a release key trusted by the hub of data and a signed
+// bundle of version with it; it returns the bundle's path.
+func makeBundle(t *testing.T, data, version string) string {
+	t.Helper()
+	_, pubPath, err := bundle.GenerateKey(filepath.Join(data, "firmware", "release-keys"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := bundle.LoadPrivateKey(strings.TrimSuffix(pubPath, ".pub") + ".key")
+	if err != nil {
+		t.Fatal(err)
+	}
+	payload := t.TempDir()
+	if err := os.WriteFile(filepath.Join(payload, "edged"), []byte("bin"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(t.TempDir(), "fw.bundle")
+	if _, err := bundle.Create(bundle.Build{Dir: payload, Product: "campusedge", Target: "linux-amd64", Version: version, Entry: "edged"}, key, out); err != nil {
+		t.Fatal(err)
+	}
+	return out
 }

@@ -72,6 +72,9 @@ type Principal struct {
 	Kind   string `json:"kind"` // cookie or api
 }
 
+// Can reports whether p may act on school (school admins: their own only).
+func (p Principal) Can(school string) bool { return p.can(school) }
+
 // can reports whether p may act on school (school admins: their own only).
 func (p Principal) can(school string) bool {
 	return p.Role == hub.RoleCityAdmin || (p.Role == hub.RoleSchoolAdmin && p.School == school)

@@ -12,9 +12,9 @@ import (
 // Firmware is the hub's release channel as the console uses it; cityhub
 // adapts firmware/release to it (sync does not import firmware).
 type Firmware interface {
-	Releases() []FirmwareRelease
+	Releases() ([]FirmwareRelease, error)
 	SetRollout(target, version, channel string, percent int) (FirmwareRelease, error)
-	Edges() []FirmwareEdge
+	Edges() ([]FirmwareEdge, error)
 }
 
 // ErrNoRelease is what SetRollout wraps for an unknown release.
@@ -66,9 +66,18 @@ func (a *API) listFirmware(w http.ResponseWriter, _ *http.Request, _ Principal) 
 		httpapi.WriteError(w, http.StatusNotImplemented, "no_firmware", "this hub serves no firmware channel")
 		return
 	}
-	edges := a.fw.Edges()
+	edges, err := a.fw.Edges()
+	if err != nil {
+		a.storeErr(w, "firmware reports", err)
+		return
+	}
+	rels, err := a.fw.Releases()
+	if err != nil {
+		a.storeErr(w, "firmware releases", err)
+		return
+	}
 	out := []RolloutView{}
-	for _, r := range a.fw.Releases() {
+	for _, r := range rels {
 		v := RolloutView{FirmwareRelease: r, NextWave: nextWave(r.Rollout)}
 		for _, e := range edges {
 			if e.Target != r.Target || e.Channel != r.Channel {

@@ -47,12 +47,16 @@ type testHub struct {
 	Pin string
 }
 
-func startHub(t testing.TB, st hub.Store) *testHub {
+func startHub(t testing.TB, st hub.Store, opts ...func(*cityadmin.Config)) *testHub {
 	t.Helper()
 	mux := http.NewServeMux()
 	mux.Handle("/api/v1/sync/", hub.NewServer(hub.Config{Store: st, Logger: quiet()}))
 	h := &testHub{St: st}
-	admin := cityadmin.New(cityadmin.Config{Store: st, Logger: quiet(), Pin: func() (string, error) { return h.Pin, nil }})
+	cfg := cityadmin.Config{Store: st, Logger: quiet(), Pin: func() (string, error) { return h.Pin, nil }}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	admin := cityadmin.New(cfg)
 	mux.Handle("/api/v1/admin/", admin)
 	mux.Handle("/console/", admin)
 	h.Srv = httptest.NewTLSServer(mux)

@@ -43,6 +43,9 @@ func applyNote(e *Edge, n EdgeNote) {
 	if !n.CertNotAfter.IsZero() {
 		e.CertNotAfter = n.CertNotAfter.UTC()
 	}
+	if n.Backlog != nil && !n.Seen.IsZero() {
+		e.Backlog, e.BacklogOldest, e.BacklogAt = n.Backlog.Records, int64(n.Backlog.Oldest/time.Second), n.Seen.UTC()
+	}
 }
 
 // EnrolTokens implements Store.

@@ -59,7 +59,7 @@ func OpenBolt(dir string) (*BoltStore, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := store.CreateBuckets(db, bSchools, bTokens, bEdges, bNonces, bRecords, bChanges, bMeta, bAccounts, bSessions); err != nil {
+	if err := store.CreateBuckets(db, bSchools, bTokens, bEdges, bNonces, bRecords, bChanges, bMeta, bAccounts, bSessions, bHealth); err != nil {
 		_ = db.Close()
 		return nil, fmt.Errorf("init %s: %w", path, err)
 	}

@@ -15,6 +15,9 @@ const pgStaffSchema = `
 ALTER TABLE edges ADD COLUMN IF NOT EXISTS seen timestamptz NOT NULL DEFAULT 'epoch';
 ALTER TABLE edges ADD COLUMN IF NOT EXISTS version text NOT NULL DEFAULT '';
 ALTER TABLE edges ADD COLUMN IF NOT EXISTS cert_not_after timestamptz NOT NULL DEFAULT 'epoch';
+ALTER TABLE edges ADD COLUMN IF NOT EXISTS backlog bigint NOT NULL DEFAULT 0;
+ALTER TABLE edges ADD COLUMN IF NOT EXISTS backlog_oldest bigint NOT NULL DEFAULT 0;
+ALTER TABLE edges ADD COLUMN IF NOT EXISTS backlog_at timestamptz NOT NULL DEFAULT 'epoch';
 CREATE TABLE IF NOT EXISTS accounts (
 	username text PRIMARY KEY, role text NOT NULL, school text NOT NULL DEFAULT '', hash text NOT NULL,
 	created timestamptz NOT NULL, disabled boolean NOT NULL DEFAULT false);
@@ -36,11 +39,19 @@ func zeroEpoch(t time.Time) time.Time {
 
 // NoteEdge implements Store.
 func (s *PGStore) NoteEdge(ctx context.Context, id string, n EdgeNote) error {
+	var backlogAt *time.Time
+	var backlog, oldest int64
+	if n.Backlog != nil && !n.Seen.IsZero() {
+		backlogAt, backlog, oldest = nullTime(n.Seen), int64(n.Backlog.Records), int64(n.Backlog.Oldest/time.Second)
+	}
 	tag, err := s.pool.Exec(ctx, `UPDATE edges SET
 		seen = CASE WHEN $2::timestamptz IS NULL THEN seen ELSE $2 END,
 		version = CASE WHEN $3 = '' THEN version ELSE $3 END,
-		cert_not_after = CASE WHEN $4::timestamptz IS NULL THEN cert_not_after ELSE $4 END
-		WHERE id = $1`, id, nullTime(n.Seen), n.Version, nullTime(n.CertNotAfter))
+		cert_not_after = CASE WHEN $4::timestamptz IS NULL THEN cert_not_after ELSE $4 END,
+		backlog = CASE WHEN $5::timestamptz IS NULL THEN backlog ELSE $6 END,
+		backlog_oldest = CASE WHEN $5::timestamptz IS NULL THEN backlog_oldest ELSE $7 END,
+		backlog_at = CASE WHEN $5::timestamptz IS NULL THEN backlog_at ELSE $5 END
+		WHERE id = $1`, id, nullTime(n.Seen), n.Version, nullTime(n.CertNotAfter), backlogAt, backlog, oldest)
 	if err == nil && tag.RowsAffected() == 0 {
 		return fmt.Errorf("edge %s: %w", id, ErrNotFound)
 	}

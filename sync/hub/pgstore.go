@@ -53,7 +53,7 @@ func OpenPG(ctx context.Context, url string) (*PGStore, error) {
 		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", int64(pgLockKey)); err != nil {
 			return err
 		}
-		_, err := tx.Exec(ctx, pgSchema+pgStaffSchema)
+		_, err := tx.Exec(ctx, pgSchema+pgStaffSchema+pgHealthSchema)
 		return err
 	})
 	if err != nil {
@@ -153,14 +153,15 @@ func (s *PGStore) Enrol(ctx context.Context, hash []byte, e Edge, now time.Time)
 	return e, err
 }
 
-const edgeCols = "id, school, public_key, enrolled, revoked, acked, seen, version, cert_not_after"
+const edgeCols = "id, school, public_key, enrolled, revoked, acked, seen, version, cert_not_after, backlog, backlog_oldest, backlog_at"
 
 func scanEdge(r pgx.Row) (Edge, error) {
 	var e Edge
-	var acked int64
-	err := r.Scan(&e.ID, &e.School, &e.PublicKey, &e.Enrolled, &e.Revoked, &acked, &e.Seen, &e.Version, &e.CertNotAfter)
-	e.Acked = uint64(acked)
-	e.Seen, e.CertNotAfter = zeroEpoch(e.Seen), zeroEpoch(e.CertNotAfter)
+	var acked, backlog int64
+	err := r.Scan(&e.ID, &e.School, &e.PublicKey, &e.Enrolled, &e.Revoked, &acked, &e.Seen, &e.Version, &e.CertNotAfter,
+		&backlog, &e.BacklogOldest, &e.BacklogAt)
+	e.Acked, e.Backlog = uint64(acked), uint64(backlog)
+	e.Seen, e.CertNotAfter, e.BacklogAt = zeroEpoch(e.Seen), zeroEpoch(e.CertNotAfter), zeroEpoch(e.BacklogAt)
 	return e, err
 }
 

@@ -35,6 +35,8 @@ type Server struct {
 	log   *slog.Logger
 	now   func() time.Time
 	mux   *http.ServeMux
+	// counts is the health series' tally (nil: not kept).
+	counts *SyncCounts
 
 	batches  *prometheus.CounterVec
 	records  *prometheus.CounterVec
@@ -53,6 +55,9 @@ type Config struct {
 	// Staff says whether a bearer token is a city staff credential (Gate);
 	// nil: no staff credential, only enrolled edges pass.
 	Staff func(token string) bool
+	// Counts, when set, counts records received and sync requests answered
+	// with an error, for the city's sync health series.
+	Counts *SyncCounts
 }
 
 // Issuer is the city CA as the sync server uses it: sign a checked CSR for
@@ -71,7 +76,7 @@ func NewServer(cfg Config) *Server {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	s := &Server{st: cfg.Store, ca: cfg.CA, staff: cfg.Staff, log: cfg.Logger, now: cfg.Now, mux: http.NewServeMux(),
+	s := &Server{st: cfg.Store, ca: cfg.CA, staff: cfg.Staff, log: cfg.Logger, now: cfg.Now, mux: http.NewServeMux(), counts: cfg.Counts,
 		batches:  prometheus.NewCounterVec(prometheus.CounterOpts{Name: "cityhub_sync_batches_total", Help: "Batches received, by result."}, []string{"result"}),
 		records:  prometheus.NewCounterVec(prometheus.CounterOpts{Name: "cityhub_sync_records_total", Help: "Records received: new or duplicate."}, []string{"kind"}),
 		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "cityhub_sync_rejected_requests_total", Help: "Refused edge requests by error code."}, []string{"code"}),
@@ -90,7 +95,7 @@ func NewServer(cfg Config) *Server {
 // ServeHTTP implements http.Handler; every answer carries the hub's time.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set(wire.HeaderHubTime, strconv.FormatInt(s.now().UnixMilli(), 10))
-	s.mux.ServeHTTP(w, r)
+	s.countErrors(w, r)
 }
 
 func (s *Server) fail(w http.ResponseWriter, status int, code, msg string) {
@@ -237,16 +242,26 @@ const HeaderVersion = wire.HeaderVersion
 const seenPrecision = 30 * time.Second
 
 // noteSeen records the edge's call for the city console; a failure is only
-// logged, since sync itself does not depend on it.
+// logged, since sync itself does not depend on it. The backlog an edge
+// reports (wire.HeaderBacklog) is written at the same pace, and at once
+// when it empties or starts, so the console never shows a drained edge as
+// behind for long.
 func (s *Server) noteSeen(r *http.Request, e Edge, now time.Time) {
 	v := r.Header.Get(HeaderVersion)
 	if len(v) > 64 {
 		v = v[:64]
 	}
-	if now.Sub(e.Seen) < seenPrecision && (v == "" || v == e.Version) {
+	var bl *wire.Backlog
+	if h := r.Header.Get(wire.HeaderBacklog); h != "" {
+		if b, err := wire.ParseBacklog(h); err == nil {
+			bl = &b
+		}
+	}
+	flipped := bl != nil && (e.BacklogAt.IsZero() || (bl.Records == 0) != (e.Backlog == 0))
+	if now.Sub(e.Seen) < seenPrecision && (v == "" || v == e.Version) && !flipped {
 		return
 	}
-	if err := s.st.NoteEdge(r.Context(), e.ID, EdgeNote{Seen: now, Version: v}); err != nil {
+	if err := s.st.NoteEdge(r.Context(), e.ID, EdgeNote{Seen: now, Version: v, Backlog: bl}); err != nil {
 		s.log.Warn("note edge seen", "edge", e.ID, "err", err)
 	}
 }
@@ -329,6 +344,9 @@ func (s *Server) batch(w http.ResponseWriter, r *http.Request, e Edge, body []by
 	s.batches.WithLabelValues("ok").Inc()
 	s.records.WithLabelValues("new").Add(float64(res.Accepted))
 	s.records.WithLabelValues("duplicate").Add(float64(res.Dups))
+	if s.counts != nil {
+		s.counts.records.Add(uint64(res.Accepted))
+	}
 	s.log.Debug("batch", "edge", e.ID, "school", e.School, "first", b.Records[0].Seq, "n", len(b.Records), "new", res.Accepted, "dups", res.Dups, "acked", res.Acked)
 	httpapi.WriteJSON(w, http.StatusOK, wire.Ack{Acked: res.Acked, Accepted: res.Accepted, Dups: res.Dups,
 		Edge: e.ID, Nonce: r.Header.Get(wire.HeaderNonce)}) // the nonce authEdge verified

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/campusedge/campusedge/sync/hub"
+	"github.com/campusedge/campusedge/sync/wire"
 )
 
 // TestStaffAccountsSessionsTokensNotes: accounts, sessions (expiry, delete),
@@ -92,6 +93,19 @@ func TestStaffAccountsSessionsTokensNotes(t *testing.T) {
 		e, err := st.Edge(ctx, "e1")
 		if err != nil || !e.Seen.Equal(now) || e.Version != "v1.2" || !e.CertNotAfter.Equal(exp) || e.Acked != 3 {
 			t.Fatalf("edge after notes %+v %v", e, err)
+		}
+		if !e.BacklogAt.IsZero() {
+			t.Fatalf("an edge that never reported a backlog has one: %+v", e)
+		}
+		later := now.Add(time.Minute)
+		if err := st.NoteEdge(ctx, "e1", hub.EdgeNote{Seen: later, Backlog: &wire.Backlog{Records: 42, Oldest: 90 * time.Second}}); err != nil {
+			t.Fatal(err)
+		}
+		if err := st.NoteEdge(ctx, "e1", hub.EdgeNote{CertNotAfter: exp}); err != nil { // no backlog: kept
+			t.Fatal(err)
+		}
+		if e, _ = st.Edge(ctx, "e1"); e.Backlog != 42 || e.BacklogOldest != 90 || !e.BacklogAt.Equal(later) || !e.Seen.Equal(later) {
+			t.Fatalf("edge after a backlog report %+v", e)
 		}
 		if err := st.NoteEdge(ctx, "nope", hub.EdgeNote{Seen: now}); !errors.Is(err, hub.ErrNotFound) {
 			t.Fatalf("note unknown edge: %v", err)

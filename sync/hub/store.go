@@ -56,6 +56,12 @@ type Edge struct {
 	Seen         time.Time `json:"seen"`
 	Version      string    `json:"version,omitempty"`
 	CertNotAfter time.Time `json:"cert_not_after"`
+	// Backlog is the edge's outbox backlog as it last reported it
+	// (wire.HeaderBacklog) at BacklogAt; BacklogAt is zero for an edge
+	// that never reported one (older versions).
+	Backlog       uint64    `json:"backlog"`
+	BacklogOldest int64     `json:"backlog_oldest_seconds"`
+	BacklogAt     time.Time `json:"backlog_at"`
 }
 
 // EdgeNote is what the hub learnt about an edge; zero fields leave the
@@ -64,6 +70,8 @@ type EdgeNote struct {
 	Seen         time.Time
 	Version      string
 	CertNotAfter time.Time
+	// Backlog, when set, replaces the stored backlog, reported at Seen.
+	Backlog *wire.Backlog
 }
 
 // EnrolToken is an enrolment token as the city lists it: never the
@@ -176,6 +184,14 @@ type Store interface {
 	// expired.
 	Session(ctx context.Context, hash []byte, now time.Time) (Session, error)
 	DeleteSession(ctx context.Context, hash []byte) error
+
+	// AddSyncCounts adds records and errors to the slot's point.
+	AddSyncCounts(ctx context.Context, slot time.Time, records, errors uint64) error
+	// SampleSync sets the slot's gauges (Online, Edges, Backlog) and drops
+	// the points of slots before prune.
+	SampleSync(ctx context.Context, slot time.Time, online, edges int, backlog uint64, prune time.Time) error
+	// SyncPoints lists the points from since on, oldest first.
+	SyncPoints(ctx context.Context, since time.Time) ([]SyncPoint, error)
 	Close() error
 }
 

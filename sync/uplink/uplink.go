@@ -632,6 +632,14 @@ func (u *Uplink) doSigned(ctx context.Context, method, pathQuery, contentType st
 			req.Header.Set("Content-Type", contentType)
 		}
 		req.Header.Set(wire.HeaderVersion, buildinfo.Version) // for the city console
+		// Likewise the outbox backlog, for the city's view of who is behind.
+		if ob, err := u.cfg.Outbox.Stats(); err == nil {
+			bl := wire.Backlog{Records: ob.Backlog}
+			if ob.Backlog > 0 && !ob.Oldest.IsZero() {
+				bl.Oldest = max(0, u.cfg.Outbox.Now().Sub(ob.Oldest))
+			}
+			req.Header.Set(wire.HeaderBacklog, bl.String())
+		}
 		now := u.cfg.Outbox.Now().Add(time.Duration(u.offset.Load()) * time.Millisecond)
 		if err := wire.Sign(req, u.cfg.Identity, now, body); err != nil {
 			cancel()
