@@ -113,7 +113,7 @@ func (s *Subscriber) measure(c *chooser, now time.Time) bool {
 	s.lossPPM.Store(int64(c.loss * 1e6))
 	overuse := false
 	s.bweMu.Lock()
-	bwe := s.bwe
+	bwe := s.gate.estimator() // nil while the gate is shut
 	s.bweMu.Unlock()
 	if bwe != nil {
 		// Overuse on two ticks in a row: one keyframe's burst through a
@@ -181,11 +181,28 @@ func (s *Subscriber) chooseOnce(c *chooser, now time.Time) {
 			layered = append(layered, t)
 		}
 	}
+	if len(layered) > 0 {
+		s.openGate()
+	}
 	for _, t := range video {
 		s.paceFor(t, c)
 	}
 	for _, t := range layered {
 		s.chooseFor(c, t, len(layered), congested, now)
+	}
+}
+
+// openGate lets the estimator see this subscriber's packets and feedback
+// from now on: it has a layer to choose (bwegate.go). The gate stays open
+// for the connection's life: a publisher that stops sending simulcast for
+// a moment (a layer idle, a renegotiation) must not reset the estimate.
+func (s *Subscriber) openGate() {
+	s.bweMu.Lock()
+	g := s.gate
+	s.bweMu.Unlock()
+	if g != nil && !g.open.Swap(true) {
+		s.sfu.estimating.Add(1)
+		s.sfu.log.Debug("subscriber has simulcast: estimating its link", "room", s.room, "subscriber", s.id)
 	}
 }
 
@@ -358,6 +375,9 @@ type Link struct {
 	Budget, Target int64
 	Loss           float64 // recent loss ratio from its TWCC feedback
 	VideoPaused    bool
+	// Estimating: gcc runs on this link (it receives simulcast); Target
+	// is 0 while it does not.
+	Estimating bool
 }
 
 // Links returns the links of roomID's subscribers.
@@ -390,6 +410,9 @@ func (s *SFU) AllLinks() []Link {
 func (s *Subscriber) link() Link {
 	l := Link{Subscriber: s.id, Layer: -1, Budget: s.budget.Load(), Target: s.target.Load(),
 		Loss: float64(s.lossPPM.Load()) / 1e6, VideoPaused: s.cong.videoPaused.Load()}
+	s.bweMu.Lock()
+	l.Estimating = s.gate.estimator() != nil
+	s.bweMu.Unlock()
 	for _, t := range s.videoTracks() {
 		if !t.layered() {
 			continue

@@ -11,7 +11,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/pion/interceptor/pkg/cc"
 	"github.com/pion/rtcp"
 	"github.com/pion/webrtc/v4"
 )
@@ -36,10 +35,11 @@ type Subscriber struct {
 	pc     *webrtc.PeerConnection
 	tracks []*subTrack
 
-	// bwe is the send-side estimate of pc's link (nil until pc exists),
-	// under its own lock: newPC runs both with and without mu held.
+	// gate holds the send-side estimator of pc's link (nil until pc
+	// exists, or when layers are not chosen), under its own lock: newPC
+	// runs both with and without mu held.
 	bweMu sync.Mutex
-	bwe   cc.BandwidthEstimator
+	gate  *bweGate
 
 	cong congestion
 	tx   atomic.Uint64 // bytes sent to this subscriber, padding included
@@ -73,12 +73,12 @@ func (s *Subscriber) watches(p *Publisher) bool {
 }
 
 func (s *Subscriber) newPC() (*webrtc.PeerConnection, error) {
-	pc, bwe, err := s.sfu.newSubscriberPC(s.pcCfg)
+	pc, gate, err := s.sfu.newSubscriberPC(s.pcCfg)
 	if err != nil {
 		return nil, err
 	}
 	s.bweMu.Lock()
-	s.bwe = bwe
+	s.gate = gate
 	s.bweMu.Unlock()
 	pc.OnConnectionStateChange(func(st webrtc.PeerConnectionState) {
 		s.sfu.log.Debug("subscriber connection state", "room", s.room, "subscriber", s.id, "state", st.String())
