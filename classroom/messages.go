@@ -113,6 +113,10 @@ type Welcome struct {
 	ParticipantID    string `json:"participant_id"`
 	EdgeID           string `json:"edge_id,omitempty"`
 	HeartbeatSeconds int    `json:"heartbeat_s"`
+	// Layers: the edge chooses a simulcast layer per subscriber, so a
+	// publisher should send its video as layers (rid); false, every
+	// subscriber gets the top layer and one encoding is enough.
+	Layers bool `json:"layers,omitempty"`
 }
 
 // Participant is one joined connection as others see it.

@@ -54,7 +54,7 @@ async function openCamera() {
     return null;
   }
   try {
-    return await navigator.mediaDevices.getUserMedia({ video: { width: 640, height: 360 }, audio: true });
+    return await navigator.mediaDevices.getUserMedia(CAMERA_CONSTRAINTS); // layers.js
   } catch (e) {
     $("setup-error").textContent = MEDIA_TEXT.cameraFailed + e.message;
     T.errors.push("camera: " + e.message);
@@ -152,6 +152,7 @@ async function connectMaster(token) {
     error: (m) => T.errors.push(m.code + ": " + m.message),
   });
   T.conn = conn;
+  conn.sendOpts = { simulcast: true }; // the lesson's camera as layers, when the edge chooses them (layers.js)
   try {
     await conn.open();
     await conn.subscribe((track, sid) => {
@@ -175,7 +176,10 @@ $("share").onclick = async () => {
     return;
   }
   try {
-    const screen = await navigator.mediaDevices.getDisplayMedia({ video: true });
+    // The screen is its own track: full resolution at a low frame rate,
+    // marked as detail (text) so the encoder keeps it sharp (layers.js).
+    const screen = await navigator.mediaDevices.getDisplayMedia({ video: { width: { ideal: 1920 }, height: { ideal: 1080 }, frameRate: { ideal: 5, max: 15 } } });
+    screen.getVideoTracks().forEach((t) => { t.contentHint = "detail"; });
     screen.getTracks().forEach((t) => T.media.addTrack(t));
     await T.conn.publish(T.media); // renegotiate: the screen is a second video track of "master"
     T.sharing = true;

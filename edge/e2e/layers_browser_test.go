@@ -1,0 +1,170 @@
+//go:build linux
+
+package e2e
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+
+	"github.com/campusedge/campusedge/edge/browsertest"
+	"github.com/campusedge/campusedge/edge/certs"
+	"github.com/campusedge/campusedge/edge/netnstest"
+)
+
+// The classroom's link in TestTeacherPublishesSimulcastThinClassroom: what
+// the bridge lets through to host C, and how long its decoding is watched.
+const (
+	thinLink    = "500kbit"
+	thinWatched = 20 * time.Second
+)
+
+// TestTeacherPublishesSimulcastThinClassroom: the three-host LAN of
+// TestTeacherAndClassroomOnTheLANOverHTTPS with the classroom screen
+// (host C) behind a 500 kbit/s link (tbf on its bridge port). The teacher
+// page on host B, over HTTPS at the edge's LAN address, publishes its
+// camera as three simulcast encodings: its getStats() shows three
+// outbound video encodings, each with its rid, each encoding frames. The
+// classroom page, which could not take the 720p layer, keeps decoding the
+// lesson: its framesDecoded rises every second for the whole watch, and
+// the edge reports it on a lower layer.
+func TestTeacherPublishesSimulcastThinClassroom(t *testing.T) {
+	netnstest.RequireRoot(t)
+	browsertest.Require(t)
+	if _, err := exec.LookPath("certutil"); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("certutil is required in CI: %v (apt-get install libnss3-tools)", err)
+		}
+		t.Skipf("certutil not installed (%v)", err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 150*time.Second)
+	defer cancel()
+	hosts := netnstest.NewLAN(t, netip.MustParsePrefix(lanPrefix), 3)
+	a, b, c := hosts[0], hosts[1], hosts[2]
+	if err := c.Shape(thinLink); err != nil {
+		t.Fatalf("shape host C's link: %v", err)
+	}
+
+	data := filepath.Join(t.TempDir(), "data")
+	edged := a.Start(t, nil, built.edged, "-data", data, "-listen", edgeHTTP, "-mdns=false", "-simulcast-layers")
+	line := waitLog(t, ctx, edged, `msg="listening https"`)
+	pin := logValue(line, "spki_pin")
+	tok, err := os.ReadFile(filepath.Join(data, "admin-token"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin := strings.TrimSpace(string(tok))
+	caPEM := httpGetIn(t, ctx, b, "http://"+edgeHTTP+certs.CAPath)
+	home := nssHome(t, ctx, caPEM)
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM(caPEM) {
+		t.Fatalf("the CA download is not a PEM certificate: %.80q", caPEM)
+	}
+	api := &lanAPI{base: "https://" + edgeHTTPS, token: admin, client: &http.Client{
+		Timeout:   10 * time.Second,
+		Transport: &http.Transport{DialContext: b.DialContext, TLSClientConfig: &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}},
+	}}
+	var room struct{ ID, Name string }
+	api.call(t, ctx, "POST", "/api/v1/classrooms", map[string]string{"name": "七年级(2)班", "room_code": "7-2"}, http.StatusCreated, &room)
+	var pc struct{ Code string }
+	api.call(t, ctx, "POST", "/api/v1/classrooms/"+room.ID+"/pairing-codes", nil, http.StatusCreated, &pc)
+
+	screen := startClassroomScreen(t, ctx, c, pin, pc.Code)
+	pagePoll(t, screen, "classroom page paired and waiting", `window.room.paired === true`)
+	requireSecureAt(t, screen, edgeHost)
+
+	teacherBrowser := startChromiumIn(t, ctx, b, []string{"HOME=" + home}, "")
+	teacher := newTab(t, teacherBrowser)
+	navigateTab(t, teacher, "https://"+edgeHTTPS+"/teacher.html")
+	requireSecureAt(t, teacher, edgeHost)
+	pageEval[bool](t, teacher, `document.getElementById("admin").value = `+jsQuote(admin)+`; document.getElementById("load").click(); true`)
+	pagePoll(t, teacher, "the classroom listed", `document.querySelectorAll(".room").length === 1`)
+	pageEval[bool](t, teacher, `document.getElementById("class-title").value = "分层 · simulcast"; document.getElementById("start").click(); true`)
+	pagePoll(t, teacher, "teacher publishing", `window.teacher.published === true`)
+
+	// Three outbound video encodings with their rids, each encoding.
+	if got := pageEval[string](t, teacher, `window.teacher.conn.welcome.layers + " " + window.LAYERS.sent.camera`); got != "true simulcast" {
+		t.Fatalf("welcome.layers and how the camera was sent: %q, want \"true simulcast\"", got)
+	}
+	pagePoll(t, teacher, "three outbound encodings encoding frames",
+		`(outboundLayers(window.teacher.conn.pub).then(l => window.ol = l), !!window.ol && window.ol.length === 3 && window.ol.every(e => e.frames > 0))`)
+	var layers []struct {
+		RID           string
+		Frames        int
+		Width, Height int
+	}
+	if err := json.Unmarshal([]byte(pageEval[string](t, teacher, `JSON.stringify(window.ol)`)), &layers); err != nil {
+		t.Fatal(err)
+	}
+	rids := map[string]bool{}
+	for _, l := range layers {
+		rids[l.RID] = true
+	}
+	if len(rids) != 3 || !rids["l"] || !rids["m"] || !rids["h"] {
+		t.Fatalf("outbound video encodings %+v, want rids l, m, h", layers)
+	}
+	sctx, scancel := context.WithTimeout(teacher, 5*time.Second)
+	svc, err := chromedp.Run(sctx, chromedp.Evaluate[string](`window.LAYERS.svcFound.then(() => window.LAYERS.svc)`, chromedp.EvalAwaitPromise))
+	scancel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("teacher's outbound encodings: %+v; L3T3 SVC the browser offers: %q (not used: this edge forwards SVC whole)", layers, svc)
+
+	// The thin classroom decodes the lesson, every second.
+	pagePoll(t, screen, "classroom decoding the lesson", `(window.room.conn.videoStats().then(f => window.vf = f), !!window.vf && window.vf.master > 0)`)
+	sample := func() int {
+		sctx, cancel := context.WithTimeout(screen, 5*time.Second)
+		defer cancel()
+		n, err := chromedp.Run(sctx, chromedp.Evaluate[int](`window.room.conn.videoStats().then(f => f.master || 0)`, chromedp.EvalAwaitPromise))
+		if err != nil {
+			t.Fatalf("classroom frames: %v", err)
+		}
+		return n
+	}
+	prev := sample()
+	var perSecond []int
+	stalls := 0
+	for end := time.Now().Add(thinWatched); time.Now().Before(end); {
+		time.Sleep(time.Second)
+		n := sample()
+		perSecond = append(perSecond, n-prev)
+		if n <= prev {
+			stalls++
+		}
+		prev = n
+	}
+	t.Logf("classroom behind %s: frames decoded per second %v", thinLink, perSecond)
+	if stalls > 0 {
+		t.Errorf("the classroom behind %s decoded no new frame in %d of %d seconds: %v", thinLink, stalls, len(perSecond), perSecond)
+	}
+	metrics := string(httpGetIn(t, ctx, b, "http://"+edgeHTTP+"/metrics"))
+	subs := regexp.MustCompile(`(?m)^campusedge_live_layer_subscribers\{layer="([^"]+)"\} ([0-9.]+)$`).FindAllStringSubmatch(metrics, -1)
+	t.Logf("subscribers per layer: %v", subs)
+	for _, m := range subs {
+		if m[1] == "2" && m[2] != "0" {
+			t.Errorf("a subscriber takes the 720p layer: only the thin classroom receives the lesson (%v)", subs)
+		}
+	}
+	for who, tab := range map[string]string{"teacher": `window.teacher.errors`, "classroom": `window.room.errors`} {
+		target := teacher
+		if who == "classroom" {
+			target = screen
+		}
+		if errs := pageEval[string](t, target, `JSON.stringify(`+tab+`)`); errs != "[]" {
+			t.Errorf("%s page errors: %s", who, errs)
+		}
+	}
+}
