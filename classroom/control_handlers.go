@@ -68,6 +68,7 @@ func (p *participant) publish(hdr ctlwire.Header, m *Publish) error {
 	defer cancel()
 	var answer string
 	if p.pub != nil {
+		p.pub.SetScreens(m.Screen)
 		a, err := p.pub.Renegotiate(ctx, m.SDP)
 		if err != nil {
 			return sfuError(err)
@@ -85,6 +86,10 @@ func (p *participant) publish(hdr ctlwire.Header, m *Publish) error {
 		if err != nil {
 			return sfuError(err)
 		}
+		// Marked before any track of the offer can be chosen for: the
+		// chooser asks when it runs, and no media flows before the
+		// answer.
+		pub.SetScreens(m.Screen)
 		p.pub, answer = pub, a
 		go p.watchPublisher(pub)
 	}

@@ -52,7 +52,17 @@ type Leave struct{ ctlwire.Header }
 type Publish struct {
 	ctlwire.Header
 	SDP string `json:"sdp"`
+	// Screen lists the track ids (the msid's second part) of the offer's
+	// screen shares: when a classroom's link is thin the edge gives them
+	// its budget before the camera's (docs/LIVE.md, "Layers").
+	Screen []string `json:"screen,omitempty"`
 }
+
+// Limits of Publish.Screen.
+const (
+	maxScreens     = 4
+	maxTrackIDSize = 128
+)
 
 // Subscribe asks the edge to send media.
 type Subscribe struct{ ctlwire.Header }
@@ -157,7 +167,17 @@ func (m *Join) check() error {
 func (*Leave) check() error     { return nil }
 func (*Subscribe) check() error { return nil }
 func (*End) check() error       { return nil }
-func (m *Publish) check() error { return checkSDP(m.SDP) }
+func (m *Publish) check() error {
+	if len(m.Screen) > maxScreens {
+		return malformed("more than %d screen tracks", maxScreens)
+	}
+	for _, id := range m.Screen {
+		if id == "" || len(id) > maxTrackIDSize {
+			return malformed("a screen track id must be 1 to %d bytes", maxTrackIDSize)
+		}
+	}
+	return checkSDP(m.SDP)
+}
 
 func (m *SDPMessage) check() error {
 	if m.PC != PCSubscribe {

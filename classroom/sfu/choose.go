@@ -27,9 +27,13 @@ const (
 	probeLoss   = 0.06                   // loss during a probe above this ends it
 	probeKeep   = 0.85                   // share of the send rate a stopped probe reached that the budget takes
 	probeHold   = 300 * time.Millisecond // at a layer before probing further up
-	backoffMin  = 2 * time.Second
-	backoffMax  = 5 * time.Second // a widened link is found again within this and a probe
-	failedUpFor = 3 * time.Second // a move down this soon after a move up means the probe misjudged
+	// probeVerdict: after its padding stops a probe is judged this much
+	// later, once a shaper's queue (400 ms in tbf's usual setting) has
+	// delivered or dropped the last of it and the feedback has told.
+	probeVerdict = 500 * time.Millisecond
+	backoffMin   = 2 * time.Second
+	backoffMax   = 5 * time.Second // a widened link is found again within this and a probe
+	failedUpFor  = 3 * time.Second // a move down this soon after a move up means the probe misjudged
 	// layerHeadroom: a layer is chosen when the budget exceeds its
 	// measured payload bitrate by this factor (headers, SRTP, feedback).
 	layerHeadroom  = 1.1
@@ -59,6 +63,8 @@ type chooser struct {
 	probing          *subTrack
 	probeStart       time.Time
 	probeUntil       time.Time
+	judgeUntil       time.Time // the padding stopped; the probe's verdict waits for its feedback
+	probeSent        float64   // bits/s sent while the padding was at its full rate
 	probeTxFull      uint64
 	probeFullAt      time.Time
 	probeWant        float64
@@ -159,10 +165,19 @@ func (s *Subscriber) chooseOnce(c *chooser, now time.Time) {
 		}
 		c.lastCut = now
 	}
-	if c.probing != nil && now.After(c.probeUntil) {
+	if c.probing != nil && c.judgeUntil.IsZero() && now.After(c.probeUntil) {
+		// The padding stops, but the verdict waits: what a thin link
+		// did with the last of it (queued, then dropped) reaches the
+		// feedback only after its queue's delay. A probe judged at once
+		// passes on a link its padding overfilled.
+		c.probeSent = float64(s.tx.Load()-c.probeTxFull) * 8 / now.Sub(c.probeFullAt).Seconds()
+		c.probing.probe.Store(0)
+		c.judgeUntil = now.Add(probeVerdict)
+	}
+	if c.probing != nil && !c.judgeUntil.IsZero() && now.After(c.judgeUntil) {
 		s.endProbe(c, now, true)
 	}
-	if c.probing != nil {
+	if c.probing != nil && c.judgeUntil.IsZero() {
 		// Ramp the padding up over probeRamp: on a link that cannot take
 		// it the queue grows slowly, and gcc sees the delay before the
 		// shaper drops anything.
@@ -187,9 +202,97 @@ func (s *Subscriber) chooseOnce(c *chooser, now time.Time) {
 	for _, t := range video {
 		s.paceFor(t, c)
 	}
-	for _, t := range layered {
-		s.chooseFor(c, t, len(layered), congested, now)
+	shares := s.split(c, video, layered)
+	for i, t := range layered {
+		s.chooseFor(c, t, shares[i], congested, now)
 	}
+}
+
+// share is one layered track's part of the link budget: budget (bits/s)
+// for its layer, and what the subscriber's other layered tracks take while
+// it probes (n copies of its own next layer, plus others bits/s).
+type share struct {
+	budget float64
+	n      int
+	others float64
+}
+
+// split divides the budget among the layered tracks, after audio and the
+// video that has no layers to choose from. Screen shares go first: each
+// takes the highest layer that leaves the tracks after it their lowest, so
+// on a thin link the slide stays readable and the camera goes down first.
+// Without a screen share the tracks share equally.
+func (s *Subscriber) split(c *chooser, video, layered []*subTrack) []share {
+	total := c.budget - audioReserve
+	for _, t := range video {
+		if !t.layered() {
+			if f := t.cur.Load(); f != nil {
+				total -= float64(f.bitrate.Load())
+			}
+		}
+	}
+	out := make([]share, len(layered))
+	screens := false
+	for _, t := range layered {
+		screens = screens || t.screen()
+	}
+	if !screens {
+		for i := range out {
+			out[i] = share{budget: total / float64(len(layered)), n: len(layered)}
+		}
+		return out
+	}
+	order := make([]int, 0, len(layered))
+	for i, t := range layered {
+		if t.screen() {
+			order = append(order, i)
+		}
+	}
+	for i, t := range layered {
+		if !t.screen() {
+			order = append(order, i)
+		}
+	}
+	cur := make([]float64, len(layered))
+	lowest := make([]float64, len(layered))
+	sum := 0.0
+	for i, t := range layered {
+		if f := t.cur.Load(); f != nil {
+			cur[i] = float64(f.bitrate.Load())
+		}
+		if ls := t.fwd.grp.layers(); len(ls) > 0 {
+			lowest[i] = float64(ls[0].bitrate.Load()) * layerHeadroom
+		}
+		sum += cur[i]
+	}
+	avail := total
+	for k, i := range order {
+		rest := 0.0
+		for _, j := range order[k+1:] {
+			rest += lowest[j]
+		}
+		b := avail - rest
+		out[i] = share{budget: b, n: 1, others: sum - cur[i]}
+		avail -= taken(layered[i], b, cur[i])
+	}
+	return out
+}
+
+// taken is what t's layer will cost within budget b: its current layer
+// while b keeps it (chooseFor's rule), else the highest that fits.
+func taken(t *subTrack, b, cur float64) float64 {
+	if cur > 0 && b >= layerKeep*cur {
+		return cur
+	}
+	ls := t.fwd.grp.layers()
+	if len(ls) == 0 {
+		return 0
+	}
+	j := 0
+	for j+1 < len(ls) && float64(ls[j+1].bitrate.Load())*layerHeadroom <= b {
+		j++
+	}
+	return float64(ls[j].bitrate.Load())
 }
 
 // openGate lets the estimator see this subscriber's packets and feedback
@@ -211,6 +314,7 @@ func (s *Subscriber) openGate() {
 func (s *Subscriber) endProbe(c *chooser, now time.Time, ok bool) {
 	c.probing.probe.Store(0)
 	c.probing = nil
+	c.judgeUntil = time.Time{}
 	if !ok {
 		c.backoff = min(max(2*c.backoff, backoffMin), backoffMax)
 		c.nextProbe = now.Add(c.backoff)
@@ -222,16 +326,23 @@ func (s *Subscriber) endProbe(c *chooser, now time.Time, ok bool) {
 		return
 	}
 	// What was sent while the padding was at its full rate.
-	sent := float64(s.tx.Load()-c.probeTxFull) * 8 / now.Sub(c.probeFullAt).Seconds()
+	sent := c.probeSent
 	c.budget = max(c.budget, 0.95*min(sent, c.probeWant))
 	s.sfu.log.Debug("subscriber probe done", "subscriber", s.id, "sent", int(sent), "budget", int(c.budget))
 	c.backoff, c.nextProbe = 0, now
 }
 
-// chooseFor moves t (one of n layered tracks) down when the budget no
-// longer carries its layer, or up when it does, probing first.
-func (s *Subscriber) chooseFor(c *chooser, t *subTrack, n int, congested bool, now time.Time) {
+// chooseFor moves t down when its share of the budget no longer carries
+// its layer, or up when it does, probing first.
+func (s *Subscriber) chooseFor(c *chooser, t *subTrack, sh share, congested bool, now time.Time) {
 	if w := t.want.Load(); w != nil {
+		if !slices.Contains(t.fwd.grp.layers(), w) {
+			// The layer it waits for went quiet (a browser short of
+			// CPU or uplink stops its top layer): its keyframe may
+			// never come. Stay, and choose again next tick.
+			t.want.CompareAndSwap(w, nil)
+			return
+		}
 		if now.Sub(time.Unix(0, t.wantAt.Load())) > 1500*time.Millisecond {
 			t.wantAt.Store(now.UnixNano()) // the keyframe request may have been lost
 			w.keyframe()
@@ -240,6 +351,13 @@ func (s *Subscriber) chooseFor(c *chooser, t *subTrack, n int, congested bool, n
 	}
 	ls := t.fwd.grp.layers()
 	ci := slices.Index(ls, t.cur.Load())
+	if ci < 0 && len(ls) > 0 && t.cur.Load() != nil && t.cur.Load().grp == t.fwd.grp {
+		// The layer it takes went quiet: the lowest live one keeps the
+		// picture, and the budget moves it up from there.
+		t.switchTo(ls[0])
+		c.lastSwitch = now
+		return
+	}
 	if len(ls) < 2 || ci < 0 {
 		return
 	}
@@ -251,7 +369,7 @@ func (s *Subscriber) chooseFor(c *chooser, t *subTrack, n int, congested bool, n
 		return
 	}
 	need := func(i int) float64 { return float64(ls[i].bitrate.Load()) * layerHeadroom }
-	budget := (c.budget - audioReserve) / float64(n)
+	budget := sh.budget
 	if c.budget > 0 && ci > 0 && budget < layerKeep*float64(ls[ci].bitrate.Load()) {
 		j := ci - 1
 		for j > 0 && need(j) > budget {
@@ -287,7 +405,7 @@ func (s *Subscriber) chooseFor(c *chooser, t *subTrack, n int, congested bool, n
 	// little, for a moment). What the media sends is taken from the
 	// layers' own rates: the send rate still holds the last probe's
 	// padding.
-	want := (need(ci+1)*float64(n) + audioReserve) * probeOvershoot
+	want := (need(ci+1)*float64(sh.n) + sh.others + audioReserve) * probeOvershoot
 	media := audioReserve / 2.0
 	for _, v := range s.videoTracks() {
 		if f := v.cur.Load(); f != nil {

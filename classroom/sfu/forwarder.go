@@ -25,6 +25,7 @@ type forwarder struct {
 	// of one for a single-layer track); rid names the layer.
 	grp *layerGroup
 	rid string
+	id  string // the track's id (msid), the same for each of its layers
 	// bitrate (bits/s, measured over the last window) and lastAt (unix
 	// nanos of the last packet) tell the layer chooser what each layer
 	// costs and whether the publisher still sends it.

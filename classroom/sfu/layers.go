@@ -67,8 +67,8 @@ func (g *layerGroup) primary() *forwarder {
 }
 
 // layers returns the group's live layers, lowest bitrate first. A layer
-// not yet measured counts as the lowest, and one that went quiet is left
-// out (unless every one is quiet: then all are returned).
+// not yet measured or gone quiet is left out (unless every one is: then
+// they are returned).
 func (g *layerGroup) layers() []*forwarder {
 	g.mu.Lock()
 	all := slices.Clone(g.fwds)
@@ -77,6 +77,12 @@ func (g *layerGroup) layers() []*forwarder {
 	live := slices.DeleteFunc(slices.Clone(all), func(f *forwarder) bool { return f.ended.Load() || f.lastAt.Load() < cut })
 	if len(live) == 0 {
 		live = all
+	}
+	// A layer that started after the others (a browser short of CPU
+	// turns its top layer on late) is left out until it is measured:
+	// unmeasured, it would sort as the lowest and be chosen as such.
+	if measured := slices.DeleteFunc(slices.Clone(live), func(f *forwarder) bool { return f.bitrate.Load() == 0 }); len(measured) > 0 {
+		live = measured
 	}
 	slices.SortStableFunc(live, func(a, b *forwarder) int { return int(a.bitrate.Load() - b.bitrate.Load()) })
 	return live
@@ -146,6 +152,11 @@ func (t *subTrack) keyframe() {
 }
 
 // layered reports whether t has more than one layer to choose from.
+// screen reports whether t carries a screen share (Publisher.SetScreens).
+func (t *subTrack) screen() bool {
+	return t.fwd.pub != nil && t.fwd.pub.isScreen(t.fwd.id)
+}
+
 func (t *subTrack) layered() bool {
 	if t.fwd.grp == nil || t.fwd.audio {
 		return false

@@ -162,3 +162,65 @@ func TestGOPCache(t *testing.T) {
 		t.Error("an overlong GOP is still cached")
 	}
 }
+
+// layeredTrack is a subscriber track on a group of layers with these
+// bitrates (lowest first), taking layer cur, of publisher p under id.
+func layeredTrack(p *Publisher, id string, cur int, rates ...int64) *subTrack {
+	g := &layerGroup{}
+	for _, r := range rates {
+		f := &forwarder{pub: p, grp: g, id: id}
+		f.bitrate.Store(r)
+		f.lastAt.Store(time.Now().UnixNano())
+		g.fwds = append(g.fwds, f)
+	}
+	t := &subTrack{fwd: g.fwds[0]}
+	t.cur.Store(g.fwds[cur])
+	return t
+}
+
+// On a thin link the screen share's layer is paid for first: with a
+// 1.6 Mbit/s budget its 1.2 Mbit/s layer is kept and the camera gets
+// what is left (its lowest layer); without the screen marked, the two
+// share equally, and the screen could not keep its layer.
+func TestSplitGivesScreenShareBudgetFirst(t *testing.T) {
+	p := &Publisher{}
+	camera := layeredTrack(p, "cam", 1, 150_000, 500_000, 1_500_000)
+	screen := layeredTrack(p, "scr", 1, 300_000, 1_200_000)
+	c := &chooser{budget: 1_600_000}
+	s := &Subscriber{}
+	video := []*subTrack{camera, screen}
+
+	equal := s.split(c, video, video)
+	if equal[0].budget != equal[1].budget || equal[1].budget >= layerKeep*1_200_000 {
+		t.Fatalf("no screen marked: shares %+v, want equal ones too small for the screen's top layer", equal)
+	}
+
+	p.SetScreens([]string{"scr"})
+	if !screen.screen() || camera.screen() {
+		t.Fatal("SetScreens did not mark the screen track alone")
+	}
+	got := s.split(c, video, video)
+	if got[1].budget < 1_200_000*layerHeadroom {
+		t.Errorf("screen's share %v bits/s: does not keep its 1.2 Mbit/s layer", got[1].budget)
+	}
+	if got[0].budget >= 500_000*layerKeep {
+		t.Errorf("camera's share %v bits/s: the camera should go to its lowest layer", got[0].budget)
+	}
+	if got[0].budget < 150_000*layerHeadroom {
+		t.Errorf("camera's share %v bits/s: not even its lowest layer", got[0].budget)
+	}
+	if got[0].others != 1_200_000 || got[1].others != 500_000 {
+		t.Errorf("others while probing: %+v", got)
+	}
+
+	// Video without layers (a classroom on stage) is paid for before
+	// any layer is chosen.
+	single := &subTrack{fwd: &forwarder{}}
+	single.fwd.bitrate.Store(400_000)
+	single.cur.Store(single.fwd)
+	all := append(video, single)
+	less := s.split(c, all, video)
+	if d := got[1].budget - less[1].budget; d != 400_000 {
+		t.Errorf("a single-layer video of 400 kbit/s lowered the screen's share by %v", d)
+	}
+}

@@ -96,7 +96,9 @@ class Conn {
     const add = typeof sendTrack === "function" ? (t) => sendTrack(this.pub, t, stream, this.welcome, this.sendOpts) : (t) => this.pub.addTrack(t, stream);
     stream.getTracks().forEach((t) => { if (!have.includes(t)) add(t); });
     await this.pub.setLocalDescription(await this.pub.createOffer());
-    const p = this.req({ type: "publish", sdp: this.pub.localDescription.sdp });
+    // layers.js names the screen shares among the tracks (publishFields).
+    const extra = typeof publishFields === "function" ? publishFields(this.pub) : {};
+    const p = this.req(Object.assign({ type: "publish", sdp: this.pub.localDescription.sdp }, extra));
     this.pubSent = true;
     this.flushPub();
     const a = await p;

@@ -125,6 +125,13 @@ function sendTrack(pc, track, stream, welcome, opts) {
   return how;
 }
 
+// publishFields adds to a publish message the ids of pc's screen-share
+// tracks: the edge gives them a thin link's budget before the camera.
+function publishFields(pc) {
+  const screen = pc.getSenders().filter((s) => s.track && s.track.kind === "video" && isScreen(s.track)).map((s) => s.track.id);
+  return screen.length ? { screen } : {};
+}
+
 // keepResolution: a shared screen keeps its resolution when the encoder
 // is short of CPU or bits (it drops frames instead): text stays readable.
 function keepResolution(sender) {
