@@ -102,6 +102,10 @@ type participant struct {
 	joined bool
 	pub    *sfu.Publisher
 	sub    *sfu.Subscriber
+
+	// link is sub, for the master's link reports (links.go), which must
+	// not wait on mu while a request of this connection negotiates.
+	link atomic.Pointer[sfu.Subscriber]
 }
 
 // classFor returns the control state of session id, made on first use.

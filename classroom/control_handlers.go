@@ -130,6 +130,10 @@ func (p *participant) subscribe(hdr ctlwire.Header, _ *Subscribe) error {
 		return sfuError(err)
 	}
 	p.sub = sub
+	p.link.Store(sub)
+	if p.grant.Role == session.RoleMaster {
+		go p.reportLinks(sub)
+	}
 	p.ack(hdr)
 	return nil
 }

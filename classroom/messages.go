@@ -24,6 +24,7 @@ const (
 	TypeAck       = "ack"       // edge → client: a control request was done
 	TypeState     = "state"     // edge → client: the class as it is now (after every change)
 	TypeEnded     = "ended"     // edge → client: the session has ended; the edge closes the connection
+	TypeLinks     = "links"     // edge → master: each classroom's link (layer, weak) when it changes
 )
 
 // Peer-connection names in offer/answer/candidate messages.
@@ -149,6 +150,31 @@ type State struct {
 	Hands        []string      `json:"hands"`
 	Stage        string        `json:"stage"`
 	Muted        []string      `json:"muted"`
+}
+
+// Links tells the master teacher how each classroom's link carries the
+// lesson (its subscriber's layer and estimate), sent when a classroom's
+// layer or weak mark changes.
+type Links struct {
+	ctlwire.Header
+	Classrooms []RoomLink `json:"classrooms"`
+}
+
+// RoomLink is one classroom's link as the edge's layer chooser sees it.
+type RoomLink struct {
+	Classroom string `json:"classroom_id"`
+	// Layer is the simulcast layer it receives (0 the lowest) of Layers;
+	// -1 when the lesson has no layers.
+	Layer  int `json:"layer"`
+	Layers int `json:"layers"`
+	// BudgetBPS is what its link was shown to carry (0: not yet known);
+	// Loss its recent loss ratio.
+	BudgetBPS int64   `json:"budget_bps"`
+	Loss      float64 `json:"loss"`
+	// Weak: the room has been below the top layer for a while, or its
+	// video is paused: the teacher page marks it "low quality — weak link".
+	Weak        bool `json:"weak"`
+	VideoPaused bool `json:"video_paused"`
 }
 
 // Ended tells participants the class is over.

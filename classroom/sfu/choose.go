@@ -315,6 +315,7 @@ func (s *Subscriber) endProbe(c *chooser, now time.Time, ok bool) {
 	c.probing.probe.Store(0)
 	c.probing = nil
 	c.judgeUntil = time.Time{}
+	s.cong.probing.Store(false)
 	if !ok {
 		c.backoff = min(max(2*c.backoff, backoffMin), backoffMax)
 		c.nextProbe = now.Add(c.backoff)
@@ -426,6 +427,7 @@ func (s *Subscriber) chooseFor(c *chooser, t *subTrack, sh share, congested bool
 		c.ramp = probeRamp * 2
 	}
 	c.probing, c.probeStart, c.probeUntil = t, now, now.Add(c.ramp+probeFor-probeRamp)
+	s.cong.probing.Store(true)
 	c.probeLost, c.probeRecv = 0, 0
 	c.probeFullAt, c.probeTxFull = now.Add(probeRamp), 0
 	s.sfu.probes.Add(1)
@@ -496,7 +498,12 @@ type Link struct {
 	// Estimating: gcc runs on this link (it receives simulcast); Target
 	// is 0 while it does not.
 	Estimating bool
+	// Layers is how many layers that video has (0: none).
+	Layers int
 }
+
+// Link is what the SFU knows of this subscriber's link.
+func (s *Subscriber) Link() Link { return s.link() }
 
 // Links returns the links of roomID's subscribers.
 func (s *SFU) Links(roomID string) []Link {
@@ -535,7 +542,8 @@ func (s *Subscriber) link() Link {
 		if !t.layered() {
 			continue
 		}
-		l.Layer = max(0, slices.Index(t.fwd.grp.layers(), t.cur.Load()))
+		ls := t.fwd.grp.layers()
+		l.Layer, l.Layers = max(0, slices.Index(ls, t.cur.Load())), len(ls)
 		break
 	}
 	return l

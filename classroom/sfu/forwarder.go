@@ -6,6 +6,7 @@ package sfu
 
 import (
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -30,11 +31,16 @@ type forwarder struct {
 	// nanos of the last packet) tell the layer chooser what each layer
 	// costs and whether the publisher still sends it.
 	bitrate, lastAt atomic.Int64
-	mu              sync.Mutex // serialises add/remove; readers use list
-	list            atomic.Pointer[[]*subTrack]
-	ended           atomic.Bool
-	gop             gopCache // guarded by mu
-	tap             TapSink  // nil unless the SFU's tap wants this track
+	// pixels is the picture size of the layer's last VP8 keyframe (0:
+	// none seen): layers are ordered by it when every one has it, since
+	// a browser short of CPU may send its top layer at a lower bitrate
+	// than the one below for a while.
+	pixels atomic.Int64
+	mu     sync.Mutex // serialises add/remove; readers use list
+	list   atomic.Pointer[[]*subTrack]
+	ended  atomic.Bool
+	gop    gopCache // guarded by mu
+	tap    TapSink  // nil unless the SFU's tap wants this track
 
 	pliMu      sync.Mutex
 	lastPLI    time.Time
@@ -95,6 +101,7 @@ func (f *forwarder) run() {
 	muted := false
 	var winStart time.Time
 	winBytes := 0
+	sized := f.grp != nil && strings.EqualFold(f.track.Codec().MimeType, webrtc.MimeTypeVP8) // vp8Size applies
 	for {
 		pkt, _, err := f.track.ReadRTP()
 		if err != nil {
@@ -130,6 +137,11 @@ func (f *forwarder) run() {
 		} else {
 			// Under mu, so add() sees each packet either in the cache or
 			// in its queue, never both or neither.
+			if sized {
+				if w, h := vp8Size(pkt.Payload); w > 0 && h > 0 {
+					f.pixels.Store(int64(w * h))
+				}
+			}
 			f.mu.Lock()
 			f.gop.push(pkt, f.track.Codec().MimeType)
 			subs = f.subs()

@@ -66,7 +66,8 @@ func (g *layerGroup) primary() *forwarder {
 	return g.fwds[0]
 }
 
-// layers returns the group's live layers, lowest bitrate first. A layer
+// layers returns the group's live layers, smallest picture first (VP8
+// keyframes state it), else lowest bitrate first. A layer
 // not yet measured or gone quiet is left out (unless every one is: then
 // they are returned).
 func (g *layerGroup) layers() []*forwarder {
@@ -84,7 +85,13 @@ func (g *layerGroup) layers() []*forwarder {
 	if measured := slices.DeleteFunc(slices.Clone(live), func(f *forwarder) bool { return f.bitrate.Load() == 0 }); len(measured) > 0 {
 		live = measured
 	}
-	slices.SortStableFunc(live, func(a, b *forwarder) int { return int(a.bitrate.Load() - b.bitrate.Load()) })
+	sized := !slices.ContainsFunc(live, func(f *forwarder) bool { return f.pixels.Load() == 0 })
+	slices.SortStableFunc(live, func(a, b *forwarder) int {
+		if sized && a.pixels.Load() != b.pixels.Load() {
+			return int(a.pixels.Load() - b.pixels.Load())
+		}
+		return int(a.bitrate.Load() - b.bitrate.Load())
+	})
 	return live
 }
 

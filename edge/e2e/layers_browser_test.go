@@ -38,8 +38,9 @@ const (
 // camera as three simulcast encodings: its getStats() shows three
 // outbound video encodings, each with its rid, the lowest encoding frames. The
 // classroom page, which could not take the 720p layer, keeps decoding the
-// lesson: its framesDecoded rises every second for the whole watch, and
-// the edge reports it on a lower layer.
+// lesson: its framesDecoded rises every second for the whole watch, the
+// edge reports it on a lower layer and the teacher page marks it "low
+// quality — weak link". A screen share then reaches it as its own track.
 func TestTeacherPublishesSimulcastThinClassroom(t *testing.T) {
 	netnstest.RequireRoot(t)
 	browsertest.Require(t)
@@ -157,6 +158,10 @@ func TestTeacherPublishesSimulcastThinClassroom(t *testing.T) {
 	if stalls > 0 {
 		t.Errorf("the classroom behind %s decoded no new frame in %d of %d seconds: %v", thinLink, stalls, len(perSecond), perSecond)
 	}
+	// The teacher sees which room is on a weak link, in the page's
+	// language, from the edge's layer choice.
+	pagePoll(t, teacher, "the thin room marked weak on the teacher page",
+		`(() => { const t = document.getElementById("tile-`+room.ID+`"); return !!t && t.dataset.link === "weak" && t.querySelector(".weak").textContent === i18n.t("teacher.weak_link", { name: `+jsQuote(room.Name)+` }); })()`)
 	// A screen share: its own track, sent as two low-frame-rate
 	// encodings, named to the edge as a screen; the thin classroom
 	// receives it and keeps decoding it, its budget taken before the
