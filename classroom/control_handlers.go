@@ -6,6 +6,7 @@ package classroom
 
 import (
 	"context"
+	"strings"
 
 	"github.com/pion/webrtc/v4"
 
@@ -132,6 +133,12 @@ func (p *participant) subscribe(hdr ctlwire.Header, _ *Subscribe) error {
 	p.sub = sub
 	p.link.Store(sub)
 	if p.grant.Role == session.RoleMaster {
+		// The master's grid takes each classroom's lowest layer; the
+		// classroom on stage comes at the quality the link carries.
+		ctl, id := p.ctl, p.grant.SessionID
+		sub.SetHoldLow(func(source string) bool {
+			return strings.HasPrefix(source, "classroom:") && source != sourceOf(ctl.stageOf(id))
+		})
 		go p.reportLinks(sub)
 	}
 	p.ack(hdr)

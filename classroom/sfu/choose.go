@@ -369,6 +369,14 @@ func (s *Subscriber) chooseFor(c *chooser, t *subTrack, sh share, congested bool
 		}
 		return
 	}
+	if s.heldLow(t) {
+		if ci != 0 {
+			t.switchTo(ls[0])
+			s.sfu.downs.Add(1)
+			c.lastSwitch = now
+		}
+		return
+	}
 	need := func(i int) float64 { return float64(ls[i].bitrate.Load()) * layerHeadroom }
 	budget := sh.budget
 	if c.budget > 0 && ci > 0 && budget < layerKeep*float64(ls[ci].bitrate.Load()) {

@@ -48,9 +48,27 @@ type Subscriber struct {
 	budget, target atomic.Int64
 	lossPPM        atomic.Int64
 
+	// holdLow, when set, names sources whose video this subscriber takes
+	// at their lowest layer whatever its link carries (the master's grid
+	// of classrooms; SetHoldLow).
+	holdLow atomic.Pointer[func(source string) bool]
+
 	closeOnce sync.Once
 	closed    atomic.Bool
 	stopCong  chan struct{}
+}
+
+// SetHoldLow makes the subscriber take the video of every source f
+// accepts at its lowest simulcast layer, whatever its link carries: the
+// master teacher's grid shows every classroom small and only the one on
+// stage large. f is asked again every layer-choice tick, so a change of
+// stage takes effect within a tick (and a keyframe).
+func (s *Subscriber) SetHoldLow(f func(source string) bool) { s.holdLow.Store(&f) }
+
+// heldLow reports whether t's video is held at its lowest layer.
+func (s *Subscriber) heldLow(t *subTrack) bool {
+	f := s.holdLow.Load()
+	return f != nil && t.fwd.pub != nil && (*f)(t.fwd.pub.source)
 }
 
 // ID is the subscriber's resource id (the last part of its WHEP Location).

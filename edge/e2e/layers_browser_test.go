@@ -41,6 +41,8 @@ const (
 // lesson: its framesDecoded rises every second for the whole watch, the
 // edge reports it on a lower layer and the teacher page marks it "low
 // quality — weak link". A screen share then reaches it as its own track.
+// The classroom publishes simulcast too: the teacher's grid receives its
+// lowest layer, and the full picture while it is on stage.
 func TestTeacherPublishesSimulcastThinClassroom(t *testing.T) {
 	netnstest.RequireRoot(t)
 	browsertest.Require(t)
@@ -212,6 +214,22 @@ func TestTeacherPublishesSimulcastThinClassroom(t *testing.T) {
 			}
 		}
 	}
+
+	// Return video: the classroom page publishes simulcast too; the
+	// teacher's grid takes its lowest layer, and the full picture while
+	// it is on stage.
+	if got := pageEval[string](t, screen, `window.LAYERS.sent.camera || ""`); got != "simulcast" {
+		t.Errorf("the classroom's camera was sent as %q, want simulcast", got)
+	}
+	width := `(async () => { const c = window.teacher.conn; let w = 0; for (const r of (await c.sub.getStats()).values()) if (r.type === "inbound-rtp" && r.kind === "video" && c.streamOfTrack[r.trackIdentifier] === "classroom:` + room.ID + `") w = r.frameWidth || 0; window.rw = w; })()`
+	pagePoll(t, teacher, "the grid shows the classroom's lowest layer", `(`+width+`, window.rw > 0 && window.rw <= 320)`)
+	small := pageEval[int](t, teacher, `window.rw`)
+	pageEval[bool](t, teacher, `document.querySelector("#tile-`+room.ID+` .bar-top button").click(); true`)
+	pagePoll(t, teacher, "the classroom on stage at full size", `(`+width+`, window.rw >= 640)`)
+	large := pageEval[int](t, teacher, `window.rw`)
+	pageEval[bool](t, teacher, `document.querySelector("#tile-`+room.ID+` .bar-top button").click(); true`)
+	pagePoll(t, teacher, "the classroom back in the grid, small again", `(`+width+`, window.rw > 0 && window.rw <= 320)`)
+	t.Logf("the classroom's video at the teacher: %d px wide in the grid, %d on stage", small, large)
 
 	metrics := string(httpGetIn(t, ctx, b, "http://"+edgeHTTP+"/metrics"))
 	subs := regexp.MustCompile(`(?m)^campusedge_live_layer_subscribers\{layer="([^"]+)"\} ([0-9.]+)$`).FindAllStringSubmatch(metrics, -1)

@@ -25,6 +25,13 @@ const LAYERS = {
     { rid: "m", scaleResolutionDownBy: 2, maxBitrate: 500000 },
     { rid: "h", scaleResolutionDownBy: 1, maxBitrate: 1500000 },
   ],
+  // A classroom's camera (640×360): two encodings, "l" at half size for
+  // the master's grid and "h" at full size for the stage. (Three from a
+  // 360p camera would be cut to two by the browser anyway.)
+  room: [
+    { rid: "l", scaleResolutionDownBy: 2, maxBitrate: 200000 },
+    { rid: "h", scaleResolutionDownBy: 1, maxBitrate: 800000 },
+  ],
   screen: [
     { rid: "l", scaleResolutionDownBy: 2, maxBitrate: 300000, maxFramerate: 5 },
     { rid: "h", scaleResolutionDownBy: 1, maxBitrate: 1200000, maxFramerate: 5 },
@@ -85,7 +92,8 @@ function isScreen(track) {
 
 // sendTrack adds track (of stream) to pc with the encodings above.
 // welcome is the edge's (layers, svc); opts.simulcast asks for camera
-// layers (the teacher's page). Returns how it was sent.
+// layers (the teacher's and classroom pages), opts.encodings which
+// (default LAYERS.camera). Returns how it was sent.
 function sendTrack(pc, track, stream, welcome, opts) {
   const layers = !!(welcome && welcome.layers);
   let how = "single";
@@ -105,7 +113,7 @@ function sendTrack(pc, track, stream, welcome, opts) {
       preferCodec(tr, LAYERS.svc);
       how = "svc";
     } else {
-      init.sendEncodings = LAYERS.camera.map((e) => Object.assign({}, e));
+      init.sendEncodings = (opts.encodings || LAYERS.camera).map((e) => Object.assign({}, e));
       const tr = pc.addTransceiver(track, init);
       preferCodec(tr, "video/VP8"); // the layers the edge selects are VP8's
       how = "simulcast";
