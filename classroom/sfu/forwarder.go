@@ -54,12 +54,29 @@ func (f *forwarder) subs() []*subTrack { return *f.list.Load() }
 // that joins shows the picture at once even when the publisher (OBS) does
 // not answer keyframe requests. It reports whether it did, and how long
 // the track's pacer takes to send that group.
-func (f *forwarder) add(t *subTrack) (bool, time.Duration) {
+func (f *forwarder) add(t *subTrack) (bool, time.Duration) { return f.addPrimed(t, 0) }
+
+// addPrimed is add with the cached group given only when its payload is at
+// most maxBytes (0: any size). A simulcast layer's group, cached since the
+// browser's last keyframe, can be a megabyte; sent to a classroom that
+// starts on the lowest layer because its link may be thin, it overflows
+// that link for seconds. A browser answers keyframe requests, so without
+// the cache the new classroom asks for one instead (attachReady).
+func (f *forwarder) addPrimed(t *subTrack, maxBytes int) (bool, time.Duration) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	var gop []*rtp.Packet
 	if t.paused == nil || !t.paused.Load() {
 		gop = slices.Clone(f.gop.pkts)
+	}
+	if maxBytes > 0 {
+		n := 0
+		for _, p := range gop {
+			n += len(p.Payload)
+		}
+		if n > maxBytes {
+			gop = nil
+		}
 	}
 	took := t.primeWith(gop)
 	old := *f.list.Load()

@@ -25,6 +25,11 @@ const (
 	// padSize is the padding of one probe packet: RTP's padding length
 	// is one byte.
 	padSize = 255
+	// primeLayerMax: a joining subscriber starting on a simulcast
+	// group's lowest layer is primed from its cache only when the cached
+	// group is this small (it passes a 500 kbit/s link's 400 ms queue);
+	// else it asks the browser for a keyframe (forwarder.addPrimed).
+	primeLayerMax = 24 << 10
 )
 
 // layerGroup is the set of forwarders carrying one publisher track: its
@@ -112,7 +117,11 @@ func (g *layerGroup) attach(t *subTrack) (bool, time.Duration) {
 	defer g.mu.Unlock()
 	t.cur.Store(start)
 	g.subs = append(g.subs, t)
-	primed, took := start.add(t)
+	limit := 0
+	if len(g.fwds) > 1 && (t.sfu == nil || !t.sfu.cfg.NoLayers) {
+		limit = primeLayerMax
+	}
+	primed, took := start.addPrimed(t, limit)
 	for _, f := range g.fwds {
 		if f != start {
 			f.addQuiet(t)
