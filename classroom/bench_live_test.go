@@ -47,7 +47,20 @@ var (
 	liveBench     = flag.Bool("live.bench", false, "run the live-class benchmark (TestBenchLiveClass)")
 	liveBenchSubs = flag.String("live.subs", "1,5,10,20,40", "comma-separated subscriber counts for -live.bench")
 	liveBenchSecs = flag.Int("live.seconds", 5, "measured seconds per subscriber count")
+	// The estimator's cost, in the same run:
+	//
+	//	go test -run TestBenchLiveClass -v -timeout 30m ./classroom/ -live.bench -live.subs 10,40 -live.layers [-live.before DIR] [-live.rounds 3]
+	liveLayers = flag.Bool("live.layers", false, "-live.bench: measure edged -simulcast-layers=false (no estimator) and the default (estimator behind its gate) per N, interleaved; with -live.before also that tree's edged with -simulcast-layers")
+	liveBefore = flag.String("live.before", "", "-live.layers: source tree of an earlier edged (e.g. a git archive of main) run with -simulcast-layers, the estimator on every subscriber")
+	liveRounds = flag.Int("live.rounds", 1, "-live.bench: how many times the whole list of N is run")
 )
+
+// liveVariant is one edged build and its flags, measured side by side.
+type liveVariant struct {
+	name string
+	src  string
+	args []string
+}
 
 const (
 	benchVideoPayload = 1100
@@ -112,26 +125,45 @@ func TestBenchLiveClass(t *testing.T) {
 	ns := parseCounts(t, "-live.subs", *liveBenchSubs)
 	ctx, cancel := context.WithTimeout(t.Context(), 18*time.Minute)
 	defer cancel()
-	e, pid := startEdgedProcess(t, ctx, "")
-	secs := time.Duration(*liveBenchSecs) * time.Second
-
-	fmt.Printf("live-class benchmark: 1 publisher (%.1f Mbit/s video payload + Opus), loopback, %v per N, %d CPUs\n",
-		float64(benchVideoPayload*benchPktsPerFrame*benchFPS*8)/1e6, secs, numCPU())
-	fmt.Printf("%5s %8s %12s %12s %10s %12s %14s %8s\n", "N", "loss%", "fwd pkt/s", "edged cpu/s", "p99 ms", "pkt/cpu-s", "limit pkt/cpu-s", "ratio")
-	best := 0
-	for _, n := range ns {
-		r := runLiveBench(t, ctx, e, pid, n, secs)
-		limit := srtpLimit(t, n, secs/2)
-		ratio := 0.0
-		if r.cpuPerSec > 0 {
-			ratio = r.pktsPerSec / r.cpuPerSec / limit
-		}
-		fmt.Printf("%5d %8.3f %12.0f %12.3f %10.2f %12.0f %14.0f %8.3f\n", n, r.lossPct, r.pktsPerSec, r.cpuPerSec, r.p99.Seconds()*1000, r.pktsPerSec/max(r.cpuPerSec, 1e-9), limit, ratio)
-		if r.lossPct < 0.5 {
-			best = n
+	variants := []liveVariant{{name: "edged"}}
+	if *liveLayers {
+		variants = []liveVariant{{name: "no-estimator", args: []string{"-simulcast-layers=false"}}, {name: "gated", args: []string{"-simulcast-layers=true"}}}
+		if *liveBefore != "" {
+			variants = append(variants, liveVariant{name: "ungated", src: *liveBefore, args: []string{"-simulcast-layers"}})
 		}
 	}
-	fmt.Printf("largest N with < 0.5%% loss: %d\n", best)
+	type running struct {
+		e   *edge
+		pid int
+	}
+	procs := make([]running, len(variants))
+	for i, v := range variants {
+		procs[i].e, procs[i].pid = startEdgedProcess(t, ctx, v.src, v.args...)
+	}
+	secs := time.Duration(*liveBenchSecs) * time.Second
+
+	fmt.Printf("live-class benchmark: 1 publisher (%.1f Mbit/s video payload + Opus), loopback, %v per N, %d CPUs, load %s\n",
+		float64(benchVideoPayload*benchPktsPerFrame*benchFPS*8)/1e6, secs, numCPU(), loadAvg())
+	fmt.Printf("%-13s %5s %8s %12s %12s %10s %12s %14s %8s\n", "edged", "N", "loss%", "fwd pkt/s", "edged cpu/s", "p99 ms", "pkt/cpu-s", "limit pkt/cpu-s", "ratio")
+	best := 0
+	for range max(1, *liveRounds) {
+		for _, n := range ns {
+			for i, v := range variants {
+				r := runLiveBench(t, ctx, procs[i].e, procs[i].pid, n, secs)
+				limit := srtpLimit(t, n, secs/2)
+				ratio := 0.0
+				if r.cpuPerSec > 0 {
+					ratio = r.pktsPerSec / r.cpuPerSec / limit
+				}
+				fmt.Printf("%-13s %5d %8.3f %12.0f %12.3f %10.2f %12.0f %14.0f %8.3f\n", v.name, n, r.lossPct, r.pktsPerSec, r.cpuPerSec, r.p99.Seconds()*1000, r.pktsPerSec/max(r.cpuPerSec, 1e-9), limit, ratio)
+				if i == 0 && r.lossPct < 0.5 {
+					best = n
+				}
+			}
+		}
+		fmt.Printf("load %s\n", loadAvg())
+	}
+	fmt.Printf("largest N with < 0.5%% loss (%s): %d\n", variants[0].name, best)
 }
 
 // parseCounts reads a benchmark flag's comma-separated subscriber counts.
@@ -424,10 +456,9 @@ func numCPU() int {
 	return strings.Count(string(b), "processor\t:")
 }
 
-// startEdgedProcess builds cmd/edged and runs it as its own process.
 // startEdgedProcess builds edged from the module at src ("": this tree)
-// and starts it on 127.0.0.1.
-func startEdgedProcess(t *testing.T, ctx context.Context, src string) (*edge, int) {
+// and starts it on 127.0.0.1 with args added.
+func startEdgedProcess(t *testing.T, ctx context.Context, src string, args ...string) (*edge, int) {
 	t.Helper()
 	dir := t.TempDir()
 	bins, err := bintest.Build(ctx, dir, bintest.BuildOptions{Src: src}, bintest.Cmd("edged"))
@@ -435,7 +466,7 @@ func startEdgedProcess(t *testing.T, ctx context.Context, src string) (*edge, in
 		t.Fatal(err)
 	}
 	data := filepath.Join(dir, "data")
-	p := bintest.Serve(t, bins[0], "-data", data, "-listen", "127.0.0.1:0", "-mdns=false")
+	p := bintest.Serve(t, bins[0], append([]string{"-data", data, "-listen", "127.0.0.1:0", "-mdns=false"}, args...)...)
 	tok, err := os.ReadFile(filepath.Join(data, "admin-token"))
 	if err != nil {
 		t.Fatal(err)

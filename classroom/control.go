@@ -102,6 +102,10 @@ type participant struct {
 	joined bool
 	pub    *sfu.Publisher
 	sub    *sfu.Subscriber
+
+	// link is sub, for the master's link reports (links.go), which must
+	// not wait on mu while a request of this connection negotiates.
+	link atomic.Pointer[sfu.Subscriber]
 }
 
 // classFor returns the control state of session id, made on first use.
@@ -149,7 +153,7 @@ func (ctl *control) Claim(hello ctlwire.Hello, conn *api.ControlConn) (api.Contr
 	h := ctlwire.New(ctlwire.TypeWelcome)
 	h.ID = hello.ID
 	conn.Send(Welcome{Header: h, Role: string(g.Role), SessionID: g.SessionID, Classroom: g.ClassroomID,
-		ParticipantID: p.id, EdgeID: ctl.edgeID, HeartbeatSeconds: 10})
+		ParticipantID: p.id, EdgeID: ctl.edgeID, HeartbeatSeconds: 10, Layers: ctl.sfu.ChoosesLayers()})
 	if s.State == session.StateEnded {
 		conn.Send(Ended{Header: ctlwire.New(TypeEnded)})
 		conn.Close()

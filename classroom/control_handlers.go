@@ -6,6 +6,7 @@ package classroom
 
 import (
 	"context"
+	"strings"
 
 	"github.com/pion/webrtc/v4"
 
@@ -68,6 +69,7 @@ func (p *participant) publish(hdr ctlwire.Header, m *Publish) error {
 	defer cancel()
 	var answer string
 	if p.pub != nil {
+		p.pub.SetScreens(m.Screen)
 		a, err := p.pub.Renegotiate(ctx, m.SDP)
 		if err != nil {
 			return sfuError(err)
@@ -85,6 +87,10 @@ func (p *participant) publish(hdr ctlwire.Header, m *Publish) error {
 		if err != nil {
 			return sfuError(err)
 		}
+		// Marked before any track of the offer can be chosen for: the
+		// chooser asks when it runs, and no media flows before the
+		// answer.
+		pub.SetScreens(m.Screen)
 		p.pub, answer = pub, a
 		go p.watchPublisher(pub)
 	}
@@ -125,6 +131,16 @@ func (p *participant) subscribe(hdr ctlwire.Header, _ *Subscribe) error {
 		return sfuError(err)
 	}
 	p.sub = sub
+	p.link.Store(sub)
+	if p.grant.Role == session.RoleMaster {
+		// The master's grid takes each classroom's lowest layer; the
+		// classroom on stage comes at the quality the link carries.
+		ctl, id := p.ctl, p.grant.SessionID
+		sub.SetHoldLow(func(source string) bool {
+			return strings.HasPrefix(source, "classroom:") && source != sourceOf(ctl.stageOf(id))
+		})
+		go p.reportLinks(sub)
+	}
 	p.ack(hdr)
 	return nil
 }

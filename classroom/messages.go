@@ -24,6 +24,7 @@ const (
 	TypeAck       = "ack"       // edge → client: a control request was done
 	TypeState     = "state"     // edge → client: the class as it is now (after every change)
 	TypeEnded     = "ended"     // edge → client: the session has ended; the edge closes the connection
+	TypeLinks     = "links"     // edge → master: each classroom's link (layer, weak) when it changes
 )
 
 // Peer-connection names in offer/answer/candidate messages.
@@ -52,7 +53,17 @@ type Leave struct{ ctlwire.Header }
 type Publish struct {
 	ctlwire.Header
 	SDP string `json:"sdp"`
+	// Screen lists the track ids (the msid's second part) of the offer's
+	// screen shares: when a classroom's link is thin the edge gives them
+	// its budget before the camera's (docs/LIVE.md, "Layers").
+	Screen []string `json:"screen,omitempty"`
 }
+
+// Limits of Publish.Screen.
+const (
+	maxScreens     = 4
+	maxTrackIDSize = 128
+)
 
 // Subscribe asks the edge to send media.
 type Subscribe struct{ ctlwire.Header }
@@ -113,6 +124,10 @@ type Welcome struct {
 	ParticipantID    string `json:"participant_id"`
 	EdgeID           string `json:"edge_id,omitempty"`
 	HeartbeatSeconds int    `json:"heartbeat_s"`
+	// Layers: the edge chooses a simulcast layer per subscriber, so a
+	// publisher should send its video as layers (rid); false, every
+	// subscriber gets the top layer and one encoding is enough.
+	Layers bool `json:"layers,omitempty"`
 }
 
 // Participant is one joined connection as others see it.
@@ -137,6 +152,31 @@ type State struct {
 	Muted        []string      `json:"muted"`
 }
 
+// Links tells the master teacher how each classroom's link carries the
+// lesson (its subscriber's layer and estimate), sent when a classroom's
+// layer or weak mark changes.
+type Links struct {
+	ctlwire.Header
+	Classrooms []RoomLink `json:"classrooms"`
+}
+
+// RoomLink is one classroom's link as the edge's layer chooser sees it.
+type RoomLink struct {
+	Classroom string `json:"classroom_id"`
+	// Layer is the simulcast layer it receives (0 the lowest) of Layers;
+	// -1 when the lesson has no layers.
+	Layer  int `json:"layer"`
+	Layers int `json:"layers"`
+	// BudgetBPS is what its link was shown to carry (0: not yet known);
+	// Loss its recent loss ratio.
+	BudgetBPS int64   `json:"budget_bps"`
+	Loss      float64 `json:"loss"`
+	// Weak: the room has been below the top layer for a while, or its
+	// video is paused: the teacher page marks it "low quality — weak link".
+	Weak        bool `json:"weak"`
+	VideoPaused bool `json:"video_paused"`
+}
+
 // Ended tells participants the class is over.
 type Ended struct{ ctlwire.Header }
 
@@ -153,7 +193,17 @@ func (m *Join) check() error {
 func (*Leave) check() error     { return nil }
 func (*Subscribe) check() error { return nil }
 func (*End) check() error       { return nil }
-func (m *Publish) check() error { return checkSDP(m.SDP) }
+func (m *Publish) check() error {
+	if len(m.Screen) > maxScreens {
+		return malformed("more than %d screen tracks", maxScreens)
+	}
+	for _, id := range m.Screen {
+		if id == "" || len(id) > maxTrackIDSize {
+			return malformed("a screen track id must be 1 to %d bytes", maxTrackIDSize)
+		}
+	}
+	return checkSDP(m.SDP)
+}
 
 func (m *SDPMessage) check() error {
 	if m.PC != PCSubscribe {

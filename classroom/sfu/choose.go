@@ -27,9 +27,13 @@ const (
 	probeLoss   = 0.06                   // loss during a probe above this ends it
 	probeKeep   = 0.85                   // share of the send rate a stopped probe reached that the budget takes
 	probeHold   = 300 * time.Millisecond // at a layer before probing further up
-	backoffMin  = 2 * time.Second
-	backoffMax  = 5 * time.Second // a widened link is found again within this and a probe
-	failedUpFor = 3 * time.Second // a move down this soon after a move up means the probe misjudged
+	// probeVerdict: after its padding stops a probe is judged this much
+	// later, once a shaper's queue (400 ms in tbf's usual setting) has
+	// delivered or dropped the last of it and the feedback has told.
+	probeVerdict = 500 * time.Millisecond
+	backoffMin   = 2 * time.Second
+	backoffMax   = 5 * time.Second // a widened link is found again within this and a probe
+	failedUpFor  = 3 * time.Second // a move down this soon after a move up means the probe misjudged
 	// layerHeadroom: a layer is chosen when the budget exceeds its
 	// measured payload bitrate by this factor (headers, SRTP, feedback).
 	layerHeadroom  = 1.1
@@ -59,6 +63,8 @@ type chooser struct {
 	probing          *subTrack
 	probeStart       time.Time
 	probeUntil       time.Time
+	judgeUntil       time.Time // the padding stopped; the probe's verdict waits for its feedback
+	probeSent        float64   // bits/s sent while the padding was at its full rate
 	probeTxFull      uint64
 	probeFullAt      time.Time
 	probeWant        float64
@@ -113,7 +119,7 @@ func (s *Subscriber) measure(c *chooser, now time.Time) bool {
 	s.lossPPM.Store(int64(c.loss * 1e6))
 	overuse := false
 	s.bweMu.Lock()
-	bwe := s.bwe
+	bwe := s.gate.estimator() // nil while the gate is shut
 	s.bweMu.Unlock()
 	if bwe != nil {
 		// Overuse on two ticks in a row: one keyframe's burst through a
@@ -159,10 +165,19 @@ func (s *Subscriber) chooseOnce(c *chooser, now time.Time) {
 		}
 		c.lastCut = now
 	}
-	if c.probing != nil && now.After(c.probeUntil) {
+	if c.probing != nil && c.judgeUntil.IsZero() && now.After(c.probeUntil) {
+		// The padding stops, but the verdict waits: what a thin link
+		// did with the last of it (queued, then dropped) reaches the
+		// feedback only after its queue's delay. A probe judged at once
+		// passes on a link its padding overfilled.
+		c.probeSent = float64(s.tx.Load()-c.probeTxFull) * 8 / now.Sub(c.probeFullAt).Seconds()
+		c.probing.probe.Store(0)
+		c.judgeUntil = now.Add(probeVerdict)
+	}
+	if c.probing != nil && !c.judgeUntil.IsZero() && now.After(c.judgeUntil) {
 		s.endProbe(c, now, true)
 	}
-	if c.probing != nil {
+	if c.probing != nil && c.judgeUntil.IsZero() {
 		// Ramp the padding up over probeRamp: on a link that cannot take
 		// it the queue grows slowly, and gcc sees the delay before the
 		// shaper drops anything.
@@ -181,11 +196,116 @@ func (s *Subscriber) chooseOnce(c *chooser, now time.Time) {
 			layered = append(layered, t)
 		}
 	}
+	if len(layered) > 0 {
+		s.openGate()
+	}
 	for _, t := range video {
 		s.paceFor(t, c)
 	}
+	shares := s.split(c, video, layered)
+	for i, t := range layered {
+		s.chooseFor(c, t, shares[i], congested, now)
+	}
+}
+
+// share is one layered track's part of the link budget: budget (bits/s)
+// for its layer, and what the subscriber's other layered tracks take while
+// it probes (n copies of its own next layer, plus others bits/s).
+type share struct {
+	budget float64
+	n      int
+	others float64
+}
+
+// split divides the budget among the layered tracks, after audio and the
+// video that has no layers to choose from. Screen shares go first: each
+// takes the highest layer that leaves the tracks after it their lowest, so
+// on a thin link the slide stays readable and the camera goes down first.
+// Without a screen share the tracks share equally.
+func (s *Subscriber) split(c *chooser, video, layered []*subTrack) []share {
+	total := c.budget - audioReserve
+	for _, t := range video {
+		if !t.layered() {
+			if f := t.cur.Load(); f != nil {
+				total -= float64(f.bitrate.Load())
+			}
+		}
+	}
+	out := make([]share, len(layered))
+	screens := false
 	for _, t := range layered {
-		s.chooseFor(c, t, len(layered), congested, now)
+		screens = screens || t.screen()
+	}
+	if !screens {
+		for i := range out {
+			out[i] = share{budget: total / float64(len(layered)), n: len(layered)}
+		}
+		return out
+	}
+	order := make([]int, 0, len(layered))
+	for i, t := range layered {
+		if t.screen() {
+			order = append(order, i)
+		}
+	}
+	for i, t := range layered {
+		if !t.screen() {
+			order = append(order, i)
+		}
+	}
+	cur := make([]float64, len(layered))
+	lowest := make([]float64, len(layered))
+	sum := 0.0
+	for i, t := range layered {
+		if f := t.cur.Load(); f != nil {
+			cur[i] = float64(f.bitrate.Load())
+		}
+		if ls := t.fwd.grp.layers(); len(ls) > 0 {
+			lowest[i] = float64(ls[0].bitrate.Load()) * layerHeadroom
+		}
+		sum += cur[i]
+	}
+	avail := total
+	for k, i := range order {
+		rest := 0.0
+		for _, j := range order[k+1:] {
+			rest += lowest[j]
+		}
+		b := avail - rest
+		out[i] = share{budget: b, n: 1, others: sum - cur[i]}
+		avail -= taken(layered[i], b, cur[i])
+	}
+	return out
+}
+
+// taken is what t's layer will cost within budget b: its current layer
+// while b keeps it (chooseFor's rule), else the highest that fits.
+func taken(t *subTrack, b, cur float64) float64 {
+	if cur > 0 && b >= layerKeep*cur {
+		return cur
+	}
+	ls := t.fwd.grp.layers()
+	if len(ls) == 0 {
+		return 0
+	}
+	j := 0
+	for j+1 < len(ls) && float64(ls[j+1].bitrate.Load())*layerHeadroom <= b {
+		j++
+	}
+	return float64(ls[j].bitrate.Load())
+}
+
+// openGate lets the estimator see this subscriber's packets and feedback
+// from now on: it has a layer to choose (bwegate.go). The gate stays open
+// for the connection's life: a publisher that stops sending simulcast for
+// a moment (a layer idle, a renegotiation) must not reset the estimate.
+func (s *Subscriber) openGate() {
+	s.bweMu.Lock()
+	g := s.gate
+	s.bweMu.Unlock()
+	if g != nil && !g.open.Swap(true) {
+		s.sfu.estimating.Add(1)
+		s.sfu.log.Debug("subscriber has simulcast: estimating its link", "room", s.room, "subscriber", s.id)
 	}
 }
 
@@ -194,6 +314,8 @@ func (s *Subscriber) chooseOnce(c *chooser, now time.Time) {
 func (s *Subscriber) endProbe(c *chooser, now time.Time, ok bool) {
 	c.probing.probe.Store(0)
 	c.probing = nil
+	c.judgeUntil = time.Time{}
+	s.cong.probing.Store(false)
 	if !ok {
 		c.backoff = min(max(2*c.backoff, backoffMin), backoffMax)
 		c.nextProbe = now.Add(c.backoff)
@@ -205,16 +327,23 @@ func (s *Subscriber) endProbe(c *chooser, now time.Time, ok bool) {
 		return
 	}
 	// What was sent while the padding was at its full rate.
-	sent := float64(s.tx.Load()-c.probeTxFull) * 8 / now.Sub(c.probeFullAt).Seconds()
+	sent := c.probeSent
 	c.budget = max(c.budget, 0.95*min(sent, c.probeWant))
 	s.sfu.log.Debug("subscriber probe done", "subscriber", s.id, "sent", int(sent), "budget", int(c.budget))
 	c.backoff, c.nextProbe = 0, now
 }
 
-// chooseFor moves t (one of n layered tracks) down when the budget no
-// longer carries its layer, or up when it does, probing first.
-func (s *Subscriber) chooseFor(c *chooser, t *subTrack, n int, congested bool, now time.Time) {
+// chooseFor moves t down when its share of the budget no longer carries
+// its layer, or up when it does, probing first.
+func (s *Subscriber) chooseFor(c *chooser, t *subTrack, sh share, congested bool, now time.Time) {
 	if w := t.want.Load(); w != nil {
+		if !slices.Contains(t.fwd.grp.layers(), w) {
+			// The layer it waits for went quiet (a browser short of
+			// CPU or uplink stops its top layer): its keyframe may
+			// never come. Stay, and choose again next tick.
+			t.want.CompareAndSwap(w, nil)
+			return
+		}
 		if now.Sub(time.Unix(0, t.wantAt.Load())) > 1500*time.Millisecond {
 			t.wantAt.Store(now.UnixNano()) // the keyframe request may have been lost
 			w.keyframe()
@@ -223,6 +352,13 @@ func (s *Subscriber) chooseFor(c *chooser, t *subTrack, n int, congested bool, n
 	}
 	ls := t.fwd.grp.layers()
 	ci := slices.Index(ls, t.cur.Load())
+	if ci < 0 && len(ls) > 0 && t.cur.Load() != nil && t.cur.Load().grp == t.fwd.grp {
+		// The layer it takes went quiet: the lowest live one keeps the
+		// picture, and the budget moves it up from there.
+		t.switchTo(ls[0])
+		c.lastSwitch = now
+		return
+	}
 	if len(ls) < 2 || ci < 0 {
 		return
 	}
@@ -233,8 +369,16 @@ func (s *Subscriber) chooseFor(c *chooser, t *subTrack, n int, congested bool, n
 		}
 		return
 	}
+	if s.heldLow(t) {
+		if ci != 0 {
+			t.switchTo(ls[0])
+			s.sfu.downs.Add(1)
+			c.lastSwitch = now
+		}
+		return
+	}
 	need := func(i int) float64 { return float64(ls[i].bitrate.Load()) * layerHeadroom }
-	budget := (c.budget - audioReserve) / float64(n)
+	budget := sh.budget
 	if c.budget > 0 && ci > 0 && budget < layerKeep*float64(ls[ci].bitrate.Load()) {
 		j := ci - 1
 		for j > 0 && need(j) > budget {
@@ -270,7 +414,7 @@ func (s *Subscriber) chooseFor(c *chooser, t *subTrack, n int, congested bool, n
 	// little, for a moment). What the media sends is taken from the
 	// layers' own rates: the send rate still holds the last probe's
 	// padding.
-	want := (need(ci+1)*float64(n) + audioReserve) * probeOvershoot
+	want := (need(ci+1)*float64(sh.n) + sh.others + audioReserve) * probeOvershoot
 	media := audioReserve / 2.0
 	for _, v := range s.videoTracks() {
 		if f := v.cur.Load(); f != nil {
@@ -291,6 +435,7 @@ func (s *Subscriber) chooseFor(c *chooser, t *subTrack, n int, congested bool, n
 		c.ramp = probeRamp * 2
 	}
 	c.probing, c.probeStart, c.probeUntil = t, now, now.Add(c.ramp+probeFor-probeRamp)
+	s.cong.probing.Store(true)
 	c.probeLost, c.probeRecv = 0, 0
 	c.probeFullAt, c.probeTxFull = now.Add(probeRamp), 0
 	s.sfu.probes.Add(1)
@@ -358,7 +503,15 @@ type Link struct {
 	Budget, Target int64
 	Loss           float64 // recent loss ratio from its TWCC feedback
 	VideoPaused    bool
+	// Estimating: gcc runs on this link (it receives simulcast); Target
+	// is 0 while it does not.
+	Estimating bool
+	// Layers is how many layers that video has (0: none).
+	Layers int
 }
+
+// Link is what the SFU knows of this subscriber's link.
+func (s *Subscriber) Link() Link { return s.link() }
 
 // Links returns the links of roomID's subscribers.
 func (s *SFU) Links(roomID string) []Link {
@@ -390,11 +543,15 @@ func (s *SFU) AllLinks() []Link {
 func (s *Subscriber) link() Link {
 	l := Link{Subscriber: s.id, Layer: -1, Budget: s.budget.Load(), Target: s.target.Load(),
 		Loss: float64(s.lossPPM.Load()) / 1e6, VideoPaused: s.cong.videoPaused.Load()}
+	s.bweMu.Lock()
+	l.Estimating = s.gate.estimator() != nil
+	s.bweMu.Unlock()
 	for _, t := range s.videoTracks() {
 		if !t.layered() {
 			continue
 		}
-		l.Layer = max(0, slices.Index(t.fwd.grp.layers(), t.cur.Load()))
+		ls := t.fwd.grp.layers()
+		l.Layer, l.Layers = max(0, slices.Index(ls, t.cur.Load())), len(ls)
 		break
 	}
 	return l

@@ -34,6 +34,10 @@ type congestion struct {
 	// the lesson's rate; what it loses says little about the link, and
 	// pausing a classroom's video in its first seconds is the worst time.
 	quietUntil atomic.Int64
+	// probing: the layer chooser is testing the link with padding; what
+	// the padding loses is the probe's verdict (choose.go), not a reason
+	// to pause the video of a room that takes the layer it can carry.
+	probing atomic.Bool
 
 	mu             sync.Mutex
 	lost, received int
@@ -142,6 +146,10 @@ func (s *Subscriber) adapt() {
 		if s.aboveLowest() {
 			bad = 0
 			continue // the layer chooser moves it down first
+		}
+		if s.cong.probing.Load() {
+			bad = 0
+			continue // a probe's padding: judged by the chooser
 		}
 		if time.Now().UnixNano() < s.cong.quietUntil.Load() {
 			bad = 0

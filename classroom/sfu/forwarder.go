@@ -6,6 +6,7 @@ package sfu
 
 import (
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -25,15 +26,21 @@ type forwarder struct {
 	// of one for a single-layer track); rid names the layer.
 	grp *layerGroup
 	rid string
+	id  string // the track's id (msid), the same for each of its layers
 	// bitrate (bits/s, measured over the last window) and lastAt (unix
 	// nanos of the last packet) tell the layer chooser what each layer
 	// costs and whether the publisher still sends it.
 	bitrate, lastAt atomic.Int64
-	mu              sync.Mutex // serialises add/remove; readers use list
-	list            atomic.Pointer[[]*subTrack]
-	ended           atomic.Bool
-	gop             gopCache // guarded by mu
-	tap             TapSink  // nil unless the SFU's tap wants this track
+	// pixels is the picture size of the layer's last VP8 keyframe (0:
+	// none seen): layers are ordered by it when every one has it, since
+	// a browser short of CPU may send its top layer at a lower bitrate
+	// than the one below for a while.
+	pixels atomic.Int64
+	mu     sync.Mutex // serialises add/remove; readers use list
+	list   atomic.Pointer[[]*subTrack]
+	ended  atomic.Bool
+	gop    gopCache // guarded by mu
+	tap    TapSink  // nil unless the SFU's tap wants this track
 
 	pliMu      sync.Mutex
 	lastPLI    time.Time
@@ -47,12 +54,29 @@ func (f *forwarder) subs() []*subTrack { return *f.list.Load() }
 // that joins shows the picture at once even when the publisher (OBS) does
 // not answer keyframe requests. It reports whether it did, and how long
 // the track's pacer takes to send that group.
-func (f *forwarder) add(t *subTrack) (bool, time.Duration) {
+func (f *forwarder) add(t *subTrack) (bool, time.Duration) { return f.addPrimed(t, 0) }
+
+// addPrimed is add with the cached group given only when its payload is at
+// most maxBytes (0: any size). A simulcast layer's group, cached since the
+// browser's last keyframe, can be a megabyte; sent to a classroom that
+// starts on the lowest layer because its link may be thin, it overflows
+// that link for seconds. A browser answers keyframe requests, so without
+// the cache the new classroom asks for one instead (attachReady).
+func (f *forwarder) addPrimed(t *subTrack, maxBytes int) (bool, time.Duration) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	var gop []*rtp.Packet
 	if t.paused == nil || !t.paused.Load() {
 		gop = slices.Clone(f.gop.pkts)
+	}
+	if maxBytes > 0 {
+		n := 0
+		for _, p := range gop {
+			n += len(p.Payload)
+		}
+		if n > maxBytes {
+			gop = nil
+		}
 	}
 	took := t.primeWith(gop)
 	old := *f.list.Load()
@@ -94,6 +118,7 @@ func (f *forwarder) run() {
 	muted := false
 	var winStart time.Time
 	winBytes := 0
+	sized := f.grp != nil && strings.EqualFold(f.track.Codec().MimeType, webrtc.MimeTypeVP8) // vp8Size applies
 	for {
 		pkt, _, err := f.track.ReadRTP()
 		if err != nil {
@@ -129,6 +154,11 @@ func (f *forwarder) run() {
 		} else {
 			// Under mu, so add() sees each packet either in the cache or
 			// in its queue, never both or neither.
+			if sized {
+				if w, h := vp8Size(pkt.Payload); w > 0 && h > 0 {
+					f.pixels.Store(int64(w * h))
+				}
+			}
 			f.mu.Lock()
 			f.gop.push(pkt, f.track.Codec().MimeType)
 			subs = f.subs()

@@ -56,23 +56,43 @@ func isKeyframeStart(p []byte, mime string) bool {
 // vp8Keyframe parses the VP8 payload descriptor (RFC 7741 §4.2): the
 // packet must start partition 0 of a frame whose header's P bit is clear.
 func vp8Keyframe(p []byte) bool {
+	_, ok := vp8Header(p)
+	return ok
+}
+
+// vp8Size returns the picture size a VP8 keyframe's first packet states
+// (RFC 6386 §9.1: after the 3-byte frame tag, the start code 9d 01 2a,
+// then 14-bit width and height), or 0, 0.
+func vp8Size(p []byte) (w, h int) {
+	i, ok := vp8Header(p)
+	if !ok || len(p) < i+10 || p[i+3] != 0x9d || p[i+4] != 0x01 || p[i+5] != 0x2a {
+		return 0, 0
+	}
+	w = int(p[i+6]) | int(p[i+7]&0x3f)<<8
+	h = int(p[i+8]) | int(p[i+9]&0x3f)<<8
+	return w, h
+}
+
+// vp8Header returns where the VP8 frame header starts in p when p starts
+// partition 0 of a keyframe.
+func vp8Header(p []byte) (int, bool) {
 	if len(p) < 1 {
-		return false
+		return 0, false
 	}
 	x, s, pid := p[0]&0x80 != 0, p[0]&0x10 != 0, p[0]&0x07
 	if !s || pid != 0 {
-		return false
+		return 0, false
 	}
 	i := 1
 	if x {
 		if len(p) < 2 {
-			return false
+			return 0, false
 		}
 		ext := p[1]
 		i = 2
 		if ext&0x80 != 0 { // I: picture id, 7 or 15 bits
 			if len(p) <= i {
-				return false
+				return 0, false
 			}
 			if p[i]&0x80 != 0 {
 				i++
@@ -86,7 +106,7 @@ func vp8Keyframe(p []byte) bool {
 			i++
 		}
 	}
-	return len(p) > i && p[i]&0x01 == 0
+	return i, len(p) > i && p[i]&0x01 == 0
 }
 
 // h264Keyframe looks for an SPS or the start of an IDR slice (RFC 6184):

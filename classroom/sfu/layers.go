@@ -25,6 +25,11 @@ const (
 	// padSize is the padding of one probe packet: RTP's padding length
 	// is one byte.
 	padSize = 255
+	// primeLayerMax: a joining subscriber starting on a simulcast
+	// group's lowest layer is primed from its cache only when the cached
+	// group is this small (it passes a 500 kbit/s link's 400 ms queue);
+	// else it asks the browser for a keyframe (forwarder.addPrimed).
+	primeLayerMax = 24 << 10
 )
 
 // layerGroup is the set of forwarders carrying one publisher track: its
@@ -66,9 +71,10 @@ func (g *layerGroup) primary() *forwarder {
 	return g.fwds[0]
 }
 
-// layers returns the group's live layers, lowest bitrate first. A layer
-// not yet measured counts as the lowest, and one that went quiet is left
-// out (unless every one is quiet: then all are returned).
+// layers returns the group's live layers, smallest picture first (VP8
+// keyframes state it), else lowest bitrate first. A layer
+// not yet measured or gone quiet is left out (unless every one is: then
+// they are returned).
 func (g *layerGroup) layers() []*forwarder {
 	g.mu.Lock()
 	all := slices.Clone(g.fwds)
@@ -78,7 +84,19 @@ func (g *layerGroup) layers() []*forwarder {
 	if len(live) == 0 {
 		live = all
 	}
-	slices.SortStableFunc(live, func(a, b *forwarder) int { return int(a.bitrate.Load() - b.bitrate.Load()) })
+	// A layer that started after the others (a browser short of CPU
+	// turns its top layer on late) is left out until it is measured:
+	// unmeasured, it would sort as the lowest and be chosen as such.
+	if measured := slices.DeleteFunc(slices.Clone(live), func(f *forwarder) bool { return f.bitrate.Load() == 0 }); len(measured) > 0 {
+		live = measured
+	}
+	sized := !slices.ContainsFunc(live, func(f *forwarder) bool { return f.pixels.Load() == 0 })
+	slices.SortStableFunc(live, func(a, b *forwarder) int {
+		if sized && a.pixels.Load() != b.pixels.Load() {
+			return int(a.pixels.Load() - b.pixels.Load())
+		}
+		return int(a.bitrate.Load() - b.bitrate.Load())
+	})
 	return live
 }
 
@@ -99,7 +117,11 @@ func (g *layerGroup) attach(t *subTrack) (bool, time.Duration) {
 	defer g.mu.Unlock()
 	t.cur.Store(start)
 	g.subs = append(g.subs, t)
-	primed, took := start.add(t)
+	limit := 0
+	if len(g.fwds) > 1 && (t.sfu == nil || !t.sfu.cfg.NoLayers) {
+		limit = primeLayerMax
+	}
+	primed, took := start.addPrimed(t, limit)
 	for _, f := range g.fwds {
 		if f != start {
 			f.addQuiet(t)
@@ -146,6 +168,11 @@ func (t *subTrack) keyframe() {
 }
 
 // layered reports whether t has more than one layer to choose from.
+// screen reports whether t carries a screen share (Publisher.SetScreens).
+func (t *subTrack) screen() bool {
+	return t.fwd.pub != nil && t.fwd.pub.isScreen(t.fwd.id)
+}
+
 func (t *subTrack) layered() bool {
 	if t.fwd.grp == nil || t.fwd.audio {
 		return false

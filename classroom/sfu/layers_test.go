@@ -97,7 +97,80 @@ func TestSimulcastLayersOnLoopback(t *testing.T) {
 		if p.PLIs[2].Load() == 0 {
 			t.Errorf("noLayers=%v: the top layer was never asked for a keyframe", noLayers)
 		}
+		// The estimator runs for this subscriber (it receives simulcast)
+		// only when layers are chosen.
+		links := s.Links("class")
+		if len(links) != 1 || links[0].Estimating == noLayers || (!noLayers && links[0].Target <= 0) {
+			t.Errorf("noLayers=%v: links %+v, want one estimating=%v", noLayers, links, !noLayers)
+		}
 		s.Close()
 		cancel()
+	}
+}
+
+// A subscriber of a publisher that sends one layer has nothing to choose:
+// its estimator gate stays shut (no gcc cost per packet), while a
+// subscriber of a simulcast publisher on the same edge gets its estimator.
+func TestEstimatorOnlyForSimulcast(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	s, err := sfu.New(sfu.Config{ICEAddrs: []net.IP{net.IPv4(127, 0, 0, 1)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	rooms := map[string][]mediatest.Layer{"single": {{RID: "f", Bitrate: 1_000_000}}, "simulcast": testLayers}
+	counters := map[string]*mediatest.FrameCounter{}
+	for room, layers := range rooms {
+		pc := loopPeer(t)
+		p := mediatest.SimulcastTracks(t, pc, layers)
+		_, answer, err := s.Publish(ctx, room, string(mediatest.Offer(t, ctx, pc)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: answer}); err != nil {
+			t.Fatal(err)
+		}
+		go p.Run(ctx)
+		deadline := time.Now().Add(10 * time.Second)
+		for s.RoomStats(room).Tracks < len(layers)+1 && time.Now().Before(deadline) {
+			time.Sleep(50 * time.Millisecond)
+		}
+		sub := loopPeer(t)
+		c := mediatest.NewFrameCounter()
+		c.Watch(t, sub)
+		_, answer, err = s.Subscribe(ctx, room, string(mediatest.Offer(t, ctx, sub)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := sub.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: answer}); err != nil {
+			t.Fatal(err)
+		}
+		counters[room] = c
+	}
+	start := time.Now()
+	for time.Since(start) < 15*time.Second {
+		time.Sleep(200 * time.Millisecond)
+		a, _ := counters["single"].Between(start, time.Now())
+		b, _ := counters["simulcast"].Between(start, time.Now())
+		if a > 30 && b > 30 {
+			break
+		}
+	}
+	for room, c := range counters {
+		if n, _ := c.Between(start, time.Now()); n < 30 {
+			t.Fatalf("%s: %d frames decoded in %v", room, n, time.Since(start))
+		}
+	}
+	time.Sleep(time.Second) // several layer-choice ticks after both flow
+	single, simul := s.Links("single"), s.Links("simulcast")
+	if len(single) != 1 || single[0].Estimating || single[0].Target != 0 {
+		t.Errorf("single-layer subscriber: %+v, want no estimator", single)
+	}
+	if len(simul) != 1 || !simul[0].Estimating {
+		t.Errorf("simulcast subscriber: %+v, want its estimator on", simul)
+	}
+	if got := s.Totals().Estimated; got != 1 {
+		t.Errorf("estimated links: %d, want 1", got)
 	}
 }

@@ -29,11 +29,12 @@ type Publisher struct {
 	expected int
 	changed  chan struct{} // closed and replaced when fwds grows
 	closed   bool
-	done     chan struct{} // closed by Close
-	negMu    sync.Mutex    // serialises renegotiations
-	relay    bool          // a cascade pull from another edge (Relay)
-	counted  bool          // in SFU.peers (set by reserve, under the SFU's lock)
-	owner    string        // who made it (SetOwner), under the SFU's lock
+	done     chan struct{}   // closed by Close
+	negMu    sync.Mutex      // serialises renegotiations
+	relay    bool            // a cascade pull from another edge (Relay)
+	screens  map[string]bool // track ids the client said are screen shares (SetScreens)
+	counted  bool            // in SFU.peers (set by reserve, under the SFU's lock)
+	owner    string          // who made it (SetOwner), under the SFU's lock
 }
 
 // Done is closed when the publisher has closed (its connection failed or
@@ -45,6 +46,26 @@ func (p *Publisher) ID() string { return p.id }
 
 // Source is the label its tracks carry (their stream id at subscribers).
 func (p *Publisher) Source() string { return p.source }
+
+// SetScreens says which of the publisher's tracks (by track id, the
+// msid's second part) are screen shares: a subscriber whose link is thin
+// gives them its budget first (choose.go). Each publish replaces the list.
+func (p *Publisher) SetScreens(trackIDs []string) {
+	m := make(map[string]bool, len(trackIDs))
+	for _, id := range trackIDs {
+		m[id] = true
+	}
+	p.mu.Lock()
+	p.screens = m
+	p.mu.Unlock()
+}
+
+// isScreen reports whether the track with this id is a screen share.
+func (p *Publisher) isScreen(trackID string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.screens[trackID]
+}
 
 func newPublisher(s *SFU, roomID, source string) *Publisher {
 	return &Publisher{sfu: s, room: roomID, source: source, id: newID(), changed: make(chan struct{}), done: make(chan struct{})}
@@ -132,7 +153,7 @@ func (p *Publisher) Expect(n int) {
 
 func (p *Publisher) onTrack(track *webrtc.TrackRemote, recv *webrtc.RTPReceiver) {
 	f := &forwarder{pub: p, track: track, interval: p.sfu.cfg.PLIInterval, audio: track.Kind() == webrtc.RTPCodecTypeAudio,
-		rid: track.RID()}
+		rid: track.RID(), id: track.ID()}
 	f.list.Store(&[]*subTrack{})
 	f.lastAt.Store(time.Now().UnixNano())
 	p.mu.Lock()
@@ -160,7 +181,7 @@ func (p *Publisher) onTrack(track *webrtc.TrackRemote, recv *webrtc.RTPReceiver)
 	p.changed = make(chan struct{})
 	p.mu.Unlock()
 	p.sfu.log.Info("publisher track", "room", p.room, "source", p.source, "publisher", p.id, "kind", track.Kind().String(),
-		"codec", track.Codec().MimeType, "fmtp", track.Codec().SDPFmtpLine, "ssrc", uint32(track.SSRC()), "rid", f.rid)
+		"codec", track.Codec().MimeType, "fmtp", track.Codec().SDPFmtpLine, "ssrc", uint32(track.SSRC()), "rid", f.rid, "screen", p.isScreen(f.id))
 	if c := track.Codec(); strings.EqualFold(c.MimeType, webrtc.MimeTypeH264) && highProfile(c.SDPFmtpLine) {
 		p.sfu.log.Warn("the lesson's H264 uses a profile browsers do not decode; classrooms in a browser will not see it: set the encoder to baseline",
 			"room", p.room, "fmtp", c.SDPFmtpLine)

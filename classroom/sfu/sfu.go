@@ -140,12 +140,13 @@ type SFU struct {
 	log *slog.Logger
 	api *webrtc.API
 	// subAPI makes subscribers' connections: the same settings plus a
-	// send-side bandwidth estimate (gcc) from their TWCC feedback. One
-	// estimator is made per connection; bweMu hands it to the subscriber
-	// whose NewPeerConnection call made it.
-	subAPI  *webrtc.API
-	bweMu   sync.Mutex
-	lastBWE cc.BandwidthEstimator
+	// send-side bandwidth estimate (gcc) from their TWCC feedback, behind
+	// a gate that stays shut until the subscriber has a layer to choose
+	// (bwegate.go). One gate is made per connection; bweMu hands it to
+	// the subscriber whose NewPeerConnection call made it.
+	subAPI   *webrtc.API
+	bweMu    sync.Mutex
+	lastGate *bweGate
 
 	mu     sync.Mutex
 	rooms  map[string]*room
@@ -159,6 +160,7 @@ type SFU struct {
 	nacks, twcc, remb  atomic.Uint64 // feedback received from subscribers
 	pauses, resumes    atomic.Uint64 // video paused/resumed for weak links
 	ups, downs, probes atomic.Uint64 // simulcast layer switches and probes
+	estimating         atomic.Uint64 // subscriber links whose estimator gate opened, ever
 
 	// Live objects, for the gauges that must return to zero when the
 	// school is idle: peers (publishers and subscribers not yet closed)
@@ -184,6 +186,9 @@ type Totals struct {
 	// lower simulcast layer; Probes the padding bursts that tested a link
 	// before moving up.
 	LayerUps, LayerDowns, Probes uint64
+	// Estimated counts subscriber links whose bandwidth estimator was
+	// turned on because they received simulcast (bwegate.go).
+	Estimated uint64
 }
 
 // New builds the pion API (default codecs and interceptors) and an empty SFU.
@@ -216,9 +221,7 @@ func New(cfg Config) (*SFU, error) {
 	s := &SFU{cfg: cfg, log: cfg.Logger, api: a, rooms: map[string]*room{}, muted: map[string]bool{},
 		primeBudget: rate.NewLimiter(rate.Limit(cfg.PrimeBitrate/8), 4*cfg.PaceBurst)}
 	if cfg.NoLayers {
-		// No layer to choose: no estimator either. It sees every packet
-		// sent to every subscriber, about a quarter of the edge's CPU per
-		// forwarded packet (TestBenchLiveClass, N=40).
+		// No layer to choose: no estimator either, not even gated.
 		s.subAPI = a
 		return s, nil
 	}
@@ -232,24 +235,24 @@ func New(cfg Config) (*SFU, error) {
 	if err != nil {
 		return nil, fmt.Errorf("bandwidth estimator: %w", err)
 	}
-	bwe.OnNewPeerConnection(func(_ string, e cc.BandwidthEstimator) { s.lastBWE = e }) // under bweMu
-	if s.subAPI, err = NewAPINet(cfg.ICEAddrs, cfg.Net, bwe); err != nil {
+	gated := newBWEGateFactory(bwe, func(g *bweGate) { s.lastGate = g }) // under bweMu
+	if s.subAPI, err = NewAPINet(cfg.ICEAddrs, cfg.Net, gated); err != nil {
 		return nil, err
 	}
 	return s, nil
 }
 
 // newSubscriberPC makes a subscriber's connection and returns it with its
-// bandwidth estimator.
-func (s *SFU) newSubscriberPC(cfg webrtc.Configuration) (*webrtc.PeerConnection, cc.BandwidthEstimator, error) {
+// (shut) estimator gate, nil when layers are not chosen.
+func (s *SFU) newSubscriberPC(cfg webrtc.Configuration) (*webrtc.PeerConnection, *bweGate, error) {
 	s.bweMu.Lock()
 	defer s.bweMu.Unlock()
-	s.lastBWE = nil
+	s.lastGate = nil
 	pc, err := s.subAPI.NewPeerConnection(cfg)
 	if err != nil {
 		return nil, nil, fmt.Errorf("new peer connection: %w", err)
 	}
-	return pc, s.lastBWE, nil
+	return pc, s.lastGate, nil
 }
 
 // NewAPI returns a pion API with default codecs (VP8, VP9, H264, AV1, Opus,
@@ -328,6 +331,10 @@ func NewAPINet(addrs []net.IP, n transport.Net, bwe interceptor.Factory) (*webrt
 	return webrtc.NewAPI(webrtc.WithMediaEngine(me), webrtc.WithInterceptorRegistry(ir), webrtc.WithSettingEngine(se)), nil
 }
 
+// ChoosesLayers reports whether the SFU chooses a simulcast layer per
+// subscriber (Config.NoLayers unset): publishers gain by sending layers.
+func (s *SFU) ChoosesLayers() bool { return !s.cfg.NoLayers }
+
 // Totals returns the edge-wide counters.
 func (s *SFU) Totals() Totals {
 	s.mu.Lock()
@@ -342,6 +349,7 @@ func (s *SFU) Totals() Totals {
 	t.NACKs, t.TWCC, t.REMB = s.nacks.Load(), s.twcc.Load(), s.remb.Load()
 	t.VideoPauses, t.VideoResumes = s.pauses.Load(), s.resumes.Load()
 	t.LayerUps, t.LayerDowns, t.Probes = s.ups.Load(), s.downs.Load(), s.probes.Load()
+	t.Estimated = s.estimating.Load()
 	return t
 }
 

@@ -162,3 +162,127 @@ func TestGOPCache(t *testing.T) {
 		t.Error("an overlong GOP is still cached")
 	}
 }
+
+// layeredTrack is a subscriber track on a group of layers with these
+// bitrates (lowest first), taking layer cur, of publisher p under id.
+func layeredTrack(p *Publisher, id string, cur int, rates ...int64) *subTrack {
+	g := &layerGroup{}
+	for _, r := range rates {
+		f := &forwarder{pub: p, grp: g, id: id}
+		f.bitrate.Store(r)
+		f.lastAt.Store(time.Now().UnixNano())
+		g.fwds = append(g.fwds, f)
+	}
+	t := &subTrack{fwd: g.fwds[0]}
+	t.cur.Store(g.fwds[cur])
+	return t
+}
+
+// On a thin link the screen share's layer is paid for first: with a
+// 1.6 Mbit/s budget its 1.2 Mbit/s layer is kept and the camera gets
+// what is left (its lowest layer); without the screen marked, the two
+// share equally, and the screen could not keep its layer.
+func TestSplitGivesScreenShareBudgetFirst(t *testing.T) {
+	p := &Publisher{}
+	camera := layeredTrack(p, "cam", 1, 150_000, 500_000, 1_500_000)
+	screen := layeredTrack(p, "scr", 1, 300_000, 1_200_000)
+	c := &chooser{budget: 1_600_000}
+	s := &Subscriber{}
+	video := []*subTrack{camera, screen}
+
+	equal := s.split(c, video, video)
+	if equal[0].budget != equal[1].budget || equal[1].budget >= layerKeep*1_200_000 {
+		t.Fatalf("no screen marked: shares %+v, want equal ones too small for the screen's top layer", equal)
+	}
+
+	p.SetScreens([]string{"scr"})
+	if !screen.screen() || camera.screen() {
+		t.Fatal("SetScreens did not mark the screen track alone")
+	}
+	got := s.split(c, video, video)
+	if got[1].budget < 1_200_000*layerHeadroom {
+		t.Errorf("screen's share %v bits/s: does not keep its 1.2 Mbit/s layer", got[1].budget)
+	}
+	if got[0].budget >= 500_000*layerKeep {
+		t.Errorf("camera's share %v bits/s: the camera should go to its lowest layer", got[0].budget)
+	}
+	if got[0].budget < 150_000*layerHeadroom {
+		t.Errorf("camera's share %v bits/s: not even its lowest layer", got[0].budget)
+	}
+	if got[0].others != 1_200_000 || got[1].others != 500_000 {
+		t.Errorf("others while probing: %+v", got)
+	}
+
+	// Video without layers (a classroom on stage) is paid for before
+	// any layer is chosen.
+	single := &subTrack{fwd: &forwarder{}}
+	single.fwd.bitrate.Store(400_000)
+	single.cur.Store(single.fwd)
+	all := append(video, single)
+	less := s.split(c, all, video)
+	if d := got[1].budget - less[1].budget; d != 400_000 {
+		t.Errorf("a single-layer video of 400 kbit/s lowered the screen's share by %v", d)
+	}
+}
+
+// vp8Key is the first packet of a VP8 keyframe of w×h: payload
+// descriptor (S set, with the X byte and a 15-bit picture id when ext),
+// frame tag, start code, size.
+func vp8Key(w, h int, ext bool) []byte {
+	p := []byte{0x10}
+	if ext {
+		p = []byte{0x90, 0x80, 0x81, 0x23}
+	}
+	return append(p, 0x50, 0x09, 0x00, 0x9d, 0x01, 0x2a, byte(w), byte(w>>8), byte(h), byte(h>>8), 0, 0)
+}
+
+// A VP8 keyframe states its size; anything else states none.
+func TestVP8Size(t *testing.T) {
+	for _, ext := range []bool{false, true} {
+		if w, h := vp8Size(vp8Key(1280, 720, ext)); w != 1280 || h != 720 {
+			t.Errorf("ext=%v: %dx%d, want 1280x720", ext, w, h)
+		}
+	}
+	delta := vp8Key(640, 360, false)
+	delta[1] |= 1 // P bit: an interframe
+	for name, p := range map[string][]byte{"interframe": delta, "empty": nil, "short": vp8Key(320, 180, false)[:8], "not first": {0x00, 0x50, 0x09}} {
+		if w, h := vp8Size(p); w != 0 || h != 0 {
+			t.Errorf("%s: %dx%d, want none", name, w, h)
+		}
+	}
+}
+
+func FuzzVP8Size(f *testing.F) {
+	f.Add(vp8Key(1280, 720, false))
+	f.Add(vp8Key(320, 180, true))
+	f.Add([]byte{0x90, 0x80})
+	f.Fuzz(func(t *testing.T, p []byte) {
+		w, h := vp8Size(p)
+		if w < 0 || w >= 1<<14 || h < 0 || h >= 1<<14 {
+			t.Fatalf("size %dx%d out of VP8's 14 bits", w, h)
+		}
+	})
+}
+
+// Layers are ordered by picture size once each has shown a keyframe, even
+// when the top one sends less for a while (a browser short of CPU).
+func TestLayersOrderedByPictureSize(t *testing.T) {
+	g := &layerGroup{}
+	for _, l := range []struct {
+		px, rate int64
+	}{{1280 * 720, 90_000}, {320 * 180, 150_000}, {640 * 360, 500_000}} {
+		f := &forwarder{grp: g}
+		f.pixels.Store(l.px)
+		f.bitrate.Store(l.rate)
+		f.lastAt.Store(time.Now().UnixNano())
+		g.fwds = append(g.fwds, f)
+	}
+	ls := g.layers()
+	if ls[0].pixels.Load() != 320*180 || ls[2].pixels.Load() != 1280*720 {
+		t.Errorf("order by size: %d, %d, %d", ls[0].pixels.Load(), ls[1].pixels.Load(), ls[2].pixels.Load())
+	}
+	g.fwds[1].pixels.Store(0) // one not seen yet: by bitrate
+	if ls := g.layers(); ls[0] != g.fwds[0] {
+		t.Errorf("without every size the lowest bitrate comes first")
+	}
+}

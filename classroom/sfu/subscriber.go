@@ -11,7 +11,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/pion/interceptor/pkg/cc"
 	"github.com/pion/rtcp"
 	"github.com/pion/webrtc/v4"
 )
@@ -36,10 +35,11 @@ type Subscriber struct {
 	pc     *webrtc.PeerConnection
 	tracks []*subTrack
 
-	// bwe is the send-side estimate of pc's link (nil until pc exists),
-	// under its own lock: newPC runs both with and without mu held.
+	// gate holds the send-side estimator of pc's link (nil until pc
+	// exists, or when layers are not chosen), under its own lock: newPC
+	// runs both with and without mu held.
 	bweMu sync.Mutex
-	bwe   cc.BandwidthEstimator
+	gate  *bweGate
 
 	cong congestion
 	tx   atomic.Uint64 // bytes sent to this subscriber, padding included
@@ -48,9 +48,27 @@ type Subscriber struct {
 	budget, target atomic.Int64
 	lossPPM        atomic.Int64
 
+	// holdLow, when set, names sources whose video this subscriber takes
+	// at their lowest layer whatever its link carries (the master's grid
+	// of classrooms; SetHoldLow).
+	holdLow atomic.Pointer[func(source string) bool]
+
 	closeOnce sync.Once
 	closed    atomic.Bool
 	stopCong  chan struct{}
+}
+
+// SetHoldLow makes the subscriber take the video of every source f
+// accepts at its lowest simulcast layer, whatever its link carries: the
+// master teacher's grid shows every classroom small and only the one on
+// stage large. f is asked again every layer-choice tick, so a change of
+// stage takes effect within a tick (and a keyframe).
+func (s *Subscriber) SetHoldLow(f func(source string) bool) { s.holdLow.Store(&f) }
+
+// heldLow reports whether t's video is held at its lowest layer.
+func (s *Subscriber) heldLow(t *subTrack) bool {
+	f := s.holdLow.Load()
+	return f != nil && t.fwd.pub != nil && (*f)(t.fwd.pub.source)
 }
 
 // ID is the subscriber's resource id (the last part of its WHEP Location).
@@ -73,12 +91,12 @@ func (s *Subscriber) watches(p *Publisher) bool {
 }
 
 func (s *Subscriber) newPC() (*webrtc.PeerConnection, error) {
-	pc, bwe, err := s.sfu.newSubscriberPC(s.pcCfg)
+	pc, gate, err := s.sfu.newSubscriberPC(s.pcCfg)
 	if err != nil {
 		return nil, err
 	}
 	s.bweMu.Lock()
-	s.bwe = bwe
+	s.gate = gate
 	s.bweMu.Unlock()
 	pc.OnConnectionStateChange(func(st webrtc.PeerConnectionState) {
 		s.sfu.log.Debug("subscriber connection state", "room", s.room, "subscriber", s.id, "state", st.String())

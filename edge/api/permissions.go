@@ -133,5 +133,6 @@ func Permissions() map[string]Rule {
 		"GET /class.js":       public,
 		"GET /class.css":      public,
 		"GET /reconnect.js":   public,
+		"GET /layers.js":      public,
 	}
 }

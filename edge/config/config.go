@@ -87,7 +87,8 @@ type Config struct {
 	// catalogue for): pages use it when the browser asks for none they have.
 	Language string `json:"language"`
 	// SimulcastLayers turns on choosing a simulcast layer per subscriber
-	// (off: every subscriber gets a simulcast publisher's top layer).
+	// (on by default; off: every subscriber gets a simulcast publisher's
+	// top layer).
 	SimulcastLayers bool `json:"simulcast_layers"`
 	// HTTPSRedirect sends page requests on plain HTTP from other hosts to
 	// HTTPS; off only behind a proxy that terminates TLS itself.
@@ -126,7 +127,7 @@ func Defaults() Config {
 		CachePrefetchDays: 7, CacheUploadMax: "2G", HTTPSRedirect: true,
 		MaxConnsPerAddr: 64, BodyDeadline: 10 * time.Second,
 		TimeZone: "Asia/Shanghai", Language: "zh-CN",
-		ReconnectGrace: 20 * time.Second}
+		ReconnectGrace: 20 * time.Second, SimulcastLayers: true}
 }
 
 // maxFileBytes bounds the config file; a config is a few hundred bytes.
@@ -208,7 +209,7 @@ func defineFlags(fs *flag.FlagSet, c *Config) {
 	fs.Var(listFlag{&c.TLSNames}, "tls-names", "extra DNS `names` or addresses the edge's certificate covers, comma-separated")
 	fs.StringVar(&c.CloudCA, "cloud-ca", c.CloudCA, "PEM `file` of the city's root: trusted, besides the system's roots, for an https hub enrolled by a token without a pin")
 	fs.StringVar(&c.TimeZone, "time-zone", c.TimeZone, "the school's IANA time `zone` (timetable periods; dates and times on every page), e.g. Asia/Shanghai, Asia/Urumqi")
-	fs.BoolVar(&c.SimulcastLayers, "simulcast-layers", c.SimulcastLayers, "choose a simulcast layer per classroom from a bandwidth estimate of its link (experimental: the estimator costs about a quarter more CPU per forwarded packet; off, every classroom gets a simulcast publisher's top layer)")
+	fs.BoolVar(&c.SimulcastLayers, "simulcast-layers", c.SimulcastLayers, "choose a simulcast layer per classroom from a bandwidth estimate of its link; the estimator runs only for classrooms that receive simulcast (=false: no estimator, every classroom gets a simulcast publisher's top layer and pages publish one layer)")
 	fs.StringVar(&c.Language, "language", c.Language, "the school's `language` for pages whose browser asks for none they have: zh-CN or en")
 	fs.BoolVar(&c.HTTPSRedirect, "https-redirect", c.HTTPSRedirect, "redirect page requests on plain HTTP from other hosts to HTTPS (turn off only behind a TLS-terminating proxy)")
 	fs.IntVar(&c.MaxConnsPerAddr, "max-conns-per-addr", c.MaxConnsPerAddr, "connections one client address may hold open at once (`N`, 0: no limit; loopback is exempt)")

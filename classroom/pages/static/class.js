@@ -91,9 +91,14 @@ class Conn {
       this.flushPub = this.trickle(this.pub, "publish", () => this.pubSent);
     }
     const have = this.pub.getSenders().map((s) => s.track);
-    stream.getTracks().forEach((t) => { if (!have.includes(t)) this.pub.addTrack(t, stream); });
+    // How each track is encoded (simulcast layers, a screen share's
+    // settings) is layers.js's: sendTrack, when the page loads it.
+    const add = typeof sendTrack === "function" ? (t) => sendTrack(this.pub, t, stream, this.welcome, this.sendOpts) : (t) => this.pub.addTrack(t, stream);
+    stream.getTracks().forEach((t) => { if (!have.includes(t)) add(t); });
     await this.pub.setLocalDescription(await this.pub.createOffer());
-    const p = this.req({ type: "publish", sdp: this.pub.localDescription.sdp });
+    // layers.js names the screen shares among the tracks (publishFields).
+    const extra = typeof publishFields === "function" ? publishFields(this.pub) : {};
+    const p = this.req(Object.assign({ type: "publish", sdp: this.pub.localDescription.sdp }, extra));
     this.pubSent = true;
     this.flushPub();
     const a = await p;

@@ -132,6 +132,7 @@ async function join(cur) {
     close: () => { if (P.sessionId) pollSoon(); },
     error: (m) => P.errors.push(m.code + ": " + m.message),
   });
+  P.conn.sendOpts = { simulcast: true, encodings: LAYERS.room }; // the master's grid takes the lowest layer (layers.js)
   await P.conn.open();
   // The camera goes out while the room subscribes: after an edge restart
   // the teacher sees the room again sooner.

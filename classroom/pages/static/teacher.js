@@ -54,7 +54,7 @@ async function openCamera() {
     return null;
   }
   try {
-    return await navigator.mediaDevices.getUserMedia({ video: { width: 640, height: 360 }, audio: true });
+    return await navigator.mediaDevices.getUserMedia(CAMERA_CONSTRAINTS); // layers.js
   } catch (e) {
     $("setup-error").textContent = MEDIA_TEXT.cameraFailed + e.message;
     T.errors.push("camera: " + e.message);
@@ -86,7 +86,8 @@ function tile(cid) {
   const t = { video: el("div", { class: "vid" }), hand: el("span", { class: "hand" }), label: el("b", {}, T.names[cid] || cid), status: el("span") };
   t.stage = el("button", { class: "quiet", onclick: () => T.conn.req({ type: "stage", classroom_id: cid, on: T.state.stage !== cid }) }, i18n.t("teacher.on_stage"));
   t.mute = el("button", { class: "quiet", onclick: () => T.conn.req({ type: "mute", classroom_id: cid, muted: !(T.state.muted || []).includes(cid) }) }, i18n.t("teacher.mute"));
-  t.root = el("div", { class: "tile", id: "tile-" + cid }, t.video, el("div", { class: "bar-top" }, t.label, t.status, t.hand, t.stage, t.mute));
+  t.link = el("span", { class: "weak", role: "status" }); // linkMark
+  t.root = el("div", { class: "tile", id: "tile-" + cid }, t.video, el("div", { class: "bar-top" }, t.label, t.status, t.link, t.hand, t.stage, t.mute));
   $("grid").append(t.root);
   T.tiles[cid] = t;
   return t;
@@ -118,9 +119,21 @@ function render() {
     t.hand.title = raised ? i18n.t("teacher.hand_up") : "";
     t.stage.textContent = st.stage === cid ? i18n.t("teacher.back") : i18n.t("teacher.on_stage");
     t.mute.textContent = (st.muted || []).includes(cid) ? i18n.t("teacher.unmute") : i18n.t("teacher.mute");
+    linkMark(t, cid);
   }
   $("status").textContent = i18n.t("session.state." + st.session_state);
   $("status").dataset.state = st.session_state;
+}
+
+// linkMark marks a room whose link cannot carry the lesson's full
+// quality, from the edge's links message (its layer chooser): "7B: low
+// quality — weak link".
+function linkMark(t, cid) {
+  const lk = (T.links || {})[cid];
+  const weak = !!(lk && lk.weak);
+  t.link.textContent = weak ? i18n.t("teacher.weak_link", { name: T.names[cid] || cid }) : "";
+  t.link.hidden = !weak;
+  t.root.dataset.link = weak ? "weak" : "ok";
 }
 
 // run joins session id as its master and publishes media (camera and mic,
@@ -147,11 +160,13 @@ async function connectMaster(token) {
   const conn = new Conn(token, i18n.t("teacher.participant"), {
     state: (m) => { T.state = m; $("title").textContent = m.title; render(); },
     hands: (m) => { T.handOrder = m.order; render(); },
+    links: (m) => { T.links = {}; for (const r of m.classrooms || []) T.links[r.classroom_id] = r; render(); },
     quiz_results: (m) => { if (T.quiz && m.results.quiz_id === T.quiz.id) { T.results = m.results; quizBars($("q-results"), T.quiz, m.results); } },
     ended: () => { T.ended = true; $("status").textContent = i18n.t("session.state.ended"); $("status").dataset.state = "ended"; },
     error: (m) => T.errors.push(m.code + ": " + m.message),
   });
   T.conn = conn;
+  conn.sendOpts = { simulcast: true }; // the lesson's camera as layers, when the edge chooses them (layers.js)
   try {
     await conn.open();
     await conn.subscribe((track, sid) => {
@@ -175,7 +190,10 @@ $("share").onclick = async () => {
     return;
   }
   try {
-    const screen = await navigator.mediaDevices.getDisplayMedia({ video: true });
+    // The screen is its own track: full resolution at a low frame rate,
+    // marked as detail (text) so the encoder keeps it sharp (layers.js).
+    const screen = await navigator.mediaDevices.getDisplayMedia({ video: { width: { ideal: 1920 }, height: { ideal: 1080 }, frameRate: { ideal: 5, max: 15 } } });
+    screen.getVideoTracks().forEach((t) => { t.contentHint = "detail"; });
     screen.getTracks().forEach((t) => T.media.addTrack(t));
     await T.conn.publish(T.media); // renegotiate: the screen is a second video track of "master"
     T.sharing = true;
