@@ -38,6 +38,7 @@ var (
 	benchSeconds = flag.Int("cache.bench.seconds", 10, "wrk duration per run")
 	benchSets    = flag.String("cache.bench.sets", "small,large", "file sets of the serving benchmark: small (200 KB files), large (50 MB files)")
 	benchBefore  = flag.String("cache.bench.before", "", "an older edged binary, measured in the same run on a second data dir that hard-links the same blobs")
+	benchHold    = flag.String("cache.bench.hold", "", "write the set-up servers' addresses to this file and wait (up to 1 h) until it is removed, instead of measuring")
 	benchPprof   = flag.String("cache.bench.pprof", "", "directory for CPU profiles of edged taken during its first pass of each set and protocol")
 )
 
@@ -327,6 +328,23 @@ http {
 		c.Close()
 	}
 	edgePIDs, nginxPIDs := []int{edgeP.PID()}, procTree(ng.Process.Pid)
+	if *benchHold != "" {
+		info := fmt.Sprintf("dir=%s\nedge=%s\nedge_tls=%s\nedge_pid=%d\nedge_data=%s\ntoken=%s\nnginx=%s\nnginx_tls=%s\nnginx_pids=%v\n", dir, e.url, edgeTLSAddr, edgeP.PID(), data, e.token, nginxAddr, nginxTLSAddr, nginxPIDs)
+		var lua strings.Builder
+		for _, x := range small {
+			sum := sums[x.id]
+			fmt.Fprintf(&lua, "/media/%s /sha256/%s/%s\n", x.id, sum[:2], sum)
+		}
+		os.WriteFile(*benchHold+".paths", []byte(lua.String()), 0o644)
+		os.WriteFile(*benchHold, []byte(info), 0o644)
+		for i := 0; i < 3600; i++ {
+			if _, err := os.Stat(*benchHold); err != nil {
+				break
+			}
+			time.Sleep(time.Second)
+		}
+		return
+	}
 	tlsClient := pinnedClient(pin)
 	edged := benchServer{name: "edged", base: e.url, tlsBase: "https://" + edgeTLSAddr, pids: edgePIDs, pin: pin}
 	nginx := benchServer{name: "nginx", base: "http://" + nginxAddr, tlsBase: "https://" + nginxTLSAddr, pids: nginxPIDs, nginx: true}
@@ -374,7 +392,8 @@ http {
 		}
 		for _, proto := range []string{"http", "https"} {
 			var passes []*pass
-			for i, srv := range order {
+			profiled := false
+			for _, srv := range order {
 				p := &pass{benchServer: srv, load: loadavg()}
 				base, paths := srv.base, edgePaths
 				if proto == "https" {
@@ -384,7 +403,8 @@ http {
 					paths = nginxPaths
 				}
 				var prof func()
-				if *benchPprof != "" && i == 0 && srv.name == "edged" {
+				if *benchPprof != "" && !profiled && srv.name == "edged" {
+					profiled = true
 					prof = cpuProfile(t, e, filepath.Join(*benchPprof, fmt.Sprintf("edged-%s-%s.pb.gz", strings.Fields(set.name)[0], proto)), *benchSeconds-2)
 				}
 				c0, w0 := treeCPU(p.pids), time.Now()

@@ -112,14 +112,17 @@ func (c *Cache) serveBlob(w http.ResponseWriter, r *http.Request, e *servedItem)
 	if r.Method == http.MethodHead {
 		return nil
 	}
-	uncork := httpapi.Cork(r)
-	defer uncork()
 	body := zeroCopy(w)
-	// The header goes out first, so that the body is one sendfile; the
-	// cork keeps it in the same segment as the body's first bytes.
-	_ = http.NewResponseController(w).Flush()
 	if rf, ok := body.(io.ReaderFrom); ok && r.TLS == nil {
-		_, _ = rf.ReadFrom(f.File) // sendfile
+		// The header goes out first, so that the body is one sendfile;
+		// the cork keeps it in the same segment as the body's first
+		// bytes (nginx's tcp_nopush).
+		uncork := httpapi.Cork(r)
+		defer uncork()
+		_ = http.NewResponseController(w).Flush()
+		// sendfile; the limit ends it at the size instead of one more call
+		// that finds the end of the file.
+		_, _ = rf.ReadFrom(&io.LimitedReader{R: f.File, N: e.Size})
 		return nil
 	}
 	// TLS (or a writer without ReadFrom): encrypt from a large buffer, so
