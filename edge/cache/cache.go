@@ -137,7 +137,6 @@ type Cache struct {
 	clients   *clientBudget // uncached reads per LAN client (clientbudget.go)
 	served    *servedItems  // catalogue items as /media serves them (served.go)
 	files     *blobFiles    // open handles of recently served blobs (blobfiles.go)
-	copyBufs  sync.Pool     // *[]byte of copyBufSize: /media bodies over TLS
 
 	ctx context.Context // the cache's lifetime; Close ends it
 	wg  sync.WaitGroup  // loops and downloads
@@ -192,7 +191,6 @@ func New(cfg Config) (*Cache, error) {
 	if err := os.MkdirAll(filepath.Join(c.layout.blobs, "partial"), 0o700); err != nil {
 		return nil, fmt.Errorf("create blob dir: %w", err)
 	}
-	c.copyBufs.New = func() any { b := make([]byte, copyBufSize); return &b }
 	c.wire()
 	if err := c.downloads.reconcile(c.index.item); err != nil {
 		return nil, err
@@ -394,9 +392,5 @@ func (c *Cache) Unpin(id string) (bool, error) { return c.policy.Unpin(id) }
 func (c *Cache) AddLocal(ctx context.Context, r io.Reader, declared int64, meta media.Item) (media.Item, error) {
 	return c.uploads.AddLocal(ctx, r, declared, meta)
 }
-
-// copyBufSize is the read size of a /media body sent over TLS: a 200 KB
-// lesson file in two reads (net/http's own copy reads 32 KB at a time).
-const copyBufSize = 128 << 10
 
 var errOffline = errors.New("no hub configured (-cloud)")
