@@ -7,11 +7,11 @@ import (
 	"bufio"
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -199,10 +199,18 @@ func (w *statusWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 }
 
 func (s *Server) instrument(route string, h http.Handler) http.Handler {
+	// The route's counter per status code, looked up once: hashing the
+	// labels and formatting the code on every request cost more than
+	// the rest of the wrapper (the /media hot path).
+	var codes sync.Map // int -> prometheus.Counter
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		sw := &statusWriter{ResponseWriter: w, code: http.StatusOK}
 		h.ServeHTTP(sw, r)
-		s.requests.WithLabelValues(route, fmt.Sprint(sw.code)).Inc()
+		c, ok := codes.Load(sw.code)
+		if !ok {
+			c, _ = codes.LoadOrStore(sw.code, s.requests.WithLabelValues(route, strconv.Itoa(sw.code)))
+		}
+		c.(prometheus.Counter).Inc()
 	})
 }
 

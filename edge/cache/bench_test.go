@@ -3,8 +3,9 @@ package cache_test
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
-	"encoding/json"
+	"encoding/hex"
 	"flag"
 	"fmt"
 	"io"
@@ -14,6 +15,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -34,6 +36,10 @@ var (
 	benchLarge   = flag.Int("cache.bench.large", 20, "number of 50 MB files in the serving benchmark")
 	benchSmall   = flag.Int("cache.bench.small", 2000, "number of 200 KB files in the serving benchmark")
 	benchSeconds = flag.Int("cache.bench.seconds", 10, "wrk duration per run")
+	benchSets    = flag.String("cache.bench.sets", "small,large", "file sets of the serving benchmark: small (200 KB files), large (50 MB files)")
+	benchBefore  = flag.String("cache.bench.before", "", "an older edged binary, measured in the same run on a second data dir that hard-links the same blobs")
+	benchHold    = flag.String("cache.bench.hold", "", "write the set-up servers' addresses to this file and wait (up to 1 h) until it is removed, instead of measuring")
+	benchPprof   = flag.String("cache.bench.pprof", "", "directory for CPU profiles of edged taken during its first pass of each set and protocol")
 )
 
 // buildBins builds the binaries names (cmd/NAME) into dir, keyed by name.
@@ -112,10 +118,20 @@ func runWrk(t *testing.T, dir, base string, paths []string, seconds int) wrkResu
 }
 
 // TestBenchServeVsNginx (opt-in: -cache.bench) imports a file set into a
-// real cityhub, lets a real edged prefetch it, then serves the very same
-// blob files from edged (/media/{id}) and from nginx (started here on
-// 127.0.0.1 with a generated config) to the same wrk load, and prints
-// both throughputs and their ratio.
+// real cityhub, lets a real edged prefetch it (pinned), then serves the
+// very same blob files from edged (/media/{id}) and from nginx (started
+// here on 127.0.0.1 with a generated config) to the same wrk load, and
+// prints both throughputs and their ratio.
+//
+// The comparison is kept fair and written down in what it prints: nginx
+// runs as many worker processes as edged has Go threads running code
+// (GOMAXPROCS, the machine's CPUs), both keep connections alive for 120 s
+// and without a request limit, both use sendfile on plain HTTP, both
+// serve TLS 1.3 with the same certificate chain and key and agree to the
+// same cipher suite with wrk's OpenSSL, and neither is pinned to a core.
+// nginx keeps its default of no open_file_cache (one open per request).
+// Passes alternate (edged, nginx, nginx, edged) so a load change on the
+// shared machine falls on both; each pass prints the load average.
 func TestBenchServeVsNginx(t *testing.T) {
 	if !*benchServe {
 		t.Skip("benchmark; run with -cache.bench")
@@ -123,11 +139,22 @@ func TestBenchServeVsNginx(t *testing.T) {
 	dir := t.TempDir()
 	fmt.Printf("LOAD at start: %s\n", loadavg())
 	t.Cleanup(func() { fmt.Printf("LOAD at end: %s\n", loadavg()) })
+	sets := map[string]bool{}
+	for _, s := range strings.Split(*benchSets, ",") {
+		sets[strings.TrimSpace(s)] = true
+	}
+	nLarge, nSmall := *benchLarge, *benchSmall
+	if !sets["large"] {
+		nLarge = 0
+	}
+	if !sets["small"] {
+		nSmall = 0
+	}
 	bins := buildBins(t, dir, "cityhub", "edged")
 	in := filepath.Join(dir, "in")
 	start := time.Now()
-	writeRandomFiles(t, filepath.Join(in, "large"), "large", *benchLarge, 50_000_000)
-	writeRandomFiles(t, filepath.Join(in, "small"), "small", *benchSmall, 200_000)
+	writeRandomFiles(t, filepath.Join(in, "large"), "large", nLarge, 50_000_000)
+	writeRandomFiles(t, filepath.Join(in, "small"), "small", nSmall, 200_000)
 	out, err := exec.Command(bins["cityhub"], "-data", filepath.Join(dir, "hub"), "import", in).Output()
 	if err != nil {
 		t.Fatalf("import: %v", err)
@@ -142,11 +169,20 @@ func TestBenchServeVsNginx(t *testing.T) {
 			small = append(small, entry{id, p})
 		}
 	}
-	enrolTok := hubEnrolToken(t, bins["cityhub"], filepath.Join(dir, "hub"))
-	_, hubAddr := startBin(t, bins["cityhub"], "-data", filepath.Join(dir, "hub"), "-listen", "127.0.0.1:0")
+	hubData := filepath.Join(dir, "hub")
+	enrolTok := hubEnrolToken(t, bins["cityhub"], hubData)
+	var beforeTok string
+	if *benchBefore != "" {
+		b, err := exec.Command(bins["cityhub"], "-data", hubData, "enrol-token", testSchool).Output()
+		if err != nil {
+			t.Fatalf("cityhub enrol-token: %v", err)
+		}
+		beforeTok = strings.TrimSpace(string(b))
+	}
+	_, hubAddr := startBin(t, bins["cityhub"], "-data", hubData, "-listen", "127.0.0.1:0")
 	data := filepath.Join(dir, "edge")
 	enrolEdge(t, bins["edged"], data, "http://"+hubAddr, enrolTok)
-	edgeP, edgeAddr := startBin(t, bins["edged"], "-data", data, "-listen", "127.0.0.1:0", "-mdns=false", "-cloud", "http://"+hubAddr, "-school", testSchool)
+	edgeP, edgeAddr := startBin(t, bins["edged"], "-data", data, "-listen", "127.0.0.1:0", "-https-listen", "127.0.0.1:0", "-mdns=false", "-cloud", "http://"+hubAddr, "-school", testSchool)
 	edgeTLSBase, pin, err := edgeP.HTTPS(15 * time.Second)
 	if err != nil {
 		t.Fatal(err)
@@ -155,33 +191,47 @@ func TestBenchServeVsNginx(t *testing.T) {
 	tok, _ := os.ReadFile(filepath.Join(data, "admin-token"))
 	e := &edge{url: "http://" + edgeAddr, token: strings.TrimSpace(string(tok)), data: data}
 	e.waitSynced(t, len(large)+len(small))
-	// Fill the cache by reading every item once through the edge.
-	var wg sync.WaitGroup
-	work := make(chan string)
-	for range 4 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for id := range work {
-				resp, err := http.Get(e.url + "/media/" + id)
-				if err != nil {
-					t.Error(err)
-					continue
-				}
-				io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
-				if resp.StatusCode != 200 {
-					t.Errorf("fill %s: %s", id, resp.Status)
-				}
-			}
-		}()
-	}
+	// Item id → SHA-256 from the imported files themselves (the hub
+	// serves its catalogue only to enrolled edges).
+	sums := map[string]string{}
 	for _, x := range append(append([]entry{}, large...), small...) {
-		work <- x.id
+		sums[x.id] = fileSHA256(t, x.path)
 	}
-	close(work)
-	wg.Wait()
+	// Fill the cache the way a school does ahead of a lesson: pin every
+	// item and let the prefetcher fetch it. (Reading each item once over
+	// the LAN would run into the per-client budget of uncached reads.)
+	all := append(append([]entry{}, large...), small...)
+	for _, x := range all {
+		e.do(t, "PUT", "/api/v1/cache/pins/"+x.id, nil, http.StatusOK, nil)
+	}
+	waitBlobs(t, data, sums, 10*time.Minute)
 	t.Logf("file set ready in %v (%d × 50 MB, %d × 200 KB)", time.Since(start).Round(time.Second), len(large), len(small))
+
+	// An older edged on a second data dir that hard-links the same blobs:
+	// it syncs the catalogue first (a blob the catalogue does not name is
+	// removed at start), then restarts with the blobs in place.
+	var beforeP *bintest.Process
+	var beforeURL, beforeTLSBase, beforePin string
+	if *benchBefore != "" {
+		bdata := filepath.Join(dir, "edge-before")
+		enrolEdge(t, *benchBefore, bdata, "http://"+hubAddr, beforeTok)
+		args := []string{"-data", bdata, "-listen", "127.0.0.1:0", "-https-listen", "127.0.0.1:0", "-mdns=false", "-cloud", "http://" + hubAddr, "-school", testSchool}
+		p, addr := startBin(t, *benchBefore, args...)
+		btok, _ := os.ReadFile(filepath.Join(bdata, "admin-token"))
+		be := &edge{url: "http://" + addr, token: strings.TrimSpace(string(btok)), data: bdata}
+		be.waitSynced(t, len(all))
+		if _, _, err := p.Stop(30 * time.Second); err != nil {
+			t.Fatalf("stop the older edged: %v", err)
+		}
+		if out, err := exec.Command("cp", "-al", filepath.Join(data, "blobs", "sha256"), filepath.Join(bdata, "blobs")).CombinedOutput(); err != nil {
+			t.Fatalf("link blobs: %v %s", err, out)
+		}
+		beforeP, addr = startBin(t, *benchBefore, args...)
+		beforeURL = "http://" + addr
+		if beforeTLSBase, beforePin, err = beforeP.HTTPS(15 * time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
 
 	// nginx over the same blob directory, on plain HTTP and on TLS with the
 	// chain edged serves (as a client receives it) and edged's own key.
@@ -201,8 +251,9 @@ func TestBenchServeVsNginx(t *testing.T) {
 	key := filepath.Join(data, "tls", "key.pem")
 	blobs := filepath.Join(data, "blobs")
 	conf := filepath.Join(dir, "nginx.conf")
+	workers := runtime.NumCPU() // edged's GOMAXPROCS: Go's default, not overridden
 	os.WriteFile(conf, []byte(fmt.Sprintf(`user root;
-worker_processes auto;
+worker_processes %[7]d;
 pid %[1]s/nginx.pid;
 error_log %[1]s/nginx-error.log warn;
 events { worker_connections 1024; }
@@ -210,6 +261,7 @@ http {
   access_log off;
   sendfile on;
   tcp_nopush on;
+  keepalive_timeout 120s;
   keepalive_requests 1000000;
   default_type application/octet-stream;
   client_body_temp_path %[1]s/nginx-body;
@@ -233,7 +285,7 @@ http {
     ssl_conf_command Ciphersuites TLS_AES_128_GCM_SHA256:TLS_CHACHA20_POLY1305_SHA256:TLS_AES_256_GCM_SHA384;
   }
 }
-`, dir, nginxAddr, blobs, nginxTLSAddr, chain, key)), 0o600)
+`, dir, nginxAddr, blobs, nginxTLSAddr, chain, key, workers)), 0o600)
 	ng := exec.Command("nginx", "-c", conf, "-g", "daemon off;")
 	ng.Stderr = os.Stderr
 	if err := ng.Start(); err != nil {
@@ -266,6 +318,8 @@ http {
 	}
 	// Both servers must present the same key, and agree to the same
 	// protocol and cipher with wrk's TLS library (OpenSSL, as s_client).
+	fmt.Printf("SETUP %d CPUs (%s); edged GOMAXPROCS %d (Go default), nginx worker_processes %d; neither pinned to a core; keep-alive 120 s, no request limit, on both; sendfile on both for HTTP; nginx open_file_cache off (default); wrk -t2 -c32 -d%ds --timeout 30s, a random file of the set per request\n",
+		runtime.NumCPU(), cpuModel(), runtime.NumCPU(), workers, *benchSeconds)
 	fmt.Printf("TLS: edged %s and nginx %s serve the key with SPKI pin %s; OpenSSL client negotiates: edged %s; nginx %s\n",
 		edgeTLSAddr, nginxTLSAddr, pin, negotiated(edgeTLSAddr), negotiated(nginxTLSAddr))
 	if c, err := tls.DialWithDialer(&net.Dialer{Timeout: 10 * time.Second}, "tcp", nginxTLSAddr, certs.PinnedTLS(pin)); err != nil {
@@ -274,31 +328,54 @@ http {
 		c.Close()
 	}
 	edgePIDs, nginxPIDs := []int{edgeP.PID()}, procTree(ng.Process.Pid)
-	tlsClient := pinnedClient(pin)
-	sums := map[string]string{}
-	for since := "0"; ; {
-		resp, err := http.Get("http://" + hubAddr + "/api/v1/catalog?since=" + since)
-		if err != nil {
-			t.Fatal(err)
+	if *benchHold != "" {
+		info := fmt.Sprintf("dir=%s\nedge=%s\nedge_tls=%s\nedge_pid=%d\nedge_data=%s\ntoken=%s\nnginx=%s\nnginx_tls=%s\nnginx_pids=%v\n", dir, e.url, edgeTLSAddr, edgeP.PID(), data, e.token, nginxAddr, nginxTLSAddr, nginxPIDs)
+		var lua strings.Builder
+		for _, x := range small {
+			sum := sums[x.id]
+			fmt.Fprintf(&lua, "/media/%s /sha256/%s/%s\n", x.id, sum[:2], sum)
 		}
-		var page media.Changes
-		err = json.NewDecoder(resp.Body).Decode(&page)
-		resp.Body.Close()
-		if err != nil {
-			t.Fatal(err)
+		os.WriteFile(*benchHold+".paths", []byte(lua.String()), 0o644)
+		os.WriteFile(*benchHold, []byte(info), 0o644)
+		for i := 0; i < 3600; i++ {
+			if _, err := os.Stat(*benchHold); err != nil {
+				break
+			}
+			time.Sleep(time.Second)
 		}
-		for _, it := range page.Items {
-			sums[it.ID] = it.SHA256
-		}
-		if !page.More {
-			break
-		}
-		since = page.Next
+		return
 	}
-	for _, set := range []struct {
+	tlsClient := pinnedClient(pin)
+	edged := benchServer{name: "edged", base: e.url, tlsBase: "https://" + edgeTLSAddr, pids: edgePIDs, pin: pin}
+	nginx := benchServer{name: "nginx", base: "http://" + nginxAddr, tlsBase: "https://" + nginxTLSAddr, pids: nginxPIDs, nginx: true}
+	order := []benchServer{edged, nginx, nginx, edged}
+	if beforeP != nil {
+		before := benchServer{name: "edged-before", base: beforeURL, tlsBase: beforeTLSBase, pids: []int{beforeP.PID()}, pin: beforePin}
+		order = append(append([]benchServer{before}, order...), before)
+	}
+	type pass struct {
+		benchServer
+		wrkResult
+		cpu  float64 // the server's CPU, % of one core
+		load string
+	}
+	var setsRun []struct {
 		name string
 		ents []entry
-	}{{"50 MB files", large}, {"200 KB files", small}} {
+	}
+	if len(small) > 0 {
+		setsRun = append(setsRun, struct {
+			name string
+			ents []entry
+		}{"200 KB files", small})
+	}
+	if len(large) > 0 {
+		setsRun = append(setsRun, struct {
+			name string
+			ents []entry
+		}{"50 MB files", large})
+	}
+	for _, set := range setsRun {
 		var edgePaths, nginxPaths []string
 		for _, x := range set.ents {
 			edgePaths = append(edgePaths, "/media/"+x.id)
@@ -313,36 +390,55 @@ http {
 		if a.status != 200 || b.status != 200 || as != 200 || bs != 200 || !bytes.Equal(a.body, b.body) || !bytes.Equal(a.body, ab) || !bytes.Equal(a.body, bb) {
 			t.Fatalf("edged and nginx disagree on %s: %d %d, over TLS %d %d", set.ents[0].id, a.status, b.status, as, bs)
 		}
-		type pass struct {
-			name, base string
-			paths      []string
-			pids       []int
-			wrkResult
-			cpu  float64 // the server's CPU, % of one core
-			load string
+		for _, proto := range []string{"http", "https"} {
+			var passes []*pass
+			profiled := false
+			for _, srv := range order {
+				p := &pass{benchServer: srv, load: loadavg()}
+				base, paths := srv.base, edgePaths
+				if proto == "https" {
+					base = srv.tlsBase
+				}
+				if srv.nginx {
+					paths = nginxPaths
+				}
+				var prof func()
+				if *benchPprof != "" && !profiled && srv.name == "edged" {
+					profiled = true
+					prof = cpuProfile(t, e, filepath.Join(*benchPprof, fmt.Sprintf("edged-%s-%s.pb.gz", strings.Fields(set.name)[0], proto)), *benchSeconds-2)
+				}
+				c0, w0 := treeCPU(p.pids), time.Now()
+				p.wrkResult = runWrk(t, dir, base, paths, *benchSeconds)
+				p.cpu = 100 * float64(treeCPU(p.pids)-c0) / float64(time.Since(w0))
+				if prof != nil {
+					prof()
+				}
+				fmt.Printf("PASS %s %s %s: %.0f req/s %.1f MiB/s, server CPU %.0f%% of a core (%.0f MiB per CPU-second); load before %s\n",
+					set.name, srv.name, proto, p.rps, p.bytesPerSec/(1<<20), p.cpu, p.bytesPerSec/(1<<20)/(p.cpu/100), p.load)
+				passes = append(passes, p)
+			}
+			mean := func(name string) (rps, bps, cpuPerReq float64) {
+				n := 0.0
+				for _, p := range passes {
+					if p.name == name {
+						rps += p.rps
+						bps += p.bytesPerSec
+						cpuPerReq += p.cpu / 100 / p.rps
+						n++
+					}
+				}
+				return rps / n, bps / n, cpuPerReq / n
+			}
+			er, eb, ec := mean("edged")
+			nr, nb, nc := mean("nginx")
+			fmt.Printf("RESULT %s over %s (wrk -t2 -c32 -d%ds, random file per request, order %s): edged %.0f req/s %.1f MiB/s; nginx %.0f req/s %.1f MiB/s; edged/nginx throughput %.2f; server CPU per request edged %.0f µs, nginx %.0f µs (%.2f×)",
+				set.name, strings.ToUpper(proto), *benchSeconds, passOrder(order), er, eb/(1<<20), nr, nb/(1<<20), eb/nb, ec*1e6, nc*1e6, ec/nc)
+			if beforeP != nil {
+				br, bb, bc := mean("edged-before")
+				fmt.Printf("; before (%s) %.0f req/s %.1f MiB/s, before/nginx %.2f, CPU per request %.0f µs", *benchBefore, br, bb/(1<<20), bb/nb, bc*1e6)
+			}
+			fmt.Println()
 		}
-		passes := []*pass{
-			{name: "edged http", base: e.url, paths: edgePaths, pids: edgePIDs},
-			{name: "nginx http", base: "http://" + nginxAddr, paths: nginxPaths, pids: nginxPIDs},
-			{name: "edged https", base: "https://" + edgeTLSAddr, paths: edgePaths, pids: edgePIDs},
-			{name: "nginx https", base: "https://" + nginxTLSAddr, paths: nginxPaths, pids: nginxPIDs},
-		}
-		for _, p := range passes {
-			p.load = loadavg()
-			c0, w0 := treeCPU(p.pids), time.Now()
-			p.wrkResult = runWrk(t, dir, p.base, p.paths, *benchSeconds)
-			p.cpu = 100 * float64(treeCPU(p.pids)-c0) / float64(time.Since(w0))
-			fmt.Printf("PASS %s %s: %.0f req/s %.1f MiB/s, server CPU %.0f%% of a core (%.0f MiB per CPU-second); load before %s\n",
-				set.name, p.name, p.rps, p.bytesPerSec/(1<<20), p.cpu, p.bytesPerSec/(1<<20)/(p.cpu/100), p.load)
-		}
-		ed, nx, eds, nxs := passes[0], passes[1], passes[2], passes[3]
-		fmt.Printf("RESULT %s (wrk -t2 -c32 -d%ds, random file per request): edged %.0f req/s %.1f MiB/s; nginx %.0f req/s %.1f MiB/s; edged/nginx throughput %.2f\n",
-			set.name, *benchSeconds, ed.rps, ed.bytesPerSec/(1<<20), nx.rps, nx.bytesPerSec/(1<<20), ed.bytesPerSec/nx.bytesPerSec)
-		fmt.Printf("RESULT %s over HTTPS (same wrk load, same certificate and key): edged %.0f req/s %.1f MiB/s; nginx %.0f req/s %.1f MiB/s; edged/nginx throughput %.2f\n",
-			set.name, eds.rps, eds.bytesPerSec/(1<<20), nxs.rps, nxs.bytesPerSec/(1<<20), eds.bytesPerSec/nxs.bytesPerSec)
-		fmt.Printf("RESULT %s cost of TLS: HTTPS/HTTP throughput edged %.2f, nginx %.2f; server CPU per MiB HTTPS/HTTP edged %.2f, nginx %.2f\n",
-			set.name, eds.bytesPerSec/ed.bytesPerSec, nxs.bytesPerSec/nx.bytesPerSec,
-			(eds.cpu/eds.bytesPerSec)/(ed.cpu/ed.bytesPerSec), (nxs.cpu/nxs.bytesPerSec)/(nx.cpu/nx.bytesPerSec))
 	}
 
 	// Full handshakes per second, same client load on each server in turn.
@@ -366,6 +462,105 @@ http {
 		hsWorkers, hsFor, hs[0].perSec(), hs[1].perSec(), hs[0].perSec()/hs[1].perSec(),
 		float64(hs[0].n)/hs[0].serverCPU.Seconds(), float64(hs[1].n)/hs[1].serverCPU.Seconds(),
 		(float64(hs[0].n)/hs[0].serverCPU.Seconds())/(float64(hs[1].n)/hs[1].serverCPU.Seconds()))
+}
+
+// benchServer is one server the serving benchmark measures.
+type benchServer struct {
+	name, base, tlsBase string
+	pids                []int
+	pin                 string
+	nginx               bool
+}
+
+func passOrder(order []benchServer) string {
+	names := make([]string, len(order))
+	for i, s := range order {
+		names[i] = s.name
+	}
+	return strings.Join(names, ", ")
+}
+
+// fileSHA256 is the hex SHA-256 of the file at path.
+func fileSHA256(t *testing.T, path string) string {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		t.Fatal(err)
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// waitBlobs waits until every blob of sums is in data's blob directory:
+// the edge has fetched and verified it.
+func waitBlobs(t *testing.T, data string, sums map[string]string, within time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		missing := 0
+		for _, sum := range sums {
+			if _, err := os.Stat(media.BlobPath(filepath.Join(data, "blobs"), sum)); err != nil {
+				missing++
+			}
+		}
+		if missing == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d items still not cached after %v", missing, len(sums), within)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+}
+
+// cpuProfile starts a CPU profile of the edge (GET pprof/profile) for
+// seconds and returns a function that waits for it and writes it to path.
+func cpuProfile(t *testing.T, e *edge, path string, seconds int) func() {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		req, _ := http.NewRequest("GET", fmt.Sprintf("%s/api/v1/debug/pprof/profile?seconds=%d", e.url, seconds), nil)
+		req.Header.Set("Authorization", "Bearer "+e.token)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			done <- err
+			return
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		if err == nil && resp.StatusCode != 200 {
+			err = fmt.Errorf("%s: %s", resp.Status, b)
+		}
+		if err == nil {
+			err = os.WriteFile(path, b, 0o644)
+		}
+		done <- err
+	}()
+	return func() {
+		if err := <-done; err != nil {
+			t.Errorf("CPU profile: %v", err)
+			return
+		}
+		fmt.Printf("PROFILE %s\n", path)
+	}
+}
+
+// cpuModel is the CPU's model name from /proc/cpuinfo.
+func cpuModel() string {
+	b, _ := os.ReadFile("/proc/cpuinfo")
+	for _, line := range strings.Split(string(b), "\n") {
+		if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
+			return strings.TrimSpace(v)
+		}
+	}
+	return "unknown CPU"
 }
 
 // shapingProxy relays TCP hub→edge at a fixed rate and cuts every

@@ -135,6 +135,8 @@ type Cache struct {
 	prefetch  *prefetcher
 	uploads   *uploader
 	clients   *clientBudget // uncached reads per LAN client (clientbudget.go)
+	served    *servedItems  // catalogue items as /media serves them (served.go)
+	files     *blobFiles    // open handles of recently served blobs (blobfiles.go)
 
 	ctx context.Context // the cache's lifetime; Close ends it
 	wg  sync.WaitGroup  // loops and downloads
@@ -144,6 +146,7 @@ type Cache struct {
 
 type metrics struct {
 	requests      *prometheus.CounterVec
+	outcomes      map[string]prometheus.Counter // requests' children, looked up once
 	upstreamBytes prometheus.Counter
 	evictions     prometheus.Counter
 	abandoned     prometheus.Counter
@@ -205,7 +208,10 @@ func (c *Cache) wire() {
 	ctx, cancel := context.WithCancel(context.Background())
 	c.ctx = ctx
 	c.index = &index{db: cfg.DB, hub: cfg.Hub, client: cfg.Client, log: c.log, interval: cfg.SyncInterval}
+	c.served = newServedItems(c.index.item)
+	c.files = newBlobFiles(func(sum string) string { return media.BlobPath(c.layout.blobs, sum) })
 	c.space = newSpace(c.layout, cfg.Quota, c.log, c.metrics.evictions, c.protected)
+	c.space.removed = c.files.drop
 	c.downloads = &downloader{layout: c.layout, hub: cfg.Hub, client: cfg.Client, log: c.log, space: c.space, shaper: c.shaper,
 		backoff: cfg.RetryBackoff, upstream: c.metrics.upstreamBytes, abandoned: c.metrics.abandoned, ctx: ctx, cancel: cancel, wg: &c.wg,
 		slot: make(chan struct{}, cfg.MaxDownloads), inflight: map[string]*download{}, failures: map[string]failure{}}
@@ -214,16 +220,17 @@ func (c *Cache) wire() {
 	c.prefetch = newPrefetcher(c.policy, c.layout.state, c.downloads.ensure, c.log, cfg.PrefetchInterval, cfg.PrefetchConcurrency)
 	c.policy.changed = c.prefetch.Kick
 	c.index.changed = func(items []media.Item) {
+		c.served.changed()
 		c.downloads.catalogueChanged(items)
 		c.prefetch.Kick()
 	}
 	c.uploads = &uploader{layout: c.layout, db: cfg.DB, hub: cfg.Hub, client: cfg.Client, log: c.log, max: cfg.UploadMax,
 		interval: cfg.UploadInterval, space: c.space, shaper: c.shaper, item: c.index.item,
-		kick: make(chan struct{}, 1), errs: map[string]string{}}
+		kick: make(chan struct{}, 1), errs: map[string]string{}, stored: c.served.changed}
 }
 
 func newMetrics() metrics {
-	return metrics{
+	m := metrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "campusedge_media_requests_total", Help: "GET/HEAD /media requests by outcome: hit (served from disk), miss (fetched from the hub first), head_uncached, refused (bad id or unknown item), error.",
 		}, []string{"outcome"}),
@@ -239,7 +246,21 @@ func newMetrics() metrics {
 		overBudget: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "campusedge_media_uncached_budget_refusals_total", Help: "Reads of uncached items refused because the client was over its budget (uncached_budget).",
 		}),
+		outcomes: map[string]prometheus.Counter{},
 	}
+	for _, o := range []string{"hit", "miss", "head_uncached", "refused", "error"} {
+		m.outcomes[o] = m.requests.WithLabelValues(o)
+	}
+	return m
+}
+
+// outcome counts a /media request by its outcome.
+func (m metrics) outcome(o string) {
+	if c, ok := m.outcomes[o]; ok {
+		c.Inc()
+		return
+	}
+	m.requests.WithLabelValues(o).Inc()
 }
 
 // defaultClient bounds connecting and waiting for headers; bodies of large
@@ -300,6 +321,7 @@ func (c *Cache) policyWants(id string) bool {
 func (c *Cache) Close() {
 	c.downloads.stop()
 	c.wg.Wait()
+	_ = c.files.closeAll()
 }
 
 // protected is the set of blob sums that eviction must leave alone:

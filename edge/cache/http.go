@@ -3,11 +3,9 @@ package cache
 import (
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
 	"io/fs"
 	"net/http"
-	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -34,20 +32,17 @@ func (c *Cache) Register(s *api.Server) {
 
 func (c *Cache) serveMedia(w http.ResponseWriter, r *http.Request) {
 	outcome := "error"
-	defer func() { c.metrics.requests.WithLabelValues(outcome).Inc() }()
-	it, outcome, ok := c.mediaItem(w, r.PathValue("id"))
+	defer func() { c.metrics.outcome(outcome) }()
+	e, outcome, ok := c.mediaItem(w, r.PathValue("id"))
 	if !ok {
 		return
 	}
-	h := w.Header()
-	h.Set("ETag", media.ETag(it.SHA256))
-	media.SetServeHeaders(h, it)
-	h.Set("Cache-Control", "public, max-age=86400")
-	h.Set("Accept-Ranges", "bytes")
-	if c.serveBlob(w, r, it) == nil { // the fast path: cached
+	e.setHeader(w.Header())
+	if c.serveBlob(w, r, e) == nil { // the fast path: cached
 		outcome = "hit"
 		return
 	}
+	it := e.Item
 	for retried := false; ; retried = true {
 		outcome = "hit"
 		if st, _ := c.layout.state(it); st != Cached {
@@ -56,7 +51,7 @@ func (c *Cache) serveMedia(w http.ResponseWriter, r *http.Request) {
 				return
 			}
 		}
-		err := c.serveBlob(w, r, it)
+		err := c.serveBlob(w, r, e)
 		if errors.Is(err, fs.ErrNotExist) && !retried {
 			continue // evicted between the state check and the open: fetch again
 		}
@@ -70,48 +65,84 @@ func (c *Cache) serveMedia(w http.ResponseWriter, r *http.Request) {
 
 // mediaItem finds the catalogue item of a /media request, or answers the
 // request with why not (outcome says how it counts).
-func (c *Cache) mediaItem(w http.ResponseWriter, id string) (it media.Item, outcome string, ok bool) {
+func (c *Cache) mediaItem(w http.ResponseWriter, id string) (e *servedItem, outcome string, ok bool) {
 	if !media.ValidID(id) {
 		httpapi.WriteError(w, http.StatusBadRequest, "invalid_id", "not a catalogue id (1-64 of a-z, 0-9, '.', '_', '-')")
-		return it, "refused", false
+		return nil, "refused", false
 	}
-	it, ok, err := c.index.item(id)
+	e, ok, err := c.served.get(id)
 	if err != nil {
 		httpapi.WriteError(w, http.StatusInternalServerError, "internal", "could not read the catalogue: "+err.Error())
-		return it, "error", false
+		return nil, "error", false
 	}
 	if !ok {
 		httpapi.WriteError(w, http.StatusNotFound, "not_found", "no catalogue item "+id+" (is the catalogue synced? see GET /api/v1/catalog)")
-		return it, "refused", false
+		return nil, "refused", false
 	}
-	return it, "", true
+	return e, "", true
 }
 
-// serveBlob serves the verified blob of it with one open and one fstat.
-// It writes nothing and returns an error when the blob is not there (the
-// error wraps fs.ErrNotExist) or not whole.
-func (c *Cache) serveBlob(w http.ResponseWriter, r *http.Request, it media.Item) error {
+// serveBlob serves the verified blob of e. It writes nothing and returns
+// an error when the blob is not there (the error wraps fs.ErrNotExist) or
+// not whole.
+func (c *Cache) serveBlob(w http.ResponseWriter, r *http.Request, e *servedItem) error {
 	// The reader count goes up first so eviction cannot remove the blob
 	// under us.
-	c.space.reading(it.SHA256, 1)
-	defer c.space.reading(it.SHA256, -1)
-	f, err := os.Open(c.layout.blobPath(it))
+	c.space.reading(e.SHA256, 1)
+	defer c.space.reading(e.SHA256, -1)
+	f, err := c.files.open(e.SHA256, e.Size)
 	if err != nil {
 		return err
 	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return err
+	defer c.files.put(f)
+	if t, ok := c.space.touch(e.SHA256, f.modTime); ok {
+		c.files.touched(f, t)
 	}
-	if !fi.Mode().IsRegular() || fi.Size() != it.Size {
-		return fmt.Errorf("blob %s is %d bytes, the catalogue says %d", it.SHA256, fi.Size(), it.Size)
+	if !wholeFile(r) {
+		// ServeContent does Range, If-None-Match/If-Range and the other
+		// conditions, and an *os.File body lets net/http use sendfile.
+		http.ServeContent(zeroCopy(w), r, "", time.Time{}, f.File)
+		return nil
 	}
-	c.space.touchInfo(it, fi)
-	// ServeContent does Range, If-None-Match/If-Range and HEAD, and an
-	// *os.File body lets net/http use sendfile.
-	http.ServeContent(zeroCopy(w), r, "", time.Time{}, f)
+	// The whole file, unconditionally: what ServeContent would answer,
+	// without its work (two seeks, parsing absent headers, and net/http
+	// reading the first 512 bytes through a buffer before sendfile).
+	w.Header()["Content-Length"] = e.length
+	w.WriteHeader(http.StatusOK)
+	if r.Method == http.MethodHead {
+		return nil
+	}
+	body := zeroCopy(w)
+	if rf, ok := body.(io.ReaderFrom); ok && r.TLS == nil {
+		// The header goes out first, so that the body is one sendfile;
+		// the cork keeps it in the same segment as the body's first
+		// bytes (nginx's tcp_nopush).
+		uncork := httpapi.Cork(r)
+		defer uncork()
+		_ = http.NewResponseController(w).Flush()
+		// sendfile; the limit ends it at the size instead of one more call
+		// that finds the end of the file.
+		_, _ = rf.ReadFrom(&io.LimitedReader{R: f.File, N: e.Size})
+		return nil
+	}
+	// TLS: net/http's own copy (32 KB reads, each encrypted as two
+	// records while still in the CPU's cache). A first version that read
+	// 128 KB at a time used about 15 % more server CPU per 200 KB file
+	// than the old ServeContent path in the same TestBenchServeVsNginx run.
+	_, _ = io.Copy(body, &io.LimitedReader{R: f.File, N: e.Size})
 	return nil
+}
+
+// wholeFile reports whether r asks for the whole file with no condition:
+// no Range and no If-* header (HEAD or GET; the route admits no other).
+func wholeFile(r *http.Request) bool {
+	h := r.Header
+	for _, k := range [...]string{"Range", "If-None-Match", "If-Modified-Since", "If-Match", "If-Unmodified-Since", "If-Range"} {
+		if _, ok := h[k]; ok {
+			return false
+		}
+	}
+	return true
 }
 
 // serveUncached answers a request for an item that is not cached: from

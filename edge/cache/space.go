@@ -37,6 +37,9 @@ type space struct {
 	// timetabled, waiting for upload); the facade combines the policy and
 	// the upload queue.
 	protected func() (map[string]bool, error)
+	// removed hears of every blob eviction removed (open handles kept for
+	// serving are closed, so the space really comes back).
+	removed func(sum string)
 
 	mu       sync.Mutex
 	readers  map[string]int   // blob sum -> open readers
@@ -58,13 +61,25 @@ func (c *space) reading(sum string, delta int) {
 	}
 }
 
-// touchInfo marks it as used now, for least-recently-used eviction. The
-// blob's mtime is the record: no store write on the serving path, and it
-// survives a restart. It is updated at most once a minute per blob.
-func (c *space) touchInfo(it media.Item, fi os.FileInfo) {
-	if now := time.Now(); now.Sub(fi.ModTime()) > time.Minute {
-		_ = os.Chtimes(c.blobPath(it), now, now)
+func (c *space) blobRemoved(sum string) {
+	if c.removed != nil {
+		c.removed(sum)
 	}
+}
+
+// touch marks the blob sum, last marked at last, as used now, for
+// least-recently-used eviction, and reports the new mark. The blob's mtime
+// is the record: no store write on the serving path, and it survives a
+// restart. It is updated at most once a minute per blob.
+func (c *space) touch(sum string, last time.Time) (time.Time, bool) {
+	now := time.Now()
+	if now.Sub(last) <= time.Minute {
+		return last, false
+	}
+	if err := os.Chtimes(media.BlobPath(c.blobs, sum), now, now); err != nil {
+		return last, false
+	}
+	return now, true
 }
 
 // blobInfo is one verified blob on disk.
@@ -231,6 +246,7 @@ func (c *space) makeRoom(it media.Item, need int64) error {
 		if err := os.Remove(media.BlobPath(c.blobs, b.sum)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return fmt.Errorf("evict %s: %w", b.sum, err)
 		}
+		c.blobRemoved(b.sum)
 		c.log.Info("evicted resource to make room", "sha256", b.sum, "bytes", b.size, "last_used", b.used.Format(time.RFC3339), "for", it.ID)
 		c.evictions.Inc()
 		used -= b.size
@@ -281,6 +297,7 @@ func (c *space) keepReserve() (int64, error) {
 		if err := os.Remove(media.BlobPath(c.blobs, b.sum)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return freed, fmt.Errorf("evict %s: %w", b.sum, err)
 		}
+		c.blobRemoved(b.sum)
 		c.log.Warn("evicted resource to keep the store's disk reserve", "sha256", b.sum, "bytes", b.size, "reserve", reserve, "free", free+freed)
 		c.evictions.Inc()
 		freed += b.size
@@ -342,6 +359,7 @@ func (c *space) reconcileBlobs(db *bolt.DB) error {
 			if err := os.Remove(p); err != nil {
 				return fmt.Errorf("remove orphan blob %s: %w", p, err)
 			}
+			c.blobRemoved(sum)
 		}
 		return nil
 	})

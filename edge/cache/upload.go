@@ -50,6 +50,7 @@ type uploader struct {
 	space    *space
 	shaper   *shaper
 	item     func(id string) (media.Item, bool, error)
+	stored   func() // after an item is written (served items are read again)
 
 	kick chan struct{} // wakes the loop
 
@@ -129,6 +130,9 @@ func (c *uploader) AddLocal(ctx context.Context, r io.Reader, declared int64, me
 	})
 	if err != nil {
 		return media.Item{}, fmt.Errorf("record upload: %w", err)
+	}
+	if c.stored != nil {
+		c.stored()
 	}
 	c.log.Info("local resource stored; queued for the hub", "id", it.ID, "bytes", n, "title", it.Title)
 	select {

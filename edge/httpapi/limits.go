@@ -185,6 +185,20 @@ type limitedConn struct {
 	release func()
 }
 
+// ReadFrom keeps net/http's zero-copy path (sendfile from a file to a
+// TCP connection) through the wrapper: net/http uses it only when the
+// connection itself is an io.ReaderFrom, and an embedded net.Conn does not
+// promote the TCP connection's ReadFrom.
+func (c *limitedConn) ReadFrom(r io.Reader) (int64, error) {
+	if rf, ok := c.Conn.(io.ReaderFrom); ok {
+		return rf.ReadFrom(r)
+	}
+	return io.Copy(struct{ io.Writer }{c.Conn}, r)
+}
+
+// NetConn is the wrapped connection (as tls.Conn's), for socket options.
+func (c *limitedConn) NetConn() net.Conn { return c.Conn }
+
 func (c *limitedConn) Close() error {
 	if c.closed.CompareAndSwap(false, true) {
 		c.release()

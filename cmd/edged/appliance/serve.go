@@ -25,6 +25,7 @@ func (a *appliance) serve(ctx context.Context, opts Options) error {
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       120 * time.Second,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+		ConnContext:       httpapi.ConnContext, // /media corks the connection (httpapi.Cork)
 	}
 	a.serveErr = make(chan error, 2)
 	go func() { a.serveErr <- a.hs.Serve(limit.Listener(a.ln)) }()
@@ -36,6 +37,7 @@ func (a *appliance) serve(ctx context.Context, opts Options) error {
 			ReadHeaderTimeout: 10 * time.Second,
 			IdleTimeout:       120 * time.Second,
 			ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+			ConnContext:       httpapi.ConnContext,
 		}
 		go a.tm.Run(ctx)
 		// ServeTLS (not Serve on a tls listener) so that HTTP/2 is set up.

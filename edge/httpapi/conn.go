@@ -1,0 +1,65 @@
+package httpapi
+
+import (
+	"context"
+	"crypto/tls"
+	"net"
+	"net/http"
+)
+
+type connKey struct{}
+
+// ConnContext is an http.Server ConnContext that remembers each request's
+// connection, for handlers that tune it (Cork).
+func ConnContext(ctx context.Context, c net.Conn) context.Context {
+	return context.WithValue(ctx, connKey{}, c)
+}
+
+// tcpConn finds the TCP connection under c: through TLS and through
+// wrappers that expose NetConn, as tls.Conn does.
+func tcpConn(c net.Conn) *net.TCPConn {
+	for range 8 { // bounded: wrappers do not nest deeper
+		switch x := c.(type) {
+		case *net.TCPConn:
+			return x
+		case *tls.Conn:
+			c = x.NetConn()
+		case interface{ NetConn() net.Conn }:
+			c = x.NetConn()
+		default:
+			return nil
+		}
+	}
+	return nil
+}
+
+// Cork holds back partial TCP segments of r's connection (TCP_CORK) until
+// the returned function is called, so that a response's header and the
+// first bytes of its body leave in full segments instead of a small
+// header packet ahead of the body (what nginx's tcp_nopush does). The
+// returned function must be called; it sends what is held back. Cork does
+// nothing over HTTP/2, where other streams share the connection, or when
+// the connection is not TCP.
+func Cork(r *http.Request) (uncork func()) {
+	if r.ProtoMajor != 1 {
+		return func() {}
+	}
+	c, _ := r.Context().Value(connKey{}).(net.Conn)
+	tc := tcpConn(c)
+	if tc == nil {
+		return func() {}
+	}
+	raw, err := tc.SyscallConn()
+	if err != nil {
+		return func() {}
+	}
+	set := func(on int) bool {
+		var serr error
+		err := raw.Control(func(fd uintptr) { serr = setCork(fd, on) })
+		return err == nil && serr == nil
+	}
+	if !set(1) {
+		return func() {}
+	}
+	return func() { set(0) }
+}
