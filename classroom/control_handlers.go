@@ -85,6 +85,7 @@ func (p *participant) publish(hdr ctlwire.Header, m *Publish) error {
 		if err != nil {
 			return sfuError(err)
 		}
+		pub.KeepThroughICEFailure(iceRestartGrace)
 		p.pub, answer = pub, a
 		go p.watchPublisher(pub)
 	}
@@ -124,6 +125,7 @@ func (p *participant) subscribe(hdr ctlwire.Header, _ *Subscribe) error {
 	if err != nil {
 		return sfuError(err)
 	}
+	sub.RestartICEOnFailure(iceRestartGrace)
 	p.sub = sub
 	p.ack(hdr)
 	return nil
