@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -87,7 +88,7 @@ func TestKill9ResumesKioskScreen(t *testing.T) {
 	// (port 0: Chromium picks one and writes it to DevToolsActivePort in
 	// its profile) for the test to watch the page.
 	termData := filepath.Join(dir, "classterm-data")
-	term := exec.CommandContext(ctx, bins[1], "-data", termData, "-edge", e.url, "-pair", pc.Code, "-name", "board-8B", "-kiosk",
+	term := exec.Command(bins[1], "-data", termData, "-edge", e.url, "-pair", pc.Code, "-name", "board-8B", "-kiosk",
 		"-kiosk-flag=--headless", "-kiosk-flag=--no-sandbox", "-kiosk-flag=--disable-gpu", "-kiosk-flag=--disable-quic",
 		"-kiosk-flag=--use-fake-device-for-media-stream", "-kiosk-flag=--remote-debugging-address=127.0.0.1", "-kiosk-flag=--remote-debugging-port=0")
 	term.Stdout, term.Stderr = termLog, termLog
@@ -96,7 +97,10 @@ func TestKill9ResumesKioskScreen(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		_ = term.Process.Signal(syscall.SIGTERM) // it stops its Chromium
+		// classterm stops its Chromium on SIGTERM; whatever is left (it
+		// was killed, or a helper lingers) goes by the process groups of
+		// the browsers it started, which it logs.
+		_ = term.Process.Signal(syscall.SIGTERM)
 		done := make(chan struct{})
 		go func() { _ = term.Wait(); close(done) }()
 		select {
@@ -104,6 +108,11 @@ func TestKill9ResumesKioskScreen(t *testing.T) {
 		case <-time.After(10 * time.Second):
 			_ = syscall.Kill(-term.Process.Pid, syscall.SIGKILL)
 			<-done
+		}
+		for _, m := range regexp.MustCompile(`kiosk: Chromium running" pid=([0-9]+)`).FindAllStringSubmatch(termLog.String(), -1) {
+			if pid, err := strconv.Atoi(m[1]); err == nil && pid > 1 {
+				_ = syscall.Kill(-pid, syscall.SIGKILL)
+			}
 		}
 	})
 	var devtools string
