@@ -85,7 +85,9 @@ func (p *participant) publish(hdr ctlwire.Header, m *Publish) error {
 		if err != nil {
 			return sfuError(err)
 		}
-		pub.KeepThroughICEFailure(iceRestartGrace)
+		// Through a blip the page restarts ICE on this connection; the
+		// others see the room not publishing meanwhile.
+		pub.KeepThroughICEFailure(iceRestartGrace, func() { ctl.broadcast(p.cls) })
 		p.pub, answer = pub, a
 		go p.watchPublisher(pub)
 	}

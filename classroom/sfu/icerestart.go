@@ -31,8 +31,13 @@ const (
 
 // KeepThroughICEFailure makes the publisher wait up to grace, when its ICE
 // fails, for the client to restart ICE with a re-offer (Renegotiate)
-// before it closes. Zero (the default: WHIP) closes at once.
-func (p *Publisher) KeepThroughICEFailure(grace time.Duration) {
+// before it closes. Zero (the default: WHIP) closes at once. Meanwhile
+// Publishing reports it as not publishing; changed (if set) is called when
+// it starts waiting and when its connection is back.
+func (p *Publisher) KeepThroughICEFailure(grace time.Duration, changed func()) {
+	p.mu.Lock()
+	p.iceChanged = changed
+	p.mu.Unlock()
 	p.iceGrace.Store(int64(grace))
 }
 
@@ -55,11 +60,23 @@ func (p *Publisher) onPublisherState(pc *webrtc.PeerConnection, st webrtc.PeerCo
 		go p.Close()
 	case st == webrtc.PeerConnectionStateFailed && p.recovering.CompareAndSwap(false, true):
 		p.sfu.log.Info("publisher's ICE failed; waiting for the client to restart it", "room", p.room, "source", p.source, "publisher", p.id, "grace", grace)
+		p.mu.Lock()
+		changed := p.iceChanged
+		p.mu.Unlock()
 		go func() {
-			defer p.recovering.Store(false)
+			if changed != nil {
+				changed()
+			}
 			if !awaitICE(p.done, pc, grace, 0, nil, &p.sfu.iceRecovered) {
 				p.sfu.log.Warn("publisher's ICE was not restarted in time; closing it", "room", p.room, "source", p.source, "publisher", p.id)
 				p.Close()
+				p.recovering.Store(false)
+				return
+			}
+			p.recovering.Store(false)
+			p.sfu.log.Info("publisher's connection is back", "room", p.room, "source", p.source, "publisher", p.id)
+			if changed != nil {
+				changed()
 			}
 		}()
 	}

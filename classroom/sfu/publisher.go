@@ -37,6 +37,7 @@ type Publisher struct {
 	owner    string        // who made it (SetOwner), under the SFU's lock
 
 	iceGrace   atomic.Int64 // KeepThroughICEFailure (icerestart.go)
+	iceChanged func()       // its callback, under mu
 	recovering atomic.Bool  // waiting for a restart after ICE failed
 }
 
