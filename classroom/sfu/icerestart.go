@@ -67,7 +67,11 @@ func (p *Publisher) onPublisherState(pc *webrtc.PeerConnection, st webrtc.PeerCo
 			if changed != nil {
 				changed()
 			}
-			if !awaitICE(p.done, pc, grace, 0, nil, &p.sfu.iceRecovered) {
+			switch awaitICE(p.done, pc, grace, 0, nil, &p.sfu.iceRecovered) {
+			case iceGone:
+				p.recovering.Store(false)
+				return
+			case iceTimeout:
 				p.sfu.log.Warn("publisher's ICE was not restarted in time; closing it", "room", p.room, "source", p.source, "publisher", p.id)
 				p.Close()
 				p.recovering.Store(false)
@@ -94,7 +98,7 @@ func (s *Subscriber) onSubscriberState(pc *webrtc.PeerConnection, st webrtc.Peer
 		s.sfu.log.Info("subscriber's ICE "+st.String()+"; restarting it", "room", s.room, "subscriber", s.id, "grace", grace)
 		go func() {
 			defer s.recovering.Store(false)
-			if !awaitICE(s.done, pc, grace, iceSettle, s.restartICE, &s.sfu.iceRecovered) {
+			if awaitICE(s.done, pc, grace, iceSettle, s.restartICE, &s.sfu.iceRecovered) == iceTimeout {
 				s.sfu.log.Warn("subscriber's ICE restart did not connect in time; closing it", "room", s.room, "subscriber", s.id)
 				s.Close()
 			}
@@ -112,10 +116,19 @@ func (s *Subscriber) restartICE() {
 	s.kick()
 }
 
-// awaitICE waits until pc is connected again (true), closed, done closed,
-// or grace has passed (false). restart, if set, is called after settle and
-// then every iceRestartEvery while pc is not connected.
-func awaitICE(done <-chan struct{}, pc *webrtc.PeerConnection, grace, settle time.Duration, restart func(), recovered *atomic.Uint64) bool {
+// How awaitICE ended.
+type iceOutcome int
+
+const (
+	iceBack    iceOutcome = iota // connected again (counted in recovered)
+	iceGone                      // the peer closed meanwhile (done, or pc closed)
+	iceTimeout                   // grace passed
+)
+
+// awaitICE waits until pc is connected again, the peer closes, or grace
+// has passed. restart, if set, is called after settle and then every
+// iceRestartEvery while pc is not connected.
+func awaitICE(done <-chan struct{}, pc *webrtc.PeerConnection, grace, settle time.Duration, restart func(), recovered *atomic.Uint64) iceOutcome {
 	start := time.Now()
 	next := start.Add(settle)
 	tick := time.NewTicker(100 * time.Millisecond)
@@ -123,19 +136,19 @@ func awaitICE(done <-chan struct{}, pc *webrtc.PeerConnection, grace, settle tim
 	for {
 		select {
 		case <-done:
-			return true // closed by someone else: nothing left to do
+			return iceGone
 		case <-tick.C:
 		}
 		switch pc.ConnectionState() {
 		case webrtc.PeerConnectionStateConnected:
 			recovered.Add(1)
-			return true
+			return iceBack
 		case webrtc.PeerConnectionStateClosed:
-			return false
+			return iceGone
 		}
 		now := time.Now()
 		if now.Sub(start) >= grace {
-			return false
+			return iceTimeout
 		}
 		if restart != nil && !now.Before(next) {
 			restart()
