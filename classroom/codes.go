@@ -31,17 +31,22 @@ func newRoomCodes() *roomCodes {
 	return &roomCodes{byRoom: map[string]string{}, byCode: map[string]string{}, qrs: map[string]string{}, kept: map[string]bool{}}
 }
 
-// restore gives cid its stored code again (at start, from a live
-// session), unless cid already has one or the code went to another room.
-func (c *roomCodes) restore(cid, code string) {
+// restore gives cid its code stored with session sid again (at start),
+// unless cid already has one or the code went to another room. It is
+// marked kept: the screens' first polls after a restart write nothing.
+func (c *roomCodes) restore(sid, cid, code string) {
 	if len(code) != 6 || strings.Trim(code, "0123456789") != "" {
 		return
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if _, has := c.byRoom[cid]; has {
+	if have, has := c.byRoom[cid]; has {
+		if have == code {
+			c.kept[sid+"\x1f"+cid] = true
+		}
 		return
 	}
+	c.kept[sid+"\x1f"+cid] = true
 	if _, taken := c.byCode[code]; taken {
 		return
 	}

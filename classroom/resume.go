@@ -229,7 +229,7 @@ func (x *interaction) restoreSession(id string, docs livestate.Docs, grace time.
 	for cid, raw := range docs[docCode] {
 		var code string
 		if json.Unmarshal(raw, &code) == nil {
-			x.codes.restore(cid, code)
+			x.codes.restore(id, cid, code)
 		}
 	}
 	var quizzes []quizDoc
