@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -14,6 +15,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pion/webrtc/v4"
@@ -37,7 +39,38 @@ const (
 	cascadeMinBackoff = 500 * time.Millisecond
 	cascadeMaxBackoff = 10 * time.Second
 	maxUpstreamBody   = 8 << 10
+	// While the upstream edge does not answer at all, a cheap GET /healthz
+	// every cascadeProbeEvery (each within cascadeProbeTimeout) ends the
+	// backoff as soon as it is back, as the sync uplink does: an upstream
+	// restarted by systemd answers within a fraction of a second, long
+	// before a backoff of several seconds runs out.
+	cascadeProbeEvery   = 250 * time.Millisecond
+	cascadeProbeTimeout = time.Second
+	// While the upstream answers but nobody publishes there yet (its
+	// teacher is reconnecting after its restart), the pull asks again every
+	// cascadeNoPublisherWait (jittered) without backing off further.
+	cascadeNoPublisherWait = 500 * time.Millisecond
+	// cascadeStall: a pull receiving nothing this long asks the upstream
+	// whether it restarted.
+	cascadeStall = time.Second
 )
+
+// Why a pull ended, for the retry's wait.
+var (
+	// errUpstreamRestarted: the media connection stalled and the upstream
+	// edge answers with a new start time: its WHEP resource is gone with
+	// the old process, so pull again now instead of waiting for ICE to fail.
+	errUpstreamRestarted = errors.New("the upstream edge restarted")
+	// errUpstreamNoPublisher: the upstream's session has no publisher yet.
+	errUpstreamNoPublisher = errors.New("nobody publishes at the upstream edge yet")
+)
+
+// upstreamDownError is a request that got no answer from the upstream
+// edge at all (refused, cut, timed out): the wait probes for its return.
+type upstreamDownError struct{ err error }
+
+func (e *upstreamDownError) Error() string { return e.err.Error() }
+func (e *upstreamDownError) Unwrap() error { return e.err }
 
 // UpstreamRequest is the body of PUT /api/v1/sessions/{id}/upstream.
 type UpstreamRequest struct {
@@ -176,6 +209,14 @@ func (u *upstream) run(ctx context.Context) {
 			backoff = cascadeMinBackoff // it worked: the next drop retries quickly
 		}
 		wait := backoff/2 + rand.N(backoff) // jitter: schools do not retry in step
+		var down *upstreamDownError
+		switch {
+		case errors.Is(err, errUpstreamRestarted):
+			wait = rand.N(cascadeProbeEvery) // its session is back (restored) or soon will be
+		case errors.Is(err, errUpstreamNoPublisher):
+			wait = cascadeNoPublisherWait/2 + rand.N(cascadeNoPublisherWait)
+			backoff = cascadeMinBackoff
+		}
 		u.log.Warn("cascade: lesson feed from the upstream edge lost; retrying", "url", u.req.URL, "err", err, "retry_in", wait.Round(time.Millisecond))
 		u.set(func(s *UpstreamStatus) {
 			s.State, s.ConnectedAt, s.NextRetryMS = "retrying", nil, wait.Milliseconds()
@@ -183,13 +224,119 @@ func (u *upstream) run(ctx context.Context) {
 				s.LastError = err.Error()
 			}
 		})
-		select {
-		case <-ctx.Done():
-		case <-time.After(wait):
-		}
+		u.wait(ctx, wait, errors.As(err, &down))
 		backoff = min(backoff*2, cascadeMaxBackoff)
 	}
 	u.set(func(s *UpstreamStatus) { s.State, s.ConnectedAt, s.NextRetryMS = "stopped", nil, 0 })
+}
+
+// wait sleeps d, or less when probe is set and the upstream edge answers
+// GET /healthz again.
+func (u *upstream) wait(ctx context.Context, d time.Duration, probe bool) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	var tick <-chan time.Time
+	if probe {
+		tk := time.NewTicker(cascadeProbeEvery)
+		defer tk.Stop()
+		tick = tk.C
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			return
+		case <-tick:
+			if _, err := u.edgeInfo(ctx, "/healthz"); err == nil {
+				u.log.Info("cascade: the upstream edge answers again; pulling now", "url", u.req.URL)
+				return
+			}
+		}
+	}
+}
+
+// edgeBoot is what an upstream edge says of its process (GET
+// /api/v1/edge), and when it said it.
+type edgeBoot struct {
+	StartedAt string `json:"started_at"` // to the second
+	Uptime    int64  `json:"uptime_seconds"`
+	at        time.Time
+}
+
+// known: the upstream says when it started (cityhub does not).
+func (b edgeBoot) known() bool { return b.StartedAt != "" }
+
+// restartedSince reports whether b comes from a later process than prev:
+// another start time, or (a restart within the same second) less uptime
+// than prev's plus the time since, with a second of slack each way.
+func (b edgeBoot) restartedSince(prev edgeBoot) bool {
+	if !b.known() || !prev.known() {
+		return false
+	}
+	expect := prev.Uptime + int64(b.at.Sub(prev.at)/time.Second)
+	return b.StartedAt != prev.StartedAt || b.Uptime < expect-2
+}
+
+// edgeInfo GETs path at the upstream edge (within cascadeProbeTimeout);
+// for /api/v1/edge it returns what the edge says of its process (nothing
+// from /healthz). Any answer but 200 is an error.
+func (u *upstream) edgeInfo(ctx context.Context, path string) (edgeBoot, error) {
+	var b edgeBoot
+	base, err := url.Parse(u.req.URL)
+	if err != nil {
+		return b, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, cascadeProbeTimeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, (&url.URL{Scheme: base.Scheme, Host: base.Host, Path: path}).String(), nil)
+	if err != nil {
+		return b, err
+	}
+	resp, err := u.client.Do(req)
+	if err != nil {
+		return b, err
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, maxUpstreamBody))
+	if resp.StatusCode != http.StatusOK {
+		return b, fmt.Errorf("GET %s: %s", path, resp.Status)
+	}
+	if path != "/healthz" {
+		_ = json.Unmarshal(body, &b) // an upstream that does not say stays unknown
+	}
+	b.at = time.Now()
+	return b, nil
+}
+
+// bytesReceived is what pc's ICE transport has received so far.
+func bytesReceived(pc *webrtc.PeerConnection) uint64 {
+	return pc.SCTP().Transport().ICETransport().Stats().BytesReceived
+}
+
+// watchRestart probes the upstream edge while the pull's media is stalled:
+// an answer from a later process than started means the edge restarted (a
+// crash, an update) and the pull's resource is gone, which it says on
+// restarted. A WAN blip (no answer, or the same process) is left to ICE.
+// At most one probe per cascadeProbeEvery, for 10 s.
+func (u *upstream) watchRestart(ctx context.Context, stalled func() bool, started edgeBoot, restarted chan<- struct{}) {
+	for range 40 {
+		if !stalled() {
+			return
+		}
+		if now, err := u.edgeInfo(ctx, "/api/v1/edge"); err == nil && now.restartedSince(started) {
+			select {
+			case restarted <- struct{}{}:
+			case <-ctx.Done():
+			}
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(cascadeProbeEvery):
+		}
+	}
 }
 
 // once makes one WHEP pull and returns when it ends.
@@ -218,6 +365,18 @@ func (u *upstream) once(ctx context.Context) (connected bool, err error) {
 		return false, fmt.Errorf("local session: %w", err)
 	}
 	defer pub.Close()
+
+	// The upstream's process, to tell its restart from a WAN blip later
+	// (unknown if it does not say: then ICE's failure ends the pull).
+	started, _ := u.edgeInfo(ctx, "/api/v1/edge")
+	restarted := make(chan struct{})
+	wctx, stopWatch := context.WithCancel(ctx)
+	defer stopWatch()
+	var watching atomic.Bool // one watchRestart at a time
+	stallTick := time.NewTicker(cascadeProbeEvery)
+	defer stallTick.Stop()
+	var lastBytes uint64
+	lastGrew := time.Now()
 
 	nctx, cancel := context.WithTimeout(ctx, negotiateTimeout)
 	defer cancel()
@@ -257,6 +416,24 @@ func (u *upstream) once(ctx context.Context) (connected bool, err error) {
 			case webrtc.PeerConnectionStateFailed, webrtc.PeerConnectionStateClosed:
 				return connected, errors.New("the WAN connection to the upstream edge failed")
 			}
+		case <-stallTick.C:
+			// Media stopped (a lesson's audio alone is 50 packets/s): ask
+			// the upstream whether it restarted, rather than wait 3 s for ICE
+			// to call the connection disconnected and 5 s more for failed.
+			n := bytesReceived(pc)
+			if n != lastBytes || !connected {
+				lastBytes, lastGrew = n, time.Now()
+				break
+			}
+			if time.Since(lastGrew) >= cascadeStall && started.known() && watching.CompareAndSwap(false, true) {
+				go func() {
+					u.watchRestart(wctx, func() bool { return bytesReceived(pc) == n }, started, restarted)
+					watching.Store(false)
+				}()
+			}
+		case <-restarted:
+			u.log.Info("cascade: the upstream edge restarted; pulling again", "url", u.req.URL)
+			return connected, errUpstreamRestarted
 		case <-nctx.Done():
 			if !connected {
 				return false, errors.New("no media connection to the upstream edge within 10s (is UDP blocked? try a TURN server in ice_servers)")
@@ -280,12 +457,15 @@ func (u *upstream) exchange(ctx context.Context, endpoint, offer string) (answer
 	req.Header.Set("Authorization", "Bearer "+u.req.Token)
 	resp, err := u.client.Do(req)
 	if err != nil {
-		return "", "", fmt.Errorf("request to the upstream edge: %w", err)
+		return "", "", &upstreamDownError{fmt.Errorf("request to the upstream edge: %w", err)}
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, MaxSDPBytes+1))
 	if err != nil {
 		return "", "", fmt.Errorf("upstream answer: %w", err)
+	}
+	if resp.StatusCode == http.StatusConflict && bytes.Contains(body, []byte(`"no_publisher"`)) {
+		return "", "", fmt.Errorf("%w: %s", errUpstreamNoPublisher, bytes.TrimSpace(body[:min(len(body), 300)]))
 	}
 	if resp.StatusCode != http.StatusCreated {
 		return "", "", fmt.Errorf("the upstream edge answered %s: %s", resp.Status, bytes.TrimSpace(body[:min(len(body), 300)]))

@@ -39,6 +39,15 @@ const MaxSDPBytes = 64 << 10
 // negotiateTimeout bounds one offer/answer including ICE gathering.
 const negotiateTimeout = 10 * time.Second
 
+// iceRestartGrace is how long a control-channel peer's media connection is
+// kept after its ICE failed (or, for a subscriber, while the edge's restart
+// offers go unanswered) in a network blip that the control connection
+// survives: the client (publish) or the edge (subscribe) restarts ICE on
+// it meanwhile. Past it the connection closes as before and the client
+// negotiates anew; the pages give up a little later (class.js), so the
+// edge is never waiting for a client that already tore down.
+const iceRestartGrace = 12 * time.Second
+
 // Config wires the live-class capability.
 type Config struct {
 	Server *api.Server
@@ -167,6 +176,8 @@ func (l *Live) registerMetrics(reg *prometheus.Registry) {
 		counter("campusedge_live_remb_reports_total", "REMB bandwidth estimates from subscribers.", func(t sfu.Totals) float64 { return float64(t.REMB) }),
 		counter("campusedge_live_video_pauses_total", "Times a subscriber's video was paused because its link lost too much (audio continues).", func(t sfu.Totals) float64 { return float64(t.VideoPauses) }),
 		counter("campusedge_live_video_resumes_total", "Probes that resumed a paused subscriber's video.", func(t sfu.Totals) float64 { return float64(t.VideoResumes) }),
+		counter("campusedge_live_ice_restarts_total", "ICE restarts the edge offered to subscribers whose media connection went disconnected or failed.", func(t sfu.Totals) float64 { return float64(t.ICERestarts) }),
+		counter("campusedge_live_ice_recovered_total", "Media connections back after ICE went disconnected or failed, without a new negotiation.", func(t sfu.Totals) float64 { return float64(t.ICERecovered) }),
 		counter("campusedge_live_dropped_packets_total", "RTP packets dropped because a subscriber's queue was full (that subscriber only).", func(t sfu.Totals) float64 { return float64(t.Dropped) }),
 	)
 	l.registerLiveGauges(reg) // gauges.go

@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"fmt"
 	"math/big"
+	"strings"
 	"sync"
 
 	qrcode "github.com/skip2/go-qrcode"
@@ -14,16 +15,60 @@ import (
 // which an assistant's phone finds the classroom (typed, or in the QR
 // code's URL). A code only points at a classroom: what the assistant may
 // do there comes from their own sign-in. Codes live as long as edged;
-// classrooms are bounded by the fleet, so the maps are too.
+// classrooms are bounded by the fleet, so the maps are too. A code used
+// during a session is kept with the session's live state (keep, restore)
+// so that after an edge restart the big screen shows the same code and an
+// assistant's page joins again with the code it was opened with.
 type roomCodes struct {
 	mu     sync.Mutex
 	byRoom map[string]string
 	byCode map[string]string
 	qrs    map[string]string // URL → data: URL of its PNG (the host differs by how the screen reached the edge)
+	kept   map[string]bool   // session + "\x1f" + classroom whose code is stored
 }
 
 func newRoomCodes() *roomCodes {
-	return &roomCodes{byRoom: map[string]string{}, byCode: map[string]string{}, qrs: map[string]string{}}
+	return &roomCodes{byRoom: map[string]string{}, byCode: map[string]string{}, qrs: map[string]string{}, kept: map[string]bool{}}
+}
+
+// restore gives cid its code stored with session sid again (at start),
+// unless cid already has one or the code went to another room. It is
+// marked kept: the screens' first polls after a restart write nothing.
+func (c *roomCodes) restore(sid, cid, code string) {
+	if len(code) != 6 || strings.Trim(code, "0123456789") != "" {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if have, has := c.byRoom[cid]; has {
+		if have == code {
+			c.kept[sid+"\x1f"+cid] = true
+		}
+		return
+	}
+	c.kept[sid+"\x1f"+cid] = true
+	if _, taken := c.byCode[code]; taken {
+		return
+	}
+	c.byRoom[cid], c.byCode[code] = code, cid
+}
+
+// keep stores cid's code with session sid once (put writes it through).
+// A failure is only logged by put: the code still works until a restart.
+func (c *roomCodes) keep(sid, cid, code string, put func(sid, kind, name string, v any) error) {
+	k := sid + "\x1f" + cid
+	c.mu.Lock()
+	done := c.kept[k]
+	c.mu.Unlock()
+	if done || put(sid, docCode, cid, code) != nil {
+		return
+	}
+	c.mu.Lock()
+	if len(c.kept) > 4096 { // sessions end; forget the oldest marks wholesale
+		clear(c.kept)
+	}
+	c.kept[k] = true
+	c.mu.Unlock()
 }
 
 // code returns cid's code, making one the first time.

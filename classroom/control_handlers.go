@@ -91,6 +91,9 @@ func (p *participant) publish(hdr ctlwire.Header, m *Publish) error {
 		// chooser asks when it runs, and no media flows before the
 		// answer.
 		pub.SetScreens(m.Screen)
+		// Through a blip the page restarts ICE on this connection; the
+		// others see the room not publishing meanwhile.
+		pub.KeepThroughICEFailure(iceRestartGrace, func() { ctl.broadcast(p.cls) })
 		p.pub, answer = pub, a
 		go p.watchPublisher(pub)
 	}
@@ -130,6 +133,7 @@ func (p *participant) subscribe(hdr ctlwire.Header, _ *Subscribe) error {
 	if err != nil {
 		return sfuError(err)
 	}
+	sub.RestartICEOnFailure(iceRestartGrace)
 	p.sub = sub
 	p.link.Store(sub)
 	if p.grant.Role == session.RoleMaster {

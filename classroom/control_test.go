@@ -402,6 +402,7 @@ type mediaPeer struct {
 	sentVideo atomic.Int64
 	tag       byte
 	stopc     context.CancelFunc
+	api       *webrtc.API // for subscribe; LoopbackAPI when nil
 }
 
 func newMediaPeer(t *testing.T, c *ctl, tag byte) *mediaPeer {
@@ -441,7 +442,11 @@ func taggedPayload(n uint64, key bool, tag byte) []byte {
 // subscribe asks the edge for media and answers every offer it makes.
 func (p *mediaPeer) subscribe(ctx context.Context) {
 	t := p.t
-	pc, err := mediatest.LoopbackAPI(t).NewPeerConnection(webrtc.Configuration{})
+	api := p.api
+	if api == nil {
+		api = mediatest.LoopbackAPI(t)
+	}
+	pc, err := api.NewPeerConnection(webrtc.Configuration{})
 	if err != nil {
 		t.Fatal(err)
 	}

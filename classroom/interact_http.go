@@ -249,6 +249,7 @@ func (x *interaction) getCurrent(w http.ResponseWriter, r *http.Request) {
 	}
 	if s := x.currentSession(cid); s != nil {
 		cur.Session = s
+		x.codes.keep(s.ID, cid, cur.AssistantCode, x.put)
 		if p.Kind == api.KindScreen { // the admin looking gets no token
 			t, err := x.pageToken(x.sessions, s.ID, cid, p.TerminalID)
 			if err != nil {
@@ -311,6 +312,7 @@ func (x *interaction) postAssistantJoin(w http.ResponseWriter, r *http.Request) 
 		v.Name = x.classroomName(cid)
 	}
 	if s := x.currentSession(cid); s != nil {
+		x.codes.keep(s.ID, cid, strings.TrimSpace(req.Code), x.put)
 		a, minted, err := x.assistantToken(x.sessions, s.ID, cid, p.Who())
 		if err != nil {
 			httpapi.WriteError(w, http.StatusConflict, "session_ended", err.Error())

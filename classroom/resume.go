@@ -15,6 +15,8 @@ package classroom
 //	         the reconnect grace
 //	upstream the cascade's upstream (UpstreamRequest, with the other
 //	         edge's token and TURN credentials: the pull needs them again)
+//	code     a classroom's assistant code shown during the session (the
+//	         screen shows it again, the assistant's page rejoins with it)
 //
 // Media are not state: publishers and subscribers reconnect by themselves
 // (class.js, reconnect.js, classterm) and the edge's SFU starts empty.
@@ -44,6 +46,7 @@ const (
 	docMarks    = "marks"
 	docPresent  = "present"
 	docUpstream = "upstream"
+	docCode     = "code"
 )
 
 // DefaultReconnectGrace is how long a classroom that vanished (its control
@@ -223,6 +226,12 @@ func (ctl *control) restoreClass(id string, d classDoc) {
 // remaining time), hand order and marks, and arms a reconnect grace for
 // every classroom that was present.
 func (x *interaction) restoreSession(id string, docs livestate.Docs, grace time.Duration, log *slog.Logger) {
+	for cid, raw := range docs[docCode] {
+		var code string
+		if json.Unmarshal(raw, &code) == nil {
+			x.codes.restore(id, cid, code)
+		}
+	}
 	var quizzes []quizDoc
 	for name, raw := range docs[docQuiz] {
 		var d quizDoc

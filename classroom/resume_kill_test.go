@@ -626,4 +626,21 @@ func TestKill9ResumesCascade(t *testing.T) {
 	if !strings.Contains(down.log.String(), "cascade: pulling the lesson again after a restart") {
 		t.Error("the downstream edge did not log that it pulls again after its restart")
 	}
+	// Attendance at the downstream school: the room present throughout —
+	// one join, no leave, its rejoin after its own edge's restart marked
+	// as a reconnect (the upstream's restart never took it off its edge).
+	var att struct {
+		Classrooms map[string]struct {
+			Joins, Leaves, Reconnects int
+			Present                   bool
+		} `json:"classrooms"`
+	}
+	ed = down.edge()
+	resp, b := ed.Do(t, ctx, "GET", "/api/v1/sessions/"+sd.ID+"/attendance", ed.admin, "", nil)
+	if resp.StatusCode != http.StatusOK || json.Unmarshal(b, &att) != nil {
+		t.Fatalf("attendance downstream: %d %s", resp.StatusCode, b)
+	}
+	if ca := att.Classrooms[sd.Classrooms[0]]; ca.Joins != 1 || ca.Leaves != 0 || ca.Reconnects != 1 || !ca.Present {
+		t.Errorf("attendance of the room downstream after both restarts: %+v, want 1 join, 0 leaves, 1 reconnect, present", ca)
+	}
 }

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pion/rtcp"
@@ -35,6 +36,10 @@ type Publisher struct {
 	screens  map[string]bool // track ids the client said are screen shares (SetScreens)
 	counted  bool            // in SFU.peers (set by reserve, under the SFU's lock)
 	owner    string          // who made it (SetOwner), under the SFU's lock
+
+	iceGrace   atomic.Int64 // KeepThroughICEFailure (icerestart.go)
+	iceChanged func()       // its callback, under mu
+	recovering atomic.Bool  // waiting for a restart after ICE failed
 }
 
 // Done is closed when the publisher has closed (its connection failed or
@@ -87,9 +92,7 @@ func (p *Publisher) negotiate(ctx context.Context, offer string) (string, error)
 	pc.OnTrack(p.onTrack)
 	pc.OnConnectionStateChange(func(st webrtc.PeerConnectionState) {
 		p.sfu.log.Debug("publisher connection state", "room", p.room, "publisher", p.id, "state", st.String())
-		if st == webrtc.PeerConnectionStateFailed || st == webrtc.PeerConnectionStateClosed {
-			go p.Close()
-		}
+		p.onPublisherState(pc, st)
 	})
 	return p.answer(ctx, offer)
 }

@@ -76,7 +76,8 @@ func (s *SFU) Publishing(roomID, source string) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	r := s.rooms[roomID]
-	return r != nil && r.pubs[source] != nil
+	// A publisher waiting for an ICE restart (icerestart.go) sends nothing.
+	return r != nil && r.pubs[source] != nil && !r.pubs[source].recovering.Load()
 }
 
 // reserve claims source in roomID for p.

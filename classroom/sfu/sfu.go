@@ -159,6 +159,8 @@ type SFU struct {
 	forwarded, dropped atomic.Uint64 // totals over all subscribers, ever
 	nacks, twcc, remb  atomic.Uint64 // feedback received from subscribers
 	pauses, resumes    atomic.Uint64 // video paused/resumed for weak links
+	iceRestarts        atomic.Uint64 // ICE restarts the edge offered (icerestart.go)
+	iceRecovered       atomic.Uint64 // connections back after ICE disconnected or failed
 	ups, downs, probes atomic.Uint64 // simulcast layer switches and probes
 	estimating         atomic.Uint64 // subscriber links whose estimator gate opened, ever
 
@@ -189,6 +191,10 @@ type Totals struct {
 	// Estimated counts subscriber links whose bandwidth estimator was
 	// turned on because they received simulcast (bwegate.go).
 	Estimated uint64
+	// ICERestarts counts ICE restarts the edge offered to control
+	// subscribers; ICERecovered the media connections that came back after
+	// ICE went disconnected or failed (icerestart.go).
+	ICERestarts, ICERecovered uint64
 }
 
 // New builds the pion API (default codecs and interceptors) and an empty SFU.
@@ -348,6 +354,7 @@ func (s *SFU) Totals() Totals {
 	t.Forwarded, t.Dropped = s.forwarded.Load(), s.dropped.Load()
 	t.NACKs, t.TWCC, t.REMB = s.nacks.Load(), s.twcc.Load(), s.remb.Load()
 	t.VideoPauses, t.VideoResumes = s.pauses.Load(), s.resumes.Load()
+	t.ICERestarts, t.ICERecovered = s.iceRestarts.Load(), s.iceRecovered.Load()
 	t.LayerUps, t.LayerDowns, t.Probes = s.ups.Load(), s.downs.Load(), s.probes.Load()
 	t.Estimated = s.estimating.Load()
 	return t

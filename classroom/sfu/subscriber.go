@@ -31,6 +31,10 @@ type Subscriber struct {
 	done    chan struct{}
 	pending bool // tracks changed while an offer was outstanding
 
+	iceGrace   atomic.Int64 // RestartICEOnFailure (icerestart.go)
+	recovering atomic.Bool  // restarting ICE after a disconnect or failure
+	iceRestart bool         // the next offer restarts ICE (under mu)
+
 	mu     sync.Mutex
 	pc     *webrtc.PeerConnection
 	tracks []*subTrack
@@ -103,8 +107,8 @@ func (s *Subscriber) newPC() (*webrtc.PeerConnection, error) {
 		switch st {
 		case webrtc.PeerConnectionStateConnected:
 			s.attachReady()
-		case webrtc.PeerConnectionStateFailed, webrtc.PeerConnectionStateClosed:
-			go s.Close()
+		default:
+			s.onSubscriberState(pc, st)
 		}
 	})
 	return pc, nil
@@ -258,7 +262,10 @@ func (s *Subscriber) sync() error {
 		go t.write() // attached once the client has answered and the connection is up
 		changed = true
 	}
-	if !changed && !s.pending {
+	if s.iceRestart && s.pc != nil && s.pc.ConnectionState() == webrtc.PeerConnectionStateConnected {
+		s.iceRestart = false // it came back by itself
+	}
+	if !changed && !s.pending && !s.iceRestart {
 		return nil
 	}
 	if s.pc == nil {
@@ -272,7 +279,12 @@ func (s *Subscriber) sync() error {
 	for _, t := range s.tracks {
 		t.offered = true
 	}
-	offer, err := s.pc.CreateOffer(nil)
+	var opts *webrtc.OfferOptions
+	if s.iceRestart {
+		opts = &webrtc.OfferOptions{ICERestart: true}
+		s.iceRestart = false
+	}
+	offer, err := s.pc.CreateOffer(opts)
 	if err != nil {
 		return fmt.Errorf("create offer: %w", err)
 	}

@@ -30,7 +30,7 @@ $("a-signin").onclick = async () => {
     if (me) { signedIn(me); if ($("code").value) openRoom(); }
   } catch (e) { $("signin-error").textContent = i18n.err(e); }
 };
-$("a-signout").onclick = async () => { if (A.conn) A.conn.close(); await ce.signOut(); location.reload(); };
+$("a-signout").onclick = async () => { if (A.keep) A.keep.stop(); if (A.conn) A.conn.close(); await ce.signOut(); location.reload(); };
 $("go").onclick = () => openRoom();
 
 // openRoom asks the edge for the code's classroom and its class now, and
@@ -41,34 +41,100 @@ async function openRoom() {
   let v;
   try {
     v = await ce.request("POST", "/api/v1/assistant/join", { body: { code: A.code } });
-  } catch (e) { $("room-error").textContent = i18n.err(e); return; }
+  } catch (e) {
+    $("room-error").textContent = i18n.err(e);
+    // The edge did not answer (restarting, or the network is down): ask
+    // again with backoff. A refusal (wrong code, signed out) waits for the
+    // assistant.
+    if (!e.status) A.waitTimer = setTimeout(openRoom, reconnectDelay(4));
+    return;
+  }
   $("room-name").textContent = v.classroom_name || v.classroom_id;
   A.classroom = v.classroom_id;
   if (!v.session || !v.assistant_token) {
     $("waiting").hidden = false;
-    setTimeout(() => { if (!A.conn || A.conn.closed) openRoom(); }, 2000);
+    A.waitTimer = setTimeout(() => { if (!A.keep) openRoom(); }, 2000);
     return;
   }
   $("waiting").hidden = true;
-  if (A.conn && !A.conn.closed && A.sessionId === v.session.id) return;
-  await join(v);
+  if (A.keep && A.sessionId === v.session.id) return;
+  join(v);
 }
 
-async function join(v) {
+// join stays in the class v (reconnect.js): when the connection closes —
+// the edge restarted, the network blinked, the phone slept — the page
+// joins again with backoff and jitter, with the same assistant token (the
+// edge keeps the class's tokens across a restart; the sign-in may not
+// survive it), and restores what it showed: the roster of the group it had
+// loaded, the marks (from the edge) and the open quiz (the edge sends it
+// again on join). A token the edge refuses (the class ended, the token was
+// revoked) sends the page back to the edge with its code; without a class
+// there it waits for the next.
+function join(v) {
+  if (A.keep) A.keep.stop();
   if (A.conn) A.conn.close();
-  A.sessionId = v.session.id;
-  A.conn = new Conn(v.assistant_token, t("assistant.participant", { name: A.me.name || A.me.staff_id }), {
+  clearTimeout(A.waitTimer);
+  A.sessionId = v.session.id; A.over = false; A.joins = 0;
+  let view = v;
+  A.keep = keepClass(async () => {
+    if (!view) {
+      try {
+        view = await ce.request("POST", "/api/v1/assistant/join", { body: { code: A.code } });
+      } catch (e) {
+        // Refused (signed out, the code or the assignment changed): say
+        // so and stop; no answer at all: the edge is still away, go on.
+        if (e.status) { A.over = true; $("room-error").textContent = i18n.err(e); }
+        throw e;
+      }
+    }
+    if (!view.session || !view.assistant_token || view.session.id !== A.sessionId) {
+      A.over = true; // the class ended while the page was away
+      throw new Error("the class is over");
+    }
+    try {
+      return await connect(view);
+    } catch (e) {
+      if (/^(hello|join):/.test(e.message)) view = null; // refused: ask the edge with the code
+      throw e;
+    }
+  }, {
+    ended: () => A.over,
+    status: (st) => {
+      A.link = st;
+      if (st === "reconnecting") { A.reconnects = (A.reconnects || 0) + 1; $("status").textContent = t("session.reconnecting"); }
+      if (A.over) classOver();
+    },
+    error: (e) => { A.errors.push("connect: " + e.message); if (A.over) classOver(); },
+  });
+}
+
+// classOver goes back to waiting for the classroom's next class.
+function classOver() {
+  if (!A.keep) return;
+  A.keep.stop(); A.keep = null; A.sessionId = "";
+  if (A.conn) A.conn.close();
+  A.waitTimer = setTimeout(openRoom, 2000);
+}
+
+// connect opens the assistant's control connection for the class v and
+// restores the page's state on it; resolves with the Conn.
+async function connect(v) {
+  const conn = new Conn(v.assistant_token, t("assistant.participant", { name: A.me.name || A.me.staff_id }), {
     quiz: (m) => showQuiz(m.question),
     marks: (m) => { A.marks = m.marks; renderRoster(); },
     quiz_results: (m) => { if (A.quiz && m.results.quiz_id === A.quiz.id) quizBars($("room-results"), A.quiz, m.results); },
-    ended: () => { $("status").textContent = t("room.ended"); A.sessionId = ""; },
-    close: () => { if (A.sessionId) setTimeout(openRoom, 2000); },
+    ended: () => { $("status").textContent = t("room.ended"); A.over = true; setTimeout(classOver, 0); },
     error: (m) => A.errors.push(m.code + ": " + m.message),
   });
-  await A.conn.open();
-  $("live").hidden = false;
-  $("status").textContent = t("assistant.joined");
-  await loadRoster("");
+  A.conn = conn;
+  try {
+    await conn.open();
+    A.joins++;
+    $("live").hidden = false;
+    $("status").textContent = t("assistant.joined");
+    await loadRoster(A.group || "");
+  } catch (e) { conn.close(); throw e; }
+  return conn;
 }
 
 function showQuiz(q) {
@@ -102,6 +168,7 @@ async function loadRoster(group) {
     return;
   }
   $("group-ask").hidden = true;
+  A.group = group; // loaded again after a reconnect
   A.roster = r; A.marks = r.marks || {};
   const pick = $("student-pick");
   while (pick.options.length > 1) pick.remove(1);

@@ -71,6 +71,7 @@ class Conn {
   // subscribe receives media; ontrack(track, streamId).
   async subscribe(ontrack) {
     this.sub = new RTCPeerConnection();
+    if (typeof watchICE === "function") watchICE(this, this.sub, null); // reconnect.js: the edge restarts this one
     this.subAnswered = false;
     this.flushSub = this.trickle(this.sub, "subscribe", () => this.subAnswered);
     this.streamOfTrack = {};
@@ -87,6 +88,7 @@ class Conn {
   async publish(stream) {
     if (!this.pub) {
       this.pub = new RTCPeerConnection();
+      if (typeof watchICE === "function") watchICE(this, this.pub, () => restartPublishICE(this)); // reconnect.js
       this.pubSent = false;
       this.flushPub = this.trickle(this.pub, "publish", () => this.pubSent);
     }
