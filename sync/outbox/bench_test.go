@@ -1,0 +1,136 @@
+package outbox
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// The durable-append benchmark is opt-in (about half a minute):
+//
+//	go test ./sync/outbox -count=1 -run TestOutboxAppendBench -v -args -outbox-bench [-outbox-bench-rounds 3] [-outbox-bench-secs 3s]
+//
+// Each round measures, in this order and in the directory that holds the
+// outbox's bbolt file, the disk's own limit — a loop of one 4 KiB write
+// and fdatasync on a file beside edge.db — then durable appends from 1
+// writer and from 64 writers through Outbox.Append, then the peer again.
+// The disk's rate moves a lot on a shared machine, so each appends figure
+// is set against the mean of the peer measured just before and just after.
+var (
+	obBenchOn     = flag.Bool("outbox-bench", false, "run TestOutboxAppendBench (durable appends vs the raw fdatasync rate, same directory)")
+	obBenchRounds = flag.Int("outbox-bench-rounds", 3, "TestOutboxAppendBench: rounds (peer, appends, peer)")
+	obBenchSecs   = flag.Duration("outbox-bench-secs", 3*time.Second, "TestOutboxAppendBench: length of each measurement")
+)
+
+// fdatasyncRate is the peer: small writes into a file in dir, each followed
+// by fdatasync, for d. The file is written once first, so the loop
+// overwrites allocated blocks as a bbolt commit mostly does.
+func fdatasyncRate(t *testing.T, dir string, d time.Duration) float64 {
+	t.Helper()
+	f, err := os.Create(filepath.Join(dir, "fdatasync-peer"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.Remove(f.Name())
+	defer f.Close()
+	buf := make([]byte, 4096)
+	for i := range 16 {
+		if _, err := f.WriteAt(buf, int64(i)*4096); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := unix.Fdatasync(int(f.Fd())); err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	start := time.Now()
+	for time.Since(start) < d {
+		if _, err := f.WriteAt(buf, int64(n%16)*4096); err != nil {
+			t.Fatal(err)
+		}
+		if err := unix.Fdatasync(int(f.Fd())); err != nil {
+			t.Fatal(err)
+		}
+		n++
+	}
+	return float64(n) / time.Since(start).Seconds()
+}
+
+type appendRun struct {
+	perSec, commitsPerSec, perCommit float64
+	p50, p99                         time.Duration
+}
+
+// appendRate appends from writers goroutines for d through ob and returns
+// the rate, commits and the latency of one Append.
+func appendRate(t *testing.T, ob *Outbox, writers int, d time.Duration) appendRun {
+	t.Helper()
+	var n atomic.Int64
+	c0 := ob.Commits()
+	lat := make([][]time.Duration, writers)
+	start := time.Now()
+	var wg sync.WaitGroup
+	for w := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; time.Since(start) < d; i++ {
+				t0 := time.Now()
+				if _, err := ob.Append(context.Background(), "quiz.answer", fmt.Appendf(nil, `{"session":"sess-%03d","student":"s%04d","answer":"%c","ms":%d}`, w, i%1100, 'A'+rune(i%4), 2000+i%9000)); err != nil {
+					t.Error(err)
+					return
+				}
+				lat[w] = append(lat[w], time.Since(t0))
+				n.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	el := time.Since(start).Seconds()
+	commits := float64(ob.Commits() - c0)
+	var all []time.Duration
+	for _, l := range lat {
+		all = append(all, l...)
+	}
+	p50, p99 := percentiles(all)
+	return appendRun{float64(n.Load()) / el, commits / el, float64(n.Load()) / commits, p50, p99}
+}
+
+func percentiles(d []time.Duration) (p50, p99 time.Duration) {
+	if len(d) == 0 {
+		return 0, 0
+	}
+	slices.Sort(d)
+	return d[len(d)/2], d[len(d)*99/100]
+}
+
+func TestOutboxAppendBench(t *testing.T) {
+	if !*obBenchOn {
+		t.Skip("opt-in: -outbox-bench")
+	}
+	for round := range *obBenchRounds {
+		for _, writers := range []int{1, 64} {
+			dir := t.TempDir()
+			db := openDB(t, dir)
+			ob := New(Config{DB: db})
+			before := fdatasyncRate(t, dir, *obBenchSecs)
+			r := appendRate(t, ob, writers, *obBenchSecs)
+			after := fdatasyncRate(t, dir, *obBenchSecs)
+			_ = ob.Close()
+			_ = db.Close()
+			peer := (before + after) / 2
+			t.Logf("round %d, %2d writer(s): %7.0f records/s, %5.0f commits/s, %5.1f records/commit, append p50 %v p99 %v; peer (write 4 KiB + fdatasync, same dir) %5.0f/s before, %5.0f/s after: records/s ÷ peer = %.2f, commits/s ÷ peer = %.2f",
+				round, writers, r.perSec, r.commitsPerSec, r.perCommit, r.p50.Round(10*time.Microsecond), r.p99.Round(10*time.Microsecond),
+				before, after, r.perSec/peer, r.commitsPerSec/peer)
+		}
+	}
+}
