@@ -136,6 +136,13 @@ func TestSyncWANBench(t *testing.T) {
 	t.Logf("  edge wrote %d bytes into TCP (floor at the link rate %v); wall ÷ floor = %.2f", app, floor.Round(time.Millisecond), wall.Seconds()/floor.Seconds())
 	t.Logf("  link A→B: %d packets carried (%d bytes incl. headers and retransmissions; TCP payload %d), %d lost at random, %d dropped by the queue; B→A: %d carried, %d lost",
 		a1.Carried-a0.Carried, a1.CarriedBytes-a0.CarriedBytes, a1.PayloadBytes-a0.PayloadBytes, a1.Lost-a0.Lost, a1.QueueDrops-a0.QueueDrops, b1.Carried-b0.Carried, b1.Lost-b0.Lost)
+	ust, _ := u.Status()
+	bodies := time.Duration(float64(ust.SentBytes*8) / float64(*benchRate) * float64(time.Second))
+	t.Logf("  of which batch bodies (gzip JSON) %d bytes (%v at the link rate; wall ÷ that = %.2f), the rest HTTP%s framing and headers",
+		ust.SentBytes, bodies.Round(time.Millisecond), wall.Seconds()/bodies.Seconds(), map[bool]string{true: "/2, TLS", false: "/1.1"}[*wanTLS])
+	busy := time.Duration(float64((a1.CarriedBytes-a0.CarriedBytes)*8) / float64(*benchRate) * float64(time.Second))
+	t.Logf("  the link was busy %v (IP packets at the rate: the floor + %.1f %% of headers and retransmissions) and idle %v",
+		busy.Round(time.Millisecond), 100*(busy.Seconds()/floor.Seconds()-1), (wall - busy).Round(time.Millisecond))
 	if n := len(hubRecords(t, st, "s1")); n != total {
 		t.Fatalf("hub holds %d of %d", n, total)
 	}

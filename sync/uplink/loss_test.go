@@ -46,7 +46,7 @@ func TestLossyWANLosesAndDuplicatesNothing(t *testing.T) {
 	e := newEdge(t, nil)
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
-	const first, later = 3000, 1000
+	const first, later = 2000, 400
 	fillBacklog(t, e, first)
 	if _, err := uplink.Enrol(ctx, e.DB, client, url, enrolTok(t, st, "s1"), e.Key, nil); err != nil {
 		t.Fatalf("enrol over the lossy WAN: %v", err)

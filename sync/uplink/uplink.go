@@ -230,10 +230,13 @@ type Uplink struct {
 
 	offset atomic.Int64 // hub clock minus edge clock, ms
 	path   pathEstimate
-	certs  certState // used by the Run goroutine only
-	mu     sync.Mutex
-	st     Status
-	wake   chan struct{}
+	// multiplexed: the hub's last answer came over HTTP/2, so batches
+	// share one connection (and its congestion window).
+	multiplexed atomic.Bool
+	certs       certState // used by the Run goroutine only
+	mu          sync.Mutex
+	st          Status
+	wake        chan struct{}
 }
 
 // New makes an Uplink; Run starts it.
@@ -488,11 +491,11 @@ func (u *Uplink) cycle(ctx context.Context, nextPull *time.Time) error {
 // measured from the hub's answers (see pathEstimate) — plus the batch
 // being written, so the link never idles waiting for an answer and the
 // queue at the bottleneck is not filled by batches that only wait there.
-// Batch bodies enter the connections strictly one after another (each
-// waits until the previous one has been handed to TCP, see batchGate), so
-// on one HTTP/2 connection or on several HTTP/1.1 ones the batches cross
-// the link in sequence order and are answered in it, instead of sharing
-// the link and finishing together. Batches may still reach the hub out of
+// When the hub answers over HTTP/2 (one connection for all batches),
+// batch bodies enter it strictly one after another (each waits until the
+// previous one has been handed to TCP, see batchGate), so the batches
+// cross the link in sequence order and are answered in it, instead of
+// sharing the link and finishing together. Batches may still reach the hub out of
 // order (a retransmission); the hub keeps those ahead of a gap (up to
 // wire.MaxAhead records) and acknowledges only a contiguous prefix, so the
 // edge never drops a record the hub does not hold. It logs progress every
@@ -527,7 +530,7 @@ func (u *Uplink) SendOnce(ctx context.Context, enr Enrolment) (int, error) {
 				break
 			}
 			// The window: never fewer than minBatchesOut (one on the wire,
-			// the next behind it, one more while answers are unmeasured).
+			// the next behind it, more while answers are unmeasured).
 			if inflight >= minBatchesOut && inBytes >= u.path.window() {
 				break
 			}
@@ -545,7 +548,14 @@ func (u *Uplink) SendOnce(ctx context.Context, enr Enrolment) (int, error) {
 				break
 			}
 			next = recs[len(recs)-1].Seq
-			gate := newBatchGate(prev)
+			// Over HTTP/1.1 each batch has a connection of its own, whose
+			// congestion window a gate would leave idle while another
+			// recovers from a loss: there the batches share the link.
+			var after *batchGate
+			if u.multiplexed.Load() {
+				after = prev
+			}
+			gate := newBatchGate(after)
 			prev = gate
 			inflight++
 			inBytes += len(body)
@@ -589,7 +599,7 @@ func (u *Uplink) SendOnce(ctx context.Context, enr Enrolment) (int, error) {
 }
 
 // minBatchesOut is the fewest batches the window keeps going.
-const minBatchesOut = 3
+const minBatchesOut = 4
 
 // sendSpan is how long one SendOnce keeps launching batches. Its end
 // drains the window (the link idles for an answer's round trip), so it is
@@ -699,6 +709,7 @@ func (u *Uplink) doSigned(ctx context.Context, method, pathQuery, contentType st
 		raw, rerr := io.ReadAll(io.LimitReader(resp.Body, 8<<20))
 		resp.Body.Close()
 		cancel()
+		u.multiplexed.Store(resp.ProtoMajor == 2)
 		if ht, err := strconv.ParseInt(resp.Header.Get(wire.HeaderHubTime), 10, 64); err == nil {
 			// Midpoint of the round trip: good to well under MaxSkew.
 			mid := sent.Add(u.cfg.Outbox.Now().Sub(sent) / 2)

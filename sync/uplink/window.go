@@ -85,12 +85,12 @@ func (p *pathEstimate) window() int {
 	return p.last + int(2*bdp)
 }
 
-// A batchGate orders batch bodies: a batch's body enters its connection
-// only once the previous batch's body is all in its own. Batches then cross
-// the link one after another in sequence order, on one HTTP/2 connection as
-// on several HTTP/1.1 ones (whose sockets hold little unsent data, see
-// SetHubConnOptions), and the first is answered a round trip after it is
-// through, not when all of them are.
+// A batchGate orders batch bodies: a batch's body enters the connection
+// only once the previous batch's body is all in it (and the socket holds
+// little unsent data, see SetHubConnOptions). On one HTTP/2 connection the
+// batches then cross the link one after another in sequence order, and the
+// first is answered a round trip after it is through, not when all of them
+// are. It also notes when a body was written, for the ack latency.
 type batchGate struct {
 	prev *batchGate
 	done chan struct{}
