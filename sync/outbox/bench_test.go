@@ -19,10 +19,10 @@ import (
 //
 //	go test ./sync/outbox -count=1 -run TestOutboxAppendBench -v -args -outbox-bench [-outbox-bench-rounds 3] [-outbox-bench-secs 3s]
 //
-// Each round measures, in this order and in the directory that holds the
-// outbox's bbolt file, the disk's own limit — a loop of one 4 KiB write
-// and fdatasync on a file beside edge.db — then durable appends from 1
-// writer and from 64 writers through Outbox.Append, then the peer again.
+// Each round, for 1 writer and then for 64, measures in the directory that
+// holds the outbox's bbolt file the disk's own limit — a loop of one 4 KiB
+// write and fdatasync on a file beside edge.db — then durable appends
+// through Outbox.Append from that many writers, then the peer again.
 // The disk's rate moves a lot on a shared machine, so each appends figure
 // is set against the mean of the peer measured just before and just after.
 var (
