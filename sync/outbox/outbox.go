@@ -109,6 +109,52 @@ func AppendTx(tx *bolt.Tx, kind string, payload []byte, now time.Time) (wire.Rec
 	return rec, nil
 }
 
+// prepared is a record made ready outside the writer: everything but its
+// sequence number, which only the commit can give.
+type prepared struct {
+	rec wire.Record // Seq 0
+	val []byte      // the stored form
+}
+
+// prepare does AppendTx's work that does not need the transaction: the
+// id, the checks, the stored form. An error means AppendTx would refuse
+// the record too.
+func prepare(kind string, payload []byte, now time.Time) (prepared, error) {
+	rec := wire.Record{Kind: kind, At: now.UnixMilli(), Payload: json.RawMessage(payload)}
+	id, err := newID()
+	if err != nil {
+		return prepared{}, err
+	}
+	rec.ID = id
+	check := rec
+	check.Seq = 1 // any: only the seq is not known yet
+	if err := check.Validate(); err != nil {
+		return prepared{}, err
+	}
+	v, err := json.Marshal(stored{ID: rec.ID, Kind: rec.Kind, At: rec.At, Payload: rec.Payload})
+	if err != nil {
+		return prepared{}, err
+	}
+	return prepared{rec: rec, val: v}, nil
+}
+
+// put stores p under the next sequence number in tx.
+func (p prepared) put(tx *bolt.Tx) (wire.Record, error) {
+	rec := p.rec
+	meta, recs := tx.Bucket(BucketMeta), tx.Bucket(BucketRecords)
+	if meta == nil || recs == nil {
+		return rec, errors.New("outbox buckets missing (store not migrated)")
+	}
+	rec.Seq = getU64(meta.Get(keyLast)) + 1
+	if err := recs.Put(u64(rec.Seq), p.val); err != nil {
+		return rec, fmt.Errorf("outbox append: %w", err)
+	}
+	if err := meta.Put(keyLast, u64(rec.Seq)); err != nil {
+		return rec, fmt.Errorf("outbox append: %w", err)
+	}
+	return rec, nil
+}
+
 // newID is a 128-bit random id, base32 lower case (26 characters).
 func newID() (string, error) {
 	b := make([]byte, 16)
@@ -131,6 +177,10 @@ type Config struct {
 	// file system's journal; a commit into blocks already written only
 	// flushes its pages.
 	Preallocate int64
+	// Linger is the most a group waits for the writers the last commit
+	// answered to come back (default 2 ms, and never more than a quarter
+	// of the last commit's time; negative: never waits).
+	Linger time.Duration
 }
 
 // Outbox owns the group-committing writer over the store's outbox buckets.
@@ -147,6 +197,8 @@ type Outbox struct {
 
 	commits  atomic.Uint64
 	appended atomic.Uint64
+
+	linger time.Duration // Config.Linger
 
 	// Used by the writer goroutine only.
 	ahead  int64    // Config.Preallocate
@@ -170,7 +222,10 @@ func New(cfg Config) *Outbox {
 	if cfg.Preallocate == 0 {
 		cfg.Preallocate = 4 << 20
 	}
-	o := &Outbox{db: cfg.DB, clock: cfg.Clock, maxGroup: cfg.MaxGroup, ahead: cfg.Preallocate, reqs: make(chan *request),
+	if cfg.Linger == 0 {
+		cfg.Linger = 2 * time.Millisecond
+	}
+	o := &Outbox{db: cfg.DB, clock: cfg.Clock, maxGroup: cfg.MaxGroup, ahead: cfg.Preallocate, linger: cfg.Linger, reqs: make(chan *request),
 		stop: make(chan struct{}), done: make(chan struct{}), changed: make(chan struct{}, 1)}
 	go o.run()
 	return o
@@ -206,12 +261,21 @@ func (o *Outbox) Notify() {
 }
 
 // Append appends one record through the group-committing writer and
-// returns once it is durably committed.
+// returns once it is durably committed. The record is made ready (id,
+// checks, encoding) in the caller's goroutine, so the writer's own work
+// between two commits is only the puts: with many writers it is the one
+// thing they all wait for.
 func (o *Outbox) Append(ctx context.Context, kind string, payload []byte) (wire.Record, error) {
+	p, perr := prepare(kind, payload, o.clock())
 	var rec wire.Record
 	err := o.Update(ctx, func(tx *bolt.Tx) error {
 		var err error
-		rec, err = o.AppendTx(tx, kind, payload)
+		if perr != nil {
+			// Refused: AppendTx says why, with the seq it would have had.
+			rec, err = o.AppendTx(tx, kind, payload)
+			return err
+		}
+		rec, err = p.put(tx)
 		return err
 	})
 	return rec, err
@@ -262,17 +326,14 @@ func (o *Outbox) run() {
 		// them a few scheduler turns, at most a quarter of the last commit's
 		// time. A lone writer (last group of one) commits at once: no
 		// latency is added when the outbox is idle.
-		if lastSize > 1 && len(group) < o.maxGroup {
-			o.linger(&group, lastSize, min(lastTook/4, maxLinger))
+		if lastSize > 1 && len(group) < o.maxGroup && o.linger > 0 {
+			o.gather(&group, lastSize, min(lastTook/4, o.linger))
 		}
 		t0 := time.Now()
 		o.commit(group)
 		lastSize, lastTook = len(group), time.Since(t0)
 	}
 }
-
-// maxLinger bounds how long a group waits for writers coming back.
-const maxLinger = 2 * time.Millisecond
 
 // take adds every request already waiting to group, up to maxGroup, and
 // says how many it took.
@@ -290,11 +351,11 @@ func (o *Outbox) take(group *[]*request) int {
 	return n
 }
 
-// linger yields the processor so that writers just answered can queue
+// gather yields the processor so that writers just answered can queue
 // again, and takes them, until the group holds want (the last group's
 // size: those writers and the ones that waited through that commit), or
 // two turns in a row bring nobody, or d has passed.
-func (o *Outbox) linger(group *[]*request, want int, d time.Duration) {
+func (o *Outbox) gather(group *[]*request, want int, d time.Duration) {
 	deadline := time.Now().Add(d)
 	for idle := 0; idle < 2 && len(*group) < want && len(*group) < o.maxGroup && time.Now().Before(deadline); {
 		runtime.Gosched()
