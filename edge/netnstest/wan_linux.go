@@ -51,12 +51,15 @@ type WAN struct {
 	tunB *os.File
 	wg   sync.WaitGroup
 	// Per direction: [0] A→B, [1] B→A.
-	carried, carriedBytes, lost, queueDrops [2]atomic.Int64
+	carried, carriedBytes, lost, queueDrops, payload [2]atomic.Int64
 }
 
 // WANStats counts one direction's packets.
 type WANStats struct {
 	Carried, CarriedBytes, Lost, QueueDrops int64
+	// PayloadBytes is the TCP payload among CarriedBytes (first sendings
+	// and retransmissions alike): the bytes the link spent on data.
+	PayloadBytes int64
 }
 
 // NewWAN makes two namespaces joined by an emulated WAN link (see WAN),
@@ -154,7 +157,21 @@ func (w *WAN) close() {
 
 // Stats returns the counts of the A→B (0) or B→A (1) direction.
 func (w *WAN) Stats(dir int) WANStats {
-	return WANStats{w.carried[dir].Load(), w.carriedBytes[dir].Load(), w.lost[dir].Load(), w.queueDrops[dir].Load()}
+	return WANStats{w.carried[dir].Load(), w.carriedBytes[dir].Load(), w.lost[dir].Load(), w.queueDrops[dir].Load(), w.payload[dir].Load()}
+}
+
+// tcpPayload is the length of an IPv4 TCP packet's payload (0 for
+// anything else).
+func tcpPayload(p []byte) int {
+	if len(p) < 20 || p[0]>>4 != 4 || p[9] != 6 {
+		return 0
+	}
+	ihl := int(p[0]&0x0f) * 4
+	total := int(p[2])<<8 | int(p[3])
+	if total > len(p) || ihl+20 > total {
+		return 0
+	}
+	return total - ihl - int(p[ihl+12]>>4)*4
 }
 
 type wanPacket struct {
@@ -212,6 +229,7 @@ func (w *WAN) carry(dir int, from, to *os.File, rng *mrand.Rand) {
 		}
 		w.carried[dir].Add(1)
 		w.carriedBytes[dir].Add(int64(n))
+		w.payload[dir].Add(int64(max(0, tcpPayload(buf[:n]))))
 		select {
 		case out <- wanPacket{at: depart.Add(w.cfg.Delay), b: append([]byte(nil), buf[:n]...)}:
 		default:

@@ -132,7 +132,11 @@ func TestFullDiskRefusesRetryablyAndLosesNothing(t *testing.T) {
 	// Operations during the full state.
 	stored := map[string]bool{} // payload marker -> stored (201)
 	var refused []string
-	for i := range 40 {
+	// The outbox keeps a few MiB past its data written (outbox.Config.
+	// Preallocate): records go on being stored into that reserve after the
+	// filler took the rest, so append until the store itself is full (8 KB
+	// records: at most ~10 MB), and at least 40.
+	for i := 0; i < 1200 && (i < 40 || len(refused) == 0); i++ {
 		marker := fmt.Sprintf("full-%d", i)
 		code, body := e.do(http.MethodPost, "/api/v1/sync/records", `{"kind":"fulldisk.test","payload":{"m":"`+marker+`","pad":"`+strings.Repeat("x", 8000)+`"}}`)
 		switch code {

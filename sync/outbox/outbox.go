@@ -29,6 +29,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -107,6 +109,52 @@ func AppendTx(tx *bolt.Tx, kind string, payload []byte, now time.Time) (wire.Rec
 	return rec, nil
 }
 
+// prepared is a record made ready outside the writer: everything but its
+// sequence number, which only the commit can give.
+type prepared struct {
+	rec wire.Record // Seq 0
+	val []byte      // the stored form
+}
+
+// prepare does AppendTx's work that does not need the transaction: the
+// id, the checks, the stored form. An error means AppendTx would refuse
+// the record too.
+func prepare(kind string, payload []byte, now time.Time) (prepared, error) {
+	rec := wire.Record{Kind: kind, At: now.UnixMilli(), Payload: json.RawMessage(payload)}
+	id, err := newID()
+	if err != nil {
+		return prepared{}, err
+	}
+	rec.ID = id
+	check := rec
+	check.Seq = 1 // any: only the seq is not known yet
+	if err := check.Validate(); err != nil {
+		return prepared{}, err
+	}
+	v, err := json.Marshal(stored{ID: rec.ID, Kind: rec.Kind, At: rec.At, Payload: rec.Payload})
+	if err != nil {
+		return prepared{}, err
+	}
+	return prepared{rec: rec, val: v}, nil
+}
+
+// put stores p under the next sequence number in tx.
+func (p prepared) put(tx *bolt.Tx) (wire.Record, error) {
+	rec := p.rec
+	meta, recs := tx.Bucket(BucketMeta), tx.Bucket(BucketRecords)
+	if meta == nil || recs == nil {
+		return rec, errors.New("outbox buckets missing (store not migrated)")
+	}
+	rec.Seq = getU64(meta.Get(keyLast)) + 1
+	if err := recs.Put(u64(rec.Seq), p.val); err != nil {
+		return rec, fmt.Errorf("outbox append: %w", err)
+	}
+	if err := meta.Put(keyLast, u64(rec.Seq)); err != nil {
+		return rec, fmt.Errorf("outbox append: %w", err)
+	}
+	return rec, nil
+}
+
 // newID is a 128-bit random id, base32 lower case (26 characters).
 func newID() (string, error) {
 	b := make([]byte, 16)
@@ -122,6 +170,17 @@ type Config struct {
 	Clock Clock // default time.Now
 	// MaxGroup bounds how many calls share one commit (default 1024).
 	MaxGroup int
+	// Preallocate is how many bytes past bbolt's high-water mark the
+	// writer keeps written with zeros (default 4 MiB; negative: off). A
+	// growing bbolt file is extended sparsely (ftruncate), so every commit
+	// into a hole allocates blocks and its fdatasync must also commit the
+	// file system's journal; a commit into blocks already written only
+	// flushes its pages.
+	Preallocate int64
+	// Linger is the most a group waits for the writers the last commit
+	// answered to come back (default 2 ms, and never more than a quarter
+	// of the last commit's time; negative: never waits).
+	Linger time.Duration
 }
 
 // Outbox owns the group-committing writer over the store's outbox buckets.
@@ -138,6 +197,13 @@ type Outbox struct {
 
 	commits  atomic.Uint64
 	appended atomic.Uint64
+
+	linger time.Duration // Config.Linger
+
+	// Used by the writer goroutine only.
+	ahead  int64    // Config.Preallocate
+	zeroed int64    // the file is written up to here (0: not yet known)
+	file   *os.File // edge.db opened for the zeros, lazily
 }
 
 type request struct {
@@ -153,7 +219,13 @@ func New(cfg Config) *Outbox {
 	if cfg.MaxGroup <= 0 {
 		cfg.MaxGroup = 1024
 	}
-	o := &Outbox{db: cfg.DB, clock: cfg.Clock, maxGroup: cfg.MaxGroup, reqs: make(chan *request),
+	if cfg.Preallocate == 0 {
+		cfg.Preallocate = 4 << 20
+	}
+	if cfg.Linger == 0 {
+		cfg.Linger = 2 * time.Millisecond
+	}
+	o := &Outbox{db: cfg.DB, clock: cfg.Clock, maxGroup: cfg.MaxGroup, ahead: cfg.Preallocate, linger: cfg.Linger, reqs: make(chan *request),
 		stop: make(chan struct{}), done: make(chan struct{}), changed: make(chan struct{}, 1)}
 	go o.run()
 	return o
@@ -189,12 +261,21 @@ func (o *Outbox) Notify() {
 }
 
 // Append appends one record through the group-committing writer and
-// returns once it is durably committed.
+// returns once it is durably committed. The record is made ready (id,
+// checks, encoding) in the caller's goroutine, so the writer's own work
+// between two commits is only the puts: with many writers it is the one
+// thing they all wait for.
 func (o *Outbox) Append(ctx context.Context, kind string, payload []byte) (wire.Record, error) {
+	p, perr := prepare(kind, payload, o.clock())
 	var rec wire.Record
 	err := o.Update(ctx, func(tx *bolt.Tx) error {
 		var err error
-		rec, err = o.AppendTx(tx, kind, payload)
+		if perr != nil {
+			// Refused: AppendTx says why, with the seq it would have had.
+			rec, err = o.AppendTx(tx, kind, payload)
+			return err
+		}
+		rec, err = p.put(tx)
 		return err
 	})
 	return rec, err
@@ -220,7 +301,14 @@ func (o *Outbox) Update(ctx context.Context, fn func(tx *bolt.Tx) error) error {
 
 func (o *Outbox) run() {
 	defer close(o.done)
+	defer func() {
+		if o.file != nil {
+			_ = o.file.Close()
+		}
+	}()
 	group := make([]*request, 0, o.maxGroup)
+	var lastSize int
+	var lastTook time.Duration
 	for {
 		var first *request
 		select {
@@ -229,18 +317,53 @@ func (o *Outbox) run() {
 			return
 		}
 		group = append(group[:0], first)
-		// Take everyone already waiting: that is the group. No timer: a lone
-		// writer commits at once, many writers share the next commit.
-	drain:
-		for len(group) < o.maxGroup {
-			select {
-			case r := <-o.reqs:
-				group = append(group, r)
-			default:
-				break drain
-			}
+		// Take everyone already waiting: that is the group.
+		o.take(&group)
+		// The writers the last commit answered are on their way back with
+		// their next record; with many writers, half of them would miss
+		// this group by microseconds and the commits would alternate
+		// between two half-full groups, each paying the full fsyncs. Give
+		// them a few scheduler turns, at most a quarter of the last commit's
+		// time. A lone writer (last group of one) commits at once: no
+		// latency is added when the outbox is idle.
+		if lastSize > 1 && len(group) < o.maxGroup && o.linger > 0 {
+			o.gather(&group, lastSize, min(lastTook/4, o.linger))
 		}
+		t0 := time.Now()
 		o.commit(group)
+		lastSize, lastTook = len(group), time.Since(t0)
+	}
+}
+
+// take adds every request already waiting to group, up to maxGroup, and
+// says how many it took.
+func (o *Outbox) take(group *[]*request) int {
+	n := 0
+	for len(*group) < o.maxGroup {
+		select {
+		case r := <-o.reqs:
+			*group = append(*group, r)
+			n++
+		default:
+			return n
+		}
+	}
+	return n
+}
+
+// gather yields the processor so that writers just answered can queue
+// again, and takes them, until the group holds want (the last group's
+// size: those writers and the ones that waited through that commit), or
+// two turns in a row bring nobody, or d has passed.
+func (o *Outbox) gather(group *[]*request, want int, d time.Duration) {
+	deadline := time.Now().Add(d)
+	for idle := 0; idle < 2 && len(*group) < want && len(*group) < o.maxGroup && time.Now().Before(deadline); {
+		runtime.Gosched()
+		if o.take(group) == 0 {
+			idle++
+		} else {
+			idle = 0
+		}
 	}
 }
 
@@ -251,6 +374,7 @@ func (o *Outbox) commit(group []*request) {
 		failed := -1
 		var ferr error
 		err := o.db.Update(func(tx *bolt.Tx) error {
+			o.preallocate(tx)
 			for i, r := range group {
 				if err := r.fn(tx); err != nil {
 					failed, ferr = i, err
@@ -274,6 +398,39 @@ func (o *Outbox) commit(group []*request) {
 		}
 		return
 	}
+}
+
+// preallocate writes zeros past the high-water mark of tx's file when
+// less than half of Config.Preallocate is left there. It runs inside a
+// write transaction, so no commit moves the mark meanwhile: the zeros land
+// only on pages no one uses, and the pages this commit allocates there are
+// written after them. The commit's own fdatasync makes them durable. It is
+// an optimisation: a failure (a full disk) is left for bbolt to meet.
+func (o *Outbox) preallocate(tx *bolt.Tx) {
+	if o.ahead <= 0 {
+		return
+	}
+	mark := tx.Size()
+	if mark+o.ahead/2 <= o.zeroed {
+		return
+	}
+	if o.file == nil {
+		f, err := os.OpenFile(o.db.Path(), os.O_WRONLY, 0)
+		if err != nil {
+			o.ahead = 0
+			return
+		}
+		o.file = f
+	}
+	const chunk = 256 << 10
+	zeros := make([]byte, chunk)
+	from, to := max(mark, o.zeroed), mark+o.ahead
+	for off := from; off < to; off += chunk {
+		if _, err := o.file.WriteAt(zeros[:min(chunk, to-off)], off); err != nil {
+			break
+		}
+	}
+	o.zeroed = to // after a failure too: retried once the mark has moved on
 }
 
 // Commits is how many group commits (fsyncs) the writer made.

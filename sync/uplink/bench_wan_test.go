@@ -2,7 +2,10 @@ package uplink_test
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"flag"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
@@ -13,6 +16,7 @@ import (
 	"github.com/campusedge/campusedge/edge/netnstest"
 	"github.com/campusedge/campusedge/edge/token"
 	"github.com/campusedge/campusedge/sync/hub"
+	"github.com/campusedge/campusedge/sync/hubtls"
 	"github.com/campusedge/campusedge/sync/uplink"
 )
 
@@ -30,6 +34,7 @@ var (
 	wanBenchOn  = flag.Bool("sync-wan-bench", false, "run TestSyncWANBench (backlog drain through an emulated lossy WAN)")
 	wanLoss     = flag.Float64("sync-wan-loss", 0.01, "TestSyncWANBench: random loss in each direction")
 	wanInFlight = flag.Int("sync-wan-inflight", 0, "TestSyncWANBench: uplink.Config.InFlight (0: the default)")
+	wanTLS      = flag.Bool("sync-wan-tls", true, "TestSyncWANBench: send over HTTPS (HTTP/2, as production's hub client does); false: plain HTTP/1.1")
 )
 
 // countingConn counts the bytes the edge writes into a connection.
@@ -58,18 +63,42 @@ func TestSyncWANBench(t *testing.T) {
 	go func() { _ = srv.Serve(ln) }()
 	defer srv.Close()
 	url := "http://" + ln.Addr().String()
+	// The same hub over HTTPS (its own certificate, as cityhub makes one),
+	// offering HTTP/2 as cityhub does.
+	self, err := hubtls.NewSelf(t.TempDir(), []string{w.B.Addr.String()}, quiet())
+	if err != nil {
+		t.Fatal(err)
+	}
+	tln, err := w.B.Listen("tcp", netip.AddrPortFrom(w.B.Addr, 0).String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	tsrv := &http.Server{Handler: srv.Handler, TLSConfig: hubtls.ServerConfig(self.GetCertificate), ReadHeaderTimeout: 30 * time.Second,
+		ErrorLog: slog.NewLogLogger(quiet().Handler(), slog.LevelDebug)}
+	go func() { _ = tsrv.ServeTLS(tln, "", "") }()
+	defer tsrv.Close()
+	roots := x509.NewCertPool()
+	roots.AddCert(self.Current().Leaf)
 
 	e := newEdge(t, nil)
-	var wrote atomic.Int64
+	var wrote, conns atomic.Int64
+	// Production's hub transport (uplink's hubTransport: HTTP/2 when the
+	// hub offers it over TLS) dialling from the edge's namespace.
 	client := &http.Client{Transport: &http.Transport{
 		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			c, err := w.A.DialContext(ctx, network, addr)
 			if err != nil {
 				return nil, err
 			}
+			if err := uplink.SetHubConnOptions(c); err != nil {
+				t.Error(err)
+			}
+			conns.Add(1)
 			return countingConn{c, &wrote}, nil
 		},
-		MaxIdleConnsPerHost: 16,
+		MaxIdleConnsPerHost: 8,
+		ForceAttemptHTTP2:   true,
+		TLSClientConfig:     &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12},
 	}}
 	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
 	defer cancel()
@@ -85,7 +114,12 @@ func TestSyncWANBench(t *testing.T) {
 		t.Fatalf("enrol over the WAN: %v", err)
 	}
 	wrote.Store(0)
+	conns.Store(0)
 	a0, b0 := w.Stats(0), w.Stats(1)
+	proto := "HTTP/1.1"
+	if *wanTLS {
+		url, proto = "https://"+tln.Addr().String(), "HTTPS"
+	}
 
 	u := uplink.New(uplink.Config{Hub: url, DB: e.DB, Outbox: e.Ob, Identity: e.Key, Logger: quiet(), Client: client, InFlight: *wanInFlight})
 	start := time.Now()
@@ -97,11 +131,18 @@ func TestSyncWANBench(t *testing.T) {
 	a1, b1 := w.Stats(0), w.Stats(1)
 	app := wrote.Load()
 	floor := time.Duration(float64(app*8) / float64(*benchRate) * float64(time.Second))
-	t.Logf("drain through %d bit/s, %v RTT, %.1f %% loss each way, InFlight %d: %d records in %v",
-		*benchRate, *benchRTT, 100**wanLoss, *wanInFlight, total, wall.Round(time.Millisecond))
+	t.Logf("drain through %d bit/s, %v RTT, %.1f %% loss each way, %s, InFlight %d: %d records in %v, %d TCP connection(s)",
+		*benchRate, *benchRTT, 100**wanLoss, proto, *wanInFlight, total, wall.Round(time.Millisecond), conns.Load())
 	t.Logf("  edge wrote %d bytes into TCP (floor at the link rate %v); wall ÷ floor = %.2f", app, floor.Round(time.Millisecond), wall.Seconds()/floor.Seconds())
-	t.Logf("  link A→B: %d packets carried (%d bytes incl. headers and retransmissions), %d lost at random, %d dropped by the queue; B→A: %d carried, %d lost",
-		a1.Carried-a0.Carried, a1.CarriedBytes-a0.CarriedBytes, a1.Lost-a0.Lost, a1.QueueDrops-a0.QueueDrops, b1.Carried-b0.Carried, b1.Lost-b0.Lost)
+	t.Logf("  link A→B: %d packets carried (%d bytes incl. headers and retransmissions; TCP payload %d), %d lost at random, %d dropped by the queue; B→A: %d carried, %d lost",
+		a1.Carried-a0.Carried, a1.CarriedBytes-a0.CarriedBytes, a1.PayloadBytes-a0.PayloadBytes, a1.Lost-a0.Lost, a1.QueueDrops-a0.QueueDrops, b1.Carried-b0.Carried, b1.Lost-b0.Lost)
+	ust, _ := u.Status()
+	bodies := time.Duration(float64(ust.SentBytes*8) / float64(*benchRate) * float64(time.Second))
+	t.Logf("  of which batch bodies (gzip JSON) %d bytes (%v at the link rate; wall ÷ that = %.2f), the rest HTTP%s framing and headers",
+		ust.SentBytes, bodies.Round(time.Millisecond), wall.Seconds()/bodies.Seconds(), map[bool]string{true: "/2, TLS", false: "/1.1"}[*wanTLS])
+	busy := time.Duration(float64((a1.CarriedBytes-a0.CarriedBytes)*8) / float64(*benchRate) * float64(time.Second))
+	t.Logf("  the link was busy %v (IP packets at the rate: the floor + %.1f %% of headers and retransmissions) and idle %v",
+		busy.Round(time.Millisecond), 100*(busy.Seconds()/floor.Seconds()-1), (wall - busy).Round(time.Millisecond))
 	if n := len(hubRecords(t, st, "s1")); n != total {
 		t.Fatalf("hub holds %d of %d", n, total)
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"syscall"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -76,7 +77,7 @@ func pinnedTransport(v pinVerifier) *http.Transport {
 func hubTransport(tc *tls.Config) *http.Transport {
 	return &http.Transport{
 		Proxy:                 http.ProxyFromEnvironment,
-		DialContext:           (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		DialContext:           (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second, Control: controlHubSocket}).DialContext,
 		TLSHandshakeTimeout:   10 * time.Second,
 		ResponseHeaderTimeout: 30 * time.Second,
 		IdleConnTimeout:       90 * time.Second,
@@ -84,6 +85,22 @@ func hubTransport(tc *tls.Config) *http.Transport {
 		ForceAttemptHTTP2:     true,
 		TLSClientConfig:       tc,
 	}
+}
+
+// SetHubConnOptions sets on c, a TCP connection to the hub made by another
+// dialer (a test's in a network namespace, say), the socket options the
+// hub client's own dialer sets: see notSentLowat. Other connections are
+// left alone.
+func SetHubConnOptions(c net.Conn) error {
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return nil
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return err
+	}
+	return controlHubSocket("tcp", "", rc)
 }
 
 // hubCAAdvice is what an edge's operator does about a hub certificate

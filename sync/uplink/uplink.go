@@ -188,10 +188,9 @@ type Config struct {
 	Certs      CertSigner
 	MaxRecords int // per batch, default 4000
 	MaxBytes   int // payload bytes per batch, default 1 MiB
-	// InFlight is how many batches may be on the way at once (default 4),
-	// a sliding window: a long round trip does not idle the link between
-	// batches, and on a lossy link several TCP connections share it (one
-	// connection's window collapses on each loss).
+	// InFlight caps how many batches may be on the way at once (default
+	// 16, and what wire.MaxAhead allows); within it the window is sized in
+	// bytes from the measured bandwidth-delay product (see SendOnce).
 	InFlight   int
 	RateBytes  int           // optional cap on upload bytes per second
 	MinBackoff time.Duration // default 500 ms
@@ -230,10 +229,14 @@ type Uplink struct {
 	lim *rate.Limiter
 
 	offset atomic.Int64 // hub clock minus edge clock, ms
-	certs  certState    // used by the Run goroutine only
-	mu     sync.Mutex
-	st     Status
-	wake   chan struct{}
+	path   pathEstimate
+	// multiplexed: the hub's last answer came over HTTP/2, so batches
+	// share one connection (and its congestion window).
+	multiplexed atomic.Bool
+	certs       certState // used by the Run goroutine only
+	mu          sync.Mutex
+	st          Status
+	wake        chan struct{}
 }
 
 // New makes an Uplink; Run starts it.
@@ -251,7 +254,7 @@ func New(cfg Config) *Uplink {
 		cfg.MaxBytes = 1 << 20
 	}
 	if cfg.InFlight <= 0 {
-		cfg.InFlight = 4
+		cfg.InFlight = 16
 	}
 	// The hub accepts at most wire.MaxAhead records beyond its contiguous
 	// prefix; a window must fit.
@@ -452,8 +455,8 @@ func (u *Uplink) cycle(ctx context.Context, nextPull *time.Time) error {
 	u.st.School = enr.School
 	u.mu.Unlock()
 	// A long backlog (a day offline) reports progress in the log every 10 s
-	// and once when it is all sent; GET /api/v1/sync has it live.
-	sent, began, lastLog := 0, time.Now(), time.Now()
+	// (SendOnce) and once when it is all sent; GET /api/v1/sync has it live.
+	sent, began := 0, time.Now()
 	for {
 		n, err := u.SendOnce(ctx, enr)
 		if err != nil {
@@ -466,12 +469,6 @@ func (u *Uplink) cycle(ctx context.Context, nextPull *time.Time) error {
 			break
 		}
 		sent += n
-		if time.Since(lastLog) > 10*time.Second {
-			lastLog = time.Now()
-			if st, err := u.cfg.Outbox.Stats(); err == nil {
-				u.log.Info("sending backlog to the city", "sent", sent, "remaining", st.Backlog, "elapsed", time.Since(began).Round(time.Second))
-			}
-		}
 	}
 	if sent > 0 && (sent >= 1000 || time.Since(began) > 10*time.Second) {
 		u.log.Info("backlog sent to the city", "records", sent, "took", time.Since(began).Round(time.Millisecond))
@@ -488,35 +485,53 @@ func (u *Uplink) cycle(ctx context.Context, nextPull *time.Time) error {
 }
 
 // SendOnce sends batches from the first unacknowledged record through a
-// sliding window: up to InFlight batches on the way at once, each on its
-// own request (its own TCP connection, so one loss slows one batch, not
-// all), and the next batch leaves as soon as any answers — not when the
-// whole window has. Batches may reach the hub out of order; the hub keeps
-// those ahead of a gap (up to wire.MaxAhead records) and acknowledges only
-// a contiguous prefix, so the edge never drops a record the hub does not
-// hold. It stops launching after sendSpan (so the caller reports
-// progress), collects what is in flight, and returns how many records the
-// hub took (0: nothing to send).
+// sliding window sized from the path: the bytes on the way (sent or being
+// sent, not yet answered) are kept near what the link delivers in a
+// round trip — its delivery rate and the shortest ack latency, both
+// measured from the hub's answers (see pathEstimate) — plus the batch
+// being written, so the link never idles waiting for an answer and the
+// queue at the bottleneck is not filled by batches that only wait there.
+// When the hub answers over HTTP/2 (one connection for all batches),
+// batch bodies enter it strictly one after another (each waits until the
+// previous one has been handed to TCP, see batchGate), so the batches
+// cross the link in sequence order and are answered in it, instead of
+// sharing the link and finishing together. Batches may still reach the hub out of
+// order (a retransmission); the hub keeps those ahead of a gap (up to
+// wire.MaxAhead records) and acknowledges only a contiguous prefix, so the
+// edge never drops a record the hub does not hold. It logs progress every
+// 10 s, stops launching after sendSpan (so the caller pulls the downlink
+// even while records keep coming), collects what is in flight, and returns
+// how many records the hub took (0: nothing to send).
 func (u *Uplink) SendOnce(ctx context.Context, enr Enrolment) (int, error) {
 	st, err := u.cfg.Outbox.Stats()
 	if err != nil {
 		return 0, err
 	}
 	type result struct {
-		ack uint64
-		n   int
-		err error
+		ack   uint64
+		n     int
+		bytes int
+		gate  *batchGate
+		err   error
 	}
 	results := make(chan result, u.cfg.InFlight)
 	acked, next := st.AckedSeq, st.AckedSeq // next: the last seq launched
 	began := time.Now()
-	inflight, sent := 0, 0
+	lastLog := began
+	u.path.start(began)
+	inflight, inBytes, sent := 0, 0, 0
+	var prev *batchGate // the batch launched last: the next body waits for it
 	var errs []error
 	for {
 		for len(errs) == 0 && inflight < u.cfg.InFlight && time.Since(began) < sendSpan {
 			// The hub refuses a batch starting beyond its contiguous
 			// prefix + MaxAhead; acked is what it has said so far.
 			if next+uint64(u.cfg.MaxRecords) > acked+wire.MaxAhead {
+				break
+			}
+			// The window: never fewer than minBatchesOut (one on the wire,
+			// the next behind it, more while answers are unmeasured).
+			if inflight >= minBatchesOut && inBytes >= u.path.window() {
 				break
 			}
 			recs, err := u.cfg.Outbox.Pending(next, u.cfg.MaxRecords, u.cfg.MaxBytes)
@@ -527,11 +542,26 @@ func (u *Uplink) SendOnce(ctx context.Context, enr Enrolment) (int, error) {
 			if len(recs) == 0 {
 				break
 			}
+			body, err := u.encodeBatch(enr, recs)
+			if err != nil {
+				errs = append(errs, err)
+				break
+			}
 			next = recs[len(recs)-1].Seq
+			// Over HTTP/1.1 each batch has a connection of its own, whose
+			// congestion window a gate would leave idle while another
+			// recovers from a loss: there the batches share the link.
+			var after *batchGate
+			if u.multiplexed.Load() {
+				after = prev
+			}
+			gate := newBatchGate(after)
+			prev = gate
 			inflight++
+			inBytes += len(body)
 			go func() {
-				ack, err := u.sendBatch(ctx, enr, recs)
-				results <- result{ack, len(recs), err}
+				ack, err := u.sendBatch(ctx, enr, recs, body, gate)
+				results <- result{ack, len(recs), len(body), gate, err}
 			}()
 		}
 		if inflight == 0 {
@@ -539,11 +569,19 @@ func (u *Uplink) SendOnce(ctx context.Context, enr Enrolment) (int, error) {
 		}
 		r := <-results
 		inflight--
+		inBytes -= r.bytes
 		if r.err != nil {
 			errs = append(errs, r.err)
 			continue
 		}
+		u.path.answered(r.bytes, r.gate.written(), time.Now())
 		sent += r.n
+		if time.Since(lastLog) >= 10*time.Second {
+			lastLog = time.Now()
+			if st, err := u.cfg.Outbox.Stats(); err == nil {
+				u.log.Info("sending backlog to the city", "sent", sent, "remaining", st.Backlog, "elapsed", time.Since(began).Round(time.Second))
+			}
+		}
 		if r.ack > acked {
 			acked = r.ack
 			if _, err := u.cfg.Outbox.Ack(acked); err != nil {
@@ -560,28 +598,36 @@ func (u *Uplink) SendOnce(ctx context.Context, enr Enrolment) (int, error) {
 	return sent, nil
 }
 
-// sendSpan is how long one SendOnce keeps launching batches.
-const sendSpan = 10 * time.Second
+// minBatchesOut is the fewest batches the window keeps going.
+const minBatchesOut = 4
 
-// sendBatch sends one batch and returns the hub's ack.
-func (u *Uplink) sendBatch(ctx context.Context, enr Enrolment, recs []wire.Record) (uint64, error) {
+// sendSpan is how long one SendOnce keeps launching batches. Its end
+// drains the window (the link idles for an answer's round trip), so it is
+// long next to that.
+const sendSpan = time.Minute
+
+// encodeBatch is the compressed body of a batch of recs.
+func (u *Uplink) encodeBatch(enr Enrolment, recs []wire.Record) ([]byte, error) {
 	for i := range recs {
 		recs[i].School = enr.School
 	}
-	body, err := wire.EncodeBatch(&wire.Batch{Edge: enr.Edge, School: enr.School, Records: recs})
-	if err != nil {
-		return 0, err
-	}
+	return wire.EncodeBatch(&wire.Batch{Edge: enr.Edge, School: enr.School, Records: recs})
+}
+
+// sendBatch sends one encoded batch, its body entering the connection
+// when gate allows, and returns the hub's ack.
+func (u *Uplink) sendBatch(ctx context.Context, enr Enrolment, recs []wire.Record, body []byte, gate *batchGate) (uint64, error) {
 	// The cap is paid before sending: a batch leaves once the bucket has
 	// its size, so the average stays at RateBytes (bursts up to a second's worth).
 	for left := len(body); u.lim != nil && left > 0; {
 		n := min(left, u.lim.Burst())
 		if err := u.lim.WaitN(ctx, n); err != nil {
+			gate.release()
 			return 0, err
 		}
 		left -= n
 	}
-	raw, nonce, err := u.doSigned(ctx, http.MethodPost, "/api/v1/sync/batch", "application/vnd.campusedge.batch+gzip", body)
+	raw, nonce, err := u.doSigned(ctx, http.MethodPost, "/api/v1/sync/batch", "application/vnd.campusedge.batch+gzip", body, gate)
 	if err != nil {
 		return 0, err
 	}
@@ -612,13 +658,15 @@ const requestTimeout = 2 * time.Minute
 
 // doType is do with the body's content type.
 func (u *Uplink) doType(ctx context.Context, method, pathQuery, contentType string, body []byte) ([]byte, error) {
-	raw, _, err := u.doSigned(ctx, method, pathQuery, contentType, body)
+	raw, _, err := u.doSigned(ctx, method, pathQuery, contentType, body, nil)
 	return raw, err
 }
 
 // doSigned is doType that also returns the nonce of the signed request
-// the answer is for.
-func (u *Uplink) doSigned(ctx context.Context, method, pathQuery, contentType string, body []byte) ([]byte, string, error) {
+// the answer is for. With a gate, the body enters the connection when the
+// gate opens (see batchGate); gate is released whatever happens.
+func (u *Uplink) doSigned(ctx context.Context, method, pathQuery, contentType string, body []byte, gate *batchGate) ([]byte, string, error) {
+	defer gate.release()
 	for attempt := 0; ; attempt++ {
 		// The hub client has no overall timeout (downloads share it); one
 		// sync request, body included, gets requestTimeout.
@@ -627,6 +675,10 @@ func (u *Uplink) doSigned(ctx context.Context, method, pathQuery, contentType st
 		if err != nil {
 			cancel()
 			return nil, "", err
+		}
+		if gate != nil && attempt == 0 {
+			// Same length, same bytes: only when they are read changes.
+			req.Body = gate.body(rctx, body)
 		}
 		if body != nil {
 			req.Header.Set("Content-Type", contentType)
@@ -665,6 +717,7 @@ func (u *Uplink) doSigned(ctx context.Context, method, pathQuery, contentType st
 		raw, rerr := io.ReadAll(io.LimitReader(resp.Body, 8<<20))
 		resp.Body.Close()
 		cancel()
+		u.multiplexed.Store(resp.ProtoMajor == 2)
 		if ht, err := strconv.ParseInt(resp.Header.Get(wire.HeaderHubTime), 10, 64); err == nil {
 			// Midpoint of the round trip: good to well under MaxSkew.
 			mid := sent.Add(u.cfg.Outbox.Now().Sub(sent) / 2)
