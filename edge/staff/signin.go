@@ -39,6 +39,8 @@ type SignIn struct {
 	Agent    string     `json:"user_agent"`
 	Created  time.Time  `json:"created_at"`
 	LastUsed time.Time  `json:"last_used"`
+
+	saved time.Time // the LastUsed last written to the store (persist.go)
 }
 
 // Errors of SignInWith.
@@ -126,13 +128,22 @@ func (s *Store) SignInWith(c Credentials, addr, agent string) (string, SignIn, e
 	s.byAccount.reset(account)
 	tok := token.New()
 	si.ID = newID()
+	h := token.Hash(tok)
+	var evicted [][]byte
 	s.mu.Lock()
 	if len(s.signIns) >= MaxSignIns {
-		s.evictLocked()
+		evicted = append(evicted, s.evictLocked())
 	}
 	cp := si
-	s.signIns[token.Hash(tok)] = &cp
+	cp.saved = si.LastUsed
+	s.signIns[h] = &cp
 	s.mu.Unlock()
+	s.forget(evicted...)
+	// Kept in the store so an edge restart mid-lesson does not sign the
+	// teacher out. Not kept, it still works until the edge restarts.
+	if err := s.persist(h, si); err != nil {
+		s.log.Warn("sign-in not stored: it ends if the edge restarts", "staff", si.StaffID, "err", err)
+	}
 	s.record(si.StaffID, "signin", si.ID, "from "+addr)
 	return tok, si, nil
 }
@@ -146,7 +157,9 @@ func newID() string {
 	return hex.EncodeToString(b)
 }
 
-func (s *Store) evictLocked() {
+// evictLocked ends the least recently used sign-in and returns its hash
+// (for the caller to forget in the store outside the lock).
+func (s *Store) evictLocked() []byte {
 	var oldest [32]byte
 	var at time.Time
 	first := true
@@ -156,6 +169,7 @@ func (s *Store) evictLocked() {
 		}
 	}
 	delete(s.signIns, oldest)
+	return oldest[:]
 }
 
 // Resolve implements api.SignIns: the cookie's sign-in, checked against
@@ -191,45 +205,63 @@ func (s *Store) touch(tok string) (SignIn, error) {
 	now := s.now()
 	h := token.Hash(tok)
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	si := s.signIns[h]
 	if si == nil {
+		s.mu.Unlock()
 		return SignIn{}, api.ErrSignInExpired
 	}
 	if now.Sub(si.LastUsed) > s.idle || now.Sub(si.Created) > s.maxAge {
 		delete(s.signIns, h)
+		s.mu.Unlock()
+		s.forget(h[:])
 		return SignIn{}, api.ErrSignInExpired
 	}
 	si.LastUsed = now.UTC()
-	return *si, nil
+	save := now.Sub(si.saved) >= touchSaveEvery
+	if save {
+		si.saved = si.LastUsed
+	}
+	cp := *si
+	s.mu.Unlock()
+	if save {
+		if err := s.persist(h, cp); err != nil {
+			s.log.Warn("sign-in use not stored", "staff", cp.StaffID, "err", err)
+		}
+	}
+	return cp, nil
 }
 
 // SignOut ends the sign-in of cookie value tok.
 func (s *Store) SignOut(tok string) (SignIn, bool) {
 	h := token.Hash(tok)
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	si := s.signIns[h]
 	if si == nil {
+		s.mu.Unlock()
 		return SignIn{}, false
 	}
 	delete(s.signIns, h)
+	s.mu.Unlock()
+	s.forget(h[:])
 	return *si, true
 }
 
 // SignIns lists the active sign-ins, newest use first.
 func (s *Store) SignIns() []SignIn {
 	now := s.now()
+	var ended [][]byte
 	s.mu.Lock()
 	out := make([]SignIn, 0, len(s.signIns))
 	for h, si := range s.signIns {
 		if now.Sub(si.LastUsed) > s.idle || now.Sub(si.Created) > s.maxAge {
 			delete(s.signIns, h)
+			ended = append(ended, h[:])
 			continue
 		}
 		out = append(out, *si)
 	}
 	s.mu.Unlock()
+	s.forget(ended...)
 	sort.Slice(out, func(i, j int) bool { return out[i].LastUsed.After(out[j].LastUsed) })
 	return out
 }
@@ -238,15 +270,17 @@ func (s *Store) SignIns() []SignIn {
 func (s *Store) Revoke(actor, id string) bool {
 	s.mu.Lock()
 	var who string
-	found := false
+	var ended [][]byte
 	for h, si := range s.signIns {
 		if si.ID == id {
 			who = si.StaffID
 			delete(s.signIns, h)
-			found = true
+			ended = append(ended, h[:])
 		}
 	}
 	s.mu.Unlock()
+	s.forget(ended...)
+	found := len(ended) > 0
 	if found {
 		s.record(actor, "signin.revoke", who, "sign-in "+id)
 	}
@@ -255,11 +289,14 @@ func (s *Store) Revoke(actor, id string) bool {
 
 // revokeStaff ends every sign-in of a member of staff.
 func (s *Store) revokeStaff(id string) {
+	var ended [][]byte
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	for h, si := range s.signIns {
 		if si.StaffID == id {
 			delete(s.signIns, h)
+			ended = append(ended, h[:])
 		}
 	}
+	s.mu.Unlock()
+	s.forget(ended...)
 }

@@ -30,10 +30,10 @@ import (
 // Bucket holds one JSON record per person, keyed by id.
 var Bucket = []byte("staff")
 
-// Migrate creates the staff bucket.
+// Migrate creates the staff bucket and the sign-in bucket.
 func Migrate(tx *bolt.Tx) error {
 	_, err := tx.CreateBucketIfNotExists(Bucket)
-	return err
+	return errors.Join(err, MigrateSignIns(tx))
 }
 
 // Limits.
@@ -211,10 +211,12 @@ func New(cfg Config) *Store {
 	if cfg.MaxAge <= 0 {
 		cfg.MaxAge = 12 * time.Hour
 	}
-	return &Store{db: cfg.DB, log: cfg.Logger, now: cfg.Now, admin: cfg.IsAdminToken, audit: cfg.Audit,
+	s := &Store{db: cfg.DB, log: cfg.Logger, now: cfg.Now, admin: cfg.IsAdminToken, audit: cfg.Audit,
 		byAddr: newThrottle(10, 5*time.Minute), byAccount: newThrottle(5, time.Minute),
 		hashSem: make(chan struct{}, hashSlots), idle: cfg.IdleTimeout, maxAge: cfg.MaxAge,
 		signIns: map[[32]byte]*SignIn{}}
+	s.loadSignIns()
+	return s
 }
 
 func (s *Store) record(actor, action, target, detail string) {

@@ -64,6 +64,7 @@ func Migrations() []store.Migration {
 			return errors.Join(staff.Migrate(tx), audit.Migrate(tx))
 		}},
 		{Name: "live classes survive a restart: live state", Up: livestate.Migrate},
+		{Name: "sign-ins survive a restart", Up: staff.MigrateSignIns},
 	}
 }
 
