@@ -2,22 +2,15 @@ package classroom_test
 
 import (
 	"context"
-	"fmt"
 	"math"
 	"net/http"
-	"os"
-	"path/filepath"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/chromedp/chromedp"
 
-	"github.com/campusedge/campusedge/edge/bintest"
 	"github.com/campusedge/campusedge/edge/browsertest"
-	"github.com/campusedge/campusedge/edge/certs"
-	"github.com/campusedge/campusedge/edge/logtest"
 )
 
 // replayWatchJS plays src in a <video> and notes every frame Chromium
@@ -56,36 +49,9 @@ func TestKill9RecordingReplaysInChromium(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), 150*time.Second)
 	defer cancel()
-	var browserLog logtest.Buffer
-	logBuf := &logtest.Buffer{}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("chromium output:\n%s\nedged log:\n%s", browserLog.String(), logBuf.String())
-		}
-	})
-	dir := t.TempDir()
-	bin := buildEdged(t, ctx, dir)
-	data, plain, secure := filepath.Join(dir, "data"), freeLANPort(t), freeLANPort(t)
-	start := func() *bintest.Process {
-		p, err := bintest.Start(bin, []string{"-data", data, "-listen", plain, "-https-listen", secure, "-mdns=false"}, 30*time.Second, logBuf)
-		if err != nil {
-			t.Fatalf("starting edged: %v", err)
-		}
-		t.Cleanup(p.Kill)
-		return p
-	}
-	p := start()
-	tok, err := os.ReadFile(filepath.Join(data, "admin-token"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	pin := servedPin(t, secure)
-	e := &edge{url: "https://" + secure, plain: "http://" + plain, admin: strings.TrimSpace(string(tok)), log: logBuf,
-		client: &http.Client{Transport: &http.Transport{TLSClientConfig: certs.PinnedTLS(pin)}, Timeout: 10 * time.Second}}
+	e, p, start, allocCtx, blog := killableLANEdge(t, ctx)
 	s := e.createSession(t, ctx, "化学 7 重启")
 
-	allocCtx := browsertest.Allocator(ctx, t, &browserLog, browsertest.TrustPin(pin))
-	blog := func(f string, a ...any) { fmt.Fprintf(&browserLog, f+"\n", a...) }
 	tab, tcancel := chromedp.NewContext(allocCtx, chromedp.WithLogf(blog), chromedp.WithErrorf(blog))
 	defer tcancel()
 	if err := chromedp.Do(tab); err != nil {

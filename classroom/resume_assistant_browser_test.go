@@ -3,21 +3,14 @@ package classroom_test
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"net/http"
-	"os"
-	"path/filepath"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/chromedp/chromedp"
 
-	"github.com/campusedge/campusedge/edge/bintest"
 	"github.com/campusedge/campusedge/edge/browsertest"
-	"github.com/campusedge/campusedge/edge/certs"
-	"github.com/campusedge/campusedge/edge/logtest"
 )
 
 // TestAssistantPageResumesAfterKillInChromium: an assistant teacher's
@@ -34,32 +27,7 @@ func TestAssistantPageResumesAfterKillInChromium(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), 120*time.Second)
 	defer cancel()
-	var browserLog logtest.Buffer
-	logBuf := &logtest.Buffer{}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("chromium output:\n%s\nedged log:\n%s", browserLog.String(), logBuf.String())
-		}
-	})
-	dir := t.TempDir()
-	bin := buildEdged(t, ctx, dir)
-	data, plain, secure := filepath.Join(dir, "data"), freeLANPort(t), freeLANPort(t)
-	start := func() *bintest.Process {
-		p, err := bintest.Start(bin, []string{"-data", data, "-listen", plain, "-https-listen", secure, "-mdns=false", "-reconnect-grace", "15s"}, 30*time.Second, logBuf)
-		if err != nil {
-			t.Fatalf("starting edged: %v", err)
-		}
-		t.Cleanup(p.Kill)
-		return p
-	}
-	p := start()
-	tok, err := os.ReadFile(filepath.Join(data, "admin-token"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	pin := servedPin(t, secure)
-	e := &edge{url: "https://" + secure, plain: "http://" + plain, admin: strings.TrimSpace(string(tok)), log: logBuf,
-		client: &http.Client{Transport: &http.Transport{TLSClientConfig: certs.PinnedTLS(pin)}, Timeout: 10 * time.Second}}
+	e, p, start, allocCtx, blog := killableLANEdge(t, ctx, "-reconnect-grace", "15s")
 
 	resp, b := e.Do(t, ctx, "POST", "/api/v1/classrooms", e.admin, "application/json", []byte(`{"name":"七年级（1）班","room_code":"7A"}`))
 	var room struct{ ID string }
@@ -76,8 +44,6 @@ func TestAssistantPageResumesAfterKillInChromium(t *testing.T) {
 	}
 	e.createClassIn(t, ctx, "语文：静夜思", []string{room.ID})
 
-	allocCtx := browsertest.Allocator(ctx, t, &browserLog, browsertest.TrustPin(pin))
-	blog := func(f string, a ...any) { fmt.Fprintf(&browserLog, f+"\n", a...) }
 	screen, scancel := chromedp.NewContext(allocCtx, chromedp.WithLogf(blog), chromedp.WithErrorf(blog))
 	defer scancel()
 	if err := chromedp.Do(screen); err != nil {

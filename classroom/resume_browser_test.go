@@ -44,6 +44,46 @@ func servedPin(t *testing.T, addr string) string {
 	return certs.SPKIPin(c.ConnectionState().PeerCertificates[0])
 }
 
+// killableLANEdge builds edged and runs it at the test namespace's LAN
+// address (plain HTTP and HTTPS on free ports) with args after the data
+// dir, ports and -mdns=false. start runs it again on the same data dir and
+// ports after a kill, as systemd would. allocCtx is a Chromium allocator
+// trusting the edge's key (which lives in the data dir, so it survives
+// restarts); blog writes to the browser's log. Both logs are shown when
+// the test fails.
+func killableLANEdge(t *testing.T, ctx context.Context, args ...string) (e *edge, p *bintest.Process, start func() *bintest.Process, allocCtx context.Context, blog func(string, ...any)) {
+	t.Helper()
+	browserLog, logBuf := &logtest.Buffer{}, &logtest.Buffer{}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("chromium output:\n%s\nedged log:\n%s", browserLog.String(), logBuf.String())
+		}
+	})
+	dir := t.TempDir()
+	bin := buildEdged(t, ctx, dir)
+	data, plain, secure := filepath.Join(dir, "data"), freeLANPort(t), freeLANPort(t)
+	argv := append([]string{"-data", data, "-listen", plain, "-https-listen", secure, "-mdns=false"}, args...)
+	start = func() *bintest.Process {
+		p, err := bintest.Start(bin, argv, 30*time.Second, logBuf)
+		if err != nil {
+			t.Fatalf("starting edged: %v", err)
+		}
+		t.Cleanup(p.Kill)
+		return p
+	}
+	p = start()
+	tok, err := os.ReadFile(filepath.Join(data, "admin-token"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pin := servedPin(t, secure)
+	e = &edge{url: "https://" + secure, plain: "http://" + plain, admin: strings.TrimSpace(string(tok)), log: logBuf,
+		client: &http.Client{Transport: &http.Transport{TLSClientConfig: certs.PinnedTLS(pin)}, Timeout: 10 * time.Second}}
+	allocCtx = browsertest.Allocator(ctx, t, browserLog, browsertest.TrustPin(pin))
+	blog = func(f string, a ...any) { fmt.Fprintf(browserLog, f+"\n", a...) }
+	return e, p, start, allocCtx, blog
+}
+
 // TestKill9ResumesClassInChromium: a Chromium teacher page and three
 // classroom pages at the LAN address over HTTPS; mid-class (a quiz open,
 // a hand raised, a room on stage) the real edged
@@ -59,33 +99,7 @@ func TestKill9ResumesClassInChromium(t *testing.T) {
 	kills := killCount()
 	ctx, cancel := context.WithTimeout(t.Context(), time.Duration(150+30*kills)*time.Second)
 	defer cancel()
-	var browserLog logtest.Buffer
-	logBuf := &logtest.Buffer{}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("chromium output:\n%s\nedged log:\n%s", browserLog.String(), logBuf.String())
-		}
-	})
-	dir := t.TempDir()
-	bin := buildEdged(t, ctx, dir)
-	data, plain, secure := filepath.Join(dir, "data"), freeLANPort(t), freeLANPort(t)
-	start := func() *bintest.Process {
-		p, err := bintest.Start(bin, []string{"-data", data, "-listen", plain, "-https-listen", secure, "-mdns=false", "-reconnect-grace", "15s"}, 30*time.Second, logBuf)
-		if err != nil {
-			t.Fatalf("starting edged: %v", err)
-		}
-		t.Cleanup(p.Kill)
-		return p
-	}
-	p := start()
-	tok, err := os.ReadFile(filepath.Join(data, "admin-token"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	pin := servedPin(t, secure)
-	e := &edge{url: "https://" + secure, plain: "http://" + plain, admin: strings.TrimSpace(string(tok)), log: logBuf,
-		client: &http.Client{Transport: &http.Transport{TLSClientConfig: certs.PinnedTLS(pin)}, Timeout: 10 * time.Second}}
-	allocCtx := browsertest.Allocator(ctx, t, &browserLog, browsertest.TrustPin(pin))
+	e, p, start, allocCtx, blog := killableLANEdge(t, ctx, "-reconnect-grace", "15s")
 
 	var rooms []string
 	for i := range 3 {
@@ -97,7 +111,6 @@ func TestKill9ResumesClassInChromium(t *testing.T) {
 		rooms = append(rooms, c.ID)
 	}
 	a, b, c := rooms[0], rooms[1], rooms[2]
-	blog := func(f string, a ...any) { fmt.Fprintf(&browserLog, f+"\n", a...) }
 	teacher, tcancel := chromedp.NewContext(allocCtx, chromedp.WithLogf(blog), chromedp.WithErrorf(blog))
 	defer tcancel()
 	if err := chromedp.Do(teacher); err != nil {
