@@ -47,6 +47,11 @@ var (
 	liveBench     = flag.Bool("live.bench", false, "run the live-class benchmark (TestBenchLiveClass)")
 	liveBenchSubs = flag.String("live.subs", "1,5,10,20,40", "comma-separated subscriber counts for -live.bench")
 	liveBenchSecs = flag.Int("live.seconds", 5, "measured seconds per subscriber count")
+	// benchProfile: every edged trial of runFanout (TestBenchLiveClass,
+	// TestBenchJanus) also writes edged's CPU profile over its measured
+	// window to DIR/edged-N<n>-<k>.pprof. The profiler's own cost is in
+	// that trial's CPU figure, so profile in a run of its own.
+	benchProfile = flag.String("bench.cpuprofile", "", "directory: write edged's CPU profile of each measured edged trial there (go tool pprof -top FILE)")
 )
 
 const (
@@ -226,6 +231,26 @@ func (f *edgedFanout) subscribe(t *testing.T, ctx context.Context, api *webrtc.A
 	return spc
 }
 
+// profile writes edged's CPU profile over the next d to the
+// -bench.cpuprofile directory.
+func (f *edgedFanout) profile(t *testing.T, ctx context.Context, n int, d time.Duration) {
+	resp, body := f.e.Do(t, ctx, "GET", "/api/v1/debug/pprof/profile?seconds="+strconv.Itoa(int(d/time.Second)), f.e.admin, "", nil)
+	if resp.StatusCode != 200 {
+		t.Errorf("CPU profile: %d %s", resp.StatusCode, body)
+		return
+	}
+	for k := 1; ; k++ {
+		name := filepath.Join(*benchProfile, fmt.Sprintf("edged-N%d-%d.pprof", n, k))
+		if _, err := os.Stat(name); err == nil {
+			continue
+		}
+		if err := os.WriteFile(name, body, 0o644); err != nil {
+			t.Errorf("CPU profile: %v", err)
+		}
+		return
+	}
+}
+
 func (f *edgedFanout) finish(t *testing.T, ctx context.Context) {
 	if resp, b := f.e.Do(t, ctx, "POST", "/api/v1/sessions/"+f.s.ID+"/end", f.e.admin, "", nil); resp.StatusCode != 200 {
 		t.Fatalf("end: %d %s", resp.StatusCode, b)
@@ -302,7 +327,17 @@ func runFanout(t *testing.T, ctx context.Context, srv fanoutServer, n int, secs 
 	cpu0 := procCPU(t, srv.pid())
 	t0 := time.Now()
 	winStart.Store(t0.UnixNano())
+	profiled := make(chan struct{})
+	if ef, ok := srv.(*edgedFanout); ok && *benchProfile != "" {
+		go func() {
+			defer close(profiled)
+			ef.profile(t, ctx, n, secs)
+		}()
+	} else {
+		close(profiled)
+	}
 	time.Sleep(secs)
+	<-profiled
 	t1 := time.Now()
 	winEnd.Store(t1.UnixNano())
 	cpu1 := procCPU(t, srv.pid())
