@@ -42,7 +42,11 @@ import (
 // POST → the last packet of the first keyframe), the longest gap between
 // two video packets at any joiner after its first frame, and, as the
 // reference measured in the same run, the steady viewers' loss during the
-// burst.
+// burst. Where the loss happened: packets the edge dropped from its
+// per-subscriber queues, packets the kernel dropped at the viewers'
+// sockets (receive buffer full; -join.rcvbuf sets its size), and the
+// joiners' video loss split into the primed pictures and the live
+// packets after them.
 var (
 	joinBench   = flag.Bool("join.bench", false, "run the join-burst benchmark (TestBenchJoinBurst)")
 	joinSubs    = flag.String("join.subs", "40,120", "comma-separated joiner counts for -join.bench")
@@ -69,7 +73,7 @@ func TestBenchJoinBurst(t *testing.T) {
 		builds = append(builds, build{"before", b})
 	}
 	fmt.Printf("join-burst benchmark: joins spread over %v, watched %ds after the last, %d CPUs, load %s\n", *joinSpread, *joinSeconds, numCPU(), loadAvg())
-	fmt.Printf("%-7s %5s %9s %9s %8s %7s %9s %9s %9s %10s %12s %10s %10s\n", "edged", "N", "vloss%", "aloss%", "lossy", "pauses", "ttff p50", "ttff p95", "ttff max", "max gap", "steady loss%", "edge drop", "sock drop")
+	fmt.Printf("%-7s %5s %9s %9s %8s %7s %9s %9s %9s %10s %12s %10s %10s %16s\n", "edged", "N", "vloss%", "aloss%", "lossy", "pauses", "ttff p50", "ttff p95", "ttff max", "max gap", "steady loss%", "edge drop", "sock drop", "lost primed/live")
 	for i, n := range parseCounts(t, "-join.subs", *joinSubs) {
 		order := builds
 		if i%2 == 1 { // alternate which build goes first
@@ -78,9 +82,9 @@ func TestBenchJoinBurst(t *testing.T) {
 		}
 		for _, b := range order {
 			r := runJoinBurst(t, ctx, b.e, n)
-			fmt.Printf("%-7s %5d %9.3f %9.3f %8d %7.0f %9s %9s %9s %10s %12.3f %10.0f %10.0f\n", b.name, n, r.videoLoss, r.audioLoss, r.lossy, r.pauses,
+			fmt.Printf("%-7s %5d %9.3f %9.3f %8d %7.0f %9s %9s %9s %10s %12.3f %10.0f %10.0f %16s\n", b.name, n, r.videoLoss, r.audioLoss, r.lossy, r.pauses,
 				r.ttff[0].Round(time.Millisecond), r.ttff[1].Round(time.Millisecond), r.ttff[2].Round(time.Millisecond), r.maxGap.Round(time.Millisecond), r.steadyLoss,
-				r.edgeDrops, r.sockDrops)
+				r.edgeDrops, r.sockDrops, fmt.Sprintf("%d/%d", r.primedLost, r.liveLost))
 		}
 	}
 }
@@ -96,20 +100,23 @@ type joinResult struct {
 	// kernel at the viewers' own UDP sockets, their receive buffers full
 	// (this process's sockets in /proc/self/net/udp).
 	edgeDrops, sockDrops float64
+	// Video packets lost in the cached pictures a joiner was primed with
+	// (sent by the publisher before the joiner's WHEP POST) and after.
+	primedLost, liveLost int
 }
 
 // seqCount counts one track's packets at a viewer: distinct sequence
 // numbers received, and the span from the first to the last.
 type seqCount struct {
-	seen        map[uint64]bool
+	seen        map[uint64]int64 // the lesson's send time of each (0: none in it)
 	first, last uint64
 	cycles      uint64
 	prev        uint16
 }
 
-func (c *seqCount) add(seq uint16) {
+func (c *seqCount) add(seq uint16, sent int64) {
 	if c.seen == nil {
-		c.seen, c.prev = map[uint64]bool{}, seq
+		c.seen, c.prev = map[uint64]int64{}, seq
 	}
 	if seq < 0x1000 && c.prev > 0xf000 {
 		c.cycles++
@@ -120,7 +127,27 @@ func (c *seqCount) add(seq uint16) {
 		c.first = u
 	}
 	c.last = max(c.last, u)
-	c.seen[u] = true
+	c.seen[u] = sent
+}
+
+// lostBefore counts the packets missing between the first and the last
+// whose nearest earlier packet was sent before t (unix nanos): for a
+// joiner, the loss in the cached pictures it was primed with, as against
+// the live packets after them.
+func (c *seqCount) lostBefore(t int64) (primed, live int) {
+	var prevSent int64
+	for u := c.first; u <= c.last && len(c.seen) > 0; u++ {
+		if s, ok := c.seen[u]; ok {
+			prevSent = s
+			continue
+		}
+		if prevSent != 0 && prevSent < t {
+			primed++
+		} else {
+			live++
+		}
+	}
+	return primed, live
 }
 
 // expected and received since the first packet.
@@ -157,13 +184,14 @@ func (v *viewer) onTrack(tr *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
 			continue
 		}
 		now := time.Now()
+		sent, _ := lessonSendTime(p.Payload)
 		v.mu.Lock()
 		if !isVideo {
-			v.audio.add(p.SequenceNumber)
+			v.audio.add(p.SequenceNumber, sent)
 			v.mu.Unlock()
 			continue
 		}
-		v.video.add(p.SequenceNumber)
+		v.video.add(p.SequenceNumber, sent)
 		if !v.keyStarted && len(p.Payload) > 1 && p.Payload[0]&0x10 != 0 && p.Payload[1]&1 == 0 {
 			v.keyStarted = true
 		}
@@ -301,6 +329,8 @@ func runJoinBurst(t *testing.T, ctx context.Context, e *edge, n int) joinResult 
 		if w != g || a != b {
 			r.lossy++
 		}
+		pl, ll := v.video.lostBefore(v.posted.UnixNano())
+		r.primedLost, r.liveLost = r.primedLost+pl, r.liveLost+ll
 		if v.firstFrame.IsZero() {
 			ttffs = append(ttffs, time.Hour) // never saw a frame: sorts last, shows as 1h
 		} else {

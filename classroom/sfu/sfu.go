@@ -153,7 +153,8 @@ type SFU struct {
 	closed bool
 	tap    Tap // sees every packet of the tracks it chooses (the lesson recorder)
 
-	primeBudget *rate.Limiter // shared by every joining subscriber's priming
+	primeBudget *rate.Limiter    // shared by every joining subscriber's priming
+	lanes       [2]atomic.Uint32 // hand out video and audio subscriber tracks' fan-out lanes in turn
 
 	forwarded, dropped atomic.Uint64 // totals over all subscribers, ever
 	nacks, twcc, remb  atomic.Uint64 // feedback received from subscribers

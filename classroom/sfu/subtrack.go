@@ -64,6 +64,9 @@ type subTrack struct {
 	backlog atomic.Int64
 	primed  atomic.Bool
 	padding atomic.Bool // the writer's probe ticker runs
+	// lane says which goroutine of a forwarder with many subscribers
+	// writes to this one (forwarder.fanOut).
+	lane uint32
 	// out is the packet handed to pion, reused: pion copies what it keeps
 	// (the NACK responder's cache), so one per write is garbage.
 	out rtp.Packet
@@ -127,10 +130,15 @@ func (t *subTrack) offer(e qpkt) {
 		}
 	default:
 		t.backlog.Add(-1)
-		t.dropped.Add(1)
-		if t.sfu != nil {
-			t.sfu.dropped.Add(1)
-		}
+		t.drop()
+	}
+}
+
+// drop counts a packet this subscriber missed.
+func (t *subTrack) drop() {
+	t.dropped.Add(1)
+	if t.sfu != nil {
+		t.sfu.dropped.Add(1)
 	}
 }
 
@@ -307,6 +315,13 @@ func (s *Subscriber) newSubTrack(pc *webrtc.PeerConnection, f *forwarder) (*subT
 	}
 	t := &subTrack{sfu: s.sfu, fwd: f, local: local, sender: sender, q: make(chan qpkt, s.sfu.cfg.QueuePackets),
 		prime: make(chan []*rtp.Packet, 1), done: make(chan struct{}), tx: &s.tx}
+	// Video and audio tracks are numbered apart: numbered together, every
+	// subscriber's video would fall in one lane and its audio in another.
+	kind := 0
+	if f.audio {
+		kind = 1
+	}
+	t.lane = s.sfu.lanes[kind].Add(1)
 	if !f.audio {
 		t.paused, t.cong = &s.cong.videoPaused, &s.cong
 		t.pace = rate.NewLimiter(rate.Limit(s.sfu.cfg.PaceBitrate/8), s.sfu.cfg.PaceBurst)
