@@ -10,8 +10,12 @@
 // a publisher adds or removes one or its filter changes (a classroom goes on
 // stage), and answers each offer.
 //
-// Each subscriber track has its own bounded queue and writer goroutine; when
-// a subscriber cannot keep up its queue fills and packets are dropped for it
+// A forwarder writes each packet to its subscribers itself (with many
+// subscribers, sharing the work with a helper goroutine per further CPU),
+// as long as nothing is waiting for that subscriber. Each subscriber track
+// also has its own bounded queue and writer goroutine for what must wait
+// (the primed pictures, what its pacer holds back, probe padding); when a
+// subscriber cannot keep up its queue fills and packets are dropped for it
 // alone, so a slow or dead classroom never slows the others. A new
 // subscriber is first given the cached group of pictures (the last VP8/H264
 // keyframe and what followed), so it shows the picture at once even when
@@ -19,13 +23,15 @@
 // the publisher with a PLI, rate-limited per track, and subscribers' own
 // PLI/FIR are relayed the same way.
 //
-// pion's default interceptors (less its stats) run on both sides: NACK generator/responder
-// (a subscriber's NACK is answered from the edge's own packet cache, by RTX
-// when negotiated), RTCP sender/receiver reports, TWCC feedback to
-// publishers; and the edge stamps transport-wide sequence numbers on what it
-// sends so subscribers report TWCC feedback to it (counted in metrics).
+// pion's default interceptors but its stats run on both sides: NACK
+// generator and responder (a subscriber's NACK is answered from the edge's
+// own packet cache, by RTX when negotiated; the SFU's responder is its
+// own, nack.go), RTCP sender/receiver reports, TWCC feedback to
+// publishers; and the edge stamps transport-wide sequence numbers on what
+// it sends so subscribers report TWCC feedback to it (counted in metrics).
 //
-// One file per role: sfu.go the SFU, its configuration and pion API;
+// One file per role: sfu.go the SFU, its configuration and pion API
+// (nack.go its NACK responder);
 // room.go the rooms and the calls that join or leave them; publisher.go a
 // sending peer; forwarder.go the fan-out from one publisher track, with
 // keyframe.go its keyframe cache; subscriber.go a receiving peer and
