@@ -73,7 +73,7 @@ func TestBenchJoinBurst(t *testing.T) {
 		builds = append(builds, build{"before", b})
 	}
 	fmt.Printf("join-burst benchmark: joins spread over %v, watched %ds after the last, %d CPUs, load %s\n", *joinSpread, *joinSeconds, numCPU(), loadAvg())
-	fmt.Printf("%-7s %5s %9s %9s %8s %7s %9s %9s %9s %10s %12s %10s %10s %16s\n", "edged", "N", "vloss%", "aloss%", "lossy", "pauses", "ttff p50", "ttff p95", "ttff max", "max gap", "steady loss%", "edge drop", "sock drop", "lost primed/live")
+	fmt.Printf("%-7s %5s %9s %9s %8s %7s %9s %9s %9s %10s %12s %10s %10s %12s %16s\n", "edged", "N", "vloss%", "aloss%", "lossy", "pauses", "ttff p50", "ttff p95", "ttff max", "max gap", "steady loss%", "edge drop", "sock drop", "backlog drop", "lost primed/live")
 	for i, n := range parseCounts(t, "-join.subs", *joinSubs) {
 		order := builds
 		if i%2 == 1 { // alternate which build goes first
@@ -82,9 +82,9 @@ func TestBenchJoinBurst(t *testing.T) {
 		}
 		for _, b := range order {
 			r := runJoinBurst(t, ctx, b.e, n)
-			fmt.Printf("%-7s %5d %9.3f %9.3f %8d %7.0f %9s %9s %9s %10s %12.3f %10.0f %10.0f %16s\n", b.name, n, r.videoLoss, r.audioLoss, r.lossy, r.pauses,
+			fmt.Printf("%-7s %5d %9.3f %9.3f %8d %7.0f %9s %9s %9s %10s %12.3f %10.0f %10.0f %12d %16s\n", b.name, n, r.videoLoss, r.audioLoss, r.lossy, r.pauses,
 				r.ttff[0].Round(time.Millisecond), r.ttff[1].Round(time.Millisecond), r.ttff[2].Round(time.Millisecond), r.maxGap.Round(time.Millisecond), r.steadyLoss,
-				r.edgeDrops, r.sockDrops, fmt.Sprintf("%d/%d", r.primedLost, r.liveLost))
+				r.edgeDrops, r.sockDrops, r.backlogDrops, fmt.Sprintf("%d/%d", r.primedLost, r.liveLost))
 		}
 	}
 }
@@ -100,6 +100,10 @@ type joinResult struct {
 	// kernel at the viewers' own UDP sockets, their receive buffers full
 	// (this process's sockets in /proc/self/net/udp).
 	edgeDrops, sockDrops float64
+	// backlogDrops: packets the kernel dropped host-wide because a CPU's
+	// input backlog was full (/proc/net/softnet_stat; other processes'
+	// traffic counts too).
+	backlogDrops int64
 	// Video packets lost in the cached pictures a joiner was primed with
 	// (sent by the publisher before the joiner's WHEP POST) and after.
 	primedLost, liveLost int
@@ -293,6 +297,7 @@ func runJoinBurst(t *testing.T, ctx context.Context, e *edge, n int) joinResult 
 	pauses0 := liveMetric(t, ctx, e, "campusedge_live_video_pauses_total")
 	drops0 := liveMetric(t, ctx, e, "campusedge_live_dropped_packets_total")
 	sock0 := udpSocketDrops(t, os.Getpid())
+	backlog0 := softnetDrops()
 
 	var r joinResult
 	joiners := make([]*viewer, n)
@@ -314,6 +319,7 @@ func runJoinBurst(t *testing.T, ctx context.Context, e *edge, n int) joinResult 
 	time.Sleep(300 * time.Millisecond) // packets in flight
 	r.edgeDrops = liveMetric(t, ctx, e, "campusedge_live_dropped_packets_total") - drops0
 	r.sockDrops = float64(udpSocketDrops(t, os.Getpid()) - sock0)
+	r.backlogDrops = softnetDrops() - backlog0
 
 	r.pauses = pauses1 - pauses0
 	var vw, vg, aw, ag int
@@ -411,6 +417,24 @@ func udpSocketDrops(t *testing.T, pid int) int64 {
 			}
 			d, err := strconv.ParseInt(fs[len(fs)-1], 10, 64)
 			if err == nil {
+				sum += d
+			}
+		}
+	}
+	return sum
+}
+
+// softnetDrops sums the second column of /proc/net/softnet_stat (hex, one
+// row per CPU): packets dropped because the CPU's input backlog was full.
+func softnetDrops() int64 {
+	b, err := os.ReadFile("/proc/net/softnet_stat")
+	if err != nil {
+		return 0
+	}
+	var sum int64
+	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		if f := strings.Fields(line); len(f) > 1 {
+			if d, err := strconv.ParseInt(f[1], 16, 64); err == nil {
 				sum += d
 			}
 		}
