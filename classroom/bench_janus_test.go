@@ -55,7 +55,7 @@ func TestBenchJanus(t *testing.T) {
 				t.Fatalf("ip %v: %v %s", args, err, out)
 			}
 		}
-		p := a.ExecTest(t, []string{envJanusInside + "=1"}, "TestBenchJanus", "-janus.bench", "-janus.subs", *janusSubs, "-janus.seconds", strconv.Itoa(*janusSecs), "-test.timeout", "28m")
+		p := a.ExecTest(t, []string{envJanusInside + "=1"}, "TestBenchJanus", "-janus.bench", "-janus.subs", *janusSubs, "-janus.seconds", strconv.Itoa(*janusSecs), "-bench.cpuprofile", *benchProfile, "-test.timeout", "28m")
 		deadline := time.Now().Add(28 * time.Minute)
 		for {
 			if done, err := p.Exited(); done {

@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"slices"
@@ -17,7 +18,10 @@ import (
 	"time"
 
 	"github.com/campusedge/campusedge/classroom/internal/mediatest"
+	"github.com/campusedge/campusedge/classroom/sfu"
 	"github.com/pion/rtp"
+	"github.com/pion/transport/v5"
+	"github.com/pion/transport/v5/stdnet"
 	"github.com/pion/webrtc/v4"
 )
 
@@ -38,12 +42,17 @@ import (
 // POST → the last packet of the first keyframe), the longest gap between
 // two video packets at any joiner after its first frame, and, as the
 // reference measured in the same run, the steady viewers' loss during the
-// burst.
+// burst. Where the loss happened: packets the edge dropped from its
+// per-subscriber queues, packets the kernel dropped at the viewers'
+// sockets (receive buffer full; -join.rcvbuf sets its size), and the
+// joiners' video loss split into the primed pictures and the live
+// packets after them.
 var (
 	joinBench   = flag.Bool("join.bench", false, "run the join-burst benchmark (TestBenchJoinBurst)")
 	joinSubs    = flag.String("join.subs", "40,120", "comma-separated joiner counts for -join.bench")
 	joinSpread  = flag.Duration("join.spread", time.Second, "-join.bench: joins are spread evenly over this")
 	joinSeconds = flag.Int("join.seconds", 6, "-join.bench: seconds each joiner is watched after the last join")
+	joinRcvbuf  = flag.Int("join.rcvbuf", 0, "-join.bench: the viewers' UDP receive buffer in `bytes` (0: the system's default, net.core.rmem_default); the kernel doubles it and caps it at net.core.rmem_max")
 	joinBefore  = flag.String("join.before", "", "-join.bench: also measure edged built from the module at this `dir` (e.g. a git worktree of an older commit), alternating the order")
 )
 
@@ -64,7 +73,7 @@ func TestBenchJoinBurst(t *testing.T) {
 		builds = append(builds, build{"before", b})
 	}
 	fmt.Printf("join-burst benchmark: joins spread over %v, watched %ds after the last, %d CPUs, load %s\n", *joinSpread, *joinSeconds, numCPU(), loadAvg())
-	fmt.Printf("%-7s %5s %9s %9s %8s %7s %9s %9s %9s %10s %12s\n", "edged", "N", "vloss%", "aloss%", "lossy", "pauses", "ttff p50", "ttff p95", "ttff max", "max gap", "steady loss%")
+	fmt.Printf("%-7s %5s %9s %9s %8s %7s %9s %9s %9s %10s %12s %10s %10s %12s %16s\n", "edged", "N", "vloss%", "aloss%", "lossy", "pauses", "ttff p50", "ttff p95", "ttff max", "max gap", "steady loss%", "edge drop", "sock drop", "backlog drop", "lost primed/live")
 	for i, n := range parseCounts(t, "-join.subs", *joinSubs) {
 		order := builds
 		if i%2 == 1 { // alternate which build goes first
@@ -73,8 +82,9 @@ func TestBenchJoinBurst(t *testing.T) {
 		}
 		for _, b := range order {
 			r := runJoinBurst(t, ctx, b.e, n)
-			fmt.Printf("%-7s %5d %9.3f %9.3f %8d %7.0f %9s %9s %9s %10s %12.3f\n", b.name, n, r.videoLoss, r.audioLoss, r.lossy, r.pauses,
-				r.ttff[0].Round(time.Millisecond), r.ttff[1].Round(time.Millisecond), r.ttff[2].Round(time.Millisecond), r.maxGap.Round(time.Millisecond), r.steadyLoss)
+			fmt.Printf("%-7s %5d %9.3f %9.3f %8d %7.0f %9s %9s %9s %10s %12.3f %10.0f %10.0f %12d %16s\n", b.name, n, r.videoLoss, r.audioLoss, r.lossy, r.pauses,
+				r.ttff[0].Round(time.Millisecond), r.ttff[1].Round(time.Millisecond), r.ttff[2].Round(time.Millisecond), r.maxGap.Round(time.Millisecond), r.steadyLoss,
+				r.edgeDrops, r.sockDrops, r.backlogDrops, fmt.Sprintf("%d/%d", r.primedLost, r.liveLost))
 		}
 	}
 }
@@ -85,20 +95,32 @@ type joinResult struct {
 	pauses                           float64
 	ttff                             [3]time.Duration // p50, p95, max
 	maxGap                           time.Duration
+	// Where lost packets went: dropped from the edge's per-subscriber
+	// queues (campusedge_live_dropped_packets_total), and dropped by the
+	// kernel at the viewers' own UDP sockets, their receive buffers full
+	// (this process's sockets in /proc/self/net/udp).
+	edgeDrops, sockDrops float64
+	// backlogDrops: packets the kernel dropped host-wide because a CPU's
+	// input backlog was full (/proc/net/softnet_stat; other processes'
+	// traffic counts too).
+	backlogDrops int64
+	// Video packets lost in the cached pictures a joiner was primed with
+	// (sent by the publisher before the joiner's WHEP POST) and after.
+	primedLost, liveLost int
 }
 
 // seqCount counts one track's packets at a viewer: distinct sequence
 // numbers received, and the span from the first to the last.
 type seqCount struct {
-	seen        map[uint64]bool
+	seen        map[uint64]int64 // the lesson's send time of each (0: none in it)
 	first, last uint64
 	cycles      uint64
 	prev        uint16
 }
 
-func (c *seqCount) add(seq uint16) {
+func (c *seqCount) add(seq uint16, sent int64) {
 	if c.seen == nil {
-		c.seen, c.prev = map[uint64]bool{}, seq
+		c.seen, c.prev = map[uint64]int64{}, seq
 	}
 	if seq < 0x1000 && c.prev > 0xf000 {
 		c.cycles++
@@ -109,7 +131,27 @@ func (c *seqCount) add(seq uint16) {
 		c.first = u
 	}
 	c.last = max(c.last, u)
-	c.seen[u] = true
+	c.seen[u] = sent
+}
+
+// lostBefore counts the packets missing between the first and the last
+// whose nearest earlier packet was sent before t (unix nanos): for a
+// joiner, the loss in the cached pictures it was primed with, as against
+// the live packets after them.
+func (c *seqCount) lostBefore(t int64) (primed, live int) {
+	var prevSent int64
+	for u := c.first; u <= c.last && len(c.seen) > 0; u++ {
+		if s, ok := c.seen[u]; ok {
+			prevSent = s
+			continue
+		}
+		if prevSent != 0 && prevSent < t {
+			primed++
+		} else {
+			live++
+		}
+	}
+	return primed, live
 }
 
 // expected and received since the first packet.
@@ -146,13 +188,14 @@ func (v *viewer) onTrack(tr *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
 			continue
 		}
 		now := time.Now()
+		sent, _ := lessonSendTime(p.Payload)
 		v.mu.Lock()
 		if !isVideo {
-			v.audio.add(p.SequenceNumber)
+			v.audio.add(p.SequenceNumber, sent)
 			v.mu.Unlock()
 			continue
 		}
-		v.video.add(p.SequenceNumber)
+		v.video.add(p.SequenceNumber, sent)
 		if !v.keyStarted && len(p.Payload) > 1 && p.Payload[0]&0x10 != 0 && p.Payload[1]&1 == 0 {
 			v.keyStarted = true
 		}
@@ -220,6 +263,15 @@ func (v *viewer) join(ctx context.Context, api *webrtc.API, e *edge, session, to
 func runJoinBurst(t *testing.T, ctx context.Context, e *edge, n int) joinResult {
 	s := e.createSession(t, ctx, fmt.Sprintf("join burst %d", n))
 	api := mediatest.LoopbackAPI(t)
+	if *joinRcvbuf > 0 {
+		std, err := stdnet.NewNet()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if api, err = sfu.NewAPINet([]net.IP{net.IPv4(127, 0, 0, 1)}, rcvbufNet{std, *joinRcvbuf}, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
 	pc, video, audio := benchPublisher(t, ctx, e, api, s)
 	defer pc.Close()
 	sendCtx, stopSend := context.WithCancel(ctx)
@@ -243,7 +295,11 @@ func runJoinBurst(t *testing.T, ctx context.Context, e *edge, n int) joinResult 
 		v.mu.Unlock()
 	}
 	pauses0 := liveMetric(t, ctx, e, "campusedge_live_video_pauses_total")
+	drops0 := liveMetric(t, ctx, e, "campusedge_live_dropped_packets_total")
+	sock0 := udpSocketDrops(t, os.Getpid())
+	backlog0 := softnetDrops()
 
+	var r joinResult
 	joiners := make([]*viewer, n)
 	var wg sync.WaitGroup
 	start := time.Now()
@@ -261,8 +317,10 @@ func runJoinBurst(t *testing.T, ctx context.Context, e *edge, n int) joinResult 
 	pauses1 := liveMetric(t, ctx, e, "campusedge_live_video_pauses_total")
 	stopSend()
 	time.Sleep(300 * time.Millisecond) // packets in flight
+	r.edgeDrops = liveMetric(t, ctx, e, "campusedge_live_dropped_packets_total") - drops0
+	r.sockDrops = float64(udpSocketDrops(t, os.Getpid()) - sock0)
+	r.backlogDrops = softnetDrops() - backlog0
 
-	var r joinResult
 	r.pauses = pauses1 - pauses0
 	var vw, vg, aw, ag int
 	var ttffs []time.Duration
@@ -277,6 +335,8 @@ func runJoinBurst(t *testing.T, ctx context.Context, e *edge, n int) joinResult 
 		if w != g || a != b {
 			r.lossy++
 		}
+		pl, ll := v.video.lostBefore(v.posted.UnixNano())
+		r.primedLost, r.liveLost = r.primedLost+pl, r.liveLost+ll
 		if v.firstFrame.IsZero() {
 			ttffs = append(ttffs, time.Hour) // never saw a frame: sorts last, shows as 1h
 		} else {
@@ -305,6 +365,81 @@ func runJoinBurst(t *testing.T, ctx context.Context, e *edge, n int) joinResult 
 		t.Fatalf("end: %d %s", resp.StatusCode, b)
 	}
 	return r
+}
+
+// rcvbufNet gives every UDP socket pion opens a receive buffer of its own
+// size (-join.rcvbuf).
+type rcvbufNet struct {
+	transport.Net
+	bytes int
+}
+
+func (n rcvbufNet) ListenUDP(network string, laddr *net.UDPAddr) (transport.UDPConn, error) {
+	c, err := n.Net.ListenUDP(network, laddr)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.SetReadBuffer(n.bytes); err != nil {
+		_ = c.Close()
+		return nil, fmt.Errorf("receive buffer: %w", err)
+	}
+	return c, nil
+}
+
+// udpSocketDrops sums the kernel's receive-buffer drops (the last field
+// of /proc/PID/net/udp and udp6) over the UDP sockets process pid has
+// open; a socket's count goes when it closes.
+func udpSocketDrops(t *testing.T, pid int) int64 {
+	t.Helper()
+	dir := fmt.Sprintf("/proc/%d/fd", pid)
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatalf("socket drops: %v", err)
+	}
+	mine := map[string]bool{}
+	for _, de := range ents {
+		l, err := os.Readlink(dir + "/" + de.Name())
+		if err == nil && strings.HasPrefix(l, "socket:[") {
+			mine[strings.TrimSuffix(strings.TrimPrefix(l, "socket:["), "]")] = true
+		}
+	}
+	var sum int64
+	for _, f := range []string{"udp", "udp6"} {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/net/%s", pid, f))
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(b), "\n")[1:] {
+			fs := strings.Fields(line)
+			// sl local rem st tx:rx tr:when retrnsmt uid timeout inode ref pointer drops
+			if len(fs) < 13 || !mine[fs[9]] {
+				continue
+			}
+			d, err := strconv.ParseInt(fs[len(fs)-1], 10, 64)
+			if err == nil {
+				sum += d
+			}
+		}
+	}
+	return sum
+}
+
+// softnetDrops sums the second column of /proc/net/softnet_stat (hex, one
+// row per CPU): packets dropped because the CPU's input backlog was full.
+func softnetDrops() int64 {
+	b, err := os.ReadFile("/proc/net/softnet_stat")
+	if err != nil {
+		return 0
+	}
+	var sum int64
+	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		if f := strings.Fields(line); len(f) > 1 {
+			if d, err := strconv.ParseInt(f[1], 16, 64); err == nil {
+				sum += d
+			}
+		}
+	}
+	return sum
 }
 
 // loadAvg is /proc/loadavg's first three fields.

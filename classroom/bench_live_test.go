@@ -53,6 +53,11 @@ var (
 	liveLayers = flag.Bool("live.layers", false, "-live.bench: measure edged -simulcast-layers=false (no estimator) and the default (estimator behind its gate) per N, interleaved; with -live.before also that tree's edged with -simulcast-layers")
 	liveBefore = flag.String("live.before", "", "-live.layers: source tree of an earlier edged (e.g. a git archive of main) run with -simulcast-layers, the estimator on every subscriber")
 	liveRounds = flag.Int("live.rounds", 1, "-live.bench: how many times the whole list of N is run")
+	// benchProfile: every edged trial of runFanout (TestBenchLiveClass,
+	// TestBenchJanus) also writes edged's CPU profile over its measured
+	// window to DIR/edged-N<n>-<k>.pprof. The profiler's own cost is in
+	// that trial's CPU figure, so profile in a run of its own.
+	benchProfile = flag.String("bench.cpuprofile", "", "directory: write edged's CPU profile of each measured edged trial there (go tool pprof -top FILE)")
 )
 
 // liveVariant is one edged build and its flags, measured side by side.
@@ -258,6 +263,26 @@ func (f *edgedFanout) subscribe(t *testing.T, ctx context.Context, api *webrtc.A
 	return spc
 }
 
+// profile writes edged's CPU profile over the next d to the
+// -bench.cpuprofile directory.
+func (f *edgedFanout) profile(t *testing.T, ctx context.Context, n int, d time.Duration) {
+	resp, body := f.e.Do(t, ctx, "GET", "/api/v1/debug/pprof/profile?seconds="+strconv.Itoa(int(d/time.Second)), f.e.admin, "", nil)
+	if resp.StatusCode != 200 {
+		t.Errorf("CPU profile: %d %s", resp.StatusCode, body)
+		return
+	}
+	for k := 1; ; k++ {
+		name := filepath.Join(*benchProfile, fmt.Sprintf("edged-N%d-%d.pprof", n, k))
+		if _, err := os.Stat(name); err == nil {
+			continue
+		}
+		if err := os.WriteFile(name, body, 0o644); err != nil {
+			t.Errorf("CPU profile: %v", err)
+		}
+		return
+	}
+}
+
 func (f *edgedFanout) finish(t *testing.T, ctx context.Context) {
 	if resp, b := f.e.Do(t, ctx, "POST", "/api/v1/sessions/"+f.s.ID+"/end", f.e.admin, "", nil); resp.StatusCode != 200 {
 		t.Fatalf("end: %d %s", resp.StatusCode, b)
@@ -334,7 +359,17 @@ func runFanout(t *testing.T, ctx context.Context, srv fanoutServer, n int, secs 
 	cpu0 := procCPU(t, srv.pid())
 	t0 := time.Now()
 	winStart.Store(t0.UnixNano())
+	profiled := make(chan struct{})
+	if ef, ok := srv.(*edgedFanout); ok && *benchProfile != "" {
+		go func() {
+			defer close(profiled)
+			ef.profile(t, ctx, n, secs)
+		}()
+	} else {
+		close(profiled)
+	}
 	time.Sleep(secs)
+	<-profiled
 	t1 := time.Now()
 	winEnd.Store(t1.UnixNano())
 	cpu1 := procCPU(t, srv.pid())

@@ -5,6 +5,7 @@
 package sfu
 
 import (
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -109,11 +110,85 @@ func (f *forwarder) remove(t *subTrack) {
 	f.list.Store(&n)
 }
 
+// Fan-out lanes. The forwarder writes each packet to its subscribers
+// itself (subTrack.offer); with many subscribers it shares the writing
+// with helper goroutines, one per further CPU, each taking the
+// subscribers of its lane (subTrack.lane), so a class of hundreds is
+// written on every core, and on a machine busy with other work the edge
+// is not one thread competing with many. Below laneMin subscribers one
+// goroutine writes them all: a hand-off costs more than it saves.
+const (
+	laneMin   = 16
+	maxLanes  = 4
+	laneQueue = 1024 // packets a helper may lag behind (~3.5 s of the lesson's video)
+)
+
+// laneItem is one packet for a helper lane, with the subscriber list it
+// was read with.
+type laneItem struct {
+	pkt  *rtp.Packet
+	subs []*subTrack
+}
+
+// startLanes starts the helper lanes (lane 0 is run's own goroutine) and
+// returns their queues; closing them stops the helpers.
+func (f *forwarder) startLanes() []chan laneItem {
+	n := min(runtime.GOMAXPROCS(0), maxLanes)
+	var lanes []chan laneItem
+	for i := 1; i < n; i++ {
+		ch := make(chan laneItem, laneQueue)
+		lanes = append(lanes, ch)
+		go func() {
+			for it := range ch {
+				for _, t := range it.subs {
+					if t.lane%uint32(n) == uint32(i) {
+						t.offerFrom(f, it.pkt)
+					}
+				}
+			}
+		}()
+	}
+	return lanes
+}
+
+// fanOut offers pkt to every subscriber in subs, across the lanes.
+func (f *forwarder) fanOut(lanes []chan laneItem, pkt *rtp.Packet, subs []*subTrack) {
+	if len(lanes) == 0 || len(subs) < laneMin {
+		for _, t := range subs {
+			t.offerFrom(f, pkt)
+		}
+		return
+	}
+	n := uint32(len(lanes) + 1)
+	for i, ch := range lanes {
+		select {
+		case ch <- laneItem{pkt: pkt, subs: subs}:
+		default: // that helper is seconds behind: its subscribers miss this packet
+			for _, t := range subs {
+				if t.lane%n == uint32(i+1) {
+					t.drop()
+				}
+			}
+		}
+	}
+	for _, t := range subs {
+		if t.lane%n == 0 {
+			t.offerFrom(f, pkt)
+		}
+	}
+}
+
 // run forwards until the publisher's track ends. ReadRTP allocates a new
 // packet each time, so a packet is shared read-only by every queue. A
 // muted source's audio is read and dropped here, so the mute holds
 // whatever its client does.
 func (f *forwarder) run() {
+	lanes := f.startLanes()
+	defer func() {
+		for _, ch := range lanes {
+			close(ch)
+		}
+	}()
 	n := 0
 	muted := false
 	var winStart time.Time
@@ -164,9 +239,7 @@ func (f *forwarder) run() {
 			subs = f.subs()
 			f.mu.Unlock()
 		}
-		for _, t := range subs {
-			t.offerFrom(f, pkt)
-		}
+		f.fanOut(lanes, pkt, subs)
 		if f.tap != nil {
 			f.tap.Packet(pkt) // non-blocking by contract
 		}

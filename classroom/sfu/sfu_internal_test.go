@@ -2,10 +2,13 @@ package sfu
 
 import (
 	"net"
+	"runtime"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/pion/rtp"
+	"github.com/pion/webrtc/v4"
 )
 
 // A subscriber whose queue is full (it stopped reading) loses packets
@@ -284,5 +287,48 @@ func TestLayersOrderedByPictureSize(t *testing.T) {
 	g.fwds[1].pixels.Store(0) // one not seen yet: by bitrate
 	if ls := g.layers(); ls[0] != g.fwds[0] {
 		t.Errorf("without every size the lowest bitrate comes first")
+	}
+}
+
+// With laneMin or more subscribers the forwarder shares the writing with
+// helper lanes: every subscriber, in whichever lane, gets every packet
+// written once, directly (nothing queued, nothing dropped).
+func TestFanOutLanesReachEverySubscriber(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(max(2, runtime.GOMAXPROCS(0))))
+	f := &forwarder{audio: true}
+	f.list.Store(&[]*subTrack{})
+	const n, pkts = 3 * laneMin, 500
+	txs := make([]atomic.Uint64, n)
+	lanes := map[uint32]int{}
+	for i := range n {
+		local, err := webrtc.NewTrackLocalStaticRTP(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeOpus}, "a", "s")
+		if err != nil {
+			t.Fatal(err)
+		}
+		st := &subTrack{fwd: f, local: local, q: make(chan qpkt, 4), prime: make(chan []*rtp.Packet, 1), tx: &txs[i], lane: uint32(i)}
+		st.primed.Store(true)
+		f.add(st)
+		lanes[st.lane%uint32(min(runtime.GOMAXPROCS(0), maxLanes))]++
+	}
+	if len(lanes) < 2 {
+		t.Fatalf("lanes %v: the test needs subscribers in more than one", lanes)
+	}
+	ls := f.startLanes()
+	payload := make([]byte, 100)
+	for i := range pkts {
+		f.fanOut(ls, &rtp.Packet{Header: rtp.Header{SequenceNumber: uint16(i)}, Payload: payload}, f.subs())
+	}
+	for _, ch := range ls {
+		close(ch)
+	}
+	want := uint64(pkts * (len(payload) + 12))
+	deadline := time.Now().Add(5 * time.Second)
+	for i, st := range f.subs() {
+		for txs[i].Load() < want && time.Now().Before(deadline) {
+			time.Sleep(5 * time.Millisecond)
+		}
+		if got := txs[i].Load(); got != want || st.dropped.Load() != 0 || len(st.q) != 0 {
+			t.Errorf("subscriber %d (lane %d): %d bytes written, want %d; %d dropped, %d queued", i, st.lane, got, want, st.dropped.Load(), len(st.q))
+		}
 	}
 }

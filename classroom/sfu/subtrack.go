@@ -7,6 +7,7 @@ package sfu
 import (
 	"fmt"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -49,6 +50,26 @@ type subTrack struct {
 	done    chan struct{}
 	sent    atomic.Uint64
 	dropped atomic.Uint64
+
+	// The forwarder writes a packet to the subscriber itself when
+	// nothing is waiting for this track (the usual case: live packets
+	// within the pacer's burst), instead of waking the writer goroutine
+	// for every packet of every subscriber; the writer sends only what
+	// had to wait (the primed pictures, what the pacer holds back, probe
+	// padding). sendMu serialises the two and guards rw and out;
+	// backlog counts packets queued and not yet sent, and primed says
+	// the cached pictures are out, so a packet is sent directly only
+	// when nothing before it is still waiting.
+	sendMu  sync.Mutex
+	backlog atomic.Int64
+	primed  atomic.Bool
+	padding atomic.Bool // the writer's probe ticker runs
+	// lane says which goroutine of a forwarder with many subscribers
+	// writes to this one (forwarder.fanOut).
+	lane uint32
+	// out is the packet handed to pion, reused: pion copies what it keeps
+	// (the NACK responder's cache), so one per write is garbage.
+	out rtp.Packet
 }
 
 // qpkt is a queued packet: the layer it came from, and whether it is the
@@ -78,11 +99,29 @@ func (t *subTrack) offerFrom(f *forwarder, pkt *rtp.Packet) {
 	t.offer(qpkt{pkt: pkt, from: f, sw: sw})
 }
 
-// offer queues e for this subscriber, dropping it if the queue is full.
+// offer sends e to this subscriber at once when nothing is waiting and
+// the pacer allows it, or else queues it for the writer, dropping it if
+// the queue is full.
 func (t *subTrack) offer(e qpkt) {
 	if t.paused != nil && t.paused.Load() {
 		return // this subscriber's link cannot carry video now
 	}
+	// TryLock: the writer may hold the lock while its pacer sleeps; the
+	// forwarder never waits for one subscriber.
+	// A probe started or stopped (t.probe) is noticed by the writer when
+	// it wakes: until its padding ticker follows, packets go through it.
+	if t.backlog.Load() == 0 && t.primed.Load() && (t.probe.Load() > 0) == t.padding.Load() && t.sendMu.TryLock() {
+		sent := t.backlog.Load() == 0 && t.sendNow(e)
+		t.sendMu.Unlock()
+		if sent {
+			t.sent.Add(1)
+			if t.sfu != nil {
+				t.sfu.forwarded.Add(1)
+			}
+			return
+		}
+	}
+	t.backlog.Add(1)
 	select {
 	case t.q <- e:
 		t.sent.Add(1)
@@ -90,11 +129,30 @@ func (t *subTrack) offer(e qpkt) {
 			t.sfu.forwarded.Add(1)
 		}
 	default:
-		t.dropped.Add(1)
-		if t.sfu != nil {
-			t.sfu.dropped.Add(1)
-		}
+		t.backlog.Add(-1)
+		t.drop()
 	}
+}
+
+// drop counts a packet this subscriber missed.
+func (t *subTrack) drop() {
+	t.dropped.Add(1)
+	if t.sfu != nil {
+		t.sfu.dropped.Add(1)
+	}
+}
+
+// sendNow writes e if the pacer has room for it now, under sendMu; it
+// reports false (nothing done) when e has to wait.
+func (t *subTrack) sendNow(e qpkt) bool {
+	if t.pace != nil && !t.pace.AllowN(time.Now(), min(len(e.pkt.Payload)+12, t.pace.Burst())) {
+		return false
+	}
+	if t.pace != nil && !t.rw.take(e) {
+		return true // a packet of the layer it just left
+	}
+	t.writeOut(e.pkt)
+	return true
 }
 
 func (t *subTrack) write() {
@@ -106,13 +164,17 @@ func (t *subTrack) write() {
 			if t.sfu != nil && !t.wait(t.sfu.primeBudget, pkt) {
 				return
 			}
-			if !t.send(qpkt{pkt: pkt, from: t.cur.Load()}) {
+			t.sendMu.Lock()
+			ok := t.send(qpkt{pkt: pkt, from: t.cur.Load()})
+			t.sendMu.Unlock()
+			if !ok {
 				return
 			}
 		}
 		if t.cong != nil && len(gop) > 0 {
 			t.cong.quietFor(0) // the burst's feedback is still arriving
 		}
+		t.primed.Store(true)
 	}
 	var tick *time.Ticker
 	var tc <-chan time.Time
@@ -126,20 +188,31 @@ func (t *subTrack) write() {
 		case p > 0 && tick == nil:
 			tick = time.NewTicker(probeTick)
 			tc = tick.C
+			t.sendMu.Lock()
 			t.rw.padAt = time.Now()
+			t.sendMu.Unlock()
+			t.padding.Store(true)
 		case p == 0 && tick != nil:
 			tick.Stop()
 			tick, tc = nil, nil
+			t.padding.Store(false)
 		}
 		select {
 		case <-t.done:
 			return
 		case e := <-t.q:
-			if !t.send(e) {
+			t.sendMu.Lock()
+			ok := t.send(e)
+			t.backlog.Add(-1) // under sendMu: offer checks it there
+			t.sendMu.Unlock()
+			if !ok {
 				return
 			}
 		case now := <-tc:
-			if !t.pad(now) {
+			t.sendMu.Lock()
+			ok := t.pad(now)
+			t.sendMu.Unlock()
+			if !ok {
 				return
 			}
 		}
@@ -147,28 +220,34 @@ func (t *subTrack) write() {
 }
 
 // send writes one packet, first waiting for the pacer; it reports false
-// when the track was closed meanwhile.
+// when the track was closed meanwhile. The caller holds sendMu.
 func (t *subTrack) send(e qpkt) bool {
-	pkt := e.pkt
-	h := pkt.Header
-	if t.pace != nil { // video: one continuous stream whatever the layer
-		if !t.rw.take(e) {
-			return true // a packet of the layer it just left
-		}
-		h.SequenceNumber, h.Timestamp = t.rw.mapped(pkt)
+	if t.pace != nil && !t.rw.take(e) { // video: one continuous stream whatever the layer
+		return true // a packet of the layer it just left
 	}
-	if !t.wait(t.pace, pkt) {
+	if !t.wait(t.pace, e.pkt) {
 		return false
+	}
+	t.writeOut(e.pkt)
+	return true
+}
+
+// writeOut writes pkt to the subscriber, renumbered onto its stream
+// (video). The caller holds sendMu and has taken pkt from the pacer.
+func (t *subTrack) writeOut(pkt *rtp.Packet) {
+	ext := t.out.Extensions[:0] // reused: pion's TWCC interceptor appends its own
+	t.out = rtp.Packet{Header: pkt.Header, Payload: pkt.Payload, PaddingSize: pkt.PaddingSize}
+	if t.pace != nil {
+		t.out.SequenceNumber, t.out.Timestamp = t.rw.mapped(pkt)
 	}
 	// Header extension ids are per peer connection: the publisher's do
 	// not mean the same to this subscriber, so they are dropped (its own
 	// interceptors add TWCC).
-	h.Extension, h.Extensions, h.ExtensionProfile = false, nil, 0
-	_ = t.local.WriteRTP(&rtp.Packet{Header: h, Payload: pkt.Payload, PaddingSize: pkt.PaddingSize})
+	t.out.Extension, t.out.Extensions, t.out.ExtensionProfile = false, ext, 0
+	_ = t.local.WriteRTP(&t.out)
 	if t.tx != nil {
 		t.tx.Add(uint64(len(pkt.Payload) + 12 + int(pkt.PaddingSize)))
 	}
-	return true
 }
 
 // wait takes pkt's bytes from lim (nil: no limit), sleeping while it is
@@ -236,6 +315,13 @@ func (s *Subscriber) newSubTrack(pc *webrtc.PeerConnection, f *forwarder) (*subT
 	}
 	t := &subTrack{sfu: s.sfu, fwd: f, local: local, sender: sender, q: make(chan qpkt, s.sfu.cfg.QueuePackets),
 		prime: make(chan []*rtp.Packet, 1), done: make(chan struct{}), tx: &s.tx}
+	// Video and audio tracks are numbered apart: numbered together, every
+	// subscriber's video would fall in one lane and its audio in another.
+	kind := 0
+	if f.audio {
+		kind = 1
+	}
+	t.lane = s.sfu.lanes[kind].Add(1)
 	if !f.audio {
 		t.paused, t.cong = &s.cong.videoPaused, &s.cong
 		t.pace = rate.NewLimiter(rate.Limit(s.sfu.cfg.PaceBitrate/8), s.sfu.cfg.PaceBurst)
