@@ -46,6 +46,12 @@ type forwarder struct {
 	pliMu      sync.Mutex
 	lastPLI    time.Time
 	pliPending bool
+
+	// lanePending counts packets handed to helper lanes and not yet
+	// offered by them: run writes directly again (below laneMin) only
+	// when it is zero, or a subscriber of a helper's lane would get a
+	// new packet before the older ones the helper still holds.
+	lanePending atomic.Int64
 }
 
 func (f *forwarder) subs() []*subTrack { return *f.list.Load() }
@@ -145,6 +151,7 @@ func (f *forwarder) startLanes() []chan laneItem {
 						t.offerFrom(f, it.pkt)
 					}
 				}
+				f.lanePending.Add(-1)
 			}
 		}()
 	}
@@ -153,7 +160,9 @@ func (f *forwarder) startLanes() []chan laneItem {
 
 // fanOut offers pkt to every subscriber in subs, across the lanes.
 func (f *forwarder) fanOut(lanes []chan laneItem, pkt *rtp.Packet, subs []*subTrack) {
-	if len(lanes) == 0 || len(subs) < laneMin {
+	// Back below laneMin, the lanes are still used until the helpers
+	// have offered all they hold, so no subscriber's packets reorder.
+	if len(lanes) == 0 || len(subs) < laneMin && f.lanePending.Load() == 0 {
 		for _, t := range subs {
 			t.offerFrom(f, pkt)
 		}
@@ -161,9 +170,11 @@ func (f *forwarder) fanOut(lanes []chan laneItem, pkt *rtp.Packet, subs []*subTr
 	}
 	n := uint32(len(lanes) + 1)
 	for i, ch := range lanes {
+		f.lanePending.Add(1)
 		select {
 		case ch <- laneItem{pkt: pkt, subs: subs}:
 		default: // that helper is seconds behind: its subscribers miss this packet
+			f.lanePending.Add(-1)
 			for _, t := range subs {
 				if t.lane%n == uint32(i+1) {
 					t.drop()

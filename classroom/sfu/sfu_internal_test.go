@@ -332,3 +332,40 @@ func TestFanOutLanesReachEverySubscriber(t *testing.T) {
 		}
 	}
 }
+
+// Back below laneMin subscribers, the forwarder keeps handing packets to
+// the helper lanes while they still hold earlier ones, so a subscriber of
+// a helper's lane never gets a new packet before an older one; once the
+// helpers are done it writes directly again.
+func TestFanOutStaysOnLanesUntilTheyDrain(t *testing.T) {
+	f := &forwarder{audio: true}
+	f.list.Store(&[]*subTrack{})
+	for i := range 3 { // fewer than laneMin
+		local, err := webrtc.NewTrackLocalStaticRTP(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeOpus}, "a", "s")
+		if err != nil {
+			t.Fatal(err)
+		}
+		st := &subTrack{fwd: f, local: local, q: make(chan qpkt, 4), prime: make(chan []*rtp.Packet, 1), tx: &atomic.Uint64{}, lane: uint32(i)}
+		st.primed.Store(true)
+		f.add(st)
+	}
+	lane := make(chan laneItem, 4) // a helper lane whose helper has not run yet
+	pkt := func(seq uint16) *rtp.Packet {
+		return &rtp.Packet{Header: rtp.Header{SequenceNumber: seq}, Payload: make([]byte, 10)}
+	}
+	f.lanePending.Store(1) // the helper still holds a packet
+	f.fanOut([]chan laneItem{lane}, pkt(1), f.subs())
+	if len(lane) != 1 || f.lanePending.Load() != 2 {
+		t.Fatalf("with the helper behind: %d packets queued for it, %d pending; want 1 and 2", len(lane), f.lanePending.Load())
+	}
+	f.lanePending.Store(0) // the helper is done
+	f.fanOut([]chan laneItem{lane}, pkt(2), f.subs())
+	if len(lane) != 1 || f.lanePending.Load() != 0 {
+		t.Errorf("with the helper done: %d packets queued for it, %d pending; want the direct write (1, 0)", len(lane), f.lanePending.Load())
+	}
+	for _, st := range f.subs() {
+		if st.tx.Load() == 0 {
+			t.Errorf("subscriber in lane %d: nothing written directly", st.lane)
+		}
+	}
+}

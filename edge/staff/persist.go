@@ -64,6 +64,11 @@ func (s *Store) loadSignIns() {
 
 // persist stores si under hash h. It returns an error only when the
 // write failed; a store without the bucket keeps nothing.
+//
+// persist and forget take persistMu, and persist writes only a sign-in
+// still live in memory: a use saved after a sign-out or revoke (the two
+// race on a page that keeps calling) would otherwise store it again, and
+// the next restart would bring it back.
 func (s *Store) persist(h [32]byte, si SignIn) error {
 	if s.db == nil {
 		return nil
@@ -71,6 +76,17 @@ func (s *Store) persist(h [32]byte, si SignIn) error {
 	v, err := json.Marshal(si)
 	if err != nil {
 		return err
+	}
+	if s.beforeSave != nil {
+		s.beforeSave()
+	}
+	s.persistMu.Lock()
+	defer s.persistMu.Unlock()
+	s.mu.Lock()
+	_, live := s.signIns[h]
+	s.mu.Unlock()
+	if !live {
+		return nil
 	}
 	return s.db.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(SignInBucket)
@@ -88,6 +104,8 @@ func (s *Store) forget(hashes ...[]byte) {
 	if s.db == nil || len(hashes) == 0 {
 		return
 	}
+	s.persistMu.Lock()
+	defer s.persistMu.Unlock()
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(SignInBucket)
 		if b == nil {

@@ -148,3 +148,37 @@ func TestSignInUseStoredAtMostEveryMinute(t *testing.T) {
 		t.Errorf("stored last use %v behind the real one, want under %v", lag, touchSaveEvery)
 	}
 }
+
+// TestSignOutWhileInUseStaysSignedOut: a page's use of its sign-in is
+// being saved when the sign-in is signed out (between deciding to save and
+// writing); after a restart the sign-in must not come back.
+func TestSignOutWhileInUseStaysSignedOut(t *testing.T) {
+	s, db := openStore(t)
+	now := time.Date(2026, 3, 5, 8, 0, 0, 0, time.UTC)
+	s.now = func() time.Time { return now }
+	if _, err := s.Put("test", Edit{ID: "a", Name: "A", Roles: []api.Role{api.RoleTeacher}, Password: "password-a"}, true); err != nil {
+		t.Fatal(err)
+	}
+	tok, _, err := s.SignInWith(Credentials{ID: "a", Password: "password-a"}, "10.0.0.1", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	signedOut := false
+	s.beforeSave = func() {
+		if !signedOut {
+			signedOut = true
+			s.SignOut(tok)
+		}
+	}
+	now = now.Add(2 * touchSaveEvery) // this use is saved
+	r := httptest.NewRequest(http.MethodGet, "/", nil)
+	r.AddCookie(&http.Cookie{Name: CookieName, Value: tok})
+	_, _, _ = s.Resolve(r)
+	if !signedOut {
+		t.Fatal("the use was not saved: the test did not sign out in between")
+	}
+	s2 := New(Config{DB: db, Now: func() time.Time { return now }})
+	if n := len(s2.SignIns()); n != 0 {
+		t.Errorf("%d signed-out sign-in came back after the restart", n)
+	}
+}

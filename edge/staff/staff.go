@@ -177,6 +177,12 @@ type Store struct {
 
 	mu      sync.Mutex
 	signIns map[[32]byte]*SignIn
+	// persistMu orders the writes of sign-ins to the store (persist.go);
+	// taken before mu, never inside it.
+	persistMu sync.Mutex
+	// beforeSave, when set (tests), runs between deciding to store a
+	// sign-in and storing it: where a sign-out can come in between.
+	beforeSave func()
 }
 
 // Auditor records who did what (edge/audit); nil records nothing.
