@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"sync"
 	"syscall"
@@ -95,6 +96,11 @@ func (b *blobFiles) open(sum string, size int64) (blobHandle, error) {
 	b.mu.Unlock()
 	f, err := os.Open(b.path(sum))
 	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			// Deleted behind the cache's back (not by eviction, which
+			// drops its handles): idle handles would keep its disk space.
+			b.drop(sum)
+		}
 		return blobHandle{}, err
 	}
 	fi, err := f.Stat()

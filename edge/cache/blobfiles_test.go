@@ -5,8 +5,10 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
@@ -173,6 +175,25 @@ func TestBlobFilesRevalidate(t *testing.T) {
 	now = now.Add(revalidateAfter + time.Millisecond)
 	if got, err := read(); err == nil {
 		t.Fatalf("read of a 5-byte file for a 10-byte blob: %q, no error", got)
+	}
+	// Deleted behind the cache's back (not by eviction): once revalidated,
+	// the idle handles go, so the file's disk space comes back.
+	if err := os.WriteFile(path(sum), []byte("third copy"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	now = now.Add(revalidateAfter + time.Millisecond)
+	if got, err := read(); err != nil || got != "third copy" {
+		t.Fatalf("read of the third copy: %q %v", got, err)
+	}
+	if err := os.Remove(path(sum)); err != nil {
+		t.Fatal(err)
+	}
+	now = now.Add(revalidateAfter + time.Millisecond)
+	if _, err := read(); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("read of a deleted blob: %v, want not-exist", err)
+	}
+	if n := openBlobFDs(t, path(sum)); n != 0 {
+		t.Fatalf("%d handles still open on the deleted blob", n)
 	}
 	if err := b.closeAll(); err != nil {
 		t.Fatal(err)
