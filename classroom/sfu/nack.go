@@ -6,6 +6,7 @@ package sfu
 import (
 	"encoding/binary"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pion/interceptor"
@@ -53,7 +54,16 @@ type nackStream struct {
 	rtxSeq  uint16
 	started bool
 	highest uint16
+	// sendMu keeps resends of one stream one at a time, so RTX sequence
+	// numbers leave in the order they were given; pending bounds the
+	// resends waiting for it (a NACK flood must not pile up goroutines:
+	// one beyond it is dropped, and the receiver asks again).
+	sendMu  sync.Mutex
+	pending atomic.Int32
 }
+
+// maxPendingResends bounds a stream's resends waiting to be sent.
+const maxPendingResends = 32
 
 type nackEntry struct {
 	hdr     rtp.Header
@@ -119,10 +129,15 @@ func (n *nackResponder) BindRTCPReader(reader interceptor.RTCPReader) intercepto
 				n.mu.Lock()
 				s, rtt := n.streams[p.MediaSSRC], n.rtt
 				n.mu.Unlock()
-				if s != nil {
+				if s != nil && s.pending.Add(1) <= maxPendingResends {
 					// Not on the reader's goroutine: a write waits for the
 					// socket, and RTCP must keep flowing meanwhile.
-					go s.resend(p, rtt+5*time.Millisecond)
+					go func() {
+						defer s.pending.Add(-1)
+						s.resend(p, rtt+5*time.Millisecond)
+					}()
+				} else if s != nil {
+					s.pending.Add(-1)
 				}
 			}
 		}
@@ -167,6 +182,8 @@ func (s *nackStream) keep(h *rtp.Header, payload []byte) {
 // resend sends again every packet n asks for that the stream still has
 // and did not send again within gap, by RTX when negotiated.
 func (s *nackStream) resend(n *rtcp.TransportLayerNack, gap time.Duration) {
+	s.sendMu.Lock()
+	defer s.sendMu.Unlock()
 	for _, pair := range n.Nacks {
 		pair.Range(func(seq uint16) bool {
 			s.mu.Lock()

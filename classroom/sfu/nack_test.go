@@ -113,3 +113,66 @@ func TestNACKResponder(t *testing.T) {
 		below.wait(t, sent+2)
 	}
 }
+
+// TestRTXLeavesInOrder: NACKs answered at once (each on its own goroutine)
+// still send their RTX packets with sequence numbers in the order they
+// leave, and a flood of NACKs does not pile up resends.
+func TestRTXLeavesInOrder(t *testing.T) {
+	i, err := nackResponderFactory{}.NewInterceptor("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	info := &interceptor.StreamInfo{SSRC: 1111, RTCPFeedback: []interceptor.RTCPFeedback{{Type: "nack"}},
+		SSRCRetransmission: 2222, PayloadTypeRetransmission: 97}
+	below := &sentLog{}
+	// A socket that takes its time: resends that overlap would interleave.
+	slow := interceptor.RTPWriterFunc(func(h *rtp.Header, p []byte, a interceptor.Attributes) (int, error) {
+		if h.SSRC == 2222 {
+			time.Sleep(time.Duration(h.SequenceNumber%3) * 200 * time.Microsecond)
+		}
+		return below.Write(h, p, a)
+	})
+	w := i.BindLocalStream(info, slow)
+	feed := make(nackFeed, 64)
+	r := i.BindRTCPReader(feed)
+	const n = 400
+	for seq := uint16(0); seq < n; seq++ {
+		h := rtp.Header{Version: 2, SSRC: 1111, PayloadType: 96, SequenceNumber: seq}
+		if _, err := w.Write(&h, []byte{byte(seq), 0xab}, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// 40 NACKs of 10 packets each, read back to back.
+	for k := range 40 {
+		var pairs []rtcp.NackPair
+		for j := range 10 {
+			pairs = append(pairs, rtcp.NackPair{PacketID: uint16(k*10 + j)})
+		}
+		b, err := (&rtcp.TransportLayerNack{MediaSSRC: 1111, Nacks: pairs}).Marshal()
+		if err != nil {
+			t.Fatal(err)
+		}
+		feed <- b
+		if _, _, err := r.Read(make([]byte, 1500), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(200 * time.Millisecond)
+	below.mu.Lock()
+	var rtx []rtp.Packet
+	for _, p := range below.pkts {
+		if p.SSRC == 2222 {
+			rtx = append(rtx, p)
+		}
+	}
+	below.mu.Unlock()
+	if len(rtx) == 0 {
+		t.Fatal("nothing sent again")
+	}
+	for k := 1; k < len(rtx); k++ {
+		if rtx[k].SequenceNumber != rtx[k-1].SequenceNumber+1 {
+			t.Fatalf("RTX sequence numbers out of order at %d: %d after %d", k, rtx[k].SequenceNumber, rtx[k-1].SequenceNumber)
+		}
+	}
+	t.Logf("%d of %d NACKed packets sent again, in order", len(rtx), n)
+}
