@@ -36,6 +36,22 @@ func navigate(t *testing.T, tab context.Context, url string) {
 	}
 }
 
+// pairPage opens the classroom page of e in tab at its LAN address, checks
+// it is a secure context, and pairs it with a fresh code for classroom id,
+// as the school's admin would with the code the console shows.
+func pairPage(t *testing.T, ctx context.Context, e *edge, tab context.Context, id string) {
+	t.Helper()
+	resp, body := e.Do(t, ctx, "POST", "/api/v1/classrooms/"+id+"/pairing-codes", e.admin, "", nil)
+	var pc struct{ Code string }
+	if err := json.Unmarshal(body, &pc); err != nil || resp.StatusCode != http.StatusCreated {
+		t.Fatalf("pairing code: %d %s", resp.StatusCode, body)
+	}
+	navigate(t, tab, e.url+"/classroom.html")
+	browsertest.RequireSecureLAN(tab, t)
+	browserPoll(tab, t, "pairing form", `!document.getElementById("pair").hidden`)
+	browserEval[bool](tab, t, `document.getElementById("pair-code").value = `+jsString(pc.Code)+`; document.getElementById("pair-go").click(); true`)
+}
+
 func screenshot(t *testing.T, tab context.Context, name string) {
 	t.Helper()
 	dir := t.TempDir()

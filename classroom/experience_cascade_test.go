@@ -73,15 +73,7 @@ func TestClassroomPageSurvivesCascadeCut(t *testing.T) {
 	}
 
 	// B's classroom page, paired once, joins by itself and shows the lesson.
-	resp, body := b.Do(t, ctx, "POST", "/api/v1/classrooms/"+cid+"/pairing-codes", b.admin, "", nil)
-	var pc struct{ Code string }
-	if err := json.Unmarshal(body, &pc); err != nil || resp.StatusCode != http.StatusCreated {
-		t.Fatalf("pairing code: %d %s", resp.StatusCode, body)
-	}
-	navigate(t, room, b.url+"/classroom.html")
-	browsertest.RequireSecureLAN(room, t)
-	browserPoll(room, t, "pairing form", `!document.getElementById("pair").hidden`)
-	browserEval[bool](room, t, `document.getElementById("pair-code").value = `+jsString(pc.Code)+`; document.getElementById("pair-go").click(); true`)
+	pairPage(t, ctx, b, room, cid)
 	browserPoll(room, t, "joined at B", `window.room.published === true && !!window.room.state && window.room.state.session_state === "live"`)
 	browserPoll(room, t, "decoding the lesson from A", `(window.room.conn.videoStats().then(f => window.vf = f), !!window.vf && window.vf.master > 0)`)
 	if !browserEval[bool](room, t, `document.getElementById("banner").hidden`) {

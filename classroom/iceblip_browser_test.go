@@ -98,15 +98,7 @@ func TestICERestartAfterBlipInChromium(t *testing.T) {
 	if err := chromedp.Do(screen); err != nil {
 		t.Fatalf("open a tab: %v", err)
 	}
-	resp, b = e.Do(t, ctx, "POST", "/api/v1/classrooms/"+room.ID+"/pairing-codes", e.admin, "", nil)
-	var pc struct{ Code string }
-	if resp.StatusCode != http.StatusCreated || json.Unmarshal(b, &pc) != nil {
-		t.Fatalf("pairing code: %d %s", resp.StatusCode, b)
-	}
-	navigate(t, screen, e.url+"/classroom.html")
-	browsertest.RequireSecureLAN(screen, t)
-	browserPoll(screen, t, "pairing form", `!document.getElementById("pair").hidden`)
-	browserEval[bool](screen, t, `document.getElementById("pair-code").value = `+jsString(pc.Code)+`; document.getElementById("pair-go").click(); true`)
+	pairPage(t, ctx, e, screen, room.ID)
 	browserPoll(screen, t, "paired", `window.room.paired === true`)
 	navigate(t, teacher, e.url+"/teacher.html#session="+s.ID+"&master="+s.Tokens.Master)
 	browsertest.RequireSecureLAN(teacher, t)

@@ -54,15 +54,7 @@ func TestAssistantPageResumesAfterKillInChromium(t *testing.T) {
 	if err := chromedp.Do(phone); err != nil {
 		t.Fatalf("open a tab: %v", err)
 	}
-	resp, b = e.Do(t, ctx, "POST", "/api/v1/classrooms/"+room.ID+"/pairing-codes", e.admin, "", nil)
-	var pc struct{ Code string }
-	if resp.StatusCode != http.StatusCreated || json.Unmarshal(b, &pc) != nil {
-		t.Fatalf("pairing code: %d %s", resp.StatusCode, b)
-	}
-	navigate(t, screen, e.url+"/classroom.html")
-	browsertest.RequireSecureLAN(screen, t)
-	browserPoll(screen, t, "pairing form", `!document.getElementById("pair").hidden`)
-	browserEval[bool](screen, t, `document.getElementById("pair-code").value = `+jsString(pc.Code)+`; document.getElementById("pair-go").click(); true`)
+	pairPage(t, ctx, e, screen, room.ID)
 	browserPoll(screen, t, "the big screen in class with its assistant code", `window.room.joins >= 1 && /^[0-9]{6}$/.test(document.getElementById("assistant-code").textContent)`)
 	code := browserEval[string](screen, t, `document.getElementById("assistant-code").textContent`)
 

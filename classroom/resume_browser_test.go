@@ -124,15 +124,7 @@ func TestKill9ResumesClassInChromium(t *testing.T) {
 			t.Fatalf("open a tab: %v", err)
 		}
 		tabs[i] = tab
-		resp, body := e.Do(t, ctx, "POST", "/api/v1/classrooms/"+cid+"/pairing-codes", e.admin, "", nil)
-		var pc struct{ Code string }
-		if err := json.Unmarshal(body, &pc); err != nil || resp.StatusCode != http.StatusCreated {
-			t.Fatalf("pairing code: %d %s", resp.StatusCode, body)
-		}
-		navigate(t, tab, e.url+"/classroom.html")
-		browsertest.RequireSecureLAN(tab, t)
-		browserPoll(tab, t, "pairing form", `!document.getElementById("pair").hidden`)
-		browserEval[bool](tab, t, `document.getElementById("pair-code").value = `+jsString(pc.Code)+`; document.getElementById("pair-go").click(); true`)
+		pairPage(t, ctx, e, tab, cid)
 		browserPoll(tab, t, "paired", `window.room.paired === true`)
 	}
 	navigate(t, teacher, e.url+"/teacher.html")
