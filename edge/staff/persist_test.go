@@ -117,13 +117,14 @@ func TestSignInsSurviveRestart(t *testing.T) {
 	}
 }
 
-// TestSignInUseStoredAtMostEveryMinute: uses move the stored last use
-// forward at most once a minute, so a restart shortens an idle sign-in by
-// at most that.
-func TestSignInUseStoredAtMostEveryMinute(t *testing.T) {
-	s, db := openStore(t)
-	now := time.Date(2026, 3, 5, 8, 0, 0, 0, time.UTC)
-	s.now = func() time.Time { return now }
+// signedInTeacher is a store on a clock the test moves (*now) with one
+// teacher signed in by cookie value tok.
+func signedInTeacher(t *testing.T) (s *Store, db *bolt.DB, now *time.Time, tok string) {
+	t.Helper()
+	s, db = openStore(t)
+	clock := time.Date(2026, 3, 5, 8, 0, 0, 0, time.UTC)
+	now = &clock
+	s.now = func() time.Time { return *now }
 	if _, err := s.Put("test", Edit{ID: "a", Name: "A", Roles: []api.Role{api.RoleTeacher}, Password: "password-a"}, true); err != nil {
 		t.Fatal(err)
 	}
@@ -131,15 +132,23 @@ func TestSignInUseStoredAtMostEveryMinute(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return s, db, now, tok
+}
+
+// TestStoredLastUseWithinAMinute: a sign-in in use keeps its stored last
+// use within touchSaveEvery of the real one (uses are written at most that
+// often), so a restart shortens an idle sign-in by at most that.
+func TestStoredLastUseWithinAMinute(t *testing.T) {
+	s, db, now, tok := signedInTeacher(t)
 	r := httptest.NewRequest(http.MethodGet, "/", nil)
 	r.AddCookie(&http.Cookie{Name: CookieName, Value: tok})
 	for range 25 { // 25 uses, 10 s apart
-		now = now.Add(10 * time.Second)
+		*now = now.Add(10 * time.Second)
 		if _, _, err := s.Resolve(r); err != nil {
 			t.Fatal(err)
 		}
 	}
-	s2 := New(Config{DB: db, Now: func() time.Time { return now }})
+	s2 := New(Config{DB: db, Now: func() time.Time { return *now }})
 	si := s2.SignIns()
 	if len(si) != 1 {
 		t.Fatalf("%d sign-ins after the restart", len(si))
@@ -153,16 +162,7 @@ func TestSignInUseStoredAtMostEveryMinute(t *testing.T) {
 // being saved when the sign-in is signed out (between deciding to save and
 // writing); after a restart the sign-in must not come back.
 func TestSignOutWhileInUseStaysSignedOut(t *testing.T) {
-	s, db := openStore(t)
-	now := time.Date(2026, 3, 5, 8, 0, 0, 0, time.UTC)
-	s.now = func() time.Time { return now }
-	if _, err := s.Put("test", Edit{ID: "a", Name: "A", Roles: []api.Role{api.RoleTeacher}, Password: "password-a"}, true); err != nil {
-		t.Fatal(err)
-	}
-	tok, _, err := s.SignInWith(Credentials{ID: "a", Password: "password-a"}, "10.0.0.1", "")
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, db, now, tok := signedInTeacher(t)
 	signedOut := false
 	s.beforeSave = func() {
 		if !signedOut {
@@ -170,14 +170,14 @@ func TestSignOutWhileInUseStaysSignedOut(t *testing.T) {
 			s.SignOut(tok)
 		}
 	}
-	now = now.Add(2 * touchSaveEvery) // this use is saved
+	*now = now.Add(2 * touchSaveEvery) // this use is saved
 	r := httptest.NewRequest(http.MethodGet, "/", nil)
 	r.AddCookie(&http.Cookie{Name: CookieName, Value: tok})
 	_, _, _ = s.Resolve(r)
 	if !signedOut {
 		t.Fatal("the use was not saved: the test did not sign out in between")
 	}
-	s2 := New(Config{DB: db, Now: func() time.Time { return now }})
+	s2 := New(Config{DB: db, Now: func() time.Time { return *now }})
 	if n := len(s2.SignIns()); n != 0 {
 		t.Errorf("%d signed-out sign-in came back after the restart", n)
 	}
