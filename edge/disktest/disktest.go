@@ -1,7 +1,8 @@
 // Package disktest gives a test a small real disk to fill: an ext4 file
 // system on a loop device, or, where loop devices are missing, a tmpfs of
 // the same size. Full-disk behaviour (ENOSPC in bbolt, in the cache, in
-// the outbox) is then the kernel's, not a mock's.
+// the outbox) is then the kernel's, not a mock's. FdatasyncRate measures a
+// disk's own limit for the durable-append benchmarks.
 package disktest
 
 import (
@@ -12,6 +13,7 @@ import (
 	"path/filepath"
 	"syscall"
 	"testing"
+	"time"
 )
 
 // Small mounts a file system of sizeMB megabytes for the test (unmounted
@@ -78,4 +80,39 @@ func Fill(t testing.TB, path string) {
 		}
 	}
 	_ = f.Sync()
+}
+
+// FdatasyncRate is the disk's own limit for durable appends, the peer of
+// the append benchmarks: one 4 KiB write and fdatasync after another, for
+// d, on a file in dir whose blocks are written beforehand (so no write
+// allocates and fdatasync waits for the data alone). Writes per second.
+func FdatasyncRate(t testing.TB, dir string, d time.Duration) float64 {
+	t.Helper()
+	f, err := os.Create(filepath.Join(dir, "fdatasync-peer"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.Remove(f.Name())
+	defer f.Close()
+	buf := make([]byte, 4096)
+	for i := range 16 {
+		if _, err := f.WriteAt(buf, int64(i)*4096); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := syscall.Fdatasync(int(f.Fd())); err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	start := time.Now()
+	for time.Since(start) < d {
+		if _, err := f.WriteAt(buf, int64(n%16)*4096); err != nil {
+			t.Fatal(err)
+		}
+		if err := syscall.Fdatasync(int(f.Fd())); err != nil {
+			t.Fatal(err)
+		}
+		n++
+	}
+	return float64(n) / time.Since(start).Seconds()
 }

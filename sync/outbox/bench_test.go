@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/campusedge/campusedge/edge/disktest"
 )
 
 // The durable-append benchmark is opt-in (about half a minute):
@@ -33,40 +33,6 @@ var (
 	obBenchRounds = flag.Int("outbox-bench-rounds", 3, "TestOutboxAppendBench: rounds (peer, appends, peer)")
 	obBenchSecs   = flag.Duration("outbox-bench-secs", 3*time.Second, "TestOutboxAppendBench: length of each measurement")
 )
-
-// fdatasyncRate is the peer: small writes into a file in dir, each followed
-// by fdatasync, for d. The file is written once first, so the loop
-// overwrites allocated blocks as a bbolt commit mostly does.
-func fdatasyncRate(t *testing.T, dir string, d time.Duration) float64 {
-	t.Helper()
-	f, err := os.Create(filepath.Join(dir, "fdatasync-peer"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer os.Remove(f.Name())
-	defer f.Close()
-	buf := make([]byte, 4096)
-	for i := range 16 {
-		if _, err := f.WriteAt(buf, int64(i)*4096); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := unix.Fdatasync(int(f.Fd())); err != nil {
-		t.Fatal(err)
-	}
-	n := 0
-	start := time.Now()
-	for time.Since(start) < d {
-		if _, err := f.WriteAt(buf, int64(n%16)*4096); err != nil {
-			t.Fatal(err)
-		}
-		if err := unix.Fdatasync(int(f.Fd())); err != nil {
-			t.Fatal(err)
-		}
-		n++
-	}
-	return float64(n) / time.Since(start).Seconds()
-}
 
 type appendRun struct {
 	perSec, commitsPerSec, perCommit float64
@@ -134,7 +100,7 @@ func TestOutboxAppendBench(t *testing.T) {
 	for round := range *obBenchRounds {
 		for _, writers := range []int{1, 64} {
 			dir := t.TempDir()
-			before := fdatasyncRate(t, dir, *obBenchSecs)
+			before := disktest.FdatasyncRate(t, dir, *obBenchSecs)
 			var runs [2]appendRun
 			for k := range modes {
 				m := (k + round) % len(modes) // alternate which goes first
@@ -150,7 +116,7 @@ func TestOutboxAppendBench(t *testing.T) {
 				_ = ob.Close()
 				_ = db.Close()
 			}
-			after := fdatasyncRate(t, dir, *obBenchSecs)
+			after := disktest.FdatasyncRate(t, dir, *obBenchSecs)
 			peer := (before + after) / 2
 			for m, r := range runs {
 				t.Logf("round %d, %2d writer(s), %-28s %7.0f records/s, %5.0f commits/s, %5.1f records/commit, append p50 %v p99 %v; peer %5.0f/s before, %5.0f/s after: records/s ÷ peer = %.2f",

@@ -5,15 +5,12 @@ import (
 	"flag"
 	"fmt"
 	"net/http"
-	"os"
-	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
+	"github.com/campusedge/campusedge/edge/disktest"
 	"github.com/campusedge/campusedge/sync/hub"
 	"github.com/campusedge/campusedge/sync/internal/faultproxy"
 	"github.com/campusedge/campusedge/sync/internal/pgtest"
@@ -39,35 +36,12 @@ func quiz(i int) []byte {
 	return fmt.Appendf(nil, `{"session":"sess-%03d","quiz":"q%02d","student":"s%04d","answer":"%c","ms":%d}`, i/1100%40, i%20, i%1100, 'A'+rune(i%4), 2000+i%9000)
 }
 
-// rawFsyncRate is the disk's own limit: small writes, each followed by
-// fdatasync, for d.
-func rawFsyncRate(t *testing.T, dir string, d time.Duration) float64 {
-	f, err := os.Create(filepath.Join(dir, "fsync-probe"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	n := 0
-	buf := make([]byte, 4096)
-	start := time.Now()
-	for time.Since(start) < d {
-		if _, err := f.WriteAt(buf, int64(n%16)*4096); err != nil {
-			t.Fatal(err)
-		}
-		if err := unix.Fdatasync(int(f.Fd())); err != nil {
-			t.Fatal(err)
-		}
-		n++
-	}
-	return float64(n) / time.Since(start).Seconds()
-}
-
 func TestSyncBench(t *testing.T) {
 	if !*benchOn {
 		t.Skip("opt-in: -sync-bench")
 	}
 	// 1. Durable append rate.
-	peer := rawFsyncRate(t, t.TempDir(), 2*time.Second)
+	peer := disktest.FdatasyncRate(t, t.TempDir(), 2*time.Second)
 	t.Logf("disk: %.0f fdatasync/s (4 KiB write + fdatasync, the physical peer)", peer)
 	for _, writers := range []int{1, 64} {
 		e := newEdge(t, nil)
