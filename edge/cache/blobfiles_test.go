@@ -100,6 +100,20 @@ func TestMediaEvictionClosesKeptHandles(t *testing.T) {
 	if n := openBlobFDs(t, path); n != 1 {
 		t.Fatalf("%d handles kept open on the served blob; want 1", n)
 	}
+	// The client has the whole body a moment before the handler stops
+	// counting itself a reader of the blob (a blob being read is never
+	// evicted): wait for that, bounded.
+	for end := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		c.space.mu.Lock()
+		n := c.space.readers[it.SHA256]
+		c.space.mu.Unlock()
+		if n == 0 {
+			break
+		}
+		if time.Now().After(end) {
+			t.Fatalf("%d readers of the blob 5 s after the last response", n)
+		}
+	}
 	next := media.Item{ID: "next", Size: 2500, SHA256: strings.Repeat("b", 64)}
 	if err := c.space.makeRoom(next, next.Size); err != nil {
 		t.Fatal(err)
