@@ -233,10 +233,17 @@ type Uplink struct {
 	// multiplexed: the hub's last answer came over HTTP/2, so batches
 	// share one connection (and its congestion window).
 	multiplexed atomic.Bool
-	certs       certState // used by the Run goroutine only
-	mu          sync.Mutex
-	st          Status
-	wake        chan struct{}
+	// headAlone: the last SendOnce failed, so the next starts with the
+	// backlog's first batch alone and opens the window only once it is
+	// answered. Like TCP after a loss: a failing link is not handed a
+	// window of batches that all fail again, and a fault that recurs with
+	// the window's shape (every connection carrying the first batch cut)
+	// cannot hold the backlog's head back for ever.
+	headAlone atomic.Bool
+	certs     certState // used by the Run goroutine only
+	mu        sync.Mutex
+	st        Status
+	wake      chan struct{}
 }
 
 // New makes an Uplink; Run starts it.
@@ -534,6 +541,9 @@ func (u *Uplink) SendOnce(ctx context.Context, enr Enrolment) (int, error) {
 			if inflight >= minBatchesOut && inBytes >= u.path.window() {
 				break
 			}
+			if inflight > 0 && u.headAlone.Load() {
+				break
+			}
 			recs, err := u.cfg.Outbox.Pending(next, u.cfg.MaxRecords, u.cfg.MaxBytes)
 			if err != nil {
 				errs = append(errs, err)
@@ -575,6 +585,7 @@ func (u *Uplink) SendOnce(ctx context.Context, enr Enrolment) (int, error) {
 			continue
 		}
 		u.path.answered(r.bytes, r.gate.written(), time.Now())
+		u.headAlone.Store(false)
 		sent += r.n
 		if time.Since(lastLog) >= 10*time.Second {
 			lastLog = time.Now()
@@ -590,9 +601,11 @@ func (u *Uplink) SendOnce(ctx context.Context, enr Enrolment) (int, error) {
 		}
 	}
 	if err := errors.Join(errs...); err != nil {
+		u.headAlone.Store(true)
 		return 0, err
 	}
 	if acked < next {
+		u.headAlone.Store(true)
 		return 0, fmt.Errorf("hub acknowledged only up to %d of batches ending at %d", acked, next)
 	}
 	return sent, nil
