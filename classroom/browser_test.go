@@ -3,7 +3,6 @@ package classroom_test
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -11,7 +10,6 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/campusedge/campusedge/edge/browsertest"
-	"github.com/campusedge/campusedge/edge/logtest"
 )
 
 // classClientJS is a minimal class client written against docs/LIVE.md, as
@@ -109,24 +107,9 @@ func TestClassInChromium(t *testing.T) {
 	s := e.createClass(t, ctx, "Biology 8 with Chromium", 1)
 	cid := s.Classrooms[0]
 
-	var browserLog logtest.Buffer
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("chromium output:\n%s", browserLog.String())
-		}
-	})
-	allocCtx := browsertest.Allocator(ctx, t, &browserLog, browsertest.TrustPin(e.tls.Pin))
-	blog := func(f string, a ...any) { fmt.Fprintf(&browserLog, f+"\n", a...) }
-	master, mcancel := chromedp.NewContext(allocCtx, chromedp.WithLogf(blog), chromedp.WithErrorf(blog))
-	defer mcancel()
-	if err := chromedp.Do(master); err != nil {
-		t.Fatalf("start chromium: %v", err)
-	}
-	room, rcancel := chromedp.NewContext(master) // a second tab
-	defer rcancel()
-	if err := chromedp.Do(room); err != nil { // opens it; no per-step timeout here
-		t.Fatalf("open a second tab: %v", err)
-	}
+	browser := browsertest.Start(ctx, t, browsertest.TrustPin(e.tls.Pin))
+	master := browser.Context()
+	room := browser.Tab(false)
 
 	// Pages on the edge's origin (the control channel accepts only its
 	// own origin); the console page is as good as any.

@@ -9,8 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/chromedp/chromedp"
-
 	"github.com/campusedge/campusedge/edge/browsertest"
 	"github.com/campusedge/campusedge/edge/certs"
 )
@@ -114,11 +112,7 @@ func TestCrossOriginWHIPWHEPInChromium(t *testing.T) {
 
 	b := browsertest.Start(ctx, t, browsertest.TrustPin(e.tls.Pin), browsertest.TrustPin(certs.SPKIPin(pages.Certificate())))
 	publisher := b.Context()
-	viewer, vcancel := chromedp.NewContext(publisher) // another tab
-	defer vcancel()
-	if err := chromedp.Do(viewer); err != nil {
-		t.Fatalf("open a second tab: %v", err)
-	}
+	viewer := b.Tab(false)
 	navigate(t, publisher, pageURL+"/publish.html")
 	navigate(t, viewer, pageURL+"/watch.html")
 	b.RequireSecureLAN()

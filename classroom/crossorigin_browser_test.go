@@ -15,7 +15,6 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/campusedge/campusedge/edge/browsertest"
-	"github.com/campusedge/campusedge/edge/logtest"
 )
 
 // TestCrossOriginRefusedInChromium: an admin signed in to the console in
@@ -32,12 +31,6 @@ func TestCrossOriginRefusedInChromium(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), 90*time.Second)
 	defer cancel()
-	var browserLog logtest.Buffer
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("chromium output:\n%s", browserLog.String())
-		}
-	})
 	e := startLANEdge(t, ctx)
 
 	// The other site: HTTPS on another port of the same LAN address.
@@ -55,7 +48,6 @@ func TestCrossOriginRefusedInChromium(t *testing.T) {
 	defer att.Close()
 	sum := sha256.Sum256(att.Certificate().RawSubjectPublicKeyInfo)
 	attPin := base64.StdEncoding.EncodeToString(sum[:])
-	allocCtx := browsertest.Allocator(ctx, t, &browserLog, browsertest.TrustPin(e.tls.Pin), browsertest.TrustPin(attPin))
 	// A form post (text/plain bodies make JSON) and a no-cors fetch with the cookie.
 	attackPage = `<!doctype html><html><body>
 <form id="f" method="POST" action="` + e.url + `/api/v1/staff" enctype="text/plain">
@@ -66,12 +58,8 @@ fetch("` + e.url + `/api/v1/classrooms", {method: "POST", mode: "no-cors", crede
   .finally(() => document.getElementById("f").submit());
 </script></body></html>`
 
-	blog := func(f string, a ...any) { fmt.Fprintf(&browserLog, f+"\n", a...) }
-	admin, acancel := chromedp.NewContext(allocCtx, chromedp.WithLogf(blog), chromedp.WithErrorf(blog))
-	defer acancel()
-	if err := chromedp.Do(admin); err != nil {
-		t.Fatalf("start chromium: %v", err)
-	}
+	browser := browsertest.Start(ctx, t, browsertest.TrustPin(e.tls.Pin), browsertest.TrustPin(attPin))
+	admin := browser.Context()
 	// The admin signs in to the console with the admin token (first sign-in).
 	navigate(t, admin, e.url+"/")
 	browsertest.RequireSecureLAN(admin, t)

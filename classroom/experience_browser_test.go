@@ -13,19 +13,12 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/campusedge/campusedge/edge/browsertest"
-	"github.com/campusedge/campusedge/edge/logtest"
 )
 
 // screenshotsEnv, when set to 1, makes TestClassroomExperienceInChromium
 // write its screenshots to docs/screenshots (committed, linked from the
 // README) instead of the test's temp dir.
 const screenshotsEnv = "CAMPUSEDGE_SCREENSHOTS"
-
-// chromiumAllocator starts Chromium trusting e's HTTPS key (its pin).
-func chromiumAllocator(t *testing.T, ctx context.Context, out *logtest.Buffer, e *edge) context.Context {
-	t.Helper()
-	return browsertest.Allocator(ctx, t, out, browsertest.TrustPin(e.tls.Pin))
-}
 
 func navigate(t *testing.T, tab context.Context, url string) {
 	t.Helper()
@@ -114,14 +107,7 @@ func TestClassroomExperienceInChromium(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), 150*time.Second)
 	defer cancel()
-	var browserLog logtest.Buffer
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("chromium output:\n%s", browserLog.String())
-		}
-	})
 	e := startLANEdge(t, ctx)
-	allocCtx := chromiumAllocator(t, ctx, &browserLog, e)
 
 	// Two classrooms whose room codes are homerooms of the roster.
 	rooms := map[string]string{}
@@ -151,25 +137,11 @@ func TestClassroomExperienceInChromium(t *testing.T) {
 		}
 	}
 
-	blog := func(f string, a ...any) { fmt.Fprintf(&browserLog, f+"\n", a...) }
-	teacher, tcancel := chromedp.NewContext(allocCtx, chromedp.WithLogf(blog), chromedp.WithErrorf(blog))
-	defer tcancel()
-	if err := chromedp.Do(teacher); err != nil {
-		t.Fatalf("start chromium: %v", err)
-	}
+	browser := browsertest.Start(ctx, t, browsertest.TrustPin(e.tls.Pin))
+	teacher := browser.Context()
 	// Each page in its own browser context: two screens and the
 	// assistant's phone, each with its own cookies.
-	tabA, acancel := chromedp.NewContext(teacher, chromedp.WithNewBrowserContext())
-	defer acancel()
-	tabB, bcancel := chromedp.NewContext(teacher, chromedp.WithNewBrowserContext())
-	defer bcancel()
-	phone, pcancel := chromedp.NewContext(teacher, chromedp.WithNewBrowserContext())
-	defer pcancel()
-	for _, tab := range []context.Context{tabA, tabB, phone} {
-		if err := chromedp.Do(tab); err != nil {
-			t.Fatalf("open a tab: %v", err)
-		}
-	}
+	tabA, tabB, phone := browser.Tab(true), browser.Tab(true), browser.Tab(true)
 	noStorage := `localStorage.length === 0 && sessionStorage.length === 0 && !document.cookie.includes("campusedge")`
 
 	// Pair each classroom page once with a code, as a school would.

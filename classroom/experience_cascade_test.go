@@ -3,16 +3,12 @@ package classroom_test
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"net/http"
 	"net/url"
 	"testing"
 	"time"
 
-	"github.com/chromedp/chromedp"
-
 	"github.com/campusedge/campusedge/edge/browsertest"
-	"github.com/campusedge/campusedge/edge/logtest"
 )
 
 // TestClassroomPageSurvivesCascadeCut: a master teacher's page at school A
@@ -27,35 +23,20 @@ func TestClassroomPageSurvivesCascadeCut(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), 150*time.Second)
 	defer cancel()
-	var browserLog logtest.Buffer
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("chromium output:\n%s", browserLog.String())
-		}
-	})
 	// Both schools' pages are at LAN addresses over HTTPS; the browser
 	// trusts each edge's key. The WAN between the edges is the relay below,
 	// reaching A's plain HTTP side from loopback, as before (cascade over
 	// TLS is not part of this test).
 	a := startLANEdge(t, ctx)
 	b := startLANEdge(t, ctx)
-	allocCtx := browsertest.Allocator(ctx, t, &browserLog, browsertest.TrustPin(a.tls.Pin), browsertest.TrustPin(b.tls.Pin))
 	sa := a.createSession(t, ctx, "City lesson")
 	sb := b.createClass(t, ctx, "City lesson at B", 1)
 	cid := sb.Classrooms[0]
 	wan := startWAN(t, a.tls.URL[len("https://"):])
 
-	blog := func(f string, args ...any) { fmt.Fprintf(&browserLog, f+"\n", args...) }
-	teacher, tcancel := chromedp.NewContext(allocCtx, chromedp.WithLogf(blog), chromedp.WithErrorf(blog))
-	defer tcancel()
-	if err := chromedp.Do(teacher); err != nil {
-		t.Fatalf("start chromium: %v", err)
-	}
-	room, rcancel := chromedp.NewContext(teacher, chromedp.WithNewBrowserContext())
-	defer rcancel()
-	if err := chromedp.Do(room); err != nil {
-		t.Fatalf("open a tab: %v", err)
-	}
+	browser := browsertest.Start(ctx, t, browsertest.TrustPin(a.tls.Pin), browsertest.TrustPin(b.tls.Pin))
+	teacher := browser.Context()
+	room := browser.Tab(true)
 
 	// The master teaches at A from a link with the session's master token.
 	navigate(t, teacher, a.url+"/teacher.html#session="+sa.ID+"&master="+url.QueryEscape(sa.Tokens.Master))
@@ -93,11 +74,7 @@ func TestClassroomPageSurvivesCascadeCut(t *testing.T) {
 	if resp, body := b.Do(t, ctx, "POST", "/api/v1/staff", b.admin, "application/json", []byte(`{"id":"b.assist","name":"Assistant at B","roles":["assistant"],"password":"assist-pass-b"}`)); resp.StatusCode != http.StatusCreated {
 		t.Fatalf("staff: %d %s", resp.StatusCode, body)
 	}
-	phone, pcancel := chromedp.NewContext(teacher, chromedp.WithNewBrowserContext())
-	defer pcancel()
-	if err := chromedp.Do(phone); err != nil {
-		t.Fatalf("open a tab: %v", err)
-	}
+	phone := browser.Tab(true)
 	code := browserEval[string](room, t, `document.getElementById("assistant-code").textContent`)
 	navigate(t, phone, b.url+"/assistant.html#code="+code)
 	browserEval[bool](phone, t, `document.getElementById("a-id").value = "b.assist"; document.getElementById("a-password").value = "assist-pass-b"; document.getElementById("a-signin").click(); true`)

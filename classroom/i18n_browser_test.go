@@ -3,7 +3,6 @@ package classroom_test
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -14,7 +13,6 @@ import (
 
 	"github.com/campusedge/campusedge/edge/browsertest"
 	"github.com/campusedge/campusedge/edge/console"
-	"github.com/campusedge/campusedge/edge/logtest"
 )
 
 // noEmoji is true when no visible text of the page is an emoji: icons are
@@ -36,12 +34,6 @@ func TestLivePagesSpeakChinese(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), 120*time.Second)
 	defer cancel()
-	var browserLog logtest.Buffer
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("chromium output:\n%s", browserLog.String())
-		}
-	})
 	en, err := console.Catalogue("en")
 	if err != nil {
 		t.Fatal(err)
@@ -52,7 +44,6 @@ func TestLivePagesSpeakChinese(t *testing.T) {
 	}
 	untranslated := browsertest.Untranslated(en, zh, []string{"English"})
 	e := startLANEdge(t, ctx)
-	allocCtx := browsertest.Allocator(ctx, t, &browserLog, browsertest.TrustPin(e.tls.Pin), browsertest.Flag("lang", "zh-CN"), browsertest.Flag("accept-lang", "zh-CN,zh"))
 
 	resp, body := e.Do(t, ctx, "POST", "/api/v1/classrooms", e.admin, "application/json", []byte(`{"name":"初一(3)班教室","room_code":"301","homeroom":"初一(3)班"}`))
 	if resp.StatusCode != http.StatusCreated {
@@ -73,21 +64,9 @@ func TestLivePagesSpeakChinese(t *testing.T) {
 		}
 	}
 
-	blog := func(f string, a ...any) { fmt.Fprintf(&browserLog, f+"\n", a...) }
-	teacher, tcancel := chromedp.NewContext(allocCtx, chromedp.WithLogf(blog), chromedp.WithErrorf(blog))
-	defer tcancel()
-	if err := chromedp.Do(teacher); err != nil {
-		t.Fatalf("start chromium: %v", err)
-	}
-	screen, scancel := chromedp.NewContext(teacher, chromedp.WithNewBrowserContext())
-	defer scancel()
-	phone, pcancel := chromedp.NewContext(teacher, chromedp.WithNewBrowserContext())
-	defer pcancel()
-	for _, tab := range []context.Context{screen, phone} {
-		if err := chromedp.Do(tab); err != nil {
-			t.Fatalf("open a tab: %v", err)
-		}
-	}
+	browser := browsertest.Start(ctx, t, browsertest.TrustPin(e.tls.Pin), browsertest.Flag("lang", "zh-CN"), browsertest.Flag("accept-lang", "zh-CN,zh"))
+	teacher := browser.Context()
+	screen, phone := browser.Tab(true), browser.Tab(true)
 	walk := func(tab context.Context, page string) {
 		t.Helper()
 		if bad := browserEval[[]string](tab, t, untranslated); len(bad) > 0 {

@@ -14,7 +14,6 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/campusedge/campusedge/edge/browsertest"
-	"github.com/campusedge/campusedge/edge/logtest"
 )
 
 // cutLAN drops every packet to or from the edge's LAN address (control
@@ -80,24 +79,9 @@ func TestICERestartAfterBlipInChromium(t *testing.T) {
 	}
 	s := e.createClassIn(t, ctx, "物理：光的折射", []string{room.ID})
 
-	var browserLog logtest.Buffer
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("chromium output:\n%s", browserLog.String())
-		}
-	})
-	allocCtx := browsertest.Allocator(ctx, t, &browserLog, browsertest.TrustPin(e.tls.Pin))
-	blog := func(f string, a ...any) { fmt.Fprintf(&browserLog, f+"\n", a...) }
-	teacher, tcancel := chromedp.NewContext(allocCtx, chromedp.WithLogf(blog), chromedp.WithErrorf(blog))
-	defer tcancel()
-	if err := chromedp.Do(teacher); err != nil {
-		t.Fatalf("start chromium: %v", err)
-	}
-	screen, scancel := chromedp.NewContext(teacher, chromedp.WithNewBrowserContext())
-	defer scancel()
-	if err := chromedp.Do(screen); err != nil {
-		t.Fatalf("open a tab: %v", err)
-	}
+	browser := browsertest.Start(ctx, t, browsertest.TrustPin(e.tls.Pin))
+	teacher := browser.Context()
+	screen := browser.Tab(true)
 	pairPage(t, ctx, e, screen, room.ID)
 	browserPoll(screen, t, "paired", `window.room.paired === true`)
 	navigate(t, teacher, e.url+"/teacher.html#session="+s.ID+"&master="+s.Tokens.Master)

@@ -3,7 +3,6 @@ package classroom_test
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -11,12 +10,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/chromedp/chromedp"
-
 	"github.com/campusedge/campusedge/edge/browsertest"
 	"github.com/campusedge/campusedge/edge/config"
 	"github.com/campusedge/campusedge/edge/disktest"
-	"github.com/campusedge/campusedge/edge/logtest"
 )
 
 // TestTeacherPageRetriesNotSaved: in real headless Chromium, the teacher
@@ -43,23 +39,11 @@ func TestTeacherPageRetriesNotSaved(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), 120*time.Second)
 	defer cancel()
-	var browserLog logtest.Buffer
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("chromium output:\n%s", browserLog.String())
-		}
-	})
 	e := startLANEdge(t, ctx, func(c *config.Config) { c.DataDir = filepath.Join(mnt, "edge") })
-	allocCtx := chromiumAllocator(t, ctx, &browserLog, e)
 	if resp, b := e.Do(t, ctx, "POST", "/api/v1/classrooms", e.admin, "application/json", []byte(`{"name":"Room 9C","room_code":"9C"}`)); resp.StatusCode != http.StatusCreated {
 		t.Fatalf("classroom: %d %s", resp.StatusCode, b)
 	}
-	blog := func(f string, a ...any) { fmt.Fprintf(&browserLog, f+"\n", a...) }
-	teacher, tcancel := chromedp.NewContext(allocCtx, chromedp.WithLogf(blog), chromedp.WithErrorf(blog))
-	defer tcancel()
-	if err := chromedp.Do(teacher); err != nil { // the browser lives as long as teacher
-		t.Fatalf("start chromium: %v", err)
-	}
+	teacher := browsertest.Start(ctx, t, browsertest.TrustPin(e.tls.Pin)).Context()
 	navigate(t, teacher, e.url+"/teacher.html")
 	browsertest.RequireSecureLAN(teacher, t)
 	browserEval[bool](teacher, t, `document.getElementById("admin").value = `+jsString(e.admin)+`; document.getElementById("load").click(); true`)

@@ -49,14 +49,10 @@ func TestKill9RecordingReplaysInChromium(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), 150*time.Second)
 	defer cancel()
-	e, p, start, allocCtx, blog := killableLANEdge(t, ctx)
+	e, p, start, browser := killableLANEdge(t, ctx)
 	s := e.createSession(t, ctx, "化学 7 重启")
 
-	tab, tcancel := chromedp.NewContext(allocCtx, chromedp.WithLogf(blog), chromedp.WithErrorf(blog))
-	defer tcancel()
-	if err := chromedp.Do(tab); err != nil {
-		t.Fatalf("start chromium: %v", err)
-	}
+	tab := browser.Context()
 	page := func() {
 		navigate(t, tab, e.url+"/")
 		browsertest.RequireSecureLAN(tab, t)

@@ -3,7 +3,6 @@ package classroom_test
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"net/http"
 	"testing"
 	"time"
@@ -11,7 +10,6 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/campusedge/campusedge/edge/browsertest"
-	"github.com/campusedge/campusedge/edge/logtest"
 )
 
 // whipPublishJS publishes the fake camera and mic with WHIP (RFC 9725) from
@@ -63,19 +61,8 @@ func TestReplayInChromium(t *testing.T) {
 	e := startLANEdge(t, ctx)
 	s := e.createSession(t, ctx, "Chemistry 7 replay")
 
-	var browserLog logtest.Buffer
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("chromium output:\n%s", browserLog.String())
-		}
-	})
-	allocCtx := browsertest.Allocator(ctx, t, &browserLog, browsertest.TrustPin(e.tls.Pin))
-	blog := func(f string, a ...any) { fmt.Fprintf(&browserLog, f+"\n", a...) }
-	tab, tcancel := chromedp.NewContext(allocCtx, chromedp.WithLogf(blog), chromedp.WithErrorf(blog))
-	defer tcancel()
-	if err := chromedp.Do(tab); err != nil {
-		t.Fatalf("start chromium: %v", err)
-	}
+	browser := browsertest.Start(ctx, t, browsertest.TrustPin(e.tls.Pin))
+	tab := browser.Context()
 	nav := func() {
 		nctx, c := context.WithTimeout(tab, 15*time.Second)
 		defer c()

@@ -8,8 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/chromedp/chromedp"
-
 	"github.com/campusedge/campusedge/edge/browsertest"
 )
 
@@ -27,7 +25,7 @@ func TestAssistantPageResumesAfterKillInChromium(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), 120*time.Second)
 	defer cancel()
-	e, p, start, allocCtx, blog := killableLANEdge(t, ctx, "-reconnect-grace", "15s")
+	e, p, start, browser := killableLANEdge(t, ctx, "-reconnect-grace", "15s")
 
 	resp, b := e.Do(t, ctx, "POST", "/api/v1/classrooms", e.admin, "application/json", []byte(`{"name":"七年级（1）班","room_code":"7A"}`))
 	var room struct{ ID string }
@@ -44,16 +42,7 @@ func TestAssistantPageResumesAfterKillInChromium(t *testing.T) {
 	}
 	e.createClassIn(t, ctx, "语文：静夜思", []string{room.ID})
 
-	screen, scancel := chromedp.NewContext(allocCtx, chromedp.WithLogf(blog), chromedp.WithErrorf(blog))
-	defer scancel()
-	if err := chromedp.Do(screen); err != nil {
-		t.Fatalf("start chromium: %v", err)
-	}
-	phone, pcancel := chromedp.NewContext(screen, chromedp.WithNewBrowserContext())
-	defer pcancel()
-	if err := chromedp.Do(phone); err != nil {
-		t.Fatalf("open a tab: %v", err)
-	}
+	screen, phone := browser.Context(), browser.Tab(true)
 	pairPage(t, ctx, e, screen, room.ID)
 	browserPoll(screen, t, "the big screen in class with its assistant code", `window.room.joins >= 1 && /^[0-9]{6}$/.test(document.getElementById("assistant-code").textContent)`)
 	code := browserEval[string](screen, t, `document.getElementById("assistant-code").textContent`)

@@ -47,16 +47,15 @@ func servedPin(t *testing.T, addr string) string {
 // killableLANEdge builds edged and runs it at the test namespace's LAN
 // address (plain HTTP and HTTPS on free ports) with args after the data
 // dir, ports and -mdns=false. start runs it again on the same data dir and
-// ports after a kill, as systemd would. allocCtx is a Chromium allocator
-// trusting the edge's key (which lives in the data dir, so it survives
-// restarts); blog writes to the browser's log. Both logs are shown when
-// the test fails.
-func killableLANEdge(t *testing.T, ctx context.Context, args ...string) (e *edge, p *bintest.Process, start func() *bintest.Process, allocCtx context.Context, blog func(string, ...any)) {
+// ports after a kill, as systemd would. browser is Chromium trusting the
+// edge's key (which lives in the data dir, so it survives restarts). Both
+// logs are shown when the test fails.
+func killableLANEdge(t *testing.T, ctx context.Context, args ...string) (e *edge, p *bintest.Process, start func() *bintest.Process, browser *browsertest.Browser) {
 	t.Helper()
-	browserLog, logBuf := &logtest.Buffer{}, &logtest.Buffer{}
+	logBuf := &logtest.Buffer{}
 	t.Cleanup(func() {
 		if t.Failed() {
-			t.Logf("chromium output:\n%s\nedged log:\n%s", browserLog.String(), logBuf.String())
+			t.Logf("edged log:\n%s", logBuf.String())
 		}
 	})
 	dir := t.TempDir()
@@ -79,9 +78,7 @@ func killableLANEdge(t *testing.T, ctx context.Context, args ...string) (e *edge
 	pin := servedPin(t, secure)
 	e = &edge{url: "https://" + secure, plain: "http://" + plain, admin: strings.TrimSpace(string(tok)), log: logBuf,
 		client: &http.Client{Transport: &http.Transport{TLSClientConfig: certs.PinnedTLS(pin)}, Timeout: 10 * time.Second}}
-	allocCtx = browsertest.Allocator(ctx, t, browserLog, browsertest.TrustPin(pin))
-	blog = func(f string, a ...any) { fmt.Fprintf(browserLog, f+"\n", a...) }
-	return e, p, start, allocCtx, blog
+	return e, p, start, browsertest.Start(ctx, t, browsertest.TrustPin(pin))
 }
 
 // TestKill9ResumesClassInChromium: a Chromium teacher page and three
@@ -99,7 +96,7 @@ func TestKill9ResumesClassInChromium(t *testing.T) {
 	kills := killCount()
 	ctx, cancel := context.WithTimeout(t.Context(), time.Duration(150+30*kills)*time.Second)
 	defer cancel()
-	e, p, start, allocCtx, blog := killableLANEdge(t, ctx, "-reconnect-grace", "15s")
+	e, p, start, browser := killableLANEdge(t, ctx, "-reconnect-grace", "15s")
 
 	var rooms []string
 	for i := range 3 {
@@ -111,18 +108,10 @@ func TestKill9ResumesClassInChromium(t *testing.T) {
 		rooms = append(rooms, c.ID)
 	}
 	a, b, c := rooms[0], rooms[1], rooms[2]
-	teacher, tcancel := chromedp.NewContext(allocCtx, chromedp.WithLogf(blog), chromedp.WithErrorf(blog))
-	defer tcancel()
-	if err := chromedp.Do(teacher); err != nil {
-		t.Fatalf("start chromium: %v", err)
-	}
+	teacher := browser.Context()
 	tabs := make([]context.Context, 3)
 	for i, cid := range rooms {
-		tab, tc := chromedp.NewContext(teacher, chromedp.WithNewBrowserContext())
-		defer tc()
-		if err := chromedp.Do(tab); err != nil {
-			t.Fatalf("open a tab: %v", err)
-		}
+		tab := browser.Tab(true)
 		tabs[i] = tab
 		pairPage(t, ctx, e, tab, cid)
 		browserPoll(tab, t, "paired", `window.room.paired === true`)

@@ -16,7 +16,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/chromedp/chromedp"
 	"github.com/gorilla/websocket"
 
 	"github.com/campusedge/campusedge/edge/bintest"
@@ -43,11 +42,10 @@ func TestKill9ResumesKioskScreen(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), 150*time.Second)
 	defer cancel()
-	var browserLog logtest.Buffer
 	logBuf, termLog := &logtest.Buffer{}, &logtest.Buffer{}
 	t.Cleanup(func() {
 		if t.Failed() {
-			t.Logf("chromium output:\n%s\nclassterm log:\n%s\nedged log:\n%s", browserLog.String(), termLog.String(), logBuf.String())
+			t.Logf("classterm log:\n%s\nedged log:\n%s", termLog.String(), logBuf.String())
 		}
 	})
 	dir := t.TempDir()
@@ -206,13 +204,7 @@ func TestKill9ResumesKioskScreen(t *testing.T) {
 
 	// The lesson: the master teacher's page, started from its link.
 	s := e.createClassIn(t, ctx, "数学：勾股定理", []string{room.ID})
-	allocCtx := browsertest.Allocator(ctx, t, &browserLog, browsertest.TrustPin(pin))
-	blog := func(f string, a ...any) { fmt.Fprintf(&browserLog, f+"\n", a...) }
-	teacher, tcancel := chromedp.NewContext(allocCtx, chromedp.WithLogf(blog), chromedp.WithErrorf(blog))
-	defer tcancel()
-	if err := chromedp.Do(teacher); err != nil {
-		t.Fatalf("start chromium: %v", err)
-	}
+	teacher := browsertest.Start(ctx, t, browsertest.TrustPin(pin)).Context()
 	navigate(t, teacher, e.url+"/teacher.html#session="+s.ID+"&master="+s.Tokens.Master)
 	browserPoll(teacher, t, "teacher publishing", `window.teacher.published === true`)
 

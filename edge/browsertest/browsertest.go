@@ -199,6 +199,25 @@ func Start(ctx context.Context, t testing.TB, opts ...Option) *Browser {
 // Context is the browser's context, for chromedp calls of the test's own.
 func (b *Browser) Context() context.Context { return b.ctx }
 
+// Tab opens another tab in the same Chromium, closed in t.Cleanup. An
+// isolated tab has a browser context of its own (no shared cookies or
+// storage): another device in the school — a classroom's big screen, an
+// assistant's phone — rather than another tab of the teacher's browser.
+func (b *Browser) Tab(isolated bool) context.Context {
+	b.t.Helper()
+	var opts []chromedp.ContextOption
+	if isolated {
+		opts = append(opts, chromedp.WithNewBrowserContext())
+	}
+	tab, cancel := chromedp.NewContext(b.ctx, opts...)
+	b.t.Cleanup(cancel)
+	// Opens it; no per-step timeout (the browser's context bounds it).
+	if err := chromedp.Do(tab); err != nil {
+		b.t.Fatalf("open a tab: %v\n%s", err, b.Log())
+	}
+	return tab
+}
+
 // Log is what Chromium and chromedp wrote so far.
 func (b *Browser) Log() string {
 	b.mu.Lock()
