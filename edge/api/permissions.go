@@ -89,6 +89,7 @@ func Permissions() map[string]Rule {
 		"PUT /api/v1/sessions/{id}/upstream":        admin, // the cascade: the school's admin points a session at another edge
 		"GET /api/v1/sessions/{id}/upstream":        admin,
 		"DELETE /api/v1/sessions/{id}/upstream":     admin,
+		"GET /api/v1/cascade/links":                 teacher, // every cascade link's state, estimate, layer and loss (the console's panel)
 		"GET /api/v1/classroom/current":             screen,
 		"POST /api/v1/assistant/join":               assistant,
 
@@ -104,6 +105,7 @@ func Permissions() map[string]Rule {
 		"OPTIONS /whep/{session}":            public,
 		"/whep/{session}":                    public,
 		"DELETE /whep/{session}/{resource}":  endResource,
+		"GET /whep/{session}/{resource}":     tokenOnly, // a downstream edge asks how this edge sees its pull's link
 		"PATCH /whep/{session}/{resource}":   public,
 		"OPTIONS /whep/{session}/{resource}": public,
 		"/whep/{session}/{resource}":         public,
