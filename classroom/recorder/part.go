@@ -138,8 +138,14 @@ type partSink struct {
 }
 
 func (s *partSink) Packet(pkt *rtp.Packet) {
-	if s.p.dead.Load() || (s.video && s.p.chosen.Load() != s.vid) {
-		return // the recording is over, or this is not the layer recorded
+	if c := s.p.chosen.Load(); s.p.dead.Load() || c == 0 || (s.video && c != s.vid) {
+		// The recording is over, or this is not the layer recorded, or no
+		// video layer is chosen yet: audio queued while the recorder
+		// waits for the camera's layers would be seconds old when
+		// written, and the recorder places each track by when its first
+		// packet is written (record.Recorder), so it would run ahead of
+		// the video.
+		return
 	}
 	select {
 	case s.q <- item{video: s.video, pkt: pkt}:
