@@ -10,7 +10,7 @@ package classroom
 // The upstream edge is the one that knows the link: it sends, so its TWCC
 // feedback gives the estimate and the loss, and its layer chooser picks
 // what the link carries. The downstream edge asks it, with the pull's own
-// token, at its WHEP resource (GET /whep/{session}/{resource}), and adds
+// token, at its WHEP resource (GET /whep/{session}/{resource}/link), and adds
 // what it measures itself (the rate that arrives).
 
 import (
@@ -265,7 +265,7 @@ func (u *upstream) askLink(ctx context.Context, location string) (CascadeLink, e
 	var v CascadeLink
 	ctx, cancel := context.WithTimeout(ctx, cascadeProbeTimeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, location, nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(location, "/")+"/link", nil)
 	if err != nil {
 		return v, err
 	}
@@ -355,11 +355,11 @@ func (l *Live) registerCascadeLinks(srv *api.Server, reg *prometheus.Registry) {
 	srv.HandleFunc("GET /api/v1/cascade/links", func(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteJSON(w, http.StatusOK, map[string]any{"links": l.cascadeLinks()})
 	})
-	srv.HandleFunc("GET /whep/{session}/{resource}", withCORS(l.whepLink))
+	srv.HandleFunc("GET /whep/{session}/{resource}/link", withCORS(l.whepLink))
 	reg.MustRegister(newCascadeCollector(l))
 }
 
-// whepLink: GET /whep/{session}/{resource} with the token that made the
+// whepLink: GET /whep/{session}/{resource}/link with the token that made the
 // WHEP resource answers how this edge sees that pull's link. Only a pull
 // that named its school (a downstream edge) has one.
 func (l *Live) whepLink(w http.ResponseWriter, r *http.Request) {

@@ -94,21 +94,21 @@ func Permissions() map[string]Rule {
 		"POST /api/v1/assistant/join":               assistant,
 
 		// WHIP and WHEP: machine clients (OBS, another edge) with session tokens.
-		"POST /whip/{session}":               tokenOnly,
-		"OPTIONS /whip/{session}":            public,
-		"/whip/{session}":                    public, // 405 with Allow
-		"DELETE /whip/{session}/{resource}":  endResource,
-		"PATCH /whip/{session}/{resource}":   public, // 405: no trickle
-		"OPTIONS /whip/{session}/{resource}": public,
-		"/whip/{session}/{resource}":         public,
-		"POST /whep/{session}":               tokenOnly,
-		"OPTIONS /whep/{session}":            public,
-		"/whep/{session}":                    public,
-		"DELETE /whep/{session}/{resource}":  endResource,
-		"GET /whep/{session}/{resource}":     tokenOnly, // a downstream edge asks how this edge sees its pull's link
-		"PATCH /whep/{session}/{resource}":   public,
-		"OPTIONS /whep/{session}/{resource}": public,
-		"/whep/{session}/{resource}":         public,
+		"POST /whip/{session}":                tokenOnly,
+		"OPTIONS /whip/{session}":             public,
+		"/whip/{session}":                     public, // 405 with Allow
+		"DELETE /whip/{session}/{resource}":   endResource,
+		"PATCH /whip/{session}/{resource}":    public, // 405: no trickle
+		"OPTIONS /whip/{session}/{resource}":  public,
+		"/whip/{session}/{resource}":          public,
+		"POST /whep/{session}":                tokenOnly,
+		"OPTIONS /whep/{session}":             public,
+		"/whep/{session}":                     public,
+		"DELETE /whep/{session}/{resource}":   endResource,
+		"GET /whep/{session}/{resource}/link": tokenOnly, // a downstream edge asks how this edge sees its pull's link
+		"PATCH /whep/{session}/{resource}":    public,
+		"OPTIONS /whep/{session}/{resource}":  public,
+		"/whep/{session}/{resource}":          public,
 
 		// People (edge/staff) and the audit log
 		"POST /api/v1/auth/signin":         public, // the password is the credential; slowed per account and address
