@@ -61,9 +61,14 @@ type CascadeLink struct {
 	// edge that does not answer about its side leaves them out).
 	Measured bool `json:"measured"`
 	// EstimateKbps is the upstream edge's send-side bandwidth estimate
-	// (gcc, from TWCC feedback) of the link; 0 until it estimates (it
-	// starts once the lesson's video arrives as simulcast layers).
+	// of the link: gcc's (GCCKbps, from TWCC feedback), but no more than
+	// 1.5× what the link delivered over the last seconds plus 10 kbit/s,
+	// as libwebrtc bounds its own: on a link not filled (a lesson of
+	// 600 kbit/s on a 1 Mbit/s link) gcc's figure keeps growing with
+	// nothing to show the link carries it. 0 until gcc runs (once the
+	// lesson's video arrives as simulcast layers).
 	EstimateKbps int64 `json:"estimate_kbps"`
+	GCCKbps      int64 `json:"gcc_kbps"`
 	// BudgetKbps is what the layer chooser has seen the link carry.
 	BudgetKbps int64 `json:"budget_kbps"`
 	// ReceiveKbps (upstream links only) is what arrives here over the
@@ -143,13 +148,30 @@ type servedLink struct {
 	state   string
 	stateAt time.Time
 	times   linkTimes
+	// What the link delivered (sent less the TWCC loss) over the last
+	// window, kbit/s; -1 before the first window.
+	lastTx        uint64
+	lastAt        time.Time
+	deliveredKbps int64
+}
+
+// sample measures what the link delivered since the last sample.
+func (l *servedLink) sample(now time.Time) {
+	tx, loss := l.sub.SentBytes(), l.sub.Link().Loss
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if d := now.Sub(l.lastAt).Seconds(); !l.lastAt.IsZero() && d > 0 {
+		l.deliveredKbps = int64(float64(tx-l.lastTx) * 8 / 1000 / d * (1 - min(max(loss, 0), 1)))
+	}
+	l.lastTx, l.lastAt = tx, now
 }
 
 func newServedLinks() *servedLinks { return &servedLinks{byID: map[string]*servedLink{}} }
 
 // add tracks sub, a pull by school, until it closes.
 func (s *servedLinks) add(sess, school, owner string, sub *sfu.Subscriber) {
-	l := &servedLink{sess: sess, school: school, owner: owner, sub: sub, stateAt: time.Now().UTC()}
+	l := &servedLink{sess: sess, school: school, owner: owner, sub: sub, stateAt: time.Now().UTC(), deliveredKbps: -1}
+	l.sample(time.Now())
 	s.mu.Lock()
 	s.byID[sub.ID()] = l
 	s.mu.Unlock()
@@ -163,7 +185,8 @@ func (s *servedLinks) add(sess, school, owner string, sub *sfu.Subscriber) {
 				delete(s.byID, sub.ID())
 				s.mu.Unlock()
 				return
-			case <-tick.C:
+			case now := <-tick.C:
+				l.sample(now)
 				l.view() // keeps the state, layer and pause times current
 			}
 		}
@@ -195,7 +218,7 @@ func (l *servedLink) view() CascadeLink {
 	now := time.Now().UTC()
 	k := l.sub.Link()
 	v := CascadeLink{Direction: LinkDownstream, Session: l.sess, Peer: l.school, Measured: true,
-		EstimateKbps: k.Target / 1000, BudgetKbps: k.Budget / 1000, LossPct: k.Loss * 100, Paused: k.VideoPaused}
+		GCCKbps: k.Target / 1000, BudgetKbps: k.Budget / 1000, LossPct: k.Loss * 100, Paused: k.VideoPaused}
 	if vl, ok := l.sub.VideoLayer(); ok {
 		v.Layer, v.Layers, v.RID, v.Width, v.Height = vl.Layer, vl.Layers, vl.RID, vl.Width, vl.Height
 		v.Quality = qualityOf(vl.Layer, vl.Layers)
@@ -209,6 +232,10 @@ func (l *servedLink) view() CascadeLink {
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	v.EstimateKbps = v.GCCKbps
+	if l.deliveredKbps >= 0 {
+		v.EstimateKbps = min(v.GCCKbps, l.deliveredKbps*3/2+10)
+	}
 	if st == "connecting" && l.state != "" && l.state != "connecting" {
 		st = "reconnecting"
 	}
@@ -303,7 +330,7 @@ func (u *upstream) cascadeView(now time.Time) CascadeLink {
 	}
 	if u.link.measured {
 		w := u.link.view
-		v.Measured, v.EstimateKbps, v.BudgetKbps = true, w.EstimateKbps, w.BudgetKbps
+		v.Measured, v.EstimateKbps, v.GCCKbps, v.BudgetKbps = true, w.EstimateKbps, w.GCCKbps, w.BudgetKbps
 		v.Layer, v.Layers, v.RID, v.Width, v.Height = w.Layer, w.Layers, w.RID, w.Width, w.Height
 		v.Quality = qualityOf(w.Layer, w.Layers)
 		v.LossPct, v.Paused = w.LossPct, w.Paused

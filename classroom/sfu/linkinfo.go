@@ -74,3 +74,7 @@ func (s *Subscriber) ConnState() string {
 	}
 	return pc.ConnectionState().String()
 }
+
+// SentBytes is what the edge has sent the subscriber so far, probe
+// padding included.
+func (s *Subscriber) SentBytes() uint64 { return s.tx.Load() }
