@@ -178,7 +178,9 @@ type upstream struct {
 
 	mu         sync.Mutex
 	st         UpstreamStatus
-	stage      string // local classroom on stage, sent up by WHIP
+	stage      string    // local classroom on stage, sent up by WHIP
+	stateAt    time.Time // since when st.State (cascadelinks.go)
+	link       upLink    // what the pull knows of its link (cascadelinks.go)
 	stopUplink context.CancelFunc
 	uplinkDone chan struct{}
 }
@@ -192,7 +194,11 @@ func (u *upstream) status() UpstreamStatus {
 func (u *upstream) set(f func(*UpstreamStatus)) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
+	prev := u.st.State
 	f(&u.st)
+	if u.st.State != prev || u.stateAt.IsZero() {
+		u.stateAt = time.Now().UTC()
+	}
 }
 
 // run pulls until ctx ends, retrying with backoff.
@@ -412,6 +418,7 @@ func (u *upstream) once(ctx context.Context) (connected bool, err error) {
 						st.Connects++
 					})
 					u.log.Info("cascade: receiving the lesson from the upstream edge", "url", u.req.URL)
+					go u.watchLink(wctx, func() uint64 { return bytesReceived(pc) }, location)
 				}
 			case webrtc.PeerConnectionStateFailed, webrtc.PeerConnectionStateClosed:
 				return connected, errors.New("the WAN connection to the upstream edge failed")
@@ -443,8 +450,17 @@ func (u *upstream) once(ctx context.Context) (connected bool, err error) {
 	}
 }
 
+// post pulls by WHEP, naming this school (?school=) so that the upstream
+// edge shows the link in its console and answers how it sees it.
 func (u *upstream) post(ctx context.Context, offer string) (answer, location string, err error) {
-	return u.exchange(ctx, u.req.URL, offer)
+	endpoint := u.req.URL
+	if p, err := url.Parse(endpoint); err == nil {
+		q := p.Query()
+		q.Set("school", u.school())
+		p.RawQuery = q.Encode()
+		endpoint = p.String()
+	}
+	return u.exchange(ctx, endpoint, offer)
 }
 
 // exchange POSTs an offer to a WHIP or WHEP endpoint of the upstream edge.

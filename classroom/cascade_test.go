@@ -228,6 +228,7 @@ func TestCascade(t *testing.T) {
 	if st := b.upstream(t, ctx, sb.ID); st.State != "connected" || st.Connects != 1 {
 		t.Errorf("upstream status: %+v", st)
 	}
+	checkCascadeLinks(t, ctx, a, b, sa.ID, sb.ID, sa.Tokens.Cascade) // cascadelinks_test.go
 
 	// One copy on the WAN: A serves one subscriber (B's pull), and the link
 	// carries about one stream's packets (250/s plus RTCP), not three.

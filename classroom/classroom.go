@@ -108,6 +108,7 @@ type Live struct {
 	interaction *interaction      // quizzes and attendance (interact.go)
 	recordings  *recorder.Manager // lesson recording (classroom/recorder)
 	cascades    *cascades         // lessons taken from other edges (cascade.go)
+	served      *servedLinks      // schools pulling lessons from this edge (cascadelinks.go)
 }
 
 // Mount builds sessions and the SFU and registers their routes.
@@ -120,7 +121,7 @@ func Mount(cfg Config) (*Live, error) {
 		return nil, fmt.Errorf("live classes: %w", err)
 	}
 	sessions := session.NewManager(cfg.Classroom)
-	l := &Live{Sessions: sessions, SFU: s, log: cfg.Logger, isAdmin: cfg.IsAdmin, budgets: newBudgets()}
+	l := &Live{Sessions: sessions, SFU: s, log: cfg.Logger, isAdmin: cfg.IsAdmin, budgets: newBudgets(), served: newServedLinks()}
 	l.recordings = recorder.New(cfg.Lessons, cfg.RecordDir, sessions, cfg.Logger.With("component", "recorder"), recorder.WithTitles(cfg.Location, cfg.Language))
 	s.SetTap(l.recordings.Tap)
 	l.control = &control{sessions: sessions, sfu: s, log: cfg.Logger, edgeID: cfg.EdgeID, classes: map[string]*class{}, budgets: l.budgets}
@@ -156,7 +157,8 @@ func Mount(cfg Config) (*Live, error) {
 	(&session.Handlers{M: sessions, IsAdmin: cfg.IsAdmin, Recording: l.recordings.Status}).Register(cfg.Server)
 	l.registerMetrics(cfg.Server.Registry())
 	l.registerWHIPWHEP(cfg.Server) // cors.go
-	pages.Register(cfg.Server)     // the teacher and classroom pages
+	l.registerCascadeLinks(cfg.Server, cfg.Server.Registry())
+	pages.Register(cfg.Server) // the teacher and classroom pages
 	return l, nil
 }
 
@@ -357,6 +359,9 @@ func (l *Live) whep(w http.ResponseWriter, r *http.Request) {
 	}
 	sub.SetOwner(tokenKey(tok))
 	go func() { <-sub.Done(); release() }()
+	if school := r.URL.Query().Get("school"); validSchool(school) {
+		l.served.add(g.SessionID, school, tokenKey(tok), sub) // another school's edge pulling (cascadelinks.go)
+	}
 	writeAnswer(w, "/whep/"+g.SessionID+"/"+sub.ID(), answer)
 }
 

@@ -97,7 +97,14 @@ type ctl struct {
 
 func dialCtl(t *testing.T, ctx context.Context, e *edge, token string) (*ctl, msg) {
 	t.Helper()
-	ws, _, err := websocket.DefaultDialer.DialContext(ctx, "ws"+strings.TrimPrefix(e.url, "http")+"/api/v1/ws", nil)
+	d := websocket.DefaultDialer
+	if e.dial != nil {
+		d = &websocket.Dialer{NetDialContext: e.dial, HandshakeTimeout: 10 * time.Second}
+		if tr, ok := e.client.Transport.(*http.Transport); ok {
+			d.TLSClientConfig = tr.TLSClientConfig // wss: the edge's pinned key
+		}
+	}
+	ws, _, err := d.DialContext(ctx, "ws"+strings.TrimPrefix(e.url, "http")+"/api/v1/ws", nil)
 	if err != nil {
 		t.Fatal(err)
 	}

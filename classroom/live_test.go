@@ -38,6 +38,9 @@ type edge struct {
 	log    *logtest.Buffer
 	client *http.Client       // for url; http.DefaultClient when nil
 	tls    *appliancetest.TLS // the HTTPS side, when edged serves it
+	// dial, when set, makes the control channel's connections (a host in
+	// a network namespace); net.Dialer's otherwise.
+	dial func(ctx context.Context, network, addr string) (net.Conn, error)
 }
 
 func startEdge(t *testing.T, ctx context.Context) *edge {

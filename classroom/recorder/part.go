@@ -49,8 +49,15 @@ type part struct {
 	drops    atomic.Uint64
 	bytes    atomic.Int64
 
+	// chosen is the video track whose packets are recorded (its sink's
+	// vid; 0: none yet). With simulcast every layer of the camera has a
+	// sink until plan picks the top one (layers.go).
+	chosen atomic.Int32
+
 	mu           sync.Mutex
 	video, audio *sfu.TapTrack    // nil once released
+	vcands       []videoCand      // the camera's layers that came (nil once released)
+	firstVideoAt time.Time        // when the first of them came
 	rec          *record.Recorder // nil once released (final holds its stats)
 	videoCodec   string
 	vIdx, aIdx   int
@@ -78,7 +85,7 @@ func (p *part) addTrack(t sfu.TapTrack) sfu.TapSink {
 	}
 	switch t.Kind {
 	case webrtc.RTPCodecTypeVideo:
-		if p.video != nil {
+		if p.video != nil || (len(p.vcands) > 0 && !sameCamera(p.vcands[0].t, t)) {
 			p.log().Info("a second master video track (screen share) is not recorded; the lesson file holds the first", "codec", t.Codec.MimeType)
 			return nil
 		}
@@ -91,7 +98,20 @@ func (p *part) addTrack(t sfu.TapTrack) sfu.TapSink {
 			go p.finish()
 			return nil
 		}
-		p.video, p.videoCodec = &t, t.Codec.MimeType
+		vid := int32(len(p.vcands) + 1)
+		p.vcands = append(p.vcands, videoCand{t: t, vid: vid})
+		if vid == 1 {
+			p.videoCodec, p.firstVideoAt = t.Codec.MimeType, time.Now()
+		}
+		if t.RID() == "" { // one layer: recorded from its first packet, as ever
+			p.video = &t
+			p.chosen.Store(vid)
+		}
+		select {
+		case p.changed <- struct{}{}:
+		default:
+		}
+		return &partSink{p: p, q: p.q, video: true, vid: vid}
 	case webrtc.RTPCodecTypeAudio:
 		if p.audio != nil || mime != "audio/opus" {
 			return nil
@@ -114,10 +134,17 @@ type partSink struct {
 	p     *part
 	q     chan<- item
 	video bool
+	vid   int32 // a video layer's number (part.chosen)
 }
 
 func (s *partSink) Packet(pkt *rtp.Packet) {
-	if s.p.dead.Load() {
+	if c := s.p.chosen.Load(); s.p.dead.Load() || c == 0 || (s.video && c != s.vid) {
+		// The recording is over, or this is not the layer recorded, or no
+		// video layer is chosen yet: audio queued while the recorder
+		// waits for the camera's layers would be seconds old when
+		// written, and the recorder places each track by when its first
+		// packet is written (record.Recorder), so it would run ahead of
+		// the video.
 		return
 	}
 	select {
@@ -136,13 +163,14 @@ func (p *part) haveAll() bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	n := 0
-	if p.video != nil {
+	video := len(p.vcands) > 0
+	if video {
 		n++
 	}
 	if p.audio != nil {
 		n++
 	}
-	return p.video != nil && p.audio != nil || (p.expected > 0 && n >= p.expected)
+	return video && p.audio != nil || (p.expected > 0 && n >= p.expected)
 }
 
 func (p *part) setState(state, reason string) {
@@ -209,6 +237,7 @@ func (p *part) waitTracks() {
 			return
 		}
 	}
+	p.waitLayers()
 }
 
 // plan decides what the file holds: the video track (required) and the
@@ -219,6 +248,7 @@ func (p *part) plan() (tracks []record.Track, video sfu.TapTrack, ok bool) {
 	if p.state != StateWaiting { // refused (H264)
 		return nil, video, false
 	}
+	p.chooseLayer()
 	if p.video == nil {
 		p.state, p.reason = StateNotRecorded, "the master sent no VP8/VP9 video: a lesson without video is not recorded"
 		p.log().Warn("lesson not recorded: " + p.reason)
@@ -372,7 +402,7 @@ func (p *part) record(rec *record.Recorder, q <-chan item) {
 func (p *part) release() {
 	p.dead.Store(true)
 	p.mu.Lock()
-	p.video, p.audio, p.rec, p.q, p.pubDone = nil, nil, nil, nil, nil
+	p.video, p.audio, p.rec, p.q, p.pubDone, p.vcands = nil, nil, nil, nil, nil, nil
 	p.mu.Unlock()
 	p.r.parts.Add(-1)
 }

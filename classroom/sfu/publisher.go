@@ -204,10 +204,9 @@ func (p *Publisher) onTrack(track *webrtc.TrackRemote, recv *webrtc.RTPReceiver)
 			}
 		}
 	}()
-	if first {
-		// One layer of each track is recorded: the first to arrive.
-		f.tap = p.tapFor(f)
-	}
+	// Every layer is offered to the tap: the recorder picks the camera's
+	// top one (classroom/recorder/layers.go) and leaves the others.
+	f.tap = p.tapFor(f)
 	p.sfu.Resync(p.room)
 	f.run()
 	if f.tap != nil {

@@ -89,24 +89,26 @@ func Permissions() map[string]Rule {
 		"PUT /api/v1/sessions/{id}/upstream":        admin, // the cascade: the school's admin points a session at another edge
 		"GET /api/v1/sessions/{id}/upstream":        admin,
 		"DELETE /api/v1/sessions/{id}/upstream":     admin,
+		"GET /api/v1/cascade/links":                 teacher, // every cascade link's state, estimate, layer and loss (the console's panel)
 		"GET /api/v1/classroom/current":             screen,
 		"POST /api/v1/assistant/join":               assistant,
 
 		// WHIP and WHEP: machine clients (OBS, another edge) with session tokens.
-		"POST /whip/{session}":               tokenOnly,
-		"OPTIONS /whip/{session}":            public,
-		"/whip/{session}":                    public, // 405 with Allow
-		"DELETE /whip/{session}/{resource}":  endResource,
-		"PATCH /whip/{session}/{resource}":   public, // 405: no trickle
-		"OPTIONS /whip/{session}/{resource}": public,
-		"/whip/{session}/{resource}":         public,
-		"POST /whep/{session}":               tokenOnly,
-		"OPTIONS /whep/{session}":            public,
-		"/whep/{session}":                    public,
-		"DELETE /whep/{session}/{resource}":  endResource,
-		"PATCH /whep/{session}/{resource}":   public,
-		"OPTIONS /whep/{session}/{resource}": public,
-		"/whep/{session}/{resource}":         public,
+		"POST /whip/{session}":                tokenOnly,
+		"OPTIONS /whip/{session}":             public,
+		"/whip/{session}":                     public, // 405 with Allow
+		"DELETE /whip/{session}/{resource}":   endResource,
+		"PATCH /whip/{session}/{resource}":    public, // 405: no trickle
+		"OPTIONS /whip/{session}/{resource}":  public,
+		"/whip/{session}/{resource}":          public,
+		"POST /whep/{session}":                tokenOnly,
+		"OPTIONS /whep/{session}":             public,
+		"/whep/{session}":                     public,
+		"DELETE /whep/{session}/{resource}":   endResource,
+		"GET /whep/{session}/{resource}/link": tokenOnly, // a downstream edge asks how this edge sees its pull's link
+		"PATCH /whep/{session}/{resource}":    public,
+		"OPTIONS /whep/{session}/{resource}":  public,
+		"/whep/{session}/{resource}":          public,
 
 		// People (edge/staff) and the audit log
 		"POST /api/v1/auth/signin":         public, // the password is the credential; slowed per account and address
