@@ -388,6 +388,7 @@ func (l *MediaListener) serve(c net.Conn, req mediaRequest, hdr *[]byte) (served
 	}
 	if err == nil {
 		cc.metrics.outcome("hit")
+		cc.metrics.fast.Inc()
 		if l.cfg.Served != nil {
 			l.cfg.Served()
 		}
