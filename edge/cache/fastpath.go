@@ -63,8 +63,8 @@ type MediaListener struct {
 	date   atomic.Pointer[dateLine]
 	bufs   sync.Pool // *[]byte of tlsChunk bytes, TLS bodies
 
+	closing atomic.Bool // set under mu
 	mu      sync.Mutex
-	closing bool
 	conns   map[*fastConn]struct{}
 	wg      sync.WaitGroup
 }
@@ -107,7 +107,7 @@ func (l *MediaListener) Close() error {
 	err := l.ln.Close()
 	l.stop(net.ErrClosed)
 	l.mu.Lock()
-	l.closing = true
+	l.closing.Store(true)
 	for fc := range l.conns {
 		if fc.idle {
 			// Wakes its read; the loop then sees closing.
@@ -163,7 +163,7 @@ func (l *MediaListener) acceptLoop() {
 		delay = 0
 		fc := &fastConn{c: nc}
 		l.mu.Lock()
-		if l.closing {
+		if l.closing.Load() {
 			l.mu.Unlock()
 			_ = nc.Close()
 			continue
@@ -220,7 +220,9 @@ func (l *MediaListener) handOver(fc *fastConn, read []byte) {
 func (l *MediaListener) serveConn(fc *fastConn) {
 	if l.cfg.TLS != nil {
 		tc := tls.Server(fc.c, l.cfg.TLS)
+		l.mu.Lock() // Wait may close fc.c
 		fc.c = tc
+		l.mu.Unlock()
 		if !l.handshake(tc) {
 			l.forget(fc)
 			return
@@ -233,12 +235,11 @@ func (l *MediaListener) serveConn(fc *fastConn) {
 	buf := make([]byte, 0, fastHeaderMax)
 	var hdr []byte // the response header being built
 	for first := true; ; first = false {
-		// Wait for a request: the idle timeout between requests, then the
-		// header timeout from its first byte (net/http's rules).
-		if len(buf) == 0 && !first {
-			if !l.waitIdle(fc, &buf) {
-				return
-			}
+		// Wait for a request: net/http's idle timeout between requests
+		// (its header timeout for the first), then the header timeout from
+		// the request's first bytes.
+		if len(buf) == 0 && !l.waitRequest(fc, &buf, first) {
+			return
 		}
 		if d := l.cfg.Server.ReadHeaderTimeout; d > 0 {
 			_ = fc.c.SetReadDeadline(time.Now().Add(d))
@@ -266,26 +267,24 @@ func (l *MediaListener) serveConn(fc *fastConn) {
 			l.handOver(fc, buf) // nothing was written
 			return
 		}
-		if err != nil {
+		if err != nil || l.closing.Load() {
 			l.closeConn(fc)
 			return
 		}
 		buf = buf[:copy(buf, buf[req.size:])] // a pipelined request's bytes
-		l.mu.Lock()
-		closing := l.closing
-		l.mu.Unlock()
-		if closing {
-			l.closeConn(fc)
-			return
-		}
 	}
 }
 
-// waitIdle reads the first bytes of the next request.
-func (l *MediaListener) waitIdle(fc *fastConn, buf *[]byte) bool {
-	d := l.cfg.Server.IdleTimeout
+// waitRequest reads the first bytes of the next request. Meanwhile the
+// connection counts as idle: Close wakes it and it closes.
+func (l *MediaListener) waitRequest(fc *fastConn, buf *[]byte, first bool) bool {
+	s := l.cfg.Server
+	d := s.IdleTimeout
 	if d <= 0 {
-		d = l.cfg.Server.ReadTimeout
+		d = s.ReadTimeout
+	}
+	if first {
+		d = s.ReadHeaderTimeout
 	}
 	if d > 0 {
 		_ = fc.c.SetReadDeadline(time.Now().Add(d))
@@ -293,7 +292,7 @@ func (l *MediaListener) waitIdle(fc *fastConn, buf *[]byte) bool {
 		_ = fc.c.SetReadDeadline(time.Time{})
 	}
 	l.mu.Lock()
-	if l.closing {
+	if l.closing.Load() {
 		l.mu.Unlock()
 		l.closeConn(fc)
 		return false
@@ -373,10 +372,7 @@ func (l *MediaListener) serve(c net.Conn, req mediaRequest, hdr *[]byte) (served
 	if t, ok := cc.space.touch(e.SHA256, f.modTime); ok {
 		cc.files.touched(f, t)
 	}
-	l.mu.Lock()
-	closing := l.closing
-	l.mu.Unlock()
-	h := l.header((*hdr)[:0], e, req, closing)
+	h := l.header((*hdr)[:0], e, req, l.closing.Load())
 	*hdr = h
 	if _, isTLS := c.(*tls.Conn); isTLS {
 		if len(h) > tlsChunk {

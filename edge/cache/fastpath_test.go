@@ -377,6 +377,14 @@ func TestMediaFastPathShutdown(t *testing.T) {
 	if !srv.waitServed(1) {
 		t.Fatal("the first request was not the fast path's")
 	}
+	// A connection that has sent nothing yet.
+	fresh, err := net.Dial("tcp", srv.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fresh.Close()
+	_ = fresh.SetDeadline(time.Now().Add(10 * time.Second))
+	time.Sleep(50 * time.Millisecond) // accepted
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	start := time.Now()
@@ -387,7 +395,10 @@ func TestMediaFastPathShutdown(t *testing.T) {
 		t.Fatalf("Wait: %v", err)
 	}
 	if d := time.Since(start); d > 2*time.Second {
-		t.Errorf("shutdown took %v with one idle connection", d)
+		t.Errorf("shutdown took %v with two idle connections", d)
+	}
+	if n, err := fresh.Read(make([]byte, 1)); err == nil {
+		t.Fatalf("a connection that sent nothing is still open after shutdown (read %d bytes)", n)
 	}
 	if n, err := br.Read(make([]byte, 1)); err == nil {
 		t.Fatalf("the idle connection is still open after shutdown (read %d bytes)", n)
