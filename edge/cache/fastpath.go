@@ -364,7 +364,7 @@ func (l *MediaListener) serve(c net.Conn, req mediaRequest, hdr *[]byte) (served
 	}
 	cc.space.reading(e.SHA256, 1)
 	defer cc.space.reading(e.SHA256, -1)
-	f, err := cc.files.open(e.SHA256, e.Size)
+	f, err := cc.files.openAt(e.SHA256, e.Size)
 	if err != nil {
 		return false, nil
 	}
@@ -442,14 +442,7 @@ func writePlain(c net.Conn, h []byte, f blobHandle, size int64, head bool) error
 	if _, err := c.Write(h); err != nil {
 		return err
 	}
-	var n int64
-	var err error
-	body := &io.LimitedReader{R: f.File, N: size}
-	if rf, ok := c.(io.ReaderFrom); ok {
-		n, err = rf.ReadFrom(body)
-	} else {
-		n, err = io.Copy(c, body)
-	}
+	n, err := sendFileAt(c, f.File, size)
 	if err == nil && n != size {
 		err = errShortBody
 	}
@@ -463,23 +456,23 @@ func (l *MediaListener) writeTLS(c net.Conn, h []byte, f blobHandle, size int64,
 	defer l.bufs.Put(bp)
 	buf := *bp
 	n := copy(buf, h)
-	left := size
+	var off int64 // read at offsets: the handle's own offset is not used
 	if head {
-		left = 0
+		off = size
 	}
 	for {
-		if m := int(min(int64(len(buf)-n), left)); m > 0 {
-			if _, err := io.ReadFull(f.File, buf[n:n+m]); err != nil {
+		if m := int(min(int64(len(buf)-n), size-off)); m > 0 {
+			if _, err := f.ReadAt(buf[n:n+m], off); err != nil {
 				return err
 			}
 			n += m
-			left -= int64(m)
+			off += int64(m)
 		}
 		if _, err := c.Write(buf[:n]); err != nil {
 			return err
 		}
 		n = 0
-		if left == 0 {
+		if off == size {
 			return nil
 		}
 	}

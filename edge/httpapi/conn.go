@@ -15,6 +15,10 @@ func ConnContext(ctx context.Context, c net.Conn) context.Context {
 	return context.WithValue(ctx, connKey{}, c)
 }
 
+// TCPConn is the TCP connection under c (through TLS and wrappers that
+// expose NetConn), or nil.
+func TCPConn(c net.Conn) *net.TCPConn { return tcpConn(c) }
+
 // tcpConn finds the TCP connection under c: through TLS and through
 // wrappers that expose NetConn, as tls.Conn does.
 func tcpConn(c net.Conn) *net.TCPConn {
