@@ -13,7 +13,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/campusedge/campusedge/edge/httpapi"
 	"github.com/campusedge/campusedge/edge/media"
 )
 
@@ -232,6 +231,13 @@ func (l *MediaListener) serveConn(fc *fastConn) {
 			return
 		}
 	}
+	var sock *plainSock // plain TCP; nil over TLS
+	if _, isTLS := fc.c.(*tls.Conn); !isTLS {
+		if sock = newPlainSock(fc.c); sock == nil {
+			l.handOver(fc, nil) // not TCP: net/http's
+			return
+		}
+	}
 	buf := make([]byte, 0, fastHeaderMax)
 	var hdr []byte // the response header being built
 	for first := true; ; first = false {
@@ -262,7 +268,7 @@ func (l *MediaListener) serveConn(fc *fastConn) {
 				return
 			}
 		}
-		served, err := l.serve(fc.c, req, &hdr)
+		served, err := l.serve(fc.c, sock, req, &hdr)
 		if !served {
 			l.handOver(fc, buf) // nothing was written
 			return
@@ -356,7 +362,7 @@ func looksLikeHTTP(hdr [5]byte) bool {
 // serve answers req on c when its item is cached. served is false when
 // nothing was written (not in the catalogue, not cached): net/http then
 // answers the same request.
-func (l *MediaListener) serve(c net.Conn, req mediaRequest, hdr *[]byte) (served bool, err error) {
+func (l *MediaListener) serve(c net.Conn, sock *plainSock, req mediaRequest, hdr *[]byte) (served bool, err error) {
 	cc := l.c
 	e, ok, err := cc.served.get(req.id)
 	if err != nil || !ok {
@@ -374,13 +380,13 @@ func (l *MediaListener) serve(c net.Conn, req mediaRequest, hdr *[]byte) (served
 	}
 	h := l.header((*hdr)[:0], e, req, l.closing.Load())
 	*hdr = h
-	if _, isTLS := c.(*tls.Conn); isTLS {
+	if sock == nil { // TLS
 		if len(h) > tlsChunk {
 			return false, nil
 		}
 		err = l.writeTLS(c, h, f, e.Size, req.head)
 	} else {
-		err = writePlain(c, h, f, e.Size, req.head)
+		err = sock.send(h, f.File, e.Size, req.head)
 	}
 	if err == nil {
 		cc.metrics.outcome("hit")
@@ -426,27 +432,6 @@ func (l *MediaListener) dateLine() []byte {
 	d.line = append(d.line, "\r\n"...)
 	l.date.Store(d)
 	return d.line
-}
-
-var errShortBody = errors.New("cache: blob shorter than its catalogue size")
-
-// writePlain sends the header and the file with one sendfile, corked so
-// the header leaves in the body's first segment (nginx's tcp_nopush).
-func writePlain(c net.Conn, h []byte, f blobHandle, size int64, head bool) error {
-	if head {
-		_, err := c.Write(h)
-		return err
-	}
-	uncork := httpapi.CorkConn(c)
-	defer uncork()
-	if _, err := c.Write(h); err != nil {
-		return err
-	}
-	n, err := sendFileAt(c, f.File, size)
-	if err == nil && n != size {
-		err = errShortBody
-	}
-	return err
 }
 
 // writeTLS sends the header with the file's first bytes in one write,

@@ -8,8 +8,17 @@ import (
 	"os"
 )
 
-// sendFileAt sends size bytes of f from its start to c without using or
-// moving f's offset.
-func sendFileAt(c net.Conn, f *os.File, size int64) (int64, error) {
-	return io.Copy(c, io.NewSectionReader(f, 0, size))
+// plainSock sends fast-path responses on a plain connection.
+type plainSock struct{ c net.Conn }
+
+func newPlainSock(c net.Conn) *plainSock { return &plainSock{c: c} }
+
+// send writes the header h and, unless head, size bytes of f read at
+// offsets (f's own offset is not used).
+func (p *plainSock) send(h []byte, f *os.File, size int64, head bool) error {
+	if _, err := p.c.Write(h); err != nil || head {
+		return err
+	}
+	_, err := io.Copy(p.c, io.NewSectionReader(f, 0, size))
+	return err
 }
