@@ -196,3 +196,43 @@ func TestMediaFastPathOnLANOverHTTPS(t *testing.T) {
 	open[0].Close()
 	open[0] = fetchSoon("a new connection after a fast-path one closed")
 }
+
+// TestMediaFastPathOff: with -media-fastpath=false net/http answers every
+// /media request, over HTTP and HTTPS, and the fast path counts none.
+func TestMediaFastPathOff(t *testing.T) {
+	root := t.TempDir()
+	h := newHub(t, filepath.Join(root, "hub"))
+	content := randBytes(100_000)
+	it := importFiles(t, h, filepath.Join(root, "in"), map[string][]byte{"lesson.mp4": content})["lesson.mp4"]
+	e := startEdge(t, filepath.Join(root, "edge"), h.srv.URL, func(c *config.Config) { c.MediaFastPath = false })
+	e.waitSynced(t, 1)
+	tlsTr := e.https.Client(t).Transport.(*http.Transport)
+	for _, base := range []string{e.url, e.https.URL} {
+		for range 3 {
+			// A new HTTP/1.1 connection each time: the fast path's, were it on.
+			tr := &http.Transport{}
+			if base == e.https.URL {
+				tr = tlsTr.Clone()
+				tr.ForceAttemptHTTP2 = false
+				tr.TLSClientConfig.NextProtos = []string{"http/1.1"}
+			}
+			resp, err := (&http.Client{Transport: tr, Timeout: 10 * time.Second}).Get(base + "/media/" + it.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, err := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			tr.CloseIdleConnections()
+			if err != nil || resp.StatusCode != 200 || resp.ProtoMajor != 1 || !bytes.Equal(b, content) {
+				t.Fatalf("%s: %s %d, %d bytes, %v", base, resp.Proto, resp.StatusCode, len(b), err)
+			}
+		}
+	}
+	r := get(t, "GET", e.url+"/metrics")
+	if v := metricstest.Value(r.body, "campusedge_media_fastpath_responses_total"); v != 0 {
+		t.Errorf("fast path off, yet it answered %v", v)
+	}
+	if v := metricstest.Value(r.body, `campusedge_media_requests_total{outcome="hit"}`); v < 5 {
+		t.Errorf("%v hits counted; want at least 5 of the 6 (the first may be a miss)", v)
+	}
+}

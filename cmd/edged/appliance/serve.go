@@ -30,8 +30,10 @@ func (a *appliance) serve(ctx context.Context, opts Options) error {
 	}
 	a.serveErr = make(chan error, 2)
 	fast := cfg.MediaFastPath && a.rc != nil
-	served := a.srv.RequestCounter("GET /media/{id}", http.StatusOK).Inc
+	var served func()
 	if fast {
+		// The route's counter, as the mux counts its answers.
+		served = a.srv.RequestCounter("GET /media/{id}", http.StatusOK).Inc
 		// /media's plain whole-file requests are answered below net/http
 		// (edge/cache/fastpath.go); everything else reaches a.hs.
 		fl := a.rc.FastListener(limit.Listener(a.ln), cache.FastPathConfig{Server: a.hs, Served: served})
