@@ -247,11 +247,8 @@ func (l *MediaListener) serveConn(fc *fastConn) {
 		if len(buf) == 0 && !l.waitRequest(fc, &buf, first) {
 			return
 		}
-		if d := l.cfg.Server.ReadHeaderTimeout; d > 0 {
-			_ = fc.c.SetReadDeadline(time.Now().Add(d))
-		}
 		var req mediaRequest
-		for {
+		for more := false; ; more = true {
 			var res parseResult
 			req, res = parseMediaRequest(buf)
 			if res == parseOther || (res == parseMore && len(buf) == cap(buf)) {
@@ -260,6 +257,12 @@ func (l *MediaListener) serveConn(fc *fastConn) {
 			}
 			if res == parseMedia {
 				break
+			}
+			// The rest of the header within the header timeout (a
+			// request that came whole in its first read, the usual
+			// case, costs no deadline change).
+			if d := l.cfg.Server.ReadHeaderTimeout; d > 0 && !more {
+				_ = fc.c.SetReadDeadline(time.Now().Add(d))
 			}
 			n, err := fc.c.Read(buf[len(buf):cap(buf)])
 			buf = buf[:len(buf)+n]

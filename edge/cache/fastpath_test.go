@@ -479,3 +479,37 @@ func TestMediaFastPathNoStall(t *testing.T) {
 		t.Errorf("the fast path answered %d of 30", srv.served.Load())
 	}
 }
+
+// TestMediaFastPathHeaderTimeout: a client that sends part of a /media
+// request and stops (slowloris) is cut off after the server's
+// ReadHeaderTimeout, on its first request and on a later one.
+func TestMediaFastPathHeaderTimeout(t *testing.T) {
+	c := newFastCache(t)
+	putBlob(t, c, "lesson-1", rnd(1000), time.Now())
+	srv := startFastServer(t, c, nil, func(s *http.Server) { s.ReadHeaderTimeout = 300 * time.Millisecond })
+	for _, whole := range []int{0, 1} {
+		conn, err := net.Dial("tcp", srv.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+		br := bufio.NewReader(conn)
+		for range whole {
+			_, _ = io.WriteString(conn, "GET /media/lesson-1 HTTP/1.1\r\nHost: edge\r\n\r\n")
+			resp, err := http.ReadResponse(br, &http.Request{Method: "GET"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, _ = io.Copy(io.Discard, resp.Body)
+		}
+		_, _ = io.WriteString(conn, "GET /media/lesson-1 HTTP/1.1\r\nHo")
+		start := time.Now()
+		if _, err := br.ReadByte(); err == nil {
+			t.Fatal("an answer to half a request")
+		}
+		if d := time.Since(start); d > 5*time.Second {
+			t.Errorf("cut after %v (after %d whole requests); ReadHeaderTimeout is 300ms", d, whole)
+		}
+	}
+}
