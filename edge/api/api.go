@@ -130,6 +130,13 @@ func New(cfg Config) *Server {
 	return s
 }
 
+// RequestCounter is the counter of campusedge_http_requests_total for a
+// route pattern and status code, for a response sent outside the mux (the
+// /media fast path), so /metrics counts it as the mux would.
+func (s *Server) RequestCounter(route string, code int) prometheus.Counter {
+	return s.requests.WithLabelValues(route, strconv.Itoa(code))
+}
+
 // Registry lets other capabilities register their metrics.
 func (s *Server) Registry() *prometheus.Registry { return s.reg }
 

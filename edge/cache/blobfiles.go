@@ -77,19 +77,42 @@ type blobHandle struct {
 // be a regular file of size bytes. The error wraps fs.ErrNotExist when the
 // blob is not there. Give it back with put.
 func (b *blobFiles) open(sum string, size int64) (blobHandle, error) {
+	return b.get(sum, size, true)
+}
+
+// openAt is open for a reader that reads at explicit offsets (pread,
+// sendfile with an offset): the handle's own offset may be anywhere, so
+// it is not sought back to the start.
+func (b *blobFiles) openAt(sum string, size int64) (blobHandle, error) {
+	return b.get(sum, size, false)
+}
+
+func (b *blobFiles) get(sum string, size int64, seek bool) (blobHandle, error) {
 	now := b.now()
 	b.mu.Lock()
 	e := b.ents[sum]
-	if e != nil && e.size == size && now.Sub(e.checked) < revalidateAfter && len(e.idle) > 0 {
+	if e != nil && e.size == size && len(e.idle) > 0 && now.Sub(e.checked) >= revalidateAfter {
+		// Revalidate by the path's stat rather than a new open: the same
+		// file still there keeps its handles.
+		b.mu.Unlock()
+		fi, err := os.Stat(b.path(sum))
+		b.mu.Lock()
+		if err == nil && b.ents[sum] == e && os.SameFile(e.fi, fi) && fi.Size() == size {
+			e.checked = now
+		}
+	}
+	if e != nil && b.ents[sum] == e && e.size == size && now.Sub(e.checked) < revalidateAfter && len(e.idle) > 0 {
 		f := e.idle[len(e.idle)-1]
 		e.idle = e.idle[:len(e.idle)-1]
 		b.idle--
 		b.lru.MoveToFront(e.elem)
 		mt := e.modTime
 		b.mu.Unlock()
-		if _, err := f.Seek(0, io.SeekStart); err != nil {
-			_ = f.Close()
-			return blobHandle{}, err
+		if seek {
+			if _, err := f.Seek(0, io.SeekStart); err != nil {
+				_ = f.Close()
+				return blobHandle{}, err
+			}
 		}
 		return blobHandle{File: f, ent: e, modTime: mt}, nil
 	}

@@ -151,6 +151,7 @@ type metrics struct {
 	evictions     prometheus.Counter
 	abandoned     prometheus.Counter
 	overBudget    prometheus.Counter
+	fast          prometheus.Counter // responses of the fast path (fastpath.go)
 }
 
 // New makes a cache; call Start to begin syncing and Close to stop.
@@ -245,6 +246,9 @@ func newMetrics() metrics {
 		}),
 		overBudget: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "campusedge_media_uncached_budget_refusals_total", Help: "Reads of uncached items refused because the client was over its budget (uncached_budget).",
+		}),
+		fast: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "campusedge_media_fastpath_responses_total", Help: "GET/HEAD /media responses sent by the fast path below net/http (-media-fastpath); each is also counted in campusedge_media_requests_total and campusedge_http_requests_total.",
 		}),
 		outcomes: map[string]prometheus.Counter{},
 	}

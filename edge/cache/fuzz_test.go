@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"net/http"
@@ -10,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/net/http/httpguts"
 
 	"github.com/campusedge/campusedge/edge/media"
 )
@@ -128,4 +131,98 @@ func TestScheduleAt(t *testing.T) {
 			t.Errorf("%q accepted", bad)
 		}
 	}
+}
+
+// FuzzMediaFastPathParse checks the fast path's request parser against
+// net/http's: whatever it answers itself must be a request net/http reads
+// the same way (method, path, version, keep-alive, no body, no Range or
+// condition), and it must never take a complete request for an incomplete
+// one.
+func FuzzMediaFastPathParse(f *testing.F) {
+	for _, s := range []string{
+		"GET /media/lesson-1 HTTP/1.1\r\nHost: edge\r\n\r\n",
+		"HEAD /media/lesson-1 HTTP/1.1\r\nHost: 10.0.0.2:8080\r\nUser-Agent: wrk\r\n\r\n",
+		"GET /media/a.b_c-d?v=1&t=2 HTTP/1.1\r\nHost: edge\r\nConnection: keep-alive\r\n\r\n",
+		"GET /media/x HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n",
+		"GET /media/x HTTP/1.0\r\n\r\n",
+		"GET /media/x HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+		"GET /media/x HTTP/1.1\r\n\r\n",
+		"GET /media/x HTTP/1.1\r\nHost: edge\r\nConnection: close\r\n\r\n",
+		"GET /media/x HTTP/1.1\r\nHost: edge\r\nRange: bytes=0-1\r\n\r\n",
+		"GET /media/x HTTP/1.1\r\nHost: edge\r\nIf-None-Match: \"a\"\r\n\r\n",
+		"GET /media/x HTTP/1.1\r\nHost: edge\r\nContent-Length: 5\r\n\r\nhello",
+		"GET /media/x HTTP/1.1\r\nHost: edge\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+		"GET /media/x HTTP/1.1\r\nHost: edge\r\n folded\r\n\r\n",
+		"GET /media/x HTTP/1.1\nHost: edge\n\n",
+		"GET /media/x HTTP/1.1\r\nHost : edge\r\n\r\n",
+		"GET /media/../api/v1/edge HTTP/1.1\r\nHost: edge\r\n\r\n",
+		"GET /media/%2e%2e HTTP/1.1\r\nHost: edge\r\n\r\n",
+		"GET /media/x#f HTTP/1.1\r\nHost: edge\r\n\r\n",
+		"GET /media/x HTTP/1.1\r\nHost: edge\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+		"GET /media/x HTTP/1.1\r\nHost: edge\r\nExpect: 100-continue\r\n\r\n",
+		"GET /media/x HTTP/1.1\r\nHost: edge\r\nCookie: a=b\r\n\r\n",
+		"GET http://edge/media/x HTTP/1.1\r\nHost: edge\r\n\r\n",
+		"POST /media/x HTTP/1.1\r\nHost: edge\r\n\r\n",
+		"GET /media/x HTTP/1.1\r\nHost: edge\r\nX: \x01\r\n\r\n",
+		"GET /media/x HTTP/1.1\r\nHo",
+		"GET /med",
+		"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+		"GET /media/x HTTP/1.1\r\nHost: edge\r\n\r\nGET /media/y HTTP/1.1\r\n",
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		r, res := parseMediaRequest(b)
+		switch res {
+		case parseMore:
+			if bytes.Contains(b, []byte("\r\n\r\n")) {
+				t.Fatalf("%q: complete header taken for incomplete", b)
+			}
+		case parseMedia:
+			if r.size > len(b) || !bytes.HasSuffix(b[:r.size], []byte("\r\n\r\n")) {
+				t.Fatalf("%q: size %d", b, r.size)
+			}
+			req, err := http.ReadRequest(bufio.NewReader(bytes.NewReader(b[:r.size])))
+			if err != nil {
+				t.Fatalf("%q: the fast path answers what net/http refuses: %v", b, err)
+			}
+			method := "GET"
+			if r.head {
+				method = "HEAD"
+			}
+			if req.Method != method || req.URL.Path != "/media/"+r.id || !media.ValidID(r.id) {
+				t.Fatalf("%q: fast path %s %q, net/http %s %q", b, method, r.id, req.Method, req.URL.Path)
+			}
+			if req.ProtoMajor != 1 || (req.ProtoMinor == 0) != r.http10 {
+				t.Fatalf("%q: version %s, fast path http10=%v", b, req.Proto, r.http10)
+			}
+			if req.Close {
+				t.Fatalf("%q: net/http closes after it, the fast path keeps it open", b)
+			}
+			if req.ContentLength != 0 || len(req.TransferEncoding) > 0 {
+				t.Fatalf("%q: has a body", b)
+			}
+			// What net/http's server checks beyond ReadRequest.
+			if req.ProtoMinor == 1 && req.Host == "" || !httpguts.ValidHostHeader(req.Host) {
+				t.Fatalf("%q: Host %q", b, req.Host)
+			}
+			for k, vv := range req.Header {
+				if !httpguts.ValidHeaderFieldName(k) {
+					t.Fatalf("%q: header name %q", b, k)
+				}
+				for _, v := range vv {
+					if !httpguts.ValidHeaderFieldValue(v) {
+						t.Fatalf("%q: header value %q", b, v)
+					}
+				}
+				if k == "Range" || strings.HasPrefix(k, "If-") || k == "Expect" || k == "Upgrade" || k == "Cookie" || k == "Authorization" {
+					t.Fatalf("%q: the fast path ignores %s", b, k)
+				}
+			}
+			// The same request cut short is not yet complete.
+			if r2, res2 := parseMediaRequest(b[:r.size-1]); res2 != parseMore {
+				t.Fatalf("%q cut by one byte: %v %+v", b, res2, r2)
+			}
+		}
+	})
 }

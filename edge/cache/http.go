@@ -24,7 +24,7 @@ import (
 //
 // and the policy and progress API in status.go.
 func (c *Cache) Register(s *api.Server) {
-	s.Registry().MustRegister(c.metrics.requests, c.metrics.upstreamBytes, c.metrics.evictions, c.metrics.abandoned, c.metrics.overBudget)
+	s.Registry().MustRegister(c.metrics.requests, c.metrics.upstreamBytes, c.metrics.evictions, c.metrics.abandoned, c.metrics.overBudget, c.metrics.fast)
 	s.HandleFunc("GET /media/{id}", c.serveMedia) // GET patterns match HEAD too
 	s.HandleFunc("GET /api/v1/catalog", s.Admin(c.listCatalog))
 	c.registerPolicy(s)

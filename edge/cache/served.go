@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"bytes"
 	"net/http"
 	"strconv"
 	"sync"
@@ -23,6 +24,10 @@ type servedItem struct {
 	gen    uint64      // the catalogue generation it was read in
 	header http.Header // ETag, Content-Type, Cache-Control, ... (not Content-Length)
 	length []string    // Content-Length of the whole item
+	// raw is the header of a whole-item 200 response as net/http writes
+	// it (sorted, Content-Length included), without the status line and
+	// Date: what the fast path (fastpath.go) sends.
+	raw []byte
 }
 
 // servedItems caches catalogue items for /media: a store read and a JSON
@@ -80,7 +85,13 @@ func newServedItem(it media.Item, gen uint64) *servedItem {
 	for k, v := range h { // capacity = length: an append elsewhere copies
 		h[k] = v[:len(v):len(v)]
 	}
-	return &servedItem{Item: it, gen: gen, header: h, length: []string{strconv.FormatInt(it.Size, 10)}}
+	e := &servedItem{Item: it, gen: gen, header: h, length: []string{strconv.FormatInt(it.Size, 10)}}
+	whole := h.Clone()
+	whole["Content-Length"] = e.length
+	var b bytes.Buffer
+	_ = whole.Write(&b) // a bytes.Buffer does not fail
+	e.raw = b.Bytes()
+	return e
 }
 
 // setHeader puts the item's header values on a response.

@@ -99,6 +99,9 @@ type Config struct {
 	// BodyDeadline is how long a request body may take to arrive (uploads:
 	// how long they may stall instead).
 	BodyDeadline time.Duration `json:"body_deadline"`
+	// MediaFastPath answers plain whole-file /media requests on HTTP/1.1
+	// below net/http (edge/cache/fastpath.go); off: net/http serves all.
+	MediaFastPath bool `json:"media_fastpath"`
 }
 
 // DefaultHTTPSPort is the HTTPS port when -https-listen is not given.
@@ -125,7 +128,7 @@ func Defaults() Config {
 		FirmwareTarget: runtime.GOOS + "-" + runtime.GOARCH, FirmwareChannel: "stable",
 		FirmwareWave: 5, FirmwareWaveInterval: 10 * time.Second,
 		CachePrefetchDays: 7, CacheUploadMax: "2G", HTTPSRedirect: true,
-		MaxConnsPerAddr: 64, BodyDeadline: 10 * time.Second,
+		MaxConnsPerAddr: 64, BodyDeadline: 10 * time.Second, MediaFastPath: true,
 		TimeZone: "Asia/Shanghai", Language: "zh-CN",
 		ReconnectGrace: 20 * time.Second, SimulcastLayers: true}
 }
@@ -213,6 +216,7 @@ func defineFlags(fs *flag.FlagSet, c *Config) {
 	fs.StringVar(&c.Language, "language", c.Language, "the school's `language` for pages whose browser asks for none they have: zh-CN or en")
 	fs.BoolVar(&c.HTTPSRedirect, "https-redirect", c.HTTPSRedirect, "redirect page requests on plain HTTP from other hosts to HTTPS (turn off only behind a TLS-terminating proxy)")
 	fs.IntVar(&c.MaxConnsPerAddr, "max-conns-per-addr", c.MaxConnsPerAddr, "connections one client address may hold open at once (`N`, 0: no limit; loopback is exempt)")
+	fs.BoolVar(&c.MediaFastPath, "media-fastpath", c.MediaFastPath, "answer plain whole-file GET/HEAD /media requests on HTTP/1.1 connections below net/http (=false: net/http serves every request, for diagnosis)")
 	fs.DurationVar(&c.BodyDeadline, "body-deadline", c.BodyDeadline, "how long a request body may take to arrive (`duration`); uploads may instead pause at most 60s between reads")
 }
 

@@ -15,6 +15,10 @@ func ConnContext(ctx context.Context, c net.Conn) context.Context {
 	return context.WithValue(ctx, connKey{}, c)
 }
 
+// TCPConn is the TCP connection under c (through TLS and wrappers that
+// expose NetConn), or nil.
+func TCPConn(c net.Conn) *net.TCPConn { return tcpConn(c) }
+
 // tcpConn finds the TCP connection under c: through TLS and through
 // wrappers that expose NetConn, as tls.Conn does.
 func tcpConn(c net.Conn) *net.TCPConn {
@@ -45,6 +49,12 @@ func Cork(r *http.Request) (uncork func()) {
 		return func() {}
 	}
 	c, _ := r.Context().Value(connKey{}).(net.Conn)
+	return CorkConn(c)
+}
+
+// CorkConn is Cork for a connection served outside net/http (one
+// HTTP/1.x response at a time).
+func CorkConn(c net.Conn) (uncork func()) {
 	tc := tcpConn(c)
 	if tc == nil {
 		return func() {}
@@ -62,4 +72,22 @@ func Cork(r *http.Request) (uncork func()) {
 		return func() {}
 	}
 	return func() { set(0) }
+}
+
+// RestoreTLS gives requests their TLS state (r.TLS) when their connection
+// reached the server wrapped, as a connection handed over by the /media
+// fast path is (net/http sets r.TLS only for a bare *tls.Conn). It needs
+// ConnContext on the server.
+func RestoreTLS(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.TLS == nil {
+			if c, ok := r.Context().Value(connKey{}).(interface {
+				ConnectionState() tls.ConnectionState
+			}); ok {
+				st := c.ConnectionState()
+				r.TLS = &st
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
 }

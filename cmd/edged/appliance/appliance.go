@@ -117,7 +117,8 @@ type appliance struct {
 	ob      *outbox.Outbox // every capability appends records here; the uplink sends them
 
 	// serving
-	hs, hss  *http.Server // hss is nil with -https-listen off
+	hs, hss  *http.Server           // hss is nil with -https-listen off
+	fast     []*cache.MediaListener // -media-fastpath: the listeners of hs and hss
 	serveErr chan error
 
 	closers []func()

@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/campusedge/campusedge/edge/buildinfo"
+	"github.com/campusedge/campusedge/edge/cache"
 	"github.com/campusedge/campusedge/edge/discovery"
 	"github.com/campusedge/campusedge/edge/httpapi"
 )
@@ -28,7 +29,19 @@ func (a *appliance) serve(ctx context.Context, opts Options) error {
 		ConnContext:       httpapi.ConnContext, // /media corks the connection (httpapi.Cork)
 	}
 	a.serveErr = make(chan error, 2)
-	go func() { a.serveErr <- a.hs.Serve(limit.Listener(a.ln)) }()
+	fast := cfg.MediaFastPath && a.rc != nil
+	var served func()
+	if fast {
+		// The route's counter, as the mux counts its answers.
+		served = a.srv.RequestCounter("GET /media/{id}", http.StatusOK).Inc
+		// /media's plain whole-file requests are answered below net/http
+		// (edge/cache/fastpath.go); everything else reaches a.hs.
+		fl := a.rc.FastListener(limit.Listener(a.ln), cache.FastPathConfig{Server: a.hs, Served: served})
+		a.fast = append(a.fast, fl)
+		go func() { a.serveErr <- a.hs.Serve(fl) }()
+	} else {
+		go func() { a.serveErr <- a.hs.Serve(limit.Listener(a.ln)) }()
+	}
 	log.Info("listening", "addr", a.ln.Addr().String(), "edge_id", a.id.ID, "version", buildinfo.Version)
 	if a.tln != nil {
 		a.hss = &http.Server{
@@ -40,8 +53,21 @@ func (a *appliance) serve(ctx context.Context, opts Options) error {
 			ConnContext:       httpapi.ConnContext,
 		}
 		go a.tm.Run(ctx)
-		// ServeTLS (not Serve on a tls listener) so that HTTP/2 is set up.
-		go func() { a.serveErr <- a.hss.ServeTLS(limit.Listener(a.tln), "", "") }()
+		if fast {
+			// The fast path does the handshakes; HTTP/2 connections and
+			// requests it does not answer go to a.hss, which has HTTP/2
+			// because its TLSConfig offers "h2" (net/http sets it up in
+			// Serve then). Each side has its own copy of the config:
+			// net/http adjusts its own.
+			a.hss.Handler = httpapi.RestoreTLS(handler)
+			tcfg := a.tm.TLSConfig()
+			fl := a.rc.FastListener(limit.Listener(a.tln), cache.FastPathConfig{Server: a.hss, TLS: tcfg.Clone(), Served: served})
+			a.fast = append(a.fast, fl)
+			go func() { a.serveErr <- a.hss.Serve(fl) }()
+		} else {
+			// ServeTLS (not Serve on a tls listener) so that HTTP/2 is set up.
+			go func() { a.serveErr <- a.hss.ServeTLS(limit.Listener(a.tln), "", "") }()
+		}
 		st := a.tm.Status()
 		log.Info("listening https", "addr", a.tln.Addr().String(), "certificate", st.Source, "spki_pin", st.Pin, "fingerprint", st.Fingerprint)
 	}
@@ -115,6 +141,13 @@ func (a *appliance) shutdown() {
 	if a.hss != nil {
 		if err := a.hss.Shutdown(shutCtx); err != nil {
 			log.Warn("HTTPS shutdown incomplete", "err", err)
+		}
+	}
+	// Shutdown closed the fast paths' listeners (and their idle
+	// connections); wait for the responses they are still sending.
+	for _, fl := range a.fast {
+		if err := fl.Wait(shutCtx); err != nil {
+			log.Warn("/media fast path shutdown incomplete", "err", err)
 		}
 	}
 	if adv := a.advp.Load(); adv != nil {

@@ -1,0 +1,24 @@
+//go:build !linux
+
+package cache
+
+import (
+	"io"
+	"net"
+	"os"
+)
+
+// plainSock sends fast-path responses on a plain connection.
+type plainSock struct{ c net.Conn }
+
+func newPlainSock(c net.Conn) *plainSock { return &plainSock{c: c} }
+
+// send writes the header h and, unless head, size bytes of f read at
+// offsets (f's own offset is not used).
+func (p *plainSock) send(h []byte, f *os.File, size int64, head bool) error {
+	if _, err := p.c.Write(h); err != nil || head {
+		return err
+	}
+	_, err := io.Copy(p.c, io.NewSectionReader(f, 0, size))
+	return err
+}
