@@ -1,0 +1,283 @@
+package sfu_test
+
+import (
+	"context"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/pion/rtcp"
+	"github.com/pion/rtp"
+	"github.com/pion/rtp/codecs"
+	"github.com/pion/webrtc/v4"
+
+	"github.com/campusedge/campusedge/classroom/internal/mediatest"
+	"github.com/campusedge/campusedge/classroom/sfu"
+)
+
+// svcWatcher reads a subscriber's VP9 packets and keeps what their
+// descriptors say.
+type svcWatcher struct {
+	mu        sync.Mutex
+	pkts      int
+	maxS      [3]int // packets per spatial layer
+	perT      [3]int
+	gaps      int // sequence numbers skipped
+	lastSeq   uint16
+	started   bool
+	badMarker int // a marker not on the end of the highest spatial layer seen in that picture, or a picture ended without one
+	since     time.Time
+	lastTS    uint32
+	lastPkt   *rtp.Packet
+}
+
+func (w *svcWatcher) watch(t *testing.T, pc *webrtc.PeerConnection) {
+	for _, k := range []webrtc.RTPCodecType{webrtc.RTPCodecTypeVideo, webrtc.RTPCodecTypeAudio} {
+		if _, err := pc.AddTransceiverFromKind(k, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionRecvonly}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pc.OnTrack(func(tr *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
+		if tr.Kind() != webrtc.RTPCodecTypeVideo {
+			go func() {
+				for {
+					if _, _, err := tr.ReadRTP(); err != nil {
+						return
+					}
+				}
+			}()
+			return
+		}
+		go func() {
+			for {
+				p, _, err := tr.ReadRTP()
+				if err != nil {
+					return
+				}
+				w.mu.Lock()
+				if w.started && p.SequenceNumber != w.lastSeq+1 {
+					w.gaps += int(p.SequenceNumber - w.lastSeq - 1)
+				}
+				var d codecs.VP9Packet
+				if _, err := d.Unmarshal(p.Payload); len(p.Payload) == 0 || err != nil {
+					w.lastSeq = p.SequenceNumber // probe padding takes its own numbers
+					w.mu.Unlock()
+					continue
+				}
+				// The picture before ended: its last packet must
+				// have carried the marker.
+				if w.lastPkt != nil && p.Timestamp != w.lastTS && !w.lastPkt.Marker {
+					w.badMarker++
+				}
+				if w.lastPkt != nil && w.lastPkt.Marker && p.Timestamp == w.lastTS {
+					w.badMarker++ // a marker before the picture's end
+				}
+				w.started, w.lastSeq, w.lastTS, w.lastPkt = true, p.SequenceNumber, p.Timestamp, p
+				if !w.since.IsZero() {
+					w.pkts++
+					w.maxS[min(int(d.SID), 2)]++
+					w.perT[min(int(d.TID), 2)]++
+				}
+				w.mu.Unlock()
+			}
+		}()
+	})
+}
+
+// reset starts counting layers afresh (gaps and markers keep counting).
+func (w *svcWatcher) reset() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.since, w.pkts, w.maxS, w.perT = time.Now(), 0, [3]int{}, [3]int{}
+}
+
+func (w *svcWatcher) snapshot() (pkts int, perS, perT [3]int, gaps, badMarker int) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.pkts, w.maxS, w.perT, w.gaps, w.badMarker
+}
+
+// A pion publisher sends VP9 L3T3 (one SSRC, real payload descriptors;
+// the pictures are not decodable, the descriptors are what the edge
+// reads) to the SFU; two pion subscribers on loopback: one held at its
+// lowest layer (as the master's grid holds a classroom's return video)
+// gets only spatial layer 0 at half the frame rate, the other climbs by
+// the chooser's probes to all three spatial layers. Both see sequence
+// numbers without a gap and the marker on the last packet of each
+// picture they get; the publisher is asked for keyframes (the climb);
+// audio reaches both.
+func TestVP9SVCForwardedByLayer(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	s, err := sfu.New(sfu.Config{ICEAddrs: []net.IP{net.IPv4(127, 0, 0, 1)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+
+	pc := loopPeer(t)
+	video, err := webrtc.NewTrackLocalStaticRTP(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeVP9, ClockRate: 90000, SDPFmtpLine: "profile-id=0"}, "video", "teacher")
+	if err != nil {
+		t.Fatal(err)
+	}
+	vtr, err := pc.AddTransceiverFromTrack(video, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionSendonly})
+	if err != nil {
+		t.Fatal(err)
+	}
+	audio, err := webrtc.NewTrackLocalStaticRTP(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2}, "audio", "teacher")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pc.AddTransceiverFromTrack(audio, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionSendonly}); err != nil {
+		t.Fatal(err)
+	}
+	_, answer, err := s.Publish(ctx, "class", string(mediatest.Offer(t, ctx, pc)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: answer}); err != nil {
+		t.Fatal(err)
+	}
+	var needKey, plis atomicCounter
+	go func() {
+		for {
+			pkts, _, err := vtr.Sender().ReadRTCP()
+			if err != nil {
+				return
+			}
+			for _, p := range pkts {
+				switch p.(type) {
+				case *rtcp.PictureLossIndication, *rtcp.FullIntraRequest:
+					needKey.set()
+					plis.add()
+				}
+			}
+		}
+	}()
+	// 30 pictures a second: S0 one 600-byte packet (~150 kbit/s), S1
+	// two of 1000 (~630 kbit/s with S0), S2 four of 1100 (~1.7 Mbit/s in
+	// all); a keyframe when asked and every 3 s.
+	go func() {
+		tick := time.NewTicker(time.Second / 30)
+		defer tick.Stop()
+		var seq uint16 = 40000
+		var lastKey time.Time
+		for i := 0; ; i++ {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+			key := false
+			if i%4 == 0 && (needKey.take() || time.Since(lastKey) > 3*time.Second) {
+				key, lastKey = true, time.Now()
+			}
+			for j, p := range sfu.VP9Picture(i, key, seq, [3]int{1, 2, 4}, 1000) {
+				if j == 0 {
+					p.Payload = p.Payload[:600]
+				}
+				_ = video.WriteRTP(p)
+				seq++
+			}
+			_ = audio.WriteRTP(&rtp.Packet{Header: rtp.Header{Version: 2, SequenceNumber: uint16(i), Timestamp: uint32(i) * 1600}, Payload: []byte{0xfc, 1, 2, 3}})
+		}
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for s.RoomStats("class").Tracks < 2 && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	time.Sleep(1200 * time.Millisecond) // the layers measured
+
+	subscribe := func(low bool) *svcWatcher {
+		sub := loopPeer(t)
+		w := &svcWatcher{}
+		w.watch(t, sub)
+		ss, answer, err := s.Subscribe(ctx, "class", string(mediatest.Offer(t, ctx, sub)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if low {
+			ss.SetHoldLow(func(string) bool { return true })
+		}
+		if err := sub.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: answer}); err != nil {
+			t.Fatal(err)
+		}
+		return w
+	}
+	low, full := subscribe(true), subscribe(false)
+	low.reset()
+	// The full subscriber climbs by probes; ~4 s on loopback, allow 25
+	// on a loaded machine.
+	climbed := false
+	for end := time.Now().Add(25 * time.Second); time.Now().Before(end); {
+		time.Sleep(250 * time.Millisecond)
+		if _, perS, _, _, _ := full.snapshot(); perS[2] > 0 {
+			climbed = true
+			break
+		}
+		full.reset()
+	}
+	if !climbed {
+		t.Fatalf("the unconstrained subscriber got no packet of spatial layer 2 within 25 s (links %+v)", s.Links("class"))
+	}
+	full.reset()
+	time.Sleep(2 * time.Second)
+	lp, lowS, lowT, lowGaps, lowBad := low.snapshot()
+	fp, fullS, fullT, fullGaps, fullBad := full.snapshot()
+	t.Logf("held low: %d packets, per spatial layer %v, per temporal %v, gaps %d, misplaced markers %d", lp, lowS, lowT, lowGaps, lowBad)
+	t.Logf("full: %d packets, per spatial layer %v, per temporal %v, gaps %d, misplaced markers %d; PLIs %d; links %+v", fp, fullS, fullT, fullGaps, fullBad, plis.get(), s.Links("class"))
+	if lp == 0 || lowS[1] != 0 || lowS[2] != 0 || lowT[2] != 0 {
+		t.Errorf("held low: per spatial layer %v, per temporal %v; want only S0 at T0–T1", lowS, lowT)
+	}
+	if lowT[0] == 0 || lowT[1] == 0 {
+		t.Errorf("held low: per temporal layer %v, want T0 and T1", lowT)
+	}
+	if fullS[0] == 0 || fullS[1] == 0 || fullS[2] == 0 || fullT[2] == 0 {
+		t.Errorf("full: per spatial layer %v, per temporal %v; want all three of each", fullS, fullT)
+	}
+	// Loopback loses nothing: a gap is a dropped layer's packet not
+	// closed up.
+	if lowGaps != 0 || fullGaps != 0 {
+		t.Errorf("sequence gaps: held low %d, full %d", lowGaps, fullGaps)
+	}
+	if lowBad != 0 || fullBad != 0 {
+		t.Errorf("pictures with the marker misplaced: held low %d, full %d", lowBad, fullBad)
+	}
+	if plis.get() == 0 {
+		t.Error("the publisher was never asked for a keyframe")
+	}
+	links := s.Links("class")
+	if len(links) != 2 {
+		t.Fatalf("links %+v", links)
+	}
+	for _, l := range links {
+		if l.Layers != 4 {
+			t.Errorf("link %+v: want 4 layers to choose from (s0t1 s0t2 s1t2 s2t2)", l)
+		}
+	}
+}
+
+// atomicCounter is a small mutex-guarded counter and flag for the test
+// publisher's RTCP reader.
+type atomicCounter struct {
+	mu   sync.Mutex
+	n    int
+	flag bool
+}
+
+func (c *atomicCounter) add() { c.mu.Lock(); c.n++; c.mu.Unlock() }
+func (c *atomicCounter) set() { c.mu.Lock(); c.flag = true; c.mu.Unlock() }
+func (c *atomicCounter) get() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.n
+}
+
+func (c *atomicCounter) take() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	f := c.flag
+	c.flag = false
+	return f
+}
