@@ -124,6 +124,9 @@ type Config struct {
 	// NoLayers turns off choosing a simulcast layer per subscriber: every
 	// subscriber gets the publisher's highest layer (benchmarks compare).
 	NoLayers bool
+	// NoSVC forwards a VP9 SVC track whole to every subscriber instead of
+	// by layer (svc.go), and ForwardsSVC tells pages not to send SVC.
+	NoSVC bool
 }
 
 // ICEAddrsForListen derives Config.ICEAddrs from an HTTP listen address:

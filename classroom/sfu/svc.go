@@ -127,11 +127,18 @@ type svcParsed struct {
 // video track (no rid: simulcast VP9 is chosen as layers already), else
 // nil.
 func newSVCTrack(f *forwarder) *svcTrack {
+	if f.pub != nil && f.pub.sfu != nil && f.pub.sfu.cfg.NoSVC {
+		return nil
+	}
 	if f.audio || f.rid != "" || f.track == nil || !strings.EqualFold(f.track.Codec().MimeType, webrtc.MimeTypeVP9) {
 		return nil
 	}
 	return &svcTrack{base: f}
 }
+
+// ForwardsSVC reports whether the SFU forwards a VP9 SVC track by layer,
+// chosen per subscriber: a publisher gains by sending SVC.
+func (s *SFU) ForwardsSVC() bool { return !s.cfg.NoLayers && !s.cfg.NoSVC }
 
 // real is the forwarder that reads the packets a (possibly virtual)
 // forwarder stands for.
