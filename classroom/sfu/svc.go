@@ -493,3 +493,29 @@ func (x *svcSub) out(pkt *rtp.Packet, off uint16, d vp9Desc, ns int) *rtp.Packet
 	c.Marker = marker
 	return &c
 }
+
+// SVCLayers counts the subscribers' VP9 SVC tracks, in every room, by the
+// spatial and temporal layer each gets now ([2]int{spatial, temporal});
+// one still waiting for its first keyframe is left out.
+func (s *SFU) SVCLayers() map[[2]int]int {
+	s.mu.Lock()
+	var subs []*Subscriber
+	for _, r := range s.rooms {
+		for _, sub := range r.subs {
+			subs = append(subs, sub)
+		}
+	}
+	s.mu.Unlock()
+	out := map[[2]int]int{}
+	for _, sub := range subs {
+		for _, t := range sub.videoTracks() {
+			if t.fwd.svc == nil {
+				continue
+			}
+			if sl, tl := t.svc.at(); sl >= 0 {
+				out[[2]int{sl, tl}]++
+			}
+		}
+	}
+	return out
+}

@@ -244,6 +244,10 @@ func TestVP9SVCForwardedByLayer(t *testing.T) {
 	if lowBad != 0 || fullBad != 0 {
 		t.Errorf("pictures with the marker misplaced: held low %d, full %d", lowBad, fullBad)
 	}
+	// What the metrics count: one subscriber at S0 T1, one at S2 T2.
+	if got := s.SVCLayers(); len(got) != 2 || got[[2]int{0, 1}] != 1 || got[[2]int{2, 2}] != 1 {
+		t.Errorf("SVCLayers %v, want one subscriber at S0T1 and one at S2T2", got)
+	}
 	if plis.get() == 0 {
 		t.Error("the publisher was never asked for a keyframe")
 	}
