@@ -114,7 +114,9 @@ type svcTrack struct {
 	seen     [svcMaxLayers][svcMaxLayers]int64      // unix nanos a packet of that layer was last seen
 	bytes    [svcMaxLayers][svcMaxLayers]int        // in the current rate window
 	winStart time.Time
-	ns       int // spatial layers the last scalability structure stated (0: none yet)
+	// ns is the number of spatial layers the last scalability structure
+	// stated (0: none yet); read for every packet by every subscriber.
+	ns atomic.Int32
 }
 
 // svcParsed is one packet with its descriptor.
@@ -169,7 +171,7 @@ func (v *svcTrack) observe(pkt *rtp.Packet, now time.Time) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	if d.ns > 0 {
-		v.ns = d.ns
+		v.ns.Store(int32(d.ns))
 	}
 	v.seen[d.sid][d.tid] = now.UnixNano()
 	v.bytes[d.sid][d.tid] += len(pkt.Payload) + 12
@@ -245,8 +247,8 @@ func (v *svcTrack) layers() []*forwarder {
 			}
 		}
 	}
-	if v.ns > 0 {
-		maxS = min(maxS, v.ns-1) // the encoder turned layers off
+	if ns := int(v.ns.Load()); ns > 0 {
+		maxS = min(maxS, ns-1) // the encoder turned layers off
 	}
 	var out []*forwarder
 	add := func(s, t int) {
@@ -330,12 +332,10 @@ func (t *subTrack) offerSVC(f *forwarder, pkt *rtp.Packet) {
 // spatialLayers is how many spatial layers the encoder sends now, as its
 // last scalability structure said (svcMaxLayers when none has).
 func (v *svcTrack) spatialLayers() int {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	if v.ns == 0 {
-		return svcMaxLayers
+	if ns := int(v.ns.Load()); ns > 0 {
+		return ns
 	}
-	return v.ns
+	return svcMaxLayers
 }
 
 // svcSub is one subscriber track's view of an SVC track: the layers it
