@@ -319,10 +319,17 @@ func (t *subTrack) offerSVC(f *forwarder, pkt *rtp.Packet) {
 	paused := t.paused != nil && t.paused.Load()
 	ns := f.svc.spatialLayers()
 	out, ok := t.svc.filter(pkt, d, ts, tt, ns, paused)
+	s, tl := t.svc.at()
 	if want != nil {
-		if s, tl := t.svc.at(); s >= min(ts, ns-1) && tl >= tt && t.cur.CompareAndSwap(cur, want) {
+		if s >= min(ts, ns-1) && tl >= tt && t.cur.CompareAndSwap(cur, want) {
 			t.want.CompareAndSwap(want, nil)
 		}
+	} else if s >= 0 && s < min(ts, ns-1) && t.svc.askAgain(time.Now()) {
+		// Below its layer with no switch pending: the encoder turned a
+		// spatial layer off for a while and on again (a browser short of
+		// uplink or CPU), and only a keyframe lets the subscriber take it
+		// back.
+		f.keyframe()
 	}
 	if ok {
 		t.offer(qpkt{pkt: out, from: f})
@@ -355,6 +362,20 @@ type svcSub struct {
 	seqInit bool
 	hi, off uint16
 	dropped [svcSeqWindow / 64]uint64
+	askedAt time.Time // the last keyframe asked for to regain a spatial layer
+}
+
+// askAgain reports whether a keyframe to regain a spatial layer may be
+// asked for now: at most one every 1.5 s per subscriber (what the chooser
+// waits before asking again for a switch's).
+func (x *svcSub) askAgain(now time.Time) bool {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if now.Sub(x.askedAt) < 1500*time.Millisecond {
+		return false
+	}
+	x.askedAt = now
+	return true
 }
 
 // at returns the layers the subscriber gets now (-1, -1 before a
