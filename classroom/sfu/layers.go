@@ -112,7 +112,7 @@ func (g *layerGroup) attach(t *subTrack) (bool, time.Duration) {
 	if len(ls) == 0 {
 		return false, 0
 	}
-	start := ls[0]
+	start := ls[svcStart(ls)]
 	if t.sfu != nil && t.sfu.cfg.NoLayers {
 		start = ls[len(ls)-1]
 	}

@@ -268,6 +268,18 @@ func (v *svcTrack) layers() []*forwarder {
 	return out
 }
 
+// svcStart is where in ls (a group's layers, lowest first) a new
+// subscriber starts: the lowest, except that of an SVC track's the lowest
+// spatial layer at the full frame rate. The half-rate rung below it is
+// for a link that turns out thinner; starting on it would cost every
+// classroom one more probe (~2.5 s) on its way up.
+func svcStart(ls []*forwarder) int {
+	if len(ls) > 2 && ls[0].layer != nil && ls[1].layer != nil && ls[0].layer.s == ls[1].layer.s {
+		return 1
+	}
+	return 0
+}
+
 // svcLayers is layers for a group whose one forwarder is an SVC track.
 func svcLayers(fwds []*forwarder) []*forwarder {
 	if len(fwds) != 1 || fwds[0].svc == nil {

@@ -206,7 +206,6 @@ func TestVP9SVCForwardedByLayer(t *testing.T) {
 		return w
 	}
 	low, full := subscribe(true), subscribe(false)
-	low.reset()
 	// The full subscriber climbs by probes; ~4 s on loopback, allow 25
 	// on a loaded machine.
 	climbed := false
@@ -222,6 +221,7 @@ func TestVP9SVCForwardedByLayer(t *testing.T) {
 		t.Fatalf("the unconstrained subscriber got no packet of spatial layer 2 within 25 s (links %+v)", s.Links("class"))
 	}
 	full.reset()
+	low.reset()
 	time.Sleep(2 * time.Second)
 	lp, lowS, lowT, lowGaps, lowBad := low.snapshot()
 	fp, fullS, fullT, fullGaps, fullBad := full.snapshot()

@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -154,8 +155,11 @@ func TestTeacherPublishesSVCThinClassroom(t *testing.T) {
 	// The LAN classroom climbs (a probe per layer, a keyframe per spatial
 	// layer up): wait for it to pass the lowest spatial layer.
 	var lanView, thinView view
+	lanMax := 0
 	for end := time.Now().Add(40 * time.Second); time.Now().Before(end); time.Sleep(500 * time.Millisecond) {
-		if lanView = sample(lan, "LAN"); lanView.Width > 320 && (!*strictSVC || lanView.Width >= 1280) {
+		lanView = sample(lan, "LAN")
+		lanMax = max(lanMax, lanView.Width)
+		if lanView.Width > 320 && (!*strictSVC || lanView.Width >= 1280) {
 			break
 		}
 	}
@@ -190,8 +194,14 @@ func TestTeacherPublishesSVCThinClassroom(t *testing.T) {
 	if sum(lanPer) == 0 {
 		t.Errorf("the LAN classroom stopped decoding: %v", lanPer)
 	}
-	if thinView.Width == 0 || thinView.Width >= lanView.Width {
-		t.Errorf("widths: thin classroom %d px, LAN classroom %d px; want the thin one on a lower spatial layer", thinView.Width, lanView.Width)
+	// The thin classroom's usual width against the widest the LAN one
+	// got: on this shared machine under load the LAN classroom's own
+	// link reads as lossy for seconds (CPU starvation of its browser;
+	// docs/BENCHMARKS.md, "Chromium on a thin link") and the chooser
+	// moves it down a while; -svc.strict requires the top layer at the
+	// end.
+	if usual, most := mode(thinWidths), max(lanMax, slices.Max(lanWidths)); usual == 0 || usual >= most {
+		t.Errorf("widths: thin classroom mostly %d px, LAN classroom at most %d px; want the thin one on a lower spatial layer", usual, most)
 	}
 	if *strictSVC && lanView.Width < 1280 {
 		t.Errorf("the LAN classroom at %d px, want the top spatial layer (1280)", lanView.Width)
@@ -205,6 +215,19 @@ func TestTeacherPublishesSVCThinClassroom(t *testing.T) {
 			t.Errorf("%s page errors: %s", who, errs)
 		}
 	}
+}
+
+// mode is the most common of xs (the largest of equals).
+func mode(xs []int) int {
+	n := map[int]int{}
+	best := 0
+	for _, x := range xs {
+		n[x]++
+		if n[x] > n[best] || n[x] == n[best] && x > best {
+			best = x
+		}
+	}
+	return best
 }
 
 func sum(xs []int) int {
