@@ -295,6 +295,14 @@ func svcLayers(fwds []*forwarder) []*forwarder {
 // frames).
 func (t *subTrack) svcSwitch(f *forwarder) {
 	cur := t.cur.Load()
+	if (cur == nil || cur.layer == nil) && f.layer != nil {
+		// Its first layer (it attached before the track's layers were
+		// measured): where a new subscriber starts, not the half-rate
+		// rung below it.
+		if ls := f.layer.base.svc.layers(); len(ls) > 0 && f == ls[0] {
+			f = ls[svcStart(ls)]
+		}
+	}
 	if f == cur {
 		t.want.Store(nil)
 		return
@@ -328,6 +336,13 @@ func (t *subTrack) offerSVC(f *forwarder, pkt *rtp.Packet) {
 		tgt = want
 	}
 	ts, tt := svcTarget(tgt)
+	if tgt == f && (t.sfu == nil || !t.sfu.cfg.NoLayers) {
+		// Attached before the track's layers were measured: the lowest
+		// spatial layer until the chooser picks one, as a new
+		// subscriber of simulcast starts on the lowest (a thin link
+		// must not get the whole stream's keyframe first).
+		ts = 0
+	}
 	paused := t.paused != nil && t.paused.Load()
 	ns := f.svc.spatialLayers()
 	out, ok := t.svc.filter(pkt, d, ts, tt, ns, paused)
