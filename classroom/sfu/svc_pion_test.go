@@ -115,96 +115,9 @@ func TestVP9SVCForwardedByLayer(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-
-	pc := loopPeer(t)
-	video, err := webrtc.NewTrackLocalStaticRTP(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeVP9, ClockRate: 90000, SDPFmtpLine: "profile-id=0"}, "video", "teacher")
-	if err != nil {
-		t.Fatal(err)
-	}
-	vtr, err := pc.AddTransceiverFromTrack(video, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionSendonly})
-	if err != nil {
-		t.Fatal(err)
-	}
-	audio, err := webrtc.NewTrackLocalStaticRTP(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2}, "audio", "teacher")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := pc.AddTransceiverFromTrack(audio, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionSendonly}); err != nil {
-		t.Fatal(err)
-	}
-	_, answer, err := s.Publish(ctx, "class", string(mediatest.Offer(t, ctx, pc)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: answer}); err != nil {
-		t.Fatal(err)
-	}
-	var needKey, plis atomicCounter
-	go func() {
-		for {
-			pkts, _, err := vtr.Sender().ReadRTCP()
-			if err != nil {
-				return
-			}
-			for _, p := range pkts {
-				switch p.(type) {
-				case *rtcp.PictureLossIndication, *rtcp.FullIntraRequest:
-					needKey.set()
-					plis.add()
-				}
-			}
-		}
-	}()
-	// 30 pictures a second: S0 one 600-byte packet (~150 kbit/s), S1
-	// two of 1000 (~630 kbit/s with S0), S2 four of 1100 (~1.7 Mbit/s in
-	// all); a keyframe when asked and every 3 s.
-	go func() {
-		tick := time.NewTicker(time.Second / 30)
-		defer tick.Stop()
-		var seq uint16 = 40000
-		var lastKey time.Time
-		for i := 0; ; i++ {
-			select {
-			case <-ctx.Done():
-				return
-			case <-tick.C:
-			}
-			key := false
-			if i%4 == 0 && (needKey.take() || time.Since(lastKey) > 3*time.Second) {
-				key, lastKey = true, time.Now()
-			}
-			for j, p := range sfu.VP9Picture(i, key, seq, [3]int{1, 2, 4}, 1000) {
-				if j == 0 {
-					p.Payload = p.Payload[:600]
-				}
-				_ = video.WriteRTP(p)
-				seq++
-			}
-			_ = audio.WriteRTP(&rtp.Packet{Header: rtp.Header{Version: 2, SequenceNumber: uint16(i), Timestamp: uint32(i) * 1600}, Payload: []byte{0xfc, 1, 2, 3}})
-		}
-	}()
-	deadline := time.Now().Add(10 * time.Second)
-	for s.RoomStats("class").Tracks < 2 && time.Now().Before(deadline) {
-		time.Sleep(50 * time.Millisecond)
-	}
+	plis := svcPublish(t, ctx, s)
 	time.Sleep(1200 * time.Millisecond) // the layers measured
-
-	subscribe := func(low bool) *svcWatcher {
-		sub := loopPeer(t)
-		w := &svcWatcher{}
-		w.watch(t, sub)
-		ss, answer, err := s.Subscribe(ctx, "class", string(mediatest.Offer(t, ctx, sub)))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if low {
-			ss.SetHoldLow(func(string) bool { return true })
-		}
-		if err := sub.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: answer}); err != nil {
-			t.Fatal(err)
-		}
-		return w
-	}
+	subscribe := func(low bool) *svcWatcher { return svcSubscribe(t, ctx, s, low) }
 	low, full := subscribe(true), subscribe(false)
 	// The full subscriber climbs by probes; ~4 s on loopback, allow 25
 	// on a loaded machine.
@@ -284,4 +197,178 @@ func (c *atomicCounter) take() bool {
 	f := c.flag
 	c.flag = false
 	return f
+}
+
+// svcPublish starts a pion publisher of VP9 L3T3 and Opus in s's room
+// "class" and returns its count of keyframe requests. 30 pictures a
+// second: S0 one 600-byte packet (~150 kbit/s), S1 two of 1000 (~630
+// kbit/s with S0), S2 four of 1000 (~1.6 Mbit/s in all); a keyframe when
+// asked and every 3 s.
+func svcPublish(t *testing.T, ctx context.Context, s *sfu.SFU) *atomicCounter {
+	t.Helper()
+	pc := loopPeer(t)
+	video, err := webrtc.NewTrackLocalStaticRTP(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeVP9, ClockRate: 90000, SDPFmtpLine: "profile-id=0"}, "video", "teacher")
+	if err != nil {
+		t.Fatal(err)
+	}
+	vtr, err := pc.AddTransceiverFromTrack(video, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionSendonly})
+	if err != nil {
+		t.Fatal(err)
+	}
+	audio, err := webrtc.NewTrackLocalStaticRTP(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2}, "audio", "teacher")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pc.AddTransceiverFromTrack(audio, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionSendonly}); err != nil {
+		t.Fatal(err)
+	}
+	_, answer, err := s.Publish(ctx, "class", string(mediatest.Offer(t, ctx, pc)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: answer}); err != nil {
+		t.Fatal(err)
+	}
+	needKey, plis := &atomicCounter{}, &atomicCounter{}
+	go func() {
+		for {
+			pkts, _, err := vtr.Sender().ReadRTCP()
+			if err != nil {
+				return
+			}
+			for _, p := range pkts {
+				switch p.(type) {
+				case *rtcp.PictureLossIndication, *rtcp.FullIntraRequest:
+					needKey.set()
+					plis.add()
+				}
+			}
+		}
+	}()
+	go func() {
+		tick := time.NewTicker(time.Second / 30)
+		defer tick.Stop()
+		var seq uint16 = 40000
+		var lastKey time.Time
+		for i := 0; ; i++ {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+			key := false
+			if i%4 == 0 && (needKey.take() || time.Since(lastKey) > 3*time.Second) {
+				key, lastKey = true, time.Now()
+			}
+			for j, p := range sfu.VP9Picture(i, key, seq, [3]int{1, 2, 4}, 1000) {
+				if j == 0 {
+					p.Payload = p.Payload[:600]
+				}
+				_ = video.WriteRTP(p)
+				seq++
+			}
+			_ = audio.WriteRTP(&rtp.Packet{Header: rtp.Header{Version: 2, SequenceNumber: uint16(i), Timestamp: uint32(i) * 1600}, Payload: []byte{0xfc, 1, 2, 3}})
+		}
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for s.RoomStats("class").Tracks < 2 && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	return plis
+}
+
+// svcSubscribe subscribes a pion peer to s's room "class" (held at its
+// lowest layer when low) and watches what it receives.
+func svcSubscribe(t *testing.T, ctx context.Context, s *sfu.SFU, low bool) *svcWatcher {
+	t.Helper()
+	sub := loopPeer(t)
+	w := &svcWatcher{}
+	w.watch(t, sub)
+	ss, answer, err := s.Subscribe(ctx, "class", string(mediatest.Offer(t, ctx, sub)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if low {
+		ss.SetHoldLow(func(string) bool { return true })
+	}
+	if err := sub.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: answer}); err != nil {
+		t.Fatal(err)
+	}
+	return w
+}
+
+// The cascade: a downstream edge pulls the lesson from the upstream one
+// (a subscriber there, whose layers the upstream chooses by that link)
+// and relays it as its own publisher; its classrooms then choose among the
+// SVC layers that arrive. On loopback the pull climbs to the top; the
+// downstream's held-low classroom gets spatial layer 0 only, its other
+// classroom all three, each gap-free with the marker where it belongs.
+func TestVP9SVCThroughCascade(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	up, err := sfu.New(sfu.Config{ICEAddrs: []net.IP{net.IPv4(127, 0, 0, 1)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer up.Close()
+	down, err := sfu.New(sfu.Config{ICEAddrs: []net.IP{net.IPv4(127, 0, 0, 1)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer down.Close()
+	svcPublish(t, ctx, up)
+	time.Sleep(1200 * time.Millisecond)
+
+	pull := loopPeer(t)
+	for _, k := range []webrtc.RTPCodecType{webrtc.RTPCodecTypeVideo, webrtc.RTPCodecTypeAudio} {
+		if _, err := pull.AddTransceiverFromKind(k, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionRecvonly}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	relay, err := down.Relay("class", sfu.SourceMaster, pull)
+	if err != nil {
+		t.Fatal(err)
+	}
+	relay.Expect(2)
+	_, answer, err := up.Subscribe(ctx, "class", string(mediatest.Offer(t, ctx, pull)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := pull.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: answer}); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for down.RoomStats("class").Tracks < 2 && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	time.Sleep(1200 * time.Millisecond)
+	low, full := svcSubscribe(t, ctx, down, true), svcSubscribe(t, ctx, down, false)
+	// Two climbs, the pull's and then the classroom's: ~8 s on loopback,
+	// allow 40 on a loaded machine.
+	climbed := false
+	for end := time.Now().Add(40 * time.Second); time.Now().Before(end) && !climbed; {
+		time.Sleep(250 * time.Millisecond)
+		_, perS, _, _, _ := full.snapshot()
+		climbed = perS[2] > 0
+		full.reset()
+	}
+	if !climbed {
+		t.Fatalf("the downstream classroom got no packet of spatial layer 2 within 40 s (upstream links %+v, downstream %+v)", up.Links("class"), down.Links("class"))
+	}
+	full.reset()
+	low.reset()
+	time.Sleep(2 * time.Second)
+	lp, lowS, lowT, lowGaps, lowBad := low.snapshot()
+	fp, fullS, fullT, fullGaps, fullBad := full.snapshot()
+	t.Logf("downstream held low: %d packets, per spatial layer %v, per temporal %v, gaps %d, misplaced markers %d", lp, lowS, lowT, lowGaps, lowBad)
+	t.Logf("downstream full: %d packets, per spatial layer %v, per temporal %v, gaps %d, misplaced markers %d", fp, fullS, fullT, fullGaps, fullBad)
+	if lp == 0 || lowS[1] != 0 || lowS[2] != 0 || lowT[2] != 0 {
+		t.Errorf("downstream held low: per spatial layer %v, per temporal %v; want only S0 at T0–T1", lowS, lowT)
+	}
+	if fullS[0] == 0 || fullS[1] == 0 || fullS[2] == 0 {
+		t.Errorf("downstream full: per spatial layer %v; want all three", fullS)
+	}
+	if lowGaps != 0 || fullGaps != 0 || lowBad != 0 || fullBad != 0 {
+		t.Errorf("downstream: gaps %d / %d, misplaced markers %d / %d (held low / full)", lowGaps, fullGaps, lowBad, fullBad)
+	}
 }
