@@ -272,9 +272,11 @@ func (v *svcTrack) layers() []*forwarder {
 // subscriber starts: the lowest, except that of an SVC track's the lowest
 // spatial layer at the full frame rate. The half-rate rung below it is
 // for a link that turns out thinner; starting on it would cost every
-// classroom one more probe (~2.5 s) on its way up.
+// classroom one more probe (~2.5 s) on its way up. (A browser starts its
+// SVC encoding with the lowest spatial layer alone and adds the others as
+// its own estimate grows: the list may hold just the two rungs of S0.)
 func svcStart(ls []*forwarder) int {
-	if len(ls) > 2 && ls[0].layer != nil && ls[1].layer != nil && ls[0].layer.s == ls[1].layer.s {
+	if len(ls) > 1 && ls[0].layer != nil && ls[1].layer != nil && ls[0].layer.s == ls[1].layer.s {
 		return 1
 	}
 	return 0
