@@ -89,6 +89,9 @@ type Config struct {
 	// Layers chooses a simulcast layer per subscriber from a send-side
 	// bandwidth estimate (sfu.Config.NoLayers is its opposite).
 	Layers bool
+	// NoSVC: a VP9 SVC track is forwarded whole, and pages are told to
+	// send simulcast instead (sfu.Config.NoSVC).
+	NoSVC bool
 }
 
 // LessonStore keeps recorded lessons (the resource cache); see
@@ -116,7 +119,7 @@ func Mount(cfg Config) (*Live, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	s, err := sfu.New(sfu.Config{Logger: cfg.Logger.With("component", "sfu"), ICEAddrs: sfu.ICEAddrsForListen(cfg.Listen), NoLayers: !cfg.Layers})
+	s, err := sfu.New(sfu.Config{Logger: cfg.Logger.With("component", "sfu"), ICEAddrs: sfu.ICEAddrsForListen(cfg.Listen), NoLayers: !cfg.Layers, NoSVC: cfg.NoSVC})
 	if err != nil {
 		return nil, fmt.Errorf("live classes: %w", err)
 	}

@@ -153,7 +153,8 @@ func (ctl *control) Claim(hello ctlwire.Hello, conn *api.ControlConn) (api.Contr
 	h := ctlwire.New(ctlwire.TypeWelcome)
 	h.ID = hello.ID
 	conn.Send(Welcome{Header: h, Role: string(g.Role), SessionID: g.SessionID, Classroom: g.ClassroomID,
-		ParticipantID: p.id, EdgeID: ctl.edgeID, HeartbeatSeconds: 10, Layers: ctl.sfu.ChoosesLayers()})
+		ParticipantID: p.id, EdgeID: ctl.edgeID, HeartbeatSeconds: 10, Layers: ctl.sfu.ChoosesLayers(),
+		SVC: ctl.sfu.ForwardsSVC()})
 	if s.State == session.StateEnded {
 		conn.Send(Ended{Header: ctlwire.New(TypeEnded)})
 		conn.Close()

@@ -17,6 +17,7 @@ type linkCollector struct {
 	sfu                        *sfu.SFU
 	subs, budget, target, loss *prometheus.Desc
 	switches, probes           *prometheus.Desc
+	svc                        *prometheus.Desc
 }
 
 func newLinkCollector(s *sfu.SFU) *linkCollector {
@@ -28,11 +29,13 @@ func newLinkCollector(s *sfu.SFU) *linkCollector {
 		loss:     prometheus.NewDesc("campusedge_live_layer_link_loss_ratio", "Mean loss ratio (TWCC feedback) of the subscribers on each layer.", l, nil),
 		switches: prometheus.NewDesc("campusedge_live_layer_switches_total", "Subscribers moved to another simulcast layer.", []string{"direction"}, nil),
 		probes:   prometheus.NewDesc("campusedge_live_layer_probes_total", "Padding probes that tested a subscriber's link before moving it up.", nil, nil),
+		svc: prometheus.NewDesc("campusedge_live_svc_subscribers", "Subscribers of a VP9 SVC camera by the spatial and temporal layer they get now (0 the lowest; VP9's descriptor allows 0-7 each).",
+			[]string{"spatial", "temporal"}, nil),
 	}
 }
 
 func (c *linkCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.subs, c.budget, c.target, c.loss, c.switches, c.probes} {
+	for _, d := range []*prometheus.Desc{c.subs, c.budget, c.target, c.loss, c.switches, c.probes, c.svc} {
 		ch <- d
 	}
 }
@@ -78,4 +81,7 @@ func (c *linkCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(c.switches, prometheus.CounterValue, float64(t.LayerUps), "up")
 	ch <- prometheus.MustNewConstMetric(c.switches, prometheus.CounterValue, float64(t.LayerDowns), "down")
 	ch <- prometheus.MustNewConstMetric(c.probes, prometheus.CounterValue, float64(t.Probes))
+	for k, n := range c.sfu.SVCLayers() {
+		ch <- prometheus.MustNewConstMetric(c.svc, prometheus.GaugeValue, float64(n), strconv.Itoa(k[0]), strconv.Itoa(k[1]))
+	}
 }

@@ -128,6 +128,11 @@ type Welcome struct {
 	// publisher should send its video as layers (rid); false, every
 	// subscriber gets the top layer and one encoding is enough.
 	Layers bool `json:"layers,omitempty"`
+	// SVC: the edge forwards a VP9 SVC track (scalabilityMode L3T3_KEY
+	// or L3T3, one SSRC) by layer, each subscriber the spatial and
+	// temporal layers its link carries, so a publisher that can encode
+	// it may send that instead of simulcast.
+	SVC bool `json:"svc,omitempty"`
 }
 
 // Participant is one joined connection as others see it.

@@ -15,13 +15,21 @@ import (
 // whipPublishJS publishes the fake camera and mic with WHIP (RFC 9725) from
 // a page on the edge's origin, as a teacher's browser or OBS would.
 const whipPublishJS = `
-window.whip = async function (session, token) {
+window.whip = async function (session, token, svc) {
   window.pub = { state: "starting" };
   try {
     const pc = new RTCPeerConnection();
     window.pubPC = pc;
-    const media = await navigator.mediaDevices.getUserMedia({ video: { width: 320, height: 240 }, audio: true });
-    media.getTracks().forEach((t) => pc.addTransceiver(t, { direction: "sendonly", streams: [media] }));
+    // svc: 720p as one VP9 encoding with three spatial and three
+    // temporal layers, as the teacher page sends it (layers.js).
+    const size = svc ? { width: 1280, height: 720 } : { width: 320, height: 240 };
+    const media = await navigator.mediaDevices.getUserMedia({ video: size, audio: true });
+    media.getTracks().forEach((t) => {
+      if (!svc || t.kind !== "video") return pc.addTransceiver(t, { direction: "sendonly", streams: [media] });
+      const tr = pc.addTransceiver(t, { direction: "sendonly", streams: [media], sendEncodings: [{ scalabilityMode: "L3T3_KEY" }] });
+      const all = RTCRtpReceiver.getCapabilities("video").codecs;
+      tr.setCodecPreferences(all.filter((c) => /vp9/i.test(c.mimeType)).concat(all.filter((c) => !/vp9/i.test(c.mimeType))));
+    });
     await pc.setLocalDescription(await pc.createOffer());
     await new Promise((res) => {
       if (pc.iceGatheringState === "complete") return res();
@@ -56,6 +64,25 @@ func TestReplayInChromium(t *testing.T) {
 	if !browsertest.OnLAN(t) {
 		return
 	}
+	checkReplay(t, false)
+}
+
+// TestReplaySVCInChromium: the same with the camera sent as the teacher
+// page sends it where it can, one VP9 encoding with scalabilityMode
+// L3T3_KEY: the recording (every spatial layer of each picture) plays and
+// seeks, at the top layer's size.
+func TestReplaySVCInChromium(t *testing.T) {
+	if !browsertest.OnLAN(t) {
+		return
+	}
+	if w := checkReplay(t, true); w != 1280 {
+		t.Errorf("the SVC recording plays %d px wide, want the top spatial layer's 1280", w)
+	}
+}
+
+// checkReplay publishes from Chromium by WHIP (svc: as VP9 L3T3_KEY),
+// records, ends, replays and seeks; it returns the replayed video's width.
+func checkReplay(t *testing.T, svc bool) int {
 	ctx, cancel := context.WithTimeout(t.Context(), 90*time.Second)
 	defer cancel()
 	e := startLANEdge(t, ctx)
@@ -75,7 +102,7 @@ func TestReplayInChromium(t *testing.T) {
 	nav()
 	sid, _ := json.Marshal(s.ID)
 	tok, _ := json.Marshal(s.Tokens.Master)
-	browserEval[bool](tab, t, "whip("+string(sid)+", "+string(tok)+"); true")
+	browserEval[bool](tab, t, fmt.Sprintf("whip(%s, %s, %v); true", sid, tok, svc))
 	browserPoll(tab, t, "the browser published", `window.pub && window.pub.state === "published"`)
 
 	// About five seconds of lesson: enough for a keyframe request (every
@@ -117,5 +144,7 @@ func TestReplayInChromium(t *testing.T) {
 	if errs := browserEval[string](tab, t, `window.rep.errors.join("; ")`); errs != "" {
 		t.Errorf("the video element reported errors: %s", errs)
 	}
-	t.Logf("replayed %s: %d bytes, %d video frames, %d audio frames", st.MediaID, st.Bytes, st.VideoFrames, st.AudioFrames)
+	w := browserEval[int](tab, t, "window.vid.videoWidth")
+	t.Logf("replayed %s: %d bytes, %d video frames, %d audio frames, %d px wide", st.MediaID, st.Bytes, st.VideoFrames, st.AudioFrames, w)
+	return w
 }

@@ -352,13 +352,13 @@ func isKeyframe(mime string, f []byte) bool {
 	return false
 }
 
-// dims reads width and height from a keyframe (VP8: RFC 6386 9.1). VP9
-// keyframes hold them behind bit-packed fields; the WebM Video element
-// then says 0x0 and players read the size from the stream, as they must
-// anyway when it changes mid-stream.
+// dims reads width and height from a keyframe (VP8: RFC 6386 9.1; VP9:
+// vp9Size). A VP9 keyframe whose size cannot be read leaves the WebM Video
+// element at 0x0, which Chromium refuses to play (audio only).
 func dims(mime string, f []byte) (int, int, error) {
 	if strings.EqualFold(mime, "video/vp9") {
-		return 0, 0, nil
+		w, h := vp9Size(f)
+		return w, h, nil
 	}
 	if len(f) < 10 || f[3] != 0x9d || f[4] != 0x01 || f[5] != 0x2a {
 		return 0, 0, errNoVideoDims

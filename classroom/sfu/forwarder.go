@@ -52,6 +52,12 @@ type forwarder struct {
 	// when it is zero, or a subscriber of a helper's lane would get a
 	// new packet before the older ones the helper still holds.
 	lanePending atomic.Int64
+
+	// svc: a VP9 track's spatial/temporal layers (svc.go), nil for
+	// other tracks; layer: this forwarder is one of them, a virtual
+	// forwarder that reads nothing itself.
+	svc   *svcTrack
+	layer *svcLayer
 }
 
 func (f *forwarder) subs() []*subTrack { return *f.list.Load() }
@@ -250,6 +256,9 @@ func (f *forwarder) run() {
 			subs = f.subs()
 			f.mu.Unlock()
 		}
+		if f.svc != nil {
+			f.svc.observe(pkt, now)
+		}
 		f.fanOut(lanes, pkt, subs)
 		if f.tap != nil {
 			f.tap.Packet(pkt) // non-blocking by contract
@@ -262,6 +271,10 @@ func (f *forwarder) run() {
 // at the interval's end, so two classrooms joining 100 ms apart both get a
 // keyframe promptly. Audio tracks need none.
 func (f *forwarder) keyframe() {
+	if f.layer != nil {
+		f.layer.base.keyframe() // an SVC layer: its track's keyframe
+		return
+	}
 	if f.audio {
 		return
 	}

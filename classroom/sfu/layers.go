@@ -79,6 +79,9 @@ func (g *layerGroup) layers() []*forwarder {
 	g.mu.Lock()
 	all := slices.Clone(g.fwds)
 	g.mu.Unlock()
+	if ls := svcLayers(all); ls != nil {
+		return ls // one VP9 SVC track: its layers (svc.go)
+	}
 	cut := time.Now().Add(-layerIdle).UnixNano()
 	live := slices.DeleteFunc(slices.Clone(all), func(f *forwarder) bool { return f.ended.Load() || f.lastAt.Load() < cut })
 	if len(live) == 0 {
@@ -109,7 +112,7 @@ func (g *layerGroup) attach(t *subTrack) (bool, time.Duration) {
 	if len(ls) == 0 {
 		return false, 0
 	}
-	start := ls[0]
+	start := ls[svcStart(ls)]
 	if t.sfu != nil && t.sfu.cfg.NoLayers {
 		start = ls[len(ls)-1]
 	}
@@ -121,9 +124,9 @@ func (g *layerGroup) attach(t *subTrack) (bool, time.Duration) {
 	if len(g.fwds) > 1 && (t.sfu == nil || !t.sfu.cfg.NoLayers) {
 		limit = primeLayerMax
 	}
-	primed, took := start.addPrimed(t, limit)
+	primed, took := start.real().addPrimed(t, limit)
 	for _, f := range g.fwds {
-		if f != start {
+		if f != start.real() {
 			f.addQuiet(t)
 		}
 	}
@@ -145,6 +148,10 @@ func (g *layerGroup) detach(t *subTrack) {
 // the publisher for. Moving back to the layer it is on cancels a pending
 // switch.
 func (t *subTrack) switchTo(f *forwarder) {
+	if f.layer != nil || t.fwd.svc != nil {
+		t.svcSwitch(f) // layers of one VP9 SVC track (svc.go)
+		return
+	}
 	if f == t.cur.Load() {
 		t.want.Store(nil)
 		return
@@ -178,8 +185,13 @@ func (t *subTrack) layered() bool {
 		return false
 	}
 	t.fwd.grp.mu.Lock()
-	defer t.fwd.grp.mu.Unlock()
-	return len(t.fwd.grp.fwds) > 1
+	n := len(t.fwd.grp.fwds)
+	var one *forwarder
+	if n == 1 {
+		one = t.fwd.grp.fwds[0]
+	}
+	t.fwd.grp.mu.Unlock()
+	return n > 1 || one != nil && one.svc != nil && one.svc.layers() != nil // SVC: svc.go
 }
 
 // rewriter maps the sequence numbers and timestamps of whichever layer a

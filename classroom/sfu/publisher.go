@@ -157,6 +157,7 @@ func (p *Publisher) Expect(n int) {
 func (p *Publisher) onTrack(track *webrtc.TrackRemote, recv *webrtc.RTPReceiver) {
 	f := &forwarder{pub: p, track: track, interval: p.sfu.cfg.PLIInterval, audio: track.Kind() == webrtc.RTPCodecTypeAudio,
 		rid: track.RID(), id: track.ID()}
+	f.svc = newSVCTrack(f)
 	f.list.Store(&[]*subTrack{})
 	f.lastAt.Store(time.Now().UnixNano())
 	p.mu.Lock()

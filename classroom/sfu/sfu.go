@@ -37,7 +37,9 @@
 // keyframe.go its keyframe cache; subscriber.go a receiving peer and
 // subtrack.go its per-track queue and writer; layers.go simulcast layers
 // (a publisher's rid encodings grouped per track, the per-subscriber
-// switch at a keyframe and the sequence/timestamp rewrite); choose.go
+// switch at a keyframe and the sequence/timestamp rewrite); svc.go a VP9
+// SVC track's spatial/temporal layers, chosen like simulcast layers and
+// filtered per subscriber; choose.go
 // the layer each subscriber gets, from pion's gcc estimate, TWCC loss and
 // padding probes; congestion.go weak-link video pausing (below the lowest
 // layer); h264.go H264 profile matching; tap.go the recorder's view.
@@ -124,6 +126,9 @@ type Config struct {
 	// NoLayers turns off choosing a simulcast layer per subscriber: every
 	// subscriber gets the publisher's highest layer (benchmarks compare).
 	NoLayers bool
+	// NoSVC forwards a VP9 SVC track whole to every subscriber instead of
+	// by layer (svc.go), and ForwardsSVC tells pages not to send SVC.
+	NoSVC bool
 }
 
 // ICEAddrsForListen derives Config.ICEAddrs from an HTTP listen address:

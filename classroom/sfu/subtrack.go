@@ -70,6 +70,8 @@ type subTrack struct {
 	// out is the packet handed to pion, reused: pion copies what it keeps
 	// (the NACK responder's cache), so one per write is garbage.
 	out rtp.Packet
+	// svc: the layers of a VP9 SVC track this subscriber gets (svc.go).
+	svc svcSub
 }
 
 // qpkt is a queued packet: the layer it came from, and whether it is the
@@ -85,6 +87,10 @@ type qpkt struct {
 // switch happens here, so the subscriber's decoder starts the new layer
 // on a picture it can decode).
 func (t *subTrack) offerFrom(f *forwarder, pkt *rtp.Packet) {
+	if f.svc != nil {
+		t.offerSVC(f, pkt)
+		return
+	}
 	sw := false
 	if cur := t.cur.Load(); cur != nil && f != cur {
 		if f != t.want.Load() || !isKeyframeStart(pkt.Payload, f.track.Codec().MimeType) {

@@ -90,6 +90,10 @@ type Config struct {
 	// (on by default; off: every subscriber gets a simulcast publisher's
 	// top layer).
 	SimulcastLayers bool `json:"simulcast_layers"`
+	// SVCLayers forwards a VP9 SVC track (one SSRC, L3T3_KEY/L3T3) by
+	// layer per subscriber, and tells pages they may send it (on by
+	// default, with SimulcastLayers; off: pages send simulcast).
+	SVCLayers bool `json:"svc_layers"`
 	// HTTPSRedirect sends page requests on plain HTTP from other hosts to
 	// HTTPS; off only behind a proxy that terminates TLS itself.
 	HTTPSRedirect bool `json:"https_redirect"`
@@ -130,7 +134,7 @@ func Defaults() Config {
 		CachePrefetchDays: 7, CacheUploadMax: "2G", HTTPSRedirect: true,
 		MaxConnsPerAddr: 64, BodyDeadline: 10 * time.Second, MediaFastPath: true,
 		TimeZone: "Asia/Shanghai", Language: "zh-CN",
-		ReconnectGrace: 20 * time.Second, SimulcastLayers: true}
+		ReconnectGrace: 20 * time.Second, SimulcastLayers: true, SVCLayers: true}
 }
 
 // maxFileBytes bounds the config file; a config is a few hundred bytes.
@@ -213,6 +217,7 @@ func defineFlags(fs *flag.FlagSet, c *Config) {
 	fs.StringVar(&c.CloudCA, "cloud-ca", c.CloudCA, "PEM `file` of the city's root: trusted, besides the system's roots, for an https hub enrolled by a token without a pin")
 	fs.StringVar(&c.TimeZone, "time-zone", c.TimeZone, "the school's IANA time `zone` (timetable periods; dates and times on every page), e.g. Asia/Shanghai, Asia/Urumqi")
 	fs.BoolVar(&c.SimulcastLayers, "simulcast-layers", c.SimulcastLayers, "choose a simulcast layer per classroom from a bandwidth estimate of its link; the estimator runs only for classrooms that receive simulcast (=false: no estimator, every classroom gets a simulcast publisher's top layer and pages publish one layer)")
+	fs.BoolVar(&c.SVCLayers, "svc-layers", c.SVCLayers, "forward a VP9 SVC camera (scalabilityMode L3T3_KEY) by layer, each classroom the spatial/temporal layers its link carries, and let the teacher page send it where the browser can (=false: the page sends VP8 simulcast; needs -simulcast-layers)")
 	fs.StringVar(&c.Language, "language", c.Language, "the school's `language` for pages whose browser asks for none they have: zh-CN or en")
 	fs.BoolVar(&c.HTTPSRedirect, "https-redirect", c.HTTPSRedirect, "redirect page requests on plain HTTP from other hosts to HTTPS (turn off only behind a TLS-terminating proxy)")
 	fs.IntVar(&c.MaxConnsPerAddr, "max-conns-per-addr", c.MaxConnsPerAddr, "connections one client address may hold open at once (`N`, 0: no limit; loopback is exempt)")

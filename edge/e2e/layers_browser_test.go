@@ -87,7 +87,7 @@ func TestTeacherPublishesSimulcastThinClassroom(t *testing.T) {
 	}
 
 	data := filepath.Join(t.TempDir(), "data")
-	edged := a.Start(t, nil, built.edged, "-data", data, "-listen", edgeHTTP, "-mdns=false", "-simulcast-layers", "-log-level", "debug")
+	edged := a.Start(t, nil, built.edged, "-data", data, "-listen", edgeHTTP, "-mdns=false", "-simulcast-layers", "-svc-layers=false", "-log-level", "debug")
 	line := waitLog(t, ctx, edged, `msg="listening https"`)
 	pin := logValue(line, "spki_pin")
 	tok, err := os.ReadFile(filepath.Join(data, "admin-token"))
@@ -157,7 +157,7 @@ func TestTeacherPublishesSimulcastThinClassroom(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("teacher's outbound encodings: %+v; L3T3 SVC the browser offers: %q (not used: this edge forwards SVC whole)", layers, svc)
+	t.Logf("teacher's outbound encodings: %+v; L3T3 SVC the browser offers: %q (not used: this test runs edged -svc-layers=false; TestTeacherPublishesSVCThinClassroom sends it)", layers, svc)
 
 	// The thin classroom decodes the lesson, every second.
 	pagePoll(t, screen, "classroom decoding the lesson", `!!window.room.conn && (window.room.conn.videoStats().then(f => window.vf = f), !!window.vf && window.vf.master > 0)`)

@@ -92,6 +92,9 @@ class Conn {
       this.pubSent = false;
       this.flushPub = this.trickle(this.pub, "publish", () => this.pubSent);
     }
+    // Whether the browser encodes VP9 SVC is known only once Media
+    // Capabilities answer (layers.js, findSVC; a few ms).
+    if (typeof LAYERS !== "undefined" && LAYERS.svcFound) await LAYERS.svcFound;
     const have = this.pub.getSenders().map((s) => s.track);
     // How each track is encoded (simulcast layers, a screen share's
     // settings) is layers.js's: sendTrack, when the page loads it.

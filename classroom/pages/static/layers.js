@@ -12,11 +12,18 @@
 //   text sharp rather than motion smooth), full resolution at a low frame
 //   rate, as two encodings — "h" the full screen at ~1.2 Mbit/s and "l" at
 //   half size ~300 kbit/s — so a thin link still reads the slide.
-// - SVC: VP9 or AV1 with scalabilityMode L3T3 is found when the browser
-//   offers it (LAYERS.svc) and used when the edge says it forwards SVC by
-//   layer (welcome.svc). This edge does not yet: it would forward the
-//   whole L3T3 stream to every classroom, which a thin link cannot take,
-//   so simulcast is sent instead.
+// - SVC: when the browser encodes VP9 with scalabilityMode L3T3_KEY (or
+//   L3T3) and the edge's welcome says it forwards SVC by layer
+//   (welcome.svc), the camera goes as ONE VP9 encoding with three spatial
+//   layers (180p / 360p / 720p) and three temporal layers; the edge gives
+//   each classroom the layers its link carries (docs/LIVE.md, "Layers").
+//   L3T3_KEY first: its upper spatial layers are predicted from the layer
+//   below only at keyframes, so a classroom taking a lower layer decodes
+//   nothing it does not need, and the edge moves a classroom up at a
+//   keyframe either way. AV1 is not sent as SVC: the edge reads VP9's
+//   layer descriptors only (AV1's dependency descriptor is not
+//   implemented), so AV1 SVC would reach every classroom whole. Without
+//   VP9 SVC, VP8 simulcast as above.
 "use strict";
 
 const LAYERS = {
@@ -39,7 +46,8 @@ const LAYERS = {
   // What the last sendTrack did, for the page's own checks and tests:
   // { camera: "simulcast"|"svc"|"single", screen: "simulcast"|"single" }.
   sent: {},
-  svc: "", // "video/VP9" or "video/AV1" when the browser encodes L3T3 (findSVC)
+  svc: "", // "video/VP9" when the browser encodes L3T3 (findSVC)
+  svcMode: "", // the scalabilityMode sent: "L3T3_KEY" when offered, else "L3T3"
 };
 window.LAYERS = LAYERS;
 
@@ -48,13 +56,17 @@ window.LAYERS = LAYERS;
 // the browser scales each layer from what it gets).
 const CAMERA_CONSTRAINTS = { video: { width: { ideal: 1280 }, height: { ideal: 720 } }, audio: true };
 
-// svcCodec returns the first VP9 or AV1 codec the browser can send with
-// scalabilityMode L3T3, or null.
+// svcCodec returns the first VP9 codec the browser can send with
+// scalabilityMode L3T3_KEY or L3T3, or null.
 function svcCodec() {
   if (typeof RTCRtpSender === "undefined" || !RTCRtpSender.getCapabilities) return null;
   const caps = RTCRtpSender.getCapabilities("video");
   for (const c of (caps && caps.codecs) || []) {
-    if (/^video\/(VP9|AV1)$/i.test(c.mimeType) && (c.scalabilityModes || []).includes("L3T3")) return c;
+    const modes = c.scalabilityModes || [];
+    if (/^video\/VP9$/i.test(c.mimeType) && (modes.includes("L3T3_KEY") || modes.includes("L3T3"))) {
+      LAYERS.svcMode = modes.includes("L3T3_KEY") ? "L3T3_KEY" : "L3T3";
+      return c;
+    }
   }
   return null;
 }
@@ -66,11 +78,11 @@ async function findSVC() {
   const c = svcCodec();
   if (c) { LAYERS.svc = c.mimeType; return; }
   if (!navigator.mediaCapabilities || !navigator.mediaCapabilities.encodingInfo) return;
-  for (const mime of ["video/VP9", "video/AV1"]) {
+  for (const mode of ["L3T3_KEY", "L3T3"]) {
     try {
       const r = await navigator.mediaCapabilities.encodingInfo({ type: "webrtc",
-        video: { contentType: mime, width: 1280, height: 720, bitrate: 1500000, framerate: 30, scalabilityMode: "L3T3" } });
-      if (r.supported) { LAYERS.svc = mime; return; }
+        video: { contentType: "video/VP9", width: 1280, height: 720, bitrate: 1500000, framerate: 30, scalabilityMode: mode } });
+      if (r.supported) { LAYERS.svc = "video/VP9"; LAYERS.svcMode = mode; return; }
     } catch (e) { /* an older browser: no SVC */ }
   }
 }
@@ -107,8 +119,11 @@ function sendTrack(pc, track, stream, welcome, opts) {
     return how;
   }
   if (track.kind === "video" && layers && opts && opts.simulcast) {
-    if (welcome.svc && LAYERS.svc) {
-      init.sendEncodings = [{ scalabilityMode: "L3T3", maxBitrate: 2000000 }];
+    if (welcome.svc && LAYERS.svc && !opts.encodings) {
+      // One encoding, its layers chosen per classroom by the edge. The
+      // codec preference must put VP9 first before the offer, or the
+      // browser negotiates VP8 and drops the scalabilityMode.
+      init.sendEncodings = [{ scalabilityMode: LAYERS.svcMode || "L3T3", maxBitrate: 1700000 }];
       const tr = pc.addTransceiver(track, init);
       preferCodec(tr, LAYERS.svc);
       how = "svc";
@@ -151,13 +166,15 @@ function keepResolution(sender) {
 }
 
 // outboundLayers lists pc's outbound video encodings as getStats reports
-// them: [{rid, kind, frames, width, height, bytes}].
+// them: [{rid, mid, frames, width, height, bytes, scalability, codec}].
 async function outboundLayers(pc) {
   const out = [];
   if (!pc) return out;
-  for (const r of (await pc.getStats()).values()) {
+  const st = await pc.getStats();
+  for (const r of st.values()) {
     if (r.type !== "outbound-rtp" || r.kind !== "video") continue;
-    out.push({ rid: r.rid || "", mid: r.mid || "", frames: r.framesEncoded || 0, width: r.frameWidth || 0, height: r.frameHeight || 0, bytes: r.bytesSent || 0, scalability: r.scalabilityMode || "" });
+    const codec = (r.codecId && st.get(r.codecId)) || {};
+    out.push({ rid: r.rid || "", mid: r.mid || "", frames: r.framesEncoded || 0, width: r.frameWidth || 0, height: r.frameHeight || 0, bytes: r.bytesSent || 0, scalability: r.scalabilityMode || "", codec: codec.mimeType || "" });
   }
   return out;
 }

@@ -106,7 +106,7 @@ func (a *appliance) mountLive() error {
 		Classroom: func(cid string) error { _, err := fl.Classroom(cid); return err },
 		Learning:  learn, Attendance: roster,
 		ClassroomName: func(cid string) string { c, _ := fl.Classroom(cid); return c.Name },
-		UpstreamRoots: upstreamRoots(a.tm), Location: a.loc(), Language: a.cfg.Language, Layers: a.cfg.SimulcastLayers,
+		UpstreamRoots: upstreamRoots(a.tm), Location: a.loc(), Language: a.cfg.Language, Layers: a.cfg.SimulcastLayers, NoSVC: !a.cfg.SVCLayers,
 		LiveState: ls, ReconnectGrace: a.cfg.ReconnectGrace})
 	if err != nil {
 		return err
