@@ -539,9 +539,9 @@ func (u *Uplink) SendOnce(ctx context.Context, enr Enrolment) (int, error) {
 			<-prep // its goroutine reads the outbox: not past SendOnce
 		}
 	}()
-	ack := u.startAcker()
+	drops := u.startAcker() // drops acknowledged records meanwhile
 	for {
-		if err := ack.failed(); err != nil && len(errs) == 0 {
+		if err := drops.failed(); err != nil && len(errs) == 0 {
 			errs = append(errs, err)
 		}
 		for len(errs) == 0 && inflight < u.cfg.InFlight && time.Since(began) < sendSpan {
@@ -615,10 +615,10 @@ func (u *Uplink) SendOnce(ctx context.Context, enr Enrolment) (int, error) {
 		}
 		if r.ack > acked {
 			acked = r.ack
-			ack.to(acked)
+			drops.to(acked)
 		}
 	}
-	if err := ack.finish(); err != nil && len(errs) == 0 {
+	if err := drops.finish(); err != nil && len(errs) == 0 {
 		errs = append(errs, err)
 	}
 	if err := errors.Join(errs...); err != nil {
