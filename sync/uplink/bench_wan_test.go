@@ -256,7 +256,7 @@ func startTimeline(ctx context.Context, w *netnstest.WAN, wrote *atomic.Int64, s
 }
 
 // ssField picks "name:value" fields out of ss -ti's info line.
-var ssField = regexp.MustCompile(`\b(cwnd|rto|retrans|unacked|lost|notsent|rtt):(\S+)|\b(pacing_rate|delivery_rate) \S+|\bbbr:\(\S+\)|\b(app_limited|cubic|reno)\b`)
+var ssField = regexp.MustCompile(`\b(cwnd|rto|retrans|unacked|lost|notsent|rtt):(\S+)|\b(pacing_rate|delivery_rate) \S+|\bbbr:\(\S+\)|\b(busy|rwnd_limited|sndbuf_limited):\S+|\b(app_limited|cubic|reno)\b`)
 
 func (tl *timeline) log(t *testing.T, start time.Time, rate int) {
 	<-tl.done
