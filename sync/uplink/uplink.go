@@ -278,7 +278,11 @@ func New(cfg Config) *Uplink {
 	u := &Uplink{cfg: cfg, log: cfg.Logger, wake: make(chan struct{}, 1)}
 	// An https:// hub speaks HTTP/2 (cityhub offers it), so the first
 	// batches already go in order on one connection (see batchGate); the
-	// first answer says for sure.
+	// first answer says for sure. Should it be HTTP/1.1 after all, the
+	// first window's bodies still go one after another, each on its own
+	// connection (the hub client does not cap connections per host; a
+	// client that allowed one would hold a later batch's connection
+	// waiting for an earlier body until requestTimeout).
 	u.multiplexed.Store(strings.HasPrefix(cfg.Hub, "https://"))
 	if cfg.RateBytes > 0 {
 		u.lim = rate.NewLimiter(rate.Limit(cfg.RateBytes), max(cfg.RateBytes, 4<<10))
