@@ -22,7 +22,12 @@ import (
 
 func openDB(t testing.TB, dir string) *bolt.DB {
 	t.Helper()
-	db, err := bolt.Open(filepath.Join(dir, "edge.db"), 0o600, &bolt.Options{Timeout: 2 * time.Second})
+	return openDBWith(t, dir, &bolt.Options{Timeout: 2 * time.Second})
+}
+
+func openDBWith(t testing.TB, dir string, opts *bolt.Options) *bolt.DB {
+	t.Helper()
+	db, err := bolt.Open(filepath.Join(dir, "edge.db"), 0o600, opts)
 	if err != nil {
 		t.Fatal(err)
 	}

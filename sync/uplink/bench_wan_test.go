@@ -1,14 +1,20 @@
 package uplink_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"flag"
+	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
+	"regexp"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -35,6 +41,8 @@ var (
 	wanLoss     = flag.Float64("sync-wan-loss", 0.01, "TestSyncWANBench: random loss in each direction")
 	wanInFlight = flag.Int("sync-wan-inflight", 0, "TestSyncWANBench: uplink.Config.InFlight (0: the default)")
 	wanTLS      = flag.Bool("sync-wan-tls", true, "TestSyncWANBench: send over HTTPS (HTTP/2, as production's hub client does); false: plain HTTP/1.1")
+	wanCC       = flag.String("sync-wan-cc", "", "TestSyncWANBench: congestion control forced on the edge's connections after the uplink's own options (e.g. cubic, to compare; empty: the uplink's choice)")
+	wanTimeline = flag.Duration("sync-wan-timeline", 0, "TestSyncWANBench: log a timeline in steps of this length (bytes into TCP, link idle, the edge's sockets from ss -tin)")
 )
 
 // countingConn counts the bytes the edge writes into a connection.
@@ -59,7 +67,25 @@ func TestSyncWANBench(t *testing.T) {
 		t.Fatal(err)
 	}
 	st := openBoltHub(t, t.TempDir())
-	srv := &http.Server{Handler: hub.NewServer(hub.Config{Store: st, Logger: quiet()}), ReadHeaderTimeout: 30 * time.Second}
+	var hubHandler http.Handler = hub.NewServer(hub.Config{Store: st, Logger: quiet()})
+	var hubEvents bytes.Buffer
+	hubLog := &lockedWriter{w: &hubEvents}
+	hubStart := time.Now()
+	if *wanTimeline > 0 {
+		// When each batch's body was all read and when it was answered.
+		inner := hubHandler
+		hubHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path != "/api/v1/sync/batch" {
+				inner.ServeHTTP(w, r)
+				return
+			}
+			eb := &eofBody{ReadCloser: r.Body}
+			r.Body = eb
+			inner.ServeHTTP(w, r)
+			fmt.Fprintf(hubLog, "hub: body read t=%.3f answered t=%.3f (%d bytes)\n", eb.at.Sub(hubStart).Seconds(), time.Since(hubStart).Seconds(), eb.n)
+		})
+	}
+	srv := &http.Server{Handler: hubHandler, ReadHeaderTimeout: 30 * time.Second}
 	go func() { _ = srv.Serve(ln) }()
 	defer srv.Close()
 	url := "http://" + ln.Addr().String()
@@ -93,6 +119,11 @@ func TestSyncWANBench(t *testing.T) {
 			if err := uplink.SetHubConnOptions(c); err != nil {
 				t.Error(err)
 			}
+			if *wanCC != "" {
+				if err := setCongestion(c, *wanCC); err != nil {
+					t.Error(err)
+				}
+			}
 			conns.Add(1)
 			return countingConn{c, &wrote}, nil
 		},
@@ -121,13 +152,39 @@ func TestSyncWANBench(t *testing.T) {
 		url, proto = "https://"+tln.Addr().String(), "HTTPS"
 	}
 
-	u := uplink.New(uplink.Config{Hub: url, DB: e.DB, Outbox: e.Ob, Identity: e.Key, Logger: quiet(), Client: client, InFlight: *wanInFlight})
+	logger := quiet()
+	var events bytes.Buffer
 	start := time.Now()
+	if *wanTimeline > 0 {
+		// The uplink's debug log (batches launched and answered), stamped
+		// with the time since the drain began.
+		logger = slog.New(slog.NewTextHandler(&lockedWriter{w: &events}, &slog.HandlerOptions{Level: slog.LevelDebug,
+			ReplaceAttr: func(_ []string, a slog.Attr) slog.Attr {
+				if a.Key == slog.TimeKey {
+					return slog.String("t", fmt.Sprintf("%.3f", time.Since(start).Seconds()))
+				}
+				return a
+			}}))
+	}
+	u := uplink.New(uplink.Config{Hub: url, DB: e.DB, Outbox: e.Ob, Identity: e.Key, Logger: logger, Client: client, InFlight: *wanInFlight})
+	start = time.Now()
+	hubStart = start
 	runCtx, stop := context.WithCancel(ctx)
+	var tl *timeline
+	if *wanTimeline > 0 {
+		tl = startTimeline(runCtx, w, &wrote, *wanTimeline)
+	}
 	go u.Run(runCtx)
 	waitDrained(t, e, uint64(total), 10*time.Minute)
 	wall := time.Since(start)
 	stop()
+	if tl != nil {
+		tl.log(t, start, *benchRate)
+		t.Logf("uplink events:\n%s", events.String())
+		hubLog.mu.Lock()
+		t.Logf("hub events:\n%s", hubEvents.String())
+		hubLog.mu.Unlock()
+	}
 	a1, b1 := w.Stats(0), w.Stats(1)
 	app := wrote.Load()
 	floor := time.Duration(float64(app*8) / float64(*benchRate) * float64(time.Second))
@@ -146,4 +203,133 @@ func TestSyncWANBench(t *testing.T) {
 	if n := len(hubRecords(t, st, "s1")); n != total {
 		t.Fatalf("hub holds %d of %d", n, total)
 	}
+}
+
+// timeline samples, while a drain runs, the bytes the edge has written
+// into TCP and the bytes the link has taken (A→B), so the log shows where
+// the wall time above the floor goes: the link idle at the start (cold
+// start), between batches, or at the end (the last answer); with ss -tin
+// of the edge's namespace now and then (cwnd, rto, retransmissions).
+type timeline struct {
+	mu      sync.Mutex
+	samples []tlSample
+	ss      []tlSS
+	done    chan struct{}
+}
+
+type tlSample struct {
+	at          time.Time
+	wrote, link int64
+}
+
+type tlSS struct {
+	at  time.Time
+	out string
+}
+
+func startTimeline(ctx context.Context, w *netnstest.WAN, wrote *atomic.Int64, step time.Duration) *timeline {
+	tl := &timeline{done: make(chan struct{})}
+	go func() {
+		defer close(tl.done)
+		tk := time.NewTicker(2 * time.Millisecond)
+		defer tk.Stop()
+		var lastSS time.Time
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case now := <-tk.C:
+				tl.mu.Lock()
+				tl.samples = append(tl.samples, tlSample{now, wrote.Load(), w.Stats(0).CarriedBytes})
+				tl.mu.Unlock()
+				if now.Sub(lastSS) >= step {
+					lastSS = now
+					out, _ := w.A.Command(ctx, "ss", "-tinH", "state", "established").Output()
+					tl.mu.Lock()
+					tl.ss = append(tl.ss, tlSS{now, string(out)})
+					tl.mu.Unlock()
+				}
+			}
+		}
+	}()
+	return tl
+}
+
+// ssField picks "name:value" fields out of ss -ti's info line.
+var ssField = regexp.MustCompile(`\b(cwnd|rto|retrans|unacked|lost|notsent|rtt):(\S+)|\b(pacing_rate|delivery_rate) \S+|\bbbr:\(\S+\)|\b(busy|rwnd_limited|sndbuf_limited):\S+|\b(app_limited|cubic|reno)\b`)
+
+func (tl *timeline) log(t *testing.T, start time.Time, rate int) {
+	<-tl.done
+	tl.mu.Lock()
+	defer tl.mu.Unlock()
+	// The link is idle when its queue (bytes taken minus bytes sent at
+	// the rate) is empty.
+	bps := float64(rate) / 8
+	var q float64
+	var idle, idleAll time.Duration
+	var wroteAt, linkAt int64
+	prev := start
+	var lastLink int64
+	step := *wanTimeline
+	next := start.Add(step)
+	si := 0
+	if len(tl.samples) > 0 {
+		lastLink = tl.samples[0].link
+		wroteAt, linkAt = tl.samples[0].wrote, tl.samples[0].link
+	}
+	for _, s := range tl.samples {
+		dt := s.at.Sub(prev).Seconds()
+		q += float64(s.link - lastLink)
+		lastLink = s.link
+		q -= bps * dt
+		if q < 0 {
+			gap := time.Duration(-q / bps * float64(time.Second))
+			idle += gap
+			idleAll += gap
+			q = 0
+		}
+		prev = s.at
+		if !s.at.Before(next) {
+			line := fmt.Sprintf("t=%6.2fs wrote %7d B link %7d B idle %4d ms",
+				s.at.Sub(start).Seconds(), s.wrote-wroteAt, s.link-linkAt, idle.Milliseconds())
+			for ; si < len(tl.ss) && tl.ss[si].at.Before(s.at); si++ {
+				for _, l := range strings.Split(tl.ss[si].out, "\n") {
+					if m := ssField.FindAllString(l, -1); len(m) > 0 {
+						line += " | " + strings.Join(m, " ")
+					}
+				}
+			}
+			t.Log(line)
+			wroteAt, linkAt, idle = s.wrote, s.link, 0
+			next = next.Add(step)
+		}
+	}
+	t.Logf("timeline: link idle %v in all (from 2 ms samples)", idleAll.Round(time.Millisecond))
+}
+
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}
+
+// eofBody notes when a request body was read to its end.
+type eofBody struct {
+	io.ReadCloser
+	n  int
+	at time.Time
+}
+
+func (b *eofBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	b.n += n
+	if err == io.EOF && b.at.IsZero() {
+		b.at = time.Now()
+	}
+	return n, err
 }

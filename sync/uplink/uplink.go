@@ -276,6 +276,14 @@ func New(cfg Config) *Uplink {
 		cfg.PullEvery = 60 * time.Second
 	}
 	u := &Uplink{cfg: cfg, log: cfg.Logger, wake: make(chan struct{}, 1)}
+	// An https:// hub speaks HTTP/2 (cityhub offers it), so the first
+	// batches already go in order on one connection (see batchGate); the
+	// first answer says for sure. Should it be HTTP/1.1 after all, the
+	// first window's bodies still go one after another, each on its own
+	// connection (the hub client does not cap connections per host; a
+	// client that allowed one would hold a later batch's connection
+	// waiting for an earlier body until requestTimeout).
+	u.multiplexed.Store(strings.HasPrefix(cfg.Hub, "https://"))
 	if cfg.RateBytes > 0 {
 		u.lim = rate.NewLimiter(rate.Limit(cfg.RateBytes), max(cfg.RateBytes, 4<<10))
 	}
@@ -529,7 +537,17 @@ func (u *Uplink) SendOnce(ctx context.Context, enr Enrolment) (int, error) {
 	inflight, inBytes, sent := 0, 0, 0
 	var prev *batchGate // the batch launched last: the next body waits for it
 	var errs []error
+	var prep <-chan preparedBatch // the next batch, being read and encoded
+	defer func() {
+		if prep != nil {
+			<-prep // its goroutine reads the outbox: not past SendOnce
+		}
+	}()
+	drops := u.startAcker() // drops acknowledged records meanwhile
 	for {
+		if err := drops.failed(); err != nil && len(errs) == 0 {
+			errs = append(errs, err)
+		}
 		for len(errs) == 0 && inflight < u.cfg.InFlight && time.Since(began) < sendSpan {
 			// The hub refuses a batch starting beyond its contiguous
 			// prefix + MaxAhead; acked is what it has said so far.
@@ -544,20 +562,25 @@ func (u *Uplink) SendOnce(ctx context.Context, enr Enrolment) (int, error) {
 			if inflight > 0 && u.headAlone.Load() {
 				break
 			}
-			recs, err := u.cfg.Outbox.Pending(next, u.cfg.MaxRecords, u.cfg.MaxBytes)
-			if err != nil {
-				errs = append(errs, err)
+			if prep == nil {
+				prep = u.prepare(enr, next)
+			}
+			p := <-prep
+			prep = nil
+			if p.err != nil {
+				errs = append(errs, p.err)
 				break
 			}
-			if len(recs) == 0 {
-				break
+			if len(p.recs) == 0 {
+				break // asked again next time: records may come meanwhile
 			}
-			body, err := u.encodeBatch(enr, recs)
-			if err != nil {
-				errs = append(errs, err)
-				break
-			}
+			recs, body := p.recs, p.body
 			next = recs[len(recs)-1].Seq
+			// The batch after this one is read and compressed while
+			// this one goes: on a busy edge that takes hundreds of
+			// milliseconds, which the link would otherwise spend idle
+			// once the window opens.
+			prep = u.prepare(enr, next)
 			// Over HTTP/1.1 each batch has a connection of its own, whose
 			// congestion window a gate would leave idle while another
 			// recovers from a loss: there the batches share the link.
@@ -569,6 +592,7 @@ func (u *Uplink) SendOnce(ctx context.Context, enr Enrolment) (int, error) {
 			prev = gate
 			inflight++
 			inBytes += len(body)
+			u.log.Debug("batch launched", "first", recs[0].Seq, "n", len(recs), "bytes", len(body), "inflight", inflight, "in_bytes", inBytes, "window", u.path.window(), "acked", acked)
 			go func() {
 				ack, err := u.sendBatch(ctx, enr, recs, body, gate)
 				results <- result{ack, len(recs), len(body), gate, err}
@@ -595,10 +619,11 @@ func (u *Uplink) SendOnce(ctx context.Context, enr Enrolment) (int, error) {
 		}
 		if r.ack > acked {
 			acked = r.ack
-			if _, err := u.cfg.Outbox.Ack(acked); err != nil {
-				errs = append(errs, &refusedError{msg: err.Error()})
-			}
+			drops.to(acked)
 		}
+	}
+	if err := drops.finish(); err != nil && len(errs) == 0 {
+		errs = append(errs, err)
 	}
 	if err := errors.Join(errs...); err != nil {
 		u.headAlone.Store(true)
@@ -609,6 +634,109 @@ func (u *Uplink) SendOnce(ctx context.Context, enr Enrolment) (int, error) {
 		return 0, fmt.Errorf("hub acknowledged only up to %d of batches ending at %d", acked, next)
 	}
 	return sent, nil
+}
+
+// preparedBatch is a batch read from the outbox and encoded; no records
+// and no error: nothing to send.
+type preparedBatch struct {
+	recs []wire.Record
+	body []byte
+	err  error
+}
+
+// prepare reads and encodes, in its own goroutine, the batch after seq.
+func (u *Uplink) prepare(enr Enrolment, seq uint64) <-chan preparedBatch {
+	ch := make(chan preparedBatch, 1)
+	go func() {
+		recs, err := u.cfg.Outbox.Pending(seq, u.cfg.MaxRecords, u.cfg.MaxBytes)
+		if err != nil || len(recs) == 0 {
+			ch <- preparedBatch{err: err}
+			return
+		}
+		body, err := u.encodeBatch(enr, recs)
+		ch <- preparedBatch{recs: recs, body: body, err: err}
+	}()
+	return ch
+}
+
+// acker drops acknowledged records from the outbox in its own goroutine:
+// a drop is a bbolt commit (two fdatasyncs), which on a busy disk takes
+// tens to hundreds of milliseconds, and while SendOnce waited for it no
+// batch was launched and the link went idle. Acks arriving meanwhile are
+// merged into one drop up to the latest. Records are still dropped only
+// up to what the hub acknowledged; SendOnce returns after the last drop.
+type acker struct {
+	ob     *outbox.Outbox
+	mu     sync.Mutex
+	want   uint64 // the latest ack to write
+	err    error  // the first drop that failed
+	signal chan struct{}
+	stop   chan struct{}
+	done   chan struct{}
+}
+
+func (u *Uplink) startAcker() *acker {
+	a := &acker{ob: u.cfg.Outbox, signal: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
+	go a.run()
+	return a
+}
+
+func (a *acker) run() {
+	defer close(a.done)
+	var wrote uint64
+	for {
+		stopping := false
+		select {
+		case <-a.signal:
+		case <-a.stop:
+			stopping = true
+		}
+		a.mu.Lock()
+		want, failed := a.want, a.err != nil
+		a.mu.Unlock()
+		if want > wrote && !failed {
+			if _, err := a.ob.Ack(want); err != nil {
+				a.mu.Lock()
+				a.err = &refusedError{msg: err.Error()}
+				a.mu.Unlock()
+			} else {
+				wrote = want
+			}
+		}
+		if stopping {
+			a.mu.Lock()
+			want, failed = a.want, a.err != nil
+			a.mu.Unlock()
+			if want <= wrote || failed {
+				return
+			}
+		}
+	}
+}
+
+// to asks for the records up to seq to be dropped.
+func (a *acker) to(seq uint64) {
+	a.mu.Lock()
+	a.want = max(a.want, seq)
+	a.mu.Unlock()
+	select {
+	case a.signal <- struct{}{}:
+	default:
+	}
+}
+
+// failed is the first drop's error, if one failed.
+func (a *acker) failed() error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.err
+}
+
+// finish waits until everything asked for is dropped (or a drop failed).
+func (a *acker) finish() error {
+	close(a.stop)
+	<-a.done
+	return a.failed()
 }
 
 // minBatchesOut is the fewest batches the window keeps going.
