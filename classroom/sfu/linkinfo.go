@@ -52,8 +52,11 @@ func (s *Subscriber) VideoLayer() (VideoLayer, bool) {
 }
 
 // keyframeSize is the picture size of the cached keyframe (0, 0: none, or
-// not VP8).
+// not VP8); for a layer of a VP9 SVC track, its spatial layer's size.
 func (f *forwarder) keyframeSize() (w, h int) {
+	if f.layer != nil && f.layer.base.svc != nil {
+		return f.layer.base.svc.pictureSize(f.layer.s)
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.track == nil || !strings.EqualFold(f.track.Codec().MimeType, webrtc.MimeTypeVP8) || !f.gop.valid || len(f.gop.pkts) == 0 {

@@ -114,6 +114,10 @@ type svcTrack struct {
 	seen     [svcMaxLayers][svcMaxLayers]int64      // unix nanos a packet of that layer was last seen
 	bytes    [svcMaxLayers][svcMaxLayers]int        // in the current rate window
 	winStart time.Time
+	// size is each spatial layer's picture, width<<16 | height, as the
+	// last scalability structure that stated them said (a keyframe's:
+	// kept, because a layer made later must still know its size).
+	size [svcMaxLayers]uint32
 	// ns is the number of spatial layers the last scalability structure
 	// stated (0: none yet); read for every packet by every subscriber.
 	ns atomic.Int32
@@ -176,7 +180,8 @@ func (v *svcTrack) observe(pkt *rtp.Packet, now time.Time) {
 	v.seen[d.sid][d.tid] = now.UnixNano()
 	v.bytes[d.sid][d.tid] += len(pkt.Payload) + 12
 	if d.widths != nil {
-		for s := range min(len(d.widths), svcMaxLayers) {
+		for s := range min(len(d.widths), len(d.height), svcMaxLayers) {
+			v.size[s] = uint32(d.widths[s])<<16 | uint32(d.height[s])
 			for t := range svcMaxLayers {
 				if f := v.virt[s][t]; f != nil {
 					f.pixels.Store(int64(d.widths[s]) * int64(d.height[s]))
@@ -209,6 +214,9 @@ func (v *svcTrack) measure(el time.Duration, now time.Time) {
 				f := &forwarder{pub: v.base.pub, track: v.base.track, interval: v.base.interval, grp: v.base.grp,
 					id: v.base.id, rid: fmt.Sprintf("s%dt%d", s, t), layer: &svcLayer{base: v.base, s: s, t: t}}
 				f.list.Store(&[]*subTrack{})
+				if sz := v.size[s]; sz != 0 {
+					f.pixels.Store(int64(sz>>16) * int64(sz&0xffff))
+				}
 				v.virt[s][t] = f
 			}
 			sum := 0
@@ -363,6 +371,17 @@ func (t *subTrack) offerSVC(f *forwarder, pkt *rtp.Packet) {
 	if ok {
 		t.offer(qpkt{pkt: out, from: f})
 	}
+}
+
+// pictureSize is spatial layer s's picture size as the encoder's
+// scalability structure last stated it (0, 0: not yet).
+func (v *svcTrack) pictureSize(s int) (w, h int) {
+	if s < 0 || s >= svcMaxLayers {
+		return 0, 0
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return int(v.size[s] >> 16), int(v.size[s] & 0xffff)
 }
 
 // spatialLayers is how many spatial layers the encoder sends now, as its

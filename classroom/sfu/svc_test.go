@@ -319,6 +319,14 @@ func TestSVCLayersMeasured(t *testing.T) {
 	if px := ls[3].pixels.Load(); px != 1280*720 && px != 0 {
 		t.Errorf("top layer pixels %d", px)
 	}
+	// Sizes come from the keyframe's scalability structure, which came
+	// before the layers were made: each layer still knows its own (the
+	// cascade panel and the teacher's weak-link mark show it).
+	for i, want := range [][2]int{{320, 180}, {320, 180}, {640, 360}, {1280, 720}} {
+		if w, h := ls[i].keyframeSize(); w != want[0] || h != want[1] {
+			t.Errorf("layer %s: picture %d×%d, want %d×%d", ls[i].rid, w, h, want[0], want[1])
+		}
+	}
 	if ls[2].real() != v.base || ls[2].layer.s != 1 {
 		t.Errorf("a layer's forwarder: %+v", ls[2].layer)
 	}
