@@ -44,6 +44,7 @@ const (
 	probeLoss    = 0.08
 	probeLossMin = 100
 	probeHold    = 300 * time.Millisecond // at a layer before probing further up
+	probeTrend   = 1.5                    // × gcc's threshold: the delay trend that ends a probe
 	// probeVerdict: after its padding stops a probe is judged this much
 	// later, once a shaper's queue (400 ms in tbf's usual setting) has
 	// delivered or dropped the last of it and the feedback has told.
@@ -64,9 +65,11 @@ const (
 	probeReached = 0.97
 	probeCredit  = 1.001
 	// upMargin: a layer is taken when the budget is this share of its
-	// need: the layer's measured rate moves by a few percent between the
-	// probe that credited it and the move.
-	upMargin = 0.95
+	// need: the layer's measured rate moves between the probe that
+	// credited it and the move (by 20 % on a loaded machine, whose
+	// publisher sends in bursts). upMargin × layerHeadroom stays above
+	// layerKeep, so a layer just taken is not left at once.
+	upMargin = 0.87
 	// layerKeep: a layer is left when the budget falls below this share
 	// of its bitrate (below layerHeadroom, so a layer just reached is
 	// not left at the next measurement).
@@ -202,7 +205,11 @@ func (s *Subscriber) measure(c *chooser, now time.Time) bool {
 		// gcc's usage turns "overuse" only while its estimate still
 		// rises, which on a shaper's steadily growing queue came 600 ms
 		// after the trend crossed the threshold (the queue half full).
-		over := st["usage"] == "overuse" || ((c.overPrev || c.probing != nil) && est > 0 && thr > 0 && est > thr)
+		// (Half as much again as the threshold: on a loaded machine the
+		// trend crosses gcc's early threshold of ~10 ms by a hair for
+		// two measurements with no queue at all.)
+		over := st["usage"] == "overuse" || (c.overPrev && est > 0 && thr > 0 && est > thr) ||
+			(c.probing != nil && est > 0 && thr > 0 && est > probeTrend*thr)
 		if now.Before(c.graceUntil) {
 			// A failed probe's queue drains: the trend estimate stays
 			// above the threshold for a second or more while it falls,
@@ -570,7 +577,7 @@ func (s *Subscriber) chooseFor(c *chooser, t *subTrack, sh share, congested bool
 	if c.backoff > 0 {
 		// The last probe failed: a gentler ramp overfills the link by
 		// less before gcc sees the queue.
-		c.double = probeDouble * 3 / 2
+		c.double = probeDouble * 2
 	}
 	t.probe.Store(int64(max(c.probeFrom-media, 20_000)))
 	s.sfu.log.Debug("subscriber probe", "subscriber", s.id, "aims", c.aims, "from", int(c.probeFrom), "layer", ci, "budget", int(c.budget),
