@@ -8,6 +8,8 @@
 package sfu
 
 import (
+	"context"
+	"log/slog"
 	"math"
 	"slices"
 	"time"
@@ -121,7 +123,7 @@ type chooser struct {
 	nextProbe        time.Time
 	lastSwitch, upAt time.Time
 	lastCut          time.Time
-	trace            int
+	trace            int     // ticks of gcc's view still to log after a probe
 	lastEst          float64 // gcc's last delay trend estimate …
 	lastMeas         float64 // … and measurement seen
 }
@@ -226,14 +228,16 @@ func (s *Subscriber) measure(c *chooser, now time.Time) bool {
 			c.overPrev = over
 			c.lastEst, c.lastMeas = est, meas
 		}
-		if c.probing != nil || c.trace > 0 {
+		// During a probe and for a second after, the debug log has
+		// gcc's view each tick: why a probe ended is read from it.
+		if (c.probing != nil || c.trace > 0) && s.sfu.log.Enabled(context.Background(), slog.LevelDebug) {
 			if c.probing == nil {
 				c.trace--
 			} else {
 				c.trace = 10
 			}
-			s.sfu.log.Debug("subscriber gcc", "subscriber", s.id[:6], "usage", st["usage"], "est", est, "thr", thr, "meas", st["delayMeasurement"],
-				"target", bwe.GetTargetBitrate(), "sent", int(c.txRate), "loss", c.loss, "plost", c.probeLost, "precv", c.probeRecv)
+			s.sfu.log.Debug("subscriber gcc", "subscriber", s.id, "usage", st["usage"], "est", est, "thr", thr, "meas", st["delayMeasurement"],
+				"target", bwe.GetTargetBitrate(), "sent", int(c.txRate), "loss", c.loss, "probe_lost", c.probeLost, "probe_received", c.probeRecv)
 		}
 		s.target.Store(int64(bwe.GetTargetBitrate()))
 	}
