@@ -45,8 +45,12 @@ const (
 	// random among the first twenty read as 10 %.
 	probeLoss    = 0.08
 	probeLossMin = 100
-	probeHold    = 300 * time.Millisecond // at a layer before probing further up
-	probeTrend   = 1.5                    // × gcc's threshold: the delay trend that ends a probe
+	// probeRecentLoss over probeRecentMin packets in the last half
+	// second (five ticks) ends a probe too: a queue overflowing now.
+	probeRecentLoss = 0.12
+	probeRecentMin  = 50
+	probeHold       = 300 * time.Millisecond // at a layer before probing further up
+	probeTrend      = 1.5                    // × gcc's threshold: the delay trend that ends a probe
 	// probeVerdict: after its padding stops a probe is judged this much
 	// later, once a shaper's queue (400 ms in tbf's usual setting) has
 	// delivered or dropped the last of it and the feedback has told.
@@ -123,7 +127,9 @@ type chooser struct {
 	nextProbe        time.Time
 	lastSwitch, upAt time.Time
 	lastCut          time.Time
-	trace            int     // ticks of gcc's view still to log after a probe
+	trace            int       // ticks of gcc's view still to log after a probe
+	recent           [5][2]int // lost, received at each of the last ticks
+	recentN          int
 	lastEst          float64 // gcc's last delay trend estimate …
 	lastMeas         float64 // … and measurement seen
 }
@@ -177,6 +183,8 @@ func (s *Subscriber) measure(c *chooser, now time.Time) bool {
 	}
 	c.lost, c.recv, c.n = c.lost+l, c.recv+r, c.n+1
 	c.probeLost, c.probeRecv = c.probeLost+l, c.probeRecv+r
+	c.recent[c.recentN%len(c.recent)] = [2]int{l, r}
+	c.recentN++
 	if c.n >= lossTicks && (c.lost+c.recv >= lossPackets || c.n >= 10) {
 		if c.lost+c.recv >= 10 {
 			c.loss = float64(c.lost) / float64(c.lost+c.recv)
@@ -251,6 +259,20 @@ func (s *Subscriber) measure(c *chooser, now time.Time) bool {
 	if c.probing != nil && c.probeLost+c.probeRecv >= probeLossMin && float64(c.probeLost) > (min(c.baseLoss, congLoss)+probeLoss)*float64(c.probeLost+c.probeRecv) {
 		s.sfu.log.Debug("subscriber probe lost", "subscriber", s.id, "lost", c.probeLost, "of", c.probeLost+c.probeRecv, "before", c.baseLoss)
 		return true // the shaper started dropping what the probe added
+	}
+	if c.probing != nil && c.recentN >= len(c.recent) {
+		// The last half second alone: counted from the probe's start,
+		// the loss of a thin link whose queue has just overflowed (gcc's
+		// delay trend missed it) is diluted by the second before it,
+		// and the link drops frames all the while.
+		lost, n := 0, 0
+		for _, x := range c.recent {
+			lost, n = lost+x[0], n+x[0]+x[1]
+		}
+		if n >= probeRecentMin && float64(lost) > (min(c.baseLoss, congLoss)+probeRecentLoss)*float64(n) {
+			s.sfu.log.Debug("subscriber probe lost lately", "subscriber", s.id, "lost", lost, "of", n, "before", c.baseLoss)
+			return true
+		}
 	}
 	return lossy || overuse
 }
@@ -590,6 +612,7 @@ func (s *Subscriber) chooseFor(c *chooser, t *subTrack, sh share, congested bool
 	c.stepFrom, c.stepAt = c.probeFrom, now
 	s.cong.probing.Store(true)
 	c.probeLost, c.probeRecv = 0, 0
+	c.recent, c.recentN = [5][2]int{}, 0
 	s.sfu.probes.Add(1)
 }
 
