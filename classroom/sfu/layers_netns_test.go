@@ -320,7 +320,11 @@ func runShaped(t *testing.T, noLayers bool, b bounds) {
 				t.Logf("%s, %s link widened to %s: layer %d after %v (switch delay)", mode, l.name, l.widen, l.wantUp, up.Sub(widened).Round(10*time.Millisecond))
 			}
 		} else if noLayers && l.name != "4mbit" {
-			t.Logf("%s, %s link widened to %s: first decodable frame %v after", mode, l.name, l.widen, up.Sub(widened).Round(10*time.Millisecond))
+			if up.IsZero() {
+				t.Logf("%s, %s link widened to %s: no decodable frame after", mode, l.name, l.widen)
+			} else {
+				t.Logf("%s, %s link widened to %s: first decodable frame %v after", mode, l.name, l.widen, up.Sub(widened).Round(10*time.Millisecond))
+			}
 		}
 		total, per := l.c.Between(widened, time.Now().Add(-500*time.Millisecond))
 		t.Logf("%s, %s link after widening: %d frames %v", mode, l.name, total, per)
