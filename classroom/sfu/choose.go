@@ -25,9 +25,10 @@ const (
 	// probeDrain: after a failed probe, its queue drains for this long
 	// before loss is judged again (an exponential ramp stopped by gcc's
 	// delay signal leaves at most a few hundred ms of queue).
-	probeDrain = 1200 * time.Millisecond
-	congLoss   = 0.08 // loss above this is congestion (a thin link's queue overflowing), not random loss
-	cutEvery   = 300 * time.Millisecond
+	probeDrain    = 1200 * time.Millisecond
+	probeDrainMax = 3 * time.Second
+	congLoss      = 0.08 // loss above this is congestion (a thin link's queue overflowing), not random loss
+	cutEvery      = 300 * time.Millisecond
 	// probeDouble: a probe's send rate doubles this often, from what the
 	// media sends to what the next layer needs. Exponential, not linear:
 	// near a link's capacity the rate grows in proportion to it, so a
@@ -122,7 +123,8 @@ type chooser struct {
 	probeLost        int
 	probeRecv        int
 	overPrev         bool
-	graceUntil       time.Time // a failed probe's queue is draining
+	graceUntil       time.Time // a failed probe's queue is draining …
+	failedAt         time.Time // … since then
 	backoff          time.Duration
 	nextProbe        time.Time
 	lastSwitch, upAt time.Time
@@ -223,8 +225,15 @@ func (s *Subscriber) measure(c *chooser, now time.Time) bool {
 		if now.Before(c.graceUntil) {
 			// A failed probe's queue drains: the trend estimate stays
 			// above the threshold for a second or more while it falls,
-			// which is no news. Congestion after it starts anew.
+			// which is no news. Congestion after it starts anew. A
+			// probe that filled a thin link's 400 ms queue leaves gcc
+			// above its threshold past probeDrain: the drain lasts
+			// while it is, up to probeDrainMax.
 			over = false
+			if est > thr && thr > 0 && c.graceUntil.Sub(now) < chooseTick && now.Sub(c.failedAt) < probeDrainMax {
+				c.graceUntil = now.Add(chooseTick)
+				s.cong.quietAt(c.graceUntil)
+			}
 		}
 		if meas, _ := st["delayMeasurement"].(float64); est == c.lastEst && meas == c.lastMeas {
 			// No feedback since the last tick: the same measurement
@@ -446,6 +455,13 @@ func (s *Subscriber) rampProbe(c *chooser, now time.Time) {
 		c.stepFrom, c.stepAt = aim, now
 		k, aim = c.credited, c.aims[c.credited]
 	}
+	if c.credited > 0 && (c.probing.want.Load() != nil || now.Sub(c.lastSwitch) < probeHold) {
+		// The layer just credited is being switched to: hold the ramp at
+		// its aim until its keyframe is through, so the burst does not
+		// meet the ramp's overfill of a link that carries no more (a
+		// cascade's rural classrooms lost a second of frames to that).
+		c.stepAt = now
+	}
 	r := c.stepFrom * math.Exp2(float64(now.Sub(c.stepAt))/float64(c.double))
 	media := s.mediaRate()
 	pad := r - media
@@ -491,7 +507,7 @@ func (s *Subscriber) endProbe(c *chooser, now time.Time, ok bool) {
 		// The link carried what was sent before the probe: let the
 		// queue the probe built drain before judging it again (nor
 		// pausing the video for it).
-		c.graceUntil = now.Add(probeDrain)
+		c.graceUntil, c.failedAt = now.Add(probeDrain), now
 		s.cong.quietAt(now.Add(probeDrain))
 		if c.credited > 0 {
 			// It found a step up, not the next: try again once the
