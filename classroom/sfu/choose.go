@@ -8,6 +8,9 @@
 package sfu
 
 import (
+	"context"
+	"log/slog"
+	"math"
 	"slices"
 	"time"
 
@@ -18,26 +21,62 @@ import (
 const (
 	chooseTick  = 100 * time.Millisecond
 	lossTicks   = 3  // loss is judged over this many ticks …
-	lossPackets = 40 // … and packets
-	probeDrain  = 2 * time.Second
-	congLoss    = 0.08 // loss above this is congestion (a thin link's queue overflowing), not random loss
-	cutEvery    = 300 * time.Millisecond
-	probeFor    = 1700 * time.Millisecond
-	probeRamp   = 1200 * time.Millisecond
-	probeLoss   = 0.06                   // loss during a probe above this ends it
-	probeKeep   = 0.85                   // share of the send rate a stopped probe reached that the budget takes
-	probeHold   = 300 * time.Millisecond // at a layer before probing further up
+	lossPackets = 80 // … and packets: 40 at 3 % random loss read as 8 % one window in thirty
+	// probeDrain: after a failed probe, its queue drains for this long
+	// before loss is judged again (an exponential ramp stopped by gcc's
+	// delay signal leaves at most a few hundred ms of queue).
+	probeDrain    = 1200 * time.Millisecond
+	probeDrainMax = 3 * time.Second
+	congLoss      = 0.08 // loss above this is congestion (a thin link's queue overflowing), not random loss
+	cutEvery      = 300 * time.Millisecond
+	// probeDouble: a probe's send rate doubles this often, from what the
+	// media sends to what the next layer needs. Exponential, not linear:
+	// near a link's capacity the rate grows in proportion to it, so a
+	// thin link is overfilled by as little (in ms of its queue) as a wide
+	// one before gcc's delay signal stops the probe; and a wide link is
+	// found in about a second.
+	probeDouble = 500 * time.Millisecond
+	// probeGiveUp: a probe whose send rate has not come to its last aim
+	// this long after its ramp got there ends (a loaded machine's
+	// padding falls short; the next probe starts soon).
+	probeGiveUp = 1500 * time.Millisecond
+	// probeLoss: loss during a probe above the link's loss before it
+	// (random loss, 1-3 % on the test's links) by more than this ends it,
+	// judged on at least probeLossMin packets: a few packets lost at
+	// random among the first twenty read as 10 %.
+	probeLoss    = 0.08
+	probeLossMin = 100
+	// probeRecentLoss over probeRecentMin packets in the last half
+	// second (five ticks) ends a probe too: a queue overflowing now.
+	probeRecentLoss = 0.12
+	probeRecentMin  = 50
+	probeHold       = 300 * time.Millisecond // at a layer before probing further up
+	probeTrend      = 1.5                    // × gcc's threshold: the delay trend that ends a probe
 	// probeVerdict: after its padding stops a probe is judged this much
 	// later, once a shaper's queue (400 ms in tbf's usual setting) has
 	// delivered or dropped the last of it and the feedback has told.
 	probeVerdict = 500 * time.Millisecond
 	backoffMin   = 2 * time.Second
-	backoffMax   = 5 * time.Second // a widened link is found again within this and a probe
-	failedUpFor  = 3 * time.Second // a move down this soon after a move up means the probe misjudged
+	// backoffMax: a widened link is found again within this and a probe
+	// (the bound is 10 s from widening to the higher layer).
+	backoffMax  = 4 * time.Second
+	failedUpFor = 3 * time.Second // a move down this soon after a move up means the probe misjudged
 	// layerHeadroom: a layer is chosen when the budget exceeds its
 	// measured payload bitrate by this factor (headers, SRTP, feedback).
-	layerHeadroom  = 1.1
-	probeOvershoot = 1.2
+	layerHeadroom = 1.1
+	// A probe aims at what a layer needs (its bitrate × layerHeadroom,
+	// with audio): a send rate of probeReached of an aim reaches it, and
+	// the link that carried it is credited with the aim (and a hair, so
+	// rounding leaves the layer's need within it). Aiming higher
+	// overfilled a 1 Mbit/s link probing for a 600 kbit/s layer.
+	probeReached = 0.97
+	probeCredit  = 1.001
+	// upMargin: a layer is taken when the budget is this share of its
+	// need: the layer's measured rate moves between the probe that
+	// credited it and the move (by 20 % on a loaded machine, whose
+	// publisher sends in bursts). upMargin × layerHeadroom stays above
+	// layerKeep, so a layer just taken is not left at once.
+	upMargin = 0.87
 	// layerKeep: a layer is left when the budget falls below this share
 	// of its bitrate (below layerHeadroom, so a layer just reached is
 	// not left at the next measurement).
@@ -54,30 +93,53 @@ const (
 // chooser is one subscriber's layer-choice state, owned by its
 // chooseLayers goroutine.
 type chooser struct {
-	budget           float64 // bits/s the link is known to carry; 0 before a probe or a cut
-	lastTx           uint64
-	lastAt           time.Time
-	txRate           float64
-	lost, recv, n    int
-	loss             float64
-	probing          *subTrack
-	probeStart       time.Time
-	probeUntil       time.Time
-	judgeUntil       time.Time // the padding stopped; the probe's verdict waits for its feedback
-	probeSent        float64   // bits/s sent while the padding was at its full rate
-	probeTxFull      uint64
-	probeFullAt      time.Time
-	probeWant        float64
-	ramp             time.Duration
+	budget        float64 // bits/s the link is known to carry; 0 before a probe or a cut
+	lastTx        uint64
+	lastAt        time.Time
+	txRate        float64
+	lost, recv, n int
+	loss          float64
+	probing       *subTrack
+	probeStart    time.Time
+	// A probe ramps the send rate up through aims (bits/s, one per
+	// layer above the current one); reached[i] is when what was sent
+	// over the last 300 ms first came to aims[i] (zero: not yet),
+	// credited how many aims the budget has taken.
+	aims      []float64
+	reached   []time.Time
+	credited  int
+	probeFrom float64       // bits/s the media sends: the ramp starts here
+	stepFrom  float64       // the ramp's start towards the next aim (bits/s) …
+	stepAt    time.Time     // … and when
+	double    time.Duration // the ramp doubles the rate this often
+	// baseLoss: the link's usual loss (random loss), a slow average of
+	// the loss outside probes; loss above it is what congestion adds.
+	baseLoss float64
+	// hist: the bytes sent at the last few ticks, for the send rate over
+	// 300 ms.
+	hist             [4]txAt
+	histN            int
+	sent             float64 // bits/s over the last 300 ms
 	probeLost        int
 	probeRecv        int
-	probePad         float64
 	overPrev         bool
-	graceUntil       time.Time // a failed probe's queue is draining
+	graceUntil       time.Time // a failed probe's queue is draining …
+	failedAt         time.Time // … since then
 	backoff          time.Duration
 	nextProbe        time.Time
 	lastSwitch, upAt time.Time
 	lastCut          time.Time
+	trace            int       // ticks of gcc's view still to log after a probe
+	recent           [5][2]int // lost, received at each of the last ticks
+	recentN          int
+	lastEst          float64 // gcc's last delay trend estimate …
+	lastMeas         float64 // … and measurement seen
+}
+
+// txAt is the subscriber's byte count at a tick.
+type txAt struct {
+	at time.Time
+	tx uint64
 }
 
 // chooseLayers runs the subscriber's layer choice until it closes.
@@ -104,15 +166,33 @@ func (s *Subscriber) measure(c *chooser, now time.Time) bool {
 		c.txRate = 0.7*c.txRate + 0.3*r
 	}
 	c.lastTx, c.lastAt = tx, now
+	c.hist[c.histN%len(c.hist)] = txAt{now, tx}
+	c.histN++
+	if c.histN >= len(c.hist) {
+		old := c.hist[c.histN%len(c.hist)] // the oldest kept
+		c.sent = float64(tx-old.tx) * 8 / now.Sub(old.at).Seconds()
+	}
 	// Loss over at least lossTicks and lossPackets (up to a second): on
 	// a thin link's low layer a few packets lost at random would read as
 	// congestion.
 	l, r := s.cong.takeFast()
+	if now.Before(c.graceUntil) {
+		// A failed probe's queue drains: what it loses is the probe's,
+		// and must not be the first window judged after it.
+		l, r = 0, 0
+		c.lost, c.recv, c.n = 0, 0, 0
+		c.loss = c.baseLoss
+	}
 	c.lost, c.recv, c.n = c.lost+l, c.recv+r, c.n+1
 	c.probeLost, c.probeRecv = c.probeLost+l, c.probeRecv+r
+	c.recent[c.recentN%len(c.recent)] = [2]int{l, r}
+	c.recentN++
 	if c.n >= lossTicks && (c.lost+c.recv >= lossPackets || c.n >= 10) {
 		if c.lost+c.recv >= 10 {
 			c.loss = float64(c.lost) / float64(c.lost+c.recv)
+			if c.probing == nil && !now.Before(c.graceUntil) {
+				c.baseLoss = 0.8*c.baseLoss + 0.2*min(c.loss, congLoss)
+			}
 		}
 		c.lost, c.recv, c.n = 0, 0, 0
 	}
@@ -133,26 +213,84 @@ func (s *Subscriber) measure(c *chooser, now time.Time) bool {
 		st := bwe.GetStats()
 		est, _ := st["delayEstimate"].(float64)
 		thr, _ := st["delayThreshold"].(float64)
-		over := st["usage"] == "overuse" || (c.overPrev && est > 0 && thr > 0 && est > thr)
-		overuse = over && c.overPrev
-		c.overPrev = over
+		// While probing, the delay trend above the threshold is enough:
+		// gcc's usage turns "overuse" only while its estimate still
+		// rises, which on a shaper's steadily growing queue came 600 ms
+		// after the trend crossed the threshold (the queue half full).
+		// (Half as much again as the threshold: on a loaded machine the
+		// trend crosses gcc's early threshold of ~10 ms by a hair for
+		// two measurements with no queue at all.)
+		over := st["usage"] == "overuse" || (c.overPrev && est > 0 && thr > 0 && est > thr) ||
+			(c.probing != nil && est > 0 && thr > 0 && est > probeTrend*thr)
+		if now.Before(c.graceUntil) {
+			// A failed probe's queue drains: the trend estimate stays
+			// above the threshold for a second or more while it falls,
+			// which is no news. Congestion after it starts anew. A
+			// probe that filled a thin link's 400 ms queue leaves gcc
+			// above its threshold past probeDrain: the drain lasts
+			// while it is, up to probeDrainMax.
+			over = false
+			if est > thr && thr > 0 && c.graceUntil.Sub(now) < chooseTick && now.Sub(c.failedAt) < probeDrainMax {
+				c.graceUntil = now.Add(chooseTick)
+				s.cong.quietAt(c.graceUntil)
+			}
+		}
+		if meas, _ := st["delayMeasurement"].(float64); est == c.lastEst && meas == c.lastMeas {
+			// No feedback since the last tick: the same measurement
+			// must not count twice (a single delay spike on a loaded
+			// machine read as two ticks of overuse).
+			over = c.overPrev && over
+		} else {
+			overuse = over && c.overPrev
+			c.overPrev = over
+			c.lastEst, c.lastMeas = est, meas
+		}
+		// During a probe and for a second after, the debug log has
+		// gcc's view each tick: why a probe ended is read from it.
+		if (c.probing != nil || c.trace > 0) && s.sfu.log.Enabled(context.Background(), slog.LevelDebug) {
+			if c.probing == nil {
+				c.trace--
+			} else {
+				c.trace = 10
+			}
+			s.sfu.log.Debug("subscriber gcc", "subscriber", s.id, "usage", st["usage"], "est", est, "thr", thr, "meas", st["delayMeasurement"],
+				"target", bwe.GetTargetBitrate(), "sent", int(c.txRate), "loss", c.loss, "probe_lost", c.probeLost, "probe_received", c.probeRecv)
+		}
 		s.target.Store(int64(bwe.GetTargetBitrate()))
 	}
 	if now.UnixNano() < s.cong.quietUntil.Load() || now.Before(c.graceUntil) {
 		return false // a priming burst's or a failed probe's losses say little about the link
 	}
-	if overuse || c.loss > congLoss {
+	lossy := c.loss > congLoss+min(c.baseLoss, congLoss/2) // above the link's random loss
+	if overuse || lossy {
 		s.sfu.log.Debug("subscriber link congestion signal", "subscriber", s.id, "overuse", overuse, "loss", c.loss, "sent", int(c.txRate), "probing", c.probing != nil)
 	}
-	if c.probing != nil && c.probeLost+c.probeRecv >= 20 && float64(c.probeLost) > probeLoss*float64(c.probeLost+c.probeRecv) {
+	if c.probing != nil && c.probeLost+c.probeRecv >= probeLossMin && float64(c.probeLost) > (min(c.baseLoss, congLoss)+probeLoss)*float64(c.probeLost+c.probeRecv) {
+		s.sfu.log.Debug("subscriber probe lost", "subscriber", s.id, "lost", c.probeLost, "of", c.probeLost+c.probeRecv, "before", c.baseLoss)
 		return true // the shaper started dropping what the probe added
 	}
-	return c.loss > congLoss || overuse
+	if c.probing != nil && c.recentN >= len(c.recent) {
+		// The last half second alone: counted from the probe's start,
+		// the loss of a thin link whose queue has just overflowed (gcc's
+		// delay trend missed it) is diluted by the second before it,
+		// and the link drops frames all the while.
+		lost, n := 0, 0
+		for _, x := range c.recent {
+			lost, n = lost+x[0], n+x[0]+x[1]
+		}
+		if n >= probeRecentMin && float64(lost) > (min(c.baseLoss, congLoss)+probeRecentLoss)*float64(n) {
+			s.sfu.log.Debug("subscriber probe lost lately", "subscriber", s.id, "lost", lost, "of", n, "before", c.baseLoss)
+			return true
+		}
+	}
+	return lossy || overuse
 }
 
 func (s *Subscriber) chooseOnce(c *chooser, now time.Time) {
 	congested := s.measure(c, now)
 	if congested && c.probing != nil {
+		s.sfu.log.Debug("subscriber probe failed", "subscriber", s.id, "after", now.Sub(c.probeStart), "sent", int(c.txRate),
+			"aims", c.aims, "credited", c.credited, "gcc", s.target.Load(), "loss", c.loss)
 		s.endProbe(c, now, false) // the probe found the link's limit: no cut
 		congested = false
 	}
@@ -165,27 +303,8 @@ func (s *Subscriber) chooseOnce(c *chooser, now time.Time) {
 		}
 		c.lastCut = now
 	}
-	if c.probing != nil && c.judgeUntil.IsZero() && now.After(c.probeUntil) {
-		// The padding stops, but the verdict waits: what a thin link
-		// did with the last of it (queued, then dropped) reaches the
-		// feedback only after its queue's delay. A probe judged at once
-		// passes on a link its padding overfilled.
-		c.probeSent = float64(s.tx.Load()-c.probeTxFull) * 8 / now.Sub(c.probeFullAt).Seconds()
-		c.probing.probe.Store(0)
-		c.judgeUntil = now.Add(probeVerdict)
-	}
-	if c.probing != nil && !c.judgeUntil.IsZero() && now.After(c.judgeUntil) {
-		s.endProbe(c, now, true)
-	}
-	if c.probing != nil && c.judgeUntil.IsZero() {
-		// Ramp the padding up over probeRamp: on a link that cannot take
-		// it the queue grows slowly, and gcc sees the delay before the
-		// shaper drops anything.
-		f := min(1, float64(now.Sub(c.probeStart))/float64(c.ramp))
-		c.probing.probe.Store(int64(max(c.probePad*f, 20_000)))
-		if f >= 1 && c.probeTxFull == 0 {
-			c.probeFullAt, c.probeTxFull = now, s.tx.Load()
-		}
+	if c.probing != nil {
+		s.rampProbe(c, now)
 	}
 	s.budget.Store(int64(c.budget))
 
@@ -309,27 +428,96 @@ func (s *Subscriber) openGate() {
 	}
 }
 
-// endProbe stops the probe; a probe that ran its course without
-// congestion raises the budget to what it sent.
+// rampProbe raises the probe's padding along its ramp, one aim at a
+// time: the send rate doubles every c.double up to the next aim, holds
+// there until what was sent over the last 300 ms came to it and then
+// probeVerdict more with no congestion (what a thin link did with it,
+// queued then dropped, reaches the feedback only after its queue's
+// delay), and the budget is credited with that aim before the ramp goes
+// on. Held at each aim, a link that carries one layer but not the next
+// is overfilled only after the first is credited. The probe ends when
+// its last aim is credited, or when the send rate never gets to an aim
+// (a loaded machine's padding falls short).
+func (s *Subscriber) rampProbe(c *chooser, now time.Time) {
+	k := c.credited
+	aim := c.aims[k]
+	if c.reached[k].IsZero() && c.sent >= probeReached*aim {
+		c.reached[k] = now
+	}
+	if !c.reached[k].IsZero() && now.Sub(c.reached[k]) >= probeVerdict {
+		c.budget = max(c.budget, probeCredit*aim)
+		s.sfu.log.Debug("subscriber probe step", "subscriber", s.id, "aim", int(aim), "budget", int(c.budget), "gcc", s.target.Load())
+		c.credited++
+		if c.credited == len(c.aims) {
+			s.endProbe(c, now, true)
+			return
+		}
+		c.stepFrom, c.stepAt = aim, now
+		k, aim = c.credited, c.aims[c.credited]
+	}
+	if c.credited > 0 && (c.probing.want.Load() != nil || now.Sub(c.lastSwitch) < probeHold) {
+		// The layer just credited is being switched to: hold the ramp at
+		// its aim until its keyframe is through, so the burst does not
+		// meet the ramp's overfill of a link that carries no more (a
+		// cascade's rural classrooms lost a second of frames to that).
+		c.stepAt = now
+	}
+	r := c.stepFrom * math.Exp2(float64(now.Sub(c.stepAt))/float64(c.double))
+	media := s.mediaRate()
+	pad := r - media
+	if r >= aim {
+		// At the aim: make up for what the padding fell short by (late
+		// ticks on a loaded machine, a layer sending less than its
+		// measured rate), up to twice the padding.
+		pad = aim - media
+		pad += min(pad, max(0, aim-c.sent))
+		full := c.double * time.Duration(math.Ceil(math.Log2(aim/c.stepFrom)))
+		if c.reached[k].IsZero() && now.Sub(c.stepAt) > full+probeGiveUp {
+			s.sfu.log.Debug("subscriber probe short", "subscriber", s.id, "sent", int(c.sent), "aims", c.aims, "credited", c.credited)
+			s.endProbe(c, now, true)
+			c.nextProbe = now.Add(probeHold)
+			return
+		}
+	}
+	c.probing.probe.Store(int64(max(pad, 20_000)))
+}
+
+// mediaRate is what the subscriber's media sends (bits/s), from the
+// layers' own rates: the send rate holds a probe's padding.
+func (s *Subscriber) mediaRate() float64 {
+	media := audioReserve / 2.0
+	for _, v := range s.videoTracks() {
+		if f := v.cur.Load(); f != nil {
+			media += float64(f.bitrate.Load())
+		}
+	}
+	return media
+}
+
+// endProbe stops the probe; the budget holds what it credited.
 func (s *Subscriber) endProbe(c *chooser, now time.Time, ok bool) {
 	c.probing.probe.Store(0)
 	c.probing = nil
-	c.judgeUntil = time.Time{}
 	s.cong.probing.Store(false)
-	if !ok {
+	if !ok && c.credited == 0 {
 		c.backoff = min(max(2*c.backoff, backoffMin), backoffMax)
 		c.nextProbe = now.Add(c.backoff)
+	}
+	if !ok {
 		// The link carried what was sent before the probe: let the
 		// queue the probe built drain before judging it again (nor
 		// pausing the video for it).
-		c.graceUntil = now.Add(probeDrain)
-		s.cong.quietFor(probeDrain)
+		c.graceUntil, c.failedAt = now.Add(probeDrain), now
+		s.cong.quietAt(now.Add(probeDrain))
+		if c.credited > 0 {
+			// It found a step up, not the next: try again once the
+			// queue drained (a delay spike on a loaded machine ends a
+			// probe as surely as a link's limit).
+			c.nextProbe = now.Add(probeDrain)
+		}
 		return
 	}
-	// What was sent while the padding was at its full rate.
-	sent := c.probeSent
-	c.budget = max(c.budget, 0.95*min(sent, c.probeWant))
-	s.sfu.log.Debug("subscriber probe done", "subscriber", s.id, "sent", int(sent), "budget", int(c.budget))
+	s.sfu.log.Debug("subscriber probe done", "subscriber", s.id, "sent", int(c.sent), "aims", c.aims, "budget", int(c.budget), "gcc", s.target.Load())
 	c.backoff, c.nextProbe = 0, now
 }
 
@@ -394,13 +582,18 @@ func (s *Subscriber) chooseFor(c *chooser, t *subTrack, sh share, congested bool
 		c.lastSwitch = now
 		return
 	}
-	if ci == top || c.probing != nil || congested || c.loss >= congLoss/2 || now.Before(c.nextProbe) || s.cong.videoPaused.Load() ||
-		now.Sub(c.lastSwitch) < probeHold || now.UnixNano() < s.cong.quietUntil.Load() {
+	// Loss rising above the link's usual (random) loss, or congestion:
+	// no move up, nor a probe.
+	if ci == top || congested || c.loss >= min(c.baseLoss, congLoss)+congLoss/2 || s.cong.videoPaused.Load() {
 		return
 	}
-	if c.budget > 0 && budget >= need(ci+1) {
+	// (A probe credited exactly the need it measured then; the layer's
+	// rate has moved a little since.)
+	if c.budget > 0 && budget >= upMargin*need(ci+1) {
+		// The budget carries a higher layer (a probe credited it, maybe
+		// while it goes on towards the next).
 		j := ci + 1
-		for j < top && need(j+1) <= budget {
+		for j < top && upMargin*need(j+1) <= budget {
 			j++
 		}
 		t.switchTo(ls[j])
@@ -409,35 +602,33 @@ func (s *Subscriber) chooseFor(c *chooser, t *subTrack, sh share, congested bool
 		c.lastSwitch, c.upAt = now, now
 		return
 	}
-	// Probe: ramp what is sent up to what the next layer would need (one
-	// layer at a time: a link that cannot take it is overfilled by
-	// little, for a moment). What the media sends is taken from the
-	// layers' own rates: the send rate still holds the last probe's
-	// padding.
-	want := (need(ci+1)*float64(sh.n) + sh.others + audioReserve) * probeOvershoot
-	media := audioReserve / 2.0
-	for _, v := range s.videoTracks() {
-		if f := v.cur.Load(); f != nil {
-			media += float64(f.bitrate.Load())
-		}
+	if c.probing != nil || now.Before(c.nextProbe) || now.Sub(c.lastSwitch) < probeHold || now.UnixNano() < s.cong.quietUntil.Load() {
+		return
 	}
-	c.probePad = max(want-media, 50_000)
-	t.probe.Store(int64(c.probePad / 10))
-	c.probeWant = want
-	s.sfu.log.Debug("subscriber probe", "subscriber", s.id, "want", int(want), "pad", t.probe.Load(), "layer", ci)
-	c.ramp = probeRamp
-	switch {
-	case c.budget == 0:
-		c.ramp = probeRamp * 2 / 3 // the first probe: a joining classroom reaches its layer sooner
-	case c.backoff > 0:
-		// The last probe failed: ramp at half the slope, so the padding
-		// overshoots the link by half as much before gcc sees the queue.
-		c.ramp = probeRamp * 2
+	// Probe: ramp what is sent up through what each higher layer would
+	// need, crediting each the link carries (rampProbe), so a wide link
+	// reaches the top layer in one probe.
+	c.aims, c.reached, c.credited = c.aims[:0], c.reached[:0], 0
+	for k := ci + 1; k <= top; k++ {
+		c.aims = append(c.aims, need(k)*float64(sh.n)+sh.others+audioReserve)
+		c.reached = append(c.reached, time.Time{})
 	}
-	c.probing, c.probeStart, c.probeUntil = t, now, now.Add(c.ramp+probeFor-probeRamp)
+	media := s.mediaRate()
+	c.probeFrom = max(media, min(c.aims[0]/4, 200_000))
+	c.double = probeDouble
+	if c.backoff > 0 {
+		// The last probe failed: a gentler ramp overfills the link by
+		// less before gcc sees the queue.
+		c.double = probeDouble * 2
+	}
+	t.probe.Store(int64(max(c.probeFrom-media, 20_000)))
+	s.sfu.log.Debug("subscriber probe", "subscriber", s.id, "aims", c.aims, "from", int(c.probeFrom), "layer", ci, "budget", int(c.budget),
+		"gcc", s.target.Load(), "loss", c.loss, "base_loss", c.baseLoss)
+	c.probing, c.probeStart = t, now
+	c.stepFrom, c.stepAt = c.probeFrom, now
 	s.cong.probing.Store(true)
 	c.probeLost, c.probeRecv = 0, 0
-	c.probeFullAt, c.probeTxFull = now.Add(probeRamp), 0
+	c.recent, c.recentN = [5][2]int{}, 0
 	s.sfu.probes.Add(1)
 }
 

@@ -92,7 +92,12 @@ func (c *congestion) quietFor(d time.Duration) {
 	if d < 250*time.Millisecond {
 		tail = 700 * time.Millisecond // a small burst (a low layer's pictures) is over at once
 	}
-	until := time.Now().Add(d + tail).UnixNano()
+	c.quietAt(time.Now().Add(d + tail))
+}
+
+// quietAt ignores loss reported before t (or a later time already set).
+func (c *congestion) quietAt(t time.Time) {
+	until := t.UnixNano()
 	for {
 		old := c.quietUntil.Load()
 		if old >= until || c.quietUntil.CompareAndSwap(old, until) {

@@ -25,6 +25,12 @@ const (
 	// padSize is the padding of one probe packet: RTP's padding length
 	// is one byte.
 	padSize = 255
+	// wireOverhead: bytes a packet takes on the link beyond its RTP
+	// header and payload (IPv4 and UDP 28, SRTP's tag 10, the TWCC
+	// header extension 8). The send rate the chooser compares with a
+	// link counts them: a probe of 267-byte padding packets puts 17 %
+	// more on the wire than its RTP bytes.
+	wireOverhead = 46
 	// primeLayerMax: a joining subscriber starting on a simulcast
 	// group's lowest layer is primed from its cache only when the cached
 	// group is this small (it passes a 500 kbit/s link's 400 ms queue);
@@ -265,12 +271,15 @@ func (t *subTrack) pad(now time.Time) bool {
 	w := &t.rw
 	// What is not sent now (mid-frame, or less than a packet) is owed,
 	// up to a few packets.
-	w.padDue = min(w.padDue+float64(t.probe.Load())/8*now.Sub(w.padAt).Seconds(), 8*(padSize+12))
+	// Up to 40 ms of it: on a loaded machine the 5 ms ticker fires late,
+	// and a probe that loses what a late tick owes never reaches its aim.
+	p := float64(t.probe.Load()) / 8
+	w.padDue = min(w.padDue+p*now.Sub(w.padAt).Seconds(), max(8*(padSize+12), p*0.04))
 	w.padAt = now
 	if !w.started || !w.lastMarker {
 		return true
 	}
-	for n := 0; w.padDue >= padSize+12 && n < 40; n++ {
+	for n := 0; w.padDue >= padSize+12 && n < 80; n++ {
 		pkt := &rtp.Packet{Header: rtp.Header{Version: 2, Padding: true, PaddingSize: padSize,
 			SequenceNumber: w.lastSeq + 1, Timestamp: w.lastTS}}
 		pkt.PaddingSize = padSize
@@ -281,7 +290,7 @@ func (t *subTrack) pad(now time.Time) bool {
 		w.lastSeq++
 		_ = t.local.WriteRTP(pkt)
 		if t.tx != nil {
-			t.tx.Add(padSize + 12)
+			t.tx.Add(padSize + 12 + wireOverhead)
 		}
 		w.padDue -= padSize + 12
 	}

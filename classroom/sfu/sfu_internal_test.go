@@ -321,7 +321,7 @@ func TestFanOutLanesReachEverySubscriber(t *testing.T) {
 	for _, ch := range ls {
 		close(ch)
 	}
-	want := uint64(pkts * (len(payload) + 12))
+	want := uint64(pkts * (len(payload) + 12 + wireOverhead))
 	deadline := time.Now().Add(5 * time.Second)
 	for i, st := range f.subs() {
 		for txs[i].Load() < want && time.Now().Before(deadline) {

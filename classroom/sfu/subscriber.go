@@ -46,7 +46,7 @@ type Subscriber struct {
 	gate  *bweGate
 
 	cong congestion
-	tx   atomic.Uint64 // bytes sent to this subscriber, padding included
+	tx   atomic.Uint64 // bytes sent to this subscriber as the link counts them (wireOverhead), padding included
 	// What the layer chooser last decided, for metrics: the link budget
 	// (bits/s, 0 before it is known), gcc's own target and the loss.
 	budget, target atomic.Int64

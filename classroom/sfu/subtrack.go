@@ -252,7 +252,7 @@ func (t *subTrack) writeOut(pkt *rtp.Packet) {
 	t.out.Extension, t.out.Extensions, t.out.ExtensionProfile = false, ext, 0
 	_ = t.local.WriteRTP(&t.out)
 	if t.tx != nil {
-		t.tx.Add(uint64(len(pkt.Payload) + 12 + int(pkt.PaddingSize)))
+		t.tx.Add(uint64(len(pkt.Payload) + 12 + int(pkt.PaddingSize) + wireOverhead))
 	}
 }
 
