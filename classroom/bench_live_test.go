@@ -473,17 +473,29 @@ func threadCPU() time.Duration {
 
 // procCPU reads utime+stime of pid from /proc/<pid>/stat.
 func procCPU(t *testing.T, pid int) time.Duration {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	d, err := procCPUOf(pid)
 	if err != nil {
 		t.Fatal(err)
+	}
+	return d
+}
+
+// procCPUOf is procCPU returning its error.
+func procCPUOf(pid int) (time.Duration, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
 	}
 	// Fields after the ")" that ends the command name: state is field 3;
 	// utime and stime are fields 14 and 15 (clock ticks, 100/s on Linux).
 	s := string(b)
 	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
+	if len(f) < 13 {
+		return 0, fmt.Errorf("/proc/%d/stat: %d fields", pid, len(f))
+	}
 	ut, _ := strconv.ParseInt(f[11], 10, 64)
 	st, _ := strconv.ParseInt(f[12], 10, 64)
-	return time.Duration(ut+st) * 10 * time.Millisecond
+	return time.Duration(ut+st) * 10 * time.Millisecond, nil
 }
 
 func numCPU() int {

@@ -230,7 +230,7 @@ func New(cfg Config) (*SFU, error) {
 	if cfg.TrackWait <= 0 {
 		cfg.TrackWait = DefaultTrackWait
 	}
-	a, err := newAPI(cfg.ICEAddrs, cfg.Net, nil, roleReceive)
+	a, err := newAPI(cfg.ICEAddrs, cfg.Net, nil, roleReceive, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -238,7 +238,7 @@ func New(cfg Config) (*SFU, error) {
 		primeBudget: rate.NewLimiter(rate.Limit(cfg.PrimeBitrate/8), 4*cfg.PaceBurst)}
 	if cfg.NoLayers {
 		// No layer to choose: no estimator either, not even gated.
-		if s.subAPI, err = newAPI(cfg.ICEAddrs, cfg.Net, nil, roleSend); err != nil {
+		if s.subAPI, err = newAPI(cfg.ICEAddrs, cfg.Net, nil, roleSend, nil); err != nil {
 			return nil, err
 		}
 		return s, nil
@@ -254,7 +254,7 @@ func New(cfg Config) (*SFU, error) {
 		return nil, fmt.Errorf("bandwidth estimator: %w", err)
 	}
 	gated := newBWEGateFactory(bwe, func(g *bweGate) { s.lastGate = g }) // under bweMu
-	if s.subAPI, err = newAPI(cfg.ICEAddrs, cfg.Net, gated, roleSend); err != nil {
+	if s.subAPI, err = newAPI(cfg.ICEAddrs, cfg.Net, gated, roleSend, nil); err != nil {
 		return nil, err
 	}
 	return s, nil
@@ -284,7 +284,13 @@ func NewAPI(addrs []net.IP) (*webrtc.API, error) {
 // NewAPINet is NewAPI with sockets made in n (nil: the host's network) and,
 // when bwe is not nil, a bandwidth estimator on every connection.
 func NewAPINet(addrs []net.IP, n transport.Net, bwe interceptor.Factory) (*webrtc.API, error) {
-	return newAPI(addrs, n, bwe, roleBoth)
+	return newAPI(addrs, n, bwe, roleBoth, nil)
+}
+
+// NewAPIWith is NewAPINet with set called on the settings last (a
+// benchmark's viewers count what pion's buffers drop).
+func NewAPIWith(addrs []net.IP, n transport.Net, bwe interceptor.Factory, set func(*webrtc.SettingEngine)) (*webrtc.API, error) {
+	return newAPI(addrs, n, bwe, roleBoth, set)
 }
 
 // apiRole says which way media flows on the connections an API makes:
@@ -294,7 +300,8 @@ func NewAPINet(addrs []net.IP, n transport.Net, bwe interceptor.Factory) (*webrt
 type apiRole int
 
 const (
-	// roleBoth: pion's defaults but stats (tests' peers, NewAPINet).
+	// roleBoth: pion's defaults but stats, with the edge's TWCC feedback
+	// (tests' peers, NewAPINet).
 	roleBoth apiRole = iota
 	// roleReceive: a publisher's or a cascade pull's connection, media
 	// in only. NACK generator, receiver reports and TWCC feedback (the
@@ -313,7 +320,7 @@ const (
 // responder (nack.go) in place of pion's: it keeps the payloads it is
 // given by reference, which only the SFU guarantees are never written
 // again.
-func newAPI(addrs []net.IP, n transport.Net, bwe interceptor.Factory, role apiRole) (*webrtc.API, error) {
+func newAPI(addrs []net.IP, n transport.Net, bwe interceptor.Factory, role apiRole, set func(*webrtc.SettingEngine)) (*webrtc.API, error) {
 	me := &webrtc.MediaEngine{}
 	if err := me.RegisterDefaultCodecs(); err != nil {
 		return nil, fmt.Errorf("register codecs: %w", err)
@@ -371,14 +378,7 @@ func newAPI(addrs []net.IP, n transport.Net, bwe interceptor.Factory, role apiRo
 			return nil, fmt.Errorf("register TWCC header extension: %w", err)
 		}
 	}
-	switch role {
-	case roleBoth:
-		gen, err := twcc.NewSenderInterceptor()
-		if err != nil {
-			return nil, fmt.Errorf("register TWCC feedback: %w", err)
-		}
-		ir.Add(gen)
-	case roleReceive:
+	if role != roleSend {
 		ir.Add(twccFeedbackFactory{})
 	}
 	// The estimator between the two: the TWCC header extension (added
@@ -446,6 +446,9 @@ func newAPI(addrs []net.IP, n transport.Net, bwe interceptor.Factory, role apiRo
 			}
 			return false
 		})
+	}
+	if set != nil {
+		set(&se)
 	}
 	return webrtc.NewAPI(webrtc.WithMediaEngine(me), webrtc.WithInterceptorRegistry(ir), webrtc.WithSettingEngine(se)), nil
 }
