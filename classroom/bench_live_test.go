@@ -3,9 +3,11 @@ package classroom_test
 import (
 	"context"
 	"encoding/binary"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -232,13 +234,26 @@ type edgedFanout struct {
 	e    *edge
 	proc int
 	s    createResp
+	// record: the lesson is recorded (the edge's default); the Janus
+	// comparison turns it off unless Janus records too (-janus.record).
+	record bool
 }
 
 func (f *edgedFanout) name() string { return "edged" }
 func (f *edgedFanout) pid() int     { return f.proc }
 
 func (f *edgedFanout) publish(t *testing.T, ctx context.Context, api *webrtc.API) (*webrtc.PeerConnection, *webrtc.TrackLocalStaticRTP, *webrtc.TrackLocalStaticRTP) {
-	f.s = f.e.createSession(t, ctx, "bench")
+	if f.record {
+		f.s = f.e.createSession(t, ctx, "bench")
+	} else {
+		resp, b := f.e.Do(t, ctx, "POST", "/api/v1/sessions", f.e.admin, "application/json", []byte(`{"title":"bench","record":false}`))
+		if resp.StatusCode != http.StatusCreated {
+			t.Fatalf("create session: %d %s", resp.StatusCode, b)
+		}
+		if err := json.Unmarshal(b, &f.s); err != nil {
+			t.Fatal(err)
+		}
+	}
 	return benchPublisher(t, ctx, f.e, api, f.s)
 }
 
@@ -291,7 +306,7 @@ func (f *edgedFanout) finish(t *testing.T, ctx context.Context) {
 
 // runLiveBench measures one N on a fresh session of e.
 func runLiveBench(t *testing.T, ctx context.Context, e *edge, pid int, n int, secs time.Duration) liveResult {
-	return runFanout(t, ctx, &edgedFanout{e: e, proc: pid}, n, secs)
+	return runFanout(t, ctx, &edgedFanout{e: e, proc: pid, record: true}, n, secs)
 }
 
 // runFanout measures one N: a lesson published to srv, N viewers, their
