@@ -369,3 +369,42 @@ func TestFanOutStaysOnLanesUntilTheyDrain(t *testing.T) {
 		}
 	}
 }
+
+// A forwarder whose fan-out takes little time writes to every subscriber
+// itself even with laneMin or more of them; when the writes take longer
+// than laneWide per packet it goes to the lanes, and comes back below half
+// of that (the helpers' share counted as its own would be).
+func TestFanOutNarrowsWhenCheap(t *testing.T) {
+	f := &forwarder{}
+	for range 64 {
+		f.measureFan(300*time.Microsecond, 40, 2) // 7.5 µs a subscriber
+	}
+	if !f.narrow {
+		t.Fatalf("0.3 ms per packet for 40 subscribers: still on the lanes (cost %v)", f.fanCost)
+	}
+	for range 64 {
+		f.measureFan(3*time.Millisecond, 40, 2)
+	}
+	if f.narrow {
+		t.Fatalf("3 ms per packet: still on one goroutine (cost %v)", f.fanCost)
+	}
+	for range 64 {
+		f.measureFan(400*time.Microsecond, 40, 2) // its half: 0.8 ms for all, above laneWide/2
+	}
+	if f.narrow {
+		t.Fatalf("0.8 ms per packet for all: left the lanes (cost %v)", f.fanCost)
+	}
+	for range 64 {
+		f.measureFan(150*time.Microsecond, 40, 2) // 0.3 ms for all
+	}
+	if !f.narrow {
+		t.Fatalf("0.3 ms per packet for all: still on the lanes (cost %v)", f.fanCost)
+	}
+	f.narrow = false
+	for range 64 {
+		f.measureFan(100*time.Microsecond, 8, 2) // below laneMin run writes all itself
+	}
+	if !f.narrow || f.fanCost > 200*time.Microsecond {
+		t.Fatalf("8 subscribers at 0.1 ms: narrow %v, cost %v", f.narrow, f.fanCost)
+	}
+}
