@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/campusedge/campusedge/classroom/sfu"
+	"github.com/pion/logging"
 	"github.com/pion/rtp"
 	"github.com/pion/transport/v5"
 	"github.com/pion/transport/v5/packetio"
@@ -122,8 +123,8 @@ type joinResult struct {
 	// Video packets lost in the cached pictures a joiner was primed with
 	// (sent by the publisher before the joiner's WHEP POST) and after.
 	primedLost, liveLost int
-	// bufDrops: packets pion's SRTP buffers in the viewers dropped (the
-	// viewer did not read them in time).
+	// bufDrops: packets pion's buffers in the viewers (ICE, mux, SRTP)
+	// dropped because the viewer did not read them in time.
 	bufDrops int64
 	// CPU-seconds per second over the burst and the watch after it: the
 	// edge's, and the viewer processes' together (0 with -join.procs 0).
@@ -325,8 +326,9 @@ type joinBatch struct {
 }
 
 // viewerAPI is the viewers' pion API: the tests' own (sfu.NewAPIWith) on
-// sockets with rcvbuf bytes of receive buffer, its SRTP buffers (pion's
-// sizes) counting what they drop into drops.
+// sockets with rcvbuf bytes of receive buffer, counting into drops what
+// its buffers drop: the SRTP buffers (pion's sizes, counted as they
+// refuse) and the ICE and mux buffers (counted from pion's log).
 func viewerAPI(rcvbuf int, drops *atomic.Int64) (*webrtc.API, error) {
 	std, err := stdnet.NewNet()
 	if err != nil {
@@ -337,6 +339,7 @@ func viewerAPI(rcvbuf int, drops *atomic.Int64) (*webrtc.API, error) {
 		n = rcvbufNet{std, rcvbuf}
 	}
 	return sfu.NewAPIWith([]net.IP{net.IPv4(127, 0, 0, 1)}, n, nil, func(se *webrtc.SettingEngine) {
+		se.LoggerFactory = fullBufferLogs{drops}
 		se.BufferFactory = func(kind packetio.BufferPacketType, _ uint32) io.ReadWriteCloser {
 			b := packetio.NewBuffer()
 			if kind == packetio.RTPBufferPacket {
@@ -376,6 +379,30 @@ func (c countingBuffer) WriteWithAttributes(p []byte, a packetio.Attributes) (in
 }
 
 func (c countingBuffer) Close() error { return c.b.Close() }
+
+// fullBufferLogs is a pion logger that counts the packets pion's ICE and
+// mux buffers dropped because they were full (pion only logs those) and
+// discards every other message.
+type fullBufferLogs struct{ drops *atomic.Int64 }
+
+func (l fullBufferLogs) NewLogger(string) logging.LeveledLogger { return l }
+
+func (l fullBufferLogs) count(msg string) {
+	if strings.Contains(msg, "buffer is full") || strings.Contains(msg, "Buffer is full") {
+		l.drops.Add(1)
+	}
+}
+
+func (fullBufferLogs) Trace(string)                  {}
+func (fullBufferLogs) Tracef(string, ...any)         {}
+func (fullBufferLogs) Debug(string)                  {}
+func (fullBufferLogs) Debugf(string, ...any)         {}
+func (l fullBufferLogs) Info(msg string)             { l.count(msg) }
+func (l fullBufferLogs) Infof(f string, args ...any) { l.count(fmt.Sprintf(f, args...)) }
+func (l fullBufferLogs) Warn(msg string)             { l.count(msg) }
+func (l fullBufferLogs) Warnf(f string, args ...any) { l.count(fmt.Sprintf(f, args...)) }
+func (l fullBufferLogs) Error(msg string)            { l.count(msg) }
+func (l fullBufferLogs) Errorf(f string, a ...any)   { l.count(fmt.Sprintf(f, a...)) }
 
 // runJoiners joins this process's share of the plan's joiners, watches
 // them until Start + Spread + Watch and returns what they saw.
