@@ -23,12 +23,15 @@
 // the publisher with a PLI, rate-limited per track, and subscribers' own
 // PLI/FIR are relayed the same way.
 //
-// pion's default interceptors but its stats run on both sides: NACK
-// generator and responder (a subscriber's NACK is answered from the edge's
-// own packet cache, by RTX when negotiated; the SFU's responder is its
-// own, nack.go), RTCP sender/receiver reports, TWCC feedback to
-// publishers; and the edge stamps transport-wide sequence numbers on what
-// it sends so subscribers report TWCC feedback to it (counted in metrics).
+// Each of the SFU's connections carries media one way, and runs only the
+// interceptors for that way (sfu.go, apiRole): a publisher's has the NACK
+// generator, receiver reports and TWCC feedback (the edge's own,
+// twccfb.go); a subscriber's has the NACK responder (the edge's own,
+// nack.go: answered from its packet cache, by RTX when negotiated), sender
+// reports, and transport-wide sequence numbers on what it sends so the
+// subscriber reports TWCC feedback to it (counted in metrics, and the
+// estimator's input for simulcast subscribers). pion's stats interceptor
+// runs on neither.
 //
 // One file per role: sfu.go the SFU, its configuration and pion API
 // (nack.go its NACK responder);

@@ -21,13 +21,13 @@ const transportCCURI = "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide
 const twccFeedbackInterval = 100 * time.Millisecond
 
 // twccFeedbackFactory makes the edge's TWCC feedback interceptor for its
-// receiving connections, in place of pion's twcc.SenderInterceptor. That
-// one sends every received packet's number through a channel to a
-// goroutine of its own, so each packet of a lesson woke one more
-// goroutine; this one records the arrival under a lock in the goroutine
-// that reads the packet (the forwarder) and only the 10 Hz report runs
-// apart, started by the first packet (a connection that receives nothing
-// has no ticker).
+// receiving connections (and the tests' peers, NewAPINet), in place of
+// pion's twcc.SenderInterceptor. That one sends every received packet's
+// number through a channel to a goroutine of its own, so each packet of a
+// lesson woke one more goroutine; this one records the arrival under a
+// lock in the goroutine that reads the packet (the forwarder), and only
+// the 10 Hz report runs apart, started by the first packet (a connection
+// that receives nothing has no ticker).
 type twccFeedbackFactory struct{}
 
 func (twccFeedbackFactory) NewInterceptor(string) (interceptor.Interceptor, error) {
