@@ -420,4 +420,9 @@ func (r *janusRoom) finish(t *testing.T, ctx context.Context) {
 	for _, h := range r.handles {
 		h.destroy(ctx)
 	}
+	if *janusRecord { // the comparison is fair only if Janus did record
+		if files, _ := filepath.Glob(filepath.Join(r.j.recDir, "*.mjr")); len(files) == 0 {
+			t.Errorf("-janus.record: Janus wrote no recording in %s", r.j.recDir)
+		}
+	}
 }
