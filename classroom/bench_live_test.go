@@ -343,6 +343,9 @@ func runFanout(t *testing.T, ctx context.Context, srv fanoutServer, n int, secs 
 			defer func() { dmu.Lock(); delays = append(delays, local...); dmu.Unlock() }()
 			buf := make([]byte, 1500)
 			var p rtp.Packet
+			// A packet counts once: a retransmission of one that was
+			// only late (the viewer NACKed it) is read twice.
+			var seen [1 << 16 / 64]uint64
 			for {
 				k, _, err := tr.Read(buf)
 				if err != nil {
@@ -351,6 +354,11 @@ func runFanout(t *testing.T, ctx context.Context, srv fanoutServer, n int, secs 
 				now := time.Now().UnixNano()
 				if p.Unmarshal(buf[:k]) != nil {
 					continue
+				}
+				if w, bit := p.SequenceNumber/64, uint64(1)<<(p.SequenceNumber%64); seen[w]&bit != 0 {
+					continue
+				} else {
+					seen[w] |= bit
 				}
 				ts, ok := lessonSendTime(p.Payload)
 				if !ok {
