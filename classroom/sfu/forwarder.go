@@ -134,15 +134,14 @@ func (f *forwarder) remove(t *subTrack) {
 // scheduler spins up a thread for each: below laneWide of writing per
 // packet (on one goroutine) the forwarder does it all itself even with
 // laneMin or more subscribers, and goes back to the lanes above it, with
-// some hysteresis (back at half of it). A packet's write takes ~6 µs per
-// subscriber on an idle 2-vCPU guest, so a class of 40 stays on one
-// goroutine and 240 use the lanes; under other load the writes take
-// longer (the goroutine is preempted mid-way) and the lanes come in.
+// some hysteresis. A packet's writes take ~8 µs per subscriber on an idle
+// 2-vCPU guest, so a class of 40 stays on one goroutine and 240 use the
+// lanes; under other load the writes take longer and the lanes come in.
 const (
 	laneMin   = 16
 	maxLanes  = 4
 	laneQueue = 1024 // packets a helper may lag behind (~3.5 s of the lesson's video)
-	laneWide  = 600 * time.Microsecond
+	laneWide  = time.Millisecond
 )
 
 // laneItem is one packet for a helper lane, with the subscriber list it
