@@ -52,12 +52,6 @@ type forwarder struct {
 	// when it is zero, or a subscriber of a helper's lane would get a
 	// new packet before the older ones the helper still holds.
 	lanePending atomic.Int64
-	// narrow says run writes to every subscriber itself, whatever their
-	// number, because doing so takes little of a CPU (laneWide); fanCost
-	// is its moving average of the time one packet's writes would take
-	// on one goroutine. Both are run's own.
-	narrow  bool
-	fanCost time.Duration
 }
 
 func (f *forwarder) subs() []*subTrack { return *f.list.Load() }
@@ -129,19 +123,10 @@ func (f *forwarder) remove(t *subTrack) {
 // written on every core, and on a machine busy with other work the edge
 // is not one thread competing with many. Below laneMin subscribers one
 // goroutine writes them all: a hand-off costs more than it saves.
-//
-// Lanes cost a goroutine wake-up per packet, and on an idle machine Go's
-// scheduler spins up a thread for each: below laneWide of writing per
-// packet (on one goroutine) the forwarder does it all itself even with
-// laneMin or more subscribers, and goes back to the lanes above it, with
-// some hysteresis. A packet's writes take ~8 µs per subscriber on an idle
-// 2-vCPU guest, so a class of 40 stays on one goroutine and 240 use the
-// lanes; under other load the writes take longer and the lanes come in.
 const (
 	laneMin   = 16
 	maxLanes  = 4
 	laneQueue = 1024 // packets a helper may lag behind (~3.5 s of the lesson's video)
-	laneWide  = time.Millisecond
 )
 
 // laneItem is one packet for a helper lane, with the subscriber list it
@@ -177,7 +162,7 @@ func (f *forwarder) startLanes() []chan laneItem {
 func (f *forwarder) fanOut(lanes []chan laneItem, pkt *rtp.Packet, subs []*subTrack) {
 	// Back below laneMin, the lanes are still used until the helpers
 	// have offered all they hold, so no subscriber's packets reorder.
-	if len(lanes) == 0 || (len(subs) < laneMin || f.narrow) && f.lanePending.Load() == 0 {
+	if len(lanes) == 0 || len(subs) < laneMin && f.lanePending.Load() == 0 {
 		for _, t := range subs {
 			t.offerFrom(f, pkt)
 		}
@@ -201,26 +186,6 @@ func (f *forwarder) fanOut(lanes []chan laneItem, pkt *rtp.Packet, subs []*subTr
 		if t.lane%n == 0 {
 			t.offerFrom(f, pkt)
 		}
-	}
-}
-
-// measureFan updates fanCost with the time the last packet's fan-out to
-// subs subscribers took on run's goroutine, and chooses narrow.
-func (f *forwarder) measureFan(took time.Duration, subs, lanes int) {
-	if subs == 0 {
-		return
-	}
-	mine := subs
-	if !f.narrow && subs >= laneMin && lanes > 1 {
-		mine = max(1, subs/lanes) // the helpers wrote the rest
-	}
-	whole := took * time.Duration(subs) / time.Duration(mine)
-	f.fanCost += (whole - f.fanCost) / 16
-	switch {
-	case f.narrow && f.fanCost > laneWide:
-		f.narrow = false
-	case !f.narrow && f.fanCost < laneWide/2:
-		f.narrow = true
 	}
 }
 
@@ -294,7 +259,6 @@ func (f *forwarder) run() {
 			f.mu.Unlock()
 		}
 		f.fanOut(lanes, pkt, subs)
-		f.measureFan(time.Since(now), len(subs), len(lanes)+1)
 		if f.tap != nil {
 			f.tap.Packet(pkt) // non-blocking by contract
 		}
