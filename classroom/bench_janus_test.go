@@ -40,6 +40,11 @@ var (
 	janusBench = flag.Bool("janus.bench", false, "run the edged-vs-Janus benchmark (TestBenchJanus)")
 	janusSubs  = flag.String("janus.subs", "10,40,80,160", "-janus.bench: comma-separated viewer counts")
 	janusSecs  = flag.Int("janus.seconds", 5, "-janus.bench: measured seconds per trial")
+	// Both servers forward only by default: Janus's VideoRoom records
+	// nothing unless asked, and edged's recording (on by default) is a
+	// second copy of the lesson written to disk that Janus would not be
+	// doing. -janus.record makes both record.
+	janusRecord = flag.Bool("janus.record", false, "-janus.bench: both servers record the lesson (edged's default; Janus VideoRoom's record option)")
 )
 
 const envJanusInside = "CAMPUSEDGE_JANUS_BENCH_INSIDE"
@@ -55,7 +60,7 @@ func TestBenchJanus(t *testing.T) {
 				t.Fatalf("ip %v: %v %s", args, err, out)
 			}
 		}
-		p := a.ExecTest(t, []string{envJanusInside + "=1"}, "TestBenchJanus", "-janus.bench", "-janus.subs", *janusSubs, "-janus.seconds", strconv.Itoa(*janusSecs), "-bench.cpuprofile", *benchProfile, "-test.timeout", "28m")
+		p := a.ExecTest(t, []string{envJanusInside + "=1"}, "TestBenchJanus", "-janus.bench", "-janus.subs", *janusSubs, "-janus.seconds", strconv.Itoa(*janusSecs), "-janus.record="+strconv.FormatBool(*janusRecord), "-bench.cpuprofile", *benchProfile, "-test.timeout", "28m")
 		deadline := time.Now().Add(28 * time.Minute)
 		for {
 			if done, err := p.Exited(); done {
@@ -76,13 +81,13 @@ func TestBenchJanus(t *testing.T) {
 	e, epid := startEdgedProcess(t, ctx, "")
 	j := startJanus(t, ctx)
 	secs := time.Duration(*janusSecs) * time.Second
-	fmt.Printf("edged vs Janus %s: 1 publisher (%.1f Mbit/s VP8-shaped + Opus), pion viewers, %v per trial, %d CPUs, load %s\n",
-		j.version, float64(benchVideoPayload*benchPktsPerFrame*benchFPS*8)/1e6, secs, numCPU(), loadAvg())
+	fmt.Printf("edged vs Janus %s: 1 publisher (%.1f Mbit/s VP8-shaped + Opus), pion viewers, %v per trial, recording %v, %d CPUs, load %s\n",
+		j.version, float64(benchVideoPayload*benchPktsPerFrame*benchFPS*8)/1e6, secs, *janusRecord, numCPU(), loadAvg())
 	fmt.Printf("%5s %-6s %8s %12s %10s %12s %10s\n", "N", "server", "loss%", "fwd pkt/s", "cpu-s/s", "pkt/cpu-s", "p99 ms")
 	for _, n := range parseCounts(t, "-janus.subs", *janusSubs) {
 		var perCPU [2][]float64 // edged, janus
 		for trial, who := range []int{0, 1, 1, 0} {
-			var srv fanoutServer = &edgedFanout{e: e, proc: epid}
+			var srv fanoutServer = &edgedFanout{e: e, proc: epid, record: *janusRecord}
 			if who == 1 {
 				srv = j.room(t, ctx, 1000*n+trial)
 			}
@@ -97,6 +102,7 @@ func TestBenchJanus(t *testing.T) {
 
 // janusServer is a Janus process with its HTTP API on 127.0.0.1.
 type janusServer struct {
+	recDir  string // where its rooms record (-janus.record)
 	base    string
 	proc    int
 	version string
@@ -167,7 +173,7 @@ admin: { admin_http = false admin_https = false }
 			<-done
 		}
 	})
-	j := &janusServer{base: fmt.Sprintf("http://127.0.0.1:%d/janus", port), proc: cmd.Process.Pid, client: &http.Client{Timeout: 40 * time.Second}}
+	j := &janusServer{recDir: t.TempDir(), base: fmt.Sprintf("http://127.0.0.1:%d/janus", port), proc: cmd.Process.Pid, client: &http.Client{Timeout: 40 * time.Second}}
 	for deadline := time.Now().Add(20 * time.Second); ; {
 		var info struct {
 			VersionString string `json:"version_string"`
@@ -308,7 +314,11 @@ func (j *janusServer) room(t *testing.T, ctx context.Context, id int) *janusRoom
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := h.message(ctx, map[string]any{"request": "create", "room": id, "publishers": 1, "bitrate": 0, "videocodec": "vp8", "audiocodec": "opus", "notify_joining": false}, nil); err != nil {
+	create := map[string]any{"request": "create", "room": id, "publishers": 1, "bitrate": 0, "videocodec": "vp8", "audiocodec": "opus", "notify_joining": false}
+	if *janusRecord {
+		create["record"], create["rec_dir"] = true, j.recDir
+	}
+	if _, err := h.message(ctx, create, nil); err != nil {
 		t.Fatalf("janus create room: %v", err)
 	}
 	return &janusRoom{j: j, id: id, handles: []*janusHandle{h}}
@@ -409,5 +419,10 @@ func (r *janusRoom) finish(t *testing.T, ctx context.Context) {
 	}
 	for _, h := range r.handles {
 		h.destroy(ctx)
+	}
+	if *janusRecord { // the comparison is fair only if Janus did record
+		if files, _ := filepath.Glob(filepath.Join(r.j.recDir, "*.mjr")); len(files) == 0 {
+			t.Errorf("-janus.record: Janus wrote no recording in %s", r.j.recDir)
+		}
 	}
 }

@@ -4,23 +4,28 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/campusedge/campusedge/classroom/internal/mediatest"
 	"github.com/campusedge/campusedge/classroom/sfu"
+	"github.com/pion/logging"
 	"github.com/pion/rtp"
 	"github.com/pion/transport/v5"
+	"github.com/pion/transport/v5/packetio"
 	"github.com/pion/transport/v5/stdnet"
 	"github.com/pion/webrtc/v4"
 )
@@ -47,12 +52,22 @@ import (
 // sockets (receive buffer full; -join.rcvbuf sets its size), and the
 // joiners' video loss split into the primed pictures and the live
 // packets after them.
+//
+// The joiners are pion viewers that decrypt every packet: 120 of them take
+// more CPU than the edge they measure. They run in -join.procs processes of
+// their own (this test binary again, TestBenchJoinViewers), so their CPU
+// and the edge's are read apart and the scheduler runs them as separate
+// programs, and they count what was lost on their side: the kernel's drops
+// at their sockets (/proc/PID/net/udp) and what pion's SRTP buffers
+// dropped. "edge loss" is what the edge itself dropped (its queues); the
+// claim is about that. "harness drop" is the viewers' own.
 var (
 	joinBench   = flag.Bool("join.bench", false, "run the join-burst benchmark (TestBenchJoinBurst)")
 	joinSubs    = flag.String("join.subs", "40,120", "comma-separated joiner counts for -join.bench")
 	joinSpread  = flag.Duration("join.spread", time.Second, "-join.bench: joins are spread evenly over this")
 	joinSeconds = flag.Int("join.seconds", 6, "-join.bench: seconds each joiner is watched after the last join")
-	joinRcvbuf  = flag.Int("join.rcvbuf", 0, "-join.bench: the viewers' UDP receive buffer in `bytes` (0: the system's default, net.core.rmem_default); the kernel doubles it and caps it at net.core.rmem_max")
+	joinRcvbuf  = flag.Int("join.rcvbuf", 4<<20, "-join.bench: the viewers' UDP receive buffer in `bytes` (0: the system's default, net.core.rmem_default); the kernel caps it at net.core.rmem_max and doubles it")
+	joinProcs   = flag.Int("join.procs", 2, "-join.bench: `processes` the joiners are spread over (0: the test's own process); each is this test binary, so the viewers' CPU is theirs and the kernel drops at their sockets are told apart from the edge's")
 	joinBefore  = flag.String("join.before", "", "-join.bench: also measure edged built from the module at this `dir` (e.g. a git worktree of an older commit), alternating the order")
 )
 
@@ -65,15 +80,16 @@ func TestBenchJoinBurst(t *testing.T) {
 	type build struct {
 		name string
 		e    *edge
+		pid  int
 	}
 	builds := []build{{name: "this"}}
-	builds[0].e, _ = startEdgedProcess(t, ctx, "")
+	builds[0].e, builds[0].pid = startEdgedProcess(t, ctx, "")
 	if *joinBefore != "" {
-		b, _ := startEdgedProcess(t, ctx, *joinBefore)
-		builds = append(builds, build{"before", b})
+		b, pid := startEdgedProcess(t, ctx, *joinBefore)
+		builds = append(builds, build{"before", b, pid})
 	}
-	fmt.Printf("join-burst benchmark: joins spread over %v, watched %ds after the last, %d CPUs, load %s\n", *joinSpread, *joinSeconds, numCPU(), loadAvg())
-	fmt.Printf("%-7s %5s %9s %9s %8s %7s %9s %9s %9s %10s %12s %10s %10s %12s %16s\n", "edged", "N", "vloss%", "aloss%", "lossy", "pauses", "ttff p50", "ttff p95", "ttff max", "max gap", "steady loss%", "edge drop", "sock drop", "backlog drop", "lost primed/live")
+	fmt.Printf("join-burst benchmark: joins spread over %v, watched %ds after the last, viewers in %d processes (0: this one), viewer rcvbuf %d, %d CPUs, load %s\n", *joinSpread, *joinSeconds, *joinProcs, *joinRcvbuf, numCPU(), loadAvg())
+	fmt.Printf("%-7s %5s %9s %9s %8s %7s %9s %9s %9s %10s %12s %10s %10s %10s %12s %16s %9s %9s\n", "edged", "N", "vloss%", "aloss%", "lossy", "pauses", "ttff p50", "ttff p95", "ttff max", "max gap", "steady loss%", "edge drop", "sock drop", "buf drop", "backlog drop", "lost primed/live", "edge cpu", "view cpu")
 	for i, n := range parseCounts(t, "-join.subs", *joinSubs) {
 		order := builds
 		if i%2 == 1 { // alternate which build goes first
@@ -81,10 +97,10 @@ func TestBenchJoinBurst(t *testing.T) {
 			slices.Reverse(order)
 		}
 		for _, b := range order {
-			r := runJoinBurst(t, ctx, b.e, n)
-			fmt.Printf("%-7s %5d %9.3f %9.3f %8d %7.0f %9s %9s %9s %10s %12.3f %10.0f %10.0f %12d %16s\n", b.name, n, r.videoLoss, r.audioLoss, r.lossy, r.pauses,
+			r := runJoinBurst(t, ctx, b.e, b.pid, n)
+			fmt.Printf("%-7s %5d %9.3f %9.3f %8d %7.0f %9s %9s %9s %10s %12.3f %10.0f %10.0f %10d %12d %16s %9.2f %9.2f\n", b.name, n, r.videoLoss, r.audioLoss, r.lossy, r.pauses,
 				r.ttff[0].Round(time.Millisecond), r.ttff[1].Round(time.Millisecond), r.ttff[2].Round(time.Millisecond), r.maxGap.Round(time.Millisecond), r.steadyLoss,
-				r.edgeDrops, r.sockDrops, r.backlogDrops, fmt.Sprintf("%d/%d", r.primedLost, r.liveLost))
+				r.edgeDrops, r.sockDrops, r.bufDrops, r.backlogDrops, fmt.Sprintf("%d/%d", r.primedLost, r.liveLost), r.edgeCPU, r.viewerCPU)
 		}
 	}
 }
@@ -107,6 +123,12 @@ type joinResult struct {
 	// Video packets lost in the cached pictures a joiner was primed with
 	// (sent by the publisher before the joiner's WHEP POST) and after.
 	primedLost, liveLost int
+	// bufDrops: packets pion's buffers in the viewers (ICE, mux, SRTP)
+	// dropped because the viewer did not read them in time.
+	bufDrops int64
+	// CPU-seconds per second over the burst and the watch after it: the
+	// edge's, and the viewer processes' together (0 with -join.procs 0).
+	edgeCPU, viewerCPU float64
 }
 
 // seqCount counts one track's packets at a viewer: distinct sequence
@@ -212,7 +234,7 @@ func (v *viewer) onTrack(tr *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
 
 // join WHEPs v into the session; errors are kept for the caller (it runs
 // in its own goroutine, where t.Fatal must not be called).
-func (v *viewer) join(ctx context.Context, api *webrtc.API, e *edge, session, token string) {
+func (v *viewer) join(ctx context.Context, api *webrtc.API, url, session, token string) {
 	pc, err := api.NewPeerConnection(webrtc.Configuration{})
 	if err != nil {
 		v.err = err
@@ -243,7 +265,7 @@ func (v *viewer) join(ctx context.Context, api *webrtc.API, e *edge, session, to
 		v.err = ctx.Err()
 		return
 	}
-	req, _ := http.NewRequestWithContext(ctx, "POST", e.url+"/whep/"+session, strings.NewReader(pc.LocalDescription().SDP))
+	req, _ := http.NewRequestWithContext(ctx, "POST", url+"/whep/"+session, strings.NewReader(pc.LocalDescription().SDP))
 	req.Header.Set("Authorization", "Bearer "+token)
 	req.Header.Set("Content-Type", "application/sdp")
 	resp, err := http.DefaultClient.Do(req)
@@ -260,17 +282,256 @@ func (v *viewer) join(ctx context.Context, api *webrtc.API, e *edge, session, to
 	v.err = pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: string(body)})
 }
 
-func runJoinBurst(t *testing.T, ctx context.Context, e *edge, n int) joinResult {
+// joinerStats is what one joiner saw.
+type joinerStats struct {
+	VideoWant, VideoGot, AudioWant, AudioGot int
+	PrimedLost, LiveLost                     int
+	TTFF, MaxGap                             time.Duration // TTFF < 0: no frame arrived
+	Err                                      string
+}
+
+func (v *viewer) stats() joinerStats {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	var st joinerStats
+	if v.err != nil {
+		st.Err = v.err.Error()
+	}
+	st.VideoWant, st.VideoGot = v.video.counts()
+	st.AudioWant, st.AudioGot = v.audio.counts()
+	st.PrimedLost, st.LiveLost = v.video.lostBefore(v.posted.UnixNano())
+	st.TTFF, st.MaxGap = -1, v.maxGap
+	if !v.firstFrame.IsZero() {
+		st.TTFF = v.firstFrame.Sub(v.posted)
+	}
+	return st
+}
+
+// joinPlan tells a set of joiners when to join whom: joiner i of N joins
+// at Start + Spread·i/N; a process takes those with i % Procs == Proc.
+type joinPlan struct {
+	URL, Session, Token string
+	N, Procs, Proc      int
+	Start               int64 // unix nanos
+	Spread, Watch       time.Duration
+	Rcvbuf              int
+}
+
+// joinBatch is what one process's joiners saw, and what was dropped on
+// their side: by the kernel at their sockets, by pion's SRTP buffers.
+type joinBatch struct {
+	Joiners             []joinerStats
+	SockDrops, BufDrops int64
+	CPU                 time.Duration // the viewer process's, over the plan (child processes only)
+}
+
+// viewerAPI is the viewers' pion API: the tests' own (sfu.NewAPIWith) on
+// sockets with rcvbuf bytes of receive buffer, counting into drops what
+// its buffers drop: the SRTP buffers (pion's sizes, counted as they
+// refuse) and the ICE and mux buffers (counted from pion's log).
+func viewerAPI(rcvbuf int, drops *atomic.Int64) (*webrtc.API, error) {
+	std, err := stdnet.NewNet()
+	if err != nil {
+		return nil, err
+	}
+	var n transport.Net = std
+	if rcvbuf > 0 {
+		n = rcvbufNet{std, rcvbuf}
+	}
+	return sfu.NewAPIWith([]net.IP{net.IPv4(127, 0, 0, 1)}, n, nil, func(se *webrtc.SettingEngine) {
+		se.LoggerFactory = fullBufferLogs{drops}
+		se.BufferFactory = func(kind packetio.BufferPacketType, _ uint32) io.ReadWriteCloser {
+			b := packetio.NewBuffer()
+			if kind == packetio.RTPBufferPacket {
+				b.SetLimitSize(1000 * 1000)
+			} else {
+				b.SetLimitSize(100 * 1000)
+			}
+			return countingBuffer{b, drops}
+		}
+	})
+}
+
+// countingBuffer is a pion packet buffer that counts the packets it
+// refuses because it is full (pion drops them silently).
+type countingBuffer struct {
+	b     *packetio.Buffer
+	drops *atomic.Int64
+}
+
+func (c countingBuffer) Read(p []byte) (int, error) {
+	n, _, err := c.b.Read(p, nil)
+	return n, err
+}
+
+func (c countingBuffer) ReadWithAttributes(p []byte, a packetio.Attributes) (int, packetio.Attributes, error) {
+	return c.b.Read(p, a)
+}
+
+func (c countingBuffer) Write(p []byte) (int, error) { return c.WriteWithAttributes(p, nil) }
+
+func (c countingBuffer) WriteWithAttributes(p []byte, a packetio.Attributes) (int, error) {
+	n, err := c.b.Write(p, a)
+	if errors.Is(err, packetio.ErrFull) {
+		c.drops.Add(1)
+	}
+	return n, err
+}
+
+func (c countingBuffer) Close() error { return c.b.Close() }
+
+// fullBufferLogs is a pion logger that counts the packets pion's ICE and
+// mux buffers dropped because they were full (pion only logs those) and
+// discards every other message.
+type fullBufferLogs struct{ drops *atomic.Int64 }
+
+func (l fullBufferLogs) NewLogger(string) logging.LeveledLogger { return l }
+
+func (l fullBufferLogs) count(msg string) {
+	if strings.Contains(msg, "buffer is full") || strings.Contains(msg, "Buffer is full") {
+		l.drops.Add(1)
+	}
+}
+
+func (fullBufferLogs) Trace(string)                  {}
+func (fullBufferLogs) Tracef(string, ...any)         {}
+func (fullBufferLogs) Debug(string)                  {}
+func (fullBufferLogs) Debugf(string, ...any)         {}
+func (l fullBufferLogs) Info(msg string)             { l.count(msg) }
+func (l fullBufferLogs) Infof(f string, args ...any) { l.count(fmt.Sprintf(f, args...)) }
+func (l fullBufferLogs) Warn(msg string)             { l.count(msg) }
+func (l fullBufferLogs) Warnf(f string, args ...any) { l.count(fmt.Sprintf(f, args...)) }
+func (l fullBufferLogs) Error(msg string)            { l.count(msg) }
+func (l fullBufferLogs) Errorf(f string, a ...any)   { l.count(fmt.Sprintf(f, a...)) }
+
+// runJoiners joins this process's share of the plan's joiners, watches
+// them until Start + Spread + Watch and returns what they saw.
+func runJoiners(ctx context.Context, plan joinPlan) (joinBatch, error) {
+	var bufDrops atomic.Int64
+	api, err := viewerAPI(plan.Rcvbuf, &bufDrops)
+	if err != nil {
+		return joinBatch{}, err
+	}
+	sock0, err := socketDrops(os.Getpid())
+	if err != nil {
+		return joinBatch{}, err
+	}
+	start := time.Unix(0, plan.Start)
+	var vs []*viewer
+	var wg sync.WaitGroup
+	for i := plan.Proc; i < plan.N; i += max(plan.Procs, 1) {
+		v := &viewer{}
+		vs = append(vs, v)
+		wg.Add(1)
+		go func(at time.Time) {
+			defer wg.Done()
+			time.Sleep(time.Until(at))
+			v.join(ctx, api, plan.URL, plan.Session, plan.Token)
+		}(start.Add(plan.Spread * time.Duration(i) / time.Duration(plan.N)))
+	}
+	wg.Wait()
+	select {
+	case <-time.After(time.Until(start.Add(plan.Spread + plan.Watch))):
+	case <-ctx.Done():
+		return joinBatch{}, ctx.Err()
+	}
+	var out joinBatch
+	sock1, err := socketDrops(os.Getpid()) // before the sockets close and take their counts with them
+	if err != nil {
+		return joinBatch{}, err
+	}
+	out.SockDrops, out.BufDrops = sock1-sock0, bufDrops.Load()
+	for _, v := range vs {
+		out.Joiners = append(out.Joiners, v.stats())
+		if v.pc != nil {
+			_ = v.pc.Close()
+		}
+	}
+	return out, nil
+}
+
+// envJoinViewers carries a joinPlan (JSON) to a viewer process.
+const envJoinViewers = "CAMPUSEDGE_JOIN_VIEWERS"
+
+// TestBenchJoinViewers is not a test of its own: it is the viewer process
+// TestBenchJoinBurst starts (-join.procs), and runs only with the plan in
+// its environment. It prints its joinBatch as one JSON line.
+func TestBenchJoinViewers(t *testing.T) {
+	raw := os.Getenv(envJoinViewers)
+	if raw == "" {
+		t.Skip("the viewer process of TestBenchJoinBurst (-join.bench -join.procs); runs only when started by it")
+	}
+	var plan joinPlan
+	if err := json.Unmarshal([]byte(raw), &plan); err != nil {
+		t.Fatalf("plan: %v", err)
+	}
+	cpu0, err := procCPUOf(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), time.Until(time.Unix(0, plan.Start))+plan.Spread+plan.Watch+time.Minute)
+	defer cancel()
+	out, err := runJoiners(ctx, plan)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cpu1, err := procCPUOf(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	out.CPU = cpu1 - cpu0
+	b, err := json.Marshal(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Printf("%s%s\n", joinBatchPrefix, b)
+}
+
+const joinBatchPrefix = "JOINBATCH "
+
+// viewerProc is a running viewer process.
+type viewerProc struct {
+	cmd *exec.Cmd
+	out bytes.Buffer
+}
+
+// startViewerProc starts this test binary as a viewer process for plan.
+func startViewerProc(ctx context.Context, plan joinPlan) (*viewerProc, error) {
+	b, err := json.Marshal(plan)
+	if err != nil {
+		return nil, err
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	p := &viewerProc{cmd: exec.CommandContext(ctx, exe, "-test.run", "^TestBenchJoinViewers$", "-test.count", "1", "-test.timeout", "10m")}
+	p.cmd.Env = append(os.Environ(), envJoinViewers+"="+string(b))
+	p.cmd.Stdout, p.cmd.Stderr = &p.out, &p.out
+	if err := p.cmd.Start(); err != nil {
+		return nil, fmt.Errorf("viewer process: %w", err)
+	}
+	return p, nil
+}
+
+// wait waits for the process and reads its batch.
+func (p *viewerProc) wait() (joinBatch, error) {
+	err := p.cmd.Wait()
+	var out joinBatch
+	for _, line := range strings.Split(p.out.String(), "\n") {
+		if rest, ok := strings.CutPrefix(line, joinBatchPrefix); ok {
+			return out, json.Unmarshal([]byte(rest), &out)
+		}
+	}
+	return out, fmt.Errorf("viewer process %d: no result (%v):\n%s", p.cmd.Process.Pid, err, p.out.String())
+}
+
+func runJoinBurst(t *testing.T, ctx context.Context, e *edge, edgePID, n int) joinResult {
 	s := e.createSession(t, ctx, fmt.Sprintf("join burst %d", n))
-	api := mediatest.LoopbackAPI(t)
-	if *joinRcvbuf > 0 {
-		std, err := stdnet.NewNet()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if api, err = sfu.NewAPINet([]net.IP{net.IPv4(127, 0, 0, 1)}, rcvbufNet{std, *joinRcvbuf}, nil); err != nil {
-			t.Fatal(err)
-		}
+	var pubDrops atomic.Int64
+	api, err := viewerAPI(*joinRcvbuf, &pubDrops)
+	if err != nil {
+		t.Fatal(err)
 	}
 	pc, video, audio := benchPublisher(t, ctx, e, api, s)
 	defer pc.Close()
@@ -281,12 +542,26 @@ func runJoinBurst(t *testing.T, ctx context.Context, e *edge, n int) joinResult 
 	steady := make([]*viewer, 2)
 	for i := range steady {
 		steady[i] = &viewer{}
-		steady[i].join(ctx, api, e, s.ID, s.Tokens.Observer)
+		steady[i].join(ctx, api, e.url, s.ID, s.Tokens.Observer)
 		if steady[i].err != nil {
 			t.Fatalf("steady viewer: %v", steady[i].err)
 		}
 	}
-	time.Sleep(2500 * time.Millisecond) // mid-GOP: the cache holds ~75 frames
+	// The joins start 2.5 s from here: mid-GOP, the cache holds ~75
+	// frames; the viewer processes have that long to start.
+	plan := joinPlan{URL: e.url, Session: s.ID, Token: s.Tokens.Observer, N: n, Procs: max(*joinProcs, 1),
+		Start: time.Now().Add(2500 * time.Millisecond).UnixNano(), Spread: *joinSpread, Watch: time.Duration(*joinSeconds) * time.Second, Rcvbuf: *joinRcvbuf}
+	var procs []*viewerProc
+	for k := range *joinProcs {
+		pl := plan
+		pl.Proc = k
+		p, err := startViewerProc(ctx, pl)
+		if err != nil {
+			t.Fatal(err)
+		}
+		procs = append(procs, p)
+	}
+	time.Sleep(time.Until(time.Unix(0, plan.Start).Add(-100 * time.Millisecond)))
 	steadyBefore := make([][2]int, len(steady))
 	for i, v := range steady {
 		v.mu.Lock()
@@ -296,54 +571,65 @@ func runJoinBurst(t *testing.T, ctx context.Context, e *edge, n int) joinResult 
 	}
 	pauses0 := liveMetric(t, ctx, e, "campusedge_live_video_pauses_total")
 	drops0 := liveMetric(t, ctx, e, "campusedge_live_dropped_packets_total")
-	sock0 := udpSocketDrops(t, os.Getpid())
 	backlog0 := softnetDrops()
+	cpu0 := procCPU(t, edgePID)
+	t0 := time.Now()
 
-	var r joinResult
-	joiners := make([]*viewer, n)
-	var wg sync.WaitGroup
-	start := time.Now()
-	for i := range joiners {
-		joiners[i] = &viewer{}
-		wg.Add(1)
-		go func(v *viewer, at time.Time) {
-			defer wg.Done()
-			time.Sleep(time.Until(at))
-			v.join(ctx, api, e, s.ID, s.Tokens.Observer)
-		}(joiners[i], start.Add(*joinSpread*time.Duration(i)/time.Duration(n)))
+	var batches []joinBatch
+	if len(procs) == 0 {
+		b, err := runJoiners(ctx, plan)
+		if err != nil {
+			t.Fatal(err)
+		}
+		batches = append(batches, b)
+	} else {
+		time.Sleep(time.Until(time.Unix(0, plan.Start).Add(plan.Spread + plan.Watch)))
 	}
-	wg.Wait()
-	time.Sleep(time.Duration(*joinSeconds) * time.Second)
 	pauses1 := liveMetric(t, ctx, e, "campusedge_live_video_pauses_total")
+	cpu1 := procCPU(t, edgePID)
+	t1 := time.Now()
+	var r joinResult
+	r.edgeCPU = (cpu1 - cpu0).Seconds() / t1.Sub(t0).Seconds()
+	var viewerCPU time.Duration
+	for _, p := range procs {
+		b, err := p.wait()
+		if err != nil {
+			t.Fatal(err)
+		}
+		batches = append(batches, b)
+		viewerCPU += b.CPU
+	}
+	r.viewerCPU = viewerCPU.Seconds() / t1.Sub(t0).Seconds()
 	stopSend()
 	time.Sleep(300 * time.Millisecond) // packets in flight
 	r.edgeDrops = liveMetric(t, ctx, e, "campusedge_live_dropped_packets_total") - drops0
-	r.sockDrops = float64(udpSocketDrops(t, os.Getpid()) - sock0)
 	r.backlogDrops = softnetDrops() - backlog0
-
 	r.pauses = pauses1 - pauses0
+
 	var vw, vg, aw, ag int
 	var ttffs []time.Duration
-	for i, v := range joiners {
-		if v.err != nil {
-			t.Fatalf("joiner %d: %v", i, v.err)
+	for _, b := range batches {
+		r.sockDrops += float64(b.SockDrops)
+		r.bufDrops += b.BufDrops
+		for i, st := range b.Joiners {
+			if st.Err != "" {
+				t.Fatalf("joiner %d: %s", i, st.Err)
+			}
+			vw, vg, aw, ag = vw+st.VideoWant, vg+st.VideoGot, aw+st.AudioWant, ag+st.AudioGot
+			if st.VideoWant != st.VideoGot || st.AudioWant != st.AudioGot {
+				r.lossy++
+			}
+			r.primedLost, r.liveLost = r.primedLost+st.PrimedLost, r.liveLost+st.LiveLost
+			if st.TTFF < 0 {
+				ttffs = append(ttffs, time.Hour) // never saw a frame: sorts last, shows as 1h
+			} else {
+				ttffs = append(ttffs, st.TTFF)
+			}
+			r.maxGap = max(r.maxGap, st.MaxGap)
 		}
-		v.mu.Lock()
-		w, g := v.video.counts()
-		a, b := v.audio.counts()
-		vw, vg, aw, ag = vw+w, vg+g, aw+a, ag+b
-		if w != g || a != b {
-			r.lossy++
-		}
-		pl, ll := v.video.lostBefore(v.posted.UnixNano())
-		r.primedLost, r.liveLost = r.primedLost+pl, r.liveLost+ll
-		if v.firstFrame.IsZero() {
-			ttffs = append(ttffs, time.Hour) // never saw a frame: sorts last, shows as 1h
-		} else {
-			ttffs = append(ttffs, v.firstFrame.Sub(v.posted))
-		}
-		r.maxGap = max(r.maxGap, v.maxGap)
-		v.mu.Unlock()
+	}
+	if len(ttffs) != n {
+		t.Fatalf("%d joiners reported, want %d", len(ttffs), n)
 	}
 	r.videoLoss, r.audioLoss = lossPct(vw, vg), lossPct(aw, ag)
 	slices.Sort(ttffs)
@@ -356,7 +642,7 @@ func runJoinBurst(t *testing.T, ctx context.Context, e *edge, n int) joinResult 
 		sw, sg = sw+w-steadyBefore[i][0], sg+g-steadyBefore[i][1]
 	}
 	r.steadyLoss = lossPct(sw, sg)
-	for _, v := range append(joiners, steady...) {
+	for _, v := range steady {
 		if v.pc != nil {
 			_ = v.pc.Close()
 		}
@@ -386,15 +672,14 @@ func (n rcvbufNet) ListenUDP(network string, laddr *net.UDPAddr) (transport.UDPC
 	return c, nil
 }
 
-// udpSocketDrops sums the kernel's receive-buffer drops (the last field
-// of /proc/PID/net/udp and udp6) over the UDP sockets process pid has
-// open; a socket's count goes when it closes.
-func udpSocketDrops(t *testing.T, pid int) int64 {
-	t.Helper()
+// socketDrops sums the kernel's receive-buffer drops (the last field of
+// /proc/PID/net/udp and udp6) over the UDP sockets process pid has open; a
+// socket's count goes when it closes.
+func socketDrops(pid int) (int64, error) {
 	dir := fmt.Sprintf("/proc/%d/fd", pid)
 	ents, err := os.ReadDir(dir)
 	if err != nil {
-		t.Fatalf("socket drops: %v", err)
+		return 0, fmt.Errorf("socket drops: %w", err)
 	}
 	mine := map[string]bool{}
 	for _, de := range ents {
@@ -421,7 +706,7 @@ func udpSocketDrops(t *testing.T, pid int) int64 {
 			}
 		}
 	}
-	return sum
+	return sum, nil
 }
 
 // softnetDrops sums the second column of /proc/net/softnet_stat (hex, one

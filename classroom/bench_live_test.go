@@ -3,9 +3,11 @@ package classroom_test
 import (
 	"context"
 	"encoding/binary"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -232,13 +234,26 @@ type edgedFanout struct {
 	e    *edge
 	proc int
 	s    createResp
+	// record: the lesson is recorded (the edge's default); the Janus
+	// comparison turns it off unless Janus records too (-janus.record).
+	record bool
 }
 
 func (f *edgedFanout) name() string { return "edged" }
 func (f *edgedFanout) pid() int     { return f.proc }
 
 func (f *edgedFanout) publish(t *testing.T, ctx context.Context, api *webrtc.API) (*webrtc.PeerConnection, *webrtc.TrackLocalStaticRTP, *webrtc.TrackLocalStaticRTP) {
-	f.s = f.e.createSession(t, ctx, "bench")
+	if f.record {
+		f.s = f.e.createSession(t, ctx, "bench")
+	} else {
+		resp, b := f.e.Do(t, ctx, "POST", "/api/v1/sessions", f.e.admin, "application/json", []byte(`{"title":"bench","record":false}`))
+		if resp.StatusCode != http.StatusCreated {
+			t.Fatalf("create session: %d %s", resp.StatusCode, b)
+		}
+		if err := json.Unmarshal(b, &f.s); err != nil {
+			t.Fatal(err)
+		}
+	}
 	return benchPublisher(t, ctx, f.e, api, f.s)
 }
 
@@ -291,7 +306,7 @@ func (f *edgedFanout) finish(t *testing.T, ctx context.Context) {
 
 // runLiveBench measures one N on a fresh session of e.
 func runLiveBench(t *testing.T, ctx context.Context, e *edge, pid int, n int, secs time.Duration) liveResult {
-	return runFanout(t, ctx, &edgedFanout{e: e, proc: pid}, n, secs)
+	return runFanout(t, ctx, &edgedFanout{e: e, proc: pid, record: true}, n, secs)
 }
 
 // runFanout measures one N: a lesson published to srv, N viewers, their
@@ -328,6 +343,9 @@ func runFanout(t *testing.T, ctx context.Context, srv fanoutServer, n int, secs 
 			defer func() { dmu.Lock(); delays = append(delays, local...); dmu.Unlock() }()
 			buf := make([]byte, 1500)
 			var p rtp.Packet
+			// A packet counts once: a retransmission of one that was
+			// only late (the viewer NACKed it) is read twice.
+			var seen [1 << 16 / 64]uint64
 			for {
 				k, _, err := tr.Read(buf)
 				if err != nil {
@@ -336,6 +354,11 @@ func runFanout(t *testing.T, ctx context.Context, srv fanoutServer, n int, secs 
 				now := time.Now().UnixNano()
 				if p.Unmarshal(buf[:k]) != nil {
 					continue
+				}
+				if w, bit := p.SequenceNumber/64, uint64(1)<<(p.SequenceNumber%64); seen[w]&bit != 0 {
+					continue
+				} else {
+					seen[w] |= bit
 				}
 				ts, ok := lessonSendTime(p.Payload)
 				if !ok {
@@ -473,17 +496,29 @@ func threadCPU() time.Duration {
 
 // procCPU reads utime+stime of pid from /proc/<pid>/stat.
 func procCPU(t *testing.T, pid int) time.Duration {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	d, err := procCPUOf(pid)
 	if err != nil {
 		t.Fatal(err)
+	}
+	return d
+}
+
+// procCPUOf is procCPU returning its error.
+func procCPUOf(pid int) (time.Duration, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
 	}
 	// Fields after the ")" that ends the command name: state is field 3;
 	// utime and stime are fields 14 and 15 (clock ticks, 100/s on Linux).
 	s := string(b)
 	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
+	if len(f) < 13 {
+		return 0, fmt.Errorf("/proc/%d/stat: %d fields", pid, len(f))
+	}
 	ut, _ := strconv.ParseInt(f[11], 10, 64)
 	st, _ := strconv.ParseInt(f[12], 10, 64)
-	return time.Duration(ut+st) * 10 * time.Millisecond
+	return time.Duration(ut+st) * 10 * time.Millisecond, nil
 }
 
 func numCPU() int {

@@ -195,8 +195,8 @@ func (f *forwarder) fanOut(lanes []chan laneItem, pkt *rtp.Packet, subs []*subTr
 	}
 }
 
-// run forwards until the publisher's track ends. ReadRTP allocates a new
-// packet each time, so a packet is shared read-only by every queue. A
+// run forwards until the publisher's track ends. Each packet is a new
+// allocation, shared read-only by every queue. A
 // muted source's audio is read and dropped here, so the mute holds
 // whatever its client does.
 func (f *forwarder) run() {
@@ -211,10 +211,18 @@ func (f *forwarder) run() {
 	var winStart time.Time
 	winBytes := 0
 	sized := f.grp != nil && strings.EqualFold(f.track.Codec().MimeType, webrtc.MimeTypeVP8) // vp8Size applies
+	buf := make([]byte, 1500)
 	for {
-		pkt, _, err := f.track.ReadRTP()
+		// Read into one buffer and keep a copy of the packet's own size
+		// (ReadRTP allocates a whole MTU per packet): the packet stays
+		// referenced by the keyframe cache and the NACK history.
+		k, _, err := f.track.Read(buf)
 		if err != nil {
 			return
+		}
+		pkt := &rtp.Packet{}
+		if pkt.Unmarshal(slices.Clone(buf[:k])) != nil {
+			continue
 		}
 		now := time.Now()
 		f.lastAt.Store(now.UnixNano())

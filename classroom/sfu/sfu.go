@@ -23,12 +23,15 @@
 // the publisher with a PLI, rate-limited per track, and subscribers' own
 // PLI/FIR are relayed the same way.
 //
-// pion's default interceptors but its stats run on both sides: NACK
-// generator and responder (a subscriber's NACK is answered from the edge's
-// own packet cache, by RTX when negotiated; the SFU's responder is its
-// own, nack.go), RTCP sender/receiver reports, TWCC feedback to
-// publishers; and the edge stamps transport-wide sequence numbers on what
-// it sends so subscribers report TWCC feedback to it (counted in metrics).
+// Each of the SFU's connections carries media one way, and runs only the
+// interceptors for that way (sfu.go, apiRole): a publisher's has the NACK
+// generator, receiver reports and TWCC feedback (the edge's own,
+// twccfb.go); a subscriber's has the NACK responder (the edge's own,
+// nack.go: answered from its packet cache, by RTX when negotiated), sender
+// reports, and transport-wide sequence numbers on what it sends so the
+// subscriber reports TWCC feedback to it (counted in metrics, and the
+// estimator's input for simulcast subscribers). pion's stats interceptor
+// runs on neither.
 //
 // One file per role: sfu.go the SFU, its configuration and pion API
 // (nack.go its NACK responder);
@@ -62,6 +65,8 @@ import (
 	"github.com/pion/interceptor/pkg/cc"
 	"github.com/pion/interceptor/pkg/gcc"
 	"github.com/pion/interceptor/pkg/nack"
+	"github.com/pion/interceptor/pkg/report"
+	"github.com/pion/interceptor/pkg/twcc"
 	"github.com/pion/transport/v5"
 	"github.com/pion/transport/v5/stdnet"
 	"github.com/pion/webrtc/v4"
@@ -233,7 +238,7 @@ func New(cfg Config) (*SFU, error) {
 	if cfg.TrackWait <= 0 {
 		cfg.TrackWait = DefaultTrackWait
 	}
-	a, err := newAPI(cfg.ICEAddrs, cfg.Net, nil, true)
+	a, err := newAPI(cfg.ICEAddrs, cfg.Net, nil, roleReceive, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -241,7 +246,9 @@ func New(cfg Config) (*SFU, error) {
 		primeBudget: rate.NewLimiter(rate.Limit(cfg.PrimeBitrate/8), 4*cfg.PaceBurst)}
 	if cfg.NoLayers {
 		// No layer to choose: no estimator either, not even gated.
-		s.subAPI = a
+		if s.subAPI, err = newAPI(cfg.ICEAddrs, cfg.Net, nil, roleSend, nil); err != nil {
+			return nil, err
+		}
 		return s, nil
 	}
 	// The estimator's own pacer is off: each subscriber track has its
@@ -255,7 +262,7 @@ func New(cfg Config) (*SFU, error) {
 		return nil, fmt.Errorf("bandwidth estimator: %w", err)
 	}
 	gated := newBWEGateFactory(bwe, func(g *bweGate) { s.lastGate = g }) // under bweMu
-	if s.subAPI, err = newAPI(cfg.ICEAddrs, cfg.Net, gated, true); err != nil {
+	if s.subAPI, err = newAPI(cfg.ICEAddrs, cfg.Net, gated, roleSend, nil); err != nil {
 		return nil, err
 	}
 	return s, nil
@@ -285,14 +292,43 @@ func NewAPI(addrs []net.IP) (*webrtc.API, error) {
 // NewAPINet is NewAPI with sockets made in n (nil: the host's network) and,
 // when bwe is not nil, a bandwidth estimator on every connection.
 func NewAPINet(addrs []net.IP, n transport.Net, bwe interceptor.Factory) (*webrtc.API, error) {
-	return newAPI(addrs, n, bwe, false)
+	return newAPI(addrs, n, bwe, roleBoth, nil)
 }
 
-// newAPI is NewAPINet; edgeNACK puts the edge's own NACK responder
-// (nack.go) in place of pion's, for the SFU's connections only: it keeps
-// the payloads it is given by reference, which only the SFU guarantees
-// are never written again.
-func newAPI(addrs []net.IP, n transport.Net, bwe interceptor.Factory, edgeNACK bool) (*webrtc.API, error) {
+// NewAPIWith is NewAPINet with set called on the settings last (a
+// benchmark's viewers count what pion's buffers drop).
+func NewAPIWith(addrs []net.IP, n transport.Net, bwe interceptor.Factory, set func(*webrtc.SettingEngine)) (*webrtc.API, error) {
+	return newAPI(addrs, n, bwe, roleBoth, set)
+}
+
+// apiRole says which way media flows on the connections an API makes:
+// the SFU's own connections carry media one way only, and the
+// interceptors for the other way would cost a goroutine, a ticker or a
+// channel hand-off per packet for nothing.
+type apiRole int
+
+const (
+	// roleBoth: pion's defaults but stats, with the edge's TWCC feedback
+	// (tests' peers, NewAPINet).
+	roleBoth apiRole = iota
+	// roleReceive: a publisher's or a cascade pull's connection, media
+	// in only. NACK generator, receiver reports and TWCC feedback (the
+	// edge's own, twccfb.go: recorded in the reading goroutine, where
+	// pion's hands every packet to another goroutine through a channel).
+	roleReceive
+	// roleSend: a subscriber's connection, media out only. The edge's own
+	// NACK responder (nack.go), sender reports, transport-wide sequence
+	// numbers and the estimator; no NACK generator (its 10 Hz ticker ran
+	// on every subscriber's connection with nothing to ask for), no
+	// receiver reports or TWCC feedback.
+	roleSend
+)
+
+// newAPI is NewAPINet for one role. roleSend puts the edge's own NACK
+// responder (nack.go) in place of pion's: it keeps the payloads it is
+// given by reference, which only the SFU guarantees are never written
+// again.
+func newAPI(addrs []net.IP, n transport.Net, bwe interceptor.Factory, role apiRole, set func(*webrtc.SettingEngine)) (*webrtc.API, error) {
 	me := &webrtc.MediaEngine{}
 	if err := me.RegisterDefaultCodecs(); err != nil {
 		return nil, fmt.Errorf("register codecs: %w", err)
@@ -308,28 +344,50 @@ func newAPI(addrs []net.IP, n transport.Net, bwe interceptor.Factory, edgeNACK b
 	// took a lock and a map update for every packet sent to every
 	// subscriber and every RTCP packet read (~6 % of edged's CPU at 40
 	// viewers, TestBenchJanus with -bench.cpuprofile).
-	if !edgeNACK {
+	switch role {
+	case roleBoth:
 		if err := webrtc.ConfigureNackWithOptions(me, ir, []nack.GeneratorOption{nack.GeneratorMaxNacksPerPacket(3)}); err != nil {
 			return nil, fmt.Errorf("register NACK interceptors: %w", err)
 		}
-	} else {
+		if err := webrtc.ConfigureRTCPReports(ir); err != nil {
+			return nil, fmt.Errorf("register RTCP reports: %w", err)
+		}
+	case roleReceive:
 		gen, err := nack.NewGeneratorInterceptor(nack.GeneratorMaxNacksPerPacket(3))
 		if err != nil {
 			return nil, fmt.Errorf("register NACK generator: %w", err)
 		}
+		rr, err := report.NewReceiverInterceptor()
+		if err != nil {
+			return nil, fmt.Errorf("register receiver reports: %w", err)
+		}
+		ir.Add(gen)
+		ir.Add(rr)
+	case roleSend:
+		sr, err := report.NewSenderInterceptor()
+		if err != nil {
+			return nil, fmt.Errorf("register sender reports: %w", err)
+		}
+		ir.Add(nackResponderFactory{})
+		ir.Add(sr)
+	}
+	if role != roleBoth {
+		// The SDP offers the same feedback whatever the role
+		// (ConfigureNackWithOptions registers it for roleBoth).
 		me.RegisterFeedback(webrtc.RTCPFeedback{Type: "nack"}, webrtc.RTPCodecTypeVideo)
 		me.RegisterFeedback(webrtc.RTCPFeedback{Type: "nack", Parameter: "pli"}, webrtc.RTPCodecTypeVideo)
-		ir.Add(nackResponderFactory{})
-		ir.Add(gen)
-	}
-	if err := webrtc.ConfigureRTCPReports(ir); err != nil {
-		return nil, fmt.Errorf("register RTCP reports: %w", err)
 	}
 	if err := webrtc.ConfigureSimulcastExtensionHeaders(me); err != nil {
 		return nil, fmt.Errorf("register simulcast header extensions: %w", err)
 	}
-	if err := webrtc.ConfigureTWCCSender(me, ir); err != nil {
-		return nil, fmt.Errorf("register TWCC feedback: %w", err)
+	for _, k := range []webrtc.RTPCodecType{webrtc.RTPCodecTypeVideo, webrtc.RTPCodecTypeAudio} {
+		me.RegisterFeedback(webrtc.RTCPFeedback{Type: webrtc.TypeRTCPFBTransportCC}, k)
+		if err := me.RegisterHeaderExtension(webrtc.RTPHeaderExtensionCapability{URI: transportCCURI}, k); err != nil {
+			return nil, fmt.Errorf("register TWCC header extension: %w", err)
+		}
+	}
+	if role != roleSend {
+		ir.Add(twccFeedbackFactory{})
 	}
 	// The estimator between the two: the TWCC header extension (added
 	// after it, so it wraps it) stamps each packet before the estimator
@@ -340,14 +398,17 @@ func newAPI(addrs []net.IP, n transport.Net, bwe interceptor.Factory, edgeNACK b
 	if bwe != nil {
 		ir.Add(bwe)
 	}
-	// Put transport-wide sequence numbers on what the edge sends, so
-	// subscribers report per-packet arrival (TWCC feedback). The defaults
-	// only generate feedback for what the edge receives.
-	if err := webrtc.ConfigureTWCCHeaderExtensionSender(me, ir); err != nil {
-		return nil, fmt.Errorf("register TWCC header extension: %w", err)
+	// Put transport-wide sequence numbers on what is sent, so receivers
+	// report per-packet arrival (TWCC feedback).
+	if role != roleReceive {
+		hx, err := twcc.NewHeaderExtensionInterceptor()
+		if err != nil {
+			return nil, fmt.Errorf("register TWCC header extension: %w", err)
+		}
+		ir.Add(hx)
 	}
 	var se webrtc.SettingEngine
-	if edgeNACK {
+	if role != roleBoth {
 		// The SFU's sockets get a larger receive buffer: with the
 		// default (~200 KB, ~90 packets, 0.3 s of the lesson) a publisher's
 		// packets were lost for every subscriber at once whenever edged
@@ -393,6 +454,9 @@ func newAPI(addrs []net.IP, n transport.Net, bwe interceptor.Factory, edgeNACK b
 			}
 			return false
 		})
+	}
+	if set != nil {
+		set(&se)
 	}
 	return webrtc.NewAPI(webrtc.WithMediaEngine(me), webrtc.WithInterceptorRegistry(ir), webrtc.WithSettingEngine(se)), nil
 }

@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/pion/interceptor"
 	"github.com/pion/rtcp"
 	"github.com/pion/webrtc/v4"
 )
@@ -339,11 +340,23 @@ func (s *Subscriber) AddCandidate(c webrtc.ICECandidateInit) error {
 
 // readRTCP keeps the sender's interceptors (NACK responder, reports, TWCC)
 // fed and relays keyframe requests to the publisher.
+//
+// Read with one buffer, not ReadRTCP: that allocates a buffer per read and
+// parses the packets again, where the NACK responder below has parsed
+// them already into the attributes.
 func (s *Subscriber) readRTCP(sender *webrtc.RTPSender, t *subTrack) {
+	buf := make([]byte, 1500)
 	for {
-		pkts, _, err := sender.ReadRTCP()
+		n, attr, err := sender.Read(buf)
 		if err != nil {
 			return
+		}
+		if attr == nil {
+			attr = interceptor.Attributes{}
+		}
+		pkts, err := attr.GetRTCPPackets(buf[:n])
+		if err != nil {
+			continue // not RTCP we can read; the next may be
 		}
 		for _, p := range pkts {
 			switch p.(type) {

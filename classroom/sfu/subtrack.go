@@ -82,6 +82,19 @@ type qpkt struct {
 	sw   bool
 }
 
+// at is when e's packet was read from the publisher, or now: the pacer's
+// clock for a packet the forwarder writes itself, one reading per packet
+// instead of one per subscriber (time.Now was ~3 % of edged's CPU at 40
+// viewers).
+func (e qpkt) at() time.Time {
+	if e.from != nil {
+		if ns := e.from.lastAt.Load(); ns > 0 {
+			return time.Unix(0, ns)
+		}
+	}
+	return time.Now()
+}
+
 // offerFrom queues f's pkt if f is the layer this track takes, or the
 // layer it waits to switch to and pkt starts one of its keyframes (the
 // switch happens here, so the subscriber's decoder starts the new layer
@@ -151,7 +164,7 @@ func (t *subTrack) drop() {
 // sendNow writes e if the pacer has room for it now, under sendMu; it
 // reports false (nothing done) when e has to wait.
 func (t *subTrack) sendNow(e qpkt) bool {
-	if t.pace != nil && !t.pace.AllowN(time.Now(), min(len(e.pkt.Payload)+12, t.pace.Burst())) {
+	if t.pace != nil && !t.pace.AllowN(e.at(), min(len(e.pkt.Payload)+12, t.pace.Burst())) {
 		return false
 	}
 	if t.pace != nil && !t.rw.take(e) {
