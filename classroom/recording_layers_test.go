@@ -30,7 +30,7 @@ func TestRecordingTakesTheTopSimulcastLayer(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = pc.Close() })
-	pub := mediatest.SizedSimulcastTracks(t, pc, []mediatest.SizedLayer{
+	pub := mediatest.SimulcastTracks(t, pc, []mediatest.Layer{
 		{RID: "l", Width: 320, Height: 180, Bitrate: 150_000},
 		{RID: "m", Width: 640, Height: 360, Bitrate: 500_000, Start: 350 * time.Millisecond},
 		{RID: "h", Width: 1280, Height: 720, Bitrate: 1_200_000, Start: 700 * time.Millisecond},

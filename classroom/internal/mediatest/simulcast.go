@@ -19,6 +19,14 @@ import (
 type Layer struct {
 	RID     string
 	Bitrate int // bits/s
+	// Width and Height, when set, make the layer's frames real VP8 frame
+	// headers (RFC 6386 9.1) whose keyframes carry this picture size, which
+	// the SFU and the recorder read; such frames are not frame-counted (a
+	// FrameCounter reads the plain layers' own payloads).
+	Width, Height int
+	// Start is when, after Run begins, the layer starts (a browser starts
+	// its layers apart, often the lowest first).
+	Start time.Duration
 }
 
 // SimulcastPublisher is a pion peer sending one VP8 track as simulcast
@@ -123,6 +131,7 @@ func (p *SimulcastPublisher) Run(ctx context.Context) {
 	}()
 	tick := time.NewTicker(time.Second / 30)
 	defer tick.Stop()
+	began := time.Now()
 	seqs := make([]uint16, len(p.Layers))
 	lastKey := make([]time.Time, len(p.Layers))
 	for frame := uint32(0); ; frame++ {
@@ -132,6 +141,9 @@ func (p *SimulcastPublisher) Run(ctx context.Context) {
 		case <-tick.C:
 		}
 		for i, l := range p.Layers {
+			if time.Since(began) < l.Start {
+				continue
+			}
 			key := p.needKey[i].Swap(false) || time.Since(lastKey[i]) > 3*time.Second
 			if key {
 				lastKey[i] = time.Now()
@@ -140,18 +152,28 @@ func (p *SimulcastPublisher) Run(ctx context.Context) {
 			if key {
 				size *= 3
 			}
+			var vp8 []byte // a sized layer's frame
 			count := max(1, (size+1099)/1100)
+			if l.Width > 0 {
+				vp8 = VP8Frame(key, l.Width, l.Height, max(size, 16))
+				count = (len(vp8) + 1099) / 1100
+			}
 			for k := range count {
-				pl := make([]byte, max(12, size/count))
+				var pl []byte
+				if vp8 != nil {
+					pl = append([]byte{0}, vp8[k*len(vp8)/count:(k+1)*len(vp8)/count]...)
+				} else {
+					pl = make([]byte, max(12, size/count))
+					if !key {
+						pl[1] = 0x01 // VP8 frame header P bit: interframe
+					}
+					pl[2] = byte(i)
+					binary.BigEndian.PutUint32(pl[3:], frame)
+					pl[7], pl[8] = byte(k), byte(count)
+				}
 				if k == 0 {
 					pl[0] = 0x10 // VP8 descriptor: S bit, partition 0
 				}
-				if !key {
-					pl[1] = 0x01 // VP8 frame header P bit: interframe
-				}
-				pl[2] = byte(i)
-				binary.BigEndian.PutUint32(pl[3:], frame)
-				pl[7], pl[8] = byte(k), byte(count)
 				h := rtp.Header{Version: 2, SequenceNumber: seqs[i], Timestamp: frame * 3000, Marker: k == count-1}
 				_ = h.SetExtension(midID, []byte(mid))
 				_ = h.SetExtension(ridID, []byte(l.RID))
@@ -160,6 +182,23 @@ func (p *SimulcastPublisher) Run(ctx context.Context) {
 			}
 		}
 	}
+}
+
+// VP8Frame is a VP8 frame of about size bytes: a keyframe carries the
+// start code and width × height, an interframe only its frame tag.
+func VP8Frame(key bool, width, height, size int) []byte {
+	var f []byte
+	if key {
+		f = []byte{0x10, 0x00, 0x00, 0x9d, 0x01, 0x2a}
+		f = binary.LittleEndian.AppendUint16(f, uint16(width&0x3fff))
+		f = binary.LittleEndian.AppendUint16(f, uint16(height&0x3fff))
+	} else {
+		f = []byte{0x11, 0x00, 0x00}
+	}
+	for len(f) < size {
+		f = append(f, byte(len(f)))
+	}
+	return f
 }
 
 // FrameCounter assembles a SimulcastPublisher's frames at a subscriber and
