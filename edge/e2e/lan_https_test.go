@@ -63,12 +63,7 @@ const (
 func TestTeacherAndClassroomOnTheLANOverHTTPS(t *testing.T) {
 	netnstest.RequireRoot(t)
 	browsertest.Require(t)
-	if _, err := exec.LookPath("certutil"); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("certutil is required in CI: %v (apt-get install libnss3-tools)", err)
-		}
-		t.Skipf("certutil not installed (%v)", err)
-	}
+	requireCertutil(t)
 	ctx, cancel := context.WithTimeout(t.Context(), 150*time.Second)
 	defer cancel()
 	hosts := netnstest.NewLAN(t, netip.MustParsePrefix(lanPrefix), 3)
@@ -77,32 +72,11 @@ func TestTeacherAndClassroomOnTheLANOverHTTPS(t *testing.T) {
 		t.Fatalf("host A is %s, want %s", a.Addr, edgeHost)
 	}
 
-	// Host A: the real edged.
-	data := filepath.Join(t.TempDir(), "data")
-	edged := a.Start(t, nil, built.edged, "-data", data, "-listen", edgeHTTP, "-mdns=false")
-	line := waitLog(t, ctx, edged, `msg="listening https"`)
-	if got := logValue(line, "addr"); got != edgeHTTPS {
-		t.Fatalf("edged serves HTTPS on %s, want %s: %s", got, edgeHTTPS, line)
-	}
-	pin := logValue(line, "spki_pin")
-	tok, err := os.ReadFile(filepath.Join(data, "admin-token"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	admin := strings.TrimSpace(string(tok))
-
-	// Host B fetches the edge CA over plain HTTP, as the console tells a
-	// school admin to, and installs it in the teacher's NSS database.
-	caPEM := httpGetIn(t, ctx, b, "http://"+edgeHTTP+certs.CAPath)
-	home := nssHome(t, ctx, caPEM)
-	roots := x509.NewCertPool()
-	if !roots.AppendCertsFromPEM(caPEM) {
-		t.Fatalf("the CA download is not a PEM certificate: %.80q", caPEM)
-	}
-	api := &lanAPI{base: "https://" + edgeHTTPS, token: admin, client: &http.Client{
-		Timeout:   10 * time.Second,
-		Transport: &http.Transport{DialContext: b.DialContext, TLSClientConfig: &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}},
-	}}
+	// Host A: the real edged; host B fetches its CA over plain HTTP, as
+	// the console tells a school admin to, and installs it in the
+	// teacher's NSS database.
+	se := startSchoolEdge(t, ctx, a, b)
+	pin, admin, home, api := se.pin, se.admin, se.home, se.api
 
 	// The admin (over HTTPS from B) creates the classroom and a pairing code.
 	var room struct{ ID, Name string }
@@ -508,4 +482,56 @@ func (l *syncLog) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.String()
+}
+
+// requireCertutil: the teacher's Chromium trusts the edge's CA through
+// its NSS database, made with certutil (Debian libnss3-tools). Skips
+// without it, or fails under CI=true.
+func requireCertutil(t *testing.T) {
+	t.Helper()
+	if _, err := exec.LookPath("certutil"); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("certutil is required in CI: %v (apt-get install libnss3-tools)", err)
+		}
+		t.Skipf("certutil not installed (%v)", err)
+	}
+}
+
+// schoolEdge is a real edged on host A of a test LAN, serving HTTPS on
+// its default port at edgeHTTPS, with what the teacher's machine (host B)
+// has of it: the edge's CA fetched over plain HTTP and installed in an
+// NSS home (home: HOME for B's Chromium), and the admin API over HTTPS
+// trusting that CA.
+type schoolEdge struct {
+	proc             *netnstest.Process
+	pin, admin, home string
+	api              *lanAPI
+}
+
+// startSchoolEdge starts edged on a with args after its data dir,
+// -listen edgeHTTP and -mdns=false, and sets up b as schoolEdge says.
+func startSchoolEdge(t *testing.T, ctx context.Context, a, b *netnstest.Netns, args ...string) *schoolEdge {
+	t.Helper()
+	data := filepath.Join(t.TempDir(), "data")
+	proc := a.Start(t, nil, built.edged, append([]string{"-data", data, "-listen", edgeHTTP, "-mdns=false"}, args...)...)
+	line := waitLog(t, ctx, proc, `msg="listening https"`)
+	if got := logValue(line, "addr"); got != edgeHTTPS {
+		t.Fatalf("edged serves HTTPS on %s, want %s: %s", got, edgeHTTPS, line)
+	}
+	tok, err := os.ReadFile(filepath.Join(data, "admin-token"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	se := &schoolEdge{proc: proc, pin: logValue(line, "spki_pin"), admin: strings.TrimSpace(string(tok))}
+	caPEM := httpGetIn(t, ctx, b, "http://"+edgeHTTP+certs.CAPath)
+	se.home = nssHome(t, ctx, caPEM)
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM(caPEM) {
+		t.Fatalf("the CA download is not a PEM certificate: %.80q", caPEM)
+	}
+	se.api = &lanAPI{base: "https://" + edgeHTTPS, token: se.admin, client: &http.Client{
+		Timeout:   10 * time.Second,
+		Transport: &http.Transport{DialContext: b.DialContext, TLSClientConfig: &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}},
+	}}
+	return se
 }

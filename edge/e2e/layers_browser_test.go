@@ -4,24 +4,17 @@ package e2e
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"flag"
 	"net/http"
 	"net/netip"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"regexp"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/chromedp/chromedp"
 
 	"github.com/campusedge/campusedge/edge/browsertest"
-	"github.com/campusedge/campusedge/edge/certs"
 	"github.com/campusedge/campusedge/edge/netnstest"
 )
 
@@ -72,12 +65,7 @@ var thinBounds = flag.Bool("layers.thin", false, "TestTeacherPublishesSimulcastT
 func TestTeacherPublishesSimulcastThinClassroom(t *testing.T) {
 	netnstest.RequireRoot(t)
 	browsertest.Require(t)
-	if _, err := exec.LookPath("certutil"); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("certutil is required in CI: %v (apt-get install libnss3-tools)", err)
-		}
-		t.Skipf("certutil not installed (%v)", err)
-	}
+	requireCertutil(t)
 	ctx, cancel := context.WithTimeout(t.Context(), 150*time.Second)
 	defer cancel()
 	hosts := netnstest.NewLAN(t, netip.MustParsePrefix(lanPrefix), 3)
@@ -86,25 +74,8 @@ func TestTeacherPublishesSimulcastThinClassroom(t *testing.T) {
 		t.Fatalf("shape host C's link: %v", err)
 	}
 
-	data := filepath.Join(t.TempDir(), "data")
-	edged := a.Start(t, nil, built.edged, "-data", data, "-listen", edgeHTTP, "-mdns=false", "-simulcast-layers", "-svc-layers=false", "-log-level", "debug")
-	line := waitLog(t, ctx, edged, `msg="listening https"`)
-	pin := logValue(line, "spki_pin")
-	tok, err := os.ReadFile(filepath.Join(data, "admin-token"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	admin := strings.TrimSpace(string(tok))
-	caPEM := httpGetIn(t, ctx, b, "http://"+edgeHTTP+certs.CAPath)
-	home := nssHome(t, ctx, caPEM)
-	roots := x509.NewCertPool()
-	if !roots.AppendCertsFromPEM(caPEM) {
-		t.Fatalf("the CA download is not a PEM certificate: %.80q", caPEM)
-	}
-	api := &lanAPI{base: "https://" + edgeHTTPS, token: admin, client: &http.Client{
-		Timeout:   10 * time.Second,
-		Transport: &http.Transport{DialContext: b.DialContext, TLSClientConfig: &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}},
-	}}
+	se := startSchoolEdge(t, ctx, a, b, "-simulcast-layers", "-svc-layers=false", "-log-level", "debug")
+	edged, pin, admin, home, api := se.proc, se.pin, se.admin, se.home, se.api
 	var room struct{ ID, Name string }
 	api.call(t, ctx, "POST", "/api/v1/classrooms", map[string]string{"name": "七年级(2)班", "room_code": "7-2"}, http.StatusCreated, &room)
 	var pc struct{ Code string }

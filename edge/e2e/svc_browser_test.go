@@ -4,15 +4,10 @@ package e2e
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"flag"
 	"net/http"
 	"net/netip"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
@@ -22,7 +17,6 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/campusedge/campusedge/edge/browsertest"
-	"github.com/campusedge/campusedge/edge/certs"
 	"github.com/campusedge/campusedge/edge/netnstest"
 )
 
@@ -44,12 +38,7 @@ var strictSVC = flag.Bool("svc.strict", false, "TestTeacherPublishesSVCThinClass
 func TestTeacherPublishesSVCThinClassroom(t *testing.T) {
 	netnstest.RequireRoot(t)
 	browsertest.Require(t)
-	if _, err := exec.LookPath("certutil"); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("certutil is required in CI: %v (apt-get install libnss3-tools)", err)
-		}
-		t.Skipf("certutil not installed (%v)", err)
-	}
+	requireCertutil(t)
 	ctx, cancel := context.WithTimeout(t.Context(), 170*time.Second)
 	defer cancel()
 	hosts := netnstest.NewLAN(t, netip.MustParsePrefix(lanPrefix), 4)
@@ -58,25 +47,8 @@ func TestTeacherPublishesSVCThinClassroom(t *testing.T) {
 		t.Fatalf("shape the thin classroom's link: %v", err)
 	}
 
-	data := filepath.Join(t.TempDir(), "data")
-	edged := a.Start(t, nil, built.edged, "-data", data, "-listen", edgeHTTP, "-mdns=false", "-log-level", "debug")
-	line := waitLog(t, ctx, edged, `msg="listening https"`)
-	pin := logValue(line, "spki_pin")
-	tok, err := os.ReadFile(filepath.Join(data, "admin-token"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	admin := strings.TrimSpace(string(tok))
-	caPEM := httpGetIn(t, ctx, b, "http://"+edgeHTTP+certs.CAPath)
-	home := nssHome(t, ctx, caPEM)
-	roots := x509.NewCertPool()
-	if !roots.AppendCertsFromPEM(caPEM) {
-		t.Fatalf("the CA download is not a PEM certificate: %.80q", caPEM)
-	}
-	api := &lanAPI{base: "https://" + edgeHTTPS, token: admin, client: &http.Client{
-		Timeout:   10 * time.Second,
-		Transport: &http.Transport{DialContext: b.DialContext, TLSClientConfig: &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}},
-	}}
+	se := startSchoolEdge(t, ctx, a, b, "-log-level", "debug")
+	pin, admin, home, api := se.pin, se.admin, se.home, se.api
 	screens := map[string]context.Context{}
 	for _, r := range []struct {
 		name, code string
