@@ -1,6 +1,7 @@
 package mediatest
 
 import (
+	"cmp"
 	"context"
 	"encoding/binary"
 	"slices"
@@ -211,6 +212,12 @@ type FrameCounter struct {
 	pending map[uint64]*pendingFrame
 	chain   bool
 	last    uint64 // layer<<32 | frame number of the last decoded frame
+	// newest is the highest layer<<32 | frame number seen: a frame that
+	// skips past it in the same layer tells of the frames between, which
+	// get their 400 ms from then (a decoder's jitter buffer knows of a
+	// frame whose every packet was lost from the sequence numbers, and
+	// waits for its retransmission before it decodes the frames after).
+	newest  uint64
 	decoded []Decoded
 	// Jumps counts RTP sequence numbers or timestamps that did not follow
 	// on from the previous packet (a layer switch the edge did not
@@ -301,10 +308,23 @@ func (c *FrameCounter) Packet(pkt *rtp.Packet, now time.Time) {
 		return
 	}
 	k := uint64(pl[2])<<32 | uint64(binary.BigEndian.Uint32(pl[3:]))
+	if c.newest>>32 == k>>32 && k > c.newest+1 && k-c.newest <= 30 {
+		for m := c.newest + 1; m < k; m++ {
+			if c.pending[m] == nil {
+				c.pending[m] = &pendingFrame{first: now} // count 0: none of its packets yet
+			}
+		}
+	}
+	if c.newest == 0 || c.newest>>32 != k>>32 || k > c.newest {
+		c.newest = k
+	}
 	f := c.pending[k]
 	if f == nil {
-		f = &pendingFrame{first: now, count: int(pl[8]), key: pl[1]&1 == 0}
+		f = &pendingFrame{first: now}
 		c.pending[k] = f
+	}
+	if f.got == 0 {
+		f.count, f.key = int(pl[8]), pl[1]&1 == 0
 	}
 	f.got++
 }
@@ -320,11 +340,16 @@ func (c *FrameCounter) flush(now time.Time) bool {
 			ready = append(ready, k)
 		}
 	}
-	slices.SortFunc(ready, func(a, b uint64) int { return c.pending[a].first.Compare(c.pending[b].first) })
+	slices.SortFunc(ready, func(a, b uint64) int {
+		if d := c.pending[a].first.Compare(c.pending[b].first); d != 0 {
+			return d
+		}
+		return cmp.Compare(a, b)
+	})
 	for _, k := range ready {
 		f := c.pending[k]
 		delete(c.pending, k)
-		whole := f.got >= f.count
+		whole := f.got > 0 && f.got >= f.count
 		switch {
 		case whole && f.key:
 			c.chain = true
