@@ -100,7 +100,7 @@ func (e qpkt) at() time.Time {
 // switch happens here, so the subscriber's decoder starts the new layer
 // on a picture it can decode).
 func (t *subTrack) offerFrom(f *forwarder, pkt *rtp.Packet) {
-	if f.svc != nil {
+	if f.svc != nil && f.svc.filters() {
 		t.offerSVC(f, pkt)
 		return
 	}
