@@ -502,6 +502,18 @@ type picIDs struct {
 	ok      bool
 }
 
+// primed tells x that the subscriber was sent the track's cached group
+// of pictures (from a keyframe up to last, every layer): it can decode
+// what follows, so its filter starts there instead of waiting for the
+// next keyframe (a VP8 encoder's keyframes are seconds apart), and
+// leaves the layers above its target from the next picture.
+func (x *svcSub) primed(last *rtp.Packet) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	x.started, x.s, x.t = true, svcMaxLayers-1, svcMaxLayers-1
+	x.inPic, x.picTS = true, last.Timestamp
+}
+
 // askAgain reports whether a keyframe to regain a spatial layer may be
 // asked for now: at most one every 1.5 s per subscriber (what the chooser
 // waits before asking again for a switch's).
