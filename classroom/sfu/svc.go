@@ -35,6 +35,13 @@
 //
 // A new subscriber (or one whose video was paused) gets nothing until a
 // keyframe: what it would get before cannot be decoded anyway.
+//
+// A single VP8 encoding with temporal layers (L1T2/L1T3: RFC 7741's T,
+// TID, Y, TL0PICIDX) goes through the same structure with one spatial
+// layer: parseVP8 fills the same descriptor, the layer sync bit Y is a
+// switching-up point, and the filter also rewrites the VP8 picture ID
+// and TL0PICIDX so they stay continuous over the pictures it drops. A
+// VP8 track without T is not filtered at all (svcTrack.filters).
 
 package sfu
 
@@ -710,9 +717,10 @@ func (x *svcSub) out(pkt *rtp.Packet, off uint16, d layerDesc, ns int, ids picID
 	return &c
 }
 
-// SVCLayers counts the subscribers' VP9 SVC tracks, in every room, by the
-// spatial and temporal layer each gets now ([2]int{spatial, temporal});
-// one still waiting for its first keyframe is left out.
+// SVCLayers counts the subscribers' VP9 SVC and VP8 temporal tracks (the
+// latter at spatial 0), in every room, by the spatial and temporal layer
+// each gets now ([2]int{spatial, temporal}); one still waiting for its
+// first keyframe is left out.
 func (s *SFU) SVCLayers() map[[2]int]int {
 	s.mu.Lock()
 	var subs []*Subscriber
