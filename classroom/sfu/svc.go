@@ -609,6 +609,11 @@ func (x *svcSub) filter(pkt *rtp.Packet, d layerDesc, ts, tt, ns int, paused boo
 	}
 	x.hi = seq
 	x.newPic = false
+	if paused && d.picAt > 0 && (!x.inPic || pkt.Timestamp != x.picTS) {
+		// keep does not look at pictures while paused; a VP8 picture
+		// dropped now still counts, or the IDs would jump on resuming.
+		x.inPic, x.picTS, x.newPic = true, pkt.Timestamp, true
+	}
 	kept := x.keep(pkt, d, ts, tt, ns, paused, true)
 	if x.newPic && d.picAt > 0 {
 		// A VP8 picture starts: count it dropped, or remember its IDs.

@@ -208,6 +208,36 @@ func TestVP8TemporalSwitchUp(t *testing.T) {
 	}
 }
 
+// A subscriber whose video was paused resumes at the next keyframe with
+// sequence numbers and picture IDs running on from the last it got.
+func TestVP8TemporalPauseKeepsIDsContinuous(t *testing.T) {
+	var pkts []*rtp.Packet
+	for i := range 24 {
+		pkts = append(pkts, vp8Picture(i, i == 0 || i == 16, uint16(2*i), 2, 20)...)
+	}
+	var x svcSub
+	var out []*rtp.Packet
+	for i, p := range pkts {
+		paused := i >= 12 && i < 28 // pictures 6–13
+		if o, ok := x.filter(p, parseVP8(p.Payload), 0, 1, 1, paused); ok {
+			out = append(out, o)
+		}
+	}
+	checkVP8(t, out)
+	var resumed bool
+	for _, p := range out {
+		if p.Timestamp/3000 >= 14 {
+			if p.Timestamp/3000 < 16 {
+				t.Fatalf("picture %d sent before the keyframe after the pause", p.Timestamp/3000)
+			}
+			resumed = true
+		}
+	}
+	if !resumed {
+		t.Fatal("nothing sent after the pause")
+	}
+}
+
 // A retransmitted packet of a kept picture goes out with the IDs its
 // picture was sent with.
 func TestVP8TemporalLateKeepsIDs(t *testing.T) {
