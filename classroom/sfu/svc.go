@@ -448,6 +448,12 @@ func (t *subTrack) offerSVC(f *forwarder, pkt *rtp.Packet) {
 		// uplink or CPU), and only a keyframe lets the subscriber take it
 		// back.
 		f.keyframe()
+	} else if s < 0 && !paused && f.svc.vp8 && t.svc.askAgain(time.Now()) {
+		// A VP8 track that began showing temporal layers mid-stream (or
+		// a subscriber the cache did not prime): its filter waits for a
+		// keyframe, which an encoder like OBS's may send only every few
+		// seconds on its own.
+		f.keyframe()
 	}
 	if ok {
 		t.offer(qpkt{pkt: out, from: f})
