@@ -92,6 +92,9 @@ func (f *forwarder) addPrimed(t *subTrack, maxBytes int) (bool, time.Duration) {
 		}
 	}
 	took := t.primeWith(gop)
+	if f.svc != nil && f.svc.vp8 && len(gop) > 0 {
+		t.svc.primed(gop[len(gop)-1]) // svc.go
+	}
 	old := *f.list.Load()
 	n := append(append(make([]*subTrack, 0, len(old)+1), old...), t)
 	f.list.Store(&n)

@@ -100,7 +100,7 @@ func (e qpkt) at() time.Time {
 // switch happens here, so the subscriber's decoder starts the new layer
 // on a picture it can decode).
 func (t *subTrack) offerFrom(f *forwarder, pkt *rtp.Packet) {
-	if f.svc != nil {
+	if f.svc != nil && f.svc.filters() {
 		t.offerSVC(f, pkt)
 		return
 	}
@@ -179,12 +179,18 @@ func (t *subTrack) write() {
 	case <-t.done:
 		return
 	case gop := <-t.prime:
+		// From the forwarder that reads the packets: an SVC or VP8
+		// temporal layer's (svc.go) are offered from its track's.
+		from := t.cur.Load()
+		if from != nil {
+			from = from.real()
+		}
 		for _, pkt := range gop {
 			if t.sfu != nil && !t.wait(t.sfu.primeBudget, pkt) {
 				return
 			}
 			t.sendMu.Lock()
-			ok := t.send(qpkt{pkt: pkt, from: t.cur.Load()})
+			ok := t.send(qpkt{pkt: pkt, from: from})
 			t.sendMu.Unlock()
 			if !ok {
 				return

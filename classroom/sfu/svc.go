@@ -35,6 +35,13 @@
 //
 // A new subscriber (or one whose video was paused) gets nothing until a
 // keyframe: what it would get before cannot be decoded anyway.
+//
+// A single VP8 encoding with temporal layers (L1T2/L1T3: RFC 7741's T,
+// TID, Y, TL0PICIDX) goes through the same structure with one spatial
+// layer: parseVP8 fills the same descriptor, the layer sync bit Y is a
+// switching-up point, and the filter also rewrites the VP8 picture ID
+// and TL0PICIDX so they stay continuous over the pictures it drops. A
+// VP8 track without T is not filtered at all (svcTrack.filters).
 
 package sfu
 
@@ -59,14 +66,26 @@ const (
 	svcSeqWindow = 512
 )
 
-// vp9Desc is what the SFU reads from a VP9 payload descriptor.
-type vp9Desc struct {
+// layerDesc is what the SFU reads from a VP9 or VP8 payload descriptor
+// (parseVP9, parseVP8): the filter below is the same for both.
+type layerDesc struct {
 	ok       bool // parsed
-	layered  bool // L: layer indices present
+	layered  bool // VP9 L, VP8 T: layer indices present
 	p        bool // inter-picture predicted
 	b, e     bool // begins / ends the frame of its spatial layer
-	u        bool // switching-up point
+	u        bool // VP9 switching-up point
 	sid, tid uint8
+	// y: VP8 layer sync (Y), the frame refers only to the base layer, so
+	// a subscriber can take its temporal layer from it on.
+	y bool
+	// VP8 picture ID and TL0PICIDX and where they sit in the payload
+	// (picAt 0: absent; picLen 1 for 7 bits, 2 for 15): the filter
+	// rewrites them so the subscriber's stay continuous over the
+	// pictures it drops (libwebrtc's VP8 reference finder waits for a
+	// picture ID that never comes).
+	picAt, picLen, tl0At int
+	pic                  uint16
+	tl0                  uint8
 	// ns is the number of spatial layers the scalability structure
 	// states (V), 0 when the packet has none.
 	ns     int
@@ -75,12 +94,12 @@ type vp9Desc struct {
 }
 
 // parseVP9 reads p's VP9 payload descriptor.
-func parseVP9(p []byte) vp9Desc {
+func parseVP9(p []byte) layerDesc {
 	var v codecs.VP9Packet
 	if _, err := v.Unmarshal(p); err != nil {
-		return vp9Desc{}
+		return layerDesc{}
 	}
-	d := vp9Desc{ok: true, layered: v.L, p: v.P, b: v.B, e: v.E, u: v.U, sid: v.SID, tid: v.TID}
+	d := layerDesc{ok: true, layered: v.L, p: v.P, b: v.B, e: v.E, u: v.U, sid: v.SID, tid: v.TID}
 	if v.V {
 		d.ns = int(v.NS) + 1
 		if v.Y {
@@ -90,10 +109,34 @@ func parseVP9(p []byte) vp9Desc {
 	return d
 }
 
+// parseVP8 reads p's VP8 payload descriptor (RFC 7741 §4.2): a
+// single-layer VP8 track's temporal layers (one spatial layer, sid 0).
+func parseVP8(p []byte) layerDesc {
+	var v codecs.VP8Packet
+	rest, err := v.Unmarshal(p)
+	if err != nil {
+		return layerDesc{}
+	}
+	d := layerDesc{ok: true, layered: v.T == 1, tid: v.TID, y: v.Y == 1, b: v.S == 1 && v.PID == 0}
+	// A keyframe: the frame's first packet, and the VP8 frame tag's
+	// P bit (its lowest) clear (RFC 6386 §9.1).
+	d.p = !(d.b && len(rest) > 0 && rest[0]&1 == 0)
+	if v.X == 1 && v.I == 1 {
+		d.picAt, d.picLen, d.pic = 2, 1, v.PictureID
+		if p[2]&0x80 != 0 {
+			d.picLen = 2
+		}
+	}
+	if v.X == 1 && v.L == 1 {
+		d.tl0At, d.tl0 = 2+d.picLen, v.TL0PICIDX
+	}
+	return d
+}
+
 // keyframe reports whether d starts a keyframe: the base layer's frame,
 // not predicted from an earlier picture (libwebrtc's receiver calls the
 // same a key frame).
-func (d vp9Desc) keyframe() bool { return d.ok && d.b && !d.p && d.sid == 0 }
+func (d layerDesc) keyframe() bool { return d.ok && d.b && !d.p && d.sid == 0 }
 
 // svcLayer is a virtual forwarder's place in its SVC track: the highest
 // spatial and temporal layer it forwards.
@@ -107,7 +150,14 @@ type svcLayer struct {
 // forwarder's run goroutine calls observe.
 type svcTrack struct {
 	base *forwarder
-	last atomic.Pointer[svcParsed] // the packet observe read last, for the subscribers' filters
+	// parse reads a packet's descriptor: parseVP9, or parseVP8 for a
+	// single-layer VP8 track (its temporal layers, one spatial layer).
+	parse func([]byte) layerDesc
+	vp8   bool
+	// temporal: a VP8 track's packets showed temporal layers (T); until
+	// then its packets go to every subscriber untouched.
+	temporal atomic.Bool
+	last     atomic.Pointer[svcParsed] // the packet observe read last, for the subscribers' filters
 
 	mu       sync.Mutex
 	virt     [svcMaxLayers][svcMaxLayers]*forwarder // by spatial, temporal layer; made when first seen
@@ -126,21 +176,44 @@ type svcTrack struct {
 // svcParsed is one packet with its descriptor.
 type svcParsed struct {
 	pkt *rtp.Packet
-	d   vp9Desc
+	d   layerDesc
 }
 
-// newSVCTrack returns the SVC state of f when f is a single-SSRC VP9
-// video track (no rid: simulcast VP9 is chosen as layers already), else
-// nil.
+// newSVCTrack returns the layer state of f when f is a single-SSRC VP9
+// or VP8 video track (no rid: simulcast is chosen as layers already),
+// else nil. A VP8 track's layers are temporal only (an encoder's
+// L1T2/L1T3: one spatial layer).
 func newSVCTrack(f *forwarder) *svcTrack {
 	if f.pub != nil && f.pub.sfu != nil && f.pub.sfu.cfg.NoSVC {
 		return nil
 	}
-	if f.audio || f.rid != "" || f.track == nil || !strings.EqualFold(f.track.Codec().MimeType, webrtc.MimeTypeVP9) {
+	if f.audio || f.rid != "" || f.track == nil {
 		return nil
 	}
-	return &svcTrack{base: f}
+	switch mt := f.track.Codec().MimeType; {
+	case strings.EqualFold(mt, webrtc.MimeTypeVP9):
+		return &svcTrack{base: f, parse: parseVP9}
+	case strings.EqualFold(mt, webrtc.MimeTypeVP8):
+		v := &svcTrack{base: f, parse: parseVP8, vp8: true}
+		v.ns.Store(1)
+		return v
+	}
+	return nil
 }
+
+// desc reads a packet's descriptor with the track's parser (VP9 unless
+// set).
+func (v *svcTrack) desc(p []byte) layerDesc {
+	if v.parse == nil {
+		return parseVP9(p)
+	}
+	return v.parse(p)
+}
+
+// filters reports whether subscribers' packets of this track go through
+// their svcSub filter: a VP8 track's only once it shows temporal layers,
+// so a plain VP8 publisher's stream is forwarded as it always was.
+func (v *svcTrack) filters() bool { return !v.vp8 || v.temporal.Load() }
 
 // ForwardsSVC reports whether the SFU forwards a VP9 SVC track by layer,
 // chosen per subscriber: a publisher gains by sending SVC.
@@ -167,10 +240,13 @@ func svcTarget(f *forwarder) (int, int) {
 // observe reads pkt's descriptor once for every subscriber and measures
 // each layer's bitrate.
 func (v *svcTrack) observe(pkt *rtp.Packet, now time.Time) {
-	d := parseVP9(pkt.Payload)
+	d := v.desc(pkt.Payload)
 	v.last.Store(&svcParsed{pkt: pkt, d: d})
 	if !d.ok || !d.layered {
 		return
+	}
+	if v.vp8 && !v.temporal.Load() {
+		v.temporal.Store(true)
 	}
 	v.mu.Lock()
 	defer v.mu.Unlock()
@@ -218,6 +294,11 @@ func (v *svcTrack) measure(el time.Duration, now time.Time) {
 					f.pixels.Store(int64(sz>>16) * int64(sz&0xffff))
 				}
 				v.virt[s][t] = f
+			}
+			if v.vp8 {
+				// One spatial layer: the picture size is the track's,
+				// read from its keyframes by forwarder.run.
+				v.virt[s][t].pixels.Store(v.base.pixels.Load())
 			}
 			sum := 0
 			for i := 0; i <= s; i++ {
@@ -334,11 +415,11 @@ func (t *subTrack) svcSwitch(f *forwarder) {
 // offerSVC offers t the packet of SVC track f if t's layers include it,
 // renumbered onto t's stream.
 func (t *subTrack) offerSVC(f *forwarder, pkt *rtp.Packet) {
-	var d vp9Desc
+	var d layerDesc
 	if p := f.svc.last.Load(); p != nil && p.pkt == pkt {
 		d = p.d
 	} else {
-		d = parseVP9(pkt.Payload) // a fan-out lane behind the forwarder
+		d = f.svc.desc(pkt.Payload) // a fan-out lane behind the forwarder
 	}
 	cur, want := t.cur.Load(), t.want.Load()
 	tgt := cur
@@ -366,6 +447,12 @@ func (t *subTrack) offerSVC(f *forwarder, pkt *rtp.Packet) {
 		// spatial layer off for a while and on again (a browser short of
 		// uplink or CPU), and only a keyframe lets the subscriber take it
 		// back.
+		f.keyframe()
+	} else if s < 0 && !paused && f.svc.vp8 && t.svc.askAgain(time.Now()) {
+		// A VP8 track that began showing temporal layers mid-stream (or
+		// a subscriber the cache did not prime): its filter waits for a
+		// keyframe, which an encoder like OBS's may send only every few
+		// seconds on its own.
 		f.keyframe()
 	}
 	if ok {
@@ -411,6 +498,33 @@ type svcSub struct {
 	hi, off uint16
 	dropped [svcSeqWindow / 64]uint64
 	askedAt time.Time // the last keyframe asked for to regain a spatial layer
+	// VP8 picture IDs: the pictures dropped so far (picDrop) and the
+	// base-layer ones among them (tl0Drop) are taken off each kept
+	// picture's IDs; picMap remembers the last kept pictures' IDs for
+	// their late packets. newPic: keep saw a picture start.
+	picDrop uint16
+	tl0Drop uint8
+	newPic  bool
+	picMap  [64]picIDs
+}
+
+// picIDs is one kept VP8 picture's IDs as published (in) and as sent.
+type picIDs struct {
+	in, pic uint16
+	tl0     uint8
+	ok      bool
+}
+
+// primed tells x that the subscriber was sent the track's cached group
+// of pictures (from a keyframe up to last, every layer): it can decode
+// what follows, so its filter starts there instead of waiting for the
+// next keyframe (a VP8 encoder's keyframes are seconds apart), and
+// leaves the layers above its target from the next picture.
+func (x *svcSub) primed(last *rtp.Packet) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	x.started, x.s, x.t = true, svcMaxLayers-1, svcMaxLayers-1
+	x.inPic, x.picTS = true, last.Timestamp
 }
 
 // askAgain reports whether a keyframe to regain a spatial layer may be
@@ -455,7 +569,7 @@ func (x *svcSub) isDropped(seq uint16) bool {
 // encoder sends ns spatial layers; paused: its video is paused (nothing
 // goes, and it restarts at a keyframe). It returns the packet to send —
 // pkt itself, or a copy with the subscriber's sequence number and marker.
-func (x *svcSub) filter(pkt *rtp.Packet, d vp9Desc, ts, tt, ns int, paused bool) (*rtp.Packet, bool) {
+func (x *svcSub) filter(pkt *rtp.Packet, d layerDesc, ts, tt, ns int, paused bool) (*rtp.Packet, bool) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	seq := pkt.SequenceNumber
@@ -484,7 +598,11 @@ func (x *svcSub) filter(pkt *rtp.Packet, d vp9Desc, ts, tt, ns int, paused bool)
 				n++
 			}
 		}
-		return x.out(pkt, x.off-n, d, ns), true
+		ids := x.picIDs(d)
+		if m := x.picMap[d.pic%64]; m.ok && m.in == d.pic {
+			ids = m // its picture's IDs as they were sent
+		}
+		return x.out(pkt, x.off-n, d, ns, ids), true
 	}
 	// Packets skipped on the way in (lost before the edge) are not
 	// dropped here: the subscriber may ask for them.
@@ -496,18 +614,47 @@ func (x *svcSub) filter(pkt *rtp.Packet, d vp9Desc, ts, tt, ns int, paused bool)
 		}
 	}
 	x.hi = seq
-	if !x.keep(pkt, d, ts, tt, ns, paused, true) {
+	x.newPic = false
+	if paused && d.picAt > 0 && (!x.inPic || pkt.Timestamp != x.picTS) {
+		// keep does not look at pictures while paused; a VP8 picture
+		// dropped now still counts, or the IDs would jump on resuming.
+		x.inPic, x.picTS, x.newPic = true, pkt.Timestamp, true
+	}
+	kept := x.keep(pkt, d, ts, tt, ns, paused, true)
+	if x.newPic && d.picAt > 0 {
+		// A VP8 picture starts: count it dropped, or remember its IDs.
+		if !kept {
+			x.picDrop++
+			if d.tid == 0 && d.tl0At > 0 {
+				x.tl0Drop++
+			}
+		} else {
+			x.picMap[d.pic%64] = x.picIDs(d)
+		}
+	}
+	if !kept {
 		x.mark(seq, true)
 		x.off++
 		return nil, false
 	}
 	x.mark(seq, false)
-	return x.out(pkt, x.off, d, ns), true
+	return x.out(pkt, x.off, d, ns, x.picIDs(d)), true
+}
+
+// picIDs is the picture ID and TL0PICIDX a VP8 packet with descriptor d
+// is sent with now: less the pictures dropped before it, in the width
+// the publisher used.
+func (x *svcSub) picIDs(d layerDesc) picIDs {
+	mask := uint16(0x7f)
+	if d.picLen == 2 {
+		mask = 0x7fff
+	}
+	return picIDs{in: d.pic, pic: (d.pic - x.picDrop) & mask, tl0: d.tl0 - x.tl0Drop, ok: true}
 }
 
 // keep is filter's decision for one packet; now says it is the newest
 // packet yet (it may move the subscriber's layers), not a late one.
-func (x *svcSub) keep(pkt *rtp.Packet, d vp9Desc, ts, tt, ns int, paused, now bool) bool {
+func (x *svcSub) keep(pkt *rtp.Packet, d layerDesc, ts, tt, ns int, paused, now bool) bool {
 	if paused {
 		x.started = false // after the pause, from a keyframe
 		return false
@@ -520,7 +667,7 @@ func (x *svcSub) keep(pkt *rtp.Packet, d vp9Desc, ts, tt, ns int, paused, now bo
 	}
 	if now && (!x.inPic || pkt.Timestamp != x.picTS) {
 		// A new picture (its first packet, or the first that arrived).
-		x.inPic, x.picTS = true, pkt.Timestamp
+		x.inPic, x.picTS, x.newPic = true, pkt.Timestamp, true
 		x.newPicture(d, ts, tt, ns)
 	}
 	return x.started && int(d.sid) <= x.s && int(d.tid) <= x.t
@@ -528,7 +675,7 @@ func (x *svcSub) keep(pkt *rtp.Packet, d vp9Desc, ts, tt, ns int, paused, now bo
 
 // newPicture applies the target at a picture's start: down at once, up at
 // the switch points the decoder can use.
-func (x *svcSub) newPicture(d vp9Desc, ts, tt, ns int) {
+func (x *svcSub) newPicture(d layerDesc, ts, tt, ns int) {
 	top := min(ts, ns-1)
 	if d.keyframe() {
 		x.started = true
@@ -544,28 +691,47 @@ func (x *svcSub) newPicture(d vp9Desc, ts, tt, ns int) {
 		x.t = tt
 	case tt > x.t && (d.tid == 0 || d.u && int(d.tid) <= x.t):
 		x.t = tt
+	case tt > x.t && d.y && int(d.tid) <= tt:
+		// VP8 layer sync: the frame refers only to the base layer, so
+		// its layer (and those below) decode from here on.
+		x.t = tt
 	}
 }
 
 // out returns pkt numbered seq-off on the subscriber's stream, with the
-// marker on the end of the highest spatial layer it gets.
-func (x *svcSub) out(pkt *rtp.Packet, off uint16, d vp9Desc, ns int) *rtp.Packet {
+// marker on the end of the highest spatial layer it gets and, for VP8,
+// the picture IDs ids.
+func (x *svcSub) out(pkt *rtp.Packet, off uint16, d layerDesc, ns int, ids picIDs) *rtp.Packet {
 	marker := pkt.Marker
 	if d.layered && d.e && int(d.sid) >= min(x.s, ns-1) {
 		marker = true
 	}
-	if off == 0 && marker == pkt.Marker {
+	rewrite := d.picAt > 0 && ids.pic != d.pic || d.tl0At > 0 && ids.tl0 != d.tl0
+	if off == 0 && marker == pkt.Marker && !rewrite {
 		return pkt
 	}
-	c := *pkt // the payload and header slices are shared, read-only
+	c := *pkt // the header slices are shared, read-only
 	c.SequenceNumber -= off
 	c.Marker = marker
+	if rewrite {
+		// A copy: the payload is shared with every other subscriber.
+		c.Payload = append([]byte(nil), pkt.Payload...)
+		if d.picLen == 2 {
+			c.Payload[d.picAt], c.Payload[d.picAt+1] = 0x80|byte(ids.pic>>8), byte(ids.pic)
+		} else if d.picLen == 1 {
+			c.Payload[d.picAt] = byte(ids.pic & 0x7f)
+		}
+		if d.tl0At > 0 {
+			c.Payload[d.tl0At] = ids.tl0
+		}
+	}
 	return &c
 }
 
-// SVCLayers counts the subscribers' VP9 SVC tracks, in every room, by the
-// spatial and temporal layer each gets now ([2]int{spatial, temporal});
-// one still waiting for its first keyframe is left out.
+// SVCLayers counts the subscribers' VP9 SVC and VP8 temporal tracks (the
+// latter at spatial 0), in every room, by the spatial and temporal layer
+// each gets now ([2]int{spatial, temporal}); one still waiting for its
+// first keyframe is left out.
 func (s *SFU) SVCLayers() map[[2]int]int {
 	s.mu.Lock()
 	var subs []*Subscriber

@@ -374,7 +374,7 @@ func BenchmarkSVCFilter(b *testing.B) {
 	}{{"S0T1", 0, 1}, {"S2T2", 2, 2}} {
 		b.Run(tc.name, func(b *testing.B) {
 			var x svcSub
-			descs := make([]vp9Desc, len(pkts))
+			descs := make([]layerDesc, len(pkts))
 			for i, p := range pkts {
 				descs[i] = parseVP9(p.Payload)
 			}
