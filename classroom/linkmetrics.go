@@ -29,7 +29,7 @@ func newLinkCollector(s *sfu.SFU) *linkCollector {
 		loss:     prometheus.NewDesc("campusedge_live_layer_link_loss_ratio", "Mean loss ratio (TWCC feedback) of the subscribers on each layer.", l, nil),
 		switches: prometheus.NewDesc("campusedge_live_layer_switches_total", "Subscribers moved to another simulcast layer.", []string{"direction"}, nil),
 		probes:   prometheus.NewDesc("campusedge_live_layer_probes_total", "Padding probes that tested a subscriber's link before moving it up.", nil, nil),
-		svc: prometheus.NewDesc("campusedge_live_svc_subscribers", "Subscribers of a VP9 SVC camera by the spatial and temporal layer they get now (0 the lowest; VP9's descriptor allows 0-7 each).",
+		svc: prometheus.NewDesc("campusedge_live_svc_subscribers", "Subscribers of a layered single-encoding camera (VP9 SVC, or VP8 with temporal layers, counted at spatial 0) by the spatial and temporal layer they get now (0 the lowest; 0-7 each).",
 			[]string{"spatial", "temporal"}, nil),
 	}
 }
