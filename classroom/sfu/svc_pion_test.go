@@ -249,8 +249,23 @@ func (c *atomicCounter) take() bool {
 // asked and every 3 s.
 func svcPublish(t *testing.T, ctx context.Context, s *sfu.SFU) *atomicCounter {
 	t.Helper()
+	vp9 := webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeVP9, ClockRate: 90000, SDPFmtpLine: "profile-id=0"}
+	return layeredPublish(t, ctx, s, vp9, 40000, func(i int, key bool, seq uint16) []*rtp.Packet {
+		pkts := sfu.VP9Picture(i, key, seq, [3]int{1, 2, 4}, 1000)
+		pkts[0].Payload = pkts[0].Payload[:600]
+		return pkts
+	})
+}
+
+// layeredPublish starts a pion publisher in s's room "class" of one video
+// track of codec, whose pictures (30 a second, numbered from 0, RTP
+// sequence numbers from seq) picture makes, and Opus; a keyframe every
+// fourth picture when asked and every 3 s. It returns the publisher's
+// count of keyframe requests.
+func layeredPublish(t *testing.T, ctx context.Context, s *sfu.SFU, codec webrtc.RTPCodecCapability, seq uint16, picture func(i int, key bool, seq uint16) []*rtp.Packet) *atomicCounter {
+	t.Helper()
 	pc := loopPeer(t)
-	video, err := webrtc.NewTrackLocalStaticRTP(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeVP9, ClockRate: 90000, SDPFmtpLine: "profile-id=0"}, "video", "teacher")
+	video, err := webrtc.NewTrackLocalStaticRTP(codec, "video", "teacher")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -291,7 +306,6 @@ func svcPublish(t *testing.T, ctx context.Context, s *sfu.SFU) *atomicCounter {
 	go func() {
 		tick := time.NewTicker(time.Second / 30)
 		defer tick.Stop()
-		var seq uint16 = 40000
 		var lastKey time.Time
 		for i := 0; ; i++ {
 			select {
@@ -303,10 +317,7 @@ func svcPublish(t *testing.T, ctx context.Context, s *sfu.SFU) *atomicCounter {
 			if i%4 == 0 && (needKey.take() || time.Since(lastKey) > 3*time.Second) {
 				key, lastKey = true, time.Now()
 			}
-			for j, p := range sfu.VP9Picture(i, key, seq, [3]int{1, 2, 4}, 1000) {
-				if j == 0 {
-					p.Payload = p.Payload[:600]
-				}
+			for _, p := range picture(i, key, seq) {
 				_ = video.WriteRTP(p)
 				seq++
 			}

@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pion/rtcp"
 	"github.com/pion/rtp"
 	"github.com/pion/rtp/codecs"
 	"github.com/pion/webrtc/v4"
@@ -185,68 +184,8 @@ func TestVP8TemporalForwardedByLayer(t *testing.T) {
 // kbit/s, half of it in T2); a keyframe when asked and every 3 s.
 func vp8TemporalPublish(t *testing.T, ctx context.Context, s *sfu.SFU) {
 	t.Helper()
-	pc := loopPeer(t)
-	video, err := webrtc.NewTrackLocalStaticRTP(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeVP8, ClockRate: 90000}, "video", "teacher")
-	if err != nil {
-		t.Fatal(err)
-	}
-	vtr, err := pc.AddTransceiverFromTrack(video, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionSendonly})
-	if err != nil {
-		t.Fatal(err)
-	}
-	audio, err := webrtc.NewTrackLocalStaticRTP(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2}, "audio", "teacher")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := pc.AddTransceiverFromTrack(audio, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionSendonly}); err != nil {
-		t.Fatal(err)
-	}
-	_, answer, err := s.Publish(ctx, "class", string(mediatest.Offer(t, ctx, pc)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: answer}); err != nil {
-		t.Fatal(err)
-	}
-	needKey := &atomicCounter{}
-	go func() {
-		for {
-			pkts, _, err := vtr.Sender().ReadRTCP()
-			if err != nil {
-				return
-			}
-			for _, p := range pkts {
-				switch p.(type) {
-				case *rtcp.PictureLossIndication, *rtcp.FullIntraRequest:
-					needKey.set()
-				}
-			}
-		}
-	}()
-	go func() {
-		tick := time.NewTicker(time.Second / 30)
-		defer tick.Stop()
-		var seq uint16 = 65000 // wraps during the test
-		var lastKey time.Time
-		for i := 0; ; i++ {
-			select {
-			case <-ctx.Done():
-				return
-			case <-tick.C:
-			}
-			key := false
-			if i%4 == 0 && (needKey.take() || time.Since(lastKey) > 3*time.Second) {
-				key, lastKey = true, time.Now()
-			}
-			for _, p := range sfu.VP8Picture(i+32700, key, seq, 2, 900) { // the picture ID wraps too
-				_ = video.WriteRTP(p)
-				seq++
-			}
-			_ = audio.WriteRTP(&rtp.Packet{Header: rtp.Header{Version: 2, SequenceNumber: uint16(i), Timestamp: uint32(i) * 1600}, Payload: []byte{0xfc, 1, 2, 3}})
-		}
-	}()
-	deadline := time.Now().Add(10 * time.Second)
-	for s.RoomStats("class").Tracks < 2 && time.Now().Before(deadline) {
-		time.Sleep(50 * time.Millisecond)
-	}
+	vp8 := webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeVP8, ClockRate: 90000}
+	layeredPublish(t, ctx, s, vp8, 65000, func(i int, key bool, seq uint16) []*rtp.Packet { // the sequence number wraps during the test
+		return sfu.VP8Picture(i+32700, key, seq, 2, 900) // the picture ID wraps too
+	})
 }
