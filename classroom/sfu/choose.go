@@ -56,7 +56,13 @@ const (
 	// later, once a shaper's queue (400 ms in tbf's usual setting) has
 	// delivered or dropped the last of it and the feedback has told.
 	probeVerdict = 500 * time.Millisecond
-	backoffMin   = 2 * time.Second
+	// probeQueue: a probe ends when the link's queueing delay, measured
+	// from its TWCC feedback (queueMeter), passes this: the probe has
+	// filled the shaper's token bucket and started a queue. What it
+	// leaves behind is this much of the link's time, which drains in a
+	// fraction of a second even where the media takes most of the link.
+	probeQueue = 50 * time.Millisecond
+	backoffMin = 2 * time.Second
 	// backoffMax: a widened link is found again within this and a probe
 	// (the bound is 10 s from widening to the higher layer).
 	backoffMax  = 4 * time.Second
@@ -142,8 +148,11 @@ type chooser struct {
 	trace            int       // ticks of gcc's view still to log after a probe
 	recent           [5][2]int // lost, received at each of the last ticks
 	recentN          int
-	lastEst          float64 // gcc's last delay trend estimate …
-	lastMeas         float64 // … and measurement seen
+	lastEst          float64       // gcc's last delay trend estimate …
+	lastMeas         float64       // … and measurement seen
+	qm               *queueMeter   // the link's queue meter (nil while the gate is shut)
+	queue            time.Duration // the link's queueing delay, last measured
+	queueReports     uint64        // reports the queue meter had measured then
 	// failed holds, per layer a probe aimed at (by index), the probes in
 	// a row that failed to reach it and the rate sent when the last one
 	// failed: the next probe towards it waits longer and ramps gently
@@ -229,7 +238,18 @@ func (s *Subscriber) measure(c *chooser, now time.Time) bool {
 	overuse := false
 	s.bweMu.Lock()
 	bwe := s.gate.estimator() // nil while the gate is shut
+	qm := s.gate.queue()
 	s.bweMu.Unlock()
+	c.qm = qm
+	queued := false // the probe started a queue
+	if qm != nil {
+		d, n, tripped := qm.last()
+		if n != c.queueReports {
+			queued = c.probing != nil && probeQueued(c.queue, d)
+			c.queue, c.queueReports = d, n
+		}
+		queued = queued || (c.probing != nil && tripped)
+	}
 	if bwe != nil {
 		// Overuse on two ticks in a row: one keyframe's burst through a
 		// shaper reads as overuse for a moment.
@@ -290,9 +310,14 @@ func (s *Subscriber) measure(c *chooser, now time.Time) bool {
 				c.trace = 10
 			}
 			s.sfu.log.Debug("subscriber gcc", "subscriber", s.id, "usage", st["usage"], "est", est, "thr", thr, "meas", st["delayMeasurement"],
-				"target", bwe.GetTargetBitrate(), "sent", int(c.txRate), "loss", c.loss, "probe_lost", c.probeLost, "probe_received", c.probeRecv)
+				"target", bwe.GetTargetBitrate(), "sent", int(c.txRate), "loss", c.loss, "probe_lost", c.probeLost, "probe_received", c.probeRecv,
+				"queue", c.queue.Milliseconds())
 		}
 		s.target.Store(int64(bwe.GetTargetBitrate()))
+	}
+	if queued {
+		s.sfu.log.Debug("subscriber probe queued", "subscriber", s.id, "queue", c.queue, "sent", int(c.sent))
+		return true // the probe filled the shaper's bucket and started a queue
 	}
 	if now.UnixNano() < s.cong.quietUntil.Load() || now.Before(c.graceUntil) {
 		return false // a priming burst's or a failed probe's losses say little about the link
@@ -504,6 +529,11 @@ func (s *Subscriber) rampProbe(c *chooser, now time.Time) {
 		up := float64(c.double) * math.Log2(base/c.stepFrom)
 		r = base * math.Exp2((float64(now.Sub(c.stepAt))-up)/float64(probeGentle))
 	}
+	if c.qm != nil {
+		if _, _, tripped := c.qm.last(); tripped {
+			return // the meter stopped the padding: the next tick ends the probe
+		}
+	}
 	media := s.mediaRate()
 	pad := r - media
 	if r >= aim {
@@ -540,6 +570,9 @@ func (s *Subscriber) mediaRate() float64 {
 
 // endProbe stops the probe; the budget holds what it credited.
 func (s *Subscriber) endProbe(c *chooser, now time.Time, ok bool) {
+	if c.qm != nil {
+		c.qm.arm(nil)
+	}
 	c.probing.probe.Store(0)
 	c.probing = nil
 	s.cong.probing.Store(false)
@@ -668,6 +701,9 @@ func (s *Subscriber) chooseFor(c *chooser, t *subTrack, sh share, congested bool
 	if c.probing != nil || now.Before(c.nextProbe) || now.Sub(c.lastSwitch) < probeHold || now.UnixNano() < s.cong.quietUntil.Load() {
 		return
 	}
+	if c.queue > probeQueue/2 {
+		return // a queue (a keyframe's, the last probe's) still drains: a probe now would start above it
+	}
 	// Probe: ramp what is sent up through what each higher layer would
 	// need, crediting each the link carries (rampProbe), so a wide link
 	// reaches the top layer in one probe.
@@ -702,6 +738,9 @@ func (s *Subscriber) chooseFor(c *chooser, t *subTrack, sh share, congested bool
 	s.sfu.log.Debug("subscriber probe", "subscriber", s.id, "aims", c.aims, "from", int(c.probeFrom), "layer", ci, "budget", int(c.budget),
 		"gentle", c.gentle, "known", int(c.known), "failed_before", c.failed[c.target].n,
 		"gcc", s.target.Load(), "loss", c.loss, "base_loss", c.baseLoss)
+	if c.qm != nil {
+		c.qm.arm(&t.probe)
+	}
 	c.probing, c.probeStart = t, now
 	c.stepFrom, c.stepAt = c.probeFrom, now
 	s.cong.probing.Store(true)

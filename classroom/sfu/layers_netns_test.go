@@ -367,19 +367,26 @@ func TestCascadeTakesTheLayerItsWANCarries(t *testing.T) {
 	urbanEdge, teacher, urbanRoom, ruralEdge, ruralRoom := hosts[0], hosts[1], hosts[2], hosts[3], hosts[4]
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	edge := func(h *netnstest.Netns) *sfu.SFU {
+	// -v: the edges' debug log (each probe and gcc's view per tick),
+	// from which a failure is read.
+	level := slog.LevelInfo
+	if testing.Verbose() {
+		level = slog.LevelDebug
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	edge := func(h *netnstest.Netns, name string) *sfu.SFU {
 		n, err := mediatest.NetIn(h)
 		if err != nil {
 			t.Fatal(err)
 		}
-		s, err := sfu.New(sfu.Config{ICEAddrs: []net.IP{net.IP(h.Addr.AsSlice())}, Net: n})
+		s, err := sfu.New(sfu.Config{ICEAddrs: []net.IP{net.IP(h.Addr.AsSlice())}, Net: n, Logger: log.With("edge", name)})
 		if err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(s.Close)
 		return s
 	}
-	urban, rural := edge(urbanEdge), edge(ruralEdge)
+	urban, rural := edge(urbanEdge, "urban"), edge(ruralEdge, "rural")
 	if err := ruralEdge.Shape("1200kbit"); err != nil {
 		t.Fatal(err)
 	}
