@@ -252,22 +252,20 @@ func (q *queueMeter) feedbackAt(fb *rtcp.TransportLayerCC, now time.Time) {
 			base = q.base[i]
 		}
 	}
-	prev := q.delay
 	q.delay = time.Duration(least-base) * time.Microsecond
 	q.reports++
-	if q.probe != nil && probeQueued(prev, q.delay) {
+	if q.probe != nil && probeQueued(q.delay) {
 		q.probe.Store(0)
 		q.probe, q.tripped = nil, true
 	}
 }
 
-// probeQueued says whether a probe has started a queue, from the
-// queueing delay of the last report and the one before: past
-// probeQueue, or past half of it and growing (a queue the probe feeds;
-// one report's half at random, a keyframe through a thin link, is not).
-func probeQueued(prev, d time.Duration) bool {
-	return d > probeQueue || (d > probeQueue/2 && prev > probeQueue/4 && d > prev)
-}
+// probeQueued says whether a probe has started a queue: one report's
+// least delay past probeQueue. The first report after a shaper's token
+// bucket ran dry shows a few tens of ms: waiting for a second one cost a
+// 300 kbit/s link probed at twice its rate 100 ms more of queue per 100
+// ms (a queue of 361 ms after a probe stopped at 91 ms, near tbf's 400).
+func probeQueued(d time.Duration) bool { return d > probeQueue }
 
 // arm stops the padding of probe (nil: none) at the first report that
 // shows a queue; it clears what an earlier probe left.

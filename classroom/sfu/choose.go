@@ -51,17 +51,20 @@ const (
 	probeRecentLoss = 0.12
 	probeRecentMin  = 50
 	probeHold       = 300 * time.Millisecond // at a layer before probing further up
-	probeTrend      = 1.5                    // × gcc's threshold: the delay trend that ends a probe
 	// probeVerdict: after its padding stops a probe is judged this much
 	// later, once a shaper's queue (400 ms in tbf's usual setting) has
 	// delivered or dropped the last of it and the feedback has told.
 	probeVerdict = 500 * time.Millisecond
 	// probeQueue: a probe ends when the link's queueing delay, measured
 	// from its TWCC feedback (queueMeter), passes this: the probe has
-	// filled the shaper's token bucket and started a queue. What it
-	// leaves behind is this much of the link's time, which drains in a
-	// fraction of a second even where the media takes most of the link.
-	probeQueue = 50 * time.Millisecond
+	// emptied the shaper's token bucket and started a queue. Reports
+	// come every 100 ms, so the queue the probe leaves is this and what
+	// it adds in the 100-200 ms the verdict takes (on a 300 kbit/s link
+	// probed towards 750 kbit/s, the bucket hides the overfill until the
+	// send rate is twice the link's), which drains at what the link
+	// carries beyond the media (50 kbit/s there). Links the probe did not
+	// overfill showed no report past 10 ms (loads 4-8).
+	probeQueue = 20 * time.Millisecond
 	backoffMin = 2 * time.Second
 	// backoffMax: a widened link is found again within this and a probe
 	// (the bound is 10 s from widening to the higher layer).
@@ -70,12 +73,13 @@ const (
 	// probeGentle: a probe towards a layer a probe has already failed
 	// to reach doubles its rate this slowly above what the link is known
 	// to carry (up to it at the usual pace): each step overfills the link
-	// by less before gcc's delay trend tells, and a widened link is still
+	// by less before the queue meter tells, and a widened link is still
 	// found within the 10 s (backoffMax, then about 3 s from 1 to
 	// 4 Mbit/s). 1 s (the ramp after a failure before) passed the strict
 	// shaped test 1 of 4 times, 1.5 s 6 of 6; but on the 300 kbit/s link,
 	// where gcc's delay statistics moved about once a second and only
-	// loss ended a probe, one benchmark run froze longer (docs/BENCHMARKS.md).
+	// loss ended a probe, one benchmark run froze longer (docs/BENCHMARKS.md;
+	// both before the queue meter).
 	probeGentle = 1500 * time.Millisecond
 	// layerHeadroom: a layer is chosen when the budget exceeds its
 	// measured payload bitrate by this factor (headers, SRTP, feedback).
@@ -156,8 +160,7 @@ type chooser struct {
 	// failed holds, per layer a probe aimed at (by index), the probes in
 	// a row that failed to reach it and the rate sent when the last one
 	// failed: the next probe towards it waits longer and ramps gently
-	// above what the link carries, and ends at gcc's first sign of a
-	// queue (gentle). Cleared when a probe reaches the layer or gcc's
+	// above what the link carries (gentle). Cleared when a probe reaches the layer or gcc's
 	// estimate climbs past the rate that failed.
 	failed map[int]failedProbe
 	// gentle: this probe's aim failed before; known is what the link
@@ -245,7 +248,7 @@ func (s *Subscriber) measure(c *chooser, now time.Time) bool {
 	if qm != nil {
 		d, n, tripped := qm.last()
 		if n != c.queueReports {
-			queued = c.probing != nil && probeQueued(c.queue, d)
+			queued = c.probing != nil && probeQueued(d)
 			c.queue, c.queueReports = d, n
 		}
 		queued = queued || (c.probing != nil && tripped)
@@ -262,31 +265,21 @@ func (s *Subscriber) measure(c *chooser, now time.Time) bool {
 		st := bwe.GetStats()
 		est, _ := st["delayEstimate"].(float64)
 		thr, _ := st["delayThreshold"].(float64)
-		// While probing, the delay trend above the threshold is enough:
-		// gcc's usage turns "overuse" only while its estimate still
-		// rises, which on a shaper's steadily growing queue came 600 ms
-		// after the trend crossed the threshold (the queue half full).
-		// (Half as much again as the threshold: on a loaded machine the
-		// trend crosses gcc's early threshold of ~10 ms by a hair for
-		// two measurements with no queue at all.)
-		trend := probeTrend
-		if c.probing != nil && c.gentle && c.sent > c.known {
-			// Above what the link carries, towards a layer that a probe
-			// failed to reach: gcc's first sign of a queue ends it (the
-			// last probe's overfill cost the link frames).
-			trend = 1
-		}
-		over := st["usage"] == "overuse" || (c.overPrev && est > 0 && thr > 0 && est > thr) ||
-			(c.probing != nil && est > 0 && thr > 0 && est > trend*thr)
+		// A probe's queue is the queue meter's to judge (measure's
+		// caller): gcc's delay trend crossed its threshold by a hair on
+		// a loaded machine with no queue at all, on an unshaped link and
+		// on one just widened, and each such probe cost a climb 4-6 s.
+		over := c.probing == nil && (st["usage"] == "overuse" || (c.overPrev && est > 0 && thr > 0 && est > thr))
 		if now.Before(c.graceUntil) {
 			// A failed probe's queue drains: the trend estimate stays
 			// above the threshold for a second or more while it falls,
 			// which is no news. Congestion after it starts anew. A
 			// probe that filled a thin link's 400 ms queue leaves gcc
 			// above its threshold past probeDrain: the drain lasts
-			// while it is, up to probeDrainMax.
+			// while it is, or while the queue meter still shows the
+			// queue, up to probeDrainMax.
 			over = false
-			if est > thr && thr > 0 && c.graceUntil.Sub(now) < chooseTick && now.Sub(c.failedAt) < probeDrainMax {
+			if (c.queue > probeQueue/2 || (est > thr && thr > 0)) && c.graceUntil.Sub(now) < chooseTick && now.Sub(c.failedAt) < probeDrainMax {
 				c.graceUntil = now.Add(chooseTick)
 				s.cong.quietAt(c.graceUntil)
 			}
@@ -702,7 +695,7 @@ func (s *Subscriber) chooseFor(c *chooser, t *subTrack, sh share, congested bool
 		return
 	}
 	if c.queue > probeQueue/2 {
-		return // a queue (a keyframe's, the last probe's) still drains: a probe now would start above it
+		return // a queue (a keyframe's, the last probe's) still drains: a probe now would start on it
 	}
 	// Probe: ramp what is sent up through what each higher layer would
 	// need, crediting each the link carries (rampProbe), so a wide link

@@ -201,8 +201,7 @@ func FuzzQueueMeterFeedback(f *testing.F) {
 }
 
 // An armed probe's padding stops at the first report whose queue is past
-// probeQueue, or past half of it and growing; a queue that does not grow
-// (one keyframe through a thin link) leaves it running.
+// probeQueue; a report below it leaves the probe running.
 func TestQueueMeterStopsAProbe(t *testing.T) {
 	l := newMeterLink(t, 0)
 	path := 10 * time.Millisecond
@@ -210,24 +209,23 @@ func TestQueueMeterStopsAProbe(t *testing.T) {
 	var probe atomic.Int64
 	probe.Store(400_000)
 	l.q.arm(&probe)
-	// One report 30 ms late, then none: no queue growing.
-	l.run(time.Second, 1100*time.Millisecond, func(time.Duration) time.Duration { return path + 30*time.Millisecond })
+	// One report 15 ms late: no queue to speak of.
+	l.run(time.Second, 1100*time.Millisecond, func(time.Duration) time.Duration { return path + 15*time.Millisecond })
 	l.run(1100*time.Millisecond, 2*time.Second, func(time.Duration) time.Duration { return path })
 	if _, _, tripped := l.q.last(); tripped || probe.Load() == 0 {
-		t.Fatalf("one report 30 ms late stopped the probe")
+		t.Fatalf("one report 15 ms late stopped the probe")
 	}
-	// A queue growing by 100 ms a second: its reports show 15, 25, 35 ms
-	// of least delay: stopped at the third (past half of probeQueue and
-	// growing), with the padding.
+	// A queue growing by 100 ms a second: its reports show 5, 15, 25 ms
+	// of least delay: stopped at the third, with the padding.
 	stopped := time.Duration(0)
 	for at := 2 * time.Second; at < 3*time.Second && stopped == 0; at += 100 * time.Millisecond {
-		l.run(at, at+100*time.Millisecond, func(at time.Duration) time.Duration { return path + (at-1850*time.Millisecond)/10 })
+		l.run(at, at+100*time.Millisecond, func(at time.Duration) time.Duration { return path + (at-1950*time.Millisecond)/10 })
 		if probe.Load() == 0 {
 			stopped = at + 100*time.Millisecond
 		}
 	}
 	d, _, tripped := l.q.last()
-	if !tripped || stopped != 2300*time.Millisecond || !near(d, 35*time.Millisecond) {
+	if !tripped || stopped != 2300*time.Millisecond || !near(d, 25*time.Millisecond) {
 		t.Fatalf("growing queue: padding stopped at %v (want 2.3 s), tripped %v, queue %v", stopped, tripped, d)
 	}
 	// Disarmed: a later queue stops nothing.
