@@ -262,9 +262,11 @@ func (q *queueMeter) feedbackAt(fb *rtcp.TransportLayerCC, now time.Time) {
 
 // probeQueued says whether a probe has started a queue: one report's
 // least delay past probeQueue. The first report after a shaper's token
-// bucket ran dry shows a few tens of ms: waiting for a second one cost a
-// 300 kbit/s link probed at twice its rate 100 ms more of queue per 100
-// ms (a queue of 361 ms after a probe stopped at 91 ms, near tbf's 400).
+// bucket ran dry shows a few tens of ms; waiting for a second one lets
+// the probe go on for another report's 100 ms, which on a 300 kbit/s
+// link probed at twice its rate is 100 ms more queue. (Even stopped at
+// the first report, 24 ms, such a probe left a 361 ms queue: what it
+// sent while that report was on its way.)
 func probeQueued(d time.Duration) bool { return d > probeQueue }
 
 // arm stops the padding of probe (nil: none) at the first report that
