@@ -7,6 +7,7 @@ package sfu
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -47,6 +48,10 @@ type Subscriber struct {
 	gate  *bweGate
 
 	cong congestion
+	// conn is the socket of pc's selected candidate pair, once
+	// connected (nil: not found, or batching off): the forwarders batch
+	// each video frame on it (batchconn.go).
+	conn atomic.Pointer[batchConn]
 	tx   atomic.Uint64 // bytes sent to this subscriber as the link counts them (wireOverhead), padding included
 	// What the layer chooser last decided, for metrics: the link budget
 	// (bits/s, 0 before it is known), gcc's own target and the loss.
@@ -107,12 +112,25 @@ func (s *Subscriber) newPC() (*webrtc.PeerConnection, error) {
 		s.sfu.log.Debug("subscriber connection state", "room", s.room, "subscriber", s.id, "state", st.String())
 		switch st {
 		case webrtc.PeerConnectionStateConnected:
+			s.findConn(pc)
 			s.attachReady()
 		default:
 			s.onSubscriberState(pc, st)
 		}
 	})
 	return pc, nil
+}
+
+// findConn looks up the socket pc's selected candidate pair uses (again
+// after an ICE restart, which may pick another).
+func (s *Subscriber) findConn(pc *webrtc.PeerConnection) {
+	var c *batchConn
+	if p, err := pc.SCTP().Transport().ICETransport().GetSelectedCandidatePair(); err == nil && p != nil && p.Local != nil {
+		if ip, err := netip.ParseAddr(p.Local.Address); err == nil {
+			c = s.sfu.conns.find(netip.AddrPortFrom(ip, p.Local.Port))
+		}
+	}
+	s.conn.Store(c)
 }
 
 // attachReady starts forwarding to every negotiated track once the
