@@ -6,8 +6,10 @@ package sfu_test
 // and subscriber — SRTP-encrypt it and send it by UDP — to N plain UDP
 // receivers. b.N is the number of packets the publisher sends, paced at
 // benchRate packets/s (1100-byte payloads: ~9.7 Mbit/s, about 4× a
-// 2.5 Mbit/s lesson). Each reports delivered packets/s (summed over
-// subscribers), loss %, and process CPU µs per delivered packet.
+// 2.5 Mbit/s lesson) in frames of benchFrame packets, the last marked.
+// Each reports delivered packets/s (summed over subscribers), loss %, and
+// process CPU µs per delivered packet. sfu-nobatch is the SFU with
+// Config.NoFrameBatch (one system call per packet per subscriber).
 //
 //	go test -run '^$' -bench Forward -benchtime 3000x ./classroom/sfu/
 //
