@@ -2,9 +2,17 @@ package sfu
 
 import (
 	"bytes"
+	"context"
+	"encoding/binary"
+	"io"
+	"log/slog"
 	"net"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/pion/rtp"
+	"github.com/pion/webrtc/v4"
 )
 
 // TestBatchConnHoldsAFrame: what is written under a hold reaches the
@@ -118,5 +126,147 @@ func TestBatchConnHoldsAFrame(t *testing.T) {
 	c.Close()
 	if reg.find(c.key) != nil {
 		t.Fatal("a closed conn is still registered")
+	}
+}
+
+// TestSubscriberBatchesOnItsSocket: through a real SFU on loopback, a
+// subscriber finds its batching socket once connected and gets every
+// packet of every frame, in order, each frame sent in one segmented send.
+func TestSubscriberBatchesOnItsSocket(t *testing.T) {
+	if !canSegment {
+		t.Skip("no segmented sends on this system")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	lo := []net.IP{net.IPv4(127, 0, 0, 1)}
+	s, err := New(Config{ICEAddrs: lo, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), NoLayers: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	api, err := NewAPI(lo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	offer := func(pc *webrtc.PeerConnection) string {
+		o, err := pc.CreateOffer(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sdp, err := Gather(ctx, pc, o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return sdp
+	}
+	ppc, err := api.NewPeerConnection(webrtc.Configuration{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ppc.Close()
+	track, _ := webrtc.NewTrackLocalStaticRTP(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeVP8, ClockRate: 90000}, "video", "t")
+	if _, err := ppc.AddTransceiverFromTrack(track, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionSendonly}); err != nil {
+		t.Fatal(err)
+	}
+	_, ans, err := s.Publish(ctx, "r", offer(ppc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ppc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: ans}); err != nil {
+		t.Fatal(err)
+	}
+	const frames, perFrame = 20, 5
+	var seq atomic.Uint32
+	sendFrame := func(key bool) {
+		payload := make([]byte, 1000)
+		for i := range perFrame {
+			payload[0], payload[1] = 0x00, 0x01
+			if i == 0 {
+				payload[0] = 0x10
+				if key {
+					payload[1] = 0x00
+				}
+			}
+			n := seq.Add(1) - 1
+			binary.BigEndian.PutUint32(payload[2:], n)
+			_ = track.WriteRTP(&rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 96, SequenceNumber: uint16(n), Timestamp: n / perFrame * 3000, Marker: i == perFrame-1}, Payload: payload})
+		}
+	}
+	warm, stopWarm := context.WithCancel(ctx)
+	warmed := make(chan struct{})
+	go func() { // until the subscriber is in: the SFU learns the track from its packets
+		defer close(warmed)
+		for warm.Err() == nil {
+			sendFrame(true)
+			time.Sleep(20 * time.Millisecond)
+		}
+	}()
+
+	spc, err := api.NewPeerConnection(webrtc.Configuration{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer spc.Close()
+	if _, err := spc.AddTransceiverFromKind(webrtc.RTPCodecTypeVideo, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionRecvonly}); err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan uint32, 4096)
+	spc.OnTrack(func(tr *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
+		for {
+			p, _, err := tr.ReadRTP()
+			if err != nil {
+				return
+			}
+			if len(p.Payload) >= 6 {
+				got <- binary.BigEndian.Uint32(p.Payload[2:])
+			}
+		}
+	})
+	sub, sans, err := s.Subscribe(ctx, "r", offer(spc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := spc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: sans}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-got: // connected and primed
+	case <-ctx.Done():
+		t.Fatal("the subscriber got no media")
+	}
+	stopWarm()
+	<-warmed
+	c := sub.conn.Load()
+	if c == nil {
+		t.Fatal("the subscriber found no batching socket")
+	}
+	time.Sleep(200 * time.Millisecond)
+	for len(got) > 0 {
+		<-got
+	}
+	// Each frame must arrive whole before the next is sent: its last
+	// packet sends it, not the next frame or the next sender report (a
+	// second later).
+	want := seq.Load()
+	for f := range frames {
+		sendFrame(f == 0)
+		due := time.After(700 * time.Millisecond)
+		for range perFrame {
+			select {
+			case n := <-got:
+				if n != want {
+					t.Fatalf("packet %d arrived where %d was due", n, want)
+				}
+				want++
+			case <-due:
+				t.Fatalf("frame %d: packet %d did not arrive within 700 ms", f, want)
+			}
+		}
+	}
+	c.mu.Lock()
+	refused := c.noGSO
+	c.mu.Unlock()
+	if refused {
+		t.Fatal("the kernel refused the segmented sends")
 	}
 }

@@ -38,7 +38,8 @@
 // room.go the rooms and the calls that join or leave them; publisher.go a
 // sending peer; forwarder.go the fan-out from one publisher track, with
 // keyframe.go its keyframe cache; subscriber.go a receiving peer and
-// subtrack.go its per-track queue and writer; layers.go simulcast layers
+// subtrack.go its per-track queue and writer (batchconn.go the socket that
+// sends each video frame in one system call); layers.go simulcast layers
 // (a publisher's rid encodings grouped per track, the per-subscriber
 // switch at a keyframe and the sequence/timestamp rewrite); svc.go a VP9
 // SVC track's spatial/temporal layers, chosen like simulcast layers and

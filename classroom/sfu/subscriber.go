@@ -108,6 +108,9 @@ func (s *Subscriber) newPC() (*webrtc.PeerConnection, error) {
 	s.bweMu.Lock()
 	s.gate = gate
 	s.bweMu.Unlock()
+	// A pair chosen while connected (no state change): frames are then
+	// batched on the socket the connection uses now.
+	pc.SCTP().Transport().ICETransport().OnSelectedCandidatePairChange(s.useConn)
 	pc.OnConnectionStateChange(func(st webrtc.PeerConnectionState) {
 		s.sfu.log.Debug("subscriber connection state", "room", s.room, "subscriber", s.id, "state", st.String())
 		switch st {
@@ -124,8 +127,18 @@ func (s *Subscriber) newPC() (*webrtc.PeerConnection, error) {
 // findConn looks up the socket pc's selected candidate pair uses (again
 // after an ICE restart, which may pick another).
 func (s *Subscriber) findConn(pc *webrtc.PeerConnection) {
+	p, err := pc.SCTP().Transport().ICETransport().GetSelectedCandidatePair()
+	if err != nil {
+		p = nil
+	}
+	s.useConn(p)
+}
+
+// useConn batches on the socket of pair p (none when p is nil or its
+// socket is not a batchConn).
+func (s *Subscriber) useConn(p *webrtc.ICECandidatePair) {
 	var c *batchConn
-	if p, err := pc.SCTP().Transport().ICETransport().GetSelectedCandidatePair(); err == nil && p != nil && p.Local != nil {
+	if p != nil && p.Local != nil {
 		if ip, err := netip.ParseAddr(p.Local.Address); err == nil {
 			c = s.sfu.conns.find(netip.AddrPortFrom(ip, p.Local.Port))
 		}
