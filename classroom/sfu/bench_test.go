@@ -6,8 +6,10 @@ package sfu_test
 // and subscriber — SRTP-encrypt it and send it by UDP — to N plain UDP
 // receivers. b.N is the number of packets the publisher sends, paced at
 // benchRate packets/s (1100-byte payloads: ~9.7 Mbit/s, about 4× a
-// 2.5 Mbit/s lesson). Each reports delivered packets/s (summed over
-// subscribers), loss %, and process CPU µs per delivered packet.
+// 2.5 Mbit/s lesson) in frames of benchFrame packets, the last marked.
+// Each reports delivered packets/s (summed over subscribers), loss %, and
+// process CPU µs per delivered packet. sfu-nobatch is the SFU with
+// Config.NoFrameBatch (one system call per packet per subscriber).
 //
 //	go test -run '^$' -bench Forward -benchtime 3000x ./classroom/sfu/
 //
@@ -37,6 +39,7 @@ import (
 const (
 	benchPayload = 1100 // bytes of RTP payload, a typical video packet
 	benchRate    = 1000 // packets/s the publisher sends
+	benchFrame   = 9    // packets per video frame
 )
 
 // cpuTime is the process's user+system CPU time so far.
@@ -59,11 +62,14 @@ func BenchmarkForward(b *testing.B) {
 	for _, n := range []int{1, 8, 32, 64} {
 		b.Run(fmt.Sprintf("baseline-srtp-udp/subs=%d", n), func(b *testing.B) { benchBaseline(b, n) })
 		b.Run(fmt.Sprintf("sfu/subs=%d", n), func(b *testing.B) { benchSFU(b, n, false) })
+		// Every packet to a subscriber by its own system call, as
+		// before frame batching (batchconn.go).
+		b.Run(fmt.Sprintf("sfu-nobatch/subs=%d", n), func(b *testing.B) { benchSFUOpts(b, n, false, false, true) })
 		b.Run(fmt.Sprintf("sfu-simulcast/subs=%d", n), func(b *testing.B) { benchSFU(b, n, true) })
 		// Layer choice on (the default): gcc on every subscriber and
 		// the chooser; counted once every subscriber is on the top
 		// layer, so no probe padding is counted.
-		b.Run(fmt.Sprintf("sfu-simulcast-choose/subs=%d", n), func(b *testing.B) { benchSFUOpts(b, n, true, true) })
+		b.Run(fmt.Sprintf("sfu-simulcast-choose/subs=%d", n), func(b *testing.B) { benchSFUOpts(b, n, true, true, false) })
 	}
 }
 
@@ -160,9 +166,9 @@ func benchBaseline(b *testing.B, n int) {
 	report(b, end.Sub(start), cpuTime()-cpu0, sent, got.Load())
 }
 
-func benchSFU(b *testing.B, n int, simulcast bool) { benchSFUOpts(b, n, simulcast, false) }
+func benchSFU(b *testing.B, n int, simulcast bool) { benchSFUOpts(b, n, simulcast, false, false) }
 
-func benchSFUOpts(b *testing.B, n int, simulcast, choose bool) {
+func benchSFUOpts(b *testing.B, n int, simulcast, choose, noBatch bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	// Simulcast: every subscriber takes the top layer (layer choice off,
@@ -170,7 +176,7 @@ func benchSFUOpts(b *testing.B, n int, simulcast, choose bool) {
 	// sixteenth of its packets) reach the forwarders and are offered to
 	// every subscriber too: the cost measured is the layers', not the
 	// estimator's.
-	s, err := sfu.New(sfu.Config{ICEAddrs: loopback, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), QueuePackets: 2048, NoLayers: simulcast && !choose})
+	s, err := sfu.New(sfu.Config{ICEAddrs: loopback, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), QueuePackets: 2048, NoLayers: simulcast && !choose, NoFrameBatch: noBatch})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -232,12 +238,15 @@ func benchSFUOpts(b *testing.B, n int, simulcast, choose bool) {
 	payload[0] = 0x10 // a VP8 keyframe start: the subscriber's first switch needs one
 	var seq atomic.Uint32
 	send := func() {
-		i := seq.Add(1)
+		i := seq.Add(1) - 1
 		for k, track := range tracks {
 			if k > 0 && i%(1<<(2*k)) != 0 {
 				continue // the lower layers: a quarter, a sixteenth of the packets
 			}
-			h := rtp.Header{Version: 2, PayloadType: 96, SequenceNumber: uint16(i >> (2 * k)), Timestamp: i * 3000}
+			// Frames of benchFrame packets, the last one marked, as an
+			// encoder sends them (the edge batches a frame per subscriber).
+			j := i >> (2 * k)
+			h := rtp.Header{Version: 2, PayloadType: 96, SequenceNumber: uint16(j), Timestamp: j / benchFrame * 3000, Marker: j%benchFrame == benchFrame-1}
 			if simulcast {
 				_ = h.SetExtension(midID, []byte("0"))
 				_ = h.SetExtension(ridID, []byte(rids[k]))
@@ -247,8 +256,12 @@ func benchSFUOpts(b *testing.B, n int, simulcast, choose bool) {
 	}
 	// Warm up: the SFU learns the track from its first packets.
 	warm, stopWarm := context.WithCancel(ctx)
+	warmed := make(chan struct{})
 	go func() {
-		for warm.Err() == nil {
+		defer close(warmed)
+		// Stopped at a frame's end: a subscriber's socket keeps an
+		// incomplete frame's packets until the rest comes.
+		for warm.Err() == nil || seq.Load()%benchFrame != 0 {
 			send()
 			time.Sleep(5 * time.Millisecond)
 		}
@@ -313,17 +326,19 @@ func benchSFUOpts(b *testing.B, n int, simulcast, choose bool) {
 		}
 	}
 	stopWarm()
+	<-warmed
 	time.Sleep(100 * time.Millisecond) // drain warm-up packets
 	counting.Store(true)
 
 	b.ResetTimer()
 	cpu0 := cpuTime()
 	start := time.Now()
-	for i := range b.N {
+	total := (b.N + benchFrame - 1) / benchFrame * benchFrame // whole frames
+	for i := range total {
 		send()
 		pace(start, i)
 	}
-	sent := int64(b.N) * int64(n)
+	sent := int64(total) * int64(n)
 	end := waitQuiet(got.Load, &last, sent)
 	b.StopTimer()
 	report(b, end.Sub(start), cpuTime()-cpu0, sent, got.Load())

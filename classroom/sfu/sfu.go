@@ -38,7 +38,8 @@
 // room.go the rooms and the calls that join or leave them; publisher.go a
 // sending peer; forwarder.go the fan-out from one publisher track, with
 // keyframe.go its keyframe cache; subscriber.go a receiving peer and
-// subtrack.go its per-track queue and writer; layers.go simulcast layers
+// subtrack.go its per-track queue and writer (batchconn.go the socket that
+// sends each video frame in one system call); layers.go simulcast layers
 // (a publisher's rid encodings grouped per track, the per-subscriber
 // switch at a keyframe and the sequence/timestamp rewrite); svc.go a VP9
 // SVC track's spatial/temporal layers, chosen like simulcast layers and
@@ -131,6 +132,10 @@ type Config struct {
 	// NoLayers turns off choosing a simulcast layer per subscriber: every
 	// subscriber gets the publisher's highest layer (benchmarks compare).
 	NoLayers bool
+	// NoFrameBatch sends every packet to a subscriber by its own system
+	// call, instead of the packets of a video frame in one (batchconn.go;
+	// benchmarks compare).
+	NoFrameBatch bool
 	// NoSVC forwards a VP9 SVC track whole to every subscriber instead of
 	// by layer (svc.go), and ForwardsSVC tells pages not to send SVC.
 	NoSVC bool
@@ -164,6 +169,9 @@ type SFU struct {
 	subAPI   *webrtc.API
 	bweMu    sync.Mutex
 	lastGate *bweGate
+	// conns: subscribers' sockets, found by a subscriber once connected
+	// to batch each video frame it is sent (batchconn.go).
+	conns connRegistry
 
 	mu     sync.Mutex
 	rooms  map[string]*room
@@ -238,15 +246,19 @@ func New(cfg Config) (*SFU, error) {
 	if cfg.TrackWait <= 0 {
 		cfg.TrackWait = DefaultTrackWait
 	}
-	a, err := newAPI(cfg.ICEAddrs, cfg.Net, nil, roleReceive, nil)
+	a, err := newAPI(cfg.ICEAddrs, cfg.Net, nil, roleReceive, nil, nil)
 	if err != nil {
 		return nil, err
 	}
 	s := &SFU{cfg: cfg, log: cfg.Logger, api: a, rooms: map[string]*room{}, muted: map[string]bool{},
 		primeBudget: rate.NewLimiter(rate.Limit(cfg.PrimeBitrate/8), 4*cfg.PaceBurst)}
+	var reg *connRegistry
+	if !cfg.NoFrameBatch && canSegment {
+		reg = &s.conns
+	}
 	if cfg.NoLayers {
 		// No layer to choose: no estimator either, not even gated.
-		if s.subAPI, err = newAPI(cfg.ICEAddrs, cfg.Net, nil, roleSend, nil); err != nil {
+		if s.subAPI, err = newAPI(cfg.ICEAddrs, cfg.Net, nil, roleSend, reg, nil); err != nil {
 			return nil, err
 		}
 		return s, nil
@@ -262,7 +274,7 @@ func New(cfg Config) (*SFU, error) {
 		return nil, fmt.Errorf("bandwidth estimator: %w", err)
 	}
 	gated := newBWEGateFactory(bwe, func(g *bweGate) { s.lastGate = g }) // under bweMu
-	if s.subAPI, err = newAPI(cfg.ICEAddrs, cfg.Net, gated, roleSend, nil); err != nil {
+	if s.subAPI, err = newAPI(cfg.ICEAddrs, cfg.Net, gated, roleSend, reg, nil); err != nil {
 		return nil, err
 	}
 	return s, nil
@@ -292,13 +304,13 @@ func NewAPI(addrs []net.IP) (*webrtc.API, error) {
 // NewAPINet is NewAPI with sockets made in n (nil: the host's network) and,
 // when bwe is not nil, a bandwidth estimator on every connection.
 func NewAPINet(addrs []net.IP, n transport.Net, bwe interceptor.Factory) (*webrtc.API, error) {
-	return newAPI(addrs, n, bwe, roleBoth, nil)
+	return newAPI(addrs, n, bwe, roleBoth, nil, nil)
 }
 
 // NewAPIWith is NewAPINet with set called on the settings last (a
 // benchmark's viewers count what pion's buffers drop).
 func NewAPIWith(addrs []net.IP, n transport.Net, bwe interceptor.Factory, set func(*webrtc.SettingEngine)) (*webrtc.API, error) {
-	return newAPI(addrs, n, bwe, roleBoth, set)
+	return newAPI(addrs, n, bwe, roleBoth, nil, set)
 }
 
 // apiRole says which way media flows on the connections an API makes:
@@ -328,7 +340,7 @@ const (
 // responder (nack.go) in place of pion's: it keeps the payloads it is
 // given by reference, which only the SFU guarantees are never written
 // again.
-func newAPI(addrs []net.IP, n transport.Net, bwe interceptor.Factory, role apiRole, set func(*webrtc.SettingEngine)) (*webrtc.API, error) {
+func newAPI(addrs []net.IP, n transport.Net, bwe interceptor.Factory, role apiRole, reg *connRegistry, set func(*webrtc.SettingEngine)) (*webrtc.API, error) {
 	me := &webrtc.MediaEngine{}
 	if err := me.RegisterDefaultCodecs(); err != nil {
 		return nil, fmt.Errorf("register codecs: %w", err)
@@ -420,7 +432,7 @@ func newAPI(addrs []net.IP, n transport.Net, bwe interceptor.Factory, role apiRo
 			}
 			n = std
 		}
-		n = bufferedNet{Net: n}
+		n = bufferedNet{Net: n, reg: reg}
 	}
 	if n != nil {
 		se.SetNet(n)
@@ -472,8 +484,11 @@ func (s *SFU) ChoosesLayers() bool { return !s.cfg.NoLayers }
 const socketBuffer = 1 << 20
 
 // bufferedNet opens UDP sockets with socketBuffer as their receive
-// buffer.
-type bufferedNet struct{ transport.Net }
+// buffer, and with reg (subscriber connections) as batchConns.
+type bufferedNet struct {
+	transport.Net
+	reg *connRegistry
+}
 
 func (n bufferedNet) ListenUDP(network string, laddr *net.UDPAddr) (transport.UDPConn, error) {
 	c, err := n.Net.ListenUDP(network, laddr)
@@ -481,6 +496,9 @@ func (n bufferedNet) ListenUDP(network string, laddr *net.UDPAddr) (transport.UD
 		return nil, err
 	}
 	_ = c.SetReadBuffer(socketBuffer) // best effort: capped by the kernel, absent in virtual networks
+	if u, ok := c.(*net.UDPConn); ok && n.reg != nil {
+		return newBatchConn(u, n.reg), nil
+	}
 	return c, nil
 }
 

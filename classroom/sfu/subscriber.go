@@ -7,6 +7,7 @@ package sfu
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -47,6 +48,10 @@ type Subscriber struct {
 	gate  *bweGate
 
 	cong congestion
+	// conn is the socket of pc's selected candidate pair, once
+	// connected (nil: not found, or batching off): the forwarders batch
+	// each video frame on it (batchconn.go).
+	conn atomic.Pointer[batchConn]
 	tx   atomic.Uint64 // bytes sent to this subscriber as the link counts them (wireOverhead), padding included
 	// What the layer chooser last decided, for metrics: the link budget
 	// (bits/s, 0 before it is known), gcc's own target and the loss.
@@ -103,16 +108,42 @@ func (s *Subscriber) newPC() (*webrtc.PeerConnection, error) {
 	s.bweMu.Lock()
 	s.gate = gate
 	s.bweMu.Unlock()
+	// A pair chosen while connected (no state change): frames are then
+	// batched on the socket the connection uses now.
+	pc.SCTP().Transport().ICETransport().OnSelectedCandidatePairChange(s.useConn)
 	pc.OnConnectionStateChange(func(st webrtc.PeerConnectionState) {
 		s.sfu.log.Debug("subscriber connection state", "room", s.room, "subscriber", s.id, "state", st.String())
 		switch st {
 		case webrtc.PeerConnectionStateConnected:
+			s.findConn(pc)
 			s.attachReady()
 		default:
 			s.onSubscriberState(pc, st)
 		}
 	})
 	return pc, nil
+}
+
+// findConn looks up the socket pc's selected candidate pair uses (again
+// after an ICE restart, which may pick another).
+func (s *Subscriber) findConn(pc *webrtc.PeerConnection) {
+	p, err := pc.SCTP().Transport().ICETransport().GetSelectedCandidatePair()
+	if err != nil {
+		p = nil
+	}
+	s.useConn(p)
+}
+
+// useConn batches on the socket of pair p (none when p is nil or its
+// socket is not a batchConn).
+func (s *Subscriber) useConn(p *webrtc.ICECandidatePair) {
+	var c *batchConn
+	if p != nil && p.Local != nil {
+		if ip, err := netip.ParseAddr(p.Local.Address); err == nil {
+			c = s.sfu.conns.find(netip.AddrPortFrom(ip, p.Local.Port))
+		}
+	}
+	s.conn.Store(c)
 }
 
 // attachReady starts forwarding to every negotiated track once the

@@ -42,7 +42,10 @@ type subTrack struct {
 	// the link carries the next layer up.
 	probe atomic.Int64
 	tx    *atomic.Uint64 // the subscriber's bytes sent, padding included; nil in unit tests
-	rw    rewriter       // the writer goroutine's
+	// conn is the subscriber's socket when it batches (Subscriber.conn);
+	// nil for audio and in unit tests.
+	conn *atomic.Pointer[batchConn]
+	rw   rewriter // the writer goroutine's
 	// pace spreads the writes of a video track over time: a new
 	// subscriber's primed group of pictures (up to ~1 MB) written at once
 	// overflows its socket and looks like a weak link. nil for audio.
@@ -70,6 +73,9 @@ type subTrack struct {
 	// out is the packet handed to pion, reused: pion copies what it keeps
 	// (the NACK responder's cache), so one per write is garbage.
 	out rtp.Packet
+	// heldTS is the timestamp of the last packet writeOut left waiting
+	// on conn (under sendMu).
+	heldTS uint32
 	// svc: the layers of a VP9 SVC track this subscriber gets (svc.go).
 	svc svcSub
 }
@@ -170,7 +176,7 @@ func (t *subTrack) sendNow(e qpkt) bool {
 	if t.pace != nil && !t.rw.take(e) {
 		return true // a packet of the layer it just left
 	}
-	t.writeOut(e.pkt)
+	t.writeOut(e.pkt, true)
 	return true
 }
 
@@ -253,13 +259,24 @@ func (t *subTrack) send(e qpkt) bool {
 	if !t.wait(t.pace, e.pkt) {
 		return false
 	}
-	t.writeOut(e.pkt)
+	t.writeOut(e.pkt, false)
 	return true
 }
 
 // writeOut writes pkt to the subscriber, renumbered onto its stream
-// (video). The caller holds sendMu and has taken pkt from the pacer.
-func (t *subTrack) writeOut(pkt *rtp.Packet) {
+// (video). The caller holds sendMu and has taken pkt from the pacer. A
+// live video packet (batch) waits on the subscriber's socket for the rest
+// of its frame, which then goes in one system call; what the pacer held
+// back is sent at once, as paced.
+func (t *subTrack) writeOut(pkt *rtp.Packet, batch bool) {
+	var c *batchConn
+	if batch && t.conn != nil {
+		if c = t.conn.Load(); c != nil {
+			c.hold(pkt.Timestamp != t.heldTS)
+			t.heldTS = pkt.Timestamp
+			defer c.release(pkt.Marker)
+		}
+	}
 	ext := t.out.Extensions[:0] // reused: pion's TWCC interceptor appends its own
 	t.out = rtp.Packet{Header: pkt.Header, Payload: pkt.Payload, PaddingSize: pkt.PaddingSize}
 	if t.pace != nil {
@@ -348,7 +365,7 @@ func (s *Subscriber) newSubTrack(pc *webrtc.PeerConnection, f *forwarder) (*subT
 	}
 	t.lane = s.sfu.lanes[kind].Add(1)
 	if !f.audio {
-		t.paused, t.cong = &s.cong.videoPaused, &s.cong
+		t.paused, t.cong, t.conn = &s.cong.videoPaused, &s.cong, &s.conn
 		t.pace = rate.NewLimiter(rate.Limit(s.sfu.cfg.PaceBitrate/8), s.sfu.cfg.PaceBurst)
 	}
 	go s.readRTCP(sender, t)
