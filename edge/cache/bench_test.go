@@ -429,22 +429,25 @@ http {
 					passes = append(passes, p)
 				}
 			}
+			// CPU per request and per byte are the server's mean CPU over
+			// its mean requests and bytes per second (a 50 MB pass may
+			// complete no request).
 			mean := func(name string) (rps, bps, cpuPerReq float64) {
-				n := 0.0
+				n, cpu := 0.0, 0.0
 				for _, p := range passes {
 					if p.name == name {
 						rps += p.rps
 						bps += p.bytesPerSec
-						cpuPerReq += p.cpu / 100 / p.rps
+						cpu += p.cpu / 100
 						n++
 					}
 				}
-				return rps / n, bps / n, cpuPerReq / n
+				return rps / n, bps / n, cpu / rps
 			}
 			er, eb, ec := mean("edged")
 			nr, nb, nc := mean("nginx")
-			fmt.Printf("RESULT %s over %s (wrk -t2 -c32 -d%ds, random file per request, order %s): edged %.0f req/s %.1f MiB/s; nginx %.0f req/s %.1f MiB/s; edged/nginx throughput %.2f; server CPU per request edged %.0f µs, nginx %.0f µs (%.2f×)",
-				set.name, strings.ToUpper(proto), *benchSeconds, passOrder(order), er, eb/(1<<20), nr, nb/(1<<20), eb/nb, ec*1e6, nc*1e6, ec/nc)
+			fmt.Printf("RESULT %s over %s (wrk -t2 -c32 -d%ds, random file per request, order %s): edged %.0f req/s %.1f MiB/s; nginx %.0f req/s %.1f MiB/s; edged/nginx throughput %.2f; server CPU per request edged %.0f µs, nginx %.0f µs (%.2f×); MiB per server CPU-second edged %.0f, nginx %.0f",
+				set.name, strings.ToUpper(proto), *benchSeconds, passOrder(order), er, eb/(1<<20), nr, nb/(1<<20), eb/nb, ec*1e6, nc*1e6, ec/nc, eb/(1<<20)/(ec*er), nb/(1<<20)/(nc*nr))
 			if beforeP != nil {
 				br, bb, bc := mean("edged-before")
 				fmt.Printf("; before (%s) %.0f req/s %.1f MiB/s, before/nginx %.2f, CPU per request %.0f µs", *benchBefore, br, bb/(1<<20), bb/nb, bc*1e6)
