@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -40,6 +41,8 @@ var (
 	benchBefore  = flag.String("cache.bench.before", "", "an older edged binary, measured in the same run on a second data dir that hard-links the same blobs")
 	benchHold    = flag.String("cache.bench.hold", "", "write the set-up servers' addresses to this file and wait (up to 1 h) until it is removed, instead of measuring")
 	benchPprof   = flag.String("cache.bench.pprof", "", "directory for CPU profiles of edged taken during its first pass of each set and protocol")
+	benchWarmup  = flag.Int("cache.bench.warmup", 2, "seconds of unmeasured wrk load on each server before the measured passes of each set and protocol (edged's kept handles and decoded items, both servers' dentries, the page cache)")
+	benchRounds  = flag.Int("cache.bench.rounds", 1, "rounds of the pass order (edged, nginx, nginx, edged) per set and protocol; each round gives its own edged/nginx ratio, and the median of them is printed")
 )
 
 // buildBins builds the binaries names (cmd/NAME) into dir, keyed by name.
@@ -84,6 +87,7 @@ var wrkRE = struct{ rps, transfer *regexp.Regexp }{regexp.MustCompile(`Requests/
 
 type wrkResult struct {
 	rps, bytesPerSec float64
+	clientCPU        time.Duration // wrk's own user + system time
 	raw              string
 }
 
@@ -97,7 +101,8 @@ func runWrk(t *testing.T, dir, base string, paths []string, seconds int) wrkResu
 	lua.WriteString("}\nmath.randomseed(42)\nrequest = function() return wrk.format(\"GET\", paths[math.random(#paths)]) end\n")
 	script := filepath.Join(dir, fmt.Sprintf("paths-%d.lua", time.Now().UnixNano()))
 	os.WriteFile(script, []byte(lua.String()), 0o600)
-	out, err := exec.Command("wrk", "-t2", "-c32", fmt.Sprintf("-d%ds", seconds), "--timeout", "30s", "-s", script, base).CombinedOutput()
+	cmd := exec.Command("wrk", "-t2", "-c32", fmt.Sprintf("-d%ds", seconds), "--timeout", "30s", "-s", script, base)
+	out, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("wrk: %v\n%s", err, out)
 	}
@@ -111,6 +116,7 @@ func runWrk(t *testing.T, dir, base string, paths []string, seconds int) wrkResu
 	}
 	var r wrkResult
 	r.raw = s
+	r.clientCPU = cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
 	r.rps, _ = strconv.ParseFloat(m1[1], 64)
 	r.bytesPerSec, _ = strconv.ParseFloat(m2[1], 64)
 	r.bytesPerSec *= map[string]float64{"B": 1, "KB": 1 << 10, "MB": 1 << 20, "GB": 1 << 30}[m2[2]]
@@ -131,7 +137,12 @@ func runWrk(t *testing.T, dir, base string, paths []string, seconds int) wrkResu
 // same cipher suite with wrk's OpenSSL, and neither is pinned to a core.
 // nginx keeps its default of no open_file_cache (one open per request).
 // Passes alternate (edged, nginx, nginx, edged) so a load change on the
-// shared machine falls on both; each pass prints the load average.
+// shared machine falls on both; each pass prints the load average and wrk's
+// own CPU per request (the client shares the two cores: a server's CPU per
+// request moves the throughput only as its share of server + client).
+// -cache.bench.rounds repeats the order and prints each round's ratio and
+// their median, which one busy minute moves less than the run's means;
+// -cache.bench.warmup seconds of unmeasured load on each server come first.
 func TestBenchServeVsNginx(t *testing.T) {
 	if !*benchServe {
 		t.Skip("benchmark; run with -cache.bench")
@@ -356,8 +367,9 @@ http {
 	type pass struct {
 		benchServer
 		wrkResult
-		cpu  float64 // the server's CPU, % of one core
-		load string
+		cpu   float64 // the server's CPU, % of one core
+		load  string
+		round int
 	}
 	var setsRun []struct {
 		name string
@@ -393,8 +405,7 @@ http {
 		for _, proto := range []string{"http", "https"} {
 			var passes []*pass
 			profiled := false
-			for _, srv := range order {
-				p := &pass{benchServer: srv, load: loadavg()}
+			target := func(srv benchServer) (string, []string) {
 				base, paths := srv.base, edgePaths
 				if proto == "https" {
 					base = srv.tlsBase
@@ -402,40 +413,64 @@ http {
 				if srv.nginx {
 					paths = nginxPaths
 				}
-				var prof func()
-				if *benchPprof != "" && !profiled && srv.name == "edged" {
-					profiled = true
-					prof = cpuProfile(t, e, filepath.Join(*benchPprof, fmt.Sprintf("edged-%s-%s.pb.gz", strings.Fields(set.name)[0], proto)), *benchSeconds-2)
-				}
-				c0, w0 := treeCPU(p.pids), time.Now()
-				p.wrkResult = runWrk(t, dir, base, paths, *benchSeconds)
-				p.cpu = 100 * float64(treeCPU(p.pids)-c0) / float64(time.Since(w0))
-				if prof != nil {
-					prof()
-				}
-				fmt.Printf("PASS %s %s %s: %.0f req/s %.1f MiB/s, server CPU %.0f%% of a core (%.0f MiB per CPU-second); load before %s\n",
-					set.name, srv.name, proto, p.rps, p.bytesPerSec/(1<<20), p.cpu, p.bytesPerSec/(1<<20)/(p.cpu/100), p.load)
-				passes = append(passes, p)
+				return base, paths
 			}
+			// Unmeasured load on each server first: the first measured
+			// pass would otherwise be the only one to find edged's kept
+			// handles and decoded items cold.
+			warmed := map[string]bool{}
+			for _, srv := range order {
+				if *benchWarmup > 0 && !warmed[srv.name] {
+					warmed[srv.name] = true
+					base, paths := target(srv)
+					runWrk(t, dir, base, paths, *benchWarmup)
+				}
+			}
+			for round := range max(*benchRounds, 1) {
+				for _, srv := range order {
+					p := &pass{benchServer: srv, load: loadavg(), round: round}
+					base, paths := target(srv)
+					var prof func()
+					if *benchPprof != "" && !profiled && srv.name == "edged" {
+						profiled = true
+						prof = cpuProfile(t, e, filepath.Join(*benchPprof, fmt.Sprintf("edged-%s-%s.pb.gz", strings.Fields(set.name)[0], proto)), *benchSeconds-2)
+					}
+					c0, w0 := treeCPU(p.pids), time.Now()
+					p.wrkResult = runWrk(t, dir, base, paths, *benchSeconds)
+					p.cpu = 100 * float64(treeCPU(p.pids)-c0) / float64(time.Since(w0))
+					if prof != nil {
+						prof()
+					}
+					fmt.Printf("PASS %s %s %s round %d: %.0f req/s %.1f MiB/s, server CPU %.0f%% of a core (%.0f MiB per CPU-second), wrk CPU per request %.0f µs; load before %s\n",
+						set.name, srv.name, proto, round+1, p.rps, p.bytesPerSec/(1<<20), p.cpu, p.bytesPerSec/(1<<20)/(p.cpu/100), p.clientCPU.Seconds()/(p.rps*float64(*benchSeconds))*1e6, p.load)
+					passes = append(passes, p)
+				}
+			}
+			// CPU per request and per byte are the server's mean CPU over
+			// its mean requests and bytes per second (a 50 MB pass may
+			// complete no request).
 			mean := func(name string) (rps, bps, cpuPerReq float64) {
-				n := 0.0
+				n, cpu := 0.0, 0.0
 				for _, p := range passes {
 					if p.name == name {
 						rps += p.rps
 						bps += p.bytesPerSec
-						cpuPerReq += p.cpu / 100 / p.rps
+						cpu += p.cpu / 100
 						n++
 					}
 				}
-				return rps / n, bps / n, cpuPerReq / n
+				return rps / n, bps / n, cpu / rps
 			}
 			er, eb, ec := mean("edged")
 			nr, nb, nc := mean("nginx")
-			fmt.Printf("RESULT %s over %s (wrk -t2 -c32 -d%ds, random file per request, order %s): edged %.0f req/s %.1f MiB/s; nginx %.0f req/s %.1f MiB/s; edged/nginx throughput %.2f; server CPU per request edged %.0f µs, nginx %.0f µs (%.2f×)",
-				set.name, strings.ToUpper(proto), *benchSeconds, passOrder(order), er, eb/(1<<20), nr, nb/(1<<20), eb/nb, ec*1e6, nc*1e6, ec/nc)
+			fmt.Printf("RESULT %s over %s (wrk -t2 -c32 -d%ds, random file per request, order %s): edged %.0f req/s %.1f MiB/s; nginx %.0f req/s %.1f MiB/s; edged/nginx throughput %.2f; server CPU per request edged %.0f µs, nginx %.0f µs (%.2f×); MiB per server CPU-second edged %.0f, nginx %.0f",
+				set.name, strings.ToUpper(proto), *benchSeconds, passOrder(order), er, eb/(1<<20), nr, nb/(1<<20), eb/nb, ec*1e6, nc*1e6, ec/nc, eb/(1<<20)/(ec*er), nb/(1<<20)/(nc*nr))
 			if beforeP != nil {
 				br, bb, bc := mean("edged-before")
 				fmt.Printf("; before (%s) %.0f req/s %.1f MiB/s, before/nginx %.2f, CPU per request %.0f µs", *benchBefore, br, bb/(1<<20), bb/nb, bc*1e6)
+			}
+			if *benchRounds > 1 {
+				fmt.Printf("; edged/nginx throughput per round %s", roundRatios(*benchRounds, passes, func(p *pass) (string, float64, int) { return p.name, p.bytesPerSec, p.round }))
 			}
 			fmt.Println()
 		}
@@ -470,6 +505,43 @@ type benchServer struct {
 	pids                []int
 	pin                 string
 	nginx               bool
+}
+
+// roundRatios is each round's edged/nginx throughput ratio (the mean of
+// edged's passes in the round over the mean of nginx's) and their median.
+// A round is a few seconds long, so a change of the machine's load falls
+// on fewer of them than on the whole run's means.
+func roundRatios[P any](rounds int, passes []P, of func(P) (name string, bytesPerSec float64, round int)) string {
+	var ratios []float64
+	for r := range rounds {
+		var e, n, ne, nn float64
+		for _, p := range passes {
+			name, bps, round := of(p)
+			switch {
+			case round != r:
+			case name == "edged":
+				e, ne = e+bps, ne+1
+			case name == "nginx":
+				n, nn = n+bps, nn+1
+			}
+		}
+		if ne > 0 && nn > 0 && n > 0 {
+			ratios = append(ratios, (e/ne)/(n/nn))
+		}
+	}
+	if len(ratios) == 0 {
+		return "none"
+	}
+	parts := make([]string, len(ratios))
+	for i, x := range ratios {
+		parts[i] = fmt.Sprintf("%.2f", x)
+	}
+	slices.Sort(ratios)
+	med := ratios[len(ratios)/2]
+	if len(ratios)%2 == 0 {
+		med = (ratios[len(ratios)/2-1] + med) / 2
+	}
+	return fmt.Sprintf("%s, median %.2f", strings.Join(parts, " "), med)
 }
 
 func passOrder(order []benchServer) string {
@@ -691,4 +763,25 @@ func TestBenchShapedDownload(t *testing.T) {
 	ideal := time.Duration(float64(len(want)) * 8 / linkBps * float64(time.Second))
 	fmt.Printf("RESULT shaped download of %d bytes over %d Mbit/s with a cut every 4 s (%d cuts): WAN bytes ÷ resource bytes %.4f; time %v ÷ (bytes ÷ link rate %v) %.3f\n",
 		len(want), linkBps/1_000_000, p.cuts.Load(), float64(wan)/float64(len(want)), took.Round(time.Millisecond), ideal.Round(time.Millisecond), took.Seconds()/ideal.Seconds())
+}
+
+func TestRoundRatios(t *testing.T) {
+	type p struct {
+		name  string
+		bps   float64
+		round int
+	}
+	passes := []p{
+		{"edged", 90, 0}, {"nginx", 100, 0}, {"nginx", 100, 0}, {"edged", 110, 0}, // 1.00
+		{"edged", 40, 1}, {"nginx", 100, 1}, {"nginx", 100, 1}, {"edged", 60, 1}, // 0.50
+		{"edged", 80, 2}, {"nginx", 100, 2}, {"nginx", 60, 2}, {"edged", 80, 2}, // 1.00
+		{"edged-before", 999, 2},
+	}
+	got := roundRatios(3, passes, func(x p) (string, float64, int) { return x.name, x.bps, x.round })
+	if want := "1.00 0.50 1.00, median 1.00"; got != want {
+		t.Errorf("roundRatios = %q, want %q", got, want)
+	}
+	if got := roundRatios(2, passes[:8], func(x p) (string, float64, int) { return x.name, x.bps, x.round }); got != "1.00 0.50, median 0.75" {
+		t.Errorf("two rounds: %q", got)
+	}
 }
