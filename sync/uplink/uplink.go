@@ -19,6 +19,7 @@ import (
 	"net/http"
 	"net/http/httptrace"
 	"net/url"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -860,6 +861,11 @@ func (u *Uplink) doSigned(ctx context.Context, method, pathQuery, contentType st
 		rctx, cancel := context.WithTimeout(ctx, requestTimeout)
 		if gate != nil && gate.conns != nil {
 			rctx = httptrace.WithClientTrace(rctx, &httptrace.ClientTrace{GotConn: func(i httptrace.GotConnInfo) {
+				// Connections are told apart by identity (a *tls.Conn);
+				// one of a type == would panic on is not tracked.
+				if i.Conn == nil || !reflect.TypeOf(i.Conn).Comparable() {
+					return
+				}
 				gate.gotConn(i.Conn)
 				gate.conns.got(i.Conn)
 			}})
