@@ -68,14 +68,6 @@ func (p *pathEstimate) minLatLocked() time.Duration {
 	return m
 }
 
-func (p *pathEstimate) rateLocked() float64 {
-	var rate float64
-	for _, r := range p.rates[:min(p.ri, len(p.rates))] {
-		rate = max(rate, r)
-	}
-	return rate
-}
-
 // window is the bytes the uplink keeps on the way: the batch being written
 // plus twice the measured bandwidth-delay product (a gain that covers a
 // late answer or a rate sample below the link's); 0 before anything is
@@ -83,7 +75,11 @@ func (p *pathEstimate) rateLocked() float64 {
 func (p *pathEstimate) window() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	bdp := p.rateLocked() * p.minLatLocked().Seconds()
+	var rate float64
+	for _, r := range p.rates[:min(p.ri, len(p.rates))] {
+		rate = max(rate, r)
+	}
+	bdp := rate * p.minLatLocked().Seconds()
 	if bdp == 0 {
 		return 0
 	}
@@ -111,7 +107,8 @@ type batchGate struct {
 	// lastOnConn makes it the last batch that connection takes.
 	conns      *connClock
 	lastOnConn bool
-	size       int // the body's bytes
+	size       int         // the body's bytes
+	full       atomic.Bool // the body was read to its end
 	conn       atomic.Pointer[net.Conn]
 }
 
@@ -152,7 +149,7 @@ func (g *batchGate) release() {
 	g.once.Do(func() {
 		now := time.Now()
 		g.at.Store(now.UnixNano())
-		if g.conns != nil {
+		if g.conns != nil && g.full.Load() {
 			g.conns.written(g.size, now)
 		}
 		close(g.done)
@@ -210,6 +207,7 @@ func (b *gatedBody) Read(p []byte) (int, error) {
 		b.g.nearDone()
 	}
 	if b.r.Len() == 0 {
+		b.g.full.Store(true)
 		b.g.release()
 	}
 	return n, err
