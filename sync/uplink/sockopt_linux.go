@@ -1,6 +1,7 @@
 package uplink
 
 import (
+	"net"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -29,5 +30,25 @@ func controlHubSocket(_, _ string, c syscall.RawConn) error {
 		// errors are not the caller's concern.
 		_ = unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_NOTSENT_LOWAT, notSentLowat)
 		_ = unix.SetsockoptString(int(fd), unix.IPPROTO_TCP, unix.TCP_CONGESTION, hubCongestion)
+	})
+}
+
+// capPacing caps how fast the kernel paces c's segments (SO_MAX_PACING_RATE,
+// bytes/s of payload, as BBR reckons its pacing rate); where c or its
+// socket cannot be reached it does nothing.
+func capPacing(c net.Conn, bytesPerSec uint64) {
+	if nc, ok := c.(interface{ NetConn() net.Conn }); ok {
+		c = nc.NetConn() // a *tls.Conn
+	}
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return
+	}
+	_ = rc.Control(func(fd uintptr) {
+		_ = unix.SetsockoptUint64(int(fd), unix.SOL_SOCKET, unix.SO_MAX_PACING_RATE, bytesPerSec)
 	})
 }

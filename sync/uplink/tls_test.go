@@ -13,8 +13,10 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"strings"
@@ -33,11 +35,20 @@ import (
 // tlsHub is a real cityhub sync server over HTTPS on 127.0.0.1 with the
 // hub's own self-made certificate (hubtls), optionally with a city CA.
 type tlsHub struct {
-	Store hub.Store
-	URL   string
-	Addr  string
-	Pin   string
-	CA    *hubtls.CA
+	Store      hub.Store
+	URL        string
+	Addr       string
+	Pin        string
+	CA         *hubtls.CA
+	mu         sync.Mutex
+	batchConns map[string]int // batches per client address
+}
+
+// BatchConns is how many connections carried batches, and how many each.
+func (h *tlsHub) BatchConns() map[string]int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return maps.Clone(h.batchConns)
 }
 
 func startTLSHub(t *testing.T, st hub.Store, withCA bool) *tlsHub {
@@ -67,6 +78,16 @@ func startTLSHub(t *testing.T, st hub.Store, withCA bool) *tlsHub {
 	// ErrorLog: refused handshakes (the tests' own) are not test noise.
 	srv := &http.Server{Handler: hub.NewServer(cfg), TLSConfig: hubtls.ServerConfig(self.GetCertificate), ReadHeaderTimeout: 5 * time.Second,
 		ErrorLog: slog.NewLogLogger(quiet().Handler(), slog.LevelDebug)}
+	inner := srv.Handler
+	h.batchConns = map[string]int{}
+	srv.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/api/v1/sync/batch" {
+			h.mu.Lock()
+			h.batchConns[r.RemoteAddr]++
+			h.mu.Unlock()
+		}
+		inner.ServeHTTP(w, r)
+	})
 	go func() { _ = srv.ServeTLS(ln, "", "") }()
 	t.Cleanup(func() { _ = srv.Close() })
 	h.Addr = ln.Addr().String()
@@ -129,6 +150,58 @@ func TestSyncOverTLSWithPinnedSelfSignedHub(t *testing.T) {
 	<-done
 	if got := hubRecords(t, th.Store, "s1"); len(got) != len(want) {
 		t.Fatalf("hub holds %d records, want %d", len(got), len(want))
+	}
+}
+
+// TestBacklogMovesToNewConnectionsExactlyOnce: over HTTPS (HTTP/2, one
+// connection for all batches) a backlog that takes longer than a
+// connection's span to send moves on to new connections (see uplink's
+// connSpan, shortened here), the batches of the old one still answered,
+// one body on the new connection starting before the old one's last is
+// written; while the edge keeps appending. Every record reaches the hub
+// once under its own seq, and the outbox is empty.
+func TestBacklogMovesToNewConnectionsExactlyOnce(t *testing.T) {
+	t.Parallel()
+	th := startTLSHub(t, openBoltHub(t, t.TempDir()), false)
+	e := newEdge(t, nil)
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	if _, err := uplink.Enrol(ctx, e.DB, nil, th.URL, enrolToken(t, th.Store, "s1", th.Pin), e.Key, nil); err != nil {
+		t.Fatalf("enrol over TLS: %v", err)
+	}
+	const first, later = 3000, 300
+	want := appendN(t, e, first)
+	// 100 records (~3 kB compressed) a batch at 40 kB/s: ~3 s of sending.
+	u := uplink.New(uplink.Config{Hub: th.URL, DB: e.DB, Outbox: e.Ob, Identity: e.Key, Logger: quiet(),
+		MinBackoff: 5 * time.Millisecond, MaxBackoff: 50 * time.Millisecond, MaxRecords: 100, RateBytes: 40 << 10})
+	uplink.SetConnSpan(u, 300*time.Millisecond)
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); u.Run(runCtx) }()
+	for i := range later {
+		r, err := e.Ob.Append(ctx, "quiz.answer", fmt.Appendf(nil, `{"student":"s%04d","answer":"C","late":%d}`, i%1100, i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		want[r.ID] = r.Seq
+		time.Sleep(time.Millisecond)
+	}
+	waitDrained(t, e, first+later, 45*time.Second)
+	stop()
+	<-done
+	if bc := th.BatchConns(); len(bc) < 3 {
+		t.Fatalf("batches went over %d connection(s) %v; with a 300 ms span of ~3 s of sending they must move on at least twice", len(bc), bc)
+	} else {
+		t.Logf("batches per connection: %v", bc)
+	}
+	got := hubRecords(t, th.Store, "s1")
+	if len(got) != len(want) {
+		t.Fatalf("hub holds %d records, the edge wrote %d", len(got), len(want))
+	}
+	for id, r := range got {
+		if want[id] != r.Seq {
+			t.Fatalf("hub holds %s as seq %d, the edge wrote it as %d", id, r.Seq, want[id])
+		}
 	}
 }
 

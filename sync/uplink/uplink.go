@@ -17,7 +17,10 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
+	"net/http/httptrace"
 	"net/url"
+	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -240,7 +243,8 @@ type Uplink struct {
 	// the window's shape (every connection carrying the first batch cut)
 	// cannot hold the backlog's head back for ever.
 	headAlone atomic.Bool
-	certs     certState // used by the Run goroutine only
+	connSpan  time.Duration // see connSpan; tests shorten it
+	certs     certState     // used by the Run goroutine only
 	mu        sync.Mutex
 	st        Status
 	wake      chan struct{}
@@ -275,7 +279,7 @@ func New(cfg Config) *Uplink {
 	if cfg.PullEvery <= 0 {
 		cfg.PullEvery = 60 * time.Second
 	}
-	u := &Uplink{cfg: cfg, log: cfg.Logger, wake: make(chan struct{}, 1)}
+	u := &Uplink{cfg: cfg, log: cfg.Logger, wake: make(chan struct{}, 1), connSpan: connSpan}
 	// An https:// hub speaks HTTP/2 (cityhub offers it), so the first
 	// batches already go in order on one connection (see batchGate); the
 	// first answer says for sure. Should it be HTTP/1.1 after all, the
@@ -522,6 +526,18 @@ func (u *Uplink) SendOnce(ctx context.Context, enr Enrolment) (int, error) {
 	if err != nil {
 		return 0, err
 	}
+	if st.Backlog > uint64(u.cfg.MaxRecords) {
+		// A backlog of more than a batch: a connection to the hub is
+		// opened (if none is) while the first batch is read and
+		// compressed, which takes 30 ms on an idle edge and hundreds on
+		// a busy one; the batches then find it open or half-way there.
+		warm := make(chan struct{})
+		go func() {
+			defer close(warm)
+			u.reachable(ctx)
+		}()
+		defer func() { <-warm }()
+	}
 	type result struct {
 		ack   uint64
 		n     int
@@ -536,6 +552,8 @@ func (u *Uplink) SendOnce(ctx context.Context, enr Enrolment) (int, error) {
 	u.path.start(began)
 	inflight, inBytes, sent := 0, 0, 0
 	var prev *batchGate // the batch launched last: the next body waits for it
+	var flying []flyingBatch
+	conns := &connClock{span: u.connSpan}
 	var errs []error
 	var prep <-chan preparedBatch // the next batch, being read and encoded
 	defer func() {
@@ -585,14 +603,20 @@ func (u *Uplink) SendOnce(ctx context.Context, enr Enrolment) (int, error) {
 			// congestion window a gate would leave idle while another
 			// recovers from a loss: there the batches share the link.
 			var after *batchGate
-			if u.multiplexed.Load() {
+			mux := u.multiplexed.Load()
+			if mux {
 				after = prev
 			}
 			gate := newBatchGate(after)
+			if mux {
+				gate.conns, gate.size = conns, len(body)
+				gate.lastOnConn = conns.rotate(writtenBy(flying, len(body), conns.rate()))
+			}
 			prev = gate
+			flying = append(flying, flyingBatch{gate, len(body)})
 			inflight++
 			inBytes += len(body)
-			u.log.Debug("batch launched", "first", recs[0].Seq, "n", len(recs), "bytes", len(body), "inflight", inflight, "in_bytes", inBytes, "window", u.path.window(), "acked", acked)
+			u.log.Debug("batch launched", "first", recs[0].Seq, "n", len(recs), "bytes", len(body), "inflight", inflight, "in_bytes", inBytes, "window", u.path.window(), "acked", acked, "last_on_conn", gate.lastOnConn)
 			go func() {
 				ack, err := u.sendBatch(ctx, enr, recs, body, gate)
 				results <- result{ack, len(recs), len(body), gate, err}
@@ -604,6 +628,7 @@ func (u *Uplink) SendOnce(ctx context.Context, enr Enrolment) (int, error) {
 		r := <-results
 		inflight--
 		inBytes -= r.bytes
+		flying = slices.DeleteFunc(flying, func(f flyingBatch) bool { return f.gate == r.gate })
 		if r.err != nil {
 			errs = append(errs, r.err)
 			continue
@@ -634,6 +659,28 @@ func (u *Uplink) SendOnce(ctx context.Context, enr Enrolment) (int, error) {
 		return 0, fmt.Errorf("hub acknowledged only up to %d of batches ending at %d", acked, next)
 	}
 	return sent, nil
+}
+
+// flyingBatch is a launched batch not yet answered.
+type flyingBatch struct {
+	gate  *batchGate
+	bytes int
+}
+
+// writtenBy is when a batch of n bytes launched now will be all in TCP:
+// after the bodies launched before it not yet written (counted whole), at
+// rate bytes/s; now when the rate is not measured yet.
+func writtenBy(flying []flyingBatch, n int, rate float64) time.Time {
+	now := time.Now()
+	if rate <= 0 {
+		return now
+	}
+	for _, f := range flying {
+		if f.gate.written().IsZero() {
+			n += f.bytes
+		}
+	}
+	return now.Add(time.Duration(float64(n) / rate * float64(time.Second)))
 }
 
 // preparedBatch is a batch read from the outbox and encoded; no records
@@ -812,6 +859,17 @@ func (u *Uplink) doSigned(ctx context.Context, method, pathQuery, contentType st
 		// The hub client has no overall timeout (downloads share it); one
 		// sync request, body included, gets requestTimeout.
 		rctx, cancel := context.WithTimeout(ctx, requestTimeout)
+		if gate != nil && gate.conns != nil {
+			rctx = httptrace.WithClientTrace(rctx, &httptrace.ClientTrace{GotConn: func(i httptrace.GotConnInfo) {
+				// Connections are told apart by identity (a *tls.Conn);
+				// one of a type == would panic on is not tracked.
+				if i.Conn == nil || !reflect.TypeOf(i.Conn).Comparable() {
+					return
+				}
+				gate.gotConn(i.Conn)
+				gate.conns.got(i.Conn)
+			}})
+		}
 		req, err := http.NewRequestWithContext(rctx, method, strings.TrimRight(u.cfg.Hub, "/")+pathQuery, bytes.NewReader(body))
 		if err != nil {
 			cancel()
@@ -820,6 +878,9 @@ func (u *Uplink) doSigned(ctx context.Context, method, pathQuery, contentType st
 		if gate != nil && attempt == 0 {
 			// Same length, same bytes: only when they are read changes.
 			req.Body = gate.body(rctx, body)
+			// Over HTTP/2 the connection takes no new request after this
+			// one and closes once its answers are in (see connSpan).
+			req.Close = gate.lastOnConn
 		}
 		if body != nil {
 			req.Header.Set("Content-Type", contentType)
