@@ -5,6 +5,7 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"flag"
 	"net/http"
 	"net/netip"
 	"slices"
@@ -25,6 +26,11 @@ const (
 	teacherName     = "李华"
 	teacherPassword = "yuwen-chuer-5"
 )
+
+// screenWindows is how many 2-s windows TestTeacherSharesScreenBesideSVCCamera
+// watches behind the narrower link: 6 in the suite, 30 (a minute) to
+// measure the screen's frozen time there (docs/BENCHMARKS.md).
+var screenWindows = flag.Int("layers.screenwindows", 6, "TestTeacherSharesScreenBesideSVCCamera: 2-s windows watched behind 250 kbit/s")
 
 // TestTeacherSharesScreenBesideSVCCamera: the teacher, signed in with
 // their own account on the teacher page (Chromium on host B, HTTPS at the
@@ -142,11 +148,16 @@ func TestTeacherSharesScreenBesideSVCCamera(t *testing.T) {
 	}
 	// watch lets the chooser settle on the link (its probes and cuts),
 	// then reads 2-s windows: per track frames decoded, width, kbit/s.
-	type watched struct{ frames, width, kbps []int }
-	watch := func(settle time.Duration) (cam, scr watched) {
+	type watched struct {
+		frames, width, kbps []int
+		frozen              float64 // seconds frozen, Chromium's totalFreezesDuration
+	}
+	watch := func(settle time.Duration, windows int) (cam, scr watched) {
 		time.Sleep(settle)
 		prevCam, prevScr := tracks()
-		for range 6 {
+		firstCam, firstScr := prevCam, prevScr
+		defer func() { cam.frozen, scr.frozen = prevCam.FreezeSeconds-firstCam.FreezeSeconds, prevScr.FreezeSeconds-firstScr.FreezeSeconds }()
+		for range windows {
 			time.Sleep(2 * time.Second)
 			c, s := tracks()
 			cam.frames, scr.frames = append(cam.frames, c.Frames-prevCam.Frames), append(scr.frames, s.Frames-prevScr.Frames)
@@ -203,7 +214,7 @@ func TestTeacherSharesScreenBesideSVCCamera(t *testing.T) {
 	}
 
 	// 500 kbit/s: the screen, and the camera on its lowest spatial layer.
-	cam, scr := watch(8 * time.Second)
+	cam, scr := watch(8*time.Second, 6)
 	t.Logf("behind %s, per 2 s: screen frames %v width %v kbit/s %v; camera frames %v width %v kbit/s %v (edge: %s)",
 		thinLink, scr.frames, scr.width, scr.kbps, cam.frames, cam.width, cam.kbps, linksLine(t, ctx, b))
 	screenKept(thinLink, scr)
@@ -215,9 +226,11 @@ func TestTeacherSharesScreenBesideSVCCamera(t *testing.T) {
 	if err := c.Shape(thinner); err != nil {
 		t.Fatalf("narrow host C's link: %v", err)
 	}
-	cam, scr = watch(8 * time.Second)
+	cam, scr = watch(8*time.Second, max(*screenWindows, 6))
 	t.Logf("behind %s, per 2 s: screen frames %v width %v kbit/s %v; camera frames %v width %v kbit/s %v (edge: %s)",
 		thinner, scr.frames, scr.width, scr.kbps, cam.frames, cam.width, cam.kbps, linksLine(t, ctx, b))
+	t.Logf("behind %s over %d s: screen %.1f frames/s, frozen %.1f s; camera %.1f frames/s, frozen %.1f s",
+		thinner, 2*len(scr.frames), float64(sum(scr.frames))/float64(2*len(scr.frames)), scr.frozen, float64(sum(cam.frames))/float64(2*len(cam.frames)), cam.frozen)
 	screenKept(thinner, scr)
 	cameraLow(thinner, cam)
 	for who, tab := range map[string]context.Context{"teacher": teacher, "classroom": screen} {
