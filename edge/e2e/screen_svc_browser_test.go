@@ -156,7 +156,9 @@ func TestTeacherSharesScreenBesideSVCCamera(t *testing.T) {
 		time.Sleep(settle)
 		prevCam, prevScr := tracks()
 		firstCam, firstScr := prevCam, prevScr
-		defer func() { cam.frozen, scr.frozen = prevCam.FreezeSeconds-firstCam.FreezeSeconds, prevScr.FreezeSeconds-firstScr.FreezeSeconds }()
+		defer func() {
+			cam.frozen, scr.frozen = prevCam.FreezeSeconds-firstCam.FreezeSeconds, prevScr.FreezeSeconds-firstScr.FreezeSeconds
+		}()
 		for range windows {
 			time.Sleep(2 * time.Second)
 			c, s := tracks()
