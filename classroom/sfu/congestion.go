@@ -29,11 +29,6 @@ const (
 // congestion tracks one subscriber's link.
 type congestion struct {
 	videoPaused atomic.Bool
-	// cameraPaused: only the camera's video is paused. A subscriber with a
-	// screen share whose link is too weak for both at their lowest layers
-	// loses the camera first, so the slide stays readable; if the link is
-	// too weak for the screen alone, all video pauses (videoPaused).
-	cameraPaused atomic.Bool
 	// quietUntil (unix nanos): loss reported before then is not judged.
 	// A joining subscriber's primed group of pictures is sent faster than
 	// the lesson's rate; what it loses says little about the link, and
@@ -140,10 +135,9 @@ func (s *Subscriber) adapt() {
 		case <-tick.C:
 		}
 		loss, n := s.cong.take()
-		if s.cong.videoPaused.Load() || s.cong.cameraPaused.Load() && time.Since(pausedAt) >= probe {
+		if s.cong.videoPaused.Load() {
 			if time.Since(pausedAt) >= probe {
 				s.cong.videoPaused.Store(false)
-				s.cong.cameraPaused.Store(false)
 				resumedAt, bad = time.Now(), 0
 				s.sfu.resumes.Add(1)
 				s.sfu.log.Info("subscriber link: trying video again", "room", s.room, "subscriber", s.id, "after", probe)
@@ -175,35 +169,14 @@ func (s *Subscriber) adapt() {
 			}
 		}
 		if bad >= congPauseAfter {
+			s.cong.videoPaused.Store(true)
 			pausedAt, bad = time.Now(), 0
 			if !resumedAt.IsZero() {
 				probe = min(probe*2, congProbeMax) // the probe failed: wait longer
 			}
 			s.sfu.pauses.Add(1)
-			if !s.cong.cameraPaused.Load() && s.screenBesideCamera() {
-				s.cong.cameraPaused.Store(true)
-				s.sfu.log.Warn("subscriber link too weak for the camera beside the screen share: camera paused, screen and audio continue", "room", s.room, "subscriber", s.id,
-					"loss", loss, "probe_in", probe)
-				continue
-			}
-			s.cong.cameraPaused.Store(false)
-			s.cong.videoPaused.Store(true)
 			s.sfu.log.Warn("subscriber link too weak for video: video paused, audio continues", "room", s.room, "subscriber", s.id,
 				"loss", loss, "probe_in", probe)
 		}
 	}
-}
-
-// screenBesideCamera reports whether the subscriber gets a screen share
-// and other video (a camera) beside it.
-func (s *Subscriber) screenBesideCamera() bool {
-	screen, other := false, false
-	for _, t := range s.videoTracks() {
-		if t.screen() {
-			screen = true
-		} else {
-			other = true
-		}
-	}
-	return screen && other
 }

@@ -9,7 +9,6 @@ import (
 
 	"github.com/pion/rtp"
 	"github.com/pion/webrtc/v4"
-	"golang.org/x/time/rate"
 )
 
 // A subscriber whose queue is full (it stopped reading) loses packets
@@ -368,50 +367,5 @@ func TestFanOutStaysOnLanesUntilTheyDrain(t *testing.T) {
 		if st.tx.Load() == 0 {
 			t.Errorf("subscriber in lane %d: nothing written directly", st.lane)
 		}
-	}
-}
-
-// A link too weak for the camera beside a screen share loses the camera
-// first: with cameraPaused the screen's packets still go out, the
-// camera's do not; screenBesideCamera says when that applies.
-func TestCameraPausedBesideScreen(t *testing.T) {
-	p := &Publisher{}
-	camera := layeredTrack(p, "cam", 0, 150_000, 500_000)
-	screen := layeredTrack(p, "scr", 0, 300_000, 1_200_000)
-	s := &Subscriber{}
-	for _, tr := range []*subTrack{camera, screen} {
-		tr.q = make(chan qpkt, 4)
-		tr.paused, tr.cong = &s.cong.videoPaused, &s.cong
-		tr.pace = rate.NewLimiter(rate.Inf, 1)
-		tr.attached = true
-	}
-	s.tracks = []*subTrack{camera, screen}
-	if s.screenBesideCamera() {
-		t.Fatal("no track marked as a screen, yet screenBesideCamera")
-	}
-	p.SetScreens([]string{"scr"})
-	if !s.screenBesideCamera() {
-		t.Fatal("a screen and a camera, yet not screenBesideCamera")
-	}
-	s.cong.cameraPaused.Store(true)
-	pkt := func() qpkt { return qpkt{pkt: &rtp.Packet{Payload: []byte{0x10, 0}}} }
-	camera.offer(pkt())
-	screen.offer(pkt())
-	if len(camera.q) != 0 || len(screen.q) != 1 {
-		t.Errorf("camera paused: %d camera and %d screen packets queued, want 0 and 1", len(camera.q), len(screen.q))
-	}
-	s.cong.cameraPaused.Store(false)
-	camera.offer(pkt())
-	if len(camera.q) != 1 {
-		t.Errorf("camera resumed: %d camera packets queued, want 1", len(camera.q))
-	}
-	s.cong.videoPaused.Store(true)
-	screen.offer(pkt())
-	if len(screen.q) != 1 {
-		t.Errorf("all video paused: the screen still sent (%d queued)", len(screen.q))
-	}
-	s.tracks = []*subTrack{screen}
-	if s.screenBesideCamera() {
-		t.Error("a screen alone, yet screenBesideCamera")
 	}
 }

@@ -125,9 +125,6 @@ func (t *subTrack) offer(e qpkt) {
 	if t.paused != nil && t.paused.Load() {
 		return // this subscriber's link cannot carry video now
 	}
-	if t.cong != nil && t.cong.cameraPaused.Load() && !t.screen() {
-		return // nor the camera beside the screen share
-	}
 	// TryLock: the writer may hold the lock while its pacer sleeps; the
 	// forwarder never waits for one subscriber.
 	// A probe started or stopped (t.probe) is noticed by the writer when
