@@ -51,10 +51,12 @@ window.l1t3 = async function (id, password, classrooms) {
     const body = await r.text();
     if (r.status !== 201) { window.pub.state = "WHIP " + r.status + ": " + body; return; }
     // Chromium's estimate of its uplink starts at 300 kbit/s and grows
-    // for ~30 s; a start at 600 (its own SDP parameter, in the answer it
-    // applies) spares the test that wait. The edge's answer is not
-    // changed otherwise.
-    await pc.setRemoteDescription({ type: "answer", sdp: body.replace(/^(a=fmtp:\d+ .*)$/gm, (l) => /apt=/.test(l) ? l : l + ";x-google-start-bitrate=600") });
+    // for ~30 s, and falls when a loaded machine delays the edge's
+    // feedback (under -race): starting at 600 and never below 450 (its
+    // own SDP parameters, in the answer it applies) keeps the camera
+    // above what the thin link carries at the full frame rate, which is
+    // what the test is about. The edge's answer is not changed otherwise.
+    await pc.setRemoteDescription({ type: "answer", sdp: body.replace(/^(a=fmtp:\d+ .*)$/gm, (l) => /apt=/.test(l) ? l : l + ";x-google-start-bitrate=600;x-google-min-bitrate=450") });
     window.pub.state = "published";
   } catch (e) { window.pub.state = "error: " + e; }
 };
@@ -156,6 +158,16 @@ func TestChromiumL1T3TemporalLayersThinAndLAN(t *testing.T) {
 		}
 		return in[0]
 	}
+	encoded := func() int {
+		ectx, cancel := context.WithTimeout(pub, 5*time.Second)
+		defer cancel()
+		n, err := chromedp.Run(ectx, chromedp.Evaluate[int](`(async () => { for (const r of (await window.pubPC.getStats()).values()) if (r.type === "outbound-rtp" && r.kind === "video") return r.framesEncoded || 0; return 0; })()`, chromedp.EvalAwaitPromise))
+		if err != nil {
+			t.Fatalf("publisher's frames encoded: %v", err)
+		}
+		return n
+	}
+	encodedBefore := encoded()
 	prevThin, prevLAN := one(thin), one(lan)
 	firstThin, firstLAN := prevThin, prevLAN
 	var thinPer, lanPer, thinW, lanW []int
@@ -171,11 +183,11 @@ func TestChromiumL1T3TemporalLayersThinAndLAN(t *testing.T) {
 		}
 		prevThin, prevLAN = th, la
 	}
+	sent := float64(encoded()-encodedBefore) / seconds
 	pubLine := pubStats(t, pub)
-	sent := pageEval[float64](t, pub, `window.ps.fps`)
 	thinFreezes, lanFreezes := prevThin.Freezes-firstThin.Freezes, prevLAN.Freezes-firstLAN.Freezes
-	t.Logf("publisher %s; thin classroom (%s): frames per second %v, width %v, %d freezes; LAN classroom: %v, width %v, %d freezes; edge: %s",
-		pubLine, thinLink, thinPer, thinW, thinFreezes, lanPer, lanW, lanFreezes, linksLine(t, ctx, b))
+	t.Logf("publisher encoded %.1f frames/s over the watch, now %s; thin classroom (%s): frames per second %v, width %v, %d freezes; LAN classroom: %v, width %v, %d freezes; edge: %s",
+		sent, pubLine, thinLink, thinPer, thinW, thinFreezes, lanPer, lanW, lanFreezes, linksLine(t, ctx, b))
 
 	thinRate, lanRate := float64(sum(thinPer))/seconds, float64(sum(lanPer))/seconds
 	// Every second a new frame behind the thin link (-layers.strict: and
@@ -198,7 +210,7 @@ func TestChromiumL1T3TemporalLayersThinAndLAN(t *testing.T) {
 	}
 	// The LAN classroom gets the full frame rate the camera sends.
 	if lanRate < 0.8*sent {
-		t.Errorf("the LAN classroom decoded %.1f frames/s of the %.0f sent", lanRate, sent)
+		t.Errorf("the LAN classroom decoded %.1f frames/s of the %.1f encoded", lanRate, sent)
 	}
 	// Temporal layers only: the same picture size (the encoder may
 	// change it, for both at once: a few seconds to agree).
