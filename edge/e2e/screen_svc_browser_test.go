@@ -267,7 +267,7 @@ type inbound struct {
 	ID, Codec             string
 	Frames, Width, Bytes  int
 	Freezes               int
-	FreezeSeconds, Jitter float64
+	FreezeSeconds         float64
 }
 
 // masterInbound reads the classroom page's inbound video of the lesson
@@ -280,7 +280,7 @@ func masterInbound(t *testing.T, tab context.Context) []inbound {
 		const st = await c.sub.getStats();
 		for (const r of st.values()) if (r.type === "inbound-rtp" && r.kind === "video" && c.streamOfTrack[r.trackIdentifier] === "master") {
 			const codec = (r.codecId && st.get(r.codecId)) || {};
-			o.push({ID: r.trackIdentifier, Codec: codec.mimeType || "", Frames: r.framesDecoded || 0, Bytes: r.bytesReceived || 0, Width: r.frameWidth || 0, Freezes: r.freezeCount || 0, FreezeSeconds: r.totalFreezesDuration || 0, Jitter: r.jitter || 0});
+			o.push({ID: r.trackIdentifier, Codec: codec.mimeType || "", Frames: r.framesDecoded || 0, Bytes: r.bytesReceived || 0, Width: r.frameWidth || 0, Freezes: r.freezeCount || 0, FreezeSeconds: r.totalFreezesDuration || 0});
 		}
 		return JSON.stringify(o); })()`
 	s, err := chromedp.Run(sctx, chromedp.Evaluate[string](js, chromedp.EvalAwaitPromise))

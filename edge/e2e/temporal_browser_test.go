@@ -230,7 +230,8 @@ func TestChromiumL1T3TemporalLayersThinAndLAN(t *testing.T) {
 }
 
 // pubStats is the WHIP publisher's outbound video now (frames/s, kbit/s
-// sent over the last second, size), for the log; window.ps.fps after.
+// sent over the last second, size, what limits it), for the log; the
+// page keeps it in window.ps.
 func pubStats(t *testing.T, pub context.Context) string {
 	t.Helper()
 	sctx, cancel := context.WithTimeout(pub, 5*time.Second)
