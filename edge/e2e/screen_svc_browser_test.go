@@ -264,10 +264,10 @@ func addTeacher(t *testing.T, ctx context.Context, api *lanAPI) {
 
 // inbound is one video track a classroom page receives from the lesson.
 type inbound struct {
-	ID, Codec             string
-	Frames, Width, Bytes  int
-	Freezes               int
-	FreezeSeconds         float64
+	ID, Codec            string
+	Frames, Width, Bytes int
+	Freezes              int
+	FreezeSeconds        float64
 }
 
 // masterInbound reads the classroom page's inbound video of the lesson
