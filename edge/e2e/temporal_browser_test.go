@@ -51,12 +51,11 @@ window.l1t3 = async function (id, password, classrooms) {
     const body = await r.text();
     if (r.status !== 201) { window.pub.state = "WHIP " + r.status + ": " + body; return; }
     // Chromium's estimate of its uplink starts at 300 kbit/s and grows
-    // for ~30 s, and falls when a loaded machine delays the edge's
-    // feedback (under -race): starting at 600 and never below 450 (its
-    // own SDP parameters, in the answer it applies) keeps the camera
-    // above what the thin link carries at the full frame rate, which is
-    // what the test is about. The edge's answer is not changed otherwise.
-    await pc.setRemoteDescription({ type: "answer", sdp: body.replace(/^(a=fmtp:\d+ .*)$/gm, (l) => /apt=/.test(l) ? l : l + ";x-google-start-bitrate=600;x-google-min-bitrate=450") });
+    // for ~30 s; a start at 600 (its own SDP parameter, in the answer it
+    // applies) spares the test that wait. (x-google-min-bitrate did not
+    // keep it from falling under -race.) The edge's answer is not
+    // changed otherwise.
+    await pc.setRemoteDescription({ type: "answer", sdp: body.replace(/^(a=fmtp:\d+ .*)$/gm, (l) => /apt=/.test(l) ? l : l + ";x-google-start-bitrate=600") });
     window.pub.state = "published";
   } catch (e) { window.pub.state = "error: " + e; }
 };
@@ -144,8 +143,12 @@ func TestChromiumL1T3TemporalLayersThinAndLAN(t *testing.T) {
 			break
 		}
 		if time.Now().After(end) {
+			st := pubStats(t, pub)
+			if kbps := pageEval[int](t, pub, `window.ps.kbps`); kbps < minJudgedKbps {
+				t.Skipf("the publisher's camera fell to %d kbit/s (%s), under the %d the thin link cannot carry at the full frame rate: the edge rightly gave both classrooms every frame (%s); the temporal split was not judged", kbps, st, minJudgedKbps, metrics)
+			}
 			t.Fatalf("in 30 s the edge did not put one classroom on temporal layer 1 and the other on 2: %s; publisher %s; thin classroom %+v; LAN classroom %+v",
-				metrics, pubStats(t, pub), masterInbound(t, thin), masterInbound(t, lan))
+				metrics, st, masterInbound(t, thin), masterInbound(t, lan))
 		}
 	}
 	// Let the thin link's queue drain after the chooser's first moves,
@@ -158,16 +161,7 @@ func TestChromiumL1T3TemporalLayersThinAndLAN(t *testing.T) {
 		}
 		return in[0]
 	}
-	encoded := func() int {
-		ectx, cancel := context.WithTimeout(pub, 5*time.Second)
-		defer cancel()
-		n, err := chromedp.Run(ectx, chromedp.Evaluate[int](`(async () => { for (const r of (await window.pubPC.getStats()).values()) if (r.type === "outbound-rtp" && r.kind === "video") return r.framesEncoded || 0; return 0; })()`, chromedp.EvalAwaitPromise))
-		if err != nil {
-			t.Fatalf("publisher's frames encoded: %v", err)
-		}
-		return n
-	}
-	encodedBefore := encoded()
+	encodedBefore, bytesBefore := encoded(t, pub)
 	prevThin, prevLAN := one(thin), one(lan)
 	firstThin, firstLAN := prevThin, prevLAN
 	var thinPer, lanPer, thinW, lanW []int
@@ -183,11 +177,13 @@ func TestChromiumL1T3TemporalLayersThinAndLAN(t *testing.T) {
 		}
 		prevThin, prevLAN = th, la
 	}
-	sent := float64(encoded()-encodedBefore) / seconds
+	encodedAfter, bytesAfter := encoded(t, pub)
+	sent := float64(encodedAfter-encodedBefore) / seconds
+	sentKbps := (bytesAfter - bytesBefore) * 8 / 1000 / seconds
 	pubLine := pubStats(t, pub)
 	thinFreezes, lanFreezes := prevThin.Freezes-firstThin.Freezes, prevLAN.Freezes-firstLAN.Freezes
-	t.Logf("publisher encoded %.1f frames/s over the watch, now %s; thin classroom (%s): frames per second %v, width %v, %d freezes; LAN classroom: %v, width %v, %d freezes; edge: %s",
-		sent, pubLine, thinLink, thinPer, thinW, thinFreezes, lanPer, lanW, lanFreezes, linksLine(t, ctx, b))
+	t.Logf("publisher encoded %.1f frames/s, %d kbit/s over the watch, now %s; thin classroom (%s): frames per second %v, width %v, %d freezes; LAN classroom: %v, width %v, %d freezes; edge: %s",
+		sent, sentKbps, pubLine, thinLink, thinPer, thinW, thinFreezes, lanPer, lanW, lanFreezes, linksLine(t, ctx, b))
 
 	thinRate, lanRate := float64(sum(thinPer))/seconds, float64(sum(lanPer))/seconds
 	// Every second a new frame behind the thin link (-layers.strict: and
@@ -204,8 +200,14 @@ func TestChromiumL1T3TemporalLayersThinAndLAN(t *testing.T) {
 		t.Errorf("the classroom behind %s decoded no new frame in %d of %d seconds: %v", thinLink, stalls, seconds, thinPer)
 	}
 	// Fewer frames behind the thin link, about half: temporal layers 0
-	// and 1 of three.
-	if thinRate > 0.75*lanRate || thinRate < 0.25*lanRate {
+	// and 1 of three — when the camera sent more than the link carries
+	// at the full frame rate. Under -race on a loaded machine Chromium's
+	// own uplink estimate falls (the slowed edge's feedback reads as
+	// queueing) to ~200 kbit/s, the thin link then rightly gets every
+	// frame, and the split cannot be judged: the test says so (SKIP),
+	// it does not pass.
+	judged := sentKbps >= minJudgedKbps
+	if judged && (thinRate > 0.75*lanRate || thinRate < 0.25*lanRate) {
 		t.Errorf("the thin classroom decoded %.1f frames/s and the LAN one %.1f: want about half (the lower temporal layers)", thinRate, lanRate)
 	}
 	// The LAN classroom gets the full frame rate the camera sends.
@@ -227,6 +229,29 @@ func TestChromiumL1T3TemporalLayersThinAndLAN(t *testing.T) {
 			t.Errorf("%s page errors: %s", who, errs)
 		}
 	}
+	if !judged {
+		t.Skipf("the publisher sent %d kbit/s over the watch, under the %d the thin link cannot carry at the full frame rate: the temporal split was not judged", sentKbps, minJudgedKbps)
+	}
+}
+
+// minJudgedKbps: below this the camera's full frame rate fits the 500
+// kbit/s link beside audio, and which temporal layers a classroom gets
+// says nothing about the edge.
+const minJudgedKbps = 420
+
+// encoded is the WHIP publisher's video frames encoded and bytes sent.
+func encoded(t *testing.T, pub context.Context) (frames, bytes int) {
+	t.Helper()
+	ectx, cancel := context.WithTimeout(pub, 5*time.Second)
+	defer cancel()
+	s, err := chromedp.Run(ectx, chromedp.Evaluate[string](`(async () => { for (const r of (await window.pubPC.getStats()).values()) if (r.type === "outbound-rtp" && r.kind === "video") return (r.framesEncoded || 0) + " " + (r.bytesSent || 0); return "0 0"; })()`, chromedp.EvalAwaitPromise))
+	if err != nil {
+		t.Fatalf("publisher's frames encoded: %v", err)
+	}
+	if _, err := fmt.Sscan(s, &frames, &bytes); err != nil {
+		t.Fatalf("publisher's frames encoded %q: %v", s, err)
+	}
+	return frames, bytes
 }
 
 // pubStats is the WHIP publisher's outbound video now (frames/s, kbit/s
