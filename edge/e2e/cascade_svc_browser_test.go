@@ -6,14 +6,11 @@ import (
 	"context"
 	"net/http"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/campusedge/campusedge/edge/browsertest"
-	"github.com/campusedge/campusedge/edge/certs"
 	"github.com/campusedge/campusedge/edge/netnstest"
 )
 
@@ -41,27 +38,7 @@ func TestSVCLessonThroughCascadeToRuralClassroom(t *testing.T) {
 		t.Fatalf("shape the rural school's WAN: %v", err)
 	}
 
-	type edgeAt struct {
-		http, https, pin string
-		api              *lanAPI
-	}
-	startAt := func(h *netnstest.Netns) *edgeAt {
-		data := filepath.Join(t.TempDir(), "data")
-		listen := h.Addr.String() + ":8080"
-		p := h.Start(t, nil, built.edged, "-data", data, "-listen", listen, "-mdns=false")
-		line := waitLog(t, ctx, p, `msg="listening https"`)
-		e := &edgeAt{http: listen, https: logValue(line, "addr"), pin: logValue(line, "spki_pin")}
-		tok, err := os.ReadFile(filepath.Join(data, "admin-token"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		e.api = &lanAPI{base: "https://" + e.https, token: strings.TrimSpace(string(tok)), client: &http.Client{
-			Timeout:   10 * time.Second,
-			Transport: &http.Transport{DialContext: c.DialContext, TLSClientConfig: certs.PinnedTLS(e.pin)},
-		}}
-		return e
-	}
-	urban, rural := startAt(a), startAt(b)
+	urban, rural := startSchoolEdgeAt(t, ctx, a, c), startSchoolEdgeAt(t, ctx, b, c)
 
 	var lesson struct {
 		ID     string
@@ -75,14 +52,14 @@ func TestSVCLessonThroughCascadeToRuralClassroom(t *testing.T) {
 	var local struct{ ID string }
 	rural.api.call(t, ctx, "POST", "/api/v1/sessions", map[string]any{"title": "数学 · 城乡同步课堂（乡村）", "classrooms": []string{room.ID}}, http.StatusCreated, &local)
 	rural.api.call(t, ctx, "PUT", "/api/v1/sessions/"+local.ID+"/upstream", map[string]string{
-		"url": "https://" + urban.https + "/whep/" + lesson.ID, "token": lesson.Tokens.Cascade, "pin": urban.pin,
+		"url": urban.base + "/whep/" + lesson.ID, "token": lesson.Tokens.Cascade, "pin": urban.pin,
 	}, http.StatusAccepted, nil)
 
 	screen := startClassroomScreenAt(t, ctx, d, rural.http, rural.https, rural.pin, pc.Code)
 	requireSecureAt(t, screen, b.Addr.String())
 
 	teacher := newTab(t, startChromiumIn(t, ctx, c, nil, urban.pin))
-	navigateTab(t, teacher, "https://"+urban.https+"/teacher.html#session="+lesson.ID+"&master="+lesson.Tokens.Master)
+	navigateTab(t, teacher, urban.base+"/teacher.html#session="+lesson.ID+"&master="+lesson.Tokens.Master)
 	requireSecureAt(t, teacher, a.Addr.String())
 	pagePoll(t, teacher, "teacher publishing at the urban edge", `window.teacher.published === true`)
 	if got := pageEval[string](t, teacher, `String(window.LAYERS.sent.camera)`); got != "svc" {
