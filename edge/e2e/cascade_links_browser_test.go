@@ -49,29 +49,7 @@ func TestConsoleShowsCascadeLinks(t *testing.T) {
 		t.Fatalf("shape host B's link: %v", err)
 	}
 
-	type edgeAt struct {
-		host       *netnstest.Netns
-		http, base string // plain HTTP address; https://…
-		pin        string
-		api        *lanAPI
-	}
-	startAt := func(h *netnstest.Netns) *edgeAt {
-		data := filepath.Join(t.TempDir(), "data")
-		listen := h.Addr.String() + ":8080"
-		p := h.Start(t, nil, built.edged, "-data", data, "-listen", listen, "-mdns=false", "-simulcast-layers")
-		line := waitLog(t, ctx, p, `msg="listening https"`)
-		e := &edgeAt{host: h, http: listen, base: "https://" + logValue(line, "addr"), pin: logValue(line, "spki_pin")}
-		tok, err := os.ReadFile(filepath.Join(data, "admin-token"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		e.api = &lanAPI{base: e.base, token: strings.TrimSpace(string(tok)), client: &http.Client{
-			Timeout:   10 * time.Second,
-			Transport: &http.Transport{DialContext: c.DialContext, TLSClientConfig: certs.PinnedTLS(e.pin)},
-		}}
-		return e
-	}
-	urban, rural := startAt(a), startAt(b)
+	urban, rural := startSchoolEdgeAt(t, ctx, a, c, "-simulcast-layers"), startSchoolEdgeAt(t, ctx, b, c, "-simulcast-layers")
 
 	// The lesson at A, and B taking it from A over the WAN.
 	var lesson struct {
@@ -171,7 +149,7 @@ func TestConsoleShowsCascadeLinks(t *testing.T) {
 		// (this shared machine) holds its top one back at times.
 		t.Errorf("edge A's cascade links %+v, want the rural school pulling, connected, a lesson of layers", links.Links)
 	}
-	for name, e := range map[string]*edgeAt{"A": urban, "B": rural} {
+	for name, e := range map[string]*lanEdge{"A": urban, "B": rural} {
 		m := string(httpGetIn(t, ctx, c, "http://"+e.http+"/metrics"))
 		if !regexp.MustCompile(`(?m)^campusedge_cascade_link_estimate_bits\{direction="(up|down)stream",peer="[^"]+",session="[0-9a-f]+"\} [1-9]`).MatchString(m) {
 			t.Errorf("edge %s's /metrics has no cascade link estimate:\n%s", name, grepLines(m, "campusedge_cascade_link"))
@@ -219,4 +197,35 @@ func grepLines(s, sub string) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+// lanEdge is a real edged on a host of a namespace LAN, one school's,
+// reached from a client host: its plain HTTP and HTTPS addresses, base
+// (https://…), its key's pin, and its admin API over HTTPS pinned to it.
+type lanEdge struct {
+	host              *netnstest.Netns
+	http, https, base string
+	pin               string
+	api               *lanAPI
+}
+
+// startSchoolEdgeAt starts edged on h (-listen h:8080, no mDNS, args)
+// with its admin API reached from client.
+func startSchoolEdgeAt(t *testing.T, ctx context.Context, h, client *netnstest.Netns, args ...string) *lanEdge {
+	t.Helper()
+	data := filepath.Join(t.TempDir(), "data")
+	listen := h.Addr.String() + ":8080"
+	p := h.Start(t, nil, built.edged, append([]string{"-data", data, "-listen", listen, "-mdns=false"}, args...)...)
+	line := waitLog(t, ctx, p, `msg="listening https"`)
+	e := &lanEdge{host: h, http: listen, https: logValue(line, "addr"), pin: logValue(line, "spki_pin")}
+	e.base = "https://" + e.https
+	tok, err := os.ReadFile(filepath.Join(data, "admin-token"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.api = &lanAPI{base: e.base, token: strings.TrimSpace(string(tok)), client: &http.Client{
+		Timeout:   10 * time.Second,
+		Transport: &http.Transport{DialContext: client.DialContext, TLSClientConfig: certs.PinnedTLS(e.pin)},
+	}}
+	return e
 }

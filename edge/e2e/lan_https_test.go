@@ -146,9 +146,16 @@ func TestTeacherAndClassroomOnTheLANOverHTTPS(t *testing.T) {
 // agent learnt is edged's and returns the classroom page's tab.
 func startClassroomScreen(t *testing.T, ctx context.Context, c *netnstest.Netns, pin, code string) context.Context {
 	t.Helper()
+	return startClassroomScreenAt(t, ctx, c, edgeHTTP, edgeHTTPS, pin, code)
+}
+
+// startClassroomScreenAt is startClassroomScreen for the edge whose plain
+// HTTP address is httpAddr and HTTPS address httpsAddr (another school's).
+func startClassroomScreenAt(t *testing.T, ctx context.Context, c *netnstest.Netns, httpAddr, httpsAddr, pin, code string) context.Context {
+	t.Helper()
 	data := t.TempDir()
 	agent := c.Start(t, []string{"HOME=" + t.TempDir()}, built.classterm, "-data", data,
-		"-edge", "http://"+edgeHTTP, "-pair", code, "-kiosk", "-chromium", browsertest.ChromiumPath,
+		"-edge", "http://"+httpAddr, "-pair", code, "-kiosk", "-chromium", browsertest.ChromiumPath,
 		"-kiosk-flag=--headless", "-kiosk-flag=--no-sandbox", "-kiosk-flag=--disable-gpu",
 		"-kiosk-flag=--use-fake-device-for-media-stream", "-kiosk-flag=--remote-debugging-port="+devtoolsPort)
 	waitLog(t, ctx, agent, "kiosk: Chromium running")
@@ -156,8 +163,8 @@ func startClassroomScreen(t *testing.T, ctx context.Context, c *netnstest.Netns,
 		EdgeURL string `json:"edge_url"`
 		EdgePin string `json:"edge_pin"`
 	}
-	if b, err := os.ReadFile(filepath.Join(data, "terminal.json")); err != nil || json.Unmarshal(b, &st) != nil || st.EdgePin != pin || st.EdgeURL != "https://"+edgeHTTPS {
-		t.Fatalf("classterm kept %+v (%v), want the edge's pin %s at https://%s", st, err, pin, edgeHTTPS)
+	if b, err := os.ReadFile(filepath.Join(data, "terminal.json")); err != nil || json.Unmarshal(b, &st) != nil || st.EdgePin != pin || st.EdgeURL != "https://"+httpsAddr {
+		t.Fatalf("classterm kept %+v (%v), want the edge's pin %s at https://%s", st, err, pin, httpsAddr)
 	}
 	return attachTab(t, connectDevTools(t, ctx, c), "/classroom.html")
 }
