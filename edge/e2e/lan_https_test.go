@@ -270,7 +270,9 @@ func startChromiumIn(t *testing.T, ctx context.Context, ns *netnstest.Netns, env
 // 127.0.0.1 (waiting up to 20 s for it) from the test, and opens a tab.
 func connectDevTools(t *testing.T, ctx context.Context, ns *netnstest.Netns) context.Context {
 	t.Helper()
-	for deadline := time.Now().Add(20 * time.Second); ; {
+	// Up to a minute: under -race on a loaded 2-core CI machine a kiosk
+	// Chromium was seen taking longer than 20 s to open its DevTools port.
+	for deadline := time.Now().Add(time.Minute); ; {
 		dctx, cancel := context.WithTimeout(ctx, time.Second)
 		conn, err := ns.DialContext(dctx, "tcp", "127.0.0.1:"+devtoolsPort)
 		cancel()

@@ -76,6 +76,8 @@ func NewPair(t testing.TB) (a, b *Netns) {
 			[]string{"-n", n.Name, "addr", "add", n.Addr.String() + "/24", "dev", n.Link},
 			[]string{"-n", n.Name, "link", "set", n.Link, "up"},
 			[]string{"-n", n.Name, "route", "add", "224.0.0.0/4", "dev", n.Link},
+			// As in NewLAN: segmented UDP sends leave as separate packets.
+			[]string{"netns", "exec", n.Name, "ethtool", "-K", n.Link, "tx-udp-segmentation", "off"},
 		)
 	}
 	for _, s := range steps {
@@ -147,6 +149,12 @@ func NewLAN(t testing.TB, prefix netip.Prefix, n int) []*Netns {
 			[]string{"netns", "exec", h.Name, "sh", "-c", "f=/proc/sys/net/ipv6/conf/" + h.Link + "/disable_ipv6; [ ! -e $f ] || echo 1 > $f"},
 			[]string{"-n", h.Name, "link", "set", h.Link, "up"},
 			[]string{"-n", h.Name, "route", "add", "224.0.0.0/4", "dev", h.Link},
+			// A sender's segmented UDP send (UDP_SEGMENT, as the SFU sends
+			// a frame) leaves a real host as separate packets (the NIC or
+			// the stack segments it); a veth would carry it whole, and
+			// Loss and Shape would then drop or queue a frame as one
+			// packet. Segment at this host's link, as on a LAN.
+			[]string{"netns", "exec", h.Name, "ethtool", "-K", h.Link, "tx-udp-segmentation", "off"},
 		)
 	}
 	for _, s := range steps {
