@@ -61,12 +61,8 @@ const (
 // HTTP is redirected to HTTPS, and on an edge that does not redirect it is
 // not a secure context (and says where to go).
 func TestTeacherAndClassroomOnTheLANOverHTTPS(t *testing.T) {
-	netnstest.RequireRoot(t)
-	browsertest.Require(t)
-	requireCertutil(t)
-	ctx, cancel := context.WithTimeout(t.Context(), 150*time.Second)
+	ctx, cancel, hosts := browserLAN(t, 3, 150*time.Second)
 	defer cancel()
-	hosts := netnstest.NewLAN(t, netip.MustParsePrefix(lanPrefix), 3)
 	a, b, c := hosts[0], hosts[1], hosts[2]
 	if a.Addr.String() != edgeHost {
 		t.Fatalf("host A is %s, want %s", a.Addr, edgeHost)
@@ -491,6 +487,19 @@ func (l *syncLog) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.String()
+}
+
+// browserLAN is the start of a browser test at LAN addresses: it needs
+// root, Chromium and certutil, and gets a context that ends after timeout
+// (the caller defers cancel, so it ends before the namespaces' cleanups)
+// and n hosts on the test LAN lanPrefix.
+func browserLAN(t *testing.T, n int, timeout time.Duration) (context.Context, context.CancelFunc, []*netnstest.Netns) {
+	t.Helper()
+	netnstest.RequireRoot(t)
+	browsertest.Require(t)
+	requireCertutil(t)
+	ctx, cancel := context.WithTimeout(t.Context(), timeout)
+	return ctx, cancel, netnstest.NewLAN(t, netip.MustParsePrefix(lanPrefix), n)
 }
 
 // requireCertutil: the teacher's Chromium trusts the edge's CA through

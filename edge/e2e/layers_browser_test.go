@@ -7,15 +7,11 @@ import (
 	"encoding/json"
 	"flag"
 	"net/http"
-	"net/netip"
 	"regexp"
 	"testing"
 	"time"
 
 	"github.com/chromedp/chromedp"
-
-	"github.com/campusedge/campusedge/edge/browsertest"
-	"github.com/campusedge/campusedge/edge/netnstest"
 )
 
 // The classroom's link in TestTeacherPublishesSimulcastThinClassroom: what
@@ -63,12 +59,8 @@ var thinBounds = flag.Bool("layers.thin", false, "TestTeacherPublishesSimulcastT
 // The classroom publishes simulcast too: the teacher's grid receives its
 // lowest layer, and the full picture while it is on stage.
 func TestTeacherPublishesSimulcastThinClassroom(t *testing.T) {
-	netnstest.RequireRoot(t)
-	browsertest.Require(t)
-	requireCertutil(t)
-	ctx, cancel := context.WithTimeout(t.Context(), 150*time.Second)
+	ctx, cancel, hosts := browserLAN(t, 3, 150*time.Second)
 	defer cancel()
-	hosts := netnstest.NewLAN(t, netip.MustParsePrefix(lanPrefix), 3)
 	a, b, c := hosts[0], hosts[1], hosts[2]
 	if err := c.Shape(thinLink); err != nil {
 		t.Fatalf("shape host C's link: %v", err)

@@ -7,16 +7,12 @@ import (
 	"encoding/json"
 	"flag"
 	"net/http"
-	"net/netip"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/chromedp/chromedp"
-
-	"github.com/campusedge/campusedge/edge/browsertest"
-	"github.com/campusedge/campusedge/edge/netnstest"
 )
 
 // The teacher of the tests in this file: a person with a teacher's
@@ -51,12 +47,8 @@ var screenWindows = flag.Int("layers.screenwindows", 0, "TestTeacherSharesScreen
 // screen (70–250 kbit/s), so this test checks the path to it — the page
 // names the screen to the edge — and what the classroom decodes.
 func TestTeacherSharesScreenBesideSVCCamera(t *testing.T) {
-	netnstest.RequireRoot(t)
-	browsertest.Require(t)
-	requireCertutil(t)
-	ctx, cancel := context.WithTimeout(t.Context(), 150*time.Second)
+	ctx, cancel, hosts := browserLAN(t, 3, 150*time.Second)
 	defer cancel()
-	hosts := netnstest.NewLAN(t, netip.MustParsePrefix(lanPrefix), 3)
 	a, b, c := hosts[0], hosts[1], hosts[2]
 	if err := c.Shape(thinLink); err != nil {
 		t.Fatalf("shape host C's link: %v", err)

@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"flag"
 	"net/http"
-	"net/netip"
 	"regexp"
 	"slices"
 	"strings"
@@ -16,7 +15,6 @@ import (
 
 	"github.com/chromedp/chromedp"
 
-	"github.com/campusedge/campusedge/edge/browsertest"
 	"github.com/campusedge/campusedge/edge/netnstest"
 )
 
@@ -36,12 +34,8 @@ var strictSVC = flag.Bool("svc.strict", false, "TestTeacherPublishesSVCThinClass
 // a lower resolution (inbound frameWidth), the LAN classroom at a higher
 // one.
 func TestTeacherPublishesSVCThinClassroom(t *testing.T) {
-	netnstest.RequireRoot(t)
-	browsertest.Require(t)
-	requireCertutil(t)
-	ctx, cancel := context.WithTimeout(t.Context(), 170*time.Second)
+	ctx, cancel, hosts := browserLAN(t, 4, 170*time.Second)
 	defer cancel()
-	hosts := netnstest.NewLAN(t, netip.MustParsePrefix(lanPrefix), 4)
 	a, b, thinHost, lanHost := hosts[0], hosts[1], hosts[2], hosts[3]
 	if err := thinHost.Shape(thinLink); err != nil {
 		t.Fatalf("shape the thin classroom's link: %v", err)

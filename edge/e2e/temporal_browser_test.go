@@ -6,7 +6,6 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"net/netip"
 	"regexp"
 	"strings"
 	"testing"
@@ -14,7 +13,6 @@ import (
 
 	"github.com/chromedp/chromedp"
 
-	"github.com/campusedge/campusedge/edge/browsertest"
 	"github.com/campusedge/campusedge/edge/netnstest"
 )
 
@@ -71,12 +69,8 @@ true`
 // rate (temporal layers 0–1), at the same picture size; the LAN
 // classroom decodes every frame the camera sends.
 func TestChromiumL1T3TemporalLayersThinAndLAN(t *testing.T) {
-	netnstest.RequireRoot(t)
-	browsertest.Require(t)
-	requireCertutil(t)
-	ctx, cancel := context.WithTimeout(t.Context(), 150*time.Second)
+	ctx, cancel, hosts := browserLAN(t, 4, 150*time.Second)
 	defer cancel()
-	hosts := netnstest.NewLAN(t, netip.MustParsePrefix(lanPrefix), 4)
 	a, b, thinHost, lanHost := hosts[0], hosts[1], hosts[2], hosts[3]
 	if err := thinHost.Shape(thinLink); err != nil {
 		t.Fatalf("shape the thin classroom's link: %v", err)
