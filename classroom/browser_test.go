@@ -162,6 +162,16 @@ func browserEval[T any](ctx context.Context, t *testing.T, expr string) T {
 	return v
 }
 
+// pageStateJS is what a failed poll prints: the live-class page's state
+// and, on replay pages, the <video> element's, so a timeout says whether the
+// media never loaded, loaded but did not decode, or decoded but stalled.
+const pageStateJS = `JSON.stringify({st: window.st, vs: window.vs, pub: window.pub, rep: window.rep,
+  vid: window.vid && {readyState: window.vid.readyState, networkState: window.vid.networkState,
+    currentTime: window.vid.currentTime, duration: window.vid.duration, paused: window.vid.paused,
+    error: window.vid.error && (window.vid.error.code + " " + window.vid.error.message),
+    buffered: Array.from({length: window.vid.buffered.length}, (_, i) => [window.vid.buffered.start(i), window.vid.buffered.end(i)]),
+    width: window.vid.videoWidth}})`
+
 func browserPoll(ctx context.Context, t *testing.T, what, expr string) {
 	t.Helper()
 	const within = 20 * time.Second
@@ -170,7 +180,7 @@ func browserPoll(ctx context.Context, t *testing.T, what, expr string) {
 	if _, err := chromedp.Run(pctx, chromedp.Poll[bool](expr, chromedp.WithPollingTimeout(within), chromedp.WithPollingInterval(100*time.Millisecond))); err != nil {
 		dctx, dcancel := context.WithTimeout(ctx, 2*time.Second)
 		defer dcancel()
-		st, _ := chromedp.Run(dctx, chromedp.Evaluate[string](`JSON.stringify({st: window.st, vs: window.vs})`))
+		st, _ := chromedp.Run(dctx, chromedp.Evaluate[string](pageStateJS))
 		t.Fatalf("%s: %v\npage state: %s", what, err, st)
 	}
 }
