@@ -54,7 +54,7 @@ type countingConn struct {
 }
 
 // SyscallConn reaches the socket, as the uplink does on its own
-// connections (see uplink's capPacing).
+// connections (see uplink's socketCC).
 func (c countingConn) SyscallConn() (syscall.RawConn, error) {
 	sc, ok := c.Conn.(syscall.Conn)
 	if !ok {

@@ -2,6 +2,6 @@ package uplink
 
 import "time"
 
-// SetConnSpan shortens how long one connection carries a backlog (see
-// connSpan), so a test sees batches move to new connections in seconds.
-func SetConnSpan(u *Uplink, d time.Duration) { u.connSpan = d }
+// SetRestartEvery shortens how often BBR is restarted on a connection that
+// carries a backlog (see restartEvery), so a test sees it in seconds.
+func SetRestartEvery(u *Uplink, d time.Duration) { u.restartEvery = d }

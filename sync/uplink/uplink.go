@@ -20,7 +20,6 @@ import (
 	"net/http/httptrace"
 	"net/url"
 	"reflect"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -243,11 +242,12 @@ type Uplink struct {
 	// the window's shape (every connection carrying the first batch cut)
 	// cannot hold the backlog's head back for ever.
 	headAlone atomic.Bool
-	connSpan  time.Duration // see connSpan; tests shorten it
-	certs     certState     // used by the Run goroutine only
-	mu        sync.Mutex
-	st        Status
-	wake      chan struct{}
+	// restartEvery: see restartEvery; tests shorten it.
+	restartEvery time.Duration
+	certs        certState // used by the Run goroutine only
+	mu           sync.Mutex
+	st           Status
+	wake         chan struct{}
 }
 
 // New makes an Uplink; Run starts it.
@@ -279,7 +279,7 @@ func New(cfg Config) *Uplink {
 	if cfg.PullEvery <= 0 {
 		cfg.PullEvery = 60 * time.Second
 	}
-	u := &Uplink{cfg: cfg, log: cfg.Logger, wake: make(chan struct{}, 1), connSpan: connSpan}
+	u := &Uplink{cfg: cfg, log: cfg.Logger, wake: make(chan struct{}, 1), restartEvery: restartEvery}
 	// An https:// hub speaks HTTP/2 (cityhub offers it), so the first
 	// batches already go in order on one connection (see batchGate); the
 	// first answer says for sure. Should it be HTTP/1.1 after all, the
@@ -552,8 +552,14 @@ func (u *Uplink) SendOnce(ctx context.Context, enr Enrolment) (int, error) {
 	u.path.start(began)
 	inflight, inBytes, sent := 0, 0, 0
 	var prev *batchGate // the batch launched last: the next body waits for it
-	var flying []flyingBatch
-	conns := &connClock{span: u.connSpan}
+	conns := &connClock{span: u.restartEvery, cc: socketCC{}}
+	clockCtx, stopClock := context.WithCancel(ctx)
+	clockDone := make(chan struct{})
+	go func() {
+		defer close(clockDone)
+		conns.run(clockCtx, func(n int) { u.log.Debug("congestion control restarted", "connections", n) })
+	}()
+	defer func() { stopClock(); <-clockDone }()
 	var errs []error
 	var prep <-chan preparedBatch // the next batch, being read and encoded
 	defer func() {
@@ -609,14 +615,12 @@ func (u *Uplink) SendOnce(ctx context.Context, enr Enrolment) (int, error) {
 			}
 			gate := newBatchGate(after)
 			if mux {
-				gate.conns, gate.size = conns, len(body)
-				gate.lastOnConn = conns.rotate(writtenBy(flying, len(body), conns.rate()))
+				gate.conns = conns
 			}
 			prev = gate
-			flying = append(flying, flyingBatch{gate, len(body)})
 			inflight++
 			inBytes += len(body)
-			u.log.Debug("batch launched", "first", recs[0].Seq, "n", len(recs), "bytes", len(body), "inflight", inflight, "in_bytes", inBytes, "window", u.path.window(), "acked", acked, "last_on_conn", gate.lastOnConn)
+			u.log.Debug("batch launched", "first", recs[0].Seq, "n", len(recs), "bytes", len(body), "inflight", inflight, "in_bytes", inBytes, "window", u.path.window(), "acked", acked)
 			go func() {
 				ack, err := u.sendBatch(ctx, enr, recs, body, gate)
 				results <- result{ack, len(recs), len(body), gate, err}
@@ -628,7 +632,6 @@ func (u *Uplink) SendOnce(ctx context.Context, enr Enrolment) (int, error) {
 		r := <-results
 		inflight--
 		inBytes -= r.bytes
-		flying = slices.DeleteFunc(flying, func(f flyingBatch) bool { return f.gate == r.gate })
 		if r.err != nil {
 			errs = append(errs, r.err)
 			continue
@@ -659,28 +662,6 @@ func (u *Uplink) SendOnce(ctx context.Context, enr Enrolment) (int, error) {
 		return 0, fmt.Errorf("hub acknowledged only up to %d of batches ending at %d", acked, next)
 	}
 	return sent, nil
-}
-
-// flyingBatch is a launched batch not yet answered.
-type flyingBatch struct {
-	gate  *batchGate
-	bytes int
-}
-
-// writtenBy is when a batch of n bytes launched now will be all in TCP:
-// after the bodies launched before it not yet written (counted whole), at
-// rate bytes/s; now when the rate is not measured yet.
-func writtenBy(flying []flyingBatch, n int, rate float64) time.Time {
-	now := time.Now()
-	if rate <= 0 {
-		return now
-	}
-	for _, f := range flying {
-		if f.gate.written().IsZero() {
-			n += f.bytes
-		}
-	}
-	return now.Add(time.Duration(float64(n) / rate * float64(time.Second)))
 }
 
 // preparedBatch is a batch read from the outbox and encoded; no records
@@ -866,8 +847,7 @@ func (u *Uplink) doSigned(ctx context.Context, method, pathQuery, contentType st
 				if i.Conn == nil || !reflect.TypeOf(i.Conn).Comparable() {
 					return
 				}
-				gate.gotConn(i.Conn)
-				gate.conns.got(i.Conn)
+				gate.conns.got(i.Conn, time.Now())
 			}})
 		}
 		req, err := http.NewRequestWithContext(rctx, method, strings.TrimRight(u.cfg.Hub, "/")+pathQuery, bytes.NewReader(body))
@@ -878,9 +858,6 @@ func (u *Uplink) doSigned(ctx context.Context, method, pathQuery, contentType st
 		if gate != nil && attempt == 0 {
 			// Same length, same bytes: only when they are read changes.
 			req.Body = gate.body(rctx, body)
-			// Over HTTP/2 the connection takes no new request after this
-			// one and closes once its answers are in (see connSpan).
-			req.Close = gate.lastOnConn
 		}
 		if body != nil {
 			req.Header.Set("Content-Type", contentType)

@@ -91,52 +91,19 @@ func (p *pathEstimate) window() int {
 // little unsent data, see SetHubConnOptions). On one HTTP/2 connection the
 // batches then cross the link one after another in sequence order, and the
 // first is answered a round trip after it is through, not when all of them
-// are. The first body on a new connection (see connSpan) starts earlier,
-// when the previous one has nearBytes left: the new connection's first
-// round trips carry little (TCP's initial window, doubling), and the old
-// one's last bytes keep the link busy meanwhile. It also notes when a body
-// was written, for the ack latency.
+// are. It also notes when a body was written, for the ack latency.
 type batchGate struct {
-	prev  *batchGate
-	done  chan struct{}
-	near  chan struct{} // closed when at most nearBytes are left to write
-	once  sync.Once
-	nonce sync.Once
-	at    atomic.Int64 // unix ns when released
-	// conns, over HTTP/2, hears which connection the batch went out on;
-	// lastOnConn makes it the last batch that connection takes.
-	conns      *connClock
-	lastOnConn bool
-	size       int         // the body's bytes
-	full       atomic.Bool // the body was read to its end
-	conn       atomic.Pointer[net.Conn]
+	prev *batchGate
+	done chan struct{}
+	once sync.Once
+	at   atomic.Int64 // unix ns when released
+	// conns, over HTTP/2, hears which connection the batch went out on
+	// (see connClock).
+	conns *connClock
 }
-
-// nearBytes is how much of a body is left to write when the next body, on
-// a new connection, may start: with the old connection's unsent data
-// (notSentLowat) and its segments in flight, the link is busy for about
-// the new connection's first two round trips (10 and 20 segments).
-const nearBytes = 64 << 10
 
 func newBatchGate(prev *batchGate) *batchGate {
-	return &batchGate{prev: prev, done: make(chan struct{}), near: make(chan struct{})}
-}
-
-// gotConn notes the connection the batch's request went out on.
-func (g *batchGate) gotConn(c net.Conn) { g.conn.Store(&c) }
-
-// onNewConn says whether the batch went out on another connection than
-// the batch before it (both known).
-func (g *batchGate) onNewConn() bool {
-	if g.prev == nil {
-		return false
-	}
-	c, p := g.conn.Load(), g.prev.conn.Load()
-	return c != nil && p != nil && *c != *p
-}
-
-func (g *batchGate) nearDone() {
-	g.nonce.Do(func() { close(g.near) })
+	return &batchGate{prev: prev, done: make(chan struct{})}
 }
 
 // release opens the gate for the next batch (its body is written, or will
@@ -145,13 +112,8 @@ func (g *batchGate) release() {
 	if g == nil {
 		return
 	}
-	g.nearDone()
 	g.once.Do(func() {
-		now := time.Now()
-		g.at.Store(now.UnixNano())
-		if g.conns != nil && g.full.Load() {
-			g.conns.written(g.size, now)
-		}
+		g.at.Store(time.Now().UnixNano())
 		close(g.done)
 	})
 }
@@ -183,31 +145,20 @@ type gatedBody struct {
 func (b *gatedBody) Read(p []byte) (int, error) {
 	if !b.opened {
 		if b.g.prev != nil {
-			wait := b.g.prev.done
-			if b.g.onNewConn() {
-				wait = b.g.prev.near
-			}
 			select {
-			case <-wait:
+			case <-b.g.prev.done:
 			case <-b.ctx.Done():
 				b.g.release()
 				return 0, b.ctx.Err()
 			}
 		}
 		b.opened = true
-		if c := b.g.conn.Load(); c != nil && b.g.conns != nil {
-			b.g.conns.started(*c, time.Now())
-		}
 	}
 	// A little at a time: an HTTP/2 client reads a whole body into its
 	// own buffer when it can, and the gate would open long before the
 	// bytes are in the socket.
 	n, err := b.r.Read(p[:min(len(p), gateChunk)])
-	if b.r.Len() <= nearBytes {
-		b.g.nearDone()
-	}
 	if b.r.Len() == 0 {
-		b.g.full.Store(true)
 		b.g.release()
 	}
 	return n, err
@@ -218,131 +169,137 @@ func (b *gatedBody) Close() error {
 	return nil
 }
 
-// connSpan is how long one connection to the hub carries a backlog before
-// the uplink moves the batches after it to a new one. Linux's BBR (v1)
-// takes its minimum RTT from the SYN; on a thin link a full-size segment
-// never comes back as fast, so 10 s after the connection opened (or after
-// its last lower sample) the estimate expires and BBR drains the
-// connection to 4 segments for 200 ms and a round trip (ProbeRTT): at
-// 2 Mbit/s and 200 ms the link idled about half a second of every ten. A
-// connection that has handed all its bytes to TCP before then never gets
-// there. It is counted from the connection's first body: a connection
-// opened while others fill the link sees the queue in its SYN's RTT, and
-// its estimate is renewed when its own segments first find the queue
-// shorter. The margin covers the first connection's handshake and the
-// rate estimate's error.
-const connSpan = 8500 * time.Millisecond
+// restartEvery is how often, while a backlog is sent, the uplink restarts
+// BBR on each connection to the hub. Linux's BBR (v1) takes its minimum
+// RTT from the handshake; on a thin link a full-size segment never comes
+// back as fast (at 2 Mbit/s its own serialisation is 6 ms), so 10 s after
+// the connection opened the estimate expires and BBR drains the connection
+// to 4 segments for 200 ms and a round trip (ProbeRTT): at 2 Mbit/s and
+// 200 ms the link idled about half a second of every ten. Choosing the
+// congestion control again starts BBR afresh (its minimum RTT is then the
+// connection's own, renewed now), keeping the connection, its congestion
+// window and the link busy; moving to a new connection instead paid a
+// handshake and a slow start that left the link idle 0.08-0.28 s per
+// switch. It is counted from when a batch first got the connection, which
+// for a new one is its handshake's end and for one reused after an idle
+// spell comes before its first ack (which renews the expired estimate);
+// the margin covers a restart put off while the connection recovers a loss.
+const restartEvery = 8 * time.Second
+
+// restartTick is how often the connections are looked at: a restart due
+// is at most this late, and a pacing cap this long past BBR's start-up.
+const restartTick = 250 * time.Millisecond
+
+// How a restart of a connection's congestion control went.
+type restartResult int
+
+const (
+	restartDone  restartResult = iota // restarted; its pacing capped until start-up ends
+	restartLater                      // recovering a loss: not now
+	restartNever                      // not BBR, or no socket to reach
+)
+
+// connCC is what connClock does to a connection's congestion control (see
+// sockopt_linux.go); tests put in their own.
+type connCC interface {
+	restart(c net.Conn) restartResult
+	// uncap lifts the pacing cap of a restart once BBR's start-up is over
+	// (or always, when done), and says whether it did.
+	uncap(c net.Conn, always bool) bool
+}
 
 // connClock tracks, for one SendOnce, the connections its batches went out
-// on (from httptrace's GotConn): which one the next batch will most likely
-// get and since when it has carried this backlog; and how fast batch
-// bodies go into TCP, which over HTTP/2 (one body after another, each
-// written once the socket holds little unsent, see notSentLowat) is the
-// rate the link takes them at.
+// on (from httptrace's GotConn) and restarts BBR on each every span (see
+// restartEvery). A restarted BBR starts up again at up to 2.89 times the
+// rate it measures while the link is already full, which overfilled the
+// bottleneck's queue (segments dropped, the RTT at 600 ms); its pacing is
+// capped at restartPacing times the bandwidth it had measured until its
+// start-up ends, then left to BBR.
 type connClock struct {
-	span    time.Duration // connSpan
-	mu      sync.Mutex
-	seen    [4]connSeen // the latest first, older ones pushed out
-	closing bool        // a batch asked the newest one to close; wait for the next
-	writes  [4]bodyWritten
-	wi      int
-}
-
-type bodyWritten struct {
-	at time.Time
-	n  int
-}
-
-// written notes that a body of n bytes was all in TCP at at.
-func (k *connClock) written(n int, at time.Time) {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	k.writes[k.wi%len(k.writes)] = bodyWritten{at, n}
-	k.wi++
-}
-
-// rate is bytes/s into TCP over the last bodies (0: fewer than four
-// written): from the first's end to the last's end, the others' bytes.
-func (k *connClock) rate() float64 {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	return k.rateLocked()
-}
-
-func (k *connClock) rateLocked() float64 {
-	if k.wi < len(k.writes) {
-		return 0
-	}
-	first := k.writes[k.wi%len(k.writes)]
-	last := k.writes[(k.wi-1)%len(k.writes)]
-	n := 0
-	for i := 1; i < len(k.writes); i++ {
-		n += k.writes[(k.wi+i)%len(k.writes)].n
-	}
-	el := last.at.Sub(first.at)
-	if el <= 0 {
-		return 0
-	}
-	return float64(n) / el.Seconds()
+	span time.Duration // restartEvery
+	cc   connCC
+	mu   sync.Mutex
+	seen [4]connSeen // the latest first, older ones pushed out
 }
 
 type connSeen struct {
-	c  net.Conn
-	at time.Time // its first body began; zero: not yet
+	c      net.Conn
+	since  time.Time // its BBR's minimum RTT was last renewed, about
+	capped bool      // restarted, its pacing not yet uncapped
+	never  bool      // restartNever
 }
 
-// started notes that a body began to go into c at now.
-func (k *connClock) started(c net.Conn, now time.Time) {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	for i := range k.seen {
-		if k.seen[i].c == c && k.seen[i].at.IsZero() {
-			k.seen[i].at = now
-		}
-	}
-}
+// restartPacing is the cap on a restarted connection's pacing during its
+// start-up, over the bandwidth its BBR had measured: the link is full, so
+// pacing faster only lengthens the queue (at 1.1 a start-up that lasted
+// 2.75 s filled the 400 ms queue of the benchmark's link: 12 segments
+// dropped, 0.1 s idle). A link that got faster is found once the cap is
+// lifted, by BBR's own probing at 1.25.
+const restartPacing = 1.0
 
-// got notes that a batch went out on c. A connection opened while
-// others carry the backlog gets its pacing capped at newConnPacing times
-// the rate bodies go into TCP: its BBR starts up at 2.89 times the rate it
-// measures, and with the link already full that overfilled the queue
-// (segments dropped, the RTT at 600 ms) for a second or more after every
-// switch.
-func (k *connClock) got(c net.Conn) {
+// got notes that a batch went out on c at now.
+func (k *connClock) got(c net.Conn, now time.Time) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	for _, s := range k.seen {
 		if s.c == c {
-			return // a batch launched before the switch, on an older connection
+			return
 		}
 	}
 	copy(k.seen[1:], k.seen[:len(k.seen)-1])
-	k.seen[0] = connSeen{c: c}
-	k.closing = false
-	if r := k.rateLocked(); r > 0 {
-		capPacing(c, uint64(r*newConnPacing))
-	}
+	k.seen[0] = connSeen{c: c, since: now}
 }
 
-// newConnPacing is the cap on a new connection's pacing, over the rate
-// measured on the one before: the headroom BBR's own probing asks for
-// (gain 1.25), so the cap binds only in start-up. It stays for the
-// connection's life (at most about connSpan under a backlog; then an
-// idle connection the next backlog may reuse, whose measured rate sets
-// the next connection's cap).
-const newConnPacing = 1.25
-
-// rotate says whether a batch whose body will be in TCP by done should be
-// the last the newest connection takes (it is then closed once its
-// answers are in, and the batches after it open a new one): when done is
-// span or more after that connection began to carry this backlog.
-// Once it has said yes it says no until a batch shows a new connection.
-func (k *connClock) rotate(done time.Time) bool {
+// tick restarts the connections whose span is up and uncaps the ones
+// whose start-up is over; it returns how many it restarted.
+func (k *connClock) tick(now time.Time) int {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	if k.seen[0].at.IsZero() || k.closing || done.Sub(k.seen[0].at) < k.span {
-		return false
+	n := 0
+	for i := range k.seen {
+		s := &k.seen[i]
+		if s.c == nil || s.never {
+			continue
+		}
+		if s.capped && k.cc.uncap(s.c, false) {
+			s.capped = false
+		}
+		if now.Sub(s.since) < k.span {
+			continue
+		}
+		switch k.cc.restart(s.c) {
+		case restartDone:
+			s.since, s.capped = now, true
+			n++
+		case restartNever:
+			s.never = true
+		}
 	}
-	k.closing = true
-	return true
+	return n
+}
+
+// run ticks until ctx ends, then lifts every cap left (a connection
+// reused by a later backlog starts from its own estimate); log hears of
+// each restart.
+func (k *connClock) run(ctx context.Context, log func(n int)) {
+	tk := time.NewTicker(restartTick)
+	defer tk.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			k.mu.Lock()
+			defer k.mu.Unlock()
+			for i := range k.seen {
+				if k.seen[i].capped {
+					k.cc.uncap(k.seen[i].c, true)
+					k.seen[i].capped = false
+				}
+			}
+			return
+		case now := <-tk.C:
+			if n := k.tick(now); n > 0 {
+				log(n)
+			}
+		}
+	}
 }

@@ -1,18 +1,48 @@
 package uplink
 
 import (
+	"context"
 	"net"
 	"testing"
 	"time"
 )
 
-// TestConnClockRotatesOncePerConnection: a connection is asked to close
-// only once the batch launched would be written span after its first body
-// began; after that no other batch is marked until a new connection has
-// begun to carry (a batch that still went out on the old one changes
-// nothing), and the new one gets a span of its own.
-func TestConnClockRotatesOncePerConnection(t *testing.T) {
-	k := &connClock{span: time.Second}
+// fakeCC records what connClock asks of each connection.
+type fakeCC struct {
+	restarts map[net.Conn]int
+	later    map[net.Conn]bool // restart answers restartLater
+	never    map[net.Conn]bool // restart answers restartNever
+	inStart  bool              // uncap(c, false) finds BBR still starting up
+	uncapped map[net.Conn]int
+}
+
+func (f *fakeCC) restart(c net.Conn) restartResult {
+	switch {
+	case f.never[c]:
+		return restartNever
+	case f.later[c]:
+		return restartLater
+	}
+	f.restarts[c]++
+	return restartDone
+}
+
+func (f *fakeCC) uncap(c net.Conn, always bool) bool {
+	if f.inStart && !always {
+		return false
+	}
+	f.uncapped[c]++
+	return true
+}
+
+// TestConnClockRestartsEachConnectionEverySpan: a connection is restarted
+// once its span since a batch first got it is up, then a span after each
+// restart; one recovering a loss is tried again on the next tick, one that
+// is not BBR never again; a cap is lifted only once start-up is over, or
+// when the clock stops.
+func TestConnClockRestartsEachConnectionEverySpan(t *testing.T) {
+	f := &fakeCC{restarts: map[net.Conn]int{}, later: map[net.Conn]bool{}, never: map[net.Conn]bool{}, uncapped: map[net.Conn]int{}}
+	k := &connClock{span: time.Second, cc: f}
 	c1, p1 := net.Pipe()
 	defer c1.Close()
 	defer p1.Close()
@@ -20,58 +50,54 @@ func TestConnClockRotatesOncePerConnection(t *testing.T) {
 	defer c2.Close()
 	defer p2.Close()
 	t0 := time.Now()
-	if k.rotate(t0.Add(time.Hour)) {
-		t.Fatal("rotated before any connection carried a body")
+	if n := k.tick(t0.Add(time.Hour)); n != 0 {
+		t.Fatalf("%d restarts with no connection", n)
 	}
-	k.got(c1)
-	if k.rotate(t0.Add(time.Hour)) {
-		t.Fatal("rotated a connection whose first body has not begun")
+	k.got(c1, t0)
+	k.got(c1, t0.Add(900*time.Millisecond)) // another batch on it: the clock runs on
+	if n := k.tick(t0.Add(999 * time.Millisecond)); n != 0 {
+		t.Fatal("restarted within the span")
 	}
-	k.started(c1, t0)
-	if k.rotate(t0.Add(999 * time.Millisecond)) {
-		t.Fatal("rotated a batch written within the span")
+	f.inStart = true
+	if n := k.tick(t0.Add(time.Second)); n != 1 || f.restarts[c1] != 1 {
+		t.Fatalf("tick at the span: %d restarts, c1 restarted %d times", n, f.restarts[c1])
 	}
-	if !k.rotate(t0.Add(time.Second)) {
-		t.Fatal("did not rotate a batch written a span after the connection began")
+	k.tick(t0.Add(1250 * time.Millisecond))
+	if f.uncapped[c1] != 0 {
+		t.Fatal("uncapped during start-up")
 	}
-	if k.rotate(t0.Add(2 * time.Second)) {
-		t.Fatal("marked a second batch before a new connection showed up")
+	f.inStart = false
+	if n := k.tick(t0.Add(1500 * time.Millisecond)); n != 0 || f.uncapped[c1] != 1 {
+		t.Fatalf("after start-up: %d restarts, uncapped %d times", n, f.uncapped[c1])
 	}
-	k.got(c1) // launched before the switch: still the old connection
-	if k.rotate(t0.Add(2 * time.Second)) {
-		t.Fatal("an old connection seen again reopened the clock")
+	k.tick(t0.Add(1750 * time.Millisecond))
+	if f.uncapped[c1] != 1 {
+		t.Fatal("uncapped again without a restart")
 	}
-	k.got(c2)
-	k.started(c2, t0.Add(1500*time.Millisecond))
-	k.started(c1, t0.Add(1600*time.Millisecond)) // a late body on the old one
-	if k.rotate(t0.Add(2400 * time.Millisecond)) {
-		t.Fatal("the new connection was rotated within its own span")
+	// A second connection; the first is recovering a loss when its span is up.
+	k.got(c2, t0.Add(1500*time.Millisecond))
+	f.later[c1] = true
+	if n := k.tick(t0.Add(2 * time.Second)); n != 0 {
+		t.Fatal("restarted a connection recovering a loss")
 	}
-	if !k.rotate(t0.Add(2500 * time.Millisecond)) {
-		t.Fatal("the new connection was not rotated after its span")
+	f.later[c1] = false
+	if n := k.tick(t0.Add(2250 * time.Millisecond)); n != 1 || f.restarts[c1] != 2 {
+		t.Fatalf("the tick after the recovery: %d restarts, c1 restarted %d times", n, f.restarts[c1])
 	}
-}
-
-// TestConnClockRate: the rate bodies go into TCP, from the last four
-// bodies' ends; nothing before four.
-func TestConnClockRate(t *testing.T) {
-	var k connClock
-	t0 := time.Now()
-	for i := range 3 {
-		k.written(100_000, t0.Add(time.Duration(i)*time.Second))
-		if r := k.rate(); r != 0 {
-			t.Fatalf("rate %v after %d bodies", r, i+1)
-		}
+	f.never[c2] = true
+	k.tick(t0.Add(2500 * time.Millisecond))
+	delete(f.never, c2)
+	if n := k.tick(t0.Add(10 * time.Second)); n != 1 || f.restarts[c2] != 0 || f.restarts[c1] != 3 {
+		t.Fatalf("after a connection that is not BBR: %d restarts, c1 %d, c2 %d", n, f.restarts[c1], f.restarts[c2])
 	}
-	k.written(100_000, t0.Add(3*time.Second))
-	if r := k.rate(); r != 100_000 {
-		t.Fatalf("rate %v, want 100000 (3 bodies of 100 kB in 3 s)", r)
-	}
-	k.written(400_000, t0.Add(4*time.Second)) // the oldest drops out
-	if r := k.rate(); r != 200_000 {
-		t.Fatalf("rate %v, want 200000 (600 kB in 3 s)", r)
-	}
-	if w := writtenBy([]flyingBatch{{newBatchGate(nil), 200_000}}, 200_000, 200_000); time.Until(w) < 1900*time.Millisecond {
-		t.Fatalf("a 200 kB batch behind an unwritten 200 kB one at 200 kB/s is written by %v from now", time.Until(w))
+	// Stopping lifts the cap left by the last restart, start-up or not,
+	// and only that one.
+	f.inStart = true
+	before := f.uncapped[c1]
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	k.run(ctx, func(int) {})
+	if f.uncapped[c1] != before+1 || f.uncapped[c2] != 0 {
+		t.Fatalf("at stop the cap of c1 was lifted %d times, c2's %d; want once and never", f.uncapped[c1]-before, f.uncapped[c2])
 	}
 }
