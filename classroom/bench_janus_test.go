@@ -20,9 +20,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pion/webrtc/v4"
+
 	"github.com/campusedge/campusedge/classroom/internal/mediatest"
 	"github.com/campusedge/campusedge/edge/netnstest"
-	"github.com/pion/webrtc/v4"
 )
 
 // The edged-vs-Janus benchmark is opt-in (root, Debian's janus package):
@@ -83,7 +84,7 @@ func TestBenchJanus(t *testing.T) {
 	secs := time.Duration(*janusSecs) * time.Second
 	fmt.Printf("edged vs Janus %s: 1 publisher (%.1f Mbit/s VP8-shaped + Opus), pion viewers, %v per trial, recording %v, %d CPUs, load %s\n",
 		j.version, float64(benchVideoPayload*benchPktsPerFrame*benchFPS*8)/1e6, secs, *janusRecord, numCPU(), loadAvg())
-	fmt.Printf("%5s %-6s %8s %12s %10s %12s %10s\n", "N", "server", "loss%", "fwd pkt/s", "cpu-s/s", "pkt/cpu-s", "p99 ms")
+	fmt.Printf("%5s %-6s %8s %12s %10s %12s %10s %10s %10s %9s\n", "N", "server", "loss%", "fwd pkt/s", "cpu-s/s", "pkt/cpu-s", "p99 ms", "sock drop", "edge drop", "view cpu")
 	for _, n := range parseCounts(t, "-janus.subs", *janusSubs) {
 		var perCPU [2][]float64 // edged, janus
 		for trial, who := range []int{0, 1, 1, 0} {
@@ -94,7 +95,11 @@ func TestBenchJanus(t *testing.T) {
 			r := runFanout(t, ctx, srv, n, secs)
 			pc := r.pktsPerSec / max(r.cpuPerSec, 1e-9)
 			perCPU[who] = append(perCPU[who], pc)
-			fmt.Printf("%5d %-6s %8.3f %12.0f %10.3f %12.0f %10.2f\n", n, srv.name(), r.lossPct, r.pktsPerSec, r.cpuPerSec, pc, r.p99.Seconds()*1000)
+			edgeDrops := "-"
+			if r.edgeDrops >= 0 {
+				edgeDrops = strconv.FormatInt(r.edgeDrops, 10)
+			}
+			fmt.Printf("%5d %-6s %8.3f %12.0f %10.3f %12.0f %10.2f %10d %10s %9.2f\n", n, srv.name(), r.lossPct, r.pktsPerSec, r.cpuPerSec, pc, r.p99.Seconds()*1000, r.sockDrops, edgeDrops, r.viewerCPU)
 		}
 		fmt.Printf("%5d edged ÷ janus, packets per CPU-second: %.2f (mean of two trials each)\n", n, (perCPU[0][0]+perCPU[0][1])/(perCPU[1][0]+perCPU[1][1]))
 	}

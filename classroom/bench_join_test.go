@@ -21,13 +21,14 @@ import (
 	"testing"
 	"time"
 
-	"github.com/campusedge/campusedge/classroom/sfu"
 	"github.com/pion/logging"
 	"github.com/pion/rtp"
 	"github.com/pion/transport/v5"
 	"github.com/pion/transport/v5/packetio"
 	"github.com/pion/transport/v5/stdnet"
 	"github.com/pion/webrtc/v4"
+
+	"github.com/campusedge/campusedge/classroom/sfu"
 )
 
 // The join-burst benchmark is opt-in:
@@ -574,6 +575,16 @@ func runJoinBurst(t *testing.T, ctx context.Context, e *edge, edgePID, n int) jo
 	backlog0 := softnetDrops()
 	cpu0 := procCPU(t, edgePID)
 	t0 := time.Now()
+	profiled := make(chan struct{})
+	if *benchProfile != "" { // the edge's CPU over the burst and the 2 s after it
+		go func() {
+			defer close(profiled)
+			f := &edgedFanout{e: e, proc: edgePID}
+			f.profile(t, ctx, n, *joinSpread+2*time.Second)
+		}()
+	} else {
+		close(profiled)
+	}
 
 	var batches []joinBatch
 	if len(procs) == 0 {
@@ -585,6 +596,7 @@ func runJoinBurst(t *testing.T, ctx context.Context, e *edge, edgePID, n int) jo
 	} else {
 		time.Sleep(time.Until(time.Unix(0, plan.Start).Add(plan.Spread + plan.Watch)))
 	}
+	<-profiled
 	pauses1 := liveMetric(t, ctx, e, "campusedge_live_video_pauses_total")
 	cpu1 := procCPU(t, edgePID)
 	t1 := time.Now()
