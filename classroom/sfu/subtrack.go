@@ -191,6 +191,14 @@ func (t *subTrack) write() {
 		if from != nil {
 			from = from.real()
 		}
+		primed := len(gop) > 0
+		gop, live, slot, ok := t.admit(gop, from)
+		if !ok {
+			return
+		}
+		if slot {
+			defer t.sfu.releasePrimeSlot(&slot)
+		}
 		for _, pkt := range gop {
 			if t.sfu != nil && !t.wait(t.sfu.primeBudget, pkt) {
 				return
@@ -202,7 +210,19 @@ func (t *subTrack) write() {
 				return
 			}
 		}
-		if t.cong != nil && len(gop) > 0 {
+		for _, e := range live { // taken off the queue while admit waited
+			t.sendMu.Lock()
+			ok := t.send(e)
+			t.backlog.Add(-1)
+			t.sendMu.Unlock()
+			if !ok {
+				return
+			}
+		}
+		if slot {
+			t.sfu.releasePrimeSlot(&slot)
+		}
+		if t.cong != nil && primed {
 			t.cong.quietFor(0) // the burst's feedback is still arriving
 		}
 		t.primed.Store(true)

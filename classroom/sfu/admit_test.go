@@ -1,0 +1,193 @@
+package sfu
+
+import (
+	"context"
+	"encoding/binary"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/pion/rtp"
+	"github.com/pion/webrtc/v4"
+)
+
+// TestJoinBurstWaitsForPrimingSlots: ten subscribers join at once, mid
+// group of pictures, on an edge whose priming budget sends their cached
+// pictures together in about four seconds while each one's queue holds
+// two seconds of the live stream. Primed all at once, every joiner's live
+// packets would pile up behind the burst and overflow its queue. With two
+// priming slots the others wait (taking their live packets off the queue)
+// and start at the publisher's next keyframe: no packet is dropped, and
+// every joiner gets an unbroken stream from a keyframe on.
+func TestJoinBurstWaitsForPrimingSlots(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	lo := []net.IP{net.IPv4(127, 0, 0, 1)}
+	// 10 joiners × ~75 kB of cached pictures at 1 Mbit/s (past its 256 kB
+	// burst): ~4 s together; the live stream is 120 packets/s.
+	s, err := New(Config{ICEAddrs: lo, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), NoLayers: true,
+		QueuePackets: 256, PrimeBitrate: 1_000_000, PrimeConcurrent: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	api, err := NewAPI(lo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	offer := func(pc *webrtc.PeerConnection) string {
+		o, err := pc.CreateOffer(nil)
+		if err != nil {
+			t.Error(err)
+			return ""
+		}
+		sdp, err := Gather(ctx, pc, o)
+		if err != nil {
+			t.Error(err)
+		}
+		return sdp
+	}
+	ppc, err := api.NewPeerConnection(webrtc.Configuration{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ppc.Close()
+	track, _ := webrtc.NewTrackLocalStaticRTP(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeVP8, ClockRate: 90000}, "video", "t")
+	if _, err := ppc.AddTransceiverFromTrack(track, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionSendonly}); err != nil {
+		t.Fatal(err)
+	}
+	_, ans, err := s.Publish(ctx, "r", offer(ppc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ppc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: ans}); err != nil {
+		t.Fatal(err)
+	}
+
+	// The lesson: 30 frames/s of 4 packets, a keyframe every 30 frames;
+	// the publisher (like OBS) ignores keyframe requests.
+	const fps, perFrame, keyEvery = 30, 4, 30
+	var sent atomic.Uint32 // packets sent
+	var frameNo atomic.Int64
+	sendCtx, stopSend := context.WithCancel(ctx)
+	defer stopSend()
+	sending := make(chan struct{})
+	go func() {
+		defer close(sending)
+		payload := make([]byte, 1000)
+		start := time.Now()
+		for f := 0; sendCtx.Err() == nil; f++ {
+			time.Sleep(time.Until(start.Add(time.Duration(f) * time.Second / fps)))
+			for i := range perFrame {
+				payload[0], payload[1] = 0x00, 0x01
+				if i == 0 {
+					payload[0] = 0x10
+					if f%keyEvery == 0 {
+						payload[1] = 0x00
+					}
+				}
+				n := sent.Load()
+				binary.BigEndian.PutUint32(payload[2:], n)
+				_ = track.WriteRTP(&rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 96, SequenceNumber: uint16(n), Timestamp: uint32(f * 3000), Marker: i == perFrame-1}, Payload: payload})
+				sent.Add(1)
+			}
+			frameNo.Store(int64(f))
+		}
+	}()
+	// Join mid group: half a second after a keyframe, with the cache
+	// holding two groups' worth of the first second.
+	for frameNo.Load() < 2*keyEvery+keyEvery/2 {
+		time.Sleep(5 * time.Millisecond)
+	}
+
+	const joiners = 10
+	type seen struct {
+		mu          sync.Mutex
+		first, last uint32
+		n           int
+		key         bool // the first packet started a keyframe
+		started     bool
+	}
+	views := make([]*seen, joiners)
+	var wg sync.WaitGroup
+	for i := range joiners {
+		v := &seen{}
+		views[i] = v
+		spc, err := api.NewPeerConnection(webrtc.Configuration{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer spc.Close()
+		if _, err := spc.AddTransceiverFromKind(webrtc.RTPCodecTypeVideo, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionRecvonly}); err != nil {
+			t.Fatal(err)
+		}
+		spc.OnTrack(func(tr *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
+			for {
+				p, _, err := tr.ReadRTP()
+				if err != nil {
+					return
+				}
+				if len(p.Payload) < 6 {
+					continue
+				}
+				n := binary.BigEndian.Uint32(p.Payload[2:])
+				v.mu.Lock()
+				if !v.started {
+					v.started, v.first, v.key = true, n, p.Payload[0]&0x10 != 0 && p.Payload[1]&1 == 0
+				}
+				v.last = max(v.last, n)
+				v.n++
+				v.mu.Unlock()
+			}
+		})
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, sans, err := s.Subscribe(ctx, "r", offer(spc))
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			if err := spc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: sans}); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	if t.Failed() {
+		return
+	}
+	time.Sleep(5 * time.Second) // the burst's priming, and live packets after it
+	stopSend()
+	<-sending
+	last := sent.Load() - 1
+	deadline := time.Now().Add(10 * time.Second)
+	for i, v := range views {
+		for {
+			v.mu.Lock()
+			done := v.started && v.last == last
+			v.mu.Unlock()
+			if done || time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		v.mu.Lock()
+		if !v.started || !v.key || v.last != last || v.n != int(last-v.first)+1 {
+			t.Errorf("joiner %d: first packet %d (keyframe %v), last %d of %d sent, %d packets where %d were due", i, v.first, v.key, v.last, last, v.n, int(last-v.first)+1)
+		}
+		v.mu.Unlock()
+	}
+	tot := s.Totals()
+	if tot.Dropped != 0 {
+		t.Errorf("the edge dropped %d packets", tot.Dropped)
+	}
+	if tot.PrimeWaits == 0 || tot.PrimeKeyframeStarts == 0 {
+		t.Errorf("%d joiners waited for a priming slot, %d started at a keyframe: want some of each", tot.PrimeWaits, tot.PrimeKeyframeStarts)
+	}
+	t.Logf("waited %d, started at a keyframe %d", tot.PrimeWaits, tot.PrimeKeyframeStarts)
+}
