@@ -197,6 +197,9 @@ type liveResult struct {
 	// process's CPU-seconds per second (the viewers and the publisher).
 	sockDrops, edgeDrops int64
 	viewerCPU            float64
+	// bufDrops: packets the viewers' pion buffers refused, full (counted
+	// only with a receive buffer set: runFanoutWith).
+	bufDrops int64
 }
 
 // benchPublisher WHIPs the benchmark's two tracks into session s; the
@@ -320,7 +323,20 @@ func runLiveBench(t *testing.T, ctx context.Context, e *edge, pid int, n int, se
 // runFanout measures one N: a lesson published to srv, N viewers, their
 // loss and delay and srv's CPU over secs.
 func runFanout(t *testing.T, ctx context.Context, srv fanoutServer, n int, secs time.Duration) liveResult {
+	return runFanoutWith(t, ctx, srv, n, secs, 0)
+}
+
+// runFanoutWith is runFanout with the viewers' (and the publisher's) UDP
+// receive buffers at rcvbuf bytes (0: the system's default).
+func runFanoutWith(t *testing.T, ctx context.Context, srv fanoutServer, n int, secs time.Duration, rcvbuf int) liveResult {
 	api := mediatest.LoopbackAPI(t)
+	var bufDrops atomic.Int64
+	if rcvbuf > 0 {
+		var err error
+		if api, err = viewerAPI(rcvbuf, &bufDrops); err != nil {
+			t.Fatal(err)
+		}
+	}
 	pc, video, audio := srv.publish(t, ctx, api)
 	defer pc.Close()
 	// Window of send times that count, as unix nanos; 0 = not yet.
@@ -396,6 +412,7 @@ func runFanout(t *testing.T, ctx context.Context, srv fanoutServer, n int, secs 
 	if err != nil {
 		t.Fatal(err)
 	}
+	buf0 := bufDrops.Load()
 	self0 := procCPU(t, os.Getpid())
 	cpu0 := procCPU(t, srv.pid())
 	t0 := time.Now()
@@ -435,7 +452,7 @@ func runFanout(t *testing.T, ctx context.Context, srv fanoutServer, n int, secs 
 	el := t1.Sub(t0).Seconds()
 	want := sent.Load() * int64(n)
 	r := liveResult{pktsPerSec: float64(got.Load()) / el, cpuPerSec: (cpu1 - cpu0).Seconds() / el,
-		sockDrops: sock1 - sock0, edgeDrops: edgeDrops, viewerCPU: (self1 - self0).Seconds() / el}
+		sockDrops: sock1 - sock0, edgeDrops: edgeDrops, viewerCPU: (self1 - self0).Seconds() / el, bufDrops: bufDrops.Load() - buf0}
 	if want > 0 {
 		r.lossPct = 100 * float64(want-got.Load()) / float64(want)
 	}

@@ -95,7 +95,15 @@ const (
 	// budget, so the budget is shared by a few joiners that finish in
 	// turn rather than by every joiner finishing together at the end.
 	DefaultPrimeConcurrent = 8
-	DefaultTrackWait       = 2 * time.Second
+	// DefaultJoinConcurrent WHEP subscribers may be between their offer
+	// and a connected connection at once (see SFU.takeJoinSlot). A slot
+	// is held at most joinSlotMax: a client that never connects (or a
+	// hostile one, up to its token's WHEP budget) delays the others by
+	// that much at most, and on a machine too busy to finish handshakes
+	// that fast the bound loosens rather than stalls the joins.
+	DefaultJoinConcurrent = 8
+	joinSlotMax           = 2 * time.Second
+	DefaultTrackWait      = 2 * time.Second
 )
 
 // Errors callers map to API responses.
@@ -132,6 +140,10 @@ type Config struct {
 	// time; the others wait, or start at the publisher's next keyframe
 	// (subTrack.admit). Negative: no limit.
 	PrimeConcurrent int
+	// JoinConcurrent is how many WHEP subscribers may be negotiating and
+	// handshaking (ICE, DTLS) at once; the others wait for their answer.
+	// Negative: no limit.
+	JoinConcurrent int
 	// TrackWait is how long a subscriber waits for a publisher's tracks to
 	// start flowing before it gets whatever has arrived.
 	TrackWait time.Duration
@@ -190,6 +202,7 @@ type SFU struct {
 
 	primeBudget *rate.Limiter    // shared by every joining subscriber's priming
 	primeSlots  chan struct{}    // held by the tracks being primed (admit.go); nil: no limit
+	joinSlots   chan struct{}    // held by WHEP subscribers until connected (takeJoinSlot); nil: no limit
 	lanes       [2]atomic.Uint32 // hand out video and audio subscriber tracks' fan-out lanes in turn
 
 	forwarded, dropped atomic.Uint64 // totals over all subscribers, ever
@@ -267,6 +280,9 @@ func New(cfg Config) (*SFU, error) {
 	if cfg.PrimeConcurrent == 0 {
 		cfg.PrimeConcurrent = DefaultPrimeConcurrent
 	}
+	if cfg.JoinConcurrent == 0 {
+		cfg.JoinConcurrent = DefaultJoinConcurrent
+	}
 	a, err := newAPI(cfg.ICEAddrs, cfg.Net, nil, roleReceive, nil, nil)
 	if err != nil {
 		return nil, err
@@ -275,6 +291,9 @@ func New(cfg Config) (*SFU, error) {
 		primeBudget: rate.NewLimiter(rate.Limit(cfg.PrimeBitrate/8), 4*cfg.PaceBurst)}
 	if cfg.PrimeConcurrent > 0 {
 		s.primeSlots = make(chan struct{}, cfg.PrimeConcurrent)
+	}
+	if cfg.JoinConcurrent > 0 {
+		s.joinSlots = make(chan struct{}, cfg.JoinConcurrent)
 	}
 	var reg *connRegistry
 	if !cfg.NoFrameBatch && canSegment {
