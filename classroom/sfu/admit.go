@@ -19,18 +19,21 @@ import (
 // whole burst's, and meanwhile each joiner's live packets pile up in its
 // queue until it overflows. So at most Config.PrimeConcurrent subscriber
 // tracks are primed at a time (a slot of the SFU's primeSlots). A track
-// that finds none free waits, taking its live packets off its queue as
-// they come so the queue never fills; when the publisher starts a new
-// group of pictures meanwhile, the cached one is stale: the track starts
-// at that keyframe instead, at no cost beyond the live stream, and needs
-// no slot. A publisher that keeps no keyframe in sight (a long keyframe
-// interval) is waited for only as long as the queue would have held.
+// that finds none free is sent the cached keyframe alone (a few packets:
+// the screen shows the picture at once) and waits, taking its live
+// packets off its queue as they come so the queue never fills; when the
+// publisher starts a new group of pictures meanwhile, the rest of the
+// cached one is stale: the track goes on at that keyframe instead, its
+// numbering continued so the subscriber sees no gap, at no cost beyond
+// the live stream, and needs no slot. A publisher that keeps no keyframe
+// in sight (a long keyframe interval) is waited for only as long as the
+// queue would have held.
 //
-// It returns what to send, in order: the group of pictures (nil when the
-// track starts at a live keyframe) and the live packets taken off the
-// queue meanwhile (still counted in t.backlog); slot says t holds a slot
-// (the caller releases it when those are sent); ok is false when the track
-// closed while waiting.
+// It returns what to send next, in order: the rest of the group of
+// pictures (nil when the track goes on at a live keyframe) and the live
+// packets taken off the queue meanwhile (still counted in t.backlog); slot
+// says t holds a slot (the caller releases it when those are sent); ok is
+// false when the track closed while waiting.
 func (t *subTrack) admit(gop []*rtp.Packet, from *forwarder) (prime []*rtp.Packet, live []qpkt, slot, ok bool) {
 	if len(gop) == 0 || t.sfu == nil || t.sfu.primeSlots == nil {
 		return gop, nil, false, true
@@ -41,6 +44,14 @@ func (t *subTrack) admit(gop []*rtp.Packet, from *forwarder) (prime []*rtp.Packe
 	default:
 	}
 	t.sfu.primeWaits.Add(1)
+	key := 1 // the keyframe: the packets with the group's first timestamp
+	for key < len(gop) && gop[key].Timestamp == gop[0].Timestamp {
+		key++
+	}
+	if !t.sendPrime(gop[:key], from) {
+		return nil, nil, false, false
+	}
+	gop = gop[key:]
 	// A keyframe is recognised only on the layer the cache came from, and
 	// not on a track filtered by VP9 SVC or VP8 temporal layer, whose
 	// filter's state was set from the cache (svc.go).
@@ -63,6 +74,7 @@ func (t *subTrack) admit(gop []*rtp.Packet, from *forwarder) (prime []*rtp.Packe
 				t.unsend(len(gop) + len(live))
 				t.backlog.Add(-int64(len(live)))
 				t.sfu.primeSkips.Add(1)
+				e.sw = true // numbered on from the cached keyframe sent
 				return nil, []qpkt{e}, false, true
 			}
 			live = append(live, e)

@@ -199,16 +199,8 @@ func (t *subTrack) write() {
 		if slot {
 			defer t.sfu.releasePrimeSlot(&slot)
 		}
-		for _, pkt := range gop {
-			if t.sfu != nil && !t.wait(t.sfu.primeBudget, pkt) {
-				return
-			}
-			t.sendMu.Lock()
-			ok := t.send(qpkt{pkt: pkt, from: from})
-			t.sendMu.Unlock()
-			if !ok {
-				return
-			}
+		if !t.sendPrime(gop, from) {
+			return
 		}
 		for _, e := range live { // taken off the queue while admit waited
 			t.sendMu.Lock()
@@ -268,6 +260,23 @@ func (t *subTrack) write() {
 			}
 		}
 	}
+}
+
+// sendPrime sends cached pictures, through the edge-wide priming budget
+// and the track's pacer; it reports false when the track was closed.
+func (t *subTrack) sendPrime(pkts []*rtp.Packet, from *forwarder) bool {
+	for _, pkt := range pkts {
+		if t.sfu != nil && !t.wait(t.sfu.primeBudget, pkt) {
+			return false
+		}
+		t.sendMu.Lock()
+		ok := t.send(qpkt{pkt: pkt, from: from})
+		t.sendMu.Unlock()
+		if !ok {
+			return false
+		}
+	}
+	return true
 }
 
 // send writes one packet, first waiting for the pacer; it reports false
