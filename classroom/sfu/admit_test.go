@@ -22,9 +22,10 @@ import (
 // pictures together in about four seconds while each one's queue holds
 // two seconds of the live stream. Primed all at once, every joiner's live
 // packets would pile up behind the burst and overflow its queue. With two
-// priming slots the others wait (taking their live packets off the queue)
-// and start at the publisher's next keyframe: no packet is dropped, and
-// every joiner gets an unbroken stream from a keyframe on.
+// priming slots the others get the cached keyframe, wait (taking their
+// live packets off the queue) and go on at the publisher's next keyframe:
+// no packet is dropped, and every joiner gets a stream with no gap in its
+// sequence numbers that starts at a keyframe and skips only to one.
 func TestJoinBurstWaitsForPrimingSlots(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
