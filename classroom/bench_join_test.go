@@ -21,13 +21,14 @@ import (
 	"testing"
 	"time"
 
-	"github.com/campusedge/campusedge/classroom/sfu"
 	"github.com/pion/logging"
 	"github.com/pion/rtp"
 	"github.com/pion/transport/v5"
 	"github.com/pion/transport/v5/packetio"
 	"github.com/pion/transport/v5/stdnet"
 	"github.com/pion/webrtc/v4"
+
+	"github.com/campusedge/campusedge/classroom/sfu"
 )
 
 // The join-burst benchmark is opt-in:
@@ -89,7 +90,7 @@ func TestBenchJoinBurst(t *testing.T) {
 		builds = append(builds, build{"before", b, pid})
 	}
 	fmt.Printf("join-burst benchmark: joins spread over %v, watched %ds after the last, viewers in %d processes (0: this one), viewer rcvbuf %d, %d CPUs, load %s\n", *joinSpread, *joinSeconds, *joinProcs, *joinRcvbuf, numCPU(), loadAvg())
-	fmt.Printf("%-7s %5s %9s %9s %8s %7s %9s %9s %9s %10s %12s %10s %10s %10s %12s %16s %9s %9s\n", "edged", "N", "vloss%", "aloss%", "lossy", "pauses", "ttff p50", "ttff p95", "ttff max", "max gap", "steady loss%", "edge drop", "sock drop", "buf drop", "backlog drop", "lost primed/live", "edge cpu", "view cpu")
+	fmt.Printf("%-7s %5s %9s %9s %8s %7s %9s %9s %9s %10s %12s %10s %12s %10s %10s %12s %16s %9s %9s\n", "edged", "N", "vloss%", "aloss%", "lossy", "pauses", "ttff p50", "ttff p95", "ttff max", "max gap", "steady loss%", "edge drop", "edge rx drop", "sock drop", "buf drop", "backlog drop", "lost primed/live", "edge cpu", "view cpu")
 	for i, n := range parseCounts(t, "-join.subs", *joinSubs) {
 		order := builds
 		if i%2 == 1 { // alternate which build goes first
@@ -98,9 +99,9 @@ func TestBenchJoinBurst(t *testing.T) {
 		}
 		for _, b := range order {
 			r := runJoinBurst(t, ctx, b.e, b.pid, n)
-			fmt.Printf("%-7s %5d %9.3f %9.3f %8d %7.0f %9s %9s %9s %10s %12.3f %10.0f %10.0f %10d %12d %16s %9.2f %9.2f\n", b.name, n, r.videoLoss, r.audioLoss, r.lossy, r.pauses,
+			fmt.Printf("%-7s %5d %9.3f %9.3f %8d %7.0f %9s %9s %9s %10s %12.3f %10.0f %12d %10.0f %10d %12d %16s %9.2f %9.2f\n", b.name, n, r.videoLoss, r.audioLoss, r.lossy, r.pauses,
 				r.ttff[0].Round(time.Millisecond), r.ttff[1].Round(time.Millisecond), r.ttff[2].Round(time.Millisecond), r.maxGap.Round(time.Millisecond), r.steadyLoss,
-				r.edgeDrops, r.sockDrops, r.bufDrops, r.backlogDrops, fmt.Sprintf("%d/%d", r.primedLost, r.liveLost), r.edgeCPU, r.viewerCPU)
+				r.edgeDrops, r.edgeRxDrops, r.sockDrops, r.bufDrops, r.backlogDrops, fmt.Sprintf("%d/%d", r.primedLost, r.liveLost), r.edgeCPU, r.viewerCPU)
 		}
 	}
 }
@@ -116,6 +117,10 @@ type joinResult struct {
 	// kernel at the viewers' own UDP sockets, their receive buffers full
 	// (this process's sockets in /proc/self/net/udp).
 	edgeDrops, sockDrops float64
+	// edgeRxDrops: packets the kernel dropped at the edge's own sockets
+	// (the publisher's media, the viewers' RTCP), the edge not reading
+	// them in time: lost for every viewer at once.
+	edgeRxDrops int64
 	// backlogDrops: packets the kernel dropped host-wide because a CPU's
 	// input backlog was full (/proc/net/softnet_stat; other processes'
 	// traffic counts too).
@@ -572,8 +577,22 @@ func runJoinBurst(t *testing.T, ctx context.Context, e *edge, edgePID, n int) jo
 	pauses0 := liveMetric(t, ctx, e, "campusedge_live_video_pauses_total")
 	drops0 := liveMetric(t, ctx, e, "campusedge_live_dropped_packets_total")
 	backlog0 := softnetDrops()
+	edgeRx0, err := socketDrops(edgePID)
+	if err != nil {
+		t.Fatal(err)
+	}
 	cpu0 := procCPU(t, edgePID)
 	t0 := time.Now()
+	profiled := make(chan struct{})
+	if *benchProfile != "" { // the edge's CPU over the burst and the 2 s after it
+		go func() {
+			defer close(profiled)
+			f := &edgedFanout{e: e, proc: edgePID}
+			f.profile(t, ctx, n, *joinSpread+2*time.Second)
+		}()
+	} else {
+		close(profiled)
+	}
 
 	var batches []joinBatch
 	if len(procs) == 0 {
@@ -585,11 +604,17 @@ func runJoinBurst(t *testing.T, ctx context.Context, e *edge, edgePID, n int) jo
 	} else {
 		time.Sleep(time.Until(time.Unix(0, plan.Start).Add(plan.Spread + plan.Watch)))
 	}
+	<-profiled
 	pauses1 := liveMetric(t, ctx, e, "campusedge_live_video_pauses_total")
+	edgeRx1, err := socketDrops(edgePID)
+	if err != nil {
+		t.Fatal(err)
+	}
 	cpu1 := procCPU(t, edgePID)
 	t1 := time.Now()
 	var r joinResult
 	r.edgeCPU = (cpu1 - cpu0).Seconds() / t1.Sub(t0).Seconds()
+	r.edgeRxDrops = edgeRx1 - edgeRx0
 	var viewerCPU time.Duration
 	for _, p := range procs {
 		b, err := p.wait()

@@ -19,13 +19,14 @@ import (
 	"testing"
 	"time"
 
-	"github.com/campusedge/campusedge/classroom/internal/mediatest"
-	"github.com/campusedge/campusedge/edge/bintest"
-	"github.com/campusedge/campusedge/edge/logtest"
 	"github.com/pion/rtp"
 	"github.com/pion/srtp/v3"
 	"github.com/pion/webrtc/v4"
 	"golang.org/x/sys/unix"
+
+	"github.com/campusedge/campusedge/classroom/internal/mediatest"
+	"github.com/campusedge/campusedge/edge/bintest"
+	"github.com/campusedge/campusedge/edge/logtest"
 )
 
 // The live-class benchmark is opt-in (it takes about two minutes and all
@@ -189,6 +190,16 @@ func parseCounts(t *testing.T, name, list string) []int {
 type liveResult struct {
 	lossPct, pktsPerSec, cpuPerSec float64
 	p99                            time.Duration
+	// Where the measured window's loss happened and who spent the CPU:
+	// packets the kernel dropped at the viewers' sockets (their receive
+	// buffers full: the viewers, in this process, did not read in time),
+	// packets edged dropped from its queues (-1: not edged), and this
+	// process's CPU-seconds per second (the viewers and the publisher).
+	sockDrops, edgeDrops int64
+	viewerCPU            float64
+	// bufDrops: packets the viewers' pion buffers refused, full (counted
+	// only with a receive buffer set: runFanoutWith).
+	bufDrops int64
 }
 
 // benchPublisher WHIPs the benchmark's two tracks into session s; the
@@ -312,7 +323,20 @@ func runLiveBench(t *testing.T, ctx context.Context, e *edge, pid int, n int, se
 // runFanout measures one N: a lesson published to srv, N viewers, their
 // loss and delay and srv's CPU over secs.
 func runFanout(t *testing.T, ctx context.Context, srv fanoutServer, n int, secs time.Duration) liveResult {
+	return runFanoutWith(t, ctx, srv, n, secs, 0)
+}
+
+// runFanoutWith is runFanout with the viewers' (and the publisher's) UDP
+// receive buffers at rcvbuf bytes (0: the system's default).
+func runFanoutWith(t *testing.T, ctx context.Context, srv fanoutServer, n int, secs time.Duration, rcvbuf int) liveResult {
 	api := mediatest.LoopbackAPI(t)
+	var bufDrops atomic.Int64
+	if rcvbuf > 0 {
+		var err error
+		if api, err = viewerAPI(rcvbuf, &bufDrops); err != nil {
+			t.Fatal(err)
+		}
+	}
 	pc, video, audio := srv.publish(t, ctx, api)
 	defer pc.Close()
 	// Window of send times that count, as unix nanos; 0 = not yet.
@@ -379,11 +403,22 @@ func runFanout(t *testing.T, ctx context.Context, srv fanoutServer, n int, secs 
 	waitFor(t, 60*time.Second, "every subscriber's first packet", func() bool { return ready.Load() == int64(n) })
 	time.Sleep(time.Second) // settle
 
+	ef, isEdged := srv.(*edgedFanout)
+	var drops0 float64
+	if isEdged {
+		drops0 = liveMetric(t, ctx, ef.e, "campusedge_live_dropped_packets_total")
+	}
+	sock0, err := socketDrops(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf0 := bufDrops.Load()
+	self0 := procCPU(t, os.Getpid())
 	cpu0 := procCPU(t, srv.pid())
 	t0 := time.Now()
 	winStart.Store(t0.UnixNano())
 	profiled := make(chan struct{})
-	if ef, ok := srv.(*edgedFanout); ok && *benchProfile != "" {
+	if isEdged && *benchProfile != "" {
 		go func() {
 			defer close(profiled)
 			ef.profile(t, ctx, n, secs)
@@ -396,7 +431,16 @@ func runFanout(t *testing.T, ctx context.Context, srv fanoutServer, n int, secs 
 	t1 := time.Now()
 	winEnd.Store(t1.UnixNano())
 	cpu1 := procCPU(t, srv.pid())
-	time.Sleep(time.Second) // packets in flight
+	self1 := procCPU(t, os.Getpid())
+	time.Sleep(time.Second)                // packets in flight
+	sock1, err := socketDrops(os.Getpid()) // before the viewers' sockets close and take their counts with them
+	if err != nil {
+		t.Fatal(err)
+	}
+	edgeDrops := int64(-1)
+	if isEdged {
+		edgeDrops = int64(liveMetric(t, ctx, ef.e, "campusedge_live_dropped_packets_total") - drops0)
+	}
 	stopSend()
 	for _, spc := range subs {
 		_ = spc.Close()
@@ -407,7 +451,8 @@ func runFanout(t *testing.T, ctx context.Context, srv fanoutServer, n int, secs 
 
 	el := t1.Sub(t0).Seconds()
 	want := sent.Load() * int64(n)
-	r := liveResult{pktsPerSec: float64(got.Load()) / el, cpuPerSec: (cpu1 - cpu0).Seconds() / el}
+	r := liveResult{pktsPerSec: float64(got.Load()) / el, cpuPerSec: (cpu1 - cpu0).Seconds() / el,
+		sockDrops: sock1 - sock0, edgeDrops: edgeDrops, viewerCPU: (self1 - self0).Seconds() / el, bufDrops: bufDrops.Load() - buf0}
 	if want > 0 {
 		r.lossPct = 100 * float64(want-got.Load()) / float64(want)
 	}

@@ -181,6 +181,8 @@ func (l *Live) registerMetrics(reg *prometheus.Registry) {
 		counter("campusedge_live_remb_reports_total", "REMB bandwidth estimates from subscribers.", func(t sfu.Totals) float64 { return float64(t.REMB) }),
 		counter("campusedge_live_video_pauses_total", "Times a subscriber's video was paused because its link lost too much (audio continues).", func(t sfu.Totals) float64 { return float64(t.VideoPauses) }),
 		counter("campusedge_live_video_resumes_total", "Probes that resumed a paused subscriber's video.", func(t sfu.Totals) float64 { return float64(t.VideoResumes) }),
+		counter("campusedge_live_prime_waits_total", "Joining subscriber tracks that waited for a priming slot (too many were being sent the cached pictures at once).", func(t sfu.Totals) float64 { return float64(t.PrimeWaits) }),
+		counter("campusedge_live_prime_keyframe_starts_total", "Joining subscriber tracks that, while waiting to be primed, started at the publisher's next keyframe instead.", func(t sfu.Totals) float64 { return float64(t.PrimeKeyframeStarts) }),
 		counter("campusedge_live_ice_restarts_total", "ICE restarts the edge offered to subscribers whose media connection went disconnected or failed.", func(t sfu.Totals) float64 { return float64(t.ICERestarts) }),
 		counter("campusedge_live_ice_recovered_total", "Media connections back after ICE went disconnected or failed, without a new negotiation.", func(t sfu.Totals) float64 { return float64(t.ICERecovered) }),
 		counter("campusedge_live_dropped_packets_total", "RTP packets dropped because a subscriber's queue was full (that subscriber only).", func(t sfu.Totals) float64 { return float64(t.Dropped) }),

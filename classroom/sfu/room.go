@@ -161,7 +161,11 @@ func (s *SFU) Subscribe(ctx context.Context, roomID, offer string) (*Subscriber,
 	if len(fwds) == 0 {
 		return nil, "", fmt.Errorf("%w: the publisher has not sent media yet", ErrNoPublisher)
 	}
-	sub := &Subscriber{sfu: s, room: roomID, id: newID(), static: true, stopCong: make(chan struct{}), done: make(chan struct{})}
+	joined, err := s.takeJoinSlot(ctx)
+	if err != nil {
+		return nil, "", err
+	}
+	sub := &Subscriber{sfu: s, room: roomID, id: newID(), static: true, stopCong: make(chan struct{}), done: make(chan struct{}), joined: joined}
 	s.peers.Add(1)
 	go sub.adapt()
 	go sub.chooseLayers()

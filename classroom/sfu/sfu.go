@@ -90,7 +90,20 @@ const (
 	// share this budget instead of starving the lesson's live packets to
 	// the screens already watching.
 	DefaultPrimeBitrate = 150_000_000
-	DefaultTrackWait    = 2 * time.Second
+	// DefaultPrimeConcurrent subscriber tracks are primed at a time (see
+	// subTrack.admit): at DefaultPaceBitrate each, about the priming
+	// budget, so the budget is shared by a few joiners that finish in
+	// turn rather than by every joiner finishing together at the end.
+	DefaultPrimeConcurrent = 8
+	// DefaultJoinConcurrent WHEP subscribers may be between their offer
+	// and a connected connection at once (see SFU.takeJoinSlot). A slot
+	// is held at most joinSlotMax: a client that never connects (or a
+	// hostile one, up to its token's WHEP budget) delays the others by
+	// that much at most, and on a machine too busy to finish handshakes
+	// that fast the bound loosens rather than stalls the joins.
+	DefaultJoinConcurrent = 8
+	joinSlotMax           = 2 * time.Second
+	DefaultTrackWait      = 2 * time.Second
 )
 
 // Errors callers map to API responses.
@@ -123,6 +136,14 @@ type Config struct {
 	// PrimeBitrate (bits/s) is the edge-wide budget for sending cached
 	// groups of pictures to joining subscribers.
 	PrimeBitrate float64
+	// PrimeConcurrent is how many subscriber tracks are primed at a
+	// time; the others wait, or start at the publisher's next keyframe
+	// (subTrack.admit). Negative: no limit.
+	PrimeConcurrent int
+	// JoinConcurrent is how many WHEP subscribers may be negotiating and
+	// handshaking (ICE, DTLS) at once; the others wait for their answer.
+	// Negative: no limit.
+	JoinConcurrent int
 	// TrackWait is how long a subscriber waits for a publisher's tracks to
 	// start flowing before it gets whatever has arrived.
 	TrackWait time.Duration
@@ -180,6 +201,8 @@ type SFU struct {
 	tap    Tap // sees every packet of the tracks it chooses (the lesson recorder)
 
 	primeBudget *rate.Limiter    // shared by every joining subscriber's priming
+	primeSlots  chan struct{}    // held by the tracks being primed (admit.go); nil: no limit
+	joinSlots   chan struct{}    // held by WHEP subscribers until connected (takeJoinSlot); nil: no limit
 	lanes       [2]atomic.Uint32 // hand out video and audio subscriber tracks' fan-out lanes in turn
 
 	forwarded, dropped atomic.Uint64 // totals over all subscribers, ever
@@ -189,6 +212,9 @@ type SFU struct {
 	iceRecovered       atomic.Uint64 // connections back after ICE disconnected or failed
 	ups, downs, probes atomic.Uint64 // simulcast layer switches and probes
 	estimating         atomic.Uint64 // subscriber links whose estimator gate opened, ever
+	// Joining tracks that waited for a priming slot, and those of them
+	// that started at a live keyframe instead of the cache (admit.go).
+	primeWaits, primeSkips atomic.Uint64
 
 	// Live objects, for the gauges that must return to zero when the
 	// school is idle: peers (publishers and subscribers not yet closed)
@@ -221,6 +247,11 @@ type Totals struct {
 	// subscribers; ICERecovered the media connections that came back after
 	// ICE went disconnected or failed (icerestart.go).
 	ICERestarts, ICERecovered uint64
+	// PrimeWaits counts joining subscriber tracks that waited for a
+	// priming slot (Config.PrimeConcurrent were being primed);
+	// PrimeKeyframeStarts those of them that started at the publisher's
+	// next keyframe instead of the cached pictures.
+	PrimeWaits, PrimeKeyframeStarts uint64
 }
 
 // New builds the pion API (default codecs and interceptors) and an empty SFU.
@@ -246,12 +277,24 @@ func New(cfg Config) (*SFU, error) {
 	if cfg.TrackWait <= 0 {
 		cfg.TrackWait = DefaultTrackWait
 	}
+	if cfg.PrimeConcurrent == 0 {
+		cfg.PrimeConcurrent = DefaultPrimeConcurrent
+	}
+	if cfg.JoinConcurrent == 0 {
+		cfg.JoinConcurrent = DefaultJoinConcurrent
+	}
 	a, err := newAPI(cfg.ICEAddrs, cfg.Net, nil, roleReceive, nil, nil)
 	if err != nil {
 		return nil, err
 	}
 	s := &SFU{cfg: cfg, log: cfg.Logger, api: a, rooms: map[string]*room{}, muted: map[string]bool{},
 		primeBudget: rate.NewLimiter(rate.Limit(cfg.PrimeBitrate/8), 4*cfg.PaceBurst)}
+	if cfg.PrimeConcurrent > 0 {
+		s.primeSlots = make(chan struct{}, cfg.PrimeConcurrent)
+	}
+	if cfg.JoinConcurrent > 0 {
+		s.joinSlots = make(chan struct{}, cfg.JoinConcurrent)
+	}
 	var reg *connRegistry
 	if !cfg.NoFrameBatch && canSegment {
 		reg = &s.conns
@@ -518,7 +561,17 @@ func (s *SFU) Totals() Totals {
 	t.ICERestarts, t.ICERecovered = s.iceRestarts.Load(), s.iceRecovered.Load()
 	t.LayerUps, t.LayerDowns, t.Probes = s.ups.Load(), s.downs.Load(), s.probes.Load()
 	t.Estimated = s.estimating.Load()
+	t.PrimeWaits, t.PrimeKeyframeStarts = s.primeWaits.Load(), s.primeSkips.Load()
 	return t
+}
+
+// releasePrimeSlot gives back the priming slot a track holds (*held),
+// once.
+func (s *SFU) releasePrimeSlot(held *bool) {
+	if *held {
+		*held = false
+		<-s.primeSlots
+	}
 }
 
 // Gather sets desc as pc's local description and waits for ICE gathering

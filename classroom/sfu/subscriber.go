@@ -63,6 +63,11 @@ type Subscriber struct {
 	// of classrooms; SetHoldLow).
 	holdLow atomic.Pointer[func(source string) bool]
 
+	// joined gives back the SFU's join slot (takeJoinSlot) once the
+	// connection is up, has failed or the subscriber closed; nil for
+	// renegotiable subscribers. Set before the connection exists.
+	joined func()
+
 	closeOnce sync.Once
 	closed    atomic.Bool
 	stopCong  chan struct{}
@@ -113,6 +118,9 @@ func (s *Subscriber) newPC() (*webrtc.PeerConnection, error) {
 	pc.SCTP().Transport().ICETransport().OnSelectedCandidatePairChange(s.useConn)
 	pc.OnConnectionStateChange(func(st webrtc.PeerConnectionState) {
 		s.sfu.log.Debug("subscriber connection state", "room", s.room, "subscriber", s.id, "state", st.String())
+		if s.joined != nil && (st == webrtc.PeerConnectionStateConnected || st == webrtc.PeerConnectionStateFailed || st == webrtc.PeerConnectionStateClosed) {
+			s.joined()
+		}
 		switch st {
 		case webrtc.PeerConnectionStateConnected:
 			s.findConn(pc)
@@ -409,6 +417,9 @@ func (s *Subscriber) readRTCP(sender *webrtc.RTPSender, t *subTrack) {
 func (s *Subscriber) Close() {
 	s.closeOnce.Do(func() {
 		defer s.sfu.peers.Add(-1)
+		if s.joined != nil {
+			s.joined()
+		}
 		s.closed.Store(true)
 		if s.done != nil {
 			close(s.done)

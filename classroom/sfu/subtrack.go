@@ -191,18 +191,30 @@ func (t *subTrack) write() {
 		if from != nil {
 			from = from.real()
 		}
-		for _, pkt := range gop {
-			if t.sfu != nil && !t.wait(t.sfu.primeBudget, pkt) {
-				return
-			}
+		primed := len(gop) > 0
+		gop, live, slot, ok := t.admit(gop, from)
+		if !ok {
+			return
+		}
+		if slot {
+			defer t.sfu.releasePrimeSlot(&slot)
+		}
+		if !t.sendPrime(gop, from) {
+			return
+		}
+		for _, e := range live { // taken off the queue while admit waited
 			t.sendMu.Lock()
-			ok := t.send(qpkt{pkt: pkt, from: from})
+			ok := t.send(e)
+			t.backlog.Add(-1)
 			t.sendMu.Unlock()
 			if !ok {
 				return
 			}
 		}
-		if t.cong != nil && len(gop) > 0 {
+		if slot {
+			t.sfu.releasePrimeSlot(&slot)
+		}
+		if t.cong != nil && primed {
 			t.cong.quietFor(0) // the burst's feedback is still arriving
 		}
 		t.primed.Store(true)
@@ -248,6 +260,23 @@ func (t *subTrack) write() {
 			}
 		}
 	}
+}
+
+// sendPrime sends cached pictures, through the edge-wide priming budget
+// and the track's pacer; it reports false when the track was closed.
+func (t *subTrack) sendPrime(pkts []*rtp.Packet, from *forwarder) bool {
+	for _, pkt := range pkts {
+		if t.sfu != nil && !t.wait(t.sfu.primeBudget, pkt) {
+			return false
+		}
+		t.sendMu.Lock()
+		ok := t.send(qpkt{pkt: pkt, from: from})
+		t.sendMu.Unlock()
+		if !ok {
+			return false
+		}
+	}
+	return true
 }
 
 // send writes one packet, first waiting for the pacer; it reports false
