@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -53,6 +54,9 @@ type blobFile struct {
 	checked time.Time   // when the path was last seen to name this file
 	fi      os.FileInfo // of the open file, for os.SameFile
 	modTime time.Time   // the blob's mtime (least-recently-used eviction's record)
+	// sent is when (Unix ns) the fast path last sent the whole blob
+	// from this file: its pages were read then (see warmFor).
+	sent atomic.Int64
 }
 
 func newBlobFiles(path func(sum string) string) *blobFiles {

@@ -78,6 +78,15 @@ const (
 	tlsChunk = 32 << 10
 )
 
+// A body at most rawSendMax long whose whole file was sent within warmFor
+// is taken to be in the page cache: every page was read then. Its sendfile
+// is a raw call (sendfile_linux.go), which keeps the P even if it has to
+// wait for the disk after all, so the bound keeps any such wait short.
+const (
+	rawSendMax = 1 << 20
+	warmFor    = 10 * time.Second
+)
+
 // FastListener returns ln with the /media fast path in front of
 // cfg.Server; serve it with cfg.Server.Serve.
 func (c *Cache) FastListener(ln net.Listener, cfg FastPathConfig) *MediaListener {
@@ -232,11 +241,13 @@ func (l *MediaListener) serveConn(fc *fastConn) {
 		}
 	}
 	var sock *plainSock // plain TCP; nil over TLS
+	read := fc.c.Read
 	if _, isTLS := fc.c.(*tls.Conn); !isTLS {
 		if sock = newPlainSock(fc.c); sock == nil {
 			l.handOver(fc, nil) // not TCP: net/http's
 			return
 		}
+		read = sock.read
 	}
 	buf := make([]byte, 0, fastHeaderMax)
 	var hdr []byte // the response header being built
@@ -244,7 +255,7 @@ func (l *MediaListener) serveConn(fc *fastConn) {
 		// Wait for a request: net/http's idle timeout between requests
 		// (its header timeout for the first), then the header timeout from
 		// the request's first bytes.
-		if len(buf) == 0 && !l.waitRequest(fc, &buf, first) {
+		if len(buf) == 0 && !l.waitRequest(fc, read, &buf, first) {
 			return
 		}
 		var req mediaRequest
@@ -264,7 +275,7 @@ func (l *MediaListener) serveConn(fc *fastConn) {
 			if d := l.cfg.Server.ReadHeaderTimeout; d > 0 && !more {
 				_ = fc.c.SetReadDeadline(time.Now().Add(d))
 			}
-			n, err := fc.c.Read(buf[len(buf):cap(buf)])
+			n, err := read(buf[len(buf):cap(buf)])
 			buf = buf[:len(buf)+n]
 			if err != nil && n == 0 {
 				l.closeConn(fc)
@@ -286,7 +297,7 @@ func (l *MediaListener) serveConn(fc *fastConn) {
 
 // waitRequest reads the first bytes of the next request. Meanwhile the
 // connection counts as idle: Close wakes it and it closes.
-func (l *MediaListener) waitRequest(fc *fastConn, buf *[]byte, first bool) bool {
+func (l *MediaListener) waitRequest(fc *fastConn, read func([]byte) (int, error), buf *[]byte, first bool) bool {
 	s := l.cfg.Server
 	d := s.IdleTimeout
 	if d <= 0 {
@@ -308,7 +319,7 @@ func (l *MediaListener) waitRequest(fc *fastConn, buf *[]byte, first bool) bool 
 	}
 	fc.idle = true
 	l.mu.Unlock()
-	n, err := fc.c.Read((*buf)[:cap(*buf)])
+	n, err := read((*buf)[:cap(*buf)])
 	l.mu.Lock()
 	fc.idle = false
 	l.mu.Unlock()
@@ -389,7 +400,10 @@ func (l *MediaListener) serve(c net.Conn, sock *plainSock, req mediaRequest, hdr
 		}
 		err = l.writeTLS(c, h, f, e.Size, req.head)
 	} else {
-		err = sock.send(h, f.File, e.Size, req.head)
+		now := time.Now().UnixNano()
+		if err = sock.send(h, f.File, e.Size, req.head, warmBody(e.Size, f.ent.sent.Load(), now)); err == nil && !req.head {
+			f.ent.sent.Store(now)
+		}
 	}
 	if err == nil {
 		cc.metrics.outcome("hit")
@@ -399,6 +413,12 @@ func (l *MediaListener) serve(c net.Conn, sock *plainSock, req mediaRequest, hdr
 		}
 	}
 	return true, err
+}
+
+// warmBody reports whether a body of size bytes whose whole file was last
+// sent at sent (Unix ns, 0 never) is taken to be in the page cache at now.
+func warmBody(size, sent, now int64) bool {
+	return size <= rawSendMax && sent != 0 && now-sent < int64(warmFor)
 }
 
 // header builds the response header: what net/http writes for the

@@ -13,9 +13,12 @@ type plainSock struct{ c net.Conn }
 
 func newPlainSock(c net.Conn) *plainSock { return &plainSock{c: c} }
 
+// read reads from the connection.
+func (p *plainSock) read(b []byte) (int, error) { return p.c.Read(b) }
+
 // send writes the header h and, unless head, size bytes of f read at
 // offsets (f's own offset is not used).
-func (p *plainSock) send(h []byte, f *os.File, size int64, head bool) error {
+func (p *plainSock) send(h []byte, f *os.File, size int64, head, _ bool) error {
 	if _, err := p.c.Write(h); err != nil || head {
 		return err
 	}
