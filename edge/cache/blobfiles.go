@@ -98,10 +98,11 @@ func (b *blobFiles) get(sum string, size int64, seek bool) (blobHandle, error) {
 	if e != nil && e.size == size && len(e.idle) > 0 && now.Sub(e.checked) >= revalidateAfter {
 		// Revalidate by the path's stat rather than a new open: the same
 		// file still there keeps its handles.
+		fi, hot := e.fi, now.Sub(e.checked) < warmFor
 		b.mu.Unlock()
-		fi, err := os.Stat(b.path(sum))
+		same := stillAt(b.path(sum), fi, size, hot)
 		b.mu.Lock()
-		if err == nil && b.ents[sum] == e && os.SameFile(e.fi, fi) && fi.Size() == size {
+		if same && b.ents[sum] == e {
 			e.checked = now
 		}
 	}

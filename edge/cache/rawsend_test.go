@@ -175,3 +175,46 @@ func TestPlainSockRead(t *testing.T) {
 		t.Fatal("Close did not wake the read")
 	}
 }
+
+// TestStillAt: the revalidation stat, raw (hot) and through the runtime,
+// tells the same file from a replaced, removed or resized one.
+func TestStillAt(t *testing.T) {
+	dir := t.TempDir()
+	path := dir + "/blob"
+	if err := os.WriteFile(path, []byte("lesson"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, hot := range []bool{false, true} {
+		if !stillAt(path, fi, 6, hot) {
+			t.Errorf("hot=%v: the same file is not still at its path", hot)
+		}
+		if stillAt(path, fi, 7, hot) {
+			t.Errorf("hot=%v: a size that differs passes", hot)
+		}
+		if stillAt(dir+"/none", fi, 6, hot) {
+			t.Errorf("hot=%v: a missing path passes", hot)
+		}
+	}
+	other := dir + "/other"
+	if err := os.WriteFile(other, []byte("lesson"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(other, path); err != nil {
+		t.Fatal(err)
+	}
+	for _, hot := range []bool{false, true} {
+		if stillAt(path, fi, 6, hot) {
+			t.Errorf("hot=%v: a file renamed over the path passes as the old one", hot)
+		}
+	}
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	if stillAt(path, fi, 6, true) {
+		t.Error("a removed file passes")
+	}
+}

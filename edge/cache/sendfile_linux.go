@@ -6,7 +6,6 @@ import (
 	"net"
 	"os"
 	"syscall"
-	"unsafe"
 
 	"github.com/campusedge/campusedge/edge/httpapi"
 )
@@ -85,10 +84,10 @@ func (p *plainSock) read(b []byte) (int, error) {
 // readRaw is one turn of the poller's read loop.
 func (p *plainSock) readRaw(fd uintptr) bool {
 	for {
-		n, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&p.rb[0])), uintptr(len(p.rb)))
+		n, e := rawRead(int(fd), p.rb)
 		switch e {
 		case 0:
-			p.rn = int(n)
+			p.rn = n
 			return true
 		case syscall.EAGAIN:
 			return false
@@ -122,12 +121,12 @@ func (p *plainSock) send(h []byte, f *os.File, size int64, head, warm bool) erro
 
 // sendHeader is one turn of the poller's write loop for the header.
 func (p *plainSock) sendHeader(fd uintptr) bool {
-	flags := uintptr(syscall.MSG_NOSIGNAL)
+	flags := syscall.MSG_NOSIGNAL
 	if p.more {
 		flags |= syscall.MSG_MORE
 	}
 	for len(p.h) > 0 {
-		n, _, e := syscall.RawSyscall6(syscall.SYS_SENDTO, fd, uintptr(unsafe.Pointer(&p.h[0])), uintptr(len(p.h)), flags, 0, 0)
+		n, e := rawSend(int(fd), p.h, flags)
 		switch e {
 		case 0:
 			p.h = p.h[n:]
@@ -151,8 +150,8 @@ func (p *plainSock) sendfile(fd uintptr) bool {
 		var n int
 		var err error
 		if p.rawFile {
-			r, _, e := syscall.RawSyscall6(syscall.SYS_SENDFILE, fd, uintptr(p.src), uintptr(unsafe.Pointer(&p.off)), uintptr(count), 0, 0)
-			if n = int(r); e != 0 {
+			var e syscall.Errno
+			if n, e = rawSendfile(int(fd), p.src, &p.off, count); e != 0 {
 				n, err = 0, e
 			}
 		} else {
