@@ -227,7 +227,13 @@ func (l *MediaListener) handOver(fc *fastConn, read []byte) {
 
 func (l *MediaListener) serveConn(fc *fastConn) {
 	if l.cfg.TLS != nil {
-		tc := tls.Server(fc.c, l.cfg.TLS)
+		under := fc.c
+		if s := newPlainSock(fc.c); s != nil {
+			// The TLS records are read and written with raw calls,
+			// as plain responses are (see plainSock).
+			under = &rawConn{Conn: fc.c, s: s}
+		}
+		tc := tls.Server(under, l.cfg.TLS)
 		l.mu.Lock() // Wait may close fc.c
 		fc.c = tc
 		l.mu.Unlock()
@@ -394,16 +400,18 @@ func (l *MediaListener) serve(c net.Conn, sock *plainSock, req mediaRequest, hdr
 	}
 	h := l.header((*hdr)[:0], e, req, l.closing.Load())
 	*hdr = h
+	now := time.Now().UnixNano()
+	warm := warmBody(e.Size, f.ent.sent.Load(), now)
 	if sock == nil { // TLS
 		if len(h) > tlsChunk {
 			return false, nil
 		}
-		err = l.writeTLS(c, h, f, e.Size, req.head)
+		err = l.writeTLS(c, h, f, e.Size, req.head, warm)
 	} else {
-		now := time.Now().UnixNano()
-		if err = sock.send(h, f.File, e.Size, req.head, warmBody(e.Size, f.ent.sent.Load(), now)); err == nil && !req.head {
-			f.ent.sent.Store(now)
-		}
+		err = sock.send(h, f.File, e.Size, req.head, warm)
+	}
+	if err == nil && !req.head {
+		f.ent.sent.Store(now)
 	}
 	if err == nil {
 		cc.metrics.outcome("hit")
@@ -458,8 +466,9 @@ func (l *MediaListener) dateLine() []byte {
 }
 
 // writeTLS sends the header with the file's first bytes in one write,
-// then the rest in tlsChunk writes.
-func (l *MediaListener) writeTLS(c net.Conn, h []byte, f blobHandle, size int64, head bool) error {
+// then the rest in tlsChunk writes. A warm body is read with raw calls
+// (readAtWarm).
+func (l *MediaListener) writeTLS(c net.Conn, h []byte, f blobHandle, size int64, head, warm bool) error {
 	bp := l.bufs.Get().(*[]byte)
 	defer l.bufs.Put(bp)
 	buf := *bp
@@ -470,7 +479,7 @@ func (l *MediaListener) writeTLS(c net.Conn, h []byte, f blobHandle, size int64,
 	}
 	for {
 		if m := int(min(int64(len(buf)-n), size-off)); m > 0 {
-			if _, err := f.ReadAt(buf[n:n+m], off); err != nil {
+			if err := readAtWarm(f.File, buf[n:n+m], off, warm); err != nil {
 				return err
 			}
 			n += m
@@ -511,6 +520,18 @@ func (c *handedConn) ReadFrom(r io.Reader) (int64, error) {
 }
 
 func (c *handedConn) NetConn() net.Conn { return c.Conn }
+
+// rawConn is a plain TCP connection under TLS whose reads and writes are
+// raw system calls (plainSock). Everything else (Close, deadlines,
+// addresses) is the connection's; NetConn finds it for socket options.
+type rawConn struct {
+	net.Conn
+	s *plainSock
+}
+
+func (c *rawConn) Read(b []byte) (int, error)  { return c.s.read(b) }
+func (c *rawConn) Write(b []byte) (int, error) { return c.s.write(b) }
+func (c *rawConn) NetConn() net.Conn           { return c.Conn }
 
 // handedTLSConn is a TLS connection handed over with the bytes read from
 // it. Like a *tls.Conn it has no ReadFrom (net/http copies through its own

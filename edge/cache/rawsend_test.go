@@ -3,11 +3,14 @@ package cache
 import (
 	"bufio"
 	"bytes"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"io"
 	"net"
 	"net/http"
 	"os"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -23,24 +26,43 @@ func blobSent(c *Cache, sum string) int64 {
 }
 
 // TestMediaFastPathWarmBodies: a blob's first whole send marks it warm (the
-// next sends of it within warmFor are raw sendfile calls); a HEAD does not,
-// and neither does a body over rawSendMax. Each answer to a reader slower
-// than the socket's buffer arrives whole: the raw sendfile, which stops at
-// a full socket, resumes where it stopped when the poller says there is
-// room again.
+// next sends of it within warmFor are raw sendfile or pread calls); a HEAD
+// does not, and neither does a body over rawSendMax. Each answer to a
+// reader slower than the socket's buffer arrives whole, over HTTP and over
+// TLS: the raw sendfile or write, which stops at a full socket, resumes
+// where it stopped when the poller says there is room again.
 func TestMediaFastPathWarmBodies(t *testing.T) {
+	for _, overTLS := range []bool{false, true} {
+		t.Run(map[bool]string{false: "http", true: "https"}[overTLS], func(t *testing.T) { testWarmBodies(t, overTLS) })
+	}
+}
+
+func testWarmBodies(t *testing.T, overTLS bool) {
 	c := newFastCache(t)
 	small := rnd(900_000) // under rawSendMax, several socket buffers
 	itSmall := putBlob(t, c, "lesson-1", small, time.Now())
 	big := rnd(rawSendMax + 1)
 	itBig := putBlob(t, c, "lesson-2", big, time.Now())
-	srv := startFastServer(t, c, nil)
-	conn, err := net.Dial("tcp", srv.addr)
+	var tcfg *tls.Config
+	var pool *x509.CertPool
+	if overTLS {
+		tcfg, pool = testTLS(t)
+	}
+	srv := startFastServer(t, c, tcfg)
+	// A small receive buffer from the start (set after the handshake, it
+	// would shrink a window already offered).
+	d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+		return rc.Control(func(fd uintptr) { _ = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 16<<10) })
+	}}
+	tcp, err := d.Dial("tcp", srv.addr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Close()
-	_ = conn.(*net.TCPConn).SetReadBuffer(16 << 10)
+	defer tcp.Close()
+	conn := tcp
+	if overTLS {
+		conn = tls.Client(tcp, &tls.Config{RootCAs: pool, ServerName: "127.0.0.1", NextProtos: []string{"http/1.1"}})
+	}
 	_ = conn.SetDeadline(time.Now().Add(20 * time.Second))
 	br := bufio.NewReaderSize(conn, 4096)
 	ask := func(method, id string, want []byte) {

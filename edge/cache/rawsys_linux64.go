@@ -28,6 +28,11 @@ func rawSendfile(out, in int, off *int64, count int) (int, syscall.Errno) {
 	return int(n), e
 }
 
+func rawPread(fd int, b []byte, off int64) (int, syscall.Errno) {
+	n, _, e := syscall.RawSyscall6(syscall.SYS_PREAD64, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)), uintptr(off), 0, 0)
+	return int(n), e
+}
+
 func rawStat(path string, st *syscall.Stat_t) syscall.Errno {
 	p, err := syscall.BytePtrFromString(path)
 	if err != nil {

@@ -22,6 +22,11 @@ func rawSendfile(out, in int, off *int64, count int) (int, syscall.Errno) {
 	return n, errno(err)
 }
 
+func rawPread(fd int, b []byte, off int64) (int, syscall.Errno) {
+	n, err := syscall.Pread(fd, b, off)
+	return n, errno(err)
+}
+
 func rawStat(path string, st *syscall.Stat_t) syscall.Errno {
 	return errno(syscall.Stat(path, st))
 }

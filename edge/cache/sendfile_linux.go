@@ -43,6 +43,7 @@ type plainSock struct {
 	off, size int64
 	rb        []byte // read into
 	rn        int    // read
+	rerr      error  // of the read; err is the write's (a TLS connection reads and writes at once)
 	err       error
 }
 
@@ -67,14 +68,14 @@ func (p *plainSock) read(b []byte) (int, error) {
 	if len(b) == 0 {
 		return 0, nil
 	}
-	p.rb, p.rn, p.err = b, 0, nil
+	p.rb, p.rn, p.rerr = b, 0, nil
 	err := p.rc.Read(p.readStep)
 	p.rb = nil
 	switch {
 	case err != nil:
 		return 0, err
-	case p.err != nil:
-		return 0, p.err
+	case p.rerr != nil:
+		return 0, p.rerr
 	case p.rn == 0:
 		return 0, io.EOF
 	}
@@ -94,9 +95,22 @@ func (p *plainSock) readRaw(fd uintptr) bool {
 		case syscall.EINTR:
 			continue
 		}
-		p.err = e
+		p.rerr = e
 		return true
 	}
+}
+
+// write writes b like the connection's Write (its deadline applies), with
+// raw send calls.
+func (p *plainSock) write(b []byte) (int, error) {
+	p.h, p.more, p.err = b, false, nil
+	err := p.rc.Write(p.hdrStep)
+	n := len(b) - len(p.h)
+	p.h = nil
+	if err == nil {
+		err = p.err
+	}
+	return n, err
 }
 
 // send writes the header h and, unless head, size bytes of f. warm says
@@ -171,4 +185,28 @@ func (p *plainSock) sendfile(fd uintptr) bool {
 		}
 	}
 	return true
+}
+
+// readAtWarm reads len(b) bytes of f at off: with raw pread calls when
+// warm (the pages are in the page cache, see warmBody), else through the
+// runtime, which can hand the P over while the disk answers.
+func readAtWarm(f *os.File, b []byte, off int64, warm bool) error {
+	if !warm {
+		_, err := f.ReadAt(b, off)
+		return err
+	}
+	fd := int(f.Fd()) // a regular file: Fd leaves it as it is
+	for len(b) > 0 {
+		n, e := rawPread(fd, b, off)
+		switch {
+		case e == syscall.EINTR:
+			continue
+		case e != 0:
+			return &os.PathError{Op: "read", Path: f.Name(), Err: e}
+		case n == 0:
+			return io.ErrUnexpectedEOF // the file is shorter than its size
+		}
+		b, off = b[n:], off+int64(n)
+	}
+	return nil
 }
