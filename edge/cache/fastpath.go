@@ -80,8 +80,9 @@ const (
 
 // A body at most rawSendMax long whose whole file was sent within warmFor
 // is taken to be in the page cache: every page was read then. Its sendfile
-// is a raw call (sendfile_linux.go), which keeps the P even if it has to
-// wait for the disk after all, so the bound keeps any such wait short.
+// (its preads over TLS) are raw calls (sendfile_linux.go), which keep the
+// P even if they have to wait for the disk after all, so the bound keeps
+// any such wait short.
 const (
 	rawSendMax = 1 << 20
 	warmFor    = 10 * time.Second
