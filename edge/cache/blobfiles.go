@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -53,6 +54,9 @@ type blobFile struct {
 	checked time.Time   // when the path was last seen to name this file
 	fi      os.FileInfo // of the open file, for os.SameFile
 	modTime time.Time   // the blob's mtime (least-recently-used eviction's record)
+	// sent is when (Unix ns) the fast path last sent the whole blob
+	// from this file: its pages were read then (see warmFor).
+	sent atomic.Int64
 }
 
 func newBlobFiles(path func(sum string) string) *blobFiles {
@@ -94,10 +98,11 @@ func (b *blobFiles) get(sum string, size int64, seek bool) (blobHandle, error) {
 	if e != nil && e.size == size && len(e.idle) > 0 && now.Sub(e.checked) >= revalidateAfter {
 		// Revalidate by the path's stat rather than a new open: the same
 		// file still there keeps its handles.
+		fi, hot := e.fi, now.Sub(e.checked) < warmFor
 		b.mu.Unlock()
-		fi, err := os.Stat(b.path(sum))
+		same := stillAt(b.path(sum), fi, size, hot)
 		b.mu.Lock()
-		if err == nil && b.ents[sum] == e && os.SameFile(e.fi, fi) && fi.Size() == size {
+		if same && b.ents[sum] == e {
 			e.checked = now
 		}
 	}

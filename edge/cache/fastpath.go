@@ -78,6 +78,16 @@ const (
 	tlsChunk = 32 << 10
 )
 
+// A body at most rawSendMax long whose whole file was sent within warmFor
+// is taken to be in the page cache: every page was read then. Its sendfile
+// (its preads over TLS) are raw calls (sendfile_linux.go), which keep the
+// P even if they have to wait for the disk after all, so the bound keeps
+// any such wait short.
+const (
+	rawSendMax = 1 << 20
+	warmFor    = 10 * time.Second
+)
+
 // FastListener returns ln with the /media fast path in front of
 // cfg.Server; serve it with cfg.Server.Serve.
 func (c *Cache) FastListener(ln net.Listener, cfg FastPathConfig) *MediaListener {
@@ -218,7 +228,13 @@ func (l *MediaListener) handOver(fc *fastConn, read []byte) {
 
 func (l *MediaListener) serveConn(fc *fastConn) {
 	if l.cfg.TLS != nil {
-		tc := tls.Server(fc.c, l.cfg.TLS)
+		under := fc.c
+		if s := newPlainSock(fc.c); s != nil {
+			// The TLS records are read and written with raw calls,
+			// as plain responses are (see plainSock).
+			under = &rawConn{Conn: fc.c, s: s}
+		}
+		tc := tls.Server(under, l.cfg.TLS)
 		l.mu.Lock() // Wait may close fc.c
 		fc.c = tc
 		l.mu.Unlock()
@@ -232,11 +248,13 @@ func (l *MediaListener) serveConn(fc *fastConn) {
 		}
 	}
 	var sock *plainSock // plain TCP; nil over TLS
+	read := fc.c.Read
 	if _, isTLS := fc.c.(*tls.Conn); !isTLS {
 		if sock = newPlainSock(fc.c); sock == nil {
 			l.handOver(fc, nil) // not TCP: net/http's
 			return
 		}
+		read = sock.read
 	}
 	buf := make([]byte, 0, fastHeaderMax)
 	var hdr []byte // the response header being built
@@ -244,7 +262,7 @@ func (l *MediaListener) serveConn(fc *fastConn) {
 		// Wait for a request: net/http's idle timeout between requests
 		// (its header timeout for the first), then the header timeout from
 		// the request's first bytes.
-		if len(buf) == 0 && !l.waitRequest(fc, &buf, first) {
+		if len(buf) == 0 && !l.waitRequest(fc, read, &buf, first) {
 			return
 		}
 		var req mediaRequest
@@ -264,7 +282,7 @@ func (l *MediaListener) serveConn(fc *fastConn) {
 			if d := l.cfg.Server.ReadHeaderTimeout; d > 0 && !more {
 				_ = fc.c.SetReadDeadline(time.Now().Add(d))
 			}
-			n, err := fc.c.Read(buf[len(buf):cap(buf)])
+			n, err := read(buf[len(buf):cap(buf)])
 			buf = buf[:len(buf)+n]
 			if err != nil && n == 0 {
 				l.closeConn(fc)
@@ -286,7 +304,7 @@ func (l *MediaListener) serveConn(fc *fastConn) {
 
 // waitRequest reads the first bytes of the next request. Meanwhile the
 // connection counts as idle: Close wakes it and it closes.
-func (l *MediaListener) waitRequest(fc *fastConn, buf *[]byte, first bool) bool {
+func (l *MediaListener) waitRequest(fc *fastConn, read func([]byte) (int, error), buf *[]byte, first bool) bool {
 	s := l.cfg.Server
 	d := s.IdleTimeout
 	if d <= 0 {
@@ -308,7 +326,7 @@ func (l *MediaListener) waitRequest(fc *fastConn, buf *[]byte, first bool) bool 
 	}
 	fc.idle = true
 	l.mu.Unlock()
-	n, err := fc.c.Read((*buf)[:cap(*buf)])
+	n, err := read((*buf)[:cap(*buf)])
 	l.mu.Lock()
 	fc.idle = false
 	l.mu.Unlock()
@@ -383,13 +401,18 @@ func (l *MediaListener) serve(c net.Conn, sock *plainSock, req mediaRequest, hdr
 	}
 	h := l.header((*hdr)[:0], e, req, l.closing.Load())
 	*hdr = h
+	now := time.Now().UnixNano()
+	warm := warmBody(e.Size, f.ent.sent.Load(), now)
 	if sock == nil { // TLS
 		if len(h) > tlsChunk {
 			return false, nil
 		}
-		err = l.writeTLS(c, h, f, e.Size, req.head)
+		err = l.writeTLS(c, h, f, e.Size, req.head, warm)
 	} else {
-		err = sock.send(h, f.File, e.Size, req.head)
+		err = sock.send(h, f.File, e.Size, req.head, warm)
+	}
+	if err == nil && !req.head {
+		f.ent.sent.Store(now)
 	}
 	if err == nil {
 		cc.metrics.outcome("hit")
@@ -399,6 +422,12 @@ func (l *MediaListener) serve(c net.Conn, sock *plainSock, req mediaRequest, hdr
 		}
 	}
 	return true, err
+}
+
+// warmBody reports whether a body of size bytes whose whole file was last
+// sent at sent (Unix ns, 0 never) is taken to be in the page cache at now.
+func warmBody(size, sent, now int64) bool {
+	return size <= rawSendMax && sent != 0 && now-sent < int64(warmFor)
 }
 
 // header builds the response header: what net/http writes for the
@@ -438,8 +467,9 @@ func (l *MediaListener) dateLine() []byte {
 }
 
 // writeTLS sends the header with the file's first bytes in one write,
-// then the rest in tlsChunk writes.
-func (l *MediaListener) writeTLS(c net.Conn, h []byte, f blobHandle, size int64, head bool) error {
+// then the rest in tlsChunk writes. A warm body is read with raw calls
+// (readAtWarm).
+func (l *MediaListener) writeTLS(c net.Conn, h []byte, f blobHandle, size int64, head, warm bool) error {
 	bp := l.bufs.Get().(*[]byte)
 	defer l.bufs.Put(bp)
 	buf := *bp
@@ -450,7 +480,7 @@ func (l *MediaListener) writeTLS(c net.Conn, h []byte, f blobHandle, size int64,
 	}
 	for {
 		if m := int(min(int64(len(buf)-n), size-off)); m > 0 {
-			if _, err := f.ReadAt(buf[n:n+m], off); err != nil {
+			if err := readAtWarm(f.File, buf[n:n+m], off, warm); err != nil {
 				return err
 			}
 			n += m
@@ -491,6 +521,18 @@ func (c *handedConn) ReadFrom(r io.Reader) (int64, error) {
 }
 
 func (c *handedConn) NetConn() net.Conn { return c.Conn }
+
+// rawConn is a plain TCP connection under TLS whose reads and writes are
+// raw system calls (plainSock). Everything else (Close, deadlines,
+// addresses) is the connection's; NetConn finds it for socket options.
+type rawConn struct {
+	net.Conn
+	s *plainSock
+}
+
+func (c *rawConn) Read(b []byte) (int, error)  { return c.s.read(b) }
+func (c *rawConn) Write(b []byte) (int, error) { return c.s.write(b) }
+func (c *rawConn) NetConn() net.Conn           { return c.Conn }
 
 // handedTLSConn is a TLS connection handed over with the bytes read from
 // it. Like a *tls.Conn it has no ReadFrom (net/http copies through its own
