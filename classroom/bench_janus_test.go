@@ -53,6 +53,12 @@ var (
 	// the server's loss. -janus.rcvbuf gives them the buffer a viewer on a
 	// machine of its own would not need; both servers' viewers get it.
 	janusRcvbuf = flag.Int("janus.rcvbuf", 0, "-janus.bench: the viewers' UDP receive buffer in `bytes` (0: the system's default)")
+	// -janus.procs moves the viewers of both servers' trials into
+	// processes of their own (bench_fanout_procs_test.go), so a loaded
+	// benchmark process no longer loses packets at its viewers' sockets
+	// that then count as the server's loss. 0 keeps them in this process,
+	// as the numbers measured before it.
+	janusProcs = flag.Int("janus.procs", 0, "-janus.bench: `processes` the viewers of both servers' trials run in (0: the benchmark's own process)")
 )
 
 const envJanusInside = "CAMPUSEDGE_JANUS_BENCH_INSIDE"
@@ -68,7 +74,7 @@ func TestBenchJanus(t *testing.T) {
 				t.Fatalf("ip %v: %v %s", args, err, out)
 			}
 		}
-		p := a.ExecTest(t, []string{envJanusInside + "=1"}, "TestBenchJanus", "-janus.bench", "-janus.subs", *janusSubs, "-janus.seconds", strconv.Itoa(*janusSecs), "-janus.record="+strconv.FormatBool(*janusRecord), "-janus.rcvbuf", strconv.Itoa(*janusRcvbuf), "-bench.cpuprofile", *benchProfile, "-test.timeout", "28m")
+		p := a.ExecTest(t, []string{envJanusInside + "=1"}, "TestBenchJanus", "-janus.bench", "-janus.subs", *janusSubs, "-janus.seconds", strconv.Itoa(*janusSecs), "-janus.record="+strconv.FormatBool(*janusRecord), "-janus.rcvbuf", strconv.Itoa(*janusRcvbuf), "-janus.procs", strconv.Itoa(*janusProcs), "-bench.cpuprofile", *benchProfile, "-test.timeout", "28m")
 		deadline := time.Now().Add(28 * time.Minute)
 		for {
 			if done, err := p.Exited(); done {
@@ -89,8 +95,8 @@ func TestBenchJanus(t *testing.T) {
 	e, epid := startEdgedProcess(t, ctx, "")
 	j := startJanus(t, ctx)
 	secs := time.Duration(*janusSecs) * time.Second
-	fmt.Printf("edged vs Janus %s: 1 publisher (%.1f Mbit/s VP8-shaped + Opus), pion viewers (rcvbuf %d, 0: the system's), %v per trial, recording %v, %d CPUs, load %s\n",
-		j.version, float64(benchVideoPayload*benchPktsPerFrame*benchFPS*8)/1e6, *janusRcvbuf, secs, *janusRecord, numCPU(), loadAvg())
+	fmt.Printf("edged vs Janus %s: 1 publisher (%.1f Mbit/s VP8-shaped + Opus), pion viewers (rcvbuf %d, 0: the system's; in %d processes, 0: this one), %v per trial, recording %v, %d CPUs, load %s\n",
+		j.version, float64(benchVideoPayload*benchPktsPerFrame*benchFPS*8)/1e6, *janusRcvbuf, *janusProcs, secs, *janusRecord, numCPU(), loadAvg())
 	fmt.Printf("%5s %-6s %8s %12s %10s %12s %10s %10s %10s %10s %9s\n", "N", "server", "loss%", "fwd pkt/s", "cpu-s/s", "pkt/cpu-s", "p99 ms", "sock drop", "buf drop", "edge drop", "view cpu")
 	for _, n := range parseCounts(t, "-janus.subs", *janusSubs) {
 		var perCPU [2][]float64 // edged, janus
@@ -99,7 +105,7 @@ func TestBenchJanus(t *testing.T) {
 			if who == 1 {
 				srv = j.room(t, ctx, 1000*n+trial)
 			}
-			r := runFanoutWith(t, ctx, srv, n, secs, *janusRcvbuf)
+			r := runFanoutWith(t, ctx, srv, n, secs, *janusRcvbuf, *janusProcs)
 			pc := r.pktsPerSec / max(r.cpuPerSec, 1e-9)
 			perCPU[who] = append(perCPU[who], pc)
 			edgeDrops := "-"

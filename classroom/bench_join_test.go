@@ -494,14 +494,26 @@ func TestBenchJoinViewers(t *testing.T) {
 
 const joinBatchPrefix = "JOINBATCH "
 
-// viewerProc is a running viewer process.
+// viewerProc is a running viewer process: this test binary re-executed
+// to run one test (TestBenchJoinViewers, TestBenchFanoutViewers) with its
+// plan in the environment. Its stdout is read as it comes, so the parent
+// can wait for a line (viewersReady) before the process ends.
 type viewerProc struct {
-	cmd *exec.Cmd
-	out bytes.Buffer
+	cmd   *exec.Cmd
+	stdin io.WriteCloser
+	mu    sync.Mutex
+	out   bytes.Buffer
+	ready chan struct{} // closed when the process prints viewersReady
+	done  chan struct{} // closed when its stdout ends
 }
 
-// startViewerProc starts this test binary as a viewer process for plan.
-func startViewerProc(ctx context.Context, plan joinPlan) (*viewerProc, error) {
+// viewersReady is the line a viewer process prints once all its viewers
+// have their first packet.
+const viewersReady = "VIEWERS READY"
+
+// startViewerProc starts this test binary as a viewer process running
+// test, with plan (JSON) in the environment variable env.
+func startViewerProc(ctx context.Context, test, env string, plan any) (*viewerProc, error) {
 	b, err := json.Marshal(plan)
 	if err != nil {
 		return nil, err
@@ -510,25 +522,76 @@ func startViewerProc(ctx context.Context, plan joinPlan) (*viewerProc, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &viewerProc{cmd: exec.CommandContext(ctx, exe, "-test.run", "^TestBenchJoinViewers$", "-test.count", "1", "-test.timeout", "10m")}
-	p.cmd.Env = append(os.Environ(), envJoinViewers+"="+string(b))
-	p.cmd.Stdout, p.cmd.Stderr = &p.out, &p.out
+	p := &viewerProc{cmd: exec.CommandContext(ctx, exe, "-test.run", "^"+test+"$", "-test.count", "1", "-test.timeout", "10m"),
+		ready: make(chan struct{}), done: make(chan struct{})}
+	p.cmd.Env = append(os.Environ(), env+"="+string(b))
+	p.cmd.Stderr = &lockedWriter{p}
+	stdout, err := p.cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	if p.stdin, err = p.cmd.StdinPipe(); err != nil {
+		return nil, err
+	}
 	if err := p.cmd.Start(); err != nil {
 		return nil, fmt.Errorf("viewer process: %w", err)
 	}
+	go func() {
+		defer close(p.done)
+		sc := bufio.NewScanner(stdout)
+		sc.Buffer(make([]byte, 64<<10), 64<<20) // a result line carries every delay measured
+		var once sync.Once
+		for sc.Scan() {
+			if sc.Text() == viewersReady {
+				once.Do(func() { close(p.ready) })
+			}
+			p.mu.Lock()
+			p.out.Write(sc.Bytes())
+			p.out.WriteByte('\n')
+			p.mu.Unlock()
+		}
+	}()
 	return p, nil
 }
 
-// wait waits for the process and reads its batch.
-func (p *viewerProc) wait() (joinBatch, error) {
+// lockedWriter appends a viewer process's stderr to its output.
+type lockedWriter struct{ p *viewerProc }
+
+func (w *lockedWriter) Write(b []byte) (int, error) {
+	w.p.mu.Lock()
+	defer w.p.mu.Unlock()
+	return w.p.out.Write(b)
+}
+
+// waitReady waits until the process prints viewersReady.
+func (p *viewerProc) waitReady(ctx context.Context, d time.Duration) error {
+	select {
+	case <-p.ready:
+		return nil
+	case <-p.done:
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return fmt.Errorf("viewer process %d ended before its viewers were ready:\n%s", p.cmd.Process.Pid, p.out.String())
+	case <-time.After(d):
+		return fmt.Errorf("viewer process %d: viewers not ready in %v", p.cmd.Process.Pid, d)
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// wait waits for the process and decodes its result, the line after
+// prefix, into out.
+func (p *viewerProc) wait(prefix string, out any) error {
+	<-p.done
 	err := p.cmd.Wait()
-	var out joinBatch
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	for _, line := range strings.Split(p.out.String(), "\n") {
-		if rest, ok := strings.CutPrefix(line, joinBatchPrefix); ok {
-			return out, json.Unmarshal([]byte(rest), &out)
+		if rest, ok := strings.CutPrefix(line, prefix); ok {
+			return json.Unmarshal([]byte(rest), out)
 		}
 	}
-	return out, fmt.Errorf("viewer process %d: no result (%v):\n%s", p.cmd.Process.Pid, err, p.out.String())
+	return fmt.Errorf("viewer process %d: no result (%v):\n%s", p.cmd.Process.Pid, err, p.out.String())
 }
 
 func runJoinBurst(t *testing.T, ctx context.Context, e *edge, edgePID, n int) joinResult {
@@ -560,7 +623,7 @@ func runJoinBurst(t *testing.T, ctx context.Context, e *edge, edgePID, n int) jo
 	for k := range *joinProcs {
 		pl := plan
 		pl.Proc = k
-		p, err := startViewerProc(ctx, pl)
+		p, err := startViewerProc(ctx, "TestBenchJoinViewers", envJoinViewers, pl)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -617,8 +680,8 @@ func runJoinBurst(t *testing.T, ctx context.Context, e *edge, edgePID, n int) jo
 	r.edgeRxDrops = edgeRx1 - edgeRx0
 	var viewerCPU time.Duration
 	for _, p := range procs {
-		b, err := p.wait()
-		if err != nil {
+		var b joinBatch
+		if err := p.wait(joinBatchPrefix, &b); err != nil {
 			t.Fatal(err)
 		}
 		batches = append(batches, b)

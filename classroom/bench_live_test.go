@@ -192,9 +192,10 @@ type liveResult struct {
 	p99                            time.Duration
 	// Where the measured window's loss happened and who spent the CPU:
 	// packets the kernel dropped at the viewers' sockets (their receive
-	// buffers full: the viewers, in this process, did not read in time),
-	// packets edged dropped from its queues (-1: not edged), and this
-	// process's CPU-seconds per second (the viewers and the publisher).
+	// buffers full: the viewers did not read in time), packets edged
+	// dropped from its queues (-1: not edged), and the CPU-seconds per
+	// second of this process (the publisher, and the viewers unless they
+	// run in processes of their own) and the viewer processes together.
 	sockDrops, edgeDrops int64
 	viewerCPU            float64
 	// bufDrops: packets the viewers' pion buffers refused, full (counted
@@ -323,85 +324,50 @@ func runLiveBench(t *testing.T, ctx context.Context, e *edge, pid int, n int, se
 // runFanout measures one N: a lesson published to srv, N viewers, their
 // loss and delay and srv's CPU over secs.
 func runFanout(t *testing.T, ctx context.Context, srv fanoutServer, n int, secs time.Duration) liveResult {
-	return runFanoutWith(t, ctx, srv, n, secs, 0)
+	return runFanoutWith(t, ctx, srv, n, secs, 0, 0)
 }
 
 // runFanoutWith is runFanout with the viewers' (and the publisher's) UDP
-// receive buffers at rcvbuf bytes (0: the system's default).
-func runFanoutWith(t *testing.T, ctx context.Context, srv fanoutServer, n int, secs time.Duration, rcvbuf int) liveResult {
-	api := mediatest.LoopbackAPI(t)
+// receive buffers at rcvbuf bytes (0: the system's default) and the
+// viewers in procs processes of their own (0: this one; runFanoutProcs).
+func runFanoutWith(t *testing.T, ctx context.Context, srv fanoutServer, n int, secs time.Duration, rcvbuf, procs int) liveResult {
 	var bufDrops atomic.Int64
-	if rcvbuf > 0 {
-		var err error
-		if api, err = viewerAPI(rcvbuf, &bufDrops); err != nil {
-			t.Fatal(err)
-		}
-	}
+	api := fanoutAPI(t, rcvbuf, &bufDrops)
 	pc, video, audio := srv.publish(t, ctx, api)
 	defer pc.Close()
-	// Window of send times that count, as unix nanos; 0 = not yet.
-	var winStart, winEnd atomic.Int64
 	var sent atomic.Int64
+	var c fanoutCount
 	sendCtx, stopSend := context.WithCancel(ctx)
 	defer stopSend()
-	inWindow := func(now int64) bool {
-		ws := winStart.Load()
-		return ws != 0 && now >= ws && (winEnd.Load() == 0 || now < winEnd.Load())
-	}
 	go sendLesson(sendCtx, video, audio, func(now int64) {
-		if inWindow(now) {
+		if c.inWindow(now) {
 			sent.Add(1)
 		}
 	})
-
-	var got atomic.Int64
-	var dmu sync.Mutex
-	var delays []time.Duration
-	var ready atomic.Int64
 	var subs []*webrtc.PeerConnection
-	for range n {
-		var first atomic.Bool
-		subs = append(subs, srv.subscribe(t, ctx, api, func(tr *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
-			video := tr.Kind() == webrtc.RTPCodecTypeVideo
-			var local []time.Duration
-			defer func() { dmu.Lock(); delays = append(delays, local...); dmu.Unlock() }()
-			buf := make([]byte, 1500)
-			var p rtp.Packet
-			// A packet counts once: a retransmission of one that was
-			// only late (the viewer NACKed it) is read twice.
-			var seen [1 << 16 / 64]uint64
-			for {
-				k, _, err := tr.Read(buf)
-				if err != nil {
-					return
-				}
-				now := time.Now().UnixNano()
-				if p.Unmarshal(buf[:k]) != nil {
-					continue
-				}
-				if w, bit := p.SequenceNumber/64, uint64(1)<<(p.SequenceNumber%64); seen[w]&bit != 0 {
-					continue
-				} else {
-					seen[w] |= bit
-				}
-				ts, ok := lessonSendTime(p.Payload)
-				if !ok {
-					continue
-				}
-				if video && first.CompareAndSwap(false, true) {
-					ready.Add(1)
-				}
-				if inWindow(ts) {
-					got.Add(1)
-					if video {
-						local = append(local, time.Duration(now-ts))
-					}
-				}
-			}
-		}))
+	var vps []*viewerProc
+	if procs > 0 {
+		vps = startFanoutViewers(t, ctx, srv, n, rcvbuf, procs)
+	} else {
+		for range n {
+			subs = append(subs, srv.subscribe(t, ctx, api, c.onTrack()))
+		}
+		waitFor(t, 60*time.Second, "every subscriber's first packet", func() bool { return c.ready.Load() == int64(n) })
 	}
-	waitFor(t, 60*time.Second, "every subscriber's first packet", func() bool { return ready.Load() == int64(n) })
 	time.Sleep(time.Second) // settle
+	if procs > 0 {
+		// The viewer processes learn the window ahead: a packet sent at
+		// its start must find them knowing it.
+		at := time.Now().Add(200 * time.Millisecond)
+		for _, p := range vps {
+			if _, err := fmt.Fprintf(p.stdin, "%d %d\n", at.UnixNano(), at.Add(secs).UnixNano()); err != nil {
+				t.Fatalf("viewer process: %v", err)
+			}
+		}
+		c.winStart.Store(at.UnixNano())
+		c.winEnd.Store(at.Add(secs).UnixNano())
+		time.Sleep(time.Until(at))
+	}
 
 	ef, isEdged := srv.(*edgedFanout)
 	var drops0 float64
@@ -413,10 +379,10 @@ func runFanoutWith(t *testing.T, ctx context.Context, srv fanoutServer, n int, s
 		t.Fatal(err)
 	}
 	buf0 := bufDrops.Load()
-	self0 := procCPU(t, os.Getpid())
+	self0 := viewersCPU(t, vps)
 	cpu0 := procCPU(t, srv.pid())
 	t0 := time.Now()
-	winStart.Store(t0.UnixNano())
+	c.winStart.CompareAndSwap(0, t0.UnixNano())
 	profiled := make(chan struct{})
 	if isEdged && *benchProfile != "" {
 		go func() {
@@ -429,9 +395,9 @@ func runFanoutWith(t *testing.T, ctx context.Context, srv fanoutServer, n int, s
 	time.Sleep(secs)
 	<-profiled
 	t1 := time.Now()
-	winEnd.Store(t1.UnixNano())
+	c.winEnd.CompareAndSwap(0, t1.UnixNano())
 	cpu1 := procCPU(t, srv.pid())
-	self1 := procCPU(t, os.Getpid())
+	self1 := viewersCPU(t, vps)
 	time.Sleep(time.Second)                // packets in flight
 	sock1, err := socketDrops(os.Getpid()) // before the viewers' sockets close and take their counts with them
 	if err != nil {
@@ -441,6 +407,14 @@ func runFanoutWith(t *testing.T, ctx context.Context, srv fanoutServer, n int, s
 	if isEdged {
 		edgeDrops = int64(liveMetric(t, ctx, ef.e, "campusedge_live_dropped_packets_total") - drops0)
 	}
+	var batches []fanoutBatch
+	for _, p := range vps {
+		var b fanoutBatch
+		if err := p.wait(fanoutBatchPrefix, &b); err != nil {
+			t.Fatal(err)
+		}
+		batches = append(batches, b)
+	}
 	stopSend()
 	for _, spc := range subs {
 		_ = spc.Close()
@@ -449,21 +423,101 @@ func runFanoutWith(t *testing.T, ctx context.Context, srv fanoutServer, n int, s
 	time.Sleep(300 * time.Millisecond)
 	srv.finish(t, ctx)
 
+	time.Sleep(200 * time.Millisecond) // OnTrack goroutines flush their delays
+	delays := c.takeDelays()
+	for _, b := range batches { // the viewer processes' counts join this one's
+		c.got.Add(b.Got)
+		sock1 += b.SockDrops
+		bufDrops.Add(b.BufDrops)
+		for _, us := range b.DelaysMicros {
+			delays = append(delays, time.Duration(us)*time.Microsecond)
+		}
+	}
 	el := t1.Sub(t0).Seconds()
+	win := time.Duration(c.winEnd.Load() - c.winStart.Load()).Seconds()
 	want := sent.Load() * int64(n)
-	r := liveResult{pktsPerSec: float64(got.Load()) / el, cpuPerSec: (cpu1 - cpu0).Seconds() / el,
+	r := liveResult{pktsPerSec: float64(c.got.Load()) / win, cpuPerSec: (cpu1 - cpu0).Seconds() / el,
 		sockDrops: sock1 - sock0, edgeDrops: edgeDrops, viewerCPU: (self1 - self0).Seconds() / el, bufDrops: bufDrops.Load() - buf0}
 	if want > 0 {
-		r.lossPct = 100 * float64(want-got.Load()) / float64(want)
+		r.lossPct = 100 * float64(want-c.got.Load()) / float64(want)
 	}
-	time.Sleep(200 * time.Millisecond) // OnTrack goroutines flush their delays
-	dmu.Lock()
-	slices.Sort(delays)
-	if len(delays) > 0 {
-		r.p99 = delays[len(delays)*99/100]
-	}
-	dmu.Unlock()
+	r.p99 = p99(delays)
 	return r
+}
+
+func p99(delays []time.Duration) time.Duration {
+	if len(delays) == 0 {
+		return 0
+	}
+	slices.Sort(delays)
+	return delays[len(delays)*99/100]
+}
+
+// fanoutCount counts what a benchmark's viewers receive of the packets
+// the publisher sent within the measured window; in the benchmark's own
+// process or in a viewer process (-janus.procs), the same way.
+type fanoutCount struct {
+	// Window of send times that count, as unix nanos; 0 = not yet.
+	winStart, winEnd atomic.Int64
+	got, ready       atomic.Int64 // packets in the window; viewers with a video packet
+	mu               sync.Mutex
+	delays           []time.Duration // of the video packets in the window
+}
+
+func (c *fanoutCount) inWindow(now int64) bool {
+	ws, we := c.winStart.Load(), c.winEnd.Load()
+	return ws != 0 && now >= ws && (we == 0 || now < we)
+}
+
+func (c *fanoutCount) takeDelays() []time.Duration {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	d := c.delays
+	c.delays = nil
+	return d
+}
+
+// onTrack is one viewer's OnTrack handler: it reads the track to its end.
+func (c *fanoutCount) onTrack() func(*webrtc.TrackRemote, *webrtc.RTPReceiver) {
+	var first atomic.Bool
+	return func(tr *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
+		video := tr.Kind() == webrtc.RTPCodecTypeVideo
+		var local []time.Duration
+		defer func() { c.mu.Lock(); c.delays = append(c.delays, local...); c.mu.Unlock() }()
+		buf := make([]byte, 1500)
+		var p rtp.Packet
+		// A packet counts once: a retransmission of one that was
+		// only late (the viewer NACKed it) is read twice.
+		var seen [1 << 16 / 64]uint64
+		for {
+			k, _, err := tr.Read(buf)
+			if err != nil {
+				return
+			}
+			now := time.Now().UnixNano()
+			if p.Unmarshal(buf[:k]) != nil {
+				continue
+			}
+			if w, bit := p.SequenceNumber/64, uint64(1)<<(p.SequenceNumber%64); seen[w]&bit != 0 {
+				continue
+			} else {
+				seen[w] |= bit
+			}
+			ts, ok := lessonSendTime(p.Payload)
+			if !ok {
+				continue
+			}
+			if video && first.CompareAndSwap(false, true) {
+				c.ready.Add(1)
+			}
+			if c.inWindow(ts) {
+				c.got.Add(1)
+				if video {
+					local = append(local, time.Duration(now-ts))
+				}
+			}
+		}
+	}
 }
 
 // srtpLimit is the physical limit: packets per CPU-second of a loop that
