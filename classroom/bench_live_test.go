@@ -329,7 +329,7 @@ func runFanout(t *testing.T, ctx context.Context, srv fanoutServer, n int, secs 
 
 // runFanoutWith is runFanout with the viewers' (and the publisher's) UDP
 // receive buffers at rcvbuf bytes (0: the system's default) and the
-// viewers in procs processes of their own (0: this one; runFanoutProcs).
+// viewers in procs processes of their own (0: this one; startFanoutViewers).
 func runFanoutWith(t *testing.T, ctx context.Context, srv fanoutServer, n int, secs time.Duration, rcvbuf, procs int) liveResult {
 	var bufDrops atomic.Int64
 	api := fanoutAPI(t, rcvbuf, &bufDrops)
@@ -445,6 +445,7 @@ func runFanoutWith(t *testing.T, ctx context.Context, srv fanoutServer, n int, s
 	return r
 }
 
+// p99 is the 99th percentile of delays (sorted in place).
 func p99(delays []time.Duration) time.Duration {
 	if len(delays) == 0 {
 		return 0
